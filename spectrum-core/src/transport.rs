@@ -1,0 +1,153 @@
+//! Transport plumbing shared by every Spectrum service: gRPC servers and channels
+//! configured alike (HTTP/2 keepalive, message size limits, timeouts), and the seams
+//! through which a test or a simulator supplies its own listeners and connectors.
+//!
+//! - [`TransportConfig::server`] gives a [`tonic::transport::Server`] builder; serve
+//!   it on a [`Listener`] from [`bind`] with `serve_with_incoming`, or on any other
+//!   stream of connections (a simulator's) the same way.
+//! - [`TransportConfig::endpoint`] gives a [`tonic::transport::Endpoint`]; call
+//!   `connect_lazy()` for a real TCP channel, or `connect_with_connector_lazy` to
+//!   route through a simulator.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Endpoint, Server, Uri};
+
+use crate::error::CoreError;
+
+/// Default largest gRPC message accepted or sent: 4 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// How Spectrum's gRPC servers and clients talk: one value configures both sides.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Largest encoded gRPC message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// Interval between HTTP/2 keepalive pings on idle connections.
+    pub keepalive_interval: Duration,
+    /// How long a keepalive ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+    /// Longest time to establish a connection.
+    pub connect_timeout: Duration,
+    /// Longest time a client call may take, or `None` for no limit (streams).
+    pub request_timeout: Option<Duration>,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+impl TransportConfig {
+    /// A server builder with keepalive and TCP_NODELAY set.
+    ///
+    /// Message size limits are per service in tonic: apply
+    /// [`max_message_bytes`](Self::max_message_bytes) with each generated server's
+    /// `max_decoding_message_size`.
+    pub fn server(&self) -> Server {
+        Server::builder()
+            .http2_keepalive_interval(Some(self.keepalive_interval))
+            .http2_keepalive_timeout(Some(self.keepalive_timeout))
+            .tcp_nodelay(true)
+    }
+
+    /// An endpoint for `addr` (`http://host:port`, or `host:port`) with this
+    /// configuration's keepalive and timeouts.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::InvalidEndpoint`] when `addr` is not a valid URI.
+    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, CoreError> {
+        let uri = normalize_addr(addr)?;
+        let mut ep = Endpoint::from(uri)
+            .connect_timeout(self.connect_timeout)
+            .http2_keep_alive_interval(self.keepalive_interval)
+            .keep_alive_timeout(self.keepalive_timeout)
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true);
+        if let Some(t) = self.request_timeout {
+            ep = ep.timeout(t);
+        }
+        Ok(ep)
+    }
+}
+
+/// Parses `addr` as an `http://` URI, adding the scheme when missing.
+///
+/// # Errors
+///
+/// [`CoreError::InvalidEndpoint`] when the result is not a URI with a host and port.
+pub fn normalize_addr(addr: &str) -> Result<Uri, CoreError> {
+    let full = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+    let uri: Uri = full
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| CoreError::InvalidEndpoint { addr: addr.to_owned(), reason: e.to_string() })?;
+    if uri.host().is_none() || uri.port_u16().is_none() {
+        return Err(CoreError::InvalidEndpoint { addr: addr.to_owned(), reason: "expected host:port".into() });
+    }
+    Ok(uri)
+}
+
+/// A bound TCP listener ready to be served with `serve_with_incoming`, and the
+/// address it actually bound (useful with port 0).
+#[derive(Debug)]
+pub struct Listener {
+    /// The bound local address.
+    pub local_addr: SocketAddr,
+    /// The stream of accepted connections.
+    pub incoming: TcpIncoming,
+}
+
+impl Listener {
+    /// The bound address as an `http://` URL string.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+}
+
+/// Binds `addr` (for example `127.0.0.1:0` for an ephemeral loopback port).
+///
+/// # Errors
+///
+/// [`CoreError::Io`] when the address cannot be bound.
+pub async fn bind(addr: SocketAddr) -> Result<Listener, CoreError> {
+    let listener = TcpListener::bind(addr).await?;
+    let local_addr = listener.local_addr()?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Ok(Listener { local_addr, incoming })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_without_a_scheme_get_http() {
+        let uri = normalize_addr("127.0.0.1:7000").unwrap();
+        assert_eq!(uri.to_string(), "http://127.0.0.1:7000/");
+    }
+
+    #[test]
+    fn addresses_without_a_port_are_rejected() {
+        let err = normalize_addr("http://example").unwrap_err();
+        assert!(err.to_string().contains("host:port"), "{err}");
+        assert!(normalize_addr("not a uri").is_err());
+    }
+
+    #[tokio::test]
+    async fn bind_reports_the_ephemeral_port() {
+        let l = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        assert_ne!(l.local_addr.port(), 0);
+        assert!(l.url().starts_with("http://127.0.0.1:"));
+    }
+}

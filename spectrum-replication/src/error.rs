@@ -1,0 +1,102 @@
+//! Errors of the store and the replicator.
+
+use spectrum_core::{ClockSkew, ClusterId, NodeId};
+use thiserror::Error;
+
+/// Errors from a [`ConfigStore`](crate::ConfigStore).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A key was rejected.
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key (cut to 80 characters).
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A value was larger than the store accepts.
+    #[error("value for {key:?} is {len} bytes; at most {max} are allowed")]
+    ValueTooLarge {
+        /// The key.
+        key: String,
+        /// The value's size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A batch held no writes.
+    #[error("a write batch must hold at least one write")]
+    EmptyBatch,
+    /// A version token could not be parsed.
+    #[error("invalid version token {token:?}: expected origin:seq")]
+    InvalidToken {
+        /// The token as given (cut to 80 characters).
+        token: String,
+    },
+    /// A remote record was malformed.
+    #[error("invalid record from {origin}: {reason}")]
+    InvalidRecord {
+        /// Its claimed origin.
+        origin: NodeId,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The backing storage failed. `subject` names what was being accessed and
+    /// `verb` what was being done to it.
+    #[error("storage failed to {verb} {subject}: {source}")]
+    Storage {
+        /// What was accessed.
+        subject: String,
+        /// What was being done.
+        verb: &'static str,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Errors from a [`Replicator`](crate::Replicator).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ReplicationError {
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A peer belongs to another cluster.
+    #[error("peer {peer} belongs to cluster {theirs}, not {ours}")]
+    WrongCluster {
+        /// The peer's address or id.
+        peer: String,
+        /// Our cluster.
+        ours: ClusterId,
+        /// Theirs.
+        theirs: String,
+    },
+    /// A peer's clock is off by more than allowed.
+    #[error("peer {peer}: {skew}")]
+    ClockSkew {
+        /// The peer.
+        peer: String,
+        /// The measured skew.
+        skew: ClockSkew,
+    },
+    /// The requested acknowledgement level was not reached in time.
+    #[error("write acknowledged by {acked} of {needed} required nodes before the {timeout_ms} ms timeout")]
+    AckTimeout {
+        /// How many nodes (including this one) acknowledged.
+        acked: usize,
+        /// How many were required.
+        needed: usize,
+        /// The timeout.
+        timeout_ms: u64,
+    },
+    /// A peer could not be reached or answered with an error.
+    #[error("peer {peer} failed: {reason}")]
+    Peer {
+        /// The peer's address.
+        peer: String,
+        /// What went wrong.
+        reason: String,
+    },
+}

@@ -1,0 +1,234 @@
+//! Records, writes, version vectors and deltas: the data the store and the
+//! replicator exchange.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use spectrum_core::{NodeId, Timestamp};
+
+use crate::error::StoreError;
+
+/// Longest key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+/// Default largest value accepted, in bytes (1 MiB).
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// One replicated entry: a value or a tombstone, stamped by its writer.
+///
+/// Two records for the same key are ordered by `(stamp, origin)`: the greater one
+/// wins (last writer wins), which makes merge commutative, associative and
+/// idempotent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The key.
+    pub key: String,
+    /// The value, or `None` for a tombstone (a delete).
+    pub value: Option<Bytes>,
+    /// The writer's HLC stamp.
+    pub stamp: Timestamp,
+    /// The node that wrote it.
+    pub origin: NodeId,
+    /// The writer's per-origin sequence number (1, 2, 3, … per origin).
+    pub seq: u64,
+}
+
+impl Record {
+    /// Whether this record beats `other` for the same key under last-writer-wins.
+    pub fn wins_over(&self, other: &Record) -> bool {
+        (self.stamp, &self.origin) > (other.stamp, &other.origin)
+    }
+
+    /// Whether this record is a tombstone.
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+
+    /// Approximate encoded size, used for byte budgets.
+    pub fn encoded_len(&self) -> usize {
+        self.key.len() + self.value.as_ref().map_or(0, Bytes::len) + self.origin.as_str().len() + 24
+    }
+
+    /// The version token naming this write.
+    pub fn token(&self) -> VersionToken {
+        VersionToken { origin: self.origin.clone(), seq: self.seq }
+    }
+}
+
+/// One local write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Bytes,
+    },
+    /// Delete `key` (writes a tombstone).
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+impl Write {
+    /// The key written.
+    pub fn key(&self) -> &str {
+        match self {
+            Write::Put { key, .. } | Write::Delete { key } => key,
+        }
+    }
+}
+
+/// Local writes applied atomically, all or nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// The writes, in order.
+    pub writes: Vec<Write>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a put.
+    pub fn put(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.writes.push(Write::Put { key: key.into(), value: value.into() });
+        self
+    }
+
+    /// Adds a delete.
+    pub fn delete(mut self, key: impl Into<String>) -> Self {
+        self.writes.push(Write::Delete { key: key.into() });
+        self
+    }
+
+    /// Checks every key and value against the limits.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidKey`] or [`StoreError::ValueTooLarge`] for the first bad write.
+    pub fn validate(&self, max_value_bytes: usize) -> Result<(), StoreError> {
+        if self.writes.is_empty() {
+            return Err(StoreError::EmptyBatch);
+        }
+        for w in &self.writes {
+            validate_key(w.key())?;
+            if let Write::Put { key, value } = w
+                && value.len() > max_value_bytes
+            {
+                return Err(StoreError::ValueTooLarge { key: key.clone(), len: value.len(), max: max_value_bytes });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a key: 1 to [`MAX_KEY_BYTES`] bytes, no control characters.
+///
+/// # Errors
+///
+/// [`StoreError::InvalidKey`] with the reason.
+pub fn validate_key(key: &str) -> Result<(), StoreError> {
+    let reason = if key.is_empty() {
+        "key must not be empty"
+    } else if key.len() > MAX_KEY_BYTES {
+        "key is longer than 512 bytes"
+    } else if key.chars().any(char::is_control) {
+        "key holds a control character"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::InvalidKey { key: key.chars().take(80).collect(), reason })
+}
+
+/// Per origin, the highest contiguous sequence number a store has seen: the store
+/// holds (or holds something newer than) every record `(origin, seq <= vv[origin])`.
+///
+/// It is the digest two nodes exchange: its size is O(nodes), not O(keys).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionVector {
+    /// Highest contiguous sequence number per origin.
+    pub entries: BTreeMap<NodeId, u64>,
+}
+
+impl VersionVector {
+    /// The sequence number seen for `origin` (0 when none).
+    pub fn get(&self, origin: &NodeId) -> u64 {
+        self.entries.get(origin).copied().unwrap_or(0)
+    }
+
+    /// Raises the entry for `origin` to at least `seq`.
+    pub fn raise(&mut self, origin: &NodeId, seq: u64) {
+        let e = self.entries.entry(origin.clone()).or_insert(0);
+        if seq > *e {
+            *e = seq;
+        }
+    }
+
+    /// Whether this vector covers the write named by `token`.
+    pub fn covers(&self, token: &VersionToken) -> bool {
+        self.get(&token.origin) >= token.seq
+    }
+
+    /// Whether this vector covers every entry of `other`.
+    pub fn dominates(&self, other: &VersionVector) -> bool {
+        other.entries.iter().all(|(o, s)| self.get(o) >= *s)
+    }
+
+    /// How many records `other` has seen that this vector has not.
+    pub fn lag_behind(&self, other: &VersionVector) -> u64 {
+        other.entries.iter().map(|(o, s)| s.saturating_sub(self.get(o))).sum()
+    }
+}
+
+/// Names one acknowledged write: a read carrying it is answered only by a node
+/// whose state covers it. Its text form is `origin:seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VersionToken {
+    /// The node that accepted the write.
+    pub origin: NodeId,
+    /// Its sequence number there.
+    pub seq: u64,
+}
+
+impl fmt::Display for VersionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.origin, self.seq)
+    }
+}
+
+impl FromStr for VersionToken {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || StoreError::InvalidToken { token: s.chars().take(80).collect() };
+        let (origin, seq) = s.rsplit_once(':').ok_or_else(bad)?;
+        Ok(VersionToken { origin: origin.parse().map_err(|_| bad())?, seq: seq.parse().map_err(|_| bad())? })
+    }
+}
+
+/// What a peer lacks, computed from its digest: records plus, per origin, the
+/// sequence number up to which the sender has sent everything it has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// The records, ascending by sequence number within each origin.
+    pub records: Vec<Record>,
+    /// Per origin, the receiver may raise its version vector to this value once it
+    /// has merged `records`.
+    pub covers: VersionVector,
+    /// `false` when the byte budget cut the delta short; ask again for the rest.
+    pub complete: bool,
+}
+
+/// What merging remote records changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MergeReport {
+    /// Records that won and were stored.
+    pub applied: usize,
+    /// Records that lost to, or equalled, what was stored.
+    pub ignored: usize,
+}

@@ -1,0 +1,88 @@
+//! The [`Replicator`] trait: how a node's local writes reach its peers.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use spectrum_core::NodeId;
+
+use crate::error::ReplicationError;
+use crate::record::Record;
+
+/// How many nodes must hold a write before it is acknowledged to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AckLevel {
+    /// Only this node (the write is pushed to peers in the background).
+    #[default]
+    Local,
+    /// A majority of the known members, this node included.
+    Quorum,
+    /// Every known member.
+    All,
+}
+
+/// What a replicated write reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckReport {
+    /// Nodes that hold the write, this node included.
+    pub acked: usize,
+    /// Known members, this node included.
+    pub members: usize,
+}
+
+/// What this node knows of one peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerStatus {
+    /// The peer's id, once it has answered.
+    pub id: Option<NodeId>,
+    /// The peer's address.
+    pub addr: String,
+    /// When it last answered.
+    pub last_contact: Option<Instant>,
+    /// Records the peer has that this node lacks, as of the last exchange.
+    pub lag: u64,
+    /// Estimated clock offset of the peer relative to this node, in milliseconds
+    /// (positive: the peer is ahead).
+    pub clock_offset_ms: Option<i64>,
+    /// Whether the offset is beyond the cluster's maximum (its writes are refused).
+    pub clock_skewed: bool,
+    /// The last error talking to it, if the last exchange failed.
+    pub last_error: Option<String>,
+}
+
+/// Moves local writes to peers and keeps replicas converged.
+///
+/// # Contract
+///
+/// - [`replicate`](Replicator::replicate) is called with the records of every local
+///   write, in order; it pushes them to every peer and returns once `ack` is met.
+/// - Independently of pushes, the replicator repairs anything missed (anti-entropy),
+///   so replicas converge once the network heals.
+///
+/// It is an I/O plug-in, so it is async (`#[async_trait]`), `Send + Sync +
+/// 'static`, and held as `Arc<dyn Replicator>`.
+#[async_trait]
+pub trait Replicator: Send + Sync + std::fmt::Debug + 'static {
+    /// Replicates freshly written local records, waiting up to `timeout` for `ack`.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplicationError::AckTimeout`] when the level is not met in time (the write
+    /// stays applied locally and keeps replicating).
+    async fn replicate(
+        &self,
+        records: Vec<Record>,
+        ack: AckLevel,
+        timeout: Duration,
+    ) -> Result<AckReport, ReplicationError>;
+
+    /// Runs one anti-entropy round with one peer now (normally done on a timer).
+    ///
+    /// # Errors
+    ///
+    /// The peer's failure, when the round failed.
+    async fn sync_round(&self) -> Result<(), ReplicationError>;
+
+    /// What this node knows of each peer.
+    fn peers(&self) -> Vec<PeerStatus>;
+}
