@@ -1,1 +1,75 @@
-//! placeholder
+//! # Spectrum
+//!
+//! Run a service as a **cluster of identical nodes behind one load balancer**.
+//! Clients use the balancer's address as if it were a single server; the balancer
+//! picks a node for each request through a pluggable
+//! [`BalancingStrategy`](spectrum_balancer::BalancingStrategy) and fails over when a
+//! node dies. Every node holds a full copy of the configuration database (license,
+//! dataflows, resources, settings, membership), kept in sync by a
+//! [`Replicator`](spectrum_replication::Replicator) over a
+//! [`ConfigStore`](spectrum_replication::ConfigStore); external resources are
+//! defined there and resolved on each node by a
+//! [`ResourceResolver`](spectrum_resources::ResourceResolver).
+//!
+//! This crate assembles the parts:
+//!
+//! - [`Node`] / [`NodeBuilder`]: one member, serving the replication service, the
+//!   [management API](management), `grpc.health.v1`, gRPC reflection, and the
+//!   application's own tonic services.
+//! - [`Cluster`]: nodes and a balancer in one process, for examples and tests.
+//! - [`keys`]: the configuration database's namespaces and their validation.
+//! - [`demo`]: a small dataflow service used by the examples.
+//!
+//! ## A cluster in a few lines
+//!
+//! Start three nodes and a balancer, write a setting through the balancer, and
+//! read it back from every node:
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use spectrum::Cluster;
+//! use spectrum::management::proto::{management_client::ManagementClient, GetRequest, PutRequest};
+//!
+//! let cluster = Cluster::builder("docs".parse()?).size(3).start().await?;
+//!
+//! let mut admin = ManagementClient::connect(cluster.balancer_url()).await?;
+//! let put = admin
+//!     .put(PutRequest { key: "settings/greeting".into(), value: b"hello".to_vec(), ack: 2 /* all */ })
+//!     .await?
+//!     .into_inner();
+//!
+//! for node in cluster.nodes() {
+//!     let mut direct = ManagementClient::connect(node.url().to_owned()).await?;
+//!     let got = direct
+//!         .get(GetRequest { key: "settings/greeting".into(), min_version: put.version.clone() })
+//!         .await?
+//!         .into_inner();
+//!     assert_eq!(got.entry.unwrap().value, b"hello");
+//! }
+//! cluster.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Your own service on every node
+//!
+//! Add any tonic service with [`NodeBuilder::add_service`], or with
+//! [`NodeBuilder::add_service_with`] when it needs the node's store or resolver
+//! (see [`NodeContext`]); [`ClusterBuilder::configure_nodes`] does it for every
+//! node of an in-process cluster.
+
+pub mod cluster;
+pub mod demo;
+pub mod error;
+pub mod keys;
+pub mod management;
+pub mod node;
+
+pub use cluster::{Cluster, ClusterBuilder};
+pub use error::NodeError;
+pub use node::{Node, NodeBuilder, NodeContext};
+
+pub use spectrum_balancer as balancer;
+pub use spectrum_core as core;
+pub use spectrum_replication as replication;
+pub use spectrum_resources as resources;

@@ -1,0 +1,167 @@
+//! [`Cluster`]: nodes and a balancer in one process, for examples, tests and demos.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use spectrum_balancer::strategy::RoundRobin;
+use spectrum_balancer::{BackendConfig, Balancer, BalancerConfig, BalancerHandle, BalancingStrategy};
+use spectrum_core::{ClusterId, NodeId, transport};
+
+use crate::error::NodeError;
+use crate::node::{Node, NodeBuilder};
+
+type Configure = Box<dyn Fn(NodeBuilder) -> NodeBuilder + Send + Sync>;
+
+/// Builds a [`Cluster`].
+pub struct ClusterBuilder {
+    cluster: ClusterId,
+    size: usize,
+    configure: Configure,
+    strategy: Arc<dyn BalancingStrategy>,
+    balancer: BalancerConfig,
+}
+
+impl fmt::Debug for ClusterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterBuilder")
+            .field("cluster", &self.cluster)
+            .field("size", &self.size)
+            .field("strategy", &self.strategy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterBuilder {
+    /// How many nodes (default 3).
+    pub fn size(mut self, size: usize) -> Self {
+        self.size = size;
+        self
+    }
+
+    /// Configures every node's builder, for example to add the application's
+    /// services: `.configure_nodes(|b| b.add_service_with(MyService::server))`.
+    pub fn configure_nodes(mut self, f: impl Fn(NodeBuilder) -> NodeBuilder + Send + Sync + 'static) -> Self {
+        self.configure = Box::new(f);
+        self
+    }
+
+    /// The balancing strategy (default [`RoundRobin`]).
+    pub fn strategy(mut self, strategy: Arc<dyn BalancingStrategy>) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// The balancer's configuration (default: loopback, ephemeral port).
+    pub fn balancer_config(mut self, config: BalancerConfig) -> Self {
+        self.balancer = config;
+        self
+    }
+
+    /// Binds every node on an ephemeral loopback port, starts them with each
+    /// other as seeds, then starts the balancer in front of them.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError`] when a node or the balancer cannot start.
+    pub async fn start(self) -> Result<Cluster, NodeError> {
+        if self.size == 0 {
+            return Err(NodeError::Config("a cluster needs at least one node".into()));
+        }
+        let mut listeners = Vec::with_capacity(self.size);
+        for _ in 0..self.size {
+            listeners.push(transport::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?);
+        }
+        let urls: Vec<String> = listeners.iter().map(transport::Listener::url).collect();
+        let mut nodes = Vec::with_capacity(self.size);
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let id = NodeId::new(format!("node-{}", i + 1)).map_err(|e| NodeError::Config(e.to_string()))?;
+            let seeds: Vec<String> = urls.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, u)| u.clone()).collect();
+            let builder = NodeBuilder::new(id, self.cluster.clone()).listener(listener).seeds(seeds);
+            nodes.push(Some((self.configure)(builder).start().await?));
+        }
+        let backends = nodes
+            .iter()
+            .flatten()
+            .map(|n| BackendConfig { id: n.id().clone(), addr: n.local_addr(), weight: 1 })
+            .collect();
+        let balancer = Balancer::builder(self.balancer).backends(backends).strategy(self.strategy).start().await?;
+        Ok(Cluster { cluster: self.cluster, nodes, balancer })
+    }
+}
+
+/// Nodes and a balancer running in this process.
+pub struct Cluster {
+    cluster: ClusterId,
+    nodes: Vec<Option<Node>>,
+    balancer: BalancerHandle,
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("cluster", &self.cluster)
+            .field("nodes", &self.nodes)
+            .field("balancer", &self.balancer.url())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// A builder for a cluster named `cluster`.
+    pub fn builder(cluster: ClusterId) -> ClusterBuilder {
+        ClusterBuilder {
+            cluster,
+            size: 3,
+            configure: Box::new(|b| b),
+            strategy: Arc::new(RoundRobin::new()),
+            balancer: BalancerConfig::default(),
+        }
+    }
+
+    /// The cluster's id.
+    pub fn id(&self) -> &ClusterId {
+        &self.cluster
+    }
+
+    /// The balancer's address, `http://127.0.0.1:PORT`: clients use it as if the
+    /// cluster were one server.
+    pub fn balancer_url(&self) -> String {
+        self.balancer.url()
+    }
+
+    /// The balancer.
+    pub fn balancer(&self) -> &BalancerHandle {
+        &self.balancer
+    }
+
+    /// The nodes still running, in start order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().flatten()
+    }
+
+    /// The node with `id`, if it is running.
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes().find(|n| n.id().as_str() == id)
+    }
+
+    /// Stops the node with `id` (it stops answering health checks, then its
+    /// server closes). Returns whether such a node was running.
+    pub async fn stop_node(&mut self, id: &str) -> bool {
+        let Some(slot) = self.nodes.iter_mut().find(|n| n.as_ref().is_some_and(|n| n.id().as_str() == id)) else {
+            return false;
+        };
+        if let Some(node) = slot.take() {
+            node.shutdown().await;
+        }
+        true
+    }
+
+    /// Stops the balancer and every node.
+    pub async fn shutdown(self) {
+        self.balancer.shutdown().await;
+        for node in self.nodes.into_iter().flatten() {
+            node.shutdown().await;
+        }
+    }
+}

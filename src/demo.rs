@@ -1,0 +1,237 @@
+//! A small dataflow service, used by the examples and tests to show a cluster at
+//! work: it runs a dataflow definition from the configuration database against an
+//! address and looks its postcode up in a postal database resource resolved on
+//! the serving node.
+//!
+//! A dataflow definition (`dataflows/<name>`) is a JSON object:
+//!
+//! ```json
+//! { "steps": ["trim", "uppercase", "expand_abbreviations", "postal_lookup"], "resource": "postal-db" }
+//! ```
+//!
+//! The postal database is a text file, one `STREET|CITY|POSTCODE` line per entry
+//! (normalised: upper case, abbreviations expanded); lines starting with `#` are
+//! comments.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+use spectrum_resources::{ResolveError, Resolved, ResourceDefinition};
+use tonic::{Request, Response, Status};
+
+use crate::keys::Namespace;
+use crate::node::NodeContext;
+
+/// Generated types and stubs of `spectrum.demo.v1`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("spectrum.demo.v1");
+}
+
+pub use proto::dataflow_client::DataflowClient;
+pub use proto::dataflow_server::DataflowServer;
+
+/// Largest postal database file read, in bytes.
+const MAX_POSTAL_FILE: u64 = 16 * 1024 * 1024;
+
+/// One step of a dataflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Trims and collapses whitespace.
+    Trim,
+    /// Upper-cases the address.
+    Uppercase,
+    /// Expands street abbreviations (`St` → `STREET`, …).
+    ExpandAbbreviations,
+    /// Looks the postcode up in the dataflow's postal database resource.
+    PostalLookup,
+}
+
+/// A dataflow definition as stored under `dataflows/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataflowDefinition {
+    /// The steps, run in order.
+    pub steps: Vec<Step>,
+    /// The postal database resource used by [`Step::PostalLookup`].
+    #[serde(default)]
+    pub resource: Option<String>,
+}
+
+/// The result of running a dataflow on one address.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// The normalised address.
+    pub normalized: String,
+    /// The postcode, when looked up.
+    pub postcode: String,
+    /// The city, when looked up.
+    pub city: String,
+}
+
+const ABBREVIATIONS: &[(&str, &str)] = &[
+    ("ST", "STREET"),
+    ("RD", "ROAD"),
+    ("AVE", "AVENUE"),
+    ("AV", "AVENUE"),
+    ("BLVD", "BOULEVARD"),
+    ("LN", "LANE"),
+    ("DR", "DRIVE"),
+    ("CT", "COURT"),
+    ("PL", "PLACE"),
+    ("SQ", "SQUARE"),
+];
+
+fn expand(word: &str) -> String {
+    let bare = word.trim_end_matches(['.', ',']);
+    let tail = &word[bare.len()..];
+    let tail = tail.trim_start_matches('.');
+    match ABBREVIATIONS.iter().find(|(abbr, _)| abbr.eq_ignore_ascii_case(bare)) {
+        Some((_, full)) => format!("{full}{tail}"),
+        None => word.to_owned(),
+    }
+}
+
+/// Runs the text steps of `def` on `address` (everything but the lookup).
+pub fn normalize(def: &DataflowDefinition, address: &str) -> String {
+    let mut text = address.to_owned();
+    for step in &def.steps {
+        text = match step {
+            Step::Trim => text.split_whitespace().collect::<Vec<_>>().join(" "),
+            Step::Uppercase => text.to_uppercase(),
+            Step::ExpandAbbreviations => text.split(' ').map(expand).collect::<Vec<_>>().join(" "),
+            Step::PostalLookup => text,
+        };
+    }
+    text
+}
+
+/// Finds `normalized` (`[NUMBER ]STREET, CITY`) in a postal database's text.
+pub fn lookup(postal: &str, normalized: &str) -> Option<(String, String)> {
+    let (street, city) = normalized.split_once(',')?;
+    let street = street.trim();
+    let street = street.split_once(' ').filter(|(n, _)| n.chars().all(|c| c.is_ascii_digit())).map_or(street, |(_, s)| s);
+    let city = city.trim();
+    postal.lines().filter(|l| !l.trim_start().starts_with('#')).find_map(|line| {
+        let mut parts = line.split('|').map(str::trim);
+        let (s, c, p) = (parts.next()?, parts.next()?, parts.next()?);
+        (s.eq_ignore_ascii_case(street) && c.eq_ignore_ascii_case(city)).then(|| (p.to_owned(), c.to_owned()))
+    })
+}
+
+/// The dataflow service of one node.
+#[derive(Clone)]
+pub struct DataflowService {
+    ctx: NodeContext,
+}
+
+impl fmt::Debug for DataflowService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataflowService").field("node", &self.ctx.id).finish()
+    }
+}
+
+impl DataflowService {
+    /// The service for the node described by `ctx`.
+    pub fn new(ctx: &NodeContext) -> Self {
+        Self { ctx: ctx.clone() }
+    }
+
+    /// The service as a tonic server, ready for
+    /// [`NodeBuilder::add_service_with`](crate::NodeBuilder::add_service_with).
+    pub fn server(ctx: &NodeContext) -> DataflowServer<Self> {
+        DataflowServer::new(Self::new(ctx))
+    }
+
+    async fn definition<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<T, Status> {
+        let record = self.ctx.store.get(key).await.map_err(|e| Status::internal(e.to_string()))?;
+        let value = record.and_then(|r| r.value).ok_or_else(|| Status::not_found(format!("no {key:?} on this cluster")))?;
+        serde_json::from_slice(&value).map_err(|e| Status::failed_precondition(format!("{key:?} is not a valid definition: {e}")))
+    }
+
+    async fn postal_file(&self, resource: &str) -> Result<String, Status> {
+        let key = Namespace::Resources.key(resource);
+        let record = self.ctx.store.get(&key).await.map_err(|e| Status::internal(e.to_string()))?;
+        let bytes = record.and_then(|r| r.value).ok_or_else(|| Status::failed_precondition(format!("resource {resource:?} is not defined")))?;
+        let def = ResourceDefinition::from_json_bytes(&bytes).map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let path = match self.ctx.resolver.resolve(&def, &self.ctx.id).await {
+            Ok(Resolved::Path(p)) => p,
+            Ok(_) => return Err(Status::failed_precondition(format!("resource {resource:?} is not a database file"))),
+            Err(e @ ResolveError::NotFound { .. }) => return Err(Status::failed_precondition(e.to_string())),
+            Err(e) => return Err(Status::unavailable(e.to_string())),
+        };
+        read_bounded(&path).await
+    }
+}
+
+async fn read_bounded(path: &Path) -> Result<String, Status> {
+    let meta = tokio::fs::metadata(path).await.map_err(|e| Status::failed_precondition(format!("{}: {e}", path.display())))?;
+    if meta.len() > MAX_POSTAL_FILE {
+        return Err(Status::failed_precondition(format!("{} is larger than {MAX_POSTAL_FILE} bytes", path.display())));
+    }
+    tokio::fs::read_to_string(path).await.map_err(|e| Status::failed_precondition(format!("{}: {e}", path.display())))
+}
+
+#[tonic::async_trait]
+impl proto::dataflow_server::Dataflow for DataflowService {
+    async fn run(&self, request: Request<proto::RunRequest>) -> Result<Response<proto::RunResponse>, Status> {
+        let req = request.into_inner();
+        if req.address.len() > 1024 {
+            return Err(Status::invalid_argument("address is longer than 1024 bytes"));
+        }
+        let key = Namespace::Dataflows.key(&req.dataflow);
+        let def: DataflowDefinition = self.definition(&key).await?;
+        let mut out = Outcome { normalized: normalize(&def, &req.address), ..Outcome::default() };
+        if def.steps.contains(&Step::PostalLookup) {
+            let resource = def.resource.as_deref().ok_or_else(|| {
+                Status::failed_precondition(format!("dataflow {:?} looks postcodes up but names no resource", req.dataflow))
+            })?;
+            let postal = self.postal_file(resource).await?;
+            let (postcode, city) = lookup(&postal, &out.normalized)
+                .ok_or_else(|| Status::not_found(format!("no postcode for {:?}", out.normalized)))?;
+            out.postcode = postcode;
+            out.city = city;
+        }
+        Ok(Response::new(proto::RunResponse {
+            normalized: out.normalized,
+            postcode: out.postcode,
+            city: out.city,
+            served_by: self.ctx.id.to_string(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_steps() -> DataflowDefinition {
+        DataflowDefinition {
+            steps: vec![Step::Trim, Step::Uppercase, Step::ExpandAbbreviations, Step::PostalLookup],
+            resource: Some("postal".into()),
+        }
+    }
+
+    #[test]
+    fn addresses_are_normalised_step_by_step() {
+        let out = normalize(&all_steps(), "  12  Main St.,   Springfield ");
+        assert_eq!(out, "12 MAIN STREET, SPRINGFIELD");
+    }
+
+    #[test]
+    fn postcodes_are_found_by_street_and_city() {
+        let db = "# street|city|postcode\nMAIN STREET|SPRINGFIELD|49001\nELM ROAD|SHELBYVILLE|49002\n";
+        assert_eq!(lookup(db, "12 MAIN STREET, SPRINGFIELD"), Some(("49001".into(), "SPRINGFIELD".into())));
+        assert_eq!(lookup(db, "ELM ROAD, SHELBYVILLE").map(|p| p.0), Some("49002".into()));
+        assert_eq!(lookup(db, "ELM ROAD, SPRINGFIELD"), None);
+        assert_eq!(lookup(db, "no comma here"), None);
+    }
+
+    #[test]
+    fn dataflow_definitions_reject_unknown_steps_and_fields() {
+        assert!(serde_json::from_str::<DataflowDefinition>(r#"{"steps":["teleport"]}"#).is_err());
+        assert!(serde_json::from_str::<DataflowDefinition>(r#"{"steps":[],"colour":1}"#).is_err());
+    }
+}

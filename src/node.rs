@@ -1,0 +1,372 @@
+//! [`Node`] and [`NodeBuilder`]: one member of a cluster, assembled.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use spectrum_core::transport::{self, Listener};
+use spectrum_core::{Clock, ClusterId, Hlc, Member, MemberState, NodeId, SystemClock, TransportConfig};
+use spectrum_replication::{AckLevel, AntiEntropy, ConfigStore, MemoryStore, Replicator, WriteBatch};
+use spectrum_resources::{CompositeResolver, ResourceResolver};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::service::RoutesBuilder;
+use tracing::{debug, info, warn};
+
+use crate::error::NodeError;
+use crate::keys::Namespace;
+use crate::management::{ManagementService, proto::management_server::ManagementServer};
+
+/// The encoded descriptors of every Spectrum protocol, served by gRPC reflection.
+pub(crate) const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/spectrum_descriptor.bin"));
+
+/// What a service running on a node can use: the node's identity, its copy of
+/// the configuration database and its resource resolver.
+#[derive(Clone)]
+pub struct NodeContext {
+    /// This node's id.
+    pub id: NodeId,
+    /// The cluster's id.
+    pub cluster: ClusterId,
+    /// This node's copy of the configuration database.
+    pub store: Arc<dyn ConfigStore>,
+    /// Resolves resource definitions on this node.
+    pub resolver: Arc<dyn ResourceResolver>,
+}
+
+impl fmt::Debug for NodeContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeContext").field("id", &self.id).field("cluster", &self.cluster).finish_non_exhaustive()
+    }
+}
+
+type ServiceFactory = Box<dyn FnOnce(&NodeContext, &mut RoutesBuilder) + Send>;
+
+/// Builds a [`Node`]: identity, listening address, peers, store, and the
+/// application's own gRPC services.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), spectrum::NodeError> {
+/// use spectrum::NodeBuilder;
+///
+/// let node = NodeBuilder::new("node-1".parse().unwrap(), "prod".parse().unwrap())
+///     .listen("127.0.0.1:7001".parse().unwrap())
+///     .seeds(["http://127.0.0.1:7002", "http://127.0.0.1:7003"])
+///     .start()
+///     .await?;
+/// println!("serving at {}", node.url());
+/// node.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct NodeBuilder {
+    id: NodeId,
+    cluster: ClusterId,
+    listen: SocketAddr,
+    listener: Option<Listener>,
+    seeds: Vec<String>,
+    store: Option<Arc<dyn ConfigStore>>,
+    clock: Arc<dyn Clock>,
+    max_clock_offset: Duration,
+    transport: TransportConfig,
+    sync_interval: Duration,
+    write_timeout: Duration,
+    resolver: Arc<dyn ResourceResolver>,
+    services: Vec<ServiceFactory>,
+}
+
+impl fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("id", &self.id)
+            .field("cluster", &self.cluster)
+            .field("listen", &self.listen)
+            .field("seeds", &self.seeds)
+            .field("services", &self.services.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeBuilder {
+    /// A builder for node `id` of cluster `cluster`, listening on
+    /// `127.0.0.1:0` (an ephemeral loopback port) unless told otherwise.
+    pub fn new(id: NodeId, cluster: ClusterId) -> Self {
+        Self {
+            id,
+            cluster,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listener: None,
+            seeds: Vec::new(),
+            store: None,
+            clock: Arc::new(SystemClock),
+            max_clock_offset: spectrum_core::hlc::DEFAULT_MAX_OFFSET,
+            transport: TransportConfig::default(),
+            sync_interval: Duration::from_secs(1),
+            write_timeout: Duration::from_secs(5),
+            resolver: Arc::new(CompositeResolver::standard()),
+            services: Vec::new(),
+        }
+    }
+
+    /// The address to listen on.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Serve on an already bound listener (so its address can be shared with peers
+    /// before the node starts).
+    pub fn listener(mut self, listener: Listener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Addresses of other members to contact first (`http://host:port`).
+    pub fn seeds<I, S>(mut self, seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.seeds = seeds.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The configuration store (default: a [`MemoryStore`]).
+    pub fn store(mut self, store: Arc<dyn ConfigStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The physical clock under the node's HLC (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The largest clock offset tolerated from a peer (default 500 ms).
+    pub fn max_clock_offset(mut self, offset: Duration) -> Self {
+        self.max_clock_offset = offset;
+        self
+    }
+
+    /// Transport settings for the node's server and its channels to peers.
+    pub fn transport(mut self, transport: TransportConfig) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// The anti-entropy interval (default 1 s, jittered).
+    pub fn sync_interval(mut self, interval: Duration) -> Self {
+        self.sync_interval = interval;
+        self
+    }
+
+    /// How long a management write waits for its acknowledgement level (default 5 s).
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// The resource resolver (default: [`CompositeResolver::standard`]).
+    pub fn resolver(mut self, resolver: Arc<dyn ResourceResolver>) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    /// Adds one of the application's tonic services.
+    pub fn add_service<S>(self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.add_service_with(move |_| service)
+    }
+
+    /// Adds one of the application's tonic services, built from the node's
+    /// [`NodeContext`] when the node starts (for services that read the
+    /// configuration database or resolve resources).
+    pub fn add_service_with<S, F>(mut self, make: F) -> Self
+    where
+        F: FnOnce(&NodeContext) -> S + Send + 'static,
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.services.push(Box::new(move |ctx, routes| {
+            routes.add_service(make(ctx));
+        }));
+        self
+    }
+
+    /// Binds (unless a listener was given), starts serving, records this node in
+    /// membership and starts anti-entropy.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError`] when the address cannot be bound or membership cannot be written.
+    pub async fn start(self) -> Result<Node, NodeError> {
+        let listener = match self.listener {
+            Some(l) => l,
+            None => transport::bind(self.listen).await?,
+        };
+        let url = listener.url();
+        let hlc = Arc::new(Hlc::with_max_offset(self.clock, self.max_clock_offset));
+        let store: Arc<dyn ConfigStore> = match self.store {
+            Some(s) => s,
+            None => Arc::new(MemoryStore::new(self.id.clone(), hlc.clone())),
+        };
+        let anti_entropy = AntiEntropy::builder(store.clone(), hlc.clone(), self.cluster.clone(), url.clone())
+            .seeds(self.seeds.clone())
+            .interval(self.sync_interval)
+            .transport(self.transport.clone())
+            .build();
+        let replicator: Arc<dyn Replicator> = anti_entropy.clone();
+        let ctx = NodeContext {
+            id: self.id.clone(),
+            cluster: self.cluster.clone(),
+            store: store.clone(),
+            resolver: self.resolver.clone(),
+        };
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| NodeError::Config(format!("reflection: {e}")))?;
+        let management = ManagementService::new(ctx.clone(), replicator.clone(), url.clone(), self.write_timeout);
+
+        let mut routes = RoutesBuilder::default();
+        routes
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                ManagementServer::new(management)
+                    .max_decoding_message_size(self.transport.max_message_bytes)
+                    .max_encoding_message_size(self.transport.max_message_bytes),
+            )
+            .add_service(anti_entropy.service().into_server(self.transport.max_message_bytes));
+        for make in self.services {
+            make(&ctx, &mut routes);
+        }
+
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let server = self.transport.server().add_routes(routes.routes());
+        let server_task = tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = server.serve_with_incoming_shutdown(listener.incoming, stopped).await {
+                warn!(error = %e, "node server ended with an error");
+            }
+        });
+
+        let me = Member::new(self.id.clone(), url.clone(), MemberState::Active);
+        record_membership(&*store, &*replicator, &me).await?;
+        health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        let sync_task = anti_entropy.start();
+        info!(node = %self.id, cluster = %self.cluster, addr = %url, "node started");
+
+        Ok(Node {
+            ctx,
+            url,
+            local_addr: listener.local_addr,
+            replicator,
+            health: health_reporter,
+            stop: stop_tx,
+            server_task,
+            sync_task,
+        })
+    }
+}
+
+async fn record_membership(
+    store: &dyn ConfigStore,
+    replicator: &dyn Replicator,
+    member: &Member,
+) -> Result<(), NodeError> {
+    let value = serde_json::to_vec(member).map_err(|e| NodeError::Config(e.to_string()))?;
+    let records = store.apply(WriteBatch::new().put(Namespace::Membership.key(member.id.as_str()), value)).await?;
+    if let Err(e) = replicator.replicate(records, AckLevel::Local, Duration::from_secs(1)).await {
+        debug!(error = %e, "membership record will reach peers by anti-entropy");
+    }
+    Ok(())
+}
+
+/// A running node. Dropping it does not stop it: call [`Node::shutdown`].
+pub struct Node {
+    ctx: NodeContext,
+    url: String,
+    local_addr: SocketAddr,
+    replicator: Arc<dyn Replicator>,
+    health: tonic_health::server::HealthReporter,
+    stop: watch::Sender<bool>,
+    server_task: JoinHandle<()>,
+    sync_task: spectrum_replication::SyncHandle,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node").field("id", &self.ctx.id).field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A builder for node `id` of cluster `cluster`.
+    pub fn builder(id: NodeId, cluster: ClusterId) -> NodeBuilder {
+        NodeBuilder::new(id, cluster)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.ctx.id
+    }
+
+    /// The address the node serves on, as `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The bound socket address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This node's copy of the configuration database.
+    pub fn store(&self) -> &Arc<dyn ConfigStore> {
+        &self.ctx.store
+    }
+
+    /// The node's replicator.
+    pub fn replicator(&self) -> &Arc<dyn Replicator> {
+        &self.replicator
+    }
+
+    /// What services on this node see.
+    pub fn context(&self) -> &NodeContext {
+        &self.ctx
+    }
+
+    /// Stops the node: reports NOT_SERVING to health checks, stops anti-entropy,
+    /// and stops the server once in-flight requests finish.
+    pub async fn shutdown(self) {
+        self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        self.sync_task.stop().await;
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(Duration::from_secs(5), self.server_task).await.is_err() {
+            warn!(node = %self.ctx.id, "server did not stop within 5 s");
+        }
+        info!(node = %self.ctx.id, "node stopped");
+    }
+}
