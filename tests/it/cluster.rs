@@ -1,0 +1,64 @@
+//! The story of the example, asserted: replication to every node, requests spread
+//! over all nodes, no failed request after one node stops.
+
+use spectrum::demo::DataflowClient;
+use spectrum::management::proto::{GetRequest, PutRequest};
+
+use crate::support::{ACK_ALL, admin, configure_dataflow, run_requests, start_cluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_written_through_the_balancer_reaches_every_node() {
+    let cluster = start_cluster("it-replication").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut through_balancer = admin(&cluster.balancer_url()).await;
+    let version = configure_dataflow(&mut through_balancer, &dir.path().join("postal.db")).await;
+
+    for node in cluster.nodes() {
+        let mut direct = admin(node.url()).await;
+        for key in ["resources/postal-db", "dataflows/normalize-address"] {
+            let got = direct
+                .get(GetRequest { key: key.into(), min_version: version.clone() })
+                .await
+                .unwrap_or_else(|s| panic!("{} lacks {key}: {s}", node.id()))
+                .into_inner();
+            assert_eq!(got.served_by, node.id().as_str());
+            assert!(!got.entry.unwrap().value.is_empty());
+        }
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_spread_over_all_nodes_and_survive_a_stopped_node() {
+    let mut cluster = start_cluster("it-failover").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut through_balancer = admin(&cluster.balancer_url()).await;
+    configure_dataflow(&mut through_balancer, &dir.path().join("postal.db")).await;
+
+    let mut client = DataflowClient::connect(cluster.balancer_url()).await.unwrap();
+    let served = run_requests(&mut client, 30).await;
+    assert_eq!(served.len(), 3, "every node serves: {served:?}");
+    assert!(served.values().all(|&n| n == 10), "round robin spreads evenly: {served:?}");
+
+    assert!(cluster.stop_node("node-2").await);
+    let served = run_requests(&mut client, 30).await;
+    assert!(!served.contains_key("node-2"), "a stopped node serves nothing: {served:?}");
+    assert_eq!(served.values().sum::<usize>(), 30);
+    assert_eq!(served.len(), 2, "both remaining nodes serve: {served:?}");
+
+    let put = through_balancer
+        .put(PutRequest { key: "settings/after-failover".into(), value: b"yes".to_vec(), ack: ACK_ALL })
+        .await
+        .expect("a write with one node down still reaches every remaining member")
+        .into_inner();
+    for node in cluster.nodes() {
+        let got = admin(node.url())
+            .await
+            .get(GetRequest { key: "settings/after-failover".into(), min_version: put.version.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.entry.unwrap().value, b"yes");
+    }
+    cluster.shutdown().await;
+}

@@ -1,0 +1,5 @@
+//! Whole-cluster tests: nodes and the balancer in this process, on loopback.
+
+mod cluster;
+mod management;
+mod support;
