@@ -59,6 +59,7 @@
 //! node of an in-process cluster.
 
 pub mod cluster;
+pub mod config;
 pub mod demo;
 pub mod error;
 pub mod keys;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use spectrum_core::MemberState;
 use spectrum_replication::{
     AckLevel, ConfigStore, Record, ReplicationError, Replicator, StoreError, VersionToken, WriteBatch,
 };
@@ -228,7 +227,48 @@ impl Management for ManagementService {
     }
 }
 
-/// Whether a member state string names an active member (used by status output).
-pub fn is_active(state: &str) -> bool {
-    state.parse::<MemberState>().is_ok_and(MemberState::accepts_requests)
+/// Checks the management API's bearer token: with a token configured, every call
+/// must carry `authorization: Bearer <token>`; without one, every call passes.
+#[derive(Clone)]
+pub struct BearerAuth {
+    token: Option<Arc<str>>,
+}
+
+impl fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerAuth").field("token", &self.token.as_ref().map(|_| "***")).finish()
+    }
+}
+
+impl BearerAuth {
+    /// Checks against `token`, or lets everything through when `None`.
+    pub fn new(token: Option<Arc<str>>) -> Self {
+        Self { token }
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.token else {
+            return Ok(request);
+        };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("missing bearer token: send authorization: Bearer <token>"))?;
+        if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated("invalid bearer token"))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

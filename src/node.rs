@@ -72,6 +72,7 @@ pub struct NodeBuilder {
     sync_interval: Duration,
     write_timeout: Duration,
     resolver: Arc<dyn ResourceResolver>,
+    token: Option<Arc<str>>,
     services: Vec<ServiceFactory>,
 }
 
@@ -104,6 +105,7 @@ impl NodeBuilder {
             sync_interval: Duration::from_secs(1),
             write_timeout: Duration::from_secs(5),
             resolver: Arc::new(CompositeResolver::standard()),
+            token: None,
             services: Vec::new(),
         }
     }
@@ -170,6 +172,14 @@ impl NodeBuilder {
     /// The resource resolver (default: [`CompositeResolver::standard`]).
     pub fn resolver(mut self, resolver: Arc<dyn ResourceResolver>) -> Self {
         self.resolver = resolver;
+        self
+    }
+
+    /// Requires every management call to carry `authorization: Bearer <token>`.
+    /// Give every node of a cluster the same token: it is accepted by every node,
+    /// whichever path a request takes.
+    pub fn management_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Arc::from(token.into()));
         self
     }
 
@@ -251,11 +261,12 @@ impl NodeBuilder {
         routes
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(
+            .add_service(tonic::service::interceptor::InterceptedService::new(
                 ManagementServer::new(management)
                     .max_decoding_message_size(self.transport.max_message_bytes)
                     .max_encoding_message_size(self.transport.max_message_bytes),
-            )
+                crate::management::BearerAuth::new(self.token.clone()),
+            ))
             .add_service(anti_entropy.service().into_server(self.transport.max_message_bytes));
         for make in self.services {
             make(&ctx, &mut routes);

@@ -3,6 +3,7 @@
 //! (crate docs: to be written by the replication implementation)
 
 pub mod error;
+pub mod memory;
 pub mod record;
 pub mod replicator;
 pub mod store;
@@ -14,6 +15,7 @@ pub mod proto {
 }
 
 pub use error::{ReplicationError, StoreError};
+pub use memory::MemoryStore;
 pub use record::{Delta, MergeReport, Record, VersionToken, VersionVector, Write, WriteBatch};
 pub use replicator::{AckLevel, AckReport, PeerStatus, Replicator};
 pub use store::ConfigStore;

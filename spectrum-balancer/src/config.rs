@@ -1,0 +1,166 @@
+//! Configuration of the balancer and of its backends.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use spectrum_core::{Member, NodeId};
+
+use crate::error::BalancerError;
+
+/// How the balancer listens, checks health and retries.
+///
+/// Start from [`BalancerConfig::default`] and change what you need:
+///
+/// ```
+/// use std::time::Duration;
+/// use spectrum_balancer::BalancerConfig;
+///
+/// let config = BalancerConfig { health_interval: Duration::from_millis(200), ..Default::default() };
+/// assert_eq!(config.max_attempts, 3);
+/// ```
+#[derive(Debug, Clone)]
+pub struct BalancerConfig {
+    /// Address to listen on (HTTP/1.1 and HTTP/2 on the same port). Default `127.0.0.1:0`.
+    pub listen: SocketAddr,
+    /// Time between two active health checks of a backend. Default 1 s.
+    pub health_interval: Duration,
+    /// Longest time a health check may take before it counts as failed. Default 500 ms.
+    pub health_timeout: Duration,
+    /// Consecutive successful checks that bring a backend marked down back. Default 2.
+    /// A backend never checked before is admitted after its first successful check.
+    pub rise: u32,
+    /// Consecutive failed checks that mark a healthy backend down. Default 2.
+    pub fall: u32,
+    /// Longest time to connect (TCP and HTTP/2 handshake) to a backend. Default 1 s.
+    pub connect_timeout: Duration,
+    /// Longest time to wait for a backend's response headers, or `None` for no limit.
+    /// Response bodies (streams) are not limited. Default `None`.
+    pub request_timeout: Option<Duration>,
+    /// Most backends tried for one request when connections fail before it is sent.
+    /// Default 3; at least 1.
+    pub max_attempts: u32,
+    /// Header (or gRPC metadata entry) whose value is handed to strategies as
+    /// [`RequestContext::affinity_key`](crate::strategy::RequestContext::affinity_key).
+    /// Default `None`.
+    pub affinity_header: Option<http::HeaderName>,
+    /// How long [`BalancerHandle::shutdown`](crate::BalancerHandle::shutdown) lets open
+    /// requests finish before closing their connections. Default 5 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for BalancerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            health_interval: Duration::from_secs(1),
+            health_timeout: Duration::from_millis(500),
+            rise: 2,
+            fall: 2,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: None,
+            max_attempts: 3,
+            affinity_header: None,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl BalancerConfig {
+    pub(crate) fn validate(&self) -> Result<(), BalancerError> {
+        let invalid = |field, reason| Err(BalancerError::InvalidConfig { field, reason });
+        if self.health_interval.is_zero() {
+            return invalid("health_interval", "must be greater than zero");
+        }
+        if self.health_timeout.is_zero() {
+            return invalid("health_timeout", "must be greater than zero");
+        }
+        if self.connect_timeout.is_zero() {
+            return invalid("connect_timeout", "must be greater than zero");
+        }
+        if self.rise == 0 {
+            return invalid("rise", "must be at least 1");
+        }
+        if self.fall == 0 {
+            return invalid("fall", "must be at least 1");
+        }
+        if self.max_attempts == 0 {
+            return invalid("max_attempts", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// One backend node the balancer may send requests to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// The node's identity (keys its health and load figures across changes).
+    pub id: NodeId,
+    /// The node's plain-text HTTP/2 (gRPC) address.
+    pub addr: SocketAddr,
+    /// Relative weight for weighted strategies. `1` is the usual value.
+    pub weight: u32,
+}
+
+impl BackendConfig {
+    /// A backend of weight 1.
+    pub fn new(id: NodeId, addr: SocketAddr) -> Self {
+        Self { id, addr, weight: 1 }
+    }
+}
+
+impl TryFrom<&Member> for BackendConfig {
+    type Error = BalancerError;
+
+    /// A backend of weight 1 for a membership record whose address is
+    /// `http://IP:PORT` (or `IP:PORT`).
+    ///
+    /// # Errors
+    ///
+    /// [`BalancerError::InvalidBackendAddr`] when the address is not an IP and port.
+    fn try_from(member: &Member) -> Result<Self, Self::Error> {
+        let invalid = |reason: String| BalancerError::InvalidBackendAddr {
+            id: member.id.clone(),
+            addr: member.addr.clone(),
+            reason,
+        };
+        let uri = spectrum_core::transport::normalize_addr(&member.addr).map_err(|e| invalid(e.to_string()))?;
+        if uri.scheme_str().is_some_and(|s| s != "http") {
+            return Err(invalid("only plain-text http:// backends are supported".into()));
+        }
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        let addr = authority.parse::<SocketAddr>().map_err(|e| invalid(format!("expected IP:PORT ({e})")))?;
+        Ok(Self::new(member.id.clone(), addr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use spectrum_core::MemberState;
+
+    use super::*;
+
+    #[test]
+    fn the_default_config_is_valid_and_listens_on_loopback() {
+        let c = BalancerConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+        assert_eq!((c.rise, c.fall, c.max_attempts), (2, 2, 3));
+    }
+
+    #[test]
+    fn zero_attempts_are_rejected_with_the_field_name() {
+        let c = BalancerConfig { max_attempts: 0, ..Default::default() };
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains("max_attempts"), "{err}");
+    }
+
+    #[test]
+    fn members_with_ip_addresses_become_backends() {
+        let id: NodeId = "n1".parse().unwrap();
+        let m = Member::new(id.clone(), "http://127.0.0.1:7001", MemberState::Active);
+        let b = BackendConfig::try_from(&m).unwrap();
+        assert_eq!(b, BackendConfig::new(id.clone(), "127.0.0.1:7001".parse().unwrap()));
+        let named = Member::new(id, "http://node-1.local:7001", MemberState::Active);
+        assert!(matches!(BackendConfig::try_from(&named), Err(BalancerError::InvalidBackendAddr { .. })));
+    }
+}

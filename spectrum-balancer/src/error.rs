@@ -1,0 +1,54 @@
+//! The crate's error type.
+
+use std::net::SocketAddr;
+
+use spectrum_core::NodeId;
+use thiserror::Error;
+
+/// What went wrong while starting or reconfiguring a balancer.
+///
+/// Failures of individual requests are not errors of the API: they are answered to
+/// the client (`503`, gRPC `UNAVAILABLE`) and counted in
+/// [`BackendStats`](crate::BackendStats).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum BalancerError {
+    /// The listening address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why binding failed.
+        source: std::io::Error,
+    },
+    /// Two backends in one list share an id.
+    #[error("backend {id} is listed more than once")]
+    DuplicateBackend {
+        /// The repeated id.
+        id: NodeId,
+    },
+    /// A backend's address could not be used.
+    #[error("backend {id}: invalid address {addr:?}: {reason}")]
+    InvalidBackendAddr {
+        /// The backend.
+        id: NodeId,
+        /// The address as given.
+        addr: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// No backend with this id is configured.
+    #[error("no backend {id} is configured")]
+    UnknownBackend {
+        /// The id asked for.
+        id: NodeId,
+    },
+    /// A configuration value is out of range.
+    #[error("invalid balancer configuration: {field} {reason}")]
+    InvalidConfig {
+        /// The offending [`BalancerConfig`](crate::BalancerConfig) field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
