@@ -49,7 +49,8 @@ pub(crate) fn local_answer(
     } else {
         let mut resp = Response::new(full(message));
         *resp.status_mut() = http_status;
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
         resp
     };
     resp.headers_mut().insert("x-spectrum-balancer", HeaderValue::from_static("local"));
@@ -74,8 +75,13 @@ pub(crate) struct Completion {
 
 impl Completion {
     /// `backend.load.start()` must have been called for this exchange.
-    pub(crate) fn new(backend: Backend, strategy: Arc<dyn BalancingStrategy>, latency: Duration) -> Self {
-        Self { backend, strategy, latency, done: false }
+    pub(crate) fn new(backend: Backend, strategy: Arc<dyn BalancingStrategy>) -> Self {
+        Self { backend, strategy, latency: Duration::ZERO, done: false }
+    }
+
+    /// The time the backend took to answer, reported with the outcome.
+    pub(crate) fn set_latency(&mut self, latency: Duration) {
+        self.latency = latency;
     }
 
     pub(crate) fn complete(&mut self, outcome: Outcome) {
@@ -83,7 +89,7 @@ impl Completion {
             return;
         }
         self.backend.load.finish();
-        if outcome == Outcome::Failure {
+        if matches!(outcome, Outcome::Failure | Outcome::ConnectFailure) {
             self.backend.load.record_failure();
         }
         self.strategy.on_complete(&self.backend, outcome, self.latency);
@@ -156,7 +162,8 @@ mod tests {
 
     #[test]
     fn grpc_clients_get_a_trailers_only_unavailable_status() {
-        let resp = local_answer(true, StatusCode::SERVICE_UNAVAILABLE, GRPC_UNAVAILABLE, "no backend available");
+        let resp =
+            local_answer(true, StatusCode::SERVICE_UNAVAILABLE, GRPC_UNAVAILABLE, "no backend available");
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()["grpc-status"], "14");
         assert_eq!(resp.headers()["content-type"], "application/grpc");
@@ -165,7 +172,8 @@ mod tests {
 
     #[test]
     fn http_clients_get_the_status_and_a_text_body() {
-        let resp = local_answer(false, StatusCode::SERVICE_UNAVAILABLE, GRPC_UNAVAILABLE, "no backend available");
+        let resp =
+            local_answer(false, StatusCode::SERVICE_UNAVAILABLE, GRPC_UNAVAILABLE, "no backend available");
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(resp.headers().get("grpc-status").is_none());
     }

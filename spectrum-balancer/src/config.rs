@@ -123,7 +123,8 @@ impl TryFrom<&Member> for BackendConfig {
             addr: member.addr.clone(),
             reason,
         };
-        let uri = spectrum_core::transport::normalize_addr(&member.addr).map_err(|e| invalid(e.to_string()))?;
+        let uri =
+            spectrum_core::transport::normalize_addr(&member.addr).map_err(|e| invalid(e.to_string()))?;
         if uri.scheme_str().is_some_and(|s| s != "http") {
             return Err(invalid("only plain-text http:// backends are supported".into()));
         }

@@ -1,12 +1,110 @@
 //! # spectrum-replication
 //!
-//! (crate docs: to be written by the replication implementation)
+//! Spectrum's replicated configuration database. Every node of a cluster holds a
+//! full copy; any node accepts writes; the copies converge.
+//!
+//! - [`ConfigStore`] is one node's copy. Each record carries a value or a
+//!   tombstone, the writer's HLC stamp, its origin node and a per-origin sequence
+//!   number. Merging is last-writer-wins by `(stamp, origin)`: commutative,
+//!   associative and idempotent, so copies that merged the same records are equal
+//!   whatever the order. [`MemoryStore`] is the in-memory reference
+//!   implementation.
+//! - A store's [`digest`](ConfigStore::digest) is a [`VersionVector`]: per origin,
+//!   the highest contiguous sequence number seen. It is O(nodes), never O(keys).
+//!   Given a peer's digest, [`delta`](ConfigStore::delta) returns what the peer
+//!   lacks (within a byte budget), and [`merge`](ConfigStore::merge) of that delta
+//!   with its `covers` brings the peer up to date.
+//! - [`Replicator`] moves writes between nodes. [`AntiEntropy`] pushes every local
+//!   write to every peer at once (acknowledged at [`AckLevel::Local`], `Quorum` or
+//!   `All`), and every interval exchanges digests with a random peer so that
+//!   anything a push missed is repaired. [`ReplicationService`] is its gRPC
+//!   server side ([`proto`] holds the wire protocol); both refuse peers of
+//!   another cluster and peers whose clocks run too far ahead.
+//!
+//! ## Two copies converging
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use spectrum_core::{Hlc, NodeId};
+//! use spectrum_replication::{ConfigStore, MemoryStore, WriteBatch};
+//!
+//! let a = MemoryStore::new(NodeId::new("a")?, Arc::new(Hlc::system()));
+//! let b = MemoryStore::new(NodeId::new("b")?, Arc::new(Hlc::system()));
+//!
+//! // Local writes: a batch applies atomically and is numbered a:1, a:2, a:3.
+//! a.apply(WriteBatch::new().put("license/key", "XYZ").put("settings/mode", "fast")).await?;
+//! a.apply(WriteBatch::new().delete("settings/mode")).await?;
+//! b.apply(WriteBatch::new().put("settings/region", "eu")).await?;
+//!
+//! // Anti-entropy by hand: each side sends what the other's digest lacks.
+//! let for_b = a.delta(&b.digest().await?, 64 * 1024).await?;
+//! assert!(for_b.complete);
+//! b.merge(for_b.records, &for_b.covers).await?;
+//! let for_a = b.delta(&a.digest().await?, 64 * 1024).await?;
+//! a.merge(for_a.records, &for_a.covers).await?;
+//!
+//! assert_eq!(a.digest().await?, b.digest().await?);
+//! assert_eq!(a.scan("").await?, b.scan("").await?);
+//! // A delete is a tombstone record: it replicates like a put.
+//! assert!(b.get("settings/mode").await?.expect("tombstone").is_tombstone());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! ## Over the network
+//!
+//! A node builds an [`AntiEntropy`] over its store, serves
+//! [`AntiEntropy::service`] with its other gRPC services, starts the periodic
+//! rounds, and hands every local write's records to
+//! [`Replicator::replicate`]:
+//!
+//! ```no_run
+//! # async fn node() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use spectrum_core::{Hlc, TransportConfig, transport::bind};
+//! use spectrum_replication::{AckLevel, AntiEntropy, ConfigStore, MemoryStore, Replicator, WriteBatch};
+//!
+//! let hlc = Arc::new(Hlc::system());
+//! let store = Arc::new(MemoryStore::new("node-1".parse()?, hlc.clone()));
+//! let listener = bind("127.0.0.1:0".parse()?).await?;
+//! let transport = TransportConfig::default();
+//! let replicator = AntiEntropy::builder(store.clone(), hlc, "prod".parse()?, listener.url())
+//!     .seeds(vec!["http://10.0.0.2:7000".into()])
+//!     .transport(transport.clone())
+//!     .build();
+//! let server = transport
+//!     .server()
+//!     .add_service(replicator.service().into_server(transport.max_message_bytes))
+//!     .serve_with_incoming(listener.incoming);
+//! tokio::spawn(server);
+//! let _rounds = replicator.start(); // rounds stop when this handle is dropped
+//!
+//! let records = store.apply(WriteBatch::new().put("settings/mode", "fast")).await?;
+//! replicator.replicate(records, AckLevel::Quorum, Duration::from_secs(2)).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Why the traits are async
+//!
+//! [`ConfigStore`] and [`Replicator`] are I/O plug-ins (a durable store writes to
+//! disk, a replicator talks to peers), so they use `#[async_trait]`, are
+//! `Send + Sync + 'static`, and are held as `Arc<dyn …>`. Implementations prove
+//! themselves with the conformance suite in `testing` (feature `testing`).
 
+pub mod anti_entropy;
 pub mod error;
 pub mod memory;
+pub mod peers;
 pub mod record;
 pub mod replicator;
+pub mod service;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod wire;
 
 /// Generated protobuf types and gRPC stubs of the replication protocol.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
@@ -14,8 +112,11 @@ pub mod proto {
     tonic::include_proto!("spectrum.replication.v1");
 }
 
+pub use anti_entropy::{AntiEntropy, AntiEntropyBuilder, AntiEntropyHandle};
 pub use error::{ReplicationError, StoreError};
 pub use memory::MemoryStore;
+pub use peers::PeerTable;
 pub use record::{Delta, MergeReport, Record, VersionToken, VersionVector, Write, WriteBatch};
 pub use replicator::{AckLevel, AckReport, PeerStatus, Replicator};
+pub use service::ReplicationService;
 pub use store::ConfigStore;

@@ -68,7 +68,13 @@ impl MemoryStore {
     /// An empty store for node `node_id`, stamping local writes with `hlc`.
     pub fn new(node_id: NodeId, hlc: Arc<Hlc>) -> Self {
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
-        Self { node_id, hlc, max_value_bytes: DEFAULT_MAX_VALUE_BYTES, state: Mutex::new(State::default()), feed }
+        Self {
+            node_id,
+            hlc,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            state: Mutex::new(State::default()),
+            feed,
+        }
     }
 
     /// Sets the largest value accepted, in bytes (default

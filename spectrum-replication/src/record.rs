@@ -121,7 +121,11 @@ impl WriteBatch {
             if let Write::Put { key, value } = w
                 && value.len() > max_value_bytes
             {
-                return Err(StoreError::ValueTooLarge { key: key.clone(), len: value.len(), max: max_value_bytes });
+                return Err(StoreError::ValueTooLarge {
+                    key: key.clone(),
+                    len: value.len(),
+                    max: max_value_bytes,
+                });
             }
         }
         Ok(())

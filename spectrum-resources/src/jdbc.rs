@@ -85,9 +85,9 @@ impl JdbcUrl {
         if let Some(oracle) = rest.strip_prefix("oracle:thin:@") {
             return parse_oracle(oracle);
         }
-        let (subprotocol, rest) = rest.split_once("://").ok_or_else(|| {
-            InvalidUrl::new("expected jdbc:<subprotocol>://host[:port]/database")
-        })?;
+        let (subprotocol, rest) = rest
+            .split_once("://")
+            .ok_or_else(|| InvalidUrl::new("expected jdbc:<subprotocol>://host[:port]/database"))?;
         check_subprotocol(subprotocol)?;
 
         let end = rest.find(['/', ';', '?']).unwrap_or(rest.len());
@@ -172,7 +172,8 @@ fn check_subprotocol(sub: &str) -> Result<(), InvalidUrl> {
     if sub.is_empty() {
         return Err(InvalidUrl::new("subprotocol is missing: expected jdbc:<subprotocol>://…"));
     }
-    if let Some(ch) = sub.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, ':' | '-' | '.')))
+    if let Some(ch) =
+        sub.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, ':' | '-' | '.')))
     {
         return Err(InvalidUrl::new(format!("subprotocol {sub:?} holds {ch:?}")));
     }

@@ -37,7 +37,11 @@ pub(crate) use random::SplitMix;
 use crate::backend::Backend;
 
 /// What a strategy may know about the request it places.
+///
+/// Non-exhaustive so that more of the request can be offered later; build one with
+/// [`RequestContext::new`] and the `with_…` methods.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct RequestContext<'a> {
     /// The request method.
     pub method: &'a http::Method,
@@ -53,6 +57,18 @@ impl<'a> RequestContext<'a> {
     /// A context for a first attempt without affinity key.
     pub fn new(method: &'a http::Method, path: &'a str) -> Self {
         Self { method, path, affinity_key: None, attempt: 0 }
+    }
+
+    /// The same context with an affinity key.
+    #[must_use]
+    pub fn with_affinity_key(self, key: &'a [u8]) -> Self {
+        Self { affinity_key: Some(key), ..self }
+    }
+
+    /// The same context for failover attempt `attempt` (`0` is the first pick).
+    #[must_use]
+    pub fn with_attempt(self, attempt: u32) -> Self {
+        Self { attempt, ..self }
     }
 }
 

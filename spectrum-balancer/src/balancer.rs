@@ -1,0 +1,241 @@
+//! Starting, observing, reconfiguring and stopping a balancer.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use spectrum_core::NodeId;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, info, instrument, warn};
+
+use crate::config::{BackendConfig, BalancerConfig};
+use crate::error::BalancerError;
+use crate::pool::Pool;
+use crate::proxy::Proxy;
+use crate::strategy::{BalancingStrategy, RoundRobin};
+
+/// The load balancer. Start one with [`Balancer::builder`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Balancer;
+
+impl Balancer {
+    /// A builder for a balancer with this configuration, no backends yet, and the
+    /// [`RoundRobin`] strategy.
+    pub fn builder(config: BalancerConfig) -> BalancerBuilder {
+        BalancerBuilder { config, backends: Vec::new(), strategy: None }
+    }
+}
+
+/// Configures and starts a balancer; see [`Balancer::builder`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct BalancerBuilder {
+    config: BalancerConfig,
+    backends: Vec<BackendConfig>,
+    strategy: Option<Arc<dyn BalancingStrategy>>,
+}
+
+impl BalancerBuilder {
+    /// The initial backends (replace them later with [`BalancerHandle::set_backends`]).
+    pub fn backends(mut self, backends: Vec<BackendConfig>) -> Self {
+        self.backends = backends;
+        self
+    }
+
+    /// The strategy that picks a backend for each request. Default [`RoundRobin`].
+    pub fn strategy(mut self, strategy: Arc<dyn BalancingStrategy>) -> Self {
+        self.strategy = Some(strategy);
+        self
+    }
+
+    /// Binds the listening port, starts health checks and begins serving.
+    ///
+    /// New backends are not yet checked: until a first check passes, requests go
+    /// to them anyway if no backend is known healthy (so traffic flows from the
+    /// start), and to checked backends otherwise.
+    ///
+    /// # Errors
+    ///
+    /// [`BalancerError::InvalidConfig`] for an out-of-range setting,
+    /// [`BalancerError::DuplicateBackend`] when two backends share an id, and
+    /// [`BalancerError::Bind`] when the address cannot be bound.
+    #[instrument(skip_all, fields(listen = %self.config.listen))]
+    pub async fn start(self) -> Result<BalancerHandle, BalancerError> {
+        self.config.validate()?;
+        let listen = self.config.listen;
+        let listener =
+            TcpListener::bind(listen).await.map_err(|source| BalancerError::Bind { addr: listen, source })?;
+        let local_addr =
+            listener.local_addr().map_err(|source| BalancerError::Bind { addr: listen, source })?;
+        let grace = self.config.shutdown_grace;
+        let pool = Pool::new(self.config);
+        pool.set_backends(self.backends)?;
+        let strategy = self.strategy.unwrap_or_else(|| Arc::new(RoundRobin::new()));
+        let proxy = Arc::new(Proxy { pool: pool.clone(), strategy });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let accept = tokio::spawn(accept_loop(listener, proxy, shutdown_rx, grace));
+        info!(%local_addr, "balancer listening");
+        Ok(BalancerHandle { local_addr, pool, shutdown, accept: Some(accept) })
+    }
+}
+
+/// Figures for one backend, as [`BalancerHandle::stats`] reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackendStats {
+    /// The node.
+    pub id: NodeId,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its weight.
+    pub weight: u32,
+    /// Whether health checks currently pass.
+    pub healthy: bool,
+    /// Whether it is draining (gets no new requests).
+    pub draining: bool,
+    /// Requests sent to it whose responses have not ended.
+    pub in_flight: u64,
+    /// Requests sent to it (attempts included).
+    pub requests: u64,
+    /// Failed requests and failed connection attempts.
+    pub failures: u64,
+    /// Moving average of its time to response headers, in microseconds.
+    pub latency_ewma_us: u64,
+}
+
+/// A running balancer.
+///
+/// Dropping the handle stops the balancer as [`shutdown`](Self::shutdown) does, but
+/// without waiting for open requests.
+#[derive(Debug)]
+pub struct BalancerHandle {
+    local_addr: SocketAddr,
+    pool: Arc<Pool>,
+    shutdown: watch::Sender<bool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl BalancerHandle {
+    /// The address the balancer listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The balancer's address as a URL, `http://IP:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// Figures for every configured backend, in configuration order.
+    pub fn stats(&self) -> Vec<BackendStats> {
+        self.pool.stats()
+    }
+
+    /// Replaces the backend list while serving. Backends that stay (same id and
+    /// address) keep their health, draining flag, connection and figures; new ones
+    /// are health-checked at once and get traffic after their first good check;
+    /// removed ones get no new requests while their open ones finish.
+    ///
+    /// # Errors
+    ///
+    /// [`BalancerError::DuplicateBackend`] when two backends share an id; the
+    /// previous list then stays in force.
+    pub fn set_backends(&self, backends: Vec<BackendConfig>) -> Result<(), BalancerError> {
+        self.pool.set_backends(backends)
+    }
+
+    /// Marks a backend draining (no new requests; open ones finish) or back in service.
+    ///
+    /// # Errors
+    ///
+    /// [`BalancerError::UnknownBackend`] when no backend has this id.
+    pub fn set_draining(&self, id: &NodeId, draining: bool) -> Result<(), BalancerError> {
+        self.pool.set_draining(id, draining)
+    }
+
+    /// Stops accepting connections, lets open requests finish for up to
+    /// [`BalancerConfig::shutdown_grace`], then closes everything and stops health checks.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.await;
+        }
+        self.pool.close();
+        info!(local_addr = %self.local_addr, "balancer stopped");
+    }
+}
+
+impl Drop for BalancerHandle {
+    fn drop(&mut self) {
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+            self.pool.close();
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: std::time::Duration,
+) {
+    let server = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, client)) => {
+                    connections.spawn(serve_connection(server.clone(), stream, client, proxy.clone(), shutdown.clone()));
+                }
+                Err(error) => {
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    debug!(open = connections.len(), "no longer accepting; waiting for open connections");
+    let drained =
+        tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        debug!(open = connections.len(), "grace period over; closing connections");
+        connections.shutdown().await;
+    }
+}
+
+async fn serve_connection(
+    server: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    client: SocketAddr,
+    proxy: Arc<Proxy>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
+    });
+    let conn = server.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = result {
+        debug!(%client, %error, "client connection ended with an error");
+    }
+}

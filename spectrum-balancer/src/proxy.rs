@@ -1,0 +1,300 @@
+//! Forwarding one request: header fix-ups, picking a backend, failover on
+//! connection failure, and the balancer's own answers.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tracing::{debug, trace, warn};
+
+use crate::body::{
+    Completion, GRPC_DEADLINE_EXCEEDED, GRPC_UNAVAILABLE, ProxyBody, TrackedBody, empty, grpc_failure,
+    local_answer,
+};
+use crate::pool::{Candidates, Pool};
+use crate::strategy::{BalancingStrategy, Outcome, RequestContext};
+
+/// gRPC status code `INTERNAL`.
+const GRPC_INTERNAL: u32 = 13;
+/// gRPC status code `UNIMPLEMENTED`.
+const GRPC_UNIMPLEMENTED: u32 = 12;
+
+/// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1, plus `proxy-connection`).
+const HOP_BY_HOP: [&str; 5] =
+    ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
+
+/// The request handler shared by every client connection.
+#[derive(Debug)]
+pub(crate) struct Proxy {
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) strategy: Arc<dyn BalancingStrategy>,
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Methods that change nothing on the server (RFC 9110 §9.2.1), so a failed one may
+/// be sent again.
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+}
+
+fn unavailable(grpc: bool) -> Response<ProxyBody> {
+    local_answer(grpc, StatusCode::SERVICE_UNAVAILABLE, GRPC_UNAVAILABLE, "no backend available")
+}
+
+/// Removes hop-by-hop headers, including those the `connection` header names.
+/// `te: trailers` is kept (gRPC needs it); other `te` values are dropped.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|name| name != header::TE)
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    let wants_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")));
+    headers.remove(header::TE);
+    if wants_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Prepares a client's request headers for a backend: no hop-by-hop headers, the
+/// client's `host` moved to `x-forwarded-host` (the URI authority names the backend),
+/// and the client address appended to `x-forwarded-for`.
+pub(crate) fn forward_headers(headers: &mut HeaderMap, client: SocketAddr) {
+    strip_hop_by_hop(headers);
+    if let Some(host) = headers.remove(header::HOST) {
+        headers.entry("x-forwarded-host").or_insert(host);
+    }
+    let ip = client.ip().to_string();
+    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert("x-forwarded-for", value);
+    }
+}
+
+/// The URI for a backend: `http://BACKEND` plus the original path and query, byte for byte.
+pub(crate) fn upstream_uri(authority: &http::uri::Authority, pq: &PathAndQuery) -> Option<Uri> {
+    Uri::builder().scheme(Scheme::HTTP).authority(authority.clone()).path_and_query(pq.clone()).build().ok()
+}
+
+impl Proxy {
+    /// Forwards `req` from `client` to a backend and returns its response, or the
+    /// balancer's own answer when no backend can take it. Never fails.
+    pub(crate) async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+        let grpc = is_grpc(req.headers());
+        let Some(pq) = req.uri().path_and_query().cloned() else {
+            return local_answer(grpc, StatusCode::BAD_REQUEST, GRPC_INTERNAL, "request has no path");
+        };
+        if req.method() == Method::CONNECT {
+            return local_answer(
+                grpc,
+                StatusCode::METHOD_NOT_ALLOWED,
+                GRPC_UNIMPLEMENTED,
+                "CONNECT is not supported",
+            );
+        }
+        let client_version = req.version();
+        let method = req.method().clone();
+        let affinity =
+            self.pool.config().affinity_header.as_ref().and_then(|name| req.headers().get(name)).cloned();
+        trace!(%method, path = pq.as_str(), %client, grpc, "request");
+
+        let (mut parts, body) = req.into_parts();
+        forward_headers(&mut parts.headers, client);
+        parts.version = Version::HTTP_2;
+        // A safe request without a body can be sent again if the backend fails it.
+        let replay = (is_safe(&method) && body.is_end_stream()).then(|| parts.headers.clone());
+        let mut req = Request::from_parts(parts, body.boxed());
+
+        let snapshot = self.pool.snapshot();
+        let mut candidates: Cow<'_, Candidates> =
+            Cow::Borrowed(if snapshot.eligible.is_empty() { &snapshot.fallback } else { &snapshot.eligible });
+        let max_attempts = self.pool.config().max_attempts;
+        let mut attempt = 0;
+        loop {
+            if attempt >= max_attempts || candidates.is_empty() {
+                debug!(%method, path = pq.as_str(), attempt, "no backend available");
+                return unavailable(grpc);
+            }
+            let ctx = RequestContext {
+                method: &method,
+                path: pq.path(),
+                affinity_key: affinity.as_ref().map(HeaderValue::as_bytes),
+                attempt,
+            };
+            let Some(index) =
+                self.strategy.pick(&candidates.backends, &ctx).filter(|&i| i < candidates.len())
+            else {
+                debug!(%method, path = pq.as_str(), attempt, "strategy found no backend");
+                return unavailable(grpc);
+            };
+            attempt += 1;
+            let entry = candidates.entries[index].clone();
+            let backend = &entry.backend;
+
+            let mut sender = match entry.upstream.sender().await {
+                Ok(sender) => sender,
+                Err(error) => {
+                    warn!(node = %backend.id, backend = %backend.addr, %error, attempt, "cannot reach backend; trying another");
+                    backend.load.record_failure();
+                    self.strategy.on_complete(backend, Outcome::ConnectFailure, Duration::ZERO);
+                    self.pool.eject(&entry);
+                    candidates = Cow::Owned(candidates.without(index));
+                    continue;
+                }
+            };
+            let Some(uri) = upstream_uri(entry.upstream.authority(), &pq) else {
+                return local_answer(
+                    grpc,
+                    StatusCode::BAD_REQUEST,
+                    GRPC_INTERNAL,
+                    "request path cannot be forwarded",
+                );
+            };
+            *req.uri_mut() = uri;
+
+            backend.load.start();
+            let mut completion = Completion::new(backend.clone(), self.strategy.clone());
+            let started = Instant::now();
+            let sent = sender.try_send_request(req);
+            let result = match self.pool.config().request_timeout {
+                Some(limit) => match tokio::time::timeout(limit, sent).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        warn!(node = %backend.id, ?limit, "backend did not answer in time");
+                        completion.set_latency(started.elapsed());
+                        completion.complete(Outcome::Failure);
+                        return local_answer(
+                            grpc,
+                            StatusCode::GATEWAY_TIMEOUT,
+                            GRPC_DEADLINE_EXCEEDED,
+                            "backend did not answer in time",
+                        );
+                    }
+                },
+                None => sent.await,
+            };
+            match result {
+                Ok(resp) => {
+                    let latency = started.elapsed();
+                    backend.load.record_latency(latency);
+                    completion.set_latency(latency);
+                    let failed = resp.status().is_server_error() || grpc_failure(resp.headers());
+                    trace!(node = %backend.id, status = resp.status().as_u16(), latency_us = latency.as_micros() as u64, "response");
+                    let (mut parts, body) = resp.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    parts.version = client_version;
+                    return Response::from_parts(parts, TrackedBody::new(body, completion, failed).boxed());
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) => {
+                        debug!(node = %backend.id, error = %error.error(), "connection closed before the request was sent; trying another");
+                        entry.upstream.invalidate();
+                        completion.complete(Outcome::ConnectFailure);
+                        req = unsent;
+                        candidates = Cow::Owned(candidates.without(index));
+                    }
+                    None if replay.is_some() && attempt < max_attempts && candidates.len() > 1 => {
+                        warn!(node = %backend.id, error = %error.error(), "backend failed a safe request; sending it to another");
+                        completion.set_latency(started.elapsed());
+                        completion.complete(Outcome::Failure);
+                        entry.upstream.invalidate();
+                        req = Request::new(empty());
+                        *req.method_mut() = method.clone();
+                        *req.version_mut() = Version::HTTP_2;
+                        *req.headers_mut() = replay.clone().unwrap_or_default();
+                        candidates = Cow::Owned(candidates.without(index));
+                    }
+                    None => {
+                        warn!(node = %backend.id, error = %error.error(), "backend failed the request");
+                        completion.set_latency(started.elapsed());
+                        completion.complete(Outcome::Failure);
+                        return local_answer(
+                            grpc,
+                            StatusCode::BAD_GATEWAY,
+                            GRPC_UNAVAILABLE,
+                            "backend failed",
+                        );
+                    }
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped_but_te_trailers_stays() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-private"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert("te", HeaderValue::from_static("gzip, trailers"));
+        h.insert("x-app", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["x-app"], "kept");
+    }
+
+    #[test]
+    fn te_without_trailers_is_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert("te", HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn x_forwarded_for_is_appended_and_host_moves_aside() {
+        let client: SocketAddr = "10.0.0.7:5000".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("lb.example:80"));
+        forward_headers(&mut h, client);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(h["x-forwarded-host"], "lb.example:80");
+        assert!(h.get("host").is_none());
+        forward_headers(&mut h, "10.0.0.8:1".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.7, 10.0.0.8");
+    }
+
+    #[test]
+    fn the_upstream_uri_keeps_the_path_bytes() {
+        let pq = PathAndQuery::from_static("/a%2Fb//c?x=%2F&y");
+        let authority = http::uri::Authority::from_static("127.0.0.1:9000");
+        let uri = upstream_uri(&authority, &pq).unwrap();
+        assert_eq!(uri.to_string(), "http://127.0.0.1:9000/a%2Fb//c?x=%2F&y");
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the balancer: real backends and clients on loopback.
+
+mod failover;
+mod membership;
+mod proxying;
+mod support;

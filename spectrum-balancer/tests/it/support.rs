@@ -1,0 +1,298 @@
+//! Test backends (small h2c servers with `grpc.health.v1`), clients, and helpers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use spectrum_balancer::{BackendConfig, Balancer, BalancerConfig, BalancerHandle, BalancingStrategy};
+use spectrum_core::NodeId;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tower::Service;
+
+type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// How long any wait in these tests may take before the test fails.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A backend node: an HTTP/2-only (h2c) server that
+/// - serves `grpc.health.v1` (tonic-health), adding `x-node: NAME` to its answers;
+/// - answers `/trailers` with a body and the trailer `x-trailer: NAME`;
+/// - answers `/slow` after 500 ms;
+/// - answers anything else with `x-node: NAME`, and a body `NAME METHOD PATH?QUERY`,
+///   and echoes what it saw of `x-forwarded-for`, `te`, `connection`, `host` in
+///   `x-seen-*` headers.
+pub(crate) struct TestNode {
+    pub(crate) name: String,
+    pub(crate) id: NodeId,
+    pub(crate) addr: SocketAddr,
+    pub(crate) health: HealthReporter,
+    server: Option<JoinHandle<()>>,
+}
+
+impl TestNode {
+    pub(crate) async fn start(name: &str) -> TestNode {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(name, listener).await
+    }
+
+    /// Serves again on the same port after [`stop`](Self::stop).
+    pub(crate) async fn restart(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        let fresh = Self::serve(&self.name, listener).await;
+        *self = fresh;
+    }
+
+    async fn serve(name: &str, listener: TcpListener) -> TestNode {
+        let addr = listener.local_addr().unwrap();
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_service_status("demo", ServingStatus::Serving).await;
+        let node_name: Arc<str> = Arc::from(name);
+        let server = tokio::spawn(async move {
+            // Dropping the set (when this task is aborted) aborts every connection.
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let node_name = node_name.clone();
+                let health_service = health_service.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let node_name = node_name.clone();
+                        let mut health_service = health_service.clone();
+                        async move {
+                            let mut resp: Response<Body> =
+                                if req.uri().path().starts_with("/grpc.health.v1.Health/") {
+                                    let resp = health_service.call(req).await.unwrap();
+                                    resp.map(|b| b.map_err(Into::into).boxed_unsync())
+                                } else {
+                                    answer(&node_name, req).await
+                                };
+                            resp.headers_mut().insert("x-node", node_name.parse().unwrap());
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        TestNode { name: name.to_owned(), id: name.parse().unwrap(), addr, health, server: Some(server) }
+    }
+
+    /// Closes the listener and every open connection, as a killed process would.
+    pub(crate) async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+
+    pub(crate) fn backend(&self) -> BackendConfig {
+        BackendConfig::new(self.id.clone(), self.addr)
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+fn full(text: impl Into<Bytes>) -> Body {
+    Full::new(text.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+async fn answer(node: &str, req: Request<Incoming>) -> Response<Body> {
+    let pq = req.uri().path_and_query().map(|pq| pq.as_str().to_owned()).unwrap_or_default();
+    match req.uri().path() {
+        "/trailers" => {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-trailer", node.parse().unwrap());
+            let frames: Vec<Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>> = vec![
+                Ok(Frame::data(Bytes::from_static(b"chunk-1 "))),
+                Ok(Frame::data(Bytes::from_static(b"chunk-2"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            Response::new(StreamBody::new(futures::stream::iter(frames)).boxed_unsync())
+        }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Response::new(full(format!("{node} slow")))
+        }
+        _ => {
+            let mut resp = Response::new(full(format!("{node} {} {pq}", req.method())));
+            for (seen, name) in [
+                ("x-seen-xff", "x-forwarded-for"),
+                ("x-seen-te", "te"),
+                ("x-seen-connection", "connection"),
+                ("x-seen-host", "host"),
+                ("x-seen-x-private", "x-private"),
+            ] {
+                let value = req.headers().get(name).cloned().unwrap_or_else(|| "-".parse().unwrap());
+                resp.headers_mut().insert(seen, value);
+            }
+            resp
+        }
+    }
+}
+
+/// A balancer config with fast health checks, so tests take well under a second per step.
+pub(crate) fn fast_config() -> BalancerConfig {
+    BalancerConfig {
+        health_interval: Duration::from_millis(100),
+        health_timeout: Duration::from_millis(300),
+        connect_timeout: Duration::from_millis(500),
+        shutdown_grace: Duration::from_millis(500),
+        ..BalancerConfig::default()
+    }
+}
+
+pub(crate) async fn start_nodes(n: usize) -> Vec<TestNode> {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(TestNode::start(&format!("node-{i}")).await);
+    }
+    nodes
+}
+
+/// A balancer in front of `nodes`, returned once every node is healthy.
+pub(crate) async fn balancer_for(
+    nodes: &[TestNode],
+    strategy: Option<Arc<dyn BalancingStrategy>>,
+) -> BalancerHandle {
+    let mut builder =
+        Balancer::builder(fast_config()).backends(nodes.iter().map(TestNode::backend).collect());
+    if let Some(s) = strategy {
+        builder = builder.strategy(s);
+    }
+    let balancer = builder.start().await.unwrap();
+    let want = nodes.len();
+    wait_until("every node healthy", || balancer.stats().iter().filter(|s| s.healthy).count() == want).await;
+    balancer
+}
+
+/// Polls `cond` every 20 ms until it holds, failing the test after [`PATIENCE`].
+pub(crate) async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Fails the test if `fut` takes longer than [`PATIENCE`].
+pub(crate) async fn within<T>(fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, fut).await.expect("took too long")
+}
+
+/// A response read to the end.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) version: http::Version,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: String,
+    pub(crate) trailers: Option<HeaderMap>,
+}
+
+impl Answer {
+    pub(crate) fn node(&self) -> &str {
+        self.headers.get("x-node").and_then(|v| v.to_str().ok()).unwrap_or("-")
+    }
+
+    pub(crate) fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+
+    async fn read(resp: Response<Incoming>) -> Answer {
+        let (parts, body) = resp.into_parts();
+        let collected = body.collect().await.unwrap();
+        let trailers = collected.trailers().cloned();
+        Answer {
+            status: parts.status,
+            version: parts.version,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+            trailers,
+        }
+    }
+}
+
+/// A client on one connection, speaking HTTP/1.1 or h2c (prior knowledge).
+pub(crate) enum Client {
+    Http1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Client {
+    pub(crate) async fn http1(addr: SocketAddr) -> Client {
+        let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
+        let (sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        Client::Http1(sender)
+    }
+
+    pub(crate) async fn h2c(addr: SocketAddr) -> Client {
+        let io = TokioIo::new(TcpStream::connect(addr).await.unwrap());
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+        tokio::spawn(conn);
+        Client::Http2(sender)
+    }
+
+    /// Sends `GET path` with extra `headers` and reads the whole answer.
+    pub(crate) async fn get_with(&mut self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut builder = Request::get(path);
+        if let Client::Http2(_) = self {
+            builder = Request::get(format!("http://balancer{path}"));
+        } else {
+            builder = builder.header("host", "balancer.test");
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let req = builder.body(Empty::new()).unwrap();
+        let resp = within(async {
+            match self {
+                Client::Http1(s) => {
+                    s.ready().await.unwrap();
+                    s.send_request(req).await
+                }
+                Client::Http2(s) => {
+                    s.ready().await.unwrap();
+                    s.send_request(req).await
+                }
+            }
+        })
+        .await
+        .unwrap();
+        within(Answer::read(resp)).await
+    }
+
+    pub(crate) async fn get(&mut self, path: &str) -> Answer {
+        self.get_with(path, &[]).await
+    }
+}
+
+/// Counts how many of `answers` each node served.
+pub(crate) fn served_by(answers: &[Answer], node: &str) -> usize {
+    answers.iter().filter(|a| a.node() == node).count()
+}
+
+/// A gRPC channel to the balancer.
+pub(crate) fn grpc_channel(balancer: &BalancerHandle) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(balancer.url()).unwrap().connect_lazy()
+}

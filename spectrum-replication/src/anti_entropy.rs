@@ -1,0 +1,646 @@
+//! [`AntiEntropy`]: the push-on-write plus periodic digest-exchange
+//! [`Replicator`], over gRPC.
+//!
+//! - Every local write is pushed at once to every peer, each push a task of its
+//!   own that retries briefly, so [`AckLevel::Local`] returns at once while
+//!   [`AckLevel::Quorum`] and [`AckLevel::All`] wait for enough answers.
+//! - Every interval (default 1 s, ±20 % jitter) the replicator picks a random peer,
+//!   sends it its digest, merges what the peer answers (repeating while the
+//!   answer was cut short by the byte budget), then pushes the peer whatever the
+//!   peer's digest shows it lacks. Both sides end the round with each other's
+//!   records.
+//! - Peers are the seed addresses plus every member recorded under
+//!   [`MEMBERSHIP_PREFIX`] (a JSON [`Member`]), except this node and members that
+//!   left.
+//! - Every exchange carries the cluster id and the sender's HLC: a peer of another
+//!   cluster, or one whose clock runs too far ahead, is refused and nothing it
+//!   sent is merged.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use rand::Rng;
+use rand::seq::IndexedRandom;
+use spectrum_core::transport::normalize_addr;
+use spectrum_core::{ClusterId, Hlc, Member, MemberState, TransportConfig};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tonic::Code;
+use tonic::transport::Channel;
+use tracing::{Instrument, debug, info_span, instrument, trace, warn};
+
+use crate::error::{ReplicationError, StoreError};
+use crate::peers::{PeerTable, blank, canonical_addr};
+use crate::proto;
+use crate::proto::replication_client::ReplicationClient;
+use crate::record::{Record, VersionVector};
+use crate::replicator::{AckLevel, AckReport, PeerStatus, Replicator};
+use crate::service::{ReplicationService, budget_for, offset_ms};
+use crate::store::ConfigStore;
+use crate::wire::{InvalidMessage, PeerHeader, records_from_wire, records_to_wire, vv_from_wire};
+
+/// Key prefix of the membership namespace: each value is a JSON [`Member`]
+/// (`{"id": …, "addr": …, "state": …}`).
+pub const MEMBERSHIP_PREFIX: &str = "membership/";
+
+/// Default time between anti-entropy rounds.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A push to a failing peer is retried for at least this long, even when the
+/// write's acknowledgement timeout is shorter (anti-entropy repairs the rest).
+pub const MIN_PUSH_RETRY_WINDOW: Duration = Duration::from_secs(2);
+
+/// Most request/answer exchanges in one direction of one anti-entropy round.
+const MAX_EXCHANGES_PER_ROUND: usize = 64;
+
+/// Builds an [`AntiEntropy`] replicator.
+#[derive(Debug)]
+pub struct AntiEntropyBuilder {
+    store: Arc<dyn ConfigStore>,
+    hlc: Arc<Hlc>,
+    cluster: ClusterId,
+    self_addr: String,
+    seeds: Vec<String>,
+    interval: Duration,
+    transport: TransportConfig,
+}
+
+impl AntiEntropyBuilder {
+    /// Addresses of nodes to sync with before membership is known.
+    pub fn seeds(mut self, seeds: Vec<String>) -> Self {
+        self.seeds = seeds;
+        self
+    }
+
+    /// Mean time between anti-entropy rounds (each wait is jittered by ±20 %).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// How to talk to peers (timeouts, keepalive, message size limit).
+    pub fn transport(mut self, transport: TransportConfig) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// The replicator. Call [`AntiEntropy::start`] to run its periodic rounds.
+    pub fn build(self) -> AntiEntropy {
+        let self_addr = canonical_addr(&self.self_addr);
+        let mut seeds: Vec<String> = self.seeds.iter().map(|s| canonical_addr(s)).collect();
+        seeds.sort();
+        seeds.dedup();
+        seeds.retain(|s| *s != self_addr);
+        let (stop, _) = watch::channel(false);
+        AntiEntropy {
+            inner: Arc::new(Inner {
+                store: self.store,
+                hlc: self.hlc,
+                cluster: self.cluster,
+                self_addr,
+                seeds,
+                interval: self.interval,
+                transport: self.transport,
+                peers: PeerTable::new(),
+                known: Mutex::new(Vec::new()),
+                channels: Mutex::new(HashMap::new()),
+                stop,
+            }),
+        }
+    }
+}
+
+/// The anti-entropy [`Replicator`]: eager push on write plus periodic digest
+/// exchange with a random peer. See the [module docs](crate::anti_entropy).
+///
+/// Clones share one replicator.
+#[derive(Debug, Clone)]
+pub struct AntiEntropy {
+    inner: Arc<Inner>,
+}
+
+impl AntiEntropy {
+    /// Starts building a replicator for `store`, stamping messages with `hlc`,
+    /// for `cluster`, on a node reached at `self_addr` (`http://host:port`).
+    pub fn builder(
+        store: Arc<dyn ConfigStore>,
+        hlc: Arc<Hlc>,
+        cluster: ClusterId,
+        self_addr: impl Into<String>,
+    ) -> AntiEntropyBuilder {
+        AntiEntropyBuilder {
+            store,
+            hlc,
+            cluster,
+            self_addr: self_addr.into(),
+            seeds: Vec::new(),
+            interval: DEFAULT_INTERVAL,
+            transport: TransportConfig::default(),
+        }
+    }
+
+    /// The server side for this node, sharing this replicator's store, clock and
+    /// peer table. Serve it with [`ReplicationService::into_server`].
+    pub fn service(&self) -> ReplicationService {
+        let i = &self.inner;
+        ReplicationService::new(i.store.clone(), i.cluster.clone(), i.hlc.clone())
+            .with_addr(i.self_addr.clone())
+            .with_peer_table(i.peers.clone())
+    }
+
+    /// The table of peers this replicator and its service have talked to.
+    pub fn peer_table(&self) -> &PeerTable {
+        &self.inner.peers
+    }
+
+    /// The peers writes go to now: seeds plus members, without this node.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplicationError::Store`] when membership cannot be read.
+    pub async fn peer_addrs(&self) -> Result<Vec<String>, ReplicationError> {
+        self.inner.peer_addrs().await
+    }
+
+    /// Runs anti-entropy rounds in the background (the first at once) until the
+    /// returned handle is stopped or dropped, or [`stop`](Self::stop) is called.
+    /// A stopped replicator stays stopped: it no longer runs rounds or retries
+    /// pushes (writes are still pushed once).
+    pub fn start(&self) -> AntiEntropyHandle {
+        let inner = self.inner.clone();
+        let mut stop = inner.stop.subscribe();
+        let span = info_span!("anti_entropy", node = %inner.store.node_id());
+        let task = tokio::spawn(
+            async move {
+                if *stop.borrow_and_update() {
+                    return;
+                }
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = stop.changed() => break,
+                        res = inner.sync_round() => {
+                            if let Err(e) = res {
+                                debug!(error = %e, "anti-entropy round failed");
+                            }
+                        }
+                    }
+                    let wait = inner.jittered_interval();
+                    tokio::select! {
+                        biased;
+                        _ = stop.changed() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                debug!("anti-entropy stopped");
+            }
+            .instrument(span),
+        );
+        AntiEntropyHandle { inner: self.inner.clone(), task: Some(task) }
+    }
+
+    /// Stops the background rounds and push retries.
+    pub fn stop(&self) {
+        self.inner.stop.send_replace(true);
+    }
+}
+
+/// Runs an [`AntiEntropy`]'s rounds; stops them when dropped.
+#[derive(Debug)]
+pub struct AntiEntropyHandle {
+    inner: Arc<Inner>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl AntiEntropyHandle {
+    /// Asks the rounds to stop (a round under way is abandoned).
+    pub fn stop(&self) {
+        self.inner.stop.send_replace(true);
+    }
+
+    /// Stops the rounds and waits until they have.
+    pub async fn shutdown(mut self) {
+        self.stop();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for AntiEntropyHandle {
+    fn drop(&mut self) {
+        self.inner.stop.send_replace(true);
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn ConfigStore>,
+    hlc: Arc<Hlc>,
+    cluster: ClusterId,
+    self_addr: String,
+    seeds: Vec<String>,
+    interval: Duration,
+    transport: TransportConfig,
+    peers: PeerTable,
+    /// The peer addresses found last time.
+    known: Mutex<Vec<String>>,
+    channels: Mutex<HashMap<String, Channel>>,
+    stop: watch::Sender<bool>,
+}
+
+/// A failed call, and whether trying again may help.
+#[derive(Debug)]
+struct CallError {
+    error: ReplicationError,
+    retry: bool,
+}
+
+impl From<ReplicationError> for CallError {
+    fn from(error: ReplicationError) -> Self {
+        CallError { error, retry: false }
+    }
+}
+
+impl From<StoreError> for CallError {
+    fn from(e: StoreError) -> Self {
+        CallError { error: e.into(), retry: false }
+    }
+}
+
+fn status_error(addr: &str, status: &tonic::Status) -> CallError {
+    let retry = !matches!(
+        status.code(),
+        Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::Unimplemented
+            | Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::OutOfRange
+    );
+    let error = ReplicationError::Peer {
+        peer: addr.to_owned(),
+        reason: format!("{:?}: {}", status.code(), status.message()),
+    };
+    CallError { error, retry }
+}
+
+fn malformed(addr: &str, e: InvalidMessage) -> ReplicationError {
+    ReplicationError::Peer { peer: addr.to_owned(), reason: format!("malformed answer: {e}") }
+}
+
+impl Inner {
+    async fn peer_addrs(&self) -> Result<Vec<String>, ReplicationError> {
+        let mut set: BTreeSet<String> = self.seeds.iter().cloned().collect();
+        for rec in self.store.scan(MEMBERSHIP_PREFIX).await? {
+            let Some(value) = rec.value else { continue };
+            let member: Member = match serde_json::from_slice(&value) {
+                Ok(m) => m,
+                Err(e) => {
+                    trace!(key = %rec.key, error = %e, "ignoring unreadable membership entry");
+                    continue;
+                }
+            };
+            if member.state == MemberState::Left || &member.id == self.store.node_id() {
+                continue;
+            }
+            if normalize_addr(&member.addr).is_err() {
+                trace!(key = %rec.key, addr = %member.addr, "ignoring member with an unusable address");
+                continue;
+            }
+            set.insert(canonical_addr(&member.addr));
+        }
+        set.remove(&self.self_addr);
+        self.channels.lock().retain(|addr, _| set.contains(addr));
+        let addrs: Vec<String> = set.into_iter().collect();
+        *self.known.lock() = addrs.clone();
+        Ok(addrs)
+    }
+
+    fn jittered_interval(&self) -> Duration {
+        let factor: f64 = rand::rng().random_range(0.8..=1.2);
+        Duration::try_from_secs_f64(self.interval.as_secs_f64() * factor)
+            .unwrap_or(self.interval)
+            .max(Duration::from_millis(1))
+    }
+
+    fn client(&self, addr: &str) -> Result<ReplicationClient<Channel>, ReplicationError> {
+        let channel = {
+            let mut channels = self.channels.lock();
+            match channels.get(addr) {
+                Some(c) => c.clone(),
+                None => {
+                    let endpoint = self.transport.endpoint(addr).map_err(|e| ReplicationError::Peer {
+                        peer: addr.to_owned(),
+                        reason: e.to_string(),
+                    })?;
+                    let c = endpoint.connect_lazy();
+                    channels.insert(addr.to_owned(), c.clone());
+                    c
+                }
+            }
+        };
+        let max = self.transport.max_message_bytes;
+        Ok(ReplicationClient::new(channel).max_decoding_message_size(max).max_encoding_message_size(max))
+    }
+
+    fn header(&self) -> proto::Header {
+        proto::Header {
+            cluster_id: self.cluster.to_string(),
+            node_id: self.store.node_id().to_string(),
+            addr: self.self_addr.clone(),
+            hlc: Some(self.hlc.now().into()),
+        }
+    }
+
+    /// Checks an answer's header (cluster, then clock) and records the contact.
+    fn check_answer(
+        &self,
+        addr: &str,
+        header: Option<proto::Header>,
+    ) -> Result<PeerHeader, ReplicationError> {
+        let h = PeerHeader::try_from(header).map_err(|e| malformed(addr, e))?;
+        if h.cluster_id != self.cluster.as_str() {
+            warn!(peer = %addr, theirs = %h.cluster_id, ours = %self.cluster, "peer belongs to another cluster");
+            return Err(ReplicationError::WrongCluster {
+                peer: addr.to_owned(),
+                ours: self.cluster.clone(),
+                theirs: h.cluster_id,
+            });
+        }
+        let offset = offset_ms(h.hlc.wall_ms, self.hlc.physical_now_ms());
+        let observed = self.hlc.observe(h.hlc);
+        let skewed = observed.is_err();
+        self.peers.update(addr, |p| {
+            p.id = Some(h.node_id.clone());
+            p.last_contact = Some(std::time::Instant::now());
+            p.clock_offset_ms = Some(offset);
+            p.clock_skewed = skewed;
+        });
+        if let Err(skew) = observed {
+            warn!(peer = %addr, offset_ms = skew.offset_ms, max_ms = skew.max_ms, "peer clock is skewed; refusing its records");
+            return Err(ReplicationError::ClockSkew { peer: addr.to_owned(), skew });
+        }
+        Ok(h)
+    }
+
+    fn note_failure(&self, addr: &str, e: &ReplicationError) {
+        let msg = e.to_string();
+        self.peers.update(addr, |p| p.last_error = Some(msg));
+    }
+
+    async fn note_success(&self, addr: &str, theirs: &VersionVector) {
+        let lag = match self.store.digest().await {
+            Ok(ours) => ours.lag_behind(theirs),
+            Err(_) => 0,
+        };
+        self.peers.update(addr, |p| {
+            p.lag = lag;
+            p.last_error = None;
+        });
+    }
+
+    /// Pushes `records` to `addr` in messages that fit the size limit; `covers`
+    /// goes with the last one only, once everything it vouches for was sent.
+    /// Returns the peer's digest.
+    async fn push_records(
+        &self,
+        addr: &str,
+        records: &[Record],
+        covers: &VersionVector,
+    ) -> Result<VersionVector, CallError> {
+        let mut client = self.client(addr)?;
+        let budget = budget_for(self.transport.max_message_bytes);
+        let mut chunks: Vec<&[Record]> = Vec::new();
+        let (mut start, mut used) = (0usize, 0usize);
+        for (i, r) in records.iter().enumerate() {
+            let len = r.encoded_len();
+            if i > start && used.saturating_add(len) > budget {
+                chunks.push(&records[start..i]);
+                (start, used) = (i, 0);
+            }
+            used = used.saturating_add(len);
+        }
+        chunks.push(&records[start..]);
+        let mut theirs = VersionVector::default();
+        let last = chunks.len() - 1;
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let req = proto::PushRequest {
+                header: Some(self.header()),
+                records: records_to_wire(chunk),
+                covers: (i == last).then(|| covers.into()),
+            };
+            let resp = client.push(req).await.map_err(|s| status_error(addr, &s))?.into_inner();
+            self.check_answer(addr, resp.header)?;
+            theirs = vv_from_wire(resp.digest, "digest").map_err(|e| malformed(addr, e))?;
+        }
+        Ok(theirs)
+    }
+
+    /// Pushes until acknowledged, a permanent failure, `until`, or stop.
+    async fn push_with_retry(&self, addr: &str, records: &[Record], until: Instant) -> bool {
+        let mut backoff = Duration::from_millis(50);
+        let mut stop = self.stop.subscribe();
+        loop {
+            let attempt =
+                tokio::time::timeout_at(until, self.push_records(addr, records, &VersionVector::default()))
+                    .await;
+            let failure = match attempt {
+                Ok(Ok(theirs)) => {
+                    self.note_success(addr, &theirs).await;
+                    trace!(peer = %addr, records = records.len(), "pushed");
+                    return true;
+                }
+                Ok(Err(e)) => e,
+                Err(_) => CallError {
+                    error: ReplicationError::Peer { peer: addr.to_owned(), reason: "push timed out".into() },
+                    retry: false,
+                },
+            };
+            self.note_failure(addr, &failure.error);
+            if !failure.retry || Instant::now() + backoff >= until || *stop.borrow_and_update() {
+                debug!(peer = %addr, error = %failure.error, "push failed; anti-entropy will repair");
+                return false;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return false,
+            }
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    #[instrument(skip_all, fields(node = %self.store.node_id()))]
+    async fn sync_round(&self) -> Result<(), ReplicationError> {
+        let peers = self.peer_addrs().await?;
+        let Some(addr) = peers.choose(&mut rand::rng()).cloned() else {
+            trace!("no peers to sync with");
+            return Ok(());
+        };
+        let res = self.sync_with(&addr).await;
+        if let Err(e) = &res {
+            self.note_failure(&addr, e);
+        }
+        res
+    }
+
+    async fn sync_with(&self, addr: &str) -> Result<(), ReplicationError> {
+        let mut client = self.client(addr)?;
+        let budget = budget_for(self.transport.max_message_bytes);
+        let mut theirs = VersionVector::default();
+        let mut pulled = 0usize;
+        for _ in 0..MAX_EXCHANGES_PER_ROUND {
+            let digest = self.store.digest().await?;
+            let req = proto::SyncRequest {
+                header: Some(self.header()),
+                digest: Some((&digest).into()),
+                budget_bytes: u64::try_from(budget).unwrap_or(u64::MAX),
+            };
+            let resp = client.sync(req).await.map_err(|s| status_error(addr, &s).error)?.into_inner();
+            self.check_answer(addr, resp.header)?;
+            let records = records_from_wire(resp.records).map_err(|e| malformed(addr, e))?;
+            let covers = vv_from_wire(resp.covers, "covers").map_err(|e| malformed(addr, e))?;
+            theirs = vv_from_wire(resp.digest, "digest").map_err(|e| malformed(addr, e))?;
+            pulled += records.len();
+            self.store.merge(records, &covers).await?;
+            if resp.complete {
+                break;
+            }
+        }
+        let mut pushed = 0usize;
+        for _ in 0..MAX_EXCHANGES_PER_ROUND {
+            let delta = self.store.delta(&theirs, budget).await?;
+            if delta.records.is_empty() && delta.covers.entries.is_empty() {
+                break;
+            }
+            pushed += delta.records.len();
+            theirs = self.push_records(addr, &delta.records, &delta.covers).await.map_err(|e| e.error)?;
+            if delta.complete {
+                break;
+            }
+        }
+        self.note_success(addr, &theirs).await;
+        debug!(peer = %addr, pulled, pushed, "anti-entropy round done");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Replicator for AntiEntropy {
+    #[instrument(skip_all, fields(node = %self.inner.store.node_id(), records = records.len(), ack = ?ack))]
+    async fn replicate(
+        &self,
+        records: Vec<Record>,
+        ack: AckLevel,
+        timeout: Duration,
+    ) -> Result<AckReport, ReplicationError> {
+        let peers = self.inner.peer_addrs().await?;
+        let members = peers.len() + 1;
+        let needed = match ack {
+            AckLevel::Local => 1,
+            AckLevel::Quorum => members / 2 + 1,
+            AckLevel::All => members,
+        };
+        if records.is_empty() {
+            return Ok(AckReport { acked: members, members });
+        }
+        let records = Arc::new(records);
+        let retry_until = Instant::now() + timeout.max(MIN_PUSH_RETRY_WINDOW);
+        let (tx, mut rx) = mpsc::channel(peers.len().max(1));
+        for addr in peers {
+            let (inner, records, tx) = (self.inner.clone(), records.clone(), tx.clone());
+            tokio::spawn(
+                async move {
+                    let ok = inner.push_with_retry(&addr, &records, retry_until).await;
+                    let _ = tx.send(ok).await;
+                }
+                .in_current_span(),
+            );
+        }
+        drop(tx);
+        let mut acked = 1;
+        let until = Instant::now() + timeout;
+        while acked < needed {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(true)) => acked += 1,
+                Ok(Some(false)) => {}
+                Ok(None) | Err(_) => {
+                    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+                    warn!(acked, needed, timeout_ms, "write not acknowledged at the requested level");
+                    return Err(ReplicationError::AckTimeout { acked, needed, timeout_ms });
+                }
+            }
+        }
+        Ok(AckReport { acked, members })
+    }
+
+    async fn sync_round(&self) -> Result<(), ReplicationError> {
+        self.inner.sync_round().await
+    }
+
+    fn peers(&self) -> Vec<PeerStatus> {
+        let known = self.inner.known.lock().clone();
+        let mut out = self.inner.peers.snapshot();
+        for addr in known {
+            if !out.iter().any(|p| p.addr == addr) {
+                out.push(blank(addr));
+            }
+        }
+        out.sort_by(|a, b| a.addr.cmp(&b.addr));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MemoryStore, WriteBatch};
+
+    fn replicator(seeds: &[&str]) -> AntiEntropy {
+        let hlc = Arc::new(Hlc::system());
+        let store = Arc::new(MemoryStore::new("n1".parse().unwrap(), hlc.clone()));
+        AntiEntropy::builder(store, hlc, "c".parse().unwrap(), "127.0.0.1:7001")
+            .seeds(seeds.iter().map(|s| s.to_string()).collect())
+            .build()
+    }
+
+    #[tokio::test]
+    async fn peers_are_seeds_and_members_without_self_or_leavers() {
+        let ae = replicator(&["127.0.0.1:7002", "http://127.0.0.1:7001/"]);
+        let members = [
+            (r#"{"id":"n1","addr":"http://127.0.0.1:7009","state":"active"}"#, "self by id"),
+            (r#"{"id":"n3","addr":"http://127.0.0.1:7003","state":"joining"}"#, "kept"),
+            (r#"{"id":"n4","addr":"http://127.0.0.1:7004","state":"left"}"#, "left"),
+            (r#"{"id":"n5","addr":"http://127.0.0.1:7005","state":"sleeping"}"#, "bad state"),
+            (r#"not json"#, "garbage"),
+            (r#"{"id":"n6","addr":"nowhere","state":"active"}"#, "bad addr"),
+        ];
+        let mut batch = WriteBatch::new();
+        for (i, (json, _)) in members.iter().enumerate() {
+            batch = batch.put(format!("membership/m{i}"), json.to_string());
+        }
+        batch = batch.put("membership/gone", "x").delete("membership/gone");
+        ae.inner.store.apply(batch).await.unwrap();
+        let peers = ae.peer_addrs().await.unwrap();
+        assert_eq!(peers, ["http://127.0.0.1:7002", "http://127.0.0.1:7003"]);
+        let listed: Vec<String> = ae.peers().into_iter().map(|p| p.addr).collect();
+        assert_eq!(listed, peers);
+    }
+
+    #[tokio::test]
+    async fn local_acks_need_no_peer_and_jitter_stays_within_a_fifth() {
+        let ae = replicator(&[]);
+        let recs = ae.inner.store.apply(WriteBatch::new().put("k", "v")).await.unwrap();
+        let report = ae.replicate(recs, AckLevel::All, Duration::from_millis(10)).await.unwrap();
+        assert_eq!(report, AckReport { acked: 1, members: 1 });
+        for _ in 0..100 {
+            let d = ae.inner.jittered_interval();
+            assert!(d >= Duration::from_millis(800) && d <= Duration::from_millis(1200), "{d:?}");
+        }
+        ae.sync_round().await.unwrap();
+    }
+}

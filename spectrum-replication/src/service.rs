@@ -1,0 +1,217 @@
+//! [`ReplicationService`]: the server side of the replication protocol.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use spectrum_core::transport::DEFAULT_MAX_MESSAGE_BYTES;
+use spectrum_core::{ClusterId, Hlc};
+use tonic::{Request, Response, Status};
+use tracing::{debug, instrument, trace, warn};
+
+use crate::error::StoreError;
+use crate::peers::{PeerTable, canonical_addr};
+use crate::proto;
+use crate::proto::replication_server::{Replication, ReplicationServer};
+use crate::store::ConfigStore;
+use crate::wire::{PeerHeader, records_from_wire, records_to_wire, vv_from_wire};
+
+/// Largest delta a sync answer carries, whatever the peer asks for: 4 MiB.
+pub const MAX_SYNC_BUDGET_BYTES: usize = 4 * 1024 * 1024;
+
+/// Serves the replication protocol over a node's store: `Push` merges records a
+/// peer sends; `Sync` answers a peer's digest with what it lacks and our digest.
+///
+/// Every request is checked before anything is merged: a sender of another
+/// cluster is refused (`failed_precondition`, "wrong cluster: …"), a sender whose
+/// clock is further ahead than the HLC's maximum offset is refused
+/// (`failed_precondition` with the clock skew) and flagged in the [`PeerTable`],
+/// and a malformed message is `invalid_argument`.
+#[derive(Debug, Clone)]
+pub struct ReplicationService {
+    store: Arc<dyn ConfigStore>,
+    cluster: ClusterId,
+    hlc: Arc<Hlc>,
+    addr: String,
+    peers: PeerTable,
+    max_budget: usize,
+}
+
+impl ReplicationService {
+    /// A service over `store`, for `cluster`, observing senders' stamps with `hlc`
+    /// (the same clock the store stamps with).
+    pub fn new(store: Arc<dyn ConfigStore>, cluster: ClusterId, hlc: Arc<Hlc>) -> Self {
+        Self {
+            store,
+            cluster,
+            hlc,
+            addr: String::new(),
+            peers: PeerTable::new(),
+            max_budget: budget_for(DEFAULT_MAX_MESSAGE_BYTES),
+        }
+    }
+
+    /// Sets the address this node is reached at, sent in every answer's header.
+    pub fn with_addr(mut self, addr: impl Into<String>) -> Self {
+        self.addr = addr.into();
+        self
+    }
+
+    /// Records peers in `peers` (share it with the replicator so both sides of
+    /// the conversation show up in one status).
+    pub fn with_peer_table(mut self, peers: PeerTable) -> Self {
+        self.peers = peers;
+        self
+    }
+
+    /// The table inbound peers are recorded in.
+    pub fn peer_table(&self) -> &PeerTable {
+        &self.peers
+    }
+
+    /// The tonic server for this service, accepting and sending messages of up to
+    /// `max_message_bytes` (sync answers are sized to fit).
+    pub fn into_server(mut self, max_message_bytes: usize) -> ReplicationServer<ReplicationService> {
+        self.max_budget = budget_for(max_message_bytes);
+        ReplicationServer::new(self)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes)
+    }
+
+    fn header(&self) -> proto::Header {
+        proto::Header {
+            cluster_id: self.cluster.to_string(),
+            node_id: self.store.node_id().to_string(),
+            addr: self.addr.clone(),
+            hlc: Some(self.hlc.now().into()),
+        }
+    }
+
+    /// Checks a request's header: cluster first, then clock; records the peer.
+    fn admit(&self, header: Option<proto::Header>) -> Result<PeerHeader, Status> {
+        let h = PeerHeader::try_from(header)?;
+        if h.cluster_id != self.cluster.as_str() {
+            warn!(peer = %h.node_id, addr = %h.addr, theirs = %h.cluster_id, ours = %self.cluster, "refused peer of another cluster");
+            return Err(Status::failed_precondition(format!(
+                "wrong cluster: node {} belongs to cluster {:?}, but this node belongs to cluster {:?}",
+                h.node_id,
+                h.cluster_id,
+                self.cluster.as_str()
+            )));
+        }
+        let offset = offset_ms(h.hlc.wall_ms, self.hlc.physical_now_ms());
+        let observed = self.hlc.observe(h.hlc);
+        if !h.addr.is_empty() && canonical_addr(&h.addr) != canonical_addr(&self.addr) {
+            let skewed = observed.is_err();
+            self.peers.update(&h.addr, |p| {
+                p.id = Some(h.node_id.clone());
+                p.last_contact = Some(Instant::now());
+                p.clock_offset_ms = Some(offset);
+                p.clock_skewed = skewed;
+            });
+        }
+        if let Err(skew) = observed {
+            warn!(peer = %h.node_id, addr = %h.addr, offset_ms = skew.offset_ms, max_ms = skew.max_ms, "refused peer with a skewed clock");
+            return Err(Status::failed_precondition(format!(
+                "refused writes from node {}: {skew}",
+                h.node_id
+            )));
+        }
+        Ok(h)
+    }
+}
+
+/// Sync answers hold at most half the message limit of record bytes (the wire
+/// form of a record is larger than its estimate) and never more than
+/// [`MAX_SYNC_BUDGET_BYTES`].
+pub(crate) fn budget_for(max_message_bytes: usize) -> usize {
+    (max_message_bytes / 2).clamp(1, MAX_SYNC_BUDGET_BYTES)
+}
+
+/// `remote - local`, in milliseconds.
+pub(crate) fn offset_ms(remote_ms: u64, local_ms: u64) -> i64 {
+    if remote_ms >= local_ms {
+        i64::try_from(remote_ms - local_ms).unwrap_or(i64::MAX)
+    } else {
+        i64::try_from(local_ms - remote_ms).map_or(i64::MIN, |d| -d)
+    }
+}
+
+/// The status answering a store failure.
+pub(crate) fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::InvalidRecord { .. }
+        | StoreError::InvalidKey { .. }
+        | StoreError::ValueTooLarge { .. }
+        | StoreError::EmptyBatch
+        | StoreError::InvalidToken { .. } => Status::invalid_argument(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl Replication for ReplicationService {
+    #[instrument(skip_all, fields(node = %self.store.node_id()))]
+    async fn push(
+        &self,
+        request: Request<proto::PushRequest>,
+    ) -> Result<Response<proto::PushResponse>, Status> {
+        let req = request.into_inner();
+        let peer = self.admit(req.header)?;
+        let records = records_from_wire(req.records)?;
+        let covers = vv_from_wire(req.covers, "covers")?;
+        let count = records.len();
+        let report = self.store.merge(records, &covers).await.map_err(|e| {
+            warn!(peer = %peer.node_id, error = %e, "refused pushed records");
+            store_status(e)
+        })?;
+        trace!(peer = %peer.node_id, records = count, applied = report.applied, "merged push");
+        let digest = self.store.digest().await.map_err(store_status)?;
+        Ok(Response::new(proto::PushResponse { header: Some(self.header()), digest: Some((&digest).into()) }))
+    }
+
+    #[instrument(skip_all, fields(node = %self.store.node_id()))]
+    async fn sync(
+        &self,
+        request: Request<proto::SyncRequest>,
+    ) -> Result<Response<proto::SyncResponse>, Status> {
+        let req = request.into_inner();
+        let peer = self.admit(req.header)?;
+        let theirs = vv_from_wire(req.digest, "digest")?;
+        let asked = usize::try_from(req.budget_bytes).unwrap_or(usize::MAX);
+        let budget = if asked == 0 { self.max_budget } else { asked.min(self.max_budget) };
+        let delta = self.store.delta(&theirs, budget).await.map_err(store_status)?;
+        let ours = self.store.digest().await.map_err(store_status)?;
+        if !peer.addr.is_empty() {
+            let lag = ours.lag_behind(&theirs);
+            self.peers.update(&peer.addr, |p| p.lag = lag);
+        }
+        debug!(peer = %peer.node_id, records = delta.records.len(), complete = delta.complete, "answered sync");
+        Ok(Response::new(proto::SyncResponse {
+            header: Some(self.header()),
+            records: records_to_wire(&delta.records),
+            covers: Some((&delta.covers).into()),
+            complete: delta.complete,
+            digest: Some((&ours).into()),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_signed_and_saturate() {
+        assert_eq!(offset_ms(1_500, 1_000), 500);
+        assert_eq!(offset_ms(1_000, 1_500), -500);
+        assert_eq!(offset_ms(u64::MAX, 0), i64::MAX);
+    }
+
+    #[test]
+    fn sync_budgets_fit_the_message_limit() {
+        assert_eq!(budget_for(4 * 1024 * 1024), 2 * 1024 * 1024);
+        assert_eq!(budget_for(usize::MAX), MAX_SYNC_BUDGET_BYTES);
+        assert_eq!(budget_for(0), 1);
+    }
+}

@@ -1,0 +1,229 @@
+//! Conversions between the wire messages ([`proto`](crate::proto)) and the domain
+//! types. Inbound messages are validated with `TryFrom`; a malformed message is an
+//! [`InvalidMessage`], answered with `invalid_argument`, never a panic.
+
+use std::fmt;
+
+use bytes::Bytes;
+use spectrum_core::{NodeId, Timestamp};
+
+use crate::proto;
+use crate::record::{Record, VersionVector, validate_key};
+
+/// An inbound message failed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidMessage {
+    /// Path of the offending field, such as `records[2].key`.
+    pub field: String,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+impl InvalidMessage {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { field: field.into(), reason: reason.into() }
+    }
+}
+
+impl fmt::Display for InvalidMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid {}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for InvalidMessage {}
+
+impl From<InvalidMessage> for tonic::Status {
+    fn from(e: InvalidMessage) -> Self {
+        tonic::Status::invalid_argument(e.to_string())
+    }
+}
+
+impl From<Timestamp> for proto::Stamp {
+    fn from(t: Timestamp) -> Self {
+        proto::Stamp { wall_ms: t.wall_ms, logical: t.logical }
+    }
+}
+
+impl From<proto::Stamp> for Timestamp {
+    fn from(s: proto::Stamp) -> Self {
+        Timestamp::new(s.wall_ms, s.logical)
+    }
+}
+
+impl From<&Record> for proto::Record {
+    fn from(r: &Record) -> Self {
+        proto::Record {
+            key: r.key.clone(),
+            value: r.value.as_ref().map(|v| v.to_vec()),
+            stamp: Some(r.stamp.into()),
+            origin: r.origin.to_string(),
+            seq: r.seq,
+        }
+    }
+}
+
+impl From<Record> for proto::Record {
+    fn from(r: Record) -> Self {
+        proto::Record::from(&r)
+    }
+}
+
+impl TryFrom<proto::Record> for Record {
+    type Error = InvalidMessage;
+    fn try_from(r: proto::Record) -> Result<Self, Self::Error> {
+        record_at(r, "record")
+    }
+}
+
+fn record_at(r: proto::Record, path: &str) -> Result<Record, InvalidMessage> {
+    validate_key(&r.key).map_err(|e| InvalidMessage::new(format!("{path}.key"), e.to_string()))?;
+    let origin =
+        NodeId::new(&r.origin).map_err(|e| InvalidMessage::new(format!("{path}.origin"), e.to_string()))?;
+    if r.seq == 0 {
+        return Err(InvalidMessage::new(format!("{path}.seq"), "sequence numbers start at 1"));
+    }
+    let stamp = r.stamp.ok_or_else(|| InvalidMessage::new(format!("{path}.stamp"), "missing"))?;
+    Ok(Record { key: r.key, value: r.value.map(Bytes::from), stamp: stamp.into(), origin, seq: r.seq })
+}
+
+/// Converts the records of a message, naming the offending index on failure.
+///
+/// # Errors
+///
+/// [`InvalidMessage`] for the first malformed record (`records[i].field`).
+pub fn records_from_wire(records: Vec<proto::Record>) -> Result<Vec<Record>, InvalidMessage> {
+    records.into_iter().enumerate().map(|(i, r)| record_at(r, &format!("records[{i}]"))).collect()
+}
+
+/// Converts records for the wire.
+pub fn records_to_wire(records: &[Record]) -> Vec<proto::Record> {
+    records.iter().map(proto::Record::from).collect()
+}
+
+impl From<&VersionVector> for proto::VersionVector {
+    fn from(v: &VersionVector) -> Self {
+        proto::VersionVector { entries: v.entries.iter().map(|(o, s)| (o.to_string(), *s)).collect() }
+    }
+}
+
+impl TryFrom<proto::VersionVector> for VersionVector {
+    type Error = InvalidMessage;
+    fn try_from(v: proto::VersionVector) -> Result<Self, Self::Error> {
+        let mut out = VersionVector::default();
+        for (origin, seq) in v.entries {
+            let id = NodeId::new(&origin).map_err(|e| {
+                InvalidMessage::new(format!("version vector entry {origin:?}"), e.to_string())
+            })?;
+            if seq > 0 {
+                out.raise(&id, seq);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Converts an optional wire vector (absent means empty).
+///
+/// # Errors
+///
+/// [`InvalidMessage`] naming `field` when an entry's origin is not a valid node id.
+pub fn vv_from_wire(v: Option<proto::VersionVector>, field: &str) -> Result<VersionVector, InvalidMessage> {
+    match v {
+        None => Ok(VersionVector::default()),
+        Some(v) => VersionVector::try_from(v).map_err(|e| InvalidMessage::new(field, e.to_string())),
+    }
+}
+
+/// The validated header of a replication message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerHeader {
+    /// The sender's cluster id, as sent (compared with ours before anything else).
+    pub cluster_id: String,
+    /// The sender.
+    pub node_id: NodeId,
+    /// The sender's address (may be empty for a client that serves nothing).
+    pub addr: String,
+    /// The sender's HLC when it sent the message.
+    pub hlc: Timestamp,
+}
+
+impl TryFrom<Option<proto::Header>> for PeerHeader {
+    type Error = InvalidMessage;
+    fn try_from(h: Option<proto::Header>) -> Result<Self, Self::Error> {
+        let h = h.ok_or_else(|| InvalidMessage::new("header", "missing"))?;
+        if h.cluster_id.is_empty() {
+            return Err(InvalidMessage::new("header.cluster_id", "missing"));
+        }
+        let node_id =
+            NodeId::new(&h.node_id).map_err(|e| InvalidMessage::new("header.node_id", e.to_string()))?;
+        let hlc = h.hlc.ok_or_else(|| InvalidMessage::new("header.hlc", "missing"))?;
+        Ok(PeerHeader { cluster_id: h.cluster_id, node_id, addr: h.addr, hlc: hlc.into() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> proto::Record {
+        proto::Record {
+            key: "k".into(),
+            value: Some(b"v".to_vec()),
+            stamp: Some(proto::Stamp { wall_ms: 5, logical: 1 }),
+            origin: "n1".into(),
+            seq: 1,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_through_the_wire() {
+        let r = Record::try_from(good()).unwrap();
+        assert_eq!(proto::Record::from(&r), good());
+        let tomb = proto::Record { value: None, ..good() };
+        assert!(Record::try_from(tomb).unwrap().is_tombstone());
+    }
+
+    #[test]
+    fn malformed_records_are_rejected_with_the_field_named() {
+        let cases = [
+            (proto::Record { key: String::new(), ..good() }, "records[1].key"),
+            (proto::Record { seq: 0, ..good() }, "records[1].seq"),
+            (proto::Record { origin: "bad origin".into(), ..good() }, "records[1].origin"),
+            (proto::Record { stamp: None, ..good() }, "records[1].stamp"),
+        ];
+        for (bad, field) in cases {
+            let err = records_from_wire(vec![good(), bad]).unwrap_err();
+            assert_eq!(err.field, field);
+            let status = tonic::Status::from(err);
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(status.message().contains(field), "{}", status.message());
+        }
+    }
+
+    #[test]
+    fn headers_need_a_cluster_a_node_and_a_stamp() {
+        let h = proto::Header {
+            cluster_id: "c".into(),
+            node_id: "n".into(),
+            addr: String::new(),
+            hlc: Some(proto::Stamp { wall_ms: 1, logical: 0 }),
+        };
+        assert!(PeerHeader::try_from(Some(h.clone())).is_ok());
+        assert!(PeerHeader::try_from(None).is_err());
+        assert!(PeerHeader::try_from(Some(proto::Header { hlc: None, ..h.clone() })).is_err());
+        assert!(PeerHeader::try_from(Some(proto::Header { node_id: String::new(), ..h.clone() })).is_err());
+        assert!(PeerHeader::try_from(Some(proto::Header { cluster_id: String::new(), ..h })).is_err());
+    }
+
+    #[test]
+    fn version_vectors_reject_bad_origins_and_drop_zero_entries() {
+        let mut v = proto::VersionVector::default();
+        v.entries.insert("n1".into(), 4);
+        v.entries.insert("n2".into(), 0);
+        let vv = VersionVector::try_from(v.clone()).unwrap();
+        assert_eq!(vv.entries.len(), 1);
+        v.entries.insert("no spaces".into(), 1);
+        assert!(vv_from_wire(Some(v), "digest").unwrap_err().to_string().contains("digest"));
+    }
+}

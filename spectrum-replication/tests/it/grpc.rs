@@ -1,0 +1,430 @@
+//! Real gRPC replication between nodes on loopback (ephemeral ports).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use spectrum_core::transport::{Listener, bind};
+use spectrum_core::{ClusterId, Hlc, ManualClock, NodeId, SystemClock, TransportConfig};
+use spectrum_replication::anti_entropy::AntiEntropyHandle;
+use spectrum_replication::proto::replication_client::ReplicationClient;
+use spectrum_replication::proto::{self, PushRequest};
+use spectrum_replication::{
+    AckLevel, AntiEntropy, ConfigStore, MemoryStore, ReplicationError, Replicator, VersionVector, WriteBatch,
+};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+const CLUSTER: &str = "test-cluster";
+
+fn transport() -> TransportConfig {
+    TransportConfig {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Some(Duration::from_secs(2)),
+        ..TransportConfig::default()
+    }
+}
+
+async fn listener() -> Listener {
+    bind("127.0.0.1:0".parse().unwrap()).await.unwrap()
+}
+
+/// An address nothing listens on.
+async fn dead_addr() -> String {
+    let l = listener().await;
+    let url = l.url();
+    drop(l);
+    url
+}
+
+struct TestNode {
+    addr: String,
+    store: Arc<MemoryStore>,
+    ae: AntiEntropy,
+    rounds: Option<AntiEntropyHandle>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+struct NodeSpec<'a> {
+    id: &'a str,
+    cluster: &'a str,
+    seeds: Vec<String>,
+    hlc: Arc<Hlc>,
+    /// Background anti-entropy interval, or `None` for pushes and manual rounds only.
+    interval: Option<Duration>,
+}
+
+impl<'a> NodeSpec<'a> {
+    fn new(id: &'a str, seeds: Vec<String>) -> Self {
+        NodeSpec { id, cluster: CLUSTER, seeds, hlc: Arc::new(Hlc::system()), interval: None }
+    }
+    fn every(mut self, interval: Duration) -> Self {
+        self.interval = Some(interval);
+        self
+    }
+}
+
+impl TestNode {
+    async fn serve(spec: NodeSpec<'_>, listener: Listener) -> TestNode {
+        let addr = listener.url();
+        let id: NodeId = spec.id.parse().unwrap();
+        let store = Arc::new(MemoryStore::new(id, spec.hlc.clone()));
+        let cluster: ClusterId = spec.cluster.parse().unwrap();
+        let mut builder = AntiEntropy::builder(store.clone(), spec.hlc, cluster, addr.clone())
+            .seeds(spec.seeds)
+            .transport(transport());
+        if let Some(i) = spec.interval {
+            builder = builder.interval(i);
+        }
+        let ae = builder.build();
+        let svc = ae.service().into_server(transport().max_message_bytes);
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let _ = transport()
+                .server()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(listener.incoming, async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        let rounds = spec.interval.map(|_| ae.start());
+        TestNode { addr, store, ae, rounds, shutdown: Some(tx), server: Some(server) }
+    }
+
+    async fn stop(mut self) {
+        if let Some(r) = self.rounds.take() {
+            r.shutdown().await;
+        }
+        self.ae.stop();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let abort = server.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), server).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+
+    async fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.store.get(key).await.unwrap().and_then(|r| r.value.map(|v| v.to_vec()))
+    }
+
+    async fn write(&self, batch: WriteBatch, ack: AckLevel) -> Result<(), ReplicationError> {
+        let records = self.store.apply(batch).await?;
+        self.ae.replicate(records, ack, Duration::from_secs(3)).await.map(|_| ())
+    }
+}
+
+/// Three nodes of one cluster, each seeded with the other two.
+async fn three_nodes(interval: Option<Duration>) -> Vec<TestNode> {
+    let listeners = [listener().await, listener().await, listener().await];
+    let urls: Vec<String> = listeners.iter().map(Listener::url).collect();
+    let mut nodes = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let seeds = urls.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, u)| u.clone()).collect();
+        let id = format!("node-{i}");
+        let mut spec = NodeSpec::new(&id, seeds);
+        spec.interval = interval;
+        nodes.push(TestNode::serve(spec, l).await);
+    }
+    nodes
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after 5 s waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn header(cluster: &str, node: &str, wall_ms: u64) -> Option<proto::Header> {
+    Some(proto::Header {
+        cluster_id: cluster.into(),
+        node_id: node.into(),
+        addr: String::new(),
+        hlc: Some(proto::Stamp { wall_ms, logical: 0 }),
+    })
+}
+
+fn now_ms() -> u64 {
+    use spectrum_core::Clock;
+    SystemClock.now_ms()
+}
+
+fn wire_record(key: &str, origin: &str, seq: u64) -> proto::Record {
+    proto::Record {
+        key: key.into(),
+        value: Some(b"v".to_vec()),
+        stamp: Some(proto::Stamp { wall_ms: now_ms(), logical: 0 }),
+        origin: origin.into(),
+        seq,
+    }
+}
+
+async fn raw_client(addr: &str) -> ReplicationClient<tonic::transport::Channel> {
+    ReplicationClient::new(transport().endpoint(addr).unwrap().connect().await.unwrap())
+        .max_encoding_message_size(usize::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_acknowledged_by_all_is_on_every_node() {
+    let nodes = three_nodes(None).await;
+    nodes[0].write(WriteBatch::new().put("settings/color", "blue"), AckLevel::All).await.unwrap();
+    for n in &nodes {
+        assert_eq!(n.value("settings/color").await.as_deref(), Some(&b"blue"[..]), "on {}", n.addr);
+    }
+    nodes[1].write(WriteBatch::new().put("settings/size", "xl"), AckLevel::Local).await.unwrap();
+    for n in &nodes {
+        eventually("a local-ack write to reach every node", || async {
+            n.value("settings/size").await.is_some()
+        })
+        .await;
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_propagates_to_every_node() {
+    let nodes = three_nodes(None).await;
+    nodes[0].write(WriteBatch::new().put("k", "v"), AckLevel::All).await.unwrap();
+    nodes[2].write(WriteBatch::new().delete("k"), AckLevel::All).await.unwrap();
+    for n in &nodes {
+        let rec = n.store.get("k").await.unwrap().expect("tombstone");
+        assert!(rec.is_tombstone(), "deleted on {}", n.addr);
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_entropy_alone_brings_unpushed_writes_everywhere() {
+    let nodes = three_nodes(Some(Duration::from_millis(50))).await;
+    for (i, n) in nodes.iter().enumerate() {
+        // Applied but never pushed: only the periodic rounds can move them.
+        n.store
+            .apply(WriteBatch::new().put(format!("only/{i}"), "v").put("shared", format!("{i}")))
+            .await
+            .unwrap();
+    }
+    for n in &nodes {
+        eventually("every node to hold every write", || async {
+            n.store.scan("only/").await.unwrap().len() == 3
+        })
+        .await;
+    }
+    let digests = [
+        nodes[0].store.digest().await.unwrap(),
+        nodes[1].store.digest().await.unwrap(),
+        nodes[2].store.digest().await.unwrap(),
+    ];
+    eventually("digests to agree", || async {
+        let d: Vec<VersionVector> = futures::future::join_all(nodes.iter().map(|n| n.store.digest()))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        d[0] == d[1] && d[1] == d[2]
+    })
+    .await;
+    assert!(digests.iter().all(|d| d.entries.len() <= 3));
+    let statuses = nodes[0].ae.peers();
+    assert_eq!(statuses.len(), 2);
+    eventually("node-0 to have talked to both peers", || async {
+        nodes[0].ae.peers().iter().all(|p| p.last_contact.is_some() && p.id.is_some())
+    })
+    .await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_was_down_converges_after_restart() {
+    let mut nodes = three_nodes(Some(Duration::from_millis(50))).await;
+    nodes[0].write(WriteBatch::new().put("before", "1"), AckLevel::All).await.unwrap();
+    let down = nodes.pop().unwrap();
+    down.stop().await;
+
+    nodes[0].write(WriteBatch::new().put("during", "2").delete("before"), AckLevel::Quorum).await.unwrap();
+    nodes[1].write(WriteBatch::new().put("during/b", "3"), AckLevel::Quorum).await.unwrap();
+
+    // It comes back empty, on a new port, knowing only one seed.
+    let restarted = TestNode::serve(
+        NodeSpec::new("node-2", vec![nodes[1].addr.clone()]).every(Duration::from_millis(50)),
+        listener().await,
+    )
+    .await;
+    eventually("the restarted node to catch up", || async {
+        restarted.value("during").await.is_some() && restarted.value("during/b").await.is_some()
+    })
+    .await;
+    assert!(restarted.store.get("before").await.unwrap().expect("tombstone").is_tombstone());
+    eventually("the restarted node's digest to match", || async {
+        restarted.store.digest().await.unwrap().dominates(&nodes[0].store.digest().await.unwrap())
+    })
+    .await;
+    for n in nodes {
+        n.stop().await;
+    }
+    restarted.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_another_cluster_is_refused_and_changes_nothing() {
+    let a = TestNode::serve(NodeSpec::new("a", vec![]), listener().await).await;
+    let mut spec = NodeSpec::new("intruder", vec![a.addr.clone()]);
+    spec.cluster = "other-cluster";
+    let x = TestNode::serve(spec, listener().await).await;
+    x.store.apply(WriteBatch::new().put("foreign", "v")).await.unwrap();
+
+    let err = x.ae.sync_round().await.unwrap_err();
+    assert!(err.to_string().contains("wrong cluster"), "{err}");
+    let err = x.write(WriteBatch::new().put("foreign2", "v"), AckLevel::All).await.unwrap_err();
+    assert!(matches!(err, ReplicationError::AckTimeout { acked: 1, needed: 2, .. }), "{err}");
+
+    let mut client = raw_client(&a.addr).await;
+    let status = client
+        .push(PushRequest {
+            header: header("other-cluster", "intruder", now_ms()),
+            records: vec![wire_record("foreign3", "intruder", 1)],
+            covers: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(status.message().starts_with("wrong cluster:"), "{}", status.message());
+
+    // And the other way round: `a` refuses to take anything from the intruder.
+    let a_to_x = AntiEntropy::builder(
+        a.store.clone(),
+        Arc::new(Hlc::system()),
+        CLUSTER.parse().unwrap(),
+        "127.0.0.1:1",
+    )
+    .seeds(vec![x.addr.clone()])
+    .transport(transport())
+    .build();
+    let err = a_to_x.sync_round().await.unwrap_err();
+    assert!(err.to_string().contains("wrong cluster"), "{err}");
+
+    assert!(a.store.is_empty(), "nothing from another cluster was merged");
+    assert_eq!(a.store.digest().await.unwrap(), VersionVector::default());
+    a.stop().await;
+    x.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_clock_runs_ahead_is_refused_and_flagged() {
+    let a = TestNode::serve(NodeSpec::new("a", vec![]), listener().await).await;
+    let ahead = Arc::new(ManualClock::new(now_ms() + 60_000));
+    let mut spec = NodeSpec::new("skewed", vec![a.addr.clone()]);
+    spec.hlc = Arc::new(Hlc::new(ahead));
+    let s = TestNode::serve(spec, listener().await).await;
+
+    let err = s.write(WriteBatch::new().put("from-the-future", "v"), AckLevel::All).await.unwrap_err();
+    assert!(matches!(err, ReplicationError::AckTimeout { .. }), "{err}");
+    let err = s.ae.sync_round().await.unwrap_err();
+    assert!(err.to_string().contains("clock skew"), "{err}");
+    assert!(a.store.is_empty(), "nothing from a skewed peer was merged");
+    let flagged = a.ae.peer_table().get(&s.addr).expect("the skewed peer is in a's table");
+    assert!(flagged.clock_skewed);
+    assert!(flagged.clock_offset_ms.unwrap() > 50_000, "{flagged:?}");
+
+    // Pulling from the skewed node is refused too.
+    let o = TestNode::serve(NodeSpec::new("observer", vec![s.addr.clone()]), listener().await).await;
+    let err = o.ae.sync_round().await.unwrap_err();
+    assert!(matches!(err, ReplicationError::ClockSkew { .. }), "{err}");
+    assert!(o.store.is_empty());
+    assert!(o.ae.peers().iter().any(|p| p.clock_skewed && p.last_error.is_some()));
+    for n in [a, s, o] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_invalid_argument_and_merge_nothing() {
+    let a = TestNode::serve(NodeSpec::new("a", vec![]), listener().await).await;
+    let mut client = raw_client(&a.addr).await;
+    let good = wire_record("good", "b", 1);
+    let cases = [
+        ("empty key", proto::Record { key: String::new(), ..wire_record("x", "b", 2) }, "records[1].key"),
+        ("seq 0", wire_record("x", "b", 0), "records[1].seq"),
+        ("bad origin", wire_record("x", "not a node!", 2), "records[1].origin"),
+        ("no stamp", proto::Record { stamp: None, ..wire_record("x", "b", 2) }, "records[1].stamp"),
+        (
+            "oversized value",
+            proto::Record { value: Some(vec![0; 1024 * 1024 + 1]), ..wire_record("x", "b", 2) },
+            "bytes",
+        ),
+    ];
+    for (what, bad, expect) in cases {
+        let status = client
+            .push(PushRequest {
+                header: header(CLUSTER, "b", now_ms()),
+                records: vec![good.clone(), bad],
+                covers: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}: {status:?}");
+        assert!(status.message().contains(expect), "{what}: {}", status.message());
+    }
+    let status = client
+        .push(PushRequest { header: None, records: vec![good.clone()], covers: None })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("header"), "{}", status.message());
+
+    let huge = proto::Record { value: Some(vec![0; 5 * 1024 * 1024]), ..wire_record("huge", "b", 2) };
+    let status = client
+        .push(PushRequest { header: header(CLUSTER, "b", now_ms()), records: vec![huge], covers: None })
+        .await
+        .unwrap_err();
+    assert_ne!(status.code(), tonic::Code::Ok);
+
+    assert!(a.store.is_empty(), "nothing from a malformed message was merged");
+    assert_eq!(a.store.digest().await.unwrap(), VersionVector::default());
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_is_met_with_one_dead_peer_of_three_but_all_times_out() {
+    let b = TestNode::serve(NodeSpec::new("b", vec![]), listener().await).await;
+    let dead = dead_addr().await;
+    let a = TestNode::serve(NodeSpec::new("a", vec![b.addr.clone(), dead.clone()]), listener().await).await;
+
+    let records = a.store.apply(WriteBatch::new().put("q", "1")).await.unwrap();
+    let report = a.ae.replicate(records, AckLevel::Quorum, Duration::from_secs(3)).await.unwrap();
+    assert_eq!((report.acked, report.members), (2, 3));
+    assert!(b.value("q").await.is_some());
+
+    let records = a.store.apply(WriteBatch::new().put("all", "1")).await.unwrap();
+    let started = Instant::now();
+    let err = a.ae.replicate(records, AckLevel::All, Duration::from_millis(400)).await.unwrap_err();
+    assert!(matches!(err, ReplicationError::AckTimeout { acked: 2, needed: 3, timeout_ms: 400 }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(a.value("all").await.is_some(), "the write stays applied locally");
+    eventually("the dead peer's failure to show in status", || async {
+        a.ae.peers().iter().any(|p| p.addr == dead && p.last_error.is_some())
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}

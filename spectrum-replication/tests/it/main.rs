@@ -1,0 +1,5 @@
+//! Integration tests of spectrum-replication: one binary, one module per concern.
+
+mod conformance;
+mod grpc;
+mod props;

@@ -1,0 +1,115 @@
+//! Decoding JSON objects field by field, so that every decoding error names its field
+//! (serde's derived decoders do not, inside tagged enums).
+//!
+//! Unknown fields are ignored rather than refused: during a rolling upgrade a newer
+//! node may store a definition with a field an older node does not know yet, and the
+//! older node must still read it.
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::error::{DefinitionError, ROOT};
+use crate::secret::Secret;
+
+/// A JSON object whose fields are taken one at a time.
+pub(crate) struct Object(Map<String, Value>);
+
+impl Object {
+    /// Takes a value that must be a JSON object.
+    pub(crate) fn new(value: Value) -> Result<Self, DefinitionError> {
+        match value {
+            Value::Object(map) => Ok(Self(map)),
+            other => Err(DefinitionError::Malformed {
+                field: ROOT.into(),
+                reason: format!("expected a JSON object, found {}", type_name(&other)),
+            }),
+        }
+    }
+
+    /// Takes an optional field; absent and `null` are both `None`.
+    pub(crate) fn optional<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>, DefinitionError> {
+        match self.0.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => serde_json::from_value(value)
+                .map(Some)
+                .map_err(|e| DefinitionError::Malformed { field: name.into(), reason: e.to_string() }),
+        }
+    }
+
+    /// Takes an optional secret. A malformed one is reported without echoing the value
+    /// (serde's messages quote what they found).
+    pub(crate) fn optional_secret(&mut self, name: &str) -> Result<Option<Secret>, DefinitionError> {
+        match self.0.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(value)) => Ok(Some(Secret::new(value))),
+            Some(other) => Err(DefinitionError::Malformed {
+                field: name.into(),
+                reason: format!("expected a string, found {}", type_name(&other)),
+            }),
+        }
+    }
+
+    /// Takes a required field.
+    pub(crate) fn required<T: DeserializeOwned>(&mut self, name: &str) -> Result<T, DefinitionError> {
+        self.optional(name)?.ok_or_else(|| DefinitionError::missing(name))
+    }
+
+    /// Takes a required field as raw JSON, to be decoded by a nested decoder.
+    pub(crate) fn required_value(&mut self, name: &str) -> Result<Value, DefinitionError> {
+        match self.0.remove(name) {
+            None | Some(Value::Null) => Err(DefinitionError::missing(name)),
+            Some(value) => Ok(value),
+        }
+    }
+
+    /// Takes the `kind` tag of a tagged object.
+    pub(crate) fn kind(&mut self) -> Result<String, DefinitionError> {
+        let kind: String = self.required("kind")?;
+        if kind.is_empty() {
+            return Err(DefinitionError::missing("kind"));
+        }
+        Ok(kind)
+    }
+}
+
+/// The error for a `kind` tag naming no known kind.
+pub(crate) fn unknown_kind(kind: &str, expected: &'static str) -> DefinitionError {
+    let mut end = kind.len().min(64);
+    while !kind.is_char_boundary(end) {
+        end -= 1;
+    }
+    DefinitionError::UnknownKind { field: "kind".into(), kind: kind[..end].to_owned(), expected }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_secret_is_reported_without_its_value() {
+        let mut obj = Object::new(serde_json::json!({"password": 8_675_309})).unwrap();
+        let err = obj.optional_secret("password").unwrap_err();
+        assert_eq!(err.field(), "password");
+        assert!(!err.to_string().contains("8675309"), "{err}");
+    }
+
+    #[test]
+    fn absent_and_null_fields_are_both_none_and_required_ones_are_missing() {
+        let mut obj = Object::new(serde_json::json!({"a": null})).unwrap();
+        assert_eq!(obj.optional::<String>("a").unwrap(), None);
+        assert_eq!(obj.optional::<String>("b").unwrap(), None);
+        assert_eq!(obj.required::<String>("c").unwrap_err(), DefinitionError::missing("c"));
+        assert_eq!(Object::new(Value::Bool(true)).err().map(|e| e.field().to_owned()), Some(ROOT.to_owned()));
+    }
+}

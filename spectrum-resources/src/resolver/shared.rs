@@ -1,0 +1,68 @@
+//! [`SharedLocationResolver`]: databases on a network share.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use spectrum_core::NodeId;
+use tracing::instrument;
+
+use crate::definition::{DataLocation, DatabaseSpec, ResourceDefinition, ResourceSpec};
+use crate::error::ResolveError;
+use crate::resolver::{Resolved, ResourceResolver, fs};
+
+/// How long a shared path check may take by default.
+pub const DEFAULT_SHARED_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Resolves databases at a [`DataLocation::Shared`] location: the share's path, the
+/// same on every node, which must exist and be readable.
+///
+/// A network mount can hang rather than fail; each check is therefore bounded by a
+/// timeout ([`DEFAULT_SHARED_TIMEOUT`] unless set), after which the resource is
+/// reported with [`ResolveError::TimedOut`].
+#[derive(Debug, Clone)]
+pub struct SharedLocationResolver {
+    timeout: Duration,
+}
+
+impl SharedLocationResolver {
+    /// A resolver that allows each check [`DEFAULT_SHARED_TIMEOUT`].
+    pub fn new() -> Self {
+        Self { timeout: DEFAULT_SHARED_TIMEOUT }
+    }
+
+    /// The same resolver allowing each check `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+impl Default for SharedLocationResolver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl ResourceResolver for SharedLocationResolver {
+    fn handles(&self, spec: &ResourceSpec) -> bool {
+        matches!(spec, ResourceSpec::Database(DatabaseSpec { location: DataLocation::Shared { .. }, .. }))
+    }
+
+    #[instrument(skip_all, fields(resource = %def.name, node = %node))]
+    async fn resolve(&self, def: &ResourceDefinition, node: &NodeId) -> Result<Resolved, ResolveError> {
+        let ResourceSpec::Database(DatabaseSpec { location: location @ DataLocation::Shared { .. }, .. }) =
+            &def.spec
+        else {
+            return Err(ResolveError::Unsupported { kind: def.kind().to_owned() });
+        };
+        location.validate().map_err(|e| e.prefixed("spec.location"))?;
+        let path = location.path_for(node).to_path_buf();
+        let result = fs::readable_path(def.name.as_str(), path, self.timeout).await;
+        match &result {
+            Ok(resolved) => tracing::debug!(%resolved, "resolved shared database"),
+            Err(error) => tracing::debug!(%error, "shared database unavailable"),
+        }
+        result
+    }
+}
