@@ -71,5 +71,8 @@ fn main() {
         }
         println!();
     }
-    println!("targets: <= 100 ns at 3 backends, <= 1000 ns at 1,000 backends ({:.1?} total)", started.elapsed());
+    println!(
+        "targets: <= 100 ns at 3 backends, <= 1000 ns at 1,000 backends ({:.1?} total)",
+        started.elapsed()
+    );
 }

@@ -13,10 +13,9 @@ use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::Path;
 
-
 use spectrum::demo::{DataflowClient, DataflowService, proto::RunRequest};
 use spectrum::management::proto::{GetRequest, PutRequest, management_client::ManagementClient};
-use spectrum::resources::{DataLocation, DatabaseCategory, ResourceDefinition, ResourceSpec};
+use spectrum::resources::{DataLocation, DatabaseCategory, DatabaseSpec, ResourceDefinition, ResourceSpec};
 use spectrum::{Cluster, NodeBuilder};
 use tonic::transport::Channel;
 
@@ -30,7 +29,8 @@ ELM ROAD|SHELBYVILLE|49002
 OAK AVENUE|CAPITAL CITY|49003
 ";
 
-const ADDRESSES: &[&str] = &["12 Main St, Springfield", "7 elm rd., Shelbyville", "301 Oak Ave, Capital City"];
+const ADDRESSES: &[&str] =
+    &["12 Main St, Springfield", "7 elm rd., Shelbyville", "301 Oak Ave, Capital City"];
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
@@ -92,7 +92,10 @@ async fn story(mut cluster: Cluster) -> Result<(), Box<dyn Error>> {
             .put(PutRequest { key: (*key).into(), value: value.clone(), ack: ACK_ALL })
             .await?
             .into_inner();
-        println!("   {key:<28} version {:<10} via {} ({}/{} acked)", put.version, put.served_by, put.acked, put.members);
+        println!(
+            "   {key:<28} version {:<10} via {} ({}/{} acked)",
+            put.version, put.served_by, put.acked, put.members
+        );
         versions.push(put.version);
     }
 
@@ -132,7 +135,11 @@ async fn story(mut cluster: Cluster) -> Result<(), Box<dyn Error>> {
         return Err("node-2 served a request after it stopped".into());
     }
     let put = admin
-        .put(PutRequest { key: "settings/greeting".into(), value: b"hello, two nodes".to_vec(), ack: ACK_ALL })
+        .put(PutRequest {
+            key: "settings/greeting".into(),
+            value: b"hello, two nodes".to_vec(),
+            ack: ACK_ALL,
+        })
         .await?
         .into_inner();
     for node in cluster.nodes() {
@@ -159,14 +166,14 @@ async fn story(mut cluster: Cluster) -> Result<(), Box<dyn Error>> {
 }
 
 fn postal_resource(path: &Path) -> Result<Vec<u8>, Box<dyn Error>> {
-    let def = ResourceDefinition {
-        name: "postal-db".parse()?,
-        spec: ResourceSpec::Database {
+    let def = ResourceDefinition::new(
+        "postal-db".parse()?,
+        ResourceSpec::Database(DatabaseSpec {
             category: DatabaseCategory::Postal,
-            location: DataLocation::Local { path: path.to_owned(), overrides: BTreeMap::new() },
-        },
-        description: Some("Postal database installed on every node".into()),
-    };
+            location: DataLocation::local(path),
+        }),
+    );
+    let def = def.with_description("Postal database installed on every node");
     Ok(def.to_json_bytes()?)
 }
 
@@ -209,4 +216,3 @@ async fn wait_for_signal() -> std::io::Result<()> {
         tokio::signal::ctrl_c().await
     }
 }
-

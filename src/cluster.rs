@@ -76,7 +76,8 @@ impl ClusterBuilder {
         let mut nodes = Vec::with_capacity(self.size);
         for (i, listener) in listeners.into_iter().enumerate() {
             let id = NodeId::new(format!("node-{}", i + 1)).map_err(|e| NodeError::Config(e.to_string()))?;
-            let seeds: Vec<String> = urls.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, u)| u.clone()).collect();
+            let seeds: Vec<String> =
+                urls.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, u)| u.clone()).collect();
             let builder = NodeBuilder::new(id, self.cluster.clone()).listener(listener).seeds(seeds);
             nodes.push(Some((self.configure)(builder).start().await?));
         }
@@ -85,7 +86,8 @@ impl ClusterBuilder {
             .flatten()
             .map(|n| BackendConfig { id: n.id().clone(), addr: n.local_addr(), weight: 1 })
             .collect();
-        let balancer = Balancer::builder(self.balancer).backends(backends).strategy(self.strategy).start().await?;
+        let balancer =
+            Balancer::builder(self.balancer).backends(backends).strategy(self.strategy).start().await?;
         Ok(Cluster { cluster: self.cluster, nodes, balancer })
     }
 }
@@ -148,7 +150,8 @@ impl Cluster {
     /// Stops the node with `id` (it stops answering health checks, then its
     /// server closes). Returns whether such a node was running.
     pub async fn stop_node(&mut self, id: &str) -> bool {
-        let Some(slot) = self.nodes.iter_mut().find(|n| n.as_ref().is_some_and(|n| n.id().as_str() == id)) else {
+        let Some(slot) = self.nodes.iter_mut().find(|n| n.as_ref().is_some_and(|n| n.id().as_str() == id))
+        else {
             return false;
         };
         if let Some(node) = slot.take() {

@@ -85,7 +85,8 @@ pub struct BalancerFileConfig {
 ///
 /// [`NodeError::Config`] naming the file and what is wrong with it.
 pub fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, NodeError> {
-    let text = std::fs::read_to_string(path).map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))
 }
 

@@ -112,7 +112,10 @@ pub fn normalize(def: &DataflowDefinition, address: &str) -> String {
 pub fn lookup(postal: &str, normalized: &str) -> Option<(String, String)> {
     let (street, city) = normalized.split_once(',')?;
     let street = street.trim();
-    let street = street.split_once(' ').filter(|(n, _)| n.chars().all(|c| c.is_ascii_digit())).map_or(street, |(_, s)| s);
+    let street = street
+        .split_once(' ')
+        .filter(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+        .map_or(street, |(_, s)| s);
     let city = city.trim();
     postal.lines().filter(|l| !l.trim_start().starts_with('#')).find_map(|line| {
         let mut parts = line.split('|').map(str::trim);
@@ -147,18 +150,28 @@ impl DataflowService {
 
     async fn definition<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<T, Status> {
         let record = self.ctx.store.get(key).await.map_err(|e| Status::internal(e.to_string()))?;
-        let value = record.and_then(|r| r.value).ok_or_else(|| Status::not_found(format!("no {key:?} on this cluster")))?;
-        serde_json::from_slice(&value).map_err(|e| Status::failed_precondition(format!("{key:?} is not a valid definition: {e}")))
+        let value = record
+            .and_then(|r| r.value)
+            .ok_or_else(|| Status::not_found(format!("no {key:?} on this cluster")))?;
+        serde_json::from_slice(&value)
+            .map_err(|e| Status::failed_precondition(format!("{key:?} is not a valid definition: {e}")))
     }
 
     async fn postal_file(&self, resource: &str) -> Result<String, Status> {
         let key = Namespace::Resources.key(resource);
         let record = self.ctx.store.get(&key).await.map_err(|e| Status::internal(e.to_string()))?;
-        let bytes = record.and_then(|r| r.value).ok_or_else(|| Status::failed_precondition(format!("resource {resource:?} is not defined")))?;
-        let def = ResourceDefinition::from_json_bytes(&bytes).map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let bytes = record
+            .and_then(|r| r.value)
+            .ok_or_else(|| Status::failed_precondition(format!("resource {resource:?} is not defined")))?;
+        let def = ResourceDefinition::from_json_bytes(&bytes)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let path = match self.ctx.resolver.resolve(&def, &self.ctx.id).await {
             Ok(Resolved::Path(p)) => p,
-            Ok(_) => return Err(Status::failed_precondition(format!("resource {resource:?} is not a database file"))),
+            Ok(_) => {
+                return Err(Status::failed_precondition(format!(
+                    "resource {resource:?} is not a database file"
+                )));
+            }
             Err(e @ ResolveError::NotFound { .. }) => return Err(Status::failed_precondition(e.to_string())),
             Err(e) => return Err(Status::unavailable(e.to_string())),
         };
@@ -167,11 +180,18 @@ impl DataflowService {
 }
 
 async fn read_bounded(path: &Path) -> Result<String, Status> {
-    let meta = tokio::fs::metadata(path).await.map_err(|e| Status::failed_precondition(format!("{}: {e}", path.display())))?;
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| Status::failed_precondition(format!("{}: {e}", path.display())))?;
     if meta.len() > MAX_POSTAL_FILE {
-        return Err(Status::failed_precondition(format!("{} is larger than {MAX_POSTAL_FILE} bytes", path.display())));
+        return Err(Status::failed_precondition(format!(
+            "{} is larger than {MAX_POSTAL_FILE} bytes",
+            path.display()
+        )));
     }
-    tokio::fs::read_to_string(path).await.map_err(|e| Status::failed_precondition(format!("{}: {e}", path.display())))
+    tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| Status::failed_precondition(format!("{}: {e}", path.display())))
 }
 
 #[tonic::async_trait]
@@ -186,7 +206,10 @@ impl proto::dataflow_server::Dataflow for DataflowService {
         let mut out = Outcome { normalized: normalize(&def, &req.address), ..Outcome::default() };
         if def.steps.contains(&Step::PostalLookup) {
             let resource = def.resource.as_deref().ok_or_else(|| {
-                Status::failed_precondition(format!("dataflow {:?} looks postcodes up but names no resource", req.dataflow))
+                Status::failed_precondition(format!(
+                    "dataflow {:?} looks postcodes up but names no resource",
+                    req.dataflow
+                ))
             })?;
             let postal = self.postal_file(resource).await?;
             let (postcode, city) = lookup(&postal, &out.normalized)

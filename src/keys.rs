@@ -28,8 +28,13 @@ pub enum Namespace {
 
 impl Namespace {
     /// Every namespace.
-    pub const ALL: [Namespace; 5] =
-        [Namespace::License, Namespace::Dataflows, Namespace::Resources, Namespace::Settings, Namespace::Membership];
+    pub const ALL: [Namespace; 5] = [
+        Namespace::License,
+        Namespace::Dataflows,
+        Namespace::Resources,
+        Namespace::Settings,
+        Namespace::Membership,
+    ];
 
     /// The key prefix, with its trailing `/`.
     pub fn prefix(self) -> &'static str {

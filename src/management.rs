@@ -43,7 +43,12 @@ impl fmt::Debug for ManagementService {
 
 impl ManagementService {
     /// The service for the node described by `ctx`, serving at `addr`.
-    pub fn new(ctx: NodeContext, replicator: Arc<dyn Replicator>, addr: String, write_timeout: Duration) -> Self {
+    pub fn new(
+        ctx: NodeContext,
+        replicator: Arc<dyn Replicator>,
+        addr: String,
+        write_timeout: Duration,
+    ) -> Self {
         Self { ctx, replicator, addr, write_timeout }
     }
 
@@ -55,14 +60,16 @@ impl ManagementService {
             Err(_) => return Err(Status::invalid_argument(format!("unknown ack level {ack}"))),
         };
         let records = self.ctx.store.apply(batch).await.map_err(store_status)?;
-        let token = records.last().map(Record::token).ok_or_else(|| Status::internal("store applied no records"))?;
-        let report = self.replicator.replicate(records, ack, self.write_timeout).await.map_err(|e| match e {
-            ReplicationError::AckTimeout { .. } => Status::deadline_exceeded(format!(
-                "write {token} is applied on {} and keeps replicating, but: {e}",
-                self.ctx.id
-            )),
-            other => Status::unavailable(other.to_string()),
-        })?;
+        let token =
+            records.last().map(Record::token).ok_or_else(|| Status::internal("store applied no records"))?;
+        let report =
+            self.replicator.replicate(records, ack, self.write_timeout).await.map_err(|e| match e {
+                ReplicationError::AckTimeout { .. } => Status::deadline_exceeded(format!(
+                    "write {token} is applied on {} and keeps replicating, but: {e}",
+                    self.ctx.id
+                )),
+                other => Status::unavailable(other.to_string()),
+            })?;
         Ok((token, report.acked as u32, report.members as u32))
     }
 
@@ -71,7 +78,8 @@ impl ManagementService {
         if token.is_empty() {
             return Ok(());
         }
-        let token: VersionToken = token.parse().map_err(|e: StoreError| Status::invalid_argument(e.to_string()))?;
+        let token: VersionToken =
+            token.parse().map_err(|e: StoreError| Status::invalid_argument(e.to_string()))?;
         let deadline = Instant::now() + READ_YOUR_WRITES_WAIT;
         let mut feed = self.ctx.store.subscribe();
         loop {
@@ -130,9 +138,10 @@ impl Management for ManagementService {
         self.wait_for(&req.min_version).await?;
         let record = self.ctx.store.get(&req.key).await.map_err(store_status)?;
         match record.as_ref().and_then(entry) {
-            Some(entry) => {
-                Ok(Response::new(proto::GetResponse { entry: Some(entry), served_by: self.ctx.id.to_string() }))
-            }
+            Some(entry) => Ok(Response::new(proto::GetResponse {
+                entry: Some(entry),
+                served_by: self.ctx.id.to_string(),
+            })),
             None => Err(Status::not_found(format!("no config entry {:?}", req.key))),
         }
     }
@@ -159,7 +168,8 @@ impl Management for ManagementService {
     ) -> Result<Response<proto::DeleteResponse>, Status> {
         let req = request.into_inner();
         keys::validate_write(&req.key, None).map_err(key_status)?;
-        let live = self.ctx.store.get(&req.key).await.map_err(store_status)?.is_some_and(|r| !r.is_tombstone());
+        let live =
+            self.ctx.store.get(&req.key).await.map_err(store_status)?.is_some_and(|r| !r.is_tombstone());
         if !live {
             return Err(Status::not_found(format!("no config entry {:?}", req.key)));
         }
@@ -174,7 +184,10 @@ impl Management for ManagementService {
     }
 
     #[instrument(skip_all, fields(node = %self.ctx.id))]
-    async fn list(&self, request: Request<proto::ListRequest>) -> Result<Response<proto::ListResponse>, Status> {
+    async fn list(
+        &self,
+        request: Request<proto::ListRequest>,
+    ) -> Result<Response<proto::ListResponse>, Status> {
         let req = request.into_inner();
         self.wait_for(&req.min_version).await?;
         let records = self.ctx.store.scan(&req.prefix).await.map_err(store_status)?;
@@ -257,7 +270,9 @@ impl tonic::service::Interceptor for BearerAuth {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("missing bearer token: send authorization: Bearer <token>"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("missing bearer token: send authorization: Bearer <token>")
+            })?;
         if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
             Ok(request)
         } else {

@@ -19,7 +19,8 @@ use crate::keys::Namespace;
 use crate::management::{ManagementService, proto::management_server::ManagementServer};
 
 /// The encoded descriptors of every Spectrum protocol, served by gRPC reflection.
-pub(crate) const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/spectrum_descriptor.bin"));
+pub(crate) const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/spectrum_descriptor.bin"));
 
 /// What a service running on a node can use: the node's identity, its copy of
 /// the configuration database and its resource resolver.
@@ -37,7 +38,10 @@ pub struct NodeContext {
 
 impl fmt::Debug for NodeContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NodeContext").field("id", &self.id).field("cluster", &self.cluster).finish_non_exhaustive()
+        f.debug_struct("NodeContext")
+            .field("id", &self.id)
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
     }
 }
 
@@ -236,12 +240,13 @@ impl NodeBuilder {
             Some(s) => s,
             None => Arc::new(MemoryStore::new(self.id.clone(), hlc.clone())),
         };
-        let anti_entropy = AntiEntropy::builder(store.clone(), hlc.clone(), self.cluster.clone(), url.clone())
-            .seeds(self.seeds.clone())
-            .interval(self.sync_interval)
-            .transport(self.transport.clone())
-            .build();
-        let replicator: Arc<dyn Replicator> = anti_entropy.clone();
+        let anti_entropy =
+            AntiEntropy::builder(store.clone(), hlc.clone(), self.cluster.clone(), url.clone())
+                .seeds(self.seeds.clone())
+                .interval(self.sync_interval)
+                .transport(self.transport.clone())
+                .build();
+        let replicator: Arc<dyn Replicator> = Arc::new(anti_entropy.clone());
         let ctx = NodeContext {
             id: self.id.clone(),
             cluster: self.cluster.clone(),
@@ -255,7 +260,8 @@ impl NodeBuilder {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| NodeError::Config(format!("reflection: {e}")))?;
-        let management = ManagementService::new(ctx.clone(), replicator.clone(), url.clone(), self.write_timeout);
+        let management =
+            ManagementService::new(ctx.clone(), replicator.clone(), url.clone(), self.write_timeout);
 
         let mut routes = RoutesBuilder::default();
         routes
@@ -284,7 +290,7 @@ impl NodeBuilder {
         });
 
         let me = Member::new(self.id.clone(), url.clone(), MemberState::Active);
-        record_membership(&*store, &*replicator, &me).await?;
+        record_membership(&*store, &*replicator, &me, AckLevel::Local).await?;
         health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
         let sync_task = anti_entropy.start();
         info!(node = %self.id, cluster = %self.cluster, addr = %url, "node started");
@@ -306,11 +312,13 @@ async fn record_membership(
     store: &dyn ConfigStore,
     replicator: &dyn Replicator,
     member: &Member,
+    ack: AckLevel,
 ) -> Result<(), NodeError> {
     let value = serde_json::to_vec(member).map_err(|e| NodeError::Config(e.to_string()))?;
-    let records = store.apply(WriteBatch::new().put(Namespace::Membership.key(member.id.as_str()), value)).await?;
-    if let Err(e) = replicator.replicate(records, AckLevel::Local, Duration::from_secs(1)).await {
-        debug!(error = %e, "membership record will reach peers by anti-entropy");
+    let records =
+        store.apply(WriteBatch::new().put(Namespace::Membership.key(member.id.as_str()), value)).await?;
+    if let Err(e) = replicator.replicate(records, ack, Duration::from_secs(1)).await {
+        debug!(error = %e, state = %member.state, "membership record will reach peers by anti-entropy");
     }
     Ok(())
 }
@@ -324,7 +332,7 @@ pub struct Node {
     health: tonic_health::server::HealthReporter,
     stop: watch::Sender<bool>,
     server_task: JoinHandle<()>,
-    sync_task: spectrum_replication::SyncHandle,
+    sync_task: spectrum_replication::AntiEntropyHandle,
 }
 
 impl fmt::Debug for Node {
@@ -369,11 +377,17 @@ impl Node {
         &self.ctx
     }
 
-    /// Stops the node: reports NOT_SERVING to health checks, stops anti-entropy,
-    /// and stops the server once in-flight requests finish.
+    /// Leaves the cluster cleanly and stops: reports NOT_SERVING to health checks,
+    /// records itself as `left` in membership (so peers stop counting it for
+    /// acknowledgements; it becomes `active` again when it restarts), stops
+    /// anti-entropy, and stops the server once in-flight requests finish.
     pub async fn shutdown(self) {
         self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-        self.sync_task.stop().await;
+        let left = Member::new(self.ctx.id.clone(), self.url.clone(), MemberState::Left);
+        if let Err(e) = record_membership(&*self.ctx.store, &*self.replicator, &left, AckLevel::All).await {
+            warn!(node = %self.ctx.id, error = %e, "could not record leaving the cluster");
+        }
+        self.sync_task.shutdown().await;
         let _ = self.stop.send(true);
         if tokio::time::timeout(Duration::from_secs(5), self.server_task).await.is_err() {
             warn!(node = %self.ctx.id, "server did not stop within 5 s");

@@ -94,7 +94,9 @@ impl fmt::Display for Timestamp {
 
 /// A peer's stamp was further from our physical clock than allowed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("clock skew: remote stamp {remote} is {offset_ms} ms ahead of local time {local_ms}; at most {max_ms} ms is allowed")]
+#[error(
+    "clock skew: remote stamp {remote} is {offset_ms} ms ahead of local time {local_ms}; at most {max_ms} ms is allowed"
+)]
 pub struct ClockSkew {
     /// The remote stamp.
     pub remote: Timestamp,
@@ -165,11 +167,7 @@ impl Hlc {
     pub fn now(&self) -> Timestamp {
         let pt = self.clock.now_ms();
         let mut last = self.last.lock();
-        let next = if pt > last.wall_ms {
-            Timestamp::new(pt, 0)
-        } else {
-            Self::bump(*last)
-        };
+        let next = if pt > last.wall_ms { Timestamp::new(pt, 0) } else { Self::bump(*last) };
         *last = next;
         next
     }

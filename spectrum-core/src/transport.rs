@@ -89,11 +89,15 @@ impl TransportConfig {
 /// [`CoreError::InvalidEndpoint`] when the result is not a URI with a host and port.
 pub fn normalize_addr(addr: &str) -> Result<Uri, CoreError> {
     let full = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-    let uri: Uri = full
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| CoreError::InvalidEndpoint { addr: addr.to_owned(), reason: e.to_string() })?;
+    let uri: Uri = full.parse().map_err(|e: http::uri::InvalidUri| CoreError::InvalidEndpoint {
+        addr: addr.to_owned(),
+        reason: e.to_string(),
+    })?;
     if uri.host().is_none() || uri.port_u16().is_none() {
-        return Err(CoreError::InvalidEndpoint { addr: addr.to_owned(), reason: "expected host:port".into() });
+        return Err(CoreError::InvalidEndpoint {
+            addr: addr.to_owned(),
+            reason: "expected host:port".into(),
+        });
     }
     Ok(uri)
 }

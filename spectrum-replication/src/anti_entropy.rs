@@ -295,7 +295,10 @@ fn malformed(addr: &str, e: InvalidMessage) -> ReplicationError {
 
 impl Inner {
     async fn peer_addrs(&self) -> Result<Vec<String>, ReplicationError> {
+        // Seeds are where to start; membership is what is known. A seed whose address
+        // a member left from is no longer a peer (unless an active member uses it).
         let mut set: BTreeSet<String> = self.seeds.iter().cloned().collect();
+        let mut left = BTreeSet::new();
         for rec in self.store.scan(MEMBERSHIP_PREFIX).await? {
             let Some(value) = rec.value else { continue };
             let member: Member = match serde_json::from_slice(&value) {
@@ -305,15 +308,22 @@ impl Inner {
                     continue;
                 }
             };
-            if member.state == MemberState::Left || &member.id == self.store.node_id() {
+            if &member.id == self.store.node_id() {
+                continue;
+            }
+            if member.state == MemberState::Left {
+                left.insert(canonical_addr(&member.addr));
                 continue;
             }
             if normalize_addr(&member.addr).is_err() {
                 trace!(key = %rec.key, addr = %member.addr, "ignoring member with an unusable address");
                 continue;
             }
-            set.insert(canonical_addr(&member.addr));
+            let addr = canonical_addr(&member.addr);
+            left.remove(&addr);
+            set.insert(addr);
         }
+        set.retain(|a| !left.contains(a));
         set.remove(&self.self_addr);
         self.channels.lock().retain(|addr, _| set.contains(addr));
         let addrs: Vec<String> = set.into_iter().collect();

@@ -21,7 +21,8 @@ use spectrum::balancer::strategy::RoundRobin;
 use spectrum::balancer::{BackendConfig, Balancer, BalancerConfig};
 use spectrum::config::{BalancerFileConfig, NodeFileConfig, load};
 use spectrum::management::proto::{
-    self, DeleteRequest, GetRequest, ListRequest, PutRequest, StatusRequest, management_client::ManagementClient,
+    self, DeleteRequest, GetRequest, ListRequest, PutRequest, StatusRequest,
+    management_client::ManagementClient,
 };
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -212,11 +213,12 @@ async fn run_node(args: NodeArgs) -> Result<()> {
     if let Some(listen) = args.listen {
         cfg.listen = listen;
     }
-    let mut builder = NodeBuilder::new(cfg.id.parse().context("id")?, cfg.cluster.parse().context("cluster")?)
-        .listen(cfg.listen)
-        .seeds(cfg.seeds.clone())
-        .sync_interval(cfg.sync_interval())
-        .add_service_with(spectrum::demo::DataflowService::server);
+    let mut builder =
+        NodeBuilder::new(cfg.id.parse().context("id")?, cfg.cluster.parse().context("cluster")?)
+            .listen(cfg.listen)
+            .seeds(cfg.seeds.clone())
+            .sync_interval(cfg.sync_interval())
+            .add_service_with(spectrum::demo::DataflowService::server);
     if let Some(ms) = cfg.max_clock_offset_ms {
         builder = builder.max_clock_offset(Duration::from_millis(ms));
     }
@@ -233,7 +235,8 @@ async fn run_node(args: NodeArgs) -> Result<()> {
 async fn run_balancer(args: BalancerArgs) -> Result<()> {
     init_tracing();
     let cfg: BalancerFileConfig = load(&args.config)?;
-    let mut config = BalancerConfig { listen: args.listen.unwrap_or(cfg.listen), ..BalancerConfig::default() };
+    let mut config =
+        BalancerConfig { listen: args.listen.unwrap_or(cfg.listen), ..BalancerConfig::default() };
     if let Some(ms) = cfg.health_interval_ms {
         config.health_interval = Duration::from_millis(ms);
     }
@@ -241,10 +244,15 @@ async fn run_balancer(args: BalancerArgs) -> Result<()> {
         .nodes
         .iter()
         .map(|n| {
-            Ok(BackendConfig { id: n.id.parse().context("node id")?, addr: n.addr, weight: n.weight.unwrap_or(1) })
+            Ok(BackendConfig {
+                id: n.id.parse().context("node id")?,
+                addr: n.addr,
+                weight: n.weight.unwrap_or(1),
+            })
         })
         .collect::<Result<Vec<_>>>()?;
-    let handle = Balancer::builder(config).backends(backends).strategy(Arc::new(RoundRobin::new())).start().await?;
+    let handle =
+        Balancer::builder(config).backends(backends).strategy(Arc::new(RoundRobin::new())).start().await?;
     println!("{}", serde_json::json!({"balancer": handle.url()}));
     wait_for_signal().await?;
     handle.shutdown().await;
@@ -253,7 +261,10 @@ async fn run_balancer(args: BalancerArgs) -> Result<()> {
 
 async fn connect(endpoint: &str, token: Option<&str>) -> Result<Client> {
     let token = token
-        .map(|t| MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| anyhow!("the token holds invalid characters")))
+        .map(|t| {
+            MetadataValue::try_from(format!("Bearer {t}"))
+                .map_err(|_| anyhow!("the token holds invalid characters"))
+        })
         .transpose()?;
     let channel = spectrum::core::TransportConfig::default()
         .endpoint(endpoint)?
@@ -278,9 +289,16 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
 }
 
 async fn put(client: &mut Client, key: String, value: Vec<u8>, ack: Ack, json: bool) -> Result<()> {
-    let out = client.put(PutRequest { key: key.clone(), value, ack: ack.wire() }).await.map_err(status_error)?.into_inner();
+    let out = client
+        .put(PutRequest { key: key.clone(), value, ack: ack.wire() })
+        .await
+        .map_err(status_error)?
+        .into_inner();
     if json {
-        println!("{}", serde_json::json!({"key": key, "version": out.version, "acked": out.acked, "members": out.members}));
+        println!(
+            "{}",
+            serde_json::json!({"key": key, "version": out.version, "acked": out.acked, "members": out.members})
+        );
     } else {
         println!("{key} set (version {}, acknowledged by {}/{} nodes)", out.version, out.acked, out.members);
     }
@@ -322,15 +340,21 @@ fn print_entries(entries: &[proto::Entry], strip: &str, json: bool) {
         for e in entries {
             let value = String::from_utf8_lossy(&e.value);
             let value: String = value.chars().take(60).collect();
-            println!("{:<40} {:<16} {}", e.key.trim_start_matches(strip), e.version, value.replace('\n', " "));
+            println!(
+                "{:<40} {:<16} {}",
+                e.key.trim_start_matches(strip),
+                e.version,
+                value.replace('\n', " ")
+            );
         }
     }
 }
 
 fn print_value(entry: &proto::Entry, json: bool) {
     if json {
-        let value = serde_json::from_slice::<serde_json::Value>(&entry.value)
-            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&entry.value).into_owned()));
+        let value = serde_json::from_slice::<serde_json::Value>(&entry.value).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&entry.value).into_owned())
+        });
         println!("{}", serde_json::json!({"key": entry.key, "version": entry.version, "value": value}));
     } else {
         println!("{}", String::from_utf8_lossy(&entry.value));
@@ -414,8 +438,11 @@ fn unreachable_command() -> Result<()> {
 async fn status(client: &mut Client, json: bool) -> Result<()> {
     let s = client.status(StatusRequest {}).await.map_err(status_error)?.into_inner();
     if json {
-        let members: Vec<_> =
-            s.members.iter().map(|m| serde_json::json!({"id": m.id, "addr": m.addr, "state": m.state})).collect();
+        let members: Vec<_> = s
+            .members
+            .iter()
+            .map(|m| serde_json::json!({"id": m.id, "addr": m.addr, "state": m.state}))
+            .collect();
         let peers: Vec<_> = s
             .peers
             .iter()
@@ -446,7 +473,11 @@ async fn status(client: &mut Client, json: bool) -> Result<()> {
     }
     println!("\n{:<16} {:<28} {:>8} {:>14} {:>12}  ERROR", "PEER", "ADDRESS", "LAG", "LAST CONTACT", "CLOCK");
     for p in &s.peers {
-        let contact = if p.last_contact_ms_ago >= 0 { format!("{} ms ago", p.last_contact_ms_ago) } else { "never".into() };
+        let contact = if p.last_contact_ms_ago >= 0 {
+            format!("{} ms ago", p.last_contact_ms_ago)
+        } else {
+            "never".into()
+        };
         let clock = match (p.has_clock_offset, p.clock_skewed) {
             (false, _) => "?".to_owned(),
             (true, false) => format!("{:+} ms", p.clock_offset_ms),

@@ -15,7 +15,12 @@ async fn bad_writes_are_refused_with_a_reason_and_store_nothing() {
         ("settings/", b"x".to_vec(), Code::InvalidArgument, "no entry"),
         ("membership/node-9", b"{}".to_vec(), Code::PermissionDenied, "maintained by the nodes"),
         ("dataflows/x", b"not json".to_vec(), Code::InvalidArgument, "JSON object"),
-        ("resources/x", br#"{"name":"x","spec":{"kind":"teleporter"}}"#.to_vec(), Code::InvalidArgument, "invalid value"),
+        (
+            "resources/x",
+            br#"{"name":"x","spec":{"kind":"teleporter"}}"#.to_vec(),
+            Code::InvalidArgument,
+            "invalid value",
+        ),
         ("settings/huge", vec![b'x'; 2 * 1024 * 1024], Code::InvalidArgument, "at most"),
     ];
     for (key, value, code, needle) in cases {
@@ -24,8 +29,17 @@ async fn bad_writes_are_refused_with_a_reason_and_store_nothing() {
         assert!(err.message().contains(needle), "{key:?}: {:?} lacks {needle:?}", err.message());
     }
     for node in cluster.nodes() {
-        let listed = admin(node.url()).await.list(ListRequest { prefix: String::new(), min_version: String::new() }).await.unwrap().into_inner();
-        assert!(listed.entries.iter().all(|e| e.key.starts_with("membership/")), "only membership is stored: {:?}", listed.entries.iter().map(|e| &e.key).collect::<Vec<_>>());
+        let listed = admin(node.url())
+            .await
+            .list(ListRequest { prefix: String::new(), min_version: String::new() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            listed.entries.iter().all(|e| e.key.starts_with("membership/")),
+            "only membership is stored: {:?}",
+            listed.entries.iter().map(|e| &e.key).collect::<Vec<_>>()
+        );
     }
     cluster.shutdown().await;
 }
@@ -34,13 +48,18 @@ async fn bad_writes_are_refused_with_a_reason_and_store_nothing() {
 async fn missing_keys_and_bad_tokens_get_clear_errors() {
     let cluster = start_cluster("it-missing").await;
     let mut client = admin(&cluster.balancer_url()).await;
-    let err = client.get(GetRequest { key: "settings/nope".into(), min_version: String::new() }).await.unwrap_err();
+    let err =
+        client.get(GetRequest { key: "settings/nope".into(), min_version: String::new() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = client.delete(DeleteRequest { key: "settings/nope".into(), ack: 0 }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = client.get(GetRequest { key: "settings/x".into(), min_version: "garbage".into() }).await.unwrap_err();
+    let err =
+        client.get(GetRequest { key: "settings/x".into(), min_version: "garbage".into() }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let err = client.get(GetRequest { key: "settings/x".into(), min_version: "node-1:999999".into() }).await.unwrap_err();
+    let err = client
+        .get(GetRequest { key: "settings/x".into(), min_version: "node-1:999999".into() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "a version never reached times out clearly: {err}");
     cluster.shutdown().await;
 }
@@ -65,13 +84,23 @@ async fn a_delete_through_the_balancer_removes_the_key_everywhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_lists_every_member() {
     let cluster = start_cluster("it-status").await;
-    let status = admin(&cluster.balancer_url()).await.status(spectrum::management::proto::StatusRequest {}).await.unwrap().into_inner();
+    let status = admin(&cluster.balancer_url())
+        .await
+        .status(spectrum::management::proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(status.cluster_id, "it-status");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let mut status = status;
     while status.members.len() < 3 && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        status = admin(&cluster.balancer_url()).await.status(spectrum::management::proto::StatusRequest {}).await.unwrap().into_inner();
+        status = admin(&cluster.balancer_url())
+            .await
+            .status(spectrum::management::proto::StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
     }
     let mut ids: Vec<_> = status.members.iter().map(|m| m.id.as_str()).collect();
     ids.sort();

@@ -50,3 +50,28 @@ async fn a_composite_of_partial_resolvers_handles_their_union() {
     assert_eq!(resolver.resolvers().len(), 2);
     ResolverSuite::new(resolver).handling(&[Case::LocalDatabase, Case::SharedDatabase]).run().await;
 }
+
+/// A resolver that claims every local path exists: the suite must catch it.
+#[derive(Debug)]
+struct ClaimsEverythingExists;
+
+#[async_trait::async_trait]
+impl ResourceResolver for ClaimsEverythingExists {
+    fn handles(&self, spec: &spectrum_resources::ResourceSpec) -> bool {
+        LocalPathResolver::new().handles(spec)
+    }
+
+    async fn resolve(
+        &self,
+        _def: &spectrum_resources::ResourceDefinition,
+        _node: &spectrum_core::NodeId,
+    ) -> Result<spectrum_resources::Resolved, spectrum_resources::ResolveError> {
+        Ok(spectrum_resources::Resolved::Path(std::env::temp_dir()))
+    }
+}
+
+#[tokio::test]
+#[should_panic(expected = "must be NotFound")]
+async fn the_suite_catches_a_resolver_that_breaks_the_contract() {
+    ResolverSuite::new(ClaimsEverythingExists).handling(&[Case::LocalDatabase]).run().await;
+}
