@@ -41,4 +41,4 @@ pub use error::{CoreError, InvalidId};
 pub use hlc::{Clock, ClockSkew, Hlc, ManualClock, SystemClock, Timestamp};
 pub use id::{ClusterId, NodeId};
 pub use member::{Member, MemberState};
-pub use transport::TransportConfig;
+pub use transport::{ChannelConnector, TransportConfig};

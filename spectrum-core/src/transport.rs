@@ -9,17 +9,44 @@
 //!   `connect_lazy()` for a real TCP channel, or `connect_with_connector_lazy` to
 //!   route through a simulator.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Endpoint, Server, Uri};
+use tonic::transport::{Channel, Endpoint, Server, Uri};
 
 use crate::error::CoreError;
 
 /// Default largest gRPC message accepted or sent: 4 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Turns a configured [`Endpoint`] into a [`Channel`]: the seam through which a
+/// simulator (turmoil, say) routes every Spectrum client over its own network, with
+/// `endpoint.connect_with_connector_lazy(..)`. Without one, channels connect over
+/// TCP, lazily.
+#[derive(Clone)]
+pub struct ChannelConnector(Arc<dyn Fn(Endpoint) -> Channel + Send + Sync>);
+
+impl ChannelConnector {
+    /// A connector from a function.
+    pub fn new(f: impl Fn(Endpoint) -> Channel + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// Builds the channel for `endpoint`.
+    pub fn connect(&self, endpoint: Endpoint) -> Channel {
+        (self.0)(endpoint)
+    }
+}
+
+impl fmt::Debug for ChannelConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChannelConnector(..)")
+    }
+}
 
 /// How Spectrum's gRPC servers and clients talk: one value configures both sides.
 #[derive(Debug, Clone)]
@@ -34,6 +61,8 @@ pub struct TransportConfig {
     pub connect_timeout: Duration,
     /// Longest time a client call may take, or `None` for no limit (streams).
     pub request_timeout: Option<Duration>,
+    /// How channels are made; `None` for lazy TCP connections.
+    pub connector: Option<ChannelConnector>,
 }
 
 impl Default for TransportConfig {
@@ -44,6 +73,7 @@ impl Default for TransportConfig {
             keepalive_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             request_timeout: Some(Duration::from_secs(10)),
+            connector: None,
         }
     }
 }
@@ -79,6 +109,26 @@ impl TransportConfig {
             ep = ep.timeout(t);
         }
         Ok(ep)
+    }
+
+    /// A channel to `addr`: through the [`connector`](Self::connector) when one is
+    /// set, else a lazily connected TCP channel (the first call connects).
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::InvalidEndpoint`] when `addr` is not a valid URI.
+    pub fn channel(&self, addr: &str) -> Result<Channel, CoreError> {
+        let ep = self.endpoint(addr)?;
+        Ok(match &self.connector {
+            Some(c) => c.connect(ep),
+            None => ep.connect_lazy(),
+        })
+    }
+
+    /// Routes every channel through `connector` (see [`ChannelConnector`]).
+    pub fn with_connector(mut self, connector: ChannelConnector) -> Self {
+        self.connector = Some(connector);
+        self
     }
 }
 

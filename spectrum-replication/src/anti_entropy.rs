@@ -344,11 +344,10 @@ impl Inner {
             match channels.get(addr) {
                 Some(c) => c.clone(),
                 None => {
-                    let endpoint = self.transport.endpoint(addr).map_err(|e| ReplicationError::Peer {
+                    let c = self.transport.channel(addr).map_err(|e| ReplicationError::Peer {
                         peer: addr.to_owned(),
                         reason: e.to_string(),
                     })?;
-                    let c = endpoint.connect_lazy();
                     channels.insert(addr.to_owned(), c.clone());
                     c
                 }
