@@ -1,0 +1,314 @@
+//! Convergence of the replicated configuration database, proven by property tests.
+//!
+//! Each case is a script of [`Op`]s run against real stores ([`MemoryStore`]) over a
+//! simulated network that drops, duplicates, reorders and truncates messages, cuts
+//! links (partitions), crashes nodes (every message in flight to or from them is
+//! lost) and steps their clocks within the allowed offset. Then the network heals and
+//! nodes sync to quiescence, and the properties a user relies on are asserted:
+//!
+//! - every replica is identical, and equal to a last-writer-wins model of every
+//!   acknowledged write;
+//! - no deleted key comes back;
+//! - no acknowledged write is lost (each is the winner for its key, or beaten by a
+//!   later write);
+//! - every node's HLC stamps strictly increase.
+//!
+//! Failing cases are saved in `proptest-regressions/convergence.txt` at the
+//! repository root, and replayed first on every run.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence};
+use spectrum_core::{Clock, Hlc, ManualClock, NodeId, Timestamp};
+use spectrum_replication::{ConfigStore, MemoryStore, Record, VersionVector, WriteBatch};
+
+const KEYS: &[&str] = &["settings/a", "settings/b", "license/main", "resources/postal", "dataflows/x"];
+const START_MS: u64 = 1_700_000_000_000;
+
+/// One step of a scenario.
+#[derive(Debug, Clone)]
+enum Op {
+    /// A client writes `key = value` on `node` (acknowledged locally, pushed to every peer).
+    Put { node: usize, key: usize, value: u8 },
+    /// A client deletes `key` on `node`.
+    Delete { node: usize, key: usize },
+    /// `to` asks `from` for what it lacks; the answer holds at most `budget` bytes.
+    Pull { from: usize, to: usize, budget: usize },
+    /// The network delivers the message at this position in its queue (reordering).
+    Deliver { pick: usize },
+    /// The network delivers a message and keeps a copy to deliver again (duplication).
+    Duplicate { pick: usize },
+    /// The network loses a message.
+    Drop { pick: usize },
+    /// The link between two nodes is cut both ways.
+    Cut { a: usize, b: usize },
+    /// Every link is restored.
+    Heal,
+    /// A node crashes and restarts: messages to and from it are lost; its
+    /// acknowledged writes are durable (the durable store's guarantee, tested on its own).
+    Crash { node: usize },
+    /// A node's physical clock moves (backwards or forwards) within the allowed offset.
+    StepClock { node: usize, delta_ms: i64 },
+}
+
+fn op(nodes: usize) -> impl Strategy<Value = Op> {
+    let n = 0..nodes;
+    prop_oneof![
+        4 => (n.clone(), 0..KEYS.len(), any::<u8>()).prop_map(|(node, key, value)| Op::Put { node, key, value }),
+        2 => (n.clone(), 0..KEYS.len()).prop_map(|(node, key)| Op::Delete { node, key }),
+        3 => (n.clone(), n.clone(), prop_oneof![Just(1usize), 40..200usize, Just(1 << 20)])
+            .prop_map(|(from, to, budget)| Op::Pull { from, to, budget }),
+        4 => any::<usize>().prop_map(|pick| Op::Deliver { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Duplicate { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Drop { pick }),
+        1 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::Cut { a, b }),
+        1 => Just(Op::Heal),
+        1 => n.clone().prop_map(|node| Op::Crash { node }),
+        1 => (n, -400i64..400).prop_map(|(node, delta_ms)| Op::StepClock { node, delta_ms }),
+    ]
+}
+
+/// A message in flight: records for `to` to merge.
+#[derive(Debug, Clone)]
+struct Message {
+    from: usize,
+    to: usize,
+    records: Vec<Record>,
+    covers: VersionVector,
+}
+
+struct Sim {
+    stores: Vec<MemoryStore>,
+    clocks: Vec<Arc<ManualClock>>,
+    queue: VecDeque<Message>,
+    cut: BTreeSet<(usize, usize)>,
+    /// Every acknowledged write, in order.
+    acked: Vec<Record>,
+    /// The last stamp each node issued.
+    last_stamp: Vec<Timestamp>,
+}
+
+impl Sim {
+    fn new(nodes: usize) -> Self {
+        let clocks: Vec<_> = (0..nodes).map(|_| Arc::new(ManualClock::new(START_MS))).collect();
+        let stores = clocks
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                MemoryStore::new(NodeId::new(format!("n{i}")).unwrap(), Arc::new(Hlc::new(c.clone())))
+            })
+            .collect();
+        Self {
+            stores,
+            clocks,
+            queue: VecDeque::new(),
+            cut: BTreeSet::new(),
+            acked: Vec::new(),
+            last_stamp: vec![Timestamp::ZERO; nodes],
+        }
+    }
+
+    fn linked(&self, a: usize, b: usize) -> bool {
+        !self.cut.contains(&(a.min(b), a.max(b)))
+    }
+
+    fn send(&mut self, msg: Message) {
+        if self.linked(msg.from, msg.to) && msg.from != msg.to {
+            self.queue.push_back(msg);
+        }
+    }
+
+    async fn write(&mut self, node: usize, batch: WriteBatch) {
+        let records = self.stores[node].apply(batch).await.expect("valid local write");
+        for r in &records {
+            assert!(
+                r.stamp > self.last_stamp[node],
+                "HLC went backwards on n{node}: {} after {}",
+                r.stamp,
+                self.last_stamp[node]
+            );
+            self.last_stamp[node] = r.stamp;
+        }
+        self.acked.extend(records.iter().cloned());
+        for to in 0..self.stores.len() {
+            self.send(Message { from: node, to, records: records.clone(), covers: VersionVector::default() });
+        }
+    }
+
+    async fn deliver(&mut self, msg: Message) {
+        if !self.linked(msg.from, msg.to) {
+            return;
+        }
+        self.stores[msg.to].merge(msg.records, &msg.covers).await.expect("well-formed records merge");
+    }
+
+    async fn run(&mut self, op: Op) {
+        let n = self.stores.len();
+        match op {
+            Op::Put { node, key, value } => {
+                self.write(node, WriteBatch::new().put(KEYS[key], vec![value])).await;
+            }
+            Op::Delete { node, key } => {
+                let live = self.stores[node].get(KEYS[key]).await.unwrap().is_some_and(|r| !r.is_tombstone());
+                if live {
+                    self.write(node, WriteBatch::new().delete(KEYS[key])).await;
+                }
+            }
+            Op::Pull { from, to, budget } => {
+                if from != to && self.linked(from, to) {
+                    let digest = self.stores[to].digest().await.unwrap();
+                    let delta = self.stores[from].delta(&digest, budget).await.unwrap();
+                    self.send(Message { from, to, records: delta.records, covers: delta.covers });
+                }
+            }
+            Op::Deliver { pick } | Op::Duplicate { pick } if !self.queue.is_empty() => {
+                let i = pick % self.queue.len();
+                let msg = if matches!(op, Op::Duplicate { .. }) {
+                    self.queue[i].clone()
+                } else {
+                    self.queue.remove(i).expect("index in range")
+                };
+                self.deliver(msg).await;
+            }
+            Op::Drop { pick } if !self.queue.is_empty() => {
+                let i = pick % self.queue.len();
+                self.queue.remove(i);
+            }
+            Op::Deliver { .. } | Op::Duplicate { .. } | Op::Drop { .. } => {}
+            Op::Cut { a, b } => {
+                if a != b {
+                    self.cut.insert((a.min(b), a.max(b)));
+                }
+            }
+            Op::Heal => self.cut.clear(),
+            Op::Crash { node } => self.queue.retain(|m| m.from != node && m.to != node),
+            Op::StepClock { node, delta_ms } => {
+                let now = self.clocks[node].now_ms() as i64;
+                // Stay within the allowed offset of the cluster's reference time.
+                let target = (now + delta_ms).clamp(START_MS as i64 - 400, START_MS as i64 + 400);
+                self.clocks[node].set(target as u64);
+            }
+        }
+        debug_assert!(n == self.stores.len());
+    }
+
+    /// Heals, delivers what is in flight, then syncs every pair until every digest is
+    /// equal (bounded: a bug shows up as a failure to converge, not a hang).
+    async fn quiesce(&mut self) {
+        self.cut.clear();
+        while let Some(msg) = self.queue.pop_front() {
+            self.deliver(msg).await;
+        }
+        let n = self.stores.len();
+        for _round in 0..(4 * n + 8) {
+            for from in 0..n {
+                for to in 0..n {
+                    if from != to {
+                        let digest = self.stores[to].digest().await.unwrap();
+                        let delta = self.stores[from].delta(&digest, 256).await.unwrap();
+                        self.stores[to].merge(delta.records, &delta.covers).await.unwrap();
+                    }
+                }
+            }
+            let first = self.stores[0].digest().await.unwrap();
+            let mut same = true;
+            for s in &self.stores[1..] {
+                same &= s.digest().await.unwrap() == first;
+            }
+            if same {
+                return;
+            }
+        }
+        panic!("replicas did not converge after healing");
+    }
+
+    async fn check(&self) {
+        // The last-writer-wins model: per key, the greatest acknowledged write.
+        let mut model: BTreeMap<&str, &Record> = BTreeMap::new();
+        for r in &self.acked {
+            match model.get(r.key.as_str()) {
+                Some(held) if !r.wins_over(held) => {}
+                _ => {
+                    model.insert(&r.key, r);
+                }
+            }
+        }
+        let first = self.stores[0].scan("").await.unwrap();
+        for (i, s) in self.stores.iter().enumerate() {
+            let contents = s.scan("").await.unwrap();
+            assert_eq!(contents, first, "replica n{i} differs from n0");
+        }
+        let held: BTreeMap<&str, &Record> = first.iter().map(|r| (r.key.as_str(), r)).collect();
+        for (key, winner) in &model {
+            let got = held.get(key).unwrap_or_else(|| panic!("acknowledged write to {key} lost"));
+            assert_eq!(*got, *winner, "{key} is not the last writer's value");
+            if winner.is_tombstone() {
+                assert!(got.is_tombstone(), "deleted key {key} came back");
+            }
+        }
+        for r in &self.acked {
+            let held = held[r.key.as_str()];
+            assert!(held == r || held.wins_over(r), "write {} lost without a later write", r.token());
+        }
+        assert_eq!(held.len(), model.len(), "replicas hold keys nobody wrote");
+    }
+}
+
+fn run_case(nodes: usize, ops: Vec<Op>) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    rt.block_on(async {
+        let mut sim = Sim::new(nodes);
+        for op in ops {
+            sim.run(op).await;
+        }
+        sim.quiesce().await;
+        sim.check().await;
+    });
+}
+
+fn config() -> Config {
+    Config {
+        cases: 96,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/convergence.txt",
+        ))),
+        ..Config::default()
+    }
+}
+
+fn scenario() -> impl Strategy<Value = (usize, Vec<Op>)> {
+    (3usize..=5).prop_flat_map(|nodes| (Just(nodes), proptest::collection::vec(op(nodes), 1..80)))
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn replicas_converge_to_the_last_writer_under_loss_reordering_partitions_and_crashes(
+        (nodes, ops) in scenario()
+    ) {
+        run_case(nodes, ops);
+    }
+}
+
+#[test]
+fn a_delete_during_a_partition_is_not_undone_by_the_stale_side() {
+    use Op::*;
+    run_case(
+        3,
+        vec![
+            Put { node: 0, key: 0, value: 1 },
+            Deliver { pick: 0 },
+            Deliver { pick: 0 },
+            Cut { a: 0, b: 2 },
+            Cut { a: 1, b: 2 },
+            Delete { node: 0, key: 0 },
+            Deliver { pick: 0 },
+            Pull { from: 2, to: 0, budget: 1 << 20 },
+            Pull { from: 2, to: 1, budget: 1 << 20 },
+            Heal,
+        ],
+    );
+}
