@@ -2,4 +2,6 @@
 
 mod cluster;
 mod management;
+mod protocols;
+mod serve;
 mod support;
