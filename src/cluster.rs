@@ -7,11 +7,15 @@ use std::sync::Arc;
 use spectrum_balancer::strategy::RoundRobin;
 use spectrum_balancer::{BackendConfig, Balancer, BalancerConfig, BalancerHandle, BalancingStrategy};
 use spectrum_core::{ClusterId, NodeId, transport};
+use spectrum_resources::ClusterKey;
 
 use crate::error::NodeError;
 use crate::node::{Node, NodeBuilder};
 
 type Configure = Box<dyn Fn(NodeBuilder) -> NodeBuilder + Send + Sync>;
+
+/// Longest [`ClusterBuilder::start`] waits for the balancer to see every node healthy.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Builds a [`Cluster`].
 pub struct ClusterBuilder {
@@ -59,7 +63,8 @@ impl ClusterBuilder {
     }
 
     /// Binds every node on an ephemeral loopback port, starts them with each
-    /// other as seeds, then starts the balancer in front of them.
+    /// other as seeds and one fresh cluster key, then starts the balancer in front
+    /// of them and waits (up to 5 s) until it has seen every node healthy.
     ///
     /// # Errors
     ///
@@ -73,12 +78,16 @@ impl ClusterBuilder {
             listeners.push(transport::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?);
         }
         let urls: Vec<String> = listeners.iter().map(transport::Listener::url).collect();
+        let key = ClusterKey::generate();
         let mut nodes = Vec::with_capacity(self.size);
         for (i, listener) in listeners.into_iter().enumerate() {
             let id = NodeId::new(format!("node-{}", i + 1)).map_err(|e| NodeError::Config(e.to_string()))?;
             let seeds: Vec<String> =
                 urls.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, u)| u.clone()).collect();
-            let builder = NodeBuilder::new(id, self.cluster.clone()).listener(listener).seeds(seeds);
+            let builder = NodeBuilder::new(id, self.cluster.clone())
+                .listener(listener)
+                .seeds(seeds)
+                .cluster_key(key.clone());
             nodes.push(Some((self.configure)(builder).start().await?));
         }
         let backends = nodes
@@ -88,6 +97,12 @@ impl ClusterBuilder {
             .collect();
         let balancer =
             Balancer::builder(self.balancer).backends(backends).strategy(self.strategy).start().await?;
+        // Ready means the balancer has seen every node pass a health check, so the
+        // first requests already spread over all of them.
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while !balancer.stats().iter().all(|b| b.healthy) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         Ok(Cluster { cluster: self.cluster, nodes, balancer })
     }
 }

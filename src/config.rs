@@ -1,26 +1,37 @@
 //! Configuration files for nodes and balancers run as their own processes
 //! (`spectrum node --config FILE`, `spectrum balancer --config FILE`).
 //!
+//! Command-line flags and environment variables override the file: see
+//! [`NodeOverrides`] and [`BalancerOverrides`].
+//!
 //! ```
 //! let node: spectrum::config::NodeFileConfig = toml::from_str(r#"
 //!     id = "node-1"
 //!     cluster = "local"
 //!     listen = "127.0.0.1:7101"
 //!     seeds = ["http://127.0.0.1:7102", "http://127.0.0.1:7103"]
+//!     token = "change-me"
+//!     cluster_key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 //! "#).unwrap();
 //! assert_eq!(node.id, "node-1");
+//! assert!(node.cluster_key().unwrap().is_some());
+//! assert!(!format!("{node:?}").contains("change-me"), "Debug never shows the token or key");
 //! ```
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use spectrum_resources::ClusterKey;
 
 use crate::error::NodeError;
 
 /// A node's configuration file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+///
+/// `Debug` shows neither the token nor the cluster key.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeFileConfig {
     /// The node's id.
@@ -35,9 +46,13 @@ pub struct NodeFileConfig {
     /// Directory for the node's durable data.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
-    /// Bearer token required by the management API.
+    /// Bearer token required by the management API (the same on every node).
     #[serde(default)]
     pub token: Option<String>,
+    /// The cluster key that encrypts resource secrets at rest: 32 bytes as 64 hex
+    /// digits or base64, the same on every node (see [`ClusterKey`]).
+    #[serde(default)]
+    pub cluster_key: Option<String>,
     /// Anti-entropy interval in milliseconds (default 1000).
     #[serde(default)]
     pub sync_interval_ms: Option<u64>,
@@ -46,10 +61,87 @@ pub struct NodeFileConfig {
     pub max_clock_offset_ms: Option<u64>,
 }
 
+impl fmt::Debug for NodeFileConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "***");
+        f.debug_struct("NodeFileConfig")
+            .field("id", &self.id)
+            .field("cluster", &self.cluster)
+            .field("listen", &self.listen)
+            .field("seeds", &self.seeds)
+            .field("data_dir", &self.data_dir)
+            .field("token", &hidden(&self.token))
+            .field("cluster_key", &hidden(&self.cluster_key))
+            .field("sync_interval_ms", &self.sync_interval_ms)
+            .field("max_clock_offset_ms", &self.max_clock_offset_ms)
+            .finish()
+    }
+}
+
 impl NodeFileConfig {
     /// The anti-entropy interval.
     pub fn sync_interval(&self) -> Duration {
         Duration::from_millis(self.sync_interval_ms.unwrap_or(1000))
+    }
+
+    /// The cluster key, parsed.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Config`] naming `cluster_key` when it is not 32 bytes of hex or
+    /// base64 (the message never shows the key).
+    pub fn cluster_key(&self) -> Result<Option<ClusterKey>, NodeError> {
+        self.cluster_key
+            .as_deref()
+            .map(|k| k.parse::<ClusterKey>().map_err(|e| NodeError::Config(format!("cluster_key: {e}"))))
+            .transpose()
+    }
+
+    /// This configuration with every value `overrides` sets replacing the file's.
+    pub fn with_overrides(mut self, overrides: NodeOverrides) -> Self {
+        let NodeOverrides { id, cluster, listen, seeds, data_dir, token, cluster_key } = overrides;
+        self.id = id.unwrap_or(self.id);
+        self.cluster = cluster.unwrap_or(self.cluster);
+        self.listen = listen.unwrap_or(self.listen);
+        self.seeds = seeds.unwrap_or(self.seeds);
+        self.data_dir = data_dir.or(self.data_dir);
+        self.token = token.or(self.token);
+        self.cluster_key = cluster_key.or(self.cluster_key);
+        self
+    }
+}
+
+/// Values given on the command line or in the environment, each replacing the
+/// file's when set.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NodeOverrides {
+    /// Replaces `id`.
+    pub id: Option<String>,
+    /// Replaces `cluster`.
+    pub cluster: Option<String>,
+    /// Replaces `listen`.
+    pub listen: Option<SocketAddr>,
+    /// Replaces `seeds`.
+    pub seeds: Option<Vec<String>>,
+    /// Replaces `data_dir`.
+    pub data_dir: Option<PathBuf>,
+    /// Replaces `token`.
+    pub token: Option<String>,
+    /// Replaces `cluster_key`.
+    pub cluster_key: Option<String>,
+}
+
+impl fmt::Debug for NodeOverrides {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeOverrides")
+            .field("id", &self.id)
+            .field("cluster", &self.cluster)
+            .field("listen", &self.listen)
+            .field("seeds", &self.seeds)
+            .field("data_dir", &self.data_dir)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("cluster_key", &self.cluster_key.as_ref().map(|_| "***"))
+            .finish()
     }
 }
 
@@ -67,7 +159,9 @@ pub struct BackendEntry {
 }
 
 /// A balancer's configuration file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+///
+/// `Debug` does not show the token.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BalancerFileConfig {
     /// Address to listen on.
@@ -77,6 +171,64 @@ pub struct BalancerFileConfig {
     /// Health check interval in milliseconds (default 1000).
     #[serde(default)]
     pub health_interval_ms: Option<u64>,
+    /// The cluster's management token, with which the balancer reads membership to
+    /// follow nodes joining, draining and leaving.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Whether to follow membership (default true): draining members get no new
+    /// requests, and members that join are added.
+    #[serde(default)]
+    pub follow_membership: Option<bool>,
+}
+
+impl fmt::Debug for BalancerFileConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalancerFileConfig")
+            .field("listen", &self.listen)
+            .field("nodes", &self.nodes)
+            .field("health_interval_ms", &self.health_interval_ms)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("follow_membership", &self.follow_membership)
+            .finish()
+    }
+}
+
+impl BalancerFileConfig {
+    /// The health check interval (default 1 s).
+    pub fn health_interval(&self) -> Duration {
+        Duration::from_millis(self.health_interval_ms.unwrap_or(1000))
+    }
+
+    /// This configuration with every value `overrides` sets replacing the file's.
+    pub fn with_overrides(mut self, overrides: BalancerOverrides) -> Self {
+        let BalancerOverrides { listen, health_interval_ms, token } = overrides;
+        self.listen = listen.unwrap_or(self.listen);
+        self.health_interval_ms = health_interval_ms.or(self.health_interval_ms);
+        self.token = token.or(self.token);
+        self
+    }
+}
+
+/// Values given on the command line or in the environment, each replacing the
+/// balancer file's when set.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct BalancerOverrides {
+    /// Replaces `listen`.
+    pub listen: Option<SocketAddr>,
+    /// Replaces `health_interval_ms`.
+    pub health_interval_ms: Option<u64>,
+    /// Replaces `token`.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for BalancerOverrides {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalancerOverrides")
+            .field("listen", &self.listen)
+            .field("health_interval_ms", &self.health_interval_ms)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// Reads and parses a TOML file.
@@ -87,19 +239,22 @@ pub struct BalancerFileConfig {
 pub fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, NodeError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))
+    toml::from_str(&text).map_err(|e| {
+        let reason = e.to_string().lines().next().unwrap_or_default().to_owned();
+        let field = e.message();
+        NodeError::Config(format!("{}: {reason}: {field}", path.display()))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const NODE: &str = "id = \"n\"\ncluster = \"c\"\nlisten = \"127.0.0.1:1\"\ntoken = \"file-token\"\n";
+
     #[test]
     fn unknown_fields_are_refused_with_the_field_name() {
-        let err = toml::from_str::<NodeFileConfig>(
-            "id = \"n\"\ncluster = \"c\"\nlisten = \"127.0.0.1:1\"\ncolour = \"red\"\n",
-        )
-        .unwrap_err();
+        let err = toml::from_str::<NodeFileConfig>(&format!("{NODE}colour = \"red\"\n")).unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
     }
 
@@ -111,5 +266,43 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.nodes.len(), 1);
         assert_eq!(cfg.nodes[0].addr.port(), 7101);
+        assert_eq!(cfg.health_interval(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn overrides_replace_only_what_they_set() {
+        let cfg: NodeFileConfig = toml::from_str(NODE).unwrap();
+        let cfg = cfg.with_overrides(NodeOverrides {
+            listen: Some("127.0.0.1:9".parse().unwrap()),
+            token: Some("flag-token".into()),
+            ..NodeOverrides::default()
+        });
+        assert_eq!(cfg.listen.port(), 9);
+        assert_eq!(cfg.token.as_deref(), Some("flag-token"));
+        assert_eq!(cfg.id, "n", "not overridden");
+        assert!(!format!("{cfg:?}").contains("flag-token"));
+    }
+
+    #[test]
+    fn a_bad_cluster_key_is_named_and_not_echoed() {
+        let cfg: NodeFileConfig =
+            toml::from_str(&format!("{NODE}cluster_key = \"not-a-key-zzzz\"\n")).unwrap();
+        let err = cfg.cluster_key().unwrap_err().to_string();
+        assert!(err.contains("cluster_key"), "{err}");
+        assert!(!err.contains("not-a-key-zzzz"), "{err}");
+    }
+
+    #[test]
+    fn the_example_cluster_files_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster");
+        let balancer: BalancerFileConfig = load(&dir.join("balancer.toml")).unwrap();
+        assert_eq!(balancer.nodes.len(), 3);
+        for node in &balancer.nodes {
+            let cfg: NodeFileConfig = load(&dir.join(format!("{}.toml", node.id))).unwrap();
+            assert_eq!(cfg.listen, node.addr);
+            assert_eq!(cfg.token, balancer.token);
+            assert!(cfg.cluster_key().unwrap().is_some());
+            assert_eq!(cfg.seeds.len(), 2);
+        }
     }
 }

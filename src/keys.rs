@@ -9,11 +9,13 @@ use std::fmt;
 
 use spectrum_resources::ResourceDefinition;
 
+use crate::license::License;
+
 /// One namespace of the configuration database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Namespace {
-    /// License information (`license/<name>`): a JSON object.
+    /// License information (`license/<name>`): a [`License`] document.
     License,
     /// Dataflow definitions (`dataflows/<name>`): a JSON object.
     Dataflows,
@@ -87,6 +89,14 @@ pub enum KeyError {
         /// The namespace.
         namespace: Namespace,
     },
+    /// A name given to the management API is not acceptable.
+    #[error("invalid {namespace} name: {reason}")]
+    InvalidName {
+        /// The namespace.
+        namespace: Namespace,
+        /// Why.
+        reason: String,
+    },
     /// The value is not valid for its namespace.
     #[error("invalid value for {key:?}: {reason}")]
     InvalidValue {
@@ -117,6 +127,34 @@ pub fn classify(key: &str) -> Result<(Namespace, &str), KeyError> {
     Err(KeyError::UnknownNamespace { key: key.chars().take(80).collect() })
 }
 
+/// Longest name accepted by [`validate_name`], in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Checks the name of a license or dataflow: 1 to [`MAX_NAME_LEN`] bytes of ASCII
+/// letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+///
+/// # Errors
+///
+/// [`KeyError::InvalidName`] saying what is wrong.
+pub fn validate_name(namespace: Namespace, name: &str) -> Result<(), KeyError> {
+    let invalid = |reason: String| KeyError::InvalidName { namespace, reason };
+    if name.is_empty() {
+        return Err(invalid("must not be empty".into()));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(invalid(format!("{} bytes; at most {MAX_NAME_LEN} are allowed", name.len())));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(invalid("must start with an ASCII letter or digit".into()));
+    }
+    if let Some(ch) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(invalid(format!(
+            "holds {ch:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that `key` may be written through the management API with `value`
 /// (`None` for a delete).
 ///
@@ -129,7 +167,10 @@ pub fn validate_write(key: &str, value: Option<&[u8]>) -> Result<Namespace, KeyE
     match (ns, value) {
         (Namespace::Membership, _) => return Err(KeyError::ReadOnly { namespace: ns }),
         (_, None) | (Namespace::Settings, _) => {}
-        (Namespace::License | Namespace::Dataflows, Some(v)) => {
+        (Namespace::License, Some(v)) => {
+            License::from_json_bytes(v).map_err(|e| invalid(e.to_string()))?;
+        }
+        (Namespace::Dataflows, Some(v)) => {
             let doc: serde_json::Value =
                 serde_json::from_slice(v).map_err(|e| invalid(format!("expected a JSON object: {e}")))?;
             if !doc.is_object() {
@@ -169,6 +210,15 @@ mod tests {
     }
 
     #[test]
+    fn names_are_checked_for_length_and_characters() {
+        assert!(validate_name(Namespace::Dataflows, "normalize-address.v2").is_ok());
+        for bad in ["", "a/b", "-x", "a b", &"x".repeat(129)] {
+            let err = validate_name(Namespace::Dataflows, bad).unwrap_err();
+            assert!(err.to_string().starts_with("invalid dataflows name"), "{err}");
+        }
+    }
+
+    #[test]
     fn membership_cannot_be_written_through_the_api() {
         let err = validate_write("membership/n1", Some(b"{}")).unwrap_err();
         assert!(matches!(err, KeyError::ReadOnly { namespace: Namespace::Membership }));
@@ -176,7 +226,12 @@ mod tests {
 
     #[test]
     fn license_and_dataflow_values_must_be_json_objects() {
-        assert!(validate_write("license/main", Some(br#"{"owner":"acme"}"#)).is_ok());
+        assert!(
+            validate_write("license/main", Some(br#"{"owner":"acme","seats":2,"expires":"2031-01-01"}"#))
+                .is_ok()
+        );
+        let err = validate_write("license/main", Some(br#"{"owner":"acme"}"#)).unwrap_err();
+        assert!(err.to_string().contains("license field seats"), "{err}");
         assert!(validate_write("dataflows/x", Some(b"[1,2]")).is_err());
         assert!(validate_write("dataflows/x", Some(b"not json")).is_err());
         assert!(validate_write("settings/x", Some(b"anything at all")).is_ok());

@@ -18,6 +18,8 @@
 //!   application's own tonic services.
 //! - [`Cluster`]: nodes and a balancer in one process, for examples and tests.
 //! - [`keys`]: the configuration database's namespaces and their validation.
+//! - [`license`]: license documents and their expiry.
+//! - [`registry`]: resource definitions on a node, secrets sealed with the cluster key.
 //! - [`demo`]: a small dataflow service used by the examples.
 //!
 //! ## A cluster in a few lines
@@ -63,8 +65,10 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod keys;
+pub mod license;
 pub mod management;
 pub mod node;
+pub mod registry;
 
 pub use cluster::{Cluster, ClusterBuilder};
 pub use error::NodeError;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use spectrum_core::transport::{self, Listener};
 use spectrum_core::{Clock, ClusterId, Hlc, Member, MemberState, NodeId, SystemClock, TransportConfig};
 use spectrum_replication::{AckLevel, AntiEntropy, ConfigStore, MemoryStore, Replicator, WriteBatch};
-use spectrum_resources::{CompositeResolver, ResourceResolver};
+use spectrum_resources::{ClusterKey, CompositeResolver, ResourceResolver};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::RoutesBuilder;
@@ -34,6 +34,8 @@ pub struct NodeContext {
     pub store: Arc<dyn ConfigStore>,
     /// Resolves resource definitions on this node.
     pub resolver: Arc<dyn ResourceResolver>,
+    /// The cluster key that seals and opens resource secrets, when configured.
+    pub cluster_key: Option<Arc<ClusterKey>>,
 }
 
 impl fmt::Debug for NodeContext {
@@ -77,6 +79,7 @@ pub struct NodeBuilder {
     write_timeout: Duration,
     resolver: Arc<dyn ResourceResolver>,
     token: Option<Arc<str>>,
+    cluster_key: Option<Arc<ClusterKey>>,
     services: Vec<ServiceFactory>,
 }
 
@@ -110,6 +113,7 @@ impl NodeBuilder {
             write_timeout: Duration::from_secs(5),
             resolver: Arc::new(CompositeResolver::standard()),
             token: None,
+            cluster_key: None,
             services: Vec::new(),
         }
     }
@@ -187,6 +191,14 @@ impl NodeBuilder {
         self
     }
 
+    /// The cluster key that seals resource secrets at rest. Give every node of a
+    /// cluster the same key; a node without it lists secrets redacted, cannot use
+    /// them, and refuses to store new ones.
+    pub fn cluster_key(mut self, key: ClusterKey) -> Self {
+        self.cluster_key = Some(Arc::new(key));
+        self
+    }
+
     /// Adds one of the application's tonic services.
     pub fn add_service<S>(self, service: S) -> Self
     where
@@ -252,6 +264,7 @@ impl NodeBuilder {
             cluster: self.cluster.clone(),
             store: store.clone(),
             resolver: self.resolver.clone(),
+            cluster_key: self.cluster_key.clone(),
         };
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -289,7 +302,14 @@ impl NodeBuilder {
             }
         });
 
-        let me = Member::new(self.id.clone(), url.clone(), MemberState::Active);
+        // A node drained by an operator stays drained across a restart.
+        let state = match store.get(&Namespace::Membership.key(self.id.as_str())).await? {
+            Some(r) if r.value.as_ref().and_then(|v| serde_json::from_slice::<Member>(v).ok()).is_some_and(|m| m.state == MemberState::Draining) => {
+                MemberState::Draining
+            }
+            _ => MemberState::Active,
+        };
+        let me = Member::new(self.id.clone(), url.clone(), state);
         record_membership(&*store, &*replicator, &me, AckLevel::Local).await?;
         health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
         let sync_task = anti_entropy.start();

@@ -3,19 +3,22 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use spectrum_core::NodeId;
+use spectrum_core::{Member, NodeId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, instrument, warn};
 
 use crate::config::{BackendConfig, BalancerConfig};
+use crate::discovery::{self, Discovery};
 use crate::error::BalancerError;
+use crate::metrics;
 use crate::pool::Pool;
 use crate::proxy::Proxy;
 use crate::strategy::{BalancingStrategy, RoundRobin};
@@ -29,7 +32,7 @@ impl Balancer {
     /// A builder for a balancer with this configuration, no backends yet, and the
     /// [`RoundRobin`] strategy.
     pub fn builder(config: BalancerConfig) -> BalancerBuilder {
-        BalancerBuilder { config, backends: Vec::new(), strategy: None }
+        BalancerBuilder { config, backends: Vec::new(), strategy: None, discovery: None }
     }
 }
 
@@ -40,9 +43,26 @@ pub struct BalancerBuilder {
     config: BalancerConfig,
     backends: Vec<BackendConfig>,
     strategy: Option<Arc<dyn BalancingStrategy>>,
+    discovery: Option<(Arc<dyn Discovery>, Duration)>,
 }
 
+/// How often [`BalancerBuilder::discovery`] sources are polled unless told otherwise.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
+
 impl BalancerBuilder {
+    /// Learns the backends from cluster membership: `source` is asked at start and
+    /// then every `interval` (one second is a good value, see
+    /// [`DEFAULT_DISCOVERY_INTERVAL`]). New active members are health-checked, then
+    /// get traffic; draining members get no new requests while their open ones
+    /// finish; left and absent members are removed. Load figures survive.
+    ///
+    /// Backends given with [`backends`](Self::backends) serve until the first
+    /// successful poll replaces them.
+    pub fn discovery(mut self, source: Arc<dyn Discovery>, interval: Duration) -> Self {
+        self.discovery = Some((source, interval));
+        self
+    }
+
     /// The initial backends (replace them later with [`BalancerHandle::set_backends`]).
     pub fn backends(mut self, backends: Vec<BackendConfig>) -> Self {
         self.backends = backends;
@@ -63,26 +83,47 @@ impl BalancerBuilder {
     ///
     /// # Errors
     ///
-    /// [`BalancerError::InvalidConfig`] for an out-of-range setting,
+    /// [`BalancerError::InvalidConfig`] for an out-of-range setting (a zero discovery
+    /// interval included),
     /// [`BalancerError::DuplicateBackend`] when two backends share an id, and
-    /// [`BalancerError::Bind`] when the address cannot be bound.
+    /// [`BalancerError::Bind`] when the address (or the metrics address) cannot be bound.
     #[instrument(skip_all, fields(listen = %self.config.listen))]
     pub async fn start(self) -> Result<BalancerHandle, BalancerError> {
         self.config.validate()?;
+        if self.discovery.as_ref().is_some_and(|(_, interval)| interval.is_zero()) {
+            return Err(BalancerError::InvalidConfig {
+                field: "discovery interval",
+                reason: "must be greater than zero",
+            });
+        }
         let listen = self.config.listen;
         let listener =
             TcpListener::bind(listen).await.map_err(|source| BalancerError::Bind { addr: listen, source })?;
         let local_addr =
             listener.local_addr().map_err(|source| BalancerError::Bind { addr: listen, source })?;
         let grace = self.config.shutdown_grace;
+        let metrics_listen = self.config.metrics_listen;
         let pool = Pool::new(self.config);
         pool.set_backends(self.backends)?;
         let strategy = self.strategy.unwrap_or_else(|| Arc::new(RoundRobin::new()));
         let proxy = Arc::new(Proxy { pool: pool.clone(), strategy });
+        let mut tasks = Vec::new();
+        let mut metrics_addr = None;
+        if let Some(addr) = metrics_listen {
+            let listener =
+                TcpListener::bind(addr).await.map_err(|source| BalancerError::Bind { addr, source })?;
+            let bound = listener.local_addr().map_err(|source| BalancerError::Bind { addr, source })?;
+            info!(%bound, "serving metrics at /metrics");
+            metrics_addr = Some(bound);
+            tasks.push(tokio::spawn(metrics::serve(listener, pool.clone())));
+        }
+        if let Some((source, interval)) = self.discovery {
+            tasks.push(tokio::spawn(discovery::run(source, interval, Arc::downgrade(&pool))));
+        }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(listener, proxy, shutdown_rx, grace));
         info!(%local_addr, "balancer listening");
-        Ok(BalancerHandle { local_addr, pool, shutdown, accept: Some(accept) })
+        Ok(BalancerHandle { local_addr, metrics_addr, pool, shutdown, accept: Some(accept), tasks })
     }
 }
 
@@ -96,9 +137,12 @@ pub struct BackendStats {
     pub addr: SocketAddr,
     /// Its weight.
     pub weight: u32,
-    /// Whether health checks currently pass.
+    /// Whether it may take requests: health checks pass and it is not ejected.
     pub healthy: bool,
-    /// Whether it is draining (gets no new requests).
+    /// Whether it is passively ejected (failed connections or `UNAVAILABLE` answers)
+    /// and still within its backoff.
+    pub ejected: bool,
+    /// Whether it is draining (gets no new requests), by the operator or membership.
     pub draining: bool,
     /// Requests sent to it whose responses have not ended.
     pub in_flight: u64,
@@ -106,6 +150,8 @@ pub struct BackendStats {
     pub requests: u64,
     /// Failed requests and failed connection attempts.
     pub failures: u64,
+    /// Requests that failed on it and were sent again to another backend.
+    pub retries: u64,
     /// Moving average of its time to response headers, in microseconds.
     pub latency_ewma_us: u64,
 }
@@ -117,9 +163,12 @@ pub struct BackendStats {
 #[derive(Debug)]
 pub struct BalancerHandle {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     pool: Arc<Pool>,
     shutdown: watch::Sender<bool>,
     accept: Option<JoinHandle<()>>,
+    /// Discovery and metrics tasks, stopped with the balancer.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl BalancerHandle {
@@ -131,6 +180,20 @@ impl BalancerHandle {
     /// The balancer's address as a URL, `http://IP:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.local_addr)
+    }
+
+    /// The address of the metrics listener, when
+    /// [`BalancerConfig::metrics_listen`] is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Every figure of the balancer in the Prometheus text format, as the metrics
+    /// listener serves it at `/metrics` (request, retry and refusal counters; per
+    /// backend: requests, failures, retries, in flight, latency average, health,
+    /// ejection and draining).
+    pub fn metrics_text(&self) -> String {
+        metrics::render(&self.pool)
     }
 
     /// Figures for every configured backend, in configuration order.
@@ -151,6 +214,19 @@ impl BalancerHandle {
         self.pool.set_backends(backends)
     }
 
+    /// Applies a membership record at once, as a [`Discovery`] poll does: active and
+    /// draining members become backends (draining ones get no new requests), and
+    /// joining, left and absent members are removed. Members whose address is not
+    /// `http://IP:PORT` are skipped with a warning.
+    ///
+    /// # Errors
+    ///
+    /// [`BalancerError::DuplicateBackend`] when two members share an id; the
+    /// previous list then stays in force.
+    pub fn apply_members(&self, members: &[Member]) -> Result<(), BalancerError> {
+        self.pool.apply_members(members)
+    }
+
     /// Marks a backend draining (no new requests; open ones finish) or back in service.
     ///
     /// # Errors
@@ -163,6 +239,9 @@ impl BalancerHandle {
     /// Stops accepting connections, lets open requests finish for up to
     /// [`BalancerConfig::shutdown_grace`], then closes everything and stops health checks.
     pub async fn shutdown(mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
         let _ = self.shutdown.send(true);
         if let Some(accept) = self.accept.take() {
             let _ = accept.await;
@@ -174,6 +253,9 @@ impl BalancerHandle {
 
 impl Drop for BalancerHandle {
     fn drop(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
         if let Some(accept) = self.accept.take() {
             accept.abort();
             self.pool.close();

@@ -12,16 +12,21 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 
-use crate::backend::Backend;
+use crate::pool::{Entry, Pool};
 use crate::strategy::{BalancingStrategy, Outcome};
 
+/// The error type of [`ProxyBody`]: whatever broke a body stream.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The body type of requests sent upstream and of every response.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// gRPC status code `DEADLINE_EXCEEDED`.
 pub(crate) const GRPC_DEADLINE_EXCEEDED: u32 = 4;
 /// gRPC status code `UNAVAILABLE`.
 pub(crate) const GRPC_UNAVAILABLE: u32 = 14;
+/// gRPC status code `RESOURCE_EXHAUSTED`.
+pub(crate) const GRPC_RESOURCE_EXHAUSTED: u32 = 8;
 
 pub(crate) fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed()
@@ -63,20 +68,66 @@ pub(crate) fn grpc_failure(headers: &HeaderMap) -> bool {
     headers.get("grpc-status").is_some_and(|v| v.as_bytes() == GRPC_UNAVAILABLE.to_string().as_bytes())
 }
 
-/// Ends one proxied exchange exactly once: the backend's in-flight count goes down
-/// and the strategy hears the outcome.
+/// How a response's status says the exchange went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Nothing wrong so far.
+    Fine,
+    /// A server error that says nothing about the backend's health (HTTP 500, …).
+    Failed,
+    /// The backend could not serve: gRPC `UNAVAILABLE`, HTTP 502, 503 or 504, or the
+    /// exchange broke.
+    Unavailable,
+    /// The connection closed before the request was sent.
+    NotSent,
+}
+
+impl Verdict {
+    /// The verdict of response headers (or trailers) with this HTTP status.
+    pub(crate) fn of(status: Option<StatusCode>, headers: &HeaderMap) -> Verdict {
+        if grpc_failure(headers)
+            || status.is_some_and(|s| {
+                matches!(
+                    s,
+                    StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+                )
+            })
+        {
+            Verdict::Unavailable
+        } else if status.is_some_and(|s| s.is_server_error()) {
+            Verdict::Failed
+        } else {
+            Verdict::Fine
+        }
+    }
+
+    fn worst(self, other: Verdict) -> Verdict {
+        match (self, other) {
+            (Verdict::Unavailable, _) | (_, Verdict::Unavailable) => Verdict::Unavailable,
+            (Verdict::Failed, _) | (_, Verdict::Failed) => Verdict::Failed,
+            (Verdict::NotSent, _) | (_, Verdict::NotSent) => Verdict::NotSent,
+            _ => Verdict::Fine,
+        }
+    }
+}
+
+/// Ends one proxied exchange exactly once: the backend's in-flight count goes down,
+/// the strategy hears the outcome, and the pool counts failures towards passive
+/// ejection.
 #[derive(Debug)]
 pub(crate) struct Completion {
-    backend: Backend,
+    entry: Arc<Entry>,
+    pool: Arc<Pool>,
     strategy: Arc<dyn BalancingStrategy>,
     latency: Duration,
     done: bool,
 }
 
 impl Completion {
-    /// `backend.load.start()` must have been called for this exchange.
-    pub(crate) fn new(backend: Backend, strategy: Arc<dyn BalancingStrategy>) -> Self {
-        Self { backend, strategy, latency: Duration::ZERO, done: false }
+    /// Starts an exchange: the backend's `requests` and `in_flight` go up.
+    pub(crate) fn start(entry: Arc<Entry>, pool: Arc<Pool>, strategy: Arc<dyn BalancingStrategy>) -> Self {
+        entry.backend.load.start();
+        Self { entry, pool, strategy, latency: Duration::ZERO, done: false }
     }
 
     /// The time the backend took to answer, reported with the outcome.
@@ -84,75 +135,121 @@ impl Completion {
         self.latency = latency;
     }
 
-    pub(crate) fn complete(&mut self, outcome: Outcome) {
+    /// Ends the exchange with `verdict` (the client cancelled if `None`).
+    pub(crate) fn complete(&mut self, verdict: Option<Verdict>) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        self.backend.load.finish();
+        let backend = &self.entry.backend;
+        backend.load.finish();
+        let outcome = match verdict {
+            None => Outcome::Cancelled,
+            Some(Verdict::Fine) => {
+                self.entry.health.exchange_succeeded();
+                Outcome::Success
+            }
+            Some(Verdict::Failed) => Outcome::Failure,
+            Some(Verdict::Unavailable) => {
+                self.pool.exchange_failed(&self.entry);
+                Outcome::Failure
+            }
+            Some(Verdict::NotSent) => Outcome::ConnectFailure,
+        };
         if matches!(outcome, Outcome::Failure | Outcome::ConnectFailure) {
-            self.backend.load.record_failure();
+            backend.load.record_failure();
         }
-        self.strategy.on_complete(&self.backend, outcome, self.latency);
+        self.strategy.on_complete(backend, outcome, self.latency);
     }
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        self.complete(Outcome::Cancelled);
+        self.complete(None);
     }
 }
 
 /// A backend's response body, passed through frame by frame (trailers included),
 /// that completes the exchange when it ends, fails, or is dropped by the client.
+/// What the proxy already read of the body (to decide about a retry) comes first.
 #[derive(Debug)]
 pub(crate) struct TrackedBody<B> {
+    /// `Some(Some(frame))`: a frame read ahead; `Some(None)`: the body already ended.
+    first: Option<Option<Frame<Bytes>>>,
     inner: B,
     completion: Completion,
-    failed_early: bool,
+    verdict: Verdict,
 }
 
-impl<B> TrackedBody<B> {
-    /// `failed_early`: the response headers already showed a backend failure.
-    pub(crate) fn new(inner: B, completion: Completion, failed_early: bool) -> Self {
-        Self { inner, completion, failed_early }
+impl<B: Body> TrackedBody<B> {
+    /// `first`: what was read ahead, if anything; `verdict`: what the response
+    /// headers said.
+    pub(crate) fn new(
+        first: Option<Option<Frame<Bytes>>>,
+        inner: B,
+        mut completion: Completion,
+        verdict: Verdict,
+    ) -> Self {
+        let ended = match &first {
+            None => inner.is_end_stream(),
+            Some(None) => true,
+            Some(Some(_)) => false,
+        };
+        if ended {
+            // Nobody may poll a body that is already over (a trailers-only answer).
+            completion.complete(Some(verdict));
+        }
+        Self { first, inner, completion, verdict }
     }
 }
 
 impl<B> Body for TrackedBody<B>
 where
-    B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        let polled = match this.first.take() {
+            Some(Some(frame)) => Poll::Ready(Some(Ok(frame))),
+            Some(None) => {
+                this.first = Some(None);
+                Poll::Ready(None)
+            }
+            None => Pin::new(&mut this.inner).poll_frame(cx).map_err(Into::into),
+        };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
-                    this.failed_early |= grpc_failure(trailers);
+                    this.verdict = this.verdict.worst(Verdict::of(None, trailers));
                 }
             }
-            Poll::Ready(Some(Err(_))) => this.completion.complete(Outcome::Failure),
-            Poll::Ready(None) => {
-                let outcome = if this.failed_early { Outcome::Failure } else { Outcome::Success };
-                this.completion.complete(outcome);
-            }
+            Poll::Ready(Some(Err(_))) => this.completion.complete(Some(Verdict::Unavailable)),
+            Poll::Ready(None) => this.completion.complete(Some(this.verdict)),
             Poll::Pending => {}
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.first {
+            None => self.inner.is_end_stream(),
+            Some(None) => true,
+            Some(Some(_)) => false,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.first {
+            None => self.inner.size_hint(),
+            Some(None) => SizeHint::with_exact(0),
+            Some(Some(_)) => SizeHint::default(),
+        }
     }
 }
 
@@ -176,6 +273,18 @@ mod tests {
             local_answer(false, StatusCode::SERVICE_UNAVAILABLE, GRPC_UNAVAILABLE, "no backend available");
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(resp.headers().get("grpc-status").is_none());
+    }
+
+    #[test]
+    fn verdicts_tell_unavailable_backends_from_failed_calls() {
+        let none = HeaderMap::new();
+        assert_eq!(Verdict::of(Some(StatusCode::OK), &none), Verdict::Fine);
+        assert_eq!(Verdict::of(Some(StatusCode::INTERNAL_SERVER_ERROR), &none), Verdict::Failed);
+        assert_eq!(Verdict::of(Some(StatusCode::SERVICE_UNAVAILABLE), &none), Verdict::Unavailable);
+        let mut grpc = HeaderMap::new();
+        grpc.insert("grpc-status", HeaderValue::from_static("14"));
+        assert_eq!(Verdict::of(Some(StatusCode::OK), &grpc), Verdict::Unavailable);
+        assert_eq!(Verdict::Failed.worst(Verdict::Unavailable), Verdict::Unavailable);
     }
 
     #[test]

@@ -46,6 +46,99 @@ pub struct BalancerConfig {
     /// How long [`BalancerHandle::shutdown`](crate::BalancerHandle::shutdown) lets open
     /// requests finish before closing their connections. Default 5 s.
     pub shutdown_grace: Duration,
+    /// Requests that may be sent again after a backend failed them *after* they were
+    /// sent (connection reset, `GOAWAY`, a gRPC `UNAVAILABLE` answer before any
+    /// message): matched on the request path. Safe HTTP methods (`GET`, `HEAD`,
+    /// `OPTIONS`, `TRACE`) are always retriable. Default: none.
+    ///
+    /// Mark only calls that are harmless to run twice, such as reads.
+    pub idempotent: Vec<PathMatcher>,
+    /// Largest request body kept for sending again: retriable requests with a larger
+    /// body are not retried after a failure. Default 64 KiB.
+    pub retry_buffer: usize,
+    /// Limits retries after failure, so that retries cannot multiply load on a
+    /// struggling cluster. Default 20 % of requests plus 10 per second.
+    pub retry_budget: RetryBudgetConfig,
+    /// Largest request body accepted, in bytes, or `None` for no limit. Larger
+    /// requests are answered `413 Payload Too Large` (gRPC `RESOURCE_EXHAUSTED`).
+    /// Default 32 MiB.
+    pub max_request_body: Option<u64>,
+    /// Consecutive failed exchanges (gRPC `UNAVAILABLE`, HTTP 502/503/504, a
+    /// connection broken mid-request) after which a backend is ejected. A failed
+    /// connection attempt ejects at once. Default 3; at least 1.
+    pub eject_after_failures: u32,
+    /// How long an ejected backend stays out before a passing health check may
+    /// bring it back; doubled for each further ejection in a row, up to
+    /// [`max_ejection_backoff`](Self::max_ejection_backoff). Default 1 s.
+    pub ejection_backoff: Duration,
+    /// The longest ejection. Default 30 s.
+    pub max_ejection_backoff: Duration,
+    /// Address of a separate plain HTTP listener serving Prometheus metrics at
+    /// `/metrics`, or `None` for no metrics listener. Default `None`.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Matches request paths, for [`BalancerConfig::idempotent`].
+///
+/// ```
+/// use spectrum_balancer::config::PathMatcher;
+///
+/// let check = PathMatcher::grpc_method("grpc.health.v1.Health", "Check");
+/// assert!(check.matches("/grpc.health.v1.Health/Check"));
+/// assert!(!check.matches("/grpc.health.v1.Health/Watch"));
+/// assert!(PathMatcher::grpc_service("demo.v1.Reader").matches("/demo.v1.Reader/Get"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PathMatcher {
+    /// The path equals this string (query excluded).
+    Exact(String),
+    /// The path starts with this string.
+    Prefix(String),
+}
+
+impl PathMatcher {
+    /// One gRPC method: the path `/{service}/{method}`, `service` fully qualified.
+    pub fn grpc_method(service: &str, method: &str) -> Self {
+        Self::Exact(format!("/{service}/{method}"))
+    }
+
+    /// Every method of a gRPC service: paths starting with `/{service}/`.
+    pub fn grpc_service(service: &str) -> Self {
+        Self::Prefix(format!("/{service}/"))
+    }
+
+    /// Paths starting with `prefix`.
+    pub fn prefix(prefix: impl Into<String>) -> Self {
+        Self::Prefix(prefix.into())
+    }
+
+    /// Whether `path` (without query) matches.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Exact(p) => path == p,
+            Self::Prefix(p) => path.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// A retry budget, as in Finagle and Envoy: each request earns
+/// [`ratio`](Self::ratio) of a retry, and [`min_per_second`](Self::min_per_second)
+/// retries are earned each second whatever the traffic, so that a quiet balancer
+/// can still retry. Retries spend what was earned; with nothing left, a failed
+/// request is answered with its failure instead of being retried.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudgetConfig {
+    /// Retries earned per request, between 0 and 1 (0.2: at most 20 % extra load).
+    pub ratio: f64,
+    /// Retries earned per second regardless of traffic.
+    pub min_per_second: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        Self { ratio: 0.2, min_per_second: 10 }
+    }
 }
 
 impl Default for BalancerConfig {
@@ -61,6 +154,14 @@ impl Default for BalancerConfig {
             max_attempts: 3,
             affinity_header: None,
             shutdown_grace: Duration::from_secs(5),
+            idempotent: Vec::new(),
+            retry_buffer: 64 * 1024,
+            retry_budget: RetryBudgetConfig::default(),
+            max_request_body: Some(32 * 1024 * 1024),
+            eject_after_failures: 3,
+            ejection_backoff: Duration::from_secs(1),
+            max_ejection_backoff: Duration::from_secs(30),
+            metrics_listen: None,
         }
     }
 }
@@ -85,6 +186,15 @@ impl BalancerConfig {
         }
         if self.max_attempts == 0 {
             return invalid("max_attempts", "must be at least 1");
+        }
+        if self.eject_after_failures == 0 {
+            return invalid("eject_after_failures", "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.retry_budget.ratio) {
+            return invalid("retry_budget.ratio", "must be between 0 and 1");
+        }
+        if self.max_ejection_backoff < self.ejection_backoff {
+            return invalid("max_ejection_backoff", "must not be shorter than ejection_backoff");
         }
         Ok(())
     }

@@ -43,6 +43,12 @@ pub enum BalancerError {
         /// The id asked for.
         id: NodeId,
     },
+    /// A [`Discovery`](crate::Discovery) source could not tell the members.
+    #[error("membership discovery failed: {source}")]
+    Discovery {
+        /// What went wrong, as the source reported it.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A configuration value is out of range.
     #[error("invalid balancer configuration: {field} {reason}")]
     InvalidConfig {
@@ -51,4 +57,11 @@ pub enum BalancerError {
         /// What is wrong with it.
         reason: &'static str,
     },
+}
+
+impl BalancerError {
+    /// Wraps a [`Discovery`](crate::Discovery) implementation's own error.
+    pub fn discovery(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Discovery { source: source.into() }
+    }
 }

@@ -5,14 +5,18 @@
 //!
 //! - [`strategy`]: the [`BalancingStrategy`] trait that picks a node for each
 //!   request, and the reference strategies ([`RoundRobin`], [`Random`],
-//!   [`LeastRequests`], [`WeightedRoundRobin`]).
+//!   [`LeastRequests`], [`WeightedRoundRobin`], [`PeakEwma`], [`ConsistentHash`]).
 //! - [`Balancer`]: a reverse proxy on hyper serving HTTP/1.1 and HTTP/2 (h2c, so gRPC
 //!   with streaming and trailers) on one port. It forwards paths byte for byte,
-//!   health-checks the nodes with `grpc.health.v1`, retries on another node when a
-//!   connection fails before the request was sent, honours draining, and takes
-//!   membership changes while it runs.
+//!   health-checks the nodes with `grpc.health.v1`, ejects nodes that fail
+//!   connections or answer `UNAVAILABLE` (with exponential backoff), fails over, and
+//!   limits request bodies and waiting times.
+//! - [`Discovery`]: where the balancer learns the cluster's members, polled while it
+//!   runs, so nodes join, drain and leave with no restart.
 //! - [`Backend`] and [`BackendLoad`]: what a strategy sees of each node, including
 //!   live load figures kept in a [`LoadRegistry`] so they survive membership changes.
+//! - Observability: [`BalancerHandle::stats`] per node, and Prometheus text at
+//!   `/metrics` on [`BalancerConfig::metrics_listen`].
 //!
 //! ## Why strategies are synchronous
 //!
@@ -23,6 +27,42 @@
 //! request path, which hands the strategy a ready snapshot of eligible backends and
 //! per-backend figures in [`Backend::load`]. "No backend available" is an explicit
 //! `None`, answered to clients as `503` or gRPC `UNAVAILABLE` at once.
+//!
+//! Discovery is the other trait, and it is asynchronous on purpose: it does I/O
+//! (asking a node's management service), off the request path, so it is an
+//! `#[async_trait]` held as `Arc<dyn Discovery>`.
+//!
+//! ## Failover and retries
+//!
+//! - A request whose connection failed before it was sent goes to the next
+//!   candidate, always (nothing reached the backend).
+//! - A request that failed *after* it was sent (connection reset, `GOAWAY`, a gRPC
+//!   `UNAVAILABLE` or HTTP 502/503/504 answer before any message) goes to another
+//!   node only if it is *retriable*: a safe HTTP method, or a path listed in
+//!   [`BalancerConfig::idempotent`]. Its body must fit
+//!   [`BalancerConfig::retry_buffer`] (64 KiB), which keeps a copy while it streams,
+//!   and retries are limited by a budget ([`RetryBudgetConfig`]: 20 % of requests
+//!   plus 10 per second), so retries never multiply load on a struggling cluster.
+//! - A node that fails a connection is ejected at once; one that fails
+//!   [`BalancerConfig::eject_after_failures`] exchanges in a row too. It comes back
+//!   after a backoff that doubles with each ejection in a row *and* passing health
+//!   checks. When every node is out, the balancer still tries them rather than
+//!   refuse everything.
+//!
+//! ```
+//! use spectrum_balancer::{BalancerConfig, PathMatcher};
+//!
+//! let config = BalancerConfig {
+//!     // Reads are safe to run twice: retry them on another node if one dies.
+//!     idempotent: vec![
+//!         PathMatcher::grpc_method("grpc.health.v1.Health", "Check"),
+//!         PathMatcher::grpc_service("shop.v1.Catalog"),
+//!     ],
+//!     max_request_body: Some(8 * 1024 * 1024),
+//!     ..BalancerConfig::default()
+//! };
+//! assert!(config.idempotent[1].matches("/shop.v1.Catalog/ListItems"));
+//! ```
 //!
 //! ## Writing a strategy
 //!
@@ -84,10 +124,36 @@
 //!
 //! // A node leaves gracefully: drain it, then drop it from the list.
 //! balancer.set_draining(&"node-2".parse()?, true)?;
+//! print!("{}", balancer.metrics_text());
 //! for b in balancer.stats() {
 //!     println!("{} healthy={} in_flight={} requests={}", b.id, b.healthy, b.in_flight, b.requests);
 //! }
 //! balancer.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Live membership
+//!
+//! Instead of a fixed list, give the balancer a [`Discovery`] source; it is asked
+//! once a second (or at the interval you choose) for the membership record.
+//! [`StaticDiscovery`] is the fixed list in that form:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use spectrum_balancer::{Balancer, BalancerConfig, StaticDiscovery, DEFAULT_DISCOVERY_INTERVAL};
+//! use spectrum_core::{Member, MemberState};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let members = vec![
+//!     Member::new("node-1".parse()?, "http://127.0.0.1:7001", MemberState::Active),
+//!     Member::new("node-2".parse()?, "http://127.0.0.1:7002", MemberState::Draining),
+//! ];
+//! let balancer = Balancer::builder(BalancerConfig::default())
+//!     .discovery(Arc::new(StaticDiscovery::new(members)), DEFAULT_DISCOVERY_INTERVAL)
+//!     .start()
+//!     .await?;
+//! # balancer.shutdown().await;
 //! # Ok(())
 //! # }
 //! ```
@@ -101,20 +167,26 @@ pub mod backend;
 mod balancer;
 mod body;
 pub mod config;
+pub mod discovery;
 pub mod error;
 mod health;
+mod metrics;
 mod pool;
 mod proxy;
+mod replay;
+mod retry;
 pub mod strategy;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod upstream;
 
 pub use backend::{Backend, BackendLoad, LoadRegistry};
-pub use balancer::{BackendStats, Balancer, BalancerBuilder, BalancerHandle};
-pub use body::ProxyBody;
-pub use config::{BackendConfig, BalancerConfig};
+pub use balancer::{BackendStats, Balancer, BalancerBuilder, BalancerHandle, DEFAULT_DISCOVERY_INTERVAL};
+pub use body::{BoxError, ProxyBody};
+pub use config::{BackendConfig, BalancerConfig, PathMatcher, RetryBudgetConfig};
+pub use discovery::{Discovery, StaticDiscovery};
 pub use error::BalancerError;
 pub use strategy::{
-    BalancingStrategy, LeastRequests, Outcome, Random, RequestContext, RoundRobin, WeightedRoundRobin,
+    BalancingStrategy, ConsistentHash, LeastRequests, Outcome, PeakEwma, Random, RequestContext, RoundRobin,
+    WeightedRoundRobin,
 };

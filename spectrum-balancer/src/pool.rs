@@ -3,19 +3,20 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
-use spectrum_core::NodeId;
+use spectrum_core::{Member as ClusterMember, MemberState, NodeId};
 use tokio::task::AbortHandle;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::backend::{Backend, LoadRegistry};
 use crate::balancer::BackendStats;
 use crate::config::{BackendConfig, BalancerConfig};
 use crate::error::BalancerError;
-use crate::health::{self, CheckSettings, HealthState};
+use crate::health::{self, Backoff, CheckSettings, HealthState, now_ms};
+use crate::retry::RetryBudget;
 use crate::upstream::Upstream;
 
 /// One configured backend with everything the proxy needs to reach it.
@@ -23,10 +24,39 @@ use crate::upstream::Upstream;
 pub(crate) struct Entry {
     pub(crate) backend: Backend,
     pub(crate) health: Arc<HealthState>,
+    /// Drained by the operator ([`Pool::set_draining`]).
     pub(crate) draining: Arc<AtomicBool>,
+    /// Drained because cluster membership says so ([`Pool::apply_members`]).
+    pub(crate) member_draining: Arc<AtomicBool>,
     pub(crate) upstream: Arc<Upstream>,
 }
 
+impl Entry {
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire) || self.member_draining.load(Ordering::Acquire)
+    }
+}
+
+/// Balancer-wide counters, for metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Requests received from clients.
+    pub(crate) requests: AtomicU64,
+    /// Attempts beyond the first, for any reason.
+    pub(crate) retries: AtomicU64,
+    /// Retries after failure refused because the budget was spent.
+    pub(crate) budget_exhausted: AtomicU64,
+    /// Requests answered by the balancer because no backend could take them.
+    pub(crate) no_backend: AtomicU64,
+    /// Requests refused because their body was too large.
+    pub(crate) too_large: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
 /// Backends a strategy may pick from, with the entries they stand for (same order).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Candidates {
@@ -88,6 +118,8 @@ pub(crate) struct Pool {
     snapshot: RwLock<Arc<Snapshot>>,
     loads: LoadRegistry,
     config: BalancerConfig,
+    pub(crate) counters: Counters,
+    pub(crate) budget: RetryBudget,
     me: Weak<Pool>,
 }
 
@@ -97,6 +129,8 @@ impl Pool {
             members: Mutex::new(Vec::new()),
             snapshot: RwLock::new(Arc::default()),
             loads: LoadRegistry::new(),
+            budget: RetryBudget::new(config.retry_budget),
+            counters: Counters::default(),
             config,
             me: me.clone(),
         })
@@ -124,7 +158,7 @@ impl Pool {
         let members = self.members.lock();
         let mut snap = Snapshot::default();
         for m in members.iter() {
-            if m.entry.draining.load(Ordering::Acquire) {
+            if m.entry.is_draining() {
                 continue;
             }
             snap.fallback.push(&m.entry);
@@ -135,17 +169,39 @@ impl Pool {
         *self.snapshot.write() = Arc::new(snap);
     }
 
-    /// Passive ejection after a failed connection.
+    fn backoff(&self) -> Backoff {
+        Backoff { base: self.config.ejection_backoff, max: self.config.max_ejection_backoff }
+    }
+
+    /// Passive ejection after a failed connection, or too many failed exchanges.
     pub(crate) fn eject(&self, entry: &Entry) {
-        if entry.health.mark_down() {
-            info!(node = %entry.backend.id, backend = %entry.backend.addr, "backend ejected after a failed connection");
+        if entry.health.eject(self.backoff(), now_ms()) {
+            warn!(node = %entry.backend.id, backend = %entry.backend.addr, "backend ejected");
             self.rebuild();
+        }
+    }
+
+    /// Counts a failed exchange (gRPC `UNAVAILABLE`, a broken connection), and
+    /// ejects the backend after enough of them in a row.
+    pub(crate) fn exchange_failed(&self, entry: &Entry) {
+        if entry.health.exchange_failed(self.config.eject_after_failures) {
+            self.eject(entry);
         }
     }
 
     /// Replaces the backend list. Backends that stay (same id and address) keep their
     /// health, draining flag, connection and load figures.
     pub(crate) fn set_backends(&self, configs: Vec<BackendConfig>) -> Result<(), BalancerError> {
+        self.replace(configs, None)
+    }
+
+    /// Replaces the backend list; with `member_draining`, also sets each backend's
+    /// membership draining flag.
+    fn replace(
+        &self,
+        configs: Vec<BackendConfig>,
+        member_draining: Option<&HashMap<NodeId, bool>>,
+    ) -> Result<(), BalancerError> {
         let mut seen = HashSet::new();
         for c in &configs {
             if !seen.insert(&c.id) {
@@ -167,6 +223,7 @@ impl Pool {
                             backend,
                             health: m.entry.health.clone(),
                             draining: m.entry.draining.clone(),
+                            member_draining: m.entry.member_draining.clone(),
                             upstream: m.entry.upstream.clone(),
                         });
                         Member { entry, checks: m.checks }
@@ -174,11 +231,13 @@ impl Pool {
                 }
                 previous => {
                     let draining = previous.as_ref().map(|m| m.entry.draining.clone()).unwrap_or_default();
+                    let member_draining =
+                        previous.as_ref().map(|m| m.entry.member_draining.clone()).unwrap_or_default();
                     if let Some(m) = previous {
                         m.stop_checks();
                     }
                     info!(node = %c.id, backend = %c.addr, "backend added");
-                    self.new_member(c, draining)
+                    self.new_member(c, draining, member_draining)
                 }
             };
             members.push(member);
@@ -187,6 +246,14 @@ impl Pool {
             gone.stop_checks();
             info!(node = %id, "backend removed");
         }
+        if let Some(flags) = member_draining {
+            for m in members.iter() {
+                let d = flags.get(&m.entry.backend.id).copied().unwrap_or(false);
+                if m.entry.member_draining.swap(d, Ordering::AcqRel) != d {
+                    debug!(node = %m.entry.backend.id, draining = d, "membership draining changed");
+                }
+            }
+        }
         let present: HashSet<NodeId> = members.iter().map(|m| m.entry.backend.id.clone()).collect();
         self.loads.retain(|id| present.contains(id));
         drop(members);
@@ -194,13 +261,19 @@ impl Pool {
         Ok(())
     }
 
-    fn new_member(&self, c: BackendConfig, draining: Arc<AtomicBool>) -> Member {
+    fn new_member(
+        &self,
+        c: BackendConfig,
+        draining: Arc<AtomicBool>,
+        member_draining: Arc<AtomicBool>,
+    ) -> Member {
         let backend =
             Backend { load: self.loads.get_or_insert(&c.id), id: c.id, addr: c.addr, weight: c.weight };
         let entry = Arc::new(Entry {
             upstream: Arc::new(Upstream::new(backend.addr, self.config.connect_timeout)),
             health: Arc::default(),
             draining,
+            member_draining,
             backend,
         });
         let settings = CheckSettings {
@@ -235,6 +308,42 @@ impl Pool {
         Ok(())
     }
 
+    /// Applies a membership record: active and draining members become backends
+    /// (draining ones get no new requests), joining, left and absent ones are
+    /// removed. Members whose address cannot be used are skipped with a warning.
+    ///
+    /// # Errors
+    ///
+    /// [`BalancerError::DuplicateBackend`] when two members share an id.
+    pub(crate) fn apply_members(&self, members: &[ClusterMember]) -> Result<(), BalancerError> {
+        let mut configs = Vec::new();
+        let mut draining = HashMap::new();
+        for m in members {
+            let member_draining = match m.state {
+                MemberState::Active => false,
+                MemberState::Draining => true,
+                _ => continue,
+            };
+            match BackendConfig::try_from(m) {
+                Ok(c) => {
+                    draining.insert(c.id.clone(), member_draining);
+                    configs.push(c);
+                }
+                Err(error) => warn!(node = %m.id, %error, "member skipped"),
+            }
+        }
+        // Keep the weights set by hand for members that stay.
+        {
+            let current = self.members.lock();
+            for c in &mut configs {
+                if let Some(m) = current.iter().find(|m| m.entry.backend.id == c.id) {
+                    c.weight = m.entry.backend.weight;
+                }
+            }
+        }
+        self.replace(configs, Some(&draining))
+    }
+
     pub(crate) fn stats(&self) -> Vec<BackendStats> {
         self.members
             .lock()
@@ -247,7 +356,9 @@ impl Pool {
                     addr: e.backend.addr,
                     weight: e.backend.weight,
                     healthy: e.health.is_up(),
-                    draining: e.draining.load(Ordering::Acquire),
+                    ejected: e.health.is_ejected(now_ms()),
+                    draining: e.is_draining(),
+                    retries: load.retries(),
                     in_flight: load.in_flight(),
                     requests: load.requests(),
                     failures: load.failures(),

@@ -2,6 +2,7 @@
 //! connection failure, and the balancer's own answers.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,10 +16,11 @@ use hyper::body::Incoming;
 use tracing::{debug, trace, warn};
 
 use crate::body::{
-    Completion, GRPC_DEADLINE_EXCEEDED, GRPC_UNAVAILABLE, ProxyBody, TrackedBody, empty, grpc_failure,
-    local_answer,
+    Completion, GRPC_DEADLINE_EXCEEDED, GRPC_RESOURCE_EXHAUSTED, GRPC_UNAVAILABLE, ProxyBody, TrackedBody,
+    Verdict, local_answer,
 };
-use crate::pool::{Candidates, Pool};
+use crate::pool::{Candidates, Counters, Pool};
+use crate::replay::{AttemptBody, RequestBody};
 use crate::strategy::{BalancingStrategy, Outcome, RequestContext};
 
 /// gRPC status code `INTERNAL`.
@@ -49,6 +51,31 @@ fn is_safe(method: &Method) -> bool {
 
 fn unavailable(grpc: bool) -> Response<ProxyBody> {
     local_answer(grpc, StatusCode::SERVICE_UNAVAILABLE, GRPC_UNAVAILABLE, "no backend available")
+}
+
+fn backend_failed(grpc: bool) -> Response<ProxyBody> {
+    local_answer(grpc, StatusCode::BAD_GATEWAY, GRPC_UNAVAILABLE, "backend failed")
+}
+
+fn too_large(grpc: bool) -> Response<ProxyBody> {
+    local_answer(
+        grpc,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        GRPC_RESOURCE_EXHAUSTED,
+        "request body larger than the balancer accepts",
+    )
+}
+
+fn timed_out(grpc: bool) -> Response<ProxyBody> {
+    local_answer(grpc, StatusCode::GATEWAY_TIMEOUT, GRPC_DEADLINE_EXCEEDED, "backend did not answer in time")
+}
+
+/// Runs `fut` until `deadline`, if there is one; `None` when time ran out.
+async fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), fut).await.ok(),
+        None => Some(fut.await),
+    }
 }
 
 /// Removes hop-by-hop headers, including those the `connection` header names.
@@ -103,9 +130,49 @@ pub(crate) fn upstream_uri(authority: &http::uri::Authority, pq: &PathAndQuery) 
     Uri::builder().scheme(Scheme::HTTP).authority(authority.clone()).path_and_query(pq.clone()).build().ok()
 }
 
+/// What the proxy keeps of a retriable request to send it again.
+struct Template {
+    method: Method,
+    headers: HeaderMap,
+}
+
+impl Template {
+    fn request(&self, body: AttemptBody) -> Request<AttemptBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.version_mut() = Version::HTTP_2;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
 impl Proxy {
+    /// Whether a request that failed after being sent may go to another backend now.
+    /// Takes a retry from the budget when it says yes.
+    fn may_retry(&self, template: Option<&Template>, body: &RequestBody, attempt: u32, left: usize) -> bool {
+        if template.is_none() || attempt >= self.pool.config().max_attempts || left <= 1 || !body.can_replay()
+        {
+            return false;
+        }
+        if self.pool.budget.try_withdraw() {
+            true
+        } else {
+            Counters::bump(&self.pool.counters.budget_exhausted);
+            debug!("retry budget spent; not retrying");
+            false
+        }
+    }
+
     /// Forwards `req` from `client` to a backend and returns its response, or the
     /// balancer's own answer when no backend can take it. Never fails.
+    ///
+    /// Retriable requests (safe methods, [`BalancerConfig::idempotent`] paths) whose
+    /// body fits the retry buffer are sent again to another backend when the first
+    /// one fails them after they were sent, within the retry budget. Their response is
+    /// forwarded once its first body frame (or its end) has arrived, so a backend
+    /// that dies right after its response headers is retried too.
+    ///
+    /// [`BalancerConfig::idempotent`]: crate::BalancerConfig::idempotent
     pub(crate) async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
         let grpc = is_grpc(req.headers());
         let Some(pq) = req.uri().path_and_query().cloned() else {
@@ -119,28 +186,40 @@ impl Proxy {
                 "CONNECT is not supported",
             );
         }
+        let config = self.pool.config();
+        let counters = &self.pool.counters;
+        Counters::bump(&counters.requests);
+        self.pool.budget.deposit();
         let client_version = req.version();
         let method = req.method().clone();
-        let affinity =
-            self.pool.config().affinity_header.as_ref().and_then(|name| req.headers().get(name)).cloned();
+        let affinity = config.affinity_header.as_ref().and_then(|name| req.headers().get(name)).cloned();
         trace!(%method, path = pq.as_str(), %client, grpc, "request");
 
         let (mut parts, body) = req.into_parts();
+        if config.max_request_body.is_some_and(|limit| body.size_hint().lower() > limit) {
+            Counters::bump(&counters.too_large);
+            return too_large(grpc);
+        }
+        let retriable = is_safe(&method) || config.idempotent.iter().any(|m| m.matches(pq.path()));
         forward_headers(&mut parts.headers, client);
         parts.version = Version::HTTP_2;
-        // A safe request without a body can be sent again if the backend fails it.
-        let replay = (is_safe(&method) && body.is_end_stream()).then(|| parts.headers.clone());
-        let mut req = Request::from_parts(parts, body.boxed());
+        let body =
+            RequestBody::new(body, config.max_request_body, if retriable { config.retry_buffer } else { 0 });
+        let template = retriable.then(|| Template { method: method.clone(), headers: parts.headers.clone() });
+        let mut pending = Some(Request::from_parts(parts, body.attempt()));
+        let deadline = config.request_timeout.map(|limit| Instant::now() + limit);
 
         let snapshot = self.pool.snapshot();
         let mut candidates: Cow<'_, Candidates> =
             Cow::Borrowed(if snapshot.eligible.is_empty() { &snapshot.fallback } else { &snapshot.eligible });
-        let max_attempts = self.pool.config().max_attempts;
+        let max_attempts = config.max_attempts;
         let mut attempt = 0;
+        let mut failed_after_send = false;
         loop {
             if attempt >= max_attempts || candidates.is_empty() {
                 debug!(%method, path = pq.as_str(), attempt, "no backend available");
-                return unavailable(grpc);
+                Counters::bump(&counters.no_backend);
+                return if failed_after_send { backend_failed(grpc) } else { unavailable(grpc) };
             }
             let ctx = RequestContext {
                 method: &method,
@@ -152,8 +231,12 @@ impl Proxy {
                 self.strategy.pick(&candidates.backends, &ctx).filter(|&i| i < candidates.len())
             else {
                 debug!(%method, path = pq.as_str(), attempt, "strategy found no backend");
+                Counters::bump(&counters.no_backend);
                 return unavailable(grpc);
             };
+            if attempt > 0 {
+                Counters::bump(&counters.retries);
+            }
             attempt += 1;
             let entry = candidates.entries[index].clone();
             let backend = &entry.backend;
@@ -169,6 +252,11 @@ impl Proxy {
                     continue;
                 }
             };
+            let mut req = match (pending.take(), &template) {
+                (Some(req), _) => req,
+                (None, Some(template)) => template.request(body.attempt()),
+                (None, None) => return backend_failed(grpc),
+            };
             let Some(uri) = upstream_uri(entry.upstream.authority(), &pq) else {
                 return local_answer(
                     grpc,
@@ -179,71 +267,97 @@ impl Proxy {
             };
             *req.uri_mut() = uri;
 
-            backend.load.start();
-            let mut completion = Completion::new(backend.clone(), self.strategy.clone());
+            let mut completion = Completion::start(entry.clone(), self.pool.clone(), self.strategy.clone());
             let started = Instant::now();
-            let sent = sender.try_send_request(req);
-            let result = match self.pool.config().request_timeout {
-                Some(limit) => match tokio::time::timeout(limit, sent).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        warn!(node = %backend.id, ?limit, "backend did not answer in time");
-                        completion.set_latency(started.elapsed());
-                        completion.complete(Outcome::Failure);
-                        return local_answer(
-                            grpc,
-                            StatusCode::GATEWAY_TIMEOUT,
-                            GRPC_DEADLINE_EXCEEDED,
-                            "backend did not answer in time",
-                        );
-                    }
-                },
-                None => sent.await,
+            let Some(result) = until(deadline, sender.try_send_request(req)).await else {
+                warn!(node = %backend.id, "backend did not answer in time");
+                completion.set_latency(started.elapsed());
+                completion.complete(Some(Verdict::Failed));
+                return timed_out(grpc);
             };
-            match result {
-                Ok(resp) => {
-                    let latency = started.elapsed();
-                    backend.load.record_latency(latency);
-                    completion.set_latency(latency);
-                    let failed = resp.status().is_server_error() || grpc_failure(resp.headers());
-                    trace!(node = %backend.id, status = resp.status().as_u16(), latency_us = latency.as_micros() as u64, "response");
-                    let (mut parts, body) = resp.into_parts();
-                    strip_hop_by_hop(&mut parts.headers);
-                    parts.version = client_version;
-                    return Response::from_parts(parts, TrackedBody::new(body, completion, failed).boxed());
-                }
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) => {
+            let resp = match result {
+                Ok(resp) => resp,
+                Err(mut error) => {
+                    completion.set_latency(started.elapsed());
+                    if let Some(unsent) = error.take_message() {
                         debug!(node = %backend.id, error = %error.error(), "connection closed before the request was sent; trying another");
                         entry.upstream.invalidate();
-                        completion.complete(Outcome::ConnectFailure);
-                        req = unsent;
+                        completion.complete(Some(Verdict::NotSent));
+                        pending = Some(unsent);
                         candidates = Cow::Owned(candidates.without(index));
+                        continue;
                     }
-                    None if replay.is_some() && attempt < max_attempts && candidates.len() > 1 => {
-                        warn!(node = %backend.id, error = %error.error(), "backend failed a safe request; sending it to another");
-                        completion.set_latency(started.elapsed());
-                        completion.complete(Outcome::Failure);
+                    completion.complete(Some(Verdict::Unavailable));
+                    if body.too_large() {
+                        Counters::bump(&counters.too_large);
+                        return too_large(grpc);
+                    }
+                    if sender.is_closed() {
                         entry.upstream.invalidate();
-                        req = Request::new(empty());
-                        *req.method_mut() = method.clone();
-                        *req.version_mut() = Version::HTTP_2;
-                        *req.headers_mut() = replay.clone().unwrap_or_default();
+                    }
+                    failed_after_send = true;
+                    if self.may_retry(template.as_ref(), &body, attempt, candidates.len()) {
+                        warn!(node = %backend.id, error = %error.error(), "backend failed a retriable request; sending it to another");
+                        backend.load.record_retry();
                         candidates = Cow::Owned(candidates.without(index));
+                        continue;
                     }
-                    None => {
-                        warn!(node = %backend.id, error = %error.error(), "backend failed the request");
-                        completion.set_latency(started.elapsed());
-                        completion.complete(Outcome::Failure);
-                        return local_answer(
-                            grpc,
-                            StatusCode::BAD_GATEWAY,
-                            GRPC_UNAVAILABLE,
-                            "backend failed",
-                        );
-                    }
-                },
+                    warn!(node = %backend.id, error = %error.error(), "backend failed the request");
+                    return backend_failed(grpc);
+                }
+            };
+            let latency = started.elapsed();
+            backend.load.record_latency(latency);
+            completion.set_latency(latency);
+            let verdict = Verdict::of(Some(resp.status()), resp.headers());
+            trace!(node = %backend.id, status = resp.status().as_u16(), latency_us = latency.as_micros() as u64, "response");
+            if verdict == Verdict::Unavailable
+                && self.may_retry(template.as_ref(), &body, attempt, candidates.len())
+            {
+                debug!(node = %backend.id, status = resp.status().as_u16(), "backend unavailable; sending the request to another");
+                completion.complete(Some(verdict));
+                failed_after_send = true;
+                backend.load.record_retry();
+                candidates = Cow::Owned(candidates.without(index));
+                continue;
             }
+            let (mut parts, mut upstream) = resp.into_parts();
+            let mut first = None;
+            if template.is_some() && verdict != Verdict::Unavailable && !upstream.is_end_stream() {
+                let Some(frame) = until(deadline, upstream.frame()).await else {
+                    warn!(node = %backend.id, "backend did not answer in time");
+                    completion.complete(Some(Verdict::Failed));
+                    return timed_out(grpc);
+                };
+                let retry = match &frame {
+                    Some(Err(_)) => Some(Verdict::Unavailable),
+                    Some(Ok(f)) => {
+                        f.trailers_ref().map(|t| Verdict::of(None, t)).filter(|v| *v == Verdict::Unavailable)
+                    }
+                    None => None,
+                };
+                if let Some(verdict) = retry {
+                    completion.complete(Some(verdict));
+                    failed_after_send = true;
+                    if self.may_retry(template.as_ref(), &body, attempt, candidates.len()) {
+                        debug!(node = %backend.id, "backend failed before its first message; sending the request to another");
+                        backend.load.record_retry();
+                        candidates = Cow::Owned(candidates.without(index));
+                        continue;
+                    }
+                    if let Some(Err(error)) = &frame {
+                        warn!(node = %backend.id, %error, "backend failed the request");
+                        return backend_failed(grpc);
+                    }
+                }
+                first = Some(frame.and_then(Result::ok));
+            }
+            strip_hop_by_hop(&mut parts.headers);
+            parts.version = client_version;
+            return Response::from_parts(
+                parts,
+                TrackedBody::new(first, upstream, completion, verdict).boxed(),
+            );
         }
     }
 }

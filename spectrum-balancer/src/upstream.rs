@@ -9,7 +9,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tracing::{debug, trace};
 
-use crate::body::ProxyBody;
+use crate::replay::AttemptBody;
 
 /// Why no connection to a backend could be had. The request was not sent.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +28,7 @@ pub(crate) struct Upstream {
     addr: SocketAddr,
     authority: http::uri::Authority,
     connect_timeout: Duration,
-    sender: parking_lot::Mutex<Option<SendRequest<ProxyBody>>>,
+    sender: parking_lot::Mutex<Option<SendRequest<AttemptBody>>>,
     /// Held while connecting, so that concurrent requests share one new connection.
     connecting: tokio::sync::Mutex<()>,
 }
@@ -51,7 +51,7 @@ impl Upstream {
         &self.authority
     }
 
-    fn cached(&self) -> Option<SendRequest<ProxyBody>> {
+    fn cached(&self) -> Option<SendRequest<AttemptBody>> {
         let mut slot = self.sender.lock();
         match &*slot {
             Some(s) if !s.is_closed() => Some(s.clone()),
@@ -69,7 +69,7 @@ impl Upstream {
     }
 
     /// A handle to send one request on, connecting first if needed.
-    pub(crate) async fn sender(&self) -> Result<SendRequest<ProxyBody>, ConnectError> {
+    pub(crate) async fn sender(&self) -> Result<SendRequest<AttemptBody>, ConnectError> {
         if let Some(s) = self.cached() {
             return Ok(s);
         }
@@ -84,7 +84,7 @@ impl Upstream {
         Ok(sender)
     }
 
-    async fn connect(&self) -> Result<SendRequest<ProxyBody>, ConnectError> {
+    async fn connect(&self) -> Result<SendRequest<AttemptBody>, ConnectError> {
         let tcp = TcpStream::connect(self.addr).await?;
         tcp.set_nodelay(true)?;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
@@ -98,7 +98,7 @@ impl Upstream {
         tokio::spawn(async move {
             match conn.await {
                 Ok(()) => trace!(backend = %addr, "upstream connection closed"),
-                Err(error) => debug!(backend = %addr, %error, "upstream connection ended with an error"),
+                Err(error) => debug!(backend = %addr, ?error, "upstream connection ended with an error"),
             }
         });
         debug!(backend = %addr, "upstream connection open");

@@ -12,11 +12,21 @@
 //! - Peers are the seed addresses plus every member recorded under
 //!   [`MEMBERSHIP_PREFIX`] (a JSON [`Member`]), except this node and members that
 //!   left.
+//! - Tombstones are collected once every member has seen them: after each round,
+//!   if the peer table holds a digest of every current peer (each exchange notes
+//!   the digest the peer shows), the store collects with the
+//!   [`tombstone_horizon`] of those digests and its own. A member that cannot be
+//!   reached, a seed that never answers, or a writer whose writes are known here
+//!   but that is neither such a member nor recorded as having left, holds
+//!   collection back. A peer whose
+//!   digest is below the store's tombstone floor (it was not a member then, or
+//!   lost its state) pulls a snapshot instead of a delta, so a deleted key never
+//!   comes back.
 //! - Every exchange carries the cluster id and the sender's HLC: a peer of another
 //!   cluster, or one whose clock runs too far ahead, is refused and nothing it
 //!   sent is merged.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +35,7 @@ use parking_lot::Mutex;
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use spectrum_core::transport::normalize_addr;
-use spectrum_core::{ClusterId, Hlc, Member, MemberState, TransportConfig};
+use spectrum_core::{ClusterId, Hlc, Member, MemberState, NodeId, TransportConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -34,10 +44,11 @@ use tonic::transport::Channel;
 use tracing::{Instrument, debug, info_span, instrument, trace, warn};
 
 use crate::error::{ReplicationError, StoreError};
+use crate::horizon::tombstone_horizon;
 use crate::peers::{PeerTable, blank, canonical_addr};
 use crate::proto;
 use crate::proto::replication_client::ReplicationClient;
-use crate::record::{Record, VersionVector};
+use crate::record::{Record, Snapshot, VersionVector};
 use crate::replicator::{AckLevel, AckReport, PeerStatus, Replicator};
 use crate::service::{ReplicationService, budget_for, offset_ms};
 use crate::store::ConfigStore;
@@ -331,6 +342,20 @@ impl Inner {
         Ok(addrs)
     }
 
+    /// The ids of members recorded as having left.
+    async fn left_members(&self) -> Result<BTreeSet<NodeId>, StoreError> {
+        let mut left = BTreeSet::new();
+        for rec in self.store.scan(MEMBERSHIP_PREFIX).await? {
+            let Some(value) = rec.value else { continue };
+            if let Ok(member) = serde_json::from_slice::<Member>(&value)
+                && member.state == MemberState::Left
+            {
+                left.insert(member.id);
+            }
+        }
+        Ok(left)
+    }
+
     fn jittered_interval(&self) -> Duration {
         let factor: f64 = rand::rng().random_range(0.8..=1.2);
         Duration::try_from_secs_f64(self.interval.as_secs_f64() * factor)
@@ -444,8 +469,9 @@ impl Inner {
                 covers: (i == last).then(|| covers.into()),
             };
             let resp = client.push(req).await.map_err(|s| status_error(addr, &s))?.into_inner();
-            self.check_answer(addr, resp.header)?;
+            let peer = self.check_answer(addr, resp.header)?;
             theirs = vv_from_wire(resp.digest, "digest").map_err(|e| malformed(addr, e))?;
+            self.peers.note_digest(addr, &peer.node_id, &theirs);
         }
         Ok(theirs)
     }
@@ -494,7 +520,43 @@ impl Inner {
         if let Err(e) = &res {
             self.note_failure(&addr, e);
         }
+        if let Err(e) = self.collect_tombstones().await {
+            debug!(error = %e, "tombstone collection failed");
+        }
         res
+    }
+
+    /// Collects the tombstones every member has seen, once this node knows a
+    /// digest of every current member (see [`tombstone_horizon`]).
+    async fn collect_tombstones(&self) -> Result<(), ReplicationError> {
+        // Membership as it is now: the round may have brought news of a member.
+        let peers = self.peer_addrs().await?;
+        let mut digests = BTreeMap::new();
+        for addr in &peers {
+            let Some(d) = self.peers.digest(addr) else {
+                trace!(peer = %addr, "no digest from this member yet; tombstones wait");
+                return Ok(());
+            };
+            digests.insert(d.id, d.digest);
+        }
+        digests.insert(self.store.node_id().clone(), self.store.digest().await?);
+        // Every node whose writes are known here must be a member we have a digest
+        // of (or have left): a writer we cannot ask may still have writes in flight.
+        let left = self.left_members().await?;
+        let writers: BTreeSet<&NodeId> = digests.values().flat_map(|d| d.entries.keys()).collect();
+        if let Some(unknown) = writers.into_iter().find(|w| !digests.contains_key(*w) && !left.contains(*w)) {
+            trace!(writer = %unknown, "a writer is not a member with a known digest; tombstones wait");
+            return Ok(());
+        }
+        let Some(horizon) = tombstone_horizon(&digests) else {
+            trace!("members have not yet seen each other's writes; tombstones wait");
+            return Ok(());
+        };
+        let collected = self.store.collect_tombstones(&horizon).await?;
+        if collected > 0 {
+            debug!(collected, "collected tombstones every member has seen");
+        }
+        Ok(())
     }
 
     async fn sync_with(&self, addr: &str) -> Result<(), ReplicationError> {
@@ -502,27 +564,75 @@ impl Inner {
         let budget = budget_for(self.transport.max_message_bytes);
         let mut theirs = VersionVector::default();
         let mut pulled = 0usize;
+        // A snapshot being read page by page, and the last key read.
+        let mut snapshot: Option<(Snapshot, String)> = None;
         for _ in 0..MAX_EXCHANGES_PER_ROUND {
             let digest = self.store.digest().await?;
             let req = proto::SyncRequest {
                 header: Some(self.header()),
                 digest: Some((&digest).into()),
                 budget_bytes: u64::try_from(budget).unwrap_or(u64::MAX),
+                snapshot_after: snapshot.as_ref().map(|(_, after)| after.clone()),
             };
             let resp = client.sync(req).await.map_err(|s| status_error(addr, &s).error)?.into_inner();
-            self.check_answer(addr, resp.header)?;
+            let peer = self.check_answer(addr, resp.header)?;
             let records = records_from_wire(resp.records).map_err(|e| malformed(addr, e))?;
-            let covers = vv_from_wire(resp.covers, "covers").map_err(|e| malformed(addr, e))?;
             theirs = vv_from_wire(resp.digest, "digest").map_err(|e| malformed(addr, e))?;
+            self.peers.note_digest(addr, &peer.node_id, &theirs);
             pulled += records.len();
-            self.store.merge(records, &covers).await?;
+            if !resp.snapshot {
+                if snapshot.take().is_some() {
+                    return Err(malformed(
+                        addr,
+                        InvalidMessage::new("snapshot", "a snapshot stopped mid-way"),
+                    ));
+                }
+                let covers = vv_from_wire(resp.covers, "covers").map_err(|e| malformed(addr, e))?;
+                self.store.merge(records, &covers).await?;
+                if resp.complete {
+                    break;
+                }
+                continue;
+            }
+            let page_digest =
+                vv_from_wire(resp.snapshot_digest, "snapshot_digest").map_err(|e| malformed(addr, e))?;
+            let floor = vv_from_wire(resp.gc_floor, "gc_floor").map_err(|e| malformed(addr, e))?;
+            let (mut snap, after) = match snapshot.take() {
+                Some((snap, after)) => (
+                    Snapshot {
+                        digest: snap.digest.meet(&page_digest),
+                        gc_floor: snap.gc_floor.join(&floor),
+                        ..snap
+                    },
+                    after,
+                ),
+                None => {
+                    debug!(peer = %addr, "behind the peer's tombstone horizon; reading its snapshot");
+                    (Snapshot { digest: page_digest, gc_floor: floor, ..Snapshot::default() }, String::new())
+                }
+            };
+            check_page(&records, &after, resp.complete).map_err(|e| malformed(addr, e))?;
+            let after = records.last().map_or(after, |r| r.key.clone());
+            snap.records.extend(records);
             if resp.complete {
-                break;
+                let report = self.store.restore(snap).await?;
+                debug!(peer = %addr, applied = report.applied, "restored the peer's snapshot");
+            } else {
+                snapshot = Some((snap, after));
             }
         }
         let mut pushed = 0usize;
         for _ in 0..MAX_EXCHANGES_PER_ROUND {
-            let delta = self.store.delta(&theirs, budget).await?;
+            let delta = match self.store.delta(&theirs, budget).await {
+                Ok(delta) => delta,
+                Err(StoreError::BehindHorizon { origin, seen, floor }) => {
+                    // A snapshot is pulled, never pushed: the peer reads ours (or
+                    // another member's) in its own rounds.
+                    debug!(peer = %addr, %origin, seen, floor, "peer is behind the tombstone horizon; it will pull a snapshot");
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if delta.records.is_empty() && delta.covers.entries.is_empty() {
                 break;
             }
@@ -536,6 +646,22 @@ impl Inner {
         debug!(peer = %addr, pulled, pushed, "anti-entropy round done");
         Ok(())
     }
+}
+
+/// Checks a snapshot page: keys ascending, after the last key read, and no empty
+/// page before the last.
+fn check_page(records: &[Record], after: &str, complete: bool) -> Result<(), InvalidMessage> {
+    if records.is_empty() && !complete {
+        return Err(InvalidMessage::new("records", "an empty snapshot page that is not the last"));
+    }
+    let mut prev = after;
+    for (i, r) in records.iter().enumerate() {
+        if r.key.as_str() <= prev {
+            return Err(InvalidMessage::new(format!("records[{i}].key"), "snapshot keys must ascend"));
+        }
+        prev = &r.key;
+    }
+    Ok(())
 }
 
 #[async_trait]

@@ -42,6 +42,51 @@ pub enum StoreError {
         /// Why it was rejected.
         reason: String,
     },
+    /// The change feed no longer holds the changes after `from` (it keeps a
+    /// bounded number, and a restarted store keeps none from before the
+    /// restart): re-read with [`scan`](crate::ConfigStore::scan) or
+    /// [`snapshot`](crate::ConfigStore::snapshot) and resume from a fresh position.
+    #[error(
+        "the change feed no longer holds changes after position {from}; the oldest position it resumes from is {oldest}"
+    )]
+    FeedCompacted {
+        /// The position asked for.
+        from: u64,
+        /// The oldest position the feed can resume from.
+        oldest: u64,
+    },
+    /// A change-feed position beyond the last change stored here: it was issued
+    /// by another store, or by this store before it lost its memory.
+    #[error("change-feed position {from} is beyond this store's last change {head}")]
+    FeedAhead {
+        /// The position asked for.
+        from: u64,
+        /// The last change stored here.
+        head: u64,
+    },
+    /// A delta was asked for a digest below this store's tombstone floor: the
+    /// store has collected tombstones the peer has not seen, so only a
+    /// [`snapshot`](crate::ConfigStore::snapshot) brings it up to date without
+    /// resurrecting deleted keys.
+    #[error("digest has {origin}:{seen}, below the tombstone floor {origin}:{floor}; a snapshot is needed")]
+    BehindHorizon {
+        /// The first origin found behind.
+        origin: NodeId,
+        /// The digest's entry for it.
+        seen: u64,
+        /// This store's floor for it.
+        floor: u64,
+    },
+    /// A durable store's file belongs to another node.
+    #[error("store {path} belongs to node {stored}, not {requested}")]
+    NodeMismatch {
+        /// The file.
+        path: String,
+        /// The node recorded in it.
+        stored: String,
+        /// The node that tried to open it.
+        requested: NodeId,
+    },
     /// The backing storage failed. `subject` names what was being accessed and
     /// `verb` what was being done to it.
     #[error("storage failed to {verb} {subject}: {source}")]

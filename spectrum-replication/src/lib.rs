@@ -96,11 +96,14 @@
 
 pub mod anti_entropy;
 pub mod error;
+pub mod horizon;
 pub mod memory;
 pub mod peers;
 pub mod record;
+pub mod redb;
 pub mod replicator;
 pub mod service;
+mod state;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -116,7 +119,11 @@ pub use anti_entropy::{AntiEntropy, AntiEntropyBuilder, AntiEntropyHandle};
 pub use error::{ReplicationError, StoreError};
 pub use memory::MemoryStore;
 pub use peers::PeerTable;
-pub use record::{Delta, MergeReport, Record, VersionToken, VersionVector, Write, WriteBatch};
+pub use record::{
+    Change, ChangeBatch, Delta, MergeReport, Record, Snapshot, VersionToken, VersionVector, Write, WriteBatch,
+};
+pub use redb::RedbStore;
 pub use replicator::{AckLevel, AckReport, PeerStatus, Replicator};
 pub use service::ReplicationService;
+pub use state::DEFAULT_CHANGE_LOG_CAPACITY;
 pub use store::ConfigStore;

@@ -19,9 +19,7 @@
 //! When every vector covers every write, every store holds every key's greatest
 //! write: the replicas are equal.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::ops::Bound;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -32,15 +30,17 @@ use tracing::trace;
 
 use crate::error::StoreError;
 use crate::record::{
-    DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, VersionVector, Write, WriteBatch, validate_key,
+    ChangeBatch, DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, Snapshot, VersionVector, WriteBatch,
 };
+use crate::state::{Changes, State, check_record};
 use crate::store::ConfigStore;
 
 /// How many records a [`ConfigStore::subscribe`] receiver may fall behind before
 /// it sees [`broadcast::error::RecvError::Lagged`].
 pub const FEED_CAPACITY: usize = 1024;
 
-/// A [`ConfigStore`] that keeps everything in memory. Nothing survives a restart.
+/// A [`ConfigStore`] that keeps everything in memory. Nothing survives a restart;
+/// [`RedbStore`](crate::RedbStore) is the durable store.
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -85,6 +85,14 @@ impl MemoryStore {
         self
     }
 
+    /// Sets how many changes [`changes_since`](ConfigStore::changes_since) can
+    /// reach back (default [`DEFAULT_CHANGE_LOG_CAPACITY`](crate::DEFAULT_CHANGE_LOG_CAPACITY);
+    /// at least one).
+    pub fn with_change_log_capacity(self, capacity: usize) -> Self {
+        self.state.lock().set_log_capacity(capacity);
+        self
+    }
+
     /// The clock stamping local writes.
     pub fn hlc(&self) -> &Arc<Hlc> {
         &self.hlc
@@ -92,7 +100,7 @@ impl MemoryStore {
 
     /// How many records (tombstones included) are stored.
     pub fn len(&self) -> usize {
-        self.state.lock().records.len()
+        self.state.lock().len()
     }
 
     /// Whether nothing is stored.
@@ -100,23 +108,14 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn check_record(&self, r: &Record) -> Result<(), StoreError> {
-        let invalid = |reason: String| StoreError::InvalidRecord { origin: r.origin.clone(), reason };
-        validate_key(&r.key).map_err(|e| invalid(e.to_string()))?;
-        if r.seq == 0 {
-            return Err(invalid(format!("record for {:?} has sequence number 0; they start at 1", r.key)));
+    /// Commits planned changes and feeds the stored records to subscribers.
+    fn commit(&self, st: &mut State, changes: &Changes) {
+        st.commit(changes);
+        for c in &changes.feed {
+            if let Some(r) = &c.record {
+                let _ = self.feed.send(r.clone());
+            }
         }
-        if let Some(v) = &r.value
-            && v.len() > self.max_value_bytes
-        {
-            return Err(invalid(format!(
-                "value for {:?} is {} bytes; at most {} are allowed",
-                r.key,
-                v.len(),
-                self.max_value_bytes
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -125,93 +124,10 @@ impl fmt::Debug for MemoryStore {
         let st = self.state.lock();
         f.debug_struct("MemoryStore")
             .field("node_id", &self.node_id)
-            .field("records", &st.records.len())
-            .field("digest", &st.vv)
+            .field("records", &st.len())
+            .field("digest", st.vv())
             .field("max_value_bytes", &self.max_value_bytes)
             .finish()
-    }
-}
-
-/// Everything behind the store's lock.
-#[derive(Debug, Default)]
-struct State {
-    /// The winning record per key.
-    records: BTreeMap<String, Record>,
-    /// Per origin, sequence number → key of the stored records written there.
-    by_origin: BTreeMap<NodeId, BTreeMap<u64, String>>,
-    /// Highest contiguous sequence number seen per origin.
-    vv: VersionVector,
-    /// Sequence numbers seen above a gap, per origin.
-    pending: BTreeMap<NodeId, BTreeSet<u64>>,
-}
-
-impl State {
-    /// Stores `rec`, replacing whatever was stored for its key.
-    fn store(&mut self, rec: Record) {
-        if let Some(old) = self.records.get(&rec.key)
-            && let Some(idx) = self.by_origin.get_mut(&old.origin)
-        {
-            idx.remove(&old.seq);
-            if idx.is_empty() {
-                self.by_origin.remove(&old.origin);
-            }
-        }
-        self.by_origin.entry(rec.origin.clone()).or_default().insert(rec.seq, rec.key.clone());
-        self.records.insert(rec.key.clone(), rec);
-    }
-
-    /// The sequence number of the next local write: above everything seen from
-    /// this origin (a node that lost its memory must not reuse numbers its peers
-    /// already hold).
-    fn next_local_seq(&self, me: &NodeId) -> u64 {
-        let pending = self.pending.get(me).and_then(|p| p.last().copied()).unwrap_or(0);
-        self.vv.get(me).max(pending) + 1
-    }
-
-    /// Notes that record `(origin, seq)` was merged or written here.
-    fn mark_seen(&mut self, origin: &NodeId, seq: u64) {
-        let cur = self.vv.get(origin);
-        if seq <= cur {
-            return;
-        }
-        if seq == cur + 1 {
-            self.vv.raise(origin, seq);
-            self.drain(origin);
-        } else {
-            self.pending.entry(origin.clone()).or_default().insert(seq);
-        }
-    }
-
-    /// Raises the vector for `origin` to `seq` on a sender's word (`covers`).
-    fn raise_to(&mut self, origin: &NodeId, seq: u64) {
-        if seq > self.vv.get(origin) {
-            self.vv.raise(origin, seq);
-        }
-        self.drain(origin);
-    }
-
-    /// Advances the vector for `origin` over pending sequence numbers that are now
-    /// contiguous, and drops those already covered.
-    fn drain(&mut self, origin: &NodeId) {
-        let Some(p) = self.pending.get_mut(origin) else { return };
-        let start = self.vv.get(origin);
-        let mut cur = start;
-        while let Some(&first) = p.first() {
-            if first <= cur {
-                p.pop_first();
-            } else if first == cur + 1 {
-                p.pop_first();
-                cur = first;
-            } else {
-                break;
-            }
-        }
-        if p.is_empty() {
-            self.pending.remove(origin);
-        }
-        if cur > start {
-            self.vv.raise(origin, cur);
-        }
     }
 }
 
@@ -222,121 +138,70 @@ impl ConfigStore for MemoryStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
-        Ok(self.state.lock().records.get(key).cloned())
+        Ok(self.state.lock().get(key))
     }
 
     async fn scan(&self, prefix: &str) -> Result<Vec<Record>, StoreError> {
-        let st = self.state.lock();
-        Ok(st
-            .records
-            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, r)| r.clone())
-            .collect())
+        Ok(self.state.lock().scan(prefix))
     }
 
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {
         batch.validate(self.max_value_bytes)?;
         let mut st = self.state.lock();
-        // A local write must win over the record it replaces, even one stamped by
-        // a peer whose clock runs ahead of ours.
-        for w in &batch.writes {
-            if let Some(held) = st.records.get(w.key()) {
-                self.hlc.restore(held.stamp);
-            }
-        }
-        let mut out = Vec::with_capacity(batch.writes.len());
-        for w in batch.writes {
-            let seq = st.next_local_seq(&self.node_id);
-            let (key, value) = match w {
-                Write::Put { key, value } => (key, Some(value)),
-                Write::Delete { key } => (key, None),
-            };
-            let rec = Record { key, value, stamp: self.hlc.now(), origin: self.node_id.clone(), seq };
-            st.store(rec.clone());
-            st.mark_seen(&self.node_id, seq);
-            let _ = self.feed.send(rec.clone());
-            out.push(rec);
-        }
+        let (changes, out) = st.plan_apply(&self.node_id, &self.hlc, batch);
+        self.commit(&mut st, &changes);
         trace!(node = %self.node_id, writes = out.len(), "applied local batch");
         Ok(out)
     }
 
     async fn merge(&self, records: Vec<Record>, covers: &VersionVector) -> Result<MergeReport, StoreError> {
         for r in &records {
-            self.check_record(r)?;
+            check_record(r, self.max_value_bytes)?;
         }
-        let mut report = MergeReport::default();
         let mut st = self.state.lock();
-        for r in records {
-            let wins = st.records.get(&r.key).is_none_or(|held| r.wins_over(held));
-            let (origin, seq) = (r.origin.clone(), r.seq);
-            if wins {
-                st.store(r.clone());
-                let _ = self.feed.send(r);
-                report.applied += 1;
-            } else {
-                report.ignored += 1;
-            }
-            st.mark_seen(&origin, seq);
-        }
-        for (origin, &seq) in &covers.entries {
-            st.raise_to(origin, seq);
-        }
+        let (changes, report) = st.plan_merge(records, covers);
+        self.commit(&mut st, &changes);
         trace!(node = %self.node_id, applied = report.applied, ignored = report.ignored, "merged remote records");
         Ok(report)
     }
 
     async fn digest(&self) -> Result<VersionVector, StoreError> {
-        Ok(self.state.lock().vv.clone())
+        Ok(self.state.lock().vv().clone())
     }
 
     async fn delta(&self, since: &VersionVector, budget_bytes: usize) -> Result<Delta, StoreError> {
-        let st = self.state.lock();
-        let origins: BTreeSet<&NodeId> = st.by_origin.keys().chain(st.vv.entries.keys()).collect();
-        let mut delta = Delta { complete: true, ..Delta::default() };
-        let mut used = 0usize;
-        for origin in origins {
-            let from = since.get(origin);
-            let ours = st.vv.get(origin);
-            let mut due = st
-                .by_origin
-                .get(origin)
-                .into_iter()
-                .flat_map(|idx| idx.range((Bound::Excluded(from), Bound::Unbounded)))
-                .filter_map(|(&seq, key)| st.records.get(key).map(|r| (seq, r)))
-                .peekable();
-            let mut last_sent = None;
-            let mut cut = false;
-            if delta.complete {
-                for (seq, rec) in due {
-                    let len = rec.encoded_len();
-                    if !delta.records.is_empty() && used.saturating_add(len) > budget_bytes {
-                        cut = true;
-                        break;
-                    }
-                    used = used.saturating_add(len);
-                    delta.records.push(rec.clone());
-                    last_sent = Some(seq);
-                }
-            } else {
-                cut = due.peek().is_some();
-            }
-            let claim = if cut {
-                delta.complete = false;
-                last_sent.map_or(0, |s| s.min(ours))
-            } else {
-                ours
-            };
-            if claim > from {
-                delta.covers.raise(origin, claim);
-            }
-        }
-        Ok(delta)
+        self.state.lock().delta(since, budget_bytes)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Record> {
         self.feed.subscribe()
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Ok(self.state.lock().snapshot())
+    }
+
+    async fn restore(&self, snapshot: Snapshot) -> Result<MergeReport, StoreError> {
+        for r in &snapshot.records {
+            check_record(r, self.max_value_bytes)?;
+        }
+        let mut st = self.state.lock();
+        let (changes, report) = st.plan_restore(snapshot, &self.hlc);
+        self.commit(&mut st, &changes);
+        trace!(node = %self.node_id, applied = report.applied, "restored a snapshot");
+        Ok(report)
+    }
+
+    async fn changes_since(&self, prefix: &str, from: u64, limit: usize) -> Result<ChangeBatch, StoreError> {
+        self.state.lock().changes_since(prefix, from, limit)
+    }
+
+    async fn collect_tombstones(&self, horizon: &VersionVector) -> Result<usize, StoreError> {
+        let mut st = self.state.lock();
+        let (changes, count) = st.plan_collect(horizon, &self.hlc);
+        self.commit(&mut st, &changes);
+        trace!(node = %self.node_id, collected = count, "collected tombstones");
+        Ok(count)
     }
 }
 

@@ -184,6 +184,26 @@ impl VersionVector {
         other.entries.iter().all(|(o, s)| self.get(o) >= *s)
     }
 
+    /// The element-wise minimum: what both vectors cover.
+    pub fn meet(&self, other: &VersionVector) -> VersionVector {
+        let entries = self
+            .entries
+            .iter()
+            .map(|(o, s)| (o.clone(), (*s).min(other.get(o))))
+            .filter(|(_, s)| *s > 0)
+            .collect();
+        VersionVector { entries }
+    }
+
+    /// The element-wise maximum: what either vector covers.
+    pub fn join(&self, other: &VersionVector) -> VersionVector {
+        let mut out = self.clone();
+        for (o, s) in &other.entries {
+            out.raise(o, *s);
+        }
+        out
+    }
+
     /// How many records `other` has seen that this vector has not.
     pub fn lag_behind(&self, other: &VersionVector) -> u64 {
         other.entries.iter().map(|(o, s)| s.saturating_sub(self.get(o))).sum()
@@ -235,4 +255,52 @@ pub struct MergeReport {
     pub applied: usize,
     /// Records that lost to, or equalled, what was stored.
     pub ignored: usize,
+}
+
+/// A consistent copy of a whole store: every record (tombstones included) and
+/// the vectors that say what those records stand for.
+///
+/// [`ConfigStore::restore`](crate::ConfigStore::restore) merges one into another
+/// store; the replicator sends one (in pages) to a peer that is behind the
+/// tombstone horizon.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every stored record, in key order.
+    pub records: Vec<Record>,
+    /// The maker's version vector when the copy was taken: the records stand for
+    /// every write it covers (a write it covers whose key has no record here was
+    /// superseded by a collected tombstone).
+    pub digest: VersionVector,
+    /// Per origin, the highest sequence number of a tombstone the maker has
+    /// collected (see [`ConfigStore::collect_tombstones`](crate::ConfigStore::collect_tombstones)).
+    pub gc_floor: VersionVector,
+    /// The maker's change-feed position when the copy was taken: reading
+    /// [`changes_since`](crate::ConfigStore::changes_since) from here on the same
+    /// store continues the copy with no gap. Meaningless on another store.
+    pub position: u64,
+}
+
+/// One entry of a store's change feed (see
+/// [`ConfigStore::changes_since`](crate::ConfigStore::changes_since)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Its position in this store's feed: 1, 2, 3, … with no gaps. Positions are
+    /// local to one store (a durable store keeps numbering across restarts).
+    pub index: u64,
+    /// The key that changed.
+    pub key: String,
+    /// The record now stored for `key`, or `None` when the store dropped the key's
+    /// record: a collected tombstone, or a record a restored snapshot showed to
+    /// be superseded.
+    pub record: Option<Record>,
+}
+
+/// A page of the change feed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeBatch {
+    /// The changes, in feed order.
+    pub changes: Vec<Change>,
+    /// Where to resume: pass it as `from` to the next call. Past every change read,
+    /// including those skipped because their key did not match the prefix.
+    pub position: u64,
 }

@@ -13,6 +13,7 @@ use crate::error::StoreError;
 use crate::peers::{PeerTable, canonical_addr};
 use crate::proto;
 use crate::proto::replication_server::{Replication, ReplicationServer};
+use crate::record::validate_key;
 use crate::store::ConfigStore;
 use crate::wire::{PeerHeader, records_from_wire, records_to_wire, vv_from_wire};
 
@@ -20,7 +21,10 @@ use crate::wire::{PeerHeader, records_from_wire, records_to_wire, vv_from_wire};
 pub const MAX_SYNC_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 
 /// Serves the replication protocol over a node's store: `Push` merges records a
-/// peer sends; `Sync` answers a peer's digest with what it lacks and our digest.
+/// peer sends; `Sync` answers a peer's digest with what it lacks and our digest,
+/// or, when the peer is behind this store's tombstone horizon (see
+/// [`ConfigStore::collect_tombstones`]), with a snapshot read page by page.
+/// Every digest a peer shows is noted in the [`PeerTable`].
 ///
 /// Every request is checked before anything is merged: a sender of another
 /// cluster is refused (`failed_precondition`, "wrong cluster: …"), a sender whose
@@ -145,6 +149,9 @@ pub(crate) fn store_status(e: StoreError) -> Status {
         | StoreError::ValueTooLarge { .. }
         | StoreError::EmptyBatch
         | StoreError::InvalidToken { .. } => Status::invalid_argument(e.to_string()),
+        StoreError::BehindHorizon { .. }
+        | StoreError::FeedCompacted { .. }
+        | StoreError::FeedAhead { .. } => Status::failed_precondition(e.to_string()),
         other => Status::internal(other.to_string()),
     }
 }
@@ -178,22 +185,77 @@ impl Replication for ReplicationService {
         let req = request.into_inner();
         let peer = self.admit(req.header)?;
         let theirs = vv_from_wire(req.digest, "digest")?;
+        if let Some(after) = &req.snapshot_after
+            && !after.is_empty()
+        {
+            validate_key(after)
+                .map_err(|e| Status::invalid_argument(format!("invalid snapshot_after: {e}")))?;
+        }
+        if !peer.addr.is_empty() && canonical_addr(&peer.addr) != canonical_addr(&self.addr) {
+            self.peers.note_digest(&peer.addr, &peer.node_id, &theirs);
+        }
         let asked = usize::try_from(req.budget_bytes).unwrap_or(usize::MAX);
         let budget = if asked == 0 { self.max_budget } else { asked.min(self.max_budget) };
-        let delta = self.store.delta(&theirs, budget).await.map_err(store_status)?;
+        let answer = match req.snapshot_after {
+            Some(after) => self.snapshot_page(&after, budget).await?,
+            None => match self.store.delta(&theirs, budget).await {
+                Ok(delta) => proto::SyncResponse {
+                    records: records_to_wire(&delta.records),
+                    covers: Some((&delta.covers).into()),
+                    complete: delta.complete,
+                    ..proto::SyncResponse::default()
+                },
+                Err(StoreError::BehindHorizon { origin, seen, floor }) => {
+                    debug!(peer = %peer.node_id, %origin, seen, floor, "peer is behind the tombstone horizon; sending a snapshot");
+                    self.snapshot_page("", budget).await?
+                }
+                Err(e) => return Err(store_status(e)),
+            },
+        };
         let ours = self.store.digest().await.map_err(store_status)?;
         if !peer.addr.is_empty() {
             let lag = ours.lag_behind(&theirs);
             self.peers.update(&peer.addr, |p| p.lag = lag);
         }
-        debug!(peer = %peer.node_id, records = delta.records.len(), complete = delta.complete, "answered sync");
+        debug!(
+            peer = %peer.node_id,
+            records = answer.records.len(),
+            complete = answer.complete,
+            snapshot = answer.snapshot,
+            "answered sync"
+        );
         Ok(Response::new(proto::SyncResponse {
             header: Some(self.header()),
-            records: records_to_wire(&delta.records),
-            covers: Some((&delta.covers).into()),
-            complete: delta.complete,
             digest: Some((&ours).into()),
+            ..answer
         }))
+    }
+}
+
+impl ReplicationService {
+    /// One page of a snapshot: the records with keys after `after` (all of them
+    /// for ""), in key order, within `budget` bytes (at least one record).
+    async fn snapshot_page(&self, after: &str, budget: usize) -> Result<proto::SyncResponse, Status> {
+        let snap = self.store.snapshot().await.map_err(store_status)?;
+        let start = snap.records.partition_point(|r| r.key.as_str() <= after);
+        let mut used = 0usize;
+        let mut end = start;
+        for r in &snap.records[start..] {
+            let len = r.encoded_len();
+            if end > start && used.saturating_add(len) > budget {
+                break;
+            }
+            used = used.saturating_add(len);
+            end += 1;
+        }
+        Ok(proto::SyncResponse {
+            records: records_to_wire(&snap.records[start..end]),
+            complete: end == snap.records.len(),
+            snapshot: true,
+            snapshot_digest: Some((&snap.digest).into()),
+            gc_floor: Some((&snap.gc_floor).into()),
+            ..proto::SyncResponse::default()
+        })
     }
 }
 

@@ -7,7 +7,7 @@ use spectrum_core::NodeId;
 use tokio::sync::broadcast;
 
 use crate::error::StoreError;
-use crate::record::{Delta, MergeReport, Record, VersionVector, WriteBatch};
+use crate::record::{ChangeBatch, Delta, MergeReport, Record, Snapshot, VersionVector, WriteBatch};
 
 /// One node's full copy of the replicated configuration database.
 ///
@@ -25,7 +25,17 @@ use crate::record::{Delta, MergeReport, Record, VersionVector, WriteBatch};
 ///   that peer may lack, and [`merge`](ConfigStore::merge) of that delta with its
 ///   `covers` brings the peer's digest up to ours.
 /// - Tombstones are records: a delete replicates like a put and a deleted key
-///   never comes back.
+///   never comes back. A tombstone is dropped only by
+///   [`collect_tombstones`](ConfigStore::collect_tombstones), once every member
+///   has seen it; from then on a peer whose digest is below the store's
+///   tombstone floor gets [`StoreError::BehindHorizon`] from
+///   [`delta`](ConfigStore::delta) and must be brought up to date with a
+///   [`snapshot`](ConfigStore::snapshot) instead.
+/// - A merged record whose `(origin, seq)` the digest already covers is ignored:
+///   the store holds it or something newer, or will receive something newer.
+/// - Every stored or dropped record is one entry of a change feed
+///   ([`changes_since`](ConfigStore::changes_since)) numbered 1, 2, 3, … with no
+///   gaps; [`subscribe`](ConfigStore::subscribe) wakes watchers up.
 ///
 /// It is an I/O plug-in, so it is async (`#[async_trait]`), `Send + Sync +
 /// 'static`, and held as `Arc<dyn ConfigStore>`.
@@ -79,6 +89,8 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
     ///
     /// # Errors
     ///
+    /// [`StoreError::BehindHorizon`] when `since` is below the tombstone floor (send
+    /// a [`snapshot`](ConfigStore::snapshot) instead);
     /// [`StoreError::Storage`] when the backing storage fails.
     async fn delta(&self, since: &VersionVector, budget_bytes: usize) -> Result<Delta, StoreError>;
 
@@ -87,6 +99,67 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
     /// [`broadcast::error::RecvError::Lagged`]) and should then re-read with
     /// [`scan`](ConfigStore::scan).
     fn subscribe(&self) -> broadcast::Receiver<Record>;
+
+    /// A consistent copy of the whole store: every record, the digest they stand
+    /// for, the tombstone floor, and the change-feed position.
+    ///
+    /// The default reads [`digest`](ConfigStore::digest) and then
+    /// [`scan`](ConfigStore::scan) (records newer than the digest may be included,
+    /// which is harmless) and reports an empty floor and position 0: right for a
+    /// store that never collects tombstones and has no change feed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Storage`] when the backing storage fails.
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let digest = self.digest().await?;
+        let records = self.scan("").await?;
+        Ok(Snapshot { records, digest, gc_floor: VersionVector::default(), position: 0 })
+    }
+
+    /// Merges a snapshot taken from another store: last-writer-wins per key;
+    /// then every stored record the snapshot's digest covers but whose key the
+    /// snapshot lacks is dropped (its maker saw it superseded and collected the
+    /// tombstone that did so); then the digest and the tombstone floor rise to
+    /// the snapshot's. This is how a store behind the tombstone horizon catches up
+    /// without bringing deleted keys back.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidRecord`] for a malformed record (nothing is changed);
+    /// [`StoreError::Storage`] when the backing storage fails.
+    async fn restore(&self, snapshot: Snapshot) -> Result<MergeReport, StoreError>;
+
+    /// The changes stored after feed position `from` whose key starts with
+    /// `prefix`, oldest first, at most `limit` of them: no gaps, no duplicates.
+    /// Start from a [`Snapshot::position`] (or 0, the beginning) and resume from
+    /// each answer's [`ChangeBatch::position`]; wait for more with
+    /// [`subscribe`](ConfigStore::subscribe).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::FeedCompacted`] when the feed no longer reaches back to `from`
+    /// (re-read with a snapshot); [`StoreError::FeedAhead`] for a position this
+    /// store never issued.
+    async fn changes_since(&self, prefix: &str, from: u64, limit: usize) -> Result<ChangeBatch, StoreError>;
+
+    /// Drops every tombstone whose `(origin, seq)` `horizon` covers, and returns
+    /// how many. `horizon` must be covered by every member's digest, and every
+    /// member must have seen every write each member had made (see
+    /// [`tombstone_horizon`](crate::horizon::tombstone_horizon), which the
+    /// anti-entropy replicator uses); then no member holds, or will receive, a
+    /// write the tombstone superseded.
+    ///
+    /// The default collects nothing: the store keeps every tombstone forever and
+    /// never needs to send a snapshot.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Storage`] when the backing storage fails.
+    async fn collect_tombstones(&self, horizon: &VersionVector) -> Result<usize, StoreError> {
+        let _ = horizon;
+        Ok(0)
+    }
 }
 
 #[async_trait]
@@ -114,5 +187,17 @@ impl<T: ConfigStore + ?Sized> ConfigStore for Arc<T> {
     }
     fn subscribe(&self) -> broadcast::Receiver<Record> {
         (**self).subscribe()
+    }
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        (**self).snapshot().await
+    }
+    async fn restore(&self, snapshot: Snapshot) -> Result<MergeReport, StoreError> {
+        (**self).restore(snapshot).await
+    }
+    async fn changes_since(&self, prefix: &str, from: u64, limit: usize) -> Result<ChangeBatch, StoreError> {
+        (**self).changes_since(prefix, from, limit).await
+    }
+    async fn collect_tombstones(&self, horizon: &VersionVector) -> Result<usize, StoreError> {
+        (**self).collect_tombstones(horizon).await
     }
 }

@@ -8,6 +8,23 @@
 //! conformance_suite(MemoryStore::new).await;
 //! # });
 //! ```
+//!
+//! A durable store gives each store of the suite a file of its own:
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use spectrum_replication::{RedbStore, testing::conformance_suite};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let n = AtomicUsize::new(0);
+//! conformance_suite(|id, hlc| {
+//!     let path = dir.path().join(format!("{}.redb", n.fetch_add(1, Ordering::Relaxed)));
+//!     RedbStore::open(path, id, hlc).expect("open")
+//! })
+//! .await;
+//! # });
+//! ```
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +34,7 @@ use bytes::Bytes;
 use spectrum_core::{Hlc, ManualClock, NodeId, Timestamp};
 
 use crate::error::StoreError;
-use crate::record::{DEFAULT_MAX_VALUE_BYTES, Record, VersionVector, WriteBatch};
+use crate::record::{Change, DEFAULT_MAX_VALUE_BYTES, Record, VersionVector, WriteBatch};
 use crate::store::ConfigStore;
 
 /// Runs every check of the suite against stores built by `make`, panicking with
@@ -47,6 +64,10 @@ where
     covers_advance_the_digest_over_superseded_writes(&h).await;
     local_writes_win_over_records_stamped_ahead(&h).await;
     subscribe_sees_local_and_merged_writes(&h).await;
+    snapshot_then_restore_makes_an_equal_copy(&h).await;
+    tombstones_are_collected_only_where_the_horizon_covers_them(&h).await;
+    restoring_a_snapshot_drops_records_superseded_by_collected_tombstones(&h).await;
+    the_change_feed_replays_every_change_in_order_without_gaps(&h).await;
 }
 
 struct Harness<'a, F> {
@@ -449,4 +470,149 @@ where
     }
     assert_eq!(seen, [local[0].clone(), local[1].clone(), theirs], "the feed shows writes in storage order");
     assert!(feed.try_recv().is_err(), "an ignored duplicate is not fed again");
+}
+
+async fn snapshot_then_restore_makes_an_equal_copy<F, S>(h: &Harness<'_, F>)
+where
+    F: Fn(NodeId, Arc<Hlc>) -> S,
+    S: ConfigStore,
+{
+    let [a, b, _] = three_busy_stores(h).await;
+    let snap = a.snapshot().await.expect("snapshot");
+    assert_eq!(snap.digest, a.digest().await.expect("digest"), "snapshot: digest is the store's");
+    assert_eq!(snap.records, a.scan("").await.expect("scan"), "snapshot: every record, in key order");
+    let copy = h.store("copy");
+    copy.restore(snap.clone()).await.expect("restore");
+    assert_eq!(
+        (contents(&copy).await, copy.digest().await.expect("digest")),
+        (contents(&a).await, a.digest().await.expect("digest")),
+        "restore into an empty store makes an equal copy"
+    );
+    let again = copy.restore(snap).await.expect("restore again");
+    assert_eq!(again.applied, 0, "restore is idempotent");
+    // Restoring into a store with writes of its own keeps the newer of each key.
+    b.restore(a.snapshot().await.expect("snapshot")).await.expect("restore");
+    sync_fully(&b, &a, usize::MAX).await;
+    assert_eq!(contents(&a).await, contents(&b).await, "restore merges last-writer-wins per key");
+    let bad = crate::record::Snapshot {
+        records: vec![remote("", Some("v"), 5, "b", 1)],
+        ..crate::record::Snapshot::default()
+    };
+    let before = contents(&copy).await;
+    let e = copy.restore(bad).await.expect_err("malformed snapshot");
+    assert!(matches!(e, StoreError::InvalidRecord { .. }), "malformed snapshot: {e}");
+    assert_eq!(before, contents(&copy).await, "a malformed snapshot changes nothing");
+}
+
+async fn tombstones_are_collected_only_where_the_horizon_covers_them<F, S>(h: &Harness<'_, F>)
+where
+    F: Fn(NodeId, Arc<Hlc>) -> S,
+    S: ConfigStore,
+{
+    let s = h.store("a");
+    let put = s.apply(WriteBatch::new().put("gone", "v").put("kept", "v")).await.expect("apply");
+    let del = s.apply(WriteBatch::new().delete("gone")).await.expect("delete");
+    s.apply(WriteBatch::new().delete("later")).await.expect("delete");
+    assert_eq!(s.collect_tombstones(&VersionVector::default()).await.expect("collect"), 0, "empty horizon");
+    let mut horizon = VersionVector::default();
+    horizon.raise(&node("a"), del[0].seq);
+    assert_eq!(s.collect_tombstones(&horizon).await.expect("collect"), 1, "only a:3 is covered");
+    assert!(s.get("gone").await.expect("get").is_none(), "a collected tombstone is gone");
+    assert!(s.get("later").await.expect("get").expect("later").is_tombstone(), "a:4 is beyond the horizon");
+    assert!(s.get("kept").await.expect("get").is_some(), "values are never collected");
+    assert_eq!(s.digest().await.expect("digest").get(&node("a")), 4, "collection keeps the digest");
+
+    let e = s.delta(&VersionVector::default(), usize::MAX).await.expect_err("behind the floor");
+    assert!(matches!(e, StoreError::BehindHorizon { floor: 3, .. }), "behind the floor: {e}");
+    let d = s.delta(&horizon, usize::MAX).await.expect("a peer past the floor gets a delta");
+    assert!(d.complete && d.records.len() == 1, "just a:4");
+
+    let report = s.merge(vec![put[0].clone()], &VersionVector::default()).await.expect("merge");
+    assert_eq!(report.applied, 0, "the superseded put is covered, so ignored");
+    assert!(s.get("gone").await.expect("get").is_none(), "a collected key does not come back");
+
+    let w = s.apply(WriteBatch::new().put("gone", "again")).await.expect("apply");
+    assert!(w[0].stamp > del[0].stamp, "a new write after collection is stamped above the tombstone");
+    assert_eq!(
+        s.snapshot().await.expect("snapshot").gc_floor.get(&node("a")),
+        3,
+        "the snapshot carries the floor"
+    );
+}
+
+async fn restoring_a_snapshot_drops_records_superseded_by_collected_tombstones<F, S>(h: &Harness<'_, F>)
+where
+    F: Fn(NodeId, Arc<Hlc>) -> S,
+    S: ConfigStore,
+{
+    let a = h.store("a");
+    let stale = h.store("stale");
+    let put = a.apply(WriteBatch::new().put("k", "old")).await.expect("apply");
+    // `stale` saw the put, then was cut off while the key was deleted and the
+    // tombstone collected everywhere else.
+    stale.merge(put.clone(), &VersionVector::default()).await.expect("merge");
+    stale.apply(WriteBatch::new().put("mine", "v")).await.expect("apply");
+    a.apply(WriteBatch::new().delete("k")).await.expect("delete");
+    let digest = a.digest().await.expect("digest");
+    assert_eq!(a.collect_tombstones(&digest).await.expect("collect"), 1, "collected");
+
+    let e = a.delta(&stale.digest().await.expect("digest"), usize::MAX).await.expect_err("needs a snapshot");
+    assert!(matches!(e, StoreError::BehindHorizon { .. }), "{e}");
+    stale.restore(a.snapshot().await.expect("snapshot")).await.expect("restore");
+    assert!(stale.get("k").await.expect("get").is_none(), "the deleted key does not come back");
+    assert!(stale.get("mine").await.expect("get").is_some(), "writes the maker has not seen stay");
+    let d = a.delta(&stale.digest().await.expect("digest"), usize::MAX).await.expect("a delta again");
+    assert!(d.records.is_empty(), "nothing more is due");
+    // And the stale store cannot hand the old value back.
+    let back = stale.delta(&a.digest().await.expect("digest"), usize::MAX).await.expect("delta");
+    a.merge(back.records, &back.covers).await.expect("merge");
+    assert!(a.get("k").await.expect("get").is_none(), "no resurrection through the stale store");
+    assert!(a.get("mine").await.expect("get").is_some(), "its own writes still flow");
+}
+
+async fn the_change_feed_replays_every_change_in_order_without_gaps<F, S>(h: &Harness<'_, F>)
+where
+    F: Fn(NodeId, Arc<Hlc>) -> S,
+    S: ConfigStore,
+{
+    let s = h.store("a");
+    let start = s.snapshot().await.expect("snapshot").position;
+    s.apply(WriteBatch::new().put("x/1", "1").put("y/1", "1")).await.expect("apply");
+    s.merge(vec![remote("x/2", Some("2"), 5, "b", 1)], &VersionVector::default()).await.expect("merge");
+    s.merge(vec![remote("x/2", Some("2"), 5, "b", 1)], &VersionVector::default()).await.expect("merge again");
+    s.apply(WriteBatch::new().delete("x/1")).await.expect("delete");
+    let horizon = s.digest().await.expect("digest");
+    s.collect_tombstones(&horizon).await.expect("collect");
+
+    let mut all: Vec<Change> = Vec::new();
+    let mut pos = start;
+    for _ in 0..100 {
+        let batch = s.changes_since("", pos, 2).await.expect("changes_since");
+        assert!(batch.changes.len() <= 2, "the limit is kept");
+        if batch.changes.is_empty() {
+            assert_eq!(batch.position, pos, "an empty page does not move");
+            break;
+        }
+        pos = batch.position;
+        all.extend(batch.changes);
+    }
+    let indexes: Vec<u64> = all.iter().map(|c| c.index).collect();
+    let want: Vec<u64> = (start + 1..=start + 5).collect();
+    assert_eq!(indexes, want, "one change per stored or dropped record, numbered without gaps");
+    assert_eq!(all[4].record, None, "a collected tombstone shows as a dropped record");
+    let mut replayed = BTreeMap::new();
+    for c in &all {
+        match &c.record {
+            Some(r) => replayed.insert(c.key.clone(), r.clone()),
+            None => replayed.remove(&c.key),
+        };
+    }
+    assert_eq!(replayed, contents(&s).await, "replaying the feed rebuilds the store");
+
+    let only_x = s.changes_since("x/", start, 100).await.expect("changes_since");
+    assert!(only_x.changes.iter().all(|c| c.key.starts_with("x/")), "the prefix filters");
+    assert_eq!(only_x.changes.len(), 4, "every change under the prefix");
+    assert_eq!(only_x.position, start + 5, "the position passes skipped changes");
+    let e = s.changes_since("", start + 6, 10).await.expect_err("a position never issued");
+    assert!(matches!(e, StoreError::FeedAhead { .. }), "{e}");
 }

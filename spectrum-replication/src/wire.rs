@@ -20,7 +20,7 @@ pub struct InvalidMessage {
 }
 
 impl InvalidMessage {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self { field: field.into(), reason: reason.into() }
     }
 }

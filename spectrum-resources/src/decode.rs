@@ -36,15 +36,18 @@ impl Object {
         }
     }
 
-    /// Takes an optional secret. A malformed one is reported without echoing the value
+    /// Takes an optional secret: a string (clear) or `{"enc":"…"}` (sealed). A malformed one is reported without echoing the value
     /// (serde's messages quote what they found).
     pub(crate) fn optional_secret(&mut self, name: &str) -> Result<Option<Secret>, DefinitionError> {
         match self.0.remove(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(value)) => Ok(Some(Secret::new(value))),
+            Some(other @ Value::Object(_)) => Secret::from_json_object(other)
+                .map(Some)
+                .map_err(|reason| DefinitionError::Malformed { field: name.into(), reason }),
             Some(other) => Err(DefinitionError::Malformed {
                 field: name.into(),
-                reason: format!("expected a string, found {}", type_name(&other)),
+                reason: format!("expected a string or a sealed secret, found {}", type_name(&other)),
             }),
         }
     }

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use spectrum_core::NodeId;
 
+use crate::cluster_key::ClusterKey;
 use crate::decode::{Object, unknown_kind};
-use crate::error::{DefinitionError, ROOT};
+use crate::error::{DefinitionError, ROOT, SecretError};
 use crate::jdbc::{InvalidUrl, JdbcUrl};
 use crate::name::ResourceName;
 use crate::net;
@@ -24,6 +25,9 @@ use crate::secret::Secret;
 
 /// Longest string accepted in any field (URLs, paths, users, secrets, …), in bytes.
 pub const MAX_VALUE_LEN: usize = 4 * 1024;
+/// Longest sealed secret text accepted, in bytes: room for a sealed secret of
+/// [`MAX_VALUE_LEN`] bytes.
+pub const MAX_SEALED_LEN: usize = 2 * MAX_VALUE_LEN;
 /// Largest encoded definition accepted, in bytes.
 pub const MAX_ENCODED_LEN: usize = 64 * 1024;
 /// The web service timeout used when a definition gives none, in milliseconds.
@@ -99,8 +103,8 @@ impl ResourceDefinition {
         self.spec.validate().map_err(|e| e.prefixed("spec"))
     }
 
-    /// Validates and encodes the definition as JSON, secrets included (see
-    /// [`Secret`] for why, and for encryption at rest).
+    /// Validates and encodes the definition as JSON, secrets included as they are held
+    /// (store only [`sealed`](Self::sealed) definitions; see [`Secret`]).
     ///
     /// # Errors
     ///
@@ -144,6 +148,69 @@ impl ResourceDefinition {
             }
         }
         copy
+    }
+
+    /// A copy with every clear secret sealed with `key` (the form to store). Sealed
+    /// secrets stay as they are.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretError::Field`] naming the secret (`"spec.password"`) when one is the
+    /// redaction placeholder.
+    pub fn sealed(&self, key: &ClusterKey) -> Result<Self, SecretError> {
+        self.map_secrets(|s| s.sealed(key))
+    }
+
+    /// A copy with every sealed secret opened with `key` (the form a resource that
+    /// needs its secret uses, on a node).
+    ///
+    /// # Errors
+    ///
+    /// [`SecretError::Field`] naming the secret when it was sealed with another key,
+    /// altered, or is malformed.
+    pub fn opened(&self, key: &ClusterKey) -> Result<Self, SecretError> {
+        self.map_secrets(|s| s.opened(key))
+    }
+
+    /// A copy with every secret opened with `key`, or, without a key, this definition
+    /// when it holds no sealed secret.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretError::Field`] with [`SecretError::NoKey`] when a secret is sealed and
+    /// `key` is `None`; otherwise as [`opened`](Self::opened).
+    pub fn opened_with(&self, key: Option<&ClusterKey>) -> Result<Self, SecretError> {
+        match key {
+            Some(key) => self.opened(key),
+            None => self.map_secrets(|s| if s.is_sealed() { Err(SecretError::NoKey) } else { Ok(s.clone()) }),
+        }
+    }
+
+    /// Whether any secret is sealed with a cluster key.
+    pub fn has_sealed_secret(&self) -> bool {
+        self.spec.secrets().any(|(_, s)| s.is_some_and(Secret::is_sealed))
+    }
+
+    /// Whether any secret is held in clear (and is not the redaction placeholder).
+    pub fn has_clear_secret(&self) -> bool {
+        self.spec.secrets().any(|(_, s)| s.is_some_and(|s| !s.is_sealed() && !s.is_redacted()))
+    }
+
+    fn map_secrets(
+        &self,
+        mut f: impl FnMut(&Secret) -> Result<Secret, SecretError>,
+    ) -> Result<Self, SecretError> {
+        let mut copy = self.clone();
+        for (field, slot) in copy.spec.secrets_mut() {
+            if let Some(secret) = slot.as_ref() {
+                let mapped = f(secret).map_err(|e| SecretError::Field {
+                    field: format!("spec.{field}"),
+                    source: Box::new(e),
+                })?;
+                *slot = Some(mapped);
+            }
+        }
+        Ok(copy)
     }
 
     /// Whether any secret is the redaction placeholder (as in an export made without
@@ -822,12 +889,9 @@ fn check_credentials(user: Option<&str>, password: Option<&Secret>) -> Result<()
         if password.is_empty() {
             return Err(DefinitionError::invalid("password", "is empty; leave the field out instead"));
         }
-        if password.len() > MAX_VALUE_LEN {
-            return Err(DefinitionError::TooLarge {
-                field: "password".into(),
-                len: password.len(),
-                max: MAX_VALUE_LEN,
-            });
+        let max = if password.is_sealed() { MAX_SEALED_LEN } else { MAX_VALUE_LEN };
+        if password.len() > max {
+            return Err(DefinitionError::TooLarge { field: "password".into(), len: password.len(), max });
         }
     }
     Ok(())

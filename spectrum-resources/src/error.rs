@@ -1,5 +1,6 @@
 //! The crate's errors: [`DefinitionError`] for bad definitions, [`ResolveError`] for
-//! definitions that cannot be used on a node, [`TransferError`] for export files.
+//! definitions that cannot be used on a node, [`TransferError`] for export files,
+//! [`SecretError`] for sealing and opening secrets with the cluster key.
 //!
 //! None of them ever holds a secret: they name fields, paths, hosts and ports.
 
@@ -179,5 +180,44 @@ pub enum TransferError {
         name: String,
         /// The index of the second definition with that name.
         index: usize,
+    },
+}
+
+/// A secret could not be sealed or opened with the cluster key, or a key could not be
+/// read. No variant ever holds a secret or a key.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// The secret is sealed and no cluster key was given to open it.
+    #[error("the secret is encrypted with the cluster key, and this node has no cluster key")]
+    NoKey,
+    /// The secret was sealed with another key, or altered since.
+    #[error(
+        "the secret cannot be decrypted with this node's cluster key (sealed with another key, or damaged)"
+    )]
+    WrongKey,
+    /// The sealed text is not in a known format.
+    #[error("the sealed secret is malformed: {reason}")]
+    Malformed {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The redaction placeholder was given where a real secret is needed.
+    #[error("is the redaction placeholder \"***\", not a secret; give the real value or leave the field out")]
+    Placeholder,
+    /// A cluster key could not be parsed.
+    #[error("invalid cluster key: {reason}")]
+    InvalidKey {
+        /// Why (never the key itself).
+        reason: String,
+    },
+    /// A secret of a definition could not be sealed or opened; `field` is its dotted path.
+    #[error("{field}: {source}")]
+    Field {
+        /// The dotted path of the secret (`"spec.password"`).
+        field: String,
+        /// What went wrong.
+        #[source]
+        source: Box<SecretError>,
     },
 }

@@ -13,7 +13,7 @@
 //!   resolvers for node-local paths, shared locations and network endpoints, and
 //!   [`CompositeResolver`] to use them together.
 //! - [`Secret`]: passwords that never show in `Debug`, `Display`, logs or redacted
-//!   output.
+//!   output, sealed at rest with the cluster's [`ClusterKey`].
 //! - [`transfer`]: export a cluster's definitions to a file and import them into
 //!   another, with a dry run.
 //!
@@ -74,10 +74,10 @@
 //! assert!(err.to_string().contains("out of range"));
 //! ```
 //!
-//! Secrets are stored (so the store round-trips them) but never shown:
+//! Secrets are never shown, and are stored only sealed with the cluster key:
 //!
 //! ```
-//! use spectrum_resources::{JdbcSpec, ResourceDefinition, ResourceName, ResourceSpec, Secret};
+//! use spectrum_resources::{ClusterKey, JdbcSpec, ResourceDefinition, ResourceName, ResourceSpec, Secret};
 //!
 //! let def = ResourceDefinition::new(
 //!     ResourceName::new("orders").unwrap(),
@@ -90,6 +90,13 @@
 //! assert!(!format!("{def:?}").contains("hunter2"));
 //! let shown = def.redacted().to_json_bytes().unwrap();
 //! assert!(!String::from_utf8(shown).unwrap().contains("hunter2"));
+//!
+//! let key = ClusterKey::generate();
+//! let stored = def.sealed(&key).unwrap().to_json_bytes().unwrap();
+//! assert!(!String::from_utf8_lossy(&stored).contains("hunter2"));
+//! let read = ResourceDefinition::from_json_bytes(&stored).unwrap();
+//! assert_eq!(read.opened(&key).unwrap(), def);
+//! assert!(read.opened(&ClusterKey::generate()).is_err(), "another cluster's key cannot read it");
 //! ```
 //!
 //! ## Design decisions
@@ -107,14 +114,17 @@
 //!   fields (a newer node may have written them during a rolling upgrade) but refuses
 //!   unknown kinds and every invalid value. Public enums are `#[non_exhaustive]`, and
 //!   [`DataLocation`] is tagged so further location kinds (a URL) can be added.
-//! - **Secrets are redacted at the edges, encrypted at rest next.** A [`Secret`] prints
+//! - **Secrets are redacted at the edges and encrypted at rest.** A [`Secret`] prints
 //!   as `***`; [`ResourceDefinition::redacted`] is the form every API and command
 //!   returns; exports redact by default, and importing a redacted secret keeps the
-//!   target cluster's own. Encrypting secret values with a cluster key before they are
-//!   stored is the next step (issue 5): until then the stored JSON holds them in clear.
+//!   target cluster's own. Before a definition is stored, the node seals its secrets
+//!   with the cluster's [`ClusterKey`] ([`ResourceDefinition::sealed`]), and opens them
+//!   ([`ResourceDefinition::opened`]) only where a resource needs them: a node without
+//!   the key cannot read them, and still lists the definition redacted.
 //! - **A conformance suite** (module `testing`, behind the feature `testing`) checks the trait's
 //!   contract for every resolver.
 
+pub mod cluster_key;
 mod decode;
 pub mod definition;
 pub mod error;
@@ -127,11 +137,12 @@ pub mod secret;
 pub mod testing;
 pub mod transfer;
 
+pub use cluster_key::ClusterKey;
 pub use definition::{
     DataLocation, DatabaseCategory, DatabaseSpec, Endpoint, FileProtocol, FileServerSpec, JdbcSpec,
     ResourceDefinition, ResourceSpec, WebServiceSpec,
 };
-pub use error::{DefinitionError, ResolveError, TransferError};
+pub use error::{DefinitionError, ResolveError, SecretError, TransferError};
 pub use jdbc::{InvalidUrl, JdbcUrl};
 pub use name::ResourceName;
 pub use resolver::{

@@ -6,9 +6,16 @@
 //! spectrum balancer --config balancer.toml
 //! spectrum --endpoint http://127.0.0.1:7100 --token T status
 //! spectrum --endpoint http://127.0.0.1:7100 config put settings/greeting hello --ack all
+//! spectrum resources create orders.json
+//! spectrum resources export --output east.json
+//! spectrum resources import east.json --dry-run
+//! spectrum node drain node-2
 //! ```
+//!
+//! Tables for people, `--json` for scripts; exit code 0 on success, and on failure a
+//! non-zero code with one line `error: …` on standard error.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,17 +23,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
 use spectrum::NodeBuilder;
 use spectrum::balancer::strategy::RoundRobin;
-use spectrum::balancer::{BackendConfig, Balancer, BalancerConfig};
-use spectrum::config::{BalancerFileConfig, NodeFileConfig, load};
-use spectrum::management::proto::{
-    self, DeleteRequest, GetRequest, ListRequest, PutRequest, StatusRequest,
-    management_client::ManagementClient,
-};
+use spectrum::balancer::{BackendConfig, Balancer, BalancerConfig, BalancerHandle};
+use spectrum::config::{BalancerFileConfig, BalancerOverrides, NodeFileConfig, NodeOverrides, load};
+use spectrum::core::{Member, MemberState};
+use spectrum::management::proto::{self, management_client::ManagementClient};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tracing::{debug, warn};
 
 #[derive(Debug, Parser)]
 #[command(name = "spectrum", version, about = "Run and manage a Spectrum cluster")]
@@ -34,7 +41,7 @@ struct Cli {
     /// The balancer (or any node) to manage the cluster through.
     #[arg(long, global = true, env = "SPECTRUM_ENDPOINT", default_value = "http://127.0.0.1:7100")]
     endpoint: String,
-    /// Bearer token for the management API.
+    /// Bearer token for the management API (for `node` and `balancer`: overrides the file's).
     #[arg(long, global = true, env = "SPECTRUM_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Print JSON instead of tables.
@@ -46,7 +53,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a node from a TOML file.
+    /// Run a node from a TOML file (`--config FILE`), or drain / undrain a member.
     Node(NodeArgs),
     /// Run a balancer from a TOML file.
     Balancer(BalancerArgs),
@@ -61,19 +68,53 @@ enum Command {
     /// Dataflow definitions.
     #[command(subcommand)]
     Dataflow(DataflowCommand),
+    /// External resource definitions.
+    #[command(subcommand, alias = "resource")]
+    Resources(ResourcesCommand),
+    /// Print a new random cluster key (64 hex digits) for `cluster_key`.
+    GenerateKey,
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct NodeArgs {
     /// The node's configuration file.
     #[arg(long)]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Overrides `id`.
     #[arg(long, env = "SPECTRUM_NODE_ID")]
     id: Option<String>,
+    /// Overrides `cluster`.
+    #[arg(long, env = "SPECTRUM_CLUSTER")]
+    cluster: Option<String>,
     /// Overrides `listen`.
     #[arg(long, env = "SPECTRUM_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Overrides `seeds` (comma-separated `http://host:port`).
+    #[arg(long, env = "SPECTRUM_SEEDS", value_delimiter = ',')]
+    seeds: Option<Vec<String>>,
+    /// Overrides `data_dir`.
+    #[arg(long, env = "SPECTRUM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Overrides `cluster_key` (prefer the environment variable to the flag: flags show in `ps`).
+    #[arg(long, env = "SPECTRUM_CLUSTER_KEY", hide_env_values = true)]
+    cluster_key: Option<String>,
+    #[command(subcommand)]
+    action: Option<NodeAction>,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeAction {
+    /// Stop sending new requests to a member (it finishes those it has).
+    Drain {
+        /// The member's id.
+        id: String,
+    },
+    /// Put a drained member back in service.
+    Undrain {
+        /// The member's id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +125,9 @@ struct BalancerArgs {
     /// Overrides `listen`.
     #[arg(long, env = "SPECTRUM_BALANCER_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Overrides `health_interval_ms`.
+    #[arg(long, env = "SPECTRUM_HEALTH_INTERVAL_MS")]
+    health_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -129,13 +173,13 @@ enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 enum LicenseCommand {
-    /// Install a license (a JSON file, or `-` for standard input).
+    /// Install a license: a JSON file (or `-`) {"owner":…, "seats":…, "expires":"YYYY-MM-DD"}.
     Set {
         file: String,
         #[arg(long, default_value = "main")]
         name: String,
     },
-    /// Show the installed license.
+    /// Show the installed license and the days it has left.
     Show {
         #[arg(long, default_value = "main")]
         name: String,
@@ -144,14 +188,50 @@ enum LicenseCommand {
 
 #[derive(Debug, Subcommand)]
 enum DataflowCommand {
-    /// Create or replace a dataflow from a JSON file (or `-`).
-    Create { name: String, file: String },
+    /// Create a dataflow from a JSON file (or `-`).
+    Create {
+        name: String,
+        file: String,
+        /// Replace an existing dataflow of that name.
+        #[arg(long)]
+        replace: bool,
+    },
     /// List dataflows.
     List,
     /// Show one dataflow.
     Show { name: String },
     /// Delete a dataflow.
     Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum ResourcesCommand {
+    /// Create a resource from a JSON definition file (or `-`); secrets are encrypted by the cluster.
+    Create {
+        file: String,
+        /// Replace an existing resource of that name (a secret given as "***" keeps the current one).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List resources (secrets redacted).
+    List,
+    /// Show one resource (secrets redacted).
+    Show { name: String },
+    /// Delete a resource.
+    Delete { name: String },
+    /// Check resources on every node (all of them, or those named).
+    Check { names: Vec<String> },
+    /// Export every definition (secrets redacted) to a file, or to standard output.
+    Export {
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Import an export file (or `-`); with --dry-run, only show what would change.
+    Import {
+        file: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Clone)]
@@ -169,7 +249,17 @@ impl tonic::service::Interceptor for Token {
 type Client = ManagementClient<InterceptedService<Channel, Token>>;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see spectrum --help)");
+            std::process::exit(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -178,7 +268,7 @@ fn main() {
         }
     };
     if let Err(e) = runtime.block_on(run(cli)) {
-        let reason = format!("{e:#}").replace('\n', " ");
+        let reason = format!("{e:#}").replace(['\n', '\r'], " ");
         eprintln!("error: {reason}");
         std::process::exit(1);
     }
@@ -186,8 +276,21 @@ fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Node(args) => run_node(args).await,
-        Command::Balancer(args) => run_balancer(args).await,
+        Command::Node(NodeArgs { action: Some(action), .. }) => {
+            let mut client = connect(&cli.endpoint, cli.token.as_deref()).await?;
+            set_node_state(&mut client, action, cli.json).await
+        }
+        Command::Node(args) => run_node(args, cli.token).await,
+        Command::Balancer(args) => run_balancer(args, cli.token).await,
+        Command::GenerateKey => {
+            let key = spectrum::resources::ClusterKey::generate().to_hex();
+            if cli.json {
+                println!("{}", json!({"cluster_key": key}));
+            } else {
+                println!("{key}");
+            }
+            Ok(())
+        }
         command => {
             let mut client = connect(&cli.endpoint, cli.token.as_deref()).await?;
             manage(&mut client, command, cli.json).await
@@ -204,74 +307,185 @@ fn init_tracing() {
         .init();
 }
 
-async fn run_node(args: NodeArgs) -> Result<()> {
+async fn run_node(args: NodeArgs, token: Option<String>) -> Result<()> {
+    let Some(path) = args.config else {
+        bail!("spectrum node needs --config FILE to run a node, or `drain ID` / `undrain ID`");
+    };
     init_tracing();
-    let mut cfg: NodeFileConfig = load(&args.config)?;
-    if let Some(id) = args.id {
-        cfg.id = id;
+    let cfg: NodeFileConfig = load(&path)?;
+    let cfg = cfg.with_overrides(NodeOverrides {
+        id: args.id,
+        cluster: args.cluster,
+        listen: args.listen,
+        seeds: args.seeds,
+        data_dir: args.data_dir,
+        token,
+        cluster_key: args.cluster_key,
+    });
+    let key = cfg.cluster_key()?;
+    if key.is_none() {
+        warn!("no cluster_key configured: this node refuses to store resource secrets");
     }
-    if let Some(listen) = args.listen {
-        cfg.listen = listen;
-    }
-    let mut builder =
-        NodeBuilder::new(cfg.id.parse().context("id")?, cfg.cluster.parse().context("cluster")?)
-            .listen(cfg.listen)
-            .seeds(cfg.seeds.clone())
-            .sync_interval(cfg.sync_interval())
-            .add_service_with(spectrum::demo::DataflowService::server);
+    let mut builder = NodeBuilder::new(
+        cfg.id.parse().with_context(|| format!("id {:?}", cfg.id))?,
+        cfg.cluster.parse().with_context(|| format!("cluster {:?}", cfg.cluster))?,
+    )
+    .listen(cfg.listen)
+    .seeds(cfg.seeds.clone())
+    .sync_interval(cfg.sync_interval())
+    .add_service_with(spectrum::demo::DataflowService::server);
     if let Some(ms) = cfg.max_clock_offset_ms {
         builder = builder.max_clock_offset(Duration::from_millis(ms));
     }
     if let Some(token) = cfg.token.clone() {
         builder = builder.management_token(token);
     }
+    if let Some(key) = key {
+        builder = builder.cluster_key(key);
+    }
     let node = builder.start().await?;
-    println!("{}", serde_json::json!({"node": node.id().as_str(), "addr": node.url()}));
+    println!("{}", json!({"node": node.id().as_str(), "cluster": cfg.cluster, "addr": node.url()}));
+    std::io::stdout().flush().ok();
     wait_for_signal().await?;
     node.shutdown().await;
     Ok(())
 }
 
-async fn run_balancer(args: BalancerArgs) -> Result<()> {
+async fn run_balancer(args: BalancerArgs, token: Option<String>) -> Result<()> {
     init_tracing();
     let cfg: BalancerFileConfig = load(&args.config)?;
-    let mut config =
-        BalancerConfig { listen: args.listen.unwrap_or(cfg.listen), ..BalancerConfig::default() };
-    if let Some(ms) = cfg.health_interval_ms {
-        config.health_interval = Duration::from_millis(ms);
+    let cfg = cfg.with_overrides(BalancerOverrides {
+        listen: args.listen,
+        health_interval_ms: args.health_interval_ms,
+        token,
+    });
+    let config = BalancerConfig {
+        listen: cfg.listen,
+        health_interval: cfg.health_interval(),
+        ..BalancerConfig::default()
+    };
+    let backends = static_backends(&cfg)?;
+    let handle = Arc::new(
+        Balancer::builder(config).backends(backends).strategy(Arc::new(RoundRobin::new())).start().await?,
+    );
+    let follower = cfg.follow_membership.unwrap_or(true).then(|| {
+        let handle = handle.clone();
+        let cfg = cfg.clone();
+        tokio::spawn(async move { follow_membership(&handle, &cfg).await })
+    });
+    println!("{}", json!({"balancer": handle.url()}));
+    std::io::stdout().flush().ok();
+    wait_for_signal().await?;
+    if let Some(task) = follower {
+        task.abort();
+        let _ = task.await;
     }
-    let backends = cfg
-        .nodes
+    match Arc::try_unwrap(handle) {
+        Ok(handle) => handle.shutdown().await,
+        Err(_) => warn!("balancer still referenced at shutdown"),
+    }
+    Ok(())
+}
+
+fn static_backends(cfg: &BalancerFileConfig) -> Result<Vec<BackendConfig>> {
+    cfg.nodes
         .iter()
         .map(|n| {
             Ok(BackendConfig {
-                id: n.id.parse().context("node id")?,
+                id: n.id.parse().with_context(|| format!("node id {:?}", n.id))?,
                 addr: n.addr,
                 weight: n.weight.unwrap_or(1),
             })
         })
-        .collect::<Result<Vec<_>>>()?;
-    let handle =
-        Balancer::builder(config).backends(backends).strategy(Arc::new(RoundRobin::new())).start().await?;
-    println!("{}", serde_json::json!({"balancer": handle.url()}));
-    wait_for_signal().await?;
-    handle.shutdown().await;
-    Ok(())
+        .collect()
+}
+
+/// Reads membership from any backend every health interval, and applies it: members
+/// that joined are added, draining ones get no new requests, departed ones are removed.
+async fn follow_membership(handle: &BalancerHandle, cfg: &BalancerFileConfig) {
+    let mut interval = tokio::time::interval(cfg.health_interval());
+    let mut last: Option<Vec<Member>> = None;
+    loop {
+        interval.tick().await;
+        let mut addrs: Vec<String> = handle.stats().iter().map(|b| format!("http://{}", b.addr)).collect();
+        addrs.extend(cfg.nodes.iter().map(|n| format!("http://{}", n.addr)));
+        addrs.sort();
+        addrs.dedup();
+        let mut members = None;
+        for addr in &addrs {
+            match read_membership(addr, cfg.token.as_deref()).await {
+                Ok(m) => {
+                    members = Some(m);
+                    break;
+                }
+                Err(e) => debug!(node = %addr, error = %e, "cannot read membership"),
+            }
+        }
+        let Some(members) = members else { continue };
+        if last.as_ref() == Some(&members) {
+            continue;
+        }
+        let Ok(mut backends) = static_backends(cfg) else { return };
+        for m in members.iter().filter(|m| m.state != MemberState::Left) {
+            if let Ok(b) = BackendConfig::try_from(m) {
+                backends.retain(|s| s.id != b.id);
+                backends.push(b);
+            }
+        }
+        for m in members.iter().filter(|m| m.state == MemberState::Left) {
+            backends.retain(|b| b.id != m.id);
+        }
+        if let Err(e) = handle.set_backends(backends) {
+            warn!(error = %e, "cannot apply membership");
+            continue;
+        }
+        for m in &members {
+            let _ = handle.set_draining(&m.id, m.state == MemberState::Draining);
+        }
+        debug!(members = members.len(), "membership applied");
+        last = Some(members);
+    }
+}
+
+async fn read_membership(addr: &str, token: Option<&str>) -> Result<Vec<Member>> {
+    let mut client = connect(addr, token).await?;
+    let entries = tokio::time::timeout(Duration::from_secs(2), list(&mut client, "membership/"))
+        .await
+        .map_err(|_| anyhow!("timed out"))??;
+    let mut members: Vec<Member> =
+        entries.iter().filter_map(|e| serde_json::from_slice::<Member>(&e.value).ok()).collect();
+    members.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(members)
 }
 
 async fn connect(endpoint: &str, token: Option<&str>) -> Result<Client> {
     let token = token
         .map(|t| {
             MetadataValue::try_from(format!("Bearer {t}"))
-                .map_err(|_| anyhow!("the token holds invalid characters"))
+                .map_err(|_| anyhow!("the token holds characters not allowed in a header"))
         })
         .transpose()?;
     let channel = spectrum::core::TransportConfig::default()
-        .endpoint(endpoint)?
+        .endpoint(endpoint)
+        .with_context(|| format!("invalid endpoint {endpoint:?}"))?
         .connect()
         .await
         .with_context(|| format!("cannot reach {endpoint}"))?;
     Ok(ManagementClient::with_interceptor(channel, Token(token)))
+}
+
+async fn wait_for_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
 }
 
 fn read_input(arg: &str) -> Result<Vec<u8>> {
@@ -288,16 +502,39 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow!("{} ({:?})", s.message(), s.code())
 }
 
+/// A JSON value for bytes that are JSON, else a string.
+fn json_value(bytes: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+fn one_line(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes).replace(['\n', '\r'], " ");
+    if text.chars().count() > max {
+        format!("{}…", text.chars().take(max - 1).collect::<String>())
+    } else {
+        text
+    }
+}
+
+fn write_json(write: &proto::WriteResult) -> Value {
+    json!({"version": write.version, "acked": write.acked, "members": write.members, "served_by": write.served_by})
+}
+
+fn write_text(write: &proto::WriteResult) -> String {
+    format!("version {}, acknowledged by {}/{} nodes", write.version, write.acked, write.members)
+}
+
 async fn put(client: &mut Client, key: String, value: Vec<u8>, ack: Ack, json: bool) -> Result<()> {
     let out = client
-        .put(PutRequest { key: key.clone(), value, ack: ack.wire() })
+        .put(proto::PutRequest { key: key.clone(), value, ack: ack.wire() })
         .await
         .map_err(status_error)?
         .into_inner();
     if json {
         println!(
             "{}",
-            serde_json::json!({"key": key, "version": out.version, "acked": out.acked, "members": out.members})
+            json!({"key": key, "version": out.version, "acked": out.acked, "members": out.members})
         );
     } else {
         println!("{key} set (version {}, acknowledged by {}/{} nodes)", out.version, out.acked, out.members);
@@ -305,149 +542,422 @@ async fn put(client: &mut Client, key: String, value: Vec<u8>, ack: Ack, json: b
     Ok(())
 }
 
-async fn get(client: &mut Client, key: String) -> Result<proto::Entry> {
-    client
-        .get(GetRequest { key, min_version: String::new() })
-        .await
-        .map_err(status_error)?
-        .into_inner()
-        .entry
-        .ok_or_else(|| anyhow!("empty answer"))
-}
-
 async fn list(client: &mut Client, prefix: &str) -> Result<Vec<proto::Entry>> {
     Ok(client
-        .list(ListRequest { prefix: prefix.to_owned(), min_version: String::new() })
+        .list(proto::ListRequest { prefix: prefix.to_owned(), min_version: String::new() })
         .await
         .map_err(status_error)?
         .into_inner()
         .entries)
 }
 
-fn print_entries(entries: &[proto::Entry], strip: &str, json: bool) {
-    if json {
-        let rows: Vec<_> = entries
-            .iter()
-            .map(|e| {
-                let value = serde_json::from_slice::<serde_json::Value>(&e.value)
-                    .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&e.value).into_owned()));
-                serde_json::json!({"key": e.key, "name": e.key.trim_start_matches(strip), "version": e.version, "value": value})
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(rows));
-    } else {
-        println!("{:<40} {:<16} VALUE", "NAME", "VERSION");
-        for e in entries {
-            let value = String::from_utf8_lossy(&e.value);
-            let value: String = value.chars().take(60).collect();
-            println!(
-                "{:<40} {:<16} {}",
-                e.key.trim_start_matches(strip),
-                e.version,
-                value.replace('\n', " ")
-            );
-        }
-    }
-}
-
-fn print_value(entry: &proto::Entry, json: bool) {
-    if json {
-        let value = serde_json::from_slice::<serde_json::Value>(&entry.value).unwrap_or_else(|_| {
-            serde_json::Value::String(String::from_utf8_lossy(&entry.value).into_owned())
-        });
-        println!("{}", serde_json::json!({"key": entry.key, "version": entry.version, "value": value}));
-    } else {
-        println!("{}", String::from_utf8_lossy(&entry.value));
-    }
-}
-
 async fn manage(client: &mut Client, command: Command, json: bool) -> Result<()> {
     match command {
-        Command::Node(_) | Command::Balancer(_) => unreachable_command(),
+        Command::Node(_) | Command::Balancer(_) | Command::GenerateKey => {
+            bail!("this command does not manage a cluster")
+        }
         Command::Status => status(client, json).await,
-        Command::Config(cmd) => match cmd {
-            ConfigCommand::Get { key } => {
-                print_value(&get(client, key).await?, json);
-                Ok(())
-            }
-            ConfigCommand::Put { key, value, ack } => {
-                let value = if value == "-" { read_input("-")? } else { value.into_bytes() };
-                put(client, key, value, ack, json).await
-            }
-            ConfigCommand::Delete { key, ack } => {
-                let out = client
-                    .delete(DeleteRequest { key: key.clone(), ack: ack.wire() })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                if json {
-                    println!("{}", serde_json::json!({"key": key, "version": out.version, "deleted": true}));
-                } else {
-                    println!("{key} deleted (version {})", out.version);
-                }
-                Ok(())
-            }
-            ConfigCommand::List { prefix } => {
-                print_entries(&list(client, &prefix).await?, "", json);
-                Ok(())
-            }
-        },
-        Command::License(cmd) => match cmd {
-            LicenseCommand::Set { file, name } => {
-                put(client, format!("license/{name}"), read_input(&file)?, Ack::All, json).await
-            }
-            LicenseCommand::Show { name } => {
-                print_value(&get(client, format!("license/{name}")).await?, json);
-                Ok(())
-            }
-        },
-        Command::Dataflow(cmd) => match cmd {
-            DataflowCommand::Create { name, file } => {
-                put(client, format!("dataflows/{name}"), read_input(&file)?, Ack::All, json).await
-            }
-            DataflowCommand::List => {
-                print_entries(&list(client, "dataflows/").await?, "dataflows/", json);
-                Ok(())
-            }
-            DataflowCommand::Show { name } => {
-                print_value(&get(client, format!("dataflows/{name}")).await?, json);
-                Ok(())
-            }
-            DataflowCommand::Delete { name } => {
-                let key = format!("dataflows/{name}");
-                let out = client
-                    .delete(DeleteRequest { key: key.clone(), ack: Ack::All.wire() })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                if json {
-                    println!("{}", serde_json::json!({"key": key, "version": out.version, "deleted": true}));
-                } else {
-                    println!("dataflow {name} deleted (version {})", out.version);
-                }
-                Ok(())
-            }
-        },
+        Command::Config(cmd) => config(client, cmd, json).await,
+        Command::License(cmd) => license(client, cmd, json).await,
+        Command::Dataflow(cmd) => dataflow(client, cmd, json).await,
+        Command::Resources(cmd) => resources(client, cmd, json).await,
     }
 }
 
-fn unreachable_command() -> Result<()> {
-    bail!("this command runs a process and does not manage a cluster")
+async fn config(client: &mut Client, cmd: ConfigCommand, json: bool) -> Result<()> {
+    match cmd {
+        ConfigCommand::Get { key } => {
+            let entry = client
+                .get(proto::GetRequest { key, min_version: String::new() })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .entry
+                .ok_or_else(|| anyhow!("empty answer"))?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"key": entry.key, "version": entry.version, "value": json_value(&entry.value)})
+                );
+            } else {
+                println!("{}", String::from_utf8_lossy(&entry.value));
+            }
+        }
+        ConfigCommand::Put { key, value, ack } => {
+            let value = if value == "-" { read_input("-")? } else { value.into_bytes() };
+            put(client, key, value, ack, json).await?;
+        }
+        ConfigCommand::Delete { key, ack } => {
+            let out = client
+                .delete(proto::DeleteRequest { key: key.clone(), ack: ack.wire() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                println!("{}", json!({"key": key, "version": out.version, "deleted": true}));
+            } else {
+                println!("{key} deleted (version {})", out.version);
+            }
+        }
+        ConfigCommand::List { prefix } => {
+            let entries = list(client, &prefix).await?;
+            if json {
+                let rows: Vec<_> = entries
+                    .iter()
+                    .map(|e| json!({"key": e.key, "version": e.version, "value": json_value(&e.value)}))
+                    .collect();
+                println!("{}", Value::Array(rows));
+            } else {
+                println!("{:<40} {:<16} VALUE", "KEY", "VERSION");
+                for e in &entries {
+                    println!("{:<40} {:<16} {}", e.key, e.version, one_line(&e.value, 60));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn license_json(l: &proto::LicenseInfo) -> Value {
+    json!({
+        "name": l.name, "owner": l.owner, "seats": l.seats, "expires": l.expires,
+        "days_left": l.days_left, "expired": l.expired, "version": l.version,
+        "document": json_value(&l.document),
+    })
+}
+
+fn license_text(l: &proto::LicenseInfo) -> String {
+    let state = if l.expired {
+        format!("EXPIRED {} days ago", -l.days_left)
+    } else {
+        format!("{} days left", l.days_left)
+    };
+    format!("license {}: {} ({} seats), expires {} ({state})", l.name, l.owner, l.seats, l.expires)
+}
+
+async fn license(client: &mut Client, cmd: LicenseCommand, json: bool) -> Result<()> {
+    match cmd {
+        LicenseCommand::Set { file, name } => {
+            let out = client
+                .set_license(proto::SetLicenseRequest {
+                    license: read_input(&file)?,
+                    name,
+                    ack: Ack::All.wire(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let info = out.license.ok_or_else(|| anyhow!("empty answer"))?;
+            let write = out.write.unwrap_or_default();
+            if json {
+                println!("{}", json!({"license": license_json(&info), "write": write_json(&write)}));
+            } else {
+                println!("{} installed ({})", license_text(&info), write_text(&write));
+            }
+        }
+        LicenseCommand::Show { name } => {
+            let out = client
+                .show_license(proto::ShowLicenseRequest { name, min_version: String::new() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let info = out.license.ok_or_else(|| anyhow!("empty answer"))?;
+            if json {
+                println!("{}", license_json(&info));
+            } else {
+                println!("{}", license_text(&info));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn dataflow(client: &mut Client, cmd: DataflowCommand, json: bool) -> Result<()> {
+    match cmd {
+        DataflowCommand::Create { name, file, replace } => {
+            let write = client
+                .create_dataflow(proto::CreateDataflowRequest {
+                    name: name.clone(),
+                    definition: read_input(&file)?,
+                    replace,
+                    ack: Ack::All.wire(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                println!("{}", json!({"dataflow": name, "write": write_json(&write)}));
+            } else {
+                println!("dataflow {name} stored ({})", write_text(&write));
+            }
+        }
+        DataflowCommand::List => {
+            let out = client
+                .list_dataflows(proto::ListDataflowsRequest { min_version: String::new() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                let rows: Vec<_> = out
+                    .dataflows
+                    .iter()
+                    .map(|d| json!({"name": d.name, "version": d.version, "definition": json_value(&d.definition)}))
+                    .collect();
+                println!("{}", Value::Array(rows));
+            } else {
+                println!("{:<32} {:<16} DEFINITION", "NAME", "VERSION");
+                for d in &out.dataflows {
+                    println!("{:<32} {:<16} {}", d.name, d.version, one_line(&d.definition, 60));
+                }
+            }
+        }
+        DataflowCommand::Show { name } => {
+            let out = client
+                .show_dataflow(proto::ShowDataflowRequest { name, min_version: String::new() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let d = out.dataflow.ok_or_else(|| anyhow!("empty answer"))?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"name": d.name, "version": d.version, "definition": json_value(&d.definition)})
+                );
+            } else {
+                println!("{}", String::from_utf8_lossy(&d.definition));
+            }
+        }
+        DataflowCommand::Delete { name } => {
+            let write = client
+                .delete_dataflow(proto::DeleteDataflowRequest { name: name.clone(), ack: Ack::All.wire() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                println!("{}", json!({"dataflow": name, "deleted": true, "write": write_json(&write)}));
+            } else {
+                println!("dataflow {name} deleted ({})", write_text(&write));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn resource_json(r: &proto::Resource) -> Value {
+    json!({
+        "name": r.name, "kind": r.kind, "description": r.description, "version": r.version,
+        "has_secret": r.has_secret, "definition": json_value(&r.definition),
+    })
+}
+
+async fn resources(client: &mut Client, cmd: ResourcesCommand, json: bool) -> Result<()> {
+    match cmd {
+        ResourcesCommand::Create { file, replace } => {
+            let out = client
+                .create_resource(proto::CreateResourceRequest {
+                    definition: read_input(&file)?,
+                    replace,
+                    ack: Ack::All.wire(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let r = out.resource.ok_or_else(|| anyhow!("empty answer"))?;
+            let write = out.write.unwrap_or_default();
+            if json {
+                println!("{}", json!({"resource": resource_json(&r), "write": write_json(&write)}));
+            } else {
+                let secret = if r.has_secret { ", secret encrypted" } else { "" };
+                println!("resource {} ({}{secret}) stored ({})", r.name, r.kind, write_text(&write));
+            }
+        }
+        ResourcesCommand::List => {
+            let out = client
+                .list_resources(proto::ListResourcesRequest { min_version: String::new() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                println!("{}", Value::Array(out.resources.iter().map(resource_json).collect()));
+            } else {
+                println!("{:<24} {:<12} {:<7} {:<14} DESCRIPTION", "NAME", "KIND", "SECRET", "VERSION");
+                for r in &out.resources {
+                    let secret = if r.has_secret { "***" } else { "-" };
+                    println!(
+                        "{:<24} {:<12} {:<7} {:<14} {}",
+                        r.name,
+                        r.kind,
+                        secret,
+                        r.version,
+                        one_line(r.description.as_bytes(), 50)
+                    );
+                }
+            }
+        }
+        ResourcesCommand::Show { name } => {
+            let out = client
+                .show_resource(proto::ShowResourceRequest { name, min_version: String::new() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let r = out.resource.ok_or_else(|| anyhow!("empty answer"))?;
+            if json {
+                println!("{}", resource_json(&r));
+            } else {
+                let pretty = serde_json::to_string_pretty(&json_value(&r.definition))?;
+                println!("{pretty}");
+            }
+        }
+        ResourcesCommand::Delete { name } => {
+            let write = client
+                .delete_resource(proto::DeleteResourceRequest { name: name.clone(), ack: Ack::All.wire() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                println!("{}", json!({"resource": name, "deleted": true, "write": write_json(&write)}));
+            } else {
+                println!("resource {name} deleted ({})", write_text(&write));
+            }
+        }
+        ResourcesCommand::Check { names } => {
+            let out = client
+                .check_resources(proto::CheckResourcesRequest {
+                    names,
+                    local_only: false,
+                    min_version: String::new(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                let nodes: Vec<_> = out
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        json!({
+                            "node": n.node_id, "addr": n.addr,
+                            "error": (!n.error.is_empty()).then_some(&n.error),
+                            "resources": n.resources.iter().map(|r| json!({
+                                "name": r.name, "kind": r.kind, "available": r.available, "detail": r.detail,
+                            })).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                println!("{}", json!({"nodes": nodes}));
+            } else {
+                println!("{:<24} {:<16} {:<10} DETAIL", "RESOURCE", "NODE", "AVAILABLE");
+                for n in &out.nodes {
+                    if !n.error.is_empty() {
+                        println!("{:<24} {:<16} {:<10} node not reachable: {}", "*", n.node_id, "?", n.error);
+                    }
+                    for r in &n.resources {
+                        let yes = if r.available { "yes" } else { "NO" };
+                        println!("{:<24} {:<16} {:<10} {}", r.name, n.node_id, yes, r.detail);
+                    }
+                }
+            }
+        }
+        ResourcesCommand::Export { output } => {
+            let out = client
+                .export_resources(proto::ExportResourcesRequest { min_version: String::new() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, &out.file)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    if json {
+                        println!("{}", json!({"file": path, "count": out.count, "served_by": out.served_by}));
+                    } else {
+                        println!("exported {} resources to {} (secrets redacted)", out.count, path.display());
+                    }
+                }
+                None => {
+                    std::io::stdout().write_all(&out.file)?;
+                    println!();
+                }
+            }
+        }
+        ResourcesCommand::Import { file, dry_run } => {
+            let out = client
+                .import_resources(proto::ImportResourcesRequest {
+                    file: read_input(&file)?,
+                    dry_run,
+                    ack: Ack::All.wire(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let plan = out.plan.unwrap_or_default();
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "dry_run": dry_run, "applied": out.applied, "source_cluster": out.source_cluster,
+                        "add": plan.add, "change": plan.change, "unchanged": plan.unchanged,
+                        "needs_secret": plan.needs_secret, "kept": plan.kept,
+                        "write": out.write.as_ref().map(write_json),
+                    })
+                );
+            } else {
+                let what = if dry_run { "would" } else { "import from" };
+                println!("{what} cluster {}:", out.source_cluster);
+                for (label, names) in [
+                    ("add", &plan.add),
+                    ("change", &plan.change),
+                    ("unchanged", &plan.unchanged),
+                    ("needs secret", &plan.needs_secret),
+                    ("kept", &plan.kept),
+                ] {
+                    let names = if names.is_empty() { "-".to_owned() } else { names.join(", ") };
+                    println!("  {label:<13} {names}");
+                }
+                match (&out.write, dry_run) {
+                    (_, true) => println!("dry run: nothing was changed"),
+                    (Some(write), false) => println!("imported ({})", write_text(write)),
+                    (None, false) => println!("nothing to change"),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn set_node_state(client: &mut Client, action: NodeAction, json: bool) -> Result<()> {
+    let (id, state) = match action {
+        NodeAction::Drain { id } => (id, proto::NodeState::Draining),
+        NodeAction::Undrain { id } => (id, proto::NodeState::Active),
+    };
+    let out = client
+        .set_node_state(proto::SetNodeStateRequest { node_id: id, state: state as i32, ack: Ack::All.wire() })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let member = out.member.unwrap_or_default();
+    let write = out.write.unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            json!({"node": member.id, "addr": member.addr, "state": member.state, "write": write_json(&write)})
+        );
+    } else {
+        println!("node {} is now {} ({})", member.id, member.state, write_text(&write));
+    }
+    Ok(())
 }
 
 async fn status(client: &mut Client, json: bool) -> Result<()> {
-    let s = client.status(StatusRequest {}).await.map_err(status_error)?.into_inner();
+    let s = client.status(proto::StatusRequest {}).await.map_err(status_error)?.into_inner();
     if json {
-        let members: Vec<_> = s
-            .members
-            .iter()
-            .map(|m| serde_json::json!({"id": m.id, "addr": m.addr, "state": m.state}))
-            .collect();
+        let members: Vec<_> =
+            s.members.iter().map(|m| json!({"id": m.id, "addr": m.addr, "state": m.state})).collect();
         let peers: Vec<_> = s
             .peers
             .iter()
             .map(|p| {
-                serde_json::json!({
+                json!({
                     "id": p.id, "addr": p.addr, "lag": p.lag,
                     "last_contact_ms_ago": (p.last_contact_ms_ago >= 0).then_some(p.last_contact_ms_ago),
                     "clock_offset_ms": p.has_clock_offset.then_some(p.clock_offset_ms),
@@ -456,11 +966,17 @@ async fn status(client: &mut Client, json: bool) -> Result<()> {
                 })
             })
             .collect();
+        let resources: Vec<_> = s
+            .resources
+            .iter()
+            .map(|r| json!({"name": r.name, "kind": r.kind, "available": r.available, "detail": r.detail}))
+            .collect();
         println!(
             "{}",
-            serde_json::json!({
+            json!({
                 "cluster": s.cluster_id, "node": s.node_id, "addr": s.addr, "version": s.version,
                 "keys": s.keys, "digest": s.digest, "members": members, "peers": peers,
+                "resources": resources,
             })
         );
         return Ok(());
@@ -485,19 +1001,12 @@ async fn status(client: &mut Client, json: bool) -> Result<()> {
         };
         println!("{:<16} {:<28} {:>8} {:>14} {:>12}  {}", p.id, p.addr, p.lag, contact, clock, p.last_error);
     }
-    Ok(())
-}
-
-async fn wait_for_signal() -> Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {},
+    if !s.resources.is_empty() {
+        println!("\n{:<24} {:<12} {:<10} DETAIL (on {})", "RESOURCE", "KIND", "AVAILABLE", s.node_id);
+        for r in &s.resources {
+            let yes = if r.available { "yes" } else { "NO" };
+            println!("{:<24} {:<12} {:<10} {}", r.name, r.kind, yes, r.detail);
         }
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
     Ok(())
 }

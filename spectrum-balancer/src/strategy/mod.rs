@@ -18,7 +18,9 @@
 //! Every reference strategy runs the conformance suite in
 //! `spectrum_balancer::testing` (feature `testing`); run it on yours too.
 
+mod consistent_hash;
 mod least_requests;
+mod peak_ewma;
 mod random;
 mod round_robin;
 mod weighted;
@@ -27,7 +29,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use consistent_hash::ConsistentHash;
 pub use least_requests::LeastRequests;
+pub use peak_ewma::PeakEwma;
 pub use random::Random;
 pub use round_robin::RoundRobin;
 pub use weighted::WeightedRoundRobin;

@@ -2,5 +2,7 @@
 
 mod failover;
 mod membership;
+mod metrics;
 mod proxying;
+mod retries;
 mod support;

@@ -1,6 +1,10 @@
 //! Live membership: draining, adding and removing backends while serving.
 
-use spectrum_balancer::BalancerError;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spectrum_balancer::{Balancer, BalancerError, BalancerHandle, Discovery};
+use spectrum_core::{Member, MemberState};
 
 use crate::support::*;
 
@@ -84,5 +88,130 @@ async fn membership_changes_are_validated() {
     assert_eq!(balancer.stats().len(), 1, "the previous list stays in force");
     let unknown = "node-9".parse().unwrap();
     assert!(matches!(balancer.set_draining(&unknown, true), Err(BalancerError::UnknownBackend { .. })));
+    balancer.shutdown().await;
+}
+
+/// A membership record the test edits while the balancer polls it.
+#[derive(Debug, Default)]
+struct Roster {
+    members: parking_lot::Mutex<Vec<Member>>,
+    broken: std::sync::atomic::AtomicBool,
+}
+
+impl Roster {
+    fn set(&self, nodes: &[&TestNode], state: MemberState) {
+        let mut members = self.members.lock();
+        for node in nodes {
+            let member = Member::new(node.id.clone(), format!("http://{}", node.addr), state);
+            match members.iter_mut().find(|m| m.id == node.id) {
+                Some(m) => *m = member,
+                None => members.push(member),
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Discovery for Roster {
+    async fn members(&self) -> Result<Vec<Member>, BalancerError> {
+        if self.broken.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(BalancerError::discovery("management service unreachable"));
+        }
+        Ok(self.members.lock().clone())
+    }
+}
+
+async fn balancer_discovering(roster: &Arc<Roster>) -> BalancerHandle {
+    Balancer::builder(fast_config())
+        .discovery(roster.clone(), Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap()
+}
+
+fn names(balancer: &BalancerHandle) -> Vec<String> {
+    balancer.stats().iter().map(|s| s.id.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_node_joining_the_membership_receives_traffic_within_seconds() {
+    let nodes = start_nodes(3).await;
+    let roster = Arc::new(Roster::default());
+    roster.set(&[&nodes[0], &nodes[1]], MemberState::Active);
+    roster.set(&[&nodes[2]], MemberState::Joining);
+    let balancer = balancer_discovering(&roster).await;
+    wait_until("two members healthy", || balancer.stats().iter().filter(|s| s.healthy).count() == 2).await;
+    assert_eq!(names(&balancer), ["node-0", "node-1"], "a joining member gets nothing yet");
+
+    let mut client = Client::http1(balancer.local_addr()).await;
+    let joined = Instant::now();
+    roster.set(&[&nodes[2]], MemberState::Active);
+    while client.get("/").await.node() != "node-2" {
+        assert!(joined.elapsed() < Duration::from_secs(5), "node-2 got no traffic after joining");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut answers = Vec::new();
+    for _ in 0..30 {
+        answers.push(client.get("/").await);
+    }
+    assert_eq!(served_by(&answers, "node-2"), 10, "the new node takes its share");
+    balancer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_draining_member_finishes_its_requests_and_a_left_member_is_removed() {
+    let nodes = start_nodes(2).await;
+    let roster = Arc::new(Roster::default());
+    roster.set(&[&nodes[0], &nodes[1]], MemberState::Active);
+    let balancer = balancer_discovering(&roster).await;
+    wait_until("both members healthy", || balancer.stats().iter().filter(|s| s.healthy).count() == 2).await;
+    let requests_before = balancer.stats()[0].requests;
+
+    // Round robin from a fresh start: the first request goes to node-0.
+    let addr = balancer.local_addr();
+    let slow = tokio::spawn(async move { Client::h2c(addr).await.get("/slow").await });
+    wait_until("the slow request is in flight", || balancer.stats()[0].in_flight == 1).await;
+    roster.set(&[&nodes[0]], MemberState::Draining);
+    wait_until("node-0 draining", || balancer.stats()[0].draining).await;
+    let mut client = Client::h2c(addr).await;
+    for _ in 0..6 {
+        assert_eq!(client.get("/").await.node(), "node-1");
+    }
+    let a = within(slow).await.unwrap();
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "node-0 slow"), "in-flight work finishes");
+    assert_eq!(balancer.stats()[0].requests, requests_before + 1, "no new request reached node-0");
+
+    roster.members.lock().retain(|m| m.id != nodes[0].id);
+    roster.set(&[&nodes[1]], MemberState::Active);
+    wait_until("node-0 removed", || names(&balancer) == ["node-1"]).await;
+    roster.set(&[&nodes[0]], MemberState::Left);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(names(&balancer), ["node-1"], "a left member stays out");
+    balancer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_membership_source_leaves_the_members_in_place() {
+    let nodes = start_nodes(2).await;
+    let roster = Arc::new(Roster::default());
+    roster.set(&[&nodes[0], &nodes[1]], MemberState::Active);
+    let balancer = balancer_discovering(&roster).await;
+    wait_until("both members healthy", || balancer.stats().iter().filter(|s| s.healthy).count() == 2).await;
+    roster.broken.store(true, std::sync::atomic::Ordering::Relaxed);
+    roster.members.lock().clear();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(names(&balancer), ["node-0", "node-1"]);
+    let mut client = Client::http1(balancer.local_addr()).await;
+    assert_eq!(client.get("/").await.status, 200);
+
+    // A record pushed by hand is applied at once too.
+    balancer
+        .apply_members(&[Member::new(
+            nodes[1].id.clone(),
+            format!("http://{}", nodes[1].addr),
+            MemberState::Active,
+        )])
+        .unwrap();
+    assert_eq!(names(&balancer), ["node-1"]);
     balancer.shutdown().await;
 }

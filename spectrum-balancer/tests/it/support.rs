@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,12 +32,16 @@ pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 /// - answers `/slow` after 500 ms;
 /// - answers anything else with `x-node: NAME`, and a body `NAME METHOD PATH?QUERY`,
 ///   and echoes what it saw of `x-forwarded-for`, `te`, `connection`, `host` in
-///   `x-seen-*` headers.
+///   `x-seen-*` headers;
+/// - while [`unavailable`](Self::unavailable) is set, answers every proxied request
+///   (one with `x-forwarded-for`) with a trailers-only gRPC `UNAVAILABLE`, yet still
+///   passes the balancer's own health checks.
 pub(crate) struct TestNode {
     pub(crate) name: String,
     pub(crate) id: NodeId,
     pub(crate) addr: SocketAddr,
     pub(crate) health: HealthReporter,
+    pub(crate) unavailable: Arc<AtomicBool>,
     server: Option<JoinHandle<()>>,
 }
 
@@ -58,6 +63,8 @@ impl TestNode {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("demo", ServingStatus::Serving).await;
         let node_name: Arc<str> = Arc::from(name);
+        let unavailable = Arc::new(AtomicBool::new(false));
+        let flag = unavailable.clone();
         let server = tokio::spawn(async move {
             // Dropping the set (when this task is aborted) aborts every connection.
             let mut connections = JoinSet::new();
@@ -65,18 +72,26 @@ impl TestNode {
                 let Ok((stream, _)) = listener.accept().await else { continue };
                 let node_name = node_name.clone();
                 let health_service = health_service.clone();
+                let flag = flag.clone();
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let node_name = node_name.clone();
                         let mut health_service = health_service.clone();
+                        let refuse =
+                            flag.load(Ordering::Relaxed) && req.headers().contains_key("x-forwarded-for");
                         async move {
-                            let mut resp: Response<Body> =
-                                if req.uri().path().starts_with("/grpc.health.v1.Health/") {
-                                    let resp = health_service.call(req).await.unwrap();
-                                    resp.map(|b| b.map_err(Into::into).boxed_unsync())
-                                } else {
-                                    answer(&node_name, req).await
-                                };
+                            let mut resp: Response<Body> = if refuse {
+                                let mut resp = Response::new(full(""));
+                                resp.headers_mut()
+                                    .insert("content-type", "application/grpc".parse().unwrap());
+                                resp.headers_mut().insert("grpc-status", "14".parse().unwrap());
+                                resp
+                            } else if req.uri().path().starts_with("/grpc.health.v1.Health/") {
+                                let resp = health_service.call(req).await.unwrap();
+                                resp.map(|b| b.map_err(Into::into).boxed_unsync())
+                            } else {
+                                answer(&node_name, req).await
+                            };
                             resp.headers_mut().insert("x-node", node_name.parse().unwrap());
                             Ok::<_, Infallible>(resp)
                         }
@@ -88,7 +103,14 @@ impl TestNode {
                 while connections.try_join_next().is_some() {}
             }
         });
-        TestNode { name: name.to_owned(), id: name.parse().unwrap(), addr, health, server: Some(server) }
+        TestNode {
+            name: name.to_owned(),
+            id: name.parse().unwrap(),
+            addr,
+            health,
+            unavailable,
+            server: Some(server),
+        }
     }
 
     /// Closes the listener and every open connection, as a killed process would.
@@ -157,6 +179,8 @@ pub(crate) fn fast_config() -> BalancerConfig {
         health_timeout: Duration::from_millis(300),
         connect_timeout: Duration::from_millis(500),
         shutdown_grace: Duration::from_millis(500),
+        ejection_backoff: Duration::from_millis(200),
+        max_ejection_backoff: Duration::from_secs(1),
         ..BalancerConfig::default()
     }
 }
@@ -174,8 +198,16 @@ pub(crate) async fn balancer_for(
     nodes: &[TestNode],
     strategy: Option<Arc<dyn BalancingStrategy>>,
 ) -> BalancerHandle {
-    let mut builder =
-        Balancer::builder(fast_config()).backends(nodes.iter().map(TestNode::backend).collect());
+    balancer_with(fast_config(), nodes, strategy).await
+}
+
+/// A balancer with `config` in front of `nodes`, returned once every node is healthy.
+pub(crate) async fn balancer_with(
+    config: BalancerConfig,
+    nodes: &[TestNode],
+    strategy: Option<Arc<dyn BalancingStrategy>>,
+) -> BalancerHandle {
+    let mut builder = Balancer::builder(config).backends(nodes.iter().map(TestNode::backend).collect());
     if let Some(s) = strategy {
         builder = builder.strategy(s);
     }
@@ -295,4 +327,9 @@ pub(crate) fn served_by(answers: &[Answer], node: &str) -> usize {
 /// A gRPC channel to the balancer.
 pub(crate) fn grpc_channel(balancer: &BalancerHandle) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(balancer.url()).unwrap().connect_lazy()
+}
+
+/// The node that answered a gRPC call (its `x-node` metadata).
+pub(crate) fn grpc_node<T>(resp: &tonic::Response<T>) -> String {
+    resp.metadata().get("x-node").and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned()
 }

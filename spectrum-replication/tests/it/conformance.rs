@@ -1,9 +1,22 @@
 //! Every store implementation passes the conformance suite.
 
-use spectrum_replication::MemoryStore;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use spectrum_replication::testing::conformance_suite;
+use spectrum_replication::{MemoryStore, RedbStore};
 
 #[tokio::test]
 async fn memory_store_passes_the_conformance_suite() {
     conformance_suite(MemoryStore::new).await;
+}
+
+#[tokio::test]
+async fn redb_store_passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = AtomicUsize::new(0);
+    conformance_suite(|id, hlc| {
+        let path = dir.path().join(format!("{}.redb", n.fetch_add(1, Ordering::Relaxed)));
+        RedbStore::open(path, id, hlc).unwrap()
+    })
+    .await;
 }

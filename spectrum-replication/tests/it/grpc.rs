@@ -40,7 +40,7 @@ async fn dead_addr() -> String {
 
 struct TestNode {
     addr: String,
-    store: Arc<MemoryStore>,
+    store: Arc<dyn ConfigStore>,
     ae: AntiEntropy,
     rounds: Option<AntiEntropyHandle>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -54,11 +54,13 @@ struct NodeSpec<'a> {
     hlc: Arc<Hlc>,
     /// Background anti-entropy interval, or `None` for pushes and manual rounds only.
     interval: Option<Duration>,
+    /// The store to serve, or `None` for a fresh [`MemoryStore`].
+    store: Option<Arc<dyn ConfigStore>>,
 }
 
 impl<'a> NodeSpec<'a> {
     fn new(id: &'a str, seeds: Vec<String>) -> Self {
-        NodeSpec { id, cluster: CLUSTER, seeds, hlc: Arc::new(Hlc::system()), interval: None }
+        NodeSpec { id, cluster: CLUSTER, seeds, hlc: Arc::new(Hlc::system()), interval: None, store: None }
     }
     fn every(mut self, interval: Duration) -> Self {
         self.interval = Some(interval);
@@ -70,7 +72,7 @@ impl TestNode {
     async fn serve(spec: NodeSpec<'_>, listener: Listener) -> TestNode {
         let addr = listener.url();
         let id: NodeId = spec.id.parse().unwrap();
-        let store = Arc::new(MemoryStore::new(id, spec.hlc.clone()));
+        let store = spec.store.unwrap_or_else(|| Arc::new(MemoryStore::new(id, spec.hlc.clone())));
         let cluster: ClusterId = spec.cluster.parse().unwrap();
         let mut builder = AntiEntropy::builder(store.clone(), spec.hlc, cluster, addr.clone())
             .seeds(spec.seeds)
@@ -112,6 +114,10 @@ impl TestNode {
 
     async fn value(&self, key: &str) -> Option<Vec<u8>> {
         self.store.get(key).await.unwrap().and_then(|r| r.value.map(|v| v.to_vec()))
+    }
+
+    async fn is_empty(&self) -> bool {
+        self.store.scan("").await.unwrap().is_empty()
     }
 
     async fn write(&self, batch: WriteBatch, ack: AckLevel) -> Result<(), ReplicationError> {
@@ -323,7 +329,7 @@ async fn a_peer_of_another_cluster_is_refused_and_changes_nothing() {
     let err = a_to_x.sync_round().await.unwrap_err();
     assert!(err.to_string().contains("wrong cluster"), "{err}");
 
-    assert!(a.store.is_empty(), "nothing from another cluster was merged");
+    assert!(a.is_empty().await, "nothing from another cluster was merged");
     assert_eq!(a.store.digest().await.unwrap(), VersionVector::default());
     a.stop().await;
     x.stop().await;
@@ -341,7 +347,7 @@ async fn a_peer_whose_clock_runs_ahead_is_refused_and_flagged() {
     assert!(matches!(err, ReplicationError::AckTimeout { .. }), "{err}");
     let err = s.ae.sync_round().await.unwrap_err();
     assert!(err.to_string().contains("clock skew"), "{err}");
-    assert!(a.store.is_empty(), "nothing from a skewed peer was merged");
+    assert!(a.is_empty().await, "nothing from a skewed peer was merged");
     let flagged = a.ae.peer_table().get(&s.addr).expect("the skewed peer is in a's table");
     assert!(flagged.clock_skewed);
     assert!(flagged.clock_offset_ms.unwrap() > 50_000, "{flagged:?}");
@@ -350,7 +356,7 @@ async fn a_peer_whose_clock_runs_ahead_is_refused_and_flagged() {
     let o = TestNode::serve(NodeSpec::new("observer", vec![s.addr.clone()]), listener().await).await;
     let err = o.ae.sync_round().await.unwrap_err();
     assert!(matches!(err, ReplicationError::ClockSkew { .. }), "{err}");
-    assert!(o.store.is_empty());
+    assert!(o.is_empty().await);
     assert!(o.ae.peers().iter().any(|p| p.clock_skewed && p.last_error.is_some()));
     for n in [a, s, o] {
         n.stop().await;
@@ -399,7 +405,7 @@ async fn malformed_messages_are_invalid_argument_and_merge_nothing() {
         .unwrap_err();
     assert_ne!(status.code(), tonic::Code::Ok);
 
-    assert!(a.store.is_empty(), "nothing from a malformed message was merged");
+    assert!(a.is_empty().await, "nothing from a malformed message was merged");
     assert_eq!(a.store.digest().await.unwrap(), VersionVector::default());
     a.stop().await;
 }
@@ -427,4 +433,141 @@ async fn quorum_is_met_with_one_dead_peer_of_three_but_all_times_out() {
     .await;
     a.stop().await;
     b.stop().await;
+}
+
+/// Whether `key` holds a value (not a tombstone) on any of `nodes`.
+async fn any_value(nodes: &[&TestNode], key: &str) -> bool {
+    for n in nodes {
+        if n.value(key).await.is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Waits until every other node knows a digest of `node` covering everything
+/// `writer` has written.
+async fn every_node_has_seen_a_digest_of(nodes: &[TestNode], node: &TestNode, writer: &TestNode) {
+    let want = writer.store.digest().await.unwrap().get(writer.store.node_id());
+    for n in nodes.iter().filter(|n| n.addr != node.addr) {
+        eventually("a digest of the node covering the writes", || async {
+            n.ae.peer_table().digest(&node.addr).is_some_and(|d| d.digest.get(writer.store.node_id()) >= want)
+        })
+        .await;
+    }
+}
+
+fn membership(id: &str, addr: &str) -> WriteBatch {
+    WriteBatch::new()
+        .put(format!("membership/{id}"), format!(r#"{{"id":"{id}","addr":"{addr}","state":"active"}}"#))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tombstone_is_collected_only_after_every_member_has_seen_it() {
+    let every = Duration::from_millis(50);
+    let (la, lb) = (listener().await, listener().await);
+    let (ua, ub) = (la.url(), lb.url());
+    let a = TestNode::serve(NodeSpec::new("node-a", vec![ub.clone()]).every(every), la).await;
+    let b = TestNode::serve(NodeSpec::new("node-b", vec![ua.clone()]).every(every), lb).await;
+    // node-c is a member, but unreachable for now.
+    a.write(membership("node-c", &dead_addr().await), AckLevel::Local).await.unwrap();
+    a.write(WriteBatch::new().put("k", "v"), AckLevel::Local).await.unwrap();
+    a.write(WriteBatch::new().delete("k"), AckLevel::Local).await.unwrap();
+    eventually("b to hold the tombstone", || async {
+        b.store.get("k").await.unwrap().is_some_and(|r| r.is_tombstone())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for n in [&a, &b] {
+        let held = n.store.get("k").await.unwrap();
+        assert!(
+            held.is_some_and(|r| r.is_tombstone()),
+            "{} collected before node-c saw the tombstone",
+            n.addr
+        );
+    }
+
+    let lc = listener().await;
+    let uc = lc.url();
+    let c = TestNode::serve(NodeSpec::new("node-c", vec![ua.clone()]).every(every), lc).await;
+    c.write(membership("node-c", &uc), AckLevel::Local).await.unwrap();
+    for n in [&a, &b, &c] {
+        eventually("every node to collect the tombstone", || async {
+            n.store.get("k").await.unwrap().is_none()
+        })
+        .await;
+    }
+    assert!(!any_value(&[&a, &b, &c], "k").await, "the deleted key never came back");
+    for n in [a, b, c] {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_partitioned_away_during_collection_never_resurrects_the_key() {
+    let mut nodes = three_nodes(Some(Duration::from_millis(50))).await;
+    nodes[0].write(WriteBatch::new().put("k", "v").put("other", "1"), AckLevel::All).await.unwrap();
+    nodes[0].write(WriteBatch::new().delete("k"), AckLevel::All).await.unwrap();
+    every_node_has_seen_a_digest_of(&nodes, &nodes[2], &nodes[0]).await;
+    // node-2 saw the delete, then drops off the network with its store intact.
+    let gone = nodes.pop().unwrap();
+    let kept = gone.store.clone();
+    gone.stop().await;
+    for n in &nodes {
+        eventually("the connected nodes to collect the tombstone", || async {
+            n.store.get("k").await.unwrap().is_none()
+        })
+        .await;
+    }
+    nodes[1].write(WriteBatch::new().put("during", "1"), AckLevel::Local).await.unwrap();
+
+    // It comes back with the state it had, at a new address.
+    let seeds = vec![nodes[0].addr.clone(), nodes[1].addr.clone()];
+    let mut spec = NodeSpec::new("node-2", seeds).every(Duration::from_millis(50));
+    spec.store = Some(kept);
+    let back = TestNode::serve(spec, listener().await).await;
+    eventually("the returning node to catch up", || async { back.value("during").await.is_some() }).await;
+    assert!(!any_value(&[&nodes[0], &nodes[1], &back], "k").await, "the deleted key never came back");
+    assert!(back.store.get("k").await.unwrap().is_none_or(|r| r.is_tombstone()));
+    for n in nodes {
+        n.stop().await;
+    }
+    back.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_tombstone_horizon_is_sent_a_snapshot_and_forgets_the_deleted_key() {
+    let mut nodes = three_nodes(Some(Duration::from_millis(50))).await;
+    let put = nodes[0].store.apply(WriteBatch::new().put("k", "old").put("kept", "1")).await.unwrap();
+    nodes[0].ae.replicate(put.clone(), AckLevel::All, Duration::from_secs(3)).await.unwrap();
+    // node-2's state as it was then, as a backup would hold it.
+    let stale = Arc::new(MemoryStore::new("node-2".parse().unwrap(), Arc::new(Hlc::system())));
+    stale.merge(put, &VersionVector::default()).await.unwrap();
+    stale.apply(WriteBatch::new().put("own", "x")).await.unwrap();
+
+    nodes[0].write(WriteBatch::new().delete("k"), AckLevel::All).await.unwrap();
+    every_node_has_seen_a_digest_of(&nodes, &nodes[2], &nodes[0]).await;
+    let gone = nodes.pop().unwrap();
+    gone.stop().await;
+    for n in &nodes {
+        eventually("the tombstone to be collected", || async { n.store.get("k").await.unwrap().is_none() })
+            .await;
+    }
+
+    // node-2 comes back from the backup: its digest is below the floor.
+    let seeds = vec![nodes[0].addr.clone(), nodes[1].addr.clone()];
+    let mut spec = NodeSpec::new("node-2", seeds).every(Duration::from_millis(50));
+    spec.store = Some(stale.clone());
+    let back = TestNode::serve(spec, listener().await).await;
+    eventually("the restored node to drop the deleted key", || async {
+        back.store.get("k").await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(back.value("kept").await.as_deref(), Some(&b"1"[..]));
+    eventually("its own write to reach the others", || async { nodes[0].value("own").await.is_some() }).await;
+    assert!(!any_value(&[&nodes[0], &nodes[1], &back], "k").await, "the deleted key never came back");
+    for n in nodes {
+        n.stop().await;
+    }
+    back.stop().await;
 }

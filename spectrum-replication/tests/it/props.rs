@@ -1,4 +1,5 @@
-//! Property tests: merge laws, and delta sync equals full-state merge.
+//! Property tests: merge laws, delta sync equals full-state merge, and tombstone
+//! collection never brings a deleted key back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -6,7 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use proptest::prelude::*;
 use spectrum_core::{Hlc, ManualClock, NodeId, Timestamp};
-use spectrum_replication::{ConfigStore, MemoryStore, Record, VersionVector, WriteBatch};
+use spectrum_replication::horizon::tombstone_horizon;
+use spectrum_replication::{ConfigStore, MemoryStore, Record, StoreError, VersionVector, WriteBatch};
 
 const ORIGINS: [&str; 3] = ["a", "b", "c"];
 
@@ -232,4 +234,128 @@ fn a_truncated_delta_with_superseded_writes_still_converges() {
         Op::Put { node: 0, key: 0, value: 0 },
     ];
     runtime().block_on(delta_sync_matches_the_model(&ops, 1)).unwrap();
+}
+
+#[derive(Debug, Clone)]
+enum GcOp {
+    Write(Op),
+    /// Collects on `node` with the horizon of every node's current digest.
+    Collect { node: usize },
+    /// A delayed or duplicated push: the `nth` write made so far arrives at `to` again.
+    Redeliver { to: usize, nth: usize },
+}
+
+fn gc_op() -> impl Strategy<Value = GcOp> {
+    prop_oneof![
+        6 => op().prop_map(GcOp::Write),
+        1 => (0usize..3).prop_map(|node| GcOp::Collect { node }),
+        1 => (0usize..3, any::<usize>()).prop_map(|(to, nth)| GcOp::Redeliver { to, nth }),
+    ]
+}
+
+/// One delta exchange, or a snapshot when `to` is behind `from`'s tombstone horizon.
+async fn exchange(from: &MemoryStore, to: &MemoryStore, budget: usize) -> bool {
+    match from.delta(&to.digest().await.unwrap(), budget).await {
+        Ok(d) => {
+            to.merge(d.records, &d.covers).await.unwrap();
+            d.complete
+        }
+        Err(StoreError::BehindHorizon { .. }) => {
+            to.restore(from.snapshot().await.unwrap()).await.unwrap();
+            false
+        }
+        Err(e) => panic!("delta: {e}"),
+    }
+}
+
+/// Values only: what a reader sees (a tombstone and a collected key look alike).
+async fn live(s: &MemoryStore) -> BTreeMap<String, Bytes> {
+    s.scan("").await.unwrap().into_iter().filter_map(|r| r.value.map(|v| (r.key, v))).collect()
+}
+
+async fn collection_matches_the_model(ops: &[GcOp], heal_budget: usize) -> Result<(), TestCaseError> {
+    let clocks: Vec<Arc<ManualClock>> = (0..3).map(|i| Arc::new(ManualClock::new(1_000 + i))).collect();
+    let nodes: Vec<MemoryStore> = clocks
+        .iter()
+        .zip(ORIGINS)
+        .map(|(c, id)| MemoryStore::new(NodeId::new(id).unwrap(), Arc::new(Hlc::new(c.clone()))))
+        .collect();
+    let mut written: Vec<Record> = Vec::new();
+    for op in ops {
+        match op {
+            GcOp::Write(Op::Put { node, key, value }) => {
+                let batch = WriteBatch::new().put(format!("k{key}"), vec![*value]);
+                written.extend(nodes[*node].apply(batch).await.unwrap());
+            }
+            GcOp::Write(Op::Delete { node, key }) => {
+                written.extend(nodes[*node].apply(WriteBatch::new().delete(format!("k{key}"))).await.unwrap());
+            }
+            GcOp::Write(Op::Sync { from, to, budget }) if from != to => {
+                exchange(&nodes[*from], &nodes[*to], *budget).await;
+            }
+            GcOp::Write(Op::Sync { .. }) => {}
+            GcOp::Write(Op::Tick { node, ms }) => {
+                use spectrum_core::Clock;
+                clocks[*node].set(clocks[*node].now_ms().saturating_add_signed(*ms));
+            }
+            GcOp::Collect { node } => {
+                let mut digests = BTreeMap::new();
+                for n in &nodes {
+                    digests.insert(n.node_id().clone(), n.digest().await.unwrap());
+                }
+                if let Some(h) = tombstone_horizon(&digests) {
+                    nodes[*node].collect_tombstones(&h).await.unwrap();
+                }
+            }
+            GcOp::Redeliver { to, nth } if !written.is_empty() => {
+                let r = written[nth % written.len()].clone();
+                nodes[*to].merge(vec![r], &VersionVector::default()).await.unwrap();
+            }
+            GcOp::Redeliver { .. } => {}
+        }
+    }
+    for _ in 0..4 {
+        for from in 0..3 {
+            for to in 0..3 {
+                if from != to {
+                    let mut done = false;
+                    for _ in 0..10_000 {
+                        if exchange(&nodes[from], &nodes[to], heal_budget).await {
+                            done = true;
+                            break;
+                        }
+                    }
+                    prop_assert!(done, "sync {from} -> {to} did not complete");
+                }
+            }
+        }
+    }
+    let mut model: BTreeMap<String, Record> = BTreeMap::new();
+    for r in &written {
+        if model.get(&r.key).is_none_or(|held| r.wins_over(held)) {
+            model.insert(r.key.clone(), r.clone());
+        }
+    }
+    let want: BTreeMap<String, Bytes> = model.into_values().filter_map(|r| r.value.map(|v| (r.key, v))).collect();
+    let mut want_vv = VersionVector::default();
+    for r in &written {
+        want_vv.raise(&r.origin, r.seq);
+    }
+    for n in &nodes {
+        prop_assert_eq!(&live(n).await, &want, "node {}: no deleted key comes back, no write is lost", n.node_id());
+        prop_assert_eq!(&n.digest().await.unwrap(), &want_vv);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn tombstone_collection_never_resurrects_a_key_and_replicas_converge(
+        ops in prop::collection::vec(gc_op(), 1..80),
+        heal_budget in 1usize..100,
+    ) {
+        runtime().block_on(collection_matches_the_model(&ops, heal_budget))?;
+    }
 }

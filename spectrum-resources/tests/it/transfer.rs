@@ -47,7 +47,7 @@ fn export(defs: Vec<ResourceDefinition>, include_secrets: bool) -> ExportFile {
 
 fn password_of(def: &ResourceDefinition) -> Option<&str> {
     match &def.spec {
-        ResourceSpec::Jdbc(spec) => spec.password.as_ref().map(Secret::expose),
+        ResourceSpec::Jdbc(spec) => spec.password.as_ref().and_then(Secret::expose),
         _ => None,
     }
 }

@@ -1,0 +1,214 @@
+//! Unary gRPC through the balancer versus straight to the nodes, in one run on
+//! loopback.
+//!
+//! ```text
+//! cargo run --release --example bench_balancer
+//! ```
+//!
+//! Starts three nodes and a balancer in this process, then calls
+//! `grpc.health.v1.Health/Check` (a small unary call every node serves):
+//!
+//! - latency: one client, calls one after the other, p50 and p99 each way and the
+//!   latency the balancer adds (targets: ≤ 100 µs at p50, ≤ 1 ms at p99);
+//! - throughput: several concurrent clients for a fixed number of calls, calls
+//!   per second each way and their ratio (target ≥ 0.8).
+//!
+//! Direct calls go to the three nodes in turn, as the balancer's round robin does.
+//! Everything shares this machine's cores, so the balancer competes with the nodes
+//! and the clients for CPU: the figures are a floor, not a ceiling.
+
+use std::error::Error;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spectrum::Cluster;
+use spectrum_balancer::BalancerConfig;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Calls per direction in the latency phase.
+const LATENCY_CALLS: usize = 4_000;
+/// Concurrent clients in the throughput phase.
+const CLIENTS: usize = 16;
+/// Calls per direction in the throughput phase.
+const THROUGHPUT_CALLS: usize = 30_000;
+/// Rounds of each phase; the best round of each direction is reported.
+const ROUNDS: usize = 2;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cluster = Cluster::builder("bench".parse()?)
+        .size(3)
+        .balancer_config(BalancerConfig { health_interval: Duration::from_millis(200), ..Default::default() })
+        .start()
+        .await?;
+    let outcome = bench(&cluster).await;
+    cluster.shutdown().await;
+    if let Err(e) = &outcome {
+        eprintln!("benchmark failed: {e}");
+    }
+    outcome
+}
+
+/// One HTTP/2 connection.
+async fn connect(url: &str) -> Result<HealthClient<Channel>, Box<dyn Error>> {
+    let channel = Endpoint::from_shared(url.to_owned())?.tcp_nodelay(true).connect().await?;
+    Ok(HealthClient::new(channel))
+}
+
+async fn call(client: &mut HealthClient<Channel>) -> Result<Duration, tonic::Status> {
+    let started = Instant::now();
+    client.check(HealthCheckRequest { service: String::new() }).await?;
+    Ok(started.elapsed())
+}
+
+/// Where calls go: the balancer, or each node in turn.
+struct Target {
+    name: &'static str,
+    urls: Vec<String>,
+}
+
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+async fn latency(target: &Target) -> Result<Latency, Box<dyn Error>> {
+    let mut clients = Vec::new();
+    for url in &target.urls {
+        clients.push(connect(url).await?);
+    }
+    for i in 0..200 {
+        let n = clients.len();
+        call(&mut clients[i % n]).await?;
+    }
+    let mut samples = Vec::with_capacity(LATENCY_CALLS);
+    for i in 0..LATENCY_CALLS {
+        let n = clients.len();
+        samples.push(call(&mut clients[i % n]).await?);
+    }
+    samples.sort_unstable();
+    Ok(Latency { p50: percentile(&samples, 0.50), p99: percentile(&samples, 0.99) })
+}
+
+/// Calls per second with [`CLIENTS`] concurrent clients, each on its own connection.
+async fn throughput(target: &Target) -> Result<f64, Box<dyn Error>> {
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        clients.push(connect(&target.urls[c % target.urls.len()]).await?);
+    }
+    let per_client = THROUGHPUT_CALLS / CLIENTS;
+    let gate = Arc::new(tokio::sync::Barrier::new(CLIENTS + 1));
+    let mut tasks = Vec::new();
+    for mut client in clients {
+        let gate = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                call(&mut client).await?;
+            }
+            gate.wait().await;
+            for _ in 0..per_client {
+                call(&mut client).await?;
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    gate.wait().await;
+    let started = Instant::now();
+    for task in tasks {
+        task.await??;
+    }
+    Ok((per_client * CLIENTS) as f64 / started.elapsed().as_secs_f64())
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+async fn bench(cluster: &Cluster) -> Result<(), Box<dyn Error>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cluster.balancer().stats().iter().all(|s| s.healthy) {
+        if Instant::now() > deadline {
+            return Err("nodes did not become healthy".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let direct = Target { name: "direct", urls: cluster.nodes().map(|n| n.url().to_owned()).collect() };
+    let balanced = Target { name: "balancer", urls: vec![cluster.balancer_url()] };
+    println!(
+        "unary gRPC (grpc.health.v1.Health/Check), 3 nodes on loopback, {} available cores",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+
+    println!("\nlatency: 1 client, {LATENCY_CALLS} sequential calls per round, best of {ROUNDS} rounds");
+    let mut best: [Option<Latency>; 2] = [None, None];
+    for round in 1..=ROUNDS {
+        for (slot, target) in [&direct, &balanced].into_iter().enumerate() {
+            let l = latency(target).await?;
+            println!("  round {round} {:<9} p50 {:>7.1} µs   p99 {:>7.1} µs", target.name, us(l.p50), us(l.p99));
+            let keep = match &best[slot] {
+                Some(b) => l.p50 < b.p50,
+                None => true,
+            };
+            if keep {
+                best[slot] = Some(l);
+            }
+        }
+    }
+    let [Some(d), Some(b)] = best else { return Err("no latency measured".into()) };
+    let added50 = us(b.p50) - us(d.p50);
+    let added99 = us(b.p99) - us(d.p99);
+
+    println!("\nthroughput: {CLIENTS} concurrent clients, {THROUGHPUT_CALLS} calls per round, best of {ROUNDS} rounds");
+    let mut best_rate = [0.0f64; 2];
+    for round in 1..=ROUNDS {
+        for (slot, target) in [&direct, &balanced].into_iter().enumerate() {
+            let rate = throughput(target).await?;
+            println!("  round {round} {:<9} {:>9.0} calls/s", target.name, rate);
+            best_rate[slot] = best_rate[slot].max(rate);
+        }
+    }
+    let ratio = best_rate[1] / best_rate[0];
+
+    println!("\nsummary");
+    println!(
+        "  throughput   direct {:>9.0}/s  balancer {:>9.0}/s  ratio {:.2} (target >= 0.80) {}",
+        best_rate[0],
+        best_rate[1],
+        ratio,
+        verdict(ratio >= 0.8)
+    );
+    println!(
+        "  latency p50  direct {:>7.1} µs  balancer {:>7.1} µs  added {:>7.1} µs (target <= 100 µs) {}",
+        us(d.p50),
+        us(b.p50),
+        added50,
+        verdict(added50 <= 100.0)
+    );
+    println!(
+        "  latency p99  direct {:>7.1} µs  balancer {:>7.1} µs  added {:>7.1} µs (target <= 1000 µs) {}",
+        us(d.p99),
+        us(b.p99),
+        added99,
+        verdict(added99 <= 1_000.0)
+    );
+    let failures: u64 = cluster.balancer().stats().iter().map(|s| s.failures).sum();
+    println!("  failed calls through the balancer: {failures}");
+    Ok(())
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
+}

@@ -1,0 +1,259 @@
+//! Benchmark: replication of the configuration database on loopback.
+//!
+//! ```text
+//! cargo run --release --example bench_replication
+//! ```
+//!
+//! Prints three figures (targets from DESIGN.md):
+//! 1. a write acknowledged by all three nodes: p50 and p99 latency (target p50 ≤ 2 ms);
+//! 2. catch-up: how long a node that missed 100,000 writes takes to converge (≤ 2 s);
+//! 3. idle cost: bytes per anti-entropy round with 3 and 20 nodes, at 1,000 and
+//!    100,000 keys (it must grow with nodes, not with keys).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use spectrum::core::transport::{self, Listener};
+use spectrum::core::{ChannelConnector, ClusterId, Hlc, NodeId, SystemClock, TransportConfig};
+use spectrum::management::proto::{PutRequest, management_client::ManagementClient};
+use spectrum::replication::{ConfigStore, MemoryStore, Record, VersionVector, WriteBatch};
+use spectrum::{Node, NodeBuilder};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A TCP stream that counts every byte both ways.
+struct Counted {
+    inner: TcpStream,
+    bytes: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.bytes.fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
+        res
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &res {
+            self.bytes.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        res
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+fn counting_transport(bytes: Arc<AtomicU64>) -> TransportConfig {
+    TransportConfig::default().with_connector(ChannelConnector::new(move |endpoint| {
+        let bytes = bytes.clone();
+        endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: http::Uri| {
+            let bytes = bytes.clone();
+            async move {
+                let authority = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+                let inner = TcpStream::connect(authority).await?;
+                inner.set_nodelay(true)?;
+                Ok::<_, io::Error>(TokioIo::new(Counted { inner, bytes }))
+            }
+        }))
+    }))
+}
+
+async fn listeners(n: usize) -> Result<Vec<Listener>, BoxError> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(transport::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?);
+    }
+    Ok(out)
+}
+
+fn node_id(i: usize) -> NodeId {
+    NodeId::new(format!("node-{i}")).expect("valid id")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Starts `n` nodes seeded with each other, each over the store `make` builds.
+async fn start_nodes(
+    n: usize,
+    transport: TransportConfig,
+    interval: Duration,
+    make: impl Fn(NodeId, Arc<Hlc>) -> Arc<dyn ConfigStore>,
+) -> Result<Vec<Node>, BoxError> {
+    let ls = listeners(n).await?;
+    let urls: Vec<String> = ls.iter().map(Listener::url).collect();
+    let cluster = ClusterId::new("bench")?;
+    let mut nodes = Vec::new();
+    for (i, l) in ls.into_iter().enumerate() {
+        let seeds: Vec<String> =
+            urls.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, u)| u.clone()).collect();
+        let hlc = Arc::new(Hlc::new(Arc::new(SystemClock)));
+        let store = make(node_id(i + 1), hlc);
+        nodes.push(
+            NodeBuilder::new(node_id(i + 1), cluster.clone())
+                .listener(l)
+                .seeds(seeds)
+                .store(store)
+                .transport(transport.clone())
+                .sync_interval(interval)
+                .start()
+                .await?,
+        );
+    }
+    Ok(nodes)
+}
+
+fn memory(id: NodeId, hlc: Arc<Hlc>) -> Arc<dyn ConfigStore> {
+    Arc::new(MemoryStore::new(id, hlc))
+}
+
+async fn write_latency() -> Result<(), BoxError> {
+    let nodes = start_nodes(3, TransportConfig::default(), Duration::from_secs(1), memory).await?;
+    let mut client = ManagementClient::connect(nodes[0].url().to_owned()).await?;
+    let mut samples = Vec::new();
+    for i in 0..1_200 {
+        let start = Instant::now();
+        client
+            .put(PutRequest { key: format!("settings/k{}", i % 100), value: vec![b'x'; 64], ack: 2 })
+            .await?;
+        if i >= 200 {
+            samples.push(start.elapsed());
+        }
+    }
+    samples.sort();
+    println!(
+        "1. write acknowledged by all 3 nodes ({} writes): p50 {:.3} ms, p99 {:.3} ms (target p50 <= 2 ms)",
+        samples.len(),
+        percentile(&samples, 0.5).as_secs_f64() * 1e3,
+        percentile(&samples, 0.99).as_secs_f64() * 1e3
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn catch_up() -> Result<(), BoxError> {
+    const WRITES: usize = 100_000;
+    let nodes = start_nodes(3, TransportConfig::default(), Duration::from_secs(1), memory).await?;
+    let mut nodes = nodes.into_iter();
+    let (a, b, c) = (nodes.next().ok_or("node")?, nodes.next().ok_or("node")?, nodes.next().ok_or("node")?);
+    let c_url = c.url().to_owned();
+    c.shutdown().await;
+    for chunk in 0..WRITES / 1_000 {
+        let mut batch = WriteBatch::new();
+        for i in 0..1_000 {
+            batch = batch.put(format!("settings/bulk/{chunk:03}/{i:04}"), vec![b'v'; 32]);
+        }
+        let records = a.store().apply(batch).await?;
+        a.replicator()
+            .replicate(records, spectrum::replication::AckLevel::Local, Duration::from_secs(5))
+            .await?;
+    }
+    let target = a.store().digest().await?;
+    // node-3 comes back empty (a new machine, or a lost disk) and must catch up.
+    let addr: SocketAddr = c_url.trim_start_matches("http://").parse()?;
+    let l = transport::bind(addr).await?;
+    let start = Instant::now();
+    let c = NodeBuilder::new(node_id(3), ClusterId::new("bench")?)
+        .listener(l)
+        .seeds([a.url().to_owned(), b.url().to_owned()])
+        .start()
+        .await?;
+    loop {
+        if c.store().digest().await?.dominates(&target) {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err("node-3 did not catch up within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "2. catch-up: an empty node converged on {WRITES} missed writes in {:.3} s (target <= 2 s)",
+        start.elapsed().as_secs_f64()
+    );
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+    Ok(())
+}
+
+/// The same `keys` records, as if replicated long ago, for every node to start from.
+fn preloaded(keys: usize) -> (Vec<Record>, VersionVector) {
+    let origin = NodeId::new("origin").expect("valid id");
+    let records: Vec<Record> = (0..keys)
+        .map(|i| Record {
+            key: format!("settings/preloaded/{i:06}"),
+            value: Some(vec![b'v'; 32].into()),
+            stamp: spectrum::core::Timestamp::new(1_000 + i as u64, 0),
+            origin: origin.clone(),
+            seq: i as u64 + 1,
+        })
+        .collect();
+    let mut covers = VersionVector::default();
+    covers.raise(&origin, keys as u64);
+    (records, covers)
+}
+
+async fn idle_cost(n: usize, keys: usize) -> Result<f64, BoxError> {
+    let (records, covers) = preloaded(keys);
+    let bytes = Arc::new(AtomicU64::new(0));
+    let interval = Duration::from_millis(250);
+    let rt = tokio::runtime::Handle::current();
+    let nodes = start_nodes(n, counting_transport(bytes.clone()), interval, |id, hlc| {
+        let store = MemoryStore::new(id, hlc);
+        tokio::task::block_in_place(|| rt.block_on(store.merge(records.clone(), &covers))).expect("preload");
+        Arc::new(store)
+    })
+    .await?;
+    // Let membership records spread, then measure a quiet window.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let window = Duration::from_secs(3);
+    let before = bytes.load(Ordering::Relaxed);
+    tokio::time::sleep(window).await;
+    let used = bytes.load(Ordering::Relaxed) - before;
+    let rounds = n as f64 * window.as_secs_f64() / interval.as_secs_f64();
+    for node in nodes {
+        node.shutdown().await;
+    }
+    Ok(used as f64 / rounds)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<(), BoxError> {
+    let started = Instant::now();
+    write_latency().await?;
+    catch_up().await?;
+    println!("3. idle cost, bytes per anti-entropy round (both directions, TCP payload):");
+    println!("   {:>8} {:>14} {:>14}", "nodes", "1,000 keys", "100,000 keys");
+    for n in [3usize, 20] {
+        let small = idle_cost(n, 1_000).await?;
+        let large = idle_cost(n, 100_000).await?;
+        println!("   {n:>8} {small:>14.0} {large:>14.0}");
+    }
+    println!("(whole run {:.1} s)", started.elapsed().as_secs_f64());
+    Ok(())
+}

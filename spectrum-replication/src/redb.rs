@@ -1,0 +1,544 @@
+//! [`RedbStore`]: the durable [`ConfigStore`], on a [redb](::redb) file.
+//!
+//! # How it stays durable
+//!
+//! The whole state is held in memory (loaded when the file is opened) and serves
+//! every read. Every change (a local batch, a merge, a restored snapshot, a
+//! tombstone collection) runs the same state machine as
+//! [`MemoryStore`](crate::MemoryStore), but its result is first written to the
+//! file in one redb write transaction, committed with immediate durability
+//! (fsync), and only then applied in memory and acknowledged. So:
+//!
+//! - an acknowledged write is on disk and survives `kill -9` or a power cut;
+//! - a batch is all or nothing, on disk as in memory;
+//! - a failed commit changes nothing (the error is returned and memory is left
+//!   as it was).
+//!
+//! Each transaction also stores the HLC high-water mark (the greatest stamp the
+//! clock had issued or observed); opening the file restores the clock to it, so
+//! a restarted node never issues a smaller stamp than before.
+//!
+//! # Blocking
+//!
+//! Writes run on Tokio's blocking pool ([`tokio::task::spawn_blocking`]): a commit
+//! waits for the disk. They are also cancel-safe: a write whose caller gives up
+//! still finishes (or fails) as a whole. Reads only touch memory.
+//! [`RedbStore::open`] is synchronous and reads the whole file; call it at start-up.
+//!
+//! # Format
+//!
+//! Records are stored as the protobuf `Record` message of the replication
+//! protocol (one evolvable schema for the wire and the disk), keyed by key. The
+//! version vector, pending sequence numbers, tombstone floor, change-feed head,
+//! HLC high-water mark and owning node id live in tables of their own. Every row
+//! is validated when the file is opened: a damaged row is a
+//! [`StoreError::Storage`] naming the table and key, never a panic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ::redb::{Builder, Database, ReadableDatabase, ReadableTable, TableDefinition};
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+use prost::Message;
+use spectrum_core::{Hlc, NodeId, Timestamp};
+use tokio::sync::broadcast;
+use tracing::{debug, trace};
+
+use crate::error::StoreError;
+use crate::memory::FEED_CAPACITY;
+use crate::proto;
+use crate::record::{
+    ChangeBatch, DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, Snapshot, VersionVector, WriteBatch,
+};
+use crate::state::{Changes, Parts, State, check_record};
+use crate::store::ConfigStore;
+
+/// key → protobuf `Record`.
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+/// origin → highest contiguous sequence number seen.
+const VV: TableDefinition<&str, u64> = TableDefinition::new("version_vector");
+/// origin → sequence numbers seen above a gap (big-endian u64s, ascending).
+const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
+/// origin → highest sequence number of a collected tombstone.
+const FLOOR: TableDefinition<&str, u64> = TableDefinition::new("gc_floor");
+/// Named values: see the `META_*` keys.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const META_FORMAT: &str = "format";
+const META_NODE: &str = "node_id";
+const META_HLC: &str = "hlc_high_water";
+const META_HEAD: &str = "change_head";
+
+/// The file format this code writes and reads.
+const FORMAT_VERSION: u64 = 1;
+
+/// Cache redb keeps of the file (the state is in memory anyway).
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A [`ConfigStore`] that persists every change to a redb file before
+/// acknowledging it. See the [module docs](crate::redb).
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use spectrum_core::Hlc;
+/// use spectrum_replication::{ConfigStore, RedbStore, WriteBatch};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("config.redb");
+/// let store = RedbStore::open(&path, "n1".parse()?, Arc::new(Hlc::system()))?;
+/// store.apply(WriteBatch::new().put("settings/color", "blue")).await?;
+/// drop(store);
+///
+/// // A restart finds every acknowledged write.
+/// let store = RedbStore::open(&path, "n1".parse()?, Arc::new(Hlc::system()))?;
+/// let got = store.get("settings/color").await?.expect("durable");
+/// assert_eq!(got.value.as_deref(), Some(&b"blue"[..]));
+/// // A file belongs to one node.
+/// drop(store);
+/// assert!(RedbStore::open(&path, "n2".parse()?, Arc::new(Hlc::system())).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub struct RedbStore {
+    node_id: NodeId,
+    max_value_bytes: usize,
+    shared: Arc<Shared>,
+}
+
+/// What writes share with the blocking pool.
+struct Shared {
+    db: Database,
+    path: PathBuf,
+    hlc: Arc<Hlc>,
+    state: RwLock<State>,
+    /// Serialises writers: planning, committing to disk and applying in memory.
+    writer: Mutex<()>,
+    feed: broadcast::Sender<Record>,
+}
+
+/// A row or value that does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Corrupt(String);
+
+fn storage<E>(subject: impl Into<String>, verb: &'static str) -> impl FnOnce(E) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let subject = subject.into();
+    move |e| StoreError::Storage { subject, verb, source: Box::new(e) }
+}
+
+fn corrupt(subject: impl Into<String>, why: impl Into<String>) -> StoreError {
+    StoreError::Storage { subject: subject.into(), verb: "decode", source: Box::new(Corrupt(why.into())) }
+}
+
+impl RedbStore {
+    /// Opens (creating it when missing) the store file at `path` for node
+    /// `node_id`, loads it, and raises `hlc` to the persisted high-water mark.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NodeMismatch`] when the file was written by another node;
+    /// [`StoreError::Storage`] when it cannot be opened or created, is not a
+    /// store file, or holds a damaged row (the error names the table and key).
+    pub fn open(path: impl AsRef<Path>, node_id: NodeId, hlc: Arc<Hlc>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        let db = open_db(&path)?;
+        claim(&db, &shown, &node_id)?;
+        let (parts, high_water) = load(&db, &shown)?;
+        let state =
+            State::from_parts(parts).map_err(|why| corrupt(format!("{shown}: table records"), why))?;
+        let floor = high_water.max(state.max_stamp().unwrap_or(Timestamp::ZERO));
+        hlc.restore(floor);
+        debug!(node = %node_id, path = %shown, records = state.len(), hlc = %floor, "opened durable store");
+        let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        Ok(Self {
+            node_id,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            shared: Arc::new(Shared {
+                db,
+                path,
+                hlc,
+                state: RwLock::new(state),
+                writer: Mutex::new(()),
+                feed,
+            }),
+        })
+    }
+
+    /// Sets the largest value accepted, in bytes (default
+    /// [`DEFAULT_MAX_VALUE_BYTES`]). It applies to local writes and to merged
+    /// records alike.
+    pub fn with_max_value_bytes(mut self, max: usize) -> Self {
+        self.max_value_bytes = max;
+        self
+    }
+
+    /// Sets how many changes [`changes_since`](ConfigStore::changes_since) can
+    /// reach back (default [`DEFAULT_CHANGE_LOG_CAPACITY`](crate::DEFAULT_CHANGE_LOG_CAPACITY);
+    /// at least one). Changes from before the store was opened are never kept.
+    pub fn with_change_log_capacity(self, capacity: usize) -> Self {
+        self.shared.state.write().set_log_capacity(capacity);
+        self
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// The clock stamping local writes.
+    pub fn hlc(&self) -> &Arc<Hlc> {
+        &self.shared.hlc
+    }
+
+    /// How many records (tombstones included) are stored.
+    pub fn len(&self) -> usize {
+        self.shared.state.read().len()
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Plans with `plan`, commits to disk, then to memory, on the blocking pool.
+    async fn write<T, P>(&self, plan: P) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        P: FnOnce(&State, &Hlc) -> (Changes, T) + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.write(plan))
+            .await
+            .map_err(storage(self.shared.path.display().to_string(), "finish a write to"))?
+    }
+}
+
+impl Shared {
+    fn write<T>(&self, plan: impl FnOnce(&State, &Hlc) -> (Changes, T)) -> Result<T, StoreError> {
+        let _writer = self.writer.lock();
+        let (changes, out) = plan(&self.state.read(), &self.hlc);
+        if changes.is_empty() {
+            return Ok(out);
+        }
+        self.persist(&changes)?;
+        self.state.write().commit(&changes);
+        for c in &changes.feed {
+            if let Some(r) = &c.record {
+                let _ = self.feed.send(r.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `changes` and the clock's high-water mark in one transaction,
+    /// committed with immediate durability.
+    fn persist(&self, changes: &Changes) -> Result<(), StoreError> {
+        let shown = self.path.display().to_string();
+        let tx = self.db.begin_write().map_err(storage(&shown, "begin a write to"))?;
+        {
+            let table = |name: &str| format!("{shown}: table {name}");
+            let mut records = tx.open_table(RECORDS).map_err(storage(table("records"), "open"))?;
+            for c in &changes.feed {
+                match &c.record {
+                    Some(r) => {
+                        let bytes = proto::Record::from(r).encode_to_vec();
+                        records
+                            .insert(c.key.as_str(), bytes.as_slice())
+                            .map_err(storage(format!("{}, key {:?}", table("records"), c.key), "write"))?;
+                    }
+                    None => {
+                        records
+                            .remove(c.key.as_str())
+                            .map_err(storage(format!("{}, key {:?}", table("records"), c.key), "remove"))?;
+                    }
+                }
+            }
+            let mut vv = tx.open_table(VV).map_err(storage(table("version_vector"), "open"))?;
+            for (origin, &seq) in &changes.vv {
+                vv.insert(origin.as_str(), seq).map_err(storage(table("version_vector"), "write"))?;
+            }
+            let mut pending = tx.open_table(PENDING).map_err(storage(table("pending"), "open"))?;
+            for (origin, set) in &changes.pending {
+                if set.is_empty() {
+                    pending.remove(origin.as_str()).map_err(storage(table("pending"), "remove"))?;
+                } else {
+                    let bytes: Vec<u8> = set.iter().flat_map(|s| s.to_be_bytes()).collect();
+                    pending
+                        .insert(origin.as_str(), bytes.as_slice())
+                        .map_err(storage(table("pending"), "write"))?;
+                }
+            }
+            let mut floor = tx.open_table(FLOOR).map_err(storage(table("gc_floor"), "open"))?;
+            for (origin, &seq) in &changes.gc_floor {
+                floor.insert(origin.as_str(), seq).map_err(storage(table("gc_floor"), "write"))?;
+            }
+            let mut meta = tx.open_table(META).map_err(storage(table("meta"), "open"))?;
+            meta.insert(META_HEAD, changes.head.to_be_bytes().as_slice())
+                .map_err(storage(table("meta"), "write"))?;
+            let high = encode_stamp(self.hlc.last());
+            meta.insert(META_HLC, high.as_slice()).map_err(storage(table("meta"), "write"))?;
+        }
+        tx.commit().map_err(storage(&shown, "commit a write to"))?;
+        trace!(path = %shown, changes = changes.feed.len(), "committed");
+        Ok(())
+    }
+}
+
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    let shown = path.display().to_string();
+    let mut builder = Builder::new();
+    // Verify every page on open: a damaged file is an error, not a panic.
+    builder.set_check_integrity_on_open(true).set_cache_size(CACHE_BYTES);
+    // redb reports what it recognises as damage; guard against anything else a
+    // mangled file might trigger while being opened.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.create(path))) {
+        Ok(res) => res.map_err(storage(shown, "open")),
+        Err(_) => Err(corrupt(shown, "the file is damaged or is not a redb store")),
+    }
+}
+
+/// Creates the tables, and records `node_id` as the owner of a new file or
+/// checks it against the owner of an existing one.
+fn claim(db: &Database, shown: &str, node_id: &NodeId) -> Result<(), StoreError> {
+    let tx = db.begin_write().map_err(storage(shown, "begin a write to"))?;
+    {
+        let meta_subject = format!("{shown}: table meta");
+        tx.open_table(RECORDS).map_err(storage(format!("{shown}: table records"), "create"))?;
+        tx.open_table(VV).map_err(storage(format!("{shown}: table version_vector"), "create"))?;
+        tx.open_table(PENDING).map_err(storage(format!("{shown}: table pending"), "create"))?;
+        tx.open_table(FLOOR).map_err(storage(format!("{shown}: table gc_floor"), "create"))?;
+        let mut meta = tx.open_table(META).map_err(storage(&meta_subject, "create"))?;
+        let format =
+            meta.get(META_FORMAT).map_err(storage(&meta_subject, "read"))?.map(|v| v.value().to_vec());
+        match format {
+            None => {
+                meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())
+                    .map_err(storage(&meta_subject, "write"))?;
+            }
+            Some(v) => {
+                let subject = format!("{meta_subject}, key {META_FORMAT:?}");
+                let version = decode_u64(&v).ok_or_else(|| corrupt(&subject, "not an 8-byte number"))?;
+                if version != FORMAT_VERSION {
+                    return Err(corrupt(
+                        subject,
+                        format!("format version {version}; this build reads version {FORMAT_VERSION}"),
+                    ));
+                }
+            }
+        }
+        let owner = meta.get(META_NODE).map_err(storage(&meta_subject, "read"))?.map(|v| v.value().to_vec());
+        match owner {
+            None => {
+                meta.insert(META_NODE, node_id.as_str().as_bytes())
+                    .map_err(storage(&meta_subject, "write"))?;
+            }
+            Some(stored) if stored == node_id.as_str().as_bytes() => {}
+            Some(stored) => {
+                return Err(StoreError::NodeMismatch {
+                    path: shown.to_owned(),
+                    stored: String::from_utf8_lossy(&stored).into_owned(),
+                    requested: node_id.clone(),
+                });
+            }
+        }
+    }
+    tx.commit().map_err(storage(shown, "commit a write to"))
+}
+
+/// Reads and validates every row.
+fn load(db: &Database, shown: &str) -> Result<(Parts, Timestamp), StoreError> {
+    let tx = db.begin_read().map_err(storage(shown, "begin a read of"))?;
+    let mut parts = Parts::default();
+
+    let subject = format!("{shown}: table records");
+    let table = tx.open_table(RECORDS).map_err(storage(&subject, "open"))?;
+    for row in table.iter().map_err(storage(&subject, "read"))? {
+        let (k, v) = row.map_err(storage(&subject, "read"))?;
+        let key = k.value();
+        let at = format!("{subject}, key {key:?}");
+        let wire = proto::Record::decode(v.value()).map_err(storage(&at, "decode"))?;
+        let rec = Record::try_from(wire).map_err(storage(&at, "decode"))?;
+        if rec.key != key {
+            return Err(corrupt(at, format!("the row holds the record of key {:?}", rec.key)));
+        }
+        parts.records.push(rec);
+    }
+
+    let subject = format!("{shown}: table version_vector");
+    let table = tx.open_table(VV).map_err(storage(&subject, "open"))?;
+    for row in table.iter().map_err(storage(&subject, "read"))? {
+        let (k, v) = row.map_err(storage(&subject, "read"))?;
+        let origin = origin_at(&subject, k.value())?;
+        parts.vv.raise(&origin, v.value());
+    }
+
+    let subject = format!("{shown}: table pending");
+    let table = tx.open_table(PENDING).map_err(storage(&subject, "open"))?;
+    for row in table.iter().map_err(storage(&subject, "read"))? {
+        let (k, v) = row.map_err(storage(&subject, "read"))?;
+        let origin = origin_at(&subject, k.value())?;
+        let bytes = v.value();
+        if bytes.len() % 8 != 0 {
+            return Err(corrupt(format!("{subject}, key {:?}", k.value()), "length is not a multiple of 8"));
+        }
+        let set: BTreeSet<u64> = bytes.chunks_exact(8).filter_map(decode_u64).collect();
+        parts.pending.insert(origin, set);
+    }
+
+    let subject = format!("{shown}: table gc_floor");
+    let table = tx.open_table(FLOOR).map_err(storage(&subject, "open"))?;
+    for row in table.iter().map_err(storage(&subject, "read"))? {
+        let (k, v) = row.map_err(storage(&subject, "read"))?;
+        let origin = origin_at(&subject, k.value())?;
+        parts.gc_floor.raise(&origin, v.value());
+    }
+
+    let subject = format!("{shown}: table meta");
+    let table = tx.open_table(META).map_err(storage(&subject, "open"))?;
+    let meta: BTreeMap<String, Vec<u8>> = table
+        .iter()
+        .map_err(storage(&subject, "read"))?
+        .map(|row| row.map(|(k, v)| (k.value().to_owned(), v.value().to_vec())))
+        .collect::<Result<_, _>>()
+        .map_err(storage(&subject, "read"))?;
+    parts.head = match meta.get(META_HEAD) {
+        None => 0,
+        Some(v) => decode_u64(v)
+            .ok_or_else(|| corrupt(format!("{subject}, key {META_HEAD:?}"), "not an 8-byte number"))?,
+    };
+    let high_water = match meta.get(META_HLC) {
+        None => Timestamp::ZERO,
+        Some(v) => decode_stamp(v)
+            .ok_or_else(|| corrupt(format!("{subject}, key {META_HLC:?}"), "not a 12-byte stamp"))?,
+    };
+    Ok((parts, high_water))
+}
+
+fn origin_at(subject: &str, key: &str) -> Result<NodeId, StoreError> {
+    NodeId::new(key).map_err(|e| corrupt(format!("{subject}, key {key:?}"), e.to_string()))
+}
+
+fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+fn encode_stamp(t: Timestamp) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    out[..8].copy_from_slice(&t.wall_ms.to_be_bytes());
+    out[8..].copy_from_slice(&t.logical.to_be_bytes());
+    out
+}
+
+fn decode_stamp(bytes: &[u8]) -> Option<Timestamp> {
+    if bytes.len() != 12 {
+        return None;
+    }
+    let wall = u64::from_be_bytes(bytes[..8].try_into().ok()?);
+    let logical = u32::from_be_bytes(bytes[8..].try_into().ok()?);
+    Some(Timestamp::new(wall, logical))
+}
+
+impl fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.shared.state.read();
+        f.debug_struct("RedbStore")
+            .field("node_id", &self.node_id)
+            .field("path", &self.shared.path)
+            .field("records", &st.len())
+            .field("digest", st.vv())
+            .field("max_value_bytes", &self.max_value_bytes)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl ConfigStore for RedbStore {
+    fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
+        Ok(self.shared.state.read().get(key))
+    }
+
+    async fn scan(&self, prefix: &str) -> Result<Vec<Record>, StoreError> {
+        Ok(self.shared.state.read().scan(prefix))
+    }
+
+    async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {
+        batch.validate(self.max_value_bytes)?;
+        let me = self.node_id.clone();
+        let out = self.write(move |st, hlc| st.plan_apply(&me, hlc, batch)).await?;
+        trace!(node = %self.node_id, writes = out.len(), "applied local batch");
+        Ok(out)
+    }
+
+    async fn merge(&self, records: Vec<Record>, covers: &VersionVector) -> Result<MergeReport, StoreError> {
+        for r in &records {
+            check_record(r, self.max_value_bytes)?;
+        }
+        let covers = covers.clone();
+        let report = self.write(move |st, _| st.plan_merge(records, &covers)).await?;
+        trace!(node = %self.node_id, applied = report.applied, ignored = report.ignored, "merged remote records");
+        Ok(report)
+    }
+
+    async fn digest(&self) -> Result<VersionVector, StoreError> {
+        Ok(self.shared.state.read().vv().clone())
+    }
+
+    async fn delta(&self, since: &VersionVector, budget_bytes: usize) -> Result<Delta, StoreError> {
+        self.shared.state.read().delta(since, budget_bytes)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Record> {
+        self.shared.feed.subscribe()
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Ok(self.shared.state.read().snapshot())
+    }
+
+    async fn restore(&self, snapshot: Snapshot) -> Result<MergeReport, StoreError> {
+        for r in &snapshot.records {
+            check_record(r, self.max_value_bytes)?;
+        }
+        let report = self.write(move |st, hlc| st.plan_restore(snapshot, hlc)).await?;
+        trace!(node = %self.node_id, applied = report.applied, "restored a snapshot");
+        Ok(report)
+    }
+
+    async fn changes_since(&self, prefix: &str, from: u64, limit: usize) -> Result<ChangeBatch, StoreError> {
+        self.shared.state.read().changes_since(prefix, from, limit)
+    }
+
+    async fn collect_tombstones(&self, horizon: &VersionVector) -> Result<usize, StoreError> {
+        let horizon = horizon.clone();
+        let count = self.write(move |st, hlc| st.plan_collect(&horizon, hlc)).await?;
+        if count > 0 {
+            debug!(node = %self.node_id, collected = count, "collected tombstones");
+        }
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip_and_bad_lengths_are_refused() {
+        let t = Timestamp::new(1_234_567, 89);
+        assert_eq!(decode_stamp(&encode_stamp(t)), Some(t));
+        assert_eq!(decode_stamp(&[0; 11]), None);
+        assert_eq!(decode_u64(&[0; 7]), None);
+    }
+}

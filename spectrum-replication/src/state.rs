@@ -1,0 +1,690 @@
+//! The state machine every store shares: what is stored, what has been seen, and
+//! how local writes, merges, snapshots and tombstone collection change it.
+//!
+//! Each operation is planned against the current [`State`] without touching it,
+//! yielding the [`Changes`] it makes; the store then makes them durable (or not,
+//! for [`MemoryStore`](crate::MemoryStore)) and only then [commits](State::commit)
+//! them. A failed write therefore changes nothing, and both stores run exactly
+//! the same logic. The invariants it keeps are described in the
+//! [`memory`](crate::memory) module docs.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Bound;
+
+use spectrum_core::{Hlc, NodeId};
+
+use crate::error::StoreError;
+use crate::record::{
+    Change, ChangeBatch, Delta, MergeReport, Record, Snapshot, VersionVector, Write, WriteBatch, validate_key,
+};
+
+/// Default number of changes a store's change feed keeps in memory.
+pub const DEFAULT_CHANGE_LOG_CAPACITY: usize = 4096;
+
+/// One node's copy: the records and everything known about them.
+#[derive(Debug)]
+pub(crate) struct State {
+    /// The winning record per key.
+    records: BTreeMap<String, Record>,
+    /// Per origin, sequence number → key of the stored records written there.
+    by_origin: BTreeMap<NodeId, BTreeMap<u64, String>>,
+    /// `(origin, seq)` of every stored tombstone.
+    tombstones: BTreeSet<(NodeId, u64)>,
+    /// Highest contiguous sequence number seen per origin.
+    vv: VersionVector,
+    /// Sequence numbers seen above a gap, per origin.
+    pending: BTreeMap<NodeId, BTreeSet<u64>>,
+    /// Per origin, the highest sequence number of a collected tombstone.
+    gc_floor: VersionVector,
+    /// Index of the last change (0: none yet).
+    head: u64,
+    /// The most recent changes, oldest first, contiguous up to `head`.
+    log: VecDeque<Change>,
+    log_capacity: usize,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            records: BTreeMap::new(),
+            by_origin: BTreeMap::new(),
+            tombstones: BTreeSet::new(),
+            vv: VersionVector::default(),
+            pending: BTreeMap::new(),
+            gc_floor: VersionVector::default(),
+            head: 0,
+            log: VecDeque::new(),
+            log_capacity: DEFAULT_CHANGE_LOG_CAPACITY,
+        }
+    }
+}
+
+/// What one operation changes. Built by the `plan_*` methods, applied by
+/// [`State::commit`].
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    /// Records stored (`Some`) or dropped (`None`), in order, with their feed indexes.
+    pub(crate) feed: Vec<Change>,
+    /// New version-vector entries of the origins that advanced.
+    pub(crate) vv: BTreeMap<NodeId, u64>,
+    /// New pending sets of the origins whose set changed (empty: none left).
+    pub(crate) pending: BTreeMap<NodeId, BTreeSet<u64>>,
+    /// New tombstone-floor entries of the origins whose floor rose.
+    pub(crate) gc_floor: BTreeMap<NodeId, u64>,
+    /// The feed's last index afterwards.
+    pub(crate) head: u64,
+}
+
+impl Changes {
+    /// Whether committing would change nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.feed.is_empty() && self.vv.is_empty() && self.pending.is_empty() && self.gc_floor.is_empty()
+    }
+}
+
+/// Everything a durable store persisted, to rebuild a [`State`] from.
+#[derive(Debug, Default)]
+pub(crate) struct Parts {
+    pub(crate) records: Vec<Record>,
+    pub(crate) vv: VersionVector,
+    pub(crate) pending: BTreeMap<NodeId, BTreeSet<u64>>,
+    pub(crate) gc_floor: VersionVector,
+    pub(crate) head: u64,
+}
+
+/// Checks a remote record against the limits.
+pub(crate) fn check_record(r: &Record, max_value_bytes: usize) -> Result<(), StoreError> {
+    let invalid = |reason: String| StoreError::InvalidRecord { origin: r.origin.clone(), reason };
+    validate_key(&r.key).map_err(|e| invalid(e.to_string()))?;
+    if r.seq == 0 {
+        return Err(invalid(format!("record for {:?} has sequence number 0; they start at 1", r.key)));
+    }
+    if let Some(v) = &r.value
+        && v.len() > max_value_bytes
+    {
+        return Err(invalid(format!(
+            "value for {:?} is {} bytes; at most {} are allowed",
+            r.key,
+            v.len(),
+            max_value_bytes
+        )));
+    }
+    Ok(())
+}
+
+impl State {
+    /// Rebuilds a state from what a durable store persisted.
+    ///
+    /// # Errors
+    ///
+    /// A description of the first inconsistency (two keys claiming one
+    /// `(origin, seq)`).
+    pub(crate) fn from_parts(parts: Parts) -> Result<Self, String> {
+        let mut st = State {
+            vv: parts.vv,
+            pending: parts.pending,
+            gc_floor: parts.gc_floor,
+            head: parts.head,
+            ..State::default()
+        };
+        for rec in parts.records {
+            if let Some(other) = st.by_origin.get(&rec.origin).and_then(|idx| idx.get(&rec.seq)) {
+                return Err(format!(
+                    "keys {other:?} and {:?} both hold record {}:{}",
+                    rec.key, rec.origin, rec.seq
+                ));
+            }
+            st.store(rec);
+        }
+        Ok(st)
+    }
+
+    /// Sets how many changes the feed keeps (at least one).
+    pub(crate) fn set_log_capacity(&mut self, capacity: usize) {
+        self.log_capacity = capacity.max(1);
+        self.trim_log();
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub(crate) fn vv(&self) -> &VersionVector {
+        &self.vv
+    }
+
+    #[cfg(test)]
+    pub(crate) fn gc_floor(&self) -> &VersionVector {
+        &self.gc_floor
+    }
+
+    #[cfg(test)]
+    pub(crate) fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// The greatest stamp of any stored record.
+    pub(crate) fn max_stamp(&self) -> Option<spectrum_core::Timestamp> {
+        self.records.values().map(|r| r.stamp).max()
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<Record> {
+        self.records.get(key).cloned()
+    }
+
+    pub(crate) fn scan(&self, prefix: &str) -> Vec<Record> {
+        self.records
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            records: self.records.values().cloned().collect(),
+            digest: self.vv.clone(),
+            gc_floor: self.gc_floor.clone(),
+            position: self.head,
+        }
+    }
+
+    /// What a peer with digest `since` lacks; see [`ConfigStore::delta`](crate::ConfigStore::delta).
+    pub(crate) fn delta(&self, since: &VersionVector, budget_bytes: usize) -> Result<Delta, StoreError> {
+        if let Some((origin, &floor)) = self.gc_floor.entries.iter().find(|(o, f)| since.get(o) < **f) {
+            return Err(StoreError::BehindHorizon { origin: origin.clone(), seen: since.get(origin), floor });
+        }
+        let origins: BTreeSet<&NodeId> = self.by_origin.keys().chain(self.vv.entries.keys()).collect();
+        let mut delta = Delta { complete: true, ..Delta::default() };
+        let mut used = 0usize;
+        for origin in origins {
+            let from = since.get(origin);
+            let ours = self.vv.get(origin);
+            let mut due = self
+                .by_origin
+                .get(origin)
+                .into_iter()
+                .flat_map(|idx| idx.range((Bound::Excluded(from), Bound::Unbounded)))
+                .filter_map(|(&seq, key)| self.records.get(key).map(|r| (seq, r)))
+                .peekable();
+            let mut last_sent = None;
+            let mut cut = false;
+            if delta.complete {
+                for (seq, rec) in due {
+                    let len = rec.encoded_len();
+                    if !delta.records.is_empty() && used.saturating_add(len) > budget_bytes {
+                        cut = true;
+                        break;
+                    }
+                    used = used.saturating_add(len);
+                    delta.records.push(rec.clone());
+                    last_sent = Some(seq);
+                }
+            } else {
+                cut = due.peek().is_some();
+            }
+            let claim = if cut {
+                delta.complete = false;
+                last_sent.map_or(0, |s| s.min(ours))
+            } else {
+                ours
+            };
+            if claim > from {
+                delta.covers.raise(origin, claim);
+            }
+        }
+        Ok(delta)
+    }
+
+    /// The feed after position `from`; see [`ConfigStore::changes_since`](crate::ConfigStore::changes_since).
+    pub(crate) fn changes_since(
+        &self,
+        prefix: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<ChangeBatch, StoreError> {
+        if from > self.head {
+            return Err(StoreError::FeedAhead { from, head: self.head });
+        }
+        let first = self.log.front().map_or(self.head + 1, |c| c.index);
+        if from + 1 < first {
+            return Err(StoreError::FeedCompacted { from, oldest: first - 1 });
+        }
+        let skip = usize::try_from(from + 1 - first).unwrap_or(usize::MAX);
+        let mut batch = ChangeBatch { changes: Vec::new(), position: self.head };
+        for c in self.log.iter().skip(skip) {
+            if batch.changes.len() >= limit {
+                batch.position = c.index - 1;
+                break;
+            }
+            if c.key.starts_with(prefix) {
+                batch.changes.push(c.clone());
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Plans a local batch (already validated): stamps each write with `hlc` and
+    /// numbers it as the next local sequence number of `me`.
+    pub(crate) fn plan_apply(&self, me: &NodeId, hlc: &Hlc, batch: WriteBatch) -> (Changes, Vec<Record>) {
+        // A local write must win over the record it replaces, even one stamped by
+        // a peer whose clock runs ahead of ours.
+        for w in &batch.writes {
+            if let Some(held) = self.records.get(w.key()) {
+                hlc.restore(held.stamp);
+            }
+        }
+        let mut d = Draft::new(self);
+        let mut out = Vec::with_capacity(batch.writes.len());
+        for w in batch.writes {
+            let seq = d.next_local_seq(me);
+            let (key, value) = match w {
+                Write::Put { key, value } => (key, Some(value)),
+                Write::Delete { key } => (key, None),
+            };
+            let rec = Record { key, value, stamp: hlc.now(), origin: me.clone(), seq };
+            d.put(rec.clone());
+            d.mark_seen(me, seq);
+            out.push(rec);
+        }
+        (d.finish(), out)
+    }
+
+    /// Plans merging remote records (already checked) and a sender's `covers`.
+    pub(crate) fn plan_merge(&self, records: Vec<Record>, covers: &VersionVector) -> (Changes, MergeReport) {
+        let mut d = Draft::new(self);
+        let mut report = MergeReport::default();
+        for r in records {
+            d.merge_one(r, &mut report);
+        }
+        for (origin, &seq) in &covers.entries {
+            d.raise_to(origin, seq);
+        }
+        (d.finish(), report)
+    }
+
+    /// Plans restoring a snapshot (records already checked): last-writer-wins per
+    /// key, then every stored record the snapshot's digest covers but whose key
+    /// the snapshot lacks is dropped (its maker saw it superseded by a tombstone
+    /// it has since collected), then the digest and floor rise to the snapshot's.
+    pub(crate) fn plan_restore(&self, snapshot: Snapshot, hlc: &Hlc) -> (Changes, MergeReport) {
+        let mut d = Draft::new(self);
+        let mut report = MergeReport::default();
+        let keys: BTreeSet<String> = snapshot.records.iter().map(|r| r.key.clone()).collect();
+        for r in snapshot.records {
+            d.merge_one(r, &mut report);
+        }
+        let dead: Vec<&Record> = self
+            .records
+            .values()
+            .filter(|r| !keys.contains(&r.key) && snapshot.digest.get(&r.origin) >= r.seq)
+            .collect();
+        for r in dead {
+            hlc.restore(r.stamp);
+            d.remove(&r.key);
+            d.raise_floor(&r.origin, r.seq);
+        }
+        for (origin, &seq) in &snapshot.digest.entries {
+            d.raise_to(origin, seq);
+        }
+        for (origin, &seq) in &snapshot.gc_floor.entries {
+            d.raise_floor(origin, seq);
+        }
+        (d.finish(), report)
+    }
+
+    /// Plans dropping every tombstone whose `(origin, seq)` both `horizon` and this
+    /// store cover. The clock rises past each dropped stamp, so a later local write
+    /// to the key wins over the tombstone wherever it is still held.
+    pub(crate) fn plan_collect(&self, horizon: &VersionVector, hlc: &Hlc) -> (Changes, usize) {
+        let mut d = Draft::new(self);
+        let mut count = 0;
+        for (origin, seq) in &self.tombstones {
+            if horizon.get(origin) < *seq || self.vv.get(origin) < *seq {
+                continue;
+            }
+            let Some(rec) =
+                self.by_origin.get(origin).and_then(|i| i.get(seq)).and_then(|k| self.records.get(k))
+            else {
+                continue;
+            };
+            hlc.restore(rec.stamp);
+            d.remove(&rec.key);
+            d.raise_floor(origin, *seq);
+            count += 1;
+        }
+        (d.finish(), count)
+    }
+
+    /// Applies planned changes.
+    pub(crate) fn commit(&mut self, changes: &Changes) {
+        for c in &changes.feed {
+            match &c.record {
+                Some(r) => self.store(r.clone()),
+                None => self.unstore(&c.key),
+            }
+            self.log.push_back(c.clone());
+        }
+        for (origin, &seq) in &changes.vv {
+            self.vv.raise(origin, seq);
+        }
+        for (origin, set) in &changes.pending {
+            if set.is_empty() {
+                self.pending.remove(origin);
+            } else {
+                self.pending.insert(origin.clone(), set.clone());
+            }
+        }
+        for (origin, &seq) in &changes.gc_floor {
+            self.gc_floor.raise(origin, seq);
+        }
+        self.head = changes.head;
+        self.trim_log();
+    }
+
+    fn trim_log(&mut self) {
+        while self.log.len() > self.log_capacity {
+            self.log.pop_front();
+        }
+    }
+
+    /// Stores `rec`, replacing whatever was stored for its key.
+    fn store(&mut self, rec: Record) {
+        self.unstore(&rec.key);
+        self.by_origin.entry(rec.origin.clone()).or_default().insert(rec.seq, rec.key.clone());
+        if rec.is_tombstone() {
+            self.tombstones.insert((rec.origin.clone(), rec.seq));
+        }
+        self.records.insert(rec.key.clone(), rec);
+    }
+
+    /// Removes the record stored for `key`, if any.
+    fn unstore(&mut self, key: &str) {
+        let Some(old) = self.records.remove(key) else { return };
+        if let Some(idx) = self.by_origin.get_mut(&old.origin) {
+            idx.remove(&old.seq);
+            if idx.is_empty() {
+                self.by_origin.remove(&old.origin);
+            }
+        }
+        if old.is_tombstone() {
+            self.tombstones.remove(&(old.origin, old.seq));
+        }
+    }
+}
+
+/// A copy-on-touch overlay over a [`State`], turned into [`Changes`].
+struct Draft<'a> {
+    base: &'a State,
+    records: BTreeMap<String, Option<Record>>,
+    vv: BTreeMap<NodeId, u64>,
+    pending: BTreeMap<NodeId, BTreeSet<u64>>,
+    floor: BTreeMap<NodeId, u64>,
+    feed: Vec<Change>,
+    head: u64,
+}
+
+impl<'a> Draft<'a> {
+    fn new(base: &'a State) -> Self {
+        Draft {
+            base,
+            records: BTreeMap::new(),
+            vv: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            floor: BTreeMap::new(),
+            feed: Vec::new(),
+            head: base.head,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Record> {
+        match self.records.get(key) {
+            Some(r) => r.as_ref(),
+            None => self.base.records.get(key),
+        }
+    }
+
+    fn seen(&self, origin: &NodeId) -> u64 {
+        self.vv.get(origin).copied().unwrap_or_else(|| self.base.vv.get(origin))
+    }
+
+    fn pending_last(&self, origin: &NodeId) -> Option<u64> {
+        match self.pending.get(origin) {
+            Some(p) => p.last().copied(),
+            None => self.base.pending.get(origin).and_then(|p| p.last().copied()),
+        }
+    }
+
+    fn pending_mut(&mut self, origin: &NodeId) -> &mut BTreeSet<u64> {
+        let base = self.base;
+        self.pending
+            .entry(origin.clone())
+            .or_insert_with(|| base.pending.get(origin).cloned().unwrap_or_default())
+    }
+
+    fn put(&mut self, rec: Record) {
+        self.head += 1;
+        self.feed.push(Change { index: self.head, key: rec.key.clone(), record: Some(rec.clone()) });
+        self.records.insert(rec.key.clone(), Some(rec));
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.head += 1;
+        self.feed.push(Change { index: self.head, key: key.to_owned(), record: None });
+        self.records.insert(key.to_owned(), None);
+    }
+
+    /// Merges one remote record: ignored when this store already covers it (it
+    /// holds it or something newer, or will receive something newer), else kept
+    /// when it wins under last-writer-wins.
+    fn merge_one(&mut self, r: Record, report: &mut MergeReport) {
+        if r.seq <= self.seen(&r.origin) {
+            report.ignored += 1;
+            return;
+        }
+        let wins = self.get(&r.key).is_none_or(|held| r.wins_over(held));
+        let (origin, seq) = (r.origin.clone(), r.seq);
+        if wins {
+            self.put(r);
+            report.applied += 1;
+        } else {
+            report.ignored += 1;
+        }
+        self.mark_seen(&origin, seq);
+    }
+
+    /// The sequence number of the next local write: above everything seen from
+    /// this origin (a node that lost its memory must not reuse numbers its peers
+    /// already hold).
+    fn next_local_seq(&self, me: &NodeId) -> u64 {
+        self.seen(me).max(self.pending_last(me).unwrap_or(0)) + 1
+    }
+
+    /// Notes that record `(origin, seq)` was merged or written here.
+    fn mark_seen(&mut self, origin: &NodeId, seq: u64) {
+        let cur = self.seen(origin);
+        if seq <= cur {
+            return;
+        }
+        if seq == cur + 1 {
+            self.vv.insert(origin.clone(), seq);
+            self.drain(origin);
+        } else {
+            self.pending_mut(origin).insert(seq);
+        }
+    }
+
+    /// Raises the vector for `origin` to `seq` on a sender's word (`covers`).
+    fn raise_to(&mut self, origin: &NodeId, seq: u64) {
+        if seq > self.seen(origin) {
+            self.vv.insert(origin.clone(), seq);
+        }
+        self.drain(origin);
+    }
+
+    /// Advances the vector for `origin` over pending sequence numbers that are now
+    /// contiguous, and drops those already covered.
+    fn drain(&mut self, origin: &NodeId) {
+        if !self.pending.contains_key(origin) && !self.base.pending.contains_key(origin) {
+            return;
+        }
+        let start = self.seen(origin);
+        let p = self.pending_mut(origin);
+        let mut cur = start;
+        while let Some(&first) = p.first() {
+            if first <= cur {
+                p.pop_first();
+            } else if first == cur + 1 {
+                p.pop_first();
+                cur = first;
+            } else {
+                break;
+            }
+        }
+        if cur > start {
+            self.vv.insert(origin.clone(), cur);
+        }
+    }
+
+    fn raise_floor(&mut self, origin: &NodeId, seq: u64) {
+        let cur = self.floor.get(origin).copied().unwrap_or_else(|| self.base.gc_floor.get(origin));
+        if seq > cur {
+            self.floor.insert(origin.clone(), seq);
+        }
+    }
+
+    fn finish(self) -> Changes {
+        let base = self.base;
+        let vv = self.vv.into_iter().filter(|(o, s)| *s > base.vv.get(o)).collect();
+        let pending = self
+            .pending
+            .into_iter()
+            .filter(|(o, set)| match base.pending.get(o) {
+                Some(old) => old != set,
+                None => !set.is_empty(),
+            })
+            .collect();
+        Changes { feed: self.feed, vv, pending, gc_floor: self.floor, head: self.head }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use spectrum_core::{ManualClock, Timestamp};
+    use std::sync::Arc;
+
+    fn node(id: &str) -> NodeId {
+        NodeId::new(id).unwrap()
+    }
+
+    fn rec(key: &str, value: Option<&str>, origin: &str, seq: u64, wall: u64) -> Record {
+        Record {
+            key: key.into(),
+            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+            stamp: Timestamp::new(wall, 0),
+            origin: node(origin),
+            seq,
+        }
+    }
+
+    fn hlc() -> Hlc {
+        Hlc::new(Arc::new(ManualClock::new(1_000)))
+    }
+
+    fn merged(records: Vec<Record>) -> State {
+        let mut st = State::default();
+        let (c, _) = st.plan_merge(records, &VersionVector::default());
+        st.commit(&c);
+        st
+    }
+
+    #[test]
+    fn planning_changes_nothing_until_committed() {
+        let st = merged(vec![rec("k", Some("v"), "b", 1, 5)]);
+        let (c, _) = st.plan_merge(vec![rec("j", Some("v"), "b", 2, 6)], &VersionVector::default());
+        assert_eq!(st.len(), 1);
+        assert_eq!(st.vv().get(&node("b")), 1);
+        assert_eq!(c.feed.len(), 1);
+        assert_eq!(c.vv.get(&node("b")), Some(&2));
+    }
+
+    #[test]
+    fn a_merge_of_nothing_new_plans_no_change() {
+        let st = merged(vec![rec("k", Some("v"), "b", 1, 5), rec("z", Some("v"), "b", 3, 5)]);
+        let (c, report) = st.plan_merge(vec![rec("k", Some("v"), "b", 1, 5)], &VersionVector::default());
+        assert!(c.is_empty(), "{c:?}");
+        assert_eq!(report.ignored, 1);
+    }
+
+    #[test]
+    fn collection_drops_only_tombstones_the_horizon_covers_and_raises_the_floor() {
+        let mut st = merged(vec![
+            rec("gone", None, "b", 1, 5),
+            rec("kept", Some("v"), "b", 2, 6),
+            rec("later", None, "b", 3, 7),
+        ]);
+        let mut horizon = VersionVector::default();
+        horizon.raise(&node("b"), 2);
+        let clock = hlc();
+        let (c, n) = st.plan_collect(&horizon, &clock);
+        assert_eq!(n, 1);
+        st.commit(&c);
+        assert!(st.get("gone").is_none());
+        assert!(st.get("later").is_some() && st.get("kept").is_some());
+        assert_eq!(st.gc_floor().get(&node("b")), 1);
+        assert!(clock.last() >= Timestamp::new(5, 0));
+        let err = st.delta(&VersionVector::default(), usize::MAX).unwrap_err();
+        assert!(matches!(err, StoreError::BehindHorizon { floor: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_restore_drops_records_its_digest_covers_but_it_lacks() {
+        let st = merged(vec![rec("stale", Some("old"), "c", 1, 5), rec("fresh", Some("new"), "c", 2, 6)]);
+        let mut digest = VersionVector::default();
+        digest.raise(&node("c"), 1);
+        digest.raise(&node("a"), 4);
+        let snap =
+            Snapshot { records: vec![rec("other", Some("x"), "a", 4, 9)], digest, ..Snapshot::default() };
+        let (c, _) = st.plan_restore(snap, &hlc());
+        let mut st = st;
+        st.commit(&c);
+        assert!(st.get("stale").is_none(), "covered and absent: superseded at the maker");
+        assert!(st.get("fresh").is_some(), "not covered: the maker has not seen it");
+        assert_eq!(st.vv().get(&node("a")), 4);
+        assert_eq!(st.gc_floor().get(&node("c")), 1);
+    }
+
+    #[test]
+    fn the_feed_is_gap_free_and_reports_compaction() {
+        let mut st = State::default();
+        st.set_log_capacity(3);
+        let clock = hlc();
+        for i in 0..5 {
+            let (c, _) = st.plan_apply(&node("a"), &clock, WriteBatch::new().put(format!("k{i}"), "v"));
+            st.commit(&c);
+        }
+        assert_eq!(st.head(), 5);
+        let b = st.changes_since("", 2, 10).unwrap();
+        assert_eq!(b.changes.iter().map(|c| c.index).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(b.position, 5);
+        let b = st.changes_since("", 2, 2).unwrap();
+        assert_eq!(b.position, 4);
+        assert!(matches!(st.changes_since("", 1, 10), Err(StoreError::FeedCompacted { oldest: 2, .. })));
+        assert!(matches!(st.changes_since("", 6, 10), Err(StoreError::FeedAhead { head: 5, .. })));
+        let b = st.changes_since("k4", 2, 10).unwrap();
+        assert_eq!(b.changes.len(), 1);
+        assert_eq!(b.position, 5);
+    }
+
+    #[test]
+    fn rebuilding_refuses_two_keys_with_one_sequence_number() {
+        let parts = Parts {
+            records: vec![rec("x", Some("1"), "b", 1, 1), rec("y", Some("1"), "b", 1, 1)],
+            ..Parts::default()
+        };
+        let err = State::from_parts(parts).unwrap_err();
+        assert!(err.contains("b:1"), "{err}");
+    }
+}

@@ -1,0 +1,218 @@
+//! The durable store: what survives a restart, a `kill -9`, and a damaged file.
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use spectrum_core::{Hlc, ManualClock, NodeId, Timestamp};
+use spectrum_replication::{ConfigStore, Record, RedbStore, StoreError, VersionVector, WriteBatch};
+
+/// Selects the child mode of [`kill_9_child_writer`]: the store file to write to.
+const CHILD_ENV: &str = "SPECTRUM_REPLICATION_KILL9_CHILD_PATH";
+
+fn node(id: &str) -> NodeId {
+    NodeId::new(id).unwrap()
+}
+
+fn clock_at(ms: u64) -> Arc<Hlc> {
+    Arc::new(Hlc::new(Arc::new(ManualClock::new(ms))))
+}
+
+fn open(path: &Path, id: &str, hlc: Arc<Hlc>) -> RedbStore {
+    RedbStore::open(path, node(id), hlc).unwrap()
+}
+
+fn remote(key: &str, origin: &str, seq: u64, wall_ms: u64) -> Record {
+    Record {
+        key: key.into(),
+        value: Some(Bytes::from_static(b"theirs")),
+        stamp: Timestamp::new(wall_ms, 0),
+        origin: node(origin),
+        seq,
+    }
+}
+
+#[tokio::test]
+async fn a_reopened_store_keeps_every_write_its_digest_tombstones_and_clock_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n1.redb");
+    let s = open(&path, "n1", clock_at(5_000_000));
+    s.apply(WriteBatch::new().put("a", "1").put("b", "2")).await.unwrap();
+    let del = s.apply(WriteBatch::new().delete("a")).await.unwrap();
+    // A record above a gap (pending), and one a peer stamped ahead of us.
+    s.merge(vec![remote("far", "peer", 3, 5_000_100)], &VersionVector::default()).await.unwrap();
+    s.merge(vec![remote("near", "peer", 1, 9_000_000)], &VersionVector::default()).await.unwrap();
+    s.apply(WriteBatch::new().delete("gone")).await.unwrap();
+    let mut horizon = VersionVector::default();
+    horizon.raise(&node("n1"), 4);
+    assert_eq!(s.collect_tombstones(&horizon).await.unwrap(), 2);
+    let before = (s.scan("").await.unwrap(), s.digest().await.unwrap(), s.snapshot().await.unwrap());
+    let last_stamp = s.hlc().last();
+    drop(s);
+
+    // The clock restarts far behind: the store lifts it to the high-water mark.
+    let hlc = clock_at(1_000);
+    let s = open(&path, "n1", hlc.clone());
+    assert!(hlc.last() >= last_stamp, "the clock floor survives: {} < {}", hlc.last(), last_stamp);
+    let after = (s.scan("").await.unwrap(), s.digest().await.unwrap(), s.snapshot().await.unwrap());
+    assert_eq!(before.0, after.0, "every record, tombstones included");
+    assert_eq!(before.1, after.1, "the digest");
+    assert_eq!(before.2.gc_floor, after.2.gc_floor, "the tombstone floor");
+    assert_eq!(before.2.position, after.2.position, "the change-feed position");
+    assert!(s.get("b").await.unwrap().is_some());
+    assert!(s.get("a").await.unwrap().is_none(), "a collected tombstone stays collected");
+    assert!(
+        matches!(s.delta(&VersionVector::default(), 1 << 20).await, Err(StoreError::BehindHorizon { .. })),
+        "the floor still sends stale peers to a snapshot"
+    );
+
+    // The pending b:3 is still pending: b:2 completes the run.
+    assert_eq!(s.digest().await.unwrap().get(&node("peer")), 1);
+    s.merge(vec![remote("mid", "peer", 2, 5_000_050)], &VersionVector::default()).await.unwrap();
+    assert_eq!(s.digest().await.unwrap().get(&node("peer")), 3, "pending sequence numbers survive");
+
+    let w = s.apply(WriteBatch::new().put("a", "back")).await.unwrap();
+    assert_eq!(w[0].seq, 5, "sequence numbers continue");
+    assert!(w[0].stamp > del[0].stamp && w[0].stamp > last_stamp, "stamps never go backwards");
+    let feed = s.changes_since("", after.2.position, 10).await.unwrap();
+    assert_eq!(feed.changes.len(), 2, "the feed continues from the old position");
+    let e = s.changes_since("", 0, 10).await.unwrap_err();
+    assert!(matches!(e, StoreError::FeedCompacted { .. }), "changes from before the restart are gone: {e}");
+}
+
+#[tokio::test]
+async fn a_batch_is_all_or_nothing_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n1.redb");
+    let s = open(&path, "n1", clock_at(1_000));
+    let big = Bytes::from(vec![0u8; spectrum_replication::record::DEFAULT_MAX_VALUE_BYTES + 1]);
+    s.apply(WriteBatch::new().put("x", "1").put("y", big)).await.unwrap_err();
+    let batch = (0..50).fold(WriteBatch::new(), |b, i| b.put(format!("k/{i:02}"), format!("{i}")));
+    s.apply(batch).await.unwrap();
+    drop(s);
+    let s = open(&path, "n1", clock_at(1_000));
+    assert!(s.get("x").await.unwrap().is_none(), "the rejected batch left nothing");
+    assert_eq!(s.scan("k/").await.unwrap().len(), 50, "the whole batch is there");
+    assert_eq!(s.digest().await.unwrap().get(&node("n1")), 50);
+}
+
+#[tokio::test]
+async fn a_file_of_another_node_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let s = open(&path, "n1", clock_at(1_000));
+    s.apply(WriteBatch::new().put("k", "v")).await.unwrap();
+    drop(s);
+    let e = RedbStore::open(&path, node("n2"), clock_at(1_000)).unwrap_err();
+    assert!(matches!(&e, StoreError::NodeMismatch { stored, .. } if stored == "n1"), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("n1") && msg.contains("n2") && msg.contains("store.redb"), "{msg}");
+    assert!(open(&path, "n1", clock_at(1_000)).get("k").await.unwrap().is_some(), "the file is untouched");
+}
+
+#[tokio::test]
+async fn a_damaged_file_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let garbage = dir.path().join("garbage.redb");
+    std::fs::write(&garbage, vec![0x5a; 64 * 1024]).unwrap();
+    let e = RedbStore::open(&garbage, node("n1"), clock_at(1_000)).unwrap_err();
+    assert!(matches!(e, StoreError::Storage { .. }), "{e}");
+    assert!(e.to_string().contains("garbage.redb"), "{e}");
+
+    let good = dir.path().join("good.redb");
+    let s = open(&good, "n1", clock_at(1_000));
+    for i in 0..200 {
+        s.apply(WriteBatch::new().put(format!("k/{i}"), vec![b'v'; 512])).await.unwrap();
+    }
+    drop(s);
+    let bytes = std::fs::read(&good).unwrap();
+    for cut in [bytes.len() / 2, 4096, 100] {
+        let truncated = dir.path().join(format!("truncated-{cut}.redb"));
+        std::fs::write(&truncated, &bytes[..cut]).unwrap();
+        let res = RedbStore::open(&truncated, node("n1"), clock_at(1_000));
+        assert!(res.is_err(), "a file cut to {cut} bytes opened");
+    }
+
+    let flipped = dir.path().join("flipped.redb");
+    let mut damaged = bytes.clone();
+    for b in damaged.iter_mut().skip(bytes.len() / 3).take(4096) {
+        *b ^= 0xff;
+    }
+    std::fs::write(&flipped, &damaged).unwrap();
+    if let Ok(s) = RedbStore::open(&flipped, node("n1"), clock_at(1_000)) {
+        // Damage in unused pages is harmless; what opened must be whole.
+        assert_eq!(s.scan("k/").await.unwrap().len(), 200);
+    }
+}
+
+/// The child half of [`acknowledged_writes_survive_kill_9`]: with [`CHILD_ENV`]
+/// set, writes until killed, printing `acked N` once write N is acknowledged.
+/// Without it, does nothing.
+#[tokio::test]
+async fn kill_9_child_writer() {
+    let Ok(path) = std::env::var(CHILD_ENV) else { return };
+    let s = open(Path::new(&path), "victim", Arc::new(Hlc::system()));
+    let mut out = std::io::stdout().lock();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in 0u64.. {
+        if Instant::now() > deadline {
+            break;
+        }
+        s.apply(WriteBatch::new().put(format!("k/{i:06}"), format!("{i}")).put("last", format!("{i}")))
+            .await
+            .unwrap();
+        writeln!(out, "acked {i}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("victim.redb");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["durable::kill_9_child_writer", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut acked: Option<u64> = None;
+    let started = Instant::now();
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if let Some(n) = line.strip_prefix("acked ") {
+            acked = Some(n.parse().unwrap());
+        }
+        // Kill mid-stream, after a fair number of acknowledged writes.
+        if acked.is_some_and(|n| n >= 40) || started.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL on unix
+    child.wait().unwrap();
+    let acked = acked.expect("the child acknowledged no write");
+
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(async {
+        let s = open(&path, "victim", Arc::new(Hlc::system()));
+        let stored = s.scan("k/").await.unwrap();
+        for i in 0..=acked {
+            let rec = s.get(&format!("k/{i:06}")).await.unwrap();
+            assert!(rec.is_some(), "acknowledged write {i} of {acked} is missing after kill -9");
+        }
+        assert!(stored.len() as u64 > acked);
+        let digest = s.digest().await.unwrap().get(&node("victim"));
+        assert!(digest >= 2 * (acked + 1), "digest {digest} lost acknowledged writes");
+        // The store carries on numbering after whatever made it to disk.
+        let w = s.apply(WriteBatch::new().put("after", "restart")).await.unwrap();
+        assert_eq!(w[0].seq, digest + 1);
+        let last = s.get("last").await.unwrap().unwrap();
+        assert!(w[0].stamp > last.stamp);
+    });
+}

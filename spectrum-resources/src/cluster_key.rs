@@ -1,0 +1,199 @@
+//! [`ClusterKey`]: the key that encrypts secrets at rest.
+//!
+//! Every node of a cluster is given the same 32-byte key (in its configuration file, as
+//! 64 hex digits or base64). Before a definition is stored, each secret in it is
+//! *sealed*: encrypted with XChaCha20-Poly1305 under a fresh random 192-bit nonce, so
+//! the configuration database (and every replica and backup of it) holds only
+//! ciphertext. A node *opens* a secret only when a resource needs it; a node without the
+//! key, or with another one, cannot, and says so.
+//!
+//! The sealed text is `v1:` followed by the base64 of the nonce and the ciphertext
+//! (which carries its 16-byte authentication tag), so a damaged or substituted value is
+//! detected rather than decrypted to garbage.
+//!
+//! ```
+//! use spectrum_resources::ClusterKey;
+//!
+//! let key = ClusterKey::generate();
+//! let sealed = key.seal(b"hunter2").unwrap();
+//! assert!(sealed.starts_with("v1:"));
+//! assert_eq!(key.open(&sealed).unwrap(), b"hunter2");
+//! assert!(ClusterKey::generate().open(&sealed).is_err(), "another key cannot open it");
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+use crate::error::SecretError;
+
+/// The key length in bytes.
+pub const KEY_LEN: usize = 32;
+/// The prefix of the current sealed format.
+pub const SEALED_PREFIX: &str = "v1:";
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+/// Binds ciphertexts to their purpose, so a value sealed for something else under the
+/// same key is not accepted as a secret.
+const AAD: &[u8] = b"spectrum-resources secret v1";
+
+/// A cluster's 32-byte secret key. `Debug` never shows it, and its memory is overwritten
+/// with zeros when dropped.
+///
+/// Parse one from 64 hex digits or from base64 ([`FromStr`]), or make a new one with
+/// [`ClusterKey::generate`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterKey([u8; KEY_LEN]);
+
+impl ClusterKey {
+    /// A key made of these bytes.
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// A new random key from the operating system's generator.
+    pub fn generate() -> Self {
+        let key = XChaCha20Poly1305::generate_key(&mut OsRng);
+        let mut bytes = [0u8; KEY_LEN];
+        bytes.copy_from_slice(&key);
+        Self(bytes)
+    }
+
+    /// The key as 64 lower-case hex digits, for writing a configuration file.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Encrypts `clear` under a fresh random nonce; returns the sealed text
+    /// (`v1:<base64>`).
+    ///
+    /// # Errors
+    ///
+    /// [`SecretError::Malformed`] if the cipher refuses the input (it does so only for
+    /// inputs far larger than any secret).
+    pub fn seal(&self, clear: &[u8]) -> Result<String, SecretError> {
+        let cipher = XChaCha20Poly1305::new((&self.0).into());
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let ciphertext = cipher
+            .encrypt(&nonce, Payload { msg: clear, aad: AAD })
+            .map_err(|_| SecretError::Malformed { reason: "the value cannot be encrypted".into() })?;
+        let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ciphertext);
+        Ok(format!("{SEALED_PREFIX}{}", STANDARD.encode(out)))
+    }
+
+    /// Decrypts text made by [`seal`](Self::seal) with this key.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretError::Malformed`] when the text is not a sealed value of a known format;
+    /// [`SecretError::WrongKey`] when it was sealed with another key or was altered.
+    pub fn open(&self, sealed: &str) -> Result<Vec<u8>, SecretError> {
+        let body = sealed.strip_prefix(SEALED_PREFIX).ok_or_else(|| SecretError::Malformed {
+            reason: "unknown sealed format (expected \"v1:<base64>\")".into(),
+        })?;
+        let raw = STANDARD
+            .decode(body)
+            .map_err(|e| SecretError::Malformed { reason: format!("invalid base64: {e}") })?;
+        if raw.len() < NONCE_LEN + TAG_LEN {
+            return Err(SecretError::Malformed { reason: "too short to be a sealed value".into() });
+        }
+        let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
+        let cipher = XChaCha20Poly1305::new((&self.0).into());
+        cipher
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: AAD })
+            .map_err(|_| SecretError::WrongKey)
+    }
+}
+
+impl FromStr for ClusterKey {
+    type Err = SecretError;
+
+    /// Parses 64 hex digits or the base64 of 32 bytes (with or without padding).
+    /// Surrounding white space is ignored. The error never echoes the input.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let bytes = if s.len() == 2 * KEY_LEN && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (0..KEY_LEN)
+                .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|_| SecretError::InvalidKey { reason: "invalid hex".into() })?
+        } else {
+            STANDARD.decode(s).or_else(|_| STANDARD_NO_PAD.decode(s)).map_err(|_| {
+                SecretError::InvalidKey {
+                    reason: format!(
+                        "expected {} hex digits or the base64 of {KEY_LEN} bytes ({} characters given)",
+                        2 * KEY_LEN,
+                        s.len()
+                    ),
+                }
+            })?
+        };
+        let bytes: [u8; KEY_LEN] = bytes.try_into().map_err(|v: Vec<u8>| SecretError::InvalidKey {
+            reason: format!("the key is {} bytes; it must be exactly {KEY_LEN}", v.len()),
+        })?;
+        Ok(Self(bytes))
+    }
+}
+
+impl fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClusterKey(***)")
+    }
+}
+
+impl Drop for ClusterKey {
+    fn drop(&mut self) {
+        self.0.fill(0);
+        std::hint::black_box(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_from_hex_and_base64_and_never_show_in_debug() {
+        let key = ClusterKey::generate();
+        let hex = key.to_hex();
+        assert_eq!(hex.parse::<ClusterKey>().unwrap(), key);
+        let b64 = STANDARD.encode(key.0);
+        assert_eq!(b64.parse::<ClusterKey>().unwrap(), key);
+        assert_eq!(STANDARD_NO_PAD.encode(key.0).parse::<ClusterKey>().unwrap(), key);
+        assert_eq!(format!("{key:?}"), "ClusterKey(***)");
+    }
+
+    #[test]
+    fn short_or_garbled_keys_are_refused_without_echoing_them() {
+        for bad in ["abcd", "zz", "", &"ab".repeat(33)] {
+            let err = bad.parse::<ClusterKey>().unwrap_err();
+            assert!(matches!(err, SecretError::InvalidKey { .. }), "{bad:?}: {err}");
+            if !bad.is_empty() {
+                assert!(!err.to_string().contains(bad), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn sealing_is_randomised_and_tamper_evident() {
+        let key = ClusterKey::generate();
+        let a = key.seal(b"pw").unwrap();
+        let b = key.seal(b"pw").unwrap();
+        assert_ne!(a, b, "a fresh nonce each time");
+        assert!(!a.contains("pw"));
+        let mut raw = STANDARD.decode(&a[3..]).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        let tampered = format!("v1:{}", STANDARD.encode(raw));
+        assert!(matches!(key.open(&tampered), Err(SecretError::WrongKey)));
+        assert!(matches!(key.open("v9:abc"), Err(SecretError::Malformed { .. })));
+        assert!(matches!(key.open("v1:!!"), Err(SecretError::Malformed { .. })));
+        assert!(matches!(key.open("v1:AAAA"), Err(SecretError::Malformed { .. })));
+    }
+}

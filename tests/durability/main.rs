@@ -1,0 +1,139 @@
+//! Durability across `kill -9`, with real node processes (`spectrum node`) on
+//! loopback: writes are under way on every node, one node is killed with SIGKILL
+//! and restarted on the same data directory, and every acknowledged write, the
+//! killed node's own included, is on every node once it has converged.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use spectrum::management::proto::{ListRequest, PutRequest, management_client::ManagementClient};
+use tonic::transport::Channel;
+
+/// A node process, killed with SIGKILL when dropped (even when the test panics).
+struct NodeProcess {
+    child: Child,
+    url: String,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+fn write_config(dir: &Path, id: &str, port: u16, peers: &[u16]) -> std::path::PathBuf {
+    let seeds: Vec<String> = peers.iter().map(|p| format!("\"http://127.0.0.1:{p}\"")).collect();
+    let text = format!(
+        "id = \"{id}\"\ncluster = \"durability\"\nlisten = \"127.0.0.1:{port}\"\nseeds = [{}]\ndata_dir = \"{}\"\nsync_interval_ms = 200\n",
+        seeds.join(", "),
+        dir.join(id).display()
+    );
+    let path = dir.join(format!("{id}.toml"));
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+fn start(config: &Path) -> NodeProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spectrum"))
+        .args(["node", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spectrum node starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+    let doc: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    NodeProcess { child, url: doc["addr"].as_str().expect("addr").to_owned() }
+}
+
+async fn client(url: &str) -> ManagementClient<Channel> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match ManagementClient::connect(url.to_owned()).await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() > deadline => panic!("{url}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+async fn held(url: &str) -> BTreeMap<String, Vec<u8>> {
+    let Ok(mut c) = ManagementClient::connect(url.to_owned()).await else { return BTreeMap::new() };
+    match c.list(ListRequest { prefix: "settings/".into(), min_version: String::new() }).await {
+        Ok(r) => r.into_inner().entries.into_iter().map(|e| (e.key, e.value)).collect(),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_sigkill_restarts_with_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let configs: Vec<_> = (0..3)
+        .map(|i| {
+            let peers: Vec<u16> =
+                ports.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| *p).collect();
+            write_config(dir.path(), &format!("node-{}", i + 1), ports[i], &peers)
+        })
+        .collect();
+    let mut nodes: Vec<Option<NodeProcess>> = configs.iter().map(|c| Some(start(c))).collect();
+    let urls: Vec<String> = nodes.iter().flatten().map(|n| n.url.clone()).collect();
+
+    // Writes go to every node in turn, acknowledged by that node alone: each one
+    // must survive, wherever it was accepted.
+    let mut acked: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut clients = Vec::new();
+    for u in &urls {
+        clients.push(client(u).await);
+    }
+    for i in 0..300usize {
+        let target = i % 3;
+        if i == 150 {
+            // kill -9 node-3 in the middle of the stream.
+            let mut killed = nodes[2].take().expect("node-3 running");
+            killed.child.kill().expect("SIGKILL");
+            killed.child.wait().unwrap();
+        }
+        if target == 2 && nodes[2].is_none() {
+            continue;
+        }
+        let key = format!("settings/w{i:04}");
+        let value = format!("value-{i}").into_bytes();
+        let put = clients[target].put(PutRequest { key: key.clone(), value: value.clone(), ack: 0 }).await;
+        if put.is_ok() {
+            acked.insert(key, value);
+        }
+    }
+    assert!(acked.len() >= 250, "most writes are acknowledged: {}", acked.len());
+
+    nodes[2] = Some(start(&configs[2]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for url in &urls {
+        loop {
+            let have = held(url).await;
+            let missing: Vec<_> =
+                acked.iter().filter(|(k, v)| have.get(*k) != Some(*v)).map(|(k, _)| k).collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url} still lacks {} acknowledged writes, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
