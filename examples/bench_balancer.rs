@@ -157,7 +157,12 @@ async fn bench(cluster: &Cluster) -> Result<(), Box<dyn Error>> {
     for round in 1..=ROUNDS {
         for (slot, target) in [&direct, &balanced].into_iter().enumerate() {
             let l = latency(target).await?;
-            println!("  round {round} {:<9} p50 {:>7.1} µs   p99 {:>7.1} µs", target.name, us(l.p50), us(l.p99));
+            println!(
+                "  round {round} {:<9} p50 {:>7.1} µs   p99 {:>7.1} µs",
+                target.name,
+                us(l.p50),
+                us(l.p99)
+            );
             let keep = match &best[slot] {
                 Some(b) => l.p50 < b.p50,
                 None => true,
@@ -171,7 +176,9 @@ async fn bench(cluster: &Cluster) -> Result<(), Box<dyn Error>> {
     let added50 = us(b.p50) - us(d.p50);
     let added99 = us(b.p99) - us(d.p99);
 
-    println!("\nthroughput: {CLIENTS} concurrent clients, {THROUGHPUT_CALLS} calls per round, best of {ROUNDS} rounds");
+    println!(
+        "\nthroughput: {CLIENTS} concurrent clients, {THROUGHPUT_CALLS} calls per round, best of {ROUNDS} rounds"
+    );
     let mut best_rate = [0.0f64; 2];
     for round in 1..=ROUNDS {
         for (slot, target) in [&direct, &balanced].into_iter().enumerate() {

@@ -9,10 +9,14 @@ use spectrum_balancer::{BackendConfig, Balancer, BalancerConfig, BalancerHandle,
 use spectrum_core::{ClusterId, NodeId, transport};
 use spectrum_resources::ClusterKey;
 
+use crate::discovery::ManagementDiscovery;
 use crate::error::NodeError;
 use crate::node::{Node, NodeBuilder};
 
-type Configure = Box<dyn Fn(NodeBuilder) -> NodeBuilder + Send + Sync>;
+type Configure = Arc<dyn Fn(NodeBuilder) -> NodeBuilder + Send + Sync>;
+
+/// How often the in-process balancer re-reads membership.
+const DISCOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Longest [`ClusterBuilder::start`] waits for the balancer to see every node healthy.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -46,7 +50,7 @@ impl ClusterBuilder {
     /// Configures every node's builder, for example to add the application's
     /// services: `.configure_nodes(|b| b.add_service_with(MyService::server))`.
     pub fn configure_nodes(mut self, f: impl Fn(NodeBuilder) -> NodeBuilder + Send + Sync + 'static) -> Self {
-        self.configure = Box::new(f);
+        self.configure = Arc::new(f);
         self
     }
 
@@ -64,7 +68,8 @@ impl ClusterBuilder {
 
     /// Binds every node on an ephemeral loopback port, starts them with each
     /// other as seeds and one fresh cluster key, then starts the balancer in front
-    /// of them and waits (up to 5 s) until it has seen every node healthy.
+    /// of them, following membership (so nodes can join, drain and leave), and
+    /// waits (up to 5 s) until it has seen every node healthy.
     ///
     /// # Errors
     ///
@@ -95,15 +100,20 @@ impl ClusterBuilder {
             .flatten()
             .map(|n| BackendConfig { id: n.id().clone(), addr: n.local_addr(), weight: 1 })
             .collect();
-        let balancer =
-            Balancer::builder(self.balancer).backends(backends).strategy(self.strategy).start().await?;
+        let discovery = ManagementDiscovery::new(urls.clone());
+        let balancer = Balancer::builder(self.balancer)
+            .backends(backends)
+            .strategy(self.strategy)
+            .discovery(Arc::new(discovery), DISCOVERY_INTERVAL)
+            .start()
+            .await?;
         // Ready means the balancer has seen every node pass a health check, so the
         // first requests already spread over all of them.
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         while !balancer.stats().iter().all(|b| b.healthy) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        Ok(Cluster { cluster: self.cluster, nodes, balancer })
+        Ok(Cluster { cluster: self.cluster, nodes, balancer, configure: self.configure, key })
     }
 }
 
@@ -112,6 +122,8 @@ pub struct Cluster {
     cluster: ClusterId,
     nodes: Vec<Option<Node>>,
     balancer: BalancerHandle,
+    configure: Configure,
+    key: ClusterKey,
 }
 
 impl fmt::Debug for Cluster {
@@ -130,7 +142,7 @@ impl Cluster {
         ClusterBuilder {
             cluster,
             size: 3,
-            configure: Box::new(|b| b),
+            configure: Arc::new(|b| b),
             strategy: Arc::new(RoundRobin::new()),
             balancer: BalancerConfig::default(),
         }
@@ -162,8 +174,26 @@ impl Cluster {
         self.nodes().find(|n| n.id().as_str() == id)
     }
 
-    /// Stops the node with `id` (it stops answering health checks, then its
-    /// server closes). Returns whether such a node was running.
+    /// Starts one more node (`node-N`, N the next number) that joins the running
+    /// cluster: it is seeded with the running nodes, pulls their state, records
+    /// itself in membership, and the balancer sends it traffic once it is healthy.
+    /// Nothing else restarts.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError`] when the node cannot start.
+    pub async fn add_node(&mut self) -> Result<&Node, NodeError> {
+        let id = NodeId::new(format!("node-{}", self.nodes.len() + 1))
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let seeds: Vec<String> = self.nodes().map(|n| n.url().to_owned()).collect();
+        let builder = NodeBuilder::new(id, self.cluster.clone()).seeds(seeds).cluster_key(self.key.clone());
+        let node = (self.configure)(builder).start().await?;
+        self.nodes.push(Some(node));
+        Ok(self.nodes.last().and_then(Option::as_ref).expect("just pushed"))
+    }
+
+    /// Stops the node with `id`: it leaves the cluster cleanly (see
+    /// [`Node::shutdown`]). Returns whether such a node was running.
     pub async fn stop_node(&mut self, id: &str) -> bool {
         let Some(slot) = self.nodes.iter_mut().find(|n| n.as_ref().is_some_and(|n| n.id().as_str() == id))
         else {

@@ -63,6 +63,7 @@
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod error;
 pub mod keys;
 pub mod license;

@@ -86,14 +86,7 @@ impl ManagementService {
         write_timeout: Duration,
     ) -> Self {
         let cluster_key = ctx.cluster_key.clone();
-        Self {
-            ctx,
-            replicator,
-            addr,
-            write_timeout,
-            cluster_key,
-            transport: TransportConfig::default(),
-        }
+        Self { ctx, replicator, addr, write_timeout, cluster_key, transport: TransportConfig::default() }
     }
 
     /// Seals and opens resource secrets with `key`. Give every node of a cluster the

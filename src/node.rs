@@ -304,7 +304,12 @@ impl NodeBuilder {
 
         // A node drained by an operator stays drained across a restart.
         let state = match store.get(&Namespace::Membership.key(self.id.as_str())).await? {
-            Some(r) if r.value.as_ref().and_then(|v| serde_json::from_slice::<Member>(v).ok()).is_some_and(|m| m.state == MemberState::Draining) => {
+            Some(r)
+                if r.value
+                    .as_ref()
+                    .and_then(|v| serde_json::from_slice::<Member>(v).ok())
+                    .is_some_and(|m| m.state == MemberState::Draining) =>
+            {
                 MemberState::Draining
             }
             _ => MemberState::Active,

@@ -51,7 +51,11 @@ pub struct BalancerConfig {
     /// message): matched on the request path. Safe HTTP methods (`GET`, `HEAD`,
     /// `OPTIONS`, `TRACE`) are always retriable. Default: none.
     ///
-    /// Mark only calls that are harmless to run twice, such as reads.
+    /// Mark only calls that are harmless to run twice, such as reads. The response
+    /// to a retriable request is forwarded once its first message (or its end) has
+    /// arrived, so that a backend dying right after its headers is retried too; a
+    /// streaming method that sends headers long before its first message is better
+    /// left unmarked.
     pub idempotent: Vec<PathMatcher>,
     /// Largest request body kept for sending again: retriable requests with a larger
     /// body are not retried after a failure. Default 64 KiB.

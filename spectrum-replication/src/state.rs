@@ -197,16 +197,23 @@ impl State {
         let origins: BTreeSet<&NodeId> = self.by_origin.keys().chain(self.vv.entries.keys()).collect();
         let mut delta = Delta { complete: true, ..Delta::default() };
         let mut used = 0usize;
+        // Records above our own contiguous digest: we cannot vouch for the gap below
+        // them, so the receiver's digest will not move past them. They go last, all
+        // together (else a budget cut among them would resend the first forever).
+        let mut tail: Vec<&Record> = Vec::new();
         for origin in origins {
             let from = since.get(origin);
             let ours = self.vv.get(origin);
-            let mut due = self
-                .by_origin
-                .get(origin)
-                .into_iter()
-                .flat_map(|idx| idx.range((Bound::Excluded(from), Bound::Unbounded)))
-                .filter_map(|(&seq, key)| self.records.get(key).map(|r| (seq, r)))
-                .peekable();
+            let held = |lo: u64, hi: Bound<u64>| {
+                self.by_origin
+                    .get(origin)
+                    .into_iter()
+                    .flat_map(move |idx| idx.range((Bound::Excluded(lo), hi)))
+                    .filter_map(|(&seq, key)| self.records.get(key).map(|r| (seq, r)))
+            };
+            tail.extend(held(from.max(ours), Bound::Unbounded).map(|(_, r)| r));
+            let mut due =
+                (ours > from).then(|| held(from, Bound::Included(ours))).into_iter().flatten().peekable();
             let mut last_sent = None;
             let mut cut = false;
             if delta.complete {
@@ -225,12 +232,20 @@ impl State {
             }
             let claim = if cut {
                 delta.complete = false;
-                last_sent.map_or(0, |s| s.min(ours))
+                last_sent.unwrap_or(0)
             } else {
                 ours
             };
             if claim > from {
                 delta.covers.raise(origin, claim);
+            }
+        }
+        if delta.complete && !tail.is_empty() {
+            let len: usize = tail.iter().map(|r| r.encoded_len()).sum();
+            if delta.records.is_empty() || used.saturating_add(len) <= budget_bytes {
+                delta.records.extend(tail.into_iter().cloned());
+            } else {
+                delta.complete = false;
             }
         }
         Ok(delta)

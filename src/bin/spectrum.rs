@@ -26,14 +26,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use spectrum::NodeBuilder;
 use spectrum::balancer::strategy::RoundRobin;
-use spectrum::balancer::{BackendConfig, Balancer, BalancerConfig, BalancerHandle};
+use spectrum::balancer::{BackendConfig, Balancer, BalancerConfig};
 use spectrum::config::{BalancerFileConfig, BalancerOverrides, NodeFileConfig, NodeOverrides, load};
-use spectrum::core::{Member, MemberState};
+use spectrum::discovery::ManagementDiscovery;
 use spectrum::management::proto::{self, management_client::ManagementClient};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tracing::{debug, warn};
+use tracing::warn;
 
 #[derive(Debug, Parser)]
 #[command(name = "spectrum", version, about = "Run and manage a Spectrum cluster")]
@@ -365,25 +365,20 @@ async fn run_balancer(args: BalancerArgs, token: Option<String>) -> Result<()> {
         ..BalancerConfig::default()
     };
     let backends = static_backends(&cfg)?;
-    let handle = Arc::new(
-        Balancer::builder(config).backends(backends).strategy(Arc::new(RoundRobin::new())).start().await?,
-    );
-    let follower = cfg.follow_membership.unwrap_or(true).then(|| {
-        let handle = handle.clone();
-        let cfg = cfg.clone();
-        tokio::spawn(async move { follow_membership(&handle, &cfg).await })
-    });
+    let mut builder = Balancer::builder(config).backends(backends).strategy(Arc::new(RoundRobin::new()));
+    if cfg.follow_membership.unwrap_or(true) {
+        let seeds = cfg.nodes.iter().map(|n| format!("http://{}", n.addr));
+        let mut discovery = ManagementDiscovery::new(seeds);
+        if let Some(token) = cfg.token.as_deref() {
+            discovery = discovery.with_token(token)?;
+        }
+        builder = builder.discovery(Arc::new(discovery), cfg.health_interval());
+    }
+    let handle = builder.start().await?;
     println!("{}", json!({"balancer": handle.url()}));
     std::io::stdout().flush().ok();
     wait_for_signal().await?;
-    if let Some(task) = follower {
-        task.abort();
-        let _ = task.await;
-    }
-    match Arc::try_unwrap(handle) {
-        Ok(handle) => handle.shutdown().await,
-        Err(_) => warn!("balancer still referenced at shutdown"),
-    }
+    handle.shutdown().await;
     Ok(())
 }
 
@@ -398,64 +393,6 @@ fn static_backends(cfg: &BalancerFileConfig) -> Result<Vec<BackendConfig>> {
             })
         })
         .collect()
-}
-
-/// Reads membership from any backend every health interval, and applies it: members
-/// that joined are added, draining ones get no new requests, departed ones are removed.
-async fn follow_membership(handle: &BalancerHandle, cfg: &BalancerFileConfig) {
-    let mut interval = tokio::time::interval(cfg.health_interval());
-    let mut last: Option<Vec<Member>> = None;
-    loop {
-        interval.tick().await;
-        let mut addrs: Vec<String> = handle.stats().iter().map(|b| format!("http://{}", b.addr)).collect();
-        addrs.extend(cfg.nodes.iter().map(|n| format!("http://{}", n.addr)));
-        addrs.sort();
-        addrs.dedup();
-        let mut members = None;
-        for addr in &addrs {
-            match read_membership(addr, cfg.token.as_deref()).await {
-                Ok(m) => {
-                    members = Some(m);
-                    break;
-                }
-                Err(e) => debug!(node = %addr, error = %e, "cannot read membership"),
-            }
-        }
-        let Some(members) = members else { continue };
-        if last.as_ref() == Some(&members) {
-            continue;
-        }
-        let Ok(mut backends) = static_backends(cfg) else { return };
-        for m in members.iter().filter(|m| m.state != MemberState::Left) {
-            if let Ok(b) = BackendConfig::try_from(m) {
-                backends.retain(|s| s.id != b.id);
-                backends.push(b);
-            }
-        }
-        for m in members.iter().filter(|m| m.state == MemberState::Left) {
-            backends.retain(|b| b.id != m.id);
-        }
-        if let Err(e) = handle.set_backends(backends) {
-            warn!(error = %e, "cannot apply membership");
-            continue;
-        }
-        for m in &members {
-            let _ = handle.set_draining(&m.id, m.state == MemberState::Draining);
-        }
-        debug!(members = members.len(), "membership applied");
-        last = Some(members);
-    }
-}
-
-async fn read_membership(addr: &str, token: Option<&str>) -> Result<Vec<Member>> {
-    let mut client = connect(addr, token).await?;
-    let entries = tokio::time::timeout(Duration::from_secs(2), list(&mut client, "membership/"))
-        .await
-        .map_err(|_| anyhow!("timed out"))??;
-    let mut members: Vec<Member> =
-        entries.iter().filter_map(|e| serde_json::from_slice::<Member>(&e.value).ok()).collect();
-    members.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(members)
 }
 
 async fn connect(endpoint: &str, token: Option<&str>) -> Result<Client> {

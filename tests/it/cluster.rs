@@ -62,3 +62,77 @@ async fn requests_spread_over_all_nodes_and_survive_a_stopped_node() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joins_a_running_cluster_and_gets_its_state_and_traffic() {
+    let mut cluster = start_cluster("it-join").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut through_balancer = admin(&cluster.balancer_url()).await;
+    let version = configure_dataflow(&mut through_balancer, &dir.path().join("postal.db")).await;
+
+    let joined = cluster.add_node().await.expect("node-4 starts").url().to_owned();
+    let got = admin(&joined)
+        .await
+        .get(GetRequest { key: "dataflows/normalize-address".into(), min_version: version })
+        .await
+        .expect("the new node pulls the cluster's state")
+        .into_inner();
+    assert_eq!(got.served_by, "node-4");
+
+    let mut client = DataflowClient::connect(cluster.balancer_url()).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let served = run_requests(&mut client, 8).await;
+        if served.contains_key("node-4") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "node-4 never received traffic: {served:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_drained_through_the_management_api_gets_no_new_requests() {
+    use spectrum::management::proto::{NodeState, SetNodeStateRequest};
+
+    let cluster = start_cluster("it-drain").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut through_balancer = admin(&cluster.balancer_url()).await;
+    configure_dataflow(&mut through_balancer, &dir.path().join("postal.db")).await;
+    through_balancer
+        .set_node_state(SetNodeStateRequest {
+            node_id: "node-3".into(),
+            state: NodeState::Draining as i32,
+            ack: ACK_ALL,
+        })
+        .await
+        .expect("drain accepted");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cluster.balancer().stats().iter().any(|b| b.id.as_str() == "node-3" && b.draining) {
+        assert!(std::time::Instant::now() < deadline, "the balancer never saw node-3 draining");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut client = DataflowClient::connect(cluster.balancer_url()).await.unwrap();
+    let served = run_requests(&mut client, 20).await;
+    assert!(!served.contains_key("node-3"), "a draining node gets no new requests: {served:?}");
+
+    through_balancer
+        .set_node_state(SetNodeStateRequest {
+            node_id: "node-3".into(),
+            state: NodeState::Active as i32,
+            ack: ACK_ALL,
+        })
+        .await
+        .expect("undrain accepted");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if run_requests(&mut client, 6).await.contains_key("node-3") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "node-3 never came back after undrain");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    cluster.shutdown().await;
+}

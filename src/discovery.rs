@@ -1,0 +1,117 @@
+//! [`ManagementDiscovery`]: the balancer learns the cluster's members from the
+//! nodes themselves, by reading the `membership/` namespace through the management
+//! API, so nodes join, drain and leave with no balancer restart.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use spectrum_balancer::{BalancerError, Discovery};
+use spectrum_core::{Member, MemberState, TransportConfig};
+use tonic::metadata::{Ascii, MetadataValue};
+use tracing::debug;
+
+use crate::keys::Namespace;
+use crate::management::proto::{ListRequest, management_client::ManagementClient};
+
+/// Longest one membership read may take before the next address is tried.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reads membership from any reachable node: first the members it learned last
+/// time, then the seed addresses it was given.
+pub struct ManagementDiscovery {
+    seeds: Vec<String>,
+    known: Mutex<Vec<String>>,
+    token: Option<MetadataValue<Ascii>>,
+    transport: TransportConfig,
+}
+
+impl fmt::Debug for ManagementDiscovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagementDiscovery")
+            .field("seeds", &self.seeds)
+            .field("known", &*self.known.lock())
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl ManagementDiscovery {
+    /// Discovery starting from node addresses `seeds` (`http://host:port`).
+    pub fn new<I, S>(seeds: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            seeds: seeds.into_iter().map(Into::into).collect(),
+            known: Mutex::new(Vec::new()),
+            token: None,
+            transport: TransportConfig::default(),
+        }
+    }
+
+    /// Sends `authorization: Bearer <token>` with every read.
+    ///
+    /// # Errors
+    ///
+    /// [`BalancerError::Discovery`] when the token holds characters a header cannot carry.
+    pub fn with_token(mut self, token: &str) -> Result<Self, BalancerError> {
+        let value = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| BalancerError::discovery("the token holds characters not allowed in a header"))?;
+        self.token = Some(value);
+        Ok(self)
+    }
+
+    async fn read(&self, addr: &str) -> Result<Vec<Member>, String> {
+        let channel = self.transport.channel(addr).map_err(|e| e.to_string())?;
+        let mut client = ManagementClient::new(channel);
+        let mut request = tonic::Request::new(ListRequest {
+            prefix: Namespace::Membership.prefix().to_owned(),
+            min_version: String::new(),
+        });
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert("authorization", token.clone());
+        }
+        let answer = tokio::time::timeout(READ_TIMEOUT, client.list(request))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|s| s.message().to_owned())?;
+        let mut members: Vec<Member> = answer
+            .into_inner()
+            .entries
+            .iter()
+            .filter_map(|e| serde_json::from_slice::<Member>(&e.value).ok())
+            .collect();
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(members)
+    }
+}
+
+#[async_trait]
+impl Discovery for ManagementDiscovery {
+    async fn members(&self) -> Result<Vec<Member>, BalancerError> {
+        let mut addrs = self.known.lock().clone();
+        addrs.extend(self.seeds.iter().cloned());
+        addrs.dedup();
+        let mut last_error = String::from("no node address to read membership from");
+        for addr in &addrs {
+            match self.read(addr).await {
+                Ok(members) => {
+                    *self.known.lock() = members
+                        .iter()
+                        .filter(|m| m.state != MemberState::Left)
+                        .map(|m| m.addr.clone())
+                        .collect();
+                    return Ok(members);
+                }
+                Err(e) => {
+                    debug!(node = %addr, error = %e, "cannot read membership");
+                    last_error = format!("{addr}: {e}");
+                }
+            }
+        }
+        Err(BalancerError::discovery(last_error))
+    }
+}
