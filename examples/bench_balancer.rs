@@ -14,8 +14,15 @@
 //!   per second each way and their ratio (target ≥ 0.8).
 //!
 //! Direct calls go to the three nodes in turn, as the balancer's round robin does.
+//! The client side is the same both ways: each client has its own connection, to a
+//! node or to the balancer (which multiplexes every client's calls onto its few
+//! connections per node, see `BalancerConfig::upstream_connections`).
+//!
 //! Everything shares this machine's cores, so the balancer competes with the nodes
-//! and the clients for CPU: the figures are a floor, not a ceiling.
+//! and the clients for CPU: the figures are a floor, not a ceiling. When the cores
+//! are saturated the throughput ratio is the ratio of CPU spent per call, so the
+//! throughput phase also prints the process CPU time per call each way (Linux
+//! only): the difference is what the balancer itself costs per call.
 
 use std::error::Error;
 use std::sync::Arc;
@@ -103,8 +110,26 @@ async fn latency(target: &Target) -> Result<Latency, Box<dyn Error>> {
     Ok(Latency { p50: percentile(&samples, 0.50), p99: percentile(&samples, 0.99) })
 }
 
+/// CPU time (user and system) this process has used so far, from `/proc/self/stat`;
+/// `None` where that cannot be read.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 on.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Linux reports these in USER_HZ, 100 per second on every mainstream platform.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// One throughput round: calls per second and, if known, CPU time per call.
+struct Rate {
+    per_second: f64,
+    cpu_per_call: Option<Duration>,
+}
+
 /// Calls per second with [`CLIENTS`] concurrent clients, each on its own connection.
-async fn throughput(target: &Target) -> Result<f64, Box<dyn Error>> {
+async fn throughput(target: &Target) -> Result<Rate, Box<dyn Error>> {
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
         clients.push(connect(&target.urls[c % target.urls.len()]).await?);
@@ -127,10 +152,17 @@ async fn throughput(target: &Target) -> Result<f64, Box<dyn Error>> {
     }
     gate.wait().await;
     let started = Instant::now();
+    let cpu_before = cpu_time();
     for task in tasks {
         task.await??;
     }
-    Ok((per_client * CLIENTS) as f64 / started.elapsed().as_secs_f64())
+    let elapsed = started.elapsed();
+    let calls = per_client * CLIENTS;
+    let cpu_per_call = match (cpu_before, cpu_time()) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before) / calls as u32),
+        _ => None,
+    };
+    Ok(Rate { per_second: calls as f64 / elapsed.as_secs_f64(), cpu_per_call })
 }
 
 fn us(d: Duration) -> f64 {
@@ -146,6 +178,43 @@ async fn bench(cluster: &Cluster) -> Result<(), Box<dyn Error>> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let direct = Target { name: "direct", urls: cluster.nodes().map(|n| n.url().to_owned()).collect() };
+    if std::env::var_os("TMP_AB").is_some() {
+        let mut handles = Vec::new();
+        let mut targets =
+            vec![Target { name: "direct", urls: cluster.nodes().map(|n| n.url().to_owned()).collect() }];
+        for (name, n) in [("lb-1conn", 1usize), ("lb-2conn", 2), ("lb-4conn", 4)] {
+            let backends = cluster
+                .nodes()
+                .map(|node| {
+                    spectrum_balancer::BackendConfig::new(
+                        node.id().clone(),
+                        node.url().trim_start_matches("http://").parse().unwrap(),
+                    )
+                })
+                .collect();
+            let h = spectrum_balancer::Balancer::builder(BalancerConfig {
+                upstream_connections: n,
+                health_interval: Duration::from_millis(200),
+                ..Default::default()
+            })
+            .backends(backends)
+            .start()
+            .await?;
+            targets.push(Target { name, urls: vec![h.url()] });
+            handles.push(h);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for round in 0..3 {
+            for t in &targets {
+                let r = throughput(t).await?;
+                println!(
+                    "  round {round} {:<9} {:>9.0} calls/s  cpu {:?}",
+                    t.name, r.per_second, r.cpu_per_call
+                );
+            }
+        }
+        return Ok(());
+    }
     let balanced = Target { name: "balancer", urls: vec![cluster.balancer_url()] };
     println!(
         "unary gRPC (grpc.health.v1.Health/Check), 3 nodes on loopback, {} available cores",
@@ -180,11 +249,19 @@ async fn bench(cluster: &Cluster) -> Result<(), Box<dyn Error>> {
         "\nthroughput: {CLIENTS} concurrent clients, {THROUGHPUT_CALLS} calls per round, best of {ROUNDS} rounds"
     );
     let mut best_rate = [0.0f64; 2];
+    let mut best_cpu: [Option<Duration>; 2] = [None, None];
     for round in 1..=ROUNDS {
         for (slot, target) in [&direct, &balanced].into_iter().enumerate() {
             let rate = throughput(target).await?;
-            println!("  round {round} {:<9} {:>9.0} calls/s", target.name, rate);
-            best_rate[slot] = best_rate[slot].max(rate);
+            let cpu = rate.cpu_per_call.map_or_else(|| "n/a".to_owned(), |c| format!("{:.1} µs", us(c)));
+            println!(
+                "  round {round} {:<9} {:>9.0} calls/s   CPU per call {cpu:>9}",
+                target.name, rate.per_second
+            );
+            if rate.per_second > best_rate[slot] {
+                best_rate[slot] = rate.per_second;
+                best_cpu[slot] = rate.cpu_per_call;
+            }
         }
     }
     let ratio = best_rate[1] / best_rate[0];
@@ -197,6 +274,14 @@ async fn bench(cluster: &Cluster) -> Result<(), Box<dyn Error>> {
         ratio,
         verdict(ratio >= 0.8)
     );
+    if let [Some(d), Some(b)] = best_cpu {
+        println!(
+            "  CPU per call direct {:>7.1} µs  balancer {:>7.1} µs  the balancer's own {:>7.1} µs",
+            us(d),
+            us(b),
+            us(b.saturating_sub(d))
+        );
+    }
     println!(
         "  latency p50  direct {:>7.1} µs  balancer {:>7.1} µs  added {:>7.1} µs (target <= 100 µs) {}",
         us(d.p50),

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use spectrum_balancer::strategy::RoundRobin;
@@ -28,6 +29,7 @@ pub struct ClusterBuilder {
     configure: Configure,
     strategy: Arc<dyn BalancingStrategy>,
     balancer: BalancerConfig,
+    data_root: Option<PathBuf>,
 }
 
 impl fmt::Debug for ClusterBuilder {
@@ -60,6 +62,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Keeps each node's configuration database durably under `root/<node-id>/`
+    /// (default: in memory, as befits tests and demos).
+    pub fn data_dir(mut self, root: impl Into<PathBuf>) -> Self {
+        self.data_root = Some(root.into());
+        self
+    }
+
     /// The balancer's configuration (default: loopback, ephemeral port).
     pub fn balancer_config(mut self, config: BalancerConfig) -> Self {
         self.balancer = config;
@@ -84,17 +93,28 @@ impl ClusterBuilder {
         }
         let urls: Vec<String> = listeners.iter().map(transport::Listener::url).collect();
         let key = ClusterKey::generate();
-        let mut nodes = Vec::with_capacity(self.size);
-        for (i, listener) in listeners.into_iter().enumerate() {
-            let id = NodeId::new(format!("node-{}", i + 1)).map_err(|e| NodeError::Config(e.to_string()))?;
+        // Start every node at once: each pulls from the others on startup, so
+        // they must all be serving.
+        let starts = listeners.into_iter().enumerate().map(|(i, listener)| {
+            let id = NodeId::new(format!("node-{}", i + 1));
             let seeds: Vec<String> =
                 urls.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, u)| u.clone()).collect();
-            let builder = NodeBuilder::new(id, self.cluster.clone())
-                .listener(listener)
-                .seeds(seeds)
-                .cluster_key(key.clone());
-            nodes.push(Some((self.configure)(builder).start().await?));
-        }
+            let cluster = self.cluster.clone();
+            let key = key.clone();
+            let configure = self.configure.clone();
+            let data_root = self.data_root.clone();
+            async move {
+                let id = id.map_err(|e| NodeError::Config(e.to_string()))?;
+                let builder =
+                    NodeBuilder::new(id.clone(), cluster).listener(listener).seeds(seeds).cluster_key(key);
+                let builder = match &data_root {
+                    Some(root) => builder.data_dir(root.join(id.as_str())),
+                    None => builder.in_memory(),
+                };
+                configure(builder).start().await.map(Some)
+            }
+        });
+        let nodes = futures::future::try_join_all(starts).await?;
         let backends = nodes
             .iter()
             .flatten()
@@ -113,7 +133,14 @@ impl ClusterBuilder {
         while !balancer.stats().iter().all(|b| b.healthy) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        Ok(Cluster { cluster: self.cluster, nodes, balancer, configure: self.configure, key })
+        Ok(Cluster {
+            cluster: self.cluster,
+            nodes,
+            balancer,
+            configure: self.configure,
+            key,
+            data_root: self.data_root,
+        })
     }
 }
 
@@ -124,6 +151,7 @@ pub struct Cluster {
     balancer: BalancerHandle,
     configure: Configure,
     key: ClusterKey,
+    data_root: Option<PathBuf>,
 }
 
 impl fmt::Debug for Cluster {
@@ -145,6 +173,7 @@ impl Cluster {
             configure: Arc::new(|b| b),
             strategy: Arc::new(RoundRobin::new()),
             balancer: BalancerConfig::default(),
+            data_root: None,
         }
     }
 
@@ -186,7 +215,12 @@ impl Cluster {
         let id = NodeId::new(format!("node-{}", self.nodes.len() + 1))
             .map_err(|e| NodeError::Config(e.to_string()))?;
         let seeds: Vec<String> = self.nodes().map(|n| n.url().to_owned()).collect();
-        let builder = NodeBuilder::new(id, self.cluster.clone()).seeds(seeds).cluster_key(self.key.clone());
+        let builder =
+            NodeBuilder::new(id.clone(), self.cluster.clone()).seeds(seeds).cluster_key(self.key.clone());
+        let builder = match &self.data_root {
+            Some(root) => builder.data_dir(root.join(id.as_str())),
+            None => builder.in_memory(),
+        };
         let node = (self.configure)(builder).start().await?;
         self.nodes.push(Some(node));
         Ok(self.nodes.last().and_then(Option::as_ref).expect("just pushed"))

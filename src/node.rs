@@ -2,12 +2,15 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use spectrum_core::transport::{self, Listener};
 use spectrum_core::{Clock, ClusterId, Hlc, Member, MemberState, NodeId, SystemClock, TransportConfig};
-use spectrum_replication::{AckLevel, AntiEntropy, ConfigStore, MemoryStore, Replicator, WriteBatch};
+use spectrum_replication::{
+    AckLevel, AntiEntropy, ConfigStore, MemoryStore, RedbStore, Replicator, StoreError, WriteBatch,
+};
 use spectrum_resources::{ClusterKey, CompositeResolver, ResourceResolver};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -49,6 +52,38 @@ impl fmt::Debug for NodeContext {
 
 type ServiceFactory = Box<dyn FnOnce(&NodeContext, &mut RoutesBuilder) + Send>;
 
+/// Builds a node's store from its id and its clock (the store must stamp with the
+/// node's own HLC, the one replication observes peers with).
+type StoreFactory = Box<dyn FnOnce(NodeId, Arc<Hlc>) -> Result<Arc<dyn ConfigStore>, StoreError> + Send>;
+
+/// Where a node keeps its copy of the configuration database.
+enum StoreChoice {
+    /// [`RedbStore`] in this directory (file `config.redb`).
+    Durable(PathBuf),
+    /// [`MemoryStore`]: lost on restart.
+    Memory,
+    /// Built by the application.
+    Custom(StoreFactory),
+}
+
+impl fmt::Debug for StoreChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreChoice::Durable(dir) => write!(f, "Durable({})", dir.display()),
+            StoreChoice::Memory => f.write_str("Memory"),
+            StoreChoice::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
+/// How many peers a starting node tries to pull the cluster's state from.
+const STARTUP_PULL_ATTEMPTS: usize = 3;
+/// How long a starting node waits for one peer's answer before trying another.
+const STARTUP_PULL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The file name of the durable store inside a node's data directory.
+pub const STORE_FILE: &str = "config.redb";
+
 /// Builds a [`Node`]: identity, listening address, peers, store, and the
 /// application's own gRPC services.
 ///
@@ -71,7 +106,7 @@ pub struct NodeBuilder {
     listen: SocketAddr,
     listener: Option<Listener>,
     seeds: Vec<String>,
-    store: Option<Arc<dyn ConfigStore>>,
+    store: StoreChoice,
     clock: Arc<dyn Clock>,
     max_clock_offset: Duration,
     transport: TransportConfig,
@@ -90,6 +125,7 @@ impl fmt::Debug for NodeBuilder {
             .field("cluster", &self.cluster)
             .field("listen", &self.listen)
             .field("seeds", &self.seeds)
+            .field("store", &self.store)
             .field("services", &self.services.len())
             .finish_non_exhaustive()
     }
@@ -97,15 +133,19 @@ impl fmt::Debug for NodeBuilder {
 
 impl NodeBuilder {
     /// A builder for node `id` of cluster `cluster`, listening on
-    /// `127.0.0.1:0` (an ephemeral loopback port) unless told otherwise.
+    /// `127.0.0.1:0` (an ephemeral loopback port) unless told otherwise, and
+    /// keeping its configuration database durably in
+    /// `spectrum-data/<cluster>/<id>/` unless told otherwise
+    /// ([`data_dir`](Self::data_dir), [`in_memory`](Self::in_memory)).
     pub fn new(id: NodeId, cluster: ClusterId) -> Self {
+        let default_dir = PathBuf::from("spectrum-data").join(cluster.as_str()).join(id.as_str());
         Self {
             id,
             cluster,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             listener: None,
             seeds: Vec::new(),
-            store: None,
+            store: StoreChoice::Durable(default_dir),
             clock: Arc::new(SystemClock),
             max_clock_offset: spectrum_core::hlc::DEFAULT_MAX_OFFSET,
             transport: TransportConfig::default(),
@@ -141,9 +181,28 @@ impl NodeBuilder {
         self
     }
 
-    /// The configuration store (default: a [`MemoryStore`]).
-    pub fn store(mut self, store: Arc<dyn ConfigStore>) -> Self {
-        self.store = Some(store);
+    /// Keeps the configuration database durably in `dir` (created if missing): a
+    /// [`RedbStore`] where every acknowledged write is on disk and survives
+    /// `kill -9`. This is the default, in `spectrum-data/<cluster>/<id>/`.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.store = StoreChoice::Durable(dir.into());
+        self
+    }
+
+    /// Keeps the configuration database in memory only ([`MemoryStore`]): for
+    /// tests and demos; a restarted node starts empty and pulls from its peers.
+    pub fn in_memory(mut self) -> Self {
+        self.store = StoreChoice::Memory;
+        self
+    }
+
+    /// Uses a store the application builds from the node's id and HLC (a store
+    /// must stamp with the node's own clock).
+    pub fn store_with<F>(mut self, make: F) -> Self
+    where
+        F: FnOnce(NodeId, Arc<Hlc>) -> Result<Arc<dyn ConfigStore>, StoreError> + Send + 'static,
+    {
+        self.store = StoreChoice::Custom(Box::new(make));
         self
     }
 
@@ -249,8 +308,19 @@ impl NodeBuilder {
         let url = listener.url();
         let hlc = Arc::new(Hlc::with_max_offset(self.clock, self.max_clock_offset));
         let store: Arc<dyn ConfigStore> = match self.store {
-            Some(s) => s,
-            None => Arc::new(MemoryStore::new(self.id.clone(), hlc.clone())),
+            StoreChoice::Durable(dir) => {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| NodeError::Config(format!("data directory {}: {e}", dir.display())))?;
+                let path = dir.join(STORE_FILE);
+                let id = self.id.clone();
+                let clock = hlc.clone();
+                let store = tokio::task::spawn_blocking(move || RedbStore::open(path, id, clock))
+                    .await
+                    .map_err(|e| NodeError::Config(format!("opening the store: {e}")))??;
+                Arc::new(store)
+            }
+            StoreChoice::Memory => Arc::new(MemoryStore::new(self.id.clone(), hlc.clone())),
+            StoreChoice::Custom(make) => make(self.id.clone(), hlc.clone())?,
         };
         let anti_entropy =
             AntiEntropy::builder(store.clone(), hlc.clone(), self.cluster.clone(), url.clone())
@@ -302,6 +372,17 @@ impl NodeBuilder {
             }
         });
 
+        // Pull the cluster's state before this node's first write (its membership
+        // record), so its first stamps follow everything its peers hold. Best
+        // effort: the first node of a cluster has nobody to pull from, and a
+        // cluster may start in any order.
+        for attempt in 1..=STARTUP_PULL_ATTEMPTS {
+            match tokio::time::timeout(STARTUP_PULL_TIMEOUT, replicator.sync_round()).await {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => debug!(node = %self.id, attempt, error = %e, "no peer to pull from yet"),
+                Err(_) => debug!(node = %self.id, attempt, "a peer did not answer the startup pull in time"),
+            }
+        }
         // A node drained by an operator stays drained across a restart.
         let state = match store.get(&Namespace::Membership.key(self.id.as_str())).await? {
             Some(r)

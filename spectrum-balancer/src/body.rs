@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Empty, Full};
 
 use crate::pool::{Entry, Pool};
 use crate::strategy::{BalancingStrategy, Outcome};
+use crate::upstream::Lease;
 
 /// The error type of [`ProxyBody`]: whatever broke a body stream.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -65,7 +66,11 @@ pub(crate) fn local_answer(
 /// Whether a gRPC status (in headers of a trailers-only answer, or in trailers)
 /// says the backend failed rather than the call.
 pub(crate) fn grpc_failure(headers: &HeaderMap) -> bool {
-    headers.get("grpc-status").is_some_and(|v| v.as_bytes() == GRPC_UNAVAILABLE.to_string().as_bytes())
+    // Compared as bytes: this runs on every response, and formatting the code
+    // would allocate each time.
+    const UNAVAILABLE: &[u8] = b"14";
+    const _: () = assert!(GRPC_UNAVAILABLE == 14);
+    headers.get("grpc-status").is_some_and(|v| v.as_bytes() == UNAVAILABLE)
 }
 
 /// How a response's status says the exchange went.
@@ -120,14 +125,22 @@ pub(crate) struct Completion {
     pool: Arc<Pool>,
     strategy: Arc<dyn BalancingStrategy>,
     latency: Duration,
+    /// The exchange's claim on its upstream connection, released on completion.
+    lease: Option<Lease>,
     done: bool,
 }
 
 impl Completion {
-    /// Starts an exchange: the backend's `requests` and `in_flight` go up.
-    pub(crate) fn start(entry: Arc<Entry>, pool: Arc<Pool>, strategy: Arc<dyn BalancingStrategy>) -> Self {
+    /// Starts an exchange on the connection `lease` claims: the backend's `requests`
+    /// and `in_flight` go up.
+    pub(crate) fn start(
+        entry: Arc<Entry>,
+        pool: Arc<Pool>,
+        strategy: Arc<dyn BalancingStrategy>,
+        lease: Lease,
+    ) -> Self {
         entry.backend.load.start();
-        Self { entry, pool, strategy, latency: Duration::ZERO, done: false }
+        Self { entry, pool, strategy, latency: Duration::ZERO, lease: Some(lease), done: false }
     }
 
     /// The time the backend took to answer, reported with the outcome.
@@ -140,6 +153,7 @@ impl Completion {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
+        drop(self.lease.take());
         let backend = &self.entry.backend;
         backend.load.finish();
         let outcome = match verdict {

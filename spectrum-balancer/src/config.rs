@@ -77,6 +77,12 @@ pub struct BalancerConfig {
     pub ejection_backoff: Duration,
     /// The longest ejection. Default 30 s.
     pub max_ejection_backoff: Duration,
+    /// Most HTTP/2 connections the balancer opens to each backend. Requests go to
+    /// the connection with the fewest in flight; further connections open only
+    /// while the first ones are busy. One connection is served by one task, so more
+    /// than one lets a busy backend's traffic use more than one core. Default 2;
+    /// at least 1.
+    pub upstream_connections: usize,
     /// Address of a separate plain HTTP listener serving Prometheus metrics at
     /// `/metrics`, or `None` for no metrics listener. Default `None`.
     pub metrics_listen: Option<SocketAddr>,
@@ -166,6 +172,7 @@ impl Default for BalancerConfig {
             ejection_backoff: Duration::from_secs(1),
             max_ejection_backoff: Duration::from_secs(30),
             metrics_listen: None,
+            upstream_connections: 2,
         }
     }
 }
@@ -193,6 +200,9 @@ impl BalancerConfig {
         }
         if self.eject_after_failures == 0 {
             return invalid("eject_after_failures", "must be at least 1");
+        }
+        if self.upstream_connections == 0 {
+            return invalid("upstream_connections", "must be at least 1");
         }
         if !(0.0..=1.0).contains(&self.retry_budget.ratio) {
             return invalid("retry_budget.ratio", "must be between 0 and 1");

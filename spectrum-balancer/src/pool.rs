@@ -270,7 +270,11 @@ impl Pool {
         let backend =
             Backend { load: self.loads.get_or_insert(&c.id), id: c.id, addr: c.addr, weight: c.weight };
         let entry = Arc::new(Entry {
-            upstream: Arc::new(Upstream::new(backend.addr, self.config.connect_timeout)),
+            upstream: Arc::new(Upstream::new(
+                backend.addr,
+                self.config.connect_timeout,
+                self.config.upstream_connections,
+            )),
             health: Arc::default(),
             draining,
             member_draining,

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +32,9 @@ const GRPC_UNIMPLEMENTED: u32 = 12;
 /// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1, plus `proxy-connection`).
 const HOP_BY_HOP: [&str; 5] =
     ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
+
+/// The header that lists the clients a request came through.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The request handler shared by every client connection.
 #[derive(Debug)]
@@ -115,13 +119,18 @@ pub(crate) fn forward_headers(headers: &mut HeaderMap, client: SocketAddr) {
     if let Some(host) = headers.remove(header::HOST) {
         headers.entry("x-forwarded-host").or_insert(host);
     }
-    let ip = client.ip().to_string();
-    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-        _ => ip,
-    };
-    if let Ok(value) = HeaderValue::try_from(value) {
-        headers.insert("x-forwarded-for", value);
+    // Built in one buffer: this runs on every request.
+    let mut value = Vec::with_capacity(64);
+    if let Some(prior) = headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        if !prior.trim_ascii().is_empty() {
+            value.extend_from_slice(prior);
+            value.extend_from_slice(b", ");
+        }
+    }
+    // Writing to a `Vec` cannot fail.
+    let _ = write!(value, "{}", client.ip());
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+        headers.insert(X_FORWARDED_FOR, value);
     }
 }
 
@@ -241,8 +250,8 @@ impl Proxy {
             let entry = candidates.entries[index].clone();
             let backend = &entry.backend;
 
-            let mut sender = match entry.upstream.sender().await {
-                Ok(sender) => sender,
+            let (mut sender, lease) = match entry.upstream.sender().await {
+                Ok(found) => found,
                 Err(error) => {
                     warn!(node = %backend.id, backend = %backend.addr, %error, attempt, "cannot reach backend; trying another");
                     backend.load.record_failure();
@@ -257,17 +266,19 @@ impl Proxy {
                 (None, Some(template)) => template.request(body.attempt()),
                 (None, None) => return backend_failed(grpc),
             };
-            let Some(uri) = upstream_uri(entry.upstream.authority(), &pq) else {
+            if let Some(uri) = upstream_uri(entry.upstream.authority(), &pq) {
+                *req.uri_mut() = uri;
+            } else {
                 return local_answer(
                     grpc,
                     StatusCode::BAD_REQUEST,
                     GRPC_INTERNAL,
                     "request path cannot be forwarded",
                 );
-            };
-            *req.uri_mut() = uri;
-
-            let mut completion = Completion::start(entry.clone(), self.pool.clone(), self.strategy.clone());
+            }
+            let slot = lease.slot();
+            let mut completion =
+                Completion::start(entry.clone(), self.pool.clone(), self.strategy.clone(), lease);
             let started = Instant::now();
             let Some(result) = until(deadline, sender.try_send_request(req)).await else {
                 warn!(node = %backend.id, "backend did not answer in time");
@@ -281,7 +292,7 @@ impl Proxy {
                     completion.set_latency(started.elapsed());
                     if let Some(unsent) = error.take_message() {
                         debug!(node = %backend.id, error = %error.error(), "connection closed before the request was sent; trying another");
-                        entry.upstream.invalidate();
+                        entry.upstream.invalidate(slot);
                         completion.complete(Some(Verdict::NotSent));
                         pending = Some(unsent);
                         candidates = Cow::Owned(candidates.without(index));
@@ -293,7 +304,7 @@ impl Proxy {
                         return too_large(grpc);
                     }
                     if sender.is_closed() {
-                        entry.upstream.invalidate();
+                        entry.upstream.invalidate(slot);
                     }
                     failed_after_send = true;
                     if self.may_retry(template.as_ref(), &body, attempt, candidates.len()) {

@@ -1,7 +1,17 @@
-//! One multiplexed HTTP/2 connection per backend, opened lazily and reopened when
-//! it closes.
+//! A small pool of multiplexed HTTP/2 connections per backend, opened lazily and
+//! reopened when they close.
+//!
+//! One HTTP/2 connection is driven by one task, so every request to a backend
+//! would otherwise be framed, flow-controlled and written by a single task (one
+//! core at a time), with every stream of that connection sharing one lock. The
+//! pool spreads requests over up to [`BalancerConfig::upstream_connections`]
+//! connections, each request going to the one with the fewest requests in flight.
+//!
+//! [`BalancerConfig::upstream_connections`]: crate::BalancerConfig::upstream_connections
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::client::conn::http2::SendRequest;
@@ -10,6 +20,14 @@ use tokio::net::TcpStream;
 use tracing::{debug, trace};
 
 use crate::replay::AttemptBody;
+
+/// Flow-control window of each upstream stream. Fixed rather than adaptive:
+/// hyper's adaptive window times and pings on every received data frame, a cost
+/// paid per request for no gain on the low-latency links between a balancer and
+/// its nodes.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+/// Flow-control window of each upstream connection.
+const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 
 /// Why no connection to a backend could be had. The request was not sent.
 #[derive(Debug, thiserror::Error)]
@@ -22,35 +40,17 @@ pub(crate) enum ConnectError {
     Handshake(#[from] hyper::Error),
 }
 
-/// The connection to one backend.
-#[derive(Debug)]
-pub(crate) struct Upstream {
-    addr: SocketAddr,
-    authority: http::uri::Authority,
-    connect_timeout: Duration,
+/// One pooled connection: its sender, if open, and the requests it carries.
+#[derive(Debug, Default)]
+struct Slot {
     sender: parking_lot::Mutex<Option<SendRequest<AttemptBody>>>,
+    /// Exchanges on this slot's connection not yet complete (response body included).
+    in_flight: Arc<AtomicUsize>,
     /// Held while connecting, so that concurrent requests share one new connection.
     connecting: tokio::sync::Mutex<()>,
 }
 
-impl Upstream {
-    pub(crate) fn new(addr: SocketAddr, connect_timeout: Duration) -> Self {
-        let authority = http::uri::Authority::try_from(addr.to_string())
-            .unwrap_or_else(|_| http::uri::Authority::from_static("localhost"));
-        Self {
-            addr,
-            authority,
-            connect_timeout,
-            sender: parking_lot::Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    /// The backend's `host:port`, for request URIs.
-    pub(crate) fn authority(&self) -> &http::uri::Authority {
-        &self.authority
-    }
-
+impl Slot {
     fn cached(&self) -> Option<SendRequest<AttemptBody>> {
         let mut slot = self.sender.lock();
         match &*slot {
@@ -62,26 +62,98 @@ impl Upstream {
             None => None,
         }
     }
+}
 
-    /// Forgets the cached connection (after it failed to take a request).
-    pub(crate) fn invalidate(&self) {
-        *self.sender.lock() = None;
+/// A request's claim on one pooled connection: counts as in flight on it until
+/// dropped (when the exchange completes).
+#[derive(Debug)]
+pub(crate) struct Lease {
+    in_flight: Arc<AtomicUsize>,
+    slot: usize,
+}
+
+impl Lease {
+    /// Which of the backend's connections the request goes on.
+    pub(crate) fn slot(&self) -> usize {
+        self.slot
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The connections to one backend.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    addr: SocketAddr,
+    authority: http::uri::Authority,
+    connect_timeout: Duration,
+    slots: Box<[Slot]>,
+}
+
+impl Upstream {
+    /// Up to `connections` (at least 1) connections to `addr`.
+    pub(crate) fn new(addr: SocketAddr, connect_timeout: Duration, connections: usize) -> Self {
+        let authority = http::uri::Authority::try_from(addr.to_string())
+            .unwrap_or_else(|_| http::uri::Authority::from_static("localhost"));
+        let connections = if std::env::var_os("TMP_EXPERIMENT_OLD").is_some() { 1 } else { connections }; // TMP
+        let slots = (0..connections.max(1)).map(|_| Slot::default()).collect();
+        Self { addr, authority, connect_timeout, slots }
     }
 
-    /// A handle to send one request on, connecting first if needed.
-    pub(crate) async fn sender(&self) -> Result<SendRequest<AttemptBody>, ConnectError> {
-        if let Some(s) = self.cached() {
-            return Ok(s);
+    /// The backend's `host:port`, for request URIs.
+    pub(crate) fn authority(&self) -> &http::uri::Authority {
+        &self.authority
+    }
+
+    /// The slot with the fewest exchanges in flight (the first such one, so that a
+    /// lightly loaded backend keeps to few connections), claimed for one exchange.
+    fn lease(&self) -> Lease {
+        let mut best = 0;
+        let mut least = usize::MAX;
+        for (i, slot) in self.slots.iter().enumerate() {
+            let n = slot.in_flight.load(Ordering::Relaxed);
+            if n < least {
+                best = i;
+                least = n;
+                if n == 0 {
+                    break;
+                }
+            }
         }
-        let _connecting = self.connecting.lock().await;
-        if let Some(s) = self.cached() {
-            return Ok(s);
+        let in_flight = self.slots[best].in_flight.clone();
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        Lease { in_flight, slot: best }
+    }
+
+    /// Forgets connection `slot` (see [`Lease::slot`]) after it failed to take a request.
+    pub(crate) fn invalidate(&self, slot: usize) {
+        if let Some(slot) = self.slots.get(slot) {
+            *slot.sender.lock() = None;
+        }
+    }
+
+    /// A handle to send one request on, from the least loaded connection, connecting
+    /// first if needed. The lease counts the request against that connection until
+    /// it is dropped.
+    pub(crate) async fn sender(&self) -> Result<(SendRequest<AttemptBody>, Lease), ConnectError> {
+        let lease = self.lease();
+        let slot = &self.slots[lease.slot];
+        if let Some(s) = slot.cached() {
+            return Ok((s, lease));
+        }
+        let _connecting = slot.connecting.lock().await;
+        if let Some(s) = slot.cached() {
+            return Ok((s, lease));
         }
         let sender = tokio::time::timeout(self.connect_timeout, self.connect())
             .await
             .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
-        *self.sender.lock() = Some(sender.clone());
-        Ok(sender)
+        *slot.sender.lock() = Some(sender.clone());
+        Ok((sender, lease))
     }
 
     async fn connect(&self) -> Result<SendRequest<AttemptBody>, ConnectError> {
@@ -91,7 +163,9 @@ impl Upstream {
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
-            .adaptive_window(true)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .adaptive_window(std::env::var_os("TMP_EXPERIMENT_OLD").is_some()) // TMP
             .handshake(TokioIo::new(tcp))
             .await?;
         let addr = self.addr;
@@ -103,5 +177,30 @@ impl Upstream {
         });
         debug!(backend = %addr, "upstream connection open");
         Ok(sender)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_go_to_the_least_loaded_connection() {
+        let up = Upstream::new("127.0.0.1:1".parse().unwrap(), Duration::from_secs(1), 3);
+        let a = up.lease();
+        let b = up.lease();
+        let c = up.lease();
+        assert_eq!([a.slot, b.slot, c.slot], [0, 1, 2]);
+        drop(b);
+        let d = up.lease();
+        assert_eq!(d.slot, 1, "the freed connection is the least loaded");
+        drop((a, c, d));
+        assert_eq!(up.lease().slot, 0, "an idle backend keeps to its first connection");
+    }
+
+    #[test]
+    fn at_least_one_connection() {
+        let up = Upstream::new("127.0.0.1:1".parse().unwrap(), Duration::from_secs(1), 0);
+        assert_eq!(up.slots.len(), 1);
     }
 }

@@ -7,13 +7,25 @@
 //!   tombstone, the writer's HLC stamp, its origin node and a per-origin sequence
 //!   number. Merging is last-writer-wins by `(stamp, origin)`: commutative,
 //!   associative and idempotent, so copies that merged the same records are equal
-//!   whatever the order. [`MemoryStore`] is the in-memory reference
-//!   implementation.
+//!   whatever the order. [`RedbStore`] is the durable default: every change is
+//!   committed to a redb file (fsync) before it is acknowledged, with the HLC
+//!   high-water mark, so a node killed with `kill -9` restarts with every
+//!   acknowledged write and never issues a smaller stamp. [`MemoryStore`] keeps
+//!   everything in memory, for tests and demos. Both run one state machine and
+//!   pass one conformance suite (`testing`, feature `testing`).
 //! - A store's [`digest`](ConfigStore::digest) is a [`VersionVector`]: per origin,
 //!   the highest contiguous sequence number seen. It is O(nodes), never O(keys).
 //!   Given a peer's digest, [`delta`](ConfigStore::delta) returns what the peer
 //!   lacks (within a byte budget), and [`merge`](ConfigStore::merge) of that delta
 //!   with its `covers` brings the peer up to date.
+//! - Deletes are tombstones. [`collect_tombstones`](ConfigStore::collect_tombstones)
+//!   drops the ones every member has seen (see [`horizon`]); a peer whose
+//!   digest is below the store's tombstone floor then gets a [`Snapshot`]
+//!   instead of a delta, and [`restore`](ConfigStore::restore) drops what the
+//!   snapshot shows was deleted, so a deleted key never comes back.
+//! - Every stored change has a gap-free index in the store's change feed:
+//!   [`changes_since`](ConfigStore::changes_since) reads it from a resume
+//!   position, and [`subscribe`](ConfigStore::subscribe) wakes a watcher up.
 //! - [`Replicator`] moves writes between nodes. [`AntiEntropy`] pushes every local
 //!   write to every peer at once (acknowledged at [`AckLevel::Local`], `Quorum` or
 //!   `All`), and every interval exchanges digests with a random peer so that
@@ -52,6 +64,33 @@
 //! # }).unwrap();
 //! ```
 //!
+//! ## Durable, and watched
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use spectrum_core::Hlc;
+//! use spectrum_replication::{ConfigStore, RedbStore, WriteBatch};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("node-1.redb");
+//! let store = RedbStore::open(&path, "node-1".parse()?, Arc::new(Hlc::system()))?;
+//!
+//! // A watcher takes a consistent copy, then follows the feed from its position.
+//! let start = store.snapshot().await?;
+//! store.apply(WriteBatch::new().put("settings/mode", "fast").put("license/key", "XYZ")).await?;
+//! let page = store.changes_since("settings/", start.position, 100).await?;
+//! assert_eq!(page.changes.len(), 1);
+//! assert_eq!(page.changes[0].key, "settings/mode");
+//!
+//! // Acknowledged means on disk: a restart finds it.
+//! drop(store);
+//! let store = RedbStore::open(&path, "node-1".parse()?, Arc::new(Hlc::system()))?;
+//! assert!(store.get("license/key").await?.is_some());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
 //! ## Over the network
 //!
 //! A node builds an [`AntiEntropy`] over its store, serves
@@ -64,10 +103,10 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use spectrum_core::{Hlc, TransportConfig, transport::bind};
-//! use spectrum_replication::{AckLevel, AntiEntropy, ConfigStore, MemoryStore, Replicator, WriteBatch};
+//! use spectrum_replication::{AckLevel, AntiEntropy, ConfigStore, RedbStore, Replicator, WriteBatch};
 //!
 //! let hlc = Arc::new(Hlc::system());
-//! let store = Arc::new(MemoryStore::new("node-1".parse()?, hlc.clone()));
+//! let store = Arc::new(RedbStore::open("/var/lib/spectrum/node-1.redb", "node-1".parse()?, hlc.clone())?);
 //! let listener = bind("127.0.0.1:0".parse()?).await?;
 //! let transport = TransportConfig::default();
 //! let replicator = AntiEntropy::builder(store.clone(), hlc, "prod".parse()?, listener.url())
@@ -93,6 +132,8 @@
 //! disk, a replicator talks to peers), so they use `#[async_trait]`, are
 //! `Send + Sync + 'static`, and are held as `Arc<dyn …>`. Implementations prove
 //! themselves with the conformance suite in `testing` (feature `testing`).
+//! [`RedbStore`] serves reads from memory and runs each disk commit on Tokio's
+//! blocking pool, so no async worker waits for an fsync.
 
 pub mod anti_entropy;
 pub mod error;

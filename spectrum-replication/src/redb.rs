@@ -1,4 +1,4 @@
-//! [`RedbStore`]: the durable [`ConfigStore`], on a [redb](::redb) file.
+//! [`RedbStore`]: the durable [`ConfigStore`], on a redb file.
 //!
 //! # How it stays durable
 //!

@@ -1,4 +1,4 @@
-//! Conversions between the wire messages ([`proto`](crate::proto)) and the domain
+//! Conversions between the wire messages ([`proto`]) and the domain
 //! types. Inbound messages are validated with `TryFrom`; a malformed message is an
 //! [`InvalidMessage`], answered with `invalid_argument`, never a panic.
 

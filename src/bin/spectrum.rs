@@ -343,6 +343,9 @@ async fn run_node(args: NodeArgs, token: Option<String>) -> Result<()> {
     if let Some(key) = key {
         builder = builder.cluster_key(key);
     }
+    if let Some(dir) = cfg.data_dir.clone() {
+        builder = builder.data_dir(dir);
+    }
     let node = builder.start().await?;
     println!("{}", json!({"node": node.id().as_str(), "cluster": cfg.cluster, "addr": node.url()}));
     std::io::stdout().flush().ok();

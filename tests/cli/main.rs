@@ -81,9 +81,11 @@ impl ProcessCluster {
                 &file,
                 format!(
                     "id = \"{id}\"\ncluster = \"{name}\"\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\n\
-                     token = \"{token}\"\ncluster_key = \"{key}\"\nsync_interval_ms = 200\n",
+                     token = \"{token}\"\ncluster_key = \"{key}\"\nsync_interval_ms = 200\n\
+                     data_dir = {:?}\n",
                     ports[i + 1],
-                    seeds.join(", ")
+                    seeds.join(", "),
+                    dir.path().join(&id).display().to_string()
                 ),
             )
             .map_err(|e| e.to_string())?;
