@@ -51,12 +51,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cluster = Cluster::builder("bench".parse()?)
-        .size(3)
-        .balancer_config(BalancerConfig { health_interval: Duration::from_millis(200), ..Default::default() })
-        .start()
-        .await?;
-    let outcome = bench(&cluster).await;
+    let config = BalancerConfig { health_interval: Duration::from_millis(200), ..Default::default() };
+    let cluster = Cluster::builder("bench".parse()?).size(3).balancer_config(config.clone()).start().await?;
+    let outcome = bench(&cluster, &config).await;
     cluster.shutdown().await;
     if let Err(e) = &outcome {
         eprintln!("benchmark failed: {e}");
@@ -169,7 +166,7 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-async fn bench(cluster: &Cluster) -> Result<(), Box<dyn Error>> {
+async fn bench(cluster: &Cluster, config: &BalancerConfig) -> Result<(), Box<dyn Error>> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cluster.balancer().stats().iter().all(|s| s.healthy) {
         if Instant::now() > deadline {
@@ -178,43 +175,6 @@ async fn bench(cluster: &Cluster) -> Result<(), Box<dyn Error>> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let direct = Target { name: "direct", urls: cluster.nodes().map(|n| n.url().to_owned()).collect() };
-    if std::env::var_os("TMP_AB").is_some() {
-        let mut handles = Vec::new();
-        let mut targets =
-            vec![Target { name: "direct", urls: cluster.nodes().map(|n| n.url().to_owned()).collect() }];
-        for (name, n) in [("lb-1conn", 1usize), ("lb-2conn", 2), ("lb-4conn", 4)] {
-            let backends = cluster
-                .nodes()
-                .map(|node| {
-                    spectrum_balancer::BackendConfig::new(
-                        node.id().clone(),
-                        node.url().trim_start_matches("http://").parse().unwrap(),
-                    )
-                })
-                .collect();
-            let h = spectrum_balancer::Balancer::builder(BalancerConfig {
-                upstream_connections: n,
-                health_interval: Duration::from_millis(200),
-                ..Default::default()
-            })
-            .backends(backends)
-            .start()
-            .await?;
-            targets.push(Target { name, urls: vec![h.url()] });
-            handles.push(h);
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        for round in 0..3 {
-            for t in &targets {
-                let r = throughput(t).await?;
-                println!(
-                    "  round {round} {:<9} {:>9.0} calls/s  cpu {:?}",
-                    t.name, r.per_second, r.cpu_per_call
-                );
-            }
-        }
-        return Ok(());
-    }
     let balanced = Target { name: "balancer", urls: vec![cluster.balancer_url()] };
     println!(
         "unary gRPC (grpc.health.v1.Health/Check), 3 nodes on loopback, {} available cores",
@@ -247,6 +207,13 @@ async fn bench(cluster: &Cluster) -> Result<(), Box<dyn Error>> {
 
     println!(
         "\nthroughput: {CLIENTS} concurrent clients, {THROUGHPUT_CALLS} calls per round, best of {ROUNDS} rounds"
+    );
+    println!(
+        "  same clients both ways, each on its own connection (direct: to the nodes in turn; via the\n  \
+         balancer: to it, and it multiplexes them onto up to {} connections per node). All of this\n  \
+         shares {} cores: once they are busy the ratio is about the ratio of CPU per call.",
+        config.upstream_connections,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
     let mut best_rate = [0.0f64; 2];
     let mut best_cpu: [Option<Duration>; 2] = [None, None];

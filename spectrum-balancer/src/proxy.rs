@@ -116,6 +116,20 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// and the client address appended to `x-forwarded-for`.
 pub(crate) fn forward_headers(headers: &mut HeaderMap, client: SocketAddr) {
     strip_hop_by_hop(headers);
+    add_forwarding(headers, client);
+}
+
+/// Whether headers received over this HTTP version may hold hop-by-hop headers.
+/// HTTP/2 forbids them (RFC 9113 §8.2.2) and the `h2` decoder refuses a header
+/// block that has any (or a `te` other than `trailers`), so HTTP/2 requests and the
+/// HTTP/2 backends' responses and trailers are passed as they are, saving a scan of
+/// every header map on the hot path.
+fn may_hold_hop_by_hop(version: Version) -> bool {
+    version < Version::HTTP_2
+}
+
+/// [`forward_headers`] without the hop-by-hop stripping.
+fn add_forwarding(headers: &mut HeaderMap, client: SocketAddr) {
     if let Some(host) = headers.remove(header::HOST) {
         headers.entry("x-forwarded-host").or_insert(host);
     }
@@ -210,7 +224,11 @@ impl Proxy {
             return too_large(grpc);
         }
         let retriable = is_safe(&method) || config.idempotent.iter().any(|m| m.matches(pq.path()));
-        forward_headers(&mut parts.headers, client);
+        if may_hold_hop_by_hop(client_version) {
+            forward_headers(&mut parts.headers, client);
+        } else {
+            add_forwarding(&mut parts.headers, client);
+        }
         parts.version = Version::HTTP_2;
         let body =
             RequestBody::new(body, config.max_request_body, if retriable { config.retry_buffer } else { 0 });
@@ -363,7 +381,9 @@ impl Proxy {
                 }
                 first = Some(frame.and_then(Result::ok));
             }
-            strip_hop_by_hop(&mut parts.headers);
+            if may_hold_hop_by_hop(parts.version) {
+                strip_hop_by_hop(&mut parts.headers);
+            }
             parts.version = client_version;
             return Response::from_parts(
                 parts,
@@ -413,6 +433,13 @@ mod tests {
         assert!(h.get("host").is_none());
         forward_headers(&mut h, "10.0.0.8:1".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "10.0.0.7, 10.0.0.8");
+    }
+
+    #[test]
+    fn only_http1_headers_are_scanned_for_hop_by_hop_ones() {
+        assert!(may_hold_hop_by_hop(Version::HTTP_10));
+        assert!(may_hold_hop_by_hop(Version::HTTP_11));
+        assert!(!may_hold_hop_by_hop(Version::HTTP_2));
     }
 
     #[test]

@@ -99,7 +99,6 @@ impl Upstream {
     pub(crate) fn new(addr: SocketAddr, connect_timeout: Duration, connections: usize) -> Self {
         let authority = http::uri::Authority::try_from(addr.to_string())
             .unwrap_or_else(|_| http::uri::Authority::from_static("localhost"));
-        let connections = if std::env::var_os("TMP_EXPERIMENT_OLD").is_some() { 1 } else { connections }; // TMP
         let slots = (0..connections.max(1)).map(|_| Slot::default()).collect();
         Self { addr, authority, connect_timeout, slots }
     }
@@ -165,7 +164,6 @@ impl Upstream {
             .keep_alive_timeout(Duration::from_secs(5))
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
-            .adaptive_window(std::env::var_os("TMP_EXPERIMENT_OLD").is_some()) // TMP
             .handshake(TokioIo::new(tcp))
             .await?;
         let addr = self.addr;

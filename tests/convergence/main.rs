@@ -11,7 +11,9 @@
 //! - no deleted key comes back;
 //! - no acknowledged write is lost (each is the winner for its key, or beaten by a
 //!   later write);
-//! - every node's HLC stamps strictly increase.
+//! - every node's HLC stamps strictly increase;
+//! - tombstones collected once every member has seen them never let a deleted key
+//!   come back, however late an old message arrives.
 //!
 //! Failing cases are saved in `proptest-regressions/convergence.txt` at the
 //! repository root, and replayed first on every run.
@@ -22,7 +24,10 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use spectrum_core::{Clock, Hlc, ManualClock, NodeId, Timestamp};
-use spectrum_replication::{ConfigStore, MemoryStore, Record, VersionVector, WriteBatch};
+use spectrum_replication::horizon::tombstone_horizon;
+use spectrum_replication::{
+    ConfigStore, MemoryStore, Record, Snapshot, StoreError, VersionVector, WriteBatch,
+};
 
 const KEYS: &[&str] = &["settings/a", "settings/b", "license/main", "resources/postal", "dataflows/x"];
 const START_MS: u64 = 1_700_000_000_000;
@@ -51,6 +56,10 @@ enum Op {
     Crash { node: usize },
     /// A node's physical clock moves (backwards or forwards) within the allowed offset.
     StepClock { node: usize, delta_ms: i64 },
+    /// A node collects the tombstones every member has seen (the replicator's
+    /// rule: the element-wise minimum of every member's digest, and only once every
+    /// member has seen every write).
+    Collect { node: usize },
 }
 
 fn op(nodes: usize) -> impl Strategy<Value = Op> {
@@ -66,17 +75,20 @@ fn op(nodes: usize) -> impl Strategy<Value = Op> {
         1 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::Cut { a, b }),
         1 => Just(Op::Heal),
         1 => n.clone().prop_map(|node| Op::Crash { node }),
-        1 => (n, -400i64..400).prop_map(|(node, delta_ms)| Op::StepClock { node, delta_ms }),
+        1 => (n.clone(), -400i64..400).prop_map(|(node, delta_ms)| Op::StepClock { node, delta_ms }),
+        1 => n.prop_map(|node| Op::Collect { node }),
     ]
 }
 
-/// A message in flight: records for `to` to merge.
+/// A message in flight: records for `to` to merge, or a whole snapshot for a
+/// node that fell behind the tombstone horizon.
 #[derive(Debug, Clone)]
 struct Message {
     from: usize,
     to: usize,
     records: Vec<Record>,
     covers: VersionVector,
+    snapshot: Option<Snapshot>,
 }
 
 struct Sim {
@@ -133,7 +145,13 @@ impl Sim {
         }
         self.acked.extend(records.iter().cloned());
         for to in 0..self.stores.len() {
-            self.send(Message { from: node, to, records: records.clone(), covers: VersionVector::default() });
+            self.send(Message {
+                from: node,
+                to,
+                records: records.clone(),
+                covers: VersionVector::default(),
+                snapshot: None,
+            });
         }
     }
 
@@ -141,7 +159,31 @@ impl Sim {
         if !self.linked(msg.from, msg.to) {
             return;
         }
-        self.stores[msg.to].merge(msg.records, &msg.covers).await.expect("well-formed records merge");
+        match msg.snapshot {
+            Some(snapshot) => {
+                self.stores[msg.to].restore(snapshot).await.expect("a snapshot restores");
+            }
+            None => {
+                self.stores[msg.to].merge(msg.records, &msg.covers).await.expect("well-formed records merge");
+            }
+        }
+    }
+
+    /// What `from` sends `to` when asked: a delta, or a snapshot when `to` is
+    /// behind `from`'s tombstone horizon.
+    async fn answer(&self, from: usize, to: usize, budget: usize) -> Message {
+        let digest = self.stores[to].digest().await.unwrap();
+        match self.stores[from].delta(&digest, budget).await {
+            Ok(delta) => Message { from, to, records: delta.records, covers: delta.covers, snapshot: None },
+            Err(StoreError::BehindHorizon { .. }) => Message {
+                from,
+                to,
+                records: Vec::new(),
+                covers: VersionVector::default(),
+                snapshot: Some(self.stores[from].snapshot().await.unwrap()),
+            },
+            Err(e) => panic!("delta failed: {e}"),
+        }
     }
 
     async fn run(&mut self, op: Op) {
@@ -158,9 +200,8 @@ impl Sim {
             }
             Op::Pull { from, to, budget } => {
                 if from != to && self.linked(from, to) {
-                    let digest = self.stores[to].digest().await.unwrap();
-                    let delta = self.stores[from].delta(&digest, budget).await.unwrap();
-                    self.send(Message { from, to, records: delta.records, covers: delta.covers });
+                    let msg = self.answer(from, to, budget).await;
+                    self.send(msg);
                 }
             }
             Op::Deliver { pick } | Op::Duplicate { pick } if !self.queue.is_empty() => {
@@ -190,6 +231,15 @@ impl Sim {
                 let target = (now + delta_ms).clamp(START_MS as i64 - 400, START_MS as i64 + 400);
                 self.clocks[node].set(target as u64);
             }
+            Op::Collect { node } => {
+                let mut digests = BTreeMap::new();
+                for s in &self.stores {
+                    digests.insert(s.node_id().clone(), s.digest().await.unwrap());
+                }
+                if let Some(horizon) = tombstone_horizon(&digests) {
+                    self.stores[node].collect_tombstones(&horizon).await.unwrap();
+                }
+            }
         }
         debug_assert!(n == self.stores.len());
     }
@@ -206,9 +256,8 @@ impl Sim {
             for from in 0..n {
                 for to in 0..n {
                     if from != to {
-                        let digest = self.stores[to].digest().await.unwrap();
-                        let delta = self.stores[from].delta(&digest, 256).await.unwrap();
-                        self.stores[to].merge(delta.records, &delta.covers).await.unwrap();
+                        let msg = self.answer(from, to, 256).await;
+                        self.deliver(msg).await;
                     }
                 }
             }
@@ -242,21 +291,32 @@ impl Sim {
         }
         let held: BTreeMap<&str, &Record> = first.iter().map(|r| (r.key.as_str(), r)).collect();
         for (key, winner) in &model {
-            let got = held.get(key).unwrap_or_else(|| panic!("acknowledged write to {key} lost"));
-            assert_eq!(*got, *winner, "{key} is not the last writer's value");
-            if winner.is_tombstone() {
-                assert!(got.is_tombstone(), "deleted key {key} came back");
+            match held.get(key) {
+                // A collected tombstone leaves nothing behind, which is what it means.
+                None => assert!(winner.is_tombstone(), "acknowledged write to {key} lost"),
+                Some(got) => {
+                    assert_eq!(*got, *winner, "{key} is not the last writer's value");
+                    if winner.is_tombstone() {
+                        assert!(got.is_tombstone(), "deleted key {key} came back");
+                    }
+                }
             }
         }
         for r in &self.acked {
-            let held = held[r.key.as_str()];
-            assert!(held == r || held.wins_over(r), "write {} lost without a later write", r.token());
+            match held.get(r.key.as_str()) {
+                Some(held) => {
+                    assert!(*held == r || held.wins_over(r), "write {} lost without a later write", r.token())
+                }
+                None => assert!(model[r.key.as_str()].is_tombstone(), "write {} lost", r.token()),
+            }
         }
-        assert_eq!(held.len(), model.len(), "replicas hold keys nobody wrote");
+        assert!(held.keys().all(|k| model.contains_key(k)), "replicas hold keys nobody wrote");
     }
 }
 
-fn run_case(nodes: usize, ops: Vec<Op>) {
+/// Runs a scenario, heals, checks every property, and returns the converged
+/// contents (every replica's, since they are equal).
+fn run_case(nodes: usize, ops: Vec<Op>) -> Vec<Record> {
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     rt.block_on(async {
         let mut sim = Sim::new(nodes);
@@ -265,7 +325,8 @@ fn run_case(nodes: usize, ops: Vec<Op>) {
         }
         sim.quiesce().await;
         sim.check().await;
-    });
+        sim.stores[0].scan("").await.unwrap()
+    })
 }
 
 fn config() -> Config {
@@ -311,4 +372,30 @@ fn a_delete_during_a_partition_is_not_undone_by_the_stale_side() {
             Heal,
         ],
     );
+}
+
+#[test]
+fn a_collected_tombstone_is_not_undone_by_a_late_copy_of_the_old_write() {
+    use Op::*;
+    let mut ops = vec![
+        Put { node: 0, key: 0, value: 1 },
+        // Keep copies of the put's pushes in flight, delivering one of each now.
+        Duplicate { pick: 0 },
+        Duplicate { pick: 1 },
+        Delete { node: 0, key: 0 },
+    ];
+    // Everybody sees everything, then every node collects.
+    for from in 0..3 {
+        for to in 0..3 {
+            ops.push(Pull { from, to, budget: 1 << 20 });
+        }
+    }
+    for _ in 0..12 {
+        ops.push(Deliver { pick: 2 });
+    }
+    ops.extend([Collect { node: 0 }, Collect { node: 1 }, Collect { node: 2 }]);
+    // The late copies of the old put arrive last.
+    ops.extend([Deliver { pick: 0 }, Deliver { pick: 0 }]);
+    let contents = run_case(3, ops);
+    assert!(contents.iter().all(|r| r.key != KEYS[0]), "the tombstone was collected and nothing came back");
 }
