@@ -25,6 +25,9 @@
 //! - Every exchange carries the cluster id and the sender's HLC: a peer of another
 //!   cluster, or one whose clock runs too far ahead, is refused and nothing it
 //!   sent is merged.
+//! - Jitter and peer choice come from the thread's random generator, or from a
+//!   seeded one ([`AntiEntropyBuilder::rng_seed`]) so that a simulation replays
+//!   the same rounds for the same seed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -32,8 +35,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use rand::Rng;
+use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
+use rand::{Rng, RngCore, SeedableRng};
 use spectrum_core::transport::normalize_addr;
 use spectrum_core::{ClusterId, Hlc, Member, MemberState, NodeId, TransportConfig};
 use tokio::sync::{mpsc, watch};
@@ -78,6 +82,7 @@ pub struct AntiEntropyBuilder {
     seeds: Vec<String>,
     interval: Duration,
     transport: TransportConfig,
+    rng_seed: Option<u64>,
 }
 
 impl AntiEntropyBuilder {
@@ -99,6 +104,16 @@ impl AntiEntropyBuilder {
         self
     }
 
+    /// Draws round jitter and peer choice from a generator seeded with `seed`
+    /// instead of the thread's random generator, so that the same seed gives the
+    /// same sequence of waits and peers: for deterministic simulations (with a
+    /// simulated clock and network) and tests. Leave it unset in production, where
+    /// nodes started together should not pick the same peers at the same times.
+    pub fn rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = Some(seed);
+        self
+    }
+
     /// The replicator. Call [`AntiEntropy::start`] to run its periodic rounds.
     pub fn build(self) -> AntiEntropy {
         let self_addr = canonical_addr(&self.self_addr);
@@ -116,6 +131,7 @@ impl AntiEntropyBuilder {
                 seeds,
                 interval: self.interval,
                 transport: self.transport,
+                rng: self.rng_seed.map(|seed| Mutex::new(StdRng::seed_from_u64(seed))),
                 peers: PeerTable::new(),
                 known: Mutex::new(Vec::new()),
                 channels: Mutex::new(HashMap::new()),
@@ -151,6 +167,7 @@ impl AntiEntropy {
             seeds: Vec::new(),
             interval: DEFAULT_INTERVAL,
             transport: TransportConfig::default(),
+            rng_seed: None,
         }
     }
 
@@ -257,6 +274,8 @@ struct Inner {
     seeds: Vec<String>,
     interval: Duration,
     transport: TransportConfig,
+    /// The seeded generator, when [`AntiEntropyBuilder::rng_seed`] was set.
+    rng: Option<Mutex<StdRng>>,
     peers: PeerTable,
     /// The peer addresses found last time.
     known: Mutex<Vec<String>>,
@@ -356,8 +375,16 @@ impl Inner {
         Ok(left)
     }
 
+    /// Runs `f` with the seeded generator, or else the thread's.
+    fn with_rng<T>(&self, f: impl FnOnce(&mut dyn RngCore) -> T) -> T {
+        match &self.rng {
+            Some(rng) => f(&mut *rng.lock()),
+            None => f(&mut rand::rng()),
+        }
+    }
+
     fn jittered_interval(&self) -> Duration {
-        let factor: f64 = rand::rng().random_range(0.8..=1.2);
+        let factor: f64 = self.with_rng(|rng| rng.random_range(0.8..=1.2));
         Duration::try_from_secs_f64(self.interval.as_secs_f64() * factor)
             .unwrap_or(self.interval)
             .max(Duration::from_millis(1))
@@ -512,7 +539,7 @@ impl Inner {
     #[instrument(skip_all, fields(node = %self.store.node_id()))]
     async fn sync_round(&self) -> Result<(), ReplicationError> {
         let peers = self.peer_addrs().await?;
-        let Some(addr) = peers.choose(&mut rand::rng()).cloned() else {
+        let Some(addr) = self.with_rng(|rng| peers.choose(rng).cloned()) else {
             trace!("no peers to sync with");
             return Ok(());
         };
@@ -735,12 +762,15 @@ mod tests {
     use super::*;
     use crate::{MemoryStore, WriteBatch};
 
-    fn replicator(seeds: &[&str]) -> AntiEntropy {
+    fn builder(seeds: &[&str]) -> AntiEntropyBuilder {
         let hlc = Arc::new(Hlc::system());
         let store = Arc::new(MemoryStore::new("n1".parse().unwrap(), hlc.clone()));
         AntiEntropy::builder(store, hlc, "c".parse().unwrap(), "127.0.0.1:7001")
             .seeds(seeds.iter().map(|s| s.to_string()).collect())
-            .build()
+    }
+
+    fn replicator(seeds: &[&str]) -> AntiEntropy {
+        builder(seeds).build()
     }
 
     #[tokio::test]
@@ -777,5 +807,23 @@ mod tests {
             assert!(d >= Duration::from_millis(800) && d <= Duration::from_millis(1200), "{d:?}");
         }
         ae.sync_round().await.unwrap();
+    }
+
+    #[test]
+    fn a_seeded_replicator_repeats_its_waits_and_peer_choices() {
+        let peers: Vec<String> = (0..5).map(|i| format!("http://10.0.0.{i}:7000")).collect();
+        let draws = |seed: u64| {
+            let ae = builder(&[]).rng_seed(seed).build();
+            (0..50)
+                .map(|_| {
+                    let wait = ae.inner.jittered_interval();
+                    let peer = ae.inner.with_rng(|rng| peers.choose(rng).cloned());
+                    (wait, peer)
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draws(7), draws(7));
+        assert_ne!(draws(7), draws(8));
+        assert!(draws(7).iter().all(|(d, _)| *d >= Duration::from_millis(800) && *d <= Duration::from_millis(1200)));
     }
 }
