@@ -824,6 +824,10 @@ mod tests {
         };
         assert_eq!(draws(7), draws(7));
         assert_ne!(draws(7), draws(8));
-        assert!(draws(7).iter().all(|(d, _)| *d >= Duration::from_millis(800) && *d <= Duration::from_millis(1200)));
+        assert!(
+            draws(7)
+                .iter()
+                .all(|(d, _)| *d >= Duration::from_millis(800) && *d <= Duration::from_millis(1200))
+        );
     }
 }
