@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status};
 
 use crate::keys::Namespace;
 use crate::node::NodeContext;
+use crate::typed::{NamespaceValue, TypedError};
 
 /// Generated types and stubs of `spectrum.demo.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -148,23 +149,15 @@ impl DataflowService {
         DataflowServer::new(Self::new(ctx))
     }
 
-    async fn definition<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<T, Status> {
-        let record = self.ctx.store.get(key).await.map_err(|e| Status::internal(e.to_string()))?;
-        let value = record
-            .and_then(|r| r.value)
-            .ok_or_else(|| Status::not_found(format!("no {key:?} on this cluster")))?;
-        serde_json::from_slice(&value)
-            .map_err(|e| Status::failed_precondition(format!("{key:?} is not a valid definition: {e}")))
-    }
-
     async fn postal_file(&self, resource: &str) -> Result<String, Status> {
-        let key = Namespace::Resources.key(resource);
-        let record = self.ctx.store.get(&key).await.map_err(|e| Status::internal(e.to_string()))?;
-        let bytes = record
-            .and_then(|r| r.value)
-            .ok_or_else(|| Status::failed_precondition(format!("resource {resource:?} is not defined")))?;
-        let def = ResourceDefinition::from_json_bytes(&bytes)
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let def = self
+            .ctx
+            .view::<ResourceDefinition>()
+            .get(resource)
+            .await
+            .map_err(typed_status)?
+            .ok_or_else(|| Status::failed_precondition(format!("resource {resource:?} is not defined")))?
+            .value;
         let path = match self.ctx.resolver.resolve(&def, &self.ctx.id).await {
             Ok(Resolved::Path(p)) => p,
             Ok(_) => {
@@ -176,6 +169,20 @@ impl DataflowService {
             Err(e) => return Err(Status::unavailable(e.to_string())),
         };
         read_bounded(&path).await
+    }
+}
+
+fn typed_status(e: TypedError) -> Status {
+    match e {
+        TypedError::Invalid { .. } => Status::failed_precondition(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+impl NamespaceValue for DataflowDefinition {
+    const NAMESPACE: Namespace = Namespace::Dataflows;
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("not a valid dataflow definition: {e}"))
     }
 }
 
@@ -202,7 +209,14 @@ impl proto::dataflow_server::Dataflow for DataflowService {
             return Err(Status::invalid_argument("address is longer than 1024 bytes"));
         }
         let key = Namespace::Dataflows.key(&req.dataflow);
-        let def: DataflowDefinition = self.definition(&key).await?;
+        let def = self
+            .ctx
+            .view::<DataflowDefinition>()
+            .get(&req.dataflow)
+            .await
+            .map_err(typed_status)?
+            .ok_or_else(|| Status::not_found(format!("no {key:?} on this cluster")))?
+            .value;
         let mut out = Outcome { normalized: normalize(&def, &req.address), ..Outcome::default() };
         if def.steps.contains(&Step::PostalLookup) {
             let resource = def.resource.as_deref().ok_or_else(|| {

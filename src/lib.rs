@@ -70,6 +70,7 @@ pub mod license;
 pub mod management;
 pub mod node;
 pub mod registry;
+pub mod typed;
 
 pub use cluster::{Cluster, ClusterBuilder};
 pub use error::NodeError;

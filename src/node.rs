@@ -41,6 +41,14 @@ pub struct NodeContext {
     pub cluster_key: Option<Arc<ClusterKey>>,
 }
 
+impl NodeContext {
+    /// A typed, read-only view of one namespace of this node's copy of the
+    /// configuration database: `ctx.view::<License>().get("main")`.
+    pub fn view<T: crate::typed::NamespaceValue>(&self) -> crate::typed::TypedView<T> {
+        crate::typed::TypedView::new(self.store.clone())
+    }
+}
+
 impl fmt::Debug for NodeContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NodeContext")

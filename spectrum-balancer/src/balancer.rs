@@ -21,6 +21,7 @@ use crate::error::BalancerError;
 use crate::metrics;
 use crate::pool::Pool;
 use crate::proxy::Proxy;
+use crate::stats::BalancerStatsService;
 use crate::strategy::{BalancingStrategy, RoundRobin};
 
 /// The load balancer. Start one with [`Balancer::builder`].
@@ -103,10 +104,12 @@ impl BalancerBuilder {
             listener.local_addr().map_err(|source| BalancerError::Bind { addr: listen, source })?;
         let grace = self.config.shutdown_grace;
         let metrics_listen = self.config.metrics_listen;
+        let serve_stats = self.config.serve_stats;
         let pool = Pool::new(self.config);
         pool.set_backends(self.backends)?;
         let strategy = self.strategy.unwrap_or_else(|| Arc::new(RoundRobin::new()));
-        let proxy = Arc::new(Proxy { pool: pool.clone(), strategy });
+        let stats = serve_stats.then(|| BalancerStatsService::new(pool.clone()).into_server());
+        let proxy = Arc::new(Proxy { pool: pool.clone(), strategy, stats });
         let mut tasks = Vec::new();
         let mut metrics_addr = None;
         if let Some(addr) = metrics_listen {
@@ -199,6 +202,14 @@ impl BalancerHandle {
     /// Figures for every configured backend, in configuration order.
     pub fn stats(&self) -> Vec<BackendStats> {
         self.pool.stats()
+    }
+
+    /// The balancer's own gRPC service (`spectrum.balancer.v1.Balancer`) over this
+    /// balancer's figures, to serve on another server too. The balancer already
+    /// answers it on its own port unless
+    /// [`BalancerConfig::serve_stats`] is off; see [`stats`](crate::stats).
+    pub fn stats_service(&self) -> BalancerStatsService {
+        BalancerStatsService::new(self.pool.clone())
     }
 
     /// Replaces the backend list while serving. Backends that stay (same id and

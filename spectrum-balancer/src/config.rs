@@ -86,6 +86,12 @@ pub struct BalancerConfig {
     /// Address of a separate plain HTTP listener serving Prometheus metrics at
     /// `/metrics`, or `None` for no metrics listener. Default `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether the balancer answers its own gRPC service,
+    /// `spectrum.balancer.v1.Balancer` (method `Stats`: per-backend figures), on
+    /// [`listen`](Self::listen), itself instead of proxying it; see
+    /// [`stats`](crate::stats). Calls to it check no bearer token. When `false`,
+    /// those calls are proxied to the nodes like any other. Default `true`.
+    pub serve_stats: bool,
 }
 
 /// Matches request paths, for [`BalancerConfig::idempotent`].
@@ -172,6 +178,7 @@ impl Default for BalancerConfig {
             ejection_backoff: Duration::from_secs(1),
             max_ejection_backoff: Duration::from_secs(30),
             metrics_listen: None,
+            serve_stats: true,
             upstream_connections: 2,
         }
     }

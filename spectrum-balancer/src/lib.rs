@@ -15,8 +15,9 @@
 //!   runs, so nodes join, drain and leave with no restart.
 //! - [`Backend`] and [`BackendLoad`]: what a strategy sees of each node, including
 //!   live load figures kept in a [`LoadRegistry`] so they survive membership changes.
-//! - Observability: [`BalancerHandle::stats`] per node, and Prometheus text at
-//!   `/metrics` on [`BalancerConfig::metrics_listen`].
+//! - Observability: [`BalancerHandle::stats`] per node, the same figures over gRPC
+//!   from the balancer's own service ([`stats`]), and Prometheus text at `/metrics`
+//!   on [`BalancerConfig::metrics_listen`]; see "Observing the balancer" below.
 //!
 //! ## Why strategies are synchronous
 //!
@@ -158,6 +159,26 @@
 //! # }
 //! ```
 //!
+//! ## Observing the balancer
+//!
+//! Every figure is kept per backend node: requests in flight, requests sent,
+//! failures, retries, the latency average, and the health state (healthy, ejected,
+//! draining). Read them three ways:
+//!
+//! - in process, with [`BalancerHandle::stats`] (and [`BalancerHandle::metrics_text`]);
+//! - over gRPC on the balancer's own port: the balancer answers
+//!   `spectrum.balancer.v1.Balancer/Stats` itself (it is never proxied to a node),
+//!   with the client [`stats::proto::balancer_client::BalancerClient`]. The
+//!   `spectrum status` command calls it and prints a `BALANCER` table when its
+//!   endpoint is a balancer. The call checks no bearer token (it shows figures and
+//!   changes nothing); turn it off with [`BalancerConfig::serve_stats`], and the
+//!   path is then proxied like any other;
+//! - as Prometheus text at `/metrics` on a separate, optional listener,
+//!   [`BalancerConfig::metrics_listen`].
+//!
+//! Checking whether a request is for the balancer's own service is one byte-prefix
+//! comparison of its path, so proxied requests pay next to nothing for it.
+//!
 //! ## Logging
 //!
 //! The crate logs with [`tracing`] (per request at `trace`, state changes at `debug`
@@ -175,6 +196,7 @@ mod pool;
 mod proxy;
 mod replay;
 mod retry;
+pub mod stats;
 pub mod strategy;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -186,6 +208,7 @@ pub use body::{BoxError, ProxyBody};
 pub use config::{BackendConfig, BalancerConfig, PathMatcher, RetryBudgetConfig};
 pub use discovery::{Discovery, StaticDiscovery};
 pub use error::BalancerError;
+pub use stats::BalancerStatsService;
 pub use strategy::{
     BalancingStrategy, ConsistentHash, LeastRequests, Outcome, PeakEwma, Random, RequestContext, RoundRobin,
     WeightedRoundRobin,

@@ -22,6 +22,8 @@ use crate::body::{
 };
 use crate::pool::{Candidates, Counters, Pool};
 use crate::replay::{AttemptBody, RequestBody};
+use crate::stats::proto::balancer_server::BalancerServer;
+use crate::stats::{self, BalancerStatsService};
 use crate::strategy::{BalancingStrategy, Outcome, RequestContext};
 
 /// gRPC status code `INTERNAL`.
@@ -41,6 +43,9 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(crate) struct Proxy {
     pub(crate) pool: Arc<Pool>,
     pub(crate) strategy: Arc<dyn BalancingStrategy>,
+    /// The balancer's own service, answered locally, when
+    /// [`BalancerConfig::serve_stats`](crate::BalancerConfig::serve_stats) is on.
+    pub(crate) stats: Option<BalancerServer<BalancerStatsService>>,
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {
@@ -197,6 +202,13 @@ impl Proxy {
     ///
     /// [`BalancerConfig::idempotent`]: crate::BalancerConfig::idempotent
     pub(crate) async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+        // The balancer's own service: one prefix compare on the hot path.
+        if let Some(server) = &self.stats {
+            if req.uri().path().as_bytes().starts_with(stats::PATH_PREFIX) {
+                trace!(path = req.uri().path(), %client, "balancer's own call");
+                return stats::answer(server, req).await;
+            }
+        }
         let grpc = is_grpc(req.headers());
         let Some(pq) = req.uri().path_and_query().cloned() else {
             return local_answer(grpc, StatusCode::BAD_REQUEST, GRPC_INTERNAL, "request has no path");

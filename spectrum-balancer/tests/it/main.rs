@@ -5,4 +5,5 @@ mod membership;
 mod metrics;
 mod proxying;
 mod retries;
+mod stats;
 mod support;

@@ -1,0 +1,161 @@
+//! The balancer's own gRPC service, `spectrum.balancer.v1.Balancer`, answered by the
+//! balancer itself on its main port.
+//!
+//! Calls whose path starts with `/spectrum.balancer.v1.Balancer/` never reach a
+//! node: the balancer answers them (unless [`BalancerConfig::serve_stats`] is off,
+//! in which case they are proxied like any other call). Its one method, `Stats`,
+//! returns the figures [`BalancerHandle::stats`] gives, for every backend, and the
+//! balancer's totals. The service checks no bearer token: like `/metrics`, it shows
+//! figures, not data, and changes nothing.
+//!
+//! Call it with the generated client, [`proto::balancer_client::BalancerClient`]:
+//!
+//! ```no_run
+//! use spectrum_balancer::stats::proto::{StatsRequest, balancer_client::BalancerClient};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut client = BalancerClient::connect("http://127.0.0.1:7100").await?;
+//! let stats = client.stats(StatsRequest {}).await?.into_inner();
+//! for b in &stats.backends {
+//!     println!("{} {} in_flight={} requests={}", b.id, b.addr, b.in_flight, b.requests);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A node answers the same call `UNIMPLEMENTED`, which tells a client that the
+//! endpoint it talks to is not a balancer.
+//!
+//! [`BalancerConfig::serve_stats`]: crate::BalancerConfig::serve_stats
+//! [`BalancerHandle::stats`]: crate::BalancerHandle::stats
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use tonic::codegen::Service as _;
+
+use crate::balancer::BackendStats;
+use crate::body::{BoxError, ProxyBody, local_answer};
+use crate::pool::Pool;
+
+/// The generated protocol types, server and client of `spectrum.balancer.v1`
+/// (`proto/balancer.proto` in this crate).
+///
+/// - [`balancer_client::BalancerClient`]: calls `Stats` on a balancer.
+/// - [`balancer_server::BalancerServer`]: the tonic server the balancer answers
+///   with, over a [`BalancerStatsService`](super::BalancerStatsService).
+/// - [`StatsRequest`], [`StatsResponse`] and [`BackendStats`]: the messages.
+#[allow(missing_docs, unreachable_pub, missing_debug_implementations, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("spectrum.balancer.v1");
+}
+
+/// The path prefix of every method of the balancer's own service.
+pub(crate) const PATH_PREFIX: &[u8] = b"/spectrum.balancer.v1.Balancer/";
+
+/// gRPC status code `INTERNAL`.
+const GRPC_INTERNAL: u32 = 13;
+
+/// The `spectrum.balancer.v1.Balancer` service: reads the balancer's live figures.
+///
+/// The balancer serves it on its own port already; get one with
+/// [`BalancerHandle::stats_service`](crate::BalancerHandle::stats_service) to serve
+/// it elsewhere too, for example on a separate tonic server:
+/// `tonic::transport::Server::builder().add_service(handle.stats_service().into_server())`.
+#[derive(Debug, Clone)]
+pub struct BalancerStatsService {
+    pool: Arc<Pool>,
+}
+
+impl BalancerStatsService {
+    pub(crate) fn new(pool: Arc<Pool>) -> Self {
+        Self { pool }
+    }
+
+    /// The figures, as `Stats` answers them.
+    pub fn snapshot(&self) -> proto::StatsResponse {
+        let c = &self.pool.counters;
+        proto::StatsResponse {
+            backends: self.pool.stats().iter().map(backend).collect(),
+            requests: c.requests.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            retry_budget_exhausted: c.budget_exhausted.load(Ordering::Relaxed),
+            no_backend: c.no_backend.load(Ordering::Relaxed),
+            request_too_large: c.too_large.load(Ordering::Relaxed),
+        }
+    }
+
+    /// This service as a tonic server, ready to be added to a router.
+    pub fn into_server(self) -> proto::balancer_server::BalancerServer<Self> {
+        proto::balancer_server::BalancerServer::new(self)
+    }
+}
+
+fn backend(s: &BackendStats) -> proto::BackendStats {
+    proto::BackendStats {
+        id: s.id.as_str().to_owned(),
+        addr: s.addr.to_string(),
+        weight: s.weight,
+        healthy: s.healthy,
+        ejected: s.ejected,
+        draining: s.draining,
+        in_flight: s.in_flight,
+        requests: s.requests,
+        failures: s.failures,
+        retries: s.retries,
+        latency_ewma_us: s.latency_ewma_us,
+    }
+}
+
+#[tonic::async_trait]
+impl proto::balancer_server::Balancer for BalancerStatsService {
+    async fn stats(
+        &self,
+        _request: tonic::Request<proto::StatsRequest>,
+    ) -> Result<tonic::Response<proto::StatsResponse>, tonic::Status> {
+        Ok(tonic::Response::new(self.snapshot()))
+    }
+}
+
+/// Answers a request to the balancer's own service (its path starts with
+/// [`PATH_PREFIX`]) with `server`, locally. Never fails: unknown methods get
+/// `UNIMPLEMENTED` from the generated server, malformed calls a gRPC error.
+pub(crate) async fn answer(
+    server: &proto::balancer_server::BalancerServer<BalancerStatsService>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let resp = match server.clone().call(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    };
+    // The generated server's body is not `Sync`, and `ProxyBody` must be: a unary
+    // answer is one small message and trailers, so it is read here and passed on
+    // as ready frames.
+    let (parts, body) = resp.into_parts();
+    let collected = match body.collect().await {
+        Ok(collected) => collected,
+        Err(status) => {
+            tracing::debug!(%status, "the balancer's stats answer failed");
+            return local_answer(
+                true,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                GRPC_INTERNAL,
+                "the balancer could not answer",
+            );
+        }
+    };
+    let trailers = collected.trailers().cloned();
+    let data = collected.to_bytes();
+    let mut frames: Vec<Result<Frame<Bytes>, BoxError>> = Vec::with_capacity(2);
+    if !data.is_empty() {
+        frames.push(Ok(Frame::data(data)));
+    }
+    if let Some(trailers) = trailers {
+        frames.push(Ok(Frame::trailers(trailers)));
+    }
+    Response::from_parts(parts, StreamBody::new(futures::stream::iter(frames)).boxed())
+}

@@ -1,0 +1,106 @@
+//! The balancer's own gRPC service, `spectrum.balancer.v1.Balancer/Stats`, answered
+//! on its main port.
+
+use std::sync::Arc;
+
+use spectrum_balancer::BalancerConfig;
+use spectrum_balancer::stats::proto::{StatsRequest, StatsResponse, balancer_client::BalancerClient};
+use spectrum_balancer::strategy::RoundRobin;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+use crate::support::*;
+
+async fn stats(client: &mut BalancerClient<tonic::transport::Channel>) -> StatsResponse {
+    let resp = within(client.stats(StatsRequest {})).await.expect("Stats answers");
+    assert_eq!(grpc_node(&resp), "-", "answered by the balancer itself, not a node");
+    resp.into_inner()
+}
+
+#[tokio::test]
+async fn stats_through_the_balancer_port_list_every_backend_with_growing_counts() {
+    let nodes = start_nodes(3).await;
+    let balancer = balancer_for(&nodes, Some(Arc::new(RoundRobin::new()))).await;
+    let mut client = BalancerClient::new(grpc_channel(&balancer));
+
+    let before = stats(&mut client).await;
+    let ids: Vec<&str> = before.backends.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(ids, ["node-0", "node-1", "node-2"]);
+    for (b, node) in before.backends.iter().zip(&nodes) {
+        assert_eq!(b.addr, node.addr.to_string());
+        assert_eq!(b.weight, 1);
+        assert!(b.healthy && !b.ejected && !b.draining, "{b:?}");
+        assert_eq!((b.requests, b.in_flight, b.failures, b.retries), (0, 0, 0, 0), "{b:?}");
+    }
+    assert_eq!(before.requests, 0, "Stats calls are not counted as proxied requests");
+
+    let mut http = Client::h2c(balancer.local_addr()).await;
+    for _ in 0..6 {
+        assert_eq!(http.get("/work").await.status, 200);
+    }
+    let after = stats(&mut client).await;
+    assert_eq!(after.requests, 6);
+    for b in &after.backends {
+        assert_eq!(b.requests, 2, "{b:?}");
+        assert_eq!(b.in_flight, 0, "{b:?}");
+        assert!(b.latency_ewma_us > 0, "{b:?}");
+    }
+    // The same figures as the handle's.
+    let handle: Vec<(String, u64)> =
+        balancer.stats().iter().map(|s| (s.id.as_str().to_owned(), s.requests)).collect();
+    let wire: Vec<(String, u64)> = after.backends.iter().map(|b| (b.id.clone(), b.requests)).collect();
+    assert_eq!(handle, wire);
+    let again = stats(&mut client).await;
+    assert!(again.backends.iter().all(|b| b.requests == 2), "Stats calls never reach a node: {again:?}");
+    balancer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_draining_backend_shows_draining() {
+    let nodes = start_nodes(2).await;
+    let balancer = balancer_for(&nodes, None).await;
+    balancer.set_draining(&nodes[1].id, true).unwrap();
+    let mut client = BalancerClient::new(grpc_channel(&balancer));
+    let s = stats(&mut client).await;
+    let draining: Vec<(&str, bool)> = s.backends.iter().map(|b| (b.id.as_str(), b.draining)).collect();
+    assert_eq!(draining, [("node-0", false), ("node-1", true)]);
+    balancer.set_draining(&nodes[1].id, false).unwrap();
+    assert!(stats(&mut client).await.backends.iter().all(|b| !b.draining));
+    balancer.shutdown().await;
+}
+
+#[tokio::test]
+async fn other_calls_are_proxied_as_before() {
+    let nodes = start_nodes(2).await;
+    let balancer = balancer_for(&nodes, None).await;
+    let channel = grpc_channel(&balancer);
+    let mut health = HealthClient::new(channel.clone());
+    let resp = within(health.check(HealthCheckRequest { service: "demo".into() })).await.unwrap();
+    assert!(grpc_node(&resp).starts_with("node-"), "a node answered the health check");
+    let mut client = BalancerClient::new(channel);
+    assert_eq!(stats(&mut client).await.backends.len(), 2, "on the same connection as proxied calls");
+
+    let mut http = Client::h2c(balancer.local_addr()).await;
+    let a = http.get("/work?x=1").await;
+    assert_eq!(a.status, 200);
+    assert!(a.body.ends_with("GET /work?x=1"), "{}", a.body);
+    // A look-alike service name is not the balancer's.
+    let a = http.get("/spectrum.balancer.v1.BalancerX/Stats").await;
+    assert!(a.node().starts_with("node-"), "{a:?}");
+    // An unknown method of the balancer's service is answered by the balancer.
+    let a = http.get("/spectrum.balancer.v1.Balancer/Nope").await;
+    assert_eq!((a.node(), a.header("grpc-status")), ("-", "12"), "{a:?}");
+    assert_eq!(balancer.stats().iter().map(|s| s.requests).sum::<u64>(), 3);
+    balancer.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_serve_stats_off_the_path_is_proxied() {
+    let nodes = start_nodes(1).await;
+    let config = BalancerConfig { serve_stats: false, ..fast_config() };
+    let balancer = balancer_with(config, &nodes, None).await;
+    let mut http = Client::h2c(balancer.local_addr()).await;
+    let a = http.get("/spectrum.balancer.v1.Balancer/Stats").await;
+    assert_eq!(a.node(), "node-0", "{a:?}");
+    assert_eq!(a.body, "node-0 GET /spectrum.balancer.v1.Balancer/Stats");
+    balancer.shutdown().await;
+}

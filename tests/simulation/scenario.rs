@@ -1,0 +1,232 @@
+//! Scenario scripts: the steps a simulation plays, random scripts drawn from a
+//! seed, and the checks every run must pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::IteratorRandom;
+use rand::{Rng, SeedableRng};
+use spectrum_core::Timestamp;
+use spectrum_replication::{AckLevel, Record};
+
+use crate::cluster::{ClientWrite, Cluster, Event, Replica, last_writer_wins};
+
+/// One step of a script. Nodes are numbered from 0 (`n1`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Step {
+    /// A client writes on a node.
+    Write { node: usize, write: ClientWrite },
+    /// The link between two nodes is cut both ways.
+    Partition { a: usize, b: usize },
+    /// The link between two nodes is restored.
+    Repair { a: usize, b: usize },
+    /// A node's software is killed.
+    Crash { node: usize },
+    /// A crashed node starts again over what it had stored.
+    Restart { node: usize },
+    /// Simulated time passes.
+    Wait(Duration),
+}
+
+/// Simulated time between two steps.
+const STEP_GAP: Duration = Duration::from_millis(20);
+/// Steps in a random script.
+const SCRIPT_STEPS: usize = 60;
+/// How long a healed cluster may take to converge, in simulated time.
+const CONVERGENCE_LIMIT: Duration = Duration::from_secs(30);
+/// The keys scripts write: few, so that writes conflict.
+const KEYS: &[&str] = &["settings/mode", "settings/region", "license/key", "resources/postal", "dataflows/ingest"];
+
+/// How to replay a failing seed.
+pub(crate) fn replay_hint(seed: u64) -> String {
+    format!("replay with SIM_SEED={seed} RUST_LOG=debug cargo test -p spectrum --test simulation")
+}
+
+/// Plays `script`, letting [`STEP_GAP`] of simulated time pass after each step,
+/// and checks as it goes that a write acknowledged at [`AckLevel::All`] was held
+/// by every node when it was acknowledged.
+pub(crate) fn play(cluster: &mut Cluster, script: &[Step]) {
+    let mut checked = cluster.trace().len();
+    for step in script {
+        match step {
+            Step::Write { node, write } => cluster.write(*node, write.clone()),
+            Step::Partition { a, b } => cluster.partition(*a, *b),
+            Step::Repair { a, b } => cluster.repair(*a, *b),
+            Step::Crash { node } => cluster.crash(*node),
+            Step::Restart { node } => cluster.restart(*node),
+            Step::Wait(d) => cluster.run_for(*d),
+        }
+        cluster.run_for(STEP_GAP);
+        checked = assert_acknowledged_by_all_are_everywhere(cluster, checked);
+    }
+}
+
+/// A random script for `nodes` nodes: writes (a sixth of them deletes, a fifth
+/// of them acknowledged by all) on random running nodes, partitions and
+/// repairs, crashes and restarts (at least one node keeps running), and waits.
+pub(crate) fn random_script(seed: u64, nodes: usize) -> Vec<Step> {
+    let mut rng = StdRng::seed_from_u64(seed.rotate_left(29) ^ 0x5c21_97a0_d3e1_4b6f);
+    let mut down: BTreeSet<usize> = BTreeSet::new();
+    let mut cut: BTreeSet<(usize, usize)> = BTreeSet::new();
+    let mut script = Vec::with_capacity(SCRIPT_STEPS);
+    for n in 0..SCRIPT_STEPS {
+        let up: Vec<usize> = (0..nodes).filter(|i| !down.contains(i)).collect();
+        let step = match rng.random_range(0..100) {
+            0..55 => {
+                let node = up[rng.random_range(0..up.len())];
+                let key = KEYS[rng.random_range(0..KEYS.len())];
+                let ack = if rng.random_ratio(1, 5) { AckLevel::All } else { AckLevel::Local };
+                let write = if rng.random_ratio(1, 6) {
+                    ClientWrite::delete(key, ack)
+                } else {
+                    ClientWrite::put(key, &format!("v{n}"), ack)
+                };
+                Step::Write { node, write }
+            }
+            55..65 => Step::Wait(Duration::from_millis(rng.random_range(50..=600))),
+            65..75 => {
+                let a = rng.random_range(0..nodes);
+                let b = (a + rng.random_range(1..nodes)) % nodes;
+                let pair = (a.min(b), a.max(b));
+                cut.insert(pair);
+                Step::Partition { a: pair.0, b: pair.1 }
+            }
+            75..83 => match cut.iter().copied().choose(&mut rng) {
+                Some(pair) => {
+                    cut.remove(&pair);
+                    Step::Repair { a: pair.0, b: pair.1 }
+                }
+                None => Step::Wait(Duration::from_millis(100)),
+            },
+            83..91 if up.len() > 1 => {
+                let node = up[rng.random_range(0..up.len())];
+                down.insert(node);
+                Step::Crash { node }
+            }
+            _ => match down.iter().copied().choose(&mut rng) {
+                Some(node) => {
+                    down.remove(&node);
+                    Step::Restart { node }
+                }
+                None => Step::Wait(Duration::from_millis(100)),
+            },
+        };
+        script.push(step);
+    }
+    script
+}
+
+/// What a run left: its trace, every node's final copy, and when it converged.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Run {
+    /// Every scripted change, applied write and answer, in order.
+    pub(crate) trace: Vec<Event>,
+    /// Every node's copy at the end.
+    pub(crate) replicas: Vec<Replica>,
+    /// Simulated time at which every copy was identical.
+    pub(crate) converged_at: Duration,
+}
+
+/// Runs the random scenario of `seed` on 3 to 5 nodes, heals the cluster, runs
+/// it to convergence, and checks the result against the model.
+pub(crate) fn run_seed(seed: u64) -> Run {
+    let nodes = 3 + usize::try_from(seed % 3).expect("small");
+    let mut cluster = Cluster::new(seed, nodes);
+    play(&mut cluster, &random_script(seed, nodes));
+    heal_and_converge(&mut cluster, seed)
+}
+
+/// Heals every link and restarts every crashed node, runs until the copies
+/// are identical, and checks them against the model.
+pub(crate) fn heal_and_converge(cluster: &mut Cluster, seed: u64) -> Run {
+    cluster.heal();
+    let Some(converged_at) = cluster.run_until_converged(CONVERGENCE_LIMIT) else {
+        panic!(
+            "seed {seed}: not converged {CONVERGENCE_LIMIT:?} after healing (at {:?}); replicas: {:#?}\n{}",
+            cluster.elapsed(),
+            cluster.replicas(),
+            replay_hint(seed)
+        );
+    };
+    assert_converged_to_model(cluster, seed);
+    Run { trace: cluster.trace(), replicas: cluster.replicas(), converged_at }
+}
+
+/// Asserts what every converged run must show:
+///
+/// - every copy has the same digest and the same live records;
+/// - every stored record is the last write to its key under last-writer-wins
+///   of every applied write (nothing lost, nothing invented, no deleted key back);
+/// - every node's stamps strictly increased, across its restarts too.
+pub(crate) fn assert_converged_to_model(cluster: &Cluster, seed: u64) {
+    let trace = cluster.trace();
+    let replicas = cluster.replicas();
+    let model = last_writer_wins(&trace);
+    let hint = replay_hint(seed);
+    for (i, replica) in replicas.iter().enumerate() {
+        let node = i + 1;
+        assert_eq!(replica.digest, replicas[0].digest, "seed {seed}: n{node}'s digest differs from n1's; {hint}");
+        assert_eq!(replica.live(), replicas[0].live(), "seed {seed}: n{node}'s records differ from n1's; {hint}");
+        for record in &replica.records {
+            assert_eq!(
+                model.get(&record.key),
+                Some(record),
+                "seed {seed}: n{node} holds a record that is not the last write to {:?}; {hint}",
+                record.key
+            );
+        }
+        for winner in model.values().filter(|r| !r.is_tombstone()) {
+            assert!(
+                replica.records.contains(winner),
+                "seed {seed}: n{node} lost the last write to {:?} ({winner:?}); {hint}",
+                winner.key
+            );
+        }
+    }
+    let mut last: BTreeMap<usize, Timestamp> = BTreeMap::new();
+    for event in &trace {
+        if let Event::Applied { node, record, .. } = event {
+            let previous = last.insert(*node, record.stamp).unwrap_or(Timestamp::ZERO);
+            assert!(
+                record.stamp > previous,
+                "seed {seed}: n{} stamped {} after {previous}; {hint}",
+                node + 1,
+                record.stamp
+            );
+        }
+    }
+}
+
+/// Checks every write answered at [`AckLevel::All`] since trace position
+/// `from`: each node holds it or a later write to its key (or nothing, when a
+/// later delete's tombstone was already collected). Returns the position
+/// checked up to.
+fn assert_acknowledged_by_all_are_everywhere(cluster: &Cluster, from: usize) -> usize {
+    let trace = cluster.trace();
+    for (pos, event) in trace.iter().enumerate().skip(from) {
+        let Event::Answered { node, key, ack: AckLevel::All, outcome: Ok(_), .. } = event else {
+            continue;
+        };
+        let written = applied_before(&trace[..pos], *node, key).expect("an answered write was applied");
+        let deleted_later = trace[pos..]
+            .iter()
+            .any(|e| matches!(e, Event::Applied { record, .. } if record.key == *key && record.is_tombstone()));
+        for (holder, held) in cluster.get(key).into_iter().enumerate() {
+            let ok = match &held {
+                Some(r) => r == written || r.wins_over(written),
+                None => written.is_tombstone() || deleted_later,
+            };
+            assert!(ok, "n{} acknowledged {written:?} at All, but n{} holds {held:?}", node + 1, holder + 1);
+        }
+    }
+    trace.len()
+}
+
+/// The last record `node` applied for `key` in `trace`.
+fn applied_before<'a>(trace: &'a [Event], node: usize, key: &str) -> Option<&'a Record> {
+    trace.iter().rev().find_map(|e| match e {
+        Event::Applied { node: n, record, .. } if *n == node && record.key == key => Some(record),
+        _ => None,
+    })
+}
