@@ -15,11 +15,14 @@
 //!
 //! - [`Node`] / [`NodeBuilder`]: one member, serving the replication service, the
 //!   [management API](management), `grpc.health.v1`, gRPC reflection, and the
-//!   application's own tonic services.
+//!   application's own tonic services; durable by default (a `RedbStore`).
 //! - [`Cluster`]: nodes and a balancer in one process, for examples and tests.
-//! - [`keys`]: the configuration database's namespaces and their validation.
-//! - [`license`]: license documents and their expiry.
-//! - [`registry`]: resource definitions on a node, secrets sealed with the cluster key.
+//! - [`keys`] and [`typed`]: the configuration database's namespaces, their
+//!   validation, and typed views of them ([`NodeContext::view`]).
+//! - [`registry`] and [`license`]: resource definitions with sealed secrets, and
+//!   licenses with their expiry.
+//! - [`discovery`]: the balancer follows membership through the management API.
+//! - [`config`]: the TOML files of `spectrum node` and `spectrum balancer`.
 //! - [`demo`]: a small dataflow service used by the examples.
 //!
 //! ## A cluster in a few lines

@@ -241,6 +241,10 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
                     this.verdict = this.verdict.worst(Verdict::of(None, trailers));
+                    // Trailers are the last frame: the exchange is over now, not
+                    // when the client's side polls once more (which may come after
+                    // the client has its answer and asks for figures).
+                    this.completion.complete(Some(this.verdict));
                 }
             }
             Poll::Ready(Some(Err(_))) => this.completion.complete(Some(Verdict::Unavailable)),

@@ -45,10 +45,12 @@ use crate::pool::Pool;
 /// The generated protocol types, server and client of `spectrum.balancer.v1`
 /// (`proto/balancer.proto` in this crate).
 ///
-/// - [`balancer_client::BalancerClient`]: calls `Stats` on a balancer.
-/// - [`balancer_server::BalancerServer`]: the tonic server the balancer answers
-///   with, over a [`BalancerStatsService`](super::BalancerStatsService).
-/// - [`StatsRequest`], [`StatsResponse`] and [`BackendStats`]: the messages.
+/// - [`BalancerClient`](proto::balancer_client::BalancerClient): calls `Stats` on a
+///   balancer.
+/// - [`BalancerServer`](proto::balancer_server::BalancerServer): the tonic server
+///   the balancer answers with, over a [`BalancerStatsService`].
+/// - [`StatsRequest`](proto::StatsRequest), [`StatsResponse`](proto::StatsResponse)
+///   and [`BackendStats`](proto::BackendStats): the messages.
 #[allow(missing_docs, unreachable_pub, missing_debug_implementations, clippy::all)]
 pub mod proto {
     tonic::include_proto!("spectrum.balancer.v1");

@@ -12,6 +12,10 @@
 //! spectrum node drain node-2
 //! ```
 //!
+//! `status` through a balancer also shows the balancer's own figures per node (a
+//! `BALANCER` table; `"balancer"` in `--json` output), read from the balancer's
+//! `spectrum.balancer.v1.Balancer/Stats`, which needs no token.
+//!
 //! Tables for people, `--json` for scripts; exit code 0 on success, and on failure a
 //! non-zero code with one line `error: …` on standard error.
 
@@ -25,6 +29,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use spectrum::NodeBuilder;
+use spectrum::balancer::stats::proto::{
+    BackendStats as BalancerBackend, StatsRequest, StatsResponse, balancer_client::BalancerClient,
+};
 use spectrum::balancer::strategy::RoundRobin;
 use spectrum::balancer::{BackendConfig, Balancer, BalancerConfig};
 use spectrum::config::{BalancerFileConfig, BalancerOverrides, NodeFileConfig, NodeOverrides, load};
@@ -57,7 +64,8 @@ enum Command {
     Node(NodeArgs),
     /// Run a balancer from a TOML file.
     Balancer(BalancerArgs),
-    /// Show the cluster's status as the answering node sees it.
+    /// Show the cluster's status as the answering node sees it, and, when the
+    /// endpoint is a balancer, the balancer's figures for each node.
     Status,
     /// Read and change raw configuration entries.
     #[command(subcommand)]
@@ -277,7 +285,7 @@ fn main() {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Node(NodeArgs { action: Some(action), .. }) => {
-            let mut client = connect(&cli.endpoint, cli.token.as_deref()).await?;
+            let (mut client, _) = connect(&cli.endpoint, cli.token.as_deref()).await?;
             set_node_state(&mut client, action, cli.json).await
         }
         Command::Node(args) => run_node(args, cli.token).await,
@@ -292,8 +300,8 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         command => {
-            let mut client = connect(&cli.endpoint, cli.token.as_deref()).await?;
-            manage(&mut client, command, cli.json).await
+            let (mut client, channel) = connect(&cli.endpoint, cli.token.as_deref()).await?;
+            manage(&mut client, channel, command, cli.json).await
         }
     }
 }
@@ -398,7 +406,9 @@ fn static_backends(cfg: &BalancerFileConfig) -> Result<Vec<BackendConfig>> {
         .collect()
 }
 
-async fn connect(endpoint: &str, token: Option<&str>) -> Result<Client> {
+/// A management client for `endpoint` (sending `token`), and the plain channel it
+/// uses (for the balancer's own service, which checks no token).
+async fn connect(endpoint: &str, token: Option<&str>) -> Result<(Client, Channel)> {
     let token = token
         .map(|t| {
             MetadataValue::try_from(format!("Bearer {t}"))
@@ -411,7 +421,7 @@ async fn connect(endpoint: &str, token: Option<&str>) -> Result<Client> {
         .connect()
         .await
         .with_context(|| format!("cannot reach {endpoint}"))?;
-    Ok(ManagementClient::with_interceptor(channel, Token(token)))
+    Ok((ManagementClient::with_interceptor(channel.clone(), Token(token)), channel))
 }
 
 async fn wait_for_signal() -> Result<()> {
@@ -491,12 +501,12 @@ async fn list(client: &mut Client, prefix: &str) -> Result<Vec<proto::Entry>> {
         .entries)
 }
 
-async fn manage(client: &mut Client, command: Command, json: bool) -> Result<()> {
+async fn manage(client: &mut Client, channel: Channel, command: Command, json: bool) -> Result<()> {
     match command {
         Command::Node(_) | Command::Balancer(_) | Command::GenerateKey => {
             bail!("this command does not manage a cluster")
         }
-        Command::Status => status(client, json).await,
+        Command::Status => status(client, channel, json).await,
         Command::Config(cmd) => config(client, cmd, json).await,
         Command::License(cmd) => license(client, cmd, json).await,
         Command::Dataflow(cmd) => dataflow(client, cmd, json).await,
@@ -888,8 +898,81 @@ async fn set_node_state(client: &mut Client, action: NodeAction, json: bool) -> 
     Ok(())
 }
 
-async fn status(client: &mut Client, json: bool) -> Result<()> {
+/// How long `status` waits for the balancer's own figures before leaving them out.
+const BALANCER_STATS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The balancer's figures when the endpoint is a balancer; `None` when it is a node
+/// (it answers `UNIMPLEMENTED`) or the call fails or takes too long.
+async fn balancer_stats(channel: Channel) -> Option<StatsResponse> {
+    let mut client = BalancerClient::new(channel);
+    match tokio::time::timeout(BALANCER_STATS_TIMEOUT, client.stats(StatsRequest {})).await {
+        Ok(Ok(resp)) => Some(resp.into_inner()),
+        _ => None,
+    }
+}
+
+/// A backend's health as the balancer sees it: `healthy`, `ejected` or `down`.
+fn backend_health(b: &BalancerBackend) -> &'static str {
+    if b.ejected {
+        "ejected"
+    } else if b.healthy {
+        "healthy"
+    } else {
+        "down"
+    }
+}
+
+fn balancer_json(stats: &StatsResponse) -> Value {
+    let nodes: Vec<_> = stats
+        .backends
+        .iter()
+        .map(|b| {
+            json!({
+                "id": b.id, "addr": b.addr, "weight": b.weight, "health": backend_health(b),
+                "healthy": b.healthy, "ejected": b.ejected, "draining": b.draining,
+                "in_flight": b.in_flight, "requests": b.requests, "failures": b.failures,
+                "retries": b.retries, "latency_ewma_us": b.latency_ewma_us,
+            })
+        })
+        .collect();
+    json!({
+        "requests": stats.requests, "retries": stats.retries,
+        "retry_budget_exhausted": stats.retry_budget_exhausted, "no_backend": stats.no_backend,
+        "request_too_large": stats.request_too_large, "nodes": nodes,
+    })
+}
+
+fn print_balancer(stats: &StatsResponse) {
+    println!(
+        "\nBALANCER  ({} requests, {} retries, {} with no backend, {} too large)",
+        stats.requests, stats.retries, stats.no_backend, stats.request_too_large
+    );
+    println!(
+        "{:<16} {:<22} {:<8} {:<8} {:>9} {:>9} {:>9} {:>8} {:>11}",
+        "NODE", "ADDRESS", "HEALTH", "DRAINING", "IN FLIGHT", "REQUESTS", "FAILURES", "RETRIES", "LATENCY µs"
+    );
+    for b in &stats.backends {
+        println!(
+            "{:<16} {:<22} {:<8} {:<8} {:>9} {:>9} {:>9} {:>8} {:>11}",
+            b.id,
+            b.addr,
+            backend_health(b),
+            if b.draining { "yes" } else { "no" },
+            b.in_flight,
+            b.requests,
+            b.failures,
+            b.retries,
+            b.latency_ewma_us
+        );
+    }
+}
+
+/// Prints the answering node's status and, when the endpoint is a balancer, the
+/// balancer's own per-node figures (`spectrum.balancer.v1.Balancer/Stats`, which
+/// needs no token; a node answers it `UNIMPLEMENTED` and the table is left out).
+async fn status(client: &mut Client, channel: Channel, json: bool) -> Result<()> {
     let s = client.status(proto::StatusRequest {}).await.map_err(status_error)?.into_inner();
+    let balancer = balancer_stats(channel).await;
     if json {
         let members: Vec<_> =
             s.members.iter().map(|m| json!({"id": m.id, "addr": m.addr, "state": m.state})).collect();
@@ -911,14 +994,15 @@ async fn status(client: &mut Client, json: bool) -> Result<()> {
             .iter()
             .map(|r| json!({"name": r.name, "kind": r.kind, "available": r.available, "detail": r.detail}))
             .collect();
-        println!(
-            "{}",
-            json!({
-                "cluster": s.cluster_id, "node": s.node_id, "addr": s.addr, "version": s.version,
-                "keys": s.keys, "digest": s.digest, "members": members, "peers": peers,
-                "resources": resources,
-            })
-        );
+        let mut out = json!({
+            "cluster": s.cluster_id, "node": s.node_id, "addr": s.addr, "version": s.version,
+            "keys": s.keys, "digest": s.digest, "members": members, "peers": peers,
+            "resources": resources,
+        });
+        if let (Some(stats), Some(map)) = (&balancer, out.as_object_mut()) {
+            map.insert("balancer".into(), balancer_json(stats));
+        }
+        println!("{out}");
         return Ok(());
     }
     println!("cluster {}  (answered by {} at {}, version {})", s.cluster_id, s.node_id, s.addr, s.version);
@@ -947,6 +1031,9 @@ async fn status(client: &mut Client, json: bool) -> Result<()> {
             let yes = if r.available { "yes" } else { "NO" };
             println!("{:<24} {:<12} {:<10} {}", r.name, r.kind, yes, r.detail);
         }
+    }
+    if let Some(stats) = &balancer {
+        print_balancer(stats);
     }
     Ok(())
 }

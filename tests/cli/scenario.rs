@@ -23,6 +23,28 @@ fn a_cluster_of_processes_is_managed_with_the_spectrum_command() {
     let table = east.ok(&["status"]);
     assert!(table.starts_with("cluster cli-east"), "{table}");
     assert!(table.contains("MEMBER") && table.contains("node-3"), "{table}");
+    // The balancer adds its own figures for each node; a node alone does not. The
+    // balancer follows membership (polled every 200 ms), so it may take a moment
+    // after start-up to list every node.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        let status = east.json(&["status"]);
+        let listed = status["balancer"]["nodes"].as_array().map_or(0, Vec::len);
+        if listed == 3 || std::time::Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let nodes = status["balancer"]["nodes"].as_array().unwrap_or_else(|| panic!("no balancer: {status}"));
+    let mut ids: Vec<&str> = nodes.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["node-1", "node-2", "node-3"], "{status}");
+    assert!(nodes.iter().all(|n| n["requests"].is_u64()), "{status}");
+    assert!(table.contains("BALANCER") && table.contains("LATENCY µs"), "{table}");
+    let out = east.run_at(&east.nodes[0].1, Some(&east.token), &["--json", "status"]);
+    assert!(out.status.success(), "status at a node: {}", String::from_utf8_lossy(&out.stderr));
+    let direct: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(direct.get("balancer").is_none(), "a node is not a balancer: {direct}");
 
     // A resource with a secret, and one installed on every node.
     let orders = east.path("orders.json");

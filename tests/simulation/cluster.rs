@@ -127,11 +127,12 @@ struct Disk {
     hlc: Arc<Hlc>,
 }
 
-/// Client writes waiting for a node, and whether one is being carried out.
+/// Client writes waiting for a node, and how many it has applied but not yet
+/// answered.
 #[derive(Debug, Default)]
 struct Mailbox {
     queue: VecDeque<ClientWrite>,
-    busy: bool,
+    unanswered: usize,
 }
 
 type Journal = Arc<Mutex<Vec<Event>>>;
@@ -190,7 +191,8 @@ impl Cluster {
         let journal = Journal::default();
         let mut nodes = Vec::with_capacity(n);
         for (index, name) in names.iter().enumerate() {
-            let clock = SimClock { skew_ms: rng.random_range(-MAX_SKEW_MS..=MAX_SKEW_MS), last: AtomicU64::new(0) };
+            let clock =
+                SimClock { skew_ms: rng.random_range(-MAX_SKEW_MS..=MAX_SKEW_MS), last: AtomicU64::new(0) };
             let hlc = Arc::new(Hlc::new(Arc::new(clock)));
             let id: NodeId = name.parse().expect("a valid node id");
             let disk = Arc::new(Disk { store: Arc::new(MemoryStore::new(id, hlc.clone())), hlc });
@@ -295,7 +297,7 @@ impl Cluster {
     fn converged(&mut self) -> bool {
         let idle = (0..self.len()).all(|node| {
             let mailbox = self.nodes[node].mailbox.lock();
-            mailbox.queue.is_empty() && !mailbox.busy
+            mailbox.queue.is_empty() && mailbox.unanswered == 0
         });
         let running = (0..self.len()).all(|node| self.is_running(node));
         if !idle || !running {
@@ -321,7 +323,10 @@ impl Cluster {
 
     /// Every node's record for `key`, tombstone included.
     pub(crate) fn get(&self, key: &str) -> Vec<Option<Record>> {
-        self.nodes.iter().map(|node| block_on(node.disk.store.get(key)).expect("a memory store reads")).collect()
+        self.nodes
+            .iter()
+            .map(|node| block_on(node.disk.store.get(key)).expect("a memory store reads"))
+            .collect()
     }
 
     /// The trace so far.
@@ -372,15 +377,16 @@ fn replicator_seed(seed: u64, index: usize, boot: u64) -> u64 {
 async fn run_node(host: Rc<NodeHost>) -> turmoil::Result {
     let boot = host.boots.get();
     host.boots.set(boot + 1);
-    host.mailbox.lock().busy = false;
+    host.mailbox.lock().unanswered = 0;
     let transport = sim_transport();
     let cluster: ClusterId = "simulation".parse()?;
-    let replicator = AntiEntropy::builder(host.disk.store.clone(), host.disk.hlc.clone(), cluster, host.addr.clone())
-        .seeds(host.seeds.clone())
-        .interval(SYNC_INTERVAL)
-        .transport(transport.clone())
-        .rng_seed(replicator_seed(host.seed, host.index, boot))
-        .build();
+    let replicator =
+        AntiEntropy::builder(host.disk.store.clone(), host.disk.hlc.clone(), cluster, host.addr.clone())
+            .seeds(host.seeds.clone())
+            .interval(SYNC_INTERVAL)
+            .transport(transport.clone())
+            .rng_seed(replicator_seed(host.seed, host.index, boot))
+            .build();
     let listener = turmoil::net::TcpListener::bind((IpAddr::from(Ipv4Addr::UNSPECIFIED), PORT)).await?;
     let incoming = futures::stream::unfold(listener, |listener| async move {
         let conn = listener.accept().await.map(|(stream, _)| SimConn(stream));
@@ -394,21 +400,17 @@ async fn run_node(host: Rc<NodeHost>) -> turmoil::Result {
     tokio::select! {
         biased;
         served = server => served?,
-        () = carry_out_writes(&host, &replicator) => {}
+        () = carry_out_writes(&host, replicator.clone()) => {}
     }
     Ok(())
 }
 
-/// Takes client writes from the mailbox, one at a time: apply, then replicate.
-async fn carry_out_writes(host: &NodeHost, replicator: &AntiEntropy) {
+/// Takes client writes from the mailbox in order, applies each, and replicates
+/// it in a task of its own (a write waiting for every node does not hold the
+/// next one back, as concurrent clients would not be).
+async fn carry_out_writes(host: &NodeHost, replicator: AntiEntropy) {
     loop {
-        let next = {
-            let mut mailbox = host.mailbox.lock();
-            let next = mailbox.queue.pop_front();
-            mailbox.busy = next.is_some();
-            next
-        };
-        let Some(write) = next else {
+        let Some(write) = host.mailbox.lock().queue.pop_front() else {
             tokio::time::sleep(MAILBOX_POLL).await;
             continue;
         };
@@ -420,14 +422,18 @@ async fn carry_out_writes(host: &NodeHost, replicator: &AntiEntropy) {
         for record in &records {
             self::record(&host.journal, Event::Applied { at_ms: sim_ms(), node: host.index, record: record.clone() });
         }
-        let outcome = replicator
-            .replicate(records, write.ack, ACK_TIMEOUT)
-            .await
-            .map(|report| report.acked)
-            .map_err(|e| e.to_string());
-        let answered = Event::Answered { at_ms: sim_ms(), node: host.index, key: write.key, ack: write.ack, outcome };
-        record(&host.journal, answered);
-        host.mailbox.lock().busy = false;
+        host.mailbox.lock().unanswered += 1;
+        let (node, journal, mailbox, replicator) =
+            (host.index, host.journal.clone(), host.mailbox.clone(), replicator.clone());
+        tokio::task::spawn_local(async move {
+            let outcome = replicator
+                .replicate(records, write.ack, ACK_TIMEOUT)
+                .await
+                .map(|report| report.acked)
+                .map_err(|e| e.to_string());
+            record(&journal, Event::Answered { at_ms: sim_ms(), node, key: write.key, ack: write.ack, outcome });
+            mailbox.lock().unanswered -= 1;
+        });
     }
 }
 
@@ -445,7 +451,11 @@ impl Connected for SimConn {
 }
 
 impl AsyncRead for SimConn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }

@@ -26,11 +26,16 @@
 //!   applied write and answer, with simulated times and stamps) and the same
 //!   final copies.
 //!
-//! To replay one seed (a failure message names it), with the replicator's logs:
+//! To replay one seed (a failure message names it), with the replicator's logs,
+//! or to explore a range of seeds:
 //!
 //! ```text
 //! SIM_SEED=1234 RUST_LOG=spectrum_replication=debug cargo test -p spectrum --test simulation
+//! SIM_SEED=1..500 cargo test -p spectrum --test simulation random -- --nocapture
 //! ```
+//!
+//! Each run prints a fingerprint of its trace and copies (with `--nocapture`):
+//! the same seed prints the same fingerprint in every process.
 //!
 //! [turmoil]: https://docs.rs/turmoil
 
@@ -50,12 +55,17 @@ const SEEDS: [u64; 5] = [1, 2, 3, 2024, 90_125];
 /// Simulated time for the nodes to start and meet each other.
 const BOOT: Duration = Duration::from_millis(500);
 
-/// The seeds to play: `SIM_SEED` when set, else [`SEEDS`].
+/// The seeds to play: `SIM_SEED` when set (one seed, or a range `first..end`
+/// to explore), else [`SEEDS`].
 fn seeds() -> Vec<u64> {
     init_logs();
-    match std::env::var("SIM_SEED") {
-        Ok(seed) => vec![seed.trim().parse().expect("SIM_SEED is a u64")],
-        Err(_) => SEEDS.to_vec(),
+    let Ok(var) = std::env::var("SIM_SEED") else {
+        return SEEDS.to_vec();
+    };
+    let parse = |s: &str| s.trim().parse::<u64>().expect("SIM_SEED is a u64 or a range first..end");
+    match var.split_once("..") {
+        Some((first, end)) => (parse(first)..parse(end)).collect(),
+        None => vec![parse(&var)],
     }
 }
 
@@ -78,6 +88,20 @@ fn random_partitions_crashes_and_restarts_converge_to_the_last_writes() {
     for seed in seeds() {
         let run = run_seed(seed);
         let writes = run.trace.iter().filter(|e| matches!(e, Event::Applied { .. })).count();
+        let unmet = run.trace.iter().filter(|e| matches!(e, Event::Answered { outcome: Err(_), .. })).count();
+        let crashes = run
+            .trace
+            .iter()
+            .filter(|e| matches!(e, Event::Script { what, .. } if what.starts_with("crash")))
+            .count();
+        println!(
+            "seed {seed}: {} nodes, {writes} writes ({unmet} not acknowledged at their level), {crashes} crashes, \
+             converged {:?} after healing at {:?}; fingerprint {:016x}",
+            run.replicas.len(),
+            run.converged_at - run.healed_at,
+            run.healed_at,
+            run.fingerprint()
+        );
         assert!(writes >= 20, "seed {seed}: only {writes} writes were applied");
     }
 }

@@ -2,6 +2,7 @@
 //! seed, and the checks every run must pass.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -36,7 +37,8 @@ const SCRIPT_STEPS: usize = 60;
 /// How long a healed cluster may take to converge, in simulated time.
 const CONVERGENCE_LIMIT: Duration = Duration::from_secs(30);
 /// The keys scripts write: few, so that writes conflict.
-const KEYS: &[&str] = &["settings/mode", "settings/region", "license/key", "resources/postal", "dataflows/ingest"];
+const KEYS: &[&str] =
+    &["settings/mode", "settings/region", "license/key", "resources/postal", "dataflows/ingest"];
 
 /// How to replay a failing seed.
 pub(crate) fn replay_hint(seed: u64) -> String {
@@ -64,7 +66,9 @@ pub(crate) fn play(cluster: &mut Cluster, script: &[Step]) {
 
 /// A random script for `nodes` nodes: writes (a sixth of them deletes, a fifth
 /// of them acknowledged by all) on random running nodes, partitions and
-/// repairs, crashes and restarts (at least one node keeps running), and waits.
+/// repairs, crashes and restarts (at least one node keeps running), and waits;
+/// it ends with faults left for the healing to repair: one node cut off from
+/// all others, a conflicting write on each side, and another node crashed.
 pub(crate) fn random_script(seed: u64, nodes: usize) -> Vec<Step> {
     let mut rng = StdRng::seed_from_u64(seed.rotate_left(29) ^ 0x5c21_97a0_d3e1_4b6f);
     let mut down: BTreeSet<usize> = BTreeSet::new();
@@ -114,6 +118,18 @@ pub(crate) fn random_script(seed: u64, nodes: usize) -> Vec<Step> {
         };
         script.push(step);
     }
+    let up: Vec<usize> = (0..nodes).filter(|i| !down.contains(i)).collect();
+    let alone = up[rng.random_range(0..up.len())];
+    let other = (alone + rng.random_range(1..nodes)) % nodes;
+    let key = KEYS[rng.random_range(0..KEYS.len())];
+    script.extend((0..nodes).filter(|&n| n != alone).map(|n| Step::Partition { a: alone, b: n }));
+    if down.remove(&other) {
+        script.push(Step::Restart { node: other });
+    }
+    script.push(Step::Write { node: alone, write: ClientWrite::put(key, "cut-off", AckLevel::Local) });
+    script.push(Step::Write { node: other, write: ClientWrite::put(key, "majority", AckLevel::Local) });
+    script.push(Step::Wait(Duration::from_millis(300)));
+    script.push(Step::Crash { node: other });
     script
 }
 
@@ -124,8 +140,20 @@ pub(crate) struct Run {
     pub(crate) trace: Vec<Event>,
     /// Every node's copy at the end.
     pub(crate) replicas: Vec<Replica>,
+    /// Simulated time at which the cluster was healed.
+    pub(crate) healed_at: Duration,
     /// Simulated time at which every copy was identical.
     pub(crate) converged_at: Duration,
+}
+
+impl Run {
+    /// A hash of the whole run (trace and copies), to compare runs across
+    /// processes: the same seed prints the same fingerprint.
+    pub(crate) fn fingerprint(&self) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        format!("{self:?}").hash(&mut hasher);
+        hasher.finish()
+    }
 }
 
 /// Runs the random scenario of `seed` on 3 to 5 nodes, heals the cluster, runs
@@ -141,6 +169,7 @@ pub(crate) fn run_seed(seed: u64) -> Run {
 /// are identical, and checks them against the model.
 pub(crate) fn heal_and_converge(cluster: &mut Cluster, seed: u64) -> Run {
     cluster.heal();
+    let healed_at = cluster.elapsed();
     let Some(converged_at) = cluster.run_until_converged(CONVERGENCE_LIMIT) else {
         panic!(
             "seed {seed}: not converged {CONVERGENCE_LIMIT:?} after healing (at {:?}); replicas: {:#?}\n{}",
@@ -150,7 +179,7 @@ pub(crate) fn heal_and_converge(cluster: &mut Cluster, seed: u64) -> Run {
         );
     };
     assert_converged_to_model(cluster, seed);
-    Run { trace: cluster.trace(), replicas: cluster.replicas(), converged_at }
+    Run { trace: cluster.trace(), replicas: cluster.replicas(), healed_at, converged_at }
 }
 
 /// Asserts what every converged run must show:
@@ -166,8 +195,15 @@ pub(crate) fn assert_converged_to_model(cluster: &Cluster, seed: u64) {
     let hint = replay_hint(seed);
     for (i, replica) in replicas.iter().enumerate() {
         let node = i + 1;
-        assert_eq!(replica.digest, replicas[0].digest, "seed {seed}: n{node}'s digest differs from n1's; {hint}");
-        assert_eq!(replica.live(), replicas[0].live(), "seed {seed}: n{node}'s records differ from n1's; {hint}");
+        assert_eq!(
+            replica.digest, replicas[0].digest,
+            "seed {seed}: n{node}'s digest differs from n1's; {hint}"
+        );
+        assert_eq!(
+            replica.live(),
+            replicas[0].live(),
+            "seed {seed}: n{node}'s records differ from n1's; {hint}"
+        );
         for record in &replica.records {
             assert_eq!(
                 model.get(&record.key),
@@ -209,9 +245,9 @@ fn assert_acknowledged_by_all_are_everywhere(cluster: &Cluster, from: usize) -> 
             continue;
         };
         let written = applied_before(&trace[..pos], *node, key).expect("an answered write was applied");
-        let deleted_later = trace[pos..]
-            .iter()
-            .any(|e| matches!(e, Event::Applied { record, .. } if record.key == *key && record.is_tombstone()));
+        let deleted_later = trace[pos..].iter().any(
+            |e| matches!(e, Event::Applied { record, .. } if record.key == *key && record.is_tombstone()),
+        );
         for (holder, held) in cluster.get(key).into_iter().enumerate() {
             let ok = match &held {
                 Some(r) => r == written || r.wins_over(written),

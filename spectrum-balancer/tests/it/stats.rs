@@ -77,7 +77,10 @@ async fn other_calls_are_proxied_as_before() {
     let resp = within(health.check(HealthCheckRequest { service: "demo".into() })).await.unwrap();
     assert!(grpc_node(&resp).starts_with("node-"), "a node answered the health check");
     let mut client = BalancerClient::new(channel);
-    assert_eq!(stats(&mut client).await.backends.len(), 2, "on the same connection as proxied calls");
+    let s = stats(&mut client).await;
+    assert_eq!(s.backends.len(), 2, "on the same connection as proxied calls");
+    assert_eq!(s.backends.iter().map(|b| b.requests).sum::<u64>(), 1, "{s:?}");
+    assert!(s.backends.iter().all(|b| b.in_flight == 0), "a call with trailers is over once answered: {s:?}");
 
     let mut http = Client::h2c(balancer.local_addr()).await;
     let a = http.get("/work?x=1").await;
