@@ -73,9 +73,9 @@ pub(crate) enum Event {
     Script { at_ms: u64, what: String },
     /// A node applied a client's write to its store.
     Applied { at_ms: u64, node: usize, record: Record },
-    /// A node answered a client's write: how many nodes held it, or why the
-    /// level was not met.
-    Answered { at_ms: u64, node: usize, key: String, ack: AckLevel, outcome: Result<usize, String> },
+    /// A node answered a client's write (its record has sequence number `seq`):
+    /// how many nodes held it, or why the level was not met.
+    Answered { at_ms: u64, node: usize, seq: u64, ack: AckLevel, outcome: Result<usize, String> },
 }
 
 /// One node's final copy.
@@ -121,11 +121,23 @@ impl Clock for SimClock {
 /// What a node keeps across a crash: its store and its clock, as the durable
 /// store does (`RedbStore` commits every write, and the HLC high-water mark,
 /// before acknowledging; `tests/durability` proves that with `kill -9`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Disk {
     store: Arc<MemoryStore>,
     hlc: Arc<Hlc>,
 }
+
+impl Disk {
+    /// An empty store for `id`, stamping with a new HLC over `clock`.
+    fn blank(id: NodeId, clock: Arc<SimClock>) -> Self {
+        let hlc = Arc::new(Hlc::new(clock));
+        Self { store: Arc::new(MemoryStore::new(id, hlc.clone())), hlc }
+    }
+}
+
+/// A node's disk, shared by its host (which boots from it) and the driver
+/// (which reads it, or replaces it).
+type SharedDisk = Arc<Mutex<Disk>>;
 
 /// Client writes waiting for a node, and how many it has applied but not yet
 /// answered.
@@ -152,7 +164,7 @@ struct NodeHost {
     index: usize,
     addr: String,
     seeds: Vec<String>,
-    disk: Arc<Disk>,
+    disk: SharedDisk,
     mailbox: Arc<Mutex<Mailbox>>,
     journal: Journal,
     seed: u64,
@@ -163,12 +175,14 @@ struct NodeHost {
 #[derive(Debug)]
 struct NodeHandle {
     name: String,
-    disk: Arc<Disk>,
+    clock: Arc<SimClock>,
+    disk: SharedDisk,
     mailbox: Arc<Mutex<Mailbox>>,
 }
 
 /// A turmoil simulation of `n` nodes, driven step by step by a script.
 pub(crate) struct Cluster {
+    seed: u64,
     sim: turmoil::Sim<'static>,
     nodes: Vec<NodeHandle>,
     journal: Journal,
@@ -191,11 +205,10 @@ impl Cluster {
         let journal = Journal::default();
         let mut nodes = Vec::with_capacity(n);
         for (index, name) in names.iter().enumerate() {
-            let clock =
-                SimClock { skew_ms: rng.random_range(-MAX_SKEW_MS..=MAX_SKEW_MS), last: AtomicU64::new(0) };
-            let hlc = Arc::new(Hlc::new(Arc::new(clock)));
+            let skew_ms = rng.random_range(-MAX_SKEW_MS..=MAX_SKEW_MS);
+            let clock = Arc::new(SimClock { skew_ms, last: AtomicU64::new(0) });
             let id: NodeId = name.parse().expect("a valid node id");
-            let disk = Arc::new(Disk { store: Arc::new(MemoryStore::new(id, hlc.clone())), hlc });
+            let disk = Arc::new(Mutex::new(Disk::blank(id, clock.clone())));
             let mailbox = Arc::new(Mutex::new(Mailbox::default()));
             let host = Rc::new(NodeHost {
                 index,
@@ -208,9 +221,14 @@ impl Cluster {
                 boots: Cell::new(0),
             });
             sim.host(name.as_str(), move || run_node(host.clone()));
-            nodes.push(NodeHandle { name: name.clone(), disk, mailbox });
+            nodes.push(NodeHandle { name: name.clone(), clock, disk, mailbox });
         }
-        Self { sim, nodes, journal }
+        Self { seed, sim, nodes, journal }
+    }
+
+    /// The seed the cluster was built with.
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
     }
 
     /// How many nodes there are.
@@ -245,6 +263,16 @@ impl Cluster {
     pub(crate) fn restart(&mut self, node: usize) {
         self.note(format!("restart {}", self.nodes[node].name));
         self.sim.bounce(self.nodes[node].name.as_str());
+    }
+
+    /// Starts a crashed node again over an empty store (its disk was lost and
+    /// replaced), with the same node id and a new clock.
+    pub(crate) fn restart_empty(&mut self, node: usize) {
+        let handle = &self.nodes[node];
+        let id: NodeId = handle.name.parse().expect("a valid node id");
+        *handle.disk.lock() = Disk::blank(id, handle.clock.clone());
+        self.note(format!("restart {} with an empty store", handle.name));
+        self.sim.bounce(handle.name.as_str());
     }
 
     /// Whether a node's software is running.
@@ -312,7 +340,7 @@ impl Cluster {
         self.nodes
             .iter()
             .map(|node| {
-                let store = &node.disk.store;
+                let store = node.disk.lock().store.clone();
                 Replica {
                     digest: block_on(store.digest()).expect("a memory store reads"),
                     records: block_on(store.scan("")).expect("a memory store reads"),
@@ -325,7 +353,7 @@ impl Cluster {
     pub(crate) fn get(&self, key: &str) -> Vec<Option<Record>> {
         self.nodes
             .iter()
-            .map(|node| block_on(node.disk.store.get(key)).expect("a memory store reads"))
+            .map(|node| block_on(node.disk.lock().store.clone().get(key)).expect("a memory store reads"))
             .collect()
     }
 
@@ -378,15 +406,15 @@ async fn run_node(host: Rc<NodeHost>) -> turmoil::Result {
     let boot = host.boots.get();
     host.boots.set(boot + 1);
     host.mailbox.lock().unanswered = 0;
+    let disk = host.disk.lock().clone();
     let transport = sim_transport();
     let cluster: ClusterId = "simulation".parse()?;
-    let replicator =
-        AntiEntropy::builder(host.disk.store.clone(), host.disk.hlc.clone(), cluster, host.addr.clone())
-            .seeds(host.seeds.clone())
-            .interval(SYNC_INTERVAL)
-            .transport(transport.clone())
-            .rng_seed(replicator_seed(host.seed, host.index, boot))
-            .build();
+    let replicator = AntiEntropy::builder(disk.store.clone(), disk.hlc.clone(), cluster, host.addr.clone())
+        .seeds(host.seeds.clone())
+        .interval(SYNC_INTERVAL)
+        .transport(transport.clone())
+        .rng_seed(replicator_seed(host.seed, host.index, boot))
+        .build();
     let listener = turmoil::net::TcpListener::bind((IpAddr::from(Ipv4Addr::UNSPECIFIED), PORT)).await?;
     let incoming = futures::stream::unfold(listener, |listener| async move {
         let conn = listener.accept().await.map(|(stream, _)| SimConn(stream));
@@ -400,7 +428,7 @@ async fn run_node(host: Rc<NodeHost>) -> turmoil::Result {
     tokio::select! {
         biased;
         served = server => served?,
-        () = carry_out_writes(&host, replicator.clone()) => {}
+        () = carry_out_writes(&host, disk.store.clone(), replicator.clone()) => {}
     }
     Ok(())
 }
@@ -408,7 +436,7 @@ async fn run_node(host: Rc<NodeHost>) -> turmoil::Result {
 /// Takes client writes from the mailbox in order, applies each, and replicates
 /// it in a task of its own (a write waiting for every node does not hold the
 /// next one back, as concurrent clients would not be).
-async fn carry_out_writes(host: &NodeHost, replicator: AntiEntropy) {
+async fn carry_out_writes(host: &NodeHost, store: Arc<MemoryStore>, replicator: AntiEntropy) {
     loop {
         let Some(write) = host.mailbox.lock().queue.pop_front() else {
             tokio::time::sleep(MAILBOX_POLL).await;
@@ -418,20 +446,23 @@ async fn carry_out_writes(host: &NodeHost, replicator: AntiEntropy) {
             Some(value) => WriteBatch::new().put(write.key.clone(), value.clone()),
             None => WriteBatch::new().delete(write.key.clone()),
         };
-        let records = host.disk.store.apply(batch).await.expect("a valid write applies");
+        let records = store.apply(batch).await.expect("a valid write applies");
         for record in &records {
-            self::record(&host.journal, Event::Applied { at_ms: sim_ms(), node: host.index, record: record.clone() });
+            self::record(
+                &host.journal,
+                Event::Applied { at_ms: sim_ms(), node: host.index, record: record.clone() },
+            );
         }
         host.mailbox.lock().unanswered += 1;
-        let (node, journal, mailbox, replicator) =
-            (host.index, host.journal.clone(), host.mailbox.clone(), replicator.clone());
+        let (node, seq) = (host.index, records.last().map_or(0, |r| r.seq));
+        let (journal, mailbox, replicator) = (host.journal.clone(), host.mailbox.clone(), replicator.clone());
         tokio::task::spawn_local(async move {
             let outcome = replicator
                 .replicate(records, write.ack, ACK_TIMEOUT)
                 .await
                 .map(|report| report.acked)
                 .map_err(|e| e.to_string());
-            record(&journal, Event::Answered { at_ms: sim_ms(), node, key: write.key, ack: write.ack, outcome });
+            record(&journal, Event::Answered { at_ms: sim_ms(), node, seq, ack: write.ack, outcome });
             mailbox.lock().unanswered -= 1;
         });
     }

@@ -22,6 +22,8 @@
 //!   write: nothing acknowledged is lost, no deleted key comes back;
 //! - a write acknowledged by all nodes is held by all nodes when acknowledged;
 //! - stamps from each node strictly increase, across restarts;
+//! - a node restarted over an empty store is refilled by anti-entropy (an
+//!   ignored test reproduces the known bug when it writes before catching up);
 //! - a seed reproduces its run exactly: the same trace (every scripted change,
 //!   applied write and answer, with simulated times and stamps) and the same
 //!   final copies.
@@ -79,6 +81,7 @@ fn init_logs() {
     }
 }
 
+/// A script step: `write` on `node`.
 fn write(node: usize, write: ClientWrite) -> Step {
     Step::Write { node, write }
 }
@@ -144,7 +147,7 @@ fn a_partitioned_node_catches_up_once_the_partition_heals() {
     assert_eq!(mode[0], mode[1], "n1 and n2 still talk");
     assert_ne!(mode[0], mode[2], "n3 is cut off");
 
-    let run = heal_and_converge(&mut cluster, 11);
+    let run = heal_and_converge(&mut cluster);
     let mode = run.replicas[0].records.iter().find(|r| r.key == "settings/mode").expect("written");
     assert_eq!(mode.value.as_deref(), Some(&b"slow"[..]), "the later write wins on every node");
 }
@@ -181,7 +184,60 @@ fn a_crashed_node_restarts_and_anti_entropy_brings_it_what_it_missed() {
     let key = cluster.get("license/key");
     assert_eq!(key[0].as_ref().and_then(|r| r.value.as_deref()), Some(&b"old"[..]), "n1 kept its store");
 
-    let run = heal_and_converge(&mut cluster, 12);
+    let run = heal_and_converge(&mut cluster);
     let key = run.replicas[0].records.iter().find(|r| r.key == "license/key").expect("written");
     assert_eq!(key.value.as_deref(), Some(&b"new"[..]), "n1 caught up after its restart");
+}
+
+#[test]
+fn a_node_that_lost_its_store_is_refilled_by_anti_entropy() {
+    let mut cluster = Cluster::new(13, 3);
+    cluster.run_for(BOOT);
+    play(
+        &mut cluster,
+        &[
+            write(0, ClientWrite::put("settings/mode", "fast", AckLevel::Local)),
+            write(1, ClientWrite::put("settings/region", "eu", AckLevel::Local)),
+            write(2, ClientWrite::put("license/key", "XYZ", AckLevel::Local)),
+            write(0, ClientWrite::delete("settings/region", AckLevel::All)),
+            Step::Wait(Duration::from_secs(1)),
+            Step::Crash { node: 0 },
+            write(1, ClientWrite::put("resources/postal", "10115", AckLevel::Local)),
+            Step::Partition { a: 0, b: 1 },
+            Step::Partition { a: 0, b: 2 },
+            Step::RestartEmpty { node: 0 },
+            Step::Wait(Duration::from_millis(500)),
+        ],
+    );
+    assert!(cluster.get("license/key")[0].is_none(), "n1 came back empty");
+    let run = heal_and_converge(&mut cluster);
+    assert_eq!(run.replicas[0].live().len(), 3, "{:#?}", run.replicas[0]);
+}
+
+/// Known bug, kept as its reproduction: a node that comes back with an empty
+/// store under its old id numbers its next write 1 again. Its peers' digests
+/// already cover `n1:1`, so they ignore the new write; the node's digest then
+/// covers `n1:1` too, so it never receives the old `n1:1` record; and every
+/// digest ends equal, so anti-entropy sees nothing to repair while the copies
+/// differ for good.
+#[test]
+#[ignore = "bug: a node restarted with an empty store under its old id reuses sequence numbers"]
+fn a_node_that_lost_its_store_and_writes_before_catching_up_still_converges() {
+    let mut cluster = Cluster::new(14, 3);
+    cluster.run_for(BOOT);
+    play(
+        &mut cluster,
+        &[
+            write(0, ClientWrite::put("settings/mode", "fast", AckLevel::Local)),
+            write(0, ClientWrite::put("settings/region", "eu", AckLevel::Local)),
+            Step::Wait(Duration::from_secs(1)),
+            Step::Crash { node: 0 },
+            Step::Partition { a: 0, b: 1 },
+            Step::Partition { a: 0, b: 2 },
+            Step::RestartEmpty { node: 0 },
+            write(0, ClientWrite::put("license/key", "after-wipe", AckLevel::Local)),
+            Step::Wait(Duration::from_millis(100)),
+        ],
+    );
+    heal_and_converge(&mut cluster);
 }

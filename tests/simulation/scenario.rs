@@ -26,6 +26,8 @@ pub(crate) enum Step {
     Crash { node: usize },
     /// A crashed node starts again over what it had stored.
     Restart { node: usize },
+    /// A crashed node starts again over an empty store, with the same id.
+    RestartEmpty { node: usize },
     /// Simulated time passes.
     Wait(Duration),
 }
@@ -57,6 +59,7 @@ pub(crate) fn play(cluster: &mut Cluster, script: &[Step]) {
             Step::Repair { a, b } => cluster.repair(*a, *b),
             Step::Crash { node } => cluster.crash(*node),
             Step::Restart { node } => cluster.restart(*node),
+            Step::RestartEmpty { node } => cluster.restart_empty(*node),
             Step::Wait(d) => cluster.run_for(*d),
         }
         cluster.run_for(STEP_GAP);
@@ -162,12 +165,13 @@ pub(crate) fn run_seed(seed: u64) -> Run {
     let nodes = 3 + usize::try_from(seed % 3).expect("small");
     let mut cluster = Cluster::new(seed, nodes);
     play(&mut cluster, &random_script(seed, nodes));
-    heal_and_converge(&mut cluster, seed)
+    heal_and_converge(&mut cluster)
 }
 
 /// Heals every link and restarts every crashed node, runs until the copies
 /// are identical, and checks them against the model.
-pub(crate) fn heal_and_converge(cluster: &mut Cluster, seed: u64) -> Run {
+pub(crate) fn heal_and_converge(cluster: &mut Cluster) -> Run {
+    let seed = cluster.seed();
     cluster.heal();
     let healed_at = cluster.elapsed();
     let Some(converged_at) = cluster.run_until_converged(CONVERGENCE_LIMIT) else {
@@ -178,7 +182,7 @@ pub(crate) fn heal_and_converge(cluster: &mut Cluster, seed: u64) -> Run {
             replay_hint(seed)
         );
     };
-    assert_converged_to_model(cluster, seed);
+    assert_converged_to_model(cluster);
     Run { trace: cluster.trace(), replicas: cluster.replicas(), healed_at, converged_at }
 }
 
@@ -188,7 +192,8 @@ pub(crate) fn heal_and_converge(cluster: &mut Cluster, seed: u64) -> Run {
 /// - every stored record is the last write to its key under last-writer-wins
 ///   of every applied write (nothing lost, nothing invented, no deleted key back);
 /// - every node's stamps strictly increased, across its restarts too.
-pub(crate) fn assert_converged_to_model(cluster: &Cluster, seed: u64) {
+pub(crate) fn assert_converged_to_model(cluster: &Cluster) {
+    let seed = cluster.seed();
     let trace = cluster.trace();
     let replicas = cluster.replicas();
     let model = last_writer_wins(&trace);
@@ -235,34 +240,42 @@ pub(crate) fn assert_converged_to_model(cluster: &Cluster, seed: u64) {
 }
 
 /// Checks every write answered at [`AckLevel::All`] since trace position
-/// `from`: each node holds it or a later write to its key (or nothing, when a
-/// later delete's tombstone was already collected). Returns the position
-/// checked up to.
+/// `from`: each node holds it or a later write to its key (or nothing, when it
+/// or a later write was a delete whose tombstone was already collected).
+/// Returns the position checked up to.
 fn assert_acknowledged_by_all_are_everywhere(cluster: &Cluster, from: usize) -> usize {
     let trace = cluster.trace();
-    for (pos, event) in trace.iter().enumerate().skip(from) {
-        let Event::Answered { node, key, ack: AckLevel::All, outcome: Ok(_), .. } = event else {
+    for event in &trace[from..] {
+        let Event::Answered { node, seq, ack: AckLevel::All, outcome: Ok(_), .. } = event else {
             continue;
         };
-        let written = applied_before(&trace[..pos], *node, key).expect("an answered write was applied");
-        let deleted_later = trace[pos..].iter().any(
-            |e| matches!(e, Event::Applied { record, .. } if record.key == *key && record.is_tombstone()),
-        );
-        for (holder, held) in cluster.get(key).into_iter().enumerate() {
+        let written = applied(&trace, *node, *seq).expect("an answered write was applied");
+        let deleted = trace.iter().any(|e| {
+            matches!(e, Event::Applied { record, .. }
+                if record.key == written.key && record.is_tombstone() && !written.wins_over(record))
+        });
+        for (holder, held) in cluster.get(&written.key).into_iter().enumerate() {
             let ok = match &held {
                 Some(r) => r == written || r.wins_over(written),
-                None => written.is_tombstone() || deleted_later,
+                None => deleted,
             };
-            assert!(ok, "n{} acknowledged {written:?} at All, but n{} holds {held:?}", node + 1, holder + 1);
+            assert!(
+                ok,
+                "seed {}: n{} acknowledged {written:?} at All, but n{} holds {held:?}; {}",
+                cluster.seed(),
+                node + 1,
+                holder + 1,
+                replay_hint(cluster.seed())
+            );
         }
     }
     trace.len()
 }
 
-/// The last record `node` applied for `key` in `trace`.
-fn applied_before<'a>(trace: &'a [Event], node: usize, key: &str) -> Option<&'a Record> {
-    trace.iter().rev().find_map(|e| match e {
-        Event::Applied { node: n, record, .. } if *n == node && record.key == key => Some(record),
+/// The record `node` applied with sequence number `seq`.
+fn applied(trace: &[Event], node: usize, seq: u64) -> Option<&Record> {
+    trace.iter().find_map(|e| match e {
+        Event::Applied { node: n, record, .. } if *n == node && record.seq == seq => Some(record),
         _ => None,
     })
 }
