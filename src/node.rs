@@ -84,9 +84,7 @@ impl fmt::Debug for StoreChoice {
     }
 }
 
-/// How many peers a starting node tries to pull the cluster's state from.
-const STARTUP_PULL_ATTEMPTS: usize = 3;
-/// How long a starting node waits for one peer's answer before trying another.
+/// How long a starting node waits for one peer's answer before trying the next.
 const STARTUP_PULL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The file name of the durable store inside a node's data directory.
@@ -380,16 +378,14 @@ impl NodeBuilder {
             }
         });
 
-        // Pull the cluster's state before this node's first write (its membership
-        // record), so its first stamps follow everything its peers hold. Best
-        // effort: the first node of a cluster has nobody to pull from, and a
-        // cluster may start in any order.
-        for attempt in 1..=STARTUP_PULL_ATTEMPTS {
-            match tokio::time::timeout(STARTUP_PULL_TIMEOUT, replicator.sync_round()).await {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => debug!(node = %self.id, attempt, error = %e, "no peer to pull from yet"),
-                Err(_) => debug!(node = %self.id, attempt, "a peer did not answer the startup pull in time"),
-            }
+        // Pull the cluster's state from every reachable peer before this node's first
+        // write (its membership record): its first stamps then follow everything its
+        // peers hold, and a node whose store was lost learns the sequence numbers it
+        // had already used. Best effort: the first node of a cluster has nobody to
+        // pull from, and a cluster may start in any order.
+        match anti_entropy.pull_from_all(STARTUP_PULL_TIMEOUT).await {
+            Ok(answered) => debug!(node = %self.id, answered, "pulled the cluster's state"),
+            Err(e) => warn!(node = %self.id, error = %e, "could not pull the cluster's state"),
         }
         // A node drained by an operator stays drained across a restart.
         let state = match store.get(&Namespace::Membership.key(self.id.as_str())).await? {

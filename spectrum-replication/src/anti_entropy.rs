@@ -194,6 +194,34 @@ impl AntiEntropy {
         self.inner.peer_addrs().await
     }
 
+    /// Exchanges state once with every peer it knows (seeds and members), each
+    /// exchange bounded by `each`, and returns how many peers answered.
+    ///
+    /// A node calls this before its first write after a start: learning what every
+    /// reachable peer holds, its own earlier writes included, keeps a node whose
+    /// store was lost from numbering new writes with sequence numbers its peers
+    /// already hold.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplicationError::Store`] when the local store fails (unreachable peers
+    /// are not errors; they are not counted).
+    pub async fn pull_from_all(&self, each: Duration) -> Result<usize, ReplicationError> {
+        let mut answered = 0;
+        for addr in self.inner.peer_addrs().await? {
+            match tokio::time::timeout(each, self.inner.sync_with(&addr)).await {
+                Ok(Ok(())) => answered += 1,
+                Ok(Err(ReplicationError::Store(e))) => return Err(ReplicationError::Store(e)),
+                Ok(Err(e)) => {
+                    self.inner.note_failure(&addr, &e);
+                    debug!(peer = %addr, error = %e, "startup pull failed");
+                }
+                Err(_) => debug!(peer = %addr, "startup pull timed out"),
+            }
+        }
+        Ok(answered)
+    }
+
     /// Runs anti-entropy rounds in the background (the first at once) until the
     /// returned handle is stopped or dropped, or [`stop`](Self::stop) is called.
     /// A stopped replicator stays stopped: it no longer runs rounds or retries
