@@ -21,6 +21,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -64,6 +65,7 @@ pub struct ManagementService {
     write_timeout: Duration,
     cluster_key: Option<Arc<ClusterKey>>,
     transport: TransportConfig,
+    ready: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for ManagementService {
@@ -86,13 +88,28 @@ impl ManagementService {
         write_timeout: Duration,
     ) -> Self {
         let cluster_key = ctx.cluster_key.clone();
-        Self { ctx, replicator, addr, write_timeout, cluster_key, transport: TransportConfig::default() }
+        Self {
+            ctx,
+            replicator,
+            addr,
+            write_timeout,
+            cluster_key,
+            transport: TransportConfig::default(),
+            ready: Arc::new(AtomicBool::new(true)),
+        }
     }
 
     /// Seals and opens resource secrets with `key`. Give every node of a cluster the
     /// same key.
     pub fn cluster_key(mut self, key: Arc<ClusterKey>) -> Self {
         self.cluster_key = Some(key);
+        self
+    }
+
+    /// Refuses writes (UNAVAILABLE) while `ready` is false: a node with an empty
+    /// store writes nothing until it has heard from a peer. Default: always ready.
+    pub fn ready_flag(mut self, ready: Arc<AtomicBool>) -> Self {
+        self.ready = ready;
         self
     }
 
@@ -118,6 +135,12 @@ impl ManagementService {
             Ok(proto::AckLevel::All) => AckLevel::All,
             Err(_) => return Err(Status::invalid_argument(format!("unknown ack level {ack}"))),
         };
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(Status::unavailable(format!(
+                "{} is catching up with the cluster (no peer has answered yet); retry",
+                self.ctx.id
+            )));
+        }
         let records = self.ctx.store.apply(batch).await.map_err(store_status)?;
         let token =
             records.last().map(Record::token).ok_or_else(|| Status::internal("store applied no records"))?;

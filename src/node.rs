@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use spectrum_core::transport::{self, Listener};
@@ -84,6 +85,8 @@ impl fmt::Debug for StoreChoice {
     }
 }
 
+/// How long a node with an empty store waits between attempts to reach a peer.
+const STARTUP_PULL_RETRY: Duration = Duration::from_millis(500);
 /// How long a starting node waits for one peer's answer before trying the next.
 const STARTUP_PULL_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -349,8 +352,11 @@ impl NodeBuilder {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| NodeError::Config(format!("reflection: {e}")))?;
+        let ready = Arc::new(AtomicBool::new(false));
         let management =
-            ManagementService::new(ctx.clone(), replicator.clone(), url.clone(), self.write_timeout);
+            ManagementService::new(ctx.clone(), replicator.clone(), url.clone(), self.write_timeout)
+                .transport(self.transport.clone())
+                .ready_flag(ready.clone());
 
         let mut routes = RoutesBuilder::default();
         routes
@@ -381,27 +387,35 @@ impl NodeBuilder {
         // Pull the cluster's state from every reachable peer before this node's first
         // write (its membership record): its first stamps then follow everything its
         // peers hold, and a node whose store was lost learns the sequence numbers it
-        // had already used. Best effort: the first node of a cluster has nobody to
-        // pull from, and a cluster may start in any order.
-        match anti_entropy.pull_from_all(STARTUP_PULL_TIMEOUT).await {
-            Ok(answered) => debug!(node = %self.id, answered, "pulled the cluster's state"),
-            Err(e) => warn!(node = %self.id, error = %e, "could not pull the cluster's state"),
-        }
-        // A node drained by an operator stays drained across a restart.
-        let state = match store.get(&Namespace::Membership.key(self.id.as_str())).await? {
-            Some(r)
-                if r.value
-                    .as_ref()
-                    .and_then(|v| serde_json::from_slice::<Member>(v).ok())
-                    .is_some_and(|m| m.state == MemberState::Draining) =>
-            {
-                MemberState::Draining
-            }
-            _ => MemberState::Active,
+        // had already used. A node with an empty store and peers to ask writes
+        // nothing (and refuses management writes) until one of them has answered;
+        // it keeps trying in the background, so a cluster starts in any order.
+        let joiner = Joiner {
+            id: self.id.clone(),
+            url: url.clone(),
+            store: store.clone(),
+            replicator: replicator.clone(),
+            anti_entropy: anti_entropy.clone(),
+            health: health_reporter.clone(),
+            ready: ready.clone(),
         };
-        let me = Member::new(self.id.clone(), url.clone(), state);
-        record_membership(&*store, &*replicator, &me, AckLevel::Local).await?;
-        health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        let fresh = store.digest().await?.entries.is_empty();
+        let has_peers = !anti_entropy.peer_addrs().await?.is_empty();
+        let answered = joiner.pull().await;
+        let join_task = if fresh && has_peers && answered == 0 {
+            info!(node = %self.id, "empty store and no peer reachable yet: catching up before the first write");
+            Some(tokio::spawn(async move {
+                while joiner.pull().await == 0 {
+                    tokio::time::sleep(STARTUP_PULL_RETRY).await;
+                }
+                if let Err(e) = joiner.finish().await {
+                    warn!(node = %joiner.id, error = %e, "could not record membership");
+                }
+            }))
+        } else {
+            joiner.finish().await?;
+            None
+        };
         let sync_task = anti_entropy.start();
         info!(node = %self.id, cluster = %self.cluster, addr = %url, "node started");
 
@@ -414,7 +428,51 @@ impl NodeBuilder {
             stop: stop_tx,
             server_task,
             sync_task,
+            join_task,
         })
+    }
+}
+
+/// What a starting node does before it takes part: pull, then record itself.
+struct Joiner {
+    id: NodeId,
+    url: String,
+    store: Arc<dyn ConfigStore>,
+    replicator: Arc<dyn Replicator>,
+    anti_entropy: AntiEntropy,
+    health: tonic_health::server::HealthReporter,
+    ready: Arc<AtomicBool>,
+}
+
+impl Joiner {
+    /// One exchange with every reachable peer; how many answered.
+    async fn pull(&self) -> usize {
+        match self.anti_entropy.pull_from_all(STARTUP_PULL_TIMEOUT).await {
+            Ok(answered) => {
+                debug!(node = %self.id, answered, "pulled the cluster's state");
+                answered
+            }
+            Err(e) => {
+                warn!(node = %self.id, error = %e, "could not pull the cluster's state");
+                0
+            }
+        }
+    }
+
+    /// Records this node in membership (a drained node stays drained across a
+    /// restart), reports SERVING and accepts management writes.
+    async fn finish(&self) -> Result<(), NodeError> {
+        let held = self.store.get(&Namespace::Membership.key(self.id.as_str())).await?;
+        let drained = held
+            .and_then(|r| r.value)
+            .and_then(|v| serde_json::from_slice::<Member>(&v).ok())
+            .is_some_and(|m| m.state == MemberState::Draining);
+        let state = if drained { MemberState::Draining } else { MemberState::Active };
+        let me = Member::new(self.id.clone(), self.url.clone(), state);
+        record_membership(&*self.store, &*self.replicator, &me, AckLevel::Local).await?;
+        self.ready.store(true, Ordering::Release);
+        self.health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        Ok(())
     }
 }
 
@@ -443,6 +501,8 @@ pub struct Node {
     stop: watch::Sender<bool>,
     server_task: JoinHandle<()>,
     sync_task: spectrum_replication::AntiEntropyHandle,
+    /// Catching up in the background (an empty store whose peers were unreachable).
+    join_task: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for Node {
@@ -492,6 +552,9 @@ impl Node {
     /// acknowledgements; it becomes `active` again when it restarts), stops
     /// anti-entropy, and stops the server once in-flight requests finish.
     pub async fn shutdown(self) {
+        if let Some(task) = &self.join_task {
+            task.abort();
+        }
         self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
         let left = Member::new(self.ctx.id.clone(), self.url.clone(), MemberState::Left);
         if let Err(e) = record_membership(&*self.ctx.store, &*self.replicator, &left, AckLevel::All).await {

@@ -136,3 +136,43 @@ async fn a_node_drained_through_the_management_api_gets_no_new_requests() {
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_an_empty_store_writes_nothing_until_a_peer_has_answered() {
+    use spectrum::NodeBuilder;
+    use spectrum::core::transport;
+    use std::net::SocketAddr;
+    use tonic::Code;
+
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    // Reserve an address for the second node, which is not up yet.
+    let later = transport::bind(loopback).await.unwrap();
+    let later_addr = later.local_addr;
+    drop(later);
+    let first = NodeBuilder::new("node-1".parse().unwrap(), "it-catch-up".parse().unwrap())
+        .in_memory()
+        .seeds([format!("http://{later_addr}")])
+        .start()
+        .await
+        .unwrap();
+    let put = || PutRequest { key: "settings/early".into(), value: b"1".to_vec(), ack: 0 };
+    let err = admin(first.url()).await.put(put()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.message().contains("catching up"), "{err}");
+
+    let second = NodeBuilder::new("node-2".parse().unwrap(), "it-catch-up".parse().unwrap())
+        .in_memory()
+        .listener(transport::bind(later_addr).await.unwrap())
+        .seeds([first.url().to_owned()])
+        .start()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut client = admin(first.url()).await;
+    while let Err(e) = client.put(put()).await {
+        assert!(std::time::Instant::now() < deadline, "node-1 never caught up: {e}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    second.shutdown().await;
+    first.shutdown().await;
+}
