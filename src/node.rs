@@ -347,6 +347,9 @@ impl NodeBuilder {
         };
 
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        // Not serving until this node has joined (see `Joiner::finish`); the reporter
+        // starts out SERVING.
+        health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

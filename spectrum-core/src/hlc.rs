@@ -217,7 +217,7 @@ impl Hlc {
     fn bump(ts: Timestamp) -> Timestamp {
         match ts.logical.checked_add(1) {
             Some(l) => Timestamp::new(ts.wall_ms, l),
-            None => Timestamp::new(ts.wall_ms + 1, 0),
+            None => Timestamp::new(ts.wall_ms.saturating_add(1), 0),
         }
     }
 }
@@ -259,6 +259,13 @@ mod tests {
         assert_eq!(err.offset_ms, 501);
         assert!(err.to_string().contains("clock skew"));
         assert_eq!(hlc.last(), before);
+    }
+
+    #[test]
+    fn the_clock_saturates_instead_of_overflowing() {
+        let (_, hlc) = manual(1_000);
+        hlc.restore(Timestamp::new(u64::MAX, u32::MAX));
+        assert_eq!(hlc.now(), Timestamp::new(u64::MAX, 0));
     }
 
     #[test]

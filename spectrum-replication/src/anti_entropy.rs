@@ -52,7 +52,7 @@ use crate::horizon::tombstone_horizon;
 use crate::peers::{PeerTable, blank, canonical_addr};
 use crate::proto;
 use crate::proto::replication_client::ReplicationClient;
-use crate::record::{Record, Snapshot, VersionVector};
+use crate::record::{Record, Snapshot, VersionToken, VersionVector};
 use crate::replicator::{AckLevel, AckReport, PeerStatus, Replicator};
 use crate::service::{ReplicationService, budget_for, offset_ms};
 use crate::store::ConfigStore;
@@ -390,14 +390,15 @@ impl Inner {
     }
 
     /// The ids of members recorded as having left.
-    async fn left_members(&self) -> Result<BTreeSet<NodeId>, StoreError> {
-        let mut left = BTreeSet::new();
+    /// Members recorded as left, each with the write that recorded it.
+    async fn left_members(&self) -> Result<BTreeMap<NodeId, VersionToken>, StoreError> {
+        let mut left = BTreeMap::new();
         for rec in self.store.scan(MEMBERSHIP_PREFIX).await? {
-            let Some(value) = rec.value else { continue };
-            if let Ok(member) = serde_json::from_slice::<Member>(&value)
+            let Some(value) = &rec.value else { continue };
+            if let Ok(member) = serde_json::from_slice::<Member>(value)
                 && member.state == MemberState::Left
             {
-                left.insert(member.id);
+                left.insert(member.id, rec.token());
             }
         }
         Ok(left)
@@ -599,8 +600,19 @@ impl Inner {
         // of (or have left): a writer we cannot ask may still have writes in flight.
         let left = self.left_members().await?;
         let writers: BTreeSet<&NodeId> = digests.values().flat_map(|d| d.entries.keys()).collect();
-        if let Some(unknown) = writers.into_iter().find(|w| !digests.contains_key(*w) && !left.contains(*w)) {
+        if let Some(unknown) =
+            writers.into_iter().find(|w| !digests.contains_key(*w) && !left.contains_key(*w))
+        {
             trace!(writer = %unknown, "a writer is not a member with a known digest; tombstones wait");
+            return Ok(());
+        }
+        // A member that left is settled only once every member holds the write that
+        // recorded its leaving (its last write), and so every write it made: one it
+        // made just before leaving may still be on its way.
+        if let Some((member, token)) =
+            left.iter().find(|(_, token)| digests.values().any(|d| !d.covers(token)))
+        {
+            trace!(member = %member, version = %token, "a member that left has writes not seen everywhere; tombstones wait");
             return Ok(());
         }
         let Some(horizon) = tombstone_horizon(&digests) else {

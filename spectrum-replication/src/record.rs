@@ -12,6 +12,12 @@ use crate::error::StoreError;
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
+/// Largest sequence number accepted from a peer: far beyond any real writer, and
+/// far enough from `u64::MAX` that numbering can never overflow.
+pub const MAX_SEQ: u64 = u64::MAX / 2;
+/// Largest stamp (milliseconds since the epoch) accepted from a peer: the year
+/// 10,000. A stamp past it is corrupt or hostile, and would pin a key forever.
+pub const MAX_WALL_MS: u64 = 253_402_300_800_000;
 /// Default largest value accepted, in bytes (1 MiB).
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 

@@ -15,7 +15,8 @@ use spectrum_core::{Hlc, NodeId};
 
 use crate::error::StoreError;
 use crate::record::{
-    Change, ChangeBatch, Delta, MergeReport, Record, Snapshot, VersionVector, Write, WriteBatch, validate_key,
+    Change, ChangeBatch, Delta, MAX_SEQ, MAX_WALL_MS, MergeReport, Record, Snapshot, VersionVector, Write,
+    WriteBatch, validate_key,
 };
 
 /// Default number of changes a store's change feed keeps in memory.
@@ -98,6 +99,15 @@ pub(crate) fn check_record(r: &Record, max_value_bytes: usize) -> Result<(), Sto
     validate_key(&r.key).map_err(|e| invalid(e.to_string()))?;
     if r.seq == 0 {
         return Err(invalid(format!("record for {:?} has sequence number 0; they start at 1", r.key)));
+    }
+    if r.seq > MAX_SEQ {
+        return Err(invalid(format!(
+            "record for {:?} has sequence number {}; at most {MAX_SEQ}",
+            r.key, r.seq
+        )));
+    }
+    if r.stamp.wall_ms > MAX_WALL_MS {
+        return Err(invalid(format!("record for {:?} is stamped {}, after the year 10000", r.key, r.stamp)));
     }
     if let Some(v) = &r.value
         && v.len() > max_value_bytes
@@ -512,7 +522,8 @@ impl<'a> Draft<'a> {
     /// this origin (a node that lost its memory must not reuse numbers its peers
     /// already hold).
     fn next_local_seq(&self, me: &NodeId) -> u64 {
-        self.seen(me).max(self.pending_last(me).unwrap_or(0)) + 1
+        // Peers' numbers are capped at MAX_SEQ on the way in, so this cannot saturate.
+        self.seen(me).max(self.pending_last(me).unwrap_or(0)).saturating_add(1)
     }
 
     /// Notes that record `(origin, seq)` was merged or written here.
@@ -602,6 +613,18 @@ mod tests {
             origin: node(origin),
             seq,
         }
+    }
+
+    #[test]
+    fn records_with_absurd_sequence_numbers_or_stamps_are_refused() {
+        let too_far = rec("k", Some("v"), "n1", MAX_SEQ + 1, 5);
+        let err = check_record(&too_far, 1024).unwrap_err();
+        assert!(err.to_string().contains("sequence number"), "{err}");
+        let mut future = rec("k", Some("v"), "n1", 1, 5);
+        future.stamp = Timestamp::new(u64::MAX, u32::MAX);
+        let err = check_record(&future, 1024).unwrap_err();
+        assert!(err.to_string().contains("year 10000"), "{err}");
+        assert!(check_record(&rec("k", Some("v"), "n1", MAX_SEQ, MAX_WALL_MS), 1024).is_ok());
     }
 
     fn hlc() -> Hlc {

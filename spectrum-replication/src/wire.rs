@@ -8,7 +8,7 @@ use bytes::Bytes;
 use spectrum_core::{NodeId, Timestamp};
 
 use crate::proto;
-use crate::record::{Record, VersionVector, validate_key};
+use crate::record::{MAX_SEQ, Record, VersionVector, validate_key};
 
 /// An inbound message failed validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +115,12 @@ impl TryFrom<proto::VersionVector> for VersionVector {
             let id = NodeId::new(&origin).map_err(|e| {
                 InvalidMessage::new(format!("version vector entry {origin:?}"), e.to_string())
             })?;
+            if seq > MAX_SEQ {
+                return Err(InvalidMessage::new(
+                    format!("version vector entry {origin:?}"),
+                    format!("sequence number {seq} is above {MAX_SEQ}"),
+                ));
+            }
             if seq > 0 {
                 out.raise(&id, seq);
             }
@@ -174,6 +180,13 @@ mod tests {
             origin: "n1".into(),
             seq: 1,
         }
+    }
+
+    #[test]
+    fn version_vectors_with_absurd_sequence_numbers_are_refused() {
+        let v = proto::VersionVector { entries: [("n1".to_owned(), u64::MAX)].into_iter().collect() };
+        let err = VersionVector::try_from(v).unwrap_err();
+        assert!(err.to_string().contains("sequence number"), "{err}");
     }
 
     #[test]
