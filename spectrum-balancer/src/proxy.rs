@@ -253,9 +253,13 @@ impl Proxy {
             Cow::Borrowed(if snapshot.eligible.is_empty() { &snapshot.fallback } else { &snapshot.eligible });
         let max_attempts = config.max_attempts;
         let mut attempt = 0;
+        // Attempts that never sent the request (connect failure, a pooled connection
+        // that had closed) do not count against `max_attempts`: each drops its
+        // backend from the candidates, so they are bounded by the cluster's size.
+        let mut unsent = 0;
         let mut failed_after_send = false;
         loop {
-            if attempt >= max_attempts || candidates.is_empty() {
+            if attempt - unsent >= max_attempts || candidates.is_empty() {
                 debug!(%method, path = pq.as_str(), attempt, "no backend available");
                 Counters::bump(&counters.no_backend);
                 return if failed_after_send { backend_failed(grpc) } else { unavailable(grpc) };
@@ -288,6 +292,7 @@ impl Proxy {
                     self.strategy.on_complete(backend, Outcome::ConnectFailure, Duration::ZERO);
                     self.pool.eject(&entry);
                     candidates = Cow::Owned(candidates.without(index));
+                    unsent += 1;
                     continue;
                 }
             };
@@ -320,12 +325,13 @@ impl Proxy {
                 Ok(resp) => resp,
                 Err(mut error) => {
                     completion.set_latency(started.elapsed());
-                    if let Some(unsent) = error.take_message() {
+                    if let Some(unsent_request) = error.take_message() {
                         debug!(node = %backend.id, error = %error.error(), "connection closed before the request was sent; trying another");
                         entry.upstream.invalidate(slot);
                         completion.complete(Some(Verdict::NotSent));
-                        pending = Some(unsent);
+                        pending = Some(unsent_request);
                         candidates = Cow::Owned(candidates.without(index));
+                        unsent += 1;
                         continue;
                     }
                     completion.complete(Some(Verdict::Unavailable));
@@ -337,7 +343,7 @@ impl Proxy {
                         entry.upstream.invalidate(slot);
                     }
                     failed_after_send = true;
-                    if self.may_retry(template.as_ref(), &body, attempt, candidates.len()) {
+                    if self.may_retry(template.as_ref(), &body, attempt - unsent, candidates.len()) {
                         warn!(node = %backend.id, error = %error.error(), "backend failed a retriable request; sending it to another");
                         backend.load.record_retry();
                         candidates = Cow::Owned(candidates.without(index));
@@ -353,7 +359,7 @@ impl Proxy {
             let verdict = Verdict::of(Some(resp.status()), resp.headers());
             trace!(node = %backend.id, status = resp.status().as_u16(), latency_us = latency.as_micros() as u64, "response");
             if verdict == Verdict::Unavailable
-                && self.may_retry(template.as_ref(), &body, attempt, candidates.len())
+                && self.may_retry(template.as_ref(), &body, attempt - unsent, candidates.len())
             {
                 debug!(node = %backend.id, status = resp.status().as_u16(), "backend unavailable; sending the request to another");
                 completion.complete(Some(verdict));
@@ -380,7 +386,7 @@ impl Proxy {
                 if let Some(verdict) = retry {
                     completion.complete(Some(verdict));
                     failed_after_send = true;
-                    if self.may_retry(template.as_ref(), &body, attempt, candidates.len()) {
+                    if self.may_retry(template.as_ref(), &body, attempt - unsent, candidates.len()) {
                         debug!(node = %backend.id, "backend failed before its first message; sending the request to another");
                         backend.load.record_retry();
                         candidates = Cow::Owned(candidates.without(index));
