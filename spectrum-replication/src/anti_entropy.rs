@@ -502,6 +502,7 @@ impl Inner {
         addr: &str,
         records: &[Record],
         covers: &VersionVector,
+        since: &VersionVector,
     ) -> Result<VersionVector, CallError> {
         let mut client = self.client(addr)?;
         let budget = budget_for(self.transport.max_message_bytes);
@@ -523,6 +524,7 @@ impl Inner {
                 header: Some(self.header()),
                 records: records_to_wire(chunk),
                 covers: (i == last).then(|| covers.into()),
+                since: (i == last).then(|| since.into()),
             };
             let resp = client.push(req).await.map_err(|s| status_error(addr, &s))?.into_inner();
             let peer = self.check_answer(addr, resp.header)?;
@@ -537,9 +539,11 @@ impl Inner {
         let mut backoff = Duration::from_millis(50);
         let mut stop = self.stop.subscribe();
         loop {
-            let attempt =
-                tokio::time::timeout_at(until, self.push_records(addr, records, &VersionVector::default()))
-                    .await;
+            let attempt = tokio::time::timeout_at(
+                until,
+                self.push_records(addr, records, &VersionVector::default(), &VersionVector::default()),
+            )
+            .await;
             let failure = match attempt {
                 Ok(Ok(theirs)) => {
                     self.note_success(addr, &theirs).await;
@@ -704,7 +708,8 @@ impl Inner {
                 break;
             }
             pushed += delta.records.len();
-            theirs = self.push_records(addr, &delta.records, &delta.covers).await.map_err(|e| e.error)?;
+            theirs =
+                self.push_records(addr, &delta.records, &delta.covers, &theirs).await.map_err(|e| e.error)?;
             if delta.complete {
                 break;
             }

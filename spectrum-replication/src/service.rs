@@ -166,7 +166,14 @@ impl Replication for ReplicationService {
         let req = request.into_inner();
         let peer = self.admit(req.header)?;
         let records = records_from_wire(req.records)?;
-        let covers = vv_from_wire(req.covers, "covers")?;
+        let mut covers = vv_from_wire(req.covers, "covers")?;
+        if !covers.entries.is_empty() {
+            // Honour `covers` only where this store still holds what the sender
+            // assumed: a store that lost state since must not skip what it lacks.
+            let since = vv_from_wire(req.since, "since")?;
+            let ours = self.store.digest().await.map_err(store_status)?;
+            covers.entries.retain(|origin, _| since.get(origin) <= ours.get(origin));
+        }
         let count = records.len();
         let report = self.store.merge(records, &covers).await.map_err(|e| {
             warn!(peer = %peer.node_id, error = %e, "refused pushed records");

@@ -310,6 +310,7 @@ async fn a_peer_of_another_cluster_is_refused_and_changes_nothing() {
             header: header("other-cluster", "intruder", now_ms()),
             records: vec![wire_record("foreign3", "intruder", 1)],
             covers: None,
+            since: None,
         })
         .await
         .unwrap_err();
@@ -385,6 +386,7 @@ async fn malformed_messages_are_invalid_argument_and_merge_nothing() {
                 header: header(CLUSTER, "b", now_ms()),
                 records: vec![good.clone(), bad],
                 covers: None,
+                since: None,
             })
             .await
             .unwrap_err();
@@ -392,7 +394,7 @@ async fn malformed_messages_are_invalid_argument_and_merge_nothing() {
         assert!(status.message().contains(expect), "{what}: {}", status.message());
     }
     let status = client
-        .push(PushRequest { header: None, records: vec![good.clone()], covers: None })
+        .push(PushRequest { header: None, records: vec![good.clone()], covers: None, since: None })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -400,7 +402,12 @@ async fn malformed_messages_are_invalid_argument_and_merge_nothing() {
 
     let huge = proto::Record { value: Some(vec![0; 5 * 1024 * 1024]), ..wire_record("huge", "b", 2) };
     let status = client
-        .push(PushRequest { header: header(CLUSTER, "b", now_ms()), records: vec![huge], covers: None })
+        .push(PushRequest {
+            header: header(CLUSTER, "b", now_ms()),
+            records: vec![huge],
+            covers: None,
+            since: None,
+        })
         .await
         .unwrap_err();
     assert_ne!(status.code(), tonic::Code::Ok);
@@ -570,4 +577,34 @@ async fn a_node_behind_the_tombstone_horizon_is_sent_a_snapshot_and_forgets_the_
         n.stop().await;
     }
     back.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_vouches_only_for_what_the_receiver_still_holds() {
+    let a = TestNode::serve(NodeSpec::new("a", vec![]), listener().await).await;
+    let mut client = raw_client(&a.addr).await;
+    let vv = |seq: u64| Some(proto::VersionVector { entries: [("b".to_owned(), seq)].into_iter().collect() });
+    // The sender computed its delta when `a` held b:1..4; `a` has since lost them.
+    client
+        .push(PushRequest {
+            header: header(CLUSTER, "b", now_ms()),
+            records: vec![wire_record("late", "b", 5)],
+            covers: vv(5),
+            since: vv(4),
+        })
+        .await
+        .unwrap();
+    assert_eq!(a.store.digest().await.unwrap().get(&"b".parse().unwrap()), 0, "b:1..4 are still owed");
+    // Computed from what `a` holds now, the same delta is honoured.
+    client
+        .push(PushRequest {
+            header: header(CLUSTER, "b", now_ms()),
+            records: vec![wire_record("late", "b", 5)],
+            covers: vv(5),
+            since: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(a.store.digest().await.unwrap().get(&"b".parse().unwrap()), 5);
+    a.stop().await;
 }
