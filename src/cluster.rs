@@ -18,6 +18,8 @@ type Configure = Arc<dyn Fn(NodeBuilder) -> NodeBuilder + Send + Sync>;
 
 /// How often the in-process balancer re-reads membership.
 const DISCOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long a stopping node keeps serving once draining: two membership polls.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Longest [`ClusterBuilder::start`] waits for the balancer to see every node healthy.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -105,8 +107,11 @@ impl ClusterBuilder {
             let data_root = self.data_root.clone();
             async move {
                 let id = id.map_err(|e| NodeError::Config(e.to_string()))?;
-                let builder =
-                    NodeBuilder::new(id.clone(), cluster).listener(listener).seeds(seeds).cluster_key(key);
+                let builder = NodeBuilder::new(id.clone(), cluster)
+                    .listener(listener)
+                    .seeds(seeds)
+                    .cluster_key(key)
+                    .drain_grace(DRAIN_GRACE);
                 let builder = match &data_root {
                     Some(root) => builder.data_dir(root.join(id.as_str())),
                     None => builder.in_memory(),
@@ -215,8 +220,10 @@ impl Cluster {
         let id = NodeId::new(format!("node-{}", self.nodes.len() + 1))
             .map_err(|e| NodeError::Config(e.to_string()))?;
         let seeds: Vec<String> = self.nodes().map(|n| n.url().to_owned()).collect();
-        let builder =
-            NodeBuilder::new(id.clone(), self.cluster.clone()).seeds(seeds).cluster_key(self.key.clone());
+        let builder = NodeBuilder::new(id.clone(), self.cluster.clone())
+            .seeds(seeds)
+            .cluster_key(self.key.clone())
+            .drain_grace(DRAIN_GRACE);
         let builder = match &self.data_root {
             Some(root) => builder.data_dir(root.join(id.as_str())),
             None => builder.in_memory(),
@@ -237,6 +244,39 @@ impl Cluster {
             node.shutdown().await;
         }
         true
+    }
+
+    /// Restarts the node with `id` in place: it leaves cleanly, then starts again
+    /// under the same id (on a new port, seeded with the running nodes), pulls the
+    /// cluster's state and rejoins; the balancer follows membership throughout.
+    /// With [`ClusterBuilder::data_dir`] it reopens its durable store; in memory it
+    /// starts empty and refills from its peers.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Config`] when no node `id` is running, or the node's start error.
+    pub async fn restart_node(&mut self, id: &str) -> Result<&Node, NodeError> {
+        let index = self
+            .nodes
+            .iter()
+            .position(|n| n.as_ref().is_some_and(|n| n.id().as_str() == id))
+            .ok_or_else(|| NodeError::Config(format!("no running node {id:?}")))?;
+        let Some(node) = self.nodes[index].take() else {
+            return Err(NodeError::Config(format!("no running node {id:?}")));
+        };
+        let id = node.id().clone();
+        node.shutdown().await;
+        let seeds: Vec<String> = self.nodes().map(|n| n.url().to_owned()).collect();
+        let builder = NodeBuilder::new(id.clone(), self.cluster.clone())
+            .seeds(seeds)
+            .cluster_key(self.key.clone())
+            .drain_grace(DRAIN_GRACE);
+        let builder = match &self.data_root {
+            Some(root) => builder.data_dir(root.join(id.as_str())),
+            None => builder.in_memory(),
+        };
+        let node = (self.configure)(builder).start().await?;
+        Ok(&*self.nodes[index].insert(node))
     }
 
     /// Stops the balancer and every node.

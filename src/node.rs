@@ -85,6 +85,12 @@ impl fmt::Debug for StoreChoice {
     }
 }
 
+/// How long a starting node waits for its store file to be released.
+const STORE_IN_USE_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a stopping node keeps serving after it marked itself draining.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(2);
+
 /// How long a node with an empty store waits between attempts to reach a peer.
 const STARTUP_PULL_RETRY: Duration = Duration::from_millis(500);
 /// How long a starting node waits for one peer's answer before trying the next.
@@ -121,6 +127,7 @@ pub struct NodeBuilder {
     transport: TransportConfig,
     sync_interval: Duration,
     write_timeout: Duration,
+    drain_grace: Duration,
     resolver: Arc<dyn ResourceResolver>,
     token: Option<Arc<str>>,
     cluster_key: Option<Arc<ClusterKey>>,
@@ -160,6 +167,7 @@ impl NodeBuilder {
             transport: TransportConfig::default(),
             sync_interval: Duration::from_secs(1),
             write_timeout: Duration::from_secs(5),
+            drain_grace: DEFAULT_DRAIN_GRACE,
             resolver: Arc::new(CompositeResolver::standard()),
             token: None,
             cluster_key: None,
@@ -245,6 +253,14 @@ impl NodeBuilder {
         self
     }
 
+    /// How long [`Node::shutdown`] keeps serving after marking the node draining,
+    /// so balancers stop sending it requests before it stops (default 2 s: two
+    /// membership polls of a `spectrum balancer`). Zero stops at once.
+    pub fn drain_grace(mut self, grace: Duration) -> Self {
+        self.drain_grace = grace;
+        self
+    }
+
     /// The resource resolver (default: [`CompositeResolver::standard`]).
     pub fn resolver(mut self, resolver: Arc<dyn ResourceResolver>) -> Self {
         self.resolver = resolver;
@@ -321,12 +337,7 @@ impl NodeBuilder {
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| NodeError::Config(format!("data directory {}: {e}", dir.display())))?;
                 let path = dir.join(STORE_FILE);
-                let id = self.id.clone();
-                let clock = hlc.clone();
-                let store = tokio::task::spawn_blocking(move || RedbStore::open(path, id, clock))
-                    .await
-                    .map_err(|e| NodeError::Config(format!("opening the store: {e}")))??;
-                Arc::new(store)
+                Arc::new(open_durable(path, self.id.clone(), hlc.clone()).await?)
             }
             StoreChoice::Memory => Arc::new(MemoryStore::new(self.id.clone(), hlc.clone())),
             StoreChoice::Custom(make) => make(self.id.clone(), hlc.clone())?,
@@ -432,6 +443,7 @@ impl NodeBuilder {
             server_task,
             sync_task,
             join_task,
+            drain_grace: self.drain_grace,
         })
     }
 }
@@ -479,6 +491,25 @@ impl Joiner {
     }
 }
 
+/// Opens the durable store, waiting (up to [`STORE_IN_USE_WAIT`]) while the file
+/// is still held by a previous incarnation of this node winding down in the same
+/// process.
+async fn open_durable(path: PathBuf, id: NodeId, hlc: Arc<Hlc>) -> Result<RedbStore, NodeError> {
+    let deadline = tokio::time::Instant::now() + STORE_IN_USE_WAIT;
+    loop {
+        let (path2, id2, hlc2) = (path.clone(), id.clone(), hlc.clone());
+        let opened = tokio::task::spawn_blocking(move || RedbStore::open(path2, id2, hlc2))
+            .await
+            .map_err(|e| NodeError::Config(format!("opening the store: {e}")))?;
+        match opened {
+            Err(StoreError::InUse { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 async fn record_membership(
     store: &dyn ConfigStore,
     replicator: &dyn Replicator,
@@ -506,6 +537,7 @@ pub struct Node {
     sync_task: spectrum_replication::AntiEntropyHandle,
     /// Catching up in the background (an empty store whose peers were unreachable).
     join_task: Option<JoinHandle<()>>,
+    drain_grace: Duration,
 }
 
 impl fmt::Debug for Node {
@@ -551,22 +583,37 @@ impl Node {
     }
 
     /// Leaves the cluster cleanly and stops: reports NOT_SERVING to health checks,
-    /// records itself as `left` in membership (so peers stop counting it for
-    /// acknowledgements; it becomes `active` again when it restarts), stops
-    /// anti-entropy, and stops the server once in-flight requests finish.
+    /// records itself as `draining` and keeps serving for the drain grace (so
+    /// balancers stop sending it requests first), records itself as `left` (so
+    /// peers stop counting it for acknowledgements; it becomes `active` again when
+    /// it restarts), stops anti-entropy, and stops the server once in-flight
+    /// requests finish.
     pub async fn shutdown(self) {
         if let Some(task) = &self.join_task {
             task.abort();
         }
         self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        if self.drain_grace > Duration::ZERO && self.join_task.as_ref().is_none_or(|t| t.is_finished()) {
+            // Drain first: balancers following membership (or health) stop sending new
+            // requests, while this node still serves whatever reaches it meanwhile.
+            let draining = Member::new(self.ctx.id.clone(), self.url.clone(), MemberState::Draining);
+            if let Err(e) =
+                record_membership(&*self.ctx.store, &*self.replicator, &draining, AckLevel::All).await
+            {
+                warn!(node = %self.ctx.id, error = %e, "could not record draining");
+            }
+            tokio::time::sleep(self.drain_grace).await;
+        }
         let left = Member::new(self.ctx.id.clone(), self.url.clone(), MemberState::Left);
         if let Err(e) = record_membership(&*self.ctx.store, &*self.replicator, &left, AckLevel::All).await {
             warn!(node = %self.ctx.id, error = %e, "could not record leaving the cluster");
         }
         self.sync_task.shutdown().await;
         let _ = self.stop.send(true);
-        if tokio::time::timeout(Duration::from_secs(5), self.server_task).await.is_err() {
-            warn!(node = %self.ctx.id, "server did not stop within 5 s");
+        let mut server_task = self.server_task;
+        if tokio::time::timeout(Duration::from_secs(5), &mut server_task).await.is_err() {
+            warn!(node = %self.ctx.id, "connections still open 5 s after stopping; closing them");
+            server_task.abort();
         }
         info!(node = %self.ctx.id, "node stopped");
     }

@@ -357,6 +357,9 @@ impl Inner {
         // a member left from is no longer a peer (unless an active member uses it).
         let mut set: BTreeSet<String> = self.seeds.iter().cloned().collect();
         let mut left = BTreeSet::new();
+        // Where membership says each node is now: a seed that answered as a node
+        // now recorded at another address is that node's old address (it moved).
+        let mut recorded: BTreeMap<NodeId, String> = BTreeMap::new();
         for rec in self.store.scan(MEMBERSHIP_PREFIX).await? {
             let Some(value) = rec.value else { continue };
             let member: Member = match serde_json::from_slice(&value) {
@@ -366,6 +369,7 @@ impl Inner {
                     continue;
                 }
             };
+            recorded.insert(member.id.clone(), canonical_addr(&member.addr));
             if &member.id == self.store.node_id() {
                 continue;
             }
@@ -382,6 +386,15 @@ impl Inner {
             set.insert(addr);
         }
         set.retain(|a| !left.contains(a));
+        set.retain(|a| {
+            let moved = self
+                .peers
+                .get(a)
+                .and_then(|p| p.id)
+                .and_then(|id| recorded.get(&id))
+                .is_some_and(|now| now != a);
+            !moved
+        });
         set.remove(&self.self_addr);
         self.channels.lock().retain(|addr, _| set.contains(addr));
         let addrs: Vec<String> = set.into_iter().collect();

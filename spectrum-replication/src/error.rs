@@ -87,6 +87,13 @@ pub enum StoreError {
         /// The node that tried to open it.
         requested: NodeId,
     },
+    /// The store's file is open elsewhere (another process, or a store in this
+    /// process that has not been dropped yet).
+    #[error("store {path} is already open elsewhere")]
+    InUse {
+        /// The file.
+        path: String,
+    },
     /// The backing storage failed. `subject` names what was being accessed and
     /// `verb` what was being done to it.
     #[error("storage failed to {verb} {subject}: {source}")]

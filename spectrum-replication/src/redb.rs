@@ -300,6 +300,7 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
     // redb reports what it recognises as damage; guard against anything else a
     // mangled file might trigger while being opened.
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.create(path))) {
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => Err(StoreError::InUse { path: shown }),
         Ok(res) => res.map_err(storage(shown, "open")),
         Err(_) => Err(corrupt(shown, "the file is damaged or is not a redb store")),
     }

@@ -176,3 +176,62 @@ async fn a_node_with_an_empty_store_writes_nothing_until_a_peer_has_answered() {
     second.shutdown().await;
     first.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_steady_load_fails_no_request_and_loses_no_config() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = spectrum::Cluster::builder("it-rolling".parse().unwrap())
+        .data_dir(dir.path().join("data"))
+        .configure_nodes(|b| b.add_service_with(spectrum::demo::DataflowService::server))
+        .start()
+        .await
+        .unwrap();
+    let mut through_balancer = admin(&cluster.balancer_url()).await;
+    let version = configure_dataflow(&mut through_balancer, &dir.path().join("postal.db")).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let url = cluster.balancer_url();
+        let (stop, served, failed) = (stop.clone(), served.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            let mut client = DataflowClient::connect(url).await.unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let request = spectrum::demo::proto::RunRequest {
+                    dataflow: "normalize-address".into(),
+                    address: "12 Main St, Springfield".into(),
+                };
+                match client.run(request).await {
+                    Ok(_) => served.fetch_add(1, Ordering::Relaxed),
+                    Err(status) => {
+                        eprintln!("failed during the rolling restart: {status}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+    for id in ["node-1", "node-2", "node-3"] {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let node = cluster.restart_node(id).await.expect("restarts");
+        let got = admin(node.url())
+            .await
+            .get(GetRequest { key: "dataflows/normalize-address".into(), min_version: version.clone() })
+            .await
+            .expect("the restarted node holds the configuration");
+        assert_eq!(got.into_inner().served_by, id);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "{} requests served", served.load(Ordering::Relaxed));
+    assert!(served.load(Ordering::Relaxed) > 20, "load ran throughout");
+    cluster.shutdown().await;
+}
