@@ -279,11 +279,10 @@ impl Cluster {
         Ok(&*self.nodes[index].insert(node))
     }
 
-    /// Stops the balancer and every node.
+    /// Stops the balancer, then every node at once (no drain grace: nothing routes
+    /// to them any more).
     pub async fn shutdown(self) {
         self.balancer.shutdown().await;
-        for node in self.nodes.into_iter().flatten() {
-            node.shutdown().await;
-        }
+        futures::future::join_all(self.nodes.into_iter().flatten().map(Node::shutdown_without_drain)).await;
     }
 }

@@ -589,11 +589,22 @@ impl Node {
     /// it restarts), stops anti-entropy, and stops the server once in-flight
     /// requests finish.
     pub async fn shutdown(self) {
+        let grace = self.drain_grace;
+        self.stop_serving(grace).await;
+    }
+
+    /// Like [`shutdown`](Self::shutdown), without the drain grace: for when nothing
+    /// routes requests to this node any more (its balancer already stopped).
+    pub async fn shutdown_without_drain(self) {
+        self.stop_serving(Duration::ZERO).await;
+    }
+
+    async fn stop_serving(self, drain_grace: Duration) {
         if let Some(task) = &self.join_task {
             task.abort();
         }
         self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-        if self.drain_grace > Duration::ZERO && self.join_task.as_ref().is_none_or(|t| t.is_finished()) {
+        if drain_grace > Duration::ZERO && self.join_task.as_ref().is_none_or(|t| t.is_finished()) {
             // Drain first: balancers following membership (or health) stop sending new
             // requests, while this node still serves whatever reaches it meanwhile.
             let draining = Member::new(self.ctx.id.clone(), self.url.clone(), MemberState::Draining);
@@ -602,7 +613,7 @@ impl Node {
             {
                 warn!(node = %self.ctx.id, error = %e, "could not record draining");
             }
-            tokio::time::sleep(self.drain_grace).await;
+            tokio::time::sleep(drain_grace).await;
         }
         let left = Member::new(self.ctx.id.clone(), self.url.clone(), MemberState::Left);
         if let Err(e) = record_membership(&*self.ctx.store, &*self.replicator, &left, AckLevel::All).await {
