@@ -105,22 +105,20 @@ async fn start_nodes(
     let ls = listeners(n).await?;
     let urls: Vec<String> = ls.iter().map(Listener::url).collect();
     let cluster = ClusterId::new("bench")?;
-    let mut nodes = Vec::new();
-    for (i, l) in ls.into_iter().enumerate() {
+    // Start every node at once: each pulls from the others as it starts.
+    let starts = ls.into_iter().enumerate().map(|(i, l)| {
         let seeds: Vec<String> =
             urls.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, u)| u.clone()).collect();
         let make = make.clone();
-        nodes.push(
-            NodeBuilder::new(node_id(i + 1), cluster.clone())
-                .listener(l)
-                .seeds(seeds)
-                .store_with(move |id, hlc| Ok(make(id, hlc)))
-                .transport(transport.clone())
-                .sync_interval(interval)
-                .start()
-                .await?,
-        );
-    }
+        NodeBuilder::new(node_id(i + 1), cluster.clone())
+            .listener(l)
+            .seeds(seeds)
+            .store_with(move |id, hlc| Ok(make(id, hlc)))
+            .transport(transport.clone())
+            .sync_interval(interval)
+            .start()
+    });
+    let nodes = futures::future::try_join_all(starts).await?;
     Ok(nodes)
 }
 
@@ -154,9 +152,7 @@ async fn write_latency() -> Result<(), BoxError> {
         percentile(&samples, 0.5).as_secs_f64() * 1e3,
         percentile(&samples, 0.99).as_secs_f64() * 1e3
     );
-    for n in nodes {
-        n.shutdown().await;
-    }
+    futures::future::join_all(nodes.into_iter().map(Node::shutdown_without_drain)).await;
     Ok(())
 }
 
@@ -166,7 +162,7 @@ async fn catch_up() -> Result<(), BoxError> {
     let mut nodes = nodes.into_iter();
     let (a, b, c) = (nodes.next().ok_or("node")?, nodes.next().ok_or("node")?, nodes.next().ok_or("node")?);
     let c_url = c.url().to_owned();
-    c.shutdown().await;
+    c.shutdown_without_drain().await;
     for chunk in 0..WRITES / 1_000 {
         let mut batch = WriteBatch::new();
         for i in 0..1_000 {
@@ -201,9 +197,7 @@ async fn catch_up() -> Result<(), BoxError> {
         "2. catch-up: an empty node converged on {WRITES} missed writes in {:.3} s (target <= 2 s)",
         start.elapsed().as_secs_f64()
     );
-    for n in [a, b, c] {
-        n.shutdown().await;
-    }
+    futures::future::join_all([a, b, c].map(Node::shutdown_without_drain)).await;
     Ok(())
 }
 
@@ -243,9 +237,7 @@ async fn idle_cost(n: usize, keys: usize) -> Result<f64, BoxError> {
     tokio::time::sleep(window).await;
     let used = bytes.load(Ordering::Relaxed) - before;
     let rounds = n as f64 * window.as_secs_f64() / interval.as_secs_f64();
-    for node in nodes {
-        node.shutdown().await;
-    }
+    futures::future::join_all(nodes.into_iter().map(Node::shutdown_without_drain)).await;
     Ok(used as f64 / rounds)
 }
 

@@ -194,8 +194,8 @@ impl AntiEntropy {
         self.inner.peer_addrs().await
     }
 
-    /// Exchanges state once with every peer it knows (seeds and members), each
-    /// exchange bounded by `each`, and returns how many peers answered.
+    /// Exchanges state once with every peer it knows (seeds and members), all at
+    /// once, each exchange bounded by `each`, and returns how many peers answered.
     ///
     /// A node calls this before its first write after a start: learning what every
     /// reachable peer holds, its own earlier writes included, keeps a node whose
@@ -207,13 +207,17 @@ impl AntiEntropy {
     /// [`ReplicationError::Store`] when the local store fails (unreachable peers
     /// are not errors; they are not counted).
     pub async fn pull_from_all(&self, each: Duration) -> Result<usize, ReplicationError> {
+        let addrs = self.inner.peer_addrs().await?;
+        let pulls = addrs
+            .iter()
+            .map(|addr| async move { (addr, tokio::time::timeout(each, self.inner.sync_with(addr)).await) });
         let mut answered = 0;
-        for addr in self.inner.peer_addrs().await? {
-            match tokio::time::timeout(each, self.inner.sync_with(&addr)).await {
+        for (addr, outcome) in futures::future::join_all(pulls).await {
+            match outcome {
                 Ok(Ok(())) => answered += 1,
                 Ok(Err(ReplicationError::Store(e))) => return Err(ReplicationError::Store(e)),
                 Ok(Err(e)) => {
-                    self.inner.note_failure(&addr, &e);
+                    self.inner.note_failure(addr, &e);
                     debug!(peer = %addr, error = %e, "startup pull failed");
                 }
                 Err(_) => debug!(peer = %addr, "startup pull timed out"),
