@@ -391,13 +391,11 @@ impl Inner {
         }
         set.retain(|a| !left.contains(a));
         set.retain(|a| {
-            let moved = self
-                .peers
-                .get(a)
-                .and_then(|p| p.id)
-                .and_then(|id| recorded.get(&id))
-                .is_some_and(|now| now != a);
-            !moved
+            let answered_as = self.peers.get(a).and_then(|p| p.id);
+            // This node under another spelling of its address (`localhost:P`).
+            let me = answered_as.as_ref() == Some(self.store.node_id());
+            let moved = answered_as.and_then(|id| recorded.get(&id)).is_some_and(|now| now != a);
+            !me && !moved
         });
         set.remove(&self.self_addr);
         self.channels.lock().retain(|addr, _| set.contains(addr));

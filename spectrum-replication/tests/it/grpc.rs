@@ -608,3 +608,16 @@ async fn a_push_vouches_only_for_what_the_receiver_still_holds() {
     assert_eq!(a.store.digest().await.unwrap().get(&"b".parse().unwrap()), 5);
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_does_not_count_itself_under_another_spelling_of_its_address() {
+    let l = listener().await;
+    let own_as_localhost = format!("http://localhost:{}", l.local_addr.port());
+    let a = TestNode::serve(NodeSpec::new("a", vec![own_as_localhost.clone()]), l).await;
+    assert_eq!(a.ae.peer_addrs().await.unwrap(), vec![own_as_localhost], "not known to be itself yet");
+    // The first exchange shows that address answers as `a` itself.
+    let _ = a.ae.sync_round().await;
+    assert!(a.ae.peer_addrs().await.unwrap().is_empty(), "itself is no peer");
+    a.write(WriteBatch::new().put("k", "v"), AckLevel::All).await.expect("all of one node is itself");
+    a.stop().await;
+}
