@@ -24,6 +24,31 @@ const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Longest [`ClusterBuilder::start`] waits for the balancer to see every node healthy.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// What every node of an in-process cluster shares: how to build one.
+#[derive(Clone)]
+struct NodeTemplate {
+    cluster: ClusterId,
+    key: ClusterKey,
+    configure: Configure,
+    data_root: Option<PathBuf>,
+}
+
+impl NodeTemplate {
+    /// A builder for node `id` seeded with `seeds`: the cluster's key, drain grace
+    /// and store, then the application's configuration.
+    fn builder(&self, id: &NodeId, seeds: Vec<String>) -> NodeBuilder {
+        let builder = NodeBuilder::new(id.clone(), self.cluster.clone())
+            .seeds(seeds)
+            .cluster_key(self.key.clone())
+            .drain_grace(DRAIN_GRACE);
+        let builder = match &self.data_root {
+            Some(root) => builder.data_dir(root.join(id.as_str())),
+            None => builder.in_memory(),
+        };
+        (self.configure)(builder)
+    }
+}
+
 /// Builds a [`Cluster`].
 pub struct ClusterBuilder {
     cluster: ClusterId,
@@ -94,29 +119,22 @@ impl ClusterBuilder {
             listeners.push(transport::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?);
         }
         let urls: Vec<String> = listeners.iter().map(transport::Listener::url).collect();
-        let key = ClusterKey::generate();
+        let template = NodeTemplate {
+            cluster: self.cluster.clone(),
+            key: ClusterKey::generate(),
+            configure: self.configure.clone(),
+            data_root: self.data_root.clone(),
+        };
         // Start every node at once: each pulls from the others on startup, so
         // they must all be serving.
         let starts = listeners.into_iter().enumerate().map(|(i, listener)| {
-            let id = NodeId::new(format!("node-{}", i + 1));
             let seeds: Vec<String> =
                 urls.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, u)| u.clone()).collect();
-            let cluster = self.cluster.clone();
-            let key = key.clone();
-            let configure = self.configure.clone();
-            let data_root = self.data_root.clone();
+            let template = &template;
             async move {
-                let id = id.map_err(|e| NodeError::Config(e.to_string()))?;
-                let builder = NodeBuilder::new(id.clone(), cluster)
-                    .listener(listener)
-                    .seeds(seeds)
-                    .cluster_key(key)
-                    .drain_grace(DRAIN_GRACE);
-                let builder = match &data_root {
-                    Some(root) => builder.data_dir(root.join(id.as_str())),
-                    None => builder.in_memory(),
-                };
-                configure(builder).start().await.map(Some)
+                let id =
+                    NodeId::new(format!("node-{}", i + 1)).map_err(|e| NodeError::Config(e.to_string()))?;
+                template.builder(&id, seeds).listener(listener).start().await.map(Some)
             }
         });
         let nodes = futures::future::try_join_all(starts).await?;
@@ -138,31 +156,21 @@ impl ClusterBuilder {
         while !balancer.stats().iter().all(|b| b.healthy) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        Ok(Cluster {
-            cluster: self.cluster,
-            nodes,
-            balancer,
-            configure: self.configure,
-            key,
-            data_root: self.data_root,
-        })
+        Ok(Cluster { nodes, balancer, template })
     }
 }
 
 /// Nodes and a balancer running in this process.
 pub struct Cluster {
-    cluster: ClusterId,
     nodes: Vec<Option<Node>>,
     balancer: BalancerHandle,
-    configure: Configure,
-    key: ClusterKey,
-    data_root: Option<PathBuf>,
+    template: NodeTemplate,
 }
 
 impl fmt::Debug for Cluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cluster")
-            .field("cluster", &self.cluster)
+            .field("cluster", &self.template.cluster)
             .field("nodes", &self.nodes)
             .field("balancer", &self.balancer.url())
             .finish()
@@ -184,7 +192,7 @@ impl Cluster {
 
     /// The cluster's id.
     pub fn id(&self) -> &ClusterId {
-        &self.cluster
+        &self.template.cluster
     }
 
     /// The balancer's address, `http://127.0.0.1:PORT`: clients use it as if the
@@ -220,15 +228,7 @@ impl Cluster {
         let id = NodeId::new(format!("node-{}", self.nodes.len() + 1))
             .map_err(|e| NodeError::Config(e.to_string()))?;
         let seeds: Vec<String> = self.nodes().map(|n| n.url().to_owned()).collect();
-        let builder = NodeBuilder::new(id.clone(), self.cluster.clone())
-            .seeds(seeds)
-            .cluster_key(self.key.clone())
-            .drain_grace(DRAIN_GRACE);
-        let builder = match &self.data_root {
-            Some(root) => builder.data_dir(root.join(id.as_str())),
-            None => builder.in_memory(),
-        };
-        let node = (self.configure)(builder).start().await?;
+        let node = self.template.builder(&id, seeds).start().await?;
         self.nodes.push(Some(node));
         Ok(self.nodes.last().and_then(Option::as_ref).expect("just pushed"))
     }
@@ -267,15 +267,7 @@ impl Cluster {
         let id = node.id().clone();
         node.shutdown().await;
         let seeds: Vec<String> = self.nodes().map(|n| n.url().to_owned()).collect();
-        let builder = NodeBuilder::new(id.clone(), self.cluster.clone())
-            .seeds(seeds)
-            .cluster_key(self.key.clone())
-            .drain_grace(DRAIN_GRACE);
-        let builder = match &self.data_root {
-            Some(root) => builder.data_dir(root.join(id.as_str())),
-            None => builder.in_memory(),
-        };
-        let node = (self.configure)(builder).start().await?;
+        let node = self.template.builder(&id, seeds).start().await?;
         Ok(&*self.nodes[index].insert(node))
     }
 
