@@ -4,8 +4,35 @@ use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use spectrum_core::NodeId;
+
+use crate::definition::{DataLocation, DatabaseSpec, ResourceDefinition, ResourceSpec};
 use crate::error::ResolveError;
 use crate::resolver::Resolved;
+
+/// Resolves a database definition whose location `kind_of` accepts to its path on
+/// `node`, checked readable within `timeout`: the body of both path resolvers.
+pub(crate) async fn resolve_database(
+    def: &ResourceDefinition,
+    node: &NodeId,
+    timeout: Duration,
+    kind_of: fn(&DataLocation) -> bool,
+) -> Result<Resolved, ResolveError> {
+    let ResourceSpec::Database(DatabaseSpec { location, .. }) = &def.spec else {
+        return Err(ResolveError::Unsupported { kind: def.kind().to_owned() });
+    };
+    if !kind_of(location) {
+        return Err(ResolveError::Unsupported { kind: def.kind().to_owned() });
+    }
+    location.validate().map_err(|e| e.prefixed("spec.location"))?;
+    let path = location.path_for(node).to_path_buf();
+    let result = readable_path(def.name.as_str(), path, timeout).await;
+    match &result {
+        Ok(resolved) => tracing::debug!(location = location.kind(), %resolved, "resolved database"),
+        Err(error) => tracing::debug!(location = location.kind(), %error, "database unavailable"),
+    }
+    result
+}
 
 /// Resolves to `path` if it exists and is readable (a file that opens, a directory
 /// that lists), within `timeout`.

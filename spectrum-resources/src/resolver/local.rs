@@ -48,18 +48,6 @@ impl ResourceResolver for LocalPathResolver {
 
     #[instrument(skip_all, fields(resource = %def.name, node = %node))]
     async fn resolve(&self, def: &ResourceDefinition, node: &NodeId) -> Result<Resolved, ResolveError> {
-        let ResourceSpec::Database(DatabaseSpec { location: location @ DataLocation::Local { .. }, .. }) =
-            &def.spec
-        else {
-            return Err(ResolveError::Unsupported { kind: def.kind().to_owned() });
-        };
-        location.validate().map_err(|e| e.prefixed("spec.location"))?;
-        let path = location.path_for(node).to_path_buf();
-        let result = fs::readable_path(def.name.as_str(), path, self.timeout).await;
-        match &result {
-            Ok(resolved) => tracing::debug!(%resolved, "resolved local database"),
-            Err(error) => tracing::debug!(%error, "local database unavailable"),
-        }
-        result
+        fs::resolve_database(def, node, self.timeout, |l| matches!(l, DataLocation::Local { .. })).await
     }
 }

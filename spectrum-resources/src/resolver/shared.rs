@@ -51,18 +51,6 @@ impl ResourceResolver for SharedLocationResolver {
 
     #[instrument(skip_all, fields(resource = %def.name, node = %node))]
     async fn resolve(&self, def: &ResourceDefinition, node: &NodeId) -> Result<Resolved, ResolveError> {
-        let ResourceSpec::Database(DatabaseSpec { location: location @ DataLocation::Shared { .. }, .. }) =
-            &def.spec
-        else {
-            return Err(ResolveError::Unsupported { kind: def.kind().to_owned() });
-        };
-        location.validate().map_err(|e| e.prefixed("spec.location"))?;
-        let path = location.path_for(node).to_path_buf();
-        let result = fs::readable_path(def.name.as_str(), path, self.timeout).await;
-        match &result {
-            Ok(resolved) => tracing::debug!(%resolved, "resolved shared database"),
-            Err(error) => tracing::debug!(%error, "shared database unavailable"),
-        }
-        result
+        fs::resolve_database(def, node, self.timeout, |l| matches!(l, DataLocation::Shared { .. })).await
     }
 }
