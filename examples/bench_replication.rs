@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use spectrum::core::transport::{self, Listener};
-use spectrum::core::{ChannelConnector, ClusterId, Hlc, NodeId, TransportConfig};
+use spectrum::core::{ChannelConnector, ClusterId, Hlc, NodeId, PeerAddr, TransportConfig};
 use spectrum::management::proto::{PutRequest, management_client::ManagementClient};
 use spectrum::replication::{ConfigStore, MemoryStore, Record, RedbStore, VersionVector, WriteBatch};
 use spectrum::{Node, NodeBuilder};
@@ -103,12 +103,12 @@ async fn start_nodes(
     make: impl Fn(NodeId, Arc<Hlc>) -> Arc<dyn ConfigStore> + Clone + Send + 'static,
 ) -> Result<Vec<Node>, BoxError> {
     let ls = listeners(n).await?;
-    let urls: Vec<String> = ls.iter().map(Listener::url).collect();
+    let addrs: Vec<PeerAddr> = ls.iter().map(Listener::addr).collect();
     let cluster = ClusterId::new("bench")?;
     // Start every node at once: each pulls from the others as it starts.
     let starts = ls.into_iter().enumerate().map(|(i, l)| {
-        let seeds: Vec<String> =
-            urls.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, u)| u.clone()).collect();
+        let seeds: Vec<PeerAddr> =
+            addrs.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, a)| a.clone()).collect();
         let make = make.clone();
         NodeBuilder::new(node_id(i + 1), cluster.clone())
             .listener(l)
@@ -181,7 +181,7 @@ async fn catch_up() -> Result<(), BoxError> {
     let c = NodeBuilder::new(node_id(3), ClusterId::new("bench")?)
         .in_memory()
         .listener(l)
-        .seeds([a.url().to_owned(), b.url().to_owned()])
+        .seeds([a.addr().clone(), b.addr().clone()])
         .start()
         .await?;
     loop {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use spectrum_balancer::strategy::RoundRobin;
 use spectrum_balancer::{BackendConfig, Balancer, BalancerConfig, BalancerHandle, BalancingStrategy};
-use spectrum_core::{ClusterId, NodeId, transport};
+use spectrum_core::{ClusterId, NodeId, PeerAddr, transport};
 use spectrum_resources::ClusterKey;
 
 use crate::discovery::ManagementDiscovery;
@@ -36,7 +36,7 @@ struct NodeTemplate {
 impl NodeTemplate {
     /// A builder for node `id` seeded with `seeds`: the cluster's key, drain grace
     /// and store, then the application's configuration.
-    fn builder(&self, id: &NodeId, seeds: Vec<String>) -> NodeBuilder {
+    fn builder(&self, id: &NodeId, seeds: Vec<PeerAddr>) -> NodeBuilder {
         let builder = NodeBuilder::new(id.clone(), self.cluster.clone())
             .seeds(seeds)
             .cluster_key(self.key.clone())
@@ -118,7 +118,7 @@ impl ClusterBuilder {
         for _ in 0..self.size {
             listeners.push(transport::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?);
         }
-        let urls: Vec<String> = listeners.iter().map(transport::Listener::url).collect();
+        let addrs: Vec<PeerAddr> = listeners.iter().map(transport::Listener::addr).collect();
         let template = NodeTemplate {
             cluster: self.cluster.clone(),
             key: ClusterKey::generate(),
@@ -128,8 +128,8 @@ impl ClusterBuilder {
         // Start every node at once: each pulls from the others on startup, so
         // they must all be serving.
         let starts = listeners.into_iter().enumerate().map(|(i, listener)| {
-            let seeds: Vec<String> =
-                urls.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, u)| u.clone()).collect();
+            let seeds: Vec<PeerAddr> =
+                addrs.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, a)| a.clone()).collect();
             let template = &template;
             async move {
                 let id =
@@ -143,7 +143,7 @@ impl ClusterBuilder {
             .flatten()
             .map(|n| BackendConfig { id: n.id().clone(), addr: n.local_addr(), weight: 1 })
             .collect();
-        let discovery = ManagementDiscovery::new(urls.clone());
+        let discovery = ManagementDiscovery::new(addrs.clone());
         let balancer = Balancer::builder(self.balancer)
             .backends(backends)
             .strategy(self.strategy)
@@ -227,7 +227,7 @@ impl Cluster {
     pub async fn add_node(&mut self) -> Result<&Node, NodeError> {
         let id = NodeId::new(format!("node-{}", self.nodes.len() + 1))
             .map_err(|e| NodeError::Config(e.to_string()))?;
-        let seeds: Vec<String> = self.nodes().map(|n| n.url().to_owned()).collect();
+        let seeds: Vec<PeerAddr> = self.nodes().map(|n| n.addr().clone()).collect();
         let node = self.template.builder(&id, seeds).start().await?;
         self.nodes.push(Some(node));
         Ok(self.nodes.last().and_then(Option::as_ref).expect("just pushed"))
@@ -266,7 +266,7 @@ impl Cluster {
         };
         let id = node.id().clone();
         node.shutdown().await;
-        let seeds: Vec<String> = self.nodes().map(|n| n.url().to_owned()).collect();
+        let seeds: Vec<PeerAddr> = self.nodes().map(|n| n.addr().clone()).collect();
         let node = self.template.builder(&id, seeds).start().await?;
         Ok(&*self.nodes[index].insert(node))
     }

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use spectrum_core::PeerAddr;
 use spectrum_resources::ClusterKey;
 
 use crate::error::NodeError;
@@ -42,7 +43,7 @@ pub struct NodeFileConfig {
     pub listen: SocketAddr,
     /// Addresses of other members (`http://host:port`).
     #[serde(default)]
-    pub seeds: Vec<String>,
+    pub seeds: Vec<PeerAddr>,
     /// Directory for the node's durable data.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
@@ -122,7 +123,7 @@ pub struct NodeOverrides {
     /// Replaces `listen`.
     pub listen: Option<SocketAddr>,
     /// Replaces `seeds`.
-    pub seeds: Option<Vec<String>>,
+    pub seeds: Option<Vec<PeerAddr>>,
     /// Replaces `data_dir`.
     pub data_dir: Option<PathBuf>,
     /// Replaces `token`.

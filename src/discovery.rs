@@ -8,9 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use spectrum_balancer::{BalancerError, Discovery};
-use spectrum_core::{Member, MemberState, TransportConfig};
+use spectrum_core::{Member, MemberState, PeerAddr, TransportConfig};
 use tonic::metadata::{Ascii, MetadataValue};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::keys::Namespace;
 use crate::management::proto::{ListRequest, management_client::ManagementClient};
@@ -21,8 +21,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// Reads membership from any reachable node: first the members it learned last
 /// time, then the seed addresses it was given.
 pub struct ManagementDiscovery {
-    seeds: Vec<String>,
-    known: Mutex<Vec<String>>,
+    seeds: Vec<PeerAddr>,
+    known: Mutex<Vec<PeerAddr>>,
     token: Option<MetadataValue<Ascii>>,
     transport: TransportConfig,
 }
@@ -38,14 +38,10 @@ impl fmt::Debug for ManagementDiscovery {
 }
 
 impl ManagementDiscovery {
-    /// Discovery starting from node addresses `seeds` (`http://host:port`).
-    pub fn new<I, S>(seeds: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
+    /// Discovery starting from node addresses `seeds`.
+    pub fn new(seeds: impl IntoIterator<Item = PeerAddr>) -> Self {
         Self {
-            seeds: seeds.into_iter().map(Into::into).collect(),
+            seeds: seeds.into_iter().collect(),
             known: Mutex::new(Vec::new()),
             token: None,
             transport: TransportConfig::default(),
@@ -64,8 +60,8 @@ impl ManagementDiscovery {
         Ok(self)
     }
 
-    async fn read(&self, addr: &str) -> Result<Vec<Member>, String> {
-        let channel = self.transport.channel(addr).map_err(|e| e.to_string())?;
+    async fn read(&self, addr: &PeerAddr) -> Result<Vec<Member>, String> {
+        let channel = self.transport.channel(addr);
         let mut client = ManagementClient::new(channel);
         let mut request = tonic::Request::new(ListRequest {
             prefix: Namespace::Membership.prefix().to_owned(),
@@ -82,7 +78,13 @@ impl ManagementDiscovery {
             .into_inner()
             .entries
             .iter()
-            .filter_map(|e| serde_json::from_slice::<Member>(&e.value).ok())
+            .filter_map(|e| match Member::from_record_value(&e.value) {
+                Ok(m) => Some(m),
+                Err(error) => {
+                    warn!(node = %addr, key = %e.key, %error, "ignoring unreadable membership record");
+                    None
+                }
+            })
             .collect();
         members.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(members)
@@ -92,9 +94,14 @@ impl ManagementDiscovery {
 #[async_trait]
 impl Discovery for ManagementDiscovery {
     async fn members(&self) -> Result<Vec<Member>, BalancerError> {
+        // The members learned last time first, then the seeds not among them (each
+        // address once: a dead node that is both is tried once per poll).
         let mut addrs = self.known.lock().clone();
-        addrs.extend(self.seeds.iter().cloned());
-        addrs.dedup();
+        for seed in &self.seeds {
+            if !addrs.contains(seed) {
+                addrs.push(seed.clone());
+            }
+        }
         let mut last_error = String::from("no node address to read membership from");
         for addr in &addrs {
             match self.read(addr).await {

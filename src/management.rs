@@ -280,12 +280,12 @@ impl ManagementService {
     ) -> proto::NodeResourceCheck {
         let mut out = proto::NodeResourceCheck {
             node_id: member.id.to_string(),
-            addr: member.addr.clone(),
+            addr: member.addr.to_string(),
             error: String::new(),
             resources: Vec::new(),
         };
         let answer = async {
-            let channel = self.transport.channel(&member.addr).map_err(|e| e.to_string())?;
+            let channel = self.transport.channel(&member.addr);
             let mut client = proto::management_client::ManagementClient::new(channel);
             let mut request = Request::new(request);
             if let Some(auth) = authorization {
@@ -404,7 +404,7 @@ fn dataflow_message(record: &Record) -> Option<proto::Dataflow> {
 }
 
 fn member_message(m: &Member) -> proto::MemberStatus {
-    proto::MemberStatus { id: m.id.to_string(), addr: m.addr.clone(), state: m.state.to_string() }
+    proto::MemberStatus { id: m.id.to_string(), addr: m.addr.to_string(), state: m.state.to_string() }
 }
 
 #[tonic::async_trait]

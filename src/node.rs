@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use spectrum_core::transport::{self, Listener};
-use spectrum_core::{Clock, ClusterId, Hlc, Member, MemberState, NodeId, SystemClock, TransportConfig};
+use spectrum_core::{
+    Clock, ClusterId, Hlc, Member, MemberState, NodeId, PeerAddr, SystemClock, TransportConfig,
+};
 use spectrum_replication::{
     AckLevel, AntiEntropy, ConfigStore, MemoryStore, RedbStore, Replicator, StoreError, WriteBatch,
 };
@@ -108,7 +110,7 @@ pub const STORE_FILE: &str = "config.redb";
 ///
 /// let node = NodeBuilder::new("node-1".parse().unwrap(), "prod".parse().unwrap())
 ///     .listen("127.0.0.1:7001".parse().unwrap())
-///     .seeds(["http://127.0.0.1:7002", "http://127.0.0.1:7003"])
+///     .seeds(["http://127.0.0.1:7002".parse()?, "http://127.0.0.1:7003".parse()?])
 ///     .start()
 ///     .await?;
 /// println!("serving at {}", node.url());
@@ -120,7 +122,7 @@ pub struct NodeBuilder {
     cluster: ClusterId,
     listen: SocketAddr,
     listener: Option<Listener>,
-    seeds: Vec<String>,
+    seeds: Vec<PeerAddr>,
     store: StoreChoice,
     clock: Arc<dyn Clock>,
     max_clock_offset: Duration,
@@ -188,13 +190,9 @@ impl NodeBuilder {
         self
     }
 
-    /// Addresses of other members to contact first (`http://host:port`).
-    pub fn seeds<I, S>(mut self, seeds: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.seeds = seeds.into_iter().map(Into::into).collect();
+    /// Addresses of other members to contact first.
+    pub fn seeds(mut self, seeds: impl IntoIterator<Item = PeerAddr>) -> Self {
+        self.seeds = seeds.into_iter().collect();
         self
     }
 
@@ -330,7 +328,8 @@ impl NodeBuilder {
             Some(l) => l,
             None => transport::bind(self.listen).await?,
         };
-        let url = listener.url();
+        let addr = listener.addr();
+        let url = addr.to_string();
         let hlc = Arc::new(Hlc::with_max_offset(self.clock, self.max_clock_offset));
         let store: Arc<dyn ConfigStore> = match self.store {
             StoreChoice::Durable(dir) => {
@@ -344,7 +343,7 @@ impl NodeBuilder {
         };
         let anti_entropy =
             AntiEntropy::builder(store.clone(), hlc.clone(), self.cluster.clone(), url.clone())
-                .seeds(self.seeds.clone())
+                .seeds(self.seeds.iter().map(ToString::to_string).collect())
                 .interval(self.sync_interval)
                 .transport(self.transport.clone())
                 .build();
@@ -406,7 +405,7 @@ impl NodeBuilder {
         // it keeps trying in the background, so a cluster starts in any order.
         let joiner = Joiner {
             id: self.id.clone(),
-            url: url.clone(),
+            addr: addr.clone(),
             store: store.clone(),
             replicator: replicator.clone(),
             anti_entropy: anti_entropy.clone(),
@@ -435,7 +434,7 @@ impl NodeBuilder {
 
         Ok(Node {
             ctx,
-            url,
+            addr,
             local_addr: listener.local_addr,
             replicator,
             health: health_reporter,
@@ -451,7 +450,7 @@ impl NodeBuilder {
 /// What a starting node does before it takes part: pull, then record itself.
 struct Joiner {
     id: NodeId,
-    url: String,
+    addr: PeerAddr,
     store: Arc<dyn ConfigStore>,
     replicator: Arc<dyn Replicator>,
     anti_entropy: AntiEntropy,
@@ -483,7 +482,7 @@ impl Joiner {
             .and_then(|v| serde_json::from_slice::<Member>(&v).ok())
             .is_some_and(|m| m.state == MemberState::Draining);
         let state = if drained { MemberState::Draining } else { MemberState::Active };
-        let me = Member::new(self.id.clone(), self.url.clone(), state);
+        let me = Member::new(self.id.clone(), self.addr.clone(), state);
         record_membership(&*self.store, &*self.replicator, &me, AckLevel::Local).await?;
         self.ready.store(true, Ordering::Release);
         self.health.set_service_status("", tonic_health::ServingStatus::Serving).await;
@@ -528,7 +527,7 @@ async fn record_membership(
 /// A running node. Dropping it does not stop it: call [`Node::shutdown`].
 pub struct Node {
     ctx: NodeContext,
-    url: String,
+    addr: PeerAddr,
     local_addr: SocketAddr,
     replicator: Arc<dyn Replicator>,
     health: tonic_health::server::HealthReporter,
@@ -542,7 +541,7 @@ pub struct Node {
 
 impl fmt::Debug for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Node").field("id", &self.ctx.id).field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("Node").field("id", &self.ctx.id).field("addr", &self.addr).finish_non_exhaustive()
     }
 }
 
@@ -559,7 +558,12 @@ impl Node {
 
     /// The address the node serves on, as `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
-        &self.url
+        self.addr.as_str()
+    }
+
+    /// The address other members and the balancer reach this node at.
+    pub fn addr(&self) -> &PeerAddr {
+        &self.addr
     }
 
     /// The bound socket address.
@@ -607,7 +611,7 @@ impl Node {
         if drain_grace > Duration::ZERO && self.join_task.as_ref().is_none_or(|t| t.is_finished()) {
             // Drain first: balancers following membership (or health) stop sending new
             // requests, while this node still serves whatever reaches it meanwhile.
-            let draining = Member::new(self.ctx.id.clone(), self.url.clone(), MemberState::Draining);
+            let draining = Member::new(self.ctx.id.clone(), self.addr.clone(), MemberState::Draining);
             if let Err(e) =
                 record_membership(&*self.ctx.store, &*self.replicator, &draining, AckLevel::All).await
             {
@@ -615,7 +619,7 @@ impl Node {
             }
             tokio::time::sleep(drain_grace).await;
         }
-        let left = Member::new(self.ctx.id.clone(), self.url.clone(), MemberState::Left);
+        let left = Member::new(self.ctx.id.clone(), self.addr.clone(), MemberState::Left);
         if let Err(e) = record_membership(&*self.ctx.store, &*self.replicator, &left, AckLevel::All).await {
             warn!(node = %self.ctx.id, error = %e, "could not record leaving the cluster");
         }

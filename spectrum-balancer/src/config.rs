@@ -242,25 +242,18 @@ impl BackendConfig {
 impl TryFrom<&Member> for BackendConfig {
     type Error = BalancerError;
 
-    /// A backend of weight 1 for a membership record whose address is
-    /// `http://IP:PORT` (or `IP:PORT`).
+    /// A backend of weight 1 for a member whose address has an IP host.
     ///
     /// # Errors
     ///
-    /// [`BalancerError::InvalidBackendAddr`] when the address is not an IP and port.
+    /// [`BalancerError::InvalidBackendAddr`] when the address's host is a name (the
+    /// balancer does not resolve names: record members by IP).
     fn try_from(member: &Member) -> Result<Self, Self::Error> {
-        let invalid = |reason: String| BalancerError::InvalidBackendAddr {
+        let addr = member.addr.socket_addr().ok_or_else(|| BalancerError::InvalidBackendAddr {
             id: member.id.clone(),
-            addr: member.addr.clone(),
-            reason,
-        };
-        let uri =
-            spectrum_core::transport::normalize_addr(&member.addr).map_err(|e| invalid(e.to_string()))?;
-        if uri.scheme_str().is_some_and(|s| s != "http") {
-            return Err(invalid("only plain-text http:// backends are supported".into()));
-        }
-        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        let addr = authority.parse::<SocketAddr>().map_err(|e| invalid(format!("expected IP:PORT ({e})")))?;
+            addr: member.addr.to_string(),
+            reason: "expected IP:PORT (host names are not resolved)".into(),
+        })?;
         Ok(Self::new(member.id.clone(), addr))
     }
 }
@@ -289,10 +282,10 @@ mod tests {
     #[test]
     fn members_with_ip_addresses_become_backends() {
         let id: NodeId = "n1".parse().unwrap();
-        let m = Member::new(id.clone(), "http://127.0.0.1:7001", MemberState::Active);
+        let m = Member::new(id.clone(), "http://127.0.0.1:7001".parse().unwrap(), MemberState::Active);
         let b = BackendConfig::try_from(&m).unwrap();
         assert_eq!(b, BackendConfig::new(id.clone(), "127.0.0.1:7001".parse().unwrap()));
-        let named = Member::new(id, "http://node-1.local:7001", MemberState::Active);
+        let named = Member::new(id, "http://node-1.local:7001".parse().unwrap(), MemberState::Active);
         assert!(matches!(BackendConfig::try_from(&named), Err(BalancerError::InvalidBackendAddr { .. })));
     }
 }

@@ -51,6 +51,7 @@ use crate::pool::Pool;
 ///             .map(|(id, addr, state)| {
 ///                 let id = id.parse().map_err(BalancerError::discovery)?;
 ///                 let state: MemberState = state.parse().map_err(BalancerError::discovery)?;
+///                 let addr = addr.parse().map_err(BalancerError::discovery)?;
 ///                 Ok(Member::new(id, addr, state))
 ///             })
 ///             .collect()
@@ -125,7 +126,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_static_list_answers_itself_through_every_pointer() {
-        let m = Member::new("n1".parse().unwrap(), "http://127.0.0.1:7001", MemberState::Active);
+        let m =
+            Member::new("n1".parse().unwrap(), "http://127.0.0.1:7001".parse().unwrap(), MemberState::Active);
         let fixed = StaticDiscovery::new(vec![m.clone()]);
         assert_eq!(fixed.members().await.unwrap(), vec![m.clone()]);
         let shared: Arc<dyn Discovery> = Arc::new(fixed.clone());

@@ -6,7 +6,7 @@ use std::sync::Weak;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use spectrum_core::{NodeId, TransportConfig};
+use spectrum_core::{NodeId, PeerAddr, TransportConfig};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tracing::{debug, info, warn};
@@ -136,13 +136,7 @@ pub(crate) async fn run_checks(id: NodeId, addr: SocketAddr, settings: CheckSett
         request_timeout: Some(settings.timeout),
         ..TransportConfig::default()
     };
-    let channel = match transport.endpoint(&addr.to_string()) {
-        Ok(endpoint) => endpoint.connect_lazy(),
-        Err(error) => {
-            warn!(node = %id, backend = %addr, %error, "cannot health-check backend");
-            return;
-        }
-    };
+    let channel = transport.endpoint(&PeerAddr::from(addr)).connect_lazy();
     let mut client = HealthClient::new(channel);
     let mut ticks = tokio::time::interval(settings.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

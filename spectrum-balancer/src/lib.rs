@@ -147,8 +147,8 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let members = vec![
-//!     Member::new("node-1".parse()?, "http://127.0.0.1:7001", MemberState::Active),
-//!     Member::new("node-2".parse()?, "http://127.0.0.1:7002", MemberState::Draining),
+//!     Member::new("node-1".parse()?, "http://127.0.0.1:7001".parse()?, MemberState::Active),
+//!     Member::new("node-2".parse()?, "http://127.0.0.1:7002".parse()?, MemberState::Draining),
 //! ];
 //! let balancer = Balancer::builder(BalancerConfig::default())
 //!     .discovery(Arc::new(StaticDiscovery::new(members)), DEFAULT_DISCOVERY_INTERVAL)

@@ -34,6 +34,56 @@ pub enum InvalidId {
     },
 }
 
+/// Why a value is not an identifier (see [`check_identifier`](crate::id::check_identifier)).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum IdentifierError {
+    /// The value was empty.
+    #[error("must not be empty")]
+    Empty,
+    /// The value was longer than allowed.
+    #[error("is {len} bytes long; at most {max} are allowed")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The maximum length in bytes.
+        max: usize,
+    },
+    /// The value held a character outside `[A-Za-z0-9._-]`.
+    #[error("holds {ch:?}; only ASCII letters, digits, '.', '_' and '-' are allowed")]
+    BadChar {
+        /// The first offending character.
+        ch: char,
+    },
+}
+
+/// An address could not be read as a [`PeerAddr`](crate::PeerAddr).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid address {addr:?}: {reason}")]
+pub struct InvalidAddr {
+    /// The address as given (at most its first 80 characters).
+    pub addr: String,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+/// A membership record (a value under [`MEMBERSHIP_PREFIX`](crate::member::MEMBERSHIP_PREFIX))
+/// could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid membership record: {reason}")]
+pub struct InvalidMemberRecord {
+    /// What is wrong, with the field where serde names one.
+    pub reason: String,
+}
+
+/// A member state name was not one of `joining`, `active`, `draining`, `left`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("unknown member state {name:?}; expected joining, active, draining or left")]
+pub struct UnknownMemberState {
+    /// The name as given (at most its first 40 characters).
+    pub name: String,
+}
+
 /// Errors from the core crate's own operations.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -44,15 +94,11 @@ pub enum CoreError {
     /// A peer's clock is further from ours than the cluster allows.
     #[error(transparent)]
     ClockSkew(#[from] crate::hlc::ClockSkew),
-    /// An address could not be used as a gRPC endpoint.
-    #[error("invalid endpoint address {addr:?}: {reason}")]
-    InvalidEndpoint {
-        /// The address as given.
-        addr: String,
-        /// Why it was rejected.
-        reason: String,
-    },
+    /// An address could not be used.
+    #[error(transparent)]
+    InvalidAddr(#[from] InvalidAddr),
     /// A transport-level failure (bind, connect).
+    #[cfg(feature = "transport")]
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
     /// An I/O failure, such as binding a listener.

@@ -6,22 +6,39 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::InvalidId;
+use crate::error::{IdentifierError, InvalidId};
 
 /// Longest identifier accepted, in bytes.
 pub const MAX_ID_LEN: usize = 64;
 
+/// The one identifier rule of a cluster: 1 to `max_len` bytes of ASCII letters,
+/// digits, `.`, `_` and `-`. Node and cluster ids, resource names and categories,
+/// and the names of licenses and dataflows all use it (each with its own maximum
+/// and error type), so a name valid in one place is valid in every other.
+///
+/// # Errors
+///
+/// [`IdentifierError`] saying what is wrong; its text reads after the value's
+/// name ("node id must not be empty").
+pub fn check_identifier(value: &str, max_len: usize) -> Result<(), IdentifierError> {
+    if value.is_empty() {
+        return Err(IdentifierError::Empty);
+    }
+    if value.len() > max_len {
+        return Err(IdentifierError::TooLong { len: value.len(), max: max_len });
+    }
+    match value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        Some(ch) => Err(IdentifierError::BadChar { ch }),
+        None => Ok(()),
+    }
+}
+
 fn validate(kind: &'static str, s: &str) -> Result<(), InvalidId> {
-    if s.is_empty() {
-        return Err(InvalidId::Empty { kind });
-    }
-    if s.len() > MAX_ID_LEN {
-        return Err(InvalidId::TooLong { kind, len: s.len(), max: MAX_ID_LEN });
-    }
-    if let Some(ch) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(InvalidId::BadChar { kind, value: s.to_owned(), ch });
-    }
-    Ok(())
+    check_identifier(s, MAX_ID_LEN).map_err(|e| match e {
+        IdentifierError::Empty => InvalidId::Empty { kind },
+        IdentifierError::TooLong { len, max } => InvalidId::TooLong { kind, len, max },
+        IdentifierError::BadChar { ch } => InvalidId::BadChar { kind, value: s.to_owned(), ch },
+    })
 }
 
 macro_rules! id_type {

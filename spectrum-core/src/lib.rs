@@ -5,13 +5,22 @@
 //! `tower-service` do): it has few dependencies and holds only what *all* parts of a
 //! cluster must agree on.
 //!
-//! - [`NodeId`] and [`ClusterId`]: validated identifiers.
-//! - [`Member`] and [`MemberState`]: how a node appears in cluster membership.
+//! - [`NodeId`] and [`ClusterId`]: validated identifiers, and the one identifier
+//!   rule ([`check_identifier`]) every name in a cluster follows.
+//! - [`PeerAddr`]: a node's address, validated and in one canonical spelling.
+//! - [`Member`] and [`MemberState`]: how a node appears in cluster membership, and
+//!   the codec of its membership record.
 //! - [`hlc`]: a hybrid logical clock ([`Hlc`]) over an injectable physical
 //!   [`Clock`], so tests can step time and every node can detect skew.
-//! - [`transport`]: gRPC server and channel builders with HTTP/2 keepalive and
-//!   message size limits, and the seams that let a test or simulator supply its own
-//!   listeners and connectors.
+//! - `transport` (the default `transport` feature): gRPC server and channel
+//!   builders with HTTP/2 keepalive and message size limits, and the seams that let
+//!   a test or simulator supply its own listeners and connectors.
+//!
+//! ## Features
+//!
+//! - `transport` (on by default): the [tonic](https://docs.rs/tonic) plumbing.
+//!   Crates that need only the vocabulary (`spectrum-resources`) turn it off with
+//!   `default-features = false`, and so build without tonic, hyper or h2.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -31,14 +40,20 @@
 //! assert!("".parse::<NodeId>().is_err());
 //! ```
 
+pub mod addr;
 pub mod error;
 pub mod hlc;
 pub mod id;
 pub mod member;
+#[cfg(feature = "transport")]
 pub mod transport;
 
-pub use error::{CoreError, InvalidId};
+pub use addr::PeerAddr;
+pub use error::{
+    CoreError, IdentifierError, InvalidAddr, InvalidId, InvalidMemberRecord, UnknownMemberState,
+};
 pub use hlc::{Clock, ClockSkew, Hlc, ManualClock, SystemClock, Timestamp};
-pub use id::{ClusterId, NodeId};
-pub use member::{Member, MemberState};
+pub use id::{ClusterId, NodeId, check_identifier};
+pub use member::{MEMBERSHIP_PREFIX, Member, MemberState};
+#[cfg(feature = "transport")]
 pub use transport::{ChannelConnector, TransportConfig};

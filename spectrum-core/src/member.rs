@@ -1,11 +1,38 @@
-//! Cluster members and their states.
+//! Cluster members, their states, and the membership record every node keeps.
+//!
+//! Membership lives in the configuration database like everything else: one
+//! record per node under [`MEMBERSHIP_PREFIX`], keyed by node id, whose value is
+//! the JSON form of a [`Member`] (`{"id":"node-1","addr":"http://127.0.0.1:7001",
+//! "state":"active"}`). This module owns that record's codec; replication (which
+//! picks peers from it), the balancer's discovery and the management API all read
+//! it through [`Member::from_record_value`], so a bad record is refused the same
+//! way everywhere.
+//!
+//! ```
+//! use spectrum_core::{Member, MemberState, member::MEMBERSHIP_PREFIX};
+//!
+//! let m = Member::new("node-1".parse()?, "127.0.0.1:7001".parse()?, MemberState::Active);
+//! assert_eq!(m.record_key(), format!("{MEMBERSHIP_PREFIX}node-1"));
+//! let back = Member::from_record_value(&m.to_record_value())?;
+//! assert_eq!(back, m);
+//! assert!(Member::from_record_value(br#"{"id":"n","addr":"nowhere","state":"active"}"#).is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::addr::PeerAddr;
+use crate::error::{InvalidMemberRecord, UnknownMemberState};
 use crate::id::NodeId;
+
+/// The key prefix of membership records in the configuration database.
+pub const MEMBERSHIP_PREFIX: &str = "membership/";
+
+/// Longest membership record accepted, in bytes.
+pub const MAX_MEMBER_RECORD_LEN: usize = 4096;
 
 /// How a member takes part in the cluster.
 ///
@@ -49,14 +76,14 @@ impl fmt::Display for MemberState {
 }
 
 impl FromStr for MemberState {
-    type Err = String;
+    type Err = UnknownMemberState;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
             "joining" => MemberState::Joining,
             "active" => MemberState::Active,
             "draining" => MemberState::Draining,
             "left" => MemberState::Left,
-            other => return Err(format!("unknown member state {other:?}")),
+            other => return Err(UnknownMemberState { name: other.chars().take(40).collect() }),
         })
     }
 }
@@ -66,16 +93,47 @@ impl FromStr for MemberState {
 pub struct Member {
     /// The node's identity.
     pub id: NodeId,
-    /// The node's gRPC address, as `http://host:port`.
-    pub addr: String,
+    /// The node's gRPC address.
+    pub addr: PeerAddr,
     /// Its state.
     pub state: MemberState,
 }
 
 impl Member {
     /// A member in the given state.
-    pub fn new(id: NodeId, addr: impl Into<String>, state: MemberState) -> Self {
-        Self { id, addr: addr.into(), state }
+    pub fn new(id: NodeId, addr: PeerAddr, state: MemberState) -> Self {
+        Self { id, addr, state }
+    }
+
+    /// The key of this member's record: `membership/<id>`.
+    pub fn record_key(&self) -> String {
+        Self::key_of(&self.id)
+    }
+
+    /// The key of the record of the node `id`: `membership/<id>`.
+    pub fn key_of(id: &NodeId) -> String {
+        format!("{MEMBERSHIP_PREFIX}{id}")
+    }
+
+    /// The record's value: this member as JSON.
+    pub fn to_record_value(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_else(|_| unreachable!("a member always serialises"))
+    }
+
+    /// Decodes a record's value, validating the id, the address and the state.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidMemberRecord`] when the value is larger than
+    /// [`MAX_MEMBER_RECORD_LEN`], not JSON of a member, or holds an invalid field
+    /// (the reason names it).
+    pub fn from_record_value(bytes: &[u8]) -> Result<Self, InvalidMemberRecord> {
+        if bytes.len() > MAX_MEMBER_RECORD_LEN {
+            return Err(InvalidMemberRecord {
+                reason: format!("{} bytes; at most {MAX_MEMBER_RECORD_LEN} are allowed", bytes.len()),
+            });
+        }
+        serde_json::from_slice(bytes).map_err(|e| InvalidMemberRecord { reason: e.to_string() })
     }
 }
 
@@ -96,6 +154,28 @@ mod tests {
         for s in [MemberState::Joining, MemberState::Active, MemberState::Draining, MemberState::Left] {
             assert_eq!(s.as_str().parse::<MemberState>().unwrap(), s);
         }
-        assert!("sleeping".parse::<MemberState>().is_err());
+        assert!("sleeping".parse::<MemberState>().unwrap_err().to_string().contains("sleeping"));
+    }
+
+    #[test]
+    fn bad_membership_records_are_refused_with_the_field_named() {
+        for (value, why) in [
+            (&br#"{"id":"a b","addr":"127.0.0.1:1","state":"active"}"#[..], "node id"),
+            (br#"{"id":"n","addr":"http://n","state":"active"}"#, "port"),
+            (br#"{"id":"n","addr":"127.0.0.1:1","state":"asleep"}"#, "asleep"),
+            (br#"{"id":"n","addr":"127.0.0.1:1"}"#, "state"),
+            (b"not json", "expected"),
+        ] {
+            let err = Member::from_record_value(value).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
+        assert!(Member::from_record_value(&vec![b' '; MAX_MEMBER_RECORD_LEN + 1]).is_err());
+    }
+
+    #[test]
+    fn records_written_before_addresses_were_typed_still_decode_canonically() {
+        let m = Member::from_record_value(br#"{"id":"n","addr":"127.0.0.1:7001/","state":"left"}"#).unwrap();
+        assert_eq!(m.addr.as_str(), "http://127.0.0.1:7001");
+        assert_eq!(m.state, MemberState::Left);
     }
 }

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server, Uri};
 
+use crate::addr::PeerAddr;
 use crate::error::CoreError;
 
 /// Default largest gRPC message accepted or sent: 4 MiB.
@@ -91,15 +92,9 @@ impl TransportConfig {
             .tcp_nodelay(true)
     }
 
-    /// An endpoint for `addr` (`http://host:port`, or `host:port`) with this
-    /// configuration's keepalive and timeouts.
-    ///
-    /// # Errors
-    ///
-    /// [`CoreError::InvalidEndpoint`] when `addr` is not a valid URI.
-    pub fn endpoint(&self, addr: &str) -> Result<Endpoint, CoreError> {
-        let uri = normalize_addr(addr)?;
-        let mut ep = Endpoint::from(uri)
+    /// An endpoint for `addr` with this configuration's keepalive and timeouts.
+    pub fn endpoint(&self, addr: &PeerAddr) -> Endpoint {
+        let mut ep = Endpoint::from(uri_of(addr))
             .connect_timeout(self.connect_timeout)
             .http2_keep_alive_interval(self.keepalive_interval)
             .keep_alive_timeout(self.keepalive_timeout)
@@ -108,21 +103,17 @@ impl TransportConfig {
         if let Some(t) = self.request_timeout {
             ep = ep.timeout(t);
         }
-        Ok(ep)
+        ep
     }
 
     /// A channel to `addr`: through the [`connector`](Self::connector) when one is
     /// set, else a lazily connected TCP channel (the first call connects).
-    ///
-    /// # Errors
-    ///
-    /// [`CoreError::InvalidEndpoint`] when `addr` is not a valid URI.
-    pub fn channel(&self, addr: &str) -> Result<Channel, CoreError> {
-        let ep = self.endpoint(addr)?;
-        Ok(match &self.connector {
+    pub fn channel(&self, addr: &PeerAddr) -> Channel {
+        let ep = self.endpoint(addr);
+        match &self.connector {
             Some(c) => c.connect(ep),
             None => ep.connect_lazy(),
-        })
+        }
     }
 
     /// Routes every channel through `connector` (see [`ChannelConnector`]).
@@ -132,24 +123,10 @@ impl TransportConfig {
     }
 }
 
-/// Parses `addr` as an `http://` URI, adding the scheme when missing.
-///
-/// # Errors
-///
-/// [`CoreError::InvalidEndpoint`] when the result is not a URI with a host and port.
-pub fn normalize_addr(addr: &str) -> Result<Uri, CoreError> {
-    let full = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-    let uri: Uri = full.parse().map_err(|e: http::uri::InvalidUri| CoreError::InvalidEndpoint {
-        addr: addr.to_owned(),
-        reason: e.to_string(),
-    })?;
-    if uri.host().is_none() || uri.port_u16().is_none() {
-        return Err(CoreError::InvalidEndpoint {
-            addr: addr.to_owned(),
-            reason: "expected host:port".into(),
-        });
-    }
-    Ok(uri)
+/// The URI of a validated address.
+pub fn uri_of(addr: &PeerAddr) -> Uri {
+    // The canonical text was produced from a parsed URI and is one again.
+    addr.as_str().parse().expect("a PeerAddr's canonical text is a valid URI")
 }
 
 /// A bound TCP listener ready to be served with `serve_with_incoming`, and the
@@ -163,9 +140,14 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// The bound address, as peers reach it.
+    pub fn addr(&self) -> PeerAddr {
+        PeerAddr::from(self.local_addr)
+    }
+
     /// The bound address as an `http://` URL string.
     pub fn url(&self) -> String {
-        format!("http://{}", self.local_addr)
+        self.addr().to_string()
     }
 }
 
@@ -186,16 +168,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses_without_a_scheme_get_http() {
-        let uri = normalize_addr("127.0.0.1:7000").unwrap();
-        assert_eq!(uri.to_string(), "http://127.0.0.1:7000/");
-    }
-
-    #[test]
-    fn addresses_without_a_port_are_rejected() {
-        let err = normalize_addr("http://example").unwrap_err();
-        assert!(err.to_string().contains("host:port"), "{err}");
-        assert!(normalize_addr("not a uri").is_err());
+    fn endpoints_use_the_canonical_address() {
+        let addr: PeerAddr = "127.0.0.1:7000".parse().unwrap();
+        let ep = TransportConfig::default().endpoint(&addr);
+        assert_eq!(ep.uri().to_string(), "http://127.0.0.1:7000/");
     }
 
     #[tokio::test]
@@ -203,5 +179,6 @@ mod tests {
         let l = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         assert_ne!(l.local_addr.port(), 0);
         assert!(l.url().starts_with("http://127.0.0.1:"));
+        assert_eq!(l.addr().port(), l.local_addr.port());
     }
 }

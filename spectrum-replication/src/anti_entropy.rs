@@ -38,8 +38,7 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, RngCore, SeedableRng};
-use spectrum_core::transport::normalize_addr;
-use spectrum_core::{ClusterId, Hlc, Member, MemberState, NodeId, TransportConfig};
+use spectrum_core::{ClusterId, Hlc, InvalidAddr, Member, MemberState, NodeId, PeerAddr, TransportConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -58,9 +57,8 @@ use crate::service::{ReplicationService, budget_for, offset_ms};
 use crate::store::ConfigStore;
 use crate::wire::{InvalidMessage, PeerHeader, records_from_wire, records_to_wire, vv_from_wire};
 
-/// Key prefix of the membership namespace: each value is a JSON [`Member`]
-/// (`{"id": …, "addr": …, "state": …}`).
-pub const MEMBERSHIP_PREFIX: &str = "membership/";
+/// Key prefix of the membership namespace (owned by core, where its codec lives).
+pub use spectrum_core::MEMBERSHIP_PREFIX;
 
 /// Default time between anti-entropy rounds.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
@@ -366,26 +364,22 @@ impl Inner {
         let mut recorded: BTreeMap<NodeId, String> = BTreeMap::new();
         for rec in self.store.scan(MEMBERSHIP_PREFIX).await? {
             let Some(value) = rec.value else { continue };
-            let member: Member = match serde_json::from_slice(&value) {
+            let member = match Member::from_record_value(&value) {
                 Ok(m) => m,
                 Err(e) => {
-                    trace!(key = %rec.key, error = %e, "ignoring unreadable membership entry");
+                    warn!(key = %rec.key, error = %e, "ignoring unreadable membership entry");
                     continue;
                 }
             };
-            recorded.insert(member.id.clone(), canonical_addr(&member.addr));
+            recorded.insert(member.id.clone(), member.addr.to_string());
             if &member.id == self.store.node_id() {
                 continue;
             }
             if member.state == MemberState::Left {
-                left.insert(canonical_addr(&member.addr));
+                left.insert(member.addr.to_string());
                 continue;
             }
-            if normalize_addr(&member.addr).is_err() {
-                trace!(key = %rec.key, addr = %member.addr, "ignoring member with an unusable address");
-                continue;
-            }
-            let addr = canonical_addr(&member.addr);
+            let addr = member.addr.to_string();
             left.remove(&addr);
             set.insert(addr);
         }
@@ -410,7 +404,7 @@ impl Inner {
         let mut left = BTreeMap::new();
         for rec in self.store.scan(MEMBERSHIP_PREFIX).await? {
             let Some(value) = &rec.value else { continue };
-            if let Ok(member) = serde_json::from_slice::<Member>(value)
+            if let Ok(member) = Member::from_record_value(value)
                 && member.state == MemberState::Left
             {
                 left.insert(member.id, rec.token());
@@ -440,10 +434,11 @@ impl Inner {
             match channels.get(addr) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = self.transport.channel(addr).map_err(|e| ReplicationError::Peer {
+                    let peer: PeerAddr = addr.parse().map_err(|e: InvalidAddr| ReplicationError::Peer {
                         peer: addr.to_owned(),
                         reason: e.to_string(),
                     })?;
+                    let c = self.transport.channel(&peer);
                     channels.insert(addr.to_owned(), c.clone());
                     c
                 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use spectrum_core::NodeId;
+use spectrum_core::{NodeId, check_identifier};
 
 use crate::cluster_key::ClusterKey;
 use crate::decode::{Object, unknown_kind};
@@ -398,25 +398,11 @@ impl DatabaseCategory {
 
     fn validate(&self) -> Result<(), DefinitionError> {
         let Self::Custom(name) = self else { return Ok(()) };
-        if name.is_empty() {
-            return Err(DefinitionError::missing("category"));
-        }
-        if name.len() > 64 {
-            return Err(DefinitionError::TooLarge { field: "category".into(), len: name.len(), max: 64 });
-        }
+        check_identifier(name, 64).map_err(|e| DefinitionError::identifier("category", e))?;
         if matches!(name.as_str(), "postal" | "geocoding" | "spatial") {
             return Err(DefinitionError::invalid(
                 "category",
                 format!("{name:?} is a built-in category, not a custom one"),
-            ));
-        }
-        if let Some(ch) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        {
-            return Err(DefinitionError::invalid(
-                "category",
-                format!(
-                    "custom category holds {ch:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
-                ),
             ));
         }
         Ok(())

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use spectrum_core::IdentifierError;
 use thiserror::Error;
 
 /// The field name used for the definition as a whole (its encoding, its size).
@@ -95,6 +96,16 @@ impl DefinitionError {
 
     pub(crate) fn missing(field: impl Into<String>) -> Self {
         Self::Missing { field: field.into() }
+    }
+
+    /// The error for a name that breaks the cluster's identifier rule
+    /// ([`check_identifier`](spectrum_core::check_identifier)).
+    pub(crate) fn identifier(field: &str, e: IdentifierError) -> Self {
+        match e {
+            IdentifierError::Empty => Self::missing(field),
+            IdentifierError::TooLong { len, max } => Self::TooLarge { field: field.into(), len, max },
+            other => Self::invalid(field, other.to_string()),
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use spectrum_core::check_identifier;
 
 use crate::error::DefinitionError;
 
@@ -33,23 +34,7 @@ impl ResourceName {
     /// [`MAX_NAME_LEN`], or holds another character.
     pub fn new(value: impl Into<String>) -> Result<Self, DefinitionError> {
         let value = value.into();
-        if value.is_empty() {
-            return Err(DefinitionError::missing("name"));
-        }
-        if value.len() > MAX_NAME_LEN {
-            return Err(DefinitionError::TooLarge {
-                field: "name".into(),
-                len: value.len(),
-                max: MAX_NAME_LEN,
-            });
-        }
-        if let Some(ch) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        {
-            return Err(DefinitionError::invalid(
-                "name",
-                format!("holds {ch:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"),
-            ));
-        }
+        check_identifier(&value, MAX_NAME_LEN).map_err(|e| DefinitionError::identifier("name", e))?;
         Ok(Self(value))
     }
 

@@ -100,7 +100,7 @@ struct NodeArgs {
     listen: Option<SocketAddr>,
     /// Overrides `seeds` (comma-separated `http://host:port`).
     #[arg(long, env = "SPECTRUM_SEEDS", value_delimiter = ',')]
-    seeds: Option<Vec<String>>,
+    seeds: Option<Vec<spectrum::core::PeerAddr>>,
     /// Overrides `data_dir`.
     #[arg(long, env = "SPECTRUM_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -378,7 +378,7 @@ async fn run_balancer(args: BalancerArgs, token: Option<String>) -> Result<()> {
     let backends = static_backends(&cfg)?;
     let mut builder = Balancer::builder(config).backends(backends).strategy(Arc::new(RoundRobin::new()));
     if cfg.follow_membership.unwrap_or(true) {
-        let seeds = cfg.nodes.iter().map(|n| format!("http://{}", n.addr));
+        let seeds = cfg.nodes.iter().map(|n| spectrum::core::PeerAddr::from(n.addr));
         let mut discovery = ManagementDiscovery::new(seeds);
         if let Some(token) = cfg.token.as_deref() {
             discovery = discovery.with_token(token)?;
@@ -415,9 +415,9 @@ async fn connect(endpoint: &str, token: Option<&str>) -> Result<(Client, Channel
                 .map_err(|_| anyhow!("the token holds characters not allowed in a header"))
         })
         .transpose()?;
+    let addr: spectrum::core::PeerAddr = endpoint.parse()?;
     let channel = spectrum::core::TransportConfig::default()
-        .endpoint(endpoint)
-        .with_context(|| format!("invalid endpoint {endpoint:?}"))?
+        .endpoint(&addr)
         .connect()
         .await
         .with_context(|| format!("cannot reach {endpoint}"))?;

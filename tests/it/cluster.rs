@@ -151,7 +151,7 @@ async fn a_node_with_an_empty_store_writes_nothing_until_a_peer_has_answered() {
     drop(later);
     let first = NodeBuilder::new("node-1".parse().unwrap(), "it-catch-up".parse().unwrap())
         .in_memory()
-        .seeds([format!("http://{later_addr}")])
+        .seeds([later_addr.into()])
         .start()
         .await
         .unwrap();
@@ -163,7 +163,7 @@ async fn a_node_with_an_empty_store_writes_nothing_until_a_peer_has_answered() {
     let second = NodeBuilder::new("node-2".parse().unwrap(), "it-catch-up".parse().unwrap())
         .in_memory()
         .listener(transport::bind(later_addr).await.unwrap())
-        .seeds([first.url().to_owned()])
+        .seeds([first.addr().clone()])
         .start()
         .await
         .unwrap();

@@ -102,7 +102,7 @@ impl Roster {
     fn set(&self, nodes: &[&TestNode], state: MemberState) {
         let mut members = self.members.lock();
         for node in nodes {
-            let member = Member::new(node.id.clone(), format!("http://{}", node.addr), state);
+            let member = Member::new(node.id.clone(), node.addr.into(), state);
             match members.iter_mut().find(|m| m.id == node.id) {
                 Some(m) => *m = member,
                 None => members.push(member),
@@ -206,11 +206,7 @@ async fn a_failing_membership_source_leaves_the_members_in_place() {
 
     // A record pushed by hand is applied at once too.
     balancer
-        .apply_members(&[Member::new(
-            nodes[1].id.clone(),
-            format!("http://{}", nodes[1].addr),
-            MemberState::Active,
-        )])
+        .apply_members(&[Member::new(nodes[1].id.clone(), nodes[1].addr.into(), MemberState::Active)])
         .unwrap();
     assert_eq!(names(&balancer), ["node-1"]);
     balancer.shutdown().await;

@@ -181,7 +181,7 @@ fn wire_record(key: &str, origin: &str, seq: u64) -> proto::Record {
 }
 
 async fn raw_client(addr: &str) -> ReplicationClient<tonic::transport::Channel> {
-    ReplicationClient::new(transport().endpoint(addr).unwrap().connect().await.unwrap())
+    ReplicationClient::new(transport().endpoint(&addr.parse().unwrap()).connect().await.unwrap())
         .max_encoding_message_size(usize::MAX)
 }
 
