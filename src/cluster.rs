@@ -195,6 +195,11 @@ impl Cluster {
         &self.template.cluster
     }
 
+    /// The balancer's address, typed (for [`AdminClient::connect`](crate::client::AdminClient::connect)).
+    pub fn balancer_addr(&self) -> PeerAddr {
+        PeerAddr::from(self.balancer.local_addr())
+    }
+
     /// The balancer's address, `http://127.0.0.1:PORT`: clients use it as if the
     /// cluster were one server.
     pub fn balancer_url(&self) -> String {

@@ -63,6 +63,8 @@
 //! (see [`NodeContext`]); [`ClusterBuilder::configure_nodes`] does it for every
 //! node of an in-process cluster.
 
+pub mod auth;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod demo;
@@ -71,7 +73,9 @@ pub mod error;
 pub mod keys;
 pub mod license;
 pub mod management;
+pub mod model;
 pub mod node;
+pub mod pb;
 pub mod registry;
 pub mod typed;
 

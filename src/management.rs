@@ -42,11 +42,7 @@ use crate::license::{self, Date, License};
 use crate::node::NodeContext;
 use crate::registry::{RegistryError, ResourceRegistry};
 
-/// Generated types and stubs of `spectrum.management.v1`.
-#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
-pub mod proto {
-    tonic::include_proto!("spectrum.management.v1");
-}
+pub use crate::pb::proto;
 
 use proto::management_server::Management;
 

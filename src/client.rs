@@ -1,0 +1,488 @@
+//! [`AdminClient`]: the typed Rust client of a cluster's management API.
+//!
+//! Point it at the balancer (or any node): every call is answered by whichever
+//! node the balancer picks, and every result is a [`model`](crate::model) type
+//! that implements `Serialize` and `Display`. Writes take an [`AckLevel`] and
+//! return a [`WriteReceipt`]; reads take a [`ReadAfter`], so a read after a write
+//! sees it on whichever node answers:
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use spectrum::Cluster;
+//! use spectrum::client::{AckLevel, AdminClient, ReadAfter};
+//!
+//! let cluster = Cluster::builder("client-docs".parse()?).size(3).start().await?;
+//! let admin = AdminClient::connect(&cluster.balancer_addr(), None).await?;
+//!
+//! let written = admin.put("settings/greeting", "hello", AckLevel::All).await?;
+//! assert_eq!(written.write.acked, 3);
+//! let entry = admin.get("settings/greeting", ReadAfter::from(&written.write)).await?;
+//! assert_eq!(entry.value, b"hello");
+//! println!("{}", admin.status().await?);
+//! cluster.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Errors
+//!
+//! Every call returns [`ClientError`]: the node's refusal with its gRPC code and
+//! message ([`ClientError::Refused`]; `NOT_FOUND`, `INVALID_ARGUMENT` naming the
+//! field, `UNAUTHENTICATED`, …), a connection failure, or an answer this client
+//! cannot read.
+
+use std::time::Duration;
+
+use spectrum_core::{PeerAddr, TransportConfig};
+use thiserror::Error;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::auth::{Token, TokenInterceptor};
+use crate::model::{
+    Dataflows, Entries, Entry, ImportReport, KeyWritten, LicenseInfo, LicenseInstalled, NameWritten,
+    NodeStateChanged, NodeStatus, ResourceChecks, ResourceExport, ResourceInfo, ResourceStored, Resources,
+};
+use crate::pb::{InvalidAnswer, ack_to_wire, proto, read_after_to_wire, receipt};
+
+pub use crate::model::{ReadAfter, WriteReceipt};
+pub use spectrum_core::MemberState;
+pub use spectrum_replication::AckLevel;
+
+/// A management call failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The endpoint could not be reached.
+    #[error("cannot reach {endpoint}: {source}")]
+    Connect {
+        /// The address tried.
+        endpoint: PeerAddr,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The node refused the call, or the call failed on the way.
+    #[error("{message} ({code:?})")]
+    Refused {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The node's message.
+        message: String,
+    },
+    /// The node's answer could not be read.
+    #[error(transparent)]
+    InvalidAnswer(#[from] InvalidAnswer),
+}
+
+impl ClientError {
+    /// The gRPC code of a refusal, `None` for other failures.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            ClientError::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        ClientError::Refused { code: s.code(), message: s.message().to_owned() }
+    }
+}
+
+type Inner = proto::management_client::ManagementClient<InterceptedService<Channel, TokenInterceptor>>;
+
+/// A typed management client. Cheap to clone: clones share one connection.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    inner: Inner,
+}
+
+/// A member's state an operator may set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeStateChange {
+    /// Back to serving.
+    Undrain,
+    /// Finish in-flight work and take no new requests.
+    Drain,
+}
+
+impl AdminClient {
+    /// Connects to `endpoint` (a balancer or a node) and sends `token` with every
+    /// call when one is given.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Connect`] when the endpoint cannot be reached.
+    pub async fn connect(endpoint: &PeerAddr, token: Option<Token>) -> Result<Self, ClientError> {
+        let channel = TransportConfig::default()
+            .endpoint(endpoint)
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect { endpoint: endpoint.clone(), source })?;
+        Ok(Self::from_channel(channel, token))
+    }
+
+    /// A client over an existing channel (a lazily connected one, a simulator's).
+    pub fn from_channel(channel: Channel, token: Option<Token>) -> Self {
+        let max = spectrum_core::transport::DEFAULT_MAX_MESSAGE_BYTES;
+        let inner = proto::management_client::ManagementClient::with_interceptor(
+            channel,
+            TokenInterceptor::new(token),
+        )
+        .max_decoding_message_size(max);
+        Self { inner }
+    }
+
+    fn call(&self) -> Inner {
+        self.inner.clone()
+    }
+
+    /// Reads one entry of the configuration database.
+    ///
+    /// # Errors
+    ///
+    /// `NOT_FOUND` when the key holds nothing; `INVALID_ARGUMENT` for a key outside
+    /// the namespaces; `UNAVAILABLE` when the answering node has not caught up with
+    /// `after` within its wait.
+    pub async fn get(&self, key: &str, after: impl Into<ReadAfter>) -> Result<Entry, ClientError> {
+        let request =
+            proto::GetRequest { key: key.to_owned(), min_version: read_after_to_wire(&after.into()) };
+        let answer = self.call().get(request).await?.into_inner();
+        let entry =
+            answer.entry.ok_or_else(|| InvalidAnswer { field: "entry".into(), reason: "missing".into() })?;
+        Ok(entry.try_into()?)
+    }
+
+    /// Every live entry whose key starts with `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// `UNAVAILABLE` when the node has not caught up with `after`.
+    pub async fn list(&self, prefix: &str, after: impl Into<ReadAfter>) -> Result<Entries, ClientError> {
+        let request =
+            proto::ListRequest { prefix: prefix.to_owned(), min_version: read_after_to_wire(&after.into()) };
+        let answer = self.call().list(request).await?.into_inner();
+        Ok(Entries(answer.entries.into_iter().map(Entry::try_from).collect::<Result<_, _>>()?))
+    }
+
+    /// Writes `value` at `key`, acknowledged at `ack`.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_ARGUMENT` naming what is wrong with the key or value (a license or
+    /// resource is validated as such); `PERMISSION_DENIED` for `membership/`;
+    /// `DEADLINE_EXCEEDED` when the acknowledgement did not come in time (the write
+    /// is applied and keeps replicating).
+    pub async fn put(
+        &self,
+        key: &str,
+        value: impl Into<Vec<u8>>,
+        ack: AckLevel,
+    ) -> Result<KeyWritten, ClientError> {
+        let request = proto::PutRequest { key: key.to_owned(), value: value.into(), ack: ack_to_wire(ack) };
+        let a = self.call().put(request).await?.into_inner();
+        let write = receipt(Some(proto::WriteResult {
+            version: a.version,
+            acked: a.acked,
+            members: a.members,
+            served_by: a.served_by,
+        }))?;
+        Ok(KeyWritten { key: key.to_owned(), deleted: false, write })
+    }
+
+    /// Deletes `key`.
+    ///
+    /// # Errors
+    ///
+    /// `NOT_FOUND` when it holds nothing; as [`put`](Self::put) otherwise.
+    pub async fn delete(&self, key: &str, ack: AckLevel) -> Result<KeyWritten, ClientError> {
+        let request = proto::DeleteRequest { key: key.to_owned(), ack: ack_to_wire(ack) };
+        let a = self.call().delete(request).await?.into_inner();
+        let write = receipt(Some(proto::WriteResult {
+            version: a.version,
+            acked: a.acked,
+            members: a.members,
+            served_by: a.served_by,
+        }))?;
+        Ok(KeyWritten { key: key.to_owned(), deleted: true, write })
+    }
+
+    /// The answering node's view of the cluster.
+    ///
+    /// # Errors
+    ///
+    /// As any call.
+    pub async fn status(&self) -> Result<NodeStatus, ClientError> {
+        Ok(self.call().status(proto::StatusRequest {}).await?.into_inner().try_into()?)
+    }
+
+    /// Installs a license document (JSON: owner, seats, expires) under `name`
+    /// (`main` when `None`).
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_ARGUMENT` naming the bad field, or for an expired license.
+    pub async fn set_license(
+        &self,
+        name: Option<&str>,
+        document: impl Into<Vec<u8>>,
+        ack: AckLevel,
+    ) -> Result<LicenseInstalled, ClientError> {
+        let request = proto::SetLicenseRequest {
+            license: document.into(),
+            name: name.unwrap_or_default().to_owned(),
+            ack: ack_to_wire(ack),
+        };
+        let a = self.call().set_license(request).await?.into_inner();
+        let license =
+            a.license.ok_or_else(|| InvalidAnswer { field: "license".into(), reason: "missing".into() })?;
+        Ok(LicenseInstalled { license: license.try_into()?, write: receipt(a.write)? })
+    }
+
+    /// The license `name` (`main` when `None`).
+    ///
+    /// # Errors
+    ///
+    /// `NOT_FOUND` when none is installed.
+    pub async fn license(
+        &self,
+        name: Option<&str>,
+        after: impl Into<ReadAfter>,
+    ) -> Result<LicenseInfo, ClientError> {
+        let request = proto::ShowLicenseRequest {
+            name: name.unwrap_or_default().to_owned(),
+            min_version: read_after_to_wire(&after.into()),
+        };
+        let a = self.call().show_license(request).await?.into_inner();
+        let license =
+            a.license.ok_or_else(|| InvalidAnswer { field: "license".into(), reason: "missing".into() })?;
+        Ok(license.try_into()?)
+    }
+
+    /// Stores the dataflow `name` (a JSON object); with `replace` false, a name
+    /// already taken is refused.
+    ///
+    /// # Errors
+    ///
+    /// `ALREADY_EXISTS`; `INVALID_ARGUMENT` for a bad name or definition.
+    pub async fn create_dataflow(
+        &self,
+        name: &str,
+        definition: impl Into<Vec<u8>>,
+        replace: bool,
+        ack: AckLevel,
+    ) -> Result<NameWritten, ClientError> {
+        let request = proto::CreateDataflowRequest {
+            name: name.to_owned(),
+            definition: definition.into(),
+            replace,
+            ack: ack_to_wire(ack),
+        };
+        let write = self.call().create_dataflow(request).await?.into_inner();
+        Ok(NameWritten { what: "dataflow", name: name.to_owned(), deleted: false, write: write.try_into()? })
+    }
+
+    /// Every dataflow.
+    ///
+    /// # Errors
+    ///
+    /// As any read.
+    pub async fn dataflows(&self, after: impl Into<ReadAfter>) -> Result<Dataflows, ClientError> {
+        let request = proto::ListDataflowsRequest { min_version: read_after_to_wire(&after.into()) };
+        let a = self.call().list_dataflows(request).await?.into_inner();
+        Ok(Dataflows(a.dataflows.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?))
+    }
+
+    /// The dataflow `name`.
+    ///
+    /// # Errors
+    ///
+    /// `NOT_FOUND`.
+    pub async fn dataflow(
+        &self,
+        name: &str,
+        after: impl Into<ReadAfter>,
+    ) -> Result<crate::model::Dataflow, ClientError> {
+        let request = proto::ShowDataflowRequest {
+            name: name.to_owned(),
+            min_version: read_after_to_wire(&after.into()),
+        };
+        let a = self.call().show_dataflow(request).await?.into_inner();
+        let d =
+            a.dataflow.ok_or_else(|| InvalidAnswer { field: "dataflow".into(), reason: "missing".into() })?;
+        Ok(d.try_into()?)
+    }
+
+    /// Deletes the dataflow `name`.
+    ///
+    /// # Errors
+    ///
+    /// `NOT_FOUND`.
+    pub async fn delete_dataflow(&self, name: &str, ack: AckLevel) -> Result<NameWritten, ClientError> {
+        let request = proto::DeleteDataflowRequest { name: name.to_owned(), ack: ack_to_wire(ack) };
+        let write = self.call().delete_dataflow(request).await?.into_inner();
+        Ok(NameWritten { what: "dataflow", name: name.to_owned(), deleted: true, write: write.try_into()? })
+    }
+
+    /// Stores a resource definition (JSON; secrets in clear are sealed by the node
+    /// before anything is stored). With `replace` false, a name already taken is
+    /// refused.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_ARGUMENT` naming the field at fault; `ALREADY_EXISTS`;
+    /// `FAILED_PRECONDITION` when the node has no cluster key to seal a secret with.
+    pub async fn create_resource(
+        &self,
+        definition: impl Into<Vec<u8>>,
+        replace: bool,
+        ack: AckLevel,
+    ) -> Result<ResourceStored, ClientError> {
+        let request =
+            proto::CreateResourceRequest { definition: definition.into(), replace, ack: ack_to_wire(ack) };
+        let a = self.call().create_resource(request).await?.into_inner();
+        let resource =
+            a.resource.ok_or_else(|| InvalidAnswer { field: "resource".into(), reason: "missing".into() })?;
+        Ok(ResourceStored { resource: resource.try_into()?, write: receipt(a.write)? })
+    }
+
+    /// Every resource definition, redacted.
+    ///
+    /// # Errors
+    ///
+    /// As any read.
+    pub async fn resources(&self, after: impl Into<ReadAfter>) -> Result<Resources, ClientError> {
+        let request = proto::ListResourcesRequest { min_version: read_after_to_wire(&after.into()) };
+        let a = self.call().list_resources(request).await?.into_inner();
+        Ok(Resources(a.resources.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?))
+    }
+
+    /// The resource `name`, redacted.
+    ///
+    /// # Errors
+    ///
+    /// `NOT_FOUND`; `INVALID_ARGUMENT` for a bad name.
+    pub async fn resource(
+        &self,
+        name: &str,
+        after: impl Into<ReadAfter>,
+    ) -> Result<ResourceInfo, ClientError> {
+        let request = proto::ShowResourceRequest {
+            name: name.to_owned(),
+            min_version: read_after_to_wire(&after.into()),
+        };
+        let a = self.call().show_resource(request).await?.into_inner();
+        let r =
+            a.resource.ok_or_else(|| InvalidAnswer { field: "resource".into(), reason: "missing".into() })?;
+        Ok(r.try_into()?)
+    }
+
+    /// Deletes the resource `name`.
+    ///
+    /// # Errors
+    ///
+    /// `NOT_FOUND`.
+    pub async fn delete_resource(&self, name: &str, ack: AckLevel) -> Result<NameWritten, ClientError> {
+        let request = proto::DeleteResourceRequest { name: name.to_owned(), ack: ack_to_wire(ack) };
+        let write = self.call().delete_resource(request).await?.into_inner();
+        Ok(NameWritten { what: "resource", name: name.to_owned(), deleted: true, write: write.try_into()? })
+    }
+
+    /// Checks the resources `names` (every resource when empty) on every member.
+    ///
+    /// # Errors
+    ///
+    /// `NOT_FOUND` for a name with no definition. A member that cannot be asked is
+    /// reported in its entry, not as an error.
+    pub async fn check_resources(&self, names: &[String]) -> Result<ResourceChecks, ClientError> {
+        let request = proto::CheckResourcesRequest {
+            names: names.to_vec(),
+            local_only: false,
+            min_version: String::new(),
+        };
+        let a = self.call().check_resources(request).await?.into_inner();
+        Ok(ResourceChecks { nodes: a.nodes.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()? })
+    }
+
+    /// Exports every resource definition, secrets redacted.
+    ///
+    /// # Errors
+    ///
+    /// As any read.
+    pub async fn export_resources(&self, after: impl Into<ReadAfter>) -> Result<ResourceExport, ClientError> {
+        let request = proto::ExportResourcesRequest { min_version: read_after_to_wire(&after.into()) };
+        let a = self.call().export_resources(request).await?.into_inner();
+        let served_by = a.served_by.parse().map_err(|e: spectrum_core::InvalidId| InvalidAnswer {
+            field: "served_by".into(),
+            reason: e.to_string(),
+        })?;
+        Ok(ResourceExport { file: a.file, count: a.count, served_by })
+    }
+
+    /// Imports an export file; with `dry_run`, only says what it would do.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_ARGUMENT` for a malformed file; nothing is written then.
+    pub async fn import_resources(
+        &self,
+        file: impl Into<Vec<u8>>,
+        dry_run: bool,
+        ack: AckLevel,
+    ) -> Result<ImportReport, ClientError> {
+        let request = proto::ImportResourcesRequest { file: file.into(), dry_run, ack: ack_to_wire(ack) };
+        let a = self.call().import_resources(request).await?.into_inner();
+        Ok(ImportReport {
+            dry_run,
+            applied: a.applied,
+            source_cluster: a.source_cluster,
+            plan: a.plan.unwrap_or_default().into(),
+            write: a.write.map(TryInto::try_into).transpose()?,
+        })
+    }
+
+    /// Drains or undrains the member `node`.
+    ///
+    /// # Errors
+    ///
+    /// `NOT_FOUND` for an unknown member; `FAILED_PRECONDITION` for one that left.
+    pub async fn set_node_state(
+        &self,
+        node: &str,
+        change: NodeStateChange,
+        ack: AckLevel,
+    ) -> Result<NodeStateChanged, ClientError> {
+        let state = match change {
+            NodeStateChange::Drain => proto::NodeState::Draining,
+            NodeStateChange::Undrain => proto::NodeState::Active,
+        };
+        let request = proto::SetNodeStateRequest {
+            node_id: node.to_owned(),
+            state: state as i32,
+            ack: ack_to_wire(ack),
+        };
+        let a = self.call().set_node_state(request).await?.into_inner();
+        let member =
+            a.member.ok_or_else(|| InvalidAnswer { field: "member".into(), reason: "missing".into() })?;
+        Ok(NodeStateChanged { member: member.try_into()?, write: receipt(a.write)? })
+    }
+
+    /// Like [`list`](Self::list), bounded by `timeout` (for pollers such as the
+    /// balancer's discovery, which must move on to the next address).
+    ///
+    /// # Errors
+    ///
+    /// `DEADLINE_EXCEEDED` when no answer came in time.
+    pub async fn list_within(&self, prefix: &str, timeout: Duration) -> Result<Entries, ClientError> {
+        match tokio::time::timeout(timeout, self.list(prefix, ReadAfter::Anything)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ClientError::Refused {
+                code: tonic::Code::DeadlineExceeded,
+                message: format!("no answer within {} ms", timeout.as_millis()),
+            }),
+        }
+    }
+}

@@ -1,0 +1,580 @@
+//! The management API's values, as Rust types: what the [admin](crate::admin)
+//! operations produce on a node and what the typed [client](crate::client) returns.
+//!
+//! Every result implements [`Serialize`] (the shape the `spectrum` command prints
+//! with `--json`) and [`Display`](fmt::Display) (the line or table it prints for
+//! people), so one value has one JSON shape wherever it is printed. Stored values
+//! that are JSON documents (dataflow and resource definitions, license documents)
+//! serialise as JSON; any other value as a string.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+use spectrum_core::{Member, NodeId};
+use spectrum_replication::VersionToken;
+
+/// What a read must have seen before it answers: nothing in particular, or a
+/// write (read-your-writes through the balancer, whichever node answers).
+///
+/// ```
+/// use spectrum::model::ReadAfter;
+/// let token = "node-1:42".parse()?;
+/// assert_eq!(ReadAfter::from(&token), ReadAfter::Version(token));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ReadAfter {
+    /// Answer with whatever the node holds.
+    #[default]
+    Anything,
+    /// Answer only once the node holds this write (a bounded wait, else
+    /// `UNAVAILABLE`).
+    Version(VersionToken),
+}
+
+impl From<&VersionToken> for ReadAfter {
+    fn from(token: &VersionToken) -> Self {
+        ReadAfter::Version(token.clone())
+    }
+}
+
+impl From<&WriteReceipt> for ReadAfter {
+    fn from(receipt: &WriteReceipt) -> Self {
+        ReadAfter::Version(receipt.version.clone())
+    }
+}
+
+fn as_text<T: fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+/// Bytes as JSON when they are JSON, else as a (lossy UTF-8) string.
+fn as_json_or_text<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(value) => value.serialize(s),
+        Err(_) => s.serialize_str(&String::from_utf8_lossy(bytes)),
+    }
+}
+
+/// `text` on one line, cut to `max` characters with an ellipsis.
+pub(crate) fn one_line(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes).replace(['\n', '\r'], " ");
+    if text.chars().count() > max {
+        format!("{}…", text.chars().take(max.saturating_sub(1)).collect::<String>())
+    } else {
+        text
+    }
+}
+
+/// An acknowledged write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WriteReceipt {
+    /// The write's version token: pass it as [`ReadAfter`] to read it back anywhere.
+    #[serde(serialize_with = "as_text")]
+    pub version: VersionToken,
+    /// Members that acknowledged it (the answering node included).
+    pub acked: u32,
+    /// Members counted for the acknowledgement (those not left).
+    pub members: u32,
+    /// The node that accepted the write.
+    pub served_by: NodeId,
+}
+
+impl fmt::Display for WriteReceipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "version {}, acknowledged by {}/{} nodes", self.version, self.acked, self.members)
+    }
+}
+
+/// One live entry of the configuration database (resource definitions redacted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Entry {
+    /// Its key, `namespace/name`.
+    pub key: String,
+    /// The version token of the write that set it.
+    #[serde(serialize_with = "as_text")]
+    pub version: VersionToken,
+    /// The value.
+    #[serde(serialize_with = "as_json_or_text")]
+    pub value: Vec<u8>,
+    /// Wall-clock part of its hybrid-logical-clock stamp, in ms since the Unix epoch.
+    #[serde(skip)]
+    pub stamp_wall_ms: u64,
+    /// Logical part of its stamp.
+    #[serde(skip)]
+    pub stamp_logical: u32,
+}
+
+impl fmt::Display for Entry {
+    /// The value as text.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.value))
+    }
+}
+
+/// Entries, shown as a table of key, version and value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Entries(pub Vec<Entry>);
+
+impl fmt::Display for Entries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{:<40} {:<16} VALUE", "KEY", "VERSION")?;
+        for e in &self.0 {
+            writeln!(f, "{:<40} {:<16} {}", e.key, e.version.to_string(), one_line(&e.value, 60))?;
+        }
+        Ok(())
+    }
+}
+
+/// A key written or deleted through `Put` or `Delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyWritten {
+    /// The key.
+    pub key: String,
+    /// Whether the write deleted it.
+    pub deleted: bool,
+    /// The acknowledged write.
+    #[serde(flatten)]
+    pub write: WriteReceipt,
+}
+
+impl fmt::Display for KeyWritten {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.deleted { "deleted" } else { "set" };
+        write!(f, "{} {what} ({})", self.key, self.write)
+    }
+}
+
+/// A peer as the answering node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerInfo {
+    /// The node id it answered as, once it has.
+    pub id: Option<NodeId>,
+    /// Its address.
+    pub addr: String,
+    /// Records it lacks that this node holds, at the last exchange.
+    pub lag: u64,
+    /// Time since the last successful exchange, in ms; `None` when never.
+    pub last_contact_ms_ago: Option<u64>,
+    /// Its clock's offset from this node's, in ms (positive: ahead), once measured.
+    pub clock_offset_ms: Option<i64>,
+    /// Whether that offset is beyond the cluster's maximum.
+    pub clock_skewed: bool,
+    /// The last error talking to it, if the last exchange failed.
+    pub last_error: Option<String>,
+}
+
+/// Whether one resource can be used on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResourceAvailability {
+    /// The resource's name.
+    pub name: String,
+    /// Its kind (`database`, `jdbc`, …).
+    pub kind: String,
+    /// Whether it resolved and answered on that node.
+    pub available: bool,
+    /// What was found, or why not.
+    pub detail: String,
+}
+
+/// One node's view of the cluster: what `spectrum status` shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeStatus {
+    /// The cluster's id.
+    pub cluster: String,
+    /// The answering node.
+    pub node: NodeId,
+    /// Its address.
+    pub addr: String,
+    /// Its Spectrum version.
+    pub version: String,
+    /// Live keys in its copy of the configuration database.
+    pub keys: u64,
+    /// Its version vector: the highest sequence number held per origin node.
+    pub digest: BTreeMap<String, u64>,
+    /// Cluster membership as it holds it.
+    pub members: Vec<Member>,
+    /// Its peers, as it sees them.
+    pub peers: Vec<PeerInfo>,
+    /// Which resources are available on it.
+    pub resources: Vec<ResourceAvailability>,
+}
+
+impl fmt::Display for NodeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "cluster {}  (answered by {} at {}, version {})",
+            self.cluster, self.node, self.addr, self.version
+        )?;
+        writeln!(f, "{} live keys", self.keys)?;
+        writeln!(f, "\n{:<16} {:<28} STATE", "MEMBER", "ADDRESS")?;
+        for m in &self.members {
+            writeln!(f, "{:<16} {:<28} {}", m.id.as_str(), m.addr.as_str(), m.state)?;
+        }
+        writeln!(
+            f,
+            "\n{:<16} {:<28} {:>8} {:>14} {:>12}  ERROR",
+            "PEER", "ADDRESS", "LAG", "LAST CONTACT", "CLOCK"
+        )?;
+        for p in &self.peers {
+            let contact =
+                p.last_contact_ms_ago.map_or_else(|| "never".to_owned(), |ms| format!("{ms} ms ago"));
+            let clock = match (p.clock_offset_ms, p.clock_skewed) {
+                (None, _) => "?".to_owned(),
+                (Some(ms), false) => format!("{ms:+} ms"),
+                (Some(ms), true) => format!("{ms:+} ms SKEW"),
+            };
+            let id = p.id.as_ref().map_or("", NodeId::as_str);
+            let error = p.last_error.as_deref().unwrap_or("");
+            writeln!(f, "{id:<16} {:<28} {:>8} {contact:>14} {clock:>12}  {error}", p.addr, p.lag)?;
+        }
+        if !self.resources.is_empty() {
+            writeln!(f, "\n{:<24} {:<12} {:<10} DETAIL (on {})", "RESOURCE", "KIND", "AVAILABLE", self.node)?;
+            for r in &self.resources {
+                let yes = if r.available { "yes" } else { "NO" };
+                writeln!(f, "{:<24} {:<12} {yes:<10} {}", r.name, r.kind, r.detail)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An installed license, with its expiry counted from today.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LicenseInfo {
+    /// The license's name (`main` by default).
+    pub name: String,
+    /// Who holds it.
+    pub owner: String,
+    /// How many seats it grants.
+    pub seats: u32,
+    /// Its last valid day, `YYYY-MM-DD`.
+    pub expires: String,
+    /// Days from today to expiry (negative once expired).
+    pub days_left: i64,
+    /// Whether it has expired.
+    pub expired: bool,
+    /// The version token of the write that installed it.
+    #[serde(serialize_with = "as_text")]
+    pub version: VersionToken,
+    /// The whole license document as stored.
+    #[serde(serialize_with = "as_json_or_text")]
+    pub document: Vec<u8>,
+}
+
+impl fmt::Display for LicenseInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = if self.expired {
+            format!("EXPIRED {} days ago", -self.days_left)
+        } else {
+            format!("{} days left", self.days_left)
+        };
+        write!(
+            f,
+            "license {}: {} ({} seats), expires {} ({state})",
+            self.name, self.owner, self.seats, self.expires
+        )
+    }
+}
+
+/// A license installed by `SetLicense`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LicenseInstalled {
+    /// The license.
+    pub license: LicenseInfo,
+    /// The acknowledged write.
+    pub write: WriteReceipt,
+}
+
+impl fmt::Display for LicenseInstalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} installed ({})", self.license, self.write)
+    }
+}
+
+/// A stored dataflow definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dataflow {
+    /// Its name.
+    pub name: String,
+    /// The version token of the write that stored it.
+    #[serde(serialize_with = "as_text")]
+    pub version: VersionToken,
+    /// Its definition (a JSON object).
+    #[serde(serialize_with = "as_json_or_text")]
+    pub definition: Vec<u8>,
+}
+
+impl fmt::Display for Dataflow {
+    /// The definition as text.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.definition))
+    }
+}
+
+/// Dataflows, shown as a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Dataflows(pub Vec<Dataflow>);
+
+impl fmt::Display for Dataflows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{:<32} {:<16} DEFINITION", "NAME", "VERSION")?;
+        for d in &self.0 {
+            writeln!(f, "{:<32} {:<16} {}", d.name, d.version.to_string(), one_line(&d.definition, 60))?;
+        }
+        Ok(())
+    }
+}
+
+/// A named object (dataflow, resource) written or deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NameWritten {
+    /// What kind of object: `dataflow`, `resource`.
+    #[serde(skip)]
+    pub what: &'static str,
+    /// Its name.
+    pub name: String,
+    /// Whether the write deleted it.
+    pub deleted: bool,
+    /// The acknowledged write.
+    pub write: WriteReceipt,
+}
+
+impl fmt::Display for NameWritten {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let done = if self.deleted { "deleted" } else { "stored" };
+        write!(f, "{} {} {done} ({})", self.what, self.name, self.write)
+    }
+}
+
+/// A resource definition as the API shows it: secrets redacted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResourceInfo {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its description (empty when none).
+    pub description: String,
+    /// The version token of the write that stored it.
+    #[serde(serialize_with = "as_text")]
+    pub version: VersionToken,
+    /// Whether it holds a secret (shown redacted).
+    pub has_secret: bool,
+    /// The redacted definition (JSON).
+    #[serde(serialize_with = "as_json_or_text")]
+    pub definition: Vec<u8>,
+}
+
+impl fmt::Display for ResourceInfo {
+    /// The redacted definition, pretty-printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match serde_json::from_slice::<serde_json::Value>(&self.definition) {
+            Ok(v) => write!(f, "{v:#}"),
+            Err(_) => f.write_str(&String::from_utf8_lossy(&self.definition)),
+        }
+    }
+}
+
+/// Resources, shown as a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Resources(pub Vec<ResourceInfo>);
+
+impl fmt::Display for Resources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{:<24} {:<12} {:<7} {:<14} DESCRIPTION", "NAME", "KIND", "SECRET", "VERSION")?;
+        for r in &self.0 {
+            let secret = if r.has_secret { "***" } else { "-" };
+            let description = one_line(r.description.as_bytes(), 50);
+            writeln!(
+                f,
+                "{:<24} {:<12} {secret:<7} {:<14} {description}",
+                r.name,
+                r.kind,
+                r.version.to_string()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A resource stored by `CreateResource`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResourceStored {
+    /// The resource, redacted.
+    pub resource: ResourceInfo,
+    /// The acknowledged write.
+    pub write: WriteReceipt,
+}
+
+impl fmt::Display for ResourceStored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = if self.resource.has_secret { ", secret encrypted" } else { "" };
+        write!(f, "resource {} ({}{secret}) stored ({})", self.resource.name, self.resource.kind, self.write)
+    }
+}
+
+/// The resource checks of one member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeResourceCheck {
+    /// The member.
+    pub node: NodeId,
+    /// Its address.
+    pub addr: String,
+    /// Why it could not be asked, when it could not.
+    pub error: Option<String>,
+    /// Each checked resource.
+    pub resources: Vec<ResourceAvailability>,
+}
+
+/// Resource availability on every member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResourceChecks {
+    /// One entry per member, by node id.
+    pub nodes: Vec<NodeResourceCheck>,
+}
+
+impl fmt::Display for ResourceChecks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{:<24} {:<16} {:<10} DETAIL", "RESOURCE", "NODE", "AVAILABLE")?;
+        for n in &self.nodes {
+            if let Some(error) = &n.error {
+                writeln!(f, "{:<24} {:<16} {:<10} node not reachable: {error}", "*", n.node.as_str(), "?")?;
+            }
+            for r in &n.resources {
+                let yes = if r.available { "yes" } else { "NO" };
+                writeln!(f, "{:<24} {:<16} {yes:<10} {}", r.name, n.node.as_str(), r.detail)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An export of every resource definition (secrets redacted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResourceExport {
+    /// The export file's bytes (JSON).
+    #[serde(skip)]
+    pub file: Vec<u8>,
+    /// How many definitions it holds.
+    pub count: u32,
+    /// The node that made it.
+    pub served_by: NodeId,
+}
+
+/// What an import does (or would do, in a dry run).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImportPlan {
+    /// Definitions new to this cluster.
+    pub add: Vec<String>,
+    /// Definitions that replace a different one.
+    pub change: Vec<String>,
+    /// Definitions already present as they are.
+    pub unchanged: Vec<String>,
+    /// Definitions whose secret the file redacted and this cluster lacks: not imported.
+    pub needs_secret: Vec<String>,
+    /// Definitions whose redacted secret keeps this cluster's.
+    pub kept: Vec<String>,
+}
+
+/// The result of an import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    /// Whether it was a dry run.
+    pub dry_run: bool,
+    /// Whether anything was written.
+    pub applied: bool,
+    /// The cluster the file was exported from.
+    pub source_cluster: String,
+    /// What it does.
+    #[serde(flatten)]
+    pub plan: ImportPlan,
+    /// The write, when it applied one.
+    pub write: Option<WriteReceipt>,
+}
+
+impl fmt::Display for ImportReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.dry_run { "would" } else { "import from" };
+        writeln!(f, "{what} cluster {}:", self.source_cluster)?;
+        let p = &self.plan;
+        for (label, names) in [
+            ("add", &p.add),
+            ("change", &p.change),
+            ("unchanged", &p.unchanged),
+            ("needs secret", &p.needs_secret),
+            ("kept", &p.kept),
+        ] {
+            let names = if names.is_empty() { "-".to_owned() } else { names.join(", ") };
+            writeln!(f, "  {label:<13} {names}")?;
+        }
+        match (&self.write, self.dry_run) {
+            (_, true) => write!(f, "dry run: nothing was changed"),
+            (Some(write), false) => write!(f, "imported ({write})"),
+            (None, false) => write!(f, "nothing to change"),
+        }
+    }
+}
+
+/// A member's state changed by an operator (drain, undrain).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeStateChanged {
+    /// The member as now recorded.
+    #[serde(flatten)]
+    pub member: Member,
+    /// The acknowledged write.
+    pub write: WriteReceipt,
+}
+
+impl fmt::Display for NodeStateChanged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {} is now {} ({})", self.member.id, self.member.state, self.write)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt() -> WriteReceipt {
+        WriteReceipt {
+            version: "n1:7".parse().unwrap(),
+            acked: 3,
+            members: 3,
+            served_by: "n1".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn json_values_stay_json_and_other_values_become_strings() {
+        let e = Entry {
+            key: "settings/a".into(),
+            version: "n1:1".parse().unwrap(),
+            value: br#"{"x":1}"#.to_vec(),
+            stamp_wall_ms: 0,
+            stamp_logical: 0,
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["value"]["x"], 1);
+        assert_eq!(v["version"], "n1:1");
+        let text = Entry { value: b"hello".to_vec(), ..e };
+        assert_eq!(serde_json::to_value(&text).unwrap()["value"], "hello");
+        assert_eq!(text.to_string(), "hello");
+    }
+
+    #[test]
+    fn a_written_key_prints_its_receipt_both_ways() {
+        let w = KeyWritten { key: "settings/a".into(), deleted: false, write: receipt() };
+        assert_eq!(w.to_string(), "settings/a set (version n1:7, acknowledged by 3/3 nodes)");
+        let v = serde_json::to_value(&w).unwrap();
+        assert_eq!(
+            (v["key"].as_str(), v["version"].as_str(), v["acked"].as_u64()),
+            (Some("settings/a"), Some("n1:7"), Some(3))
+        );
+    }
+}

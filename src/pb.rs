@@ -1,0 +1,378 @@
+//! The management API's protobuf messages (`spectrum.management.v1`) and their
+//! conversions to and from the [`model`](crate::model) types.
+//!
+//! The generated types are public for interoperability (any gRPC client can use
+//! `proto/spectrum/management.proto`, and nodes serve reflection), but Rust code
+//! talks to a cluster through the typed [`client`](crate::client). Conversions
+//! go both ways: `From<model> for proto` on the serving side (the
+//! [`management`](crate::management) adapter), and validating
+//! `TryFrom<proto> for model` on the client side, which refuses an answer with a
+//! malformed field ([`InvalidAnswer`]) rather than panic or guess.
+
+use std::collections::BTreeMap;
+
+use spectrum_core::{Member, MemberState, NodeId, PeerAddr};
+use spectrum_replication::{AckLevel, VersionToken};
+use thiserror::Error;
+
+use crate::model;
+
+/// Generated types and stubs of `spectrum.management.v1`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("spectrum.management.v1");
+}
+
+/// A node's answer held a field the client could not read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("malformed answer: {field}: {reason}")]
+pub struct InvalidAnswer {
+    /// The field at fault (`write.version`, `members[2].addr`, …).
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn bad(field: impl Into<String>, reason: impl ToString) -> InvalidAnswer {
+    InvalidAnswer { field: field.into(), reason: reason.to_string() }
+}
+
+fn token(field: &str, text: &str) -> Result<VersionToken, InvalidAnswer> {
+    text.parse().map_err(|e| bad(field, e))
+}
+
+fn node_id(field: &str, text: &str) -> Result<NodeId, InvalidAnswer> {
+    text.parse().map_err(|e| bad(field, e))
+}
+
+fn required<T>(field: &str, value: Option<T>) -> Result<T, InvalidAnswer> {
+    value.ok_or_else(|| bad(field, "missing"))
+}
+
+/// The wire form of an acknowledgement level.
+pub fn ack_to_wire(ack: AckLevel) -> i32 {
+    match ack {
+        AckLevel::Local => proto::AckLevel::Local as i32,
+        AckLevel::Quorum => proto::AckLevel::Quorum as i32,
+        // `All`, and any level added later, is sent as the strictest this API knows.
+        _ => proto::AckLevel::All as i32,
+    }
+}
+
+/// An acknowledgement level from the wire, `None` for an unknown value.
+pub fn ack_from_wire(ack: i32) -> Option<AckLevel> {
+    match proto::AckLevel::try_from(ack).ok()? {
+        proto::AckLevel::Local => Some(AckLevel::Local),
+        proto::AckLevel::Quorum => Some(AckLevel::Quorum),
+        proto::AckLevel::All => Some(AckLevel::All),
+    }
+}
+
+/// The wire form of a read's precondition (`min_version`; empty for none).
+pub fn read_after_to_wire(after: &model::ReadAfter) -> String {
+    match after {
+        model::ReadAfter::Anything => String::new(),
+        model::ReadAfter::Version(token) => token.to_string(),
+    }
+}
+
+// ---- serving side: model → proto ----
+
+impl From<model::WriteReceipt> for proto::WriteResult {
+    fn from(w: model::WriteReceipt) -> Self {
+        Self {
+            version: w.version.to_string(),
+            acked: w.acked,
+            members: w.members,
+            served_by: w.served_by.to_string(),
+        }
+    }
+}
+
+impl From<model::Entry> for proto::Entry {
+    fn from(e: model::Entry) -> Self {
+        Self {
+            key: e.key,
+            value: e.value,
+            version: e.version.to_string(),
+            stamp_wall_ms: e.stamp_wall_ms,
+            stamp_logical: e.stamp_logical,
+        }
+    }
+}
+
+impl From<&Member> for proto::MemberStatus {
+    fn from(m: &Member) -> Self {
+        Self { id: m.id.to_string(), addr: m.addr.to_string(), state: m.state.to_string() }
+    }
+}
+
+impl From<model::PeerInfo> for proto::PeerStatus {
+    fn from(p: model::PeerInfo) -> Self {
+        Self {
+            addr: p.addr,
+            id: p.id.map(|i| i.to_string()).unwrap_or_default(),
+            last_contact_ms_ago: p.last_contact_ms_ago.map_or(-1, |ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+            lag: p.lag,
+            has_clock_offset: p.clock_offset_ms.is_some(),
+            clock_offset_ms: p.clock_offset_ms.unwrap_or(0),
+            clock_skewed: p.clock_skewed,
+            last_error: p.last_error.unwrap_or_default(),
+        }
+    }
+}
+
+impl From<model::ResourceAvailability> for proto::ResourceAvailability {
+    fn from(r: model::ResourceAvailability) -> Self {
+        Self { name: r.name, kind: r.kind, available: r.available, detail: r.detail }
+    }
+}
+
+impl From<model::NodeStatus> for proto::StatusResponse {
+    fn from(s: model::NodeStatus) -> Self {
+        Self {
+            cluster_id: s.cluster,
+            node_id: s.node.to_string(),
+            addr: s.addr,
+            version: s.version,
+            members: s.members.iter().map(Into::into).collect(),
+            peers: s.peers.into_iter().map(Into::into).collect(),
+            keys: s.keys,
+            digest: s.digest.into_iter().collect(),
+            resources: s.resources.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<model::LicenseInfo> for proto::LicenseInfo {
+    fn from(l: model::LicenseInfo) -> Self {
+        Self {
+            name: l.name,
+            owner: l.owner,
+            seats: l.seats,
+            expires: l.expires,
+            days_left: l.days_left,
+            expired: l.expired,
+            document: l.document,
+            version: l.version.to_string(),
+        }
+    }
+}
+
+impl From<model::Dataflow> for proto::Dataflow {
+    fn from(d: model::Dataflow) -> Self {
+        Self { name: d.name, definition: d.definition, version: d.version.to_string() }
+    }
+}
+
+impl From<model::ResourceInfo> for proto::Resource {
+    fn from(r: model::ResourceInfo) -> Self {
+        Self {
+            name: r.name,
+            kind: r.kind,
+            description: r.description,
+            definition: r.definition,
+            version: r.version.to_string(),
+            has_secret: r.has_secret,
+        }
+    }
+}
+
+impl From<model::NodeResourceCheck> for proto::NodeResourceCheck {
+    fn from(n: model::NodeResourceCheck) -> Self {
+        Self {
+            node_id: n.node.to_string(),
+            addr: n.addr,
+            error: n.error.unwrap_or_default(),
+            resources: n.resources.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<model::ImportPlan> for proto::ImportPlan {
+    fn from(p: model::ImportPlan) -> Self {
+        Self {
+            add: p.add,
+            change: p.change,
+            unchanged: p.unchanged,
+            needs_secret: p.needs_secret,
+            kept: p.kept,
+        }
+    }
+}
+
+// ---- client side: proto → model, validated ----
+
+impl TryFrom<proto::WriteResult> for model::WriteReceipt {
+    type Error = InvalidAnswer;
+    fn try_from(w: proto::WriteResult) -> Result<Self, Self::Error> {
+        Ok(Self {
+            version: token("write.version", &w.version)?,
+            acked: w.acked,
+            members: w.members,
+            served_by: node_id("write.served_by", &w.served_by)?,
+        })
+    }
+}
+
+/// The receipt of an answer that must carry one.
+pub(crate) fn receipt(write: Option<proto::WriteResult>) -> Result<model::WriteReceipt, InvalidAnswer> {
+    required("write", write)?.try_into()
+}
+
+impl TryFrom<proto::Entry> for model::Entry {
+    type Error = InvalidAnswer;
+    fn try_from(e: proto::Entry) -> Result<Self, Self::Error> {
+        Ok(Self {
+            version: token("entry.version", &e.version)?,
+            key: e.key,
+            value: e.value,
+            stamp_wall_ms: e.stamp_wall_ms,
+            stamp_logical: e.stamp_logical,
+        })
+    }
+}
+
+impl TryFrom<proto::MemberStatus> for Member {
+    type Error = InvalidAnswer;
+    fn try_from(m: proto::MemberStatus) -> Result<Self, Self::Error> {
+        Ok(Member {
+            id: node_id("member.id", &m.id)?,
+            addr: m.addr.parse::<PeerAddr>().map_err(|e| bad("member.addr", e))?,
+            state: m.state.parse::<MemberState>().map_err(|e| bad("member.state", e))?,
+        })
+    }
+}
+
+impl TryFrom<proto::PeerStatus> for model::PeerInfo {
+    type Error = InvalidAnswer;
+    fn try_from(p: proto::PeerStatus) -> Result<Self, Self::Error> {
+        Ok(Self {
+            id: if p.id.is_empty() { None } else { Some(node_id("peer.id", &p.id)?) },
+            addr: p.addr,
+            lag: p.lag,
+            last_contact_ms_ago: u64::try_from(p.last_contact_ms_ago).ok(),
+            clock_offset_ms: p.has_clock_offset.then_some(p.clock_offset_ms),
+            clock_skewed: p.clock_skewed,
+            last_error: (!p.last_error.is_empty()).then_some(p.last_error),
+        })
+    }
+}
+
+impl From<proto::ResourceAvailability> for model::ResourceAvailability {
+    fn from(r: proto::ResourceAvailability) -> Self {
+        Self { name: r.name, kind: r.kind, available: r.available, detail: r.detail }
+    }
+}
+
+impl TryFrom<proto::StatusResponse> for model::NodeStatus {
+    type Error = InvalidAnswer;
+    fn try_from(s: proto::StatusResponse) -> Result<Self, Self::Error> {
+        Ok(Self {
+            node: node_id("node_id", &s.node_id)?,
+            cluster: s.cluster_id,
+            addr: s.addr,
+            version: s.version,
+            keys: s.keys,
+            digest: s.digest.into_iter().collect::<BTreeMap<_, _>>(),
+            members: s.members.into_iter().map(Member::try_from).collect::<Result<_, _>>()?,
+            peers: s.peers.into_iter().map(model::PeerInfo::try_from).collect::<Result<_, _>>()?,
+            resources: s.resources.into_iter().map(Into::into).collect(),
+        })
+    }
+}
+
+impl TryFrom<proto::LicenseInfo> for model::LicenseInfo {
+    type Error = InvalidAnswer;
+    fn try_from(l: proto::LicenseInfo) -> Result<Self, Self::Error> {
+        Ok(Self {
+            version: token("license.version", &l.version)?,
+            name: l.name,
+            owner: l.owner,
+            seats: l.seats,
+            expires: l.expires,
+            days_left: l.days_left,
+            expired: l.expired,
+            document: l.document,
+        })
+    }
+}
+
+impl TryFrom<proto::Dataflow> for model::Dataflow {
+    type Error = InvalidAnswer;
+    fn try_from(d: proto::Dataflow) -> Result<Self, Self::Error> {
+        Ok(Self { version: token("dataflow.version", &d.version)?, name: d.name, definition: d.definition })
+    }
+}
+
+impl TryFrom<proto::Resource> for model::ResourceInfo {
+    type Error = InvalidAnswer;
+    fn try_from(r: proto::Resource) -> Result<Self, Self::Error> {
+        Ok(Self {
+            version: token("resource.version", &r.version)?,
+            name: r.name,
+            kind: r.kind,
+            description: r.description,
+            has_secret: r.has_secret,
+            definition: r.definition,
+        })
+    }
+}
+
+impl TryFrom<proto::NodeResourceCheck> for model::NodeResourceCheck {
+    type Error = InvalidAnswer;
+    fn try_from(n: proto::NodeResourceCheck) -> Result<Self, Self::Error> {
+        Ok(Self {
+            node: node_id("nodes.node_id", &n.node_id)?,
+            addr: n.addr,
+            error: (!n.error.is_empty()).then_some(n.error),
+            resources: n.resources.into_iter().map(Into::into).collect(),
+        })
+    }
+}
+
+impl From<proto::ImportPlan> for model::ImportPlan {
+    fn from(p: proto::ImportPlan) -> Self {
+        Self {
+            add: p.add,
+            change: p.change,
+            unchanged: p.unchanged,
+            needs_secret: p.needs_secret,
+            kept: p.kept,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgement_levels_round_trip_and_unknown_ones_are_refused() {
+        for ack in [AckLevel::Local, AckLevel::Quorum, AckLevel::All] {
+            assert_eq!(ack_from_wire(ack_to_wire(ack)), Some(ack));
+        }
+        assert_eq!(ack_from_wire(7), None);
+    }
+
+    #[test]
+    fn a_malformed_answer_names_its_field() {
+        let w = proto::WriteResult { version: "nope".into(), acked: 1, members: 1, served_by: "n1".into() };
+        let err = model::WriteReceipt::try_from(w).unwrap_err();
+        assert_eq!(err.field, "write.version");
+        assert!(receipt(None).unwrap_err().to_string().contains("write: missing"));
+        let m = proto::MemberStatus { id: "n1".into(), addr: "http://n1".into(), state: "active".into() };
+        assert_eq!(Member::try_from(m).unwrap_err().field, "member.addr");
+    }
+
+    #[test]
+    fn receipts_round_trip_through_the_wire() {
+        let w = model::WriteReceipt {
+            version: "n1:3".parse().unwrap(),
+            acked: 2,
+            members: 3,
+            served_by: "n1".parse().unwrap(),
+        };
+        assert_eq!(model::WriteReceipt::try_from(proto::WriteResult::from(w.clone())).unwrap(), w);
+    }
+}
