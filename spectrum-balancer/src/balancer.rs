@@ -21,7 +21,7 @@ use crate::error::BalancerError;
 use crate::metrics;
 use crate::pool::Pool;
 use crate::proxy::Proxy;
-use crate::stats::BalancerStatsService;
+use crate::stats::{BackendStats, BalancerStatsService};
 use crate::strategy::{BalancingStrategy, RoundRobin};
 
 /// The load balancer. Start one with [`Balancer::builder`].
@@ -128,35 +128,6 @@ impl BalancerBuilder {
         info!(%local_addr, "balancer listening");
         Ok(BalancerHandle { local_addr, metrics_addr, pool, shutdown, accept: Some(accept), tasks })
     }
-}
-
-/// Figures for one backend, as [`BalancerHandle::stats`] reports them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BackendStats {
-    /// The node.
-    pub id: NodeId,
-    /// Its address.
-    pub addr: SocketAddr,
-    /// Its weight.
-    pub weight: u32,
-    /// Whether it may take requests: health checks pass and it is not ejected.
-    pub healthy: bool,
-    /// Whether it is passively ejected (failed connections or `UNAVAILABLE` answers)
-    /// and still within its backoff.
-    pub ejected: bool,
-    /// Whether it is draining (gets no new requests), by the operator or membership.
-    pub draining: bool,
-    /// Requests sent to it whose responses have not ended.
-    pub in_flight: u64,
-    /// Requests sent to it (attempts included).
-    pub requests: u64,
-    /// Failed requests and failed connection attempts.
-    pub failures: u64,
-    /// Requests that failed on it and were sent again to another backend.
-    pub retries: u64,
-    /// Moving average of its time to response headers, in microseconds.
-    pub latency_ewma_us: u64,
 }
 
 /// A running balancer.

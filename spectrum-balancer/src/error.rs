@@ -1,9 +1,12 @@
-//! The crate's error type.
+//! The crate's error types: [`BalancerError`] for the API, [`BoxError`] for body streams.
 
 use std::net::SocketAddr;
 
 use spectrum_core::NodeId;
 use thiserror::Error;
+
+/// The error type of [`ProxyBody`](crate::ProxyBody): whatever broke a body stream.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What went wrong while starting or reconfiguring a balancer.
 ///
@@ -47,7 +50,7 @@ pub enum BalancerError {
     #[error("membership discovery failed: {source}")]
     Discovery {
         /// What went wrong, as the source reported it.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: BoxError,
     },
     /// A configuration value is out of range.
     #[error("invalid balancer configuration: {field} {reason}")]
@@ -61,7 +64,7 @@ pub enum BalancerError {
 
 impl BalancerError {
     /// Wraps a [`Discovery`](crate::Discovery) implementation's own error.
-    pub fn discovery(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+    pub fn discovery(source: impl Into<BoxError>) -> Self {
         Self::Discovery { source: source.into() }
     }
 }

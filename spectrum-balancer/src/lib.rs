@@ -203,12 +203,12 @@ pub mod testing;
 mod upstream;
 
 pub use backend::{Backend, BackendLoad, LoadRegistry};
-pub use balancer::{BackendStats, Balancer, BalancerBuilder, BalancerHandle, DEFAULT_DISCOVERY_INTERVAL};
-pub use body::{BoxError, ProxyBody};
+pub use balancer::{Balancer, BalancerBuilder, BalancerHandle, DEFAULT_DISCOVERY_INTERVAL};
+pub use body::ProxyBody;
 pub use config::{BackendConfig, BalancerConfig, PathMatcher, RetryBudgetConfig};
 pub use discovery::{Discovery, StaticDiscovery};
-pub use error::BalancerError;
-pub use stats::BalancerStatsService;
+pub use error::{BalancerError, BoxError};
+pub use stats::{BackendStats, BalancerStatsService};
 pub use strategy::{
     BalancingStrategy, ConsistentHash, LeastRequests, Outcome, PeakEwma, Random, RequestContext, RoundRobin,
     WeightedRoundRobin,

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 use crate::pool::Pool;
+use crate::stats::BackendStats;
 
 /// The content type of the text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -60,7 +61,7 @@ pub(crate) fn render(pool: &Pool) -> String {
     let stats = pool.stats();
     let labels: Vec<String> =
         stats.iter().map(|s| format!("node=\"{}\",addr=\"{}\"", label(s.id.as_str()), s.addr)).collect();
-    type Figure = fn(&crate::BackendStats) -> String;
+    type Figure = fn(&BackendStats) -> String;
     let per_backend: [(&str, &str, &str, Figure); 8] = [
         ("spectrum_balancer_backend_requests_total", "counter", "Requests sent to the backend.", |s| {
             s.requests.to_string()

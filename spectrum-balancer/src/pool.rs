@@ -12,11 +12,11 @@ use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 use crate::backend::{Backend, LoadRegistry};
-use crate::balancer::BackendStats;
 use crate::config::{BackendConfig, BalancerConfig};
 use crate::error::BalancerError;
 use crate::health::{self, Backoff, CheckSettings, HealthState, now_ms};
 use crate::retry::RetryBudget;
+use crate::stats::BackendStats;
 use crate::upstream::Upstream;
 
 /// One configured backend with everything the proxy needs to reach it.

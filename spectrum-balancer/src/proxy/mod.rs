@@ -17,14 +17,17 @@ use hyper::body::Incoming;
 use tracing::{debug, trace, warn};
 
 use crate::body::{
-    Completion, GRPC_DEADLINE_EXCEEDED, GRPC_RESOURCE_EXHAUSTED, GRPC_UNAVAILABLE, ProxyBody, TrackedBody,
-    Verdict, local_answer,
+    GRPC_DEADLINE_EXCEEDED, GRPC_RESOURCE_EXHAUSTED, GRPC_UNAVAILABLE, ProxyBody, Verdict, local_answer,
 };
 use crate::pool::{Candidates, Counters, Pool};
 use crate::replay::{AttemptBody, RequestBody};
 use crate::stats::proto::balancer_server::BalancerServer;
-use crate::stats::{self, BalancerStatsService};
+use crate::stats::service::{self, BalancerStatsService};
 use crate::strategy::{BalancingStrategy, Outcome, RequestContext};
+
+mod completion;
+
+use completion::{Completion, TrackedBody};
 
 /// gRPC status code `INTERNAL`.
 const GRPC_INTERNAL: u32 = 13;
@@ -204,9 +207,9 @@ impl Proxy {
     pub(crate) async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
         // The balancer's own service: one prefix compare on the hot path.
         if let Some(server) = &self.stats {
-            if req.uri().path().as_bytes().starts_with(stats::PATH_PREFIX) {
+            if req.uri().path().as_bytes().starts_with(service::PATH_PREFIX) {
                 trace!(path = req.uri().path(), %client, "balancer's own call");
-                return stats::answer(server, req).await;
+                return service::answer(server, req).await;
             }
         }
         let grpc = is_grpc(req.headers());
