@@ -1,8 +1,9 @@
-//! Starting, observing, reconfiguring and stopping a balancer.
+//! Starting, observing, reconfiguring and stopping a balancer: the assembly that
+//! binds the ports, spawns the tasks and wires discovery sources to the pool.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -16,7 +17,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, instrument, warn};
 
 use crate::config::{BackendConfig, BalancerConfig};
-use crate::discovery::{self, Discovery};
+use crate::discovery::Discovery;
 use crate::error::BalancerError;
 use crate::metrics;
 use crate::pool::Pool;
@@ -121,7 +122,7 @@ impl BalancerBuilder {
             tasks.push(tokio::spawn(metrics::serve(listener, pool.clone())));
         }
         if let Some((source, interval)) = self.discovery {
-            tasks.push(tokio::spawn(discovery::run(source, interval, Arc::downgrade(&pool))));
+            tasks.push(tokio::spawn(poll_discovery(source, interval, Arc::downgrade(&pool))));
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(listener, proxy, shutdown_rx, grace));
@@ -241,6 +242,22 @@ impl Drop for BalancerHandle {
         if let Some(accept) = self.accept.take() {
             accept.abort();
             self.pool.close();
+        }
+    }
+}
+
+/// Polls `source` every `interval` and applies what it says to the pool, until the
+/// pool is gone (or the task is aborted). A failed poll changes nothing.
+async fn poll_discovery(source: Arc<dyn Discovery>, interval: Duration, pool: Weak<Pool>) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let result = source.members().await;
+        let Some(pool) = pool.upgrade() else { return };
+        match result.and_then(|members| pool.apply_members(&members)) {
+            Ok(()) => debug!("membership applied"),
+            Err(error) => warn!(%error, "membership poll failed; keeping the current members"),
         }
     }
 }

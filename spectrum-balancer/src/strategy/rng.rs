@@ -35,3 +35,17 @@ impl SplitMix {
         ((u128::from(self.next_u64()) * u128::from(n64)) >> 64) as usize
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_draws_and_draws_stay_below_the_bound() {
+        let (a, b) = (SplitMix::new(9), SplitMix::new(9));
+        let draws: Vec<usize> = (0..100).map(|_| a.below(7)).collect();
+        assert_eq!(draws, (0..100).map(|_| b.below(7)).collect::<Vec<_>>());
+        assert!(draws.iter().all(|&d| d < 7));
+        assert!((0..7).all(|n| draws.contains(&n)), "every value comes up: {draws:?}");
+    }
+}
