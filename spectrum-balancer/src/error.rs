@@ -52,6 +52,31 @@ pub enum BalancerError {
         /// What went wrong, as the source reported it.
         source: BoxError,
     },
+    /// A [`StatsClient`](crate::stats::StatsClient) could not reach the balancer.
+    #[error("cannot reach the balancer at {endpoint}: {source}")]
+    Connect {
+        /// The address asked for.
+        endpoint: String,
+        /// Why it could not be reached: an invalid URI, or a transport error.
+        source: BoxError,
+    },
+    /// A [`StatsClient`](crate::stats::StatsClient) call was answered with a gRPC
+    /// error. The code is `Unimplemented` when the endpoint is a node, not a balancer.
+    #[error("the balancer's Stats call failed: {code:?}: {message}")]
+    StatsCall {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The status message.
+        message: String,
+    },
+    /// A balancer's `Stats` answer held a value that could not be read.
+    #[error("invalid Stats answer: {field}: {reason}")]
+    InvalidStatsAnswer {
+        /// Which field, as `backends[2].addr`.
+        field: String,
+        /// Why it could not be read.
+        reason: String,
+    },
     /// A configuration value is out of range.
     #[error("invalid balancer configuration: {field} {reason}")]
     InvalidConfig {

@@ -18,7 +18,7 @@ use crate::config::{BackendConfig, BalancerConfig};
 use crate::error::BalancerError;
 use crate::health::{self, Backoff, Check, HealthState, Thresholds, now_ms};
 use crate::retry::RetryBudget;
-use crate::stats::BackendStats;
+use crate::stats::{BackendHealth, BackendStats};
 use crate::upstream::Upstream;
 
 /// One configured backend with everything the proxy needs to reach it.
@@ -414,12 +414,14 @@ impl Pool {
             .map(|m| {
                 let e = &m.entry;
                 let load = &e.backend.load;
+                let (healthy, ejected) = (e.health.is_up(), e.health.is_ejected(now_ms()));
                 BackendStats {
                     id: e.backend.id.clone(),
                     addr: e.backend.addr,
                     weight: e.backend.weight,
-                    healthy: e.health.is_up(),
-                    ejected: e.health.is_ejected(now_ms()),
+                    health: BackendHealth::of(healthy, ejected),
+                    healthy,
+                    ejected,
                     draining: e.is_draining(),
                     retries: load.retries(),
                     in_flight: load.in_flight(),

@@ -13,7 +13,7 @@ use tonic::codegen::Service as _;
 use crate::body::{ProxyBody, local_answer};
 use crate::error::BoxError;
 use crate::pool::Pool;
-use crate::stats::{BackendStats, proto};
+use crate::stats::{BalancerStats, proto};
 
 /// The path prefix of every method of the balancer's own service.
 pub(crate) const PATH_PREFIX: &[u8] = b"/spectrum.balancer.v1.Balancer/";
@@ -39,9 +39,14 @@ impl BalancerStatsService {
 
     /// The figures, as `Stats` answers them.
     pub fn snapshot(&self) -> proto::StatsResponse {
+        proto::StatsResponse::from(&self.stats())
+    }
+
+    /// The figures as domain types: every backend's and the totals.
+    pub fn stats(&self) -> BalancerStats {
         let c = &self.pool.counters;
-        proto::StatsResponse {
-            backends: self.pool.stats().iter().map(backend).collect(),
+        BalancerStats {
+            backends: self.pool.stats(),
             requests: c.requests.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             retry_budget_exhausted: c.budget_exhausted.load(Ordering::Relaxed),
@@ -53,22 +58,6 @@ impl BalancerStatsService {
     /// This service as a tonic server, ready to be added to a router.
     pub fn into_server(self) -> proto::balancer_server::BalancerServer<Self> {
         proto::balancer_server::BalancerServer::new(self)
-    }
-}
-
-fn backend(s: &BackendStats) -> proto::BackendStats {
-    proto::BackendStats {
-        id: s.id.as_str().to_owned(),
-        addr: s.addr.to_string(),
-        weight: s.weight,
-        healthy: s.healthy,
-        ejected: s.ejected,
-        draining: s.draining,
-        in_flight: s.in_flight,
-        requests: s.requests,
-        failures: s.failures,
-        retries: s.retries,
-        latency_ewma_us: s.latency_ewma_us,
     }
 }
 
