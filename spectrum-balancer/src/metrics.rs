@@ -1,5 +1,9 @@
 //! Prometheus text exposition of the balancer's figures, and the optional listener
 //! that serves it at `/metrics`.
+//!
+//! The renderer is written by hand: the figures already live in the pool's
+//! atomics, and printing them is a few dozen lines, where the `prometheus` crate
+//! would add a registry and a second copy of every counter.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
