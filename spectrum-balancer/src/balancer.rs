@@ -1,8 +1,9 @@
-//! Starting, observing, reconfiguring and stopping a balancer.
+//! Starting, observing, reconfiguring and stopping a balancer: the assembly that
+//! binds the ports, spawns the tasks and wires discovery sources to the pool.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -16,12 +17,12 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, instrument, warn};
 
 use crate::config::{BackendConfig, BalancerConfig};
-use crate::discovery::{self, Discovery};
+use crate::discovery::Discovery;
 use crate::error::BalancerError;
 use crate::metrics;
 use crate::pool::Pool;
 use crate::proxy::Proxy;
-use crate::stats::BalancerStatsService;
+use crate::stats::{BackendStats, BalancerStatsService};
 use crate::strategy::{BalancingStrategy, RoundRobin};
 
 /// The load balancer. Start one with [`Balancer::builder`].
@@ -121,42 +122,13 @@ impl BalancerBuilder {
             tasks.push(tokio::spawn(metrics::serve(listener, pool.clone())));
         }
         if let Some((source, interval)) = self.discovery {
-            tasks.push(tokio::spawn(discovery::run(source, interval, Arc::downgrade(&pool))));
+            tasks.push(tokio::spawn(poll_discovery(source, interval, Arc::downgrade(&pool))));
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(listener, proxy, shutdown_rx, grace));
         info!(%local_addr, "balancer listening");
         Ok(BalancerHandle { local_addr, metrics_addr, pool, shutdown, accept: Some(accept), tasks })
     }
-}
-
-/// Figures for one backend, as [`BalancerHandle::stats`] reports them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct BackendStats {
-    /// The node.
-    pub id: NodeId,
-    /// Its address.
-    pub addr: SocketAddr,
-    /// Its weight.
-    pub weight: u32,
-    /// Whether it may take requests: health checks pass and it is not ejected.
-    pub healthy: bool,
-    /// Whether it is passively ejected (failed connections or `UNAVAILABLE` answers)
-    /// and still within its backoff.
-    pub ejected: bool,
-    /// Whether it is draining (gets no new requests), by the operator or membership.
-    pub draining: bool,
-    /// Requests sent to it whose responses have not ended.
-    pub in_flight: u64,
-    /// Requests sent to it (attempts included).
-    pub requests: u64,
-    /// Failed requests and failed connection attempts.
-    pub failures: u64,
-    /// Requests that failed on it and were sent again to another backend.
-    pub retries: u64,
-    /// Moving average of its time to response headers, in microseconds.
-    pub latency_ewma_us: u64,
 }
 
 /// A running balancer.
@@ -270,6 +242,22 @@ impl Drop for BalancerHandle {
         if let Some(accept) = self.accept.take() {
             accept.abort();
             self.pool.close();
+        }
+    }
+}
+
+/// Polls `source` every `interval` and applies what it says to the pool, until the
+/// pool is gone (or the task is aborted). A failed poll changes nothing.
+async fn poll_discovery(source: Arc<dyn Discovery>, interval: Duration, pool: Weak<Pool>) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let result = source.members().await;
+        let Some(pool) = pool.upgrade() else { return };
+        match result.and_then(|members| pool.apply_members(&members)) {
+            Ok(()) => debug!("membership applied"),
+            Err(error) => warn!(%error, "membership poll failed; keeping the current members"),
         }
     }
 }

@@ -1,15 +1,12 @@
 //! Where the balancer learns the cluster's members: the [`Discovery`] trait.
 
 use std::fmt;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use spectrum_core::Member;
-use tracing::{debug, warn};
 
 use crate::error::BalancerError;
-use crate::pool::Pool;
 
 /// A source of cluster membership, polled by the balancer.
 ///
@@ -99,22 +96,6 @@ impl StaticDiscovery {
 impl Discovery for StaticDiscovery {
     async fn members(&self) -> Result<Vec<Member>, BalancerError> {
         Ok(self.members.clone())
-    }
-}
-
-/// Polls `source` every `interval` and applies what it says to the pool, until the
-/// pool is gone (or the task is aborted).
-pub(crate) async fn run(source: Arc<dyn Discovery>, interval: Duration, pool: Weak<Pool>) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let result = source.members().await;
-        let Some(pool) = pool.upgrade() else { return };
-        match result.and_then(|members| pool.apply_members(&members)) {
-            Ok(()) => debug!("membership applied"),
-            Err(error) => warn!(%error, "membership poll failed; keeping the current members"),
-        }
     }
 }
 

@@ -1,9 +1,12 @@
-//! The crate's error type.
+//! The crate's error types: [`BalancerError`] for the API, [`BoxError`] for body streams.
 
 use std::net::SocketAddr;
 
 use spectrum_core::NodeId;
 use thiserror::Error;
+
+/// The error type of [`ProxyBody`](crate::ProxyBody): whatever broke a body stream.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What went wrong while starting or reconfiguring a balancer.
 ///
@@ -47,7 +50,32 @@ pub enum BalancerError {
     #[error("membership discovery failed: {source}")]
     Discovery {
         /// What went wrong, as the source reported it.
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: BoxError,
+    },
+    /// A [`StatsClient`](crate::stats::StatsClient) could not reach the balancer.
+    #[error("cannot reach the balancer at {endpoint}: {source}")]
+    Connect {
+        /// The address asked for.
+        endpoint: String,
+        /// Why it could not be reached: an invalid URI, or a transport error.
+        source: BoxError,
+    },
+    /// A [`StatsClient`](crate::stats::StatsClient) call was answered with a gRPC
+    /// error. The code is `Unimplemented` when the endpoint is a node, not a balancer.
+    #[error("the balancer's Stats call failed: {code:?}: {message}")]
+    StatsCall {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The status message.
+        message: String,
+    },
+    /// A balancer's `Stats` answer held a value that could not be read.
+    #[error("invalid Stats answer: {field}: {reason}")]
+    InvalidStatsAnswer {
+        /// Which field, as `backends[2].addr`.
+        field: String,
+        /// Why it could not be read.
+        reason: String,
     },
     /// A configuration value is out of range.
     #[error("invalid balancer configuration: {field} {reason}")]
@@ -61,7 +89,7 @@ pub enum BalancerError {
 
 impl BalancerError {
     /// Wraps a [`Discovery`](crate::Discovery) implementation's own error.
-    pub fn discovery(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+    pub fn discovery(source: impl Into<BoxError>) -> Self {
         Self::Discovery { source: source.into() }
     }
 }

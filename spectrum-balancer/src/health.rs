@@ -1,17 +1,19 @@
-//! Active health checks with `grpc.health.v1`, and the health state they maintain
-//! together with passive ejection.
+//! The health of one backend: the state that active checks and passive ejection
+//! maintain together ([`HealthState`]), and one active check with `grpc.health.v1`
+//! ([`check_once`]).
+//!
+//! Like pingora's health check, this module knows one backend and nothing of the
+//! set: the pool owns the per-backend check loop, records each result here, and
+//! rebuilds its snapshot when a backend's eligibility changes.
 
 use std::net::SocketAddr;
-use std::sync::Weak;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use spectrum_core::{NodeId, PeerAddr, TransportConfig};
+use spectrum_core::{PeerAddr, TransportConfig};
+use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-use tracing::{debug, info, warn};
-
-use crate::pool::Pool;
 
 const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
@@ -27,6 +29,24 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) struct Backoff {
     pub(crate) base: Duration,
     pub(crate) max: Duration,
+}
+
+/// How many check results in a row change a backend's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Thresholds {
+    /// Passing checks in a row that bring a down backend back up.
+    pub(crate) rise: u32,
+    /// Failing checks in a row that take an up backend down.
+    pub(crate) fall: u32,
+}
+
+/// The result of one active check, as [`HealthState::record`] counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// The backend answered `SERVING` in time.
+    Passed,
+    /// It answered something else, an error, or nothing in time.
+    Failed,
 }
 
 /// Health of one backend: never checked, up, or down; with the run of consecutive
@@ -55,10 +75,13 @@ impl HealthState {
     }
 
     /// Records a check result; returns whether the backend changed between
-    /// eligible and not. A backend in its ejection backoff is not admitted.
-    pub(crate) fn record(&self, ok: bool, rise: u32, fall: u32, now_ms: u64) -> bool {
+    /// eligible and not. A never-checked backend is decided by its first result;
+    /// after that it takes `thresholds.rise` passes (or `thresholds.fall` failures)
+    /// in a row to change. A backend in its ejection backoff is not admitted.
+    pub(crate) fn record(&self, check: Check, thresholds: Thresholds, now_ms: u64) -> bool {
+        let Thresholds { rise, fall } = thresholds;
         let status = self.status.load(Ordering::Acquire);
-        if ok {
+        if check == Check::Passed {
             self.failures.store(0, Ordering::Relaxed);
             let run = self.successes.fetch_add(1, Ordering::Relaxed).saturating_add(1);
             let admit = match status {
@@ -119,51 +142,34 @@ impl HealthState {
     }
 }
 
-/// What a health task needs to know.
-#[derive(Debug, Clone)]
-pub(crate) struct CheckSettings {
-    pub(crate) interval: Duration,
-    pub(crate) timeout: Duration,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) rise: u32,
-    pub(crate) fall: u32,
+/// A `grpc.health.v1` client for the backend at `addr`, connecting lazily (on its
+/// first check) and giving up on a call after `timeout`.
+pub(crate) fn client(addr: SocketAddr, connect_timeout: Duration, timeout: Duration) -> HealthClient<Channel> {
+    let transport =
+        TransportConfig { connect_timeout, request_timeout: Some(timeout), ..TransportConfig::default() };
+    HealthClient::new(transport.endpoint(&PeerAddr::from(addr)).connect_lazy())
 }
 
-/// Checks one backend every `interval` until aborted or the pool is gone.
-pub(crate) async fn run_checks(id: NodeId, addr: SocketAddr, settings: CheckSettings, pool: Weak<Pool>) {
-    let transport = TransportConfig {
-        connect_timeout: settings.connect_timeout,
-        request_timeout: Some(settings.timeout),
-        ..TransportConfig::default()
-    };
-    let channel = transport.endpoint(&PeerAddr::from(addr)).connect_lazy();
-    let mut client = HealthClient::new(channel);
-    let mut ticks = tokio::time::interval(settings.interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let request = HealthCheckRequest { service: String::new() };
-        let result = tokio::time::timeout(settings.timeout, client.check(request)).await;
-        let (ok, detail) = match result {
-            Ok(Ok(resp)) => {
-                let status = resp.into_inner().status;
-                (status == ServingStatus::Serving as i32, format!("serving status {status}"))
-            }
-            Ok(Err(status)) => (false, format!("{:?}: {}", status.code(), status.message())),
-            Err(_) => (false, format!("no answer within {:?}", settings.timeout)),
-        };
-        let Some(pool) = pool.upgrade() else { return };
-        let Some(state) = pool.health_of(&id, addr) else { return };
-        if state.record(ok, settings.rise, settings.fall, now_ms()) {
-            if ok {
-                info!(node = %id, backend = %addr, "backend healthy");
+/// Asks the backend behind `client` once whether it is serving (the whole server:
+/// an empty service name), waiting at most `timeout`.
+///
+/// # Errors
+///
+/// What went wrong, for the log: a status other than `SERVING`, a gRPC error, or no
+/// answer in time.
+pub(crate) async fn check_once(client: &mut HealthClient<Channel>, timeout: Duration) -> Result<(), String> {
+    let request = HealthCheckRequest { service: String::new() };
+    match tokio::time::timeout(timeout, client.check(request)).await {
+        Ok(Ok(resp)) => {
+            let status = resp.into_inner().status;
+            if status == ServingStatus::Serving as i32 {
+                Ok(())
             } else {
-                warn!(node = %id, backend = %addr, detail = %detail, "backend unhealthy");
+                Err(format!("serving status {status}"))
             }
-            pool.rebuild();
-        } else if !ok {
-            debug!(node = %id, backend = %addr, detail = %detail, "health check failed");
         }
+        Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 
@@ -172,39 +178,42 @@ mod tests {
     use super::*;
 
     const BACKOFF: Backoff = Backoff { base: Duration::from_millis(100), max: Duration::from_millis(1_000) };
+    const TWO_EACH: Thresholds = Thresholds { rise: 2, fall: 2 };
+    const ONE_EACH: Thresholds = Thresholds { rise: 1, fall: 1 };
+    use Check::{Failed, Passed};
 
     #[test]
     fn a_new_backend_is_admitted_after_its_first_good_check() {
         let h = HealthState::default();
         assert!(!h.is_up());
-        assert!(h.record(true, 2, 2, 0));
+        assert!(h.record(Passed, TWO_EACH, 0));
         assert!(h.is_up());
     }
 
     #[test]
     fn fall_failures_mark_down_and_rise_successes_bring_back() {
         let h = HealthState::default();
-        h.record(true, 2, 2, 0);
-        assert!(!h.record(false, 2, 2, 0));
+        h.record(Passed, TWO_EACH, 0);
+        assert!(!h.record(Failed, TWO_EACH, 0));
         assert!(h.is_up());
-        assert!(h.record(false, 2, 2, 0));
+        assert!(h.record(Failed, TWO_EACH, 0));
         assert!(!h.is_up());
-        assert!(!h.record(true, 2, 2, 0));
-        assert!(!h.record(false, 2, 2, 0));
-        assert!(!h.record(true, 2, 2, 0));
-        assert!(h.record(true, 2, 2, 0));
+        assert!(!h.record(Passed, TWO_EACH, 0));
+        assert!(!h.record(Failed, TWO_EACH, 0));
+        assert!(!h.record(Passed, TWO_EACH, 0));
+        assert!(h.record(Passed, TWO_EACH, 0));
         assert!(h.is_up());
     }
 
     #[test]
     fn an_ejected_backend_needs_its_backoff_and_rise_checks_to_come_back() {
         let h = HealthState::default();
-        h.record(true, 2, 2, 0);
+        h.record(Passed, TWO_EACH, 0);
         assert!(h.eject(BACKOFF, 1_000));
         assert!(!h.eject(BACKOFF, 1_000));
-        assert!(!h.record(true, 2, 2, 1_010));
-        assert!(!h.record(true, 2, 2, 1_050), "still in its 100 ms backoff");
-        assert!(h.record(true, 2, 2, 1_100));
+        assert!(!h.record(Passed, TWO_EACH, 1_010));
+        assert!(!h.record(Passed, TWO_EACH, 1_050), "still in its 100 ms backoff");
+        assert!(h.record(Passed, TWO_EACH, 1_100));
         assert!(h.is_up());
     }
 
@@ -214,7 +223,7 @@ mod tests {
         let mut now = 10_000;
         let mut outs = Vec::new();
         for _ in 0..6 {
-            h.record(true, 1, 1, now);
+            h.record(Passed, ONE_EACH, now);
             h.eject(BACKOFF, now);
             let mut out = 0;
             while h.is_ejected(now + out) {
@@ -235,5 +244,36 @@ mod tests {
         assert!(!h.exchange_failed(3));
         assert!(!h.exchange_failed(3));
         assert!(h.exchange_failed(3));
+    }
+
+    #[test]
+    fn a_new_backend_is_marked_down_by_its_first_failed_check() {
+        let h = HealthState::default();
+        assert!(!h.record(Failed, TWO_EACH, 0), "never up, so no change of eligibility");
+        assert!(!h.is_up());
+        assert!(!h.record(Passed, TWO_EACH, 0), "down now: one pass is not enough");
+        assert!(h.record(Passed, TWO_EACH, 0));
+    }
+
+    #[test]
+    fn rise_and_fall_are_counted_separately() {
+        let h = HealthState::default();
+        let thresholds = Thresholds { rise: 3, fall: 1 };
+        h.record(Passed, thresholds, 0);
+        assert!(h.record(Failed, thresholds, 0), "one failure takes it down");
+        assert!(!h.record(Passed, thresholds, 0));
+        assert!(!h.record(Passed, thresholds, 0));
+        assert!(h.record(Passed, thresholds, 0), "the third pass in a row brings it back");
+    }
+
+    #[test]
+    fn a_failure_breaks_a_run_of_passes() {
+        let h = HealthState::default();
+        let thresholds = Thresholds { rise: 2, fall: 3 };
+        h.record(Failed, thresholds, 0);
+        assert!(!h.record(Passed, thresholds, 0));
+        assert!(!h.record(Failed, thresholds, 0));
+        assert!(!h.record(Passed, thresholds, 0), "the run starts again");
+        assert!(h.record(Passed, thresholds, 0));
     }
 }

@@ -168,7 +168,9 @@
 //! - in process, with [`BalancerHandle::stats`] (and [`BalancerHandle::metrics_text`]);
 //! - over gRPC on the balancer's own port: the balancer answers
 //!   `spectrum.balancer.v1.Balancer/Stats` itself (it is never proxied to a node),
-//!   with the client [`stats::proto::balancer_client::BalancerClient`]. The
+//!   with the typed client [`stats::StatsClient`] (its answers serialize with
+//!   serde and print as a table; the generated [`stats::proto`] stays for
+//!   interop). The
 //!   `spectrum status` command calls it and prints a `BALANCER` table when its
 //!   endpoint is a balancer. The call checks no bearer token (it shows figures and
 //!   changes nothing); turn it off with [`BalancerConfig::serve_stats`], and the
@@ -203,12 +205,12 @@ pub mod testing;
 mod upstream;
 
 pub use backend::{Backend, BackendLoad, LoadRegistry};
-pub use balancer::{BackendStats, Balancer, BalancerBuilder, BalancerHandle, DEFAULT_DISCOVERY_INTERVAL};
-pub use body::{BoxError, ProxyBody};
+pub use balancer::{Balancer, BalancerBuilder, BalancerHandle, DEFAULT_DISCOVERY_INTERVAL};
+pub use body::ProxyBody;
 pub use config::{BackendConfig, BalancerConfig, PathMatcher, RetryBudgetConfig};
 pub use discovery::{Discovery, StaticDiscovery};
-pub use error::BalancerError;
-pub use stats::BalancerStatsService;
+pub use error::{BalancerError, BoxError};
+pub use stats::{BackendStats, BalancerStatsService};
 pub use strategy::{
     BalancingStrategy, ConsistentHash, LeastRequests, Outcome, PeakEwma, Random, RequestContext, RoundRobin,
     WeightedRoundRobin,

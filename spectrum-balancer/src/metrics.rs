@@ -1,5 +1,9 @@
 //! Prometheus text exposition of the balancer's figures, and the optional listener
 //! that serves it at `/metrics`.
+//!
+//! The renderer is written by hand: the figures already live in the pool's
+//! atomics, and printing them is a few dozen lines, where the `prometheus` crate
+//! would add a registry and a second copy of every counter.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -17,6 +21,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 use crate::pool::Pool;
+use crate::stats::BackendStats;
 
 /// The content type of the text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -60,7 +65,7 @@ pub(crate) fn render(pool: &Pool) -> String {
     let stats = pool.stats();
     let labels: Vec<String> =
         stats.iter().map(|s| format!("node=\"{}\",addr=\"{}\"", label(s.id.as_str()), s.addr)).collect();
-    type Figure = fn(&crate::BackendStats) -> String;
+    type Figure = fn(&BackendStats) -> String;
     let per_backend: [(&str, &str, &str, Figure); 8] = [
         ("spectrum_balancer_backend_requests_total", "counter", "Requests sent to the backend.", |s| {
             s.requests.to_string()

@@ -1,10 +1,12 @@
-//! The set of backends, their health and draining flags, and the snapshot of
-//! candidates that requests read without locking out each other.
+//! The set of backends, their health and draining flags, the snapshot of
+//! candidates that requests read without locking out each other, and the
+//! per-backend health-check loops, which record their results here.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use spectrum_core::{Member as ClusterMember, MemberState, NodeId};
@@ -12,11 +14,11 @@ use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 use crate::backend::{Backend, LoadRegistry};
-use crate::balancer::BackendStats;
 use crate::config::{BackendConfig, BalancerConfig};
 use crate::error::BalancerError;
-use crate::health::{self, Backoff, CheckSettings, HealthState, now_ms};
+use crate::health::{self, Backoff, Check, HealthState, Thresholds, now_ms};
 use crate::retry::RetryBudget;
+use crate::stats::{BackendHealth, BackendStats};
 use crate::upstream::Upstream;
 
 /// One configured backend with everything the proxy needs to reach it.
@@ -111,6 +113,25 @@ impl Member {
     }
 }
 
+/// When and how long a check loop waits, read from the configuration once when the
+/// loop starts.
+#[derive(Debug, Clone, Copy)]
+struct CheckTiming {
+    interval: Duration,
+    timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl CheckTiming {
+    fn of(config: &BalancerConfig) -> Self {
+        Self {
+            interval: config.health_interval,
+            timeout: config.health_timeout,
+            connect_timeout: config.connect_timeout,
+        }
+    }
+}
+
 /// All backends of one balancer.
 #[derive(Debug)]
 pub(crate) struct Pool {
@@ -145,7 +166,7 @@ impl Pool {
     }
 
     /// The health state of backend `id` if it is still configured at `addr`.
-    pub(crate) fn health_of(&self, id: &NodeId, addr: SocketAddr) -> Option<Arc<HealthState>> {
+    fn health_of(&self, id: &NodeId, addr: SocketAddr) -> Option<Arc<HealthState>> {
         let members = self.members.lock();
         members
             .iter()
@@ -154,7 +175,7 @@ impl Pool {
     }
 
     /// Recomputes the snapshot from the current members and flags.
-    pub(crate) fn rebuild(&self) {
+    fn rebuild(&self) {
         let members = self.members.lock();
         let mut snap = Snapshot::default();
         for m in members.iter() {
@@ -280,20 +301,52 @@ impl Pool {
             member_draining,
             backend,
         });
-        let settings = CheckSettings {
-            interval: self.config.health_interval,
-            timeout: self.config.health_timeout,
-            connect_timeout: self.config.connect_timeout,
-            rise: self.config.rise,
-            fall: self.config.fall,
-        };
-        let task = tokio::spawn(health::run_checks(
+        let checks = tokio::spawn(Pool::check_loop(
+            self.me.clone(),
             entry.backend.id.clone(),
             entry.backend.addr,
-            settings,
-            self.me.clone(),
+            CheckTiming::of(&self.config),
         ));
-        Member { entry, checks: task.abort_handle() }
+        Member { entry, checks: checks.abort_handle() }
+    }
+
+    /// Checks backend `id` at `addr` every interval and records each result, until
+    /// aborted, the backend is no longer configured at that address, or the pool
+    /// is gone.
+    async fn check_loop(pool: Weak<Pool>, id: NodeId, addr: SocketAddr, timing: CheckTiming) {
+        let mut client = health::client(addr, timing.connect_timeout, timing.timeout);
+        let mut ticks = tokio::time::interval(timing.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let result = health::check_once(&mut client, timing.timeout).await;
+            let Some(pool) = pool.upgrade() else { return };
+            if !pool.record_check(&id, addr, result) {
+                return;
+            }
+        }
+    }
+
+    /// Records one health-check result of backend `id` at `addr`, and rebuilds the
+    /// snapshot when the backend became eligible or stopped being so. False when
+    /// no such backend is configured any more (its check loop then ends).
+    fn record_check(&self, id: &NodeId, addr: SocketAddr, result: Result<(), String>) -> bool {
+        let Some(state) = self.health_of(id, addr) else { return false };
+        let thresholds = Thresholds { rise: self.config.rise, fall: self.config.fall };
+        let check = if result.is_ok() { Check::Passed } else { Check::Failed };
+        let changed = state.record(check, thresholds, now_ms());
+        match (&result, changed) {
+            (Ok(()), true) => info!(node = %id, backend = %addr, "backend healthy"),
+            (Err(detail), true) => warn!(node = %id, backend = %addr, detail = %detail, "backend unhealthy"),
+            (Err(detail), false) => {
+                debug!(node = %id, backend = %addr, detail = %detail, "health check failed")
+            }
+            (Ok(()), false) => {}
+        }
+        if changed {
+            self.rebuild();
+        }
+        true
     }
 
     pub(crate) fn set_draining(&self, id: &NodeId, draining: bool) -> Result<(), BalancerError> {
@@ -355,12 +408,14 @@ impl Pool {
             .map(|m| {
                 let e = &m.entry;
                 let load = &e.backend.load;
+                let (healthy, ejected) = (e.health.is_up(), e.health.is_ejected(now_ms()));
                 BackendStats {
                     id: e.backend.id.clone(),
                     addr: e.backend.addr,
                     weight: e.backend.weight,
-                    healthy: e.health.is_up(),
-                    ejected: e.health.is_ejected(now_ms()),
+                    health: BackendHealth::of(healthy, ejected),
+                    healthy,
+                    ejected,
                     draining: e.is_draining(),
                     retries: load.retries(),
                     in_flight: load.in_flight(),

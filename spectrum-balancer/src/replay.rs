@@ -10,7 +10,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use parking_lot::Mutex;
 
-use crate::body::BoxError;
+use crate::error::BoxError;
 
 /// Why a request body stream ended with an error.
 #[derive(Debug, thiserror::Error)]

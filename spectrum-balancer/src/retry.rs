@@ -15,6 +15,10 @@ const MIN_CAPACITY: u64 = 100;
 
 /// Lock-free token bucket: each request deposits `ratio` of a retry, each second
 /// deposits `min_per_second` retries, each retry withdraws one.
+///
+/// Hand-written rather than tower's `TpsBudget` because every request deposits:
+/// `TpsBudget::deposit` takes a `Mutex` (in `expire`) on each call, this is one
+/// atomic update.
 #[derive(Debug)]
 pub(crate) struct RetryBudget {
     per_request: u64,

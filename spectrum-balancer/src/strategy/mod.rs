@@ -22,6 +22,7 @@ mod consistent_hash;
 mod least_requests;
 mod peak_ewma;
 mod random;
+mod rng;
 mod round_robin;
 mod weighted;
 
@@ -36,7 +37,7 @@ pub use random::Random;
 pub use round_robin::RoundRobin;
 pub use weighted::WeightedRoundRobin;
 
-pub(crate) use random::SplitMix;
+pub(crate) use rng::SplitMix;
 
 use crate::backend::Backend;
 

@@ -1,39 +1,7 @@
 //! Uniform random choice, with an injectable seed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use super::{BalancingStrategy, RequestContext};
+use super::{BalancingStrategy, RequestContext, SplitMix};
 use crate::backend::Backend;
-
-/// A lock-free pseudo-random sequence (SplitMix64 over one atomic counter): the same
-/// seed gives the same sequence of draws.
-#[derive(Debug)]
-pub(crate) struct SplitMix {
-    state: AtomicU64,
-}
-
-impl SplitMix {
-    pub(crate) fn new(seed: u64) -> Self {
-        Self { state: AtomicU64::new(seed) }
-    }
-
-    pub(crate) fn next_u64(&self) -> u64 {
-        let mut z = self
-            .state
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A draw in `0..n` (`n > 0`), without modulo bias worth mentioning for any
-    /// realistic `n` (multiply-shift).
-    pub(crate) fn below(&self, n: usize) -> usize {
-        let n64 = n as u64;
-        ((u128::from(self.next_u64()) * u128::from(n64)) >> 64) as usize
-    }
-}
 
 /// Sends each request to a backend drawn uniformly at random.
 ///

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use spectrum_balancer::BalancerConfig;
 use spectrum_balancer::stats::proto::{StatsRequest, StatsResponse, balancer_client::BalancerClient};
+use spectrum_balancer::stats::{BackendHealth, StatsClient};
 use spectrum_balancer::strategy::RoundRobin;
+use spectrum_balancer::{BalancerConfig, BalancerError};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::support::*;
@@ -106,4 +107,46 @@ async fn with_serve_stats_off_the_path_is_proxied() {
     assert_eq!(a.node(), "node-0", "{a:?}");
     assert_eq!(a.body, "node-0 GET /spectrum.balancer.v1.Balancer/Stats");
     balancer.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_typed_client_reads_the_same_figures_as_the_handle() {
+    let nodes = start_nodes(2).await;
+    let balancer = balancer_for(&nodes, Some(Arc::new(RoundRobin::new()))).await;
+    balancer.set_draining(&nodes[1].id, true).unwrap();
+    let mut http = Client::h2c(balancer.local_addr()).await;
+    for _ in 0..3 {
+        assert_eq!(http.get("/work").await.status, 200);
+    }
+    let mut client = within(StatsClient::connect(balancer.url())).await.expect("connects");
+    let stats = within(client.stats()).await.expect("Stats answers");
+    assert_eq!(stats.backends, balancer.stats(), "the same figures as the handle's");
+    assert_eq!(stats.requests, 3);
+    assert_eq!(stats.backends[0].health, BackendHealth::Healthy);
+    assert!(stats.backends[1].draining);
+
+    let table = stats.to_string();
+    assert!(table.starts_with("BALANCER  (3 requests,") && table.contains("LATENCY µs"), "{table}");
+    assert!(table.lines().nth(2).is_some_and(|l| l.starts_with("node-0 ")), "{table}");
+    let json = serde_json::to_value(&stats).unwrap();
+    assert_eq!(json["requests"], 3);
+    assert_eq!(json["nodes"][0]["id"], "node-0");
+    assert_eq!(json["nodes"][0]["addr"], nodes[0].addr.to_string());
+    assert_eq!(json["nodes"][0]["health"], "healthy");
+    assert_eq!(json["nodes"][1]["draining"], true);
+    balancer.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_typed_client_says_when_the_endpoint_does_not_answer_stats() {
+    let nodes = start_nodes(1).await;
+    let config = BalancerConfig { serve_stats: false, ..fast_config() };
+    let balancer = balancer_with(config, &nodes, None).await;
+    let mut client = StatsClient::new(grpc_channel(&balancer));
+    let error = within(client.stats()).await.unwrap_err();
+    assert!(matches!(error, BalancerError::StatsCall { .. }), "{error}");
+    balancer.shutdown().await;
+
+    let error = within(StatsClient::connect("not a url")).await.unwrap_err();
+    assert!(matches!(error, BalancerError::Connect { .. }), "{error}");
 }

@@ -1,30 +1,38 @@
 //! Forwarding one request: header fix-ups, picking a backend, failover on
 //! connection failure, and the balancer's own answers.
+//!
+//! `Proxy::handle` reads as its steps: `prepare` makes the client's request ready
+//! (headers, body, retry template), `forward` picks backends in turn, and each
+//! `attempt` (`attempt.rs`) sends the request once and names how it ended (an
+//! `AttemptOutcome`). `completion.rs` reports each exchange when it ends.
 
 use std::borrow::Cow;
 use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tracing::{debug, trace, warn};
+use tracing::{debug, trace};
 
 use crate::body::{
-    Completion, GRPC_DEADLINE_EXCEEDED, GRPC_RESOURCE_EXHAUSTED, GRPC_UNAVAILABLE, ProxyBody, TrackedBody,
-    Verdict, local_answer,
+    GRPC_DEADLINE_EXCEEDED, GRPC_RESOURCE_EXHAUSTED, GRPC_UNAVAILABLE, ProxyBody, local_answer,
 };
 use crate::pool::{Candidates, Counters, Pool};
 use crate::replay::{AttemptBody, RequestBody};
 use crate::stats::proto::balancer_server::BalancerServer;
-use crate::stats::{self, BalancerStatsService};
-use crate::strategy::{BalancingStrategy, Outcome, RequestContext};
+use crate::stats::service::{self, BalancerStatsService};
+use crate::strategy::{BalancingStrategy, RequestContext};
+
+mod attempt;
+mod completion;
+
+use attempt::{AttemptOutcome, Chances};
 
 /// gRPC status code `INTERNAL`.
 const GRPC_INTERNAL: u32 = 13;
@@ -159,6 +167,7 @@ pub(crate) fn upstream_uri(authority: &http::uri::Authority, pq: &PathAndQuery) 
 }
 
 /// What the proxy keeps of a retriable request to send it again.
+#[derive(Debug)]
 struct Template {
     method: Method,
     headers: HeaderMap,
@@ -174,23 +183,63 @@ impl Template {
     }
 }
 
-impl Proxy {
-    /// Whether a request that failed after being sent may go to another backend now.
-    /// Takes a retry from the budget when it says yes.
-    fn may_retry(&self, template: Option<&Template>, body: &RequestBody, attempt: u32, left: usize) -> bool {
-        if template.is_none() || attempt >= self.pool.config().max_attempts || left <= 1 || !body.can_replay()
-        {
-            return false;
-        }
-        if self.pool.budget.try_withdraw() {
-            true
-        } else {
-            Counters::bump(&self.pool.counters.budget_exhausted);
-            debug!("retry budget spent; not retrying");
-            false
+/// A client's request made ready for backends: what every attempt needs.
+#[derive(Debug)]
+struct Prepared {
+    /// Whether the client speaks gRPC; the balancer's own answers follow suit.
+    grpc: bool,
+    method: Method,
+    pq: PathAndQuery,
+    /// The affinity header's value, for strategies that hash it.
+    affinity: Option<HeaderValue>,
+    /// The client's HTTP version, given back on the response.
+    client_version: Version,
+    body: RequestBody,
+    /// Kept for retriable requests only: how to send the request again.
+    template: Option<Template>,
+    /// The request for the next attempt while it has not been sent (or came back unsent).
+    pending: Option<Request<AttemptBody>>,
+    /// When the backend must have answered by, if there is a limit.
+    deadline: Option<Instant>,
+}
+
+impl Prepared {
+    /// What the strategy sees of the request on attempt number `attempt` (from 0).
+    fn context(&self, attempt: u32) -> RequestContext<'_> {
+        RequestContext {
+            method: &self.method,
+            path: self.pq.path(),
+            affinity_key: self.affinity.as_ref().map(HeaderValue::as_bytes),
+            attempt,
         }
     }
 
+    /// The request for the next attempt, addressed to `authority`: the unsent one, or
+    /// a copy made from the template. `Err` is the balancer's answer when there is
+    /// neither, or the path cannot be forwarded (boxed: it is rare, and large).
+    fn outgoing(
+        &mut self,
+        authority: &http::uri::Authority,
+    ) -> Result<Request<AttemptBody>, Box<Response<ProxyBody>>> {
+        let mut req = match (self.pending.take(), &self.template) {
+            (Some(req), _) => req,
+            (None, Some(template)) => template.request(self.body.attempt()),
+            (None, None) => return Err(Box::new(backend_failed(self.grpc))),
+        };
+        let Some(uri) = upstream_uri(authority, &self.pq) else {
+            return Err(Box::new(local_answer(
+                self.grpc,
+                StatusCode::BAD_REQUEST,
+                GRPC_INTERNAL,
+                "request path cannot be forwarded",
+            )));
+        };
+        *req.uri_mut() = uri;
+        Ok(req)
+    }
+}
+
+impl Proxy {
     /// Forwards `req` from `client` to a backend and returns its response, or the
     /// balancer's own answer when no backend can take it. Never fails.
     ///
@@ -204,26 +253,46 @@ impl Proxy {
     pub(crate) async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
         // The balancer's own service: one prefix compare on the hot path.
         if let Some(server) = &self.stats {
-            if req.uri().path().as_bytes().starts_with(stats::PATH_PREFIX) {
+            if req.uri().path().as_bytes().starts_with(service::PATH_PREFIX) {
                 trace!(path = req.uri().path(), %client, "balancer's own call");
-                return stats::answer(server, req).await;
+                return service::answer(server, req).await;
             }
         }
+        match self.prepare(req, client) {
+            Ok(request) => self.forward(request).await,
+            Err(answer) => *answer,
+        }
+    }
+
+    /// Checks a client's request and makes it ready for backends: counts it, fixes
+    /// its headers, wraps its body (keeping a copy for retries when the request is
+    /// retriable) and keeps a template to send it again. `Err` is the balancer's own
+    /// answer (boxed: it is rare, and large): no path, `CONNECT`, or a body announced
+    /// over the limit.
+    fn prepare(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Prepared, Box<Response<ProxyBody>>> {
         let grpc = is_grpc(req.headers());
         let Some(pq) = req.uri().path_and_query().cloned() else {
-            return local_answer(grpc, StatusCode::BAD_REQUEST, GRPC_INTERNAL, "request has no path");
+            return Err(Box::new(local_answer(
+                grpc,
+                StatusCode::BAD_REQUEST,
+                GRPC_INTERNAL,
+                "request has no path",
+            )));
         };
         if req.method() == Method::CONNECT {
-            return local_answer(
+            return Err(Box::new(local_answer(
                 grpc,
                 StatusCode::METHOD_NOT_ALLOWED,
                 GRPC_UNIMPLEMENTED,
                 "CONNECT is not supported",
-            );
+            )));
         }
         let config = self.pool.config();
-        let counters = &self.pool.counters;
-        Counters::bump(&counters.requests);
+        Counters::bump(&self.pool.counters.requests);
         self.pool.budget.deposit();
         let client_version = req.version();
         let method = req.method().clone();
@@ -232,8 +301,8 @@ impl Proxy {
 
         let (mut parts, body) = req.into_parts();
         if config.max_request_body.is_some_and(|limit| body.size_hint().lower() > limit) {
-            Counters::bump(&counters.too_large);
-            return too_large(grpc);
+            Counters::bump(&self.pool.counters.too_large);
+            return Err(Box::new(too_large(grpc)));
         }
         let retriable = is_safe(&method) || config.idempotent.iter().any(|m| m.matches(pq.path()));
         if may_hold_hop_by_hop(client_version) {
@@ -245,13 +314,19 @@ impl Proxy {
         let body =
             RequestBody::new(body, config.max_request_body, if retriable { config.retry_buffer } else { 0 });
         let template = retriable.then(|| Template { method: method.clone(), headers: parts.headers.clone() });
-        let mut pending = Some(Request::from_parts(parts, body.attempt()));
+        let pending = Some(Request::from_parts(parts, body.attempt()));
         let deadline = config.request_timeout.map(|limit| Instant::now() + limit);
+        Ok(Prepared { grpc, method, pq, affinity, client_version, body, template, pending, deadline })
+    }
 
+    /// Tries backends the strategy picks, one after the other, until one answers or
+    /// the request may not be tried again.
+    async fn forward(&self, mut request: Prepared) -> Response<ProxyBody> {
+        let counters = &self.pool.counters;
         let snapshot = self.pool.snapshot();
         let mut candidates: Cow<'_, Candidates> =
             Cow::Borrowed(if snapshot.eligible.is_empty() { &snapshot.fallback } else { &snapshot.eligible });
-        let max_attempts = config.max_attempts;
+        let max_attempts = self.pool.config().max_attempts;
         let mut attempt = 0;
         // Attempts that never sent the request (connect failure, a pooled connection
         // that had closed) do not count against `max_attempts`: each drops its
@@ -260,153 +335,33 @@ impl Proxy {
         let mut failed_after_send = false;
         loop {
             if attempt - unsent >= max_attempts || candidates.is_empty() {
-                debug!(%method, path = pq.as_str(), attempt, "no backend available");
+                debug!(method = %request.method, path = request.pq.as_str(), attempt, "no backend available");
                 Counters::bump(&counters.no_backend);
-                return if failed_after_send { backend_failed(grpc) } else { unavailable(grpc) };
+                return if failed_after_send {
+                    backend_failed(request.grpc)
+                } else {
+                    unavailable(request.grpc)
+                };
             }
-            let ctx = RequestContext {
-                method: &method,
-                path: pq.path(),
-                affinity_key: affinity.as_ref().map(HeaderValue::as_bytes),
-                attempt,
-            };
-            let Some(index) =
-                self.strategy.pick(&candidates.backends, &ctx).filter(|&i| i < candidates.len())
-            else {
-                debug!(%method, path = pq.as_str(), attempt, "strategy found no backend");
+            let picked = self.strategy.pick(&candidates.backends, &request.context(attempt));
+            let Some(index) = picked.filter(|&i| i < candidates.len()) else {
+                debug!(method = %request.method, path = request.pq.as_str(), attempt, "strategy found no backend");
                 Counters::bump(&counters.no_backend);
-                return unavailable(grpc);
+                return unavailable(request.grpc);
             };
             if attempt > 0 {
                 Counters::bump(&counters.retries);
             }
             attempt += 1;
             let entry = candidates.entries[index].clone();
-            let backend = &entry.backend;
-
-            let (mut sender, lease) = match entry.upstream.sender().await {
-                Ok(found) => found,
-                Err(error) => {
-                    warn!(node = %backend.id, backend = %backend.addr, %error, attempt, "cannot reach backend; trying another");
-                    backend.load.record_failure();
-                    self.strategy.on_complete(backend, Outcome::ConnectFailure, Duration::ZERO);
-                    self.pool.eject(&entry);
-                    candidates = Cow::Owned(candidates.without(index));
-                    unsent += 1;
-                    continue;
-                }
-            };
-            let mut req = match (pending.take(), &template) {
-                (Some(req), _) => req,
-                (None, Some(template)) => template.request(body.attempt()),
-                (None, None) => return backend_failed(grpc),
-            };
-            if let Some(uri) = upstream_uri(entry.upstream.authority(), &pq) {
-                *req.uri_mut() = uri;
-            } else {
-                return local_answer(
-                    grpc,
-                    StatusCode::BAD_REQUEST,
-                    GRPC_INTERNAL,
-                    "request path cannot be forwarded",
-                );
+            let chances = Chances { attempt, sent: attempt - unsent, left: candidates.len() };
+            match self.attempt(&mut request, &entry, chances).await {
+                AttemptOutcome::Answered(resp) => return resp,
+                AttemptOutcome::NotSent => unsent += 1,
+                AttemptOutcome::FailedRetriable => failed_after_send = true,
+                AttemptOutcome::Failed => return backend_failed(request.grpc),
             }
-            let slot = lease.slot();
-            let mut completion =
-                Completion::start(entry.clone(), self.pool.clone(), self.strategy.clone(), lease);
-            let started = Instant::now();
-            let Some(result) = until(deadline, sender.try_send_request(req)).await else {
-                warn!(node = %backend.id, "backend did not answer in time");
-                completion.set_latency(started.elapsed());
-                completion.complete(Some(Verdict::Failed));
-                return timed_out(grpc);
-            };
-            let resp = match result {
-                Ok(resp) => resp,
-                Err(mut error) => {
-                    completion.set_latency(started.elapsed());
-                    if let Some(unsent_request) = error.take_message() {
-                        debug!(node = %backend.id, error = %error.error(), "connection closed before the request was sent; trying another");
-                        entry.upstream.invalidate(slot);
-                        completion.complete(Some(Verdict::NotSent));
-                        pending = Some(unsent_request);
-                        candidates = Cow::Owned(candidates.without(index));
-                        unsent += 1;
-                        continue;
-                    }
-                    completion.complete(Some(Verdict::Unavailable));
-                    if body.too_large() {
-                        Counters::bump(&counters.too_large);
-                        return too_large(grpc);
-                    }
-                    if sender.is_closed() {
-                        entry.upstream.invalidate(slot);
-                    }
-                    failed_after_send = true;
-                    if self.may_retry(template.as_ref(), &body, attempt - unsent, candidates.len()) {
-                        warn!(node = %backend.id, error = %error.error(), "backend failed a retriable request; sending it to another");
-                        backend.load.record_retry();
-                        candidates = Cow::Owned(candidates.without(index));
-                        continue;
-                    }
-                    warn!(node = %backend.id, error = %error.error(), "backend failed the request");
-                    return backend_failed(grpc);
-                }
-            };
-            let latency = started.elapsed();
-            backend.load.record_latency(latency);
-            completion.set_latency(latency);
-            let verdict = Verdict::of(Some(resp.status()), resp.headers());
-            trace!(node = %backend.id, status = resp.status().as_u16(), latency_us = latency.as_micros() as u64, "response");
-            if verdict == Verdict::Unavailable
-                && self.may_retry(template.as_ref(), &body, attempt - unsent, candidates.len())
-            {
-                debug!(node = %backend.id, status = resp.status().as_u16(), "backend unavailable; sending the request to another");
-                completion.complete(Some(verdict));
-                failed_after_send = true;
-                backend.load.record_retry();
-                candidates = Cow::Owned(candidates.without(index));
-                continue;
-            }
-            let (mut parts, mut upstream) = resp.into_parts();
-            let mut first = None;
-            if template.is_some() && verdict != Verdict::Unavailable && !upstream.is_end_stream() {
-                let Some(frame) = until(deadline, upstream.frame()).await else {
-                    warn!(node = %backend.id, "backend did not answer in time");
-                    completion.complete(Some(Verdict::Failed));
-                    return timed_out(grpc);
-                };
-                let retry = match &frame {
-                    Some(Err(_)) => Some(Verdict::Unavailable),
-                    Some(Ok(f)) => {
-                        f.trailers_ref().map(|t| Verdict::of(None, t)).filter(|v| *v == Verdict::Unavailable)
-                    }
-                    None => None,
-                };
-                if let Some(verdict) = retry {
-                    completion.complete(Some(verdict));
-                    failed_after_send = true;
-                    if self.may_retry(template.as_ref(), &body, attempt - unsent, candidates.len()) {
-                        debug!(node = %backend.id, "backend failed before its first message; sending the request to another");
-                        backend.load.record_retry();
-                        candidates = Cow::Owned(candidates.without(index));
-                        continue;
-                    }
-                    if let Some(Err(error)) = &frame {
-                        warn!(node = %backend.id, %error, "backend failed the request");
-                        return backend_failed(grpc);
-                    }
-                }
-                first = Some(frame.and_then(Result::ok));
-            }
-            if may_hold_hop_by_hop(parts.version) {
-                strip_hop_by_hop(&mut parts.headers);
-            }
-            parts.version = client_version;
-            return Response::from_parts(
-                parts,
-                TrackedBody::new(first, upstream, completion, verdict).boxed(),
-            );
+            candidates = Cow::Owned(candidates.without(index));
         }
     }
 }

@@ -1,33 +1,5 @@
-//! The balancer's own gRPC service, `spectrum.balancer.v1.Balancer`, answered by the
-//! balancer itself on its main port.
-//!
-//! Calls whose path starts with `/spectrum.balancer.v1.Balancer/` never reach a
-//! node: the balancer answers them (unless [`BalancerConfig::serve_stats`] is off,
-//! in which case they are proxied like any other call). Its one method, `Stats`,
-//! returns the figures [`BalancerHandle::stats`] gives, for every backend, and the
-//! balancer's totals. The service checks no bearer token: like `/metrics`, it shows
-//! figures, not data, and changes nothing.
-//!
-//! Call it with the generated client, [`proto::balancer_client::BalancerClient`]:
-//!
-//! ```no_run
-//! use spectrum_balancer::stats::proto::{StatsRequest, balancer_client::BalancerClient};
-//!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let mut client = BalancerClient::connect("http://127.0.0.1:7100").await?;
-//! let stats = client.stats(StatsRequest {}).await?.into_inner();
-//! for b in &stats.backends {
-//!     println!("{} {} in_flight={} requests={}", b.id, b.addr, b.in_flight, b.requests);
-//! }
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! A node answers the same call `UNIMPLEMENTED`, which tells a client that the
-//! endpoint it talks to is not a balancer.
-//!
-//! [`BalancerConfig::serve_stats`]: crate::BalancerConfig::serve_stats
-//! [`BalancerHandle::stats`]: crate::BalancerHandle::stats
+//! The balancer's own gRPC service over a running balancer's figures, and the local
+//! answer the proxy gives to calls of it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -38,23 +10,10 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use tonic::codegen::Service as _;
 
-use crate::balancer::BackendStats;
-use crate::body::{BoxError, ProxyBody, local_answer};
+use crate::body::{ProxyBody, local_answer};
+use crate::error::BoxError;
 use crate::pool::Pool;
-
-/// The generated protocol types, server and client of `spectrum.balancer.v1`
-/// (`proto/balancer.proto` in this crate).
-///
-/// - [`BalancerClient`](proto::balancer_client::BalancerClient): calls `Stats` on a
-///   balancer.
-/// - [`BalancerServer`](proto::balancer_server::BalancerServer): the tonic server
-///   the balancer answers with, over a [`BalancerStatsService`].
-/// - [`StatsRequest`](proto::StatsRequest), [`StatsResponse`](proto::StatsResponse)
-///   and [`BackendStats`](proto::BackendStats): the messages.
-#[allow(missing_docs, unreachable_pub, missing_debug_implementations, clippy::all)]
-pub mod proto {
-    tonic::include_proto!("spectrum.balancer.v1");
-}
+use crate::stats::{BalancerStats, proto};
 
 /// The path prefix of every method of the balancer's own service.
 pub(crate) const PATH_PREFIX: &[u8] = b"/spectrum.balancer.v1.Balancer/";
@@ -80,9 +39,14 @@ impl BalancerStatsService {
 
     /// The figures, as `Stats` answers them.
     pub fn snapshot(&self) -> proto::StatsResponse {
+        proto::StatsResponse::from(&self.stats())
+    }
+
+    /// The figures as domain types: every backend's and the totals.
+    pub fn stats(&self) -> BalancerStats {
         let c = &self.pool.counters;
-        proto::StatsResponse {
-            backends: self.pool.stats().iter().map(backend).collect(),
+        BalancerStats {
+            backends: self.pool.stats(),
             requests: c.requests.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
             retry_budget_exhausted: c.budget_exhausted.load(Ordering::Relaxed),
@@ -94,22 +58,6 @@ impl BalancerStatsService {
     /// This service as a tonic server, ready to be added to a router.
     pub fn into_server(self) -> proto::balancer_server::BalancerServer<Self> {
         proto::balancer_server::BalancerServer::new(self)
-    }
-}
-
-fn backend(s: &BackendStats) -> proto::BackendStats {
-    proto::BackendStats {
-        id: s.id.as_str().to_owned(),
-        addr: s.addr.to_string(),
-        weight: s.weight,
-        healthy: s.healthy,
-        ejected: s.ejected,
-        draining: s.draining,
-        in_flight: s.in_flight,
-        requests: s.requests,
-        failures: s.failures,
-        retries: s.retries,
-        latency_ewma_us: s.latency_ewma_us,
     }
 }
 
