@@ -140,7 +140,7 @@ pub mod transfer;
 pub use cluster_key::ClusterKey;
 pub use definition::{
     DataLocation, DatabaseCategory, DatabaseSpec, Endpoint, FileProtocol, FileServerSpec, JdbcSpec,
-    ResourceDefinition, ResourceSpec, WebServiceSpec,
+    KeptSecrets, ResourceDefinition, ResourceSpec, WebServiceSpec,
 };
 pub use error::{DefinitionError, ResolveError, SecretError, TransferError};
 pub use jdbc::{InvalidUrl, JdbcUrl};
