@@ -31,6 +31,8 @@ impl DatabaseSpec {
         self.location.validate().map_err(|e| e.prefixed("location"))
     }
 
+    /// Takes this kind's fields from its object (the `kind` tag already taken); the
+    /// caller validates.
     pub(super) fn decode(obj: &mut Object) -> Result<Self, DefinitionError> {
         let category = obj.required::<String>("category")?.into();
         let location =

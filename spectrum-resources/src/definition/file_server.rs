@@ -139,6 +139,8 @@ impl FileServerSpec {
         check_credentials(self.user.as_deref(), self.password.as_ref())
     }
 
+    /// Takes this kind's fields from its object (the `kind` tag already taken); the
+    /// caller validates.
     pub(super) fn decode(obj: &mut Object) -> Result<Self, DefinitionError> {
         let port = obj
             .optional::<u64>("port")?

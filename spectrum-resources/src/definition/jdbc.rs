@@ -79,6 +79,8 @@ impl JdbcSpec {
         check_credentials(self.user.as_deref(), self.password.as_ref())
     }
 
+    /// Takes this kind's fields from its object (the `kind` tag already taken); the
+    /// caller validates.
     pub(super) fn decode(obj: &mut Object) -> Result<Self, DefinitionError> {
         Ok(Self {
             url: obj.required("url")?,
