@@ -28,6 +28,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use crate::error::SecretError;
 
@@ -47,18 +48,18 @@ const AAD: &[u8] = b"spectrum-resources secret v1";
 /// Parse one from 64 hex digits or from base64 ([`FromStr`]), or make a new one with
 /// [`ClusterKey::generate`].
 #[derive(Clone, PartialEq, Eq)]
-pub struct ClusterKey([u8; KEY_LEN]);
+pub struct ClusterKey(Zeroizing<[u8; KEY_LEN]>);
 
 impl ClusterKey {
     /// A key made of these bytes.
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
-        Self(bytes)
+        Self(Zeroizing::new(bytes))
     }
 
     /// A new random key from the operating system's generator.
     pub fn generate() -> Self {
         let key = XChaCha20Poly1305::generate_key(&mut OsRng);
-        let mut bytes = [0u8; KEY_LEN];
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
         bytes.copy_from_slice(&key);
         Self(bytes)
     }
@@ -76,7 +77,7 @@ impl ClusterKey {
     /// [`SecretError::Malformed`] if the cipher refuses the input (it does so only for
     /// inputs far larger than any secret).
     pub fn seal(&self, clear: &[u8]) -> Result<String, SecretError> {
-        let cipher = XChaCha20Poly1305::new((&self.0).into());
+        let cipher = XChaCha20Poly1305::new((&*self.0).into());
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let ciphertext = cipher
             .encrypt(&nonce, Payload { msg: clear, aad: AAD })
@@ -104,7 +105,7 @@ impl ClusterKey {
             return Err(SecretError::Malformed { reason: "too short to be a sealed value".into() });
         }
         let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
-        let cipher = XChaCha20Poly1305::new((&self.0).into());
+        let cipher = XChaCha20Poly1305::new((&*self.0).into());
         cipher
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: AAD })
             .map_err(|_| SecretError::WrongKey)
@@ -137,7 +138,7 @@ impl FromStr for ClusterKey {
         let bytes: [u8; KEY_LEN] = bytes.try_into().map_err(|v: Vec<u8>| SecretError::InvalidKey {
             reason: format!("the key is {} bytes; it must be exactly {KEY_LEN}", v.len()),
         })?;
-        Ok(Self(bytes))
+        Ok(Self::from_bytes(bytes))
     }
 }
 
@@ -147,12 +148,8 @@ impl fmt::Debug for ClusterKey {
     }
 }
 
-impl Drop for ClusterKey {
-    fn drop(&mut self) {
-        self.0.fill(0);
-        std::hint::black_box(&self.0);
-    }
-}
+/// The key bytes are a [`Zeroizing`], which wipes them when dropped.
+impl ZeroizeOnDrop for ClusterKey {}
 
 #[cfg(test)]
 mod tests {
@@ -163,9 +160,9 @@ mod tests {
         let key = ClusterKey::generate();
         let hex = key.to_hex();
         assert_eq!(hex.parse::<ClusterKey>().unwrap(), key);
-        let b64 = STANDARD.encode(key.0);
+        let b64 = STANDARD.encode(key.0.as_slice());
         assert_eq!(b64.parse::<ClusterKey>().unwrap(), key);
-        assert_eq!(STANDARD_NO_PAD.encode(key.0).parse::<ClusterKey>().unwrap(), key);
+        assert_eq!(STANDARD_NO_PAD.encode(key.0.as_slice()).parse::<ClusterKey>().unwrap(), key);
         assert_eq!(format!("{key:?}"), "ClusterKey(***)");
     }
 

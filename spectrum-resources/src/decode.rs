@@ -4,6 +4,27 @@
 //! Unknown fields are ignored rather than refused: during a rolling upgrade a newer
 //! node may store a definition with a field an older node does not know yet, and the
 //! older node must still read it.
+//!
+//! # How a decoder uses [`Object`]
+//!
+//! A type with a JSON form implements `TryFrom<serde_json::Value>` by wrapping the value
+//! in an [`Object`] and taking each field it knows once, by name:
+//!
+//! - [`Object::required`] and [`Object::optional`] decode a field with its own
+//!   `Deserialize` impl (strings, numbers, small enums);
+//! - [`Object::optional_secret`] decodes a [`Secret`] without ever echoing it;
+//! - [`Object::required_value`] hands a nested object to that type's own decoder,
+//!   whose error the caller places under the field with
+//!   [`DefinitionError::prefixed`] (`"url"` inside `"spec"` becomes `"spec.url"`);
+//! - [`Object::kind`] takes the `kind` tag of a tagged object; a tag naming no known
+//!   kind is reported with [`unknown_kind`].
+//!
+//! Whatever is left in the object afterwards is dropped: that is how unknown fields
+//! are ignored. Decoding checks only the shape; the caller validates the values once
+//! decoded (a definition's `validate`), so the same rules hold for values built in
+//! code. `ResourceSpec`'s and `ExportFile`'s `TryFrom<Value>` impls are the
+//! examples to copy, and the test `nested_decoders_name_the_field_from_the_root`
+//! below shows the pattern in a few lines.
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -11,11 +32,21 @@ use serde_json::{Map, Value};
 use crate::error::{DefinitionError, ROOT};
 use crate::secret::Secret;
 
-/// A JSON object whose fields are taken one at a time.
+/// A JSON object whose fields are taken one at a time, each error naming its field.
+///
+/// Every method *removes* the field it takes, so a field is decoded once; taking it
+/// again finds it absent. Field names in errors are relative to this object (`"url"`,
+/// not `"spec.url"`): the caller that decoded the enclosing object adds the prefix.
+/// The error type is [`DefinitionError`], whose `Malformed` variant carries serde's
+/// message; secrets never appear in one.
 pub(crate) struct Object(Map<String, Value>);
 
 impl Object {
     /// Takes a value that must be a JSON object.
+    ///
+    /// Any other value is [`DefinitionError::Malformed`] for the root field
+    /// (`"definition"`), which [`DefinitionError::prefixed`] turns into the field the
+    /// caller took it from.
     pub(crate) fn new(value: Value) -> Result<Self, DefinitionError> {
         match value {
             Value::Object(map) => Ok(Self(map)),
@@ -26,7 +57,8 @@ impl Object {
         }
     }
 
-    /// Takes an optional field; absent and `null` are both `None`.
+    /// Takes an optional field; absent and `null` are both `None`. A value of the wrong
+    /// shape is [`DefinitionError::Malformed`] naming the field.
     pub(crate) fn optional<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>, DefinitionError> {
         match self.0.remove(name) {
             None | Some(Value::Null) => Ok(None),
@@ -36,8 +68,9 @@ impl Object {
         }
     }
 
-    /// Takes an optional secret: a string (clear) or `{"enc":"…"}` (sealed). A malformed one is reported without echoing the value
-    /// (serde's messages quote what they found).
+    /// Takes an optional secret: a string (clear) or `{"enc":"…"}` (sealed). A malformed
+    /// one is reported without echoing the value (serde's messages quote what they
+    /// found, so [`optional`](Self::optional) must not be used for secrets).
     pub(crate) fn optional_secret(&mut self, name: &str) -> Result<Option<Secret>, DefinitionError> {
         match self.0.remove(name) {
             None | Some(Value::Null) => Ok(None),
@@ -52,12 +85,13 @@ impl Object {
         }
     }
 
-    /// Takes a required field.
+    /// Takes a required field: absent or `null` is [`DefinitionError::Missing`].
     pub(crate) fn required<T: DeserializeOwned>(&mut self, name: &str) -> Result<T, DefinitionError> {
         self.optional(name)?.ok_or_else(|| DefinitionError::missing(name))
     }
 
-    /// Takes a required field as raw JSON, to be decoded by a nested decoder.
+    /// Takes a required field as raw JSON, to be decoded by a nested decoder (whose
+    /// errors the caller prefixes with the field's name).
     pub(crate) fn required_value(&mut self, name: &str) -> Result<Value, DefinitionError> {
         match self.0.remove(name) {
             None | Some(Value::Null) => Err(DefinitionError::missing(name)),
@@ -65,7 +99,8 @@ impl Object {
         }
     }
 
-    /// Takes the `kind` tag of a tagged object.
+    /// Takes the `kind` tag of a tagged object: a non-empty string, else
+    /// [`DefinitionError::Missing`] for `"kind"`.
     pub(crate) fn kind(&mut self) -> Result<String, DefinitionError> {
         let kind: String = self.required("kind")?;
         if kind.is_empty() {
@@ -75,7 +110,8 @@ impl Object {
     }
 }
 
-/// The error for a `kind` tag naming no known kind.
+/// The error for a `kind` tag naming no known kind; `expected` lists the known ones
+/// for the message. The kind is cut to 64 bytes (on a character boundary).
 pub(crate) fn unknown_kind(kind: &str, expected: &'static str) -> DefinitionError {
     let mut end = kind.len().min(64);
     while !kind.is_char_boundary(end) {
@@ -105,6 +141,21 @@ mod tests {
         let err = obj.optional_secret("password").unwrap_err();
         assert_eq!(err.field(), "password");
         assert!(!err.to_string().contains("8675309"), "{err}");
+    }
+
+    #[test]
+    fn nested_decoders_name_the_field_from_the_root() {
+        // How a decoder nests: the inner one names fields relative to itself, and the
+        // outer one places its errors under the field it took the inner object from.
+        fn port(value: Value) -> Result<u16, DefinitionError> {
+            Object::new(value)?.required("port")
+        }
+        let mut outer = Object::new(serde_json::json!({"spec": {"port": "http"}, "future": 1})).unwrap();
+        let err = port(outer.required_value("spec").unwrap()).map_err(|e| e.prefixed("spec")).unwrap_err();
+        assert_eq!(err.field(), "spec.port");
+        let mut taken = Object::new(serde_json::json!({"port": 80})).unwrap();
+        assert_eq!(taken.required::<u16>("port").unwrap(), 80);
+        assert_eq!(taken.optional::<u16>("port").unwrap(), None, "a field is taken once");
     }
 
     #[test]

@@ -117,10 +117,12 @@
 //! - **Secrets are redacted at the edges and encrypted at rest.** A [`Secret`] prints
 //!   as `***`; [`ResourceDefinition::redacted`] is the form every API and command
 //!   returns; exports redact by default, and importing a redacted secret keeps the
-//!   target cluster's own. Before a definition is stored, the node seals its secrets
-//!   with the cluster's [`ClusterKey`] ([`ResourceDefinition::sealed`]), and opens them
-//!   ([`ResourceDefinition::opened`]) only where a resource needs them: a node without
-//!   the key cannot read them, and still lists the definition redacted.
+//!   target cluster's own, as an update that sends the placeholder back keeps the
+//!   stored one ([`ResourceDefinition::keep_secrets_from`]). Before a definition is
+//!   stored, the node seals its secrets with the cluster's [`ClusterKey`]
+//!   ([`ResourceDefinition::sealed`]), and opens them ([`ResourceDefinition::opened`])
+//!   only where a resource needs them: a node without the key cannot read them, and
+//!   still lists the definition redacted.
 //! - **A conformance suite** (module `testing`, behind the feature `testing`) checks the trait's
 //!   contract for every resolver.
 
@@ -140,7 +142,7 @@ pub mod transfer;
 pub use cluster_key::ClusterKey;
 pub use definition::{
     DataLocation, DatabaseCategory, DatabaseSpec, Endpoint, FileProtocol, FileServerSpec, JdbcSpec,
-    ResourceDefinition, ResourceSpec, WebServiceSpec,
+    KeptSecrets, ResourceDefinition, ResourceSpec, WebServiceSpec,
 };
 pub use error::{DefinitionError, ResolveError, SecretError, TransferError};
 pub use jdbc::{InvalidUrl, JdbcUrl};

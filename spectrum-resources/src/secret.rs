@@ -27,6 +27,8 @@ use std::fmt;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
 use crate::cluster_key::ClusterKey;
 use crate::error::SecretError;
 
@@ -34,14 +36,17 @@ use crate::error::SecretError;
 ///
 /// The clear value [`Secret::REDACTED`] (`"***"`) is the placeholder left by
 /// redaction; it is never treated as a real secret (see [`Secret::is_redacted`]). The
-/// memory holding the value is overwritten with zeros when the secret is dropped.
+/// memory holding the value is overwritten with zeros when the secret is dropped
+/// ([`ZeroizeOnDrop`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Inner);
 
+/// Both forms are wiped on drop: the sealed text is not secret on its own, but costs
+/// nothing to wipe too.
 #[derive(Clone, PartialEq, Eq)]
 enum Inner {
-    Clear(String),
-    Sealed(String),
+    Clear(Zeroizing<String>),
+    Sealed(Zeroizing<String>),
 }
 
 impl Secret {
@@ -50,13 +55,13 @@ impl Secret {
 
     /// Wraps a clear secret value.
     pub fn new(value: impl Into<String>) -> Self {
-        Self(Inner::Clear(value.into()))
+        Self(Inner::Clear(Zeroizing::new(value.into())))
     }
 
     /// A sealed secret from its sealed text (`v1:<base64>`, as made by
     /// [`ClusterKey::seal`]). The text is checked only when opened.
     pub fn from_sealed(sealed: impl Into<String>) -> Self {
-        Self(Inner::Sealed(sealed.into()))
+        Self(Inner::Sealed(Zeroizing::new(sealed.into())))
     }
 
     /// The redaction placeholder as a secret.
@@ -66,7 +71,7 @@ impl Secret {
 
     /// Whether this is the redaction placeholder rather than a real value.
     pub fn is_redacted(&self) -> bool {
-        matches!(&self.0, Inner::Clear(v) if v == Self::REDACTED)
+        matches!(&self.0, Inner::Clear(v) if v.as_str() == Self::REDACTED)
     }
 
     /// Whether this secret is sealed with a cluster key.
@@ -79,7 +84,7 @@ impl Secret {
     /// itself (a driver, a client); never to log or display it.
     pub fn expose(&self) -> Option<&str> {
         match &self.0 {
-            Inner::Clear(v) => Some(v),
+            Inner::Clear(v) => Some(v.as_str()),
             Inner::Sealed(_) => None,
         }
     }
@@ -106,7 +111,7 @@ impl Secret {
         match &self.0 {
             Inner::Sealed(_) => Ok(self.clone()),
             Inner::Clear(_) if self.is_redacted() => Err(SecretError::Placeholder),
-            Inner::Clear(v) => Ok(Self(Inner::Sealed(key.seal(v.as_bytes())?))),
+            Inner::Clear(v) => Ok(Self::from_sealed(key.seal(v.as_bytes())?)),
         }
     }
 
@@ -121,8 +126,10 @@ impl Secret {
             Inner::Clear(_) => Ok(self.clone()),
             Inner::Sealed(text) => {
                 let clear = key.open(text)?;
-                let clear = String::from_utf8(clear)
-                    .map_err(|_| SecretError::Malformed { reason: "the clear value is not UTF-8".into() })?;
+                let clear = String::from_utf8(clear).map_err(|e| {
+                    e.into_bytes().zeroize();
+                    SecretError::Malformed { reason: "the clear value is not UTF-8".into() }
+                })?;
                 Ok(Self::new(clear))
             }
         }
@@ -136,7 +143,7 @@ impl Serialize for Secret {
             Inner::Sealed(text) => {
                 use serde::ser::SerializeMap;
                 let mut map = serializer.serialize_map(Some(1))?;
-                map.serialize_entry("enc", text)?;
+                map.serialize_entry("enc", text.as_str())?;
                 map.end()
             }
         }
@@ -179,18 +186,19 @@ impl fmt::Display for Secret {
     }
 }
 
-impl Drop for Secret {
-    fn drop(&mut self) {
-        let (Inner::Clear(v) | Inner::Sealed(v)) = &mut self.0;
-        let mut bytes = std::mem::take(v).into_bytes();
-        bytes.fill(0);
-        std::hint::black_box(&bytes);
-    }
-}
+/// Every field is a [`Zeroizing`], which wipes it when dropped.
+impl ZeroizeOnDrop for Secret {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_and_cluster_keys_are_wiped_when_dropped() {
+        fn wiped_on_drop<T: ZeroizeOnDrop>() {}
+        wiped_on_drop::<Secret>();
+        wiped_on_drop::<ClusterKey>();
+    }
 
     #[test]
     fn debug_and_display_never_show_the_value() {

@@ -7,11 +7,11 @@
 //!
 //! # Secrets
 //!
-//! - An export redacts every secret to [`Secret::REDACTED`] unless
+//! - An export redacts every secret to [`Secret::REDACTED`](crate::Secret::REDACTED) unless
 //!   [`ExportOptions::include_secrets`] is set.
 //! - Importing a redacted secret over an existing definition of the same kind **keeps
-//!   the existing secret**: a round trip through a redacted file never erases a
-//!   password.
+//!   the existing secret** (as [`ResourceDefinition::keep_secrets_from`] does): a
+//!   round trip through a redacted file never erases a password.
 //! - Importing a definition with a redacted secret where there is no secret to keep
 //!   (a new definition, a changed kind, an existing one without it) leaves the secret
 //!   unset and lists the definition in [`ImportPlan::needs_secret`], so the operator
@@ -29,7 +29,6 @@ use crate::decode::Object;
 use crate::definition::ResourceDefinition;
 use crate::error::{DefinitionError, ROOT, TransferError};
 use crate::name::ResourceName;
-use crate::secret::Secret;
 
 /// The export format this crate writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -40,7 +39,7 @@ pub const MAX_EXPORT_LEN: usize = 16 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExportOptions {
     /// Write secrets in clear. Off by default: secrets are redacted to
-    /// [`Secret::REDACTED`], and an import keeps the target's own.
+    /// [`Secret::REDACTED`](crate::Secret::REDACTED), and an import keeps the target's own.
     pub include_secrets: bool,
 }
 
@@ -222,7 +221,9 @@ pub fn prepare_import(existing: &[ResourceDefinition], incoming: &ExportFile) ->
     for def in &incoming.resources {
         mentioned.insert(&def.name);
         let old = current.get(&def.name).copied();
-        let (merged, missing_secret) = merge_secrets(def, old);
+        let kept = def.keep_secrets(old);
+        let missing_secret = !kept.is_complete();
+        let merged = kept.without_placeholders();
         match old {
             Some(old) if *old == merged => plan.unchanged.push(def.name.clone()),
             Some(_) => {
@@ -255,37 +256,11 @@ pub fn prepare_import(existing: &[ResourceDefinition], incoming: &ExportFile) ->
     PreparedImport { plan, writes }
 }
 
-/// `incoming` with each redacted secret replaced by the existing definition's secret
-/// in the same field (when the kind is the same and it has one), else unset; and
-/// whether any secret was left unset that way.
-fn merge_secrets(
-    incoming: &ResourceDefinition,
-    existing: Option<&ResourceDefinition>,
-) -> (ResourceDefinition, bool) {
-    let mut merged = incoming.clone();
-    let mut missing = false;
-    let same_kind = existing.filter(|old| old.kind() == incoming.kind());
-    for (field, slot) in merged.spec.secrets_mut() {
-        if !slot.as_ref().is_some_and(Secret::is_redacted) {
-            continue;
-        }
-        let kept = same_kind.and_then(|old| {
-            old.spec
-                .secrets()
-                .find(|(f, _)| *f == field)
-                .and_then(|(_, s)| s.cloned())
-                .filter(|s| !s.is_redacted())
-        });
-        missing |= kept.is_none();
-        *slot = kept;
-    }
-    (merged, missing)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::definition::{JdbcSpec, ResourceSpec};
+    use crate::secret::Secret;
 
     fn jdbc(name: &str, password: Option<&str>) -> ResourceDefinition {
         ResourceDefinition::new(
