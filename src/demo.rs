@@ -20,9 +20,9 @@ use serde::Deserialize;
 use spectrum_resources::{ResolveError, Resolved, ResourceDefinition};
 use tonic::{Request, Response, Status};
 
-use crate::keys::Namespace;
+use crate::namespace::Namespace;
+use crate::namespace::{NamespaceValue, TypedError, ValueError};
 use crate::node::NodeContext;
-use crate::typed::{NamespaceValue, TypedError};
 
 /// Generated types and stubs of `spectrum.demo.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -181,8 +181,9 @@ fn typed_status(e: TypedError) -> Status {
 
 impl NamespaceValue for DataflowDefinition {
     const NAMESPACE: Namespace = Namespace::Dataflows;
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(bytes).map_err(|e| format!("not a valid dataflow definition: {e}"))
+    fn decode(bytes: &[u8]) -> Result<Self, ValueError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| ValueError::new(format!("not a valid dataflow definition: {e}")))
     }
 }
 

@@ -12,8 +12,8 @@ use spectrum_core::{Member, MemberState, PeerAddr, TransportConfig};
 use tonic::metadata::{Ascii, MetadataValue};
 use tracing::{debug, warn};
 
-use crate::keys::Namespace;
 use crate::management::proto::{ListRequest, management_client::ManagementClient};
+use crate::namespace::Namespace;
 
 /// Longest one membership read may take before the next address is tried.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);

@@ -17,8 +17,11 @@
 //!   [management API](management), `grpc.health.v1`, gRPC reflection, and the
 //!   application's own tonic services; durable by default (a `RedbStore`).
 //! - [`Cluster`]: nodes and a balancer in one process, for examples and tests.
-//! - [`keys`] and [`typed`]: the configuration database's namespaces, their
-//!   validation, and typed views of them ([`NodeContext::view`]).
+//! - [`namespace`]: the configuration database's namespaces, one codec per
+//!   namespace for validating writes and for typed views ([`NodeContext::view`]).
+//! - [`client`]: the typed management client ([`client::AdminClient`]), whose
+//!   results are the [`model`] types; [`admin`]: the same operations on a node,
+//!   which the gRPC [`management`] service adapts.
 //! - [`registry`] and [`license`]: resource definitions with sealed secrets, and
 //!   licenses with their expiry.
 //! - [`discovery`]: the balancer follows membership through the management API.
@@ -63,21 +66,22 @@
 //! (see [`NodeContext`]); [`ClusterBuilder::configure_nodes`] does it for every
 //! node of an in-process cluster.
 
+pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod context;
 pub mod demo;
 pub mod discovery;
 pub mod error;
-pub mod keys;
 pub mod license;
 pub mod management;
 pub mod model;
+pub mod namespace;
 pub mod node;
 pub mod pb;
 pub mod registry;
-pub mod typed;
 
 pub use cluster::{Cluster, ClusterBuilder};
 pub use error::NodeError;

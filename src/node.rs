@@ -20,46 +20,15 @@ use tokio::task::JoinHandle;
 use tonic::service::RoutesBuilder;
 use tracing::{debug, info, warn};
 
+use crate::admin::Admin;
+use crate::auth::{BearerAuth, Token};
+pub use crate::context::NodeContext;
 use crate::error::NodeError;
-use crate::keys::Namespace;
-use crate::management::{ManagementService, proto::management_server::ManagementServer};
+use crate::management::ManagementService;
 
 /// The encoded descriptors of every Spectrum protocol, served by gRPC reflection.
 pub(crate) const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/spectrum_descriptor.bin"));
-
-/// What a service running on a node can use: the node's identity, its copy of
-/// the configuration database and its resource resolver.
-#[derive(Clone)]
-pub struct NodeContext {
-    /// This node's id.
-    pub id: NodeId,
-    /// The cluster's id.
-    pub cluster: ClusterId,
-    /// This node's copy of the configuration database.
-    pub store: Arc<dyn ConfigStore>,
-    /// Resolves resource definitions on this node.
-    pub resolver: Arc<dyn ResourceResolver>,
-    /// The cluster key that seals and opens resource secrets, when configured.
-    pub cluster_key: Option<Arc<ClusterKey>>,
-}
-
-impl NodeContext {
-    /// A typed, read-only view of one namespace of this node's copy of the
-    /// configuration database: `ctx.view::<License>().get("main")`.
-    pub fn view<T: crate::typed::NamespaceValue>(&self) -> crate::typed::TypedView<T> {
-        crate::typed::TypedView::new(self.store.clone())
-    }
-}
-
-impl fmt::Debug for NodeContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NodeContext")
-            .field("id", &self.id)
-            .field("cluster", &self.cluster)
-            .finish_non_exhaustive()
-    }
-}
 
 type ServiceFactory = Box<dyn FnOnce(&NodeContext, &mut RoutesBuilder) + Send>;
 
@@ -131,7 +100,7 @@ pub struct NodeBuilder {
     write_timeout: Duration,
     drain_grace: Duration,
     resolver: Arc<dyn ResourceResolver>,
-    token: Option<Arc<str>>,
+    token: Option<Token>,
     cluster_key: Option<Arc<ClusterKey>>,
     services: Vec<ServiceFactory>,
 }
@@ -268,8 +237,8 @@ impl NodeBuilder {
     /// Requires every management call to carry `authorization: Bearer <token>`.
     /// Give every node of a cluster the same token: it is accepted by every node,
     /// whichever path a request takes.
-    pub fn management_token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(Arc::from(token.into()));
+    pub fn management_token(mut self, token: Token) -> Self {
+        self.token = Some(token);
         self
     }
 
@@ -366,20 +335,19 @@ impl NodeBuilder {
             .build_v1()
             .map_err(|e| NodeError::Config(format!("reflection: {e}")))?;
         let ready = Arc::new(AtomicBool::new(false));
-        let management =
-            ManagementService::new(ctx.clone(), replicator.clone(), url.clone(), self.write_timeout)
+        let management = ManagementService::new(
+            Admin::new(ctx.clone(), replicator.clone(), addr.clone(), self.write_timeout)
                 .transport(self.transport.clone())
-                .ready_flag(ready.clone());
+                .ready_flag(ready.clone()),
+        );
 
         let mut routes = RoutesBuilder::default();
         routes
             .add_service(health_service)
             .add_service(reflection)
             .add_service(tonic::service::interceptor::InterceptedService::new(
-                ManagementServer::new(management)
-                    .max_decoding_message_size(self.transport.max_message_bytes)
-                    .max_encoding_message_size(self.transport.max_message_bytes),
-                crate::management::BearerAuth::new(self.token.clone()),
+                management.into_server(self.transport.max_message_bytes),
+                BearerAuth::new(self.token.clone()),
             ))
             .add_service(anti_entropy.service().into_server(self.transport.max_message_bytes));
         for make in self.services {
@@ -476,10 +444,10 @@ impl Joiner {
     /// Records this node in membership (a drained node stays drained across a
     /// restart), reports SERVING and accepts management writes.
     async fn finish(&self) -> Result<(), NodeError> {
-        let held = self.store.get(&Namespace::Membership.key(self.id.as_str())).await?;
+        let held = self.store.get(&Member::key_of(&self.id)).await?;
         let drained = held
             .and_then(|r| r.value)
-            .and_then(|v| serde_json::from_slice::<Member>(&v).ok())
+            .and_then(|v| Member::from_record_value(&v).ok())
             .is_some_and(|m| m.state == MemberState::Draining);
         let state = if drained { MemberState::Draining } else { MemberState::Active };
         let me = Member::new(self.id.clone(), self.addr.clone(), state);
@@ -515,9 +483,7 @@ async fn record_membership(
     member: &Member,
     ack: AckLevel,
 ) -> Result<(), NodeError> {
-    let value = serde_json::to_vec(member).map_err(|e| NodeError::Config(e.to_string()))?;
-    let records =
-        store.apply(WriteBatch::new().put(Namespace::Membership.key(member.id.as_str()), value)).await?;
+    let records = store.apply(WriteBatch::new().put(member.record_key(), member.to_record_value())).await?;
     if let Err(e) = replicator.replicate(records, ack, Duration::from_secs(1)).await {
         debug!(error = %e, state = %member.state, "membership record will reach peers by anti-entropy");
     }

@@ -13,13 +13,13 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use spectrum_core::NodeId;
-use spectrum_replication::{ConfigStore, Record, StoreError};
+use spectrum_replication::{ConfigStore, Record, StoreError, VersionToken};
 use spectrum_resources::{
     Availability, ClusterKey, DefinitionError, ResourceDefinition, ResourceResolver, SecretError,
 };
 use tracing::warn;
 
-use crate::keys::Namespace;
+use crate::namespace::Namespace;
 
 /// A definition as stored, with the version token of the write that set it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub struct StoredResource {
     /// The definition, secrets sealed.
     pub definition: ResourceDefinition,
     /// The version token (`origin:seq`) of the write that stored it.
-    pub version: String,
+    pub version: VersionToken,
 }
 
 /// Whether one resource is available on one node.
@@ -227,7 +227,7 @@ fn decode(record: &Record) -> Option<Result<StoredResource, RegistryError>> {
     let name = record.key.strip_prefix(Namespace::Resources.prefix()).unwrap_or(&record.key);
     Some(
         ResourceDefinition::from_json_bytes(value)
-            .map(|definition| StoredResource { definition, version: record.token().to_string() })
+            .map(|definition| StoredResource { definition, version: record.token() })
             .map_err(|source| RegistryError::Invalid { name: name.to_owned(), source }),
     )
 }

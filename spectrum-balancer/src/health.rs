@@ -144,7 +144,11 @@ impl HealthState {
 
 /// A `grpc.health.v1` client for the backend at `addr`, connecting lazily (on its
 /// first check) and giving up on a call after `timeout`.
-pub(crate) fn client(addr: SocketAddr, connect_timeout: Duration, timeout: Duration) -> HealthClient<Channel> {
+pub(crate) fn client(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    timeout: Duration,
+) -> HealthClient<Channel> {
     let transport =
         TransportConfig { connect_timeout, request_timeout: Some(timeout), ..TransportConfig::default() };
     HealthClient::new(transport.endpoint(&PeerAddr::from(addr)).connect_lazy())

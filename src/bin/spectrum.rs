@@ -346,7 +346,7 @@ async fn run_node(args: NodeArgs, token: Option<String>) -> Result<()> {
         builder = builder.max_clock_offset(Duration::from_millis(ms));
     }
     if let Some(token) = cfg.token.clone() {
-        builder = builder.management_token(token);
+        builder = builder.management_token(token.parse()?);
     }
     if let Some(key) = key {
         builder = builder.cluster_key(key);

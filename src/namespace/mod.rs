@@ -1,12 +1,57 @@
-//! The configuration database's namespaces and what each accepts.
+//! The configuration database's namespaces: what each holds, one codec per
+//! namespace, and the typed read views built on them.
 //!
 //! Every key lives under one namespace: `license/`, `dataflows/`, `resources/`,
-//! `settings/`, or `membership/` (kept by the nodes themselves). Values written
-//! through the management API are validated for their namespace before anything
-//! is stored.
+//! `settings/`, or `membership/` (kept by the nodes themselves). Each namespace
+//! holds one type of value, and that type's [`NamespaceValue`] impl (in this
+//! module's files, one per namespace) is the single codec for it: the management
+//! API validates a write with it ([`validate_write`], which returns the decoded
+//! value so nothing is parsed twice), and the [`TypedView`]s read with it.
+//!
+//! | type | namespace | file |
+//! |---|---|---|
+//! | [`License`] | `license/` | `license.rs` |
+//! | [`Dataflow`] (a JSON object) | `dataflows/` | `dataflow.rs` |
+//! | [`ResourceDefinition`] | `resources/` (secrets stay sealed; open them with [`ResourceRegistry`](crate::registry::ResourceRegistry)) | `resource.rs` |
+//! | [`Setting`] (bytes) | `settings/` | `setting.rs` |
+//! | [`Member`](spectrum_core::Member) | `membership/` (its codec is core's) | `membership.rs` |
+//!
+//! Views only read: writes go through the management API, which validates them and
+//! replicates them at the requested acknowledgement level. A service on a node gets
+//! a view with [`NodeContext::view`](crate::NodeContext::view).
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use spectrum::core::{Hlc, Member, NodeId};
+//! use spectrum::replication::{ConfigStore, MemoryStore, WriteBatch};
+//! use spectrum::namespace::TypedView;
+//!
+//! let store: Arc<dyn ConfigStore> = Arc::new(MemoryStore::new("n1".parse()?, Arc::new(Hlc::system())));
+//! store.apply(WriteBatch::new().put("membership/n1", r#"{"id":"n1","addr":"http://127.0.0.1:7001","state":"active"}"#)).await?;
+//!
+//! let members = TypedView::<Member>::new(store.clone());
+//! let n1 = members.get("n1").await?.expect("recorded");
+//! assert_eq!(n1.value.addr.as_str(), "http://127.0.0.1:7001");
+//! assert_eq!(members.list().await?.len(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+mod dataflow;
+mod license;
+mod membership;
+mod resource;
+mod setting;
+mod view;
+
+pub use dataflow::Dataflow;
+pub use setting::Setting;
+pub use view::{TypedError, TypedView, Versioned};
 
 use std::fmt;
 
+use spectrum_core::{IdentifierError, check_identifier};
 use spectrum_resources::ResourceDefinition;
 
 use crate::license::License;
@@ -138,57 +183,99 @@ pub const MAX_NAME_LEN: usize = 128;
 /// [`KeyError::InvalidName`] saying what is wrong.
 pub fn validate_name(namespace: Namespace, name: &str) -> Result<(), KeyError> {
     let invalid = |reason: String| KeyError::InvalidName { namespace, reason };
-    if name.is_empty() {
-        return Err(invalid("must not be empty".into()));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(invalid(format!("{} bytes; at most {MAX_NAME_LEN} are allowed", name.len())));
-    }
+    check_identifier(name, MAX_NAME_LEN).map_err(|e| match e {
+        IdentifierError::TooLong { len, max } => invalid(format!("{len} bytes; at most {max} are allowed")),
+        other => invalid(other.to_string()),
+    })?;
     if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return Err(invalid("must start with an ASCII letter or digit".into()));
-    }
-    if let Some(ch) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(invalid(format!(
-            "holds {ch:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
-        )));
     }
     Ok(())
 }
 
+/// A type stored in one namespace of the configuration database: its codec.
+pub trait NamespaceValue: Sized + Send + Sync + 'static {
+    /// The namespace holding values of this type.
+    const NAMESPACE: Namespace;
+
+    /// Decodes and validates a stored value.
+    ///
+    /// # Errors
+    ///
+    /// [`ValueError`] saying why the bytes are not a valid value.
+    fn decode(bytes: &[u8]) -> Result<Self, ValueError>;
+
+    /// Checks a decoded value against the name it is stored under; by default
+    /// every name fits. Resource definitions override it (a definition must be
+    /// stored under its own name).
+    ///
+    /// # Errors
+    ///
+    /// [`ValueError`] when value and name disagree.
+    fn check_name(&self, _name: &str) -> Result<(), ValueError> {
+        Ok(())
+    }
+}
+
+/// Why bytes are not a valid value of their namespace.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct ValueError {
+    /// What is wrong, naming the field where there is one.
+    pub reason: String,
+}
+
+impl ValueError {
+    /// An error saying `reason`.
+    pub fn new(reason: impl fmt::Display) -> Self {
+        Self { reason: reason.to_string() }
+    }
+}
+
+/// A value accepted for a write, decoded once by its namespace's codec.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum WriteValue {
+    /// A license document.
+    License(License),
+    /// A dataflow definition.
+    Dataflow(Dataflow),
+    /// A resource definition (secrets possibly in clear: seal before storing).
+    Resource(ResourceDefinition),
+    /// A setting.
+    Setting(Setting),
+}
+
+fn decoded<T: NamespaceValue>(key: &str, name: &str, bytes: &[u8]) -> Result<T, KeyError> {
+    let invalid = |e: ValueError| KeyError::InvalidValue { key: key.to_owned(), reason: e.reason };
+    let value = T::decode(bytes).map_err(invalid)?;
+    value.check_name(name).map_err(invalid)?;
+    Ok(value)
+}
+
 /// Checks that `key` may be written through the management API with `value`
-/// (`None` for a delete).
+/// (`None` for a delete), and returns the value decoded by its namespace's codec.
 ///
 /// # Errors
 ///
-/// A [`KeyError`] naming what is wrong.
-pub fn validate_write(key: &str, value: Option<&[u8]>) -> Result<Namespace, KeyError> {
+/// A [`KeyError`] naming what is wrong: an unknown namespace, `membership/`
+/// (read-only), or a value its namespace does not accept.
+pub fn validate_write(key: &str, value: Option<&[u8]>) -> Result<(Namespace, Option<WriteValue>), KeyError> {
     let (ns, name) = classify(key)?;
-    let invalid = |reason: String| KeyError::InvalidValue { key: key.to_owned(), reason };
-    match (ns, value) {
-        (Namespace::Membership, _) => return Err(KeyError::ReadOnly { namespace: ns }),
-        (_, None) | (Namespace::Settings, _) => {}
-        (Namespace::License, Some(v)) => {
-            License::from_json_bytes(v).map_err(|e| invalid(e.to_string()))?;
-        }
-        (Namespace::Dataflows, Some(v)) => {
-            let doc: serde_json::Value =
-                serde_json::from_slice(v).map_err(|e| invalid(format!("expected a JSON object: {e}")))?;
-            if !doc.is_object() {
-                return Err(invalid("expected a JSON object".into()));
-            }
-        }
-        (Namespace::Resources, Some(v)) => {
-            let def = ResourceDefinition::from_json_bytes(v).map_err(|e| invalid(e.to_string()))?;
-            if def.name.as_str() != name {
-                return Err(invalid(format!(
-                    "the definition is named {:?} but stored under {:?}",
-                    def.name.as_str(),
-                    name
-                )));
-            }
-        }
-    }
-    Ok(ns)
+    let Some(bytes) = value else {
+        return match ns {
+            Namespace::Membership => Err(KeyError::ReadOnly { namespace: ns }),
+            _ => Ok((ns, None)),
+        };
+    };
+    let value = match ns {
+        Namespace::Membership => return Err(KeyError::ReadOnly { namespace: ns }),
+        Namespace::License => WriteValue::License(decoded(key, name, bytes)?),
+        Namespace::Dataflows => WriteValue::Dataflow(decoded(key, name, bytes)?),
+        Namespace::Resources => WriteValue::Resource(decoded(key, name, bytes)?),
+        Namespace::Settings => WriteValue::Setting(decoded(key, name, bytes)?),
+    };
+    Ok((ns, Some(value)))
 }
 
 #[cfg(test)]

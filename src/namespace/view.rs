@@ -1,110 +1,12 @@
-//! Typed views of the configuration database's namespaces.
-//!
-//! The store holds bytes under keys; each namespace holds one kind of value. A
-//! [`TypedView`] reads a namespace as values of its type, decoded and validated,
-//! with the version token of the write that set each one:
-//!
-//! | type | namespace |
-//! |---|---|
-//! | [`License`] | `license/` |
-//! | [`Dataflow`] (a JSON object) | `dataflows/` |
-//! | [`ResourceDefinition`] | `resources/` (secrets stay sealed; open them with [`ResourceRegistry`](crate::registry::ResourceRegistry)) |
-//! | [`Setting`] (bytes) | `settings/` |
-//! | [`Member`] | `membership/` |
-//!
-//! Views only read: writes go through the management API, which validates them and
-//! replicates them at the requested acknowledgement level. A service on a node gets
-//! a view with [`NodeContext::view`](crate::NodeContext::view).
-//!
-//! ```
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! use std::sync::Arc;
-//! use spectrum::core::{Hlc, Member, NodeId};
-//! use spectrum::replication::{ConfigStore, MemoryStore, WriteBatch};
-//! use spectrum::typed::TypedView;
-//!
-//! let store: Arc<dyn ConfigStore> = Arc::new(MemoryStore::new("n1".parse()?, Arc::new(Hlc::system())));
-//! store.apply(WriteBatch::new().put("membership/n1", r#"{"id":"n1","addr":"http://127.0.0.1:7001","state":"active"}"#)).await?;
-//!
-//! let members = TypedView::<Member>::new(store.clone());
-//! let n1 = members.get("n1").await?.expect("recorded");
-//! assert_eq!(n1.value.addr, "http://127.0.0.1:7001");
-//! assert_eq!(members.list().await?.len(), 1);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! # }).unwrap();
-//! ```
+//! [`TypedView`]: one namespace read as values of its type.
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use spectrum_core::Member;
 use spectrum_replication::{ConfigStore, Record, StoreError, VersionToken};
-use spectrum_resources::ResourceDefinition;
 
-use crate::keys::Namespace;
-use crate::license::License;
-
-/// A type stored in one namespace of the configuration database.
-pub trait NamespaceValue: Sized + Send + Sync + 'static {
-    /// The namespace holding values of this type.
-    const NAMESPACE: Namespace;
-
-    /// Decodes and validates a stored value.
-    ///
-    /// # Errors
-    ///
-    /// Why the bytes are not a valid value.
-    fn decode(bytes: &[u8]) -> Result<Self, String>;
-}
-
-impl NamespaceValue for License {
-    const NAMESPACE: Namespace = Namespace::License;
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
-        License::from_json_bytes(bytes).map_err(|e| e.to_string())
-    }
-}
-
-impl NamespaceValue for ResourceDefinition {
-    const NAMESPACE: Namespace = Namespace::Resources;
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
-        ResourceDefinition::from_json_bytes(bytes).map_err(|e| e.to_string())
-    }
-}
-
-impl NamespaceValue for Member {
-    const NAMESPACE: Namespace = Namespace::Membership;
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())
-    }
-}
-
-/// A dataflow definition: a JSON object whose schema belongs to the services that
-/// run dataflows (see [`crate::demo::DataflowDefinition`] for one).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Dataflow(pub serde_json::Map<String, serde_json::Value>);
-
-impl NamespaceValue for Dataflow {
-    const NAMESPACE: Namespace = Namespace::Dataflows;
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
-        match serde_json::from_slice(bytes).map_err(|e| e.to_string())? {
-            serde_json::Value::Object(map) => Ok(Dataflow(map)),
-            _ => Err("expected a JSON object".into()),
-        }
-    }
-}
-
-/// A setting: free-form bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Setting(pub Bytes);
-
-impl NamespaceValue for Setting {
-    const NAMESPACE: Namespace = Namespace::Settings;
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
-        Ok(Setting(Bytes::copy_from_slice(bytes)))
-    }
-}
+use super::NamespaceValue;
 
 /// One value with its name and the version of the write that set it.
 #[derive(Debug, Clone, PartialEq)]
@@ -164,7 +66,7 @@ impl<T: NamespaceValue> TypedView<T> {
         Some(
             T::decode(bytes)
                 .map(|value| Versioned { name, value, version: record.token() })
-                .map_err(|reason| TypedError::Invalid { key: record.key.clone(), reason }),
+                .map_err(|e| TypedError::Invalid { key: record.key.clone(), reason: e.reason }),
         )
     }
 
@@ -193,6 +95,8 @@ impl<T: NamespaceValue> TypedView<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::license::License;
+    use crate::namespace::{Dataflow, Setting};
     use spectrum_core::Hlc;
     use spectrum_replication::{MemoryStore, WriteBatch};
 

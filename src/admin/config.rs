@@ -1,0 +1,99 @@
+//! Raw entries of the configuration database: get, put, delete, list.
+
+use bytes::Bytes;
+use spectrum_replication::{AckLevel, Record, WriteBatch};
+use spectrum_resources::ResourceDefinition;
+use tracing::debug;
+
+use super::{Admin, AdminError};
+use crate::license::Date;
+use crate::model::{Entry, ReadAfter, WriteReceipt};
+use crate::namespace::{self, Namespace, WriteValue};
+
+impl Admin {
+    /// The live entry at `key`, once this node holds `after`.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Key`] for a key outside the namespaces; [`AdminError::NotFound`];
+    /// [`AdminError::NotCaughtUp`].
+    pub async fn get(&self, key: &str, after: &ReadAfter) -> Result<Entry, AdminError> {
+        namespace::classify(key)?;
+        self.wait_for(after).await?;
+        let record = self.ctx.store.get(key).await?;
+        record
+            .as_ref()
+            .and_then(entry)
+            .ok_or_else(|| AdminError::not_found(format!("no config entry {key:?}")))
+    }
+
+    /// Writes `value` at `key` after checking it with its namespace's codec: a
+    /// license must be current; a resource's secrets are sealed (a redacted secret
+    /// keeps the stored one).
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Key`] naming what is wrong; [`AdminError::License`] for an
+    /// expired license; the write's own errors.
+    pub async fn put(&self, key: &str, value: Bytes, ack: AckLevel) -> Result<WriteReceipt, AdminError> {
+        let (_, decoded) = namespace::validate_write(key, Some(&value))?;
+        let value = match decoded {
+            Some(WriteValue::Resource(def)) => Bytes::from(self.resource_to_store(&def).await?),
+            Some(WriteValue::License(license)) => {
+                license.check_current(Date::today())?;
+                value
+            }
+            _ => value,
+        };
+        let write = self.write(WriteBatch::new().put(key.to_owned(), value), ack).await?;
+        debug!(key, version = %write.version, "config entry written");
+        Ok(write)
+    }
+
+    /// Deletes the live entry at `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::NotFound`] when it holds nothing; as [`put`](Self::put).
+    pub async fn delete(&self, key: &str, ack: AckLevel) -> Result<WriteReceipt, AdminError> {
+        namespace::validate_write(key, None)?;
+        if self.live(key).await?.is_none() {
+            return Err(AdminError::not_found(format!("no config entry {key:?}")));
+        }
+        let write = self.write(WriteBatch::new().delete(key.to_owned()), ack).await?;
+        debug!(key, version = %write.version, "config entry deleted");
+        Ok(write)
+    }
+
+    /// Every live entry under `prefix`, once this node holds `after`.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::NotCaughtUp`]; store failures.
+    pub async fn list(&self, prefix: &str, after: &ReadAfter) -> Result<Vec<Entry>, AdminError> {
+        self.wait_for(after).await?;
+        Ok(self.ctx.store.scan(prefix).await?.iter().filter_map(entry).collect())
+    }
+}
+
+/// A live record as the API shows it: resource definitions redacted.
+fn entry(record: &Record) -> Option<Entry> {
+    let value = record.value.as_ref()?;
+    Some(Entry {
+        key: record.key.clone(),
+        value: shown_value(&record.key, value),
+        version: record.token(),
+        stamp_wall_ms: record.stamp.wall_ms,
+        stamp_logical: record.stamp.logical,
+    })
+}
+
+fn shown_value(key: &str, value: &[u8]) -> Vec<u8> {
+    if !key.starts_with(Namespace::Resources.prefix()) {
+        return value.to_vec();
+    }
+    ResourceDefinition::from_json_bytes(value)
+        .ok()
+        .and_then(|def| def.redacted().to_json_bytes().ok())
+        .unwrap_or_default()
+}

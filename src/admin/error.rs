@@ -1,0 +1,117 @@
+//! [`AdminError`]: why a management operation was refused or failed.
+
+use std::time::Duration;
+
+use spectrum_core::NodeId;
+use spectrum_replication::{ReplicationError, StoreError, VersionToken};
+use spectrum_resources::{DefinitionError, SecretError, TransferError};
+use thiserror::Error;
+
+use crate::license::LicenseError;
+use crate::namespace::KeyError;
+use crate::registry::RegistryError;
+
+/// Why a management operation was refused or failed. Every message names what is
+/// wrong, and a refused write stores nothing.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// A key or value does not fit its namespace.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A license document is invalid or expired.
+    #[error(transparent)]
+    License(#[from] LicenseError),
+    /// A resource definition is invalid.
+    #[error("invalid resource definition: {0}")]
+    Definition(#[from] DefinitionError),
+    /// A redacted secret was sent where no stored secret can stand in for it.
+    #[error("invalid resource definition: {field}: {source}")]
+    Placeholder {
+        /// The secret field.
+        field: String,
+        /// The placeholder error.
+        source: SecretError,
+    },
+    /// An export file is malformed.
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    /// An argument is malformed (an unknown ack level, a bad node id, a bad token).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Resource definitions could not be read, sealed or opened.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Nothing is stored under that name.
+    #[error("{what}")]
+    NotFound {
+        /// What was looked for, as a sentence fragment (`no dataflow "x"`).
+        what: String,
+    },
+    /// The name is taken and the call did not ask to replace it.
+    #[error("{what} {name:?} already exists; pass replace to change it")]
+    AlreadyExists {
+        /// `dataflow`, `resource`.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A stored value no longer decodes.
+    #[error("the stored {what} is invalid: {reason}")]
+    StoredInvalid {
+        /// What it is (`license "main"`).
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// A member that left cannot be drained or undrained.
+    #[error("node {id} has left the cluster; it becomes active again when it restarts")]
+    MemberLeft {
+        /// The member.
+        id: NodeId,
+    },
+    /// This node has an empty store and has not heard from a peer yet.
+    #[error("{node} is catching up with the cluster (no peer has answered yet); retry")]
+    CatchingUp {
+        /// This node.
+        node: NodeId,
+    },
+    /// This node has not caught up with a version the read asked for.
+    #[error("node {node} has not caught up to version {version} within {} ms; retry", waited.as_millis())]
+    NotCaughtUp {
+        /// This node.
+        node: NodeId,
+        /// The version asked for.
+        version: VersionToken,
+        /// How long it waited.
+        waited: Duration,
+    },
+    /// The write is applied here but its acknowledgement level was not reached in time.
+    #[error("write {version} is applied on {node} and keeps replicating, but: {reason}")]
+    AckTimeout {
+        /// The write.
+        version: VersionToken,
+        /// This node.
+        node: NodeId,
+        /// What the replicator said.
+        reason: String,
+    },
+    /// Replication failed.
+    #[error(transparent)]
+    Replication(ReplicationError),
+    /// A fault of this node (not of the request).
+    #[error("{reason}")]
+    Internal {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl AdminError {
+    pub(crate) fn not_found(what: impl Into<String>) -> Self {
+        AdminError::NotFound { what: what.into() }
+    }
+}

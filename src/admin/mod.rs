@@ -1,0 +1,174 @@
+//! [`Admin`]: the management operations of one node, on domain types.
+//!
+//! Each operation takes domain values ([`AckLevel`], [`ReadAfter`], names, JSON
+//! documents) and returns a [`model`](crate::model) value or an [`AdminError`];
+//! nothing here knows protobuf. The gRPC service ([`management`](crate::management))
+//! is a thin adapter over it, so the logic can be driven and tested without a
+//! network. One file per area: `config.rs` (raw entries), `license.rs`,
+//! `dataflows.rs`, `resources.rs`, `nodes.rs` (status, drain and undrain).
+
+mod config;
+mod dataflows;
+mod error;
+mod license;
+mod nodes;
+mod resources;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use spectrum_core::{Member, PeerAddr, TransportConfig};
+use spectrum_replication::{AckLevel, Record, ReplicationError, Replicator, WriteBatch};
+use tracing::warn;
+
+pub use error::AdminError;
+
+use crate::context::NodeContext;
+use crate::model::{ReadAfter, WriteReceipt};
+use crate::namespace::Namespace;
+use crate::registry::ResourceRegistry;
+
+/// Longest a read carrying a version token waits for this node to catch up.
+pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(2);
+
+/// Longest the answering node waits for a member's answer to a resource check.
+pub const PEER_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The management operations of one node.
+#[derive(Clone)]
+pub struct Admin {
+    ctx: NodeContext,
+    replicator: Arc<dyn Replicator>,
+    addr: PeerAddr,
+    write_timeout: Duration,
+    transport: TransportConfig,
+    ready: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admin")
+            .field("node", &self.ctx.id)
+            .field("addr", &self.addr)
+            .field("has_cluster_key", &self.ctx.cluster_key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Admin {
+    /// The operations of the node described by `ctx`, serving at `addr`; writes
+    /// wait at most `write_timeout` for their acknowledgement level. Secrets are
+    /// sealed with the node's cluster key ([`NodeContext::cluster_key`]); without
+    /// one, the node refuses to store secrets.
+    pub fn new(
+        ctx: NodeContext,
+        replicator: Arc<dyn Replicator>,
+        addr: PeerAddr,
+        write_timeout: Duration,
+    ) -> Self {
+        Self {
+            ctx,
+            replicator,
+            addr,
+            write_timeout,
+            transport: TransportConfig::default(),
+            ready: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Refuses writes ([`AdminError::CatchingUp`]) while `ready` is false: a node
+    /// with an empty store writes nothing until it has heard from a peer. Default:
+    /// always ready.
+    pub fn ready_flag(mut self, ready: Arc<AtomicBool>) -> Self {
+        self.ready = ready;
+        self
+    }
+
+    /// Transport settings for the calls this node makes to other members (resource
+    /// checks); the default otherwise.
+    pub fn transport(mut self, transport: TransportConfig) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// The node these operations run on.
+    pub fn context(&self) -> &NodeContext {
+        &self.ctx
+    }
+
+    fn registry(&self) -> ResourceRegistry {
+        ResourceRegistry::new(self.ctx.store.clone(), self.ctx.cluster_key.clone())
+    }
+
+    /// Applies `batch` locally and replicates it at `ack`.
+    async fn write(&self, batch: WriteBatch, ack: AckLevel) -> Result<WriteReceipt, AdminError> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(AdminError::CatchingUp { node: self.ctx.id.clone() });
+        }
+        let records = self.ctx.store.apply(batch).await?;
+        let Some(version) = records.last().map(Record::token) else {
+            return Err(AdminError::Internal { reason: "the store applied no records".into() });
+        };
+        let report =
+            self.replicator.replicate(records, ack, self.write_timeout).await.map_err(|e| match e {
+                ReplicationError::AckTimeout { .. } => AdminError::AckTimeout {
+                    version: version.clone(),
+                    node: self.ctx.id.clone(),
+                    reason: e.to_string(),
+                },
+                other => AdminError::Replication(other),
+            })?;
+        Ok(WriteReceipt {
+            version,
+            acked: u32::try_from(report.acked).unwrap_or(u32::MAX),
+            members: u32::try_from(report.members).unwrap_or(u32::MAX),
+            served_by: self.ctx.id.clone(),
+        })
+    }
+
+    /// Waits (bounded by [`READ_YOUR_WRITES_WAIT`]) until this node holds `after`.
+    async fn wait_for(&self, after: &ReadAfter) -> Result<(), AdminError> {
+        let ReadAfter::Version(token) = after else { return Ok(()) };
+        let deadline = Instant::now() + READ_YOUR_WRITES_WAIT;
+        let mut feed = self.ctx.store.subscribe();
+        loop {
+            if self.ctx.store.digest().await?.covers(token) {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(AdminError::NotCaughtUp {
+                    node: self.ctx.id.clone(),
+                    version: token.clone(),
+                    waited: READ_YOUR_WRITES_WAIT,
+                });
+            }
+            // Wake on any stored record, and re-check at least every 50 ms (a digest can
+            // also advance through `covers` with no record stored).
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), feed.recv()).await;
+        }
+    }
+
+    /// The live record at `key`, if any.
+    async fn live(&self, key: &str) -> Result<Option<Record>, AdminError> {
+        Ok(self.ctx.store.get(key).await?.filter(|r| !r.is_tombstone()))
+    }
+
+    /// Membership as this node holds it; an unreadable record is logged and skipped.
+    async fn members(&self) -> Result<Vec<Member>, AdminError> {
+        let records = self.ctx.store.scan(Namespace::Membership.prefix()).await?;
+        Ok(records
+            .iter()
+            .filter_map(|r| Some((r, r.value.as_ref()?)))
+            .filter_map(|(r, v)| match Member::from_record_value(v) {
+                Ok(m) => Some(m),
+                Err(error) => {
+                    warn!(key = %r.key, %error, "ignoring unreadable membership record");
+                    None
+                }
+            })
+            .collect())
+    }
+}

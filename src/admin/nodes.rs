@@ -1,0 +1,87 @@
+//! The cluster as this node sees it (status), and an operator's drain and undrain.
+
+use bytes::Bytes;
+use spectrum_core::{Member, MemberState, NodeId};
+use spectrum_replication::{AckLevel, WriteBatch};
+use tracing::info;
+
+use super::{Admin, AdminError};
+use crate::model::{NodeStateChanged, NodeStatus, PeerInfo};
+
+impl Admin {
+    /// This node's view of the cluster: membership, peers, keys, digest, and which
+    /// resources are available here.
+    ///
+    /// # Errors
+    ///
+    /// Store and registry failures.
+    pub async fn status(&self) -> Result<NodeStatus, AdminError> {
+        let store = &self.ctx.store;
+        let peers = self
+            .replicator
+            .peers()
+            .into_iter()
+            .map(|p| PeerInfo {
+                id: p.id,
+                addr: p.addr.to_string(),
+                lag: p.lag,
+                last_contact_ms_ago: p
+                    .last_contact
+                    .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
+                clock_offset_ms: p.clock_offset_ms,
+                clock_skewed: p.clock_skewed,
+                last_error: p.last_error,
+            })
+            .collect();
+        let keys = store.scan("").await?.iter().filter(|r| !r.is_tombstone()).count();
+        let digest = store.digest().await?;
+        Ok(NodeStatus {
+            cluster: self.ctx.cluster.to_string(),
+            node: self.ctx.id.clone(),
+            addr: self.addr.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            keys: keys as u64,
+            digest: digest.entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            members: self.members().await?,
+            peers,
+            resources: self.check_local(&[]).await?.resources,
+        })
+    }
+
+    /// Sets member `id` to `state` (an operator drains or undrains it).
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::NotFound`] for an unknown member; [`AdminError::MemberLeft`];
+    /// [`AdminError::InvalidArgument`] for a state an operator cannot set.
+    pub async fn set_node_state(
+        &self,
+        id: &NodeId,
+        state: MemberState,
+        ack: AckLevel,
+    ) -> Result<NodeStateChanged, AdminError> {
+        if !matches!(state, MemberState::Active | MemberState::Draining) {
+            return Err(AdminError::InvalidArgument(format!("an operator cannot set a node {state}")));
+        }
+        let key = Member::key_of(id);
+        let record = self
+            .live(&key)
+            .await?
+            .ok_or_else(|| AdminError::not_found(format!("no member {:?} in this cluster", id.as_str())))?;
+        let mut member =
+            Member::from_record_value(record.value.as_deref().unwrap_or_default()).map_err(|e| {
+                AdminError::StoredInvalid {
+                    what: format!("membership record of {id}"),
+                    reason: e.to_string(),
+                }
+            })?;
+        if member.state == MemberState::Left {
+            return Err(AdminError::MemberLeft { id: id.clone() });
+        }
+        member.state = state;
+        let value = Bytes::from(member.to_record_value());
+        let write = self.write(WriteBatch::new().put(key, value), ack).await?;
+        info!(member = %id, state = %state, version = %write.version, "member state set");
+        Ok(NodeStateChanged { member, write })
+    }
+}

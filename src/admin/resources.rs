@@ -1,0 +1,303 @@
+//! Resource definitions: create, list, show, delete, check on every member,
+//! export and import. Secrets are sealed with the cluster key before anything is
+//! stored and every answer shows definitions redacted.
+
+use bytes::Bytes;
+use futures::future::join_all;
+use spectrum_core::{Member, MemberState};
+use spectrum_replication::{AckLevel, WriteBatch};
+use spectrum_resources::{ExportFile, ExportOptions, ResourceDefinition, ResourceName, prepare_import};
+use tonic::Request;
+use tracing::{debug, info};
+
+use super::{Admin, AdminError, PEER_CHECK_TIMEOUT};
+use crate::auth::{Token, TokenInterceptor};
+use crate::model::{
+    ImportPlan, ImportReport, NodeResourceCheck, ReadAfter, ResourceAvailability, ResourceExport,
+    ResourceInfo, ResourceStored, WriteReceipt,
+};
+use crate::namespace::Namespace;
+use crate::pb::{proto, read_after_to_wire};
+
+impl Admin {
+    /// Stores a resource definition (JSON); with `replace` false, a name already
+    /// taken is refused. Clear secrets are sealed; a redacted secret keeps the
+    /// stored definition's.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Definition`] naming the field; [`AdminError::AlreadyExists`];
+    /// [`AdminError::Registry`] when there is no cluster key to seal a secret with.
+    pub async fn create_resource(
+        &self,
+        definition: &[u8],
+        replace: bool,
+        ack: AckLevel,
+    ) -> Result<ResourceStored, AdminError> {
+        let def = ResourceDefinition::from_json_bytes(definition)?;
+        let key = Namespace::Resources.key(def.name.as_str());
+        if !replace && self.live(&key).await?.is_some() {
+            return Err(AdminError::AlreadyExists { what: "resource", name: def.name.to_string() });
+        }
+        let value = self.resource_to_store(&def).await?;
+        let write = self.write(WriteBatch::new().put(key, Bytes::from(value)), ack).await?;
+        info!(resource = %def.name, kind = def.kind(), version = %write.version, "resource stored");
+        Ok(ResourceStored { resource: info_of(&def, &write.version)?, write })
+    }
+
+    /// The bytes to store for a definition: placeholders take the existing
+    /// definition's secrets (same kind), clear secrets are sealed.
+    pub(super) async fn resource_to_store(&self, def: &ResourceDefinition) -> Result<Vec<u8>, AdminError> {
+        let registry = self.registry();
+        let def = if def.has_redacted_secret() {
+            let existing = registry.get(def.name.as_str()).await?;
+            let kept = match existing {
+                Some(stored) => def.keep_secrets_from(&stored.definition),
+                None => def.keep_secrets_from(def),
+            };
+            let placeholder = kept.placeholders.first().cloned();
+            kept.into_complete().map_err(|source| AdminError::Placeholder {
+                field: placeholder.unwrap_or_else(|| "spec".into()),
+                source,
+            })?
+        } else {
+            def.clone()
+        };
+        Ok(registry.seal_definition(&def)?.to_json_bytes()?)
+    }
+
+    /// Every resource definition, redacted, once this node holds `after`.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::NotCaughtUp`]; [`AdminError::Registry`].
+    pub async fn resources(&self, after: &ReadAfter) -> Result<Vec<ResourceInfo>, AdminError> {
+        self.wait_for(after).await?;
+        self.registry().list().await?.iter().map(|s| info_of(&s.definition, &s.version)).collect()
+    }
+
+    /// The resource `name`, redacted, once this node holds `after`.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::NotFound`]; [`AdminError::Definition`] for a bad name.
+    pub async fn resource(&self, name: &str, after: &ReadAfter) -> Result<ResourceInfo, AdminError> {
+        let name = resource_name(name)?;
+        self.wait_for(after).await?;
+        let stored = self.registry().get(name.as_str()).await?;
+        let stored =
+            stored.ok_or_else(|| AdminError::not_found(format!("no resource {:?}", name.as_str())))?;
+        info_of(&stored.definition, &stored.version)
+    }
+
+    /// Deletes the resource `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::NotFound`].
+    pub async fn delete_resource(&self, name: &str, ack: AckLevel) -> Result<WriteReceipt, AdminError> {
+        let name = resource_name(name)?;
+        let key = Namespace::Resources.key(name.as_str());
+        if self.live(&key).await?.is_none() {
+            return Err(AdminError::not_found(format!("no resource {:?}", name.as_str())));
+        }
+        let write = self.write(WriteBatch::new().delete(key), ack).await?;
+        info!(resource = %name, version = %write.version, "resource deleted");
+        Ok(write)
+    }
+
+    /// Checks `names` (every resource when empty) on this node.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Registry`].
+    pub async fn check_local(&self, names: &[String]) -> Result<NodeResourceCheck, AdminError> {
+        let statuses = self.registry().check_all(&*self.ctx.resolver, &self.ctx.id, names).await?;
+        Ok(NodeResourceCheck {
+            node: self.ctx.id.clone(),
+            addr: self.addr.to_string(),
+            error: None,
+            resources: statuses
+                .into_iter()
+                .map(|s| ResourceAvailability {
+                    name: s.name,
+                    kind: s.kind,
+                    available: s.availability.available,
+                    detail: s.availability.detail,
+                })
+                .collect(),
+        })
+    }
+
+    /// Checks `names` on every member (this one directly, the others through
+    /// their management API with `token`), once this node holds `after`.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::NotFound`] for a name with no definition. A member that
+    /// cannot be asked is reported in its entry.
+    pub async fn check_everywhere(
+        &self,
+        names: &[String],
+        after: &ReadAfter,
+        token: Option<Token>,
+    ) -> Result<Vec<NodeResourceCheck>, AdminError> {
+        for name in names {
+            resource_name(name)?;
+        }
+        self.wait_for(after).await?;
+        let registry = self.registry();
+        for name in names {
+            if registry.get(name).await?.is_none() {
+                return Err(AdminError::not_found(format!("no resource {name:?}")));
+            }
+        }
+        let local = self.check_local(names).await?;
+        let others: Vec<Member> = self
+            .members()
+            .await?
+            .into_iter()
+            .filter(|m| m.id != self.ctx.id && m.state != MemberState::Left)
+            .collect();
+        let mut nodes = vec![local];
+        nodes
+            .extend(join_all(others.iter().map(|m| self.check_member(m, names, after, token.clone()))).await);
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(nodes)
+    }
+
+    async fn check_member(
+        &self,
+        member: &Member,
+        names: &[String],
+        after: &ReadAfter,
+        token: Option<Token>,
+    ) -> NodeResourceCheck {
+        let mut out = NodeResourceCheck {
+            node: member.id.clone(),
+            addr: member.addr.to_string(),
+            error: None,
+            resources: Vec::new(),
+        };
+        let channel = self.transport.channel(&member.addr);
+        let mut client = proto::management_client::ManagementClient::with_interceptor(
+            channel,
+            TokenInterceptor::new(token),
+        );
+        let mut request = Request::new(proto::CheckResourcesRequest {
+            names: names.to_vec(),
+            local_only: true,
+            min_version: read_after_to_wire(after),
+        });
+        request.set_timeout(PEER_CHECK_TIMEOUT);
+        let answer = match tokio::time::timeout(PEER_CHECK_TIMEOUT, client.check_resources(request)).await {
+            Err(_) => Err(format!("no answer within {} s", PEER_CHECK_TIMEOUT.as_secs())),
+            Ok(Err(status)) => Err(format!("{} ({:?})", status.message(), status.code())),
+            Ok(Ok(response)) => Ok(response.into_inner()),
+        };
+        match answer.map(|a| a.nodes.into_iter().next()) {
+            Ok(Some(node)) => out.resources = node.resources.into_iter().map(Into::into).collect(),
+            Ok(None) => out.error = Some("the member sent no results".into()),
+            Err(e) => {
+                debug!(peer = %member.id, error = %e, "resource check on a member failed");
+                out.error = Some(e);
+            }
+        }
+        out
+    }
+
+    /// Exports every definition, secrets redacted, once this node holds `after`.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Registry`]; [`AdminError::Transfer`].
+    pub async fn export_resources(&self, after: &ReadAfter) -> Result<ResourceExport, AdminError> {
+        self.wait_for(after).await?;
+        let stored = self.registry().list().await?;
+        let count = u32::try_from(stored.len()).unwrap_or(u32::MAX);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let file = ExportFile::new(
+            self.ctx.cluster.clone(),
+            now_ms,
+            stored.into_iter().map(|s| s.definition),
+            ExportOptions::default(),
+        );
+        info!(resources = count, "resources exported");
+        Ok(ResourceExport { file: file.to_json_bytes()?, count, served_by: self.ctx.id.clone() })
+    }
+
+    /// Imports an export file; with `dry_run`, only plans.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Transfer`] for a malformed file (nothing is written).
+    pub async fn import_resources(
+        &self,
+        file: &[u8],
+        dry_run: bool,
+        ack: AckLevel,
+    ) -> Result<ImportReport, AdminError> {
+        let file = ExportFile::from_json_bytes(file)?;
+        let registry = self.registry();
+        // Compare with the existing definitions in clear where this node can open them,
+        // so a file that holds the same secret in clear counts as unchanged.
+        let existing: Vec<ResourceDefinition> = registry
+            .list()
+            .await?
+            .into_iter()
+            .map(|s| registry.open_definition(&s.definition).unwrap_or(s.definition))
+            .collect();
+        let prepared = prepare_import(&existing, &file);
+        let names = |v: &[ResourceName]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let p = &prepared.plan;
+        let plan = ImportPlan {
+            add: names(&p.add),
+            change: names(&p.change),
+            unchanged: names(&p.unchanged),
+            needs_secret: names(&p.needs_secret),
+            kept: names(&p.kept),
+        };
+        let mut report = ImportReport {
+            dry_run,
+            applied: false,
+            source_cluster: file.cluster.to_string(),
+            plan,
+            write: None,
+        };
+        if dry_run || prepared.writes.is_empty() {
+            return Ok(report);
+        }
+        let mut batch = WriteBatch::new();
+        for def in &prepared.writes {
+            let bytes = registry.seal_definition(def)?.to_json_bytes()?;
+            batch = batch.put(Namespace::Resources.key(def.name.as_str()), Bytes::from(bytes));
+        }
+        let write = self.write(batch, ack).await?;
+        info!(from = %file.cluster, added = p.add.len(), changed = p.change.len(), version = %write.version, "resources imported");
+        report.applied = true;
+        report.write = Some(write);
+        Ok(report)
+    }
+}
+
+fn resource_name(name: &str) -> Result<ResourceName, AdminError> {
+    ResourceName::new(name).map_err(|e| AdminError::InvalidArgument(format!("invalid resource name: {e}")))
+}
+
+/// The API's form of a stored definition: redacted.
+fn info_of(
+    def: &ResourceDefinition,
+    version: &spectrum_replication::VersionToken,
+) -> Result<ResourceInfo, AdminError> {
+    let redacted = def.redacted();
+    Ok(ResourceInfo {
+        name: def.name.to_string(),
+        kind: def.kind().to_owned(),
+        description: def.description.clone().unwrap_or_default(),
+        version: version.clone(),
+        has_secret: redacted.has_redacted_secret(),
+        definition: redacted.to_json_bytes()?,
+    })
+}

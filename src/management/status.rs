@@ -1,0 +1,61 @@
+//! One mapping from [`AdminError`] to a gRPC [`Status`].
+
+use spectrum_replication::StoreError;
+use spectrum_resources::SecretError;
+use tonic::Status;
+
+use crate::admin::AdminError;
+use crate::namespace::KeyError;
+use crate::registry::RegistryError;
+
+impl From<AdminError> for Status {
+    fn from(e: AdminError) -> Self {
+        let message = e.to_string();
+        match e {
+            AdminError::Key(KeyError::ReadOnly { .. }) => Status::permission_denied(message),
+            AdminError::Key(_)
+            | AdminError::License(_)
+            | AdminError::Definition(_)
+            | AdminError::Placeholder { .. }
+            | AdminError::Transfer(_)
+            | AdminError::InvalidArgument(_) => Status::invalid_argument(message),
+            AdminError::Store(
+                StoreError::InvalidKey { .. }
+                | StoreError::ValueTooLarge { .. }
+                | StoreError::EmptyBatch
+                | StoreError::InvalidToken { .. }
+                | StoreError::InvalidRecord { .. },
+            ) => Status::invalid_argument(message),
+            AdminError::Registry(e) => registry_status(e),
+            AdminError::NotFound { .. } => Status::not_found(message),
+            AdminError::AlreadyExists { .. } => Status::already_exists(message),
+            AdminError::StoredInvalid { .. } | AdminError::MemberLeft { .. } => {
+                Status::failed_precondition(message)
+            }
+            AdminError::CatchingUp { .. } | AdminError::NotCaughtUp { .. } | AdminError::Replication(_) => {
+                Status::unavailable(message)
+            }
+            AdminError::AckTimeout { .. } => Status::deadline_exceeded(message),
+            _ => Status::internal(message),
+        }
+    }
+}
+
+fn registry_status(e: RegistryError) -> Status {
+    let message = e.to_string();
+    match &e {
+        RegistryError::NotFound { .. } => Status::not_found(message),
+        RegistryError::Invalid { .. } => Status::failed_precondition(message),
+        RegistryError::Secret { source, .. } => match source {
+            SecretError::Placeholder => Status::invalid_argument(message),
+            SecretError::Field { source: inner, .. } if **inner == SecretError::Placeholder => {
+                Status::invalid_argument(message)
+            }
+            SecretError::NoKey | SecretError::Field { .. } => Status::failed_precondition(format!(
+                "{message}; give every node the same cluster_key in its configuration"
+            )),
+            _ => Status::failed_precondition(message),
+        },
+        _ => Status::internal(message),
+    }
+}
