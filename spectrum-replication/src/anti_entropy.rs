@@ -38,7 +38,7 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, RngCore, SeedableRng};
-use spectrum_core::{ClusterId, Hlc, InvalidAddr, Member, MemberState, NodeId, PeerAddr, TransportConfig};
+use spectrum_core::{ClusterId, Hlc, Member, MemberState, NodeId, PeerAddr, TransportConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -48,7 +48,7 @@ use tracing::{Instrument, debug, info_span, instrument, trace, warn};
 
 use crate::error::{ReplicationError, StoreError};
 use crate::horizon::tombstone_horizon;
-use crate::peers::{PeerTable, blank, canonical_addr};
+use crate::peers::{PeerTable, blank};
 use crate::proto;
 use crate::proto::replication_client::ReplicationClient;
 use crate::record::{Record, Snapshot, VersionToken, VersionVector};
@@ -76,8 +76,8 @@ pub struct AntiEntropyBuilder {
     store: Arc<dyn ConfigStore>,
     hlc: Arc<Hlc>,
     cluster: ClusterId,
-    self_addr: String,
-    seeds: Vec<String>,
+    self_addr: PeerAddr,
+    seeds: Vec<PeerAddr>,
     interval: Duration,
     transport: TransportConfig,
     rng_seed: Option<u64>,
@@ -85,7 +85,7 @@ pub struct AntiEntropyBuilder {
 
 impl AntiEntropyBuilder {
     /// Addresses of nodes to sync with before membership is known.
-    pub fn seeds(mut self, seeds: Vec<String>) -> Self {
+    pub fn seeds(mut self, seeds: Vec<PeerAddr>) -> Self {
         self.seeds = seeds;
         self
     }
@@ -114,8 +114,8 @@ impl AntiEntropyBuilder {
 
     /// The replicator. Call [`AntiEntropy::start`] to run its periodic rounds.
     pub fn build(self) -> AntiEntropy {
-        let self_addr = canonical_addr(&self.self_addr);
-        let mut seeds: Vec<String> = self.seeds.iter().map(|s| canonical_addr(s)).collect();
+        let self_addr = self.self_addr;
+        let mut seeds = self.seeds;
         seeds.sort();
         seeds.dedup();
         seeds.retain(|s| *s != self_addr);
@@ -150,18 +150,18 @@ pub struct AntiEntropy {
 
 impl AntiEntropy {
     /// Starts building a replicator for `store`, stamping messages with `hlc`,
-    /// for `cluster`, on a node reached at `self_addr` (`http://host:port`).
+    /// for `cluster`, on a node reached at `self_addr`.
     pub fn builder(
         store: Arc<dyn ConfigStore>,
         hlc: Arc<Hlc>,
         cluster: ClusterId,
-        self_addr: impl Into<String>,
+        self_addr: PeerAddr,
     ) -> AntiEntropyBuilder {
         AntiEntropyBuilder {
             store,
             hlc,
             cluster,
-            self_addr: self_addr.into(),
+            self_addr,
             seeds: Vec::new(),
             interval: DEFAULT_INTERVAL,
             transport: TransportConfig::default(),
@@ -188,7 +188,7 @@ impl AntiEntropy {
     /// # Errors
     ///
     /// [`ReplicationError::Store`] when membership cannot be read.
-    pub async fn peer_addrs(&self) -> Result<Vec<String>, ReplicationError> {
+    pub async fn peer_addrs(&self) -> Result<Vec<PeerAddr>, ReplicationError> {
         self.inner.peer_addrs().await
     }
 
@@ -300,16 +300,16 @@ struct Inner {
     store: Arc<dyn ConfigStore>,
     hlc: Arc<Hlc>,
     cluster: ClusterId,
-    self_addr: String,
-    seeds: Vec<String>,
+    self_addr: PeerAddr,
+    seeds: Vec<PeerAddr>,
     interval: Duration,
     transport: TransportConfig,
     /// The seeded generator, when [`AntiEntropyBuilder::rng_seed`] was set.
     rng: Option<Mutex<StdRng>>,
     peers: PeerTable,
     /// The peer addresses found last time.
-    known: Mutex<Vec<String>>,
-    channels: Mutex<HashMap<String, Channel>>,
+    known: Mutex<Vec<PeerAddr>>,
+    channels: Mutex<HashMap<PeerAddr, Channel>>,
     stop: watch::Sender<bool>,
 }
 
@@ -332,7 +332,7 @@ impl From<StoreError> for CallError {
     }
 }
 
-fn status_error(addr: &str, status: &tonic::Status) -> CallError {
+fn status_error(addr: &PeerAddr, status: &tonic::Status) -> CallError {
     let retry = !matches!(
         status.code(),
         Code::InvalidArgument
@@ -343,25 +343,25 @@ fn status_error(addr: &str, status: &tonic::Status) -> CallError {
             | Code::OutOfRange
     );
     let error = ReplicationError::Peer {
-        peer: addr.to_owned(),
+        peer: addr.to_string(),
         reason: format!("{:?}: {}", status.code(), status.message()),
     };
     CallError { error, retry }
 }
 
-fn malformed(addr: &str, e: InvalidMessage) -> ReplicationError {
-    ReplicationError::Peer { peer: addr.to_owned(), reason: format!("malformed answer: {e}") }
+fn malformed(addr: &PeerAddr, e: InvalidMessage) -> ReplicationError {
+    ReplicationError::Peer { peer: addr.to_string(), reason: format!("malformed answer: {e}") }
 }
 
 impl Inner {
-    async fn peer_addrs(&self) -> Result<Vec<String>, ReplicationError> {
+    async fn peer_addrs(&self) -> Result<Vec<PeerAddr>, ReplicationError> {
         // Seeds are where to start; membership is what is known. A seed whose address
         // a member left from is no longer a peer (unless an active member uses it).
-        let mut set: BTreeSet<String> = self.seeds.iter().cloned().collect();
+        let mut set: BTreeSet<PeerAddr> = self.seeds.iter().cloned().collect();
         let mut left = BTreeSet::new();
         // Where membership says each node is now: a seed that answered as a node
         // now recorded at another address is that node's old address (it moved).
-        let mut recorded: BTreeMap<NodeId, String> = BTreeMap::new();
+        let mut recorded: BTreeMap<NodeId, PeerAddr> = BTreeMap::new();
         for rec in self.store.scan(MEMBERSHIP_PREFIX).await? {
             let Some(value) = rec.value else { continue };
             let member = match Member::from_record_value(&value) {
@@ -371,17 +371,16 @@ impl Inner {
                     continue;
                 }
             };
-            recorded.insert(member.id.clone(), member.addr.to_string());
+            recorded.insert(member.id.clone(), member.addr.clone());
             if &member.id == self.store.node_id() {
                 continue;
             }
             if member.state == MemberState::Left {
-                left.insert(member.addr.to_string());
+                left.insert(member.addr);
                 continue;
             }
-            let addr = member.addr.to_string();
-            left.remove(&addr);
-            set.insert(addr);
+            left.remove(&member.addr);
+            set.insert(member.addr);
         }
         set.retain(|a| !left.contains(a));
         set.retain(|a| {
@@ -393,7 +392,7 @@ impl Inner {
         });
         set.remove(&self.self_addr);
         self.channels.lock().retain(|addr, _| set.contains(addr));
-        let addrs: Vec<String> = set.into_iter().collect();
+        let addrs: Vec<PeerAddr> = set.into_iter().collect();
         *self.known.lock() = addrs.clone();
         Ok(addrs)
     }
@@ -428,21 +427,10 @@ impl Inner {
             .max(Duration::from_millis(1))
     }
 
-    fn client(&self, addr: &str) -> Result<ReplicationClient<Channel>, ReplicationError> {
+    fn client(&self, addr: &PeerAddr) -> Result<ReplicationClient<Channel>, ReplicationError> {
         let channel = {
             let mut channels = self.channels.lock();
-            match channels.get(addr) {
-                Some(c) => c.clone(),
-                None => {
-                    let peer: PeerAddr = addr.parse().map_err(|e: InvalidAddr| ReplicationError::Peer {
-                        peer: addr.to_owned(),
-                        reason: e.to_string(),
-                    })?;
-                    let c = self.transport.channel(&peer);
-                    channels.insert(addr.to_owned(), c.clone());
-                    c
-                }
-            }
+            channels.entry(addr.clone()).or_insert_with(|| self.transport.channel(addr)).clone()
         };
         let max = self.transport.max_message_bytes;
         Ok(ReplicationClient::new(channel).max_decoding_message_size(max).max_encoding_message_size(max))
@@ -452,7 +440,7 @@ impl Inner {
         proto::Header {
             cluster_id: self.cluster.to_string(),
             node_id: self.store.node_id().to_string(),
-            addr: self.self_addr.clone(),
+            addr: self.self_addr.to_string(),
             hlc: Some(self.hlc.now().into()),
         }
     }
@@ -460,14 +448,14 @@ impl Inner {
     /// Checks an answer's header (cluster, then clock) and records the contact.
     fn check_answer(
         &self,
-        addr: &str,
+        addr: &PeerAddr,
         header: Option<proto::Header>,
     ) -> Result<PeerHeader, ReplicationError> {
         let h = PeerHeader::try_from(header).map_err(|e| malformed(addr, e))?;
         if h.cluster_id != self.cluster.as_str() {
             warn!(peer = %addr, theirs = %h.cluster_id, ours = %self.cluster, "peer belongs to another cluster");
             return Err(ReplicationError::WrongCluster {
-                peer: addr.to_owned(),
+                peer: addr.to_string(),
                 ours: self.cluster.clone(),
                 theirs: h.cluster_id,
             });
@@ -483,17 +471,17 @@ impl Inner {
         });
         if let Err(skew) = observed {
             warn!(peer = %addr, offset_ms = skew.offset_ms, max_ms = skew.max_ms, "peer clock is skewed; refusing its records");
-            return Err(ReplicationError::ClockSkew { peer: addr.to_owned(), skew });
+            return Err(ReplicationError::ClockSkew { peer: addr.to_string(), skew });
         }
         Ok(h)
     }
 
-    fn note_failure(&self, addr: &str, e: &ReplicationError) {
+    fn note_failure(&self, addr: &PeerAddr, e: &ReplicationError) {
         let msg = e.to_string();
         self.peers.update(addr, |p| p.last_error = Some(msg));
     }
 
-    async fn note_success(&self, addr: &str, theirs: &VersionVector) {
+    async fn note_success(&self, addr: &PeerAddr, theirs: &VersionVector) {
         let lag = match self.store.digest().await {
             Ok(ours) => ours.lag_behind(theirs),
             Err(_) => 0,
@@ -509,7 +497,7 @@ impl Inner {
     /// Returns the peer's digest.
     async fn push_records(
         &self,
-        addr: &str,
+        addr: &PeerAddr,
         records: &[Record],
         covers: &VersionVector,
         since: &VersionVector,
@@ -545,7 +533,7 @@ impl Inner {
     }
 
     /// Pushes until acknowledged, a permanent failure, `until`, or stop.
-    async fn push_with_retry(&self, addr: &str, records: &[Record], until: Instant) -> bool {
+    async fn push_with_retry(&self, addr: &PeerAddr, records: &[Record], until: Instant) -> bool {
         let mut backoff = Duration::from_millis(50);
         let mut stop = self.stop.subscribe();
         loop {
@@ -562,7 +550,7 @@ impl Inner {
                 }
                 Ok(Err(e)) => e,
                 Err(_) => CallError {
-                    error: ReplicationError::Peer { peer: addr.to_owned(), reason: "push timed out".into() },
+                    error: ReplicationError::Peer { peer: addr.to_string(), reason: "push timed out".into() },
                     retry: false,
                 },
             };
@@ -640,7 +628,7 @@ impl Inner {
         Ok(())
     }
 
-    async fn sync_with(&self, addr: &str) -> Result<(), ReplicationError> {
+    async fn sync_with(&self, addr: &PeerAddr) -> Result<(), ReplicationError> {
         let mut client = self.client(addr)?;
         let budget = budget_for(self.transport.max_message_bytes);
         let mut theirs = VersionVector::default();
@@ -803,7 +791,7 @@ impl Replicator for AntiEntropy {
         let known = self.inner.known.lock().clone();
         let mut out = self.inner.peers.snapshot();
         for addr in known {
-            if !out.iter().any(|p| p.addr == addr) {
+            if !out.iter().any(|p| p.addr == addr.as_str()) {
                 out.push(blank(addr));
             }
         }
@@ -820,8 +808,8 @@ mod tests {
     fn builder(seeds: &[&str]) -> AntiEntropyBuilder {
         let hlc = Arc::new(Hlc::system());
         let store = Arc::new(MemoryStore::new("n1".parse().unwrap(), hlc.clone()));
-        AntiEntropy::builder(store, hlc, "c".parse().unwrap(), "127.0.0.1:7001")
-            .seeds(seeds.iter().map(|s| s.to_string()).collect())
+        AntiEntropy::builder(store, hlc, "c".parse().unwrap(), "127.0.0.1:7001".parse().unwrap())
+            .seeds(seeds.iter().map(|s| s.parse().unwrap()).collect())
     }
 
     fn replicator(seeds: &[&str]) -> AntiEntropy {
@@ -848,7 +836,7 @@ mod tests {
         let peers = ae.peer_addrs().await.unwrap();
         assert_eq!(peers, ["http://127.0.0.1:7002", "http://127.0.0.1:7003"]);
         let listed: Vec<String> = ae.peers().into_iter().map(|p| p.addr).collect();
-        assert_eq!(listed, peers);
+        assert_eq!(listed, ["http://127.0.0.1:7002", "http://127.0.0.1:7003"]);
     }
 
     #[tokio::test]
@@ -866,7 +854,8 @@ mod tests {
 
     #[test]
     fn a_seeded_replicator_repeats_its_waits_and_peer_choices() {
-        let peers: Vec<String> = (0..5).map(|i| format!("http://10.0.0.{i}:7000")).collect();
+        let peers: Vec<PeerAddr> =
+            (0..5).map(|i| format!("http://10.0.0.{i}:7000").parse().unwrap()).collect();
         let draws = |seed: u64| {
             let ae = builder(&[]).rng_seed(seed).build();
             (0..50)

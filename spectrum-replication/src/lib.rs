@@ -109,8 +109,8 @@
 //! let store = Arc::new(RedbStore::open("/var/lib/spectrum/node-1.redb", "node-1".parse()?, hlc.clone())?);
 //! let listener = bind("127.0.0.1:0".parse()?).await?;
 //! let transport = TransportConfig::default();
-//! let replicator = AntiEntropy::builder(store.clone(), hlc, "prod".parse()?, listener.url())
-//!     .seeds(vec!["http://10.0.0.2:7000".into()])
+//! let replicator = AntiEntropy::builder(store.clone(), hlc, "prod".parse()?, listener.addr())
+//!     .seeds(vec!["http://10.0.0.2:7000".parse()?])
 //!     .transport(transport.clone())
 //!     .build();
 //! let server = transport

@@ -5,12 +5,12 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use spectrum_core::transport::DEFAULT_MAX_MESSAGE_BYTES;
-use spectrum_core::{ClusterId, Hlc};
+use spectrum_core::{ClusterId, Hlc, PeerAddr};
 use tonic::{Request, Response, Status};
 use tracing::{debug, instrument, trace, warn};
 
 use crate::error::StoreError;
-use crate::peers::{PeerTable, canonical_addr};
+use crate::peers::PeerTable;
 use crate::proto;
 use crate::proto::replication_server::{Replication, ReplicationServer};
 use crate::record::validate_key;
@@ -36,7 +36,7 @@ pub struct ReplicationService {
     store: Arc<dyn ConfigStore>,
     cluster: ClusterId,
     hlc: Arc<Hlc>,
-    addr: String,
+    addr: Option<PeerAddr>,
     peers: PeerTable,
     max_budget: usize,
 }
@@ -49,15 +49,15 @@ impl ReplicationService {
             store,
             cluster,
             hlc,
-            addr: String::new(),
+            addr: None,
             peers: PeerTable::new(),
             max_budget: budget_for(DEFAULT_MAX_MESSAGE_BYTES),
         }
     }
 
     /// Sets the address this node is reached at, sent in every answer's header.
-    pub fn with_addr(mut self, addr: impl Into<String>) -> Self {
-        self.addr = addr.into();
+    pub fn with_addr(mut self, addr: PeerAddr) -> Self {
+        self.addr = Some(addr);
         self
     }
 
@@ -86,7 +86,7 @@ impl ReplicationService {
         proto::Header {
             cluster_id: self.cluster.to_string(),
             node_id: self.store.node_id().to_string(),
-            addr: self.addr.clone(),
+            addr: self.addr.as_ref().map(ToString::to_string).unwrap_or_default(),
             hlc: Some(self.hlc.now().into()),
         }
     }
@@ -95,7 +95,7 @@ impl ReplicationService {
     fn admit(&self, header: Option<proto::Header>) -> Result<PeerHeader, Status> {
         let h = PeerHeader::try_from(header)?;
         if h.cluster_id != self.cluster.as_str() {
-            warn!(peer = %h.node_id, addr = %h.addr, theirs = %h.cluster_id, ours = %self.cluster, "refused peer of another cluster");
+            warn!(peer = %h.node_id, addr = ?h.addr, theirs = %h.cluster_id, ours = %self.cluster, "refused peer of another cluster");
             return Err(Status::failed_precondition(format!(
                 "wrong cluster: node {} belongs to cluster {:?}, but this node belongs to cluster {:?}",
                 h.node_id,
@@ -105,9 +105,9 @@ impl ReplicationService {
         }
         let offset = offset_ms(h.hlc.wall_ms, self.hlc.physical_now_ms());
         let observed = self.hlc.observe(h.hlc);
-        if !h.addr.is_empty() && canonical_addr(&h.addr) != canonical_addr(&self.addr) {
+        if let Some(addr) = h.addr.as_ref().filter(|a| Some(*a) != self.addr.as_ref()) {
             let skewed = observed.is_err();
-            self.peers.update(&h.addr, |p| {
+            self.peers.update(addr, |p| {
                 p.id = Some(h.node_id.clone());
                 p.last_contact = Some(Instant::now());
                 p.clock_offset_ms = Some(offset);
@@ -115,7 +115,7 @@ impl ReplicationService {
             });
         }
         if let Err(skew) = observed {
-            warn!(peer = %h.node_id, addr = %h.addr, offset_ms = skew.offset_ms, max_ms = skew.max_ms, "refused peer with a skewed clock");
+            warn!(peer = %h.node_id, addr = ?h.addr, offset_ms = skew.offset_ms, max_ms = skew.max_ms, "refused peer with a skewed clock");
             return Err(Status::failed_precondition(format!(
                 "refused writes from node {}: {skew}",
                 h.node_id
@@ -198,8 +198,8 @@ impl Replication for ReplicationService {
             validate_key(after)
                 .map_err(|e| Status::invalid_argument(format!("invalid snapshot_after: {e}")))?;
         }
-        if !peer.addr.is_empty() && canonical_addr(&peer.addr) != canonical_addr(&self.addr) {
-            self.peers.note_digest(&peer.addr, &peer.node_id, &theirs);
+        if let Some(addr) = peer.addr.as_ref().filter(|a| Some(*a) != self.addr.as_ref()) {
+            self.peers.note_digest(addr, &peer.node_id, &theirs);
         }
         let asked = usize::try_from(req.budget_bytes).unwrap_or(usize::MAX);
         let budget = if asked == 0 { self.max_budget } else { asked.min(self.max_budget) };
@@ -220,9 +220,9 @@ impl Replication for ReplicationService {
             },
         };
         let ours = self.store.digest().await.map_err(store_status)?;
-        if !peer.addr.is_empty() {
+        if let Some(addr) = &peer.addr {
             let lag = ours.lag_behind(&theirs);
-            self.peers.update(&peer.addr, |p| p.lag = lag);
+            self.peers.update(addr, |p| p.lag = lag);
         }
         debug!(
             peer = %peer.node_id,

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use spectrum_core::{NodeId, Timestamp};
+use spectrum_core::{NodeId, PeerAddr, Timestamp};
 
 use crate::proto;
 use crate::record::{MAX_SEQ, Record, VersionVector, validate_key};
@@ -148,8 +148,9 @@ pub struct PeerHeader {
     pub cluster_id: String,
     /// The sender.
     pub node_id: NodeId,
-    /// The sender's address (may be empty for a client that serves nothing).
-    pub addr: String,
+    /// The address the sender is reached at, or `None` when it sent none (a
+    /// client that serves nothing).
+    pub addr: Option<PeerAddr>,
     /// The sender's HLC when it sent the message.
     pub hlc: Timestamp,
 }
@@ -163,8 +164,14 @@ impl TryFrom<Option<proto::Header>> for PeerHeader {
         }
         let node_id =
             NodeId::new(&h.node_id).map_err(|e| InvalidMessage::new("header.node_id", e.to_string()))?;
+        let addr = match h.addr.as_str() {
+            "" => None,
+            given => {
+                Some(PeerAddr::new(given).map_err(|e| InvalidMessage::new("header.addr", e.to_string()))?)
+            }
+        };
         let hlc = h.hlc.ok_or_else(|| InvalidMessage::new("header.hlc", "missing"))?;
-        Ok(PeerHeader { cluster_id: h.cluster_id, node_id, addr: h.addr, hlc: hlc.into() })
+        Ok(PeerHeader { cluster_id: h.cluster_id, node_id, addr, hlc: hlc.into() })
     }
 }
 
@@ -222,7 +229,12 @@ mod tests {
             addr: String::new(),
             hlc: Some(proto::Stamp { wall_ms: 1, logical: 0 }),
         };
-        assert!(PeerHeader::try_from(Some(h.clone())).is_ok());
+        assert_eq!(PeerHeader::try_from(Some(h.clone())).unwrap().addr, None, "no address is allowed");
+        let with_addr = proto::Header { addr: "127.0.0.1:7000".into(), ..h.clone() };
+        let addr = PeerHeader::try_from(Some(with_addr)).unwrap().addr;
+        assert_eq!(addr.map(|a| a.to_string()).as_deref(), Some("http://127.0.0.1:7000"));
+        let bad_addr = proto::Header { addr: "not an address".into(), ..h.clone() };
+        assert_eq!(PeerHeader::try_from(Some(bad_addr)).unwrap_err().field, "header.addr");
         assert!(PeerHeader::try_from(None).is_err());
         assert!(PeerHeader::try_from(Some(proto::Header { hlc: None, ..h.clone() })).is_err());
         assert!(PeerHeader::try_from(Some(proto::Header { node_id: String::new(), ..h.clone() })).is_err());

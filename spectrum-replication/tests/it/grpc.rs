@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spectrum_core::transport::{Listener, bind};
-use spectrum_core::{ClusterId, Hlc, ManualClock, NodeId, SystemClock, TransportConfig};
+use spectrum_core::{ClusterId, Hlc, ManualClock, NodeId, PeerAddr, SystemClock, TransportConfig};
 use spectrum_replication::anti_entropy::AntiEntropyHandle;
 use spectrum_replication::proto::replication_client::ReplicationClient;
 use spectrum_replication::proto::{self, PushRequest};
@@ -31,15 +31,15 @@ async fn listener() -> Listener {
 }
 
 /// An address nothing listens on.
-async fn dead_addr() -> String {
+async fn dead_addr() -> PeerAddr {
     let l = listener().await;
-    let url = l.url();
+    let addr = l.addr();
     drop(l);
-    url
+    addr
 }
 
 struct TestNode {
-    addr: String,
+    addr: PeerAddr,
     store: Arc<dyn ConfigStore>,
     ae: AntiEntropy,
     rounds: Option<AntiEntropyHandle>,
@@ -50,7 +50,7 @@ struct TestNode {
 struct NodeSpec<'a> {
     id: &'a str,
     cluster: &'a str,
-    seeds: Vec<String>,
+    seeds: Vec<PeerAddr>,
     hlc: Arc<Hlc>,
     /// Background anti-entropy interval, or `None` for pushes and manual rounds only.
     interval: Option<Duration>,
@@ -59,7 +59,7 @@ struct NodeSpec<'a> {
 }
 
 impl<'a> NodeSpec<'a> {
-    fn new(id: &'a str, seeds: Vec<String>) -> Self {
+    fn new(id: &'a str, seeds: Vec<PeerAddr>) -> Self {
         NodeSpec { id, cluster: CLUSTER, seeds, hlc: Arc::new(Hlc::system()), interval: None, store: None }
     }
     fn every(mut self, interval: Duration) -> Self {
@@ -70,7 +70,7 @@ impl<'a> NodeSpec<'a> {
 
 impl TestNode {
     async fn serve(spec: NodeSpec<'_>, listener: Listener) -> TestNode {
-        let addr = listener.url();
+        let addr = listener.addr();
         let id: NodeId = spec.id.parse().unwrap();
         let store = spec.store.unwrap_or_else(|| Arc::new(MemoryStore::new(id, spec.hlc.clone())));
         let cluster: ClusterId = spec.cluster.parse().unwrap();
@@ -129,7 +129,7 @@ impl TestNode {
 /// Three nodes of one cluster, each seeded with the other two.
 async fn three_nodes(interval: Option<Duration>) -> Vec<TestNode> {
     let listeners = [listener().await, listener().await, listener().await];
-    let urls: Vec<String> = listeners.iter().map(Listener::url).collect();
+    let urls: Vec<PeerAddr> = listeners.iter().map(Listener::addr).collect();
     let mut nodes = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let seeds = urls.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, u)| u.clone()).collect();
@@ -180,8 +180,8 @@ fn wire_record(key: &str, origin: &str, seq: u64) -> proto::Record {
     }
 }
 
-async fn raw_client(addr: &str) -> ReplicationClient<tonic::transport::Channel> {
-    ReplicationClient::new(transport().endpoint(&addr.parse().unwrap()).connect().await.unwrap())
+async fn raw_client(addr: &PeerAddr) -> ReplicationClient<tonic::transport::Channel> {
+    ReplicationClient::new(transport().endpoint(addr).connect().await.unwrap())
         .max_encoding_message_size(usize::MAX)
 }
 
@@ -322,7 +322,7 @@ async fn a_peer_of_another_cluster_is_refused_and_changes_nothing() {
         a.store.clone(),
         Arc::new(Hlc::system()),
         CLUSTER.parse().unwrap(),
-        "127.0.0.1:1",
+        "127.0.0.1:1".parse().unwrap(),
     )
     .seeds(vec![x.addr.clone()])
     .transport(transport())
@@ -435,7 +435,7 @@ async fn quorum_is_met_with_one_dead_peer_of_three_but_all_times_out() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(a.value("all").await.is_some(), "the write stays applied locally");
     eventually("the dead peer's failure to show in status", || async {
-        a.ae.peers().iter().any(|p| p.addr == dead && p.last_error.is_some())
+        a.ae.peers().iter().any(|p| p.addr == dead.as_str() && p.last_error.is_some())
     })
     .await;
     a.stop().await;
@@ -464,7 +464,7 @@ async fn every_node_has_seen_a_digest_of(nodes: &[TestNode], node: &TestNode, wr
     }
 }
 
-fn membership(id: &str, addr: &str) -> WriteBatch {
+fn membership(id: &str, addr: &PeerAddr) -> WriteBatch {
     WriteBatch::new()
         .put(format!("membership/{id}"), format!(r#"{{"id":"{id}","addr":"{addr}","state":"active"}}"#))
 }
@@ -473,7 +473,7 @@ fn membership(id: &str, addr: &str) -> WriteBatch {
 async fn a_tombstone_is_collected_only_after_every_member_has_seen_it() {
     let every = Duration::from_millis(50);
     let (la, lb) = (listener().await, listener().await);
-    let (ua, ub) = (la.url(), lb.url());
+    let (ua, ub) = (la.addr(), lb.addr());
     let a = TestNode::serve(NodeSpec::new("node-a", vec![ub.clone()]).every(every), la).await;
     let b = TestNode::serve(NodeSpec::new("node-b", vec![ua.clone()]).every(every), lb).await;
     // node-c is a member, but unreachable for now.
@@ -495,7 +495,7 @@ async fn a_tombstone_is_collected_only_after_every_member_has_seen_it() {
     }
 
     let lc = listener().await;
-    let uc = lc.url();
+    let uc = lc.addr();
     let c = TestNode::serve(NodeSpec::new("node-c", vec![ua.clone()]).every(every), lc).await;
     c.write(membership("node-c", &uc), AckLevel::Local).await.unwrap();
     for n in [&a, &b, &c] {
@@ -612,7 +612,7 @@ async fn a_push_vouches_only_for_what_the_receiver_still_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_does_not_count_itself_under_another_spelling_of_its_address() {
     let l = listener().await;
-    let own_as_localhost = format!("http://localhost:{}", l.local_addr.port());
+    let own_as_localhost: PeerAddr = format!("http://localhost:{}", l.local_addr.port()).parse().unwrap();
     let a = TestNode::serve(NodeSpec::new("a", vec![own_as_localhost.clone()]), l).await;
     assert_eq!(a.ae.peer_addrs().await.unwrap(), vec![own_as_localhost], "not known to be itself yet");
     // The first exchange shows that address answers as `a` itself.
