@@ -495,7 +495,7 @@ impl Management for ManagementService {
             .peers()
             .into_iter()
             .map(|p| proto::PeerStatus {
-                addr: p.addr,
+                addr: p.addr.to_string(),
                 id: p.id.map(|i| i.to_string()).unwrap_or_default(),
                 last_contact_ms_ago: p.last_contact.map_or(-1, |t| t.elapsed().as_millis() as i64),
                 lag: p.lag,

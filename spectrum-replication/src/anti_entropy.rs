@@ -791,7 +791,7 @@ impl Replicator for AntiEntropy {
         let known = self.inner.known.lock().clone();
         let mut out = self.inner.peers.snapshot();
         for addr in known {
-            if !out.iter().any(|p| p.addr == addr.as_str()) {
+            if !out.iter().any(|p| p.addr == addr) {
                 out.push(blank(addr));
             }
         }
@@ -835,8 +835,8 @@ mod tests {
         ae.inner.store.apply(batch).await.unwrap();
         let peers = ae.peer_addrs().await.unwrap();
         assert_eq!(peers, ["http://127.0.0.1:7002", "http://127.0.0.1:7003"]);
-        let listed: Vec<String> = ae.peers().into_iter().map(|p| p.addr).collect();
-        assert_eq!(listed, ["http://127.0.0.1:7002", "http://127.0.0.1:7003"]);
+        let listed: Vec<PeerAddr> = ae.peers().into_iter().map(|p| p.addr).collect();
+        assert_eq!(listed, peers);
     }
 
     #[tokio::test]

@@ -74,7 +74,7 @@ impl PeerTable {
 pub(crate) fn blank(addr: PeerAddr) -> PeerStatus {
     PeerStatus {
         id: None,
-        addr: addr.to_string(),
+        addr,
         last_contact: None,
         lag: 0,
         clock_offset_ms: None,

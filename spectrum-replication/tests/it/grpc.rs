@@ -435,7 +435,7 @@ async fn quorum_is_met_with_one_dead_peer_of_three_but_all_times_out() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(a.value("all").await.is_some(), "the write stays applied locally");
     eventually("the dead peer's failure to show in status", || async {
-        a.ae.peers().iter().any(|p| p.addr == dead.as_str() && p.last_error.is_some())
+        a.ae.peers().iter().any(|p| p.addr == dead && p.last_error.is_some())
     })
     .await;
     a.stop().await;
