@@ -42,18 +42,18 @@ use spectrum_core::{ClusterId, Hlc, Member, MemberState, NodeId, PeerAddr, Trans
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::Code;
 use tonic::transport::Channel;
 use tracing::{Instrument, debug, info_span, instrument, trace, warn};
 
-use crate::error::{ReplicationError, StoreError};
+use crate::error::{PeerFailure, ReplicationError, StoreError};
+use crate::handshake::{Contact, Handshake};
 use crate::horizon::tombstone_horizon;
 use crate::peers::{PeerTable, blank};
 use crate::proto;
 use crate::proto::replication_client::ReplicationClient;
 use crate::record::{Record, Snapshot, VersionToken, VersionVector};
 use crate::replicator::{AckLevel, AckReport, PeerStatus, Replicator};
-use crate::service::{ReplicationService, budget_for, offset_ms};
+use crate::service::{ReplicationService, budget_for};
 use crate::store::ConfigStore;
 use crate::wire::{InvalidMessage, PeerHeader, records_from_wire, records_to_wire, vv_from_wire};
 
@@ -120,6 +120,10 @@ impl AntiEntropyBuilder {
         seeds.dedup();
         seeds.retain(|s| *s != self_addr);
         let (stop, _) = watch::channel(false);
+        let peers = PeerTable::new();
+        let handshake = Handshake::new(self.cluster.clone(), self.store.node_id().clone(), self.hlc.clone())
+            .with_addr(self_addr.clone())
+            .with_peer_table(peers.clone());
         AntiEntropy {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -130,7 +134,8 @@ impl AntiEntropyBuilder {
                 interval: self.interval,
                 transport: self.transport,
                 rng: self.rng_seed.map(|seed| Mutex::new(StdRng::seed_from_u64(seed))),
-                peers: PeerTable::new(),
+                peers,
+                handshake,
                 known: Mutex::new(Vec::new()),
                 channels: Mutex::new(HashMap::new()),
                 stop,
@@ -307,50 +312,21 @@ struct Inner {
     /// The seeded generator, when [`AntiEntropyBuilder::rng_seed`] was set.
     rng: Option<Mutex<StdRng>>,
     peers: PeerTable,
+    handshake: Handshake,
     /// The peer addresses found last time.
     known: Mutex<Vec<PeerAddr>>,
     channels: Mutex<HashMap<PeerAddr, Channel>>,
     stop: watch::Sender<bool>,
 }
 
-/// A failed call, and whether trying again may help.
-#[derive(Debug)]
-struct CallError {
-    error: ReplicationError,
-    retry: bool,
+/// A call to `addr` that ended with `status`.
+fn call_failed(addr: &PeerAddr, status: &tonic::Status) -> ReplicationError {
+    ReplicationError::Peer { peer: addr.clone(), failure: PeerFailure::from_status(status) }
 }
 
-impl From<ReplicationError> for CallError {
-    fn from(error: ReplicationError) -> Self {
-        CallError { error, retry: false }
-    }
-}
-
-impl From<StoreError> for CallError {
-    fn from(e: StoreError) -> Self {
-        CallError { error: e.into(), retry: false }
-    }
-}
-
-fn status_error(addr: &PeerAddr, status: &tonic::Status) -> CallError {
-    let retry = !matches!(
-        status.code(),
-        Code::InvalidArgument
-            | Code::FailedPrecondition
-            | Code::Unimplemented
-            | Code::PermissionDenied
-            | Code::Unauthenticated
-            | Code::OutOfRange
-    );
-    let error = ReplicationError::Peer {
-        peer: addr.to_string(),
-        reason: format!("{:?}: {}", status.code(), status.message()),
-    };
-    CallError { error, retry }
-}
-
+/// An answer from `addr` that failed validation.
 fn malformed(addr: &PeerAddr, e: InvalidMessage) -> ReplicationError {
-    ReplicationError::Peer { peer: addr.to_string(), reason: format!("malformed answer: {e}") }
+    ReplicationError::Peer { peer: addr.clone(), failure: e.into() }
 }
 
 impl Inner {
@@ -427,53 +403,24 @@ impl Inner {
             .max(Duration::from_millis(1))
     }
 
-    fn client(&self, addr: &PeerAddr) -> Result<ReplicationClient<Channel>, ReplicationError> {
+    fn client(&self, addr: &PeerAddr) -> ReplicationClient<Channel> {
         let channel = {
             let mut channels = self.channels.lock();
             channels.entry(addr.clone()).or_insert_with(|| self.transport.channel(addr)).clone()
         };
         let max = self.transport.max_message_bytes;
-        Ok(ReplicationClient::new(channel).max_decoding_message_size(max).max_encoding_message_size(max))
+        ReplicationClient::new(channel).max_decoding_message_size(max).max_encoding_message_size(max)
     }
 
-    fn header(&self) -> proto::Header {
-        proto::Header {
-            cluster_id: self.cluster.to_string(),
-            node_id: self.store.node_id().to_string(),
-            addr: self.self_addr.to_string(),
-            hlc: Some(self.hlc.now().into()),
-        }
-    }
-
-    /// Checks an answer's header (cluster, then clock) and records the contact.
+    /// Admits the header of an answer from `addr` (see [`Handshake::admit`]).
     fn check_answer(
         &self,
         addr: &PeerAddr,
         header: Option<proto::Header>,
     ) -> Result<PeerHeader, ReplicationError> {
-        let h = PeerHeader::try_from(header).map_err(|e| malformed(addr, e))?;
-        if h.cluster_id != self.cluster.as_str() {
-            warn!(peer = %addr, theirs = %h.cluster_id, ours = %self.cluster, "peer belongs to another cluster");
-            return Err(ReplicationError::WrongCluster {
-                peer: addr.to_string(),
-                ours: self.cluster.clone(),
-                theirs: h.cluster_id,
-            });
-        }
-        let offset = offset_ms(h.hlc.wall_ms, self.hlc.physical_now_ms());
-        let observed = self.hlc.observe(h.hlc);
-        let skewed = observed.is_err();
-        self.peers.update(addr, |p| {
-            p.id = Some(h.node_id.clone());
-            p.last_contact = Some(std::time::Instant::now());
-            p.clock_offset_ms = Some(offset);
-            p.clock_skewed = skewed;
-        });
-        if let Err(skew) = observed {
-            warn!(peer = %addr, offset_ms = skew.offset_ms, max_ms = skew.max_ms, "peer clock is skewed; refusing its records");
-            return Err(ReplicationError::ClockSkew { peer: addr.to_string(), skew });
-        }
-        Ok(h)
+        let admitted =
+            self.handshake.admit(header, Contact::Dialled(addr)).map_err(|r| r.into_error(addr))?;
+        Ok(admitted.header)
     }
 
     fn note_failure(&self, addr: &PeerAddr, e: &ReplicationError) {
@@ -501,8 +448,8 @@ impl Inner {
         records: &[Record],
         covers: &VersionVector,
         since: &VersionVector,
-    ) -> Result<VersionVector, CallError> {
-        let mut client = self.client(addr)?;
+    ) -> Result<VersionVector, ReplicationError> {
+        let mut client = self.client(addr);
         let budget = budget_for(self.transport.max_message_bytes);
         let mut chunks: Vec<&[Record]> = Vec::new();
         let (mut start, mut used) = (0usize, 0usize);
@@ -519,12 +466,12 @@ impl Inner {
         let last = chunks.len() - 1;
         for (i, chunk) in chunks.into_iter().enumerate() {
             let req = proto::PushRequest {
-                header: Some(self.header()),
+                header: Some(self.handshake.header()),
                 records: records_to_wire(chunk),
                 covers: (i == last).then(|| covers.into()),
                 since: (i == last).then(|| since.into()),
             };
-            let resp = client.push(req).await.map_err(|s| status_error(addr, &s))?.into_inner();
+            let resp = client.push(req).await.map_err(|s| call_failed(addr, &s))?.into_inner();
             let peer = self.check_answer(addr, resp.header)?;
             theirs = vv_from_wire(resp.digest, "digest").map_err(|e| malformed(addr, e))?;
             self.peers.note_digest(addr, &peer.node_id, &theirs);
@@ -549,14 +496,14 @@ impl Inner {
                     return true;
                 }
                 Ok(Err(e)) => e,
-                Err(_) => CallError {
-                    error: ReplicationError::Peer { peer: addr.to_string(), reason: "push timed out".into() },
-                    retry: false,
+                Err(_) => ReplicationError::Peer {
+                    peer: addr.clone(),
+                    failure: PeerFailure::Timeout { message: "the push's retry window passed".into() },
                 },
             };
-            self.note_failure(addr, &failure.error);
-            if !failure.retry || Instant::now() + backoff >= until || *stop.borrow_and_update() {
-                debug!(peer = %addr, error = %failure.error, "push failed; anti-entropy will repair");
+            self.note_failure(addr, &failure);
+            if !failure.retryable() || Instant::now() + backoff >= until || *stop.borrow_and_update() {
+                debug!(peer = %addr, error = %failure, "push failed; anti-entropy will repair");
                 return false;
             }
             tokio::select! {
@@ -629,7 +576,7 @@ impl Inner {
     }
 
     async fn sync_with(&self, addr: &PeerAddr) -> Result<(), ReplicationError> {
-        let mut client = self.client(addr)?;
+        let mut client = self.client(addr);
         let budget = budget_for(self.transport.max_message_bytes);
         let mut theirs = VersionVector::default();
         let mut pulled = 0usize;
@@ -638,12 +585,12 @@ impl Inner {
         for _ in 0..MAX_EXCHANGES_PER_ROUND {
             let digest = self.store.digest().await?;
             let req = proto::SyncRequest {
-                header: Some(self.header()),
+                header: Some(self.handshake.header()),
                 digest: Some((&digest).into()),
                 budget_bytes: u64::try_from(budget).unwrap_or(u64::MAX),
                 snapshot_after: snapshot.as_ref().map(|(_, after)| after.clone()),
             };
-            let resp = client.sync(req).await.map_err(|s| status_error(addr, &s).error)?.into_inner();
+            let resp = client.sync(req).await.map_err(|s| call_failed(addr, &s))?.into_inner();
             let peer = self.check_answer(addr, resp.header)?;
             let records = records_from_wire(resp.records).map_err(|e| malformed(addr, e))?;
             theirs = vv_from_wire(resp.digest, "digest").map_err(|e| malformed(addr, e))?;
@@ -706,8 +653,7 @@ impl Inner {
                 break;
             }
             pushed += delta.records.len();
-            theirs =
-                self.push_records(addr, &delta.records, &delta.covers, &theirs).await.map_err(|e| e.error)?;
+            theirs = self.push_records(addr, &delta.records, &delta.covers, &theirs).await?;
             if delta.complete {
                 break;
             }

@@ -137,6 +137,7 @@
 
 pub mod anti_entropy;
 pub mod error;
+mod handshake;
 pub mod horizon;
 pub mod memory;
 pub mod peers;
@@ -157,7 +158,7 @@ pub mod proto {
 }
 
 pub use anti_entropy::{AntiEntropy, AntiEntropyBuilder, AntiEntropyHandle};
-pub use error::{ReplicationError, StoreError};
+pub use error::{PeerFailure, ReplicationError, StoreError};
 pub use memory::MemoryStore;
 pub use peers::PeerTable;
 pub use record::{

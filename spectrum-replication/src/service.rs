@@ -1,7 +1,6 @@
 //! [`ReplicationService`]: the server side of the replication protocol.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use spectrum_core::transport::DEFAULT_MAX_MESSAGE_BYTES;
@@ -10,12 +9,13 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, instrument, trace, warn};
 
 use crate::error::StoreError;
+use crate::handshake::{Contact, Handshake};
 use crate::peers::PeerTable;
 use crate::proto;
 use crate::proto::replication_server::{Replication, ReplicationServer};
 use crate::record::validate_key;
 use crate::store::ConfigStore;
-use crate::wire::{PeerHeader, records_from_wire, records_to_wire, vv_from_wire};
+use crate::wire::{records_from_wire, records_to_wire, vv_from_wire};
 
 /// Largest delta a sync answer carries, whatever the peer asks for: 4 MiB.
 pub const MAX_SYNC_BUDGET_BYTES: usize = 4 * 1024 * 1024;
@@ -34,10 +34,7 @@ pub const MAX_SYNC_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct ReplicationService {
     store: Arc<dyn ConfigStore>,
-    cluster: ClusterId,
-    hlc: Arc<Hlc>,
-    addr: Option<PeerAddr>,
-    peers: PeerTable,
+    handshake: Handshake,
     max_budget: usize,
 }
 
@@ -45,32 +42,26 @@ impl ReplicationService {
     /// A service over `store`, for `cluster`, observing senders' stamps with `hlc`
     /// (the same clock the store stamps with).
     pub fn new(store: Arc<dyn ConfigStore>, cluster: ClusterId, hlc: Arc<Hlc>) -> Self {
-        Self {
-            store,
-            cluster,
-            hlc,
-            addr: None,
-            peers: PeerTable::new(),
-            max_budget: budget_for(DEFAULT_MAX_MESSAGE_BYTES),
-        }
+        let handshake = Handshake::new(cluster, store.node_id().clone(), hlc);
+        Self { store, handshake, max_budget: budget_for(DEFAULT_MAX_MESSAGE_BYTES) }
     }
 
     /// Sets the address this node is reached at, sent in every answer's header.
     pub fn with_addr(mut self, addr: PeerAddr) -> Self {
-        self.addr = Some(addr);
+        self.handshake = self.handshake.with_addr(addr);
         self
     }
 
     /// Records peers in `peers` (share it with the replicator so both sides of
     /// the conversation show up in one status).
     pub fn with_peer_table(mut self, peers: PeerTable) -> Self {
-        self.peers = peers;
+        self.handshake = self.handshake.with_peer_table(peers);
         self
     }
 
     /// The table inbound peers are recorded in.
     pub fn peer_table(&self) -> &PeerTable {
-        &self.peers
+        self.handshake.peers()
     }
 
     /// The tonic server for this service, accepting and sending messages of up to
@@ -81,48 +72,6 @@ impl ReplicationService {
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes)
     }
-
-    fn header(&self) -> proto::Header {
-        proto::Header {
-            cluster_id: self.cluster.to_string(),
-            node_id: self.store.node_id().to_string(),
-            addr: self.addr.as_ref().map(ToString::to_string).unwrap_or_default(),
-            hlc: Some(self.hlc.now().into()),
-        }
-    }
-
-    /// Checks a request's header: cluster first, then clock; records the peer.
-    fn admit(&self, header: Option<proto::Header>) -> Result<PeerHeader, Status> {
-        let h = PeerHeader::try_from(header)?;
-        if h.cluster_id != self.cluster.as_str() {
-            warn!(peer = %h.node_id, addr = ?h.addr, theirs = %h.cluster_id, ours = %self.cluster, "refused peer of another cluster");
-            return Err(Status::failed_precondition(format!(
-                "wrong cluster: node {} belongs to cluster {:?}, but this node belongs to cluster {:?}",
-                h.node_id,
-                h.cluster_id,
-                self.cluster.as_str()
-            )));
-        }
-        let offset = offset_ms(h.hlc.wall_ms, self.hlc.physical_now_ms());
-        let observed = self.hlc.observe(h.hlc);
-        if let Some(addr) = h.addr.as_ref().filter(|a| Some(*a) != self.addr.as_ref()) {
-            let skewed = observed.is_err();
-            self.peers.update(addr, |p| {
-                p.id = Some(h.node_id.clone());
-                p.last_contact = Some(Instant::now());
-                p.clock_offset_ms = Some(offset);
-                p.clock_skewed = skewed;
-            });
-        }
-        if let Err(skew) = observed {
-            warn!(peer = %h.node_id, addr = ?h.addr, offset_ms = skew.offset_ms, max_ms = skew.max_ms, "refused peer with a skewed clock");
-            return Err(Status::failed_precondition(format!(
-                "refused writes from node {}: {skew}",
-                h.node_id
-            )));
-        }
-        Ok(h)
-    }
 }
 
 /// Sync answers hold at most half the message limit of record bytes (the wire
@@ -130,15 +79,6 @@ impl ReplicationService {
 /// [`MAX_SYNC_BUDGET_BYTES`].
 pub(crate) fn budget_for(max_message_bytes: usize) -> usize {
     (max_message_bytes / 2).clamp(1, MAX_SYNC_BUDGET_BYTES)
-}
-
-/// `remote - local`, in milliseconds.
-pub(crate) fn offset_ms(remote_ms: u64, local_ms: u64) -> i64 {
-    if remote_ms >= local_ms {
-        i64::try_from(remote_ms - local_ms).unwrap_or(i64::MAX)
-    } else {
-        i64::try_from(local_ms - remote_ms).map_or(i64::MIN, |d| -d)
-    }
 }
 
 /// The status answering a store failure.
@@ -164,7 +104,7 @@ impl Replication for ReplicationService {
         request: Request<proto::PushRequest>,
     ) -> Result<Response<proto::PushResponse>, Status> {
         let req = request.into_inner();
-        let peer = self.admit(req.header)?;
+        let peer = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?.header;
         let records = records_from_wire(req.records)?;
         let mut covers = vv_from_wire(req.covers, "covers")?;
         if !covers.entries.is_empty() {
@@ -181,7 +121,10 @@ impl Replication for ReplicationService {
         })?;
         trace!(peer = %peer.node_id, records = count, applied = report.applied, "merged push");
         let digest = self.store.digest().await.map_err(store_status)?;
-        Ok(Response::new(proto::PushResponse { header: Some(self.header()), digest: Some((&digest).into()) }))
+        Ok(Response::new(proto::PushResponse {
+            header: Some(self.handshake.header()),
+            digest: Some((&digest).into()),
+        }))
     }
 
     #[instrument(skip_all, fields(node = %self.store.node_id()))]
@@ -190,7 +133,8 @@ impl Replication for ReplicationService {
         request: Request<proto::SyncRequest>,
     ) -> Result<Response<proto::SyncResponse>, Status> {
         let req = request.into_inner();
-        let peer = self.admit(req.header)?;
+        let admitted = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?;
+        let peer = admitted.header;
         let theirs = vv_from_wire(req.digest, "digest")?;
         if let Some(after) = &req.snapshot_after
             && !after.is_empty()
@@ -198,8 +142,8 @@ impl Replication for ReplicationService {
             validate_key(after)
                 .map_err(|e| Status::invalid_argument(format!("invalid snapshot_after: {e}")))?;
         }
-        if let Some(addr) = peer.addr.as_ref().filter(|a| Some(*a) != self.addr.as_ref()) {
-            self.peers.note_digest(addr, &peer.node_id, &theirs);
+        if let Some(addr) = &admitted.recorded_as {
+            self.peer_table().note_digest(addr, &peer.node_id, &theirs);
         }
         let asked = usize::try_from(req.budget_bytes).unwrap_or(usize::MAX);
         let budget = if asked == 0 { self.max_budget } else { asked.min(self.max_budget) };
@@ -222,7 +166,7 @@ impl Replication for ReplicationService {
         let ours = self.store.digest().await.map_err(store_status)?;
         if let Some(addr) = &peer.addr {
             let lag = ours.lag_behind(&theirs);
-            self.peers.update(addr, |p| p.lag = lag);
+            self.peer_table().update(addr, |p| p.lag = lag);
         }
         debug!(
             peer = %peer.node_id,
@@ -232,7 +176,7 @@ impl Replication for ReplicationService {
             "answered sync"
         );
         Ok(Response::new(proto::SyncResponse {
-            header: Some(self.header()),
+            header: Some(self.handshake.header()),
             digest: Some((&ours).into()),
             ..answer
         }))
@@ -269,13 +213,6 @@ impl ReplicationService {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn offsets_are_signed_and_saturate() {
-        assert_eq!(offset_ms(1_500, 1_000), 500);
-        assert_eq!(offset_ms(1_000, 1_500), -500);
-        assert_eq!(offset_ms(u64::MAX, 0), i64::MAX);
-    }
 
     #[test]
     fn sync_budgets_fit_the_message_limit() {
