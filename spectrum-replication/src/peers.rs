@@ -55,6 +55,12 @@ impl PeerTable {
         self.inner.lock().digests.get(addr).cloned()
     }
 
+    /// The id each address answered as, for the addresses that have answered.
+    pub(crate) fn answered_as(&self) -> BTreeMap<PeerAddr, NodeId> {
+        let table = self.inner.lock();
+        table.statuses.iter().filter_map(|(addr, p)| Some((addr.clone(), p.id.clone()?))).collect()
+    }
+
     /// Updates (creating when new) the status of the peer at `addr`.
     pub(crate) fn update(&self, addr: &PeerAddr, f: impl FnOnce(&mut PeerStatus)) {
         let mut table = self.inner.lock();

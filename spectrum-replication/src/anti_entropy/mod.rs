@@ -10,12 +10,13 @@
 //!   peer's digest shows it lacks. Both sides end the round with each other's
 //!   records.
 //! - Peers are the seed addresses plus every member recorded under
-//!   [`MEMBERSHIP_PREFIX`] (a JSON [`Member`]), except this node and members that
-//!   left.
+//!   [`MEMBERSHIP_PREFIX`] (a JSON [`Member`](spectrum_core::Member)), except this
+//!   node and members that left.
 //! - Tombstones are collected once every member has seen them: after each round,
 //!   if the peer table holds a digest of every current peer (each exchange notes
 //!   the digest the peer shows), the store collects with the
-//!   [`tombstone_horizon`] of those digests and its own. A member that cannot be
+//!   [`tombstone_horizon`](crate::horizon::tombstone_horizon) of those digests and
+//!   its own. A member that cannot be
 //!   reached, a seed that never answers, or a writer whose writes are known here
 //!   but that is neither such a member nor recorded as having left, holds
 //!   collection back. A peer whose
@@ -28,8 +29,19 @@
 //! - Jitter and peer choice come from the thread's random generator, or from a
 //!   seeded one ([`AntiEntropyBuilder::rng_seed`]) so that a simulation replays
 //!   the same rounds for the same seed.
+//!
+//! The decisions are pure functions with their own tests, and each step of a
+//! round lives in a file of its own: `peers` (whom to talk to), `push`
+//! (chunking and retrying a push), `pull` (one round: pull a delta or a
+//! snapshot page by page, then push back) and `gc` (when tombstones may be
+//! collected). The header checks are shared with the service (`handshake`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod gc;
+mod peers;
+mod pull;
+mod push;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,24 +50,23 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, RngCore, SeedableRng};
-use spectrum_core::{ClusterId, Hlc, Member, MemberState, NodeId, PeerAddr, TransportConfig};
+use spectrum_core::{ClusterId, Hlc, PeerAddr, TransportConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tracing::{Instrument, debug, info_span, instrument, trace, warn};
 
-use crate::error::{PeerFailure, ReplicationError, StoreError};
+use crate::error::{PeerFailure, ReplicationError};
 use crate::handshake::{Contact, Handshake};
-use crate::horizon::tombstone_horizon;
 use crate::peers::{PeerTable, blank};
 use crate::proto;
 use crate::proto::replication_client::ReplicationClient;
-use crate::record::{Record, Snapshot, VersionToken, VersionVector};
+use crate::record::{Record, VersionVector};
 use crate::replicator::{AckLevel, AckReport, PeerStatus, Replicator};
-use crate::service::{ReplicationService, budget_for};
+use crate::service::ReplicationService;
 use crate::store::ConfigStore;
-use crate::wire::{InvalidMessage, PeerHeader, records_from_wire, records_to_wire, vv_from_wire};
+use crate::wire::{InvalidMessage, PeerHeader};
 
 /// Key prefix of the membership namespace (owned by core, where its codec lives).
 pub use spectrum_core::MEMBERSHIP_PREFIX;
@@ -66,9 +77,6 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// A push to a failing peer is retried for at least this long, even when the
 /// write's acknowledgement timeout is shorter (anti-entropy repairs the rest).
 pub const MIN_PUSH_RETRY_WINDOW: Duration = Duration::from_secs(2);
-
-/// Most request/answer exchanges in one direction of one anti-entropy round.
-const MAX_EXCHANGES_PER_ROUND: usize = 64;
 
 /// Builds an [`AntiEntropy`] replicator.
 #[derive(Debug)]
@@ -330,62 +338,10 @@ fn malformed(addr: &PeerAddr, e: InvalidMessage) -> ReplicationError {
 }
 
 impl Inner {
+    /// The peers writes go to now (see [`peers::select_peers`]).
     async fn peer_addrs(&self) -> Result<Vec<PeerAddr>, ReplicationError> {
-        // Seeds are where to start; membership is what is known. A seed whose address
-        // a member left from is no longer a peer (unless an active member uses it).
-        let mut set: BTreeSet<PeerAddr> = self.seeds.iter().cloned().collect();
-        let mut left = BTreeSet::new();
-        // Where membership says each node is now: a seed that answered as a node
-        // now recorded at another address is that node's old address (it moved).
-        let mut recorded: BTreeMap<NodeId, PeerAddr> = BTreeMap::new();
-        for rec in self.store.scan(MEMBERSHIP_PREFIX).await? {
-            let Some(value) = rec.value else { continue };
-            let member = match Member::from_record_value(&value) {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(key = %rec.key, error = %e, "ignoring unreadable membership entry");
-                    continue;
-                }
-            };
-            recorded.insert(member.id.clone(), member.addr.clone());
-            if &member.id == self.store.node_id() {
-                continue;
-            }
-            if member.state == MemberState::Left {
-                left.insert(member.addr);
-                continue;
-            }
-            left.remove(&member.addr);
-            set.insert(member.addr);
-        }
-        set.retain(|a| !left.contains(a));
-        set.retain(|a| {
-            let answered_as = self.peers.get(a).and_then(|p| p.id);
-            // This node under another spelling of its address (`localhost:P`).
-            let me = answered_as.as_ref() == Some(self.store.node_id());
-            let moved = answered_as.and_then(|id| recorded.get(&id)).is_some_and(|now| now != a);
-            !me && !moved
-        });
-        set.remove(&self.self_addr);
-        self.channels.lock().retain(|addr, _| set.contains(addr));
-        let addrs: Vec<PeerAddr> = set.into_iter().collect();
-        *self.known.lock() = addrs.clone();
-        Ok(addrs)
-    }
-
-    /// The ids of members recorded as having left.
-    /// Members recorded as left, each with the write that recorded it.
-    async fn left_members(&self) -> Result<BTreeMap<NodeId, VersionToken>, StoreError> {
-        let mut left = BTreeMap::new();
-        for rec in self.store.scan(MEMBERSHIP_PREFIX).await? {
-            let Some(value) = &rec.value else { continue };
-            if let Ok(member) = Member::from_record_value(value)
-                && member.state == MemberState::Left
-            {
-                left.insert(member.id, rec.token());
-            }
-        }
-        Ok(left)
+        let membership = self.membership().await?;
+        Ok(self.peers_of(&membership))
     }
 
     /// Runs `f` with the seeded generator, or else the thread's.
@@ -439,81 +395,6 @@ impl Inner {
         });
     }
 
-    /// Pushes `records` to `addr` in messages that fit the size limit; `covers`
-    /// goes with the last one only, once everything it vouches for was sent.
-    /// Returns the peer's digest.
-    async fn push_records(
-        &self,
-        addr: &PeerAddr,
-        records: &[Record],
-        covers: &VersionVector,
-        since: &VersionVector,
-    ) -> Result<VersionVector, ReplicationError> {
-        let mut client = self.client(addr);
-        let budget = budget_for(self.transport.max_message_bytes);
-        let mut chunks: Vec<&[Record]> = Vec::new();
-        let (mut start, mut used) = (0usize, 0usize);
-        for (i, r) in records.iter().enumerate() {
-            let len = r.encoded_len();
-            if i > start && used.saturating_add(len) > budget {
-                chunks.push(&records[start..i]);
-                (start, used) = (i, 0);
-            }
-            used = used.saturating_add(len);
-        }
-        chunks.push(&records[start..]);
-        let mut theirs = VersionVector::default();
-        let last = chunks.len() - 1;
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let req = proto::PushRequest {
-                header: Some(self.handshake.header()),
-                records: records_to_wire(chunk),
-                covers: (i == last).then(|| covers.into()),
-                since: (i == last).then(|| since.into()),
-            };
-            let resp = client.push(req).await.map_err(|s| call_failed(addr, &s))?.into_inner();
-            let peer = self.check_answer(addr, resp.header)?;
-            theirs = vv_from_wire(resp.digest, "digest").map_err(|e| malformed(addr, e))?;
-            self.peers.note_digest(addr, &peer.node_id, &theirs);
-        }
-        Ok(theirs)
-    }
-
-    /// Pushes until acknowledged, a permanent failure, `until`, or stop.
-    async fn push_with_retry(&self, addr: &PeerAddr, records: &[Record], until: Instant) -> bool {
-        let mut backoff = Duration::from_millis(50);
-        let mut stop = self.stop.subscribe();
-        loop {
-            let attempt = tokio::time::timeout_at(
-                until,
-                self.push_records(addr, records, &VersionVector::default(), &VersionVector::default()),
-            )
-            .await;
-            let failure = match attempt {
-                Ok(Ok(theirs)) => {
-                    self.note_success(addr, &theirs).await;
-                    trace!(peer = %addr, records = records.len(), "pushed");
-                    return true;
-                }
-                Ok(Err(e)) => e,
-                Err(_) => ReplicationError::Peer {
-                    peer: addr.clone(),
-                    failure: PeerFailure::Timeout { message: "the push's retry window passed".into() },
-                },
-            };
-            self.note_failure(addr, &failure);
-            if !failure.retryable() || Instant::now() + backoff >= until || *stop.borrow_and_update() {
-                debug!(peer = %addr, error = %failure, "push failed; anti-entropy will repair");
-                return false;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => return false,
-            }
-            backoff = (backoff * 2).min(Duration::from_millis(500));
-        }
-    }
-
     #[instrument(skip_all, fields(node = %self.store.node_id()))]
     async fn sync_round(&self) -> Result<(), ReplicationError> {
         let peers = self.peer_addrs().await?;
@@ -530,154 +411,6 @@ impl Inner {
         }
         res
     }
-
-    /// Collects the tombstones every member has seen, once this node knows a
-    /// digest of every current member (see [`tombstone_horizon`]).
-    async fn collect_tombstones(&self) -> Result<(), ReplicationError> {
-        // Membership as it is now: the round may have brought news of a member.
-        let peers = self.peer_addrs().await?;
-        let mut digests = BTreeMap::new();
-        for addr in &peers {
-            let Some(d) = self.peers.digest(addr) else {
-                trace!(peer = %addr, "no digest from this member yet; tombstones wait");
-                return Ok(());
-            };
-            digests.insert(d.id, d.digest);
-        }
-        digests.insert(self.store.node_id().clone(), self.store.digest().await?);
-        // Every node whose writes are known here must be a member we have a digest
-        // of (or have left): a writer we cannot ask may still have writes in flight.
-        let left = self.left_members().await?;
-        let writers: BTreeSet<&NodeId> = digests.values().flat_map(|d| d.entries.keys()).collect();
-        if let Some(unknown) =
-            writers.into_iter().find(|w| !digests.contains_key(*w) && !left.contains_key(*w))
-        {
-            trace!(writer = %unknown, "a writer is not a member with a known digest; tombstones wait");
-            return Ok(());
-        }
-        // A member that left is settled only once every member holds the write that
-        // recorded its leaving (its last write), and so every write it made: one it
-        // made just before leaving may still be on its way.
-        if let Some((member, token)) =
-            left.iter().find(|(_, token)| digests.values().any(|d| !d.covers(token)))
-        {
-            trace!(member = %member, version = %token, "a member that left has writes not seen everywhere; tombstones wait");
-            return Ok(());
-        }
-        let Some(horizon) = tombstone_horizon(&digests) else {
-            trace!("members have not yet seen each other's writes; tombstones wait");
-            return Ok(());
-        };
-        let collected = self.store.collect_tombstones(&horizon).await?;
-        if collected > 0 {
-            debug!(collected, "collected tombstones every member has seen");
-        }
-        Ok(())
-    }
-
-    async fn sync_with(&self, addr: &PeerAddr) -> Result<(), ReplicationError> {
-        let mut client = self.client(addr);
-        let budget = budget_for(self.transport.max_message_bytes);
-        let mut theirs = VersionVector::default();
-        let mut pulled = 0usize;
-        // A snapshot being read page by page, and the last key read.
-        let mut snapshot: Option<(Snapshot, String)> = None;
-        for _ in 0..MAX_EXCHANGES_PER_ROUND {
-            let digest = self.store.digest().await?;
-            let req = proto::SyncRequest {
-                header: Some(self.handshake.header()),
-                digest: Some((&digest).into()),
-                budget_bytes: u64::try_from(budget).unwrap_or(u64::MAX),
-                snapshot_after: snapshot.as_ref().map(|(_, after)| after.clone()),
-            };
-            let resp = client.sync(req).await.map_err(|s| call_failed(addr, &s))?.into_inner();
-            let peer = self.check_answer(addr, resp.header)?;
-            let records = records_from_wire(resp.records).map_err(|e| malformed(addr, e))?;
-            theirs = vv_from_wire(resp.digest, "digest").map_err(|e| malformed(addr, e))?;
-            self.peers.note_digest(addr, &peer.node_id, &theirs);
-            pulled += records.len();
-            if !resp.snapshot {
-                if snapshot.take().is_some() {
-                    return Err(malformed(
-                        addr,
-                        InvalidMessage::new("snapshot", "a snapshot stopped mid-way"),
-                    ));
-                }
-                let covers = vv_from_wire(resp.covers, "covers").map_err(|e| malformed(addr, e))?;
-                self.store.merge(records, &covers).await?;
-                if resp.complete {
-                    break;
-                }
-                continue;
-            }
-            let page_digest =
-                vv_from_wire(resp.snapshot_digest, "snapshot_digest").map_err(|e| malformed(addr, e))?;
-            let floor = vv_from_wire(resp.gc_floor, "gc_floor").map_err(|e| malformed(addr, e))?;
-            let (mut snap, after) = match snapshot.take() {
-                Some((snap, after)) => (
-                    Snapshot {
-                        digest: snap.digest.meet(&page_digest),
-                        gc_floor: snap.gc_floor.join(&floor),
-                        ..snap
-                    },
-                    after,
-                ),
-                None => {
-                    debug!(peer = %addr, "behind the peer's tombstone horizon; reading its snapshot");
-                    (Snapshot { digest: page_digest, gc_floor: floor, ..Snapshot::default() }, String::new())
-                }
-            };
-            check_page(&records, &after, resp.complete).map_err(|e| malformed(addr, e))?;
-            let after = records.last().map_or(after, |r| r.key.clone());
-            snap.records.extend(records);
-            if resp.complete {
-                let report = self.store.restore(snap).await?;
-                debug!(peer = %addr, applied = report.applied, "restored the peer's snapshot");
-            } else {
-                snapshot = Some((snap, after));
-            }
-        }
-        let mut pushed = 0usize;
-        for _ in 0..MAX_EXCHANGES_PER_ROUND {
-            let delta = match self.store.delta(&theirs, budget).await {
-                Ok(delta) => delta,
-                Err(StoreError::BehindHorizon { origin, seen, floor }) => {
-                    // A snapshot is pulled, never pushed: the peer reads ours (or
-                    // another member's) in its own rounds.
-                    debug!(peer = %addr, %origin, seen, floor, "peer is behind the tombstone horizon; it will pull a snapshot");
-                    break;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if delta.records.is_empty() && delta.covers.entries.is_empty() {
-                break;
-            }
-            pushed += delta.records.len();
-            theirs = self.push_records(addr, &delta.records, &delta.covers, &theirs).await?;
-            if delta.complete {
-                break;
-            }
-        }
-        self.note_success(addr, &theirs).await;
-        debug!(peer = %addr, pulled, pushed, "anti-entropy round done");
-        Ok(())
-    }
-}
-
-/// Checks a snapshot page: keys ascending, after the last key read, and no empty
-/// page before the last.
-fn check_page(records: &[Record], after: &str, complete: bool) -> Result<(), InvalidMessage> {
-    if records.is_empty() && !complete {
-        return Err(InvalidMessage::new("records", "an empty snapshot page that is not the last"));
-    }
-    let mut prev = after;
-    for (i, r) in records.iter().enumerate() {
-        if r.key.as_str() <= prev {
-            return Err(InvalidMessage::new(format!("records[{i}].key"), "snapshot keys must ascend"));
-        }
-        prev = &r.key;
-    }
-    Ok(())
 }
 
 #[async_trait]
