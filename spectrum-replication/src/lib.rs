@@ -30,8 +30,8 @@
 //!   write to every peer at once (acknowledged at [`AckLevel::Local`], `Quorum` or
 //!   `All`), and every interval exchanges digests with a random peer so that
 //!   anything a push missed is repaired. [`ReplicationService`] is its gRPC
-//!   server side ([`proto`] holds the wire protocol); both refuse peers of
-//!   another cluster and peers whose clocks run too far ahead.
+//!   server side (the wire protocol is private to this crate); both refuse peers
+//!   of another cluster and peers whose clocks run too far ahead.
 //!
 //! ## Two copies converging
 //!
@@ -149,11 +149,14 @@ mod state;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod wire;
+mod wire;
 
-/// Generated protobuf types and gRPC stubs of the replication protocol.
+/// Generated protobuf types and gRPC stubs of the replication protocol, private
+/// to this crate: users reach it through [`ReplicationService`] and
+/// [`AntiEntropy`]. [`RedbStore`] stores its `Record` message on disk, so a change
+/// to the wire format is also a change to the disk format.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
-pub mod proto {
+pub(crate) mod proto {
     tonic::include_proto!("spectrum.replication.v1");
 }
 

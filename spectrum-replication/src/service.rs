@@ -1,10 +1,15 @@
 //! [`ReplicationService`]: the server side of the replication protocol.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use spectrum_core::transport::DEFAULT_MAX_MESSAGE_BYTES;
 use spectrum_core::{ClusterId, Hlc, PeerAddr};
+use tonic::body::Body;
+use tonic::codegen::{Service, http};
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tracing::{debug, instrument, trace, warn};
 
@@ -64,9 +69,23 @@ impl ReplicationService {
         self.handshake.peers()
     }
 
-    /// The tonic server for this service, accepting and sending messages of up to
-    /// `max_message_bytes` (sync answers are sized to fit).
-    pub fn into_server(mut self, max_message_bytes: usize) -> ReplicationServer<ReplicationService> {
+    /// The gRPC service to add to a tonic server or router (`add_service`),
+    /// accepting and sending messages of up to `max_message_bytes` (sync answers
+    /// are sized to fit). Its type is opaque: the wire protocol is private to
+    /// this crate.
+    pub fn into_server(
+        mut self,
+        max_message_bytes: usize,
+    ) -> impl Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<http::Response<Body>, Infallible>> + Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static {
         self.max_budget = budget_for(max_message_bytes);
         ReplicationServer::new(self)
             .max_decoding_message_size(max_message_bytes)
@@ -212,7 +231,140 @@ impl ReplicationService {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use spectrum_core::transport::bind;
+    use spectrum_core::{Clock, SystemClock, TransportConfig};
+
     use super::*;
+    use crate::proto::replication_client::ReplicationClient;
+    use crate::{MemoryStore, VersionVector};
+
+    const CLUSTER: &str = "test-cluster";
+
+    /// A service over a fresh store of node `a`.
+    fn service() -> (ReplicationService, Arc<dyn ConfigStore>) {
+        let hlc = Arc::new(Hlc::system());
+        let store: Arc<dyn ConfigStore> = Arc::new(MemoryStore::new("a".parse().unwrap(), hlc.clone()));
+        (ReplicationService::new(store.clone(), CLUSTER.parse().unwrap(), hlc), store)
+    }
+
+    fn now_ms() -> u64 {
+        SystemClock.now_ms()
+    }
+
+    fn header(cluster: &str, node: &str) -> Option<proto::Header> {
+        Some(proto::Header {
+            cluster_id: cluster.into(),
+            node_id: node.into(),
+            addr: String::new(),
+            hlc: Some(proto::Stamp { wall_ms: now_ms(), logical: 0 }),
+        })
+    }
+
+    fn wire_record(key: &str, origin: &str, seq: u64) -> proto::Record {
+        proto::Record {
+            key: key.into(),
+            value: Some(b"v".to_vec()),
+            stamp: Some(proto::Stamp { wall_ms: now_ms(), logical: 0 }),
+            origin: origin.into(),
+            seq,
+        }
+    }
+
+    fn push(header: Option<proto::Header>, records: Vec<proto::Record>) -> Request<proto::PushRequest> {
+        Request::new(proto::PushRequest { header, records, covers: None, since: None })
+    }
+
+    async fn assert_empty(store: &Arc<dyn ConfigStore>) {
+        assert!(store.scan("").await.unwrap().is_empty(), "nothing was merged");
+        assert_eq!(store.digest().await.unwrap(), VersionVector::default());
+    }
+
+    #[tokio::test]
+    async fn a_push_from_another_cluster_is_refused_and_changes_nothing() {
+        let (svc, store) = service();
+        let records = vec![wire_record("foreign", "intruder", 1)];
+        let status = svc.push(push(header("other-cluster", "intruder"), records)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert!(status.message().starts_with("wrong cluster:"), "{}", status.message());
+        assert_empty(&store).await;
+    }
+
+    #[tokio::test]
+    async fn malformed_messages_are_invalid_argument_and_merge_nothing() {
+        let (svc, store) = service();
+        let good = wire_record("good", "b", 1);
+        let cases = [
+            ("empty key", proto::Record { key: String::new(), ..wire_record("x", "b", 2) }, "records[1].key"),
+            ("seq 0", wire_record("x", "b", 0), "records[1].seq"),
+            ("bad origin", wire_record("x", "not a node!", 2), "records[1].origin"),
+            ("no stamp", proto::Record { stamp: None, ..wire_record("x", "b", 2) }, "records[1].stamp"),
+            (
+                "oversized value",
+                proto::Record { value: Some(vec![0; 1024 * 1024 + 1]), ..wire_record("x", "b", 2) },
+                "bytes",
+            ),
+        ];
+        for (what, bad, expect) in cases {
+            let status = svc.push(push(header(CLUSTER, "b"), vec![good.clone(), bad])).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}: {status:?}");
+            assert!(status.message().contains(expect), "{what}: {}", status.message());
+        }
+        let status = svc.push(push(None, vec![good.clone()])).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("header"), "{}", status.message());
+        let bad_addr = header(CLUSTER, "b").map(|h| proto::Header { addr: "no such address".into(), ..h });
+        let status = svc.push(push(bad_addr, vec![good])).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("header.addr"), "{}", status.message());
+        assert_empty(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_over_the_size_limit_is_refused_by_the_server() {
+        let (svc, store) = service();
+        let transport = TransportConfig {
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Some(Duration::from_secs(2)),
+            ..TransportConfig::default()
+        };
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.addr();
+        let server = transport
+            .server()
+            .add_service(svc.into_server(transport.max_message_bytes))
+            .serve_with_incoming(listener.incoming);
+        let server = tokio::spawn(server);
+        let channel = transport.endpoint(&addr).connect().await.unwrap();
+        let mut client = ReplicationClient::new(channel).max_encoding_message_size(usize::MAX);
+        let huge = proto::Record { value: Some(vec![0; 5 * 1024 * 1024]), ..wire_record("huge", "b", 2) };
+        let status = client.push(push(header(CLUSTER, "b"), vec![huge])).await.unwrap_err();
+        assert_ne!(status.code(), tonic::Code::Ok);
+        assert_empty(&store).await;
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_push_vouches_only_for_what_the_receiver_still_holds() {
+        let (svc, store) = service();
+        let vv =
+            |seq: u64| Some(proto::VersionVector { entries: [("b".to_owned(), seq)].into_iter().collect() });
+        let late = |since| {
+            Request::new(proto::PushRequest {
+                header: header(CLUSTER, "b"),
+                records: vec![wire_record("late", "b", 5)],
+                covers: vv(5),
+                since,
+            })
+        };
+        // The sender computed its delta when `a` held b:1..4; `a` has since lost them.
+        svc.push(late(vv(4))).await.unwrap();
+        assert_eq!(store.digest().await.unwrap().get(&"b".parse().unwrap()), 0, "b:1..4 are still owed");
+        // Computed from what `a` holds now, the same delta is honoured.
+        svc.push(late(None)).await.unwrap();
+        assert_eq!(store.digest().await.unwrap().get(&"b".parse().unwrap()), 5);
+    }
 
     #[test]
     fn sync_budgets_fit_the_message_limit() {
