@@ -171,4 +171,4 @@ pub use redb::RedbStore;
 pub use replicator::{AckLevel, AckReport, PeerStatus, Replicator};
 pub use service::ReplicationService;
 pub use state::DEFAULT_CHANGE_LOG_CAPACITY;
-pub use store::ConfigStore;
+pub use store::{ConfigStore, FEED_CAPACITY};
