@@ -311,8 +311,8 @@ impl NodeBuilder {
             StoreChoice::Custom(make) => make(self.id.clone(), hlc.clone())?,
         };
         let anti_entropy =
-            AntiEntropy::builder(store.clone(), hlc.clone(), self.cluster.clone(), url.clone())
-                .seeds(self.seeds.iter().map(ToString::to_string).collect())
+            AntiEntropy::builder(store.clone(), hlc.clone(), self.cluster.clone(), addr.clone())
+                .seeds(self.seeds.clone())
                 .interval(self.sync_interval)
                 .transport(self.transport.clone())
                 .build();

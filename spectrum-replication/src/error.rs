@@ -1,6 +1,6 @@
 //! Errors of the store and the replicator.
 
-use spectrum_core::{ClockSkew, ClusterId, NodeId};
+use spectrum_core::{ClockSkew, ClusterId, NodeId, PeerAddr};
 use thiserror::Error;
 
 /// Errors from a [`ConfigStore`](crate::ConfigStore).
@@ -118,18 +118,18 @@ pub enum ReplicationError {
     /// A peer belongs to another cluster.
     #[error("peer {peer} belongs to cluster {theirs}, not {ours}")]
     WrongCluster {
-        /// The peer's address or id.
-        peer: String,
+        /// The peer's address.
+        peer: PeerAddr,
         /// Our cluster.
         ours: ClusterId,
-        /// Theirs.
+        /// Theirs, as the peer sent it.
         theirs: String,
     },
     /// A peer's clock is off by more than allowed.
     #[error("peer {peer}: {skew}")]
     ClockSkew {
-        /// The peer.
-        peer: String,
+        /// The peer's address.
+        peer: PeerAddr,
         /// The measured skew.
         skew: ClockSkew,
     },
@@ -143,12 +143,114 @@ pub enum ReplicationError {
         /// The timeout.
         timeout_ms: u64,
     },
-    /// A peer could not be reached or answered with an error.
-    #[error("peer {peer} failed: {reason}")]
+    /// A peer could not be reached, did not answer in time, refused, or answered
+    /// with a malformed message.
+    #[error("peer {peer} failed: {failure}")]
     Peer {
         /// The peer's address.
-        peer: String,
+        peer: PeerAddr,
         /// What went wrong.
+        failure: PeerFailure,
+    },
+}
+
+impl ReplicationError {
+    /// Whether trying the same call again may help: only a [`PeerFailure`] that
+    /// is [`retryable`](PeerFailure::retryable).
+    pub(crate) fn retryable(&self) -> bool {
+        matches!(self, ReplicationError::Peer { failure, .. } if failure.retryable())
+    }
+}
+
+/// How a call to a peer failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum PeerFailure {
+    /// No connection: the peer could not be dialled, the connection broke, or
+    /// the peer is shutting down (gRPC `unavailable`).
+    #[error("unreachable: {message}")]
+    Unreachable {
+        /// The transport's account of it.
+        message: String,
+    },
+    /// No answer in time (gRPC `deadline_exceeded`, the transport's request
+    /// timeout, or the replicator's own deadline).
+    #[error("no answer in time: {message}")]
+    Timeout {
+        /// Which deadline passed.
+        message: String,
+    },
+    /// The peer answered with an error status (another cluster, a skewed clock,
+    /// a record it would not merge, …).
+    #[error("refused with {code:?}: {message}")]
+    Refused {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The peer's message.
+        message: String,
+    },
+    /// The peer's answer failed validation; nothing in it was merged.
+    #[error("malformed answer: invalid {field}: {reason}")]
+    Malformed {
+        /// Path of the offending field, such as `records[2].key`.
+        field: String,
+        /// Why it was rejected.
         reason: String,
     },
+}
+
+impl PeerFailure {
+    /// Whether trying again may help: `false` when the peer refused for a
+    /// reason that does not go away by itself (an invalid argument, a failed
+    /// precondition such as another cluster or a skewed clock, an unimplemented
+    /// or unauthorised call, a value out of range) or sent a malformed answer.
+    pub fn retryable(&self) -> bool {
+        match self {
+            PeerFailure::Unreachable { .. } | PeerFailure::Timeout { .. } => true,
+            PeerFailure::Refused { code, .. } => !matches!(
+                code,
+                tonic::Code::InvalidArgument
+                    | tonic::Code::FailedPrecondition
+                    | tonic::Code::Unimplemented
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated
+                    | tonic::Code::OutOfRange
+            ),
+            PeerFailure::Malformed { .. } => false,
+        }
+    }
+
+    /// Classifies the status a call ended with. tonic reports a failed connection
+    /// as `unavailable` and its request timeout as `cancelled`.
+    pub(crate) fn from_status(status: &tonic::Status) -> Self {
+        let message = status.message().to_owned();
+        match status.code() {
+            tonic::Code::Unavailable => PeerFailure::Unreachable { message },
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => PeerFailure::Timeout { message },
+            code => PeerFailure::Refused { code, message },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_failures_say_whether_a_retry_may_help() {
+        let of = |code, message: &str| PeerFailure::from_status(&tonic::Status::new(code, message));
+        assert!(matches!(of(tonic::Code::Unavailable, "connect"), PeerFailure::Unreachable { .. }));
+        assert!(matches!(of(tonic::Code::Cancelled, "Timeout expired"), PeerFailure::Timeout { .. }));
+        for retryable in [tonic::Code::Unavailable, tonic::Code::Cancelled, tonic::Code::Internal] {
+            assert!(of(retryable, "x").retryable(), "{retryable:?}");
+        }
+        for permanent in [tonic::Code::InvalidArgument, tonic::Code::FailedPrecondition] {
+            assert!(!of(permanent, "x").retryable(), "{permanent:?}");
+        }
+        let malformed = PeerFailure::Malformed { field: "digest".into(), reason: "bad".into() };
+        assert!(!malformed.retryable());
+        assert_eq!(malformed.to_string(), "malformed answer: invalid digest: bad");
+        let refused = of(tonic::Code::FailedPrecondition, "wrong cluster: …");
+        assert_eq!(refused.to_string(), "refused with FailedPrecondition: wrong cluster: …");
+    }
 }

@@ -30,8 +30,8 @@
 //!   write to every peer at once (acknowledged at [`AckLevel::Local`], `Quorum` or
 //!   `All`), and every interval exchanges digests with a random peer so that
 //!   anything a push missed is repaired. [`ReplicationService`] is its gRPC
-//!   server side ([`proto`] holds the wire protocol); both refuse peers of
-//!   another cluster and peers whose clocks run too far ahead.
+//!   server side (the wire protocol is private to this crate); both refuse peers
+//!   of another cluster and peers whose clocks run too far ahead.
 //!
 //! ## Two copies converging
 //!
@@ -109,8 +109,8 @@
 //! let store = Arc::new(RedbStore::open("/var/lib/spectrum/node-1.redb", "node-1".parse()?, hlc.clone())?);
 //! let listener = bind("127.0.0.1:0".parse()?).await?;
 //! let transport = TransportConfig::default();
-//! let replicator = AntiEntropy::builder(store.clone(), hlc, "prod".parse()?, listener.url())
-//!     .seeds(vec!["http://10.0.0.2:7000".into()])
+//! let replicator = AntiEntropy::builder(store.clone(), hlc, "prod".parse()?, listener.addr())
+//!     .seeds(vec!["http://10.0.0.2:7000".parse()?])
 //!     .transport(transport.clone())
 //!     .build();
 //! let server = transport
@@ -137,6 +137,7 @@
 
 pub mod anti_entropy;
 pub mod error;
+mod handshake;
 pub mod horizon;
 pub mod memory;
 pub mod peers;
@@ -148,16 +149,19 @@ mod state;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod wire;
+mod wire;
 
-/// Generated protobuf types and gRPC stubs of the replication protocol.
+/// Generated protobuf types and gRPC stubs of the replication protocol, private
+/// to this crate: users reach it through [`ReplicationService`] and
+/// [`AntiEntropy`]. [`RedbStore`] stores its `Record` message on disk, so a change
+/// to the wire format is also a change to the disk format.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
-pub mod proto {
+pub(crate) mod proto {
     tonic::include_proto!("spectrum.replication.v1");
 }
 
 pub use anti_entropy::{AntiEntropy, AntiEntropyBuilder, AntiEntropyHandle};
-pub use error::{ReplicationError, StoreError};
+pub use error::{PeerFailure, ReplicationError, StoreError};
 pub use memory::MemoryStore;
 pub use peers::PeerTable;
 pub use record::{
@@ -167,4 +171,4 @@ pub use redb::RedbStore;
 pub use replicator::{AckLevel, AckReport, PeerStatus, Replicator};
 pub use service::ReplicationService;
 pub use state::DEFAULT_CHANGE_LOG_CAPACITY;
-pub use store::ConfigStore;
+pub use store::{ConfigStore, FEED_CAPACITY};

@@ -33,11 +33,7 @@ use crate::record::{
     ChangeBatch, DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, Snapshot, VersionVector, WriteBatch,
 };
 use crate::state::{Changes, State, check_record};
-use crate::store::ConfigStore;
-
-/// How many records a [`ConfigStore::subscribe`] receiver may fall behind before
-/// it sees [`broadcast::error::RecvError::Lagged`].
-pub const FEED_CAPACITY: usize = 1024;
+use crate::store::{ConfigStore, FEED_CAPACITY};
 
 /// A [`ConfigStore`] that keeps everything in memory. Nothing survives a restart;
 /// [`RedbStore`](crate::RedbStore) is the durable store.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use spectrum_core::NodeId;
+use spectrum_core::{NodeId, PeerAddr};
 
 use crate::record::VersionVector;
 use crate::replicator::PeerStatus;
@@ -21,8 +21,8 @@ pub struct PeerTable {
 
 #[derive(Debug, Default)]
 struct Tables {
-    statuses: BTreeMap<String, PeerStatus>,
-    digests: BTreeMap<String, PeerDigest>,
+    statuses: BTreeMap<PeerAddr, PeerStatus>,
+    digests: BTreeMap<PeerAddr, PeerDigest>,
 }
 
 /// The latest digest a peer showed.
@@ -41,8 +41,8 @@ impl PeerTable {
     }
 
     /// The status of the peer at `addr`, if any exchange with it was recorded.
-    pub fn get(&self, addr: &str) -> Option<PeerStatus> {
-        self.inner.lock().statuses.get(&canonical_addr(addr)).cloned()
+    pub fn get(&self, addr: &PeerAddr) -> Option<PeerStatus> {
+        self.inner.lock().statuses.get(addr).cloned()
     }
 
     /// Every recorded peer, by address.
@@ -51,31 +51,33 @@ impl PeerTable {
     }
 
     /// The latest digest the peer at `addr` showed, if it has shown one.
-    pub fn digest(&self, addr: &str) -> Option<PeerDigest> {
-        self.inner.lock().digests.get(&canonical_addr(addr)).cloned()
+    pub fn digest(&self, addr: &PeerAddr) -> Option<PeerDigest> {
+        self.inner.lock().digests.get(addr).cloned()
+    }
+
+    /// The id each address answered as, for the addresses that have answered.
+    pub(crate) fn answered_as(&self) -> BTreeMap<PeerAddr, NodeId> {
+        let table = self.inner.lock();
+        table.statuses.iter().filter_map(|(addr, p)| Some((addr.clone(), p.id.clone()?))).collect()
     }
 
     /// Updates (creating when new) the status of the peer at `addr`.
-    pub(crate) fn update(&self, addr: &str, f: impl FnOnce(&mut PeerStatus)) {
-        let addr = canonical_addr(addr);
+    pub(crate) fn update(&self, addr: &PeerAddr, f: impl FnOnce(&mut PeerStatus)) {
         let mut table = self.inner.lock();
-        let entry = table.statuses.entry(addr.clone()).or_insert_with(|| blank(addr));
+        let entry = table.statuses.entry(addr.clone()).or_insert_with(|| blank(addr.clone()));
         f(entry);
     }
 
     /// Records the digest the peer `id` at `addr` just showed (the latest one wins:
     /// a peer that lost its memory shows a smaller one).
-    pub(crate) fn note_digest(&self, addr: &str, id: &NodeId, digest: &VersionVector) {
-        if addr.is_empty() {
-            return;
-        }
+    pub(crate) fn note_digest(&self, addr: &PeerAddr, id: &NodeId, digest: &VersionVector) {
         let entry = PeerDigest { id: id.clone(), digest: digest.clone() };
-        self.inner.lock().digests.insert(canonical_addr(addr), entry);
+        self.inner.lock().digests.insert(addr.clone(), entry);
     }
 }
 
 /// A status for a peer nothing is known of yet.
-pub(crate) fn blank(addr: String) -> PeerStatus {
+pub(crate) fn blank(addr: PeerAddr) -> PeerStatus {
     PeerStatus {
         id: None,
         addr,
@@ -87,30 +89,16 @@ pub(crate) fn blank(addr: String) -> PeerStatus {
     }
 }
 
-/// One spelling per address: an `http://` scheme and no trailing slash, so
-/// `127.0.0.1:7000`, `http://127.0.0.1:7000` and `http://127.0.0.1:7000/` name
-/// the same peer.
-pub fn canonical_addr(addr: &str) -> String {
-    let addr = addr.trim().trim_end_matches('/');
-    if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn addresses_are_compared_in_one_spelling() {
-        assert_eq!(canonical_addr("127.0.0.1:7000"), "http://127.0.0.1:7000");
-        assert_eq!(canonical_addr("http://127.0.0.1:7000/"), "http://127.0.0.1:7000");
-    }
-
-    #[test]
     fn clones_share_one_table() {
         let t = PeerTable::new();
         let u = t.clone();
-        u.update("127.0.0.1:1", |p| p.lag = 3);
-        assert_eq!(t.get("http://127.0.0.1:1/").map(|p| p.lag), Some(3));
+        u.update(&"127.0.0.1:1".parse().unwrap(), |p| p.lag = 3);
+        assert_eq!(t.get(&"http://127.0.0.1:1/".parse().unwrap()).map(|p| p.lag), Some(3));
         assert_eq!(t.snapshot().len(), 1);
     }
 }

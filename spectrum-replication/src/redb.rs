@@ -28,7 +28,10 @@
 //! # Format
 //!
 //! Records are stored as the protobuf `Record` message of the replication
-//! protocol (one evolvable schema for the wire and the disk), keyed by key. The
+//! protocol (one evolvable schema for the wire and the disk), keyed by key, so
+//! a change to the wire format is a change to the disk format: keep it
+//! backward compatible (new fields optional, no renumbering), or existing files
+//! no longer open. The
 //! version vector, pending sequence numbers, tombstone floor, change-feed head,
 //! HLC high-water mark and owning node id live in tables of their own. Every row
 //! is validated when the file is opened: a damaged row is a
@@ -48,13 +51,12 @@ use tokio::sync::broadcast;
 use tracing::{debug, trace};
 
 use crate::error::StoreError;
-use crate::memory::FEED_CAPACITY;
 use crate::proto;
 use crate::record::{
     ChangeBatch, DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, Snapshot, VersionVector, WriteBatch,
 };
 use crate::state::{Changes, Parts, State, check_record};
-use crate::store::ConfigStore;
+use crate::store::{ConfigStore, FEED_CAPACITY};
 
 /// key → protobuf `Record`.
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use spectrum_core::NodeId;
+use spectrum_core::{NodeId, PeerAddr};
 
 use crate::error::ReplicationError;
 use crate::record::Record;
@@ -36,7 +36,7 @@ pub struct PeerStatus {
     /// The peer's id, once it has answered.
     pub id: Option<NodeId>,
     /// The peer's address.
-    pub addr: String,
+    pub addr: PeerAddr,
     /// When it last answered.
     pub last_contact: Option<Instant>,
     /// Records the peer has that this node lacks, as of the last exchange.

@@ -1,21 +1,26 @@
 //! [`ReplicationService`]: the server side of the replication protocol.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use spectrum_core::transport::DEFAULT_MAX_MESSAGE_BYTES;
-use spectrum_core::{ClusterId, Hlc};
+use spectrum_core::{ClusterId, Hlc, PeerAddr};
+use tonic::body::Body;
+use tonic::codegen::{Service, http};
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tracing::{debug, instrument, trace, warn};
 
 use crate::error::StoreError;
-use crate::peers::{PeerTable, canonical_addr};
+use crate::handshake::{Contact, Handshake};
+use crate::peers::PeerTable;
 use crate::proto;
 use crate::proto::replication_server::{Replication, ReplicationServer};
 use crate::record::validate_key;
 use crate::store::ConfigStore;
-use crate::wire::{PeerHeader, records_from_wire, records_to_wire, vv_from_wire};
+use crate::wire::{records_from_wire, records_to_wire, vv_from_wire};
 
 /// Largest delta a sync answer carries, whatever the peer asks for: 4 MiB.
 pub const MAX_SYNC_BUDGET_BYTES: usize = 4 * 1024 * 1024;
@@ -34,10 +39,7 @@ pub const MAX_SYNC_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct ReplicationService {
     store: Arc<dyn ConfigStore>,
-    cluster: ClusterId,
-    hlc: Arc<Hlc>,
-    addr: String,
-    peers: PeerTable,
+    handshake: Handshake,
     max_budget: usize,
 }
 
@@ -45,83 +47,49 @@ impl ReplicationService {
     /// A service over `store`, for `cluster`, observing senders' stamps with `hlc`
     /// (the same clock the store stamps with).
     pub fn new(store: Arc<dyn ConfigStore>, cluster: ClusterId, hlc: Arc<Hlc>) -> Self {
-        Self {
-            store,
-            cluster,
-            hlc,
-            addr: String::new(),
-            peers: PeerTable::new(),
-            max_budget: budget_for(DEFAULT_MAX_MESSAGE_BYTES),
-        }
+        let handshake = Handshake::new(cluster, store.node_id().clone(), hlc);
+        Self { store, handshake, max_budget: budget_for(DEFAULT_MAX_MESSAGE_BYTES) }
     }
 
     /// Sets the address this node is reached at, sent in every answer's header.
-    pub fn with_addr(mut self, addr: impl Into<String>) -> Self {
-        self.addr = addr.into();
+    pub fn with_addr(mut self, addr: PeerAddr) -> Self {
+        self.handshake = self.handshake.with_addr(addr);
         self
     }
 
     /// Records peers in `peers` (share it with the replicator so both sides of
     /// the conversation show up in one status).
     pub fn with_peer_table(mut self, peers: PeerTable) -> Self {
-        self.peers = peers;
+        self.handshake = self.handshake.with_peer_table(peers);
         self
     }
 
     /// The table inbound peers are recorded in.
     pub fn peer_table(&self) -> &PeerTable {
-        &self.peers
+        self.handshake.peers()
     }
 
-    /// The tonic server for this service, accepting and sending messages of up to
-    /// `max_message_bytes` (sync answers are sized to fit).
-    pub fn into_server(mut self, max_message_bytes: usize) -> ReplicationServer<ReplicationService> {
+    /// The gRPC service to add to a tonic server or router (`add_service`),
+    /// accepting and sending messages of up to `max_message_bytes` (sync answers
+    /// are sized to fit). Its type is opaque: the wire protocol is private to
+    /// this crate.
+    pub fn into_server(
+        mut self,
+        max_message_bytes: usize,
+    ) -> impl Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<http::Response<Body>, Infallible>> + Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static {
         self.max_budget = budget_for(max_message_bytes);
         ReplicationServer::new(self)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes)
-    }
-
-    fn header(&self) -> proto::Header {
-        proto::Header {
-            cluster_id: self.cluster.to_string(),
-            node_id: self.store.node_id().to_string(),
-            addr: self.addr.clone(),
-            hlc: Some(self.hlc.now().into()),
-        }
-    }
-
-    /// Checks a request's header: cluster first, then clock; records the peer.
-    fn admit(&self, header: Option<proto::Header>) -> Result<PeerHeader, Status> {
-        let h = PeerHeader::try_from(header)?;
-        if h.cluster_id != self.cluster.as_str() {
-            warn!(peer = %h.node_id, addr = %h.addr, theirs = %h.cluster_id, ours = %self.cluster, "refused peer of another cluster");
-            return Err(Status::failed_precondition(format!(
-                "wrong cluster: node {} belongs to cluster {:?}, but this node belongs to cluster {:?}",
-                h.node_id,
-                h.cluster_id,
-                self.cluster.as_str()
-            )));
-        }
-        let offset = offset_ms(h.hlc.wall_ms, self.hlc.physical_now_ms());
-        let observed = self.hlc.observe(h.hlc);
-        if !h.addr.is_empty() && canonical_addr(&h.addr) != canonical_addr(&self.addr) {
-            let skewed = observed.is_err();
-            self.peers.update(&h.addr, |p| {
-                p.id = Some(h.node_id.clone());
-                p.last_contact = Some(Instant::now());
-                p.clock_offset_ms = Some(offset);
-                p.clock_skewed = skewed;
-            });
-        }
-        if let Err(skew) = observed {
-            warn!(peer = %h.node_id, addr = %h.addr, offset_ms = skew.offset_ms, max_ms = skew.max_ms, "refused peer with a skewed clock");
-            return Err(Status::failed_precondition(format!(
-                "refused writes from node {}: {skew}",
-                h.node_id
-            )));
-        }
-        Ok(h)
     }
 }
 
@@ -130,15 +98,6 @@ impl ReplicationService {
 /// [`MAX_SYNC_BUDGET_BYTES`].
 pub(crate) fn budget_for(max_message_bytes: usize) -> usize {
     (max_message_bytes / 2).clamp(1, MAX_SYNC_BUDGET_BYTES)
-}
-
-/// `remote - local`, in milliseconds.
-pub(crate) fn offset_ms(remote_ms: u64, local_ms: u64) -> i64 {
-    if remote_ms >= local_ms {
-        i64::try_from(remote_ms - local_ms).unwrap_or(i64::MAX)
-    } else {
-        i64::try_from(local_ms - remote_ms).map_or(i64::MIN, |d| -d)
-    }
 }
 
 /// The status answering a store failure.
@@ -164,7 +123,7 @@ impl Replication for ReplicationService {
         request: Request<proto::PushRequest>,
     ) -> Result<Response<proto::PushResponse>, Status> {
         let req = request.into_inner();
-        let peer = self.admit(req.header)?;
+        let peer = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?.header;
         let records = records_from_wire(req.records)?;
         let mut covers = vv_from_wire(req.covers, "covers")?;
         if !covers.entries.is_empty() {
@@ -181,7 +140,10 @@ impl Replication for ReplicationService {
         })?;
         trace!(peer = %peer.node_id, records = count, applied = report.applied, "merged push");
         let digest = self.store.digest().await.map_err(store_status)?;
-        Ok(Response::new(proto::PushResponse { header: Some(self.header()), digest: Some((&digest).into()) }))
+        Ok(Response::new(proto::PushResponse {
+            header: Some(self.handshake.header()),
+            digest: Some((&digest).into()),
+        }))
     }
 
     #[instrument(skip_all, fields(node = %self.store.node_id()))]
@@ -190,7 +152,8 @@ impl Replication for ReplicationService {
         request: Request<proto::SyncRequest>,
     ) -> Result<Response<proto::SyncResponse>, Status> {
         let req = request.into_inner();
-        let peer = self.admit(req.header)?;
+        let admitted = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?;
+        let peer = admitted.header;
         let theirs = vv_from_wire(req.digest, "digest")?;
         if let Some(after) = &req.snapshot_after
             && !after.is_empty()
@@ -198,8 +161,8 @@ impl Replication for ReplicationService {
             validate_key(after)
                 .map_err(|e| Status::invalid_argument(format!("invalid snapshot_after: {e}")))?;
         }
-        if !peer.addr.is_empty() && canonical_addr(&peer.addr) != canonical_addr(&self.addr) {
-            self.peers.note_digest(&peer.addr, &peer.node_id, &theirs);
+        if let Some(addr) = &admitted.recorded_as {
+            self.peer_table().note_digest(addr, &peer.node_id, &theirs);
         }
         let asked = usize::try_from(req.budget_bytes).unwrap_or(usize::MAX);
         let budget = if asked == 0 { self.max_budget } else { asked.min(self.max_budget) };
@@ -220,9 +183,9 @@ impl Replication for ReplicationService {
             },
         };
         let ours = self.store.digest().await.map_err(store_status)?;
-        if !peer.addr.is_empty() {
+        if let Some(addr) = &peer.addr {
             let lag = ours.lag_behind(&theirs);
-            self.peers.update(&peer.addr, |p| p.lag = lag);
+            self.peer_table().update(addr, |p| p.lag = lag);
         }
         debug!(
             peer = %peer.node_id,
@@ -232,7 +195,7 @@ impl Replication for ReplicationService {
             "answered sync"
         );
         Ok(Response::new(proto::SyncResponse {
-            header: Some(self.header()),
+            header: Some(self.handshake.header()),
             digest: Some((&ours).into()),
             ..answer
         }))
@@ -268,13 +231,139 @@ impl ReplicationService {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    #[test]
-    fn offsets_are_signed_and_saturate() {
-        assert_eq!(offset_ms(1_500, 1_000), 500);
-        assert_eq!(offset_ms(1_000, 1_500), -500);
-        assert_eq!(offset_ms(u64::MAX, 0), i64::MAX);
+    use spectrum_core::transport::bind;
+    use spectrum_core::{Clock, SystemClock, TransportConfig};
+
+    use super::*;
+    use crate::proto::replication_client::ReplicationClient;
+    use crate::{MemoryStore, VersionVector};
+
+    const CLUSTER: &str = "test-cluster";
+
+    /// A service over a fresh store of node `a`.
+    fn service() -> (ReplicationService, Arc<dyn ConfigStore>) {
+        let hlc = Arc::new(Hlc::system());
+        let store: Arc<dyn ConfigStore> = Arc::new(MemoryStore::new("a".parse().unwrap(), hlc.clone()));
+        (ReplicationService::new(store.clone(), CLUSTER.parse().unwrap(), hlc), store)
+    }
+
+    fn now_ms() -> u64 {
+        SystemClock.now_ms()
+    }
+
+    fn header(cluster: &str, node: &str) -> Option<proto::Header> {
+        Some(proto::Header {
+            cluster_id: cluster.into(),
+            node_id: node.into(),
+            addr: String::new(),
+            hlc: Some(proto::Stamp { wall_ms: now_ms(), logical: 0 }),
+        })
+    }
+
+    fn wire_record(key: &str, origin: &str, seq: u64) -> proto::Record {
+        proto::Record {
+            key: key.into(),
+            value: Some(b"v".to_vec()),
+            stamp: Some(proto::Stamp { wall_ms: now_ms(), logical: 0 }),
+            origin: origin.into(),
+            seq,
+        }
+    }
+
+    fn push(header: Option<proto::Header>, records: Vec<proto::Record>) -> Request<proto::PushRequest> {
+        Request::new(proto::PushRequest { header, records, covers: None, since: None })
+    }
+
+    async fn assert_empty(store: &Arc<dyn ConfigStore>) {
+        assert!(store.scan("").await.unwrap().is_empty(), "nothing was merged");
+        assert_eq!(store.digest().await.unwrap(), VersionVector::default());
+    }
+
+    #[tokio::test]
+    async fn a_push_from_another_cluster_is_refused_and_changes_nothing() {
+        let (svc, store) = service();
+        let records = vec![wire_record("foreign", "intruder", 1)];
+        let status = svc.push(push(header("other-cluster", "intruder"), records)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert!(status.message().starts_with("wrong cluster:"), "{}", status.message());
+        assert_empty(&store).await;
+    }
+
+    #[tokio::test]
+    async fn malformed_messages_are_invalid_argument_and_merge_nothing() {
+        let (svc, store) = service();
+        let good = wire_record("good", "b", 1);
+        let cases = [
+            ("empty key", proto::Record { key: String::new(), ..wire_record("x", "b", 2) }, "records[1].key"),
+            ("seq 0", wire_record("x", "b", 0), "records[1].seq"),
+            ("bad origin", wire_record("x", "not a node!", 2), "records[1].origin"),
+            ("no stamp", proto::Record { stamp: None, ..wire_record("x", "b", 2) }, "records[1].stamp"),
+            (
+                "oversized value",
+                proto::Record { value: Some(vec![0; 1024 * 1024 + 1]), ..wire_record("x", "b", 2) },
+                "bytes",
+            ),
+        ];
+        for (what, bad, expect) in cases {
+            let status = svc.push(push(header(CLUSTER, "b"), vec![good.clone(), bad])).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}: {status:?}");
+            assert!(status.message().contains(expect), "{what}: {}", status.message());
+        }
+        let status = svc.push(push(None, vec![good.clone()])).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("header"), "{}", status.message());
+        let bad_addr = header(CLUSTER, "b").map(|h| proto::Header { addr: "no such address".into(), ..h });
+        let status = svc.push(push(bad_addr, vec![good])).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("header.addr"), "{}", status.message());
+        assert_empty(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_over_the_size_limit_is_refused_by_the_server() {
+        let (svc, store) = service();
+        let transport = TransportConfig {
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Some(Duration::from_secs(2)),
+            ..TransportConfig::default()
+        };
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.addr();
+        let server = transport
+            .server()
+            .add_service(svc.into_server(transport.max_message_bytes))
+            .serve_with_incoming(listener.incoming);
+        let server = tokio::spawn(server);
+        let channel = transport.endpoint(&addr).connect().await.unwrap();
+        let mut client = ReplicationClient::new(channel).max_encoding_message_size(usize::MAX);
+        let huge = proto::Record { value: Some(vec![0; 5 * 1024 * 1024]), ..wire_record("huge", "b", 2) };
+        let status = client.push(push(header(CLUSTER, "b"), vec![huge])).await.unwrap_err();
+        assert_ne!(status.code(), tonic::Code::Ok);
+        assert_empty(&store).await;
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_push_vouches_only_for_what_the_receiver_still_holds() {
+        let (svc, store) = service();
+        let vv =
+            |seq: u64| Some(proto::VersionVector { entries: [("b".to_owned(), seq)].into_iter().collect() });
+        let late = |since| {
+            Request::new(proto::PushRequest {
+                header: header(CLUSTER, "b"),
+                records: vec![wire_record("late", "b", 5)],
+                covers: vv(5),
+                since,
+            })
+        };
+        // The sender computed its delta when `a` held b:1..4; `a` has since lost them.
+        svc.push(late(vv(4))).await.unwrap();
+        assert_eq!(store.digest().await.unwrap().get(&"b".parse().unwrap()), 0, "b:1..4 are still owed");
+        // Computed from what `a` holds now, the same delta is honoured.
+        svc.push(late(None)).await.unwrap();
+        assert_eq!(store.digest().await.unwrap().get(&"b".parse().unwrap()), 5);
     }
 
     #[test]

@@ -9,6 +9,10 @@ use tokio::sync::broadcast;
 use crate::error::StoreError;
 use crate::record::{ChangeBatch, Delta, MergeReport, Record, Snapshot, VersionVector, WriteBatch};
 
+/// How many records a [`ConfigStore::subscribe`] receiver of the stores in this
+/// crate may fall behind before it sees [`broadcast::error::RecvError::Lagged`].
+pub const FEED_CAPACITY: usize = 1024;
+
 /// One node's full copy of the replicated configuration database.
 ///
 /// # Contract

@@ -5,18 +5,21 @@
 use std::fmt;
 
 use bytes::Bytes;
-use spectrum_core::{NodeId, Timestamp};
+use spectrum_core::{NodeId, PeerAddr, Timestamp};
 
 use crate::proto;
 use crate::record::{MAX_SEQ, Record, VersionVector, validate_key};
 
 /// An inbound message failed validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// `pub` (in a private module) because the `TryFrom` impls on the public
+// `Record` and `VersionVector` name it as their error.
+#[allow(unreachable_pub)]
 pub struct InvalidMessage {
     /// Path of the offending field, such as `records[2].key`.
-    pub field: String,
+    pub(crate) field: String,
     /// Why it was rejected.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 impl InvalidMessage {
@@ -92,12 +95,12 @@ fn record_at(r: proto::Record, path: &str) -> Result<Record, InvalidMessage> {
 /// # Errors
 ///
 /// [`InvalidMessage`] for the first malformed record (`records[i].field`).
-pub fn records_from_wire(records: Vec<proto::Record>) -> Result<Vec<Record>, InvalidMessage> {
+pub(crate) fn records_from_wire(records: Vec<proto::Record>) -> Result<Vec<Record>, InvalidMessage> {
     records.into_iter().enumerate().map(|(i, r)| record_at(r, &format!("records[{i}]"))).collect()
 }
 
 /// Converts records for the wire.
-pub fn records_to_wire(records: &[Record]) -> Vec<proto::Record> {
+pub(crate) fn records_to_wire(records: &[Record]) -> Vec<proto::Record> {
     records.iter().map(proto::Record::from).collect()
 }
 
@@ -134,7 +137,10 @@ impl TryFrom<proto::VersionVector> for VersionVector {
 /// # Errors
 ///
 /// [`InvalidMessage`] naming `field` when an entry's origin is not a valid node id.
-pub fn vv_from_wire(v: Option<proto::VersionVector>, field: &str) -> Result<VersionVector, InvalidMessage> {
+pub(crate) fn vv_from_wire(
+    v: Option<proto::VersionVector>,
+    field: &str,
+) -> Result<VersionVector, InvalidMessage> {
     match v {
         None => Ok(VersionVector::default()),
         Some(v) => VersionVector::try_from(v).map_err(|e| InvalidMessage::new(field, e.to_string())),
@@ -143,15 +149,16 @@ pub fn vv_from_wire(v: Option<proto::VersionVector>, field: &str) -> Result<Vers
 
 /// The validated header of a replication message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerHeader {
+pub(crate) struct PeerHeader {
     /// The sender's cluster id, as sent (compared with ours before anything else).
-    pub cluster_id: String,
+    pub(crate) cluster_id: String,
     /// The sender.
-    pub node_id: NodeId,
-    /// The sender's address (may be empty for a client that serves nothing).
-    pub addr: String,
+    pub(crate) node_id: NodeId,
+    /// The address the sender is reached at, or `None` when it sent none (a
+    /// client that serves nothing).
+    pub(crate) addr: Option<PeerAddr>,
     /// The sender's HLC when it sent the message.
-    pub hlc: Timestamp,
+    pub(crate) hlc: Timestamp,
 }
 
 impl TryFrom<Option<proto::Header>> for PeerHeader {
@@ -163,8 +170,14 @@ impl TryFrom<Option<proto::Header>> for PeerHeader {
         }
         let node_id =
             NodeId::new(&h.node_id).map_err(|e| InvalidMessage::new("header.node_id", e.to_string()))?;
+        let addr = match h.addr.as_str() {
+            "" => None,
+            given => {
+                Some(PeerAddr::new(given).map_err(|e| InvalidMessage::new("header.addr", e.to_string()))?)
+            }
+        };
         let hlc = h.hlc.ok_or_else(|| InvalidMessage::new("header.hlc", "missing"))?;
-        Ok(PeerHeader { cluster_id: h.cluster_id, node_id, addr: h.addr, hlc: hlc.into() })
+        Ok(PeerHeader { cluster_id: h.cluster_id, node_id, addr, hlc: hlc.into() })
     }
 }
 
@@ -222,7 +235,12 @@ mod tests {
             addr: String::new(),
             hlc: Some(proto::Stamp { wall_ms: 1, logical: 0 }),
         };
-        assert!(PeerHeader::try_from(Some(h.clone())).is_ok());
+        assert_eq!(PeerHeader::try_from(Some(h.clone())).unwrap().addr, None, "no address is allowed");
+        let with_addr = proto::Header { addr: "127.0.0.1:7000".into(), ..h.clone() };
+        let addr = PeerHeader::try_from(Some(with_addr)).unwrap().addr;
+        assert_eq!(addr.map(|a| a.to_string()).as_deref(), Some("http://127.0.0.1:7000"));
+        let bad_addr = proto::Header { addr: "not an address".into(), ..h.clone() };
+        assert_eq!(PeerHeader::try_from(Some(bad_addr)).unwrap_err().field, "header.addr");
         assert!(PeerHeader::try_from(None).is_err());
         assert!(PeerHeader::try_from(Some(proto::Header { hlc: None, ..h.clone() })).is_err());
         assert!(PeerHeader::try_from(Some(proto::Header { node_id: String::new(), ..h.clone() })).is_err());

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use spectrum_core::{ChannelConnector, Clock, ClusterId, Hlc, NodeId, TransportConfig};
+use spectrum_core::{ChannelConnector, Clock, ClusterId, Hlc, NodeId, PeerAddr, TransportConfig};
 use spectrum_replication::{
     AckLevel, AntiEntropy, ConfigStore, MemoryStore, Record, Replicator, VersionVector, WriteBatch,
 };
@@ -162,8 +162,8 @@ fn sim_ms() -> u64 {
 #[derive(Debug)]
 struct NodeHost {
     index: usize,
-    addr: String,
-    seeds: Vec<String>,
+    addr: PeerAddr,
+    seeds: Vec<PeerAddr>,
     disk: SharedDisk,
     mailbox: Arc<Mutex<Mailbox>>,
     journal: Journal,
@@ -201,7 +201,10 @@ impl Cluster {
             .build();
         let mut rng = StdRng::seed_from_u64(seed);
         let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
-        let addrs: Vec<String> = names.iter().map(|name| format!("http://{name}:{PORT}")).collect();
+        let addrs: Vec<PeerAddr> = names
+            .iter()
+            .map(|name| format!("http://{name}:{PORT}").parse().expect("a valid address"))
+            .collect();
         let journal = Journal::default();
         let mut nodes = Vec::with_capacity(n);
         for (index, name) in names.iter().enumerate() {

@@ -1,14 +1,15 @@
-//! Real gRPC replication between nodes on loopback (ephemeral ports).
+//! Real gRPC replication between nodes on loopback (ephemeral ports). Cases that
+//! send hand-made wire messages (malformed, from another cluster, over the size
+//! limit) are unit tests of the service (`src/service.rs`), where the wire
+//! protocol is visible.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use spectrum_core::transport::{Listener, bind};
-use spectrum_core::{ClusterId, Hlc, ManualClock, NodeId, SystemClock, TransportConfig};
+use spectrum_core::{ClusterId, Hlc, ManualClock, NodeId, PeerAddr, SystemClock, TransportConfig};
 use spectrum_replication::anti_entropy::AntiEntropyHandle;
-use spectrum_replication::proto::replication_client::ReplicationClient;
-use spectrum_replication::proto::{self, PushRequest};
 use spectrum_replication::{
     AckLevel, AntiEntropy, ConfigStore, MemoryStore, ReplicationError, Replicator, VersionVector, WriteBatch,
 };
@@ -31,15 +32,15 @@ async fn listener() -> Listener {
 }
 
 /// An address nothing listens on.
-async fn dead_addr() -> String {
+async fn dead_addr() -> PeerAddr {
     let l = listener().await;
-    let url = l.url();
+    let addr = l.addr();
     drop(l);
-    url
+    addr
 }
 
 struct TestNode {
-    addr: String,
+    addr: PeerAddr,
     store: Arc<dyn ConfigStore>,
     ae: AntiEntropy,
     rounds: Option<AntiEntropyHandle>,
@@ -50,7 +51,7 @@ struct TestNode {
 struct NodeSpec<'a> {
     id: &'a str,
     cluster: &'a str,
-    seeds: Vec<String>,
+    seeds: Vec<PeerAddr>,
     hlc: Arc<Hlc>,
     /// Background anti-entropy interval, or `None` for pushes and manual rounds only.
     interval: Option<Duration>,
@@ -59,7 +60,7 @@ struct NodeSpec<'a> {
 }
 
 impl<'a> NodeSpec<'a> {
-    fn new(id: &'a str, seeds: Vec<String>) -> Self {
+    fn new(id: &'a str, seeds: Vec<PeerAddr>) -> Self {
         NodeSpec { id, cluster: CLUSTER, seeds, hlc: Arc::new(Hlc::system()), interval: None, store: None }
     }
     fn every(mut self, interval: Duration) -> Self {
@@ -70,7 +71,7 @@ impl<'a> NodeSpec<'a> {
 
 impl TestNode {
     async fn serve(spec: NodeSpec<'_>, listener: Listener) -> TestNode {
-        let addr = listener.url();
+        let addr = listener.addr();
         let id: NodeId = spec.id.parse().unwrap();
         let store = spec.store.unwrap_or_else(|| Arc::new(MemoryStore::new(id, spec.hlc.clone())));
         let cluster: ClusterId = spec.cluster.parse().unwrap();
@@ -129,7 +130,7 @@ impl TestNode {
 /// Three nodes of one cluster, each seeded with the other two.
 async fn three_nodes(interval: Option<Duration>) -> Vec<TestNode> {
     let listeners = [listener().await, listener().await, listener().await];
-    let urls: Vec<String> = listeners.iter().map(Listener::url).collect();
+    let urls: Vec<PeerAddr> = listeners.iter().map(Listener::addr).collect();
     let mut nodes = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let seeds = urls.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, u)| u.clone()).collect();
@@ -156,33 +157,9 @@ where
     }
 }
 
-fn header(cluster: &str, node: &str, wall_ms: u64) -> Option<proto::Header> {
-    Some(proto::Header {
-        cluster_id: cluster.into(),
-        node_id: node.into(),
-        addr: String::new(),
-        hlc: Some(proto::Stamp { wall_ms, logical: 0 }),
-    })
-}
-
 fn now_ms() -> u64 {
     use spectrum_core::Clock;
     SystemClock.now_ms()
-}
-
-fn wire_record(key: &str, origin: &str, seq: u64) -> proto::Record {
-    proto::Record {
-        key: key.into(),
-        value: Some(b"v".to_vec()),
-        stamp: Some(proto::Stamp { wall_ms: now_ms(), logical: 0 }),
-        origin: origin.into(),
-        seq,
-    }
-}
-
-async fn raw_client(addr: &str) -> ReplicationClient<tonic::transport::Channel> {
-    ReplicationClient::new(transport().endpoint(&addr.parse().unwrap()).connect().await.unwrap())
-        .max_encoding_message_size(usize::MAX)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,25 +281,12 @@ async fn a_peer_of_another_cluster_is_refused_and_changes_nothing() {
     let err = x.write(WriteBatch::new().put("foreign2", "v"), AckLevel::All).await.unwrap_err();
     assert!(matches!(err, ReplicationError::AckTimeout { acked: 1, needed: 2, .. }), "{err}");
 
-    let mut client = raw_client(&a.addr).await;
-    let status = client
-        .push(PushRequest {
-            header: header("other-cluster", "intruder", now_ms()),
-            records: vec![wire_record("foreign3", "intruder", 1)],
-            covers: None,
-            since: None,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-    assert!(status.message().starts_with("wrong cluster:"), "{}", status.message());
-
     // And the other way round: `a` refuses to take anything from the intruder.
     let a_to_x = AntiEntropy::builder(
         a.store.clone(),
         Arc::new(Hlc::system()),
         CLUSTER.parse().unwrap(),
-        "127.0.0.1:1",
+        "127.0.0.1:1".parse().unwrap(),
     )
     .seeds(vec![x.addr.clone()])
     .transport(transport())
@@ -362,59 +326,6 @@ async fn a_peer_whose_clock_runs_ahead_is_refused_and_flagged() {
     for n in [a, s, o] {
         n.stop().await;
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_messages_are_invalid_argument_and_merge_nothing() {
-    let a = TestNode::serve(NodeSpec::new("a", vec![]), listener().await).await;
-    let mut client = raw_client(&a.addr).await;
-    let good = wire_record("good", "b", 1);
-    let cases = [
-        ("empty key", proto::Record { key: String::new(), ..wire_record("x", "b", 2) }, "records[1].key"),
-        ("seq 0", wire_record("x", "b", 0), "records[1].seq"),
-        ("bad origin", wire_record("x", "not a node!", 2), "records[1].origin"),
-        ("no stamp", proto::Record { stamp: None, ..wire_record("x", "b", 2) }, "records[1].stamp"),
-        (
-            "oversized value",
-            proto::Record { value: Some(vec![0; 1024 * 1024 + 1]), ..wire_record("x", "b", 2) },
-            "bytes",
-        ),
-    ];
-    for (what, bad, expect) in cases {
-        let status = client
-            .push(PushRequest {
-                header: header(CLUSTER, "b", now_ms()),
-                records: vec![good.clone(), bad],
-                covers: None,
-                since: None,
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}: {status:?}");
-        assert!(status.message().contains(expect), "{what}: {}", status.message());
-    }
-    let status = client
-        .push(PushRequest { header: None, records: vec![good.clone()], covers: None, since: None })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(status.message().contains("header"), "{}", status.message());
-
-    let huge = proto::Record { value: Some(vec![0; 5 * 1024 * 1024]), ..wire_record("huge", "b", 2) };
-    let status = client
-        .push(PushRequest {
-            header: header(CLUSTER, "b", now_ms()),
-            records: vec![huge],
-            covers: None,
-            since: None,
-        })
-        .await
-        .unwrap_err();
-    assert_ne!(status.code(), tonic::Code::Ok);
-
-    assert!(a.is_empty().await, "nothing from a malformed message was merged");
-    assert_eq!(a.store.digest().await.unwrap(), VersionVector::default());
-    a.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -464,7 +375,7 @@ async fn every_node_has_seen_a_digest_of(nodes: &[TestNode], node: &TestNode, wr
     }
 }
 
-fn membership(id: &str, addr: &str) -> WriteBatch {
+fn membership(id: &str, addr: &PeerAddr) -> WriteBatch {
     WriteBatch::new()
         .put(format!("membership/{id}"), format!(r#"{{"id":"{id}","addr":"{addr}","state":"active"}}"#))
 }
@@ -473,7 +384,7 @@ fn membership(id: &str, addr: &str) -> WriteBatch {
 async fn a_tombstone_is_collected_only_after_every_member_has_seen_it() {
     let every = Duration::from_millis(50);
     let (la, lb) = (listener().await, listener().await);
-    let (ua, ub) = (la.url(), lb.url());
+    let (ua, ub) = (la.addr(), lb.addr());
     let a = TestNode::serve(NodeSpec::new("node-a", vec![ub.clone()]).every(every), la).await;
     let b = TestNode::serve(NodeSpec::new("node-b", vec![ua.clone()]).every(every), lb).await;
     // node-c is a member, but unreachable for now.
@@ -495,7 +406,7 @@ async fn a_tombstone_is_collected_only_after_every_member_has_seen_it() {
     }
 
     let lc = listener().await;
-    let uc = lc.url();
+    let uc = lc.addr();
     let c = TestNode::serve(NodeSpec::new("node-c", vec![ua.clone()]).every(every), lc).await;
     c.write(membership("node-c", &uc), AckLevel::Local).await.unwrap();
     for n in [&a, &b, &c] {
@@ -580,39 +491,9 @@ async fn a_node_behind_the_tombstone_horizon_is_sent_a_snapshot_and_forgets_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_push_vouches_only_for_what_the_receiver_still_holds() {
-    let a = TestNode::serve(NodeSpec::new("a", vec![]), listener().await).await;
-    let mut client = raw_client(&a.addr).await;
-    let vv = |seq: u64| Some(proto::VersionVector { entries: [("b".to_owned(), seq)].into_iter().collect() });
-    // The sender computed its delta when `a` held b:1..4; `a` has since lost them.
-    client
-        .push(PushRequest {
-            header: header(CLUSTER, "b", now_ms()),
-            records: vec![wire_record("late", "b", 5)],
-            covers: vv(5),
-            since: vv(4),
-        })
-        .await
-        .unwrap();
-    assert_eq!(a.store.digest().await.unwrap().get(&"b".parse().unwrap()), 0, "b:1..4 are still owed");
-    // Computed from what `a` holds now, the same delta is honoured.
-    client
-        .push(PushRequest {
-            header: header(CLUSTER, "b", now_ms()),
-            records: vec![wire_record("late", "b", 5)],
-            covers: vv(5),
-            since: None,
-        })
-        .await
-        .unwrap();
-    assert_eq!(a.store.digest().await.unwrap().get(&"b".parse().unwrap()), 5);
-    a.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_does_not_count_itself_under_another_spelling_of_its_address() {
     let l = listener().await;
-    let own_as_localhost = format!("http://localhost:{}", l.local_addr.port());
+    let own_as_localhost: PeerAddr = format!("http://localhost:{}", l.local_addr.port()).parse().unwrap();
     let a = TestNode::serve(NodeSpec::new("a", vec![own_as_localhost.clone()]), l).await;
     assert_eq!(a.ae.peer_addrs().await.unwrap(), vec![own_as_localhost], "not known to be itself yet");
     // The first exchange shows that address answers as `a` itself.

@@ -1,0 +1,176 @@
+//! When tombstones may be collected: a pure policy over the digests this node
+//! knows and the members that left, plus the step that applies it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use spectrum_core::{NodeId, PeerAddr};
+use tracing::{debug, trace};
+
+use super::Inner;
+use super::peers::left_members;
+use crate::error::ReplicationError;
+use crate::horizon::tombstone_horizon;
+use crate::peers::PeerDigest;
+use crate::record::{VersionToken, VersionVector};
+
+/// Why tombstones may not be collected yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Hold {
+    /// A current peer has not shown a digest yet.
+    NoDigest(PeerAddr),
+    /// A node whose writes are known here is neither a member with a known
+    /// digest nor recorded as having left: it may still have writes in flight.
+    UnknownWriter(NodeId),
+    /// A member that left has writes (up to the one recording its leaving) that
+    /// not every member has seen.
+    LeftMemberUnsettled {
+        /// The member.
+        member: NodeId,
+        /// The write that recorded its leaving.
+        token: VersionToken,
+    },
+    /// Members have not yet seen each other's writes.
+    NoHorizon,
+}
+
+impl fmt::Display for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hold::NoDigest(peer) => write!(f, "no digest from member {peer} yet"),
+            Hold::UnknownWriter(w) => write!(f, "writer {w} is not a member with a known digest"),
+            Hold::LeftMemberUnsettled { member, token } => {
+                write!(f, "member {member} left with writes up to {token} not seen everywhere")
+            }
+            Hold::NoHorizon => write!(f, "members have not yet seen each other's writes"),
+        }
+    }
+}
+
+/// The horizon up to which tombstones may be collected, or why they must wait.
+///
+/// `own` is this node's id and digest; `peers` every current peer with the
+/// latest digest it showed, if any; `left` the members that left, each with the
+/// write recording its leaving. Collection waits until:
+///
+/// 1. every current peer has shown a digest;
+/// 2. every node whose writes appear in a digest is a member with a digest
+///    here, or has left;
+/// 3. every member that left is settled: every digest covers the write that
+///    recorded its leaving (its last write), and so every write it made;
+/// 4. the digests have a [`tombstone_horizon`].
+pub(super) fn collection_horizon(
+    own: (&NodeId, &VersionVector),
+    peers: &[(PeerAddr, Option<PeerDigest>)],
+    left: &BTreeMap<NodeId, VersionToken>,
+) -> Result<VersionVector, Hold> {
+    let mut digests = BTreeMap::new();
+    for (addr, digest) in peers {
+        let d = digest.as_ref().ok_or_else(|| Hold::NoDigest(addr.clone()))?;
+        digests.insert(d.id.clone(), d.digest.clone());
+    }
+    digests.insert(own.0.clone(), own.1.clone());
+    let writers: BTreeSet<&NodeId> = digests.values().flat_map(|d| d.entries.keys()).collect();
+    if let Some(unknown) = writers.into_iter().find(|w| !digests.contains_key(*w) && !left.contains_key(*w)) {
+        return Err(Hold::UnknownWriter(unknown.clone()));
+    }
+    if let Some((member, token)) = left.iter().find(|(_, token)| digests.values().any(|d| !d.covers(token))) {
+        return Err(Hold::LeftMemberUnsettled { member: member.clone(), token: token.clone() });
+    }
+    tombstone_horizon(&digests).ok_or(Hold::NoHorizon)
+}
+
+impl Inner {
+    /// Collects the tombstones every member has seen, once this node knows a
+    /// digest of every current member (see [`collection_horizon`]).
+    pub(super) async fn collect_tombstones(&self) -> Result<(), ReplicationError> {
+        // Membership as it is now: the round may have brought news of a member.
+        let membership = self.membership().await?;
+        let peers: Vec<(PeerAddr, Option<PeerDigest>)> = self
+            .peers_of(&membership)
+            .into_iter()
+            .map(|addr| {
+                let digest = self.peers.digest(&addr);
+                (addr, digest)
+            })
+            .collect();
+        let own = self.store.digest().await?;
+        let left = left_members(&membership);
+        match collection_horizon((self.store.node_id(), &own), &peers, &left) {
+            Ok(horizon) => {
+                let collected = self.store.collect_tombstones(&horizon).await?;
+                if collected > 0 {
+                    debug!(collected, "collected tombstones every member has seen");
+                }
+            }
+            Err(hold) => trace!(%hold, "tombstones wait"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> NodeId {
+        s.parse().unwrap()
+    }
+
+    fn vv(entries: &[(&str, u64)]) -> VersionVector {
+        let mut v = VersionVector::default();
+        for (origin, seq) in entries {
+            v.raise(&id(origin), *seq);
+        }
+        v
+    }
+
+    fn peer(port: u16, name: &str, digest: Option<VersionVector>) -> (PeerAddr, Option<PeerDigest>) {
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        (addr, digest.map(|digest| PeerDigest { id: id(name), digest }))
+    }
+
+    #[test]
+    fn tombstones_wait_for_a_digest_of_every_peer() {
+        let own = vv(&[("a", 3)]);
+        let peers = [peer(7002, "b", Some(vv(&[("a", 3)]))), peer(7003, "c", None)];
+        let hold = collection_horizon((&id("a"), &own), &peers, &BTreeMap::new()).unwrap_err();
+        assert_eq!(hold, Hold::NoDigest("127.0.0.1:7003".parse().unwrap()));
+    }
+
+    #[test]
+    fn tombstones_every_member_has_seen_may_be_collected() {
+        let own = vv(&[("a", 3), ("b", 2)]);
+        let peers = [peer(7002, "b", Some(vv(&[("a", 3), ("b", 2)])))];
+        let horizon = collection_horizon((&id("a"), &own), &peers, &BTreeMap::new()).unwrap();
+        assert_eq!(horizon, own);
+        let behind = [peer(7002, "b", Some(vv(&[("a", 2), ("b", 2)])))];
+        let hold = collection_horizon((&id("a"), &own), &behind, &BTreeMap::new()).unwrap_err();
+        assert_eq!(hold, Hold::NoHorizon, "b has not seen a:3 yet");
+    }
+
+    #[test]
+    fn a_writer_that_is_neither_a_member_nor_gone_holds_collection_back() {
+        let own = vv(&[("a", 3), ("x", 1)]);
+        let peers = [peer(7002, "b", Some(vv(&[("a", 3), ("x", 1)])))];
+        let hold = collection_horizon((&id("a"), &own), &peers, &BTreeMap::new()).unwrap_err();
+        assert_eq!(hold, Hold::UnknownWriter(id("x")));
+    }
+
+    #[test]
+    fn a_member_that_left_holds_collection_back_until_its_leaving_is_seen_everywhere() {
+        let left = BTreeMap::from([(id("x"), VersionToken { origin: id("x"), seq: 4 })]);
+        let own = vv(&[("a", 3), ("x", 4)]);
+        let behind = [peer(7002, "b", Some(vv(&[("a", 3), ("x", 3)])))];
+        let hold = collection_horizon((&id("a"), &own), &behind, &left).unwrap_err();
+        assert!(matches!(hold, Hold::LeftMemberUnsettled { ref member, .. } if *member == id("x")), "{hold}");
+        let settled = [peer(7002, "b", Some(vv(&[("a", 3), ("x", 4)])))];
+        assert_eq!(collection_horizon((&id("a"), &own), &settled, &left), Ok(vv(&[("a", 3), ("x", 4)])));
+    }
+
+    #[test]
+    fn a_lone_node_collects_what_it_has_seen() {
+        let own = vv(&[("a", 3)]);
+        assert_eq!(collection_horizon((&id("a"), &own), &[], &BTreeMap::new()), Ok(own.clone()));
+    }
+}
