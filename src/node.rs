@@ -74,11 +74,11 @@ pub const STORE_FILE: &str = "config.redb";
 /// application's own gRPC services.
 ///
 /// ```no_run
-/// # async fn run() -> Result<(), spectrum::NodeError> {
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// use spectrum::NodeBuilder;
 ///
-/// let node = NodeBuilder::new("node-1".parse().unwrap(), "prod".parse().unwrap())
-///     .listen("127.0.0.1:7001".parse().unwrap())
+/// let node = NodeBuilder::new("node-1".parse()?, "prod".parse()?)
+///     .listen("127.0.0.1:7001".parse()?)
 ///     .seeds(["http://127.0.0.1:7002".parse()?, "http://127.0.0.1:7003".parse()?])
 ///     .start()
 ///     .await?;
