@@ -16,8 +16,6 @@
 //! - [`Node`] / [`NodeBuilder`]: one member, serving the replication service, the
 //!   [management API](management), `grpc.health.v1`, gRPC reflection, and the
 //!   application's own tonic services; durable by default (a `RedbStore`).
-//! - [`client`]: [`AdminClient`](client::AdminClient), the typed management
-//!   client (what the `spectrum` command uses), returning [`model`] values.
 //! - [`Cluster`]: nodes and a balancer in one process, for examples and tests.
 //! - [`keys`] and [`typed`]: the configuration database's namespaces, their
 //!   validation, and typed views of them ([`NodeContext::view`]).
