@@ -50,8 +50,25 @@ fn main() {
         }
     };
     if let Err(e) = runtime.block_on(commands::run(cli)) {
-        let reason = format!("{e:#}").replace(['\n', '\r'], " ");
-        eprintln!("error: {reason}");
+        eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, `a: b: c`. A cause whose text the line
+/// already ends with is left out: some errors (`ClientError::Connect`) show their
+/// source in their own message and also return it as their source.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace(['\n', '\r'], " ")
 }
