@@ -58,3 +58,19 @@ pub(super) async fn run(client: &AdminClient, cmd: ResourcesCommand, json: bool)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_export_to_a_file_names_the_file_beside_the_count() {
+        let export = ResourceExport { file: b"{}".to_vec(), count: 2, served_by: "node-1".parse().unwrap() };
+        let exported = Exported { file: "east.json".into(), export };
+        assert_eq!(
+            serde_json::to_value(&exported).unwrap(),
+            serde_json::json!({"file": "east.json", "count": 2, "served_by": "node-1"})
+        );
+        assert_eq!(exported.to_string(), "exported 2 resources to east.json (secrets redacted)");
+    }
+}

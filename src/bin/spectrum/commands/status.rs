@@ -47,3 +47,41 @@ pub(super) async fn run(client: &AdminClient, channel: Channel, json: bool) -> R
     };
     emit(&ClusterStatus { node, balancer }, json)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> NodeStatus {
+        NodeStatus {
+            cluster: "east".into(),
+            node: "node-1".parse().unwrap(),
+            addr: "http://127.0.0.1:7101".into(),
+            version: "0.1.0".into(),
+            keys: 0,
+            digest: Default::default(),
+            members: vec![],
+            peers: vec![],
+            resources: vec![],
+        }
+    }
+
+    #[test]
+    fn a_node_has_no_balancer_key_and_no_balancer_table() {
+        let status = ClusterStatus { node: node(), balancer: None };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["cluster"], "east");
+        assert!(json.get("balancer").is_none(), "{json}");
+        assert_eq!(status.to_string(), status.node.to_string());
+    }
+
+    #[test]
+    fn a_balancer_adds_its_table_after_a_blank_line() {
+        let status = ClusterStatus { node: node(), balancer: Some(BalancerStats::default()) };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["balancer"]["nodes"], serde_json::json!([]));
+        let text = status.to_string();
+        assert!(text.contains("\n\nBALANCER  (0 requests"), "{text}");
+        assert!(text.ends_with("LATENCY µs\n"), "{text}");
+    }
+}
