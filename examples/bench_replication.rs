@@ -19,9 +19,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
+use spectrum::client::{AckLevel, AdminClient};
 use spectrum::core::transport::{self, Listener};
 use spectrum::core::{ChannelConnector, ClusterId, Hlc, NodeId, PeerAddr, TransportConfig};
-use spectrum::management::proto::{PutRequest, management_client::ManagementClient};
 use spectrum::replication::{ConfigStore, MemoryStore, Record, RedbStore, VersionVector, WriteBatch};
 use spectrum::{Node, NodeBuilder};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -134,13 +134,11 @@ async fn write_latency() -> Result<(), BoxError> {
         Arc::new(RedbStore::open(path, id, hlc).expect("open the durable store"))
     };
     let nodes = start_nodes(3, TransportConfig::default(), Duration::from_secs(1), durable).await?;
-    let mut client = ManagementClient::connect(nodes[0].url().to_owned()).await?;
+    let client = AdminClient::connect(nodes[0].addr(), None).await?;
     let mut samples = Vec::new();
     for i in 0..1_200 {
         let start = Instant::now();
-        client
-            .put(PutRequest { key: format!("settings/k{}", i % 100), value: vec![b'x'; 64], ack: 2 })
-            .await?;
+        client.put(&format!("settings/k{}", i % 100), vec![b'x'; 64], AckLevel::All).await?;
         if i >= 200 {
             samples.push(start.elapsed());
         }

@@ -15,8 +15,8 @@ use std::error::Error;
 use std::sync::Arc;
 use std::time::Duration;
 
+use spectrum::client::{AckLevel, AdminClient};
 use spectrum::demo::{DataflowClient, DataflowService, proto::RunRequest};
-use spectrum::management::proto::{PutRequest, management_client::ManagementClient};
 use spectrum::{Cluster, NodeBuilder};
 use spectrum_balancer::strategy::{BalancingStrategy, RequestContext};
 use spectrum_balancer::{Backend, BalancerConfig, PathMatcher};
@@ -39,7 +39,6 @@ impl BalancingStrategy for FastestUnderCap {
 
 const CLIENTS: usize = 8;
 const REQUESTS_PER_CLIENT: usize = 50;
-const ACK_ALL: i32 = 2;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
@@ -76,13 +75,13 @@ async fn run(cluster: &Cluster) -> Result<(), Box<dyn Error>> {
     println!("balancer at {balancer}, strategy FastestUnderCap {{ cap: 2 }}");
 
     // A dataflow that needs no external resource, defined once through the balancer.
-    let mut admin = ManagementClient::connect(balancer.clone()).await?;
+    let admin = AdminClient::connect(&cluster.balancer_addr(), None).await?;
     admin
-        .put(PutRequest {
-            key: "dataflows/tidy-address".into(),
-            value: br#"{"steps":["trim","uppercase","expand_abbreviations"]}"#.to_vec(),
-            ack: ACK_ALL,
-        })
+        .put(
+            "dataflows/tidy-address",
+            br#"{"steps":["trim","uppercase","expand_abbreviations"]}"#,
+            AckLevel::All,
+        )
         .await?;
 
     let started = std::time::Instant::now();

@@ -13,13 +13,12 @@ use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::Path;
 
+use spectrum::client::{AckLevel, AdminClient, ReadAfter};
 use spectrum::demo::{DataflowClient, DataflowService, proto::RunRequest};
-use spectrum::management::proto::{GetRequest, PutRequest, management_client::ManagementClient};
 use spectrum::resources::{DataLocation, DatabaseCategory, DatabaseSpec, ResourceDefinition, ResourceSpec};
 use spectrum::{Cluster, NodeBuilder};
 use tonic::transport::Channel;
 
-const ACK_ALL: i32 = 2;
 const REQUESTS: usize = 30;
 
 const POSTAL_DB: &str = "\
@@ -75,7 +74,7 @@ async fn story(mut cluster: Cluster) -> Result<(), Box<dyn Error>> {
     let dir = tempfile::tempdir()?;
     let postal_path = dir.path().join("postal.db");
     std::fs::write(&postal_path, POSTAL_DB)?;
-    let mut admin = ManagementClient::connect(balancer.clone()).await?;
+    let admin = AdminClient::connect(&cluster.balancer_addr(), None).await?;
     let entries = [
         ("license/main", br#"{"owner":"Example Corp","seats":3,"expires":"2027-12-31"}"#.to_vec()),
         (
@@ -86,30 +85,25 @@ async fn story(mut cluster: Cluster) -> Result<(), Box<dyn Error>> {
         ("resources/postal-db", postal_resource(&postal_path)?),
     ];
     println!("\n1. writing through the balancer (acknowledged by all nodes)");
-    let mut versions = Vec::new();
+    let mut receipts = Vec::new();
     for (key, value) in &entries {
-        let put = admin
-            .put(PutRequest { key: (*key).into(), value: value.clone(), ack: ACK_ALL })
-            .await?
-            .into_inner();
+        let put = admin.put(key, value.clone(), AckLevel::All).await?.write;
         println!(
             "   {key:<28} version {:<10} via {} ({}/{} acked)",
-            put.version, put.served_by, put.acked, put.members
+            put.version.to_string(),
+            put.served_by,
+            put.acked,
+            put.members
         );
-        versions.push(put.version);
+        receipts.push(put);
     }
 
     // 2. Every node holds the same copies.
     println!("\n2. reading each node directly");
     for node in cluster.nodes() {
-        let mut direct = ManagementClient::connect(node.url().to_owned()).await?;
-        for ((key, value), version) in entries.iter().zip(&versions) {
-            let got = direct
-                .get(GetRequest { key: (*key).into(), min_version: version.clone() })
-                .await?
-                .into_inner()
-                .entry
-                .ok_or("empty entry")?;
+        let direct = AdminClient::connect(node.addr(), None).await?;
+        for ((key, value), receipt) in entries.iter().zip(&receipts) {
+            let got = direct.get(key, ReadAfter::from(receipt)).await?;
             if &got.value != value {
                 return Err(format!("{} holds a different {key}", node.id()).into());
             }
@@ -134,25 +128,11 @@ async fn story(mut cluster: Cluster) -> Result<(), Box<dyn Error>> {
     if served.contains_key("node-2") {
         return Err("node-2 served a request after it stopped".into());
     }
-    let put = admin
-        .put(PutRequest {
-            key: "settings/greeting".into(),
-            value: b"hello, two nodes".to_vec(),
-            ack: ACK_ALL,
-        })
-        .await?
-        .into_inner();
+    let put = admin.put("settings/greeting", "hello, two nodes", AckLevel::All).await?;
     for node in cluster.nodes() {
-        let mut direct = ManagementClient::connect(node.url().to_owned()).await?;
-        let got = direct
-            .get(GetRequest { key: "settings/greeting".into(), min_version: put.version.clone() })
-            .await?
-            .into_inner();
-        println!(
-            "   {} has settings/greeting = {:?}",
-            node.id(),
-            String::from_utf8_lossy(&got.entry.ok_or("empty entry")?.value)
-        );
+        let direct = AdminClient::connect(node.addr(), None).await?;
+        let got = direct.get("settings/greeting", ReadAfter::from(&put.write)).await?;
+        println!("   {} has settings/greeting = {:?}", node.id(), got.to_string());
     }
 
     println!(

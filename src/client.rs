@@ -54,7 +54,7 @@ pub use spectrum_replication::AckLevel;
 #[non_exhaustive]
 pub enum ClientError {
     /// The endpoint could not be reached.
-    #[error("cannot reach {endpoint}: {source}")]
+    #[error("cannot reach {endpoint}")]
     Connect {
         /// The address tried.
         endpoint: PeerAddr,

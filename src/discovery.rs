@@ -8,12 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use spectrum_balancer::{BalancerError, Discovery};
-use spectrum_core::{Member, MemberState, PeerAddr, TransportConfig};
-use tonic::metadata::{Ascii, MetadataValue};
+use spectrum_core::{MEMBERSHIP_PREFIX, Member, MemberState, PeerAddr, TransportConfig};
 use tracing::{debug, warn};
 
-use crate::management::proto::{ListRequest, management_client::ManagementClient};
-use crate::namespace::Namespace;
+use crate::auth::Token;
+use crate::client::AdminClient;
 
 /// Longest one membership read may take before the next address is tried.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -23,7 +22,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct ManagementDiscovery {
     seeds: Vec<PeerAddr>,
     known: Mutex<Vec<PeerAddr>>,
-    token: Option<MetadataValue<Ascii>>,
+    token: Option<Token>,
     transport: TransportConfig,
 }
 
@@ -32,7 +31,7 @@ impl fmt::Debug for ManagementDiscovery {
         f.debug_struct("ManagementDiscovery")
             .field("seeds", &self.seeds)
             .field("known", &*self.known.lock())
-            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("token", &self.token)
             .finish()
     }
 }
@@ -49,34 +48,18 @@ impl ManagementDiscovery {
     }
 
     /// Sends `authorization: Bearer <token>` with every read.
-    ///
-    /// # Errors
-    ///
-    /// [`BalancerError::Discovery`] when the token holds characters a header cannot carry.
-    pub fn with_token(mut self, token: &str) -> Result<Self, BalancerError> {
-        let value = MetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| BalancerError::discovery("the token holds characters not allowed in a header"))?;
-        self.token = Some(value);
-        Ok(self)
+    pub fn with_token(mut self, token: Token) -> Self {
+        self.token = Some(token);
+        self
     }
 
+    /// The members recorded in `membership/` as the node at `addr` holds them,
+    /// sorted by id; unreadable records are skipped with a warning.
     async fn read(&self, addr: &PeerAddr) -> Result<Vec<Member>, String> {
-        let channel = self.transport.channel(addr);
-        let mut client = ManagementClient::new(channel);
-        let mut request = tonic::Request::new(ListRequest {
-            prefix: Namespace::Membership.prefix().to_owned(),
-            min_version: String::new(),
-        });
-        if let Some(token) = &self.token {
-            request.metadata_mut().insert("authorization", token.clone());
-        }
-        let answer = tokio::time::timeout(READ_TIMEOUT, client.list(request))
-            .await
-            .map_err(|_| "timed out".to_owned())?
-            .map_err(|s| s.message().to_owned())?;
-        let mut members: Vec<Member> = answer
-            .into_inner()
-            .entries
+        let client = AdminClient::from_channel(self.transport.channel(addr), self.token.clone());
+        let entries = client.list_within(MEMBERSHIP_PREFIX, READ_TIMEOUT).await.map_err(|e| e.to_string())?;
+        let mut members: Vec<Member> = entries
+            .0
             .iter()
             .filter_map(|e| match Member::from_record_value(&e.value) {
                 Ok(m) => Some(m),

@@ -30,30 +30,24 @@
 //!
 //! ## A cluster in a few lines
 //!
-//! Start three nodes and a balancer, write a setting through the balancer, and
-//! read it back from every node:
+//! Start three nodes and a balancer, write a setting through the balancer with the
+//! typed [`AdminClient`](client::AdminClient), and read it back from every node:
 //!
 //! ```
 //! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use spectrum::Cluster;
-//! use spectrum::management::proto::{management_client::ManagementClient, GetRequest, PutRequest};
+//! use spectrum::client::{AckLevel, AdminClient, ReadAfter};
 //!
 //! let cluster = Cluster::builder("docs".parse()?).size(3).start().await?;
 //!
-//! let mut admin = ManagementClient::connect(cluster.balancer_url()).await?;
-//! let put = admin
-//!     .put(PutRequest { key: "settings/greeting".into(), value: b"hello".to_vec(), ack: 2 /* all */ })
-//!     .await?
-//!     .into_inner();
+//! let admin = AdminClient::connect(&cluster.balancer_addr(), None).await?;
+//! let put = admin.put("settings/greeting", "hello", AckLevel::All).await?;
 //!
 //! for node in cluster.nodes() {
-//!     let mut direct = ManagementClient::connect(node.url().to_owned()).await?;
-//!     let got = direct
-//!         .get(GetRequest { key: "settings/greeting".into(), min_version: put.version.clone() })
-//!         .await?
-//!         .into_inner();
-//!     assert_eq!(got.entry.unwrap().value, b"hello");
+//!     let direct = AdminClient::connect(node.addr(), None).await?;
+//!     let got = direct.get("settings/greeting", ReadAfter::from(&put.write)).await?;
+//!     assert_eq!(got.value, b"hello");
 //! }
 //! cluster.shutdown().await;
 //! # Ok(()) }

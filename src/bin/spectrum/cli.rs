@@ -1,0 +1,210 @@
+//! The command line: every command, subcommand and flag of `spectrum`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use spectrum::auth::Token;
+use spectrum::client::AckLevel;
+use spectrum::core::PeerAddr;
+
+#[derive(Debug, Parser)]
+#[command(name = "spectrum", version, about = "Run and manage a Spectrum cluster")]
+pub(crate) struct Cli {
+    /// The balancer (or any node) to manage the cluster through.
+    #[arg(long, global = true, env = "SPECTRUM_ENDPOINT", default_value = "http://127.0.0.1:7100")]
+    pub(crate) endpoint: PeerAddr,
+    /// Bearer token for the management API (for `node` and `balancer`: overrides the file's).
+    #[arg(long, global = true, env = "SPECTRUM_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<Token>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a node from a TOML file (`--config FILE`), or drain / undrain a member.
+    Node(NodeArgs),
+    /// Run a balancer from a TOML file.
+    Balancer(BalancerArgs),
+    /// Show the cluster's status as the answering node sees it, and, when the
+    /// endpoint is a balancer, the balancer's figures for each node.
+    Status,
+    /// Read and change raw configuration entries.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// License information.
+    #[command(subcommand)]
+    License(LicenseCommand),
+    /// Dataflow definitions.
+    #[command(subcommand)]
+    Dataflow(DataflowCommand),
+    /// External resource definitions.
+    #[command(subcommand, alias = "resource")]
+    Resources(ResourcesCommand),
+    /// Print a new random cluster key (64 hex digits) for `cluster_key`.
+    GenerateKey,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct NodeArgs {
+    /// The node's configuration file.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// Overrides `id`.
+    #[arg(long, env = "SPECTRUM_NODE_ID")]
+    pub(crate) id: Option<String>,
+    /// Overrides `cluster`.
+    #[arg(long, env = "SPECTRUM_CLUSTER")]
+    pub(crate) cluster: Option<String>,
+    /// Overrides `listen`.
+    #[arg(long, env = "SPECTRUM_LISTEN")]
+    pub(crate) listen: Option<SocketAddr>,
+    /// Overrides `seeds` (comma-separated `http://host:port`).
+    #[arg(long, env = "SPECTRUM_SEEDS", value_delimiter = ',')]
+    pub(crate) seeds: Option<Vec<PeerAddr>>,
+    /// Overrides `data_dir`.
+    #[arg(long, env = "SPECTRUM_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Overrides `cluster_key` (prefer the environment variable to the flag: flags show in `ps`).
+    #[arg(long, env = "SPECTRUM_CLUSTER_KEY", hide_env_values = true)]
+    pub(crate) cluster_key: Option<String>,
+    #[command(subcommand)]
+    pub(crate) action: Option<NodeAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeAction {
+    /// Stop sending new requests to a member (it finishes those it has).
+    Drain {
+        /// The member's id.
+        id: String,
+    },
+    /// Put a drained member back in service.
+    Undrain {
+        /// The member's id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BalancerArgs {
+    /// The balancer's configuration file.
+    #[arg(long)]
+    pub(crate) config: PathBuf,
+    /// Overrides `listen`.
+    #[arg(long, env = "SPECTRUM_BALANCER_LISTEN")]
+    pub(crate) listen: Option<SocketAddr>,
+    /// Overrides `health_interval_ms`.
+    #[arg(long, env = "SPECTRUM_HEALTH_INTERVAL_MS")]
+    pub(crate) health_interval_ms: Option<u64>,
+}
+
+/// `--ack`: how many members must acknowledge a write.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Ack {
+    Local,
+    Quorum,
+    All,
+}
+
+impl From<Ack> for AckLevel {
+    fn from(ack: Ack) -> Self {
+        match ack {
+            Ack::Local => AckLevel::Local,
+            Ack::Quorum => AckLevel::Quorum,
+            Ack::All => AckLevel::All,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print one entry's value.
+    Get { key: String },
+    /// Set an entry (VALUE, or `-` to read standard input).
+    Put {
+        key: String,
+        value: String,
+        #[arg(long, value_enum, default_value = "all")]
+        ack: Ack,
+    },
+    /// Delete an entry.
+    Delete {
+        key: String,
+        #[arg(long, value_enum, default_value = "all")]
+        ack: Ack,
+    },
+    /// List entries under a prefix.
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LicenseCommand {
+    /// Install a license: a JSON file (or `-`) {"owner":…, "seats":…, "expires":"YYYY-MM-DD"}.
+    Set {
+        file: String,
+        #[arg(long, default_value = "main")]
+        name: String,
+    },
+    /// Show the installed license and the days it has left.
+    Show {
+        #[arg(long, default_value = "main")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DataflowCommand {
+    /// Create a dataflow from a JSON file (or `-`).
+    Create {
+        name: String,
+        file: String,
+        /// Replace an existing dataflow of that name.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List dataflows.
+    List,
+    /// Show one dataflow.
+    Show { name: String },
+    /// Delete a dataflow.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ResourcesCommand {
+    /// Create a resource from a JSON definition file (or `-`); secrets are encrypted by the cluster.
+    Create {
+        file: String,
+        /// Replace an existing resource of that name (a secret given as "***" keeps the current one).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List resources (secrets redacted).
+    List,
+    /// Show one resource (secrets redacted).
+    Show { name: String },
+    /// Delete a resource.
+    Delete { name: String },
+    /// Check resources on every node (all of them, or those named).
+    Check { names: Vec<String> },
+    /// Export every definition (secrets redacted) to a file, or to standard output.
+    Export {
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Import an export file (or `-`); with --dry-run, only show what would change.
+    Import {
+        file: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}

@@ -1,0 +1,73 @@
+//! `spectrum balancer`: run a balancer from its TOML file.
+
+use std::fmt;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use spectrum::auth::Token;
+use spectrum::balancer::strategy::RoundRobin;
+use spectrum::balancer::{BackendConfig, Balancer, BalancerConfig};
+use spectrum::config::{BalancerFileConfig, BalancerOverrides, load};
+use spectrum::core::PeerAddr;
+use spectrum::discovery::ManagementDiscovery;
+
+use super::{init_tracing, wait_for_signal};
+use crate::cli::BalancerArgs;
+use crate::output::emit;
+
+/// The first line a running balancer prints (always JSON: scripts wait for it).
+#[derive(Serialize)]
+struct BalancerStarted<'a> {
+    balancer: &'a str,
+}
+
+impl fmt::Display for BalancerStarted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "balancer serving at {}", self.balancer)
+    }
+}
+
+/// Runs a balancer until Ctrl-C or SIGTERM; unless `follow_membership = false`,
+/// it follows membership from the nodes it is given.
+pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> {
+    init_tracing();
+    let cfg: BalancerFileConfig = load(&args.config)?;
+    let cfg = cfg.with_overrides(BalancerOverrides {
+        listen: args.listen,
+        health_interval_ms: args.health_interval_ms,
+        token: token.map(|t| t.expose().to_owned()),
+    });
+    let config = BalancerConfig {
+        listen: cfg.listen,
+        health_interval: cfg.health_interval(),
+        ..BalancerConfig::default()
+    };
+    let mut builder =
+        Balancer::builder(config).backends(static_backends(&cfg)?).strategy(Arc::new(RoundRobin::new()));
+    if cfg.follow_membership.unwrap_or(true) {
+        let mut discovery = ManagementDiscovery::new(cfg.nodes.iter().map(|n| PeerAddr::from(n.addr)));
+        if let Some(token) = cfg.token.as_deref() {
+            discovery = discovery.with_token(token.parse().context("the balancer's token")?);
+        }
+        builder = builder.discovery(Arc::new(discovery), cfg.health_interval());
+    }
+    let handle = builder.start().await?;
+    emit(&BalancerStarted { balancer: &handle.url() }, true)?;
+    wait_for_signal().await?;
+    handle.shutdown().await;
+    Ok(())
+}
+
+fn static_backends(cfg: &BalancerFileConfig) -> Result<Vec<BackendConfig>> {
+    cfg.nodes
+        .iter()
+        .map(|n| {
+            Ok(BackendConfig {
+                id: n.id.parse().with_context(|| format!("node id {:?}", n.id))?,
+                addr: n.addr,
+                weight: n.weight.unwrap_or(1),
+            })
+        })
+        .collect()
+}

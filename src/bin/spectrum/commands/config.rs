@@ -1,0 +1,19 @@
+//! `spectrum config`: raw entries of the configuration database.
+
+use anyhow::Result;
+use spectrum::client::{AdminClient, ReadAfter};
+
+use crate::cli::ConfigCommand;
+use crate::output::{emit, read_input};
+
+pub(super) async fn run(client: &AdminClient, cmd: ConfigCommand, json: bool) -> Result<()> {
+    match cmd {
+        ConfigCommand::Get { key } => emit(&client.get(&key, ReadAfter::Anything).await?, json),
+        ConfigCommand::Put { key, value, ack } => {
+            let value = if value == "-" { read_input("-")? } else { value.into_bytes() };
+            emit(&client.put(&key, value, ack.into()).await?, json)
+        }
+        ConfigCommand::Delete { key, ack } => emit(&client.delete(&key, ack.into()).await?, json),
+        ConfigCommand::List { prefix } => emit(&client.list(&prefix, ReadAfter::Anything).await?, json),
+    }
+}

@@ -1,0 +1,16 @@
+//! `spectrum license`: install and show licenses.
+
+use anyhow::Result;
+use spectrum::client::{AckLevel, AdminClient, ReadAfter};
+
+use crate::cli::LicenseCommand;
+use crate::output::{emit, read_input};
+
+pub(super) async fn run(client: &AdminClient, cmd: LicenseCommand, json: bool) -> Result<()> {
+    match cmd {
+        LicenseCommand::Set { file, name } => {
+            emit(&client.set_license(Some(&name), read_input(&file)?, AckLevel::All).await?, json)
+        }
+        LicenseCommand::Show { name } => emit(&client.license(Some(&name), ReadAfter::Anything).await?, json),
+    }
+}

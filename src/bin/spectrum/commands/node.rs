@@ -1,0 +1,86 @@
+//! `spectrum node`: run a node from its TOML file, or drain / undrain a member.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use spectrum::NodeBuilder;
+use spectrum::auth::Token;
+use spectrum::client::{AckLevel, AdminClient, NodeStateChange};
+use spectrum::config::{NodeFileConfig, NodeOverrides, load};
+use tracing::warn;
+
+use super::{init_tracing, wait_for_signal};
+use crate::cli::{NodeAction, NodeArgs};
+use crate::output::emit;
+
+/// The first line a running node prints (always JSON: scripts wait for it).
+#[derive(Serialize)]
+struct NodeStarted<'a> {
+    node: &'a str,
+    cluster: &'a str,
+    addr: &'a str,
+}
+
+impl fmt::Display for NodeStarted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {} of cluster {} serving at {}", self.node, self.cluster, self.addr)
+    }
+}
+
+/// Runs a node until Ctrl-C or SIGTERM.
+pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
+    let Some(path) = args.config else {
+        bail!("spectrum node needs --config FILE to run a node, or `drain ID` / `undrain ID`");
+    };
+    init_tracing();
+    let cfg: NodeFileConfig = load(&path)?;
+    let cfg = cfg.with_overrides(NodeOverrides {
+        id: args.id,
+        cluster: args.cluster,
+        listen: args.listen,
+        seeds: args.seeds,
+        data_dir: args.data_dir,
+        token: token.map(|t| t.expose().to_owned()),
+        cluster_key: args.cluster_key,
+    });
+    let key = cfg.cluster_key()?;
+    if key.is_none() {
+        warn!("no cluster_key configured: this node refuses to store resource secrets");
+    }
+    let mut builder = NodeBuilder::new(
+        cfg.id.parse().with_context(|| format!("id {:?}", cfg.id))?,
+        cfg.cluster.parse().with_context(|| format!("cluster {:?}", cfg.cluster))?,
+    )
+    .listen(cfg.listen)
+    .seeds(cfg.seeds.clone())
+    .sync_interval(cfg.sync_interval())
+    .add_service_with(spectrum::demo::DataflowService::server);
+    if let Some(ms) = cfg.max_clock_offset_ms {
+        builder = builder.max_clock_offset(Duration::from_millis(ms));
+    }
+    if let Some(token) = cfg.token.clone() {
+        builder = builder.management_token(token.parse()?);
+    }
+    if let Some(key) = key {
+        builder = builder.cluster_key(key);
+    }
+    if let Some(dir) = cfg.data_dir.clone() {
+        builder = builder.data_dir(dir);
+    }
+    let node = builder.start().await?;
+    emit(&NodeStarted { node: node.id().as_str(), cluster: &cfg.cluster, addr: node.url() }, true)?;
+    wait_for_signal().await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// `node drain ID` / `node undrain ID`, acknowledged by every member.
+pub(super) async fn set_state(client: &AdminClient, action: NodeAction, json: bool) -> Result<()> {
+    let (id, change) = match action {
+        NodeAction::Drain { id } => (id, NodeStateChange::Drain),
+        NodeAction::Undrain { id } => (id, NodeStateChange::Undrain),
+    };
+    emit(&client.set_node_state(&id, change, AckLevel::All).await?, json)
+}

@@ -1,0 +1,87 @@
+//! `spectrum status`: the answering node's view of the cluster and, when the
+//! endpoint is a balancer, the balancer's own figures for each node.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+use spectrum::balancer::stats::{BalancerStats, StatsClient};
+use spectrum::client::AdminClient;
+use spectrum::model::NodeStatus;
+use tonic::transport::Channel;
+
+use crate::output::emit;
+
+/// How long `status` waits for the balancer's own figures before leaving them out.
+const BALANCER_STATS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The node's status, plus `"balancer"` (and the `BALANCER` table) when the
+/// endpoint is one.
+#[derive(Serialize)]
+struct ClusterStatus {
+    #[serde(flatten)]
+    node: NodeStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    balancer: Option<BalancerStats>,
+}
+
+impl fmt::Display for ClusterStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.node)?;
+        if let Some(stats) = &self.balancer {
+            write!(f, "\n{stats}\n")?;
+        }
+        Ok(())
+    }
+}
+
+/// Prints the status. The balancer's `Stats` needs no token; a node answers it
+/// `UNIMPLEMENTED`, and then (or on any failure or timeout) the table is left out.
+pub(super) async fn run(client: &AdminClient, channel: Channel, json: bool) -> Result<()> {
+    let node = client.status().await?;
+    let balancer = match tokio::time::timeout(BALANCER_STATS_TIMEOUT, StatsClient::new(channel).stats()).await
+    {
+        Ok(Ok(stats)) => Some(stats),
+        _ => None,
+    };
+    emit(&ClusterStatus { node, balancer }, json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> NodeStatus {
+        NodeStatus {
+            cluster: "east".into(),
+            node: "node-1".parse().unwrap(),
+            addr: "http://127.0.0.1:7101".into(),
+            version: "0.1.0".into(),
+            keys: 0,
+            digest: Default::default(),
+            members: vec![],
+            peers: vec![],
+            resources: vec![],
+        }
+    }
+
+    #[test]
+    fn a_node_has_no_balancer_key_and_no_balancer_table() {
+        let status = ClusterStatus { node: node(), balancer: None };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["cluster"], "east");
+        assert!(json.get("balancer").is_none(), "{json}");
+        assert_eq!(status.to_string(), status.node.to_string());
+    }
+
+    #[test]
+    fn a_balancer_adds_its_table_after_a_blank_line() {
+        let status = ClusterStatus { node: node(), balancer: Some(BalancerStats::default()) };
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(json["balancer"]["nodes"], serde_json::json!([]));
+        let text = status.to_string();
+        assert!(text.contains("\n\nBALANCER  (0 requests"), "{text}");
+        assert!(text.ends_with("LATENCY µs\n"), "{text}");
+    }
+}

@@ -1,0 +1,74 @@
+//! The `spectrum` command: run a node or a balancer as its own process, and manage
+//! a running cluster through its balancer.
+//!
+//! ```text
+//! spectrum node --config node-1.toml
+//! spectrum balancer --config balancer.toml
+//! spectrum --endpoint http://127.0.0.1:7100 --token T status
+//! spectrum --endpoint http://127.0.0.1:7100 config put settings/greeting hello --ack all
+//! spectrum resources create orders.json
+//! spectrum resources export --output east.json
+//! spectrum resources import east.json --dry-run
+//! spectrum node drain node-2
+//! ```
+//!
+//! `status` through a balancer also shows the balancer's own figures per node (a
+//! `BALANCER` table; `"balancer"` in `--json` output), read from the balancer's
+//! `spectrum.balancer.v1.Balancer/Stats`, which needs no token.
+//!
+//! Tables for people, `--json` for scripts; exit code 0 on success, and on failure a
+//! non-zero code with one line `error: …` on standard error.
+//!
+//! Layout (as cargo's own binary): [`cli`] holds the clap types, [`commands`] one
+//! file per command group, each a short `run` over the typed
+//! [`AdminClient`](spectrum::client::AdminClient), and [`output`] the one
+//! function that prints a result as JSON or text.
+
+use clap::Parser;
+
+mod cli;
+mod commands;
+mod output;
+
+fn main() {
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see spectrum --help)");
+            std::process::exit(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(commands::run(cli)) {
+        eprintln!("error: {}", one_line(&e));
+        std::process::exit(1);
+    }
+}
+
+/// The error and its causes on one line, `a: b: c`. A cause whose text the line
+/// already ends with is left out: some errors (`ClientError::Connect`) show their
+/// source in their own message and also return it as their source.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace(['\n', '\r'], " ")
+}
