@@ -21,8 +21,10 @@ const DISCOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 /// How long a stopping node keeps serving once draining: two membership polls.
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Longest [`ClusterBuilder::start`] waits for the balancer to see every node healthy.
-const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest [`ClusterBuilder::start`] waits for the balancer to see every node healthy
+/// (it returns as soon as it does; a loaded machine starting many clusters at once
+/// needs more than a few seconds).
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// What every node of an in-process cluster shares: how to build one.
 #[derive(Clone)]
