@@ -43,7 +43,7 @@ use crate::model::{
     Dataflows, Entries, Entry, ImportReport, KeyWritten, LicenseInfo, LicenseInstalled, NameWritten,
     NodeStateChanged, NodeStatus, ResourceChecks, ResourceExport, ResourceInfo, ResourceStored, Resources,
 };
-use crate::pb::{InvalidAnswer, ack_to_wire, proto, read_after_to_wire, receipt};
+use crate::pb::{InvalidAnswer, ack_to_wire, node_id, proto, read_after_to_wire, receipt, required};
 
 pub use crate::model::{ReadAfter, WriteReceipt};
 pub use spectrum_core::MemberState;
@@ -151,8 +151,7 @@ impl AdminClient {
         let request =
             proto::GetRequest { key: key.to_owned(), min_version: read_after_to_wire(&after.into()) };
         let answer = self.call().get(request).await?.into_inner();
-        let entry =
-            answer.entry.ok_or_else(|| InvalidAnswer { field: "entry".into(), reason: "missing".into() })?;
+        let entry = required("entry", answer.entry)?;
         Ok(entry.try_into()?)
     }
 
@@ -183,13 +182,7 @@ impl AdminClient {
         ack: AckLevel,
     ) -> Result<KeyWritten, ClientError> {
         let request = proto::PutRequest { key: key.to_owned(), value: value.into(), ack: ack_to_wire(ack) };
-        let a = self.call().put(request).await?.into_inner();
-        let write = receipt(Some(proto::WriteResult {
-            version: a.version,
-            acked: a.acked,
-            members: a.members,
-            served_by: a.served_by,
-        }))?;
+        let write = self.call().put(request).await?.into_inner().try_into()?;
         Ok(KeyWritten { key: key.to_owned(), deleted: false, write })
     }
 
@@ -200,13 +193,7 @@ impl AdminClient {
     /// `NOT_FOUND` when it holds nothing; as [`put`](Self::put) otherwise.
     pub async fn delete(&self, key: &str, ack: AckLevel) -> Result<KeyWritten, ClientError> {
         let request = proto::DeleteRequest { key: key.to_owned(), ack: ack_to_wire(ack) };
-        let a = self.call().delete(request).await?.into_inner();
-        let write = receipt(Some(proto::WriteResult {
-            version: a.version,
-            acked: a.acked,
-            members: a.members,
-            served_by: a.served_by,
-        }))?;
+        let write = self.call().delete(request).await?.into_inner().try_into()?;
         Ok(KeyWritten { key: key.to_owned(), deleted: true, write })
     }
 
@@ -237,8 +224,7 @@ impl AdminClient {
             ack: ack_to_wire(ack),
         };
         let a = self.call().set_license(request).await?.into_inner();
-        let license =
-            a.license.ok_or_else(|| InvalidAnswer { field: "license".into(), reason: "missing".into() })?;
+        let license = required("license", a.license)?;
         Ok(LicenseInstalled { license: license.try_into()?, write: receipt(a.write)? })
     }
 
@@ -257,8 +243,7 @@ impl AdminClient {
             min_version: read_after_to_wire(&after.into()),
         };
         let a = self.call().show_license(request).await?.into_inner();
-        let license =
-            a.license.ok_or_else(|| InvalidAnswer { field: "license".into(), reason: "missing".into() })?;
+        let license = required("license", a.license)?;
         Ok(license.try_into()?)
     }
 
@@ -311,8 +296,7 @@ impl AdminClient {
             min_version: read_after_to_wire(&after.into()),
         };
         let a = self.call().show_dataflow(request).await?.into_inner();
-        let d =
-            a.dataflow.ok_or_else(|| InvalidAnswer { field: "dataflow".into(), reason: "missing".into() })?;
+        let d = required("dataflow", a.dataflow)?;
         Ok(d.try_into()?)
     }
 
@@ -344,8 +328,7 @@ impl AdminClient {
         let request =
             proto::CreateResourceRequest { definition: definition.into(), replace, ack: ack_to_wire(ack) };
         let a = self.call().create_resource(request).await?.into_inner();
-        let resource =
-            a.resource.ok_or_else(|| InvalidAnswer { field: "resource".into(), reason: "missing".into() })?;
+        let resource = required("resource", a.resource)?;
         Ok(ResourceStored { resource: resource.try_into()?, write: receipt(a.write)? })
     }
 
@@ -375,8 +358,7 @@ impl AdminClient {
             min_version: read_after_to_wire(&after.into()),
         };
         let a = self.call().show_resource(request).await?.into_inner();
-        let r =
-            a.resource.ok_or_else(|| InvalidAnswer { field: "resource".into(), reason: "missing".into() })?;
+        let r = required("resource", a.resource)?;
         Ok(r.try_into()?)
     }
 
@@ -415,10 +397,7 @@ impl AdminClient {
     pub async fn export_resources(&self, after: impl Into<ReadAfter>) -> Result<ResourceExport, ClientError> {
         let request = proto::ExportResourcesRequest { min_version: read_after_to_wire(&after.into()) };
         let a = self.call().export_resources(request).await?.into_inner();
-        let served_by = a.served_by.parse().map_err(|e: spectrum_core::InvalidId| InvalidAnswer {
-            field: "served_by".into(),
-            reason: e.to_string(),
-        })?;
+        let served_by = node_id("served_by", &a.served_by)?;
         Ok(ResourceExport { file: a.file, count: a.count, served_by })
     }
 
@@ -465,8 +444,7 @@ impl AdminClient {
             ack: ack_to_wire(ack),
         };
         let a = self.call().set_node_state(request).await?.into_inner();
-        let member =
-            a.member.ok_or_else(|| InvalidAnswer { field: "member".into(), reason: "missing".into() })?;
+        let member = required("member", a.member)?;
         Ok(NodeStateChanged { member: member.try_into()?, write: receipt(a.write)? })
     }
 

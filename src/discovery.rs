@@ -2,6 +2,7 @@
 //! nodes themselves, by reading the `membership/` namespace through the management
 //! API, so nodes join, drain and leave with no balancer restart.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use spectrum_balancer::{BalancerError, Discovery};
 use spectrum_core::{MEMBERSHIP_PREFIX, Member, MemberState, PeerAddr, TransportConfig};
+use tonic::transport::Channel;
 use tracing::{debug, warn};
 
 use crate::auth::Token;
@@ -24,6 +26,9 @@ pub struct ManagementDiscovery {
     known: Mutex<Vec<PeerAddr>>,
     token: Option<Token>,
     transport: TransportConfig,
+    /// One lazily connected channel per address polled, so a poll reuses the
+    /// connection of the last one instead of opening a new one.
+    channels: Mutex<HashMap<PeerAddr, Channel>>,
 }
 
 impl fmt::Debug for ManagementDiscovery {
@@ -44,6 +49,7 @@ impl ManagementDiscovery {
             known: Mutex::new(Vec::new()),
             token: None,
             transport: TransportConfig::default(),
+            channels: Mutex::new(HashMap::new()),
         }
     }
 
@@ -56,7 +62,9 @@ impl ManagementDiscovery {
     /// The members recorded in `membership/` as the node at `addr` holds them,
     /// sorted by id; unreadable records are skipped with a warning.
     async fn read(&self, addr: &PeerAddr) -> Result<Vec<Member>, String> {
-        let client = AdminClient::from_channel(self.transport.channel(addr), self.token.clone());
+        let channel =
+            self.channels.lock().entry(addr.clone()).or_insert_with(|| self.transport.channel(addr)).clone();
+        let client = AdminClient::from_channel(channel, self.token.clone());
         let entries = client.list_within(MEMBERSHIP_PREFIX, READ_TIMEOUT).await.map_err(|e| e.to_string())?;
         let mut members: Vec<Member> = entries
             .0
@@ -85,6 +93,7 @@ impl Discovery for ManagementDiscovery {
                 addrs.push(seed.clone());
             }
         }
+        self.channels.lock().retain(|addr, _| addrs.contains(addr));
         let mut last_error = String::from("no node address to read membership from");
         for addr in &addrs {
             match self.read(addr).await {

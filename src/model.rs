@@ -330,11 +330,12 @@ impl fmt::Display for Dataflows {
     }
 }
 
-/// A named object (dataflow, resource) written or deleted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A named object (dataflow, resource) written or deleted. Its JSON names the
+/// object by its kind: `{"dataflow": "x", "write": …}`, plus `"deleted": true`
+/// for a delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameWritten {
     /// What kind of object: `dataflow`, `resource`.
-    #[serde(skip)]
     pub what: &'static str,
     /// Its name.
     pub name: String,
@@ -342,6 +343,19 @@ pub struct NameWritten {
     pub deleted: bool,
     /// The acknowledged write.
     pub write: WriteReceipt,
+}
+
+impl Serialize for NameWritten {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry(self.what, &self.name)?;
+        if self.deleted {
+            map.serialize_entry("deleted", &true)?;
+        }
+        map.serialize_entry("write", &self.write)?;
+        map.end()
+    }
 }
 
 impl fmt::Display for NameWritten {
@@ -521,14 +535,26 @@ impl fmt::Display for ImportReport {
     }
 }
 
-/// A member's state changed by an operator (drain, undrain).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A member's state changed by an operator (drain, undrain). Its JSON is
+/// `{"node": id, "addr": …, "state": …, "write": …}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeStateChanged {
     /// The member as now recorded.
-    #[serde(flatten)]
     pub member: Member,
     /// The acknowledged write.
     pub write: WriteReceipt,
+}
+
+impl Serialize for NodeStateChanged {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(4))?;
+        map.serialize_entry("node", &self.member.id)?;
+        map.serialize_entry("addr", &self.member.addr)?;
+        map.serialize_entry("state", &self.member.state)?;
+        map.serialize_entry("write", &self.write)?;
+        map.end()
+    }
 }
 
 impl fmt::Display for NodeStateChanged {
@@ -565,6 +591,25 @@ mod tests {
         let text = Entry { value: b"hello".to_vec(), ..e };
         assert_eq!(serde_json::to_value(&text).unwrap()["value"], "hello");
         assert_eq!(text.to_string(), "hello");
+    }
+
+    #[test]
+    fn named_writes_and_state_changes_keep_the_command_s_json_keys() {
+        let stored = NameWritten { what: "dataflow", name: "x".into(), deleted: false, write: receipt() };
+        let v = serde_json::to_value(&stored).unwrap();
+        assert_eq!((v["dataflow"].as_str(), v.get("deleted")), (Some("x"), None));
+        let gone = NameWritten { what: "resource", deleted: true, ..stored };
+        let v = serde_json::to_value(&gone).unwrap();
+        assert_eq!((v["resource"].as_str(), v["deleted"].as_bool()), (Some("x"), Some(true)));
+        assert_eq!(v["write"]["version"], "n1:7");
+        let member = Member::new(
+            "n2".parse().unwrap(),
+            "127.0.0.1:7002".parse().unwrap(),
+            spectrum_core::MemberState::Draining,
+        );
+        let v = serde_json::to_value(NodeStateChanged { member, write: receipt() }).unwrap();
+        assert_eq!((v["node"].as_str(), v["state"].as_str()), (Some("n2"), Some("draining")));
+        assert_eq!(v["addr"], "http://127.0.0.1:7002");
     }
 
     #[test]

@@ -41,11 +41,12 @@ fn token(field: &str, text: &str) -> Result<VersionToken, InvalidAnswer> {
     text.parse().map_err(|e| bad(field, e))
 }
 
-fn node_id(field: &str, text: &str) -> Result<NodeId, InvalidAnswer> {
+pub(crate) fn node_id(field: &str, text: &str) -> Result<NodeId, InvalidAnswer> {
     text.parse().map_err(|e| bad(field, e))
 }
 
-fn required<T>(field: &str, value: Option<T>) -> Result<T, InvalidAnswer> {
+/// The value of an answer's field that must be present.
+pub(crate) fn required<T>(field: &str, value: Option<T>) -> Result<T, InvalidAnswer> {
     value.ok_or_else(|| bad(field, "missing"))
 }
 
@@ -88,6 +89,33 @@ impl From<model::WriteReceipt> for proto::WriteResult {
         }
     }
 }
+
+/// `Put` and `Delete` answer with the fields of a [`proto::WriteResult`] inline.
+macro_rules! inline_write_result {
+    ($($message:ident),*) => {$(
+        impl From<model::WriteReceipt> for proto::$message {
+            fn from(w: model::WriteReceipt) -> Self {
+                let w = proto::WriteResult::from(w);
+                Self { version: w.version, acked: w.acked, members: w.members, served_by: w.served_by }
+            }
+        }
+
+        impl TryFrom<proto::$message> for model::WriteReceipt {
+            type Error = InvalidAnswer;
+            fn try_from(a: proto::$message) -> Result<Self, Self::Error> {
+                let w = proto::WriteResult {
+                    version: a.version,
+                    acked: a.acked,
+                    members: a.members,
+                    served_by: a.served_by,
+                };
+                w.try_into()
+            }
+        }
+    )*};
+}
+
+inline_write_result!(PutResponse, DeleteResponse);
 
 impl From<model::Entry> for proto::Entry {
     fn from(e: model::Entry) -> Self {

@@ -183,7 +183,8 @@ impl Replication for ReplicationService {
             },
         };
         let ours = self.store.digest().await.map_err(store_status)?;
-        if let Some(addr) = &peer.addr {
+        // Under the address the handshake recorded (never this node's own).
+        if let Some(addr) = &admitted.recorded_as {
             let lag = ours.lag_behind(&theirs);
             self.peer_table().update(addr, |p| p.lag = lag);
         }
@@ -279,6 +280,21 @@ mod tests {
     async fn assert_empty(store: &Arc<dyn ConfigStore>) {
         assert!(store.scan("").await.unwrap().is_empty(), "nothing was merged");
         assert_eq!(store.digest().await.unwrap(), VersionVector::default());
+    }
+
+    #[tokio::test]
+    async fn a_sync_from_this_node_s_own_address_does_not_make_it_its_own_peer() {
+        let (service, _store) = service();
+        let own: PeerAddr = "127.0.0.1:7001".parse().unwrap();
+        let service = service.with_addr(own.clone());
+        let mut h = header(CLUSTER, "a");
+        if let Some(h) = h.as_mut() {
+            h.addr = "http://127.0.0.1:7001/".into();
+        }
+        let request = Request::new(proto::SyncRequest { header: h, ..proto::SyncRequest::default() });
+        service.sync(request).await.unwrap();
+        assert!(service.peer_table().get(&own).is_none(), "{:?}", service.peer_table().snapshot());
+        assert!(service.peer_table().snapshot().is_empty());
     }
 
     #[tokio::test]

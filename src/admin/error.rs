@@ -25,14 +25,10 @@ pub enum AdminError {
     /// A resource definition is invalid.
     #[error("invalid resource definition: {0}")]
     Definition(#[from] DefinitionError),
-    /// A redacted secret was sent where no stored secret can stand in for it.
-    #[error("invalid resource definition: {field}: {source}")]
-    Placeholder {
-        /// The secret field.
-        field: String,
-        /// The placeholder error.
-        source: SecretError,
-    },
+    /// A redacted secret was sent where no stored secret can stand in for it (the
+    /// error names the secret's field).
+    #[error("invalid resource definition: {0}")]
+    Placeholder(SecretError),
     /// An export file is malformed.
     #[error(transparent)]
     Transfer(#[from] TransferError),

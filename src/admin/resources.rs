@@ -50,16 +50,12 @@ impl Admin {
     pub(super) async fn resource_to_store(&self, def: &ResourceDefinition) -> Result<Vec<u8>, AdminError> {
         let registry = self.registry();
         let def = if def.has_redacted_secret() {
-            let existing = registry.get(def.name.as_str()).await?;
-            let kept = match existing {
-                Some(stored) => def.keep_secrets_from(&stored.definition),
-                None => def.keep_secrets_from(def),
-            };
-            let placeholder = kept.placeholders.first().cloned();
-            kept.into_complete().map_err(|source| AdminError::Placeholder {
-                field: placeholder.unwrap_or_else(|| "spec".into()),
-                source,
-            })?
+            // A placeholder keeps the stored definition's secret; with nothing stored
+            // (or another kind stored) it stays a placeholder and is refused.
+            let existing = registry.get(def.name.as_str()).await?.map(|s| s.definition);
+            def.keep_secrets_from(existing.as_ref().unwrap_or(def))
+                .into_complete()
+                .map_err(AdminError::Placeholder)?
         } else {
             def.clone()
         };

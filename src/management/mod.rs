@@ -91,14 +91,7 @@ impl Management for ManagementService {
     #[instrument(skip_all)]
     async fn put(&self, request: Request<proto::PutRequest>) -> Result<Response<proto::PutResponse>, Status> {
         let req = request.into_inner();
-        let w =
-            proto::WriteResult::from(self.admin.put(&req.key, Bytes::from(req.value), ack(req.ack)?).await?);
-        Ok(Response::new(proto::PutResponse {
-            version: w.version,
-            acked: w.acked,
-            members: w.members,
-            served_by: w.served_by,
-        }))
+        Ok(Response::new(self.admin.put(&req.key, Bytes::from(req.value), ack(req.ack)?).await?.into()))
     }
 
     #[instrument(skip_all)]
@@ -107,13 +100,7 @@ impl Management for ManagementService {
         request: Request<proto::DeleteRequest>,
     ) -> Result<Response<proto::DeleteResponse>, Status> {
         let req = request.into_inner();
-        let w = proto::WriteResult::from(self.admin.delete(&req.key, ack(req.ack)?).await?);
-        Ok(Response::new(proto::DeleteResponse {
-            version: w.version,
-            acked: w.acked,
-            members: w.members,
-            served_by: w.served_by,
-        }))
+        Ok(Response::new(self.admin.delete(&req.key, ack(req.ack)?).await?.into()))
     }
 
     #[instrument(skip_all)]

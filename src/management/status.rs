@@ -16,7 +16,7 @@ impl From<AdminError> for Status {
             AdminError::Key(_)
             | AdminError::License(_)
             | AdminError::Definition(_)
-            | AdminError::Placeholder { .. }
+            | AdminError::Placeholder(_)
             | AdminError::Transfer(_)
             | AdminError::InvalidArgument(_) => Status::invalid_argument(message),
             AdminError::Store(
