@@ -28,7 +28,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
@@ -39,89 +38,69 @@ pub const MAX_OWNER_LEN: usize = 256;
 /// Most seats a license may grant.
 pub const MAX_SEATS: u64 = 1_000_000;
 
-/// A calendar date (proleptic Gregorian, UTC), as `YYYY-MM-DD`.
+/// A calendar date (proleptic Gregorian, UTC), as `YYYY-MM-DD`, from year 1 to
+/// 9999. The calendar arithmetic is [`jiff`]'s; this type only fixes the one text
+/// form a license accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Date {
-    year: i32,
-    month: u32,
-    day: u32,
-}
+pub struct Date(jiff::civil::Date);
 
 impl Date {
-    /// The date `year`-`month`-`day`, when it exists.
-    pub fn new(year: i32, month: u32, day: u32) -> Option<Self> {
-        if !(1..=9999).contains(&year) || !(1..=12).contains(&month) {
+    /// The date `year`-`month`-`day`, when it exists (years 1 to 9999).
+    pub fn new(year: i16, month: i8, day: i8) -> Option<Self> {
+        if !(1..=9999).contains(&year) {
             return None;
         }
-        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-        let days_in_month = match month {
-            2 if leap => 29,
-            2 => 28,
-            4 | 6 | 9 | 11 => 30,
-            _ => 31,
-        };
-        (1..=days_in_month).contains(&day).then_some(Self { year, month, day })
+        jiff::civil::Date::new(year, month, day).ok().map(Self)
     }
 
     /// Today, in UTC, by the system clock.
     pub fn today() -> Self {
-        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Self::from_days((secs / 86_400) as i64)
+        Self(jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date())
     }
 
-    /// Days since 1970-01-01 (negative before it).
-    pub fn days_since_epoch(self) -> i64 {
-        // Howard Hinnant's days_from_civil.
-        let y = i64::from(self.year) - i64::from(self.month <= 2);
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let m = i64::from(self.month);
-        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(self.day) - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146_097 + doe - 719_468
-    }
-
-    /// The date `days` days after 1970-01-01.
-    pub fn from_days(days: i64) -> Self {
-        // Howard Hinnant's civil_from_days.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
-        Self { year, month, day }
+    /// Whole days from `earlier` to this date (negative when `earlier` is later).
+    pub fn days_since(self, earlier: Date) -> i64 {
+        self.0.duration_since(earlier.0).as_secs() / 86_400
     }
 }
 
 impl fmt::Display for Date {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+        write!(f, "{:04}-{:02}-{:02}", self.0.year(), self.0.month(), self.0.day())
     }
 }
 
-impl FromStr for Date {
-    type Err = String;
+/// Why text is not a [`Date`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not {what}")]
+pub struct InvalidDate {
+    /// The text (at most its first 32 bytes).
+    pub text: String,
+    /// What it should have been.
+    pub what: &'static str,
+}
 
+impl FromStr for Date {
+    type Err = InvalidDate;
+
+    /// Parses exactly `YYYY-MM-DD` (jiff alone would also take other ISO 8601 forms).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("{:?} is not a date of the form YYYY-MM-DD", cut(s, 32));
+        let bad = |what| InvalidDate { text: cut(s, 32).to_owned(), what };
         let b = s.as_bytes();
-        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-            return Err(bad());
+        let shape = b.len() == 10
+            && b.iter()
+                .enumerate()
+                .all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() });
+        if !shape {
+            return Err(bad("a date of the form YYYY-MM-DD"));
         }
-        let num = |r: std::ops::Range<usize>| -> Result<u32, String> {
-            let part = &s[r];
-            if part.bytes().all(|c| c.is_ascii_digit()) {
-                part.parse().map_err(|_| bad())
-            } else {
-                Err(bad())
-            }
-        };
+        let num =
+            |r: std::ops::Range<usize>| s[r].parse::<i16>().map_err(|_| bad("a date of the form YYYY-MM-DD"));
         let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-        Self::new(year as i32, month, day).ok_or_else(|| format!("{s} is not a calendar date"))
+        let (Ok(month), Ok(day)) = (i8::try_from(month), i8::try_from(day)) else {
+            return Err(bad("a calendar date"));
+        };
+        Self::new(year, month, day).ok_or_else(|| bad("a calendar date"))
     }
 }
 
@@ -201,7 +180,9 @@ impl License {
         };
         let expires = match document.get("expires") {
             None | Some(Value::Null) => return Err(LicenseError::new("expires", "missing")),
-            Some(Value::String(s)) => s.parse::<Date>().map_err(|e| LicenseError::new("expires", e))?,
+            Some(Value::String(s)) => {
+                s.parse::<Date>().map_err(|e| LicenseError::new("expires", e.to_string()))?
+            }
             Some(_) => return Err(LicenseError::new("expires", "expected a date string YYYY-MM-DD")),
         };
         Ok(Self { owner, seats, expires, document })
@@ -210,7 +191,7 @@ impl License {
     /// Days from `today` to the expiry date: 0 on the last valid day, negative once
     /// expired.
     pub fn days_left(&self, today: Date) -> i64 {
-        self.expires.days_since_epoch() - today.days_since_epoch()
+        self.expires.days_since(today)
     }
 
     /// Whether the license has expired by `today`.
@@ -251,23 +232,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates_convert_to_and_from_days() {
-        for (text, days) in
-            [("1970-01-01", 0), ("2000-03-01", 11_017), ("1969-12-31", -1), ("2024-02-29", 19_782)]
-        {
+    fn dates_count_whole_days_and_print_as_they_parse() {
+        let epoch: Date = "1970-01-01".parse().unwrap();
+        for (text, days) in [
+            ("1970-01-01", 0),
+            ("2000-03-01", 11_017),
+            ("1969-12-31", -1),
+            ("2024-02-29", 19_782),
+            ("0001-01-01", -719_162),
+        ] {
             let date: Date = text.parse().unwrap();
-            assert_eq!(date.days_since_epoch(), days, "{text}");
-            assert_eq!(Date::from_days(days), date);
+            assert_eq!(date.days_since(epoch), days, "{text}");
             assert_eq!(date.to_string(), text);
         }
-        for days in (-800_000..800_000).step_by(997) {
-            assert_eq!(Date::from_days(days).days_since_epoch(), days);
-        }
+        assert_eq!(Date::new(2024, 2, 30), None);
+        assert_eq!(Date::new(0, 1, 1), None, "years start at 1");
     }
 
     #[test]
     fn malformed_dates_are_refused() {
-        for bad in ["2023-02-29", "2024-13-01", "2024-1-01", "24-01-01", "2024/01/01", "+024-01-01", ""] {
+        for bad in [
+            "2023-02-29",
+            "2024-13-01",
+            "2024-1-01",
+            "24-01-01",
+            "2024/01/01",
+            "+024-01-01",
+            "20240101",
+            "0000-01-01",
+            "",
+        ] {
             assert!(bad.parse::<Date>().is_err(), "{bad:?}");
         }
     }
