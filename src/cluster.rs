@@ -114,7 +114,10 @@ impl ClusterBuilder {
     /// [`NodeError`] when a node or the balancer cannot start.
     pub async fn start(self) -> Result<Cluster, NodeError> {
         if self.size == 0 {
-            return Err(NodeError::Config("a cluster needs at least one node".into()));
+            return Err(NodeError::Config {
+                field: "size",
+                reason: "a cluster needs at least one node".into(),
+            });
         }
         let mut listeners = Vec::with_capacity(self.size);
         for _ in 0..self.size {
@@ -134,8 +137,7 @@ impl ClusterBuilder {
                 addrs.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, a)| a.clone()).collect();
             let template = &template;
             async move {
-                let id =
-                    NodeId::new(format!("node-{}", i + 1)).map_err(|e| NodeError::Config(e.to_string()))?;
+                let id = NodeId::new(format!("node-{}", i + 1))?;
                 template.builder(&id, seeds).listener(listener).start().await.map(Some)
             }
         });
@@ -232,8 +234,7 @@ impl Cluster {
     ///
     /// [`NodeError`] when the node cannot start.
     pub async fn add_node(&mut self) -> Result<&Node, NodeError> {
-        let id = NodeId::new(format!("node-{}", self.nodes.len() + 1))
-            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let id = NodeId::new(format!("node-{}", self.nodes.len() + 1))?;
         let seeds: Vec<PeerAddr> = self.nodes().map(|n| n.addr().clone()).collect();
         let node = self.template.builder(&id, seeds).start().await?;
         self.nodes.push(Some(node));
@@ -261,15 +262,15 @@ impl Cluster {
     ///
     /// # Errors
     ///
-    /// [`NodeError::Config`] when no node `id` is running, or the node's start error.
+    /// [`NodeError::UnknownNode`] when no node `id` is running, or the node's start error.
     pub async fn restart_node(&mut self, id: &str) -> Result<&Node, NodeError> {
         let index = self
             .nodes
             .iter()
             .position(|n| n.as_ref().is_some_and(|n| n.id().as_str() == id))
-            .ok_or_else(|| NodeError::Config(format!("no running node {id:?}")))?;
+            .ok_or_else(|| NodeError::UnknownNode { id: id.to_owned() })?;
         let Some(node) = self.nodes[index].take() else {
-            return Err(NodeError::Config(format!("no running node {id:?}")));
+            return Err(NodeError::UnknownNode { id: id.to_owned() });
         };
         let id = node.id().clone();
         node.shutdown().await;

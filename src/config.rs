@@ -13,32 +13,32 @@
 //!     token = "change-me"
 //!     cluster_key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 //! "#).unwrap();
-//! assert_eq!(node.id, "node-1");
-//! assert!(node.cluster_key().unwrap().is_some());
+//! assert_eq!(node.id.as_str(), "node-1");
+//! assert!(node.cluster_key.is_some());
 //! assert!(!format!("{node:?}").contains("change-me"), "Debug never shows the token or key");
 //! ```
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use spectrum_core::PeerAddr;
+use spectrum_core::{ClusterId, NodeId, PeerAddr};
 use spectrum_resources::ClusterKey;
 
+use crate::auth::Token;
 use crate::error::NodeError;
 
-/// A node's configuration file.
-///
-/// `Debug` shows neither the token nor the cluster key.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+/// A node's configuration file. Every field is validated as it is read (ids,
+/// addresses, the token, the cluster key), so a bad file is refused naming the
+/// field. `Debug` shows neither the token nor the cluster key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeFileConfig {
     /// The node's id.
-    pub id: String,
+    pub id: NodeId,
     /// The cluster's id.
-    pub cluster: String,
+    pub cluster: ClusterId,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Addresses of other members (`http://host:port`).
@@ -49,11 +49,11 @@ pub struct NodeFileConfig {
     pub data_dir: Option<PathBuf>,
     /// Bearer token required by the management API (the same on every node).
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Token>,
     /// The cluster key that encrypts resource secrets at rest: 32 bytes as 64 hex
     /// digits or base64, the same on every node (see [`ClusterKey`]).
-    #[serde(default)]
-    pub cluster_key: Option<String>,
+    #[serde(default, deserialize_with = "cluster_key_field")]
+    pub cluster_key: Option<ClusterKey>,
     /// Anti-entropy interval in milliseconds (default 1000).
     #[serde(default)]
     pub sync_interval_ms: Option<u64>,
@@ -62,40 +62,10 @@ pub struct NodeFileConfig {
     pub max_clock_offset_ms: Option<u64>,
 }
 
-impl fmt::Debug for NodeFileConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hidden = |v: &Option<String>| v.as_ref().map(|_| "***");
-        f.debug_struct("NodeFileConfig")
-            .field("id", &self.id)
-            .field("cluster", &self.cluster)
-            .field("listen", &self.listen)
-            .field("seeds", &self.seeds)
-            .field("data_dir", &self.data_dir)
-            .field("token", &hidden(&self.token))
-            .field("cluster_key", &hidden(&self.cluster_key))
-            .field("sync_interval_ms", &self.sync_interval_ms)
-            .field("max_clock_offset_ms", &self.max_clock_offset_ms)
-            .finish()
-    }
-}
-
 impl NodeFileConfig {
     /// The anti-entropy interval.
     pub fn sync_interval(&self) -> Duration {
         Duration::from_millis(self.sync_interval_ms.unwrap_or(1000))
-    }
-
-    /// The cluster key, parsed.
-    ///
-    /// # Errors
-    ///
-    /// [`NodeError::Config`] naming `cluster_key` when it is not 32 bytes of hex or
-    /// base64 (the message never shows the key).
-    pub fn cluster_key(&self) -> Result<Option<ClusterKey>, NodeError> {
-        self.cluster_key
-            .as_deref()
-            .map(|k| k.parse::<ClusterKey>().map_err(|e| NodeError::Config(format!("cluster_key: {e}"))))
-            .transpose()
     }
 
     /// This configuration with every value `overrides` sets replacing the file's.
@@ -112,14 +82,21 @@ impl NodeFileConfig {
     }
 }
 
+/// A bad cluster key is refused naming the field, never echoing the value.
+fn cluster_key_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ClusterKey>, D::Error> {
+    let key = Option::<ClusterKey>::deserialize(d)
+        .map_err(|e| serde::de::Error::custom(format!("cluster_key: {e}")))?;
+    Ok(key)
+}
+
 /// Values given on the command line or in the environment, each replacing the
 /// file's when set.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeOverrides {
     /// Replaces `id`.
-    pub id: Option<String>,
+    pub id: Option<NodeId>,
     /// Replaces `cluster`.
-    pub cluster: Option<String>,
+    pub cluster: Option<ClusterId>,
     /// Replaces `listen`.
     pub listen: Option<SocketAddr>,
     /// Replaces `seeds`.
@@ -127,23 +104,9 @@ pub struct NodeOverrides {
     /// Replaces `data_dir`.
     pub data_dir: Option<PathBuf>,
     /// Replaces `token`.
-    pub token: Option<String>,
+    pub token: Option<Token>,
     /// Replaces `cluster_key`.
-    pub cluster_key: Option<String>,
-}
-
-impl fmt::Debug for NodeOverrides {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NodeOverrides")
-            .field("id", &self.id)
-            .field("cluster", &self.cluster)
-            .field("listen", &self.listen)
-            .field("seeds", &self.seeds)
-            .field("data_dir", &self.data_dir)
-            .field("token", &self.token.as_ref().map(|_| "***"))
-            .field("cluster_key", &self.cluster_key.as_ref().map(|_| "***"))
-            .finish()
-    }
+    pub cluster_key: Option<ClusterKey>,
 }
 
 /// One node as the balancer's configuration file names it.
@@ -151,7 +114,7 @@ impl fmt::Debug for NodeOverrides {
 #[serde(deny_unknown_fields)]
 pub struct BackendEntry {
     /// The node's id.
-    pub id: String,
+    pub id: NodeId,
     /// The node's address, `host:port`.
     pub addr: SocketAddr,
     /// Relative weight (default 1).
@@ -162,7 +125,7 @@ pub struct BackendEntry {
 /// A balancer's configuration file.
 ///
 /// `Debug` does not show the token.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BalancerFileConfig {
     /// Address to listen on.
@@ -175,23 +138,11 @@ pub struct BalancerFileConfig {
     /// The cluster's management token, with which the balancer reads membership to
     /// follow nodes joining, draining and leaving.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Token>,
     /// Whether to follow membership (default true): draining members get no new
     /// requests, and members that join are added.
     #[serde(default)]
     pub follow_membership: Option<bool>,
-}
-
-impl fmt::Debug for BalancerFileConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BalancerFileConfig")
-            .field("listen", &self.listen)
-            .field("nodes", &self.nodes)
-            .field("health_interval_ms", &self.health_interval_ms)
-            .field("token", &self.token.as_ref().map(|_| "***"))
-            .field("follow_membership", &self.follow_membership)
-            .finish()
-    }
 }
 
 impl BalancerFileConfig {
@@ -212,38 +163,28 @@ impl BalancerFileConfig {
 
 /// Values given on the command line or in the environment, each replacing the
 /// balancer file's when set.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BalancerOverrides {
     /// Replaces `listen`.
     pub listen: Option<SocketAddr>,
     /// Replaces `health_interval_ms`.
     pub health_interval_ms: Option<u64>,
     /// Replaces `token`.
-    pub token: Option<String>,
-}
-
-impl fmt::Debug for BalancerOverrides {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BalancerOverrides")
-            .field("listen", &self.listen)
-            .field("health_interval_ms", &self.health_interval_ms)
-            .field("token", &self.token.as_ref().map(|_| "***"))
-            .finish()
-    }
+    pub token: Option<Token>,
 }
 
 /// Reads and parses a TOML file.
 ///
 /// # Errors
 ///
-/// [`NodeError::Config`] naming the file and what is wrong with it.
+/// [`NodeError::ConfigFile`] naming the file and what is wrong with it (the line
+/// and the field's message; never the offending text, which may be a secret).
 pub fn load<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, NodeError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+    let file_error = |reason: String| NodeError::ConfigFile { path: path.to_owned(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
     toml::from_str(&text).map_err(|e| {
-        let reason = e.to_string().lines().next().unwrap_or_default().to_owned();
-        let field = e.message();
-        NodeError::Config(format!("{}: {reason}: {field}", path.display()))
+        let at = e.to_string().lines().next().unwrap_or_default().to_owned();
+        file_error(format!("{at}: {}", e.message()))
     })
 }
 
@@ -275,20 +216,21 @@ mod tests {
         let cfg: NodeFileConfig = toml::from_str(NODE).unwrap();
         let cfg = cfg.with_overrides(NodeOverrides {
             listen: Some("127.0.0.1:9".parse().unwrap()),
-            token: Some("flag-token".into()),
+            token: Some("flag-token".parse().unwrap()),
             ..NodeOverrides::default()
         });
         assert_eq!(cfg.listen.port(), 9);
-        assert_eq!(cfg.token.as_deref(), Some("flag-token"));
-        assert_eq!(cfg.id, "n", "not overridden");
+        assert_eq!(cfg.token.as_ref().map(Token::expose), Some("flag-token"));
+        assert_eq!(cfg.id.as_str(), "n", "not overridden");
         assert!(!format!("{cfg:?}").contains("flag-token"));
     }
 
     #[test]
     fn a_bad_cluster_key_is_named_and_not_echoed() {
-        let cfg: NodeFileConfig =
-            toml::from_str(&format!("{NODE}cluster_key = \"not-a-key-zzzz\"\n")).unwrap();
-        let err = cfg.cluster_key().unwrap_err().to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, format!("{NODE}cluster_key = \"not-a-key-zzzz\"\n")).unwrap();
+        let err = load::<NodeFileConfig>(&path).unwrap_err().to_string();
         assert!(err.contains("cluster_key"), "{err}");
         assert!(!err.contains("not-a-key-zzzz"), "{err}");
     }
@@ -302,7 +244,7 @@ mod tests {
             let cfg: NodeFileConfig = load(&dir.join(format!("{}.toml", node.id))).unwrap();
             assert_eq!(cfg.listen, node.addr);
             assert_eq!(cfg.token, balancer.token);
-            assert!(cfg.cluster_key().unwrap().is_some());
+            assert!(cfg.cluster_key.is_some());
             assert_eq!(cfg.seeds.len(), 2);
         }
     }

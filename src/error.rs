@@ -1,5 +1,8 @@
 //! Errors of node assembly.
 
+use std::path::PathBuf;
+
+use spectrum_core::NodeId;
 use thiserror::Error;
 
 /// Errors starting or running a [`Node`](crate::Node) or a [`Cluster`](crate::Cluster).
@@ -18,7 +21,48 @@ pub enum NodeError {
     /// The balancer failed.
     #[error(transparent)]
     Balancer(#[from] spectrum_balancer::BalancerError),
-    /// The configuration was invalid.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    /// A setting is invalid.
+    #[error("invalid configuration: {field}: {reason}")]
+    Config {
+        /// The setting (`size`, `cluster_key`, …).
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A configuration file could not be read or parsed.
+    #[error("{}: {reason}", path.display())]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (line and field; never the offending text).
+        reason: String,
+    },
+    /// No running node has this id.
+    #[error("no running node {id:?}")]
+    UnknownNode {
+        /// The id asked for.
+        id: String,
+    },
+    /// An id could not be made.
+    #[error(transparent)]
+    InvalidId(#[from] spectrum_core::InvalidId),
+    /// The data directory could not be created.
+    #[error("data directory {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A blocking store task failed (it panicked or was cancelled).
+    #[error("the store task of {node} failed: {source}")]
+    StoreTask {
+        /// The node.
+        node: NodeId,
+        /// Why.
+        source: tokio::task::JoinError,
+    },
+    /// gRPC reflection could not be set up from the descriptors.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }

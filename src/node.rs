@@ -292,24 +292,14 @@ impl NodeBuilder {
     /// # Errors
     ///
     /// [`NodeError`] when the address cannot be bound or membership cannot be written.
-    pub async fn start(self) -> Result<Node, NodeError> {
-        let listener = match self.listener {
+    pub async fn start(mut self) -> Result<Node, NodeError> {
+        let listener = match self.listener.take() {
             Some(l) => l,
             None => transport::bind(self.listen).await?,
         };
         let addr = listener.addr();
-        let url = addr.to_string();
-        let hlc = Arc::new(Hlc::with_max_offset(self.clock, self.max_clock_offset));
-        let store: Arc<dyn ConfigStore> = match self.store {
-            StoreChoice::Durable(dir) => {
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| NodeError::Config(format!("data directory {}: {e}", dir.display())))?;
-                let path = dir.join(STORE_FILE);
-                Arc::new(open_durable(path, self.id.clone(), hlc.clone()).await?)
-            }
-            StoreChoice::Memory => Arc::new(MemoryStore::new(self.id.clone(), hlc.clone())),
-            StoreChoice::Custom(make) => make(self.id.clone(), hlc.clone())?,
-        };
+        let hlc = Arc::new(Hlc::with_max_offset(self.clock.clone(), self.max_clock_offset));
+        let store = std::mem::replace(&mut self.store, StoreChoice::Memory).open(&self.id, &hlc).await?;
         let anti_entropy =
             AntiEntropy::builder(store.clone(), hlc.clone(), self.cluster.clone(), addr.clone())
                 .seeds(self.seeds.clone())
@@ -329,48 +319,24 @@ impl NodeBuilder {
         // Not serving until this node has joined (see `Joiner::finish`); the reporter
         // starts out SERVING.
         health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| NodeError::Config(format!("reflection: {e}")))?;
         let ready = Arc::new(AtomicBool::new(false));
-        let management = ManagementService::new(
-            Admin::new(ctx.clone(), replicator.clone(), addr.clone(), self.write_timeout)
-                .transport(self.transport.clone())
-                .ready_flag(ready.clone()),
-        );
-
+        let admin = Admin::new(ctx.clone(), replicator.clone(), addr.clone(), self.write_timeout)
+            .transport(self.transport.clone())
+            .ready_flag(ready.clone());
         let mut routes = RoutesBuilder::default();
         routes
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection()?)
             .add_service(tonic::service::interceptor::InterceptedService::new(
-                management.into_server(self.transport.max_message_bytes),
+                ManagementService::new(admin).into_server(self.transport.max_message_bytes),
                 BearerAuth::new(self.token.clone()),
             ))
             .add_service(anti_entropy.service().into_server(self.transport.max_message_bytes));
-        for make in self.services {
+        for make in std::mem::take(&mut self.services) {
             make(&ctx, &mut routes);
         }
+        let (stop_tx, server_task) = serve(&self.transport, routes, listener.incoming);
 
-        let (stop_tx, mut stop_rx) = watch::channel(false);
-        let server = self.transport.server().add_routes(routes.routes());
-        let server_task = tokio::spawn(async move {
-            let stopped = async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            };
-            if let Err(e) = server.serve_with_incoming_shutdown(listener.incoming, stopped).await {
-                warn!(error = %e, "node server ended with an error");
-            }
-        });
-
-        // Pull the cluster's state from every reachable peer before this node's first
-        // write (its membership record): its first stamps then follow everything its
-        // peers hold, and a node whose store was lost learns the sequence numbers it
-        // had already used. A node with an empty store and peers to ask writes
-        // nothing (and refuses management writes) until one of them has answered;
-        // it keeps trying in the background, so a cluster starts in any order.
         let joiner = Joiner {
             id: self.id.clone(),
             addr: addr.clone(),
@@ -380,25 +346,9 @@ impl NodeBuilder {
             health: health_reporter.clone(),
             ready: ready.clone(),
         };
-        let fresh = store.digest().await?.entries.is_empty();
-        let has_peers = !anti_entropy.peer_addrs().await?.is_empty();
-        let answered = joiner.pull().await;
-        let join_task = if fresh && has_peers && answered == 0 {
-            info!(node = %self.id, "empty store and no peer reachable yet: catching up before the first write");
-            Some(tokio::spawn(async move {
-                while joiner.pull().await == 0 {
-                    tokio::time::sleep(STARTUP_PULL_RETRY).await;
-                }
-                if let Err(e) = joiner.finish().await {
-                    warn!(node = %joiner.id, error = %e, "could not record membership");
-                }
-            }))
-        } else {
-            joiner.finish().await?;
-            None
-        };
+        let join_task = joiner.join().await?;
         let sync_task = anti_entropy.start();
-        info!(node = %self.id, cluster = %self.cluster, addr = %url, "node started");
+        info!(node = %self.id, cluster = %self.cluster, %addr, "node started");
 
         Ok(Node {
             ctx,
@@ -415,7 +365,59 @@ impl NodeBuilder {
     }
 }
 
+impl StoreChoice {
+    /// Opens the chosen store for node `id`, stamping with `hlc`.
+    async fn open(self, id: &NodeId, hlc: &Arc<Hlc>) -> Result<Arc<dyn ConfigStore>, NodeError> {
+        Ok(match self {
+            StoreChoice::Durable(dir) => {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|source| NodeError::DataDir { path: dir.clone(), source })?;
+                Arc::new(open_durable(dir.join(STORE_FILE), id.clone(), hlc.clone()).await?)
+            }
+            StoreChoice::Memory => Arc::new(MemoryStore::new(id.clone(), hlc.clone())),
+            StoreChoice::Custom(make) => make(id.clone(), hlc.clone())?,
+        })
+    }
+}
+
+/// gRPC reflection over every Spectrum protocol and `grpc.health.v1`.
+fn reflection() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+    NodeError,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?)
+}
+
+/// Serves `routes` on `incoming` until the returned sender sends `true`.
+fn serve(
+    transport: &TransportConfig,
+    routes: RoutesBuilder,
+    incoming: tonic::transport::server::TcpIncoming,
+) -> (watch::Sender<bool>, JoinHandle<()>) {
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let server = transport.server().add_routes(routes.routes());
+    let task = tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = server.serve_with_incoming_shutdown(incoming, stopped).await {
+            warn!(error = %e, "node server ended with an error");
+        }
+    });
+    (stop_tx, task)
+}
+
 /// What a starting node does before it takes part: pull, then record itself.
+///
+/// It pulls the cluster's state from every reachable peer before this node's first
+/// write (its membership record): its first stamps then follow everything its
+/// peers hold, and a node whose store was lost learns the sequence numbers it had
+/// already used. A node with an empty store and peers to ask writes nothing (and
+/// refuses management writes) until one of them has answered; it keeps trying in
+/// the background, so a cluster starts in any order.
 struct Joiner {
     id: NodeId,
     addr: PeerAddr,
@@ -427,6 +429,28 @@ struct Joiner {
 }
 
 impl Joiner {
+    /// Joins now, or, when this node has an empty store and no peer answered yet,
+    /// in a background task (returned) that retries until one does.
+    async fn join(self) -> Result<Option<JoinHandle<()>>, NodeError> {
+        let fresh = self.store.digest().await?.entries.is_empty();
+        let has_peers = !self.anti_entropy.peer_addrs().await?.is_empty();
+        // Always pull first: even a node with data learns what it missed.
+        let answered = self.pull().await;
+        if !(fresh && has_peers) || answered > 0 {
+            self.finish().await?;
+            return Ok(None);
+        }
+        info!(node = %self.id, "empty store and no peer reachable yet: catching up before the first write");
+        Ok(Some(tokio::spawn(async move {
+            while self.pull().await == 0 {
+                tokio::time::sleep(STARTUP_PULL_RETRY).await;
+            }
+            if let Err(e) = self.finish().await {
+                warn!(node = %self.id, error = %e, "could not record membership");
+            }
+        })))
+    }
+
     /// One exchange with every reachable peer; how many answered.
     async fn pull(&self) -> usize {
         match self.anti_entropy.pull_from_all(STARTUP_PULL_TIMEOUT).await {
@@ -467,7 +491,7 @@ async fn open_durable(path: PathBuf, id: NodeId, hlc: Arc<Hlc>) -> Result<RedbSt
         let (path2, id2, hlc2) = (path.clone(), id.clone(), hlc.clone());
         let opened = tokio::task::spawn_blocking(move || RedbStore::open(path2, id2, hlc2))
             .await
-            .map_err(|e| NodeError::Config(format!("opening the store: {e}")))?;
+            .map_err(|source| NodeError::StoreTask { node: id.clone(), source })?;
         match opened {
             Err(StoreError::InUse { .. }) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;

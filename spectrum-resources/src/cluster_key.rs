@@ -142,6 +142,15 @@ impl FromStr for ClusterKey {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for ClusterKey {
+    /// From its text form (see [`FromStr`](#impl-FromStr-for-ClusterKey)); the text is
+    /// wiped once parsed, and an error never echoes it.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = Zeroizing::new(String::deserialize(d)?);
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Debug for ClusterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ClusterKey(***)")

@@ -57,10 +57,10 @@ pub(crate) struct NodeArgs {
     pub(crate) config: Option<PathBuf>,
     /// Overrides `id`.
     #[arg(long, env = "SPECTRUM_NODE_ID")]
-    pub(crate) id: Option<String>,
+    pub(crate) id: Option<spectrum::core::NodeId>,
     /// Overrides `cluster`.
     #[arg(long, env = "SPECTRUM_CLUSTER")]
-    pub(crate) cluster: Option<String>,
+    pub(crate) cluster: Option<spectrum::core::ClusterId>,
     /// Overrides `listen`.
     #[arg(long, env = "SPECTRUM_LISTEN")]
     pub(crate) listen: Option<SocketAddr>,

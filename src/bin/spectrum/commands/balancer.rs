@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 use spectrum::auth::Token;
 use spectrum::balancer::strategy::RoundRobin;
@@ -36,7 +36,7 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
     let cfg = cfg.with_overrides(BalancerOverrides {
         listen: args.listen,
         health_interval_ms: args.health_interval_ms,
-        token: token.map(|t| t.expose().to_owned()),
+        token,
     });
     let config = BalancerConfig {
         listen: cfg.listen,
@@ -47,8 +47,8 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
         Balancer::builder(config).backends(static_backends(&cfg)?).strategy(Arc::new(RoundRobin::new()));
     if cfg.follow_membership.unwrap_or(true) {
         let mut discovery = ManagementDiscovery::new(cfg.nodes.iter().map(|n| PeerAddr::from(n.addr)));
-        if let Some(token) = cfg.token.as_deref() {
-            discovery = discovery.with_token(token.parse().context("the balancer's token")?);
+        if let Some(token) = cfg.token.clone() {
+            discovery = discovery.with_token(token);
         }
         builder = builder.discovery(Arc::new(discovery), cfg.health_interval());
     }
@@ -62,12 +62,6 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
 fn static_backends(cfg: &BalancerFileConfig) -> Result<Vec<BackendConfig>> {
     cfg.nodes
         .iter()
-        .map(|n| {
-            Ok(BackendConfig {
-                id: n.id.parse().with_context(|| format!("node id {:?}", n.id))?,
-                addr: n.addr,
-                weight: n.weight.unwrap_or(1),
-            })
-        })
+        .map(|n| Ok(BackendConfig { id: n.id.clone(), addr: n.addr, weight: n.weight.unwrap_or(1) }))
         .collect()
 }

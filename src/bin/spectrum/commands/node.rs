@@ -3,12 +3,13 @@
 use std::fmt;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, anyhow, bail};
 use serde::Serialize;
 use spectrum::NodeBuilder;
 use spectrum::auth::Token;
 use spectrum::client::{AckLevel, AdminClient, NodeStateChange};
 use spectrum::config::{NodeFileConfig, NodeOverrides, load};
+use spectrum::resources::ClusterKey;
 use tracing::warn;
 
 use super::{init_tracing, wait_for_signal};
@@ -42,26 +43,29 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
         listen: args.listen,
         seeds: args.seeds,
         data_dir: args.data_dir,
-        token: token.map(|t| t.expose().to_owned()),
-        cluster_key: args.cluster_key,
+        token,
+        // Parsed here rather than by clap, whose error would echo the value.
+        cluster_key: args
+            .cluster_key
+            .map(|k| {
+                k.parse::<ClusterKey>().map_err(|e| anyhow!("--cluster-key (or SPECTRUM_CLUSTER_KEY): {e}"))
+            })
+            .transpose()?,
     });
-    let key = cfg.cluster_key()?;
+    let key = cfg.cluster_key.clone();
     if key.is_none() {
         warn!("no cluster_key configured: this node refuses to store resource secrets");
     }
-    let mut builder = NodeBuilder::new(
-        cfg.id.parse().with_context(|| format!("id {:?}", cfg.id))?,
-        cfg.cluster.parse().with_context(|| format!("cluster {:?}", cfg.cluster))?,
-    )
-    .listen(cfg.listen)
-    .seeds(cfg.seeds.clone())
-    .sync_interval(cfg.sync_interval())
-    .add_service_with(spectrum::demo::DataflowService::server);
+    let mut builder = NodeBuilder::new(cfg.id.clone(), cfg.cluster.clone())
+        .listen(cfg.listen)
+        .seeds(cfg.seeds.clone())
+        .sync_interval(cfg.sync_interval())
+        .add_service_with(spectrum::demo::DataflowService::server);
     if let Some(ms) = cfg.max_clock_offset_ms {
         builder = builder.max_clock_offset(Duration::from_millis(ms));
     }
     if let Some(token) = cfg.token.clone() {
-        builder = builder.management_token(token.parse()?);
+        builder = builder.management_token(token);
     }
     if let Some(key) = key {
         builder = builder.cluster_key(key);
@@ -70,7 +74,7 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
         builder = builder.data_dir(dir);
     }
     let node = builder.start().await?;
-    emit(&NodeStarted { node: node.id().as_str(), cluster: &cfg.cluster, addr: node.url() }, true)?;
+    emit(&NodeStarted { node: node.id().as_str(), cluster: cfg.cluster.as_str(), addr: node.url() }, true)?;
     wait_for_signal().await?;
     node.shutdown().await;
     Ok(())
