@@ -14,6 +14,9 @@ use serde::{Serialize, Serializer};
 use spectrum_core::{Member, NodeId};
 use spectrum_replication::VersionToken;
 
+use crate::auth::{Role, Token};
+use crate::namespace::AuditRecord;
+
 /// What a read must have seen before it answers: nothing in particular, or a
 /// write (read-your-writes through the balancer, whichever node answers).
 ///
@@ -561,6 +564,157 @@ impl fmt::Display for NodeStateChanged {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "node {} is now {} ({})", self.member.id, self.member.state, self.write)
     }
+}
+
+/// A user of the management API as the API shows it: never a token or its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserInfo {
+    /// The user's name.
+    pub name: String,
+    /// What the user may do.
+    pub role: Role,
+    /// When the user was added, in ms since the Unix epoch.
+    pub created_ms: u64,
+    /// Whether the user's token was revoked.
+    pub revoked: bool,
+    /// The version token of the write that last changed the user.
+    #[serde(serialize_with = "as_text")]
+    pub version: VersionToken,
+}
+
+/// Users, shown as a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Users(pub Vec<UserInfo>);
+
+impl fmt::Display for Users {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{:<32} {:<9} {:<8} {:<24} VERSION", "NAME", "ROLE", "REVOKED", "CREATED")?;
+        for u in &self.0 {
+            let revoked = if u.revoked { "yes" } else { "-" };
+            writeln!(
+                f,
+                "{:<32} {:<9} {revoked:<8} {:<24} {}",
+                u.name,
+                u.role.as_str(),
+                time_text(u.created_ms),
+                u.version
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A user written with a new token (`AddUser`, `RotateUser`): the only time the
+/// token is ever shown. Its JSON is `{"user": {…}, "token": "spt_…", "write": {…}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserToken {
+    /// The user.
+    pub user: UserInfo,
+    /// The user's new token, in clear.
+    #[serde(serialize_with = "token_text")]
+    pub token: Token,
+    /// The acknowledged write.
+    pub write: WriteReceipt,
+}
+
+fn token_text<S: Serializer>(token: &Token, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(token.expose())
+}
+
+impl fmt::Display for UserToken {
+    /// The token on its own line, after a line saying it is shown only once.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "user {} ({}): token below, shown only this once ({})",
+            self.user.name, self.user.role, self.write
+        )?;
+        write!(f, "{}", self.token.expose())
+    }
+}
+
+/// A user whose token was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserRevoked {
+    /// The user, as now recorded.
+    pub user: UserInfo,
+    /// The acknowledged write.
+    pub write: WriteReceipt,
+}
+
+impl fmt::Display for UserRevoked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "user {} revoked ({})", self.user.name, self.write)
+    }
+}
+
+/// Which audit records to read, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only records at or after this time (ms since the Unix epoch); 0 for all.
+    pub since_ms: u64,
+    /// Only records of this caller.
+    pub user: Option<String>,
+    /// At most this many records; `None` for [`DEFAULT_AUDIT_LIMIT`].
+    pub limit: Option<u32>,
+}
+
+/// How many audit records a query returns when it sets no limit.
+pub const DEFAULT_AUDIT_LIMIT: u32 = 100;
+
+/// One record of the audit log. Its JSON is the stored record with its `id`:
+/// `{"id": "…", "at_ms": …, "node": …, "caller": …, "role": …, "operation": …,
+/// "target": …, "ok": …, "code": …, "message"?: …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    /// The record's key without `audit/`.
+    pub id: String,
+    /// What it says.
+    #[serde(flatten)]
+    pub record: AuditRecord,
+}
+
+/// Audit records, newest first, shown as a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct AuditLog(pub Vec<AuditEntry>);
+
+impl fmt::Display for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<24} {:<16} {:<20} {:<9} {:<16} {:<32} OUTCOME",
+            "TIME", "NODE", "CALLER", "ROLE", "OPERATION", "TARGET"
+        )?;
+        for e in &self.0 {
+            let r = &e.record;
+            let outcome = if r.ok {
+                "ok".to_owned()
+            } else {
+                format!("{}: {}", r.code, one_line(r.message.as_bytes(), 60))
+            };
+            writeln!(
+                f,
+                "{:<24} {:<16} {:<20} {:<9} {:<16} {:<32} {outcome}",
+                time_text(r.at_ms),
+                r.node,
+                r.caller,
+                r.role.as_str(),
+                r.operation,
+                r.target
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A time in ms since the Unix epoch as RFC 3339 (UTC, ms precision).
+fn time_text(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(|| ms.to_string(), |t| format!("{t:.3}"))
 }
 
 #[cfg(test)]
