@@ -110,3 +110,60 @@ impl Admin {
         Ok(AuditLog(entries))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use spectrum_core::{Hlc, PeerAddr};
+    use spectrum_replication::{AntiEntropy, ConfigStore, MemoryStore};
+    use spectrum_resources::CompositeResolver;
+
+    use super::*;
+    use crate::auth::Role;
+    use crate::context::NodeContext;
+
+    fn admin(retained: usize) -> Admin {
+        let hlc = Arc::new(Hlc::system());
+        let store: Arc<dyn ConfigStore> = Arc::new(MemoryStore::new("n1".parse().unwrap(), hlc.clone()));
+        let addr: PeerAddr = "http://127.0.0.1:1".parse().unwrap();
+        let replicator = AntiEntropy::builder(store.clone(), hlc, "c".parse().unwrap(), addr.clone()).build();
+        let ctx = NodeContext {
+            id: "n1".parse().unwrap(),
+            cluster: "c".parse().unwrap(),
+            store,
+            resolver: Arc::new(CompositeResolver::standard()),
+            cluster_key: None,
+        };
+        Admin::new(ctx, Arc::new(replicator), addr, Duration::from_secs(1)).audit_retention(retained)
+    }
+
+    #[tokio::test]
+    async fn the_audit_log_is_read_newest_first_filtered_and_pruned_to_its_retention() {
+        let admin = admin(10);
+        let alice = Caller { name: "alice".into(), role: Role::Admin };
+        let bob = Caller { name: "bob".into(), role: Role::Viewer };
+        for i in 0..70 {
+            let (caller, outcome) = if i % 2 == 0 {
+                (&alice, AuditOutcome::Ok)
+            } else {
+                (&bob, AuditOutcome::Failed { code: "PermissionDenied".into(), message: "x".repeat(1000) })
+            };
+            admin.audit(caller, "Put", &format!("settings/{i}"), outcome).await;
+        }
+        let all = admin.audit_log(&AuditQuery { limit: Some(1000), ..AuditQuery::default() }).await.unwrap();
+        assert_eq!(all.0.len(), 10 + 6, "pruned to 10 after the 64th record, then 6 more");
+        assert_eq!(all.0[0].record.target, "settings/69", "newest first");
+        assert_eq!(all.0[0].record.message.len(), MAX_AUDIT_MESSAGE);
+        assert_eq!((all.0[1].record.ok, all.0[1].record.code.as_str()), (true, "Ok"));
+        let bobs = admin
+            .audit_log(&AuditQuery { user: Some("bob".into()), limit: Some(3), ..AuditQuery::default() })
+            .await
+            .unwrap();
+        let targets: Vec<_> = bobs.0.iter().map(|e| e.record.target.as_str()).collect();
+        assert_eq!(targets, ["settings/69", "settings/67", "settings/65"]);
+        let later = AuditQuery { since_ms: all.0[0].record.at_ms + 1, ..AuditQuery::default() };
+        assert!(admin.audit_log(&later).await.unwrap().0.is_empty());
+    }
+}

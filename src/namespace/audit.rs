@@ -6,7 +6,8 @@ use super::{Namespace, NamespaceValue, ValueError};
 use crate::auth::Role;
 
 /// One management write, as the audit log keeps it at
-/// `audit/<ms, 15 digits>-<node>-<n>` (keys sort by time). It names the
+/// `audit/<ms, 15 digits>-<node>-<n, 10 digits>` (keys sort by time, and a
+/// node's records of one millisecond by their order). It names the
 /// operation and its key or name, never a value or a secret. Written only by the
 /// nodes, after the operation, with acknowledgement `local` (it replicates with
 /// everything else); a refused or failed write is recorded too.
@@ -39,7 +40,7 @@ pub const MAX_AUDIT_MESSAGE: usize = 300;
 impl AuditRecord {
     /// The key of the `n`th record written by `node` at `at_ms`.
     pub fn key(at_ms: u64, node: &str, n: u64) -> String {
-        format!("{}{at_ms:015}-{node}-{n}", Namespace::Audit.prefix())
+        format!("{}{at_ms:015}-{node}-{n:010}", Namespace::Audit.prefix())
     }
 
     /// The stored form (JSON).
@@ -63,7 +64,8 @@ mod tests {
     fn audit_keys_sort_by_time() {
         let early = AuditRecord::key(999, "node-2", 5);
         let late = AuditRecord::key(1_000, "node-1", 0);
-        assert_eq!(late, "audit/000000000001000-node-1-0");
+        assert_eq!(late, "audit/000000000001000-node-1-0000000000");
         assert!(early < late);
+        assert!(AuditRecord::key(5, "n", 9) < AuditRecord::key(5, "n", 10));
     }
 }
