@@ -371,7 +371,12 @@ impl Management for ManagementService {
             done?
         } else {
             let target = match &done {
-                Ok(report) => [&report.plan.add[..], &report.plan.change[..]].concat().join(","),
+                Ok(report) => [&report.plan.add[..], &report.plan.change[..]]
+                    .concat()
+                    .join(",")
+                    .chars()
+                    .take(256)
+                    .collect(),
                 Err(_) => String::new(),
             };
             self.audited(&caller, Rpc::ImportResources, &target, done).await?
