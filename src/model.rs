@@ -776,4 +776,48 @@ mod tests {
             (Some("settings/a"), Some("n1:7"), Some(3))
         );
     }
+
+    #[test]
+    fn users_and_audit_records_have_their_documented_json_shapes() {
+        let user = UserInfo {
+            name: "olga".into(),
+            role: Role::Operator,
+            created_ms: 1_000,
+            revoked: false,
+            version: "n1:7".parse().unwrap(),
+        };
+        let token: Token = "spt_0123".parse().unwrap();
+        let added = UserToken { user: user.clone(), token, write: receipt() };
+        let v = serde_json::to_value(&added).unwrap();
+        assert_eq!((v["user"]["role"].as_str(), v["token"].as_str()), (Some("operator"), Some("spt_0123")));
+        assert_eq!(v["user"]["version"], "n1:7");
+        assert!(added.to_string().ends_with("\nspt_0123"), "the token is the last line");
+        assert!(!format!("{added:?}").contains("spt_0123"), "Debug never shows it");
+        assert!(!serde_json::to_string(&Users(vec![user])).unwrap().contains("spt_"));
+        let entry = AuditEntry {
+            id: "000000000001000-n1-0000000000".into(),
+            record: AuditRecord {
+                at_ms: 1_000,
+                node: "n1".into(),
+                caller: "vic".into(),
+                role: Role::Viewer,
+                operation: "Put".into(),
+                target: "settings/a".into(),
+                ok: false,
+                code: "PermissionDenied".into(),
+                message: "Put needs the admin role".into(),
+            },
+        };
+        let v = serde_json::to_value(&entry).unwrap();
+        assert_eq!(
+            (v["id"].as_str(), v["caller"].as_str(), v["role"].as_str()),
+            (Some(entry.id.as_str()), Some("vic"), Some("viewer"))
+        );
+        assert_eq!((v["ok"].as_bool(), v["code"].as_str()), (Some(false), Some("PermissionDenied")));
+        let table = AuditLog(vec![entry]).to_string();
+        assert!(
+            table.contains("1970-01-01T00:00:01.000Z") && table.contains("PermissionDenied: Put needs"),
+            "{table}"
+        );
+    }
 }
