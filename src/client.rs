@@ -40,10 +40,16 @@ use tonic::transport::Channel;
 
 use crate::auth::{Token, TokenInterceptor};
 use crate::model::{
-    Dataflows, Entries, Entry, ImportReport, KeyWritten, LicenseInfo, LicenseInstalled, NameWritten,
-    NodeStateChanged, NodeStatus, ResourceChecks, ResourceExport, ResourceInfo, ResourceStored, Resources,
+    AuditLog, Dataflows, Entries, Entry, ImportReport, KeyWritten, LicenseInfo, LicenseInstalled,
+    NameWritten, NodeStateChanged, NodeStatus, ResourceChecks, ResourceExport, ResourceInfo, ResourceStored,
+    Resources, UserRevoked, UserToken, Users,
 };
-use crate::pb::{InvalidAnswer, ack_to_wire, node_id, proto, read_after_to_wire, receipt, required};
+use crate::pb::{
+    InvalidAnswer, ack_to_wire, node_id, proto, read_after_to_wire, receipt, required, role_to_wire,
+};
+
+pub use crate::auth::Role;
+pub use crate::model::AuditQuery;
 
 pub use crate::model::{ReadAfter, WriteReceipt};
 pub use spectrum_core::MemberState;
@@ -450,6 +456,70 @@ impl AdminClient {
         let a = self.call().set_node_state(request).await?.into_inner();
         let member = required("member", a.member)?;
         Ok(NodeStateChanged { member: member.try_into()?, write: receipt(a.write)? })
+    }
+
+    /// Adds the user `name` with `role`; the answer holds the user's token, in
+    /// clear, the only time it is ever shown. Needs the admin role.
+    ///
+    /// # Errors
+    ///
+    /// `ALREADY_EXISTS` for a name taken (even by a revoked user);
+    /// `INVALID_ARGUMENT` for a bad or reserved name; `PERMISSION_DENIED`.
+    pub async fn add_user(&self, name: &str, role: Role, ack: AckLevel) -> Result<UserToken, ClientError> {
+        let request =
+            proto::AddUserRequest { name: name.to_owned(), role: role_to_wire(role), ack: ack_to_wire(ack) };
+        Ok(self.call().add_user(request).await?.into_inner().try_into()?)
+    }
+
+    /// Every user, revoked ones included (never their tokens). Needs the admin role.
+    ///
+    /// # Errors
+    ///
+    /// `PERMISSION_DENIED`; as any read.
+    pub async fn users(&self, after: impl Into<ReadAfter>) -> Result<Users, ClientError> {
+        let request = proto::ListUsersRequest { min_version: read_after_to_wire(&after.into()) };
+        let a = self.call().list_users(request).await?.into_inner();
+        Ok(Users(a.users.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?))
+    }
+
+    /// Revokes the token of user `name` on every node (within one sync interval).
+    /// Needs the admin role.
+    ///
+    /// # Errors
+    ///
+    /// `NOT_FOUND`; `PERMISSION_DENIED`.
+    pub async fn revoke_user(&self, name: &str, ack: AckLevel) -> Result<UserRevoked, ClientError> {
+        let request = proto::RevokeUserRequest { name: name.to_owned(), ack: ack_to_wire(ack) };
+        let a = self.call().revoke_user(request).await?.into_inner();
+        let user = required("user", a.user)?;
+        Ok(UserRevoked { user: user.try_into()?, write: receipt(a.write)? })
+    }
+
+    /// Gives user `name` a new token (returned, in clear, once); the old one stops
+    /// working. Needs the admin role.
+    ///
+    /// # Errors
+    ///
+    /// `NOT_FOUND`; `FAILED_PRECONDITION` for a revoked user; `PERMISSION_DENIED`.
+    pub async fn rotate_user(&self, name: &str, ack: AckLevel) -> Result<UserToken, ClientError> {
+        let request = proto::RotateUserRequest { name: name.to_owned(), ack: ack_to_wire(ack) };
+        Ok(self.call().rotate_user(request).await?.into_inner().try_into()?)
+    }
+
+    /// The audit log as the answering node holds it, newest first. Needs the
+    /// operator role.
+    ///
+    /// # Errors
+    ///
+    /// `PERMISSION_DENIED`; as any read.
+    pub async fn audit(&self, query: &AuditQuery) -> Result<AuditLog, ClientError> {
+        let request = proto::ListAuditRequest {
+            since_ms: query.since_ms,
+            user: query.user.clone().unwrap_or_default(),
+            limit: query.limit.unwrap_or(0),
+        };
+        let a = self.call().list_audit(request).await?.into_inner();
+        Ok(AuditLog(a.entries.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?))
     }
 
     /// Like [`list`](Self::list), bounded by `timeout` (for pollers such as the

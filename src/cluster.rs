@@ -10,6 +10,7 @@ use spectrum_balancer::{BackendConfig, Balancer, BalancerConfig, BalancerHandle,
 use spectrum_core::{ClusterId, NodeId, PeerAddr, transport};
 use spectrum_resources::ClusterKey;
 
+use crate::auth::Token;
 use crate::discovery::ManagementDiscovery;
 use crate::error::NodeError;
 use crate::node::{Node, NodeBuilder};
@@ -33,6 +34,7 @@ struct NodeTemplate {
     key: ClusterKey,
     configure: Configure,
     data_root: Option<PathBuf>,
+    token: Option<Token>,
 }
 
 impl NodeTemplate {
@@ -47,6 +49,10 @@ impl NodeTemplate {
             Some(root) => builder.data_dir(root.join(id.as_str())),
             None => builder.in_memory(),
         };
+        let builder = match &self.token {
+            Some(token) => builder.management_token(token.clone()),
+            None => builder,
+        };
         (self.configure)(builder)
     }
 }
@@ -59,6 +65,7 @@ pub struct ClusterBuilder {
     strategy: Arc<dyn BalancingStrategy>,
     balancer: BalancerConfig,
     data_root: Option<PathBuf>,
+    token: Option<Token>,
 }
 
 impl fmt::Debug for ClusterBuilder {
@@ -98,6 +105,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Gives every node `token` as its management token (the bootstrap admin), and
+    /// the balancer's membership reads the same token (default: none, every
+    /// management call is allowed).
+    pub fn management_token(mut self, token: Token) -> Self {
+        self.token = Some(token);
+        self
+    }
+
     /// The balancer's configuration (default: loopback, ephemeral port).
     pub fn balancer_config(mut self, config: BalancerConfig) -> Self {
         self.balancer = config;
@@ -129,6 +144,7 @@ impl ClusterBuilder {
             key: ClusterKey::generate(),
             configure: self.configure.clone(),
             data_root: self.data_root.clone(),
+            token: self.token.clone(),
         };
         // Start every node at once: each pulls from the others on startup, so
         // they must all be serving.
@@ -147,7 +163,10 @@ impl ClusterBuilder {
             .flatten()
             .map(|n| BackendConfig { id: n.id().clone(), addr: n.local_addr(), weight: 1 })
             .collect();
-        let discovery = ManagementDiscovery::new(addrs.clone());
+        let discovery = match &self.token {
+            Some(token) => ManagementDiscovery::new(addrs.clone()).with_token(token.clone()),
+            None => ManagementDiscovery::new(addrs.clone()),
+        };
         let balancer = Balancer::builder(self.balancer)
             .backends(backends)
             .strategy(self.strategy)
@@ -191,6 +210,7 @@ impl Cluster {
             strategy: Arc::new(RoundRobin::new()),
             balancer: BalancerConfig::default(),
             data_root: None,
+            token: None,
         }
     }
 

@@ -24,6 +24,9 @@
 //!   which the gRPC [`management`] service adapts.
 //! - [`registry`] and [`license`]: resource definitions with sealed secrets, and
 //!   licenses with their expiry.
+//! - [`auth`]: who may call the management API: bearer tokens, users stored as
+//!   token hashes, and their roles; every management write is audited
+//!   ([`admin::Admin::audit`]).
 //! - [`discovery`]: the balancer follows membership through the management API.
 //! - [`config`]: the TOML files of `spectrum node` and `spectrum balancer`.
 //! - [`demo`]: a small dataflow service used by the examples.

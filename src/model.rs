@@ -14,6 +14,9 @@ use serde::{Serialize, Serializer};
 use spectrum_core::{Member, NodeId};
 use spectrum_replication::VersionToken;
 
+use crate::auth::{Role, Token};
+use crate::namespace::AuditRecord;
+
 /// What a read must have seen before it answers: nothing in particular, or a
 /// write (read-your-writes through the balancer, whichever node answers).
 ///
@@ -563,6 +566,157 @@ impl fmt::Display for NodeStateChanged {
     }
 }
 
+/// A user of the management API as the API shows it: never a token or its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserInfo {
+    /// The user's name.
+    pub name: String,
+    /// What the user may do.
+    pub role: Role,
+    /// When the user was added, in ms since the Unix epoch.
+    pub created_ms: u64,
+    /// Whether the user's token was revoked.
+    pub revoked: bool,
+    /// The version token of the write that last changed the user.
+    #[serde(serialize_with = "as_text")]
+    pub version: VersionToken,
+}
+
+/// Users, shown as a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Users(pub Vec<UserInfo>);
+
+impl fmt::Display for Users {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{:<32} {:<9} {:<8} {:<24} VERSION", "NAME", "ROLE", "REVOKED", "CREATED")?;
+        for u in &self.0 {
+            let revoked = if u.revoked { "yes" } else { "-" };
+            writeln!(
+                f,
+                "{:<32} {:<9} {revoked:<8} {:<24} {}",
+                u.name,
+                u.role.as_str(),
+                time_text(u.created_ms),
+                u.version
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A user written with a new token (`AddUser`, `RotateUser`): the only time the
+/// token is ever shown. Its JSON is `{"user": {…}, "token": "spt_…", "write": {…}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserToken {
+    /// The user.
+    pub user: UserInfo,
+    /// The user's new token, in clear.
+    #[serde(serialize_with = "token_text")]
+    pub token: Token,
+    /// The acknowledged write.
+    pub write: WriteReceipt,
+}
+
+fn token_text<S: Serializer>(token: &Token, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(token.expose())
+}
+
+impl fmt::Display for UserToken {
+    /// The token on its own line, after a line saying it is shown only once.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "user {} ({}): token below, shown only this once ({})",
+            self.user.name, self.user.role, self.write
+        )?;
+        write!(f, "{}", self.token.expose())
+    }
+}
+
+/// A user whose token was revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserRevoked {
+    /// The user, as now recorded.
+    pub user: UserInfo,
+    /// The acknowledged write.
+    pub write: WriteReceipt,
+}
+
+impl fmt::Display for UserRevoked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "user {} revoked ({})", self.user.name, self.write)
+    }
+}
+
+/// Which audit records to read, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only records at or after this time (ms since the Unix epoch); 0 for all.
+    pub since_ms: u64,
+    /// Only records of this caller.
+    pub user: Option<String>,
+    /// At most this many records; `None` for [`DEFAULT_AUDIT_LIMIT`].
+    pub limit: Option<u32>,
+}
+
+/// How many audit records a query returns when it sets no limit.
+pub const DEFAULT_AUDIT_LIMIT: u32 = 100;
+
+/// One record of the audit log. Its JSON is the stored record with its `id`:
+/// `{"id": "…", "at_ms": …, "node": …, "caller": …, "role": …, "operation": …,
+/// "target": …, "ok": …, "code": …, "message"?: …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    /// The record's key without `audit/`.
+    pub id: String,
+    /// What it says.
+    #[serde(flatten)]
+    pub record: AuditRecord,
+}
+
+/// Audit records, newest first, shown as a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct AuditLog(pub Vec<AuditEntry>);
+
+impl fmt::Display for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<24} {:<16} {:<20} {:<9} {:<16} {:<32} OUTCOME",
+            "TIME", "NODE", "CALLER", "ROLE", "OPERATION", "TARGET"
+        )?;
+        for e in &self.0 {
+            let r = &e.record;
+            let outcome = if r.ok {
+                "ok".to_owned()
+            } else {
+                format!("{}: {}", r.code, one_line(r.message.as_bytes(), 60))
+            };
+            writeln!(
+                f,
+                "{:<24} {:<16} {:<20} {:<9} {:<16} {:<32} {outcome}",
+                time_text(r.at_ms),
+                r.node,
+                r.caller,
+                r.role.as_str(),
+                r.operation,
+                r.target
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// A time in ms since the Unix epoch as RFC 3339 (UTC, ms precision).
+fn time_text(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(|| ms.to_string(), |t| format!("{t:.3}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,6 +774,50 @@ mod tests {
         assert_eq!(
             (v["key"].as_str(), v["version"].as_str(), v["acked"].as_u64()),
             (Some("settings/a"), Some("n1:7"), Some(3))
+        );
+    }
+
+    #[test]
+    fn users_and_audit_records_have_their_documented_json_shapes() {
+        let user = UserInfo {
+            name: "olga".into(),
+            role: Role::Operator,
+            created_ms: 1_000,
+            revoked: false,
+            version: "n1:7".parse().unwrap(),
+        };
+        let token: Token = "spt_0123".parse().unwrap();
+        let added = UserToken { user: user.clone(), token, write: receipt() };
+        let v = serde_json::to_value(&added).unwrap();
+        assert_eq!((v["user"]["role"].as_str(), v["token"].as_str()), (Some("operator"), Some("spt_0123")));
+        assert_eq!(v["user"]["version"], "n1:7");
+        assert!(added.to_string().ends_with("\nspt_0123"), "the token is the last line");
+        assert!(!format!("{added:?}").contains("spt_0123"), "Debug never shows it");
+        assert!(!serde_json::to_string(&Users(vec![user])).unwrap().contains("spt_"));
+        let entry = AuditEntry {
+            id: "000000000001000-n1-0000000000".into(),
+            record: AuditRecord {
+                at_ms: 1_000,
+                node: "n1".into(),
+                caller: "vic".into(),
+                role: Role::Viewer,
+                operation: "Put".into(),
+                target: "settings/a".into(),
+                ok: false,
+                code: "PermissionDenied".into(),
+                message: "Put needs the admin role".into(),
+            },
+        };
+        let v = serde_json::to_value(&entry).unwrap();
+        assert_eq!(
+            (v["id"].as_str(), v["caller"].as_str(), v["role"].as_str()),
+            (Some(entry.id.as_str()), Some("vic"), Some("viewer"))
+        );
+        assert_eq!((v["ok"].as_bool(), v["code"].as_str()), (Some(false), Some("PermissionDenied")));
+        let table = AuditLog(vec![entry]).to_string();
+        assert!(
+            table.contains("1970-01-01T00:00:01.000Z") && table.contains("PermissionDenied: Put needs"),
+            "{table}"
         );
     }
 }

@@ -21,7 +21,7 @@ use tonic::service::RoutesBuilder;
 use tracing::{debug, error, info, warn};
 
 use crate::admin::Admin;
-use crate::auth::{BearerAuth, Token};
+use crate::auth::{BearerAuth, Token, UserIndex};
 pub use crate::context::NodeContext;
 use crate::error::NodeError;
 use crate::management::ManagementService;
@@ -329,7 +329,7 @@ impl NodeBuilder {
             .add_service(reflection()?)
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 ManagementService::new(admin).into_server(self.transport.max_message_bytes),
-                BearerAuth::new(self.token.clone()),
+                BearerAuth::with_users(self.token.clone(), UserIndex::follow(&store).await?),
             ))
             .add_service(anti_entropy.service().into_server(self.transport.max_message_bytes));
         for make in std::mem::take(&mut self.services) {

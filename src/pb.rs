@@ -15,7 +15,9 @@ use spectrum_core::{Member, MemberState, NodeId, PeerAddr};
 use spectrum_replication::{AckLevel, VersionToken};
 use thiserror::Error;
 
+use crate::auth::{Role, Token};
 use crate::model;
+use crate::namespace::AuditRecord;
 
 /// Generated types and stubs of `spectrum.management.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -68,6 +70,30 @@ pub fn ack_from_wire(ack: i32) -> Option<AckLevel> {
         proto::AckLevel::Quorum => Some(AckLevel::Quorum),
         proto::AckLevel::All => Some(AckLevel::All),
     }
+}
+
+/// The wire form of a role.
+pub fn role_to_wire(role: Role) -> i32 {
+    match role {
+        Role::Viewer => proto::Role::Viewer as i32,
+        Role::Operator => proto::Role::Operator as i32,
+        // `Admin`, and any role added later, as the highest this API knows.
+        _ => proto::Role::Admin as i32,
+    }
+}
+
+/// A role from the wire, `None` for an unknown or unspecified value.
+pub fn role_from_wire(role: i32) -> Option<Role> {
+    match proto::Role::try_from(role).ok()? {
+        proto::Role::Viewer => Some(Role::Viewer),
+        proto::Role::Operator => Some(Role::Operator),
+        proto::Role::Admin => Some(Role::Admin),
+        proto::Role::Unspecified => None,
+    }
+}
+
+fn role(field: &str, wire: i32) -> Result<Role, InvalidAnswer> {
+    role_from_wire(wire).ok_or_else(|| bad(field, format!("unknown role {wire}")))
 }
 
 /// The wire form of a read's precondition (`min_version`; empty for none).
@@ -230,6 +256,42 @@ impl From<model::ImportPlan> for proto::ImportPlan {
     }
 }
 
+impl From<model::UserInfo> for proto::User {
+    fn from(u: model::UserInfo) -> Self {
+        Self {
+            name: u.name,
+            role: role_to_wire(u.role),
+            created_ms: u.created_ms,
+            revoked: u.revoked,
+            version: u.version.to_string(),
+        }
+    }
+}
+
+impl From<model::UserToken> for proto::UserTokenResponse {
+    fn from(t: model::UserToken) -> Self {
+        Self { user: Some(t.user.into()), token: t.token.expose().to_owned(), write: Some(t.write.into()) }
+    }
+}
+
+impl From<model::AuditEntry> for proto::AuditEntry {
+    fn from(e: model::AuditEntry) -> Self {
+        let r = e.record;
+        Self {
+            id: e.id,
+            at_ms: r.at_ms,
+            node: r.node,
+            caller: r.caller,
+            role: role_to_wire(r.role),
+            operation: r.operation,
+            target: r.target,
+            ok: r.ok,
+            code: r.code,
+            message: r.message,
+        }
+    }
+}
+
 // ---- client side: proto → model, validated ----
 
 impl TryFrom<proto::WriteResult> for model::WriteReceipt {
@@ -372,6 +434,50 @@ impl From<proto::ImportPlan> for model::ImportPlan {
     }
 }
 
+impl TryFrom<proto::User> for model::UserInfo {
+    type Error = InvalidAnswer;
+    fn try_from(u: proto::User) -> Result<Self, Self::Error> {
+        Ok(Self {
+            version: token("user.version", &u.version)?,
+            role: role("user.role", u.role)?,
+            name: u.name,
+            created_ms: u.created_ms,
+            revoked: u.revoked,
+        })
+    }
+}
+
+impl TryFrom<proto::UserTokenResponse> for model::UserToken {
+    type Error = InvalidAnswer;
+    fn try_from(a: proto::UserTokenResponse) -> Result<Self, Self::Error> {
+        Ok(Self {
+            user: required("user", a.user)?.try_into()?,
+            token: Token::new(&a.token).map_err(|e| bad("token", e))?,
+            write: receipt(a.write)?,
+        })
+    }
+}
+
+impl TryFrom<proto::AuditEntry> for model::AuditEntry {
+    type Error = InvalidAnswer;
+    fn try_from(e: proto::AuditEntry) -> Result<Self, Self::Error> {
+        Ok(Self {
+            id: e.id,
+            record: AuditRecord {
+                role: role("entries.role", e.role)?,
+                at_ms: e.at_ms,
+                node: e.node,
+                caller: e.caller,
+                operation: e.operation,
+                target: e.target,
+                ok: e.ok,
+                code: e.code,
+                message: e.message,
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +489,15 @@ mod tests {
         }
         assert_eq!(ack_from_wire(0), Some(AckLevel::Quorum), "unset means a quorum");
         assert_eq!(ack_from_wire(7), None);
+    }
+
+    #[test]
+    fn roles_round_trip_and_unspecified_ones_are_refused() {
+        for r in Role::ALL {
+            assert_eq!(role_from_wire(role_to_wire(r)), Some(r));
+        }
+        assert_eq!(role_from_wire(0), None);
+        assert_eq!(role_from_wire(9), None);
     }
 
     #[test]

@@ -76,7 +76,8 @@ impl Admin {
     }
 }
 
-/// A live record as the API shows it: resource definitions redacted.
+/// A live record as the API shows it: resource definitions redacted, users
+/// without their token hash.
 fn entry(record: &Record) -> Option<Entry> {
     let value = record.value.as_ref()?;
     Some(Entry {
@@ -89,6 +90,16 @@ fn entry(record: &Record) -> Option<Entry> {
 }
 
 fn shown_value(key: &str, value: &[u8]) -> Vec<u8> {
+    if key.starts_with(Namespace::Users.prefix()) {
+        // A token hash reveals nothing usable, but no reader needs it either.
+        return serde_json::from_slice::<serde_json::Value>(value)
+            .ok()
+            .and_then(|mut v| {
+                v.as_object_mut()?.insert("token_hash".into(), "***".into());
+                serde_json::to_vec(&v).ok()
+            })
+            .unwrap_or_default();
+    }
     if !key.starts_with(Namespace::Resources.prefix()) {
         return value.to_vec();
     }

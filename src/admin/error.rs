@@ -55,6 +55,21 @@ pub enum AdminError {
         /// The name.
         name: String,
     },
+    /// A user of that name exists (or existed: names of revoked users are not reused).
+    #[error(
+        "user {name:?} already exists; rotate its token (spectrum user rotate) or choose another name \
+         (names of revoked users are not reused)"
+    )]
+    UserExists {
+        /// The name.
+        name: String,
+    },
+    /// A revoked user's token cannot be rotated.
+    #[error("user {name:?} is revoked; add a new user instead")]
+    UserRevoked {
+        /// The name.
+        name: String,
+    },
     /// A stored value no longer decodes.
     #[error("the stored {what} is invalid: {reason}")]
     StoredInvalid {

@@ -5,24 +5,28 @@
 //! nothing here knows protobuf. The gRPC service ([`management`](crate::management))
 //! is a thin adapter over it, so the logic can be driven and tested without a
 //! network. One file per area: `config.rs` (raw entries), `license.rs`,
-//! `dataflows.rs`, `resources.rs`, `nodes.rs` (status, drain and undrain).
+//! `dataflows.rs`, `resources.rs`, `nodes.rs` (status, drain and undrain),
+//! `users.rs` (users of the management API), `audit.rs` (the audit log).
 
+mod audit;
 mod config;
 mod dataflows;
 mod error;
 mod license;
 mod nodes;
 mod resources;
+mod users;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use spectrum_core::{Member, PeerAddr, TransportConfig};
 use spectrum_replication::{AckLevel, Record, ReplicationError, Replicator, WriteBatch};
 use tracing::warn;
 
+pub use audit::{AuditOutcome, DEFAULT_AUDIT_RETENTION};
 pub use error::AdminError;
 
 use crate::context::NodeContext;
@@ -45,6 +49,15 @@ pub struct Admin {
     write_timeout: Duration,
     transport: TransportConfig,
     ready: Arc<AtomicBool>,
+    /// Numbers this node's audit records (the `<n>` of their keys).
+    audit_seq: Arc<AtomicU64>,
+    audit_retained: usize,
+}
+
+/// Now, in ms since the Unix epoch.
+fn now_ms() -> u64 {
+    let since = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl fmt::Debug for Admin {
@@ -75,7 +88,17 @@ impl Admin {
             write_timeout,
             transport: TransportConfig::default(),
             ready: Arc::new(AtomicBool::new(true)),
+            audit_seq: Arc::new(AtomicU64::new(0)),
+            audit_retained: DEFAULT_AUDIT_RETENTION,
         }
+    }
+
+    /// Keeps the newest `records` audit records and deletes older ones (default
+    /// [`DEFAULT_AUDIT_RETENTION`]). Every node prunes: a node checks after every
+    /// 64 records it writes, so the log may briefly hold a few more.
+    pub fn audit_retention(mut self, records: usize) -> Self {
+        self.audit_retained = records.max(1);
+        self
     }
 
     /// Refuses writes ([`AdminError::CatchingUp`]) while `ready` is false: a node

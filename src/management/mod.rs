@@ -15,10 +15,26 @@
 //!
 //! Bad input is `INVALID_ARGUMENT` naming the field at fault, and nothing is stored;
 //! a name already taken on create is `ALREADY_EXISTS`; a missing entry `NOT_FOUND`;
-//! the `membership/` namespace written with `Put` is `PERMISSION_DENIED` (use
-//! `SetNodeState`). Every call needs the bearer token when one is configured
-//! ([`BearerAuth`]): `UNAUTHENTICATED` otherwise, and nothing is done.
+//! the `membership/`, `users/` and `audit/` namespaces written with `Put` are
+//! `PERMISSION_DENIED` (use `SetNodeState` and the user RPCs).
+//!
+//! # Who may call
+//!
+//! [`BearerAuth`] identifies the caller from the bearer token (`UNAUTHENTICATED`
+//! for a missing, unknown or revoked one, and nothing is done); each RPC then
+//! checks the caller's role against one table, [`Rpc::required_role`]
+//! (`PERMISSION_DENIED` naming the role needed). With no token configured and no
+//! users, every call passes (development mode).
+//!
+//! # Audit
+//!
+//! Every write RPC ([`Rpc::is_write`]) is recorded in the audit log after it
+//! ran, whether it succeeded, failed, or was refused for the caller's role:
+//! caller, role, operation, key or name, node, time, and outcome
+//! ([`Admin::audit`]). Calls refused as `UNAUTHENTICATED` are not recorded (no
+//! one to name, and strangers must not be able to fill the log).
 
+mod rpc;
 mod status;
 
 use bytes::Bytes;
@@ -30,11 +46,12 @@ use tracing::instrument;
 pub use crate::admin::{PEER_CHECK_TIMEOUT, READ_YOUR_WRITES_WAIT};
 pub use crate::auth::BearerAuth;
 pub use crate::pb::proto;
+pub use rpc::Rpc;
 
-use crate::admin::Admin;
-use crate::auth::Token;
-use crate::model::ReadAfter;
-use crate::pb::ack_from_wire;
+use crate::admin::{Admin, AuditOutcome};
+use crate::auth::{Caller, Token};
+use crate::model::{AuditQuery, ReadAfter};
+use crate::pb::{ack_from_wire, role_from_wire};
 use proto::management_server::Management;
 
 /// The management API of one node.
@@ -47,6 +64,37 @@ impl ManagementService {
     /// The service over `admin`.
     pub fn new(admin: Admin) -> Self {
         Self { admin }
+    }
+
+    /// Identifies the caller and checks its role for `rpc`; a refused write is
+    /// audited, on `target`.
+    async fn authorize<T>(&self, request: &Request<T>, rpc: Rpc, target: &str) -> Result<Caller, Status> {
+        let caller = rpc::caller(request)?;
+        if let Err(denied) = rpc.check(&caller) {
+            if rpc.is_write() {
+                self.audited::<()>(&caller, rpc, target, Err(denied.clone())).await.ok();
+            }
+            return Err(denied);
+        }
+        Ok(caller)
+    }
+
+    /// Records the write `rpc` on `target` and how it ended, then passes `result` on.
+    async fn audited<T>(
+        &self,
+        caller: &Caller,
+        rpc: Rpc,
+        target: &str,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        let outcome = match &result {
+            Ok(_) => AuditOutcome::Ok,
+            Err(s) => {
+                AuditOutcome::Failed { code: format!("{:?}", s.code()), message: s.message().to_owned() }
+            }
+        };
+        self.admin.audit(caller, rpc.name(), target, outcome).await;
+        result
     }
 
     /// The generated tonic server for this service, with `max_message_bytes` as its
@@ -82,6 +130,7 @@ fn bearer<T>(request: &Request<T>) -> Option<Token> {
 impl Management for ManagementService {
     #[instrument(skip_all)]
     async fn get(&self, request: Request<proto::GetRequest>) -> Result<Response<proto::GetResponse>, Status> {
+        self.authorize(&request, Rpc::Get, "").await?;
         let req = request.into_inner();
         let entry = self.admin.get(&req.key, &after(&req.min_version)?).await?;
         let served_by = entry_served_by(&self.admin);
@@ -90,8 +139,15 @@ impl Management for ManagementService {
 
     #[instrument(skip_all)]
     async fn put(&self, request: Request<proto::PutRequest>) -> Result<Response<proto::PutResponse>, Status> {
+        let target = request.get_ref().key.clone();
+        let caller = self.authorize(&request, Rpc::Put, &target).await?;
         let req = request.into_inner();
-        Ok(Response::new(self.admin.put(&req.key, Bytes::from(req.value), ack(req.ack)?).await?.into()))
+        let done = match ack(req.ack) {
+            Ok(level) => self.admin.put(&req.key, Bytes::from(req.value), level).await.map_err(Status::from),
+            Err(e) => Err(e),
+        };
+        let write = self.audited(&caller, Rpc::Put, &target, done).await?;
+        Ok(Response::new(write.into()))
     }
 
     #[instrument(skip_all)]
@@ -99,8 +155,12 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::DeleteRequest>,
     ) -> Result<Response<proto::DeleteResponse>, Status> {
+        let target = request.get_ref().key.clone();
+        let caller = self.authorize(&request, Rpc::Delete, &target).await?;
         let req = request.into_inner();
-        Ok(Response::new(self.admin.delete(&req.key, ack(req.ack)?).await?.into()))
+        let done = async { Ok(self.admin.delete(&req.key, ack(req.ack)?).await?) }.await;
+        let write = self.audited(&caller, Rpc::Delete, &target, done).await?;
+        Ok(Response::new(write.into()))
     }
 
     #[instrument(skip_all)]
@@ -108,6 +168,7 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListResponse>, Status> {
+        self.authorize(&request, Rpc::List, "").await?;
         let req = request.into_inner();
         let entries = self.admin.list(&req.prefix, &after(&req.min_version)?).await?;
         let entries = entries.into_iter().map(Into::into).collect();
@@ -117,8 +178,9 @@ impl Management for ManagementService {
     #[instrument(skip_all)]
     async fn status(
         &self,
-        _request: Request<proto::StatusRequest>,
+        request: Request<proto::StatusRequest>,
     ) -> Result<Response<proto::StatusResponse>, Status> {
+        self.authorize(&request, Rpc::Status, "").await?;
         Ok(Response::new(self.admin.status().await?.into()))
     }
 
@@ -127,8 +189,13 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::SetLicenseRequest>,
     ) -> Result<Response<proto::SetLicenseResponse>, Status> {
+        let target = license_name(&request.get_ref().name);
+        let caller = self.authorize(&request, Rpc::SetLicense, &target).await?;
         let req = request.into_inner();
-        let done = self.admin.set_license(&req.name, Bytes::from(req.license), ack(req.ack)?).await?;
+        let done =
+            async { Ok(self.admin.set_license(&req.name, Bytes::from(req.license), ack(req.ack)?).await?) }
+                .await;
+        let done = self.audited(&caller, Rpc::SetLicense, &target, done).await?;
         Ok(Response::new(proto::SetLicenseResponse {
             license: Some(done.license.into()),
             write: Some(done.write.into()),
@@ -140,6 +207,7 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::ShowLicenseRequest>,
     ) -> Result<Response<proto::ShowLicenseResponse>, Status> {
+        self.authorize(&request, Rpc::ShowLicense, "").await?;
         let req = request.into_inner();
         let license = self.admin.license(&req.name, &after(&req.min_version)?).await?;
         let served_by = entry_served_by(&self.admin);
@@ -151,9 +219,15 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::CreateDataflowRequest>,
     ) -> Result<Response<proto::WriteResult>, Status> {
+        let target = request.get_ref().name.clone();
+        let caller = self.authorize(&request, Rpc::CreateDataflow, &target).await?;
         let req = request.into_inner();
         let definition = Bytes::from(req.definition);
-        let write = self.admin.create_dataflow(&req.name, definition, req.replace, ack(req.ack)?).await?;
+        let done = async {
+            Ok(self.admin.create_dataflow(&req.name, definition, req.replace, ack(req.ack)?).await?)
+        }
+        .await;
+        let write = self.audited(&caller, Rpc::CreateDataflow, &target, done).await?;
         Ok(Response::new(write.into()))
     }
 
@@ -162,6 +236,7 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::ListDataflowsRequest>,
     ) -> Result<Response<proto::ListDataflowsResponse>, Status> {
+        self.authorize(&request, Rpc::ListDataflows, "").await?;
         let flows = self.admin.dataflows(&after(&request.into_inner().min_version)?).await?;
         let dataflows = flows.into_iter().map(Into::into).collect();
         Ok(Response::new(proto::ListDataflowsResponse { dataflows, served_by: entry_served_by(&self.admin) }))
@@ -172,6 +247,7 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::ShowDataflowRequest>,
     ) -> Result<Response<proto::ShowDataflowResponse>, Status> {
+        self.authorize(&request, Rpc::ShowDataflow, "").await?;
         let req = request.into_inner();
         let flow = self.admin.dataflow(&req.name, &after(&req.min_version)?).await?;
         let served_by = entry_served_by(&self.admin);
@@ -183,8 +259,12 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::DeleteDataflowRequest>,
     ) -> Result<Response<proto::WriteResult>, Status> {
+        let target = request.get_ref().name.clone();
+        let caller = self.authorize(&request, Rpc::DeleteDataflow, &target).await?;
         let req = request.into_inner();
-        Ok(Response::new(self.admin.delete_dataflow(&req.name, ack(req.ack)?).await?.into()))
+        let done = async { Ok(self.admin.delete_dataflow(&req.name, ack(req.ack)?).await?) }.await;
+        let write = self.audited(&caller, Rpc::DeleteDataflow, &target, done).await?;
+        Ok(Response::new(write.into()))
     }
 
     #[instrument(skip_all)]
@@ -192,8 +272,13 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::CreateResourceRequest>,
     ) -> Result<Response<proto::CreateResourceResponse>, Status> {
+        let target = definition_name(&request.get_ref().definition);
+        let caller = self.authorize(&request, Rpc::CreateResource, &target).await?;
         let req = request.into_inner();
-        let done = self.admin.create_resource(&req.definition, req.replace, ack(req.ack)?).await?;
+        let done =
+            async { Ok(self.admin.create_resource(&req.definition, req.replace, ack(req.ack)?).await?) }
+                .await;
+        let done = self.audited(&caller, Rpc::CreateResource, &target, done).await?;
         Ok(Response::new(proto::CreateResourceResponse {
             resource: Some(done.resource.into()),
             write: Some(done.write.into()),
@@ -205,6 +290,7 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::ListResourcesRequest>,
     ) -> Result<Response<proto::ListResourcesResponse>, Status> {
+        self.authorize(&request, Rpc::ListResources, "").await?;
         let list = self.admin.resources(&after(&request.into_inner().min_version)?).await?;
         let resources = list.into_iter().map(Into::into).collect();
         Ok(Response::new(proto::ListResourcesResponse { resources, served_by: entry_served_by(&self.admin) }))
@@ -215,6 +301,7 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::ShowResourceRequest>,
     ) -> Result<Response<proto::ShowResourceResponse>, Status> {
+        self.authorize(&request, Rpc::ShowResource, "").await?;
         let req = request.into_inner();
         let resource = self.admin.resource(&req.name, &after(&req.min_version)?).await?;
         let served_by = entry_served_by(&self.admin);
@@ -226,8 +313,12 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::DeleteResourceRequest>,
     ) -> Result<Response<proto::WriteResult>, Status> {
+        let target = request.get_ref().name.clone();
+        let caller = self.authorize(&request, Rpc::DeleteResource, &target).await?;
         let req = request.into_inner();
-        Ok(Response::new(self.admin.delete_resource(&req.name, ack(req.ack)?).await?.into()))
+        let done = async { Ok(self.admin.delete_resource(&req.name, ack(req.ack)?).await?) }.await;
+        let write = self.audited(&caller, Rpc::DeleteResource, &target, done).await?;
+        Ok(Response::new(write.into()))
     }
 
     #[instrument(skip_all)]
@@ -235,6 +326,7 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::CheckResourcesRequest>,
     ) -> Result<Response<proto::CheckResourcesResponse>, Status> {
+        self.authorize(&request, Rpc::CheckResources, "").await?;
         let token = bearer(&request);
         let req = request.into_inner();
         let after = after(&req.min_version)?;
@@ -256,6 +348,7 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::ExportResourcesRequest>,
     ) -> Result<Response<proto::ExportResourcesResponse>, Status> {
+        self.authorize(&request, Rpc::ExportResources, "").await?;
         let export = self.admin.export_resources(&after(&request.into_inner().min_version)?).await?;
         Ok(Response::new(proto::ExportResourcesResponse {
             file: export.file,
@@ -269,8 +362,25 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::ImportResourcesRequest>,
     ) -> Result<Response<proto::ImportResourcesResponse>, Status> {
+        let caller = self.authorize(&request, Rpc::ImportResources, "").await?;
         let req = request.into_inner();
-        let report = self.admin.import_resources(&req.file, req.dry_run, ack(req.ack)?).await?;
+        let done =
+            async { Ok(self.admin.import_resources(&req.file, req.dry_run, ack(req.ack)?).await?) }.await;
+        // A dry run writes nothing, so it is not audited.
+        let report = if req.dry_run {
+            done?
+        } else {
+            let target = match &done {
+                Ok(report) => [&report.plan.add[..], &report.plan.change[..]]
+                    .concat()
+                    .join(",")
+                    .chars()
+                    .take(256)
+                    .collect(),
+                Err(_) => String::new(),
+            };
+            self.audited(&caller, Rpc::ImportResources, &target, done).await?
+        };
         Ok(Response::new(proto::ImportResourcesResponse {
             plan: Some(report.plan.into()),
             applied: report.applied,
@@ -285,21 +395,122 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::SetNodeStateRequest>,
     ) -> Result<Response<proto::SetNodeStateResponse>, Status> {
-        let req = request.into_inner();
-        let state = match proto::NodeState::try_from(req.state) {
-            Ok(proto::NodeState::Active) => MemberState::Active,
-            Ok(proto::NodeState::Draining) => MemberState::Draining,
-            Ok(proto::NodeState::Removed) => MemberState::Removed,
-            Err(_) => return Err(Status::invalid_argument(format!("unknown node state {}", req.state))),
+        let target = request.get_ref().node_id.clone();
+        let rpc = if request.get_ref().state == proto::NodeState::Removed as i32 {
+            Rpc::RemoveNode
+        } else {
+            Rpc::SetNodeState
         };
-        let id: NodeId =
-            req.node_id.parse().map_err(|e| Status::invalid_argument(format!("invalid node id: {e}")))?;
-        let done = self.admin.set_node_state(&id, state, ack(req.ack)?).await?;
+        let caller = self.authorize(&request, rpc, &target).await?;
+        let req = request.into_inner();
+        let done = async {
+            let state = match proto::NodeState::try_from(req.state) {
+                Ok(proto::NodeState::Active) => MemberState::Active,
+                Ok(proto::NodeState::Draining) => MemberState::Draining,
+                Ok(proto::NodeState::Removed) => MemberState::Removed,
+                Err(_) => return Err(Status::invalid_argument(format!("unknown node state {}", req.state))),
+            };
+            let id: NodeId =
+                req.node_id.parse().map_err(|e| Status::invalid_argument(format!("invalid node id: {e}")))?;
+            Ok(self.admin.set_node_state(&id, state, ack(req.ack)?).await?)
+        }
+        .await;
+        let done = self.audited(&caller, rpc, &target, done).await?;
         Ok(Response::new(proto::SetNodeStateResponse {
             member: Some((&done.member).into()),
             write: Some(done.write.into()),
         }))
     }
+
+    #[instrument(skip_all)]
+    async fn add_user(
+        &self,
+        request: Request<proto::AddUserRequest>,
+    ) -> Result<Response<proto::UserTokenResponse>, Status> {
+        let target = request.get_ref().name.clone();
+        let caller = self.authorize(&request, Rpc::AddUser, &target).await?;
+        let req = request.into_inner();
+        let done = async {
+            let role = role_from_wire(req.role).ok_or_else(|| {
+                Status::invalid_argument(format!("unknown role {}: give viewer, operator or admin", req.role))
+            })?;
+            Ok(self.admin.add_user(&req.name, role, ack(req.ack)?).await?)
+        }
+        .await;
+        let added = self.audited(&caller, Rpc::AddUser, &target, done).await?;
+        Ok(Response::new(added.into()))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_users(
+        &self,
+        request: Request<proto::ListUsersRequest>,
+    ) -> Result<Response<proto::ListUsersResponse>, Status> {
+        self.authorize(&request, Rpc::ListUsers, "").await?;
+        let users = self.admin.users(&after(&request.into_inner().min_version)?).await?;
+        let users = users.0.into_iter().map(Into::into).collect();
+        Ok(Response::new(proto::ListUsersResponse { users, served_by: entry_served_by(&self.admin) }))
+    }
+
+    #[instrument(skip_all)]
+    async fn revoke_user(
+        &self,
+        request: Request<proto::RevokeUserRequest>,
+    ) -> Result<Response<proto::RevokeUserResponse>, Status> {
+        let target = request.get_ref().name.clone();
+        let caller = self.authorize(&request, Rpc::RevokeUser, &target).await?;
+        let req = request.into_inner();
+        let done = async { Ok(self.admin.revoke_user(&req.name, ack(req.ack)?).await?) }.await;
+        let done = self.audited(&caller, Rpc::RevokeUser, &target, done).await?;
+        Ok(Response::new(proto::RevokeUserResponse {
+            user: Some(done.user.into()),
+            write: Some(done.write.into()),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn rotate_user(
+        &self,
+        request: Request<proto::RotateUserRequest>,
+    ) -> Result<Response<proto::UserTokenResponse>, Status> {
+        let target = request.get_ref().name.clone();
+        let caller = self.authorize(&request, Rpc::RotateUser, &target).await?;
+        let req = request.into_inner();
+        let done = async { Ok(self.admin.rotate_user(&req.name, ack(req.ack)?).await?) }.await;
+        let rotated = self.audited(&caller, Rpc::RotateUser, &target, done).await?;
+        Ok(Response::new(rotated.into()))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_audit(
+        &self,
+        request: Request<proto::ListAuditRequest>,
+    ) -> Result<Response<proto::ListAuditResponse>, Status> {
+        self.authorize(&request, Rpc::ListAudit, "").await?;
+        let req = request.into_inner();
+        let query = AuditQuery {
+            since_ms: req.since_ms,
+            user: (!req.user.is_empty()).then_some(req.user),
+            limit: (req.limit > 0).then_some(req.limit),
+        };
+        let log = self.admin.audit_log(&query).await?;
+        let entries = log.0.into_iter().map(Into::into).collect();
+        Ok(Response::new(proto::ListAuditResponse { entries, served_by: entry_served_by(&self.admin) }))
+    }
+}
+
+/// The license name a `SetLicense` writes (`main` when empty).
+fn license_name(name: &str) -> String {
+    if name.is_empty() { "main".to_owned() } else { name.chars().take(128).collect() }
+}
+
+/// The `name` of a resource definition, for the audit log; never anything else
+/// of it (a definition holds secrets).
+fn definition_name(definition: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(definition)
+        .ok()
+        .and_then(|v| v.get("name")?.as_str().map(|n| n.chars().take(128).collect()))
+        .unwrap_or_default()
 }
 
 fn entry_served_by(admin: &Admin) -> String {

@@ -28,10 +28,12 @@ impl From<AdminError> for Status {
             ) => Status::invalid_argument(message),
             AdminError::Registry(e) => registry_status(e),
             AdminError::NotFound { .. } => Status::not_found(message),
-            AdminError::AlreadyExists { .. } => Status::already_exists(message),
-            AdminError::StoredInvalid { .. } | AdminError::MemberLeft { .. } => {
-                Status::failed_precondition(message)
+            AdminError::AlreadyExists { .. } | AdminError::UserExists { .. } => {
+                Status::already_exists(message)
             }
+            AdminError::StoredInvalid { .. }
+            | AdminError::MemberLeft { .. }
+            | AdminError::UserRevoked { .. } => Status::failed_precondition(message),
             AdminError::CatchingUp { .. } | AdminError::NotCaughtUp { .. } | AdminError::Replication(_) => {
                 Status::unavailable(message)
             }

@@ -2,7 +2,8 @@
 //! namespace, and the typed read views built on them.
 //!
 //! Every key lives under one namespace: `license/`, `dataflows/`, `resources/`,
-//! `settings/`, or `membership/` (kept by the nodes themselves). Each namespace
+//! `settings/`, `membership/` (kept by the nodes themselves), `users/` (written by
+//! the user operations) or `audit/` (written by the nodes). Each namespace
 //! holds one type of value, and that type's [`NamespaceValue`] impl (in this
 //! module's files, one per namespace) is the single codec for it: the management
 //! API validates a write with it ([`validate_write`], which returns the decoded
@@ -15,6 +16,8 @@
 //! | [`ResourceDefinition`] | `resources/` (secrets stay sealed; open them with [`ResourceRegistry`](crate::registry::ResourceRegistry)) | `resource.rs` |
 //! | [`Setting`] (bytes) | `settings/` | `setting.rs` |
 //! | [`Member`](spectrum_core::Member) | `membership/` (its codec is core's) | `membership.rs` |
+//! | [`User`] | `users/` (a token hash, never a token) | `users.rs` |
+//! | [`AuditRecord`] | `audit/` | `audit.rs` |
 //!
 //! Views only read: writes go through the management API, which validates them and
 //! replicates them at the requested acknowledgement level. A service on a node gets
@@ -38,15 +41,19 @@
 //! # }).unwrap();
 //! ```
 
+mod audit;
 mod dataflow;
 mod license;
 mod membership;
 mod resource;
 mod setting;
+mod users;
 mod view;
 
+pub use audit::{AuditRecord, MAX_AUDIT_MESSAGE};
 pub use dataflow::Dataflow;
 pub use setting::Setting;
+pub use users::User;
 pub use view::{TypedError, TypedView, Versioned};
 
 use std::fmt;
@@ -71,16 +78,24 @@ pub enum Namespace {
     Settings,
     /// Cluster membership (`membership/<node-id>`): written by the nodes only.
     Membership,
+    /// Users of the management API (`users/<name>`): a [`User`], written only by
+    /// the user operations.
+    Users,
+    /// The audit log (`audit/<time>-<node>-<n>`): an [`AuditRecord`], written
+    /// only by the nodes.
+    Audit,
 }
 
 impl Namespace {
     /// Every namespace.
-    pub const ALL: [Namespace; 5] = [
+    pub const ALL: [Namespace; 7] = [
         Namespace::License,
         Namespace::Dataflows,
         Namespace::Resources,
         Namespace::Settings,
         Namespace::Membership,
+        Namespace::Users,
+        Namespace::Audit,
     ];
 
     /// The key prefix, with its trailing `/`.
@@ -91,6 +106,20 @@ impl Namespace {
             Namespace::Resources => "resources/",
             Namespace::Settings => "settings/",
             Namespace::Membership => "membership/",
+            Namespace::Users => "users/",
+            Namespace::Audit => "audit/",
+        }
+    }
+
+    /// Whether a raw `Put` or `Delete` may write it; if not, why not.
+    pub fn read_only_reason(self) -> Option<&'static str> {
+        match self {
+            Namespace::Membership => Some("is maintained by the nodes and cannot be written directly"),
+            Namespace::Users => {
+                Some("cannot be written directly; use the user operations (spectrum user add|revoke|rotate)")
+            }
+            Namespace::Audit => Some("is written by the nodes only (the audit log) and cannot be changed"),
+            _ => None,
         }
     }
 
@@ -116,7 +145,7 @@ pub enum KeyError {
     /// The key is in no known namespace.
     #[error(
         "unknown config key {key:?}: keys live under license/, dataflows/, resources/ or settings/ \
-         (membership/ is kept by the nodes)"
+         (membership/, users/ and audit/ are kept by the nodes)"
     )]
     UnknownNamespace {
         /// The key (cut to 80 characters).
@@ -129,7 +158,7 @@ pub enum KeyError {
         key: String,
     },
     /// The namespace cannot be written through the management API.
-    #[error("{namespace}/ is maintained by the nodes and cannot be written directly")]
+    #[error("{namespace}/ {}", namespace.read_only_reason().unwrap_or("cannot be written directly"))]
     ReadOnly {
         /// The namespace.
         namespace: Namespace,
@@ -262,14 +291,16 @@ fn decoded<T: NamespaceValue>(key: &str, name: &str, bytes: &[u8]) -> Result<T, 
 /// (read-only), or a value its namespace does not accept.
 pub fn validate_write(key: &str, value: Option<&[u8]>) -> Result<(Namespace, Option<WriteValue>), KeyError> {
     let (ns, name) = classify(key)?;
+    if ns.read_only_reason().is_some() {
+        return Err(KeyError::ReadOnly { namespace: ns });
+    }
     let Some(bytes) = value else {
-        return match ns {
-            Namespace::Membership => Err(KeyError::ReadOnly { namespace: ns }),
-            _ => Ok((ns, None)),
-        };
+        return Ok((ns, None));
     };
     let value = match ns {
-        Namespace::Membership => return Err(KeyError::ReadOnly { namespace: ns }),
+        Namespace::Membership | Namespace::Users | Namespace::Audit => {
+            return Err(KeyError::ReadOnly { namespace: ns });
+        }
         Namespace::License => WriteValue::License(decoded(key, name, bytes)?),
         Namespace::Dataflows => WriteValue::Dataflow(decoded(key, name, bytes)?),
         Namespace::Resources => WriteValue::Resource(decoded(key, name, bytes)?),
@@ -306,9 +337,17 @@ mod tests {
     }
 
     #[test]
-    fn membership_cannot_be_written_through_the_api() {
+    fn membership_users_and_audit_cannot_be_written_through_the_api() {
         let err = validate_write("membership/n1", Some(b"{}")).unwrap_err();
         assert!(matches!(err, KeyError::ReadOnly { namespace: Namespace::Membership }));
+        for key in ["users/alice", "audit/000000000000001-n1-0"] {
+            for value in [Some(&b"{}"[..]), None] {
+                let err = validate_write(key, value).unwrap_err();
+                assert!(matches!(err, KeyError::ReadOnly { .. }), "{key}: {err}");
+            }
+        }
+        let err = validate_write("users/alice", None).unwrap_err();
+        assert!(err.to_string().contains("spectrum user"), "{err}");
     }
 
     #[test]

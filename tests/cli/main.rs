@@ -16,6 +16,7 @@ use serde_json::Value;
 
 mod bad_input;
 mod scenario;
+mod users;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spectrum");
 /// The secret every test uses; no output or log may ever show it.

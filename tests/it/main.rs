@@ -5,3 +5,4 @@ mod management;
 mod protocols;
 mod serve;
 mod support;
+mod users;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use spectrum::auth::Token;
+use spectrum::auth::{Role, Token};
 use spectrum::client::AckLevel;
 use spectrum::core::PeerAddr;
 
@@ -50,6 +50,11 @@ pub(crate) enum Command {
     /// External resource definitions.
     #[command(subcommand, alias = "resource")]
     Resources(ResourcesCommand),
+    /// Users of the management API and their roles (needs the admin role).
+    #[command(subcommand, alias = "users")]
+    User(UserCommand),
+    /// The audit log of management writes, newest first (needs the operator role).
+    Audit(AuditArgs),
     /// Print a new random cluster key (64 hex digits) for `cluster_key`.
     GenerateKey,
 }
@@ -210,4 +215,58 @@ pub(crate) enum ResourcesCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UserCommand {
+    /// Add a user with a new random token, printed once (the cluster keeps only its hash).
+    Add {
+        name: String,
+        /// viewer (reads, status), operator (also drain, undrain, resource checks, audit) or admin.
+        #[arg(long)]
+        role: Role,
+    },
+    /// List users and their roles (never their tokens).
+    List,
+    /// Revoke a user's token on every node.
+    Revoke { name: String },
+    /// Give a user a new token, printed once; the old one stops working.
+    Rotate { name: String },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    /// Only records at or after this time: RFC 3339 (`2026-12-01T09:00:00Z`) or ms since the Unix epoch.
+    #[arg(long, value_parser = parse_since)]
+    pub(crate) since: Option<u64>,
+    /// Only records of this user.
+    #[arg(long)]
+    pub(crate) user: Option<String>,
+    /// At most this many records.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: u32,
+}
+
+/// `--since`: ms since the Unix epoch, or an RFC 3339 time.
+fn parse_since(text: &str) -> Result<u64, String> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    let time: jiff::Timestamp =
+        text.parse().map_err(|e| format!("expected RFC 3339 (2026-12-01T09:00:00Z) or ms: {e}"))?;
+    u64::try_from(time.as_millisecond()).map_err(|_| "a time before 1970".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_milliseconds_or_rfc_3339() {
+        assert_eq!(parse_since("1700000000000"), Ok(1_700_000_000_000));
+        assert_eq!(parse_since("1970-01-01T00:00:01Z"), Ok(1_000));
+        assert_eq!(parse_since("2026-12-01T09:00:00+01:00"), Ok(1_796_112_000_000));
+        assert!(parse_since("yesterday").is_err());
+        assert!(parse_since("1969-12-31T23:59:59Z").is_err());
+    }
 }

@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 use crate::cli::{Cli, Command, NodeArgs};
 use crate::output::emit;
 
+mod audit;
 mod balancer;
 mod config;
 mod dataflow;
@@ -20,6 +21,7 @@ mod license;
 mod node;
 mod resources;
 mod status;
+mod user;
 
 /// Runs the parsed command line.
 pub(crate) async fn run(cli: Cli) -> Result<()> {
@@ -40,6 +42,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::License(cmd) => license::run(&client(&endpoint, token).await?, cmd, ack, json).await,
         Command::Dataflow(cmd) => dataflow::run(&client(&endpoint, token).await?, cmd, ack, json).await,
         Command::Resources(cmd) => resources::run(&client(&endpoint, token).await?, cmd, ack, json).await,
+        Command::User(cmd) => user::run(&client(&endpoint, token).await?, cmd, ack, json).await,
+        Command::Audit(args) => audit::run(&client(&endpoint, token).await?, args, json).await,
     }
 }
 

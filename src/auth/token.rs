@@ -1,25 +1,5 @@
-//! The management API's bearer token, on both sides of a call: [`Token`] (a
-//! validated secret that never prints), [`BearerAuth`] (the node's check of every
-//! call) and [`TokenInterceptor`] (the client's insertion of the header).
-//!
-//! With a token configured, every management call must carry
-//! `authorization: Bearer <token>`; the comparison is constant-time
-//! ([`subtle`]), including in the token's length, so timing tells an attacker
-//! nothing about it.
-//!
-//! ```
-//! use spectrum::auth::{BearerAuth, Token, TokenInterceptor};
-//! use tonic::service::Interceptor;
-//!
-//! let token: Token = "s3cret".parse()?;
-//! assert_eq!(format!("{token:?}"), "Token(***)");
-//! let mut server = BearerAuth::new(Some(token.clone()));
-//! let mut client = TokenInterceptor::new(Some(token));
-//! let request = client.call(tonic::Request::new(()))?;
-//! assert!(server.call(request).is_ok());
-//! assert!(server.call(tonic::Request::new(())).is_err(), "no token, no call");
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! [`Token`]: a bearer token that never prints, and [`TokenInterceptor`], the
+//! client's insertion of it into every call.
 
 use std::fmt;
 use std::str::FromStr;
@@ -40,6 +20,18 @@ pub const MAX_TOKEN_LEN: usize = 512;
 pub struct InvalidToken {
     /// What is wrong with it (never the token itself).
     pub reason: &'static str,
+}
+
+/// What every token made by [`Token::generate`] starts with, so secret scanners
+/// and people can tell a Spectrum user token when they see one.
+pub const USER_TOKEN_PREFIX: &str = "spt_";
+
+/// The operating system could not supply random bytes for a new token.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("cannot draw a random token: {reason}")]
+pub struct NoRandomness {
+    /// The operating system's error.
+    pub reason: String,
 }
 
 /// A management bearer token. Its `Debug` is redacted and it has no `Display`, so
@@ -72,8 +64,27 @@ impl Token {
         &self.0
     }
 
+    /// A new user token: 32 bytes from the operating system's random number
+    /// generator, as `spt_` and 64 hex digits. It is shown once, to whoever asked
+    /// for it; the configuration database keeps only its
+    /// [`TokenHash`](super::TokenHash).
+    ///
+    /// # Errors
+    ///
+    /// [`NoRandomness`] when the operating system cannot supply random bytes.
+    pub fn generate() -> Result<Self, NoRandomness> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| NoRandomness { reason: e.to_string() })?;
+        let mut text = String::with_capacity(4 + 64);
+        text.push_str(USER_TOKEN_PREFIX);
+        for b in bytes {
+            text.push_str(&format!("{b:02x}"));
+        }
+        Ok(Self(Arc::from(text)))
+    }
+
     /// The `authorization` header value that carries it.
-    fn header(&self) -> MetadataValue<Ascii> {
+    pub(super) fn header(&self) -> MetadataValue<Ascii> {
         // Visible ASCII (checked in `new`) is always a valid header value.
         MetadataValue::try_from(format!("Bearer {}", self.0)).expect("a token is visible ASCII")
     }
@@ -106,47 +117,12 @@ impl<'de> serde::Deserialize<'de> for Token {
     }
 }
 
-/// The node's side: checks every management call for the bearer token; without
-/// a configured token every call passes.
-#[derive(Debug, Clone)]
-pub struct BearerAuth {
-    token: Option<Token>,
-}
-
-impl BearerAuth {
-    /// Checks against `token`, or lets everything through when `None`.
-    pub fn new(token: Option<Token>) -> Self {
-        Self { token }
-    }
-}
-
-impl tonic::service::Interceptor for BearerAuth {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.token else {
-            return Ok(request);
-        };
-        let given = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Status::unauthenticated("missing bearer token: send authorization: Bearer <token>")
-            })?;
-        if tokens_match(given.as_bytes(), expected.expose().as_bytes()) {
-            Ok(request)
-        } else {
-            Err(Status::unauthenticated("invalid bearer token"))
-        }
-    }
-}
-
 /// Constant-time equality, also in the length: `subtle` returns early on slices
 /// of different lengths, so both sides are copied into buffers of
 /// [`MAX_TOKEN_LEN`] bytes and compared whole, with the lengths compared in
 /// constant time too. Only a given token longer than any valid one is refused at
 /// once, which tells its sender nothing they did not know.
-fn tokens_match(given: &[u8], expected: &[u8]) -> bool {
+pub(super) fn tokens_match(given: &[u8], expected: &[u8]) -> bool {
     let mut a = [0u8; MAX_TOKEN_LEN];
     let mut b = [0u8; MAX_TOKEN_LEN];
     let (Some(a_part), Some(b_part)) = (a.get_mut(..given.len()), b.get_mut(..expected.len())) else {
@@ -183,35 +159,7 @@ impl tonic::service::Interceptor for TokenInterceptor {
 
 #[cfg(test)]
 mod tests {
-    use tonic::service::Interceptor;
-
     use super::*;
-
-    fn call_with(auth: &mut BearerAuth, header: Option<&str>) -> Result<(), Status> {
-        let mut request = Request::new(());
-        if let Some(h) = header {
-            request.metadata_mut().insert("authorization", h.parse().unwrap());
-        }
-        auth.call(request).map(drop)
-    }
-
-    #[test]
-    fn only_the_exact_token_passes() {
-        let mut auth = BearerAuth::new(Some("abc".parse().unwrap()));
-        assert!(call_with(&mut auth, Some("Bearer abc")).is_ok());
-        for wrong in ["Bearer ab", "Bearer abcd", "Bearer ABC", "abc", "Bearer "] {
-            let err = call_with(&mut auth, Some(wrong)).unwrap_err();
-            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{wrong}");
-        }
-        assert!(call_with(&mut auth, None).unwrap_err().message().contains("missing bearer token"));
-        let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_LEN + 10));
-        assert!(call_with(&mut auth, Some(&long)).is_err());
-    }
-
-    #[test]
-    fn without_a_token_every_call_passes() {
-        assert!(call_with(&mut BearerAuth::new(None), None).is_ok());
-    }
 
     #[test]
     fn tokens_are_validated_and_never_printed() {
@@ -221,5 +169,23 @@ mod tests {
         assert!(Token::new("x".repeat(MAX_TOKEN_LEN + 1)).is_err());
         let t = Token::new("hunter2").unwrap();
         assert!(!format!("{t:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn generated_tokens_are_long_distinct_and_valid() {
+        let (a, b) = (Token::generate().unwrap(), Token::generate().unwrap());
+        assert_ne!(a, b);
+        assert!(a.expose().starts_with(USER_TOKEN_PREFIX));
+        assert_eq!(a.expose().len(), 4 + 64);
+        assert_eq!(Token::new(a.expose()).unwrap(), a);
+    }
+
+    #[test]
+    fn only_equal_tokens_match() {
+        assert!(tokens_match(b"abc", b"abc"));
+        for wrong in [&b"ab"[..], b"abcd", b"ABC", b""] {
+            assert!(!tokens_match(wrong, b"abc"));
+        }
+        assert!(!tokens_match(&[b'a'; MAX_TOKEN_LEN + 1], b"abc"));
     }
 }

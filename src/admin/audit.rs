@@ -1,0 +1,169 @@
+//! The audit log: recording management writes, and reading them back.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use spectrum_replication::{AckLevel, WriteBatch};
+use tracing::{debug, warn};
+
+use super::{Admin, AdminError, now_ms};
+use crate::auth::Caller;
+use crate::model::{AuditEntry, AuditLog, AuditQuery, DEFAULT_AUDIT_LIMIT};
+use crate::namespace::{AuditRecord, MAX_AUDIT_MESSAGE, Namespace, NamespaceValue};
+
+/// How many audit records the cluster keeps by default: older ones are deleted
+/// (see [`Admin::audit_retention`]).
+pub const DEFAULT_AUDIT_RETENTION: usize = 10_000;
+
+/// A node checks the audit log's size after every this many records it writes.
+const PRUNE_EVERY: u64 = 64;
+
+/// How a management write ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuditOutcome {
+    /// It succeeded.
+    Ok,
+    /// It was refused or failed, with this gRPC code and message.
+    Failed {
+        /// The code's name (`PermissionDenied`).
+        code: String,
+        /// The message the caller got.
+        message: String,
+    },
+}
+
+impl Admin {
+    /// Records that `caller` ran `operation` on `target` (a key or a name, never
+    /// a value) through this node, and how it ended, at `audit/<time>-<node>-<n>`
+    /// with acknowledgement `local` (the record replicates like any write). A
+    /// failure to record is logged, never returned: the operation already
+    /// happened.
+    pub async fn audit(&self, caller: &Caller, operation: &str, target: &str, outcome: AuditOutcome) {
+        let (ok, code, message) = match outcome {
+            AuditOutcome::Ok => (true, "Ok".to_owned(), String::new()),
+            AuditOutcome::Failed { code, message } => {
+                (false, code, message.chars().take(MAX_AUDIT_MESSAGE).collect())
+            }
+        };
+        let record = AuditRecord {
+            at_ms: now_ms(),
+            node: self.ctx.id.to_string(),
+            caller: caller.name.clone(),
+            role: caller.role,
+            operation: operation.to_owned(),
+            target: target.to_owned(),
+            ok,
+            code,
+            message,
+        };
+        let n = self.audit_seq.fetch_add(1, Ordering::Relaxed);
+        let key = AuditRecord::key(record.at_ms, self.ctx.id.as_str(), n);
+        let batch = WriteBatch::new().put(key, Bytes::from(record.encode()));
+        if let Err(error) = self.write(batch, AckLevel::Local).await {
+            warn!(%error, operation, caller = %caller.name, "could not record a management write in the audit log");
+            return;
+        }
+        if n % PRUNE_EVERY == PRUNE_EVERY - 1
+            && let Err(error) = self.prune_audit().await
+        {
+            warn!(%error, "could not prune the audit log");
+        }
+    }
+
+    /// Deletes the oldest audit records beyond the retention.
+    async fn prune_audit(&self) -> Result<(), AdminError> {
+        let records = self.ctx.store.scan(Namespace::Audit.prefix()).await?;
+        let live: Vec<&str> = records.iter().filter(|r| !r.is_tombstone()).map(|r| r.key.as_str()).collect();
+        let excess = live.len().saturating_sub(self.audit_retained);
+        if excess == 0 {
+            return Ok(());
+        }
+        let batch = live[..excess].iter().fold(WriteBatch::new(), |b, key| b.delete(*key));
+        self.write(batch, AckLevel::Local).await?;
+        debug!(deleted = excess, kept = self.audit_retained, "pruned the audit log");
+        Ok(())
+    }
+
+    /// Audit records matching `query`, newest first, once this node holds them
+    /// (records replicate: a write made through another node appears here within
+    /// one sync interval).
+    ///
+    /// # Errors
+    ///
+    /// Store failures. A record that does not decode is skipped.
+    pub async fn audit_log(&self, query: &AuditQuery) -> Result<AuditLog, AdminError> {
+        let limit = query.limit.unwrap_or(DEFAULT_AUDIT_LIMIT) as usize;
+        let records = self.ctx.store.scan(Namespace::Audit.prefix()).await?;
+        let entries = records
+            .iter()
+            .rev()
+            .filter_map(|r| {
+                let record = AuditRecord::decode(r.value.as_deref()?).ok()?;
+                let id = r.key.strip_prefix(Namespace::Audit.prefix()).unwrap_or(&r.key).to_owned();
+                Some(AuditEntry { id, record })
+            })
+            .filter(|e| e.record.at_ms >= query.since_ms)
+            .filter(|e| query.user.as_ref().is_none_or(|u| *u == e.record.caller))
+            .take(limit)
+            .collect();
+        Ok(AuditLog(entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use spectrum_core::{Hlc, PeerAddr};
+    use spectrum_replication::{AntiEntropy, ConfigStore, MemoryStore};
+    use spectrum_resources::CompositeResolver;
+
+    use super::*;
+    use crate::auth::Role;
+    use crate::context::NodeContext;
+
+    fn admin(retained: usize) -> Admin {
+        let hlc = Arc::new(Hlc::system());
+        let store: Arc<dyn ConfigStore> = Arc::new(MemoryStore::new("n1".parse().unwrap(), hlc.clone()));
+        let addr: PeerAddr = "http://127.0.0.1:1".parse().unwrap();
+        let replicator = AntiEntropy::builder(store.clone(), hlc, "c".parse().unwrap(), addr.clone()).build();
+        let ctx = NodeContext {
+            id: "n1".parse().unwrap(),
+            cluster: "c".parse().unwrap(),
+            store,
+            resolver: Arc::new(CompositeResolver::standard()),
+            cluster_key: None,
+        };
+        Admin::new(ctx, Arc::new(replicator), addr, Duration::from_secs(1)).audit_retention(retained)
+    }
+
+    #[tokio::test]
+    async fn the_audit_log_is_read_newest_first_filtered_and_pruned_to_its_retention() {
+        let admin = admin(10);
+        let alice = Caller { name: "alice".into(), role: Role::Admin };
+        let bob = Caller { name: "bob".into(), role: Role::Viewer };
+        for i in 0..70 {
+            let (caller, outcome) = if i % 2 == 0 {
+                (&alice, AuditOutcome::Ok)
+            } else {
+                (&bob, AuditOutcome::Failed { code: "PermissionDenied".into(), message: "x".repeat(1000) })
+            };
+            admin.audit(caller, "Put", &format!("settings/{i}"), outcome).await;
+        }
+        let all = admin.audit_log(&AuditQuery { limit: Some(1000), ..AuditQuery::default() }).await.unwrap();
+        assert_eq!(all.0.len(), 10 + 6, "pruned to 10 after the 64th record, then 6 more");
+        assert_eq!(all.0[0].record.target, "settings/69", "newest first");
+        assert_eq!(all.0[0].record.message.len(), MAX_AUDIT_MESSAGE);
+        assert_eq!((all.0[1].record.ok, all.0[1].record.code.as_str()), (true, "Ok"));
+        let bobs = admin
+            .audit_log(&AuditQuery { user: Some("bob".into()), limit: Some(3), ..AuditQuery::default() })
+            .await
+            .unwrap();
+        let targets: Vec<_> = bobs.0.iter().map(|e| e.record.target.as_str()).collect();
+        assert_eq!(targets, ["settings/69", "settings/67", "settings/65"]);
+        let later = AuditQuery { since_ms: all.0[0].record.at_ms + 1, ..AuditQuery::default() };
+        assert!(admin.audit_log(&later).await.unwrap().0.is_empty());
+    }
+}

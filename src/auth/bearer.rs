@@ -1,0 +1,169 @@
+//! [`BearerAuth`]: the node's check of every management call.
+
+use std::sync::Arc;
+
+use tonic::{Request, Status};
+
+use super::token::tokens_match;
+use super::{Caller, Lookup, Token, TokenHash, UserIndex};
+
+/// The node's side: finds out who is calling from the bearer token and puts the
+/// [`Caller`] into the request's extensions, or refuses the call with
+/// `UNAUTHENTICATED`. Which role each call needs is the management service's
+/// business.
+///
+/// - The token from the node file (`token`, [`NodeBuilder::management_token`](crate::NodeBuilder::management_token))
+///   is the bootstrap admin, [`Caller::BOOTSTRAP`]; it is compared in constant
+///   time ([`subtle`]), including in its length.
+/// - Any other token is hashed ([`TokenHash`]) and looked up in the node's
+///   [`UserIndex`]: no I/O per call. A revoked token is refused.
+/// - With no token configured and no user ever added, every call passes as
+///   [`Caller::anonymous`], an admin (development mode, as before users existed).
+///   Adding the first user closes the cluster: from then on every call needs a
+///   token.
+///
+/// ```
+/// use spectrum::auth::{BearerAuth, Token, TokenInterceptor};
+/// use tonic::service::Interceptor;
+///
+/// let token: Token = "s3cret".parse()?;
+/// assert_eq!(format!("{token:?}"), "Token(***)");
+/// let mut server = BearerAuth::new(Some(token.clone()));
+/// let mut client = TokenInterceptor::new(Some(token));
+/// let request = server.call(client.call(tonic::Request::new(()))?)?;
+/// let caller = request.extensions().get::<spectrum::auth::Caller>().unwrap();
+/// assert_eq!(caller.name, "bootstrap");
+/// assert!(server.call(tonic::Request::new(())).is_err(), "no token, no call");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct BearerAuth {
+    bootstrap: Option<Token>,
+    users: Option<Arc<UserIndex>>,
+}
+
+impl BearerAuth {
+    /// Checks against the bootstrap `token` only, or lets everything through when
+    /// `None`.
+    pub fn new(token: Option<Token>) -> Self {
+        Self { bootstrap: token, users: None }
+    }
+
+    /// Checks against the bootstrap `token` and the tokens of `users`.
+    pub fn with_users(token: Option<Token>, users: Arc<UserIndex>) -> Self {
+        Self { bootstrap: token, users: Some(users) }
+    }
+
+    /// Who holds `given`, or why it is refused.
+    fn identify(&self, given: Option<&str>) -> Result<Caller, Status> {
+        let no_users = self.users.as_ref().is_none_or(|u| u.is_empty());
+        if self.bootstrap.is_none() && no_users {
+            return Ok(Caller::anonymous());
+        }
+        let given = given.ok_or_else(|| {
+            Status::unauthenticated("missing bearer token: send authorization: Bearer <token>")
+        })?;
+        if let Some(bootstrap) = &self.bootstrap
+            && tokens_match(given.as_bytes(), bootstrap.expose().as_bytes())
+        {
+            return Ok(Caller::bootstrap());
+        }
+        if let (Some(users), Ok(token)) = (&self.users, Token::new(given)) {
+            match users.lookup(&TokenHash::of(&token)) {
+                Lookup::Valid(caller) => return Ok(caller),
+                Lookup::Revoked => {
+                    return Err(Status::unauthenticated("invalid bearer token: it was revoked"));
+                }
+                Lookup::Unknown => {}
+            }
+        }
+        Err(Status::unauthenticated("invalid bearer token"))
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let caller = self.identify(given)?;
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::service::Interceptor;
+
+    use super::*;
+    use crate::auth::Role;
+    use crate::namespace::User;
+
+    fn call_with(auth: &mut BearerAuth, header: Option<&str>) -> Result<Caller, Status> {
+        let mut request = Request::new(());
+        if let Some(h) = header {
+            request.metadata_mut().insert("authorization", h.parse().unwrap());
+        }
+        auth.call(request).map(|r| r.extensions().get::<Caller>().cloned().expect("a caller"))
+    }
+
+    fn index_with(name: &str, role: Role, token: &Token, revoked: bool) -> Arc<UserIndex> {
+        let index = Arc::new(UserIndex::new());
+        let user = User { name: name.into(), role, token_hash: TokenHash::of(token), created_ms: 0, revoked };
+        let record = spectrum_replication::Record {
+            key: format!("users/{name}"),
+            value: Some(user.encode().into()),
+            stamp: spectrum_core::Timestamp { wall_ms: 1, logical: 0 },
+            origin: "n1".parse().unwrap(),
+            seq: 1,
+        };
+        index.apply(&record);
+        index
+    }
+
+    #[test]
+    fn only_the_exact_bootstrap_token_passes_as_bootstrap() {
+        let mut auth = BearerAuth::new(Some("abc".parse().unwrap()));
+        assert_eq!(call_with(&mut auth, Some("Bearer abc")).unwrap(), Caller::bootstrap());
+        for wrong in ["Bearer ab", "Bearer abcd", "Bearer ABC", "abc", "Bearer "] {
+            let err = call_with(&mut auth, Some(wrong)).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{wrong}");
+        }
+        assert!(call_with(&mut auth, None).unwrap_err().message().contains("missing bearer token"));
+        let long = format!("Bearer {}", "a".repeat(super::super::MAX_TOKEN_LEN + 10));
+        assert!(call_with(&mut auth, Some(&long)).is_err());
+    }
+
+    #[test]
+    fn without_a_token_or_users_every_call_passes_as_anonymous() {
+        assert_eq!(call_with(&mut BearerAuth::new(None), None).unwrap(), Caller::anonymous());
+        let empty = Arc::new(UserIndex::new());
+        assert_eq!(call_with(&mut BearerAuth::with_users(None, empty), None).unwrap(), Caller::anonymous());
+    }
+
+    #[test]
+    fn user_tokens_resolve_to_their_user_and_revoked_ones_are_refused() {
+        let token = Token::generate().unwrap();
+        let header = format!("Bearer {}", token.expose());
+        let mut auth = BearerAuth::with_users(None, index_with("vera", Role::Viewer, &token, false));
+        let caller = call_with(&mut auth, Some(&header)).unwrap();
+        assert_eq!((caller.name.as_str(), caller.role), ("vera", Role::Viewer));
+        let err = call_with(&mut auth, None).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "users exist: the cluster is closed");
+        let other = format!("Bearer {}", Token::generate().unwrap().expose());
+        assert_eq!(call_with(&mut auth, Some(&other)).unwrap_err().message(), "invalid bearer token");
+        let mut revoked = BearerAuth::with_users(None, index_with("vera", Role::Viewer, &token, true));
+        let err = call_with(&mut revoked, Some(&header)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        assert!(err.message().contains("revoked"), "{err}");
+        let mut both = BearerAuth::with_users(
+            Some("boot".parse().unwrap()),
+            index_with("v", Role::Viewer, &token, false),
+        );
+        assert_eq!(call_with(&mut both, Some("Bearer boot")).unwrap(), Caller::bootstrap());
+        assert_eq!(call_with(&mut both, Some(&header)).unwrap().name, "v");
+    }
+}

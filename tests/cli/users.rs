@@ -1,0 +1,60 @@
+//! Users and the audit log, driven with the `spectrum` command.
+
+use serde_json::Value;
+
+use crate::{ProcessCluster, expect_failure};
+
+#[test]
+fn a_user_added_with_the_command_calls_with_the_printed_token_within_its_role() {
+    let cluster = ProcessCluster::start("cli-users", 1, "users-bootstrap-token");
+    let node = cluster.nodes[0].1.clone();
+
+    // `user add` prints the token once: the last line of the text, `token` in JSON.
+    let added = cluster.json(&["user", "add", "olga", "--role", "operator"]);
+    assert_eq!(added["user"]["role"], "operator");
+    let olga = added["token"].as_str().expect("a token").to_owned();
+    let text = cluster.ok(&["user", "add", "vic", "--role", "viewer"]);
+    assert!(text.contains("shown only this once"), "{text}");
+    let vic = text.lines().last().unwrap().trim().to_owned();
+    assert!(vic.starts_with("spt_") && vic.len() == 68, "{text}");
+    cluster.fails(&["user", "add", "olga", "--role", "admin"], "already exists");
+    cluster.fails(&["user", "add", "x", "--role", "root"], "unknown role");
+
+    // The operator drains and undrains; the viewer reads but cannot write.
+    let run_as = |token: &str, args: &[&str]| cluster.run_at(&node, Some(token), args);
+    let out = run_as(&olga, &["--json", "node", "drain", "node-1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(run_as(&olga, &["node", "undrain", "node-1"]).status.success());
+    assert!(run_as(&vic, &["status"]).status.success());
+    let args = ["config", "put", "settings/a", "1"];
+    expect_failure(&run_as(&vic, &args), &args, "Put needs the admin role");
+    let args = ["user", "list"];
+    expect_failure(&run_as(&olga, &args), &args, "ListUsers needs the admin role");
+
+    // Users are listed without tokens.
+    let list = cluster.ok(&["user", "list"]);
+    assert!(list.lines().any(|l| l.starts_with("olga") && l.contains("operator")), "{list}");
+    assert!(!list.contains(&olga) && !list.contains(&vic), "{list}");
+
+    // The audit log, read by the operator: the viewer's refused write, newest first.
+    let out = run_as(&olga, &["--json", "audit", "--user", "vic"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(log[0]["operation"], "Put", "{log}");
+    assert_eq!((log[0]["ok"].as_bool(), log[0]["code"].as_str()), (Some(false), Some("PermissionDenied")));
+    assert_eq!(log[0]["target"], "settings/a");
+    let table = String::from_utf8(run_as(&olga, &["audit", "--limit", "3"]).stdout).unwrap();
+    assert!(table.starts_with("TIME") && table.lines().count() == 4, "{table}");
+    assert_eq!(cluster.json(&["audit", "--since", "2999-01-01T00:00:00Z"]), Value::Array(vec![]));
+    let all = cluster.ok(&["--json", "audit"]);
+    assert!(!all.contains(&olga) && !all.contains(&vic) && !all.contains(&cluster.token), "{all}");
+
+    // Revoked: the token stops working; rotated: the old one stops, the new one works.
+    cluster.ok(&["user", "revoke", "vic"]);
+    let args = ["status"];
+    expect_failure(&run_as(&vic, &args), &args, "revoked");
+    let rotated = cluster.json(&["user", "rotate", "olga"]);
+    let new = rotated["token"].as_str().unwrap();
+    expect_failure(&run_as(&olga, &args), &args, "invalid bearer token");
+    assert!(run_as(new, &["status"]).status.success());
+}
