@@ -75,6 +75,7 @@ pub mod model;
 pub mod namespace;
 pub mod node;
 pub mod pb;
+pub mod readiness;
 pub mod registry;
 
 pub use cluster::{Cluster, ClusterBuilder};

@@ -17,7 +17,7 @@ use spectrum_replication::{
 use spectrum_resources::{ClusterKey, CompositeResolver, ResourceResolver};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::service::RoutesBuilder;
+use tonic::service::{Routes, RoutesBuilder};
 use tracing::{debug, info, warn};
 
 use crate::admin::Admin;
@@ -25,6 +25,7 @@ use crate::auth::{BearerAuth, Token};
 pub use crate::context::NodeContext;
 use crate::error::NodeError;
 use crate::management::ManagementService;
+use crate::readiness::{self, Readiness, WatchedStore};
 
 /// The encoded descriptors of every Spectrum protocol, served by gRPC reflection.
 pub(crate) const FILE_DESCRIPTOR_SET: &[u8] =
@@ -299,7 +300,14 @@ impl NodeBuilder {
         };
         let addr = listener.addr();
         let hlc = Arc::new(Hlc::with_max_offset(self.clock.clone(), self.max_clock_offset));
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let ready = Arc::new(AtomicBool::new(false));
+        let readiness = Arc::new(Readiness::new(ready.clone(), health_reporter.clone()));
+        // Not serving until this node has joined (see `Joiner::finish`); the reporter
+        // starts out SERVING.
+        readiness.publish().await;
         let store = std::mem::replace(&mut self.store, StoreChoice::Memory).open(&self.id, &hlc).await?;
+        let store: Arc<dyn ConfigStore> = Arc::new(WatchedStore::new(store, readiness.clone()));
         let anti_entropy =
             AntiEntropy::builder(store.clone(), hlc.clone(), self.cluster.clone(), addr.clone())
                 .seeds(self.seeds.clone())
@@ -315,11 +323,6 @@ impl NodeBuilder {
             cluster_key: self.cluster_key.clone(),
         };
 
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        // Not serving until this node has joined (see `Joiner::finish`); the reporter
-        // starts out SERVING.
-        health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-        let ready = Arc::new(AtomicBool::new(false));
         let admin = Admin::new(ctx.clone(), replicator.clone(), addr.clone(), self.write_timeout)
             .transport(self.transport.clone())
             .ready_flag(ready.clone());
@@ -335,6 +338,9 @@ impl NodeBuilder {
         for make in std::mem::take(&mut self.services) {
             make(&ctx, &mut routes);
         }
+        // Plain HTTP `/healthz` and `/readyz` beside the gRPC services, on the same port.
+        let routes =
+            Routes::from(routes.routes().into_axum_router().merge(readiness::routes(readiness.clone())));
         let (stop_tx, server_task) = serve(&self.transport, routes, listener.incoming);
 
         let joiner = Joiner {
@@ -343,10 +349,11 @@ impl NodeBuilder {
             store: store.clone(),
             replicator: replicator.clone(),
             anti_entropy: anti_entropy.clone(),
-            health: health_reporter.clone(),
+            readiness: readiness.clone(),
             ready: ready.clone(),
         };
         let join_task = joiner.join().await?;
+        let readiness_task = readiness::watch_membership(self.id.clone(), store.clone(), readiness.clone());
         let sync_task = anti_entropy.start();
         info!(node = %self.id, cluster = %self.cluster, %addr, "node started");
 
@@ -355,7 +362,8 @@ impl NodeBuilder {
             addr,
             local_addr: listener.local_addr,
             replicator,
-            health: health_reporter,
+            readiness,
+            readiness_task,
             stop: stop_tx,
             server_task,
             sync_task,
@@ -391,14 +399,15 @@ fn reflection() -> Result<
         .build_v1()?)
 }
 
-/// Serves `routes` on `incoming` until the returned sender sends `true`.
+/// Serves `routes` on `incoming` (h2c, and HTTP/1.1 for plain HTTP clients) until
+/// the returned sender sends `true`.
 fn serve(
     transport: &TransportConfig,
-    routes: RoutesBuilder,
+    routes: Routes,
     incoming: tonic::transport::server::TcpIncoming,
 ) -> (watch::Sender<bool>, JoinHandle<()>) {
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let server = transport.server().add_routes(routes.routes());
+    let server = transport.server().accept_http1(true).add_routes(routes.prepare());
     let task = tokio::spawn(async move {
         let stopped = async move {
             let _ = stop_rx.wait_for(|s| *s).await;
@@ -424,7 +433,7 @@ struct Joiner {
     store: Arc<dyn ConfigStore>,
     replicator: Arc<dyn Replicator>,
     anti_entropy: AntiEntropy,
-    health: tonic_health::server::HealthReporter,
+    readiness: Arc<Readiness>,
     ready: Arc<AtomicBool>,
 }
 
@@ -476,8 +485,9 @@ impl Joiner {
         let state = if drained { MemberState::Draining } else { MemberState::Active };
         let me = Member::new(self.id.clone(), self.addr.clone(), state);
         record_membership(&*self.store, &*self.replicator, &me, AckLevel::Local).await?;
+        self.readiness.set_member_state(state);
         self.ready.store(true, Ordering::Release);
-        self.health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        self.readiness.publish().await;
         Ok(())
     }
 }
@@ -520,7 +530,9 @@ pub struct Node {
     addr: PeerAddr,
     local_addr: SocketAddr,
     replicator: Arc<dyn Replicator>,
-    health: tonic_health::server::HealthReporter,
+    readiness: Arc<Readiness>,
+    /// Follows this node's own membership record (an operator's drain).
+    readiness_task: JoinHandle<()>,
     stop: watch::Sender<bool>,
     server_task: JoinHandle<()>,
     sync_task: spectrum_replication::AntiEntropyHandle,
@@ -571,6 +583,12 @@ impl Node {
         &self.replicator
     }
 
+    /// Whether this node should be sent requests, as `grpc.health.v1` and
+    /// `GET /readyz` report it.
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
+    }
+
     /// What services on this node see.
     pub fn context(&self) -> &NodeContext {
         &self.ctx
@@ -597,7 +615,8 @@ impl Node {
         if let Some(task) = &self.join_task {
             task.abort();
         }
-        self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        self.readiness.set_stopping();
+        self.readiness.publish().await;
         if drain_grace > Duration::ZERO && self.join_task.as_ref().is_none_or(|t| t.is_finished()) {
             // Drain first: balancers following membership (or health) stop sending new
             // requests, while this node still serves whatever reaches it meanwhile.
@@ -613,6 +632,7 @@ impl Node {
         if let Err(e) = record_membership(&*self.ctx.store, &*self.replicator, &left, AckLevel::All).await {
             warn!(node = %self.ctx.id, error = %e, "could not record leaving the cluster");
         }
+        self.readiness_task.abort();
         self.sync_task.shutdown().await;
         let _ = self.stop.send(true);
         let mut server_task = self.server_task;

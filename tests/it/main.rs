@@ -3,5 +3,6 @@
 mod cluster;
 mod management;
 mod protocols;
+mod readiness;
 mod serve;
 mod support;
