@@ -1,6 +1,7 @@
 //! Whole-cluster tests: nodes and the balancer in this process, on loopback.
 
 mod cluster;
+mod haproxy;
 mod management;
 mod protocols;
 mod readiness;
