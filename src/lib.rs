@@ -77,6 +77,7 @@ pub mod node;
 pub mod pb;
 pub mod readiness;
 pub mod registry;
+pub mod resolve;
 
 pub use cluster::{Cluster, ClusterBuilder};
 pub use error::NodeError;

@@ -92,6 +92,7 @@ pub struct NodeBuilder {
     cluster: ClusterId,
     listen: SocketAddr,
     listener: Option<Listener>,
+    advertise: Option<PeerAddr>,
     seeds: Vec<PeerAddr>,
     store: StoreChoice,
     clock: Arc<dyn Clock>,
@@ -112,6 +113,7 @@ impl fmt::Debug for NodeBuilder {
             .field("id", &self.id)
             .field("cluster", &self.cluster)
             .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
             .field("seeds", &self.seeds)
             .field("store", &self.store)
             .field("services", &self.services.len())
@@ -132,6 +134,7 @@ impl NodeBuilder {
             cluster,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             listener: None,
+            advertise: None,
             seeds: Vec::new(),
             store: StoreChoice::Durable(default_dir),
             clock: Arc::new(SystemClock),
@@ -147,9 +150,19 @@ impl NodeBuilder {
         }
     }
 
-    /// The address to listen on.
+    /// The address to listen on. An unspecified address (`0.0.0.0`, `[::]`)
+    /// listens on every interface and needs [`advertise`](Self::advertise).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
+        self
+    }
+
+    /// The address other members and balancers reach this node at, published in
+    /// membership and to peers (default: the listen address). Set it when the node
+    /// listens on `0.0.0.0` or behind an address translation; a host name
+    /// (`node-1.spectrum.svc:7001`) is resolved by whoever connects.
+    pub fn advertise(mut self, addr: PeerAddr) -> Self {
+        self.advertise = Some(addr);
         self
     }
 
@@ -292,13 +305,17 @@ impl NodeBuilder {
     ///
     /// # Errors
     ///
+    /// [`NodeError::Config`] naming `advertise` when the node listens on an
+    /// unspecified address (`0.0.0.0`, `[::]`) and no advertise address is set;
     /// [`NodeError`] when the address cannot be bound or membership cannot be written.
     pub async fn start(mut self) -> Result<Node, NodeError> {
+        let listen = self.listener.as_ref().map_or(self.listen, |l| l.local_addr);
+        let advertise = advertised(listen, self.advertise.take())?;
         let listener = match self.listener.take() {
             Some(l) => l,
             None => transport::bind(self.listen).await?,
         };
-        let addr = listener.addr();
+        let addr = advertise.unwrap_or_else(|| listener.addr());
         let hlc = Arc::new(Hlc::with_max_offset(self.clock.clone(), self.max_clock_offset));
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let ready = Arc::new(AtomicBool::new(false));
@@ -355,7 +372,7 @@ impl NodeBuilder {
         let join_task = joiner.join().await?;
         let readiness_task = readiness::watch_membership(self.id.clone(), store.clone(), readiness.clone());
         let sync_task = anti_entropy.start();
-        info!(node = %self.id, cluster = %self.cluster, %addr, "node started");
+        info!(node = %self.id, cluster = %self.cluster, %addr, listen = %listener.local_addr, "node started");
 
         Ok(Node {
             ctx,
@@ -371,6 +388,22 @@ impl NodeBuilder {
             drain_grace: self.drain_grace,
         })
     }
+}
+
+/// The address a node listening on `listen` publishes: `advertise` when given;
+/// else `None` (the bound address), unless `listen` is unspecified, which no peer
+/// can reach.
+fn advertised(listen: SocketAddr, advertise: Option<PeerAddr>) -> Result<Option<PeerAddr>, NodeError> {
+    if advertise.is_none() && listen.ip().is_unspecified() {
+        return Err(NodeError::Config {
+            field: "advertise",
+            reason: format!(
+                "`listen` is {listen}, an unspecified address that peers and balancers cannot reach: \
+                 set `advertise` to the address they reach this node at (an IP or a host name, with the port)"
+            ),
+        });
+    }
+    Ok(advertise)
 }
 
 impl StoreChoice {
@@ -558,12 +591,14 @@ impl Node {
         &self.ctx.id
     }
 
-    /// The address the node serves on, as `http://127.0.0.1:PORT`.
+    /// The address the node advertises, as `http://HOST:PORT` (the listen address
+    /// unless [`NodeBuilder::advertise`] was set).
     pub fn url(&self) -> &str {
         self.addr.as_str()
     }
 
-    /// The address other members and the balancer reach this node at.
+    /// The address other members and the balancer reach this node at: the
+    /// advertise address, published in membership.
     pub fn addr(&self) -> &PeerAddr {
         &self.addr
     }
@@ -641,5 +676,21 @@ impl Node {
             server_task.abort();
         }
         info!(node = %self.ctx.id, "node stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unspecified_listen_address_needs_an_advertise_address() {
+        for listen in ["0.0.0.0:7001", "[::]:7001"] {
+            let err = advertised(listen.parse().unwrap(), None).unwrap_err().to_string();
+            assert!(err.contains("advertise") && err.contains("listen") && err.contains(listen), "{err}");
+        }
+        let named: PeerAddr = "node-1.example:7001".parse().unwrap();
+        assert_eq!(advertised("0.0.0.0:7001".parse().unwrap(), Some(named.clone())).unwrap(), Some(named));
+        assert_eq!(advertised("127.0.0.2:7001".parse().unwrap(), None).unwrap(), None, "the bound address");
     }
 }

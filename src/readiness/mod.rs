@@ -54,8 +54,9 @@ pub struct Readiness {
     /// Why the store last failed to write, until a write succeeds again.
     store_error: Mutex<Option<String>>,
     health: HealthReporter,
-    /// The status last given to the health service.
-    reported: Mutex<Option<ServingStatus>>,
+    /// The status last given to the health service; held across the update so
+    /// that concurrent publishers cannot leave an older answer last.
+    reported: tokio::sync::Mutex<Option<ServingStatus>>,
 }
 
 impl fmt::Debug for Readiness {
@@ -92,7 +93,7 @@ impl Readiness {
             stopping: AtomicBool::new(false),
             store_error: Mutex::new(None),
             health,
-            reported: Mutex::new(None),
+            reported: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -148,9 +149,9 @@ impl Readiness {
 
     /// Brings `grpc.health.v1` in line with [`report`](Self::report).
     pub(crate) async fn publish(&self) {
+        let mut reported = self.reported.lock().await;
         let status = if self.is_ready() { ServingStatus::Serving } else { ServingStatus::NotServing };
-        let changed = self.reported.lock().replace(status) != Some(status);
-        if changed {
+        if reported.replace(status) != Some(status) {
             debug!(?status, "health status");
             self.health.set_service_status("", status).await;
         }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod addresses;
 mod bad_input;
 mod scenario;
 

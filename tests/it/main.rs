@@ -1,5 +1,6 @@
 //! Whole-cluster tests: nodes and the balancer in this process, on loopback.
 
+mod addresses;
 mod cluster;
 mod haproxy;
 mod management;
