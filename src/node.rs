@@ -301,7 +301,10 @@ impl NodeBuilder {
     }
 
     /// Binds (unless a listener was given), starts serving, records this node in
-    /// membership and starts anti-entropy.
+    /// membership under its advertise address and starts anti-entropy.
+    ///
+    /// The listen address serves the gRPC services over h2c and, over plain HTTP/1.1
+    /// or h2c, `GET /healthz` and `GET /readyz` (see [`crate::readiness`]).
     ///
     /// # Errors
     ///

@@ -11,7 +11,7 @@
 //!   condition ([`ReadinessReport`] as JSON);
 //! - `GET /healthz`: 200 while the process runs (liveness, not readiness).
 //!
-//! [`Readiness`] holds the conditions; [`watch_membership`] follows the node's own
+//! [`Readiness`] holds the conditions; the node follows its own
 //! membership record, so an operator's `spectrum node drain` turns the node
 //! not-ready whichever node the drain was written through.
 
