@@ -176,3 +176,31 @@ async fn a_member_advertising_a_host_name_is_resolved_for_the_balancer() {
     balancer.shutdown().await;
     node.shutdown_without_drain().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_that_names_the_node_itself_by_host_name_is_harmless() {
+    // Operators often give every node the same seed list, itself included.
+    let ip = spectrum::resolve::resolve(&"localhost:1".parse().unwrap()).await.unwrap().ip();
+    let listener = transport::bind(SocketAddr::new(ip, 0)).await.unwrap();
+    let itself: PeerAddr = format!("localhost:{}", listener.local_addr.port()).parse().unwrap();
+    let first =
+        node("node-1", "it-self-seed").listener(listener).seeds([itself.clone()]).start().await.unwrap();
+    let second = node("node-2", "it-self-seed")
+        .listen("127.0.0.3:0".parse().unwrap())
+        .seeds([itself, first.addr().clone()])
+        .start()
+        .await
+        .unwrap();
+    let expected: BTreeSet<String> = [first.addr().to_string(), second.addr().to_string()].into();
+    wait_for_members(&first, &expected).await;
+    let put = tokio::time::timeout(
+        Duration::from_secs(5),
+        AdminClient::connect(first.addr(), None).await.unwrap().put("settings/x", "1", AckLevel::All),
+    )
+    .await
+    .expect("answered in time");
+    let put = put.expect("acknowledged by both members");
+    assert_eq!(put.write.members, 2, "{put:?}");
+    second.shutdown_without_drain().await;
+    first.shutdown_without_drain().await;
+}
