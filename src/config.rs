@@ -39,9 +39,14 @@ pub struct NodeFileConfig {
     pub id: NodeId,
     /// The cluster's id.
     pub cluster: ClusterId,
-    /// Address to listen on.
+    /// Address to listen on (`0.0.0.0:PORT` or `[::]:PORT` for every interface,
+    /// which needs `advertise`).
     pub listen: SocketAddr,
-    /// Addresses of other members (`http://host:port`).
+    /// The address peers and balancers reach this node at, published in
+    /// membership (`host:port`, an IP or a host name; default: `listen`).
+    #[serde(default)]
+    pub advertise: Option<PeerAddr>,
+    /// Addresses of other members (`http://host:port`, IPs or host names).
     #[serde(default)]
     pub seeds: Vec<PeerAddr>,
     /// Directory for the node's durable data.
@@ -70,10 +75,11 @@ impl NodeFileConfig {
 
     /// This configuration with every value `overrides` sets replacing the file's.
     pub fn with_overrides(mut self, overrides: NodeOverrides) -> Self {
-        let NodeOverrides { id, cluster, listen, seeds, data_dir, token, cluster_key } = overrides;
+        let NodeOverrides { id, cluster, listen, advertise, seeds, data_dir, token, cluster_key } = overrides;
         self.id = id.unwrap_or(self.id);
         self.cluster = cluster.unwrap_or(self.cluster);
         self.listen = listen.unwrap_or(self.listen);
+        self.advertise = advertise.or(self.advertise);
         self.seeds = seeds.unwrap_or(self.seeds);
         self.data_dir = data_dir.or(self.data_dir);
         self.token = token.or(self.token);
@@ -99,6 +105,8 @@ pub struct NodeOverrides {
     pub cluster: Option<ClusterId>,
     /// Replaces `listen`.
     pub listen: Option<SocketAddr>,
+    /// Replaces `advertise`.
+    pub advertise: Option<PeerAddr>,
     /// Replaces `seeds`.
     pub seeds: Option<Vec<PeerAddr>>,
     /// Replaces `data_dir`.
@@ -115,8 +123,9 @@ pub struct NodeOverrides {
 pub struct BackendEntry {
     /// The node's id.
     pub id: NodeId,
-    /// The node's address, `host:port`.
-    pub addr: SocketAddr,
+    /// The node's address, `host:port` (an IP or a host name, resolved when the
+    /// balancer starts).
+    pub addr: PeerAddr,
     /// Relative weight (default 1).
     #[serde(default)]
     pub weight: Option<u32>,
@@ -195,6 +204,17 @@ mod tests {
     const NODE: &str = "id = \"n\"\ncluster = \"c\"\nlisten = \"127.0.0.1:1\"\ntoken = \"file-token\"\n";
 
     #[test]
+    fn advertise_is_optional_and_takes_host_names() {
+        let cfg: NodeFileConfig = toml::from_str(NODE).unwrap();
+        assert_eq!(cfg.advertise, None, "existing files keep working");
+        let cfg: NodeFileConfig =
+            toml::from_str(&format!("{NODE}advertise = \"node-1.spectrum.svc:7001\"\n")).unwrap();
+        assert_eq!(cfg.advertise.unwrap().as_str(), "http://node-1.spectrum.svc:7001");
+        let err = toml::from_str::<NodeFileConfig>(&format!("{NODE}advertise = \"node-1\"\n")).unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+    }
+
+    #[test]
     fn unknown_fields_are_refused_with_the_field_name() {
         let err = toml::from_str::<NodeFileConfig>(&format!("{NODE}colour = \"red\"\n")).unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
@@ -208,6 +228,11 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.nodes.len(), 1);
         assert_eq!(cfg.nodes[0].addr.port(), 7101);
+        let named: BalancerFileConfig = toml::from_str(
+            "listen = \"127.0.0.1:7100\"\n[[nodes]]\nid = \"node-1\"\naddr = \"node-1.spectrum:7101\"\n",
+        )
+        .unwrap();
+        assert_eq!(named.nodes[0].addr.as_str(), "http://node-1.spectrum:7101");
         assert_eq!(cfg.health_interval(), Duration::from_secs(1));
     }
 
@@ -242,7 +267,7 @@ mod tests {
         assert_eq!(balancer.nodes.len(), 3);
         for node in &balancer.nodes {
             let cfg: NodeFileConfig = load(&dir.join(format!("{}.toml", node.id))).unwrap();
-            assert_eq!(cfg.listen, node.addr);
+            assert_eq!(PeerAddr::from(cfg.listen), node.addr);
             assert_eq!(cfg.token, balancer.token);
             assert!(cfg.cluster_key.is_some());
             assert_eq!(cfg.seeds.len(), 2);

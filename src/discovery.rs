@@ -1,9 +1,14 @@
 //! [`ManagementDiscovery`]: the balancer learns the cluster's members from the
 //! nodes themselves, by reading the `membership/` namespace through the management
 //! API, so nodes join, drain and leave with no balancer restart.
+//!
+//! A member whose advertised address is a host name is handed to the balancer
+//! with that name resolved (the balancer proxies to IP addresses), again at every
+//! poll; when a name stops resolving, its last address is kept.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +20,7 @@ use tracing::{debug, warn};
 
 use crate::auth::Token;
 use crate::client::AdminClient;
+use crate::resolve::resolve;
 
 /// Longest one membership read may take before the next address is tried.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,6 +35,8 @@ pub struct ManagementDiscovery {
     /// One lazily connected channel per address polled, so a poll reuses the
     /// connection of the last one instead of opening a new one.
     channels: Mutex<HashMap<PeerAddr, Channel>>,
+    /// The last address each advertised host name resolved to.
+    resolved: Mutex<HashMap<PeerAddr, SocketAddr>>,
 }
 
 impl fmt::Debug for ManagementDiscovery {
@@ -50,6 +58,7 @@ impl ManagementDiscovery {
             token: None,
             transport: TransportConfig::default(),
             channels: Mutex::new(HashMap::new()),
+            resolved: Mutex::new(HashMap::new()),
         }
     }
 
@@ -80,6 +89,29 @@ impl ManagementDiscovery {
         members.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(members)
     }
+
+    /// `members` with each host-name address resolved (or, when it no longer
+    /// resolves, its last address; a name that never resolved is left for the
+    /// balancer to skip with a warning).
+    async fn resolve_names(&self, mut members: Vec<Member>) -> Vec<Member> {
+        for member in members.iter_mut().filter(|m| m.addr.socket_addr().is_none()) {
+            let socket = match resolve(&member.addr).await {
+                Ok(socket) => {
+                    self.resolved.lock().insert(member.addr.clone(), socket);
+                    Some(socket)
+                }
+                Err(error) => {
+                    let last = self.resolved.lock().get(&member.addr).copied();
+                    warn!(node = %member.id, addr = %member.addr, %error, last = ?last, "cannot resolve member address");
+                    last
+                }
+            };
+            if let Some(socket) = socket {
+                member.addr = PeerAddr::from(socket);
+            }
+        }
+        members
+    }
 }
 
 #[async_trait]
@@ -100,7 +132,7 @@ impl Discovery for ManagementDiscovery {
                 Ok(members) => {
                     *self.known.lock() =
                         members.iter().filter(|m| !m.state.is_gone()).map(|m| m.addr.clone()).collect();
-                    return Ok(members);
+                    return Ok(self.resolve_names(members).await);
                 }
                 Err(e) => {
                     debug!(node = %addr, error = %e, "cannot read membership");

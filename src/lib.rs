@@ -78,7 +78,9 @@ pub mod model;
 pub mod namespace;
 pub mod node;
 pub mod pb;
+pub mod readiness;
 pub mod registry;
+pub mod resolve;
 
 pub use cluster::{Cluster, ClusterBuilder};
 pub use error::NodeError;

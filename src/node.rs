@@ -17,7 +17,7 @@ use spectrum_replication::{
 use spectrum_resources::{ClusterKey, CompositeResolver, ResourceResolver};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::service::RoutesBuilder;
+use tonic::service::{Routes, RoutesBuilder};
 use tracing::{debug, error, info, warn};
 
 use crate::admin::Admin;
@@ -25,6 +25,7 @@ use crate::auth::{BearerAuth, Token, UserIndex};
 pub use crate::context::NodeContext;
 use crate::error::NodeError;
 use crate::management::ManagementService;
+use crate::readiness::{self, Readiness, WatchedStore};
 
 /// The encoded descriptors of every Spectrum protocol, served by gRPC reflection.
 pub(crate) const FILE_DESCRIPTOR_SET: &[u8] =
@@ -91,6 +92,7 @@ pub struct NodeBuilder {
     cluster: ClusterId,
     listen: SocketAddr,
     listener: Option<Listener>,
+    advertise: Option<PeerAddr>,
     seeds: Vec<PeerAddr>,
     store: StoreChoice,
     clock: Arc<dyn Clock>,
@@ -111,6 +113,7 @@ impl fmt::Debug for NodeBuilder {
             .field("id", &self.id)
             .field("cluster", &self.cluster)
             .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
             .field("seeds", &self.seeds)
             .field("store", &self.store)
             .field("services", &self.services.len())
@@ -131,6 +134,7 @@ impl NodeBuilder {
             cluster,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             listener: None,
+            advertise: None,
             seeds: Vec::new(),
             store: StoreChoice::Durable(default_dir),
             clock: Arc::new(SystemClock),
@@ -146,9 +150,19 @@ impl NodeBuilder {
         }
     }
 
-    /// The address to listen on.
+    /// The address to listen on. An unspecified address (`0.0.0.0`, `[::]`)
+    /// listens on every interface and needs [`advertise`](Self::advertise).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
+        self
+    }
+
+    /// The address other members and balancers reach this node at, published in
+    /// membership and to peers (default: the listen address). Set it when the node
+    /// listens on `0.0.0.0` or behind an address translation; a host name
+    /// (`node-1.spectrum.svc:7001`) is resolved by whoever connects.
+    pub fn advertise(mut self, addr: PeerAddr) -> Self {
+        self.advertise = Some(addr);
         self
     }
 
@@ -287,19 +301,33 @@ impl NodeBuilder {
     }
 
     /// Binds (unless a listener was given), starts serving, records this node in
-    /// membership and starts anti-entropy.
+    /// membership under its advertise address and starts anti-entropy.
+    ///
+    /// The listen address serves the gRPC services over h2c and, over plain HTTP/1.1
+    /// or h2c, `GET /healthz` and `GET /readyz` (see [`crate::readiness`]).
     ///
     /// # Errors
     ///
+    /// [`NodeError::Config`] naming `advertise` when the node listens on an
+    /// unspecified address (`0.0.0.0`, `[::]`) and no advertise address is set;
     /// [`NodeError`] when the address cannot be bound or membership cannot be written.
     pub async fn start(mut self) -> Result<Node, NodeError> {
+        let listen = self.listener.as_ref().map_or(self.listen, |l| l.local_addr);
+        let advertise = advertised(listen, self.advertise.take())?;
         let listener = match self.listener.take() {
             Some(l) => l,
             None => transport::bind(self.listen).await?,
         };
-        let addr = listener.addr();
+        let addr = advertise.unwrap_or_else(|| listener.addr());
         let hlc = Arc::new(Hlc::with_max_offset(self.clock.clone(), self.max_clock_offset));
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let ready = Arc::new(AtomicBool::new(false));
+        let readiness = Arc::new(Readiness::new(ready.clone(), health_reporter.clone()));
+        // Not serving until this node has joined (see `Joiner::finish`); the reporter
+        // starts out SERVING.
+        readiness.publish().await;
         let store = std::mem::replace(&mut self.store, StoreChoice::Memory).open(&self.id, &hlc).await?;
+        let store: Arc<dyn ConfigStore> = Arc::new(WatchedStore::new(store, readiness.clone()));
         let anti_entropy =
             AntiEntropy::builder(store.clone(), hlc.clone(), self.cluster.clone(), addr.clone())
                 .seeds(self.seeds.clone())
@@ -315,11 +343,6 @@ impl NodeBuilder {
             cluster_key: self.cluster_key.clone(),
         };
 
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        // Not serving until this node has joined (see `Joiner::finish`); the reporter
-        // starts out SERVING.
-        health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-        let ready = Arc::new(AtomicBool::new(false));
         let admin = Admin::new(ctx.clone(), replicator.clone(), addr.clone(), self.write_timeout)
             .transport(self.transport.clone())
             .ready_flag(ready.clone());
@@ -335,6 +358,9 @@ impl NodeBuilder {
         for make in std::mem::take(&mut self.services) {
             make(&ctx, &mut routes);
         }
+        // Plain HTTP `/healthz` and `/readyz` beside the gRPC services, on the same port.
+        let routes =
+            Routes::from(routes.routes().into_axum_router().merge(readiness::routes(readiness.clone())));
         let (stop_tx, server_task) = serve(&self.transport, routes, listener.incoming);
 
         let joiner = Joiner {
@@ -343,19 +369,21 @@ impl NodeBuilder {
             store: store.clone(),
             replicator: replicator.clone(),
             anti_entropy: anti_entropy.clone(),
-            health: health_reporter.clone(),
+            readiness: readiness.clone(),
             ready: ready.clone(),
         };
         let join_task = joiner.join().await?;
+        let readiness_task = readiness::watch_membership(self.id.clone(), store.clone(), readiness.clone());
         let sync_task = anti_entropy.start();
-        info!(node = %self.id, cluster = %self.cluster, %addr, "node started");
+        info!(node = %self.id, cluster = %self.cluster, %addr, listen = %listener.local_addr, "node started");
 
         Ok(Node {
             ctx,
             addr,
             local_addr: listener.local_addr,
             replicator,
-            health: health_reporter,
+            readiness,
+            readiness_task,
             stop: stop_tx,
             server_task,
             sync_task,
@@ -363,6 +391,22 @@ impl NodeBuilder {
             drain_grace: self.drain_grace,
         })
     }
+}
+
+/// The address a node listening on `listen` publishes: `advertise` when given;
+/// else `None` (the bound address), unless `listen` is unspecified, which no peer
+/// can reach.
+fn advertised(listen: SocketAddr, advertise: Option<PeerAddr>) -> Result<Option<PeerAddr>, NodeError> {
+    if advertise.is_none() && listen.ip().is_unspecified() {
+        return Err(NodeError::Config {
+            field: "advertise",
+            reason: format!(
+                "`listen` is {listen}, an unspecified address that peers and balancers cannot reach: \
+                 set `advertise` to the address they reach this node at (an IP or a host name, with the port)"
+            ),
+        });
+    }
+    Ok(advertise)
 }
 
 impl StoreChoice {
@@ -391,14 +435,15 @@ fn reflection() -> Result<
         .build_v1()?)
 }
 
-/// Serves `routes` on `incoming` until the returned sender sends `true`.
+/// Serves `routes` on `incoming` (h2c, and HTTP/1.1 for plain HTTP clients) until
+/// the returned sender sends `true`.
 fn serve(
     transport: &TransportConfig,
-    routes: RoutesBuilder,
+    routes: Routes,
     incoming: tonic::transport::server::TcpIncoming,
 ) -> (watch::Sender<bool>, JoinHandle<()>) {
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let server = transport.server().add_routes(routes.routes());
+    let server = transport.server().accept_http1(true).add_routes(routes.prepare());
     let task = tokio::spawn(async move {
         let stopped = async move {
             let _ = stop_rx.wait_for(|s| *s).await;
@@ -424,7 +469,7 @@ struct Joiner {
     store: Arc<dyn ConfigStore>,
     replicator: Arc<dyn Replicator>,
     anti_entropy: AntiEntropy,
-    health: tonic_health::server::HealthReporter,
+    readiness: Arc<Readiness>,
     ready: Arc<AtomicBool>,
 }
 
@@ -479,8 +524,9 @@ impl Joiner {
         let state = if drained { MemberState::Draining } else { MemberState::Active };
         let me = Member::new(self.id.clone(), self.addr.clone(), state);
         record_membership(&*self.store, &*self.replicator, &me, AckLevel::Local).await?;
+        self.readiness.set_member_state(state);
         self.ready.store(true, Ordering::Release);
-        self.health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        self.readiness.publish().await;
         Ok(())
     }
 }
@@ -523,7 +569,9 @@ pub struct Node {
     addr: PeerAddr,
     local_addr: SocketAddr,
     replicator: Arc<dyn Replicator>,
-    health: tonic_health::server::HealthReporter,
+    readiness: Arc<Readiness>,
+    /// Follows this node's own membership record (an operator's drain).
+    readiness_task: JoinHandle<()>,
     stop: watch::Sender<bool>,
     server_task: JoinHandle<()>,
     sync_task: spectrum_replication::AntiEntropyHandle,
@@ -549,12 +597,14 @@ impl Node {
         &self.ctx.id
     }
 
-    /// The address the node serves on, as `http://127.0.0.1:PORT`.
+    /// The address the node advertises, as `http://HOST:PORT` (the listen address
+    /// unless [`NodeBuilder::advertise`] was set).
     pub fn url(&self) -> &str {
         self.addr.as_str()
     }
 
-    /// The address other members and the balancer reach this node at.
+    /// The address other members and the balancer reach this node at: the
+    /// advertise address, published in membership.
     pub fn addr(&self) -> &PeerAddr {
         &self.addr
     }
@@ -572,6 +622,12 @@ impl Node {
     /// The node's replicator.
     pub fn replicator(&self) -> &Arc<dyn Replicator> {
         &self.replicator
+    }
+
+    /// Whether this node should be sent requests, as `grpc.health.v1` and
+    /// `GET /readyz` report it.
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
     }
 
     /// What services on this node see.
@@ -604,6 +660,7 @@ impl Node {
             task.abort();
         }
         self.server_task.abort();
+        self.readiness_task.abort();
         self.sync_task.shutdown().await;
         warn!(node = %self.ctx.id, "node killed");
     }
@@ -612,7 +669,8 @@ impl Node {
         if let Some(task) = &self.join_task {
             task.abort();
         }
-        self.health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        self.readiness.set_stopping();
+        self.readiness.publish().await;
         if drain_grace > Duration::ZERO && self.join_task.as_ref().is_none_or(|t| t.is_finished()) {
             // Drain first: balancers following membership (or health) stop sending new
             // requests, while this node still serves whatever reaches it meanwhile.
@@ -628,6 +686,7 @@ impl Node {
         if let Err(e) = record_membership(&*self.ctx.store, &*self.replicator, &left, AckLevel::All).await {
             warn!(node = %self.ctx.id, error = %e, "could not record leaving the cluster");
         }
+        self.readiness_task.abort();
         self.sync_task.shutdown().await;
         let _ = self.stop.send(true);
         let mut server_task = self.server_task;
@@ -636,5 +695,21 @@ impl Node {
             server_task.abort();
         }
         info!(node = %self.ctx.id, "node stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unspecified_listen_address_needs_an_advertise_address() {
+        for listen in ["0.0.0.0:7001", "[::]:7001"] {
+            let err = advertised(listen.parse().unwrap(), None).unwrap_err().to_string();
+            assert!(err.contains("advertise") && err.contains("listen") && err.contains(listen), "{err}");
+        }
+        let named: PeerAddr = "node-1.example:7001".parse().unwrap();
+        assert_eq!(advertised("0.0.0.0:7001".parse().unwrap(), Some(named.clone())).unwrap(), Some(named));
+        assert_eq!(advertised("127.0.0.2:7001".parse().unwrap(), None).unwrap(), None, "the bound address");
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod addresses;
 mod bad_input;
 mod scenario;
 mod users;
@@ -200,8 +201,14 @@ impl ProcessCluster {
 
 fn spectrum_command() -> Command {
     let mut cmd = Command::new(BIN);
-    for var in ["SPECTRUM_ENDPOINT", "SPECTRUM_TOKEN", "SPECTRUM_CLUSTER_KEY", "SPECTRUM_LISTEN", "RUST_LOG"]
-    {
+    for var in [
+        "SPECTRUM_ENDPOINT",
+        "SPECTRUM_TOKEN",
+        "SPECTRUM_CLUSTER_KEY",
+        "SPECTRUM_LISTEN",
+        "SPECTRUM_ADVERTISE",
+        "RUST_LOG",
+    ] {
         cmd.env_remove(var);
     }
     cmd.stdin(Stdio::null());

@@ -74,6 +74,9 @@ pub(crate) struct NodeArgs {
     /// Overrides `listen`.
     #[arg(long, env = "SPECTRUM_LISTEN")]
     pub(crate) listen: Option<SocketAddr>,
+    /// Overrides `advertise` (`host:port` peers and balancers reach this node at).
+    #[arg(long, env = "SPECTRUM_ADVERTISE")]
+    pub(crate) advertise: Option<PeerAddr>,
     /// Overrides `seeds` (comma-separated `http://host:port`).
     #[arg(long, env = "SPECTRUM_SEEDS", value_delimiter = ',')]
     pub(crate) seeds: Option<Vec<PeerAddr>>,

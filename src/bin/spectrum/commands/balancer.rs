@@ -3,14 +3,14 @@
 use std::fmt;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 use spectrum::auth::Token;
 use spectrum::balancer::strategy::RoundRobin;
 use spectrum::balancer::{BackendConfig, Balancer, BalancerConfig};
 use spectrum::config::{BalancerFileConfig, BalancerOverrides, load};
-use spectrum::core::PeerAddr;
 use spectrum::discovery::ManagementDiscovery;
+use spectrum::resolve::resolve;
 
 use super::{init_tracing, wait_for_signal};
 use crate::cli::BalancerArgs;
@@ -43,10 +43,11 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
         health_interval: cfg.health_interval(),
         ..BalancerConfig::default()
     };
-    let mut builder =
-        Balancer::builder(config).backends(static_backends(&cfg)?).strategy(Arc::new(RoundRobin::new()));
+    let mut builder = Balancer::builder(config)
+        .backends(static_backends(&cfg).await?)
+        .strategy(Arc::new(RoundRobin::new()));
     if cfg.follow_membership.unwrap_or(true) {
-        let mut discovery = ManagementDiscovery::new(cfg.nodes.iter().map(|n| PeerAddr::from(n.addr)));
+        let mut discovery = ManagementDiscovery::new(cfg.nodes.iter().map(|n| n.addr.clone()));
         if let Some(token) = cfg.token.clone() {
             discovery = discovery.with_token(token);
         }
@@ -59,9 +60,15 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
     Ok(())
 }
 
-fn static_backends(cfg: &BalancerFileConfig) -> Result<Vec<BackendConfig>> {
-    cfg.nodes
-        .iter()
-        .map(|n| Ok(BackendConfig { id: n.id.clone(), addr: n.addr, weight: n.weight.unwrap_or(1) }))
-        .collect()
+/// The file's nodes as backends, host names resolved now (a name that does not
+/// resolve stops the balancer with its error).
+async fn static_backends(cfg: &BalancerFileConfig) -> Result<Vec<BackendConfig>> {
+    let mut backends = Vec::with_capacity(cfg.nodes.len());
+    for (i, n) in cfg.nodes.iter().enumerate() {
+        let addr = resolve(&n.addr).await.with_context(|| {
+            format!("nodes[{i}].addr: cannot resolve {} (node {})", n.addr.authority(), n.id)
+        })?;
+        backends.push(BackendConfig { id: n.id.clone(), addr, weight: n.weight.unwrap_or(1) });
+    }
+    Ok(backends)
 }

@@ -41,6 +41,7 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
         id: args.id,
         cluster: args.cluster,
         listen: args.listen,
+        advertise: args.advertise,
         seeds: args.seeds,
         data_dir: args.data_dir,
         token,
@@ -63,6 +64,9 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
         .add_service_with(spectrum::demo::DataflowService::server);
     if let Some(ms) = cfg.max_clock_offset_ms {
         builder = builder.max_clock_offset(Duration::from_millis(ms));
+    }
+    if let Some(advertise) = cfg.advertise.clone() {
+        builder = builder.advertise(advertise);
     }
     if let Some(token) = cfg.token.clone() {
         builder = builder.management_token(token);

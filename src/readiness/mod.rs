@@ -1,0 +1,198 @@
+//! Readiness: whether a node should be sent requests, as any balancer sees it.
+//!
+//! A node is *ready* when it has joined (pulled the cluster's state and recorded
+//! itself in membership), is not draining (its own membership record says
+//! `active` and it is not stopping), and its store is writable as far as it knows
+//! (the last write or merge did not fail in the backing storage). The same answer
+//! is served three ways on the node's public port:
+//!
+//! - `grpc.health.v1` for the empty service name: `SERVING` or `NOT_SERVING`;
+//! - `GET /readyz` over plain HTTP/1.1 or HTTP/2: 200, or 503 naming each failing
+//!   condition ([`ReadinessReport`] as JSON);
+//! - `GET /healthz`: 200 while the process runs (liveness, not readiness).
+//!
+//! [`Readiness`] holds the conditions; the node follows its own
+//! membership record, so an operator's `spectrum node drain` turns the node
+//! not-ready whichever node the drain was written through.
+
+mod http;
+mod store;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use spectrum_core::{Member, MemberState, NodeId};
+use spectrum_replication::ConfigStore;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::{debug, info};
+
+pub(crate) use http::routes;
+pub use http::{HEALTHZ, READYZ};
+pub(crate) use store::WatchedStore;
+
+/// How often the node re-reads its own membership record even when the store's
+/// change feed said nothing (the feed may lag).
+const MEMBERSHIP_RECHECK: Duration = Duration::from_secs(1);
+
+/// The conditions of one node's readiness, shared by the node, its health
+/// service, its HTTP endpoints and its store.
+pub struct Readiness {
+    /// Set once the node has joined (shared with the management service, which
+    /// refuses writes until then).
+    joined: Arc<AtomicBool>,
+    /// The node's own membership state is not `active`.
+    draining: AtomicBool,
+    /// The node is stopping.
+    stopping: AtomicBool,
+    /// Why the store last failed to write, until a write succeeds again.
+    store_error: Mutex<Option<String>>,
+    health: HealthReporter,
+    /// The status last given to the health service; held across the update so
+    /// that concurrent publishers cannot leave an older answer last.
+    reported: tokio::sync::Mutex<Option<ServingStatus>>,
+}
+
+impl fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Readiness").field("report", &self.report()).finish_non_exhaustive()
+    }
+}
+
+/// What `/readyz` answers: each condition, and whether all hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ReadinessReport {
+    /// Every condition holds: the node should be sent requests.
+    pub ready: bool,
+    /// The node has pulled the cluster's state and recorded itself in membership.
+    pub joined: bool,
+    /// The node is draining or stopping (an operator drained it, or it is shutting down).
+    pub draining: bool,
+    /// The node's store accepted its last write or merge.
+    pub store_writable: bool,
+    /// Why the store last failed, while it is not writable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
+    /// The conditions that fail, in words (empty when ready).
+    pub failing: Vec<&'static str>,
+}
+
+impl Readiness {
+    /// Readiness reported through `health`, joined once `joined` is set.
+    pub(crate) fn new(joined: Arc<AtomicBool>, health: HealthReporter) -> Self {
+        Self {
+            joined,
+            draining: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            store_error: Mutex::new(None),
+            health,
+            reported: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Each condition as it stands now.
+    pub fn report(&self) -> ReadinessReport {
+        let joined = self.joined.load(Ordering::Acquire);
+        let draining = self.draining.load(Ordering::Acquire) || self.stopping.load(Ordering::Acquire);
+        let store_error = self.store_error.lock().clone();
+        let store_writable = store_error.is_none();
+        let failing = [
+            (!joined, "not joined (catching up with the cluster)"),
+            (draining, "draining"),
+            (!store_writable, "store not writable"),
+        ]
+        .into_iter()
+        .filter_map(|(fails, what)| fails.then_some(what))
+        .collect::<Vec<_>>();
+        ReadinessReport { ready: failing.is_empty(), joined, draining, store_writable, store_error, failing }
+    }
+
+    /// Whether the node should be sent requests.
+    pub fn is_ready(&self) -> bool {
+        self.report().ready
+    }
+
+    /// Records the node's own membership state.
+    pub(crate) fn set_member_state(&self, state: MemberState) {
+        let draining = state != MemberState::Active;
+        if self.draining.swap(draining, Ordering::AcqRel) != draining {
+            info!(%state, "own membership state changed");
+        }
+    }
+
+    /// Marks the node stopping: not ready from now on.
+    pub(crate) fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Records the outcome of a store write (`None` for success, else why it
+    /// failed); returns whether writability changed.
+    pub(crate) fn set_store_error(&self, error: Option<String>) -> bool {
+        let mut held = self.store_error.lock();
+        let changed = held.is_some() != error.is_some();
+        if changed {
+            match &error {
+                Some(e) => info!(error = %e, "store cannot write: not ready"),
+                None => info!("store writes again"),
+            }
+        }
+        *held = error;
+        changed
+    }
+
+    /// Brings `grpc.health.v1` in line with [`report`](Self::report).
+    pub(crate) async fn publish(&self) {
+        let mut reported = self.reported.lock().await;
+        let status = if self.is_ready() { ServingStatus::Serving } else { ServingStatus::NotServing };
+        if reported.replace(status) != Some(status) {
+            debug!(?status, "health status");
+            self.health.set_service_status("", status).await;
+        }
+    }
+}
+
+/// Follows node `id`'s own membership record in `store` (through the change feed,
+/// and by re-reading every [`MEMBERSHIP_RECHECK`] in case the feed lagged), and
+/// republishes health whenever readiness may have changed, until aborted.
+pub(crate) fn watch_membership(
+    id: NodeId,
+    store: Arc<dyn ConfigStore>,
+    readiness: Arc<Readiness>,
+) -> JoinHandle<()> {
+    let key = Member::key_of(&id);
+    let mut feed = store.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match store.get(&key).await {
+                Ok(record) => {
+                    let member =
+                        record.and_then(|r| r.value).and_then(|v| Member::from_record_value(&v).ok());
+                    if let Some(member) = member {
+                        readiness.set_member_state(member.state);
+                    }
+                }
+                Err(e) => debug!(node = %id, error = %e, "cannot read own membership record"),
+            }
+            readiness.publish().await;
+            // Wait for a change to this node's record, a lagging feed, or the recheck.
+            let deadline = tokio::time::Instant::now() + MEMBERSHIP_RECHECK;
+            loop {
+                match tokio::time::timeout_at(deadline, feed.recv()).await {
+                    Ok(Ok(record)) if record.key != key => {}
+                    Ok(Err(RecvError::Closed)) => {
+                        tokio::time::sleep_until(deadline).await;
+                        break;
+                    }
+                    Ok(Ok(_) | Err(RecvError::Lagged(_))) | Err(_) => break,
+                }
+            }
+        }
+    })
+}
