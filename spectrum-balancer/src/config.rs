@@ -92,7 +92,23 @@ pub struct BalancerConfig {
     /// [`stats`](crate::stats). Calls to it check no bearer token. When `false`,
     /// those calls are proxied to the nodes like any other. Default `true`.
     pub serve_stats: bool,
+    /// Path prefixes of the cluster's *internal* services, which the balancer never
+    /// forwards: a request whose path starts with one of them is answered by the
+    /// balancer itself, without touching a node, with gRPC `PERMISSION_DENIED`
+    /// (HTTP 403 for a request that is not gRPC), and counted as
+    /// [`internal_refused`](crate::stats::BalancerStats::internal_refused).
+    ///
+    /// Nodes authenticate these calls from their peers on their own; this keeps
+    /// them off the public address altogether. Default
+    /// [`DEFAULT_INTERNAL_PATHS`] (`/spectrum.replication.v1.`: replication).
+    /// Add the prefix of any node-to-node service of your own. Each prefix must
+    /// start with `/`.
+    pub internal_paths: Vec<String>,
 }
+
+/// The default of [`BalancerConfig::internal_paths`]: every service of the
+/// replication protocol (`spectrum.replication.v1`).
+pub const DEFAULT_INTERNAL_PATHS: &[&str] = &["/spectrum.replication.v1."];
 
 /// Matches request paths, for [`BalancerConfig::idempotent`].
 ///
@@ -180,6 +196,7 @@ impl Default for BalancerConfig {
             metrics_listen: None,
             serve_stats: true,
             upstream_connections: 2,
+            internal_paths: DEFAULT_INTERNAL_PATHS.iter().map(|p| (*p).to_owned()).collect(),
         }
     }
 }
@@ -213,6 +230,9 @@ impl BalancerConfig {
         }
         if !(0.0..=1.0).contains(&self.retry_budget.ratio) {
             return invalid("retry_budget.ratio", "must be between 0 and 1");
+        }
+        if self.internal_paths.iter().any(|p| !p.starts_with('/')) {
+            return invalid("internal_paths", "every prefix must start with '/'");
         }
         if self.max_ejection_backoff < self.ejection_backoff {
             return invalid("max_ejection_backoff", "must not be shorter than ejection_backoff");
@@ -270,6 +290,15 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:0");
         assert_eq!((c.rise, c.fall, c.max_attempts), (2, 2, 3));
+        assert_eq!(c.internal_paths, ["/spectrum.replication.v1."]);
+    }
+
+    #[test]
+    fn an_internal_path_without_a_leading_slash_is_rejected() {
+        let c =
+            BalancerConfig { internal_paths: vec!["spectrum.replication.v1.".into()], ..Default::default() };
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains("internal_paths"), "{err}");
     }
 
     #[test]

@@ -58,6 +58,11 @@ pub(crate) fn render(pool: &Pool) -> String {
             "Requests refused because their body was over the limit.",
             &c.too_large,
         ),
+        (
+            "spectrum_balancer_internal_refused_total",
+            "Requests for an internal service of the cluster, refused by the balancer.",
+            &c.internal_refused,
+        ),
     ] {
         family(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));

@@ -163,6 +163,10 @@ pub struct BalancerStats {
     pub no_backend: u64,
     /// Requests refused because their body was over the limit.
     pub request_too_large: u64,
+    /// Requests for an internal service
+    /// ([`BalancerConfig::internal_paths`](crate::BalancerConfig::internal_paths)),
+    /// refused by the balancer.
+    pub internal_refused: u64,
 }
 
 impl fmt::Display for BalancerStats {
@@ -232,6 +236,7 @@ impl From<&BalancerStats> for proto::StatsResponse {
             retry_budget_exhausted: s.retry_budget_exhausted,
             no_backend: s.no_backend,
             request_too_large: s.request_too_large,
+            internal_refused: s.internal_refused,
         }
     }
 }
@@ -259,6 +264,7 @@ impl TryFrom<proto::StatsResponse> for BalancerStats {
             retry_budget_exhausted: wire.retry_budget_exhausted,
             no_backend: wire.no_backend,
             request_too_large: wire.request_too_large,
+            internal_refused: wire.internal_refused,
         })
     }
 }
@@ -326,6 +332,7 @@ mod tests {
             retry_budget_exhausted: 1,
             no_backend: 2,
             request_too_large: 4,
+            internal_refused: 5,
         };
         let wire = proto::StatsResponse::from(&stats);
         assert_eq!(wire.backends[1].addr, "127.0.0.1:7001");

@@ -52,6 +52,7 @@ impl BalancerStatsService {
             retry_budget_exhausted: c.budget_exhausted.load(Ordering::Relaxed),
             no_backend: c.no_backend.load(Ordering::Relaxed),
             request_too_large: c.too_large.load(Ordering::Relaxed),
+            internal_refused: c.internal_refused.load(Ordering::Relaxed),
         }
     }
 
