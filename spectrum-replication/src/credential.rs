@@ -62,6 +62,21 @@ impl PeerCredential {
         Self(Zeroizing::new(bytes))
     }
 
+    /// A credential derived from a shared secret that is not a uniformly random
+    /// key, such as a management token: HMAC-SHA256 keyed with a fixed label over
+    /// `secret` (HKDF's extract step). It is only as hard to guess as `secret`: a
+    /// token seen on the wire lets an observer try guesses offline. Prefer a
+    /// random 32-byte cluster key ([`from_bytes`](Self::from_bytes) of a key
+    /// derived from it).
+    pub fn from_shared_secret(secret: &[u8]) -> Self {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"spectrum replication peer v1 (shared secret)")
+            .expect("HMAC-SHA256 takes a key of any length");
+        mac.update(secret);
+        let mut bytes = Zeroizing::new([0u8; CREDENTIAL_LEN]);
+        bytes.copy_from_slice(&mac.finalize().into_bytes());
+        Self(bytes)
+    }
+
     /// The token sent with every call to a node of `cluster`.
     pub(crate) fn token(&self, cluster: &ClusterId) -> PeerToken {
         // HMAC accepts keys of any length; 32 bytes cannot fail.
@@ -147,6 +162,9 @@ mod tests {
         assert_ne!(*token.0, *a.token(&cluster("c2")).0);
         assert_ne!(*token.0, *PeerCredential::from_bytes([2; 32]).token(&cluster("c1")).0);
         assert_eq!(format!("{token:?}"), "PeerToken(***)");
+        let shared = PeerCredential::from_shared_secret(b"s3cret");
+        assert_eq!(shared, PeerCredential::from_shared_secret(b"s3cret"));
+        assert_ne!(shared, PeerCredential::from_shared_secret(b"s3cret!"));
     }
 
     #[test]

@@ -3,5 +3,6 @@
 mod cluster;
 mod management;
 mod protocols;
+mod security;
 mod serve;
 mod support;
