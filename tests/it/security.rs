@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use http::uri::PathAndQuery;
-use spectrum::Cluster;
+use spectrum::balancer::{BalancerConfig, BearerToken};
 use spectrum::replication::{Record, VersionVector};
+use spectrum::{Cluster, NodeBuilder};
 use tonic::transport::Endpoint;
 
 use crate::support::start_cluster;
@@ -113,6 +114,8 @@ enum Attack {
     },
     /// The balancer's own `Stats`, on its public port, without its token.
     StatsWithoutToken,
+    /// The same with a token that is not the balancer's.
+    StatsWithWrongToken,
 }
 
 /// How a refusal must look.
@@ -157,8 +160,11 @@ fn table() -> Vec<(Attack, Refusal)> {
             Replication { method: Method::Push, target: Target::Node, credential: PeerHeader::Wrong },
             unauthenticated("peer credential"),
         ),
-        // Stats on the public port: refused once the balancer requires its token (next commit).
-        //         (StatsWithoutToken, Refusal { code: tonic::Code::Unauthenticated, by_balancer: true, says: "token" }),
+        (StatsWithoutToken, Refusal { code: tonic::Code::Unauthenticated, by_balancer: true, says: "token" }),
+        (
+            StatsWithWrongToken,
+            Refusal { code: tonic::Code::Unauthenticated, by_balancer: true, says: "token" },
+        ),
     ]
 }
 
@@ -287,13 +293,17 @@ async fn run(cluster: &Cluster, attack: &Attack) -> (tonic::Status, bool, usize)
                 }
             }
         }
-        Attack::StatsWithoutToken => {
+        Attack::StatsWithoutToken | Attack::StatsWithWrongToken => {
             use spectrum::balancer::stats::proto::{StatsRequest, StatsResponse};
+            let metadata = match attack {
+                Attack::StatsWithWrongToken => vec![("authorization", format!("Bearer {TOKEN}-not"))],
+                _ => vec![],
+            };
             let (res, by_node) = call::<_, StatsResponse>(
                 &cluster.balancer_url(),
                 "/spectrum.balancer.v1.Balancer/Stats",
                 StatsRequest {},
-                &[],
+                &metadata,
             )
             .await;
             match res {
@@ -304,9 +314,27 @@ async fn run(cluster: &Cluster, attack: &Attack) -> (tonic::Status, bool, usize)
     }
 }
 
+/// The management token of the attacked cluster, which its balancer also requires
+/// for `Stats`.
+const TOKEN: &str = "it-security-t0ken";
+
+/// Three nodes with a cluster key and a management token, and a balancer that
+/// requires the token for `Stats`, as `spectrum balancer` with a `token` runs.
+async fn start_secured_cluster(name: &str) -> Cluster {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+    let balancer = BalancerConfig { stats_token: Some(BearerToken::new(TOKEN)), ..BalancerConfig::default() };
+    Cluster::builder(name.parse().unwrap())
+        .size(3)
+        .configure_nodes(|b: NodeBuilder| b.management_token(TOKEN.parse().unwrap()))
+        .balancer_config(balancer)
+        .start()
+        .await
+        .expect("cluster starts")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_attack_in_the_table_is_refused_and_changes_nothing() {
-    let cluster = start_cluster("it-security").await;
+    let cluster = start_secured_cluster("it-security").await;
     let before = converged(&cluster).await;
     for (attack, refusal) in table() {
         let (status, by_node, obtained) = run(&cluster, &attack).await;
@@ -329,6 +357,13 @@ async fn every_attack_in_the_table_is_refused_and_changes_nothing() {
     }
     let metrics = cluster.balancer().metrics_text();
     assert!(metrics.contains("spectrum_balancer_internal_refused_total 3"), "counted:\n{metrics}");
+    // The balancer's token does open Stats.
+    let mut stats = spectrum::balancer::stats::StatsClient::connect(cluster.balancer_url())
+        .await
+        .unwrap()
+        .with_token(TOKEN)
+        .unwrap();
+    assert_eq!(stats.stats().await.expect("Stats with the token").backends.len(), 3);
     cluster.shutdown().await;
 }
 

@@ -266,6 +266,10 @@ impl Proxy {
         if let Some(server) = &self.stats {
             if req.uri().path().as_bytes().starts_with(service::PATH_PREFIX) {
                 trace!(path = req.uri().path(), %client, "balancer's own call");
+                if let Some(refusal) = service::refusal(self.pool.config(), req.headers()) {
+                    debug!(%client, "Stats refused on the public port");
+                    return refusal;
+                }
                 return service::answer(server, req).await;
             }
         }
