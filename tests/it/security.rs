@@ -200,7 +200,7 @@ fn stranger_records() -> Vec<wire::Record> {
 /// `Sync` answered, and whether a node (not the balancer) answered.
 async fn call<Req, Resp>(
     url: &str,
-    path: &'static str,
+    path: &str,
     message: Req,
     metadata: &[(&'static str, String)],
 ) -> (Result<Resp, tonic::Status>, bool)
@@ -216,7 +216,7 @@ where
         request.metadata_mut().insert(*name, value.parse().unwrap());
     }
     let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-    match grpc.unary(request, PathAndQuery::from_static(path), codec).await {
+    match grpc.unary(request, PathAndQuery::try_from(path).unwrap(), codec).await {
         Ok(resp) => (Ok(resp.into_inner()), true),
         Err(status) => {
             let local = status.metadata().get("x-spectrum-balancer").is_some_and(|v| v == "local");
@@ -389,4 +389,64 @@ async fn a_peer_with_the_cluster_s_credential_is_served_where_strangers_are_refu
     friend.sync_round().await.expect("a peer with the credential is served");
     assert!(!store.scan("membership/").await.unwrap().is_empty(), "it read the cluster's records");
     cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_replication_paths_through_the_balancer_reach_nothing() {
+    let cluster = start_secured_cluster("it-security-paths").await;
+    let before = converged(&cluster).await;
+    for path in [
+        "/spectrum.replication.v1.Replication/Sync?x=1",
+        "//spectrum.replication.v1.Replication/Sync",
+        "/spectrum%2Ereplication.v1.Replication/Sync",
+        "/spectrum.replication.v1.Replication%2FSync",
+        "/Spectrum.Replication.v1.Replication/Sync",
+    ] {
+        let req = wire::SyncRequest { header: header(&cluster) };
+        let (res, _) = call::<_, wire::SyncResponse>(&cluster.balancer_url(), path, req, &[]).await;
+        let status = res.expect_err(path);
+        // Refused by the balancer, or unknown to the node's router: never served.
+        assert!(
+            matches!(status.code(), tonic::Code::PermissionDenied | tonic::Code::Unimplemented),
+            "{path}: {status:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(state(&cluster).await, before);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_without_a_cluster_key_authenticate_peers_with_their_management_token() {
+    use spectrum::Node;
+
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+    let cluster: spectrum::core::ClusterId = "it-security-token".parse().unwrap();
+    let node = |id: &str| {
+        Node::builder(id.parse().unwrap(), cluster.clone())
+            .in_memory()
+            .sync_interval(Duration::from_millis(100))
+            .management_token(TOKEN.parse().unwrap())
+    };
+    let a = node("a").start().await.unwrap();
+    let b = node("b").seeds([a.addr().clone()]).start().await.unwrap();
+    // The two token holders replicate: each comes to hold the other's membership.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.store().get("membership/b").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "b's membership never reached a");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = a.store().scan("").await.unwrap();
+    let header = Some(wire::Header {
+        cluster_id: cluster.to_string(),
+        node_id: "stranger".into(),
+        addr: String::new(),
+        hlc: Some(wire::Stamp { wall_ms: now_ms(), logical: 0 }),
+    });
+    let sync = "/spectrum.replication.v1.Replication/Sync";
+    let (res, _) = call::<_, wire::SyncResponse>(a.url(), sync, wire::SyncRequest { header }, &[]).await;
+    assert_eq!(res.unwrap_err().code(), tonic::Code::Unauthenticated);
+    assert_eq!(a.store().scan("").await.unwrap(), before);
+    b.shutdown().await;
+    a.shutdown().await;
 }
