@@ -159,7 +159,8 @@ pub struct BalancerStats {
     /// Every configured backend, in configuration order.
     #[serde(rename = "nodes")]
     pub backends: Vec<BackendStats>,
-    /// Requests received from clients (the balancer's own `Stats` answers excluded).
+    /// Requests received from clients (the balancer's own `Stats` answers and
+    /// refused internal calls excluded).
     pub requests: u64,
     /// Attempts beyond the first one of a request.
     pub retries: u64,
