@@ -107,6 +107,9 @@ pub enum NodeStateChange {
     Undrain,
     /// Finish in-flight work and take no new requests.
     Drain,
+    /// Removed for good (a member that died): it counts for nothing and is refused
+    /// if it returns, until undrained.
+    Remove,
 }
 
 impl AdminClient {
@@ -437,6 +440,7 @@ impl AdminClient {
         let state = match change {
             NodeStateChange::Drain => proto::NodeState::Draining,
             NodeStateChange::Undrain => proto::NodeState::Active,
+            NodeStateChange::Remove => proto::NodeState::Removed,
         };
         let request = proto::SetNodeStateRequest {
             node_id: node.to_owned(),

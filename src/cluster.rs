@@ -254,6 +254,32 @@ impl Cluster {
         true
     }
 
+    /// Kills the node with `id` as a crash would (see [`Node::kill`]): it stays in
+    /// membership as it was, unreachable. Returns whether such a node was running.
+    pub async fn kill_node(&mut self, id: &str) -> bool {
+        let Some(slot) = self.nodes.iter_mut().find(|n| n.as_ref().is_some_and(|n| n.id().as_str() == id))
+        else {
+            return false;
+        };
+        if let Some(node) = slot.take() {
+            node.kill().await;
+        }
+        true
+    }
+
+    /// Starts a node with `id` (one that was stopped or killed) seeded with the
+    /// running nodes.
+    ///
+    /// # Errors
+    ///
+    /// The node's start error, such as [`NodeError::Removed`] for a removed member.
+    pub async fn start_node(&mut self, id: &NodeId) -> Result<&Node, NodeError> {
+        let seeds: Vec<PeerAddr> = self.nodes().map(|n| n.addr().clone()).collect();
+        let node = self.template.builder(id, seeds).start().await?;
+        self.nodes.push(Some(node));
+        Ok(self.nodes.last().and_then(Option::as_ref).expect("just pushed"))
+    }
+
     /// Restarts the node with `id` in place: it leaves cleanly, then starts again
     /// under the same id (on a new port, seeded with the running nodes), pulls the
     /// cluster's state and rejoins; the balancer follows membership throughout.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use spectrum_balancer::{BalancerError, Discovery};
-use spectrum_core::{MEMBERSHIP_PREFIX, Member, MemberState, PeerAddr, TransportConfig};
+use spectrum_core::{MEMBERSHIP_PREFIX, Member, PeerAddr, TransportConfig};
 use tonic::transport::Channel;
 use tracing::{debug, warn};
 
@@ -98,11 +98,8 @@ impl Discovery for ManagementDiscovery {
         for addr in &addrs {
             match self.read(addr).await {
                 Ok(members) => {
-                    *self.known.lock() = members
-                        .iter()
-                        .filter(|m| m.state != MemberState::Left)
-                        .map(|m| m.addr.clone())
-                        .collect();
+                    *self.known.lock() =
+                        members.iter().filter(|m| !m.state.is_gone()).map(|m| m.addr.clone()).collect();
                     return Ok(members);
                 }
                 Err(e) => {

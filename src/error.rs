@@ -62,6 +62,18 @@ pub enum NodeError {
         /// Why.
         source: tokio::task::JoinError,
     },
+    /// This node was removed from the cluster by an operator; it may return only
+    /// once an operator undrains it.
+    #[error(
+        "node {id} was removed from the cluster (membership version {version}); run `spectrum node undrain \
+         {id}` through another node to let it return"
+    )]
+    Removed {
+        /// This node.
+        id: NodeId,
+        /// The write that removed it.
+        version: String,
+    },
     /// gRPC reflection could not be set up from the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),

@@ -19,7 +19,7 @@ use spectrum_resources::{ClusterKey, CompositeResolver, ResourceResolver};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::service::RoutesBuilder;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::admin::Admin;
 use crate::auth::{BearerAuth, Token};
@@ -498,10 +498,13 @@ impl Joiner {
     /// restart), reports SERVING and accepts management writes.
     async fn finish(&self) -> Result<(), NodeError> {
         let held = self.store.get(&Member::key_of(&self.id)).await?;
-        let drained = held
-            .and_then(|r| r.value)
-            .and_then(|v| Member::from_record_value(&v).ok())
-            .is_some_and(|m| m.state == MemberState::Draining);
+        let version = held.as_ref().map(|r| r.token().to_string()).unwrap_or_default();
+        let held = held.and_then(|r| r.value).and_then(|v| Member::from_record_value(&v).ok());
+        if held.as_ref().is_some_and(|m| m.state == MemberState::Removed) {
+            error!(node = %self.id, %version, "this node was removed from the cluster; refusing to join");
+            return Err(NodeError::Removed { id: self.id.clone(), version });
+        }
+        let drained = held.is_some_and(|m| m.state == MemberState::Draining);
         let state = if drained { MemberState::Draining } else { MemberState::Active };
         let me = Member::new(self.id.clone(), self.addr.clone(), state);
         record_membership(&*self.store, &*self.replicator, &me, AckLevel::Local).await?;
@@ -620,6 +623,18 @@ impl Node {
     /// routes requests to this node any more (its balancer already stopped).
     pub async fn shutdown_without_drain(self) {
         self.stop_serving(Duration::ZERO).await;
+    }
+
+    /// Stops at once, as a crashed process would: no drain, no `left` record, open
+    /// connections cut. Its peers see it only as unreachable (for fault drills and
+    /// tests of a dead member).
+    pub async fn kill(self) {
+        if let Some(task) = &self.join_task {
+            task.abort();
+        }
+        self.server_task.abort();
+        self.sync_task.shutdown().await;
+        warn!(node = %self.ctx.id, "node killed");
     }
 
     async fn stop_serving(self, drain_grace: Duration) {

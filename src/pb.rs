@@ -60,9 +60,10 @@ pub fn ack_to_wire(ack: AckLevel) -> i32 {
     }
 }
 
-/// An acknowledgement level from the wire, `None` for an unknown value.
+/// An acknowledgement level from the wire (unset means a quorum), `None` for an unknown value.
 pub fn ack_from_wire(ack: i32) -> Option<AckLevel> {
     match proto::AckLevel::try_from(ack).ok()? {
+        proto::AckLevel::Default => Some(AckLevel::Quorum),
         proto::AckLevel::Local => Some(AckLevel::Local),
         proto::AckLevel::Quorum => Some(AckLevel::Quorum),
         proto::AckLevel::All => Some(AckLevel::All),
@@ -380,6 +381,7 @@ mod tests {
         for ack in [AckLevel::Local, AckLevel::Quorum, AckLevel::All] {
             assert_eq!(ack_from_wire(ack_to_wire(ack)), Some(ack));
         }
+        assert_eq!(ack_from_wire(0), Some(AckLevel::Quorum), "unset means a quorum");
         assert_eq!(ack_from_wire(7), None);
     }
 

@@ -78,7 +78,7 @@ pub struct InvalidMemberRecord {
 
 /// A member state name was not one of `joining`, `active`, `draining`, `left`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("unknown member state {name:?}; expected joining, active, draining or left")]
+#[error("unknown member state {name:?}; expected joining, active, draining, left or removed")]
 pub struct UnknownMemberState {
     /// The name as given (at most its first 40 characters).
     pub name: String,

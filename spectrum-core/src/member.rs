@@ -50,12 +50,22 @@ pub enum MemberState {
     Draining,
     /// Left the cluster cleanly.
     Left,
+    /// Removed for good by an operator (a node that died and will not come back).
+    /// It counts for nothing, and it is refused if it returns, until an operator
+    /// makes it active again.
+    Removed,
 }
 
 impl MemberState {
     /// Whether a balancer may send new requests to a member in this state.
     pub fn accepts_requests(self) -> bool {
         matches!(self, MemberState::Active)
+    }
+
+    /// Whether the member is gone (left or removed): it counts neither for
+    /// acknowledgements nor as a peer, and tombstone collection does not wait for it.
+    pub fn is_gone(self) -> bool {
+        matches!(self, MemberState::Left | MemberState::Removed)
     }
 
     /// The lower-case name used on the wire and in output.
@@ -65,6 +75,7 @@ impl MemberState {
             MemberState::Active => "active",
             MemberState::Draining => "draining",
             MemberState::Left => "left",
+            MemberState::Removed => "removed",
         }
     }
 }
@@ -83,6 +94,7 @@ impl FromStr for MemberState {
             "active" => MemberState::Active,
             "draining" => MemberState::Draining,
             "left" => MemberState::Left,
+            "removed" => MemberState::Removed,
             other => return Err(UnknownMemberState { name: other.chars().take(40).collect() }),
         })
     }
@@ -144,14 +156,20 @@ mod tests {
     #[test]
     fn only_active_members_accept_requests() {
         assert!(MemberState::Active.accepts_requests());
-        for s in [MemberState::Joining, MemberState::Draining, MemberState::Left] {
+        for s in [MemberState::Joining, MemberState::Draining, MemberState::Left, MemberState::Removed] {
             assert!(!s.accepts_requests(), "{s}");
         }
     }
 
     #[test]
     fn member_state_names_round_trip() {
-        for s in [MemberState::Joining, MemberState::Active, MemberState::Draining, MemberState::Left] {
+        for s in [
+            MemberState::Joining,
+            MemberState::Active,
+            MemberState::Draining,
+            MemberState::Left,
+            MemberState::Removed,
+        ] {
             assert_eq!(s.as_str().parse::<MemberState>().unwrap(), s);
         }
         assert!("sleeping".parse::<MemberState>().unwrap_err().to_string().contains("sleeping"));

@@ -134,12 +134,21 @@ pub enum ReplicationError {
         skew: ClockSkew,
     },
     /// The requested acknowledgement level was not reached in time.
-    #[error("write acknowledged by {acked} of {needed} required nodes before the {timeout_ms} ms timeout")]
+    #[error(
+        "write acknowledged by {acked} of {needed} required nodes ({members} members) before the \
+         {timeout_ms} ms timeout; not acknowledged by {}",
+        list(missing)
+    )]
     AckTimeout {
         /// How many nodes (including this one) acknowledged.
         acked: usize,
         /// How many were required.
         needed: usize,
+        /// How many members were counted (this node and its peers, not those left or
+        /// removed).
+        members: usize,
+        /// The peers that had not acknowledged when the time ran out.
+        missing: Vec<PeerAddr>,
         /// The timeout.
         timeout_ms: u64,
     },
@@ -230,6 +239,14 @@ impl PeerFailure {
             code => PeerFailure::Refused { code, message },
         }
     }
+}
+
+/// Addresses as one comma-separated list for a message.
+fn list(addrs: &[PeerAddr]) -> String {
+    if addrs.is_empty() {
+        return "nobody".into();
+    }
+    addrs.iter().map(PeerAddr::as_str).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

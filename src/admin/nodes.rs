@@ -48,20 +48,30 @@ impl Admin {
         })
     }
 
-    /// Sets member `id` to `state` (an operator drains or undrains it).
+    /// Sets member `id` to `state`: an operator drains or undrains a member, or
+    /// removes one that died for good (it then counts for nothing and is refused if
+    /// it returns); undraining a removed member lets it return.
     ///
     /// # Errors
     ///
-    /// [`AdminError::NotFound`] for an unknown member; [`AdminError::MemberLeft`];
-    /// [`AdminError::InvalidArgument`] for a state an operator cannot set.
+    /// [`AdminError::NotFound`] for an unknown member; [`AdminError::MemberLeft`]
+    /// to drain or undrain a member that left; [`AdminError::InvalidArgument`] for
+    /// a state an operator cannot set, for draining a removed member, and for a
+    /// node asked to remove itself.
     pub async fn set_node_state(
         &self,
         id: &NodeId,
         state: MemberState,
         ack: AckLevel,
     ) -> Result<NodeStateChanged, AdminError> {
-        if !matches!(state, MemberState::Active | MemberState::Draining) {
+        if !matches!(state, MemberState::Active | MemberState::Draining | MemberState::Removed) {
             return Err(AdminError::InvalidArgument(format!("an operator cannot set a node {state}")));
+        }
+        if state == MemberState::Removed && id == &self.ctx.id {
+            return Err(AdminError::InvalidArgument(format!(
+                "node {id} answered this call and cannot remove itself; stop it, then remove it through \
+                 another node"
+            )));
         }
         let key = Member::key_of(id);
         let record = self
@@ -75,8 +85,16 @@ impl Admin {
                     reason: e.to_string(),
                 }
             })?;
-        if member.state == MemberState::Left {
-            return Err(AdminError::MemberLeft { id: id.clone() });
+        match (member.state, state) {
+            (MemberState::Left, MemberState::Active | MemberState::Draining) => {
+                return Err(AdminError::MemberLeft { id: id.clone() });
+            }
+            (MemberState::Removed, MemberState::Draining) => {
+                return Err(AdminError::InvalidArgument(format!(
+                    "node {id} was removed; undrain it to let it return first"
+                )));
+            }
+            _ => {}
         }
         member.state = state;
         let value = Bytes::from(member.to_record_value());

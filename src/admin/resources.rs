@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use futures::future::join_all;
-use spectrum_core::{Member, MemberState};
+use spectrum_core::Member;
 use spectrum_replication::{AckLevel, WriteBatch};
 use spectrum_resources::{ExportFile, ExportOptions, ResourceDefinition, ResourceName, prepare_import};
 use tonic::Request;
@@ -149,12 +149,8 @@ impl Admin {
             }
         }
         let local = self.check_local(names).await?;
-        let others: Vec<Member> = self
-            .members()
-            .await?
-            .into_iter()
-            .filter(|m| m.id != self.ctx.id && m.state != MemberState::Left)
-            .collect();
+        let others: Vec<Member> =
+            self.members().await?.into_iter().filter(|m| m.id != self.ctx.id && !m.state.is_gone()).collect();
         let mut nodes = vec![local];
         nodes
             .extend(join_all(others.iter().map(|m| self.check_member(m, names, after, token.clone()))).await);

@@ -289,6 +289,7 @@ impl Management for ManagementService {
         let state = match proto::NodeState::try_from(req.state) {
             Ok(proto::NodeState::Active) => MemberState::Active,
             Ok(proto::NodeState::Draining) => MemberState::Draining,
+            Ok(proto::NodeState::Removed) => MemberState::Removed,
             Err(_) => return Err(Status::invalid_argument(format!("unknown node state {}", req.state))),
         };
         let id: NodeId =

@@ -55,7 +55,8 @@ fn a_cluster_of_processes_is_managed_with_the_spectrum_command() {
     std::fs::write(&postal, postal_definition("postal", &postal_data)).unwrap();
     let created = east.ok(&["resources", "create", orders.to_str().unwrap()]);
     assert!(created.contains("resource orders (jdbc, secret encrypted) stored"), "{created}");
-    let created = east.json(&["resources", "create", postal.to_str().unwrap()]);
+    // Writes are acknowledged by a quorum unless --ack says otherwise.
+    let created = east.json(&["resources", "create", postal.to_str().unwrap(), "--ack", "all"]);
     assert_eq!(created["resource"]["kind"], "database");
     assert_eq!(created["write"]["acked"], 3);
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use spectrum::management::proto::{ListRequest, PutRequest, management_client::ManagementClient};
+use spectrum::management::proto::{AckLevel, ListRequest, PutRequest, management_client::ManagementClient};
 use tonic::transport::Channel;
 
 /// A node process, killed with SIGKILL when dropped (even when the test panics).
@@ -101,7 +101,11 @@ async fn a_node_killed_with_sigkill_restarts_with_every_acknowledged_write() {
     for (i, c) in clients.iter_mut().enumerate() {
         let deadline = Instant::now() + Duration::from_secs(10);
         let key = format!("settings/ready-{i}");
-        while c.put(PutRequest { key: key.clone(), value: b"1".to_vec(), ack: 0 }).await.is_err() {
+        while c
+            .put(PutRequest { key: key.clone(), value: b"1".to_vec(), ack: AckLevel::Local as i32 })
+            .await
+            .is_err()
+        {
             assert!(Instant::now() < deadline, "node-{} never accepted writes", i + 1);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -120,7 +124,9 @@ async fn a_node_killed_with_sigkill_restarts_with_every_acknowledged_write() {
         }
         let key = format!("settings/w{i:04}");
         let value = format!("value-{i}").into_bytes();
-        let put = clients[target].put(PutRequest { key: key.clone(), value: value.clone(), ack: 0 }).await;
+        let put = clients[target]
+            .put(PutRequest { key: key.clone(), value: value.clone(), ack: AckLevel::Local as i32 })
+            .await;
         if put.is_ok() {
             acked.insert(key, value);
         }

@@ -235,3 +235,51 @@ async fn a_rolling_restart_under_steady_load_fails_no_request_and_loses_no_confi
     assert!(served.load(Ordering::Relaxed) > 20, "load ran throughout");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_member_can_be_removed_and_is_refused_until_an_operator_lets_it_back() {
+    use spectrum::NodeError;
+    use spectrum::client::{AckLevel, AdminClient, NodeStateChange};
+
+    let mut cluster = start_cluster("it-remove").await;
+    let first = cluster.node("node-1").unwrap().addr().clone();
+    let dead = cluster.node("node-3").unwrap().addr().clone();
+    let admin = AdminClient::connect(&first, None).await.unwrap();
+    assert!(cluster.kill_node("node-3").await);
+
+    // `all` cannot be met while the dead member counts; the error says who is missing.
+    let err = admin.put("settings/a", "1", AckLevel::All).await.unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::DeadlineExceeded), "{err}");
+    assert!(err.to_string().contains("is applied"), "{err}");
+    assert!(err.to_string().contains(&format!("not acknowledged by {dead}")), "{err}");
+
+    // A node cannot remove itself; another node removes the dead one.
+    let err = admin.set_node_state("node-1", NodeStateChange::Remove, AckLevel::Quorum).await.unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
+    let removed = admin.set_node_state("node-3", NodeStateChange::Remove, AckLevel::All).await.unwrap();
+    assert_eq!(removed.member.state, spectrum::core::MemberState::Removed);
+    let written = admin.put("settings/b", "2", AckLevel::All).await.unwrap();
+    assert_eq!((written.write.acked, written.write.members), (2, 2), "the removed member no longer counts");
+
+    // It comes back under its id: refused, naming the removal.
+    let id: spectrum::core::NodeId = "node-3".parse().unwrap();
+    match cluster.start_node(&id).await {
+        Err(NodeError::Removed { id, .. }) => assert_eq!(id.as_str(), "node-3"),
+        Err(other) => panic!("expected a refusal for a removed node, got {other}"),
+        Ok(_) => panic!("a removed node started"),
+    }
+    // An operator lets it back: it starts, and counts again.
+    admin.set_node_state("node-3", NodeStateChange::Undrain, AckLevel::Quorum).await.unwrap();
+    let back = cluster.start_node(&id).await.unwrap().addr().clone();
+    // Once node-1 holds node-3's record at its new address, `all` counts it again.
+    for _ in 0..100 {
+        let status = admin.status().await.unwrap();
+        if status.members.iter().any(|m| m.id == id && m.addr == back) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let written = admin.put("settings/c", "3", AckLevel::All).await.unwrap();
+    assert_eq!(written.write.members, 3);
+    cluster.shutdown().await;
+}

@@ -41,7 +41,7 @@ mod peers;
 mod pull;
 mod push;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -451,8 +451,10 @@ impl Replicator for AntiEntropy {
         ack: AckLevel,
         timeout: Duration,
     ) -> Result<AckReport, ReplicationError> {
-        let peers = self.inner.peer_addrs().await?;
-        let members = peers.len() + 1;
+        let membership = self.inner.membership().await?;
+        let peers = self.inner.peers_of(&membership);
+        let voters = peers::ack_voters(&peers, &membership, self.inner.store.node_id());
+        let members = voters.len() + 1;
         let needed = match ack {
             AckLevel::Local => 1,
             AckLevel::Quorum => members / 2 + 1,
@@ -464,27 +466,40 @@ impl Replicator for AntiEntropy {
         let records = Arc::new(records);
         let retry_until = Instant::now() + timeout.max(MIN_PUSH_RETRY_WINDOW);
         let (tx, mut rx) = mpsc::channel(peers.len().max(1));
-        for addr in peers {
+        for addr in peers.iter().cloned() {
             let (inner, records, tx) = (self.inner.clone(), records.clone(), tx.clone());
             tokio::spawn(
                 async move {
                     let ok = inner.push_with_retry(&addr, &records, retry_until).await;
-                    let _ = tx.send(ok).await;
+                    // Only a member's acknowledgement counts (see `ack_voters`).
+                    let _ = tx.send((addr, ok)).await;
                 }
                 .in_current_span(),
             );
         }
         drop(tx);
         let mut acked = 1;
+        let mut acked_by = BTreeSet::new();
         let until = Instant::now() + timeout;
         while acked < needed {
             match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(true)) => acked += 1,
-                Ok(Some(false)) => {}
+                Ok(Some((addr, true))) if voters.contains(&addr) => {
+                    acked += 1;
+                    acked_by.insert(addr);
+                }
+                Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
                     let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-                    warn!(acked, needed, timeout_ms, "write not acknowledged at the requested level");
-                    return Err(ReplicationError::AckTimeout { acked, needed, timeout_ms });
+                    let missing: Vec<PeerAddr> =
+                        voters.into_iter().filter(|a| !acked_by.contains(a)).collect();
+                    warn!(
+                        acked,
+                        needed,
+                        timeout_ms,
+                        ?missing,
+                        "write not acknowledged at the requested level"
+                    );
+                    return Err(ReplicationError::AckTimeout { acked, needed, members, missing, timeout_ms });
                 }
             }
         }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use spectrum_core::{MEMBERSHIP_PREFIX, Member, MemberState, NodeId, PeerAddr};
+use spectrum_core::{MEMBERSHIP_PREFIX, Member, NodeId, PeerAddr};
 use tracing::warn;
 
 use super::Inner;
@@ -47,7 +47,7 @@ pub(super) fn select_peers<'a>(
         if &member.id == self_id {
             continue;
         }
-        if member.state == MemberState::Left {
+        if member.state.is_gone() {
             left.insert(&member.addr);
             continue;
         }
@@ -65,14 +65,31 @@ pub(super) fn select_peers<'a>(
     set
 }
 
-/// Members recorded as having left, each with the write that recorded its
-/// leaving.
+/// Members recorded as gone (left, or removed by an operator), each with the
+/// write that recorded it.
 pub(super) fn left_members(members: &[Recorded]) -> BTreeMap<NodeId, VersionToken> {
     members
         .iter()
-        .filter(|r| r.member.state == MemberState::Left)
+        .filter(|r| r.member.state.is_gone())
         .map(|r| (r.member.id.clone(), r.token.clone()))
         .collect()
+}
+
+/// The peers whose acknowledgement counts for a write: those at the current
+/// address of a member that is not gone (left or removed). A seed that no member
+/// is recorded at (an old address of a member that moved, a node that never
+/// joined) is still pushed to, but does not count. Before any other member is
+/// recorded (a cluster bootstrapping), every peer counts.
+pub(super) fn ack_voters(peers: &[PeerAddr], members: &[Recorded], self_id: &NodeId) -> Vec<PeerAddr> {
+    let current: BTreeSet<&PeerAddr> = members
+        .iter()
+        .filter(|r| &r.member.id != self_id && !r.member.state.is_gone())
+        .map(|r| &r.member.addr)
+        .collect();
+    if members.iter().all(|r| &r.member.id == self_id) {
+        return peers.to_vec();
+    }
+    peers.iter().filter(|a| current.contains(a)).cloned().collect()
 }
 
 impl Inner {
@@ -109,7 +126,24 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
+    use spectrum_core::MemberState;
+
     use super::*;
+
+    #[test]
+    fn only_current_addresses_of_members_still_in_the_cluster_vote_on_acks() {
+        let rec = |m: Member| Recorded { member: m, token: "me:1".parse().unwrap() };
+        let members = [
+            rec(member("me", 7009, MemberState::Active)),
+            rec(member("n2", 7002, MemberState::Active)),
+            rec(member("n3", 7013, MemberState::Active)),
+            rec(member("n4", 7004, MemberState::Removed)),
+        ];
+        let peers = [addr(7002), addr(7003), addr(7004), addr(7013)];
+        let me: NodeId = "me".parse().unwrap();
+        assert_eq!(ack_voters(&peers, &members, &me), [addr(7002), addr(7013)], "7003 is n3's old address");
+        assert_eq!(ack_voters(&peers, &members[..1], &me), peers, "bootstrapping: every peer counts");
+    }
 
     fn addr(port: u16) -> PeerAddr {
         format!("127.0.0.1:{port}").parse().unwrap()

@@ -397,7 +397,10 @@ async fn quorum_is_met_with_one_dead_peer_of_three_but_all_times_out() {
     let records = a.store.apply(WriteBatch::new().put("all", "1")).await.unwrap();
     let started = Instant::now();
     let err = a.ae.replicate(records, AckLevel::All, Duration::from_millis(400)).await.unwrap_err();
-    assert!(matches!(err, ReplicationError::AckTimeout { acked: 2, needed: 3, timeout_ms: 400 }), "{err}");
+    assert!(
+        matches!(err, ReplicationError::AckTimeout { acked: 2, needed: 3, timeout_ms: 400, .. }),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_secs(3));
     assert!(a.value("all").await.is_some(), "the write stays applied locally");
     eventually("the dead peer's failure to show in status", || async {

@@ -20,6 +20,11 @@ pub(crate) struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// How many members must hold a write before it is acknowledged: `local` (the
+    /// answering node), `quorum` (a majority of the members not left or removed) or
+    /// `all`.
+    #[arg(long, global = true, value_enum, env = "SPECTRUM_ACK", default_value = "quorum")]
+    pub(crate) ack: Ack,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -84,8 +89,15 @@ pub(crate) enum NodeAction {
         /// The member's id.
         id: String,
     },
-    /// Put a drained member back in service.
+    /// Put a drained member back in service (or let a removed one return).
     Undrain {
+        /// The member's id.
+        id: String,
+    },
+    /// Remove a member that died for good: it no longer counts for acknowledgements,
+    /// tombstone collection stops waiting for it, the balancer forgets it, and it is
+    /// refused if it comes back (until `undrain`).
+    Remove {
         /// The member's id.
         id: String,
     },
@@ -127,18 +139,9 @@ pub(crate) enum ConfigCommand {
     /// Print one entry's value.
     Get { key: String },
     /// Set an entry (VALUE, or `-` to read standard input).
-    Put {
-        key: String,
-        value: String,
-        #[arg(long, value_enum, default_value = "all")]
-        ack: Ack,
-    },
+    Put { key: String, value: String },
     /// Delete an entry.
-    Delete {
-        key: String,
-        #[arg(long, value_enum, default_value = "all")]
-        ack: Ack,
-    },
+    Delete { key: String },
     /// List entries under a prefix.
     List {
         #[arg(default_value = "")]

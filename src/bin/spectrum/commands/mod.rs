@@ -6,7 +6,7 @@ use std::fmt;
 use anyhow::Result;
 use serde::Serialize;
 use spectrum::auth::Token;
-use spectrum::client::{AdminClient, ClientError};
+use spectrum::client::{AckLevel, AdminClient, ClientError};
 use spectrum::core::{PeerAddr, TransportConfig};
 use tonic::transport::Channel;
 
@@ -23,10 +23,11 @@ mod status;
 
 /// Runs the parsed command line.
 pub(crate) async fn run(cli: Cli) -> Result<()> {
-    let Cli { endpoint, token, json, command } = cli;
+    let Cli { endpoint, token, json, ack, command } = cli;
+    let ack = AckLevel::from(ack);
     match command {
         Command::Node(NodeArgs { action: Some(action), .. }) => {
-            node::set_state(&client(&endpoint, token).await?, action, json).await
+            node::set_state(&client(&endpoint, token).await?, action, ack, json).await
         }
         Command::Node(args) => node::run(args, token).await,
         Command::Balancer(args) => balancer::run(args, token).await,
@@ -36,10 +37,10 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             let admin = AdminClient::from_channel(channel.clone(), token.clone());
             status::run(&admin, channel, token.as_ref(), json).await
         }
-        Command::Config(cmd) => config::run(&client(&endpoint, token).await?, cmd, json).await,
-        Command::License(cmd) => license::run(&client(&endpoint, token).await?, cmd, json).await,
-        Command::Dataflow(cmd) => dataflow::run(&client(&endpoint, token).await?, cmd, json).await,
-        Command::Resources(cmd) => resources::run(&client(&endpoint, token).await?, cmd, json).await,
+        Command::Config(cmd) => config::run(&client(&endpoint, token).await?, cmd, ack, json).await,
+        Command::License(cmd) => license::run(&client(&endpoint, token).await?, cmd, ack, json).await,
+        Command::Dataflow(cmd) => dataflow::run(&client(&endpoint, token).await?, cmd, ack, json).await,
+        Command::Resources(cmd) => resources::run(&client(&endpoint, token).await?, cmd, ack, json).await,
     }
 }
 

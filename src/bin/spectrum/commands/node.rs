@@ -80,11 +80,17 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
     Ok(())
 }
 
-/// `node drain ID` / `node undrain ID`, acknowledged by every member.
-pub(super) async fn set_state(client: &AdminClient, action: NodeAction, json: bool) -> Result<()> {
+/// `node drain ID` / `node undrain ID` / `node remove ID`.
+pub(super) async fn set_state(
+    client: &AdminClient,
+    action: NodeAction,
+    ack: AckLevel,
+    json: bool,
+) -> Result<()> {
     let (id, change) = match action {
         NodeAction::Drain { id } => (id, NodeStateChange::Drain),
         NodeAction::Undrain { id } => (id, NodeStateChange::Undrain),
+        NodeAction::Remove { id } => (id, NodeStateChange::Remove),
     };
-    emit(&client.set_node_state(&id, change, AckLevel::All).await?, json)
+    emit(&client.set_node_state(&id, change, ack).await?, json)
 }

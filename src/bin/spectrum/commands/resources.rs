@@ -27,14 +27,19 @@ impl fmt::Display for Exported {
     }
 }
 
-pub(super) async fn run(client: &AdminClient, cmd: ResourcesCommand, json: bool) -> Result<()> {
+pub(super) async fn run(
+    client: &AdminClient,
+    cmd: ResourcesCommand,
+    ack: AckLevel,
+    json: bool,
+) -> Result<()> {
     match cmd {
         ResourcesCommand::Create { file, replace } => {
-            emit(&client.create_resource(read_input(&file)?, replace, AckLevel::All).await?, json)
+            emit(&client.create_resource(read_input(&file)?, replace, ack).await?, json)
         }
         ResourcesCommand::List => emit(&client.resources(ReadAfter::Anything).await?, json),
         ResourcesCommand::Show { name } => emit(&client.resource(&name, ReadAfter::Anything).await?, json),
-        ResourcesCommand::Delete { name } => emit(&client.delete_resource(&name, AckLevel::All).await?, json),
+        ResourcesCommand::Delete { name } => emit(&client.delete_resource(&name, ack).await?, json),
         ResourcesCommand::Check { names } => emit(&client.check_resources(&names).await?, json),
         ResourcesCommand::Export { output } => {
             let export = client.export_resources(ReadAfter::Anything).await?;
@@ -54,7 +59,7 @@ pub(super) async fn run(client: &AdminClient, cmd: ResourcesCommand, json: bool)
             }
         }
         ResourcesCommand::Import { file, dry_run } => {
-            emit(&client.import_resources(read_input(&file)?, dry_run, AckLevel::All).await?, json)
+            emit(&client.import_resources(read_input(&file)?, dry_run, ack).await?, json)
         }
     }
 }
