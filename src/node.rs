@@ -12,7 +12,8 @@ use spectrum_core::{
     Clock, ClusterId, Hlc, Member, MemberState, NodeId, PeerAddr, SystemClock, TransportConfig,
 };
 use spectrum_replication::{
-    AckLevel, AntiEntropy, ConfigStore, MemoryStore, RedbStore, Replicator, StoreError, WriteBatch,
+    AckLevel, AntiEntropy, ConfigStore, MemoryStore, PeerCredential, RedbStore, Replicator, StoreError,
+    WriteBatch,
 };
 use spectrum_resources::{ClusterKey, CompositeResolver, ResourceResolver};
 use tokio::sync::watch;
@@ -27,7 +28,8 @@ use crate::error::NodeError;
 use crate::management::ManagementService;
 use crate::readiness::{self, Readiness, WatchedStore};
 
-/// The encoded descriptors of every Spectrum protocol, served by gRPC reflection.
+/// The encoded descriptors of every public Spectrum protocol (management, demo; not
+/// replication, which is internal), served by gRPC reflection.
 pub(crate) const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/spectrum_descriptor.bin"));
 
@@ -328,12 +330,16 @@ impl NodeBuilder {
         readiness.publish().await;
         let store = std::mem::replace(&mut self.store, StoreChoice::Memory).open(&self.id, &hlc).await?;
         let store: Arc<dyn ConfigStore> = Arc::new(WatchedStore::new(store, readiness.clone()));
-        let anti_entropy =
+        let mut anti_entropy =
             AntiEntropy::builder(store.clone(), hlc.clone(), self.cluster.clone(), addr.clone())
                 .seeds(self.seeds.clone())
                 .interval(self.sync_interval)
-                .transport(self.transport.clone())
-                .build();
+                .transport(self.transport.clone());
+        if let Some(credential) = peer_credential(&self.id, self.cluster_key.as_deref(), self.token.as_ref())
+        {
+            anti_entropy = anti_entropy.credential(credential);
+        }
+        let anti_entropy = anti_entropy.build();
         let replicator: Arc<dyn Replicator> = Arc::new(anti_entropy.clone());
         let ctx = NodeContext {
             id: self.id.clone(),
@@ -424,7 +430,30 @@ impl StoreChoice {
     }
 }
 
-/// gRPC reflection over every Spectrum protocol and `grpc.health.v1`.
+/// The purpose [`ClusterKey::derive`] is given for the replication peer credential.
+const PEER_CREDENTIAL_PURPOSE: &str = "spectrum replication peer v1";
+
+/// The credential replication calls between nodes carry and require (development
+/// mode, no TLS): derived from the cluster key when the node has one, else from the
+/// management token, else none, and then anyone who reaches the port can read and
+/// write the configuration database, which is said loudly. Every node of a cluster
+/// must be given the same key (or, without keys, the same token).
+fn peer_credential(id: &NodeId, key: Option<&ClusterKey>, token: Option<&Token>) -> Option<PeerCredential> {
+    match (key, token) {
+        (Some(key), _) => Some(PeerCredential::from_bytes(*key.derive(PEER_CREDENTIAL_PURPOSE))),
+        (None, Some(token)) => {
+            info!(node = %id, "no cluster key: replication peers authenticate with a credential derived from the management token");
+            Some(PeerCredential::from_shared_secret(token.expose().as_bytes()))
+        }
+        (None, None) => {
+            warn!(node = %id, "no cluster key and no management token: replication is OPEN to anyone who can reach this node's port (they can read every record and write any); give every node the same cluster key");
+            None
+        }
+    }
+}
+
+/// gRPC reflection over the public Spectrum protocols and `grpc.health.v1`
+/// (replication is internal, and left out).
 fn reflection() -> Result<
     tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
     NodeError,

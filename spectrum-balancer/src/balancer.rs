@@ -104,7 +104,7 @@ impl BalancerBuilder {
         let local_addr =
             listener.local_addr().map_err(|source| BalancerError::Bind { addr: listen, source })?;
         let grace = self.config.shutdown_grace;
-        let metrics_listen = self.config.metrics_listen;
+        let admin_listen = self.config.admin_listen;
         let serve_stats = self.config.serve_stats;
         let pool = Pool::new(self.config);
         pool.set_backends(self.backends)?;
@@ -112,14 +112,19 @@ impl BalancerBuilder {
         let stats = serve_stats.then(|| BalancerStatsService::new(pool.clone()).into_server());
         let proxy = Arc::new(Proxy { pool: pool.clone(), strategy, stats });
         let mut tasks = Vec::new();
-        let mut metrics_addr = None;
-        if let Some(addr) = metrics_listen {
+        let mut admin_addr = None;
+        if let Some(addr) = admin_listen {
             let listener =
                 TcpListener::bind(addr).await.map_err(|source| BalancerError::Bind { addr, source })?;
             let bound = listener.local_addr().map_err(|source| BalancerError::Bind { addr, source })?;
-            info!(%bound, "serving metrics at /metrics");
-            metrics_addr = Some(bound);
-            tasks.push(tokio::spawn(metrics::serve(listener, pool.clone())));
+            if bound.ip().is_loopback() {
+                info!(%bound, "admin listener: /metrics and Stats");
+            } else {
+                warn!(%bound, "the admin listener (/metrics and Stats, no token) is not on loopback: anyone who reaches it reads the balancer's figures");
+            }
+            admin_addr = Some(bound);
+            let stats = BalancerStatsService::new(pool.clone()).into_server();
+            tasks.push(tokio::spawn(metrics::serve(listener, pool.clone(), stats)));
         }
         if let Some((source, interval)) = self.discovery {
             tasks.push(tokio::spawn(poll_discovery(source, interval, Arc::downgrade(&pool))));
@@ -127,7 +132,7 @@ impl BalancerBuilder {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let accept = tokio::spawn(accept_loop(listener, proxy, shutdown_rx, grace));
         info!(%local_addr, "balancer listening");
-        Ok(BalancerHandle { local_addr, metrics_addr, pool, shutdown, accept: Some(accept), tasks })
+        Ok(BalancerHandle { local_addr, admin_addr, pool, shutdown, accept: Some(accept), tasks })
     }
 }
 
@@ -138,7 +143,7 @@ impl BalancerBuilder {
 #[derive(Debug)]
 pub struct BalancerHandle {
     local_addr: SocketAddr,
-    metrics_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     pool: Arc<Pool>,
     shutdown: watch::Sender<bool>,
     accept: Option<JoinHandle<()>>,
@@ -157,10 +162,10 @@ impl BalancerHandle {
         format!("http://{}", self.local_addr)
     }
 
-    /// The address of the metrics listener, when
-    /// [`BalancerConfig::metrics_listen`] is set.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_addr
+    /// The address of the admin listener (`/metrics` and Stats), when
+    /// [`BalancerConfig::admin_listen`] is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Every figure of the balancer in the Prometheus text format, as the metrics

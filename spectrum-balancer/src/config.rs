@@ -1,7 +1,11 @@
 //! Configuration of the balancer and of its backends.
 
+use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
+
+use subtle::ConstantTimeEq;
 
 use spectrum_core::{Member, NodeId};
 
@@ -83,15 +87,88 @@ pub struct BalancerConfig {
     /// than one lets a busy backend's traffic use more than one core. Default 2;
     /// at least 1.
     pub upstream_connections: usize,
-    /// Address of a separate plain HTTP listener serving Prometheus metrics at
-    /// `/metrics`, or `None` for no metrics listener. Default `None`.
-    pub metrics_listen: Option<SocketAddr>,
+    /// Address of the balancer's *admin listener*, or `None` for none. Default
+    /// `None`.
+    ///
+    /// It is a separate plain-text port (HTTP/1.1 and h2c) that serves Prometheus
+    /// metrics at `/metrics` and the balancer's own gRPC service
+    /// (`spectrum.balancer.v1.Balancer/Stats`) to anyone who reaches it, with no
+    /// token: bind it to loopback (`127.0.0.1:PORT`) or to a management network,
+    /// never to the clients' network. The balancer warns at start when it is not
+    /// on a loopback address.
+    pub admin_listen: Option<SocketAddr>,
     /// Whether the balancer answers its own gRPC service,
     /// `spectrum.balancer.v1.Balancer` (method `Stats`: per-backend figures), on
     /// [`listen`](Self::listen), itself instead of proxying it; see
-    /// [`stats`](crate::stats). Calls to it check no bearer token. When `false`,
-    /// those calls are proxied to the nodes like any other. Default `true`.
+    /// [`stats`](crate::stats). Who may call it there is set by
+    /// [`stats_token`](Self::stats_token) and [`open_stats`](Self::open_stats).
+    /// When `false`, those calls are proxied to the nodes like any other. Default
+    /// `true`.
     pub serve_stats: bool,
+    /// The token a `Stats` call on the public port ([`listen`](Self::listen)) must
+    /// carry as `authorization: Bearer <token>` (compared in constant time); a call
+    /// without it, or with another, is answered `UNAUTHENTICATED` by the balancer.
+    /// Give it the cluster's management token, which `spectrum status` sends.
+    /// Default `None`: see [`open_stats`](Self::open_stats).
+    pub stats_token: Option<BearerToken>,
+    /// With no [`stats_token`](Self::stats_token): whether `Stats` on the public
+    /// port answers anyone (`true`), or is off there (`false`: answered
+    /// `PERMISSION_DENIED`; the [admin listener](Self::admin_listen) still serves
+    /// it). Ignored when a token is set. Default `false`.
+    pub open_stats: bool,
+    /// Path prefixes of the cluster's *internal* services, which the balancer never
+    /// forwards: a request whose path starts with one of them is answered by the
+    /// balancer itself, without touching a node, with gRPC `PERMISSION_DENIED`
+    /// (HTTP 403 for a request that is not gRPC), and counted as
+    /// [`internal_refused`](crate::stats::BalancerStats::internal_refused).
+    ///
+    /// Nodes authenticate these calls from their peers on their own; this keeps
+    /// them off the public address altogether. Default
+    /// [`DEFAULT_INTERNAL_PATHS`] (`/spectrum.replication.v1.`: replication).
+    /// Add the prefix of any node-to-node service of your own. Each prefix must
+    /// start with `/`.
+    pub internal_paths: Vec<String>,
+}
+
+/// The default of [`BalancerConfig::internal_paths`]: every service of the
+/// replication protocol (`spectrum.replication.v1`).
+pub const DEFAULT_INTERNAL_PATHS: &[&str] = &["/spectrum.replication.v1."];
+
+/// A bearer token the balancer requires (see [`BalancerConfig::stats_token`]).
+/// `Debug` never shows it.
+///
+/// ```
+/// use spectrum_balancer::config::BearerToken;
+///
+/// let token = BearerToken::new("s3cret");
+/// assert_eq!(format!("{token:?}"), "BearerToken(***)");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(Arc<str>);
+
+impl BearerToken {
+    /// A token with this value.
+    pub fn new(token: impl Into<Arc<str>>) -> Self {
+        Self(token.into())
+    }
+
+    /// Whether `headers` carry `authorization: Bearer <this token>` (the scheme
+    /// in any case; the token compared in constant time).
+    pub(crate) fn admits(&self, headers: &http::HeaderMap) -> bool {
+        let Some(value) = headers.get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes) else {
+            return false;
+        };
+        let Some((scheme, presented)) = value.split_at_checked(7) else {
+            return false;
+        };
+        scheme.eq_ignore_ascii_case(b"bearer ") && bool::from(presented.ct_eq(self.0.as_bytes()))
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerToken(***)")
+    }
 }
 
 /// Matches request paths, for [`BalancerConfig::idempotent`].
@@ -177,9 +254,12 @@ impl Default for BalancerConfig {
             eject_after_failures: 3,
             ejection_backoff: Duration::from_secs(1),
             max_ejection_backoff: Duration::from_secs(30),
-            metrics_listen: None,
+            admin_listen: None,
             serve_stats: true,
+            stats_token: None,
+            open_stats: false,
             upstream_connections: 2,
+            internal_paths: DEFAULT_INTERNAL_PATHS.iter().map(|p| (*p).to_owned()).collect(),
         }
     }
 }
@@ -213,6 +293,9 @@ impl BalancerConfig {
         }
         if !(0.0..=1.0).contains(&self.retry_budget.ratio) {
             return invalid("retry_budget.ratio", "must be between 0 and 1");
+        }
+        if self.internal_paths.iter().any(|p| !p.starts_with('/')) {
+            return invalid("internal_paths", "every prefix must start with '/'");
         }
         if self.max_ejection_backoff < self.ejection_backoff {
             return invalid("max_ejection_backoff", "must not be shorter than ejection_backoff");
@@ -270,6 +353,32 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:0");
         assert_eq!((c.rise, c.fall, c.max_attempts), (2, 2, 3));
+        assert_eq!(c.internal_paths, ["/spectrum.replication.v1."]);
+    }
+
+    #[test]
+    fn a_bearer_token_admits_only_itself() {
+        let token = BearerToken::new("s3cret");
+        let with = |value: &'static str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::AUTHORIZATION, http::HeaderValue::from_static(value));
+            h
+        };
+        assert!(token.admits(&with("Bearer s3cret")));
+        assert!(token.admits(&with("bearer s3cret")));
+        assert!(!token.admits(&with("Bearer s3cret!")));
+        assert!(!token.admits(&with("Bearer s3cre")));
+        assert!(!token.admits(&with("Basic s3cret")));
+        assert!(!token.admits(&with("s3cret")));
+        assert!(!token.admits(&http::HeaderMap::new()));
+    }
+
+    #[test]
+    fn an_internal_path_without_a_leading_slash_is_rejected() {
+        let c =
+            BalancerConfig { internal_paths: vec!["spectrum.replication.v1.".into()], ..Default::default() };
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().contains("internal_paths"), "{err}");
     }
 
     #[test]

@@ -17,7 +17,12 @@
 //!   live load figures kept in a [`LoadRegistry`] so they survive membership changes.
 //! - Observability: [`BalancerHandle::stats`] per node, the same figures over gRPC
 //!   from the balancer's own service ([`stats`]), and Prometheus text at `/metrics`
-//!   on [`BalancerConfig::metrics_listen`]; see "Observing the balancer" below.
+//!   on the admin listener, [`BalancerConfig::admin_listen`]; see "Observing the
+//!   balancer" below.
+//! - Security: the cluster's internal services (replication) are never forwarded:
+//!   the balancer answers them `PERMISSION_DENIED` itself
+//!   ([`BalancerConfig::internal_paths`]); its own `Stats` on the public port
+//!   needs its token ([`BalancerConfig::stats_token`]).
 //!
 //! ## Why strategies are synchronous
 //!
@@ -172,11 +177,14 @@
 //!   serde and print as a table; the generated [`stats::proto`] stays for
 //!   interop). The
 //!   `spectrum status` command calls it and prints a `BALANCER` table when its
-//!   endpoint is a balancer. The call checks no bearer token (it shows figures and
-//!   changes nothing); turn it off with [`BalancerConfig::serve_stats`], and the
+//!   endpoint is a balancer. On the public port the call needs the balancer's
+//!   token ([`BalancerConfig::stats_token`], sent as `authorization: Bearer …`);
+//!   with no token set it is off there unless [`BalancerConfig::open_stats`] is
+//!   on. Turn the local answer off with [`BalancerConfig::serve_stats`], and the
 //!   path is then proxied like any other;
-//! - as Prometheus text at `/metrics` on a separate, optional listener,
-//!   [`BalancerConfig::metrics_listen`].
+//! - on the admin listener, [`BalancerConfig::admin_listen`]: a separate, optional
+//!   port (keep it on loopback) that serves Prometheus text at `/metrics` and
+//!   `Stats`, with no token.
 //!
 //! Checking whether a request is for the balancer's own service is one byte-prefix
 //! comparison of its path, so proxied requests pay next to nothing for it.
@@ -207,7 +215,7 @@ mod upstream;
 pub use backend::{Backend, BackendLoad, LoadRegistry};
 pub use balancer::{Balancer, BalancerBuilder, BalancerHandle, DEFAULT_DISCOVERY_INTERVAL};
 pub use body::ProxyBody;
-pub use config::{BackendConfig, BalancerConfig, PathMatcher, RetryBudgetConfig};
+pub use config::{BackendConfig, BalancerConfig, BearerToken, PathMatcher, RetryBudgetConfig};
 pub use discovery::{Discovery, StaticDiscovery};
 pub use error::{BalancerError, BoxError};
 pub use stats::{BackendStats, BalancerStatsService};

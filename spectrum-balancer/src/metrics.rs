@@ -1,5 +1,6 @@
-//! Prometheus text exposition of the balancer's figures, and the optional listener
-//! that serves it at `/metrics`.
+//! Prometheus text exposition of the balancer's figures, and the optional admin
+//! listener that serves it at `/metrics`, with the balancer's own gRPC service
+//! (`Stats`) beside it.
 //!
 //! The renderer is written by hand: the figures already live in the pool's
 //! atomics, and printing them is a few dozen lines, where the `prometheus` crate
@@ -12,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -20,8 +21,10 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+use crate::body::ProxyBody;
 use crate::pool::Pool;
-use crate::stats::BackendStats;
+use crate::stats::service::{self, BalancerStatsService};
+use crate::stats::{BackendStats, proto};
 
 /// The content type of the text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -57,6 +60,11 @@ pub(crate) fn render(pool: &Pool) -> String {
             "spectrum_balancer_request_too_large_total",
             "Requests refused because their body was over the limit.",
             &c.too_large,
+        ),
+        (
+            "spectrum_balancer_internal_refused_total",
+            "Requests for an internal service of the cluster, refused by the balancer.",
+            &c.internal_refused,
         ),
     ] {
         family(&mut out, name, "counter", help);
@@ -131,8 +139,13 @@ fn answer(pool: &Pool, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     resp
 }
 
-/// Serves `/metrics` on `listener` until aborted.
-pub(crate) async fn serve(listener: TcpListener, pool: Arc<Pool>) {
+/// Serves `/metrics` and the balancer's own gRPC service (`stats`) on `listener`
+/// until aborted.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    pool: Arc<Pool>,
+    stats: proto::balancer_server::BalancerServer<BalancerStatsService>,
+) {
     let server = auto::Builder::new(TokioExecutor::new());
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -145,10 +158,20 @@ pub(crate) async fn serve(listener: TcpListener, pool: Arc<Pool>) {
         };
         let pool = pool.clone();
         let server = server.clone();
+        let stats = stats.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let resp = answer(&pool, &req);
-                async move { Ok::<_, Infallible>(resp) }
+                let pool = pool.clone();
+                let stats = stats.clone();
+                async move {
+                    let resp: Response<ProxyBody> =
+                        if req.uri().path().as_bytes().starts_with(service::PATH_PREFIX) {
+                            service::answer(&stats, req).await
+                        } else {
+                            answer(&pool, &req).map(|body| body.map_err(|never| match never {}).boxed())
+                        };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             if let Err(error) = server.serve_connection(TokioIo::new(stream), service).await {
                 debug!(%peer, %error, "metrics connection ended with an error");

@@ -52,6 +52,8 @@ pub(crate) struct Counters {
     pub(crate) no_backend: AtomicU64,
     /// Requests refused because their body was too large.
     pub(crate) too_large: AtomicU64,
+    /// Requests for an internal service, refused by the balancer.
+    pub(crate) internal_refused: AtomicU64,
 }
 
 impl Counters {

@@ -31,7 +31,8 @@
 //!   `All`), and every interval exchanges digests with a random peer so that
 //!   anything a push missed is repaired. [`ReplicationService`] is its gRPC
 //!   server side (the wire protocol is private to this crate); both refuse peers
-//!   of another cluster and peers whose clocks run too far ahead.
+//!   of another cluster and peers whose clocks run too far ahead, and, given a
+//!   [`PeerCredential`], every call that does not carry it (see [`credential`]).
 //!
 //! ## Two copies converging
 //!
@@ -103,7 +104,9 @@
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use spectrum_core::{Hlc, TransportConfig, transport::bind};
-//! use spectrum_replication::{AckLevel, AntiEntropy, ConfigStore, RedbStore, Replicator, WriteBatch};
+//! use spectrum_replication::{
+//!     AckLevel, AntiEntropy, ConfigStore, PeerCredential, RedbStore, Replicator, WriteBatch,
+//! };
 //!
 //! let hlc = Arc::new(Hlc::system());
 //! let store = Arc::new(RedbStore::open("/var/lib/spectrum/node-1.redb", "node-1".parse()?, hlc.clone())?);
@@ -112,6 +115,9 @@
 //! let replicator = AntiEntropy::builder(store.clone(), hlc, "prod".parse()?, listener.addr())
 //!     .seeds(vec!["http://10.0.0.2:7000".parse()?])
 //!     .transport(transport.clone())
+//!     // The same secret on every node (derive it from the cluster key): calls
+//!     // without it are refused, both ways.
+//!     .credential(PeerCredential::from_bytes([7; 32]))
 //!     .build();
 //! let server = transport
 //!     .server()
@@ -136,6 +142,7 @@
 //! blocking pool, so no async worker waits for an fsync.
 
 pub mod anti_entropy;
+pub mod credential;
 pub mod error;
 mod handshake;
 pub mod horizon;
@@ -161,6 +168,7 @@ pub(crate) mod proto {
 }
 
 pub use anti_entropy::{AntiEntropy, AntiEntropyBuilder, AntiEntropyHandle};
+pub use credential::PeerCredential;
 pub use error::{PeerFailure, ReplicationError, StoreError};
 pub use memory::MemoryStore;
 pub use peers::PeerTable;

@@ -13,6 +13,7 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tracing::{debug, instrument, trace, warn};
 
+use crate::credential::{PeerCredential, PeerToken};
 use crate::error::StoreError;
 use crate::handshake::{Contact, Handshake};
 use crate::peers::PeerTable;
@@ -36,19 +37,53 @@ pub const MAX_SYNC_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 /// clock is further ahead than the HLC's maximum offset is refused
 /// (`failed_precondition` with the clock skew) and flagged in the [`PeerTable`],
 /// and a malformed message is `invalid_argument`.
+///
+/// With a [`PeerCredential`] ([`with_credential`](Self::with_credential)), every
+/// call must first carry the peer token (see [`credential`](crate::credential)):
+/// a call without it, or with another, is answered `unauthenticated` and nothing
+/// is read or merged. Without one, every caller is served: for tests and
+/// simulations only.
 #[derive(Debug, Clone)]
 pub struct ReplicationService {
     store: Arc<dyn ConfigStore>,
+    cluster: ClusterId,
     handshake: Handshake,
     max_budget: usize,
+    /// The token every call must carry, when the service has a credential.
+    token: Option<Arc<PeerToken>>,
 }
 
 impl ReplicationService {
     /// A service over `store`, for `cluster`, observing senders' stamps with `hlc`
     /// (the same clock the store stamps with).
     pub fn new(store: Arc<dyn ConfigStore>, cluster: ClusterId, hlc: Arc<Hlc>) -> Self {
-        let handshake = Handshake::new(cluster, store.node_id().clone(), hlc);
-        Self { store, handshake, max_budget: budget_for(DEFAULT_MAX_MESSAGE_BYTES) }
+        let handshake = Handshake::new(cluster.clone(), store.node_id().clone(), hlc);
+        Self { store, cluster, handshake, max_budget: budget_for(DEFAULT_MAX_MESSAGE_BYTES), token: None }
+    }
+
+    /// Requires every call to carry the peer token of `credential` for this
+    /// service's cluster; others are answered `unauthenticated`.
+    pub fn with_credential(mut self, credential: &PeerCredential) -> Self {
+        self.token = Some(Arc::new(credential.token(&self.cluster)));
+        self
+    }
+
+    /// Refuses a call that lacks the peer token, when one is required, naming
+    /// the node the caller claims to be in a warning.
+    fn authenticate<T>(
+        &self,
+        request: &Request<T>,
+        method: &str,
+        claimed: Option<&proto::Header>,
+    ) -> Result<(), Status> {
+        match &self.token {
+            Some(token) if !token.admits(request.metadata()) => {
+                let claimed = claimed.map_or("?", |h| h.node_id.as_str());
+                warn!(claimed_node = claimed, method, remote = ?request.remote_addr(), "refused a replication call without a valid peer credential");
+                Err(Status::unauthenticated("replication calls need this cluster's peer credential"))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Sets the address this node is reached at, sent in every answer's header.
@@ -122,6 +157,7 @@ impl Replication for ReplicationService {
         &self,
         request: Request<proto::PushRequest>,
     ) -> Result<Response<proto::PushResponse>, Status> {
+        self.authenticate(&request, "Push", request.get_ref().header.as_ref())?;
         let req = request.into_inner();
         let peer = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?.header;
         let records = records_from_wire(req.records)?;
@@ -151,6 +187,7 @@ impl Replication for ReplicationService {
         &self,
         request: Request<proto::SyncRequest>,
     ) -> Result<Response<proto::SyncResponse>, Status> {
+        self.authenticate(&request, "Sync", request.get_ref().header.as_ref())?;
         let req = request.into_inner();
         let admitted = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?;
         let peer = admitted.header;
@@ -380,6 +417,34 @@ mod tests {
         // Computed from what `a` holds now, the same delta is honoured.
         svc.push(late(None)).await.unwrap();
         assert_eq!(store.digest().await.unwrap().get(&"b".parse().unwrap()), 5);
+    }
+
+    #[tokio::test]
+    async fn with_a_credential_calls_without_the_token_are_unauthenticated_and_change_nothing() {
+        let (svc, store) = service();
+        let credential = PeerCredential::from_bytes([9; 32]);
+        let svc = svc.with_credential(&credential);
+        let good = credential.token(&CLUSTER.parse().unwrap());
+        let wrong = PeerCredential::from_bytes([8; 32]).token(&CLUSTER.parse().unwrap());
+        for token in [None, Some(&wrong)] {
+            let mut req = push(header(CLUSTER, "intruder"), vec![wire_record("settings/x", "intruder", 1)]);
+            let mut sync = Request::new(proto::SyncRequest {
+                header: header(CLUSTER, "intruder"),
+                ..proto::SyncRequest::default()
+            });
+            if let Some(t) = token {
+                req.metadata_mut().insert(crate::credential::PEER_HEADER, t.value());
+                sync.metadata_mut().insert(crate::credential::PEER_HEADER, t.value());
+            }
+            assert_eq!(svc.push(req).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+            assert_eq!(svc.sync(sync).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+        }
+        assert_empty(&store).await;
+        assert!(svc.peer_table().snapshot().is_empty(), "no caller was recorded");
+        let mut req = push(header(CLUSTER, "b"), vec![wire_record("settings/x", "b", 1)]);
+        req.metadata_mut().insert(crate::credential::PEER_HEADER, good.value());
+        svc.push(req).await.unwrap();
+        assert_eq!(store.scan("").await.unwrap().len(), 1);
     }
 
     #[test]

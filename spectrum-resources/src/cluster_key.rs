@@ -42,6 +42,10 @@ const TAG_LEN: usize = 16;
 /// same key is not accepted as a secret.
 const AAD: &[u8] = b"spectrum-resources secret v1";
 
+/// Domain-separates [`ClusterKey::derive`]'s output from any other use of HKDF over
+/// the same key (RFC 5869 salt).
+const DERIVE_SALT: &[u8] = b"spectrum cluster key derive v1";
+
 /// A cluster's 32-byte secret key. `Debug` never shows it, and its memory is overwritten
 /// with zeros when dropped.
 ///
@@ -67,6 +71,31 @@ impl ClusterKey {
     /// The key as 64 lower-case hex digits, for writing a configuration file.
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A 32-byte key for one `purpose`, derived from this key with HKDF-SHA256
+    /// (RFC 5869; `purpose` is the *info* input): the same on every node that holds
+    /// this key, different for every purpose, and revealing nothing about this key
+    /// or about the key of any other purpose. Spectrum derives the replication peer
+    /// credential with the purpose `"spectrum replication peer v1"`, so the key that
+    /// seals secrets never leaves the node or serves anything else.
+    ///
+    /// The bytes are wiped from memory when the returned value is dropped.
+    ///
+    /// ```
+    /// use spectrum_resources::ClusterKey;
+    ///
+    /// let key = ClusterKey::generate();
+    /// assert_eq!(*key.derive("peer"), *key.derive("peer"));
+    /// assert_ne!(*key.derive("peer"), *key.derive("other"));
+    /// assert_ne!(*key.derive("peer"), *ClusterKey::generate().derive("peer"));
+    /// ```
+    pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; KEY_LEN]> {
+        let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(DERIVE_SALT), self.0.as_slice());
+        let mut out = Zeroizing::new([0u8; KEY_LEN]);
+        // 32 bytes is far below HKDF-SHA256's limit of 255 × 32 bytes.
+        hkdf.expand(purpose.as_bytes(), out.as_mut_slice()).expect("32 bytes is a valid HKDF-SHA256 length");
+        out
     }
 
     /// Encrypts `clear` under a fresh random nonce; returns the sealed text
@@ -184,6 +213,17 @@ mod tests {
                 assert!(!err.to_string().contains(bad), "{err}");
             }
         }
+    }
+
+    #[test]
+    fn derived_keys_depend_on_the_key_and_the_purpose_and_are_stable() {
+        let key: ClusterKey = "00".repeat(32).parse().unwrap();
+        let peer = key.derive("spectrum replication peer v1");
+        assert_eq!(*peer, *key.clone().derive("spectrum replication peer v1"));
+        assert_ne!(*peer, *key.derive("spectrum replication peer v2"));
+        assert_ne!(peer.as_slice(), key.0.as_slice(), "never the key itself");
+        let other: ClusterKey = "01".repeat(32).parse().unwrap();
+        assert_ne!(*peer, *other.derive("spectrum replication peer v1"));
     }
 
     #[test]

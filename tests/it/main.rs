@@ -6,6 +6,7 @@ mod haproxy;
 mod management;
 mod protocols;
 mod readiness;
+mod security;
 mod serve;
 mod support;
 mod users;

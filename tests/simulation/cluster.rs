@@ -21,7 +21,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use spectrum_core::{ChannelConnector, Clock, ClusterId, Hlc, NodeId, PeerAddr, TransportConfig};
 use spectrum_replication::{
-    AckLevel, AntiEntropy, ConfigStore, MemoryStore, Record, Replicator, VersionVector, WriteBatch,
+    AckLevel, AntiEntropy, ConfigStore, MemoryStore, PeerCredential, Record, Replicator, VersionVector,
+    WriteBatch,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
@@ -417,6 +418,8 @@ async fn run_node(host: Rc<NodeHost>) -> turmoil::Result {
         .interval(SYNC_INTERVAL)
         .transport(transport.clone())
         .rng_seed(replicator_seed(host.seed, host.index, boot))
+        // Every call carries the peer token and every service requires it, as on a real node.
+        .credential(PeerCredential::from_bytes([0x5e; 32]))
         .build();
     let listener = turmoil::net::TcpListener::bind((IpAddr::from(Ipv4Addr::UNSPECIFIED), PORT)).await?;
     let incoming = futures::stream::unfold(listener, |listener| async move {

@@ -38,6 +38,8 @@ use attempt::{AttemptOutcome, Chances};
 const GRPC_INTERNAL: u32 = 13;
 /// gRPC status code `UNIMPLEMENTED`.
 const GRPC_UNIMPLEMENTED: u32 = 12;
+/// gRPC status code `PERMISSION_DENIED`.
+const GRPC_PERMISSION_DENIED: u32 = 7;
 
 /// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1, plus `proxy-connection`).
 const HOP_BY_HOP: [&str; 5] =
@@ -80,6 +82,15 @@ fn too_large(grpc: bool) -> Response<ProxyBody> {
         StatusCode::PAYLOAD_TOO_LARGE,
         GRPC_RESOURCE_EXHAUSTED,
         "request body larger than the balancer accepts",
+    )
+}
+
+fn internal(grpc: bool) -> Response<ProxyBody> {
+    local_answer(
+        grpc,
+        StatusCode::FORBIDDEN,
+        GRPC_PERMISSION_DENIED,
+        "this service is internal to the cluster and not reachable through the balancer",
     )
 }
 
@@ -255,8 +266,18 @@ impl Proxy {
         if let Some(server) = &self.stats {
             if req.uri().path().as_bytes().starts_with(service::PATH_PREFIX) {
                 trace!(path = req.uri().path(), %client, "balancer's own call");
+                if let Some(refusal) = service::refusal(self.pool.config(), req.headers()) {
+                    debug!(%client, "Stats refused on the public port");
+                    return refusal;
+                }
                 return service::answer(server, req).await;
             }
+        }
+        let path = req.uri().path().as_bytes();
+        if self.pool.config().internal_paths.iter().any(|prefix| path.starts_with(prefix.as_bytes())) {
+            Counters::bump(&self.pool.counters.internal_refused);
+            debug!(path = req.uri().path(), %client, "internal service refused");
+            return internal(is_grpc(req.headers()));
         }
         match self.prepare(req, client) {
             Ok(request) => self.forward(request).await,

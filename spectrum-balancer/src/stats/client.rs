@@ -1,5 +1,10 @@
 //! [`StatsClient`]: reads a balancer's figures over its own gRPC service.
 
+use std::fmt;
+
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::BalancerError;
@@ -10,7 +15,9 @@ use crate::stats::proto::balancer_client::BalancerClient;
 /// A typed client of a balancer's own service (`spectrum.balancer.v1.Balancer`):
 /// its figures as [`BalancerStats`], with no protobuf type in sight.
 ///
-/// The call needs no bearer token. Cloning is cheap and shares the connection.
+/// On a balancer's public port, `Stats` needs the balancer's token
+/// ([`with_token`](Self::with_token)); on its admin listener it needs none.
+/// Cloning is cheap and shares the connection.
 ///
 /// ```no_run
 /// use spectrum_balancer::BalancerError;
@@ -30,7 +37,27 @@ use crate::stats::proto::balancer_client::BalancerClient;
 /// ```
 #[derive(Debug, Clone)]
 pub struct StatsClient {
-    inner: BalancerClient<Channel>,
+    inner: BalancerClient<InterceptedService<Channel, Bearer>>,
+    channel: Channel,
+}
+
+/// Adds `authorization: Bearer <token>` to every call, when there is a token.
+#[derive(Clone, Default)]
+struct Bearer(Option<AsciiMetadataValue>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+impl fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "Bearer(***)" } else { "Bearer(none)" })
+    }
 }
 
 impl StatsClient {
@@ -54,7 +81,26 @@ impl StatsClient {
     /// A client on a channel the caller already has, for example the one a CLI
     /// opened to an endpoint that may be a node or a balancer.
     pub fn new(channel: Channel) -> Self {
-        Self { inner: BalancerClient::new(channel) }
+        Self { inner: BalancerClient::with_interceptor(channel.clone(), Bearer::default()), channel }
+    }
+
+    /// Sends `authorization: Bearer <token>` with every call: the balancer's
+    /// [`stats_token`](crate::BalancerConfig::stats_token), which `Stats` on its
+    /// public port requires.
+    ///
+    /// # Errors
+    ///
+    /// [`BalancerError::InvalidConfig`] when the token holds characters a header
+    /// value cannot (it is not echoed).
+    pub fn with_token(self, token: &str) -> Result<Self, BalancerError> {
+        let mut value = AsciiMetadataValue::try_from(format!("Bearer {token}")).map_err(|_| {
+            BalancerError::InvalidConfig { field: "token", reason: "not a valid header value" }
+        })?;
+        value.set_sensitive(true);
+        Ok(Self {
+            inner: BalancerClient::with_interceptor(self.channel.clone(), Bearer(Some(value))),
+            ..self
+        })
     }
 
     /// The balancer's figures: every backend's, in configuration order, and the

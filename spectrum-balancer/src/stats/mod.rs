@@ -6,8 +6,11 @@
 //! node: the balancer answers them (unless [`BalancerConfig::serve_stats`] is off,
 //! in which case they are proxied like any other call). Its one method, `Stats`,
 //! returns the figures [`BalancerHandle::stats`] gives, for every backend, and the
-//! balancer's totals. The service checks no bearer token: like `/metrics`, it shows
-//! figures, not data, and changes nothing.
+//! balancer's totals. On the public port it answers only a caller presenting
+//! [`BalancerConfig::stats_token`] (`UNAUTHENTICATED` otherwise; with no token set,
+//! `PERMISSION_DENIED` unless [`BalancerConfig::open_stats`] is on); the admin
+//! listener ([`BalancerConfig::admin_listen`]) serves it with `/metrics`, to anyone
+//! who reaches that port.
 //!
 //! Call it with [`StatsClient`], which answers domain types (ids are [`NodeId`]s,
 //! addresses [`SocketAddr`]s) that serialize with serde and print as a table:
@@ -16,7 +19,7 @@
 //! use spectrum_balancer::stats::StatsClient;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let mut client = StatsClient::connect("http://127.0.0.1:7100").await?;
+//! let mut client = StatsClient::connect("http://127.0.0.1:7100").await?.with_token("s3cret")?;
 //! let stats = client.stats().await?;
 //! for b in &stats.backends {
 //!     println!("{} {} {} in_flight={} requests={}", b.id, b.addr, b.health, b.in_flight, b.requests);
@@ -34,6 +37,9 @@
 //! languages and for interop; Rust code uses [`StatsClient`] and never needs them.
 //!
 //! [`BalancerConfig::serve_stats`]: crate::BalancerConfig::serve_stats
+//! [`BalancerConfig::stats_token`]: crate::BalancerConfig::stats_token
+//! [`BalancerConfig::open_stats`]: crate::BalancerConfig::open_stats
+//! [`BalancerConfig::admin_listen`]: crate::BalancerConfig::admin_listen
 //! [`BalancerHandle::stats`]: crate::BalancerHandle::stats
 
 use std::fmt;
@@ -153,7 +159,8 @@ pub struct BalancerStats {
     /// Every configured backend, in configuration order.
     #[serde(rename = "nodes")]
     pub backends: Vec<BackendStats>,
-    /// Requests received from clients (the balancer's own `Stats` answers excluded).
+    /// Requests received from clients (the balancer's own `Stats` answers and
+    /// refused internal calls excluded).
     pub requests: u64,
     /// Attempts beyond the first one of a request.
     pub retries: u64,
@@ -163,6 +170,10 @@ pub struct BalancerStats {
     pub no_backend: u64,
     /// Requests refused because their body was over the limit.
     pub request_too_large: u64,
+    /// Requests for an internal service
+    /// ([`BalancerConfig::internal_paths`](crate::BalancerConfig::internal_paths)),
+    /// refused by the balancer.
+    pub internal_refused: u64,
 }
 
 impl fmt::Display for BalancerStats {
@@ -232,6 +243,7 @@ impl From<&BalancerStats> for proto::StatsResponse {
             retry_budget_exhausted: s.retry_budget_exhausted,
             no_backend: s.no_backend,
             request_too_large: s.request_too_large,
+            internal_refused: s.internal_refused,
         }
     }
 }
@@ -259,6 +271,7 @@ impl TryFrom<proto::StatsResponse> for BalancerStats {
             retry_budget_exhausted: wire.retry_budget_exhausted,
             no_backend: wire.no_backend,
             request_too_large: wire.request_too_large,
+            internal_refused: wire.internal_refused,
         })
     }
 }
@@ -326,6 +339,7 @@ mod tests {
             retry_budget_exhausted: 1,
             no_backend: 2,
             request_too_large: 4,
+            internal_refused: 5,
         };
         let wire = proto::StatsResponse::from(&stats);
         assert_eq!(wire.backends[1].addr, "127.0.0.1:7001");

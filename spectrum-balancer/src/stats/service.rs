@@ -11,6 +11,7 @@ use hyper::body::{Frame, Incoming};
 use tonic::codegen::Service as _;
 
 use crate::body::{ProxyBody, local_answer};
+use crate::config::BalancerConfig;
 use crate::error::BoxError;
 use crate::pool::Pool;
 use crate::stats::{BalancerStats, proto};
@@ -20,6 +21,32 @@ pub(crate) const PATH_PREFIX: &[u8] = b"/spectrum.balancer.v1.Balancer/";
 
 /// gRPC status code `INTERNAL`.
 const GRPC_INTERNAL: u32 = 13;
+/// gRPC status code `PERMISSION_DENIED`.
+const GRPC_PERMISSION_DENIED: u32 = 7;
+/// gRPC status code `UNAUTHENTICATED`.
+const GRPC_UNAUTHENTICATED: u32 = 16;
+
+/// The balancer's refusal of a `Stats` call on its public port, or `None` when the
+/// call may be answered: with [`BalancerConfig::stats_token`] set, the call must
+/// carry it; without, it is answered only when [`BalancerConfig::open_stats`] is on.
+pub(crate) fn refusal(config: &BalancerConfig, headers: &http::HeaderMap) -> Option<Response<ProxyBody>> {
+    match &config.stats_token {
+        Some(token) if token.admits(headers) => None,
+        Some(_) => Some(local_answer(
+            true,
+            StatusCode::UNAUTHORIZED,
+            GRPC_UNAUTHENTICATED,
+            "the balancer's Stats needs its management token (authorization: Bearer <token>)",
+        )),
+        None if config.open_stats => None,
+        None => Some(local_answer(
+            true,
+            StatusCode::FORBIDDEN,
+            GRPC_PERMISSION_DENIED,
+            "the balancer's Stats is off on this port (no token configured): use its admin listener",
+        )),
+    }
+}
 
 /// The `spectrum.balancer.v1.Balancer` service: reads the balancer's live figures.
 ///
@@ -52,6 +79,7 @@ impl BalancerStatsService {
             retry_budget_exhausted: c.budget_exhausted.load(Ordering::Relaxed),
             no_backend: c.no_backend.load(Ordering::Relaxed),
             request_too_large: c.too_large.load(Ordering::Relaxed),
+            internal_refused: c.internal_refused.load(Ordering::Relaxed),
         }
     }
 

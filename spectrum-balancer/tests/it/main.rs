@@ -1,6 +1,7 @@
 //! Integration tests of the balancer: real backends and clients on loopback.
 
 mod failover;
+mod internal;
 mod membership;
 mod metrics;
 mod proxying;

@@ -7,9 +7,9 @@ use crate::support::*;
 #[tokio::test]
 async fn metrics_are_served_on_their_own_port_in_prometheus_text() {
     let nodes = start_nodes(2).await;
-    let config = BalancerConfig { metrics_listen: Some("127.0.0.1:0".parse().unwrap()), ..fast_config() };
+    let config = BalancerConfig { admin_listen: Some("127.0.0.1:0".parse().unwrap()), ..fast_config() };
     let balancer = balancer_with(config, &nodes, None).await;
-    let metrics_addr = balancer.metrics_addr().expect("a metrics listener");
+    let metrics_addr = balancer.admin_addr().expect("an admin listener");
     assert_ne!(metrics_addr, balancer.local_addr());
     let mut client = Client::http1(balancer.local_addr()).await;
     for _ in 0..4 {
@@ -38,10 +38,10 @@ async fn metrics_are_served_on_their_own_port_in_prometheus_text() {
 }
 
 #[tokio::test]
-async fn without_a_metrics_address_there_is_no_metrics_listener() {
+async fn without_a_metrics_address_there_is_no_admin_listener() {
     let nodes = start_nodes(1).await;
     let balancer = balancer_for(&nodes, None).await;
-    assert!(balancer.metrics_addr().is_none());
+    assert!(balancer.admin_addr().is_none());
     assert!(balancer.metrics_text().contains("spectrum_balancer_requests_total 0"));
     balancer.shutdown().await;
 }

@@ -1,15 +1,21 @@
 //! The balancer's own gRPC service, `spectrum.balancer.v1.Balancer/Stats`, answered
-//! on its main port.
+//! on its main port (to holders of its token, or anyone when opened) and on its
+//! admin listener.
 
 use std::sync::Arc;
 
 use spectrum_balancer::stats::proto::{StatsRequest, StatsResponse, balancer_client::BalancerClient};
 use spectrum_balancer::stats::{BackendHealth, StatsClient};
 use spectrum_balancer::strategy::RoundRobin;
-use spectrum_balancer::{BalancerConfig, BalancerError};
+use spectrum_balancer::{BalancerConfig, BalancerError, BearerToken};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::support::*;
+
+/// Stats on the public port answers anyone: these tests are about the figures.
+fn open_stats() -> BalancerConfig {
+    BalancerConfig { open_stats: true, ..fast_config() }
+}
 
 async fn stats(client: &mut BalancerClient<tonic::transport::Channel>) -> StatsResponse {
     let resp = within(client.stats(StatsRequest {})).await.expect("Stats answers");
@@ -20,7 +26,7 @@ async fn stats(client: &mut BalancerClient<tonic::transport::Channel>) -> StatsR
 #[tokio::test]
 async fn stats_through_the_balancer_port_list_every_backend_with_growing_counts() {
     let nodes = start_nodes(3).await;
-    let balancer = balancer_for(&nodes, Some(Arc::new(RoundRobin::new()))).await;
+    let balancer = balancer_with(open_stats(), &nodes, Some(Arc::new(RoundRobin::new()))).await;
     let mut client = BalancerClient::new(grpc_channel(&balancer));
 
     let before = stats(&mut client).await;
@@ -58,7 +64,7 @@ async fn stats_through_the_balancer_port_list_every_backend_with_growing_counts(
 #[tokio::test]
 async fn a_draining_backend_shows_draining() {
     let nodes = start_nodes(2).await;
-    let balancer = balancer_for(&nodes, None).await;
+    let balancer = balancer_with(open_stats(), &nodes, None).await;
     balancer.set_draining(&nodes[1].id, true).unwrap();
     let mut client = BalancerClient::new(grpc_channel(&balancer));
     let s = stats(&mut client).await;
@@ -72,7 +78,7 @@ async fn a_draining_backend_shows_draining() {
 #[tokio::test]
 async fn other_calls_are_proxied_as_before() {
     let nodes = start_nodes(2).await;
-    let balancer = balancer_for(&nodes, None).await;
+    let balancer = balancer_with(open_stats(), &nodes, None).await;
     let channel = grpc_channel(&balancer);
     let mut health = HealthClient::new(channel.clone());
     let resp = within(health.check(HealthCheckRequest { service: "demo".into() })).await.unwrap();
@@ -112,7 +118,7 @@ async fn with_serve_stats_off_the_path_is_proxied() {
 #[tokio::test]
 async fn the_typed_client_reads_the_same_figures_as_the_handle() {
     let nodes = start_nodes(2).await;
-    let balancer = balancer_for(&nodes, Some(Arc::new(RoundRobin::new()))).await;
+    let balancer = balancer_with(open_stats(), &nodes, Some(Arc::new(RoundRobin::new()))).await;
     balancer.set_draining(&nodes[1].id, true).unwrap();
     let mut http = Client::h2c(balancer.local_addr()).await;
     for _ in 0..3 {
@@ -149,4 +155,44 @@ async fn the_typed_client_says_when_the_endpoint_does_not_answer_stats() {
 
     let error = within(StatsClient::connect("not a url")).await.unwrap_err();
     assert!(matches!(error, BalancerError::Connect { .. }), "{error}");
+}
+
+#[tokio::test]
+async fn on_the_public_port_stats_answers_only_the_balancer_s_token() {
+    let nodes = start_nodes(1).await;
+    let config = BalancerConfig { stats_token: Some(BearerToken::new("t0ken")), ..fast_config() };
+    let balancer = balancer_with(config, &nodes, None).await;
+    let refused = |error: BalancerError| match error {
+        BalancerError::StatsCall { code, message } => (code, message),
+        other => panic!("{other}"),
+    };
+    let (code, message) =
+        refused(within(StatsClient::new(grpc_channel(&balancer)).stats()).await.unwrap_err());
+    assert_eq!(code, tonic::Code::Unauthenticated, "{message}");
+    assert!(message.contains("management token"), "{message}");
+    let wrong = StatsClient::new(grpc_channel(&balancer)).with_token("t0ken!").unwrap();
+    let (code, _) = refused(within(wrong.clone().stats()).await.unwrap_err());
+    assert_eq!(code, tonic::Code::Unauthenticated);
+    let mut right = StatsClient::new(grpc_channel(&balancer)).with_token("t0ken").unwrap();
+    assert_eq!(within(right.stats()).await.unwrap().backends.len(), 1);
+    assert_eq!(balancer.stats()[0].requests, 0, "no Stats call reached a node");
+    balancer.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_a_token_stats_is_off_on_the_public_port_and_served_on_the_admin_listener() {
+    let nodes = start_nodes(1).await;
+    let config = BalancerConfig { admin_listen: Some("127.0.0.1:0".parse().unwrap()), ..fast_config() };
+    let balancer = balancer_with(config, &nodes, None).await;
+    let error = within(StatsClient::new(grpc_channel(&balancer)).stats()).await.unwrap_err();
+    assert!(
+        matches!(&error, BalancerError::StatsCall { code: tonic::Code::PermissionDenied, message } if message.contains("admin listener")),
+        "{error}"
+    );
+    let admin = format!("http://{}", balancer.admin_addr().unwrap());
+    let mut client = within(StatsClient::connect(admin)).await.unwrap();
+    let stats = within(client.stats()).await.expect("the admin listener answers Stats without a token");
+    assert_eq!(stats.backends.len(), 1);
+    assert_eq!(balancer.stats()[0].requests, 0, "no Stats call reached a node");
+    balancer.shutdown().await;
 }

@@ -54,9 +54,11 @@ use spectrum_core::{ClusterId, Hlc, PeerAddr, TransportConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tracing::{Instrument, debug, info_span, instrument, trace, warn};
 
+use crate::credential::{AttachToken, PeerCredential};
 use crate::error::{PeerFailure, ReplicationError};
 use crate::handshake::{Contact, Handshake};
 use crate::peers::{PeerTable, blank};
@@ -89,9 +91,22 @@ pub struct AntiEntropyBuilder {
     interval: Duration,
     transport: TransportConfig,
     rng_seed: Option<u64>,
+    credential: Option<PeerCredential>,
 }
 
 impl AntiEntropyBuilder {
+    /// Authenticates replication both ways with `credential` (see
+    /// [`credential`](crate::credential)): every call this replicator makes
+    /// carries its token, and [`AntiEntropy::service`] refuses calls without it.
+    /// Every node of the cluster must be given the same credential.
+    ///
+    /// Without one, calls carry no token and the service answers anyone who can
+    /// reach it: for tests and simulations only.
+    pub fn credential(mut self, credential: PeerCredential) -> Self {
+        self.credential = Some(credential);
+        self
+    }
+
     /// Addresses of nodes to sync with before membership is known.
     pub fn seeds(mut self, seeds: Vec<PeerAddr>) -> Self {
         self.seeds = seeds;
@@ -132,8 +147,11 @@ impl AntiEntropyBuilder {
         let handshake = Handshake::new(self.cluster.clone(), self.store.node_id().clone(), self.hlc.clone())
             .with_addr(self_addr.clone())
             .with_peer_table(peers.clone());
+        let attach = AttachToken(self.credential.as_ref().map(|c| c.token(&self.cluster).value()));
         AntiEntropy {
             inner: Arc::new(Inner {
+                credential: self.credential,
+                attach,
                 store: self.store,
                 hlc: self.hlc,
                 cluster: self.cluster,
@@ -179,6 +197,7 @@ impl AntiEntropy {
             interval: DEFAULT_INTERVAL,
             transport: TransportConfig::default(),
             rng_seed: None,
+            credential: None,
         }
     }
 
@@ -186,9 +205,13 @@ impl AntiEntropy {
     /// peer table. Serve it with [`ReplicationService::into_server`].
     pub fn service(&self) -> ReplicationService {
         let i = &self.inner;
-        ReplicationService::new(i.store.clone(), i.cluster.clone(), i.hlc.clone())
+        let service = ReplicationService::new(i.store.clone(), i.cluster.clone(), i.hlc.clone())
             .with_addr(i.self_addr.clone())
-            .with_peer_table(i.peers.clone())
+            .with_peer_table(i.peers.clone());
+        match &i.credential {
+            Some(credential) => service.with_credential(credential),
+            None => service,
+        }
     }
 
     /// The table of peers this replicator and its service have talked to.
@@ -325,6 +348,10 @@ struct Inner {
     known: Mutex<Vec<PeerAddr>>,
     channels: Mutex<HashMap<PeerAddr, Channel>>,
     stop: watch::Sender<bool>,
+    /// Given to [`AntiEntropy::service`], which requires its token.
+    credential: Option<PeerCredential>,
+    /// Adds the peer token to every call, when there is a credential.
+    attach: AttachToken,
 }
 
 /// A call to `addr` that ended with `status`.
@@ -359,13 +386,15 @@ impl Inner {
             .max(Duration::from_millis(1))
     }
 
-    fn client(&self, addr: &PeerAddr) -> ReplicationClient<Channel> {
+    fn client(&self, addr: &PeerAddr) -> ReplicationClient<InterceptedService<Channel, AttachToken>> {
         let channel = {
             let mut channels = self.channels.lock();
             channels.entry(addr.clone()).or_insert_with(|| self.transport.channel(addr)).clone()
         };
         let max = self.transport.max_message_bytes;
-        ReplicationClient::new(channel).max_decoding_message_size(max).max_encoding_message_size(max)
+        ReplicationClient::with_interceptor(channel, self.attach.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
     }
 
     /// Admits the header of an answer from `addr` (see [`Handshake::admit`]).

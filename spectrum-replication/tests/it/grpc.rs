@@ -11,7 +11,8 @@ use spectrum_core::transport::{Listener, bind};
 use spectrum_core::{ClusterId, Hlc, ManualClock, NodeId, PeerAddr, SystemClock, TransportConfig};
 use spectrum_replication::anti_entropy::AntiEntropyHandle;
 use spectrum_replication::{
-    AckLevel, AntiEntropy, ConfigStore, MemoryStore, ReplicationError, Replicator, VersionVector, WriteBatch,
+    AckLevel, AntiEntropy, ConfigStore, MemoryStore, PeerCredential, PeerFailure, ReplicationError,
+    Replicator, VersionVector, WriteBatch,
 };
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -57,11 +58,21 @@ struct NodeSpec<'a> {
     interval: Option<Duration>,
     /// The store to serve, or `None` for a fresh [`MemoryStore`].
     store: Option<Arc<dyn ConfigStore>>,
+    /// The peer credential, or `None` for open replication.
+    credential: Option<PeerCredential>,
 }
 
 impl<'a> NodeSpec<'a> {
     fn new(id: &'a str, seeds: Vec<PeerAddr>) -> Self {
-        NodeSpec { id, cluster: CLUSTER, seeds, hlc: Arc::new(Hlc::system()), interval: None, store: None }
+        NodeSpec {
+            id,
+            cluster: CLUSTER,
+            seeds,
+            hlc: Arc::new(Hlc::system()),
+            interval: None,
+            store: None,
+            credential: None,
+        }
     }
     fn every(mut self, interval: Duration) -> Self {
         self.interval = Some(interval);
@@ -80,6 +91,9 @@ impl TestNode {
             .transport(transport());
         if let Some(i) = spec.interval {
             builder = builder.interval(i);
+        }
+        if let Some(c) = spec.credential {
+            builder = builder.credential(c);
         }
         let ae = builder.build();
         let svc = ae.service().into_server(transport().max_message_bytes);
@@ -298,6 +312,47 @@ async fn a_peer_of_another_cluster_is_refused_and_changes_nothing() {
     assert_eq!(a.store.digest().await.unwrap(), VersionVector::default());
     a.stop().await;
     x.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_credential_peers_replicate_and_a_peer_without_it_or_with_another_is_refused() {
+    let key = || Some(PeerCredential::from_bytes([5; 32]));
+    let a =
+        TestNode::serve(NodeSpec { credential: key(), ..NodeSpec::new("a", vec![]) }, listener().await).await;
+    let b = TestNode::serve(
+        NodeSpec { credential: key(), ..NodeSpec::new("b", vec![a.addr.clone()]) },
+        listener().await,
+    )
+    .await;
+    b.write(WriteBatch::new().put("shared", "v"), AckLevel::All).await.unwrap();
+    assert_eq!(a.value("shared").await.as_deref(), Some(&b"v"[..]));
+    let before = a.store.digest().await.unwrap();
+
+    for (name, credential) in [("open", None), ("forger", Some(PeerCredential::from_bytes([6; 32])))] {
+        let x = TestNode::serve(
+            NodeSpec { credential, ..NodeSpec::new(name, vec![a.addr.clone()]) },
+            listener().await,
+        )
+        .await;
+        x.store.apply(WriteBatch::new().put("settings/greeting", "stranger")).await.unwrap();
+        let err = x.ae.sync_round().await.unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ReplicationError::Peer {
+                    failure: PeerFailure::Refused { code: tonic::Code::Unauthenticated, .. },
+                    ..
+                }
+            ),
+            "{name}: {err}"
+        );
+        assert!(x.value("shared").await.is_none(), "{name} read nothing");
+        x.stop().await;
+    }
+    assert_eq!(a.store.digest().await.unwrap(), before, "nothing was merged");
+    assert!(a.value("settings/greeting").await.is_none());
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,8 @@
 //!
 //! `status` through a balancer also shows the balancer's own figures per node (a
 //! `BALANCER` table; `"balancer"` in `--json` output), read from the balancer's
-//! `spectrum.balancer.v1.Balancer/Stats`, which needs no token.
+//! `spectrum.balancer.v1.Balancer/Stats`, with the same token (the balancer's file
+//! `token`).
 //!
 //! Tables for people, `--json` for scripts; exit code 0 on success, and on failure a
 //! non-zero code with one line `error: …` on standard error.

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use spectrum::auth::Token;
 use spectrum::balancer::strategy::RoundRobin;
-use spectrum::balancer::{BackendConfig, Balancer, BalancerConfig};
+use spectrum::balancer::{BackendConfig, Balancer, BalancerConfig, BearerToken};
 use spectrum::config::{BalancerFileConfig, BalancerOverrides, load};
 use spectrum::discovery::ManagementDiscovery;
 use spectrum::resolve::resolve;
@@ -41,6 +41,9 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
     let config = BalancerConfig {
         listen: cfg.listen,
         health_interval: cfg.health_interval(),
+        // `Stats` on the public port answers the holders of the cluster's token only
+        // (and is off there when the file sets none).
+        stats_token: cfg.token.as_ref().map(|t| BearerToken::new(t.expose())),
         ..BalancerConfig::default()
     };
     let mut builder = Balancer::builder(config)

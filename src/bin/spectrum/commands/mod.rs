@@ -36,7 +36,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::GenerateKey => generate_key(json),
         Command::Status => {
             let channel = connect(&endpoint).await?;
-            status::run(&AdminClient::from_channel(channel.clone(), token), channel, json).await
+            let admin = AdminClient::from_channel(channel.clone(), token.clone());
+            status::run(&admin, channel, token.as_ref(), json).await
         }
         Command::Config(cmd) => config::run(&client(&endpoint, token).await?, cmd, ack, json).await,
         Command::License(cmd) => license::run(&client(&endpoint, token).await?, cmd, ack, json).await,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use serde::Serialize;
+use spectrum::auth::Token;
 use spectrum::balancer::stats::{BalancerStats, StatsClient};
 use spectrum::client::AdminClient;
 use spectrum::model::NodeStatus;
@@ -36,12 +37,21 @@ impl fmt::Display for ClusterStatus {
     }
 }
 
-/// Prints the status. The balancer's `Stats` needs no token; a node answers it
-/// `UNIMPLEMENTED`, and then (or on any failure or timeout) the table is left out.
-pub(super) async fn run(client: &AdminClient, channel: Channel, json: bool) -> Result<()> {
+/// Prints the status. The balancer's `Stats` is called with `token` (the balancer
+/// requires its token on its public port); a node answers it `UNIMPLEMENTED`, and
+/// then (or on any failure or timeout) the table is left out.
+pub(super) async fn run(
+    client: &AdminClient,
+    channel: Channel,
+    token: Option<&Token>,
+    json: bool,
+) -> Result<()> {
     let node = client.status().await?;
-    let balancer = match tokio::time::timeout(BALANCER_STATS_TIMEOUT, StatsClient::new(channel).stats()).await
-    {
+    let mut stats = StatsClient::new(channel);
+    if let Some(token) = token {
+        stats = stats.with_token(token.expose())?;
+    }
+    let balancer = match tokio::time::timeout(BALANCER_STATS_TIMEOUT, stats.stats()).await {
         Ok(Ok(stats)) => Some(stats),
         _ => None,
     };
