@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Serialize, Serializer};
-use spectrum_core::{Member, NodeId};
+use spectrum_core::{Liveness, Member, NodeId};
 use spectrum_replication::VersionToken;
 
 use crate::auth::{Role, Token};
@@ -167,6 +167,19 @@ pub struct PeerInfo {
     pub clock_skewed: bool,
     /// The last error talking to it, if the last exchange failed.
     pub last_error: Option<String>,
+    /// Whether it is up, by the answering node's failure detector.
+    pub liveness: Liveness,
+}
+
+/// A member, and whether the answering node finds it up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberInfo {
+    /// The membership record.
+    #[serde(flatten)]
+    pub member: Member,
+    /// Whether it is up, by the answering node's failure detector (the answering
+    /// node itself is alive).
+    pub liveness: Liveness,
 }
 
 /// Whether one resource can be used on one node.
@@ -197,8 +210,8 @@ pub struct NodeStatus {
     pub keys: u64,
     /// Its version vector: the highest sequence number held per origin node.
     pub digest: BTreeMap<String, u64>,
-    /// Cluster membership as it holds it.
-    pub members: Vec<Member>,
+    /// Cluster membership as it holds it, with each member's liveness.
+    pub members: Vec<MemberInfo>,
     /// Its peers, as it sees them.
     pub peers: Vec<PeerInfo>,
     /// Which resources are available on it.
@@ -213,9 +226,9 @@ impl fmt::Display for NodeStatus {
             self.cluster, self.node, self.addr, self.version
         )?;
         writeln!(f, "{} live keys", self.keys)?;
-        writeln!(f, "\n{:<16} {:<28} STATE", "MEMBER", "ADDRESS")?;
-        for m in &self.members {
-            writeln!(f, "{:<16} {:<28} {}", m.id.as_str(), m.addr.as_str(), m.state)?;
+        writeln!(f, "\n{:<16} {:<28} {:<10} LIVENESS", "MEMBER", "ADDRESS", "STATE")?;
+        for MemberInfo { member: m, liveness } in &self.members {
+            writeln!(f, "{:<16} {:<28} {:<10} {liveness}", m.id.as_str(), m.addr.as_str(), m.state.as_str())?;
         }
         writeln!(
             f,

@@ -158,7 +158,18 @@ impl From<model::Entry> for proto::Entry {
 
 impl From<&Member> for proto::MemberStatus {
     fn from(m: &Member) -> Self {
-        Self { id: m.id.to_string(), addr: m.addr.to_string(), state: m.state.to_string() }
+        Self {
+            id: m.id.to_string(),
+            addr: m.addr.to_string(),
+            state: m.state.to_string(),
+            liveness: String::new(),
+        }
+    }
+}
+
+impl From<&model::MemberInfo> for proto::MemberStatus {
+    fn from(m: &model::MemberInfo) -> Self {
+        Self { liveness: m.liveness.to_string(), ..(&m.member).into() }
     }
 }
 
@@ -173,6 +184,7 @@ impl From<model::PeerInfo> for proto::PeerStatus {
             clock_offset_ms: p.clock_offset_ms.unwrap_or(0),
             clock_skewed: p.clock_skewed,
             last_error: p.last_error.unwrap_or_default(),
+            liveness: p.liveness.to_string(),
         }
     }
 }
@@ -335,6 +347,14 @@ impl TryFrom<proto::MemberStatus> for Member {
     }
 }
 
+impl TryFrom<proto::MemberStatus> for model::MemberInfo {
+    type Error = InvalidAnswer;
+    fn try_from(m: proto::MemberStatus) -> Result<Self, Self::Error> {
+        let liveness = m.liveness.parse().map_err(|e| bad("member.liveness", e))?;
+        Ok(Self { member: m.try_into()?, liveness })
+    }
+}
+
 impl TryFrom<proto::PeerStatus> for model::PeerInfo {
     type Error = InvalidAnswer;
     fn try_from(p: proto::PeerStatus) -> Result<Self, Self::Error> {
@@ -346,6 +366,7 @@ impl TryFrom<proto::PeerStatus> for model::PeerInfo {
             clock_offset_ms: p.has_clock_offset.then_some(p.clock_offset_ms),
             clock_skewed: p.clock_skewed,
             last_error: (!p.last_error.is_empty()).then_some(p.last_error),
+            liveness: p.liveness.parse().map_err(|e| bad("peer.liveness", e))?,
         })
     }
 }
@@ -366,7 +387,7 @@ impl TryFrom<proto::StatusResponse> for model::NodeStatus {
             version: s.version,
             keys: s.keys,
             digest: s.digest.into_iter().collect::<BTreeMap<_, _>>(),
-            members: s.members.into_iter().map(Member::try_from).collect::<Result<_, _>>()?,
+            members: s.members.into_iter().map(model::MemberInfo::try_from).collect::<Result<_, _>>()?,
             peers: s.peers.into_iter().map(model::PeerInfo::try_from).collect::<Result<_, _>>()?,
             resources: s.resources.into_iter().map(Into::into).collect(),
         })
@@ -506,7 +527,12 @@ mod tests {
         let err = model::WriteReceipt::try_from(w).unwrap_err();
         assert_eq!(err.field, "write.version");
         assert!(receipt(None).unwrap_err().to_string().contains("write: missing"));
-        let m = proto::MemberStatus { id: "n1".into(), addr: "http://n1".into(), state: "active".into() };
+        let m = proto::MemberStatus {
+            id: "n1".into(),
+            addr: "http://n1".into(),
+            state: "active".into(),
+            liveness: String::new(),
+        };
         assert_eq!(Member::try_from(m).unwrap_err().field, "member.addr");
     }
 

@@ -54,6 +54,6 @@ pub use error::{
 };
 pub use hlc::{Clock, ClockSkew, Hlc, ManualClock, SystemClock, Timestamp};
 pub use id::{ClusterId, NodeId, check_identifier};
-pub use member::{MEMBERSHIP_PREFIX, Member, MemberState};
+pub use member::{Liveness, MEMBERSHIP_PREFIX, Member, MemberState};
 #[cfg(feature = "transport")]
 pub use transport::{ChannelConnector, TransportConfig};

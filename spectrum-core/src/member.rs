@@ -100,6 +100,53 @@ impl FromStr for MemberState {
     }
 }
 
+/// Whether a member is up, as one node's failure detector sees it (separate from
+/// its [`MemberState`], which is the operator's and the member's own decision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Liveness {
+    /// Heard from recently enough.
+    Alive,
+    /// Silent for longer than usual.
+    Suspect,
+    /// Silent for so long that it is taken to be down.
+    Down,
+    /// Never heard from.
+    Unknown,
+}
+
+impl Liveness {
+    /// The lower-case name used on the wire and in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Alive => "alive",
+            Liveness::Suspect => "suspect",
+            Liveness::Down => "down",
+            Liveness::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Liveness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Liveness {
+    type Err = UnknownMemberState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "alive" => Liveness::Alive,
+            "suspect" => Liveness::Suspect,
+            "down" => Liveness::Down,
+            "unknown" | "" => Liveness::Unknown,
+            other => return Err(UnknownMemberState { name: other.chars().take(40).collect() }),
+        })
+    }
+}
+
 /// One node as recorded in cluster membership.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {

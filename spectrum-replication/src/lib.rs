@@ -146,6 +146,7 @@ pub mod credential;
 pub mod error;
 mod handshake;
 pub mod horizon;
+pub mod liveness;
 pub mod memory;
 pub mod peers;
 pub mod record;

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
-use spectrum_core::{NodeId, PeerAddr};
+use spectrum_core::{Liveness, NodeId, PeerAddr};
 
+use crate::liveness::FailureDetector;
 use crate::record::VersionVector;
 use crate::replicator::PeerStatus;
 
@@ -23,6 +25,19 @@ pub struct PeerTable {
 struct Tables {
     statuses: BTreeMap<PeerAddr, PeerStatus>,
     digests: BTreeMap<PeerAddr, PeerDigest>,
+    detectors: BTreeMap<PeerAddr, FailureDetector>,
+}
+
+impl Tables {
+    /// The status at `addr` with its liveness as of `now`.
+    fn read(&self, addr: &PeerAddr, status: &PeerStatus, now: Instant) -> PeerStatus {
+        let detector = self.detectors.get(addr);
+        PeerStatus {
+            liveness: detector.map_or(Liveness::Unknown, |d| d.liveness(now)),
+            phi: detector.and_then(|d| d.phi(now)),
+            ..status.clone()
+        }
+    }
 }
 
 /// The latest digest a peer showed.
@@ -42,12 +57,15 @@ impl PeerTable {
 
     /// The status of the peer at `addr`, if any exchange with it was recorded.
     pub fn get(&self, addr: &PeerAddr) -> Option<PeerStatus> {
-        self.inner.lock().statuses.get(addr).cloned()
+        let table = self.inner.lock();
+        table.statuses.get(addr).map(|s| table.read(addr, s, Instant::now()))
     }
 
     /// Every recorded peer, by address.
     pub fn snapshot(&self) -> Vec<PeerStatus> {
-        self.inner.lock().statuses.values().cloned().collect()
+        let table = self.inner.lock();
+        let now = Instant::now();
+        table.statuses.iter().map(|(addr, s)| table.read(addr, s, now)).collect()
     }
 
     /// The latest digest the peer at `addr` showed, if it has shown one.
@@ -61,11 +79,18 @@ impl PeerTable {
         table.statuses.iter().filter_map(|(addr, p)| Some((addr.clone(), p.id.clone()?))).collect()
     }
 
-    /// Updates (creating when new) the status of the peer at `addr`.
+    /// Updates (creating when new) the status of the peer at `addr`; a new
+    /// `last_contact` is a contact for the failure detector.
     pub(crate) fn update(&self, addr: &PeerAddr, f: impl FnOnce(&mut PeerStatus)) {
         let mut table = self.inner.lock();
         let entry = table.statuses.entry(addr.clone()).or_insert_with(|| blank(addr.clone()));
+        let before = entry.last_contact;
         f(entry);
+        if let Some(contact) = entry.last_contact
+            && Some(contact) != before
+        {
+            table.detectors.entry(addr.clone()).or_default().heard(contact);
+        }
     }
 
     /// Records the digest the peer `id` at `addr` just showed (the latest one wins:
@@ -86,6 +111,8 @@ pub(crate) fn blank(addr: PeerAddr) -> PeerStatus {
         clock_offset_ms: None,
         clock_skewed: false,
         last_error: None,
+        liveness: Liveness::Unknown,
+        phi: None,
     }
 }
 

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use spectrum_core::{NodeId, PeerAddr};
+use spectrum_core::{Liveness, NodeId, PeerAddr};
 
 use crate::error::ReplicationError;
 use crate::record::Record;
@@ -48,6 +48,12 @@ pub struct PeerStatus {
     pub clock_skewed: bool,
     /// The last error talking to it, if the last exchange failed.
     pub last_error: Option<String>,
+    /// Whether it is up, by this node's failure detector
+    /// ([`liveness`](crate::liveness)), as of when the status was read.
+    pub liveness: Liveness,
+    /// The detector's φ (suspicion level) as of when the status was read; `None`
+    /// before any contact.
+    pub phi: Option<f64>,
 }
 
 /// Moves local writes to peers and keeps replicas converged.

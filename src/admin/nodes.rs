@@ -1,12 +1,12 @@
 //! The cluster as this node sees it (status), and an operator's drain and undrain.
 
 use bytes::Bytes;
-use spectrum_core::{Member, MemberState, NodeId};
+use spectrum_core::{Liveness, Member, MemberState, NodeId};
 use spectrum_replication::{AckLevel, WriteBatch};
 use tracing::info;
 
 use super::{Admin, AdminError};
-use crate::model::{NodeStateChanged, NodeStatus, PeerInfo};
+use crate::model::{MemberInfo, NodeStateChanged, NodeStatus, PeerInfo};
 
 impl Admin {
     /// This node's view of the cluster: membership, peers, keys, digest, and which
@@ -17,9 +17,23 @@ impl Admin {
     /// Store and registry failures.
     pub async fn status(&self) -> Result<NodeStatus, AdminError> {
         let store = &self.ctx.store;
-        let peers = self
-            .replicator
-            .peers()
+        let statuses = self.replicator.peers();
+        // A member's liveness is its address's, as this node's failure detector sees
+        // it; this node is alive.
+        let members = self
+            .members()
+            .await?
+            .into_iter()
+            .map(|member| {
+                let liveness = if member.id == self.ctx.id {
+                    Liveness::Alive
+                } else {
+                    statuses.iter().find(|p| p.addr == member.addr).map_or(Liveness::Unknown, |p| p.liveness)
+                };
+                MemberInfo { member, liveness }
+            })
+            .collect();
+        let peers = statuses
             .into_iter()
             .map(|p| PeerInfo {
                 id: p.id,
@@ -31,6 +45,7 @@ impl Admin {
                 clock_offset_ms: p.clock_offset_ms,
                 clock_skewed: p.clock_skewed,
                 last_error: p.last_error,
+                liveness: p.liveness,
             })
             .collect();
         let keys = store.scan("").await?.iter().filter(|r| !r.is_tombstone()).count();
@@ -42,7 +57,7 @@ impl Admin {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             keys: keys as u64,
             digest: digest.entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-            members: self.members().await?,
+            members,
             peers,
             resources: self.check_local(&[]).await?.resources,
         })

@@ -23,7 +23,7 @@ fn node(id: &str, cluster: &str) -> NodeBuilder {
 /// The addresses every member is recorded under, as `node` sees them.
 async fn member_addrs(node: &Node) -> BTreeSet<String> {
     let status = AdminClient::connect(node.addr(), None).await.unwrap().status().await.unwrap();
-    status.members.iter().map(|m| m.addr.to_string()).collect()
+    status.members.iter().map(|m| m.member.addr.to_string()).collect()
 }
 
 /// Waits (up to 10 s) until `node` lists exactly `addrs` as members.

@@ -253,6 +253,19 @@ async fn a_dead_member_can_be_removed_and_is_refused_until_an_operator_lets_it_b
     assert!(err.to_string().contains("is applied"), "{err}");
     assert!(err.to_string().contains(&format!("not acknowledged by {dead}")), "{err}");
 
+    // node-1's failure detector stops finding node-3 alive once it is silent for
+    // longer than usual (a few sync intervals), and its status says so.
+    let mut seen = spectrum::core::Liveness::Alive;
+    for _ in 0..100 {
+        let status = admin.status().await.unwrap();
+        seen = status.members.iter().find(|m| m.member.id.as_str() == "node-3").unwrap().liveness;
+        if seen != spectrum::core::Liveness::Alive {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(matches!(seen, spectrum::core::Liveness::Suspect | spectrum::core::Liveness::Down), "{seen}");
+
     // A node cannot remove itself; another node removes the dead one.
     let err = admin.set_node_state("node-1", NodeStateChange::Remove, AckLevel::Quorum).await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
@@ -274,7 +287,7 @@ async fn a_dead_member_can_be_removed_and_is_refused_until_an_operator_lets_it_b
     // Once node-1 holds node-3's record at its new address, `all` counts it again.
     for _ in 0..100 {
         let status = admin.status().await.unwrap();
-        if status.members.iter().any(|m| m.id == id && m.addr == back) {
+        if status.members.iter().any(|m| m.member.id == id && m.member.addr == back) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
