@@ -313,6 +313,21 @@ impl NodeBuilder {
     /// [`NodeError::Config`] naming `advertise` when the node listens on an
     /// unspecified address (`0.0.0.0`, `[::]`) and no advertise address is set;
     /// [`NodeError`] when the address cannot be bound or membership cannot be written.
+    /// The replicator of this node: seeded, authenticated with the peer credential
+    /// when the node has a cluster key or token.
+    fn anti_entropy(&self, store: &Arc<dyn ConfigStore>, hlc: &Arc<Hlc>, addr: &PeerAddr) -> AntiEntropy {
+        let mut builder =
+            AntiEntropy::builder(store.clone(), hlc.clone(), self.cluster.clone(), addr.clone())
+                .seeds(self.seeds.clone())
+                .interval(self.sync_interval)
+                .transport(self.transport.clone());
+        if let Some(credential) = peer_credential(&self.id, self.cluster_key.as_deref(), self.token.as_ref())
+        {
+            builder = builder.credential(credential);
+        }
+        builder.build()
+    }
+
     pub async fn start(mut self) -> Result<Node, NodeError> {
         let listen = self.listener.as_ref().map_or(self.listen, |l| l.local_addr);
         let advertise = advertised(listen, self.advertise.take())?;
@@ -330,16 +345,7 @@ impl NodeBuilder {
         readiness.publish().await;
         let store = std::mem::replace(&mut self.store, StoreChoice::Memory).open(&self.id, &hlc).await?;
         let store: Arc<dyn ConfigStore> = Arc::new(WatchedStore::new(store, readiness.clone()));
-        let mut anti_entropy =
-            AntiEntropy::builder(store.clone(), hlc.clone(), self.cluster.clone(), addr.clone())
-                .seeds(self.seeds.clone())
-                .interval(self.sync_interval)
-                .transport(self.transport.clone());
-        if let Some(credential) = peer_credential(&self.id, self.cluster_key.as_deref(), self.token.as_ref())
-        {
-            anti_entropy = anti_entropy.credential(credential);
-        }
-        let anti_entropy = anti_entropy.build();
+        let anti_entropy = self.anti_entropy(&store, &hlc, &addr);
         let replicator: Arc<dyn Replicator> = Arc::new(anti_entropy.clone());
         let ctx = NodeContext {
             id: self.id.clone(),
