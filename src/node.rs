@@ -302,17 +302,6 @@ impl NodeBuilder {
         self
     }
 
-    /// Binds (unless a listener was given), starts serving, records this node in
-    /// membership under its advertise address and starts anti-entropy.
-    ///
-    /// The listen address serves the gRPC services over h2c and, over plain HTTP/1.1
-    /// or h2c, `GET /healthz` and `GET /readyz` (see [`crate::readiness`]).
-    ///
-    /// # Errors
-    ///
-    /// [`NodeError::Config`] naming `advertise` when the node listens on an
-    /// unspecified address (`0.0.0.0`, `[::]`) and no advertise address is set;
-    /// [`NodeError`] when the address cannot be bound or membership cannot be written.
     /// The replicator of this node: seeded, authenticated with the peer credential
     /// when the node has a cluster key or token.
     fn anti_entropy(&self, store: &Arc<dyn ConfigStore>, hlc: &Arc<Hlc>, addr: &PeerAddr) -> AntiEntropy {
@@ -328,6 +317,17 @@ impl NodeBuilder {
         builder.build()
     }
 
+    /// Binds (unless a listener was given), starts serving, records this node in
+    /// membership under its advertise address and starts anti-entropy.
+    ///
+    /// The listen address serves the gRPC services over h2c and, over plain HTTP/1.1
+    /// or h2c, `GET /healthz` and `GET /readyz` (see [`crate::readiness`]).
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Config`] naming `advertise` when the node listens on an
+    /// unspecified address (`0.0.0.0`, `[::]`) and no advertise address is set;
+    /// [`NodeError`] when the address cannot be bound or membership cannot be written.
     pub async fn start(mut self) -> Result<Node, NodeError> {
         let listen = self.listener.as_ref().map_or(self.listen, |l| l.local_addr);
         let advertise = advertised(listen, self.advertise.take())?;
