@@ -208,7 +208,12 @@ impl Cluster {
             size: 3,
             configure: Arc::new(|b| b),
             strategy: Arc::new(RoundRobin::new()),
-            balancer: BalancerConfig::default(),
+            // Health, reflection and management reads are retried on another node
+            // after a failure (see `config::DEFAULT_IDEMPOTENT`).
+            balancer: BalancerConfig {
+                idempotent: crate::config::default_idempotent(),
+                ..BalancerConfig::default()
+            },
             data_root: None,
             token: None,
         }

@@ -22,7 +22,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use serde::Deserialize;
+use spectrum_balancer::strategy::{
+    BalancingStrategy, ConsistentHash, LeastRequests, PeakEwma, Random, RoundRobin, WeightedRoundRobin,
+};
+use spectrum_balancer::{BalancerConfig, BearerToken, PathMatcher};
 use spectrum_core::{ClusterId, NodeId, PeerAddr};
 use spectrum_resources::ClusterKey;
 
@@ -131,10 +137,36 @@ pub struct BackendEntry {
     pub weight: Option<u32>,
 }
 
-/// A balancer's configuration file.
+/// A balancer's configuration file. Every setting but `listen` and `nodes` is
+/// optional; [`BalancerFileConfig::balancer_config`] turns the file into the
+/// library's [`BalancerConfig`](spectrum_balancer::BalancerConfig) and strategy,
+/// refusing a bad value with the setting's name (an unknown setting is refused when
+/// the file is read).
+///
+/// ```toml
+/// listen = "127.0.0.1:7100"
+/// admin_listen = "127.0.0.1:7190"      # /metrics and Stats, no token
+/// max_request_body = 4194304           # bytes
+/// [strategy]
+/// name = "consistent_hash"             # round_robin, weighted_round_robin, random,
+/// hash_key = "x-tenant"                #   least_requests, peak_ewma, consistent_hash
+/// load_factor = 1.25
+/// [retry]
+/// idempotent = ["/grpc.health.v1.Health/", "/my.pkg.Orders/Get"]  # a trailing / matches a service
+/// max_attempts = 3
+/// budget_ratio = 0.2
+/// budget_min_per_second = 10
+/// [timeouts]
+/// connect_ms = 1000
+/// request_ms = 30000
+/// [[nodes]]
+/// id = "node-1"
+/// addr = "127.0.0.1:7101"
+/// weight = 2
+/// ```
 ///
 /// `Debug` does not show the token.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BalancerFileConfig {
     /// Address to listen on.
@@ -152,9 +184,195 @@ pub struct BalancerFileConfig {
     /// requests, and members that join are added.
     #[serde(default)]
     pub follow_membership: Option<bool>,
+    /// Where the balancer serves `/metrics` and its Stats service with no token
+    /// (keep it on loopback or a management network). Default: none.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Largest request body accepted, in bytes (larger: 413 or RESOURCE_EXHAUSTED).
+    /// Default: no limit.
+    #[serde(default)]
+    pub max_request_body: Option<u64>,
+    /// The balancing strategy and its parameters. Default: round robin.
+    #[serde(default)]
+    pub strategy: Option<StrategyFile>,
+    /// Which requests may be retried after a node failed them, and how much.
+    #[serde(default)]
+    pub retry: Option<RetryFile>,
+    /// Connection and request timeouts.
+    #[serde(default)]
+    pub timeouts: Option<TimeoutsFile>,
+}
+
+/// The balancer file's `[strategy]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrategyFile {
+    /// Which strategy.
+    pub name: StrategyName,
+    /// The header or gRPC metadata key whose value routes a request
+    /// (`consistent_hash`: the same value goes to the same node). Default: none
+    /// (requests are spread as if every key were different).
+    #[serde(default)]
+    pub hash_key: Option<String>,
+    /// `consistent_hash`'s bounded-load factor: no node gets more than this times
+    /// the mean load (at least 1; default 1.25).
+    #[serde(default)]
+    pub load_factor: Option<f64>,
+}
+
+/// A strategy by name (see `spectrum_balancer::strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StrategyName {
+    /// [`RoundRobin`](spectrum_balancer::RoundRobin).
+    RoundRobin,
+    /// [`WeightedRoundRobin`](spectrum_balancer::WeightedRoundRobin), by each node's `weight`.
+    WeightedRoundRobin,
+    /// [`Random`](spectrum_balancer::Random).
+    Random,
+    /// [`LeastRequests`](spectrum_balancer::LeastRequests) (power of two choices).
+    LeastRequests,
+    /// [`PeakEwma`](spectrum_balancer::PeakEwma) (latency-aware).
+    PeakEwma,
+    /// [`ConsistentHash`](spectrum_balancer::ConsistentHash) with bounded loads.
+    ConsistentHash,
+}
+
+/// The balancer file's `[retry]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    /// Paths safe to send twice: a path ending in `/` matches every method of a
+    /// service, any other path one method. Replaces the default list
+    /// ([`DEFAULT_IDEMPOTENT`]: health, reflection and the management API's reads).
+    #[serde(default)]
+    pub idempotent: Option<Vec<String>>,
+    /// Most nodes tried for one request (at least 1; default 3).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Retries earned per request, 0 to 1 (default 0.2).
+    #[serde(default)]
+    pub budget_ratio: Option<f64>,
+    /// Retries earned per second whatever the traffic (default 10).
+    #[serde(default)]
+    pub budget_min_per_second: Option<u32>,
+}
+
+/// The balancer file's `[timeouts]`, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    /// Longest time to connect to a node (default 1000; at least 1).
+    #[serde(default)]
+    pub connect_ms: Option<u64>,
+    /// Longest wait for a node's response headers (default: none).
+    #[serde(default)]
+    pub request_ms: Option<u64>,
+    /// Longest a health check may take (default as the library's).
+    #[serde(default)]
+    pub health_ms: Option<u64>,
+}
+
+/// Requests the `spectrum` balancer and the in-process [`Cluster`](crate::Cluster)
+/// retry after a node failed them, unless a file says otherwise: health checks,
+/// reflection, and the management API's reads.
+pub const DEFAULT_IDEMPOTENT: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/spectrum.management.v1.Management/Get",
+    "/spectrum.management.v1.Management/List",
+    "/spectrum.management.v1.Management/Status",
+    "/spectrum.management.v1.Management/ShowLicense",
+    "/spectrum.management.v1.Management/ListDataflows",
+    "/spectrum.management.v1.Management/ShowDataflow",
+    "/spectrum.management.v1.Management/ListResources",
+    "/spectrum.management.v1.Management/ShowResource",
+    "/spectrum.management.v1.Management/ExportResources",
+    "/spectrum.management.v1.Management/ListUsers",
+    "/spectrum.management.v1.Management/ListAudit",
+];
+
+/// A path of the `idempotent` list as a matcher (a trailing `/` matches a service).
+pub fn idempotent_matcher(path: &str) -> PathMatcher {
+    if path.ends_with('/') { PathMatcher::prefix(path) } else { PathMatcher::Exact(path.to_owned()) }
+}
+
+/// The default retriable requests ([`DEFAULT_IDEMPOTENT`]) as matchers.
+pub fn default_idempotent() -> Vec<PathMatcher> {
+    DEFAULT_IDEMPOTENT.iter().map(|p| idempotent_matcher(p)).collect()
 }
 
 impl BalancerFileConfig {
+    /// The library's configuration and strategy for this file (nodes and membership
+    /// discovery are wired by the caller).
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Config`] naming the setting when a value is out of range.
+    pub fn balancer_config(&self) -> Result<(BalancerConfig, Arc<dyn BalancingStrategy>), NodeError> {
+        let invalid = |field: &'static str, reason: &str| NodeError::Config { field, reason: reason.into() };
+        let mut config = BalancerConfig {
+            listen: self.listen,
+            health_interval: self.health_interval(),
+            admin_listen: self.admin_listen,
+            max_request_body: self.max_request_body,
+            idempotent: default_idempotent(),
+            // `Stats` on the public port answers the holders of the cluster's token only
+            // (and is off there when the file sets none).
+            stats_token: self.token.as_ref().map(|t| BearerToken::new(t.expose())),
+            ..BalancerConfig::default()
+        };
+        if let Some(retry) = &self.retry {
+            if let Some(paths) = &retry.idempotent {
+                if paths.iter().any(|p| !p.starts_with('/')) {
+                    return Err(invalid("retry.idempotent", "every path must start with '/'"));
+                }
+                config.idempotent = paths.iter().map(|p| idempotent_matcher(p)).collect();
+            }
+            config.max_attempts = retry.max_attempts.unwrap_or(config.max_attempts);
+            config.retry_budget.ratio = retry.budget_ratio.unwrap_or(config.retry_budget.ratio);
+            config.retry_budget.min_per_second =
+                retry.budget_min_per_second.unwrap_or(config.retry_budget.min_per_second);
+        }
+        if let Some(t) = &self.timeouts {
+            if t.connect_ms == Some(0) || t.request_ms == Some(0) || t.health_ms == Some(0) {
+                return Err(invalid("timeouts", "every timeout must be at least 1 ms"));
+            }
+            config.connect_timeout = t.connect_ms.map_or(config.connect_timeout, Duration::from_millis);
+            config.request_timeout = t.request_ms.map(Duration::from_millis).or(config.request_timeout);
+            config.health_timeout = t.health_ms.map_or(config.health_timeout, Duration::from_millis);
+        }
+        let strategy: Arc<dyn BalancingStrategy> = match &self.strategy {
+            None => Arc::new(RoundRobin::new()),
+            Some(s) => {
+                if let Some(key) = &s.hash_key {
+                    let name = http::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| invalid("strategy.hash_key", "not a valid header or metadata key"))?;
+                    config.affinity_header = Some(name);
+                }
+                match (s.name, s.load_factor) {
+                    (StrategyName::ConsistentHash, Some(f)) if !(f >= 1.0 && f.is_finite()) => {
+                        return Err(invalid("strategy.load_factor", "must be a number of at least 1"));
+                    }
+                    (StrategyName::ConsistentHash, f) => {
+                        Arc::new(ConsistentHash::new().load_factor(f.unwrap_or(1.25)))
+                    }
+                    (_, Some(_)) => {
+                        return Err(invalid("strategy.load_factor", "applies to consistent_hash only"));
+                    }
+                    (StrategyName::RoundRobin, None) => Arc::new(RoundRobin::new()),
+                    (StrategyName::WeightedRoundRobin, None) => Arc::new(WeightedRoundRobin::new()),
+                    (StrategyName::Random, None) => Arc::new(Random::new()),
+                    (StrategyName::LeastRequests, None) => Arc::new(LeastRequests::new()),
+                    (StrategyName::PeakEwma, None) => Arc::new(PeakEwma::new()),
+                }
+            }
+        };
+        config.validate()?;
+        Ok((config, strategy))
+    }
+
     /// The health check interval (default 1 s).
     pub fn health_interval(&self) -> Duration {
         Duration::from_millis(self.health_interval_ms.unwrap_or(1000))
@@ -258,6 +476,67 @@ mod tests {
         let err = load::<NodeFileConfig>(&path).unwrap_err().to_string();
         assert!(err.contains("cluster_key"), "{err}");
         assert!(!err.contains("not-a-key-zzzz"), "{err}");
+    }
+
+    fn balancer(extra: &str) -> Result<BalancerFileConfig, toml::de::Error> {
+        toml::from_str(&format!(
+            "listen = \"127.0.0.1:7100\"\n{extra}\n[[nodes]]\nid = \"n1\"\naddr = \"127.0.0.1:7101\"\n"
+        ))
+    }
+
+    #[test]
+    fn every_strategy_is_chosen_by_name_with_its_parameters() {
+        for name in [
+            "round_robin",
+            "weighted_round_robin",
+            "random",
+            "least_requests",
+            "peak_ewma",
+            "consistent_hash",
+        ] {
+            let cfg = balancer(&format!("[strategy]\nname = \"{name}\"")).unwrap();
+            let (_, strategy) = cfg.balancer_config().unwrap();
+            let debug = format!("{strategy:?}").to_ascii_lowercase();
+            assert!(debug.starts_with(&name.replace('_', "")), "{name}: {debug}");
+        }
+        let cfg =
+            balancer("[strategy]\nname = \"consistent_hash\"\nhash_key = \"X-Tenant\"\nload_factor = 1.5")
+                .unwrap();
+        let (config, strategy) = cfg.balancer_config().unwrap();
+        assert!(format!("{strategy:?}").starts_with("ConsistentHash"), "{strategy:?}");
+        assert_eq!(config.affinity_header.unwrap().as_str(), "x-tenant");
+    }
+
+    #[test]
+    fn bad_balancer_settings_are_refused_naming_the_setting() {
+        let unknown = balancer("[strategy]\nname = \"fastest\"").unwrap_err().to_string();
+        assert!(unknown.contains("fastest") && unknown.contains("round_robin"), "{unknown}");
+        let typo = balancer("[retry]\nmax_attempt = 2").unwrap_err().to_string();
+        assert!(typo.contains("max_attempt"), "{typo}");
+        for (extra, field) in [
+            ("[strategy]\nname = \"consistent_hash\"\nload_factor = 0.5", "strategy.load_factor"),
+            ("[strategy]\nname = \"random\"\nload_factor = 2.0", "strategy.load_factor"),
+            ("[strategy]\nname = \"random\"\nhash_key = \"bad key\"", "strategy.hash_key"),
+            ("[retry]\nidempotent = [\"no-slash\"]", "retry.idempotent"),
+            ("[retry]\nmax_attempts = 0", "max_attempts"),
+            ("[retry]\nbudget_ratio = 2.0", "retry_budget.ratio"),
+            ("[timeouts]\nconnect_ms = 0", "timeouts"),
+        ] {
+            let err = balancer(extra).unwrap().balancer_config().unwrap_err().to_string();
+            assert!(err.contains(field), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn reads_and_health_checks_are_retried_by_default_and_a_file_may_replace_the_list() {
+        let (config, _) = balancer("").unwrap().balancer_config().unwrap();
+        let retried = |c: &BalancerConfig, path: &str| c.idempotent.iter().any(|m| m.matches(path));
+        assert!(retried(&config, "/grpc.health.v1.Health/Check"));
+        assert!(retried(&config, "/spectrum.management.v1.Management/Get"));
+        assert!(!retried(&config, "/spectrum.management.v1.Management/Put"));
+        let (config, _) =
+            balancer("[retry]\nidempotent = [\"/my.Orders/Get\"]").unwrap().balancer_config().unwrap();
+        assert!(retried(&config, "/my.Orders/Get") && !retried(&config, "/grpc.health.v1.Health/Check"));
     }
 
     #[test]

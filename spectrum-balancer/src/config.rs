@@ -265,7 +265,12 @@ impl Default for BalancerConfig {
 }
 
 impl BalancerConfig {
-    pub(crate) fn validate(&self) -> Result<(), BalancerError> {
+    /// Checks every setting (the builder does too, when the balancer starts).
+    ///
+    /// # Errors
+    ///
+    /// [`BalancerError::InvalidConfig`] naming the first field out of range.
+    pub fn validate(&self) -> Result<(), BalancerError> {
         let invalid = |field, reason| Err(BalancerError::InvalidConfig { field, reason });
         if self.health_interval.is_zero() {
             return invalid("health_interval", "must be greater than zero");

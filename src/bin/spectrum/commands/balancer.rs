@@ -6,8 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use spectrum::auth::Token;
-use spectrum::balancer::strategy::RoundRobin;
-use spectrum::balancer::{BackendConfig, Balancer, BalancerConfig, BearerToken};
+use spectrum::balancer::{BackendConfig, Balancer};
 use spectrum::config::{BalancerFileConfig, BalancerOverrides, load};
 use spectrum::discovery::ManagementDiscovery;
 use spectrum::resolve::resolve;
@@ -38,17 +37,8 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
         health_interval_ms: args.health_interval_ms,
         token,
     });
-    let config = BalancerConfig {
-        listen: cfg.listen,
-        health_interval: cfg.health_interval(),
-        // `Stats` on the public port answers the holders of the cluster's token only
-        // (and is off there when the file sets none).
-        stats_token: cfg.token.as_ref().map(|t| BearerToken::new(t.expose())),
-        ..BalancerConfig::default()
-    };
-    let mut builder = Balancer::builder(config)
-        .backends(static_backends(&cfg).await?)
-        .strategy(Arc::new(RoundRobin::new()));
+    let (config, strategy) = cfg.balancer_config()?;
+    let mut builder = Balancer::builder(config).backends(static_backends(&cfg).await?).strategy(strategy);
     if cfg.follow_membership.unwrap_or(true) {
         let mut discovery = ManagementDiscovery::new(cfg.nodes.iter().map(|n| n.addr.clone()));
         if let Some(token) = cfg.token.clone() {
