@@ -3,12 +3,13 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use spectrum_core::{Member, NodeId};
 use tokio::net::{TcpListener, TcpStream};
@@ -103,7 +104,7 @@ impl BalancerBuilder {
             TcpListener::bind(listen).await.map_err(|source| BalancerError::Bind { addr: listen, source })?;
         let local_addr =
             listener.local_addr().map_err(|source| BalancerError::Bind { addr: listen, source })?;
-        let grace = self.config.shutdown_grace;
+        let limits = ConnectionLimits::of(&self.config);
         let admin_listen = self.config.admin_listen;
         let serve_stats = self.config.serve_stats;
         let pool = Pool::new(self.config);
@@ -130,7 +131,7 @@ impl BalancerBuilder {
             tasks.push(tokio::spawn(poll_discovery(source, interval, Arc::downgrade(&pool))));
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let accept = tokio::spawn(accept_loop(listener, proxy, shutdown_rx, grace));
+        let accept = tokio::spawn(accept_loop(listener, proxy, shutdown_rx, limits));
         info!(%local_addr, "balancer listening");
         Ok(BalancerHandle { local_addr, admin_addr, pool, shutdown, accept: Some(accept), tasks })
     }
@@ -267,23 +268,56 @@ async fn poll_discovery(source: Arc<dyn Discovery>, interval: Duration, pool: We
     }
 }
 
+/// How client connections are bounded (from [`BalancerConfig`]).
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize,
+    grace: Duration,
+}
+
+impl ConnectionLimits {
+    fn of(config: &BalancerConfig) -> Self {
+        Self {
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections: config.max_connections,
+            grace: config.shutdown_grace,
+        }
+    }
+}
+
+/// Longest pause after a failed `accept` (out of file descriptors, say): the
+/// pause doubles from 10 ms up to this, so a failing accept neither spins nor
+/// floods the log.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
 async fn accept_loop(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     mut shutdown: watch::Receiver<bool>,
-    grace: std::time::Duration,
+    limits: ConnectionLimits,
 ) {
-    let server = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut server = auto::Builder::new(TokioExecutor::new());
+    server.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    server.http2().timer(TokioTimer::new());
+    let server = Arc::new(server);
     let mut connections = JoinSet::new();
+    let mut backoff = Duration::ZERO;
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.accept(), if connections.len() < limits.max_connections => match accepted {
                 Ok((stream, client)) => {
-                    connections.spawn(serve_connection(server.clone(), stream, client, proxy.clone(), shutdown.clone()));
+                    backoff = Duration::ZERO;
+                    connections.spawn(serve_connection(server.clone(), stream, client, proxy.clone(), shutdown.clone(), limits));
                 }
                 Err(error) => {
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
+                    if backoff < MAX_ACCEPT_BACKOFF || connections.len() % 64 == 0 {
+                        warn!(%error, open = connections.len(), pause_ms = backoff.as_millis() as u64, "accept failed");
+                    }
+                    tokio::time::sleep(backoff).await;
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -293,10 +327,48 @@ async fn accept_loop(
     drop(listener);
     debug!(open = connections.len(), "no longer accepting; waiting for open connections");
     let drained =
-        tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} }).await;
+        tokio::time::timeout(limits.grace, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         debug!(open = connections.len(), "grace period over; closing connections");
         connections.shutdown().await;
+    }
+}
+
+/// Requests in flight on one client connection, and when the last one ended.
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    idle_since: parking_lot::Mutex<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            idle_since: parking_lot::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// When the connection becomes idle too long, if it is idle now.
+    fn idle_deadline(&self, idle_timeout: Duration) -> Option<tokio::time::Instant> {
+        (self.in_flight.load(Ordering::Acquire) == 0).then(|| *self.idle_since.lock() + idle_timeout)
+    }
+}
+
+/// Marks a request in flight until dropped (when its response has been produced).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock() = tokio::time::Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -306,19 +378,40 @@ async fn serve_connection(
     client: SocketAddr,
     proxy: Arc<Proxy>,
     mut shutdown: watch::Receiver<bool>,
+    limits: ConnectionLimits,
 ) {
     let _ = stream.set_nodelay(true);
+    let activity = Arc::new(Activity::new());
+    let tracked = activity.clone();
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
+        let in_flight = InFlight::start(&tracked);
+        async move {
+            let response = proxy.handle(req, client).await;
+            drop(in_flight);
+            Ok::<_, Infallible>(response)
+        }
     });
     let conn = server.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let result = loop {
+        // Re-checked at least every idle timeout: a request may start and end in between.
+        let wake = activity
+            .idle_deadline(limits.idle_timeout)
+            .unwrap_or_else(|| tokio::time::Instant::now() + limits.idle_timeout);
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            _ = shutdown.changed() => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                if activity.idle_deadline(limits.idle_timeout).is_some_and(|d| d <= tokio::time::Instant::now()) {
+                    debug!(%client, idle_ms = limits.idle_timeout.as_millis() as u64, "closing an idle client connection");
+                    conn.as_mut().graceful_shutdown();
+                    break tokio::time::timeout(limits.grace, conn.as_mut()).await.unwrap_or(Ok(()));
+                }
+            }
         }
     };
     if let Err(error) = result {

@@ -128,6 +128,18 @@ pub struct BalancerConfig {
     /// Add the prefix of any node-to-node service of your own. Each prefix must
     /// start with `/`.
     pub internal_paths: Vec<String>,
+    /// Longest a client may take to send a request's headers (HTTP/1.1), and so
+    /// the longest a connection that sends half a request line stays open.
+    /// Default 10 s.
+    pub header_read_timeout: Duration,
+    /// A client connection with no request in flight for this long is closed
+    /// (an idle keep-alive connection, or one that never sent anything). Default
+    /// 60 s.
+    pub idle_timeout: Duration,
+    /// Most client connections open at once; beyond it the balancer waits for one
+    /// to close before accepting another (the kernel's backlog holds the rest), so
+    /// a flood of connections cannot exhaust its file descriptors. Default 10,000.
+    pub max_connections: usize,
 }
 
 /// The default of [`BalancerConfig::internal_paths`]: every service of the
@@ -260,6 +272,9 @@ impl Default for BalancerConfig {
             open_stats: false,
             upstream_connections: 2,
             internal_paths: DEFAULT_INTERNAL_PATHS.iter().map(|p| (*p).to_owned()).collect(),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
         }
     }
 }
@@ -301,6 +316,15 @@ impl BalancerConfig {
         }
         if self.internal_paths.iter().any(|p| !p.starts_with('/')) {
             return invalid("internal_paths", "every prefix must start with '/'");
+        }
+        if self.header_read_timeout.is_zero() {
+            return invalid("header_read_timeout", "must be greater than zero");
+        }
+        if self.idle_timeout.is_zero() {
+            return invalid("idle_timeout", "must be greater than zero");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
         }
         if self.max_ejection_backoff < self.ejection_backoff {
             return invalid("max_ejection_backoff", "must not be shorter than ejection_backoff");

@@ -1,5 +1,6 @@
 //! Integration tests of the balancer: real backends and clients on loopback.
 
+mod connections;
 mod failover;
 mod internal;
 mod membership;

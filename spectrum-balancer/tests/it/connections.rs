@@ -1,0 +1,95 @@
+//! Slow and idle clients: a connection that sends half a request, or nothing, is
+//! closed by the balancer within its timeout, and serves nobody's turn meanwhile.
+
+use std::time::{Duration, Instant};
+
+use spectrum_balancer::BalancerConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+/// Reads until the peer closes; the time it took, or `None` after `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    read.ok().map(|()| start.elapsed())
+}
+
+fn short_timeouts() -> BalancerConfig {
+    BalancerConfig {
+        header_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(500),
+        ..fast_config()
+    }
+}
+
+#[tokio::test]
+async fn half_a_request_line_is_closed_after_the_header_timeout() {
+    let nodes = start_nodes(1).await;
+    let balancer = balancer_with(short_timeouts(), &nodes, None).await;
+    let mut slow = TcpStream::connect(balancer.local_addr()).await.unwrap();
+    slow.write_all(b"GET /slow HT").await.unwrap();
+    let took = closed_within(&mut slow, Duration::from_secs(5)).await;
+    assert!(took.is_some(), "a connection with half a request line stayed open");
+    balancer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_or_goes_idle_is_closed() {
+    let nodes = start_nodes(1).await;
+    let balancer = balancer_with(short_timeouts(), &nodes, None).await;
+    let mut silent = TcpStream::connect(balancer.local_addr()).await.unwrap();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(5)).await.is_some(),
+        "a silent connection stayed open"
+    );
+
+    // A keep-alive connection that served a request and then went quiet.
+    let mut idle = TcpStream::connect(balancer.local_addr()).await.unwrap();
+    idle.write_all(b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)).await.is_some(),
+        "an idle connection stayed open"
+    );
+    balancer.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_and_silent_connections_do_not_stop_others_from_being_served() {
+    let nodes = start_nodes(2).await;
+    let config = BalancerConfig { max_connections: 64, ..short_timeouts() };
+    let balancer = balancer_with(config, &nodes, None).await;
+    let mut hogs = Vec::new();
+    for i in 0..60 {
+        let mut s = TcpStream::connect(balancer.local_addr()).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET /hog HT").await.unwrap();
+        }
+        hogs.push(s);
+    }
+    let mut client = Client::http1(balancer.local_addr()).await;
+    for _ in 0..10 {
+        let a = within(client.get("/ok")).await;
+        assert_eq!(a.status.as_u16(), 200, "{a:?}");
+    }
+    // Beyond the connection limit, newcomers wait for the timeouts to free room,
+    // and are then served.
+    let mut hogs2 = Vec::new();
+    for _ in 0..10 {
+        hogs2.push(TcpStream::connect(balancer.local_addr()).await.unwrap());
+    }
+    let mut late = within(Client::http1(balancer.local_addr())).await;
+    assert_eq!(within(late.get("/late")).await.status.as_u16(), 200);
+    drop((hogs, hogs2));
+    balancer.shutdown().await;
+}
