@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -136,11 +136,12 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Prepares a client's request headers for a backend: no hop-by-hop headers, the
-/// client's `host` moved to `x-forwarded-host` (the URI authority names the backend),
-/// and the client address appended to `x-forwarded-for`.
-pub(crate) fn forward_headers(headers: &mut HeaderMap, client: SocketAddr) {
+/// client's `host` (or, over HTTP/2, its `:authority`) moved to `x-forwarded-host`
+/// (the URI authority names the backend), and the client address appended to
+/// `x-forwarded-for`.
+pub(crate) fn forward_headers(headers: &mut HeaderMap, authority: Option<&Authority>, client: SocketAddr) {
     strip_hop_by_hop(headers);
-    add_forwarding(headers, client);
+    add_forwarding(headers, authority, client);
 }
 
 /// Whether headers received over this HTTP version may hold hop-by-hop headers.
@@ -153,15 +154,19 @@ fn may_hold_hop_by_hop(version: Version) -> bool {
 }
 
 /// [`forward_headers`] without the hop-by-hop stripping.
-fn add_forwarding(headers: &mut HeaderMap, client: SocketAddr) {
-    if let Some(host) = headers.remove(header::HOST) {
+fn add_forwarding(headers: &mut HeaderMap, authority: Option<&Authority>, client: SocketAddr) {
+    let host = headers
+        .remove(header::HOST)
+        .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    if let Some(host) = host {
         headers.entry("x-forwarded-host").or_insert(host);
     }
-    // Built in one buffer: this runs on every request.
+    // Built in one buffer: this runs on every request. Several `x-forwarded-for`
+    // lines are one list (RFC 9110 §5.3): every one is kept, in order.
     let mut value = Vec::with_capacity(64);
-    if let Some(prior) = headers.get(X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+    for prior in headers.get_all(X_FORWARDED_FOR).iter().map(HeaderValue::as_bytes) {
         if !prior.trim_ascii().is_empty() {
-            value.extend_from_slice(prior);
+            value.extend_from_slice(prior.trim_ascii());
             value.extend_from_slice(b", ");
         }
     }
@@ -327,9 +332,9 @@ impl Proxy {
         }
         let retriable = is_safe(&method) || config.idempotent.iter().any(|m| m.matches(pq.path()));
         if may_hold_hop_by_hop(client_version) {
-            forward_headers(&mut parts.headers, client);
+            forward_headers(&mut parts.headers, parts.uri.authority(), client);
         } else {
-            add_forwarding(&mut parts.headers, client);
+            add_forwarding(&mut parts.headers, parts.uri.authority(), client);
         }
         parts.version = Version::HTTP_2;
         let body =
@@ -421,12 +426,31 @@ mod tests {
         let client: SocketAddr = "10.0.0.7:5000".parse().unwrap();
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("lb.example:80"));
-        forward_headers(&mut h, client);
+        forward_headers(&mut h, None, client);
         assert_eq!(h["x-forwarded-for"], "10.0.0.7");
         assert_eq!(h["x-forwarded-host"], "lb.example:80");
         assert!(h.get("host").is_none());
-        forward_headers(&mut h, "10.0.0.8:1".parse().unwrap());
+        forward_headers(&mut h, None, "10.0.0.8:1".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "10.0.0.7, 10.0.0.8");
+    }
+
+    #[test]
+    fn repeated_x_forwarded_for_lines_are_all_kept_in_order() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static(" 10.0.0.2 "));
+        h.append("x-forwarded-for", HeaderValue::from_static(""));
+        forward_headers(&mut h, None, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+    }
+
+    #[test]
+    fn an_http2_authority_becomes_x_forwarded_host() {
+        let mut h = HeaderMap::new();
+        let authority: Authority = "lb.example:443".parse().unwrap();
+        add_forwarding(&mut h, Some(&authority), "127.0.0.1:9".parse().unwrap());
+        assert_eq!(h["x-forwarded-host"], "lb.example:443");
     }
 
     #[test]
