@@ -25,9 +25,15 @@ use crate::replay::AttemptBody;
 /// hyper's adaptive window times and pings on every received data frame, a cost
 /// paid per request for no gain on the low-latency links between a balancer and
 /// its nodes.
-const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
-/// Flow-control window of each upstream connection.
-const CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
+///
+/// Small beside [`CONNECTION_WINDOW`]: a client that stops reading a streamed
+/// response holds at most this much of its connection's window, so it takes
+/// `CONNECTION_WINDOW / STREAM_WINDOW` (256) such clients on one connection, not
+/// four, before other requests on it stall. 256 KiB still covers the
+/// bandwidth-delay product of a data-centre link many times over.
+const STREAM_WINDOW: u32 = 256 * 1024;
+/// Flow-control window of each upstream connection (see [`STREAM_WINDOW`]).
+const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
 
 /// Why no connection to a backend could be had. The request was not sent.
 #[derive(Debug, thiserror::Error)]

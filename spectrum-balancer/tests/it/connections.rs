@@ -93,3 +93,25 @@ async fn slow_and_silent_connections_do_not_stop_others_from_being_served() {
     drop((hogs, hogs2));
     balancer.shutdown().await;
 }
+
+#[tokio::test]
+async fn clients_that_never_read_a_large_stream_do_not_stall_others_on_that_node() {
+    let nodes = start_nodes(1).await;
+    let balancer = balancer_with(fast_config(), &nodes, None).await;
+    let mut stuck = Vec::new();
+    for _ in 0..12 {
+        let mut s = TcpStream::connect(balancer.local_addr()).await.unwrap();
+        s.write_all(b"GET /big HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+        stuck.push(s);
+    }
+    // Give the streams time to fill whatever windows they can.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut client = Client::h2c(balancer.local_addr()).await;
+    for _ in 0..5 {
+        let a = tokio::time::timeout(Duration::from_secs(3), client.get("/ok")).await;
+        let a = a.expect("a request to the same node answered while others stall their streams");
+        assert_eq!(a.status.as_u16(), 200, "{a:?}");
+    }
+    drop(stuck);
+    balancer.shutdown().await;
+}

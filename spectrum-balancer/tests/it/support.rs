@@ -151,6 +151,16 @@ async fn answer(node: &str, req: Request<Incoming>) -> Response<Body> {
             ];
             Response::new(StreamBody::new(futures::stream::iter(frames)).boxed_unsync())
         }
+        "/big" => {
+            // 64 MiB, streamed in 1 MiB chunks as the reader takes them.
+            let chunks = futures::StreamExt::map(futures::stream::iter(0..64), |_| {
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(Bytes::from(vec![
+                    b'x';
+                    1 << 20
+                ])))
+            });
+            Response::new(StreamBody::new(chunks).boxed_unsync())
+        }
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(500)).await;
             Response::new(full(format!("{node} slow")))
