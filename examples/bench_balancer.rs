@@ -13,6 +13,11 @@
 //! - throughput: several concurrent clients for a fixed number of calls, calls
 //!   per second each way and their ratio (target ≥ 0.8).
 //!
+//! When `haproxy` is installed (Debian's package), the same calls also go through
+//! an HAProxy in front of the same three nodes (HTTP/2 cleartext both sides, round
+//! robin): the real anchor, measured in the same run, with its own CPU time read
+//! from `/proc` so the balancer's cost per call compares with HAProxy's.
+//!
 //! Direct calls go to the three nodes in turn, as the balancer's round robin does.
 //! The client side is the same both ways: each client has its own connection, to a
 //! node or to the balancer (which multiplexes every client's calls onto its few
@@ -73,10 +78,61 @@ async fn call(client: &mut HealthClient<Channel>) -> Result<Duration, tonic::Sta
     Ok(started.elapsed())
 }
 
-/// Where calls go: the balancer, or each node in turn.
+/// Where calls go: the balancer, HAProxy, or each node in turn.
 struct Target {
     name: &'static str,
     urls: Vec<String>,
+    /// Another process whose CPU time counts for these calls (HAProxy's).
+    pid: Option<u32>,
+}
+
+/// HAProxy in front of the nodes, stopped when dropped.
+struct Haproxy {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts HAProxy (HTTP/2 cleartext in and out, round robin) in front of `nodes`
+/// (`host:port`), or `None` when it is not installed.
+async fn start_haproxy(nodes: &[String]) -> Result<Option<Haproxy>, Box<dyn Error>> {
+    if std::process::Command::new("haproxy").arg("-v").output().is_err() {
+        return Ok(None);
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let servers: String =
+        nodes.iter().enumerate().map(|(i, n)| format!("  server n{i} {n} proto h2\n")).collect();
+    let config = format!(
+        "global\n  maxconn 20000\n  nbthread 2\ndefaults\n  mode http\n  timeout connect 2s\n  \
+         timeout client 60s\n  timeout server 60s\nfrontend fe\n  bind 127.0.0.1:{port} proto h2\n  \
+         default_backend be\nbackend be\n  balance roundrobin\n{servers}"
+    );
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, config)?;
+    let child = std::process::Command::new("haproxy")
+        .arg("-f")
+        .arg(&path)
+        .arg("-db")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        if Instant::now() > deadline {
+            return Err("haproxy did not start listening".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Some(Haproxy { child, url, _dir: dir }))
 }
 
 struct Latency {
@@ -110,7 +166,12 @@ async fn latency(target: &Target) -> Result<Latency, Box<dyn Error>> {
 /// CPU time (user and system) this process has used so far, from `/proc/self/stat`;
 /// `None` where that cannot be read.
 fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    process_cpu_time("self")
+}
+
+/// CPU time used so far by process `pid` (`self` for this one).
+fn process_cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces), from field 3 on.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -147,15 +208,23 @@ async fn throughput(target: &Target) -> Result<Rate, Box<dyn Error>> {
             Ok::<_, tonic::Status>(())
         }));
     }
+    let other = target.pid.map(|p| p.to_string());
+    let cpu_now = || -> Option<Duration> {
+        let own = cpu_time()?;
+        match &other {
+            Some(pid) => Some(own + process_cpu_time(pid)?),
+            None => Some(own),
+        }
+    };
     gate.wait().await;
     let started = Instant::now();
-    let cpu_before = cpu_time();
+    let cpu_before = cpu_now();
     for task in tasks {
         task.await??;
     }
     let elapsed = started.elapsed();
     let calls = per_client * CLIENTS;
-    let cpu_per_call = match (cpu_before, cpu_time()) {
+    let cpu_per_call = match (cpu_before, cpu_now()) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before) / calls as u32),
         _ => None,
     };
@@ -174,17 +243,30 @@ async fn bench(cluster: &Cluster, config: &BalancerConfig) -> Result<(), Box<dyn
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let direct = Target { name: "direct", urls: cluster.nodes().map(|n| n.url().to_owned()).collect() };
-    let balanced = Target { name: "balancer", urls: vec![cluster.balancer_url()] };
+    let direct =
+        Target { name: "direct", urls: cluster.nodes().map(|n| n.url().to_owned()).collect(), pid: None };
+    let balanced = Target { name: "balancer", urls: vec![cluster.balancer_url()], pid: None };
+    let nodes: Vec<String> = cluster.nodes().map(|n| n.addr().authority().to_owned()).collect();
+    let haproxy = start_haproxy(&nodes).await?;
+    let mut targets = vec![&direct, &balanced];
+    let haproxy_target = haproxy.as_ref().map(|h| Target {
+        name: "haproxy",
+        urls: vec![h.url.clone()],
+        pid: Some(h.child.id()),
+    });
+    match &haproxy_target {
+        Some(t) => targets.push(t),
+        None => println!("(haproxy is not installed: `apt-get install haproxy` to compare with it)"),
+    }
     println!(
         "unary gRPC (grpc.health.v1.Health/Check), 3 nodes on loopback, {} available cores",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
 
     println!("\nlatency: 1 client, {LATENCY_CALLS} sequential calls per round, best of {ROUNDS} rounds");
-    let mut best: [Option<Latency>; 2] = [None, None];
+    let mut best: Vec<Option<Latency>> = targets.iter().map(|_| None).collect();
     for round in 1..=ROUNDS {
-        for (slot, target) in [&direct, &balanced].into_iter().enumerate() {
+        for (slot, target) in targets.iter().enumerate() {
             let l = latency(target).await?;
             println!(
                 "  round {round} {:<9} p50 {:>7.1} µs   p99 {:>7.1} µs",
@@ -201,7 +283,10 @@ async fn bench(cluster: &Cluster, config: &BalancerConfig) -> Result<(), Box<dyn
             }
         }
     }
-    let [Some(d), Some(b)] = best else { return Err("no latency measured".into()) };
+    let (Some(Some(d)), Some(Some(b))) = (best.first(), best.get(1)) else {
+        return Err("no latency measured".into());
+    };
+    let h = best.get(2).and_then(Option::as_ref);
     let added50 = us(b.p50) - us(d.p50);
     let added99 = us(b.p99) - us(d.p99);
 
@@ -215,10 +300,10 @@ async fn bench(cluster: &Cluster, config: &BalancerConfig) -> Result<(), Box<dyn
         config.upstream_connections,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
-    let mut best_rate = [0.0f64; 2];
-    let mut best_cpu: [Option<Duration>; 2] = [None, None];
+    let mut best_rate = vec![0.0f64; targets.len()];
+    let mut best_cpu: Vec<Option<Duration>> = targets.iter().map(|_| None).collect();
     for round in 1..=ROUNDS {
-        for (slot, target) in [&direct, &balanced].into_iter().enumerate() {
+        for (slot, target) in targets.iter().enumerate() {
             let rate = throughput(target).await?;
             let cpu = rate.cpu_per_call.map_or_else(|| "n/a".to_owned(), |c| format!("{:.1} µs", us(c)));
             println!(
@@ -241,12 +326,35 @@ async fn bench(cluster: &Cluster, config: &BalancerConfig) -> Result<(), Box<dyn
         ratio,
         verdict(ratio >= 0.8)
     );
-    if let [Some(d), Some(b)] = best_cpu {
+    if let (Some(Some(d)), Some(Some(b))) = (best_cpu.first(), best_cpu.get(1)) {
         println!(
             "  CPU per call direct {:>7.1} µs  balancer {:>7.1} µs  the balancer's own {:>7.1} µs",
-            us(d),
-            us(b),
-            us(b.saturating_sub(d))
+            us(*d),
+            us(*b),
+            us(b.saturating_sub(*d))
+        );
+        if let Some(Some(hp)) = best_cpu.get(2) {
+            println!(
+                "  CPU per call haproxy {:>7.1} µs (clients + haproxy)  haproxy's own {:>7.1} µs",
+                us(*hp),
+                us(hp.saturating_sub(*d))
+            );
+        }
+    }
+    if let Some(rate) = best_rate.get(2) {
+        println!(
+            "  throughput   haproxy {:>9.0}/s  balancer / haproxy {:.2} (target >= 1.00) {}",
+            rate,
+            best_rate[1] / rate,
+            verdict(best_rate[1] >= *rate)
+        );
+    }
+    if let Some(h) = h {
+        println!(
+            "  latency      haproxy p50 {:>7.1} µs  p99 {:>7.1} µs (balancer p50 {:>7.1} µs)",
+            us(h.p50),
+            us(h.p99),
+            us(b.p50)
         );
     }
     println!(
