@@ -35,15 +35,33 @@ impl Drop for Haproxy {
     }
 }
 
+/// Installs Debian's `haproxy` when it is missing and this test runs as root (as
+/// CI does on a fresh machine); otherwise fails saying how to install it. Never
+/// skips.
+fn ensure_installed() {
+    let present = || Command::new("haproxy").arg("-v").output().is_ok_and(|v| v.status.success());
+    if present() {
+        return;
+    }
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if root {
+        let quiet = |args: &[&str]| {
+            Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        let _ = quiet(&["update"]) && quiet(&["install", "-y", "haproxy"]);
+    }
+    assert!(present(), "this test runs a real HAProxy: install it (Debian: `apt-get install -y haproxy`)");
+}
+
 impl Haproxy {
     /// Starts HAProxy on an ephemeral loopback port in front of `servers`
     /// (`(name, host:port)`), and waits until its stats socket answers.
     async fn start(servers: &[(String, String)]) -> Haproxy {
-        let version = Command::new("haproxy").arg("-v").output();
-        assert!(
-            version.is_ok_and(|v| v.status.success()),
-            "this test runs a real HAProxy: install it (Debian: `apt-get install -y haproxy`)"
-        );
+        ensure_installed();
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let socket = dir.path().join("admin.sock");
