@@ -136,10 +136,10 @@ impl Admin {
         };
         let report =
             self.replicator.replicate(records, ack, self.write_timeout).await.map_err(|e| match e {
-                ReplicationError::AckTimeout { .. } => AdminError::AckTimeout {
+                ReplicationError::AckTimeout { ref missing, .. } => AdminError::AckTimeout {
                     version: version.clone(),
                     node: self.ctx.id.clone(),
-                    reason: e.to_string(),
+                    reason: format!("{e} ({})", self.liveness_of(missing)),
                 },
                 other => AdminError::Replication(other),
             })?;
@@ -172,6 +172,20 @@ impl Admin {
             // also advance through `covers` with no record stored).
             let _ = tokio::time::timeout(left.min(Duration::from_millis(50)), feed.recv()).await;
         }
+    }
+
+    /// Who each of `addrs` is and whether it is up, for an error message:
+    /// `node-3 at http://…: down`.
+    fn liveness_of(&self, addrs: &[PeerAddr]) -> String {
+        let peers = self.replicator.peers();
+        let describe = |addr: &PeerAddr| match peers.iter().find(|p| &p.addr == addr) {
+            Some(p) => {
+                let id = p.id.as_ref().map_or_else(|| "a peer".to_owned(), ToString::to_string);
+                format!("{id} at {addr}: {}", p.liveness)
+            }
+            None => format!("{addr}: unknown"),
+        };
+        addrs.iter().map(describe).collect::<Vec<_>>().join("; ")
     }
 
     /// The live record at `key`, if any.

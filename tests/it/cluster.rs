@@ -252,6 +252,7 @@ async fn a_dead_member_can_be_removed_and_is_refused_until_an_operator_lets_it_b
     assert_eq!(err.code(), Some(tonic::Code::DeadlineExceeded), "{err}");
     assert!(err.to_string().contains("is applied"), "{err}");
     assert!(err.to_string().contains(&format!("not acknowledged by {dead}")), "{err}");
+    assert!(err.to_string().contains(&format!("node-3 at {dead}: ")), "names who and how alive: {err}");
 
     // node-1's failure detector stops finding node-3 alive once it is silent for
     // longer than usual (a few sync intervals), and its status says so.
