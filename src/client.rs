@@ -522,6 +522,27 @@ impl AdminClient {
         Ok(AuditLog(a.entries.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?))
     }
 
+    /// Reseals every resource secret still sealed with a previous cluster key with
+    /// the current one (`spectrum key rotate`; see the README's key rotation).
+    ///
+    /// # Errors
+    ///
+    /// `PERMISSION_DENIED` below admin; `FAILED_PRECONDITION` when the answering node
+    /// has no cluster key.
+    pub async fn reseal_secrets(&self, ack: AckLevel) -> Result<crate::model::ResealReport, ClientError> {
+        let a = self
+            .call()
+            .reseal_secrets(proto::ResealSecretsRequest { ack: ack_to_wire(ack) })
+            .await?
+            .into_inner();
+        Ok(crate::model::ResealReport {
+            resealed: a.resealed,
+            current: a.current,
+            unreadable: a.unreadable,
+            write: a.write.map(TryInto::try_into).transpose()?,
+        })
+    }
+
     /// Like [`list`](Self::list), bounded by `timeout` (for pollers such as the
     /// balancer's discovery, which must move on to the next address).
     ///

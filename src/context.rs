@@ -23,6 +23,9 @@ pub struct NodeContext {
     pub resolver: Arc<dyn ResourceResolver>,
     /// The cluster key that seals and opens resource secrets, when configured.
     pub cluster_key: Option<Arc<ClusterKey>>,
+    /// Previous cluster keys, still used to open secrets sealed before a key
+    /// rotation (and to authenticate peers not yet given the new key).
+    pub previous_keys: Vec<Arc<ClusterKey>>,
 }
 
 impl NodeContext {

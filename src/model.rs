@@ -551,6 +551,34 @@ impl fmt::Display for ImportReport {
     }
 }
 
+/// What resealing secrets did (`spectrum key rotate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResealReport {
+    /// Definitions resealed with the current key.
+    pub resealed: Vec<String>,
+    /// Definitions already sealed with the current key.
+    pub current: u32,
+    /// Definitions no key of the answering node opens.
+    pub unreadable: Vec<String>,
+    /// The write, when something was resealed.
+    pub write: Option<WriteReceipt>,
+}
+
+impl fmt::Display for ResealReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |v: &[String]| if v.is_empty() { "-".to_owned() } else { v.join(", ") };
+        writeln!(f, "resealed with the current key: {}", list(&self.resealed))?;
+        writeln!(f, "already current: {}", self.current)?;
+        if !self.unreadable.is_empty() {
+            writeln!(f, "UNREADABLE (no key of this node opens them): {}", list(&self.unreadable))?;
+        }
+        match &self.write {
+            Some(w) => write!(f, "written ({w})"),
+            None => write!(f, "nothing to write"),
+        }
+    }
+}
+
 /// A member's state changed by an operator (drain, undrain). Its JSON is
 /// `{"node": id, "addr": …, "state": …, "write": …}`.
 #[derive(Debug, Clone, PartialEq, Eq)]

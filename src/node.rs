@@ -106,6 +106,7 @@ pub struct NodeBuilder {
     resolver: Arc<dyn ResourceResolver>,
     token: Option<Token>,
     cluster_key: Option<Arc<ClusterKey>>,
+    previous_keys: Vec<Arc<ClusterKey>>,
     services: Vec<ServiceFactory>,
 }
 
@@ -148,6 +149,7 @@ impl NodeBuilder {
             resolver: Arc::new(CompositeResolver::standard()),
             token: None,
             cluster_key: None,
+            previous_keys: Vec::new(),
             services: Vec::new(),
         }
     }
@@ -266,6 +268,15 @@ impl NodeBuilder {
         self
     }
 
+    /// Previous cluster keys, during a key rotation: secrets sealed with them still
+    /// open, and peers still on one of them still replicate with this node (see
+    /// the README's key rotation steps). Remove them once every secret is resealed
+    /// (`spectrum key rotate`) and every node has the new key.
+    pub fn previous_cluster_keys(mut self, keys: impl IntoIterator<Item = ClusterKey>) -> Self {
+        self.previous_keys = keys.into_iter().map(Arc::new).collect();
+        self
+    }
+
     /// Adds one of the application's tonic services.
     pub fn add_service<S>(self, service: S) -> Self
     where
@@ -312,7 +323,12 @@ impl NodeBuilder {
                 .transport(self.transport.clone());
         if let Some(credential) = peer_credential(&self.id, self.cluster_key.as_deref(), self.token.as_ref())
         {
-            builder = builder.credential(credential);
+            let previous = self
+                .previous_keys
+                .iter()
+                .map(|k| PeerCredential::from_bytes(*k.derive(PEER_CREDENTIAL_PURPOSE)))
+                .collect();
+            builder = builder.credential(credential).previous_credentials(previous);
         }
         builder.build()
     }
@@ -353,6 +369,7 @@ impl NodeBuilder {
             store: store.clone(),
             resolver: self.resolver.clone(),
             cluster_key: self.cluster_key.clone(),
+            previous_keys: self.previous_keys.clone(),
         };
 
         let admin = Admin::new(ctx.clone(), replicator.clone(), addr.clone(), self.write_timeout)

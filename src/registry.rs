@@ -30,6 +30,18 @@ pub struct StoredResource {
     pub version: VersionToken,
 }
 
+/// What [`ResourceRegistry::reseal`] found.
+#[derive(Debug, Default)]
+pub struct Reseal {
+    /// Definitions sealed with a previous key, resealed with the current one (to
+    /// store).
+    pub resealed: Vec<(String, ResourceDefinition)>,
+    /// Definitions already sealed with the current key.
+    pub current: usize,
+    /// Definitions no key of this node opens.
+    pub unreadable: Vec<String>,
+}
+
 /// Whether one resource is available on one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceStatus {
@@ -79,6 +91,7 @@ pub enum RegistryError {
 pub struct ResourceRegistry {
     store: Arc<dyn ConfigStore>,
     key: Option<Arc<ClusterKey>>,
+    previous: Vec<Arc<ClusterKey>>,
 }
 
 impl fmt::Debug for ResourceRegistry {
@@ -91,7 +104,50 @@ impl ResourceRegistry {
     /// The registry over `store`, sealing and opening secrets with `key` (without
     /// one, secrets can be neither stored nor read).
     pub fn new(store: Arc<dyn ConfigStore>, key: Option<Arc<ClusterKey>>) -> Self {
-        Self { store, key }
+        Self { store, key, previous: Vec::new() }
+    }
+
+    /// Also opens secrets sealed with one of `previous` (keys before a rotation);
+    /// new secrets are always sealed with the current key.
+    pub fn with_previous_keys(mut self, previous: Vec<Arc<ClusterKey>>) -> Self {
+        self.previous = previous;
+        self
+    }
+
+    /// Whether `def`'s secrets are sealed with a previous key, not the current one:
+    /// `Some(opened)` (secrets in clear, for resealing) when so.
+    fn sealed_with_previous(&self, def: &ResourceDefinition) -> Option<ResourceDefinition> {
+        if def.opened_with(self.key.as_deref()).is_ok() {
+            return None;
+        }
+        self.previous.iter().find_map(|k| def.opened_with(Some(k)).ok())
+    }
+
+    /// Reseals, in one write batch, every stored definition whose secrets are sealed
+    /// with a previous key, with the current key. Secrets are in clear only in this
+    /// node's memory, in [`Secret`](spectrum_resources::Secret)s wiped on drop.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::Store`]; [`RegistryError::Secret`] when there is no
+    /// current key.
+    pub async fn reseal(&self) -> Result<Reseal, RegistryError> {
+        let mut out = Reseal::default();
+        for stored in self.list().await? {
+            let def = &stored.definition;
+            if !def.has_sealed_secret() {
+                continue;
+            }
+            match self.sealed_with_previous(def) {
+                Some(opened) => {
+                    let sealed = self.seal_definition(&opened)?;
+                    out.resealed.push((def.name.to_string(), sealed));
+                }
+                None if self.open_definition(def).is_ok() => out.current += 1,
+                None => out.unreadable.push(def.name.to_string()),
+            }
+        }
+        Ok(out)
     }
 
     /// Whether this registry has a cluster key.
@@ -152,6 +208,7 @@ impl ResourceRegistry {
     /// [`RegistryError::Secret`] when a secret is sealed and cannot be opened here.
     pub fn open_definition(&self, def: &ResourceDefinition) -> Result<ResourceDefinition, RegistryError> {
         def.opened_with(self.key.as_deref())
+            .or_else(|e| self.previous.iter().find_map(|k| def.opened_with(Some(k)).ok()).ok_or(e))
             .map_err(|source| RegistryError::Secret { name: def.name.to_string(), source })
     }
 

@@ -111,10 +111,14 @@ impl ZeroizeOnDrop for PeerCredential {}
 pub(crate) struct PeerToken(Zeroizing<String>);
 
 impl PeerToken {
-    /// Whether `metadata` carries exactly this token (one constant-time compare of
-    /// the first value; a missing or non-matching entry is `false`).
+    /// Whether any of the (at most [`MAX_TOKENS`]) peer entries of `metadata` is
+    /// exactly this token, each compared in constant time.
     pub(crate) fn admits(&self, metadata: &MetadataMap) -> bool {
-        metadata.get(PEER_HEADER).is_some_and(|v| bool::from(v.as_encoded_bytes().ct_eq(self.0.as_bytes())))
+        metadata
+            .get_all(PEER_HEADER)
+            .iter()
+            .take(MAX_TOKENS)
+            .any(|v| bool::from(v.as_encoded_bytes().ct_eq(self.0.as_bytes())))
     }
 
     /// The token as a metadata value, to attach to a call.
@@ -131,14 +135,20 @@ impl fmt::Debug for PeerToken {
     }
 }
 
-/// Attaches the peer token (when there is one) to every outgoing call.
+/// Most peer entries a call may carry that are looked at: the current credential's
+/// and those of previous keys still accepted during a key rotation.
+pub const MAX_TOKENS: usize = 4;
+
+/// Attaches the peer tokens (the current credential's first, then those of
+/// previous keys, so that peers not yet given the new key still admit the call)
+/// to every outgoing call.
 #[derive(Debug, Clone)]
-pub(crate) struct AttachToken(pub(crate) Option<AsciiMetadataValue>);
+pub(crate) struct AttachToken(pub(crate) Vec<AsciiMetadataValue>);
 
 impl tonic::service::Interceptor for AttachToken {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(token) = &self.0 {
-            request.metadata_mut().insert(PEER_HEADER, token.clone());
+        for token in &self.0 {
+            request.metadata_mut().append(PEER_HEADER, token.clone());
         }
         Ok(request)
     }

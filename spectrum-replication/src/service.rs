@@ -49,8 +49,9 @@ pub struct ReplicationService {
     cluster: ClusterId,
     handshake: Handshake,
     max_budget: usize,
-    /// The token every call must carry, when the service has a credential.
-    token: Option<Arc<PeerToken>>,
+    /// The tokens a call may carry (one is enough), when the service has a
+    /// credential: the current one's, then previous keys' during a rotation.
+    tokens: Arc<Vec<PeerToken>>,
 }
 
 impl ReplicationService {
@@ -58,13 +59,27 @@ impl ReplicationService {
     /// (the same clock the store stamps with).
     pub fn new(store: Arc<dyn ConfigStore>, cluster: ClusterId, hlc: Arc<Hlc>) -> Self {
         let handshake = Handshake::new(cluster.clone(), store.node_id().clone(), hlc);
-        Self { store, cluster, handshake, max_budget: budget_for(DEFAULT_MAX_MESSAGE_BYTES), token: None }
+        Self {
+            store,
+            cluster,
+            handshake,
+            max_budget: budget_for(DEFAULT_MAX_MESSAGE_BYTES),
+            tokens: Arc::default(),
+        }
     }
 
     /// Requires every call to carry the peer token of `credential` for this
     /// service's cluster; others are answered `unauthenticated`.
     pub fn with_credential(mut self, credential: &PeerCredential) -> Self {
-        self.token = Some(Arc::new(credential.token(&self.cluster)));
+        self.tokens = Arc::new(vec![credential.token(&self.cluster)]);
+        self
+    }
+
+    /// Also admits calls carrying the token of `credential` (a previous cluster
+    /// key's, during a rotation). Without [`with_credential`](Self::with_credential)
+    /// first, it is the only one admitted.
+    pub fn also_accept(mut self, credential: &PeerCredential) -> Self {
+        Arc::make_mut(&mut self.tokens).push(credential.token(&self.cluster));
         self
     }
 
@@ -76,8 +91,9 @@ impl ReplicationService {
         method: &str,
         claimed: Option<&proto::Header>,
     ) -> Result<(), Status> {
-        match &self.token {
-            Some(token) if !token.admits(request.metadata()) => {
+        match self.tokens.as_slice() {
+            [] => Ok(()),
+            tokens if !tokens.iter().any(|t| t.admits(request.metadata())) => {
                 let claimed = claimed.map_or("?", |h| h.node_id.as_str());
                 warn!(claimed_node = claimed, method, remote = ?request.remote_addr(), "refused a replication call without a valid peer credential");
                 Err(Status::unauthenticated("replication calls need this cluster's peer credential"))
@@ -444,6 +460,33 @@ mod tests {
         let mut req = push(header(CLUSTER, "b"), vec![wire_record("settings/x", "b", 1)]);
         req.metadata_mut().insert(crate::credential::PEER_HEADER, good.value());
         svc.push(req).await.unwrap();
+        assert_eq!(store.scan("").await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn during_a_key_rotation_either_key_s_token_is_admitted_and_no_other() {
+        let (svc, store) = service();
+        let (new, old, other) = (
+            PeerCredential::from_bytes([1; 32]),
+            PeerCredential::from_bytes([2; 32]),
+            PeerCredential::from_bytes([3; 32]),
+        );
+        let svc = svc.with_credential(&new).also_accept(&old);
+        let cluster: ClusterId = CLUSTER.parse().unwrap();
+        for (tokens, admitted) in [
+            (vec![&new], true),
+            (vec![&old], true),
+            (vec![&other, &old], true),
+            (vec![&other], false),
+            (vec![], false),
+        ] {
+            let mut req = push(header(CLUSTER, "b"), vec![wire_record("settings/x", "b", 1)]);
+            for c in &tokens {
+                req.metadata_mut().append(crate::credential::PEER_HEADER, c.token(&cluster).value());
+            }
+            let answer = svc.push(req).await;
+            assert_eq!(answer.is_ok(), admitted, "{} tokens: {answer:?}", tokens.len());
+        }
         assert_eq!(store.scan("").await.unwrap().len(), 1);
     }
 

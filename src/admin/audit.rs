@@ -135,6 +135,7 @@ mod tests {
             store,
             resolver: Arc::new(CompositeResolver::standard()),
             cluster_key: None,
+            previous_keys: Vec::new(),
         };
         Admin::new(ctx, Arc::new(replicator), addr, Duration::from_secs(1)).audit_retention(retained)
     }

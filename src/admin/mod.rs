@@ -123,6 +123,7 @@ impl Admin {
 
     fn registry(&self) -> ResourceRegistry {
         ResourceRegistry::new(self.ctx.store.clone(), self.ctx.cluster_key.clone())
+            .with_previous_keys(self.ctx.previous_keys.clone())
     }
 
     /// Applies `batch` locally and replicates it at `ack`.

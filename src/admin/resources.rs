@@ -272,6 +272,28 @@ impl Admin {
         report.write = Some(write);
         Ok(report)
     }
+
+    /// Reseals with the current cluster key, in one write, every resource secret
+    /// still sealed with a previous key (a key rotation's last step).
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Registry`] when this node has no current key; the write's own.
+    pub async fn reseal_secrets(&self, ack: AckLevel) -> Result<crate::model::ResealReport, AdminError> {
+        let found = self.registry().reseal().await?;
+        let mut batch = WriteBatch::new();
+        for (name, def) in &found.resealed {
+            batch = batch.put(Namespace::Resources.key(name), Bytes::from(def.to_json_bytes()?));
+        }
+        let write = if found.resealed.is_empty() { None } else { Some(self.write(batch, ack).await?) };
+        info!(resealed = found.resealed.len(), unreadable = found.unreadable.len(), "secrets resealed");
+        Ok(crate::model::ResealReport {
+            resealed: found.resealed.into_iter().map(|(name, _)| name).collect(),
+            current: u32::try_from(found.current).unwrap_or(u32::MAX),
+            unreadable: found.unreadable,
+            write,
+        })
+    }
 }
 
 fn resource_name(name: &str) -> Result<ResourceName, AdminError> {

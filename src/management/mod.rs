@@ -482,6 +482,24 @@ impl Management for ManagementService {
     }
 
     #[instrument(skip_all)]
+    async fn reseal_secrets(
+        &self,
+        request: Request<proto::ResealSecretsRequest>,
+    ) -> Result<Response<proto::ResealSecretsResponse>, Status> {
+        let caller = self.authorize(&request, Rpc::ResealSecrets, "resources").await?;
+        let req = request.into_inner();
+        let done = async { Ok(self.admin.reseal_secrets(ack(req.ack)?).await?) }.await;
+        let report = self.audited(&caller, Rpc::ResealSecrets, "resources", done).await?;
+        Ok(Response::new(proto::ResealSecretsResponse {
+            resealed: report.resealed,
+            current: report.current,
+            unreadable: report.unreadable,
+            write: report.write.map(Into::into),
+            served_by: entry_served_by(&self.admin),
+        }))
+    }
+
+    #[instrument(skip_all)]
     async fn list_audit(
         &self,
         request: Request<proto::ListAuditRequest>,

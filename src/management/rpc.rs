@@ -38,11 +38,12 @@ pub enum Rpc {
     RevokeUser,
     RotateUser,
     ListAudit,
+    ResealSecrets,
 }
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 25] = [
+    pub const ALL: [Rpc; 26] = [
         Rpc::Get,
         Rpc::Put,
         Rpc::Delete,
@@ -68,6 +69,7 @@ impl Rpc {
         Rpc::RevokeUser,
         Rpc::RotateUser,
         Rpc::ListAudit,
+        Rpc::ResealSecrets,
     ];
 
     /// The lowest role that may call it: the whole authorisation policy.
@@ -81,7 +83,8 @@ impl Rpc {
             | ShowResource | ExportResources => Role::Viewer,
             SetNodeState | CheckResources | ListAudit => Role::Operator,
             Put | Delete | SetLicense | CreateDataflow | DeleteDataflow | CreateResource | DeleteResource
-            | ImportResources | RemoveNode | AddUser | ListUsers | RevokeUser | RotateUser => Role::Admin,
+            | ImportResources | RemoveNode | AddUser | ListUsers | RevokeUser | RotateUser
+            | ResealSecrets => Role::Admin,
         }
     }
 
@@ -103,6 +106,7 @@ impl Rpc {
                 | AddUser
                 | RevokeUser
                 | RotateUser
+                | ResealSecrets
         )
     }
 
@@ -135,6 +139,7 @@ impl Rpc {
             RevokeUser => "RevokeUser",
             RotateUser => "RotateUser",
             ListAudit => "ListAudit",
+            ResealSecrets => "ResealSecrets",
         }
     }
 

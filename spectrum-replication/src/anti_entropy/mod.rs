@@ -58,7 +58,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tracing::{Instrument, debug, info_span, instrument, trace, warn};
 
-use crate::credential::{AttachToken, PeerCredential};
+use crate::credential::{AttachToken, MAX_TOKENS, PeerCredential};
 use crate::error::{PeerFailure, ReplicationError};
 use crate::handshake::{Contact, Handshake};
 use crate::peers::{PeerTable, blank};
@@ -92,6 +92,7 @@ pub struct AntiEntropyBuilder {
     transport: TransportConfig,
     rng_seed: Option<u64>,
     credential: Option<PeerCredential>,
+    previous: Vec<PeerCredential>,
 }
 
 impl AntiEntropyBuilder {
@@ -104,6 +105,15 @@ impl AntiEntropyBuilder {
     /// reach it: for tests and simulations only.
     pub fn credential(mut self, credential: PeerCredential) -> Self {
         self.credential = Some(credential);
+        self
+    }
+
+    /// During a key rotation, also sends and accepts the credentials of previous
+    /// cluster keys (at most three), so that nodes restarted with the new key and
+    /// nodes still on the old one keep replicating. Drop them once every node has
+    /// the new key.
+    pub fn previous_credentials(mut self, previous: Vec<PeerCredential>) -> Self {
+        self.previous = previous.into_iter().take(MAX_TOKENS - 1).collect();
         self
     }
 
@@ -147,10 +157,13 @@ impl AntiEntropyBuilder {
         let handshake = Handshake::new(self.cluster.clone(), self.store.node_id().clone(), self.hlc.clone())
             .with_addr(self_addr.clone())
             .with_peer_table(peers.clone());
-        let attach = AttachToken(self.credential.as_ref().map(|c| c.token(&self.cluster).value()));
+        let attach = AttachToken(
+            self.credential.iter().chain(&self.previous).map(|c| c.token(&self.cluster).value()).collect(),
+        );
         AntiEntropy {
             inner: Arc::new(Inner {
                 credential: self.credential,
+                previous: self.previous,
                 attach,
                 store: self.store,
                 hlc: self.hlc,
@@ -198,6 +211,7 @@ impl AntiEntropy {
             transport: TransportConfig::default(),
             rng_seed: None,
             credential: None,
+            previous: Vec::new(),
         }
     }
 
@@ -209,7 +223,9 @@ impl AntiEntropy {
             .with_addr(i.self_addr.clone())
             .with_peer_table(i.peers.clone());
         match &i.credential {
-            Some(credential) => service.with_credential(credential),
+            Some(credential) => {
+                i.previous.iter().fold(service.with_credential(credential), |s, c| s.also_accept(c))
+            }
             None => service,
         }
     }
@@ -350,6 +366,8 @@ struct Inner {
     stop: watch::Sender<bool>,
     /// Given to [`AntiEntropy::service`], which requires its token.
     credential: Option<PeerCredential>,
+    /// Credentials of previous cluster keys, still sent and accepted (key rotation).
+    previous: Vec<PeerCredential>,
     /// Adds the peer token to every call, when there is a credential.
     attach: AttachToken,
 }

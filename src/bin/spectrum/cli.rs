@@ -57,6 +57,9 @@ pub(crate) enum Command {
     Audit(AuditArgs),
     /// Print a new random cluster key (64 hex digits) for `cluster_key`.
     GenerateKey,
+    /// Cluster key rotation.
+    #[command(subcommand)]
+    Key(KeyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +221,16 @@ pub(crate) enum ResourcesCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Print a new random cluster key (as `generate-key` does).
+    Generate,
+    /// Reseal every resource secret still sealed with a previous key with the
+    /// current one, once every node runs with the new `cluster_key` and the old one
+    /// in `previous_cluster_keys`.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]

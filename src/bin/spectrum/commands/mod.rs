@@ -10,7 +10,7 @@ use spectrum::client::{AckLevel, AdminClient, ClientError};
 use spectrum::core::{PeerAddr, TransportConfig};
 use tonic::transport::Channel;
 
-use crate::cli::{Cli, Command, NodeArgs};
+use crate::cli::{Cli, Command, KeyCommand, NodeArgs};
 use crate::output::emit;
 
 mod audit;
@@ -33,7 +33,10 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         }
         Command::Node(args) => node::run(args, token).await,
         Command::Balancer(args) => balancer::run(args, token).await,
-        Command::GenerateKey => generate_key(json),
+        Command::GenerateKey | Command::Key(KeyCommand::Generate) => generate_key(json),
+        Command::Key(KeyCommand::Rotate) => {
+            emit(&client(&endpoint, token).await?.reseal_secrets(ack).await?, json)
+        }
         Command::Status => {
             let channel = connect(&endpoint).await?;
             let admin = AdminClient::from_channel(channel.clone(), token.clone());
