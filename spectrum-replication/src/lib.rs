@@ -136,6 +136,7 @@
 //! blocking pool, so no async worker waits for an fsync.
 
 pub mod anti_entropy;
+pub mod clock;
 pub mod error;
 mod handshake;
 pub mod horizon;
@@ -161,6 +162,7 @@ pub(crate) mod proto {
 }
 
 pub use anti_entropy::{AntiEntropy, AntiEntropyBuilder, AntiEntropyHandle};
+pub use clock::{ClockCheck, OFFSET_FRESH};
 pub use error::{PeerFailure, ReplicationError, StoreError};
 pub use memory::MemoryStore;
 pub use peers::PeerTable;

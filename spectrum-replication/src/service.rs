@@ -34,8 +34,11 @@ pub const MAX_SYNC_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 /// Every request is checked before anything is merged: a sender of another
 /// cluster is refused (`failed_precondition`, "wrong cluster: …"), a sender whose
 /// clock is further ahead than the HLC's maximum offset is refused
-/// (`failed_precondition` with the clock skew) and flagged in the [`PeerTable`],
-/// and a malformed message is `invalid_argument`.
+/// (`failed_precondition` with the clock skew) and flagged in the [`PeerTable`]
+/// unless this node's own clock is the outlier ([`ClockCheck`](crate::ClockCheck)),
+/// and a malformed message is `invalid_argument`. Every answer echoes when its
+/// request was sent and received, so the caller measures clock offsets over the
+/// round trip.
 #[derive(Debug, Clone)]
 pub struct ReplicationService {
     store: Arc<dyn ConfigStore>,
@@ -123,7 +126,8 @@ impl Replication for ReplicationService {
         request: Request<proto::PushRequest>,
     ) -> Result<Response<proto::PushResponse>, Status> {
         let req = request.into_inner();
-        let peer = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?.header;
+        let admitted = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?;
+        let peer = &admitted.header;
         let records = records_from_wire(req.records)?;
         let mut covers = vv_from_wire(req.covers, "covers")?;
         if !covers.entries.is_empty() {
@@ -141,7 +145,7 @@ impl Replication for ReplicationService {
         trace!(peer = %peer.node_id, records = count, applied = report.applied, "merged push");
         let digest = self.store.digest().await.map_err(store_status)?;
         Ok(Response::new(proto::PushResponse {
-            header: Some(self.handshake.header()),
+            header: Some(self.handshake.answer(&admitted)),
             digest: Some((&digest).into()),
         }))
     }
@@ -153,7 +157,7 @@ impl Replication for ReplicationService {
     ) -> Result<Response<proto::SyncResponse>, Status> {
         let req = request.into_inner();
         let admitted = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?;
-        let peer = admitted.header;
+        let peer = &admitted.header;
         let theirs = vv_from_wire(req.digest, "digest")?;
         if let Some(after) = &req.snapshot_after
             && !after.is_empty()
@@ -196,7 +200,7 @@ impl Replication for ReplicationService {
             "answered sync"
         );
         Ok(Response::new(proto::SyncResponse {
-            header: Some(self.handshake.header()),
+            header: Some(self.handshake.answer(&admitted)),
             digest: Some((&ours).into()),
             ..answer
         }))
@@ -260,6 +264,7 @@ mod tests {
             node_id: node.into(),
             addr: String::new(),
             hlc: Some(proto::Stamp { wall_ms: now_ms(), logical: 0 }),
+            ..proto::Header::default()
         })
     }
 
