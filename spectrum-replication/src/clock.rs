@@ -4,12 +4,18 @@
 //! node's (round-trip corrected when this node dialled, one way when the peer
 //! did; see [`ClockOffset`](spectrum_core::ClockOffset)) and records it in the
 //! [`PeerTable`](crate::PeerTable). One peer far off says nothing about who is
-//! wrong; a majority of peers far off does: then this node is the outlier. An
-//! outlier is *fenced*: the node refuses writes and reports not ready, yet it
-//! keeps accepting its peers' data (its HLC moves forward to their stamps), so it
-//! converges and recovers by itself once its clock is right. A node that is not
-//! the outlier refuses only peers whose clocks are too far *ahead* (their stamps
-//! would drag every clock forward); peers behind are harmless.
+//! wrong; a majority of peers far off does: then this node is the
+//! [outlier](ClockCheck::outlier), and it accepts its peers' data (its HLC moves
+//! forward to their stamps), so it converges. A node that is not the outlier
+//! refuses only peers whose clocks are too far *ahead* (their stamps would drag
+//! every clock forward); peers behind are harmless.
+//!
+//! Writes are held to a stricter rule: a node is [fenced](ClockCheck::fenced),
+//! refusing writes and reporting not ready, as soon as more of its freshly
+//! measured peers are far off than agree with it. So a node behind stops taking
+//! writes on the first far measurement, before it could stamp a write older than
+//! what its peers already hold; and it recovers by itself once its clock is right
+//! (the next exchanges measure it in bounds).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -34,6 +40,8 @@ pub struct ClockCheck {
     /// The peers whose clocks, freshly measured, are certainly more than the
     /// maximum away from this node's.
     pub far: usize,
+    /// The peers whose clocks, freshly measured, are not.
+    pub agreeing: usize,
     /// The median offset of those far peers, in milliseconds (positive: they are
     /// ahead, this node is behind), and its uncertainty.
     pub offset_ms: Option<(i64, u64)>,
@@ -62,26 +70,36 @@ impl ClockCheck {
                 *slot = Some(p);
             }
         }
-        let mut far: Vec<(i64, u64)> = latest
+        let measured: Vec<(i64, u64)> = latest
             .values()
             .flatten()
-            .filter_map(|p| {
-                let offset = p.clock_offset_ms?;
-                let uncertainty = p.clock_uncertainty_ms.unwrap_or(0);
-                (offset.unsigned_abs().saturating_sub(uncertainty) > max_ms).then_some((offset, uncertainty))
-            })
+            .filter_map(|p| Some((p.clock_offset_ms?, p.clock_uncertainty_ms.unwrap_or(0))))
+            .collect();
+        let mut far: Vec<(i64, u64)> = measured
+            .iter()
+            .copied()
+            .filter(|(offset, uncertainty)| offset.unsigned_abs().saturating_sub(*uncertainty) > max_ms)
             .collect();
         far.sort_unstable();
         let offset_ms = far.get(far.len() / 2).copied();
-        Self { peers: latest.len(), far: far.len(), offset_ms, max_ms }
+        let agreeing = measured.len() - far.len();
+        Self { peers: latest.len(), far: far.len(), agreeing, offset_ms, max_ms }
     }
 
     /// Whether this node's clock is the outlier: more than half of the peers it
-    /// knows are certainly more than the maximum away. A fenced node refuses
-    /// writes and reports not ready. With a single peer far off, both are fenced:
-    /// neither can tell whose clock is wrong.
-    pub fn fenced(&self) -> bool {
+    /// knows (measured or not) are certainly more than the maximum away. An
+    /// outlier accepts peers whose clocks are far ahead of its own.
+    pub fn outlier(&self) -> bool {
         self.far > 0 && self.far * 2 > self.peers
+    }
+
+    /// Whether this node must refuse writes and report not ready: more of its
+    /// freshly measured peers are far off than agree with it (this node counts
+    /// on its own side, so a lone dissenter among three does not fence the other
+    /// two). With a single peer, far off, both are fenced: neither can tell
+    /// whose clock is wrong, and neither writes.
+    pub fn fenced(&self) -> bool {
+        self.far > self.agreeing
     }
 }
 
@@ -127,7 +145,7 @@ mod tests {
             MAX,
             now,
         );
-        assert!(check.fenced(), "{check:?}");
+        assert!(check.fenced() && check.outlier(), "{check:?}");
         let said = check.to_string();
         assert!(said.contains("600010 ms (± 5 ms) behind 2 of its 2 peers"), "{said}");
     }
@@ -140,20 +158,24 @@ mod tests {
             MAX,
             now,
         );
-        assert_eq!((check.peers, check.far), (2, 1));
-        assert!(!check.fenced());
+        assert_eq!((check.peers, check.far, check.agreeing), (2, 1, 1));
+        assert!(!check.fenced() && !check.outlier());
     }
 
     #[test]
-    fn peers_not_yet_measured_count_against_fencing_and_stale_offsets_are_ignored() {
+    fn one_far_peer_fences_writes_at_once_but_makes_no_outlier_until_most_peers_agree() {
         let now = Instant::now();
-        let stale = now.checked_sub(OFFSET_FRESH * 2).unwrap_or(now);
         let unmeasured = blank("127.0.0.1:3".parse().unwrap());
         let check = ClockCheck::of(&[peer("a", 1, Some((600_000, 3)), now), unmeasured], MAX, now);
-        assert!(!check.fenced(), "{check:?}");
-        if stale < now {
+        assert!(check.fenced() && !check.outlier(), "{check:?}");
+    }
+
+    #[test]
+    fn stale_offsets_are_ignored() {
+        let now = Instant::now();
+        if let Some(stale) = now.checked_sub(OFFSET_FRESH * 2) {
             let check = ClockCheck::of(&[peer("a", 1, Some((600_000, 3)), stale)], MAX, now);
-            assert!(!check.fenced(), "{check:?}");
+            assert!(!check.fenced() && !check.outlier(), "{check:?}");
         }
     }
 
@@ -170,7 +192,7 @@ mod tests {
             MAX,
             now,
         );
-        assert_eq!((check.peers, check.far), (2, 0));
+        assert_eq!((check.peers, check.far, check.agreeing), (2, 0, 2));
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //!    recorded in the [`PeerTable`];
 //! 4. a sender whose clock is certainly more than the maximum offset *ahead* is
 //!    [`Refusal::ClockSkew`], unless this node's own clock is the outlier (a
-//!    majority of its peers are far off, see [`ClockCheck`]): a node that is
+//!    majority of its peers are far off, see [`ClockCheck::outlier`]): a node that is
 //!    merely behind must take its peers' data to converge. Otherwise the sender's
 //!    HLC stamp is observed, so this node's clock moves past it.
 //!
@@ -190,7 +190,7 @@ impl Handshake {
         }
         if offset.ahead_beyond(max) {
             let check = self.clock_check();
-            if !check.fenced() {
+            if !check.outlier() {
                 let skew = ClockSkew {
                     remote: Timestamp::new(received_ms.saturating_add(offset.offset_ms.unsigned_abs()), 0),
                     local_ms: received_ms,
@@ -329,10 +329,10 @@ mod tests {
         // It knows two peers (its seeds); the first heard from might be the wrong one.
         me.peers().update(&addr("127.0.0.1:7012"), |_| {});
         assert!(me.admit(Some(p1.header()), Contact::Inbound).is_err());
-        assert!(!me.clock_check().fenced());
+        assert!(!me.clock_check().outlier() && me.clock_check().fenced());
         // Once most peers disagree with this node, it is the outlier: it takes their data.
         let admitted = me.admit(Some(p2.header()), Contact::Inbound).unwrap();
-        assert!(me.clock_check().fenced(), "{}", me.clock_check());
+        assert!(me.clock_check().outlier(), "{}", me.clock_check());
         assert!(behind.now() > admitted.header.hlc, "the HLC moved past the peer's stamp");
         assert!(me.admit(Some(p1.header()), Contact::Inbound).is_ok());
         // Its own messages carry its physical clock: the peers see it behind, and admit it.
@@ -372,7 +372,7 @@ mod tests {
             restarted.admit(Some(p.header()), Contact::Inbound).unwrap();
             p.admit(Some(restarted.header()), Contact::Inbound).unwrap();
         }
-        assert!(!restarted.clock_check().fenced());
+        assert!(!restarted.clock_check().fenced() && !restarted.clock_check().outlier());
         assert!(restarted.peers().snapshot().iter().all(|p| !p.clock_skewed));
     }
 

@@ -1,0 +1,161 @@
+//! Clocks fence writes: a node whose clock is off from the majority of its peers
+//! refuses writes and is not ready, still takes its peers' data, and recovers by
+//! itself once its clock is right; the replicas never disagree.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use spectrum::client::{AckLevel, AdminClient, ReadAfter};
+use spectrum::core::{Clock, PeerAddr, SystemClock, transport};
+use spectrum::{Node, NodeBuilder};
+
+use crate::support::http_get;
+
+/// The system clock, shifted by an offset the test can change (a `faketime`).
+#[derive(Debug, Default)]
+struct ShiftedClock {
+    shift_ms: AtomicI64,
+}
+
+impl ShiftedClock {
+    fn set_shift(&self, shift: i64) {
+        self.shift_ms.store(shift, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now_ms(&self) -> u64 {
+        SystemClock.now_ms().saturating_add_signed(self.shift_ms.load(Ordering::SeqCst))
+    }
+}
+
+const TEN_MINUTES_MS: i64 = 10 * 60 * 1_000;
+
+/// Three in-memory nodes of `cluster` on loopback; node-3 runs on `clock`.
+async fn three_nodes(cluster: &str, clock: Arc<ShiftedClock>) -> Vec<Node> {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(transport::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap());
+    }
+    let addrs: Vec<PeerAddr> = listeners.iter().map(transport::Listener::addr).collect();
+    let starts = listeners.into_iter().enumerate().map(|(i, listener)| {
+        let seeds: Vec<PeerAddr> = addrs.iter().filter(|a| **a != addrs[i]).cloned().collect();
+        let mut b = NodeBuilder::new(format!("node-{}", i + 1).parse().unwrap(), cluster.parse().unwrap())
+            .in_memory()
+            .drain_grace(Duration::ZERO)
+            .sync_interval(Duration::from_millis(100))
+            .listener(listener)
+            .seeds(seeds);
+        if i == 2 {
+            b = b.clock(clock.clone());
+        }
+        b.start()
+    });
+    futures::future::try_join_all(starts).await.expect("nodes start")
+}
+
+/// Polls `/readyz` of `node` until its status is `status` (up to 10 s); returns the body.
+async fn readyz_becomes(node: &Node, status: u16) -> String {
+    let addr = node.local_addr().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (got, body) = http_get(&addr, "/readyz").await.expect("/readyz answers");
+        if got == status {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "/readyz of {} still answers {got} {body}", node.id());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (up to 10 s) until every node holds `value` at `key`.
+async fn all_hold(nodes: &[Node], key: &str, value: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for n in nodes {
+        loop {
+            let got = n.store().get(key).await.unwrap().and_then(|r| r.value);
+            if got.as_deref() == Some(value) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} holds {:?} at {key}, expected {:?}",
+                n.id(),
+                got.map(|v| String::from_utf8_lossy(&v).into_owned()),
+                String::from_utf8_lossy(value)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_runs_behind_is_fenced_yet_converges_and_recovers_when_its_clock_is_right() {
+    let clock = Arc::new(ShiftedClock::default());
+    clock.set_shift(-TEN_MINUTES_MS);
+    let nodes = three_nodes("it-clock-behind", clock.clone()).await;
+    let (node1, skewed) = (&nodes[0], &nodes[2]);
+
+    // Its peers agree with each other, so the skewed node knows it is the outlier.
+    let body = readyz_becomes(skewed, 503).await;
+    assert!(body.contains("clock"), "{body}");
+    readyz_becomes(node1, 200).await;
+    let on_skewed = AdminClient::connect(skewed.addr(), None).await.unwrap();
+    let refused = on_skewed.put("settings/color", "blue", AckLevel::Local).await.unwrap_err();
+    assert_eq!(refused.code(), Some(tonic::Code::FailedPrecondition), "{refused}");
+    assert!(refused.to_string().contains("ms"), "names the offset: {refused}");
+
+    // It still takes its peers' writes.
+    let on_node1 = AdminClient::connect(node1.addr(), None).await.unwrap();
+    let red = on_node1.put("settings/color", "red", AckLevel::All).await.expect("acknowledged by all");
+    all_hold(&nodes, "settings/color", b"red").await;
+
+    // Once its clock is right, it serves and writes again, and everyone agrees.
+    clock.set_shift(0);
+    readyz_becomes(skewed, 200).await;
+    let blue = on_skewed.put("settings/color", "blue", AckLevel::Local).await.expect("accepted again");
+    all_hold(&nodes, "settings/color", b"blue").await;
+    let got = on_node1.get("settings/color", ReadAfter::from(&blue.write)).await.unwrap();
+    assert_eq!(got.value, b"blue", "a read after blue's token sees blue (red was {:?})", red.write);
+    for n in nodes {
+        n.shutdown_without_drain().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_a_node_behind_and_its_peers_end_on_one_value_everywhere() {
+    // The order of the issue: red through node-1, then blue through the node
+    // behind (ack local), whatever it answers.
+    let clock = Arc::new(ShiftedClock::default());
+    clock.set_shift(-TEN_MINUTES_MS);
+    let nodes = three_nodes("it-clock-order", clock.clone()).await;
+    let on_node1 = AdminClient::connect(nodes[0].addr(), None).await.unwrap();
+    let on_skewed = AdminClient::connect(nodes[2].addr(), None).await.unwrap();
+    on_node1.put("settings/color", "red", AckLevel::Local).await.expect("written");
+    let blue = on_skewed.put("settings/color", "blue", AckLevel::Local).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut values = Vec::new();
+    for n in &nodes {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let first = nodes[0].store().get("settings/color").await.unwrap().and_then(|r| r.value);
+            let here = n.store().get("settings/color").await.unwrap().and_then(|r| r.value);
+            if here.is_some() && here == first {
+                values.push(here);
+                break;
+            }
+            assert!(Instant::now() < deadline, "{} holds {here:?}, node-1 {first:?} ({blue:?})", n.id());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    if let Ok(blue) = &blue {
+        let got = on_node1.get("settings/color", ReadAfter::from(&blue.write)).await.unwrap();
+        assert_eq!(got.value, b"blue", "blue was acknowledged, so a read after it sees it");
+    }
+    for n in nodes {
+        n.shutdown_without_drain().await;
+    }
+}
