@@ -3,6 +3,7 @@
 //! itself once its clock is right; the replicas never disagree.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -33,28 +34,51 @@ impl Clock for ShiftedClock {
 
 const TEN_MINUTES_MS: i64 = 10 * 60 * 1_000;
 
-/// Three in-memory nodes of `cluster` on loopback; node-3 runs on `clock`.
+/// Node `i` (0-based) of a three-node test cluster listening on `listener`, its
+/// seeds the other `addrs`; node-3 runs on `clock`; durable under `data` when given.
+fn builder(
+    cluster: &str,
+    i: usize,
+    addrs: &[PeerAddr],
+    clock: &Arc<ShiftedClock>,
+    data: Option<&Path>,
+) -> NodeBuilder {
+    let id = format!("node-{}", i + 1);
+    let seeds: Vec<PeerAddr> = addrs.iter().filter(|a| **a != addrs[i]).cloned().collect();
+    let b = NodeBuilder::new(id.parse().unwrap(), cluster.parse().unwrap())
+        .drain_grace(Duration::ZERO)
+        .sync_interval(Duration::from_millis(100))
+        .seeds(seeds);
+    let b = match data {
+        Some(root) => b.data_dir(root.join(&id)),
+        None => b.in_memory(),
+    };
+    if i == 2 { b.clock(clock.clone()) } else { b }
+}
+
+/// Three nodes of `cluster` on loopback; node-3 runs on `clock`.
 async fn three_nodes(cluster: &str, clock: Arc<ShiftedClock>) -> Vec<Node> {
+    three_nodes_in(cluster, &clock, None).await.0
+}
+
+/// Three nodes of `cluster` on loopback, durable under `data` when given; node-3
+/// runs on `clock`. Also returns their addresses.
+async fn three_nodes_in(
+    cluster: &str,
+    clock: &Arc<ShiftedClock>,
+    data: Option<&Path>,
+) -> (Vec<Node>, Vec<PeerAddr>) {
     let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
     let mut listeners = Vec::new();
     for _ in 0..3 {
         listeners.push(transport::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap());
     }
     let addrs: Vec<PeerAddr> = listeners.iter().map(transport::Listener::addr).collect();
-    let starts = listeners.into_iter().enumerate().map(|(i, listener)| {
-        let seeds: Vec<PeerAddr> = addrs.iter().filter(|a| **a != addrs[i]).cloned().collect();
-        let mut b = NodeBuilder::new(format!("node-{}", i + 1).parse().unwrap(), cluster.parse().unwrap())
-            .in_memory()
-            .drain_grace(Duration::ZERO)
-            .sync_interval(Duration::from_millis(100))
-            .listener(listener)
-            .seeds(seeds);
-        if i == 2 {
-            b = b.clock(clock.clone());
-        }
-        b.start()
-    });
-    futures::future::try_join_all(starts).await.expect("nodes start")
+    let starts = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, listener)| builder(cluster, i, &addrs, clock, data).listener(listener).start());
+    (futures::future::try_join_all(starts).await.expect("nodes start"), addrs)
 }
 
 /// Polls `/readyz` of `node` until its status is `status` (up to 10 s); returns the body.
@@ -155,6 +179,45 @@ async fn writes_through_a_node_behind_and_its_peers_end_on_one_value_everywhere(
         let got = on_node1.get("settings/color", ReadAfter::from(&blue.write)).await.unwrap();
         assert_eq!(got.value, b"blue", "blue was acknowledged, so a read after it sees it");
     }
+    for n in nodes {
+        n.shutdown_without_drain().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_node_restarted_ten_minutes_behind_refuses_writes_and_every_replica_keeps_one_value() {
+    // The case: the node held data from before, so it joins at once.
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ShiftedClock::default());
+    let (mut nodes, addrs) = three_nodes_in("it-clock-restart", &clock, Some(dir.path())).await;
+    let on_node1 = AdminClient::connect(nodes[0].addr(), None).await.unwrap();
+    on_node1.put("settings/color", "green", AckLevel::All).await.expect("all three hold it");
+
+    let old = nodes.pop().unwrap();
+    let at = old.local_addr();
+    old.shutdown_without_drain().await;
+    clock.set_shift(-TEN_MINUTES_MS);
+    let listener = transport::bind(at).await.unwrap();
+    let restarted =
+        builder("it-clock-restart", 2, &addrs, &clock, Some(dir.path())).listener(listener).start().await;
+    nodes.push(restarted.expect("restarts"));
+
+    on_node1.put("settings/color", "red", AckLevel::Local).await.expect("written");
+    let on_skewed = AdminClient::connect(nodes[2].addr(), None).await.unwrap();
+    let blue = on_skewed.put("settings/color", "blue", AckLevel::Local).await;
+    let refused = blue.expect_err("a node ten minutes behind refuses writes");
+    assert_eq!(refused.code(), Some(tonic::Code::FailedPrecondition), "{refused}");
+    assert!(refused.to_string().contains("behind"), "{refused}");
+    let body = readyz_becomes(&nodes[2], 503).await;
+    assert!(body.contains("clock off from its peers"), "{body}");
+    all_hold(&nodes, "settings/color", b"red").await;
+
+    clock.set_shift(0);
+    readyz_becomes(&nodes[2], 200).await;
+    let blue = on_skewed.put("settings/color", "blue", AckLevel::Local).await.expect("accepted again");
+    all_hold(&nodes, "settings/color", b"blue").await;
+    let got = on_node1.get("settings/color", ReadAfter::from(&blue.write)).await.unwrap();
+    assert_eq!(got.value, b"blue");
     for n in nodes {
         n.shutdown_without_drain().await;
     }
