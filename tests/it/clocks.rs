@@ -131,6 +131,14 @@ async fn a_node_whose_clock_runs_behind_is_fenced_yet_converges_and_recovers_whe
     let refused = on_skewed.put("settings/color", "blue", AckLevel::Local).await.unwrap_err();
     assert_eq!(refused.code(), Some(tonic::Code::FailedPrecondition), "{refused}");
     assert!(refused.to_string().contains("ms"), "names the offset: {refused}");
+    // Status says so, and shows each peer's offset with its uncertainty.
+    let status = on_skewed.status().await.unwrap();
+    assert!(status.clock_fenced.as_deref().is_some_and(|why| why.contains("behind")), "{status}");
+    for p in &status.peers {
+        let offset = p.clock_offset_ms.expect("measured");
+        assert!(offset > 590_000 && p.clock_skewed && p.clock_uncertainty_ms.is_some(), "{p:?}");
+    }
+    assert!(status.to_string().contains("SKEW"), "{status}");
 
     // It still takes its peers' writes.
     let on_node1 = AdminClient::connect(node1.addr(), None).await.unwrap();

@@ -63,6 +63,7 @@ mod tests {
             members: vec![],
             peers: vec![],
             resources: vec![],
+            clock_fenced: None,
         }
     }
 
