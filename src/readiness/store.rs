@@ -229,6 +229,9 @@ mod tests {
         ) -> Result<ChangeBatch, StoreError> {
             self.inner.changes_since(prefix, from, limit).await
         }
+        async fn recover(&self) -> Result<bool, StoreError> {
+            self.check().map(|()| true)
+        }
     }
 
     async fn health(service: &HealthService) -> ServingStatus {
@@ -266,6 +269,31 @@ mod tests {
 
         store.apply(WriteBatch::new().put("settings/a", "2")).await.unwrap();
         assert!(readiness.is_ready());
+        assert_eq!(health(&service).await, ServingStatus::Serving);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_write_is_retried_in_the_background_until_it_recovers() {
+        let id: NodeId = "n1".parse().unwrap();
+        let disk = Arc::new(FullDisk {
+            inner: MemoryStore::new(id, Arc::new(Hlc::system())),
+            full: AtomicBool::new(true),
+        });
+        let (reporter, _) = tonic_health::server::health_reporter();
+        let service = HealthService::from_health_reporter(reporter.clone());
+        let readiness = Arc::new(Readiness::new(Arc::new(AtomicBool::new(true)), reporter));
+        let store = WatchedStore::new(disk.clone(), readiness.clone());
+        assert!(store.apply(WriteBatch::new().put("settings/a", "1")).await.is_err());
+        tokio::time::sleep(RECOVER_FIRST_BACKOFF * 4).await;
+        assert!(!readiness.is_ready(), "still full: still not ready");
+
+        // Room again, and no client writes: the retry finds out by itself.
+        disk.full.store(false, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + RECOVER_MAX_BACKOFF * 3;
+        while !readiness.is_ready() {
+            assert!(tokio::time::Instant::now() < deadline, "{:?}", readiness.report());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(health(&service).await, ServingStatus::Serving);
     }
 }
