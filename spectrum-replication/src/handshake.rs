@@ -21,6 +21,11 @@
 //! follows the cluster (and a restarted node's follows its saved high-water
 //! mark), so it says nothing about whether its own clock is right.
 //!
+//! A refusal for clock skew carries, in its metadata, when the request was sent
+//! and received, so the refused caller measures the offset over the round trip
+//! too ([`Handshake::note_refusal`]): a node running far ahead learns it at its
+//! first exchange, and is fenced before it takes a write no peer would accept.
+//!
 //! The contact (id, time, offset, skew) is recorded once the cluster matches,
 //! skewed or not, so a skewed peer shows up flagged. The service admits requests
 //! ([`Contact::Inbound`]), the replicator admits answers ([`Contact::Dialled`]);
@@ -37,7 +42,12 @@ use crate::clock::{ClockCheck, OFFSET_FRESH};
 use crate::error::{PeerFailure, ReplicationError};
 use crate::peers::PeerTable;
 use crate::proto;
-use crate::wire::{InvalidMessage, PeerHeader};
+use crate::wire::{Echo, InvalidMessage, PeerHeader};
+
+/// Metadata of a clock-skew refusal: the refused request's `sent_ms`.
+const REFUSAL_SENT_MS: &str = "spectrum-echo-sent-ms";
+/// Metadata of a clock-skew refusal: when the refuser received the request.
+const REFUSAL_RECEIVED_MS: &str = "spectrum-echo-received-ms";
 
 /// This node's side of the handshake: what it says about itself, and where it
 /// records whom it heard from.
@@ -81,8 +91,9 @@ pub(crate) enum Refusal {
     Malformed(InvalidMessage),
     /// The sender belongs to another cluster.
     WrongCluster { node: NodeId, ours: ClusterId, theirs: String },
-    /// The sender's clock is too far ahead (and this node's is not the outlier).
-    ClockSkew { node: NodeId, skew: ClockSkew },
+    /// The sender's clock is too far ahead (and this node's is not the outlier);
+    /// `echo` is when its request was sent (its clock) and received (ours).
+    ClockSkew { node: NodeId, skew: ClockSkew, echo: Option<Echo> },
 }
 
 impl Handshake {
@@ -129,6 +140,27 @@ impl Handshake {
             echo_received_ms: if request.header.sent_ms.is_some() { request.received_ms } else { 0 },
             ..self.header()
         }
+    }
+
+    /// Measures the clock of the peer at `addr` from its refusal of this node's
+    /// request for clock skew (`status`), which says when the request was sent
+    /// and received: the refusal is the answer's half of the round trip. Any
+    /// other status changes nothing.
+    pub(crate) fn note_refusal(&self, addr: &PeerAddr, status: &Status) {
+        let read = |key: &str| status.metadata().get(key)?.to_str().ok()?.parse::<u64>().ok();
+        let (Some(sent), Some(received)) = (read(REFUSAL_SENT_MS), read(REFUSAL_RECEIVED_MS)) else {
+            return;
+        };
+        let offset = ClockOffset::round_trip(sent, received, received, self.hlc.physical_now_ms());
+        let skewed = offset.beyond(self.hlc.max_offset());
+        let now = Instant::now();
+        self.peers.update(addr, |p| {
+            p.clock_offset_ms = Some(offset.offset_ms);
+            p.clock_uncertainty_ms = Some(offset.uncertainty_ms);
+            p.clock_measured_at = Some(now);
+            p.clock_skewed = skewed;
+        });
+        debug!(peer = %addr, %offset, "refused for clock skew; measured the peer's clock");
     }
 
     /// This node's clock against its peers', as recorded so far.
@@ -198,7 +230,8 @@ impl Handshake {
                     max_ms: u64::try_from(max.as_millis()).unwrap_or(u64::MAX),
                 };
                 warn!(peer = %h.node_id, addr = ?seen_at, %offset, max_ms = skew.max_ms, "refused peer with a clock too far ahead");
-                return Err(Refusal::ClockSkew { node: h.node_id, skew });
+                let echo = h.sent_ms.map(|sent_ms| Echo { sent_ms, received_ms });
+                return Err(Refusal::ClockSkew { node: h.node_id, skew, echo });
             }
             debug!(peer = %h.node_id, %offset, %check, "admitting a peer far ahead: this node's clock is the outlier");
         }
@@ -217,8 +250,15 @@ impl Refusal {
                 "wrong cluster: node {node} belongs to cluster {theirs:?}, but this node belongs to cluster {:?}",
                 ours.as_str()
             )),
-            Refusal::ClockSkew { node, skew } => {
-                Status::failed_precondition(format!("refused writes from node {node}: {skew}"))
+            Refusal::ClockSkew { node, skew, echo } => {
+                let mut status =
+                    Status::failed_precondition(format!("refused writes from node {node}: {skew}"));
+                if let Some(echo) = echo {
+                    let metadata = status.metadata_mut();
+                    metadata.insert(REFUSAL_SENT_MS, echo.sent_ms.into());
+                    metadata.insert(REFUSAL_RECEIVED_MS, echo.received_ms.into());
+                }
+                status
             }
         }
     }
@@ -318,6 +358,27 @@ mod tests {
         assert!(a.hlc.now().wall_ms < SystemClock.now_ms() + 50_000, "its stamp was not observed");
         let err = refusal.into_error(&addr("127.0.0.1:7002"));
         assert!(matches!(err, ReplicationError::ClockSkew { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_caller_refused_for_running_ahead_measures_its_clock_from_the_refusal() {
+        let a = node("a", "c", Arc::new(Hlc::system()));
+        let c = node("c", "c", Arc::new(Hlc::system())).with_addr(addr("127.0.0.1:7005"));
+        a.admit(Some(c.header()), Contact::Inbound).unwrap();
+        let ahead = Arc::new(ManualClock::new(SystemClock.now_ms() + 60_000));
+        let s = node("s", "c", Arc::new(Hlc::new(ahead))).with_addr(addr("127.0.0.1:7006"));
+        let status = a.admit(Some(s.header()), Contact::Inbound).unwrap_err().into_status();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        let dialled = addr("127.0.0.1:7007");
+        s.note_refusal(&dialled, &status);
+        let measured = s.peers().get(&dialled).expect("measured from the refusal");
+        let offset = measured.clock_offset_ms.unwrap();
+        assert!((-60_100..=-59_900).contains(&offset) && measured.clock_skewed, "{measured:?}");
+        assert!(measured.clock_uncertainty_ms.is_some());
+        assert!(s.clock_check().fenced(), "its one peer says it is far off: no writes");
+        // Any other failure measures nothing.
+        s.note_refusal(&addr("127.0.0.1:7008"), &Status::unavailable("down"));
+        assert!(s.peers().get(&addr("127.0.0.1:7008")).is_none());
     }
 
     #[test]

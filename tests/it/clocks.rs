@@ -230,3 +230,40 @@ async fn a_durable_node_restarted_ten_minutes_behind_refuses_writes_and_every_re
         n.shutdown_without_drain().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_node_restarted_ten_minutes_ahead_refuses_writes_at_once_and_converges_once_corrected() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ShiftedClock::default());
+    let (mut nodes, addrs) = three_nodes_in("it-clock-ahead", &clock, Some(dir.path())).await;
+    let on_node1 = AdminClient::connect(nodes[0].addr(), None).await.unwrap();
+    on_node1.put("settings/color", "green", AckLevel::All).await.expect("all three hold it");
+
+    let old = nodes.pop().unwrap();
+    let at = old.local_addr();
+    old.shutdown_without_drain().await;
+    clock.set_shift(TEN_MINUTES_MS);
+    let listener = transport::bind(at).await.unwrap();
+    let restarted =
+        builder("it-clock-ahead", 2, &addrs, &clock, Some(dir.path())).listener(listener).start().await;
+    nodes.push(restarted.expect("restarts"));
+
+    // Its peers refused its first pull, and the refusals measured its clock: no write slips in.
+    let on_skewed = AdminClient::connect(nodes[2].addr(), None).await.unwrap();
+    let refused = on_skewed.put("settings/color", "blue", AckLevel::Local).await.unwrap_err();
+    assert_eq!(refused.code(), Some(tonic::Code::FailedPrecondition), "{refused}");
+    assert!(refused.to_string().contains("ahead of"), "{refused}");
+    readyz_becomes(&nodes[2], 503).await;
+    on_node1.put("settings/color", "red", AckLevel::Local).await.expect("written");
+
+    clock.set_shift(0);
+    readyz_becomes(&nodes[2], 200).await;
+    all_hold(&nodes, "settings/color", b"red").await;
+    let blue = on_skewed.put("settings/color", "blue", AckLevel::Local).await.expect("accepted again");
+    all_hold(&nodes, "settings/color", b"blue").await;
+    let got = on_node1.get("settings/color", ReadAfter::from(&blue.write)).await.unwrap();
+    assert_eq!(got.value, b"blue");
+    for n in nodes {
+        n.shutdown_without_drain().await;
+    }
+}

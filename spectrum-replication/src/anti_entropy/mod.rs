@@ -339,6 +339,13 @@ fn malformed(addr: &PeerAddr, e: InvalidMessage) -> ReplicationError {
 }
 
 impl Inner {
+    /// The error of a call to `addr` that failed with `status`; a refusal for
+    /// clock skew still measures the peer's clock (see [`Handshake::note_refusal`]).
+    fn failed_call(&self, addr: &PeerAddr, status: &tonic::Status) -> ReplicationError {
+        self.handshake.note_refusal(addr, status);
+        call_failed(addr, status)
+    }
+
     /// The peers writes go to now (see [`peers::select_peers`]).
     async fn peer_addrs(&self) -> Result<Vec<PeerAddr>, ReplicationError> {
         let membership = self.membership().await?;
