@@ -259,6 +259,11 @@ impl Hlc {
 
     /// Observes a peer's stamp: checks its skew, then advances the clock past it.
     ///
+    /// The skew check compares the stamp with this node's physical clock, so it
+    /// cannot tell whose clock is wrong; the replication handshake judges offsets
+    /// of physical clocks against the majority of peers instead, and then calls
+    /// [`observe_unchecked`](Self::observe_unchecked).
+    ///
     /// # Errors
     ///
     /// [`ClockSkew`] when `remote` is more than the maximum offset ahead of physical

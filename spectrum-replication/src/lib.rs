@@ -31,7 +31,11 @@
 //!   `All`), and every interval exchanges digests with a random peer so that
 //!   anything a push missed is repaired. [`ReplicationService`] is its gRPC
 //!   server side (the wire protocol is private to this crate); both refuse peers
-//!   of another cluster and peers whose clocks run too far ahead.
+//!   of another cluster and peers whose clocks run too far ahead of the majority.
+//! - Every exchange measures the peer's physical clock offset over the round
+//!   trip, with its uncertainty, into the [`PeerTable`]; [`ClockCheck`] judges
+//!   from it whether this node's own clock is the one that is off (a node then
+//!   refuses writes, yet keeps taking its peers' data).
 //!
 //! ## Two copies converging
 //!
