@@ -233,6 +233,8 @@ async fn a_durable_node_restarted_ten_minutes_behind_refuses_writes_and_every_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_node_restarted_ten_minutes_ahead_refuses_writes_at_once_and_converges_once_corrected() {
+    // Also: restarted once its clock is right, its saved clock is still ahead of its
+    // wall clock, and it must not refuse peers that are merely behind that.
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ShiftedClock::default());
     let (mut nodes, addrs) = three_nodes_in("it-clock-ahead", &clock, Some(dir.path())).await;
@@ -259,6 +261,19 @@ async fn a_durable_node_restarted_ten_minutes_ahead_refuses_writes_at_once_and_c
     clock.set_shift(0);
     readyz_becomes(&nodes[2], 200).await;
     all_hold(&nodes, "settings/color", b"red").await;
+
+    // Restarted again, its saved clock is ahead of its (now right) wall clock: it
+    // still takes its peers, who are merely behind its saved clock.
+    let old = nodes.pop().unwrap();
+    old.shutdown_without_drain().await;
+    let listener = transport::bind(at).await.unwrap();
+    let restarted =
+        builder("it-clock-ahead", 2, &addrs, &clock, Some(dir.path())).listener(listener).start().await;
+    nodes.push(restarted.expect("restarts"));
+    readyz_becomes(&nodes[2], 200).await;
+    on_node1.put("settings/mode", "fast", AckLevel::All).await.expect("acknowledged by all three");
+    all_hold(&nodes, "settings/mode", b"fast").await;
+    let on_skewed = AdminClient::connect(nodes[2].addr(), None).await.unwrap();
     let blue = on_skewed.put("settings/color", "blue", AckLevel::Local).await.expect("accepted again");
     all_hold(&nodes, "settings/color", b"blue").await;
     let got = on_node1.get("settings/color", ReadAfter::from(&blue.write)).await.unwrap();
