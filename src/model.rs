@@ -163,6 +163,9 @@ pub struct PeerInfo {
     pub last_contact_ms_ago: Option<u64>,
     /// Its clock's offset from this node's, in ms (positive: ahead), once measured.
     pub clock_offset_ms: Option<i64>,
+    /// How far the true offset may be from `clock_offset_ms`, in ms (half the
+    /// round trip it was measured over); `None` for a one-way estimate.
+    pub clock_uncertainty_ms: Option<u64>,
     /// Whether that offset is beyond the cluster's maximum.
     pub clock_skewed: bool,
     /// The last error talking to it, if the last exchange failed.
@@ -216,6 +219,10 @@ pub struct NodeStatus {
     pub peers: Vec<PeerInfo>,
     /// Which resources are available on it.
     pub resources: Vec<ResourceAvailability>,
+    /// Why its clock is fenced (off from its peers: it refuses writes and is not
+    /// ready), while it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_fenced: Option<String>,
 }
 
 impl fmt::Display for NodeStatus {
@@ -226,6 +233,9 @@ impl fmt::Display for NodeStatus {
             self.cluster, self.node, self.addr, self.version
         )?;
         writeln!(f, "{} live keys", self.keys)?;
+        if let Some(why) = &self.clock_fenced {
+            writeln!(f, "CLOCK FENCED (refusing writes, not ready): {why}")?;
+        }
         writeln!(f, "\n{:<16} {:<28} {:<10} LIVENESS", "MEMBER", "ADDRESS", "STATE")?;
         for MemberInfo { member: m, liveness } in &self.members {
             writeln!(f, "{:<16} {:<28} {:<10} {liveness}", m.id.as_str(), m.addr.as_str(), m.state.as_str())?;
@@ -238,11 +248,12 @@ impl fmt::Display for NodeStatus {
         for p in &self.peers {
             let contact =
                 p.last_contact_ms_ago.map_or_else(|| "never".to_owned(), |ms| format!("{ms} ms ago"));
-            let clock = match (p.clock_offset_ms, p.clock_skewed) {
+            let clock = match (p.clock_offset_ms, p.clock_uncertainty_ms) {
                 (None, _) => "?".to_owned(),
-                (Some(ms), false) => format!("{ms:+} ms"),
-                (Some(ms), true) => format!("{ms:+} ms SKEW"),
+                (Some(ms), Some(within)) => format!("{ms:+}±{within} ms"),
+                (Some(ms), None) => format!("{ms:+} ms"),
             };
+            let clock = if p.clock_skewed { format!("{clock} SKEW") } else { clock };
             let id = p.id.as_ref().map_or("", NodeId::as_str);
             let error = p.last_error.as_deref().unwrap_or("");
             writeln!(f, "{id:<16} {:<28} {:>8} {contact:>14} {clock:>12}  {error}", p.addr, p.lag)?;

@@ -12,8 +12,8 @@ use spectrum_core::{
     Clock, ClusterId, Hlc, Member, MemberState, NodeId, PeerAddr, SystemClock, TransportConfig,
 };
 use spectrum_replication::{
-    AckLevel, AntiEntropy, ConfigStore, MemoryStore, PeerCredential, RedbStore, Replicator, StoreError,
-    WriteBatch,
+    AckLevel, AntiEntropy, ClockCheck, ConfigStore, MemoryStore, PeerCredential, RedbStore, Replicator,
+    StoreError, WriteBatch,
 };
 use spectrum_resources::{ClusterKey, CompositeResolver, ResourceResolver};
 use tokio::sync::watch;
@@ -363,6 +363,15 @@ impl NodeBuilder {
         let store: Arc<dyn ConfigStore> = Arc::new(WatchedStore::new(store, readiness.clone()));
         let anti_entropy = self.anti_entropy(&store, &hlc, &addr);
         let replicator: Arc<dyn Replicator> = Arc::new(anti_entropy.clone());
+        let max_offset = self.max_clock_offset;
+        // Weak: the store (inside the replicator) holds the readiness, which must not
+        // keep the store (and its file) alive after the node stops.
+        let measured = Arc::downgrade(&replicator);
+        readiness.set_clock_source(Arc::new(move || {
+            let peers = measured.upgrade().map(|r| r.peers()).unwrap_or_default();
+            ClockCheck::of(&peers, max_offset, std::time::Instant::now())
+        }));
+        let fence = readiness.clone();
         let ctx = NodeContext {
             id: self.id.clone(),
             cluster: self.cluster.clone(),
@@ -374,7 +383,8 @@ impl NodeBuilder {
 
         let admin = Admin::new(ctx.clone(), replicator.clone(), addr.clone(), self.write_timeout)
             .transport(self.transport.clone())
-            .ready_flag(ready.clone());
+            .ready_flag(ready.clone())
+            .clock_fence(Arc::new(move || fence.clock_fence()));
         let mut routes = RoutesBuilder::default();
         routes
             .add_service(health_service)

@@ -185,6 +185,8 @@ impl From<model::PeerInfo> for proto::PeerStatus {
             clock_skewed: p.clock_skewed,
             last_error: p.last_error.unwrap_or_default(),
             liveness: p.liveness.to_string(),
+            has_clock_uncertainty: p.clock_uncertainty_ms.is_some(),
+            clock_uncertainty_ms: p.clock_uncertainty_ms.unwrap_or(0),
         }
     }
 }
@@ -207,6 +209,7 @@ impl From<model::NodeStatus> for proto::StatusResponse {
             keys: s.keys,
             digest: s.digest.into_iter().collect(),
             resources: s.resources.into_iter().map(Into::into).collect(),
+            clock_fenced: s.clock_fenced.unwrap_or_default(),
         }
     }
 }
@@ -364,6 +367,7 @@ impl TryFrom<proto::PeerStatus> for model::PeerInfo {
             lag: p.lag,
             last_contact_ms_ago: u64::try_from(p.last_contact_ms_ago).ok(),
             clock_offset_ms: p.has_clock_offset.then_some(p.clock_offset_ms),
+            clock_uncertainty_ms: p.has_clock_uncertainty.then_some(p.clock_uncertainty_ms),
             clock_skewed: p.clock_skewed,
             last_error: (!p.last_error.is_empty()).then_some(p.last_error),
             liveness: p.liveness.parse().map_err(|e| bad("peer.liveness", e))?,
@@ -390,6 +394,7 @@ impl TryFrom<proto::StatusResponse> for model::NodeStatus {
             members: s.members.into_iter().map(model::MemberInfo::try_from).collect::<Result<_, _>>()?,
             peers: s.peers.into_iter().map(model::PeerInfo::try_from).collect::<Result<_, _>>()?,
             resources: s.resources.into_iter().map(Into::into).collect(),
+            clock_fenced: (!s.clock_fenced.is_empty()).then_some(s.clock_fenced),
         })
     }
 }

@@ -108,6 +108,91 @@ pub struct ClockSkew {
     pub max_ms: u64,
 }
 
+/// A peer's clock offset from this node, measured over one exchange.
+///
+/// NTP-style: this node sends at `t0` (its clock), the peer receives at `t1` and
+/// answers at `t2` (the peer's clock), and the answer arrives at `t3` (this
+/// node's clock). Assuming the two legs take equally long, the peer's clock reads
+/// `offset_ms` more than ours, give or take `uncertainty_ms` (half the round
+/// trip spent on the network): the true offset lies in
+/// `offset_ms ± uncertainty_ms` whatever the legs' split.
+///
+/// ```
+/// use spectrum_core::ClockOffset;
+///
+/// // Sent at 1_000; the peer, 600_000 ms ahead, got it 10 ms later and answered
+/// // 2 ms after that; the answer took 10 ms back.
+/// let o = ClockOffset::round_trip(1_000, 601_010, 601_012, 1_022);
+/// assert_eq!((o.offset_ms, o.uncertainty_ms), (600_000, 10));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ClockOffset {
+    /// The peer's clock minus ours, in milliseconds (positive: the peer is ahead).
+    pub offset_ms: i64,
+    /// How far the true offset may be from `offset_ms`, in milliseconds (0 for a
+    /// one-way estimate, whose error, the network delay, is unknown).
+    pub uncertainty_ms: u64,
+    /// Whether this came from a full round trip (`false`: one way only, from a
+    /// request's send time; its error is the unknown network delay).
+    pub round_trip: bool,
+}
+
+impl ClockOffset {
+    /// The offset from one exchange: `t0` request sent (ours), `t1` request
+    /// received (theirs), `t2` answer sent (theirs), `t3` answer received (ours).
+    pub fn round_trip(t0: u64, t1: u64, t2: u64, t3: u64) -> Self {
+        let (t0, t1, t2, t3) = (i128::from(t0), i128::from(t1), i128::from(t2), i128::from(t3));
+        let offset = ((t1 - t0) + (t2 - t3)) / 2;
+        // A peer that answers "before" it received, or a clock stepped mid-exchange,
+        // can make this negative: the round trip is then at least zero.
+        let network = u128::try_from((t3 - t0) - (t2 - t1)).unwrap_or(0);
+        Self {
+            offset_ms: clamp_i64(offset),
+            uncertainty_ms: u64::try_from(network.div_ceil(2)).unwrap_or(u64::MAX),
+            round_trip: true,
+        }
+    }
+
+    /// A one-way estimate from a message the peer sent at `sent` (theirs) and
+    /// this node received at `received` (ours); it reads low by the network delay.
+    pub fn one_way(sent: u64, received: u64) -> Self {
+        Self {
+            offset_ms: clamp_i64(i128::from(sent) - i128::from(received)),
+            uncertainty_ms: 0,
+            round_trip: false,
+        }
+    }
+
+    /// Whether the peer is certainly more than `max` away from this node, in
+    /// either direction.
+    pub fn beyond(&self, max: Duration) -> bool {
+        self.offset_ms.unsigned_abs().saturating_sub(self.uncertainty_ms) > duration_ms(max)
+    }
+
+    /// Whether the peer is certainly more than `max` ahead of this node.
+    pub fn ahead_beyond(&self, max: Duration) -> bool {
+        self.offset_ms > 0 && self.beyond(max)
+    }
+}
+
+impl fmt::Display for ClockOffset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.round_trip {
+            write!(f, "{:+} ms ± {} ms", self.offset_ms, self.uncertainty_ms)
+        } else {
+            write!(f, "{:+} ms (one way)", self.offset_ms)
+        }
+    }
+}
+
+fn clamp_i64(v: i128) -> i64 {
+    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// A hybrid logical clock.
 ///
 /// Cheap to share: clone the `Arc` it lives in. All methods take `&self`.
@@ -174,6 +259,11 @@ impl Hlc {
 
     /// Observes a peer's stamp: checks its skew, then advances the clock past it.
     ///
+    /// The skew check compares the stamp with this node's physical clock, so it
+    /// cannot tell whose clock is wrong; the replication handshake judges offsets
+    /// of physical clocks against the majority of peers instead, and then calls
+    /// [`observe_unchecked`](Self::observe_unchecked).
+    ///
     /// # Errors
     ///
     /// [`ClockSkew`] when `remote` is more than the maximum offset ahead of physical
@@ -181,6 +271,10 @@ impl Hlc {
     pub fn observe(&self, remote: Timestamp) -> Result<Timestamp, ClockSkew> {
         let pt = self.clock.now_ms();
         self.check(remote, pt)?;
+        Ok(self.advance(remote, pt))
+    }
+
+    fn advance(&self, remote: Timestamp, pt: u64) -> Timestamp {
         let mut last = self.last.lock();
         let max_wall = pt.max(last.wall_ms).max(remote.wall_ms);
         let next = if max_wall == last.wall_ms && max_wall == remote.wall_ms {
@@ -193,7 +287,18 @@ impl Hlc {
             Timestamp::new(max_wall, 0)
         };
         *last = next;
-        Ok(next)
+        next
+    }
+
+    /// Advances the clock past a peer's stamp without the skew check.
+    ///
+    /// For a sender already judged trustworthy by another measure: a node whose
+    /// own clock is the outlier (behind the majority of its peers) must still
+    /// take their stamps, or it would refuse their data and diverge. Its stamps
+    /// then follow the cluster's, not its own wrong clock.
+    pub fn observe_unchecked(&self, remote: Timestamp) -> Timestamp {
+        let pt = self.clock.now_ms();
+        self.advance(remote, pt)
     }
 
     /// Checks a remote stamp against physical time without changing the clock.
@@ -273,6 +378,32 @@ mod tests {
         let (_, hlc) = manual(1_000);
         hlc.restore(Timestamp::new(50_000, 3));
         assert!(hlc.now() > Timestamp::new(50_000, 3));
+    }
+
+    #[test]
+    fn a_round_trip_measures_the_offset_and_bounds_it_by_half_the_network_time() {
+        // Peer 10 minutes behind, 4 ms each way, 2 ms to answer.
+        let o = ClockOffset::round_trip(1_000_000, 400_004, 400_006, 1_000_010);
+        assert_eq!(o.offset_ms, -600_000);
+        assert_eq!(o.uncertainty_ms, 4);
+        assert!(o.beyond(Duration::from_millis(500)) && !o.ahead_beyond(Duration::from_millis(500)));
+        // Close clocks on a slow network are not "certainly" skewed.
+        let slow = ClockOffset::round_trip(1_000, 2_500, 2_500, 4_000);
+        assert_eq!((slow.offset_ms, slow.uncertainty_ms), (0, 1_500));
+        assert!(!slow.beyond(Duration::from_millis(500)));
+        // An answer stamped before its request arrived counts no negative network time.
+        assert_eq!(ClockOffset::round_trip(1_000, 1_010, 1_020, 1_005).uncertainty_ms, 0);
+        assert_eq!(ClockOffset::one_way(900, 1_000).to_string(), "-100 ms (one way)");
+        assert_eq!(ClockOffset::round_trip(0, u64::MAX, u64::MAX, 0).offset_ms, i64::MAX);
+    }
+
+    #[test]
+    fn an_unchecked_observation_moves_past_a_stamp_far_ahead() {
+        let (_, hlc) = manual(10_000);
+        let far = Timestamp::new(10_000 + 600_000, 3);
+        assert!(hlc.observe(far).is_err());
+        assert!(hlc.observe_unchecked(far) > far);
+        assert!(hlc.now() > far);
     }
 
     proptest! {

@@ -52,7 +52,7 @@ pub use addr::PeerAddr;
 pub use error::{
     CoreError, IdentifierError, InvalidAddr, InvalidId, InvalidMemberRecord, UnknownMemberState,
 };
-pub use hlc::{Clock, ClockSkew, Hlc, ManualClock, SystemClock, Timestamp};
+pub use hlc::{Clock, ClockOffset, ClockSkew, Hlc, ManualClock, SystemClock, Timestamp};
 pub use id::{ClusterId, NodeId, check_identifier};
 pub use member::{Liveness, MEMBERSHIP_PREFIX, Member, MemberState};
 #[cfg(feature = "transport")]

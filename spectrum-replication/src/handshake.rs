@@ -1,31 +1,53 @@
 //! The handshake every replication message carries, written once for both sides.
 //!
 //! Each request and each answer starts with a header: the sender's cluster, node
-//! id, address and HLC stamp ([`Handshake::header`]). Before anything else in a
-//! message is looked at, the receiver [admits](Handshake::admit) the header:
+//! id, address, HLC stamp and physical send time ([`Handshake::header`]); an
+//! answer also echoes when its request was sent and received
+//! ([`Handshake::answer`]). Before anything else in a message is looked at, the
+//! receiver [admits](Handshake::admit) the header:
 //!
 //! 1. it must be well formed (a malformed one is [`Refusal::Malformed`]);
 //! 2. the sender must belong to this cluster ([`Refusal::WrongCluster`]);
-//! 3. the sender's stamp is observed by this node's HLC, and its clock offset
-//!    noted; a sender further ahead than the HLC's maximum offset is
-//!    [`Refusal::ClockSkew`].
+//! 3. the sender's physical clock offset is measured: over the round trip for an
+//!    answer (NTP-style, with its uncertainty), one way for a request, and
+//!    recorded in the [`PeerTable`];
+//! 4. a sender whose clock is certainly more than the maximum offset *ahead* is
+//!    [`Refusal::ClockSkew`], unless this node's own clock is the outlier (a
+//!    majority of its peers are far off, see [`ClockCheck::outlier`]): a node that is
+//!    merely behind must take its peers' data to converge. Otherwise the sender's
+//!    HLC stamp is observed, so this node's clock moves past it.
 //!
-//! The contact (id, time, offset, skew) is recorded in the [`PeerTable`] once the
-//! cluster matches, skewed or not, so a skewed peer shows up flagged. The
-//! service admits requests ([`Contact::Inbound`]), the replicator admits answers
-//! ([`Contact::Dialled`]); each turns a [`Refusal`] into its own error.
+//! Offsets are measured on physical clocks, never on HLC stamps: a node's HLC
+//! follows the cluster (and a restarted node's follows its saved high-water
+//! mark), so it says nothing about whether its own clock is right.
+//!
+//! A refusal for clock skew carries, in its metadata, when the request was sent
+//! and received, so the refused caller measures the offset over the round trip
+//! too ([`Handshake::note_refusal`]): a node running far ahead learns it at its
+//! first exchange, and is fenced before it takes a write no peer would accept.
+//!
+//! The contact (id, time, offset, skew) is recorded once the cluster matches,
+//! skewed or not, so a skewed peer shows up flagged. The service admits requests
+//! ([`Contact::Inbound`]), the replicator admits answers ([`Contact::Dialled`]);
+//! each turns a [`Refusal`] into its own error.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use spectrum_core::{ClockSkew, ClusterId, Hlc, NodeId, PeerAddr};
+use spectrum_core::{ClockOffset, ClockSkew, ClusterId, Hlc, NodeId, PeerAddr, Timestamp};
 use tonic::Status;
-use tracing::warn;
+use tracing::{debug, warn};
 
+use crate::clock::{ClockCheck, OFFSET_FRESH};
 use crate::error::{PeerFailure, ReplicationError};
 use crate::peers::PeerTable;
 use crate::proto;
-use crate::wire::{InvalidMessage, PeerHeader};
+use crate::wire::{Echo, InvalidMessage, PeerHeader};
+
+/// Metadata of a clock-skew refusal: the refused request's `sent_ms`.
+const REFUSAL_SENT_MS: &str = "spectrum-echo-sent-ms";
+/// Metadata of a clock-skew refusal: when the refuser received the request.
+const REFUSAL_RECEIVED_MS: &str = "spectrum-echo-received-ms";
 
 /// This node's side of the handshake: what it says about itself, and where it
 /// records whom it heard from.
@@ -58,6 +80,8 @@ pub(crate) struct Admitted {
     pub(crate) header: PeerHeader,
     /// The address the contact was recorded under, if any.
     pub(crate) recorded_as: Option<PeerAddr>,
+    /// This node's physical clock when the header arrived.
+    pub(crate) received_ms: u64,
 }
 
 /// Why a header was refused; nothing in its message may be merged.
@@ -67,8 +91,9 @@ pub(crate) enum Refusal {
     Malformed(InvalidMessage),
     /// The sender belongs to another cluster.
     WrongCluster { node: NodeId, ours: ClusterId, theirs: String },
-    /// The sender's clock is too far ahead.
-    ClockSkew { node: NodeId, skew: ClockSkew },
+    /// The sender's clock is too far ahead (and this node's is not the outlier);
+    /// `echo` is when its request was sent (its clock) and received (ours).
+    ClockSkew { node: NodeId, skew: ClockSkew, echo: Option<Echo> },
 }
 
 impl Handshake {
@@ -94,14 +119,53 @@ impl Handshake {
         &self.peers
     }
 
-    /// The header of a message this node sends, stamped now.
+    /// The header of a request this node sends, stamped now.
     pub(crate) fn header(&self) -> proto::Header {
         proto::Header {
             cluster_id: self.cluster.to_string(),
             node_id: self.node.to_string(),
             addr: self.addr.as_ref().map(ToString::to_string).unwrap_or_default(),
             hlc: Some(self.hlc.now().into()),
+            sent_ms: self.hlc.physical_now_ms(),
+            ..proto::Header::default()
         }
+    }
+
+    /// The header of the answer to the `request` admitted: stamped now, and
+    /// echoing when the request was sent and received, so its sender can measure
+    /// the clock offset over the round trip.
+    pub(crate) fn answer(&self, request: &Admitted) -> proto::Header {
+        proto::Header {
+            echo_sent_ms: request.header.sent_ms.unwrap_or(0),
+            echo_received_ms: if request.header.sent_ms.is_some() { request.received_ms } else { 0 },
+            ..self.header()
+        }
+    }
+
+    /// Measures the clock of the peer at `addr` from its refusal of this node's
+    /// request for clock skew (`status`), which says when the request was sent
+    /// and received: the refusal is the answer's half of the round trip. Any
+    /// other status changes nothing.
+    pub(crate) fn note_refusal(&self, addr: &PeerAddr, status: &Status) {
+        let read = |key: &str| status.metadata().get(key)?.to_str().ok()?.parse::<u64>().ok();
+        let (Some(sent), Some(received)) = (read(REFUSAL_SENT_MS), read(REFUSAL_RECEIVED_MS)) else {
+            return;
+        };
+        let offset = ClockOffset::round_trip(sent, received, received, self.hlc.physical_now_ms());
+        let skewed = offset.beyond(self.hlc.max_offset());
+        let now = Instant::now();
+        self.peers.update(addr, |p| {
+            p.clock_offset_ms = Some(offset.offset_ms);
+            p.clock_uncertainty_ms = Some(offset.uncertainty_ms);
+            p.clock_measured_at = Some(now);
+            p.clock_skewed = skewed;
+        });
+        debug!(peer = %addr, %offset, "refused for clock skew; measured the peer's clock");
+    }
+
+    /// This node's clock against its peers', as recorded so far.
+    pub(crate) fn clock_check(&self) -> ClockCheck {
+        ClockCheck::of(&self.peers.with_known(), self.hlc.max_offset(), Instant::now())
     }
 
     /// Checks a received header (form, cluster, clock), observes its stamp and
@@ -124,26 +188,55 @@ impl Handshake {
                 theirs: h.cluster_id,
             });
         }
-        let offset = offset_ms(h.hlc.wall_ms, self.hlc.physical_now_ms());
-        let observed = self.hlc.observe(h.hlc);
+        let received_ms = self.hlc.physical_now_ms();
+        let offset = match (from, h.echo, h.sent_ms) {
+            (Contact::Dialled(_), Some(echo), Some(sent)) => {
+                ClockOffset::round_trip(echo.sent_ms, echo.received_ms, sent, received_ms)
+            }
+            (_, _, Some(sent)) => ClockOffset::one_way(sent, received_ms),
+            // A sender that predates `sent_ms`: its HLC is the best guess.
+            (_, _, None) => ClockOffset::one_way(h.hlc.wall_ms, received_ms),
+        };
+        let max = self.hlc.max_offset();
         let recorded_as = match from {
             Contact::Dialled(addr) => Some(addr.clone()),
             Contact::Inbound => h.addr.clone().filter(|a| Some(a) != self.addr.as_ref()),
         };
         if let Some(addr) = &recorded_as {
-            let skewed = observed.is_err();
+            let now = Instant::now();
             self.peers.update(addr, |p| {
                 p.id = Some(h.node_id.clone());
-                p.last_contact = Some(Instant::now());
-                p.clock_offset_ms = Some(offset);
-                p.clock_skewed = skewed;
+                p.last_contact = Some(now);
+                // A one-way estimate does not replace a fresh round-trip measurement.
+                let keep = !offset.round_trip
+                    && p.clock_uncertainty_ms.is_some()
+                    && p.clock_measured_at
+                        .is_some_and(|at| now.saturating_duration_since(at) <= OFFSET_FRESH);
+                if !keep {
+                    p.clock_offset_ms = Some(offset.offset_ms);
+                    p.clock_uncertainty_ms = offset.round_trip.then_some(offset.uncertainty_ms);
+                    p.clock_measured_at = Some(now);
+                    p.clock_skewed = offset.beyond(max);
+                }
             });
         }
-        if let Err(skew) = observed {
-            warn!(peer = %h.node_id, addr = ?seen_at, offset_ms = skew.offset_ms, max_ms = skew.max_ms, "refused peer with a skewed clock");
-            return Err(Refusal::ClockSkew { node: h.node_id, skew });
+        if offset.ahead_beyond(max) {
+            let check = self.clock_check();
+            if !check.outlier() {
+                let skew = ClockSkew {
+                    remote: Timestamp::new(received_ms.saturating_add(offset.offset_ms.unsigned_abs()), 0),
+                    local_ms: received_ms,
+                    offset_ms: offset.offset_ms.unsigned_abs(),
+                    max_ms: u64::try_from(max.as_millis()).unwrap_or(u64::MAX),
+                };
+                warn!(peer = %h.node_id, addr = ?seen_at, %offset, max_ms = skew.max_ms, "refused peer with a clock too far ahead");
+                let echo = h.sent_ms.map(|sent_ms| Echo { sent_ms, received_ms });
+                return Err(Refusal::ClockSkew { node: h.node_id, skew, echo });
+            }
+            debug!(peer = %h.node_id, %offset, %check, "admitting a peer far ahead: this node's clock is the outlier");
         }
-        Ok(Admitted { header: h, recorded_as })
+        self.hlc.observe_unchecked(h.hlc);
+        Ok(Admitted { header: h, recorded_as, received_ms })
     }
 }
 
@@ -157,8 +250,15 @@ impl Refusal {
                 "wrong cluster: node {node} belongs to cluster {theirs:?}, but this node belongs to cluster {:?}",
                 ours.as_str()
             )),
-            Refusal::ClockSkew { node, skew } => {
-                Status::failed_precondition(format!("refused writes from node {node}: {skew}"))
+            Refusal::ClockSkew { node, skew, echo } => {
+                let mut status =
+                    Status::failed_precondition(format!("refused writes from node {node}: {skew}"));
+                if let Some(echo) = echo {
+                    let metadata = status.metadata_mut();
+                    metadata.insert(REFUSAL_SENT_MS, echo.sent_ms.into());
+                    metadata.insert(REFUSAL_RECEIVED_MS, echo.received_ms.into());
+                }
+                status
             }
         }
     }
@@ -181,15 +281,6 @@ impl From<InvalidMessage> for PeerFailure {
     }
 }
 
-/// `remote - local`, in milliseconds.
-fn offset_ms(remote_ms: u64, local_ms: u64) -> i64 {
-    if remote_ms >= local_ms {
-        i64::try_from(remote_ms - local_ms).unwrap_or(i64::MAX)
-    } else {
-        i64::try_from(local_ms - remote_ms).map_or(i64::MIN, |d| -d)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use spectrum_core::{Clock, ManualClock, SystemClock};
@@ -202,13 +293,6 @@ mod tests {
 
     fn node(name: &str, cluster: &str, hlc: Arc<Hlc>) -> Handshake {
         Handshake::new(cluster.parse().unwrap(), name.parse().unwrap(), hlc)
-    }
-
-    #[test]
-    fn offsets_are_signed_and_saturate() {
-        assert_eq!(offset_ms(1_500, 1_000), 500);
-        assert_eq!(offset_ms(1_000, 1_500), -500);
-        assert_eq!(offset_ms(u64::MAX, 0), i64::MAX);
     }
 
     #[test]
@@ -262,15 +346,95 @@ mod tests {
     }
 
     #[test]
-    fn a_sender_whose_clock_runs_ahead_is_refused_but_flagged() {
+    fn a_sender_whose_clock_runs_ahead_of_the_majority_is_refused_but_flagged() {
         let a = node("a", "c", Arc::new(Hlc::system()));
+        let c = node("c", "c", Arc::new(Hlc::system())).with_addr(addr("127.0.0.1:7004"));
+        a.admit(Some(c.header()), Contact::Inbound).unwrap();
         let ahead = Arc::new(ManualClock::new(SystemClock.now_ms() + 60_000));
         let s = node("s", "c", Arc::new(Hlc::new(ahead))).with_addr(addr("127.0.0.1:7002"));
         let refusal = a.admit(Some(s.header()), Contact::Inbound).unwrap_err();
         let flagged = a.peers().get(&addr("127.0.0.1:7002")).expect("flagged");
         assert!(flagged.clock_skewed && flagged.clock_offset_ms.unwrap() > 50_000, "{flagged:?}");
+        assert!(a.hlc.now().wall_ms < SystemClock.now_ms() + 50_000, "its stamp was not observed");
         let err = refusal.into_error(&addr("127.0.0.1:7002"));
         assert!(matches!(err, ReplicationError::ClockSkew { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_caller_refused_for_running_ahead_measures_its_clock_from_the_refusal() {
+        let a = node("a", "c", Arc::new(Hlc::system()));
+        let c = node("c", "c", Arc::new(Hlc::system())).with_addr(addr("127.0.0.1:7005"));
+        a.admit(Some(c.header()), Contact::Inbound).unwrap();
+        let ahead = Arc::new(ManualClock::new(SystemClock.now_ms() + 60_000));
+        let s = node("s", "c", Arc::new(Hlc::new(ahead))).with_addr(addr("127.0.0.1:7006"));
+        let status = a.admit(Some(s.header()), Contact::Inbound).unwrap_err().into_status();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        let dialled = addr("127.0.0.1:7007");
+        s.note_refusal(&dialled, &status);
+        let measured = s.peers().get(&dialled).expect("measured from the refusal");
+        let offset = measured.clock_offset_ms.unwrap();
+        assert!((-60_100..=-59_900).contains(&offset) && measured.clock_skewed, "{measured:?}");
+        assert!(measured.clock_uncertainty_ms.is_some());
+        assert!(s.clock_check().fenced(), "its one peer says it is far off: no writes");
+        // Any other failure measures nothing.
+        s.note_refusal(&addr("127.0.0.1:7008"), &Status::unavailable("down"));
+        assert!(s.peers().get(&addr("127.0.0.1:7008")).is_none());
+    }
+
+    #[test]
+    fn a_node_behind_the_majority_admits_its_peers_and_its_clock_follows_theirs() {
+        let behind = Arc::new(Hlc::new(Arc::new(ManualClock::new(SystemClock.now_ms() - 600_000))));
+        let me = node("me", "c", behind.clone()).with_addr(addr("127.0.0.1:7010"));
+        let p1 = node("p1", "c", Arc::new(Hlc::system())).with_addr(addr("127.0.0.1:7011"));
+        let p2 = node("p2", "c", Arc::new(Hlc::system())).with_addr(addr("127.0.0.1:7012"));
+        // It knows two peers (its seeds); the first heard from might be the wrong one.
+        me.peers().update(&addr("127.0.0.1:7012"), |_| {});
+        assert!(me.admit(Some(p1.header()), Contact::Inbound).is_err());
+        assert!(!me.clock_check().outlier() && me.clock_check().fenced());
+        // Once most peers disagree with this node, it is the outlier: it takes their data.
+        let admitted = me.admit(Some(p2.header()), Contact::Inbound).unwrap();
+        assert!(me.clock_check().outlier(), "{}", me.clock_check());
+        assert!(behind.now() > admitted.header.hlc, "the HLC moved past the peer's stamp");
+        assert!(me.admit(Some(p1.header()), Contact::Inbound).is_ok());
+        // Its own messages carry its physical clock: the peers see it behind, and admit it.
+        let seen = p1.admit(Some(me.header()), Contact::Inbound).unwrap();
+        let status = p1.peers().get(&addr("127.0.0.1:7010")).unwrap();
+        assert!(status.clock_skewed && status.clock_offset_ms.unwrap() < -590_000, "{status:?}");
+        assert_eq!(seen.header.node_id.as_str(), "me");
+    }
+
+    #[test]
+    fn an_answer_measures_the_offset_over_the_round_trip() {
+        let caller = node("a", "c", Arc::new(Hlc::system()));
+        let ahead = Arc::new(Hlc::new(Arc::new(ManualClock::new(SystemClock.now_ms() + 2_000))));
+        let answerer = node("b", "c", ahead);
+        let request = answerer.admit(Some(caller.header()), Contact::Inbound).unwrap();
+        let dialled = addr("127.0.0.1:7020");
+        // One peer, and it is far ahead: the caller cannot tell whose clock is wrong.
+        caller.admit(Some(answerer.answer(&request)), Contact::Dialled(&dialled)).unwrap();
+        let status = caller.peers().get(&dialled).unwrap();
+        let (offset, uncertainty) = (status.clock_offset_ms.unwrap(), status.clock_uncertainty_ms.unwrap());
+        assert!((1_900..=2_100).contains(&offset), "{status:?}");
+        assert!(uncertainty < 100, "{status:?}");
+        assert!(status.clock_skewed);
+        // A later one-way estimate does not replace the round-trip measurement.
+        caller.admit(Some(answerer.header()), Contact::Dialled(&dialled)).unwrap();
+        assert_eq!(caller.peers().get(&dialled).unwrap().clock_uncertainty_ms, Some(uncertainty));
+    }
+
+    #[test]
+    fn a_restarted_node_whose_saved_clock_is_ahead_admits_peers_behind_it_and_is_admitted() {
+        let hlc = Arc::new(Hlc::system());
+        hlc.restore(Timestamp::new(SystemClock.now_ms() + 600_000, 0));
+        let restarted = node("r", "c", hlc).with_addr(addr("127.0.0.1:7030"));
+        let p1 = node("p1", "c", Arc::new(Hlc::system())).with_addr(addr("127.0.0.1:7031"));
+        let p2 = node("p2", "c", Arc::new(Hlc::system())).with_addr(addr("127.0.0.1:7032"));
+        for p in [&p1, &p2] {
+            restarted.admit(Some(p.header()), Contact::Inbound).unwrap();
+            p.admit(Some(restarted.header()), Contact::Inbound).unwrap();
+        }
+        assert!(!restarted.clock_check().fenced() && !restarted.clock_check().outlier());
+        assert!(restarted.peers().snapshot().iter().all(|p| !p.clock_skewed));
     }
 
     #[test]

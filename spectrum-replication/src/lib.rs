@@ -31,8 +31,12 @@
 //!   `All`), and every interval exchanges digests with a random peer so that
 //!   anything a push missed is repaired. [`ReplicationService`] is its gRPC
 //!   server side (the wire protocol is private to this crate); both refuse peers
-//!   of another cluster and peers whose clocks run too far ahead, and, given a
+//!   of another cluster and peers whose clocks run too far ahead of the majority, and, given a
 //!   [`PeerCredential`], every call that does not carry it (see [`credential`]).
+//! - Every exchange measures the peer's physical clock offset over the round
+//!   trip, with its uncertainty, into the [`PeerTable`]; [`ClockCheck`] judges
+//!   from it whether this node's own clock is the one that is off (a node then
+//!   refuses writes, yet keeps taking its peers' data).
 //!
 //! ## Two copies converging
 //!
@@ -142,6 +146,7 @@
 //! blocking pool, so no async worker waits for an fsync.
 
 pub mod anti_entropy;
+pub mod clock;
 pub mod credential;
 pub mod error;
 mod handshake;
@@ -169,6 +174,7 @@ pub(crate) mod proto {
 }
 
 pub use anti_entropy::{AntiEntropy, AntiEntropyBuilder, AntiEntropyHandle};
+pub use clock::{ClockCheck, OFFSET_FRESH};
 pub use credential::PeerCredential;
 pub use error::{PeerFailure, ReplicationError, StoreError};
 pub use memory::MemoryStore;

@@ -26,6 +26,9 @@ struct Tables {
     statuses: BTreeMap<PeerAddr, PeerStatus>,
     digests: BTreeMap<PeerAddr, PeerDigest>,
     detectors: BTreeMap<PeerAddr, FailureDetector>,
+    /// The peers the replicator currently knows of (seeds, then members), heard
+    /// from or not: they count in a [`ClockCheck`](crate::ClockCheck).
+    known: Vec<PeerAddr>,
 }
 
 impl Tables {
@@ -66,6 +69,24 @@ impl PeerTable {
         let table = self.inner.lock();
         let now = Instant::now();
         table.statuses.iter().map(|(addr, s)| table.read(addr, s, now)).collect()
+    }
+
+    /// Every recorded peer, plus a blank status for each known peer not heard
+    /// from yet: what a [`ClockCheck`](crate::ClockCheck) judges.
+    pub fn with_known(&self) -> Vec<PeerStatus> {
+        let table = self.inner.lock();
+        let mut out: Vec<PeerStatus> = table.statuses.values().cloned().collect();
+        for addr in &table.known {
+            if !table.statuses.contains_key(addr) {
+                out.push(blank(addr.clone()));
+            }
+        }
+        out
+    }
+
+    /// Sets the peers the replicator knows of (see [`with_known`](Self::with_known)).
+    pub(crate) fn set_known(&self, addrs: &[PeerAddr]) {
+        self.inner.lock().known = addrs.to_vec();
     }
 
     /// The latest digest the peer at `addr` showed, if it has shown one.
@@ -109,6 +130,8 @@ pub(crate) fn blank(addr: PeerAddr) -> PeerStatus {
         last_contact: None,
         lag: 0,
         clock_offset_ms: None,
+        clock_uncertainty_ms: None,
+        clock_measured_at: None,
         clock_skewed: false,
         last_error: None,
         liveness: Liveness::Unknown,

@@ -14,6 +14,20 @@
 //! - a failed commit changes nothing (the error is returned and memory is left
 //!   as it was).
 //!
+//! # When the disk fails
+//!
+//! A commit that fails (a full disk, an I/O error) is returned as
+//! [`StoreError::Storage`] naming the file, and the file is closed: redb refuses
+//! every later transaction on a database that saw an I/O error ("re-open the
+//! database"). The next write, or [`ConfigStore::recover`] (which a node calls
+//! with backoff while its store cannot write), opens the file again, which rolls
+//! it back to its last committed transaction, that is, to exactly what memory
+//! holds. Should the file hold more than memory (a commit that reported failure
+//! yet reached the disk), the file wins and memory is reloaded from it, so no
+//! sequence number is ever reused. `recover` then proves the disk takes writes by
+//! committing the clock's high-water mark. Nothing acknowledged is lost: a write
+//! is acknowledged only once committed.
+//!
 //! Each transaction also stores the HLC high-water mark (the greatest stamp the
 //! clock had issued or observed); opening the file restores the clock to it, so
 //! a restarted node never issues a smaller stamp than before.
@@ -48,7 +62,7 @@ use parking_lot::{Mutex, RwLock};
 use prost::Message;
 use spectrum_core::{Hlc, NodeId, Timestamp};
 use tokio::sync::broadcast;
-use tracing::{debug, trace};
+use tracing::{debug, info, trace, warn};
 
 use crate::error::StoreError;
 use crate::proto;
@@ -113,7 +127,8 @@ pub struct RedbStore {
 
 /// What writes share with the blocking pool.
 struct Shared {
-    db: Database,
+    /// The open file; `None` after a failed commit, until it is opened again.
+    db: Mutex<Option<Database>>,
     path: PathBuf,
     hlc: Arc<Hlc>,
     state: RwLock<State>,
@@ -164,7 +179,7 @@ impl RedbStore {
             node_id,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             shared: Arc::new(Shared {
-                db,
+                db: Mutex::new(Some(db)),
                 path,
                 hlc,
                 state: RwLock::new(state),
@@ -226,11 +241,16 @@ impl RedbStore {
 impl Shared {
     fn write<T>(&self, plan: impl FnOnce(&State, &Hlc) -> (Changes, T)) -> Result<T, StoreError> {
         let _writer = self.writer.lock();
+        let mut db = self.db.lock();
+        let open = self.ensure_open(&mut db)?;
         let (changes, out) = plan(&self.state.read(), &self.hlc);
         if changes.is_empty() {
             return Ok(out);
         }
-        self.persist(&changes)?;
+        if let Err(e) = self.persist(open, &changes) {
+            self.close(&mut db, &e);
+            return Err(e);
+        }
         self.state.write().commit(&changes);
         for c in &changes.feed {
             if let Some(r) = &c.record {
@@ -240,11 +260,55 @@ impl Shared {
         Ok(out)
     }
 
+    /// Opens the file again if a failure closed it, and proves it takes a commit.
+    fn recover(&self) -> Result<(), StoreError> {
+        let _writer = self.writer.lock();
+        let mut db = self.db.lock();
+        let open = self.ensure_open(&mut db)?;
+        if let Err(e) = self.persist(open, &Changes { head: self.state.read().head(), ..Changes::default() })
+        {
+            self.close(&mut db, &e);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Drops the database after a failed commit (releasing the file), so the
+    /// next write opens it again.
+    fn close(&self, db: &mut Option<Database>, error: &StoreError) {
+        if db.take().is_some() {
+            warn!(path = %self.path.display(), %error, "store write failed; closing the file to open it again");
+        }
+    }
+
+    /// The open database, opening the file again (and reconciling memory with
+    /// it) when a failure closed it.
+    fn ensure_open<'a>(&self, db: &'a mut Option<Database>) -> Result<&'a Database, StoreError> {
+        if db.is_none() {
+            let shown = self.path.display().to_string();
+            let reopened = open_db(&self.path)?;
+            let (parts, high_water) = load(&reopened, &shown)?;
+            let on_disk =
+                State::from_parts(parts).map_err(|why| corrupt(format!("{shown}: table records"), why))?;
+            self.hlc.restore(high_water.max(on_disk.max_stamp().unwrap_or(Timestamp::ZERO)));
+            let mut state = self.state.write();
+            if on_disk.vv() != state.vv() || on_disk.head() != state.head() || on_disk.len() != state.len() {
+                warn!(path = %shown, "the file holds changes memory lacks (a commit reported failure but reached the disk); reloading from it");
+                let capacity = state.log_capacity();
+                *state = on_disk;
+                state.set_log_capacity(capacity);
+            }
+            info!(path = %shown, "store file opened again after a failure");
+            *db = Some(reopened);
+        }
+        db.as_ref().ok_or_else(|| corrupt(self.path.display().to_string(), "not open"))
+    }
+
     /// Writes `changes` and the clock's high-water mark in one transaction,
     /// committed with immediate durability.
-    fn persist(&self, changes: &Changes) -> Result<(), StoreError> {
+    fn persist(&self, db: &Database, changes: &Changes) -> Result<(), StoreError> {
         let shown = self.path.display().to_string();
-        let tx = self.db.begin_write().map_err(storage(&shown, "begin a write to"))?;
+        let tx = db.begin_write().map_err(storage(&shown, "begin a write to"))?;
         {
             let table = |name: &str| format!("{shown}: table {name}");
             let mut records = tx.open_table(RECORDS).map_err(storage(table("records"), "open"))?;
@@ -521,6 +585,14 @@ impl ConfigStore for RedbStore {
 
     async fn changes_since(&self, prefix: &str, from: u64, limit: usize) -> Result<ChangeBatch, StoreError> {
         self.shared.state.read().changes_since(prefix, from, limit)
+    }
+
+    async fn recover(&self) -> Result<bool, StoreError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.recover())
+            .await
+            .map_err(storage(self.shared.path.display().to_string(), "finish recovering"))??;
+        Ok(true)
     }
 
     async fn collect_tombstones(&self, horizon: &VersionVector) -> Result<usize, StoreError> {

@@ -42,9 +42,17 @@ pub struct PeerStatus {
     /// Records the peer has that this node lacks, as of the last exchange.
     pub lag: u64,
     /// Estimated clock offset of the peer relative to this node, in milliseconds
-    /// (positive: the peer is ahead).
+    /// (positive: the peer is ahead), from its physical clock, not its HLC.
     pub clock_offset_ms: Option<i64>,
-    /// Whether the offset is beyond the cluster's maximum (its writes are refused).
+    /// How far the true offset may be from `clock_offset_ms` (half the round trip
+    /// of the exchange it was measured over); `None` for a one-way estimate from
+    /// a request, whose error is the unknown network delay.
+    pub clock_uncertainty_ms: Option<u64>,
+    /// When the offset was measured.
+    pub clock_measured_at: Option<Instant>,
+    /// Whether the offset is certainly beyond the cluster's maximum, in either
+    /// direction. A peer flagged ahead is refused unless this node's own clock is
+    /// the outlier (see [`ClockCheck`](crate::ClockCheck)).
     pub clock_skewed: bool,
     /// The last error talking to it, if the last exchange failed.
     pub last_error: Option<String>,

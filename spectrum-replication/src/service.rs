@@ -35,8 +35,11 @@ pub const MAX_SYNC_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 /// Every request is checked before anything is merged: a sender of another
 /// cluster is refused (`failed_precondition`, "wrong cluster: …"), a sender whose
 /// clock is further ahead than the HLC's maximum offset is refused
-/// (`failed_precondition` with the clock skew) and flagged in the [`PeerTable`],
-/// and a malformed message is `invalid_argument`.
+/// (`failed_precondition` with the clock skew) and flagged in the [`PeerTable`]
+/// unless this node's own clock is the outlier ([`ClockCheck`](crate::ClockCheck)),
+/// and a malformed message is `invalid_argument`. Every answer echoes when its
+/// request was sent and received, so the caller measures clock offsets over the
+/// round trip.
 ///
 /// With a [`PeerCredential`] ([`with_credential`](Self::with_credential)), every
 /// call must first carry the peer token (see [`credential`](crate::credential)):
@@ -175,7 +178,8 @@ impl Replication for ReplicationService {
     ) -> Result<Response<proto::PushResponse>, Status> {
         self.authenticate(&request, "Push", request.get_ref().header.as_ref())?;
         let req = request.into_inner();
-        let peer = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?.header;
+        let admitted = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?;
+        let peer = &admitted.header;
         let records = records_from_wire(req.records)?;
         let mut covers = vv_from_wire(req.covers, "covers")?;
         if !covers.entries.is_empty() {
@@ -193,7 +197,7 @@ impl Replication for ReplicationService {
         trace!(peer = %peer.node_id, records = count, applied = report.applied, "merged push");
         let digest = self.store.digest().await.map_err(store_status)?;
         Ok(Response::new(proto::PushResponse {
-            header: Some(self.handshake.header()),
+            header: Some(self.handshake.answer(&admitted)),
             digest: Some((&digest).into()),
         }))
     }
@@ -206,7 +210,7 @@ impl Replication for ReplicationService {
         self.authenticate(&request, "Sync", request.get_ref().header.as_ref())?;
         let req = request.into_inner();
         let admitted = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?;
-        let peer = admitted.header;
+        let peer = &admitted.header;
         let theirs = vv_from_wire(req.digest, "digest")?;
         if let Some(after) = &req.snapshot_after
             && !after.is_empty()
@@ -249,7 +253,7 @@ impl Replication for ReplicationService {
             "answered sync"
         );
         Ok(Response::new(proto::SyncResponse {
-            header: Some(self.handshake.header()),
+            header: Some(self.handshake.answer(&admitted)),
             digest: Some((&ours).into()),
             ..answer
         }))
@@ -313,6 +317,7 @@ mod tests {
             node_id: node.into(),
             addr: String::new(),
             hlc: Some(proto::Stamp { wall_ms: now_ms(), logical: 0 }),
+            ..proto::Header::default()
         })
     }
 

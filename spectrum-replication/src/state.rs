@@ -149,6 +149,11 @@ impl State {
         Ok(st)
     }
 
+    /// How many changes the feed keeps.
+    pub(crate) fn log_capacity(&self) -> usize {
+        self.log_capacity
+    }
+
     /// Sets how many changes the feed keeps (at least one).
     pub(crate) fn set_log_capacity(&mut self, capacity: usize) {
         self.log_capacity = capacity.max(1);
@@ -168,7 +173,7 @@ impl State {
         &self.gc_floor
     }
 
-    #[cfg(test)]
+    /// The feed's last index.
     pub(crate) fn head(&self) -> u64 {
         self.head
     }

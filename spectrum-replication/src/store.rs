@@ -164,6 +164,23 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
         let _ = horizon;
         Ok(0)
     }
+
+    /// Tries to make the backing storage writable again after a
+    /// [`StoreError::Storage`] (a full disk, an I/O error), and says whether it
+    /// proved that it is: [`RedbStore`](crate::RedbStore) opens its file again
+    /// and commits a small write. A node calls it, with backoff, while its store
+    /// cannot write, so it serves again once the disk has room, without waiting
+    /// for a client's write.
+    ///
+    /// The default does nothing and answers `Ok(false)`: the store cannot tell
+    /// without a real write, so the node waits for the next one.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Storage`] while the storage still cannot write.
+    async fn recover(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 #[async_trait]
@@ -203,5 +220,8 @@ impl<T: ConfigStore + ?Sized> ConfigStore for Arc<T> {
     }
     async fn collect_tombstones(&self, horizon: &VersionVector) -> Result<usize, StoreError> {
         (**self).collect_tombstones(horizon).await
+    }
+    async fn recover(&self) -> Result<bool, StoreError> {
+        (**self).recover().await
     }
 }

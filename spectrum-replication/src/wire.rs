@@ -159,6 +159,20 @@ pub(crate) struct PeerHeader {
     pub(crate) addr: Option<PeerAddr>,
     /// The sender's HLC when it sent the message.
     pub(crate) hlc: Timestamp,
+    /// The sender's physical clock when it sent the message, when it says.
+    pub(crate) sent_ms: Option<u64>,
+    /// In an answer: when the request was sent (the caller's clock) and received
+    /// (the answerer's clock).
+    pub(crate) echo: Option<Echo>,
+}
+
+/// The times of the request an answer answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Echo {
+    /// The request's `sent_ms` (the caller's clock).
+    pub(crate) sent_ms: u64,
+    /// When the answerer received it (its own clock).
+    pub(crate) received_ms: u64,
 }
 
 impl TryFrom<Option<proto::Header>> for PeerHeader {
@@ -177,7 +191,19 @@ impl TryFrom<Option<proto::Header>> for PeerHeader {
             }
         };
         let hlc = h.hlc.ok_or_else(|| InvalidMessage::new("header.hlc", "missing"))?;
-        Ok(PeerHeader { cluster_id: h.cluster_id, node_id, addr, hlc: hlc.into() })
+        let nonzero = |ms: u64| (ms != 0).then_some(ms);
+        let echo = match (nonzero(h.echo_sent_ms), nonzero(h.echo_received_ms)) {
+            (Some(sent_ms), Some(received_ms)) => Some(Echo { sent_ms, received_ms }),
+            _ => None,
+        };
+        Ok(PeerHeader {
+            cluster_id: h.cluster_id,
+            node_id,
+            addr,
+            hlc: hlc.into(),
+            sent_ms: nonzero(h.sent_ms),
+            echo,
+        })
     }
 }
 
@@ -234,6 +260,7 @@ mod tests {
             node_id: "n".into(),
             addr: String::new(),
             hlc: Some(proto::Stamp { wall_ms: 1, logical: 0 }),
+            ..proto::Header::default()
         };
         assert_eq!(PeerHeader::try_from(Some(h.clone())).unwrap().addr, None, "no address is allowed");
         let with_addr = proto::Header { addr: "127.0.0.1:7000".into(), ..h.clone() };

@@ -90,6 +90,15 @@ pub enum AdminError {
         /// This node.
         node: NodeId,
     },
+    /// This node's clock is off from its peers by more than the maximum offset:
+    /// it refuses writes until its clock is right (write through another node).
+    #[error("{node} refuses writes: {reason}; fix its clock (NTP) or write through another node")]
+    ClockFenced {
+        /// This node.
+        node: NodeId,
+        /// The offset, as the clock check states it.
+        reason: String,
+    },
     /// This node has not caught up with a version the read asked for.
     #[error("node {node} has not caught up to version {version} within {} ms; retry", waited.as_millis())]
     NotCaughtUp {

@@ -49,10 +49,16 @@ pub struct Admin {
     write_timeout: Duration,
     transport: TransportConfig,
     ready: Arc<AtomicBool>,
+    /// Why this node's clock is fenced, if it is (writes are refused then).
+    clock_fence: Option<ClockFence>,
     /// Numbers this node's audit records (the `<n>` of their keys).
     audit_seq: Arc<AtomicU64>,
     audit_retained: usize,
 }
+
+/// Says why this node's clock is fenced ([`ClockCheck::fenced`](spectrum_replication::ClockCheck::fenced)),
+/// or `None` while it is in bounds.
+pub type ClockFence = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// Now, in ms since the Unix epoch.
 fn now_ms() -> u64 {
@@ -88,6 +94,7 @@ impl Admin {
             write_timeout,
             transport: TransportConfig::default(),
             ready: Arc::new(AtomicBool::new(true)),
+            clock_fence: None,
             audit_seq: Arc::new(AtomicU64::new(0)),
             audit_retained: DEFAULT_AUDIT_RETENTION,
         }
@@ -106,6 +113,13 @@ impl Admin {
     /// always ready.
     pub fn ready_flag(mut self, ready: Arc<AtomicBool>) -> Self {
         self.ready = ready;
+        self
+    }
+
+    /// Refuses writes ([`AdminError::ClockFenced`]) while `fence` says why this
+    /// node's clock is off from its peers. Default: never fenced.
+    pub fn clock_fence(mut self, fence: ClockFence) -> Self {
+        self.clock_fence = Some(fence);
         self
     }
 
@@ -130,6 +144,9 @@ impl Admin {
     async fn write(&self, batch: WriteBatch, ack: AckLevel) -> Result<WriteReceipt, AdminError> {
         if !self.ready.load(Ordering::Acquire) {
             return Err(AdminError::CatchingUp { node: self.ctx.id.clone() });
+        }
+        if let Some(reason) = self.clock_fence.as_ref().and_then(|fence| fence()) {
+            return Err(AdminError::ClockFenced { node: self.ctx.id.clone(), reason });
         }
         let records = self.ctx.store.apply(batch).await?;
         let Some(version) = records.last().map(Record::token) else {

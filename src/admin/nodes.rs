@@ -43,6 +43,7 @@ impl Admin {
                     .last_contact
                     .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
                 clock_offset_ms: p.clock_offset_ms,
+                clock_uncertainty_ms: p.clock_uncertainty_ms,
                 clock_skewed: p.clock_skewed,
                 last_error: p.last_error,
                 liveness: p.liveness,
@@ -60,6 +61,7 @@ impl Admin {
             members,
             peers,
             resources: self.check_local(&[]).await?.resources,
+            clock_fenced: self.clock_fence.as_ref().and_then(|fence| fence()),
         })
     }
 

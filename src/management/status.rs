@@ -26,12 +26,24 @@ impl From<AdminError> for Status {
                 | StoreError::InvalidToken { .. }
                 | StoreError::InvalidRecord { .. },
             ) => Status::invalid_argument(message),
+            AdminError::Store(ref e @ StoreError::Storage { .. }) => {
+                let message = format!(
+                    "{message}; this node refuses writes and is not ready until its store writes again \
+                     (it keeps retrying); write through another node"
+                );
+                if storage_full(e) {
+                    Status::resource_exhausted(message)
+                } else {
+                    Status::unavailable(message)
+                }
+            }
             AdminError::Registry(e) => registry_status(e),
             AdminError::NotFound { .. } => Status::not_found(message),
             AdminError::AlreadyExists { .. } | AdminError::UserExists { .. } => {
                 Status::already_exists(message)
             }
             AdminError::StoredInvalid { .. }
+            | AdminError::ClockFenced { .. }
             | AdminError::MemberLeft { .. }
             | AdminError::UserRevoked { .. } => Status::failed_precondition(message),
             AdminError::CatchingUp { .. } | AdminError::NotCaughtUp { .. } | AdminError::Replication(_) => {
@@ -41,6 +53,21 @@ impl From<AdminError> for Status {
             _ => Status::internal(message),
         }
     }
+}
+
+/// Whether a storage failure is a full disk (or quota): `ENOSPC`, `EDQUOT`.
+fn storage_full(e: &StoreError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    let text = e.to_string();
+    text.contains("No space left on device") || text.contains("Disk quota exceeded")
 }
 
 fn registry_status(e: RegistryError) -> Status {

@@ -2,8 +2,10 @@
 //!
 //! A node is *ready* when it has joined (pulled the cluster's state and recorded
 //! itself in membership), is not draining (its own membership record says
-//! `active` and it is not stopping), and its store is writable as far as it knows
-//! (the last write or merge did not fail in the backing storage). The same answer
+//! `active` and it is not stopping), its store is writable as far as it knows
+//! (the last write or merge did not fail in the backing storage), and its clock
+//! is not fenced (off from its peers by more than the maximum, see
+//! [`ClockCheck::fenced`]; the management service refuses writes then too). The same answer
 //! is served three ways on the node's public port:
 //!
 //! - `grpc.health.v1` for the empty service name: `SERVING` or `NOT_SERVING`;
@@ -19,14 +21,14 @@ mod http;
 mod store;
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::Serialize;
 use spectrum_core::{Member, MemberState, NodeId};
-use spectrum_replication::ConfigStore;
+use spectrum_replication::{ClockCheck, ConfigStore};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
@@ -37,8 +39,12 @@ pub(crate) use http::routes;
 pub use http::{HEALTHZ, READYZ};
 pub(crate) use store::WatchedStore;
 
+/// Judges this node's clock against its peers' now.
+pub(crate) type ClockSource = Arc<dyn Fn() -> ClockCheck + Send + Sync>;
+
 /// How often the node re-reads its own membership record even when the store's
-/// change feed said nothing (the feed may lag).
+/// change feed said nothing (the feed may lag), and republishes its health (which
+/// follows the clock check too).
 const MEMBERSHIP_RECHECK: Duration = Duration::from_secs(1);
 
 /// The conditions of one node's readiness, shared by the node, its health
@@ -53,6 +59,8 @@ pub struct Readiness {
     stopping: AtomicBool,
     /// Why the store last failed to write, until a write succeeds again.
     store_error: Mutex<Option<String>>,
+    /// This node's clock against its peers', once the replicator exists.
+    clock: OnceLock<ClockSource>,
     health: HealthReporter,
     /// The status last given to the health service; held across the update so
     /// that concurrent publishers cannot leave an older answer last.
@@ -80,6 +88,12 @@ pub struct ReadinessReport {
     /// Why the store last failed, while it is not writable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_error: Option<String>,
+    /// This node's clock is within the maximum offset of its peers (it is not
+    /// [fenced](ClockCheck::fenced)).
+    pub clock_in_bounds: bool,
+    /// How far off the clock is, while it is not in bounds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_error: Option<String>,
     /// The conditions that fail, in words (empty when ready).
     pub failing: Vec<&'static str>,
 }
@@ -92,6 +106,7 @@ impl Readiness {
             draining: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             store_error: Mutex::new(None),
+            clock: OnceLock::new(),
             health,
             reported: tokio::sync::Mutex::new(None),
         }
@@ -103,15 +118,39 @@ impl Readiness {
         let draining = self.draining.load(Ordering::Acquire) || self.stopping.load(Ordering::Acquire);
         let store_error = self.store_error.lock().clone();
         let store_writable = store_error.is_none();
+        let clock_error = self.clock_fence();
+        let clock_in_bounds = clock_error.is_none();
         let failing = [
             (!joined, "not joined (catching up with the cluster)"),
             (draining, "draining"),
             (!store_writable, "store not writable"),
+            (!clock_in_bounds, "clock off from its peers"),
         ]
         .into_iter()
         .filter_map(|(fails, what)| fails.then_some(what))
         .collect::<Vec<_>>();
-        ReadinessReport { ready: failing.is_empty(), joined, draining, store_writable, store_error, failing }
+        ReadinessReport {
+            ready: failing.is_empty(),
+            joined,
+            draining,
+            store_writable,
+            store_error,
+            clock_in_bounds,
+            clock_error,
+            failing,
+        }
+    }
+
+    /// Follows `clock` for the clock condition (set once, when the replicator
+    /// that measures the offsets exists; until then the clock counts as in bounds).
+    pub(crate) fn set_clock_source(&self, clock: ClockSource) {
+        let _ = self.clock.set(clock);
+    }
+
+    /// Why this node's clock is fenced, if it is.
+    pub fn clock_fence(&self) -> Option<String> {
+        let check = (self.clock.get()?)();
+        check.fenced().then(|| check.to_string())
     }
 
     /// Whether the node should be sent requests.

@@ -1,6 +1,8 @@
 //! [`WatchedStore`]: a node's store, watched for whether it can still write.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use spectrum_core::NodeId;
@@ -8,23 +10,53 @@ use spectrum_replication::{
     ChangeBatch, ConfigStore, Delta, MergeReport, Record, Snapshot, StoreError, VersionVector, WriteBatch,
 };
 use tokio::sync::broadcast;
+use tracing::{debug, info};
 
 use super::Readiness;
+
+/// First wait before asking a failed store to [recover](ConfigStore::recover);
+/// it doubles up to [`RECOVER_MAX_BACKOFF`].
+const RECOVER_FIRST_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Longest wait between two attempts to recover a failed store.
+const RECOVER_MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Forwards every call to the node's store, and records in [`Readiness`] whether
 /// the last write (a local apply, a merge or a restore) reached the backing
 /// storage: a [`StoreError::Storage`] makes the node not ready, the next write
 /// that succeeds makes it ready again. Invalid input (a bad key, a malformed
 /// record) says nothing about the storage and changes nothing.
+///
+/// While the store cannot write, a background task asks it to
+/// [recover](ConfigStore::recover) (a [`RedbStore`](spectrum_replication::RedbStore)
+/// reopens its file and proves a commit), with backoff up to
+/// [`RECOVER_MAX_BACKOFF`], so the node serves again once the disk has room
+/// even if no client writes. The task holds the store weakly: it ends with the
+/// node.
 #[derive(Debug)]
 pub(crate) struct WatchedStore {
     inner: Arc<dyn ConfigStore>,
     readiness: Arc<Readiness>,
+    /// A recovery task is running.
+    recovering: Arc<AtomicBool>,
 }
 
 impl WatchedStore {
     pub(crate) fn new(inner: Arc<dyn ConfigStore>, readiness: Arc<Readiness>) -> Self {
-        Self { inner, readiness }
+        Self { inner, readiness, recovering: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Starts the recovery task unless one runs.
+    fn start_recovering(&self) {
+        if self.recovering.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (store, readiness, recovering) =
+            (Arc::downgrade(&self.inner), self.readiness.clone(), self.recovering.clone());
+        tokio::spawn(async move {
+            recover(store, &readiness).await;
+            recovering.store(false, Ordering::Release);
+        });
     }
 
     async fn observe<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
@@ -34,11 +66,43 @@ impl WatchedStore {
             Err(_) => None,
         };
         if let Some(error) = outcome {
+            let failing = error.is_some();
             if self.readiness.set_store_error(error) {
                 self.readiness.publish().await;
             }
+            if failing {
+                self.start_recovering();
+            }
         }
         result
+    }
+}
+
+/// Asks `store` to recover, with backoff, until it proves it can write, a real
+/// write succeeds, or the node (the last strong holder of `store`) is gone.
+async fn recover(store: Weak<dyn ConfigStore>, readiness: &Readiness) {
+    let mut backoff = RECOVER_FIRST_BACKOFF;
+    loop {
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RECOVER_MAX_BACKOFF);
+        if readiness.report().store_writable {
+            return;
+        }
+        let Some(store) = store.upgrade() else { return };
+        match store.recover().await {
+            Ok(true) => {
+                info!("store recovered: it writes again");
+                if readiness.set_store_error(None) {
+                    readiness.publish().await;
+                }
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                debug!(error = %e, "store still cannot write");
+                readiness.set_store_error(Some(e.to_string()));
+            }
+        }
     }
 }
 
@@ -83,6 +147,9 @@ impl ConfigStore for WatchedStore {
     async fn collect_tombstones(&self, horizon: &VersionVector) -> Result<usize, StoreError> {
         let result = self.inner.collect_tombstones(horizon).await;
         self.observe(result).await
+    }
+    async fn recover(&self) -> Result<bool, StoreError> {
+        self.inner.recover().await
     }
 }
 
@@ -162,6 +229,9 @@ mod tests {
         ) -> Result<ChangeBatch, StoreError> {
             self.inner.changes_since(prefix, from, limit).await
         }
+        async fn recover(&self) -> Result<bool, StoreError> {
+            self.check().map(|()| true)
+        }
     }
 
     async fn health(service: &HealthService) -> ServingStatus {
@@ -199,6 +269,31 @@ mod tests {
 
         store.apply(WriteBatch::new().put("settings/a", "2")).await.unwrap();
         assert!(readiness.is_ready());
+        assert_eq!(health(&service).await, ServingStatus::Serving);
+    }
+
+    #[tokio::test]
+    async fn a_store_that_cannot_write_is_retried_in_the_background_until_it_recovers() {
+        let id: NodeId = "n1".parse().unwrap();
+        let disk = Arc::new(FullDisk {
+            inner: MemoryStore::new(id, Arc::new(Hlc::system())),
+            full: AtomicBool::new(true),
+        });
+        let (reporter, _) = tonic_health::server::health_reporter();
+        let service = HealthService::from_health_reporter(reporter.clone());
+        let readiness = Arc::new(Readiness::new(Arc::new(AtomicBool::new(true)), reporter));
+        let store = WatchedStore::new(disk.clone(), readiness.clone());
+        assert!(store.apply(WriteBatch::new().put("settings/a", "1")).await.is_err());
+        tokio::time::sleep(RECOVER_FIRST_BACKOFF * 4).await;
+        assert!(!readiness.is_ready(), "still full: still not ready");
+
+        // Room again, and no client writes: the retry finds out by itself.
+        disk.full.store(false, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + RECOVER_MAX_BACKOFF * 3;
+        while !readiness.is_ready() {
+            assert!(tokio::time::Instant::now() < deadline, "{:?}", readiness.report());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(health(&service).await, ServingStatus::Serving);
     }
 }

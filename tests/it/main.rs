@@ -1,7 +1,9 @@
 //! Whole-cluster tests: nodes and the balancer in this process, on loopback.
 
 mod addresses;
+mod clocks;
 mod cluster;
+mod disk;
 mod haproxy;
 mod management;
 mod protocols;

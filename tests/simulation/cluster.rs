@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -100,7 +100,8 @@ impl Replica {
 /// fixed epoch, plus the node's fixed skew, so every stamp follows from the seed.
 #[derive(Debug)]
 struct SimClock {
-    skew_ms: i64,
+    /// The node's offset from simulated time (changed by [`Cluster::set_clock_offset`]).
+    skew_ms: AtomicI64,
     /// The last reading, for calls made outside a host (none are expected).
     last: AtomicU64,
 }
@@ -110,7 +111,8 @@ impl Clock for SimClock {
         match turmoil::sim_elapsed() {
             Some(elapsed) => {
                 let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-                let now = EPOCH_MS.saturating_add(ms).saturating_add_signed(self.skew_ms);
+                let now =
+                    EPOCH_MS.saturating_add(ms).saturating_add_signed(self.skew_ms.load(Ordering::Relaxed));
                 self.last.store(now, Ordering::Relaxed);
                 now
             }
@@ -210,7 +212,7 @@ impl Cluster {
         let mut nodes = Vec::with_capacity(n);
         for (index, name) in names.iter().enumerate() {
             let skew_ms = rng.random_range(-MAX_SKEW_MS..=MAX_SKEW_MS);
-            let clock = Arc::new(SimClock { skew_ms, last: AtomicU64::new(0) });
+            let clock = Arc::new(SimClock { skew_ms: AtomicI64::new(skew_ms), last: AtomicU64::new(0) });
             let id: NodeId = name.parse().expect("a valid node id");
             let disk = Arc::new(Mutex::new(Disk::blank(id, clock.clone())));
             let mailbox = Arc::new(Mutex::new(Mailbox::default()));
@@ -238,6 +240,13 @@ impl Cluster {
     /// How many nodes there are.
     pub(crate) fn len(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// Sets `node`'s physical clock `offset_ms` away from simulated time (a clock
+    /// set wrong, or corrected), far beyond the allowed offset if asked.
+    pub(crate) fn set_clock_offset(&mut self, node: usize, offset_ms: i64) {
+        self.note(format!("clock of {} off by {offset_ms} ms", self.nodes[node].name));
+        self.nodes[node].clock.skew_ms.store(offset_ms, Ordering::Relaxed);
     }
 
     /// Hands `write` to `node` (it is carried out when the node next looks).

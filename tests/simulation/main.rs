@@ -152,6 +152,59 @@ fn a_partitioned_node_catches_up_once_the_partition_heals() {
     assert_eq!(mode.value.as_deref(), Some(&b"slow"[..]), "the later write wins on every node");
 }
 
+/// Ten minutes, in milliseconds: far beyond the allowed clock offset.
+const TEN_MINUTES_MS: i64 = 600_000;
+
+#[test]
+fn a_node_whose_clock_runs_ten_minutes_behind_converges_with_its_peers_whatever_the_order_of_writes() {
+    for seed in [21, 22, 23] {
+        let mut cluster = Cluster::new(seed, 3);
+        cluster.set_clock_offset(2, -TEN_MINUTES_MS);
+        cluster.run_for(BOOT);
+        play(
+            &mut cluster,
+            &[
+                write(0, ClientWrite::put("settings/color", "red", AckLevel::Local)),
+                write(2, ClientWrite::put("settings/color", "blue", AckLevel::Local)),
+                write(2, ClientWrite::put("settings/mode", "slow", AckLevel::All)),
+                write(1, ClientWrite::put("settings/mode", "fast", AckLevel::Local)),
+                Step::Wait(Duration::from_secs(1)),
+                Step::Partition { a: 0, b: 2 },
+                write(2, ClientWrite::put("settings/color", "green", AckLevel::Local)),
+                write(0, ClientWrite::put("settings/region", "eu", AckLevel::Local)),
+                Step::Wait(Duration::from_secs(1)),
+            ],
+        );
+        // Still ten minutes behind: it takes its peers' data, and they take its.
+        heal_and_converge(&mut cluster);
+    }
+}
+
+#[test]
+fn a_node_whose_clock_ran_ten_minutes_ahead_converges_once_its_clock_is_corrected() {
+    for seed in [31, 32] {
+        let mut cluster = Cluster::new(seed, 3);
+        cluster.set_clock_offset(2, TEN_MINUTES_MS);
+        cluster.run_for(BOOT);
+        play(
+            &mut cluster,
+            &[
+                write(0, ClientWrite::put("settings/color", "red", AckLevel::Local)),
+                write(2, ClientWrite::put("settings/color", "blue", AckLevel::Local)),
+                write(1, ClientWrite::put("settings/mode", "fast", AckLevel::Local)),
+                Step::Wait(Duration::from_secs(1)),
+            ],
+        );
+        // Its peers refuse it while it runs ahead (its stamps would drag theirs).
+        let color = cluster.get("settings/color");
+        assert_eq!(color[0], color[1], "n1 and n2 agree");
+        assert_ne!(color[0], color[2], "n3, ahead of both, was refused");
+        // Corrected (its HLC stays ahead, as saved): it is taken again, and all agree.
+        cluster.set_clock_offset(2, 0);
+        heal_and_converge(&mut cluster);
+    }
+}
+
 #[test]
 fn a_crashed_node_restarts_and_anti_entropy_brings_it_what_it_missed() {
     let mut cluster = Cluster::new(12, 3);

@@ -154,6 +154,7 @@ impl AntiEntropyBuilder {
         seeds.retain(|s| *s != self_addr);
         let (stop, _) = watch::channel(false);
         let peers = PeerTable::new();
+        peers.set_known(&seeds);
         let handshake = Handshake::new(self.cluster.clone(), self.store.node_id().clone(), self.hlc.clone())
             .with_addr(self_addr.clone())
             .with_peer_table(peers.clone());
@@ -383,6 +384,13 @@ fn malformed(addr: &PeerAddr, e: InvalidMessage) -> ReplicationError {
 }
 
 impl Inner {
+    /// The error of a call to `addr` that failed with `status`; a refusal for
+    /// clock skew still measures the peer's clock (see [`Handshake::note_refusal`]).
+    fn failed_call(&self, addr: &PeerAddr, status: &tonic::Status) -> ReplicationError {
+        self.handshake.note_refusal(addr, status);
+        call_failed(addr, status)
+    }
+
     /// The peers writes go to now (see [`peers::select_peers`]).
     async fn peer_addrs(&self) -> Result<Vec<PeerAddr>, ReplicationError> {
         let membership = self.membership().await?;

@@ -120,6 +120,7 @@ impl Inner {
         self.channels.lock().retain(|addr, _| set.contains(addr));
         let addrs: Vec<PeerAddr> = set.into_iter().collect();
         self.known.lock().clone_from(&addrs);
+        self.peers.set_known(&addrs);
         addrs
     }
 }

@@ -5,7 +5,7 @@
 use spectrum_core::PeerAddr;
 use tracing::debug;
 
-use super::{Inner, call_failed, malformed};
+use super::{Inner, malformed};
 use crate::error::{ReplicationError, StoreError};
 use crate::proto;
 use crate::record::{Record, Snapshot, VersionVector};
@@ -98,7 +98,7 @@ impl Inner {
                 budget_bytes: u64::try_from(budget).unwrap_or(u64::MAX),
                 snapshot_after: snapshot.as_ref().map(|s| s.after.clone()),
             };
-            let resp = client.sync(req).await.map_err(|s| call_failed(addr, &s))?.into_inner();
+            let resp = client.sync(req).await.map_err(|s| self.failed_call(addr, &s))?.into_inner();
             let peer = self.check_answer(addr, resp.header)?;
             let records = records_from_wire(resp.records).map_err(|e| malformed(addr, e))?;
             theirs = vv_from_wire(resp.digest, "digest").map_err(|e| malformed(addr, e))?;

@@ -7,7 +7,7 @@ use spectrum_core::PeerAddr;
 use tokio::time::Instant;
 use tracing::{debug, trace};
 
-use super::{Inner, call_failed, malformed};
+use super::{Inner, malformed};
 use crate::error::{PeerFailure, ReplicationError};
 use crate::proto;
 use crate::record::{Record, VersionVector};
@@ -60,7 +60,7 @@ impl Inner {
                 covers: (i == last).then(|| covers.into()),
                 since: (i == last).then(|| since.into()),
             };
-            let resp = client.push(req).await.map_err(|s| call_failed(addr, &s))?.into_inner();
+            let resp = client.push(req).await.map_err(|s| self.failed_call(addr, &s))?.into_inner();
             let peer = self.check_answer(addr, resp.header)?;
             theirs = vv_from_wire(resp.digest, "digest").map_err(|e| malformed(addr, e))?;
             self.peers.note_digest(addr, &peer.node_id, &theirs);

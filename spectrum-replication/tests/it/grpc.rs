@@ -356,28 +356,40 @@ async fn with_a_credential_peers_replicate_and_a_peer_without_it_or_with_another
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_whose_clock_runs_ahead_is_refused_and_flagged() {
-    let a = TestNode::serve(NodeSpec::new("a", vec![]), listener().await).await;
+async fn a_peer_whose_clock_runs_ahead_of_the_majority_is_refused_and_flagged() {
+    // Three members: a and the observer agree, the skewed node runs a minute ahead.
+    let (la, lo, ls) = (listener().await, listener().await, listener().await);
+    let (a_addr, o_addr, s_addr) = (la.addr(), lo.addr(), ls.addr());
+    let a = TestNode::serve(NodeSpec::new("a", vec![o_addr.clone()]), la).await;
+    let o = TestNode::serve(NodeSpec::new("observer", vec![s_addr.clone(), a_addr.clone()]), lo).await;
     let ahead = Arc::new(ManualClock::new(now_ms() + 60_000));
-    let mut spec = NodeSpec::new("skewed", vec![a.addr.clone()]);
+    let mut spec = NodeSpec::new("skewed", vec![a_addr, o_addr]);
     spec.hlc = Arc::new(Hlc::new(ahead));
-    let s = TestNode::serve(spec, listener().await).await;
+    let s = TestNode::serve(spec, ls).await;
 
     let err = s.write(WriteBatch::new().put("from-the-future", "v"), AckLevel::All).await.unwrap_err();
     assert!(matches!(err, ReplicationError::AckTimeout { .. }), "{err}");
     let err = s.ae.sync_round().await.unwrap_err();
     assert!(err.to_string().contains("clock skew"), "{err}");
-    assert!(a.is_empty().await, "nothing from a skewed peer was merged");
+    assert!(a.is_empty().await && o.is_empty().await, "nothing from a skewed peer was merged");
     let flagged = a.ae.peer_table().get(&s.addr).expect("the skewed peer is in a's table");
     assert!(flagged.clock_skewed);
     assert!(flagged.clock_offset_ms.unwrap() > 50_000, "{flagged:?}");
 
-    // Pulling from the skewed node is refused too.
-    let o = TestNode::serve(NodeSpec::new("observer", vec![s.addr.clone()]), listener().await).await;
-    let err = o.ae.sync_round().await.unwrap_err();
+    // Pulling from the skewed node is refused too (rounds pick a random peer).
+    let mut refused = None;
+    for _ in 0..30 {
+        if let Err(e) = o.ae.sync_round().await {
+            refused = Some(e);
+            break;
+        }
+    }
+    let err = refused.expect("a round with the skewed node fails");
     assert!(matches!(err, ReplicationError::ClockSkew { .. }), "{err}");
     assert!(o.is_empty().await);
-    assert!(o.ae.peers().iter().any(|p| p.clock_skewed && p.last_error.is_some()));
+    let measured = o.ae.peers().into_iter().find(|p| p.addr == s.addr).expect("measured");
+    assert!(measured.clock_skewed && measured.last_error.is_some(), "{measured:?}");
+    assert!(measured.clock_uncertainty_ms.is_some(), "measured over the round trip: {measured:?}");
     for n in [a, s, o] {
         n.stop().await;
     }

@@ -2,5 +2,6 @@
 
 mod conformance;
 mod durable;
+mod full_disk;
 mod grpc;
 mod props;

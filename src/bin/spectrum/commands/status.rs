@@ -73,6 +73,7 @@ mod tests {
             members: vec![],
             peers: vec![],
             resources: vec![],
+            clock_fenced: None,
         }
     }
 

@@ -1,0 +1,98 @@
+//! The durable store on a real full disk (a 2 MiB tmpfs): writes fail with the
+//! file named, nothing half-written shows, and once space is freed the store
+//! writes again without being reopened by its owner, keeping every acknowledged
+//! write.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use spectrum_core::{Hlc, NodeId};
+use spectrum_replication::{ConfigStore, RedbStore, StoreError, WriteBatch};
+
+/// A tmpfs of a given size mounted on a fresh directory, unmounted on drop.
+pub(crate) struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts one, or `None` (with a note) where this process may not mount.
+    pub(crate) fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            return None;
+        }
+        Some(Self { dir })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the file system with a filler file; returns its path.
+    pub(crate) fn fill(&self) -> PathBuf {
+        let filler = self.path().join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+#[tokio::test]
+async fn a_store_on_a_full_disk_fails_naming_its_file_and_writes_again_once_space_is_freed() {
+    let Some(fs) = Tmpfs::mount("2m") else { return };
+    let path = fs.path().join("config.redb");
+    let id: NodeId = "n1".parse().unwrap();
+    let store = RedbStore::open(&path, id.clone(), Arc::new(Hlc::system())).unwrap();
+    let acked = store.apply(WriteBatch::new().put("settings/before", "kept")).await.unwrap();
+    let filler = fs.fill();
+
+    // Writes that need room fail, each of them, with the file named.
+    let big = vec![7u8; 256 * 1024];
+    let mut failures = 0;
+    for i in 0..8 {
+        match store.apply(WriteBatch::new().put(format!("settings/big-{i}"), big.clone())).await {
+            Ok(_) => {}
+            Err(e @ StoreError::Storage { .. }) => {
+                assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+                failures += 1;
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert!(failures > 0, "a full disk made no write fail");
+    assert!(store.apply(WriteBatch::new().put("settings/big", big.clone())).await.is_err());
+    assert!(store.recover().await.is_err(), "still full: recovery cannot prove a write");
+
+    // Room again: the store writes, without its owner reopening it.
+    std::fs::remove_file(filler).unwrap();
+    assert!(store.recover().await.unwrap(), "recovered");
+    let after =
+        store.apply(WriteBatch::new().put("settings/after", big.clone())).await.expect("writes again");
+    let digest = store.digest().await.unwrap();
+    assert!(digest.covers(&acked[0].token()) && digest.covers(&after[0].token()));
+    drop(store);
+
+    // Every acknowledged write is on disk.
+    let store = RedbStore::open(&path, id, Arc::new(Hlc::system())).unwrap();
+    for key in ["settings/before", "settings/after"] {
+        assert!(store.get(key).await.unwrap().is_some(), "{key} survived");
+    }
+    let again = store.digest().await.unwrap();
+    assert_eq!(again, digest, "the file holds what memory held");
+}
