@@ -210,8 +210,9 @@ pub struct StrategyFile {
     /// Which strategy.
     pub name: StrategyName,
     /// The header or gRPC metadata key whose value routes a request
-    /// (`consistent_hash`: the same value goes to the same node). Default: none
-    /// (requests are spread as if every key were different).
+    /// (`consistent_hash`: the same value goes to the same node), or
+    /// `"client_address"` for the client's IP address. Default: none (requests are
+    /// spread as if every key were different).
     #[serde(default)]
     pub hash_key: Option<String>,
     /// `consistent_hash`'s bounded-load factor: no node gets more than this times
@@ -273,6 +274,9 @@ pub struct TimeoutsFile {
     #[serde(default)]
     pub health_ms: Option<u64>,
 }
+
+/// The `hash_key` that routes by the client's IP address.
+pub const CLIENT_ADDRESS: &str = "client_address";
 
 /// Requests the `spectrum` balancer and the in-process [`Cluster`](crate::Cluster)
 /// retry after a node failed them, unless a file says otherwise: health checks,
@@ -346,10 +350,16 @@ impl BalancerFileConfig {
         let strategy: Arc<dyn BalancingStrategy> = match &self.strategy {
             None => Arc::new(RoundRobin::new()),
             Some(s) => {
-                if let Some(key) = &s.hash_key {
-                    let name = http::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes())
-                        .map_err(|_| invalid("strategy.hash_key", "not a valid header or metadata key"))?;
-                    config.affinity_header = Some(name);
+                match s.hash_key.as_deref() {
+                    Some(CLIENT_ADDRESS) => config.affinity_client_address = true,
+                    Some(key) => {
+                        let name = http::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes())
+                            .map_err(|_| {
+                                invalid("strategy.hash_key", "not a valid header or metadata key")
+                            })?;
+                        config.affinity_header = Some(name);
+                    }
+                    None => {}
                 }
                 match (s.name, s.load_factor) {
                     (StrategyName::ConsistentHash, Some(f)) if !(f >= 1.0 && f.is_finite()) => {
@@ -505,6 +515,10 @@ mod tests {
         let (config, strategy) = cfg.balancer_config().unwrap();
         assert!(format!("{strategy:?}").starts_with("ConsistentHash"), "{strategy:?}");
         assert_eq!(config.affinity_header.unwrap().as_str(), "x-tenant");
+        let by_client =
+            balancer("[strategy]\nname = \"consistent_hash\"\nhash_key = \"client_address\"").unwrap();
+        let (config, _) = by_client.balancer_config().unwrap();
+        assert!(config.affinity_client_address && config.affinity_header.is_none());
     }
 
     #[test]

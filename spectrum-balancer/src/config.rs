@@ -47,6 +47,10 @@ pub struct BalancerConfig {
     /// [`RequestContext::affinity_key`](crate::strategy::RequestContext::affinity_key).
     /// Default `None`.
     pub affinity_header: Option<http::HeaderName>,
+    /// Without an [`affinity_header`](Self::affinity_header): whether the client's
+    /// IP address is the affinity key (for consistent hashing by client). Default
+    /// `false`.
+    pub affinity_client_address: bool,
     /// How long [`BalancerHandle::shutdown`](crate::BalancerHandle::shutdown) lets open
     /// requests finish before closing their connections. Default 5 s.
     pub shutdown_grace: Duration,
@@ -258,6 +262,7 @@ impl Default for BalancerConfig {
             request_timeout: None,
             max_attempts: 3,
             affinity_header: None,
+            affinity_client_address: false,
             shutdown_grace: Duration::from_secs(5),
             idempotent: Vec::new(),
             retry_buffer: 64 * 1024,

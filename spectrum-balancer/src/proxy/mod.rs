@@ -322,7 +322,12 @@ impl Proxy {
         self.pool.budget.deposit();
         let client_version = req.version();
         let method = req.method().clone();
-        let affinity = config.affinity_header.as_ref().and_then(|name| req.headers().get(name)).cloned();
+        let affinity = match &config.affinity_header {
+            Some(name) => req.headers().get(name).cloned(),
+            // The client's address as the key: the same client goes to the same node.
+            None if config.affinity_client_address => HeaderValue::try_from(client.ip().to_string()).ok(),
+            None => None,
+        };
         trace!(%method, path = pq.as_str(), %client, grpc, "request");
 
         let (mut parts, body) = req.into_parts();

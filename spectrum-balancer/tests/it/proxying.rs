@@ -147,3 +147,20 @@ async fn shutdown_stops_accepting_connections() {
     within(balancer.shutdown()).await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
 }
+
+#[tokio::test]
+async fn consistent_hashing_by_client_address_keeps_a_client_on_one_node() {
+    let nodes = start_nodes(3).await;
+    let config = spectrum_balancer::BalancerConfig { affinity_client_address: true, ..fast_config() };
+    let strategy: std::sync::Arc<dyn spectrum_balancer::BalancingStrategy> =
+        std::sync::Arc::new(spectrum_balancer::ConsistentHash::new());
+    let balancer = balancer_with(config, &nodes, Some(strategy)).await;
+    let mut answers = Vec::new();
+    for _ in 0..12 {
+        let mut client = Client::http1(balancer.local_addr()).await;
+        answers.push(client.get("/who").await);
+    }
+    let first = answers[0].node().to_owned();
+    assert!(answers.iter().all(|a| a.node() == first), "one client address, one node: {answers:?}");
+    balancer.shutdown().await;
+}
