@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use spectrum_core::tls::{ClientAuth, TlsConfig};
 use spectrum_core::transport::{self, Listener};
 use spectrum_core::{
     Clock, ClusterId, Hlc, Member, MemberState, NodeId, PeerAddr, SystemClock, TransportConfig,
@@ -98,6 +99,7 @@ pub struct NodeBuilder {
     clock: Arc<dyn Clock>,
     max_clock_offset: Duration,
     transport: TransportConfig,
+    tls: Option<TlsConfig>,
     sync_interval: Duration,
     write_timeout: Duration,
     drain_grace: Duration,
@@ -140,6 +142,7 @@ impl NodeBuilder {
             clock: Arc::new(SystemClock),
             max_clock_offset: spectrum_core::hlc::DEFAULT_MAX_OFFSET,
             transport: TransportConfig::default(),
+            tls: None,
             sync_interval: Duration::from_secs(1),
             write_timeout: Duration::from_secs(5),
             drain_grace: DEFAULT_DRAIN_GRACE,
@@ -219,6 +222,17 @@ impl NodeBuilder {
     /// Transport settings for the node's server and its channels to peers.
     pub fn transport(mut self, transport: TransportConfig) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// Serves and calls over TLS with the cluster's certificates (see
+    /// [`spectrum_core::tls`]): the node's port serves TLS only; replication,
+    /// resource checks and discovery reads to peers go over mutual TLS (peers reach
+    /// the same `host:port` as `https://`). Clients may connect with the CA
+    /// alone; replication calls must present a certificate naming the node id they
+    /// claim. Applies to the [`transport`](Self::transport) set before or after.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -304,7 +318,9 @@ impl NodeBuilder {
     /// membership under its advertise address and starts anti-entropy.
     ///
     /// The listen address serves the gRPC services over h2c and, over plain HTTP/1.1
-    /// or h2c, `GET /healthz` and `GET /readyz` (see [`crate::readiness`]).
+    /// or h2c, `GET /healthz` and `GET /readyz` (see [`crate::readiness`]); with
+    /// [`tls`](Self::tls), the same over TLS only (ALPN `h2`; HTTP/1.1 clients that
+    /// offer no ALPN are served too).
     ///
     /// # Errors
     ///
@@ -312,6 +328,9 @@ impl NodeBuilder {
     /// unspecified address (`0.0.0.0`, `[::]`) and no advertise address is set;
     /// [`NodeError`] when the address cannot be bound or membership cannot be written.
     pub async fn start(mut self) -> Result<Node, NodeError> {
+        if let Some(tls) = self.tls.take() {
+            self.transport.tls = Some(tls.client_auth(ClientAuth::Optional));
+        }
         let listen = self.listener.as_ref().map_or(self.listen, |l| l.local_addr);
         let advertise = advertised(listen, self.advertise.take())?;
         let listener = match self.listener.take() {
@@ -361,7 +380,7 @@ impl NodeBuilder {
         // Plain HTTP `/healthz` and `/readyz` beside the gRPC services, on the same port.
         let routes =
             Routes::from(routes.routes().into_axum_router().merge(readiness::routes(readiness.clone())));
-        let (stop_tx, server_task) = serve(&self.transport, routes, listener.incoming);
+        let (stop_tx, server_task) = serve(&self.transport, routes, listener.incoming)?;
 
         let joiner = Joiner {
             id: self.id.clone(),
@@ -441,9 +460,9 @@ fn serve(
     transport: &TransportConfig,
     routes: Routes,
     incoming: tonic::transport::server::TcpIncoming,
-) -> (watch::Sender<bool>, JoinHandle<()>) {
+) -> Result<(watch::Sender<bool>, JoinHandle<()>), NodeError> {
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let server = transport.server().accept_http1(true).add_routes(routes.prepare());
+    let server = transport.server()?.accept_http1(true).add_routes(routes.prepare());
     let task = tokio::spawn(async move {
         let stopped = async move {
             let _ = stop_rx.wait_for(|s| *s).await;
@@ -452,7 +471,7 @@ fn serve(
             warn!(error = %e, "node server ended with an error");
         }
     });
-    (stop_tx, task)
+    Ok((stop_tx, task))
 }
 
 /// What a starting node does before it takes part: pull, then record itself.

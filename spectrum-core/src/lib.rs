@@ -46,6 +46,8 @@ pub mod hlc;
 pub mod id;
 pub mod member;
 #[cfg(feature = "transport")]
+pub mod tls;
+#[cfg(feature = "transport")]
 pub mod transport;
 
 pub use addr::PeerAddr;

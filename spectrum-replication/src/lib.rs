@@ -114,7 +114,7 @@
 //!     .transport(transport.clone())
 //!     .build();
 //! let server = transport
-//!     .server()
+//!     .server()?
 //!     .add_service(replicator.service().into_server(transport.max_message_bytes))
 //!     .serve_with_incoming(listener.incoming);
 //! tokio::spawn(server);

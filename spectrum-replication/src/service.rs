@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use spectrum_core::tls::certificate_names_node;
 use spectrum_core::transport::DEFAULT_MAX_MESSAGE_BYTES;
 use spectrum_core::{ClusterId, Hlc, PeerAddr};
 use tonic::body::Body;
@@ -36,11 +37,16 @@ pub const MAX_SYNC_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 /// clock is further ahead than the HLC's maximum offset is refused
 /// (`failed_precondition` with the clock skew) and flagged in the [`PeerTable`],
 /// and a malformed message is `invalid_argument`.
+///
+/// With [`require_peer_certificate`](Self::require_peer_certificate) (a replicator
+/// whose transport has TLS sets it), a call whose TLS client certificate does not
+/// name the node id its header claims is `unauthenticated` before anything is read.
 #[derive(Debug, Clone)]
 pub struct ReplicationService {
     store: Arc<dyn ConfigStore>,
     handshake: Handshake,
     max_budget: usize,
+    require_peer_certificate: bool,
 }
 
 impl ReplicationService {
@@ -48,7 +54,41 @@ impl ReplicationService {
     /// (the same clock the store stamps with).
     pub fn new(store: Arc<dyn ConfigStore>, cluster: ClusterId, hlc: Arc<Hlc>) -> Self {
         let handshake = Handshake::new(cluster, store.node_id().clone(), hlc);
-        Self { store, handshake, max_budget: budget_for(DEFAULT_MAX_MESSAGE_BYTES) }
+        Self {
+            store,
+            handshake,
+            max_budget: budget_for(DEFAULT_MAX_MESSAGE_BYTES),
+            require_peer_certificate: false,
+        }
+    }
+
+    /// Demands of every call a TLS client certificate (verified against the
+    /// cluster CA by the server's handshake) that names the node id of the call's
+    /// header ([`spectrum_core::tls::certificate_names_node`]); otherwise the call
+    /// is `unauthenticated` and nothing is read or merged. Serve the service over
+    /// TLS with client certificates (see [`spectrum_core::tls`]).
+    pub fn require_peer_certificate(mut self, require: bool) -> Self {
+        self.require_peer_certificate = require;
+        self
+    }
+
+    /// The check of [`require_peer_certificate`](Self::require_peer_certificate).
+    fn authenticate<T>(&self, request: &Request<T>, header: Option<&proto::Header>) -> Result<(), Status> {
+        if !self.require_peer_certificate {
+            return Ok(());
+        }
+        let claimed = header.map_or("", |h| h.node_id.as_str());
+        let Some(chain) = request.peer_certs() else {
+            warn!(peer = claimed, "refused a replication call without a client certificate");
+            return Err(Status::unauthenticated("replication needs a node certificate of this cluster"));
+        };
+        if !certificate_names_node(&chain, claimed) {
+            warn!(peer = claimed, "refused a replication call whose certificate names another node");
+            return Err(Status::unauthenticated(format!(
+                "the client certificate does not name node {claimed:?}"
+            )));
+        }
+        Ok(())
     }
 
     /// Sets the address this node is reached at, sent in every answer's header.
@@ -122,6 +162,7 @@ impl Replication for ReplicationService {
         &self,
         request: Request<proto::PushRequest>,
     ) -> Result<Response<proto::PushResponse>, Status> {
+        self.authenticate(&request, request.get_ref().header.as_ref())?;
         let req = request.into_inner();
         let peer = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?.header;
         let records = records_from_wire(req.records)?;
@@ -151,6 +192,7 @@ impl Replication for ReplicationService {
         &self,
         request: Request<proto::SyncRequest>,
     ) -> Result<Response<proto::SyncResponse>, Status> {
+        self.authenticate(&request, request.get_ref().header.as_ref())?;
         let req = request.into_inner();
         let admitted = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?;
         let peer = admitted.header;
@@ -349,6 +391,7 @@ mod tests {
         let addr = listener.addr();
         let server = transport
             .server()
+            .unwrap()
             .add_service(svc.into_server(transport.max_message_bytes))
             .serve_with_incoming(listener.incoming);
         let server = tokio::spawn(server);

@@ -183,12 +183,15 @@ impl AntiEntropy {
     }
 
     /// The server side for this node, sharing this replicator's store, clock and
-    /// peer table. Serve it with [`ReplicationService::into_server`].
+    /// peer table. Serve it with [`ReplicationService::into_server`]. When this
+    /// replicator's transport has TLS, the service demands peer certificates
+    /// ([`ReplicationService::require_peer_certificate`]).
     pub fn service(&self) -> ReplicationService {
         let i = &self.inner;
         ReplicationService::new(i.store.clone(), i.cluster.clone(), i.hlc.clone())
             .with_addr(i.self_addr.clone())
             .with_peer_table(i.peers.clone())
+            .require_peer_certificate(i.transport.tls.is_some())
     }
 
     /// The table of peers this replicator and its service have talked to.
