@@ -82,8 +82,15 @@ pub enum ClientAuth {
 #[derive(Clone)]
 pub struct TlsConfig {
     ca: Arc<[u8]>,
-    identity: Option<(Arc<[u8]>, Arc<[u8]>)>,
+    identity: Option<Pem>,
     client_auth: ClientAuth,
+}
+
+/// A certificate chain and its private key, PEM.
+#[derive(Clone)]
+struct Pem {
+    cert: Arc<[u8]>,
+    key: Arc<[u8]>,
 }
 
 impl fmt::Debug for TlsConfig {
@@ -142,7 +149,7 @@ impl TlsConfig {
         let (cert, key): (Vec<u8>, Vec<u8>) = (cert_pem.into(), key_pem.into());
         check_certs("certificate", &cert)?;
         PrivateKeyDer::from_pem_slice(&key).map_err(|e| invalid("private key", e))?;
-        tls.identity = Some((cert.into(), key.into()));
+        tls.identity = Some(Pem { cert: cert.into(), key: key.into() });
         tls.check_client()?;
         tonic::transport::Server::builder()
             .tls_config(tls.server_config()?)
@@ -200,7 +207,7 @@ impl TlsConfig {
     ///
     /// [`CoreError::Tls`] when there is no certificate of its own to serve with.
     pub fn server_config(&self) -> Result<ServerTlsConfig, CoreError> {
-        let (cert, key) = self
+        let Pem { cert, key } = self
             .identity
             .as_ref()
             .ok_or_else(|| invalid("server", "a TLS server needs a certificate and key"))?;
@@ -218,7 +225,7 @@ impl TlsConfig {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let mut config =
             ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca[..])).domain_name(host);
-        if let Some((cert, key)) = &self.identity {
+        if let Some(Pem { cert, key }) = &self.identity {
             config = config.identity(Identity::from_pem(&cert[..], &key[..]));
         }
         config

@@ -350,6 +350,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_service_requiring_peer_certificates_refuses_a_call_without_one_and_reads_nothing() {
+        let (svc, store) = service();
+        let svc = svc.require_peer_certificate(true);
+        let status = svc.push(push(header(CLUSTER, "b"), vec![wire_record("settings/x", "b", 1)])).await;
+        assert_eq!(status.unwrap_err().code(), tonic::Code::Unauthenticated);
+        let sync = Request::new(proto::SyncRequest { header: header(CLUSTER, "b"), ..Default::default() });
+        assert_eq!(svc.sync(sync).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_empty(&store).await;
+    }
+
+    #[tokio::test]
     async fn malformed_messages_are_invalid_argument_and_merge_nothing() {
         let (svc, store) = service();
         let good = wire_record("good", "b", 1);

@@ -8,4 +8,5 @@ mod protocols;
 mod readiness;
 mod serve;
 mod support;
+mod tls;
 mod users;

@@ -3,18 +3,22 @@
 
 use std::fmt;
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{Result, bail};
 use serde::Serialize;
 use spectrum::auth::Token;
 use spectrum::client::{AckLevel, AdminClient, ClientError};
+use spectrum::core::tls::TlsConfig;
 use spectrum::core::{PeerAddr, TransportConfig};
 use tonic::transport::Channel;
 
-use crate::cli::{Cli, Command, NodeArgs};
+use crate::cli::{Cli, Command, Endpoint, NodeArgs};
 use crate::output::emit;
 
 mod audit;
 mod balancer;
+mod cert;
 mod config;
 mod dataflow;
 mod license;
@@ -25,41 +29,67 @@ mod user;
 
 /// Runs the parsed command line.
 pub(crate) async fn run(cli: Cli) -> Result<()> {
-    let Cli { endpoint, token, json, ack, command } = cli;
+    let Cli { endpoint, ca_cert, token, json, ack, command } = cli;
     let ack = AckLevel::from(ack);
+    let remote = || Remote::new(&endpoint, ca_cert.as_deref());
     match command {
         Command::Node(NodeArgs { action: Some(action), .. }) => {
-            node::set_state(&client(&endpoint, token).await?, action, ack, json).await
+            node::set_state(&remote()?.client(token).await?, action, ack, json).await
         }
         Command::Node(args) => node::run(args, token).await,
         Command::Balancer(args) => balancer::run(args, token).await,
         Command::GenerateKey => generate_key(json),
+        Command::Cert(cmd) => cert::run(cmd, json),
         Command::Status => {
-            let channel = connect(&endpoint).await?;
+            let channel = remote()?.connect().await?;
             status::run(&AdminClient::from_channel(channel.clone(), token), channel, json).await
         }
-        Command::Config(cmd) => config::run(&client(&endpoint, token).await?, cmd, ack, json).await,
-        Command::License(cmd) => license::run(&client(&endpoint, token).await?, cmd, ack, json).await,
-        Command::Dataflow(cmd) => dataflow::run(&client(&endpoint, token).await?, cmd, ack, json).await,
-        Command::Resources(cmd) => resources::run(&client(&endpoint, token).await?, cmd, ack, json).await,
-        Command::User(cmd) => user::run(&client(&endpoint, token).await?, cmd, ack, json).await,
-        Command::Audit(args) => audit::run(&client(&endpoint, token).await?, args, json).await,
+        Command::Config(cmd) => config::run(&remote()?.client(token).await?, cmd, ack, json).await,
+        Command::License(cmd) => license::run(&remote()?.client(token).await?, cmd, ack, json).await,
+        Command::Dataflow(cmd) => dataflow::run(&remote()?.client(token).await?, cmd, ack, json).await,
+        Command::Resources(cmd) => resources::run(&remote()?.client(token).await?, cmd, ack, json).await,
+        Command::User(cmd) => user::run(&remote()?.client(token).await?, cmd, ack, json).await,
+        Command::Audit(args) => audit::run(&remote()?.client(token).await?, args, json).await,
     }
 }
 
-/// A channel to `endpoint`, failing as [`AdminClient::connect`] does when it is
-/// unreachable (`status` shares it with the balancer's stats client).
-async fn connect(endpoint: &PeerAddr) -> Result<Channel> {
-    TransportConfig::default()
-        .endpoint(endpoint)
-        .connect()
-        .await
-        .map_err(|source| ClientError::Connect { endpoint: endpoint.clone(), source }.into())
+/// The endpoint management commands talk to, and how.
+struct Remote {
+    addr: PeerAddr,
+    transport: TransportConfig,
 }
 
-/// The management client for `endpoint`, sending `token`.
-async fn client(endpoint: &PeerAddr, token: Option<Token>) -> Result<AdminClient> {
-    Ok(AdminClient::connect(endpoint, token).await?)
+impl Remote {
+    /// `https://` endpoints need the CA; `--ca-cert` goes with `https://` only, so
+    /// a CA never silently goes unused on a plaintext connection.
+    fn new(endpoint: &Endpoint, ca_cert: Option<&Path>) -> Result<Self> {
+        let transport = match (endpoint.https, ca_cert) {
+            (true, Some(ca)) => TransportConfig::default().with_tls(TlsConfig::from_ca_file(ca)?),
+            (true, None) => bail!("an https:// endpoint needs --ca-cert FILE (or SPECTRUM_CA_CERT)"),
+            (false, Some(_)) => bail!(
+                "--ca-cert (or SPECTRUM_CA_CERT) is set but the endpoint is {}; use https://{}",
+                endpoint.addr,
+                endpoint.addr.authority()
+            ),
+            (false, None) => TransportConfig::default(),
+        };
+        Ok(Self { addr: endpoint.addr.clone(), transport })
+    }
+
+    /// A channel to the endpoint, failing as [`AdminClient::connect`] does when it
+    /// is unreachable (`status` shares it with the balancer's stats client).
+    async fn connect(&self) -> Result<Channel> {
+        self.transport
+            .endpoint(&self.addr)
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect { endpoint: self.addr.clone(), source }.into())
+    }
+
+    /// The management client, sending `token`.
+    async fn client(&self, token: Option<Token>) -> Result<AdminClient> {
+        Ok(AdminClient::connect_with(&self.addr, token, &self.transport).await?)
+    }
 }
 
 /// A new cluster key: `{"cluster_key": …}`, or the hex digits alone.

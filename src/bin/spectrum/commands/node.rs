@@ -77,8 +77,16 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
     if let Some(dir) = cfg.data_dir.clone() {
         builder = builder.data_dir(dir);
     }
+    if let Some(files) = &cfg.tls {
+        builder = builder.tls(files.load()?);
+    }
     let node = builder.start().await?;
-    emit(&NodeStarted { node: node.id().as_str(), cluster: cfg.cluster.as_str(), addr: node.url() }, true)?;
+    // Over TLS the node is reached with https:// (membership keeps http://).
+    let url = match cfg.tls {
+        Some(_) => format!("https://{}", node.addr().authority()),
+        None => node.url().to_owned(),
+    };
+    emit(&NodeStarted { node: node.id().as_str(), cluster: cfg.cluster.as_str(), addr: &url }, true)?;
     wait_for_signal().await?;
     node.shutdown().await;
     Ok(())

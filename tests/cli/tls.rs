@@ -1,0 +1,112 @@
+//! A cluster over TLS with the command alone: `spectrum cert init` and
+//! `spectrum cert issue` make the certificates, node files name them, and
+//! management commands reach the nodes at `https://` with `--ca-cert`.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{Processes, expect_failure, free_ports, spawn, spectrum_command, stderr};
+
+fn spectrum(args: &[&str]) -> Output {
+    spectrum_command().args(args).output().expect("spectrum runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = spectrum(args);
+    assert!(out.status.success(), "spectrum {args:?} failed: {}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn two_nodes_over_tls_with_certificates_from_the_command_serve_the_cli_with_ca_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let certs_arg = certs.to_str().unwrap();
+    let init: Value = serde_json::from_str(&ok(&["--json", "cert", "init", "--dir", certs_arg])).unwrap();
+    assert_eq!(init["cert"], certs.join("ca.pem").to_str().unwrap());
+    expect_failure(&spectrum(&["cert", "init", "--dir", certs_arg]), &["cert", "init"], "exists already");
+
+    let ports = free_ports(2);
+    let mut processes = Processes::default();
+    let mut urls = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let id = format!("node-{}", i + 1);
+        let issued =
+            ok(&["cert", "issue", &id, "--dir", certs_arg, "--san", "127.0.0.1", "--san", "localhost"]);
+        assert!(issued.contains(&format!("{id}.spectrum.internal")), "{issued}");
+        #[cfg(unix)]
+        {
+            assert_eq!(mode(&certs.join(format!("{id}.key"))), 0o600);
+            assert_eq!(mode(&certs.join("ca.key")), 0o600);
+        }
+        let seeds: Vec<String> =
+            ports.iter().filter(|p| *p != port).map(|p| format!("\"http://127.0.0.1:{p}\"")).collect();
+        let file = dir.path().join(format!("{id}.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                "id = \"{id}\"\ncluster = \"cli-tls\"\nlisten = \"127.0.0.1:{port}\"\nseeds = [{}]\n\
+                 sync_interval_ms = 200\ndata_dir = {:?}\n\
+                 tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}\n",
+                seeds.join(", "),
+                dir.path().join(&id).to_str().unwrap(),
+                certs.join("ca.pem").to_str().unwrap(),
+                certs.join(format!("{id}.pem")).to_str().unwrap(),
+                certs.join(format!("{id}.key")).to_str().unwrap(),
+            ),
+        )
+        .unwrap();
+        let line = spawn(&mut processes, &["node", "--config"], &file, &dir.path().join(format!("{id}.log")))
+            .unwrap();
+        assert_eq!(line["addr"], format!("https://127.0.0.1:{port}"), "a TLS node prints its https address");
+        urls.push(line["addr"].as_str().unwrap().to_owned());
+    }
+    let ca = certs.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+
+    // Both nodes see both members, over TLS.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for url in &urls {
+        loop {
+            let out = spectrum(&["--endpoint", url, "--ca-cert", ca, "--json", "status"]);
+            let members = out
+                .status
+                .success()
+                .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+                .and_then(|s| s["members"].as_array().map(Vec::len));
+            if members == Some(2) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{url} never saw both members: {}", stderr(&out));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    ok(&["--endpoint", &urls[0], "--ca-cert", ca, "config", "put", "settings/tls", "on", "--ack", "all"]);
+    let got = ok(&["--endpoint", &urls[1], "--ca-cert", ca, "config", "get", "settings/tls"]);
+    assert_eq!(got.trim(), "on", "a write on one node is read on the other");
+
+    let args = ["--endpoint", &urls[0], "status"];
+    expect_failure(&spectrum(&args), &args, "needs --ca-cert");
+    let plain = urls[0].replace("https://", "http://");
+    let args = ["--endpoint", &plain, "--ca-cert", ca, "status"];
+    expect_failure(&spectrum(&args), &args, "use https://");
+    let args = ["--endpoint", &plain, "status"];
+    expect_failure(&spectrum(&args), &args, "error: ");
+
+    // A CA of another cluster does not verify these nodes.
+    let other = dir.path().join("other");
+    ok(&["cert", "init", "--dir", other.to_str().unwrap()]);
+    let other_ca = other.join("ca.pem");
+    let args = ["--endpoint", &urls[0], "--ca-cert", other_ca.to_str().unwrap(), "status"];
+    expect_failure(&spectrum(&args), &args, "cannot reach");
+}

@@ -1,0 +1,161 @@
+//! A cluster over TLS, with certificates made by `spectrum::cert`: nodes replicate
+//! over mutual TLS, clients connect with the CA alone, and neither a certificate
+//! from another CA nor one naming another node gets a peer in.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use spectrum::cert::CertificateAuthority;
+use spectrum::client::{AckLevel, AdminClient};
+use spectrum::core::tls::TlsConfig;
+use spectrum::core::{PeerAddr, TransportConfig, transport};
+use spectrum::{Node, NodeBuilder};
+
+const CLUSTER: &str = "it-tls";
+const HOSTS: [&str; 2] = ["127.0.0.1", "localhost"];
+
+fn hosts() -> Vec<String> {
+    HOSTS.iter().map(|h| (*h).to_owned()).collect()
+}
+
+fn node_tls(ca: &CertificateAuthority, cert_for: &str) -> TlsConfig {
+    let cert = ca.issue(&cert_for.parse().unwrap(), &hosts()).unwrap();
+    TlsConfig::from_pem(ca.cert_pem(), cert.cert_pem, cert.key_pem).unwrap()
+}
+
+fn node(id: &str) -> NodeBuilder {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+    NodeBuilder::new(id.parse().unwrap(), CLUSTER.parse().unwrap())
+        .in_memory()
+        .drain_grace(Duration::ZERO)
+        .sync_interval(Duration::from_millis(100))
+}
+
+/// A client trusting `ca` and holding no certificate of its own.
+async fn client(ca: &CertificateAuthority, node: &Node) -> AdminClient {
+    let transport = TransportConfig::default().with_tls(TlsConfig::from_ca_pem(ca.cert_pem()).unwrap());
+    AdminClient::connect_with(node.addr(), None, &transport).await.expect("a TLS client connects")
+}
+
+/// Three nodes of one CA, each with its own certificate, seeded with each other.
+async fn tls_cluster(ca: &CertificateAuthority) -> Vec<Node> {
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(transport::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap());
+    }
+    let addrs: Vec<PeerAddr> = listeners.iter().map(transport::Listener::addr).collect();
+    let starts = listeners.into_iter().enumerate().map(|(i, listener)| {
+        let id = format!("node-{}", i + 1);
+        let seeds: Vec<PeerAddr> = addrs.iter().filter(|a| **a != addrs[i]).cloned().collect();
+        node(&id).tls(node_tls(ca, &id)).listener(listener).seeds(seeds).start()
+    });
+    futures::future::try_join_all(starts).await.expect("TLS nodes start")
+}
+
+/// Waits (up to 10 s) until `node`'s own store holds `key` with `value`.
+async fn wait_for_value(node: &Node, key: &str, value: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = node.store().get(key).await.unwrap().and_then(|r| r.value.map(|v| v.to_vec()));
+        if held.as_deref() == Some(value) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} never held {key} = {value:?} (holds {held:?})", node.id());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_over_mutual_tls_and_a_write_on_any_node_reaches_every_node() {
+    let ca = CertificateAuthority::generate().unwrap();
+    let nodes = tls_cluster(&ca).await;
+    for (i, writer) in nodes.iter().enumerate() {
+        let key = format!("settings/written-on-{}", i + 1);
+        let admin = client(&ca, writer).await;
+        admin.put(&key, b"over tls".to_vec(), AckLevel::All).await.expect("acknowledged by all over TLS");
+        for n in &nodes {
+            wait_for_value(n, &key, b"over tls").await;
+        }
+    }
+    let status = client(&ca, &nodes[2]).await.status().await.unwrap();
+    assert_eq!(status.members.len(), 3, "{:?}", status.members);
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_port_over_tls_refuses_plaintext_clients_and_clients_of_another_ca() {
+    let ca = CertificateAuthority::generate().unwrap();
+    let n = node("node-1").tls(node_tls(&ca, "node-1")).start().await.unwrap();
+    let plain = TransportConfig { connect_timeout: Duration::from_secs(1), ..TransportConfig::default() };
+    let refused = match AdminClient::connect_with(n.addr(), None, &plain).await {
+        Ok(c) => c.status().await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a plaintext client is not served");
+
+    let foreign = CertificateAuthority::generate().unwrap();
+    let stranger = TransportConfig::default().with_tls(TlsConfig::from_ca_pem(foreign.cert_pem()).unwrap());
+    assert!(
+        AdminClient::connect_with(n.addr(), None, &stranger).await.is_err(),
+        "a client trusting another CA does not accept the node's certificate"
+    );
+
+    // A client trusting the right CA but presenting a certificate of another CA is
+    // refused at the handshake.
+    let foreign_cert = foreign.issue(&"node-2".parse().unwrap(), &hosts()).unwrap();
+    let mixed = TransportConfig::default()
+        .with_tls(TlsConfig::from_pem(ca.cert_pem(), foreign_cert.cert_pem, foreign_cert.key_pem).unwrap());
+    let refused = match AdminClient::connect_with(n.addr(), None, &mixed).await {
+        Ok(c) => c.status().await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "a client certificate of a foreign CA is refused");
+    n.shutdown().await;
+}
+
+/// Checks, with `intruder` started and seeded with the cluster, that it neither
+/// became a member nor read what the cluster holds.
+async fn assert_kept_out(ca: &CertificateAuthority, nodes: &[Node], intruder: Node) {
+    let admin = client(ca, &nodes[0]).await;
+    admin.put("settings/members-only", b"members only".to_vec(), AckLevel::All).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for n in nodes {
+        let record = n.store().get(&format!("membership/{}", intruder.id())).await.unwrap();
+        assert!(record.is_none(), "{} lists the intruder as a member", n.id());
+    }
+    let read = intruder.store().get("settings/members-only").await.unwrap();
+    assert!(read.is_none(), "the intruder read the cluster's data");
+    intruder.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_a_certificate_of_a_foreign_ca_is_refused_at_the_handshake() {
+    let ca = CertificateAuthority::generate().unwrap();
+    let nodes = tls_cluster(&ca).await;
+    // The intruder trusts the cluster's CA (it knows the public certificate) but its
+    // own certificate, naming its own id, is signed by a CA of its own.
+    let foreign = CertificateAuthority::generate().unwrap();
+    let cert = foreign.issue(&"node-9".parse().unwrap(), &hosts()).unwrap();
+    let tls = TlsConfig::from_pem(ca.cert_pem(), cert.cert_pem, cert.key_pem).unwrap();
+    let intruder = node("node-9").tls(tls).seeds([nodes[0].addr().clone()]).start().await.unwrap();
+    assert_kept_out(&ca, &nodes, intruder).await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_certificate_claiming_another_node_s_id_is_unauthenticated() {
+    let ca = CertificateAuthority::generate().unwrap();
+    let nodes = tls_cluster(&ca).await;
+    // A genuine certificate of this CA, for node-2, used by a process that calls
+    // itself node-9: every replication call it makes claims node-9.
+    let intruder = node("node-9").tls(node_tls(&ca, "node-2")).seeds([nodes[0].addr().clone()]).start().await;
+    let intruder = intruder.unwrap();
+    assert_kept_out(&ca, &nodes, intruder).await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
