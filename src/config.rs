@@ -183,6 +183,13 @@ pub struct BalancerFileConfig {
     /// requests, and members that join are added.
     #[serde(default)]
     pub follow_membership: Option<bool>,
+    /// The cluster's certificates and the balancer's own (`spectrum cert issue
+    /// balancer --san HOST`): the balancer serves clients over TLS only (ALPN `h2`
+    /// and `http/1.1` on one port; client certificates are not required) and talks
+    /// TLS to the nodes, health checks and membership reads included. Absent,
+    /// plaintext on both sides.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
 }
 
 impl BalancerFileConfig {

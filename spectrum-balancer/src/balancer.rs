@@ -14,6 +14,7 @@ use spectrum_core::{Member, NodeId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, instrument, warn};
 
 use crate::config::{BackendConfig, BalancerConfig};
@@ -106,7 +107,9 @@ impl BalancerBuilder {
         let grace = self.config.shutdown_grace;
         let metrics_listen = self.config.metrics_listen;
         let serve_stats = self.config.serve_stats;
-        let pool = Pool::new(self.config);
+        let acceptor = self.config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+        let connector = self.config.upstream_tls.as_ref().map(crate::tls::connector).transpose()?;
+        let pool = Pool::new(self.config, connector);
         pool.set_backends(self.backends)?;
         let strategy = self.strategy.unwrap_or_else(|| Arc::new(RoundRobin::new()));
         let stats = serve_stats.then(|| BalancerStatsService::new(pool.clone()).into_server());
@@ -125,9 +128,10 @@ impl BalancerBuilder {
             tasks.push(tokio::spawn(poll_discovery(source, interval, Arc::downgrade(&pool))));
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let accept = tokio::spawn(accept_loop(listener, proxy, shutdown_rx, grace));
-        info!(%local_addr, "balancer listening");
-        Ok(BalancerHandle { local_addr, metrics_addr, pool, shutdown, accept: Some(accept), tasks })
+        let https = acceptor.is_some();
+        let accept = tokio::spawn(accept_loop(listener, acceptor, proxy, shutdown_rx, grace));
+        info!(%local_addr, tls = https, "balancer listening");
+        Ok(BalancerHandle { local_addr, https, metrics_addr, pool, shutdown, accept: Some(accept), tasks })
     }
 }
 
@@ -138,6 +142,8 @@ impl BalancerBuilder {
 #[derive(Debug)]
 pub struct BalancerHandle {
     local_addr: SocketAddr,
+    /// Whether the listener serves TLS.
+    https: bool,
     metrics_addr: Option<SocketAddr>,
     pool: Arc<Pool>,
     shutdown: watch::Sender<bool>,
@@ -152,9 +158,11 @@ impl BalancerHandle {
         self.local_addr
     }
 
-    /// The balancer's address as a URL, `http://IP:PORT`.
+    /// The balancer's address as a URL: `http://IP:PORT`, or `https://IP:PORT`
+    /// when it serves TLS ([`BalancerConfig::tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.local_addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
     }
 
     /// The address of the metrics listener, when
@@ -264,6 +272,7 @@ async fn poll_discovery(source: Arc<dyn Discovery>, interval: Duration, pool: We
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     proxy: Arc<Proxy>,
     mut shutdown: watch::Receiver<bool>,
     grace: std::time::Duration,
@@ -274,7 +283,7 @@ async fn accept_loop(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
-                    connections.spawn(serve_connection(server.clone(), stream, client, proxy.clone(), shutdown.clone()));
+                    connections.spawn(accept_connection(server.clone(), tls.clone(), stream, client, proxy.clone(), shutdown.clone()));
                 }
                 Err(error) => {
                     warn!(%error, "accept failed");
@@ -295,14 +304,38 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection(
+/// Longest a client may take to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one accepted connection, after its TLS handshake when `tls` is set.
+async fn accept_connection(
     server: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<TlsAcceptor>,
     stream: TcpStream,
     client: SocketAddr,
     proxy: Arc<Proxy>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return serve_connection(server, stream, client, proxy, shutdown).await;
+    };
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => serve_connection(server, stream, client, proxy, shutdown).await,
+        Ok(Err(error)) => debug!(%client, %error, "TLS handshake failed"),
+        Err(_) => debug!(%client, "TLS handshake timed out"),
+    }
+}
+
+async fn serve_connection<I>(
+    server: Arc<auto::Builder<TokioExecutor>>,
+    stream: I,
+    client: SocketAddr,
+    proxy: Arc<Proxy>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }

@@ -3,6 +3,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use spectrum_core::tls::TlsConfig;
 use spectrum_core::{Member, NodeId};
 
 use crate::error::BalancerError;
@@ -83,6 +84,17 @@ pub struct BalancerConfig {
     /// than one lets a busy backend's traffic use more than one core. Default 2;
     /// at least 1.
     pub upstream_connections: usize,
+    /// TLS for clients: the listener serves TLS only, with this certificate and
+    /// key, offering ALPN `h2` and `http/1.1` on the one port. With
+    /// [`ClientAuth::Required`](spectrum_core::tls::ClientAuth::Required), every
+    /// client presents a certificate chaining to its CA; with `Optional`, none is
+    /// needed. `None` (the default) serves plaintext (h2c and HTTP/1.1).
+    pub tls: Option<TlsConfig>,
+    /// TLS to the backends, for nodes that serve TLS: each backend's certificate
+    /// must chain to this CA and name the backend's IP address; its own certificate
+    /// (when it has one) is presented. Health checks use it too. `None` (the
+    /// default) speaks h2c.
+    pub upstream_tls: Option<TlsConfig>,
     /// Address of a separate plain HTTP listener serving Prometheus metrics at
     /// `/metrics`, or `None` for no metrics listener. Default `None`.
     pub metrics_listen: Option<SocketAddr>,
@@ -180,6 +192,8 @@ impl Default for BalancerConfig {
             metrics_listen: None,
             serve_stats: true,
             upstream_connections: 2,
+            tls: None,
+            upstream_tls: None,
         }
     }
 }

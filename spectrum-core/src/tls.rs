@@ -200,6 +200,17 @@ impl TlsConfig {
         &self.ca
     }
 
+    /// This configuration's own certificate chain and private key, PEM, when it
+    /// has them (for TLS stacks other than tonic's, such as the balancer's).
+    pub fn identity_pem(&self) -> Option<(&[u8], &[u8])> {
+        self.identity.as_ref().map(|Pem { cert, key }| (&cert[..], &key[..]))
+    }
+
+    /// Whether servers built with this configuration require client certificates.
+    pub fn requires_client_auth(&self) -> bool {
+        self.client_auth == ClientAuth::Required
+    }
+
     /// tonic's server configuration: this certificate, clients verified against
     /// the CA (required or optional as configured).
     ///

@@ -5,9 +5,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use spectrum::balancer::{BackendConfig, Balancer, BalancerConfig, BalancerHandle};
 use spectrum::cert::CertificateAuthority;
 use spectrum::client::{AckLevel, AdminClient};
-use spectrum::core::tls::TlsConfig;
+use spectrum::core::tls::{ClientAuth, TlsConfig};
 use spectrum::core::{PeerAddr, TransportConfig, transport};
 use spectrum::{Node, NodeBuilder};
 
@@ -158,4 +159,94 @@ async fn a_node_certificate_claiming_another_node_s_id_is_unauthenticated() {
     for n in nodes {
         n.shutdown().await;
     }
+}
+
+/// A balancer over `nodes` with TLS on both sides: its own certificate for
+/// clients, the cluster CA (and the same certificate) towards the nodes.
+async fn tls_balancer(ca: &CertificateAuthority, nodes: &[Node]) -> BalancerHandle {
+    let tls = node_tls(ca, "balancer");
+    let config = BalancerConfig {
+        health_interval: Duration::from_millis(100),
+        tls: Some(tls.clone().client_auth(ClientAuth::Optional)),
+        upstream_tls: Some(tls),
+        ..BalancerConfig::default()
+    };
+    let backends = nodes.iter().map(|n| BackendConfig::new(n.id().clone(), n.local_addr())).collect();
+    Balancer::builder(config).backends(backends).start().await.expect("a TLS balancer starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_terminates_tls_checks_nodes_over_tls_and_a_write_through_it_reaches_every_node() {
+    let ca = CertificateAuthority::generate().unwrap();
+    let nodes = tls_cluster(&ca).await;
+    let balancer = tls_balancer(&ca, &nodes).await;
+    assert!(balancer.url().starts_with("https://127.0.0.1:"), "{}", balancer.url());
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !balancer.stats().iter().all(|b| b.healthy) {
+        assert!(Instant::now() < deadline, "health checks over TLS never passed: {:?}", balancer.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let transport = TransportConfig::default().with_tls(TlsConfig::from_ca_pem(ca.cert_pem()).unwrap());
+    let addr: PeerAddr = balancer.local_addr().into();
+    let admin =
+        AdminClient::connect_with(&addr, None, &transport).await.expect("gRPC over TLS to the balancer");
+    for i in 0..6 {
+        let key = format!("settings/through-balancer-{i}");
+        admin
+            .put(&key, b"tls end to end".to_vec(), AckLevel::All)
+            .await
+            .expect("a write through the balancer");
+        for n in &nodes {
+            wait_for_value(n, &key, b"tls end to end").await;
+        }
+    }
+    let served: u64 = balancer.stats().iter().map(|b| b.requests).sum();
+    assert!(served >= 6, "{:?}", balancer.stats());
+
+    // HTTP/1.1 over TLS on the same port (ALPN http/1.1), proxied to a node.
+    let (alpn, response) = https1_get(&ca, balancer.local_addr(), "/healthz").await;
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    // A client that trusts another CA does not accept the balancer.
+    let foreign = CertificateAuthority::generate().unwrap();
+    let stranger = TransportConfig::default().with_tls(TlsConfig::from_ca_pem(foreign.cert_pem()).unwrap());
+    assert!(AdminClient::connect_with(&addr, None, &stranger).await.is_err());
+
+    balancer.shutdown().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+/// `GET path` over HTTP/1.1 and TLS (offering only ALPN `http/1.1`): the
+/// negotiated protocol and the whole response.
+async fn https1_get(ca: &CertificateAuthority, addr: SocketAddr, path: &str) -> (Option<Vec<u8>>, String) {
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake with the balancer");
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    (alpn, String::from_utf8_lossy(&response).into_owned())
 }

@@ -8,7 +8,8 @@ use serde::Serialize;
 use spectrum::auth::Token;
 use spectrum::balancer::strategy::RoundRobin;
 use spectrum::balancer::{BackendConfig, Balancer, BalancerConfig};
-use spectrum::config::{BalancerFileConfig, BalancerOverrides, load};
+use spectrum::config::{BalancerFileConfig, BalancerOverrides, TlsFiles, load};
+use spectrum::core::tls::ClientAuth;
 use spectrum::discovery::ManagementDiscovery;
 use spectrum::resolve::resolve;
 
@@ -38,9 +39,12 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
         health_interval_ms: args.health_interval_ms,
         token,
     });
+    let tls = cfg.tls.as_ref().map(TlsFiles::load).transpose()?;
     let config = BalancerConfig {
         listen: cfg.listen,
         health_interval: cfg.health_interval(),
+        tls: tls.clone().map(|t| t.client_auth(ClientAuth::Optional)),
+        upstream_tls: tls.clone(),
         ..BalancerConfig::default()
     };
     let mut builder = Balancer::builder(config)
@@ -50,6 +54,9 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
         let mut discovery = ManagementDiscovery::new(cfg.nodes.iter().map(|n| n.addr.clone()));
         if let Some(token) = cfg.token.clone() {
             discovery = discovery.with_token(token);
+        }
+        if let Some(tls) = tls {
+            discovery = discovery.with_tls(tls);
         }
         builder = builder.discovery(Arc::new(discovery), cfg.health_interval());
     }
