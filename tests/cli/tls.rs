@@ -27,7 +27,7 @@ fn mode(path: &Path) -> u32 {
 }
 
 #[test]
-fn two_nodes_over_tls_with_certificates_from_the_command_serve_the_cli_with_ca_cert() {
+fn two_nodes_and_a_balancer_over_tls_with_certificates_from_the_command_serve_the_cli_with_ca_cert() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     let certs_arg = certs.to_str().unwrap();
@@ -94,6 +94,54 @@ fn two_nodes_over_tls_with_certificates_from_the_command_serve_the_cli_with_ca_c
     ok(&["--endpoint", &urls[0], "--ca-cert", ca, "config", "put", "settings/tls", "on", "--ack", "all"]);
     let got = ok(&["--endpoint", &urls[1], "--ca-cert", ca, "config", "get", "settings/tls"]);
     assert_eq!(got.trim(), "on", "a write on one node is read on the other");
+
+    // A balancer with its own certificate, TLS to clients and to the nodes.
+    ok(&["cert", "issue", "balancer", "--dir", certs_arg, "--san", "127.0.0.1"]);
+    let balancer_port = free_ports(1)[0];
+    let mut text = format!(
+        "listen = \"127.0.0.1:{balancer_port}\"\nhealth_interval_ms = 200\n\
+         tls = {{ ca = {ca:?}, cert = {:?}, key = {:?} }}\n",
+        certs.join("balancer.pem").to_str().unwrap(),
+        certs.join("balancer.key").to_str().unwrap(),
+    );
+    for (i, port) in ports.iter().enumerate() {
+        text.push_str(&format!("[[nodes]]\nid = \"node-{}\"\naddr = \"127.0.0.1:{port}\"\n", i + 1));
+    }
+    let file = dir.path().join("balancer.toml");
+    std::fs::write(&file, text).unwrap();
+    let line =
+        spawn(&mut processes, &["balancer", "--config"], &file, &dir.path().join("balancer.log")).unwrap();
+    let balancer = line["balancer"].as_str().unwrap().to_owned();
+    assert_eq!(balancer, format!("https://127.0.0.1:{balancer_port}"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = spectrum(&["--endpoint", &balancer, "--ca-cert", ca, "--json", "status"]);
+        let healthy = out.status.success()
+            && serde_json::from_slice::<Value>(&out.stdout).unwrap()["balancer"]["nodes"]
+                .as_array()
+                .is_some_and(|b| b.len() == 2 && b.iter().all(|n| n["healthy"] == true));
+        if healthy {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the balancer never saw both nodes healthy: {}", stderr(&out));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ok(&[
+        "--endpoint",
+        &balancer,
+        "--ca-cert",
+        ca,
+        "config",
+        "put",
+        "settings/via",
+        "balancer",
+        "--ack",
+        "all",
+    ]);
+    for url in &urls {
+        let got = ok(&["--endpoint", url, "--ca-cert", ca, "config", "get", "settings/via"]);
+        assert_eq!(got.trim(), "balancer", "a write through the TLS balancer reaches {url}");
+    }
 
     let args = ["--endpoint", &urls[0], "status"];
     expect_failure(&spectrum(&args), &args, "needs --ca-cert");
