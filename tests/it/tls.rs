@@ -113,6 +113,11 @@ async fn a_node_port_over_tls_refuses_plaintext_clients_and_clients_of_another_c
         Err(_) => true,
     };
     assert!(refused, "a client certificate of a foreign CA is refused");
+
+    // Plain HTTP/1.1 over TLS (no ALPN offered) reaches /healthz on the node's port.
+    let (alpn, response) = https1_get(&ca, n.local_addr(), "/healthz", &[]).await;
+    assert_eq!(alpn, None);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     n.shutdown().await;
 }
 
@@ -206,7 +211,7 @@ async fn a_balancer_terminates_tls_checks_nodes_over_tls_and_a_write_through_it_
     assert!(served >= 6, "{:?}", balancer.stats());
 
     // HTTP/1.1 over TLS on the same port (ALPN http/1.1), proxied to a node.
-    let (alpn, response) = https1_get(&ca, balancer.local_addr(), "/healthz").await;
+    let (alpn, response) = https1_get(&ca, balancer.local_addr(), "/healthz", &[b"http/1.1"]).await;
     assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 
@@ -221,9 +226,14 @@ async fn a_balancer_terminates_tls_checks_nodes_over_tls_and_a_write_through_it_
     }
 }
 
-/// `GET path` over HTTP/1.1 and TLS (offering only ALPN `http/1.1`): the
-/// negotiated protocol and the whole response.
-async fn https1_get(ca: &CertificateAuthority, addr: SocketAddr, path: &str) -> (Option<Vec<u8>>, String) {
+/// `GET path` over HTTP/1.1 and TLS, offering `alpn`: the negotiated protocol and
+/// the whole response.
+async fn https1_get(
+    ca: &CertificateAuthority,
+    addr: SocketAddr,
+    path: &str,
+    alpn: &[&[u8]],
+) -> (Option<Vec<u8>>, String) {
     use rustls_pki_types::pem::PemObject;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::rustls;
@@ -238,7 +248,7 @@ async fn https1_get(ca: &CertificateAuthority, addr: SocketAddr, path: &str) -> 
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
