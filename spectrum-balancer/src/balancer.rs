@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use spectrum_core::tls::TlsConfig;
 use spectrum_core::{Member, NodeId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -25,6 +26,7 @@ use crate::pool::Pool;
 use crate::proxy::Proxy;
 use crate::stats::{BackendStats, BalancerStatsService};
 use crate::strategy::{BalancingStrategy, RoundRobin};
+use crate::tls::SharedAcceptor;
 
 /// The load balancer. Start one with [`Balancer::builder`].
 #[derive(Debug)]
@@ -108,6 +110,7 @@ impl BalancerBuilder {
         let metrics_listen = self.config.metrics_listen;
         let serve_stats = self.config.serve_stats;
         let acceptor = self.config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+        let acceptor = acceptor.map(|a| Arc::new(SharedAcceptor::new(a)));
         let connector = self.config.upstream_tls.as_ref().map(crate::tls::connector).transpose()?;
         let pool = Pool::new(self.config, connector);
         pool.set_backends(self.backends)?;
@@ -128,10 +131,10 @@ impl BalancerBuilder {
             tasks.push(tokio::spawn(poll_discovery(source, interval, Arc::downgrade(&pool))));
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let https = acceptor.is_some();
+        let tls = acceptor.clone();
         let accept = tokio::spawn(accept_loop(listener, acceptor, proxy, shutdown_rx, grace));
-        info!(%local_addr, tls = https, "balancer listening");
-        Ok(BalancerHandle { local_addr, https, metrics_addr, pool, shutdown, accept: Some(accept), tasks })
+        info!(%local_addr, tls = tls.is_some(), "balancer listening");
+        Ok(BalancerHandle { local_addr, tls, metrics_addr, pool, shutdown, accept: Some(accept), tasks })
     }
 }
 
@@ -142,8 +145,8 @@ impl BalancerBuilder {
 #[derive(Debug)]
 pub struct BalancerHandle {
     local_addr: SocketAddr,
-    /// Whether the listener serves TLS.
-    https: bool,
+    /// The listener's TLS, replaceable while serving.
+    tls: Option<Arc<SharedAcceptor>>,
     metrics_addr: Option<SocketAddr>,
     pool: Arc<Pool>,
     shutdown: watch::Sender<bool>,
@@ -161,8 +164,26 @@ impl BalancerHandle {
     /// The balancer's address as a URL: `http://IP:PORT`, or `https://IP:PORT`
     /// when it serves TLS ([`BalancerConfig::tls`]).
     pub fn url(&self) -> String {
-        let scheme = if self.https { "https" } else { "http" };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// Serves `tls`'s certificate (and its CA for client certificates) to every
+    /// client connection accepted from now on; open connections keep theirs. For
+    /// certificate rotation without a restart. The certificate presented to nodes
+    /// ([`BalancerConfig::upstream_tls`]) is the one the balancer started with.
+    ///
+    /// # Errors
+    ///
+    /// [`BalancerError::Tls`] when the balancer was started without TLS or `tls`
+    /// cannot be served (the current certificate stays).
+    pub fn set_tls(&self, tls: &TlsConfig) -> Result<(), BalancerError> {
+        let shared = self.tls.as_ref().ok_or_else(|| BalancerError::Tls {
+            field: "tls",
+            reason: "the balancer was started without TLS".into(),
+        })?;
+        shared.replace(crate::tls::acceptor(tls)?);
+        Ok(())
     }
 
     /// The address of the metrics listener, when
@@ -272,7 +293,7 @@ async fn poll_discovery(source: Arc<dyn Discovery>, interval: Duration, pool: We
 
 async fn accept_loop(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<SharedAcceptor>>,
     proxy: Arc<Proxy>,
     mut shutdown: watch::Receiver<bool>,
     grace: std::time::Duration,
@@ -283,7 +304,8 @@ async fn accept_loop(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
-                    connections.spawn(accept_connection(server.clone(), tls.clone(), stream, client, proxy.clone(), shutdown.clone()));
+                    let tls = tls.as_ref().map(|t| t.current());
+                    connections.spawn(accept_connection(server.clone(), tls, stream, client, proxy.clone(), shutdown.clone()));
                 }
                 Err(error) => {
                     warn!(%error, "accept failed");

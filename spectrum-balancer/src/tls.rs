@@ -56,6 +56,30 @@ pub(crate) fn acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, BalancerError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The listener's acceptor, replaceable while the balancer serves.
+pub(crate) struct SharedAcceptor(parking_lot::RwLock<TlsAcceptor>);
+
+impl SharedAcceptor {
+    pub(crate) fn new(acceptor: TlsAcceptor) -> Self {
+        Self(parking_lot::RwLock::new(acceptor))
+    }
+
+    /// The acceptor for the next connection.
+    pub(crate) fn current(&self) -> TlsAcceptor {
+        self.0.read().clone()
+    }
+
+    pub(crate) fn replace(&self, acceptor: TlsAcceptor) {
+        *self.0.write() = acceptor;
+    }
+}
+
+impl std::fmt::Debug for SharedAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedAcceptor(..)")
+    }
+}
+
 /// TLS to backends (a [`TlsConnector`], which shows nothing when debugged).
 #[derive(Clone)]
 pub(crate) struct Connector(pub(crate) TlsConnector);

@@ -20,8 +20,14 @@
 //!   when they have one.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::StreamExt;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -84,6 +90,16 @@ pub struct TlsConfig {
     ca: Arc<[u8]>,
     identity: Option<Pem>,
     client_auth: ClientAuth,
+    /// The files it was read from, for [`reload`](Self::reload).
+    files: Option<Arc<TlsPaths>>,
+}
+
+/// Where a [`TlsConfig`] read by [`TlsConfig::from_files`] came from.
+#[derive(Debug)]
+struct TlsPaths {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 /// A certificate chain and its private key, PEM.
@@ -129,7 +145,7 @@ impl TlsConfig {
     pub fn from_ca_pem(ca_pem: impl Into<Vec<u8>>) -> Result<Self, CoreError> {
         let ca: Vec<u8> = ca_pem.into();
         check_certs("CA certificate", &ca)?;
-        let tls = Self { ca: ca.into(), identity: None, client_auth: ClientAuth::default() };
+        let tls = Self { ca: ca.into(), identity: None, client_auth: ClientAuth::default(), files: None };
         tls.check_client()?;
         Ok(tls)
     }
@@ -172,7 +188,38 @@ impl TlsConfig {
     ///
     /// [`CoreError::Tls`] naming the file that cannot be read or parsed.
     pub fn from_files(ca: &Path, cert: &Path, key: &Path) -> Result<Self, CoreError> {
-        Self::from_pem(read("CA certificate", ca)?, read("certificate", cert)?, read("private key", key)?)
+        let mut tls = Self::from_pem(
+            read("CA certificate", ca)?,
+            read("certificate", cert)?,
+            read("private key", key)?,
+        )?;
+        tls.files =
+            Some(Arc::new(TlsPaths { ca: ca.to_owned(), cert: cert.to_owned(), key: key.to_owned() }));
+        Ok(tls)
+    }
+
+    /// This configuration read again from the files it came from (see
+    /// [`from_files`](Self::from_files)), keeping its [`ClientAuth`]: for certificate
+    /// rotation. `None` when it was not read from files.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::Tls`] naming the file that cannot be read or parsed.
+    pub fn reload(&self) -> Option<Result<Self, CoreError>> {
+        let files = self.files.as_ref()?;
+        Some(Self::from_files(&files.ca, &files.cert, &files.key).map(|t| t.client_auth(self.client_auth)))
+    }
+
+    /// The newest modification time among the files it came from, or `None` (not
+    /// from files, or unreadable): poll it to reload when the files change.
+    pub fn files_modified(&self) -> Option<std::time::SystemTime> {
+        let files = self.files.as_ref()?;
+        [&files.ca, &files.cert, &files.key]
+            .into_iter()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect::<Option<Vec<_>>>()?
+            .into_iter()
+            .max()
     }
 
     /// Builds a client once, so that a configuration that exists also connects.
@@ -241,6 +288,110 @@ impl TlsConfig {
         }
         config
     }
+}
+
+/// A TLS listener's configuration that can be replaced while it serves: each new
+/// connection is accepted with the newest one (open connections keep theirs).
+/// Certificates rotate without a restart this way; tonic's own server TLS is fixed
+/// when the server starts.
+///
+/// It offers ALPN `h2` and `http/1.1` and verifies client certificates against the
+/// CA (required or optional as the [`TlsConfig`] says); tonic reads the peer's
+/// certificates from the streams it yields (`tonic::Request::peer_certs`).
+#[derive(Clone)]
+pub struct ReloadableServerTls {
+    current: Arc<parking_lot::RwLock<Arc<rustls::ServerConfig>>>,
+}
+
+impl fmt::Debug for ReloadableServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReloadableServerTls(..)")
+    }
+}
+
+/// Longest a client may take to complete its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ReloadableServerTls {
+    /// A listener configuration serving `tls`'s certificate.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::Tls`] when `tls` has no certificate of its own or rustls refuses it.
+    pub fn new(tls: &TlsConfig) -> Result<Self, CoreError> {
+        Ok(Self { current: Arc::new(parking_lot::RwLock::new(server_config(tls)?)) })
+    }
+
+    /// Serves `tls` to every connection accepted from now on.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::Tls`] as [`new`](Self::new); the current configuration stays.
+    pub fn replace(&self, tls: &TlsConfig) -> Result<(), CoreError> {
+        *self.current.write() = server_config(tls)?;
+        Ok(())
+    }
+
+    /// The TLS connections completed on `incoming`, for tonic's
+    /// `serve_with_incoming`. Handshakes run concurrently (a slow client holds up no
+    /// other) and fail after 10 s; a failed one is dropped. The listener closes
+    /// when the returned stream is dropped.
+    pub fn incoming(
+        &self,
+        mut incoming: tonic::transport::server::TcpIncoming,
+    ) -> impl tokio_stream::Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let current = self.current.clone();
+        tokio::spawn(async move {
+            loop {
+                let tcp = tokio::select! {
+                    () = tx.closed() => return,
+                    next = incoming.next() => match next {
+                        Some(Ok(tcp)) => tcp,
+                        Some(Err(_)) => continue,
+                        None => return,
+                    },
+                };
+                let acceptor = tokio_rustls::TlsAcceptor::from(current.read().clone());
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                });
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+/// rustls's server configuration for `tls`: its certificate, client certificates
+/// verified against its CA, ALPN `h2` and `http/1.1`.
+fn server_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, CoreError> {
+    let err = |e: &dyn fmt::Display| invalid("server", e);
+    let Pem { cert, key } =
+        tls.identity.as_ref().ok_or_else(|| invalid("server", "a TLS server needs a certificate and key"))?;
+    let chain = CertificateDer::pem_slice_iter(cert).collect::<Result<Vec<_>, _>>().map_err(|e| err(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| err(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(&tls.ca) {
+        roots.add(ca.map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let verifier = match tls.client_auth {
+        ClientAuth::Required => verifier,
+        ClientAuth::Optional => verifier.allow_unauthenticated(),
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(&e))?
+        .with_client_cert_verifier(verifier.build().map_err(|e| err(&e))?)
+        .with_single_cert(chain, key)
+        .map_err(|e| err(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// A tonic error with its causes, which its own text leaves out.

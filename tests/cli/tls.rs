@@ -143,6 +143,39 @@ fn two_nodes_and_a_balancer_over_tls_with_certificates_from_the_command_serve_th
         assert_eq!(got.trim(), "balancer", "a write through the TLS balancer reaches {url}");
     }
 
+    // Rotation: new certificates for node-1 and the balancer are picked up from the
+    // files (node-1 on SIGHUP, the balancer when it sees them change), while
+    // requests through the balancer keep succeeding.
+    let node_port: u16 = urls[0].rsplit(':').next().unwrap().parse().unwrap();
+    let before = (served_certificate(ca, node_port), served_certificate(ca, balancer_port));
+    for name in ["node-1", "balancer"] {
+        std::fs::remove_file(certs.join(format!("{name}.pem"))).unwrap();
+        std::fs::remove_file(certs.join(format!("{name}.key"))).unwrap();
+        ok(&["cert", "issue", name, "--dir", certs_arg, "--san", "127.0.0.1", "--san", "localhost"]);
+    }
+    #[cfg(unix)]
+    {
+        let pid = processes.0[0].id().to_string();
+        let hup = std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(hup.success());
+    }
+    let wanted = (pem_der(&certs.join("node-1.pem")), pem_der(&certs.join("balancer.pem")));
+    assert_ne!(before, wanted);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut requests = 0;
+    while (served_certificate(ca, node_port), served_certificate(ca, balancer_port)) != wanted {
+        assert!(Instant::now() < deadline, "the rotated certificates were never served");
+        ok(&["--endpoint", &balancer, "--ca-cert", ca, "config", "get", "settings/via"]);
+        requests += 1;
+    }
+    ok(&["--endpoint", &balancer, "--ca-cert", ca, "config", "get", "settings/via"]);
+    ok(&["--endpoint", &urls[0], "--ca-cert", ca, "config", "get", "settings/via"]);
+    eprintln!("{requests} requests during the rotation, none failed");
+    let log = |name: &str| std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap();
+    #[cfg(unix)]
+    assert!(log("node-1").contains("SIGHUP"), "node-1 reloaded on SIGHUP: {}", log("node-1"));
+    assert!(log("balancer").contains("the files changed"), "{}", log("balancer"));
+
     let args = ["--endpoint", &urls[0], "status"];
     expect_failure(&spectrum(&args), &args, "needs --ca-cert");
     let plain = urls[0].replace("https://", "http://");
@@ -157,4 +190,34 @@ fn two_nodes_and_a_balancer_over_tls_with_certificates_from_the_command_serve_th
     let other_ca = other.join("ca.pem");
     let args = ["--endpoint", &urls[0], "--ca-cert", other_ca.to_str().unwrap(), "status"];
     expect_failure(&spectrum(&args), &args, "cannot reach");
+}
+
+fn pem_der(path: &Path) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_file(path).unwrap().to_vec()
+}
+
+/// The leaf certificate (DER) served on `127.0.0.1:port` now, verified with `ca`.
+fn served_certificate(ca: &str, port: u16) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let name = rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+        let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        tls.get_ref().1.peer_certificates().expect("a server certificate")[0].to_vec()
+    })
 }

@@ -114,9 +114,12 @@ async fn a_node_port_over_tls_refuses_plaintext_clients_and_clients_of_another_c
     };
     assert!(refused, "a client certificate of a foreign CA is refused");
 
-    // Plain HTTP/1.1 over TLS (no ALPN offered) reaches /healthz on the node's port.
+    // HTTP/1.1 over TLS reaches /healthz and /readyz on the node's port.
     let (alpn, response) = https1_get(&ca, n.local_addr(), "/healthz", &[]).await;
     assert_eq!(alpn, None);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let (alpn, response) = https1_get(&ca, n.local_addr(), "/readyz", &[b"http/1.1"]).await;
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]), "a node offers ALPN http/1.1 beside h2");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     n.shutdown().await;
 }
@@ -259,4 +262,65 @@ async fn https1_get(
     let mut response = Vec::new();
     let _ = tls.read_to_end(&mut response).await;
     (alpn, String::from_utf8_lossy(&response).into_owned())
+}
+
+/// The leaf certificate (DER) the TLS server at `addr` presents now.
+async fn served_certificate(ca: &str, addr: SocketAddr) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    tls.get_ref().1.peer_certificates().expect("a server certificate")[0].to_vec()
+}
+
+fn pem_to_der(pem: &[u8]) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem).unwrap().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serves_its_rotated_certificate_after_reload_without_dropping_open_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = spectrum::cert::init_dir(dir.path()).unwrap();
+    let id = "node-1".parse().unwrap();
+    let first = spectrum::cert::issue_in_dir(dir.path(), &id, &hosts()).unwrap();
+    let tls = TlsConfig::from_files(&ca.cert, &first.cert, &first.key).unwrap();
+    let n = node("node-1").tls(tls).start().await.unwrap();
+    let ca_pem = std::fs::read_to_string(&ca.cert).unwrap();
+    let old = std::fs::read(&first.cert).unwrap();
+    assert_eq!(served_certificate(&ca_pem, n.local_addr()).await, pem_to_der(&old));
+
+    let transport = TransportConfig::default().with_tls(TlsConfig::from_ca_pem(ca_pem.clone()).unwrap());
+    let open = AdminClient::connect_with(n.addr(), None, &transport).await.unwrap();
+    open.put("settings/before", b"1".to_vec(), AckLevel::Local).await.unwrap();
+
+    std::fs::remove_file(&first.cert).unwrap();
+    std::fs::remove_file(&first.key).unwrap();
+    let second = spectrum::cert::issue_in_dir(dir.path(), &id, &hosts()).unwrap();
+    assert!(n.reload_tls().expect("the new files load"), "TLS from files reloads");
+    let new = std::fs::read(&second.cert).unwrap();
+    assert_ne!(old, new);
+    assert_eq!(served_certificate(&ca_pem, n.local_addr()).await, pem_to_der(&new), "new connections");
+    open.put("settings/after", b"2".to_vec(), AckLevel::Local)
+        .await
+        .expect("the open connection still works");
+
+    // A bad file is refused and the current certificate stays.
+    std::fs::write(&second.key, "not a key").unwrap();
+    assert!(n.reload_tls().is_err());
+    assert_eq!(served_certificate(&ca_pem, n.local_addr()).await, pem_to_der(&new));
+    n.shutdown().await;
 }

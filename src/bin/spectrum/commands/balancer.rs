@@ -9,11 +9,11 @@ use spectrum::auth::Token;
 use spectrum::balancer::strategy::RoundRobin;
 use spectrum::balancer::{BackendConfig, Balancer, BalancerConfig};
 use spectrum::config::{BalancerFileConfig, BalancerOverrides, TlsFiles, load};
-use spectrum::core::tls::ClientAuth;
+use spectrum::core::tls::{ClientAuth, TlsConfig};
 use spectrum::discovery::ManagementDiscovery;
 use spectrum::resolve::resolve;
 
-use super::{init_tracing, wait_for_signal};
+use super::{init_tracing, reload_tls_on_change, wait_for_signal};
 use crate::cli::BalancerArgs;
 use crate::output::emit;
 
@@ -40,6 +40,7 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
         token,
     });
     let tls = cfg.tls.as_ref().map(TlsFiles::load).transpose()?;
+    let files = tls.clone();
     let config = BalancerConfig {
         listen: cfg.listen,
         health_interval: cfg.health_interval(),
@@ -55,14 +56,26 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
         if let Some(token) = cfg.token.clone() {
             discovery = discovery.with_token(token);
         }
-        if let Some(tls) = tls {
+        if let Some(tls) = tls.clone() {
             discovery = discovery.with_tls(tls);
         }
         builder = builder.discovery(Arc::new(discovery), cfg.health_interval());
     }
     let handle = builder.start().await?;
     emit(&BalancerStarted { balancer: &handle.url() }, true)?;
-    wait_for_signal().await?;
+    let reload = async {
+        match &files {
+            Some(tls) => {
+                let apply = |t: TlsConfig| handle.set_tls(&t.client_auth(ClientAuth::Optional));
+                reload_tls_on_change(tls, |t| apply(t).map_err(|e| e.to_string())).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = wait_for_signal() => r?,
+        () = reload => {}
+    }
     handle.shutdown().await;
     Ok(())
 }

@@ -13,6 +13,8 @@ use spectrum::core::tls::TlsConfig;
 use spectrum::core::{PeerAddr, TransportConfig};
 use tonic::transport::Channel;
 
+use tracing::{info, warn};
+
 use crate::cli::{Cli, Command, Endpoint, NodeArgs};
 use crate::output::emit;
 
@@ -106,6 +108,42 @@ impl fmt::Display for GeneratedKey {
 
 fn generate_key(json: bool) -> Result<()> {
     emit(&GeneratedKey { cluster_key: spectrum::resources::ClusterKey::generate().to_hex() }, json)
+}
+
+/// How often a TLS process looks at its certificate files' modification times.
+const TLS_FILE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads the certificate files of `tls` again on SIGHUP and when they change, and
+/// hands each new configuration to `apply` (a failure keeps the current one, with
+/// a warning). Never returns.
+async fn reload_tls_on_change(tls: &TlsConfig, apply: impl Fn(TlsConfig) -> Result<(), String>) {
+    let Some(mut seen) = tls.files_modified() else { return std::future::pending().await };
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut poll = tokio::time::interval(TLS_FILE_POLL);
+    loop {
+        #[cfg(unix)]
+        let hangup = async {
+            match hangup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hangup = std::future::pending::<Option<()>>();
+        let why = tokio::select! {
+            _ = hangup => "SIGHUP",
+            _ = poll.tick() => match tls.files_modified() {
+                Some(now) if now != seen => { seen = now; "the files changed" }
+                _ => continue,
+            },
+        };
+        match tls.reload().map(|r| r.map_err(|e| e.to_string()).and_then(&apply)) {
+            Some(Ok(())) => info!(reason = why, "reloaded the TLS certificate files"),
+            Some(Err(e)) => warn!(reason = why, error = %e, "kept the current TLS certificate"),
+            None => {}
+        }
+    }
 }
 
 /// Waits for Ctrl-C or, on Unix, SIGTERM.

@@ -12,7 +12,7 @@ use spectrum::config::{NodeFileConfig, NodeOverrides, load};
 use spectrum::resources::ClusterKey;
 use tracing::warn;
 
-use super::{init_tracing, wait_for_signal};
+use super::{init_tracing, reload_tls_on_change, wait_for_signal};
 use crate::cli::{NodeAction, NodeArgs};
 use crate::output::emit;
 
@@ -77,8 +77,9 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
     if let Some(dir) = cfg.data_dir.clone() {
         builder = builder.data_dir(dir);
     }
-    if let Some(files) = &cfg.tls {
-        builder = builder.tls(files.load()?);
+    let tls = cfg.tls.as_ref().map(|files| files.load()).transpose()?;
+    if let Some(tls) = tls.clone() {
+        builder = builder.tls(tls);
     }
     let node = builder.start().await?;
     // Over TLS the node is reached with https:// (membership keeps http://).
@@ -87,7 +88,16 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
         None => node.url().to_owned(),
     };
     emit(&NodeStarted { node: node.id().as_str(), cluster: cfg.cluster.as_str(), addr: &url }, true)?;
-    wait_for_signal().await?;
+    let reload = async {
+        match &tls {
+            Some(tls) => reload_tls_on_change(tls, |t| node.set_tls(t).map_err(|e| e.to_string())).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = wait_for_signal() => r?,
+        () = reload => {}
+    }
     node.shutdown().await;
     Ok(())
 }
