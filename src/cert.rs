@@ -159,13 +159,33 @@ impl CertificateAuthority {
     pub fn issue(&self, id: &NodeId, hosts: &[String]) -> Result<IssuedCert, CertError> {
         let mut names = vec![node_dns_name(id)];
         names.extend(hosts.iter().filter(|h| !h.is_empty()).cloned());
+        let usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        self.sign(id.as_str(), names, usages)
+    }
+
+    /// A server-only certificate (a balancer's) for `hosts`: it names no node id and
+    /// is not valid as a client certificate, so its key can never pass for a node.
+    ///
+    /// # Errors
+    ///
+    /// [`CertError::Generate`] when a host is neither an IP address nor a DNS name.
+    pub fn issue_server(&self, name: &str, hosts: &[String]) -> Result<IssuedCert, CertError> {
+        let names = hosts.iter().filter(|h| !h.is_empty()).cloned().collect::<Vec<_>>();
+        self.sign(name, names, vec![ExtendedKeyUsagePurpose::ServerAuth])
+    }
+
+    fn sign(
+        &self,
+        common_name: &str,
+        names: Vec<String>,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+    ) -> Result<IssuedCert, CertError> {
         let mut params = CertificateParams::new(names).map_err(gen_err("subject alternative names"))?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, id.as_str());
+        dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = usages;
         let key = KeyPair::generate().map_err(gen_err("node key"))?;
         let cert = params.signed_by(&key, &self.issuer).map_err(gen_err("node certificate"))?;
         Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
@@ -203,6 +223,24 @@ pub fn init_dir(dir: &Path) -> Result<CertPaths, CertError> {
 /// [`CertError::Io`] when the CA cannot be read or the files written;
 /// [`CertError::Exists`] when they exist; [`CertError::Generate`] for a bad host.
 pub fn issue_in_dir(dir: &Path, id: &NodeId, hosts: &[String]) -> Result<CertPaths, CertError> {
+    issue_with(dir, id, |ca| ca.issue(id, hosts))
+}
+
+/// Issues a server-only certificate (see [`CertificateAuthority::issue_server`]) as
+/// `<name>.pem` and `<name>.key` with the CA in `dir`: for a balancer.
+///
+/// # Errors
+///
+/// As [`issue_in_dir`].
+pub fn issue_server_in_dir(dir: &Path, name: &NodeId, hosts: &[String]) -> Result<CertPaths, CertError> {
+    issue_with(dir, name, |ca| ca.issue_server(name.as_str(), hosts))
+}
+
+fn issue_with(
+    dir: &Path,
+    id: &NodeId,
+    issue: impl FnOnce(&CertificateAuthority) -> Result<IssuedCert, CertError>,
+) -> Result<CertPaths, CertError> {
     let read = |name: &str| {
         let path = dir.join(name);
         std::fs::read_to_string(&path).map_err(|source| CertError::Io { path, source })
@@ -210,7 +248,7 @@ pub fn issue_in_dir(dir: &Path, id: &NodeId, hosts: &[String]) -> Result<CertPat
     let ca = CertificateAuthority::from_pem(read(CA_CERT_FILE)?, &read(CA_KEY_FILE)?)?;
     let paths = CertPaths { cert: dir.join(format!("{id}.pem")), key: dir.join(format!("{id}.key")) };
     refuse_existing(&paths)?;
-    let issued = ca.issue(id, hosts)?;
+    let issued = issue(&ca)?;
     write_pair(dir, &paths, &issued.cert_pem, &issued.key_pem)?;
     Ok(paths)
 }
@@ -261,6 +299,13 @@ mod tests {
         let cert = ca.issue(&"node-1".parse().unwrap(), &["127.0.0.1".into()]).unwrap();
         assert!(certificate_names_node(&der(&cert.cert_pem), "node-1"));
         assert!(!certificate_names_node(&der(&cert.cert_pem), "node-2"));
+    }
+
+    #[test]
+    fn a_server_only_certificate_names_no_node() {
+        let ca = CertificateAuthority::generate().unwrap();
+        let cert = ca.issue_server("balancer", &["127.0.0.1".into()]).unwrap();
+        assert!(!certificate_names_node(&der(&cert.cert_pem), "balancer"));
     }
 
     #[test]

@@ -186,8 +186,9 @@ pub struct BalancerFileConfig {
     /// The cluster's certificates and the balancer's own (`spectrum cert issue
     /// balancer --san HOST`): the balancer serves clients over TLS only (ALPN `h2`
     /// and `http/1.1` on one port; client certificates are not required) and talks
-    /// TLS to the nodes, health checks and membership reads included. Absent,
-    /// plaintext on both sides.
+    /// TLS to the nodes, health checks and membership reads included, verifying them
+    /// with the CA (it presents no certificate to them). Absent, plaintext on both
+    /// sides.
     #[serde(default)]
     pub tls: Option<TlsFiles>,
 }

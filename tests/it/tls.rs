@@ -169,14 +169,15 @@ async fn a_node_certificate_claiming_another_node_s_id_is_unauthenticated() {
     }
 }
 
-/// A balancer over `nodes` with TLS on both sides: its own certificate for
-/// clients, the cluster CA (and the same certificate) towards the nodes.
+/// A balancer over `nodes` with TLS on both sides: its own server-only certificate
+/// for clients, the cluster CA towards the nodes.
 async fn tls_balancer(ca: &CertificateAuthority, nodes: &[Node]) -> BalancerHandle {
-    let tls = node_tls(ca, "balancer");
+    let cert = ca.issue_server("balancer", &hosts()).unwrap();
+    let tls = TlsConfig::from_pem(ca.cert_pem(), cert.cert_pem, cert.key_pem).unwrap();
     let config = BalancerConfig {
         health_interval: Duration::from_millis(100),
-        tls: Some(tls.clone().client_auth(ClientAuth::Optional)),
-        upstream_tls: Some(tls),
+        tls: Some(tls.client_auth(ClientAuth::Optional)),
+        upstream_tls: Some(TlsConfig::from_ca_pem(ca.cert_pem()).unwrap()),
         ..BalancerConfig::default()
     };
     let backends = nodes.iter().map(|n| BackendConfig::new(n.id().clone(), n.local_addr())).collect();
@@ -323,4 +324,59 @@ async fn a_node_serves_its_rotated_certificate_after_reload_without_dropping_ope
     assert!(n.reload_tls().is_err());
     assert_eq!(served_certificate(&ca_pem, n.local_addr()).await, pem_to_der(&new));
     n.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_s_server_only_certificate_does_not_pass_for_a_node() {
+    let ca = CertificateAuthority::generate().unwrap();
+    let nodes = tls_cluster(&ca).await;
+    let cert = ca.issue_server("balancer", &hosts()).unwrap();
+    let tls = TlsConfig::from_pem(ca.cert_pem(), cert.cert_pem, cert.key_pem).unwrap();
+    let intruder = node("balancer").tls(tls).seeds([nodes[0].addr().clone()]).start().await.unwrap();
+    assert_kept_out(&ca, &nodes, intruder).await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_requiring_client_certificates_refuses_clients_the_cluster_did_not_issue() {
+    let ca = CertificateAuthority::generate().unwrap();
+    let nodes = tls_cluster(&ca).await;
+    let cert = ca.issue_server("balancer", &hosts()).unwrap();
+    let config = BalancerConfig {
+        tls: Some(TlsConfig::from_pem(ca.cert_pem(), cert.cert_pem, cert.key_pem).unwrap()),
+        upstream_tls: Some(TlsConfig::from_ca_pem(ca.cert_pem()).unwrap()),
+        ..BalancerConfig::default()
+    };
+    assert!(config.tls.as_ref().unwrap().requires_client_auth(), "required by default");
+    let backends = nodes.iter().map(|n| BackendConfig::new(n.id().clone(), n.local_addr())).collect();
+    let balancer = Balancer::builder(config).backends(backends).start().await.unwrap();
+    let addr: PeerAddr = balancer.local_addr().into();
+    let works = |transport: TransportConfig| {
+        let addr = addr.clone();
+        async move {
+            match AdminClient::connect_with(&addr, None, &transport).await {
+                Ok(c) => c.status().await.is_ok(),
+                Err(_) => false,
+            }
+        }
+    };
+
+    let no_cert = TransportConfig::default().with_tls(TlsConfig::from_ca_pem(ca.cert_pem()).unwrap());
+    assert!(!works(no_cert).await, "a client without a certificate is refused");
+    let foreign = CertificateAuthority::generate().unwrap();
+    let theirs = foreign.issue(&"ops".parse().unwrap(), &[]).unwrap();
+    let foreign_cert = TransportConfig::default()
+        .with_tls(TlsConfig::from_pem(ca.cert_pem(), theirs.cert_pem, theirs.key_pem).unwrap());
+    assert!(!works(foreign_cert).await, "a certificate of another CA is refused");
+    let ours = ca.issue(&"ops".parse().unwrap(), &[]).unwrap();
+    let issued = TransportConfig::default()
+        .with_tls(TlsConfig::from_pem(ca.cert_pem(), ours.cert_pem, ours.key_pem).unwrap());
+    assert!(works(issued).await, "a certificate of the cluster's CA is accepted");
+
+    balancer.shutdown().await;
+    for n in nodes {
+        n.shutdown().await;
+    }
 }

@@ -107,6 +107,10 @@ pub(crate) enum CertCommand {
         /// clients verify the host they dial.
         #[arg(long = "san", value_name = "HOST")]
         sans: Vec<String>,
+        /// A server-only certificate, for a balancer: it names no node id and is not
+        /// valid as a client certificate, so its key can never pass for a node.
+        #[arg(long)]
+        server_only: bool,
     },
 }
 

@@ -45,7 +45,9 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
         listen: cfg.listen,
         health_interval: cfg.health_interval(),
         tls: tls.clone().map(|t| t.client_auth(ClientAuth::Optional)),
-        upstream_tls: tls.clone(),
+        // The CA alone towards the nodes: the balancer forwards public services only
+        // and needs no node identity (nor a certificate that could expire unnoticed).
+        upstream_tls: tls.as_ref().map(|t| TlsConfig::from_ca_pem(t.ca_pem())).transpose()?,
         ..BalancerConfig::default()
     };
     let mut builder = Balancer::builder(config)
