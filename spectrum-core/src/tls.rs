@@ -348,7 +348,11 @@ impl ReloadableServerTls {
                     () = tx.closed() => return,
                     next = incoming.next() => match next {
                         Some(Ok(tcp)) => tcp,
-                        Some(Err(_)) => continue,
+                        Some(Err(_)) => {
+                            // Out of file descriptors, say: back off rather than spin.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
                         None => return,
                     },
                 };
