@@ -126,7 +126,35 @@ impl AdminClient {
     ///
     /// [`ClientError::Connect`] when the endpoint cannot be reached.
     pub async fn connect(endpoint: &PeerAddr, token: Option<Token>) -> Result<Self, ClientError> {
-        let channel = TransportConfig::default()
+        Self::connect_with(endpoint, token, &TransportConfig::default()).await
+    }
+
+    /// [`connect`](Self::connect) with `transport`'s settings: with its
+    /// [`tls`](TransportConfig::tls), over TLS (`https://` to the endpoint's host and
+    /// port, the server's certificate verified against the CA for that host).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use spectrum::client::AdminClient;
+    /// use spectrum::core::{TransportConfig, tls::TlsConfig};
+    ///
+    /// let tls = TlsConfig::from_ca_file("certs/ca.pem".as_ref())?;
+    /// let transport = TransportConfig::default().with_tls(tls);
+    /// let client = AdminClient::connect_with(&"lb.example:7100".parse()?, None, &transport).await?;
+    /// println!("{:?}", client.status().await?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Connect`] when the endpoint cannot be reached or the TLS
+    /// handshake fails.
+    pub async fn connect_with(
+        endpoint: &PeerAddr,
+        token: Option<Token>,
+        transport: &TransportConfig,
+    ) -> Result<Self, ClientError> {
+        let channel = transport
             .endpoint(endpoint)
             .connect()
             .await

@@ -29,6 +29,7 @@ use spectrum_balancer::strategy::{
     BalancingStrategy, ConsistentHash, LeastRequests, PeakEwma, Random, RoundRobin, WeightedRoundRobin,
 };
 use spectrum_balancer::{BalancerConfig, BearerToken, PathMatcher};
+use spectrum_core::tls::TlsConfig;
 use spectrum_core::{ClusterId, NodeId, PeerAddr};
 use spectrum_resources::ClusterKey;
 
@@ -71,6 +72,36 @@ pub struct NodeFileConfig {
     /// Largest tolerated clock offset from a peer, in milliseconds (default 500).
     #[serde(default)]
     pub max_clock_offset_ms: Option<u64>,
+    /// The cluster's certificates (`tls = { ca = "...", cert = "...", key = "..." }`):
+    /// the node's port serves TLS only and every call to a peer is mutual TLS.
+    /// Absent, the node runs plaintext (development mode).
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+}
+
+/// Paths of PEM files for TLS (relative paths from the working directory, as
+/// `data_dir`): the cluster CA's certificate, and this process's certificate and
+/// private key (from `spectrum cert init` and `spectrum cert issue`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The CA certificate every peer's certificate must chain to.
+    pub ca: PathBuf,
+    /// This process's certificate.
+    pub cert: PathBuf,
+    /// This process's private key.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Reads and checks the three files.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Core`] naming the file that cannot be read or parsed.
+    pub fn load(&self) -> Result<TlsConfig, NodeError> {
+        Ok(TlsConfig::from_files(&self.ca, &self.cert, &self.key)?)
+    }
 }
 
 impl NodeFileConfig {
@@ -201,6 +232,14 @@ pub struct BalancerFileConfig {
     /// Connection and request timeouts.
     #[serde(default)]
     pub timeouts: Option<TimeoutsFile>,
+    /// The cluster's certificates and the balancer's own (`spectrum cert issue
+    /// balancer --san HOST`): the balancer serves clients over TLS only (ALPN `h2`
+    /// and `http/1.1` on one port; client certificates are not required) and talks
+    /// TLS to the nodes, health checks and membership reads included, verifying them
+    /// with the CA (it presents no certificate to them). Absent, plaintext on both
+    /// sides.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
 }
 
 /// The balancer file's `[strategy]`.
@@ -440,6 +479,17 @@ mod tests {
         assert_eq!(cfg.advertise.unwrap().as_str(), "http://node-1.spectrum.svc:7001");
         let err = toml::from_str::<NodeFileConfig>(&format!("{NODE}advertise = \"node-1\"\n")).unwrap_err();
         assert!(err.to_string().contains("port"), "{err}");
+    }
+
+    #[test]
+    fn tls_is_optional_and_names_three_files() {
+        let cfg: NodeFileConfig = toml::from_str(NODE).unwrap();
+        assert_eq!(cfg.tls, None, "a file without tls runs plaintext");
+        let text = format!("{NODE}tls = {{ ca = \"c/ca.pem\", cert = \"c/n.pem\", key = \"c/n.key\" }}\n");
+        let cfg: NodeFileConfig = toml::from_str(&text).unwrap();
+        assert_eq!(cfg.tls.unwrap().key, PathBuf::from("c/n.key"));
+        let partial = format!("{NODE}tls = {{ ca = \"c/ca.pem\" }}\n");
+        assert!(toml::from_str::<NodeFileConfig>(&partial).unwrap_err().to_string().contains("cert"));
     }
 
     #[test]

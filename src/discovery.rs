@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use spectrum_balancer::{BalancerError, Discovery};
+use spectrum_core::tls::TlsConfig;
 use spectrum_core::{MEMBERSHIP_PREFIX, Member, PeerAddr, TransportConfig};
 use tonic::transport::Channel;
 use tracing::{debug, warn};
@@ -60,6 +61,12 @@ impl ManagementDiscovery {
             channels: Mutex::new(HashMap::new()),
             resolved: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Reads over TLS (nodes of a cluster with certificates serve TLS only).
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.transport.tls = Some(tls);
+        self
     }
 
     /// Sends `authorization: Bearer <token>` with every read.

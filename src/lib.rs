@@ -65,6 +65,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cert;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use spectrum_core::tls::{ClientAuth, ReloadableServerTls, TlsConfig};
 use spectrum_core::transport::{self, Listener};
 use spectrum_core::{
     Clock, ClusterId, Hlc, Member, MemberState, NodeId, PeerAddr, SystemClock, TransportConfig,
@@ -100,6 +101,7 @@ pub struct NodeBuilder {
     clock: Arc<dyn Clock>,
     max_clock_offset: Duration,
     transport: TransportConfig,
+    tls: Option<TlsConfig>,
     sync_interval: Duration,
     write_timeout: Duration,
     drain_grace: Duration,
@@ -143,6 +145,7 @@ impl NodeBuilder {
             clock: Arc::new(SystemClock),
             max_clock_offset: spectrum_core::hlc::DEFAULT_MAX_OFFSET,
             transport: TransportConfig::default(),
+            tls: None,
             sync_interval: Duration::from_secs(1),
             write_timeout: Duration::from_secs(5),
             drain_grace: DEFAULT_DRAIN_GRACE,
@@ -223,6 +226,19 @@ impl NodeBuilder {
     /// Transport settings for the node's server and its channels to peers.
     pub fn transport(mut self, transport: TransportConfig) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// Serves and calls over TLS with the cluster's certificates (see
+    /// [`spectrum_core::tls`]): the node's port serves TLS only; replication,
+    /// resource checks and discovery reads to peers go over mutual TLS (peers reach
+    /// the same `host:port` as `https://`). Clients may connect with the CA
+    /// alone; replication calls must present a certificate naming the node id they
+    /// claim. Applies to the [`transport`](Self::transport) set before or after.
+    /// The certificate served can be replaced while the node runs
+    /// ([`Node::set_tls`], [`Node::reload_tls`]).
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -337,7 +353,8 @@ impl NodeBuilder {
     /// membership under its advertise address and starts anti-entropy.
     ///
     /// The listen address serves the gRPC services over h2c and, over plain HTTP/1.1
-    /// or h2c, `GET /healthz` and `GET /readyz` (see [`crate::readiness`]).
+    /// or h2c, `GET /healthz` and `GET /readyz` (see [`crate::readiness`]); with
+    /// [`tls`](Self::tls), the same over TLS only (ALPN `h2` and `http/1.1`).
     ///
     /// # Errors
     ///
@@ -345,6 +362,9 @@ impl NodeBuilder {
     /// unspecified address (`0.0.0.0`, `[::]`) and no advertise address is set;
     /// [`NodeError`] when the address cannot be bound or membership cannot be written.
     pub async fn start(mut self) -> Result<Node, NodeError> {
+        if let Some(tls) = self.tls.take() {
+            self.transport.tls = Some(tls.client_auth(ClientAuth::Optional));
+        }
         let listen = self.listener.as_ref().map_or(self.listen, |l| l.local_addr);
         let advertise = advertised(listen, self.advertise.take())?;
         let listener = match self.listener.take() {
@@ -400,7 +420,16 @@ impl NodeBuilder {
         // Plain HTTP `/healthz` and `/readyz` beside the gRPC services, on the same port.
         let routes =
             Routes::from(routes.routes().into_axum_router().merge(readiness::routes(readiness.clone())));
-        let (stop_tx, server_task) = serve(&self.transport, routes, listener.incoming);
+        let server_tls = match &self.transport.tls {
+            Some(tls) => Some(ServerTls { files: tls.clone(), listener: ReloadableServerTls::new(tls)? }),
+            None => None,
+        };
+        let (stop_tx, server_task) = serve(
+            &self.transport,
+            routes,
+            listener.incoming,
+            server_tls.as_ref().map(|t| t.listener.clone()),
+        )?;
 
         let joiner = Joiner {
             id: self.id.clone(),
@@ -428,6 +457,7 @@ impl NodeBuilder {
             sync_task,
             join_task,
             drain_grace: self.drain_grace,
+            tls: server_tls.map(parking_lot::Mutex::new),
         })
     }
 }
@@ -503,18 +533,25 @@ fn serve(
     transport: &TransportConfig,
     routes: Routes,
     incoming: tonic::transport::server::TcpIncoming,
-) -> (watch::Sender<bool>, JoinHandle<()>) {
+    tls: Option<ReloadableServerTls>,
+) -> Result<(watch::Sender<bool>, JoinHandle<()>), NodeError> {
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let server = transport.server().accept_http1(true).add_routes(routes.prepare());
+    // TLS, when set, is done by `tls` (whose certificate can be replaced), not by tonic.
+    let plain = TransportConfig { tls: None, ..transport.clone() };
+    let server = plain.server()?.accept_http1(true).add_routes(routes.prepare());
     let task = tokio::spawn(async move {
         let stopped = async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         };
-        if let Err(e) = server.serve_with_incoming_shutdown(incoming, stopped).await {
+        let served = match tls {
+            None => server.serve_with_incoming_shutdown(incoming, stopped).await,
+            Some(tls) => server.serve_with_incoming_shutdown(tls.incoming(incoming), stopped).await,
+        };
+        if let Err(e) = served {
             warn!(error = %e, "node server ended with an error");
         }
     });
-    (stop_tx, task)
+    Ok((stop_tx, task))
 }
 
 /// What a starting node does before it takes part: pull, then record itself.
@@ -640,6 +677,14 @@ pub struct Node {
     /// Catching up in the background (an empty store whose peers were unreachable).
     join_task: Option<JoinHandle<()>>,
     drain_grace: Duration,
+    /// The TLS the node's port serves, when it has any.
+    tls: Option<parking_lot::Mutex<ServerTls>>,
+}
+
+/// What a TLS node's port serves, and what it was read from.
+struct ServerTls {
+    files: TlsConfig,
+    listener: ReloadableServerTls,
 }
 
 impl fmt::Debug for Node {
@@ -674,6 +719,51 @@ impl Node {
     /// The bound socket address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Serves `tls` (its certificate, and its CA for client certificates) on this
+    /// node's port to every connection accepted from now on; open connections keep
+    /// theirs. For certificate rotation without a restart (see also
+    /// [`reload_tls`](Self::reload_tls)). The certificate this node presents to its
+    /// peers when it calls them is the one it started with.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Config`] when the node does not serve TLS;
+    /// [`NodeError::Core`] when `tls` cannot be served (the old one stays).
+    pub fn set_tls(&self, tls: TlsConfig) -> Result<(), NodeError> {
+        let served = self.tls.as_ref().ok_or_else(|| NodeError::Config {
+            field: "tls",
+            reason: "this node was started without TLS".into(),
+        })?;
+        let tls = tls.client_auth(ClientAuth::Optional);
+        let mut served = served.lock();
+        served.listener.replace(&tls)?;
+        served.files = tls;
+        Ok(())
+    }
+
+    /// Reads the node's certificate files again (those of
+    /// [`TlsConfig::from_files`]) and serves them as [`set_tls`](Self::set_tls)
+    /// does: what `spectrum node` does on SIGHUP and when the files change.
+    /// Returns `false` when the node's TLS did not come from files.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_tls`](Self::set_tls), and [`NodeError::Core`] naming a file that
+    /// cannot be read or parsed (the old certificate stays).
+    pub fn reload_tls(&self) -> Result<bool, NodeError> {
+        let files = self.tls.as_ref().map(|t| t.lock().files.clone());
+        match files.as_ref().and_then(TlsConfig::reload) {
+            Some(tls) => self.set_tls(tls?).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// The newest modification time of the node's certificate files, when its TLS
+    /// came from files: poll it and call [`reload_tls`](Self::reload_tls) on change.
+    pub fn tls_files_modified(&self) -> Option<std::time::SystemTime> {
+        self.tls.as_ref()?.lock().files.files_modified()
     }
 
     /// This node's copy of the configuration database.

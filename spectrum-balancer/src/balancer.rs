@@ -11,10 +11,12 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use spectrum_core::tls::TlsConfig;
 use spectrum_core::{Member, NodeId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, instrument, warn};
 
 use crate::config::{BackendConfig, BalancerConfig};
@@ -25,6 +27,7 @@ use crate::pool::Pool;
 use crate::proxy::Proxy;
 use crate::stats::{BackendStats, BalancerStatsService};
 use crate::strategy::{BalancingStrategy, RoundRobin};
+use crate::tls::SharedAcceptor;
 
 /// The load balancer. Start one with [`Balancer::builder`].
 #[derive(Debug)]
@@ -107,7 +110,10 @@ impl BalancerBuilder {
         let limits = ConnectionLimits::of(&self.config);
         let admin_listen = self.config.admin_listen;
         let serve_stats = self.config.serve_stats;
-        let pool = Pool::new(self.config);
+        let acceptor = self.config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
+        let acceptor = acceptor.map(|a| Arc::new(SharedAcceptor::new(a)));
+        let connector = self.config.upstream_tls.as_ref().map(crate::tls::connector).transpose()?;
+        let pool = Pool::new(self.config, connector);
         pool.set_backends(self.backends)?;
         let strategy = self.strategy.unwrap_or_else(|| Arc::new(RoundRobin::new()));
         let stats = serve_stats.then(|| BalancerStatsService::new(pool.clone()).into_server());
@@ -131,9 +137,10 @@ impl BalancerBuilder {
             tasks.push(tokio::spawn(poll_discovery(source, interval, Arc::downgrade(&pool))));
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let accept = tokio::spawn(accept_loop(listener, proxy, shutdown_rx, limits));
-        info!(%local_addr, "balancer listening");
-        Ok(BalancerHandle { local_addr, admin_addr, pool, shutdown, accept: Some(accept), tasks })
+        let tls = acceptor.clone();
+        let accept = tokio::spawn(accept_loop(listener, acceptor, proxy, shutdown_rx, limits));
+        info!(%local_addr, tls = tls.is_some(), "balancer listening");
+        Ok(BalancerHandle { local_addr, tls, admin_addr, pool, shutdown, accept: Some(accept), tasks })
     }
 }
 
@@ -144,6 +151,8 @@ impl BalancerBuilder {
 #[derive(Debug)]
 pub struct BalancerHandle {
     local_addr: SocketAddr,
+    /// The listener's TLS, replaceable while serving.
+    tls: Option<Arc<SharedAcceptor>>,
     admin_addr: Option<SocketAddr>,
     pool: Arc<Pool>,
     shutdown: watch::Sender<bool>,
@@ -158,9 +167,29 @@ impl BalancerHandle {
         self.local_addr
     }
 
-    /// The balancer's address as a URL, `http://IP:PORT`.
+    /// The balancer's address as a URL: `http://IP:PORT`, or `https://IP:PORT`
+    /// when it serves TLS ([`BalancerConfig::tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.local_addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr)
+    }
+
+    /// Serves `tls`'s certificate (and its CA for client certificates) to every
+    /// client connection accepted from now on; open connections keep theirs. For
+    /// certificate rotation without a restart. The certificate presented to nodes
+    /// ([`BalancerConfig::upstream_tls`]) is the one the balancer started with.
+    ///
+    /// # Errors
+    ///
+    /// [`BalancerError::Tls`] when the balancer was started without TLS or `tls`
+    /// cannot be served (the current certificate stays).
+    pub fn set_tls(&self, tls: &TlsConfig) -> Result<(), BalancerError> {
+        let shared = self.tls.as_ref().ok_or_else(|| BalancerError::Tls {
+            field: "tls",
+            reason: "the balancer was started without TLS".into(),
+        })?;
+        shared.replace(crate::tls::acceptor(tls)?);
+        Ok(())
     }
 
     /// The address of the admin listener (`/metrics` and Stats), when
@@ -295,6 +324,7 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<Arc<SharedAcceptor>>,
     proxy: Arc<Proxy>,
     mut shutdown: watch::Receiver<bool>,
     limits: ConnectionLimits,
@@ -310,7 +340,8 @@ async fn accept_loop(
             accepted = listener.accept(), if connections.len() < limits.max_connections => match accepted {
                 Ok((stream, client)) => {
                     backoff = Duration::ZERO;
-                    connections.spawn(serve_connection(server.clone(), stream, client, proxy.clone(), shutdown.clone(), limits));
+                    let tls = tls.as_ref().map(|t| t.current());
+                    connections.spawn(accept_connection(server.clone(), tls, stream, client, proxy.clone(), shutdown.clone(), limits));
                 }
                 Err(error) => {
                     backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
@@ -372,15 +403,40 @@ impl Drop for InFlight {
     }
 }
 
-async fn serve_connection(
+/// Longest a client may take to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one accepted connection, after its TLS handshake when `tls` is set.
+async fn accept_connection(
     server: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<TlsAcceptor>,
     stream: TcpStream,
+    client: SocketAddr,
+    proxy: Arc<Proxy>,
+    shutdown: watch::Receiver<bool>,
+    limits: ConnectionLimits,
+) {
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return serve_connection(server, stream, client, proxy, shutdown, limits).await;
+    };
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => serve_connection(server, stream, client, proxy, shutdown, limits).await,
+        Ok(Err(error)) => debug!(%client, %error, "TLS handshake failed"),
+        Err(_) => debug!(%client, "TLS handshake timed out"),
+    }
+}
+
+async fn serve_connection<I>(
+    server: Arc<auto::Builder<TokioExecutor>>,
+    stream: I,
     client: SocketAddr,
     proxy: Arc<Proxy>,
     mut shutdown: watch::Receiver<bool>,
     limits: ConnectionLimits,
-) {
-    let _ = stream.set_nodelay(true);
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let tracked = activity.clone();
     let service = service_fn(move |req: hyper::Request<Incoming>| {

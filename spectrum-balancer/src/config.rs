@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use spectrum_core::tls::TlsConfig;
 use subtle::ConstantTimeEq;
 
 use spectrum_core::{Member, NodeId};
@@ -91,6 +92,17 @@ pub struct BalancerConfig {
     /// than one lets a busy backend's traffic use more than one core. Default 2;
     /// at least 1.
     pub upstream_connections: usize,
+    /// TLS for clients: the listener serves TLS only, with this certificate and
+    /// key, offering ALPN `h2` and `http/1.1` on the one port. With
+    /// [`ClientAuth::Required`](spectrum_core::tls::ClientAuth::Required), every
+    /// client presents a certificate chaining to its CA; with `Optional`, none is
+    /// needed. `None` (the default) serves plaintext (h2c and HTTP/1.1).
+    pub tls: Option<TlsConfig>,
+    /// TLS to the backends, for nodes that serve TLS: each backend's certificate
+    /// must chain to this CA and name the backend's IP address; its own certificate
+    /// (when it has one) is presented. Health checks use it too. `None` (the
+    /// default) speaks h2c.
+    pub upstream_tls: Option<TlsConfig>,
     /// Address of the balancer's *admin listener*, or `None` for none. Default
     /// `None`.
     ///
@@ -280,6 +292,8 @@ impl Default for BalancerConfig {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            tls: None,
+            upstream_tls: None,
         }
     }
 }

@@ -85,6 +85,14 @@ pub enum BalancerError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// TLS settings that cannot be used (see [`BalancerConfig::tls`](crate::BalancerConfig::tls)).
+    #[error("invalid balancer TLS settings: {field}: {reason}")]
+    Tls {
+        /// `tls` or `upstream_tls`.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl BalancerError {

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use spectrum_core::tls::TlsConfig;
 use spectrum_core::{PeerAddr, TransportConfig};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -143,14 +144,19 @@ impl HealthState {
 }
 
 /// A `grpc.health.v1` client for the backend at `addr`, connecting lazily (on its
-/// first check) and giving up on a call after `timeout`.
+/// first check) and giving up on a call after `timeout`; over TLS with `tls`.
 pub(crate) fn client(
     addr: SocketAddr,
     connect_timeout: Duration,
     timeout: Duration,
+    tls: Option<TlsConfig>,
 ) -> HealthClient<Channel> {
-    let transport =
-        TransportConfig { connect_timeout, request_timeout: Some(timeout), ..TransportConfig::default() };
+    let transport = TransportConfig {
+        connect_timeout,
+        request_timeout: Some(timeout),
+        tls,
+        ..TransportConfig::default()
+    };
     HealthClient::new(transport.endpoint(&PeerAddr::from(addr)).connect_lazy())
 }
 

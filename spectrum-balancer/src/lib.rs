@@ -210,6 +210,7 @@ pub mod stats;
 pub mod strategy;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod tls;
 mod upstream;
 
 pub use backend::{Backend, BackendLoad, LoadRegistry};

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::tls::Connector;
 use parking_lot::{Mutex, RwLock};
+use spectrum_core::tls::TlsConfig;
 use spectrum_core::{Member as ClusterMember, MemberState, NodeId};
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
@@ -144,11 +146,14 @@ pub(crate) struct Pool {
     pub(crate) counters: Counters,
     pub(crate) budget: RetryBudget,
     me: Weak<Pool>,
+    /// TLS to backends, built once from [`BalancerConfig::upstream_tls`].
+    upstream_tls: Option<Connector>,
 }
 
 impl Pool {
-    pub(crate) fn new(config: BalancerConfig) -> Arc<Self> {
+    pub(crate) fn new(config: BalancerConfig, upstream_tls: Option<Connector>) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
+            upstream_tls,
             members: Mutex::new(Vec::new()),
             snapshot: RwLock::new(Arc::default()),
             loads: LoadRegistry::new(),
@@ -297,6 +302,7 @@ impl Pool {
                 backend.addr,
                 self.config.connect_timeout,
                 self.config.upstream_connections,
+                self.upstream_tls.clone(),
             )),
             health: Arc::default(),
             draining,
@@ -308,6 +314,7 @@ impl Pool {
             entry.backend.id.clone(),
             entry.backend.addr,
             CheckTiming::of(&self.config),
+            self.config.upstream_tls.clone(),
         ));
         Member { entry, checks: checks.abort_handle() }
     }
@@ -315,8 +322,14 @@ impl Pool {
     /// Checks backend `id` at `addr` every interval and records each result, until
     /// aborted, the backend is no longer configured at that address, or the pool
     /// is gone.
-    async fn check_loop(pool: Weak<Pool>, id: NodeId, addr: SocketAddr, timing: CheckTiming) {
-        let mut client = health::client(addr, timing.connect_timeout, timing.timeout);
+    async fn check_loop(
+        pool: Weak<Pool>,
+        id: NodeId,
+        addr: SocketAddr,
+        timing: CheckTiming,
+        tls: Option<TlsConfig>,
+    ) {
+        let mut client = health::client(addr, timing.connect_timeout, timing.timeout, tls);
         let mut ticks = tokio::time::interval(timing.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::tls::Connector;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tracing::{debug, trace};
 
@@ -42,6 +44,8 @@ pub(crate) enum ConnectError {
     Timeout(Duration),
     #[error("connect failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
     #[error("HTTP/2 handshake failed: {0}")]
     Handshake(#[from] hyper::Error),
 }
@@ -98,15 +102,22 @@ pub(crate) struct Upstream {
     authority: http::uri::Authority,
     connect_timeout: Duration,
     slots: Box<[Slot]>,
+    /// TLS to the backend, verified for its IP address; `None` for h2c.
+    tls: Option<Connector>,
 }
 
 impl Upstream {
-    /// Up to `connections` (at least 1) connections to `addr`.
-    pub(crate) fn new(addr: SocketAddr, connect_timeout: Duration, connections: usize) -> Self {
+    /// Up to `connections` (at least 1) connections to `addr`, over TLS with `tls`.
+    pub(crate) fn new(
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        connections: usize,
+        tls: Option<Connector>,
+    ) -> Self {
         let authority = http::uri::Authority::try_from(addr.to_string())
             .unwrap_or_else(|_| http::uri::Authority::from_static("localhost"));
         let slots = (0..connections.max(1)).map(|_| Slot::default()).collect();
-        Self { addr, authority, connect_timeout, slots }
+        Self { addr, authority, connect_timeout, slots, tls }
     }
 
     /// The backend's `host:port`, for request URIs.
@@ -164,13 +175,26 @@ impl Upstream {
     async fn connect(&self) -> Result<SendRequest<AttemptBody>, ConnectError> {
         let tcp = TcpStream::connect(self.addr).await?;
         tcp.set_nodelay(true)?;
+        match &self.tls {
+            None => self.handshake(tcp).await,
+            Some(tls) => {
+                let name = ServerName::IpAddress(self.addr.ip().into());
+                self.handshake(tls.0.connect(name, tcp).await.map_err(ConnectError::Tls)?).await
+            }
+        }
+    }
+
+    async fn handshake<I>(&self, io: I) -> Result<SendRequest<AttemptBody>, ConnectError>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
-            .handshake(TokioIo::new(tcp))
+            .handshake(TokioIo::new(io))
             .await?;
         let addr = self.addr;
         tokio::spawn(async move {
@@ -190,7 +214,7 @@ mod tests {
 
     #[test]
     fn requests_go_to_the_least_loaded_connection() {
-        let up = Upstream::new("127.0.0.1:1".parse().unwrap(), Duration::from_secs(1), 3);
+        let up = Upstream::new("127.0.0.1:1".parse().unwrap(), Duration::from_secs(1), 3, None);
         let a = up.lease();
         let b = up.lease();
         let c = up.lease();
@@ -204,7 +228,7 @@ mod tests {
 
     #[test]
     fn at_least_one_connection() {
-        let up = Upstream::new("127.0.0.1:1".parse().unwrap(), Duration::from_secs(1), 0);
+        let up = Upstream::new("127.0.0.1:1".parse().unwrap(), Duration::from_secs(1), 0, None);
         assert_eq!(up.slots.len(), 1);
     }
 }

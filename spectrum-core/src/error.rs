@@ -101,6 +101,14 @@ pub enum CoreError {
     #[cfg(feature = "transport")]
     #[error("transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// TLS material that cannot be used: a file that cannot be read, PEM that does
+    /// not parse, a key that does not fit its certificate, a server without one.
+    #[cfg(feature = "transport")]
+    #[error("tls: {reason}")]
+    Tls {
+        /// What is wrong, naming the part.
+        reason: String,
+    },
     /// An I/O failure, such as binding a listener.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),

@@ -15,10 +15,15 @@
 //! - `transport` (the default `transport` feature): gRPC server and channel
 //!   builders with HTTP/2 keepalive and message size limits, and the seams that let
 //!   a test or simulator supply its own listeners and connectors.
+//! - `tls` (with `transport`): the cluster's TLS settings (`TlsConfig`) for those
+//!   servers and channels, on rustls with ring (no system libraries), the name a
+//!   node certificate carries for its id, and a listener whose certificate can be
+//!   replaced while it serves.
 //!
 //! ## Features
 //!
-//! - `transport` (on by default): the [tonic](https://docs.rs/tonic) plumbing.
+//! - `transport` (on by default): the [tonic](https://docs.rs/tonic) plumbing, and
+//!   TLS through tonic's `tls-ring` feature.
 //!   Crates that need only the vocabulary (`spectrum-resources`) turn it off with
 //!   `default-features = false`, and so build without tonic, hyper or h2.
 //!
@@ -45,6 +50,8 @@ pub mod error;
 pub mod hlc;
 pub mod id;
 pub mod member;
+#[cfg(feature = "transport")]
+pub mod tls;
 #[cfg(feature = "transport")]
 pub mod transport;
 

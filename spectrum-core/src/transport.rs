@@ -8,6 +8,10 @@
 //! - [`TransportConfig::endpoint`] gives a [`tonic::transport::Endpoint`]; call
 //!   `connect_lazy()` for a real TCP channel, or `connect_with_connector_lazy` to
 //!   route through a simulator.
+//! - [`TransportConfig::tls`] turns on TLS for both (see [`crate::tls`]): servers
+//!   serve TLS only, and channels connect with `https://` to the host and port of the
+//!   `http://` [`PeerAddr`] they are given. Membership keeps `http://` addresses
+//!   whether or not a cluster uses TLS; the transport decides the scheme on the wire.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -20,6 +24,7 @@ use tonic::transport::{Channel, Endpoint, Server, Uri};
 
 use crate::addr::PeerAddr;
 use crate::error::CoreError;
+use crate::tls::TlsConfig;
 
 /// Default largest gRPC message accepted or sent: 4 MiB.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -64,6 +69,8 @@ pub struct TransportConfig {
     pub request_timeout: Option<Duration>,
     /// How channels are made; `None` for lazy TCP connections.
     pub connector: Option<ChannelConnector>,
+    /// TLS for servers and channels; `None` for plaintext (h2c).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for TransportConfig {
@@ -75,26 +82,77 @@ impl Default for TransportConfig {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Some(Duration::from_secs(10)),
             connector: None,
+            tls: None,
         }
     }
 }
 
 impl TransportConfig {
-    /// A server builder with keepalive and TCP_NODELAY set.
+    /// A server builder with keepalive and TCP_NODELAY set, serving TLS when
+    /// [`tls`](Self::tls) is set.
     ///
     /// Message size limits are per service in tonic: apply
     /// [`max_message_bytes`](Self::max_message_bytes) with each generated server's
     /// `max_decoding_message_size`.
-    pub fn server(&self) -> Server {
-        Server::builder()
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::Tls`] when TLS is set without a certificate of its own.
+    pub fn server(&self) -> Result<Server, CoreError> {
+        let server = Server::builder()
             .http2_keepalive_interval(Some(self.keepalive_interval))
             .http2_keepalive_timeout(Some(self.keepalive_timeout))
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        match &self.tls {
+            None => Ok(server),
+            Some(tls) => server
+                .tls_config(tls.server_config()?)
+                .map_err(|e| CoreError::Tls { reason: format!("server: {e}") }),
+        }
     }
 
-    /// An endpoint for `addr` with this configuration's keepalive and timeouts.
+    /// An endpoint for `addr` with this configuration's keepalive and timeouts:
+    /// `http://host:port`, or with [`tls`](Self::tls) `https://host:port` verifying
+    /// the server's certificate for `host`.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError::Tls`] when tonic refuses the TLS settings for this host (a
+    /// [`TlsConfig`] that was built once connects to any valid address).
+    pub fn try_endpoint(&self, addr: &PeerAddr) -> Result<Endpoint, CoreError> {
+        let Some(tls) = &self.tls else { return Ok(self.configure(Endpoint::from(uri_of(addr)))) };
+        let uri: Uri = format!("https://{}", addr.authority())
+            .parse()
+            .map_err(|_| CoreError::Tls { reason: format!("no https URI for {addr}") })?;
+        self.configure(Endpoint::from(uri))
+            .tls_config(tls.client_config(addr.host()))
+            .map_err(|e| CoreError::Tls { reason: format!("client for {addr}: {e}") })
+    }
+
+    /// [`try_endpoint`](Self::try_endpoint) for callers that learn of failures when
+    /// they call: should tonic refuse the TLS settings, the endpoint keeps its
+    /// `https://` address without them and every call on it fails. It never falls
+    /// back to plaintext.
     pub fn endpoint(&self, addr: &PeerAddr) -> Endpoint {
-        let mut ep = Endpoint::from(uri_of(addr))
+        self.try_endpoint(addr).unwrap_or_else(|_| {
+            let https = format!("https://{}", addr.authority());
+            self.configure(Endpoint::from(https.parse::<Uri>().unwrap_or_else(|_| uri_of(addr))))
+        })
+    }
+
+    /// The scheme channels use on the wire: `https` with TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Sets TLS for servers and channels (see [`crate::tls`]).
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    fn configure(&self, ep: Endpoint) -> Endpoint {
+        let mut ep = ep
             .connect_timeout(self.connect_timeout)
             .http2_keep_alive_interval(self.keepalive_interval)
             .keep_alive_timeout(self.keepalive_timeout)

@@ -124,7 +124,7 @@
 //!     .credential(PeerCredential::from_bytes([7; 32]))
 //!     .build();
 //! let server = transport
-//!     .server()
+//!     .server()?
 //!     .add_service(replicator.service().into_server(transport.max_message_bytes))
 //!     .serve_with_incoming(listener.incoming);
 //! tokio::spawn(server);

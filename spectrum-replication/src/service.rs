@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use spectrum_core::tls::certificate_names_node;
 use spectrum_core::transport::DEFAULT_MAX_MESSAGE_BYTES;
 use spectrum_core::{ClusterId, Hlc, PeerAddr};
 use tonic::body::Body;
@@ -46,6 +47,10 @@ pub const MAX_SYNC_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 /// a call without it, or with another, is answered `unauthenticated` and nothing
 /// is read or merged. Without one, every caller is served: for tests and
 /// simulations only.
+///
+/// With [`require_peer_certificate`](Self::require_peer_certificate) (a replicator
+/// whose transport has TLS sets it), a call whose TLS client certificate does not
+/// name the node id its header claims is `unauthenticated` before anything is read.
 #[derive(Debug, Clone)]
 pub struct ReplicationService {
     store: Arc<dyn ConfigStore>,
@@ -55,6 +60,8 @@ pub struct ReplicationService {
     /// The tokens a call may carry (one is enough), when the service has a
     /// credential: the current one's, then previous keys' during a rotation.
     tokens: Arc<Vec<PeerToken>>,
+    /// Whether calls must present a node certificate naming their claimed node.
+    require_peer_certificate: bool,
 }
 
 impl ReplicationService {
@@ -68,6 +75,7 @@ impl ReplicationService {
             handshake,
             max_budget: budget_for(DEFAULT_MAX_MESSAGE_BYTES),
             tokens: Arc::default(),
+            require_peer_certificate: false,
         }
     }
 
@@ -103,6 +111,39 @@ impl ReplicationService {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Demands of every call a TLS client certificate (verified against the
+    /// cluster CA by the server's handshake) that names the node id of the call's
+    /// header ([`spectrum_core::tls::certificate_names_node`]); otherwise the call
+    /// is `unauthenticated` and nothing is read or merged. Serve the service over
+    /// TLS with client certificates (see [`spectrum_core::tls`]).
+    pub fn require_peer_certificate(mut self, require: bool) -> Self {
+        self.require_peer_certificate = require;
+        self
+    }
+
+    /// The check of [`require_peer_certificate`](Self::require_peer_certificate).
+    fn check_certificate<T>(
+        &self,
+        request: &Request<T>,
+        header: Option<&proto::Header>,
+    ) -> Result<(), Status> {
+        if !self.require_peer_certificate {
+            return Ok(());
+        }
+        let claimed = header.map_or("", |h| h.node_id.as_str());
+        let Some(chain) = request.peer_certs() else {
+            warn!(peer = claimed, "refused a replication call without a client certificate");
+            return Err(Status::unauthenticated("replication needs a node certificate of this cluster"));
+        };
+        if !certificate_names_node(&chain, claimed) {
+            warn!(peer = claimed, "refused a replication call whose certificate names another node");
+            return Err(Status::unauthenticated(format!(
+                "the client certificate does not name node {claimed:?}"
+            )));
+        }
+        Ok(())
     }
 
     /// Sets the address this node is reached at, sent in every answer's header.
@@ -177,6 +218,7 @@ impl Replication for ReplicationService {
         request: Request<proto::PushRequest>,
     ) -> Result<Response<proto::PushResponse>, Status> {
         self.authenticate(&request, "Push", request.get_ref().header.as_ref())?;
+        self.check_certificate(&request, request.get_ref().header.as_ref())?;
         let req = request.into_inner();
         let admitted = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?;
         let peer = &admitted.header;
@@ -208,6 +250,7 @@ impl Replication for ReplicationService {
         request: Request<proto::SyncRequest>,
     ) -> Result<Response<proto::SyncResponse>, Status> {
         self.authenticate(&request, "Sync", request.get_ref().header.as_ref())?;
+        self.check_certificate(&request, request.get_ref().header.as_ref())?;
         let req = request.into_inner();
         let admitted = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?;
         let peer = &admitted.header;
@@ -366,6 +409,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_service_requiring_peer_certificates_refuses_a_call_without_one_and_reads_nothing() {
+        let (svc, store) = service();
+        let svc = svc.require_peer_certificate(true);
+        let status = svc.push(push(header(CLUSTER, "b"), vec![wire_record("settings/x", "b", 1)])).await;
+        assert_eq!(status.unwrap_err().code(), tonic::Code::Unauthenticated);
+        let sync = Request::new(proto::SyncRequest { header: header(CLUSTER, "b"), ..Default::default() });
+        assert_eq!(svc.sync(sync).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_empty(&store).await;
+    }
+
+    #[tokio::test]
     async fn malformed_messages_are_invalid_argument_and_merge_nothing() {
         let (svc, store) = service();
         let good = wire_record("good", "b", 1);
@@ -407,6 +461,7 @@ mod tests {
         let addr = listener.addr();
         let server = transport
             .server()
+            .unwrap()
             .add_service(svc.into_server(transport.max_message_bytes))
             .serve_with_incoming(listener.incoming);
         let server = tokio::spawn(server);

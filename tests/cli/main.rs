@@ -17,6 +17,7 @@ use serde_json::Value;
 mod addresses;
 mod bad_input;
 mod scenario;
+mod tls;
 mod users;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spectrum");
@@ -207,6 +208,7 @@ fn spectrum_command() -> Command {
         "SPECTRUM_CLUSTER_KEY",
         "SPECTRUM_LISTEN",
         "SPECTRUM_ADVERTISE",
+        "SPECTRUM_CA_CERT",
         "RUST_LOG",
     ] {
         cmd.env_remove(var);

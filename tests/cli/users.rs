@@ -25,6 +25,14 @@ fn a_user_added_with_the_command_calls_with_the_printed_token_within_its_role() 
     let out = run_as(&olga, &["--json", "node", "drain", "node-1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(run_as(&olga, &["node", "undrain", "node-1"]).status.success());
+    // The balancer polls membership every 200 ms: when a poll saw node-1 draining,
+    // it answers "no backend available" until one sees it back; wait for that
+    // before calling through the balancer again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cluster.run(&["status"]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "the balancer still sees node-1 draining");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert!(run_as(&vic, &["status"]).status.success());
     let args = ["config", "put", "settings/a", "1"];
     expect_failure(&run_as(&vic, &args), &args, "Put needs the admin role");

@@ -11,4 +11,5 @@ mod readiness;
 mod security;
 mod serve;
 mod support;
+mod tls;
 mod users;

@@ -436,7 +436,7 @@ async fn run_node(host: Rc<NodeHost>) -> turmoil::Result {
         Some((conn, listener))
     });
     let server = transport
-        .server()
+        .server()?
         .add_service(replicator.service().into_server(transport.max_message_bytes))
         .serve_with_incoming(incoming);
     let _rounds = replicator.start();

@@ -217,12 +217,15 @@ impl AntiEntropy {
     }
 
     /// The server side for this node, sharing this replicator's store, clock and
-    /// peer table. Serve it with [`ReplicationService::into_server`].
+    /// peer table. Serve it with [`ReplicationService::into_server`]. When this
+    /// replicator's transport has TLS, the service demands peer certificates
+    /// ([`ReplicationService::require_peer_certificate`]).
     pub fn service(&self) -> ReplicationService {
         let i = &self.inner;
         let service = ReplicationService::new(i.store.clone(), i.cluster.clone(), i.hlc.clone())
             .with_addr(i.self_addr.clone())
-            .with_peer_table(i.peers.clone());
+            .with_peer_table(i.peers.clone())
+            .require_peer_certificate(i.transport.tls.is_some());
         match &i.credential {
             Some(credential) => {
                 i.previous.iter().fold(service.with_credential(credential), |s, c| s.also_accept(c))

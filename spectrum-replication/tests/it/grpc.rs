@@ -101,6 +101,7 @@ impl TestNode {
         let server = tokio::spawn(async move {
             let _ = transport()
                 .server()
+                .expect("a plaintext server")
                 .add_service(svc)
                 .serve_with_incoming_shutdown(listener.incoming, async {
                     let _ = rx.await;

@@ -11,9 +11,13 @@ use spectrum::core::PeerAddr;
 #[derive(Debug, Parser)]
 #[command(name = "spectrum", version, about = "Run and manage a Spectrum cluster")]
 pub(crate) struct Cli {
-    /// The balancer (or any node) to manage the cluster through.
+    /// The balancer (or any node) to manage the cluster through: `http://host:port`,
+    /// or `https://host:port` for a cluster with TLS (with `--ca-cert`).
     #[arg(long, global = true, env = "SPECTRUM_ENDPOINT", default_value = "http://127.0.0.1:7100")]
-    pub(crate) endpoint: PeerAddr,
+    pub(crate) endpoint: Endpoint,
+    /// The cluster CA's certificate (PEM) to verify an `https://` endpoint with.
+    #[arg(long, global = true, env = "SPECTRUM_CA_CERT", value_name = "FILE")]
+    pub(crate) ca_cert: Option<PathBuf>,
     /// Bearer token for the management API (for `node` and `balancer`: overrides the file's).
     #[arg(long, global = true, env = "SPECTRUM_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<Token>,
@@ -60,6 +64,57 @@ pub(crate) enum Command {
     /// Cluster key rotation.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Certificates for TLS: a cluster CA, and a certificate per node and balancer.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+/// `--endpoint`: a node or balancer address, and whether it speaks TLS.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    /// The address (membership's `http://` form).
+    pub(crate) addr: PeerAddr,
+    /// Whether it was given as `https://`.
+    pub(crate) https: bool,
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = spectrum::core::InvalidAddr;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let https = s.get(..8).is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+        let addr = if https { format!("http://{}", &s[8..]).parse()? } else { s.parse()? };
+        Ok(Self { addr, https })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CertCommand {
+    /// Create a cluster CA in DIR: `ca.pem` (give it to every node, balancer and
+    /// client) and `ca.key` (mode 0600; keep it off the nodes).
+    Init {
+        /// The directory to write to (created if missing; nothing is overwritten).
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+    },
+    /// Issue a certificate for node ID with the CA in DIR: `ID.pem` and `ID.key`
+    /// (mode 0600). It names `ID.spectrum.internal`, which peers check against the
+    /// node id a replication call claims, and each `--san`.
+    Issue {
+        /// The node's id (for a balancer, any name, such as `balancer`).
+        id: spectrum::core::NodeId,
+        /// The directory holding `ca.pem` and `ca.key`.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// A host name or IP address the node is reached at (repeat for several):
+        /// clients verify the host they dial.
+        #[arg(long = "san", value_name = "HOST")]
+        sans: Vec<String>,
+        /// A server-only certificate, for a balancer: it names no node id and is not
+        /// valid as a client certificate, so its key can never pass for a node.
+        #[arg(long)]
+        server_only: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -7,11 +7,12 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use spectrum::auth::Token;
 use spectrum::balancer::{BackendConfig, Balancer};
-use spectrum::config::{BalancerFileConfig, BalancerOverrides, load};
+use spectrum::config::{BalancerFileConfig, BalancerOverrides, TlsFiles, load};
+use spectrum::core::tls::{ClientAuth, TlsConfig};
 use spectrum::discovery::ManagementDiscovery;
 use spectrum::resolve::resolve;
 
-use super::{init_tracing, wait_for_signal};
+use super::{init_tracing, reload_tls_on_change, wait_for_signal};
 use crate::cli::BalancerArgs;
 use crate::output::emit;
 
@@ -37,18 +38,39 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
         health_interval_ms: args.health_interval_ms,
         token,
     });
-    let (config, strategy) = cfg.balancer_config()?;
+    let tls = cfg.tls.as_ref().map(TlsFiles::load).transpose()?;
+    let files = tls.clone();
+    let (mut config, strategy) = cfg.balancer_config()?;
+    config.tls = tls.clone().map(|t| t.client_auth(ClientAuth::Optional));
+    // The CA alone towards the nodes: the balancer forwards public services only
+    // and needs no node identity (nor a certificate that could expire unnoticed).
+    config.upstream_tls = tls.as_ref().map(|t| TlsConfig::from_ca_pem(t.ca_pem())).transpose()?;
     let mut builder = Balancer::builder(config).backends(static_backends(&cfg).await?).strategy(strategy);
     if cfg.follow_membership.unwrap_or(true) {
         let mut discovery = ManagementDiscovery::new(cfg.nodes.iter().map(|n| n.addr.clone()));
         if let Some(token) = cfg.token.clone() {
             discovery = discovery.with_token(token);
         }
+        if let Some(tls) = tls.clone() {
+            discovery = discovery.with_tls(tls);
+        }
         builder = builder.discovery(Arc::new(discovery), cfg.health_interval());
     }
     let handle = builder.start().await?;
     emit(&BalancerStarted { balancer: &handle.url() }, true)?;
-    wait_for_signal().await?;
+    let reload = async {
+        match &files {
+            Some(tls) => {
+                let apply = |t: TlsConfig| handle.set_tls(&t.client_auth(ClientAuth::Optional));
+                reload_tls_on_change(tls, |t| apply(t).map_err(|e| e.to_string())).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = wait_for_signal() => r?,
+        () = reload => {}
+    }
     handle.shutdown().await;
     Ok(())
 }

@@ -12,7 +12,7 @@ use spectrum::config::{NodeFileConfig, NodeOverrides, load};
 use spectrum::resources::ClusterKey;
 use tracing::warn;
 
-use super::{init_tracing, wait_for_signal};
+use super::{init_tracing, reload_tls_on_change, wait_for_signal};
 use crate::cli::{NodeAction, NodeArgs};
 use crate::output::emit;
 
@@ -77,9 +77,27 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
     if let Some(dir) = cfg.data_dir.clone() {
         builder = builder.data_dir(dir);
     }
+    let tls = cfg.tls.as_ref().map(|files| files.load()).transpose()?;
+    if let Some(tls) = tls.clone() {
+        builder = builder.tls(tls);
+    }
     let node = builder.start().await?;
-    emit(&NodeStarted { node: node.id().as_str(), cluster: cfg.cluster.as_str(), addr: node.url() }, true)?;
-    wait_for_signal().await?;
+    // Over TLS the node is reached with https:// (membership keeps http://).
+    let url = match cfg.tls {
+        Some(_) => format!("https://{}", node.addr().authority()),
+        None => node.url().to_owned(),
+    };
+    emit(&NodeStarted { node: node.id().as_str(), cluster: cfg.cluster.as_str(), addr: &url }, true)?;
+    let reload = async {
+        match &tls {
+            Some(tls) => reload_tls_on_change(tls, |t| node.set_tls(t).map_err(|e| e.to_string())).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = wait_for_signal() => r?,
+        () = reload => {}
+    }
     node.shutdown().await;
     Ok(())
 }
