@@ -110,7 +110,7 @@ async fn start_haproxy(nodes: &[String]) -> Result<Option<Haproxy>, Box<dyn Erro
     let servers: String =
         nodes.iter().enumerate().map(|(i, n)| format!("  server n{i} {n} proto h2\n")).collect();
     let config = format!(
-        "global\n  maxconn 20000\n  nbthread 2\ndefaults\n  mode http\n  timeout connect 2s\n  \
+        "global\n  maxconn 4096\n  nbthread 2\ndefaults\n  mode http\n  timeout connect 2s\n  \
          timeout client 60s\n  timeout server 60s\nfrontend fe\n  bind 127.0.0.1:{port} proto h2\n  \
          default_backend be\nbackend be\n  balance roundrobin\n{servers}"
     );
