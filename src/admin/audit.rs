@@ -33,13 +33,68 @@ pub enum AuditOutcome {
     },
 }
 
+/// The management write under way in this task, so that its audit record goes
+/// into the same write batch (one commit, atomic with the write it records).
+#[derive(Debug)]
+pub(crate) struct PendingAudit {
+    caller: Caller,
+    operation: &'static str,
+    target: String,
+    /// Whether a batch already carried the record.
+    recorded: bool,
+}
+
+tokio::task_local! {
+    static PENDING: std::cell::RefCell<PendingAudit>;
+}
+
+/// Runs `op`, the management write `operation` of `caller` on `target`: the first
+/// batch it writes carries the audit record of its success. Returns what `op`
+/// returned and whether that record was written.
+pub(crate) async fn with_pending<F: std::future::Future>(
+    caller: &Caller,
+    operation: &'static str,
+    target: &str,
+    op: F,
+) -> (F::Output, bool) {
+    let pending =
+        PendingAudit { caller: caller.clone(), operation, target: target.to_owned(), recorded: false };
+    let cell = std::cell::RefCell::new(pending);
+    PENDING
+        .scope(cell, async {
+            let out = op.await;
+            let recorded = PENDING.with(|p| p.borrow().recorded);
+            (out, recorded)
+        })
+        .await
+}
+
 impl Admin {
-    /// Records that `caller` ran `operation` on `target` (a key or a name, never
-    /// a value) through this node, and how it ended, at `audit/<time>-<node>-<n>`
-    /// with acknowledgement `local` (the record replicates like any write). A
-    /// failure to record is logged, never returned: the operation already
-    /// happened.
-    pub async fn audit(&self, caller: &Caller, operation: &str, target: &str, outcome: AuditOutcome) {
+    /// `batch` with the audit record of the management write under way in this
+    /// task appended, the first time it writes (see [`with_pending`]).
+    pub(super) fn with_audit_record(&self, batch: WriteBatch) -> (WriteBatch, bool) {
+        let record = PENDING.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.recorded {
+                return None;
+            }
+            p.recorded = true;
+            Some(self.audit_record(&p.caller, p.operation, &p.target, AuditOutcome::Ok))
+        });
+        match record {
+            Ok(Some((key, value))) => (batch.put(key, value), true),
+            _ => (batch, false),
+        }
+    }
+
+    /// The key and value of an audit record.
+    fn audit_record(
+        &self,
+        caller: &Caller,
+        operation: &str,
+        target: &str,
+        outcome: AuditOutcome,
+    ) -> (String, Bytes) {
         let (ok, code, message) = match outcome {
             AuditOutcome::Ok => (true, "Ok".to_owned(), String::new()),
             AuditOutcome::Failed { code, message } => {
@@ -58,14 +113,31 @@ impl Admin {
             message,
         };
         let n = self.audit_seq.fetch_add(1, Ordering::Relaxed);
-        let key = AuditRecord::key(record.at_ms, self.ctx.id.as_str(), n);
-        let batch = WriteBatch::new().put(key, Bytes::from(record.encode()));
-        if let Err(error) = self.write(batch, AckLevel::Local).await {
-            warn!(%error, operation, caller = %caller.name, "could not record a management write in the audit log");
-            return;
+        (AuditRecord::key(record.at_ms, self.ctx.id.as_str(), n), Bytes::from(record.encode()))
+    }
+
+    /// Records that `caller` ran `operation` on `target` (a key or a name, never
+    /// a value) through this node, and how it ended, at `audit/<time>-<node>-<n>`
+    /// with acknowledgement `local` (the record replicates like any write). A
+    /// failure to record is logged, never returned: the operation already
+    /// happened.
+    pub async fn audit(&self, caller: &Caller, operation: &str, target: &str, outcome: AuditOutcome) {
+        let (key, value) = self.audit_record(caller, operation, target, outcome);
+        let batch = WriteBatch::new().put(key, value);
+        match self.write(batch, AckLevel::Local).await {
+            Ok(_) => self.maybe_prune_audit().await,
+            Err(error) => {
+                warn!(%error, operation, caller = %caller.name, "could not record a management write in the audit log");
+            }
         }
-        if n % PRUNE_EVERY == PRUNE_EVERY - 1
-            && let Err(error) = self.prune_audit().await
+    }
+
+    /// Deletes the oldest audit records beyond the retention, every
+    /// [`PRUNE_EVERY`] records this node writes.
+    pub(super) async fn maybe_prune_audit(&self) {
+        // Boxed: pruning writes, and writing may prune.
+        if self.audit_seq.load(Ordering::Relaxed) % PRUNE_EVERY == 0
+            && let Err(error) = Box::pin(self.prune_audit()).await
         {
             warn!(%error, "could not prune the audit log");
         }
@@ -138,6 +210,26 @@ mod tests {
             previous_keys: Vec::new(),
         };
         Admin::new(ctx, Arc::new(replicator), addr, Duration::from_secs(1)).audit_retention(retained)
+    }
+
+    #[tokio::test]
+    async fn a_successful_write_carries_its_audit_record_in_the_same_commit() {
+        let admin = admin(100);
+        let ada = Caller { name: "ada".into(), role: Role::Admin };
+        let put = admin.put("settings/a", Bytes::from_static(b"1"), AckLevel::Local);
+        let (receipt, recorded) = with_pending(&ada, "Put", "settings/a", put).await;
+        let receipt = receipt.unwrap();
+        assert!(recorded);
+        let key = admin.ctx.store.get("settings/a").await.unwrap().unwrap();
+        assert_eq!(receipt.version, key.token(), "the receipt names the write, not its audit record");
+        let audit = admin.ctx.store.scan(Namespace::Audit.prefix()).await.unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!((audit[0].origin.clone(), audit[0].seq), (key.origin.clone(), key.seq + 1), "one batch");
+        // A second write in the same operation carries no second record.
+        let again = admin.put("settings/b", Bytes::from_static(b"2"), AckLevel::Local);
+        let (_, recorded) = with_pending(&ada, "Put", "settings/b", again).await;
+        assert!(recorded);
+        assert_eq!(admin.ctx.store.scan(Namespace::Audit.prefix()).await.unwrap().len(), 2);
     }
 
     #[tokio::test]

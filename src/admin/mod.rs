@@ -26,6 +26,7 @@ use spectrum_core::{Member, PeerAddr, TransportConfig};
 use spectrum_replication::{AckLevel, Record, ReplicationError, Replicator, WriteBatch};
 use tracing::warn;
 
+pub(crate) use audit::with_pending;
 pub use audit::{AuditOutcome, DEFAULT_AUDIT_RETENTION};
 pub use error::AdminError;
 
@@ -148,8 +149,11 @@ impl Admin {
         if let Some(reason) = self.clock_fence.as_ref().and_then(|fence| fence()) {
             return Err(AdminError::ClockFenced { node: self.ctx.id.clone(), reason });
         }
+        let (batch, audited) = self.with_audit_record(batch);
         let records = self.ctx.store.apply(batch).await?;
-        let Some(version) = records.last().map(Record::token) else {
+        // The write's version is its own last record's, not its audit record's.
+        let own = records.iter().rev().find(|r| !r.key.starts_with(Namespace::Audit.prefix()));
+        let Some(version) = own.or(records.last()).map(Record::token) else {
             return Err(AdminError::Internal { reason: "the store applied no records".into() });
         };
         let report =
@@ -161,6 +165,9 @@ impl Admin {
                 },
                 other => AdminError::Replication(other),
             })?;
+        if audited {
+            self.maybe_prune_audit().await;
+        }
         Ok(WriteReceipt {
             version,
             acked: u32::try_from(report.acked).unwrap_or(u32::MAX),

@@ -79,6 +79,22 @@ impl ManagementService {
         Ok(caller)
     }
 
+    /// Runs the write `rpc` on `target`: its audit record of success goes into the
+    /// write's own batch (one commit), and a failure is recorded on its own.
+    async fn audited_op<T>(
+        &self,
+        caller: &Caller,
+        rpc: Rpc,
+        target: &str,
+        op: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let (result, recorded) = crate::admin::with_pending(caller, rpc.name(), target, op).await;
+        if recorded && result.is_ok() {
+            return result;
+        }
+        self.audited(caller, rpc, target, result).await
+    }
+
     /// Records the write `rpc` on `target` and how it ended, then passes `result` on.
     async fn audited<T>(
         &self,
@@ -142,11 +158,16 @@ impl Management for ManagementService {
         let target = request.get_ref().key.clone();
         let caller = self.authorize(&request, Rpc::Put, &target).await?;
         let req = request.into_inner();
-        let done = match ack(req.ack) {
-            Ok(level) => self.admin.put(&req.key, Bytes::from(req.value), level).await.map_err(Status::from),
-            Err(e) => Err(e),
-        };
-        let write = self.audited(&caller, Rpc::Put, &target, done).await?;
+        let write = self
+            .audited_op(&caller, Rpc::Put, &target, async {
+                match ack(req.ack) {
+                    Ok(level) => {
+                        self.admin.put(&req.key, Bytes::from(req.value), level).await.map_err(Status::from)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
         Ok(Response::new(write.into()))
     }
 
@@ -158,8 +179,11 @@ impl Management for ManagementService {
         let target = request.get_ref().key.clone();
         let caller = self.authorize(&request, Rpc::Delete, &target).await?;
         let req = request.into_inner();
-        let done = async { Ok(self.admin.delete(&req.key, ack(req.ack)?).await?) }.await;
-        let write = self.audited(&caller, Rpc::Delete, &target, done).await?;
+        let write = self
+            .audited_op(&caller, Rpc::Delete, &target, async {
+                Ok(self.admin.delete(&req.key, ack(req.ack)?).await?)
+            })
+            .await?;
         Ok(Response::new(write.into()))
     }
 
@@ -192,10 +216,11 @@ impl Management for ManagementService {
         let target = license_name(&request.get_ref().name);
         let caller = self.authorize(&request, Rpc::SetLicense, &target).await?;
         let req = request.into_inner();
-        let done =
-            async { Ok(self.admin.set_license(&req.name, Bytes::from(req.license), ack(req.ack)?).await?) }
-                .await;
-        let done = self.audited(&caller, Rpc::SetLicense, &target, done).await?;
+        let done = self
+            .audited_op(&caller, Rpc::SetLicense, &target, async {
+                Ok(self.admin.set_license(&req.name, Bytes::from(req.license), ack(req.ack)?).await?)
+            })
+            .await?;
         Ok(Response::new(proto::SetLicenseResponse {
             license: Some(done.license.into()),
             write: Some(done.write.into()),
@@ -223,11 +248,11 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::CreateDataflow, &target).await?;
         let req = request.into_inner();
         let definition = Bytes::from(req.definition);
-        let done = async {
-            Ok(self.admin.create_dataflow(&req.name, definition, req.replace, ack(req.ack)?).await?)
-        }
-        .await;
-        let write = self.audited(&caller, Rpc::CreateDataflow, &target, done).await?;
+        let write = self
+            .audited_op(&caller, Rpc::CreateDataflow, &target, async {
+                Ok(self.admin.create_dataflow(&req.name, definition, req.replace, ack(req.ack)?).await?)
+            })
+            .await?;
         Ok(Response::new(write.into()))
     }
 
@@ -262,8 +287,11 @@ impl Management for ManagementService {
         let target = request.get_ref().name.clone();
         let caller = self.authorize(&request, Rpc::DeleteDataflow, &target).await?;
         let req = request.into_inner();
-        let done = async { Ok(self.admin.delete_dataflow(&req.name, ack(req.ack)?).await?) }.await;
-        let write = self.audited(&caller, Rpc::DeleteDataflow, &target, done).await?;
+        let write = self
+            .audited_op(&caller, Rpc::DeleteDataflow, &target, async {
+                Ok(self.admin.delete_dataflow(&req.name, ack(req.ack)?).await?)
+            })
+            .await?;
         Ok(Response::new(write.into()))
     }
 
@@ -275,10 +303,11 @@ impl Management for ManagementService {
         let target = definition_name(&request.get_ref().definition);
         let caller = self.authorize(&request, Rpc::CreateResource, &target).await?;
         let req = request.into_inner();
-        let done =
-            async { Ok(self.admin.create_resource(&req.definition, req.replace, ack(req.ack)?).await?) }
-                .await;
-        let done = self.audited(&caller, Rpc::CreateResource, &target, done).await?;
+        let done = self
+            .audited_op(&caller, Rpc::CreateResource, &target, async {
+                Ok(self.admin.create_resource(&req.definition, req.replace, ack(req.ack)?).await?)
+            })
+            .await?;
         Ok(Response::new(proto::CreateResourceResponse {
             resource: Some(done.resource.into()),
             write: Some(done.write.into()),
@@ -316,8 +345,11 @@ impl Management for ManagementService {
         let target = request.get_ref().name.clone();
         let caller = self.authorize(&request, Rpc::DeleteResource, &target).await?;
         let req = request.into_inner();
-        let done = async { Ok(self.admin.delete_resource(&req.name, ack(req.ack)?).await?) }.await;
-        let write = self.audited(&caller, Rpc::DeleteResource, &target, done).await?;
+        let write = self
+            .audited_op(&caller, Rpc::DeleteResource, &target, async {
+                Ok(self.admin.delete_resource(&req.name, ack(req.ack)?).await?)
+            })
+            .await?;
         Ok(Response::new(write.into()))
     }
 
@@ -403,19 +435,23 @@ impl Management for ManagementService {
         };
         let caller = self.authorize(&request, rpc, &target).await?;
         let req = request.into_inner();
-        let done = async {
-            let state = match proto::NodeState::try_from(req.state) {
-                Ok(proto::NodeState::Active) => MemberState::Active,
-                Ok(proto::NodeState::Draining) => MemberState::Draining,
-                Ok(proto::NodeState::Removed) => MemberState::Removed,
-                Err(_) => return Err(Status::invalid_argument(format!("unknown node state {}", req.state))),
-            };
-            let id: NodeId =
-                req.node_id.parse().map_err(|e| Status::invalid_argument(format!("invalid node id: {e}")))?;
-            Ok(self.admin.set_node_state(&id, state, ack(req.ack)?).await?)
-        }
-        .await;
-        let done = self.audited(&caller, rpc, &target, done).await?;
+        let done = self
+            .audited_op(&caller, rpc, &target, async {
+                let state = match proto::NodeState::try_from(req.state) {
+                    Ok(proto::NodeState::Active) => MemberState::Active,
+                    Ok(proto::NodeState::Draining) => MemberState::Draining,
+                    Ok(proto::NodeState::Removed) => MemberState::Removed,
+                    Err(_) => {
+                        return Err(Status::invalid_argument(format!("unknown node state {}", req.state)));
+                    }
+                };
+                let id: NodeId = req
+                    .node_id
+                    .parse()
+                    .map_err(|e| Status::invalid_argument(format!("invalid node id: {e}")))?;
+                Ok(self.admin.set_node_state(&id, state, ack(req.ack)?).await?)
+            })
+            .await?;
         Ok(Response::new(proto::SetNodeStateResponse {
             member: Some((&done.member).into()),
             write: Some(done.write.into()),
@@ -430,14 +466,17 @@ impl Management for ManagementService {
         let target = request.get_ref().name.clone();
         let caller = self.authorize(&request, Rpc::AddUser, &target).await?;
         let req = request.into_inner();
-        let done = async {
-            let role = role_from_wire(req.role).ok_or_else(|| {
-                Status::invalid_argument(format!("unknown role {}: give viewer, operator or admin", req.role))
-            })?;
-            Ok(self.admin.add_user(&req.name, role, ack(req.ack)?).await?)
-        }
-        .await;
-        let added = self.audited(&caller, Rpc::AddUser, &target, done).await?;
+        let added = self
+            .audited_op(&caller, Rpc::AddUser, &target, async {
+                let role = role_from_wire(req.role).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "unknown role {}: give viewer, operator or admin",
+                        req.role
+                    ))
+                })?;
+                Ok(self.admin.add_user(&req.name, role, ack(req.ack)?).await?)
+            })
+            .await?;
         Ok(Response::new(added.into()))
     }
 
@@ -460,8 +499,11 @@ impl Management for ManagementService {
         let target = request.get_ref().name.clone();
         let caller = self.authorize(&request, Rpc::RevokeUser, &target).await?;
         let req = request.into_inner();
-        let done = async { Ok(self.admin.revoke_user(&req.name, ack(req.ack)?).await?) }.await;
-        let done = self.audited(&caller, Rpc::RevokeUser, &target, done).await?;
+        let done = self
+            .audited_op(&caller, Rpc::RevokeUser, &target, async {
+                Ok(self.admin.revoke_user(&req.name, ack(req.ack)?).await?)
+            })
+            .await?;
         Ok(Response::new(proto::RevokeUserResponse {
             user: Some(done.user.into()),
             write: Some(done.write.into()),
@@ -476,8 +518,11 @@ impl Management for ManagementService {
         let target = request.get_ref().name.clone();
         let caller = self.authorize(&request, Rpc::RotateUser, &target).await?;
         let req = request.into_inner();
-        let done = async { Ok(self.admin.rotate_user(&req.name, ack(req.ack)?).await?) }.await;
-        let rotated = self.audited(&caller, Rpc::RotateUser, &target, done).await?;
+        let rotated = self
+            .audited_op(&caller, Rpc::RotateUser, &target, async {
+                Ok(self.admin.rotate_user(&req.name, ack(req.ack)?).await?)
+            })
+            .await?;
         Ok(Response::new(rotated.into()))
     }
 
@@ -488,8 +533,11 @@ impl Management for ManagementService {
     ) -> Result<Response<proto::ResealSecretsResponse>, Status> {
         let caller = self.authorize(&request, Rpc::ResealSecrets, "resources").await?;
         let req = request.into_inner();
-        let done = async { Ok(self.admin.reseal_secrets(ack(req.ack)?).await?) }.await;
-        let report = self.audited(&caller, Rpc::ResealSecrets, "resources", done).await?;
+        let report = self
+            .audited_op(&caller, Rpc::ResealSecrets, "resources", async {
+                Ok(self.admin.reseal_secrets(ack(req.ack)?).await?)
+            })
+            .await?;
         Ok(Response::new(proto::ResealSecretsResponse {
             resealed: report.resealed,
             current: report.current,
