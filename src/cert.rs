@@ -106,8 +106,26 @@ impl fmt::Debug for CertificateAuthority {
     }
 }
 
+/// How long a cluster CA is valid, in years from the day it is made.
+pub const CA_VALIDITY_YEARS: i16 = 10;
+/// How long a node or balancer certificate is valid, in years from the day it is
+/// issued (renew it before then: `spectrum cert issue` again, then reload).
+pub const CERT_VALIDITY_YEARS: i16 = 1;
+
+/// Sets `params` valid from the start of today (UTC) for `years` years.
+fn valid_for(params: &mut CertificateParams, years: i16) {
+    let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    let until = today.checked_add(jiff::Span::new().years(years)).unwrap_or(today);
+    let day = |d: jiff::civil::Date| {
+        rcgen::date_time_ymd(i32::from(d.year()), d.month().unsigned_abs(), d.day().unsigned_abs())
+    };
+    params.not_before = day(today);
+    params.not_after = day(until);
+}
+
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
+    valid_for(&mut params, CA_VALIDITY_YEARS);
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, CA_COMMON_NAME);
     params.distinguished_name = dn;
@@ -186,6 +204,7 @@ impl CertificateAuthority {
         params.distinguished_name = dn;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = usages;
+        valid_for(&mut params, CERT_VALIDITY_YEARS);
         let key = KeyPair::generate().map_err(gen_err("node key"))?;
         let cert = params.signed_by(&key, &self.issuer).map_err(gen_err("node certificate"))?;
         Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
@@ -286,6 +305,17 @@ fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), CertError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificates_are_valid_from_today_for_a_bounded_number_of_years() {
+        let mut params = CertificateParams::default();
+        valid_for(&mut params, CERT_VALIDITY_YEARS);
+        let days = (params.not_after - params.not_before).whole_days();
+        assert!((365..=366).contains(&days), "{days}");
+        valid_for(&mut params, CA_VALIDITY_YEARS);
+        let days = (params.not_after - params.not_before).whole_days();
+        assert!((3650..=3653).contains(&days), "{days}");
+    }
     use spectrum_core::tls::certificate_names_node;
 
     fn der(pem: &str) -> Vec<rustls_pki_types::CertificateDer<'static>> {

@@ -170,7 +170,7 @@ pub struct BackendEntry {
 
 /// A balancer's configuration file. Every setting but `listen` and `nodes` is
 /// optional; [`BalancerFileConfig::balancer_config`] turns the file into the
-/// library's [`BalancerConfig`](spectrum_balancer::BalancerConfig) and strategy,
+/// library's [`BalancerConfig`] and strategy,
 /// refusing a bad value with the setting's name (an unknown setting is refused when
 /// the file is read).
 ///
@@ -265,17 +265,17 @@ pub struct StrategyFile {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum StrategyName {
-    /// [`RoundRobin`](spectrum_balancer::RoundRobin).
+    /// [`RoundRobin`].
     RoundRobin,
-    /// [`WeightedRoundRobin`](spectrum_balancer::WeightedRoundRobin), by each node's `weight`.
+    /// [`WeightedRoundRobin`], by each node's `weight`.
     WeightedRoundRobin,
-    /// [`Random`](spectrum_balancer::Random).
+    /// [`Random`].
     Random,
-    /// [`LeastRequests`](spectrum_balancer::LeastRequests) (power of two choices).
+    /// [`LeastRequests`] (power of two choices).
     LeastRequests,
-    /// [`PeakEwma`](spectrum_balancer::PeakEwma) (latency-aware).
+    /// [`PeakEwma`] (latency-aware).
     PeakEwma,
-    /// [`ConsistentHash`](spectrum_balancer::ConsistentHash) with bounded loads.
+    /// [`ConsistentHash`] with bounded loads.
     ConsistentHash,
 }
 

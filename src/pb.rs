@@ -1,5 +1,5 @@
 //! The management API's protobuf messages (`spectrum.management.v1`) and their
-//! conversions to and from the [`model`](crate::model) types.
+//! conversions to and from the [`crate::model`] types.
 //!
 //! The generated types are public for interoperability (any gRPC client can use
 //! `proto/spectrum/management.proto`, and nodes serve reflection), but Rust code

@@ -206,6 +206,9 @@ pub(crate) fn store_status(e: StoreError) -> Status {
         StoreError::BehindHorizon { .. }
         | StoreError::FeedCompacted { .. }
         | StoreError::FeedAhead { .. } => Status::failed_precondition(e.to_string()),
+        // This node cannot write now (a full disk, an I/O error): the peer should
+        // try again later or elsewhere; nothing is wrong with its request.
+        StoreError::Storage { .. } | StoreError::InUse { .. } => Status::unavailable(e.to_string()),
         other => Status::internal(other.to_string()),
     }
 }
