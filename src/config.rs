@@ -29,7 +29,7 @@ use spectrum_balancer::strategy::{
     BalancingStrategy, ConsistentHash, LeastRequests, PeakEwma, Random, RoundRobin, WeightedRoundRobin,
 };
 use spectrum_balancer::{BalancerConfig, BearerToken, PathMatcher};
-use spectrum_core::tls::TlsConfig;
+use spectrum_core::tls::{ClientAuth, TlsConfig};
 use spectrum_core::{ClusterId, NodeId, PeerAddr};
 use spectrum_resources::ClusterKey;
 
@@ -240,6 +240,11 @@ pub struct BalancerFileConfig {
     /// sides.
     #[serde(default)]
     pub tls: Option<TlsFiles>,
+    /// With `tls`: whether every client must present a certificate chaining to the
+    /// cluster CA (`spectrum cert issue NAME` for each client); default false
+    /// (clients need only trust the CA, and present a token).
+    #[serde(default)]
+    pub require_client_certificates: Option<bool>,
 }
 
 /// The balancer file's `[strategy]`.
@@ -422,6 +427,23 @@ impl BalancerFileConfig {
         Ok((config, strategy))
     }
 
+    /// How the balancer's TLS listener treats client certificates.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Config`] naming `require_client_certificates` when it is set
+    /// without `tls`.
+    pub fn client_auth(&self) -> Result<ClientAuth, NodeError> {
+        match (self.require_client_certificates.unwrap_or(false), &self.tls) {
+            (true, None) => Err(NodeError::Config {
+                field: "require_client_certificates",
+                reason: "needs `tls` (the CA that client certificates must chain to)".into(),
+            }),
+            (true, Some(_)) => Ok(ClientAuth::Required),
+            (false, _) => Ok(ClientAuth::Optional),
+        }
+    }
+
     /// The health check interval (default 1 s).
     pub fn health_interval(&self) -> Duration {
         Duration::from_millis(self.health_interval_ms.unwrap_or(1000))
@@ -569,6 +591,16 @@ mod tests {
             balancer("[strategy]\nname = \"consistent_hash\"\nhash_key = \"client_address\"").unwrap();
         let (config, _) = by_client.balancer_config().unwrap();
         assert!(config.affinity_client_address && config.affinity_header.is_none());
+    }
+
+    #[test]
+    fn client_certificates_are_required_only_when_asked_and_only_with_tls() {
+        let plain = balancer("").unwrap();
+        assert_eq!(plain.client_auth().unwrap(), ClientAuth::Optional);
+        let err = balancer("require_client_certificates = true").unwrap().client_auth().unwrap_err();
+        assert!(err.to_string().contains("require_client_certificates"), "{err}");
+        let tls = "tls = { ca = \"ca.pem\", cert = \"b.pem\", key = \"b.key\" }\nrequire_client_certificates = true";
+        assert_eq!(balancer(tls).unwrap().client_auth().unwrap(), ClientAuth::Required);
     }
 
     #[test]

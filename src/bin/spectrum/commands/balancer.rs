@@ -8,7 +8,7 @@ use serde::Serialize;
 use spectrum::auth::Token;
 use spectrum::balancer::{BackendConfig, Balancer};
 use spectrum::config::{BalancerFileConfig, BalancerOverrides, TlsFiles, load};
-use spectrum::core::tls::{ClientAuth, TlsConfig};
+use spectrum::core::tls::TlsConfig;
 use spectrum::discovery::ManagementDiscovery;
 use spectrum::resolve::resolve;
 
@@ -41,7 +41,8 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
     let tls = cfg.tls.as_ref().map(TlsFiles::load).transpose()?;
     let files = tls.clone();
     let (mut config, strategy) = cfg.balancer_config()?;
-    config.tls = tls.clone().map(|t| t.client_auth(ClientAuth::Optional));
+    let client_auth = cfg.client_auth()?;
+    config.tls = tls.clone().map(|t| t.client_auth(client_auth));
     // The CA alone towards the nodes: the balancer forwards public services only
     // and needs no node identity (nor a certificate that could expire unnoticed).
     config.upstream_tls = tls.as_ref().map(|t| TlsConfig::from_ca_pem(t.ca_pem())).transpose()?;
@@ -61,7 +62,7 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
     let reload = async {
         match &files {
             Some(tls) => {
-                let apply = |t: TlsConfig| handle.set_tls(&t.client_auth(ClientAuth::Optional));
+                let apply = |t: TlsConfig| handle.set_tls(&t.client_auth(client_auth));
                 reload_tls_on_change(tls, |t| apply(t).map_err(|e| e.to_string())).await;
             }
             None => std::future::pending().await,
