@@ -77,8 +77,9 @@ pub fn role_to_wire(role: Role) -> i32 {
     match role {
         Role::Viewer => proto::Role::Viewer as i32,
         Role::Operator => proto::Role::Operator as i32,
-        // `Admin`, and any role added later, as the highest this API knows.
-        _ => proto::Role::Admin as i32,
+        // Exhaustive on purpose: a role added later must be mapped here, never
+        // sent as a more powerful one by default.
+        Role::Admin => proto::Role::Admin as i32,
     }
 }
 
