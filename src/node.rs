@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use spectrum_core::channels::ChannelCache;
 use spectrum_core::tls::{ClientAuth, ReloadableServerTls, TlsConfig};
 use spectrum_core::transport::{self, Listener};
 use spectrum_core::{
@@ -331,12 +332,19 @@ impl NodeBuilder {
 
     /// The replicator of this node: seeded, authenticated with the peer credential
     /// when the node has a cluster key or token.
-    fn anti_entropy(&self, store: &Arc<dyn ConfigStore>, hlc: &Arc<Hlc>, addr: &PeerAddr) -> AntiEntropy {
+    fn anti_entropy(
+        &self,
+        store: &Arc<dyn ConfigStore>,
+        hlc: &Arc<Hlc>,
+        addr: &PeerAddr,
+        channels: &Arc<ChannelCache>,
+    ) -> AntiEntropy {
         let mut builder =
             AntiEntropy::builder(store.clone(), hlc.clone(), self.cluster.clone(), addr.clone())
                 .seeds(self.seeds.clone())
                 .interval(self.sync_interval)
-                .transport(self.transport.clone());
+                .transport(self.transport.clone())
+                .channels(channels.clone());
         if let Some(credential) = peer_credential(&self.id, self.cluster_key.as_deref(), self.token.as_ref())
         {
             let previous = self
@@ -381,7 +389,10 @@ impl NodeBuilder {
         readiness.publish().await;
         let store = std::mem::replace(&mut self.store, StoreChoice::Memory).open(&self.id, &hlc).await?;
         let store: Arc<dyn ConfigStore> = Arc::new(WatchedStore::new(store, readiness.clone()));
-        let anti_entropy = self.anti_entropy(&store, &hlc, &addr);
+        // One channel per peer for everything this node sends them (replication,
+        // resource checks), so a rotated client certificate reaches all of it.
+        let channels = Arc::new(ChannelCache::new(self.transport.clone()));
+        let anti_entropy = self.anti_entropy(&store, &hlc, &addr, &channels);
         let replicator: Arc<dyn Replicator> = Arc::new(anti_entropy.clone());
         let max_offset = self.max_clock_offset;
         // Weak: the store (inside the replicator) holds the readiness, which must not
@@ -402,7 +413,7 @@ impl NodeBuilder {
         };
 
         let admin = Admin::new(ctx.clone(), replicator.clone(), addr.clone(), self.write_timeout)
-            .transport(self.transport.clone())
+            .channels(channels.clone())
             .ready_flag(ready.clone())
             .clock_fence(Arc::new(move || fence.clock_fence()));
         let mut routes = RoutesBuilder::default();
@@ -421,7 +432,11 @@ impl NodeBuilder {
         let routes =
             Routes::from(routes.routes().into_axum_router().merge(readiness::routes(readiness.clone())));
         let server_tls = match &self.transport.tls {
-            Some(tls) => Some(ServerTls { files: tls.clone(), listener: ReloadableServerTls::new(tls)? }),
+            Some(tls) => Some(ServerTls {
+                files: tls.clone(),
+                listener: ReloadableServerTls::new(tls)?,
+                channels: channels.clone(),
+            }),
             None => None,
         };
         let (stop_tx, server_task) = serve(
@@ -681,10 +696,12 @@ pub struct Node {
     tls: Option<parking_lot::Mutex<ServerTls>>,
 }
 
-/// What a TLS node's port serves, and what it was read from.
+/// What a TLS node's port serves, what it was read from, and the channels that
+/// present the same certificate to peers.
 struct ServerTls {
     files: TlsConfig,
     listener: ReloadableServerTls,
+    channels: Arc<ChannelCache>,
 }
 
 impl fmt::Debug for Node {
@@ -722,10 +739,10 @@ impl Node {
     }
 
     /// Serves `tls` (its certificate, and its CA for client certificates) on this
-    /// node's port to every connection accepted from now on; open connections keep
-    /// theirs. For certificate rotation without a restart (see also
-    /// [`reload_tls`](Self::reload_tls)). The certificate this node presents to its
-    /// peers when it calls them is the one it started with.
+    /// node's port to every connection accepted from now on, and presents it to
+    /// peers on every connection this node opens from now on; open connections
+    /// keep theirs. For certificate rotation without a restart (see also
+    /// [`reload_tls`](Self::reload_tls)).
     ///
     /// # Errors
     ///
@@ -739,6 +756,7 @@ impl Node {
         let tls = tls.client_auth(ClientAuth::Optional);
         let mut served = served.lock();
         served.listener.replace(&tls)?;
+        served.channels.set_tls(tls.clone());
         served.files = tls;
         Ok(())
     }

@@ -46,6 +46,8 @@
 //! ```
 
 pub mod addr;
+#[cfg(feature = "transport")]
+pub mod channels;
 pub mod error;
 pub mod hlc;
 pub mod id;

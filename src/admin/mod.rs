@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use spectrum_core::channels::ChannelCache;
 use spectrum_core::{Member, PeerAddr, TransportConfig};
 use spectrum_replication::{AckLevel, Record, ReplicationError, Replicator, WriteBatch};
 use tracing::warn;
@@ -48,7 +49,8 @@ pub struct Admin {
     replicator: Arc<dyn Replicator>,
     addr: PeerAddr,
     write_timeout: Duration,
-    transport: TransportConfig,
+    /// Channels for the calls this node makes to other members (resource checks).
+    channels: Arc<ChannelCache>,
     ready: Arc<AtomicBool>,
     /// Why this node's clock is fenced, if it is (writes are refused then).
     clock_fence: Option<ClockFence>,
@@ -93,7 +95,7 @@ impl Admin {
             replicator,
             addr,
             write_timeout,
-            transport: TransportConfig::default(),
+            channels: Arc::new(ChannelCache::new(TransportConfig::default())),
             ready: Arc::new(AtomicBool::new(true)),
             clock_fence: None,
             audit_seq: Arc::new(AtomicU64::new(0)),
@@ -127,7 +129,15 @@ impl Admin {
     /// Transport settings for the calls this node makes to other members (resource
     /// checks); the default otherwise.
     pub fn transport(mut self, transport: TransportConfig) -> Self {
-        self.transport = transport;
+        self.channels = Arc::new(ChannelCache::new(transport));
+        self
+    }
+
+    /// Makes the calls this node makes to other members on `channels`, shared with
+    /// the node's replicator (so a rotated client certificate reaches both; see
+    /// [`ChannelCache::set_tls`]).
+    pub fn channels(mut self, channels: Arc<ChannelCache>) -> Self {
+        self.channels = channels;
         self
     }
 

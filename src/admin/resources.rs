@@ -171,7 +171,7 @@ impl Admin {
             error: None,
             resources: Vec::new(),
         };
-        let channel = self.transport.channel(&member.addr);
+        let channel = self.channels.get(&member.addr);
         let mut client = proto::management_client::ManagementClient::with_interceptor(
             channel,
             TokenInterceptor::new(token),

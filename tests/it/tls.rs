@@ -326,6 +326,87 @@ async fn a_node_serves_its_rotated_certificate_after_reload_without_dropping_ope
     n.shutdown().await;
 }
 
+/// A TLS server on loopback that demands a client certificate from `ca`, sends
+/// the leaf of every one it is shown to the returned receiver, and hangs up, so
+/// that every call to it opens a new connection.
+async fn certificate_recorder(
+    ca: &CertificateAuthority,
+) -> (PeerAddr, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone())
+            .build()
+            .unwrap();
+    let own = ca.issue_server("recorder", &hosts()).unwrap();
+    let chain = vec![rustls_pki_types::CertificateDer::from_pem_slice(own.cert_pem.as_bytes()).unwrap()];
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(own.key_pem.as_bytes()).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: PeerAddr = format!("http://{}", listener.local_addr().unwrap()).parse().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(tls) = acceptor.accept(tcp).await
+                && let Some(certs) = tls.get_ref().1.peer_certificates()
+                && tx.send(certs[0].to_vec()).is_err()
+            {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_presents_its_rotated_certificate_to_peers_after_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_paths = spectrum::cert::init_dir(dir.path()).unwrap();
+    let ca = CertificateAuthority::from_pem(
+        std::fs::read_to_string(&ca_paths.cert).unwrap(),
+        &std::fs::read_to_string(&ca_paths.key).unwrap(),
+    )
+    .unwrap();
+    let (seed, mut shown) = certificate_recorder(&ca).await;
+    let id = "node-1".parse().unwrap();
+    let first = spectrum::cert::issue_in_dir(dir.path(), &id, &hosts()).unwrap();
+    let tls = TlsConfig::from_files(&ca_paths.cert, &first.cert, &first.key).unwrap();
+    let n = node("node-1").tls(tls).seeds(vec![seed]).start().await.unwrap();
+    let old = pem_to_der(&std::fs::read(&first.cert).unwrap());
+    let first_shown = tokio::time::timeout(Duration::from_secs(10), shown.recv()).await.unwrap().unwrap();
+    assert_eq!(first_shown, old, "the node calls its peers with its certificate");
+
+    std::fs::remove_file(&first.cert).unwrap();
+    std::fs::remove_file(&first.key).unwrap();
+    let second = spectrum::cert::issue_in_dir(dir.path(), &id, &hosts()).unwrap();
+    assert!(n.reload_tls().unwrap());
+    let new = pem_to_der(&std::fs::read(&second.cert).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let presented = tokio::time::timeout(left, shown.recv())
+            .await
+            .expect("the node never presented its new certificate to a peer")
+            .unwrap();
+        if presented == new {
+            break;
+        }
+        assert_eq!(presented, old, "only the old or the new certificate is ever presented");
+    }
+    n.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_balancer_s_server_only_certificate_does_not_pass_for_a_node() {
     let ca = CertificateAuthority::generate().unwrap();

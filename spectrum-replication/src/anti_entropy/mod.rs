@@ -41,7 +41,7 @@ mod peers;
 mod pull;
 mod push;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +50,7 @@ use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, RngCore, SeedableRng};
+use spectrum_core::channels::ChannelCache;
 use spectrum_core::{ClusterId, Hlc, PeerAddr, TransportConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -90,6 +91,7 @@ pub struct AntiEntropyBuilder {
     seeds: Vec<PeerAddr>,
     interval: Duration,
     transport: TransportConfig,
+    channels: Option<Arc<ChannelCache>>,
     rng_seed: Option<u64>,
     credential: Option<PeerCredential>,
     previous: Vec<PeerCredential>,
@@ -129,9 +131,19 @@ impl AntiEntropyBuilder {
         self
     }
 
-    /// How to talk to peers (timeouts, keepalive, message size limit).
+    /// How to talk to peers (timeouts, keepalive, message size limit, TLS).
     pub fn transport(mut self, transport: TransportConfig) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// Calls peers on the channels of `channels` (shared with the rest of the
+    /// node, so that a rotated client certificate reaches every caller at once:
+    /// see [`ChannelCache::set_tls`]) instead of channels of its own made with
+    /// [`transport`](Self::transport). The service side still follows
+    /// [`transport`](Self::transport): give both the same TLS.
+    pub fn channels(mut self, channels: Arc<ChannelCache>) -> Self {
+        self.channels = Some(channels);
         self
     }
 
@@ -172,12 +184,14 @@ impl AntiEntropyBuilder {
                 self_addr,
                 seeds,
                 interval: self.interval,
-                transport: self.transport,
+                channels: self
+                    .channels
+                    .unwrap_or_else(|| Arc::new(ChannelCache::new(self.transport.clone()))),
+                peer_tls: self.transport.tls.is_some(),
                 rng: self.rng_seed.map(|seed| Mutex::new(StdRng::seed_from_u64(seed))),
                 peers,
                 handshake,
                 known: Mutex::new(Vec::new()),
-                channels: Mutex::new(HashMap::new()),
                 stop,
             }),
         }
@@ -210,6 +224,7 @@ impl AntiEntropy {
             seeds: Vec::new(),
             interval: DEFAULT_INTERVAL,
             transport: TransportConfig::default(),
+            channels: None,
             rng_seed: None,
             credential: None,
             previous: Vec::new(),
@@ -225,7 +240,7 @@ impl AntiEntropy {
         let service = ReplicationService::new(i.store.clone(), i.cluster.clone(), i.hlc.clone())
             .with_addr(i.self_addr.clone())
             .with_peer_table(i.peers.clone())
-            .require_peer_certificate(i.transport.tls.is_some());
+            .require_peer_certificate(i.peer_tls);
         match &i.credential {
             Some(credential) => {
                 i.previous.iter().fold(service.with_credential(credential), |s, c| s.also_accept(c))
@@ -359,14 +374,16 @@ struct Inner {
     self_addr: PeerAddr,
     seeds: Vec<PeerAddr>,
     interval: Duration,
-    transport: TransportConfig,
+    /// Channels to peers (one per address; see [`ChannelCache`]).
+    channels: Arc<ChannelCache>,
+    /// Whether the service demands peer certificates (the transport has TLS).
+    peer_tls: bool,
     /// The seeded generator, when [`AntiEntropyBuilder::rng_seed`] was set.
     rng: Option<Mutex<StdRng>>,
     peers: PeerTable,
     handshake: Handshake,
     /// The peer addresses found last time.
     known: Mutex<Vec<PeerAddr>>,
-    channels: Mutex<HashMap<PeerAddr, Channel>>,
     stop: watch::Sender<bool>,
     /// Given to [`AntiEntropy::service`], which requires its token.
     credential: Option<PeerCredential>,
@@ -416,11 +433,8 @@ impl Inner {
     }
 
     fn client(&self, addr: &PeerAddr) -> ReplicationClient<InterceptedService<Channel, AttachToken>> {
-        let channel = {
-            let mut channels = self.channels.lock();
-            channels.entry(addr.clone()).or_insert_with(|| self.transport.channel(addr)).clone()
-        };
-        let max = self.transport.max_message_bytes;
+        let channel = self.channels.get(addr);
+        let max = self.channels.max_message_bytes();
         ReplicationClient::with_interceptor(channel, self.attach.clone())
             .max_decoding_message_size(max)
             .max_encoding_message_size(max)

@@ -117,7 +117,7 @@ impl Inner {
             &self.self_addr,
             &self.peers.answered_as(),
         );
-        self.channels.lock().retain(|addr, _| set.contains(addr));
+        self.channels.retain(|addr| set.contains(addr));
         let addrs: Vec<PeerAddr> = set.into_iter().collect();
         self.known.lock().clone_from(&addrs);
         self.peers.set_known(&addrs);

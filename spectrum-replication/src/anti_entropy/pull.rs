@@ -74,7 +74,7 @@ fn check_page(records: &[Record], after: &str, complete: bool) -> Result<(), Inv
 impl Inner {
     /// One round with `addr`: pull, then push back what it lacks.
     pub(super) async fn sync_with(&self, addr: &PeerAddr) -> Result<(), ReplicationError> {
-        let budget = budget_for(self.transport.max_message_bytes);
+        let budget = budget_for(self.channels.max_message_bytes());
         let (theirs, pulled) = self.pull(addr, budget).await?;
         let (theirs, pushed) = self.push_missing(addr, theirs, budget).await?;
         self.note_success(addr, &theirs).await;

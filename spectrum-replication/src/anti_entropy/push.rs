@@ -50,7 +50,7 @@ impl Inner {
         since: &VersionVector,
     ) -> Result<VersionVector, ReplicationError> {
         let mut client = self.client(addr);
-        let chunks = chunks(records, budget_for(self.transport.max_message_bytes));
+        let chunks = chunks(records, budget_for(self.channels.max_message_bytes()));
         let mut theirs = VersionVector::default();
         let last = chunks.len() - 1;
         for (i, chunk) in chunks.into_iter().enumerate() {
