@@ -337,6 +337,7 @@ pub const DEFAULT_IDEMPOTENT: &[&str] = &[
     "/spectrum.management.v1.Management/ListResources",
     "/spectrum.management.v1.Management/ShowResource",
     "/spectrum.management.v1.Management/ExportResources",
+    "/spectrum.management.v1.Management/ExportConfig",
     "/spectrum.management.v1.Management/ListUsers",
     "/spectrum.management.v1.Management/ListAudit",
 ];

@@ -496,6 +496,25 @@ impl fmt::Display for ResourceChecks {
     }
 }
 
+/// An export of the whole configuration: licenses, dataflows, settings and
+/// resources (resource secrets redacted). See [`Admin::export_config`](crate::admin::Admin::export_config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigExport {
+    /// The export file's bytes (JSON).
+    #[serde(skip)]
+    pub file: Vec<u8>,
+    /// How many licenses it holds.
+    pub licenses: u32,
+    /// How many dataflows it holds.
+    pub dataflows: u32,
+    /// How many settings it holds.
+    pub settings: u32,
+    /// How many resource definitions it holds.
+    pub resources: u32,
+    /// The node that made it.
+    pub served_by: NodeId,
+}
+
 /// An export of every resource definition (secrets redacted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ResourceExport {

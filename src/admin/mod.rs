@@ -15,6 +15,7 @@ mod error;
 mod license;
 mod nodes;
 mod resources;
+mod transfer;
 mod users;
 
 use std::fmt;
@@ -30,6 +31,7 @@ use tracing::warn;
 pub(crate) use audit::with_pending;
 pub use audit::{AuditOutcome, DEFAULT_AUDIT_RETENTION};
 pub use error::AdminError;
+pub use transfer::{CONFIG_EXPORT_FORMAT, CONFIG_EXPORT_VERSION};
 
 use crate::context::NodeContext;
 use crate::model::{ReadAfter, WriteReceipt};

@@ -50,7 +50,7 @@ pub use rpc::Rpc;
 
 use crate::admin::{Admin, AuditOutcome};
 use crate::auth::{Caller, Token};
-use crate::model::{AuditQuery, ReadAfter};
+use crate::model::{AuditQuery, ImportReport, ReadAfter};
 use crate::pb::{ack_from_wire, role_from_wire};
 use proto::management_server::Management;
 
@@ -111,6 +111,27 @@ impl ManagementService {
         };
         self.admin.audit(caller, rpc.name(), target, outcome).await;
         result
+    }
+
+    /// An import's result, audited (naming what it added and changed) unless it
+    /// was a dry run, which writes nothing.
+    async fn audited_import(
+        &self,
+        caller: &Caller,
+        rpc: Rpc,
+        dry_run: bool,
+        done: Result<ImportReport, Status>,
+    ) -> Result<ImportReport, Status> {
+        if dry_run {
+            return done;
+        }
+        let target = match &done {
+            Ok(report) => {
+                [&report.plan.add[..], &report.plan.change[..]].concat().join(",").chars().take(256).collect()
+            }
+            Err(_) => String::new(),
+        };
+        self.audited(caller, rpc, &target, done).await
     }
 
     /// The generated tonic server for this service, with `max_message_bytes` as its
@@ -398,22 +419,43 @@ impl Management for ManagementService {
         let req = request.into_inner();
         let done =
             async { Ok(self.admin.import_resources(&req.file, req.dry_run, ack(req.ack)?).await?) }.await;
-        // A dry run writes nothing, so it is not audited.
-        let report = if req.dry_run {
-            done?
-        } else {
-            let target = match &done {
-                Ok(report) => [&report.plan.add[..], &report.plan.change[..]]
-                    .concat()
-                    .join(",")
-                    .chars()
-                    .take(256)
-                    .collect(),
-                Err(_) => String::new(),
-            };
-            self.audited(&caller, Rpc::ImportResources, &target, done).await?
-        };
+        let report = self.audited_import(&caller, Rpc::ImportResources, req.dry_run, done).await?;
         Ok(Response::new(proto::ImportResourcesResponse {
+            plan: Some(report.plan.into()),
+            applied: report.applied,
+            source_cluster: report.source_cluster,
+            write: report.write.map(Into::into),
+            served_by: entry_served_by(&self.admin),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn export_config(
+        &self,
+        request: Request<proto::ExportConfigRequest>,
+    ) -> Result<Response<proto::ExportConfigResponse>, Status> {
+        self.authorize(&request, Rpc::ExportConfig, "").await?;
+        let export = self.admin.export_config(&after(&request.into_inner().min_version)?).await?;
+        Ok(Response::new(proto::ExportConfigResponse {
+            file: export.file,
+            licenses: export.licenses,
+            dataflows: export.dataflows,
+            settings: export.settings,
+            resources: export.resources,
+            served_by: export.served_by.to_string(),
+        }))
+    }
+
+    #[instrument(skip_all)]
+    async fn import_config(
+        &self,
+        request: Request<proto::ImportConfigRequest>,
+    ) -> Result<Response<proto::ImportConfigResponse>, Status> {
+        let caller = self.authorize(&request, Rpc::ImportConfig, "").await?;
+        let req = request.into_inner();
+        let done = async { Ok(self.admin.import_config(&req.file, req.dry_run, ack(req.ack)?).await?) }.await;
+        let report = self.audited_import(&caller, Rpc::ImportConfig, req.dry_run, done).await?;
+        Ok(Response::new(proto::ImportConfigResponse {
             plan: Some(report.plan.into()),
             applied: report.applied,
             source_cluster: report.source_cluster,

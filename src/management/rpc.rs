@@ -29,6 +29,8 @@ pub enum Rpc {
     CheckResources,
     ExportResources,
     ImportResources,
+    ExportConfig,
+    ImportConfig,
     SetNodeState,
     /// `SetNodeState` to `REMOVED`: removing a member for good needs more than a
     /// drain.
@@ -43,7 +45,7 @@ pub enum Rpc {
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 26] = [
+    pub const ALL: [Rpc; 28] = [
         Rpc::Get,
         Rpc::Put,
         Rpc::Delete,
@@ -62,6 +64,8 @@ impl Rpc {
         Rpc::CheckResources,
         Rpc::ExportResources,
         Rpc::ImportResources,
+        Rpc::ExportConfig,
+        Rpc::ImportConfig,
         Rpc::SetNodeState,
         Rpc::RemoveNode,
         Rpc::AddUser,
@@ -80,10 +84,10 @@ impl Rpc {
         use Rpc::*;
         match self {
             Get | List | Status | ShowLicense | ListDataflows | ShowDataflow | ListResources
-            | ShowResource | ExportResources => Role::Viewer,
+            | ShowResource | ExportResources | ExportConfig => Role::Viewer,
             SetNodeState | CheckResources | ListAudit => Role::Operator,
             Put | Delete | SetLicense | CreateDataflow | DeleteDataflow | CreateResource | DeleteResource
-            | ImportResources | RemoveNode | AddUser | ListUsers | RevokeUser | RotateUser
+            | ImportResources | ImportConfig | RemoveNode | AddUser | ListUsers | RevokeUser | RotateUser
             | ResealSecrets => Role::Admin,
         }
     }
@@ -101,6 +105,7 @@ impl Rpc {
                 | CreateResource
                 | DeleteResource
                 | ImportResources
+                | ImportConfig
                 | SetNodeState
                 | RemoveNode
                 | AddUser
@@ -132,6 +137,8 @@ impl Rpc {
             CheckResources => "CheckResources",
             ExportResources => "ExportResources",
             ImportResources => "ImportResources",
+            ExportConfig => "ExportConfig",
+            ImportConfig => "ImportConfig",
             SetNodeState => "SetNodeState",
             RemoveNode => "SetNodeState(REMOVED)",
             AddUser => "AddUser",

@@ -12,4 +12,5 @@ mod security;
 mod serve;
 mod support;
 mod tls;
+mod transfer;
 mod users;

@@ -59,6 +59,19 @@ pub(crate) enum Command {
     User(UserCommand),
     /// The audit log of management writes, newest first (needs the operator role).
     Audit(AuditArgs),
+    /// Export the whole configuration (licenses, dataflows, settings, resources;
+    /// secrets redacted) to a file, or to standard output.
+    Export {
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Import a configuration export file (or `-`) in one write (needs the admin
+    /// role); with --dry-run, only show what would be added, changed or left alone.
+    Import {
+        file: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print a new random cluster key (64 hex digits) for `cluster_key`.
     GenerateKey,
     /// Cluster key rotation.

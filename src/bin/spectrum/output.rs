@@ -36,6 +36,20 @@ pub(crate) fn read_input(arg: &str) -> Result<Vec<u8>> {
     }
 }
 
+/// Writes an export file to `output`; without `output`, prints the file itself
+/// (with or without `--json`).
+pub(crate) fn write_export(output: Option<&std::path::Path>, file: &[u8]) -> Result<()> {
+    match output {
+        Some(path) => std::fs::write(path, file).with_context(|| format!("writing {}", path.display())),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(file)?;
+            writeln!(out)?;
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::fmt;

@@ -27,6 +27,7 @@ mod license;
 mod node;
 mod resources;
 mod status;
+mod transfer;
 mod user;
 
 /// Runs the parsed command line.
@@ -56,6 +57,10 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Resources(cmd) => resources::run(&remote()?.client(token).await?, cmd, ack, json).await,
         Command::User(cmd) => user::run(&remote()?.client(token).await?, cmd, ack, json).await,
         Command::Audit(args) => audit::run(&remote()?.client(token).await?, args, json).await,
+        Command::Export { output } => transfer::export(&remote()?.client(token).await?, output, json).await,
+        Command::Import { file, dry_run } => {
+            transfer::import(&remote()?.client(token).await?, &file, dry_run, ack, json).await
+        }
     }
 }
 

@@ -2,16 +2,15 @@
 //! import.
 
 use std::fmt;
-use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 use spectrum::client::{AckLevel, AdminClient, ReadAfter};
 use spectrum::model::ResourceExport;
 
 use crate::cli::ResourcesCommand;
-use crate::output::{emit, read_input};
+use crate::output::{emit, read_input, write_export};
 
 /// An export written to a file: `{"file", "count", "served_by"}`.
 #[derive(Serialize)]
@@ -43,19 +42,10 @@ pub(super) async fn run(
         ResourcesCommand::Check { names } => emit(&client.check_resources(&names).await?, json),
         ResourcesCommand::Export { output } => {
             let export = client.export_resources(ReadAfter::Anything).await?;
+            write_export(output.as_deref(), &export.file)?;
             match output {
-                Some(file) => {
-                    std::fs::write(&file, &export.file)
-                        .with_context(|| format!("writing {}", file.display()))?;
-                    emit(&Exported { file, export }, json)
-                }
-                // The export file itself, as it would be written (with or without `--json`).
-                None => {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(&export.file)?;
-                    writeln!(out)?;
-                    Ok(())
-                }
+                Some(file) => emit(&Exported { file, export }, json),
+                None => Ok(()),
             }
         }
         ResourcesCommand::Import { file, dry_run } => {
