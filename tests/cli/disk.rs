@@ -89,15 +89,7 @@ fn a_node_whose_disk_fills_refuses_writes_naming_its_store_is_not_served_and_rec
     });
     assert!(body.contains("store not writable"), "{body}");
     assert_eq!(grpc_health(&full), Ok("NOT_SERVING".to_owned()));
-    eventually("the balancer finds node-3 unhealthy", STARTUP, || {
-        let status = cluster.json(&["status"]);
-        let node3 =
-            status["balancer"]["nodes"].as_array().and_then(|n| n.iter().find(|n| n["id"] == "node-3"));
-        match node3 {
-            Some(n) if n["healthy"] == false => Ok(()),
-            _ => Err(status.to_string()),
-        }
-    });
+    cluster.balancer_finds("node-3", false);
 
     // A new value through the balancer: node-3 cannot store it, and no read
     // through the balancer answers the old one.

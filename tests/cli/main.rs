@@ -388,6 +388,20 @@ impl ProcessCluster {
         }
     }
 
+    /// Waits (up to 15 s) until the balancer's own figures find node `id`
+    /// healthy (it sends it requests) or not.
+    fn balancer_finds(&self, id: &str, healthy: bool) {
+        eventually(&format!("the balancer finds {id} healthy: {healthy}"), STARTUP, || {
+            let status = self.json(&["status"]);
+            let backend =
+                status["balancer"]["nodes"].as_array().and_then(|n| n.iter().find(|n| n["id"] == id));
+            match backend {
+                Some(b) if b["healthy"] == healthy => Ok(()),
+                _ => Err(status.to_string()),
+            }
+        });
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
