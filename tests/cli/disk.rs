@@ -7,7 +7,7 @@
 //! lost. Needs root (mounting), as CI runs.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::{
     ClusterSpec, Launch, ProcessCluster, STARTUP, eventually, expect_failure, grpc_health, http_get,
@@ -27,7 +27,7 @@ fn on_tmpfs(size: &str) -> Launch {
 }
 
 /// Fills the file system under `dir` with a file; returns its path.
-fn fill(dir: &PathBuf) -> PathBuf {
+fn fill(dir: &Path) -> PathBuf {
     let filler = dir.join("filler");
     let mut file = std::fs::File::create(&filler).unwrap_or_else(|e| panic!("{}: {e}", filler.display()));
     let chunk = vec![0u8; 64 * 1024];
@@ -92,9 +92,10 @@ fn a_node_whose_disk_fills_refuses_writes_naming_its_store_is_not_served_and_rec
     cluster.balancer_finds("node-3", false);
 
     // A new value through the balancer: node-3 cannot store it, and no read
-    // through the balancer answers the old one.
+    // through the balancer answers the old one it still holds.
     cluster.ok(&["config", "put", "settings/color", "blue"]);
     acknowledged.push(("settings/color".to_owned(), "blue".to_owned()));
+    assert_eq!(cluster.value_at(FULL, "settings/color"), Ok(Some("red".to_owned())), "node-3 is stale");
     for _ in 0..20 {
         assert_eq!(cluster.json(&["config", "get", "settings/color"])["value"], "blue");
     }

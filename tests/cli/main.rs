@@ -1,9 +1,12 @@
 //! Multi-process tests of the `spectrum` command: real `spectrum node` and
 //! `spectrum balancer` processes on loopback, driven only with the command.
 //!
-//! Every port is ephemeral (reserved by binding `127.0.0.1:0`), so these tests can
-//! run beside others; every child process is killed when a test ends, even when it
-//! fails ([`Processes`] kills them on drop).
+//! Every port is ephemeral (reserved by binding port 0 on 127.0.0.1, or on each
+//! node's own loopback address from 127.0.0.2 when a [`ClusterSpec`] asks for
+//! them), so these tests can run beside others; every child process is killed
+//! when a test ends, even when it fails ([`Processes`] kills them on drop). A node
+//! may run under a wrapper and with extra environment ([`Launch`]): libfaketime
+//! for a clock that is off, a private mount namespace for a small disk.
 
 use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
@@ -229,8 +232,12 @@ impl ProcessCluster {
             wrapper: launch.wrapper.iter().map(|a| a.replace("{data_dir}", &data_dir)).collect(),
             env: launch.env.clone(),
         };
+        let before = self.processes.0.len();
         let result = spawn_with(&mut self.processes, &launch, &["node", "--config"], &self.files[i], &log);
-        self.current[i] = (self.processes.0.len() - 1, starts + 1);
+        self.current[i].1 = starts + 1;
+        if self.processes.0.len() > before {
+            self.current[i].0 = before;
+        }
         let line = result?;
         Ok(line["addr"].as_str().ok_or("node printed no addr")?.to_owned())
     }
@@ -454,6 +461,7 @@ fn spawn_with(
     config: &Path,
     log: &Path,
 ) -> Result<Value, String> {
+    let log_path = log;
     let log = std::fs::File::create(log).map_err(|e| e.to_string())?;
     let mut child = launch
         .command()
@@ -478,9 +486,16 @@ fn spawn_with(
             rest.clear();
         }
     });
-    let line =
-        rx.recv_timeout(STARTUP).map_err(|_| format!("{args:?} printed nothing within {STARTUP:?}"))?;
-    serde_json::from_str(&line).map_err(|e| format!("{args:?} printed {line:?}: {e}"))
+    let log_end = || {
+        let text = std::fs::read_to_string(log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(3)..].join("\n")
+    };
+    let line = rx
+        .recv_timeout(STARTUP)
+        .map_err(|_| format!("{args:?} printed nothing within {STARTUP:?}; its log ends:\n{}", log_end()))?;
+    serde_json::from_str(&line)
+        .map_err(|e| format!("{args:?} printed {line:?} ({e}); its log ends:\n{}", log_end()))
 }
 
 /// A port on each of `hosts` that was free a moment ago (distinct when hosts repeat).
