@@ -211,6 +211,10 @@ pub struct NodeStatus {
     pub version: String,
     /// Live keys in its copy of the configuration database.
     pub keys: u64,
+    /// Deletes whose tombstones it still holds: each is collected once every
+    /// member (not left or removed) has seen it, so a count that stays up points at
+    /// a member that is behind or gone without being removed.
+    pub tombstones: u64,
     /// Its version vector: the highest sequence number held per origin node.
     pub digest: BTreeMap<String, u64>,
     /// Cluster membership as it holds it, with each member's liveness.
@@ -232,7 +236,7 @@ impl fmt::Display for NodeStatus {
             "cluster {}  (answered by {} at {}, version {})",
             self.cluster, self.node, self.addr, self.version
         )?;
-        writeln!(f, "{} live keys", self.keys)?;
+        writeln!(f, "{} live keys, {} tombstones not yet collected", self.keys, self.tombstones)?;
         if let Some(why) = &self.clock_fenced {
             writeln!(f, "CLOCK FENCED (refusing writes, not ready): {why}")?;
         }

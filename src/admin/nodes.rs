@@ -9,7 +9,7 @@ use super::{Admin, AdminError};
 use crate::model::{MemberInfo, NodeStateChanged, NodeStatus, PeerInfo};
 
 impl Admin {
-    /// This node's view of the cluster: membership, peers, keys, digest, and which
+    /// This node's view of the cluster: membership, peers, keys and tombstones, digest, and which
     /// resources are available here.
     ///
     /// # Errors
@@ -49,7 +49,9 @@ impl Admin {
                 liveness: p.liveness,
             })
             .collect();
-        let keys = store.scan("").await?.iter().filter(|r| !r.is_tombstone()).count();
+        let records = store.scan("").await?;
+        let tombstones = records.iter().filter(|r| r.is_tombstone()).count();
+        let keys = records.len() - tombstones;
         let digest = store.digest().await?;
         Ok(NodeStatus {
             cluster: self.ctx.cluster.to_string(),
@@ -57,6 +59,7 @@ impl Admin {
             addr: self.addr.to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             keys: keys as u64,
+            tombstones: tombstones as u64,
             digest: digest.entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             members,
             peers,

@@ -24,8 +24,10 @@ const RECOVER_MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Forwards every call to the node's store, and records in [`Readiness`] whether
 /// the last write (a local apply, a merge or a restore) reached the backing
 /// storage: a [`StoreError::Storage`] makes the node not ready, the next write
-/// that succeeds makes it ready again. Invalid input (a bad key, a malformed
-/// record) says nothing about the storage and changes nothing.
+/// that succeeds in storing something makes it ready again. Invalid input (a bad
+/// key, a malformed record) says nothing about the storage and changes nothing,
+/// nor does a merge that stores nothing (an idle sync round's): a store skips the
+/// storage for it, so it succeeds on a full disk too.
 ///
 /// While the store cannot write, a background task asks it to
 /// [recover](ConfigStore::recover) (a [`RedbStore`](spectrum_replication::RedbStore)
@@ -59,9 +61,16 @@ impl WatchedStore {
         });
     }
 
-    async fn observe<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+    /// Records what `result` says of the storage: a storage error, or a success
+    /// that `stored` finds stored something.
+    async fn observe<T>(
+        &self,
+        result: Result<T, StoreError>,
+        stored: impl FnOnce(&T) -> bool,
+    ) -> Result<T, StoreError> {
         let outcome = match &result {
-            Ok(_) => Some(None),
+            Ok(value) if stored(value) => Some(None),
+            Ok(_) => None,
             Err(e @ StoreError::Storage { .. }) => Some(Some(e.to_string())),
             Err(_) => None,
         };
@@ -119,11 +128,11 @@ impl ConfigStore for WatchedStore {
     }
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {
         let result = self.inner.apply(batch).await;
-        self.observe(result).await
+        self.observe(result, |records| !records.is_empty()).await
     }
     async fn merge(&self, records: Vec<Record>, covers: &VersionVector) -> Result<MergeReport, StoreError> {
         let result = self.inner.merge(records, covers).await;
-        self.observe(result).await
+        self.observe(result, |report| report.applied > 0).await
     }
     async fn digest(&self) -> Result<VersionVector, StoreError> {
         self.inner.digest().await
@@ -139,14 +148,14 @@ impl ConfigStore for WatchedStore {
     }
     async fn restore(&self, snapshot: Snapshot) -> Result<MergeReport, StoreError> {
         let result = self.inner.restore(snapshot).await;
-        self.observe(result).await
+        self.observe(result, |report| report.applied > 0).await
     }
     async fn changes_since(&self, prefix: &str, from: u64, limit: usize) -> Result<ChangeBatch, StoreError> {
         self.inner.changes_since(prefix, from, limit).await
     }
     async fn collect_tombstones(&self, horizon: &VersionVector) -> Result<usize, StoreError> {
         let result = self.inner.collect_tombstones(horizon).await;
-        self.observe(result).await
+        self.observe(result, |collected| *collected > 0).await
     }
     async fn recover(&self) -> Result<bool, StoreError> {
         self.inner.recover().await
@@ -206,7 +215,10 @@ mod tests {
             records: Vec<Record>,
             covers: &VersionVector,
         ) -> Result<MergeReport, StoreError> {
-            self.check()?;
+            // Like `RedbStore`, a merge with nothing to store touches no storage.
+            if !records.is_empty() {
+                self.check()?;
+            }
             self.inner.merge(records, covers).await
         }
         async fn digest(&self) -> Result<VersionVector, StoreError> {
@@ -270,6 +282,25 @@ mod tests {
         store.apply(WriteBatch::new().put("settings/a", "2")).await.unwrap();
         assert!(readiness.is_ready());
         assert_eq!(health(&service).await, ServingStatus::Serving);
+    }
+
+    #[tokio::test]
+    async fn a_merge_that_stores_nothing_leaves_a_store_that_cannot_write_not_ready() {
+        let id: NodeId = "n1".parse().unwrap();
+        let disk = Arc::new(FullDisk {
+            inner: MemoryStore::new(id, Arc::new(Hlc::system())),
+            full: AtomicBool::new(true),
+        });
+        let (reporter, _) = tonic_health::server::health_reporter();
+        let readiness = Arc::new(Readiness::new(Arc::new(AtomicBool::new(true)), reporter));
+        let store = WatchedStore::new(disk.clone(), readiness.clone());
+        assert!(store.apply(WriteBatch::new().put("settings/a", "1")).await.is_err());
+        assert!(!readiness.is_ready());
+
+        // An idle sync round: nothing to merge, so the disk was never asked.
+        let report = store.merge(vec![], &VersionVector::default()).await.unwrap();
+        assert_eq!(report.applied, 0);
+        assert!(!readiness.is_ready(), "{:?}", readiness.report());
     }
 
     #[tokio::test]

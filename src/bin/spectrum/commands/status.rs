@@ -69,6 +69,7 @@ mod tests {
             addr: "http://127.0.0.1:7101".into(),
             version: "0.1.0".into(),
             keys: 0,
+            tombstones: 0,
             digest: Default::default(),
             members: vec![],
             peers: vec![],
