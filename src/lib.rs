@@ -73,6 +73,7 @@ pub mod context;
 pub mod demo;
 pub mod discovery;
 pub mod error;
+mod kill;
 pub mod license;
 pub mod management;
 pub mod model;

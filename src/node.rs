@@ -20,6 +20,7 @@ use spectrum_replication::{
 use spectrum_resources::{ClusterKey, CompositeResolver, ResourceResolver};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tonic::service::{Routes, RoutesBuilder};
 use tracing::{debug, error, info, warn};
 
@@ -27,6 +28,7 @@ use crate::admin::Admin;
 use crate::auth::{BearerAuth, Token, UserIndex};
 pub use crate::context::NodeContext;
 use crate::error::NodeError;
+use crate::kill::Killable;
 use crate::management::ManagementService;
 use crate::readiness::{self, Readiness, WatchedStore};
 
@@ -439,11 +441,13 @@ impl NodeBuilder {
             }),
             None => None,
         };
+        let kill = CancellationToken::new();
         let (stop_tx, server_task) = serve(
             &self.transport,
             routes,
             listener.incoming,
             server_tls.as_ref().map(|t| t.listener.clone()),
+            &kill,
         )?;
 
         let joiner = Joiner {
@@ -468,6 +472,7 @@ impl NodeBuilder {
             readiness,
             readiness_task,
             stop: stop_tx,
+            kill,
             server_task,
             sync_task,
             join_task,
@@ -549,18 +554,29 @@ fn serve(
     routes: Routes,
     incoming: tonic::transport::server::TcpIncoming,
     tls: Option<ReloadableServerTls>,
+    kill: &CancellationToken,
 ) -> Result<(watch::Sender<bool>, JoinHandle<()>), NodeError> {
+    use tokio_stream::StreamExt as _;
+
     let (stop_tx, mut stop_rx) = watch::channel(false);
     // TLS, when set, is done by `tls` (whose certificate can be replaced), not by tonic.
     let plain = TransportConfig { tls: None, ..transport.clone() };
     let server = plain.server()?.accept_http1(true).add_routes(routes.prepare());
+    let kill = kill.clone();
     let task = tokio::spawn(async move {
         let stopped = async move {
             let _ = stop_rx.wait_for(|s| *s).await;
         };
+        // Every connection is cut when `kill` is cancelled (see `crate::kill`).
         let served = match tls {
-            None => server.serve_with_incoming_shutdown(incoming, stopped).await,
-            Some(tls) => server.serve_with_incoming_shutdown(tls.incoming(incoming), stopped).await,
+            None => {
+                let incoming = incoming.map(move |c| c.map(|s| Killable::new(s, &kill)));
+                server.serve_with_incoming_shutdown(incoming, stopped).await
+            }
+            Some(tls) => {
+                let incoming = tls.incoming(incoming).map(move |c| c.map(|s| Killable::new(s, &kill)));
+                server.serve_with_incoming_shutdown(incoming, stopped).await
+            }
         };
         if let Err(e) = served {
             warn!(error = %e, "node server ended with an error");
@@ -687,6 +703,8 @@ pub struct Node {
     /// Follows this node's own membership record (an operator's drain).
     readiness_task: JoinHandle<()>,
     stop: watch::Sender<bool>,
+    /// Cuts every open connection ([`Node::kill`]).
+    kill: CancellationToken,
     server_task: JoinHandle<()>,
     sync_task: spectrum_replication::AntiEntropyHandle,
     /// Catching up in the background (an empty store whose peers were unreachable).
@@ -830,6 +848,7 @@ impl Node {
             task.abort();
         }
         self.server_task.abort();
+        self.kill.cancel();
         self.readiness_task.abort();
         self.sync_task.shutdown().await;
         warn!(node = %self.ctx.id, "node killed");
