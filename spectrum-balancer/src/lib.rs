@@ -206,6 +206,7 @@ mod pool;
 mod proxy;
 mod replay;
 mod retry;
+mod routing;
 pub mod stats;
 pub mod strategy;
 #[cfg(any(test, feature = "testing"))]
@@ -217,10 +218,11 @@ pub use backend::{Backend, BackendLoad, LoadRegistry};
 pub use balancer::{Balancer, BalancerBuilder, BalancerHandle, DEFAULT_DISCOVERY_INTERVAL};
 pub use body::ProxyBody;
 pub use config::{BackendConfig, BalancerConfig, BearerToken, PathMatcher, RetryBudgetConfig};
-pub use discovery::{Discovery, StaticDiscovery};
+pub use discovery::{BalancingSettings, Discovery, StaticDiscovery};
 pub use error::{BalancerError, BoxError};
+pub use routing::{StrategyInForce, StrategySource};
 pub use stats::{BackendStats, BalancerStatsService};
 pub use strategy::{
     BalancingStrategy, ConsistentHash, LeastRequests, Outcome, PeakEwma, Random, RequestContext, RoundRobin,
-    WeightedRoundRobin,
+    StrategyName, StrategySpec, WeightedRoundRobin,
 };

@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use crate::body::ProxyBody;
 use crate::pool::Pool;
+use crate::routing::StrategyInForce;
 use crate::stats::service::{self, BalancerStatsService};
 use crate::stats::{BackendStats, proto};
 
@@ -70,6 +71,7 @@ pub(crate) fn render(pool: &Pool) -> String {
         family(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
     }
+    strategy_info(&mut out, &pool.strategy());
     let stats = pool.stats();
     let labels: Vec<String> =
         stats.iter().map(|s| format!("node=\"{}\",addr=\"{}\"", label(s.id.as_str()), s.addr)).collect();
@@ -119,6 +121,25 @@ pub(crate) fn render(pool: &Pool) -> String {
         }
     }
     out
+}
+
+/// The strategy in force as an info gauge: always 1, its labels say which and
+/// from where.
+fn strategy_info(out: &mut String, strategy: &StrategyInForce) {
+    let name = "spectrum_balancer_strategy_info";
+    family(
+        out,
+        name,
+        "gauge",
+        "The strategy in force (labels) and where it comes from: configured or database.",
+    );
+    let _ = writeln!(
+        out,
+        "{name}{{strategy=\"{}\",hash_key=\"{}\",source=\"{}\"}} 1",
+        label(&strategy.name),
+        label(strategy.hash_key.as_deref().unwrap_or("")),
+        strategy.source
+    );
 }
 
 fn answer(pool: &Pool, req: &Request<Incoming>) -> Response<Full<Bytes>> {
