@@ -39,11 +39,16 @@ pub enum Rpc {
     RotateUser,
     ListAudit,
     ResealSecrets,
+    SetBalancerStrategy,
+    ClearBalancerStrategy,
+    SetBalancerWeight,
+    ClearBalancerWeight,
+    ShowBalancerSettings,
 }
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 26] = [
+    pub const ALL: [Rpc; 31] = [
         Rpc::Get,
         Rpc::Put,
         Rpc::Delete,
@@ -70,6 +75,11 @@ impl Rpc {
         Rpc::RotateUser,
         Rpc::ListAudit,
         Rpc::ResealSecrets,
+        Rpc::SetBalancerStrategy,
+        Rpc::ClearBalancerStrategy,
+        Rpc::SetBalancerWeight,
+        Rpc::ClearBalancerWeight,
+        Rpc::ShowBalancerSettings,
     ];
 
     /// The lowest role that may call it: the whole authorisation policy.
@@ -80,11 +90,26 @@ impl Rpc {
         use Rpc::*;
         match self {
             Get | List | Status | ShowLicense | ListDataflows | ShowDataflow | ListResources
-            | ShowResource | ExportResources => Role::Viewer,
+            | ShowResource | ExportResources | ShowBalancerSettings => Role::Viewer,
             SetNodeState | CheckResources | ListAudit => Role::Operator,
-            Put | Delete | SetLicense | CreateDataflow | DeleteDataflow | CreateResource | DeleteResource
-            | ImportResources | RemoveNode | AddUser | ListUsers | RevokeUser | RotateUser
-            | ResealSecrets => Role::Admin,
+            Put
+            | Delete
+            | SetLicense
+            | CreateDataflow
+            | DeleteDataflow
+            | CreateResource
+            | DeleteResource
+            | ImportResources
+            | RemoveNode
+            | AddUser
+            | ListUsers
+            | RevokeUser
+            | RotateUser
+            | ResealSecrets
+            | SetBalancerStrategy
+            | ClearBalancerStrategy
+            | SetBalancerWeight
+            | ClearBalancerWeight => Role::Admin,
         }
     }
 
@@ -107,6 +132,10 @@ impl Rpc {
                 | RevokeUser
                 | RotateUser
                 | ResealSecrets
+                | SetBalancerStrategy
+                | ClearBalancerStrategy
+                | SetBalancerWeight
+                | ClearBalancerWeight
         )
     }
 
@@ -140,6 +169,11 @@ impl Rpc {
             RotateUser => "RotateUser",
             ListAudit => "ListAudit",
             ResealSecrets => "ResealSecrets",
+            SetBalancerStrategy => "SetBalancerStrategy",
+            ClearBalancerStrategy => "ClearBalancerStrategy",
+            SetBalancerWeight => "SetBalancerWeight",
+            ClearBalancerWeight => "ClearBalancerWeight",
+            ShowBalancerSettings => "ShowBalancerSettings",
         }
     }
 

@@ -133,7 +133,11 @@ async fn the_typed_client_reads_the_same_figures_as_the_handle() {
 
     let table = stats.to_string();
     assert!(table.starts_with("BALANCER  (3 requests,") && table.contains("LATENCY µs"), "{table}");
-    assert_eq!(table.lines().nth(1), Some("STRATEGY  RoundRobin from the balancer's configuration"), "{table}");
+    assert_eq!(
+        table.lines().nth(1),
+        Some("STRATEGY  RoundRobin from the balancer's configuration"),
+        "{table}"
+    );
     assert!(table.lines().nth(3).is_some_and(|l| l.starts_with("node-0 ")), "{table}");
     let json = serde_json::to_value(&stats).unwrap();
     assert_eq!(json["requests"], 3);
