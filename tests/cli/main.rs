@@ -16,6 +16,7 @@ use serde_json::Value;
 
 mod addresses;
 mod bad_input;
+mod balancer;
 mod scenario;
 mod tls;
 mod users;
