@@ -326,8 +326,8 @@ impl Drop for BalancerHandle {
 }
 
 /// Polls `source` every `interval` and applies what it says to the pool (members,
-/// then balancing settings), until the pool is gone (or the task is aborted). A
-/// failed poll changes nothing.
+/// then balancing settings, unless the members could not be read), until the pool
+/// is gone (or the task is aborted). A failed poll changes nothing.
 async fn poll_discovery(source: Arc<dyn Discovery>, interval: Duration, pool: Weak<Pool>) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -337,7 +337,11 @@ async fn poll_discovery(source: Arc<dyn Discovery>, interval: Duration, pool: We
         let Some(live) = pool.upgrade() else { return };
         match result.and_then(|members| live.apply_members(&members)) {
             Ok(()) => debug!("membership applied"),
-            Err(error) => warn!(%error, "membership poll failed; keeping the current members"),
+            Err(error) => {
+                // The source is likely unreachable: no second wait for the settings.
+                warn!(%error, "membership poll failed; keeping the current members, strategy and weights");
+                continue;
+            }
         }
         drop(live);
         let result = source.settings().await;

@@ -54,8 +54,9 @@ impl BalancingSettings {
 ///   [`BalancingSettings`] for precedence).
 /// - Both are called once at start and then every interval given to
 ///   [`BalancerBuilder::discovery`](crate::BalancerBuilder::discovery), members
-///   first, never twice at once. They may take time (they are I/O) but should
-///   answer within the interval.
+///   first (settings are not asked when the members could not be applied), never
+///   twice at once. They may take time (they are I/O) but should answer within
+///   the interval.
 ///
 /// # Errors
 ///
