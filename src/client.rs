@@ -40,9 +40,9 @@ use tonic::transport::Channel;
 
 use crate::auth::{Token, TokenInterceptor};
 use crate::model::{
-    AuditLog, ConfigExport, Dataflows, Entries, Entry, ImportReport, KeyWritten, LicenseInfo,
-    LicenseInstalled, NameWritten, NodeStateChanged, NodeStatus, ResourceChecks, ResourceExport,
-    ResourceInfo, ResourceStored, Resources, UserRevoked, UserToken, Users,
+    AuditLog, BalancerSettings, ConfigExport, Dataflows, Entries, Entry, ImportReport, KeyWritten,
+    LicenseInfo, LicenseInstalled, NameWritten, NodeStateChanged, NodeStatus, ResourceChecks, ResourceExport,
+    ResourceInfo, ResourceStored, Resources, StrategyWritten, UserRevoked, UserToken, Users, WeightWritten,
 };
 use crate::pb::{
     InvalidAnswer, ack_to_wire, node_id, proto, read_after_to_wire, receipt, required, role_to_wire,
@@ -52,6 +52,7 @@ pub use crate::auth::Role;
 pub use crate::model::AuditQuery;
 
 pub use crate::model::{ReadAfter, WriteReceipt};
+pub use spectrum_balancer::strategy::{StrategyName, StrategySpec};
 pub use spectrum_core::MemberState;
 pub use spectrum_replication::AckLevel;
 
@@ -612,6 +613,98 @@ impl AdminClient {
             unreadable: a.unreadable,
             write: a.write.map(TryInto::try_into).transpose()?,
         })
+    }
+
+    /// Sets the strategy every balancer uses, overriding each balancer's file
+    /// (balancers that follow membership switch within one discovery interval,
+    /// without a failed request). Needs the admin role.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: spectrum::client::AdminClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// use spectrum::client::{AckLevel, StrategyName, StrategySpec};
+    ///
+    /// let spec = StrategySpec::new(StrategyName::ConsistentHash, Some("x-tenant"), Some(1.5))?;
+    /// let set = admin.set_balancer_strategy(&spec, AckLevel::All).await?;
+    /// println!("{set}");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `PERMISSION_DENIED` below admin; `INVALID_ARGUMENT` naming the field when
+    /// the node refuses the spec.
+    pub async fn set_balancer_strategy(
+        &self,
+        spec: &StrategySpec,
+        ack: AckLevel,
+    ) -> Result<StrategyWritten, ClientError> {
+        let request =
+            proto::SetBalancerStrategyRequest { strategy: Some(spec.into()), ack: ack_to_wire(ack) };
+        let a = self.call().set_balancer_strategy(request).await?.into_inner();
+        Ok(StrategyWritten { strategy: Some(spec.clone()), write: receipt(a.write)? })
+    }
+
+    /// Clears the strategy set in the database: every balancer goes back to its
+    /// own file's. Needs the admin role.
+    ///
+    /// # Errors
+    ///
+    /// `NOT_FOUND` when none is set; `PERMISSION_DENIED` below admin.
+    pub async fn clear_balancer_strategy(&self, ack: AckLevel) -> Result<StrategyWritten, ClientError> {
+        let request = proto::ClearBalancerStrategyRequest { ack: ack_to_wire(ack) };
+        let write = self.call().clear_balancer_strategy(request).await?.into_inner().try_into()?;
+        Ok(StrategyWritten { strategy: None, write })
+    }
+
+    /// Sets member `node`'s weight for every balancer, overriding balancer files
+    /// (`0`: no requests while another node can take them; weights matter to
+    /// `weighted_round_robin`). Needs the admin role.
+    ///
+    /// # Errors
+    ///
+    /// `NOT_FOUND` for a node that is not a member; `INVALID_ARGUMENT` for a bad
+    /// id; `PERMISSION_DENIED` below admin.
+    pub async fn set_balancer_weight(
+        &self,
+        node: &str,
+        weight: u32,
+        ack: AckLevel,
+    ) -> Result<WeightWritten, ClientError> {
+        let request =
+            proto::SetBalancerWeightRequest { node_id: node.to_owned(), weight, ack: ack_to_wire(ack) };
+        let write = self.call().set_balancer_weight(request).await?.into_inner().try_into()?;
+        Ok(WeightWritten { node: node_id("node", node)?, weight: Some(weight), write })
+    }
+
+    /// Clears member `node`'s weight: balancer files decide it again (default 1).
+    /// Needs the admin role.
+    ///
+    /// # Errors
+    ///
+    /// `NOT_FOUND` when none is set for it; `PERMISSION_DENIED` below admin.
+    pub async fn clear_balancer_weight(
+        &self,
+        node: &str,
+        ack: AckLevel,
+    ) -> Result<WeightWritten, ClientError> {
+        let request = proto::ClearBalancerWeightRequest { node_id: node.to_owned(), ack: ack_to_wire(ack) };
+        let write = self.call().clear_balancer_weight(request).await?.into_inner().try_into()?;
+        Ok(WeightWritten { node: node_id("node", node)?, weight: None, write })
+    }
+
+    /// What the database sets for every balancer: the strategy (if any) and the
+    /// weights. Each balancer's own status (`spectrum status` through it) says
+    /// which strategy it runs now.
+    ///
+    /// # Errors
+    ///
+    /// As any read.
+    pub async fn balancer_settings(
+        &self,
+        after: impl Into<ReadAfter>,
+    ) -> Result<BalancerSettings, ClientError> {
+        let request = proto::ShowBalancerSettingsRequest { min_version: read_after_to_wire(&after.into()) };
+        Ok(self.call().show_balancer_settings(request).await?.into_inner().try_into()?)
     }
 
     /// Like [`list`](Self::list), bounded by `timeout` (for pollers such as the

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use spectrum_balancer::strategy::RoundRobin;
 use spectrum_balancer::{BackendConfig, Balancer, BalancerConfig, BalancerHandle, BalancingStrategy};
 use spectrum_core::{ClusterId, NodeId, PeerAddr, transport};
 use spectrum_resources::ClusterKey;
@@ -62,7 +61,8 @@ pub struct ClusterBuilder {
     cluster: ClusterId,
     size: usize,
     configure: Configure,
-    strategy: Arc<dyn BalancingStrategy>,
+    /// `None`: the balancer's default (round robin).
+    strategy: Option<Arc<dyn BalancingStrategy>>,
     balancer: BalancerConfig,
     data_root: Option<PathBuf>,
     token: Option<Token>,
@@ -92,9 +92,11 @@ impl ClusterBuilder {
         self
     }
 
-    /// The balancing strategy (default [`RoundRobin`]).
+    /// The balancing strategy (default round robin). The cluster's database can
+    /// override it while the cluster runs (`balancer/strategy`, set with
+    /// [`AdminClient::set_balancer_strategy`](crate::client::AdminClient::set_balancer_strategy)).
     pub fn strategy(mut self, strategy: Arc<dyn BalancingStrategy>) -> Self {
-        self.strategy = strategy;
+        self.strategy = Some(strategy);
         self
     }
 
@@ -121,8 +123,9 @@ impl ClusterBuilder {
 
     /// Binds every node on an ephemeral loopback port, starts them with each
     /// other as seeds and one fresh cluster key, then starts the balancer in front
-    /// of them, following membership (so nodes can join, drain and leave), and
-    /// waits (up to 5 s) until it has seen every node healthy.
+    /// of them, following membership (so nodes can join, drain and leave) and the
+    /// strategy and weights the database sets, and waits (up to 20 s) until it has
+    /// seen every node healthy.
     ///
     /// # Errors
     ///
@@ -167,12 +170,13 @@ impl ClusterBuilder {
             Some(token) => ManagementDiscovery::new(addrs.clone()).with_token(token.clone()),
             None => ManagementDiscovery::new(addrs.clone()),
         };
-        let balancer = Balancer::builder(self.balancer)
+        let mut balancer = Balancer::builder(self.balancer)
             .backends(backends)
-            .strategy(self.strategy)
-            .discovery(Arc::new(discovery), DISCOVERY_INTERVAL)
-            .start()
-            .await?;
+            .discovery(Arc::new(discovery), DISCOVERY_INTERVAL);
+        if let Some(strategy) = self.strategy {
+            balancer = balancer.strategy(strategy);
+        }
+        let balancer = balancer.start().await?;
         // Ready means the balancer has seen every node pass a health check, so the
         // first requests already spread over all of them.
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
@@ -207,7 +211,7 @@ impl Cluster {
             cluster,
             size: 3,
             configure: Arc::new(|b| b),
-            strategy: Arc::new(RoundRobin::new()),
+            strategy: None,
             // Health, reflection and management reads are retried on another node
             // after a failure (see `config::DEFAULT_IDEMPOTENT`).
             balancer: BalancerConfig {

@@ -25,10 +25,8 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use spectrum_balancer::strategy::{
-    BalancingStrategy, ConsistentHash, LeastRequests, PeakEwma, Random, RoundRobin, WeightedRoundRobin,
-};
-use spectrum_balancer::{BalancerConfig, BearerToken, PathMatcher};
+use spectrum_balancer::strategy::{BalancingStrategy, HashKey, StrategySpec};
+use spectrum_balancer::{BalancerConfig, BalancerError, BearerToken, PathMatcher};
 use spectrum_core::tls::{ClientAuth, TlsConfig};
 use spectrum_core::{ClusterId, NodeId, PeerAddr};
 use spectrum_resources::ClusterKey;
@@ -265,24 +263,9 @@ pub struct StrategyFile {
     pub load_factor: Option<f64>,
 }
 
-/// A strategy by name (see `spectrum_balancer::strategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum StrategyName {
-    /// [`RoundRobin`].
-    RoundRobin,
-    /// [`WeightedRoundRobin`], by each node's `weight`.
-    WeightedRoundRobin,
-    /// [`Random`].
-    Random,
-    /// [`LeastRequests`] (power of two choices).
-    LeastRequests,
-    /// [`PeakEwma`] (latency-aware).
-    PeakEwma,
-    /// [`ConsistentHash`] with bounded loads.
-    ConsistentHash,
-}
+/// A strategy by name (see `spectrum_balancer::strategy`): the same names the
+/// database's `balancer/strategy` and `spectrum balancer set-strategy` take.
+pub use spectrum_balancer::strategy::StrategyName;
 
 /// The balancer file's `[retry]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -320,7 +303,7 @@ pub struct TimeoutsFile {
 }
 
 /// The `hash_key` that routes by the client's IP address.
-pub const CLIENT_ADDRESS: &str = "client_address";
+pub use spectrum_balancer::strategy::CLIENT_ADDRESS;
 
 /// Requests the `spectrum` balancer and the in-process [`Cluster`](crate::Cluster)
 /// retry after a node failed them, unless a file says otherwise: health checks,
@@ -340,6 +323,7 @@ pub const DEFAULT_IDEMPOTENT: &[&str] = &[
     "/spectrum.management.v1.Management/ExportConfig",
     "/spectrum.management.v1.Management/ListUsers",
     "/spectrum.management.v1.Management/ListAudit",
+    "/spectrum.management.v1.Management/ShowBalancerSettings",
 ];
 
 /// A path of the `idempotent` list as a matcher (a trailing `/` matches a service).
@@ -392,40 +376,38 @@ impl BalancerFileConfig {
             config.request_timeout = t.request_ms.map(Duration::from_millis).or(config.request_timeout);
             config.health_timeout = t.health_ms.map_or(config.health_timeout, Duration::from_millis);
         }
-        let strategy: Arc<dyn BalancingStrategy> = match &self.strategy {
-            None => Arc::new(RoundRobin::new()),
-            Some(s) => {
-                match s.hash_key.as_deref() {
-                    Some(CLIENT_ADDRESS) => config.affinity_client_address = true,
-                    Some(key) => {
-                        let name = http::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes())
-                            .map_err(|_| {
-                                invalid("strategy.hash_key", "not a valid header or metadata key")
-                            })?;
-                        config.affinity_header = Some(name);
-                    }
-                    None => {}
-                }
-                match (s.name, s.load_factor) {
-                    (StrategyName::ConsistentHash, Some(f)) if !(f >= 1.0 && f.is_finite()) => {
-                        return Err(invalid("strategy.load_factor", "must be a number of at least 1"));
-                    }
-                    (StrategyName::ConsistentHash, f) => {
-                        Arc::new(ConsistentHash::new().load_factor(f.unwrap_or(1.25)))
-                    }
-                    (_, Some(_)) => {
-                        return Err(invalid("strategy.load_factor", "applies to consistent_hash only"));
-                    }
-                    (StrategyName::RoundRobin, None) => Arc::new(RoundRobin::new()),
-                    (StrategyName::WeightedRoundRobin, None) => Arc::new(WeightedRoundRobin::new()),
-                    (StrategyName::Random, None) => Arc::new(Random::new()),
-                    (StrategyName::LeastRequests, None) => Arc::new(LeastRequests::new()),
-                    (StrategyName::PeakEwma, None) => Arc::new(PeakEwma::new()),
-                }
-            }
-        };
+        let spec = self.strategy_spec()?;
+        match spec.hash_key() {
+            Some(HashKey::Header(name)) => config.affinity_header = Some(name.clone()),
+            Some(HashKey::ClientAddress) => config.affinity_client_address = true,
+            _ => {}
+        }
         config.validate()?;
-        Ok((config, strategy))
+        Ok((config, spec.build()))
+    }
+
+    /// The file's `[strategy]` as a checked spec (round robin when the file has
+    /// none): the strategy a `spectrum balancer` runs while the cluster's database
+    /// sets none (`spectrum balancer set-strategy` overrides it; `clear-strategy`
+    /// brings it back).
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Config`] naming the setting (`strategy.hash_key`,
+    /// `strategy.load_factor`).
+    pub fn strategy_spec(&self) -> Result<StrategySpec, NodeError> {
+        let Some(s) = &self.strategy else { return Ok(StrategySpec::named(StrategyName::RoundRobin)) };
+        StrategySpec::new(s.name, s.hash_key.as_deref(), s.load_factor).map_err(|e| match e {
+            BalancerError::InvalidStrategy { field, reason } => NodeError::Config {
+                field: match field {
+                    "hash_key" => "strategy.hash_key",
+                    "load_factor" => "strategy.load_factor",
+                    _ => "strategy.name",
+                },
+                reason,
+            },
+            other => NodeError::Config { field: "strategy", reason: other.to_string() },
+        })
     }
 
     /// How the balancer's TLS listener treats client certificates.

@@ -27,7 +27,8 @@
 //! - [`auth`]: who may call the management API: bearer tokens, users stored as
 //!   token hashes, and their roles; every management write is audited
 //!   ([`admin::Admin::audit`]).
-//! - [`discovery`]: the balancer follows membership through the management API.
+//! - [`discovery`]: the balancer follows membership, and the strategy and weights
+//!   set in the database (`balancer/`), through the management API.
 //! - [`config`]: the TOML files of `spectrum node` and `spectrum balancer`.
 //! - [`demo`]: a small dataflow service used by the examples.
 //!

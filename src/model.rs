@@ -7,6 +7,8 @@
 //! that are JSON documents (dataflow and resource definitions, license documents)
 //! serialise as JSON; any other value as a string.
 
+mod balancer;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -16,6 +18,8 @@ use spectrum_replication::VersionToken;
 
 use crate::auth::{Role, Token};
 use crate::namespace::AuditRecord;
+
+pub use balancer::{BalancerSettings, StrategySetting, StrategyWritten, WeightSetting, WeightWritten};
 
 /// What a read must have seen before it answers: nothing in particular, or a
 /// write (read-your-writes through the balancer, whichever node answers).

@@ -11,6 +11,8 @@
 
 use std::collections::BTreeMap;
 
+use spectrum_balancer::BalancerError;
+use spectrum_balancer::strategy::{StrategyName, StrategySpec};
 use spectrum_core::{Member, MemberState, NodeId, PeerAddr};
 use spectrum_replication::{AckLevel, VersionToken};
 use thiserror::Error;
@@ -309,6 +311,59 @@ impl From<model::AuditEntry> for proto::AuditEntry {
     }
 }
 
+impl From<&StrategySpec> for proto::BalancerStrategy {
+    fn from(spec: &StrategySpec) -> Self {
+        Self {
+            name: spec.name().as_str().to_owned(),
+            hash_key: spec.hash_key().map(|k| k.as_str().to_owned()).unwrap_or_default(),
+            has_load_factor: spec.load_factor().is_some(),
+            load_factor: spec.load_factor().unwrap_or_default(),
+        }
+    }
+}
+
+impl From<model::BalancerSettings> for proto::ShowBalancerSettingsResponse {
+    /// Every field but `served_by`.
+    fn from(s: model::BalancerSettings) -> Self {
+        Self {
+            strategy: s.strategy.as_ref().map(|s| (&s.spec).into()),
+            strategy_version: s.strategy.map(|s| s.version.to_string()).unwrap_or_default(),
+            weights: s
+                .weights
+                .into_iter()
+                .map(|w| proto::BalancerWeight {
+                    node_id: w.node.to_string(),
+                    weight: w.weight,
+                    version: w.version.to_string(),
+                })
+                .collect(),
+            served_by: String::new(),
+        }
+    }
+}
+
+// ---- both sides ----
+
+/// A strategy from the wire, checked as [`StrategySpec::new`] checks it: the
+/// error names the field (`name`, `hash_key`, `load_factor`).
+///
+/// # Errors
+///
+/// [`BalancerError::InvalidStrategy`] for an unknown name or a bad parameter.
+pub fn strategy_from_wire(s: &proto::BalancerStrategy) -> Result<StrategySpec, BalancerError> {
+    let name: StrategyName = s.name.parse()?;
+    let hash_key = (!s.hash_key.is_empty()).then_some(s.hash_key.as_str());
+    StrategySpec::new(name, hash_key, s.has_load_factor.then_some(s.load_factor))
+}
+
+/// The field of an invalid strategy, for a message (`strategy.load_factor`).
+pub(crate) fn strategy_error(prefix: &str, error: BalancerError) -> (String, String) {
+    match error {
+        BalancerError::InvalidStrategy { field, reason } => (format!("{prefix}.{field}"), reason),
+        other => (prefix.to_owned(), other.to_string()),
+    }
+}
+
 // ---- client side: proto → model, validated ----
 
 impl TryFrom<proto::WriteResult> for model::WriteReceipt {
@@ -326,6 +381,36 @@ impl TryFrom<proto::WriteResult> for model::WriteReceipt {
 /// The receipt of an answer that must carry one.
 pub(crate) fn receipt(write: Option<proto::WriteResult>) -> Result<model::WriteReceipt, InvalidAnswer> {
     required("write", write)?.try_into()
+}
+
+impl TryFrom<proto::ShowBalancerSettingsResponse> for model::BalancerSettings {
+    type Error = InvalidAnswer;
+    fn try_from(a: proto::ShowBalancerSettingsResponse) -> Result<Self, Self::Error> {
+        let strategy = match a.strategy {
+            Some(s) => {
+                let spec = strategy_from_wire(&s).map_err(|e| {
+                    let (field, reason) = strategy_error("strategy", e);
+                    bad(field, reason)
+                })?;
+                let version = token("strategy_version", &a.strategy_version)?;
+                Some(model::StrategySetting { spec, version })
+            }
+            None => None,
+        };
+        let weights = a
+            .weights
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| {
+                Ok(model::WeightSetting {
+                    node: node_id(&format!("weights[{i}].node_id"), &w.node_id)?,
+                    weight: w.weight,
+                    version: token(&format!("weights[{i}].version"), &w.version)?,
+                })
+            })
+            .collect::<Result<_, InvalidAnswer>>()?;
+        Ok(Self { strategy, weights })
+    }
 }
 
 impl TryFrom<proto::Entry> for model::Entry {
@@ -542,6 +627,29 @@ mod tests {
             liveness: String::new(),
         };
         assert_eq!(Member::try_from(m).unwrap_err().field, "member.addr");
+    }
+
+    #[test]
+    fn balancer_settings_round_trip_and_a_bad_strategy_names_its_field() {
+        let spec = StrategySpec::new(StrategyName::ConsistentHash, Some("x-tenant"), Some(1.5)).unwrap();
+        let settings = model::BalancerSettings {
+            strategy: Some(model::StrategySetting { spec, version: "n1:4".parse().unwrap() }),
+            weights: vec![model::WeightSetting {
+                node: "n2".parse().unwrap(),
+                weight: 0,
+                version: "n1:5".parse().unwrap(),
+            }],
+        };
+        let wire = proto::ShowBalancerSettingsResponse::from(settings.clone());
+        assert_eq!(model::BalancerSettings::try_from(wire.clone()).unwrap(), settings);
+        let mut bad_factor = wire.clone();
+        bad_factor.strategy.as_mut().unwrap().load_factor = 0.5;
+        assert_eq!(model::BalancerSettings::try_from(bad_factor).unwrap_err().field, "strategy.load_factor");
+        let mut unknown = wire;
+        unknown.strategy.as_mut().unwrap().name = "fastest".into();
+        assert_eq!(model::BalancerSettings::try_from(unknown).unwrap_err().field, "strategy.name");
+        let none = proto::ShowBalancerSettingsResponse::default();
+        assert_eq!(model::BalancerSettings::try_from(none).unwrap(), model::BalancerSettings::default());
     }
 
     #[test]

@@ -20,13 +20,14 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, instrument, warn};
 
 use crate::config::{BackendConfig, BalancerConfig};
-use crate::discovery::Discovery;
+use crate::discovery::{BalancingSettings, Discovery};
 use crate::error::BalancerError;
 use crate::metrics;
 use crate::pool::Pool;
 use crate::proxy::Proxy;
+use crate::routing::{Routing, StrategyInForce};
 use crate::stats::{BackendStats, BalancerStatsService};
-use crate::strategy::{BalancingStrategy, RoundRobin};
+use crate::strategy::{BalancingStrategy, RoundRobin, StrategyName, StrategySpec};
 use crate::tls::SharedAcceptor;
 
 /// The load balancer. Start one with [`Balancer::builder`].
@@ -38,7 +39,7 @@ impl Balancer {
     /// A builder for a balancer with this configuration, no backends yet, and the
     /// [`RoundRobin`] strategy.
     pub fn builder(config: BalancerConfig) -> BalancerBuilder {
-        BalancerBuilder { config, backends: Vec::new(), strategy: None, discovery: None }
+        BalancerBuilder { config, backends: Vec::new(), strategy: None, spec: None, discovery: None }
     }
 }
 
@@ -49,6 +50,8 @@ pub struct BalancerBuilder {
     config: BalancerConfig,
     backends: Vec<BackendConfig>,
     strategy: Option<Arc<dyn BalancingStrategy>>,
+    /// The spec `strategy` was built from, when it was given as one.
+    spec: Option<StrategySpec>,
     discovery: Option<(Arc<dyn Discovery>, Duration)>,
 }
 
@@ -61,6 +64,11 @@ impl BalancerBuilder {
     /// [`DEFAULT_DISCOVERY_INTERVAL`]). New active members are health-checked, then
     /// get traffic; draining members get no new requests while their open ones
     /// finish; left and absent members are removed. Load figures survive.
+    ///
+    /// When the source also knows the cluster's [`BalancingSettings`]
+    /// ([`Discovery::settings`]), the balancer follows them at the same pace:
+    /// their strategy and weights override the ones it was built with, and are
+    /// swapped while serving, without failing a request.
     ///
     /// Backends given with [`backends`](Self::backends) serve until the first
     /// successful poll replaces them.
@@ -76,8 +84,22 @@ impl BalancerBuilder {
     }
 
     /// The strategy that picks a backend for each request. Default [`RoundRobin`].
+    /// Status reports it by its type name (`Debug`'s first word); give a reference
+    /// strategy with [`strategy_spec`](Self::strategy_spec) to have it reported by
+    /// name with its parameters.
     pub fn strategy(mut self, strategy: Arc<dyn BalancingStrategy>) -> Self {
         self.strategy = Some(strategy);
+        self.spec = None;
+        self
+    }
+
+    /// A reference strategy by name with its parameters, in place of
+    /// [`strategy`](Self::strategy). Its hash key, when it sets one, replaces
+    /// [`BalancerConfig::affinity_header`] and
+    /// [`BalancerConfig::affinity_client_address`].
+    pub fn strategy_spec(mut self, spec: StrategySpec) -> Self {
+        self.strategy = Some(spec.build());
+        self.spec = Some(spec);
         self
     }
 
@@ -113,11 +135,18 @@ impl BalancerBuilder {
         let acceptor = self.config.tls.as_ref().map(crate::tls::acceptor).transpose()?;
         let acceptor = acceptor.map(|a| Arc::new(SharedAcceptor::new(a)));
         let connector = self.config.upstream_tls.as_ref().map(crate::tls::connector).transpose()?;
-        let pool = Pool::new(self.config, connector);
+        let (strategy, spec) = match self.strategy {
+            Some(strategy) => (strategy, self.spec),
+            None => (
+                Arc::new(RoundRobin::new()) as Arc<dyn BalancingStrategy>,
+                Some(StrategySpec::named(StrategyName::RoundRobin)),
+            ),
+        };
+        let routing = Routing::configured(&self.config, strategy, spec);
+        let pool = Pool::new(self.config, connector, routing);
         pool.set_backends(self.backends)?;
-        let strategy = self.strategy.unwrap_or_else(|| Arc::new(RoundRobin::new()));
         let stats = serve_stats.then(|| BalancerStatsService::new(pool.clone()).into_server());
-        let proxy = Arc::new(Proxy { pool: pool.clone(), strategy, stats });
+        let proxy = Arc::new(Proxy { pool: pool.clone(), stats });
         let mut tasks = Vec::new();
         let mut admin_addr = None;
         if let Some(addr) = admin_listen {
@@ -245,6 +274,21 @@ impl BalancerHandle {
         self.pool.apply_members(members)
     }
 
+    /// Follows `settings` at once, as a [`Discovery::settings`] poll does: the
+    /// database's strategy (while set) replaces the one the balancer was built
+    /// with, and its weights override the backend list's. Both change together in
+    /// one step; requests under way finish with the strategy they started with, and
+    /// load figures stay with the backends. Settings equal to those in force change
+    /// nothing (a running strategy keeps its state).
+    pub fn apply_settings(&self, settings: &BalancingSettings) {
+        self.pool.apply_settings(settings);
+    }
+
+    /// The strategy in force and where it comes from.
+    pub fn strategy(&self) -> StrategyInForce {
+        self.pool.strategy()
+    }
+
     /// Marks a backend draining (no new requests; open ones finish) or back in service.
     ///
     /// # Errors
@@ -281,18 +325,33 @@ impl Drop for BalancerHandle {
     }
 }
 
-/// Polls `source` every `interval` and applies what it says to the pool, until the
-/// pool is gone (or the task is aborted). A failed poll changes nothing.
+/// Polls `source` every `interval` and applies what it says to the pool (members,
+/// then balancing settings, unless the members could not be read), until the pool
+/// is gone (or the task is aborted). A failed poll changes nothing.
 async fn poll_discovery(source: Arc<dyn Discovery>, interval: Duration, pool: Weak<Pool>) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
         let result = source.members().await;
-        let Some(pool) = pool.upgrade() else { return };
-        match result.and_then(|members| pool.apply_members(&members)) {
+        let Some(live) = pool.upgrade() else { return };
+        match result.and_then(|members| live.apply_members(&members)) {
             Ok(()) => debug!("membership applied"),
-            Err(error) => warn!(%error, "membership poll failed; keeping the current members"),
+            Err(error) => {
+                // The source is likely unreachable: no second wait for the settings.
+                warn!(%error, "membership poll failed; keeping the current members, strategy and weights");
+                continue;
+            }
+        }
+        drop(live);
+        let result = source.settings().await;
+        let Some(live) = pool.upgrade() else { return };
+        match result {
+            Ok(Some(settings)) => live.apply_settings(&settings),
+            Ok(None) => {}
+            Err(error) => {
+                warn!(%error, "balancing settings poll failed; keeping the strategy and weights in force")
+            }
         }
     }
 }

@@ -1,14 +1,45 @@
-//! Where the balancer learns the cluster's members: the [`Discovery`] trait.
+//! Where the balancer learns the cluster's members, and the strategy and weights
+//! the cluster sets for it: the [`Discovery`] trait.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use spectrum_core::Member;
+use spectrum_core::{Member, NodeId};
 
 use crate::error::BalancerError;
+use crate::strategy::StrategySpec;
 
-/// A source of cluster membership, polled by the balancer.
+/// The strategy and weights the cluster's configuration database sets for every
+/// balancer, as [`Discovery::settings`] reads them. They override the balancer's
+/// own: the strategy it was started with and the weights of its backend list.
+///
+/// # Precedence
+///
+/// - `strategy`: while it is `Some`, it replaces the balancer's own strategy whole
+///   (its hash key included: a spec without one routes without affinity); once it
+///   is `None`, the balancer's own is back.
+/// - `weights`: a node listed here has this weight; any other keeps the weight it
+///   was given with the backend list, or 1.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct BalancingSettings {
+    /// The strategy every balancer uses, when the database sets one.
+    pub strategy: Option<StrategySpec>,
+    /// Weights by node (`0`: no requests while another backend can take them).
+    pub weights: BTreeMap<NodeId, u32>,
+}
+
+impl BalancingSettings {
+    /// Settings with this strategy (or none) and these weights.
+    pub fn new(strategy: Option<StrategySpec>, weights: BTreeMap<NodeId, u32>) -> Self {
+        Self { strategy, weights }
+    }
+}
+
+/// A source of cluster membership (and, optionally, of the strategy and weights the
+/// cluster sets), polled by the balancer.
 ///
 /// # The contract
 ///
@@ -17,15 +48,22 @@ use crate::error::BalancerError;
 ///   [`Draining`](spectrum_core::MemberState::Draining), and removes what is
 ///   [`Left`](spectrum_core::MemberState::Left), [`Joining`](spectrum_core::MemberState::Joining)
 ///   or absent. Members keep their health and load figures from one poll to the next.
-/// - It is called once at start and then every interval given to
-///   [`BalancerBuilder::discovery`](crate::BalancerBuilder::discovery), never twice at
-///   once. It may take time (it is I/O) but should answer within the interval.
+/// - [`settings`](Discovery::settings) returns the whole current
+///   [`BalancingSettings`], or `None` when the source does not know them; the
+///   balancer swaps its strategy and weights to match (see
+///   [`BalancingSettings`] for precedence).
+/// - Both are called once at start and then every interval given to
+///   [`BalancerBuilder::discovery`](crate::BalancerBuilder::discovery), members
+///   first (settings are not asked when the members could not be applied), never
+///   twice at once. They may take time (they are I/O) but should answer within
+///   the interval.
 ///
 /// # Errors
 ///
 /// A failed poll ([`BalancerError::Discovery`], built with
 /// [`BalancerError::discovery`]) is logged and changes nothing: the balancer keeps
-/// serving the members it knows, and polls again at the next interval.
+/// serving the members it knows with the strategy and weights in force, and polls
+/// again at the next interval.
 ///
 /// ```
 /// use async_trait::async_trait;
@@ -63,12 +101,30 @@ pub trait Discovery: Send + Sync + fmt::Debug + 'static {
     ///
     /// Any failure to learn them; the balancer keeps what it knows.
     async fn members(&self) -> Result<Vec<Member>, BalancerError>;
+
+    /// The strategy and weights the cluster sets for its balancers, or `None` when
+    /// this source does not know them.
+    ///
+    /// The default answers `None`: the balancer then keeps the strategy and
+    /// weights it was started with, and what you lose is changing them while it
+    /// runs. Override it when the source can read them (the `spectrum` crate's
+    /// discovery reads the database's `balancer/` namespace).
+    ///
+    /// # Errors
+    ///
+    /// Any failure to learn them; the balancer keeps the strategy and weights in force.
+    async fn settings(&self) -> Result<Option<BalancingSettings>, BalancerError> {
+        Ok(None)
+    }
 }
 
 #[async_trait]
 impl<T: Discovery + ?Sized> Discovery for Arc<T> {
     async fn members(&self) -> Result<Vec<Member>, BalancerError> {
         (**self).members().await
+    }
+    async fn settings(&self) -> Result<Option<BalancingSettings>, BalancerError> {
+        (**self).settings().await
     }
 }
 
@@ -77,18 +133,29 @@ impl<T: Discovery + ?Sized> Discovery for Box<T> {
     async fn members(&self) -> Result<Vec<Member>, BalancerError> {
         (**self).members().await
     }
+    async fn settings(&self) -> Result<Option<BalancingSettings>, BalancerError> {
+        (**self).settings().await
+    }
 }
 
-/// A fixed membership list: the static configuration, as a [`Discovery`].
+/// A fixed membership list (and, optionally, fixed balancing settings): the static
+/// configuration, as a [`Discovery`].
 #[derive(Debug, Clone, Default)]
 pub struct StaticDiscovery {
     members: Vec<Member>,
+    settings: Option<BalancingSettings>,
 }
 
 impl StaticDiscovery {
-    /// Always answers `members`.
+    /// Always answers `members`, and no settings.
     pub fn new(members: Vec<Member>) -> Self {
-        Self { members }
+        Self { members, settings: None }
+    }
+
+    /// Also always answers `settings`.
+    pub fn with_settings(mut self, settings: BalancingSettings) -> Self {
+        self.settings = Some(settings);
+        self
     }
 }
 
@@ -96,6 +163,9 @@ impl StaticDiscovery {
 impl Discovery for StaticDiscovery {
     async fn members(&self) -> Result<Vec<Member>, BalancerError> {
         Ok(self.members.clone())
+    }
+    async fn settings(&self) -> Result<Option<BalancingSettings>, BalancerError> {
+        Ok(self.settings.clone())
     }
 }
 
@@ -115,5 +185,16 @@ mod tests {
         assert_eq!(shared.members().await.unwrap(), vec![m.clone()]);
         let boxed: Box<dyn Discovery> = Box::new(fixed);
         assert_eq!(boxed.members().await.unwrap(), vec![m]);
+        assert_eq!(boxed.settings().await.unwrap(), None, "no settings unless given");
+    }
+
+    #[tokio::test]
+    async fn static_settings_are_answered_through_every_pointer() {
+        let settings = BalancingSettings::new(
+            Some(StrategySpec::named(crate::strategy::StrategyName::Random)),
+            [("n1".parse().unwrap(), 3)].into(),
+        );
+        let fixed: Arc<dyn Discovery> = Arc::new(StaticDiscovery::default().with_settings(settings.clone()));
+        assert_eq!(fixed.settings().await.unwrap(), Some(settings));
     }
 }

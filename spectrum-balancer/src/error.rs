@@ -85,6 +85,15 @@ pub enum BalancerError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A strategy name or parameter that cannot be used (see
+    /// [`StrategySpec`](crate::strategy::StrategySpec)).
+    #[error("invalid strategy: {field}: {reason}")]
+    InvalidStrategy {
+        /// `name`, `hash_key` or `load_factor`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// TLS settings that cannot be used (see [`BalancerConfig::tls`](crate::BalancerConfig::tls)).
     #[error("invalid balancer TLS settings: {field}: {reason}")]
     Tls {

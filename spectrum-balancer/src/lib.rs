@@ -12,7 +12,9 @@
 //!   connections or answer `UNAVAILABLE` (with exponential backoff), fails over, and
 //!   limits request bodies and waiting times.
 //! - [`Discovery`]: where the balancer learns the cluster's members, polled while it
-//!   runs, so nodes join, drain and leave with no restart.
+//!   runs, so nodes join, drain and leave with no restart; and, optionally, the
+//!   strategy and weights the cluster sets ([`BalancingSettings`]), swapped while
+//!   serving (see "Live strategy and weights" below).
 //! - [`Backend`] and [`BackendLoad`]: what a strategy sees of each node, including
 //!   live load figures kept in a [`LoadRegistry`] so they survive membership changes.
 //! - Observability: [`BalancerHandle::stats`] per node, the same figures over gRPC
@@ -164,6 +166,42 @@
 //! # }
 //! ```
 //!
+//! ## Live strategy and weights
+//!
+//! A [`StrategySpec`] names a reference strategy with its parameters, checked when
+//! it is made. [`BalancingSettings`] (a spec, or none, and weights by node) override
+//! the balancer's own strategy and its backend list's weights; a [`Discovery`]
+//! source that knows them answers [`Discovery::settings`], or apply them yourself
+//! with [`BalancerHandle::apply_settings`]. The strategy in force travels in the
+//! snapshot each request reads once, so a switch fails no request: requests under
+//! way finish with the strategy they started with. [`BalancerHandle::strategy`]
+//! says which one is in force and where it comes from ([`StrategySource`]):
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use spectrum_balancer::{Balancer, BalancerConfig, BalancingSettings, StrategySource};
+//! use spectrum_balancer::strategy::{StrategyName, StrategySpec};
+//!
+//! let balancer = Balancer::builder(BalancerConfig::default())
+//!     .strategy_spec(StrategySpec::named(StrategyName::LeastRequests))
+//!     .start()
+//!     .await?;
+//! assert_eq!(balancer.strategy().source, StrategySource::Configured);
+//!
+//! let hashed = StrategySpec::new(StrategyName::ConsistentHash, Some("x-tenant"), None)?;
+//! let node: spectrum_core::NodeId = "node-2".parse()?;
+//! let weights = [(node, 0)].into();
+//! balancer.apply_settings(&BalancingSettings::new(Some(hashed), weights));
+//! let in_force = balancer.strategy();
+//! assert_eq!((in_force.name.as_str(), in_force.source), ("consistent_hash", StrategySource::Database));
+//!
+//! balancer.apply_settings(&BalancingSettings::default()); // cleared: least_requests again
+//! assert_eq!(balancer.strategy().name, "least_requests");
+//! balancer.shutdown().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
 //! ## Observing the balancer
 //!
 //! Every figure is kept per backend node: requests in flight, requests sent,
@@ -206,6 +244,7 @@ mod pool;
 mod proxy;
 mod replay;
 mod retry;
+mod routing;
 pub mod stats;
 pub mod strategy;
 #[cfg(any(test, feature = "testing"))]
@@ -217,10 +256,11 @@ pub use backend::{Backend, BackendLoad, LoadRegistry};
 pub use balancer::{Balancer, BalancerBuilder, BalancerHandle, DEFAULT_DISCOVERY_INTERVAL};
 pub use body::ProxyBody;
 pub use config::{BackendConfig, BalancerConfig, BearerToken, PathMatcher, RetryBudgetConfig};
-pub use discovery::{Discovery, StaticDiscovery};
+pub use discovery::{BalancingSettings, Discovery, StaticDiscovery};
 pub use error::{BalancerError, BoxError};
+pub use routing::{StrategyInForce, StrategySource};
 pub use stats::{BackendStats, BalancerStatsService};
 pub use strategy::{
     BalancingStrategy, ConsistentHash, LeastRequests, Outcome, PeakEwma, Random, RequestContext, RoundRobin,
-    WeightedRoundRobin,
+    StrategyName, StrategySpec, WeightedRoundRobin,
 };

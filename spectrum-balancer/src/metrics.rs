@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use crate::body::ProxyBody;
 use crate::pool::Pool;
+use crate::routing::StrategyInForce;
 use crate::stats::service::{self, BalancerStatsService};
 use crate::stats::{BackendStats, proto};
 
@@ -42,6 +43,14 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// Renders every figure of `pool` in the Prometheus text format.
 pub(crate) fn render(pool: &Pool) -> String {
     let mut out = String::with_capacity(2_048);
+    counters(&mut out, pool);
+    strategy_info(&mut out, &pool.strategy());
+    per_backend(&mut out, pool);
+    out
+}
+
+/// The balancer-wide counters.
+fn counters(out: &mut String, pool: &Pool) {
     let c = &pool.counters;
     for (name, help, value) in [
         ("spectrum_balancer_requests_total", "Requests received from clients.", &c.requests),
@@ -67,14 +76,18 @@ pub(crate) fn render(pool: &Pool) -> String {
             &c.internal_refused,
         ),
     ] {
-        family(&mut out, name, "counter", help);
+        family(out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
     }
+}
+
+/// Every backend's figures, one family per figure.
+fn per_backend(out: &mut String, pool: &Pool) {
     let stats = pool.stats();
     let labels: Vec<String> =
         stats.iter().map(|s| format!("node=\"{}\",addr=\"{}\"", label(s.id.as_str()), s.addr)).collect();
     type Figure = fn(&BackendStats) -> String;
-    let per_backend: [(&str, &str, &str, Figure); 8] = [
+    let figures: [(&str, &str, &str, Figure); 8] = [
         ("spectrum_balancer_backend_requests_total", "counter", "Requests sent to the backend.", |s| {
             s.requests.to_string()
         }),
@@ -112,13 +125,31 @@ pub(crate) fn render(pool: &Pool) -> String {
             u8::from(s.draining).to_string()
         }),
     ];
-    for (name, kind, help, figure) in per_backend {
-        family(&mut out, name, kind, help);
+    for (name, kind, help, figure) in figures {
+        family(out, name, kind, help);
         for (s, l) in stats.iter().zip(&labels) {
             let _ = writeln!(out, "{name}{{{l}}} {}", figure(s));
         }
     }
-    out
+}
+
+/// The strategy in force as an info gauge: always 1, its labels say which and
+/// from where.
+fn strategy_info(out: &mut String, strategy: &StrategyInForce) {
+    let name = "spectrum_balancer_strategy_info";
+    family(
+        out,
+        name,
+        "gauge",
+        "The strategy in force (labels) and where it comes from: configured or database.",
+    );
+    let _ = writeln!(
+        out,
+        "{name}{{strategy=\"{}\",hash_key=\"{}\",source=\"{}\"}} 1",
+        label(&strategy.name),
+        label(strategy.hash_key.as_deref().unwrap_or("")),
+        strategy.source
+    );
 }
 
 fn answer(pool: &Pool, req: &Request<Incoming>) -> Response<Full<Bytes>> {

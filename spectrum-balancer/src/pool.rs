@@ -17,9 +17,11 @@ use tracing::{debug, info, warn};
 
 use crate::backend::{Backend, LoadRegistry};
 use crate::config::{BackendConfig, BalancerConfig};
+use crate::discovery::BalancingSettings;
 use crate::error::BalancerError;
 use crate::health::{self, Backoff, Check, HealthState, Thresholds, now_ms};
 use crate::retry::RetryBudget;
+use crate::routing::{Routing, Settings, StrategyInForce};
 use crate::stats::{BackendHealth, BackendStats};
 use crate::upstream::Upstream;
 
@@ -95,14 +97,23 @@ impl Candidates {
     }
 }
 
-/// What requests read: rebuilt whenever membership, health or draining changes.
-#[derive(Debug, Default)]
+/// What requests read: rebuilt whenever membership, health, draining, weights or
+/// the strategy in force change.
+#[derive(Debug)]
 pub(crate) struct Snapshot {
     /// Healthy and not draining.
     pub(crate) eligible: Candidates,
     /// Not draining, whatever their health: used when no backend is eligible, since
     /// trying a backend marked down beats refusing every request.
     pub(crate) fallback: Candidates,
+    /// The strategy in force, and where affinity keys come from.
+    pub(crate) routing: Arc<Routing>,
+}
+
+impl Snapshot {
+    fn empty(routing: Arc<Routing>) -> Self {
+        Self { eligible: Candidates::default(), fallback: Candidates::default(), routing }
+    }
 }
 
 #[derive(Debug)]
@@ -114,6 +125,24 @@ struct Member {
 impl Member {
     fn stop_checks(&self) {
         self.checks.abort();
+    }
+
+    /// This member with weight `weight`: the same health, flags, connections and
+    /// load figures in a new entry (requests under way keep the old one).
+    fn with_weight(self, weight: u32) -> Member {
+        if self.entry.backend.weight == weight {
+            return self;
+        }
+        let mut backend = self.entry.backend.clone();
+        backend.weight = weight;
+        let entry = Arc::new(Entry {
+            backend,
+            health: self.entry.health.clone(),
+            draining: self.entry.draining.clone(),
+            member_draining: self.entry.member_draining.clone(),
+            upstream: self.entry.upstream.clone(),
+        });
+        Member { entry, checks: self.checks }
     }
 }
 
@@ -140,6 +169,9 @@ impl CheckTiming {
 #[derive(Debug)]
 pub(crate) struct Pool {
     members: Mutex<Vec<Member>>,
+    /// The strategy and weights configured and set by the database. Locked after
+    /// `members` when both are.
+    settings: Mutex<Settings>,
     snapshot: RwLock<Arc<Snapshot>>,
     loads: LoadRegistry,
     config: BalancerConfig,
@@ -151,11 +183,20 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn new(config: BalancerConfig, upstream_tls: Option<Connector>) -> Arc<Self> {
+    /// A pool with no backends yet, routing with `routing` until the database
+    /// sets another strategy.
+    pub(crate) fn new(
+        config: BalancerConfig,
+        upstream_tls: Option<Connector>,
+        routing: Routing,
+    ) -> Arc<Self> {
+        let settings = Settings::new(routing);
+        let snapshot = Snapshot::empty(settings.routing());
         Arc::new_cyclic(|me| Self {
             upstream_tls,
             members: Mutex::new(Vec::new()),
-            snapshot: RwLock::new(Arc::default()),
+            settings: Mutex::new(settings),
+            snapshot: RwLock::new(Arc::new(snapshot)),
             loads: LoadRegistry::new(),
             budget: RetryBudget::new(config.retry_budget),
             counters: Counters::default(),
@@ -184,8 +225,13 @@ impl Pool {
     /// Recomputes the snapshot from the current members and flags.
     fn rebuild(&self) {
         let members = self.members.lock();
-        let mut snap = Snapshot::default();
-        for m in members.iter() {
+        self.publish(&members);
+    }
+
+    /// Publishes the snapshot of `members` (the locked list) with the routing in force.
+    fn publish(&self, members: &[Member]) {
+        let mut snap = Snapshot::empty(self.settings.lock().routing());
+        for m in members {
             if m.entry.is_draining() {
                 continue;
             }
@@ -219,7 +265,16 @@ impl Pool {
 
     /// Replaces the backend list. Backends that stay (same id and address) keep their
     /// health, draining flag, connection and load figures.
-    pub(crate) fn set_backends(&self, configs: Vec<BackendConfig>) -> Result<(), BalancerError> {
+    /// Weights given here apply where the database sets none.
+    pub(crate) fn set_backends(&self, mut configs: Vec<BackendConfig>) -> Result<(), BalancerError> {
+        check_unique(&configs)?;
+        {
+            let mut settings = self.settings.lock();
+            settings.configure_weights(&configs);
+            for c in &mut configs {
+                c.weight = settings.weight_of(&c.id);
+            }
+        }
         self.replace(configs, None)
     }
 
@@ -230,33 +285,13 @@ impl Pool {
         configs: Vec<BackendConfig>,
         member_draining: Option<&HashMap<NodeId, bool>>,
     ) -> Result<(), BalancerError> {
-        let mut seen = HashSet::new();
-        for c in &configs {
-            if !seen.insert(&c.id) {
-                return Err(BalancerError::DuplicateBackend { id: c.id.clone() });
-            }
-        }
+        check_unique(&configs)?;
         let mut members = self.members.lock();
         let mut old: HashMap<NodeId, Member> =
             members.drain(..).map(|m| (m.entry.backend.id.clone(), m)).collect();
         for c in configs {
             let member = match old.remove(&c.id) {
-                Some(m) if m.entry.backend.addr == c.addr => {
-                    if m.entry.backend.weight == c.weight {
-                        m
-                    } else {
-                        let mut backend = m.entry.backend.clone();
-                        backend.weight = c.weight;
-                        let entry = Arc::new(Entry {
-                            backend,
-                            health: m.entry.health.clone(),
-                            draining: m.entry.draining.clone(),
-                            member_draining: m.entry.member_draining.clone(),
-                            upstream: m.entry.upstream.clone(),
-                        });
-                        Member { entry, checks: m.checks }
-                    }
-                }
+                Some(m) if m.entry.backend.addr == c.addr => m.with_weight(c.weight),
                 previous => {
                     let draining = previous.as_ref().map(|m| m.entry.draining.clone()).unwrap_or_default();
                     let member_draining =
@@ -284,8 +319,7 @@ impl Pool {
         }
         let present: HashSet<NodeId> = members.iter().map(|m| m.entry.backend.id.clone()).collect();
         self.loads.retain(|id| present.contains(id));
-        drop(members);
-        self.rebuild();
+        self.publish(&members);
         Ok(())
     }
 
@@ -404,16 +438,41 @@ impl Pool {
                 Err(error) => warn!(node = %m.id, %error, "member skipped"),
             }
         }
-        // Keep the weights set by hand for members that stay.
+        // The database's weights, else those given by hand, else 1.
         {
-            let current = self.members.lock();
+            let settings = self.settings.lock();
             for c in &mut configs {
-                if let Some(m) = current.iter().find(|m| m.entry.backend.id == c.id) {
-                    c.weight = m.entry.backend.weight;
-                }
+                c.weight = settings.weight_of(&c.id);
             }
         }
         self.replace(configs, Some(&draining))
+    }
+
+    /// Follows the strategy and weights the database sets: both change in one new
+    /// snapshot, so a request sees the old settings or the new ones, never half.
+    /// Requests under way finish with the strategy they started with; load figures
+    /// stay with the backends.
+    pub(crate) fn apply_settings(&self, database: &BalancingSettings) {
+        let mut members = self.members.lock();
+        let mut settings = self.settings.lock();
+        let changed = settings.follow(database);
+        if changed.weights {
+            let weights: Vec<u32> = members.iter().map(|m| settings.weight_of(&m.entry.backend.id)).collect();
+            let old = std::mem::take(&mut *members);
+            members.extend(old.into_iter().zip(weights).map(|(m, w)| m.with_weight(w)));
+        }
+        let routing = settings.routing();
+        drop(settings);
+        if changed.strategy || changed.weights {
+            self.publish(&members);
+            let in_force = routing.in_force();
+            info!(strategy = %in_force.name, source = %in_force.source, weights = ?database.weights, "balancing settings applied");
+        }
+    }
+
+    /// The strategy in force and where it comes from.
+    pub(crate) fn strategy(&self) -> StrategyInForce {
+        self.snapshot().routing.in_force()
     }
 
     pub(crate) fn stats(&self) -> Vec<BackendStats> {
@@ -447,6 +506,15 @@ impl Pool {
         for m in self.members.lock().drain(..) {
             m.stop_checks();
         }
-        *self.snapshot.write() = Arc::default();
+        *self.snapshot.write() = Arc::new(Snapshot::empty(self.settings.lock().routing()));
+    }
+}
+
+/// Refuses a list in which two backends share an id.
+fn check_unique(configs: &[BackendConfig]) -> Result<(), BalancerError> {
+    let mut seen = HashSet::new();
+    match configs.iter().find(|c| !seen.insert(&c.id)) {
+        Some(c) => Err(BalancerError::DuplicateBackend { id: c.id.clone() }),
+        None => Ok(()),
     }
 }

@@ -6,9 +6,11 @@
 //! is a thin adapter over it, so the logic can be driven and tested without a
 //! network. One file per area: `config.rs` (raw entries), `license.rs`,
 //! `dataflows.rs`, `resources.rs`, `nodes.rs` (status, drain and undrain),
-//! `users.rs` (users of the management API), `audit.rs` (the audit log).
+//! `users.rs` (users of the management API), `audit.rs` (the audit log),
+//! `balancer.rs` (the strategy and weights every balancer follows).
 
 mod audit;
+mod balancer;
 mod config;
 mod dataflows;
 mod error;

@@ -15,8 +15,9 @@
 //!
 //! Bad input is `INVALID_ARGUMENT` naming the field at fault, and nothing is stored;
 //! a name already taken on create is `ALREADY_EXISTS`; a missing entry `NOT_FOUND`;
-//! the `membership/`, `users/` and `audit/` namespaces written with `Put` are
-//! `PERMISSION_DENIED` (use `SetNodeState` and the user RPCs).
+//! the `membership/`, `users/`, `audit/` and `balancer/` namespaces written with
+//! `Put` are `PERMISSION_DENIED` (use `SetNodeState`, the user RPCs and the
+//! balancer RPCs).
 //!
 //! # Who may call
 //!
@@ -34,6 +35,7 @@
 //! ([`Admin::audit`]). Calls refused as `UNAUTHENTICATED` are not recorded (no
 //! one to name, and strangers must not be able to fill the log).
 
+mod balancer;
 mod rpc;
 mod status;
 
@@ -604,6 +606,46 @@ impl Management for ManagementService {
         let log = self.admin.audit_log(&query).await?;
         let entries = log.0.into_iter().map(Into::into).collect();
         Ok(Response::new(proto::ListAuditResponse { entries, served_by: entry_served_by(&self.admin) }))
+    }
+
+    #[instrument(skip_all)]
+    async fn set_balancer_strategy(
+        &self,
+        request: Request<proto::SetBalancerStrategyRequest>,
+    ) -> Result<Response<proto::SetBalancerStrategyResponse>, Status> {
+        self.set_strategy(request).await
+    }
+
+    #[instrument(skip_all)]
+    async fn clear_balancer_strategy(
+        &self,
+        request: Request<proto::ClearBalancerStrategyRequest>,
+    ) -> Result<Response<proto::WriteResult>, Status> {
+        self.clear_strategy(request).await
+    }
+
+    #[instrument(skip_all)]
+    async fn set_balancer_weight(
+        &self,
+        request: Request<proto::SetBalancerWeightRequest>,
+    ) -> Result<Response<proto::WriteResult>, Status> {
+        self.set_weight(request).await
+    }
+
+    #[instrument(skip_all)]
+    async fn clear_balancer_weight(
+        &self,
+        request: Request<proto::ClearBalancerWeightRequest>,
+    ) -> Result<Response<proto::WriteResult>, Status> {
+        self.clear_weight(request).await
+    }
+
+    #[instrument(skip_all)]
+    async fn show_balancer_settings(
+        &self,
+        request: Request<proto::ShowBalancerSettingsRequest>,
+    ) -> Result<Response<proto::ShowBalancerSettingsResponse>, Status> {
+        self.show_settings(request).await
     }
 }
 

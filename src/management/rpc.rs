@@ -41,11 +41,16 @@ pub enum Rpc {
     RotateUser,
     ListAudit,
     ResealSecrets,
+    SetBalancerStrategy,
+    ClearBalancerStrategy,
+    SetBalancerWeight,
+    ClearBalancerWeight,
+    ShowBalancerSettings,
 }
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 28] = [
+    pub const ALL: [Rpc; 33] = [
         Rpc::Get,
         Rpc::Put,
         Rpc::Delete,
@@ -74,6 +79,11 @@ impl Rpc {
         Rpc::RotateUser,
         Rpc::ListAudit,
         Rpc::ResealSecrets,
+        Rpc::SetBalancerStrategy,
+        Rpc::ClearBalancerStrategy,
+        Rpc::SetBalancerWeight,
+        Rpc::ClearBalancerWeight,
+        Rpc::ShowBalancerSettings,
     ];
 
     /// The lowest role that may call it: the whole authorisation policy.
@@ -84,11 +94,27 @@ impl Rpc {
         use Rpc::*;
         match self {
             Get | List | Status | ShowLicense | ListDataflows | ShowDataflow | ListResources
-            | ShowResource | ExportResources | ExportConfig => Role::Viewer,
+            | ShowResource | ExportResources | ExportConfig | ShowBalancerSettings => Role::Viewer,
             SetNodeState | CheckResources | ListAudit => Role::Operator,
-            Put | Delete | SetLicense | CreateDataflow | DeleteDataflow | CreateResource | DeleteResource
-            | ImportResources | ImportConfig | RemoveNode | AddUser | ListUsers | RevokeUser | RotateUser
-            | ResealSecrets => Role::Admin,
+            Put
+            | Delete
+            | SetLicense
+            | CreateDataflow
+            | DeleteDataflow
+            | CreateResource
+            | DeleteResource
+            | ImportResources
+            | ImportConfig
+            | RemoveNode
+            | AddUser
+            | ListUsers
+            | RevokeUser
+            | RotateUser
+            | ResealSecrets
+            | SetBalancerStrategy
+            | ClearBalancerStrategy
+            | SetBalancerWeight
+            | ClearBalancerWeight => Role::Admin,
         }
     }
 
@@ -112,6 +138,10 @@ impl Rpc {
                 | RevokeUser
                 | RotateUser
                 | ResealSecrets
+                | SetBalancerStrategy
+                | ClearBalancerStrategy
+                | SetBalancerWeight
+                | ClearBalancerWeight
         )
     }
 
@@ -147,6 +177,11 @@ impl Rpc {
             RotateUser => "RotateUser",
             ListAudit => "ListAudit",
             ResealSecrets => "ResealSecrets",
+            SetBalancerStrategy => "SetBalancerStrategy",
+            ClearBalancerStrategy => "ClearBalancerStrategy",
+            SetBalancerWeight => "SetBalancerWeight",
+            ClearBalancerWeight => "ClearBalancerWeight",
+            ShowBalancerSettings => "ShowBalancerSettings",
         }
     }
 

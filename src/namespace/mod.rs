@@ -3,7 +3,8 @@
 //!
 //! Every key lives under one namespace: `license/`, `dataflows/`, `resources/`,
 //! `settings/`, `membership/` (kept by the nodes themselves), `users/` (written by
-//! the user operations) or `audit/` (written by the nodes). Each namespace
+//! the user operations), `audit/` (written by the nodes) or `balancer/` (written
+//! by the balancer operations, read by every balancer). Each namespace
 //! holds one type of value, and that type's [`NamespaceValue`] impl (in this
 //! module's files, one per namespace) is the single codec for it: the management
 //! API validates a write with it ([`validate_write`], which returns the decoded
@@ -18,6 +19,7 @@
 //! | [`Member`](spectrum_core::Member) | `membership/` (its codec is core's) | `membership.rs` |
 //! | [`User`] | `users/` (a token hash, never a token) | `users.rs` |
 //! | [`AuditRecord`] | `audit/` | `audit.rs` |
+//! | [`BalancerSetting`] | `balancer/` (the strategy and weights every balancer follows) | `balancer.rs` |
 //!
 //! Views only read: writes go through the management API, which validates them and
 //! replicates them at the requested acknowledgement level. A service on a node gets
@@ -42,6 +44,7 @@
 //! ```
 
 mod audit;
+mod balancer;
 mod dataflow;
 mod license;
 mod membership;
@@ -51,6 +54,7 @@ mod users;
 mod view;
 
 pub use audit::{AuditRecord, MAX_AUDIT_MESSAGE};
+pub use balancer::{BalancerKey, BalancerSetting, STRATEGY_NAME, WEIGHT_PREFIX};
 pub use dataflow::Dataflow;
 pub use setting::Setting;
 pub use users::User;
@@ -84,11 +88,15 @@ pub enum Namespace {
     /// The audit log (`audit/<time>-<node>-<n>`): an [`AuditRecord`], written
     /// only by the nodes.
     Audit,
+    /// What every balancer follows (`balancer/strategy`,
+    /// `balancer/weight/<node-id>`): a [`BalancerSetting`], written only by the
+    /// balancer operations.
+    Balancer,
 }
 
 impl Namespace {
     /// Every namespace.
-    pub const ALL: [Namespace; 7] = [
+    pub const ALL: [Namespace; 8] = [
         Namespace::License,
         Namespace::Dataflows,
         Namespace::Resources,
@@ -96,6 +104,7 @@ impl Namespace {
         Namespace::Membership,
         Namespace::Users,
         Namespace::Audit,
+        Namespace::Balancer,
     ];
 
     /// The key prefix, with its trailing `/`.
@@ -108,6 +117,7 @@ impl Namespace {
             Namespace::Membership => "membership/",
             Namespace::Users => "users/",
             Namespace::Audit => "audit/",
+            Namespace::Balancer => "balancer/",
         }
     }
 
@@ -119,6 +129,10 @@ impl Namespace {
                 Some("cannot be written directly; use the user operations (spectrum user add|revoke|rotate)")
             }
             Namespace::Audit => Some("is written by the nodes only (the audit log) and cannot be changed"),
+            Namespace::Balancer => Some(
+                "cannot be written directly; use the balancer operations \
+                 (spectrum balancer set-strategy|clear-strategy|set-weight|clear-weight)",
+            ),
             _ => None,
         }
     }
@@ -145,7 +159,7 @@ pub enum KeyError {
     /// The key is in no known namespace.
     #[error(
         "unknown config key {key:?}: keys live under license/, dataflows/, resources/ or settings/ \
-         (membership/, users/ and audit/ are kept by the nodes)"
+         (membership/, users/, audit/ and balancer/ are kept by their own operations)"
     )]
     UnknownNamespace {
         /// The key (cut to 80 characters).
@@ -298,7 +312,7 @@ pub fn validate_write(key: &str, value: Option<&[u8]>) -> Result<(Namespace, Opt
         return Ok((ns, None));
     };
     let value = match ns {
-        Namespace::Membership | Namespace::Users | Namespace::Audit => {
+        Namespace::Membership | Namespace::Users | Namespace::Audit | Namespace::Balancer => {
             return Err(KeyError::ReadOnly { namespace: ns });
         }
         Namespace::License => WriteValue::License(decoded(key, name, bytes)?),
@@ -340,7 +354,7 @@ mod tests {
     fn membership_users_and_audit_cannot_be_written_through_the_api() {
         let err = validate_write("membership/n1", Some(b"{}")).unwrap_err();
         assert!(matches!(err, KeyError::ReadOnly { namespace: Namespace::Membership }));
-        for key in ["users/alice", "audit/000000000000001-n1-0"] {
+        for key in ["users/alice", "audit/000000000000001-n1-0", "balancer/strategy", "balancer/weight/n1"] {
             for value in [Some(&b"{}"[..]), None] {
                 let err = validate_write(key, value).unwrap_err();
                 assert!(matches!(err, KeyError::ReadOnly { .. }), "{key}: {err}");

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 mod addresses;
 mod bad_input;
+mod balancer;
 mod clocks;
 mod dead_node;
 mod disk;

@@ -1,6 +1,7 @@
 //! Whole-cluster tests: nodes and the balancer in this process, on loopback.
 
 mod addresses;
+mod balancer_settings;
 mod clocks;
 mod cluster;
 mod disk;

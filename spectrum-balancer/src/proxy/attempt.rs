@@ -149,7 +149,7 @@ impl Proxy {
             Err(error) => {
                 warn!(node = %backend.id, backend = %backend.addr, %error, attempt = chances.attempt, "cannot reach backend; trying another");
                 backend.load.record_failure();
-                self.strategy.on_complete(backend, Outcome::ConnectFailure, Duration::ZERO);
+                request.strategy.on_complete(backend, Outcome::ConnectFailure, Duration::ZERO);
                 self.pool.eject(entry);
                 return AttemptOutcome::NotSent;
             }
@@ -159,7 +159,7 @@ impl Proxy {
             Err(answer) => return AttemptOutcome::Answered(*answer),
         };
         let slot = lease.slot();
-        let completion = Completion::start(entry.clone(), self.pool.clone(), self.strategy.clone(), lease);
+        let completion = Completion::start(entry.clone(), self.pool.clone(), request.strategy.clone(), lease);
         let mut underway = Underway { entry, slot, completion, started: Instant::now(), chances };
         match until(request.deadline, sender.try_send_request(outgoing)).await {
             None => {

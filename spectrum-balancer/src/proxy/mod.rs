@@ -23,11 +23,12 @@ use tracing::{debug, trace};
 use crate::body::{
     GRPC_DEADLINE_EXCEEDED, GRPC_RESOURCE_EXHAUSTED, GRPC_UNAVAILABLE, ProxyBody, local_answer,
 };
-use crate::pool::{Candidates, Counters, Pool};
+use crate::pool::{Candidates, Counters, Pool, Snapshot};
 use crate::replay::{AttemptBody, RequestBody};
+use crate::routing::Routing;
 use crate::stats::proto::balancer_server::BalancerServer;
 use crate::stats::service::{self, BalancerStatsService};
-use crate::strategy::{BalancingStrategy, RequestContext};
+use crate::strategy::{BalancingStrategy, HashKey, RequestContext};
 
 mod attempt;
 mod completion;
@@ -48,11 +49,11 @@ const HOP_BY_HOP: [&str; 5] =
 /// The header that lists the clients a request came through.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// The request handler shared by every client connection.
+/// The request handler shared by every client connection. The strategy comes with
+/// each request's snapshot of the pool, so it can be swapped while serving.
 #[derive(Debug)]
 pub(crate) struct Proxy {
     pub(crate) pool: Arc<Pool>,
-    pub(crate) strategy: Arc<dyn BalancingStrategy>,
     /// The balancer's own service, answered locally, when
     /// [`BalancerConfig::serve_stats`](crate::BalancerConfig::serve_stats) is on.
     pub(crate) stats: Option<BalancerServer<BalancerStatsService>>,
@@ -206,8 +207,12 @@ struct Prepared {
     grpc: bool,
     method: Method,
     pq: PathAndQuery,
-    /// The affinity header's value, for strategies that hash it.
+    /// The affinity key (a header's value, or the client's address), for strategies
+    /// that hash it.
     affinity: Option<HeaderValue>,
+    /// The strategy in force when the request arrived: it picks every attempt and
+    /// hears every outcome of this request, even if another one takes over meanwhile.
+    strategy: Arc<dyn BalancingStrategy>,
     /// The client's HTTP version, given back on the response.
     client_version: Version,
     body: RequestBody,
@@ -284,8 +289,9 @@ impl Proxy {
             debug!(path = req.uri().path(), %client, "internal service refused");
             return internal(is_grpc(req.headers()));
         }
-        match self.prepare(req, client) {
-            Ok(request) => self.forward(request).await,
+        let snapshot = self.pool.snapshot();
+        match self.prepare(req, client, &snapshot.routing) {
+            Ok(request) => self.forward(request, &snapshot).await,
             Err(answer) => *answer,
         }
     }
@@ -299,6 +305,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         client: SocketAddr,
+        routing: &Routing,
     ) -> Result<Prepared, Box<Response<ProxyBody>>> {
         let grpc = is_grpc(req.headers());
         let Some(pq) = req.uri().path_and_query().cloned() else {
@@ -322,12 +329,13 @@ impl Proxy {
         self.pool.budget.deposit();
         let client_version = req.version();
         let method = req.method().clone();
-        let affinity = match &config.affinity_header {
-            Some(name) => req.headers().get(name).cloned(),
+        let affinity = match &routing.affinity {
+            Some(HashKey::Header(name)) => req.headers().get(name).cloned(),
             // The client's address as the key: the same client goes to the same node.
-            None if config.affinity_client_address => HeaderValue::try_from(client.ip().to_string()).ok(),
+            Some(HashKey::ClientAddress) => HeaderValue::try_from(client.ip().to_string()).ok(),
             None => None,
         };
+        let strategy = routing.strategy.clone();
         trace!(%method, path = pq.as_str(), %client, grpc, "request");
 
         let (mut parts, body) = req.into_parts();
@@ -347,14 +355,24 @@ impl Proxy {
         let template = retriable.then(|| Template { method: method.clone(), headers: parts.headers.clone() });
         let pending = Some(Request::from_parts(parts, body.attempt()));
         let deadline = config.request_timeout.map(|limit| Instant::now() + limit);
-        Ok(Prepared { grpc, method, pq, affinity, client_version, body, template, pending, deadline })
+        Ok(Prepared {
+            grpc,
+            method,
+            pq,
+            affinity,
+            strategy,
+            client_version,
+            body,
+            template,
+            pending,
+            deadline,
+        })
     }
 
-    /// Tries backends the strategy picks, one after the other, until one answers or
-    /// the request may not be tried again.
-    async fn forward(&self, mut request: Prepared) -> Response<ProxyBody> {
+    /// Tries backends the strategy picks among `snapshot`'s, one after the other,
+    /// until one answers or the request may not be tried again.
+    async fn forward(&self, mut request: Prepared, snapshot: &Snapshot) -> Response<ProxyBody> {
         let counters = &self.pool.counters;
-        let snapshot = self.pool.snapshot();
         let mut candidates: Cow<'_, Candidates> =
             Cow::Borrowed(if snapshot.eligible.is_empty() { &snapshot.fallback } else { &snapshot.eligible });
         let max_attempts = self.pool.config().max_attempts;
@@ -374,7 +392,7 @@ impl Proxy {
                     unavailable(request.grpc)
                 };
             }
-            let picked = self.strategy.pick(&candidates.backends, &request.context(attempt));
+            let picked = request.strategy.pick(&candidates.backends, &request.context(attempt));
             let Some(index) = picked.filter(|&i| i < candidates.len()) else {
                 debug!(method = %request.method, path = request.pq.as_str(), attempt, "strategy found no backend");
                 Counters::bump(&counters.no_backend);

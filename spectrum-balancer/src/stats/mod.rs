@@ -49,6 +49,7 @@ use serde::Serialize;
 use spectrum_core::NodeId;
 
 use crate::error::BalancerError;
+use crate::routing::{StrategyInForce, StrategySource};
 
 mod client;
 pub(crate) mod service;
@@ -148,12 +149,12 @@ pub struct BackendStats {
 }
 
 /// A balancer's figures: every backend's, and the totals, as the `Stats` call
-/// answers them.
+/// answers them, with the strategy in force.
 ///
 /// It serializes with serde to the shape `spectrum status --json` prints under
 /// `balancer` (the backends under `nodes`), and [`Display`](fmt::Display)s as the
 /// table `spectrum status` prints.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct BalancerStats {
     /// Every configured backend, in configuration order.
@@ -174,6 +175,10 @@ pub struct BalancerStats {
     /// ([`BalancerConfig::internal_paths`](crate::BalancerConfig::internal_paths)),
     /// refused by the balancer.
     pub internal_refused: u64,
+    /// The strategy in force and where it comes from; `None` when a balancer
+    /// that predates it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<StrategyInForce>,
 }
 
 impl fmt::Display for BalancerStats {
@@ -184,6 +189,9 @@ impl fmt::Display for BalancerStats {
             "BALANCER  ({} requests, {} retries, {} with no backend, {} too large)",
             self.requests, self.retries, self.no_backend, self.request_too_large
         )?;
+        if let Some(strategy) = &self.strategy {
+            write!(f, "\nSTRATEGY  {strategy}")?;
+        }
         write!(
             f,
             "\n{:<16} {:<22} {:<8} {:<8} {:>9} {:>9} {:>9} {:>8} {:>11}",
@@ -244,8 +252,45 @@ impl From<&BalancerStats> for proto::StatsResponse {
             no_backend: s.no_backend,
             request_too_large: s.request_too_large,
             internal_refused: s.internal_refused,
+            strategy: s.strategy.as_ref().map(proto::StrategyInForce::from),
         }
     }
+}
+
+impl From<&StrategyInForce> for proto::StrategyInForce {
+    fn from(s: &StrategyInForce) -> Self {
+        let source = match s.source {
+            StrategySource::Configured => proto::StrategySource::Configured,
+            StrategySource::Database => proto::StrategySource::Database,
+        };
+        proto::StrategyInForce {
+            name: s.name.clone(),
+            hash_key: s.hash_key.clone().unwrap_or_default(),
+            has_load_factor: s.load_factor.is_some(),
+            load_factor: s.load_factor.unwrap_or_default(),
+            source: source as i32,
+        }
+    }
+}
+
+/// Reads the strategy of a `Stats` answer.
+fn strategy_from_wire(s: proto::StrategyInForce) -> Result<StrategyInForce, BalancerError> {
+    let source = match proto::StrategySource::try_from(s.source) {
+        Ok(proto::StrategySource::Configured) => StrategySource::Configured,
+        Ok(proto::StrategySource::Database) => StrategySource::Database,
+        _ => {
+            return Err(BalancerError::InvalidStatsAnswer {
+                field: "strategy.source".into(),
+                reason: format!("unknown source {}", s.source),
+            });
+        }
+    };
+    Ok(StrategyInForce {
+        name: s.name,
+        hash_key: (!s.hash_key.is_empty()).then_some(s.hash_key),
+        load_factor: s.has_load_factor.then_some(s.load_factor),
+        source,
+    })
 }
 
 impl TryFrom<proto::StatsResponse> for BalancerStats {
@@ -272,6 +317,7 @@ impl TryFrom<proto::StatsResponse> for BalancerStats {
             no_backend: wire.no_backend,
             request_too_large: wire.request_too_large,
             internal_refused: wire.internal_refused,
+            strategy: wire.strategy.map(strategy_from_wire).transpose()?,
         })
     }
 }
@@ -340,10 +386,22 @@ mod tests {
             no_backend: 2,
             request_too_large: 4,
             internal_refused: 5,
+            strategy: Some(StrategyInForce {
+                name: "consistent_hash".into(),
+                hash_key: Some("x-tenant".into()),
+                load_factor: Some(1.5),
+                source: StrategySource::Database,
+            }),
         };
         let wire = proto::StatsResponse::from(&stats);
         assert_eq!(wire.backends[1].addr, "127.0.0.1:7001");
         assert_eq!(BalancerStats::try_from(wire).unwrap(), stats);
+        let older = proto::StatsResponse { strategy: None, ..proto::StatsResponse::from(&stats) };
+        assert_eq!(BalancerStats::try_from(older).unwrap().strategy, None, "an older balancer's answer");
+        let mut unknown = proto::StatsResponse::from(&stats);
+        unknown.strategy.as_mut().unwrap().source = 9;
+        let error = BalancerStats::try_from(unknown).unwrap_err();
+        assert!(error.to_string().contains("strategy.source"), "{error}");
     }
 
     #[test]
@@ -358,6 +416,21 @@ mod tests {
             matches!(&error, BalancerError::InvalidStatsAnswer { field, .. } if field == "backends[1].addr"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_table_names_the_strategy_in_force_under_its_title() {
+        let strategy = StrategyInForce {
+            name: "round_robin".into(),
+            hash_key: None,
+            load_factor: None,
+            source: StrategySource::Configured,
+        };
+        let stats = BalancerStats { strategy: Some(strategy), ..BalancerStats::default() };
+        let table = stats.to_string();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[1], "STRATEGY  round_robin from the balancer's configuration", "{table}");
+        assert!(lines[2].starts_with("NODE "), "{table}");
     }
 
     #[test]

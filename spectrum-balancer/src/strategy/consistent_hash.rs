@@ -7,8 +7,8 @@ use parking_lot::RwLock;
 use super::{BalancingStrategy, LeastRequests, RequestContext};
 use crate::backend::Backend;
 
-/// Default bound on a backend's load, relative to the average.
-const DEFAULT_LOAD_FACTOR: f64 = 1.25;
+/// [`ConsistentHash`]'s default bound on a backend's load, relative to the average.
+pub const DEFAULT_LOAD_FACTOR: f64 = 1.25;
 /// Points on the ring per backend, at most (fewer for large lists, see [`Ring::build`]).
 const DEFAULT_POINTS_PER_BACKEND: usize = 100;
 /// Ring points in all, at most (the ring of 1,000 backends has 16 points each).

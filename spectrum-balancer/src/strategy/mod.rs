@@ -24,17 +24,19 @@ mod peak_ewma;
 mod random;
 mod rng;
 mod round_robin;
+mod spec;
 mod weighted;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use consistent_hash::ConsistentHash;
+pub use consistent_hash::{ConsistentHash, DEFAULT_LOAD_FACTOR};
 pub use least_requests::LeastRequests;
 pub use peak_ewma::PeakEwma;
 pub use random::Random;
 pub use round_robin::RoundRobin;
+pub use spec::{CLIENT_ADDRESS, HashKey, StrategyName, StrategySpec};
 pub use weighted::WeightedRoundRobin;
 
 pub(crate) use rng::SplitMix;

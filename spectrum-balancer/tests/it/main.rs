@@ -3,6 +3,7 @@
 mod connections;
 mod failover;
 mod internal;
+mod live_settings;
 mod membership;
 mod metrics;
 mod proxying;

@@ -133,13 +133,19 @@ async fn the_typed_client_reads_the_same_figures_as_the_handle() {
 
     let table = stats.to_string();
     assert!(table.starts_with("BALANCER  (3 requests,") && table.contains("LATENCY µs"), "{table}");
-    assert!(table.lines().nth(2).is_some_and(|l| l.starts_with("node-0 ")), "{table}");
+    assert_eq!(
+        table.lines().nth(1),
+        Some("STRATEGY  RoundRobin from the balancer's configuration"),
+        "{table}"
+    );
+    assert!(table.lines().nth(3).is_some_and(|l| l.starts_with("node-0 ")), "{table}");
     let json = serde_json::to_value(&stats).unwrap();
     assert_eq!(json["requests"], 3);
     assert_eq!(json["nodes"][0]["id"], "node-0");
     assert_eq!(json["nodes"][0]["addr"], nodes[0].addr.to_string());
     assert_eq!(json["nodes"][0]["health"], "healthy");
     assert_eq!(json["nodes"][1]["draining"], true);
+    assert_eq!(json["strategy"]["source"], "configured");
     balancer.shutdown().await;
 }
 

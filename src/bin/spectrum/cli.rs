@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use spectrum::auth::{Role, Token};
-use spectrum::client::AckLevel;
+use spectrum::client::{AckLevel, StrategyName};
 use spectrum::core::PeerAddr;
 
 #[derive(Debug, Parser)]
@@ -37,7 +37,8 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run a node from a TOML file (`--config FILE`), or drain / undrain a member.
     Node(NodeArgs),
-    /// Run a balancer from a TOML file.
+    /// Run a balancer from a TOML file (`--config FILE`), or set the strategy and
+    /// weights every balancer follows.
     Balancer(BalancerArgs),
     /// Show the cluster's status as the answering node sees it, and, when the
     /// endpoint is a balancer, the balancer's figures for each node.
@@ -183,16 +184,52 @@ pub(crate) enum NodeAction {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct BalancerArgs {
     /// The balancer's configuration file.
     #[arg(long)]
-    pub(crate) config: PathBuf,
+    pub(crate) config: Option<PathBuf>,
     /// Overrides `listen`.
     #[arg(long, env = "SPECTRUM_BALANCER_LISTEN")]
     pub(crate) listen: Option<SocketAddr>,
     /// Overrides `health_interval_ms`.
     #[arg(long, env = "SPECTRUM_HEALTH_INTERVAL_MS")]
     pub(crate) health_interval_ms: Option<u64>,
+    #[command(subcommand)]
+    pub(crate) action: Option<BalancerAction>,
+}
+
+/// What the database sets for every balancer. Balancers that follow membership
+/// apply it within one discovery interval; it overrides their files until cleared.
+#[derive(Debug, Subcommand)]
+pub(crate) enum BalancerAction {
+    /// Set the strategy every balancer uses, replacing each file's `[strategy]`.
+    SetStrategy {
+        /// round_robin, weighted_round_robin, random, least_requests, peak_ewma or consistent_hash.
+        name: StrategyName,
+        /// The header (or gRPC metadata key) whose value routes a request, or `client_address`.
+        #[arg(long)]
+        hash_key: Option<String>,
+        /// consistent_hash only: no node gets more than this times the mean load (at least 1).
+        #[arg(long)]
+        load_factor: Option<f64>,
+    },
+    /// Clear the strategy set with set-strategy: every balancer goes back to its file's.
+    ClearStrategy,
+    /// Set a member's weight for every balancer (0: no requests while another node can take them).
+    SetWeight {
+        /// The member's id.
+        node: String,
+        /// Its weight (used by weighted_round_robin).
+        weight: u32,
+    },
+    /// Clear a member's weight: balancer files decide it again (default 1).
+    ClearWeight {
+        /// The member's id.
+        node: String,
+    },
+    /// Show the strategy and weights the database sets.
+    Show,
 }
 
 /// `--ack`: how many members must acknowledge a write.

@@ -10,12 +10,14 @@
 //! spectrum resources export --output east.json
 //! spectrum resources import east.json --dry-run
 //! spectrum node drain node-2
+//! spectrum balancer set-strategy consistent_hash --hash-key x-tenant
 //! ```
 //!
 //! `status` through a balancer also shows the balancer's own figures per node (a
 //! `BALANCER` table; `"balancer"` in `--json` output), read from the balancer's
 //! `spectrum.balancer.v1.Balancer/Stats`, with the same token (the balancer's file
-//! `token`).
+//! `token`), and the strategy in force with where it comes from (the balancer's
+//! file, or the database once `spectrum balancer set-strategy` has set one).
 //!
 //! Tables for people, `--json` for scripts; exit code 0 on success, and on failure a
 //! non-zero code with one line `error: …` on standard error.

@@ -1,19 +1,22 @@
-//! `spectrum balancer`: run a balancer from its TOML file.
+//! `spectrum balancer`: run a balancer from its TOML file, or set the strategy
+//! and weights every balancer follows (`set-strategy`, `clear-strategy`,
+//! `set-weight`, `clear-weight`, `show`).
 
 use std::fmt;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use spectrum::auth::Token;
 use spectrum::balancer::{BackendConfig, Balancer};
+use spectrum::client::{AckLevel, AdminClient, ReadAfter, StrategySpec};
 use spectrum::config::{BalancerFileConfig, BalancerOverrides, TlsFiles, load};
 use spectrum::core::tls::TlsConfig;
 use spectrum::discovery::ManagementDiscovery;
 use spectrum::resolve::resolve;
 
 use super::{init_tracing, reload_tls_on_change, wait_for_signal};
-use crate::cli::BalancerArgs;
+use crate::cli::{BalancerAction, BalancerArgs};
 use crate::output::emit;
 
 /// The first line a running balancer prints (always JSON: scripts wait for it).
@@ -29,10 +32,17 @@ impl fmt::Display for BalancerStarted<'_> {
 }
 
 /// Runs a balancer until Ctrl-C or SIGTERM; unless `follow_membership = false`,
-/// it follows membership from the nodes it is given.
+/// it follows membership from the nodes it is given, and the strategy and weights
+/// the database sets (which override the file's while set).
 pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> {
+    let Some(path) = args.config else {
+        bail!(
+            "spectrum balancer needs --config FILE to run a balancer, or one of set-strategy, \
+             clear-strategy, set-weight, clear-weight, show"
+        );
+    };
     init_tracing();
-    let cfg: BalancerFileConfig = load(&args.config)?;
+    let cfg: BalancerFileConfig = load(&path)?;
     let cfg = cfg.with_overrides(BalancerOverrides {
         listen: args.listen,
         health_interval_ms: args.health_interval_ms,
@@ -40,13 +50,14 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
     });
     let tls = cfg.tls.as_ref().map(TlsFiles::load).transpose()?;
     let files = tls.clone();
-    let (mut config, strategy) = cfg.balancer_config()?;
+    let (mut config, _) = cfg.balancer_config()?;
+    let spec = cfg.strategy_spec()?;
     let client_auth = cfg.client_auth()?;
     config.tls = tls.clone().map(|t| t.client_auth(client_auth));
     // The CA alone towards the nodes: the balancer forwards public services only
     // and needs no node identity (nor a certificate that could expire unnoticed).
     config.upstream_tls = tls.as_ref().map(|t| TlsConfig::from_ca_pem(t.ca_pem())).transpose()?;
-    let mut builder = Balancer::builder(config).backends(static_backends(&cfg).await?).strategy(strategy);
+    let mut builder = Balancer::builder(config).backends(static_backends(&cfg).await?).strategy_spec(spec);
     if cfg.follow_membership.unwrap_or(true) {
         let mut discovery = ManagementDiscovery::new(cfg.nodes.iter().map(|n| n.addr.clone()));
         if let Some(token) = cfg.token.clone() {
@@ -87,4 +98,26 @@ async fn static_backends(cfg: &BalancerFileConfig) -> Result<Vec<BackendConfig>>
         backends.push(BackendConfig { id: n.id.clone(), addr, weight: n.weight.unwrap_or(1) });
     }
     Ok(backends)
+}
+
+/// `balancer set-strategy|clear-strategy|set-weight|clear-weight|show`, through
+/// the management API.
+pub(super) async fn manage(
+    client: &AdminClient,
+    action: BalancerAction,
+    ack: AckLevel,
+    json: bool,
+) -> Result<()> {
+    match action {
+        BalancerAction::SetStrategy { name, hash_key, load_factor } => {
+            let spec = StrategySpec::new(name, hash_key.as_deref(), load_factor)?;
+            emit(&client.set_balancer_strategy(&spec, ack).await?, json)
+        }
+        BalancerAction::ClearStrategy => emit(&client.clear_balancer_strategy(ack).await?, json),
+        BalancerAction::SetWeight { node, weight } => {
+            emit(&client.set_balancer_weight(&node, weight, ack).await?, json)
+        }
+        BalancerAction::ClearWeight { node } => emit(&client.clear_balancer_weight(&node, ack).await?, json),
+        BalancerAction::Show => emit(&client.balancer_settings(ReadAfter::Anything).await?, json),
+    }
 }

@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 
 use tracing::{info, warn};
 
-use crate::cli::{Cli, Command, Endpoint, KeyCommand, NodeArgs};
+use crate::cli::{BalancerArgs, Cli, Command, Endpoint, KeyCommand, NodeArgs};
 use crate::output::emit;
 
 mod audit;
@@ -40,6 +40,9 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
             node::set_state(&remote()?.client(token).await?, action, ack, json).await
         }
         Command::Node(args) => node::run(args, token).await,
+        Command::Balancer(BalancerArgs { action: Some(action), .. }) => {
+            balancer::manage(&remote()?.client(token).await?, action, ack, json).await
+        }
         Command::Balancer(args) => balancer::run(args, token).await,
         Command::GenerateKey | Command::Key(KeyCommand::Generate) => generate_key(json),
         Command::Key(KeyCommand::Rotate) => {
