@@ -153,6 +153,7 @@ mod handshake;
 pub mod horizon;
 pub mod liveness;
 pub mod memory;
+pub mod origin;
 pub mod peers;
 pub mod record;
 pub mod redb;
@@ -178,6 +179,7 @@ pub use clock::{ClockCheck, OFFSET_FRESH};
 pub use credential::PeerCredential;
 pub use error::{PeerFailure, ReplicationError, StoreError};
 pub use memory::MemoryStore;
+pub use origin::{InvalidOrigin, Origin};
 pub use peers::PeerTable;
 pub use record::{
     Change, ChangeBatch, Delta, MergeReport, Record, Snapshot, VersionToken, VersionVector, Write, WriteBatch,

@@ -155,7 +155,7 @@ impl AntiEntropyBuilder {
         let (stop, _) = watch::channel(false);
         let peers = PeerTable::new();
         peers.set_known(&seeds);
-        let handshake = Handshake::new(self.cluster.clone(), self.store.node_id().clone(), self.hlc.clone())
+        let handshake = Handshake::new(self.cluster.clone(), self.store.origin().clone(), self.hlc.clone())
             .with_addr(self_addr.clone())
             .with_peer_table(peers.clone());
         let attach = AttachToken(
