@@ -211,7 +211,9 @@ pub struct NodeStatus {
     pub version: String,
     /// Live keys in its copy of the configuration database.
     pub keys: u64,
-    /// Its version vector: the highest sequence number held per origin node.
+    /// Its version vector: the highest sequence number held per origin, that is
+    /// per store incarnation (`node~incarnation`, or the bare node id for a store
+    /// from before incarnations; a node that lost its disk has one entry per store).
     pub digest: BTreeMap<String, u64>,
     /// Cluster membership as it holds it, with each member's liveness.
     pub members: Vec<MemberInfo>,

@@ -12,7 +12,7 @@
 //!    carries a greater stamp, so it is a new write, not a resurrection;
 //! 3. every member has seen every write of a *retired* origin that any member has
 //!    seen. Writes are numbered per store incarnation (see
-//!    [`Origin`](crate::Origin)), and a member's own digest vouches only for the
+//!    [`Origin`]), and a member's own digest vouches only for the
 //!    origin its store writes under now: the writes of an earlier incarnation (a
 //!    store lost with its disk), or of a node gone from the cluster, have no
 //!    digest of their maker to check against. They make no new writes, so every
