@@ -43,7 +43,8 @@ use crate::store::ConfigStore;
 ///
 /// `make(node_id, hlc)` must return a fresh, empty store for `node_id` stamping
 /// with `hlc` and accepting values of up to [`DEFAULT_MAX_VALUE_BYTES`] (no
-/// larger). The suite drives the clocks itself (they are [`ManualClock`]s).
+/// larger). Being created empty, each must write under an [`Origin`] of its own
+/// (see [`Origin::fresh`]). The suite drives the clocks itself (they are [`ManualClock`]s).
 pub async fn conformance_suite<F, S>(make: F)
 where
     F: Fn(NodeId, Arc<Hlc>) -> S,
