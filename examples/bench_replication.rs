@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use spectrum::client::{AckLevel, AdminClient};
 use spectrum::core::transport::{self, Listener};
 use spectrum::core::{ChannelConnector, ClusterId, Hlc, NodeId, PeerAddr, TransportConfig};
-use spectrum::replication::{ConfigStore, MemoryStore, Record, RedbStore, VersionVector, WriteBatch};
+use spectrum::replication::{ConfigStore, MemoryStore, Origin, Record, RedbStore, VersionVector, WriteBatch};
 use spectrum::{Node, NodeBuilder};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -201,7 +201,7 @@ async fn catch_up() -> Result<(), BoxError> {
 
 /// The same `keys` records, as if replicated long ago, for every node to start from.
 fn preloaded(keys: usize) -> (Vec<Record>, VersionVector) {
-    let origin = NodeId::new("origin").expect("valid id");
+    let origin: Origin = NodeId::new("origin").expect("valid id").into();
     let records: Vec<Record> = (0..keys)
         .map(|i| Record {
             key: format!("settings/preloaded/{i:06}"),

@@ -219,7 +219,9 @@ pub struct NodeStatus {
     /// member (not left or removed) has seen it, so a count that stays up points at
     /// a member that is behind or gone without being removed.
     pub tombstones: u64,
-    /// Its version vector: the highest sequence number held per origin node.
+    /// Its version vector: the highest sequence number held per origin, that is
+    /// per store incarnation (`node~incarnation`, or the bare node id for a store
+    /// from before incarnations; a node that lost its disk has one entry per store).
     pub digest: BTreeMap<String, u64>,
     /// Cluster membership as it holds it, with each member's liveness.
     pub members: Vec<MemberInfo>,

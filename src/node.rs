@@ -588,11 +588,17 @@ fn serve(
 /// What a starting node does before it takes part: pull, then record itself.
 ///
 /// It pulls the cluster's state from every reachable peer before this node's first
-/// write (its membership record): its first stamps then follow everything its
-/// peers hold, and a node whose store was lost learns the sequence numbers it had
-/// already used. A node with an empty store and peers to ask writes nothing (and
-/// refuses management writes) until one of them has answered; it keeps trying in
-/// the background, so a cluster starts in any order.
+/// write (its membership record), so its first stamps follow everything its peers
+/// hold. A node with an empty store and peers to ask writes nothing (and refuses
+/// management writes, and reports not ready) until one of them has answered; it
+/// keeps trying in the background, so a cluster starts in any order.
+///
+/// This guard is no longer what keeps sequence numbers unique (a store created
+/// empty writes under an origin of its own, see
+/// [`Origin`](spectrum_replication::Origin)); it keeps a node that knows nothing
+/// yet, such as one restarted on an empty disk, from serving an empty database:
+/// reads that miss every key, token checks that find no user, writes decided on
+/// a copy that has not seen the cluster's.
 struct Joiner {
     id: NodeId,
     addr: PeerAddr,

@@ -26,7 +26,8 @@ use crate::namespace::Namespace;
 pub struct StoredResource {
     /// The definition, secrets sealed.
     pub definition: ResourceDefinition,
-    /// The version token (`origin:seq`) of the write that stored it.
+    /// The version token (`origin:seq`, such as `n1~3f09c2d4a1b87e65:42`) of the
+    /// write that stored it.
     pub version: VersionToken,
 }
 

@@ -108,7 +108,9 @@ macro_rules! id_type {
 
 id_type!(
     /// The identity of one node, stable across restarts (it names the node's
-    /// records in the replicated store and its entry in membership).
+    /// entry in membership, and, with the incarnation of its current store, the
+    /// origin of its records in the replicated store: `node~incarnation`, whose
+    /// `~` no identifier holds).
     NodeId,
     "node id"
 );

@@ -3,6 +3,8 @@
 use spectrum_core::{ClockSkew, ClusterId, NodeId, PeerAddr};
 use thiserror::Error;
 
+use crate::origin::Origin;
+
 /// Errors from a [`ConfigStore`](crate::ConfigStore).
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -38,7 +40,7 @@ pub enum StoreError {
     #[error("invalid record from {origin}: {reason}")]
     InvalidRecord {
         /// Its claimed origin.
-        origin: NodeId,
+        origin: Origin,
         /// Why it was rejected.
         reason: String,
     },
@@ -71,7 +73,7 @@ pub enum StoreError {
     #[error("digest has {origin}:{seen}, below the tombstone floor {origin}:{floor}; a snapshot is needed")]
     BehindHorizon {
         /// The first origin found behind.
-        origin: NodeId,
+        origin: Origin,
         /// The digest's entry for it.
         seen: u64,
         /// This store's floor for it.

@@ -1,7 +1,8 @@
 //! The handshake every replication message carries, written once for both sides.
 //!
 //! Each request and each answer starts with a header: the sender's cluster, node
-//! id, address, HLC stamp and physical send time ([`Handshake::header`]); an
+//! id, the origin its store writes under, address, HLC stamp and physical send
+//! time ([`Handshake::header`]); an
 //! answer also echoes when its request was sent and received
 //! ([`Handshake::answer`]). Before anything else in a message is looked at, the
 //! receiver [admits](Handshake::admit) the header:
@@ -40,6 +41,7 @@ use tracing::{debug, warn};
 
 use crate::clock::{ClockCheck, OFFSET_FRESH};
 use crate::error::{PeerFailure, ReplicationError};
+use crate::origin::Origin;
 use crate::peers::PeerTable;
 use crate::proto;
 use crate::wire::{Echo, InvalidMessage, PeerHeader};
@@ -54,7 +56,8 @@ const REFUSAL_RECEIVED_MS: &str = "spectrum-echo-received-ms";
 #[derive(Debug, Clone)]
 pub(crate) struct Handshake {
     cluster: ClusterId,
-    node: NodeId,
+    /// The origin this node's store writes under (its node is the sender).
+    origin: Origin,
     /// The address this node is reached at, when it serves one.
     addr: Option<PeerAddr>,
     hlc: Arc<Hlc>,
@@ -97,9 +100,10 @@ pub(crate) enum Refusal {
 }
 
 impl Handshake {
-    /// The handshake of node `node` of `cluster`, stamping with `hlc`.
-    pub(crate) fn new(cluster: ClusterId, node: NodeId, hlc: Arc<Hlc>) -> Self {
-        Self { cluster, node, addr: None, hlc, peers: PeerTable::new() }
+    /// The handshake of the node whose store writes under `origin`, of
+    /// `cluster`, stamping with `hlc`.
+    pub(crate) fn new(cluster: ClusterId, origin: Origin, hlc: Arc<Hlc>) -> Self {
+        Self { cluster, origin, addr: None, hlc, peers: PeerTable::new() }
     }
 
     /// Sends `addr` as this node's address, and never records it as a peer.
@@ -123,7 +127,8 @@ impl Handshake {
     pub(crate) fn header(&self) -> proto::Header {
         proto::Header {
             cluster_id: self.cluster.to_string(),
-            node_id: self.node.to_string(),
+            node_id: self.origin.node().to_string(),
+            origin: self.origin.to_string(),
             addr: self.addr.as_ref().map(ToString::to_string).unwrap_or_default(),
             hlc: Some(self.hlc.now().into()),
             sent_ms: self.hlc.physical_now_ms(),

@@ -4,8 +4,12 @@
 //! full copy; any node accepts writes; the copies converge.
 //!
 //! - [`ConfigStore`] is one node's copy. Each record carries a value or a
-//!   tombstone, the writer's HLC stamp, its origin node and a per-origin sequence
-//!   number. Merging is last-writer-wins by `(stamp, origin)`: commutative,
+//!   tombstone, the writer's HLC stamp, its [`Origin`] and a per-origin sequence
+//!   number. An origin is a store incarnation, not just a node: the node id plus
+//!   an incarnation drawn when the store is created empty and kept as long as it
+//!   lives (`n1~3f09c2d4a1b87e65`), so a node restarted on an empty disk starts a
+//!   new sequence instead of reusing numbers its peers already hold (Corrosion's
+//!   site id; see [`origin`]). Merging is last-writer-wins by `(stamp, origin)`: commutative,
 //!   associative and idempotent, so copies that merged the same records are equal
 //!   whatever the order. [`RedbStore`] is the durable default: every change is
 //!   committed to a redb file (fsync) before it is acknowledged, with the HLC
@@ -14,12 +18,14 @@
 //!   everything in memory, for tests and demos. Both run one state machine and
 //!   pass one conformance suite (`testing`, feature `testing`).
 //! - A store's [`digest`](ConfigStore::digest) is a [`VersionVector`]: per origin,
-//!   the highest contiguous sequence number seen. It is O(nodes), never O(keys).
+//!   the highest contiguous sequence number seen. It is O(nodes) (one entry per
+//!   incarnation that wrote: one more per lost disk), never O(keys).
 //!   Given a peer's digest, [`delta`](ConfigStore::delta) returns what the peer
 //!   lacks (within a byte budget), and [`merge`](ConfigStore::merge) of that delta
 //!   with its `covers` brings the peer up to date.
 //! - Deletes are tombstones. [`collect_tombstones`](ConfigStore::collect_tombstones)
-//!   drops the ones every member has seen (see [`horizon`]); a peer whose
+//!   drops the ones every member has seen (see [`horizon`], which reads each
+//!   member through the origin its store writes under now); a peer whose
 //!   digest is below the store's tombstone floor then gets a [`Snapshot`]
 //!   instead of a delta, and [`restore`](ConfigStore::restore) drops what the
 //!   snapshot shows was deleted, so a deleted key never comes back.
@@ -49,8 +55,10 @@
 //! let a = MemoryStore::new(NodeId::new("a")?, Arc::new(Hlc::system()));
 //! let b = MemoryStore::new(NodeId::new("b")?, Arc::new(Hlc::system()));
 //!
-//! // Local writes: a batch applies atomically and is numbered a:1, a:2, a:3.
-//! a.apply(WriteBatch::new().put("license/key", "XYZ").put("settings/mode", "fast")).await?;
+//! // Local writes: a batch applies atomically and is numbered 1, 2, 3 under
+//! // a's origin (node `a`, a fresh incarnation).
+//! let written = a.apply(WriteBatch::new().put("license/key", "XYZ").put("settings/mode", "fast")).await?;
+//! assert_eq!((written[1].origin.node().as_str(), written[1].seq), ("a", 2));
 //! a.apply(WriteBatch::new().delete("settings/mode")).await?;
 //! b.apply(WriteBatch::new().put("settings/region", "eu")).await?;
 //!
@@ -153,6 +161,7 @@ mod handshake;
 pub mod horizon;
 pub mod liveness;
 pub mod memory;
+pub mod origin;
 pub mod peers;
 pub mod record;
 pub mod redb;
@@ -178,6 +187,7 @@ pub use clock::{ClockCheck, OFFSET_FRESH};
 pub use credential::PeerCredential;
 pub use error::{PeerFailure, ReplicationError, StoreError};
 pub use memory::MemoryStore;
+pub use origin::{InvalidOrigin, Origin};
 pub use peers::PeerTable;
 pub use record::{
     Change, ChangeBatch, Delta, MergeReport, Record, Snapshot, VersionToken, VersionVector, Write, WriteBatch,

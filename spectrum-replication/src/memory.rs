@@ -29,6 +29,7 @@ use tokio::sync::broadcast;
 use tracing::trace;
 
 use crate::error::StoreError;
+use crate::origin::Origin;
 use crate::record::{
     ChangeBatch, DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, Snapshot, VersionVector, WriteBatch,
 };
@@ -53,7 +54,7 @@ use crate::store::{ConfigStore, FEED_CAPACITY};
 /// # }).unwrap();
 /// ```
 pub struct MemoryStore {
-    node_id: NodeId,
+    origin: Origin,
     hlc: Arc<Hlc>,
     max_value_bytes: usize,
     state: Mutex<State>,
@@ -61,11 +62,20 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// An empty store for node `node_id`, stamping local writes with `hlc`.
+    /// An empty store for node `node_id`, stamping local writes with `hlc`. It
+    /// writes under a fresh origin ([`Origin::fresh`]): nothing survives a
+    /// restart, so each store is an incarnation of its own.
     pub fn new(node_id: NodeId, hlc: Arc<Hlc>) -> Self {
+        Self::for_origin(Origin::fresh(node_id), hlc)
+    }
+
+    /// An empty store writing under `origin`, stamping local writes with `hlc`:
+    /// for simulations and tests that must replay the same origins. `origin`
+    /// must be one no earlier store used (else sequence numbers are reused).
+    pub fn for_origin(origin: Origin, hlc: Arc<Hlc>) -> Self {
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         Self {
-            node_id,
+            origin,
             hlc,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             state: Mutex::new(State::default()),
@@ -119,7 +129,7 @@ impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let st = self.state.lock();
         f.debug_struct("MemoryStore")
-            .field("node_id", &self.node_id)
+            .field("origin", &self.origin)
             .field("records", &st.len())
             .field("digest", st.vv())
             .field("max_value_bytes", &self.max_value_bytes)
@@ -129,8 +139,8 @@ impl fmt::Debug for MemoryStore {
 
 #[async_trait]
 impl ConfigStore for MemoryStore {
-    fn node_id(&self) -> &NodeId {
-        &self.node_id
+    fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     async fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
@@ -144,9 +154,9 @@ impl ConfigStore for MemoryStore {
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {
         batch.validate(self.max_value_bytes)?;
         let mut st = self.state.lock();
-        let (changes, out) = st.plan_apply(&self.node_id, &self.hlc, batch);
+        let (changes, out) = st.plan_apply(&self.origin, &self.hlc, batch);
         self.commit(&mut st, &changes);
-        trace!(node = %self.node_id, writes = out.len(), "applied local batch");
+        trace!(origin = %self.origin, writes = out.len(), "applied local batch");
         Ok(out)
     }
 
@@ -157,7 +167,7 @@ impl ConfigStore for MemoryStore {
         let mut st = self.state.lock();
         let (changes, report) = st.plan_merge(records, covers);
         self.commit(&mut st, &changes);
-        trace!(node = %self.node_id, applied = report.applied, ignored = report.ignored, "merged remote records");
+        trace!(origin = %self.origin, applied = report.applied, ignored = report.ignored, "merged remote records");
         Ok(report)
     }
 
@@ -184,7 +194,7 @@ impl ConfigStore for MemoryStore {
         let mut st = self.state.lock();
         let (changes, report) = st.plan_restore(snapshot, &self.hlc);
         self.commit(&mut st, &changes);
-        trace!(node = %self.node_id, applied = report.applied, "restored a snapshot");
+        trace!(origin = %self.origin, applied = report.applied, "restored a snapshot");
         Ok(report)
     }
 
@@ -196,7 +206,7 @@ impl ConfigStore for MemoryStore {
         let mut st = self.state.lock();
         let (changes, count) = st.plan_collect(horizon, &self.hlc);
         self.commit(&mut st, &changes);
-        trace!(node = %self.node_id, collected = count, "collected tombstones");
+        trace!(origin = %self.origin, collected = count, "collected tombstones");
         Ok(count)
     }
 }
@@ -216,7 +226,7 @@ mod tests {
             key: key.into(),
             value: Some(Bytes::from(format!("{origin}-{seq}"))),
             stamp: Timestamp::new(wall, 0),
-            origin: NodeId::new(origin).unwrap(),
+            origin: origin.parse().unwrap(),
             seq,
         }
     }
@@ -224,7 +234,7 @@ mod tests {
     #[tokio::test]
     async fn out_of_order_records_advance_the_digest_only_when_contiguous() {
         let s = store("a");
-        let b = NodeId::new("b").unwrap();
+        let b: Origin = "b".parse().unwrap();
         s.merge(vec![rec("k3", "b", 3, 3)], &VersionVector::default()).await.unwrap();
         assert_eq!(s.digest().await.unwrap().get(&b), 0);
         s.merge(vec![rec("k1", "b", 1, 1)], &VersionVector::default()).await.unwrap();
@@ -242,7 +252,7 @@ mod tests {
         let d = a.delta(&VersionVector::default(), 1).await.unwrap();
         assert_eq!(d.records.len(), 1);
         assert!(!d.complete);
-        assert_eq!(d.covers.get(a.node_id()), 1);
+        assert_eq!(d.covers.get(a.origin()), 1);
     }
 
     #[tokio::test]
@@ -252,12 +262,30 @@ mod tests {
         a.merge(vec![rec("k", "b", 5, 5)], &VersionVector::default()).await.unwrap();
         let d = a.delta(&VersionVector::default(), 1 << 20).await.unwrap();
         assert_eq!(d.records.len(), 1);
-        assert_eq!(d.covers.get(&NodeId::new("b").unwrap()), 0);
+        assert_eq!(d.covers.get(&"b".parse().unwrap()), 0);
     }
 
     #[tokio::test]
-    async fn a_node_that_lost_its_memory_does_not_reuse_sequence_numbers() {
-        let a = store("a");
+    async fn a_new_store_of_a_node_writes_under_a_new_origin_from_1() {
+        let old = store("a");
+        old.apply(WriteBatch::new().put("x", "v").put("y", "v")).await.unwrap();
+        let new = store("a");
+        assert_ne!(new.origin(), old.origin());
+        assert_eq!(new.node_id(), old.node_id());
+        // The new store learns the old one's writes; its own start at 1, unused.
+        let d = old.delta(&new.digest().await.unwrap(), 1 << 20).await.unwrap();
+        new.merge(d.records, &d.covers).await.unwrap();
+        let w = new.apply(WriteBatch::new().put("z", "v")).await.unwrap();
+        assert_eq!((&w[0].origin, w[0].seq), (new.origin(), 1));
+        assert_eq!(new.digest().await.unwrap().get(old.origin()), 2);
+    }
+
+    #[tokio::test]
+    async fn a_store_handed_back_its_own_writes_numbers_above_them() {
+        let a = MemoryStore::for_origin(
+            "a".parse().unwrap(),
+            Arc::new(Hlc::new(Arc::new(ManualClock::new(1_000)))),
+        );
         a.merge(vec![rec("x", "a", 7, 7)], &VersionVector::default()).await.unwrap();
         let w = a.apply(WriteBatch::new().put("y", "v")).await.unwrap();
         assert_eq!(w[0].seq, 8);

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use spectrum_core::{Liveness, NodeId, PeerAddr};
 
 use crate::liveness::FailureDetector;
+use crate::origin::Origin;
 use crate::record::VersionVector;
 use crate::replicator::PeerStatus;
 
@@ -46,8 +47,9 @@ impl Tables {
 /// The latest digest a peer showed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerDigest {
-    /// The peer that showed it.
-    pub id: NodeId,
+    /// The origin the peer's store writes under, as its header said: the peer
+    /// is node `origin.node()`, and its own writes are numbered under it.
+    pub origin: Origin,
     /// Its version vector at the time.
     pub digest: VersionVector,
 }
@@ -114,10 +116,11 @@ impl PeerTable {
         }
     }
 
-    /// Records the digest the peer `id` at `addr` just showed (the latest one wins:
-    /// a peer that lost its memory shows a smaller one).
-    pub(crate) fn note_digest(&self, addr: &PeerAddr, id: &NodeId, digest: &VersionVector) {
-        let entry = PeerDigest { id: id.clone(), digest: digest.clone() };
+    /// Records the digest the peer at `addr`, whose store writes under `origin`,
+    /// just showed (the latest one wins: a peer restarted on an empty disk shows
+    /// a smaller one, under a new origin).
+    pub(crate) fn note_digest(&self, addr: &PeerAddr, origin: &Origin, digest: &VersionVector) {
+        let entry = PeerDigest { origin: origin.clone(), digest: digest.clone() };
         self.inner.lock().digests.insert(addr.clone(), entry);
     }
 }

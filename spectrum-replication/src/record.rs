@@ -6,9 +6,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use bytes::Bytes;
-use spectrum_core::{NodeId, Timestamp};
+use spectrum_core::Timestamp;
 
 use crate::error::StoreError;
+use crate::origin::Origin;
 
 /// Longest key accepted, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
@@ -25,7 +26,8 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 ///
 /// Two records for the same key are ordered by `(stamp, origin)`: the greater one
 /// wins (last writer wins), which makes merge commutative, associative and
-/// idempotent.
+/// idempotent. `(origin, seq)` names the write: each store incarnation writes
+/// under an [`Origin`] of its own, so no two writes ever share it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// The key.
@@ -34,8 +36,8 @@ pub struct Record {
     pub value: Option<Bytes>,
     /// The writer's HLC stamp.
     pub stamp: Timestamp,
-    /// The node that wrote it.
-    pub origin: NodeId,
+    /// The store that wrote it: its node and incarnation (see [`Origin`]).
+    pub origin: Origin,
     /// The writer's per-origin sequence number (1, 2, 3, … per origin).
     pub seq: u64,
 }
@@ -53,7 +55,7 @@ impl Record {
 
     /// Approximate encoded size, used for byte budgets.
     pub fn encoded_len(&self) -> usize {
-        self.key.len() + self.value.as_ref().map_or(0, Bytes::len) + self.origin.as_str().len() + 24
+        self.key.len() + self.value.as_ref().map_or(0, Bytes::len) + self.origin.text_len() + 24
     }
 
     /// The version token naming this write.
@@ -159,21 +161,23 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
 /// Per origin, the highest contiguous sequence number a store has seen: the store
 /// holds (or holds something newer than) every record `(origin, seq <= vv[origin])`.
 ///
-/// It is the digest two nodes exchange: its size is O(nodes), not O(keys).
+/// It is the digest two nodes exchange: one entry per [`Origin`], that is per
+/// store incarnation that ever wrote (a node that lost its disk adds one), so
+/// its size is O(nodes), not O(keys).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VersionVector {
     /// Highest contiguous sequence number per origin.
-    pub entries: BTreeMap<NodeId, u64>,
+    pub entries: BTreeMap<Origin, u64>,
 }
 
 impl VersionVector {
     /// The sequence number seen for `origin` (0 when none).
-    pub fn get(&self, origin: &NodeId) -> u64 {
+    pub fn get(&self, origin: &Origin) -> u64 {
         self.entries.get(origin).copied().unwrap_or(0)
     }
 
     /// Raises the entry for `origin` to at least `seq`.
-    pub fn raise(&mut self, origin: &NodeId, seq: u64) {
+    pub fn raise(&mut self, origin: &Origin, seq: u64) {
         let e = self.entries.entry(origin.clone()).or_insert(0);
         if seq > *e {
             *e = seq;
@@ -217,11 +221,23 @@ impl VersionVector {
 }
 
 /// Names one acknowledged write: a read carrying it is answered only by a node
-/// whose state covers it. Its text form is `origin:seq`.
+/// whose state covers it. Its text form is `origin:seq`, such as
+/// `n1~3f09c2d4a1b87e65:42` (or `n1:42` for a store from before incarnations; see
+/// [`Origin`]).
+///
+/// ```
+/// use spectrum_replication::VersionToken;
+///
+/// let token: VersionToken = "n1~3f09c2d4a1b87e65:42".parse()?;
+/// assert_eq!((token.origin.node().as_str(), token.seq), ("n1", 42));
+/// assert_eq!(token.to_string(), "n1~3f09c2d4a1b87e65:42");
+/// assert!("n1~3f09c2d4a1b87e65".parse::<VersionToken>().is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VersionToken {
-    /// The node that accepted the write.
-    pub origin: NodeId,
+    /// The store that accepted the write (its node is `origin.node()`).
+    pub origin: Origin,
     /// Its sequence number there.
     pub seq: u64,
 }
@@ -309,4 +325,58 @@ pub struct ChangeBatch {
     /// Where to resume: pass it as `from` to the next call. Past every change read,
     /// including those skipped because their key did not match the prefix.
     pub position: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_tokens_round_trip_with_or_without_an_incarnation() {
+        for text in ["n1:42", "n1~3f09c2d4a1b87e65:42", "node-1.eu_west~0000000000000001:1"] {
+            let token: VersionToken = text.parse().unwrap();
+            assert_eq!(token.to_string(), text);
+        }
+        let legacy: VersionToken = "n1:7".parse().unwrap();
+        assert!(legacy.origin.is_legacy());
+    }
+
+    #[test]
+    fn hostile_version_tokens_are_refused_without_panicking() {
+        let huge = format!("{}:1", "n".repeat(1 << 16));
+        for bad in [
+            "",
+            ":",
+            "n1",
+            "n1:",
+            ":5",
+            "n1:x",
+            "n1:-1",
+            "n1:18446744073709551616",
+            "n1~:5",
+            "n1~1:5",
+            "n1~0000000000000000:5",
+            "n 1:5",
+            "n1~3f09c2d4a1b87e65",
+            huge.as_str(),
+        ] {
+            let err = bad.parse::<VersionToken>().unwrap_err();
+            assert!(
+                matches!(&err, StoreError::InvalidToken { token } if token.len() <= 80),
+                "{bad:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_version_vector_covers_per_incarnation() {
+        let old: Origin = "n1".parse().unwrap();
+        let new: Origin = "n1~0000000000000001".parse().unwrap();
+        let mut vv = VersionVector::default();
+        vv.raise(&old, 5);
+        assert!(vv.covers(&VersionToken { origin: old.clone(), seq: 5 }));
+        assert!(!vv.covers(&VersionToken { origin: new.clone(), seq: 1 }), "another incarnation's writes");
+        vv.raise(&new, 1);
+        assert_eq!(vv.entries.len(), 2);
+    }
 }

@@ -47,9 +47,20 @@
 //! backward compatible (new fields optional, no renumbering), or existing files
 //! no longer open. The
 //! version vector, pending sequence numbers, tombstone floor, change-feed head,
-//! HLC high-water mark and owning node id live in tables of their own. Every row
-//! is validated when the file is opened: a damaged row is a
+//! HLC high-water mark, owning node id and origin live in tables of their own.
+//! Every row is validated when the file is opened: a damaged row is a
 //! [`StoreError::Storage`] naming the table and key, never a panic.
+//!
+//! # Origin
+//!
+//! A new file gets a fresh [`Origin`] (its node id and a random incarnation),
+//! saved with it in the same transaction that creates it; every later open
+//! finds it, so the sequence of local writes continues across restarts. A file
+//! that is lost and created again gets a new one, so a node restarted on an
+//! empty disk never reuses a sequence number its peers hold. A file written
+//! before incarnations existed (format 1) has none: it keeps writing under its
+//! bare node id, which its records already name, and is upgraded to format 2
+//! (which older builds refuse to open, naming the version) on first open.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -65,6 +76,7 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, trace, warn};
 
 use crate::error::StoreError;
+use crate::origin::{InvalidOrigin, Origin};
 use crate::proto;
 use crate::record::{
     ChangeBatch, DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, Snapshot, VersionVector, WriteBatch,
@@ -85,11 +97,19 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 const META_FORMAT: &str = "format";
 const META_NODE: &str = "node_id";
+/// The origin the store's local writes are numbered under (its text form).
+const META_ORIGIN: &str = "origin";
 const META_HLC: &str = "hlc_high_water";
 const META_HEAD: &str = "change_head";
 
-/// The file format this code writes and reads.
-const FORMAT_VERSION: u64 = 1;
+/// The file format this code writes: the store's origin saved in `meta`, and
+/// origins that may carry an incarnation (`n1~3f09c2d4a1b87e65`) in records and
+/// in the per-origin tables.
+const FORMAT_VERSION: u64 = 2;
+/// The format before store incarnations, whose origins are bare node ids. This
+/// code opens it and upgrades it in place: the store keeps writing under its
+/// node id (the legacy origin), which its records already name.
+const FORMAT_LEGACY: u64 = 1;
 
 /// Cache redb keeps of the file (the state is in memory anyway).
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
@@ -113,14 +133,15 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// let store = RedbStore::open(&path, "n1".parse()?, Arc::new(Hlc::system()))?;
 /// let got = store.get("settings/color").await?.expect("durable");
 /// assert_eq!(got.value.as_deref(), Some(&b"blue"[..]));
-/// // A file belongs to one node.
+/// // A file belongs to one node, and keeps its origin across restarts.
+/// assert_eq!(got.origin, *store.origin());
 /// drop(store);
 /// assert!(RedbStore::open(&path, "n2".parse()?, Arc::new(Hlc::system())).is_err());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// # }).unwrap();
 /// ```
 pub struct RedbStore {
-    node_id: NodeId,
+    origin: Origin,
     max_value_bytes: usize,
     shared: Arc<Shared>,
 }
@@ -157,6 +178,8 @@ fn corrupt(subject: impl Into<String>, why: impl Into<String>) -> StoreError {
 impl RedbStore {
     /// Opens (creating it when missing) the store file at `path` for node
     /// `node_id`, loads it, and raises `hlc` to the persisted high-water mark.
+    /// A new file writes under a fresh [`Origin`]; an existing one under the
+    /// origin saved in it (see [Origin](crate::redb#origin)).
     ///
     /// # Errors
     ///
@@ -167,16 +190,16 @@ impl RedbStore {
         let path = path.as_ref().to_path_buf();
         let shown = path.display().to_string();
         let db = open_db(&path)?;
-        claim(&db, &shown, &node_id)?;
+        let origin = claim(&db, &shown, &node_id)?;
         let (parts, high_water) = load(&db, &shown)?;
         let state =
             State::from_parts(parts).map_err(|why| corrupt(format!("{shown}: table records"), why))?;
         let floor = high_water.max(state.max_stamp().unwrap_or(Timestamp::ZERO));
         hlc.restore(floor);
-        debug!(node = %node_id, path = %shown, records = state.len(), hlc = %floor, "opened durable store");
+        debug!(%origin, path = %shown, records = state.len(), hlc = %floor, "opened durable store");
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         Ok(Self {
-            node_id,
+            origin,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             shared: Arc::new(Shared {
                 db: Mutex::new(Some(db)),
@@ -329,22 +352,27 @@ impl Shared {
             }
             let mut vv = tx.open_table(VV).map_err(storage(table("version_vector"), "open"))?;
             for (origin, &seq) in &changes.vv {
-                vv.insert(origin.as_str(), seq).map_err(storage(table("version_vector"), "write"))?;
+                vv.insert(origin.to_string().as_str(), seq)
+                    .map_err(storage(table("version_vector"), "write"))?;
             }
             let mut pending = tx.open_table(PENDING).map_err(storage(table("pending"), "open"))?;
             for (origin, set) in &changes.pending {
                 if set.is_empty() {
-                    pending.remove(origin.as_str()).map_err(storage(table("pending"), "remove"))?;
+                    pending
+                        .remove(origin.to_string().as_str())
+                        .map_err(storage(table("pending"), "remove"))?;
                 } else {
                     let bytes: Vec<u8> = set.iter().flat_map(|s| s.to_be_bytes()).collect();
                     pending
-                        .insert(origin.as_str(), bytes.as_slice())
+                        .insert(origin.to_string().as_str(), bytes.as_slice())
                         .map_err(storage(table("pending"), "write"))?;
                 }
             }
             let mut floor = tx.open_table(FLOOR).map_err(storage(table("gc_floor"), "open"))?;
             for (origin, &seq) in &changes.gc_floor {
-                floor.insert(origin.as_str(), seq).map_err(storage(table("gc_floor"), "write"))?;
+                floor
+                    .insert(origin.to_string().as_str(), seq)
+                    .map_err(storage(table("gc_floor"), "write"))?;
             }
             let mut meta = tx.open_table(META).map_err(storage(table("meta"), "open"))?;
             meta.insert(META_HEAD, changes.head.to_be_bytes().as_slice())
@@ -372,52 +400,83 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
     }
 }
 
-/// Creates the tables, and records `node_id` as the owner of a new file or
-/// checks it against the owner of an existing one.
-fn claim(db: &Database, shown: &str, node_id: &NodeId) -> Result<(), StoreError> {
+/// Creates the tables, records `node_id` as the owner of a new file or checks
+/// it against the owner of an existing one, and returns the origin the store
+/// writes under: a fresh one for a new file, the saved one for an existing
+/// file, the node id itself (the legacy origin) for a file of the format before
+/// incarnations, which is upgraded in place.
+fn claim(db: &Database, shown: &str, node_id: &NodeId) -> Result<Origin, StoreError> {
     let tx = db.begin_write().map_err(storage(shown, "begin a write to"))?;
-    {
+    let origin = {
         let meta_subject = format!("{shown}: table meta");
         tx.open_table(RECORDS).map_err(storage(format!("{shown}: table records"), "create"))?;
         tx.open_table(VV).map_err(storage(format!("{shown}: table version_vector"), "create"))?;
         tx.open_table(PENDING).map_err(storage(format!("{shown}: table pending"), "create"))?;
         tx.open_table(FLOOR).map_err(storage(format!("{shown}: table gc_floor"), "create"))?;
         let mut meta = tx.open_table(META).map_err(storage(&meta_subject, "create"))?;
-        let format =
-            meta.get(META_FORMAT).map_err(storage(&meta_subject, "read"))?.map(|v| v.value().to_vec());
-        match format {
-            None => {
-                meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())
-                    .map_err(storage(&meta_subject, "write"))?;
-            }
+        let read = |key: &str| -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(meta.get(key).map_err(storage(&meta_subject, "read"))?.map(|v| v.value().to_vec()))
+        };
+        let format = read(META_FORMAT)?;
+        let owner = read(META_NODE)?;
+        let saved = read(META_ORIGIN)?;
+        check_owner(shown, owner.as_deref(), node_id)?;
+        let origin = match format {
+            None => Origin::fresh(node_id.clone()),
             Some(v) => {
                 let subject = format!("{meta_subject}, key {META_FORMAT:?}");
-                let version = decode_u64(&v).ok_or_else(|| corrupt(&subject, "not an 8-byte number"))?;
-                if version != FORMAT_VERSION {
-                    return Err(corrupt(
-                        subject,
-                        format!("format version {version}; this build reads version {FORMAT_VERSION}"),
-                    ));
+                match decode_u64(&v).ok_or_else(|| corrupt(&subject, "not an 8-byte number"))? {
+                    FORMAT_LEGACY => Origin::legacy(node_id.clone()),
+                    FORMAT_VERSION => saved_origin(&meta_subject, saved.as_deref(), node_id)?,
+                    version => {
+                        return Err(corrupt(
+                            subject,
+                            format!(
+                                "format version {version}; this build reads versions {FORMAT_LEGACY} and {FORMAT_VERSION}"
+                            ),
+                        ));
+                    }
                 }
             }
+        };
+        if owner.is_none() {
+            meta.insert(META_NODE, node_id.as_str().as_bytes()).map_err(storage(&meta_subject, "write"))?;
         }
-        let owner = meta.get(META_NODE).map_err(storage(&meta_subject, "read"))?.map(|v| v.value().to_vec());
-        match owner {
-            None => {
-                meta.insert(META_NODE, node_id.as_str().as_bytes())
-                    .map_err(storage(&meta_subject, "write"))?;
-            }
-            Some(stored) if stored == node_id.as_str().as_bytes() => {}
-            Some(stored) => {
-                return Err(StoreError::NodeMismatch {
-                    path: shown.to_owned(),
-                    stored: String::from_utf8_lossy(&stored).into_owned(),
-                    requested: node_id.clone(),
-                });
-            }
+        if saved.is_none() {
+            meta.insert(META_ORIGIN, origin.to_string().as_bytes())
+                .map_err(storage(&meta_subject, "write"))?;
+            meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())
+                .map_err(storage(&meta_subject, "write"))?;
         }
+        origin
+    };
+    tx.commit().map_err(storage(shown, "commit a write to"))?;
+    Ok(origin)
+}
+
+/// Checks the owner recorded in a file (if any) against `node_id`.
+fn check_owner(shown: &str, owner: Option<&[u8]>, node_id: &NodeId) -> Result<(), StoreError> {
+    match owner {
+        Some(stored) if stored != node_id.as_str().as_bytes() => Err(StoreError::NodeMismatch {
+            path: shown.to_owned(),
+            stored: String::from_utf8_lossy(stored).into_owned(),
+            requested: node_id.clone(),
+        }),
+        _ => Ok(()),
     }
-    tx.commit().map_err(storage(shown, "commit a write to"))
+}
+
+/// The origin a file of the current format saved: present, well formed, and
+/// of `node_id`.
+fn saved_origin(meta_subject: &str, saved: Option<&[u8]>, node_id: &NodeId) -> Result<Origin, StoreError> {
+    let subject = format!("{meta_subject}, key {META_ORIGIN:?}");
+    let saved = saved.ok_or_else(|| corrupt(&subject, "missing"))?;
+    let text = std::str::from_utf8(saved).map_err(|_| corrupt(&subject, "not UTF-8"))?;
+    let origin: Origin = text.parse().map_err(|e: InvalidOrigin| corrupt(&subject, e.to_string()))?;
+    if origin.node() != node_id {
+        return Err(corrupt(subject, format!("origin {origin} is not of node {node_id}")));
+    }
+    Ok(origin)
 }
 
 /// Reads and validates every row.
@@ -489,8 +548,8 @@ fn load(db: &Database, shown: &str) -> Result<(Parts, Timestamp), StoreError> {
     Ok((parts, high_water))
 }
 
-fn origin_at(subject: &str, key: &str) -> Result<NodeId, StoreError> {
-    NodeId::new(key).map_err(|e| corrupt(format!("{subject}, key {key:?}"), e.to_string()))
+fn origin_at(subject: &str, key: &str) -> Result<Origin, StoreError> {
+    key.parse().map_err(|e: InvalidOrigin| corrupt(format!("{subject}, key {key:?}"), e.to_string()))
 }
 
 fn decode_u64(bytes: &[u8]) -> Option<u64> {
@@ -517,7 +576,7 @@ impl fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let st = self.shared.state.read();
         f.debug_struct("RedbStore")
-            .field("node_id", &self.node_id)
+            .field("origin", &self.origin)
             .field("path", &self.shared.path)
             .field("records", &st.len())
             .field("digest", st.vv())
@@ -528,8 +587,8 @@ impl fmt::Debug for RedbStore {
 
 #[async_trait]
 impl ConfigStore for RedbStore {
-    fn node_id(&self) -> &NodeId {
-        &self.node_id
+    fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     async fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
@@ -542,9 +601,9 @@ impl ConfigStore for RedbStore {
 
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {
         batch.validate(self.max_value_bytes)?;
-        let me = self.node_id.clone();
+        let me = self.origin.clone();
         let out = self.write(move |st, hlc| st.plan_apply(&me, hlc, batch)).await?;
-        trace!(node = %self.node_id, writes = out.len(), "applied local batch");
+        trace!(origin = %self.origin, writes = out.len(), "applied local batch");
         Ok(out)
     }
 
@@ -554,7 +613,7 @@ impl ConfigStore for RedbStore {
         }
         let covers = covers.clone();
         let report = self.write(move |st, _| st.plan_merge(records, &covers)).await?;
-        trace!(node = %self.node_id, applied = report.applied, ignored = report.ignored, "merged remote records");
+        trace!(origin = %self.origin, applied = report.applied, ignored = report.ignored, "merged remote records");
         Ok(report)
     }
 
@@ -579,7 +638,7 @@ impl ConfigStore for RedbStore {
             check_record(r, self.max_value_bytes)?;
         }
         let report = self.write(move |st, hlc| st.plan_restore(snapshot, hlc)).await?;
-        trace!(node = %self.node_id, applied = report.applied, "restored a snapshot");
+        trace!(origin = %self.origin, applied = report.applied, "restored a snapshot");
         Ok(report)
     }
 
@@ -599,7 +658,7 @@ impl ConfigStore for RedbStore {
         let horizon = horizon.clone();
         let count = self.write(move |st, hlc| st.plan_collect(&horizon, hlc)).await?;
         if count > 0 {
-            debug!(node = %self.node_id, collected = count, "collected tombstones");
+            debug!(origin = %self.origin, collected = count, "collected tombstones");
         }
         Ok(count)
     }
@@ -608,6 +667,93 @@ impl ConfigStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::WriteBatch;
+
+    fn hlc() -> Arc<Hlc> {
+        Arc::new(Hlc::system())
+    }
+
+    /// Writes a file as the format before incarnations did: format 1, no
+    /// origin, and records numbered under the bare node id.
+    fn write_format_1(path: &Path, node: &str) {
+        let db = open_db(path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut meta = tx.open_table(META).unwrap();
+            meta.insert(META_FORMAT, FORMAT_LEGACY.to_be_bytes().as_slice()).unwrap();
+            meta.insert(META_NODE, node.as_bytes()).unwrap();
+            let rec = Record {
+                key: "settings/mode".into(),
+                value: Some("fast".into()),
+                stamp: Timestamp::new(1_000, 0),
+                origin: node.parse().unwrap(),
+                seq: 1,
+            };
+            let bytes = proto::Record::from(&rec).encode_to_vec();
+            tx.open_table(RECORDS).unwrap().insert(rec.key.as_str(), bytes.as_slice()).unwrap();
+            tx.open_table(VV).unwrap().insert(node, 1).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_file_from_before_incarnations_keeps_writing_under_its_node_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.redb");
+        write_format_1(&path, "n1");
+        let store = RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap();
+        assert!(store.origin().is_legacy(), "{:?}", store.origin());
+        assert!(store.get("settings/mode").await.unwrap().is_some(), "its records stay valid");
+        let w = store.apply(WriteBatch::new().put("k", "v")).await.unwrap();
+        assert_eq!((w[0].origin.to_string(), w[0].seq), ("n1".to_owned(), 2), "numbering continues");
+        drop(store);
+        let store = RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap();
+        assert!(store.origin().is_legacy(), "and keeps doing so once upgraded");
+        drop(store);
+        let db = open_db(&path).unwrap();
+        let tx = db.begin_read().unwrap();
+        let format = tx.open_table(META).unwrap().get(META_FORMAT).unwrap().map(|v| v.value().to_vec());
+        assert_eq!(format.as_deref().and_then(decode_u64), Some(FORMAT_VERSION), "upgraded in place");
+    }
+
+    #[test]
+    fn a_new_file_gets_a_fresh_origin_that_it_keeps_and_a_recreated_one_gets_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n1.redb");
+        let first = RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap().origin().clone();
+        assert!(!first.is_legacy());
+        assert_eq!(first.node().as_str(), "n1");
+        let again = RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap().origin().clone();
+        assert_eq!(again, first, "a reopened file keeps its origin");
+        std::fs::remove_file(&path).unwrap();
+        let lost = RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap().origin().clone();
+        assert_ne!(lost, first, "an empty disk is a new incarnation");
+    }
+
+    #[test]
+    fn a_saved_origin_that_is_missing_damaged_or_of_another_node_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, saved) in [None, Some(&b"n1~xyz"[..]), Some(&b"n2~0000000000000001"[..]), Some(&[0xff][..])]
+            .into_iter()
+            .enumerate()
+        {
+            let path = dir.path().join(format!("{i}.redb"));
+            drop(RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap());
+            let db = open_db(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut meta = tx.open_table(META).unwrap();
+                match saved {
+                    None => drop(meta.remove(META_ORIGIN).unwrap()),
+                    Some(bytes) => drop(meta.insert(META_ORIGIN, bytes).unwrap()),
+                }
+            }
+            tx.commit().unwrap();
+            drop(db);
+            let err = RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap_err();
+            assert!(err.to_string().contains("\"origin\""), "{saved:?}: {err}");
+        }
+    }
 
     #[test]
     fn stamps_round_trip_and_bad_lengths_are_refused() {

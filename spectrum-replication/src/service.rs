@@ -68,7 +68,7 @@ impl ReplicationService {
     /// A service over `store`, for `cluster`, observing senders' stamps with `hlc`
     /// (the same clock the store stamps with).
     pub fn new(store: Arc<dyn ConfigStore>, cluster: ClusterId, hlc: Arc<Hlc>) -> Self {
-        let handshake = Handshake::new(cluster.clone(), store.node_id().clone(), hlc);
+        let handshake = Handshake::new(cluster.clone(), store.origin().clone(), hlc);
         Self {
             store,
             cluster,
@@ -265,7 +265,7 @@ impl Replication for ReplicationService {
                 .map_err(|e| Status::invalid_argument(format!("invalid snapshot_after: {e}")))?;
         }
         if let Some(addr) = &admitted.recorded_as {
-            self.peer_table().note_digest(addr, &peer.node_id, &theirs);
+            self.peer_table().note_digest(addr, &peer.origin, &theirs);
         }
         let asked = usize::try_from(req.budget_bytes).unwrap_or(usize::MAX);
         let budget = if asked == 0 { self.max_budget } else { asked.min(self.max_budget) };

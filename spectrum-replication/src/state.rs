@@ -11,9 +11,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 
-use spectrum_core::{Hlc, NodeId};
+use spectrum_core::Hlc;
 
 use crate::error::StoreError;
+use crate::origin::Origin;
 use crate::record::{
     Change, ChangeBatch, Delta, MAX_SEQ, MAX_WALL_MS, MergeReport, Record, Snapshot, VersionVector, Write,
     WriteBatch, validate_key,
@@ -28,13 +29,13 @@ pub(crate) struct State {
     /// The winning record per key.
     records: BTreeMap<String, Record>,
     /// Per origin, sequence number → key of the stored records written there.
-    by_origin: BTreeMap<NodeId, BTreeMap<u64, String>>,
+    by_origin: BTreeMap<Origin, BTreeMap<u64, String>>,
     /// `(origin, seq)` of every stored tombstone.
-    tombstones: BTreeSet<(NodeId, u64)>,
+    tombstones: BTreeSet<(Origin, u64)>,
     /// Highest contiguous sequence number seen per origin.
     vv: VersionVector,
     /// Sequence numbers seen above a gap, per origin.
-    pending: BTreeMap<NodeId, BTreeSet<u64>>,
+    pending: BTreeMap<Origin, BTreeSet<u64>>,
     /// Per origin, the highest sequence number of a collected tombstone.
     gc_floor: VersionVector,
     /// Index of the last change (0: none yet).
@@ -67,11 +68,11 @@ pub(crate) struct Changes {
     /// Records stored (`Some`) or dropped (`None`), in order, with their feed indexes.
     pub(crate) feed: Vec<Change>,
     /// New version-vector entries of the origins that advanced.
-    pub(crate) vv: BTreeMap<NodeId, u64>,
+    pub(crate) vv: BTreeMap<Origin, u64>,
     /// New pending sets of the origins whose set changed (empty: none left).
-    pub(crate) pending: BTreeMap<NodeId, BTreeSet<u64>>,
+    pub(crate) pending: BTreeMap<Origin, BTreeSet<u64>>,
     /// New tombstone-floor entries of the origins whose floor rose.
-    pub(crate) gc_floor: BTreeMap<NodeId, u64>,
+    pub(crate) gc_floor: BTreeMap<Origin, u64>,
     /// The feed's last index afterwards.
     pub(crate) head: u64,
 }
@@ -88,7 +89,7 @@ impl Changes {
 pub(crate) struct Parts {
     pub(crate) records: Vec<Record>,
     pub(crate) vv: VersionVector,
-    pub(crate) pending: BTreeMap<NodeId, BTreeSet<u64>>,
+    pub(crate) pending: BTreeMap<Origin, BTreeSet<u64>>,
     pub(crate) gc_floor: VersionVector,
     pub(crate) head: u64,
 }
@@ -209,7 +210,7 @@ impl State {
         if let Some((origin, &floor)) = self.gc_floor.entries.iter().find(|(o, f)| since.get(o) < **f) {
             return Err(StoreError::BehindHorizon { origin: origin.clone(), seen: since.get(origin), floor });
         }
-        let origins: BTreeSet<&NodeId> = self.by_origin.keys().chain(self.vv.entries.keys()).collect();
+        let origins: BTreeSet<&Origin> = self.by_origin.keys().chain(self.vv.entries.keys()).collect();
         let mut delta = Delta { complete: true, ..Delta::default() };
         let mut used = 0usize;
         // Records above our own contiguous digest: we cannot vouch for the gap below
@@ -295,8 +296,8 @@ impl State {
     }
 
     /// Plans a local batch (already validated): stamps each write with `hlc` and
-    /// numbers it as the next local sequence number of `me`.
-    pub(crate) fn plan_apply(&self, me: &NodeId, hlc: &Hlc, batch: WriteBatch) -> (Changes, Vec<Record>) {
+    /// numbers it as the next sequence number of `me`, the store's origin.
+    pub(crate) fn plan_apply(&self, me: &Origin, hlc: &Hlc, batch: WriteBatch) -> (Changes, Vec<Record>) {
         // A local write must win over the record it replaces, even one stamped by
         // a peer whose clock runs ahead of ours.
         for w in &batch.writes {
@@ -447,9 +448,9 @@ impl State {
 struct Draft<'a> {
     base: &'a State,
     records: BTreeMap<String, Option<Record>>,
-    vv: BTreeMap<NodeId, u64>,
-    pending: BTreeMap<NodeId, BTreeSet<u64>>,
-    floor: BTreeMap<NodeId, u64>,
+    vv: BTreeMap<Origin, u64>,
+    pending: BTreeMap<Origin, BTreeSet<u64>>,
+    floor: BTreeMap<Origin, u64>,
     feed: Vec<Change>,
     head: u64,
 }
@@ -474,18 +475,18 @@ impl<'a> Draft<'a> {
         }
     }
 
-    fn seen(&self, origin: &NodeId) -> u64 {
+    fn seen(&self, origin: &Origin) -> u64 {
         self.vv.get(origin).copied().unwrap_or_else(|| self.base.vv.get(origin))
     }
 
-    fn pending_last(&self, origin: &NodeId) -> Option<u64> {
+    fn pending_last(&self, origin: &Origin) -> Option<u64> {
         match self.pending.get(origin) {
             Some(p) => p.last().copied(),
             None => self.base.pending.get(origin).and_then(|p| p.last().copied()),
         }
     }
 
-    fn pending_mut(&mut self, origin: &NodeId) -> &mut BTreeSet<u64> {
+    fn pending_mut(&mut self, origin: &Origin) -> &mut BTreeSet<u64> {
         let base = self.base;
         self.pending
             .entry(origin.clone())
@@ -524,15 +525,16 @@ impl<'a> Draft<'a> {
     }
 
     /// The sequence number of the next local write: above everything seen from
-    /// this origin (a node that lost its memory must not reuse numbers its peers
-    /// already hold).
-    fn next_local_seq(&self, me: &NodeId) -> u64 {
+    /// this origin. A store created empty writes under a fresh origin, so this
+    /// is 1 then; it matters for a legacy origin (the bare node id), whose
+    /// earlier writes peers may hand back.
+    fn next_local_seq(&self, me: &Origin) -> u64 {
         // Peers' numbers are capped at MAX_SEQ on the way in, so this cannot saturate.
         self.seen(me).max(self.pending_last(me).unwrap_or(0)).saturating_add(1)
     }
 
     /// Notes that record `(origin, seq)` was merged or written here.
-    fn mark_seen(&mut self, origin: &NodeId, seq: u64) {
+    fn mark_seen(&mut self, origin: &Origin, seq: u64) {
         let cur = self.seen(origin);
         if seq <= cur {
             return;
@@ -546,7 +548,7 @@ impl<'a> Draft<'a> {
     }
 
     /// Raises the vector for `origin` to `seq` on a sender's word (`covers`).
-    fn raise_to(&mut self, origin: &NodeId, seq: u64) {
+    fn raise_to(&mut self, origin: &Origin, seq: u64) {
         if seq > self.seen(origin) {
             self.vv.insert(origin.clone(), seq);
         }
@@ -555,7 +557,7 @@ impl<'a> Draft<'a> {
 
     /// Advances the vector for `origin` over pending sequence numbers that are now
     /// contiguous, and drops those already covered.
-    fn drain(&mut self, origin: &NodeId) {
+    fn drain(&mut self, origin: &Origin) {
         if !self.pending.contains_key(origin) && !self.base.pending.contains_key(origin) {
             return;
         }
@@ -577,7 +579,7 @@ impl<'a> Draft<'a> {
         }
     }
 
-    fn raise_floor(&mut self, origin: &NodeId, seq: u64) {
+    fn raise_floor(&mut self, origin: &Origin, seq: u64) {
         let cur = self.floor.get(origin).copied().unwrap_or_else(|| self.base.gc_floor.get(origin));
         if seq > cur {
             self.floor.insert(origin.clone(), seq);
@@ -606,8 +608,8 @@ mod tests {
     use spectrum_core::{ManualClock, Timestamp};
     use std::sync::Arc;
 
-    fn node(id: &str) -> NodeId {
-        NodeId::new(id).unwrap()
+    fn node(id: &str) -> Origin {
+        id.parse().unwrap()
     }
 
     fn rec(key: &str, value: Option<&str>, origin: &str, seq: u64, wall: u64) -> Record {

@@ -7,6 +7,7 @@ use spectrum_core::NodeId;
 use tokio::sync::broadcast;
 
 use crate::error::StoreError;
+use crate::origin::Origin;
 use crate::record::{ChangeBatch, Delta, MergeReport, Record, Snapshot, VersionVector, WriteBatch};
 
 /// How many records a [`ConfigStore::subscribe`] receiver of the stores in this
@@ -18,8 +19,12 @@ pub const FEED_CAPACITY: usize = 1024;
 /// # Contract
 ///
 /// - Local writes ([`apply`](ConfigStore::apply)) are stamped by the node's HLC and
-///   numbered by a per-origin sequence (1, 2, 3, …); a batch applies atomically and,
-///   in a durable store, is on disk before `apply` returns.
+///   numbered 1, 2, 3, … under the store's [`origin`](ConfigStore::origin); a batch
+///   applies atomically and, in a durable store, is on disk before `apply` returns.
+/// - A store created empty writes under a fresh origin, never one an earlier
+///   store could have used ([`Origin::fresh`]), so a node restarted on an empty
+///   disk never reuses a sequence number; a durable store keeps its origin for as
+///   long as its data lives.
 /// - Remote records ([`merge`](ConfigStore::merge)) are kept when they win under
 ///   last-writer-wins by `(stamp, origin)`; merging is commutative, associative and
 ///   idempotent, so replicas that have merged the same records hold the same state,
@@ -45,8 +50,14 @@ pub const FEED_CAPACITY: usize = 1024;
 /// 'static`, and held as `Arc<dyn ConfigStore>`.
 #[async_trait]
 pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
-    /// The node whose copy this is (the origin of its local writes).
-    fn node_id(&self) -> &NodeId;
+    /// The origin this store's local writes are numbered under: its node and
+    /// its incarnation (see [`Origin`]).
+    fn origin(&self) -> &Origin;
+
+    /// The node whose copy this is: the node of its [`origin`](ConfigStore::origin).
+    fn node_id(&self) -> &NodeId {
+        self.origin().node()
+    }
 
     /// The record stored for `key`, tombstone included.
     ///
@@ -185,6 +196,9 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
 
 #[async_trait]
 impl<T: ConfigStore + ?Sized> ConfigStore for Arc<T> {
+    fn origin(&self) -> &Origin {
+        (**self).origin()
+    }
     fn node_id(&self) -> &NodeId {
         (**self).node_id()
     }

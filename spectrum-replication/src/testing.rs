@@ -34,6 +34,7 @@ use bytes::Bytes;
 use spectrum_core::{Hlc, ManualClock, NodeId, Timestamp};
 
 use crate::error::StoreError;
+use crate::origin::Origin;
 use crate::record::{Change, DEFAULT_MAX_VALUE_BYTES, Record, VersionVector, WriteBatch};
 use crate::store::ConfigStore;
 
@@ -42,7 +43,8 @@ use crate::store::ConfigStore;
 ///
 /// `make(node_id, hlc)` must return a fresh, empty store for `node_id` stamping
 /// with `hlc` and accepting values of up to [`DEFAULT_MAX_VALUE_BYTES`] (no
-/// larger). The suite drives the clocks itself (they are [`ManualClock`]s).
+/// larger). Being created empty, each must write under an [`Origin`] of its own
+/// (see [`Origin::fresh`]). The suite drives the clocks itself (they are [`ManualClock`]s).
 pub async fn conformance_suite<F, S>(make: F)
 where
     F: Fn(NodeId, Arc<Hlc>) -> S,
@@ -50,6 +52,7 @@ where
 {
     let h = Harness { make: &make };
     apply_then_get_and_scan(&h).await;
+    a_fresh_store_writes_under_an_origin_of_its_own(&h).await;
     apply_numbers_writes_per_origin_and_digest_counts_them(&h).await;
     delete_leaves_a_tombstone_that_get_and_scan_return(&h).await;
     invalid_batches_change_nothing(&h).await;
@@ -96,12 +99,19 @@ fn node(id: &str) -> NodeId {
     }
 }
 
+fn origin(text: &str) -> Origin {
+    match text.parse() {
+        Ok(o) => o,
+        Err(e) => panic!("test origin {text:?}: {e}"),
+    }
+}
+
 fn remote(key: &str, value: Option<&str>, wall_ms: u64, origin: &str, seq: u64) -> Record {
     Record {
         key: key.into(),
         value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
         stamp: Timestamp::new(wall_ms, 0),
-        origin: node(origin),
+        origin: self::origin(origin),
         seq,
     }
 }
@@ -133,7 +143,11 @@ where
         .await
         .expect("apply");
     assert_eq!(out.len(), 3, "apply_then_get_and_scan: one record per write");
-    assert!(out.iter().all(|r| r.origin == node("a")), "apply_then_get_and_scan: origin is the store's node");
+    assert!(
+        out.iter().all(|r| r.origin == *s.origin()),
+        "apply_then_get_and_scan: records carry the store's origin"
+    );
+    assert_eq!(s.origin().node(), &node("a"), "apply_then_get_and_scan: the origin is of the store's node");
     let got = s.get("b/1").await.expect("get").expect("b/1 present");
     assert_eq!(got.value.as_deref(), Some(&b"one"[..]), "apply_then_get_and_scan: value");
     assert_eq!(got, out[1], "apply_then_get_and_scan: get returns the applied record");
@@ -141,6 +155,37 @@ where
     let keys: Vec<String> = s.scan("b/").await.expect("scan").into_iter().map(|r| r.key).collect();
     assert_eq!(keys, ["b/1", "b/2"], "apply_then_get_and_scan: scan is by prefix, in key order");
     assert_eq!(s.scan("").await.expect("scan").len(), 3, "apply_then_get_and_scan: empty prefix scans all");
+}
+
+async fn a_fresh_store_writes_under_an_origin_of_its_own<F, S>(h: &Harness<'_, F>)
+where
+    F: Fn(NodeId, Arc<Hlc>) -> S,
+    S: ConfigStore,
+{
+    let what = "a_fresh_store_writes_under_an_origin_of_its_own";
+    let lost = h.store("a");
+    let fresh = h.store("a");
+    assert_ne!(lost.origin(), fresh.origin(), "{what}: two fresh stores of one node");
+    assert!(!fresh.origin().is_legacy(), "{what}: never the bare node id, which old stores used");
+    lost.apply(WriteBatch::new().put("x", "1").put("y", "1")).await.expect("apply");
+    // The fresh store writes before it has heard of the lost one's writes.
+    let mine = fresh.apply(WriteBatch::new().put("z", "1")).await.expect("apply");
+    assert_eq!((&mine[0].origin, mine[0].seq), (fresh.origin(), 1), "{what}: numbering starts at 1");
+    sync_fully(&lost, &fresh, usize::MAX).await;
+    sync_fully(&fresh, &lost, usize::MAX).await;
+    assert_eq!(contents(&fresh).await.len(), 3, "{what}: no write hides another");
+    assert_eq!(contents(&fresh).await, contents(&lost).await, "{what}: the copies are equal");
+    assert_eq!(
+        fresh.digest().await.expect("digest"),
+        lost.digest().await.expect("digest"),
+        "{what}: digests"
+    );
+    // Equal stamps from two incarnations of one node: the greater incarnation wins.
+    let low = remote("t", Some("low"), 30, "c~0000000000000001", 1);
+    let high = remote("t", Some("high"), 30, "c~0000000000000002", 1);
+    fresh.merge(vec![high, low], &VersionVector::default()).await.expect("merge");
+    let t = fresh.get("t").await.expect("get").expect("t");
+    assert_eq!(t.value.as_deref(), Some(&b"high"[..]), "{what}: ties break on the incarnation");
 }
 
 async fn apply_numbers_writes_per_origin_and_digest_counts_them<F, S>(h: &Harness<'_, F>)
@@ -154,8 +199,8 @@ where
     let seqs: Vec<u64> = first.iter().chain(&second).map(|r| r.seq).collect();
     assert_eq!(seqs, [1, 2, 3], "apply numbers writes 1, 2, 3");
     assert!(second[0].stamp > first[1].stamp, "later writes carry greater stamps");
-    assert_eq!(s.digest().await.expect("digest").get(&node("a")), 3, "digest counts local writes");
-    assert_eq!(second[0].token().to_string(), "a:3", "token names origin and seq");
+    assert_eq!(s.digest().await.expect("digest").get(s.origin()), 3, "digest counts local writes");
+    assert_eq!(second[0].token().to_string(), format!("{}:3", s.origin()), "token names origin and seq");
 }
 
 async fn delete_leaves_a_tombstone_that_get_and_scan_return<F, S>(h: &Harness<'_, F>)
@@ -220,7 +265,7 @@ where
     ];
     for (what, bad) in cases {
         let mut covers = VersionVector::default();
-        covers.raise(&node("b"), 9);
+        covers.raise(&origin("b"), 9);
         let e = s.merge(vec![good.clone(), bad], &covers).await.expect_err(what);
         assert!(matches!(e, StoreError::InvalidRecord { .. }), "{what}: {e}");
         assert!(contents(&s).await.is_empty(), "{what}: nothing merged");
@@ -304,8 +349,8 @@ where
         "merge commutes"
     );
     assert_eq!(f.0["a"].value.as_deref(), Some(&b"b3"[..]), "last writer wins");
-    assert_eq!(f.1.get(&node("b")), 3, "digest covers b:1..3");
-    assert_eq!(f.1.get(&node("c")), 3, "digest covers c:1..3");
+    assert_eq!(f.1.get(&origin("b")), 3, "digest covers b:1..3");
+    assert_eq!(f.1.get(&origin("c")), 3, "digest covers c:1..3");
 }
 
 async fn out_of_order_records_advance_the_digest_only_when_contiguous<F, S>(h: &Harness<'_, F>)
@@ -314,7 +359,7 @@ where
     S: ConfigStore,
 {
     let s = h.store("a");
-    let b = node("b");
+    let b = origin("b");
     let recs = [
         remote("x", Some("1"), 1, "b", 1),
         remote("y", Some("2"), 2, "b", 2),
@@ -366,8 +411,9 @@ where
     let want = (contents(&b).await, b.digest().await.expect("digest"));
     assert_eq!(want, (contents(&a).await, a.digest().await.expect("digest")), "a converged with b");
     assert_eq!(want, (contents(&c).await, c.digest().await.expect("digest")), "c converged with b");
-    for o in ["a", "b", "c"] {
-        assert_eq!(want.1.get(&node(o)), 6 * 2 + 3, "digest covers every write of {o}");
+    for s in [&a, &b, &c] {
+        let o = s.origin();
+        assert_eq!(want.1.get(o), 6 * 2 + 3, "digest covers every write of {o}");
     }
 }
 
@@ -429,7 +475,7 @@ where
     assert_eq!(d.records.len(), 1, "only the surviving record is sent");
     b.merge(d.records, &d.covers).await.expect("merge");
     assert_eq!(
-        b.digest().await.expect("digest").get(&node("a")),
+        b.digest().await.expect("digest").get(a.origin()),
         3,
         "covers skip the superseded a:1 and a:2"
     );
@@ -515,12 +561,12 @@ where
     s.apply(WriteBatch::new().delete("later")).await.expect("delete");
     assert_eq!(s.collect_tombstones(&VersionVector::default()).await.expect("collect"), 0, "empty horizon");
     let mut horizon = VersionVector::default();
-    horizon.raise(&node("a"), del[0].seq);
+    horizon.raise(s.origin(), del[0].seq);
     assert_eq!(s.collect_tombstones(&horizon).await.expect("collect"), 1, "only a:3 is covered");
     assert!(s.get("gone").await.expect("get").is_none(), "a collected tombstone is gone");
     assert!(s.get("later").await.expect("get").expect("later").is_tombstone(), "a:4 is beyond the horizon");
     assert!(s.get("kept").await.expect("get").is_some(), "values are never collected");
-    assert_eq!(s.digest().await.expect("digest").get(&node("a")), 4, "collection keeps the digest");
+    assert_eq!(s.digest().await.expect("digest").get(s.origin()), 4, "collection keeps the digest");
 
     let e = s.delta(&VersionVector::default(), usize::MAX).await.expect_err("behind the floor");
     assert!(matches!(e, StoreError::BehindHorizon { floor: 3, .. }), "behind the floor: {e}");
@@ -534,7 +580,7 @@ where
     let w = s.apply(WriteBatch::new().put("gone", "again")).await.expect("apply");
     assert!(w[0].stamp > del[0].stamp, "a new write after collection is stamped above the tombstone");
     assert_eq!(
-        s.snapshot().await.expect("snapshot").gc_floor.get(&node("a")),
+        s.snapshot().await.expect("snapshot").gc_floor.get(s.origin()),
         3,
         "the snapshot carries the floor"
     );

@@ -7,6 +7,7 @@ use std::fmt;
 use bytes::Bytes;
 use spectrum_core::{NodeId, PeerAddr, Timestamp};
 
+use crate::origin::{InvalidOrigin, Origin};
 use crate::proto;
 use crate::record::{MAX_SEQ, Record, VersionVector, validate_key};
 
@@ -81,8 +82,10 @@ impl TryFrom<proto::Record> for Record {
 
 fn record_at(r: proto::Record, path: &str) -> Result<Record, InvalidMessage> {
     validate_key(&r.key).map_err(|e| InvalidMessage::new(format!("{path}.key"), e.to_string()))?;
-    let origin =
-        NodeId::new(&r.origin).map_err(|e| InvalidMessage::new(format!("{path}.origin"), e.to_string()))?;
+    let origin: Origin = r
+        .origin
+        .parse()
+        .map_err(|e: InvalidOrigin| InvalidMessage::new(format!("{path}.origin"), e.to_string()))?;
     if r.seq == 0 {
         return Err(InvalidMessage::new(format!("{path}.seq"), "sequence numbers start at 1"));
     }
@@ -115,12 +118,12 @@ impl TryFrom<proto::VersionVector> for VersionVector {
     fn try_from(v: proto::VersionVector) -> Result<Self, Self::Error> {
         let mut out = VersionVector::default();
         for (origin, seq) in v.entries {
-            let id = NodeId::new(&origin).map_err(|e| {
-                InvalidMessage::new(format!("version vector entry {origin:?}"), e.to_string())
+            let id: Origin = origin.parse().map_err(|e: InvalidOrigin| {
+                InvalidMessage::new(format!("version vector entry {:?}", shorten(&origin)), e.to_string())
             })?;
             if seq > MAX_SEQ {
                 return Err(InvalidMessage::new(
-                    format!("version vector entry {origin:?}"),
+                    format!("version vector entry {:?}", shorten(&origin)),
                     format!("sequence number {seq} is above {MAX_SEQ}"),
                 ));
             }
@@ -132,11 +135,17 @@ impl TryFrom<proto::VersionVector> for VersionVector {
     }
 }
 
+/// `text` cut to 80 characters, for messages about hostile input.
+fn shorten(text: &str) -> String {
+    text.chars().take(80).collect()
+}
+
 /// Converts an optional wire vector (absent means empty).
 ///
 /// # Errors
 ///
-/// [`InvalidMessage`] naming `field` when an entry's origin is not a valid node id.
+/// [`InvalidMessage`] naming `field` when an entry's origin is not a valid
+/// [`Origin`] or its sequence number is absurd.
 pub(crate) fn vv_from_wire(
     v: Option<proto::VersionVector>,
     field: &str,
@@ -154,6 +163,9 @@ pub(crate) struct PeerHeader {
     pub(crate) cluster_id: String,
     /// The sender.
     pub(crate) node_id: NodeId,
+    /// The origin the sender's store writes under (of `node_id`; its node id
+    /// itself when the sender predates store incarnations and sent none).
+    pub(crate) origin: Origin,
     /// The address the sender is reached at, or `None` when it sent none (a
     /// client that serves nothing).
     pub(crate) addr: Option<PeerAddr>,
@@ -184,6 +196,7 @@ impl TryFrom<Option<proto::Header>> for PeerHeader {
         }
         let node_id =
             NodeId::new(&h.node_id).map_err(|e| InvalidMessage::new("header.node_id", e.to_string()))?;
+        let origin = header_origin(&h.origin, &node_id)?;
         let addr = match h.addr.as_str() {
             "" => None,
             given => {
@@ -199,12 +212,30 @@ impl TryFrom<Option<proto::Header>> for PeerHeader {
         Ok(PeerHeader {
             cluster_id: h.cluster_id,
             node_id,
+            origin,
             addr,
             hlc: hlc.into(),
             sent_ms: nonzero(h.sent_ms),
             echo,
         })
     }
+}
+
+/// The origin a header names: `text` parsed, which must be of `node`, or the
+/// legacy origin `node` itself when `text` is empty.
+fn header_origin(text: &str, node: &NodeId) -> Result<Origin, InvalidMessage> {
+    if text.is_empty() {
+        return Ok(Origin::legacy(node.clone()));
+    }
+    let origin: Origin =
+        text.parse().map_err(|e: InvalidOrigin| InvalidMessage::new("header.origin", e.to_string()))?;
+    if origin.node() != node {
+        return Err(InvalidMessage::new(
+            "header.origin",
+            format!("origin {origin} is not of the sender, node {node}"),
+        ));
+    }
+    Ok(origin)
 }
 
 #[cfg(test)]
@@ -242,6 +273,8 @@ mod tests {
             (proto::Record { key: String::new(), ..good() }, "records[1].key"),
             (proto::Record { seq: 0, ..good() }, "records[1].seq"),
             (proto::Record { origin: "bad origin".into(), ..good() }, "records[1].origin"),
+            (proto::Record { origin: "n1~1".into(), ..good() }, "records[1].origin"),
+            (proto::Record { origin: "n1~0000000000000000".into(), ..good() }, "records[1].origin"),
             (proto::Record { stamp: None, ..good() }, "records[1].stamp"),
         ];
         for (bad, field) in cases {
@@ -275,12 +308,42 @@ mod tests {
     }
 
     #[test]
+    fn a_header_names_the_senders_origin_or_is_read_as_its_node_id() {
+        let h = proto::Header {
+            cluster_id: "c".into(),
+            node_id: "n1".into(),
+            hlc: Some(proto::Stamp { wall_ms: 1, logical: 0 }),
+            ..proto::Header::default()
+        };
+        let legacy = PeerHeader::try_from(Some(h.clone())).unwrap();
+        assert_eq!(
+            legacy.origin,
+            Origin::legacy(legacy.node_id.clone()),
+            "a sender from before incarnations"
+        );
+        let current = proto::Header { origin: "n1~00000000000000ab".into(), ..h.clone() };
+        assert_eq!(PeerHeader::try_from(Some(current)).unwrap().origin.incarnation(), 0xab);
+        for bad in ["n2~00000000000000ab", "n2", "n1~ab", &"~".repeat(10_000)] {
+            let err =
+                PeerHeader::try_from(Some(proto::Header { origin: bad.into(), ..h.clone() })).unwrap_err();
+            assert_eq!(err.field, "header.origin", "{bad:?}");
+            assert!(err.reason.len() < 400, "{bad:?}: a short reason");
+        }
+    }
+
+    #[test]
     fn version_vectors_reject_bad_origins_and_drop_zero_entries() {
         let mut v = proto::VersionVector::default();
         v.entries.insert("n1".into(), 4);
         v.entries.insert("n2".into(), 0);
         let vv = VersionVector::try_from(v.clone()).unwrap();
         assert_eq!(vv.entries.len(), 1);
+        v.entries.insert("n1~00000000000000ab".into(), 2);
+        assert_eq!(VersionVector::try_from(v.clone()).unwrap().entries.len(), 2, "one entry per incarnation");
+        let mut hostile = v.clone();
+        hostile.entries.insert(format!("n1~{}", "f".repeat(100_000)), 1);
+        let err = VersionVector::try_from(hostile).unwrap_err();
+        assert!(err.to_string().len() < 500, "the message quotes a bounded part: {}", err.to_string().len());
         v.entries.insert("no spaces".into(), 1);
         assert!(vv_from_wire(Some(v), "digest").unwrap_err().to_string().contains("digest"));
     }

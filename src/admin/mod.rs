@@ -116,8 +116,9 @@ impl Admin {
     }
 
     /// Refuses writes ([`AdminError::CatchingUp`]) while `ready` is false: a node
-    /// with an empty store writes nothing until it has heard from a peer. Default:
-    /// always ready.
+    /// with an empty store writes nothing until it has heard from a peer (it
+    /// would decide on a copy that has not seen the cluster's). Default: always
+    /// ready.
     pub fn ready_flag(mut self, ready: Arc<AtomicBool>) -> Self {
         self.ready = ready;
         self

@@ -5,9 +5,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use spectrum_core::NodeId;
 use spectrum_replication::{
-    ChangeBatch, ConfigStore, Delta, MergeReport, Record, Snapshot, StoreError, VersionVector, WriteBatch,
+    ChangeBatch, ConfigStore, Delta, MergeReport, Origin, Record, Snapshot, StoreError, VersionVector,
+    WriteBatch,
 };
 use tokio::sync::broadcast;
 use tracing::{debug, info};
@@ -117,8 +117,8 @@ async fn recover(store: Weak<dyn ConfigStore>, readiness: &Readiness) {
 
 #[async_trait]
 impl ConfigStore for WatchedStore {
-    fn node_id(&self) -> &NodeId {
-        self.inner.node_id()
+    fn origin(&self) -> &Origin {
+        self.inner.origin()
     }
     async fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
         self.inner.get(key).await
@@ -166,7 +166,7 @@ impl ConfigStore for WatchedStore {
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use spectrum_core::Hlc;
+    use spectrum_core::{Hlc, NodeId};
     use spectrum_replication::MemoryStore;
     use tonic_health::pb::health_server::Health;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
@@ -197,8 +197,8 @@ mod tests {
 
     #[async_trait]
     impl ConfigStore for FullDisk {
-        fn node_id(&self) -> &NodeId {
-            self.inner.node_id()
+        fn origin(&self) -> &Origin {
+            self.inner.origin()
         }
         async fn get(&self, key: &str) -> Result<Option<Record>, StoreError> {
             self.inner.get(key).await

@@ -11,7 +11,11 @@
 //! - no deleted key comes back;
 //! - no acknowledged write is lost (each is the winner for its key, or beaten by a
 //!   later write);
-//! - every node's HLC stamps strictly increase;
+//! - every node's HLC stamps strictly increase (a store's, once a node lost its
+//!   store and came back on an empty one);
+//! - a node that loses its store and writes before it has caught up converges
+//!   too: each store writes under an origin of its own, so it never reuses a
+//!   sequence number;
 //! - tombstones collected once every member has seen them never let a deleted key
 //!   come back, however late an old message arrives.
 //!
@@ -26,7 +30,7 @@ use proptest::test_runner::{Config, FileFailurePersistence};
 use spectrum_core::{Clock, Hlc, ManualClock, NodeId, Timestamp};
 use spectrum_replication::horizon::tombstone_horizon;
 use spectrum_replication::{
-    ConfigStore, MemoryStore, Record, Snapshot, StoreError, VersionVector, WriteBatch,
+    ConfigStore, MemoryStore, Origin, Record, Snapshot, StoreError, VersionVector, WriteBatch,
 };
 
 const KEYS: &[&str] = &["settings/a", "settings/b", "license/main", "resources/postal", "dataflows/x"];
@@ -54,6 +58,10 @@ enum Op {
     /// A node crashes and restarts: messages to and from it are lost; its
     /// acknowledged writes are durable (the durable store's guarantee, tested on its own).
     Crash { node: usize },
+    /// A node loses its store (a lost disk) and comes back at once on an empty
+    /// one, under the same node id: a crash, and its writes that reached no
+    /// other node are lost (no longer expected anywhere).
+    LoseStore { node: usize },
     /// A node's physical clock moves (backwards or forwards) within the allowed offset.
     StepClock { node: usize, delta_ms: i64 },
     /// A node collects the tombstones every member has seen (the replicator's
@@ -93,6 +101,8 @@ struct Message {
 
 struct Sim {
     stores: Vec<MemoryStore>,
+    /// How many stores each node has had (its current store's incarnation).
+    incarnations: Vec<u64>,
     clocks: Vec<Arc<ManualClock>>,
     queue: VecDeque<Message>,
     cut: BTreeSet<(usize, usize)>,
@@ -105,15 +115,10 @@ struct Sim {
 impl Sim {
     fn new(nodes: usize) -> Self {
         let clocks: Vec<_> = (0..nodes).map(|_| Arc::new(ManualClock::new(START_MS))).collect();
-        let stores = clocks
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                MemoryStore::new(NodeId::new(format!("n{i}")).unwrap(), Arc::new(Hlc::new(c.clone())))
-            })
-            .collect();
+        let stores = clocks.iter().enumerate().map(|(i, c)| store(i, 1, c.clone())).collect();
         Self {
             stores,
+            incarnations: vec![1; nodes],
             clocks,
             queue: VecDeque::new(),
             cut: BTreeSet::new(),
@@ -225,6 +230,7 @@ impl Sim {
             }
             Op::Heal => self.cut.clear(),
             Op::Crash { node } => self.queue.retain(|m| m.from != node && m.to != node),
+            Op::LoseStore { node } => self.lose_store(node).await,
             Op::StepClock { node, delta_ms } => {
                 let now = self.clocks[node].now_ms() as i64;
                 // Stay within the allowed offset of the cluster's reference time.
@@ -234,7 +240,7 @@ impl Sim {
             Op::Collect { node } => {
                 let mut digests = BTreeMap::new();
                 for s in &self.stores {
-                    digests.insert(s.node_id().clone(), s.digest().await.unwrap());
+                    digests.insert(s.origin().clone(), s.digest().await.unwrap());
                 }
                 if let Some(horizon) = tombstone_horizon(&digests) {
                     self.stores[node].collect_tombstones(&horizon).await.unwrap();
@@ -244,8 +250,48 @@ impl Sim {
         debug_assert!(n == self.stores.len());
     }
 
+    /// `node` crashes and comes back on an empty store, writing under a new
+    /// origin. What is in flight to or from it is lost in the crash, and so are
+    /// the acknowledged writes no longer expected anywhere: a write survives
+    /// while another node holds it or a message in flight carries it, or while
+    /// a surviving write to its key beats it (then it is rightly superseded);
+    /// any other is gone with the disk, and can never come back.
+    async fn lose_store(&mut self, node: usize) {
+        self.queue.retain(|m| m.from != node && m.to != node);
+        let mut held = Vec::with_capacity(self.acked.len());
+        for r in &self.acked {
+            let mut found = self
+                .queue
+                .iter()
+                .any(|m| m.records.contains(r) || m.snapshot.as_ref().is_some_and(|s| s.records.contains(r)));
+            for (i, s) in self.stores.iter().enumerate() {
+                found = found || (i != node && s.get(&r.key).await.unwrap().is_some_and(|h| h == *r));
+            }
+            held.push(found);
+        }
+        let mut top: BTreeMap<&str, &Record> = BTreeMap::new();
+        for (r, _) in self.acked.iter().zip(&held).filter(|(_, h)| **h) {
+            if top.get(r.key.as_str()).is_none_or(|t| r.wins_over(t)) {
+                top.insert(&r.key, r);
+            }
+        }
+        let keep: Vec<bool> = (self.acked.iter().zip(&held))
+            .map(|(r, h)| *h || top.get(r.key.as_str()).is_some_and(|t| t.wins_over(r)))
+            .collect();
+        let mut keep = keep.into_iter();
+        self.acked.retain(|_| keep.next().unwrap_or(true));
+        self.incarnations[node] += 1;
+        self.stores[node] = store(node, self.incarnations[node], self.clocks[node].clone());
+        // A new store's clock starts from the physical clock, not the lost high-water mark.
+        self.last_stamp[node] = Timestamp::ZERO;
+    }
+
     /// Heals, delivers what is in flight, then syncs every pair until every digest is
-    /// equal (bounded: a bug shows up as a failure to converge, not a hang).
+    /// equal and a whole round changes nothing (bounded: a bug shows up as a failure
+    /// to converge, not a hang). Equal digests alone do not mean the copies are
+    /// equal: a record above a gap that no store can fill (its writer's store was
+    /// lost before the write below it reached anyone) is in no digest, and
+    /// travels with the next rounds.
     async fn quiesce(&mut self) {
         self.cut.clear();
         while let Some(msg) = self.queue.pop_front() {
@@ -253,6 +299,7 @@ impl Sim {
         }
         let n = self.stores.len();
         for _round in 0..(4 * n + 8) {
+            let before = self.states().await;
             for from in 0..n {
                 for to in 0..n {
                     if from != to {
@@ -261,12 +308,8 @@ impl Sim {
                     }
                 }
             }
-            let first = self.stores[0].digest().await.unwrap();
-            let mut same = true;
-            for s in &self.stores[1..] {
-                same &= s.digest().await.unwrap() == first;
-            }
-            if same {
+            let after = self.states().await;
+            if after.iter().all(|(digest, _)| *digest == after[0].0) && after == before {
                 // Tombstone collection is each node's own (a node may have
                 // collected what the others still hold): at rest, as the replicator
                 // does, every node collects up to the horizon, and only then are
@@ -278,6 +321,15 @@ impl Sim {
             }
         }
         panic!("replicas did not converge after healing");
+    }
+
+    /// Every store's digest and records.
+    async fn states(&self) -> Vec<(VersionVector, Vec<Record>)> {
+        let mut out = Vec::with_capacity(self.stores.len());
+        for s in &self.stores {
+            out.push((s.digest().await.unwrap(), s.scan("").await.unwrap()));
+        }
+        out
     }
 
     async fn check(&self) {
@@ -321,6 +373,13 @@ impl Sim {
     }
 }
 
+/// The `incarnation`-th store of node `n{i}`, stamping with `clock`: its origin
+/// is fixed by both, so a case replays.
+fn store(i: usize, incarnation: u64, clock: Arc<ManualClock>) -> MemoryStore {
+    let origin = Origin::new(NodeId::new(format!("n{i}")).unwrap(), incarnation);
+    MemoryStore::for_origin(origin, Arc::new(Hlc::new(clock)))
+}
+
 /// Runs a scenario, heals, checks every property, and returns the converged
 /// contents (every replica's, since they are equal).
 fn run_case(nodes: usize, ops: Vec<Op>) -> Vec<Record> {
@@ -350,12 +409,27 @@ fn scenario() -> impl Strategy<Value = (usize, Vec<Op>)> {
     (3usize..=5).prop_flat_map(|nodes| (Just(nodes), proptest::collection::vec(op(nodes), 1..80)))
 }
 
+/// Scenarios in which nodes also lose their stores.
+fn scenario_with_lost_stores() -> impl Strategy<Value = (usize, Vec<Op>)> {
+    (3usize..=5).prop_flat_map(|nodes| {
+        let step = prop_oneof![12 => op(nodes), 1 => (0..nodes).prop_map(|node| Op::LoseStore { node })];
+        (Just(nodes), proptest::collection::vec(step, 1..80))
+    })
+}
+
 proptest! {
     #![proptest_config(config())]
 
     #[test]
     fn replicas_converge_to_the_last_writer_under_loss_reordering_partitions_and_crashes(
         (nodes, ops) in scenario()
+    ) {
+        run_case(nodes, ops);
+    }
+
+    #[test]
+    fn replicas_converge_when_nodes_lose_their_stores_and_write_before_catching_up(
+        (nodes, ops) in scenario_with_lost_stores()
     ) {
         run_case(nodes, ops);
     }

@@ -350,7 +350,7 @@ async fn every_attack_in_the_table_is_refused_and_changes_nothing() {
         assert_eq!(after, before, "{attack:?} changed a node's store");
         for (node, (records, _)) in &after {
             assert!(
-                records.iter().all(|r| r.origin.as_str() != "stranger"),
+                records.iter().all(|r| r.origin.node().as_str() != "stranger"),
                 "{attack:?}: {node} holds a stranger's record"
             );
         }

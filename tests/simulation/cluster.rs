@@ -21,8 +21,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use spectrum_core::{ChannelConnector, Clock, ClusterId, Hlc, NodeId, PeerAddr, TransportConfig};
 use spectrum_replication::{
-    AckLevel, AntiEntropy, ConfigStore, MemoryStore, PeerCredential, Record, Replicator, VersionVector,
-    WriteBatch,
+    AckLevel, AntiEntropy, ConfigStore, MemoryStore, Origin, PeerCredential, Record, Replicator,
+    VersionToken, VersionVector, WriteBatch,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
@@ -74,9 +74,9 @@ pub(crate) enum Event {
     Script { at_ms: u64, what: String },
     /// A node applied a client's write to its store.
     Applied { at_ms: u64, node: usize, record: Record },
-    /// A node answered a client's write (its record has sequence number `seq`):
-    /// how many nodes held it, or why the level was not met.
-    Answered { at_ms: u64, node: usize, seq: u64, ack: AckLevel, outcome: Result<usize, String> },
+    /// A node answered a client's write (its record is `version`): how many
+    /// nodes held it, or why the level was not met.
+    Answered { at_ms: u64, node: usize, version: VersionToken, ack: AckLevel, outcome: Result<usize, String> },
 }
 
 /// One node's final copy.
@@ -131,11 +131,19 @@ struct Disk {
 }
 
 impl Disk {
-    /// An empty store for `id`, stamping with a new HLC over `clock`.
-    fn blank(id: NodeId, clock: Arc<SimClock>) -> Self {
+    /// An empty store writing under `origin`, stamping with a new HLC over `clock`.
+    fn blank(origin: Origin, clock: Arc<SimClock>) -> Self {
         let hlc = Arc::new(Hlc::new(clock));
-        Self { store: Arc::new(MemoryStore::new(id, hlc.clone())), hlc }
+        Self { store: Arc::new(MemoryStore::for_origin(origin, hlc.clone())), hlc }
     }
+}
+
+/// The origin of the `disk`-th store (0 for the first) of node `index` named
+/// `id`: a new incarnation per store, as a real store draws at random, but
+/// drawn from the seed so that a run replays.
+fn origin_of(seed: u64, index: usize, id: NodeId, disk: u64) -> Origin {
+    let mut rng = StdRng::seed_from_u64(seed ^ ((index as u64) << 40) ^ disk.rotate_left(20) ^ 0x0d15_c0de);
+    Origin::new(id, rng.random_range(1..=u64::MAX))
 }
 
 /// A node's disk, shared by its host (which boots from it) and the driver
@@ -180,6 +188,8 @@ struct NodeHandle {
     name: String,
     clock: Arc<SimClock>,
     disk: SharedDisk,
+    /// How many times its disk was replaced by an empty one.
+    wipes: u64,
     mailbox: Arc<Mutex<Mailbox>>,
 }
 
@@ -214,7 +224,7 @@ impl Cluster {
             let skew_ms = rng.random_range(-MAX_SKEW_MS..=MAX_SKEW_MS);
             let clock = Arc::new(SimClock { skew_ms: AtomicI64::new(skew_ms), last: AtomicU64::new(0) });
             let id: NodeId = name.parse().expect("a valid node id");
-            let disk = Arc::new(Mutex::new(Disk::blank(id, clock.clone())));
+            let disk = Arc::new(Mutex::new(Disk::blank(origin_of(seed, index, id, 0), clock.clone())));
             let mailbox = Arc::new(Mutex::new(Mailbox::default()));
             let host = Rc::new(NodeHost {
                 index,
@@ -227,7 +237,7 @@ impl Cluster {
                 boots: Cell::new(0),
             });
             sim.host(name.as_str(), move || run_node(host.clone()));
-            nodes.push(NodeHandle { name: name.clone(), clock, disk, mailbox });
+            nodes.push(NodeHandle { name: name.clone(), clock, disk, wipes: 0, mailbox });
         }
         Self { seed, sim, nodes, journal }
     }
@@ -279,11 +289,15 @@ impl Cluster {
     }
 
     /// Starts a crashed node again over an empty store (its disk was lost and
-    /// replaced), with the same node id and a new clock.
+    /// replaced), with the same node id, a new clock, and so a new origin.
     pub(crate) fn restart_empty(&mut self, node: usize) {
-        let handle = &self.nodes[node];
+        let seed = self.seed;
+        let handle = &mut self.nodes[node];
+        handle.wipes += 1;
         let id: NodeId = handle.name.parse().expect("a valid node id");
-        *handle.disk.lock() = Disk::blank(id, handle.clock.clone());
+        let origin = origin_of(seed, node, id, handle.wipes);
+        *handle.disk.lock() = Disk::blank(origin, handle.clock.clone());
+        let handle = &self.nodes[node];
         self.note(format!("restart {} with an empty store", handle.name));
         self.sim.bounce(handle.name.as_str());
     }
@@ -468,8 +482,9 @@ async fn carry_out_writes(host: &NodeHost, store: Arc<MemoryStore>, replicator: 
                 Event::Applied { at_ms: sim_ms(), node: host.index, record: record.clone() },
             );
         }
+        let version = records.last().map(Record::token).expect("a batch of one write");
         host.mailbox.lock().unanswered += 1;
-        let (node, seq) = (host.index, records.last().map_or(0, |r| r.seq));
+        let node = host.index;
         let (journal, mailbox, replicator) = (host.journal.clone(), host.mailbox.clone(), replicator.clone());
         tokio::task::spawn_local(async move {
             let outcome = replicator
@@ -477,7 +492,7 @@ async fn carry_out_writes(host: &NodeHost, store: Arc<MemoryStore>, replicator: 
                 .await
                 .map(|report| report.acked)
                 .map_err(|e| e.to_string());
-            record(&journal, Event::Answered { at_ms: sim_ms(), node, seq, ack: write.ack, outcome });
+            record(&journal, Event::Answered { at_ms: sim_ms(), node, version, ack: write.ack, outcome });
             mailbox.lock().unanswered -= 1;
         });
     }

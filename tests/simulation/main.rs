@@ -22,8 +22,10 @@
 //!   write: nothing acknowledged is lost, no deleted key comes back;
 //! - a write acknowledged by all nodes is held by all nodes when acknowledged;
 //! - stamps from each node strictly increase, across restarts;
-//! - a node restarted over an empty store is refilled by anti-entropy (an
-//!   ignored test reproduces the known bug when it writes before catching up);
+//! - a node restarted over an empty store is refilled by anti-entropy, and one
+//!   that writes before catching up converges too: its new store writes under
+//!   an origin of its own (a new incarnation), so it never reuses a sequence
+//!   number its peers hold (a sweep of seeds plays it on 3 to 5 nodes);
 //! - a seed reproduces its run exactly: the same trace (every scripted change,
 //!   applied write and answer, with simulated times and stamps) and the same
 //!   final copies.
@@ -34,6 +36,7 @@
 //! ```text
 //! SIM_SEED=1234 RUST_LOG=spectrum_replication=debug cargo test -p spectrum --test simulation
 //! SIM_SEED=1..500 cargo test -p spectrum --test simulation random -- --nocapture
+//! SIM_SEED=1..500 cargo test -p spectrum --test simulation sweep -- --nocapture
 //! ```
 //!
 //! Each run prints a fingerprint of its trace and copies (with `--nocapture`):
@@ -44,15 +47,19 @@
 mod cluster;
 mod scenario;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use spectrum_replication::AckLevel;
 
 use crate::cluster::{ClientWrite, Cluster, Event};
-use crate::scenario::{Step, heal_and_converge, play, run_seed};
+use crate::scenario::{Step, heal_and_converge, play, run_lost_store_seed, run_seed};
 
 /// The seeds every run plays: 3, 4 and 5 nodes (`3 + seed % 3`).
 const SEEDS: [u64; 5] = [1, 2, 3, 2024, 90_125];
+
+/// The seeds of the lost-store sweep: 3, 4 and 5 nodes, one or two lost disks.
+const LOST_STORE_SEEDS: std::ops::Range<u64> = 100..112;
 
 /// Simulated time for the nodes to start and meet each other.
 const BOOT: Duration = Duration::from_millis(500);
@@ -60,9 +67,14 @@ const BOOT: Duration = Duration::from_millis(500);
 /// The seeds to play: `SIM_SEED` when set (one seed, or a range `first..end`
 /// to explore), else [`SEEDS`].
 fn seeds() -> Vec<u64> {
+    seeds_or(&SEEDS)
+}
+
+/// `SIM_SEED` when set, else `default`.
+fn seeds_or(default: &[u64]) -> Vec<u64> {
     init_logs();
     let Ok(var) = std::env::var("SIM_SEED") else {
-        return SEEDS.to_vec();
+        return default.to_vec();
     };
     let parse = |s: &str| s.trim().parse::<u64>().expect("SIM_SEED is a u64 or a range first..end");
     match var.split_once("..") {
@@ -267,21 +279,19 @@ fn a_node_that_lost_its_store_is_refilled_by_anti_entropy() {
     assert_eq!(run.replicas[0].live().len(), 3, "{:#?}", run.replicas[0]);
 }
 
-/// Known bug, kept as its reproduction: a node that comes back with an empty
-/// store under its old id numbers its next write 1 again. Its peers' digests
-/// already cover `n1:1`, so they ignore the new write; the node's digest then
-/// covers `n1:1` too, so it never receives the old `n1:1` record; and every
-/// digest ends equal, so anti-entropy sees nothing to repair while the copies
-/// differ for good.
+/// The reproduction of a bug this design fixed: when sequence numbers were per
+/// node, a node that came back with an empty store under its old id numbered
+/// its next write `n1:1` again. Its peers' digests already covered `n1:1`, so
+/// they ignored the new write; the node's digest then covered `n1:1` too, so it
+/// never received the old `n1:1` record; and every digest ended equal, so
+/// anti-entropy saw nothing to repair while the copies differed for good.
 ///
-/// A `Node` guards against it: a node with an empty store pulls from every
-/// reachable peer and writes nothing until one has answered (see
-/// `a_node_with_an_empty_store_writes_nothing_until_a_peer_has_answered`). This
-/// script writes into the store directly, after cutting the node off, which the
-/// guard cannot prevent; the lasting fix is a new origin id per store incarnation.
-/// Run it with `cargo test -p spectrum --test simulation -- --include-ignored`.
+/// Now the new store writes under a new origin (`n1~<incarnation>`), whose
+/// numbers no peer has seen. The script writes into the store directly, after
+/// cutting the node off, which a `Node` would not do (it still waits for a
+/// peer before serving; see
+/// `a_node_with_an_empty_store_writes_nothing_until_a_peer_has_answered`).
 #[test]
-#[ignore = "known bug kept as its reproduction (a node restarted with an empty store under its old id reuses sequence numbers); run with --include-ignored"]
 fn a_node_that_lost_its_store_and_writes_before_catching_up_still_converges() {
     let mut cluster = Cluster::new(14, 3);
     cluster.run_for(BOOT);
@@ -299,5 +309,28 @@ fn a_node_that_lost_its_store_and_writes_before_catching_up_still_converges() {
             Step::Wait(Duration::from_millis(100)),
         ],
     );
-    heal_and_converge(&mut cluster);
+    let written = cluster.get("license/key")[0].clone().expect("written while cut off");
+    assert_eq!(written.seq, 1, "a new store numbers from 1");
+    assert_ne!(written.origin, written.origin.node().clone().into(), "under an origin of its own");
+    let run = heal_and_converge(&mut cluster);
+    for replica in &run.replicas {
+        assert_eq!(replica.live().len(), 3, "{replica:#?}");
+        assert_eq!(replica.digest.entries.len(), 2, "n1's two incarnations: {:?}", replica.digest);
+    }
+}
+
+#[test]
+fn a_sweep_of_seeds_where_a_node_loses_its_store_and_writes_before_catching_up_converges() {
+    for seed in seeds_or(&LOST_STORE_SEEDS.collect::<Vec<_>>()) {
+        let run = run_lost_store_seed(seed);
+        let origins = run.replicas[0].digest.entries.len();
+        let writers: BTreeSet<_> = run.replicas[0].digest.entries.keys().map(|o| o.node()).collect();
+        println!(
+            "seed {seed}: {} nodes, {origins} origins, converged {:?} after healing; fingerprint {:016x}",
+            run.replicas.len(),
+            run.converged_at - run.healed_at,
+            run.fingerprint()
+        );
+        assert!(origins > writers.len(), "seed {seed}: a lost store adds an origin");
+    }
 }

@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::seq::IteratorRandom;
 use rand::{Rng, SeedableRng};
 use spectrum_core::Timestamp;
-use spectrum_replication::{AckLevel, Record};
+use spectrum_replication::{AckLevel, Origin, Record, VersionToken};
 
 use crate::cluster::{ClientWrite, Cluster, Event, Replica, last_writer_wins};
 
@@ -136,6 +136,70 @@ pub(crate) fn random_script(seed: u64, nodes: usize) -> Vec<Step> {
     script
 }
 
+/// A random script for `nodes` nodes in which one node loses its store and
+/// writes before it has caught up: writes everywhere (each reaches every node
+/// before the crash, so the lost disk held nothing only it had); the node
+/// crashes, is cut off from every peer, and comes back on an empty disk under
+/// its old id; it writes (keys the cluster already holds among them, deletes
+/// too) while others write as well; then its links come back one by one. In
+/// some scripts it loses its disk a second time, after catching up, and writes
+/// again before catching up.
+pub(crate) fn lost_store_script(seed: u64, nodes: usize) -> Vec<Step> {
+    let mut rng = StdRng::seed_from_u64(seed.rotate_left(17) ^ 0x10e5_d15c_0bad_f00d);
+    let lost = rng.random_range(0..nodes);
+    let others: Vec<usize> = (0..nodes).filter(|&n| n != lost).collect();
+    let mut n = 0;
+    let mut random_write = |rng: &mut StdRng, node: usize| {
+        n += 1;
+        let key = KEYS[rng.random_range(0..KEYS.len())];
+        let ack = if rng.random_ratio(1, 4) { AckLevel::All } else { AckLevel::Local };
+        let write = if rng.random_ratio(1, 5) {
+            ClientWrite::delete(key, ack)
+        } else {
+            ClientWrite::put(key, &format!("w{n}"), ack)
+        };
+        Step::Write { node, write }
+    };
+    let mut script = vec![random_write(&mut rng, lost)];
+    for _ in 0..rng.random_range(3..8) {
+        let node = rng.random_range(0..nodes);
+        script.push(random_write(&mut rng, node));
+    }
+    let losses = if rng.random_ratio(1, 3) { 2 } else { 1 };
+    for loss in 0..losses {
+        // Long enough for every write (the lost node's, pushed once its links
+        // came back, or pulled from it) to reach another node.
+        script.push(Step::Wait(Duration::from_secs(1 + loss)));
+        script.push(Step::Crash { node: lost });
+        script.extend(others.iter().map(|&b| Step::Partition { a: lost, b }));
+        script.push(Step::RestartEmpty { node: lost });
+        for _ in 0..rng.random_range(2..6) {
+            let node = if rng.random_ratio(2, 3) { lost } else { others[rng.random_range(0..others.len())] };
+            script.push(random_write(&mut rng, node));
+        }
+        script.push(Step::Wait(Duration::from_millis(rng.random_range(50..=500))));
+        for &b in &others {
+            script.push(Step::Repair { a: lost, b });
+            script.push(random_write(&mut rng, lost));
+            script.push(Step::Wait(Duration::from_millis(rng.random_range(0..=300))));
+        }
+        if loss + 1 < losses {
+            script.push(random_write(&mut rng, others[0]));
+        }
+    }
+    script
+}
+
+/// Runs the lost-store scenario of `seed` on 3 to 5 nodes, heals the cluster,
+/// runs it to convergence, and checks the result against the model.
+pub(crate) fn run_lost_store_seed(seed: u64) -> Run {
+    let nodes = 3 + usize::try_from(seed % 3).expect("small");
+    let mut cluster = Cluster::new(seed, nodes);
+    cluster.run_for(Duration::from_millis(500));
+    play(&mut cluster, &lost_store_script(seed, nodes));
+    heal_and_converge(&mut cluster)
+}
+
 /// What a run left: its trace, every node's final copy, and when it converged.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Run {
@@ -191,7 +255,8 @@ pub(crate) fn heal_and_converge(cluster: &mut Cluster) -> Run {
 /// - every copy has the same digest and the same live records;
 /// - every stored record is the last write to its key under last-writer-wins
 ///   of every applied write (nothing lost, nothing invented, no deleted key back);
-/// - every node's stamps strictly increased, across its restarts too.
+/// - every origin's stamps strictly increased: a node's across its restarts
+///   over its store, each new store's (a disk replaced empty) from its first.
 pub(crate) fn assert_converged_to_model(cluster: &Cluster) {
     let seed = cluster.seed();
     let trace = cluster.trace();
@@ -225,14 +290,14 @@ pub(crate) fn assert_converged_to_model(cluster: &Cluster) {
             );
         }
     }
-    let mut last: BTreeMap<usize, Timestamp> = BTreeMap::new();
+    let mut last: BTreeMap<&Origin, Timestamp> = BTreeMap::new();
     for event in &trace {
-        if let Event::Applied { node, record, .. } = event {
-            let previous = last.insert(*node, record.stamp).unwrap_or(Timestamp::ZERO);
+        if let Event::Applied { record, .. } = event {
+            let previous = last.insert(&record.origin, record.stamp).unwrap_or(Timestamp::ZERO);
             assert!(
                 record.stamp > previous,
-                "seed {seed}: n{} stamped {} after {previous}; {hint}",
-                node + 1,
+                "seed {seed}: {} stamped {} after {previous}; {hint}",
+                record.origin,
                 record.stamp
             );
         }
@@ -246,10 +311,10 @@ pub(crate) fn assert_converged_to_model(cluster: &Cluster) {
 fn assert_acknowledged_by_all_are_everywhere(cluster: &Cluster, from: usize) -> usize {
     let trace = cluster.trace();
     for event in &trace[from..] {
-        let Event::Answered { node, seq, ack: AckLevel::All, outcome: Ok(_), .. } = event else {
+        let Event::Answered { node, version, ack: AckLevel::All, outcome: Ok(_), .. } = event else {
             continue;
         };
-        let written = applied(&trace, *node, *seq).expect("an answered write was applied");
+        let written = applied(&trace, version).expect("an answered write was applied");
         let deleted = trace.iter().any(|e| {
             matches!(e, Event::Applied { record, .. }
                 if record.key == written.key && record.is_tombstone() && !written.wins_over(record))
@@ -272,10 +337,10 @@ fn assert_acknowledged_by_all_are_everywhere(cluster: &Cluster, from: usize) -> 
     trace.len()
 }
 
-/// The record `node` applied with sequence number `seq`.
-fn applied(trace: &[Event], node: usize, seq: u64) -> Option<&Record> {
+/// The record applied as write `version`.
+fn applied<'a>(trace: &'a [Event], version: &VersionToken) -> Option<&'a Record> {
     trace.iter().find_map(|e| match e {
-        Event::Applied { node: n, record, .. } if *n == node && record.seq == seq => Some(record),
+        Event::Applied { record, .. } if record.token() == *version => Some(record),
         _ => None,
     })
 }

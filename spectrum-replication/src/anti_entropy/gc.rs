@@ -11,6 +11,7 @@ use super::Inner;
 use super::peers::left_members;
 use crate::error::ReplicationError;
 use crate::horizon::tombstone_horizon;
+use crate::origin::Origin;
 use crate::peers::PeerDigest;
 use crate::record::{VersionToken, VersionVector};
 
@@ -19,9 +20,10 @@ use crate::record::{VersionToken, VersionVector};
 pub(super) enum Hold {
     /// A current peer has not shown a digest yet.
     NoDigest(PeerAddr),
-    /// A node whose writes are known here is neither a member with a known
-    /// digest nor recorded as having left: it may still have writes in flight.
-    UnknownWriter(NodeId),
+    /// An origin whose writes are known here belongs to a node that is neither a
+    /// member with a known digest nor recorded as having left: it may still
+    /// have writes in flight.
+    UnknownWriter(Origin),
     /// A member that left has writes (up to the one recording its leaving) that
     /// not every member has seen.
     LeftMemberUnsettled {
@@ -30,7 +32,8 @@ pub(super) enum Hold {
         /// The write that recorded its leaving.
         token: VersionToken,
     },
-    /// Members have not yet seen each other's writes.
+    /// Members have not yet seen each other's writes, or every write of a
+    /// retired origin (see [`tombstone_horizon`]).
     NoHorizon,
 }
 
@@ -38,7 +41,9 @@ impl fmt::Display for Hold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Hold::NoDigest(peer) => write!(f, "no digest from member {peer} yet"),
-            Hold::UnknownWriter(w) => write!(f, "writer {w} is not a member with a known digest"),
+            Hold::UnknownWriter(w) => {
+                write!(f, "writer {w} belongs to node {}, not a member with a known digest", w.node())
+            }
             Hold::LeftMemberUnsettled { member, token } => {
                 write!(f, "member {member} left with writes up to {token} not seen everywhere")
             }
@@ -49,29 +54,36 @@ impl fmt::Display for Hold {
 
 /// The horizon up to which tombstones may be collected, or why they must wait.
 ///
-/// `own` is this node's id and digest; `peers` every current peer with the
-/// latest digest it showed, if any; `left` the members that left, each with the
-/// write recording its leaving. Collection waits until:
+/// `own` is the origin this node's store writes under, with its digest;
+/// `peers` every current peer with the latest digest it showed (under the
+/// origin its store writes under), if any; `left` the members that left, each
+/// with the write recording its leaving. Members are nodes, origins are their
+/// store incarnations: each digest is read as its member's, through the
+/// member's current origin. Collection waits until:
 ///
 /// 1. every current peer has shown a digest;
-/// 2. every node whose writes appear in a digest is a member with a digest
-///    here, or has left;
+/// 2. every origin whose writes appear in a digest belongs to a node that is a
+///    member with a digest here (through any of its incarnations), or has left;
 /// 3. every member that left is settled: every digest covers the write that
 ///    recorded its leaving (its last write), and so every write it made;
-/// 4. the digests have a [`tombstone_horizon`].
+/// 4. the digests have a [`tombstone_horizon`] (which also waits for every
+///    member to agree on the writes of retired incarnations).
 pub(super) fn collection_horizon(
-    own: (&NodeId, &VersionVector),
+    own: (&Origin, &VersionVector),
     peers: &[(PeerAddr, Option<PeerDigest>)],
     left: &BTreeMap<NodeId, VersionToken>,
 ) -> Result<VersionVector, Hold> {
     let mut digests = BTreeMap::new();
     for (addr, digest) in peers {
         let d = digest.as_ref().ok_or_else(|| Hold::NoDigest(addr.clone()))?;
-        digests.insert(d.id.clone(), d.digest.clone());
+        digests.insert(d.origin.clone(), d.digest.clone());
     }
     digests.insert(own.0.clone(), own.1.clone());
-    let writers: BTreeSet<&NodeId> = digests.values().flat_map(|d| d.entries.keys()).collect();
-    if let Some(unknown) = writers.into_iter().find(|w| !digests.contains_key(*w) && !left.contains_key(*w)) {
+    let members: BTreeSet<&NodeId> = digests.keys().map(Origin::node).collect();
+    let writers: BTreeSet<&Origin> = digests.values().flat_map(|d| d.entries.keys()).collect();
+    if let Some(unknown) =
+        writers.into_iter().find(|w| !members.contains(w.node()) && !left.contains_key(w.node()))
+    {
         return Err(Hold::UnknownWriter(unknown.clone()));
     }
     if let Some((member, token)) = left.iter().find(|(_, token)| digests.values().any(|d| !d.covers(token))) {
@@ -96,7 +108,7 @@ impl Inner {
             .collect();
         let own = self.store.digest().await?;
         let left = left_members(&membership);
-        match collection_horizon((self.store.node_id(), &own), &peers, &left) {
+        match collection_horizon((self.store.origin(), &own), &peers, &left) {
             Ok(horizon) => {
                 let collected = self.store.collect_tombstones(&horizon).await?;
                 if collected > 0 {
@@ -117,24 +129,28 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn o(s: &str) -> Origin {
+        s.parse().unwrap()
+    }
+
     fn vv(entries: &[(&str, u64)]) -> VersionVector {
         let mut v = VersionVector::default();
         for (origin, seq) in entries {
-            v.raise(&id(origin), *seq);
+            v.raise(&o(origin), *seq);
         }
         v
     }
 
     fn peer(port: u16, name: &str, digest: Option<VersionVector>) -> (PeerAddr, Option<PeerDigest>) {
         let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        (addr, digest.map(|digest| PeerDigest { id: id(name), digest }))
+        (addr, digest.map(|digest| PeerDigest { origin: o(name), digest }))
     }
 
     #[test]
     fn tombstones_wait_for_a_digest_of_every_peer() {
         let own = vv(&[("a", 3)]);
         let peers = [peer(7002, "b", Some(vv(&[("a", 3)]))), peer(7003, "c", None)];
-        let hold = collection_horizon((&id("a"), &own), &peers, &BTreeMap::new()).unwrap_err();
+        let hold = collection_horizon((&o("a"), &own), &peers, &BTreeMap::new()).unwrap_err();
         assert_eq!(hold, Hold::NoDigest("127.0.0.1:7003".parse().unwrap()));
     }
 
@@ -142,10 +158,10 @@ mod tests {
     fn tombstones_every_member_has_seen_may_be_collected() {
         let own = vv(&[("a", 3), ("b", 2)]);
         let peers = [peer(7002, "b", Some(vv(&[("a", 3), ("b", 2)])))];
-        let horizon = collection_horizon((&id("a"), &own), &peers, &BTreeMap::new()).unwrap();
+        let horizon = collection_horizon((&o("a"), &own), &peers, &BTreeMap::new()).unwrap();
         assert_eq!(horizon, own);
         let behind = [peer(7002, "b", Some(vv(&[("a", 2), ("b", 2)])))];
-        let hold = collection_horizon((&id("a"), &own), &behind, &BTreeMap::new()).unwrap_err();
+        let hold = collection_horizon((&o("a"), &own), &behind, &BTreeMap::new()).unwrap_err();
         assert_eq!(hold, Hold::NoHorizon, "b has not seen a:3 yet");
     }
 
@@ -153,24 +169,39 @@ mod tests {
     fn a_writer_that_is_neither_a_member_nor_gone_holds_collection_back() {
         let own = vv(&[("a", 3), ("x", 1)]);
         let peers = [peer(7002, "b", Some(vv(&[("a", 3), ("x", 1)])))];
-        let hold = collection_horizon((&id("a"), &own), &peers, &BTreeMap::new()).unwrap_err();
-        assert_eq!(hold, Hold::UnknownWriter(id("x")));
+        let hold = collection_horizon((&o("a"), &own), &peers, &BTreeMap::new()).unwrap_err();
+        assert_eq!(hold, Hold::UnknownWriter(o("x")));
     }
 
     #[test]
     fn a_member_that_left_holds_collection_back_until_its_leaving_is_seen_everywhere() {
-        let left = BTreeMap::from([(id("x"), VersionToken { origin: id("x"), seq: 4 })]);
+        let left = BTreeMap::from([(id("x"), VersionToken { origin: o("x"), seq: 4 })]);
         let own = vv(&[("a", 3), ("x", 4)]);
         let behind = [peer(7002, "b", Some(vv(&[("a", 3), ("x", 3)])))];
-        let hold = collection_horizon((&id("a"), &own), &behind, &left).unwrap_err();
+        let hold = collection_horizon((&o("a"), &own), &behind, &left).unwrap_err();
         assert!(matches!(hold, Hold::LeftMemberUnsettled { ref member, .. } if *member == id("x")), "{hold}");
         let settled = [peer(7002, "b", Some(vv(&[("a", 3), ("x", 4)])))];
-        assert_eq!(collection_horizon((&id("a"), &own), &settled, &left), Ok(vv(&[("a", 3), ("x", 4)])));
+        assert_eq!(collection_horizon((&o("a"), &own), &settled, &left), Ok(vv(&[("a", 3), ("x", 4)])));
+    }
+
+    #[test]
+    fn a_member_restarted_on_an_empty_disk_is_read_through_its_new_origin() {
+        let (old, new) = ("b~00000000000000aa", "b~00000000000000bb");
+        let own = vv(&[("a", 3), (old, 2)]);
+        // b's old incarnation is no unknown writer: b is a member, now writing as `new`.
+        let catching_up = [peer(7002, new, Some(vv(&[("a", 3)])))];
+        let hold = collection_horizon((&o("a"), &own), &catching_up, &BTreeMap::new()).unwrap_err();
+        assert_eq!(hold, Hold::NoHorizon, "b's new store has not seen its old writes yet");
+        let caught_up = [peer(7002, new, Some(vv(&[("a", 3), (old, 2), (new, 1)])))];
+        let hold = collection_horizon((&o("a"), &own), &caught_up, &BTreeMap::new()).unwrap_err();
+        assert_eq!(hold, Hold::NoHorizon, "a has not seen b's first new write");
+        let own = vv(&[("a", 3), (old, 2), (new, 1)]);
+        assert_eq!(collection_horizon((&o("a"), &own), &caught_up, &BTreeMap::new()), Ok(own.clone()));
     }
 
     #[test]
     fn a_lone_node_collects_what_it_has_seen() {
         let own = vv(&[("a", 3)]);
-        assert_eq!(collection_horizon((&id("a"), &own), &[], &BTreeMap::new()), Ok(own.clone()));
+        assert_eq!(collection_horizon((&o("a"), &own), &[], &BTreeMap::new()), Ok(own.clone()));
     }
 }

@@ -16,10 +16,12 @@
 //!   if the peer table holds a digest of every current peer (each exchange notes
 //!   the digest the peer shows), the store collects with the
 //!   [`tombstone_horizon`](crate::horizon::tombstone_horizon) of those digests and
-//!   its own. A member that cannot be
-//!   reached, a seed that never answers, or a writer whose writes are known here
-//!   but that is neither such a member nor recorded as having left, holds
-//!   collection back. A peer whose
+//!   its own, each digest read as its member's through the origin the member's
+//!   store writes under now (every message names it). A member that cannot be
+//!   reached, a seed that never answers, or an origin whose writes are known here
+//!   but whose node is neither such a member nor recorded as having left, holds
+//!   collection back, and so do the writes of a retired origin (a store lost
+//!   with its disk) until every member has seen the same of them. A peer whose
 //!   digest is below the store's tombstone floor (it was not a member then, or
 //!   lost its state) pulls a snapshot instead of a delta, so a deleted key never
 //!   comes back.
@@ -167,7 +169,7 @@ impl AntiEntropyBuilder {
         let (stop, _) = watch::channel(false);
         let peers = PeerTable::new();
         peers.set_known(&seeds);
-        let handshake = Handshake::new(self.cluster.clone(), self.store.node_id().clone(), self.hlc.clone())
+        let handshake = Handshake::new(self.cluster.clone(), self.store.origin().clone(), self.hlc.clone())
             .with_addr(self_addr.clone())
             .with_peer_table(peers.clone());
         let attach = AttachToken(
@@ -266,10 +268,10 @@ impl AntiEntropy {
     /// Exchanges state once with every peer it knows (seeds and members), all at
     /// once, each exchange bounded by `each`, and returns how many peers answered.
     ///
-    /// A node calls this before its first write after a start: learning what every
-    /// reachable peer holds, its own earlier writes included, keeps a node whose
-    /// store was lost from numbering new writes with sequence numbers its peers
-    /// already hold.
+    /// A node calls this before its first write after a start, so that it serves
+    /// the cluster's state, not an empty or stale copy, and its first stamps
+    /// follow everything its peers hold. (Sequence numbers need no such care: a
+    /// store created empty writes under a new [`Origin`](crate::Origin).)
     ///
     /// # Errors
     ///

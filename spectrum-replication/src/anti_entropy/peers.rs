@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn left_members_are_listed_with_the_write_that_recorded_their_leaving() {
-        let token = |seq| VersionToken { origin: id("n1"), seq };
+        let token = |seq| VersionToken { origin: id("n1").into(), seq };
         let members = [
             Recorded { member: member("n3", 7003, MemberState::Active), token: token(1) },
             Recorded { member: member("n4", 7004, MemberState::Left), token: token(2) },

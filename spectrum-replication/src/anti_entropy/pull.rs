@@ -102,7 +102,7 @@ impl Inner {
             let peer = self.check_answer(addr, resp.header)?;
             let records = records_from_wire(resp.records).map_err(|e| malformed(addr, e))?;
             theirs = vv_from_wire(resp.digest, "digest").map_err(|e| malformed(addr, e))?;
-            self.peers.note_digest(addr, &peer.node_id, &theirs);
+            self.peers.note_digest(addr, &peer.origin, &theirs);
             pulled += records.len();
             if !resp.snapshot {
                 if snapshot.take().is_some() {

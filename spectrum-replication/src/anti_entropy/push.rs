@@ -63,7 +63,7 @@ impl Inner {
             let resp = client.push(req).await.map_err(|s| self.failed_call(addr, &s))?.into_inner();
             let peer = self.check_answer(addr, resp.header)?;
             theirs = vv_from_wire(resp.digest, "digest").map_err(|e| malformed(addr, e))?;
-            self.peers.note_digest(addr, &peer.node_id, &theirs);
+            self.peers.note_digest(addr, &peer.origin, &theirs);
         }
         Ok(theirs)
     }

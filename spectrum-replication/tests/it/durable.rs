@@ -8,13 +8,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use spectrum_core::{Hlc, ManualClock, NodeId, Timestamp};
-use spectrum_replication::{ConfigStore, Record, RedbStore, StoreError, VersionVector, WriteBatch};
+use spectrum_replication::{ConfigStore, Origin, Record, RedbStore, StoreError, VersionVector, WriteBatch};
 
 /// Selects the child mode of [`kill_9_child_writer`]: the store file to write to.
 const CHILD_ENV: &str = "SPECTRUM_REPLICATION_KILL9_CHILD_PATH";
 
 fn node(id: &str) -> NodeId {
     NodeId::new(id).unwrap()
+}
+
+fn origin(text: &str) -> Origin {
+    text.parse().unwrap()
 }
 
 fn clock_at(ms: u64) -> Arc<Hlc> {
@@ -30,7 +34,7 @@ fn remote(key: &str, origin: &str, seq: u64, wall_ms: u64) -> Record {
         key: key.into(),
         value: Some(Bytes::from_static(b"theirs")),
         stamp: Timestamp::new(wall_ms, 0),
-        origin: node(origin),
+        origin: self::origin(origin),
         seq,
     }
 }
@@ -47,9 +51,10 @@ async fn a_reopened_store_keeps_every_write_its_digest_tombstones_and_clock_floo
     s.merge(vec![remote("near", "peer", 1, 9_000_000)], &VersionVector::default()).await.unwrap();
     s.apply(WriteBatch::new().delete("gone")).await.unwrap();
     let mut horizon = VersionVector::default();
-    horizon.raise(&node("n1"), 4);
+    horizon.raise(s.origin(), 4);
     assert_eq!(s.collect_tombstones(&horizon).await.unwrap(), 2);
     let before = (s.scan("").await.unwrap(), s.digest().await.unwrap(), s.snapshot().await.unwrap());
+    let written_as = s.origin().clone();
     let last_stamp = s.hlc().last();
     drop(s);
 
@@ -57,6 +62,7 @@ async fn a_reopened_store_keeps_every_write_its_digest_tombstones_and_clock_floo
     let hlc = clock_at(1_000);
     let s = open(&path, "n1", hlc.clone());
     assert!(hlc.last() >= last_stamp, "the clock floor survives: {} < {}", hlc.last(), last_stamp);
+    assert_eq!(*s.origin(), written_as, "the store keeps its origin");
     let after = (s.scan("").await.unwrap(), s.digest().await.unwrap(), s.snapshot().await.unwrap());
     assert_eq!(before.0, after.0, "every record, tombstones included");
     assert_eq!(before.1, after.1, "the digest");
@@ -70,9 +76,9 @@ async fn a_reopened_store_keeps_every_write_its_digest_tombstones_and_clock_floo
     );
 
     // The pending b:3 is still pending: b:2 completes the run.
-    assert_eq!(s.digest().await.unwrap().get(&node("peer")), 1);
+    assert_eq!(s.digest().await.unwrap().get(&origin("peer")), 1);
     s.merge(vec![remote("mid", "peer", 2, 5_000_050)], &VersionVector::default()).await.unwrap();
-    assert_eq!(s.digest().await.unwrap().get(&node("peer")), 3, "pending sequence numbers survive");
+    assert_eq!(s.digest().await.unwrap().get(&origin("peer")), 3, "pending sequence numbers survive");
 
     let w = s.apply(WriteBatch::new().put("a", "back")).await.unwrap();
     assert_eq!(w[0].seq, 5, "sequence numbers continue");
@@ -96,7 +102,7 @@ async fn a_batch_is_all_or_nothing_across_a_restart() {
     let s = open(&path, "n1", clock_at(1_000));
     assert!(s.get("x").await.unwrap().is_none(), "the rejected batch left nothing");
     assert_eq!(s.scan("k/").await.unwrap().len(), 50, "the whole batch is there");
-    assert_eq!(s.digest().await.unwrap().get(&node("n1")), 50);
+    assert_eq!(s.digest().await.unwrap().get(s.origin()), 50);
 }
 
 #[tokio::test]
@@ -207,7 +213,7 @@ fn acknowledged_writes_survive_kill_9() {
             assert!(rec.is_some(), "acknowledged write {i} of {acked} is missing after kill -9");
         }
         assert!(stored.len() as u64 > acked);
-        let digest = s.digest().await.unwrap().get(&node("victim"));
+        let digest = s.digest().await.unwrap().get(s.origin());
         assert!(digest >= 2 * (acked + 1), "digest {digest} lost acknowledged writes");
         // The store carries on numbering after whatever made it to disk.
         let w = s.apply(WriteBatch::new().put("after", "restart")).await.unwrap();

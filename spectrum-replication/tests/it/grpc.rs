@@ -437,10 +437,10 @@ async fn any_value(nodes: &[&TestNode], key: &str) -> bool {
 /// Waits until every other node knows a digest of `node` covering everything
 /// `writer` has written.
 async fn every_node_has_seen_a_digest_of(nodes: &[TestNode], node: &TestNode, writer: &TestNode) {
-    let want = writer.store.digest().await.unwrap().get(writer.store.node_id());
+    let want = writer.store.digest().await.unwrap().get(writer.store.origin());
     for n in nodes.iter().filter(|n| n.addr != node.addr) {
         eventually("a digest of the node covering the writes", || async {
-            n.ae.peer_table().digest(&node.addr).is_some_and(|d| d.digest.get(writer.store.node_id()) >= want)
+            n.ae.peer_table().digest(&node.addr).is_some_and(|d| d.digest.get(writer.store.origin()) >= want)
         })
         .await;
     }

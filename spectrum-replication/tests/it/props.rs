@@ -50,7 +50,7 @@ fn universe() -> impl Strategy<Value = Vec<Record>> {
                             key: format!("k{key}"),
                             value: value.map(|v| Bytes::from(vec![v])),
                             stamp: Timestamp::new(wall, 0),
-                            origin: NodeId::new(origin).unwrap(),
+                            origin: origin.parse().unwrap(),
                             seq: i as u64 + 1,
                         }
                     })
@@ -307,7 +307,7 @@ async fn collection_matches_the_model(ops: &[GcOp], heal_budget: usize) -> Resul
             GcOp::Collect { node } => {
                 let mut digests = BTreeMap::new();
                 for n in &nodes {
-                    digests.insert(n.node_id().clone(), n.digest().await.unwrap());
+                    digests.insert(n.origin().clone(), n.digest().await.unwrap());
                 }
                 if let Some(h) = tombstone_horizon(&digests) {
                     nodes[*node].collect_tombstones(&h).await.unwrap();
