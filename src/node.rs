@@ -417,7 +417,11 @@ impl NodeBuilder {
         let admin = Admin::new(ctx.clone(), replicator.clone(), addr.clone(), self.write_timeout)
             .channels(channels.clone())
             .ready_flag(ready.clone())
-            .clock_fence(Arc::new(move || fence.clock_fence()));
+            .clock_fence(Arc::new(move || fence.clock_fence()))
+            .store_fault({
+                let readiness = readiness.clone();
+                Arc::new(move || readiness.store_error())
+            });
         let mut routes = RoutesBuilder::default();
         routes
             .add_service(health_service)

@@ -90,6 +90,15 @@ pub enum AdminError {
         /// This node.
         node: NodeId,
     },
+    /// This node's copy may be behind the cluster's (its store cannot write, so it
+    /// misses what its peers send): it refuses reads rather than answer stale.
+    #[error("{node} may be behind the cluster ({reason}); read through another node or the balancer")]
+    Stale {
+        /// This node.
+        node: NodeId,
+        /// Why its copy may be behind.
+        reason: String,
+    },
     /// This node's clock is off from its peers by more than the maximum offset:
     /// it refuses writes until its clock is right (write through another node).
     #[error("{node} refuses writes: {reason}; fix its clock (NTP) or write through another node")]

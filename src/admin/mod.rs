@@ -58,6 +58,8 @@ pub struct Admin {
     ready: Arc<AtomicBool>,
     /// Why this node's clock is fenced, if it is (writes are refused then).
     clock_fence: Option<ClockFence>,
+    /// Why this node's store cannot write, if it cannot (reads are refused then).
+    store_fault: Option<StoreFault>,
     /// Numbers this node's audit records (the `<n>` of their keys).
     audit_seq: Arc<AtomicU64>,
     audit_retained: usize,
@@ -66,6 +68,10 @@ pub struct Admin {
 /// Says why this node's clock is fenced ([`ClockCheck::fenced`](spectrum_replication::ClockCheck::fenced)),
 /// or `None` while it is in bounds.
 pub type ClockFence = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// Says why this node's store cannot write, if it cannot (a full disk, an I/O
+/// error): see [`Admin::store_fault`].
+pub type StoreFault = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// Now, in ms since the Unix epoch.
 fn now_ms() -> u64 {
@@ -102,6 +108,7 @@ impl Admin {
             channels: Arc::new(ChannelCache::new(TransportConfig::default())),
             ready: Arc::new(AtomicBool::new(true)),
             clock_fence: None,
+            store_fault: None,
             audit_seq: Arc::new(AtomicU64::new(0)),
             audit_retained: DEFAULT_AUDIT_RETENTION,
         }
@@ -128,6 +135,14 @@ impl Admin {
     /// node's clock is off from its peers. Default: never fenced.
     pub fn clock_fence(mut self, fence: ClockFence) -> Self {
         self.clock_fence = Some(fence);
+        self
+    }
+
+    /// Refuses reads ([`AdminError::Stale`]) while `fault` says why this node's
+    /// store cannot write: it then misses what its peers send, and its answers
+    /// could be stale. Default: never.
+    pub fn store_fault(mut self, fault: StoreFault) -> Self {
+        self.store_fault = Some(fault);
         self
     }
 
@@ -192,7 +207,17 @@ impl Admin {
     }
 
     /// Waits (bounded by [`READ_YOUR_WRITES_WAIT`]) until this node holds `after`.
+    /// Every read goes through here: a node catching up, or whose store cannot
+    /// write, refuses ([`AdminError::CatchingUp`], [`AdminError::Stale`]) rather
+    /// than answer from a copy that may be behind.
     async fn wait_for(&self, after: &ReadAfter) -> Result<(), AdminError> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(AdminError::CatchingUp { node: self.ctx.id.clone() });
+        }
+        if let Some(reason) = self.store_fault.as_ref().and_then(|fault| fault()) {
+            let reason = format!("its store cannot write: {reason}");
+            return Err(AdminError::Stale { node: self.ctx.id.clone(), reason });
+        }
         let ReadAfter::Version(token) = after else { return Ok(()) };
         let deadline = Instant::now() + READ_YOUR_WRITES_WAIT;
         let mut feed = self.ctx.store.subscribe();

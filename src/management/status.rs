@@ -46,9 +46,10 @@ impl From<AdminError> for Status {
             | AdminError::ClockFenced { .. }
             | AdminError::MemberLeft { .. }
             | AdminError::UserRevoked { .. } => Status::failed_precondition(message),
-            AdminError::CatchingUp { .. } | AdminError::NotCaughtUp { .. } | AdminError::Replication(_) => {
-                Status::unavailable(message)
-            }
+            AdminError::CatchingUp { .. }
+            | AdminError::Stale { .. }
+            | AdminError::NotCaughtUp { .. }
+            | AdminError::Replication(_) => Status::unavailable(message),
             AdminError::AckTimeout { .. } => Status::deadline_exceeded(message),
             _ => Status::internal(message),
         }

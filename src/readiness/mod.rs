@@ -153,6 +153,11 @@ impl Readiness {
         check.fenced().then(|| check.to_string())
     }
 
+    /// Why the store last failed to write, while it cannot write.
+    pub fn store_error(&self) -> Option<String> {
+        self.store_error.lock().clone()
+    }
+
     /// Whether the node should be sent requests.
     pub fn is_ready(&self) -> bool {
         self.report().ready
