@@ -185,9 +185,13 @@ pub struct BackendEntry {
 /// max_attempts = 3
 /// budget_ratio = 0.2
 /// budget_min_per_second = 10
+/// max_connections = 10000            # client connections open at once
+/// max_concurrent_streams = 256         # requests in flight per HTTP/2 connection
 /// [timeouts]
 /// connect_ms = 1000
 /// request_ms = 30000
+/// header_read_ms = 10000               # a client's request headers (HTTP/1.1)
+/// idle_ms = 60000                      # a client connection with nothing in flight
 /// [[nodes]]
 /// id = "node-1"
 /// addr = "127.0.0.1:7101"
@@ -221,6 +225,14 @@ pub struct BalancerFileConfig {
     /// Default: no limit.
     #[serde(default)]
     pub max_request_body: Option<u64>,
+    /// Most client connections open at once; beyond it the balancer accepts no
+    /// more until one closes (default 10,000).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Most requests in flight on one HTTP/2 client connection (default 256);
+    /// more are refused with `REFUSED_STREAM`.
+    #[serde(default)]
+    pub max_concurrent_streams: Option<u32>,
     /// The balancing strategy and its parameters. Default: round robin.
     #[serde(default)]
     pub strategy: Option<StrategyFile>,
@@ -300,6 +312,42 @@ pub struct TimeoutsFile {
     /// Longest a health check may take (default as the library's).
     #[serde(default)]
     pub health_ms: Option<u64>,
+    /// Longest a client may take to send a request's headers (HTTP/1.1; default
+    /// 10000): a connection with half a request line is closed after it.
+    #[serde(default)]
+    pub header_read_ms: Option<u64>,
+    /// A client connection with no request in flight for this long is closed
+    /// (default 60000).
+    #[serde(default)]
+    pub idle_ms: Option<u64>,
+}
+
+impl TimeoutsFile {
+    /// Sets the timeouts the file names on `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Config`] naming a timeout of 0 (`timeouts.connect_ms`, …).
+    fn apply(&self, config: &mut BalancerConfig) -> Result<(), NodeError> {
+        for (field, ms) in [
+            ("timeouts.connect_ms", self.connect_ms),
+            ("timeouts.request_ms", self.request_ms),
+            ("timeouts.health_ms", self.health_ms),
+            ("timeouts.header_read_ms", self.header_read_ms),
+            ("timeouts.idle_ms", self.idle_ms),
+        ] {
+            if ms == Some(0) {
+                return Err(NodeError::Config { field, reason: "must be at least 1 ms".into() });
+            }
+        }
+        let or = |ms: Option<u64>, default: Duration| ms.map_or(default, Duration::from_millis);
+        config.connect_timeout = or(self.connect_ms, config.connect_timeout);
+        config.request_timeout = self.request_ms.map(Duration::from_millis).or(config.request_timeout);
+        config.health_timeout = or(self.health_ms, config.health_timeout);
+        config.header_read_timeout = or(self.header_read_ms, config.header_read_timeout);
+        config.idle_timeout = or(self.idle_ms, config.idle_timeout);
+        Ok(())
+    }
 }
 
 /// The `hash_key` that routes by the client's IP address.
@@ -369,13 +417,10 @@ impl BalancerFileConfig {
                 retry.budget_min_per_second.unwrap_or(config.retry_budget.min_per_second);
         }
         if let Some(t) = &self.timeouts {
-            if t.connect_ms == Some(0) || t.request_ms == Some(0) || t.health_ms == Some(0) {
-                return Err(invalid("timeouts", "every timeout must be at least 1 ms"));
-            }
-            config.connect_timeout = t.connect_ms.map_or(config.connect_timeout, Duration::from_millis);
-            config.request_timeout = t.request_ms.map(Duration::from_millis).or(config.request_timeout);
-            config.health_timeout = t.health_ms.map_or(config.health_timeout, Duration::from_millis);
+            t.apply(&mut config)?;
         }
+        config.max_connections = self.max_connections.unwrap_or(config.max_connections);
+        config.max_concurrent_streams = self.max_concurrent_streams.unwrap_or(config.max_concurrent_streams);
         let spec = self.strategy_spec()?;
         match spec.hash_key() {
             Some(HashKey::Header(name)) => config.affinity_header = Some(name.clone()),
@@ -599,11 +644,25 @@ mod tests {
             ("[retry]\nidempotent = [\"no-slash\"]", "retry.idempotent"),
             ("[retry]\nmax_attempts = 0", "max_attempts"),
             ("[retry]\nbudget_ratio = 2.0", "retry_budget.ratio"),
-            ("[timeouts]\nconnect_ms = 0", "timeouts"),
+            ("[timeouts]\nconnect_ms = 0", "timeouts.connect_ms"),
+            ("[timeouts]\nidle_ms = 0", "timeouts.idle_ms"),
+            ("max_concurrent_streams = 0", "max_concurrent_streams"),
+            ("max_connections = 0", "max_connections"),
         ] {
             let err = balancer(extra).unwrap().balancer_config().unwrap_err().to_string();
             assert!(err.contains(field), "{extra}: {err}");
         }
+    }
+
+    #[test]
+    fn connection_limits_and_client_timeouts_come_from_the_file() {
+        let file = "max_connections = 500\nmax_concurrent_streams = 32\n[timeouts]\nheader_read_ms = 2000\nidle_ms = 15000";
+        let (config, _) = balancer(file).unwrap().balancer_config().unwrap();
+        assert_eq!((config.max_connections, config.max_concurrent_streams), (500, 32));
+        assert_eq!(config.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(config.idle_timeout, Duration::from_secs(15));
+        let (defaults, _) = balancer("").unwrap().balancer_config().unwrap();
+        assert_eq!(defaults.max_concurrent_streams, BalancerConfig::default().max_concurrent_streams);
     }
 
     #[test]

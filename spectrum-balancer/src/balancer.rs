@@ -362,6 +362,7 @@ struct ConnectionLimits {
     header_read_timeout: Duration,
     idle_timeout: Duration,
     max_connections: usize,
+    max_concurrent_streams: u32,
     grace: Duration,
 }
 
@@ -371,6 +372,7 @@ impl ConnectionLimits {
             header_read_timeout: config.header_read_timeout,
             idle_timeout: config.idle_timeout,
             max_connections: config.max_connections,
+            max_concurrent_streams: config.max_concurrent_streams,
             grace: config.shutdown_grace,
         }
     }
@@ -390,7 +392,7 @@ async fn accept_loop(
 ) {
     let mut server = auto::Builder::new(TokioExecutor::new());
     server.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    server.http2().timer(TokioTimer::new());
+    server.http2().timer(TokioTimer::new()).max_concurrent_streams(limits.max_concurrent_streams);
     let server = Arc::new(server);
     let mut connections = JoinSet::new();
     let mut backoff = Duration::ZERO;

@@ -156,6 +156,12 @@ pub struct BalancerConfig {
     /// to close before accepting another (the kernel's backlog holds the rest), so
     /// a flood of connections cannot exhaust its file descriptors. Default 10,000.
     pub max_connections: usize,
+    /// Most requests in flight at once on one HTTP/2 client connection (the
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` the balancer announces; a client that
+    /// opens more has them refused with `REFUSED_STREAM`, which it may retry), so
+    /// one connection cannot claim an unbounded share of the balancer. Default 256
+    /// (HAProxy's `tune.h2.max-concurrent-streams` is 100).
+    pub max_concurrent_streams: u32,
 }
 
 /// The default of [`BalancerConfig::internal_paths`]: every service of the
@@ -292,6 +298,7 @@ impl Default for BalancerConfig {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            max_concurrent_streams: 256,
             tls: None,
             upstream_tls: None,
         }
@@ -335,6 +342,9 @@ impl BalancerConfig {
         }
         if self.internal_paths.iter().any(|p| !p.starts_with('/')) {
             return invalid("internal_paths", "every prefix must start with '/'");
+        }
+        if self.max_concurrent_streams == 0 {
+            return invalid("max_concurrent_streams", "must be at least 1");
         }
         if self.header_read_timeout.is_zero() {
             return invalid("header_read_timeout", "must be greater than zero");

@@ -115,3 +115,39 @@ async fn clients_that_never_read_a_large_stream_do_not_stall_others_on_that_node
     drop(stuck);
     balancer.shutdown().await;
 }
+
+/// The settings the server's first SETTINGS frame announces, after an HTTP/2
+/// client preface sent on `stream`: `(identifier, value)` pairs.
+async fn server_settings(stream: &mut TcpStream) -> Vec<(u16, u32)> {
+    // Preface, then an empty SETTINGS frame (length 0, type 4, no flags, stream 0).
+    stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+    let read = async {
+        loop {
+            let mut header = [0u8; 9];
+            stream.read_exact(&mut header).await.unwrap();
+            let len = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+            let mut payload = vec![0u8; len];
+            stream.read_exact(&mut payload).await.unwrap();
+            // A SETTINGS frame that is not an acknowledgement.
+            if header[3] == 4 && header[4] & 1 == 0 {
+                return payload
+                    .chunks_exact(6)
+                    .map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]])))
+                    .collect();
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read).await.expect("the server sent its SETTINGS")
+}
+
+#[tokio::test]
+async fn an_h2_client_connection_is_told_how_many_streams_it_may_open() {
+    const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
+    let nodes = start_nodes(1).await;
+    let config = BalancerConfig { max_concurrent_streams: 7, ..fast_config() };
+    let balancer = balancer_with(config, &nodes, None).await;
+    let mut stream = TcpStream::connect(balancer.local_addr()).await.unwrap();
+    let settings = server_settings(&mut stream).await;
+    assert!(settings.contains(&(SETTINGS_MAX_CONCURRENT_STREAMS, 7)), "{settings:?}");
+    balancer.shutdown().await;
+}
