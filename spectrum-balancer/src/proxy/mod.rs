@@ -48,6 +48,7 @@ const HOP_BY_HOP: [&str; 5] =
 
 /// The header that lists the clients a request came through.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// The request handler shared by every client connection. The strategy comes with
 /// each request's snapshot of the pool, so it can be swapped while serving.
@@ -138,11 +139,36 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Prepares a client's request headers for a backend: no hop-by-hop headers, the
 /// client's `host` (or, over HTTP/2, its `:authority`) moved to `x-forwarded-host`
-/// (the URI authority names the backend), and the client address appended to
-/// `x-forwarded-for`.
-pub(crate) fn forward_headers(headers: &mut HeaderMap, authority: Option<&Authority>, client: SocketAddr) {
+/// (the URI authority names the backend), the client address appended to
+/// `x-forwarded-for`, and `x-forwarded-proto` set to how the client reached the
+/// balancer (`https` when it terminates TLS; a client's own value is replaced,
+/// so none can claim TLS it did not use).
+pub(crate) fn forward_headers(
+    headers: &mut HeaderMap,
+    authority: Option<&Authority>,
+    client: SocketAddr,
+    proto: ClientProto,
+) {
     strip_hop_by_hop(headers);
-    add_forwarding(headers, authority, client);
+    add_forwarding(headers, authority, client, proto);
+}
+
+/// How clients reach the balancer: the value of `x-forwarded-proto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientProto {
+    /// Plaintext (HTTP/1.1 or h2c).
+    Http,
+    /// TLS terminated by the balancer.
+    Https,
+}
+
+impl ClientProto {
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        })
+    }
 }
 
 /// Whether headers received over this HTTP version may hold hop-by-hop headers.
@@ -155,7 +181,13 @@ fn may_hold_hop_by_hop(version: Version) -> bool {
 }
 
 /// [`forward_headers`] without the hop-by-hop stripping.
-fn add_forwarding(headers: &mut HeaderMap, authority: Option<&Authority>, client: SocketAddr) {
+fn add_forwarding(
+    headers: &mut HeaderMap,
+    authority: Option<&Authority>,
+    client: SocketAddr,
+    proto: ClientProto,
+) {
+    headers.insert(X_FORWARDED_PROTO, proto.header());
     let host = headers
         .remove(header::HOST)
         .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
@@ -344,10 +376,11 @@ impl Proxy {
             return Err(Box::new(too_large(grpc)));
         }
         let retriable = is_safe(&method) || config.idempotent.iter().any(|m| m.matches(pq.path()));
+        let proto = if config.tls.is_some() { ClientProto::Https } else { ClientProto::Http };
         if may_hold_hop_by_hop(client_version) {
-            forward_headers(&mut parts.headers, parts.uri.authority(), client);
+            forward_headers(&mut parts.headers, parts.uri.authority(), client, proto);
         } else {
-            add_forwarding(&mut parts.headers, parts.uri.authority(), client);
+            add_forwarding(&mut parts.headers, parts.uri.authority(), client, proto);
         }
         parts.version = Version::HTTP_2;
         let body =
@@ -449,11 +482,11 @@ mod tests {
         let client: SocketAddr = "10.0.0.7:5000".parse().unwrap();
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("lb.example:80"));
-        forward_headers(&mut h, None, client);
+        forward_headers(&mut h, None, client, ClientProto::Http);
         assert_eq!(h["x-forwarded-for"], "10.0.0.7");
         assert_eq!(h["x-forwarded-host"], "lb.example:80");
         assert!(h.get("host").is_none());
-        forward_headers(&mut h, None, "10.0.0.8:1".parse().unwrap());
+        forward_headers(&mut h, None, "10.0.0.8:1".parse().unwrap(), ClientProto::Http);
         assert_eq!(h["x-forwarded-for"], "10.0.0.7, 10.0.0.8");
     }
 
@@ -463,7 +496,7 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.append("x-forwarded-for", HeaderValue::from_static(" 10.0.0.2 "));
         h.append("x-forwarded-for", HeaderValue::from_static(""));
-        forward_headers(&mut h, None, "127.0.0.1:9".parse().unwrap());
+        forward_headers(&mut h, None, "127.0.0.1:9".parse().unwrap(), ClientProto::Http);
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
     }
@@ -472,8 +505,17 @@ mod tests {
     fn an_http2_authority_becomes_x_forwarded_host() {
         let mut h = HeaderMap::new();
         let authority: Authority = "lb.example:443".parse().unwrap();
-        add_forwarding(&mut h, Some(&authority), "127.0.0.1:9".parse().unwrap());
+        add_forwarding(&mut h, Some(&authority), "127.0.0.1:9".parse().unwrap(), ClientProto::Https);
         assert_eq!(h["x-forwarded-host"], "lb.example:443");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn x_forwarded_proto_says_how_the_client_came_whatever_the_client_claims() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        forward_headers(&mut h, None, "127.0.0.1:9".parse().unwrap(), ClientProto::Http);
+        assert_eq!(h.get_all("x-forwarded-proto").iter().collect::<Vec<_>>(), ["http"]);
     }
 
     #[test]
