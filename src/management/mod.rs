@@ -34,6 +34,7 @@
 //! ([`Admin::audit`]). Calls refused as `UNAUTHENTICATED` are not recorded (no
 //! one to name, and strangers must not be able to fill the log).
 
+mod policy;
 mod rpc;
 mod status;
 
@@ -46,11 +47,12 @@ use tracing::instrument;
 pub use crate::admin::{PEER_CHECK_TIMEOUT, READ_YOUR_WRITES_WAIT};
 pub use crate::auth::BearerAuth;
 pub use crate::pb::proto;
+pub(crate) use policy::{Policy, definition_name, license_name};
 pub use rpc::Rpc;
 
-use crate::admin::{Admin, AuditOutcome};
+use crate::admin::Admin;
 use crate::auth::{Caller, Token};
-use crate::model::{AuditQuery, ImportReport, ReadAfter};
+use crate::model::{AuditQuery, ReadAfter};
 use crate::pb::{ack_from_wire, role_from_wire};
 use proto::management_server::Management;
 
@@ -58,80 +60,19 @@ use proto::management_server::Management;
 #[derive(Debug, Clone)]
 pub struct ManagementService {
     admin: Admin,
+    policy: Policy,
 }
 
 impl ManagementService {
     /// The service over `admin`.
     pub fn new(admin: Admin) -> Self {
-        Self { admin }
+        Self { policy: Policy::new(admin.clone()), admin }
     }
 
     /// Identifies the caller and checks its role for `rpc`; a refused write is
     /// audited, on `target`.
     async fn authorize<T>(&self, request: &Request<T>, rpc: Rpc, target: &str) -> Result<Caller, Status> {
-        let caller = rpc::caller(request)?;
-        if let Err(denied) = rpc.check(&caller) {
-            if rpc.is_write() {
-                self.audited::<()>(&caller, rpc, target, Err(denied.clone())).await.ok();
-            }
-            return Err(denied);
-        }
-        Ok(caller)
-    }
-
-    /// Runs the write `rpc` on `target`: its audit record of success goes into the
-    /// write's own batch (one commit), and a failure is recorded on its own.
-    async fn audited_op<T>(
-        &self,
-        caller: &Caller,
-        rpc: Rpc,
-        target: &str,
-        op: impl std::future::Future<Output = Result<T, Status>>,
-    ) -> Result<T, Status> {
-        let (result, recorded) = crate::admin::with_pending(caller, rpc.name(), target, op).await;
-        if recorded && result.is_ok() {
-            return result;
-        }
-        self.audited(caller, rpc, target, result).await
-    }
-
-    /// Records the write `rpc` on `target` and how it ended, then passes `result` on.
-    async fn audited<T>(
-        &self,
-        caller: &Caller,
-        rpc: Rpc,
-        target: &str,
-        result: Result<T, Status>,
-    ) -> Result<T, Status> {
-        let outcome = match &result {
-            Ok(_) => AuditOutcome::Ok,
-            Err(s) => {
-                AuditOutcome::Failed { code: format!("{:?}", s.code()), message: s.message().to_owned() }
-            }
-        };
-        self.admin.audit(caller, rpc.name(), target, outcome).await;
-        result
-    }
-
-    /// An import's result, audited (naming what it added and changed) unless it
-    /// was a dry run, which writes nothing.
-    async fn audited_import(
-        &self,
-        caller: &Caller,
-        rpc: Rpc,
-        dry_run: bool,
-        done: Result<ImportReport, Status>,
-    ) -> Result<ImportReport, Status> {
-        if dry_run {
-            return done;
-        }
-        let target = match &done {
-            Ok(report) => {
-                [&report.plan.add[..], &report.plan.change[..]].concat().join(",").chars().take(256).collect()
-            }
-            Err(_) => String::new(),
-        };
-        self.audited(caller, rpc, &target, done).await
+        self.policy.authorize(rpc::caller(request)?, rpc, target).await
     }
 
     /// The generated tonic server for this service, with `max_message_bytes` as its
@@ -180,6 +121,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::Put, &target).await?;
         let req = request.into_inner();
         let write = self
+            .policy
             .audited_op(&caller, Rpc::Put, &target, async {
                 match ack(req.ack) {
                     Ok(level) => {
@@ -201,6 +143,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::Delete, &target).await?;
         let req = request.into_inner();
         let write = self
+            .policy
             .audited_op(&caller, Rpc::Delete, &target, async {
                 Ok(self.admin.delete(&req.key, ack(req.ack)?).await?)
             })
@@ -238,6 +181,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::SetLicense, &target).await?;
         let req = request.into_inner();
         let done = self
+            .policy
             .audited_op(&caller, Rpc::SetLicense, &target, async {
                 Ok(self.admin.set_license(&req.name, Bytes::from(req.license), ack(req.ack)?).await?)
             })
@@ -270,6 +214,7 @@ impl Management for ManagementService {
         let req = request.into_inner();
         let definition = Bytes::from(req.definition);
         let write = self
+            .policy
             .audited_op(&caller, Rpc::CreateDataflow, &target, async {
                 Ok(self.admin.create_dataflow(&req.name, definition, req.replace, ack(req.ack)?).await?)
             })
@@ -309,6 +254,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::DeleteDataflow, &target).await?;
         let req = request.into_inner();
         let write = self
+            .policy
             .audited_op(&caller, Rpc::DeleteDataflow, &target, async {
                 Ok(self.admin.delete_dataflow(&req.name, ack(req.ack)?).await?)
             })
@@ -325,6 +271,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::CreateResource, &target).await?;
         let req = request.into_inner();
         let done = self
+            .policy
             .audited_op(&caller, Rpc::CreateResource, &target, async {
                 Ok(self.admin.create_resource(&req.definition, req.replace, ack(req.ack)?).await?)
             })
@@ -367,6 +314,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::DeleteResource, &target).await?;
         let req = request.into_inner();
         let write = self
+            .policy
             .audited_op(&caller, Rpc::DeleteResource, &target, async {
                 Ok(self.admin.delete_resource(&req.name, ack(req.ack)?).await?)
             })
@@ -419,7 +367,7 @@ impl Management for ManagementService {
         let req = request.into_inner();
         let done =
             async { Ok(self.admin.import_resources(&req.file, req.dry_run, ack(req.ack)?).await?) }.await;
-        let report = self.audited_import(&caller, Rpc::ImportResources, req.dry_run, done).await?;
+        let report = self.policy.audited_import(&caller, Rpc::ImportResources, req.dry_run, done).await?;
         Ok(Response::new(proto::ImportResourcesResponse {
             plan: Some(report.plan.into()),
             applied: report.applied,
@@ -454,7 +402,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::ImportConfig, "").await?;
         let req = request.into_inner();
         let done = async { Ok(self.admin.import_config(&req.file, req.dry_run, ack(req.ack)?).await?) }.await;
-        let report = self.audited_import(&caller, Rpc::ImportConfig, req.dry_run, done).await?;
+        let report = self.policy.audited_import(&caller, Rpc::ImportConfig, req.dry_run, done).await?;
         Ok(Response::new(proto::ImportConfigResponse {
             plan: Some(report.plan.into()),
             applied: report.applied,
@@ -478,6 +426,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, rpc, &target).await?;
         let req = request.into_inner();
         let done = self
+            .policy
             .audited_op(&caller, rpc, &target, async {
                 let state = match proto::NodeState::try_from(req.state) {
                     Ok(proto::NodeState::Active) => MemberState::Active,
@@ -509,6 +458,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::AddUser, &target).await?;
         let req = request.into_inner();
         let added = self
+            .policy
             .audited_op(&caller, Rpc::AddUser, &target, async {
                 let role = role_from_wire(req.role).ok_or_else(|| {
                     Status::invalid_argument(format!(
@@ -542,6 +492,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::RevokeUser, &target).await?;
         let req = request.into_inner();
         let done = self
+            .policy
             .audited_op(&caller, Rpc::RevokeUser, &target, async {
                 Ok(self.admin.revoke_user(&req.name, ack(req.ack)?).await?)
             })
@@ -561,6 +512,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::RotateUser, &target).await?;
         let req = request.into_inner();
         let rotated = self
+            .policy
             .audited_op(&caller, Rpc::RotateUser, &target, async {
                 Ok(self.admin.rotate_user(&req.name, ack(req.ack)?).await?)
             })
@@ -576,6 +528,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::ResealSecrets, "resources").await?;
         let req = request.into_inner();
         let report = self
+            .policy
             .audited_op(&caller, Rpc::ResealSecrets, "resources", async {
                 Ok(self.admin.reseal_secrets(ack(req.ack)?).await?)
             })
@@ -605,20 +558,6 @@ impl Management for ManagementService {
         let entries = log.0.into_iter().map(Into::into).collect();
         Ok(Response::new(proto::ListAuditResponse { entries, served_by: entry_served_by(&self.admin) }))
     }
-}
-
-/// The license name a `SetLicense` writes (`main` when empty).
-fn license_name(name: &str) -> String {
-    if name.is_empty() { "main".to_owned() } else { name.chars().take(128).collect() }
-}
-
-/// The `name` of a resource definition, for the audit log; never anything else
-/// of it (a definition holds secrets).
-fn definition_name(definition: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(definition)
-        .ok()
-        .and_then(|v| v.get("name")?.as_str().map(|n| n.chars().take(128).collect()))
-        .unwrap_or_default()
 }
 
 fn entry_served_by(admin: &Admin) -> String {
