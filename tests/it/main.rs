@@ -2,6 +2,7 @@
 
 mod addresses;
 mod clocks;
+mod console;
 mod cluster;
 mod disk;
 mod haproxy;

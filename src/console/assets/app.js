@@ -161,9 +161,9 @@ function record(name, id, value) {
   if (points.length > CHART_POINTS) points.shift();
 }
 
-/** A line chart of each series in `map` (id -> numbers), as SVG. */
+/** A line chart of each series in `map` (name -> numbers, null for unknown), as SVG. */
 function chart(container, map) {
-  const w = 420, hgt = 140, pad = 28;
+  const w = 420, hgt = 140, pad = 28, legend = 120;
   const all = [...map.values()].flat().filter((v) => v !== null);
   let lo = Math.min(0, ...all), hi = Math.max(1, ...all);
   if (hi === lo) hi = lo + 1;
@@ -182,9 +182,9 @@ function chart(container, map) {
     svg.append(t);
   };
   const y = (v) => hgt - pad / 2 - ((v - lo) / (hi - lo)) * (hgt - pad);
-  const x = (i) => pad + (i / (CHART_POINTS - 1)) * (w - pad - 4);
-  line(pad, y(lo), w, y(lo), 'grid');
-  line(pad, y(hi), w, y(hi), 'grid');
+  const x = (i) => pad + (i / (CHART_POINTS - 1)) * (w - legend - pad);
+  line(pad, y(lo), w - legend, y(lo), 'grid');
+  line(pad, y(hi), w - legend, y(hi), 'grid');
   label(2, y(hi) + 4, String(Math.round(hi)));
   label(2, y(lo) + 4, String(Math.round(lo)));
   let n = 0;
@@ -196,7 +196,7 @@ function chart(container, map) {
     p.setAttribute('class', 'series s' + (n % 6));
     svg.append(p);
     const t = document.createElementNS(SVG, 'text');
-    t.setAttribute('x', w - 90); t.setAttribute('y', 14 + 12 * n); t.setAttribute('class', 'legend s' + (n % 6));
+    t.setAttribute('x', w - legend + 8); t.setAttribute('y', 14 + 12 * n); t.setAttribute('class', 'legend s' + (n % 6));
     t.textContent = id;
     svg.append(t);
     n++;
@@ -225,8 +225,9 @@ async function loadOverview() {
   fillTable('#node-resources-table', s.resources.map((r) => h('tr', {},
     h('td', {}, r.name), h('td', {}, r.kind), h('td', { class: r.available ? 'good' : 'bad' }, r.available ? 'yes' : 'NO'),
     h('td', { class: 'detail' }, r.detail))));
+  // Each answering node sees its own peers: one series per (observer, peer).
   for (const p of s.peers) {
-    const id = p.id || p.addr;
+    const id = `${s.node} → ${p.id || p.addr}`;
     record('lag', id, p.lag);
     record('clock', id, p.clock_offset_ms);
   }
