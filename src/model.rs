@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Serialize, Serializer};
-use utoipa::ToSchema;
 use spectrum_core::{Liveness, Member, NodeId};
 use spectrum_replication::VersionToken;
+use utoipa::ToSchema;
 
 use crate::auth::{Role, Token};
 use crate::namespace::AuditRecord;
@@ -963,13 +963,21 @@ mod tests {
             assert_eq!(serde_json::to_value(real).unwrap(), serde_json::to_value(mirror).unwrap());
         }
         let lives = [Liveness::Alive, Liveness::Suspect, Liveness::Down, Liveness::Unknown];
-        let mirrored =
-            [schema::Liveness::Alive, schema::Liveness::Suspect, schema::Liveness::Down, schema::Liveness::Unknown];
+        let mirrored = [
+            schema::Liveness::Alive,
+            schema::Liveness::Suspect,
+            schema::Liveness::Down,
+            schema::Liveness::Unknown,
+        ];
         for (real, mirror) in lives.iter().zip(mirrored) {
             assert_eq!(serde_json::to_value(real).unwrap(), serde_json::to_value(mirror).unwrap());
         }
         let member = Member::new("n2".parse().unwrap(), "127.0.0.1:7002".parse().unwrap(), S::Active);
-        let mirror = schema::Member { id: "n2".into(), addr: "http://127.0.0.1:7002".into(), state: mirrored_active() };
+        let mirror = schema::Member {
+            id: "n2".into(),
+            addr: "http://127.0.0.1:7002".into(),
+            state: mirrored_active(),
+        };
         assert_eq!(serde_json::to_value(&member).unwrap(), serde_json::to_value(&mirror).unwrap());
         let changed = serde_json::to_value(NodeStateChanged { member, write: receipt() }).unwrap();
         let mirror = schema::NodeStateChanged {

@@ -27,9 +27,9 @@ use crate::admin::Admin;
 use crate::auth::{BearerAuth, Token, UserIndex};
 pub use crate::context::NodeContext;
 use crate::error::NodeError;
-use crate::{console, http_api};
 use crate::management::ManagementService;
 use crate::readiness::{self, Readiness, WatchedStore};
+use crate::{console, http_api};
 
 /// The encoded descriptors of every public Spectrum protocol (management, demo; not
 /// replication, which is internal), served by gRPC reflection.

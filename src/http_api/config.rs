@@ -3,7 +3,7 @@
 use axum::Extension;
 use axum::extract::State;
 
-use super::params::{Body, Name, CreateParams, ListParams, ReadParams, WriteParams, after, query};
+use super::params::{Body, CreateParams, ListParams, Name, ReadParams, WriteParams, after, query};
 use super::{Answer, Api, ErrorBody, authorize};
 use crate::auth::Caller;
 use crate::management::{Rpc, license_name};
@@ -13,10 +13,15 @@ use crate::namespace::Namespace;
 /// Live entries, optionally under a prefix (resource definitions redacted).
 #[utoipa::path(get, path = "/api/v1/config", tag = "config", params(ListParams),
     responses((status = 200, body = Entries), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
-pub(super) async fn list(State(api): State<Api>, Extension(caller): Extension<Caller>, uri: http::Uri) -> Answer {
+pub(super) async fn list(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    uri: http::Uri,
+) -> Answer {
     authorize(&api, caller, Rpc::List, "").await?;
     let q: ListParams = query(&uri)?;
-    let entries = api.admin().list(q.prefix.as_deref().unwrap_or_default(), &after(q.min_version.as_deref())?).await?;
+    let entries =
+        api.admin().list(q.prefix.as_deref().unwrap_or_default(), &after(q.min_version.as_deref())?).await?;
     Ok(api.json(&Entries(entries)))
 }
 
@@ -78,7 +83,11 @@ pub(super) async fn delete(
 /// Every installed license, with its expiry.
 #[utoipa::path(get, path = "/api/v1/licenses", tag = "licenses", params(ReadParams),
     responses((status = 200, body = Vec<LicenseInfo>), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
-pub(super) async fn licenses(State(api): State<Api>, Extension(caller): Extension<Caller>, uri: http::Uri) -> Answer {
+pub(super) async fn licenses(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    uri: http::Uri,
+) -> Answer {
     authorize(&api, caller, Rpc::ShowLicense, "").await?;
     let after = query::<ReadParams>(&uri)?.after()?;
     let prefix = Namespace::License.prefix();
@@ -130,7 +139,11 @@ pub(super) async fn set_license(
 /// Every dataflow definition.
 #[utoipa::path(get, path = "/api/v1/dataflows", tag = "dataflows", params(ReadParams),
     responses((status = 200, body = Vec<Dataflow>), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
-pub(super) async fn dataflows(State(api): State<Api>, Extension(caller): Extension<Caller>, uri: http::Uri) -> Answer {
+pub(super) async fn dataflows(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    uri: http::Uri,
+) -> Answer {
     authorize(&api, caller, Rpc::ListDataflows, "").await?;
     let q: ReadParams = query(&uri)?;
     Ok(api.json(&api.admin().dataflows(&q.after()?).await?))

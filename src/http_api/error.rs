@@ -44,7 +44,10 @@ pub struct ApiError {
 impl ApiError {
     /// An error with this HTTP `status`, `code` and `message`.
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, body: ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.into() } } }
+        Self {
+            status,
+            body: ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.into() } },
+        }
     }
 
     /// 400, `invalid_argument`.
@@ -69,7 +72,9 @@ pub fn http_status(code: Code) -> StatusCode {
         Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
         Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        Code::Cancelled | Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::Cancelled | Code::Unknown | Code::Internal | Code::DataLoss => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     }
 }
 

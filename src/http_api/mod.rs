@@ -88,11 +88,14 @@ impl Api {
         match serde_json::to_vec(value) {
             Ok(mut body) => {
                 body.push(b'\n');
-                let mut response = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+                let mut response =
+                    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
                 response.headers_mut().insert(SERVED_BY, self.served_by.clone());
                 response
             }
-            Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response(),
+            Err(e) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response()
+            }
         }
     }
 
@@ -109,8 +112,8 @@ type Answer = Result<Response, ApiError>;
 /// `auth` and request bodies of at most `max_body_bytes`, to merge into the node's
 /// router.
 pub(crate) fn routes(admin: Admin, auth: BearerAuth, max_body_bytes: usize) -> axum::Router {
-    let served_by = HeaderValue::from_str(admin.context().id.as_str())
-        .unwrap_or_else(|_| HeaderValue::from_static("?"));
+    let served_by =
+        HeaderValue::from_str(admin.context().id.as_str()).unwrap_or_else(|_| HeaderValue::from_static("?"));
     let api = Api { policy: Policy::new(admin), auth, served_by };
     let document: Arc<str> = openapi::document().into();
     let protected = axum::Router::new()

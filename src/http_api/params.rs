@@ -39,8 +39,11 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             let status = rejection.status();
-            let code =
-                if status == http::StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "invalid_argument" };
+            let code = if status == http::StatusCode::PAYLOAD_TOO_LARGE {
+                "payload_too_large"
+            } else {
+                "invalid_argument"
+            };
             ApiError::new(status, code, rejection.body_text())
         })?;
         Ok(Body(bytes))
@@ -54,7 +57,10 @@ pub(super) struct Name(pub(super) String);
 impl<S: Send + Sync> FromRequestParts<S> for Name {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
         match Path::<String>::from_request_parts(parts, state).await {
             Ok(Path(name)) => Ok(Name(name)),
             Err(rejection) => Err(ApiError::bad_request(rejection.body_text())),

@@ -14,7 +14,11 @@ use crate::model::{NameWritten, ResourceChecks, ResourceInfo, ResourceStored, Re
 /// Every resource definition, secrets redacted.
 #[utoipa::path(get, path = "/api/v1/resources", tag = "resources", params(ReadParams),
     responses((status = 200, body = Resources), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
-pub(super) async fn list(State(api): State<Api>, Extension(caller): Extension<Caller>, uri: http::Uri) -> Answer {
+pub(super) async fn list(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    uri: http::Uri,
+) -> Answer {
     authorize(&api, caller, Rpc::ListResources, "").await?;
     let q: ReadParams = query(&uri)?;
     Ok(api.json(&Resources(api.admin().resources(&q.after()?).await?)))

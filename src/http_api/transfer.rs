@@ -15,9 +15,11 @@ use crate::model::{ImportReport, ResealReport};
 /// An export file as a download.
 fn file(api: &Api, name: &str, bytes: Vec<u8>) -> axum::response::Response {
     let disposition = format!("attachment; filename=\"{name}\"");
-    let mut response =
-        ([(header::CONTENT_TYPE, "application/json".to_owned()), (header::CONTENT_DISPOSITION, disposition)], bytes)
-            .into_response();
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/json".to_owned()), (header::CONTENT_DISPOSITION, disposition)],
+        bytes,
+    )
+        .into_response();
     response.headers_mut().insert(SERVED_BY, api.served_by.clone());
     response
 }
@@ -27,7 +29,11 @@ fn file(api: &Api, name: &str, bytes: Vec<u8>) -> axum::response::Response {
 #[utoipa::path(get, path = "/api/v1/export/config", tag = "transfer", params(ReadParams),
     responses((status = 200, description = "the export file", content_type = "application/json", body = Object),
         (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
-pub(super) async fn export_config(State(api): State<Api>, Extension(caller): Extension<Caller>, uri: http::Uri) -> Answer {
+pub(super) async fn export_config(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    uri: http::Uri,
+) -> Answer {
     authorize(&api, caller, Rpc::ExportConfig, "").await?;
     let q: ReadParams = query(&uri)?;
     let export = api.admin().export_config(&q.after()?).await?;
@@ -96,7 +102,11 @@ pub(super) async fn import_resources(
 /// rotation) (admin).
 #[utoipa::path(post, path = "/api/v1/reseal-secrets", tag = "resources", params(WriteParams),
     responses((status = 200, body = ResealReport), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
-pub(super) async fn reseal(State(api): State<Api>, Extension(caller): Extension<Caller>, uri: http::Uri) -> Answer {
+pub(super) async fn reseal(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    uri: http::Uri,
+) -> Answer {
     let caller = authorize(&api, caller, Rpc::ResealSecrets, "resources").await?;
     let op = async {
         let q: WriteParams = query(&uri)?;

@@ -14,7 +14,11 @@ use crate::model::{AuditLog, AuditQuery, UserRevoked, UserToken, Users};
 /// Every user (never a token) (admin).
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", params(ReadParams),
     responses((status = 200, body = Users), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
-pub(super) async fn list(State(api): State<Api>, Extension(caller): Extension<Caller>, uri: http::Uri) -> Answer {
+pub(super) async fn list(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    uri: http::Uri,
+) -> Answer {
     authorize(&api, caller, Rpc::ListUsers, "").await?;
     let q: ReadParams = query(&uri)?;
     Ok(api.json(&api.admin().users(&q.after()?).await?))
@@ -79,12 +83,20 @@ pub(super) async fn rotate(
 /// Audit records, newest first (operator).
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditParams),
     responses((status = 200, body = AuditLog), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
-pub(super) async fn audit(State(api): State<Api>, Extension(caller): Extension<Caller>, uri: http::Uri) -> Answer {
+pub(super) async fn audit(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    uri: http::Uri,
+) -> Answer {
     authorize(&api, caller, Rpc::ListAudit, "").await?;
     let q: AuditParams = query(&uri)?;
     if q.limit == Some(0) {
         return Err(Status::invalid_argument("limit must be at least 1").into());
     }
-    let query = AuditQuery { since_ms: q.since_ms.unwrap_or(0), user: q.user.filter(|u| !u.is_empty()), limit: q.limit };
+    let query = AuditQuery {
+        since_ms: q.since_ms.unwrap_or(0),
+        user: q.user.filter(|u| !u.is_empty()),
+        limit: q.limit,
+    };
     Ok(api.json(&api.admin().audit_log(&query).await?))
 }

@@ -30,8 +30,13 @@ fn ensure_chromium() {
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
-            .unwrap_or_else(|e| panic!("the browser test needs chromium and chromium-driver: cannot run apt-get: {e}"));
-        assert!(status.success(), "the browser test needs chromium and chromium-driver: apt-get {args:?} failed");
+            .unwrap_or_else(|e| {
+                panic!("the browser test needs chromium and chromium-driver: cannot run apt-get: {e}")
+            });
+        assert!(
+            status.success(),
+            "the browser test needs chromium and chromium-driver: apt-get {args:?} failed"
+        );
     };
     apt(&["update"]);
     apt(&["install", "-y", "chromium", "chromium-driver"]);
@@ -137,12 +142,19 @@ impl Console {
     }
 
     async fn click(&self, css: &str) {
-        self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap();
     }
 
     async fn sign_in(&self, token: &str) {
         self.open("overview").await;
-        let input = self.client.wait().at_most(PAGE_WAIT).for_element(Locator::Css("#signin-token")).await.unwrap();
+        let input =
+            self.client.wait().at_most(PAGE_WAIT).for_element(Locator::Css("#signin-token")).await.unwrap();
         input.send_keys(token).await.unwrap();
         self.click("#signin-button").await;
         self.wait_text("#members-table tbody", "node-3", "sign-in").await;
@@ -199,7 +211,8 @@ async fn script(c: &Console, viewer: &str, postal: &Path) {
     c.fill("#field-name", "postal-db").await;
     c.fill("#field-spec-location-path", "relative/postal.db").await;
     c.click("#resource-create").await;
-    let error = c.wait_text(".field-error[data-error-for='spec.location.path']", "absolute", "bad-field").await;
+    let error =
+        c.wait_text(".field-error[data-error-for='spec.location.path']", "absolute", "bad-field").await;
     assert!(c.text("#resource-error").await.is_empty(), "the error is beside the field, not under the form");
     c.screenshot("2-resource-field-error").await;
     println!("beside spec.location.path: {error}");
@@ -236,7 +249,13 @@ async fn script(c: &Console, viewer: &str, postal: &Path) {
         ("audit", "#audit-table tbody", "8-audit"),
     ] {
         c.open(page).await;
-        let needle = if page == "audit" { "SetNodeState" } else if page == "users" { "vera" } else { "none" };
+        let needle = if page == "audit" {
+            "SetNodeState"
+        } else if page == "users" {
+            "vera"
+        } else {
+            "none"
+        };
         c.wait_text(shown, needle, shot).await;
         c.screenshot(shot).await;
     }
@@ -252,7 +271,12 @@ async fn script(c: &Console, viewer: &str, postal: &Path) {
     c.fill("#field-spec-url", "jdbc:postgresql://127.0.0.1:5432/orders").await;
     c.fill("#field-spec-driver", "org.postgresql.Driver").await;
     c.click("#resource-create").await;
-    c.wait_text("#resource-error", "CreateResource needs the admin role; user \"vera\" is a viewer", "viewer-create").await;
+    c.wait_text(
+        "#resource-error",
+        "CreateResource needs the admin role; user \"vera\" is a viewer",
+        "viewer-create",
+    )
+    .await;
     c.screenshot("9-viewer-refused-resource").await;
     c.open("nodes").await;
     c.wait_text("#nodes-table tr[data-node='node-2'] .state", "active", "viewer-nodes").await;

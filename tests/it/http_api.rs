@@ -38,7 +38,8 @@ impl Answer {
 pub(crate) async fn call(base: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Answer {
     let authority = base.strip_prefix("http://").expect("an http:// address");
     let stream = tokio::net::TcpStream::connect(authority).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
     tokio::spawn(conn);
     let mut request = http::Request::builder().method(method).uri(path).header("host", authority);
     if let Some(token) = token {
@@ -92,11 +93,17 @@ async fn callers_need_a_token_and_the_role_of_the_grpc_call_and_every_write_is_a
 
     let put = call(&base, "PUT", "/api/v1/config/settings/greeting", Some(&vera), b"hello").await;
     assert_eq!(put.status, 403);
-    assert_eq!(put.error(), ("permission_denied".into(), "Put needs the admin role; user \"vera\" is a viewer".into()));
+    assert_eq!(
+        put.error(),
+        ("permission_denied".into(), "Put needs the admin role; user \"vera\" is a viewer".into())
+    );
 
     let drain = call(&base, "POST", "/api/v1/nodes/node-2/drain?ack=all", Some(&otto), b"").await;
     assert_eq!(drain.status, 200, "{:?}", drain.body);
-    assert_eq!((drain.json()["node"].as_str(), drain.json()["state"].as_str()), (Some("node-2"), Some("draining")));
+    assert_eq!(
+        (drain.json()["node"].as_str(), drain.json()["state"].as_str()),
+        (Some("node-2"), Some("draining"))
+    );
     let undrain = call(&base, "POST", "/api/v1/nodes/node-2/undrain?ack=all", Some(&otto), b"").await;
     assert_eq!(undrain.json()["state"], "active");
     let remove = call(&base, "POST", "/api/v1/nodes/node-2/remove", Some(&otto), b"").await;
@@ -147,13 +154,15 @@ async fn bad_input_is_a_json_error_naming_what_is_wrong_with_the_grpc_message() 
     let base = cluster.balancer_url();
     let admin = Some(BOOTSTRAP);
 
-    let bad_url = br#"{"name": "orders", "spec": {"kind": "jdbc", "url": "", "driver": "org.postgresql.Driver"}}"#;
+    let bad_url =
+        br#"{"name": "orders", "spec": {"kind": "jdbc", "url": "", "driver": "org.postgresql.Driver"}}"#;
     let refused = call(&base, "POST", "/api/v1/resources", admin, bad_url).await;
     assert_eq!(refused.status, 400);
     let (code, message) = refused.error();
     assert_eq!(code, "invalid_argument");
     assert!(message.starts_with("invalid resource definition: spec.url: "), "{message}");
-    let grpc = AdminClient::connect(&cluster.balancer_addr(), Some(BOOTSTRAP.parse().unwrap())).await.unwrap();
+    let grpc =
+        AdminClient::connect(&cluster.balancer_addr(), Some(BOOTSTRAP.parse().unwrap())).await.unwrap();
     let grpc_error = grpc.create_resource(bad_url.to_vec(), false, AckLevel::All).await.unwrap_err();
     assert_eq!(grpc_error.to_string(), format!("{message} (InvalidArgument)"), "the same message as gRPC");
 
@@ -197,13 +206,15 @@ async fn secrets_are_write_only_and_definitions_round_trip_through_export_and_im
     let orders = json!({"name": "orders", "description": "orders database", "spec": {"kind": "jdbc",
         "url": "jdbc:postgresql://127.0.0.1:5432/orders", "driver": "org.postgresql.Driver",
         "user": "app", "password": "hunter2-secret"}});
-    let created = call(&base, "POST", "/api/v1/resources?ack=all", admin, orders.to_string().as_bytes()).await;
+    let created =
+        call(&base, "POST", "/api/v1/resources?ack=all", admin, orders.to_string().as_bytes()).await;
     assert_eq!(created.status, 200, "{:?}", created.body);
     assert_eq!(created.json()["resource"]["has_secret"], true);
     let again = call(&base, "POST", "/api/v1/resources", admin, orders.to_string().as_bytes()).await;
     assert_eq!((again.status, again.error().0.as_str()), (409, "already_exists"));
     let replaced =
-        call(&base, "POST", "/api/v1/resources?replace=true&ack=all", admin, orders.to_string().as_bytes()).await;
+        call(&base, "POST", "/api/v1/resources?replace=true&ack=all", admin, orders.to_string().as_bytes())
+            .await;
     assert_eq!(replaced.status, 200);
 
     for path in ["/api/v1/resources", "/api/v1/resources/orders", "/api/v1/config?prefix=resources/"] {
@@ -218,7 +229,10 @@ async fn secrets_are_write_only_and_definitions_round_trip_through_export_and_im
     assert!(!String::from_utf8_lossy(&export.body).contains("hunter2"));
     let plan = call(&base, "POST", "/api/v1/import/config?dry_run=true", admin, &export.body).await;
     assert_eq!(plan.status, 200, "{:?}", plan.body);
-    assert_eq!((plan.json()["dry_run"].as_bool(), plan.json()["applied"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(
+        (plan.json()["dry_run"].as_bool(), plan.json()["applied"].as_bool()),
+        (Some(true), Some(false))
+    );
     assert_eq!(call(&base, "DELETE", "/api/v1/dataflows/clean?ack=all", admin, b"").await.status, 200);
     let flows = call(&base, "GET", "/api/v1/dataflows", admin, b"").await;
     assert_eq!(flows.json(), json!([]));
@@ -248,7 +262,9 @@ async fn the_openapi_document_and_the_console_are_served_by_every_node_without_a
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
     }
-    for schema in ["ErrorBody", "NodeStatus", "ResourceStored", "Member", "Liveness", "UserToken", "AuditEntry"] {
+    for schema in
+        ["ErrorBody", "NodeStatus", "ResourceStored", "Member", "Liveness", "UserToken", "AuditEntry"]
+    {
         assert!(doc["components"]["schemas"].get(schema).is_some(), "{schema} has no schema");
     }
     assert!(doc["components"]["securitySchemes"].get("bearer").is_some());

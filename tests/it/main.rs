@@ -2,8 +2,8 @@
 
 mod addresses;
 mod clocks;
-mod console;
 mod cluster;
+mod console;
 mod disk;
 mod haproxy;
 mod http_api;
