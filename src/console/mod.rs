@@ -56,10 +56,18 @@ mod tests {
         for url in ["/console/app.js", "/console/app.css"] {
             assert!(INDEX_HTML.contains(url), "{url}");
         }
-        for text in [INDEX_HTML, APP_JS, APP_CSS] {
-            // The SVG namespace is a name, not an address anything is fetched from.
-            let text = text.replace("http://www.w3.org/2000/svg", "");
-            assert!(!text.contains("http://") && !text.contains("https://"), "nothing from elsewhere");
+        for attr in ["src=\"", "href=\""] {
+            for (at, _) in INDEX_HTML.match_indices(attr) {
+                let target = &INDEX_HTML[at + attr.len()..];
+                assert!(target.starts_with('/') || target.starts_with('#'), "{attr}{}", &target[..20]);
+            }
+        }
+        assert!(!APP_CSS.contains("url(") && !APP_CSS.contains("@import"), "the stylesheet loads nothing");
+        for (at, _) in APP_JS.match_indices("fetch(") {
+            assert!(APP_JS[at..].starts_with("fetch('/api/v1'"), "the script calls only its own API");
+        }
+        for other in ["XMLHttpRequest", "WebSocket", "EventSource", "import("] {
+            assert!(!APP_JS.contains(other), "{other}");
         }
         assert!(!INDEX_HTML.contains("<script>"), "no inline script: the CSP forbids it");
     }

@@ -11,8 +11,8 @@ use crate::model::{Dataflow, Entries, Entry, KeyWritten, LicenseInfo, LicenseIns
 use crate::namespace::Namespace;
 
 /// Live entries, optionally under a prefix (resource definitions redacted).
-#[utoipa::path(get, path = "/api/v1/config", tag = "config", params(ListParams),
-    responses((status = 200, body = Entries), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "List", get, path = "/api/v1/config", tag = "config", params(ListParams),
+    responses((status = 200, description = "OK", body = Entries), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn list(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -26,9 +26,9 @@ pub(super) async fn list(
 }
 
 /// One entry.
-#[utoipa::path(get, path = "/api/v1/config/{key}", tag = "config",
+#[utoipa::path(operation_id = "Get", get, path = "/api/v1/config/{key}", tag = "config",
     params(("key" = String, Path, description = "`namespace/name`, e.g. `settings/greeting`"), ReadParams),
-    responses((status = 200, body = Entry), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "OK", body = Entry), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn get(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -41,10 +41,10 @@ pub(super) async fn get(
 }
 
 /// Sets an entry to the request body (any bytes; JSON stays JSON when read).
-#[utoipa::path(put, path = "/api/v1/config/{key}", tag = "config",
+#[utoipa::path(operation_id = "Put", put, path = "/api/v1/config/{key}", tag = "config",
     params(("key" = String, Path, description = "`namespace/name`"), WriteParams),
     request_body(content = String, content_type = "application/octet-stream", description = "the value"),
-    responses((status = 200, body = KeyWritten), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "OK", body = KeyWritten), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn put(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -62,9 +62,9 @@ pub(super) async fn put(
 }
 
 /// Deletes an entry.
-#[utoipa::path(delete, path = "/api/v1/config/{key}", tag = "config",
+#[utoipa::path(operation_id = "Delete", delete, path = "/api/v1/config/{key}", tag = "config",
     params(("key" = String, Path, description = "`namespace/name`"), WriteParams),
-    responses((status = 200, body = KeyWritten), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "OK", body = KeyWritten), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn delete(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -81,8 +81,8 @@ pub(super) async fn delete(
 }
 
 /// Every installed license, with its expiry.
-#[utoipa::path(get, path = "/api/v1/licenses", tag = "licenses", params(ReadParams),
-    responses((status = 200, body = Vec<LicenseInfo>), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "ListLicenses", get, path = "/api/v1/licenses", tag = "licenses", params(ReadParams),
+    responses((status = 200, description = "OK", body = Vec<LicenseInfo>), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn licenses(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -100,9 +100,9 @@ pub(super) async fn licenses(
 }
 
 /// One license (`main` is the default one).
-#[utoipa::path(get, path = "/api/v1/licenses/{name}", tag = "licenses",
+#[utoipa::path(operation_id = "ShowLicense", get, path = "/api/v1/licenses/{name}", tag = "licenses",
     params(("name" = String, Path, description = "the license's name, `main` by default"), ReadParams),
-    responses((status = 200, body = LicenseInfo), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "OK", body = LicenseInfo), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn license(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -116,10 +116,10 @@ pub(super) async fn license(
 
 /// Installs a license document (`{"owner", "seats", "expires": "YYYY-MM-DD"}`);
 /// an expired or malformed one is refused.
-#[utoipa::path(put, path = "/api/v1/licenses/{name}", tag = "licenses",
+#[utoipa::path(operation_id = "SetLicense", put, path = "/api/v1/licenses/{name}", tag = "licenses",
     params(("name" = String, Path, description = "the license's name, `main` by default"), WriteParams),
     request_body(content = Object, description = "the license document"),
-    responses((status = 200, body = LicenseInstalled), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "OK", body = LicenseInstalled), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn set_license(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -137,8 +137,8 @@ pub(super) async fn set_license(
 }
 
 /// Every dataflow definition.
-#[utoipa::path(get, path = "/api/v1/dataflows", tag = "dataflows", params(ReadParams),
-    responses((status = 200, body = Vec<Dataflow>), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "ListDataflows", get, path = "/api/v1/dataflows", tag = "dataflows", params(ReadParams),
+    responses((status = 200, description = "OK", body = Vec<Dataflow>), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn dataflows(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -150,9 +150,9 @@ pub(super) async fn dataflows(
 }
 
 /// One dataflow definition.
-#[utoipa::path(get, path = "/api/v1/dataflows/{name}", tag = "dataflows",
+#[utoipa::path(operation_id = "ShowDataflow", get, path = "/api/v1/dataflows/{name}", tag = "dataflows",
     params(("name" = String, Path, description = "the dataflow's name"), ReadParams),
-    responses((status = 200, body = Dataflow), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "OK", body = Dataflow), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn dataflow(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -166,10 +166,10 @@ pub(super) async fn dataflow(
 
 /// Stores a dataflow definition (a JSON object); `?replace=true` to change an
 /// existing one.
-#[utoipa::path(put, path = "/api/v1/dataflows/{name}", tag = "dataflows",
+#[utoipa::path(operation_id = "CreateDataflow", put, path = "/api/v1/dataflows/{name}", tag = "dataflows",
     params(("name" = String, Path, description = "the dataflow's name"), CreateParams),
     request_body(content = Object, description = "the definition"),
-    responses((status = 200, body = crate::model::schema::NameWritten), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, description = "OK", body = crate::model::schema::NameWritten), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn create_dataflow(
     State(api): State<Api>,
@@ -189,9 +189,9 @@ pub(super) async fn create_dataflow(
 }
 
 /// Deletes a dataflow.
-#[utoipa::path(delete, path = "/api/v1/dataflows/{name}", tag = "dataflows",
+#[utoipa::path(operation_id = "DeleteDataflow", delete, path = "/api/v1/dataflows/{name}", tag = "dataflows",
     params(("name" = String, Path, description = "the dataflow's name"), WriteParams),
-    responses((status = 200, body = crate::model::schema::NameWritten), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, description = "OK", body = crate::model::schema::NameWritten), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn delete_dataflow(
     State(api): State<Api>,

@@ -13,26 +13,26 @@ use crate::model::NodeStatus;
 
 /// The cluster as the answering node sees it: members with liveness, peers with
 /// lag and clock offset, resources available on it.
-#[utoipa::path(get, path = "/api/v1/status", tag = "nodes",
-    responses((status = 200, body = NodeStatus), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "Status", get, path = "/api/v1/status", tag = "nodes",
+    responses((status = 200, description = "OK", body = NodeStatus), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn status(State(api): State<Api>, Extension(caller): Extension<Caller>) -> Answer {
     authorize(&api, caller, Rpc::Status, "").await?;
     Ok(api.json(&api.admin().status().await?))
 }
 
 /// Drains a member: it gets no new requests (operator).
-#[utoipa::path(post, path = "/api/v1/nodes/{id}/drain", tag = "nodes",
+#[utoipa::path(operation_id = "DrainNode", post, path = "/api/v1/nodes/{id}/drain", tag = "nodes",
     params(("id" = String, Path, description = "the member's node id"), WriteParams),
-    responses((status = 200, body = crate::model::schema::NodeStateChanged), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, description = "OK", body = crate::model::schema::NodeStateChanged), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn drain(api: State<Api>, caller: Extension<Caller>, id: Name, uri: http::Uri) -> Answer {
     set_state(api, caller, id, uri, MemberState::Draining).await
 }
 
 /// Makes a drained or removed member active again (operator).
-#[utoipa::path(post, path = "/api/v1/nodes/{id}/undrain", tag = "nodes",
+#[utoipa::path(operation_id = "UndrainNode", post, path = "/api/v1/nodes/{id}/undrain", tag = "nodes",
     params(("id" = String, Path, description = "the member's node id"), WriteParams),
-    responses((status = 200, body = crate::model::schema::NodeStateChanged), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, description = "OK", body = crate::model::schema::NodeStateChanged), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn undrain(api: State<Api>, caller: Extension<Caller>, id: Name, uri: http::Uri) -> Answer {
     set_state(api, caller, id, uri, MemberState::Active).await
@@ -40,9 +40,9 @@ pub(super) async fn undrain(api: State<Api>, caller: Extension<Caller>, id: Name
 
 /// Removes a member for good: it counts for nothing and is refused if it returns
 /// (admin).
-#[utoipa::path(post, path = "/api/v1/nodes/{id}/remove", tag = "nodes",
+#[utoipa::path(operation_id = "RemoveNode", post, path = "/api/v1/nodes/{id}/remove", tag = "nodes",
     params(("id" = String, Path, description = "the member's node id"), WriteParams),
-    responses((status = 200, body = crate::model::schema::NodeStateChanged), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, description = "OK", body = crate::model::schema::NodeStateChanged), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn remove(api: State<Api>, caller: Extension<Caller>, id: Name, uri: http::Uri) -> Answer {
     set_state(api, caller, id, uri, MemberState::Removed).await

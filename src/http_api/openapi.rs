@@ -85,3 +85,35 @@ pub(super) fn document() -> String {
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": {:?}}}", e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::management::Rpc;
+
+    fn operation_ids() -> Vec<String> {
+        let doc: serde_json::Value = serde_json::from_str(&document()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let operations = paths.values().flat_map(|p| p.as_object().unwrap().values());
+        operations.filter_map(|op| op["operationId"].as_str().map(str::to_owned)).collect()
+    }
+
+    #[test]
+    fn every_grpc_call_has_an_http_operation_of_the_same_name_and_ids_are_unique() {
+        let ids = operation_ids();
+        let unique: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+        assert_eq!(unique.len(), ids.len(), "operation ids repeat: {ids:?}");
+        for rpc in Rpc::ALL {
+            let expected: &[&str] = match rpc {
+                Rpc::SetNodeState => &["DrainNode", "UndrainNode"],
+                Rpc::RemoveNode => &["RemoveNode"],
+                other => &[other.name()],
+            };
+            for id in expected {
+                assert!(unique.contains(id), "{rpc:?} has no HTTP operation {id}");
+            }
+        }
+    }
+}

@@ -12,8 +12,8 @@ use crate::management::{Rpc, definition_name};
 use crate::model::{NameWritten, ResourceChecks, ResourceInfo, ResourceStored, Resources};
 
 /// Every resource definition, secrets redacted.
-#[utoipa::path(get, path = "/api/v1/resources", tag = "resources", params(ReadParams),
-    responses((status = 200, body = Resources), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "ListResources", get, path = "/api/v1/resources", tag = "resources", params(ReadParams),
+    responses((status = 200, description = "OK", body = Resources), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn list(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -25,9 +25,9 @@ pub(super) async fn list(
 }
 
 /// One resource definition, secrets redacted.
-#[utoipa::path(get, path = "/api/v1/resources/{name}", tag = "resources",
+#[utoipa::path(operation_id = "ShowResource", get, path = "/api/v1/resources/{name}", tag = "resources",
     params(("name" = String, Path, description = "the resource's name"), ReadParams),
-    responses((status = 200, body = ResourceInfo), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "OK", body = ResourceInfo), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn show(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -43,9 +43,9 @@ pub(super) async fn show(
 /// its secrets are sealed with the cluster key and never returned. A bad field is
 /// `400` naming it (`invalid resource definition: spec.url: …`); `?replace=true`
 /// to change an existing one.
-#[utoipa::path(post, path = "/api/v1/resources", tag = "resources", params(CreateParams),
+#[utoipa::path(operation_id = "CreateResource", post, path = "/api/v1/resources", tag = "resources", params(CreateParams),
     request_body(content = Object, description = "the definition"),
-    responses((status = 200, body = ResourceStored), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "OK", body = ResourceStored), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn create(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -63,9 +63,9 @@ pub(super) async fn create(
 }
 
 /// Deletes a resource definition.
-#[utoipa::path(delete, path = "/api/v1/resources/{name}", tag = "resources",
+#[utoipa::path(operation_id = "DeleteResource", delete, path = "/api/v1/resources/{name}", tag = "resources",
     params(("name" = String, Path, description = "the resource's name"), WriteParams),
-    responses((status = 200, body = crate::model::schema::NameWritten), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, description = "OK", body = crate::model::schema::NameWritten), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn delete(
     State(api): State<Api>,
@@ -85,8 +85,8 @@ pub(super) async fn delete(
 /// Whether each resource resolves and answers on every member (or on the
 /// answering node only, with `?local=true`); a member that cannot be asked is
 /// reported in its entry (operator).
-#[utoipa::path(get, path = "/api/v1/resource-checks", tag = "resources", params(CheckParams),
-    responses((status = 200, body = ResourceChecks), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "CheckResources", get, path = "/api/v1/resource-checks", tag = "resources", params(CheckParams),
+    responses((status = 200, description = "OK", body = ResourceChecks), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn check(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,

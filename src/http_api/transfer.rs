@@ -26,9 +26,9 @@ fn file(api: &Api, name: &str, bytes: Vec<u8>) -> axum::response::Response {
 
 /// The whole configuration (licenses, dataflows, settings, resources with
 /// secrets redacted) as one file, for `POST /api/v1/import/config`.
-#[utoipa::path(get, path = "/api/v1/export/config", tag = "transfer", params(ReadParams),
+#[utoipa::path(operation_id = "ExportConfig", get, path = "/api/v1/export/config", tag = "transfer", params(ReadParams),
     responses((status = 200, description = "the export file", content_type = "application/json", body = Object),
-        (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+        (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn export_config(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -42,9 +42,9 @@ pub(super) async fn export_config(
 
 /// Imports a whole-configuration file (`?dry_run=true` says what it would do);
 /// every item is checked first and a bad one refuses the file naming it (admin).
-#[utoipa::path(post, path = "/api/v1/import/config", tag = "transfer", params(ImportParams),
+#[utoipa::path(operation_id = "ImportConfig", post, path = "/api/v1/import/config", tag = "transfer", params(ImportParams),
     request_body(content = Object, description = "a file from GET /api/v1/export/config"),
-    responses((status = 200, body = ImportReport), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "OK", body = ImportReport), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn import_config(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -63,9 +63,9 @@ pub(super) async fn import_config(
 }
 
 /// Every resource definition (secrets redacted) as one file.
-#[utoipa::path(get, path = "/api/v1/export/resources", tag = "transfer", params(ReadParams),
+#[utoipa::path(operation_id = "ExportResources", get, path = "/api/v1/export/resources", tag = "transfer", params(ReadParams),
     responses((status = 200, description = "the export file", content_type = "application/json", body = Object),
-        (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+        (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn export_resources(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -78,9 +78,9 @@ pub(super) async fn export_resources(
 }
 
 /// Imports resource definitions (`?dry_run=true` says what it would do) (admin).
-#[utoipa::path(post, path = "/api/v1/import/resources", tag = "transfer", params(ImportParams),
+#[utoipa::path(operation_id = "ImportResources", post, path = "/api/v1/import/resources", tag = "transfer", params(ImportParams),
     request_body(content = Object, description = "a file from GET /api/v1/export/resources"),
-    responses((status = 200, body = ImportReport), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "OK", body = ImportReport), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn import_resources(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -100,8 +100,8 @@ pub(super) async fn import_resources(
 
 /// Reseals every resource secret with the current cluster key (after a key
 /// rotation) (admin).
-#[utoipa::path(post, path = "/api/v1/reseal-secrets", tag = "resources", params(WriteParams),
-    responses((status = 200, body = ResealReport), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "ResealSecrets", post, path = "/api/v1/reseal-secrets", tag = "resources", params(WriteParams),
+    responses((status = 200, description = "OK", body = ResealReport), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn reseal(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,

@@ -12,8 +12,8 @@ use crate::management::{Rpc, definition_name};
 use crate::model::{AuditLog, AuditQuery, UserRevoked, UserToken, Users};
 
 /// Every user (never a token) (admin).
-#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(ReadParams),
-    responses((status = 200, body = Users), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "ListUsers", get, path = "/api/v1/users", tag = "users", params(ReadParams),
+    responses((status = 200, description = "OK", body = Users), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn list(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -25,8 +25,8 @@ pub(super) async fn list(
 }
 
 /// Adds a user; the answer holds the user's token, shown this once (admin).
-#[utoipa::path(post, path = "/api/v1/users", tag = "users", params(WriteParams), request_body = NewUser,
-    responses((status = 201, body = UserToken), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "AddUser", post, path = "/api/v1/users", tag = "users", params(WriteParams), request_body = NewUser,
+    responses((status = 201, description = "added", body = UserToken), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn add(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -45,9 +45,9 @@ pub(super) async fn add(
 }
 
 /// Revokes a user's token (admin).
-#[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "users",
+#[utoipa::path(operation_id = "RevokeUser", delete, path = "/api/v1/users/{name}", tag = "users",
     params(("name" = String, Path, description = "the user's name"), WriteParams),
-    responses((status = 200, body = UserRevoked), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "OK", body = UserRevoked), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn revoke(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -63,9 +63,9 @@ pub(super) async fn revoke(
 }
 
 /// Gives a user a new token, shown this once; the old one stops working (admin).
-#[utoipa::path(post, path = "/api/v1/users/{name}/rotate", tag = "users",
+#[utoipa::path(operation_id = "RotateUser", post, path = "/api/v1/users/{name}/rotate", tag = "users",
     params(("name" = String, Path, description = "the user's name"), WriteParams),
-    responses((status = 200, body = UserToken), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, description = "OK", body = UserToken), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn rotate(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
@@ -81,8 +81,8 @@ pub(super) async fn rotate(
 }
 
 /// Audit records, newest first (operator).
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditParams),
-    responses((status = 200, body = AuditLog), (status = "4XX", body = ErrorBody)), security(("bearer" = [])))]
+#[utoipa::path(operation_id = "ListAudit", get, path = "/api/v1/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, description = "OK", body = AuditLog), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn audit(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
