@@ -170,7 +170,7 @@ impl Console {
 async fn an_operator_uses_the_console_through_the_balancer_and_a_viewer_is_refused_writes() {
     ensure_chromium();
     let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
-    let cluster = spectrum::Cluster::builder("it-console".parse().unwrap())
+    let mut cluster = spectrum::Cluster::builder("it-console".parse().unwrap())
         .size(3)
         .management_token(BOOTSTRAP.parse().unwrap())
         .start()
@@ -189,7 +189,8 @@ async fn an_operator_uses_the_console_through_the_balancer_and_a_viewer_is_refus
 
     let driver = Driver::start();
     let console = Console { client: browser(&driver).await, base, shots };
-    let run = tokio::time::timeout(Duration::from_secs(120), script(&console, &vera, &postal)).await;
+    let run =
+        tokio::time::timeout(Duration::from_secs(120), script(&console, &mut cluster, &vera, &postal)).await;
     let _ = console.client.clone().close().await;
     drop(driver);
     cluster.shutdown().await;
@@ -198,7 +199,7 @@ async fn an_operator_uses_the_console_through_the_balancer_and_a_viewer_is_refus
 }
 
 /// What a person does in the console.
-async fn script(c: &Console, viewer: &str, postal: &Path) {
+async fn script(c: &Console, cluster: &mut spectrum::Cluster, viewer: &str, postal: &Path) {
     c.sign_in(BOOTSTRAP).await;
     c.wait_text("#members-table tbody", "alive", "overview").await;
     tokio::time::sleep(Duration::from_millis(2500)).await; // a second sample on the live charts
@@ -243,22 +244,32 @@ async fn script(c: &Console, viewer: &str, postal: &Path) {
     c.click("#nodes-table tr[data-node='node-3'] button.undrain").await;
     c.wait_text("#nodes-table tr[data-node='node-3'] .state", "active", "undrain").await;
 
-    for (page, shown, shot) in [
-        ("licenses", "#licenses-table tbody", "6-licenses"),
-        ("users", "#users-table tbody", "7-users"),
-        ("audit", "#audit-table tbody", "8-audit"),
-    ] {
-        c.open(page).await;
-        let needle = if page == "audit" {
-            "SetNodeState"
-        } else if page == "users" {
-            "vera"
-        } else {
-            "none"
-        };
-        c.wait_text(shown, needle, shot).await;
-        c.screenshot(shot).await;
-    }
+    // A license and a user, set in their forms.
+    c.open("licenses").await;
+    c.wait_text("#licenses-table tbody", "none", "licenses").await;
+    c.fill("#license-form input[name='owner']", "Example Corp").await;
+    c.fill("#license-form input[name='seats']", "3").await;
+    c.fill("#license-form input[name='expires']", "2099-12-31").await;
+    c.click("#license-save").await;
+    c.wait_text("#licenses-table tr[data-name='main']", "Example Corp", "license").await;
+    c.screenshot("6-licenses").await;
+    c.open("users").await;
+    c.wait_text("#users-table tbody", "vera", "users").await;
+    c.fill("#user-name", "ci").await;
+    c.client.find(Locator::Css("#user-role")).await.unwrap().select_by_value("operator").await.unwrap();
+    c.click("#user-add").await;
+    c.wait_text("#new-token-value", "spt_", "user-token").await;
+    c.wait_text("#users-table tr[data-name='ci']", "operator", "user-listed").await;
+    c.screenshot("7-users").await;
+    c.open("audit").await;
+    c.wait_text("#audit-table tbody", "AddUser", "audit").await;
+    c.screenshot("8-audit").await;
+
+    // A node goes away: the page keeps working through the balancer, and shows it.
+    assert!(cluster.stop_node("node-1").await);
+    c.open("overview").await;
+    c.wait_text("#members-table tr[data-node='node-1'] .state", "left", "node-gone").await;
+    c.screenshot("9-overview-node-1-left").await;
 
     // A viewer sees everything and may change nothing.
     c.sign_out().await;
@@ -277,11 +288,11 @@ async fn script(c: &Console, viewer: &str, postal: &Path) {
         "viewer-create",
     )
     .await;
-    c.screenshot("9-viewer-refused-resource").await;
+    c.screenshot("10-viewer-refused-resource").await;
     c.open("nodes").await;
     c.wait_text("#nodes-table tr[data-node='node-2'] .state", "active", "viewer-nodes").await;
     c.click("#nodes-table tr[data-node='node-2'] button.drain").await;
     c.wait_text("#message", "SetNodeState needs the operator role", "viewer-drain").await;
-    c.screenshot("10-viewer-refused-drain").await;
+    c.screenshot("11-viewer-refused-drain").await;
     assert_eq!(c.count("#nodes-table .state.draining").await, 0, "nothing was drained");
 }

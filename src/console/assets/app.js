@@ -195,6 +195,13 @@ function chart(container, map) {
     p.setAttribute('points', coords.join(' '));
     p.setAttribute('class', 'series s' + (n % 6));
     svg.append(p);
+    for (const xy of coords) {
+      const dot = document.createElementNS(SVG, 'circle');
+      const [cx, cy] = xy.split(',');
+      dot.setAttribute('cx', cx); dot.setAttribute('cy', cy); dot.setAttribute('r', '2');
+      dot.setAttribute('class', 'dot s' + (n % 6));
+      svg.append(dot);
+    }
     const t = document.createElementNS(SVG, 'text');
     t.setAttribute('x', w - legend + 8); t.setAttribute('y', 14 + 12 * n); t.setAttribute('class', 'legend s' + (n % 6));
     t.textContent = id;
@@ -225,9 +232,10 @@ async function loadOverview() {
   fillTable('#node-resources-table', s.resources.map((r) => h('tr', {},
     h('td', {}, r.name), h('td', {}, r.kind), h('td', { class: r.available ? 'good' : 'bad' }, r.available ? 'yes' : 'NO'),
     h('td', { class: 'detail' }, r.detail))));
-  // Each answering node sees its own peers: one series per (observer, peer).
+  // One series per member, as whichever node answered sees it (through the
+  // balancer, successive samples may come from different nodes).
   for (const p of s.peers) {
-    const id = `${s.node} → ${p.id || p.addr}`;
+    const id = p.id || p.addr;
     record('lag', id, p.lag);
     record('clock', id, p.clock_offset_ms);
   }
