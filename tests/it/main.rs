@@ -3,7 +3,6 @@
 mod addresses;
 mod clocks;
 mod cluster;
-mod console;
 mod disk;
 mod haproxy;
 mod http_api;

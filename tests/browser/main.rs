@@ -2,6 +2,9 @@
 //! WebDriver (Debian's `chromium` and `chromium-driver`, installed with apt-get
 //! when missing) against a three-node cluster through its balancer. Screenshots of
 //! every page land in `CARGO_TARGET_TMPDIR/console-screenshots`, printed at the end.
+//!
+//! A test binary of its own: cargo runs test binaries one after another, so the
+//! browser's CPU does not slow the whole-cluster tests of `tests/it`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,7 +14,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use super::http_api::call;
+use spectrum::client::{AckLevel, AdminClient, Role};
 
 const BOOTSTRAP: &str = "it-console-bootstrap-token";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -135,20 +138,32 @@ impl Console {
         self.client.find_all(Locator::Css(css)).await.unwrap().len()
     }
 
+    /// Types `text` into the input at `css`, in place of what it held.
     async fn fill(&self, css: &str, text: &str) {
-        let input = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+        let input = self.client.wait().at_most(PAGE_WAIT).for_element(Locator::Css(css)).await;
+        let input = input.unwrap_or_else(|e| panic!("{css}: {e}"));
         input.clear().await.unwrap();
         input.send_keys(text).await.unwrap();
     }
 
+    /// Picks the resource kind and waits for its form (the fields are drawn anew).
+    async fn resource_kind(&self, kind: &str, field: &str) {
+        let select = self.client.find(Locator::Css("#resource-kind")).await.unwrap();
+        select.select_by_value(kind).await.unwrap();
+        self.client.wait().at_most(PAGE_WAIT).for_element(Locator::Css(field)).await.unwrap();
+    }
+
+    /// Clicks the element at `css`, finding it again if the page redrew it meanwhile.
     async fn click(&self, css: &str) {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .click()
-            .await
-            .unwrap();
+        for _ in 0..3 {
+            let element = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+            match element.click().await {
+                Ok(()) => return,
+                Err(e) if e.to_string().contains("stale element") => continue,
+                Err(e) => panic!("clicking {css}: {e}"),
+            }
+        }
+        panic!("{css} kept being redrawn");
     }
 
     async fn sign_in(&self, token: &str) {
@@ -177,12 +192,12 @@ async fn an_operator_uses_the_console_through_the_balancer_and_a_viewer_is_refus
         .await
         .expect("cluster starts");
     let base = cluster.balancer_url();
-    let body = json!({"name": "vera", "role": "viewer"}).to_string();
-    let vera = call(&base, "POST", "/api/v1/users?ack=all", Some(BOOTSTRAP), body.as_bytes()).await.json();
-    let vera = vera["token"].as_str().unwrap().to_owned();
+    let admin =
+        AdminClient::connect(&cluster.balancer_addr(), Some(BOOTSTRAP.parse().unwrap())).await.unwrap();
+    let vera = admin.add_user("vera", Role::Viewer, AckLevel::All).await.unwrap().token.expose().to_owned();
     let data = tempfile::tempdir().unwrap();
     let postal = data.path().join("postal.db");
-    std::fs::write(&postal, super::support::POSTAL_DB).unwrap();
+    std::fs::write(&postal, "MAIN STREET|SPRINGFIELD|49001\n").unwrap();
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).unwrap();
@@ -201,6 +216,22 @@ async fn an_operator_uses_the_console_through_the_balancer_and_a_viewer_is_refus
 /// What a person does in the console.
 async fn script(c: &Console, cluster: &mut spectrum::Cluster, viewer: &str, postal: &Path) {
     c.sign_in(BOOTSTRAP).await;
+    resources_dataflows_and_nodes(c, postal).await;
+    licenses_users_and_audit(c).await;
+
+    // A node goes away: the page keeps working through the balancer, and shows it.
+    assert!(cluster.stop_node("node-1").await);
+    c.open("overview").await;
+    c.wait_text("#members-table tr[data-node='node-1'] .state", "left", "node-gone").await;
+    c.screenshot("9-overview-node-1-left").await;
+
+    c.sign_out().await;
+    c.sign_in(viewer).await;
+    viewer_is_refused(c).await;
+}
+
+/// The overview; a resource with a bad field, then fixed; a dataflow; drain and undrain.
+async fn resources_dataflows_and_nodes(c: &Console, postal: &Path) {
     c.wait_text("#members-table tbody", "alive", "overview").await;
     tokio::time::sleep(Duration::from_millis(2500)).await; // a second sample on the live charts
     c.screenshot("1-overview").await;
@@ -208,7 +239,7 @@ async fn script(c: &Console, cluster: &mut spectrum::Cluster, viewer: &str, post
     // A resource with a bad field: the API's message appears beside that field.
     c.open("resources").await;
     c.wait_text("#availability-table tbody", "none", "resources").await;
-    c.client.find(Locator::Css("#resource-kind")).await.unwrap().select_by_value("database").await.unwrap();
+    c.resource_kind("database", "#field-spec-location-path").await;
     c.fill("#field-name", "postal-db").await;
     c.fill("#field-spec-location-path", "relative/postal.db").await;
     c.click("#resource-create").await;
@@ -243,8 +274,10 @@ async fn script(c: &Console, cluster: &mut spectrum::Cluster, viewer: &str, post
     c.screenshot("5-nodes-drained").await;
     c.click("#nodes-table tr[data-node='node-3'] button.undrain").await;
     c.wait_text("#nodes-table tr[data-node='node-3'] .state", "active", "undrain").await;
+}
 
-    // A license and a user, set in their forms.
+/// A license and a user, set in their forms; the audit log.
+async fn licenses_users_and_audit(c: &Console) {
     c.open("licenses").await;
     c.wait_text("#licenses-table tbody", "none", "licenses").await;
     c.fill("#license-form input[name='owner']", "Example Corp").await;
@@ -264,20 +297,14 @@ async fn script(c: &Console, cluster: &mut spectrum::Cluster, viewer: &str, post
     c.open("audit").await;
     c.wait_text("#audit-table tbody", "AddUser", "audit").await;
     c.screenshot("8-audit").await;
+}
 
-    // A node goes away: the page keeps working through the balancer, and shows it.
-    assert!(cluster.stop_node("node-1").await);
-    c.open("overview").await;
-    c.wait_text("#members-table tr[data-node='node-1'] .state", "left", "node-gone").await;
-    c.screenshot("9-overview-node-1-left").await;
-
-    // A viewer sees everything and may change nothing.
-    c.sign_out().await;
-    c.sign_in(viewer).await;
+/// A viewer sees everything and may change nothing.
+async fn viewer_is_refused(c: &Console) {
     c.open("resources").await;
     c.wait_text("#resources-table tr[data-name='postal-db']", "database", "viewer-resources").await;
     c.wait_text("#availability-error", "needs the operator role", "viewer-check").await;
-    c.client.find(Locator::Css("#resource-kind")).await.unwrap().select_by_value("jdbc").await.unwrap();
+    c.resource_kind("jdbc", "#field-spec-url").await;
     c.fill("#field-name", "orders").await;
     c.fill("#field-spec-url", "jdbc:postgresql://127.0.0.1:5432/orders").await;
     c.fill("#field-spec-driver", "org.postgresql.Driver").await;
