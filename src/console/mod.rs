@@ -6,8 +6,9 @@
 //! (the page's Content-Security-Policy allows only its own origin). Charts are
 //! drawn as inline SVG by the page's own script.
 //!
-//! Pages: cluster overview (members with liveness, state and clock offset,
-//! replication lag, a live chart of each peer's lag), licenses, dataflows,
+//! Pages: cluster overview (members with state and liveness, peers with
+//! replication lag and clock offset, and a live chart of both, sampled every two
+//! seconds from whichever node answers), licenses, dataflows,
 //! resources (a form per kind, each field's validation error shown beside it,
 //! secrets write-only, availability on every member), nodes (drain, undrain,
 //! remove), users and the audit log. Sign-in takes a token, kept in the
