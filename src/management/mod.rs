@@ -26,6 +26,9 @@
 //! (`PERMISSION_DENIED` naming the role needed). With no token configured and no
 //! users, every call passes (development mode).
 //!
+//! The HTTP/JSON API ([`http_api`](crate::http_api)) enforces the same table and
+//! the same audit path (`policy.rs`, shared by both), with the same messages.
+//!
 //! # Audit
 //!
 //! Every write RPC ([`Rpc::is_write`]) is recorded in the audit log after it
