@@ -7,7 +7,10 @@
 //! ```
 //!
 //! With `--serve`, the first line on stdout is one JSON object naming the
-//! balancer and the nodes: `{"balancer":"http://127.0.0.1:PORT","nodes":[{"id":"node-1","addr":"http://127.0.0.1:PORT"},…]}`.
+//! balancer, the nodes and the Management Console (through the balancer):
+//! `{"balancer":"http://127.0.0.1:PORT","nodes":[{"id":"node-1","addr":"http://127.0.0.1:PORT"},…],"console":"http://127.0.0.1:PORT/console"}`.
+//! The cluster has no token (development mode): sign in to the console with an
+//! empty token.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -50,7 +53,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
     if serve {
         let nodes: Vec<_> =
             cluster.nodes().map(|n| serde_json::json!({"id": n.id().as_str(), "addr": n.url()})).collect();
-        println!("{}", serde_json::json!({"balancer": cluster.balancer_url(), "nodes": nodes}));
+        let console = format!("{}{}", cluster.balancer_url(), spectrum::console::PATH);
+        println!(
+            "{}",
+            serde_json::json!({"balancer": cluster.balancer_url(), "nodes": nodes, "console": console})
+        );
         wait_for_signal().await?;
         cluster.shutdown().await;
         return Ok(());

@@ -27,6 +27,9 @@
 //! - [`auth`]: who may call the management API: bearer tokens, users stored as
 //!   token hashes, and their roles; every management write is audited
 //!   ([`admin::Admin::audit`]).
+//! - [`http_api`]: the same management API over HTTP/JSON at `/api/v1/` (with its
+//!   OpenAPI document), and [`console`]: the browser Management Console at
+//!   `/console`, built on it; both on every node's public port.
 //! - [`discovery`]: the balancer follows membership, and the strategy and weights
 //!   set in the database (`balancer/`), through the management API.
 //! - [`config`]: the TOML files of `spectrum node` and `spectrum balancer`.
@@ -70,10 +73,12 @@ pub mod cert;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod context;
 pub mod demo;
 pub mod discovery;
 pub mod error;
+pub mod http_api;
 mod kill;
 pub mod license;
 pub mod management;

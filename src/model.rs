@@ -15,6 +15,7 @@ use std::fmt;
 use serde::{Serialize, Serializer};
 use spectrum_core::{Liveness, Member, NodeId};
 use spectrum_replication::VersionToken;
+use utoipa::ToSchema;
 
 use crate::auth::{Role, Token};
 use crate::namespace::AuditRecord;
@@ -75,16 +76,18 @@ pub(crate) fn one_line(bytes: &[u8], max: usize) -> String {
 }
 
 /// An acknowledged write.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct WriteReceipt {
     /// The write's version token: pass it as [`ReadAfter`] to read it back anywhere.
     #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
     pub version: VersionToken,
     /// Members that acknowledged it (the answering node included).
     pub acked: u32,
     /// Members counted for the acknowledgement (those not left).
     pub members: u32,
     /// The node that accepted the write.
+    #[schema(value_type = String)]
     pub served_by: NodeId,
 }
 
@@ -95,15 +98,17 @@ impl fmt::Display for WriteReceipt {
 }
 
 /// One live entry of the configuration database (resource definitions redacted).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Entry {
     /// Its key, `namespace/name`.
     pub key: String,
     /// The version token of the write that set it.
     #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
     pub version: VersionToken,
     /// The value.
     #[serde(serialize_with = "as_json_or_text")]
+    #[schema(value_type = Value)]
     pub value: Vec<u8>,
     /// Wall-clock part of its hybrid-logical-clock stamp, in ms since the Unix epoch.
     #[serde(skip)]
@@ -121,7 +126,7 @@ impl fmt::Display for Entry {
 }
 
 /// Entries, shown as a table of key, version and value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct Entries(pub Vec<Entry>);
 
@@ -136,7 +141,7 @@ impl fmt::Display for Entries {
 }
 
 /// A key written or deleted through `Put` or `Delete`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct KeyWritten {
     /// The key.
     pub key: String,
@@ -155,9 +160,10 @@ impl fmt::Display for KeyWritten {
 }
 
 /// A peer as the answering node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct PeerInfo {
     /// The node id it answered as, once it has.
+    #[schema(value_type = Option<String>)]
     pub id: Option<NodeId>,
     /// Its address.
     pub addr: String,
@@ -175,22 +181,25 @@ pub struct PeerInfo {
     /// The last error talking to it, if the last exchange failed.
     pub last_error: Option<String>,
     /// Whether it is up, by the answering node's failure detector.
+    #[schema(value_type = schema::Liveness)]
     pub liveness: Liveness,
 }
 
 /// A member, and whether the answering node finds it up.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct MemberInfo {
     /// The membership record.
     #[serde(flatten)]
+    #[schema(value_type = schema::Member)]
     pub member: Member,
     /// Whether it is up, by the answering node's failure detector (the answering
     /// node itself is alive).
+    #[schema(value_type = schema::Liveness)]
     pub liveness: Liveness,
 }
 
 /// Whether one resource can be used on one node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ResourceAvailability {
     /// The resource's name.
     pub name: String,
@@ -203,11 +212,12 @@ pub struct ResourceAvailability {
 }
 
 /// One node's view of the cluster: what `spectrum status` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct NodeStatus {
     /// The cluster's id.
     pub cluster: String,
     /// The answering node.
+    #[schema(value_type = String)]
     pub node: NodeId,
     /// Its address.
     pub addr: String,
@@ -280,7 +290,7 @@ impl fmt::Display for NodeStatus {
 }
 
 /// An installed license, with its expiry counted from today.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct LicenseInfo {
     /// The license's name (`main` by default).
     pub name: String,
@@ -296,9 +306,11 @@ pub struct LicenseInfo {
     pub expired: bool,
     /// The version token of the write that installed it.
     #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
     pub version: VersionToken,
     /// The whole license document as stored.
     #[serde(serialize_with = "as_json_or_text")]
+    #[schema(value_type = Value)]
     pub document: Vec<u8>,
 }
 
@@ -318,7 +330,7 @@ impl fmt::Display for LicenseInfo {
 }
 
 /// A license installed by `SetLicense`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct LicenseInstalled {
     /// The license.
     pub license: LicenseInfo,
@@ -333,15 +345,17 @@ impl fmt::Display for LicenseInstalled {
 }
 
 /// A stored dataflow definition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Dataflow {
     /// Its name.
     pub name: String,
     /// The version token of the write that stored it.
     #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
     pub version: VersionToken,
     /// Its definition (a JSON object).
     #[serde(serialize_with = "as_json_or_text")]
+    #[schema(value_type = Value)]
     pub definition: Vec<u8>,
 }
 
@@ -353,7 +367,7 @@ impl fmt::Display for Dataflow {
 }
 
 /// Dataflows, shown as a table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct Dataflows(pub Vec<Dataflow>);
 
@@ -403,7 +417,7 @@ impl fmt::Display for NameWritten {
 }
 
 /// A resource definition as the API shows it: secrets redacted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ResourceInfo {
     /// Its name.
     pub name: String,
@@ -413,11 +427,13 @@ pub struct ResourceInfo {
     pub description: String,
     /// The version token of the write that stored it.
     #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
     pub version: VersionToken,
     /// Whether it holds a secret (shown redacted).
     pub has_secret: bool,
     /// The redacted definition (JSON).
     #[serde(serialize_with = "as_json_or_text")]
+    #[schema(value_type = Value)]
     pub definition: Vec<u8>,
 }
 
@@ -432,7 +448,7 @@ impl fmt::Display for ResourceInfo {
 }
 
 /// Resources, shown as a table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct Resources(pub Vec<ResourceInfo>);
 
@@ -455,7 +471,7 @@ impl fmt::Display for Resources {
 }
 
 /// A resource stored by `CreateResource`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ResourceStored {
     /// The resource, redacted.
     pub resource: ResourceInfo,
@@ -471,9 +487,10 @@ impl fmt::Display for ResourceStored {
 }
 
 /// The resource checks of one member.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct NodeResourceCheck {
     /// The member.
+    #[schema(value_type = String)]
     pub node: NodeId,
     /// Its address.
     pub addr: String,
@@ -484,7 +501,7 @@ pub struct NodeResourceCheck {
 }
 
 /// Resource availability on every member.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ResourceChecks {
     /// One entry per member, by node id.
     pub nodes: Vec<NodeResourceCheck>,
@@ -508,7 +525,7 @@ impl fmt::Display for ResourceChecks {
 
 /// An export of the whole configuration: licenses, dataflows, settings and
 /// resources (resource secrets redacted). See [`Admin::export_config`](crate::admin::Admin::export_config).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ConfigExport {
     /// The export file's bytes (JSON).
     #[serde(skip)]
@@ -522,11 +539,12 @@ pub struct ConfigExport {
     /// How many resource definitions it holds.
     pub resources: u32,
     /// The node that made it.
+    #[schema(value_type = String)]
     pub served_by: NodeId,
 }
 
 /// An export of every resource definition (secrets redacted).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ResourceExport {
     /// The export file's bytes (JSON).
     #[serde(skip)]
@@ -534,11 +552,12 @@ pub struct ResourceExport {
     /// How many definitions it holds.
     pub count: u32,
     /// The node that made it.
+    #[schema(value_type = String)]
     pub served_by: NodeId,
 }
 
 /// What an import does (or would do, in a dry run).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ImportPlan {
     /// Definitions new to this cluster.
     pub add: Vec<String>,
@@ -553,7 +572,7 @@ pub struct ImportPlan {
 }
 
 /// The result of an import.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ImportReport {
     /// Whether it was a dry run.
     pub dry_run: bool,
@@ -592,7 +611,7 @@ impl fmt::Display for ImportReport {
 }
 
 /// What resealing secrets did (`spectrum key rotate`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ResealReport {
     /// Definitions resealed with the current key.
     pub resealed: Vec<String>,
@@ -648,7 +667,7 @@ impl fmt::Display for NodeStateChanged {
 }
 
 /// A user of the management API as the API shows it: never a token or its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct UserInfo {
     /// The user's name.
     pub name: String,
@@ -660,11 +679,12 @@ pub struct UserInfo {
     pub revoked: bool,
     /// The version token of the write that last changed the user.
     #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
     pub version: VersionToken,
 }
 
 /// Users, shown as a table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct Users(pub Vec<UserInfo>);
 
@@ -688,12 +708,13 @@ impl fmt::Display for Users {
 
 /// A user written with a new token (`AddUser`, `RotateUser`): the only time the
 /// token is ever shown. Its JSON is `{"user": {…}, "token": "spt_…", "write": {…}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct UserToken {
     /// The user.
     pub user: UserInfo,
     /// The user's new token, in clear.
     #[serde(serialize_with = "token_text")]
+    #[schema(value_type = String)]
     pub token: Token,
     /// The acknowledged write.
     pub write: WriteReceipt,
@@ -716,7 +737,7 @@ impl fmt::Display for UserToken {
 }
 
 /// A user whose token was revoked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct UserRevoked {
     /// The user, as now recorded.
     pub user: UserInfo,
@@ -747,7 +768,7 @@ pub const DEFAULT_AUDIT_LIMIT: u32 = 100;
 /// One record of the audit log. Its JSON is the stored record with its `id`:
 /// `{"id": "…", "at_ms": …, "node": …, "caller": …, "role": …, "operation": …,
 /// "target": …, "ok": …, "code": …, "message"?: …}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct AuditEntry {
     /// The record's key without `audit/`.
     pub id: String,
@@ -757,7 +778,7 @@ pub struct AuditEntry {
 }
 
 /// Audit records, newest first, shown as a table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(transparent)]
 pub struct AuditLog(pub Vec<AuditEntry>);
 
@@ -796,6 +817,90 @@ fn time_text(ms: u64) -> String {
         .ok()
         .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
         .map_or_else(|| ms.to_string(), |t| format!("{t:.3}"))
+}
+
+/// Shapes of the types this crate serialises but does not own (from
+/// `spectrum-core`), and of the model types with a hand-written `Serialize`, for
+/// the HTTP API's OpenAPI document. A unit test checks each against the JSON the
+/// real type produces.
+pub mod schema {
+    use serde::Serialize;
+    use utoipa::ToSchema;
+
+    use super::WriteReceipt;
+
+    /// Whether a member is up, by the answering node's failure detector.
+    #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+    #[schema(as = Liveness)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Liveness {
+        /// Heard from recently enough.
+        Alive,
+        /// Silent for longer than usual.
+        Suspect,
+        /// Silent for so long that it is taken to be down.
+        Down,
+        /// Never heard from.
+        Unknown,
+    }
+
+    /// A member's state, as operators set it.
+    #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+    #[schema(as = MemberState)]
+    #[serde(rename_all = "snake_case")]
+    pub enum MemberState {
+        /// Started, catching up; not yet serving.
+        Joining,
+        /// Serving requests.
+        Active,
+        /// Gets no new requests (drained by an operator, or stopping).
+        Draining,
+        /// Left the cluster cleanly.
+        Left,
+        /// Removed for good by an operator.
+        Removed,
+    }
+
+    /// One node as recorded in cluster membership.
+    #[derive(Debug, Clone, Serialize, ToSchema)]
+    #[schema(as = Member)]
+    pub struct Member {
+        /// The node's id.
+        pub id: String,
+        /// The node's address (`http://host:port`).
+        pub addr: String,
+        /// Its state.
+        pub state: MemberState,
+    }
+
+    /// A dataflow or resource written or deleted: the object's name under its
+    /// kind (`"dataflow"` or `"resource"`), `"deleted": true` for a delete.
+    #[derive(Debug, Clone, Serialize, ToSchema)]
+    #[schema(as = NameWritten)]
+    pub struct NameWritten {
+        /// The dataflow's name, for a dataflow.
+        pub dataflow: Option<String>,
+        /// The resource's name, for a resource.
+        pub resource: Option<String>,
+        /// Present (`true`) when the write deleted it.
+        pub deleted: Option<bool>,
+        /// The acknowledged write.
+        pub write: WriteReceipt,
+    }
+
+    /// A member's state changed by an operator.
+    #[derive(Debug, Clone, Serialize, ToSchema)]
+    #[schema(as = NodeStateChanged)]
+    pub struct NodeStateChanged {
+        /// The member's id.
+        pub node: String,
+        /// Its address.
+        pub addr: String,
+        /// Its state now.
+        pub state: MemberState,
+        /// The acknowledged write.
+        pub write: WriteReceipt,
+    }
 }
 
 #[cfg(test)]
@@ -845,6 +950,66 @@ mod tests {
         let v = serde_json::to_value(NodeStateChanged { member, write: receipt() }).unwrap();
         assert_eq!((v["node"].as_str(), v["state"].as_str()), (Some("n2"), Some("draining")));
         assert_eq!(v["addr"], "http://127.0.0.1:7002");
+    }
+
+    fn keys(v: &serde_json::Value) -> Vec<String> {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn the_openapi_mirrors_match_the_json_of_the_types_they_describe() {
+        use spectrum_core::MemberState as S;
+        let states = [S::Joining, S::Active, S::Draining, S::Left, S::Removed];
+        let mirrored = [
+            schema::MemberState::Joining,
+            schema::MemberState::Active,
+            schema::MemberState::Draining,
+            schema::MemberState::Left,
+            schema::MemberState::Removed,
+        ];
+        for (real, mirror) in states.iter().zip(mirrored) {
+            assert_eq!(serde_json::to_value(real).unwrap(), serde_json::to_value(mirror).unwrap());
+        }
+        let lives = [Liveness::Alive, Liveness::Suspect, Liveness::Down, Liveness::Unknown];
+        let mirrored = [
+            schema::Liveness::Alive,
+            schema::Liveness::Suspect,
+            schema::Liveness::Down,
+            schema::Liveness::Unknown,
+        ];
+        for (real, mirror) in lives.iter().zip(mirrored) {
+            assert_eq!(serde_json::to_value(real).unwrap(), serde_json::to_value(mirror).unwrap());
+        }
+        let member = Member::new("n2".parse().unwrap(), "127.0.0.1:7002".parse().unwrap(), S::Active);
+        let mirror = schema::Member {
+            id: "n2".into(),
+            addr: "http://127.0.0.1:7002".into(),
+            state: mirrored_active(),
+        };
+        assert_eq!(serde_json::to_value(&member).unwrap(), serde_json::to_value(&mirror).unwrap());
+        let changed = serde_json::to_value(NodeStateChanged { member, write: receipt() }).unwrap();
+        let mirror = schema::NodeStateChanged {
+            node: "n2".into(),
+            addr: "http://127.0.0.1:7002".into(),
+            state: mirrored_active(),
+            write: receipt(),
+        };
+        assert_eq!(changed, serde_json::to_value(&mirror).unwrap());
+        let named = NameWritten { what: "resource", name: "x".into(), deleted: true, write: receipt() };
+        let mirror = schema::NameWritten {
+            dataflow: Some("x".into()),
+            resource: Some("x".into()),
+            deleted: Some(true),
+            write: receipt(),
+        };
+        let mirror_keys = keys(&serde_json::to_value(&mirror).unwrap());
+        assert!(keys(&serde_json::to_value(&named).unwrap()).iter().all(|k| mirror_keys.contains(k)));
+    }
+
+    fn mirrored_active() -> schema::MemberState {
+        schema::MemberState::Active
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::error::NodeError;
 use crate::kill::Killable;
 use crate::management::ManagementService;
 use crate::readiness::{self, Readiness, WatchedStore};
+use crate::{console, http_api};
 
 /// The encoded descriptors of every public Spectrum protocol (management, demo; not
 /// replication, which is internal), served by gRPC reflection.
@@ -363,7 +364,9 @@ impl NodeBuilder {
     /// membership under its advertise address and starts anti-entropy.
     ///
     /// The listen address serves the gRPC services over h2c and, over plain HTTP/1.1
-    /// or h2c, `GET /healthz` and `GET /readyz` (see [`crate::readiness`]); with
+    /// or h2c, `GET /healthz` and `GET /readyz` (see [`crate::readiness`]), the
+    /// HTTP/JSON management API at `/api/v1/` ([`crate::http_api`]) and the browser
+    /// console at `/console` ([`crate::console`]); with
     /// [`tls`](Self::tls), the same over TLS only (ALPN `h2` and `http/1.1`).
     ///
     /// # Errors
@@ -422,21 +425,25 @@ impl NodeBuilder {
                 let readiness = readiness.clone();
                 Arc::new(move || readiness.store_error())
             });
+        // One check of callers for both management APIs, gRPC and HTTP/JSON.
+        let auth = BearerAuth::with_users(self.token.clone(), UserIndex::follow(&store).await?);
+        let http_api = http_api::routes(admin.clone(), auth.clone(), self.transport.max_message_bytes);
         let mut routes = RoutesBuilder::default();
         routes
             .add_service(health_service)
             .add_service(reflection()?)
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 ManagementService::new(admin).into_server(self.transport.max_message_bytes),
-                BearerAuth::with_users(self.token.clone(), UserIndex::follow(&store).await?),
+                auth,
             ))
             .add_service(anti_entropy.service().into_server(self.transport.max_message_bytes));
         for make in std::mem::take(&mut self.services) {
             make(&ctx, &mut routes);
         }
-        // Plain HTTP `/healthz` and `/readyz` beside the gRPC services, on the same port.
-        let routes =
-            Routes::from(routes.routes().into_axum_router().merge(readiness::routes(readiness.clone())));
+        // Plain HTTP beside the gRPC services, on the same port: `/healthz`, `/readyz`,
+        // the HTTP/JSON API and the console.
+        let plain = readiness::routes(readiness.clone()).merge(http_api).merge(console::routes());
+        let routes = Routes::from(routes.routes().into_axum_router().merge(plain));
         let server_tls = match &self.transport.tls {
             Some(tls) => Some(ServerTls {
                 files: tls.clone(),

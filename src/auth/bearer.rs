@@ -54,6 +54,17 @@ impl BearerAuth {
         Self { bootstrap: token, users: Some(users) }
     }
 
+    /// Who sent the HTTP request with these `headers` (`authorization: Bearer
+    /// <token>`), or why it is refused: the same check, and the same messages, as
+    /// for a gRPC call. The HTTP/JSON API ([`http_api`](crate::http_api)) calls it.
+    ///
+    /// # Errors
+    ///
+    /// `UNAUTHENTICATED` for a missing, unknown or revoked token.
+    pub fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, Status> {
+        self.identify(bearer_of(headers.get(http::header::AUTHORIZATION)))
+    }
+
     /// Who holds `given`, or why it is refused.
     fn identify(&self, given: Option<&str>) -> Result<Caller, Status> {
         let no_users = self.users.as_ref().is_none_or(|u| u.is_empty());
@@ -83,15 +94,16 @@ impl BearerAuth {
 
 impl tonic::service::Interceptor for BearerAuth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let given = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let caller = self.identify(given)?;
+        let given = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let caller = self.identify(given.and_then(|v| v.strip_prefix("Bearer ")))?;
         request.extensions_mut().insert(caller);
         Ok(request)
     }
+}
+
+/// The token of an `authorization: Bearer <token>` header value.
+fn bearer_of(value: Option<&http::HeaderValue>) -> Option<&str> {
+    value?.to_str().ok()?.strip_prefix("Bearer ")
 }
 
 #[cfg(test)]

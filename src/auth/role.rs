@@ -17,7 +17,9 @@ use thiserror::Error;
 ///
 /// Which role each RPC needs is one table: `Rpc::required_role` in the
 /// [`management`](crate::management) service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Role {

@@ -29,6 +29,7 @@ impl ManagementService {
         let caller = self.authorize(&request, Rpc::SetBalancerStrategy, STRATEGY_TARGET).await?;
         let req = request.into_inner();
         let done = self
+            .policy
             .audited_op(&caller, Rpc::SetBalancerStrategy, STRATEGY_TARGET, async {
                 let wire = req.strategy.ok_or_else(|| Status::invalid_argument("strategy: missing"))?;
                 let spec = strategy_from_wire(&wire).map_err(|e| {
@@ -51,6 +52,7 @@ impl ManagementService {
         let caller = self.authorize(&request, Rpc::ClearBalancerStrategy, STRATEGY_TARGET).await?;
         let level = request.into_inner().ack;
         let done = self
+            .policy
             .audited_op(&caller, Rpc::ClearBalancerStrategy, STRATEGY_TARGET, async {
                 Ok(self.admin.clear_balancer_strategy(ack(level)?).await?)
             })
@@ -66,6 +68,7 @@ impl ManagementService {
         let caller = self.authorize(&request, Rpc::SetBalancerWeight, &target).await?;
         let req = request.into_inner();
         let done = self
+            .policy
             .audited_op(&caller, Rpc::SetBalancerWeight, &target, async {
                 let id = node(&req.node_id)?;
                 Ok(self.admin.set_balancer_weight(&id, req.weight, ack(req.ack)?).await?)
@@ -82,6 +85,7 @@ impl ManagementService {
         let caller = self.authorize(&request, Rpc::ClearBalancerWeight, &target).await?;
         let req = request.into_inner();
         let done = self
+            .policy
             .audited_op(&caller, Rpc::ClearBalancerWeight, &target, async {
                 let id = node(&req.node_id)?;
                 Ok(self.admin.clear_balancer_weight(&id, ack(req.ack)?).await?)

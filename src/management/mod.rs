@@ -27,6 +27,9 @@
 //! (`PERMISSION_DENIED` naming the role needed). With no token configured and no
 //! users, every call passes (development mode).
 //!
+//! The HTTP/JSON API ([`http_api`](crate::http_api)) enforces the same table and
+//! the same audit path (`policy.rs`, shared by both), with the same messages.
+//!
 //! # Audit
 //!
 //! Every write RPC ([`Rpc::is_write`]) is recorded in the audit log after it
@@ -36,6 +39,7 @@
 //! one to name, and strangers must not be able to fill the log).
 
 mod balancer;
+mod policy;
 mod rpc;
 mod status;
 
@@ -48,11 +52,12 @@ use tracing::instrument;
 pub use crate::admin::{PEER_CHECK_TIMEOUT, READ_YOUR_WRITES_WAIT};
 pub use crate::auth::BearerAuth;
 pub use crate::pb::proto;
+pub(crate) use policy::{Policy, definition_name, license_name};
 pub use rpc::Rpc;
 
-use crate::admin::{Admin, AuditOutcome};
+use crate::admin::Admin;
 use crate::auth::{Caller, Token};
-use crate::model::{AuditQuery, ImportReport, ReadAfter};
+use crate::model::{AuditQuery, ReadAfter};
 use crate::pb::{ack_from_wire, role_from_wire};
 use proto::management_server::Management;
 
@@ -60,80 +65,19 @@ use proto::management_server::Management;
 #[derive(Debug, Clone)]
 pub struct ManagementService {
     admin: Admin,
+    policy: Policy,
 }
 
 impl ManagementService {
     /// The service over `admin`.
     pub fn new(admin: Admin) -> Self {
-        Self { admin }
+        Self { policy: Policy::new(admin.clone()), admin }
     }
 
     /// Identifies the caller and checks its role for `rpc`; a refused write is
     /// audited, on `target`.
     async fn authorize<T>(&self, request: &Request<T>, rpc: Rpc, target: &str) -> Result<Caller, Status> {
-        let caller = rpc::caller(request)?;
-        if let Err(denied) = rpc.check(&caller) {
-            if rpc.is_write() {
-                self.audited::<()>(&caller, rpc, target, Err(denied.clone())).await.ok();
-            }
-            return Err(denied);
-        }
-        Ok(caller)
-    }
-
-    /// Runs the write `rpc` on `target`: its audit record of success goes into the
-    /// write's own batch (one commit), and a failure is recorded on its own.
-    async fn audited_op<T>(
-        &self,
-        caller: &Caller,
-        rpc: Rpc,
-        target: &str,
-        op: impl std::future::Future<Output = Result<T, Status>>,
-    ) -> Result<T, Status> {
-        let (result, recorded) = crate::admin::with_pending(caller, rpc.name(), target, op).await;
-        if recorded && result.is_ok() {
-            return result;
-        }
-        self.audited(caller, rpc, target, result).await
-    }
-
-    /// Records the write `rpc` on `target` and how it ended, then passes `result` on.
-    async fn audited<T>(
-        &self,
-        caller: &Caller,
-        rpc: Rpc,
-        target: &str,
-        result: Result<T, Status>,
-    ) -> Result<T, Status> {
-        let outcome = match &result {
-            Ok(_) => AuditOutcome::Ok,
-            Err(s) => {
-                AuditOutcome::Failed { code: format!("{:?}", s.code()), message: s.message().to_owned() }
-            }
-        };
-        self.admin.audit(caller, rpc.name(), target, outcome).await;
-        result
-    }
-
-    /// An import's result, audited (naming what it added and changed) unless it
-    /// was a dry run, which writes nothing.
-    async fn audited_import(
-        &self,
-        caller: &Caller,
-        rpc: Rpc,
-        dry_run: bool,
-        done: Result<ImportReport, Status>,
-    ) -> Result<ImportReport, Status> {
-        if dry_run {
-            return done;
-        }
-        let target = match &done {
-            Ok(report) => {
-                [&report.plan.add[..], &report.plan.change[..]].concat().join(",").chars().take(256).collect()
-            }
-            Err(_) => String::new(),
-        };
-        self.audited(caller, rpc, &target, done).await
+        self.policy.authorize(rpc::caller(request)?, rpc, target).await
     }
 
     /// The generated tonic server for this service, with `max_message_bytes` as its
@@ -182,6 +126,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::Put, &target).await?;
         let req = request.into_inner();
         let write = self
+            .policy
             .audited_op(&caller, Rpc::Put, &target, async {
                 match ack(req.ack) {
                     Ok(level) => {
@@ -203,6 +148,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::Delete, &target).await?;
         let req = request.into_inner();
         let write = self
+            .policy
             .audited_op(&caller, Rpc::Delete, &target, async {
                 Ok(self.admin.delete(&req.key, ack(req.ack)?).await?)
             })
@@ -240,6 +186,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::SetLicense, &target).await?;
         let req = request.into_inner();
         let done = self
+            .policy
             .audited_op(&caller, Rpc::SetLicense, &target, async {
                 Ok(self.admin.set_license(&req.name, Bytes::from(req.license), ack(req.ack)?).await?)
             })
@@ -272,6 +219,7 @@ impl Management for ManagementService {
         let req = request.into_inner();
         let definition = Bytes::from(req.definition);
         let write = self
+            .policy
             .audited_op(&caller, Rpc::CreateDataflow, &target, async {
                 Ok(self.admin.create_dataflow(&req.name, definition, req.replace, ack(req.ack)?).await?)
             })
@@ -311,6 +259,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::DeleteDataflow, &target).await?;
         let req = request.into_inner();
         let write = self
+            .policy
             .audited_op(&caller, Rpc::DeleteDataflow, &target, async {
                 Ok(self.admin.delete_dataflow(&req.name, ack(req.ack)?).await?)
             })
@@ -327,6 +276,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::CreateResource, &target).await?;
         let req = request.into_inner();
         let done = self
+            .policy
             .audited_op(&caller, Rpc::CreateResource, &target, async {
                 Ok(self.admin.create_resource(&req.definition, req.replace, ack(req.ack)?).await?)
             })
@@ -369,6 +319,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::DeleteResource, &target).await?;
         let req = request.into_inner();
         let write = self
+            .policy
             .audited_op(&caller, Rpc::DeleteResource, &target, async {
                 Ok(self.admin.delete_resource(&req.name, ack(req.ack)?).await?)
             })
@@ -421,7 +372,7 @@ impl Management for ManagementService {
         let req = request.into_inner();
         let done =
             async { Ok(self.admin.import_resources(&req.file, req.dry_run, ack(req.ack)?).await?) }.await;
-        let report = self.audited_import(&caller, Rpc::ImportResources, req.dry_run, done).await?;
+        let report = self.policy.audited_import(&caller, Rpc::ImportResources, req.dry_run, done).await?;
         Ok(Response::new(proto::ImportResourcesResponse {
             plan: Some(report.plan.into()),
             applied: report.applied,
@@ -456,7 +407,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::ImportConfig, "").await?;
         let req = request.into_inner();
         let done = async { Ok(self.admin.import_config(&req.file, req.dry_run, ack(req.ack)?).await?) }.await;
-        let report = self.audited_import(&caller, Rpc::ImportConfig, req.dry_run, done).await?;
+        let report = self.policy.audited_import(&caller, Rpc::ImportConfig, req.dry_run, done).await?;
         Ok(Response::new(proto::ImportConfigResponse {
             plan: Some(report.plan.into()),
             applied: report.applied,
@@ -480,6 +431,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, rpc, &target).await?;
         let req = request.into_inner();
         let done = self
+            .policy
             .audited_op(&caller, rpc, &target, async {
                 let state = match proto::NodeState::try_from(req.state) {
                     Ok(proto::NodeState::Active) => MemberState::Active,
@@ -511,6 +463,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::AddUser, &target).await?;
         let req = request.into_inner();
         let added = self
+            .policy
             .audited_op(&caller, Rpc::AddUser, &target, async {
                 let role = role_from_wire(req.role).ok_or_else(|| {
                     Status::invalid_argument(format!(
@@ -544,6 +497,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::RevokeUser, &target).await?;
         let req = request.into_inner();
         let done = self
+            .policy
             .audited_op(&caller, Rpc::RevokeUser, &target, async {
                 Ok(self.admin.revoke_user(&req.name, ack(req.ack)?).await?)
             })
@@ -563,6 +517,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::RotateUser, &target).await?;
         let req = request.into_inner();
         let rotated = self
+            .policy
             .audited_op(&caller, Rpc::RotateUser, &target, async {
                 Ok(self.admin.rotate_user(&req.name, ack(req.ack)?).await?)
             })
@@ -578,6 +533,7 @@ impl Management for ManagementService {
         let caller = self.authorize(&request, Rpc::ResealSecrets, "resources").await?;
         let req = request.into_inner();
         let report = self
+            .policy
             .audited_op(&caller, Rpc::ResealSecrets, "resources", async {
                 Ok(self.admin.reseal_secrets(ack(req.ack)?).await?)
             })
@@ -647,20 +603,6 @@ impl Management for ManagementService {
     ) -> Result<Response<proto::ShowBalancerSettingsResponse>, Status> {
         self.show_settings(request).await
     }
-}
-
-/// The license name a `SetLicense` writes (`main` when empty).
-fn license_name(name: &str) -> String {
-    if name.is_empty() { "main".to_owned() } else { name.chars().take(128).collect() }
-}
-
-/// The `name` of a resource definition, for the audit log; never anything else
-/// of it (a definition holds secrets).
-fn definition_name(definition: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(definition)
-        .ok()
-        .and_then(|v| v.get("name")?.as_str().map(|n| n.chars().take(128).collect()))
-        .unwrap_or_default()
 }
 
 fn entry_served_by(admin: &Admin) -> String {

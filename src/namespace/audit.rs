@@ -11,7 +11,7 @@ use crate::auth::Role;
 /// operation and its key or name, never a value or a secret. Written only by the
 /// nodes, after the operation, with acknowledgement `local` (it replicates with
 /// everything else); a refused or failed write is recorded too.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// When, in ms since the Unix epoch (the answering node's clock).
     pub at_ms: u64,

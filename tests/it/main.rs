@@ -6,6 +6,7 @@ mod clocks;
 mod cluster;
 mod disk;
 mod haproxy;
+mod http_api;
 mod management;
 mod protocols;
 mod readiness;

@@ -60,6 +60,10 @@ async fn serve_mode_prints_the_addresses_first_and_stops_on_sigterm() {
         assert!(node["addr"].as_str().is_some_and(|a| a.starts_with("http://127.0.0.1:")));
     }
 
+    assert_eq!(doc["console"].as_str(), Some(format!("{balancer}/console").as_str()));
+    let page = super::http_api::call(balancer, "GET", "/console", None, b"").await;
+    assert_eq!(page.status, 200, "the console through the balancer");
+
     let status =
         admin(balancer).await.status(StatusRequest {}).await.expect("management through the balancer");
     assert_eq!(status.into_inner().cluster_id, "example");

@@ -1,0 +1,191 @@
+//! The management API over HTTP/JSON, at `/api/v1/…` on every node's public port
+//! (so through the balancer too), beside the gRPC [`management`](crate::management)
+//! service: the same operations ([`Admin`]), the same callers and roles
+//! ([`BearerAuth`], [`Rpc::required_role`]), the same audit log
+//! ([`Rpc::is_write`]) and the same error messages. The browser
+//! [console](crate::console) is built on it.
+//!
+//! | method and path | operation ([`Rpc`]) |
+//! |---|---|
+//! | `GET /api/v1/status` | `Status` |
+//! | `GET /api/v1/config?prefix=` | `List` |
+//! | `GET`, `PUT`, `DELETE /api/v1/config/{key}` | `Get`, `Put` (the body is the value), `Delete` |
+//! | `GET /api/v1/licenses`, `GET`, `PUT /api/v1/licenses/{name}` | `ShowLicense`, `SetLicense` |
+//! | `GET /api/v1/dataflows`, `GET`, `PUT`, `DELETE /api/v1/dataflows/{name}` | `ListDataflows`, `ShowDataflow`, `CreateDataflow`, `DeleteDataflow` |
+//! | `GET`, `POST /api/v1/resources`, `GET`, `DELETE /api/v1/resources/{name}` | `ListResources`, `CreateResource`, `ShowResource`, `DeleteResource` |
+//! | `GET /api/v1/resource-checks` | `CheckResources` |
+//! | `POST /api/v1/nodes/{id}/drain`, `…/undrain`, `…/remove` | `SetNodeState`, `RemoveNode` |
+//! | `GET`, `POST /api/v1/users`, `DELETE /api/v1/users/{name}`, `POST /api/v1/users/{name}/rotate` | `ListUsers`, `AddUser`, `RevokeUser`, `RotateUser` |
+//! | `GET /api/v1/audit` | `ListAudit` |
+//! | `GET /api/v1/export/config`, `POST /api/v1/import/config` | `ExportConfig`, `ImportConfig` |
+//! | `GET /api/v1/export/resources`, `POST /api/v1/import/resources` | `ExportResources`, `ImportResources` |
+//! | `POST /api/v1/reseal-secrets` | `ResealSecrets` |
+//! | `GET /api/v1/openapi.json` | the OpenAPI document (no token needed) |
+//!
+//! Answers are the [`model`](crate::model) types as JSON (the `spectrum --json`
+//! shapes), with the answering node in the `spectrum-served-by` header.
+//! Writes take `?ack=local|quorum|all` (default `quorum`), reads
+//! `?min_version=<token>` (read-your-writes through the balancer).
+//!
+//! # Errors
+//!
+//! `{"error": {"code": "...", "message": "..."}}` ([`ErrorBody`]), where `code` is
+//! the gRPC code of the same call in snake case and `message` the gRPC message;
+//! the HTTP status follows [`http_status`]: a missing or wrong token is 401, a
+//! role too low 403 naming the role needed, bad input 400 naming the field at
+//! fault (malformed JSON, an unknown query parameter), a body over the limit 413.
+
+mod config;
+mod error;
+mod nodes;
+mod openapi;
+mod params;
+mod resources;
+mod transfer;
+mod users;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+pub use error::{ApiError, ErrorBody, ErrorDetail, http_status};
+pub use openapi::ApiDoc;
+pub use params::{
+    Ack, AuditParams, CheckParams, CreateParams, ImportParams, ListParams, NewUser, ReadParams, WriteParams,
+};
+
+use crate::admin::Admin;
+use crate::auth::BearerAuth;
+use crate::management::{Policy, Rpc};
+
+/// Where the API lives.
+pub const PREFIX: &str = "/api/v1";
+/// The OpenAPI document's path.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+/// The response header naming the node that answered.
+pub const SERVED_BY: &str = "spectrum-served-by";
+
+/// One node's HTTP/JSON API.
+#[derive(Debug, Clone)]
+pub(crate) struct Api {
+    policy: Policy,
+    auth: BearerAuth,
+    served_by: HeaderValue,
+}
+
+impl Api {
+    fn admin(&self) -> &Admin {
+        self.policy.admin()
+    }
+
+    /// `value` as a JSON answer with `status`.
+    fn json_with<T: Serialize>(&self, status: StatusCode, value: &T) -> Response {
+        match serde_json::to_vec(value) {
+            Ok(mut body) => {
+                body.push(b'\n');
+                let mut response =
+                    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+                response.headers_mut().insert(SERVED_BY, self.served_by.clone());
+                response
+            }
+            Err(e) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response()
+            }
+        }
+    }
+
+    /// `value` as a 200 JSON answer.
+    fn json<T: Serialize>(&self, value: &T) -> Response {
+        self.json_with(StatusCode::OK, value)
+    }
+}
+
+/// What the handlers return.
+type Answer = Result<Response, ApiError>;
+
+/// The API's routes for the node `admin` runs on, with callers identified by
+/// `auth` and request bodies of at most `max_body_bytes`, to merge into the node's
+/// router.
+pub(crate) fn routes(admin: Admin, auth: BearerAuth, max_body_bytes: usize) -> axum::Router {
+    let served_by =
+        HeaderValue::from_str(admin.context().id.as_str()).unwrap_or_else(|_| HeaderValue::from_static("?"));
+    let api = Api { policy: Policy::new(admin), auth, served_by };
+    let document: Arc<str> = openapi::document().into();
+    let protected = axum::Router::new()
+        .route("/status", get(nodes::status))
+        .route("/nodes/{id}/drain", post(nodes::drain))
+        .route("/nodes/{id}/undrain", post(nodes::undrain))
+        .route("/nodes/{id}/remove", post(nodes::remove))
+        .route("/config", get(config::list))
+        .route("/config/{*key}", get(config::get).put(config::put).delete(config::delete))
+        .route("/licenses", get(config::licenses))
+        .route("/licenses/{name}", get(config::license).put(config::set_license))
+        .route("/dataflows", get(config::dataflows))
+        .route(
+            "/dataflows/{name}",
+            get(config::dataflow).put(config::create_dataflow).delete(config::delete_dataflow),
+        )
+        .route("/resources", get(resources::list).post(resources::create))
+        .route("/resources/{name}", get(resources::show).delete(resources::delete))
+        .route("/resource-checks", get(resources::check))
+        .route("/users", get(users::list).post(users::add))
+        .route("/users/{name}", axum::routing::delete(users::revoke))
+        .route("/users/{name}/rotate", post(users::rotate))
+        .route("/audit", get(users::audit))
+        .route("/export/config", get(transfer::export_config))
+        .route("/import/config", post(transfer::import_config))
+        .route("/export/resources", get(transfer::export_resources))
+        .route("/import/resources", post(transfer::import_resources))
+        .route("/reseal-secrets", post(transfer::reseal))
+        .route_layer(axum::middleware::from_fn_with_state(api.clone(), authenticate))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(api);
+    let open = axum::Router::new().route(
+        "/openapi.json",
+        get(move || {
+            let document = document.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], document.to_string()) }
+        }),
+    );
+    let api = protected.merge(open).fallback(no_route).method_not_allowed_fallback(no_method);
+    axum::Router::new().nest(PREFIX, api)
+}
+
+/// Identifies the caller ([`BearerAuth::authenticate`]) before anything else is
+/// read, as the gRPC interceptor does: `401` otherwise.
+async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) -> Response {
+    match api.auth.authenticate(request.headers()) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(status) => ApiError::from(status).into_response(),
+    }
+}
+
+async fn no_route(uri: http::Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such API path: {}", uri.path()))
+}
+
+async fn no_method(method: http::Method, uri: http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Checks `caller` for `rpc` (a refused write is audited on `target`).
+async fn authorize(
+    api: &Api,
+    caller: crate::auth::Caller,
+    rpc: Rpc,
+    target: &str,
+) -> Result<crate::auth::Caller, ApiError> {
+    Ok(api.policy.authorize(caller, rpc, target).await?)
+}
