@@ -35,6 +35,7 @@
 //! role too low 403 naming the role needed, bad input 400 naming the field at
 //! fault (malformed JSON, an unknown query parameter), a body over the limit 413.
 
+mod balancer;
 mod config;
 mod error;
 mod nodes;
@@ -142,6 +143,15 @@ pub(crate) fn routes(admin: Admin, auth: BearerAuth, max_body_bytes: usize) -> a
         .route("/export/resources", get(transfer::export_resources))
         .route("/import/resources", post(transfer::import_resources))
         .route("/reseal-secrets", post(transfer::reseal))
+        .route("/balancer", get(balancer::show))
+        .route(
+            "/balancer/strategy",
+            axum::routing::put(balancer::set_strategy).delete(balancer::clear_strategy),
+        )
+        .route(
+            "/balancer/weights/{name}",
+            axum::routing::put(balancer::set_weight).delete(balancer::clear_weight),
+        )
         .route_layer(axum::middleware::from_fn_with_state(api.clone(), authenticate))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(api);

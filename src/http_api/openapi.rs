@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{config, nodes, resources, transfer, users};
+use super::{balancer, config, nodes, resources, transfer, users};
 
 /// The OpenAPI 3.1 document of `/api/v1`, served at
 /// [`OPENAPI_PATH`](super::OPENAPI_PATH).
@@ -52,12 +52,18 @@ use super::{config, nodes, resources, transfer, users};
         transfer::export_resources,
         transfer::import_resources,
         transfer::reseal,
+        balancer::show,
+        balancer::set_strategy,
+        balancer::clear_strategy,
+        balancer::set_weight,
+        balancer::clear_weight,
     ),
     components(schemas(super::Ack, crate::auth::Role)),
     modifiers(&BearerToken),
     tags(
         (name = "nodes", description = "status and members"),
         (name = "config", description = "raw configuration entries"),
+        (name = "balancer", description = "the strategy and weights every balancer follows"),
         (name = "licenses"),
         (name = "dataflows"),
         (name = "resources", description = "external resources; secrets are write-only"),

@@ -279,3 +279,49 @@ async fn the_openapi_document_and_the_console_are_served_by_every_node_without_a
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_balancer_settings_are_shown_set_and_cleared_over_http_by_the_roles_of_the_grpc_calls() {
+    let cluster = secured("it-http-balancer").await;
+    let base = cluster.balancer_url();
+    let viewer = add_user(&base, "watcher", "viewer").await;
+    let strategy = br#"{"name":"consistent_hash","hash_key":"x-tenant","load_factor":1.5}"#;
+
+    let refused = call(&base, "PUT", "/api/v1/balancer/strategy", Some(&viewer), strategy).await;
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    assert!(refused.error().1.contains("admin"), "{:?}", refused.error());
+    let bad = call(
+        &base,
+        "PUT",
+        "/api/v1/balancer/strategy",
+        Some(BOOTSTRAP),
+        br#"{"name":"random","load_factor":2}"#,
+    )
+    .await;
+    assert_eq!((bad.status, bad.error().0.as_str()), (400, "invalid_argument"), "{:?}", bad.body);
+    assert!(bad.error().1.contains("load_factor"), "{:?}", bad.error());
+
+    let set = call(&base, "PUT", "/api/v1/balancer/strategy?ack=all", Some(BOOTSTRAP), strategy).await;
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    let weight =
+        call(&base, "PUT", "/api/v1/balancer/weights/node-2?ack=all", Some(BOOTSTRAP), br#"{"weight":0}"#)
+            .await;
+    assert_eq!(weight.status, 200, "{:?}", weight.body);
+    let unknown =
+        call(&base, "PUT", "/api/v1/balancer/weights/node-9", Some(BOOTSTRAP), br#"{"weight":1}"#).await;
+    assert_eq!(unknown.status, 404, "{:?}", unknown.body);
+
+    let shown = call(&base, "GET", "/api/v1/balancer", Some(&viewer), b"").await.json();
+    assert_eq!(shown["strategy"]["name"], "consistent_hash", "{shown}");
+    assert_eq!(shown["weights"][0]["node"], "node-2", "{shown}");
+    assert_eq!(shown["weights"][0]["weight"], 0, "{shown}");
+
+    let cleared = call(&base, "DELETE", "/api/v1/balancer/strategy?ack=all", Some(BOOTSTRAP), b"").await;
+    assert_eq!(cleared.status, 200, "{:?}", cleared.body);
+    let cleared =
+        call(&base, "DELETE", "/api/v1/balancer/weights/node-2?ack=all", Some(BOOTSTRAP), b"").await;
+    assert_eq!(cleared.status, 200, "{:?}", cleared.body);
+    let shown = call(&base, "GET", "/api/v1/balancer", Some(&viewer), b"").await.json();
+    assert!(shown["strategy"].is_null() && shown["weights"] == json!([]), "{shown}");
+    cluster.shutdown().await;
+}
