@@ -165,6 +165,7 @@ impl Admin {
     ///
     /// Store failures. A record that does not decode is skipped.
     pub async fn audit_log(&self, query: &AuditQuery) -> Result<AuditLog, AdminError> {
+        self.wait_for(&query.after).await?;
         let limit = query.limit.unwrap_or(DEFAULT_AUDIT_LIMIT) as usize;
         let records = self.ctx.store.scan(Namespace::Audit.prefix()).await?;
         let entries = records
