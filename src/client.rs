@@ -31,6 +31,7 @@
 //! field, `UNAUTHENTICATED`, …), a connection failure, or an answer this client
 //! cannot read.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use spectrum_core::{PeerAddr, TransportConfig};
@@ -45,13 +46,15 @@ use crate::model::{
     ResourceInfo, ResourceStored, Resources, StrategyWritten, UserRevoked, UserToken, Users, WeightWritten,
 };
 use crate::pb::{
-    InvalidAnswer, ack_to_wire, node_id, proto, read_after_to_wire, receipt, required, role_to_wire,
+    InvalidAnswer, ack_to_wire, node_id, proto, read_after_to_wire, read_options_to_wire, receipt, required,
+    role_to_wire,
 };
 
 pub use crate::auth::Role;
 pub use crate::model::AuditQuery;
 
 pub use crate::model::{ReadAfter, WriteReceipt};
+pub use crate::session::Session;
 pub use spectrum_balancer::strategy::{StrategyName, StrategySpec};
 pub use spectrum_core::MemberState;
 pub use spectrum_replication::AckLevel;
@@ -100,11 +103,41 @@ impl From<tonic::Status> for ClientError {
 
 type Inner = proto::management_client::ManagementClient<InterceptedService<Channel, TokenInterceptor>>;
 
-/// A typed management client. Cheap to clone: clones share one connection.
+/// A typed management client. Cheap to clone: clones share one connection (and
+/// its [session](Self::with_session), when it keeps one).
 #[derive(Debug, Clone)]
 pub struct AdminClient {
     inner: Inner,
+    /// The session every write is merged into and every read sends, if kept.
+    session: Option<Arc<Mutex<Session>>>,
+    /// How long a node may wait to catch up with a read's session.
+    read_wait: Option<Duration>,
 }
+
+/// A result that carries the receipt of the write it made (if it made one).
+trait Written {
+    fn receipt(&self) -> Option<&WriteReceipt>;
+}
+
+macro_rules! written {
+    ($($result:ty),*; optional: $($optional:ty),*) => {
+        $(impl Written for $result {
+            fn receipt(&self) -> Option<&WriteReceipt> {
+                Some(&self.write)
+            }
+        })*
+        $(impl Written for $optional {
+            fn receipt(&self) -> Option<&WriteReceipt> {
+                self.write.as_ref()
+            }
+        })*
+    };
+}
+
+written!(
+    KeyWritten, LicenseInstalled, NameWritten, ResourceStored, NodeStateChanged, UserToken, UserRevoked,
+    StrategyWritten, WeightWritten; optional: ImportReport, crate::model::ResealReport
+);
 
 /// A member's state an operator may set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,11 +204,82 @@ impl AdminClient {
             TokenInterceptor::new(token),
         )
         .max_decoding_message_size(max);
-        Self { inner }
+        Self { inner, session: None, read_wait: None }
+    }
+
+    /// This client, keeping a session that starts at `session` (empty:
+    /// `Session::default()`): every write's version token is merged into it and
+    /// every read sends it, so each read sees every write made through this
+    /// client (and its clones) whichever node answers.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: spectrum::client::AdminClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// use spectrum::client::{AckLevel, ReadAfter, Session};
+    ///
+    /// let admin = admin.with_session(Session::default());
+    /// admin.put("settings/greeting", "hello", AckLevel::Local).await?;
+    /// // Through a balancer, whichever node answers waits until it holds the write.
+    /// let entry = admin.get("settings/greeting", ReadAfter::Anything).await?;
+    /// assert_eq!(entry.value, b"hello");
+    /// println!("resume later with {}", admin.session().unwrap_or_default());
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_session(mut self, session: Session) -> Self {
+        self.session = Some(Arc::new(Mutex::new(session)));
+        self
+    }
+
+    /// This client, letting a node wait up to `wait` to catch up with a read's
+    /// session or version (nodes cap it at 30 s; their default is 2 s).
+    #[must_use]
+    pub fn with_read_wait(mut self, wait: Duration) -> Self {
+        self.read_wait = Some(wait);
+        self
+    }
+
+    /// The session this client keeps (every write made through it so far), if
+    /// it keeps one.
+    pub fn session(&self) -> Option<Session> {
+        self.session.as_ref().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).clone())
+    }
+
+    /// Replaces the session this client keeps (starting to keep one if it did not).
+    pub fn set_session(&mut self, session: Session) {
+        match &self.session {
+            Some(kept) => *kept.lock().unwrap_or_else(PoisonError::into_inner) = session,
+            None => self.session = Some(Arc::new(Mutex::new(session))),
+        }
     }
 
     fn call(&self) -> Inner {
         self.inner.clone()
+    }
+
+    /// Merges the write `result` made into the session, if one is kept.
+    fn noted<T: Written>(&self, result: T) -> T {
+        if let (Some(kept), Some(write)) = (&self.session, result.receipt()) {
+            kept.lock().unwrap_or_else(PoisonError::into_inner).merge_token(&write.version);
+        }
+        result
+    }
+
+    /// The read options to send with a read after `after`: its session merged with
+    /// the kept one, and this client's wait (a lone version goes as `min_version`).
+    fn read_options(&self, after: &ReadAfter) -> Option<proto::ReadOptions> {
+        let mut session = match after {
+            ReadAfter::Session { session, .. } => session.clone(),
+            _ => Session::default(),
+        };
+        session.merge(&self.session().unwrap_or_default());
+        let wait = match after {
+            ReadAfter::Session { wait: Some(wait), .. } => Some(*wait),
+            _ => self.read_wait,
+        };
+        if session.is_empty() && wait.is_none() {
+            return None;
+        }
+        read_options_to_wire(&ReadAfter::Session { session, wait })
     }
 
     /// Reads one entry of the configuration database.
@@ -186,8 +290,12 @@ impl AdminClient {
     /// the namespaces; `UNAVAILABLE` when the answering node has not caught up with
     /// `after` within its wait.
     pub async fn get(&self, key: &str, after: impl Into<ReadAfter>) -> Result<Entry, ClientError> {
-        let request =
-            proto::GetRequest { key: key.to_owned(), min_version: read_after_to_wire(&after.into()) };
+        let after: ReadAfter = after.into();
+        let request = proto::GetRequest {
+            key: key.to_owned(),
+            min_version: read_after_to_wire(&after),
+            read: self.read_options(&after),
+        };
         let answer = self.call().get(request).await?.into_inner();
         let entry = required("entry", answer.entry)?;
         Ok(entry.try_into()?)
@@ -199,8 +307,12 @@ impl AdminClient {
     ///
     /// `UNAVAILABLE` when the node has not caught up with `after`.
     pub async fn list(&self, prefix: &str, after: impl Into<ReadAfter>) -> Result<Entries, ClientError> {
-        let request =
-            proto::ListRequest { prefix: prefix.to_owned(), min_version: read_after_to_wire(&after.into()) };
+        let after: ReadAfter = after.into();
+        let request = proto::ListRequest {
+            prefix: prefix.to_owned(),
+            min_version: read_after_to_wire(&after),
+            read: self.read_options(&after),
+        };
         let answer = self.call().list(request).await?.into_inner();
         Ok(Entries(answer.entries.into_iter().map(Entry::try_from).collect::<Result<_, _>>()?))
     }
@@ -221,7 +333,7 @@ impl AdminClient {
     ) -> Result<KeyWritten, ClientError> {
         let request = proto::PutRequest { key: key.to_owned(), value: value.into(), ack: ack_to_wire(ack) };
         let write = self.call().put(request).await?.into_inner().try_into()?;
-        Ok(KeyWritten { key: key.to_owned(), deleted: false, write })
+        Ok(self.noted(KeyWritten { key: key.to_owned(), deleted: false, write }))
     }
 
     /// Deletes `key`.
@@ -232,7 +344,7 @@ impl AdminClient {
     pub async fn delete(&self, key: &str, ack: AckLevel) -> Result<KeyWritten, ClientError> {
         let request = proto::DeleteRequest { key: key.to_owned(), ack: ack_to_wire(ack) };
         let write = self.call().delete(request).await?.into_inner().try_into()?;
-        Ok(KeyWritten { key: key.to_owned(), deleted: true, write })
+        Ok(self.noted(KeyWritten { key: key.to_owned(), deleted: true, write }))
     }
 
     /// The answering node's view of the cluster.
@@ -263,7 +375,7 @@ impl AdminClient {
         };
         let a = self.call().set_license(request).await?.into_inner();
         let license = required("license", a.license)?;
-        Ok(LicenseInstalled { license: license.try_into()?, write: receipt(a.write)? })
+        Ok(self.noted(LicenseInstalled { license: license.try_into()?, write: receipt(a.write)? }))
     }
 
     /// The license `name` (`main` when `None`).
@@ -276,9 +388,11 @@ impl AdminClient {
         name: Option<&str>,
         after: impl Into<ReadAfter>,
     ) -> Result<LicenseInfo, ClientError> {
+        let after: ReadAfter = after.into();
         let request = proto::ShowLicenseRequest {
             name: name.unwrap_or_default().to_owned(),
-            min_version: read_after_to_wire(&after.into()),
+            min_version: read_after_to_wire(&after),
+            read: self.read_options(&after),
         };
         let a = self.call().show_license(request).await?.into_inner();
         let license = required("license", a.license)?;
@@ -305,7 +419,12 @@ impl AdminClient {
             ack: ack_to_wire(ack),
         };
         let write = self.call().create_dataflow(request).await?.into_inner();
-        Ok(NameWritten { what: "dataflow", name: name.to_owned(), deleted: false, write: write.try_into()? })
+        Ok(self.noted(NameWritten {
+            what: "dataflow",
+            name: name.to_owned(),
+            deleted: false,
+            write: write.try_into()?,
+        }))
     }
 
     /// Every dataflow.
@@ -314,7 +433,11 @@ impl AdminClient {
     ///
     /// As any read.
     pub async fn dataflows(&self, after: impl Into<ReadAfter>) -> Result<Dataflows, ClientError> {
-        let request = proto::ListDataflowsRequest { min_version: read_after_to_wire(&after.into()) };
+        let after: ReadAfter = after.into();
+        let request = proto::ListDataflowsRequest {
+            min_version: read_after_to_wire(&after),
+            read: self.read_options(&after),
+        };
         let a = self.call().list_dataflows(request).await?.into_inner();
         Ok(Dataflows(a.dataflows.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?))
     }
@@ -329,9 +452,11 @@ impl AdminClient {
         name: &str,
         after: impl Into<ReadAfter>,
     ) -> Result<crate::model::Dataflow, ClientError> {
+        let after: ReadAfter = after.into();
         let request = proto::ShowDataflowRequest {
             name: name.to_owned(),
-            min_version: read_after_to_wire(&after.into()),
+            min_version: read_after_to_wire(&after),
+            read: self.read_options(&after),
         };
         let a = self.call().show_dataflow(request).await?.into_inner();
         let d = required("dataflow", a.dataflow)?;
@@ -346,7 +471,12 @@ impl AdminClient {
     pub async fn delete_dataflow(&self, name: &str, ack: AckLevel) -> Result<NameWritten, ClientError> {
         let request = proto::DeleteDataflowRequest { name: name.to_owned(), ack: ack_to_wire(ack) };
         let write = self.call().delete_dataflow(request).await?.into_inner();
-        Ok(NameWritten { what: "dataflow", name: name.to_owned(), deleted: true, write: write.try_into()? })
+        Ok(self.noted(NameWritten {
+            what: "dataflow",
+            name: name.to_owned(),
+            deleted: true,
+            write: write.try_into()?,
+        }))
     }
 
     /// Stores a resource definition (JSON; secrets in clear are sealed by the node
@@ -367,7 +497,7 @@ impl AdminClient {
             proto::CreateResourceRequest { definition: definition.into(), replace, ack: ack_to_wire(ack) };
         let a = self.call().create_resource(request).await?.into_inner();
         let resource = required("resource", a.resource)?;
-        Ok(ResourceStored { resource: resource.try_into()?, write: receipt(a.write)? })
+        Ok(self.noted(ResourceStored { resource: resource.try_into()?, write: receipt(a.write)? }))
     }
 
     /// Every resource definition, redacted.
@@ -376,7 +506,11 @@ impl AdminClient {
     ///
     /// As any read.
     pub async fn resources(&self, after: impl Into<ReadAfter>) -> Result<Resources, ClientError> {
-        let request = proto::ListResourcesRequest { min_version: read_after_to_wire(&after.into()) };
+        let after: ReadAfter = after.into();
+        let request = proto::ListResourcesRequest {
+            min_version: read_after_to_wire(&after),
+            read: self.read_options(&after),
+        };
         let a = self.call().list_resources(request).await?.into_inner();
         Ok(Resources(a.resources.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?))
     }
@@ -391,9 +525,11 @@ impl AdminClient {
         name: &str,
         after: impl Into<ReadAfter>,
     ) -> Result<ResourceInfo, ClientError> {
+        let after: ReadAfter = after.into();
         let request = proto::ShowResourceRequest {
             name: name.to_owned(),
-            min_version: read_after_to_wire(&after.into()),
+            min_version: read_after_to_wire(&after),
+            read: self.read_options(&after),
         };
         let a = self.call().show_resource(request).await?.into_inner();
         let r = required("resource", a.resource)?;
@@ -408,7 +544,12 @@ impl AdminClient {
     pub async fn delete_resource(&self, name: &str, ack: AckLevel) -> Result<NameWritten, ClientError> {
         let request = proto::DeleteResourceRequest { name: name.to_owned(), ack: ack_to_wire(ack) };
         let write = self.call().delete_resource(request).await?.into_inner();
-        Ok(NameWritten { what: "resource", name: name.to_owned(), deleted: true, write: write.try_into()? })
+        Ok(self.noted(NameWritten {
+            what: "resource",
+            name: name.to_owned(),
+            deleted: true,
+            write: write.try_into()?,
+        }))
     }
 
     /// Checks the resources `names` (every resource when empty) on every member.
@@ -422,6 +563,7 @@ impl AdminClient {
             names: names.to_vec(),
             local_only: false,
             min_version: String::new(),
+            read: self.read_options(&ReadAfter::Anything),
         };
         let a = self.call().check_resources(request).await?.into_inner();
         Ok(ResourceChecks { nodes: a.nodes.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()? })
@@ -433,7 +575,11 @@ impl AdminClient {
     ///
     /// As any read.
     pub async fn export_resources(&self, after: impl Into<ReadAfter>) -> Result<ResourceExport, ClientError> {
-        let request = proto::ExportResourcesRequest { min_version: read_after_to_wire(&after.into()) };
+        let after: ReadAfter = after.into();
+        let request = proto::ExportResourcesRequest {
+            min_version: read_after_to_wire(&after),
+            read: self.read_options(&after),
+        };
         let a = self.call().export_resources(request).await?.into_inner();
         let served_by = node_id("served_by", &a.served_by)?;
         Ok(ResourceExport { file: a.file, count: a.count, served_by })
@@ -452,13 +598,13 @@ impl AdminClient {
     ) -> Result<ImportReport, ClientError> {
         let request = proto::ImportResourcesRequest { file: file.into(), dry_run, ack: ack_to_wire(ack) };
         let a = self.call().import_resources(request).await?.into_inner();
-        Ok(ImportReport {
+        Ok(self.noted(ImportReport {
             dry_run,
             applied: a.applied,
             source_cluster: a.source_cluster,
             plan: a.plan.unwrap_or_default().into(),
             write: a.write.map(TryInto::try_into).transpose()?,
-        })
+        }))
     }
 
     /// Exports the whole configuration (licenses, dataflows, settings and
@@ -468,7 +614,11 @@ impl AdminClient {
     ///
     /// As any read.
     pub async fn export_config(&self, after: impl Into<ReadAfter>) -> Result<ConfigExport, ClientError> {
-        let request = proto::ExportConfigRequest { min_version: read_after_to_wire(&after.into()) };
+        let after: ReadAfter = after.into();
+        let request = proto::ExportConfigRequest {
+            min_version: read_after_to_wire(&after),
+            read: self.read_options(&after),
+        };
         let a = self.call().export_config(request).await?.into_inner();
         Ok(ConfigExport {
             file: a.file,
@@ -495,13 +645,13 @@ impl AdminClient {
     ) -> Result<ImportReport, ClientError> {
         let request = proto::ImportConfigRequest { file: file.into(), dry_run, ack: ack_to_wire(ack) };
         let a = self.call().import_config(request).await?.into_inner();
-        Ok(ImportReport {
+        Ok(self.noted(ImportReport {
             dry_run,
             applied: a.applied,
             source_cluster: a.source_cluster,
             plan: a.plan.unwrap_or_default().into(),
             write: a.write.map(TryInto::try_into).transpose()?,
-        })
+        }))
     }
 
     /// Drains or undrains the member `node`.
@@ -527,7 +677,7 @@ impl AdminClient {
         };
         let a = self.call().set_node_state(request).await?.into_inner();
         let member = required("member", a.member)?;
-        Ok(NodeStateChanged { member: member.try_into()?, write: receipt(a.write)? })
+        Ok(self.noted(NodeStateChanged { member: member.try_into()?, write: receipt(a.write)? }))
     }
 
     /// Adds the user `name` with `role`; the answer holds the user's token, in
@@ -540,7 +690,7 @@ impl AdminClient {
     pub async fn add_user(&self, name: &str, role: Role, ack: AckLevel) -> Result<UserToken, ClientError> {
         let request =
             proto::AddUserRequest { name: name.to_owned(), role: role_to_wire(role), ack: ack_to_wire(ack) };
-        Ok(self.call().add_user(request).await?.into_inner().try_into()?)
+        Ok(self.noted(self.call().add_user(request).await?.into_inner().try_into()?))
     }
 
     /// Every user, revoked ones included (never their tokens). Needs the admin role.
@@ -549,7 +699,11 @@ impl AdminClient {
     ///
     /// `PERMISSION_DENIED`; as any read.
     pub async fn users(&self, after: impl Into<ReadAfter>) -> Result<Users, ClientError> {
-        let request = proto::ListUsersRequest { min_version: read_after_to_wire(&after.into()) };
+        let after: ReadAfter = after.into();
+        let request = proto::ListUsersRequest {
+            min_version: read_after_to_wire(&after),
+            read: self.read_options(&after),
+        };
         let a = self.call().list_users(request).await?.into_inner();
         Ok(Users(a.users.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?))
     }
@@ -564,7 +718,7 @@ impl AdminClient {
         let request = proto::RevokeUserRequest { name: name.to_owned(), ack: ack_to_wire(ack) };
         let a = self.call().revoke_user(request).await?.into_inner();
         let user = required("user", a.user)?;
-        Ok(UserRevoked { user: user.try_into()?, write: receipt(a.write)? })
+        Ok(self.noted(UserRevoked { user: user.try_into()?, write: receipt(a.write)? }))
     }
 
     /// Gives user `name` a new token (returned, in clear, once); the old one stops
@@ -575,7 +729,7 @@ impl AdminClient {
     /// `NOT_FOUND`; `FAILED_PRECONDITION` for a revoked user; `PERMISSION_DENIED`.
     pub async fn rotate_user(&self, name: &str, ack: AckLevel) -> Result<UserToken, ClientError> {
         let request = proto::RotateUserRequest { name: name.to_owned(), ack: ack_to_wire(ack) };
-        Ok(self.call().rotate_user(request).await?.into_inner().try_into()?)
+        Ok(self.noted(self.call().rotate_user(request).await?.into_inner().try_into()?))
     }
 
     /// The audit log as the answering node holds it, newest first. Needs the
@@ -589,6 +743,7 @@ impl AdminClient {
             since_ms: query.since_ms,
             user: query.user.clone().unwrap_or_default(),
             limit: query.limit.unwrap_or(0),
+            read: self.read_options(&query.after),
         };
         let a = self.call().list_audit(request).await?.into_inner();
         Ok(AuditLog(a.entries.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?))
@@ -607,12 +762,12 @@ impl AdminClient {
             .reseal_secrets(proto::ResealSecretsRequest { ack: ack_to_wire(ack) })
             .await?
             .into_inner();
-        Ok(crate::model::ResealReport {
+        Ok(self.noted(crate::model::ResealReport {
             resealed: a.resealed,
             current: a.current,
             unreadable: a.unreadable,
             write: a.write.map(TryInto::try_into).transpose()?,
-        })
+        }))
     }
 
     /// Sets the strategy every balancer uses, overriding each balancer's file
@@ -641,7 +796,7 @@ impl AdminClient {
         let request =
             proto::SetBalancerStrategyRequest { strategy: Some(spec.into()), ack: ack_to_wire(ack) };
         let a = self.call().set_balancer_strategy(request).await?.into_inner();
-        Ok(StrategyWritten { strategy: Some(spec.clone()), write: receipt(a.write)? })
+        Ok(self.noted(StrategyWritten { strategy: Some(spec.clone()), write: receipt(a.write)? }))
     }
 
     /// Clears the strategy set in the database: every balancer goes back to its
@@ -653,7 +808,7 @@ impl AdminClient {
     pub async fn clear_balancer_strategy(&self, ack: AckLevel) -> Result<StrategyWritten, ClientError> {
         let request = proto::ClearBalancerStrategyRequest { ack: ack_to_wire(ack) };
         let write = self.call().clear_balancer_strategy(request).await?.into_inner().try_into()?;
-        Ok(StrategyWritten { strategy: None, write })
+        Ok(self.noted(StrategyWritten { strategy: None, write }))
     }
 
     /// Sets member `node`'s weight for every balancer, overriding balancer files
@@ -673,7 +828,7 @@ impl AdminClient {
         let request =
             proto::SetBalancerWeightRequest { node_id: node.to_owned(), weight, ack: ack_to_wire(ack) };
         let write = self.call().set_balancer_weight(request).await?.into_inner().try_into()?;
-        Ok(WeightWritten { node: node_id("node", node)?, weight: Some(weight), write })
+        Ok(self.noted(WeightWritten { node: node_id("node", node)?, weight: Some(weight), write }))
     }
 
     /// Clears member `node`'s weight: balancer files decide it again (default 1).
@@ -689,7 +844,7 @@ impl AdminClient {
     ) -> Result<WeightWritten, ClientError> {
         let request = proto::ClearBalancerWeightRequest { node_id: node.to_owned(), ack: ack_to_wire(ack) };
         let write = self.call().clear_balancer_weight(request).await?.into_inner().try_into()?;
-        Ok(WeightWritten { node: node_id("node", node)?, weight: None, write })
+        Ok(self.noted(WeightWritten { node: node_id("node", node)?, weight: None, write }))
     }
 
     /// What the database sets for every balancer: the strategy (if any) and the
@@ -703,7 +858,11 @@ impl AdminClient {
         &self,
         after: impl Into<ReadAfter>,
     ) -> Result<BalancerSettings, ClientError> {
-        let request = proto::ShowBalancerSettingsRequest { min_version: read_after_to_wire(&after.into()) };
+        let after: ReadAfter = after.into();
+        let request = proto::ShowBalancerSettingsRequest {
+            min_version: read_after_to_wire(&after),
+            read: self.read_options(&after),
+        };
         Ok(self.call().show_balancer_settings(request).await?.into_inner().try_into()?)
     }
 

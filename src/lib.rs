@@ -89,6 +89,7 @@ pub mod pb;
 pub mod readiness;
 pub mod registry;
 pub mod resolve;
+pub mod session;
 
 pub use cluster::{Cluster, ClusterBuilder};
 pub use error::NodeError;

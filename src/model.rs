@@ -11,6 +11,7 @@ mod balancer;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 use spectrum_core::{Liveness, Member, NodeId};
@@ -19,6 +20,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{Role, Token};
 use crate::namespace::AuditRecord;
+use crate::session::Session;
 
 pub use balancer::{BalancerSettings, StrategySetting, StrategyWritten, WeightSetting, WeightWritten};
 
@@ -39,6 +41,32 @@ pub enum ReadAfter {
     /// Answer only once the node holds this write (a bounded wait, else
     /// `UNAVAILABLE`).
     Version(VersionToken),
+    /// Answer only once the node holds every write of this session, waiting up
+    /// to `wait` (the node's default when `None`; capped by the node), else
+    /// `UNAVAILABLE` naming what the node lacks.
+    Session {
+        /// The writes the read must see.
+        session: Session,
+        /// How long the node may wait for them.
+        wait: Option<Duration>,
+    },
+}
+
+impl ReadAfter {
+    /// The writes this read must see (empty for [`ReadAfter::Anything`]).
+    pub fn session(&self) -> Session {
+        match self {
+            ReadAfter::Anything => Session::default(),
+            ReadAfter::Version(token) => Session::from(token),
+            ReadAfter::Session { session, .. } => session.clone(),
+        }
+    }
+}
+
+impl From<&Session> for ReadAfter {
+    fn from(session: &Session) -> Self {
+        ReadAfter::Session { session: session.clone(), wait: None }
+    }
 }
 
 impl From<&VersionToken> for ReadAfter {
@@ -760,6 +788,8 @@ pub struct AuditQuery {
     pub user: Option<String>,
     /// At most this many records; `None` for [`DEFAULT_AUDIT_LIMIT`].
     pub limit: Option<u32>,
+    /// What the answering node must have seen first.
+    pub after: ReadAfter,
 }
 
 /// How many audit records a query returns when it sets no limit.

@@ -99,12 +99,21 @@ fn role(field: &str, wire: i32) -> Result<Role, InvalidAnswer> {
     role_from_wire(wire).ok_or_else(|| bad(field, format!("unknown role {wire}")))
 }
 
-/// The wire form of a read's precondition (`min_version`; empty for none).
+/// The wire form of a read's single-version precondition (`min_version`; empty
+/// for none, and for a session, which goes in the read's `ReadOptions`).
 pub fn read_after_to_wire(after: &model::ReadAfter) -> String {
     match after {
-        model::ReadAfter::Anything => String::new(),
         model::ReadAfter::Version(token) => token.to_string(),
+        model::ReadAfter::Anything | model::ReadAfter::Session { .. } => String::new(),
     }
+}
+
+/// The wire form of a read's session precondition (`None` unless `after` is a
+/// session); a wait goes in whole ms, at least 1.
+pub fn read_options_to_wire(after: &model::ReadAfter) -> Option<proto::ReadOptions> {
+    let model::ReadAfter::Session { session, wait } = after else { return None };
+    let wait_ms = wait.map_or(0, |w| u32::try_from(w.as_millis()).unwrap_or(u32::MAX).max(1));
+    Some(proto::ReadOptions { session: session.to_string(), wait_ms })
 }
 
 // ---- serving side: model → proto ----

@@ -157,14 +157,15 @@ impl Admin {
         Ok(())
     }
 
-    /// Audit records matching `query`, newest first, once this node holds them
-    /// (records replicate: a write made through another node appears here within
-    /// one sync interval).
+    /// Audit records matching `query`, newest first, once this node holds what
+    /// `query.after` names (records replicate: a write made through another node
+    /// appears here within one sync interval).
     ///
     /// # Errors
     ///
-    /// Store failures. A record that does not decode is skipped.
+    /// [`AdminError::NotCaughtUp`]; store failures. A record that does not decode is skipped.
     pub async fn audit_log(&self, query: &AuditQuery) -> Result<AuditLog, AdminError> {
+        self.wait_for(&query.after).await?;
         let limit = query.limit.unwrap_or(DEFAULT_AUDIT_LIMIT) as usize;
         let records = self.ctx.store.scan(Namespace::Audit.prefix()).await?;
         let entries = records

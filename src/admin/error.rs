@@ -10,6 +10,12 @@ use thiserror::Error;
 use crate::license::LicenseError;
 use crate::namespace::KeyError;
 use crate::registry::RegistryError;
+use crate::session::SessionGap;
+
+/// `a up to 4 (holds 2, 2 behind), b up to …` for an error message.
+fn gaps(missing: &[SessionGap]) -> String {
+    missing.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
 
 /// Why a management operation was refused or failed. Every message names what is
 /// wrong, and a refused write stores nothing.
@@ -108,13 +114,18 @@ pub enum AdminError {
         /// The offset, as the clock check states it.
         reason: String,
     },
-    /// This node has not caught up with a version the read asked for.
-    #[error("node {node} has not caught up to version {version} within {} ms; retry", waited.as_millis())]
+    /// This node has not caught up with the version or session the read asked for
+    /// (answered `UNAVAILABLE`: retry, or read through another node).
+    #[error(
+        "node {node} has not caught up to the session within {} ms: missing {}; retry",
+        waited.as_millis(),
+        gaps(missing)
+    )]
     NotCaughtUp {
         /// This node.
         node: NodeId,
-        /// The version asked for.
-        version: VersionToken,
+        /// Per origin, what the session needs and what this node holds.
+        missing: Vec<SessionGap>,
         /// How long it waited.
         waited: Duration,
     },

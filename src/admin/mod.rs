@@ -40,8 +40,12 @@ use crate::model::{ReadAfter, WriteReceipt};
 use crate::namespace::Namespace;
 use crate::registry::ResourceRegistry;
 
-/// Longest a read carrying a version token waits for this node to catch up.
+/// Longest a read carrying a version token or session waits for this node to
+/// catch up, when the read names no wait of its own.
 pub const READ_YOUR_WRITES_WAIT: Duration = Duration::from_secs(2);
+
+/// Longest wait a read may ask for (a longer one is cut to this).
+pub const MAX_READ_WAIT: Duration = Duration::from_secs(30);
 
 /// Longest the answering node waits for a member's answer to a resource check.
 pub const PEER_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -206,7 +210,8 @@ impl Admin {
         })
     }
 
-    /// Waits (bounded by [`READ_YOUR_WRITES_WAIT`]) until this node holds `after`.
+    /// Waits until this node holds every write `after` names: up to the wait the
+    /// read asked for (capped by [`MAX_READ_WAIT`]), else [`READ_YOUR_WRITES_WAIT`].
     /// Every read goes through here: a node catching up, or whose store cannot
     /// write, refuses ([`AdminError::CatchingUp`], [`AdminError::Stale`]) rather
     /// than answer from a copy that may be behind.
@@ -218,20 +223,24 @@ impl Admin {
             let reason = format!("its store cannot write: {reason}");
             return Err(AdminError::Stale { node: self.ctx.id.clone(), reason });
         }
-        let ReadAfter::Version(token) = after else { return Ok(()) };
-        let deadline = Instant::now() + READ_YOUR_WRITES_WAIT;
+        let session = after.session();
+        if session.is_empty() {
+            return Ok(());
+        }
+        let waited = match after {
+            ReadAfter::Session { wait: Some(wait), .. } => (*wait).min(MAX_READ_WAIT),
+            _ => READ_YOUR_WRITES_WAIT,
+        };
+        let deadline = Instant::now() + waited;
         let mut feed = self.ctx.store.subscribe();
         loop {
-            if self.ctx.store.digest().await?.covers(token) {
+            let missing = session.missing_from(&self.ctx.store.digest().await?);
+            if missing.is_empty() {
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(AdminError::NotCaughtUp {
-                    node: self.ctx.id.clone(),
-                    version: token.clone(),
-                    waited: READ_YOUR_WRITES_WAIT,
-                });
+                return Err(AdminError::NotCaughtUp { node: self.ctx.id.clone(), missing, waited });
             }
             // Wake on any stored record, and re-check at least every 50 ms (a digest can
             // also advance through `covers` with no record stored).

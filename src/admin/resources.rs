@@ -17,7 +17,7 @@ use crate::model::{
     ResourceInfo, ResourceStored, WriteReceipt,
 };
 use crate::namespace::Namespace;
-use crate::pb::{proto, read_after_to_wire};
+use crate::pb::{proto, read_after_to_wire, read_options_to_wire};
 
 impl Admin {
     /// Stores a resource definition (JSON); with `replace` false, a name already
@@ -180,6 +180,7 @@ impl Admin {
             names: names.to_vec(),
             local_only: true,
             min_version: read_after_to_wire(after),
+            read: read_options_to_wire(after),
         });
         request.set_timeout(PEER_CHECK_TIMEOUT);
         let answer = match tokio::time::timeout(PEER_CHECK_TIMEOUT, client.check_resources(request)).await {

@@ -99,7 +99,13 @@ impl ManagementService {
         request: Request<proto::ShowBalancerSettingsRequest>,
     ) -> Result<Response<proto::ShowBalancerSettingsResponse>, Status> {
         self.authorize(&request, Rpc::ShowBalancerSettings, "").await?;
-        let settings = self.admin.balancer_settings(&after(&request.into_inner().min_version)?).await?;
+        let settings = self
+            .admin
+            .balancer_settings(&{
+                let req = request.into_inner();
+                after(&req.min_version, req.read.as_ref())?
+            })
+            .await?;
         let served_by = entry_served_by(&self.admin);
         Ok(Response::new(proto::ShowBalancerSettingsResponse { served_by, ..settings.into() }))
     }

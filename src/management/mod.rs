@@ -43,13 +43,15 @@ mod policy;
 mod rpc;
 mod status;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use spectrum_core::{MemberState, NodeId};
-use spectrum_replication::AckLevel;
+use spectrum_replication::{AckLevel, VersionToken};
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-pub use crate::admin::{PEER_CHECK_TIMEOUT, READ_YOUR_WRITES_WAIT};
+pub use crate::admin::{MAX_READ_WAIT, PEER_CHECK_TIMEOUT, READ_YOUR_WRITES_WAIT};
 pub use crate::auth::BearerAuth;
 pub use crate::pb::proto;
 pub(crate) use policy::{Policy, definition_name, license_name};
@@ -59,6 +61,7 @@ use crate::admin::Admin;
 use crate::auth::{Caller, Token};
 use crate::model::{AuditQuery, ReadAfter};
 use crate::pb::{ack_from_wire, role_from_wire};
+use crate::session::Session;
 use proto::management_server::Management;
 
 /// The management API of one node.
@@ -93,14 +96,26 @@ fn ack(wire: i32) -> Result<AckLevel, Status> {
     ack_from_wire(wire).ok_or_else(|| Status::invalid_argument(format!("unknown ack level {wire}")))
 }
 
-fn after(min_version: &str) -> Result<ReadAfter, Status> {
-    if min_version.is_empty() {
-        return Ok(ReadAfter::Anything);
+/// A read's precondition from its `min_version` and `read` options: a session
+/// (the two merged) when options are given, else the single version, if any.
+fn after(min_version: &str, read: Option<&proto::ReadOptions>) -> Result<ReadAfter, Status> {
+    let version = match min_version {
+        "" => None,
+        text => Some(
+            text.parse::<VersionToken>()
+                .map_err(|e| Status::invalid_argument(format!("min_version: {e}")))?,
+        ),
+    };
+    let Some(read) = read else {
+        return Ok(version.as_ref().map_or(ReadAfter::Anything, ReadAfter::from));
+    };
+    let mut session: Session =
+        read.session.parse().map_err(|e| Status::invalid_argument(format!("read.session: {e}")))?;
+    if let Some(token) = &version {
+        session.merge_token(token);
     }
-    min_version
-        .parse()
-        .map(ReadAfter::Version)
-        .map_err(|e: spectrum_replication::StoreError| Status::invalid_argument(e.to_string()))
+    let wait = (read.wait_ms > 0).then(|| Duration::from_millis(u64::from(read.wait_ms)));
+    Ok(ReadAfter::Session { session, wait })
 }
 
 /// The caller's bearer token, to forward on calls this node makes for it.
@@ -115,7 +130,7 @@ impl Management for ManagementService {
     async fn get(&self, request: Request<proto::GetRequest>) -> Result<Response<proto::GetResponse>, Status> {
         self.authorize(&request, Rpc::Get, "").await?;
         let req = request.into_inner();
-        let entry = self.admin.get(&req.key, &after(&req.min_version)?).await?;
+        let entry = self.admin.get(&req.key, &after(&req.min_version, req.read.as_ref())?).await?;
         let served_by = entry_served_by(&self.admin);
         Ok(Response::new(proto::GetResponse { entry: Some(entry.into()), served_by }))
     }
@@ -163,7 +178,7 @@ impl Management for ManagementService {
     ) -> Result<Response<proto::ListResponse>, Status> {
         self.authorize(&request, Rpc::List, "").await?;
         let req = request.into_inner();
-        let entries = self.admin.list(&req.prefix, &after(&req.min_version)?).await?;
+        let entries = self.admin.list(&req.prefix, &after(&req.min_version, req.read.as_ref())?).await?;
         let entries = entries.into_iter().map(Into::into).collect();
         Ok(Response::new(proto::ListResponse { entries, served_by: entry_served_by(&self.admin) }))
     }
@@ -204,7 +219,7 @@ impl Management for ManagementService {
     ) -> Result<Response<proto::ShowLicenseResponse>, Status> {
         self.authorize(&request, Rpc::ShowLicense, "").await?;
         let req = request.into_inner();
-        let license = self.admin.license(&req.name, &after(&req.min_version)?).await?;
+        let license = self.admin.license(&req.name, &after(&req.min_version, req.read.as_ref())?).await?;
         let served_by = entry_served_by(&self.admin);
         Ok(Response::new(proto::ShowLicenseResponse { license: Some(license.into()), served_by }))
     }
@@ -233,7 +248,13 @@ impl Management for ManagementService {
         request: Request<proto::ListDataflowsRequest>,
     ) -> Result<Response<proto::ListDataflowsResponse>, Status> {
         self.authorize(&request, Rpc::ListDataflows, "").await?;
-        let flows = self.admin.dataflows(&after(&request.into_inner().min_version)?).await?;
+        let flows = self
+            .admin
+            .dataflows(&{
+                let req = request.into_inner();
+                after(&req.min_version, req.read.as_ref())?
+            })
+            .await?;
         let dataflows = flows.into_iter().map(Into::into).collect();
         Ok(Response::new(proto::ListDataflowsResponse { dataflows, served_by: entry_served_by(&self.admin) }))
     }
@@ -245,7 +266,7 @@ impl Management for ManagementService {
     ) -> Result<Response<proto::ShowDataflowResponse>, Status> {
         self.authorize(&request, Rpc::ShowDataflow, "").await?;
         let req = request.into_inner();
-        let flow = self.admin.dataflow(&req.name, &after(&req.min_version)?).await?;
+        let flow = self.admin.dataflow(&req.name, &after(&req.min_version, req.read.as_ref())?).await?;
         let served_by = entry_served_by(&self.admin);
         Ok(Response::new(proto::ShowDataflowResponse { dataflow: Some(flow.into()), served_by }))
     }
@@ -293,7 +314,13 @@ impl Management for ManagementService {
         request: Request<proto::ListResourcesRequest>,
     ) -> Result<Response<proto::ListResourcesResponse>, Status> {
         self.authorize(&request, Rpc::ListResources, "").await?;
-        let list = self.admin.resources(&after(&request.into_inner().min_version)?).await?;
+        let list = self
+            .admin
+            .resources(&{
+                let req = request.into_inner();
+                after(&req.min_version, req.read.as_ref())?
+            })
+            .await?;
         let resources = list.into_iter().map(Into::into).collect();
         Ok(Response::new(proto::ListResourcesResponse { resources, served_by: entry_served_by(&self.admin) }))
     }
@@ -305,7 +332,7 @@ impl Management for ManagementService {
     ) -> Result<Response<proto::ShowResourceResponse>, Status> {
         self.authorize(&request, Rpc::ShowResource, "").await?;
         let req = request.into_inner();
-        let resource = self.admin.resource(&req.name, &after(&req.min_version)?).await?;
+        let resource = self.admin.resource(&req.name, &after(&req.min_version, req.read.as_ref())?).await?;
         let served_by = entry_served_by(&self.admin);
         Ok(Response::new(proto::ShowResourceResponse { resource: Some(resource.into()), served_by }))
     }
@@ -335,7 +362,7 @@ impl Management for ManagementService {
         self.authorize(&request, Rpc::CheckResources, "").await?;
         let token = bearer(&request);
         let req = request.into_inner();
-        let after = after(&req.min_version)?;
+        let after = after(&req.min_version, req.read.as_ref())?;
         let nodes = if req.local_only {
             for name in &req.names {
                 spectrum_resources::ResourceName::new(name.as_str())
@@ -355,7 +382,13 @@ impl Management for ManagementService {
         request: Request<proto::ExportResourcesRequest>,
     ) -> Result<Response<proto::ExportResourcesResponse>, Status> {
         self.authorize(&request, Rpc::ExportResources, "").await?;
-        let export = self.admin.export_resources(&after(&request.into_inner().min_version)?).await?;
+        let export = self
+            .admin
+            .export_resources(&{
+                let req = request.into_inner();
+                after(&req.min_version, req.read.as_ref())?
+            })
+            .await?;
         Ok(Response::new(proto::ExportResourcesResponse {
             file: export.file,
             count: export.count,
@@ -388,7 +421,13 @@ impl Management for ManagementService {
         request: Request<proto::ExportConfigRequest>,
     ) -> Result<Response<proto::ExportConfigResponse>, Status> {
         self.authorize(&request, Rpc::ExportConfig, "").await?;
-        let export = self.admin.export_config(&after(&request.into_inner().min_version)?).await?;
+        let export = self
+            .admin
+            .export_config(&{
+                let req = request.into_inner();
+                after(&req.min_version, req.read.as_ref())?
+            })
+            .await?;
         Ok(Response::new(proto::ExportConfigResponse {
             file: export.file,
             licenses: export.licenses,
@@ -483,7 +522,13 @@ impl Management for ManagementService {
         request: Request<proto::ListUsersRequest>,
     ) -> Result<Response<proto::ListUsersResponse>, Status> {
         self.authorize(&request, Rpc::ListUsers, "").await?;
-        let users = self.admin.users(&after(&request.into_inner().min_version)?).await?;
+        let users = self
+            .admin
+            .users(&{
+                let req = request.into_inner();
+                after(&req.min_version, req.read.as_ref())?
+            })
+            .await?;
         let users = users.0.into_iter().map(Into::into).collect();
         Ok(Response::new(proto::ListUsersResponse { users, served_by: entry_served_by(&self.admin) }))
     }
@@ -555,6 +600,7 @@ impl Management for ManagementService {
         self.authorize(&request, Rpc::ListAudit, "").await?;
         let req = request.into_inner();
         let query = AuditQuery {
+            after: after("", req.read.as_ref())?,
             since_ms: req.since_ms,
             user: (!req.user.is_empty()).then_some(req.user),
             limit: (req.limit > 0).then_some(req.limit),

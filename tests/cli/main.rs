@@ -24,6 +24,7 @@ mod clocks;
 mod dead_node;
 mod disk;
 mod scenario;
+mod sessions;
 mod tls;
 mod users;
 

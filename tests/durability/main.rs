@@ -70,7 +70,7 @@ async fn client(url: &str) -> ManagementClient<Channel> {
 
 async fn held(url: &str) -> BTreeMap<String, Vec<u8>> {
     let Ok(mut c) = ManagementClient::connect(url.to_owned()).await else { return BTreeMap::new() };
-    match c.list(ListRequest { prefix: "settings/".into(), min_version: String::new() }).await {
+    match c.list(ListRequest { prefix: "settings/".into(), min_version: String::new(), read: None }).await {
         Ok(r) => r.into_inner().entries.into_iter().map(|e| (e.key, e.value)).collect(),
         Err(_) => BTreeMap::new(),
     }

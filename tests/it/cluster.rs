@@ -17,7 +17,7 @@ async fn config_written_through_the_balancer_reaches_every_node() {
         let mut direct = admin(node.url()).await;
         for key in ["resources/postal-db", "dataflows/normalize-address"] {
             let got = direct
-                .get(GetRequest { key: key.into(), min_version: version.clone() })
+                .get(GetRequest { key: key.into(), min_version: version.clone(), read: None })
                 .await
                 .unwrap_or_else(|s| panic!("{} lacks {key}: {s}", node.id()))
                 .into_inner();
@@ -61,7 +61,11 @@ async fn requests_spread_over_all_nodes_and_survive_a_stopped_node() {
     for node in cluster.nodes() {
         let got = admin(node.url())
             .await
-            .get(GetRequest { key: "settings/after-failover".into(), min_version: put.version.clone() })
+            .get(GetRequest {
+                key: "settings/after-failover".into(),
+                min_version: put.version.clone(),
+                read: None,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -80,7 +84,7 @@ async fn a_fourth_node_joins_a_running_cluster_and_gets_its_state_and_traffic() 
     let joined = cluster.add_node().await.expect("node-4 starts").url().to_owned();
     let got = admin(&joined)
         .await
-        .get(GetRequest { key: "dataflows/normalize-address".into(), min_version: version })
+        .get(GetRequest { key: "dataflows/normalize-address".into(), min_version: version, read: None })
         .await
         .expect("the new node pulls the cluster's state")
         .into_inner();
@@ -232,7 +236,11 @@ async fn a_rolling_restart_under_steady_load_fails_no_request_and_loses_no_confi
         let node = cluster.restart_node(id).await.expect("restarts");
         let got = admin(node.url())
             .await
-            .get(GetRequest { key: "dataflows/normalize-address".into(), min_version: version.clone() })
+            .get(GetRequest {
+                key: "dataflows/normalize-address".into(),
+                min_version: version.clone(),
+                read: None,
+            })
             .await
             .expect("the restarted node holds the configuration");
         assert_eq!(got.into_inner().served_by, id);

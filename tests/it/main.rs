@@ -12,6 +12,7 @@ mod protocols;
 mod readiness;
 mod security;
 mod serve;
+mod sessions;
 mod support;
 mod tls;
 mod transfer;

@@ -31,7 +31,7 @@ async fn bad_writes_are_refused_with_a_reason_and_store_nothing() {
     for node in cluster.nodes() {
         let listed = admin(node.url())
             .await
-            .list(ListRequest { prefix: String::new(), min_version: String::new() })
+            .list(ListRequest { prefix: String::new(), min_version: String::new(), read: None })
             .await
             .unwrap()
             .into_inner();
@@ -48,16 +48,20 @@ async fn bad_writes_are_refused_with_a_reason_and_store_nothing() {
 async fn missing_keys_and_bad_tokens_get_clear_errors() {
     let cluster = start_cluster("it-missing").await;
     let mut client = admin(&cluster.balancer_url()).await;
-    let err =
-        client.get(GetRequest { key: "settings/nope".into(), min_version: String::new() }).await.unwrap_err();
+    let err = client
+        .get(GetRequest { key: "settings/nope".into(), min_version: String::new(), read: None })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = client.delete(DeleteRequest { key: "settings/nope".into(), ack: 0 }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err =
-        client.get(GetRequest { key: "settings/x".into(), min_version: "garbage".into() }).await.unwrap_err();
+    let err = client
+        .get(GetRequest { key: "settings/x".into(), min_version: "garbage".into(), read: None })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = client
-        .get(GetRequest { key: "settings/x".into(), min_version: "node-1:999999".into() })
+        .get(GetRequest { key: "settings/x".into(), min_version: "node-1:999999".into(), read: None })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "a version never reached times out clearly: {err}");
@@ -73,7 +77,7 @@ async fn a_delete_through_the_balancer_removes_the_key_everywhere() {
     for node in cluster.nodes() {
         let err = admin(node.url())
             .await
-            .get(GetRequest { key: "settings/tmp".into(), min_version: del.version.clone() })
+            .get(GetRequest { key: "settings/tmp".into(), min_version: del.version.clone(), read: None })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "{}: {err}", node.id());

@@ -29,6 +29,15 @@ pub(crate) struct Cli {
     /// `all`.
     #[arg(long, global = true, value_enum, env = "SPECTRUM_ACK", default_value = "quorum")]
     pub(crate) ack: Ack,
+    /// Keep a session in FILE: each command reads after every write recorded there
+    /// (read your writes through the balancer across commands) and records its own
+    /// writes. Created when missing.
+    #[arg(long, global = true, env = "SPECTRUM_SESSION", value_name = "FILE")]
+    pub(crate) session: Option<PathBuf>,
+    /// How long the answering node may wait to catch up with the session before
+    /// refusing a read, in ms (the node's default 2000 when unset; at most 30000).
+    #[arg(long, global = true, env = "SPECTRUM_READ_WAIT_MS", value_name = "MS")]
+    pub(crate) read_wait_ms: Option<u64>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }

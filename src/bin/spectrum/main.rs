@@ -32,6 +32,7 @@ use clap::Parser;
 mod cli;
 mod commands;
 mod output;
+mod session;
 
 fn main() {
     let cli = match cli::Cli::try_parse() {

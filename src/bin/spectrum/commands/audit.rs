@@ -7,6 +7,11 @@ use crate::cli::AuditArgs;
 use crate::output::emit;
 
 pub(super) async fn run(client: &AdminClient, args: AuditArgs, json: bool) -> Result<()> {
-    let query = AuditQuery { since_ms: args.since.unwrap_or(0), user: args.user, limit: Some(args.limit) };
+    let query = AuditQuery {
+        since_ms: args.since.unwrap_or(0),
+        user: args.user,
+        limit: Some(args.limit),
+        ..AuditQuery::default()
+    };
     emit(&client.audit(&query).await?, json)
 }

@@ -2,13 +2,13 @@
 //! `node` and `balancer`, its arguments), does one thing, and emits one value.
 
 use std::fmt;
-
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Result, bail};
 use serde::Serialize;
 use spectrum::auth::Token;
-use spectrum::client::{AckLevel, AdminClient, ClientError};
+use spectrum::client::{AckLevel, AdminClient, ClientError, Session};
 use spectrum::core::tls::TlsConfig;
 use spectrum::core::{PeerAddr, TransportConfig};
 use tonic::transport::Channel;
@@ -30,40 +30,93 @@ mod status;
 mod transfer;
 mod user;
 
-/// Runs the parsed command line.
+/// Runs the parsed command line; with a session file, loads it first and saves
+/// it back when the command's writes added to it (even if the command then failed).
 pub(crate) async fn run(cli: Cli) -> Result<()> {
-    let Cli { endpoint, ca_cert, token, json, ack, command } = cli;
-    let ack = AckLevel::from(ack);
-    let remote = || Remote::new(&endpoint, ca_cert.as_deref());
+    let Cli { endpoint, ca_cert, token, json, ack, session, read_wait_ms, command } = cli;
+    let kept = session.as_deref().map(crate::session::load).transpose()?;
+    let target = Target {
+        endpoint,
+        ca_cert,
+        token,
+        session: kept.clone(),
+        read_wait: read_wait_ms.map(std::time::Duration::from_millis),
+        made: Mutex::new(Vec::new()),
+    };
+    let done = dispatch(&target, command, AckLevel::from(ack), json).await;
+    if let (Some(path), Some(before)) = (session, kept) {
+        let mut after = before.clone();
+        for client in target.made.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            after.merge(&client.session().unwrap_or_default());
+        }
+        if after != before {
+            crate::session::save(&path, &after)?;
+        }
+    }
+    done
+}
+
+/// Runs one command against `target`.
+async fn dispatch(target: &Target, command: Command, ack: AckLevel, json: bool) -> Result<()> {
+    let token = target.token.clone();
     match command {
         Command::Node(NodeArgs { action: Some(action), .. }) => {
-            node::set_state(&remote()?.client(token).await?, action, ack, json).await
+            node::set_state(&target.client().await?, action, ack, json).await
         }
         Command::Node(args) => node::run(args, token).await,
         Command::Balancer(BalancerArgs { action: Some(action), .. }) => {
-            balancer::manage(&remote()?.client(token).await?, action, ack, json).await
+            balancer::manage(&target.client().await?, action, ack, json).await
         }
         Command::Balancer(args) => balancer::run(args, token).await,
         Command::GenerateKey | Command::Key(KeyCommand::Generate) => generate_key(json),
-        Command::Key(KeyCommand::Rotate) => {
-            emit(&remote()?.client(token).await?.reseal_secrets(ack).await?, json)
-        }
+        Command::Key(KeyCommand::Rotate) => emit(&target.client().await?.reseal_secrets(ack).await?, json),
         Command::Cert(cmd) => cert::run(cmd, json),
         Command::Status => {
-            let channel = remote()?.connect().await?;
+            let channel = target.remote()?.connect().await?;
             let admin = AdminClient::from_channel(channel.clone(), token.clone());
             status::run(&admin, channel, token.as_ref(), json).await
         }
-        Command::Config(cmd) => config::run(&remote()?.client(token).await?, cmd, ack, json).await,
-        Command::License(cmd) => license::run(&remote()?.client(token).await?, cmd, ack, json).await,
-        Command::Dataflow(cmd) => dataflow::run(&remote()?.client(token).await?, cmd, ack, json).await,
-        Command::Resources(cmd) => resources::run(&remote()?.client(token).await?, cmd, ack, json).await,
-        Command::User(cmd) => user::run(&remote()?.client(token).await?, cmd, ack, json).await,
-        Command::Audit(args) => audit::run(&remote()?.client(token).await?, args, json).await,
-        Command::Export { output } => transfer::export(&remote()?.client(token).await?, output, json).await,
+        Command::Config(cmd) => config::run(&target.client().await?, cmd, ack, json).await,
+        Command::License(cmd) => license::run(&target.client().await?, cmd, ack, json).await,
+        Command::Dataflow(cmd) => dataflow::run(&target.client().await?, cmd, ack, json).await,
+        Command::Resources(cmd) => resources::run(&target.client().await?, cmd, ack, json).await,
+        Command::User(cmd) => user::run(&target.client().await?, cmd, ack, json).await,
+        Command::Audit(args) => audit::run(&target.client().await?, args, json).await,
+        Command::Export { output } => transfer::export(&target.client().await?, output, json).await,
         Command::Import { file, dry_run } => {
-            transfer::import(&remote()?.client(token).await?, &file, dry_run, ack, json).await
+            transfer::import(&target.client().await?, &file, dry_run, ack, json).await
         }
+    }
+}
+
+/// What management commands connect to and with what: the endpoint (checked only
+/// when a command needs it), the token, and the session kept, if any.
+struct Target {
+    endpoint: Endpoint,
+    ca_cert: Option<PathBuf>,
+    token: Option<Token>,
+    session: Option<Session>,
+    read_wait: Option<std::time::Duration>,
+    /// The clients handed out, whose sessions are saved back after the command.
+    made: Mutex<Vec<AdminClient>>,
+}
+
+impl Target {
+    fn remote(&self) -> Result<Remote> {
+        Remote::new(&self.endpoint, self.ca_cert.as_deref())
+    }
+
+    /// The management client, keeping the session and read wait asked for.
+    async fn client(&self) -> Result<AdminClient> {
+        let mut client = self.remote()?.client(self.token.clone()).await?;
+        if let Some(session) = &self.session {
+            client = client.with_session(session.clone());
+        }
+        if let Some(wait) = self.read_wait {
+            client = client.with_read_wait(wait);
+        }
+        self.made.lock().unwrap_or_else(PoisonError::into_inner).push(client.clone());
+        Ok(client)
     }
 }
 
