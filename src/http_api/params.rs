@@ -99,12 +99,34 @@ pub struct ReadParams {
     /// Answer only once the answering node holds this write (a version token from
     /// a write's answer): read-your-writes through the balancer.
     pub min_version: Option<String>,
+    /// Answer only once the answering node holds every write of this session
+    /// (the `version`s of a client's writes joined by commas; see
+    /// [`Session`](crate::session::Session)).
+    pub session: Option<String>,
+    /// How long the node may wait for them, in ms (the node's default when
+    /// absent; capped by the node).
+    pub wait_ms: Option<u32>,
 }
 
 impl ReadParams {
     /// What the read must have seen.
     pub(super) fn after(&self) -> Result<ReadAfter, Status> {
-        after(self.min_version.as_deref())
+        let version = after(self.min_version.as_deref())?;
+        if self.session.is_none() && self.wait_ms.is_none() {
+            return Ok(version);
+        }
+        let mut session: crate::session::Session = self
+            .session
+            .as_deref()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("session: {e}")))?;
+        if let ReadAfter::Version(token) = &version {
+            session.merge_token(token);
+        }
+        let wait =
+            self.wait_ms.filter(|ms| *ms > 0).map(|ms| std::time::Duration::from_millis(u64::from(ms)));
+        Ok(ReadAfter::Session { session, wait })
     }
 }
 

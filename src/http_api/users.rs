@@ -9,7 +9,7 @@ use super::params::{AuditParams, Body, Name, NewUser, ReadParams, WriteParams, j
 use super::{Answer, Api, ErrorBody, authorize};
 use crate::auth::Caller;
 use crate::management::{Rpc, definition_name};
-use crate::model::{AuditLog, AuditQuery, UserRevoked, UserToken, Users};
+use crate::model::{AuditLog, AuditQuery, ReadAfter, UserRevoked, UserToken, Users};
 
 /// Every user (never a token) (admin).
 #[utoipa::path(operation_id = "ListUsers", get, path = "/api/v1/users", tag = "users", params(ReadParams),
@@ -97,6 +97,7 @@ pub(super) async fn audit(
         since_ms: q.since_ms.unwrap_or(0),
         user: q.user.filter(|u| !u.is_empty()),
         limit: q.limit,
+        after: ReadAfter::Anything,
     };
     Ok(api.json(&api.admin().audit_log(&query).await?))
 }
