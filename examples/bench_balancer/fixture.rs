@@ -50,6 +50,8 @@ pub(crate) struct Fixture {
     pub(crate) haproxy_pid: u32,
     /// The TLS cluster (nodes and balancer with certificates), when asked for.
     pub(crate) tls: Option<Cluster>,
+    /// Another binary's balancer over the plaintext nodes, when asked for.
+    pub(crate) baseline: Option<(Endpoint, u32)>,
     pub(crate) dir: tempfile::TempDir,
 }
 
@@ -128,13 +130,20 @@ pub(crate) fn ensure_haproxy() -> Result<String, BoxError> {
 }
 
 impl Fixture {
-    /// Starts the plaintext cluster, HAProxy over its nodes and, with `tls`, the
-    /// TLS cluster; returns once every node is ready and every proxy answers.
-    pub(crate) async fn start(bin: &Path, tls: bool) -> Result<Fixture, BoxError> {
+    /// Starts the plaintext cluster, HAProxy over its nodes, a balancer run by
+    /// `baseline` over them too when given and, with `tls`, the TLS cluster;
+    /// returns once every node is ready and every proxy answers.
+    pub(crate) async fn start(bin: &Path, tls: bool, baseline: Option<&Path>) -> Result<Fixture, BoxError> {
         let dir = tempfile::tempdir()?;
         let mut processes = Processes::default();
         let plain = start_cluster(bin, dir.path(), "plain", None, &mut processes).await?;
         let (haproxy, haproxy_pid) = start_haproxy(dir.path(), &plain.nodes, &mut processes).await?;
+        let baseline = match baseline {
+            Some(other) => {
+                Some(start_balancer(other, dir.path(), "baseline", &plain.nodes, None, &mut processes).await?)
+            }
+            None => None,
+        };
         let tls = match tls {
             true => {
                 let certs = make_certificates(bin, &dir.path().join("certs"))?;
@@ -142,7 +151,7 @@ impl Fixture {
             }
             false => None,
         };
-        Ok(Fixture { _processes: processes, plain, haproxy, haproxy_pid, tls, dir })
+        Ok(Fixture { _processes: processes, plain, haproxy, haproxy_pid, tls, baseline, dir })
     }
 }
 
@@ -187,9 +196,8 @@ fn tls_line(certs: &Certificates, id: &str) -> String {
     )
 }
 
-/// Three nodes and a balancer (round robin, static nodes, as HAProxy is given
-/// them), over TLS with `certs`; waits until all nodes are ready and the balancer
-/// answers.
+/// Three nodes and a balancer, over TLS with `certs`; waits until all nodes are
+/// ready and the balancer answers.
 async fn start_cluster(
     bin: &Path,
     dir: &Path,
@@ -197,20 +205,18 @@ async fn start_cluster(
     certs: Option<&Certificates>,
     processes: &mut Processes,
 ) -> Result<Cluster, BoxError> {
-    let ports = free_ports(4)?;
+    let ports = free_ports(3)?;
     let key = spectrum::resources::ClusterKey::generate().to_hex();
     let client = certs.map(|c| c.client.clone());
-    let endpoint =
-        |port: u16| Endpoint { addr: SocketAddr::from(([127, 0, 0, 1], port)), tls: client.clone() };
     let mut nodes = Vec::new();
     for i in 0..3 {
         let id = format!("node-{}", i + 1);
         let seeds: Vec<String> =
-            (0..3).filter(|&j| j != i).map(|j| format!("\"http://127.0.0.1:{}\"", ports[j + 1])).collect();
+            (0..3).filter(|&j| j != i).map(|j| format!("\"http://127.0.0.1:{}\"", ports[j])).collect();
         let mut text = format!(
             "id = \"{id}\"\ncluster = \"bench-{name}\"\nlisten = \"127.0.0.1:{}\"\nseeds = [{}]\n\
              token = \"{TOKEN}\"\ncluster_key = \"{key}\"\nsync_interval_ms = 1000\ndata_dir = {:?}\n",
-            ports[i + 1],
+            ports[i],
             seeds.join(", "),
             dir.join(format!("{name}-{id}")).display().to_string()
         );
@@ -218,31 +224,40 @@ async fn start_cluster(
             text.push_str(&tls_line(certs, &id));
         }
         spawn_spectrum(bin, "node", &dir.join(format!("{name}-{id}")), &text, processes)?;
-        nodes.push(endpoint(ports[i + 1]));
+        nodes.push(Endpoint { addr: SocketAddr::from(([127, 0, 0, 1], ports[i])), tls: client.clone() });
     }
+    for node in &nodes {
+        wait_until(node, Call::Readyz, processes, dir).await?;
+    }
+    let (balancer, balancer_pid) = start_balancer(bin, dir, name, &nodes, certs, processes).await?;
+    Ok(Cluster { nodes, balancer, balancer_pid })
+}
+
+/// A balancer over `nodes` (round robin, the nodes listed statically, as HAProxy
+/// is given them), run by `bin`; waits until it answers.
+async fn start_balancer(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    nodes: &[Endpoint],
+    certs: Option<&Certificates>,
+    processes: &mut Processes,
+) -> Result<(Endpoint, u32), BoxError> {
+    let port = free_ports(1)?[0];
     let mut text = format!(
-        "listen = \"127.0.0.1:{}\"\nhealth_interval_ms = {HEALTH_INTERVAL_MS}\nfollow_membership = false\n",
-        ports[0]
+        "listen = \"127.0.0.1:{port}\"\nhealth_interval_ms = {HEALTH_INTERVAL_MS}\nfollow_membership = false\n"
     );
     if let Some(certs) = certs {
         text.push_str(&tls_line(certs, "balancer"));
     }
     text.push_str("[strategy]\nname = \"round_robin\"\n");
-    for i in 0..3 {
-        text.push_str(&format!(
-            "[[nodes]]\nid = \"node-{}\"\naddr = \"127.0.0.1:{}\"\n",
-            i + 1,
-            ports[i + 1]
-        ));
+    for (i, node) in nodes.iter().enumerate() {
+        text.push_str(&format!("[[nodes]]\nid = \"node-{}\"\naddr = \"{}\"\n", i + 1, node.addr));
     }
-    let balancer_pid =
-        spawn_spectrum(bin, "balancer", &dir.join(format!("{name}-balancer")), &text, processes)?;
-    for node in &nodes {
-        wait_until(node, Call::Readyz, processes, dir).await?;
-    }
-    let balancer = endpoint(ports[0]);
-    wait_until(&balancer, Call::Unary, processes, dir).await?;
-    Ok(Cluster { nodes, balancer, balancer_pid })
+    let pid = spawn_spectrum(bin, "balancer", &dir.join(format!("{name}-balancer")), &text, processes)?;
+    let endpoint = Endpoint { addr: SocketAddr::from(([127, 0, 0, 1], port)), tls: nodes[0].tls.clone() };
+    wait_until(&endpoint, Call::Unary, processes, dir).await?;
+    Ok((endpoint, pid))
 }
 
 /// Writes `text` to `base.toml`, runs `spectrum ROLE --config base.toml` (logging

@@ -2,7 +2,7 @@
 //! one run on loopback.
 //!
 //! ```text
-//! cargo run --release --example bench_balancer [-- --rounds 3 --seconds 2 --no-tls --perf FILE]
+//! cargo run --release --example bench_balancer [-- --rounds 3 --seconds 2 --no-tls --perf FILE --baseline BIN]
 //! ```
 //!
 //! **What runs.** The `spectrum` binary of the same build profile (built first with
@@ -38,8 +38,11 @@
 //! window, summed over the rounds); then Spectrum's ratios to HAProxy against the
 //! targets (throughput ≥ 1.0 × HAProxy in every shape, CPU per request no higher,
 //! p50 added over direct ≤ 100 µs at 1×1), TLS against plaintext, and a closing
-//! list of the targets met. `--perf FILE` records the balancer with `perf record
-//! -g` during its first 8×8 round (Debian's `linux-perf`).
+//! list of the targets met. `--perf FILE` records the balancer with `perf record`
+//! (call graphs) during its first 8×8 round (Debian's `linux-perf`).
+//! `--baseline PATH` runs one more balancer, from another `spectrum` binary (a
+//! build of an earlier commit), over the same nodes: before and after a change in
+//! one run.
 //!
 //! Everything shares this machine's cores: the load generator and the nodes compete
 //! with the proxy for CPU, so throughput figures are a floor and comparable only
@@ -68,11 +71,13 @@ struct Options {
     window: Duration,
     tls: bool,
     perf: Option<PathBuf>,
+    baseline: Option<PathBuf>,
 }
 
 impl Options {
     fn parse() -> Result<Options, BoxError> {
-        let mut options = Options { rounds: 3, window: Duration::from_secs(2), tls: true, perf: None };
+        let mut options =
+            Options { rounds: 3, window: Duration::from_secs(2), tls: true, perf: None, baseline: None };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -83,6 +88,7 @@ impl Options {
                 }
                 "--no-tls" => options.tls = false,
                 "--perf" => options.perf = Some(PathBuf::from(value()?)),
+                "--baseline" => options.baseline = Some(PathBuf::from(value()?)),
                 other => return Err(format!("unknown argument {other:?} (see the example's docs)").into()),
             }
         }
@@ -143,6 +149,9 @@ fn targets(fixture: &Fixture, shape: &Shape) -> Vec<Target> {
         Target { name: "spectrum", endpoints: vec![plain.balancer.clone()], pid: Some(plain.balancer_pid) },
         Target { name: "haproxy", endpoints: vec![fixture.haproxy.clone()], pid: Some(fixture.haproxy_pid) },
     ];
+    if let Some((endpoint, pid)) = &fixture.baseline {
+        targets.push(Target { name: "baseline", endpoints: vec![endpoint.clone()], pid: Some(*pid) });
+    }
     if let Some(tls) = fixture.tls.as_ref().filter(|_| shape.with_tls) {
         targets.push(Target { name: "direct TLS", endpoints: tls.nodes.clone(), pid: None });
         targets.push(Target {
@@ -178,7 +187,7 @@ async fn run() -> Result<(), BoxError> {
     }
     let bin = fixture::spectrum_binary()?;
     let haproxy = fixture::ensure_haproxy()?;
-    let fixture = Fixture::start(&bin, options.tls).await?;
+    let fixture = Fixture::start(&bin, options.tls, options.baseline.as_deref()).await?;
     println!(
         "3 nodes on loopback, {} cores shared by everything; {}; {} rounds of {:?} per target and shape",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -196,7 +205,7 @@ async fn run() -> Result<(), BoxError> {
             targets.iter().zip(&rounds).map(|(t, r)| Summary::of(t.name, r)).collect();
         report::table(&summaries, matches!(shape.load.call, Call::Download(_)));
         report::ratios(shape.title, &summaries, shape.one_by_one, &mut verdicts);
-        report::tls_ratios(&summaries);
+        report::pair_ratios(&summaries);
     }
     report::verdicts(&verdicts);
     Ok(())
@@ -234,13 +243,25 @@ async fn measure(shape: &Shape, targets: &[Target], options: &Options) -> Result
     Ok(rounds)
 }
 
-/// `perf record -g` on one process, stopped with SIGINT (so it writes its file).
+/// `perf record` with call graphs on one process, stopped with SIGINT (so it writes
+/// its file). Call graphs are unwound from DWARF: a release build keeps its unwind
+/// tables but no frame pointers.
 struct Perf(Child);
 
 impl Perf {
     fn start(pid: u32, file: &std::path::Path) -> Result<Perf, BoxError> {
         let child = Command::new("perf")
-            .args(["record", "-g", "-F", "999", "--quiet", "-p", &pid.to_string(), "-o"])
+            .args([
+                "record",
+                "--call-graph",
+                "dwarf,32768",
+                "-F",
+                "499",
+                "--quiet",
+                "-p",
+                &pid.to_string(),
+                "-o",
+            ])
             .arg(file)
             .stdout(Stdio::null())
             .spawn()

@@ -143,22 +143,23 @@ pub(crate) fn ratios(shape: &str, summaries: &[Summary], one_by_one: bool, verdi
     }
 }
 
-/// The TLS cluster beside the plaintext one: throughput and CPU ratios.
-pub(crate) fn tls_ratios(summaries: &[Summary]) {
+/// The TLS cluster beside the plaintext one, and the balancer beside the baseline
+/// binary's: throughput and CPU ratios.
+pub(crate) fn pair_ratios(summaries: &[Summary]) {
     let find = |name: &str| summaries.iter().find(|s| s.name == name);
-    let pairs = [("spectrum", "spectrum TLS"), ("direct", "direct TLS")];
-    for (plain, tls) in pairs {
-        let (Some(p), Some(t)) = (find(plain), find(tls)) else { continue };
+    let pairs = [("spectrum", "spectrum TLS"), ("direct", "direct TLS"), ("baseline", "spectrum")];
+    for (base, other) in pairs {
+        let (Some(p), Some(t)) = (find(base), find(other)) else { continue };
         let cpu = match (p.cpu_per_request, t.cpu_per_request) {
             (Some(p), Some(t)) => format!(
-                ", balancer CPU per request {} vs {} ({:.2}x)",
+                ", proxy CPU per request {} vs {} ({:.2}x)",
                 show(t),
                 show(p),
                 t.as_secs_f64() / p.as_secs_f64().max(1e-12)
             ),
             _ => String::new(),
         };
-        println!("  {tls} / {plain}: throughput {:.2}{cpu}", t.rate / p.rate.max(1e-9));
+        println!("  {other} / {base}: throughput {:.2}{cpu}", t.rate / p.rate.max(1e-9));
     }
 }
 
