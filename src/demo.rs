@@ -12,9 +12,17 @@
 //! The postal database is a text file, one `STREET|CITY|POSTCODE` line per entry
 //! (normalised: upper case, abbreviations expanded); lines starting with `#` are
 //! comments.
+//!
+//! `Download` streams filler bytes on demand (up to [`MAX_DOWNLOAD_BYTES`]): a large
+//! streamed response every node can serve, for benchmarks (`examples/bench_balancer`)
+//! and tests of streaming through a balancer.
 
 use std::fmt;
 use std::path::Path;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::Stream;
 
 use serde::Deserialize;
 use spectrum_resources::{ResolveError, Resolved, ResourceDefinition};
@@ -35,6 +43,16 @@ pub use proto::dataflow_server::DataflowServer;
 
 /// Largest postal database file read, in bytes.
 const MAX_POSTAL_FILE: u64 = 16 * 1024 * 1024;
+
+/// Most bytes one `Download` call streams.
+pub const MAX_DOWNLOAD_BYTES: u64 = 1 << 30;
+/// Bytes per `Download` message unless the request asks otherwise.
+pub const DEFAULT_CHUNK_BYTES: u32 = 64 * 1024;
+/// Largest `Download` message the request may ask for.
+pub const MAX_CHUNK_BYTES: u32 = 1 << 20;
+
+/// The messages of one `Download` call.
+pub type DownloadStream = Pin<Box<dyn Stream<Item = Result<proto::Chunk, Status>> + Send>>;
 
 /// One step of a dataflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -202,8 +220,46 @@ async fn read_bounded(path: &Path) -> Result<String, Status> {
         .map_err(|e| Status::failed_precondition(format!("{}: {e}", path.display())))
 }
 
+/// `bytes` bytes in messages of `chunk_bytes` (the last one shorter), all slices of
+/// one filler buffer: the stream allocates once, whatever its length.
+///
+/// # Errors
+///
+/// `invalid_argument` over [`MAX_DOWNLOAD_BYTES`] or [`MAX_CHUNK_BYTES`].
+pub fn download_stream(bytes: u64, chunk_bytes: u32) -> Result<DownloadStream, Status> {
+    if bytes > MAX_DOWNLOAD_BYTES {
+        return Err(Status::invalid_argument(format!("at most {MAX_DOWNLOAD_BYTES} bytes per download")));
+    }
+    let chunk = match chunk_bytes {
+        0 => DEFAULT_CHUNK_BYTES,
+        n if n > MAX_CHUNK_BYTES => {
+            return Err(Status::invalid_argument(format!("chunk_bytes is at most {MAX_CHUNK_BYTES}")));
+        }
+        n => n,
+    };
+    // No larger than the download itself (it is below 1 MiB then).
+    let filler = Bytes::from(vec![b'.'; u64::from(chunk).min(bytes) as usize]);
+    let mut left = bytes;
+    let chunks = std::iter::from_fn(move || {
+        let n = left.min(filler.len() as u64);
+        left -= n;
+        (n > 0).then(|| Ok(proto::Chunk { data: filler.slice(..n as usize) }))
+    });
+    Ok(Box::pin(futures::stream::iter(chunks)))
+}
+
 #[tonic::async_trait]
 impl proto::dataflow_server::Dataflow for DataflowService {
+    type DownloadStream = DownloadStream;
+
+    async fn download(
+        &self,
+        request: Request<proto::DownloadRequest>,
+    ) -> Result<Response<DownloadStream>, Status> {
+        let req = request.into_inner();
+        download_stream(req.bytes, req.chunk_bytes).map(Response::new)
+    }
+
     async fn run(&self, request: Request<proto::RunRequest>) -> Result<Response<proto::RunResponse>, Status> {
         let req = request.into_inner();
         if req.address.len() > 1024 {
@@ -265,6 +321,22 @@ mod tests {
         assert_eq!(lookup(db, "ELM ROAD, SHELBYVILLE").map(|p| p.0), Some("49002".into()));
         assert_eq!(lookup(db, "ELM ROAD, SPRINGFIELD"), None);
         assert_eq!(lookup(db, "no comma here"), None);
+    }
+
+    #[tokio::test]
+    async fn a_download_streams_exactly_the_bytes_asked_in_chunks() {
+        use futures::StreamExt as _;
+        let sizes: Vec<usize> =
+            download_stream(150_000, 65_536).unwrap().map(|chunk| chunk.unwrap().data.len()).collect().await;
+        assert_eq!(sizes, [65_536, 65_536, 18_928]);
+        assert_eq!(download_stream(0, 0).unwrap().count().await, 0);
+        assert_eq!(download_stream(10, 0).unwrap().next().await.unwrap().unwrap().data.len(), 10);
+    }
+
+    #[test]
+    fn a_download_over_the_limits_is_refused() {
+        assert!(download_stream(MAX_DOWNLOAD_BYTES + 1, 0).is_err());
+        assert!(download_stream(1, MAX_CHUNK_BYTES + 1).is_err());
     }
 
     #[test]

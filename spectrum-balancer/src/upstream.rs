@@ -165,7 +165,11 @@ impl Upstream {
         if let Some(s) = slot.cached() {
             return Ok((s, lease));
         }
-        let sender = tokio::time::timeout(self.connect_timeout, self.connect())
+        // Boxed: connecting (a TLS handshake's buffers included) makes a future of
+        // several KiB, which would otherwise sit inside every request's future and
+        // be copied whenever that is moved or spawned, though it runs once per
+        // connection.
+        let sender = tokio::time::timeout(self.connect_timeout, Box::pin(self.connect()))
             .await
             .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
         *slot.sender.lock() = Some(sender.clone());

@@ -29,6 +29,24 @@ async fn config_written_through_the_balancer_reaches_every_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_download_streams_whole_through_the_balancer() {
+    let cluster = start_cluster("it-download").await;
+    let mut client = DataflowClient::connect(cluster.balancer_url()).await.unwrap();
+    let request = spectrum::demo::proto::DownloadRequest { bytes: 5 * 1024 * 1024 + 7, chunk_bytes: 0 };
+    let mut stream = client.download(request).await.unwrap().into_inner();
+    let (mut bytes, mut messages) = (0u64, 0);
+    while let Some(chunk) = stream.message().await.unwrap() {
+        bytes += chunk.data.len() as u64;
+        messages += 1;
+    }
+    assert_eq!(bytes, 5 * 1024 * 1024 + 7);
+    assert_eq!(messages, 81, "64 KiB messages and one short one");
+    let refused = client.download(spectrum::demo::proto::DownloadRequest { bytes: 1 << 31, chunk_bytes: 0 });
+    assert_eq!(refused.await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_spread_over_all_nodes_and_survive_a_stopped_node() {
     let mut cluster = start_cluster("it-failover").await;
     let dir = tempfile::tempdir().unwrap();

@@ -29,6 +29,16 @@
 
 use clap::Parser;
 
+/// mimalloc rather than the system allocator: a balancer or node allocates and
+/// frees many small, short-lived buffers per request (headers, frames, tasks)
+/// across its runtime's threads, and glibc's malloc spent about 6% of the
+/// balancer's CPU time under load (`perf` on `examples/bench_balancer`). Only the
+/// binary sets it; the library leaves the choice to embedders (feature `mimalloc`,
+/// on by default).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod cli;
 mod commands;
 mod output;

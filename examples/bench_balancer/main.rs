@@ -1,0 +1,286 @@
+//! The balancer against HAProxy and against no proxy at all, on the same nodes, in
+//! one run on loopback.
+//!
+//! ```text
+//! cargo run --release --example bench_balancer [-- --rounds 3 --seconds 2 --no-tls --perf FILE --baseline BIN]
+//! ```
+//!
+//! **What runs.** The `spectrum` binary of the same build profile (built first with
+//! `cargo build --release --bin spectrum`, so it runs the current code; set
+//! `SPECTRUM_BIN` to use another) runs three `spectrum node`s and a
+//! `spectrum balancer` from files generated in a temporary directory (round robin,
+//! the nodes listed statically, health checks every second), and Debian's HAProxy
+//! (installed with apt-get when missing, which the run says) runs over the same
+//! nodes: round robin, HTTP/1.1 and h2c on one port, HTTP/2 to the nodes with
+//! shared connections (`http-reuse always`), `GET /readyz` checks every second,
+//! as many threads as cores (the balancer's runtime also has one worker per core).
+//! A second cluster of three nodes and a balancer, with certificates made by
+//! `spectrum cert init` / `issue`, serves the TLS comparison: TLS from the client to
+//! the balancer and from the balancer to the nodes, as a TLS cluster runs.
+//!
+//! **The load.** A load generator in this process, on bare hyper connections (the
+//! same code and settings for every target), drives each shape at each target in
+//! turn, round after round (the order rotates each round), each for a fixed time:
+//!
+//! - gRPC unary `grpc.health.v1.Health/Check` with 1 connection × 1 stream, and with
+//!   8 connections × 8 concurrent streams (the TLS targets join this one);
+//! - HTTP/1.1 `GET /healthz` on 8 connections, one request at a time each;
+//! - one 64 MiB server-streamed gRPC response at a time
+//!   (`spectrum.demo.v1.Dataflow/Download`, 64 KiB messages).
+//!
+//! "direct" goes to the three nodes in turn (one connection per node at 1×1, the
+//! connections spread over the nodes otherwise). Connections are opened and warmed
+//! up before each timed window, so TLS handshakes stay outside it.
+//!
+//! **What it prints.** Per shape and target: requests per second (the median
+//! round), p50 and p99 latency (over every request of every round), and the proxy
+//! process's CPU time per request (user + system from `/proc/PID/stat` around each
+//! window, summed over the rounds); then Spectrum's ratios to HAProxy against the
+//! targets (throughput ≥ 1.0 × HAProxy in every shape, CPU per request no higher,
+//! p50 added over direct ≤ 100 µs at 1×1), TLS against plaintext, and a closing
+//! list of the targets met. `--perf FILE` records the balancer with `perf record`
+//! (call graphs) during its first 8×8 round (Debian's `linux-perf`).
+//! `--baseline PATH` runs one more balancer, from another `spectrum` binary (a
+//! build of an earlier commit), over the same nodes: before and after a change in
+//! one run.
+//!
+//! Everything shares this machine's cores: the load generator and the nodes compete
+//! with the proxy for CPU, so throughput figures are a floor and comparable only
+//! within one run; CPU per request is the steadier comparison.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::Duration;
+
+mod cpu;
+mod fixture;
+mod load;
+mod report;
+
+use fixture::Fixture;
+use load::{BoxError, Call, Endpoint, Load, Round};
+use report::Summary;
+
+/// Size of the streamed response.
+const DOWNLOAD_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Command-line settings.
+#[derive(Debug)]
+struct Options {
+    rounds: usize,
+    window: Duration,
+    tls: bool,
+    perf: Option<PathBuf>,
+    baseline: Option<PathBuf>,
+}
+
+impl Options {
+    fn parse() -> Result<Options, BoxError> {
+        let mut options =
+            Options { rounds: 3, window: Duration::from_secs(2), tls: true, perf: None, baseline: None };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--rounds" => options.rounds = value()?.parse::<usize>()?.clamp(1, 20),
+                "--seconds" => {
+                    options.window = Duration::from_secs_f64(value()?.parse::<f64>()?.clamp(0.2, 30.0))
+                }
+                "--no-tls" => options.tls = false,
+                "--perf" => options.perf = Some(PathBuf::from(value()?)),
+                "--baseline" => options.baseline = Some(PathBuf::from(value()?)),
+                other => return Err(format!("unknown argument {other:?} (see the example's docs)").into()),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// One shape of load.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    title: &'static str,
+    load: Load,
+    /// The TLS targets join this shape.
+    with_tls: bool,
+    /// One client, one request at a time: where added latency is judged.
+    one_by_one: bool,
+}
+
+const SHAPES: [Shape; 4] = [
+    Shape {
+        title: "gRPC unary 1x1",
+        load: Load { call: Call::Unary, connections: 1, streams: 1 },
+        with_tls: false,
+        one_by_one: true,
+    },
+    Shape {
+        title: "gRPC unary 8x8",
+        load: Load { call: Call::Unary, connections: 8, streams: 8 },
+        with_tls: true,
+        one_by_one: false,
+    },
+    Shape {
+        title: "HTTP/1.1 8 connections",
+        load: Load { call: Call::Healthz, connections: 8, streams: 1 },
+        with_tls: false,
+        one_by_one: false,
+    },
+    Shape {
+        title: "64 MiB streamed response",
+        load: Load { call: Call::Download(DOWNLOAD_BYTES), connections: 1, streams: 1 },
+        with_tls: false,
+        one_by_one: false,
+    },
+];
+
+/// Where load goes, and which process's CPU time it costs.
+struct Target {
+    name: &'static str,
+    endpoints: Vec<Endpoint>,
+    /// The proxy's process, if any.
+    pid: Option<u32>,
+}
+
+fn targets(fixture: &Fixture, shape: &Shape) -> Vec<Target> {
+    let plain = &fixture.plain;
+    let mut targets = vec![
+        Target { name: "direct", endpoints: plain.nodes.clone(), pid: None },
+        Target { name: "spectrum", endpoints: vec![plain.balancer.clone()], pid: Some(plain.balancer_pid) },
+        Target { name: "haproxy", endpoints: vec![fixture.haproxy.clone()], pid: Some(fixture.haproxy_pid) },
+    ];
+    if let Some((endpoint, pid)) = &fixture.baseline {
+        targets.push(Target { name: "baseline", endpoints: vec![endpoint.clone()], pid: Some(*pid) });
+    }
+    if let Some(tls) = fixture.tls.as_ref().filter(|_| shape.with_tls) {
+        targets.push(Target { name: "direct TLS", endpoints: tls.nodes.clone(), pid: None });
+        targets.push(Target {
+            name: "spectrum TLS",
+            endpoints: vec![tls.balancer.clone()],
+            pid: Some(tls.balancer_pid),
+        });
+    }
+    targets
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), BoxError> {
+    let options = Options::parse()?;
+    if cfg!(debug_assertions) {
+        println!("warning: a debug build; run with --release for figures worth reading");
+    }
+    let bin = fixture::spectrum_binary()?;
+    let haproxy = fixture::ensure_haproxy()?;
+    let fixture = Fixture::start(&bin, options.tls, options.baseline.as_deref()).await?;
+    println!(
+        "3 nodes on loopback, {} cores shared by everything; {}; {} rounds of {:?} per target and shape",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        haproxy,
+        options.rounds,
+        options.window
+    );
+    println!("files and logs in {}", fixture.dir.path().display());
+    let mut verdicts = Vec::new();
+    for shape in &SHAPES {
+        let targets = targets(&fixture, shape);
+        println!("\n{}", shape.title);
+        let rounds = measure(shape, &targets, &options).await?;
+        let summaries: Vec<Summary> =
+            targets.iter().zip(&rounds).map(|(t, r)| Summary::of(t.name, r)).collect();
+        report::table(&summaries, matches!(shape.load.call, Call::Download(_)));
+        report::ratios(shape.title, &summaries, shape.one_by_one, &mut verdicts);
+        report::pair_ratios(&summaries);
+    }
+    report::verdicts(&verdicts);
+    Ok(())
+}
+
+/// Every round of `shape` at every target, in rotating order; printed as they come.
+async fn measure(shape: &Shape, targets: &[Target], options: &Options) -> Result<Vec<Vec<Round>>, BoxError> {
+    let mut rounds: Vec<Vec<Round>> = targets.iter().map(|_| Vec::new()).collect();
+    for r in 0..options.rounds {
+        let mut line = format!("  round {}:", r + 1);
+        for k in 0..targets.len() {
+            let slot = (k + r) % targets.len();
+            let target = &targets[slot];
+            let perf = match (&options.perf, target.pid) {
+                (Some(file), Some(pid)) if r == 0 && target.name == "spectrum" && shape.with_tls => {
+                    Some(Perf::start(pid, file)?)
+                }
+                _ => None,
+            };
+            let round = load::round(shape.load, &target.endpoints, target.pid, options.window)
+                .await
+                .map_err(|e| format!("{} at {}: {e}", shape.title, target.name))?;
+            if let Some(perf) = perf {
+                perf.stop();
+            }
+            line.push_str(&format!(
+                "  {} {:.0}/s",
+                target.name,
+                round.requests as f64 / round.elapsed.as_secs_f64()
+            ));
+            rounds[slot].push(round);
+        }
+        println!("{line}");
+    }
+    Ok(rounds)
+}
+
+/// `perf record` with call graphs on one process, stopped with SIGINT (so it writes
+/// its file). Call graphs are unwound from DWARF: a release build keeps its unwind
+/// tables but no frame pointers.
+struct Perf(Child);
+
+impl Perf {
+    fn start(pid: u32, file: &std::path::Path) -> Result<Perf, BoxError> {
+        let child = Command::new("perf")
+            .args([
+                "record",
+                "--call-graph",
+                "dwarf,32768",
+                "-F",
+                "499",
+                "--quiet",
+                "-p",
+                &pid.to_string(),
+                "-o",
+            ])
+            .arg(file)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("perf: {e} (Debian: apt-get install linux-perf)"))?;
+        // perf needs a moment to attach before the window opens.
+        std::thread::sleep(Duration::from_millis(300));
+        println!("  recording the balancer (pid {pid}) into {}", file.display());
+        Ok(Perf(child))
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Perf {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
