@@ -41,7 +41,7 @@ fn run_in_namespace(test: &str, scenario: Scenario) {
 }
 
 fn scenario(seed: u64, nodes: usize, kinds: &[FaultKind]) -> Scenario {
-    Scenario { seed, nodes, kinds: kinds.to_vec(), span: Duration::from_secs(8), workers: 3 }
+    Scenario { seed, nodes, kinds: kinds.to_vec(), span: Duration::from_secs(10), workers: 3 }
 }
 
 #[test]
@@ -63,13 +63,14 @@ fn skewed_and_jumping_clocks_and_a_full_disk_lose_nothing() {
 }
 
 #[test]
-fn five_nodes_survive_every_kind_of_fault() {
-    run_in_namespace("five_nodes_survive_every_kind_of_fault", scenario(4, 5, &FaultKind::ALL));
+fn five_nodes_survive_splits_bridges_pauses_and_a_leave() {
+    let kinds = [FaultKind::Split, FaultKind::Bridge, FaultKind::Pause, FaultKind::LeaveJoin];
+    run_in_namespace("five_nodes_survive_splits_bridges_pauses_and_a_leave", scenario(4, 5, &kinds));
 }
 
 #[test]
 fn a_node_restarted_on_an_empty_disk_loses_nothing_acknowledged_by_a_quorum() {
-    let kinds = [FaultKind::EmptyDisk, FaultKind::Kill];
+    let kinds = [FaultKind::EmptyDisk, FaultKind::Isolate, FaultKind::Kill];
     run_in_namespace(
         "a_node_restarted_on_an_empty_disk_loses_nothing_acknowledged_by_a_quorum",
         scenario(5, 3, &kinds),

@@ -224,8 +224,10 @@ pub(crate) struct Step {
     pub(crate) fault: Fault,
 }
 
-/// Draws a schedule of faults among `kinds` filling `span`: a quiet start, then
-/// faults of 1.5-3 s with gaps of 0.3-1 s, the last healed before `span` ends.
+/// Draws a schedule of faults filling `span`: a quiet start, then faults of 1-2.5 s
+/// with gaps of 0.3-0.8 s, the last healed before `span` ends. The kinds come in
+/// rounds, each round every kind of `kinds` once in a drawn order, so a short run
+/// still sees each kind it names.
 pub(crate) fn schedule(
     rng: &mut StdRng,
     size: usize,
@@ -234,15 +236,20 @@ pub(crate) fn schedule(
     tmpfs_node: Option<usize>,
 ) -> Vec<Step> {
     let mut steps = Vec::new();
+    let mut round: Vec<FaultKind> = Vec::new();
     let mut at = Duration::from_millis(rng.random_range(500..1000));
     for _ in 0..100 {
-        let hold = Duration::from_millis(rng.random_range(1500..3000));
+        let hold = Duration::from_millis(rng.random_range(1000..2500));
         if at + hold + Duration::from_millis(300) > span || kinds.is_empty() {
             break;
         }
-        let kind = kinds[rng.random_range(0..kinds.len())];
+        if round.is_empty() {
+            round = kinds.to_vec();
+            round.shuffle(rng);
+        }
+        let kind = round.pop().expect("a kind left in the round");
         steps.push(Step { at, hold, fault: Fault::draw(kind, size, tmpfs_node, rng) });
-        at += hold + Duration::from_millis(rng.random_range(300..1000));
+        at += hold + Duration::from_millis(rng.random_range(300..800));
     }
     steps
 }
