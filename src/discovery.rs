@@ -148,7 +148,9 @@ impl Discovery for ManagementDiscovery {
         let mut unjoined = None;
         for addr in &addrs {
             match self.read(addr).await {
-                Ok(members) if members.iter().any(|m| m.addr == *addr) => return Ok(self.adopt(members).await),
+                Ok(members) if members.iter().any(|m| m.addr == *addr) => {
+                    return Ok(self.adopt(members).await);
+                }
                 Ok(members) => {
                     debug!(node = %addr, members = members.len(), "membership from a node that does not list itself; trying another");
                     unjoined.get_or_insert(members);

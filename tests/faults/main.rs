@@ -29,10 +29,15 @@ fn out_dir() -> PathBuf {
 fn run_in_namespace(test: &str, scenario: Scenario) {
     if !sandbox::inside() {
         let _one_at_a_time = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let args: Vec<String> =
-            [test, "--exact", "--nocapture", "--include-ignored", "--test-threads=1"].map(String::from).to_vec();
+        let args: Vec<String> = [test, "--exact", "--nocapture", "--include-ignored", "--test-threads=1"]
+            .map(String::from)
+            .to_vec();
         let status = sandbox::rerun_inside(&args, Duration::from_secs(170));
-        assert!(status.success(), "fault scenario {test} (seed {}) failed: see its report above", scenario.seed);
+        assert!(
+            status.success(),
+            "fault scenario {test} (seed {}) failed: see its report above",
+            scenario.seed
+        );
         return;
     }
     let report = scenario::run(&scenario, Path::new(env!("CARGO_BIN_EXE_spectrum")), &out_dir());

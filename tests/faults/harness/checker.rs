@@ -115,8 +115,10 @@ pub(crate) fn check(e: &Evidence<'_>) -> Vec<Anomaly> {
 /// always; local unless the node that took it lost its disk afterwards.
 fn held_to(op: &Op, e: &Evidence<'_>) -> bool {
     let (ack, served_by) = match (&op.kind, &op.outcome) {
-        (OpKind::Put { ack, .. } | OpKind::Delete { ack, .. } | OpKind::CreateResource { ack, .. },
-         Outcome::Written { served_by, .. }) => (*ack, served_by),
+        (
+            OpKind::Put { ack, .. } | OpKind::Delete { ack, .. } | OpKind::CreateResource { ack, .. },
+            Outcome::Written { served_by, .. },
+        ) => (*ack, served_by),
         _ => return false,
     };
     ack.durable_across_nodes() || !e.wipes.iter().any(|(at, node)| node == served_by && *at >= op.invoked_ms)
@@ -134,7 +136,9 @@ fn lost_and_resurrected(e: &Evidence<'_>, found: &mut Vec<Anomaly>) {
     }
     for op in e.ops.iter().filter(|op| held_to(op, e)) {
         let (key, expected) = match &op.kind {
-            OpKind::Put { key, value, .. } if key.starts_with("settings/w-") => (key.clone(), Some(value.as_str())),
+            OpKind::Put { key, value, .. } if key.starts_with("settings/w-") => {
+                (key.clone(), Some(value.as_str()))
+            }
             OpKind::CreateResource { name, .. } => (format!("resources/{name}"), None),
             OpKind::Delete { key, .. } => {
                 let back: Vec<&String> =
@@ -196,7 +200,11 @@ fn token_reads(e: &Evidence<'_>, found: &mut Vec<Anomaly>) {
         };
         if let Some(why) = stale(write, read, key, &stamps) {
             let detail = format!("read of {key} after {token}: {why}");
-            found.push(Anomaly { check: Check::StaleTokenRead, detail, ops: vec![write.summary(), read.summary()] });
+            found.push(Anomaly {
+                check: Check::StaleTokenRead,
+                detail,
+                ops: vec![write.summary(), read.summary()],
+            });
         }
     }
 }
@@ -205,7 +213,9 @@ fn token_reads(e: &Evidence<'_>, found: &mut Vec<Anomaly>) {
 fn stale(write: &Op, read: &Op, key: &str, stamps: &BTreeMap<&str, (u64, u32)>) -> Option<String> {
     let Outcome::Written { version: token, .. } = &write.outcome else { return None };
     match (&write.kind, &read.outcome) {
-        (OpKind::Delete { .. }, Outcome::Read { value, .. }) => Some(format!("the deleted key held {value:?}")),
+        (OpKind::Delete { .. }, Outcome::Read { value, .. }) => {
+            Some(format!("the deleted key held {value:?}"))
+        }
         (OpKind::Put { .. }, Outcome::NotFound) => Some("nothing found".into()),
         (OpKind::Put { value: want, .. }, Outcome::Read { value, version, stamp }) => {
             if version == token {
@@ -215,7 +225,8 @@ fn stale(write: &Op, read: &Op, key: &str, stamps: &BTreeMap<&str, (u64, u32)>) 
                 return Some(format!("{value:?} ({version}) instead of {want:?}"));
             }
             let newer = stamps.get(token.as_str()).is_none_or(|own| stamp >= own);
-            (!newer).then(|| format!("{value:?} ({version}, stamp {stamp:?}) is older than the token's write"))
+            (!newer)
+                .then(|| format!("{value:?} ({version}, stamp {stamp:?}) is older than the token's write"))
         }
         _ => None,
     }
@@ -261,15 +272,120 @@ fn divergence(e: &Evidence<'_>, found: &mut Vec<Anomaly>) {
 /// Idempotent user-service calls fail only while no node process is up.
 fn idempotent_calls(e: &Evidence<'_>, found: &mut Vec<Anomaly>) {
     for op in e.ops {
-        if !matches!(op.kind, OpKind::Call { idempotent: true }) || !matches!(op.outcome, Outcome::Failed { .. }) {
+        if !matches!(op.kind, OpKind::Call { idempotent: true })
+            || !matches!(op.outcome, Outcome::Failed { .. })
+        {
             continue;
         }
-        let before = e.events.iter().rev().find(|ev| ev.at_ms <= op.invoked_ms).map_or(e.nodes, |ev| ev.nodes_up);
+        let before =
+            e.events.iter().rev().find(|ev| ev.at_ms <= op.invoked_ms).map_or(e.nodes, |ev| ev.nodes_up);
         let during = e.events.iter().filter(|ev| ev.at_ms > op.invoked_ms && ev.at_ms <= op.completed_ms);
         let least = during.map(|ev| ev.nodes_up).fold(before, usize::min);
         if least >= 1 {
-            let detail = format!("an idempotent call through the balancer failed while {least}+ nodes were up");
+            let detail =
+                format!("an idempotent call through the balancer failed while {least}+ nodes were up");
             found.push(Anomaly { check: Check::FailedIdempotentCall, detail, ops: vec![op.summary()] });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::history::{Ack, FaultEvent, Op, OpKind, Outcome, Replica};
+    use super::{Check, Evidence, check};
+
+    fn op(id: u64, kind: OpKind, outcome: Outcome) -> Op {
+        let invoked_ms = id * 10;
+        Op {
+            id,
+            worker: 0,
+            target: "balancer".into(),
+            kind,
+            invoked_ms,
+            completed_ms: invoked_ms + 5,
+            outcome,
+        }
+    }
+
+    fn put(key: &str, value: &str, ack: Ack) -> OpKind {
+        OpKind::Put { key: key.into(), value: value.into(), ack }
+    }
+
+    fn written(version: &str) -> Outcome {
+        Outcome::Written { version: version.into(), acked: 2, members: 3, served_by: "node-1".into() }
+    }
+
+    fn replica(entries: &[(&str, &str, &str)]) -> Replica {
+        entries.iter().map(|(k, v, val)| (k.to_string(), (v.to_string(), val.to_string()))).collect()
+    }
+
+    fn checks(ops: &[Op], events: &[FaultEvent], replicas: &[(String, Replica)]) -> Vec<Check> {
+        let evidence = Evidence {
+            ops,
+            events,
+            nodes: 3,
+            replicas,
+            converged_after: Some(0),
+            bound: 10,
+            wipes: &[],
+            process_failures: &[],
+        };
+        check(&evidence).into_iter().map(|a| a.check).collect()
+    }
+
+    #[test]
+    fn a_quorum_write_missing_from_a_replica_is_a_lost_write() {
+        let ops = [op(1, put("settings/w-0-1", "v", Ack::Quorum), written("node-1:1"))];
+        let full = replica(&[("settings/w-0-1", "node-1:1", "v")]);
+        let replicas = [("node-1".into(), full.clone()), ("node-2".into(), Replica::new())];
+        assert_eq!(checks(&ops, &[], &replicas), [Check::LostWrite]);
+        let replicas = [("node-1".into(), full.clone()), ("node-2".into(), full)];
+        assert!(checks(&ops, &[], &replicas).is_empty());
+    }
+
+    #[test]
+    fn an_acknowledged_delete_that_comes_back_is_a_resurrection() {
+        let ops = [
+            op(1, put("settings/w-0-1", "v", Ack::All), written("node-1:1")),
+            op(2, OpKind::Delete { key: "settings/w-0-1".into(), ack: Ack::Quorum }, written("node-1:2")),
+        ];
+        let back = replica(&[("settings/w-0-1", "node-1:1", "v")]);
+        let replicas = [("node-1".into(), Replica::new()), ("node-2".into(), back)];
+        assert_eq!(checks(&ops, &[], &replicas), [Check::ResurrectedDelete]);
+    }
+
+    #[test]
+    fn a_token_read_that_finds_nothing_or_another_value_is_stale() {
+        let get = || OpKind::Get { key: "settings/w-0-1".into(), after: Some("node-1:1".into()) };
+        let read =
+            |value: &str| Outcome::Read { version: "node-1:1".into(), value: value.into(), stamp: (1, 0) };
+        let ops = [
+            op(1, put("settings/w-0-1", "v", Ack::Local), written("node-1:1")),
+            op(2, get(), Outcome::NotFound),
+            op(3, get(), read("v")),
+            op(4, get(), Outcome::Failed { code: "Unavailable".into(), message: "not caught up".into() }),
+        ];
+        let replicas = [("node-1".into(), replica(&[("settings/w-0-1", "node-1:1", "v")]))];
+        assert_eq!(checks(&ops, &[], &replicas), [Check::StaleTokenRead]);
+    }
+
+    #[test]
+    fn two_writes_with_one_token_are_flagged() {
+        let ops = [
+            op(1, put("settings/hot-1", "a", Ack::Local), written("node-1:7")),
+            op(2, put("settings/hot-2", "b", Ack::Local), written("node-1:7")),
+        ];
+        assert_eq!(checks(&ops, &[], &[]), [Check::DuplicateToken]);
+    }
+
+    #[test]
+    fn a_failed_idempotent_call_counts_only_while_a_node_was_up() {
+        let failed = || Outcome::Failed { code: "Unavailable".into(), message: "no backend".into() };
+        let ops = [op(1, OpKind::Call { idempotent: true }, failed())];
+        assert_eq!(checks(&ops, &[], &[]), [Check::FailedIdempotentCall]);
+        let down = FaultEvent { at_ms: 0, action: "inject", fault: "every node".into(), nodes_up: 0 };
+        assert!(checks(&ops, &[down], &[]).is_empty());
+        let not_idempotent = [op(1, OpKind::Call { idempotent: false }, failed())];
+        assert!(checks(&not_idempotent, &[], &[]).is_empty());
     }
 }

@@ -136,7 +136,12 @@ pub(crate) struct History {
 impl History {
     /// An empty history starting now.
     pub(crate) fn new() -> Self {
-        Self { start: Instant::now(), next_id: AtomicU64::new(0), ops: Mutex::default(), events: Mutex::default() }
+        Self {
+            start: Instant::now(),
+            next_id: AtomicU64::new(0),
+            ops: Mutex::default(),
+            events: Mutex::default(),
+        }
     }
 
     /// Milliseconds since the run started.

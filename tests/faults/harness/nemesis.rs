@@ -140,7 +140,11 @@ impl Fault {
             FaultKind::OneWay => Fault::OneWay { from: order[0], to: order[1] },
             FaultKind::Bridge => {
                 let half = (size - 1) / 2;
-                Fault::Bridge { left: sorted(&order[1..=half]), middle: node, right: sorted(&order[half + 1..]) }
+                Fault::Bridge {
+                    left: sorted(&order[1..=half]),
+                    middle: node,
+                    right: sorted(&order[half + 1..]),
+                }
             }
             FaultKind::Kill => Fault::Kill { node },
             FaultKind::Pause => Fault::Pause { node },
@@ -152,7 +156,9 @@ impl Fault {
                 let ms = rng.random_range(5_000..30_000);
                 Fault::Clock { node, offset_ms: if rng.random_bool(0.5) { ms } else { -ms }, jump: true }
             }
-            FaultKind::DiskFull => Fault::DiskFull { node: tmpfs_node.expect("a tmpfs node for disk faults") },
+            FaultKind::DiskFull => {
+                Fault::DiskFull { node: tmpfs_node.expect("a tmpfs node for disk faults") }
+            }
             FaultKind::EmptyDisk => Fault::EmptyDisk { node },
             FaultKind::LeaveJoin => Fault::LeaveJoin { node },
         }

@@ -41,8 +41,22 @@ pub(crate) fn prepare(nodes: usize) {
         run(
             "iptables",
             &[
-                "-t", "mangle", "-A", "OUTPUT", "-m", "conntrack", "--ctstate", "NEW", "-m", "owner",
-                "--uid-owner", &uid, "-j", "CONNMARK", "--set-mark", &mark,
+                "-t",
+                "mangle",
+                "-A",
+                "OUTPUT",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "NEW",
+                "-m",
+                "owner",
+                "--uid-owner",
+                &uid,
+                "-j",
+                "CONNMARK",
+                "--set-mark",
+                &mark,
             ],
         );
     }
@@ -54,7 +68,20 @@ pub(crate) fn cut(from: usize, to: usize) {
     let dest = node_ip(to).to_string();
     run(
         "iptables",
-        &["-A", CHAIN, "-m", "connmark", "--mark", &mark, "-m", "conntrack", "--ctorigdst", &dest, "-j", "DROP"],
+        &[
+            "-A",
+            CHAIN,
+            "-m",
+            "connmark",
+            "--mark",
+            &mark,
+            "-m",
+            "conntrack",
+            "--ctorigdst",
+            &dest,
+            "-j",
+            "DROP",
+        ],
     );
 }
 

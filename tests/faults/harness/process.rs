@@ -82,13 +82,8 @@ impl Cluster {
     pub(crate) fn start(bin: &Path, dir: &Path, size: usize, tmpfs_node: Option<usize>) -> Self {
         let key = spectrum::resources::ClusterKey::generate().to_hex();
         let nodes = (0..size).map(|i| node_files(dir, i, size, &key)).collect();
-        let mut cluster = Self {
-            bin: bin.to_owned(),
-            nodes,
-            balancer: None,
-            tmpfs_node,
-            unexpected_exits: Vec::new(),
-        };
+        let mut cluster =
+            Self { bin: bin.to_owned(), nodes, balancer: None, tmpfs_node, unexpected_exits: Vec::new() };
         if let Some(i) = tmpfs_node {
             let uid = node_uid(i);
             let options = format!("size={TMPFS_MB}m,uid={uid},gid={uid},mode=0755");
@@ -99,7 +94,8 @@ impl Cluster {
             cluster.start_node(i);
         }
         let balancer = balancer_file(dir, size);
-        let (child, _) = spawn(&mut self_command(bin, "balancer", &balancer), BALANCER_UID, &dir.join("balancer.log"));
+        let (child, _) =
+            spawn(&mut self_command(bin, "balancer", &balancer), BALANCER_UID, &dir.join("balancer.log"));
         cluster.balancer = Some(child);
         cluster
     }
@@ -147,11 +143,14 @@ impl Cluster {
         };
         match status {
             Some(s) if s.success() => {}
-            Some(s) => self.unexpected_exits.push(format!("{} exited with {s} after SIGTERM", self.nodes[i].id)),
+            Some(s) => {
+                self.unexpected_exits.push(format!("{} exited with {s} after SIGTERM", self.nodes[i].id))
+            }
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                self.unexpected_exits.push(format!("{} did not stop within 15 s of SIGTERM", self.nodes[i].id));
+                self.unexpected_exits
+                    .push(format!("{} did not stop within 15 s of SIGTERM", self.nodes[i].id));
             }
         }
     }
@@ -226,7 +225,10 @@ impl Cluster {
             .flat_map(|log| {
                 let text = std::fs::read_to_string(log).unwrap_or_default();
                 let name = log.file_name().unwrap_or_default().to_string_lossy().into_owned();
-                text.lines().filter(|l| l.contains("panicked")).map(|l| format!("{name}: {l}")).collect::<Vec<_>>()
+                text.lines()
+                    .filter(|l| l.contains("panicked"))
+                    .map(|l| format!("{name}: {l}"))
+                    .collect::<Vec<_>>()
             })
             .collect()
     }
@@ -276,7 +278,9 @@ fn signal(child: &Child, name: &str) {
 fn self_command(bin: &Path, what: &str, config: &Path) -> Command {
     let mut cmd = Command::new(bin);
     cmd.arg(what).arg("--config").arg(config);
-    for var in ["SPECTRUM_TOKEN", "SPECTRUM_CLUSTER_KEY", "SPECTRUM_LISTEN", "SPECTRUM_ADVERTISE", "LD_PRELOAD"] {
+    for var in
+        ["SPECTRUM_TOKEN", "SPECTRUM_CLUSTER_KEY", "SPECTRUM_LISTEN", "SPECTRUM_ADVERTISE", "LD_PRELOAD"]
+    {
         cmd.env_remove(var);
     }
     cmd.env("RUST_LOG", "info");
@@ -312,7 +316,10 @@ fn spawn(cmd: &mut Command, uid: u32, log: &Path) -> (Child, String) {
         _ => {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("fault suite: {:?} printed nothing within {STARTUP:?}", cmd.get_args().collect::<Vec<_>>());
+            panic!(
+                "fault suite: {:?} printed nothing within {STARTUP:?}",
+                cmd.get_args().collect::<Vec<_>>()
+            );
         }
     }
 }
@@ -353,7 +360,11 @@ fn balancer_file(dir: &Path, size: usize) -> PathBuf {
         idempotent.join(", ")
     );
     for i in 0..size {
-        text.push_str(&format!("[[nodes]]\nid = \"node-{}\"\naddr = \"{}:{NODE_PORT}\"\n", i + 1, node_ip(i)));
+        text.push_str(&format!(
+            "[[nodes]]\nid = \"node-{}\"\naddr = \"{}:{NODE_PORT}\"\n",
+            i + 1,
+            node_ip(i)
+        ));
     }
     let path = dir.join("balancer.toml");
     std::fs::write(&path, text).expect("balancer file");

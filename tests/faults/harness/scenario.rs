@@ -109,15 +109,23 @@ pub(crate) fn run(scenario: &Scenario, bin: &Path, out: &Path) -> Report {
     prepare_namespace();
     let began = Instant::now();
     let mut rng = StdRng::seed_from_u64(scenario.seed);
-    let tmpfs_node = scenario.kinds.contains(&FaultKind::DiskFull).then(|| rng.random_range(0..scenario.nodes));
+    let tmpfs_node =
+        scenario.kinds.contains(&FaultKind::DiskFull).then(|| rng.random_range(0..scenario.nodes));
     let steps = nemesis::schedule(&mut rng, scenario.nodes, &scenario.kinds, scenario.span, tmpfs_node);
-    println!("fault scenario: seed {} ({} nodes, {} faults); replay: {}", scenario.seed, scenario.nodes, steps.len(), scenario.replay());
+    println!(
+        "fault scenario: seed {} ({} nodes, {} faults); replay: {}",
+        scenario.seed,
+        scenario.nodes,
+        steps.len(),
+        scenario.replay()
+    );
 
     let dir = tempfile::Builder::new().prefix("spectrum-faults-").tempdir().expect("run dir");
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     let mut cluster = Cluster::start(bin, dir.path(), scenario.nodes, tmpfs_node);
     let ids: Vec<(String, String)> = cluster.nodes.iter().map(|n| (n.id.clone(), n.url())).collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let clients = runtime.block_on(async { Clients::new(&ids) });
     runtime.block_on(until_ready(&clients, scenario.nodes, Duration::from_secs(30)));
     runtime.block_on(setup(&clients));
@@ -153,7 +161,16 @@ pub(crate) fn run(scenario: &Scenario, bin: &Path, out: &Path) -> Report {
     }
     let ops_ok = ops.iter().filter(|o| !matches!(o.outcome, super::history::Outcome::Failed { .. })).count();
     drop(cluster);
-    Report { scenario: scenario.clone(), ops: ops.len(), ops_ok, faults, converged_after, anomalies, out, took: began.elapsed() }
+    Report {
+        scenario: scenario.clone(),
+        ops: ops.len(),
+        ops_ok,
+        faults,
+        converged_after,
+        anomalies,
+        out,
+        took: began.elapsed(),
+    }
 }
 
 /// Brings loopback up and creates the iptables chain and marks, once per process.
@@ -240,7 +257,8 @@ async fn until_ready(clients: &Clients, nodes: usize, limit: Duration) {
 async fn all_active(clients: &Clients, i: usize, nodes: usize) -> bool {
     let status = tokio::time::timeout(Duration::from_secs(2), clients.node(i).status()).await;
     let Ok(Ok(status)) = status else { return false };
-    let active = status.members.iter().filter(|m| m.member.state == spectrum::client::MemberState::Active).count();
+    let active =
+        status.members.iter().filter(|m| m.member.state == spectrum::client::MemberState::Active).count();
     active == nodes
 }
 
@@ -260,7 +278,12 @@ async fn readyz(i: usize) -> bool {
 async fn setup(clients: &Clients) {
     let definition = br#"{"steps": ["trim", "uppercase"]}"#;
     for _ in 0..50 {
-        if clients.balancer().create_dataflow(DATAFLOW, definition.to_vec(), true, AckLevel::All).await.is_ok() {
+        if clients
+            .balancer()
+            .create_dataflow(DATAFLOW, definition.to_vec(), true, AckLevel::All)
+            .await
+            .is_ok()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -288,7 +311,8 @@ async fn converge(clients: &Clients, ids: &[(String, String)]) -> (Option<u32>, 
 async fn dump(clients: &Clients, ids: &[(String, String)]) -> Vec<(String, Replica)> {
     let mut replicas = Vec::new();
     for (i, (id, _)) in ids.iter().enumerate() {
-        let list = tokio::time::timeout(Duration::from_secs(5), clients.node(i).list("", ReadAfter::Anything));
+        let list =
+            tokio::time::timeout(Duration::from_secs(5), clients.node(i).list("", ReadAfter::Anything));
         if let Ok(Ok(entries)) = list.await {
             let replica = entries
                 .0
@@ -308,7 +332,8 @@ fn wipes(steps: &[Step], events: &[super::history::FaultEvent], cluster: &Cluste
         .filter_map(|s| match &s.fault {
             Fault::EmptyDisk { node } => {
                 let text = s.fault.to_string();
-                let at = events.iter().find(|e| e.action == "inject" && e.fault == text).map_or(0, |e| e.at_ms);
+                let at =
+                    events.iter().find(|e| e.action == "inject" && e.fault == text).map_or(0, |e| e.at_ms);
                 Some((at, cluster.nodes[*node].id.clone()))
             }
             _ => None,

@@ -91,7 +91,13 @@ struct Worker {
 }
 
 /// Runs worker `id` until `stop` is set (at most [`MAX_OPS`] operations).
-pub(crate) async fn worker(id: u32, seed: u64, clients: Clients, history: Arc<History>, stop: Arc<AtomicBool>) {
+pub(crate) async fn worker(
+    id: u32,
+    seed: u64,
+    clients: Clients,
+    history: Arc<History>,
+    stop: Arc<AtomicBool>,
+) {
     let rng = StdRng::seed_from_u64(seed ^ (u64::from(id) << 32 | 0x5eed));
     let mut w = Worker { id, rng, clients, history, own: Vec::new(), hot: Vec::new(), written: 0 };
     for _ in 0..MAX_OPS {
@@ -125,7 +131,11 @@ impl Worker {
 
     /// The balancer (most of the time) or one node, by index.
     fn target(&mut self) -> Option<usize> {
-        if self.rng.random_bool(0.7) { None } else { Some(self.rng.random_range(0..self.clients.nodes.len())) }
+        if self.rng.random_bool(0.7) {
+            None
+        } else {
+            Some(self.rng.random_range(0..self.clients.nodes.len()))
+        }
     }
 
     fn admin(&self, target: Option<usize>) -> (String, AdminClient) {
