@@ -66,8 +66,12 @@ pub(crate) struct Report {
     pub(crate) ops_ok: usize,
     /// Faults injected, by kind.
     pub(crate) faults: BTreeMap<FaultKind, usize>,
-    /// Sync intervals until the replicas were identical after heal.
+    /// Sync intervals until the replicas were identical, counted once every node
+    /// was back and ready.
     pub(crate) converged_after: Option<u32>,
+    /// From the final heal until the replicas were identical (restarts and
+    /// readiness included).
+    pub(crate) settled_in: Duration,
     /// What the checker found.
     pub(crate) anomalies: Vec<Anomaly>,
     /// Where the history and logs were written.
@@ -81,12 +85,13 @@ impl Report {
     pub(crate) fn text(&self) -> String {
         let s = &self.scenario;
         let mut text = format!(
-            "seed {} ({} nodes): {} operations ({} ok), faults {:?}, converged after {} sync intervals, {} anomalies, {:.1} s; history {}\n",
+            "seed {} ({} nodes): {} operations ({} ok), faults {:?}, replicas identical {:.1} s after the last heal ({} sync intervals once all were ready), {} anomalies, {:.1} s; history {}\n",
             s.seed,
             s.nodes,
             self.ops,
             self.ops_ok,
             self.faults.iter().map(|(k, n)| format!("{}={n}", k.name())).collect::<Vec<_>>(),
+            self.settled_in.as_secs_f64(),
             self.converged_after.map_or("-".into(), |n| n.to_string()),
             self.anomalies.len(),
             self.took.as_secs_f64(),
@@ -132,27 +137,15 @@ pub(crate) fn run(scenario: &Scenario, bin: &Path, out: &Path) -> Report {
 
     let history = Arc::new(History::new());
     run_faults_under_load(scenario, &steps, &mut cluster, &clients, &runtime, &history);
+    let healed = Instant::now();
     heal_all(&mut cluster, &history);
     runtime.block_on(until_ready(&clients, scenario.nodes, Duration::from_secs(40)));
     let (converged_after, replicas) = runtime.block_on(converge(&clients, &ids));
+    let settled_in = healed.elapsed();
     cluster.check_exits();
 
-    let mut process_failures = cluster.unexpected_exits.clone();
-    process_failures.extend(cluster.panics());
     let ops = history.ops();
-    let events = history.events();
-    let wipes = wipes(&steps, &events, &cluster);
-    let evidence = Evidence {
-        ops: &ops,
-        events: &events,
-        nodes: scenario.nodes,
-        replicas: &replicas,
-        converged_after,
-        bound: CONVERGENCE_BOUND,
-        wipes: &wipes,
-        process_failures: &process_failures,
-    };
-    let anomalies = checker::check(&evidence);
+    let anomalies = judge(scenario, &steps, &history, &replicas, converged_after, &cluster);
     let out = out.join(format!("seed-{}", scenario.seed));
     save(&out, scenario, &steps, &history, &replicas, &anomalies, &cluster);
     let mut faults = BTreeMap::new();
@@ -167,10 +160,37 @@ pub(crate) fn run(scenario: &Scenario, bin: &Path, out: &Path) -> Report {
         ops_ok,
         faults,
         converged_after,
+        settled_in,
         anomalies,
         out,
         took: began.elapsed(),
     }
+}
+
+/// Runs the checker over the history and the replicas' final contents.
+fn judge(
+    scenario: &Scenario,
+    steps: &[Step],
+    history: &History,
+    replicas: &[(String, Replica)],
+    converged_after: Option<u32>,
+    cluster: &Cluster,
+) -> Vec<Anomaly> {
+    let mut process_failures = cluster.unexpected_exits.clone();
+    process_failures.extend(cluster.panics());
+    let ops = history.ops();
+    let events = history.events();
+    let wipes = wipes(steps, &events, cluster);
+    checker::check(&Evidence {
+        ops: &ops,
+        events: &events,
+        nodes: scenario.nodes,
+        replicas,
+        converged_after,
+        bound: CONVERGENCE_BOUND,
+        wipes: &wipes,
+        process_failures: &process_failures,
+    })
 }
 
 /// Brings loopback up and creates the iptables chain and marks, once per process.

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use super::checker::Check;
 use super::nemesis::FaultKind;
@@ -16,6 +17,7 @@ pub(crate) struct Summary {
     faults: BTreeMap<FaultKind, usize>,
     anomalies: BTreeMap<Check, usize>,
     slowest_convergence: u32,
+    slowest_settle: Duration,
     seeds_with_anomalies: Vec<u64>,
 }
 
@@ -34,6 +36,7 @@ impl Summary {
         if let Some(n) = report.converged_after {
             self.slowest_convergence = self.slowest_convergence.max(n);
         }
+        self.slowest_settle = self.slowest_settle.max(report.settled_in);
         if !report.anomalies.is_empty() {
             self.seeds_with_anomalies.push(report.scenario.seed);
         }
@@ -60,6 +63,7 @@ impl fmt::Display for Summary {
             writeln!(f, "  {:<26} {:>10}", check.name(), self.anomalies.get(&check).copied().unwrap_or(0))?;
         }
         writeln!(f, "{:<28} {:>10}", "slowest convergence (syncs)", self.slowest_convergence)?;
+        writeln!(f, "{:<28} {:>9.1}s", "slowest heal to identical", self.slowest_settle.as_secs_f64())?;
         write!(f, "{:<28} {:>10?}", "seeds with anomalies", self.seeds_with_anomalies)
     }
 }
