@@ -57,6 +57,11 @@ impl FaultKind {
         FaultKind::LeaveJoin,
     ];
 
+    /// Whether it cuts the network (healing one heals every cut).
+    pub(crate) fn is_network(self) -> bool {
+        matches!(self, FaultKind::Isolate | FaultKind::Split | FaultKind::OneWay | FaultKind::Bridge)
+    }
+
     /// Its name in tables.
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -218,22 +223,24 @@ fn partition(a: &[usize], b: &[usize]) {
     }
 }
 
-/// One fault of the schedule: injected `at` after the workload started, healed
-/// `hold` later.
+/// One step of the schedule: its faults injected `at` after the workload
+/// started (in order), healed `hold` later (in reverse order).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Step {
     /// When it is injected.
     pub(crate) at: Duration,
     /// How long it lasts.
     pub(crate) hold: Duration,
-    /// What it is.
-    pub(crate) fault: Fault,
+    /// One fault, or a network fault together with one of another kind.
+    pub(crate) faults: Vec<Fault>,
 }
 
-/// Draws a schedule of faults filling `span`: a quiet start, then faults of 1-2.5 s
+/// Draws a schedule of faults filling `span`: a quiet start, then steps of 1-2.5 s
 /// with gaps of 0.3-0.8 s, the last healed before `span` ends. The kinds come in
 /// rounds, each round every kind of `kinds` once in a drawn order, so a short run
-/// still sees each kind it names.
+/// still sees each kind it names. A third of the steps that draw a network fault
+/// also carry a fault of another kind (a node restarted on an empty disk while
+/// the network is split, a clock jump during a partition, …) when `kinds` has one.
 pub(crate) fn schedule(
     rng: &mut StdRng,
     size: usize,
@@ -241,6 +248,7 @@ pub(crate) fn schedule(
     span: Duration,
     tmpfs_node: Option<usize>,
 ) -> Vec<Step> {
+    let others: Vec<FaultKind> = kinds.iter().copied().filter(|k| !k.is_network()).collect();
     let mut steps = Vec::new();
     let mut round: Vec<FaultKind> = Vec::new();
     let mut at = Duration::from_millis(rng.random_range(500..1000));
@@ -254,7 +262,12 @@ pub(crate) fn schedule(
             round.shuffle(rng);
         }
         let kind = round.pop().expect("a kind left in the round");
-        steps.push(Step { at, hold, fault: Fault::draw(kind, size, tmpfs_node, rng) });
+        let mut faults = vec![Fault::draw(kind, size, tmpfs_node, rng)];
+        if kind.is_network() && !others.is_empty() && rng.random_bool(0.33) {
+            let other = others[rng.random_range(0..others.len())];
+            faults.push(Fault::draw(other, size, tmpfs_node, rng));
+        }
+        steps.push(Step { at, hold, faults });
         at += hold + Duration::from_millis(rng.random_range(300..800));
     }
     steps
@@ -266,12 +279,16 @@ pub(crate) fn run(cluster: &mut Cluster, steps: &[Step], start: Instant, history
     for step in steps {
         sleep_until(start + step.at);
         cluster.check_exits();
-        step.fault.inject(cluster);
-        history.event("inject", step.fault.to_string(), up(cluster));
+        for fault in &step.faults {
+            fault.inject(cluster);
+            history.event("inject", fault.to_string(), up(cluster));
+        }
         sleep_until(start + step.at + step.hold);
         cluster.check_exits();
-        step.fault.heal(cluster);
-        history.event("heal", step.fault.to_string(), up(cluster));
+        for fault in step.faults.iter().rev() {
+            fault.heal(cluster);
+            history.event("heal", fault.to_string(), up(cluster));
+        }
     }
 }
 

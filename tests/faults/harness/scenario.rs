@@ -121,7 +121,7 @@ pub(crate) fn run(scenario: &Scenario, bin: &Path, out: &Path) -> Report {
         "fault scenario: seed {} ({} nodes, {} faults); replay: {}",
         scenario.seed,
         scenario.nodes,
-        steps.len(),
+        steps.iter().map(|s| s.faults.len()).sum::<usize>(),
         scenario.replay()
     );
 
@@ -149,8 +149,8 @@ pub(crate) fn run(scenario: &Scenario, bin: &Path, out: &Path) -> Report {
     let out = out.join(format!("seed-{}", scenario.seed));
     save(&out, scenario, &steps, &history, &replicas, &anomalies, &cluster);
     let mut faults = BTreeMap::new();
-    for step in &steps {
-        *faults.entry(step.fault.kind()).or_insert(0) += 1;
+    for fault in steps.iter().flat_map(|s| &s.faults) {
+        *faults.entry(fault.kind()).or_insert(0) += 1;
     }
     let ops_ok = ops.iter().filter(|o| !matches!(o.outcome, super::history::Outcome::Failed { .. })).count();
     drop(cluster);
@@ -345,19 +345,21 @@ async fn dump(clients: &Clients, ids: &[(String, String)]) -> Vec<(String, Repli
     replicas
 }
 
-/// When each node lost its disk (from the nemesis events).
+/// When each node lost its disk (the injections of the schedule's empty-disk
+/// faults, from the nemesis events).
 fn wipes(steps: &[Step], events: &[super::history::FaultEvent], cluster: &Cluster) -> Vec<(u64, String)> {
-    steps
+    let wiped: BTreeMap<String, String> = steps
         .iter()
-        .filter_map(|s| match &s.fault {
-            Fault::EmptyDisk { node } => {
-                let text = s.fault.to_string();
-                let at =
-                    events.iter().find(|e| e.action == "inject" && e.fault == text).map_or(0, |e| e.at_ms);
-                Some((at, cluster.nodes[*node].id.clone()))
-            }
+        .flat_map(|s| &s.faults)
+        .filter_map(|f| match f {
+            Fault::EmptyDisk { node } => Some((f.to_string(), cluster.nodes[*node].id.clone())),
             _ => None,
         })
+        .collect();
+    events
+        .iter()
+        .filter(|e| e.action == "inject")
+        .filter_map(|e| wiped.get(&e.fault).map(|id| (e.at_ms, id.clone())))
         .collect()
 }
 
