@@ -193,6 +193,16 @@ fn token_reads(e: &Evidence<'_>, found: &mut Vec<Anomaly>) {
         if matches!(read.outcome, Outcome::Failed { .. }) {
             continue;
         }
+        // A delete that failed (say, acknowledged by too few nodes in time) may
+        // still have been applied: nothing found is then no proof of staleness.
+        let maybe_deleted = e.ops.iter().any(|d| {
+            matches!(&d.kind, OpKind::Delete { key: k, .. } if k == key)
+                && d.invoked_ms < read.completed_ms
+                && !matches!(d.outcome, Outcome::NotFound)
+        });
+        if maybe_deleted && read.outcome == Outcome::NotFound {
+            continue;
+        }
         let Some(write) = by_token.get(token.as_str()).and_then(|ws| {
             ws.iter().rev().find(|w| w.worker == read.worker && w.invoked_ms <= read.invoked_ms)
         }) else {
@@ -367,6 +377,19 @@ mod tests {
         ];
         let replicas = [("node-1".into(), replica(&[("settings/w-0-1", "node-1:1", "v")]))];
         assert_eq!(checks(&ops, &[], &replicas), [Check::StaleTokenRead]);
+    }
+
+    #[test]
+    fn nothing_found_after_a_failed_delete_is_not_stale() {
+        let key = "settings/w-0-1";
+        let timed_out =
+            Outcome::Failed { code: "DeadlineExceeded".into(), message: "2 of 3 acknowledged".into() };
+        let ops = [
+            op(1, put(key, "v", Ack::Local), written("node-1:1")),
+            op(2, OpKind::Delete { key: key.into(), ack: Ack::All }, timed_out),
+            op(3, OpKind::Get { key: key.into(), after: Some("node-1:1".into()) }, Outcome::NotFound),
+        ];
+        assert!(checks(&ops, &[], &[]).is_empty());
     }
 
     #[test]

@@ -72,8 +72,9 @@ pub(crate) struct Cluster {
     balancer: Option<Child>,
     /// The node whose data directory is a small tmpfs.
     pub(crate) tmpfs_node: Option<usize>,
-    /// Processes that exited without the nemesis stopping them.
-    pub(crate) unexpected_exits: Vec<String>,
+    /// Processes that exited without the nemesis stopping them (and, noted by the
+    /// scenario, nodes not ready again after the final heal).
+    pub(crate) failures: Vec<String>,
 }
 
 impl Cluster {
@@ -83,7 +84,7 @@ impl Cluster {
         let key = spectrum::resources::ClusterKey::generate().to_hex();
         let nodes = (0..size).map(|i| node_files(dir, i, size, &key)).collect();
         let mut cluster =
-            Self { bin: bin.to_owned(), nodes, balancer: None, tmpfs_node, unexpected_exits: Vec::new() };
+            Self { bin: bin.to_owned(), nodes, balancer: None, tmpfs_node, failures: Vec::new() };
         if let Some(i) = tmpfs_node {
             let uid = node_uid(i);
             let options = format!("size={TMPFS_MB}m,uid={uid},gid={uid},mode=0755");
@@ -143,14 +144,11 @@ impl Cluster {
         };
         match status {
             Some(s) if s.success() => {}
-            Some(s) => {
-                self.unexpected_exits.push(format!("{} exited with {s} after SIGTERM", self.nodes[i].id))
-            }
+            Some(s) => self.failures.push(format!("{} exited with {s} after SIGTERM", self.nodes[i].id)),
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                self.unexpected_exits
-                    .push(format!("{} did not stop within 15 s of SIGTERM", self.nodes[i].id));
+                self.failures.push(format!("{} did not stop within 15 s of SIGTERM", self.nodes[i].id));
             }
         }
     }
@@ -205,12 +203,12 @@ impl Cluster {
     pub(crate) fn check_exits(&mut self) {
         for slot in &mut self.nodes {
             if let Some(Ok(Some(status))) = slot.child.as_mut().map(Child::try_wait) {
-                self.unexpected_exits.push(format!("{} exited by itself with {status}", slot.id));
+                self.failures.push(format!("{} exited by itself with {status}", slot.id));
                 slot.child = None;
             }
         }
         if let Some(Ok(Some(status))) = self.balancer.as_mut().map(Child::try_wait) {
-            self.unexpected_exits.push(format!("the balancer exited by itself with {status}"));
+            self.failures.push(format!("the balancer exited by itself with {status}"));
             self.balancer = None;
         }
     }

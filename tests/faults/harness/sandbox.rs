@@ -34,8 +34,12 @@ pub(crate) fn rerun_inside(args: &[String], limit: Duration) -> ExitStatus {
     require_root();
     ensure_tools();
     let exe = std::env::current_exe().expect("the path of this executable");
+    // A shell is the namespace's init (PID 1 ignores signals it has no handler
+    // for, so Ctrl-C would not stop this executable there); when this executable
+    // ends, the shell does, and the kernel kills whatever is left.
     let mut child = Command::new("unshare")
         .args(["--net", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc", "--"])
+        .args(["sh", "-c", "\"$0\" \"$@\""])
         .arg(&exe)
         .args(args)
         .env(INSIDE, "1")

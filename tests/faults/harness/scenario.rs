@@ -132,14 +132,18 @@ pub(crate) fn run(scenario: &Scenario, bin: &Path, out: &Path) -> Report {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let clients = runtime.block_on(async { Clients::new(&ids) });
-    runtime.block_on(until_ready(&clients, scenario.nodes, Duration::from_secs(30)));
+    if let Err(e) = runtime.block_on(until_ready(&clients, scenario.nodes, Duration::from_secs(30))) {
+        panic!("fault suite: the cluster did not start: {e}");
+    }
     runtime.block_on(setup(&clients));
 
     let history = Arc::new(History::new());
     run_faults_under_load(scenario, &steps, &mut cluster, &clients, &runtime, &history);
     let healed = Instant::now();
     heal_all(&mut cluster, &history);
-    runtime.block_on(until_ready(&clients, scenario.nodes, Duration::from_secs(40)));
+    if let Err(e) = runtime.block_on(until_ready(&clients, scenario.nodes, Duration::from_secs(40))) {
+        cluster.failures.push(format!("after the final heal: {e}"));
+    }
     let (converged_after, replicas) = runtime.block_on(converge(&clients, &ids));
     let settled_in = healed.elapsed();
     cluster.check_exits();
@@ -176,7 +180,7 @@ fn judge(
     converged_after: Option<u32>,
     cluster: &Cluster,
 ) -> Vec<Anomaly> {
-    let mut process_failures = cluster.unexpected_exits.clone();
+    let mut process_failures = cluster.failures.clone();
     process_failures.extend(cluster.panics());
     let ops = history.ops();
     let events = history.events();
@@ -253,25 +257,27 @@ fn heal_all(cluster: &mut Cluster, history: &History) {
 }
 
 /// Waits (bounded) until every node answers `/readyz` with 200 and sees every node
-/// as an active member, and the balancer answers.
-async fn until_ready(clients: &Clients, nodes: usize, limit: Duration) {
+/// as an active member, and the balancer answers; says which did not.
+async fn until_ready(clients: &Clients, nodes: usize, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     for i in 0..nodes {
-        loop {
-            if readyz(i).await && all_active(clients, i, nodes).await {
-                break;
+        while !(readyz(i).await && all_active(clients, i, nodes).await) {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "node-{} not ready (or not seeing every member active) within {limit:?}",
+                    i + 1
+                ));
             }
-            assert!(Instant::now() < deadline, "fault suite: node-{} not ready within {limit:?}", i + 1);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    for _ in 0..100 {
-        if clients.balancer().status().await.is_ok() {
-            return;
+    while clients.balancer().status().await.is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("the balancer did not answer within {limit:?}"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("fault suite: the balancer does not answer");
+    Ok(())
 }
 
 async fn all_active(clients: &Clients, i: usize, nodes: usize) -> bool {
