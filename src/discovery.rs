@@ -117,6 +117,13 @@ impl ManagementDiscovery {
         Err(BalancerError::discovery(last_error))
     }
 
+    /// Remembers `members`' addresses for the next poll and returns them with
+    /// their names resolved.
+    async fn adopt(&self, members: Vec<Member>) -> Vec<Member> {
+        *self.known.lock() = members.iter().filter(|m| !m.state.is_gone()).map(|m| m.addr.clone()).collect();
+        self.resolve_names(members).await
+    }
+
     /// `members` with each host-name address resolved (or, when it no longer
     /// resolves, its last address; a name that never resolved is left for the
     /// balancer to skip with a warning).
@@ -194,9 +201,33 @@ fn settings_of(entries: &Entries) -> Result<BalancingSettings, BalancerError> {
 #[async_trait]
 impl Discovery for ManagementDiscovery {
     async fn members(&self) -> Result<Vec<Member>, BalancerError> {
-        let members = members_of(&self.read_any(MEMBERSHIP_PREFIX).await?);
-        *self.known.lock() = members.iter().filter(|m| !m.state.is_gone()).map(|m| m.addr.clone()).collect();
-        Ok(self.resolve_names(members).await)
+        let addrs = self.addrs();
+        self.channels.lock().retain(|addr, _| addrs.contains(addr));
+        let mut last_error = String::from("no node address to read membership from");
+        // A node that has not joined yet (a new or emptied disk, no peer answered)
+        // holds no membership, or not its own record: believing it would remove
+        // every backend. Its answer is used only when no node that lists itself
+        // answers (say, seeds given by IP for members advertising host names).
+        let mut unjoined = None;
+        for addr in &addrs {
+            match self.read(addr, MEMBERSHIP_PREFIX).await.map(|entries| members_of(&entries)) {
+                Ok(members) if members.iter().any(|m| m.addr == *addr) => {
+                    return Ok(self.adopt(members).await);
+                }
+                Ok(members) => {
+                    debug!(node = %addr, members = members.len(), "membership from a node that does not list itself; trying another");
+                    unjoined.get_or_insert(members);
+                }
+                Err(e) => {
+                    debug!(node = %addr, error = %e, "cannot read membership");
+                    last_error = format!("{addr}: {e}");
+                }
+            }
+        }
+        match unjoined {
+            Some(members) => Ok(self.adopt(members).await),
+            None => Err(BalancerError::discovery(last_error)),
+        }
     }
 
     /// The `balancer/` namespace: the strategy and weights every balancer follows.
