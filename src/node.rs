@@ -360,6 +360,38 @@ impl NodeBuilder {
         builder.build()
     }
 
+    /// Every service of the node's port: health, reflection, management (gRPC,
+    /// and HTTP/JSON beside it, one check of callers for both), replication, the
+    /// user's services, and plain HTTP `/healthz`, `/readyz` and the console.
+    async fn routes(
+        &mut self,
+        ctx: &NodeContext,
+        admin: Admin,
+        anti_entropy: &AntiEntropy,
+        readiness: &Arc<Readiness>,
+        health_service: tonic_health::pb::health_server::HealthServer<
+            impl tonic_health::pb::health_server::Health,
+        >,
+    ) -> Result<Routes, NodeError> {
+        let max = self.transport.max_message_bytes;
+        let auth = BearerAuth::with_users(self.token.clone(), UserIndex::follow(&ctx.store).await?);
+        let http_api = http_api::routes(admin.clone(), auth.clone(), max);
+        let mut routes = RoutesBuilder::default();
+        routes
+            .add_service(health_service)
+            .add_service(reflection()?)
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                ManagementService::new(admin).into_server(max),
+                auth,
+            ))
+            .add_service(anti_entropy.service().into_server(max));
+        for make in std::mem::take(&mut self.services) {
+            make(ctx, &mut routes);
+        }
+        let plain = readiness::routes(readiness.clone()).merge(http_api).merge(console::routes());
+        Ok(Routes::from(routes.routes().into_axum_router().merge(plain)))
+    }
+
     /// Binds (unless a listener was given), starts serving, records this node in
     /// membership under its advertise address and starts anti-entropy.
     ///
@@ -399,15 +431,7 @@ impl NodeBuilder {
         let channels = Arc::new(ChannelCache::new(self.transport.clone()));
         let anti_entropy = self.anti_entropy(&store, &hlc, &addr, &channels);
         let replicator: Arc<dyn Replicator> = Arc::new(anti_entropy.clone());
-        let max_offset = self.max_clock_offset;
-        // Weak: the store (inside the replicator) holds the readiness, which must not
-        // keep the store (and its file) alive after the node stops.
-        let measured = Arc::downgrade(&replicator);
-        readiness.set_clock_source(Arc::new(move || {
-            let peers = measured.upgrade().map(|r| r.peers()).unwrap_or_default();
-            ClockCheck::of(&peers, max_offset, std::time::Instant::now())
-        }));
-        let fence = readiness.clone();
+        follow_clock(&readiness, &replicator, self.max_clock_offset);
         let ctx = NodeContext {
             id: self.id.clone(),
             cluster: self.cluster.clone(),
@@ -420,46 +444,16 @@ impl NodeBuilder {
         let admin = Admin::new(ctx.clone(), replicator.clone(), addr.clone(), self.write_timeout)
             .channels(channels.clone())
             .ready_flag(ready.clone())
-            .clock_fence(Arc::new(move || fence.clock_fence()))
+            .clock_fence({
+                let readiness = readiness.clone();
+                Arc::new(move || readiness.clock_fence())
+            })
             .store_fault({
                 let readiness = readiness.clone();
                 Arc::new(move || readiness.store_error())
             });
-        // One check of callers for both management APIs, gRPC and HTTP/JSON.
-        let auth = BearerAuth::with_users(self.token.clone(), UserIndex::follow(&store).await?);
-        let http_api = http_api::routes(admin.clone(), auth.clone(), self.transport.max_message_bytes);
-        let mut routes = RoutesBuilder::default();
-        routes
-            .add_service(health_service)
-            .add_service(reflection()?)
-            .add_service(tonic::service::interceptor::InterceptedService::new(
-                ManagementService::new(admin).into_server(self.transport.max_message_bytes),
-                auth,
-            ))
-            .add_service(anti_entropy.service().into_server(self.transport.max_message_bytes));
-        for make in std::mem::take(&mut self.services) {
-            make(&ctx, &mut routes);
-        }
-        // Plain HTTP beside the gRPC services, on the same port: `/healthz`, `/readyz`,
-        // the HTTP/JSON API and the console.
-        let plain = readiness::routes(readiness.clone()).merge(http_api).merge(console::routes());
-        let routes = Routes::from(routes.routes().into_axum_router().merge(plain));
-        let server_tls = match &self.transport.tls {
-            Some(tls) => Some(ServerTls {
-                files: tls.clone(),
-                listener: ReloadableServerTls::new(tls)?,
-                channels: channels.clone(),
-            }),
-            None => None,
-        };
-        let kill = CancellationToken::new();
-        let (stop_tx, server_task) = serve(
-            &self.transport,
-            routes,
-            listener.incoming,
-            server_tls.as_ref().map(|t| t.listener.clone()),
-            &kill,
-        )?;
+        let routes = self.routes(&ctx, admin, &anti_entropy, &readiness, health_service).await?;
+        let served = Served::start(&self.transport, routes, listener.incoming, &channels)?;
 
         let joiner = Joiner {
             id: self.id.clone(),
@@ -482,15 +476,27 @@ impl NodeBuilder {
             replicator,
             readiness,
             readiness_task,
-            stop: stop_tx,
-            kill,
-            server_task,
+            stop: served.stop,
+            kill: served.kill,
+            server_task: served.task,
             sync_task,
             join_task,
             drain_grace: self.drain_grace,
-            tls: server_tls.map(parking_lot::Mutex::new),
+            tls: served.tls.map(parking_lot::Mutex::new),
         })
     }
+}
+
+/// Makes `readiness` follow this node's clock against its peers' (as
+/// `replicator` measures them), fenced beyond `max_offset`.
+fn follow_clock(readiness: &Readiness, replicator: &Arc<dyn Replicator>, max_offset: Duration) {
+    // Weak: the store (inside the replicator) holds the readiness, which must not
+    // keep the store (and its file) alive after the node stops.
+    let measured = Arc::downgrade(replicator);
+    readiness.set_clock_source(Arc::new(move || {
+        let peers = measured.upgrade().map(|r| r.peers()).unwrap_or_default();
+        ClockCheck::of(&peers, max_offset, std::time::Instant::now())
+    }));
 }
 
 /// The address a node listening on `listen` publishes: `advertise` when given;
@@ -594,6 +600,41 @@ fn serve(
         }
     });
     Ok((stop_tx, task))
+}
+
+/// The node's server, running.
+struct Served {
+    /// What it serves over TLS, when it does.
+    tls: Option<ServerTls>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    /// Cuts every open connection ([`Node::kill`]).
+    kill: CancellationToken,
+}
+
+impl Served {
+    /// Serves `routes` on `incoming`: over TLS (its certificate reloadable) when
+    /// `transport` has TLS, presenting the same certificate to peers through
+    /// `channels`.
+    fn start(
+        transport: &TransportConfig,
+        routes: Routes,
+        incoming: tonic::transport::server::TcpIncoming,
+        channels: &Arc<ChannelCache>,
+    ) -> Result<Self, NodeError> {
+        let tls = match &transport.tls {
+            Some(tls) => Some(ServerTls {
+                files: tls.clone(),
+                listener: ReloadableServerTls::new(tls)?,
+                channels: channels.clone(),
+            }),
+            None => None,
+        };
+        let kill = CancellationToken::new();
+        let (stop, task) =
+            serve(transport, routes, incoming, tls.as_ref().map(|t| t.listener.clone()), &kill)?;
+        Ok(Self { tls, stop, task, kill })
+    }
 }
 
 /// What a starting node does before it takes part: pull, then record itself.
