@@ -234,15 +234,7 @@ impl Admin {
     ) -> Result<ImportReport, AdminError> {
         let file = ExportFile::from_json_bytes(file)?;
         let registry = self.registry();
-        // Compare with the existing definitions in clear where this node can open them,
-        // so a file that holds the same secret in clear counts as unchanged.
-        let existing: Vec<ResourceDefinition> = registry
-            .list()
-            .await?
-            .into_iter()
-            .map(|s| registry.open_definition(&s.definition).unwrap_or(s.definition))
-            .collect();
-        let prepared = prepare_import(&existing, &file);
+        let prepared = prepare_import(&self.definitions_to_compare().await?, &file);
         let names = |v: &[ResourceName]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
         let p = &prepared.plan;
         let plan = ImportPlan {
@@ -272,6 +264,19 @@ impl Admin {
         report.applied = true;
         report.write = Some(write);
         Ok(report)
+    }
+
+    /// The stored definitions an import compares a file with: in clear where this
+    /// node can open them, so a file that holds the same secret in clear counts
+    /// as unchanged.
+    pub(super) async fn definitions_to_compare(&self) -> Result<Vec<ResourceDefinition>, AdminError> {
+        let registry = self.registry();
+        Ok(registry
+            .list()
+            .await?
+            .into_iter()
+            .map(|s| registry.open_definition(&s.definition).unwrap_or(s.definition))
+            .collect())
     }
 
     /// Reseals with the current cluster key, in one write, every resource secret

@@ -24,7 +24,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use spectrum_replication::{AckLevel, WriteBatch};
-use spectrum_resources::{ExportFile, ExportOptions, ResourceDefinition, prepare_import};
+use spectrum_resources::{ExportFile, ExportOptions, prepare_import};
 use tracing::info;
 
 use super::{Admin, AdminError};
@@ -256,13 +256,7 @@ impl Admin {
         let file =
             ExportFile::from_json_bytes(&bytes).map_err(|e| bad_file(format_args!("resources: {e}")))?;
         let registry = self.registry();
-        let existing: Vec<ResourceDefinition> = registry
-            .list()
-            .await?
-            .into_iter()
-            .map(|s| registry.open_definition(&s.definition).unwrap_or(s.definition))
-            .collect();
-        let prepared = prepare_import(&existing, &file);
+        let prepared = prepare_import(&self.definitions_to_compare().await?, &file);
         let keys = |names: &[spectrum_resources::ResourceName]| {
             names.iter().map(|n| Namespace::Resources.key(n.as_str())).collect::<Vec<_>>()
         };
