@@ -598,13 +598,7 @@ impl AdminClient {
     ) -> Result<ImportReport, ClientError> {
         let request = proto::ImportResourcesRequest { file: file.into(), dry_run, ack: ack_to_wire(ack) };
         let a = self.call().import_resources(request).await?.into_inner();
-        Ok(self.noted(ImportReport {
-            dry_run,
-            applied: a.applied,
-            source_cluster: a.source_cluster,
-            plan: a.plan.unwrap_or_default().into(),
-            write: a.write.map(TryInto::try_into).transpose()?,
-        }))
+        Ok(self.noted(import_report(dry_run, a.applied, a.source_cluster, a.plan, a.write)?))
     }
 
     /// Exports the whole configuration (licenses, dataflows, settings and
@@ -645,13 +639,7 @@ impl AdminClient {
     ) -> Result<ImportReport, ClientError> {
         let request = proto::ImportConfigRequest { file: file.into(), dry_run, ack: ack_to_wire(ack) };
         let a = self.call().import_config(request).await?.into_inner();
-        Ok(self.noted(ImportReport {
-            dry_run,
-            applied: a.applied,
-            source_cluster: a.source_cluster,
-            plan: a.plan.unwrap_or_default().into(),
-            write: a.write.map(TryInto::try_into).transpose()?,
-        }))
+        Ok(self.noted(import_report(dry_run, a.applied, a.source_cluster, a.plan, a.write)?))
     }
 
     /// Drains or undrains the member `node`.
@@ -881,4 +869,22 @@ impl AdminClient {
             }),
         }
     }
+}
+
+/// The report of an import (of resources or of the whole configuration) from its
+/// answer's fields.
+fn import_report(
+    dry_run: bool,
+    applied: bool,
+    source_cluster: String,
+    plan: Option<proto::ImportPlan>,
+    write: Option<proto::WriteResult>,
+) -> Result<ImportReport, ClientError> {
+    Ok(ImportReport {
+        dry_run,
+        applied,
+        source_cluster,
+        plan: plan.unwrap_or_default().into(),
+        write: write.map(TryInto::try_into).transpose()?,
+    })
 }
