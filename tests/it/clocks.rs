@@ -12,7 +12,7 @@ use spectrum::client::{AckLevel, AdminClient, ReadAfter};
 use spectrum::core::{Clock, PeerAddr, SystemClock, transport};
 use spectrum::{Node, NodeBuilder};
 
-use crate::support::http_get;
+use crate::support::readyz_becomes;
 
 /// The system clock, shifted by an offset the test can change (a `faketime`).
 #[derive(Debug, Default)]
@@ -82,19 +82,6 @@ async fn three_nodes_in(
 }
 
 /// Polls `/readyz` of `node` until its status is `status` (up to 10 s); returns the body.
-async fn readyz_becomes(node: &Node, status: u16) -> String {
-    let addr = node.local_addr().to_string();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (got, body) = http_get(&addr, "/readyz").await.expect("/readyz answers");
-        if got == status {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "/readyz of {} still answers {got} {body}", node.id());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits (up to 10 s) until every node holds `value` at `key`.
 async fn all_hold(nodes: &[Node], key: &str, value: &[u8]) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -124,9 +111,9 @@ async fn a_node_whose_clock_runs_behind_is_fenced_yet_converges_and_recovers_whe
     let (node1, skewed) = (&nodes[0], &nodes[2]);
 
     // Its peers agree with each other, so the skewed node knows it is the outlier.
-    let body = readyz_becomes(skewed, 503).await;
+    let body = readyz_becomes(&skewed.local_addr().to_string(), 503).await;
     assert!(body.contains("clock"), "{body}");
-    readyz_becomes(node1, 200).await;
+    readyz_becomes(&node1.local_addr().to_string(), 200).await;
     let on_skewed = AdminClient::connect(skewed.addr(), None).await.unwrap();
     let refused = on_skewed.put("settings/color", "blue", AckLevel::Local).await.unwrap_err();
     assert_eq!(refused.code(), Some(tonic::Code::FailedPrecondition), "{refused}");
@@ -147,7 +134,7 @@ async fn a_node_whose_clock_runs_behind_is_fenced_yet_converges_and_recovers_whe
 
     // Once its clock is right, it serves and writes again, and everyone agrees.
     clock.set_shift(0);
-    readyz_becomes(skewed, 200).await;
+    readyz_becomes(&skewed.local_addr().to_string(), 200).await;
     let blue = on_skewed.put("settings/color", "blue", AckLevel::Local).await.expect("accepted again");
     all_hold(&nodes, "settings/color", b"blue").await;
     let got = on_node1.get("settings/color", ReadAfter::from(&blue.write)).await.unwrap();
@@ -216,12 +203,12 @@ async fn a_durable_node_restarted_ten_minutes_behind_refuses_writes_and_every_re
     let refused = blue.expect_err("a node ten minutes behind refuses writes");
     assert_eq!(refused.code(), Some(tonic::Code::FailedPrecondition), "{refused}");
     assert!(refused.to_string().contains("behind"), "{refused}");
-    let body = readyz_becomes(&nodes[2], 503).await;
+    let body = readyz_becomes(&nodes[2].local_addr().to_string(), 503).await;
     assert!(body.contains("clock off from its peers"), "{body}");
     all_hold(&nodes, "settings/color", b"red").await;
 
     clock.set_shift(0);
-    readyz_becomes(&nodes[2], 200).await;
+    readyz_becomes(&nodes[2].local_addr().to_string(), 200).await;
     let blue = on_skewed.put("settings/color", "blue", AckLevel::Local).await.expect("accepted again");
     all_hold(&nodes, "settings/color", b"blue").await;
     let got = on_node1.get("settings/color", ReadAfter::from(&blue.write)).await.unwrap();
@@ -255,11 +242,11 @@ async fn a_durable_node_restarted_ten_minutes_ahead_refuses_writes_at_once_and_c
     let refused = on_skewed.put("settings/color", "blue", AckLevel::Local).await.unwrap_err();
     assert_eq!(refused.code(), Some(tonic::Code::FailedPrecondition), "{refused}");
     assert!(refused.to_string().contains("ahead of"), "{refused}");
-    readyz_becomes(&nodes[2], 503).await;
+    readyz_becomes(&nodes[2].local_addr().to_string(), 503).await;
     on_node1.put("settings/color", "red", AckLevel::Local).await.expect("written");
 
     clock.set_shift(0);
-    readyz_becomes(&nodes[2], 200).await;
+    readyz_becomes(&nodes[2].local_addr().to_string(), 200).await;
     all_hold(&nodes, "settings/color", b"red").await;
 
     // Restarted again, its saved clock is ahead of its (now right) wall clock: it
@@ -270,7 +257,7 @@ async fn a_durable_node_restarted_ten_minutes_ahead_refuses_writes_at_once_and_c
     let restarted =
         builder("it-clock-ahead", 2, &addrs, &clock, Some(dir.path())).listener(listener).start().await;
     nodes.push(restarted.expect("restarts"));
-    readyz_becomes(&nodes[2], 200).await;
+    readyz_becomes(&nodes[2].local_addr().to_string(), 200).await;
     on_node1.put("settings/mode", "fast", AckLevel::All).await.expect("acknowledged by all three");
     all_hold(&nodes, "settings/mode", b"fast").await;
     let on_skewed = AdminClient::connect(nodes[2].addr(), None).await.unwrap();

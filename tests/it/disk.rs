@@ -5,14 +5,13 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use spectrum::NodeBuilder;
 use spectrum::client::{AckLevel, AdminClient, ReadAfter};
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::support::http_get;
+use crate::support::{grpc_health, readyz_becomes};
 
 /// A tmpfs of a given size mounted on a fresh directory, unmounted on drop.
 struct Tmpfs {
@@ -53,29 +52,6 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
-    }
-}
-
-async fn grpc_health(url: &str) -> ServingStatus {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned()).unwrap().connect().await.unwrap();
-    HealthClient::new(channel)
-        .check(HealthCheckRequest { service: String::new() })
-        .await
-        .expect("health answers")
-        .into_inner()
-        .status()
-}
-
-/// Polls `/readyz` on `addr` until it answers `status` (up to 10 s); returns the body.
-async fn readyz_becomes(addr: &str, status: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (got, body) = http_get(addr, "/readyz").await.expect("/readyz answers");
-        if got == status {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "/readyz on {addr} still answers {got} {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1,39 +1,13 @@
 //! Readiness as any balancer sees it: plain HTTP `/healthz` and `/readyz` on each
 //! node's public port, and `grpc.health.v1`, agreeing with each other.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use spectrum::NodeBuilder;
 use spectrum::management::proto::{NodeState, SetNodeStateRequest};
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::support::{ACK_ALL, admin, http_get, start_cluster};
-
-async fn grpc_health(url: &str) -> ServingStatus {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned()).unwrap().connect().await.unwrap();
-    let mut health = HealthClient::new(channel);
-    health
-        .check(HealthCheckRequest { service: String::new() })
-        .await
-        .expect("health answers")
-        .into_inner()
-        .status()
-}
-
-/// Polls `/readyz` on `addr` until it answers `status` (up to 10 s); returns the body.
-async fn wait_for_readyz(addr: &str, status: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (got, body) = http_get(addr, "/readyz").await.expect("/readyz answers");
-        if got == status {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "/readyz on {addr} still answers {got} {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use crate::support::{ACK_ALL, admin, grpc_health, http_get, readyz_becomes, start_cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_joined_node_answers_healthz_and_readyz_over_plain_http_on_its_grpc_port() {
@@ -64,7 +38,7 @@ async fn a_drained_node_is_not_ready_over_http_and_grpc_until_it_is_undrained() 
 
     let node3 = cluster.node("node-3").unwrap();
     let addr = node3.local_addr().to_string();
-    let body = wait_for_readyz(&addr, 503).await;
+    let body = readyz_becomes(&addr, 503).await;
     assert!(body.contains("\"failing\":[\"draining\"]"), "{body}");
     assert_eq!(grpc_health(node3.url()).await, ServingStatus::NotServing);
     assert_eq!(http_get(&addr, "/healthz").await.unwrap().0, 200, "alive while draining");
@@ -74,7 +48,7 @@ async fn a_drained_node_is_not_ready_over_http_and_grpc_until_it_is_undrained() 
     }
 
     through_balancer.set_node_state(set(NodeState::Active)).await.expect("undrain accepted");
-    wait_for_readyz(&addr, 200).await;
+    readyz_becomes(&addr, 200).await;
     assert_eq!(grpc_health(node3.url()).await, ServingStatus::Serving);
     cluster.shutdown().await;
 }
@@ -109,7 +83,7 @@ async fn a_stopping_node_reports_not_ready_while_it_drains() {
     let url = node.url().to_owned();
     assert_eq!(http_get(&addr, "/readyz").await.unwrap().0, 200);
     let stopping = tokio::spawn(node.shutdown());
-    let body = wait_for_readyz(&addr, 503).await;
+    let body = readyz_becomes(&addr, 503).await;
     assert!(body.contains("draining"), "{body}");
     assert_eq!(grpc_health(&url).await, ServingStatus::NotServing);
     stopping.await.unwrap();

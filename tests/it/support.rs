@@ -102,3 +102,28 @@ pub(crate) async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, St
     let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
     Ok((status, body))
 }
+
+/// `grpc.health.v1` as the node at `url` reports it.
+pub(crate) async fn grpc_health(url: &str) -> tonic_health::pb::health_check_response::ServingStatus {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned()).unwrap().connect().await.unwrap();
+    HealthClient::new(channel)
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .expect("health answers")
+        .into_inner()
+        .status()
+}
+
+/// Polls `/readyz` on `addr` until it answers `status` (up to 10 s); returns the body.
+pub(crate) async fn readyz_becomes(addr: &str, status: u16) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (got, body) = http_get(addr, "/readyz").await.expect("/readyz answers");
+        if got == status {
+            return body;
+        }
+        assert!(std::time::Instant::now() < deadline, "/readyz on {addr} still answers {got} {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
