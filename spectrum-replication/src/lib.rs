@@ -154,6 +154,7 @@
 //! blocking pool, so no async worker waits for an fsync.
 
 pub mod anti_entropy;
+pub mod changelog;
 pub mod clock;
 pub mod credential;
 pub mod error;
@@ -165,6 +166,7 @@ pub mod origin;
 pub mod peers;
 pub mod record;
 pub mod redb;
+mod redb_log;
 pub mod replicator;
 pub mod service;
 mod state;
@@ -183,6 +185,10 @@ pub(crate) mod proto {
 }
 
 pub use anti_entropy::{AntiEntropy, AntiEntropyBuilder, AntiEntropyHandle};
+pub use changelog::{
+    ChangeLogLimits, DEFAULT_CHANGE_LOG_CAPACITY, DEFAULT_CHANGE_LOG_ENTRIES, DEFAULT_CHANGE_LOG_MAX_AGE,
+    FeedHead,
+};
 pub use clock::{ClockCheck, OFFSET_FRESH};
 pub use credential::PeerCredential;
 pub use error::{PeerFailure, ReplicationError, StoreError};
@@ -195,5 +201,4 @@ pub use record::{
 pub use redb::RedbStore;
 pub use replicator::{AckLevel, AckReport, PeerStatus, Replicator};
 pub use service::ReplicationService;
-pub use state::DEFAULT_CHANGE_LOG_CAPACITY;
 pub use store::{ConfigStore, FEED_CAPACITY};

@@ -28,6 +28,7 @@ use spectrum_core::{Hlc, NodeId};
 use tokio::sync::broadcast;
 use tracing::trace;
 
+use crate::changelog::{ChangeLogLimits, DEFAULT_CHANGE_LOG_CAPACITY, FeedHead, MemoryLog};
 use crate::error::StoreError;
 use crate::origin::Origin;
 use crate::record::{
@@ -58,6 +59,8 @@ pub struct MemoryStore {
     hlc: Arc<Hlc>,
     max_value_bytes: usize,
     state: Mutex<State>,
+    /// The change log; locked after `state`, never before.
+    log: Mutex<MemoryLog>,
     feed: broadcast::Sender<Record>,
 }
 
@@ -79,6 +82,9 @@ impl MemoryStore {
             hlc,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             state: Mutex::new(State::default()),
+            log: Mutex::new(MemoryLog::new(
+                ChangeLogLimits::default().max_entries(DEFAULT_CHANGE_LOG_CAPACITY),
+            )),
             feed,
         }
     }
@@ -93,10 +99,22 @@ impl MemoryStore {
 
     /// Sets how many changes [`changes_since`](ConfigStore::changes_since) can
     /// reach back (default [`DEFAULT_CHANGE_LOG_CAPACITY`](crate::DEFAULT_CHANGE_LOG_CAPACITY);
-    /// at least one).
+    /// at least one), keeping the age limit.
     pub fn with_change_log_capacity(self, capacity: usize) -> Self {
-        self.state.lock().set_log_capacity(capacity);
+        let limits = self.change_log_limits().max_entries(capacity);
+        self.with_change_log(limits)
+    }
+
+    /// Sets what the change log keeps (default: [`DEFAULT_CHANGE_LOG_CAPACITY`](crate::DEFAULT_CHANGE_LOG_CAPACITY)
+    /// entries, [`DEFAULT_CHANGE_LOG_MAX_AGE`](crate::DEFAULT_CHANGE_LOG_MAX_AGE)).
+    pub fn with_change_log(self, limits: ChangeLogLimits) -> Self {
+        self.log.lock().set_limits(limits, self.hlc.physical_now_ms());
         self
+    }
+
+    /// What the change log keeps.
+    pub fn change_log_limits(&self) -> ChangeLogLimits {
+        self.log.lock().limits()
     }
 
     /// The clock stamping local writes.
@@ -117,6 +135,9 @@ impl MemoryStore {
     /// Commits planned changes and feeds the stored records to subscribers.
     fn commit(&self, st: &mut State, changes: &Changes) {
         st.commit(changes);
+        if !changes.feed.is_empty() {
+            self.log.lock().append(&changes.feed, self.hlc.physical_now_ms());
+        }
         for c in &changes.feed {
             if let Some(r) = &c.record {
                 let _ = self.feed.send(r.clone());
@@ -199,7 +220,14 @@ impl ConfigStore for MemoryStore {
     }
 
     async fn changes_since(&self, prefix: &str, from: u64, limit: usize) -> Result<ChangeBatch, StoreError> {
-        self.state.lock().changes_since(prefix, from, limit)
+        let st = self.state.lock();
+        self.log.lock().changes_since(prefix, from, limit, st.head())
+    }
+
+    async fn feed_head(&self) -> Result<FeedHead, StoreError> {
+        let st = self.state.lock();
+        let oldest = self.log.lock().oldest(st.head());
+        Ok(FeedHead { position: st.head(), oldest, digest: st.vv().clone() })
     }
 
     async fn collect_tombstones(&self, horizon: &VersionVector) -> Result<usize, StoreError> {

@@ -315,6 +315,10 @@ pub struct Change {
     /// record: a collected tombstone, or a record a restored snapshot showed to
     /// be superseded.
     pub record: Option<Record>,
+    /// For a dropped record (`record` is `None`): whether what was dropped was a
+    /// tombstone (a collected delete), which changes nothing a reader sees: the
+    /// key was already deleted. `false` for a stored record.
+    pub dropped_tombstone: bool,
 }
 
 /// A page of the change feed.

@@ -75,12 +75,14 @@ use spectrum_core::{Hlc, NodeId, Timestamp};
 use tokio::sync::broadcast;
 use tracing::{debug, info, trace, warn};
 
+use crate::changelog::{ChangeLogLimits, FeedHead};
 use crate::error::StoreError;
 use crate::origin::{InvalidOrigin, Origin};
 use crate::proto;
 use crate::record::{
     ChangeBatch, DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, Snapshot, VersionVector, WriteBatch,
 };
+use crate::redb_log::{self, CHANGES};
 use crate::state::{Changes, Parts, State, check_record};
 use crate::store::{ConfigStore, FEED_CAPACITY};
 
@@ -102,10 +104,15 @@ const META_ORIGIN: &str = "origin";
 const META_HLC: &str = "hlc_high_water";
 const META_HEAD: &str = "change_head";
 
-/// The file format this code writes: the store's origin saved in `meta`, and
-/// origins that may carry an incarnation (`n1~3f09c2d4a1b87e65`) in records and
-/// in the per-origin tables.
-const FORMAT_VERSION: u64 = 2;
+/// The file format this code writes: format 2 and the durable change log
+/// (table `change_log`). Builds that know only format 2 refuse it, so none of
+/// them can commit changes without logging them.
+const FORMAT_VERSION: u64 = 3;
+/// The format before the durable change log: the store's origin saved in
+/// `meta`, and origins that may carry an incarnation (`n1~3f09c2d4a1b87e65`) in
+/// records and in the per-origin tables. This code opens it and upgrades it in
+/// place; its log starts empty, at the file's feed head.
+const FORMAT_ORIGINS: u64 = 2;
 /// The format before store incarnations, whose origins are bare node ids. This
 /// code opens it and upgrades it in place: the store keeps writing under its
 /// node id (the legacy origin), which its records already name.
@@ -149,13 +156,15 @@ pub struct RedbStore {
 /// What writes share with the blocking pool.
 struct Shared {
     /// The open file; `None` after a failed commit, until it is opened again.
-    db: Mutex<Option<Database>>,
+    db: Mutex<Option<Arc<Database>>>,
     path: PathBuf,
     hlc: Arc<Hlc>,
     state: RwLock<State>,
     /// Serialises writers: planning, committing to disk and applying in memory.
     writer: Mutex<()>,
     feed: broadcast::Sender<Record>,
+    /// What the durable change log keeps (see [`changelog`](crate::changelog)).
+    limits: RwLock<ChangeLogLimits>,
 }
 
 /// A row or value that does not decode.
@@ -163,7 +172,7 @@ struct Shared {
 #[error("{0}")]
 struct Corrupt(String);
 
-fn storage<E>(subject: impl Into<String>, verb: &'static str) -> impl FnOnce(E) -> StoreError
+pub(crate) fn storage<E>(subject: impl Into<String>, verb: &'static str) -> impl FnOnce(E) -> StoreError
 where
     E: std::error::Error + Send + Sync + 'static,
 {
@@ -171,7 +180,7 @@ where
     move |e| StoreError::Storage { subject, verb, source: Box::new(e) }
 }
 
-fn corrupt(subject: impl Into<String>, why: impl Into<String>) -> StoreError {
+pub(crate) fn corrupt(subject: impl Into<String>, why: impl Into<String>) -> StoreError {
     StoreError::Storage { subject: subject.into(), verb: "decode", source: Box::new(Corrupt(why.into())) }
 }
 
@@ -202,12 +211,13 @@ impl RedbStore {
             origin,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             shared: Arc::new(Shared {
-                db: Mutex::new(Some(db)),
+                db: Mutex::new(Some(Arc::new(db))),
                 path,
                 hlc,
                 state: RwLock::new(state),
                 writer: Mutex::new(()),
                 feed,
+                limits: RwLock::new(ChangeLogLimits::default()),
             }),
         })
     }
@@ -221,11 +231,23 @@ impl RedbStore {
     }
 
     /// Sets how many changes [`changes_since`](ConfigStore::changes_since) can
-    /// reach back (default [`DEFAULT_CHANGE_LOG_CAPACITY`](crate::DEFAULT_CHANGE_LOG_CAPACITY);
-    /// at least one). Changes from before the store was opened are never kept.
+    /// reach back (default [`DEFAULT_CHANGE_LOG_ENTRIES`](crate::DEFAULT_CHANGE_LOG_ENTRIES);
+    /// at least one), keeping the age limit.
     pub fn with_change_log_capacity(self, capacity: usize) -> Self {
-        self.shared.state.write().set_log_capacity(capacity);
+        let limits = self.shared.limits.read().max_entries(capacity);
+        self.with_change_log(limits)
+    }
+
+    /// Sets what the durable change log keeps (default: [`ChangeLogLimits::default`]).
+    /// Changes beyond the limits leave the log with the next commits.
+    pub fn with_change_log(self, limits: ChangeLogLimits) -> Self {
+        *self.shared.limits.write() = limits;
         self
+    }
+
+    /// What the durable change log keeps.
+    pub fn change_log_limits(&self) -> ChangeLogLimits {
+        *self.shared.limits.read()
     }
 
     /// The file this store lives in.
@@ -264,14 +286,14 @@ impl RedbStore {
 impl Shared {
     fn write<T>(&self, plan: impl FnOnce(&State, &Hlc) -> (Changes, T)) -> Result<T, StoreError> {
         let _writer = self.writer.lock();
-        let mut db = self.db.lock();
-        let open = self.ensure_open(&mut db)?;
+        // Readers of the change log take the file while a commit runs.
+        let open = self.ensure_open(&mut self.db.lock())?.clone();
         let (changes, out) = plan(&self.state.read(), &self.hlc);
         if changes.is_empty() {
             return Ok(out);
         }
-        if let Err(e) = self.persist(open, &changes) {
-            self.close(&mut db, &e);
+        if let Err(e) = self.persist(&open, &changes) {
+            self.close(&mut self.db.lock(), &e);
             return Err(e);
         }
         self.state.write().commit(&changes);
@@ -281,6 +303,16 @@ impl Shared {
             }
         }
         Ok(out)
+    }
+
+    /// The open file, for reading the change log; an error while a failure keeps it closed.
+    fn open_db(&self) -> Result<Arc<Database>, StoreError> {
+        self.db.lock().clone().ok_or_else(|| {
+            corrupt(
+                self.path.display().to_string(),
+                "closed after a failed write; it opens again with the next write",
+            )
+        })
     }
 
     /// Opens the file again if a failure closed it, and proves it takes a commit.
@@ -298,7 +330,7 @@ impl Shared {
 
     /// Drops the database after a failed commit (releasing the file), so the
     /// next write opens it again.
-    fn close(&self, db: &mut Option<Database>, error: &StoreError) {
+    fn close(&self, db: &mut Option<Arc<Database>>, error: &StoreError) {
         if db.take().is_some() {
             warn!(path = %self.path.display(), %error, "store write failed; closing the file to open it again");
         }
@@ -306,7 +338,7 @@ impl Shared {
 
     /// The open database, opening the file again (and reconciling memory with
     /// it) when a failure closed it.
-    fn ensure_open<'a>(&self, db: &'a mut Option<Database>) -> Result<&'a Database, StoreError> {
+    fn ensure_open<'a>(&self, db: &'a mut Option<Arc<Database>>) -> Result<&'a Arc<Database>, StoreError> {
         if db.is_none() {
             let shown = self.path.display().to_string();
             let reopened = open_db(&self.path)?;
@@ -317,12 +349,10 @@ impl Shared {
             let mut state = self.state.write();
             if on_disk.vv() != state.vv() || on_disk.head() != state.head() || on_disk.len() != state.len() {
                 warn!(path = %shown, "the file holds changes memory lacks (a commit reported failure but reached the disk); reloading from it");
-                let capacity = state.log_capacity();
                 *state = on_disk;
-                state.set_log_capacity(capacity);
             }
             info!(path = %shown, "store file opened again after a failure");
-            *db = Some(reopened);
+            *db = Some(Arc::new(reopened));
         }
         db.as_ref().ok_or_else(|| corrupt(self.path.display().to_string(), "not open"))
     }
@@ -374,6 +404,8 @@ impl Shared {
                     .insert(origin.to_string().as_str(), seq)
                     .map_err(storage(table("gc_floor"), "write"))?;
             }
+            let limits = *self.limits.read();
+            redb_log::append(&tx, &shown, &changes.feed, changes.head, self.hlc.physical_now_ms(), &limits)?;
             let mut meta = tx.open_table(META).map_err(storage(table("meta"), "open"))?;
             meta.insert(META_HEAD, changes.head.to_be_bytes().as_slice())
                 .map_err(storage(table("meta"), "write"))?;
@@ -413,6 +445,7 @@ fn claim(db: &Database, shown: &str, node_id: &NodeId) -> Result<Origin, StoreEr
         tx.open_table(VV).map_err(storage(format!("{shown}: table version_vector"), "create"))?;
         tx.open_table(PENDING).map_err(storage(format!("{shown}: table pending"), "create"))?;
         tx.open_table(FLOOR).map_err(storage(format!("{shown}: table gc_floor"), "create"))?;
+        tx.open_table(CHANGES).map_err(storage(format!("{shown}: table change_log"), "create"))?;
         let mut meta = tx.open_table(META).map_err(storage(&meta_subject, "create"))?;
         let read = |key: &str| -> Result<Option<Vec<u8>>, StoreError> {
             Ok(meta.get(key).map_err(storage(&meta_subject, "read"))?.map(|v| v.value().to_vec()))
@@ -421,18 +454,20 @@ fn claim(db: &Database, shown: &str, node_id: &NodeId) -> Result<Origin, StoreEr
         let owner = read(META_NODE)?;
         let saved = read(META_ORIGIN)?;
         check_owner(shown, owner.as_deref(), node_id)?;
-        let origin = match format {
+        let origin = match &format {
             None => Origin::fresh(node_id.clone()),
             Some(v) => {
                 let subject = format!("{meta_subject}, key {META_FORMAT:?}");
-                match decode_u64(&v).ok_or_else(|| corrupt(&subject, "not an 8-byte number"))? {
+                match decode_u64(v).ok_or_else(|| corrupt(&subject, "not an 8-byte number"))? {
                     FORMAT_LEGACY => Origin::legacy(node_id.clone()),
-                    FORMAT_VERSION => saved_origin(&meta_subject, saved.as_deref(), node_id)?,
+                    FORMAT_ORIGINS | FORMAT_VERSION => {
+                        saved_origin(&meta_subject, saved.as_deref(), node_id)?
+                    }
                     version => {
                         return Err(corrupt(
                             subject,
                             format!(
-                                "format version {version}; this build reads versions {FORMAT_LEGACY} and {FORMAT_VERSION}"
+                                "format version {version}; this build reads versions {FORMAT_LEGACY} to {FORMAT_VERSION}"
                             ),
                         ));
                     }
@@ -445,6 +480,8 @@ fn claim(db: &Database, shown: &str, node_id: &NodeId) -> Result<Origin, StoreEr
         if saved.is_none() {
             meta.insert(META_ORIGIN, origin.to_string().as_bytes())
                 .map_err(storage(&meta_subject, "write"))?;
+        }
+        if format.as_deref().and_then(decode_u64) != Some(FORMAT_VERSION) {
             meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())
                 .map_err(storage(&meta_subject, "write"))?;
         }
@@ -548,6 +585,17 @@ fn load(db: &Database, shown: &str) -> Result<(Parts, Timestamp), StoreError> {
     Ok((parts, high_water))
 }
 
+/// The change-feed head saved in `meta`, as a read transaction sees it.
+fn read_head(tx: &::redb::ReadTransaction, shown: &str) -> Result<u64, StoreError> {
+    let subject = format!("{shown}: table meta");
+    let table = tx.open_table(META).map_err(storage(&subject, "open"))?;
+    match table.get(META_HEAD).map_err(storage(&subject, "read"))? {
+        None => Ok(0),
+        Some(v) => decode_u64(v.value())
+            .ok_or_else(|| corrupt(format!("{subject}, key {META_HEAD:?}"), "not an 8-byte number")),
+    }
+}
+
 fn origin_at(subject: &str, key: &str) -> Result<Origin, StoreError> {
     key.parse().map_err(|e: InvalidOrigin| corrupt(format!("{subject}, key {key:?}"), e.to_string()))
 }
@@ -643,7 +691,27 @@ impl ConfigStore for RedbStore {
     }
 
     async fn changes_since(&self, prefix: &str, from: u64, limit: usize) -> Result<ChangeBatch, StoreError> {
-        self.shared.state.read().changes_since(prefix, from, limit)
+        let db = self.shared.open_db()?;
+        let shown = self.shared.path.display().to_string();
+        let prefix = prefix.to_owned();
+        tokio::task::spawn_blocking(move || {
+            redb_log::changes_since(&db, &shown, |tx| read_head(tx, &shown), &prefix, from, limit)
+        })
+        .await
+        .map_err(storage(self.shared.path.display().to_string(), "finish a read of"))?
+    }
+
+    async fn feed_head(&self) -> Result<FeedHead, StoreError> {
+        let (position, digest) = {
+            let st = self.shared.state.read();
+            (st.head(), st.vv().clone())
+        };
+        let db = self.shared.open_db()?;
+        let shown = self.shared.path.display().to_string();
+        let oldest = tokio::task::spawn_blocking(move || redb_log::oldest_in(&db, &shown, position))
+            .await
+            .map_err(storage(self.shared.path.display().to_string(), "finish a read of"))??;
+        Ok(FeedHead { position, oldest: oldest.min(position), digest })
     }
 
     async fn recover(&self) -> Result<bool, StoreError> {
@@ -714,6 +782,55 @@ mod tests {
         let tx = db.begin_read().unwrap();
         let format = tx.open_table(META).unwrap().get(META_FORMAT).unwrap().map(|v| v.value().to_vec());
         assert_eq!(format.as_deref().and_then(decode_u64), Some(FORMAT_VERSION), "upgraded in place");
+    }
+
+    #[tokio::test]
+    async fn a_file_from_before_the_durable_log_opens_and_its_log_starts_at_its_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v2.redb");
+        let store = RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap();
+        store.apply(WriteBatch::new().put("a", "1").put("b", "2")).await.unwrap();
+        let origin = store.origin().clone();
+        drop(store);
+        // Make it a format-2 file: no change log, format 2.
+        let db = open_db(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        assert!(tx.delete_table(CHANGES).unwrap());
+        tx.open_table(META).unwrap().insert(META_FORMAT, FORMAT_ORIGINS.to_be_bytes().as_slice()).unwrap();
+        tx.commit().unwrap();
+        drop(db);
+
+        let store = RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap();
+        assert_eq!(store.origin(), &origin, "it keeps its origin");
+        assert_eq!(store.scan("").await.unwrap().len(), 2, "and its records");
+        let head = store.feed_head().await.unwrap();
+        assert_eq!((head.position, head.oldest), (2, 2), "the log starts empty at the head");
+        let e = store.changes_since("", 0, 10).await.unwrap_err();
+        assert!(matches!(e, StoreError::FeedCompacted { from: 0, oldest: 2 }), "{e}");
+        store.apply(WriteBatch::new().put("c", "3")).await.unwrap();
+        drop(store);
+        let store = RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap();
+        let page = store.changes_since("", 2, 10).await.unwrap();
+        assert_eq!(page.changes.iter().map(|c| c.key.as_str()).collect::<Vec<_>>(), ["c"], "then logs");
+        drop(store);
+        let db = open_db(&path).unwrap();
+        let tx = db.begin_read().unwrap();
+        let format = tx.open_table(META).unwrap().get(META_FORMAT).unwrap().map(|v| v.value().to_vec());
+        assert_eq!(format.as_deref().and_then(decode_u64), Some(FORMAT_VERSION), "upgraded in place");
+    }
+
+    #[test]
+    fn a_file_of_a_newer_format_is_refused_naming_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v9.redb");
+        drop(RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap());
+        let db = open_db(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META).unwrap().insert(META_FORMAT, 9u64.to_be_bytes().as_slice()).unwrap();
+        tx.commit().unwrap();
+        drop(db);
+        let err = RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap_err();
+        assert!(err.to_string().contains("format version 9"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! the same logic. The invariants it keeps are described in the
 //! [`memory`](crate::memory) module docs.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use spectrum_core::Hlc;
@@ -16,12 +16,9 @@ use spectrum_core::Hlc;
 use crate::error::StoreError;
 use crate::origin::Origin;
 use crate::record::{
-    Change, ChangeBatch, Delta, MAX_SEQ, MAX_WALL_MS, MergeReport, Record, Snapshot, VersionVector, Write,
-    WriteBatch, validate_key,
+    Change, Delta, MAX_SEQ, MAX_WALL_MS, MergeReport, Record, Snapshot, VersionVector, Write, WriteBatch,
+    validate_key,
 };
-
-/// Default number of changes a store's change feed keeps in memory.
-pub const DEFAULT_CHANGE_LOG_CAPACITY: usize = 4096;
 
 /// One node's copy: the records and everything known about them.
 #[derive(Debug)]
@@ -38,11 +35,9 @@ pub(crate) struct State {
     pending: BTreeMap<Origin, BTreeSet<u64>>,
     /// Per origin, the highest sequence number of a collected tombstone.
     gc_floor: VersionVector,
-    /// Index of the last change (0: none yet).
+    /// Index of the last change (0: none yet). The changes themselves are kept
+    /// by the store's change log (see [`changelog`](crate::changelog)).
     head: u64,
-    /// The most recent changes, oldest first, contiguous up to `head`.
-    log: VecDeque<Change>,
-    log_capacity: usize,
 }
 
 impl Default for State {
@@ -55,8 +50,6 @@ impl Default for State {
             pending: BTreeMap::new(),
             gc_floor: VersionVector::default(),
             head: 0,
-            log: VecDeque::new(),
-            log_capacity: DEFAULT_CHANGE_LOG_CAPACITY,
         }
     }
 }
@@ -148,17 +141,6 @@ impl State {
             st.store(rec);
         }
         Ok(st)
-    }
-
-    /// How many changes the feed keeps.
-    pub(crate) fn log_capacity(&self) -> usize {
-        self.log_capacity
-    }
-
-    /// Sets how many changes the feed keeps (at least one).
-    pub(crate) fn set_log_capacity(&mut self, capacity: usize) {
-        self.log_capacity = capacity.max(1);
-        self.trim_log();
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -267,34 +249,6 @@ impl State {
         Ok(delta)
     }
 
-    /// The feed after position `from`; see [`ConfigStore::changes_since`](crate::ConfigStore::changes_since).
-    pub(crate) fn changes_since(
-        &self,
-        prefix: &str,
-        from: u64,
-        limit: usize,
-    ) -> Result<ChangeBatch, StoreError> {
-        if from > self.head {
-            return Err(StoreError::FeedAhead { from, head: self.head });
-        }
-        let first = self.log.front().map_or(self.head + 1, |c| c.index);
-        if from + 1 < first {
-            return Err(StoreError::FeedCompacted { from, oldest: first - 1 });
-        }
-        let skip = usize::try_from(from + 1 - first).unwrap_or(usize::MAX);
-        let mut batch = ChangeBatch { changes: Vec::new(), position: self.head };
-        for c in self.log.iter().skip(skip) {
-            if batch.changes.len() >= limit {
-                batch.position = c.index - 1;
-                break;
-            }
-            if c.key.starts_with(prefix) {
-                batch.changes.push(c.clone());
-            }
-        }
-        Ok(batch)
-    }
-
     /// Plans a local batch (already validated): stamps each write with `hlc` and
     /// numbers it as the next sequence number of `me`, the store's origin.
     pub(crate) fn plan_apply(&self, me: &Origin, hlc: &Hlc, batch: WriteBatch) -> (Changes, Vec<Record>) {
@@ -394,7 +348,6 @@ impl State {
                 Some(r) => self.store(r.clone()),
                 None => self.unstore(&c.key),
             }
-            self.log.push_back(c.clone());
         }
         for (origin, &seq) in &changes.vv {
             self.vv.raise(origin, seq);
@@ -410,13 +363,6 @@ impl State {
             self.gc_floor.raise(origin, seq);
         }
         self.head = changes.head;
-        self.trim_log();
-    }
-
-    fn trim_log(&mut self) {
-        while self.log.len() > self.log_capacity {
-            self.log.pop_front();
-        }
     }
 
     /// Stores `rec`, replacing whatever was stored for its key.
@@ -495,13 +441,19 @@ impl<'a> Draft<'a> {
 
     fn put(&mut self, rec: Record) {
         self.head += 1;
-        self.feed.push(Change { index: self.head, key: rec.key.clone(), record: Some(rec.clone()) });
+        self.feed.push(Change {
+            index: self.head,
+            key: rec.key.clone(),
+            record: Some(rec.clone()),
+            dropped_tombstone: false,
+        });
         self.records.insert(rec.key.clone(), Some(rec));
     }
 
     fn remove(&mut self, key: &str) {
         self.head += 1;
-        self.feed.push(Change { index: self.head, key: key.to_owned(), record: None });
+        let dropped_tombstone = self.get(key).is_some_and(Record::is_tombstone);
+        self.feed.push(Change { index: self.head, key: key.to_owned(), record: None, dropped_tombstone });
         self.records.insert(key.to_owned(), None);
     }
 
@@ -699,28 +651,6 @@ mod tests {
         assert!(st.get("fresh").is_some(), "not covered: the maker has not seen it");
         assert_eq!(st.vv().get(&node("a")), 4);
         assert_eq!(st.gc_floor().get(&node("c")), 1);
-    }
-
-    #[test]
-    fn the_feed_is_gap_free_and_reports_compaction() {
-        let mut st = State::default();
-        st.set_log_capacity(3);
-        let clock = hlc();
-        for i in 0..5 {
-            let (c, _) = st.plan_apply(&node("a"), &clock, WriteBatch::new().put(format!("k{i}"), "v"));
-            st.commit(&c);
-        }
-        assert_eq!(st.head(), 5);
-        let b = st.changes_since("", 2, 10).unwrap();
-        assert_eq!(b.changes.iter().map(|c| c.index).collect::<Vec<_>>(), [3, 4, 5]);
-        assert_eq!(b.position, 5);
-        let b = st.changes_since("", 2, 2).unwrap();
-        assert_eq!(b.position, 4);
-        assert!(matches!(st.changes_since("", 1, 10), Err(StoreError::FeedCompacted { oldest: 2, .. })));
-        assert!(matches!(st.changes_since("", 6, 10), Err(StoreError::FeedAhead { head: 5, .. })));
-        let b = st.changes_since("k4", 2, 10).unwrap();
-        assert_eq!(b.changes.len(), 1);
-        assert_eq!(b.position, 5);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use spectrum_core::NodeId;
 use tokio::sync::broadcast;
 
+use crate::changelog::FeedHead;
 use crate::error::StoreError;
 use crate::origin::Origin;
 use crate::record::{ChangeBatch, Delta, MergeReport, Record, Snapshot, VersionVector, WriteBatch};
@@ -44,7 +45,11 @@ pub const FEED_CAPACITY: usize = 1024;
 ///   the store holds it or something newer, or will receive something newer.
 /// - Every stored or dropped record is one entry of a change feed
 ///   ([`changes_since`](ConfigStore::changes_since)) numbered 1, 2, 3, … with no
-///   gaps; [`subscribe`](ConfigStore::subscribe) wakes watchers up.
+///   gaps; [`subscribe`](ConfigStore::subscribe) wakes watchers up. The feed
+///   keeps its newest entries within the store's
+///   [`ChangeLogLimits`](crate::ChangeLogLimits) (by count and by age); a
+///   durable store keeps them durably, written with the change they describe,
+///   so positions stay valid across restarts.
 ///
 /// It is an I/O plug-in, so it is async (`#[async_trait]`), `Send + Sync +
 /// 'static`, and held as `Arc<dyn ConfigStore>`.
@@ -154,9 +159,27 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     ///
     /// [`StoreError::FeedCompacted`] when the feed no longer reaches back to `from`
-    /// (re-read with a snapshot); [`StoreError::FeedAhead`] for a position this
-    /// store never issued.
+    /// (re-read with a snapshot), carrying the oldest position it does reach back
+    /// to; [`StoreError::FeedAhead`] for a position this store never issued;
+    /// [`StoreError::Storage`] when a durable log cannot be read.
     async fn changes_since(&self, prefix: &str, from: u64, limit: usize) -> Result<ChangeBatch, StoreError>;
+
+    /// Where the change feed stands, read at one instant: its last position, the
+    /// oldest position [`changes_since`](ConfigStore::changes_since) accepts, and
+    /// the store's digest at that last position. A watcher uses it to know what it
+    /// has been shown once it has read the feed up to `position`.
+    ///
+    /// The default takes a [`snapshot`](ConfigStore::snapshot) (a copy of every
+    /// record) and reports its position as the oldest: right but slow, and it
+    /// says nothing of how far back the feed reaches.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Storage`] when the backing storage fails.
+    async fn feed_head(&self) -> Result<FeedHead, StoreError> {
+        let snapshot = self.snapshot().await?;
+        Ok(FeedHead { position: snapshot.position, oldest: snapshot.position, digest: snapshot.digest })
+    }
 
     /// Drops every tombstone whose `(origin, seq)` `horizon` covers, and returns
     /// how many. `horizon` must be covered by every member's digest, and every
@@ -234,6 +257,9 @@ impl<T: ConfigStore + ?Sized> ConfigStore for Arc<T> {
     }
     async fn collect_tombstones(&self, horizon: &VersionVector) -> Result<usize, StoreError> {
         (**self).collect_tombstones(horizon).await
+    }
+    async fn feed_head(&self) -> Result<FeedHead, StoreError> {
+        (**self).feed_head().await
     }
     async fn recover(&self) -> Result<bool, StoreError> {
         (**self).recover().await

@@ -71,6 +71,7 @@ where
     tombstones_are_collected_only_where_the_horizon_covers_them(&h).await;
     restoring_a_snapshot_drops_records_superseded_by_collected_tombstones(&h).await;
     the_change_feed_replays_every_change_in_order_without_gaps(&h).await;
+    the_feed_head_names_the_position_the_oldest_and_the_digest_there(&h).await;
 }
 
 struct Harness<'a, F> {
@@ -646,6 +647,8 @@ where
     let want: Vec<u64> = (start + 1..=start + 5).collect();
     assert_eq!(indexes, want, "one change per stored or dropped record, numbered without gaps");
     assert_eq!(all[4].record, None, "a collected tombstone shows as a dropped record");
+    assert!(all[4].dropped_tombstone, "which says it was a tombstone");
+    assert!(all.iter().take(4).all(|c| !c.dropped_tombstone), "stored records are not drops");
     let mut replayed = BTreeMap::new();
     for c in &all {
         match &c.record {
@@ -661,4 +664,26 @@ where
     assert_eq!(only_x.position, start + 5, "the position passes skipped changes");
     let e = s.changes_since("", start + 6, 10).await.expect_err("a position never issued");
     assert!(matches!(e, StoreError::FeedAhead { .. }), "{e}");
+}
+
+async fn the_feed_head_names_the_position_the_oldest_and_the_digest_there<F, S>(h: &Harness<'_, F>)
+where
+    F: Fn(NodeId, Arc<Hlc>) -> S,
+    S: ConfigStore,
+{
+    let s = h.store("a");
+    let empty = s.feed_head().await.expect("feed_head");
+    assert_eq!((empty.position, empty.oldest), (0, 0), "an empty store's feed starts at 0");
+    s.apply(WriteBatch::new().put("x", "1").put("y", "2")).await.expect("apply");
+    s.merge(vec![remote("z", Some("3"), 5, "b", 1)], &VersionVector::default()).await.expect("merge");
+    let head = s.feed_head().await.expect("feed_head");
+    let snapshot = s.snapshot().await.expect("snapshot");
+    assert_eq!(head.position, snapshot.position, "feed_head: the position a snapshot reports");
+    assert_eq!(head.digest, snapshot.digest, "feed_head: the digest at that position");
+    assert!(head.oldest <= head.position, "feed_head: the oldest position is not beyond the head");
+    s.changes_since("", head.oldest, 10).await.expect("the oldest position is accepted");
+    if head.oldest > 0 {
+        let e = s.changes_since("", head.oldest - 1, 10).await.expect_err("below the oldest");
+        assert!(matches!(e, StoreError::FeedCompacted { oldest, .. } if oldest == head.oldest), "{e}");
+    }
 }

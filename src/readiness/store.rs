@@ -153,6 +153,9 @@ impl ConfigStore for WatchedStore {
     async fn changes_since(&self, prefix: &str, from: u64, limit: usize) -> Result<ChangeBatch, StoreError> {
         self.inner.changes_since(prefix, from, limit).await
     }
+    async fn feed_head(&self) -> Result<spectrum_replication::FeedHead, StoreError> {
+        self.inner.feed_head().await
+    }
     async fn collect_tombstones(&self, horizon: &VersionVector) -> Result<usize, StoreError> {
         let result = self.inner.collect_tombstones(horizon).await;
         self.observe(result, |collected| *collected > 0).await

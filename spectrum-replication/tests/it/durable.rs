@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use spectrum_core::{Hlc, ManualClock, NodeId, Timestamp};
-use spectrum_replication::{ConfigStore, Origin, Record, RedbStore, StoreError, VersionVector, WriteBatch};
+use spectrum_replication::{
+    ChangeLogLimits, ConfigStore, Origin, Record, RedbStore, StoreError, VersionVector, WriteBatch,
+};
 
 /// Selects the child mode of [`kill_9_child_writer`]: the store file to write to.
 const CHILD_ENV: &str = "SPECTRUM_REPLICATION_KILL9_CHILD_PATH";
@@ -85,8 +87,9 @@ async fn a_reopened_store_keeps_every_write_its_digest_tombstones_and_clock_floo
     assert!(w[0].stamp > del[0].stamp && w[0].stamp > last_stamp, "stamps never go backwards");
     let feed = s.changes_since("", after.2.position, 10).await.unwrap();
     assert_eq!(feed.changes.len(), 2, "the feed continues from the old position");
-    let e = s.changes_since("", 0, 10).await.unwrap_err();
-    assert!(matches!(e, StoreError::FeedCompacted { .. }), "changes from before the restart are gone: {e}");
+    let all = s.changes_since("", 0, 100).await.unwrap();
+    assert_eq!(all.changes.len() as u64, all.position, "changes from before the restart are kept");
+    assert_eq!(all.changes[0].key, "a", "from the very first");
 }
 
 #[tokio::test]
@@ -220,5 +223,74 @@ fn acknowledged_writes_survive_kill_9() {
         assert_eq!(w[0].seq, digest + 1);
         let last = s.get("last").await.unwrap().unwrap();
         assert!(w[0].stamp > last.stamp);
+        // The change log survived with the writes: every acknowledged one is in
+        // it, in order, and a watcher resumes from any position it was given.
+        let mut keys = Vec::new();
+        let mut pos = 0;
+        for _ in 0..10_000 {
+            let page = s.changes_since("k/", pos, 256).await.unwrap();
+            if page.position == pos {
+                break;
+            }
+            pos = page.position;
+            keys.extend(page.changes.into_iter().map(|c| c.key));
+        }
+        let want: Vec<String> = (0..stored.len()).map(|i| format!("k/{i:06}")).collect();
+        assert_eq!(keys, want, "the log holds every stored write, in order");
     });
+}
+
+#[tokio::test]
+async fn a_watcher_resumes_from_its_position_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n1.redb");
+    let s = open(&path, "n1", clock_at(1_000));
+    s.apply(WriteBatch::new().put("watched/a", "1").put("other/x", "1")).await.unwrap();
+    let seen = s.changes_since("watched/", 0, 100).await.unwrap();
+    assert_eq!(seen.changes.len(), 1);
+    s.apply(WriteBatch::new().put("watched/b", "2").delete("watched/a")).await.unwrap();
+    drop(s);
+
+    let s = open(&path, "n1", clock_at(1_000));
+    let missed = s.changes_since("watched/", seen.position, 100).await.unwrap();
+    let keys: Vec<(&str, bool)> = missed
+        .changes
+        .iter()
+        .map(|c| (c.key.as_str(), c.record.as_ref().is_some_and(|r| r.is_tombstone())))
+        .collect();
+    assert_eq!(
+        keys,
+        [("watched/b", false), ("watched/a", true)],
+        "what happened while it was away, once, in order"
+    );
+    assert_eq!(missed.position, s.feed_head().await.unwrap().position);
+}
+
+#[tokio::test]
+async fn the_log_keeps_what_its_limits_say_and_refuses_older_positions_naming_the_oldest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n1.redb");
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let hlc = Arc::new(Hlc::new(clock.clone()));
+    let limits = ChangeLogLimits::default().max_entries(5).max_age(Duration::from_secs(60));
+    let s = RedbStore::open(&path, node("n1"), hlc.clone()).unwrap().with_change_log(limits);
+    for i in 0..8 {
+        s.apply(WriteBatch::new().put(format!("k/{i}"), "v")).await.unwrap();
+    }
+    let head = s.feed_head().await.unwrap();
+    assert_eq!((head.position, head.oldest), (8, 3), "by count: the newest five");
+    let e = s.changes_since("", 2, 10).await.unwrap_err();
+    assert!(matches!(e, StoreError::FeedCompacted { from: 2, oldest: 3 }), "{e}");
+    assert_eq!(s.changes_since("", 3, 10).await.unwrap().changes.len(), 5);
+
+    // By age: a commit a minute later drops every change older than a minute.
+    clock.advance(Duration::from_secs(61));
+    s.apply(WriteBatch::new().put("k/late", "v")).await.unwrap();
+    assert_eq!(s.feed_head().await.unwrap().oldest, 8, "only the new change is left");
+    drop(s);
+    // The limits are the store's settings: a reopened store keeps what is on disk.
+    let s = RedbStore::open(&path, node("n1"), hlc).unwrap();
+    let e = s.changes_since("", 7, 10).await.unwrap_err();
+    assert!(matches!(e, StoreError::FeedCompacted { oldest: 8, .. }), "{e}");
+    assert_eq!(s.changes_since("", 8, 10).await.unwrap().changes[0].key, "k/late");
 }

@@ -1,0 +1,130 @@
+//! [`RedbStore`](crate::RedbStore)'s durable change log: one row per feed entry,
+//! written in the transaction that makes the change, compacted in the same
+//! transaction (see [`changelog`](crate::changelog)).
+//!
+//! Rows are keyed by feed index; each value is a protobuf `Entry` (below): the
+//! time the change was committed, its key, the record stored (the replication
+//! protocol's `Record`, as in the `records` table) or none for a dropped one,
+//! and whether a dropped record was a tombstone. The oldest position available
+//! is the first row's index less one, or the feed head when the table is empty.
+
+use ::redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use prost::Message;
+
+use crate::changelog::{ChangeLogLimits, MAX_COMPACTED_PER_COMMIT, check_from, page};
+use crate::error::StoreError;
+use crate::proto;
+use crate::record::{Change, ChangeBatch, Record};
+use crate::redb::{corrupt, storage};
+
+/// feed index → protobuf `Entry`.
+pub(crate) const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("change_log");
+
+/// One row of the log.
+#[derive(Clone, PartialEq, Message)]
+struct Entry {
+    /// When the change was committed, in ms since the Unix epoch (the store's clock).
+    #[prost(uint64, tag = "1")]
+    at_ms: u64,
+    #[prost(string, tag = "2")]
+    key: String,
+    /// The record stored; absent for a dropped record.
+    #[prost(message, optional, tag = "3")]
+    record: Option<proto::Record>,
+    #[prost(bool, tag = "4")]
+    dropped_tombstone: bool,
+}
+
+/// Appends the changes of one commit made at `now_ms`, then drops what `limits`
+/// no longer keep (at most [`MAX_COMPACTED_PER_COMMIT`] rows), in `tx`.
+pub(crate) fn append(
+    tx: &WriteTransaction,
+    shown: &str,
+    feed: &[Change],
+    head: u64,
+    now_ms: u64,
+    limits: &ChangeLogLimits,
+) -> Result<(), StoreError> {
+    let subject = format!("{shown}: table change_log");
+    let mut table = tx.open_table(CHANGES).map_err(storage(&subject, "open"))?;
+    for c in feed {
+        let entry = Entry {
+            at_ms: now_ms,
+            key: c.key.clone(),
+            record: c.record.as_ref().map(proto::Record::from),
+            dropped_tombstone: c.dropped_tombstone,
+        };
+        table.insert(c.index, entry.encode_to_vec().as_slice()).map_err(storage(&subject, "write"))?;
+    }
+    let keep_from = limits.first_kept(head);
+    let cut = limits.cut_ms(now_ms);
+    for _ in 0..MAX_COMPACTED_PER_COMMIT {
+        let old = match table.first().map_err(storage(&subject, "read"))? {
+            None => false,
+            Some((k, v)) => k.value() < keep_from || decode(&subject, k.value(), v.value())?.0 < cut,
+        };
+        if !old {
+            break;
+        }
+        table.pop_first().map_err(storage(&subject, "remove"))?;
+    }
+    Ok(())
+}
+
+fn decode(subject: &str, index: u64, bytes: &[u8]) -> Result<(u64, Change), StoreError> {
+    let at = format!("{subject}, index {index}");
+    let entry = Entry::decode(bytes).map_err(storage(&at, "decode"))?;
+    let record = entry.record.map(Record::try_from).transpose().map_err(storage(&at, "decode"))?;
+    if record.as_ref().is_some_and(|r| r.key != entry.key) {
+        return Err(corrupt(at, "the entry's record is of another key"));
+    }
+    let change = Change { index, key: entry.key, record, dropped_tombstone: entry.dropped_tombstone };
+    Ok((entry.at_ms, change))
+}
+
+/// The oldest position the log in `tx`'s view resumes from, when its last change is `head`.
+fn oldest(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    subject: &str,
+    head: u64,
+) -> Result<u64, StoreError> {
+    Ok(table.first().map_err(storage(subject, "read"))?.map_or(head, |(k, _)| k.value().saturating_sub(1)))
+}
+
+/// The oldest position the log resumes from, when the store's last change is `head`.
+pub(crate) fn oldest_in(db: &Database, shown: &str, head: u64) -> Result<u64, StoreError> {
+    use ::redb::ReadableDatabase;
+    let subject = format!("{shown}: table change_log");
+    let tx = db.begin_read().map_err(storage(shown, "begin a read of"))?;
+    let table = tx.open_table(CHANGES).map_err(storage(&subject, "open"))?;
+    oldest(&table, &subject, head)
+}
+
+/// See [`ConfigStore::changes_since`](crate::ConfigStore::changes_since); `head`
+/// reads the feed head in the same read transaction, so the page is consistent.
+pub(crate) fn changes_since(
+    db: &Database,
+    shown: &str,
+    head: impl FnOnce(&::redb::ReadTransaction) -> Result<u64, StoreError>,
+    prefix: &str,
+    from: u64,
+    limit: usize,
+) -> Result<ChangeBatch, StoreError> {
+    use ::redb::ReadableDatabase;
+    let subject = format!("{shown}: table change_log");
+    let tx = db.begin_read().map_err(storage(shown, "begin a read of"))?;
+    let head = head(&tx)?;
+    let table = tx.open_table(CHANGES).map_err(storage(&subject, "open"))?;
+    check_from(from, head, oldest(&table, &subject, head)?)?;
+    let rows = table.range(from.saturating_add(1)..).map_err(storage(&subject, "read"))?;
+    let mut expected = from.saturating_add(1);
+    let changes = rows.map(|row| {
+        let (k, v) = row.map_err(storage(&subject, "read"))?;
+        if k.value() != expected {
+            return Err(corrupt(format!("{subject}, index {expected}"), "missing: the log has a gap"));
+        }
+        expected += 1;
+        Ok(decode(&subject, k.value(), v.value())?.1)
+    });
+    page(changes, prefix, limit, head)
+}
