@@ -29,6 +29,7 @@ use spectrum_balancer::strategy::{BalancingStrategy, HashKey, StrategySpec};
 use spectrum_balancer::{BalancerConfig, BalancerError, BearerToken, PathMatcher};
 use spectrum_core::tls::{ClientAuth, TlsConfig};
 use spectrum_core::{ClusterId, NodeId, PeerAddr};
+use spectrum_replication::ChangeLogLimits;
 use spectrum_resources::ClusterKey;
 
 use crate::auth::Token;
@@ -75,6 +76,37 @@ pub struct NodeFileConfig {
     /// Absent, the node runs plaintext (development mode).
     #[serde(default)]
     pub tls: Option<TlsFiles>,
+    /// What the store's change log keeps, which bounds how far back a watcher
+    /// can resume (`change_log = { max_entries = 100000, max_age_s = 604800 }`;
+    /// both optional, those are the defaults).
+    #[serde(default)]
+    pub change_log: Option<ChangeLogFile>,
+}
+
+/// The `change_log` table of a node file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeLogFile {
+    /// Most changes kept (default 100,000; at least 1).
+    #[serde(default)]
+    pub max_entries: Option<usize>,
+    /// Age in seconds past which a change leaves the log (default 604,800: 7 days).
+    #[serde(default)]
+    pub max_age_s: Option<u64>,
+}
+
+impl ChangeLogFile {
+    /// The limits it sets, the defaults for what it leaves out.
+    pub fn limits(&self) -> ChangeLogLimits {
+        let mut limits = ChangeLogLimits::default();
+        if let Some(entries) = self.max_entries {
+            limits = limits.max_entries(entries);
+        }
+        if let Some(secs) = self.max_age_s {
+            limits = limits.max_age(Duration::from_secs(secs));
+        }
+        limits
+    }
 }
 
 /// Paths of PEM files for TLS (relative paths from the working directory, as
@@ -529,6 +561,23 @@ mod tests {
         assert_eq!(cfg.advertise.unwrap().as_str(), "http://node-1.spectrum.svc:7001");
         let err = toml::from_str::<NodeFileConfig>(&format!("{NODE}advertise = \"node-1\"\n")).unwrap_err();
         assert!(err.to_string().contains("port"), "{err}");
+    }
+
+    #[test]
+    fn the_change_log_limits_are_optional_with_defaults_for_what_is_left_out() {
+        let cfg: NodeFileConfig = toml::from_str(NODE).unwrap();
+        assert_eq!(cfg.change_log, None, "existing files keep working");
+        let cfg: NodeFileConfig =
+            toml::from_str(&format!("{NODE}change_log = {{ max_entries = 500 }}\n")).unwrap();
+        let limits = cfg.change_log.unwrap().limits();
+        assert_eq!((limits.entries(), limits.age()), (500, ChangeLogLimits::default().age()));
+        let cfg: NodeFileConfig =
+            toml::from_str(&format!("{NODE}change_log = {{ max_age_s = 60 }}\n")).unwrap();
+        assert_eq!(cfg.change_log.unwrap().limits().age(), Duration::from_secs(60));
+        let bad = format!("{NODE}change_log = {{ max_entries = -1 }}\n");
+        assert!(toml::from_str::<NodeFileConfig>(&bad).is_err(), "a negative count is refused");
+        let unknown = format!("{NODE}change_log = {{ entries = 5 }}\n");
+        assert!(toml::from_str::<NodeFileConfig>(&unknown).unwrap_err().to_string().contains("entries"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use spectrum_replication::ConfigStore;
 use spectrum_resources::{ClusterKey, ResourceResolver};
 
 use crate::namespace::{NamespaceValue, TypedView};
+use crate::watch::{WatchError, WatchLimits, WatchPosition, WatchStream};
 
 /// What a service running on a node can use: the node's identity, its copy of
 /// the configuration database and its resource resolver.
@@ -33,6 +34,32 @@ impl NodeContext {
     /// configuration database: `ctx.view::<License>().get("main")`.
     pub fn view<T: NamespaceValue>(&self) -> TypedView<T> {
         TypedView::new(self.store.clone())
+    }
+
+    /// Follows every change under `prefix` of this node's copy, from `from` (a
+    /// position from an earlier event; from now when `None`), as the management
+    /// API's `Watch` does (see [`watch`](crate::watch)), with values as stored:
+    /// the service runs inside the node, so nothing is redacted.
+    ///
+    /// ```no_run
+    /// # async fn run(ctx: spectrum::NodeContext) -> Result<(), Box<dyn std::error::Error>> {
+    /// use futures::StreamExt;
+    ///
+    /// let mut changes = ctx.watch("dataflows/", None).await?;
+    /// while let Some(event) = changes.next().await {
+    ///     let event = event?;
+    ///     println!("{} {} (resume from {})", event.kind, event.key, event.position);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`WatchError`] when the watch cannot start from `from` (compacted, or a
+    /// position of another node this one has not caught up with); the stream
+    /// ends with one when the store fails.
+    pub async fn watch(&self, prefix: &str, from: Option<WatchPosition>) -> Result<WatchStream, WatchError> {
+        crate::watch::watch(self.store.clone(), prefix, from, WatchLimits::default()).await
     }
 }
 

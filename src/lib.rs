@@ -90,6 +90,7 @@ pub mod readiness;
 pub mod registry;
 pub mod resolve;
 pub mod session;
+pub mod watch;
 
 pub use cluster::{Cluster, ClusterBuilder};
 pub use error::NodeError;

@@ -81,12 +81,12 @@ impl From<&WriteReceipt> for ReadAfter {
     }
 }
 
-fn as_text<T: fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn as_text<T: fmt::Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(value)
 }
 
 /// Bytes as JSON when they are JSON, else as a (lossy UTF-8) string.
-fn as_json_or_text<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn as_json_or_text<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
     match serde_json::from_slice::<serde_json::Value>(bytes) {
         Ok(value) => value.serialize(s),
         Err(_) => s.serialize_str(&String::from_utf8_lossy(bytes)),

@@ -14,8 +14,8 @@ use spectrum_core::{
     Clock, ClusterId, Hlc, Member, MemberState, NodeId, PeerAddr, SystemClock, TransportConfig,
 };
 use spectrum_replication::{
-    AckLevel, AntiEntropy, ClockCheck, ConfigStore, MemoryStore, PeerCredential, RedbStore, Replicator,
-    StoreError, WriteBatch,
+    AckLevel, AntiEntropy, ChangeLogLimits, ClockCheck, ConfigStore, MemoryStore, PeerCredential, RedbStore,
+    Replicator, StoreError, WriteBatch,
 };
 use spectrum_resources::{ClusterKey, CompositeResolver, ResourceResolver};
 use tokio::sync::watch;
@@ -102,6 +102,7 @@ pub struct NodeBuilder {
     advertise: Option<PeerAddr>,
     seeds: Vec<PeerAddr>,
     store: StoreChoice,
+    change_log: Option<ChangeLogLimits>,
     clock: Arc<dyn Clock>,
     max_clock_offset: Duration,
     transport: TransportConfig,
@@ -146,6 +147,7 @@ impl NodeBuilder {
             advertise: None,
             seeds: Vec::new(),
             store: StoreChoice::Durable(default_dir),
+            change_log: None,
             clock: Arc::new(SystemClock),
             max_clock_offset: spectrum_core::hlc::DEFAULT_MAX_OFFSET,
             transport: TransportConfig::default(),
@@ -218,6 +220,15 @@ impl NodeBuilder {
     /// The physical clock under the node's HLC (default: the system clock).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// What the store's change log keeps, by count and by age: how far back a
+    /// watcher can resume (default: [`ChangeLogLimits::default`] for the durable
+    /// store, 4096 changes for the in-memory one). Ignored for a store from
+    /// [`store_with`](Self::store_with), which sets its own.
+    pub fn change_log(mut self, limits: ChangeLogLimits) -> Self {
+        self.change_log = Some(limits);
         self
     }
 
@@ -424,7 +435,9 @@ impl NodeBuilder {
         // Not serving until this node has joined (see `Joiner::finish`); the reporter
         // starts out SERVING.
         readiness.publish().await;
-        let store = std::mem::replace(&mut self.store, StoreChoice::Memory).open(&self.id, &hlc).await?;
+        let store = std::mem::replace(&mut self.store, StoreChoice::Memory)
+            .open(&self.id, &hlc, self.change_log)
+            .await?;
         let store: Arc<dyn ConfigStore> = Arc::new(WatchedStore::new(store, readiness.clone()));
         // One channel per peer for everything this node sends them (replication,
         // resource checks), so a rotated client certificate reaches all of it.
@@ -517,14 +530,29 @@ fn advertised(listen: SocketAddr, advertise: Option<PeerAddr>) -> Result<Option<
 
 impl StoreChoice {
     /// Opens the chosen store for node `id`, stamping with `hlc`.
-    async fn open(self, id: &NodeId, hlc: &Arc<Hlc>) -> Result<Arc<dyn ConfigStore>, NodeError> {
+    async fn open(
+        self,
+        id: &NodeId,
+        hlc: &Arc<Hlc>,
+        log: Option<ChangeLogLimits>,
+    ) -> Result<Arc<dyn ConfigStore>, NodeError> {
         Ok(match self {
             StoreChoice::Durable(dir) => {
                 std::fs::create_dir_all(&dir)
                     .map_err(|source| NodeError::DataDir { path: dir.clone(), source })?;
-                Arc::new(open_durable(dir.join(STORE_FILE), id.clone(), hlc.clone()).await?)
+                let store = open_durable(dir.join(STORE_FILE), id.clone(), hlc.clone()).await?;
+                Arc::new(match log {
+                    Some(limits) => store.with_change_log(limits),
+                    None => store,
+                })
             }
-            StoreChoice::Memory => Arc::new(MemoryStore::new(id.clone(), hlc.clone())),
+            StoreChoice::Memory => {
+                let store = MemoryStore::new(id.clone(), hlc.clone());
+                Arc::new(match log {
+                    Some(limits) => store.with_change_log(limits),
+                    None => store,
+                })
+            }
             StoreChoice::Custom(make) => make(id.clone(), hlc.clone())?,
         })
     }

@@ -95,6 +95,11 @@ pub enum InvalidSession {
 }
 
 impl Session {
+    /// The session of every write `vector` names.
+    pub fn from_vector(vector: VersionVector) -> Self {
+        Self { vector }
+    }
+
     /// Whether the session names no write.
     pub fn is_empty(&self) -> bool {
         self.vector.entries.is_empty()

@@ -82,7 +82,7 @@ use crate::proto;
 use crate::record::{
     ChangeBatch, DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, Snapshot, VersionVector, WriteBatch,
 };
-use crate::redb_log::{self, CHANGES};
+use crate::redb_log::{self, CHANGES, corrupt, storage};
 use crate::state::{Changes, Parts, State, check_record};
 use crate::store::{ConfigStore, FEED_CAPACITY};
 
@@ -165,23 +165,6 @@ struct Shared {
     feed: broadcast::Sender<Record>,
     /// What the durable change log keeps (see [`changelog`](crate::changelog)).
     limits: RwLock<ChangeLogLimits>,
-}
-
-/// A row or value that does not decode.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Corrupt(String);
-
-pub(crate) fn storage<E>(subject: impl Into<String>, verb: &'static str) -> impl FnOnce(E) -> StoreError
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    let subject = subject.into();
-    move |e| StoreError::Storage { subject, verb, source: Box::new(e) }
-}
-
-pub(crate) fn corrupt(subject: impl Into<String>, why: impl Into<String>) -> StoreError {
-    StoreError::Storage { subject: subject.into(), verb: "decode", source: Box::new(Corrupt(why.into())) }
 }
 
 impl RedbStore {

@@ -15,7 +15,23 @@ use crate::changelog::{ChangeLogLimits, MAX_COMPACTED_PER_COMMIT, check_from, pa
 use crate::error::StoreError;
 use crate::proto;
 use crate::record::{Change, ChangeBatch, Record};
-use crate::redb::{corrupt, storage};
+
+/// A row or value that does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Corrupt(String);
+
+pub(crate) fn storage<E>(subject: impl Into<String>, verb: &'static str) -> impl FnOnce(E) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let subject = subject.into();
+    move |e| StoreError::Storage { subject, verb, source: Box::new(e) }
+}
+
+pub(crate) fn corrupt(subject: impl Into<String>, why: impl Into<String>) -> StoreError {
+    StoreError::Storage { subject: subject.into(), verb: "decode", source: Box::new(Corrupt(why.into())) }
+}
 
 /// feed index → protobuf `Entry`.
 pub(crate) const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("change_log");

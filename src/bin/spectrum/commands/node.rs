@@ -62,6 +62,9 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
         .seeds(cfg.seeds.clone())
         .sync_interval(cfg.sync_interval())
         .add_service_with(spectrum::demo::DataflowService::server);
+    if let Some(log) = cfg.change_log {
+        builder = builder.change_log(log.limits());
+    }
     if let Some(ms) = cfg.max_clock_offset_ms {
         builder = builder.max_clock_offset(Duration::from_millis(ms));
     }

@@ -1,0 +1,313 @@
+//! The serving side of a watch: a task that follows one node's change feed and
+//! queues events in a bounded channel; [`WatchStream`] reads them.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use parking_lot::Mutex;
+use spectrum_core::Timestamp;
+use spectrum_replication::{Change, ConfigStore, Origin, Record, StoreError, VersionVector};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+use super::{EventKind, WatchError, WatchEvent, WatchPosition};
+use crate::session::Session;
+
+/// Changes read from the feed at a time.
+const PAGE: usize = 256;
+
+/// How a node bounds each watch it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchLimits {
+    /// Events queued for a watcher at most (default 256): a watcher that does not
+    /// take them holds no more than this on the node.
+    pub buffer: usize,
+    /// How long the queue may stay full before the watch ends with
+    /// [`WatchError::FellBehind`] (default 30 s).
+    pub stall: Duration,
+    /// How often, at most, a progress event tells an idle watcher of a newer
+    /// resume position (default 1 s).
+    pub progress: Duration,
+}
+
+impl Default for WatchLimits {
+    fn default() -> Self {
+        Self { buffer: 256, stall: Duration::from_secs(30), progress: Duration::from_secs(1) }
+    }
+}
+
+/// The events of one watch: `Ok` events in the node's apply order, then at most
+/// one `Err` that ended it. Dropping it stops the watch on the node.
+#[derive(Debug)]
+pub struct WatchStream {
+    rx: mpsc::Receiver<WatchEvent>,
+    failed: Arc<Mutex<Option<WatchError>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for WatchStream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Stream for WatchStream {
+    type Item = Result<WatchEvent, WatchError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(event)) => Poll::Ready(Some(Ok(event))),
+            Poll::Ready(None) => Poll::Ready(self.failed.lock().take().map(Err)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Starts watching `prefix` on `store` from `from` (from now when `None`).
+///
+/// # Errors
+///
+/// [`WatchError::Compacted`], [`WatchError::Ahead`] for a position of this store
+/// it cannot resume from; [`WatchError::BelowHorizon`] or
+/// [`WatchError::NotCaughtUp`] for a position of another store; store failures.
+pub async fn watch(
+    store: Arc<dyn ConfigStore>,
+    prefix: &str,
+    from: Option<WatchPosition>,
+    limits: WatchLimits,
+) -> Result<WatchStream, WatchError> {
+    let (cursor, backlog) = Cursor::start(store, prefix.to_owned(), from).await?;
+    let (tx, rx) = mpsc::channel(limits.buffer.max(1));
+    let failed = Arc::new(Mutex::new(None));
+    let slot = failed.clone();
+    let task = tokio::spawn(async move {
+        if let Err(Stop::Failed(e)) = cursor.run(backlog, &tx, limits).await {
+            debug!(error = %e, "watch ended");
+            *slot.lock() = Some(e);
+        }
+    });
+    Ok(WatchStream { rx, failed, task })
+}
+
+/// Why the task stopped.
+enum Stop {
+    /// The watcher went away.
+    Closed,
+    Failed(WatchError),
+}
+
+impl From<WatchError> for Stop {
+    fn from(e: WatchError) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Stop::Failed(e.into())
+    }
+}
+
+/// Where a watch stands in this node's feed.
+struct Cursor {
+    store: Arc<dyn ConfigStore>,
+    prefix: String,
+    origin: Origin,
+    /// The feed position read up to.
+    pos: u64,
+    /// Writes the watcher has been shown.
+    seen: VersionVector,
+    /// The position of the last event queued.
+    last: Option<WatchPosition>,
+}
+
+fn merged(a: &VersionVector, b: &VersionVector) -> VersionVector {
+    let mut out = a.clone();
+    for (origin, seq) in &b.entries {
+        out.raise(origin, *seq);
+    }
+    out
+}
+
+impl Cursor {
+    /// Validates `from` and works out where to follow the feed from, with the
+    /// events due first when `from` is another store's.
+    async fn start(
+        store: Arc<dyn ConfigStore>,
+        prefix: String,
+        from: Option<WatchPosition>,
+    ) -> Result<(Self, Vec<WatchEvent>), WatchError> {
+        let origin = store.origin().clone();
+        let mut cursor = Cursor { store, prefix, origin, pos: 0, seen: VersionVector::default(), last: None };
+        match from {
+            None => {
+                let head = cursor.store.feed_head().await?;
+                (cursor.pos, cursor.seen) = (head.position, head.digest);
+                Ok((cursor, Vec::new()))
+            }
+            Some(p) if p.origin == cursor.origin => {
+                match cursor.store.changes_since(&cursor.prefix, p.index, 0).await {
+                    Ok(_) => {}
+                    Err(StoreError::FeedCompacted { oldest, .. }) => {
+                        let oldest =
+                            WatchPosition::new(cursor.origin.clone(), oldest, VersionVector::default());
+                        return Err(WatchError::Compacted { from: p, oldest });
+                    }
+                    Err(StoreError::FeedAhead { head, .. }) => {
+                        return Err(WatchError::Ahead { from: p, head });
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                (cursor.pos, cursor.seen) = (p.index, p.seen);
+                Ok((cursor, Vec::new()))
+            }
+            Some(p) => {
+                let backlog = cursor.elsewhere(p).await?;
+                Ok((cursor, backlog))
+            }
+        }
+    }
+
+    /// Resumes a position another store issued: per key under the prefix, the
+    /// newest record held here that the watcher's `seen` does not cover, oldest
+    /// stamp first. Until the last of them, events carry `from` itself, so a
+    /// watcher cut off among them resumes with the same delta.
+    async fn elsewhere(&mut self, from: WatchPosition) -> Result<Vec<WatchEvent>, WatchError> {
+        let snapshot = self.store.snapshot().await?;
+        let missing = Session::from_vector(from.seen.clone()).missing_from(&snapshot.digest);
+        if !missing.is_empty() {
+            return Err(WatchError::NotCaughtUp { from, missing });
+        }
+        if let Some((origin, &floor)) = snapshot.gc_floor.entries.iter().find(|(o, f)| from.seen.get(o) < **f)
+        {
+            let seen = from.seen.get(origin);
+            return Err(WatchError::BelowHorizon { origin: origin.clone(), seen, floor, from });
+        }
+        let mut due: Vec<Record> = snapshot
+            .records
+            .into_iter()
+            .filter(|r| r.key.starts_with(&self.prefix) && !from.seen.covers(&r.token()))
+            .collect();
+        due.sort_by(|a, b| (a.stamp, &a.origin).cmp(&(b.stamp, &b.origin)));
+        self.pos = snapshot.position;
+        self.seen = merged(&from.seen, &snapshot.digest);
+        let here = self.position();
+        let count = due.len();
+        let mut events: Vec<WatchEvent> = due
+            .iter()
+            .enumerate()
+            .map(|(i, r)| event_of(r, if i + 1 == count { here.clone() } else { from.clone() }))
+            .collect();
+        if events.is_empty() {
+            events.push(WatchEvent::progress(here));
+        }
+        debug!(from = %from, events = events.len(), "watch resumed from another node's position");
+        Ok(events)
+    }
+
+    fn position(&self) -> WatchPosition {
+        WatchPosition::new(self.origin.clone(), self.pos, self.seen.clone())
+    }
+
+    /// Queues `event`, waiting at most `limits.stall` for room.
+    async fn send(
+        &mut self,
+        tx: &mpsc::Sender<WatchEvent>,
+        event: WatchEvent,
+        limits: &WatchLimits,
+    ) -> Result<(), Stop> {
+        let position = event.position.clone();
+        match tx.send_timeout(event, limits.stall).await {
+            Ok(()) => {
+                self.last = Some(position);
+                Ok(())
+            }
+            Err(SendTimeoutError::Closed(_)) => Err(Stop::Closed),
+            Err(SendTimeoutError::Timeout(_)) => {
+                let last = self.last.clone().unwrap_or_else(|| self.position());
+                Err(Stop::Failed(WatchError::FellBehind { last, stalled: limits.stall }))
+            }
+        }
+    }
+
+    /// Follows the feed until the watcher goes away or the watch fails.
+    async fn run(
+        mut self,
+        backlog: Vec<WatchEvent>,
+        tx: &mpsc::Sender<WatchEvent>,
+        limits: WatchLimits,
+    ) -> Result<(), Stop> {
+        for event in backlog {
+            self.send(tx, event, &limits).await?;
+        }
+        let mut progressed = Instant::now();
+        loop {
+            // Subscribe before reading, so no write slips between the read and the wait.
+            let mut wake = self.store.subscribe();
+            let head = self.store.feed_head().await?;
+            let batch = match self.store.changes_since(&self.prefix, self.pos, PAGE).await {
+                Err(StoreError::FeedCompacted { oldest, .. }) => {
+                    let oldest = WatchPosition::new(self.origin.clone(), oldest, VersionVector::default());
+                    return Err(WatchError::Compacted { from: self.position(), oldest }.into());
+                }
+                other => other?,
+            };
+            let after_head = merged(&self.seen, &head.digest);
+            for change in batch.changes {
+                let seen = if change.index >= head.position { &after_head } else { &self.seen };
+                let position = WatchPosition::new(self.origin.clone(), change.index, seen.clone());
+                if let Some(event) = self.event_of_change(change, position) {
+                    self.send(tx, event, &limits).await?;
+                }
+            }
+            self.pos = batch.position;
+            if batch.position >= head.position {
+                self.seen = after_head;
+            } else {
+                continue;
+            }
+            let here = self.position();
+            if self.last.as_ref() != Some(&here) && progressed.elapsed() >= limits.progress {
+                self.send(tx, WatchEvent::progress(here), &limits).await?;
+                progressed = Instant::now();
+            }
+            tokio::select! {
+                _ = wake.recv() => {}
+                () = tokio::time::sleep(limits.progress) => {}
+                () = tx.closed() => return Err(Stop::Closed),
+            }
+        }
+    }
+
+    /// The event a feed entry makes, if any: none for a record the watcher has
+    /// seen (delivered before a resume on another node) or for a collected
+    /// tombstone (its delete was delivered when it was written).
+    fn event_of_change(&self, change: Change, position: WatchPosition) -> Option<WatchEvent> {
+        match change.record {
+            Some(r) if self.seen.covers(&r.token()) => None,
+            Some(r) => Some(event_of(&r, position)),
+            None if change.dropped_tombstone => None,
+            None => Some(WatchEvent {
+                kind: EventKind::Delete,
+                key: change.key,
+                value: Vec::new(),
+                version: None,
+                stamp: Timestamp::ZERO,
+                position,
+            }),
+        }
+    }
+}
+
+fn event_of(r: &Record, position: WatchPosition) -> WatchEvent {
+    let (kind, value) = match &r.value {
+        Some(v) => (EventKind::Put, v.to_vec()),
+        None => (EventKind::Delete, Vec::new()),
+    };
+    WatchEvent { kind, key: r.key.clone(), value, version: Some(r.token()), stamp: r.stamp, position }
+}
