@@ -50,8 +50,13 @@ use crate::pb::{
     role_to_wire,
 };
 
+mod watch;
+
+pub use watch::{WatchEvents, WatchOptions};
+
 pub use crate::auth::Role;
 pub use crate::model::AuditQuery;
+pub use crate::watch::{EventKind, WatchEvent, WatchPosition};
 
 pub use crate::model::{ReadAfter, WriteReceipt};
 pub use crate::session::Session;

@@ -89,7 +89,9 @@ fn entry(record: &Record) -> Option<Entry> {
     })
 }
 
-fn shown_value(key: &str, value: &[u8]) -> Vec<u8> {
+/// A value as the API shows it: resource definitions redacted, users without
+/// their token hash, anything else as stored.
+pub(super) fn shown_value(key: &str, value: &[u8]) -> Vec<u8> {
     if key.starts_with(Namespace::Users.prefix()) {
         // A token hash reveals nothing usable, but no reader needs it either.
         return serde_json::from_slice::<serde_json::Value>(value)

@@ -142,6 +142,9 @@ pub enum AdminError {
     /// Replication failed.
     #[error(transparent)]
     Replication(ReplicationError),
+    /// A watch could not start.
+    #[error(transparent)]
+    Watch(#[from] crate::watch::WatchError),
     /// A fault of this node (not of the request).
     #[error("{reason}")]
     Internal {

@@ -7,7 +7,8 @@
 //! network. One file per area: `config.rs` (raw entries), `license.rs`,
 //! `dataflows.rs`, `resources.rs`, `nodes.rs` (status, drain and undrain),
 //! `users.rs` (users of the management API), `audit.rs` (the audit log),
-//! `balancer.rs` (the strategy and weights every balancer follows).
+//! `balancer.rs` (the strategy and weights every balancer follows), `watch.rs`
+//! (following changes).
 
 mod audit;
 mod balancer;
@@ -19,6 +20,7 @@ mod nodes;
 mod resources;
 mod transfer;
 mod users;
+mod watch;
 
 use std::fmt;
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub(crate) use audit::with_pending;
 pub use audit::{AuditOutcome, DEFAULT_AUDIT_RETENTION};
 pub use error::AdminError;
 pub use transfer::{CONFIG_EXPORT_FORMAT, CONFIG_EXPORT_VERSION};
+pub use watch::MAX_WATCH_PREFIX;
 
 use crate::context::NodeContext;
 use crate::model::{ReadAfter, WriteReceipt};

@@ -17,6 +17,7 @@
 //! | `POST /api/v1/nodes/{id}/drain`, `…/undrain`, `…/remove` | `SetNodeState`, `RemoveNode` |
 //! | `GET`, `POST /api/v1/users`, `DELETE /api/v1/users/{name}`, `POST /api/v1/users/{name}/rotate` | `ListUsers`, `AddUser`, `RevokeUser`, `RotateUser` |
 //! | `GET /api/v1/audit` | `ListAudit` |
+//! | `GET /api/v1/watch?prefix=&from=` | `Watch`, as newline-delimited JSON (one event per line, as they happen) |
 //! | `GET /api/v1/export/config`, `POST /api/v1/import/config` | `ExportConfig`, `ImportConfig` |
 //! | `GET /api/v1/export/resources`, `POST /api/v1/import/resources` | `ExportResources`, `ImportResources` |
 //! | `POST /api/v1/reseal-secrets` | `ResealSecrets` |
@@ -44,6 +45,7 @@ mod params;
 mod resources;
 mod transfer;
 mod users;
+mod watch;
 
 use std::sync::Arc;
 
@@ -59,6 +61,7 @@ pub use openapi::ApiDoc;
 pub use params::{
     Ack, AuditParams, CheckParams, CreateParams, ImportParams, ListParams, NewUser, ReadParams, WriteParams,
 };
+pub use watch::{NDJSON, WatchParams};
 
 use crate::admin::Admin;
 use crate::auth::BearerAuth;
@@ -138,6 +141,7 @@ pub(crate) fn routes(admin: Admin, auth: BearerAuth, max_body_bytes: usize) -> a
         .route("/users/{name}", axum::routing::delete(users::revoke))
         .route("/users/{name}/rotate", post(users::rotate))
         .route("/audit", get(users::audit))
+        .route("/watch", get(watch::watch))
         .route("/export/config", get(transfer::export_config))
         .route("/import/config", post(transfer::import_config))
         .route("/export/resources", get(transfer::export_resources))

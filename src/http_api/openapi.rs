@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{balancer, config, nodes, resources, transfer, users};
+use super::{balancer, config, nodes, resources, transfer, users, watch};
 
 /// The OpenAPI 3.1 document of `/api/v1`, served at
 /// [`OPENAPI_PATH`](super::OPENAPI_PATH).
@@ -57,6 +57,7 @@ use super::{balancer, config, nodes, resources, transfer, users};
         balancer::clear_strategy,
         balancer::set_weight,
         balancer::clear_weight,
+        watch::watch,
     ),
     components(schemas(super::Ack, crate::auth::Role)),
     modifiers(&BearerToken),

@@ -42,6 +42,7 @@ mod balancer;
 mod policy;
 mod rpc;
 mod status;
+mod watch;
 
 use std::time::Duration;
 
@@ -56,6 +57,7 @@ pub use crate::auth::BearerAuth;
 pub use crate::pb::proto;
 pub(crate) use policy::{Policy, definition_name, license_name};
 pub use rpc::Rpc;
+pub use watch::WatchEvents;
 
 use crate::admin::Admin;
 use crate::auth::{Caller, Token};
@@ -608,6 +610,16 @@ impl Management for ManagementService {
         let log = self.admin.audit_log(&query).await?;
         let entries = log.0.into_iter().map(Into::into).collect();
         Ok(Response::new(proto::ListAuditResponse { entries, served_by: entry_served_by(&self.admin) }))
+    }
+
+    type WatchStream = WatchEvents;
+
+    #[instrument(skip_all)]
+    async fn watch(
+        &self,
+        request: Request<proto::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        self.watch_stream(request).await
     }
 
     #[instrument(skip_all)]

@@ -46,11 +46,12 @@ pub enum Rpc {
     SetBalancerWeight,
     ClearBalancerWeight,
     ShowBalancerSettings,
+    Watch,
 }
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 33] = [
+    pub const ALL: [Rpc; 34] = [
         Rpc::Get,
         Rpc::Put,
         Rpc::Delete,
@@ -84,6 +85,7 @@ impl Rpc {
         Rpc::SetBalancerWeight,
         Rpc::ClearBalancerWeight,
         Rpc::ShowBalancerSettings,
+        Rpc::Watch,
     ];
 
     /// The lowest role that may call it: the whole authorisation policy.
@@ -94,7 +96,7 @@ impl Rpc {
         use Rpc::*;
         match self {
             Get | List | Status | ShowLicense | ListDataflows | ShowDataflow | ListResources
-            | ShowResource | ExportResources | ExportConfig | ShowBalancerSettings => Role::Viewer,
+            | ShowResource | ExportResources | ExportConfig | ShowBalancerSettings | Watch => Role::Viewer,
             SetNodeState | CheckResources | ListAudit => Role::Operator,
             Put
             | Delete
@@ -182,6 +184,7 @@ impl Rpc {
             SetBalancerWeight => "SetBalancerWeight",
             ClearBalancerWeight => "ClearBalancerWeight",
             ShowBalancerSettings => "ShowBalancerSettings",
+            Watch => "Watch",
         }
     }
 

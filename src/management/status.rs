@@ -38,6 +38,7 @@ impl From<AdminError> for Status {
                 }
             }
             AdminError::Registry(e) => registry_status(e),
+            AdminError::Watch(e) => e.into(),
             AdminError::NotFound { .. } => Status::not_found(message),
             AdminError::AlreadyExists { .. } | AdminError::UserExists { .. } => {
                 Status::already_exists(message)

@@ -52,7 +52,9 @@
 mod event;
 mod feed;
 mod position;
+mod wire;
 
 pub use event::{EventKind, WatchError, WatchEvent};
 pub use feed::{WatchLimits, WatchStream, watch};
 pub use position::{InvalidWatchPosition, WatchPosition};
+pub use wire::event_to_wire;

@@ -1,0 +1,36 @@
+//! The `Watch` RPC: a server stream of the changes under a prefix, run by
+//! [`Admin::watch`](crate::admin::Admin::watch).
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::{ManagementService, Rpc, after, entry_served_by, proto};
+use crate::watch::{WatchPosition, event_to_wire};
+
+/// The stream `Watch` answers with.
+pub type WatchEvents = Pin<Box<dyn Stream<Item = Result<proto::WatchEvent, Status>> + Send>>;
+
+impl ManagementService {
+    pub(super) async fn watch_stream(
+        &self,
+        request: Request<proto::WatchRequest>,
+    ) -> Result<Response<WatchEvents>, Status> {
+        self.authorize(&request, Rpc::Watch, "").await?;
+        let req = request.into_inner();
+        let from = match req.from.as_str() {
+            "" => None,
+            text => Some(
+                text.parse::<WatchPosition>().map_err(|e| Status::invalid_argument(format!("from: {e}")))?,
+            ),
+        };
+        let events = self.admin.watch(&req.prefix, from, &after("", req.read.as_ref())?).await?;
+        let served_by = entry_served_by(&self.admin);
+        let wire = events.map(move |event| match event {
+            Ok(event) => Ok(event_to_wire(event, &served_by)),
+            Err(e) => Err(Status::from(e)),
+        });
+        Ok(Response::new(Box::pin(wire)))
+    }
+}
