@@ -13,13 +13,21 @@
 //! (normalised: upper case, abbreviations expanded); lines starting with `#` are
 //! comments.
 //!
+//! Each node loads every dataflow once and reloads one when its definition
+//! changes, through a watch of `dataflows/` on its own copy
+//! ([`NodeContext::watch`]); `Run` answers with the definition's version and
+//! whether it was already loaded (`preloaded`).
+//!
 //! `Download` streams filler bytes on demand (up to [`MAX_DOWNLOAD_BYTES`]): a large
 //! streamed response every node can serve, for benchmarks (`examples/bench_balancer`)
 //! and tests of streaming through a balancer.
 
+mod reload;
+
 use std::fmt;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::Stream;
@@ -147,18 +155,32 @@ pub fn lookup(postal: &str, normalized: &str) -> Option<(String, String)> {
 #[derive(Clone)]
 pub struct DataflowService {
     ctx: NodeContext,
+    loaded: Arc<reload::Loaded>,
+    /// Ends the reload watch when the last clone goes.
+    _watch: Arc<reload::StopOnDrop>,
 }
 
 impl fmt::Debug for DataflowService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DataflowService").field("node", &self.ctx.id).finish()
+        f.debug_struct("DataflowService")
+            .field("node", &self.ctx.id)
+            .field("reloads", &self.loaded.reloads())
+            .finish()
     }
 }
 
 impl DataflowService {
-    /// The service for the node described by `ctx`.
+    /// The service for the node described by `ctx`: loads the node's dataflows
+    /// and keeps them current with a watch (a task that ends when the last
+    /// clone of the service is dropped). Call it inside a Tokio runtime.
     pub fn new(ctx: &NodeContext) -> Self {
-        Self { ctx: ctx.clone() }
+        let (loaded, watch) = reload::start(ctx);
+        Self { ctx: ctx.clone(), loaded, _watch: Arc::new(watch) }
+    }
+
+    /// How many times this node loaded or reloaded a dataflow definition.
+    pub fn reloads(&self) -> u64 {
+        self.loaded.reloads()
     }
 
     /// The service as a tonic server, ready for
@@ -266,14 +288,17 @@ impl proto::dataflow_server::Dataflow for DataflowService {
             return Err(Status::invalid_argument("address is longer than 1024 bytes"));
         }
         let key = Namespace::Dataflows.key(&req.dataflow);
-        let def = self
+        let record = self
             .ctx
-            .view::<DataflowDefinition>()
-            .get(&req.dataflow)
+            .store
+            .get(&key)
             .await
-            .map_err(typed_status)?
-            .ok_or_else(|| Status::not_found(format!("no {key:?} on this cluster")))?
-            .value;
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .filter(|r| !r.is_tombstone())
+            .ok_or_else(|| Status::not_found(format!("no {key:?} on this cluster")))?;
+        let flow = self.loaded.current(&req.dataflow, &record);
+        let def =
+            flow.definition.map_err(|e| Status::failed_precondition(format!("invalid dataflow: {e}")))?;
         let mut out = Outcome { normalized: normalize(&def, &req.address), ..Outcome::default() };
         if def.steps.contains(&Step::PostalLookup) {
             let resource = def.resource.as_deref().ok_or_else(|| {
@@ -293,6 +318,8 @@ impl proto::dataflow_server::Dataflow for DataflowService {
             postcode: out.postcode,
             city: out.city,
             served_by: self.ctx.id.to_string(),
+            dataflow_version: flow.version.to_string(),
+            preloaded: flow.by_watch,
         }))
     }
 }

@@ -272,6 +272,16 @@ pub(crate) enum ConfigCommand {
         #[arg(default_value = "")]
         prefix: String,
     },
+    /// Print every change under a prefix as it happens (a table, or with --json
+    /// one JSON object per line), until Ctrl-C; reconnects and resumes by itself.
+    /// Each event carries a position to resume from with --from.
+    Watch {
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Resume from this position (an event's `position`); from now when absent.
+        #[arg(long)]
+        from: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,7 +1,10 @@
 //! `spectrum config`: raw entries of the configuration database.
 
-use anyhow::Result;
-use spectrum::client::{AckLevel, AdminClient, ReadAfter};
+use std::io::Write as _;
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use spectrum::client::{AckLevel, AdminClient, ReadAfter, WatchEvent, WatchPosition};
 
 use crate::cli::ConfigCommand;
 use crate::output::{emit, read_input};
@@ -15,5 +18,51 @@ pub(super) async fn run(client: &AdminClient, cmd: ConfigCommand, ack: AckLevel,
         }
         ConfigCommand::Delete { key } => emit(&client.delete(&key, ack).await?, json),
         ConfigCommand::List { prefix } => emit(&client.list(&prefix, ReadAfter::Anything).await?, json),
+        ConfigCommand::Watch { prefix, from } => watch(client, &prefix, from.as_deref(), json).await,
     }
+}
+
+/// `spectrum config watch`: prints events as they come until Ctrl-C or SIGTERM
+/// (exit 0), or until the watch fails for good (exit 1 with the reason).
+async fn watch(client: &AdminClient, prefix: &str, from: Option<&str>, json: bool) -> Result<()> {
+    let from = from.map(str::parse::<WatchPosition>).transpose().context("--from")?;
+    let mut events = client.watch(prefix, from);
+    let mut out = std::io::stdout();
+    if !json {
+        writeln!(out, "{:<8} {:<40} {:<32} VALUE", "KIND", "KEY", "VERSION")?;
+    }
+    let mut last: Option<WatchPosition> = None;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
+    loop {
+        let event = tokio::select! {
+            event = events.next() => event,
+            _ = tokio::signal::ctrl_c() => None,
+            _ = terminate.recv() => None,
+        };
+        let Some(event) = event else { break };
+        let event = event?;
+        print_event(&mut out, &event, json)?;
+        last = Some(event.position);
+    }
+    if let Some(position) = last {
+        eprintln!("stopped; resume with --from {position}");
+    }
+    Ok(())
+}
+
+fn print_event(out: &mut impl std::io::Write, event: &WatchEvent, json: bool) -> Result<()> {
+    if json {
+        writeln!(out, "{}", serde_json::to_string(event)?)?;
+    } else {
+        let version = event.version.as_ref().map(ToString::to_string).unwrap_or_default();
+        let value = if event.kind == spectrum::client::EventKind::Put {
+            String::from_utf8_lossy(&event.value).replace(['\n', '\r'], " ")
+        } else {
+            String::new()
+        };
+        writeln!(out, "{:<8} {:<40} {:<32} {value}", event.kind.to_string(), event.key, version)?;
+    }
+    out.flush()?;
+    Ok(())
 }
