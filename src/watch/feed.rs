@@ -311,3 +311,161 @@ fn event_of(r: &Record, position: WatchPosition) -> WatchEvent {
     };
     WatchEvent { kind, key: r.key.clone(), value, version: Some(r.token()), stamp: r.stamp, position }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use spectrum_core::{Hlc, ManualClock};
+    use spectrum_replication::{MemoryStore, WriteBatch};
+
+    fn store(node: &str, at_ms: u64) -> Arc<MemoryStore> {
+        let hlc = Arc::new(Hlc::new(Arc::new(ManualClock::new(at_ms))));
+        Arc::new(MemoryStore::new(node.parse().unwrap(), hlc))
+    }
+
+    async fn sync(from: &MemoryStore, to: &MemoryStore) {
+        let d = from.delta(&to.digest().await.unwrap(), usize::MAX).await.unwrap();
+        to.merge(d.records, &d.covers).await.unwrap();
+    }
+
+    /// The next `n` change events (progress skipped), within 5 s.
+    async fn changes(stream: &mut WatchStream, n: usize) -> Vec<WatchEvent> {
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            if out.len() == n {
+                break;
+            }
+            let event = tokio::time::timeout(Duration::from_secs(5), stream.next())
+                .await
+                .expect("an event within 5 s")
+                .expect("the stream goes on")
+                .expect("no error");
+            if event.kind != EventKind::Progress {
+                out.push(event);
+            }
+        }
+        out
+    }
+
+    fn shown(events: &[WatchEvent]) -> Vec<(EventKind, &str, &[u8])> {
+        events.iter().map(|e| (e.kind, e.key.as_str(), e.value.as_slice())).collect()
+    }
+
+    #[tokio::test]
+    async fn a_watch_sends_puts_and_deletes_under_its_prefix_in_apply_order_and_resumes_exactly() {
+        let s = store("a", 1_000);
+        let dyn_store: Arc<dyn ConfigStore> = s.clone();
+        let mut w = watch(dyn_store.clone(), "k/", None, WatchLimits::default()).await.unwrap();
+        s.apply(WriteBatch::new().put("k/1", "one").put("other", "x")).await.unwrap();
+        s.apply(WriteBatch::new().delete("k/1").put("k/2", "two")).await.unwrap();
+        let got = changes(&mut w, 3).await;
+        let want: Vec<(EventKind, &str, &[u8])> =
+            vec![(EventKind::Put, "k/1", b"one"), (EventKind::Delete, "k/1", b""), (EventKind::Put, "k/2", b"two")];
+        assert_eq!(shown(&got), want);
+        assert!(got.iter().all(|e| e.version.is_some()));
+        drop(w);
+
+        // Resume from the first event: the rest, once.
+        s.apply(WriteBatch::new().put("k/3", "three")).await.unwrap();
+        let mut w = watch(dyn_store, "k/", Some(got[0].position.clone()), WatchLimits::default()).await.unwrap();
+        let rest = changes(&mut w, 3).await;
+        let versions = |events: &[WatchEvent]| events.iter().map(|e| e.version.clone()).collect::<Vec<_>>();
+        assert_eq!(shown(&rest[..2]), shown(&got[1..]), "the changes after the position, once");
+        assert_eq!(versions(&rest[..2]), versions(&got[1..]));
+        assert_eq!((rest[2].key.as_str(), rest[2].value.as_slice()), ("k/3", &b"three"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_compacted_or_unissued_position_is_refused_naming_the_oldest() {
+        let hlc = Arc::new(Hlc::new(Arc::new(ManualClock::new(1_000))));
+        let s = MemoryStore::new("a".parse().unwrap(), hlc).with_change_log_capacity(2);
+        let s: Arc<dyn ConfigStore> = Arc::new(s);
+        let origin = s.origin().clone();
+        for i in 0..5 {
+            s.apply(WriteBatch::new().put(format!("k/{i}"), "v")).await.unwrap();
+        }
+        let old = WatchPosition::new(origin.clone(), 1, VersionVector::default());
+        let e = watch(s.clone(), "", Some(old), WatchLimits::default()).await.unwrap_err();
+        match &e {
+            WatchError::Compacted { oldest, .. } => assert_eq!(oldest.index, 3),
+            other => panic!("{other}"),
+        }
+        assert_eq!(tonic::Status::from(e).code(), tonic::Code::OutOfRange);
+        let ahead = WatchPosition::new(origin, 9, VersionVector::default());
+        assert!(matches!(watch(s, "", Some(ahead), WatchLimits::default()).await, Err(WatchError::Ahead { .. })));
+    }
+
+    #[tokio::test]
+    async fn on_another_store_a_watch_resumes_from_what_its_vector_lacks_coalesced_per_key() {
+        let (a, b) = (store("a", 1_000), store("b", 1_000));
+        let (a_dyn, b_dyn): (Arc<dyn ConfigStore>, Arc<dyn ConfigStore>) = (a.clone(), b.clone());
+        let mut w = watch(a_dyn, "k/", None, WatchLimits::default()).await.unwrap();
+        a.apply(WriteBatch::new().put("k/seen", "1")).await.unwrap();
+        let seen = changes(&mut w, 1).await;
+        drop(w);
+        // While the watcher is away: two values of one key, a delete, and a key
+        // outside the prefix; all of it reaches b.
+        a.apply(WriteBatch::new().put("k/x", "old").put("other", "o")).await.unwrap();
+        a.apply(WriteBatch::new().put("k/x", "new").delete("k/seen")).await.unwrap();
+        sync(&a, &b).await;
+
+        let mut w = watch(b_dyn.clone(), "k/", Some(seen[0].position.clone()), WatchLimits::default())
+            .await
+            .unwrap();
+        let got = changes(&mut w, 2).await;
+        let want: Vec<(EventKind, &str, &[u8])> = vec![(EventKind::Put, "k/x", b"new"), (EventKind::Delete, "k/seen", b"")];
+        assert_eq!(shown(&got), want, "the latest of each key, oldest stamp first");
+        assert_eq!(&got[1].position.origin, b.origin(), "the last one is a position of b's feed");
+        b.apply(WriteBatch::new().put("k/live", "l")).await.unwrap();
+        assert_eq!(changes(&mut w, 1).await[0].key, "k/live", "then b's own feed, live");
+        drop(w);
+
+        // A store that lacks what the watcher saw refuses rather than go back in time.
+        let c: Arc<dyn ConfigStore> = store("c", 1_000);
+        let e = watch(c, "k/", Some(got[1].position.clone()), WatchLimits::default()).await.unwrap_err();
+        assert!(matches!(e, WatchError::NotCaughtUp { .. }), "{e}");
+        // And one that collected deletes the watcher has not seen refuses as compacted.
+        let horizon = b.digest().await.unwrap();
+        assert_eq!(b.collect_tombstones(&horizon).await.unwrap(), 1);
+        let e = watch(b_dyn, "k/", Some(seen[0].position.clone()), WatchLimits::default()).await.unwrap_err();
+        assert!(matches!(e, WatchError::BelowHorizon { .. }), "{e}");
+        assert!(e.to_string().contains("list the prefix again"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_collected_tombstone_sends_nothing_more() {
+        let s = store("a", 1_000);
+        let dyn_store: Arc<dyn ConfigStore> = s.clone();
+        let mut w = watch(dyn_store, "", None, WatchLimits::default()).await.unwrap();
+        s.apply(WriteBatch::new().put("k", "v")).await.unwrap();
+        s.apply(WriteBatch::new().delete("k")).await.unwrap();
+        let horizon = s.digest().await.unwrap();
+        assert_eq!(s.collect_tombstones(&horizon).await.unwrap(), 1);
+        s.apply(WriteBatch::new().put("z", "after")).await.unwrap();
+        let got = changes(&mut w, 3).await;
+        let keys: Vec<(EventKind, &str)> = got.iter().map(|e| (e.kind, e.key.as_str())).collect();
+        assert_eq!(keys, [(EventKind::Put, "k"), (EventKind::Delete, "k"), (EventKind::Put, "z")]);
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_takes_nothing_holds_a_bounded_queue_then_is_told_to_resume() {
+        let s = store("a", 1_000);
+        let dyn_store: Arc<dyn ConfigStore> = s.clone();
+        let limits = WatchLimits { buffer: 2, stall: Duration::from_millis(200), progress: Duration::from_secs(60) };
+        let mut w = watch(dyn_store, "", None, limits).await.unwrap();
+        for i in 0..10 {
+            s.apply(WriteBatch::new().put(format!("k/{i}"), "v")).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let mut got = Vec::new();
+        while let Some(item) = tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("no hang") {
+            got.push(item);
+        }
+        assert!(got.len() <= 3, "at most the queue and the error: {got:?}");
+        let Some(Err(e)) = got.pop() else { panic!("the watch ends with an error: {got:?}") };
+        let WatchError::FellBehind { last, .. } = &e else { panic!("{e}") };
+        assert_eq!(last, &got.last().unwrap().as_ref().unwrap().position, "resume from the last event queued");
+        assert_eq!(tonic::Status::from(e).code(), tonic::Code::ResourceExhausted);
+    }
+}
