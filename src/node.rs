@@ -465,6 +465,7 @@ impl NodeBuilder {
                 let readiness = readiness.clone();
                 Arc::new(move || readiness.store_error())
             });
+        let watches = admin.clone();
         let routes = self.routes(&ctx, admin, &anti_entropy, &readiness, health_service).await?;
         let served = Served::start(&self.transport, routes, listener.incoming, &channels)?;
 
@@ -496,6 +497,7 @@ impl NodeBuilder {
             join_task,
             drain_grace: self.drain_grace,
             tls: served.tls.map(parking_lot::Mutex::new),
+            watches,
         })
     }
 }
@@ -798,6 +800,8 @@ pub struct Node {
     drain_grace: Duration,
     /// The TLS the node's port serves, when it has any.
     tls: Option<parking_lot::Mutex<ServerTls>>,
+    /// Its management operations, to end the watches it serves when it stops.
+    watches: Admin,
 }
 
 /// What a TLS node's port serves, what it was read from, and the channels that
@@ -935,6 +939,7 @@ impl Node {
         }
         self.server_task.abort();
         self.kill.cancel();
+        self.watches.stop_watches();
         self.readiness_task.abort();
         self.sync_task.shutdown().await;
         warn!(node = %self.ctx.id, "node killed");
@@ -946,6 +951,7 @@ impl Node {
         }
         self.readiness.set_stopping();
         self.readiness.publish().await;
+        self.watches.stop_watches();
         if drain_grace > Duration::ZERO && self.join_task.as_ref().is_none_or(|t| t.is_finished()) {
             // Drain first: balancers following membership (or health) stop sending new
             // requests, while this node still serves whatever reaches it meanwhile.

@@ -70,6 +70,8 @@ pub struct Admin {
     /// Numbers this node's audit records (the `<n>` of their keys).
     audit_seq: Arc<AtomicU64>,
     audit_retained: usize,
+    /// Ends every watch this node serves (see [`Admin::stop_watches`]).
+    watches: tokio_util::sync::CancellationToken,
 }
 
 /// Says why this node's clock is fenced ([`ClockCheck::fenced`](spectrum_replication::ClockCheck::fenced)),
@@ -118,6 +120,7 @@ impl Admin {
             store_fault: None,
             audit_seq: Arc::new(AtomicU64::new(0)),
             audit_retained: DEFAULT_AUDIT_RETENTION,
+            watches: tokio_util::sync::CancellationToken::new(),
         }
     }
 

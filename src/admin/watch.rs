@@ -46,7 +46,21 @@ impl Admin {
         };
         self.wait_for(&ReadAfter::Session { session, wait }).await?;
         let events = watch::watch(self.ctx.store.clone(), prefix, from, WatchLimits::default()).await?;
-        Ok(events.map(|event| event.map(redacted)).boxed())
+        let (stop, node) = (self.watches.clone(), self.ctx.id.clone());
+        let stopped = futures::stream::once(async move { stop.is_cancelled().then_some(node) })
+            .filter_map(|node| async move { node.map(|node| Err(WatchError::Stopping { node })) });
+        Ok(events
+            .map(|event| event.map(redacted))
+            .take_until(self.watches.clone().cancelled_owned())
+            .chain(stopped)
+            .boxed())
+    }
+
+    /// Ends every watch this node serves, now and from now on, with
+    /// [`WatchError::Stopping`] (`UNAVAILABLE`): a stopping node tells its
+    /// watchers to resume on another node rather than hold their connections.
+    pub fn stop_watches(&self) {
+        self.watches.cancel();
     }
 }
 

@@ -153,6 +153,12 @@ pub enum WatchError {
         /// How long it took nothing.
         stalled: Duration,
     },
+    /// The node is stopping: resume on another node.
+    #[error("node {node} is stopping; resume the watch on another node")]
+    Stopping {
+        /// The node.
+        node: spectrum_core::NodeId,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -165,7 +171,7 @@ impl From<WatchError> for tonic::Status {
             WatchError::Compacted { .. } | WatchError::BelowHorizon { .. } => Self::out_of_range(message),
             WatchError::Ahead { .. } => Self::failed_precondition(message),
             WatchError::FellBehind { .. } => Self::resource_exhausted(message),
-            WatchError::NotCaughtUp { .. } => Self::unavailable(message),
+            WatchError::NotCaughtUp { .. } | WatchError::Stopping { .. } => Self::unavailable(message),
             WatchError::Store(StoreError::Storage { .. }) => Self::unavailable(message),
             WatchError::Store(_) => Self::internal(message),
         }

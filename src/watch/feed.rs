@@ -249,7 +249,6 @@ impl Cursor {
         loop {
             // Subscribe before reading, so no write slips between the read and the wait.
             let mut wake = self.store.subscribe();
-            let head = self.store.feed_head().await?;
             let batch = match self.store.changes_since(&self.prefix, self.pos, PAGE).await {
                 Err(StoreError::FeedCompacted { oldest, .. }) => {
                     let oldest = WatchPosition::new(self.origin.clone(), oldest, VersionVector::default());
@@ -257,20 +256,23 @@ impl Cursor {
                 }
                 other => other?,
             };
-            let after_head = merged(&self.seen, &head.digest);
-            for change in batch.changes {
-                let seen = if change.index >= head.position { &after_head } else { &self.seen };
+            // Read after the page: when nothing came in between, the digest is the
+            // store's at the page's end, so the page's last event can carry it.
+            let head = self.store.feed_head().await?;
+            let exact = head.position == batch.position;
+            let after = merged(&self.seen, &head.digest);
+            let due: Vec<Change> = batch.changes.into_iter().filter(|c| self.emits(c)).collect();
+            let count = due.len();
+            for (i, change) in due.into_iter().enumerate() {
+                let seen = if exact && i + 1 == count { &after } else { &self.seen };
                 let position = WatchPosition::new(self.origin.clone(), change.index, seen.clone());
-                if let Some(event) = self.event_of_change(change, position) {
-                    self.send(tx, event, &limits).await?;
-                }
+                self.send(tx, event_of_change(change, position), &limits).await?;
             }
             self.pos = batch.position;
-            if batch.position >= head.position {
-                self.seen = after_head;
-            } else {
+            if !exact {
                 continue;
             }
+            self.seen = after;
             let here = self.position();
             if self.last.as_ref() != Some(&here) && progressed.elapsed() >= limits.progress {
                 self.send(tx, WatchEvent::progress(here), &limits).await?;
@@ -284,23 +286,30 @@ impl Cursor {
         }
     }
 
-    /// The event a feed entry makes, if any: none for a record the watcher has
-    /// seen (delivered before a resume on another node) or for a collected
-    /// tombstone (its delete was delivered when it was written).
-    fn event_of_change(&self, change: Change, position: WatchPosition) -> Option<WatchEvent> {
-        match change.record {
-            Some(r) if self.seen.covers(&r.token()) => None,
-            Some(r) => Some(event_of(&r, position)),
-            None if change.dropped_tombstone => None,
-            None => Some(WatchEvent {
-                kind: EventKind::Delete,
-                key: change.key,
-                value: Vec::new(),
-                version: None,
-                stamp: Timestamp::ZERO,
-                position,
-            }),
+    /// Whether a feed entry makes an event: not a record the watcher has seen
+    /// (delivered before a resume on another node), nor a collected tombstone
+    /// (its delete was delivered when it was written).
+    fn emits(&self, change: &Change) -> bool {
+        match &change.record {
+            Some(r) => !self.seen.covers(&r.token()),
+            None => !change.dropped_tombstone,
         }
+    }
+}
+
+/// The event of a feed entry: its record's put or delete, or a delete (with no
+/// version) for a record the store dropped without a write of its own.
+fn event_of_change(change: Change, position: WatchPosition) -> WatchEvent {
+    match change.record {
+        Some(r) => event_of(&r, position),
+        None => WatchEvent {
+            kind: EventKind::Delete,
+            key: change.key,
+            value: Vec::new(),
+            version: None,
+            stamp: Timestamp::ZERO,
+            position,
+        },
     }
 }
 
@@ -360,15 +369,19 @@ mod tests {
         s.apply(WriteBatch::new().put("k/1", "one").put("other", "x")).await.unwrap();
         s.apply(WriteBatch::new().delete("k/1").put("k/2", "two")).await.unwrap();
         let got = changes(&mut w, 3).await;
-        let want: Vec<(EventKind, &str, &[u8])> =
-            vec![(EventKind::Put, "k/1", b"one"), (EventKind::Delete, "k/1", b""), (EventKind::Put, "k/2", b"two")];
+        let want: Vec<(EventKind, &str, &[u8])> = vec![
+            (EventKind::Put, "k/1", b"one"),
+            (EventKind::Delete, "k/1", b""),
+            (EventKind::Put, "k/2", b"two"),
+        ];
         assert_eq!(shown(&got), want);
         assert!(got.iter().all(|e| e.version.is_some()));
         drop(w);
 
         // Resume from the first event: the rest, once.
         s.apply(WriteBatch::new().put("k/3", "three")).await.unwrap();
-        let mut w = watch(dyn_store, "k/", Some(got[0].position.clone()), WatchLimits::default()).await.unwrap();
+        let mut w =
+            watch(dyn_store, "k/", Some(got[0].position.clone()), WatchLimits::default()).await.unwrap();
         let rest = changes(&mut w, 3).await;
         let versions = |events: &[WatchEvent]| events.iter().map(|e| e.version.clone()).collect::<Vec<_>>();
         assert_eq!(shown(&rest[..2]), shown(&got[1..]), "the changes after the position, once");
@@ -393,7 +406,10 @@ mod tests {
         }
         assert_eq!(tonic::Status::from(e).code(), tonic::Code::OutOfRange);
         let ahead = WatchPosition::new(origin, 9, VersionVector::default());
-        assert!(matches!(watch(s, "", Some(ahead), WatchLimits::default()).await, Err(WatchError::Ahead { .. })));
+        assert!(matches!(
+            watch(s, "", Some(ahead), WatchLimits::default()).await,
+            Err(WatchError::Ahead { .. })
+        ));
     }
 
     #[tokio::test]
@@ -410,11 +426,11 @@ mod tests {
         a.apply(WriteBatch::new().put("k/x", "new").delete("k/seen")).await.unwrap();
         sync(&a, &b).await;
 
-        let mut w = watch(b_dyn.clone(), "k/", Some(seen[0].position.clone()), WatchLimits::default())
-            .await
-            .unwrap();
+        let mut w =
+            watch(b_dyn.clone(), "k/", Some(seen[0].position.clone()), WatchLimits::default()).await.unwrap();
         let got = changes(&mut w, 2).await;
-        let want: Vec<(EventKind, &str, &[u8])> = vec![(EventKind::Put, "k/x", b"new"), (EventKind::Delete, "k/seen", b"")];
+        let want: Vec<(EventKind, &str, &[u8])> =
+            vec![(EventKind::Put, "k/x", b"new"), (EventKind::Delete, "k/seen", b"")];
         assert_eq!(shown(&got), want, "the latest of each key, oldest stamp first");
         assert_eq!(&got[1].position.origin, b.origin(), "the last one is a position of b's feed");
         b.apply(WriteBatch::new().put("k/live", "l")).await.unwrap();
@@ -452,20 +468,26 @@ mod tests {
     async fn a_watcher_that_takes_nothing_holds_a_bounded_queue_then_is_told_to_resume() {
         let s = store("a", 1_000);
         let dyn_store: Arc<dyn ConfigStore> = s.clone();
-        let limits = WatchLimits { buffer: 2, stall: Duration::from_millis(200), progress: Duration::from_secs(60) };
+        let limits =
+            WatchLimits { buffer: 2, stall: Duration::from_millis(200), progress: Duration::from_secs(60) };
         let mut w = watch(dyn_store, "", None, limits).await.unwrap();
         for i in 0..10 {
             s.apply(WriteBatch::new().put(format!("k/{i}"), "v")).await.unwrap();
         }
         tokio::time::sleep(Duration::from_millis(800)).await;
         let mut got = Vec::new();
-        while let Some(item) = tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("no hang") {
+        while let Some(item) = tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("no hang")
+        {
             got.push(item);
         }
         assert!(got.len() <= 3, "at most the queue and the error: {got:?}");
         let Some(Err(e)) = got.pop() else { panic!("the watch ends with an error: {got:?}") };
         let WatchError::FellBehind { last, .. } = &e else { panic!("{e}") };
-        assert_eq!(last, &got.last().unwrap().as_ref().unwrap().position, "resume from the last event queued");
+        assert_eq!(
+            last,
+            &got.last().unwrap().as_ref().unwrap().position,
+            "resume from the last event queued"
+        );
         assert_eq!(tonic::Status::from(e).code(), tonic::Code::ResourceExhausted);
     }
 }

@@ -17,3 +17,4 @@ mod support;
 mod tls;
 mod transfer;
 mod users;
+mod watch;
