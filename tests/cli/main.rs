@@ -27,6 +27,7 @@ mod scenario;
 mod sessions;
 mod tls;
 mod users;
+mod watch;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spectrum");
 /// The secret every test uses; no output or log may ever show it.

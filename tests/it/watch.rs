@@ -312,3 +312,63 @@ async fn a_malformed_position_is_refused_naming_it_and_an_unknown_store_resumes_
     assert_eq!(next_events(&mut resumed, 1).await[0].key, "settings/a");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_streams_a_watch_as_newline_delimited_json() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+
+    let cluster = cluster("it-watch-http", |b| b).await;
+    let admin = client(&cluster.balancer_addr()).await;
+    let authority = cluster.balancer_url().strip_prefix("http://").unwrap().to_owned();
+    let stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::get("/api/v1/watch?prefix=settings/")
+        .header("host", &authority)
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let mut body = response.into_body();
+    admin.put("settings/a", r#"{"n":1}"#, AckLevel::All).await.unwrap();
+    admin.delete("settings/a", AckLevel::All).await.unwrap();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    while lines.iter().filter(|l| l["kind"] != "progress").count() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let frame =
+            tokio::time::timeout(left, body.frame()).await.expect("events within 20 s").unwrap().unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+        while let Some((line, rest)) = text.split_once('\n') {
+            lines.push(serde_json::from_str(line).unwrap());
+            text = rest.to_owned();
+        }
+    }
+    let changes: Vec<&serde_json::Value> = lines.iter().filter(|l| l["kind"] != "progress").collect();
+    assert_eq!((changes[0]["kind"].as_str(), changes[0]["key"].as_str()), (Some("put"), Some("settings/a")));
+    assert_eq!(changes[0]["value"]["n"], 1, "JSON values stay JSON");
+    assert_eq!(changes[1]["kind"], "delete");
+    let position: WatchPosition = changes[1]["position"].as_str().unwrap().parse().unwrap();
+    assert!(changes[1]["version"].as_str().unwrap().contains(':'));
+
+    // A malformed position is a 400 naming it, as JSON.
+    let stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::get("/api/v1/watch?from=nonsense")
+        .header("host", &authority)
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("from"), "{error}");
+    assert!(position.index > 0);
+    cluster.shutdown().await;
+}
