@@ -15,6 +15,9 @@
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use spectrum::client::{AckLevel, AdminClient, ReadAfter};
 use spectrum::demo::{DataflowClient, DataflowService, proto::RunRequest};
@@ -142,13 +145,48 @@ async fn story(mut cluster: Cluster) -> Result<(), Box<dyn Error>> {
         println!("   {} has settings/greeting = {:?}", node.id(), got.to_string());
     }
 
+    // 5. A watcher sees a dataflow change; every node reloads the dataflow.
+    println!("\n5. changing the dataflow; a watcher through the balancer sees it, every node reloads it");
+    reload(&cluster, &admin).await?;
+
     println!(
         "\nsummary: 3 nodes, {} config entries replicated to every node, {} requests served with 0 failures, \
-         failover after node-2 stopped, a later change reached both remaining nodes",
+         failover after node-2 stopped, a later change reached both remaining nodes, a watched dataflow \
+         change reloaded on both",
         entries.len() + 1,
         2 * REQUESTS
     );
     cluster.shutdown().await;
+    Ok(())
+}
+
+/// Changes the dataflow (no postcode lookup any more) while watching `dataflows/`
+/// through the balancer, then runs it on each node until that node has reloaded it.
+async fn reload(cluster: &Cluster, admin: &AdminClient) -> Result<(), Box<dyn Error>> {
+    let mut changes = admin.watch("dataflows/", None);
+    let watcher = tokio::spawn(async move { changes.next().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let definition = br#"{"steps":["trim","uppercase","expand_abbreviations"]}"#.to_vec();
+    let written = admin.create_dataflow("normalize-address", definition, true, AckLevel::All).await?.write;
+    let event = watcher.await?.ok_or("the watch ended")??;
+    println!("   watcher: {} {} version {} (resume from {})", event.kind, event.key, written.version, event.position);
+    for node in cluster.nodes() {
+        let mut flows = DataflowClient::connect(node.url().to_owned()).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let request = RunRequest { dataflow: "normalize-address".into(), address: ADDRESSES[1].into() };
+            let out = flows.run(request).await?.into_inner();
+            if out.preloaded && out.dataflow_version == written.version.to_string() {
+                let postcode = if out.postcode.is_empty() { "(no lookup)" } else { &out.postcode };
+                println!("   {} reloaded it: {:<24} -> {:<24} {postcode}", node.id(), ADDRESSES[1], out.normalized);
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{} did not reload the dataflow", node.id()).into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     Ok(())
 }
 

@@ -51,6 +51,14 @@
 //! Every row is validated when the file is opened: a damaged row is a
 //! [`StoreError::Storage`] naming the table and key, never a panic.
 //!
+//! The change log (`change_log`, format 3; see `redb_log.rs` and
+//! [`changelog`](crate::changelog)) holds one row per feed entry, written and
+//! compacted in the transaction of the change it describes, so
+//! [`changes_since`](ConfigStore::changes_since) resumes from a position issued
+//! before a restart or a `kill -9`. A format-2 file is upgraded in place on first
+//! open (its log starts empty at its feed head); builds that read only format 2
+//! refuse a format-3 file, naming the version, so none can commit without logging.
+//!
 //! # Origin
 //!
 //! A new file gets a fresh [`Origin`] (its node id and a random incarnation),
@@ -59,8 +67,9 @@
 //! that is lost and created again gets a new one, so a node restarted on an
 //! empty disk never reuses a sequence number its peers hold. A file written
 //! before incarnations existed (format 1) has none: it keeps writing under its
-//! bare node id, which its records already name, and is upgraded to format 2
-//! (which older builds refuse to open, naming the version) on first open.
+//! bare node id, which its records already name, and is upgraded to the
+//! current format (which older builds refuse to open, naming the version) on
+//! first open.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
