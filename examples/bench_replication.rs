@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use futures::StreamExt;
+use hyper_util::rt::TokioIo;
 use spectrum::client::{AckLevel, AdminClient, WatchPosition};
 use spectrum::core::transport::{self, Listener};
 use spectrum::core::{ChannelConnector, ClusterId, Hlc, NodeId, PeerAddr, TransportConfig};
@@ -236,8 +236,9 @@ async fn watch_throughput(nodes: &[Node]) -> Result<(), BoxError> {
     client.put("settings/bulk/marker", "m", AckLevel::All).await?;
     let from: WatchPosition = marker.await?.ok_or("no marker event")??.position;
     for chunk in 0..CHANGES / 500 {
-        let batch = (0..500)
-            .fold(WriteBatch::new(), |b, i| b.put(format!("settings/bulk/{chunk:03}/{i:03}"), vec![b'v'; 64]));
+        let batch = (0..500).fold(WriteBatch::new(), |b, i| {
+            b.put(format!("settings/bulk/{chunk:03}/{i:03}"), vec![b'v'; 64])
+        });
         let records = nodes[0].store().apply(batch).await?;
         nodes[0]
             .replicator()

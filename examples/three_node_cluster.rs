@@ -169,7 +169,10 @@ async fn reload(cluster: &Cluster, admin: &AdminClient) -> Result<(), Box<dyn Er
     let definition = br#"{"steps":["trim","uppercase","expand_abbreviations"]}"#.to_vec();
     let written = admin.create_dataflow("normalize-address", definition, true, AckLevel::All).await?.write;
     let event = watcher.await?.ok_or("the watch ended")??;
-    println!("   watcher: {} {} version {} (resume from {})", event.kind, event.key, written.version, event.position);
+    println!(
+        "   watcher: {} {} version {} (resume from {})",
+        event.kind, event.key, written.version, event.position
+    );
     for node in cluster.nodes() {
         let mut flows = DataflowClient::connect(node.url().to_owned()).await?;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -178,7 +181,12 @@ async fn reload(cluster: &Cluster, admin: &AdminClient) -> Result<(), Box<dyn Er
             let out = flows.run(request).await?.into_inner();
             if out.preloaded && out.dataflow_version == written.version.to_string() {
                 let postcode = if out.postcode.is_empty() { "(no lookup)" } else { &out.postcode };
-                println!("   {} reloaded it: {:<24} -> {:<24} {postcode}", node.id(), ADDRESSES[1], out.normalized);
+                println!(
+                    "   {} reloaded it: {:<24} -> {:<24} {postcode}",
+                    node.id(),
+                    ADDRESSES[1],
+                    out.normalized
+                );
                 break;
             }
             if Instant::now() > deadline {

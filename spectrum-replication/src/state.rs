@@ -21,7 +21,7 @@ use crate::record::{
 };
 
 /// One node's copy: the records and everything known about them.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct State {
     /// The winning record per key.
     records: BTreeMap<String, Record>,
@@ -38,20 +38,6 @@ pub(crate) struct State {
     /// Index of the last change (0: none yet). The changes themselves are kept
     /// by the store's change log (see [`changelog`](crate::changelog)).
     head: u64,
-}
-
-impl Default for State {
-    fn default() -> Self {
-        Self {
-            records: BTreeMap::new(),
-            by_origin: BTreeMap::new(),
-            tombstones: BTreeSet::new(),
-            vv: VersionVector::default(),
-            pending: BTreeMap::new(),
-            gc_floor: VersionVector::default(),
-            head: 0,
-        }
-    }
 }
 
 /// What one operation changes. Built by the `plan_*` methods, applied by
