@@ -22,6 +22,8 @@
 //! - [`client`]: the typed management client ([`client::AdminClient`]), whose
 //!   results are the [`model`] types; [`admin`]: the same operations on a node,
 //!   which the gRPC [`management`] service adapts.
+//! - [`watch`]: following the changes under a prefix, resumable across restarts
+//!   and on any node ([`client::AdminClient::watch`], [`NodeContext::watch`]).
 //! - [`registry`] and [`license`]: resource definitions with sealed secrets, and
 //!   licenses with their expiry.
 //! - [`auth`]: who may call the management API: bearer tokens, users stored as
