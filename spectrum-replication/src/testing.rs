@@ -113,6 +113,7 @@ fn remote(key: &str, value: Option<&str>, wall_ms: u64, origin: &str, seq: u64) 
         stamp: Timestamp::new(wall_ms, 0),
         origin: self::origin(origin),
         seq,
+        lineage: Default::default(),
     }
 }
 

@@ -36,6 +36,7 @@ fn remote(key: &str, origin: &str, seq: u64, wall_ms: u64) -> Record {
         stamp: Timestamp::new(wall_ms, 0),
         origin: self::origin(origin),
         seq,
+        lineage: Default::default(),
     }
 }
 

@@ -52,6 +52,7 @@ fn universe() -> impl Strategy<Value = Vec<Record>> {
                             stamp: Timestamp::new(wall, 0),
                             origin: origin.parse().unwrap(),
                             seq: i as u64 + 1,
+                            lineage: Default::default(),
                         }
                     })
                     .collect::<Vec<_>>()
