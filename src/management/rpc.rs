@@ -16,6 +16,7 @@ pub enum Rpc {
     Delete,
     List,
     Status,
+    ListConflicts,
     SetLicense,
     ShowLicense,
     CreateDataflow,
@@ -50,12 +51,13 @@ pub enum Rpc {
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 33] = [
+    pub const ALL: [Rpc; 34] = [
         Rpc::Get,
         Rpc::Put,
         Rpc::Delete,
         Rpc::List,
         Rpc::Status,
+        Rpc::ListConflicts,
         Rpc::SetLicense,
         Rpc::ShowLicense,
         Rpc::CreateDataflow,
@@ -93,7 +95,7 @@ impl Rpc {
     pub fn required_role(self) -> Role {
         use Rpc::*;
         match self {
-            Get | List | Status | ShowLicense | ListDataflows | ShowDataflow | ListResources
+            Get | List | Status | ListConflicts | ShowLicense | ListDataflows | ShowDataflow | ListResources
             | ShowResource | ExportResources | ExportConfig | ShowBalancerSettings => Role::Viewer,
             SetNodeState | CheckResources | ListAudit => Role::Operator,
             Put
@@ -154,6 +156,7 @@ impl Rpc {
             Delete => "Delete",
             List => "List",
             Status => "Status",
+            ListConflicts => "ListConflicts",
             SetLicense => "SetLicense",
             ShowLicense => "ShowLicense",
             CreateDataflow => "CreateDataflow",

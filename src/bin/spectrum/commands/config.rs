@@ -15,5 +15,8 @@ pub(super) async fn run(client: &AdminClient, cmd: ConfigCommand, ack: AckLevel,
         }
         ConfigCommand::Delete { key } => emit(&client.delete(&key, ack).await?, json),
         ConfigCommand::List { prefix } => emit(&client.list(&prefix, ReadAfter::Anything).await?, json),
+        ConfigCommand::Conflicts { prefix } => {
+            emit(&client.conflicts(&prefix, ReadAfter::Anything).await?, json)
+        }
     }
 }
