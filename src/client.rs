@@ -41,9 +41,10 @@ use tonic::transport::Channel;
 
 use crate::auth::{Token, TokenInterceptor};
 use crate::model::{
-    AuditLog, BalancerSettings, ConfigExport, ConflictInfo, Conflicts, Dataflows, Entries, Entry, ImportReport, KeyWritten,
-    LicenseInfo, LicenseInstalled, NameWritten, NodeStateChanged, NodeStatus, ResourceChecks, ResourceExport,
-    ResourceInfo, ResourceStored, Resources, StrategyWritten, UserRevoked, UserToken, Users, WeightWritten,
+    AuditLog, BalancerSettings, ConfigExport, ConflictInfo, Conflicts, Dataflows, Entries, Entry,
+    ImportReport, KeyWritten, LicenseInfo, LicenseInstalled, NameWritten, NodeStateChanged, NodeStatus,
+    ResourceChecks, ResourceExport, ResourceInfo, ResourceStored, Resources, StrategyWritten, UserRevoked,
+    UserToken, Users, WeightWritten,
 };
 use crate::pb::{
     InvalidAnswer, ack_to_wire, node_id, proto, read_after_to_wire, read_options_to_wire, receipt, required,
@@ -326,7 +327,11 @@ impl AdminClient {
     /// # Errors
     ///
     /// `UNAVAILABLE` when the node has not caught up with `after`.
-    pub async fn conflicts(&self, prefix: &str, after: impl Into<ReadAfter>) -> Result<Conflicts, ClientError> {
+    pub async fn conflicts(
+        &self,
+        prefix: &str,
+        after: impl Into<ReadAfter>,
+    ) -> Result<Conflicts, ClientError> {
         let after: ReadAfter = after.into();
         let request = proto::ListConflictsRequest {
             prefix: prefix.to_owned(),

@@ -23,8 +23,8 @@ use crate::auth::{Role, Token};
 use crate::namespace::AuditRecord;
 use crate::session::Session;
 
-pub use conflicts::{ConflictInfo, ConflictVersion, Conflicts};
 pub use balancer::{BalancerSettings, StrategySetting, StrategyWritten, WeightSetting, WeightWritten};
+pub use conflicts::{ConflictInfo, ConflictVersion, Conflicts};
 
 /// What a read must have seen before it answers: nothing in particular, or a
 /// write (read-your-writes through the balancer, whichever node answers).

@@ -694,7 +694,10 @@ impl From<model::ConflictInfo> for proto::Conflict {
     }
 }
 
-fn conflict_version(field: &str, v: Option<proto::ConflictVersion>) -> Result<model::ConflictVersion, InvalidAnswer> {
+fn conflict_version(
+    field: &str,
+    v: Option<proto::ConflictVersion>,
+) -> Result<model::ConflictVersion, InvalidAnswer> {
     let v = required(field, v)?;
     Ok(model::ConflictVersion {
         version: token(&format!("{field}.version"), &v.version)?,

@@ -7,7 +7,9 @@ use super::params::{Body, CreateParams, ListParams, Name, ReadParams, WriteParam
 use super::{Answer, Api, ErrorBody, authorize};
 use crate::auth::Caller;
 use crate::management::{Rpc, license_name};
-use crate::model::{Conflicts, Dataflow, Entries, Entry, KeyWritten, LicenseInfo, LicenseInstalled, NameWritten};
+use crate::model::{
+    Conflicts, Dataflow, Entries, Entry, KeyWritten, LicenseInfo, LicenseInstalled, NameWritten,
+};
 use crate::namespace::Namespace;
 
 /// Live entries, optionally under a prefix (resource definitions redacted).
@@ -37,8 +39,10 @@ pub(super) async fn conflicts(
 ) -> Answer {
     authorize(&api, caller, Rpc::ListConflicts, "").await?;
     let q: ListParams = query(&uri)?;
-    let found =
-        api.admin().conflicts(q.prefix.as_deref().unwrap_or_default(), &after(q.min_version.as_deref())?).await?;
+    let found = api
+        .admin()
+        .conflicts(q.prefix.as_deref().unwrap_or_default(), &after(q.min_version.as_deref())?)
+        .await?;
     Ok(api.json(&found))
 }
 

@@ -95,8 +95,10 @@ impl Rpc {
     pub fn required_role(self) -> Role {
         use Rpc::*;
         match self {
-            Get | List | Status | ListConflicts | ShowLicense | ListDataflows | ShowDataflow | ListResources
-            | ShowResource | ExportResources | ExportConfig | ShowBalancerSettings => Role::Viewer,
+            Get | List | Status | ListConflicts | ShowLicense | ListDataflows | ShowDataflow
+            | ListResources | ShowResource | ExportResources | ExportConfig | ShowBalancerSettings => {
+                Role::Viewer
+            }
             SetNodeState | CheckResources | ListAudit => Role::Operator,
             Put
             | Delete

@@ -85,7 +85,11 @@ impl fmt::Display for Conflicts {
         if self.0.is_empty() {
             return writeln!(f, "no open conflicts");
         }
-        writeln!(f, "{:<32} {:<6} {:<28} {:<10} {:<24} WRITTEN AT", "KEY", "SIDE", "VERSION", "NODE", "WRITE")?;
+        writeln!(
+            f,
+            "{:<32} {:<6} {:<28} {:<10} {:<24} WRITTEN AT",
+            "KEY", "SIDE", "VERSION", "NODE", "WRITE"
+        )?;
         for c in &self.0 {
             for (side, v) in [("winner", &c.winner), ("loser", &c.loser)] {
                 let key = if side == "winner" { c.key.as_str() } else { "" };

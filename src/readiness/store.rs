@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use spectrum_replication::{
-    ChangeBatch, ConfigStore, Conflict, Delta, MergeReport, Origin, Record, Snapshot, StoreError, VersionVector,
-    WriteBatch,
+    ChangeBatch, ConfigStore, Conflict, Delta, MergeReport, Origin, Record, Snapshot, StoreError,
+    VersionVector, WriteBatch,
 };
 use tokio::sync::broadcast;
 use tracing::{debug, info};
