@@ -1,7 +1,7 @@
 //! Conflicts: two writes to one key made without seeing each other.
 //!
 //! Last-writer-wins picks one of them, and the other used to be lost
-//! silently. Now every write carries its [`Lineage`](crate::record::Lineage):
+//! silently. Now every write carries its [`Lineage`]:
 //! the version its store held for the key, and a causal context saying which
 //! earlier writes to the key it supersedes. A store keeps, per key, the
 //! *frontier* of the writes it has seen: every write no other seen write

@@ -24,7 +24,7 @@
 //!   lacks (within a byte budget), and [`merge`](ConfigStore::merge) of that delta
 //!   with its `covers` brings the peer up to date.
 //! - Two writes to one key made without seeing each other are a
-//!   [conflict](conflict): last-writer-wins still decides what the key reads,
+//!   [conflict]: last-writer-wins still decides what the key reads,
 //!   but the loser is kept, replicated, and listed by
 //!   [`conflicts`](ConfigStore::conflicts) on every replica until a later
 //!   write that saw both clears it.
