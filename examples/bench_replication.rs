@@ -318,6 +318,7 @@ fn preloaded(keys: usize) -> (Vec<Record>, VersionVector) {
             stamp: spectrum::core::Timestamp::new(1_000 + i as u64, 0),
             origin: origin.clone(),
             seq: i as u64 + 1,
+            lineage: Default::default(),
         })
         .collect();
     let mut covers = VersionVector::default();

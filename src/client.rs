@@ -41,9 +41,10 @@ use tonic::transport::Channel;
 
 use crate::auth::{Token, TokenInterceptor};
 use crate::model::{
-    AuditLog, BalancerSettings, ConfigExport, Dataflows, Entries, Entry, ImportReport, KeyWritten,
-    LicenseInfo, LicenseInstalled, NameWritten, NodeStateChanged, NodeStatus, ResourceChecks, ResourceExport,
-    ResourceInfo, ResourceStored, Resources, StrategyWritten, UserRevoked, UserToken, Users, WeightWritten,
+    AuditLog, BalancerSettings, ConfigExport, ConflictInfo, Conflicts, Dataflows, Entries, Entry,
+    ImportReport, KeyWritten, LicenseInfo, LicenseInstalled, NameWritten, NodeStateChanged, NodeStatus,
+    ResourceChecks, ResourceExport, ResourceInfo, ResourceStored, Resources, StrategyWritten, UserRevoked,
+    UserToken, Users, WeightWritten,
 };
 use crate::pb::{
     InvalidAnswer, ack_to_wire, node_id, proto, read_after_to_wire, read_options_to_wire, receipt, required,
@@ -320,6 +321,31 @@ impl AdminClient {
         };
         let answer = self.call().list(request).await?.into_inner();
         Ok(Entries(answer.entries.into_iter().map(Entry::try_from).collect::<Result<_, _>>()?))
+    }
+
+    /// The open conflicts of keys starting with `prefix`, as the answering node
+    /// holds them (every node agrees once it has every write): writes to one key
+    /// made on different nodes without seeing each other, each with the version,
+    /// node and time of the write the key kept and of the one it lost. A later
+    /// write to the key through a node that holds the conflict clears it.
+    ///
+    /// # Errors
+    ///
+    /// `UNAVAILABLE` when the node has not caught up with `after`.
+    pub async fn conflicts(
+        &self,
+        prefix: &str,
+        after: impl Into<ReadAfter>,
+    ) -> Result<Conflicts, ClientError> {
+        let after: ReadAfter = after.into();
+        let request = proto::ListConflictsRequest {
+            prefix: prefix.to_owned(),
+            min_version: read_after_to_wire(&after),
+            read: self.read_options(&after),
+        };
+        let answer = self.call().list_conflicts(request).await?.into_inner();
+        let found = answer.conflicts.into_iter().map(ConflictInfo::try_from).collect::<Result<_, _>>()?;
+        Ok(Conflicts(found))
     }
 
     /// Writes `value` at `key`, acknowledged at `ack`.

@@ -8,6 +8,7 @@
 //! serialise as JSON; any other value as a string.
 
 mod balancer;
+mod conflicts;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,6 +24,7 @@ use crate::namespace::AuditRecord;
 use crate::session::Session;
 
 pub use balancer::{BalancerSettings, StrategySetting, StrategyWritten, WeightSetting, WeightWritten};
+pub use conflicts::{ConflictInfo, ConflictVersion, Conflicts};
 
 /// What a read must have seen before it answers: nothing in particular, or a
 /// write (read-your-writes through the balancer, whichever node answers).
@@ -257,6 +259,9 @@ pub struct NodeStatus {
     /// member (not left or removed) has seen it, so a count that stays up points at
     /// a member that is behind or gone without being removed.
     pub tombstones: u64,
+    /// Open conflicts it holds: writes to one key made without seeing each other
+    /// (see [`Conflicts`]); every node agrees once it has every write.
+    pub conflicts: u64,
     /// Its version vector: the highest sequence number held per origin, that is
     /// per store incarnation (`node~incarnation`, or the bare node id for a store
     /// from before incarnations; a node that lost its disk has one entry per store).
@@ -281,6 +286,15 @@ impl fmt::Display for NodeStatus {
             self.cluster, self.node, self.addr, self.version
         )?;
         writeln!(f, "{} live keys, {} tombstones not yet collected", self.keys, self.tombstones)?;
+        if self.conflicts > 0 {
+            writeln!(
+                f,
+                "{} open conflicts (writes that overwrote each other unseen): spectrum config conflicts",
+                self.conflicts
+            )?;
+        } else {
+            writeln!(f, "0 open conflicts")?;
+        }
         if let Some(why) = &self.clock_fenced {
             writeln!(f, "CLOCK FENCED (refusing writes, not ready): {why}")?;
         }

@@ -220,6 +220,7 @@ impl From<model::NodeStatus> for proto::StatusResponse {
             peers: s.peers.into_iter().map(Into::into).collect(),
             keys: s.keys,
             tombstones: s.tombstones,
+            conflicts: s.conflicts,
             digest: s.digest.into_iter().collect(),
             resources: s.resources.into_iter().map(Into::into).collect(),
             clock_fenced: s.clock_fenced.unwrap_or_default(),
@@ -487,6 +488,7 @@ impl TryFrom<proto::StatusResponse> for model::NodeStatus {
             version: s.version,
             keys: s.keys,
             tombstones: s.tombstones,
+            conflicts: s.conflicts,
             digest: s.digest.into_iter().collect::<BTreeMap<_, _>>(),
             members: s.members.into_iter().map(model::MemberInfo::try_from).collect::<Result<_, _>>()?,
             peers: s.peers.into_iter().map(model::PeerInfo::try_from).collect::<Result<_, _>>()?,
@@ -597,6 +599,54 @@ impl TryFrom<proto::AuditEntry> for model::AuditEntry {
                 code: e.code,
                 message: e.message,
             },
+        })
+    }
+}
+
+impl From<model::ConflictVersion> for proto::ConflictVersion {
+    fn from(v: model::ConflictVersion) -> Self {
+        Self {
+            version: v.version.to_string(),
+            node: v.node.to_string(),
+            stamp_wall_ms: v.stamp_wall_ms,
+            stamp_logical: v.stamp_logical,
+            deleted: v.deleted,
+            replaces: v.replaces.map(|t| t.to_string()).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<model::ConflictInfo> for proto::Conflict {
+    fn from(c: model::ConflictInfo) -> Self {
+        Self { key: c.key, winner: Some(c.winner.into()), loser: Some(c.loser.into()) }
+    }
+}
+
+fn conflict_version(
+    field: &str,
+    v: Option<proto::ConflictVersion>,
+) -> Result<model::ConflictVersion, InvalidAnswer> {
+    let v = required(field, v)?;
+    Ok(model::ConflictVersion {
+        version: token(&format!("{field}.version"), &v.version)?,
+        node: node_id(&format!("{field}.node"), &v.node)?,
+        stamp_wall_ms: v.stamp_wall_ms,
+        stamp_logical: v.stamp_logical,
+        deleted: v.deleted,
+        replaces: match v.replaces.as_str() {
+            "" => None,
+            text => Some(token(&format!("{field}.replaces"), text)?),
+        },
+    })
+}
+
+impl TryFrom<proto::Conflict> for model::ConflictInfo {
+    type Error = InvalidAnswer;
+    fn try_from(c: proto::Conflict) -> Result<Self, Self::Error> {
+        Ok(Self {
+            winner: conflict_version("conflict.winner", c.winner)?,
+            loser: conflict_version("conflict.loser", c.loser)?,
+            key: c.key,
         })
     }
 }

@@ -23,6 +23,11 @@
 //!   Given a peer's digest, [`delta`](ConfigStore::delta) returns what the peer
 //!   lacks (within a byte budget), and [`merge`](ConfigStore::merge) of that delta
 //!   with its `covers` brings the peer up to date.
+//! - Two writes to one key made without seeing each other are a
+//!   [conflict]: last-writer-wins still decides what the key reads,
+//!   but the loser is kept, replicated, and listed by
+//!   [`conflicts`](ConfigStore::conflicts) on every replica until a later
+//!   write that saw both clears it.
 //! - Deletes are tombstones. [`collect_tombstones`](ConfigStore::collect_tombstones)
 //!   drops the ones every member has seen (see [`horizon`], which reads each
 //!   member through the origin its store writes under now); a peer whose
@@ -156,6 +161,7 @@
 pub mod anti_entropy;
 pub mod changelog;
 pub mod clock;
+pub mod conflict;
 pub mod credential;
 pub mod error;
 mod handshake;
@@ -190,13 +196,15 @@ pub use changelog::{
     FeedHead,
 };
 pub use clock::{ClockCheck, OFFSET_FRESH};
+pub use conflict::Conflict;
 pub use credential::PeerCredential;
 pub use error::{PeerFailure, ReplicationError, StoreError};
 pub use memory::MemoryStore;
 pub use origin::{InvalidOrigin, Origin};
 pub use peers::PeerTable;
 pub use record::{
-    Change, ChangeBatch, Delta, MergeReport, Record, Snapshot, VersionToken, VersionVector, Write, WriteBatch,
+    Change, ChangeBatch, Delta, Lineage, MergeReport, Record, Snapshot, VersionToken, VersionVector, Write,
+    WriteBatch,
 };
 pub use redb::RedbStore;
 pub use replicator::{AckLevel, AckReport, PeerStatus, Replicator};

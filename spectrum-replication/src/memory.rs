@@ -29,6 +29,7 @@ use tokio::sync::broadcast;
 use tracing::trace;
 
 use crate::changelog::{ChangeLogLimits, DEFAULT_CHANGE_LOG_CAPACITY, FeedHead, MemoryLog};
+use crate::conflict::Conflict;
 use crate::error::StoreError;
 use crate::origin::Origin;
 use crate::record::{
@@ -208,8 +209,12 @@ impl ConfigStore for MemoryStore {
         Ok(self.state.lock().snapshot())
     }
 
+    async fn conflicts(&self, prefix: &str) -> Result<Vec<Conflict>, StoreError> {
+        Ok(self.state.lock().conflicts(prefix))
+    }
+
     async fn restore(&self, snapshot: Snapshot) -> Result<MergeReport, StoreError> {
-        for r in &snapshot.records {
+        for r in snapshot.records.iter().chain(&snapshot.conflicts) {
             check_record(r, self.max_value_bytes)?;
         }
         let mut st = self.state.lock();
@@ -256,6 +261,7 @@ mod tests {
             stamp: Timestamp::new(wall, 0),
             origin: origin.parse().unwrap(),
             seq,
+            lineage: Default::default(),
         }
     }
 

@@ -27,7 +27,10 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// Two records for the same key are ordered by `(stamp, origin)`: the greater one
 /// wins (last writer wins), which makes merge commutative, associative and
 /// idempotent. `(origin, seq)` names the write: each store incarnation writes
-/// under an [`Origin`] of its own, so no two writes ever share it.
+/// under an [`Origin`] of its own, so no two writes ever share it. Its
+/// [`lineage`](Record::lineage) says which earlier writes to the key it saw, so
+/// that two writes that did not see each other are kept as a
+/// [conflict](crate::conflict) rather than lost silently.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// The key.
@@ -40,12 +43,49 @@ pub struct Record {
     pub origin: Origin,
     /// The writer's per-origin sequence number (1, 2, 3, … per origin).
     pub seq: u64,
+    /// What the writer's store held for the key when it wrote: see [`Lineage`].
+    pub lineage: Lineage,
+}
+
+/// Which earlier writes to its key a write saw (and so replaced), recorded by
+/// the writer's store when it applied the write.
+///
+/// - `replaces` names the record the store held for the key (the winner), or
+///   `None` when it held none.
+/// - `context` is the causal context of the write for its key: per origin, the
+///   highest sequence number of a write to this key that this write supersedes.
+///   It is the join of the held winner's and every held conflict loser's
+///   context and version (so a write that saw a conflict supersedes both
+///   sides), or, for a key the store holds nothing for, its tombstone floor
+///   (every write to the key below it was deleted and collected). One
+///   origin's writes to one key are ordered on that origin, so a vector per
+///   key is exact: the dotted version vectors of Preguiça et al., "Dotted
+///   Version Vectors: Logical Clocks for Optimistic Replication" (2010), as
+///   Riak uses them for siblings.
+///
+/// Records written before lineages existed (or by a node that predates them)
+/// have an empty lineage: they supersede nothing by context, so such a write
+/// and a concurrent one show as a conflict.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lineage {
+    /// The version (`origin:seq`) the writer's store held for the key, if any.
+    pub replaces: Option<VersionToken>,
+    /// Per origin, the highest sequence number of a write to this key that this
+    /// write supersedes.
+    pub context: VersionVector,
 }
 
 impl Record {
     /// Whether this record beats `other` for the same key under last-writer-wins.
     pub fn wins_over(&self, other: &Record) -> bool {
         (self.stamp, &self.origin) > (other.stamp, &other.origin)
+    }
+
+    /// Whether this record's writer saw `other` (a record for the same key)
+    /// before writing, by this record's [`Lineage::context`]: `other` is then
+    /// superseded, not in conflict. A record does not supersede itself.
+    pub fn saw(&self, other: &Record) -> bool {
+        self.lineage.context.get(&other.origin) >= other.seq
     }
 
     /// Whether this record is a tombstone.
@@ -55,7 +95,9 @@ impl Record {
 
     /// Approximate encoded size, used for byte budgets.
     pub fn encoded_len(&self) -> usize {
-        self.key.len() + self.value.as_ref().map_or(0, Bytes::len) + self.origin.text_len() + 24
+        let lineage = self.lineage.replaces.as_ref().map_or(0, |t| t.origin.text_len() + 12)
+            + self.lineage.context.entries.keys().map(|o| o.text_len() + 14).sum::<usize>();
+        self.key.len() + self.value.as_ref().map_or(0, Bytes::len) + self.origin.text_len() + 24 + lineage
     }
 
     /// The version token naming this write.
@@ -289,6 +331,10 @@ pub struct MergeReport {
 pub struct Snapshot {
     /// Every stored record, in key order.
     pub records: Vec<Record>,
+    /// Every stored conflict loser (see [`conflict`](crate::conflict)), in key
+    /// order: records kept beside the winner of their key because neither saw
+    /// the other.
+    pub conflicts: Vec<Record>,
     /// The maker's version vector when the copy was taken: the records stand for
     /// every write it covers (a write it covers whose key has no record here was
     /// superseded by a collected tombstone).

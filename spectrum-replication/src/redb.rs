@@ -46,7 +46,8 @@
 //! a change to the wire format is a change to the disk format: keep it
 //! backward compatible (new fields optional, no renumbering), or existing files
 //! no longer open. The
-//! version vector, pending sequence numbers, tombstone floor, change-feed head,
+//! conflict losers of each key (a `RecordList`; a file without the table
+//! has none), version vector, pending sequence numbers, tombstone floor, change-feed head,
 //! HLC high-water mark, owning node id and origin live in tables of their own.
 //! Every row is validated when the file is opened: a damaged row is a
 //! [`StoreError::Storage`] naming the table and key, never a panic.
@@ -85,6 +86,7 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, trace, warn};
 
 use crate::changelog::{ChangeLogLimits, FeedHead};
+use crate::conflict::Conflict;
 use crate::error::StoreError;
 use crate::origin::{InvalidOrigin, Origin};
 use crate::proto;
@@ -94,9 +96,13 @@ use crate::record::{
 use crate::redb_log::{self, CHANGES, corrupt, storage};
 use crate::state::{Changes, Parts, State, check_record};
 use crate::store::{ConfigStore, FEED_CAPACITY};
+use crate::wire::{records_from_wire, records_to_wire};
 
 /// key → protobuf `Record`.
 const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
+/// key → protobuf `RecordList`: the key's conflict losers (see
+/// [`conflict`](crate::conflict)); no row when it has none.
+const LOSERS: TableDefinition<&str, &[u8]> = TableDefinition::new("conflict_losers");
 /// origin → highest contiguous sequence number seen.
 const VV: TableDefinition<&str, u64> = TableDefinition::new("version_vector");
 /// origin → sequence numbers seen above a gap (big-endian u64s, ascending).
@@ -372,6 +378,16 @@ impl Shared {
                     }
                 }
             }
+            let mut losers = tx.open_table(LOSERS).map_err(storage(table("conflict_losers"), "open"))?;
+            for (key, list) in &changes.losers {
+                let at = || format!("{}, key {key:?}", table("conflict_losers"));
+                if list.is_empty() {
+                    losers.remove(key.as_str()).map_err(storage(at(), "remove"))?;
+                } else {
+                    let bytes = proto::RecordList { records: records_to_wire(list) }.encode_to_vec();
+                    losers.insert(key.as_str(), bytes.as_slice()).map_err(storage(at(), "write"))?;
+                }
+            }
             let mut vv = tx.open_table(VV).map_err(storage(table("version_vector"), "open"))?;
             for (origin, &seq) in &changes.vv {
                 vv.insert(origin.to_string().as_str(), seq)
@@ -434,6 +450,7 @@ fn claim(db: &Database, shown: &str, node_id: &NodeId) -> Result<Origin, StoreEr
     let origin = {
         let meta_subject = format!("{shown}: table meta");
         tx.open_table(RECORDS).map_err(storage(format!("{shown}: table records"), "create"))?;
+        tx.open_table(LOSERS).map_err(storage(format!("{shown}: table conflict_losers"), "create"))?;
         tx.open_table(VV).map_err(storage(format!("{shown}: table version_vector"), "create"))?;
         tx.open_table(PENDING).map_err(storage(format!("{shown}: table pending"), "create"))?;
         tx.open_table(FLOOR).map_err(storage(format!("{shown}: table gc_floor"), "create"))?;
@@ -525,6 +542,21 @@ fn load(db: &Database, shown: &str) -> Result<(Parts, Timestamp), StoreError> {
             return Err(corrupt(at, format!("the row holds the record of key {:?}", rec.key)));
         }
         parts.records.push(rec);
+    }
+
+    let subject = format!("{shown}: table conflict_losers");
+    let table = tx.open_table(LOSERS).map_err(storage(&subject, "open"))?;
+    for row in table.iter().map_err(storage(&subject, "read"))? {
+        let (k, v) = row.map_err(storage(&subject, "read"))?;
+        let key = k.value();
+        let at = format!("{subject}, key {key:?}");
+        let wire = proto::RecordList::decode(v.value()).map_err(storage(&at, "decode"))?;
+        for rec in records_from_wire(wire.records).map_err(storage(&at, "decode"))? {
+            if rec.key != key {
+                return Err(corrupt(at, format!("the row holds a record of key {:?}", rec.key)));
+            }
+            parts.losers.push(rec);
+        }
     }
 
     let subject = format!("{shown}: table version_vector");
@@ -673,8 +705,12 @@ impl ConfigStore for RedbStore {
         Ok(self.shared.state.read().snapshot())
     }
 
+    async fn conflicts(&self, prefix: &str) -> Result<Vec<Conflict>, StoreError> {
+        Ok(self.shared.state.read().conflicts(prefix))
+    }
+
     async fn restore(&self, snapshot: Snapshot) -> Result<MergeReport, StoreError> {
-        for r in &snapshot.records {
+        for r in snapshot.records.iter().chain(&snapshot.conflicts) {
             check_record(r, self.max_value_bytes)?;
         }
         let report = self.write(move |st, hlc| st.plan_restore(snapshot, hlc)).await?;
@@ -748,6 +784,7 @@ mod tests {
                 stamp: Timestamp::new(1_000, 0),
                 origin: node.parse().unwrap(),
                 seq: 1,
+                lineage: Default::default(),
             };
             let bytes = proto::Record::from(&rec).encode_to_vec();
             tx.open_table(RECORDS).unwrap().insert(rec.key.as_str(), bytes.as_slice()).unwrap();

@@ -20,7 +20,7 @@ use crate::handshake::{Contact, Handshake};
 use crate::peers::PeerTable;
 use crate::proto;
 use crate::proto::replication_server::{Replication, ReplicationServer};
-use crate::record::validate_key;
+use crate::record::{Record, validate_key};
 use crate::store::ConfigStore;
 use crate::wire::{records_from_wire, records_to_wire, vv_from_wire};
 
@@ -308,7 +308,8 @@ impl Replication for ReplicationService {
 
 impl ReplicationService {
     /// One page of a snapshot: the records with keys after `after` (all of them
-    /// for ""), in key order, within `budget` bytes (at least one record).
+    /// for ""), in key order, within `budget` bytes (at least one record), with
+    /// the conflict losers of those keys.
     async fn snapshot_page(&self, after: &str, budget: usize) -> Result<proto::SyncResponse, Status> {
         let snap = self.store.snapshot().await.map_err(store_status)?;
         let start = snap.records.partition_point(|r| r.key.as_str() <= after);
@@ -322,9 +323,17 @@ impl ReplicationService {
             used = used.saturating_add(len);
             end += 1;
         }
+        let complete = end == snap.records.len();
+        let last = snap.records[start..end].last().map(|r| r.key.as_str());
+        let conflicts: Vec<Record> = snap
+            .conflicts
+            .into_iter()
+            .filter(|c| c.key.as_str() > after && (complete || last.is_some_and(|l| c.key.as_str() <= l)))
+            .collect();
         Ok(proto::SyncResponse {
             records: records_to_wire(&snap.records[start..end]),
-            complete: end == snap.records.len(),
+            conflicts: records_to_wire(&conflicts),
+            complete,
             snapshot: true,
             snapshot_digest: Some((&snap.digest).into()),
             gc_floor: Some((&snap.gc_floor).into()),
@@ -374,6 +383,7 @@ mod tests {
             stamp: Some(proto::Stamp { wall_ms: now_ms(), logical: 0 }),
             origin: origin.into(),
             seq,
+            ..proto::Record::default()
         }
     }
 

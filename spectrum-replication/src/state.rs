@@ -13,6 +13,7 @@ use std::ops::Bound;
 
 use spectrum_core::Hlc;
 
+use crate::conflict::{self, Conflict};
 use crate::error::StoreError;
 use crate::origin::Origin;
 use crate::record::{
@@ -25,7 +26,11 @@ use crate::record::{
 pub(crate) struct State {
     /// The winning record per key.
     records: BTreeMap<String, Record>,
-    /// Per origin, sequence number → key of the stored records written there.
+    /// The conflict losers per key (see [`conflict`](crate::conflict)), in
+    /// `(origin, seq)` order; a key is absent when it has none.
+    losers: BTreeMap<String, Vec<Record>>,
+    /// Per origin, sequence number → key of the stored records (winners and
+    /// losers) written there.
     by_origin: BTreeMap<Origin, BTreeMap<u64, String>>,
     /// `(origin, seq)` of every stored tombstone.
     tombstones: BTreeSet<(Origin, u64)>,
@@ -54,12 +59,18 @@ pub(crate) struct Changes {
     pub(crate) gc_floor: BTreeMap<Origin, u64>,
     /// The feed's last index afterwards.
     pub(crate) head: u64,
+    /// New conflict losers of the keys whose losers changed (empty: none left).
+    pub(crate) losers: BTreeMap<String, Vec<Record>>,
 }
 
 impl Changes {
     /// Whether committing would change nothing.
     pub(crate) fn is_empty(&self) -> bool {
-        self.feed.is_empty() && self.vv.is_empty() && self.pending.is_empty() && self.gc_floor.is_empty()
+        self.feed.is_empty()
+            && self.vv.is_empty()
+            && self.pending.is_empty()
+            && self.gc_floor.is_empty()
+            && self.losers.is_empty()
     }
 }
 
@@ -67,6 +78,7 @@ impl Changes {
 #[derive(Debug, Default)]
 pub(crate) struct Parts {
     pub(crate) records: Vec<Record>,
+    pub(crate) losers: Vec<Record>,
     pub(crate) vv: VersionVector,
     pub(crate) pending: BTreeMap<Origin, BTreeSet<u64>>,
     pub(crate) gc_floor: VersionVector,
@@ -117,14 +129,28 @@ impl State {
             head: parts.head,
             ..State::default()
         };
-        for rec in parts.records {
-            if let Some(other) = st.by_origin.get(&rec.origin).and_then(|idx| idx.get(&rec.seq)) {
+        let mut named: BTreeMap<(&Origin, u64), &str> = BTreeMap::new();
+        for rec in parts.records.iter().chain(&parts.losers) {
+            if let Some(other) = named.insert((&rec.origin, rec.seq), &rec.key) {
                 return Err(format!(
                     "keys {other:?} and {:?} both hold record {}:{}",
                     rec.key, rec.origin, rec.seq
                 ));
             }
+        }
+        drop(named);
+        for rec in parts.records {
             st.store(rec);
+        }
+        let mut losers: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+        for rec in parts.losers {
+            if !st.records.contains_key(&rec.key) {
+                return Err(format!("conflict loser {} of key {:?} has no winner", rec.token(), rec.key));
+            }
+            losers.entry(rec.key.clone()).or_default().push(rec);
+        }
+        for (key, list) in losers {
+            st.index_losers(&key, list);
         }
         Ok(st)
     }
@@ -164,9 +190,27 @@ impl State {
             .collect()
     }
 
+    /// The open conflicts of the keys starting with `prefix`, in key order.
+    pub(crate) fn conflicts(&self, prefix: &str) -> Vec<Conflict> {
+        self.losers
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter_map(|(k, losers)| self.records.get(k).map(|w| conflict::conflicts_of(w, losers)))
+            .flatten()
+            .collect()
+    }
+
+    /// The stored record of `key` written as `(origin, seq)`: its winner or one
+    /// of its losers.
+    fn at(&self, key: &str, origin: &Origin, seq: u64) -> Option<&Record> {
+        let is = |r: &&Record| r.seq == seq && r.origin == *origin;
+        self.records.get(key).filter(is).or_else(|| self.losers.get(key)?.iter().find(is))
+    }
+
     pub(crate) fn snapshot(&self) -> Snapshot {
         Snapshot {
             records: self.records.values().cloned().collect(),
+            conflicts: self.losers.values().flatten().cloned().collect(),
             digest: self.vv.clone(),
             gc_floor: self.gc_floor.clone(),
             position: self.head,
@@ -193,7 +237,7 @@ impl State {
                     .get(origin)
                     .into_iter()
                     .flat_map(move |idx| idx.range((Bound::Excluded(lo), hi)))
-                    .filter_map(|(&seq, key)| self.records.get(key).map(|r| (seq, r)))
+                    .filter_map(|(&seq, key)| self.at(key, origin, seq).map(|r| (seq, r)))
             };
             tail.extend(held(from.max(ours), Bound::Unbounded).map(|(_, r)| r));
             let mut due =
@@ -240,8 +284,11 @@ impl State {
     pub(crate) fn plan_apply(&self, me: &Origin, hlc: &Hlc, batch: WriteBatch) -> (Changes, Vec<Record>) {
         // A local write must win over the record it replaces, even one stamped by
         // a peer whose clock runs ahead of ours.
+        // It supersedes the key's conflict losers too, so it wins over them.
         for w in &batch.writes {
-            if let Some(held) = self.records.get(w.key()) {
+            for held in
+                self.records.get(w.key()).into_iter().chain(self.losers.get(w.key()).into_iter().flatten())
+            {
                 hlc.restore(held.stamp);
             }
         }
@@ -253,7 +300,10 @@ impl State {
                 Write::Put { key, value } => (key, Some(value)),
                 Write::Delete { key } => (key, None),
             };
-            let rec = Record { key, value, stamp: hlc.now(), origin: me.clone(), seq };
+            let held: Vec<&Record> = d.get(&key).into_iter().chain(d.losers_of(&key)).collect();
+            let lineage = conflict::lineage_of(&held, &self.gc_floor);
+            let rec = Record { key, value, stamp: hlc.now(), origin: me.clone(), seq, lineage };
+            d.set_losers(&rec.key, Vec::new());
             d.put(rec.clone());
             d.mark_seen(me, seq);
             out.push(rec);
@@ -282,7 +332,9 @@ impl State {
         let mut d = Draft::new(self);
         let mut report = MergeReport::default();
         let keys: BTreeSet<String> = snapshot.records.iter().map(|r| r.key.clone()).collect();
-        for r in snapshot.records {
+        let held: BTreeSet<(Origin, u64)> =
+            snapshot.records.iter().chain(&snapshot.conflicts).map(|r| (r.origin.clone(), r.seq)).collect();
+        for r in snapshot.records.into_iter().chain(snapshot.conflicts) {
             d.merge_one(r, &mut report);
         }
         let dead: Vec<&Record> = self
@@ -294,6 +346,18 @@ impl State {
             hlc.restore(r.stamp);
             d.remove(&r.key);
             d.raise_floor(&r.origin, r.seq);
+        }
+        // A loser the maker saw but no longer holds was superseded there.
+        for key in self.losers.keys() {
+            let versions: Vec<Record> = d.get(key).into_iter().chain(d.losers_of(key)).cloned().collect();
+            let gone = |r: &Record| {
+                snapshot.digest.get(&r.origin) >= r.seq && !held.contains(&(r.origin.clone(), r.seq))
+            };
+            let winner_dropped = d.get(key).is_none();
+            if winner_dropped || versions.iter().any(gone) {
+                versions.iter().filter(|r| gone(r)).for_each(|r| hlc.restore(r.stamp));
+                d.reset_key(key, versions.into_iter().filter(|r| !gone(r)).collect());
+            }
         }
         for (origin, &seq) in &snapshot.digest.entries {
             d.raise_to(origin, seq);
@@ -314,8 +378,13 @@ impl State {
             if horizon.get(origin) < *seq || self.vv.get(origin) < *seq {
                 continue;
             }
-            let Some(rec) =
-                self.by_origin.get(origin).and_then(|i| i.get(seq)).and_then(|k| self.records.get(k))
+            // A tombstone with open conflicts waits until a write clears them.
+            let Some(rec) = self
+                .by_origin
+                .get(origin)
+                .and_then(|i| i.get(seq))
+                .filter(|k| !self.losers.contains_key(*k))
+                .and_then(|k| self.records.get(k))
             else {
                 continue;
             };
@@ -329,6 +398,9 @@ impl State {
 
     /// Applies planned changes.
     pub(crate) fn commit(&mut self, changes: &Changes) {
+        for key in changes.losers.keys() {
+            self.unindex_losers(key);
+        }
         for c in &changes.feed {
             match &c.record {
                 Some(r) => self.store(r.clone()),
@@ -348,6 +420,9 @@ impl State {
         for (origin, &seq) in &changes.gc_floor {
             self.gc_floor.raise(origin, seq);
         }
+        for (key, list) in &changes.losers {
+            self.index_losers(key, list.clone());
+        }
         self.head = changes.head;
     }
 
@@ -359,6 +434,29 @@ impl State {
             self.tombstones.insert((rec.origin.clone(), rec.seq));
         }
         self.records.insert(rec.key.clone(), rec);
+    }
+
+    /// Drops the losers stored for `key` and their index entries.
+    fn unindex_losers(&mut self, key: &str) {
+        for old in self.losers.remove(key).unwrap_or_default() {
+            if let Some(idx) = self.by_origin.get_mut(&old.origin) {
+                idx.remove(&old.seq);
+                if idx.is_empty() {
+                    self.by_origin.remove(&old.origin);
+                }
+            }
+        }
+    }
+
+    /// Stores `list` as the losers of `key` (after [`State::unindex_losers`]).
+    fn index_losers(&mut self, key: &str, list: Vec<Record>) {
+        if list.is_empty() {
+            return;
+        }
+        for r in &list {
+            self.by_origin.entry(r.origin.clone()).or_default().insert(r.seq, r.key.clone());
+        }
+        self.losers.insert(key.to_owned(), list);
     }
 
     /// Removes the record stored for `key`, if any.
@@ -380,6 +478,7 @@ impl State {
 struct Draft<'a> {
     base: &'a State,
     records: BTreeMap<String, Option<Record>>,
+    losers: BTreeMap<String, Vec<Record>>,
     vv: BTreeMap<Origin, u64>,
     pending: BTreeMap<Origin, BTreeSet<u64>>,
     floor: BTreeMap<Origin, u64>,
@@ -392,6 +491,7 @@ impl<'a> Draft<'a> {
         Draft {
             base,
             records: BTreeMap::new(),
+            losers: BTreeMap::new(),
             vv: BTreeMap::new(),
             pending: BTreeMap::new(),
             floor: BTreeMap::new(),
@@ -404,6 +504,40 @@ impl<'a> Draft<'a> {
         match self.records.get(key) {
             Some(r) => r.as_ref(),
             None => self.base.records.get(key),
+        }
+    }
+
+    fn losers_of(&self, key: &str) -> &[Record] {
+        match self.losers.get(key) {
+            Some(l) => l,
+            None => self.base.losers.get(key).map_or(&[], Vec::as_slice),
+        }
+    }
+
+    /// Sets the losers of `key`, noting a change only when they differ.
+    fn set_losers(&mut self, key: &str, list: Vec<Record>) {
+        if !conflict::same_versions(self.losers_of(key), &list) {
+            self.losers.insert(key.to_owned(), list);
+        }
+    }
+
+    /// Stores the frontier of `versions` (records of `key`) as the key's
+    /// winner and losers, or drops the key when there are none.
+    fn reset_key(&mut self, key: &str, versions: Vec<Record>) {
+        match conflict::frontier(versions) {
+            Some((winner, losers)) => {
+                self.set_losers(key, losers);
+                let same = self.get(key).is_some_and(|w| w.origin == winner.origin && w.seq == winner.seq);
+                if !same {
+                    self.put(winner);
+                }
+            }
+            None => {
+                self.set_losers(key, Vec::new());
+                if self.get(key).is_some() {
+                    self.remove(key);
+                }
+            }
         }
     }
 
@@ -444,21 +578,27 @@ impl<'a> Draft<'a> {
     }
 
     /// Merges one remote record: ignored when this store already covers it (it
-    /// holds it or something newer, or will receive something newer), else kept
-    /// when it wins under last-writer-wins.
+    /// holds it or something newer, or will receive something newer), else
+    /// joined into the key's frontier (see [`conflict`](crate::conflict)): it
+    /// is stored when it wins under last-writer-wins, kept as a loser when it
+    /// loses to a write that did not see it, and dropped when superseded.
     fn merge_one(&mut self, r: Record, report: &mut MergeReport) {
         if r.seq <= self.seen(&r.origin) {
             report.ignored += 1;
             return;
         }
-        let wins = self.get(&r.key).is_none_or(|held| r.wins_over(held));
         let (origin, seq) = (r.origin.clone(), r.seq);
-        if wins {
-            self.put(r);
+        let key = r.key.clone();
+        let held = self.get(&key).cloned();
+        if held.as_ref().is_none_or(|h| r.wins_over(h)) {
             report.applied += 1;
         } else {
             report.ignored += 1;
         }
+        let mut versions: Vec<Record> =
+            held.into_iter().chain(self.losers_of(&key).iter().cloned()).collect();
+        versions.push(r);
+        self.reset_key(&key, versions);
         self.mark_seen(&origin, seq);
     }
 
@@ -535,7 +675,7 @@ impl<'a> Draft<'a> {
                 None => !set.is_empty(),
             })
             .collect();
-        Changes { feed: self.feed, vv, pending, gc_floor: self.floor, head: self.head }
+        Changes { feed: self.feed, vv, pending, gc_floor: self.floor, head: self.head, losers: self.losers }
     }
 }
 
@@ -557,6 +697,7 @@ mod tests {
             stamp: Timestamp::new(wall, 0),
             origin: node(origin),
             seq,
+            lineage: Default::default(),
         }
     }
 

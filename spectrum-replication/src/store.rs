@@ -7,6 +7,7 @@ use spectrum_core::NodeId;
 use tokio::sync::broadcast;
 
 use crate::changelog::FeedHead;
+use crate::conflict::Conflict;
 use crate::error::StoreError;
 use crate::origin::Origin;
 use crate::record::{ChangeBatch, Delta, MergeReport, Record, Snapshot, VersionVector, WriteBatch};
@@ -43,6 +44,12 @@ pub const FEED_CAPACITY: usize = 1024;
 ///   [`snapshot`](ConfigStore::snapshot) instead.
 /// - A merged record whose `(origin, seq)` the digest already covers is ignored:
 ///   the store holds it or something newer, or will receive something newer.
+/// - Two writes to one key that did not see each other (by their
+///   [`Lineage`](crate::Lineage)) are a [conflict](crate::conflict): the loser
+///   is kept beside the winner, sent in deltas and snapshots like any record,
+///   and listed by [`conflicts`](ConfigStore::conflicts) until a write that saw
+///   both supersedes it. Replicas that merged the same records list the same
+///   conflicts. A tombstone with open conflicts is not collected.
 /// - Every stored or dropped record is one entry of a change feed
 ///   ([`changes_since`](ConfigStore::changes_since)) numbered 1, 2, 3, … with no
 ///   gaps; [`subscribe`](ConfigStore::subscribe) wakes watchers up. The feed
@@ -134,7 +141,24 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let digest = self.digest().await?;
         let records = self.scan("").await?;
-        Ok(Snapshot { records, digest, gc_floor: VersionVector::default(), position: 0 })
+        let conflicts = self.conflicts("").await?.into_iter().map(|c| c.loser).collect();
+        Ok(Snapshot { records, conflicts, digest, gc_floor: VersionVector::default(), position: 0 })
+    }
+
+    /// The open conflicts of the keys starting with `prefix`, in key order (then
+    /// by the loser's `(origin, seq)`): per key, the stored record and each
+    /// write that lost to it without either having seen the other.
+    ///
+    /// The default reports none: right only for a store that keeps no conflict
+    /// losers, which then loses them silently and cannot pass the conformance
+    /// suite's conflict checks.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Storage`] when the backing storage fails.
+    async fn conflicts(&self, prefix: &str) -> Result<Vec<Conflict>, StoreError> {
+        let _ = prefix;
+        Ok(Vec::new())
     }
 
     /// Merges a snapshot taken from another store: last-writer-wins per key;
@@ -260,6 +284,9 @@ impl<T: ConfigStore + ?Sized> ConfigStore for Arc<T> {
     }
     async fn feed_head(&self) -> Result<FeedHead, StoreError> {
         (**self).feed_head().await
+    }
+    async fn conflicts(&self, prefix: &str) -> Result<Vec<Conflict>, StoreError> {
+        (**self).conflicts(prefix).await
     }
     async fn recover(&self) -> Result<bool, StoreError> {
         (**self).recover().await

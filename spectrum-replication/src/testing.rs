@@ -72,6 +72,7 @@ where
     restoring_a_snapshot_drops_records_superseded_by_collected_tombstones(&h).await;
     the_change_feed_replays_every_change_in_order_without_gaps(&h).await;
     the_feed_head_names_the_position_the_oldest_and_the_digest_there(&h).await;
+    writes_that_did_not_see_each_other_are_kept_as_a_conflict_until_one_that_saw_both(&h).await;
 }
 
 struct Harness<'a, F> {
@@ -114,6 +115,7 @@ fn remote(key: &str, value: Option<&str>, wall_ms: u64, origin: &str, seq: u64) 
         stamp: Timestamp::new(wall_ms, 0),
         origin: self::origin(origin),
         seq,
+        lineage: Default::default(),
     }
 }
 
@@ -685,5 +687,44 @@ where
     if head.oldest > 0 {
         let e = s.changes_since("", head.oldest - 1, 10).await.expect_err("below the oldest");
         assert!(matches!(e, StoreError::FeedCompacted { oldest, .. } if oldest == head.oldest), "{e}");
+    }
+}
+
+/// Two stores write one key before hearing of each other: after a delta each
+/// way both keep the last writer's record and list the other write as the one
+/// conflict; a snapshot carries it to a third store; a write that saw both
+/// clears it on every store, and its lineage names what it replaced.
+async fn writes_that_did_not_see_each_other_are_kept_as_a_conflict_until_one_that_saw_both<F, S>(
+    h: &Harness<'_, F>,
+) where
+    F: Fn(NodeId, Arc<Hlc>) -> S,
+    S: ConfigStore,
+{
+    let a = h.store_at("a", 1_000_000);
+    let b = h.store_at("b", 1_000_005);
+    let Ok(mut first) = a.apply(WriteBatch::new().put("k", "from a")).await else { panic!("apply on a") };
+    let Ok(mut second) = b.apply(WriteBatch::new().put("k", "from b")).await else { panic!("apply on b") };
+    let (first, second) = (first.remove(0), second.remove(0));
+    assert_eq!(first.lineage.replaces, None, "conflict: a new key replaces nothing");
+    sync_fully(&a, &b, usize::MAX).await;
+    sync_fully(&b, &a, usize::MAX).await;
+    for s in [&a, &b] {
+        let found = s.conflicts("").await.expect("conflicts");
+        assert_eq!(found.len(), 1, "conflict: one on each store");
+        assert_eq!((&found[0].winner, &found[0].loser), (&second, &first), "conflict: b's later write wins");
+        assert_eq!(s.get("k").await.expect("get"), Some(second.clone()), "conflict: reads see the winner");
+        assert!(s.conflicts("other/").await.expect("conflicts").is_empty(), "conflict: by prefix");
+    }
+    let copy = h.store("copy");
+    copy.restore(a.snapshot().await.expect("snapshot")).await.expect("restore");
+    assert_eq!(copy.conflicts("").await.expect("conflicts").len(), 1, "conflict: a snapshot carries it");
+    let Ok(mut third) = a.apply(WriteBatch::new().put("k", "settled")).await else { panic!("apply on a") };
+    let third = third.remove(0);
+    assert_eq!(third.lineage.replaces, Some(second.token()), "conflict: a write names what it replaced");
+    assert!(third.saw(&first) && third.saw(&second), "conflict: a write sees every held side");
+    sync_fully(&a, &b, usize::MAX).await;
+    sync_fully(&a, &copy, usize::MAX).await;
+    for s in [&a, &b, &copy] {
+        assert!(s.conflicts("").await.expect("conflicts").is_empty(), "conflict: cleared everywhere");
     }
 }

@@ -7,9 +7,10 @@ use std::fmt;
 use bytes::Bytes;
 use spectrum_core::{NodeId, PeerAddr, Timestamp};
 
+use crate::error::StoreError;
 use crate::origin::{InvalidOrigin, Origin};
 use crate::proto;
-use crate::record::{MAX_SEQ, Record, VersionVector, validate_key};
+use crate::record::{Lineage, MAX_SEQ, Record, VersionToken, VersionVector, validate_key};
 
 /// An inbound message failed validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +64,8 @@ impl From<&Record> for proto::Record {
             stamp: Some(r.stamp.into()),
             origin: r.origin.to_string(),
             seq: r.seq,
+            replaces: r.lineage.replaces.as_ref().map(ToString::to_string),
+            context: (!r.lineage.context.entries.is_empty()).then(|| (&r.lineage.context).into()),
         }
     }
 }
@@ -90,7 +93,23 @@ fn record_at(r: proto::Record, path: &str) -> Result<Record, InvalidMessage> {
         return Err(InvalidMessage::new(format!("{path}.seq"), "sequence numbers start at 1"));
     }
     let stamp = r.stamp.ok_or_else(|| InvalidMessage::new(format!("{path}.stamp"), "missing"))?;
-    Ok(Record { key: r.key, value: r.value.map(Bytes::from), stamp: stamp.into(), origin, seq: r.seq })
+    let replaces = match r.replaces {
+        None => None,
+        Some(text) => Some(
+            text.parse::<VersionToken>()
+                .map_err(|e: StoreError| InvalidMessage::new(format!("{path}.replaces"), e.to_string()))?,
+        ),
+    };
+    let context = vv_from_wire(r.context, &format!("{path}.context"))?;
+    let lineage = Lineage { replaces, context };
+    Ok(Record {
+        key: r.key,
+        value: r.value.map(Bytes::from),
+        stamp: stamp.into(),
+        origin,
+        seq: r.seq,
+        lineage,
+    })
 }
 
 /// Converts the records of a message, naming the offending index on failure.
@@ -249,6 +268,7 @@ mod tests {
             stamp: Some(proto::Stamp { wall_ms: 5, logical: 1 }),
             origin: "n1".into(),
             seq: 1,
+            ..proto::Record::default()
         }
     }
 

@@ -7,7 +7,7 @@ use tracing::debug;
 
 use super::{Admin, AdminError};
 use crate::license::Date;
-use crate::model::{Entry, ReadAfter, WriteReceipt};
+use crate::model::{ConflictInfo, Conflicts, Entry, ReadAfter, WriteReceipt};
 use crate::namespace::{self, Namespace, WriteValue};
 
 impl Admin {
@@ -73,6 +73,18 @@ impl Admin {
     pub async fn list(&self, prefix: &str, after: &ReadAfter) -> Result<Vec<Entry>, AdminError> {
         self.wait_for(after).await?;
         Ok(self.ctx.store.scan(prefix).await?.iter().filter_map(entry).collect())
+    }
+
+    /// The open conflicts of keys under `prefix` (writes to one key made without
+    /// seeing each other; see [`spectrum_replication::conflict`]), once this
+    /// node holds `after`.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::NotCaughtUp`]; store failures.
+    pub async fn conflicts(&self, prefix: &str, after: &ReadAfter) -> Result<Conflicts, AdminError> {
+        self.wait_for(after).await?;
+        Ok(Conflicts(self.ctx.store.conflicts(prefix).await?.iter().map(ConflictInfo::from).collect()))
     }
 }
 

@@ -9,7 +9,7 @@ use super::{Admin, AdminError};
 use crate::model::{MemberInfo, NodeStateChanged, NodeStatus, PeerInfo};
 
 impl Admin {
-    /// This node's view of the cluster: membership, peers, keys and tombstones, digest, and which
+    /// This node's view of the cluster: membership, peers, keys, tombstones and open conflicts, digest, and which
     /// resources are available here.
     ///
     /// # Errors
@@ -53,6 +53,7 @@ impl Admin {
         let tombstones = records.iter().filter(|r| r.is_tombstone()).count();
         let keys = records.len() - tombstones;
         let digest = store.digest().await?;
+        let conflicts = store.conflicts("").await?.len();
         Ok(NodeStatus {
             cluster: self.ctx.cluster.to_string(),
             node: self.ctx.id.clone(),
@@ -60,6 +61,7 @@ impl Admin {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             keys: keys as u64,
             tombstones: tombstones as u64,
+            conflicts: conflicts as u64,
             digest: digest.entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             members,
             peers,

@@ -131,6 +131,7 @@ mod tests {
             stamp: spectrum_core::Timestamp { wall_ms: 1, logical: 0 },
             origin: "n1".parse().unwrap(),
             seq: 1,
+            lineage: Default::default(),
         };
         index.apply(&record);
         index

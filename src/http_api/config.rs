@@ -7,7 +7,9 @@ use super::params::{Body, CreateParams, ListParams, Name, ReadParams, WriteParam
 use super::{Answer, Api, ErrorBody, authorize};
 use crate::auth::Caller;
 use crate::management::{Rpc, license_name};
-use crate::model::{Dataflow, Entries, Entry, KeyWritten, LicenseInfo, LicenseInstalled, NameWritten};
+use crate::model::{
+    Conflicts, Dataflow, Entries, Entry, KeyWritten, LicenseInfo, LicenseInstalled, NameWritten,
+};
 use crate::namespace::Namespace;
 
 /// Live entries, optionally under a prefix (resource definitions redacted).
@@ -23,6 +25,25 @@ pub(super) async fn list(
     let entries =
         api.admin().list(q.prefix.as_deref().unwrap_or_default(), &after(q.min_version.as_deref())?).await?;
     Ok(api.json(&Entries(entries)))
+}
+
+/// Open conflicts, optionally under a prefix: writes to one key made on
+/// different nodes without seeing each other (the key, the version, node and
+/// time of the write kept and of the one it replaced). Values are not shown.
+#[utoipa::path(operation_id = "ListConflicts", get, path = "/api/v1/conflicts", tag = "config", params(ListParams),
+    responses((status = 200, description = "OK", body = Conflicts), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
+pub(super) async fn conflicts(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    uri: http::Uri,
+) -> Answer {
+    authorize(&api, caller, Rpc::ListConflicts, "").await?;
+    let q: ListParams = query(&uri)?;
+    let found = api
+        .admin()
+        .conflicts(q.prefix.as_deref().unwrap_or_default(), &after(q.min_version.as_deref())?)
+        .await?;
+    Ok(api.json(&found))
 }
 
 /// One entry.

@@ -126,6 +126,7 @@ pub(crate) fn routes(admin: Admin, auth: BearerAuth, max_body_bytes: usize) -> a
         .route("/nodes/{id}/undrain", post(nodes::undrain))
         .route("/nodes/{id}/remove", post(nodes::remove))
         .route("/config", get(config::list))
+        .route("/conflicts", get(config::conflicts))
         .route("/config/{*key}", get(config::get).put(config::put).delete(config::delete))
         .route("/licenses", get(config::licenses))
         .route("/licenses/{name}", get(config::license).put(config::set_license))

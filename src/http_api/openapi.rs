@@ -27,6 +27,7 @@ use super::{balancer, config, nodes, resources, transfer, users, watch};
         nodes::undrain,
         nodes::remove,
         config::list,
+        config::conflicts,
         config::get,
         config::put,
         config::delete,

@@ -195,6 +195,18 @@ impl Management for ManagementService {
     }
 
     #[instrument(skip_all)]
+    async fn list_conflicts(
+        &self,
+        request: Request<proto::ListConflictsRequest>,
+    ) -> Result<Response<proto::ListConflictsResponse>, Status> {
+        self.authorize(&request, Rpc::ListConflicts, "").await?;
+        let req = request.into_inner();
+        let found = self.admin.conflicts(&req.prefix, &after(&req.min_version, req.read.as_ref())?).await?;
+        let conflicts = found.0.into_iter().map(Into::into).collect();
+        Ok(Response::new(proto::ListConflictsResponse { conflicts, served_by: entry_served_by(&self.admin) }))
+    }
+
+    #[instrument(skip_all)]
     async fn set_license(
         &self,
         request: Request<proto::SetLicenseRequest>,

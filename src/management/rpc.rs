@@ -16,6 +16,7 @@ pub enum Rpc {
     Delete,
     List,
     Status,
+    ListConflicts,
     SetLicense,
     ShowLicense,
     CreateDataflow,
@@ -51,12 +52,13 @@ pub enum Rpc {
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 34] = [
+    pub const ALL: [Rpc; 35] = [
         Rpc::Get,
         Rpc::Put,
         Rpc::Delete,
         Rpc::List,
         Rpc::Status,
+        Rpc::ListConflicts,
         Rpc::SetLicense,
         Rpc::ShowLicense,
         Rpc::CreateDataflow,
@@ -95,8 +97,9 @@ impl Rpc {
     pub fn required_role(self) -> Role {
         use Rpc::*;
         match self {
-            Get | List | Status | ShowLicense | ListDataflows | ShowDataflow | ListResources
-            | ShowResource | ExportResources | ExportConfig | ShowBalancerSettings | Watch => Role::Viewer,
+            Get | List | Status | ListConflicts | ShowLicense | ListDataflows | ShowDataflow
+            | ListResources | ShowResource | ExportResources | ExportConfig | ShowBalancerSettings
+            | Watch => Role::Viewer,
             SetNodeState | CheckResources | ListAudit => Role::Operator,
             Put
             | Delete
@@ -156,6 +159,7 @@ impl Rpc {
             Delete => "Delete",
             List => "List",
             Status => "Status",
+            ListConflicts => "ListConflicts",
             SetLicense => "SetLicense",
             ShowLicense => "ShowLicense",
             CreateDataflow => "CreateDataflow",

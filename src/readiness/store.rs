@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use spectrum_replication::{
-    ChangeBatch, ConfigStore, Delta, MergeReport, Origin, Record, Snapshot, StoreError, VersionVector,
-    WriteBatch,
+    ChangeBatch, ConfigStore, Conflict, Delta, MergeReport, Origin, Record, Snapshot, StoreError,
+    VersionVector, WriteBatch,
 };
 use tokio::sync::broadcast;
 use tracing::{debug, info};
@@ -159,6 +159,9 @@ impl ConfigStore for WatchedStore {
     async fn collect_tombstones(&self, horizon: &VersionVector) -> Result<usize, StoreError> {
         let result = self.inner.collect_tombstones(horizon).await;
         self.observe(result, |collected| *collected > 0).await
+    }
+    async fn conflicts(&self, prefix: &str) -> Result<Vec<Conflict>, StoreError> {
+        self.inner.conflicts(prefix).await
     }
     async fn recover(&self) -> Result<bool, StoreError> {
         self.inner.recover().await

@@ -218,16 +218,31 @@ async fn script(c: &Console, cluster: &mut spectrum::Cluster, viewer: &str, post
     c.sign_in(BOOTSTRAP).await;
     resources_dataflows_and_nodes(c, postal).await;
     licenses_users_and_audit(c).await;
+    conflict_on_the_overview(c, cluster).await;
 
     // A node goes away: the page keeps working through the balancer, and shows it.
     assert!(cluster.stop_node("node-1").await);
     c.open("overview").await;
     c.wait_text("#members-table tr[data-node='node-1'] .state", "left", "node-gone").await;
-    c.screenshot("9-overview-node-1-left").await;
+    c.screenshot("10-overview-node-1-left").await;
 
     c.sign_out().await;
     c.sign_in(viewer).await;
     viewer_is_refused(c).await;
+}
+
+/// Two nodes write one key without hearing of each other's write (each applied
+/// by its node's store, never pushed, as in a partition): once anti-entropy has
+/// run, the overview lists the conflict, whichever node answers.
+async fn conflict_on_the_overview(c: &Console, cluster: &spectrum::Cluster) {
+    for (node, value) in [("node-2", "hello"), ("node-3", "bonjour")] {
+        let store = cluster.node(node).expect("a member").store();
+        store.apply(spectrum_replication::WriteBatch::new().put("settings/greeting", value)).await.unwrap();
+    }
+    c.open("overview").await;
+    c.wait_text("#conflicts-table tbody", "settings/greeting", "overview-conflict").await;
+    c.wait_text("#conflict-count", "(1)", "overview-conflict-count").await;
+    c.screenshot("9-overview-conflict").await;
 }
 
 /// The overview; a resource with a bad field, then fixed; a dataflow; drain and undrain.
@@ -315,11 +330,11 @@ async fn viewer_is_refused(c: &Console) {
         "viewer-create",
     )
     .await;
-    c.screenshot("10-viewer-refused-resource").await;
+    c.screenshot("11-viewer-refused-resource").await;
     c.open("nodes").await;
     c.wait_text("#nodes-table tr[data-node='node-2'] .state", "active", "viewer-nodes").await;
     c.click("#nodes-table tr[data-node='node-2'] button.drain").await;
     c.wait_text("#message", "SetNodeState needs the operator role", "viewer-drain").await;
-    c.screenshot("11-viewer-refused-drain").await;
+    c.screenshot("12-viewer-refused-drain").await;
     assert_eq!(c.count("#nodes-table .state.draining").await, 0, "nothing was drained");
 }

@@ -76,6 +76,10 @@ fn a_cluster_of_processes_is_managed_with_the_spectrum_command() {
     let raw = east.json(&["config", "get", "resources/orders"]);
     assert_eq!(raw["value"]["spec"]["password"], "***");
     east.ok(&["config", "list", "resources/"]);
+    // Writes through the balancer see each other: no conflicts, in both forms.
+    assert_eq!(east.json(&["config", "conflicts", "resources/"]), Value::Array(vec![]));
+    assert_eq!(east.ok(&["config", "conflicts"]).trim(), "no open conflicts");
+    assert_eq!(east.json(&["status"])["conflicts"], 0);
 
     // Creating the same name again is refused; nothing changes.
     east.fails(&["resources", "create", orders.to_str().unwrap()], "already exists");

@@ -17,7 +17,11 @@
 //!   too: each store writes under an origin of its own, so it never reuses a
 //!   sequence number;
 //! - tombstones collected once every member has seen them never let a deleted key
-//!   come back, however late an old message arrives.
+//!   come back, however late an old message arrives;
+//! - every replica lists the same conflicts (writes to one key that did not see
+//!   each other), and they are the ones a model computes from every write that
+//!   still exists: per key, the writes no other write supersedes (by its
+//!   lineage), the last writer's being the winner.
 //!
 //! Failing cases are saved in `proptest-regressions/convergence.txt` at the
 //! repository root, and replayed first on every run.
@@ -110,6 +114,9 @@ struct Sim {
     acked: Vec<Record>,
     /// The last stamp each node issued.
     last_stamp: Vec<Timestamp>,
+    /// Writes that were on no surviving store and in no message when a node
+    /// lost its store: gone for good, so in no conflict.
+    gone: BTreeSet<(Origin, u64)>,
 }
 
 impl Sim {
@@ -124,6 +131,7 @@ impl Sim {
             cut: BTreeSet::new(),
             acked: Vec::new(),
             last_stamp: vec![Timestamp::ZERO; nodes],
+            gone: BTreeSet::new(),
         }
     }
 
@@ -260,12 +268,17 @@ impl Sim {
         self.queue.retain(|m| m.from != node && m.to != node);
         let mut held = Vec::with_capacity(self.acked.len());
         for r in &self.acked {
-            let mut found = self
-                .queue
-                .iter()
-                .any(|m| m.records.contains(r) || m.snapshot.as_ref().is_some_and(|s| s.records.contains(r)));
+            let mut found = self.queue.iter().any(|m| {
+                m.records.contains(r)
+                    || m.snapshot.as_ref().is_some_and(|s| s.records.contains(r) || s.conflicts.contains(r))
+            });
             for (i, s) in self.stores.iter().enumerate() {
                 found = found || (i != node && s.get(&r.key).await.unwrap().is_some_and(|h| h == *r));
+                found =
+                    found || (i != node && s.conflicts(&r.key).await.unwrap().iter().any(|c| c.loser == *r));
+            }
+            if !found {
+                self.gone.insert((r.origin.clone(), r.seq));
             }
             held.push(found);
         }
@@ -370,7 +383,52 @@ impl Sim {
             }
         }
         assert!(held.keys().all(|k| model.contains_key(k)), "replicas hold keys nobody wrote");
+        let first = conflicts(&self.stores[0]).await;
+        for (i, s) in self.stores.iter().enumerate() {
+            assert_eq!(conflicts(s).await, first, "replica n{i}'s conflicts differ from n0's");
+        }
+        let existing: Vec<&Record> =
+            self.acked.iter().filter(|r| !self.gone.contains(&(r.origin.clone(), r.seq))).collect();
+        assert_eq!(first, model_conflicts(&existing), "the conflicts are not the model's");
     }
+}
+
+/// A conflict as `(key, winner, loser)` version tokens.
+type Named = BTreeSet<(String, String, String)>;
+
+async fn conflicts(s: &MemoryStore) -> Named {
+    let found = s.conflicts("").await.unwrap();
+    found.iter().map(|c| (c.key.clone(), c.winner.token().to_string(), c.loser.token().to_string())).collect()
+}
+
+/// The conflict model: per key, the writes no other write to the key
+/// supersedes (its writer saw it, by its lineage's context, and it wins over
+/// it); the greatest is the winner, each other one a loser. A key whose
+/// frontier is a lone tombstone may have been collected; it has no conflict
+/// either way.
+fn model_conflicts(writes: &[&Record]) -> Named {
+    let mut by_key: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    for r in writes {
+        by_key.entry(&r.key).or_default().push(r);
+    }
+    let mut out = Named::new();
+    for (key, writes) in by_key {
+        let superseded = |x: &Record| {
+            writes.iter().any(|y| {
+                (y.origin != x.origin || y.seq != x.seq)
+                    && y.lineage.context.get(&x.origin) >= x.seq
+                    && y.wins_over(x)
+            })
+        };
+        let open: Vec<&Record> = writes.iter().copied().filter(|x| !superseded(x)).collect();
+        let Some(winner) = open.iter().copied().reduce(|a, b| if b.wins_over(a) { b } else { a }) else {
+            continue;
+        };
+        for l in open.iter().filter(|l| l.token() != winner.token()) {
+            out.insert((key.to_owned(), winner.token().to_string(), l.token().to_string()));
+        }
+    }
+    out
 }
 
 /// The `incarnation`-th store of node `n{i}`, stamping with `clock`: its origin

@@ -4,6 +4,7 @@ mod addresses;
 mod balancer_settings;
 mod clocks;
 mod cluster;
+mod conflicts;
 mod disk;
 mod haproxy;
 mod http_api;

@@ -86,6 +86,8 @@ pub(crate) struct Replica {
     pub(crate) digest: VersionVector,
     /// Every record, tombstones included, in key order.
     pub(crate) records: Vec<Record>,
+    /// Its open conflicts (writes to one key that did not see each other).
+    pub(crate) conflicts: Vec<spectrum_replication::Conflict>,
 }
 
 impl Replica {
@@ -359,7 +361,18 @@ impl Cluster {
             return false;
         }
         let replicas = self.replicas();
-        replicas.windows(2).all(|w| w[0].digest == w[1].digest && w[0].live() == w[1].live())
+        // Conflict losers are compared unless a disk was lost: a write that
+        // superseded a loser and died with its store before it reached anyone
+        // may leave the loser listed on the nodes that received it only (the
+        // covers a delta vouches for already let such a loss leave values
+        // apart: proptest case adefafa3 of the convergence test, which fails
+        // before conflicts existed too). Values are compared always.
+        let lost_disk = self.nodes.iter().any(|n| n.wipes > 0);
+        replicas.windows(2).all(|w| {
+            w[0].digest == w[1].digest
+                && w[0].live() == w[1].live()
+                && (lost_disk || w[0].conflicts == w[1].conflicts)
+        })
     }
 
     /// Every node's copy as it is now.
@@ -371,6 +384,7 @@ impl Cluster {
                 Replica {
                     digest: block_on(store.digest()).expect("a memory store reads"),
                     records: block_on(store.scan("")).expect("a memory store reads"),
+                    conflicts: block_on(store.conflicts("")).expect("a memory store reads"),
                 }
             })
             .collect()

@@ -19,7 +19,8 @@
 //! the copies are identical. The runs prove that:
 //!
 //! - the copies converge, to the last-writer-wins result of every applied
-//!   write: nothing acknowledged is lost, no deleted key comes back;
+//!   write: nothing acknowledged is lost, no deleted key comes back; and every
+//!   copy lists the same conflicts (converged means that too);
 //! - a write acknowledged by all nodes is held by all nodes when acknowledged;
 //! - stamps from each node strictly increase, across restarts;
 //! - a node restarted over an empty store is refilled by anti-entropy, and one

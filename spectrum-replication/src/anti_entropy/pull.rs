@@ -32,19 +32,26 @@ impl SnapshotRead {
         Self { snapshot, after: String::new() }
     }
 
-    /// Adds a page (its `records`, `digest` and tombstone `floor`) to what was read.
+    /// Adds a page (its `records`, conflict losers, `digest` and tombstone
+    /// `floor`) to what was read.
     ///
     /// # Errors
     ///
-    /// [`InvalidMessage`] when the page breaks [`check_page`].
+    /// [`InvalidMessage`] when the page breaks [`check_page`], or a loser's key
+    /// is not after the last key read before it.
     fn add_page(
         mut self,
         records: Vec<Record>,
+        conflicts: Vec<Record>,
         digest: &VersionVector,
         floor: &VersionVector,
         complete: bool,
     ) -> Result<Self, InvalidMessage> {
         check_page(&records, &self.after, complete)?;
+        if let Some(i) = conflicts.iter().position(|c| c.key <= self.after) {
+            return Err(InvalidMessage::new(format!("conflicts[{i}].key"), "not a key of this page"));
+        }
+        self.snapshot.conflicts.extend(conflicts);
         self.snapshot.digest = self.snapshot.digest.meet(digest);
         self.snapshot.gc_floor = self.snapshot.gc_floor.join(floor);
         if let Some(last) = records.last() {
@@ -101,6 +108,7 @@ impl Inner {
             let resp = client.sync(req).await.map_err(|s| self.failed_call(addr, &s))?.into_inner();
             let peer = self.check_answer(addr, resp.header)?;
             let records = records_from_wire(resp.records).map_err(|e| malformed(addr, e))?;
+            let conflicts = records_from_wire(resp.conflicts).map_err(|e| malformed(addr, e))?;
             theirs = vv_from_wire(resp.digest, "digest").map_err(|e| malformed(addr, e))?;
             self.peers.note_digest(addr, &peer.origin, &theirs);
             pulled += records.len();
@@ -124,7 +132,7 @@ impl Inner {
                 SnapshotRead::new(&page_digest, &floor)
             });
             let read = read
-                .add_page(records, &page_digest, &floor, resp.complete)
+                .add_page(records, conflicts, &page_digest, &floor, resp.complete)
                 .map_err(|e| malformed(addr, e))?;
             if resp.complete {
                 let report = self.store.restore(read.snapshot).await?;
@@ -183,6 +191,7 @@ mod tests {
             stamp: Timestamp::new(1, 0),
             origin: "n1".parse().unwrap(),
             seq: 1,
+            lineage: Default::default(),
         }
     }
 
@@ -204,13 +213,13 @@ mod tests {
     #[test]
     fn pages_add_up_to_one_snapshot_with_the_meet_of_digests_and_the_join_of_floors() {
         let read = SnapshotRead::new(&vv(5), &vv(1))
-            .add_page(vec![record("a"), record("b")], &vv(5), &vv(1), false)
+            .add_page(vec![record("a"), record("b")], vec![], &vv(5), &vv(1), false)
             .unwrap();
         assert_eq!(read.after, "b");
-        let read = read.add_page(vec![record("c")], &vv(4), &vv(2), true).unwrap();
+        let read = read.add_page(vec![record("c")], vec![], &vv(4), &vv(2), true).unwrap();
         assert_eq!(read.snapshot.records.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
         assert_eq!((read.snapshot.digest, read.snapshot.gc_floor), (vv(4), vv(2)));
         let again = SnapshotRead { after: "c".into(), ..SnapshotRead::new(&vv(4), &vv(2)) };
-        assert!(again.add_page(vec![record("b")], &vv(4), &vv(2), true).is_err());
+        assert!(again.add_page(vec![record("b")], vec![], &vv(4), &vv(2), true).is_err());
     }
 }

@@ -118,6 +118,7 @@ mod tests {
             stamp: Timestamp::new(1, 0),
             origin: "n1".parse().unwrap(),
             seq: 1,
+            lineage: Default::default(),
         }
     }
 

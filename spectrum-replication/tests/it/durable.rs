@@ -38,7 +38,33 @@ fn remote(key: &str, origin: &str, seq: u64, wall_ms: u64) -> Record {
         stamp: Timestamp::new(wall_ms, 0),
         origin: self::origin(origin),
         seq,
+        lineage: Default::default(),
     }
+}
+
+#[tokio::test]
+async fn a_reopened_store_keeps_its_conflicts_and_the_lineage_of_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n1.redb");
+    let store = open(&path, "n1", clock_at(1_000));
+    let mine = store.apply(WriteBatch::new().put("k", "mine")).await.unwrap().remove(0);
+    // A peer's write to the key that never saw ours, stamped later: it wins, ours is the loser.
+    store.merge(vec![remote("k", "n2~0000000000000002", 1, 5_000)], &VersionVector::default()).await.unwrap();
+    let before = store.conflicts("").await.unwrap();
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0].loser, mine);
+    let later = store.apply(WriteBatch::new().put("j", "a").put("j", "b")).await.unwrap();
+    drop(store);
+
+    let store = open(&path, "n1", clock_at(1_000));
+    assert_eq!(store.conflicts("").await.unwrap(), before, "the loser survives a restart");
+    assert_eq!(store.get("j").await.unwrap().unwrap().lineage, later[1].lineage, "and lineages do");
+    assert_eq!(later[1].lineage.replaces, Some(later[0].token()));
+    // A write through this store saw both sides: the conflict is gone, on disk too.
+    store.apply(WriteBatch::new().put("k", "settled")).await.unwrap();
+    drop(store);
+    let store = open(&path, "n1", clock_at(1_000));
+    assert!(store.conflicts("").await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! Property tests: merge laws, delta sync equals full-state merge, and tombstone
-//! collection never brings a deleted key back.
+//! collection never brings a deleted key back; with conflicts: every replica
+//! ends with the same conflict set, the one a model computes from every write.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -52,6 +53,7 @@ fn universe() -> impl Strategy<Value = Vec<Record>> {
                             stamp: Timestamp::new(wall, 0),
                             origin: origin.parse().unwrap(),
                             seq: i as u64 + 1,
+                            lineage: Default::default(),
                         }
                     })
                     .collect::<Vec<_>>()
@@ -216,12 +218,222 @@ async fn delta_sync_matches_the_model(ops: &[Op], heal_budget: usize) -> Result<
     }
     let full = merged(&[&written]).await;
     let want: Vec<Record> = model.into_values().collect();
+    let want_conflicts = model_conflicts(&written);
     prop_assert_eq!(&full.scan("").await.unwrap(), &want);
+    prop_assert_eq!(&conflicts(&full).await, &want_conflicts);
     for n in &nodes {
         prop_assert_eq!(&n.scan("").await.unwrap(), &want);
         prop_assert_eq!(&n.digest().await.unwrap(), &want_vv);
+        prop_assert_eq!(&conflicts(n).await, &want_conflicts, "node {}", n.node_id());
     }
     Ok(())
+}
+
+/// A conflict as `(key, winner, loser)` version tokens.
+type Named = BTreeSet<(String, String, String)>;
+
+async fn conflicts(s: &MemoryStore) -> Named {
+    let found = s.conflicts("").await.unwrap();
+    found.iter().map(|c| (c.key.clone(), c.winner.token().to_string(), c.loser.token().to_string())).collect()
+}
+
+/// The model of conflicts, from every write ever made: per key, the writes no
+/// other write to the key supersedes (its writer saw it, by the lineage's
+/// context, and it wins); the last-writer-wins greatest of them is the winner,
+/// every other one a loser.
+fn model_conflicts(written: &[Record]) -> Named {
+    let mut by_key: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    for r in written {
+        by_key.entry(&r.key).or_default().push(r);
+    }
+    let mut out = Named::new();
+    for (key, writes) in by_key {
+        let superseded = |x: &Record| {
+            writes.iter().any(|y| {
+                (y.origin != x.origin || y.seq != x.seq)
+                    && y.lineage.context.get(&x.origin) >= x.seq
+                    && y.wins_over(x)
+            })
+        };
+        let open: Vec<&Record> = writes.iter().copied().filter(|x| !superseded(x)).collect();
+        let Some(winner) = open.iter().copied().reduce(|a, b| if b.wins_over(a) { b } else { a }) else {
+            continue;
+        };
+        for l in open.iter().filter(|l| l.token() != winner.token()) {
+            out.insert((key.to_owned(), winner.token().to_string(), l.token().to_string()));
+        }
+    }
+    out
+}
+
+/// The writes three real stores make under `ops` (so each carries the lineage
+/// its store gave it), and three subsets of them chosen by bits.
+fn written_subsets() -> impl Strategy<Value = (Vec<Record>, Vec<Record>, Vec<Record>)> {
+    prop::collection::vec(op(), 1..40).prop_flat_map(|ops| {
+        let written = runtime().block_on(write_all(&ops));
+        let n = written.len();
+        (Just(written), prop::collection::vec(0u8..8, n)).prop_map(|(u, bits)| {
+            let pick = |bit: u8| -> Vec<Record> {
+                u.iter().zip(&bits).filter(|(_, b)| *b & bit != 0).map(|(r, _)| r.clone()).collect()
+            };
+            (pick(1), pick(2), pick(4))
+        })
+    })
+}
+
+/// Runs `ops` on three stores; returns every write made.
+async fn write_all(ops: &[Op]) -> Vec<Record> {
+    let nodes: Vec<MemoryStore> = ORIGINS.iter().map(|id| store(id)).collect();
+    let mut written = Vec::new();
+    for op in ops {
+        match *op {
+            Op::Put { node, key, value } => {
+                let batch = WriteBatch::new().put(format!("k{key}"), vec![value]);
+                written.extend(nodes[node].apply(batch).await.unwrap());
+            }
+            Op::Delete { node, key } => {
+                written.extend(nodes[node].apply(WriteBatch::new().delete(format!("k{key}"))).await.unwrap());
+            }
+            Op::Sync { from, to, budget } if from != to => {
+                let d = nodes[from].delta(&nodes[to].digest().await.unwrap(), budget).await.unwrap();
+                nodes[to].merge(d.records, &d.covers).await.unwrap();
+            }
+            Op::Sync { .. } | Op::Tick { .. } => {}
+        }
+    }
+    written
+}
+
+/// What a store holds, conflict losers included.
+async fn held(s: &MemoryStore) -> (Vec<Record>, Named) {
+    (s.scan("").await.unwrap(), conflicts(s).await)
+}
+
+/// Everything a store holds as records to merge elsewhere: winners and losers.
+async fn all_records(s: &MemoryStore) -> Vec<Record> {
+    let snap = s.snapshot().await.unwrap();
+    snap.records.into_iter().chain(snap.conflicts).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn merge_with_conflicts_is_commutative_and_idempotent((a, b, _) in written_subsets()) {
+        runtime().block_on(async {
+            let ab = merged(&[&a, &b]).await;
+            let ba = merged(&[&b, &a]).await;
+            let mut rev: Vec<Record> = a.iter().chain(&b).cloned().collect();
+            rev.reverse();
+            let reversed = merged(&[&rev]).await;
+            let twice = merged(&[&a, &b, &b, &a]).await;
+            let want = held(&ab).await;
+            prop_assert_eq!(&held(&ba).await, &want);
+            prop_assert_eq!(&held(&reversed).await, &want);
+            prop_assert_eq!(&held(&twice).await, &want);
+            prop_assert_eq!(ab.digest().await.unwrap(), twice.digest().await.unwrap());
+            prop_assert_eq!(&want.1, &model_conflicts(&[a, b].concat()), "the model's conflicts");
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn merge_with_conflicts_is_associative((a, b, c) in written_subsets()) {
+        runtime().block_on(async {
+            let left = merged(&[&a, &b]).await;
+            let left = merged(&[&all_records(&left).await, &c]).await;
+            let right = merged(&[&b, &c]).await;
+            let right = merged(&[&a, &all_records(&right).await]).await;
+            prop_assert_eq!(held(&left).await, held(&right).await);
+            Ok(())
+        })?;
+    }
+}
+
+/// Two writes to one key made before either node heard of the other: both
+/// nodes, and a third that only ever talks to one of them, list the same
+/// conflict; a write from a node that holds it clears it everywhere, and a
+/// late copy of the loser does not bring it back.
+#[test]
+fn a_conflict_shows_on_every_replica_until_a_write_that_saw_both_clears_it() {
+    runtime().block_on(async {
+        let (a, b, c) = (store("a"), store("b"), store("c"));
+        let a1 = a.apply(WriteBatch::new().put("k", "from a")).await.unwrap().remove(0);
+        b.apply(WriteBatch::new().put("other", "x")).await.unwrap();
+        let b1 = b.apply(WriteBatch::new().put("k", "from b")).await.unwrap().remove(0);
+        assert!(b1.wins_over(&a1), "b's clock was ahead");
+        sync_fully(&a, &b, 64).await;
+        sync_fully(&b, &a, 64).await;
+        // c hears only from b, which kept a's write as the loser.
+        sync_fully(&b, &c, 64).await;
+        let want: Named = [("k".to_owned(), b1.token().to_string(), a1.token().to_string())].into();
+        for s in [&a, &b, &c] {
+            assert_eq!(conflicts(s).await, want, "{}", s.node_id());
+            assert_eq!(s.get("k").await.unwrap().unwrap().value.as_deref(), Some(&b"from b"[..]));
+        }
+        // c saw both: its write clears the conflict, here and wherever it goes.
+        let c1 = c.apply(WriteBatch::new().put("k", "settled")).await.unwrap().remove(0);
+        assert_eq!(c1.lineage.replaces, Some(b1.token()));
+        sync_fully(&c, &a, 64).await;
+        sync_fully(&c, &b, 64).await;
+        for s in [&a, &b, &c] {
+            assert!(conflicts(s).await.is_empty(), "{}", s.node_id());
+        }
+        a.merge(vec![a1.clone(), b1.clone()], &VersionVector::default()).await.unwrap();
+        let late = store("d");
+        late.merge(vec![c1.clone()], &VersionVector::default()).await.unwrap();
+        late.merge(vec![a1, b1], &VersionVector::default()).await.unwrap();
+        assert!(conflicts(&a).await.is_empty() && conflicts(&late).await.is_empty());
+        assert_eq!(late.get("k").await.unwrap().unwrap().value.as_deref(), Some(&b"settled"[..]));
+    });
+}
+
+/// A write that saw only one side leaves the conflict open, against itself.
+#[test]
+fn a_write_that_saw_only_one_side_keeps_the_conflict_open() {
+    runtime().block_on(async {
+        let (a, b) = (store("a"), store("b"));
+        let a1 = a.apply(WriteBatch::new().put("k", "a1")).await.unwrap().remove(0);
+        let b1 = b.apply(WriteBatch::new().put("k", "b1")).await.unwrap().remove(0);
+        // a writes again before hearing of b1: its write supersedes a1 only.
+        let a2 = a.apply(WriteBatch::new().put("k", "a2")).await.unwrap().remove(0);
+        assert_eq!(a2.lineage.replaces, Some(a1.token()));
+        sync_fully(&a, &b, 64).await;
+        sync_fully(&b, &a, 64).await;
+        let (win, lose) = if a2.wins_over(&b1) { (&a2, &b1) } else { (&b1, &a2) };
+        let want: Named = [("k".to_owned(), win.token().to_string(), lose.token().to_string())].into();
+        assert_eq!(conflicts(&a).await, want);
+        assert_eq!(conflicts(&b).await, want);
+    });
+}
+
+/// A delete that wins keeps its key deleted (the put it beat is only listed),
+/// and its tombstone is collected only once a later write clears the conflict.
+#[test]
+fn a_conflicting_delete_keeps_the_key_deleted_and_its_tombstone_until_cleared() {
+    runtime().block_on(async {
+        let (a, b) = (store("a"), store("b"));
+        a.apply(WriteBatch::new().put("k", "v")).await.unwrap();
+        sync_fully(&a, &b, 64).await;
+        b.apply(WriteBatch::new().put("k", "b's edit")).await.unwrap();
+        a.apply(WriteBatch::new().put("x", "1").put("y", "2")).await.unwrap();
+        let del = a.apply(WriteBatch::new().delete("k")).await.unwrap().remove(0);
+        sync_fully(&a, &b, 64).await;
+        sync_fully(&b, &a, 64).await;
+        for s in [&a, &b] {
+            assert!(s.get("k").await.unwrap().unwrap().is_tombstone(), "the delete won");
+            assert_eq!(s.conflicts("").await.unwrap().len(), 1);
+        }
+        let horizon = a.digest().await.unwrap();
+        assert_eq!(a.collect_tombstones(&horizon).await.unwrap(), 0, "held while the conflict is open");
+        let again = b.apply(WriteBatch::new().delete("k")).await.unwrap().remove(0);
+        assert!(again.saw(&del));
+        sync_fully(&b, &a, 64).await;
+        assert!(a.conflicts("").await.unwrap().is_empty());
+        let horizon = a.digest().await.unwrap();
+        assert_eq!(a.collect_tombstones(&horizon).await.unwrap(), 1);
+        assert!(a.get("k").await.unwrap().is_none(), "collected, and nothing came back");
+    });
 }
 
 /// Found by proptest against a delta that claimed `covers` past what a truncated
@@ -348,6 +560,7 @@ async fn collection_matches_the_model(ops: &[GcOp], heal_budget: usize) -> Resul
     for r in &written {
         want_vv.raise(&r.origin, r.seq);
     }
+    let want_conflicts = model_conflicts(&written);
     for n in &nodes {
         prop_assert_eq!(
             &live(n).await,
@@ -356,6 +569,7 @@ async fn collection_matches_the_model(ops: &[GcOp], heal_budget: usize) -> Resul
             n.node_id()
         );
         prop_assert_eq!(&n.digest().await.unwrap(), &want_vv);
+        prop_assert_eq!(&conflicts(n).await, &want_conflicts, "node {}: the conflict set", n.node_id());
     }
     Ok(())
 }

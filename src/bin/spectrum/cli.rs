@@ -282,6 +282,13 @@ pub(crate) enum ConfigCommand {
         #[arg(long)]
         from: Option<String>,
     },
+    /// List open conflicts under a prefix: writes to one key made on different
+    /// nodes without seeing each other (key, winner and loser versions, nodes,
+    /// times). A later write to the key clears its conflict.
+    Conflicts {
+        #[arg(default_value = "")]
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -216,7 +216,7 @@ async function loadOverview() {
   $('#cluster-id').textContent = s.cluster;
   $('#peers-of').textContent = s.node;
   $('#resources-on').textContent = s.node;
-  show($('#overview-summary'), `${s.members.length} members; answered by ${s.node} (${s.addr}, Spectrum ${s.version}), ${s.keys} live keys`);
+  show($('#overview-summary'), `${s.members.length} members; answered by ${s.node} (${s.addr}, Spectrum ${s.version}), ${s.keys} live keys, ${s.conflicts} open conflicts`);
   show($('#clock-fenced'), s.clock_fenced ? 'Clock fenced (refusing writes): ' + s.clock_fenced : '');
   fillTable('#members-table', s.members.map((m) => h('tr', { 'data-node': m.id },
     h('td', {}, m.id), h('td', {}, m.addr), h('td', { class: 'state ' + m.state }, m.state),
@@ -232,6 +232,7 @@ async function loadOverview() {
   fillTable('#node-resources-table', s.resources.map((r) => h('tr', {},
     h('td', {}, r.name), h('td', {}, r.kind), h('td', { class: r.available ? 'good' : 'bad' }, r.available ? 'yes' : 'NO'),
     h('td', { class: 'detail' }, r.detail))));
+  await loadConflicts();
   // One series per member, as whichever node answered sees it (through the
   // balancer, successive samples may come from different nodes).
   for (const p of s.peers) {
@@ -246,6 +247,18 @@ async function loadOverview() {
       if (document.body.dataset.page === 'overview') loadOverview().catch((e) => flash(e.message));
     }, POLL_MS);
   }
+}
+
+/** The open conflicts table, as the answering node holds them (every node agrees once it has every write). */
+async function loadConflicts() {
+  const list = await api('GET', '/conflicts');
+  $('#conflict-count').textContent = `(${list.length})`;
+  $('#conflict-count').className = 'count' + (list.length > 0 ? ' bad' : '');
+  const write = (v) => (v.deleted ? 'delete ' : '') + v.version;
+  fillTable('#conflicts-table', list.map((c) => h('tr', { 'data-key': c.key },
+    h('td', {}, c.key),
+    h('td', {}, write(c.winner)), h('td', {}, c.winner.node), h('td', {}, time(c.winner.stamp_wall_ms)),
+    h('td', { class: 'bad' }, write(c.loser)), h('td', {}, c.loser.node), h('td', {}, time(c.loser.stamp_wall_ms)))));
 }
 
 // ---- licenses ----------------------------------------------------------------------

@@ -19,6 +19,9 @@ pub(super) async fn run(client: &AdminClient, cmd: ConfigCommand, ack: AckLevel,
         ConfigCommand::Delete { key } => emit(&client.delete(&key, ack).await?, json),
         ConfigCommand::List { prefix } => emit(&client.list(&prefix, ReadAfter::Anything).await?, json),
         ConfigCommand::Watch { prefix, from } => watch(client, &prefix, from.as_deref(), json).await,
+        ConfigCommand::Conflicts { prefix } => {
+            emit(&client.conflicts(&prefix, ReadAfter::Anything).await?, json)
+        }
     }
 }
 

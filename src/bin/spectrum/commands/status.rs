@@ -70,6 +70,7 @@ mod tests {
             version: "0.1.0".into(),
             keys: 0,
             tombstones: 0,
+            conflicts: 0,
             digest: Default::default(),
             members: vec![],
             peers: vec![],
