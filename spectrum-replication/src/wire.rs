@@ -12,6 +12,10 @@ use crate::origin::{InvalidOrigin, Origin};
 use crate::proto;
 use crate::record::{Lineage, MAX_SEQ, Record, VersionToken, VersionVector, validate_key};
 
+/// Most origins a record's lineage context may name: one per store
+/// incarnation that ever wrote its key, far below this in any real cluster.
+const MAX_CONTEXT_ORIGINS: usize = 4096;
+
 /// An inbound message failed validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 // `pub` (in a private module) because the `TryFrom` impls on the public
@@ -101,6 +105,12 @@ fn record_at(r: proto::Record, path: &str) -> Result<Record, InvalidMessage> {
         ),
     };
     let context = vv_from_wire(r.context, &format!("{path}.context"))?;
+    if context.entries.len() > MAX_CONTEXT_ORIGINS {
+        return Err(InvalidMessage::new(
+            format!("{path}.context"),
+            format!("{} origins; at most {MAX_CONTEXT_ORIGINS}", context.entries.len()),
+        ));
+    }
     let lineage = Lineage { replaces, context };
     Ok(Record {
         key: r.key,
@@ -280,6 +290,24 @@ mod tests {
     }
 
     #[test]
+    fn a_record_from_before_lineages_decodes_with_none_and_a_lineage_round_trips() {
+        let old = Record::try_from(good()).unwrap();
+        assert_eq!(old.lineage, Lineage::default(), "no replaces, empty context");
+        let mut context = VersionVector::default();
+        context.raise(&"n2~0000000000000007".parse().unwrap(), 3);
+        let lineage = Lineage { replaces: Some("n2~0000000000000007:3".parse().unwrap()), context };
+        let r = Record { lineage: lineage.clone(), ..old };
+        let wire = proto::Record::from(&r);
+        assert_eq!(wire.replaces.as_deref(), Some("n2~0000000000000007:3"));
+        assert_eq!(Record::try_from(wire).unwrap().lineage, lineage);
+        let huge = proto::VersionVector {
+            entries: (0..=MAX_CONTEXT_ORIGINS).map(|i| (format!("n{i}"), 1)).collect(),
+        };
+        let err = record_at(proto::Record { context: Some(huge), ..good() }, "record").unwrap_err();
+        assert_eq!(err.field, "record.context");
+    }
+
+    #[test]
     fn records_round_trip_through_the_wire() {
         let r = Record::try_from(good()).unwrap();
         assert_eq!(proto::Record::from(&r), good());
@@ -296,6 +324,16 @@ mod tests {
             (proto::Record { origin: "n1~1".into(), ..good() }, "records[1].origin"),
             (proto::Record { origin: "n1~0000000000000000".into(), ..good() }, "records[1].origin"),
             (proto::Record { stamp: None, ..good() }, "records[1].stamp"),
+            (proto::Record { replaces: Some("n1".into()), ..good() }, "records[1].replaces"),
+            (
+                proto::Record {
+                    context: Some(proto::VersionVector {
+                        entries: [("bad origin".to_owned(), 1)].into_iter().collect(),
+                    }),
+                    ..good()
+                },
+                "records[1].context",
+            ),
         ];
         for (bad, field) in cases {
             let err = records_from_wire(vec![good(), bad]).unwrap_err();

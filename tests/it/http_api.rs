@@ -90,6 +90,11 @@ async fn callers_need_a_token_and_the_role_of_the_grpc_call_and_every_write_is_a
     assert_eq!(status.status, 200);
     assert_eq!(status.json()["members"].as_array().unwrap().len(), 3);
     assert!(status.headers.contains_key("spectrum-served-by"));
+    assert_eq!(status.json()["conflicts"], 0);
+    let conflicts = call(&base, "GET", "/api/v1/conflicts?prefix=settings/", Some(&vera), b"").await;
+    assert_eq!((conflicts.status, conflicts.json()), (200, json!([])), "viewers list conflicts");
+    let unknown = call(&base, "GET", "/api/v1/conflicts?prefx=settings/", Some(&vera), b"").await;
+    assert_eq!(unknown.status, 400, "an unknown parameter is refused: {:?}", unknown.body);
 
     let put = call(&base, "PUT", "/api/v1/config/settings/greeting", Some(&vera), b"hello").await;
     assert_eq!(put.status, 403);
