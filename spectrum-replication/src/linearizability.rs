@@ -67,6 +67,12 @@
 //!   rather than the key's whole history, together with the longest partial
 //!   linearization the search found and the operation it could not get past.
 //!
+//! ## Recording
+//!
+//! A workload records into a [`Recorder`] as it runs (from any task, on
+//! Tokio's clock, so simulated time in a simulation): every operation is of
+//! unknown outcome from its invocation until its answer is recorded.
+//!
 //! ## The JSON-lines form
 //!
 //! [`History::from_json_lines`] and [`History::to_json_lines`] read and write
@@ -90,6 +96,7 @@
 //! error rather than a silently different history.
 
 mod history;
+mod recorder;
 mod search;
 mod shrink;
 
@@ -97,6 +104,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use history::{Command, Completion, History, HistoryError, InvalidOperation, Operation, Response};
+pub use recorder::{Invocation, Recorder};
 use search::{Budget, Exhausted, Search};
 
 /// Decides whether a [`History`] is linearizable, within budgets.

@@ -497,3 +497,74 @@ proptest! {
         prop_assert_eq!(History::from_json_lines(text.as_slice()).expect("read"), history);
     }
 }
+
+/// Runs `processes` tasks of `ops` operations each on a map of registers
+/// guarded by a lock (a linearizable object), recording them; with `stale`,
+/// reads are served from a copy refreshed only every 16th operation.
+async fn recorded_workload(processes: u64, ops: u64, stale: bool) -> Report {
+    use std::sync::Arc;
+    type Registers = BTreeMap<String, Option<String>>;
+    let recorder = Arc::new(Recorder::new());
+    let object = Arc::new(parking_lot::Mutex::new((Registers::new(), Registers::new(), 0u64)));
+    let tasks: Vec<_> = (0..processes)
+        .map(|p| {
+            let (recorder, object) = (recorder.clone(), object.clone());
+            tokio::spawn(async move {
+                for i in 0..ops {
+                    let key = format!("k{}", (p + i) % 3);
+                    let command = match (p + i) % 4 {
+                        0 => write(&format!("{p}-{i}")),
+                        1 => cas(Some(&format!("{p}-{}", i.saturating_sub(1))), &format!("{p}-{i}")),
+                        _ => Command::Read,
+                    };
+                    let invocation = recorder.invoke(p, key.clone(), command.clone());
+                    tokio::task::yield_now().await;
+                    let response = {
+                        let mut guard = object.lock();
+                        let (live, copy, n) = &mut *guard;
+                        *n += 1;
+                        if *n % 16 == 0 || !stale {
+                            *copy = live.clone();
+                        }
+                        match command {
+                            Command::Read => read(copy.get(&key).cloned().flatten().as_deref()),
+                            _ => apply(live.entry(key).or_default(), &command),
+                        }
+                    };
+                    tokio::task::yield_now().await;
+                    recorder.complete(invocation, response);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("the task ran");
+    }
+    check(&recorder.history().expect("a valid history"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_workload_on_a_locked_register_is_linearizable() {
+    let report = recorded_workload(6, 300, false).await;
+    assert!(report.is_linearizable(), "{report}");
+    assert_eq!(report.operations, 1800);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_workload_reading_a_lagging_copy_is_caught() {
+    let report = recorded_workload(6, 300, true).await;
+    assert_eq!(report.verdict(), Verdict::NotLinearizable, "{report}");
+}
+
+#[test]
+fn a_recorder_keeps_unfinished_operations_as_of_unknown_outcome_and_drops_forgotten_ones() {
+    let recorder = Recorder::new();
+    let put = recorder.invoke(1, "k", write("a"));
+    let refused = recorder.invoke(2, "k", write("b"));
+    recorder.forget(refused);
+    let history = recorder.history().expect("valid");
+    assert_eq!(history.operations().len(), 1);
+    assert_eq!(history.operations()[0].id, put.id());
+    assert_eq!(history.operations()[0].completion, None);
+    assert_eq!(history.operations()[0].process, Some(1));
+}
