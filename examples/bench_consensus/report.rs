@@ -138,3 +138,33 @@ pub(crate) fn final_table(names: &[&str], table: &BTreeMap<(usize, usize), Summa
         }
     }
 }
+
+/// Issue 14's target for each judged system: sequential put p50 no higher than
+/// etcd's, concurrent puts/s no lower.
+pub(crate) fn target(names: &[&str], judged: &[usize], table: &BTreeMap<(usize, usize), Summary>) {
+    if judged.is_empty() {
+        println!(
+            "target (issue 14: Raft mode's put p50 <= etcd's, puts/s >= etcd's): no Raft mode in this build, \
+             not judged"
+        );
+        return;
+    }
+    let cell = |shape: usize, system: usize| table.get(&(shape, system)).filter(|s| s.measured());
+    for &k in judged {
+        let verdict = match (cell(0, k), cell(0, 0), cell(1, k), cell(1, 0)) {
+            (Some(p), Some(pe), Some(t), Some(te)) => {
+                let met = p.p50 <= pe.p50 && t.rate >= te.rate;
+                format!(
+                    "{}: p50 {} vs {}, puts/s {:.0} vs {:.0}",
+                    if met { "met" } else { "NOT met" },
+                    show(p.p50),
+                    show(pe.p50),
+                    t.rate,
+                    te.rate
+                )
+            }
+            _ => "not measured".to_owned(),
+        };
+        println!("target (issue 14), {}: {verdict}", names[k]);
+    }
+}
