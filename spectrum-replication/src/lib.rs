@@ -48,6 +48,11 @@
 //!   trip, with its uncertainty, into the [`PeerTable`]; [`ClockCheck`] judges
 //!   from it whether this node's own clock is the one that is off (a node then
 //!   refuses writes, yet keeps taking its peers' data).
+//! - Behind the `testing` feature, besides the conformance suites:
+//!   `linearizability`, a checker (Wing & Gong's search with Lowe's
+//!   memoization, per key) that decides whether a recorded history of reads,
+//!   writes, deletes and compare-and-sets on keyed registers is linearizable,
+//!   and reads histories as JSON lines.
 //!
 //! ## Two copies converging
 //!
@@ -166,6 +171,8 @@ pub mod credential;
 pub mod error;
 mod handshake;
 pub mod horizon;
+#[cfg(feature = "testing")]
+pub mod linearizability;
 pub mod liveness;
 pub mod memory;
 pub mod origin;

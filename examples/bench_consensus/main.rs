@@ -1,0 +1,266 @@
+//! Spectrum against a three-member etcd, on the same machine in one run, with
+//! durable storage on both sides.
+//!
+//! ```text
+//! cargo run --release --example bench_consensus [-- --quick | --rounds 3 --ops 500 --seconds 3]
+//! ```
+//!
+//! **What runs.** Three etcd members (Debian's `etcd-server`, installed with
+//! apt-get when missing, which the run says) on 127.0.0.1, .2 and .3, each with
+//! its own data directory (etcd fsyncs its write-ahead log before answering a
+//! write). One Spectrum cluster per distinct node-file settings in [`MODES`]:
+//! three `spectrum node` processes (the binary of this build profile, built
+//! first; `SPECTRUM_BIN` names another) on the same three addresses, each with
+//! its durable redb store (fsync per commit). Everything lives in a temporary
+//! directory on disk, and every process is stopped at the end, on error too.
+//!
+//! **The client shapes**, the same code for every system (etcd through its gRPC
+//! KV API, Spectrum through its typed management client), 64-byte values:
+//!
+//! - sequential puts: one client, one put at a time, to one member (etcd's
+//!   leader, so etcd pays no forwarding hop; Spectrum's first node): p50 and p99;
+//! - 16 concurrent writers for a fixed window, spread over the three members,
+//!   each on keys of its own: puts per second (and latencies);
+//! - sequential compare-and-set on one key, each against the version the previous
+//!   one made (etcd: a Txn comparing the key's mod_revision; Spectrum: its
+//!   compare-and-set call, which needs Raft mode).
+//!
+//! **Noise.** Each shape runs in rounds; within a round every system runs once,
+//! in an order that rotates from round to round, so the machine's noise hits
+//! all of them. Percentiles are over every operation of every round; puts per
+//! second is the median round. The load generator shares the cores with both
+//! clusters: figures are comparable within one run, as ratios.
+//!
+//! **Spectrum's configurations** are the table [`MODES`]: last-writer-wins at
+//! `--ack quorum` and `--ack all`. Raft mode (issue 14, `replication = "raft"` in
+//! the node file) is one more entry there; its compare-and-set goes in
+//! `workload::Client::compare_and_set`, where last-writer-wins gets the
+//! FAILED_PRECONDITION it answers and prints it as "refused (needs Raft)".
+
+mod etcd;
+mod processes;
+mod report;
+mod spectrum_cluster;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use processes::{BoxError, Processes};
+use report::Summary;
+use spectrum::client::AckLevel;
+use workload::{Client, Round};
+
+/// One Spectrum configuration: the node-file settings of its cluster
+/// (configurations with the same settings share one cluster) and the
+/// acknowledgement level of its writes.
+#[derive(Debug)]
+struct Mode {
+    /// As printed.
+    name: &'static str,
+    /// Extra node-file lines.
+    settings: &'static str,
+    ack: AckLevel,
+    /// Whether issue 14's target applies: p50 of sequential puts no higher than
+    /// etcd's and concurrent puts/s no lower (Raft mode).
+    judged: bool,
+}
+
+/// The Spectrum configurations measured, in the order printed. Raft mode is one
+/// more entry: `Mode { name: "spectrum raft", settings: "replication = \"raft\"\n",
+/// ack: AckLevel::Quorum, judged: true }`.
+const MODES: &[Mode] = &[
+    Mode { name: "spectrum lww ack=quorum", settings: "", ack: AckLevel::Quorum, judged: false },
+    Mode { name: "spectrum lww ack=all", settings: "", ack: AckLevel::All, judged: false },
+];
+
+/// Writers of the concurrent shape.
+const WRITERS: usize = 16;
+
+/// Command-line settings.
+#[derive(Debug)]
+struct Options {
+    rounds: usize,
+    /// Operations per round of the sequential shapes.
+    ops: usize,
+    /// The concurrent shape's window per round.
+    window: Duration,
+}
+
+impl Options {
+    fn parse() -> Result<Options, BoxError> {
+        let mut options = Options { rounds: 3, ops: 500, window: Duration::from_secs(3) };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--quick" => options = Options { rounds: 2, ops: 150, window: Duration::from_secs(1) },
+                "--rounds" => options.rounds = value()?.parse::<usize>()?.clamp(1, 20),
+                "--ops" => options.ops = value()?.parse::<usize>()?.clamp(10, 100_000),
+                "--seconds" => {
+                    options.window = Duration::from_secs_f64(value()?.parse::<f64>()?.clamp(0.2, 60.0))
+                }
+                other => return Err(format!("unknown argument {other:?} (see the example's docs)").into()),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// A system under test: a client per member, the member sequential shapes use,
+/// and where its keys live.
+struct System {
+    name: String,
+    /// Whether issue 14's target applies to it (see [`Mode::judged`]).
+    judged: bool,
+    members: Vec<Client>,
+    preferred: usize,
+    prefix: &'static str,
+}
+
+/// The client shapes, in the order run.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    SequentialPuts,
+    ConcurrentPuts,
+    SequentialCas,
+}
+
+impl Shape {
+    fn title(self) -> &'static str {
+        match self {
+            Shape::SequentialPuts => "sequential puts (1 client, 1 at a time)",
+            Shape::ConcurrentPuts => "16 concurrent writers (over the 3 members)",
+            Shape::SequentialCas => "sequential compare-and-set (1 client, 1 key)",
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), BoxError> {
+    let options = Options::parse()?;
+    if cfg!(debug_assertions) {
+        println!("warning: a debug build; run with --release for figures worth reading");
+    }
+    let bin = processes::spectrum_binary()?;
+    etcd::ensure_etcd()?;
+    let dir = tempfile::Builder::new().prefix("bench-consensus-").tempdir()?;
+    // Dropped before `dir`: every process is stopped before its files go.
+    let mut processes = Processes::default();
+    let systems = start_systems(&bin, dir.path(), &mut processes).await?;
+    println!(
+        "{} processes on 127.0.0.1-3, {} cores shared by everything; {} rounds per shape, {} operations per \
+         sequential round, {:?} per concurrent round; files and logs in {}",
+        processes.len(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        options.rounds,
+        options.ops,
+        options.window,
+        dir.path().display()
+    );
+    let mut table: BTreeMap<(usize, usize), Summary> = BTreeMap::new();
+    let shapes = [Shape::SequentialPuts, Shape::ConcurrentPuts, Shape::SequentialCas];
+    for (s, shape) in shapes.iter().enumerate() {
+        println!("\n{}", shape.title());
+        let rounds = measure(*shape, &systems, &options).await;
+        processes.all_running()?;
+        let summaries: Vec<Summary> = rounds.iter().map(|r| Summary::of(r)).collect();
+        let names: Vec<&str> = systems.iter().map(|s| s.name.as_str()).collect();
+        report::shape_table(&names, &summaries);
+        for (k, summary) in summaries.into_iter().enumerate() {
+            table.insert((s, k), summary);
+        }
+    }
+    let names: Vec<&str> = systems.iter().map(|s| s.name.as_str()).collect();
+    report::final_table(&names, &table);
+    let judged: Vec<usize> = (0..systems.len()).filter(|&k| systems[k].judged).collect();
+    report::target(&names, &judged, &table);
+    Ok(())
+}
+
+/// etcd first (the baseline), then one cluster per distinct Spectrum settings,
+/// shared by the modes that have them.
+async fn start_systems(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    processes: &mut Processes,
+) -> Result<Vec<System>, BoxError> {
+    let etcd = etcd::start(dir, processes).await?;
+    let mut systems = vec![System {
+        name: format!("etcd {} (3 members)", etcd.version),
+        members: etcd.members.iter().cloned().map(Client::Etcd).collect(),
+        preferred: etcd.leader,
+        prefix: "bench/",
+        judged: false,
+    }];
+    println!("etcd's leader is etcd-{}: the sequential shapes go to it", etcd.leader + 1);
+    let mut clusters: Vec<(&str, spectrum_cluster::SpectrumCluster)> = Vec::new();
+    for mode in MODES {
+        if !clusters.iter().any(|(settings, _)| *settings == mode.settings) {
+            let name = format!("c{}", clusters.len() + 1);
+            let cluster = spectrum_cluster::start(bin, dir, &name, mode.settings, processes).await?;
+            clusters.push((mode.settings, cluster));
+        }
+        let (_, cluster) =
+            clusters.iter().find(|(settings, _)| *settings == mode.settings).ok_or("cluster just started")?;
+        systems.push(System {
+            name: mode.name.to_owned(),
+            members: cluster
+                .nodes
+                .iter()
+                .map(|c| Client::Spectrum { client: c.clone(), ack: mode.ack })
+                .collect(),
+            preferred: 0,
+            prefix: "settings/bench/",
+            judged: mode.judged,
+        });
+    }
+    Ok(systems)
+}
+
+/// Every round of `shape` at every system, in rotating order; each round's
+/// figures printed as they come. One list of rounds per system.
+async fn measure(shape: Shape, systems: &[System], options: &Options) -> Vec<Vec<Round>> {
+    let mut rounds: Vec<Vec<Round>> = systems.iter().map(|_| Vec::new()).collect();
+    for r in 0..options.rounds {
+        let mut line = format!("  round {}:", r + 1);
+        for k in 0..systems.len() {
+            let slot = (k + r) % systems.len();
+            let system = &systems[slot];
+            let preferred = &system.members[system.preferred];
+            let round = match shape {
+                Shape::SequentialPuts => {
+                    workload::sequential_puts(preferred, system.prefix, options.ops).await
+                }
+                Shape::ConcurrentPuts => {
+                    workload::concurrent_puts(&system.members, system.prefix, WRITERS, options.window).await
+                }
+                Shape::SequentialCas => workload::sequential_cas(preferred, system.prefix, options.ops).await,
+            };
+            match &round.not_measured {
+                Some(_) => line.push_str(&format!("  {}: -", system.name)),
+                None => line.push_str(&format!("  {}: {:.0}/s", system.name, round.rate())),
+            }
+            rounds[slot].push(round);
+        }
+        println!("{line}");
+    }
+    rounds
+}

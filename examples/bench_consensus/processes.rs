@@ -1,0 +1,105 @@
+//! Child processes the benchmark starts (killed and reaped when dropped, on
+//! error and panic too), the `spectrum` binary, and loopback ports.
+//!
+//! `Processes` and `spectrum_binary` are those of `examples/bench_balancer/fixture.rs`.
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Child processes, killed (and reaped) when dropped.
+#[derive(Default)]
+pub(crate) struct Processes(Vec<Child>);
+
+impl Processes {
+    /// Keeps `child` until the end of the run.
+    pub(crate) fn push(&mut self, child: Child) {
+        self.0.push(child);
+    }
+
+    /// An error if any child exited already (naming its status).
+    pub(crate) fn all_running(&mut self) -> Result<(), BoxError> {
+        for child in &mut self.0 {
+            if let Some(status) = child.try_wait()? {
+                return Err(format!("process {} exited early ({status})", child.id()).into());
+            }
+        }
+        Ok(())
+    }
+
+    /// How many processes were started.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `spectrum` binary of this build profile, built first so that it runs the
+/// current code (`SPECTRUM_BIN` names another and skips the build).
+pub(crate) fn spectrum_binary() -> Result<PathBuf, BoxError> {
+    if let Some(bin) = std::env::var_os("SPECTRUM_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/examples/bench_consensus
+    let profile = exe.parent().and_then(Path::parent).ok_or("cannot tell the target directory")?;
+    let bin = profile.join("spectrum");
+    let release = profile.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "--bin", "spectrum"]);
+    if release {
+        build.arg("--release");
+    }
+    build.arg("--manifest-path").arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+    if let Some(target) = profile.parent() {
+        build.env("CARGO_TARGET_DIR", target);
+    }
+    println!(
+        "building the spectrum binary first (cargo build{} --bin spectrum)",
+        if release { " --release" } else { "" }
+    );
+    match build.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => return Err(format!("cargo build --bin spectrum failed ({status})").into()),
+        Err(e) if bin.exists() => println!("  (could not run cargo: {e}; using {})", bin.display()),
+        Err(e) => return Err(format!("no {} and cargo cannot build it: {e}", bin.display()).into()),
+    }
+    if !bin.exists() {
+        return Err(format!(
+            "{} is missing: build it with `cargo build --release --bin spectrum`",
+            bin.display()
+        )
+        .into());
+    }
+    Ok(bin)
+}
+
+/// The three loopback addresses members run on: 127.0.0.1, .2 and .3.
+pub(crate) fn member_ip(i: usize) -> IpAddr {
+    IpAddr::from([127, 0, 0, 1 + u8::try_from(i).unwrap_or(0)])
+}
+
+/// A port of `ip` that was free a moment ago.
+pub(crate) fn free_addr(ip: IpAddr) -> Result<SocketAddr, BoxError> {
+    Ok(TcpListener::bind(SocketAddr::new(ip, 0))?.local_addr()?)
+}
+
+/// The last lines of a log, for error messages.
+pub(crate) fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
+}

@@ -1,0 +1,118 @@
+//! Three `spectrum node` processes from generated node files, on 127.0.0.1, .2
+//! and .3, each with its own data directory (the durable redb store, fsync per
+//! commit).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use spectrum::auth::Token;
+use spectrum::client::{AckLevel, AdminClient};
+
+use crate::processes::{BoxError, Processes, free_addr, log_tail, member_ip};
+
+/// The management token of the benchmark's clusters.
+const TOKEN: &str = "bench-token";
+/// How long a node may take to print its first line, and the cluster to take writes.
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// A running Spectrum cluster: a client per node.
+pub(crate) struct SpectrumCluster {
+    pub(crate) nodes: Vec<AdminClient>,
+}
+
+/// Starts three nodes of cluster `name` whose node files carry `settings` (extra
+/// TOML lines, the same on every node) besides the usual ones; returns once a
+/// write through each node is acknowledged by all three.
+pub(crate) async fn start(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    settings: &str,
+    processes: &mut Processes,
+) -> Result<SpectrumCluster, BoxError> {
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| free_addr(member_ip(i))).collect::<Result<_, _>>()?;
+    let key = spectrum::resources::ClusterKey::generate().to_hex();
+    for i in 0..3 {
+        let id = format!("node-{}", i + 1);
+        let seeds: Vec<String> =
+            (0..3).filter(|&j| j != i).map(|j| format!("\"http://{}\"", addrs[j])).collect();
+        let base = dir.join(format!("{name}-{id}"));
+        let text = format!(
+            "id = \"{id}\"\ncluster = \"bench-{name}\"\nlisten = \"{}\"\nseeds = [{}]\n\
+             token = \"{TOKEN}\"\ncluster_key = \"{key}\"\nsync_interval_ms = 1000\ndata_dir = {:?}\n{settings}",
+            addrs[i],
+            seeds.join(", "),
+            base.display().to_string()
+        );
+        spawn_node(bin, &base, &text, processes)?;
+    }
+    let token = Token::new(TOKEN)?;
+    let mut nodes = Vec::new();
+    for addr in &addrs {
+        nodes.push(AdminClient::connect(&format!("http://{addr}").parse()?, Some(token.clone())).await?);
+    }
+    wait_ready(dir, &nodes, processes).await?;
+    Ok(SpectrumCluster { nodes })
+}
+
+/// Writes the node file beside `base`, runs `spectrum node --config` on it
+/// (logging to `base.log`, warnings only) and waits for its first line.
+fn spawn_node(bin: &Path, base: &Path, text: &str, processes: &mut Processes) -> Result<(), BoxError> {
+    let config = base.with_extension("toml");
+    std::fs::write(&config, text)?;
+    let log_path = base.with_extension("log");
+    let mut child = Command::new(bin)
+        .arg("node")
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .env_remove("SPECTRUM_TOKEN")
+        .env_remove("SPECTRUM_CLUSTER_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log_path)?)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    processes.push(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        // Keep the pipe open (and drained) for the process's life.
+        while reader.read_line(&mut String::new()).is_ok_and(|n| n > 0) {}
+    });
+    match rx.recv_timeout(STARTUP) {
+        Ok(line) if line.trim_start().starts_with('{') => Ok(()),
+        _ => Err(format!("spectrum node did not start: {}", log_tail(&log_path)).into()),
+    }
+}
+
+/// Waits until a put through every node is acknowledged by all three.
+async fn wait_ready(dir: &Path, nodes: &[AdminClient], processes: &mut Processes) -> Result<(), BoxError> {
+    let deadline = Instant::now() + STARTUP;
+    let mut last = String::new();
+    for node in nodes {
+        loop {
+            processes.all_running().map_err(|e| format!("{e}; logs in {}", dir.display()))?;
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the Spectrum cluster never took writes ({last}); logs in {}",
+                    dir.display()
+                )
+                .into());
+            }
+            match node.put("settings/bench/ready", b"1".to_vec(), AckLevel::All).await {
+                Ok(_) => break,
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
