@@ -245,6 +245,7 @@ mod proxy;
 mod replay;
 mod retry;
 mod routing;
+mod serve;
 pub mod stats;
 pub mod strategy;
 #[cfg(any(test, feature = "testing"))]

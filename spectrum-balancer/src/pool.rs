@@ -34,10 +34,17 @@ pub(crate) struct Entry {
     pub(crate) draining: Arc<AtomicBool>,
     /// Drained because cluster membership says so ([`Pool::apply_members`]).
     pub(crate) member_draining: Arc<AtomicBool>,
-    pub(crate) upstream: Arc<Upstream>,
+    /// The backend's connections, one set per worker (see
+    /// [`BalancerConfig::workers`]).
+    upstreams: Arc<[Upstream]>,
 }
 
 impl Entry {
+    /// Worker `worker`'s connections to the backend.
+    pub(crate) fn upstream(&self, worker: usize) -> &Upstream {
+        &self.upstreams[worker % self.upstreams.len()]
+    }
+
     fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire) || self.member_draining.load(Ordering::Acquire)
     }
@@ -140,7 +147,7 @@ impl Member {
             health: self.entry.health.clone(),
             draining: self.entry.draining.clone(),
             member_draining: self.entry.member_draining.clone(),
-            upstream: self.entry.upstream.clone(),
+            upstreams: self.entry.upstreams.clone(),
         });
         Member { entry, checks: self.checks }
     }
@@ -332,12 +339,7 @@ impl Pool {
         let backend =
             Backend { load: self.loads.get_or_insert(&c.id), id: c.id, addr: c.addr, weight: c.weight };
         let entry = Arc::new(Entry {
-            upstream: Arc::new(Upstream::new(
-                backend.addr,
-                self.config.connect_timeout,
-                self.config.upstream_connections,
-                self.upstream_tls.clone(),
-            )),
+            upstreams: self.upstreams(backend.addr),
             health: Arc::default(),
             draining,
             member_draining,
@@ -351,6 +353,16 @@ impl Pool {
             self.config.upstream_tls.clone(),
         ));
         Member { entry, checks: checks.abort_handle() }
+    }
+
+    /// A set of connections to `addr` for each worker, which share
+    /// [`BalancerConfig::upstream_connections`] (at least one each).
+    fn upstreams(&self, addr: SocketAddr) -> Arc<[Upstream]> {
+        let workers = self.config.workers.max(1);
+        let each = self.config.upstream_connections.div_ceil(workers);
+        (0..workers)
+            .map(|_| Upstream::new(addr, self.config.connect_timeout, each, self.upstream_tls.clone()))
+            .collect()
     }
 
     /// Checks backend `id` at `addr` every interval and records each result, until

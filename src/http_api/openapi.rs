@@ -57,6 +57,7 @@ use super::{balancer, config, nodes, resources, transfer, users};
         balancer::clear_strategy,
         balancer::set_weight,
         balancer::clear_weight,
+        balancer::stats,
     ),
     components(schemas(super::Ack, crate::auth::Role)),
     modifiers(&BearerToken),

@@ -32,6 +32,7 @@ use crate::strategy::{BalancingStrategy, HashKey, RequestContext};
 
 mod attempt;
 mod completion;
+mod stats_api;
 
 use attempt::{AttemptOutcome, Chances};
 
@@ -58,6 +59,11 @@ pub(crate) struct Proxy {
     /// The balancer's own service, answered locally, when
     /// [`BalancerConfig::serve_stats`](crate::BalancerConfig::serve_stats) is on.
     pub(crate) stats: Option<BalancerServer<BalancerStatsService>>,
+    /// The worker this proxy serves on (see `serve.rs`): its requests go on that
+    /// worker's connections to the backends ([`Entry::upstream`](crate::pool::Entry::upstream)).
+    pub(crate) worker: usize,
+    /// Callers the nodes lately admitted to the balancer's JSON figures.
+    pub(crate) admitted: stats_api::Admitted,
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {
@@ -306,6 +312,9 @@ impl Proxy {
     pub(crate) async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
         // The balancer's own service: one prefix compare on the hot path.
         if let Some(server) = &self.stats {
+            if req.uri().path() == crate::stats::JSON_PATH {
+                return self.stats_json(req, client).await;
+            }
             if req.uri().path().as_bytes().starts_with(service::PATH_PREFIX) {
                 trace!(path = req.uri().path(), %client, "balancer's own call");
                 if let Some(refusal) = service::refusal(self.pool.config(), req.headers()) {
