@@ -142,7 +142,13 @@ impl BalancerBuilder {
         let stats = serve_stats.then(|| BalancerStatsService::new(pool.clone()).into_server());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let workers = Workers::start(pool.config().workers, limits, &shutdown_rx, |worker| {
-            Arc::new(Proxy { pool: pool.clone(), stats: stats.clone(), worker, admitted: Default::default() })
+            Arc::new(Proxy {
+                pool: pool.clone(),
+                stats: stats.clone(),
+                worker,
+                admitted: Default::default(),
+                snapshot: Default::default(),
+            })
         })?;
         let mut tasks = Vec::new();
         let mut admin_addr = None;

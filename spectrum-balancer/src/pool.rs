@@ -104,9 +104,14 @@ impl Candidates {
     }
 }
 
+/// One worker's copy of the pool's snapshot, with the generation it was taken at
+/// (see [`Pool::local_snapshot`]).
+#[derive(Debug, Default)]
+pub(crate) struct LocalSnapshot(Mutex<Option<(u64, Arc<Snapshot>)>>);
+
 /// What requests read: rebuilt whenever membership, health, draining, weights or
 /// the strategy in force change.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
     /// Healthy and not draining.
     pub(crate) eligible: Candidates,
@@ -180,6 +185,9 @@ pub(crate) struct Pool {
     /// `members` when both are.
     settings: Mutex<Settings>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Bumped after each new snapshot, so workers can keep a copy of their own
+    /// ([`LocalSnapshot`]) and look at one shared word per request.
+    generation: AtomicU64,
     loads: LoadRegistry,
     config: BalancerConfig,
     pub(crate) counters: Counters,
@@ -204,6 +212,7 @@ impl Pool {
             members: Mutex::new(Vec::new()),
             settings: Mutex::new(settings),
             snapshot: RwLock::new(Arc::new(snapshot)),
+            generation: AtomicU64::new(0),
             loads: LoadRegistry::new(),
             budget: RetryBudget::new(config.retry_budget),
             counters: Counters::default(),
@@ -218,6 +227,22 @@ impl Pool {
 
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.read().clone()
+    }
+
+    /// The snapshot in force, from `local` while it is current: one worker's
+    /// requests then share a copy no other thread touches, instead of every
+    /// request of every worker counting references on one shared snapshot.
+    pub(crate) fn local_snapshot(&self, local: &LocalSnapshot) -> Arc<Snapshot> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut cached = local.0.lock();
+        match &*cached {
+            Some((seen, snapshot)) if *seen == generation => snapshot.clone(),
+            _ => {
+                let copy = Arc::new(Snapshot::clone(&self.snapshot()));
+                *cached = Some((generation, copy.clone()));
+                copy
+            }
+        }
     }
 
     /// The health state of backend `id` if it is still configured at `addr`.
@@ -248,6 +273,7 @@ impl Pool {
             }
         }
         *self.snapshot.write() = Arc::new(snap);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     fn backoff(&self) -> Backoff {
@@ -519,6 +545,7 @@ impl Pool {
             m.stop_checks();
         }
         *self.snapshot.write() = Arc::new(Snapshot::empty(self.settings.lock().routing()));
+        self.generation.fetch_add(1, Ordering::Release);
     }
 }
 

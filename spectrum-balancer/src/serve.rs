@@ -378,11 +378,15 @@ async fn serve_connection<I>(
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let proxy = proxy.clone();
         let in_flight = InFlight::start(&tracked);
-        async move {
+        // Boxed: hyper spawns a task per HTTP/2 stream holding this future, and a
+        // task's future (several KiB: the whole forwarding state machine) is
+        // copied into the task when spawned and again when its output replaces
+        // it; boxed, those copies are of one pointer, for one allocation.
+        Box::pin(async move {
             let response = proxy.handle(req, client).await;
             drop(in_flight);
             Ok::<_, Infallible>(response)
-        }
+        })
     });
     let conn = server.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
