@@ -265,6 +265,10 @@ pub struct BalancerFileConfig {
     /// more are refused with `REFUSED_STREAM`.
     #[serde(default)]
     pub max_concurrent_streams: Option<u32>,
+    /// Threads serving client connections, each with its own runtime and its own
+    /// connections to the nodes (default: one per core; at least 1).
+    #[serde(default)]
+    pub workers: Option<usize>,
     /// The balancing strategy and its parameters. Default: round robin.
     #[serde(default)]
     pub strategy: Option<StrategyFile>,
@@ -453,6 +457,7 @@ impl BalancerFileConfig {
         }
         config.max_connections = self.max_connections.unwrap_or(config.max_connections);
         config.max_concurrent_streams = self.max_concurrent_streams.unwrap_or(config.max_concurrent_streams);
+        config.workers = self.workers.unwrap_or(config.workers);
         let spec = self.strategy_spec()?;
         match spec.hash_key() {
             Some(HashKey::Header(name)) => config.affinity_header = Some(name.clone()),
@@ -697,6 +702,7 @@ mod tests {
             ("[timeouts]\nidle_ms = 0", "timeouts.idle_ms"),
             ("max_concurrent_streams = 0", "max_concurrent_streams"),
             ("max_connections = 0", "max_connections"),
+            ("workers = 0", "workers"),
         ] {
             let err = balancer(extra).unwrap().balancer_config().unwrap_err().to_string();
             assert!(err.contains(field), "{extra}: {err}");
@@ -705,9 +711,10 @@ mod tests {
 
     #[test]
     fn connection_limits_and_client_timeouts_come_from_the_file() {
-        let file = "max_connections = 500\nmax_concurrent_streams = 32\n[timeouts]\nheader_read_ms = 2000\nidle_ms = 15000";
+        let file = "max_connections = 500\nmax_concurrent_streams = 32\nworkers = 3\n[timeouts]\nheader_read_ms = 2000\nidle_ms = 15000";
         let (config, _) = balancer(file).unwrap().balancer_config().unwrap();
         assert_eq!((config.max_connections, config.max_concurrent_streams), (500, 32));
+        assert_eq!(config.workers, 3);
         assert_eq!(config.header_read_timeout, Duration::from_secs(2));
         assert_eq!(config.idle_timeout, Duration::from_secs(15));
         let (defaults, _) = balancer("").unwrap().balancer_config().unwrap();

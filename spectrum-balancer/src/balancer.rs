@@ -1,22 +1,15 @@
 //! Starting, observing, reconfiguring and stopping a balancer: the assembly that
 //! binds the ports, spawns the tasks and wires discovery sources to the pool.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use spectrum_core::tls::TlsConfig;
 use spectrum_core::{Member, NodeId};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
-use tokio_rustls::TlsAcceptor;
+use tokio::task::JoinHandle;
 use tracing::{debug, info, instrument, warn};
 
 use crate::config::{BackendConfig, BalancerConfig};
@@ -26,6 +19,7 @@ use crate::metrics;
 use crate::pool::Pool;
 use crate::proxy::Proxy;
 use crate::routing::{Routing, StrategyInForce};
+use crate::serve::{self, ConnectionLimits, Workers};
 use crate::stats::{BackendStats, BalancerStatsService};
 use crate::strategy::{BalancingStrategy, RoundRobin, StrategyName, StrategySpec};
 use crate::tls::SharedAcceptor;
@@ -146,7 +140,16 @@ impl BalancerBuilder {
         let pool = Pool::new(self.config, connector, routing);
         pool.set_backends(self.backends)?;
         let stats = serve_stats.then(|| BalancerStatsService::new(pool.clone()).into_server());
-        let proxy = Arc::new(Proxy { pool: pool.clone(), stats });
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let workers = Workers::start(pool.config().workers, limits, &shutdown_rx, |worker| {
+            Arc::new(Proxy {
+                pool: pool.clone(),
+                stats: stats.clone(),
+                worker,
+                admitted: Default::default(),
+                snapshot: Default::default(),
+            })
+        })?;
         let mut tasks = Vec::new();
         let mut admin_addr = None;
         if let Some(addr) = admin_listen {
@@ -165,9 +168,8 @@ impl BalancerBuilder {
         if let Some((source, interval)) = self.discovery {
             tasks.push(tokio::spawn(poll_discovery(source, interval, Arc::downgrade(&pool))));
         }
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let tls = acceptor.clone();
-        let accept = tokio::spawn(accept_loop(listener, acceptor, proxy, shutdown_rx, limits));
+        let accept = tokio::spawn(serve::accept_loop(listener, acceptor, workers, shutdown_rx, limits));
         info!(%local_addr, tls = tls.is_some(), "balancer listening");
         Ok(BalancerHandle { local_addr, tls, admin_addr, pool, shutdown, accept: Some(accept), tasks })
     }
@@ -353,185 +355,5 @@ async fn poll_discovery(source: Arc<dyn Discovery>, interval: Duration, pool: We
                 warn!(%error, "balancing settings poll failed; keeping the strategy and weights in force")
             }
         }
-    }
-}
-
-/// How client connections are bounded (from [`BalancerConfig`]).
-#[derive(Debug, Clone, Copy)]
-struct ConnectionLimits {
-    header_read_timeout: Duration,
-    idle_timeout: Duration,
-    max_connections: usize,
-    max_concurrent_streams: u32,
-    grace: Duration,
-}
-
-impl ConnectionLimits {
-    fn of(config: &BalancerConfig) -> Self {
-        Self {
-            header_read_timeout: config.header_read_timeout,
-            idle_timeout: config.idle_timeout,
-            max_connections: config.max_connections,
-            max_concurrent_streams: config.max_concurrent_streams,
-            grace: config.shutdown_grace,
-        }
-    }
-}
-
-/// Longest pause after a failed `accept` (out of file descriptors, say): the
-/// pause doubles from 10 ms up to this, so a failing accept neither spins nor
-/// floods the log.
-const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<Arc<SharedAcceptor>>,
-    proxy: Arc<Proxy>,
-    mut shutdown: watch::Receiver<bool>,
-    limits: ConnectionLimits,
-) {
-    let mut server = auto::Builder::new(TokioExecutor::new());
-    server.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    server.http2().timer(TokioTimer::new()).max_concurrent_streams(limits.max_concurrent_streams);
-    let server = Arc::new(server);
-    let mut connections = JoinSet::new();
-    let mut backoff = Duration::ZERO;
-    loop {
-        tokio::select! {
-            accepted = listener.accept(), if connections.len() < limits.max_connections => match accepted {
-                Ok((stream, client)) => {
-                    backoff = Duration::ZERO;
-                    let tls = tls.as_ref().map(|t| t.current());
-                    connections.spawn(accept_connection(server.clone(), tls, stream, client, proxy.clone(), shutdown.clone(), limits));
-                }
-                Err(error) => {
-                    backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
-                    if backoff < MAX_ACCEPT_BACKOFF || connections.len() % 64 == 0 {
-                        warn!(%error, open = connections.len(), pause_ms = backoff.as_millis() as u64, "accept failed");
-                    }
-                    tokio::time::sleep(backoff).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = shutdown.changed() => break,
-        }
-    }
-    drop(listener);
-    debug!(open = connections.len(), "no longer accepting; waiting for open connections");
-    let drained =
-        tokio::time::timeout(limits.grace, async { while connections.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        debug!(open = connections.len(), "grace period over; closing connections");
-        connections.shutdown().await;
-    }
-}
-
-/// Requests in flight on one client connection, and when the last one ended.
-#[derive(Debug)]
-struct Activity {
-    in_flight: AtomicUsize,
-    idle_since: parking_lot::Mutex<tokio::time::Instant>,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            in_flight: AtomicUsize::new(0),
-            idle_since: parking_lot::Mutex::new(tokio::time::Instant::now()),
-        }
-    }
-
-    /// When the connection becomes idle too long, if it is idle now.
-    fn idle_deadline(&self, idle_timeout: Duration) -> Option<tokio::time::Instant> {
-        (self.in_flight.load(Ordering::Acquire) == 0).then(|| *self.idle_since.lock() + idle_timeout)
-    }
-}
-
-/// Marks a request in flight until dropped (when its response has been produced).
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn start(activity: &Arc<Activity>) -> Self {
-        activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        Self(activity.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        *self.0.idle_since.lock() = tokio::time::Instant::now();
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Longest a client may take to complete its TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves one accepted connection, after its TLS handshake when `tls` is set.
-async fn accept_connection(
-    server: Arc<auto::Builder<TokioExecutor>>,
-    tls: Option<TlsAcceptor>,
-    stream: TcpStream,
-    client: SocketAddr,
-    proxy: Arc<Proxy>,
-    shutdown: watch::Receiver<bool>,
-    limits: ConnectionLimits,
-) {
-    let _ = stream.set_nodelay(true);
-    let Some(tls) = tls else {
-        return serve_connection(server, stream, client, proxy, shutdown, limits).await;
-    };
-    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-        Ok(Ok(stream)) => serve_connection(server, stream, client, proxy, shutdown, limits).await,
-        Ok(Err(error)) => debug!(%client, %error, "TLS handshake failed"),
-        Err(_) => debug!(%client, "TLS handshake timed out"),
-    }
-}
-
-async fn serve_connection<I>(
-    server: Arc<auto::Builder<TokioExecutor>>,
-    stream: I,
-    client: SocketAddr,
-    proxy: Arc<Proxy>,
-    mut shutdown: watch::Receiver<bool>,
-    limits: ConnectionLimits,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let activity = Arc::new(Activity::new());
-    let tracked = activity.clone();
-    let service = service_fn(move |req: hyper::Request<Incoming>| {
-        let proxy = proxy.clone();
-        let in_flight = InFlight::start(&tracked);
-        async move {
-            let response = proxy.handle(req, client).await;
-            drop(in_flight);
-            Ok::<_, Infallible>(response)
-        }
-    });
-    let conn = server.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let result = loop {
-        // Re-checked at least every idle timeout: a request may start and end in between.
-        let wake = activity
-            .idle_deadline(limits.idle_timeout)
-            .unwrap_or_else(|| tokio::time::Instant::now() + limits.idle_timeout);
-        tokio::select! {
-            result = conn.as_mut() => break result,
-            _ = shutdown.changed() => {
-                conn.as_mut().graceful_shutdown();
-                break conn.await;
-            }
-            _ = tokio::time::sleep_until(wake) => {
-                if activity.idle_deadline(limits.idle_timeout).is_some_and(|d| d <= tokio::time::Instant::now()) {
-                    debug!(%client, idle_ms = limits.idle_timeout.as_millis() as u64, "closing an idle client connection");
-                    conn.as_mut().graceful_shutdown();
-                    break tokio::time::timeout(limits.grace, conn.as_mut()).await.unwrap_or(Ok(()));
-                }
-            }
-        }
-    };
-    if let Err(error) = result {
-        debug!(%client, %error, "client connection ended with an error");
     }
 }

@@ -90,8 +90,18 @@ pub struct BalancerConfig {
     /// the connection with the fewest in flight; further connections open only
     /// while the first ones are busy. One connection is served by one task, so more
     /// than one lets a busy backend's traffic use more than one core. Default 2;
-    /// at least 1.
+    /// at least 1. With several [`workers`](Self::workers), each worker keeps its
+    /// own connections to each backend, `upstream_connections / workers` of them
+    /// (rounded up, at least one).
     pub upstream_connections: usize,
+    /// Threads that serve client connections, each running its own single-threaded
+    /// runtime with its own connections to the backends, so that a request is read,
+    /// forwarded and answered on one thread, without waking another (the layout
+    /// of HAProxy's and nginx's worker threads). One acceptor hands each new client
+    /// connection to the worker with the fewest open. Health checks, discovery and
+    /// the admin listener stay on the runtime that starts the balancer. Default: one
+    /// per core ([`std::thread::available_parallelism`]); at least 1.
+    pub workers: usize,
     /// TLS for clients: the listener serves TLS only, with this certificate and
     /// key, offering ALPN `h2` and `http/1.1` on the one port. With
     /// [`ClientAuth::Required`](spectrum_core::tls::ClientAuth::Required), every
@@ -294,6 +304,7 @@ impl Default for BalancerConfig {
             stats_token: None,
             open_stats: false,
             upstream_connections: 2,
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
             internal_paths: DEFAULT_INTERNAL_PATHS.iter().map(|p| (*p).to_owned()).collect(),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -336,6 +347,9 @@ impl BalancerConfig {
         }
         if self.upstream_connections == 0 {
             return invalid("upstream_connections", "must be at least 1");
+        }
+        if self.workers == 0 {
+            return invalid("workers", "must be at least 1");
         }
         if !(0.0..=1.0).contains(&self.retry_budget.ratio) {
             return invalid("retry_budget.ratio", "must be between 0 and 1");

@@ -24,6 +24,15 @@ pub enum BalancerError {
         /// Why binding failed.
         source: std::io::Error,
     },
+    /// A worker thread (see [`BalancerConfig::workers`](crate::BalancerConfig::workers))
+    /// or its runtime could not be started.
+    #[error("cannot start balancer worker {worker}: {source}")]
+    Worker {
+        /// Which worker, from 0.
+        worker: usize,
+        /// Why it could not start.
+        source: std::io::Error,
+    },
     /// Two backends in one list share an id.
     #[error("backend {id} is listed more than once")]
     DuplicateBackend {

@@ -10,7 +10,10 @@
 //!   with streaming and trailers) on one port. It forwards paths byte for byte,
 //!   health-checks the nodes with `grpc.health.v1`, ejects nodes that fail
 //!   connections or answer `UNAVAILABLE` (with exponential backoff), fails over, and
-//!   limits request bodies and waiting times.
+//!   limits request bodies and waiting times. Client connections are served by
+//!   [`BalancerConfig::workers`] threads (one per core by default), each running its
+//!   own single-threaded runtime with its own connections to the nodes, so a request
+//!   never crosses threads; strategies and load figures are shared by all.
 //! - [`Discovery`]: where the balancer learns the cluster's members, polled while it
 //!   runs, so nodes join, drain and leave with no restart; and, optionally, the
 //!   strategy and weights the cluster sets ([`BalancingSettings`]), swapped while
@@ -245,6 +248,7 @@ mod proxy;
 mod replay;
 mod retry;
 mod routing;
+mod serve;
 pub mod stats;
 pub mod strategy;
 #[cfg(any(test, feature = "testing"))]

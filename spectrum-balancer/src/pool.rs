@@ -34,10 +34,17 @@ pub(crate) struct Entry {
     pub(crate) draining: Arc<AtomicBool>,
     /// Drained because cluster membership says so ([`Pool::apply_members`]).
     pub(crate) member_draining: Arc<AtomicBool>,
-    pub(crate) upstream: Arc<Upstream>,
+    /// The backend's connections, one set per worker (see
+    /// [`BalancerConfig::workers`]).
+    upstreams: Arc<[Upstream]>,
 }
 
 impl Entry {
+    /// Worker `worker`'s connections to the backend.
+    pub(crate) fn upstream(&self, worker: usize) -> &Upstream {
+        &self.upstreams[worker % self.upstreams.len()]
+    }
+
     fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire) || self.member_draining.load(Ordering::Acquire)
     }
@@ -97,9 +104,14 @@ impl Candidates {
     }
 }
 
+/// One worker's copy of the pool's snapshot, with the generation it was taken at
+/// (see [`Pool::local_snapshot`]).
+#[derive(Debug, Default)]
+pub(crate) struct LocalSnapshot(Mutex<Option<(u64, Arc<Snapshot>)>>);
+
 /// What requests read: rebuilt whenever membership, health, draining, weights or
 /// the strategy in force change.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
     /// Healthy and not draining.
     pub(crate) eligible: Candidates,
@@ -140,7 +152,7 @@ impl Member {
             health: self.entry.health.clone(),
             draining: self.entry.draining.clone(),
             member_draining: self.entry.member_draining.clone(),
-            upstream: self.entry.upstream.clone(),
+            upstreams: self.entry.upstreams.clone(),
         });
         Member { entry, checks: self.checks }
     }
@@ -173,6 +185,9 @@ pub(crate) struct Pool {
     /// `members` when both are.
     settings: Mutex<Settings>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Bumped after each new snapshot, so workers can keep a copy of their own
+    /// ([`LocalSnapshot`]) and look at one shared word per request.
+    generation: AtomicU64,
     loads: LoadRegistry,
     config: BalancerConfig,
     pub(crate) counters: Counters,
@@ -197,6 +212,7 @@ impl Pool {
             members: Mutex::new(Vec::new()),
             settings: Mutex::new(settings),
             snapshot: RwLock::new(Arc::new(snapshot)),
+            generation: AtomicU64::new(0),
             loads: LoadRegistry::new(),
             budget: RetryBudget::new(config.retry_budget),
             counters: Counters::default(),
@@ -211,6 +227,22 @@ impl Pool {
 
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.read().clone()
+    }
+
+    /// The snapshot in force, from `local` while it is current: one worker's
+    /// requests then share a copy no other thread touches, instead of every
+    /// request of every worker counting references on one shared snapshot.
+    pub(crate) fn local_snapshot(&self, local: &LocalSnapshot) -> Arc<Snapshot> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut cached = local.0.lock();
+        match &*cached {
+            Some((seen, snapshot)) if *seen == generation => snapshot.clone(),
+            _ => {
+                let copy = Arc::new(Snapshot::clone(&self.snapshot()));
+                *cached = Some((generation, copy.clone()));
+                copy
+            }
+        }
     }
 
     /// The health state of backend `id` if it is still configured at `addr`.
@@ -241,6 +273,7 @@ impl Pool {
             }
         }
         *self.snapshot.write() = Arc::new(snap);
+        self.generation.fetch_add(1, Ordering::Release);
     }
 
     fn backoff(&self) -> Backoff {
@@ -332,12 +365,7 @@ impl Pool {
         let backend =
             Backend { load: self.loads.get_or_insert(&c.id), id: c.id, addr: c.addr, weight: c.weight };
         let entry = Arc::new(Entry {
-            upstream: Arc::new(Upstream::new(
-                backend.addr,
-                self.config.connect_timeout,
-                self.config.upstream_connections,
-                self.upstream_tls.clone(),
-            )),
+            upstreams: self.upstreams(backend.addr),
             health: Arc::default(),
             draining,
             member_draining,
@@ -351,6 +379,16 @@ impl Pool {
             self.config.upstream_tls.clone(),
         ));
         Member { entry, checks: checks.abort_handle() }
+    }
+
+    /// A set of connections to `addr` for each worker, which share
+    /// [`BalancerConfig::upstream_connections`] (at least one each).
+    fn upstreams(&self, addr: SocketAddr) -> Arc<[Upstream]> {
+        let workers = self.config.workers.max(1);
+        let each = self.config.upstream_connections.div_ceil(workers);
+        (0..workers)
+            .map(|_| Upstream::new(addr, self.config.connect_timeout, each, self.upstream_tls.clone()))
+            .collect()
     }
 
     /// Checks backend `id` at `addr` every interval and records each result, until
@@ -507,6 +545,7 @@ impl Pool {
             m.stop_checks();
         }
         *self.snapshot.write() = Arc::new(Snapshot::empty(self.settings.lock().routing()));
+        self.generation.fetch_add(1, Ordering::Release);
     }
 }
 

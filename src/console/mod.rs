@@ -8,7 +8,9 @@
 //!
 //! Pages: cluster overview (members with state and liveness, peers with
 //! replication lag and clock offset, and a live chart of both, sampled every two
-//! seconds from whichever node answers), licenses, dataflows,
+//! seconds from whichever node answers; and the balancer's request rate, failures
+//! and latency per node, from the balancer's own `/api/v1/balancer/stats`, or a
+//! note that the page was not reached through a balancer), licenses, dataflows,
 //! resources (a form per kind, each field's validation error shown beside it,
 //! secrets write-only, availability on every member), nodes (drain, undrain,
 //! remove), users and the audit log. Sign-in takes a token, kept in the

@@ -33,6 +33,20 @@ fn weight_target(id: &str) -> String {
     format!("balancer/weight/{}", id.chars().take(128).collect::<String>())
 }
 
+/// The balancer's own figures, answered by the **balancer** on its public port and
+/// never by a node (a node answers `404`, which is how the console tells it was
+/// not reached through a balancer). Any token this API admits may read them: the
+/// balancer asks a node with the caller's `Authorization` on
+/// `GET /api/v1/balancer` and passes its `401`/`403` on. Documented here because
+/// clients reach it at the same address as the API; it has no handler on a node.
+#[utoipa::path(operation_id = "BalancerStats", get, path = "/api/v1/balancer/stats", tag = "balancer",
+    responses((status = 200, description = "`{\"balancer\": true, \"sampled_at_unix_ms\", \"strategy\": {\"name\", \"hash_key\", \"load_factor\", \"source\"}, \"requests_total\", \"retries_total\", \"no_backend_total\", …, \"backends\": [{\"id\", \"address\", \"health\", \"healthy\", \"ejected\", \"draining\", \"weight\", \"requests_total\", \"failures_total\", \"retries_total\", \"in_flight\", \"latency_ewma_us\"}]}`: counters grow while the balancer runs; latency is the moving average of the time to response headers, in microseconds", body = Object),
+        (status = 404, description = "answered by a node: the caller did not come through a balancer", body = ErrorBody),
+        (status = "4XX", description = "refused: the API's own `401` or `403`, from a node", body = ErrorBody)),
+    security(("bearer" = [])))]
+#[allow(dead_code)] // served by the balancer (`spectrum_balancer::stats::JSON_PATH`), not by this node
+pub(super) async fn stats() {}
+
 /// The strategy and weights the database sets for every balancer (viewer).
 #[utoipa::path(operation_id = "ShowBalancerSettings", get, path = "/api/v1/balancer", tag = "balancer", params(ReadParams),
     responses((status = 200, description = "`{\"strategy\": {…} | null, \"weights\": [{\"node\", \"weight\", \"version\"}]}`", body = Object), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]

@@ -22,6 +22,7 @@
 //! | `GET /api/v1/export/resources`, `POST /api/v1/import/resources` | `ExportResources`, `ImportResources` |
 //! | `POST /api/v1/reseal-secrets` | `ResealSecrets` |
 //! | `GET /api/v1/openapi.json` | the OpenAPI document (no token needed) |
+//! | `GET /api/v1/balancer/stats` | the balancer's own figures, answered by the balancer (a node answers `404`) |
 //!
 //! Answers are the [`model`](crate::model) types as JSON (the `spectrum --json`
 //! shapes), with the answering node in the `spectrum-served-by` header.

@@ -59,6 +59,7 @@ use super::{balancer, config, nodes, resources, transfer, users, watch};
         balancer::set_weight,
         balancer::clear_weight,
         watch::watch,
+        balancer::stats,
     ),
     components(schemas(super::Ack, crate::auth::Role)),
     modifiers(&BearerToken),

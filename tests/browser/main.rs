@@ -133,6 +133,25 @@ impl Console {
         }
     }
 
+    /// Waits until the number in attribute `data-{attr}` of the element at `css`
+    /// is above zero; returns it.
+    async fn wait_positive(&self, css: &str, attr: &str, shot: &str) -> f64 {
+        let deadline = Instant::now() + PAGE_WAIT;
+        let script = "const e = document.querySelector(arguments[0]); return e ? (e.dataset[arguments[1]] || '') : '';";
+        loop {
+            let v = self.client.execute(script, vec![json!(css), json!(attr)]).await.unwrap();
+            let n: f64 = v.as_str().unwrap_or_default().parse().unwrap_or(0.0);
+            if n > 0.0 {
+                return n;
+            }
+            if Instant::now() > deadline {
+                self.screenshot(&format!("FAILED-{shot}")).await;
+                panic!("{css} never drew a figure above zero ({v}); see {}", self.shots.display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// How many elements match `css`.
     async fn count(&self, css: &str) -> usize {
         self.client.find_all(Locator::Css(css)).await.unwrap().len()
@@ -229,6 +248,13 @@ async fn script(c: &Console, cluster: &mut spectrum::Cluster, viewer: &str, post
     c.sign_out().await;
     c.sign_in(viewer).await;
     viewer_is_refused(c).await;
+
+    // Straight from a node, the page says there is no balancer to chart.
+    let node = cluster.node("node-2").expect("node-2 runs").url().to_owned();
+    let direct = Console { client: c.client.clone(), base: node, shots: c.shots.clone() };
+    direct.sign_in(viewer).await;
+    direct.wait_text("#balancer-note", "Not served through a balancer", "no-balancer").await;
+    direct.screenshot("12-overview-straight-from-a-node").await;
 }
 
 /// Two nodes write one key without hearing of each other's write (each applied
@@ -249,6 +275,16 @@ async fn conflict_on_the_overview(c: &Console, cluster: &spectrum::Cluster) {
 async fn resources_dataflows_and_nodes(c: &Console, postal: &Path) {
     c.wait_text("#members-table tbody", "alive", "overview").await;
     tokio::time::sleep(Duration::from_millis(2500)).await; // a second sample on the live charts
+    // The balancer's figures, live: every node gets requests (the page's own
+    // polling), so the rate and latency charts draw figures above zero.
+    let rate = c.wait_positive("#chart-rate", "peak", "balancer-rate").await;
+    let latency = c.wait_positive("#chart-latency", "peak", "balancer-latency").await;
+    c.wait_text("#balancer-note", "Strategy round_robin", "balancer-note").await;
+    for node in ["node-1", "node-2", "node-3"] {
+        let requests = c.text(&format!("#balancer-table tr[data-node='{node}'] .requests")).await;
+        assert!(requests.parse::<u64>().is_ok_and(|n| n > 0), "{node}: {requests:?} requests");
+    }
+    println!("balancer chart: {rate:.1} requests/s at peak, latency {latency} µs at peak");
     c.screenshot("1-overview").await;
 
     // A resource with a bad field: the API's message appears beside that field.

@@ -2,6 +2,7 @@
 
 mod addresses;
 mod balancer_settings;
+mod balancer_stats;
 mod clocks;
 mod cluster;
 mod conflicts;

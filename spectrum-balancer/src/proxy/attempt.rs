@@ -144,7 +144,7 @@ impl Proxy {
         chances: Chances,
     ) -> AttemptOutcome {
         let backend = &entry.backend;
-        let (mut sender, lease) = match entry.upstream.sender().await {
+        let (mut sender, lease) = match entry.upstream(self.worker).sender().await {
             Ok(found) => found,
             Err(error) => {
                 warn!(node = %backend.id, backend = %backend.addr, %error, attempt = chances.attempt, "cannot reach backend; trying another");
@@ -154,7 +154,7 @@ impl Proxy {
                 return AttemptOutcome::NotSent;
             }
         };
-        let outgoing = match request.outgoing(entry.upstream.authority()) {
+        let outgoing = match request.outgoing(entry.upstream(self.worker).authority()) {
             Ok(outgoing) => outgoing,
             Err(answer) => return AttemptOutcome::Answered(*answer),
         };
@@ -187,7 +187,7 @@ impl Proxy {
         underway.completion.set_latency(underway.started.elapsed());
         if let Some(unsent) = error.take_message() {
             debug!(node = %backend.id, error = %error.error(), "connection closed before the request was sent; trying another");
-            entry.upstream.invalidate(underway.slot);
+            entry.upstream(self.worker).invalidate(underway.slot);
             underway.completion.complete(Some(Verdict::NotSent));
             request.pending = Some(unsent);
             return AttemptOutcome::NotSent;
@@ -195,7 +195,7 @@ impl Proxy {
         underway.completion.complete(Some(Verdict::Unavailable));
         let body_too_large = request.body.too_large();
         if !body_too_large && sender.is_closed() {
-            entry.upstream.invalidate(underway.slot);
+            entry.upstream(self.worker).invalidate(underway.slot);
         }
         match decide(Exchange::Broke { body_too_large }, || self.may_retry(request, underway.chances)) {
             Decision::TooLarge => {

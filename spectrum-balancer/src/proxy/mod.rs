@@ -23,7 +23,7 @@ use tracing::{debug, trace};
 use crate::body::{
     GRPC_DEADLINE_EXCEEDED, GRPC_RESOURCE_EXHAUSTED, GRPC_UNAVAILABLE, ProxyBody, local_answer,
 };
-use crate::pool::{Candidates, Counters, Pool, Snapshot};
+use crate::pool::{Candidates, Counters, LocalSnapshot, Pool, Snapshot};
 use crate::replay::{AttemptBody, RequestBody};
 use crate::routing::Routing;
 use crate::stats::proto::balancer_server::BalancerServer;
@@ -32,6 +32,7 @@ use crate::strategy::{BalancingStrategy, HashKey, RequestContext};
 
 mod attempt;
 mod completion;
+mod stats_api;
 
 use attempt::{AttemptOutcome, Chances};
 
@@ -58,6 +59,13 @@ pub(crate) struct Proxy {
     /// The balancer's own service, answered locally, when
     /// [`BalancerConfig::serve_stats`](crate::BalancerConfig::serve_stats) is on.
     pub(crate) stats: Option<BalancerServer<BalancerStatsService>>,
+    /// The worker this proxy serves on (see `serve.rs`): its requests go on that
+    /// worker's connections to the backends ([`Entry::upstream`](crate::pool::Entry::upstream)).
+    pub(crate) worker: usize,
+    /// Callers the nodes lately admitted to the balancer's JSON figures.
+    pub(crate) admitted: stats_api::Admitted,
+    /// This worker's copy of the pool's snapshot.
+    pub(crate) snapshot: LocalSnapshot,
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {
@@ -306,13 +314,18 @@ impl Proxy {
     pub(crate) async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
         // The balancer's own service: one prefix compare on the hot path.
         if let Some(server) = &self.stats {
+            if req.uri().path() == crate::stats::JSON_PATH {
+                // Boxed, as the other local answers: rare, and their futures
+                // would otherwise swell every request's.
+                return Box::pin(self.stats_json(req, client)).await;
+            }
             if req.uri().path().as_bytes().starts_with(service::PATH_PREFIX) {
                 trace!(path = req.uri().path(), %client, "balancer's own call");
                 if let Some(refusal) = service::refusal(self.pool.config(), req.headers()) {
                     debug!(%client, "Stats refused on the public port");
                     return refusal;
                 }
-                return service::answer(server, req).await;
+                return Box::pin(service::answer(server, req)).await;
             }
         }
         let path = req.uri().path().as_bytes();
@@ -321,7 +334,7 @@ impl Proxy {
             debug!(path = req.uri().path(), %client, "internal service refused");
             return internal(is_grpc(req.headers()));
         }
-        let snapshot = self.pool.snapshot();
+        let snapshot = self.pool.local_snapshot(&self.snapshot);
         match self.prepare(req, client, &snapshot.routing) {
             Ok(request) => self.forward(request, &snapshot).await,
             Err(answer) => *answer,

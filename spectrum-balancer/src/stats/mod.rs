@@ -52,9 +52,11 @@ use crate::error::BalancerError;
 use crate::routing::{StrategyInForce, StrategySource};
 
 mod client;
+pub(crate) mod json;
 pub(crate) mod service;
 
 pub use client::StatsClient;
+pub use json::JSON_PATH;
 pub use service::BalancerStatsService;
 
 /// The generated protocol types, server and client of `spectrum.balancer.v1`

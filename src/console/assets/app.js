@@ -152,7 +152,7 @@ function route() {
 
 // ---- overview ------------------------------------------------------------------
 
-const series = { lag: new Map(), clock: new Map() };
+const series = { lag: new Map(), clock: new Map(), rate: new Map(), failures: new Map(), latency: new Map() };
 
 function record(name, id, value) {
   if (!series[name].has(id)) series[name].set(id, []);
@@ -165,6 +165,8 @@ function record(name, id, value) {
 function chart(container, map) {
   const w = 420, hgt = 140, pad = 28, legend = 120;
   const all = [...map.values()].flat().filter((v) => v !== null);
+  // The largest figure drawn, for readers of the page (and its tests).
+  container.dataset.peak = String(Math.max(0, ...all));
   let lo = Math.min(0, ...all), hi = Math.max(1, ...all);
   if (hi === lo) hi = lo + 1;
   const svg = document.createElementNS(SVG, 'svg');
@@ -211,6 +213,52 @@ function chart(container, map) {
   container.replaceChildren(svg);
 }
 
+/** The balancer's previous sample, for rates: {at: ms, byId: Map(id -> backend)}. */
+let lastBalancer = null;
+
+/**
+ * The balancer's own figures (GET /api/v1/balancer/stats, answered by the balancer,
+ * never by a node): per-node request and failure rates from two samples, and latency.
+ */
+async function loadBalancer() {
+  let b;
+  try {
+    b = await api('GET', '/balancer/stats');
+  } catch (e) {
+    lastBalancer = null;
+    $('#balancer-charts').hidden = true;
+    fillTable('#balancer-table', []);
+    const note = $('#balancer-note');
+    note.className = e.status === 404 ? 'no-balancer' : 'error';
+    show(note, e.status === 404
+      ? 'Not served through a balancer: this page came straight from a node, which has no balancer figures. Open the console at the balancer\'s address to see them.'
+      : 'Balancer figures unavailable: ' + e.message);
+    return;
+  }
+  const s = b.strategy;
+  $('#balancer-note').className = '';
+  show($('#balancer-note'), s ? `Strategy ${s.name}${s.hash_key ? ' (hash key ' + s.hash_key + ')' : ''}, from the ${s.source === 'database' ? 'cluster database' : "balancer's configuration"}; ${b.requests_total} requests in all.` : `${b.requests_total} requests in all.`);
+  $('#balancer-charts').hidden = false;
+  const prev = lastBalancer;
+  const seconds = prev ? (b.sampled_at_unix_ms - prev.at) / 1000 : 0;
+  const rate = (now, before) => (seconds > 0 && before !== undefined ? Math.max(0, now - before) / seconds : null);
+  for (const n of b.backends) {
+    const old = prev ? prev.byId.get(n.id) : undefined;
+    record('rate', n.id, rate(n.requests_total, old && old.requests_total));
+    record('failures', n.id, rate(n.failures_total, old && old.failures_total));
+    record('latency', n.id, n.latency_ewma_us);
+  }
+  lastBalancer = { at: b.sampled_at_unix_ms, byId: new Map(b.backends.map((n) => [n.id, n])) };
+  chart($('#chart-rate'), series.rate);
+  chart($('#chart-failures'), series.failures);
+  chart($('#chart-latency'), series.latency);
+  fillTable('#balancer-table', b.backends.map((n) => h('tr', { 'data-node': n.id },
+    h('td', {}, n.id), h('td', {}, n.address),
+    h('td', { class: n.health === 'healthy' ? 'good' : 'bad' }, n.health + (n.draining ? ', draining' : '')),
+    h('td', { class: 'requests' }, n.requests_total), h('td', { class: n.failures_total ? 'bad' : '' }, n.failures_total),
+    h('td', {}, n.in_flight), h('td', {}, n.latency_ewma_us))));
+}
+
 async function loadOverview() {
   const s = await api('GET', '/status');
   $('#cluster-id').textContent = s.cluster;
@@ -242,6 +290,7 @@ async function loadOverview() {
   }
   chart($("#chart-lag"), series.lag);
   chart($("#chart-clock"), series.clock);
+  await loadBalancer();
   if (!poller) {
     poller = setInterval(() => {
       if (document.body.dataset.page === 'overview') loadOverview().catch((e) => flash(e.message));

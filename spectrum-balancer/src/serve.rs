@@ -1,0 +1,416 @@
+//! Serving client connections: one acceptor on the runtime that started the
+//! balancer, and [`BalancerConfig::workers`] threads that each run a
+//! single-threaded tokio runtime and serve the connections handed to them.
+//!
+//! A request is read from its client, forwarded on one of the worker's own
+//! connections to the backend, and answered, all on one thread: no task moves
+//! between threads and no wake-up crosses one (each worker has its own
+//! [`Proxy`], whose `worker` index picks the worker's upstream connections). The
+//! per-backend load figures and the strategies are shared by every worker
+//! (atomics), so in-flight counts and latency averages cover the whole balancer.
+//!
+//! [`BalancerConfig::workers`]: crate::BalancerConfig::workers
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, warn};
+
+use crate::config::BalancerConfig;
+use crate::error::BalancerError;
+use crate::proxy::Proxy;
+use crate::tls::SharedAcceptor;
+
+/// How client connections are bounded (from [`BalancerConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionLimits {
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    max_connections: usize,
+    max_concurrent_streams: u32,
+    grace: Duration,
+}
+
+impl ConnectionLimits {
+    pub(crate) fn of(config: &BalancerConfig) -> Self {
+        Self {
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            max_connections: config.max_connections,
+            max_concurrent_streams: config.max_concurrent_streams,
+            grace: config.shutdown_grace,
+        }
+    }
+}
+
+/// Client connections open across every worker, held against
+/// [`BalancerConfig::max_connections`](crate::BalancerConfig::max_connections).
+#[derive(Debug, Default)]
+struct Open {
+    count: AtomicUsize,
+    /// Signalled (one stored permit) whenever a connection closes.
+    freed: Notify,
+}
+
+/// Counts one client connection as open, overall and on its worker, until dropped.
+#[derive(Debug)]
+struct OpenGuard {
+    open: Arc<Open>,
+    on_worker: Arc<AtomicUsize>,
+}
+
+impl OpenGuard {
+    fn new(open: &Arc<Open>, on_worker: &Arc<AtomicUsize>) -> Self {
+        open.count.fetch_add(1, Ordering::AcqRel);
+        on_worker.fetch_add(1, Ordering::Relaxed);
+        Self { open: open.clone(), on_worker: on_worker.clone() }
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.on_worker.fetch_sub(1, Ordering::Relaxed);
+        self.open.count.fetch_sub(1, Ordering::AcqRel);
+        self.open.freed.notify_one();
+    }
+}
+
+/// A client connection on its way from the acceptor to a worker.
+struct Accepted {
+    /// Taken out of the acceptor's runtime, registered again in the worker's.
+    stream: std::net::TcpStream,
+    client: SocketAddr,
+    /// The listener's TLS as it was when the connection was accepted.
+    tls: Option<TlsAcceptor>,
+    guard: OpenGuard,
+}
+
+impl std::fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accepted")
+            .field("client", &self.client)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One worker thread, as the acceptor sees it.
+#[derive(Debug)]
+struct Worker {
+    queue: mpsc::UnboundedSender<Accepted>,
+    /// Client connections this worker serves.
+    open: Arc<AtomicUsize>,
+    /// Fires when the worker's runtime has stopped.
+    done: Option<oneshot::Receiver<()>>,
+    /// Stops the worker at once, open connections included (dropped with `Workers`).
+    abort: Option<oneshot::Sender<()>>,
+}
+
+/// The worker threads. Dropping this stops them at once; [`finish`](Self::finish)
+/// waits for them to end on their own (after a graceful shutdown).
+#[derive(Debug)]
+pub(crate) struct Workers {
+    workers: Vec<Worker>,
+    open: Arc<Open>,
+}
+
+impl Workers {
+    /// Starts `count` workers (at least one), worker `i` forwarding with
+    /// `proxy_for(i)`; they stop serving when `shutdown` turns true, after letting
+    /// open requests finish for up to the grace period.
+    ///
+    /// # Errors
+    ///
+    /// [`BalancerError::Worker`] when a runtime or thread cannot be started (the
+    /// workers already started are stopped).
+    pub(crate) fn start(
+        count: usize,
+        limits: ConnectionLimits,
+        shutdown: &watch::Receiver<bool>,
+        proxy_for: impl Fn(usize) -> Arc<Proxy>,
+    ) -> Result<Self, BalancerError> {
+        let mut workers = Vec::with_capacity(count.max(1));
+        for index in 0..count.max(1) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| BalancerError::Worker { worker: index, source })?;
+            let (queue, incoming) = mpsc::unbounded_channel();
+            let (done_tx, done) = oneshot::channel();
+            let (abort, aborted) = oneshot::channel::<()>();
+            let (proxy, shutdown) = (proxy_for(index), shutdown.clone());
+            std::thread::Builder::new()
+                .name(format!("spectrum-balancer-{index}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        tokio::select! {
+                            () = worker_loop(incoming, proxy, limits, shutdown) => {}
+                            _ = aborted => {}
+                        }
+                    });
+                    // Dropping the runtime cancels whatever the worker still served.
+                    drop(runtime);
+                    let _ = done_tx.send(());
+                })
+                .map_err(|source| BalancerError::Worker { worker: index, source })?;
+            workers.push(Worker { queue, open: Arc::default(), done: Some(done), abort: Some(abort) });
+        }
+        Ok(Self { workers, open: Arc::default() })
+    }
+
+    /// Hands a client connection to the worker serving the fewest.
+    fn dispatch(&self, stream: TcpStream, client: SocketAddr, tls: Option<TlsAcceptor>) {
+        let Some(worker) = self.workers.iter().min_by_key(|w| w.open.load(Ordering::Relaxed)) else {
+            return;
+        };
+        let guard = OpenGuard::new(&self.open, &worker.open);
+        match stream.into_std() {
+            Ok(stream) => {
+                // A worker that is gone drops the connection (and its guard) with the message.
+                let _ = worker.queue.send(Accepted { stream, client, tls, guard });
+            }
+            Err(error) => debug!(%client, %error, "cannot hand a client connection to a worker"),
+        }
+    }
+
+    /// Waits for every worker to stop (each does once shutdown is signalled and its
+    /// connections are done or the grace period is over).
+    async fn finish(&mut self) {
+        for worker in &mut self.workers {
+            if let Some(done) = worker.done.take() {
+                let _ = done.await;
+            }
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for worker in &mut self.workers {
+            if let Some(abort) = worker.abort.take() {
+                let _ = abort.send(());
+            }
+        }
+    }
+}
+
+/// The HTTP/1.1 and HTTP/2 server settings every client connection is served with.
+fn server(limits: ConnectionLimits) -> auto::Builder<TokioExecutor> {
+    let mut server = auto::Builder::new(TokioExecutor::new());
+    server.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    server.http2().timer(TokioTimer::new()).max_concurrent_streams(limits.max_concurrent_streams);
+    server
+}
+
+/// One worker: serves the connections handed to it until shutdown (then lets them
+/// finish for up to the grace period) or until the acceptor is gone.
+async fn worker_loop(
+    mut incoming: mpsc::UnboundedReceiver<Accepted>,
+    proxy: Arc<Proxy>,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let server = Arc::new(server(limits));
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = incoming.recv() => match accepted {
+                Some(accepted) => {
+                    connections.spawn(serve_accepted(accepted, server.clone(), proxy.clone(), shutdown.clone(), limits));
+                }
+                None => break,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    let drained =
+        tokio::time::timeout(limits.grace, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        debug!(open = connections.len(), "grace period over; closing connections");
+        connections.shutdown().await;
+    }
+}
+
+/// Serves a connection handed to this worker, counted as open until it ends.
+async fn serve_accepted(
+    accepted: Accepted,
+    server: Arc<auto::Builder<TokioExecutor>>,
+    proxy: Arc<Proxy>,
+    shutdown: watch::Receiver<bool>,
+    limits: ConnectionLimits,
+) {
+    let Accepted { stream, client, tls, guard: _guard } = accepted;
+    match TcpStream::from_std(stream) {
+        Ok(stream) => accept_connection(server, tls, stream, client, proxy, shutdown, limits).await,
+        Err(error) => debug!(%client, %error, "cannot serve a client connection"),
+    }
+}
+
+/// Longest pause after a failed `accept` (out of file descriptors, say): the
+/// pause doubles from 10 ms up to this, so a failing accept neither spins nor
+/// floods the log.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Accepts client connections and hands them to `workers`, no more open at once
+/// than the limit, until `shutdown` turns true; then waits for the workers to
+/// finish.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<SharedAcceptor>>,
+    mut workers: Workers,
+    mut shutdown: watch::Receiver<bool>,
+    limits: ConnectionLimits,
+) {
+    let open = workers.open.clone();
+    let mut backoff = Duration::ZERO;
+    loop {
+        let room = open.count.load(Ordering::Acquire) < limits.max_connections;
+        tokio::select! {
+            accepted = listener.accept(), if room => match accepted {
+                Ok((stream, client)) => {
+                    backoff = Duration::ZERO;
+                    workers.dispatch(stream, client, tls.as_ref().map(|t| t.current()));
+                }
+                Err(error) => {
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
+                    let open = open.count.load(Ordering::Relaxed);
+                    if backoff < MAX_ACCEPT_BACKOFF || open % 64 == 0 {
+                        warn!(%error, open, pause_ms = backoff.as_millis() as u64, "accept failed");
+                    }
+                    tokio::time::sleep(backoff).await;
+                }
+            },
+            () = open.freed.notified(), if !room => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    debug!(open = open.count.load(Ordering::Relaxed), "no longer accepting; waiting for open connections");
+    workers.finish().await;
+}
+
+/// Requests in flight on one client connection, and when the last one ended.
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    idle_since: parking_lot::Mutex<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            idle_since: parking_lot::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// When the connection becomes idle too long, if it is idle now.
+    fn idle_deadline(&self, idle_timeout: Duration) -> Option<tokio::time::Instant> {
+        (self.in_flight.load(Ordering::Acquire) == 0).then(|| *self.idle_since.lock() + idle_timeout)
+    }
+}
+
+/// Marks a request in flight until dropped (when its response has been produced).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock() = tokio::time::Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Longest a client may take to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one accepted connection, after its TLS handshake when `tls` is set.
+async fn accept_connection(
+    server: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<TlsAcceptor>,
+    stream: TcpStream,
+    client: SocketAddr,
+    proxy: Arc<Proxy>,
+    shutdown: watch::Receiver<bool>,
+    limits: ConnectionLimits,
+) {
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return serve_connection(server, stream, client, proxy, shutdown, limits).await;
+    };
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => serve_connection(server, stream, client, proxy, shutdown, limits).await,
+        Ok(Err(error)) => debug!(%client, %error, "TLS handshake failed"),
+        Err(_) => debug!(%client, "TLS handshake timed out"),
+    }
+}
+
+async fn serve_connection<I>(
+    server: Arc<auto::Builder<TokioExecutor>>,
+    stream: I,
+    client: SocketAddr,
+    proxy: Arc<Proxy>,
+    mut shutdown: watch::Receiver<bool>,
+    limits: ConnectionLimits,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let tracked = activity.clone();
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let proxy = proxy.clone();
+        let in_flight = InFlight::start(&tracked);
+        // Boxed: hyper spawns a task per HTTP/2 stream holding this future, and a
+        // task's future (several KiB: the whole forwarding state machine) is
+        // copied into the task when spawned and again when its output replaces
+        // it; boxed, those copies are of one pointer, for one allocation.
+        Box::pin(async move {
+            let response = proxy.handle(req, client).await;
+            drop(in_flight);
+            Ok::<_, Infallible>(response)
+        })
+    });
+    let conn = server.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = loop {
+        // Re-checked at least every idle timeout: a request may start and end in between.
+        let wake = activity
+            .idle_deadline(limits.idle_timeout)
+            .unwrap_or_else(|| tokio::time::Instant::now() + limits.idle_timeout);
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            _ = shutdown.changed() => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                if activity.idle_deadline(limits.idle_timeout).is_some_and(|d| d <= tokio::time::Instant::now()) {
+                    debug!(%client, idle_ms = limits.idle_timeout.as_millis() as u64, "closing an idle client connection");
+                    conn.as_mut().graceful_shutdown();
+                    break tokio::time::timeout(limits.grace, conn.as_mut()).await.unwrap_or(Ok(()));
+                }
+            }
+        }
+    };
+    if let Err(error) = result {
+        debug!(%client, %error, "client connection ended with an error");
+    }
+}
