@@ -208,6 +208,8 @@ pub struct BackendEntry {
 /// listen = "127.0.0.1:7100"
 /// admin_listen = "127.0.0.1:7190"      # /metrics and Stats, no token
 /// max_request_body = 4194304           # bytes
+/// max_connections = 10000              # client connections open at once
+/// max_concurrent_streams = 256         # requests in flight per HTTP/2 connection
 /// [strategy]
 /// name = "consistent_hash"             # round_robin, weighted_round_robin, random,
 /// hash_key = "x-tenant"                #   least_requests, peak_ewma, consistent_hash
@@ -217,8 +219,6 @@ pub struct BackendEntry {
 /// max_attempts = 3
 /// budget_ratio = 0.2
 /// budget_min_per_second = 10
-/// max_connections = 10000            # client connections open at once
-/// max_concurrent_streams = 256         # requests in flight per HTTP/2 connection
 /// [timeouts]
 /// connect_ms = 1000
 /// request_ms = 30000
