@@ -163,6 +163,7 @@ pub mod liveness;
 pub mod memory;
 pub mod origin;
 pub mod peers;
+pub mod raft;
 pub mod record;
 pub mod redb;
 pub mod replicator;
@@ -171,6 +172,7 @@ mod state;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod transaction;
 mod wire;
 
 /// Generated protobuf types and gRPC stubs of the replication protocol, private
@@ -189,6 +191,7 @@ pub use error::{PeerFailure, ReplicationError, StoreError};
 pub use memory::MemoryStore;
 pub use origin::{InvalidOrigin, Origin};
 pub use peers::PeerTable;
+pub use raft::{RaftReplicator, RaftReplicatorBuilder, RaftService, RaftSettings};
 pub use record::{
     Change, ChangeBatch, Delta, MergeReport, Record, Snapshot, VersionToken, VersionVector, Write, WriteBatch,
 };
@@ -197,3 +200,4 @@ pub use replicator::{AckLevel, AckReport, PeerStatus, Replicator};
 pub use service::ReplicationService;
 pub use state::DEFAULT_CHANGE_LOG_CAPACITY;
 pub use store::{ConfigStore, FEED_CAPACITY};
+pub use transaction::{Committed, Condition, FailedCondition, Outcome, ReplicationMode, Transaction};
