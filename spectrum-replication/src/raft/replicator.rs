@@ -25,7 +25,7 @@ use super::service::RaftService;
 use super::state_machine::StateMachine;
 use super::{Raft, RaftMember, SEQ_PER_ENTRY, raft_node_id, raft_origin};
 use crate::credential::{AttachToken, MAX_TOKENS, PeerCredential};
-use crate::error::{ReplicationError, StoreError};
+use crate::error::{PeerFailure, ReplicationError, StoreError};
 use crate::handshake::Handshake;
 use crate::origin::Origin;
 use crate::peers::{PeerTable, blank};
@@ -507,15 +507,17 @@ impl Inner {
             if let Some(addr) = leader.and_then(|n| n.addr.parse::<PeerAddr>().ok()) {
                 let call = proto::RaftCall { proposal: Some((&proposal).into()), ..proto::RaftCall::default() };
                 let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-                let answer: ForwardAnswer = self.wire.call_json(&addr, Method::Forward, call, left).await?;
-                match answer {
-                    Ok(done) => {
+                match self.wire.call_json::<ForwardAnswer>(&addr, Method::Forward, call, left).await {
+                    Ok(Ok(done)) => {
                         self.wait_applied(done.log_id.index, deadline).await?;
                         return Ok((done.log_id.index, done.data));
                     }
-                    // The leader changed before it took the write: nothing was proposed.
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
-                    Err(e) => return Err(consensus(e)),
+                    // The leader changed, or stopped, before it took the write;
+                    // or it could not be dialled: the write was not proposed.
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)) | RaftError::Fatal(_)))
+                    | Err(ReplicationError::Peer { failure: PeerFailure::Unreachable { .. }, .. }) => {}
+                    Ok(Err(e)) => return Err(consensus(e)),
+                    Err(e) => return Err(e),
                 }
             }
             if Instant::now() + LEADER_RETRY > deadline {
@@ -546,12 +548,14 @@ impl Inner {
             };
             if let Some(addr) = leader.and_then(|n| n.addr.parse::<PeerAddr>().ok()) {
                 let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-                let answer: ReadIndexAnswer =
-                    self.wire.call_json(&addr, Method::ReadIndex, proto::RaftCall::default(), left).await?;
-                match answer {
-                    Ok(read) => return Ok(read.map_or(0, |l| l.index)),
-                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {}
-                    Err(e) => return Err(consensus(e)),
+                let call = proto::RaftCall::default();
+                match self.wire.call_json::<ReadIndexAnswer>(&addr, Method::ReadIndex, call, left).await {
+                    Ok(Ok(read)) => return Ok(read.map_or(0, |l| l.index)),
+                    // A read index is safe to ask again, whatever went wrong.
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)) | RaftError::Fatal(_)))
+                    | Err(ReplicationError::Peer { .. }) => {}
+                    Ok(Err(e)) => return Err(consensus(e)),
+                    Err(e) => return Err(e),
                 }
             }
             if Instant::now() + LEADER_RETRY > deadline {
