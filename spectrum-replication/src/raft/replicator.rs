@@ -406,7 +406,9 @@ impl RaftReplicator {
 impl Inner {
     /// One attempt to become a member; whether this node is one.
     async fn try_join(&self) -> Result<bool, ReplicationError> {
-        if self.raft.is_initialized().await.map_err(consensus)? {
+        let initialized = self.raft.is_initialized().await.map_err(consensus)?;
+        // A member restarted at another address must tell the leader first.
+        if initialized && (self.seeds.is_empty() || self.known_at_own_address()) {
             return Ok(true);
         }
         if self.seeds.is_empty() {
@@ -430,10 +432,16 @@ impl Inner {
                 }
             }
         }
-        if all_answered && others.values().all(|m| self.me.id < m.id) {
+        if !initialized && all_answered && others.values().all(|m| self.me.id < m.id) {
             return self.found(others).await;
         }
         Ok(false)
+    }
+
+    /// Whether the membership this node holds has it at its current address.
+    fn known_at_own_address(&self) -> bool {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.nodes().any(|(id, n)| *id == self.id && n.addr == self.me.addr)
     }
 
     /// Founds the group with this node and `others` as voters.
@@ -468,8 +476,15 @@ impl Inner {
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => return self.join_via(f, member).await,
             Err(e) => return Err(e.to_string()),
         }
-        let voters: BTreeSet<u64> = self.raft.metrics().borrow().membership_config.voter_ids().collect();
-        if voters.contains(&id) {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        if membership.nodes().any(|(n, known)| *n == id && known.addr != member.addr) {
+            // A member back at another address.
+            let moved = ChangeMembers::SetNodes(BTreeMap::from([(id, member.clone())]));
+            if let Err(e) = self.raft.change_membership(moved, true).await {
+                return Err(e.to_string());
+            }
+        }
+        if membership.voter_ids().any(|v| v == id) {
             return Ok(());
         }
         match self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await {

