@@ -51,6 +51,8 @@ async fn value(c: &AdminClient, key: &str, after: ReadAfter) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn raft_mode_survives_a_lost_leader_and_a_restarted_node_catches_up_by_snapshot() {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(filter).try_init();
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = raft_cluster("raft-it", dir.path()).await;
     all_ready(&cluster).await;

@@ -54,6 +54,22 @@ impl Wire {
             .max_encoding_message_size(max)
     }
 
+    /// Where `member` is reached now: the address it last spoke from, as the
+    /// handshakes of this node's calls recorded it (a member restarted at
+    /// another address is found before membership says so), else the address
+    /// membership gives.
+    pub(crate) fn resolve(&self, member: &RaftMember) -> Option<PeerAddr> {
+        let learned = self
+            .handshake
+            .peers()
+            .snapshot()
+            .into_iter()
+            .filter(|p| p.id.as_ref().is_some_and(|id| id.as_str() == member.id) && p.last_contact.is_some())
+            .max_by_key(|p| p.last_contact)
+            .map(|p| p.addr);
+        learned.or_else(|| member.addr.parse().ok())
+    }
+
     /// Makes one call to `addr`, bounded by `timeout`, and admits the answer's
     /// header; returns the answer's JSON.
     pub(crate) async fn call(
@@ -120,7 +136,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerLink;
 
     async fn new_client(&mut self, target: u64, node: &RaftMember) -> PeerLink {
-        PeerLink { wire: self.wire.clone(), target, addr: node.addr.parse().ok(), shown: node.to_string() }
+        PeerLink { wire: self.wire.clone(), target, member: node.clone() }
     }
 }
 
@@ -129,9 +145,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub(crate) struct PeerLink {
     wire: Wire,
     target: u64,
-    /// `None` when the member's address does not parse (it is unreachable).
-    addr: Option<PeerAddr>,
-    shown: String,
+    member: RaftMember,
 }
 
 /// The error openraft expects from a call that did not get an answer.
@@ -153,15 +167,15 @@ impl PeerLink {
         E: std::error::Error + DeserializeOwned,
         T: DeserializeOwned,
     {
-        let Some(addr) = &self.addr else {
+        let Some(addr) = self.wire.resolve(&self.member) else {
             let e = LinkError {
-                peer: self.shown.clone(),
+                peer: self.member.to_string(),
                 source: ReplicationError::Consensus { reason: "the member's address does not parse".into() },
             };
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         };
         let answer: Result<Result<T, RaftError<u64, E>>, _> =
-            self.wire.call_json(addr, method, call, option.hard_ttl()).await;
+            self.wire.call_json(&addr, method, call, option.hard_ttl()).await;
         match answer {
             Ok(Ok(t)) => Ok(t),
             Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
@@ -170,7 +184,7 @@ impl PeerLink {
                     &source,
                     ReplicationError::Peer { failure: PeerFailure::Unreachable { .. } | PeerFailure::Timeout { .. }, .. }
                 );
-                let e = LinkError { peer: self.shown.clone(), source };
+                let e = LinkError { peer: self.member.to_string(), source };
                 if unreachable {
                     Err(RPCError::Unreachable(Unreachable::new(&e)))
                 } else {

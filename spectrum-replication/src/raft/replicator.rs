@@ -407,9 +407,16 @@ impl Inner {
     /// One attempt to become a member; whether this node is one.
     async fn try_join(&self) -> Result<bool, ReplicationError> {
         let initialized = self.raft.is_initialized().await.map_err(consensus)?;
-        // A member restarted at another address must tell the leader first.
-        if initialized && (self.seeds.is_empty() || self.known_at_own_address()) {
+        if initialized && self.known_at_own_address() {
             return Ok(true);
+        }
+        if initialized {
+            // A member restarted at another address tells the leader.
+            match self.add_member(self.me.clone()).await {
+                Ok(()) => return Ok(true),
+                Err(reason) if self.seeds.is_empty() => return Err(ReplicationError::Consensus { reason }),
+                Err(reason) => debug!(%reason, "could not update this member's address directly"),
+            }
         }
         if self.seeds.is_empty() {
             return self.found(BTreeMap::new()).await;
@@ -495,7 +502,7 @@ impl Inner {
     }
 
     async fn join_via(&self, f: ForwardToLeader<u64, RaftMember>, member: RaftMember) -> Result<(), String> {
-        let Some(addr) = f.leader_node.and_then(|n| n.addr.parse::<PeerAddr>().ok()) else {
+        let Some(addr) = f.leader_node.and_then(|n| self.wire.resolve(&n)) else {
             return Err("no leader is known yet; retry".into());
         };
         let call = proto::RaftCall { json: to_json(&member), ..proto::RaftCall::default() };
@@ -519,7 +526,7 @@ impl Inner {
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_node,
                 Err(e) => return Err(consensus(e)),
             };
-            if let Some(addr) = leader.and_then(|n| n.addr.parse::<PeerAddr>().ok()) {
+            if let Some(addr) = leader.and_then(|n| self.wire.resolve(&n)) {
                 let call = proto::RaftCall { proposal: Some((&proposal).into()), ..proto::RaftCall::default() };
                 let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
                 match self.wire.call_json::<ForwardAnswer>(&addr, Method::Forward, call, left).await {
@@ -561,7 +568,7 @@ impl Inner {
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => f.leader_node,
                 Err(e) => return Err(consensus(e)),
             };
-            if let Some(addr) = leader.and_then(|n| n.addr.parse::<PeerAddr>().ok()) {
+            if let Some(addr) = leader.and_then(|n| self.wire.resolve(&n)) {
                 let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
                 let call = proto::RaftCall::default();
                 match self.wire.call_json::<ReadIndexAnswer>(&addr, Method::ReadIndex, call, left).await {
