@@ -8,6 +8,7 @@
 //! serialise as JSON; any other value as a string.
 
 mod balancer;
+mod txn;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,6 +23,7 @@ use crate::auth::{Role, Token};
 use crate::namespace::AuditRecord;
 use crate::session::Session;
 
+pub use txn::{TxnConditionSpec, TxnSpec, TxnSpecError, TxnWriteSpec};
 pub use balancer::{BalancerSettings, StrategySetting, StrategyWritten, WeightSetting, WeightWritten};
 
 /// What a read must have seen before it answers: nothing in particular, or a

@@ -29,6 +29,7 @@ use super::{balancer, config, nodes, resources, transfer, users};
         config::list,
         config::get,
         config::put,
+        config::txn,
         config::delete,
         config::licenses,
         config::license,

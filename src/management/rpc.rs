@@ -13,6 +13,7 @@ use crate::auth::{Caller, Role};
 pub enum Rpc {
     Get,
     Put,
+    Txn,
     Delete,
     List,
     Status,
@@ -50,9 +51,10 @@ pub enum Rpc {
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 33] = [
+    pub const ALL: [Rpc; 34] = [
         Rpc::Get,
         Rpc::Put,
+        Rpc::Txn,
         Rpc::Delete,
         Rpc::List,
         Rpc::Status,
@@ -97,6 +99,7 @@ impl Rpc {
             | ShowResource | ExportResources | ExportConfig | ShowBalancerSettings => Role::Viewer,
             SetNodeState | CheckResources | ListAudit => Role::Operator,
             Put
+            | Txn
             | Delete
             | SetLicense
             | CreateDataflow
@@ -124,7 +127,8 @@ impl Rpc {
         use Rpc::*;
         matches!(
             self,
-            Put | Delete
+            Put | Txn
+                | Delete
                 | SetLicense
                 | CreateDataflow
                 | DeleteDataflow
@@ -151,6 +155,7 @@ impl Rpc {
         match self {
             Get => "Get",
             Put => "Put",
+            Txn => "Txn",
             Delete => "Delete",
             List => "List",
             Status => "Status",
