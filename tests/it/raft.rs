@@ -113,3 +113,89 @@ async fn raft_mode_survives_a_lost_leader_and_a_restarted_node_catches_up_by_sna
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compare_and_set_transactions_and_consistent_reads_are_decided_once_for_the_whole_cluster() {
+    use spectrum::client::PutCondition;
+    use spectrum::model::{TxnConditionSpec, TxnSpec, TxnWriteSpec};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = raft_cluster("raft-cas", dir.path()).await;
+    all_ready(&cluster).await;
+    let ids: Vec<String> = cluster.nodes().map(|n| n.id().to_string()).collect();
+    let (a, b) = (client(&cluster, &ids[0]).await, client(&cluster, &ids[1]).await);
+
+    // Create-if-absent from two nodes at once: exactly one wins.
+    let (x, y) = tokio::join!(
+        a.put_if("settings/owner", "a", PutCondition::Absent),
+        b.put_if("settings/owner", "b", PutCondition::Absent)
+    );
+    let (won, lost) = match (x, y) {
+        (Ok(w), Err(e)) | (Err(e), Ok(w)) => (w, e),
+        other => panic!("exactly one create must win: {other:?}"),
+    };
+    assert_eq!(lost.code(), Some(tonic::Code::FailedPrecondition));
+    assert!(lost.to_string().contains(&won.write.version.to_string()), "{lost}");
+
+    // Set only if unchanged since read: a stale version is refused.
+    let v1 = won.write.version.clone();
+    let v2 = a.put_if("settings/owner", "c", PutCondition::Version(v1.clone())).await.unwrap().write.version;
+    let stale = b.put_if("settings/owner", "d", PutCondition::Version(v1)).await.unwrap_err();
+    assert_eq!(stale.code(), Some(tonic::Code::FailedPrecondition), "{stale}");
+    for id in &ids {
+        let entry = client(&cluster, id).await.get_consistent("settings/owner").await.unwrap();
+        assert_eq!((entry.value.as_slice(), &entry.version), (b"c".as_slice(), &v2));
+    }
+
+    // A transaction applies all of its writes or none.
+    let txn = |version: Option<String>| TxnSpec {
+        conditions: vec![TxnConditionSpec { key: "settings/owner".into(), version }],
+        writes: vec![
+            TxnWriteSpec { key: "settings/t1".into(), value: Some("1".into()), delete: false },
+            TxnWriteSpec { key: "settings/owner".into(), value: None, delete: true },
+        ],
+    };
+    let refused = b.txn(&txn(None)).await.unwrap_err();
+    assert_eq!(refused.code(), Some(tonic::Code::FailedPrecondition));
+    assert_eq!(a.get_consistent("settings/t1").await.unwrap_err().code(), Some(tonic::Code::NotFound));
+    b.txn(&txn(Some(v2.to_string()))).await.unwrap();
+    let listed = a.list_consistent("settings/").await.unwrap();
+    let keys: Vec<&str> = listed.0.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"settings/t1") && !keys.contains(&"settings/owner"), "{keys:?}");
+
+    // A dataflow name is taken once, cluster-wide.
+    let (x, y) = tokio::join!(
+        a.create_dataflow("orders", r#"{"steps":[]}"#, false, AckLevel::Quorum),
+        b.create_dataflow("orders", r#"{"steps":["x"]}"#, false, AckLevel::Quorum)
+    );
+    let codes: Vec<Option<tonic::Code>> = [x, y].into_iter().map(|r| r.err().and_then(|e| e.code())).collect();
+    assert!(codes.contains(&None) && codes.contains(&Some(tonic::Code::AlreadyExists)), "{codes:?}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_last_writer_wins_cluster_refuses_what_needs_raft_naming_raft_mode() {
+    use spectrum::client::PutCondition;
+    use spectrum::model::{TxnSpec, TxnWriteSpec};
+
+    let cluster = Cluster::builder("lww-refuses".parse().unwrap()).size(1).start().await.unwrap();
+    let id = cluster.nodes().next().unwrap().id().to_string();
+    let c = client(&cluster, &id).await;
+    let txn = TxnSpec {
+        conditions: Vec::new(),
+        writes: vec![TxnWriteSpec { key: "settings/a".into(), value: Some("1".into()), delete: false }],
+    };
+    let refusals = [
+        c.put_if("settings/a", "1", PutCondition::Absent).await.unwrap_err(),
+        c.txn(&txn).await.unwrap_err(),
+        c.get_consistent("settings/a").await.unwrap_err(),
+        c.list_consistent("settings/").await.unwrap_err(),
+    ];
+    for e in refusals {
+        assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+        assert!(e.to_string().contains("needs Raft mode (replication = \"raft\")"), "{e}");
+    }
+    // Nothing weaker was done instead.
+    assert_eq!(c.get("settings/a", ReadAfter::Anything).await.unwrap_err().code(), Some(tonic::Code::NotFound));
+    cluster.shutdown().await;
+}
