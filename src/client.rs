@@ -57,9 +57,9 @@ pub use crate::model::AuditQuery;
 
 pub use crate::model::{ReadAfter, WriteReceipt};
 pub use crate::session::Session;
+pub use consensus::PutCondition;
 pub use spectrum_balancer::strategy::{StrategyName, StrategySpec};
 pub use spectrum_core::MemberState;
-pub use consensus::PutCondition;
 pub use spectrum_replication::AckLevel;
 
 /// A management call failed.

@@ -23,8 +23,8 @@ use crate::auth::{Role, Token};
 use crate::namespace::AuditRecord;
 use crate::session::Session;
 
-pub use txn::{TxnConditionSpec, TxnSpec, TxnSpecError, TxnWriteSpec};
 pub use balancer::{BalancerSettings, StrategySetting, StrategyWritten, WeightSetting, WeightWritten};
+pub use txn::{TxnConditionSpec, TxnSpec, TxnSpecError, TxnWrite, TxnWriteSpec};
 
 /// What a read must have seen before it answers: nothing in particular, or a
 /// write (read-your-writes through the balancer, whichever node answers).

@@ -14,8 +14,8 @@ use spectrum_core::{
     Clock, ClusterId, Hlc, Member, MemberState, NodeId, PeerAddr, SystemClock, TransportConfig,
 };
 use spectrum_replication::{
-    AckLevel, AntiEntropy, ClockCheck, ConfigStore, MemoryStore, PeerCredential, RaftReplicator, RaftSettings,
-    RedbStore, ReplicationMode, Replicator, StoreError, Transaction, WriteBatch,
+    AckLevel, AntiEntropy, ClockCheck, ConfigStore, MemoryStore, PeerCredential, RaftReplicator,
+    RaftSettings, RedbStore, ReplicationMode, Replicator, StoreError, Transaction, WriteBatch,
 };
 use spectrum_resources::{ClusterKey, CompositeResolver, ResourceResolver};
 use tokio::sync::watch;
@@ -393,15 +393,17 @@ impl NodeBuilder {
         channels: &Arc<ChannelCache>,
         dir: Option<PathBuf>,
     ) -> Result<RaftReplicator, NodeError> {
-        let mut builder = RaftReplicator::builder(store.clone(), hlc.clone(), self.cluster.clone(), addr.clone())
-            .seeds(self.seeds.clone())
-            .transport(self.transport.clone())
-            .channels(channels.clone())
-            .settings(self.raft_settings.clone());
+        let mut builder =
+            RaftReplicator::builder(store.clone(), hlc.clone(), self.cluster.clone(), addr.clone())
+                .seeds(self.seeds.clone())
+                .transport(self.transport.clone())
+                .channels(channels.clone())
+                .settings(self.raft_settings.clone());
         if let Some(dir) = dir {
             builder = builder.data_dir(dir);
         }
-        if let Some(credential) = peer_credential(&self.id, self.cluster_key.as_deref(), self.token.as_ref()) {
+        if let Some(credential) = peer_credential(&self.id, self.cluster_key.as_deref(), self.token.as_ref())
+        {
             let previous = self
                 .previous_keys
                 .iter()
@@ -430,14 +432,12 @@ impl NodeBuilder {
         let auth = BearerAuth::with_users(self.token.clone(), UserIndex::follow(&ctx.store).await?);
         let http_api = http_api::routes(admin.clone(), auth.clone(), max);
         let mut routes = RoutesBuilder::default();
-        routes
-            .add_service(health_service)
-            .add_service(reflection()?)
-            .add_service(tonic::service::interceptor::InterceptedService::new(
+        routes.add_service(health_service).add_service(reflection()?).add_service(
+            tonic::service::interceptor::InterceptedService::new(
                 ManagementService::new(admin).into_server(max),
                 auth,
-            ))
-            ;
+            ),
+        );
         // Raft mode takes writes only through its log: no anti-entropy pushes.
         match raft {
             Some(raft) => routes.add_service(raft.service().into_server(max)),
@@ -521,7 +521,8 @@ impl NodeBuilder {
                 let readiness = readiness.clone();
                 Arc::new(move || readiness.store_error())
             });
-        let routes = self.routes(&ctx, admin, &anti_entropy, raft.as_ref(), &readiness, health_service).await?;
+        let routes =
+            self.routes(&ctx, admin, &anti_entropy, raft.as_ref(), &readiness, health_service).await?;
         let served = Served::start(&self.transport, routes, listener.incoming, &channels)?;
 
         let joiner = Joiner {

@@ -30,7 +30,8 @@ impl Admin {
         let own = batch.writes.iter().rposition(|w| !w.key().starts_with(Namespace::Audit.prefix()));
         let mut txn = Transaction::new(batch);
         txn.conditions = conditions;
-        let committed = self.replicator.commit(txn, self.write_timeout).await.map_err(AdminError::Replication)?;
+        let committed =
+            self.replicator.commit(txn, self.write_timeout).await.map_err(AdminError::Replication)?;
         let versions = match committed.outcome {
             Outcome::Applied { versions } => versions,
             Outcome::ConditionFailed(failed) => return Err(AdminError::ConditionFailed(failed)),
@@ -126,7 +127,9 @@ impl Admin {
             return self.write(batch, ack).await;
         }
         match self.write_if(batch, vec![Condition::absent(key)]).await {
-            Err(AdminError::ConditionFailed(_)) => Err(AdminError::AlreadyExists { what, name: name.to_owned() }),
+            Err(AdminError::ConditionFailed(_)) => {
+                Err(AdminError::AlreadyExists { what, name: name.to_owned() })
+            }
             other => other,
         }
     }

@@ -55,8 +55,10 @@ impl AdminClient {
     ///
     /// `INVALID_ARGUMENT` for a malformed transaction; as [`put_if`](Self::put_if).
     pub async fn txn(&self, txn: &TxnSpec) -> Result<WriteReceipt, ClientError> {
-        let (conditions, writes) =
-            txn.decode().map_err(|e| ClientError::Refused { code: tonic::Code::InvalidArgument, message: e.to_string() })?;
+        let (conditions, writes) = txn.decode().map_err(|e| ClientError::Refused {
+            code: tonic::Code::InvalidArgument,
+            message: e.to_string(),
+        })?;
         let request = proto::TxnRequest {
             conditions: conditions
                 .iter()

@@ -3,7 +3,9 @@
 use axum::Extension;
 use axum::extract::State;
 
-use super::params::{Body, CreateParams, ListParams, Name, PutParams, ReadParams, WriteParams, after, json, query};
+use super::params::{
+    Body, CreateParams, ListParams, Name, PutParams, ReadParams, WriteParams, after, json, query,
+};
 use super::{Answer, Api, ErrorBody, authorize};
 use crate::auth::Caller;
 use crate::management::{Rpc, license_name};
@@ -86,7 +88,8 @@ pub(super) async fn txn(
     let target = spec.writes.first().map(|w| w.key.clone()).unwrap_or_default();
     let caller = authorize(&api, caller, Rpc::Txn, &target).await?;
     let op = async {
-        let (conditions, writes) = spec.decode().map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        let (conditions, writes) =
+            spec.decode().map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         Ok(api.admin().transaction(conditions, writes).await?)
     };
     let write = api.policy.audited_op(&caller, Rpc::Txn, &target, op).await?;

@@ -221,10 +221,11 @@ impl PutParams {
         match (self.if_absent.unwrap_or(false), self.if_version.as_deref().filter(|v| !v.is_empty())) {
             (false, None) => Ok(None),
             (true, None) => Ok(Some(None)),
-            (false, Some(v)) => v
-                .parse()
-                .map(|v| Some(Some(v)))
-                .map_err(|e: spectrum_replication::StoreError| Status::invalid_argument(format!("if_version: {e}"))),
+            (false, Some(v)) => {
+                v.parse().map(|v| Some(Some(v))).map_err(|e: spectrum_replication::StoreError| {
+                    Status::invalid_argument(format!("if_version: {e}"))
+                })
+            }
             (true, Some(_)) => Err(Status::invalid_argument("if_absent and if_version exclude each other")),
         }
     }

@@ -150,9 +150,11 @@ impl Management for ManagementService {
                     (Ok(level), Ok(None)) => {
                         self.admin.put(&req.key, Bytes::from(req.value), level).await.map_err(Status::from)
                     }
-                    (Ok(_), Ok(Some(version))) => {
-                        self.admin.put_if(&req.key, Bytes::from(req.value), version).await.map_err(Status::from)
-                    }
+                    (Ok(_), Ok(Some(version))) => self
+                        .admin
+                        .put_if(&req.key, Bytes::from(req.value), version)
+                        .await
+                        .map_err(Status::from),
                     (Err(e), _) | (_, Err(e)) => Err(e),
                 }
             })

@@ -46,9 +46,8 @@ impl From<AdminError> for Status {
             | AdminError::ClockFenced { .. }
             | AdminError::MemberLeft { .. }
             | AdminError::UserRevoked { .. } => Status::failed_precondition(message),
-            AdminError::Replication(ReplicationError::NeedsConsensus { .. }) | AdminError::ConditionFailed(_) => {
-                Status::failed_precondition(message)
-            }
+            AdminError::Replication(ReplicationError::NeedsConsensus { .. })
+            | AdminError::ConditionFailed(_) => Status::failed_precondition(message),
             AdminError::CatchingUp { .. }
             | AdminError::Stale { .. }
             | AdminError::NotCaughtUp { .. }

@@ -6,6 +6,7 @@ use spectrum_replication::{Condition, VersionToken};
 use tonic::Status;
 
 use super::ManagementService;
+use crate::model::TxnWrite;
 use crate::pb::proto;
 
 /// The condition of a put: `None` for a plain put, `Some(None)` for
@@ -20,11 +21,12 @@ pub(super) fn put_condition(req: &proto::PutRequest) -> Result<Option<Option<Ver
 }
 
 fn version(text: &str, field: &str) -> Result<VersionToken, Status> {
-    text.parse().map_err(|e: spectrum_replication::StoreError| Status::invalid_argument(format!("{field}: {e}")))
+    text.parse()
+        .map_err(|e: spectrum_replication::StoreError| Status::invalid_argument(format!("{field}: {e}")))
 }
 
 /// A transaction's conditions and writes, checked.
-pub(super) fn txn_from_wire(req: proto::TxnRequest) -> Result<(Vec<Condition>, Vec<(String, Option<Bytes>)>), Status> {
+pub(super) fn txn_from_wire(req: proto::TxnRequest) -> Result<(Vec<Condition>, Vec<TxnWrite>), Status> {
     let conditions = req
         .conditions
         .into_iter()
@@ -34,17 +36,16 @@ pub(super) fn txn_from_wire(req: proto::TxnRequest) -> Result<(Vec<Condition>, V
             v => Ok(Condition::version(c.key, version(v, &format!("conditions[{i}].version"))?)),
         })
         .collect::<Result<Vec<_>, Status>>()?;
-    let writes = req
-        .writes
-        .into_iter()
-        .map(|w| (w.key, (!w.delete).then(|| Bytes::from(w.value))))
-        .collect();
+    let writes = req.writes.into_iter().map(|w| (w.key, (!w.delete).then(|| Bytes::from(w.value)))).collect();
     Ok((conditions, writes))
 }
 
 impl ManagementService {
     /// Waits for a read index first when the read asks to be consistent.
-    pub(super) async fn barrier_if_consistent(&self, read: Option<&proto::ReadOptions>) -> Result<(), Status> {
+    pub(super) async fn barrier_if_consistent(
+        &self,
+        read: Option<&proto::ReadOptions>,
+    ) -> Result<(), Status> {
         if read.is_some_and(|r| r.consistent) {
             self.admin.barrier().await?;
         }

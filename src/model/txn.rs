@@ -23,6 +23,10 @@ use serde::{Deserialize, Serialize};
 use spectrum_replication::{Condition, StoreError};
 use utoipa::ToSchema;
 
+/// One write of a decoded transaction: the key, and the value to put (`None`:
+/// delete).
+pub type TxnWrite = (String, Option<Bytes>);
+
 /// A transaction: conditions, then writes applied only if all hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -87,7 +91,7 @@ impl TxnSpec {
     /// # Errors
     ///
     /// [`TxnSpecError`] naming the first malformed condition or write.
-    pub fn decode(&self) -> Result<(Vec<Condition>, Vec<(String, Option<Bytes>)>), TxnSpecError> {
+    pub fn decode(&self) -> Result<(Vec<Condition>, Vec<TxnWrite>), TxnSpecError> {
         let conditions = self
             .conditions
             .iter()

@@ -189,7 +189,8 @@ async fn a_node_with_an_empty_store_writes_and_reads_nothing_until_a_peer_has_an
         .start()
         .await
         .unwrap();
-    let put = || PutRequest { key: "settings/early".into(), value: b"1".to_vec(), ack: 0, ..PutRequest::default() };
+    let put =
+        || PutRequest { key: "settings/early".into(), value: b"1".to_vec(), ack: 0, ..PutRequest::default() };
     let err = admin(first.url()).await.put(put()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     assert!(err.message().contains("catching up"), "{err}");

@@ -59,7 +59,11 @@ async fn raft_mode_survives_a_lost_leader_and_a_restarted_node_catches_up_by_sna
     let ids: Vec<String> = cluster.nodes().map(|n| n.id().to_string()).collect();
     let mut last = None;
     for (i, id) in ids.iter().enumerate() {
-        let written = client(&cluster, id).await.put(&format!("settings/k{i}"), format!("v{i}"), AckLevel::Quorum).await.unwrap();
+        let written = client(&cluster, id)
+            .await
+            .put(&format!("settings/k{i}"), format!("v{i}"), AckLevel::Quorum)
+            .await
+            .unwrap();
         last = Some(written.write);
     }
     let after = ReadAfter::from(last.as_ref().unwrap());
@@ -74,7 +78,8 @@ async fn raft_mode_survives_a_lost_leader_and_a_restarted_node_catches_up_by_sna
     let leader = cluster.nodes().next().unwrap().raft().unwrap().leader().unwrap();
     assert!(cluster.kill_node(&leader).await);
     let survivor = ids.iter().find(|id| **id != leader).unwrap().clone();
-    let written = client(&cluster, &survivor).await.put("settings/after", "yes", AckLevel::Quorum).await.unwrap();
+    let written =
+        client(&cluster, &survivor).await.put("settings/after", "yes", AckLevel::Quorum).await.unwrap();
     let new_leader = cluster.node(&survivor).unwrap().raft().unwrap().leader().unwrap();
     assert_ne!(new_leader, leader);
 
@@ -82,7 +87,8 @@ async fn raft_mode_survives_a_lost_leader_and_a_restarted_node_catches_up_by_sna
     // the old leader, restarted, catches up by installing a snapshot.
     let c = client(&cluster, &survivor).await;
     for i in 0..30 {
-        last = Some(c.put(&format!("settings/many{i}"), format!("{i}"), AckLevel::Quorum).await.unwrap().write);
+        last =
+            Some(c.put(&format!("settings/many{i}"), format!("{i}"), AckLevel::Quorum).await.unwrap().write);
     }
     let id = leader.parse().unwrap();
     cluster.start_node(&id).await.unwrap();
@@ -168,7 +174,8 @@ async fn compare_and_set_transactions_and_consistent_reads_are_decided_once_for_
         a.create_dataflow("orders", r#"{"steps":[]}"#, false, AckLevel::Quorum),
         b.create_dataflow("orders", r#"{"steps":["x"]}"#, false, AckLevel::Quorum)
     );
-    let codes: Vec<Option<tonic::Code>> = [x, y].into_iter().map(|r| r.err().and_then(|e| e.code())).collect();
+    let codes: Vec<Option<tonic::Code>> =
+        [x, y].into_iter().map(|r| r.err().and_then(|e| e.code())).collect();
     assert!(codes.contains(&None) && codes.contains(&Some(tonic::Code::AlreadyExists)), "{codes:?}");
     cluster.shutdown().await;
 }
@@ -196,6 +203,9 @@ async fn a_last_writer_wins_cluster_refuses_what_needs_raft_naming_raft_mode() {
         assert!(e.to_string().contains("needs Raft mode (replication = \"raft\")"), "{e}");
     }
     // Nothing weaker was done instead.
-    assert_eq!(c.get("settings/a", ReadAfter::Anything).await.unwrap_err().code(), Some(tonic::Code::NotFound));
+    assert_eq!(
+        c.get("settings/a", ReadAfter::Anything).await.unwrap_err().code(),
+        Some(tonic::Code::NotFound)
+    );
     cluster.shutdown().await;
 }

@@ -46,7 +46,9 @@ impl From<&Proposal> for proto::RaftProposal {
                 .writes
                 .iter()
                 .map(|w| match w {
-                    Write::Put { key, value } => proto::RaftWrite { key: key.clone(), value: Some(value.to_vec()) },
+                    Write::Put { key, value } => {
+                        proto::RaftWrite { key: key.clone(), value: Some(value.to_vec()) }
+                    }
                     Write::Delete { key } => proto::RaftWrite { key: key.clone(), value: None },
                 })
                 .collect(),
@@ -58,7 +60,8 @@ impl TryFrom<proto::RaftProposal> for Proposal {
     type Error = InvalidMessage;
 
     fn try_from(p: proto::RaftProposal) -> Result<Self, Self::Error> {
-        let stamp: Timestamp = p.stamp.ok_or_else(|| InvalidMessage::new("proposal.stamp", "missing"))?.into();
+        let stamp: Timestamp =
+            p.stamp.ok_or_else(|| InvalidMessage::new("proposal.stamp", "missing"))?.into();
         if stamp.wall_ms > MAX_WALL_MS {
             return Err(InvalidMessage::new("proposal.stamp", "beyond the year 10000"));
         }
@@ -71,7 +74,9 @@ impl TryFrom<proto::RaftProposal> for Proposal {
                 Some(v) => v
                     .parse::<VersionToken>()
                     .map(|version| Condition::Version { key: c.key, version })
-                    .map_err(|e| InvalidMessage::new(format!("proposal.conditions[{i}].version"), e.to_string())),
+                    .map_err(|e| {
+                        InvalidMessage::new(format!("proposal.conditions[{i}].version"), e.to_string())
+                    }),
             })
             .collect::<Result<Vec<_>, _>>()?;
         let writes = p
@@ -136,9 +141,7 @@ pub(crate) fn entry_to_proto(entry: &Entry) -> proto::RaftLogEntry {
     let payload = match &entry.payload {
         EntryPayload::Blank => Payload::Blank(true),
         EntryPayload::Normal(p) => Payload::Proposal(p.into()),
-        EntryPayload::Membership(m) => {
-            Payload::MembershipJson(serde_json::to_string(m).unwrap_or_default())
-        }
+        EntryPayload::Membership(m) => Payload::MembershipJson(serde_json::to_string(m).unwrap_or_default()),
     };
     proto::RaftLogEntry {
         term: entry.log_id.leader_id.term,
@@ -155,7 +158,8 @@ pub(crate) fn entry_from_proto(e: proto::RaftLogEntry) -> Result<Entry, InvalidM
         None | Some(Payload::Blank(_)) => EntryPayload::Blank,
         Some(Payload::Proposal(p)) => EntryPayload::Normal(Proposal::try_from(p)?),
         Some(Payload::MembershipJson(json)) => EntryPayload::Membership(
-            serde_json::from_str(&json).map_err(|err| InvalidMessage::new("entry.membership", err.to_string()))?,
+            serde_json::from_str(&json)
+                .map_err(|err| InvalidMessage::new("entry.membership", err.to_string()))?,
         ),
     };
     Ok(Entry { log_id: LogId::new(CommittedLeaderId::new(e.term, e.leader), e.index), payload })
@@ -168,7 +172,8 @@ pub(crate) fn encode_entry(entry: &Entry) -> Vec<u8> {
 
 /// Decodes a log entry from its form on disk.
 pub(crate) fn decode_entry(bytes: &[u8]) -> Result<Entry, InvalidMessage> {
-    let e = proto::RaftLogEntry::decode(bytes).map_err(|err| InvalidMessage::new("entry", err.to_string()))?;
+    let e =
+        proto::RaftLogEntry::decode(bytes).map_err(|err| InvalidMessage::new("entry", err.to_string()))?;
     entry_from_proto(e)
 }
 
@@ -178,7 +183,10 @@ pub(crate) fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// An openraft value from JSON bytes, or why not.
-pub(crate) fn from_json<T: for<'de> Deserialize<'de>>(field: &str, bytes: &[u8]) -> Result<T, InvalidMessage> {
+pub(crate) fn from_json<T: for<'de> Deserialize<'de>>(
+    field: &str,
+    bytes: &[u8],
+) -> Result<T, InvalidMessage> {
     serde_json::from_slice(bytes).map_err(|e| InvalidMessage::new(field, e.to_string()))
 }
 

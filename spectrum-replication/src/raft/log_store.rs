@@ -62,7 +62,9 @@ impl RaftDb {
             tx.commit()?;
             Ok(())
         };
-        create().map_err(|e| ::redb::DatabaseError::Storage(::redb::StorageError::Io(std::io::Error::other(e))))?;
+        create().map_err(|e| {
+            ::redb::DatabaseError::Storage(::redb::StorageError::Io(std::io::Error::other(e)))
+        })?;
         Ok(Self { db })
     }
 
@@ -86,7 +88,10 @@ impl RaftDb {
     }
 
     /// A JSON value from the meta table.
-    pub(crate) fn get_json<T: for<'de> serde::Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, StorageError> {
+    pub(crate) fn get_json<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StorageError> {
         match self.get_meta(key)? {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes)
@@ -208,7 +213,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let encoded: Vec<(u64, Vec<u8>)> = entries.into_iter().map(|e| (e.log_id.index, encode_entry(&e))).collect();
+        let encoded: Vec<(u64, Vec<u8>)> =
+            entries.into_iter().map(|e| (e.log_id.index, encode_entry(&e))).collect();
         let db = self.db.clone();
         let result = blocking(move || db.append(&encoded)).await;
         match &result {

@@ -38,10 +38,13 @@
 //! ([`raft_node_id`]); the member record carries the node id and address.
 
 mod codec;
+// openraft's storage traits dictate its (large) `StorageError` as the error type.
+#[allow(clippy::result_large_err)]
 mod log_store;
 mod network;
 mod replicator;
 mod service;
+#[allow(clippy::result_large_err)]
 mod state_machine;
 
 use std::fmt;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use spectrum_core::PeerAddr;
@@ -97,12 +97,16 @@ impl Wire {
         .await;
         let answer = match answer {
             Err(_) => {
-                let failure = PeerFailure::Timeout { message: format!("no answer within {} ms", timeout.as_millis()) };
+                let failure =
+                    PeerFailure::Timeout { message: format!("no answer within {} ms", timeout.as_millis()) };
                 return Err(ReplicationError::Peer { peer: addr.clone(), failure });
             }
             Ok(Err(status)) => {
                 self.handshake.note_refusal(addr, &status);
-                return Err(ReplicationError::Peer { peer: addr.clone(), failure: PeerFailure::from_status(&status) });
+                return Err(ReplicationError::Peer {
+                    peer: addr.clone(),
+                    failure: PeerFailure::from_status(&status),
+                });
             }
             Ok(Ok(answer)) => answer.into_inner(),
         };
@@ -182,7 +186,10 @@ impl PeerLink {
             Err(source) => {
                 let unreachable = matches!(
                     &source,
-                    ReplicationError::Peer { failure: PeerFailure::Unreachable { .. } | PeerFailure::Timeout { .. }, .. }
+                    ReplicationError::Peer {
+                        failure: PeerFailure::Unreachable { .. } | PeerFailure::Timeout { .. },
+                        ..
+                    }
                 );
                 let e = LinkError { peer: self.member.to_string(), source };
                 if unreachable {
@@ -216,7 +223,8 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         &mut self,
         mut rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, RaftMember, RaftError<u64, InstallSnapshotError>>> {
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, RaftMember, RaftError<u64, InstallSnapshotError>>>
+    {
         let data = std::mem::take(&mut rpc.data);
         let call = proto::RaftCall { json: to_json(&rpc), data, ..proto::RaftCall::default() };
         self.send(Method::InstallSnapshot, call, &option).await

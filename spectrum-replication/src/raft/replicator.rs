@@ -480,7 +480,9 @@ impl Inner {
         let id = raft_node_id(&member.id.parse().map_err(|e: spectrum_core::InvalidId| e.to_string())?);
         match self.raft.add_learner(id, member.clone(), true).await {
             Ok(_) => {}
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => return self.join_via(f, member).await,
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                return self.join_via(f, member).await;
+            }
             Err(e) => return Err(e.to_string()),
         }
         let membership = self.raft.metrics().borrow().membership_config.clone();
@@ -506,7 +508,11 @@ impl Inner {
             return Err("no leader is known yet; retry".into());
         };
         let call = proto::RaftCall { json: to_json(&member), ..proto::RaftCall::default() };
-        match self.wire.call_json::<Result<(), String>>(&addr, Method::Join, call, Duration::from_secs(30)).await {
+        match self
+            .wire
+            .call_json::<Result<(), String>>(&addr, Method::Join, call, Duration::from_secs(30))
+            .await
+        {
             Ok(answer) => answer,
             Err(e) => Err(e.to_string()),
         }
@@ -514,12 +520,19 @@ impl Inner {
 
     /// This node's answer to a bootstrap probe.
     pub(crate) async fn probe(&self) -> ProbeAnswer {
-        ProbeAnswer { member: self.me.clone(), initialized: self.raft.is_initialized().await.unwrap_or(false) }
+        ProbeAnswer {
+            member: self.me.clone(),
+            initialized: self.raft.is_initialized().await.unwrap_or(false),
+        }
     }
 
     /// Commits `proposal` on the leader, this node or another, and waits until
     /// this node has applied it.
-    async fn propose(&self, proposal: Proposal, deadline: Instant) -> Result<(u64, Applied), ReplicationError> {
+    async fn propose(
+        &self,
+        proposal: Proposal,
+        deadline: Instant,
+    ) -> Result<(u64, Applied), ReplicationError> {
         loop {
             let leader = match self.raft.client_write(proposal.clone()).await {
                 Ok(done) => return Ok((done.log_id.index, done.data)),
@@ -527,7 +540,8 @@ impl Inner {
                 Err(e) => return Err(consensus(e)),
             };
             if let Some(addr) = leader.and_then(|n| self.wire.resolve(&n)) {
-                let call = proto::RaftCall { proposal: Some((&proposal).into()), ..proto::RaftCall::default() };
+                let call =
+                    proto::RaftCall { proposal: Some((&proposal).into()), ..proto::RaftCall::default() };
                 let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
                 match self.wire.call_json::<ForwardAnswer>(&addr, Method::Forward, call, left).await {
                     Ok(Ok(done)) => {
@@ -536,7 +550,9 @@ impl Inner {
                     }
                     // The leader changed, or stopped, before it took the write;
                     // or it could not be dialled: the write was not proposed.
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)) | RaftError::Fatal(_)))
+                    Ok(Err(
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) | RaftError::Fatal(_),
+                    ))
                     | Err(ReplicationError::Peer { failure: PeerFailure::Unreachable { .. }, .. }) => {}
                     Ok(Err(e)) => return Err(consensus(e)),
                     Err(e) => return Err(e),
@@ -557,7 +573,9 @@ impl Inner {
             .applied_index_at_least(Some(index), "applied here")
             .await
             .map(|_| ())
-            .map_err(|e| ReplicationError::Consensus { reason: format!("entry {index} not applied here: {e}") })
+            .map_err(|e| ReplicationError::Consensus {
+                reason: format!("entry {index} not applied here: {e}"),
+            })
     }
 
     /// The read index the leader confirms with a majority.
@@ -574,14 +592,18 @@ impl Inner {
                 match self.wire.call_json::<ReadIndexAnswer>(&addr, Method::ReadIndex, call, left).await {
                     Ok(Ok(read)) => return Ok(read.map_or(0, |l| l.index)),
                     // A read index is safe to ask again, whatever went wrong.
-                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)) | RaftError::Fatal(_)))
+                    Ok(Err(
+                        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)) | RaftError::Fatal(_),
+                    ))
                     | Err(ReplicationError::Peer { .. }) => {}
                     Ok(Err(e)) => return Err(consensus(e)),
                     Err(e) => return Err(e),
                 }
             }
             if Instant::now() + LEADER_RETRY > deadline {
-                return Err(ReplicationError::Consensus { reason: "no leader confirmed a read index in time".into() });
+                return Err(ReplicationError::Consensus {
+                    reason: "no leader confirmed a read index in time".into(),
+                });
             }
             tokio::time::sleep(LEADER_RETRY).await;
         }
@@ -607,7 +629,9 @@ impl Inner {
                 current: current.and_then(|c| c.parse().ok()),
             })),
             Applied::Invalid { reason } => Err(ReplicationError::Consensus { reason }),
-            Applied::Nothing => Err(ReplicationError::Consensus { reason: format!("entry {index} is not a write") }),
+            Applied::Nothing => {
+                Err(ReplicationError::Consensus { reason: format!("entry {index} is not a write") })
+            }
         }
     }
 }
@@ -628,7 +652,8 @@ impl Replicator for RaftReplicator {
             return Ok(AckReport { acked, members });
         }
         Err(ReplicationError::Consensus {
-            reason: "in Raft mode writes are committed through the log, not replicated after a local apply".into(),
+            reason: "in Raft mode writes are committed through the log, not replicated after a local apply"
+                .into(),
         })
     }
 

@@ -41,12 +41,8 @@ pub struct RaftService {
 
 impl RaftService {
     pub(crate) fn new(inner: Arc<Inner>) -> Self {
-        let tokens = inner
-            .credential
-            .iter()
-            .chain(&inner.previous)
-            .map(|c| c.token(&inner.cluster))
-            .collect();
+        let tokens =
+            inner.credential.iter().chain(&inner.previous).map(|c| c.token(&inner.cluster)).collect();
         let require_peer_certificate = inner.peer_tls;
         Self { inner, tokens: Arc::new(tokens), require_peer_certificate }
     }
@@ -83,7 +79,10 @@ impl RaftService {
         if self.require_peer_certificate {
             let named = request.peer_certs().is_some_and(|chain| certificate_names_node(&chain, claimed));
             if !named {
-                warn!(claimed_node = claimed, method, "refused a raft call without a certificate naming its node");
+                warn!(
+                    claimed_node = claimed,
+                    method, "refused a raft call without a certificate naming its node"
+                );
                 return Err(Status::unauthenticated(format!(
                     "raft calls need a node certificate of this cluster naming node {claimed:?}"
                 )));
@@ -134,7 +133,10 @@ impl RaftRpc for RaftService {
         Ok(self.answer(&admitted, to_json(&result)))
     }
 
-    async fn forward(&self, request: Request<proto::RaftCall>) -> Result<Response<proto::RaftAnswer>, Status> {
+    async fn forward(
+        &self,
+        request: Request<proto::RaftCall>,
+    ) -> Result<Response<proto::RaftAnswer>, Status> {
         let admitted = self.admit(&request, "Forward")?;
         let proposal = request
             .into_inner()
@@ -145,7 +147,10 @@ impl RaftRpc for RaftService {
         Ok(self.answer(&admitted, to_json(&result)))
     }
 
-    async fn read_index(&self, request: Request<proto::RaftCall>) -> Result<Response<proto::RaftAnswer>, Status> {
+    async fn read_index(
+        &self,
+        request: Request<proto::RaftCall>,
+    ) -> Result<Response<proto::RaftAnswer>, Status> {
         let admitted = self.admit(&request, "ReadIndex")?;
         let result: ReadIndexAnswer = self.inner.raft.get_read_log_id().await.map(|(read, _)| read);
         Ok(self.answer(&admitted, to_json(&result)))

@@ -63,7 +63,11 @@ pub(crate) struct StateMachine {
 impl StateMachine {
     /// The state machine applying to `store`, writing under `origin`, keeping
     /// its position in `db`.
-    pub(crate) fn open(store: Arc<dyn ConfigStore>, db: Arc<RaftDb>, origin: Origin) -> Result<Self, StorageError> {
+    pub(crate) fn open(
+        store: Arc<dyn ConfigStore>,
+        db: Arc<RaftDb>,
+        origin: Origin,
+    ) -> Result<Self, StorageError> {
         let position = db.get_json(APPLIED)?.unwrap_or_default();
         Ok(Self { store, db, origin, position, snapshots_built: 0 })
     }
@@ -103,7 +107,9 @@ impl StateMachine {
             return Ok(Applied::Invalid { reason: e.to_string() });
         }
         if p.txn.writes.writes.len() as u64 >= SEQ_PER_ENTRY {
-            return Ok(Applied::Invalid { reason: format!("a transaction holds at most {} writes", SEQ_PER_ENTRY - 1) });
+            return Ok(Applied::Invalid {
+                reason: format!("a transaction holds at most {} writes", SEQ_PER_ENTRY - 1),
+            });
         }
         for (i, c) in p.txn.conditions.iter().enumerate() {
             let current = self.live_version(c.key(), pending).await?;
@@ -130,7 +136,6 @@ impl StateMachine {
         }
         Ok(Applied::Written)
     }
-
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -184,7 +189,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Taken here, between two applies, so the copy is exactly the state at
         // `last_applied`.
         let copy = self.store.snapshot().await;
-        SnapshotBuilder { db: self.db.clone(), position: self.position.clone(), copy, number: self.snapshots_built }
+        SnapshotBuilder {
+            db: self.db.clone(),
+            position: self.position.clone(),
+            copy,
+            number: self.snapshots_built,
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -201,8 +211,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| read_err(Corrupt(format!("raft snapshot: {e}"))))?;
         let last_stamp: Timestamp = decoded.last_stamp.unwrap_or_default().into();
         let records = records_from_wire(decoded.records).map_err(|e| read_err(Corrupt(e.to_string())))?;
-        let digest = decoded.digest.unwrap_or_default().try_into().map_err(|e: crate::wire::InvalidMessage| read_err(Corrupt(e.to_string())))?;
-        let gc_floor = decoded.gc_floor.unwrap_or_default().try_into().map_err(|e: crate::wire::InvalidMessage| read_err(Corrupt(e.to_string())))?;
+        let digest = decoded
+            .digest
+            .unwrap_or_default()
+            .try_into()
+            .map_err(|e: crate::wire::InvalidMessage| read_err(Corrupt(e.to_string())))?;
+        let gc_floor = decoded
+            .gc_floor
+            .unwrap_or_default()
+            .try_into()
+            .map_err(|e: crate::wire::InvalidMessage| read_err(Corrupt(e.to_string())))?;
         self.store
             .restore(crate::record::Snapshot { records, digest, gc_floor, position: 0 })
             .await

@@ -44,14 +44,15 @@ async fn start_all(dir: &std::path::Path, n: usize) -> Vec<TestNode> {
         let store: Arc<dyn ConfigStore> =
             Arc::new(RedbStore::open(node_dir.join("store.redb"), id.parse().unwrap(), hlc.clone()).unwrap());
         let seeds = addrs.iter().filter(|a| **a != addrs[i]).cloned().collect();
-        let raft = RaftReplicator::builder(store.clone(), hlc, "raft-test".parse().unwrap(), addrs[i].clone())
-            .seeds(seeds)
-            .data_dir(&node_dir)
-            .credential(PeerCredential::from_bytes([9; 32]))
-            .settings(settings())
-            .build()
-            .await
-            .unwrap();
+        let raft =
+            RaftReplicator::builder(store.clone(), hlc, "raft-test".parse().unwrap(), addrs[i].clone())
+                .seeds(seeds)
+                .data_dir(&node_dir)
+                .credential(PeerCredential::from_bytes([9; 32]))
+                .settings(settings())
+                .build()
+                .await
+                .unwrap();
         let server = TransportConfig::default()
             .server()
             .unwrap()
@@ -83,7 +84,10 @@ async fn a_write_on_any_node_is_read_on_all_and_a_lost_leader_is_replaced() {
         let done = n.raft.commit(txn, WAIT).await.unwrap();
         assert!(matches!(done.outcome, Outcome::Applied { .. }), "{done:?}");
         // Once commit returns, the proposing node holds it.
-        assert_eq!(value(&n.store, &format!("settings/k{i}")).await.as_deref(), Some(format!("v{i}").as_str()));
+        assert_eq!(
+            value(&n.store, &format!("settings/k{i}")).await.as_deref(),
+            Some(format!("v{i}").as_str())
+        );
     }
     for n in &nodes {
         n.raft.linearizable_barrier(WAIT).await.unwrap();
@@ -92,9 +96,11 @@ async fn a_write_on_any_node_is_read_on_all_and_a_lost_leader_is_replaced() {
         }
     }
     // Compare-and-set: two nodes race to create the same name; exactly one wins.
-    let create = || Transaction::new(WriteBatch::new().put("dataflows/x", "1")).when(Condition::absent("dataflows/x"));
+    let create =
+        || Transaction::new(WriteBatch::new().put("dataflows/x", "1")).when(Condition::absent("dataflows/x"));
     let (a, b) = tokio::join!(nodes[0].raft.commit(create(), WAIT), nodes[1].raft.commit(create(), WAIT));
-    let won = [a.unwrap(), b.unwrap()].iter().filter(|c| matches!(c.outcome, Outcome::Applied { .. })).count();
+    let won =
+        [a.unwrap(), b.unwrap()].iter().filter(|c| matches!(c.outcome, Outcome::Applied { .. })).count();
     assert_eq!(won, 1);
     // Every replica holds the same records, version for version.
     for n in &nodes {

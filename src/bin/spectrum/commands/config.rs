@@ -9,7 +9,9 @@ use crate::output::{emit, read_input};
 
 pub(super) async fn run(client: &AdminClient, cmd: ConfigCommand, ack: AckLevel, json: bool) -> Result<()> {
     match cmd {
-        ConfigCommand::Get { key, consistent: false } => emit(&client.get(&key, ReadAfter::Anything).await?, json),
+        ConfigCommand::Get { key, consistent: false } => {
+            emit(&client.get(&key, ReadAfter::Anything).await?, json)
+        }
         ConfigCommand::Get { key, consistent: true } => emit(&client.get_consistent(&key).await?, json),
         ConfigCommand::Put { key, value, if_version, if_absent } => {
             let value = if value == "-" { read_input("-")? } else { value.into_bytes() };
@@ -32,6 +34,8 @@ pub(super) async fn run(client: &AdminClient, cmd: ConfigCommand, ack: AckLevel,
         ConfigCommand::List { prefix, consistent: false } => {
             emit(&client.list(&prefix, ReadAfter::Anything).await?, json)
         }
-        ConfigCommand::List { prefix, consistent: true } => emit(&client.list_consistent(&prefix).await?, json),
+        ConfigCommand::List { prefix, consistent: true } => {
+            emit(&client.list_consistent(&prefix).await?, json)
+        }
     }
 }
