@@ -292,3 +292,34 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::testing::{StoreBuilder, Suite};
+    use spectrum_core::Hlc;
+
+    use super::super::log_store::{LogStore, RaftDb, read_err};
+    use super::super::{StorageError, TypeConfig, raft_origin};
+    use super::StateMachine;
+    use crate::MemoryStore;
+
+    /// A log and state machine on a fresh redb file, over a fresh store.
+    struct OnDisk;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnDisk {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+            let dir = tempfile::tempdir().map_err(read_err)?;
+            let db = Arc::new(RaftDb::open(&dir.path().join("raft.redb")).map_err(read_err)?);
+            let store = Arc::new(MemoryStore::new("n1".parse().unwrap(), Arc::new(Hlc::system())));
+            let sm = StateMachine::open(store, db.clone(), raft_origin(&"c".parse().unwrap()))?;
+            Ok((dir, LogStore::new(db), sm))
+        }
+    }
+
+    #[test]
+    fn the_log_and_state_machine_pass_openraft_s_storage_suite() {
+        Suite::test_all(OnDisk).unwrap();
+    }
+}
