@@ -143,4 +143,18 @@ pub trait Replicator: Send + Sync + std::fmt::Debug + 'static {
         let _ = timeout;
         Err(ReplicationError::NeedsConsensus { operation: "a consistent read" })
     }
+
+    /// Takes member `node` out of the group that decides writes, for good (an
+    /// operator removed it), waiting up to `timeout`.
+    ///
+    /// The default does nothing: last-writer-wins has no voters (the membership
+    /// record's state is all there is).
+    ///
+    /// # Errors
+    ///
+    /// [`ReplicationError::Consensus`] when the change could not be committed.
+    async fn remove_member(&self, node: &NodeId, timeout: Duration) -> Result<(), ReplicationError> {
+        let _ = (node, timeout);
+        Ok(())
+    }
 }

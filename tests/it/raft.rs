@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use spectrum::Cluster;
-use spectrum::client::AdminClient;
+use spectrum::client::{AdminClient, NodeStateChange};
 use spectrum::model::ReadAfter;
 use spectrum_replication::{AckLevel, RaftSettings, ReplicationMode};
 
@@ -117,6 +117,19 @@ async fn raft_mode_survives_a_lost_leader_and_a_restarted_node_catches_up_by_sna
             assert_eq!(value(&c, &format!("settings/k{i}"), after.clone()).await, format!("v{i}"));
         }
     }
+
+    // An operator removes a dead member: it leaves the voters, through consensus,
+    // and the membership record the balancer follows says so.
+    let (gone, stays) = (all[2].clone(), all[0].clone());
+    assert!(cluster.kill_node(&gone).await);
+    let c = client(&cluster, &stays).await;
+    let changed = c.set_node_state(&gone, NodeStateChange::Remove, AckLevel::Quorum).await.unwrap();
+    assert_eq!(changed.member.state, spectrum_core::MemberState::Removed);
+    for id in [&all[0], &all[1]] {
+        let voters = cluster.node(id).unwrap().raft().unwrap().voters();
+        assert!(!voters.contains(&gone) && voters.len() == 2, "{id}: {voters:?}");
+    }
+    c.put("settings/two-voters", "ok", AckLevel::Quorum).await.unwrap();
     cluster.shutdown().await;
 }
 

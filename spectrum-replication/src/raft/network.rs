@@ -34,6 +34,7 @@ pub(crate) enum Method {
     Forward,
     ReadIndex,
     Join,
+    Remove,
     Probe,
 }
 
@@ -91,6 +92,7 @@ impl Wire {
                 Method::Forward => client.forward(request).await,
                 Method::ReadIndex => client.read_index(request).await,
                 Method::Join => client.join(request).await,
+                Method::Remove => client.remove(request).await,
                 Method::Probe => client.probe(request).await,
             }
         })

@@ -410,24 +410,26 @@ impl Inner {
         if initialized && self.known_at_own_address() {
             return Ok(true);
         }
-        if initialized {
-            // A member restarted at another address tells the leader.
-            match self.add_member(self.me.clone()).await {
-                Ok(()) => return Ok(true),
-                Err(reason) if self.seeds.is_empty() => return Err(ReplicationError::Consensus { reason }),
-                Err(reason) => debug!(%reason, "could not update this member's address directly"),
-            }
-        }
-        if self.seeds.is_empty() {
-            return self.found(BTreeMap::new()).await;
-        }
+        // Probing the seeds first also tells them where this node is now, and
+        // this node where they are (see `Wire::resolve`).
         let probes = self.seeds.iter().map(|addr| async move {
             let call = proto::RaftCall::default();
             (addr, self.wire.call_json::<ProbeAnswer>(addr, Method::Probe, call, PROBE_TIMEOUT).await)
         });
+        let answers = futures::future::join_all(probes).await;
+        if initialized {
+            // A member restarted at another address has the leader record it.
+            return match self.add_member(self.me.clone()).await {
+                Ok(()) => Ok(true),
+                Err(reason) => Err(ReplicationError::Consensus { reason }),
+            };
+        }
+        if self.seeds.is_empty() {
+            return self.found(BTreeMap::new()).await;
+        }
         let mut others = BTreeMap::new();
         let mut all_answered = true;
-        for (addr, answer) in futures::future::join_all(probes).await {
+        for (addr, answer) in answers {
             match answer {
                 Ok(a) if a.initialized => return self.ask_to_join(addr).await,
                 Ok(a) => {
@@ -439,7 +441,7 @@ impl Inner {
                 }
             }
         }
-        if !initialized && all_answered && others.values().all(|m| self.me.id < m.id) {
+        if all_answered && others.values().all(|m| self.me.id < m.id) {
             return self.found(others).await;
         }
         Ok(false)
@@ -701,6 +703,51 @@ impl Replicator for RaftReplicator {
         let outcome = self.inner.outcome(index, applied, writes)?;
         let (acked, members) = self.inner.quorum();
         Ok(Committed { index, outcome, acked, members })
+    }
+
+    /// Removes `node` from the voters and from the group (a joint-consensus
+    /// membership change through the log).
+    async fn remove_member(
+        &self,
+        node: &spectrum_core::NodeId,
+        timeout: Duration,
+    ) -> Result<(), ReplicationError> {
+        let id = raft_node_id(node);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let membership = self.inner.raft.metrics().borrow().membership_config.clone();
+            if !membership.nodes().any(|(n, _)| *n == id) {
+                return Ok(());
+            }
+            let change = ChangeMembers::RemoveVoters(BTreeSet::from([id]));
+            match tokio::time::timeout_at(deadline, self.inner.raft.change_membership(change, false)).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                    let Some(addr) = f.leader_node.and_then(|n| self.inner.wire.resolve(&n)) else {
+                        tokio::time::sleep(LEADER_RETRY).await;
+                        if Instant::now() >= deadline {
+                            return Err(ReplicationError::Consensus {
+                                reason: "no leader to remove the member".into(),
+                            });
+                        }
+                        continue;
+                    };
+                    let call =
+                        proto::RaftCall { json: to_json(&node.to_string()), ..proto::RaftCall::default() };
+                    let left =
+                        deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+                    let answer: Result<(), String> =
+                        self.inner.wire.call_json(&addr, Method::Remove, call, left).await?;
+                    return answer.map_err(|reason| ReplicationError::Consensus { reason });
+                }
+                Ok(Err(e)) => return Err(consensus(e)),
+                Err(_) => {
+                    return Err(ReplicationError::Consensus {
+                        reason: "removing the member timed out".into(),
+                    });
+                }
+            }
+        }
     }
 
     async fn linearizable_barrier(&self, timeout: Duration) -> Result<(), ReplicationError> {

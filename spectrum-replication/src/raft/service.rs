@@ -172,6 +172,30 @@ impl RaftRpc for RaftService {
         Ok(self.answer(&admitted, to_json(&result)))
     }
 
+    async fn remove(&self, request: Request<proto::RaftCall>) -> Result<Response<proto::RaftAnswer>, Status> {
+        let admitted = self.admit(&request, "Remove")?;
+        let node: String = from_json("json", &request.get_ref().json)?;
+        let node: spectrum_core::NodeId = node
+            .parse()
+            .map_err(|e: spectrum_core::InvalidId| Status::invalid_argument(format!("json: {e}")))?;
+        if node == admitted.header.node_id {
+            return Err(Status::permission_denied("a node cannot remove itself"));
+        }
+        let id = super::raft_node_id(&node);
+        let change = openraft::ChangeMembers::RemoveVoters(std::collections::BTreeSet::from([id]));
+        let result: Result<(), String> = match tokio::time::timeout(
+            JOIN_TIMEOUT,
+            self.inner.raft.change_membership(change, false),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the member was not removed in time".to_owned()),
+        };
+        Ok(self.answer(&admitted, to_json(&result)))
+    }
+
     async fn probe(&self, request: Request<proto::RaftCall>) -> Result<Response<proto::RaftAnswer>, Status> {
         let admitted = self.admit(&request, "Probe")?;
         let answer = self.inner.probe().await;
