@@ -383,6 +383,28 @@ impl NodeBuilder {
         builder.build()
     }
 
+    /// The replicator of this node's mode: anti-entropy (built in both modes:
+    /// a last-writer-wins node runs it) and, in Raft mode, the Raft node.
+    async fn replicators(
+        &self,
+        store: &Arc<dyn ConfigStore>,
+        hlc: &Arc<Hlc>,
+        addr: &PeerAddr,
+        channels: &Arc<ChannelCache>,
+        raft_dir: Option<PathBuf>,
+    ) -> Result<Replication, NodeError> {
+        let anti_entropy = self.anti_entropy(store, hlc, addr, channels);
+        let raft = match self.replication {
+            ReplicationMode::Raft => Some(self.raft(store, hlc, addr, channels, raft_dir).await?),
+            _ => None,
+        };
+        let replicator: Arc<dyn Replicator> = match &raft {
+            Some(raft) => Arc::new(raft.clone()),
+            None => Arc::new(anti_entropy.clone()),
+        };
+        Ok(Replication { anti_entropy, raft, replicator })
+    }
+
     /// The Raft replicator of this node (Raft mode): log in `dir` (in memory
     /// without one), authenticated like anti-entropy.
     async fn raft(
@@ -491,15 +513,8 @@ impl NodeBuilder {
         // One channel per peer for everything this node sends them (replication,
         // resource checks), so a rotated client certificate reaches all of it.
         let channels = Arc::new(ChannelCache::new(self.transport.clone()));
-        let anti_entropy = self.anti_entropy(&store, &hlc, &addr, &channels);
-        let raft = match self.replication {
-            ReplicationMode::Raft => Some(self.raft(&store, &hlc, &addr, &channels, raft_dir).await?),
-            _ => None,
-        };
-        let replicator: Arc<dyn Replicator> = match &raft {
-            Some(raft) => Arc::new(raft.clone()),
-            None => Arc::new(anti_entropy.clone()),
-        };
+        let Replication { anti_entropy, raft, replicator } =
+            self.replicators(&store, &hlc, &addr, &channels, raft_dir).await?;
         follow_clock(&readiness, &replicator, self.max_clock_offset);
         let ctx = NodeContext {
             id: self.id.clone(),
@@ -512,15 +527,8 @@ impl NodeBuilder {
 
         let admin = Admin::new(ctx.clone(), replicator.clone(), addr.clone(), self.write_timeout)
             .channels(channels.clone())
-            .ready_flag(ready.clone())
-            .clock_fence({
-                let readiness = readiness.clone();
-                Arc::new(move || readiness.clock_fence())
-            })
-            .store_fault({
-                let readiness = readiness.clone();
-                Arc::new(move || readiness.store_error())
-            });
+            .ready_flag(ready.clone());
+        let admin = guarded(admin, &readiness);
         let routes =
             self.routes(&ctx, admin, &anti_entropy, raft.as_ref(), &readiness, health_service).await?;
         let served = Served::start(&self.transport, routes, listener.incoming, &channels)?;
@@ -558,6 +566,24 @@ impl NodeBuilder {
             tls: served.tls.map(parking_lot::Mutex::new),
         })
     }
+}
+
+/// `admin`, refusing writes while `readiness` says the clock is fenced and
+/// reads while the store cannot write.
+fn guarded(admin: Admin, readiness: &Arc<Readiness>) -> Admin {
+    let clock = readiness.clone();
+    let store = readiness.clone();
+    admin
+        .clock_fence(Arc::new(move || clock.clock_fence()))
+        .store_fault(Arc::new(move || store.store_error()))
+}
+
+/// A node's replicators (see [`NodeBuilder::replication`]).
+struct Replication {
+    anti_entropy: AntiEntropy,
+    raft: Option<RaftReplicator>,
+    /// The one writes go through: the Raft node in Raft mode, else anti-entropy.
+    replicator: Arc<dyn Replicator>,
 }
 
 /// Makes `readiness` follow this node's clock against its peers' (as
