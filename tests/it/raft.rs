@@ -34,10 +34,11 @@ async fn client(cluster: &Cluster, id: &str) -> AdminClient {
     AdminClient::connect(cluster.node(id).unwrap().addr(), None).await.unwrap()
 }
 
-/// Waits until every running node is a ready member.
+/// Waits until every running node is a ready member (generously: nodes
+/// restarted together on new ports first find each other, then a leader).
 async fn all_ready(cluster: &Cluster) {
     for n in cluster.nodes() {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + 2 * WAIT;
         while !n.readiness().is_ready() {
             assert!(tokio::time::Instant::now() < deadline, "{} never became ready", n.id());
             tokio::time::sleep(Duration::from_millis(20)).await;
