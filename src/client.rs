@@ -31,6 +31,8 @@
 //! field, `UNAUTHENTICATED`, …), a connection failure, or an answer this client
 //! cannot read.
 
+mod consensus;
+
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -61,6 +63,7 @@ pub use crate::watch::{EventKind, WatchEvent, WatchPosition};
 
 pub use crate::model::{ReadAfter, WriteReceipt};
 pub use crate::session::Session;
+pub use consensus::PutCondition;
 pub use spectrum_balancer::strategy::{StrategyName, StrategySpec};
 pub use spectrum_core::MemberState;
 pub use spectrum_replication::AckLevel;
@@ -362,7 +365,12 @@ impl AdminClient {
         value: impl Into<Vec<u8>>,
         ack: AckLevel,
     ) -> Result<KeyWritten, ClientError> {
-        let request = proto::PutRequest { key: key.to_owned(), value: value.into(), ack: ack_to_wire(ack) };
+        let request = proto::PutRequest {
+            key: key.to_owned(),
+            value: value.into(),
+            ack: ack_to_wire(ack),
+            ..proto::PutRequest::default()
+        };
         let write = self.call().put(request).await?.into_inner().try_into()?;
         Ok(self.noted(KeyWritten { key: key.to_owned(), deleted: false, write }))
     }

@@ -30,6 +30,7 @@ use spectrum_balancer::{BalancerConfig, BalancerError, BearerToken, PathMatcher}
 use spectrum_core::tls::{ClientAuth, TlsConfig};
 use spectrum_core::{ClusterId, NodeId, PeerAddr};
 use spectrum_replication::ChangeLogLimits;
+use spectrum_replication::ReplicationMode;
 use spectrum_resources::ClusterKey;
 
 use crate::auth::Token;
@@ -68,6 +69,12 @@ pub struct NodeFileConfig {
     /// Anti-entropy interval in milliseconds (default 1000).
     #[serde(default)]
     pub sync_interval_ms: Option<u64>,
+    /// How the cluster replicates: `"lww"` (last writer wins, the default) or
+    /// `"raft"` (consensus: compare-and-set, transactions, consistent reads;
+    /// writes need a majority). Chosen when the cluster is created, the same
+    /// on every node.
+    #[serde(default, deserialize_with = "replication_field")]
+    pub replication: ReplicationMode,
     /// Largest tolerated clock offset from a peer, in milliseconds (default 500).
     #[serde(default)]
     pub max_clock_offset_ms: Option<u64>,
@@ -153,6 +160,12 @@ impl NodeFileConfig {
         self.cluster_key = cluster_key.or(self.cluster_key);
         self
     }
+}
+
+/// An unknown replication mode is refused naming the key.
+fn replication_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ReplicationMode, D::Error> {
+    let name = String::deserialize(d)?;
+    name.parse().map_err(|e| serde::de::Error::custom(format!("replication: {e}")))
 }
 
 /// A bad cluster key is refused naming the field, never echoing the value.
@@ -600,6 +613,16 @@ mod tests {
     fn unknown_fields_are_refused_with_the_field_name() {
         let err = toml::from_str::<NodeFileConfig>(&format!("{NODE}colour = \"red\"\n")).unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn the_replication_mode_defaults_to_lww_and_an_unknown_one_is_refused_naming_the_key() {
+        let lww = toml::from_str::<NodeFileConfig>(NODE).unwrap();
+        assert_eq!(lww.replication, ReplicationMode::LastWriterWins);
+        let raft = toml::from_str::<NodeFileConfig>(&format!("{NODE}replication = \"raft\"\n")).unwrap();
+        assert_eq!(raft.replication, ReplicationMode::Raft);
+        let err = toml::from_str::<NodeFileConfig>(&format!("{NODE}replication = \"paxos\"\n")).unwrap_err();
+        assert!(err.to_string().contains("replication: unknown replication mode \"paxos\""), "{err}");
     }
 
     #[test]

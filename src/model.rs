@@ -9,6 +9,7 @@
 
 mod balancer;
 mod conflicts;
+mod txn;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +26,7 @@ use crate::session::Session;
 
 pub use balancer::{BalancerSettings, StrategySetting, StrategyWritten, WeightSetting, WeightWritten};
 pub use conflicts::{ConflictInfo, ConflictVersion, Conflicts};
+pub use txn::{TxnConditionSpec, TxnSpec, TxnSpecError, TxnWrite, TxnWriteSpec};
 
 /// What a read must have seen before it answers: nothing in particular, or a
 /// write (read-your-writes through the balancer, whichever node answers).

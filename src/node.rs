@@ -14,8 +14,9 @@ use spectrum_core::{
     Clock, ClusterId, Hlc, Member, MemberState, NodeId, PeerAddr, SystemClock, TransportConfig,
 };
 use spectrum_replication::{
-    AckLevel, AntiEntropy, ChangeLogLimits, ClockCheck, ConfigStore, MemoryStore, PeerCredential, RedbStore,
-    Replicator, StoreError, WriteBatch,
+    AckLevel, AntiEntropy, ChangeLogLimits, ClockCheck, ConfigStore, MemoryStore, PeerCredential,
+    RaftReplicator, RaftSettings, RedbStore, ReplicationMode, Replicator, StoreError, Transaction,
+    WriteBatch,
 };
 use spectrum_resources::{ClusterKey, CompositeResolver, ResourceResolver};
 use tokio::sync::watch;
@@ -74,6 +75,8 @@ pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(2);
 const STARTUP_PULL_RETRY: Duration = Duration::from_millis(500);
 /// How long a starting node waits for one peer's answer before trying the next.
 const STARTUP_PULL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest a membership record waits for consensus (Raft mode).
+const MEMBERSHIP_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The file name of the durable store inside a node's data directory.
 pub const STORE_FILE: &str = "config.redb";
@@ -115,6 +118,8 @@ pub struct NodeBuilder {
     cluster_key: Option<Arc<ClusterKey>>,
     previous_keys: Vec<Arc<ClusterKey>>,
     services: Vec<ServiceFactory>,
+    replication: ReplicationMode,
+    raft_settings: RaftSettings,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -127,6 +132,7 @@ impl fmt::Debug for NodeBuilder {
             .field("seeds", &self.seeds)
             .field("store", &self.store)
             .field("services", &self.services.len())
+            .field("replication", &self.replication)
             .finish_non_exhaustive()
     }
 }
@@ -160,7 +166,25 @@ impl NodeBuilder {
             cluster_key: None,
             previous_keys: Vec::new(),
             services: Vec::new(),
+            replication: ReplicationMode::LastWriterWins,
+            raft_settings: RaftSettings::default(),
         }
+    }
+
+    /// How the cluster replicates (default [`ReplicationMode::LastWriterWins`]):
+    /// [`ReplicationMode::Raft`] sends every write through consensus (a
+    /// majority must be up to write) and enables compare-and-set, transactions
+    /// and consistent reads. Chosen when the cluster is created: every node
+    /// must be given the same mode.
+    pub fn replication(mut self, mode: ReplicationMode) -> Self {
+        self.replication = mode;
+        self
+    }
+
+    /// Raft mode's timing and log compaction (default [`RaftSettings::default`]).
+    pub fn raft_settings(mut self, settings: RaftSettings) -> Self {
+        self.raft_settings = settings;
+        self
     }
 
     /// The address to listen on. An unspecified address (`0.0.0.0`, `[::]`)
@@ -371,6 +395,59 @@ impl NodeBuilder {
         builder.build()
     }
 
+    /// The replicator of this node's mode: anti-entropy (built in both modes:
+    /// a last-writer-wins node runs it) and, in Raft mode, the Raft node.
+    async fn replicators(
+        &self,
+        store: &Arc<dyn ConfigStore>,
+        hlc: &Arc<Hlc>,
+        addr: &PeerAddr,
+        channels: &Arc<ChannelCache>,
+        raft_dir: Option<PathBuf>,
+    ) -> Result<Replication, NodeError> {
+        let anti_entropy = self.anti_entropy(store, hlc, addr, channels);
+        let raft = match self.replication {
+            ReplicationMode::Raft => Some(self.raft(store, hlc, addr, channels, raft_dir).await?),
+            _ => None,
+        };
+        let replicator: Arc<dyn Replicator> = match &raft {
+            Some(raft) => Arc::new(raft.clone()),
+            None => Arc::new(anti_entropy.clone()),
+        };
+        Ok(Replication { anti_entropy, raft, replicator })
+    }
+
+    /// The Raft replicator of this node (Raft mode): log in `dir` (in memory
+    /// without one), authenticated like anti-entropy.
+    async fn raft(
+        &self,
+        store: &Arc<dyn ConfigStore>,
+        hlc: &Arc<Hlc>,
+        addr: &PeerAddr,
+        channels: &Arc<ChannelCache>,
+        dir: Option<PathBuf>,
+    ) -> Result<RaftReplicator, NodeError> {
+        let mut builder =
+            RaftReplicator::builder(store.clone(), hlc.clone(), self.cluster.clone(), addr.clone())
+                .seeds(self.seeds.clone())
+                .transport(self.transport.clone())
+                .channels(channels.clone())
+                .settings(self.raft_settings.clone());
+        if let Some(dir) = dir {
+            builder = builder.data_dir(dir);
+        }
+        if let Some(credential) = peer_credential(&self.id, self.cluster_key.as_deref(), self.token.as_ref())
+        {
+            let previous = self
+                .previous_keys
+                .iter()
+                .map(|k| PeerCredential::from_bytes(*k.derive(PEER_CREDENTIAL_PURPOSE)))
+                .collect();
+            builder = builder.credential(credential).previous_credentials(previous);
+        }
+        Ok(builder.build().await?)
+    }
+
     /// Every service of the node's port: health, reflection, management (gRPC,
     /// and HTTP/JSON beside it, one check of callers for both), replication, the
     /// user's services, and plain HTTP `/healthz`, `/readyz` and the console.
@@ -379,6 +456,7 @@ impl NodeBuilder {
         ctx: &NodeContext,
         admin: Admin,
         anti_entropy: &AntiEntropy,
+        raft: Option<&RaftReplicator>,
         readiness: &Arc<Readiness>,
         health_service: tonic_health::pb::health_server::HealthServer<
             impl tonic_health::pb::health_server::Health,
@@ -388,14 +466,17 @@ impl NodeBuilder {
         let auth = BearerAuth::with_users(self.token.clone(), UserIndex::follow(&ctx.store).await?);
         let http_api = http_api::routes(admin.clone(), auth.clone(), max);
         let mut routes = RoutesBuilder::default();
-        routes
-            .add_service(health_service)
-            .add_service(reflection()?)
-            .add_service(tonic::service::interceptor::InterceptedService::new(
+        routes.add_service(health_service).add_service(reflection()?).add_service(
+            tonic::service::interceptor::InterceptedService::new(
                 ManagementService::new(admin).into_server(max),
                 auth,
-            ))
-            .add_service(anti_entropy.service().into_server(max));
+            ),
+        );
+        // Raft mode takes writes only through its log: no anti-entropy pushes.
+        match raft {
+            Some(raft) => routes.add_service(raft.service().into_server(max)),
+            None => routes.add_service(anti_entropy.service().into_server(max)),
+        };
         for make in std::mem::take(&mut self.services) {
             make(ctx, &mut routes);
         }
@@ -435,6 +516,10 @@ impl NodeBuilder {
         // Not serving until this node has joined (see `Joiner::finish`); the reporter
         // starts out SERVING.
         readiness.publish().await;
+        let raft_dir = match &self.store {
+            StoreChoice::Durable(dir) => Some(dir.clone()),
+            StoreChoice::Memory | StoreChoice::Custom(_) => None,
+        };
         let store = std::mem::replace(&mut self.store, StoreChoice::Memory)
             .open(&self.id, &hlc, self.change_log)
             .await?;
@@ -442,8 +527,8 @@ impl NodeBuilder {
         // One channel per peer for everything this node sends them (replication,
         // resource checks), so a rotated client certificate reaches all of it.
         let channels = Arc::new(ChannelCache::new(self.transport.clone()));
-        let anti_entropy = self.anti_entropy(&store, &hlc, &addr, &channels);
-        let replicator: Arc<dyn Replicator> = Arc::new(anti_entropy.clone());
+        let Replication { anti_entropy, raft, replicator } =
+            self.replicators(&store, &hlc, &addr, &channels, raft_dir).await?;
         follow_clock(&readiness, &replicator, self.max_clock_offset);
         let ctx = NodeContext {
             id: self.id.clone(),
@@ -456,17 +541,11 @@ impl NodeBuilder {
 
         let admin = Admin::new(ctx.clone(), replicator.clone(), addr.clone(), self.write_timeout)
             .channels(channels.clone())
-            .ready_flag(ready.clone())
-            .clock_fence({
-                let readiness = readiness.clone();
-                Arc::new(move || readiness.clock_fence())
-            })
-            .store_fault({
-                let readiness = readiness.clone();
-                Arc::new(move || readiness.store_error())
-            });
+            .ready_flag(ready.clone());
+        let admin = guarded(admin, &readiness);
         let watches = admin.clone();
-        let routes = self.routes(&ctx, admin, &anti_entropy, &readiness, health_service).await?;
+        let routes =
+            self.routes(&ctx, admin, &anti_entropy, raft.as_ref(), &readiness, health_service).await?;
         let served = Served::start(&self.transport, routes, listener.incoming, &channels)?;
 
         let joiner = Joiner {
@@ -478,9 +557,11 @@ impl NodeBuilder {
             readiness: readiness.clone(),
             ready: ready.clone(),
         };
-        let join_task = joiner.join().await?;
+        let (join_task, sync_task) = match &raft {
+            Some(raft) => (Some(joiner.join_raft(raft.clone())), None),
+            None => (joiner.join().await?, Some(anti_entropy.start())),
+        };
         let readiness_task = readiness::watch_membership(self.id.clone(), store.clone(), readiness.clone());
-        let sync_task = anti_entropy.start();
         info!(node = %self.id, cluster = %self.cluster, %addr, listen = %listener.local_addr, "node started");
 
         Ok(Node {
@@ -494,12 +575,31 @@ impl NodeBuilder {
             kill: served.kill,
             server_task: served.task,
             sync_task,
+            raft,
             join_task,
             drain_grace: self.drain_grace,
             tls: served.tls.map(parking_lot::Mutex::new),
             watches,
         })
     }
+}
+
+/// `admin`, refusing writes while `readiness` says the clock is fenced and
+/// reads while the store cannot write.
+fn guarded(admin: Admin, readiness: &Arc<Readiness>) -> Admin {
+    let clock = readiness.clone();
+    let store = readiness.clone();
+    admin
+        .clock_fence(Arc::new(move || clock.clock_fence()))
+        .store_fault(Arc::new(move || store.store_error()))
+}
+
+/// A node's replicators (see [`NodeBuilder::replication`]).
+struct Replication {
+    anti_entropy: AntiEntropy,
+    raft: Option<RaftReplicator>,
+    /// The one writes go through: the Raft node in Raft mode, else anti-entropy.
+    replicator: Arc<dyn Replicator>,
 }
 
 /// Makes `readiness` follow this node's clock against its peers' (as
@@ -714,6 +814,28 @@ impl Joiner {
         })))
     }
 
+    /// Raft mode: joins (or founds) the Raft group in the background, then
+    /// records this node in membership through the log, retrying until a
+    /// majority takes it.
+    fn join_raft(self, raft: RaftReplicator) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            if !raft.start().await.unwrap_or(false) {
+                return;
+            }
+            loop {
+                match self.finish().await {
+                    Ok(()) => return,
+                    Err(e @ NodeError::Removed { .. }) => {
+                        error!(node = %self.id, error = %e, "not joining");
+                        return;
+                    }
+                    Err(e) => debug!(node = %self.id, error = %e, "membership not committed yet; retrying"),
+                }
+                tokio::time::sleep(STARTUP_PULL_RETRY).await;
+            }
+        })
+    }
+
     /// One exchange with every reachable peer; how many answered.
     async fn pull(&self) -> usize {
         match self.anti_entropy.pull_from_all(STARTUP_PULL_TIMEOUT).await {
@@ -774,7 +896,12 @@ async fn record_membership(
     member: &Member,
     ack: AckLevel,
 ) -> Result<(), NodeError> {
-    let records = store.apply(WriteBatch::new().put(member.record_key(), member.to_record_value())).await?;
+    let batch = WriteBatch::new().put(member.record_key(), member.to_record_value());
+    if replicator.mode() == ReplicationMode::Raft {
+        replicator.commit(Transaction::new(batch), MEMBERSHIP_COMMIT_TIMEOUT).await?;
+        return Ok(());
+    }
+    let records = store.apply(batch).await?;
     if let Err(e) = replicator.replicate(records, ack, Duration::from_secs(1)).await {
         debug!(error = %e, state = %member.state, "membership record will reach peers by anti-entropy");
     }
@@ -794,7 +921,10 @@ pub struct Node {
     /// Cuts every open connection ([`Node::kill`]).
     kill: CancellationToken,
     server_task: JoinHandle<()>,
-    sync_task: spectrum_replication::AntiEntropyHandle,
+    /// Anti-entropy rounds (last-writer-wins mode).
+    sync_task: Option<spectrum_replication::AntiEntropyHandle>,
+    /// The Raft node (Raft mode).
+    raft: Option<RaftReplicator>,
     /// Catching up in the background (an empty store whose peers were unreachable).
     join_task: Option<JoinHandle<()>>,
     drain_grace: Duration,
@@ -933,7 +1063,7 @@ impl Node {
     /// Stops at once, as a crashed process would: no drain, no `left` record, open
     /// connections cut. Its peers see it only as unreachable (for fault drills and
     /// tests of a dead member).
-    pub async fn kill(self) {
+    pub async fn kill(mut self) {
         if let Some(task) = &self.join_task {
             task.abort();
         }
@@ -941,11 +1071,26 @@ impl Node {
         self.kill.cancel();
         self.watches.stop_watches();
         self.readiness_task.abort();
-        self.sync_task.shutdown().await;
+        self.stop_replicating().await;
         warn!(node = %self.ctx.id, "node killed");
     }
 
-    async fn stop_serving(self, drain_grace: Duration) {
+    /// Stops anti-entropy rounds, or the Raft node (releasing its log file).
+    async fn stop_replicating(&mut self) {
+        if let Some(task) = self.sync_task.take() {
+            task.shutdown().await;
+        }
+        if let Some(raft) = &self.raft {
+            raft.shutdown().await;
+        }
+    }
+
+    /// The Raft node, in Raft mode.
+    pub fn raft(&self) -> Option<&RaftReplicator> {
+        self.raft.as_ref()
+    }
+
+    async fn stop_serving(mut self, drain_grace: Duration) {
         if let Some(task) = &self.join_task {
             task.abort();
         }
@@ -968,7 +1113,7 @@ impl Node {
             warn!(node = %self.ctx.id, error = %e, "could not record leaving the cluster");
         }
         self.readiness_task.abort();
-        self.sync_task.shutdown().await;
+        self.stop_replicating().await;
         let _ = self.stop.send(true);
         let mut server_task = self.server_task;
         if tokio::time::timeout(Duration::from_secs(5), &mut server_task).await.is_err() {

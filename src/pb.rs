@@ -113,7 +113,7 @@ pub fn read_after_to_wire(after: &model::ReadAfter) -> String {
 pub fn read_options_to_wire(after: &model::ReadAfter) -> Option<proto::ReadOptions> {
     let model::ReadAfter::Session { session, wait } = after else { return None };
     let wait_ms = wait.map_or(0, |w| u32::try_from(w.as_millis()).unwrap_or(u32::MAX).max(1));
-    Some(proto::ReadOptions { session: session.to_string(), wait_ms })
+    Some(proto::ReadOptions { session: session.to_string(), wait_ms, consistent: false })
 }
 
 // ---- serving side: model → proto ----

@@ -154,6 +154,23 @@ pub enum ReplicationError {
         /// The timeout.
         timeout_ms: u64,
     },
+    /// The call needs consensus (compare-and-set, a transaction, a
+    /// linearizable read) and this replicator is last-writer-wins: nothing was
+    /// written, and no weaker version of the call was made.
+    #[error("{operation} needs Raft mode (replication = \"raft\"); this cluster replicates last-writer-wins")]
+    NeedsConsensus {
+        /// What was asked, as a sentence fragment (`a compare-and-set write`).
+        operation: &'static str,
+    },
+    /// Consensus could not decide in time or at all: no leader could be
+    /// reached, no majority answered, or the Raft node stopped. A write may or
+    /// may not have been committed (read it back before retrying a
+    /// non-idempotent one).
+    #[error("consensus unavailable: {reason}")]
+    Consensus {
+        /// What happened.
+        reason: String,
+    },
     /// A peer could not be reached, did not answer in time, refused, or answered
     /// with a malformed message.
     #[error("peer {peer} failed: {failure}")]

@@ -177,6 +177,7 @@ pub mod liveness;
 pub mod memory;
 pub mod origin;
 pub mod peers;
+pub mod raft;
 pub mod record;
 pub mod redb;
 mod redb_log;
@@ -186,6 +187,7 @@ mod state;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod transaction;
 mod wire;
 
 /// Generated protobuf types and gRPC stubs of the replication protocol, private
@@ -209,6 +211,7 @@ pub use error::{PeerFailure, ReplicationError, StoreError};
 pub use memory::MemoryStore;
 pub use origin::{InvalidOrigin, Origin};
 pub use peers::PeerTable;
+pub use raft::{RaftReplicator, RaftReplicatorBuilder, RaftService, RaftSettings};
 pub use record::{
     Change, ChangeBatch, Delta, Lineage, MergeReport, Record, Snapshot, VersionToken, VersionVector, Write,
     WriteBatch,
@@ -217,3 +220,4 @@ pub use redb::RedbStore;
 pub use replicator::{AckLevel, AckReport, PeerStatus, Replicator};
 pub use service::ReplicationService;
 pub use store::{ConfigStore, FEED_CAPACITY};
+pub use transaction::{Committed, Condition, FailedCondition, Outcome, ReplicationMode, Transaction};

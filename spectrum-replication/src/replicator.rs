@@ -7,6 +7,7 @@ use spectrum_core::{Liveness, NodeId, PeerAddr};
 
 use crate::error::ReplicationError;
 use crate::record::Record;
+use crate::transaction::{Committed, ReplicationMode, Transaction};
 
 /// How many nodes must hold a write before it is acknowledged to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,4 +100,61 @@ pub trait Replicator: Send + Sync + std::fmt::Debug + 'static {
 
     /// What this node knows of each peer.
     fn peers(&self) -> Vec<PeerStatus>;
+
+    /// How this replicator replicates. The management layer sends writes
+    /// through [`commit`](Replicator::commit) in [`ReplicationMode::Raft`], and
+    /// applies them locally then [`replicate`](Replicator::replicate)s them
+    /// otherwise.
+    ///
+    /// The default is [`ReplicationMode::LastWriterWins`].
+    fn mode(&self) -> ReplicationMode {
+        ReplicationMode::LastWriterWins
+    }
+
+    /// Commits `txn` through consensus, from any node (a follower hands it to
+    /// the leader), waiting up to `timeout`; once it returns, this node's store
+    /// holds the outcome. Its conditions are evaluated when it is applied, the
+    /// same on every replica: either every write applies or none does.
+    ///
+    /// The default refuses: without consensus there is no such write.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplicationError::NeedsConsensus`] from a last-writer-wins replicator;
+    /// [`ReplicationError::Consensus`] when no majority decided in time (the
+    /// write may still commit later); [`ReplicationError::Store`] for a
+    /// transaction the store would refuse (bad key, value too large).
+    async fn commit(&self, txn: Transaction, timeout: Duration) -> Result<Committed, ReplicationError> {
+        let _ = (txn, timeout);
+        Err(ReplicationError::NeedsConsensus { operation: "a conditional or transactional write" })
+    }
+
+    /// Returns once this node's store holds every write committed before the
+    /// call began (a read index confirmed by a majority), so a read of the
+    /// store that follows is linearizable. Waits up to `timeout`.
+    ///
+    /// The default refuses: last-writer-wins has no such point.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplicationError::NeedsConsensus`] from a last-writer-wins replicator;
+    /// [`ReplicationError::Consensus`] when no leader confirmed in time.
+    async fn linearizable_barrier(&self, timeout: Duration) -> Result<(), ReplicationError> {
+        let _ = timeout;
+        Err(ReplicationError::NeedsConsensus { operation: "a consistent read" })
+    }
+
+    /// Takes member `node` out of the group that decides writes, for good (an
+    /// operator removed it), waiting up to `timeout`.
+    ///
+    /// The default does nothing: last-writer-wins has no voters (the membership
+    /// record's state is all there is).
+    ///
+    /// # Errors
+    ///
+    /// [`ReplicationError::Consensus`] when the change could not be committed.
+    async fn remove_member(&self, node: &NodeId, timeout: Duration) -> Result<(), ReplicationError> {
+        let _ = (node, timeout);
+        Ok(())
+    }
 }

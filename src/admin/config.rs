@@ -36,18 +36,24 @@ impl Admin {
     /// [`AdminError::Key`] naming what is wrong; [`AdminError::License`] for an
     /// expired license; the write's own errors.
     pub async fn put(&self, key: &str, value: Bytes, ack: AckLevel) -> Result<WriteReceipt, AdminError> {
+        let value = self.checked_value(key, value).await?;
+        let write = self.write(WriteBatch::new().put(key.to_owned(), value), ack).await?;
+        debug!(key, version = %write.version, "config entry written");
+        Ok(write)
+    }
+
+    /// `value` checked with `key`'s namespace codec, as it is stored: a
+    /// license must be current; a resource's secrets are sealed.
+    pub(super) async fn checked_value(&self, key: &str, value: Bytes) -> Result<Bytes, AdminError> {
         let (_, decoded) = namespace::validate_write(key, Some(&value))?;
-        let value = match decoded {
+        Ok(match decoded {
             Some(WriteValue::Resource(def)) => Bytes::from(self.resource_to_store(&def).await?),
             Some(WriteValue::License(license)) => {
                 license.check_current(Date::today())?;
                 value
             }
             _ => value,
-        };
-        let write = self.write(WriteBatch::new().put(key.to_owned(), value), ack).await?;
-        debug!(key, version = %write.version, "config entry written");
-        Ok(write)
+        })
     }
 
     /// Deletes the live entry at `key`.

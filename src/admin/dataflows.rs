@@ -29,7 +29,7 @@ impl Admin {
         if !replace && self.live(&key).await?.is_some() {
             return Err(AdminError::AlreadyExists { what: "dataflow", name: name.to_owned() });
         }
-        let write = self.write(WriteBatch::new().put(key, definition), ack).await?;
+        let write = self.create(key, definition, replace, ack, "dataflow", name).await?;
         debug!(dataflow = name, version = %write.version, "dataflow stored");
         Ok(write)
     }

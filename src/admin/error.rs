@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use spectrum_core::NodeId;
-use spectrum_replication::{ReplicationError, StoreError, VersionToken};
+use spectrum_replication::{FailedCondition, ReplicationError, StoreError, VersionToken};
 use spectrum_resources::{DefinitionError, SecretError, TransferError};
 use thiserror::Error;
 
@@ -139,12 +139,17 @@ pub enum AdminError {
         /// What the replicator said.
         reason: String,
     },
-    /// Replication failed.
+    /// Replication failed, or the call needs Raft mode
+    /// ([`ReplicationError::NeedsConsensus`], answered FAILED_PRECONDITION).
     #[error(transparent)]
     Replication(ReplicationError),
     /// A watch could not start.
     #[error(transparent)]
     Watch(#[from] crate::watch::WatchError),
+    /// A condition of a compare-and-set write or transaction did not hold:
+    /// nothing was written.
+    #[error("{0}; nothing was written")]
+    ConditionFailed(FailedCondition),
     /// A fault of this node (not of the request).
     #[error("{reason}")]
     Internal {

@@ -13,6 +13,7 @@
 mod audit;
 mod balancer;
 mod config;
+mod consensus;
 mod dataflows;
 mod error;
 mod license;
@@ -181,14 +182,45 @@ impl Admin {
             .with_previous_keys(self.ctx.previous_keys.clone())
     }
 
-    /// Applies `batch` locally and replicates it at `ack`.
+    /// Applies `batch` locally and replicates it at `ack` (last-writer-wins),
+    /// or commits it through consensus (Raft mode, where `ack` is always a
+    /// majority).
     async fn write(&self, batch: WriteBatch, ack: AckLevel) -> Result<WriteReceipt, AdminError> {
+        if self.consensus() {
+            return self.write_if(batch, Vec::new()).await;
+        }
+        self.write_local(batch, ack).await
+    }
+
+    /// Refuses writes while this node is catching up or its clock is fenced.
+    fn check_writable(&self) -> Result<(), AdminError> {
         if !self.ready.load(Ordering::Acquire) {
             return Err(AdminError::CatchingUp { node: self.ctx.id.clone() });
         }
         if let Some(reason) = self.clock_fence.as_ref().and_then(|fence| fence()) {
             return Err(AdminError::ClockFenced { node: self.ctx.id.clone(), reason });
         }
+        Ok(())
+    }
+
+    /// Commits `batch` through consensus only if `conditions` hold (Raft mode).
+    async fn write_if(
+        &self,
+        batch: WriteBatch,
+        conditions: Vec<spectrum_replication::Condition>,
+    ) -> Result<WriteReceipt, AdminError> {
+        self.check_writable()?;
+        let (batch, audited) = self.with_audit_record(batch);
+        let write = self.commit_write(batch, conditions).await?;
+        if audited {
+            self.maybe_prune_audit().await;
+        }
+        Ok(write)
+    }
+
+    /// Applies `batch` locally and replicates it at `ack` (last-writer-wins).
+    async fn write_local(&self, batch: WriteBatch, ack: AckLevel) -> Result<WriteReceipt, AdminError> {
+        self.check_writable()?;
         let (batch, audited) = self.with_audit_record(batch);
         let records = self.ctx.store.apply(batch).await?;
         // The write's version is its own last record's, not its audit record's.

@@ -121,6 +121,10 @@ impl Admin {
         member.state = state;
         let value = Bytes::from(member.to_record_value());
         let write = self.write(WriteBatch::new().put(key, value), ack).await?;
+        if state == MemberState::Removed {
+            // Raft mode: it no longer counts toward the majority (a no-op otherwise).
+            self.replicator.remove_member(id, self.write_timeout).await.map_err(AdminError::Replication)?;
+        }
         info!(member = %id, state = %state, version = %write.version, "member state set");
         Ok(NodeStateChanged { member, write })
     }

@@ -40,7 +40,8 @@ impl Admin {
             return Err(AdminError::AlreadyExists { what: "resource", name: def.name.to_string() });
         }
         let value = self.resource_to_store(&def).await?;
-        let write = self.write(WriteBatch::new().put(key, Bytes::from(value)), ack).await?;
+        let name = def.name.to_string();
+        let write = self.create(key, Bytes::from(value), replace, ack, "resource", &name).await?;
         info!(resource = %def.name, kind = def.kind(), version = %write.version, "resource stored");
         Ok(ResourceStored { resource: info_of(&def, &write.version)?, write })
     }

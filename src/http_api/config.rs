@@ -3,12 +3,15 @@
 use axum::Extension;
 use axum::extract::State;
 
-use super::params::{Body, CreateParams, ListParams, Name, ReadParams, WriteParams, after, query};
+use super::params::{
+    Body, CreateParams, ListParams, Name, PutParams, ReadParams, WriteParams, after, json, query,
+};
 use super::{Answer, Api, ErrorBody, authorize};
 use crate::auth::Caller;
 use crate::management::{Rpc, license_name};
 use crate::model::{
-    Conflicts, Dataflow, Entries, Entry, KeyWritten, LicenseInfo, LicenseInstalled, NameWritten,
+    Conflicts, Dataflow, Entries, Entry, KeyWritten, LicenseInfo, LicenseInstalled, NameWritten, TxnSpec,
+    WriteReceipt,
 };
 use crate::namespace::Namespace;
 
@@ -22,6 +25,9 @@ pub(super) async fn list(
 ) -> Answer {
     authorize(&api, caller, Rpc::List, "").await?;
     let q: ListParams = query(&uri)?;
+    if q.consistent.unwrap_or(false) {
+        api.admin().barrier().await?;
+    }
     let entries =
         api.admin().list(q.prefix.as_deref().unwrap_or_default(), &after(q.min_version.as_deref())?).await?;
     Ok(api.json(&Entries(entries)))
@@ -58,12 +64,15 @@ pub(super) async fn get(
 ) -> Answer {
     authorize(&api, caller, Rpc::Get, "").await?;
     let q: ReadParams = query(&uri)?;
+    if q.consistent.unwrap_or(false) {
+        api.admin().barrier().await?;
+    }
     Ok(api.json(&api.admin().get(&key, &q.after()?).await?))
 }
 
 /// Sets an entry to the request body (any bytes; JSON stays JSON when read).
 #[utoipa::path(operation_id = "Put", put, path = "/api/v1/config/{key}", tag = "config",
-    params(("key" = String, Path, description = "`namespace/name`"), WriteParams),
+    params(("key" = String, Path, description = "`namespace/name`"), PutParams),
     request_body(content = String, content_type = "application/octet-stream", description = "the value"),
     responses((status = 200, description = "OK", body = KeyWritten), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
 pub(super) async fn put(
@@ -75,11 +84,36 @@ pub(super) async fn put(
 ) -> Answer {
     let caller = authorize(&api, caller, Rpc::Put, &key).await?;
     let op = async {
-        let q: WriteParams = query(&uri)?;
-        Ok(api.admin().put(&key, value, q.level()).await?)
+        let q: PutParams = query(&uri)?;
+        match q.condition()? {
+            None => Ok(api.admin().put(&key, value, q.level()).await?),
+            Some(version) => Ok(api.admin().put_if(&key, value, version).await?),
+        }
     };
     let write = api.policy.audited_op(&caller, Rpc::Put, &key, op).await?;
     Ok(api.json(&KeyWritten { key, deleted: false, write }))
+}
+
+/// Applies writes all together only if every condition holds (Raft mode;
+/// `409 failed_precondition` otherwise, or when a condition fails).
+#[utoipa::path(operation_id = "Txn", post, path = "/api/v1/txn", tag = "config",
+    request_body(content = TxnSpec, description = "conditions and writes"),
+    responses((status = 200, description = "OK", body = WriteReceipt), (status = "4XX", description = "refused or failed: the code and message of the gRPC call", body = ErrorBody)), security(("bearer" = [])))]
+pub(super) async fn txn(
+    State(api): State<Api>,
+    Extension(caller): Extension<Caller>,
+    Body(body): Body,
+) -> Answer {
+    let spec: TxnSpec = json(&body)?;
+    let target = spec.writes.first().map(|w| w.key.clone()).unwrap_or_default();
+    let caller = authorize(&api, caller, Rpc::Txn, &target).await?;
+    let op = async {
+        let (conditions, writes) =
+            spec.decode().map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        Ok(api.admin().transaction(conditions, writes).await?)
+    };
+    let write = api.policy.audited_op(&caller, Rpc::Txn, &target, op).await?;
+    Ok(api.json(&write))
 }
 
 /// Deletes an entry.

@@ -9,7 +9,8 @@
 //! |---|---|
 //! | `GET /api/v1/status` | `Status` |
 //! | `GET /api/v1/config?prefix=` | `List` |
-//! | `GET`, `PUT`, `DELETE /api/v1/config/{key}` | `Get`, `Put` (the body is the value), `Delete` |
+//! | `GET`, `PUT`, `DELETE /api/v1/config/{key}` | `Get` (`?consistent=true`: linearizable, Raft mode), `Put` (the body is the value; `?if_version=`/`?if_absent=true`: compare-and-set, Raft mode), `Delete` |
+//! | `POST /api/v1/txn` | `Txn` (a [`TxnSpec`](crate::model::TxnSpec); Raft mode) |
 //! | `GET /api/v1/licenses`, `GET`, `PUT /api/v1/licenses/{name}` | `ShowLicense`, `SetLicense` |
 //! | `GET /api/v1/dataflows`, `GET`, `PUT`, `DELETE /api/v1/dataflows/{name}` | `ListDataflows`, `ShowDataflow`, `CreateDataflow`, `DeleteDataflow` |
 //! | `GET`, `POST /api/v1/resources`, `GET`, `DELETE /api/v1/resources/{name}` | `ListResources`, `CreateResource`, `ShowResource`, `DeleteResource` |
@@ -60,7 +61,8 @@ use serde::Serialize;
 pub use error::{ApiError, ErrorBody, ErrorDetail, http_status};
 pub use openapi::ApiDoc;
 pub use params::{
-    Ack, AuditParams, CheckParams, CreateParams, ImportParams, ListParams, NewUser, ReadParams, WriteParams,
+    Ack, AuditParams, CheckParams, CreateParams, ImportParams, ListParams, NewUser, PutParams, ReadParams,
+    WriteParams,
 };
 pub use watch::{NDJSON, WatchParams};
 
@@ -129,6 +131,7 @@ pub(crate) fn routes(admin: Admin, auth: BearerAuth, max_body_bytes: usize) -> a
         .route("/config", get(config::list))
         .route("/conflicts", get(config::conflicts))
         .route("/config/{*key}", get(config::get).put(config::put).delete(config::delete))
+        .route("/txn", post(config::txn))
         .route("/licenses", get(config::licenses))
         .route("/licenses/{name}", get(config::license).put(config::set_license))
         .route("/dataflows", get(config::dataflows))

@@ -30,6 +30,7 @@ use super::{balancer, config, nodes, resources, transfer, users, watch};
         config::conflicts,
         config::get,
         config::put,
+        config::txn,
         config::delete,
         config::licenses,
         config::license,

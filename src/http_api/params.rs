@@ -106,6 +106,9 @@ pub struct ReadParams {
     /// How long the node may wait for them, in ms (the node's default when
     /// absent; capped by the node).
     pub wait_ms: Option<u32>,
+    /// Linearizable: answer only once the node holds every write committed
+    /// before the read (Raft mode; `409 failed_precondition` otherwise).
+    pub consistent: Option<bool>,
 }
 
 impl ReadParams {
@@ -188,6 +191,44 @@ pub struct ListParams {
     pub prefix: Option<String>,
     /// As for every read: answer once this write is held.
     pub min_version: Option<String>,
+    /// Linearizable (Raft mode), as for `Get`.
+    pub consistent: Option<bool>,
+}
+
+/// Parameters of a config put.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PutParams {
+    /// The acknowledgement level; `quorum` when absent.
+    pub ack: Option<Ack>,
+    /// Compare-and-set (Raft mode): write only if the key holds this live
+    /// version (else `409 failed_precondition` naming the version it holds).
+    pub if_version: Option<String>,
+    /// Compare-and-set (Raft mode): write only if the key holds no live entry.
+    pub if_absent: Option<bool>,
+}
+
+impl PutParams {
+    /// The acknowledgement level.
+    pub(super) fn level(&self) -> AckLevel {
+        self.ack.unwrap_or_default().into()
+    }
+
+    /// The condition: `None` for a plain put, `Some(None)` for `if_absent`,
+    /// `Some(Some(v))` for `if_version`.
+    pub(super) fn condition(&self) -> Result<Option<Option<spectrum_replication::VersionToken>>, Status> {
+        match (self.if_absent.unwrap_or(false), self.if_version.as_deref().filter(|v| !v.is_empty())) {
+            (false, None) => Ok(None),
+            (true, None) => Ok(Some(None)),
+            (false, Some(v)) => {
+                v.parse().map(|v| Some(Some(v))).map_err(|e: spectrum_replication::StoreError| {
+                    Status::invalid_argument(format!("if_version: {e}"))
+                })
+            }
+            (true, Some(_)) => Err(Status::invalid_argument("if_absent and if_version exclude each other")),
+        }
+    }
 }
 
 /// Parameters of a resource check.

@@ -58,7 +58,7 @@ pub(super) async fn watch(
         .filter(|f| !f.is_empty())
         .map(|f| f.parse::<WatchPosition>().map_err(|e| Status::invalid_argument(format!("from: {e}"))))
         .transpose()?;
-    let read = ReadParams { min_version: None, session: q.session, wait_ms: q.wait_ms };
+    let read = ReadParams { min_version: None, session: q.session, wait_ms: q.wait_ms, consistent: None };
     let events = api.admin().watch(q.prefix.as_deref().unwrap_or_default(), from, &read.after()?).await?;
     let lines = events.map(|event| {
         let mut line = match event {

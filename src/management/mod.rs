@@ -42,6 +42,7 @@ mod balancer;
 mod policy;
 mod rpc;
 mod status;
+mod txn;
 mod watch;
 
 use std::time::Duration;
@@ -65,6 +66,7 @@ use crate::model::{AuditQuery, ReadAfter};
 use crate::pb::{ack_from_wire, role_from_wire};
 use crate::session::Session;
 use proto::management_server::Management;
+use txn::{put_condition, txn_from_wire};
 
 /// The management API of one node.
 #[derive(Debug, Clone)]
@@ -132,6 +134,7 @@ impl Management for ManagementService {
     async fn get(&self, request: Request<proto::GetRequest>) -> Result<Response<proto::GetResponse>, Status> {
         self.authorize(&request, Rpc::Get, "").await?;
         let req = request.into_inner();
+        self.barrier_if_consistent(req.read.as_ref()).await?;
         let entry = self.admin.get(&req.key, &after(&req.min_version, req.read.as_ref())?).await?;
         let served_by = entry_served_by(&self.admin);
         Ok(Response::new(proto::GetResponse { entry: Some(entry.into()), served_by }))
@@ -145,12 +148,32 @@ impl Management for ManagementService {
         let write = self
             .policy
             .audited_op(&caller, Rpc::Put, &target, async {
-                match ack(req.ack) {
-                    Ok(level) => {
+                match (ack(req.ack), put_condition(&req)) {
+                    (Ok(level), Ok(None)) => {
                         self.admin.put(&req.key, Bytes::from(req.value), level).await.map_err(Status::from)
                     }
-                    Err(e) => Err(e),
+                    (Ok(_), Ok(Some(version))) => self
+                        .admin
+                        .put_if(&req.key, Bytes::from(req.value), version)
+                        .await
+                        .map_err(Status::from),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
                 }
+            })
+            .await?;
+        Ok(Response::new(write.into()))
+    }
+
+    #[instrument(skip_all)]
+    async fn txn(&self, request: Request<proto::TxnRequest>) -> Result<Response<proto::PutResponse>, Status> {
+        let target = request.get_ref().writes.first().map(|w| w.key.clone()).unwrap_or_default();
+        let caller = self.authorize(&request, Rpc::Txn, &target).await?;
+        let req = request.into_inner();
+        let write = self
+            .policy
+            .audited_op(&caller, Rpc::Txn, &target, async {
+                let (conditions, writes) = txn_from_wire(req)?;
+                self.admin.transaction(conditions, writes).await.map_err(Status::from)
             })
             .await?;
         Ok(Response::new(write.into()))
@@ -180,6 +203,7 @@ impl Management for ManagementService {
     ) -> Result<Response<proto::ListResponse>, Status> {
         self.authorize(&request, Rpc::List, "").await?;
         let req = request.into_inner();
+        self.barrier_if_consistent(req.read.as_ref()).await?;
         let entries = self.admin.list(&req.prefix, &after(&req.min_version, req.read.as_ref())?).await?;
         let entries = entries.into_iter().map(Into::into).collect();
         Ok(Response::new(proto::ListResponse { entries, served_by: entry_served_by(&self.admin) }))

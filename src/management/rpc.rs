@@ -13,6 +13,7 @@ use crate::auth::{Caller, Role};
 pub enum Rpc {
     Get,
     Put,
+    Txn,
     Delete,
     List,
     Status,
@@ -52,9 +53,10 @@ pub enum Rpc {
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 35] = [
+    pub const ALL: [Rpc; 36] = [
         Rpc::Get,
         Rpc::Put,
+        Rpc::Txn,
         Rpc::Delete,
         Rpc::List,
         Rpc::Status,
@@ -102,6 +104,7 @@ impl Rpc {
             | Watch => Role::Viewer,
             SetNodeState | CheckResources | ListAudit => Role::Operator,
             Put
+            | Txn
             | Delete
             | SetLicense
             | CreateDataflow
@@ -129,7 +132,8 @@ impl Rpc {
         use Rpc::*;
         matches!(
             self,
-            Put | Delete
+            Put | Txn
+                | Delete
                 | SetLicense
                 | CreateDataflow
                 | DeleteDataflow
@@ -156,6 +160,7 @@ impl Rpc {
         match self {
             Get => "Get",
             Put => "Put",
+            Txn => "Txn",
             Delete => "Delete",
             List => "List",
             Status => "Status",

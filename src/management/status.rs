@@ -1,6 +1,6 @@
 //! One mapping from [`AdminError`] to a gRPC [`Status`].
 
-use spectrum_replication::StoreError;
+use spectrum_replication::{ReplicationError, StoreError};
 use spectrum_resources::SecretError;
 use tonic::Status;
 
@@ -47,6 +47,8 @@ impl From<AdminError> for Status {
             | AdminError::ClockFenced { .. }
             | AdminError::MemberLeft { .. }
             | AdminError::UserRevoked { .. } => Status::failed_precondition(message),
+            AdminError::Replication(ReplicationError::NeedsConsensus { .. })
+            | AdminError::ConditionFailed(_) => Status::failed_precondition(message),
             AdminError::CatchingUp { .. }
             | AdminError::Stale { .. }
             | AdminError::NotCaughtUp { .. }

@@ -23,6 +23,7 @@ mod balancer;
 mod clocks;
 mod dead_node;
 mod disk;
+mod raft;
 mod scenario;
 mod sessions;
 mod tls;
@@ -87,11 +88,27 @@ struct ClusterSpec {
     own_addresses: bool,
     /// How node `i` runs; nodes beyond the end run plainly.
     launches: Vec<Launch>,
+    /// Lines added to every node's file (`replication = "raft"`).
+    node_settings: String,
 }
 
 impl ClusterSpec {
     fn new(name: &str, size: usize, token: &str) -> Self {
-        Self { name: name.to_owned(), size, token: token.to_owned(), own_addresses: false, launches: vec![] }
+        Self {
+            name: name.to_owned(),
+            size,
+            token: token.to_owned(),
+            own_addresses: false,
+            launches: vec![],
+            node_settings: String::new(),
+        }
+    }
+
+    /// Adds `line` to every node's file.
+    fn node_setting(mut self, line: &str) -> Self {
+        self.node_settings.push_str(line);
+        self.node_settings.push('\n');
+        self
     }
 
     /// Each node on its own loopback address, 127.0.0.2 onwards.
@@ -189,10 +206,11 @@ impl ProcessCluster {
                 format!(
                     "id = \"{id}\"\ncluster = \"{name}\"\nlisten = \"{}\"\nseeds = [{}]\n\
                      token = \"{token}\"\ncluster_key = \"{key}\"\nsync_interval_ms = 200\n\
-                     data_dir = {:?}\n",
+                     data_dir = {:?}\n{}",
                     node_addrs[i],
                     seeds.join(", "),
-                    cluster.data_dir(&id).display().to_string()
+                    cluster.data_dir(&id).display().to_string(),
+                    spec.node_settings,
                 ),
             )
             .map_err(|e| e.to_string())?;

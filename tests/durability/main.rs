@@ -102,7 +102,12 @@ async fn a_node_killed_with_sigkill_restarts_with_every_acknowledged_write() {
         let deadline = Instant::now() + Duration::from_secs(10);
         let key = format!("settings/ready-{i}");
         while c
-            .put(PutRequest { key: key.clone(), value: b"1".to_vec(), ack: AckLevel::Local as i32 })
+            .put(PutRequest {
+                key: key.clone(),
+                value: b"1".to_vec(),
+                ack: AckLevel::Local as i32,
+                ..PutRequest::default()
+            })
             .await
             .is_err()
         {
@@ -125,7 +130,12 @@ async fn a_node_killed_with_sigkill_restarts_with_every_acknowledged_write() {
         let key = format!("settings/w{i:04}");
         let value = format!("value-{i}").into_bytes();
         let put = clients[target]
-            .put(PutRequest { key: key.clone(), value: value.clone(), ack: AckLevel::Local as i32 })
+            .put(PutRequest {
+                key: key.clone(),
+                value: value.clone(),
+                ack: AckLevel::Local as i32,
+                ..PutRequest::default()
+            })
             .await;
         if put.is_ok() {
             acked.insert(key, value);
@@ -210,7 +220,12 @@ async fn write(url: &str, key: &str, ack: AckLevel) -> Vec<u8> {
     let value = format!("{key}-value").into_bytes();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let put = PutRequest { key: key.to_owned(), value: value.clone(), ack: ack as i32 };
+        let put = PutRequest {
+            key: key.to_owned(),
+            value: value.clone(),
+            ack: ack as i32,
+            ..PutRequest::default()
+        };
         match c.put(put).await {
             Ok(_) => return value,
             Err(e) => assert!(Instant::now() < deadline, "{url} refused {key}: {e}"),

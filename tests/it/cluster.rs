@@ -72,7 +72,12 @@ async fn requests_spread_over_all_nodes_and_survive_a_stopped_node() {
     assert_eq!(served.len(), 2, "both remaining nodes serve: {served:?}");
 
     let put = through_balancer
-        .put(PutRequest { key: "settings/after-failover".into(), value: b"yes".to_vec(), ack: ACK_ALL })
+        .put(PutRequest {
+            key: "settings/after-failover".into(),
+            value: b"yes".to_vec(),
+            ack: ACK_ALL,
+            ..PutRequest::default()
+        })
         .await
         .expect("a write with one node down still reaches every remaining member")
         .into_inner();
@@ -184,7 +189,8 @@ async fn a_node_with_an_empty_store_writes_and_reads_nothing_until_a_peer_has_an
         .start()
         .await
         .unwrap();
-    let put = || PutRequest { key: "settings/early".into(), value: b"1".to_vec(), ack: 0 };
+    let put =
+        || PutRequest { key: "settings/early".into(), value: b"1".to_vec(), ack: 0, ..PutRequest::default() };
     let err = admin(first.url()).await.put(put()).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     assert!(err.message().contains("catching up"), "{err}");

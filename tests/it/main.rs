@@ -11,6 +11,7 @@ mod haproxy;
 mod http_api;
 mod management;
 mod protocols;
+mod raft;
 mod readiness;
 mod security;
 mod serve;

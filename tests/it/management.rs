@@ -24,7 +24,10 @@ async fn bad_writes_are_refused_with_a_reason_and_store_nothing() {
         ("settings/huge", vec![b'x'; 2 * 1024 * 1024], Code::InvalidArgument, "at most"),
     ];
     for (key, value, code, needle) in cases {
-        let err = client.put(PutRequest { key: key.into(), value, ack: 0 }).await.unwrap_err();
+        let err = client
+            .put(PutRequest { key: key.into(), value, ack: 0, ..PutRequest::default() })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), code, "{key:?}: {err}");
         assert!(err.message().contains(needle), "{key:?}: {:?} lacks {needle:?}", err.message());
     }
@@ -72,7 +75,10 @@ async fn missing_keys_and_bad_tokens_get_clear_errors() {
 async fn a_delete_through_the_balancer_removes_the_key_everywhere() {
     let cluster = start_cluster("it-delete").await;
     let mut client = admin(&cluster.balancer_url()).await;
-    client.put(PutRequest { key: "settings/tmp".into(), value: b"1".to_vec(), ack: 2 }).await.unwrap();
+    client
+        .put(PutRequest { key: "settings/tmp".into(), value: b"1".to_vec(), ack: 2, ..PutRequest::default() })
+        .await
+        .unwrap();
     let del = client.delete(DeleteRequest { key: "settings/tmp".into(), ack: 2 }).await.unwrap().into_inner();
     for node in cluster.nodes() {
         let err = admin(node.url())

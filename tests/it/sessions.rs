@@ -85,7 +85,10 @@ async fn malformed_sessions_are_refused_as_invalid_arguments() {
         let request = spectrum::management::proto::GetRequest {
             key: "settings/colour".into(),
             min_version: String::new(),
-            read: Some(spectrum::management::proto::ReadOptions { session: bad.to_owned(), wait_ms: 0 }),
+            read: Some(spectrum::management::proto::ReadOptions {
+                session: bad.to_owned(),
+                ..Default::default()
+            }),
         };
         let err = raw.get(request).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{bad}: {err}");

@@ -43,7 +43,12 @@ pub(crate) fn postal_definition(path: &Path) -> Vec<u8> {
 pub(crate) async fn configure_dataflow(admin: &mut ManagementClient<Channel>, postal: &Path) -> String {
     std::fs::write(postal, POSTAL_DB).unwrap();
     admin
-        .put(PutRequest { key: "resources/postal-db".into(), value: postal_definition(postal), ack: ACK_ALL })
+        .put(PutRequest {
+            key: "resources/postal-db".into(),
+            value: postal_definition(postal),
+            ack: ACK_ALL,
+            ..PutRequest::default()
+        })
         .await
         .unwrap();
     admin
@@ -52,6 +57,7 @@ pub(crate) async fn configure_dataflow(admin: &mut ManagementClient<Channel>, po
             value: br#"{"steps":["trim","uppercase","expand_abbreviations","postal_lookup"],"resource":"postal-db"}"#
                 .to_vec(),
             ack: ACK_ALL,
+            ..PutRequest::default()
         })
         .await
         .unwrap()

@@ -5,3 +5,4 @@ mod durable;
 mod full_disk;
 mod grpc;
 mod props;
+mod raft;

@@ -262,15 +262,37 @@ impl From<Ack> for AckLevel {
 #[derive(Debug, Subcommand)]
 pub(crate) enum ConfigCommand {
     /// Print one entry's value.
-    Get { key: String },
+    Get {
+        key: String,
+        /// Linearizable: see every write committed before the read (Raft mode).
+        #[arg(long)]
+        consistent: bool,
+    },
     /// Set an entry (VALUE, or `-` to read standard input).
-    Put { key: String, value: String },
+    Put {
+        key: String,
+        value: String,
+        /// Compare-and-set (Raft mode): only if KEY holds this live version now.
+        #[arg(long, value_name = "VERSION", conflicts_with = "if_absent")]
+        if_version: Option<String>,
+        /// Compare-and-set (Raft mode): only if KEY holds no live entry.
+        #[arg(long)]
+        if_absent: bool,
+    },
+    /// Apply a transaction from a JSON file (or `-`): {"conditions": [{"key": …,
+    /// "version": …}], "writes": [{"key": …, "value": …} or {"key": …, "delete": true}]}.
+    /// Every write applies only if every condition holds (a condition without
+    /// "version" asks for no live entry). Raft mode only.
+    Txn { file: String },
     /// Delete an entry.
     Delete { key: String },
     /// List entries under a prefix.
     List {
         #[arg(default_value = "")]
         prefix: String,
+        /// Linearizable (Raft mode), as for `get`.
+        #[arg(long)]
+        consistent: bool,
     },
     /// Print every change under a prefix as it happens (a table, or with --json
     /// one JSON object per line), until Ctrl-C; reconnects and resumes by itself.

@@ -61,6 +61,7 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
         .listen(cfg.listen)
         .seeds(cfg.seeds.clone())
         .sync_interval(cfg.sync_interval())
+        .replication(cfg.replication)
         .add_service_with(spectrum::demo::DataflowService::server);
     if let Some(log) = cfg.change_log {
         builder = builder.change_log(log.limits());

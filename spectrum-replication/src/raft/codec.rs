@@ -1,0 +1,204 @@
+//! How Raft mode's log entries, proposals and snapshots are encoded (protobuf,
+//! the same on disk and on the wire), and how they are checked on the way in.
+
+use std::fmt;
+
+use bytes::Bytes;
+use openraft::{CommittedLeaderId, EntryPayload, LogId};
+use prost::Message;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use spectrum_core::Timestamp;
+
+use super::Entry;
+use crate::proto;
+use crate::record::{MAX_WALL_MS, VersionToken, Write, WriteBatch};
+use crate::transaction::{Condition, Transaction};
+use crate::wire::InvalidMessage;
+
+/// A transaction as proposed to the log: the proposer's HLC stamp and the
+/// transaction. Applying it stamps its records with at least `stamp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Proposal {
+    /// The proposer's HLC when it proposed.
+    pub(crate) stamp: Timestamp,
+    /// What to decide.
+    pub(crate) txn: Transaction,
+}
+
+impl From<&Proposal> for proto::RaftProposal {
+    fn from(p: &Proposal) -> Self {
+        proto::RaftProposal {
+            stamp: Some(p.stamp.into()),
+            conditions: p
+                .txn
+                .conditions
+                .iter()
+                .map(|c| match c {
+                    Condition::Absent { key } => proto::RaftCondition { key: key.clone(), version: None },
+                    Condition::Version { key, version } => {
+                        proto::RaftCondition { key: key.clone(), version: Some(version.to_string()) }
+                    }
+                })
+                .collect(),
+            writes: p
+                .txn
+                .writes
+                .writes
+                .iter()
+                .map(|w| match w {
+                    Write::Put { key, value } => {
+                        proto::RaftWrite { key: key.clone(), value: Some(value.to_vec()) }
+                    }
+                    Write::Delete { key } => proto::RaftWrite { key: key.clone(), value: None },
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<proto::RaftProposal> for Proposal {
+    type Error = InvalidMessage;
+
+    fn try_from(p: proto::RaftProposal) -> Result<Self, Self::Error> {
+        let stamp: Timestamp =
+            p.stamp.ok_or_else(|| InvalidMessage::new("proposal.stamp", "missing"))?.into();
+        if stamp.wall_ms > MAX_WALL_MS {
+            return Err(InvalidMessage::new("proposal.stamp", "beyond the year 10000"));
+        }
+        let conditions = p
+            .conditions
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| match c.version {
+                None => Ok(Condition::Absent { key: c.key }),
+                Some(v) => v
+                    .parse::<VersionToken>()
+                    .map(|version| Condition::Version { key: c.key, version })
+                    .map_err(|e| {
+                        InvalidMessage::new(format!("proposal.conditions[{i}].version"), e.to_string())
+                    }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let writes = p
+            .writes
+            .into_iter()
+            .map(|w| match w.value {
+                Some(value) => Write::Put { key: w.key, value: Bytes::from(value) },
+                None => Write::Delete { key: w.key },
+            })
+            .collect();
+        Ok(Proposal { stamp, txn: Transaction { conditions, writes: WriteBatch { writes } } })
+    }
+}
+
+// openraft's `serde` feature asks every log payload to be serde; ours never
+// travels as JSON (entries are protobuf on disk and on the wire), but when it
+// does it is the protobuf bytes.
+impl Serialize for Proposal {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&proto::RaftProposal::from(self).encode_to_vec())
+    }
+}
+
+impl<'de> Deserialize<'de> for Proposal {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes: Vec<u8> = serde::Deserialize::deserialize(deserializer)?;
+        let p = proto::RaftProposal::decode(bytes.as_slice()).map_err(serde::de::Error::custom)?;
+        Proposal::try_from(p).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The state machine's answer to one applied entry (openraft's `R`), sent
+/// back to a proposer on another node as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Applied {
+    /// A blank or membership entry: nothing to report.
+    #[default]
+    Nothing,
+    /// Every condition held; the writes are stored.
+    Written,
+    /// The transaction breaks the store's limits (a bad key, a value too
+    /// large, too many writes); nothing was written.
+    Invalid {
+        /// Why.
+        reason: String,
+    },
+    /// Condition `index` on `key` failed; the key held `current` (a version
+    /// token's text), or no live entry.
+    Failed {
+        /// Position of the condition.
+        index: usize,
+        /// Its key.
+        key: String,
+        /// The live version the key held.
+        current: Option<String>,
+    },
+}
+
+/// Encodes a log entry.
+pub(crate) fn entry_to_proto(entry: &Entry) -> proto::RaftLogEntry {
+    use proto::raft_log_entry::Payload;
+    let payload = match &entry.payload {
+        EntryPayload::Blank => Payload::Blank(true),
+        EntryPayload::Normal(p) => Payload::Proposal(p.into()),
+        EntryPayload::Membership(m) => Payload::MembershipJson(serde_json::to_string(m).unwrap_or_default()),
+    };
+    proto::RaftLogEntry {
+        term: entry.log_id.leader_id.term,
+        leader: entry.log_id.leader_id.node_id,
+        index: entry.log_id.index,
+        payload: Some(payload),
+    }
+}
+
+/// Decodes and checks a log entry.
+pub(crate) fn entry_from_proto(e: proto::RaftLogEntry) -> Result<Entry, InvalidMessage> {
+    use proto::raft_log_entry::Payload;
+    let payload = match e.payload {
+        None | Some(Payload::Blank(_)) => EntryPayload::Blank,
+        Some(Payload::Proposal(p)) => EntryPayload::Normal(Proposal::try_from(p)?),
+        Some(Payload::MembershipJson(json)) => EntryPayload::Membership(
+            serde_json::from_str(&json)
+                .map_err(|err| InvalidMessage::new("entry.membership", err.to_string()))?,
+        ),
+    };
+    Ok(Entry { log_id: LogId::new(CommittedLeaderId::new(e.term, e.leader), e.index), payload })
+}
+
+/// Encodes a log entry to bytes (its form on disk).
+pub(crate) fn encode_entry(entry: &Entry) -> Vec<u8> {
+    entry_to_proto(entry).encode_to_vec()
+}
+
+/// Decodes a log entry from its form on disk.
+pub(crate) fn decode_entry(bytes: &[u8]) -> Result<Entry, InvalidMessage> {
+    let e =
+        proto::RaftLogEntry::decode(bytes).map_err(|err| InvalidMessage::new("entry", err.to_string()))?;
+    entry_from_proto(e)
+}
+
+/// An openraft value as JSON bytes.
+pub(crate) fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// An openraft value from JSON bytes, or why not.
+pub(crate) fn from_json<T: for<'de> Deserialize<'de>>(
+    field: &str,
+    bytes: &[u8],
+) -> Result<T, InvalidMessage> {
+    serde_json::from_slice(bytes).map_err(|e| InvalidMessage::new(field, e.to_string()))
+}
+
+/// A typed error for openraft's storage-error plumbing, which wants a
+/// `std::error::Error`.
+#[derive(Debug)]
+pub(crate) struct Corrupt(pub(crate) String);
+
+impl fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Corrupt {}

@@ -1,0 +1,237 @@
+//! The Raft log and vote, durable in a redb file of their own (`raft.redb`),
+//! which also keeps the state machine's position and the current snapshot
+//! (see `state_machine`). Every write commits with fsync (redb's immediate
+//! durability) before openraft hears that it is durable.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+
+use ::redb::backends::InMemoryBackend;
+use ::redb::{Builder, Database, ReadableDatabase, ReadableTable, TableDefinition};
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{AnyError, LogId, LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
+
+use super::codec::{Corrupt, decode_entry, encode_entry};
+use super::{Entry, StorageError, TypeConfig};
+
+/// Log entries by index (protobuf `RaftLogEntry`).
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+/// Small JSON values by name: the vote, the last purged log id, the state
+/// machine's position, the current snapshot's metadata; and the snapshot's bytes.
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+
+const VOTE: &str = "vote";
+const PURGED: &str = "last_purged";
+
+/// The redb database holding Raft's durable state.
+#[derive(Debug)]
+pub(crate) struct RaftDb {
+    db: Database,
+}
+
+/// A storage error reading Raft's state.
+pub(crate) fn read_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read(AnyError::new(&e)).into()
+}
+
+/// A storage error writing Raft's state.
+pub(crate) fn write_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write(AnyError::new(&e)).into()
+}
+
+impl RaftDb {
+    /// Opens (or creates) the file at `path`.
+    pub(crate) fn open(path: &Path) -> Result<Self, ::redb::DatabaseError> {
+        let mut builder = Builder::new();
+        builder.set_check_integrity_on_open(true);
+        Self::with_tables(builder.create(path)?)
+    }
+
+    /// A database kept in memory (for nodes whose store is in memory).
+    pub(crate) fn in_memory() -> Result<Self, ::redb::DatabaseError> {
+        Self::with_tables(Builder::new().create_with_backend(InMemoryBackend::new())?)
+    }
+
+    fn with_tables(db: Database) -> Result<Self, ::redb::DatabaseError> {
+        let create = || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            let tx = db.begin_write()?;
+            tx.open_table(LOG)?;
+            tx.open_table(META)?;
+            tx.commit()?;
+            Ok(())
+        };
+        create().map_err(|e| {
+            ::redb::DatabaseError::Storage(::redb::StorageError::Io(std::io::Error::other(e)))
+        })?;
+        Ok(Self { db })
+    }
+
+    /// The value stored under `key` in the meta table.
+    pub(crate) fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let tx = self.db.begin_read().map_err(read_err)?;
+        let table = tx.open_table(META).map_err(read_err)?;
+        Ok(table.get(key).map_err(read_err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Stores `values` in the meta table in one durable transaction.
+    pub(crate) fn put_meta(&self, values: &[(&str, &[u8])]) -> Result<(), StorageError> {
+        let tx = self.db.begin_write().map_err(write_err)?;
+        {
+            let mut table = tx.open_table(META).map_err(write_err)?;
+            for (k, v) in values {
+                table.insert(*k, *v).map_err(write_err)?;
+            }
+        }
+        tx.commit().map_err(write_err)
+    }
+
+    /// A JSON value from the meta table.
+    pub(crate) fn get_json<T: for<'de> serde::Deserialize<'de>>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StorageError> {
+        match self.get_meta(key)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| read_err(Corrupt(format!("raft meta {key}: {e}")))),
+        }
+    }
+
+    fn entries(&self, start: Bound<u64>, end: Bound<u64>) -> Result<Vec<Entry>, StorageError> {
+        let tx = self.db.begin_read().map_err(read_err)?;
+        let table = tx.open_table(LOG).map_err(read_err)?;
+        let mut out = Vec::new();
+        for item in table.range::<u64>((start, end)).map_err(read_err)? {
+            let (_, v) = item.map_err(read_err)?;
+            out.push(decode_entry(v.value()).map_err(|e| read_err(Corrupt(format!("raft log: {e}"))))?);
+        }
+        Ok(out)
+    }
+
+    fn last_entry(&self) -> Result<Option<Entry>, StorageError> {
+        let tx = self.db.begin_read().map_err(read_err)?;
+        let table = tx.open_table(LOG).map_err(read_err)?;
+        match table.last().map_err(read_err)? {
+            None => Ok(None),
+            Some((_, v)) => {
+                decode_entry(v.value()).map(Some).map_err(|e| read_err(Corrupt(format!("raft log: {e}"))))
+            }
+        }
+    }
+
+    fn append(&self, entries: &[(u64, Vec<u8>)]) -> Result<(), StorageError> {
+        let tx = self.db.begin_write().map_err(write_err)?;
+        {
+            let mut table = tx.open_table(LOG).map_err(write_err)?;
+            for (index, bytes) in entries {
+                table.insert(*index, bytes.as_slice()).map_err(write_err)?;
+            }
+        }
+        tx.commit().map_err(write_err)
+    }
+
+    /// Removes the entries in `range`, and records `purged` as the last purged
+    /// log id when given.
+    fn remove(&self, range: (Bound<u64>, Bound<u64>), purged: Option<&[u8]>) -> Result<(), StorageError> {
+        let tx = self.db.begin_write().map_err(write_err)?;
+        {
+            let mut table = tx.open_table(LOG).map_err(write_err)?;
+            table.retain_in::<u64, _>(range, |_, _| false).map_err(write_err)?;
+            if let Some(purged) = purged {
+                let mut meta = tx.open_table(META).map_err(write_err)?;
+                meta.insert(PURGED, purged).map_err(write_err)?;
+            }
+        }
+        tx.commit().map_err(write_err)
+    }
+}
+
+/// Runs a blocking redb call off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f).await.map_err(write_err)?
+}
+
+/// The Raft log and vote ([`RaftLogStorage`]), over a [`RaftDb`].
+#[derive(Debug, Clone)]
+pub(crate) struct LogStore {
+    db: Arc<RaftDb>,
+}
+
+impl LogStore {
+    /// The log kept in `db`.
+    pub(crate) fn new(db: Arc<RaftDb>) -> Self {
+        Self { db }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let db = self.db.clone();
+        let (start, end) = (range.start_bound().cloned(), range.end_bound().cloned());
+        blocking(move || db.entries(start, end)).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let db = self.db.clone();
+        blocking(move || {
+            let last_purged_log_id: Option<LogId<u64>> = db.get_json(PURGED)?;
+            let last = db.last_entry()?.map(|e| e.log_id).or(last_purged_log_id);
+            Ok(LogState { last_purged_log_id, last_log_id: last })
+        })
+        .await
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let json = serde_json::to_vec(vote).map_err(write_err)?;
+        blocking(move || db.put_meta(&[(VOTE, &json)])).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
+        let db = self.db.clone();
+        blocking(move || db.get_json(VOTE)).await
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let encoded: Vec<(u64, Vec<u8>)> =
+            entries.into_iter().map(|e| (e.log_id.index, encode_entry(&e))).collect();
+        let db = self.db.clone();
+        let result = blocking(move || db.append(&encoded)).await;
+        match &result {
+            Ok(()) => callback.log_io_completed(Ok(())),
+            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+        }
+        result
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        blocking(move || db.remove((Bound::Included(log_id.index), Bound::Unbounded), None)).await
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
+        let db = self.db.clone();
+        let json = serde_json::to_vec(&log_id).map_err(write_err)?;
+        blocking(move || db.remove((Bound::Unbounded, Bound::Included(log_id.index)), Some(&json))).await
+    }
+}

@@ -1,0 +1,122 @@
+//! Raft mode: the consensus [`Replicator`](crate::Replicator), on openraft.
+//!
+//! Last-writer-wins keeps every node writable; Raft mode trades that for
+//! compare-and-set, multi-key transactions and linearizable reads, as etcd and
+//! Consul offer them. The consensus itself is openraft's (its stable 0.9
+//! line: leader election, log replication, snapshots, joint-consensus
+//! membership changes); this module supplies what openraft asks of an
+//! application:
+//!
+//! - **The log and the vote** (`log_store`): a redb file of their own
+//!   (`raft.redb` beside the store), every append, vote and truncation
+//!   committed with fsync before openraft is told it is durable, so an
+//!   acknowledged write survives `kill -9` of any minority.
+//! - **The state machine** (`state_machine`) is the node's [`ConfigStore`](crate::ConfigStore).
+//!   A log entry carries a [`Transaction`](crate::Transaction) and the
+//!   proposer's HLC stamp. Applying it evaluates its conditions against the
+//!   store, deterministically, and turns its writes into [`Record`](crate::Record)s that
+//!   are the same on every node: written under the cluster's Raft origin
+//!   ([`raft_origin`]), numbered from the log index (write `j` of entry `i` is
+//!   sequence number `i × 2¹⁶ + j`, [`SEQ_PER_ENTRY`]), stamped with the
+//!   proposer's stamp raised above the previous entry's, and merged with
+//!   [`ConfigStore::merge`](crate::ConfigStore::merge) whose `covers` raise the
+//!   digest over the whole entry. Merging is idempotent, so replaying entries
+//!   after a crash changes nothing, and the last applied log id is saved after
+//!   each batch, so a restart replays only the tail. Snapshots are the store's
+//!   [`snapshot`](crate::ConfigStore::snapshot) (and installed with
+//!   [`restore`](crate::ConfigStore::restore)); the log is compacted behind
+//!   them, and a node far behind installs one.
+//! - **The network** (`network`, `service`): an internal gRPC service
+//!   (`spectrum.replication.v1.Raft`, never forwarded by the balancer) that
+//!   carries openraft's messages, a follower's forwarded writes and read-index
+//!   requests, joins and bootstrap probes. It admits callers exactly like the
+//!   anti-entropy service: the cluster's peer credential, or with TLS a client
+//!   certificate naming the calling node, and the same header checks (cluster,
+//!   clock).
+//!
+//! Nodes are named in openraft by a 64-bit id derived from their node id
+//! ([`raft_node_id`]); the member record carries the node id and address.
+
+mod codec;
+// openraft's storage traits dictate its (large) `StorageError` as the error type.
+#[allow(clippy::result_large_err)]
+mod log_store;
+mod network;
+mod replicator;
+mod service;
+#[allow(clippy::result_large_err)]
+mod state_machine;
+
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use spectrum_core::{ClusterId, NodeId};
+
+use crate::origin::Origin;
+
+pub use replicator::{RAFT_FILE, RaftReplicator, RaftReplicatorBuilder, RaftSettings};
+pub use service::RaftService;
+
+/// Sequence numbers the Raft origin reserves per log entry: write `j` of the
+/// entry at index `i` is numbered `i × SEQ_PER_ENTRY + j`, so a transaction
+/// holds at most this many writes.
+pub const SEQ_PER_ENTRY: u64 = 1 << 16;
+
+/// The node id every Raft-applied record is written under (with the
+/// cluster's incarnation, see [`raft_origin`]).
+pub const RAFT_ORIGIN_NODE: &str = "raft";
+
+/// The origin of every record applied from a cluster's Raft log: node
+/// [`RAFT_ORIGIN_NODE`], incarnation derived from the cluster id, so every
+/// replica names every write alike.
+pub fn raft_origin(cluster: &ClusterId) -> Origin {
+    let digest = Sha256::digest(format!("spectrum raft origin\0{cluster}").as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    let incarnation = u64::from_be_bytes(bytes).max(1);
+    Origin::new(NodeId::new(RAFT_ORIGIN_NODE).expect("a valid node id"), incarnation)
+}
+
+/// The 64-bit id openraft knows node `id` by: the first 8 bytes of
+/// SHA-256 of the node id.
+pub fn raft_node_id(id: &NodeId) -> u64 {
+    let digest = Sha256::digest(format!("spectrum raft node\0{id}").as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(bytes)
+}
+
+/// A member of the Raft group as openraft stores it: the node id and the
+/// address its Raft service is reached at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftMember {
+    /// The node id.
+    pub id: String,
+    /// Its address, `http://host:port`.
+    pub addr: String,
+}
+
+impl fmt::Display for RaftMember {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at {}", self.id, self.addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration of Raft mode.
+    pub(crate) TypeConfig:
+        D = codec::Proposal,
+        R = codec::Applied,
+        NodeId = u64,
+        Node = RaftMember,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// A log entry of Raft mode.
+pub(crate) type Entry = openraft::Entry<TypeConfig>;
+/// The Raft node of Raft mode.
+pub(crate) type Raft = openraft::Raft<TypeConfig>;
+/// openraft's storage error, for this configuration.
+pub(crate) type StorageError = openraft::StorageError<u64>;

@@ -1,0 +1,243 @@
+//! The client side of Raft mode's internal gRPC service: openraft's
+//! [`RaftNetworkFactory`] over the node's shared channels, and the calls a
+//! node makes to a peer's Raft service (forward, read index, join, probe).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use spectrum_core::PeerAddr;
+use spectrum_core::channels::ChannelCache;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use super::codec::{entry_to_proto, from_json, to_json};
+use super::{RaftMember, TypeConfig};
+use crate::credential::AttachToken;
+use crate::error::{PeerFailure, ReplicationError};
+use crate::handshake::{Contact, Handshake};
+use crate::proto;
+use crate::proto::raft_client::RaftClient;
+
+/// The calls of the Raft service.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Method {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+    Forward,
+    ReadIndex,
+    Join,
+    Remove,
+    Probe,
+}
+
+/// How this node calls its peers' Raft services: the node's shared channels,
+/// the peer credential, and the handshake every message carries.
+#[derive(Debug, Clone)]
+pub(crate) struct Wire {
+    pub(crate) channels: Arc<ChannelCache>,
+    pub(crate) attach: AttachToken,
+    pub(crate) handshake: Handshake,
+}
+
+impl Wire {
+    fn client(&self, addr: &PeerAddr) -> RaftClient<InterceptedService<Channel, AttachToken>> {
+        let max = self.channels.max_message_bytes();
+        RaftClient::with_interceptor(self.channels.get(addr), self.attach.clone())
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max)
+    }
+
+    /// Where `member` is reached now: the address it last spoke from, as the
+    /// handshakes of this node's calls recorded it (a member restarted at
+    /// another address is found before membership says so), else the address
+    /// membership gives.
+    pub(crate) fn resolve(&self, member: &RaftMember) -> Option<PeerAddr> {
+        let learned = self
+            .handshake
+            .peers()
+            .snapshot()
+            .into_iter()
+            .filter(|p| p.id.as_ref().is_some_and(|id| id.as_str() == member.id) && p.last_contact.is_some())
+            .max_by_key(|p| p.last_contact)
+            .map(|p| p.addr);
+        learned.or_else(|| member.addr.parse().ok())
+    }
+
+    /// Makes one call to `addr`, bounded by `timeout`, and admits the answer's
+    /// header; returns the answer's JSON.
+    pub(crate) async fn call(
+        &self,
+        addr: &PeerAddr,
+        method: Method,
+        mut call: proto::RaftCall,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ReplicationError> {
+        call.header = Some(self.handshake.header());
+        let mut request = tonic::Request::new(call);
+        request.set_timeout(timeout);
+        let mut client = self.client(addr);
+        let answer = tokio::time::timeout(timeout, async {
+            match method {
+                Method::AppendEntries => client.append_entries(request).await,
+                Method::Vote => client.vote(request).await,
+                Method::InstallSnapshot => client.install_snapshot(request).await,
+                Method::Forward => client.forward(request).await,
+                Method::ReadIndex => client.read_index(request).await,
+                Method::Join => client.join(request).await,
+                Method::Remove => client.remove(request).await,
+                Method::Probe => client.probe(request).await,
+            }
+        })
+        .await;
+        let answer = match answer {
+            Err(_) => {
+                let failure =
+                    PeerFailure::Timeout { message: format!("no answer within {} ms", timeout.as_millis()) };
+                return Err(ReplicationError::Peer { peer: addr.clone(), failure });
+            }
+            Ok(Err(status)) => {
+                self.handshake.note_refusal(addr, &status);
+                return Err(ReplicationError::Peer {
+                    peer: addr.clone(),
+                    failure: PeerFailure::from_status(&status),
+                });
+            }
+            Ok(Ok(answer)) => answer.into_inner(),
+        };
+        self.handshake.admit(answer.header, Contact::Dialled(addr)).map_err(|r| r.into_error(addr))?;
+        Ok(answer.json)
+    }
+
+    /// A call whose answer is JSON of `T`.
+    pub(crate) async fn call_json<T: DeserializeOwned>(
+        &self,
+        addr: &PeerAddr,
+        method: Method,
+        call: proto::RaftCall,
+        timeout: Duration,
+    ) -> Result<T, ReplicationError> {
+        let json = self.call(addr, method, call, timeout).await?;
+        from_json("answer", &json).map_err(|e| ReplicationError::Peer {
+            peer: addr.clone(),
+            failure: PeerFailure::Malformed { field: "json".into(), reason: e.to_string() },
+        })
+    }
+}
+
+/// openraft's network: one [`PeerLink`] per target node.
+#[derive(Debug, Clone)]
+pub(crate) struct Network {
+    pub(crate) wire: Wire,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerLink;
+
+    async fn new_client(&mut self, target: u64, node: &RaftMember) -> PeerLink {
+        PeerLink { wire: self.wire.clone(), target, member: node.clone() }
+    }
+}
+
+/// The link to one peer's Raft service.
+#[derive(Debug)]
+pub(crate) struct PeerLink {
+    wire: Wire,
+    target: u64,
+    member: RaftMember,
+}
+
+/// The error openraft expects from a call that did not get an answer.
+#[derive(Debug, thiserror::Error)]
+#[error("raft peer {peer}: {source}")]
+struct LinkError {
+    peer: String,
+    source: ReplicationError,
+}
+
+impl PeerLink {
+    async fn send<E, T>(
+        &self,
+        method: Method,
+        call: proto::RaftCall,
+        option: &RPCOption,
+    ) -> Result<T, RPCError<u64, RaftMember, RaftError<u64, E>>>
+    where
+        E: std::error::Error + DeserializeOwned,
+        T: DeserializeOwned,
+    {
+        let Some(addr) = self.wire.resolve(&self.member) else {
+            let e = LinkError {
+                peer: self.member.to_string(),
+                source: ReplicationError::Consensus { reason: "the member's address does not parse".into() },
+            };
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        };
+        let answer: Result<Result<T, RaftError<u64, E>>, _> =
+            self.wire.call_json(&addr, method, call, option.hard_ttl()).await;
+        match answer {
+            Ok(Ok(t)) => Ok(t),
+            Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
+            Err(source) => {
+                let unreachable = matches!(
+                    &source,
+                    ReplicationError::Peer {
+                        failure: PeerFailure::Unreachable { .. } | PeerFailure::Timeout { .. },
+                        ..
+                    }
+                );
+                let e = LinkError { peer: self.member.to_string(), source };
+                if unreachable {
+                    Err(RPCError::Unreachable(Unreachable::new(&e)))
+                } else {
+                    Err(RPCError::Network(NetworkError::new(&e)))
+                }
+            }
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerLink {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, RaftMember, RaftError<u64>>> {
+        let entries = rpc.entries.iter().map(entry_to_proto).collect();
+        let bare = AppendEntriesRequest::<TypeConfig> {
+            vote: rpc.vote,
+            prev_log_id: rpc.prev_log_id,
+            entries: Vec::new(),
+            leader_commit: rpc.leader_commit,
+        };
+        let call = proto::RaftCall { json: to_json(&bare), entries, ..proto::RaftCall::default() };
+        self.send(Method::AppendEntries, call, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        mut rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, RaftMember, RaftError<u64, InstallSnapshotError>>>
+    {
+        let data = std::mem::take(&mut rpc.data);
+        let call = proto::RaftCall { json: to_json(&rpc), data, ..proto::RaftCall::default() };
+        self.send(Method::InstallSnapshot, call, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, RaftMember, RaftError<u64>>> {
+        let call = proto::RaftCall { json: to_json(&rpc), ..proto::RaftCall::default() };
+        self.send(Method::Vote, call, &option).await
+    }
+}

@@ -1,0 +1,758 @@
+//! [`RaftReplicator`]: the consensus [`Replicator`], and how a node joins its
+//! Raft group.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::raft::ClientWriteResponse;
+use openraft::{ChangeMembers, Config, LogId, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use spectrum_core::channels::ChannelCache;
+use spectrum_core::{ClusterId, Hlc, PeerAddr, TransportConfig};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::codec::{Applied, Proposal, to_json};
+use super::log_store::{LogStore, RaftDb};
+use super::network::{Method, Network, Wire};
+use super::service::RaftService;
+use super::state_machine::StateMachine;
+use super::{Raft, RaftMember, SEQ_PER_ENTRY, raft_node_id, raft_origin};
+use crate::credential::{AttachToken, MAX_TOKENS, PeerCredential};
+use crate::error::{PeerFailure, ReplicationError, StoreError};
+use crate::handshake::Handshake;
+use crate::origin::Origin;
+use crate::peers::{PeerTable, blank};
+use crate::proto;
+use crate::record::{DEFAULT_MAX_VALUE_BYTES, Record, VersionToken};
+use crate::replicator::{AckLevel, AckReport, PeerStatus, Replicator};
+use crate::store::ConfigStore;
+use crate::transaction::{Committed, FailedCondition, Outcome, ReplicationMode, Transaction};
+
+/// The file Raft's log, vote and snapshot are kept in, in the data directory.
+pub const RAFT_FILE: &str = "raft.redb";
+
+/// How long a bootstrap or join attempt waits for one peer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Between two bootstrap or join attempts.
+const BOOTSTRAP_RETRY: Duration = Duration::from_millis(250);
+/// Between two attempts to find a leader for a write or a read index.
+const LEADER_RETRY: Duration = Duration::from_millis(50);
+
+/// Timing and compaction of a Raft group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftSettings {
+    /// How often the leader sends heartbeats (default 100 ms).
+    pub heartbeat: Duration,
+    /// A follower that hears no leader for a random time between these starts
+    /// an election (default 800 ms to 1.6 s: generous, for shared machines).
+    pub election_timeout: (Duration, Duration),
+    /// A snapshot is taken once this many entries were applied since the last
+    /// (default 5,000).
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind the last snapshot, for followers a
+    /// little behind (default 1,000); older ones are purged, and a follower
+    /// further behind installs the snapshot.
+    pub keep_behind_snapshot: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(800), Duration::from_millis(1600)),
+            snapshot_every: 5_000,
+            keep_behind_snapshot: 1_000,
+        }
+    }
+}
+
+impl RaftSettings {
+    fn config(&self, cluster: &ClusterId) -> Result<Config, ReplicationError> {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+        Config {
+            cluster_name: cluster.to_string(),
+            heartbeat_interval: ms(self.heartbeat),
+            election_timeout_min: ms(self.election_timeout.0),
+            election_timeout_max: ms(self.election_timeout.1),
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every.max(1)),
+            max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| ReplicationError::Consensus { reason: format!("invalid raft settings: {e}") })
+    }
+}
+
+/// Builds a [`RaftReplicator`].
+#[derive(Debug)]
+pub struct RaftReplicatorBuilder {
+    store: Arc<dyn ConfigStore>,
+    hlc: Arc<Hlc>,
+    cluster: ClusterId,
+    self_addr: PeerAddr,
+    seeds: Vec<PeerAddr>,
+    dir: Option<PathBuf>,
+    transport: TransportConfig,
+    channels: Option<Arc<ChannelCache>>,
+    credential: Option<PeerCredential>,
+    previous: Vec<PeerCredential>,
+    settings: RaftSettings,
+}
+
+impl RaftReplicatorBuilder {
+    /// Addresses of other nodes: a node with no Raft state joins the group
+    /// through them, or founds it with them (see [`RaftReplicator::start`]).
+    pub fn seeds(mut self, seeds: Vec<PeerAddr>) -> Self {
+        self.seeds = seeds;
+        self
+    }
+
+    /// Keeps the log, vote and snapshot durably in `dir` ([`RAFT_FILE`]);
+    /// without it they are kept in memory (tests and demos only: a restart
+    /// loses them).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// How to talk to peers (timeouts, message size limit, TLS); peer
+    /// certificates are then demanded by [`RaftReplicator::service`].
+    pub fn transport(mut self, transport: TransportConfig) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Calls peers on the node's shared channels (see
+    /// [`AntiEntropyBuilder::channels`](crate::AntiEntropyBuilder::channels)).
+    pub fn channels(mut self, channels: Arc<ChannelCache>) -> Self {
+        self.channels = Some(channels);
+        self
+    }
+
+    /// Authenticates Raft calls both ways with `credential`, as anti-entropy does.
+    pub fn credential(mut self, credential: PeerCredential) -> Self {
+        self.credential = Some(credential);
+        self
+    }
+
+    /// Also sends and accepts previous cluster keys' credentials (at most three).
+    pub fn previous_credentials(mut self, previous: Vec<PeerCredential>) -> Self {
+        self.previous = previous.into_iter().take(MAX_TOKENS - 1).collect();
+        self
+    }
+
+    /// Timing and compaction (default [`RaftSettings::default`]).
+    pub fn settings(mut self, settings: RaftSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Opens the log and starts the Raft node (it takes part in elections at
+    /// once if it is a member; call [`RaftReplicator::start`] to join or found
+    /// a group).
+    ///
+    /// # Errors
+    ///
+    /// [`ReplicationError::Store`] when the Raft file cannot be opened (it is
+    /// in use, damaged, or the disk fails); [`ReplicationError::Consensus`]
+    /// when openraft refuses to start.
+    pub async fn build(self) -> Result<RaftReplicator, ReplicationError> {
+        let db = Arc::new(open_db(self.dir.as_ref()).await?);
+        let origin = raft_origin(&self.cluster);
+        let me = RaftMember { id: self.store.node_id().to_string(), addr: self.self_addr.to_string() };
+        let id = raft_node_id(self.store.node_id());
+        let config = Arc::new(self.settings.config(&self.cluster)?);
+        let peers = PeerTable::new();
+        let handshake = Handshake::new(self.cluster.clone(), self.store.origin().clone(), self.hlc.clone())
+            .with_addr(self.self_addr.clone())
+            .with_peer_table(peers.clone());
+        let attach = AttachToken(
+            self.credential.iter().chain(&self.previous).map(|c| c.token(&self.cluster).value()).collect(),
+        );
+        let peer_tls = self.transport.tls.is_some();
+        let channels = self.channels.unwrap_or_else(|| Arc::new(ChannelCache::new(self.transport)));
+        let wire = Wire { channels, attach, handshake };
+        let sm = StateMachine::open(self.store.clone(), db.clone(), origin.clone()).map_err(consensus)?;
+        let raft = Raft::new(id, config, Network { wire: wire.clone() }, LogStore::new(db), sm)
+            .await
+            .map_err(consensus)?;
+        let mut seeds = self.seeds;
+        seeds.sort();
+        seeds.dedup();
+        seeds.retain(|s| *s != self.self_addr);
+        let (stop, _) = watch::channel(false);
+        Ok(RaftReplicator {
+            inner: Arc::new(Inner {
+                raft,
+                wire,
+                me,
+                id,
+                seeds,
+                hlc: self.hlc,
+                origin,
+                cluster: self.cluster,
+                peers,
+                peer_tls,
+                credential: self.credential,
+                previous: self.previous,
+                stop,
+            }),
+        })
+    }
+}
+
+/// Opens the Raft file in `dir`, or an in-memory one, waiting (up to 5 s)
+/// while a previous incarnation of this node in the same process still holds it.
+async fn open_db(dir: Option<&PathBuf>) -> Result<RaftDb, ReplicationError> {
+    let Some(dir) = dir else {
+        return RaftDb::in_memory().map_err(|e| storage_error("an in-memory raft log", e));
+    };
+    let path = dir.join(RAFT_FILE);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let p = path.clone();
+        let opened = tokio::task::spawn_blocking(move || RaftDb::open(&p))
+            .await
+            .map_err(|e| ReplicationError::Consensus { reason: format!("opening the raft log: {e}") })?;
+        match opened {
+            Err(::redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(::redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::InUse { path: path.display().to_string() }.into());
+            }
+            other => return other.map_err(|e| storage_error(&path.display().to_string(), e)),
+        }
+    }
+}
+
+fn storage_error(subject: &str, e: ::redb::DatabaseError) -> ReplicationError {
+    StoreError::Storage { subject: subject.to_owned(), verb: "open", source: Box::new(e) }.into()
+}
+
+fn consensus(e: impl std::fmt::Display) -> ReplicationError {
+    ReplicationError::Consensus { reason: e.to_string() }
+}
+
+/// The consensus [`Replicator`] (Raft, on openraft). See the [module docs](super).
+///
+/// Clones share one Raft node.
+#[derive(Debug, Clone)]
+pub struct RaftReplicator {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) raft: Raft,
+    pub(crate) wire: Wire,
+    pub(crate) me: RaftMember,
+    pub(crate) id: u64,
+    seeds: Vec<PeerAddr>,
+    hlc: Arc<Hlc>,
+    origin: Origin,
+    pub(crate) cluster: ClusterId,
+    pub(crate) peers: PeerTable,
+    pub(crate) peer_tls: bool,
+    pub(crate) credential: Option<PeerCredential>,
+    pub(crate) previous: Vec<PeerCredential>,
+    stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftReplicator").field("me", &self.me).field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// What a node says about itself to a bootstrapping peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ProbeAnswer {
+    pub(crate) member: RaftMember,
+    pub(crate) initialized: bool,
+}
+
+/// A client write's answer from the leader.
+pub(crate) type ForwardAnswer =
+    Result<ClientWriteResponse<super::TypeConfig>, RaftError<u64, ClientWriteError<u64, RaftMember>>>;
+/// A read index's answer from the leader.
+pub(crate) type ReadIndexAnswer =
+    Result<Option<LogId<u64>>, RaftError<u64, CheckIsLeaderError<u64, RaftMember>>>;
+
+impl RaftReplicator {
+    /// Starts building the Raft replicator of the node whose copy is `store`,
+    /// stamping with `hlc`, of `cluster`, reached at `self_addr`.
+    pub fn builder(
+        store: Arc<dyn ConfigStore>,
+        hlc: Arc<Hlc>,
+        cluster: ClusterId,
+        self_addr: PeerAddr,
+    ) -> RaftReplicatorBuilder {
+        RaftReplicatorBuilder {
+            store,
+            hlc,
+            cluster,
+            self_addr,
+            seeds: Vec::new(),
+            dir: None,
+            transport: TransportConfig::default(),
+            channels: None,
+            credential: None,
+            previous: Vec::new(),
+            settings: RaftSettings::default(),
+        }
+    }
+
+    /// The server side, to serve beside the node's other services with
+    /// [`RaftService::into_server`].
+    pub fn service(&self) -> RaftService {
+        RaftService::new(self.inner.clone())
+    }
+
+    /// The table of peers this node's Raft calls have talked to.
+    pub fn peer_table(&self) -> &PeerTable {
+        &self.inner.peers
+    }
+
+    /// Joins the Raft group in the background, unless this node is a member
+    /// already (its log says so): through any seed that belongs to a group
+    /// (the leader adds it as a learner, then as a voter); or, when no seed
+    /// belongs to one yet, every seed answered and this node's id is the
+    /// smallest, by founding the group with itself and every seed as voters.
+    /// A node with no seeds founds a group of one. Resolves `true` once it is
+    /// a member.
+    pub fn start(&self) -> JoinHandle<bool> {
+        let inner = self.inner.clone();
+        let mut stop = inner.stop.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match inner.try_join().await {
+                    Ok(true) => return true,
+                    Ok(false) => {}
+                    Err(e) => debug!(error = %e, "raft bootstrap attempt failed"),
+                }
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return false,
+                    () = tokio::time::sleep(BOOTSTRAP_RETRY) => {}
+                }
+            }
+        })
+    }
+
+    /// Waits up to `timeout` until this node is a member of an initialized
+    /// group that has a leader; whether it is.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
+        let mut metrics = self.inner.raft.metrics();
+        tokio::time::timeout(timeout, metrics.wait_for(|m| m.current_leader.is_some()))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The node id of the current leader, as this node knows it.
+    pub fn leader(&self) -> Option<String> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config.nodes().find(|(id, _)| **id == leader).map(|(_, n)| n.id.clone())
+    }
+
+    /// Whether this node is the leader now.
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// The node ids of the voters, as this node knows them.
+    pub fn voters(&self) -> Vec<String> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let voters: BTreeSet<u64> = m.membership_config.voter_ids().collect();
+        m.membership_config.nodes().filter(|(id, _)| voters.contains(id)).map(|(_, n)| n.id.clone()).collect()
+    }
+
+    /// The index of the last entry this node applied.
+    pub fn applied_index(&self) -> u64 {
+        self.inner.raft.metrics().borrow().last_applied.map_or(0, |l| l.index)
+    }
+
+    /// The index of the last snapshot this node holds.
+    pub fn snapshot_index(&self) -> Option<u64> {
+        self.inner.raft.metrics().borrow().snapshot.map(|l| l.index)
+    }
+
+    /// Takes a snapshot now (normally taken every
+    /// [`snapshot_every`](RaftSettings::snapshot_every) entries).
+    ///
+    /// # Errors
+    ///
+    /// [`ReplicationError::Consensus`] when the Raft node has stopped.
+    pub async fn trigger_snapshot(&self) -> Result<(), ReplicationError> {
+        self.inner.raft.trigger().snapshot().await.map_err(consensus)
+    }
+
+    /// Stops the Raft node (and the join task) and releases its files.
+    pub async fn shutdown(&self) {
+        self.inner.stop.send_replace(true);
+        if let Err(e) = self.inner.raft.shutdown().await {
+            debug!(error = %e, "raft did not shut down cleanly");
+        }
+    }
+}
+
+impl Inner {
+    /// One attempt to become a member; whether this node is one.
+    async fn try_join(&self) -> Result<bool, ReplicationError> {
+        let initialized = self.raft.is_initialized().await.map_err(consensus)?;
+        if initialized && self.known_at_own_address() {
+            return Ok(true);
+        }
+        // Probing the seeds first also tells them where this node is now, and
+        // this node where they are (see `Wire::resolve`).
+        let probes = self.seeds.iter().map(|addr| async move {
+            let call = proto::RaftCall::default();
+            (addr, self.wire.call_json::<ProbeAnswer>(addr, Method::Probe, call, PROBE_TIMEOUT).await)
+        });
+        let answers = futures::future::join_all(probes).await;
+        if initialized {
+            // A member restarted at another address has the leader record it.
+            return match self.add_member(self.me.clone()).await {
+                Ok(()) => Ok(true),
+                Err(reason) => Err(ReplicationError::Consensus { reason }),
+            };
+        }
+        if self.seeds.is_empty() {
+            return self.found(BTreeMap::new()).await;
+        }
+        let mut others = BTreeMap::new();
+        let mut all_answered = true;
+        for (addr, answer) in answers {
+            match answer {
+                Ok(a) if a.initialized => return self.ask_to_join(addr).await,
+                Ok(a) => {
+                    others.insert(raft_node_id(&a.member.id.parse().map_err(consensus)?), a.member);
+                }
+                Err(e) => {
+                    debug!(peer = %addr, error = %e, "bootstrap probe failed");
+                    all_answered = false;
+                }
+            }
+        }
+        if all_answered && others.values().all(|m| self.me.id < m.id) {
+            return self.found(others).await;
+        }
+        Ok(false)
+    }
+
+    /// Whether the membership this node holds has it at its current address.
+    fn known_at_own_address(&self) -> bool {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.nodes().any(|(id, n)| *id == self.id && n.addr == self.me.addr)
+    }
+
+    /// Founds the group with this node and `others` as voters.
+    async fn found(&self, others: BTreeMap<u64, RaftMember>) -> Result<bool, ReplicationError> {
+        let mut members = others;
+        members.insert(self.id, self.me.clone());
+        info!(node = %self.me.id, voters = members.len(), "founding the raft group");
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(true),
+            // Someone else's leader reached us first: we are a member.
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(true),
+            Err(e) => Err(consensus(e)),
+        }
+    }
+
+    /// Asks the member at `addr` to add this node to its group.
+    async fn ask_to_join(&self, addr: &PeerAddr) -> Result<bool, ReplicationError> {
+        let call = proto::RaftCall { json: to_json(&self.me), ..proto::RaftCall::default() };
+        let answer: Result<(), String> =
+            self.wire.call_json(addr, Method::Join, call, Duration::from_secs(30)).await?;
+        answer.map_err(|reason| ReplicationError::Consensus { reason })?;
+        info!(node = %self.me.id, via = %addr, "joined the raft group");
+        Ok(true)
+    }
+
+    /// Adds `member` to the group: on the leader, as a learner (waiting until
+    /// it has caught up), then as a voter; elsewhere, by asking the leader.
+    pub(crate) async fn add_member(&self, member: RaftMember) -> Result<(), String> {
+        let id = raft_node_id(&member.id.parse().map_err(|e: spectrum_core::InvalidId| e.to_string())?);
+        match self.raft.add_learner(id, member.clone(), true).await {
+            Ok(_) => {}
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                return self.join_via(f, member).await;
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        if membership.nodes().any(|(n, known)| *n == id && known.addr != member.addr) {
+            // A member back at another address.
+            let moved = ChangeMembers::SetNodes(BTreeMap::from([(id, member.clone())]));
+            if let Err(e) = self.raft.change_membership(moved, true).await {
+                return Err(e.to_string());
+            }
+        }
+        if membership.voter_ids().any(|v| v == id) {
+            return Ok(());
+        }
+        match self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => self.join_via(f, member).await,
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn join_via(&self, f: ForwardToLeader<u64, RaftMember>, member: RaftMember) -> Result<(), String> {
+        let Some(addr) = f.leader_node.and_then(|n| self.wire.resolve(&n)) else {
+            return Err("no leader is known yet; retry".into());
+        };
+        let call = proto::RaftCall { json: to_json(&member), ..proto::RaftCall::default() };
+        match self
+            .wire
+            .call_json::<Result<(), String>>(&addr, Method::Join, call, Duration::from_secs(30))
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// This node's answer to a bootstrap probe.
+    pub(crate) async fn probe(&self) -> ProbeAnswer {
+        ProbeAnswer {
+            member: self.me.clone(),
+            initialized: self.raft.is_initialized().await.unwrap_or(false),
+        }
+    }
+
+    /// Commits `proposal` on the leader, this node or another, and waits until
+    /// this node has applied it.
+    async fn propose(
+        &self,
+        proposal: Proposal,
+        deadline: Instant,
+    ) -> Result<(u64, Applied), ReplicationError> {
+        loop {
+            let leader = match self.raft.client_write(proposal.clone()).await {
+                Ok(done) => return Ok((done.log_id.index, done.data)),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_node,
+                Err(e) => return Err(consensus(e)),
+            };
+            if let Some(addr) = leader.and_then(|n| self.wire.resolve(&n)) {
+                let call =
+                    proto::RaftCall { proposal: Some((&proposal).into()), ..proto::RaftCall::default() };
+                let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+                match self.wire.call_json::<ForwardAnswer>(&addr, Method::Forward, call, left).await {
+                    Ok(Ok(done)) => {
+                        self.wait_applied(done.log_id.index, deadline).await?;
+                        return Ok((done.log_id.index, done.data));
+                    }
+                    // The leader changed, or stopped, before it took the write;
+                    // or it could not be dialled: the write was not proposed.
+                    Ok(Err(
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) | RaftError::Fatal(_),
+                    ))
+                    | Err(ReplicationError::Peer { failure: PeerFailure::Unreachable { .. }, .. }) => {}
+                    Ok(Err(e)) => return Err(consensus(e)),
+                    Err(e) => return Err(e),
+                }
+            }
+            if Instant::now() + LEADER_RETRY > deadline {
+                return Err(ReplicationError::Consensus { reason: "no leader answered in time".into() });
+            }
+            tokio::time::sleep(LEADER_RETRY).await;
+        }
+    }
+
+    /// Waits until this node has applied the entry at `index`.
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ReplicationError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "applied here")
+            .await
+            .map(|_| ())
+            .map_err(|e| ReplicationError::Consensus {
+                reason: format!("entry {index} not applied here: {e}"),
+            })
+    }
+
+    /// The read index the leader confirms with a majority.
+    async fn read_index(&self, deadline: Instant) -> Result<u64, ReplicationError> {
+        loop {
+            let leader = match self.raft.get_read_log_id().await {
+                Ok((read, _)) => return Ok(read.map_or(0, |l| l.index)),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => f.leader_node,
+                Err(e) => return Err(consensus(e)),
+            };
+            if let Some(addr) = leader.and_then(|n| self.wire.resolve(&n)) {
+                let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+                let call = proto::RaftCall::default();
+                match self.wire.call_json::<ReadIndexAnswer>(&addr, Method::ReadIndex, call, left).await {
+                    Ok(Ok(read)) => return Ok(read.map_or(0, |l| l.index)),
+                    // A read index is safe to ask again, whatever went wrong.
+                    Ok(Err(
+                        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)) | RaftError::Fatal(_),
+                    ))
+                    | Err(ReplicationError::Peer { .. }) => {}
+                    Ok(Err(e)) => return Err(consensus(e)),
+                    Err(e) => return Err(e),
+                }
+            }
+            if Instant::now() + LEADER_RETRY > deadline {
+                return Err(ReplicationError::Consensus {
+                    reason: "no leader confirmed a read index in time".into(),
+                });
+            }
+            tokio::time::sleep(LEADER_RETRY).await;
+        }
+    }
+
+    /// Voters, and how many make a majority.
+    fn quorum(&self) -> (usize, usize) {
+        let voters = self.raft.metrics().borrow().membership_config.voter_ids().count().max(1);
+        (voters / 2 + 1, voters)
+    }
+
+    /// What a committed proposal with `writes` writes became.
+    fn outcome(&self, index: u64, applied: Applied, writes: usize) -> Result<Outcome, ReplicationError> {
+        match applied {
+            Applied::Written => Ok(Outcome::Applied {
+                versions: (0..writes as u64)
+                    .map(|j| VersionToken { origin: self.origin.clone(), seq: index * SEQ_PER_ENTRY + j })
+                    .collect(),
+            }),
+            Applied::Failed { index: i, key, current } => Ok(Outcome::ConditionFailed(FailedCondition {
+                index: i,
+                key,
+                current: current.and_then(|c| c.parse().ok()),
+            })),
+            Applied::Invalid { reason } => Err(ReplicationError::Consensus { reason }),
+            Applied::Nothing => {
+                Err(ReplicationError::Consensus { reason: format!("entry {index} is not a write") })
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Replicator for RaftReplicator {
+    /// Refuses: in Raft mode every write goes through [`commit`](Replicator::commit);
+    /// records applied to the store directly would bypass the log.
+    async fn replicate(
+        &self,
+        records: Vec<Record>,
+        ack: AckLevel,
+        timeout: Duration,
+    ) -> Result<AckReport, ReplicationError> {
+        let _ = (ack, timeout);
+        if records.is_empty() {
+            let (acked, members) = self.inner.quorum();
+            return Ok(AckReport { acked, members });
+        }
+        Err(ReplicationError::Consensus {
+            reason: "in Raft mode writes are committed through the log, not replicated after a local apply"
+                .into(),
+        })
+    }
+
+    /// Nothing to do: the leader replicates continuously.
+    async fn sync_round(&self) -> Result<(), ReplicationError> {
+        Ok(())
+    }
+
+    fn peers(&self) -> Vec<PeerStatus> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let mut out = self.inner.peers.snapshot();
+        let matched = m.replication.clone().unwrap_or_default();
+        let last = m.last_log_index.unwrap_or(0);
+        for (id, node) in m.membership_config.nodes() {
+            if *id == self.inner.id {
+                continue;
+            }
+            let Ok(addr) = node.addr.parse::<PeerAddr>() else { continue };
+            if !out.iter().any(|p| p.addr == addr) {
+                out.push(blank(addr.clone()));
+            }
+            if let (Some(p), Some(done)) = (out.iter_mut().find(|p| p.addr == addr), matched.get(id)) {
+                p.lag = last.saturating_sub(done.map_or(0, |l| l.index));
+            }
+        }
+        out.sort_by(|a, b| a.addr.cmp(&b.addr));
+        out
+    }
+
+    fn mode(&self) -> ReplicationMode {
+        ReplicationMode::Raft
+    }
+
+    async fn commit(&self, txn: Transaction, timeout: Duration) -> Result<Committed, ReplicationError> {
+        txn.writes.validate(DEFAULT_MAX_VALUE_BYTES)?;
+        let writes = txn.writes.writes.len();
+        if writes as u64 >= SEQ_PER_ENTRY {
+            return Err(ReplicationError::Consensus {
+                reason: format!("a transaction holds at most {} writes", SEQ_PER_ENTRY - 1),
+            });
+        }
+        let deadline = Instant::now() + timeout;
+        let proposal = Proposal { stamp: self.inner.hlc.now(), txn };
+        let (index, applied) = self.inner.propose(proposal, deadline).await?;
+        let outcome = self.inner.outcome(index, applied, writes)?;
+        let (acked, members) = self.inner.quorum();
+        Ok(Committed { index, outcome, acked, members })
+    }
+
+    /// Removes `node` from the voters and from the group (a joint-consensus
+    /// membership change through the log).
+    async fn remove_member(
+        &self,
+        node: &spectrum_core::NodeId,
+        timeout: Duration,
+    ) -> Result<(), ReplicationError> {
+        let id = raft_node_id(node);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let membership = self.inner.raft.metrics().borrow().membership_config.clone();
+            if !membership.nodes().any(|(n, _)| *n == id) {
+                return Ok(());
+            }
+            let change = ChangeMembers::RemoveVoters(BTreeSet::from([id]));
+            match tokio::time::timeout_at(deadline, self.inner.raft.change_membership(change, false)).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                    let Some(addr) = f.leader_node.and_then(|n| self.inner.wire.resolve(&n)) else {
+                        tokio::time::sleep(LEADER_RETRY).await;
+                        if Instant::now() >= deadline {
+                            return Err(ReplicationError::Consensus {
+                                reason: "no leader to remove the member".into(),
+                            });
+                        }
+                        continue;
+                    };
+                    let call =
+                        proto::RaftCall { json: to_json(&node.to_string()), ..proto::RaftCall::default() };
+                    let left =
+                        deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+                    let answer: Result<(), String> =
+                        self.inner.wire.call_json(&addr, Method::Remove, call, left).await?;
+                    return answer.map_err(|reason| ReplicationError::Consensus { reason });
+                }
+                Ok(Err(e)) => return Err(consensus(e)),
+                Err(_) => {
+                    return Err(ReplicationError::Consensus {
+                        reason: "removing the member timed out".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn linearizable_barrier(&self, timeout: Duration) -> Result<(), ReplicationError> {
+        let deadline = Instant::now() + timeout;
+        let index = self.inner.read_index(deadline).await?;
+        self.inner.wait_applied(index, deadline).await
+    }
+}

@@ -1,0 +1,204 @@
+//! [`RaftService`]: the server side of Raft mode's internal gRPC service.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use spectrum_core::tls::certificate_names_node;
+use tonic::body::Body;
+use tonic::codegen::{Service, http};
+use tonic::server::NamedService;
+use tonic::{Request, Response, Status};
+use tracing::warn;
+
+use super::codec::{Proposal, entry_from_proto, from_json, to_json};
+use super::replicator::{ForwardAnswer, Inner, ReadIndexAnswer};
+use super::{RaftMember, TypeConfig};
+use crate::credential::PeerToken;
+use crate::handshake::{Admitted, Contact};
+use crate::proto;
+use crate::proto::raft_server::{Raft as RaftRpc, RaftServer};
+
+/// Longest a join may take on the leader (the learner catches up first).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves Raft mode's internal protocol for one node (see the [module
+/// docs](super)). Every call is admitted like a replication call before its
+/// body is read: the peer credential when the cluster has one
+/// (`unauthenticated` otherwise), a client certificate naming the calling node
+/// when the node serves TLS, and the header checks (another cluster is
+/// `failed_precondition`, a malformed message `invalid_argument`). A refused
+/// call changes nothing.
+#[derive(Debug, Clone)]
+pub struct RaftService {
+    inner: Arc<Inner>,
+    tokens: Arc<Vec<PeerToken>>,
+    require_peer_certificate: bool,
+}
+
+impl RaftService {
+    pub(crate) fn new(inner: Arc<Inner>) -> Self {
+        let tokens =
+            inner.credential.iter().chain(&inner.previous).map(|c| c.token(&inner.cluster)).collect();
+        let require_peer_certificate = inner.peer_tls;
+        Self { inner, tokens: Arc::new(tokens), require_peer_certificate }
+    }
+
+    /// The gRPC service to add to a tonic server or router, accepting and
+    /// sending messages of up to `max_message_bytes`.
+    pub fn into_server(
+        self,
+        max_message_bytes: usize,
+    ) -> impl Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<http::Response<Body>, Infallible>> + Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static {
+        RaftServer::new(self)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes)
+    }
+
+    /// Admits a call: credential, certificate, header. Nothing of the call is
+    /// read before this passes.
+    fn admit(&self, request: &Request<proto::RaftCall>, method: &str) -> Result<Admitted, Status> {
+        let header = request.get_ref().header.as_ref();
+        let claimed = header.map_or("?", |h| h.node_id.as_str());
+        if !self.tokens.is_empty() && !self.tokens.iter().any(|t| t.admits(request.metadata())) {
+            warn!(claimed_node = claimed, method, remote = ?request.remote_addr(), "refused a raft call without a valid peer credential");
+            return Err(Status::unauthenticated("raft calls need this cluster's peer credential"));
+        }
+        if self.require_peer_certificate {
+            let named = request.peer_certs().is_some_and(|chain| certificate_names_node(&chain, claimed));
+            if !named {
+                warn!(
+                    claimed_node = claimed,
+                    method, "refused a raft call without a certificate naming its node"
+                );
+                return Err(Status::unauthenticated(format!(
+                    "raft calls need a node certificate of this cluster naming node {claimed:?}"
+                )));
+            }
+        }
+        self.inner
+            .wire
+            .handshake
+            .admit(request.get_ref().header.clone(), Contact::Inbound)
+            .map_err(|r| r.into_status())
+    }
+
+    fn answer(&self, admitted: &Admitted, json: Vec<u8>) -> Response<proto::RaftAnswer> {
+        Response::new(proto::RaftAnswer { header: Some(self.inner.wire.handshake.answer(admitted)), json })
+    }
+}
+
+#[async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<proto::RaftCall>,
+    ) -> Result<Response<proto::RaftAnswer>, Status> {
+        let admitted = self.admit(&request, "AppendEntries")?;
+        let call = request.into_inner();
+        let mut rpc: AppendEntriesRequest<TypeConfig> = from_json("json", &call.json)?;
+        rpc.entries = call.entries.into_iter().map(entry_from_proto).collect::<Result<_, _>>()?;
+        let result = self.inner.raft.append_entries(rpc).await;
+        Ok(self.answer(&admitted, to_json(&result)))
+    }
+
+    async fn vote(&self, request: Request<proto::RaftCall>) -> Result<Response<proto::RaftAnswer>, Status> {
+        let admitted = self.admit(&request, "Vote")?;
+        let rpc: VoteRequest<u64> = from_json("json", &request.get_ref().json)?;
+        let result = self.inner.raft.vote(rpc).await;
+        Ok(self.answer(&admitted, to_json(&result)))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<proto::RaftCall>,
+    ) -> Result<Response<proto::RaftAnswer>, Status> {
+        let admitted = self.admit(&request, "InstallSnapshot")?;
+        let call = request.into_inner();
+        let mut rpc: InstallSnapshotRequest<TypeConfig> = from_json("json", &call.json)?;
+        rpc.data = call.data;
+        let result = self.inner.raft.install_snapshot(rpc).await;
+        Ok(self.answer(&admitted, to_json(&result)))
+    }
+
+    async fn forward(
+        &self,
+        request: Request<proto::RaftCall>,
+    ) -> Result<Response<proto::RaftAnswer>, Status> {
+        let admitted = self.admit(&request, "Forward")?;
+        let proposal = request
+            .into_inner()
+            .proposal
+            .ok_or_else(|| Status::invalid_argument("invalid proposal: missing"))?;
+        let proposal = Proposal::try_from(proposal)?;
+        let result: ForwardAnswer = self.inner.raft.client_write(proposal).await;
+        Ok(self.answer(&admitted, to_json(&result)))
+    }
+
+    async fn read_index(
+        &self,
+        request: Request<proto::RaftCall>,
+    ) -> Result<Response<proto::RaftAnswer>, Status> {
+        let admitted = self.admit(&request, "ReadIndex")?;
+        let result: ReadIndexAnswer = self.inner.raft.get_read_log_id().await.map(|(read, _)| read);
+        Ok(self.answer(&admitted, to_json(&result)))
+    }
+
+    async fn join(&self, request: Request<proto::RaftCall>) -> Result<Response<proto::RaftAnswer>, Status> {
+        let admitted = self.admit(&request, "Join")?;
+        let member: RaftMember = from_json("json", &request.get_ref().json)?;
+        if member.id != admitted.header.node_id.as_str() {
+            return Err(Status::permission_denied(format!(
+                "node {} may not ask to add node {:?}",
+                admitted.header.node_id, member.id
+            )));
+        }
+        let result = match tokio::time::timeout(JOIN_TIMEOUT, self.inner.add_member(member)).await {
+            Ok(r) => r,
+            Err(_) => Err("the leader did not add the member in time".to_owned()),
+        };
+        Ok(self.answer(&admitted, to_json(&result)))
+    }
+
+    async fn remove(&self, request: Request<proto::RaftCall>) -> Result<Response<proto::RaftAnswer>, Status> {
+        let admitted = self.admit(&request, "Remove")?;
+        let node: String = from_json("json", &request.get_ref().json)?;
+        let node: spectrum_core::NodeId = node
+            .parse()
+            .map_err(|e: spectrum_core::InvalidId| Status::invalid_argument(format!("json: {e}")))?;
+        if node == admitted.header.node_id {
+            return Err(Status::permission_denied("a node cannot remove itself"));
+        }
+        let id = super::raft_node_id(&node);
+        let change = openraft::ChangeMembers::RemoveVoters(std::collections::BTreeSet::from([id]));
+        let result: Result<(), String> = match tokio::time::timeout(
+            JOIN_TIMEOUT,
+            self.inner.raft.change_membership(change, false),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the member was not removed in time".to_owned()),
+        };
+        Ok(self.answer(&admitted, to_json(&result)))
+    }
+
+    async fn probe(&self, request: Request<proto::RaftCall>) -> Result<Response<proto::RaftAnswer>, Status> {
+        let admitted = self.admit(&request, "Probe")?;
+        let answer = self.inner.probe().await;
+        Ok(self.answer(&admitted, to_json(&answer)))
+    }
+}

@@ -1,0 +1,337 @@
+//! The Raft state machine: the node's [`ConfigStore`], fed with committed log
+//! entries (see the [module docs](super)).
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StoredMembership};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use spectrum_core::Timestamp;
+
+use super::codec::{Applied, Corrupt, Proposal};
+use super::log_store::{RaftDb, blocking, read_err, write_err};
+use super::{Entry, RaftMember, SEQ_PER_ENTRY, StorageError, TypeConfig};
+use crate::origin::Origin;
+use crate::proto;
+use crate::record::{DEFAULT_MAX_VALUE_BYTES, Record, VersionToken, VersionVector, Write};
+use crate::store::ConfigStore;
+use crate::wire::records_from_wire;
+
+/// Where the state machine's position is kept (JSON [`Position`]).
+const APPLIED: &str = "sm_applied";
+/// The current snapshot's metadata (JSON) and bytes (protobuf `RaftSnapshot`).
+const SNAPSHOT_META: &str = "snapshot_meta";
+const SNAPSHOT_DATA: &str = "snapshot_data";
+
+/// How far the state machine has applied the log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Position {
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, RaftMember>,
+    /// The stamp of the last record applied: the next entry's records are
+    /// stamped above it (wall ms, logical).
+    last_stamp: (u64, u32),
+}
+
+impl Position {
+    fn last_stamp(&self) -> Timestamp {
+        Timestamp::new(self.last_stamp.0, self.last_stamp.1)
+    }
+}
+
+/// The stamp right after `t`.
+fn successor(t: Timestamp) -> Timestamp {
+    match t.logical.checked_add(1) {
+        Some(logical) => Timestamp::new(t.wall_ms, logical),
+        None => Timestamp::new(t.wall_ms.saturating_add(1), 0),
+    }
+}
+
+/// The state machine over a node's store.
+#[derive(Debug)]
+pub(crate) struct StateMachine {
+    store: Arc<dyn ConfigStore>,
+    db: Arc<RaftDb>,
+    origin: Origin,
+    position: Position,
+    snapshots_built: u64,
+}
+
+impl StateMachine {
+    /// The state machine applying to `store`, writing under `origin`, keeping
+    /// its position in `db`.
+    pub(crate) fn open(
+        store: Arc<dyn ConfigStore>,
+        db: Arc<RaftDb>,
+        origin: Origin,
+    ) -> Result<Self, StorageError> {
+        let position = db.get_json(APPLIED)?.unwrap_or_default();
+        Ok(Self { store, db, origin, position, snapshots_built: 0 })
+    }
+
+    /// The live version `key` holds, seen through the writes of this batch
+    /// not yet merged (`pending`).
+    async fn live_version(
+        &self,
+        key: &str,
+        pending: &HashMap<String, Option<VersionToken>>,
+    ) -> Result<Option<VersionToken>, StorageError> {
+        if let Some(v) = pending.get(key) {
+            return Ok(v.clone());
+        }
+        let held = self.store.get(key).await.map_err(read_err)?;
+        Ok(held.filter(|r| !r.is_tombstone()).map(|r| r.token()))
+    }
+
+    /// Decides one proposal at log `index`: its records (pushed to `records`,
+    /// noted in `pending`) and its answer.
+    async fn decide(
+        &mut self,
+        index: u64,
+        p: Proposal,
+        pending: &mut HashMap<String, Option<VersionToken>>,
+        records: &mut Vec<Record>,
+    ) -> Result<Applied, StorageError> {
+        // The stamp advances with every proposal, whatever its outcome, so a
+        // replay computes the same stamps.
+        let base = p.stamp.max(successor(self.position.last_stamp()));
+        let count = u32::try_from(p.txn.writes.writes.len()).unwrap_or(u32::MAX);
+        self.position.last_stamp = {
+            let last = Timestamp::new(base.wall_ms, base.logical.saturating_add(count));
+            (last.wall_ms, last.logical)
+        };
+        if let Err(e) = p.txn.writes.validate(DEFAULT_MAX_VALUE_BYTES) {
+            return Ok(Applied::Invalid { reason: e.to_string() });
+        }
+        if p.txn.writes.writes.len() as u64 >= SEQ_PER_ENTRY {
+            return Ok(Applied::Invalid {
+                reason: format!("a transaction holds at most {} writes", SEQ_PER_ENTRY - 1),
+            });
+        }
+        for (i, c) in p.txn.conditions.iter().enumerate() {
+            let current = self.live_version(c.key(), pending).await?;
+            let holds = match c {
+                crate::transaction::Condition::Absent { .. } => current.is_none(),
+                crate::transaction::Condition::Version { version, .. } => current.as_ref() == Some(version),
+            };
+            if !holds {
+                let current = current.map(|v| v.to_string());
+                return Ok(Applied::Failed { index: i, key: c.key().to_owned(), current });
+            }
+        }
+        for (j, w) in p.txn.writes.writes.into_iter().enumerate() {
+            let j32 = u32::try_from(j).unwrap_or(u32::MAX);
+            let stamp = Timestamp::new(base.wall_ms, base.logical.saturating_add(j32));
+            let seq = index * SEQ_PER_ENTRY + j as u64;
+            let (key, value) = match w {
+                Write::Put { key, value } => (key, Some(value)),
+                Write::Delete { key } => (key, None),
+            };
+            // Every entry saw every earlier one: the lineage says so, so a Raft
+            // write never looks like a conflict with what it replaced.
+            let replaces = self.live_version(&key, pending).await?;
+            let mut context = crate::record::VersionVector::default();
+            context.raise(&self.origin, seq.saturating_sub(1));
+            let lineage = crate::record::Lineage { replaces, context };
+            let record = Record { key, value, stamp, origin: self.origin.clone(), seq, lineage };
+            pending.insert(record.key.clone(), (!record.is_tombstone()).then(|| record.token()));
+            records.push(record);
+        }
+        Ok(Applied::Written)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, RaftMember>), StorageError> {
+        Ok((self.position.last_applied, self.position.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut answers = Vec::new();
+        let mut pending = HashMap::new();
+        let mut records = Vec::new();
+        let mut covered = None;
+        for entry in entries {
+            self.position.last_applied = Some(entry.log_id);
+            let answer = match entry.payload {
+                EntryPayload::Blank => Applied::Nothing,
+                EntryPayload::Membership(m) => {
+                    self.position.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Applied::Nothing
+                }
+                EntryPayload::Normal(p) => {
+                    covered = Some(entry.log_id.index * SEQ_PER_ENTRY + SEQ_PER_ENTRY - 1);
+                    self.decide(entry.log_id.index, p, &mut pending, &mut records).await?
+                }
+            };
+            answers.push(answer);
+        }
+        if let Some(covered) = covered {
+            let mut covers = VersionVector::default();
+            covers.raise(&self.origin, covered);
+            // Idempotent: records an earlier run of these entries stored are
+            // covered already, and ignored.
+            self.store.merge(records, &covers).await.map_err(write_err)?;
+        }
+        let db = self.db.clone();
+        let json = serde_json::to_vec(&self.position).map_err(write_err)?;
+        blocking(move || db.put_meta(&[(APPLIED, &json)])).await?;
+        Ok(answers)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshots_built += 1;
+        // Taken here, between two applies, so the copy is exactly the state at
+        // `last_applied`.
+        let copy = self.store.snapshot().await;
+        SnapshotBuilder {
+            db: self.db.clone(),
+            position: self.position.clone(),
+            copy,
+            number: self.snapshots_built,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, RaftMember>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let decoded = proto::RaftSnapshot::decode(data.as_slice())
+            .map_err(|e| read_err(Corrupt(format!("raft snapshot: {e}"))))?;
+        let last_stamp: Timestamp = decoded.last_stamp.unwrap_or_default().into();
+        let records = records_from_wire(decoded.records).map_err(|e| read_err(Corrupt(e.to_string())))?;
+        let digest = decoded
+            .digest
+            .unwrap_or_default()
+            .try_into()
+            .map_err(|e: crate::wire::InvalidMessage| read_err(Corrupt(e.to_string())))?;
+        let gc_floor = decoded
+            .gc_floor
+            .unwrap_or_default()
+            .try_into()
+            .map_err(|e: crate::wire::InvalidMessage| read_err(Corrupt(e.to_string())))?;
+        self.store
+            .restore(crate::record::Snapshot {
+                records,
+                digest,
+                gc_floor,
+                position: 0,
+                conflicts: Vec::new(),
+            })
+            .await
+            .map_err(write_err)?;
+        self.position = Position {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            last_stamp: (last_stamp.wall_ms, last_stamp.logical),
+        };
+        let meta_json = serde_json::to_vec(meta).map_err(write_err)?;
+        let position = serde_json::to_vec(&self.position).map_err(write_err)?;
+        let db = self.db.clone();
+        blocking(move || {
+            db.put_meta(&[(APPLIED, &position), (SNAPSHOT_META, &meta_json), (SNAPSHOT_DATA, &data)])
+        })
+        .await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let db = self.db.clone();
+        blocking(move || {
+            let Some(meta) = db.get_json::<SnapshotMeta<u64, RaftMember>>(SNAPSHOT_META)? else {
+                return Ok(None);
+            };
+            let data = db.get_meta(SNAPSHOT_DATA)?.unwrap_or_default();
+            Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        })
+        .await
+    }
+}
+
+/// Builds a snapshot from a copy of the store taken between two applies.
+#[derive(Debug)]
+pub(crate) struct SnapshotBuilder {
+    db: Arc<RaftDb>,
+    position: Position,
+    copy: Result<crate::record::Snapshot, crate::error::StoreError>,
+    number: u64,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let copy = match std::mem::replace(&mut self.copy, Ok(crate::record::Snapshot::default())) {
+            Ok(copy) => copy,
+            Err(e) => return Err(read_err(e)),
+        };
+        let data = proto::RaftSnapshot {
+            records: copy.records.iter().map(proto::Record::from).collect(),
+            digest: Some((&copy.digest).into()),
+            gc_floor: Some((&copy.gc_floor).into()),
+            last_stamp: Some(self.position.last_stamp().into()),
+        }
+        .encode_to_vec();
+        let last = self.position.last_applied;
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: self.position.membership.clone(),
+            snapshot_id: format!(
+                "{}-{}-{}",
+                last.map_or(0, |l| l.leader_id.term),
+                last.map_or(0, |l| l.index),
+                self.number
+            ),
+        };
+        let meta_json = serde_json::to_vec(&meta).map_err(write_err)?;
+        let db = self.db.clone();
+        let stored = data.clone();
+        blocking(move || db.put_meta(&[(SNAPSHOT_META, &meta_json), (SNAPSHOT_DATA, &stored)])).await?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::testing::{StoreBuilder, Suite};
+    use spectrum_core::Hlc;
+
+    use super::super::log_store::{LogStore, RaftDb, read_err};
+    use super::super::{StorageError, TypeConfig, raft_origin};
+    use super::StateMachine;
+    use crate::MemoryStore;
+
+    /// A log and state machine on a fresh redb file, over a fresh store.
+    struct OnDisk;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnDisk {
+        async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+            let dir = tempfile::tempdir().map_err(read_err)?;
+            let db = Arc::new(RaftDb::open(&dir.path().join("raft.redb")).map_err(read_err)?);
+            let store = Arc::new(MemoryStore::new("n1".parse().unwrap(), Arc::new(Hlc::system())));
+            let sm = StateMachine::open(store, db.clone(), raft_origin(&"c".parse().unwrap()))?;
+            Ok((dir, LogStore::new(db), sm))
+        }
+    }
+
+    #[test]
+    fn the_log_and_state_machine_pass_openraft_s_storage_suite() {
+        Suite::test_all(OnDisk).unwrap();
+    }
+}

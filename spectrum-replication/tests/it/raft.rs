@@ -1,0 +1,134 @@
+//! Raft mode over real gRPC on loopback: three nodes, writes through consensus
+//! from any node, compare-and-set decided once, a leader lost and replaced.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use spectrum_core::transport::bind;
+use spectrum_core::{Hlc, PeerAddr, TransportConfig};
+use spectrum_replication::{
+    Condition, ConfigStore, Outcome, PeerCredential, RaftReplicator, RaftSettings, RedbStore, Replicator,
+    Transaction, WriteBatch,
+};
+use tokio::task::JoinHandle;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct TestNode {
+    store: Arc<dyn ConfigStore>,
+    raft: RaftReplicator,
+    server: JoinHandle<()>,
+}
+
+fn settings() -> RaftSettings {
+    RaftSettings {
+        heartbeat: Duration::from_millis(50),
+        election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
+        snapshot_every: 20,
+        keep_behind_snapshot: 0,
+    }
+}
+
+async fn start_all(dir: &std::path::Path, n: usize) -> Vec<TestNode> {
+    let mut listeners = Vec::new();
+    for _ in 0..n {
+        listeners.push(bind("127.0.0.1:0".parse().unwrap()).await.unwrap());
+    }
+    let addrs: Vec<PeerAddr> = listeners.iter().map(|l| l.addr()).collect();
+    let mut nodes = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let id = format!("n{}", i + 1);
+        let node_dir = dir.join(&id);
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let hlc = Arc::new(Hlc::system());
+        let store: Arc<dyn ConfigStore> =
+            Arc::new(RedbStore::open(node_dir.join("store.redb"), id.parse().unwrap(), hlc.clone()).unwrap());
+        let seeds = addrs.iter().filter(|a| **a != addrs[i]).cloned().collect();
+        let raft =
+            RaftReplicator::builder(store.clone(), hlc, "raft-test".parse().unwrap(), addrs[i].clone())
+                .seeds(seeds)
+                .data_dir(&node_dir)
+                .credential(PeerCredential::from_bytes([9; 32]))
+                .settings(settings())
+                .build()
+                .await
+                .unwrap();
+        let server = TransportConfig::default()
+            .server()
+            .unwrap()
+            .add_service(raft.service().into_server(4 << 20))
+            .serve_with_incoming(listener.incoming);
+        let server = tokio::spawn(async move {
+            let _ = server.await;
+        });
+        let _join = raft.start();
+        nodes.push(TestNode { store, raft, server });
+    }
+    nodes
+}
+
+async fn value(store: &Arc<dyn ConfigStore>, key: &str) -> Option<String> {
+    let r = store.get(key).await.unwrap()?;
+    r.value.map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_on_any_node_is_read_on_all_and_a_lost_leader_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_all(dir.path(), 3).await;
+    for n in &nodes {
+        assert!(n.raft.wait_for_leader(WAIT).await, "no leader elected");
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        let txn = Transaction::new(WriteBatch::new().put(format!("settings/k{i}"), format!("v{i}")));
+        let done = n.raft.commit(txn, WAIT).await.unwrap();
+        assert!(matches!(done.outcome, Outcome::Applied { .. }), "{done:?}");
+        // Once commit returns, the proposing node holds it.
+        assert_eq!(
+            value(&n.store, &format!("settings/k{i}")).await.as_deref(),
+            Some(format!("v{i}").as_str())
+        );
+    }
+    for n in &nodes {
+        n.raft.linearizable_barrier(WAIT).await.unwrap();
+        for i in 0..3 {
+            assert_eq!(value(&n.store, &format!("settings/k{i}")).await, Some(format!("v{i}")));
+        }
+    }
+    // Compare-and-set: two nodes race to create the same name; exactly one wins.
+    let create =
+        || Transaction::new(WriteBatch::new().put("dataflows/x", "1")).when(Condition::absent("dataflows/x"));
+    let (a, b) = tokio::join!(nodes[0].raft.commit(create(), WAIT), nodes[1].raft.commit(create(), WAIT));
+    let won =
+        [a.unwrap(), b.unwrap()].iter().filter(|c| matches!(c.outcome, Outcome::Applied { .. })).count();
+    assert_eq!(won, 1);
+    // Every replica holds the same records, version for version.
+    for n in &nodes {
+        n.raft.linearizable_barrier(WAIT).await.unwrap();
+    }
+    let first = nodes[0].store.scan("").await.unwrap();
+    for n in &nodes[1..] {
+        assert_eq!(n.store.scan("").await.unwrap(), first);
+    }
+
+    // Kill the leader: the other two elect one and writes continue.
+    let leader = nodes[0].raft.leader().unwrap();
+    let idx = nodes.iter().position(|n| n.store.node_id().as_str() == leader).unwrap();
+    nodes[idx].raft.shutdown().await;
+    nodes[idx].server.abort();
+    let survivor = &nodes[(idx + 1) % 3];
+    let txn = Transaction::new(WriteBatch::new().put("settings/after", "yes"));
+    let done = survivor.raft.commit(txn, WAIT).await.unwrap();
+    assert!(matches!(done.outcome, Outcome::Applied { .. }));
+    assert_ne!(survivor.raft.leader().as_deref(), Some(leader.as_str()));
+    for (i, n) in nodes.iter().enumerate() {
+        if i != idx {
+            n.raft.linearizable_barrier(WAIT).await.unwrap();
+            assert_eq!(value(&n.store, "settings/after").await.as_deref(), Some("yes"));
+        }
+    }
+    for n in &nodes {
+        n.raft.shutdown().await;
+        n.server.abort();
+    }
+}

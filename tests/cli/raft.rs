@@ -1,0 +1,80 @@
+//! Raft mode on real processes: three `spectrum node` processes with
+//! `replication = "raft"`, each on its own loopback address, written to through
+//! the balancer while a minority is killed with SIGKILL (one node, then
+//! another after the first came back); every acknowledged write is found on
+//! every node afterwards, read linearizably.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::{ClusterSpec, Launch, ProcessCluster, STARTUP, eventually, spectrum_command};
+
+/// Most writes the writer attempts (it stops earlier when told).
+const MAX_WRITES: usize = 2_000;
+
+/// Writes `settings/w<n>` through `endpoint` until `stop`; the keys acknowledged.
+fn writer(endpoint: String, token: String, stop: Arc<AtomicBool>) -> BTreeSet<String> {
+    let mut acked = BTreeSet::new();
+    for n in 0..MAX_WRITES {
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        let key = format!("settings/w{n:04}");
+        let out = spectrum_command()
+            .args(["--endpoint", &endpoint, "--token", &token, "config", "put", &key, "v"])
+            .output()
+            .expect("spectrum runs");
+        if out.status.success() {
+            acked.insert(key);
+        }
+    }
+    acked
+}
+
+/// The keys under `settings/w` node `i` holds, read linearizably.
+fn held(cluster: &ProcessCluster, i: usize) -> Result<BTreeSet<String>, String> {
+    let listed =
+        cluster.try_json_at(&cluster.nodes[i].1, &["config", "list", "settings/w", "--consistent"])?;
+    let entries = listed.as_array().ok_or_else(|| format!("not a list: {listed}"))?;
+    Ok(entries.iter().filter_map(|e| e["key"].as_str().map(str::to_owned)).collect())
+}
+
+#[test]
+fn every_acknowledged_write_survives_sigkill_of_a_minority_under_writes() {
+    let spec =
+        ClusterSpec::new("cli-raft", 3, "raft-token").own_addresses().node_setting("replication = \"raft\"");
+    let mut cluster = ProcessCluster::start_with(&spec);
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let (endpoint, token, stop) = (cluster.balancer.clone(), cluster.token.clone(), stop.clone());
+        std::thread::spawn(move || writer(endpoint, token, stop))
+    };
+    let pause = || std::thread::sleep(Duration::from_millis(1500));
+    pause();
+    cluster.kill(2);
+    pause();
+    cluster.restart(2, &Launch::default()).expect("node-3 restarts");
+    pause();
+    cluster.kill(0);
+    pause();
+    cluster.restart(0, &Launch::default()).expect("node-1 restarts");
+    pause();
+    stop.store(true, Ordering::Release);
+    let acked = handle.join().expect("the writer finished");
+    assert!(acked.len() > 10, "too few writes were acknowledged: {}", acked.len());
+    for i in 0..3 {
+        let holds =
+            eventually(&format!("node-{} holds every acknowledged write", i + 1), 2 * STARTUP, || {
+                let holds = held(&cluster, i)?;
+                let missing: Vec<&String> = acked.difference(&holds).collect();
+                if missing.is_empty() { Ok(holds) } else { Err(format!("missing {missing:?}")) }
+            });
+        assert!(holds.is_superset(&acked));
+    }
+    // The cluster reports Raft mode's refusals nowhere: a CAS works through the balancer.
+    cluster.ok(&["config", "put", "settings/cas", "1", "--if-absent"]);
+    let line = cluster.fails(&["config", "put", "settings/cas", "2", "--if-absent"], "condition 0");
+    assert!(line.contains("nothing was written"), "{line}");
+}
