@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Barrier;
 
-use spectrum::client::{AckLevel, AdminClient};
+use spectrum::client::{AckLevel, AdminClient, PutCondition};
+use tonic::Code;
 
 use crate::etcd::EtcdClient;
 use crate::processes::BoxError;
@@ -32,18 +33,14 @@ pub(crate) enum Client {
 #[derive(Debug, Clone)]
 pub(crate) enum Version {
     Etcd(i64),
-    /// Read by Spectrum's compare-and-set once the client has it (see `compare_and_set`).
-    Spectrum(#[allow(dead_code)] String),
+    /// Spectrum's version token, as text.
+    Spectrum(String),
 }
 
 /// Why a compare-and-set was not measured.
 #[derive(Debug)]
 pub(crate) enum CasError {
-    /// The client has no such call in this build.
-    Unsupported(&'static str),
     /// The system refused it (Spectrum in last-writer-wins mode: FAILED_PRECONDITION).
-    /// Made by Spectrum's compare-and-set once the client has it.
-    #[allow(dead_code)]
     Refused(String),
     /// It failed.
     Failed(BoxError),
@@ -75,11 +72,25 @@ impl Client {
                 .await
                 .map(|new| new.map(Version::Etcd))
                 .map_err(CasError::Failed),
-            // Where Spectrum's compare-and-set call lands (issue 14, Raft mode), it goes
-            // here: FAILED_PRECONDITION (last-writer-wins mode) becomes `CasError::Refused`.
-            (Client::Spectrum { .. }, _) => Err(CasError::Unsupported(
-                "this build's client has no compare-and-set call: it comes with Raft mode (issue 14)",
-            )),
+            (Client::Spectrum { client, .. }, Version::Spectrum(version)) => {
+                let version =
+                    version.parse().map_err(|e| CasError::Failed(format!("{version}: {e}").into()))?;
+                match client.put_if(key, value.to_vec(), PutCondition::Version(version)).await {
+                    Ok(written) => Ok(Some(Version::Spectrum(written.write.version.to_string()))),
+                    // Last-writer-wins mode refuses every compare-and-set, naming Raft mode.
+                    Err(e)
+                        if e.code() == Some(Code::FailedPrecondition)
+                            && e.to_string().contains("Raft mode") =>
+                    {
+                        Err(CasError::Refused(e.to_string()))
+                    }
+                    Err(e) if e.code() == Some(Code::FailedPrecondition) => Ok(None),
+                    Err(e) => Err(CasError::Failed(e.into())),
+                }
+            }
+            (Client::Spectrum { .. }, Version::Etcd(_)) => {
+                Err(CasError::Failed("an etcd revision given to Spectrum".into()))
+            }
             (Client::Etcd(_), Version::Spectrum(_)) => {
                 Err(CasError::Failed("a Spectrum version given to etcd".into()))
             }
@@ -216,10 +227,6 @@ pub(crate) async fn sequential_cas(client: &Client, prefix: &str, ops: usize) ->
             Err(CasError::Failed(e)) => round.failed(e),
             Err(CasError::Refused(why)) => {
                 round.not_measured = Some(format!("refused (needs Raft): {why}"));
-                return round;
-            }
-            Err(CasError::Unsupported(why)) => {
-                round.not_measured = Some(format!("not measured: {why}"));
                 return round;
             }
         }
