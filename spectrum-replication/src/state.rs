@@ -218,65 +218,92 @@ impl State {
     }
 
     /// What a peer with digest `since` lacks; see [`ConfigStore::delta`](crate::ConfigStore::delta).
+    ///
+    /// Per origin, the peer's range `(since, ours]` is walked in order: a held
+    /// record is sent, and a gap (sequence numbers held nowhere here because they
+    /// were superseded) is vouched for in `covers`. A gap may be vouched only if
+    /// every record the peer lacks that could supersede it is in the delta too:
+    /// otherwise a cut could leave the peer counting a write as seen without
+    /// holding it or anything newer, and if the cut superseding record is then lost
+    /// (its writer's disk, before it spread) the peer never gets the write back
+    /// while others still hold it. Which key a gap was on is unknown here, so
+    /// every lacked record whose context reaches the gap counts, and goes first
+    /// (an origin's first gap needs them all; a later gap of the origin needs a
+    /// subset). Each such group, like a record, is sent even over budget when the
+    /// delta is still empty, so every answer advances the peer's digest or is
+    /// complete: repeated small deltas reach a complete one.
     pub(crate) fn delta(&self, since: &VersionVector, budget_bytes: usize) -> Result<Delta, StoreError> {
         if let Some((origin, &floor)) = self.gc_floor.entries.iter().find(|(o, f)| since.get(o) < **f) {
             return Err(StoreError::BehindHorizon { origin: origin.clone(), seen: since.get(origin), floor });
         }
+        // Every record the peer's digest lacks, in (origin, seq) order.
+        let lacked: Vec<&Record> = self.held_above(since).collect();
+        let mut page = Page { budget: budget_bytes, ..Page::default() };
+        let mut covers = VersionVector::default();
         let origins: BTreeSet<&Origin> = self.by_origin.keys().chain(self.vv.entries.keys()).collect();
-        let mut delta = Delta { complete: true, ..Delta::default() };
-        let mut used = 0usize;
+        for origin in origins {
+            let from = since.get(origin);
+            let claim = self.walk(origin, from, &lacked, &mut page);
+            if claim > from {
+                covers.raise(origin, claim);
+            }
+        }
         // Records above our own contiguous digest: we cannot vouch for the gap below
         // them, so the receiver's digest will not move past them. They go last, all
         // together (else a budget cut among them would resend the first forever).
-        let mut tail: Vec<&Record> = Vec::new();
-        for origin in origins {
-            let from = since.get(origin);
-            let ours = self.vv.get(origin);
-            let held = |lo: u64, hi: Bound<u64>| {
-                self.by_origin
-                    .get(origin)
-                    .into_iter()
-                    .flat_map(move |idx| idx.range((Bound::Excluded(lo), hi)))
-                    .filter_map(|(&seq, key)| self.at(key, origin, seq).map(|r| (seq, r)))
-            };
-            tail.extend(held(from.max(ours), Bound::Unbounded).map(|(_, r)| r));
-            let mut due =
-                (ours > from).then(|| held(from, Bound::Included(ours))).into_iter().flatten().peekable();
-            let mut last_sent = None;
-            let mut cut = false;
-            if delta.complete {
-                for (seq, rec) in due {
-                    let len = rec.encoded_len();
-                    if !delta.records.is_empty() && used.saturating_add(len) > budget_bytes {
-                        cut = true;
-                        break;
-                    }
-                    used = used.saturating_add(len);
-                    delta.records.push(rec.clone());
-                    last_sent = Some(seq);
+        let tail: Vec<&Record> = lacked.iter().copied().filter(|r| r.seq > self.vv.get(&r.origin)).collect();
+        page.offer(&tail);
+        Ok(Delta { complete: !page.cut, records: page.records, covers })
+    }
+
+    /// The records held here (winners and losers) that a peer with digest
+    /// `since` lacks, in `(origin, seq)` order.
+    fn held_above<'s>(&'s self, since: &'s VersionVector) -> impl Iterator<Item = &'s Record> + 's {
+        self.by_origin.iter().flat_map(move |(origin, idx)| {
+            idx.range((Bound::Excluded(since.get(origin)), Bound::Unbounded))
+                .filter_map(move |(&seq, key)| self.at(key, origin, seq))
+        })
+    }
+
+    /// Walks `origin`'s range `(from, ours]` for [`State::delta`], adding to
+    /// `page`, and returns how far the delta may claim the origin (`from`:
+    /// nothing).
+    fn walk(&self, origin: &Origin, from: u64, lacked: &[&Record], page: &mut Page) -> u64 {
+        let ours = self.vv.get(origin);
+        if ours <= from {
+            return from;
+        }
+        let held = self
+            .by_origin
+            .get(origin)
+            .into_iter()
+            .flat_map(|idx| idx.range((Bound::Excluded(from), Bound::Included(ours))))
+            .filter_map(|(&seq, key)| self.at(key, origin, seq).map(|r| (seq, r)));
+        let mut claim = from;
+        let mut gaps_vouched = false;
+        // Each held record, then the end of the range (a gap may end it).
+        for (next, rec) in held.map(|(s, r)| (s, Some(r))).chain([(ours + 1, None)]) {
+            if next > claim + 1 && !gaps_vouched {
+                // The first gap: every lacked record that saw it or anything
+                // later of this origin goes first (later gaps need a subset).
+                let first_gap = claim + 1;
+                let rivals: Vec<&Record> =
+                    lacked.iter().copied().filter(|r| r.lineage.context.get(origin) >= first_gap).collect();
+                if !page.offer(&rivals) {
+                    return claim;
                 }
-            } else {
-                cut = due.peek().is_some();
+                gaps_vouched = true;
             }
-            let claim = if cut {
-                delta.complete = false;
-                last_sent.unwrap_or(0)
-            } else {
-                ours
-            };
-            if claim > from {
-                delta.covers.raise(origin, claim);
+            // Any gap below `next` is vouched for now.
+            claim = claim.max(next - 1);
+            if let Some(r) = rec {
+                if !page.offer(&[r]) {
+                    return claim;
+                }
+                claim = next;
             }
         }
-        if delta.complete && !tail.is_empty() {
-            let len: usize = tail.iter().map(|r| r.encoded_len()).sum();
-            if delta.records.is_empty() || used.saturating_add(len) <= budget_bytes {
-                delta.records.extend(tail.into_iter().cloned());
-            } else {
-                delta.complete = false;
-            }
-        }
-        Ok(delta)
+        claim
     }
 
     /// Plans a local batch (already validated): stamps each write with `hlc` and
@@ -471,6 +498,42 @@ impl State {
         if old.is_tombstone() {
             self.tombstones.remove(&(old.origin, old.seq));
         }
+    }
+}
+
+/// The records of a [`State::delta`] being built, within a byte budget.
+#[derive(Default)]
+struct Page {
+    records: Vec<Record>,
+    /// `(origin, seq)` of the records in `records`.
+    sent: BTreeSet<(Origin, u64)>,
+    used: usize,
+    budget: usize,
+    /// Whether something the peer lacks was left out.
+    cut: bool,
+}
+
+impl Page {
+    /// Adds those of `group` not yet added, all or none: all when they fit the
+    /// budget or the page is still empty and nothing was cut before. Returns
+    /// whether all of `group` is now in the page.
+    fn offer(&mut self, group: &[&Record]) -> bool {
+        let new: Vec<&Record> =
+            group.iter().copied().filter(|r| !self.sent.contains(&(r.origin.clone(), r.seq))).collect();
+        if new.is_empty() {
+            return true;
+        }
+        let len = new.iter().fold(0usize, |n, r| n.saturating_add(r.encoded_len()));
+        if self.cut || (!self.records.is_empty() && self.used.saturating_add(len) > self.budget) {
+            self.cut = true;
+            return false;
+        }
+        self.used = self.used.saturating_add(len);
+        for r in new {
+            self.sent.insert((r.origin.clone(), r.seq));
+            self.records.push(r.clone());
+        }
+        true
     }
 }
 
@@ -778,6 +841,69 @@ mod tests {
         assert!(st.get("fresh").is_some(), "not covered: the maker has not seen it");
         assert_eq!(st.vv().get(&node("a")), 4);
         assert_eq!(st.gc_floor().get(&node("c")), 1);
+    }
+
+    /// `rec` with a lineage whose context has seen `origin` up to `seq`.
+    fn saw(mut r: Record, origin: &str, seq: u64) -> Record {
+        r.lineage.context.raise(&node(origin), seq);
+        r
+    }
+
+    /// Pulls from `sender` into `receiver` with `budget` until a delta is
+    /// complete, returning how many pulls it took (at most `limit`).
+    fn pull_until_complete(sender: &State, receiver: &mut State, budget: usize, limit: usize) -> usize {
+        for round in 1..=limit {
+            let delta = sender.delta(receiver.vv(), budget).unwrap();
+            let (c, _) = receiver.plan_merge(delta.records, &delta.covers);
+            receiver.commit(&c);
+            if delta.complete {
+                return round;
+            }
+        }
+        panic!("no complete delta after {limit} pulls");
+    }
+
+    #[test]
+    fn a_cut_delta_vouches_for_no_gap_whose_superseding_record_it_left_out() {
+        // a:1 was superseded by b:2, which saw it; the sender holds neither a:1 nor b:1.
+        let sender = merged(vec![
+            rec("x", Some("1"), "a", 1, 1),
+            rec("y", Some("1"), "b", 1, 2),
+            saw(rec("x", Some("2"), "b", 2, 3), "a", 1),
+            saw(rec("y", Some("2"), "a", 2, 4), "b", 1),
+        ]);
+        assert!(sender.get("x").is_some_and(|r| r.origin == node("b")));
+        let none = VersionVector::default();
+        for budget in [1, 60, 1 << 20] {
+            let delta = sender.delta(&VersionVector::default(), budget).unwrap();
+            for (origin, &claim) in &delta.covers.entries {
+                for gap in 1..=claim {
+                    let lacking = sender
+                        .held_above(&none)
+                        .filter(|r| r.lineage.context.get(origin) >= gap)
+                        .find(|r| !delta.records.iter().any(|d| d.token() == r.token()));
+                    assert!(lacking.is_none(), "budget {budget}: vouched {origin}:{gap} without {lacking:?}");
+                }
+            }
+        }
+        let mut receiver = State::default();
+        pull_until_complete(&sender, &mut receiver, 1, 10);
+        assert_eq!(receiver.vv(), sender.vv());
+        assert_eq!(receiver.snapshot().records, sender.snapshot().records);
+    }
+
+    #[test]
+    fn a_gap_at_the_start_of_a_long_range_is_crossed_with_a_small_budget() {
+        // a:1 was overwritten by b:1; then a writes 40 more records.
+        let mut records =
+            vec![rec("k", Some("old"), "a", 1, 1), saw(rec("k", Some("new"), "b", 1, 2), "a", 1)];
+        records.extend((2..=41).map(|seq| rec(&format!("key{seq}"), Some("v"), "a", seq, 10 + seq)));
+        let sender = merged(records);
+        let mut receiver = State::default();
+        let pulls = pull_until_complete(&sender, &mut receiver, 1, 60);
+        assert!(pulls <= 43, "{pulls} pulls of one record for 41 records and a gap");
+        assert_eq!(receiver.vv(), sender.vv());
+        assert_eq!(receiver.snapshot().records, sender.snapshot().records);
     }
 
     #[test]

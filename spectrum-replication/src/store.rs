@@ -112,7 +112,10 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
     async fn digest(&self) -> Result<VersionVector, StoreError>;
 
     /// The records a peer with digest `since` lacks, at most about `budget_bytes`
-    /// of them (always at least one record when any is due).
+    /// of them (always at least one record when any is due; the first may be a
+    /// group that travels together, over budget: every lacked record that could
+    /// supersede a gap the delta vouches for, or the records above this copy's
+    /// own contiguous digest).
     ///
     /// # Errors
     ///

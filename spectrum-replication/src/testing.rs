@@ -440,7 +440,8 @@ where
 {
     let [a, b, c] = three_busy_stores(h).await;
     let d = a.delta(&VersionVector::default(), 1).await.expect("delta");
-    assert_eq!(d.records.len(), 1, "a tiny budget still sends one record");
+    // One record, or the group a vouched gap needs (see `ConfigStore::delta`).
+    assert!(!d.records.is_empty(), "a tiny budget still sends a record");
     assert!(!d.complete, "and says it is incomplete");
     for budget in [1, 60, 200] {
         let sink = h.store("sink");
