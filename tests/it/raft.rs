@@ -223,3 +223,86 @@ async fn a_last_writer_wins_cluster_refuses_what_needs_raft_naming_raft_mode() {
     );
     cluster.shutdown().await;
 }
+
+/// Three clients, each on its own node (so most calls are forwarded to the
+/// leader), run random consistent reads, writes and compare-and-sets on two
+/// keys at once; the history they record must be linearizable (a
+/// compare-and-set register per key, Wing & Gong's check). Every value written
+/// is unique, so "the key holds version V" is "the key holds the value written
+/// with V", which is the register's compare-and-set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_clients_on_every_node_record_a_linearizable_history() {
+    use rand::{Rng, SeedableRng};
+    use spectrum::client::PutCondition;
+    use spectrum_replication::linearizability::{Command, Recorder, Response, check};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = raft_cluster("raft-linearizable", dir.path()).await;
+    all_ready(&cluster).await;
+    let recorder = Arc::new(Recorder::new());
+    let mut tasks = Vec::new();
+    for (process, node) in cluster.nodes().enumerate() {
+        let c = AdminClient::connect(node.addr(), None).await.unwrap();
+        let recorder = recorder.clone();
+        let process = process as u64;
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(process);
+            // What this client last read of each key: the value and its version.
+            let mut seen: [Option<(String, spectrum_replication::VersionToken)>; 2] = [None, None];
+            for op in 0..40u32 {
+                let k = rng.random_range(0..2usize);
+                let key = format!("settings/reg-{k}");
+                match rng.random_range(0..3u8) {
+                    0 => {
+                        let call = recorder.invoke(process, &key, Command::Read);
+                        match c.get_consistent(&key).await {
+                            Ok(e) => {
+                                let value = String::from_utf8(e.value).unwrap();
+                                seen[k] = Some((value.clone(), e.version));
+                                recorder.complete(call, Response::Read(Some(value)));
+                            }
+                            Err(e) if e.code() == Some(tonic::Code::NotFound) => {
+                                seen[k] = None;
+                                recorder.complete(call, Response::Read(None));
+                            }
+                            Err(e) => panic!("consistent read of {key}: {e}"),
+                        }
+                    }
+                    1 => {
+                        let value = format!("p{process}-{op}");
+                        let call = recorder.invoke(process, &key, Command::Write { value: value.clone() });
+                        c.put(&key, value, AckLevel::Quorum).await.expect("put");
+                        recorder.complete(call, Response::Ok);
+                    }
+                    _ => {
+                        let new = format!("p{process}-{op}");
+                        let (expected, condition) = match &seen[k] {
+                            Some((value, version)) => {
+                                (Some(value.clone()), PutCondition::Version(version.clone()))
+                            }
+                            None => (None, PutCondition::Absent),
+                        };
+                        let command = Command::CompareAndSet { expected, new: new.clone() };
+                        let call = recorder.invoke(process, &key, command);
+                        match c.put_if(&key, new, condition).await {
+                            Ok(_) => recorder.complete(call, Response::Ok),
+                            Err(e) if e.code() == Some(tonic::Code::FailedPrecondition) => {
+                                recorder.complete(call, Response::Failed)
+                            }
+                            Err(e) => panic!("compare-and-set of {key}: {e}"),
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let history = recorder.history().unwrap();
+    assert_eq!(history.operations().len(), 120);
+    let report = check(&history);
+    assert!(report.is_linearizable(), "{report}");
+    cluster.shutdown().await;
+}
