@@ -5,7 +5,7 @@
 //! [`RedbStore`](crate::RedbStore) keeps its log in its file, written in the same
 //! transaction as the change it describes (see `redb_log.rs`), so a position
 //! stays valid across a restart or a `kill -9`: a watcher resumes where it left
-//! off. [`MemoryStore`](crate::MemoryStore) keeps it in memory ([`MemoryLog`]),
+//! off. [`MemoryStore`](crate::MemoryStore) keeps it in memory (`MemoryLog`),
 //! under the same limits. Both compact as part of their normal commits: after a
 //! commit, the log holds at most [`ChangeLogLimits::max_entries`] entries and
 //! none older than [`ChangeLogLimits::max_age`] (by the store's clock). A

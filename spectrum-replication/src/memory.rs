@@ -98,14 +98,14 @@ impl MemoryStore {
     }
 
     /// Sets how many changes [`changes_since`](ConfigStore::changes_since) can
-    /// reach back (default [`DEFAULT_CHANGE_LOG_CAPACITY`](crate::DEFAULT_CHANGE_LOG_CAPACITY);
+    /// reach back (default [`DEFAULT_CHANGE_LOG_CAPACITY`];
     /// at least one), keeping the age limit.
     pub fn with_change_log_capacity(self, capacity: usize) -> Self {
         let limits = self.change_log_limits().max_entries(capacity);
         self.with_change_log(limits)
     }
 
-    /// Sets what the change log keeps (default: [`DEFAULT_CHANGE_LOG_CAPACITY`](crate::DEFAULT_CHANGE_LOG_CAPACITY)
+    /// Sets what the change log keeps (default: [`DEFAULT_CHANGE_LOG_CAPACITY`]
     /// entries, [`DEFAULT_CHANGE_LOG_MAX_AGE`](crate::DEFAULT_CHANGE_LOG_MAX_AGE)).
     pub fn with_change_log(self, limits: ChangeLogLimits) -> Self {
         self.log.lock().set_limits(limits, self.hlc.physical_now_ms());

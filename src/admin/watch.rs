@@ -15,7 +15,7 @@ pub const MAX_WATCH_PREFIX: usize = 1024;
 impl Admin {
     /// Follows every change under `prefix` from `from` (from now when `None`),
     /// once this node holds `after` and, for a position another node issued,
-    /// every write the position's `seen` names (see [`watch`](crate::watch)).
+    /// every write the position's `seen` names (see [`crate::watch`]).
     /// Values are shown as reads show them: resource definitions redacted, users
     /// without their token hash.
     ///
