@@ -111,6 +111,9 @@ const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 const FLOOR: TableDefinition<&str, u64> = TableDefinition::new("gc_floor");
 /// Named values: see the `META_*` keys.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// A scratch row [`RedbStore`]'s `recover` writes and removes again, to prove
+/// the file has room for the largest value the store accepts.
+const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("recovery_probe");
 
 const META_FORMAT: &str = "format";
 const META_NODE: &str = "node_id";
@@ -314,14 +317,43 @@ impl Shared {
     }
 
     /// Opens the file again if a failure closed it, and proves it takes a commit.
-    fn recover(&self) -> Result<(), StoreError> {
+    /// Proves the file writable again: it takes a write of `probe_bytes` (half
+    /// the largest value the store accepts), committed and then
+    /// removed, and a commit of the store's own metadata. A commit of a few
+    /// bytes alone is no proof: on a full disk it can fit in pages a failed
+    /// write released, and the node would turn ready only to refuse the next
+    /// real write.
+    fn recover(&self, probe_bytes: usize) -> Result<(), StoreError> {
         let _writer = self.writer.lock();
         let mut db = self.db.lock();
         let open = self.ensure_open(&mut db)?;
-        if let Err(e) = self.persist(open, &Changes { head: self.state.read().head(), ..Changes::default() })
-        {
+        let proved = self.probe_room(open, probe_bytes).and_then(|()| {
+            self.persist(open, &Changes { head: self.state.read().head(), ..Changes::default() })
+        });
+        if let Err(e) = proved {
             self.close(&mut db, &e);
             return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Commits `bytes` bytes to the scratch table, then commits their removal.
+    fn probe_room(&self, db: &Database, bytes: usize) -> Result<(), StoreError> {
+        let shown = self.path.display().to_string();
+        let filler = vec![0u8; bytes];
+        for keep in [true, false] {
+            let tx = db.begin_write().map_err(storage(&shown, "begin a write to"))?;
+            {
+                let subject = format!("{shown}: table recovery_probe");
+                let mut table = tx.open_table(PROBE).map_err(storage(subject.as_str(), "open"))?;
+                let written = if keep {
+                    table.insert("probe", filler.as_slice()).map(|_| ())
+                } else {
+                    table.remove("probe").map(|_| ())
+                };
+                written.map_err(storage(subject.as_str(), "write"))?;
+            }
+            tx.commit().map_err(storage(&shown, "commit to"))?;
         }
         Ok(())
     }
@@ -743,8 +775,8 @@ impl ConfigStore for RedbStore {
     }
 
     async fn recover(&self) -> Result<bool, StoreError> {
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.recover())
+        let (shared, probe_bytes) = (self.shared.clone(), self.max_value_bytes / 2);
+        tokio::task::spawn_blocking(move || shared.recover(probe_bytes))
             .await
             .map_err(storage(self.shared.path.display().to_string(), "finish recovering"))??;
         Ok(true)

@@ -229,7 +229,7 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
     /// Tries to make the backing storage writable again after a
     /// [`StoreError::Storage`] (a full disk, an I/O error), and says whether it
     /// proved that it is: [`RedbStore`](crate::RedbStore) opens its file again
-    /// and commits a small write. A node calls it, with backoff, while its store
+    /// and commits a write half as large as the largest value it accepts, then removes it. A node calls it, with backoff, while its store
     /// cannot write, so it serves again once the disk has room, without waiting
     /// for a client's write.
     ///
