@@ -6,11 +6,12 @@
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::load::{self, BoxError, Call, ClientTls, Endpoint};
+use crate::processes::{Processes, log_tail};
 
 /// How long a process may take to print its first line, and a cluster to be ready.
 const STARTUP: Duration = Duration::from_secs(20);
@@ -18,21 +19,6 @@ const STARTUP: Duration = Duration::from_secs(20);
 const TOKEN: &str = "bench-token";
 /// Health-check interval of both proxies.
 const HEALTH_INTERVAL_MS: u64 = 1000;
-
-/// Child processes, killed (and reaped) when dropped.
-#[derive(Default)]
-pub(crate) struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-        }
-        for child in &mut self.0 {
-            let _ = child.wait();
-        }
-    }
-}
 
 /// One cluster: its nodes and its balancer.
 pub(crate) struct Cluster {
@@ -53,48 +39,6 @@ pub(crate) struct Fixture {
     /// Another binary's balancer over the plaintext nodes, when asked for.
     pub(crate) baseline: Option<(Endpoint, u32)>,
     pub(crate) dir: tempfile::TempDir,
-}
-
-/// The `spectrum` binary of this build profile, built first so that it runs the
-/// current code (`SPECTRUM_BIN` names another and skips the build).
-pub(crate) fn spectrum_binary() -> Result<PathBuf, BoxError> {
-    if let Some(bin) = std::env::var_os("SPECTRUM_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    let exe = std::env::current_exe()?;
-    // target/<profile>/examples/bench_balancer
-    let profile = exe.parent().and_then(Path::parent).ok_or("cannot tell the target directory")?;
-    let bin = profile.join("spectrum");
-    let release = profile.file_name().is_some_and(|n| n == "release");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "--bin", "spectrum"]);
-    if release {
-        build.arg("--release");
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-    build.arg("--manifest-path").arg(manifest);
-    if let Some(target) = profile.parent() {
-        build.env("CARGO_TARGET_DIR", target);
-    }
-    println!(
-        "building the spectrum binary first (cargo build{} --bin spectrum)",
-        if release { " --release" } else { "" }
-    );
-    match build.status() {
-        Ok(status) if status.success() => {}
-        Ok(status) => return Err(format!("cargo build --bin spectrum failed ({status})").into()),
-        Err(e) if bin.exists() => println!("  (could not run cargo: {e}; using {})", bin.display()),
-        Err(e) => return Err(format!("no {} and cargo cannot build it: {e}", bin.display()).into()),
-    }
-    if !bin.exists() {
-        return Err(format!(
-            "{} is missing: build it with `cargo build --release --bin spectrum`",
-            bin.display()
-        )
-        .into());
-    }
-    Ok(bin)
 }
 
 /// Makes sure Debian's `haproxy` is installed, installing it with apt-get (and
@@ -285,7 +229,7 @@ fn spawn_spectrum(
         .spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let pid = child.id();
-    processes.0.push(child);
+    processes.push(child);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
@@ -299,13 +243,6 @@ fn spawn_spectrum(
         Ok(line) if line.trim_start().starts_with('{') => Ok(pid),
         _ => Err(format!("spectrum {role} did not start: {}", log_tail(&base.with_extension("log"))).into()),
     }
-}
-
-/// The last lines of a log, for error messages.
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(5)..].join(" | ")
 }
 
 /// Waits until `call` succeeds at `endpoint` five times in a row (so a proxy has
@@ -328,7 +265,7 @@ async fn wait_until(
             )
             .into());
         }
-        if let Some(child) = processes.0.iter_mut().find_map(|c| c.try_wait().ok().flatten()) {
+        if let Some(child) = processes.exited() {
             return Err(format!("a process exited early ({child}); logs in {}", dir.display()).into());
         }
         match load::once(endpoint, call).await {
@@ -375,7 +312,7 @@ async fn start_haproxy(
         .stderr(log)
         .spawn()?;
     let pid = child.id();
-    processes.0.push(child);
+    processes.push(child);
     let endpoint = Endpoint { addr: SocketAddr::from(([127, 0, 0, 1], port)), tls: None };
     wait_until(&endpoint, Call::Unary, processes, dir).await?;
     wait_until(&endpoint, Call::Healthz, processes, dir).await?;

@@ -55,6 +55,8 @@ use std::time::Duration;
 mod cpu;
 mod fixture;
 mod load;
+#[path = "../support/processes.rs"]
+mod processes;
 mod report;
 
 use fixture::Fixture;
@@ -185,7 +187,7 @@ async fn run() -> Result<(), BoxError> {
     if cfg!(debug_assertions) {
         println!("warning: a debug build; run with --release for figures worth reading");
     }
-    let bin = fixture::spectrum_binary()?;
+    let bin = processes::spectrum_binary()?;
     let haproxy = fixture::ensure_haproxy()?;
     let fixture = Fixture::start(&bin, options.tls, options.baseline.as_deref()).await?;
     println!(

@@ -37,6 +37,7 @@
 //! gets the FAILED_PRECONDITION it answers, printed as "refused (needs Raft)".
 
 mod etcd;
+#[path = "../support/processes.rs"]
 mod processes;
 mod report;
 mod spectrum_cluster;

@@ -1,11 +1,12 @@
-//! Child processes the benchmark starts (killed and reaped when dropped, on
-//! error and panic too), the `spectrum` binary, and loopback ports.
-//!
-//! `Processes` and `spectrum_binary` are those of `examples/bench_balancer/fixture.rs`.
+//! Child processes a benchmark starts (killed and reaped when dropped, on
+//! error and panic too), the `spectrum` binary, and loopback ports: shared by
+//! `bench_balancer` and `bench_consensus` (each includes this file with
+//! `#[path]`, and each uses a part of it).
+#![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -27,6 +28,11 @@ impl Processes {
             }
         }
         Ok(())
+    }
+
+    /// The exit status of a child that exited already, if any.
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+        self.0.iter_mut().find_map(|c| c.try_wait().ok().flatten())
     }
 
     /// How many processes were started.
@@ -53,7 +59,7 @@ pub(crate) fn spectrum_binary() -> Result<PathBuf, BoxError> {
         return Ok(PathBuf::from(bin));
     }
     let exe = std::env::current_exe()?;
-    // target/<profile>/examples/bench_consensus
+    // target/<profile>/examples/<the benchmark>
     let profile = exe.parent().and_then(Path::parent).ok_or("cannot tell the target directory")?;
     let bin = profile.join("spectrum");
     let release = profile.file_name().is_some_and(|n| n == "release");
