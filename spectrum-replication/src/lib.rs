@@ -169,6 +169,7 @@ pub mod clock;
 pub mod conflict;
 pub mod credential;
 pub mod error;
+mod gate;
 mod handshake;
 pub mod horizon;
 #[cfg(feature = "testing")]

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use spectrum_core::tls::certificate_names_node;
 use spectrum_core::transport::DEFAULT_MAX_MESSAGE_BYTES;
 use spectrum_core::{ClusterId, Hlc, PeerAddr};
 use tonic::body::Body;
@@ -14,9 +13,10 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tracing::{debug, instrument, trace, warn};
 
-use crate::credential::{PeerCredential, PeerToken};
+use crate::credential::PeerCredential;
 use crate::error::StoreError;
-use crate::handshake::{Contact, Handshake};
+use crate::gate::PeerGate;
+use crate::handshake::Handshake;
 use crate::peers::PeerTable;
 use crate::proto;
 use crate::proto::replication_server::{Replication, ReplicationServer};
@@ -33,7 +33,9 @@ pub const MAX_SYNC_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 /// [`ConfigStore::collect_tombstones`]), with a snapshot read page by page.
 /// Every digest a peer shows is noted in the [`PeerTable`].
 ///
-/// Every request is checked before anything is merged: a sender of another
+/// Every request passes the peer gate shared by every internal service
+/// (credential, certificate, metadata bounds, then the header; see `gate.rs`)
+/// before anything is merged: a sender of another
 /// cluster is refused (`failed_precondition`, "wrong cluster: …"), a sender whose
 /// clock is further ahead than the HLC's maximum offset is refused
 /// (`failed_precondition` with the clock skew) and flagged in the [`PeerTable`]
@@ -57,11 +59,9 @@ pub struct ReplicationService {
     cluster: ClusterId,
     handshake: Handshake,
     max_budget: usize,
-    /// The tokens a call may carry (one is enough), when the service has a
-    /// credential: the current one's, then previous keys' during a rotation.
-    tokens: Arc<Vec<PeerToken>>,
-    /// Whether calls must present a node certificate naming their claimed node.
-    require_peer_certificate: bool,
+    /// Admits every call before anything of it is read (credential,
+    /// certificate, metadata; the header then goes through `handshake`).
+    gate: PeerGate,
 }
 
 impl ReplicationService {
@@ -74,15 +74,14 @@ impl ReplicationService {
             cluster,
             handshake,
             max_budget: budget_for(DEFAULT_MAX_MESSAGE_BYTES),
-            tokens: Arc::default(),
-            require_peer_certificate: false,
+            gate: PeerGate::new("replication"),
         }
     }
 
     /// Requires every call to carry the peer token of `credential` for this
     /// service's cluster; others are answered `unauthenticated`.
     pub fn with_credential(mut self, credential: &PeerCredential) -> Self {
-        self.tokens = Arc::new(vec![credential.token(&self.cluster)]);
+        self.gate = self.gate.with_tokens(vec![credential.token(&self.cluster)]);
         self
     }
 
@@ -90,27 +89,8 @@ impl ReplicationService {
     /// key's, during a rotation). Without [`with_credential`](Self::with_credential)
     /// first, it is the only one admitted.
     pub fn also_accept(mut self, credential: &PeerCredential) -> Self {
-        Arc::make_mut(&mut self.tokens).push(credential.token(&self.cluster));
+        self.gate = self.gate.also_accept(credential.token(&self.cluster));
         self
-    }
-
-    /// Refuses a call that lacks the peer token, when one is required, naming
-    /// the node the caller claims to be in a warning.
-    fn authenticate<T>(
-        &self,
-        request: &Request<T>,
-        method: &str,
-        claimed: Option<&proto::Header>,
-    ) -> Result<(), Status> {
-        match self.tokens.as_slice() {
-            [] => Ok(()),
-            tokens if !tokens.iter().any(|t| t.admits(request.metadata())) => {
-                let claimed = claimed.map_or("?", |h| h.node_id.as_str());
-                warn!(claimed_node = claimed, method, remote = ?request.remote_addr(), "refused a replication call without a valid peer credential");
-                Err(Status::unauthenticated("replication calls need this cluster's peer credential"))
-            }
-            _ => Ok(()),
-        }
     }
 
     /// Demands of every call a TLS client certificate (verified against the
@@ -119,31 +99,8 @@ impl ReplicationService {
     /// is `unauthenticated` and nothing is read or merged. Serve the service over
     /// TLS with client certificates (see [`spectrum_core::tls`]).
     pub fn require_peer_certificate(mut self, require: bool) -> Self {
-        self.require_peer_certificate = require;
+        self.gate = self.gate.require_peer_certificate(require);
         self
-    }
-
-    /// The check of [`require_peer_certificate`](Self::require_peer_certificate).
-    fn check_certificate<T>(
-        &self,
-        request: &Request<T>,
-        header: Option<&proto::Header>,
-    ) -> Result<(), Status> {
-        if !self.require_peer_certificate {
-            return Ok(());
-        }
-        let claimed = header.map_or("", |h| h.node_id.as_str());
-        let Some(chain) = request.peer_certs() else {
-            warn!(peer = claimed, "refused a replication call without a client certificate");
-            return Err(Status::unauthenticated("replication needs a node certificate of this cluster"));
-        };
-        if !certificate_names_node(&chain, claimed) {
-            warn!(peer = claimed, "refused a replication call whose certificate names another node");
-            return Err(Status::unauthenticated(format!(
-                "the client certificate does not name node {claimed:?}"
-            )));
-        }
-        Ok(())
     }
 
     /// Sets the address this node is reached at, sent in every answer's header.
@@ -220,10 +177,8 @@ impl Replication for ReplicationService {
         &self,
         request: Request<proto::PushRequest>,
     ) -> Result<Response<proto::PushResponse>, Status> {
-        self.authenticate(&request, "Push", request.get_ref().header.as_ref())?;
-        self.check_certificate(&request, request.get_ref().header.as_ref())?;
+        let admitted = self.gate.admit(&self.handshake, &request, "Push")?;
         let req = request.into_inner();
-        let admitted = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?;
         let peer = &admitted.header;
         let records = records_from_wire(req.records)?;
         let mut covers = vv_from_wire(req.covers, "covers")?;
@@ -252,10 +207,8 @@ impl Replication for ReplicationService {
         &self,
         request: Request<proto::SyncRequest>,
     ) -> Result<Response<proto::SyncResponse>, Status> {
-        self.authenticate(&request, "Sync", request.get_ref().header.as_ref())?;
-        self.check_certificate(&request, request.get_ref().header.as_ref())?;
+        let admitted = self.gate.admit(&self.handshake, &request, "Sync")?;
         let req = request.into_inner();
-        let admitted = self.handshake.admit(req.header, Contact::Inbound).map_err(|r| r.into_status())?;
         let peer = &admitted.header;
         let theirs = vv_from_wire(req.digest, "digest")?;
         if let Some(after) = &req.snapshot_after

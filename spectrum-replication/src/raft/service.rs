@@ -7,18 +7,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use spectrum_core::tls::certificate_names_node;
 use tonic::body::Body;
 use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
-use tracing::warn;
 
 use super::codec::{Proposal, entry_from_proto, from_json, to_json};
 use super::replicator::{ForwardAnswer, Inner, ReadIndexAnswer};
 use super::{RaftMember, TypeConfig};
 use crate::credential::PeerToken;
-use crate::handshake::{Admitted, Contact};
+use crate::gate::PeerGate;
+use crate::handshake::Admitted;
 use crate::proto;
 use crate::proto::raft_server::{Raft as RaftRpc, RaftServer};
 
@@ -67,32 +66,14 @@ impl RaftService {
             .max_encoding_message_size(max_message_bytes)
     }
 
-    /// Admits a call: credential, certificate, header. Nothing of the call is
-    /// read before this passes.
+    /// Admits a call through the peer gate every internal service shares
+    /// (credential, certificate, metadata bounds, header). Nothing of the call
+    /// is read before this passes.
     fn admit(&self, request: &Request<proto::RaftCall>, method: &str) -> Result<Admitted, Status> {
-        let header = request.get_ref().header.as_ref();
-        let claimed = header.map_or("?", |h| h.node_id.as_str());
-        if !self.tokens.is_empty() && !self.tokens.iter().any(|t| t.admits(request.metadata())) {
-            warn!(claimed_node = claimed, method, remote = ?request.remote_addr(), "refused a raft call without a valid peer credential");
-            return Err(Status::unauthenticated("raft calls need this cluster's peer credential"));
-        }
-        if self.require_peer_certificate {
-            let named = request.peer_certs().is_some_and(|chain| certificate_names_node(&chain, claimed));
-            if !named {
-                warn!(
-                    claimed_node = claimed,
-                    method, "refused a raft call without a certificate naming its node"
-                );
-                return Err(Status::unauthenticated(format!(
-                    "raft calls need a node certificate of this cluster naming node {claimed:?}"
-                )));
-            }
-        }
-        self.inner
-            .wire
-            .handshake
-            .admit(request.get_ref().header.clone(), Contact::Inbound)
-            .map_err(|r| r.into_status())
+        PeerGate::new("raft")
+            .with_tokens(self.tokens.clone())
+            .require_peer_certificate(self.require_peer_certificate)
+            .admit(&self.inner.wire.handshake, request, method)
     }
 
     fn answer(&self, admitted: &Admitted, json: Vec<u8>) -> Response<proto::RaftAnswer> {

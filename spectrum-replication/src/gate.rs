@@ -1,0 +1,521 @@
+//! [`PeerGate`]: the one admission check every internal (node-to-node) gRPC
+//! service runs before it reads anything of a call.
+//!
+//! The replication service ([`ReplicationService`](crate::ReplicationService))
+//! and Raft mode's service ([`RaftService`](crate::RaftService)) admit their
+//! callers here, so a rule cannot differ between them. In order, a call is
+//! refused when:
+//!
+//! 1. its metadata is larger than [`MAX_PEER_METADATA_BYTES`]
+//!    (`resource_exhausted`), or it carries more than [`MAX_TOKENS`] peer
+//!    credential entries ([`PEER_HEADER`]), or an entry that is not a token's
+//!    form, 64 lower-case hex digits (`unauthenticated`);
+//! 2. the service has a [`PeerCredential`](crate::PeerCredential) and no entry is
+//!    its token (or a previous key's, during a rotation) (`unauthenticated`);
+//! 3. the service requires peer certificates (its node serves TLS) and the call's
+//!    TLS client certificate, already verified against the cluster CA by the TLS
+//!    handshake, does not name the node id the call's header claims
+//!    ([`certificate_names_node`]) (`unauthenticated`);
+//! 4. its header is missing or malformed (`invalid_argument`), names another
+//!    cluster, or carries a clock too far ahead (`failed_precondition`): the
+//!    [handshake](crate::handshake) both sides share.
+//!
+//! A refused call is logged (`warn`, with the service, method, claimed node and
+//! remote address) and changes nothing: no record is read or merged, the HLC
+//! does not observe its stamp, and only a caller of this cluster whose clock is
+//! off is recorded in the peer table (flagged, see the handshake).
+
+use std::sync::Arc;
+
+use spectrum_core::tls::certificate_names_node;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Status};
+use tracing::warn;
+
+use crate::credential::{MAX_TOKENS, PEER_HEADER, PeerToken};
+use crate::handshake::{Admitted, Contact, Handshake};
+use crate::proto;
+
+/// Most bytes of metadata (names and values of every entry) an internal call may
+/// carry: 8 KiB. A peer sends a few hundred (its tokens and tonic's own
+/// entries); the HTTP/2 server's header list limit applies on top.
+pub(crate) const MAX_PEER_METADATA_BYTES: usize = 8 * 1024;
+
+/// Length of a peer token on the wire: 64 hex digits of an HMAC-SHA256.
+const TOKEN_HEX_LEN: usize = 64;
+
+/// A request message that starts with a replication [`proto::Header`].
+pub(crate) trait HeaderedCall {
+    /// The header the caller sent, if any.
+    fn header(&self) -> Option<&proto::Header>;
+}
+
+impl HeaderedCall for proto::PushRequest {
+    fn header(&self) -> Option<&proto::Header> {
+        self.header.as_ref()
+    }
+}
+
+impl HeaderedCall for proto::SyncRequest {
+    fn header(&self) -> Option<&proto::Header> {
+        self.header.as_ref()
+    }
+}
+
+impl HeaderedCall for proto::RaftCall {
+    fn header(&self) -> Option<&proto::Header> {
+        self.header.as_ref()
+    }
+}
+
+/// The admission rules of one internal service (see the [module docs](self)).
+#[derive(Debug, Clone)]
+pub(crate) struct PeerGate {
+    /// The service's name in refusals and logs ("replication", "raft").
+    service: &'static str,
+    /// The tokens a call may carry (one is enough); none: no credential needed.
+    tokens: Arc<Vec<PeerToken>>,
+    /// Whether calls must present a node certificate naming their claimed node.
+    require_peer_certificate: bool,
+}
+
+/// Why the gate refused a call before its header was looked at.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum GateRefusal {
+    /// The call's metadata is larger than the gate takes.
+    #[error("the call carries {bytes} bytes of metadata, more than the {max} an internal call may")]
+    MetadataTooLarge { bytes: usize, max: usize },
+    /// More peer credential entries than a key rotation needs.
+    #[error("the call carries {count} {PEER_HEADER} entries; at most {max} are accepted")]
+    TooManyCredentials { count: usize, max: usize },
+    /// A peer credential entry that is not a token's form.
+    #[error("the {PEER_HEADER} entry #{index} is not a peer token (64 lower-case hex digits)")]
+    MalformedCredential { index: usize },
+    /// No peer credential entry, where the service needs one.
+    #[error("{service} calls need this cluster's peer credential ({PEER_HEADER})")]
+    MissingCredential { service: &'static str },
+    /// Peer credential entries, none of them this cluster's.
+    #[error("no {PEER_HEADER} entry of the call is this cluster's peer credential")]
+    WrongCredential,
+    /// No TLS client certificate, where the service needs one.
+    #[error("{service} calls need a node certificate of this cluster (TLS client certificate)")]
+    MissingCertificate { service: &'static str },
+    /// A certificate that does not name the node the header claims.
+    #[error("the client certificate does not name node {claimed:?}, which the call claims to be")]
+    CertificateForAnotherNode { claimed: String },
+}
+
+impl GateRefusal {
+    /// The status a refused call is answered with.
+    pub(crate) fn into_status(self) -> Status {
+        match self {
+            GateRefusal::MetadataTooLarge { .. } => Status::resource_exhausted(self.to_string()),
+            _ => Status::unauthenticated(self.to_string()),
+        }
+    }
+}
+
+impl PeerGate {
+    /// The gate of `service`, admitting every caller with a well-formed header
+    /// of this cluster until tokens or certificates are required.
+    pub(crate) fn new(service: &'static str) -> Self {
+        Self { service, tokens: Arc::default(), require_peer_certificate: false }
+    }
+
+    /// Admits only calls carrying one of `tokens` (none: no credential needed).
+    pub(crate) fn with_tokens(mut self, tokens: impl Into<Arc<Vec<PeerToken>>>) -> Self {
+        self.tokens = tokens.into();
+        self
+    }
+
+    /// Also admits calls carrying `token` (a previous key's, during a rotation).
+    pub(crate) fn also_accept(mut self, token: PeerToken) -> Self {
+        Arc::make_mut(&mut self.tokens).push(token);
+        self
+    }
+
+    /// Requires (or not) a TLS client certificate naming the calling node.
+    pub(crate) fn require_peer_certificate(mut self, require: bool) -> Self {
+        self.require_peer_certificate = require;
+        self
+    }
+
+    /// Admits `request` to `method`: the checks of the [module docs](self), then
+    /// `handshake`'s check of its header, which observes the caller's stamp and
+    /// records it. Nothing of the call may be read before this passes.
+    pub(crate) fn admit<T: HeaderedCall>(
+        &self,
+        handshake: &Handshake,
+        request: &Request<T>,
+        method: &str,
+    ) -> Result<Admitted, Status> {
+        let header = request.get_ref().header();
+        let claimed = header.map_or("", |h| h.node_id.as_str());
+        // Parsed only when required: whether the client certificate names the claimed node.
+        let certificate = self
+            .require_peer_certificate
+            .then(|| request.peer_certs().map(|chain| certificate_names_node(&chain, claimed)))
+            .flatten();
+        if let Err(refusal) = self.check(request.metadata(), certificate, claimed) {
+            warn!(
+                service = self.service,
+                method,
+                claimed_node = claimed,
+                remote = ?request.remote_addr(),
+                reason = %refusal,
+                "refused an internal call"
+            );
+            return Err(refusal.into_status());
+        }
+        handshake.admit(header.cloned(), Contact::Inbound).map_err(|r| r.into_status())
+    }
+
+    /// The checks before the header: metadata, credential, certificate
+    /// (`certificate`: none presented, or whether it names the `claimed` node).
+    fn check(
+        &self,
+        metadata: &MetadataMap,
+        certificate: Option<bool>,
+        claimed: &str,
+    ) -> Result<(), GateRefusal> {
+        let bytes = metadata_bytes(metadata);
+        if bytes > MAX_PEER_METADATA_BYTES {
+            return Err(GateRefusal::MetadataTooLarge { bytes, max: MAX_PEER_METADATA_BYTES });
+        }
+        let entries = metadata.get_all(PEER_HEADER);
+        let count = entries.iter().count();
+        if count > MAX_TOKENS {
+            return Err(GateRefusal::TooManyCredentials { count, max: MAX_TOKENS });
+        }
+        if let Some(index) = entries.iter().position(|v| !is_token_form(v.as_encoded_bytes())) {
+            return Err(GateRefusal::MalformedCredential { index });
+        }
+        if !self.tokens.is_empty() {
+            if count == 0 {
+                return Err(GateRefusal::MissingCredential { service: self.service });
+            }
+            if !self.tokens.iter().any(|t| t.admits(metadata)) {
+                return Err(GateRefusal::WrongCredential);
+            }
+        }
+        if self.require_peer_certificate {
+            let Some(names_claimed) = certificate else {
+                return Err(GateRefusal::MissingCertificate { service: self.service });
+            };
+            if !names_claimed {
+                return Err(GateRefusal::CertificateForAnotherNode { claimed: claimed.to_owned() });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The bytes of every metadata entry's name and value.
+fn metadata_bytes(metadata: &MetadataMap) -> usize {
+    metadata
+        .as_ref()
+        .iter()
+        .map(|(name, value)| name.as_str().len().saturating_add(value.len()))
+        .fold(0usize, usize::saturating_add)
+}
+
+/// Whether `value` has a peer token's form: 64 lower-case hex digits.
+fn is_token_form(value: &[u8]) -> bool {
+    value.len() == TOKEN_HEX_LEN && value.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use spectrum_core::{ClusterId, Hlc, ManualClock};
+    use tonic::Code;
+    use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+
+    use super::*;
+    use crate::proto::raft_server::Raft as _;
+    use crate::proto::replication_server::Replication as _;
+    use crate::raft::{RaftReplicator, RaftService};
+    use crate::{ConfigStore, MemoryStore, PeerCredential, ReplicationService};
+
+    const CLUSTER: &str = "gate-cluster";
+    /// The services' (manual) physical clock.
+    const NOW_MS: u64 = 1_700_000_000_000;
+    /// The HLC stamp hostile callers send: an admitted call moves the clock to it.
+    const STAMP_AHEAD_MS: u64 = NOW_MS + 400_000;
+
+    fn cluster() -> ClusterId {
+        CLUSTER.parse().unwrap()
+    }
+
+    fn credential() -> PeerCredential {
+        PeerCredential::from_bytes([9; 32])
+    }
+
+    fn token(credential: &PeerCredential) -> AsciiMetadataValue {
+        credential.token(&cluster()).value()
+    }
+
+    /// A header of node `b` of `cluster`, sent at `sent_ms`, from an address an
+    /// admitted call is recorded under.
+    fn header(cluster: &str, sent_ms: u64) -> Option<proto::Header> {
+        Some(proto::Header {
+            cluster_id: cluster.into(),
+            node_id: "b".into(),
+            addr: "127.0.0.1:7999".into(),
+            hlc: Some(proto::Stamp { wall_ms: STAMP_AHEAD_MS, logical: 0 }),
+            sent_ms,
+            ..proto::Header::default()
+        })
+    }
+
+    /// Metadata of these entries (appended in order, so repeated names repeat).
+    fn metadata(entries: Vec<(&'static str, AsciiMetadataValue)>) -> MetadataMap {
+        let mut md = MetadataMap::new();
+        for (name, value) in entries {
+            md.append(name, value);
+        }
+        md
+    }
+
+    /// Both internal services of node `a`, each over its own store and clock.
+    struct Services {
+        replication: ReplicationService,
+        replication_store: Arc<dyn ConfigStore>,
+        replication_hlc: Arc<Hlc>,
+        raft: RaftService,
+        raft_replicator: RaftReplicator,
+        raft_store: Arc<dyn ConfigStore>,
+        raft_hlc: Arc<Hlc>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn manual_hlc() -> Arc<Hlc> {
+        Arc::new(Hlc::new(Arc::new(ManualClock::new(NOW_MS))))
+    }
+
+    async fn services() -> Services {
+        let replication_hlc = manual_hlc();
+        let replication_store: Arc<dyn ConfigStore> =
+            Arc::new(MemoryStore::new("a".parse().unwrap(), replication_hlc.clone()));
+        let replication =
+            ReplicationService::new(replication_store.clone(), cluster(), replication_hlc.clone())
+                .with_credential(&credential());
+        let raft_hlc = manual_hlc();
+        let raft_store: Arc<dyn ConfigStore> =
+            Arc::new(MemoryStore::new("a".parse().unwrap(), raft_hlc.clone()));
+        let dir = tempfile::tempdir().unwrap();
+        let raft_replicator = RaftReplicator::builder(
+            raft_store.clone(),
+            raft_hlc.clone(),
+            cluster(),
+            "127.0.0.1:7001".parse().unwrap(),
+        )
+        .data_dir(dir.path())
+        .credential(credential())
+        .build()
+        .await
+        .unwrap();
+        let raft = raft_replicator.service();
+        Services {
+            replication,
+            replication_store,
+            replication_hlc,
+            raft,
+            raft_replicator,
+            raft_store,
+            raft_hlc,
+            _dir: dir,
+        }
+    }
+
+    /// The internal calls the table runs, on both services.
+    #[derive(Debug, Clone, Copy)]
+    enum Target {
+        Push,
+        Sync,
+        Vote,
+        Probe,
+    }
+
+    const TARGETS: [Target; 4] = [Target::Push, Target::Sync, Target::Vote, Target::Probe];
+
+    fn request<T>(message: T, md: &MetadataMap) -> Request<T> {
+        let mut request = Request::new(message);
+        *request.metadata_mut() = md.clone();
+        request
+    }
+
+    async fn call(
+        s: &Services,
+        target: Target,
+        md: &MetadataMap,
+        h: Option<proto::Header>,
+    ) -> Result<(), Status> {
+        let record = proto::Record {
+            key: "settings/intruder".into(),
+            value: Some(b"v".to_vec()),
+            stamp: Some(proto::Stamp { wall_ms: NOW_MS, logical: 0 }),
+            origin: "b".into(),
+            seq: 1,
+            ..proto::Record::default()
+        };
+        // A vote for node `b` in term 99: admitted, it would move the node's term.
+        let vote = br#"{"vote":{"leader_id":{"term":99,"node_id":7},"committed":false},"last_log_id":null}"#;
+        let raft_call =
+            |json: &[u8]| proto::RaftCall { header: h.clone(), json: json.to_vec(), ..Default::default() };
+        match target {
+            Target::Push => {
+                let push = proto::PushRequest {
+                    header: h.clone(),
+                    records: vec![record],
+                    covers: None,
+                    since: None,
+                };
+                s.replication.push(request(push, md)).await.map(drop)
+            }
+            Target::Sync => {
+                let sync = proto::SyncRequest { header: h.clone(), ..Default::default() };
+                s.replication.sync(request(sync, md)).await.map(drop)
+            }
+            Target::Vote => s.raft.vote(request(raft_call(vote), md)).await.map(drop),
+            Target::Probe => s.raft.probe(request(raft_call(b""), md)).await.map(drop),
+        }
+    }
+
+    /// A hostile caller: what it sends, and the refusal it must get.
+    struct Hostile {
+        name: &'static str,
+        metadata: MetadataMap,
+        header: Option<proto::Header>,
+        code: Code,
+        message: &'static str,
+    }
+
+    fn hostile_callers() -> Vec<Hostile> {
+        let good = || ("x-spectrum-peer", token(&credential()));
+        let wrong = ("x-spectrum-peer", token(&PeerCredential::from_bytes([8; 32])));
+        let other_cluster = ("x-spectrum-peer", credential().token(&"other".parse().unwrap()).value());
+        let ours = || header(CLUSTER, NOW_MS);
+        let padding = MetadataValue::try_from("p".repeat(MAX_PEER_METADATA_BYTES)).unwrap();
+        vec![
+            Hostile {
+                name: "no credential",
+                metadata: metadata(vec![]),
+                header: ours(),
+                code: Code::Unauthenticated,
+                message: "calls need this cluster's peer credential",
+            },
+            Hostile {
+                name: "another credential",
+                metadata: metadata(vec![wrong.clone()]),
+                header: ours(),
+                code: Code::Unauthenticated,
+                message: "is this cluster's peer credential",
+            },
+            Hostile {
+                name: "our credential's token for another cluster",
+                metadata: metadata(vec![other_cluster]),
+                header: ours(),
+                code: Code::Unauthenticated,
+                message: "is this cluster's peer credential",
+            },
+            Hostile {
+                name: "a malformed credential beside the right one",
+                metadata: metadata(vec![
+                    good(),
+                    ("x-spectrum-peer", AsciiMetadataValue::from_static("0xdeadbeef")),
+                ]),
+                header: ours(),
+                code: Code::Unauthenticated,
+                message: "entry #1 is not a peer token",
+            },
+            Hostile {
+                name: "the right credential hidden among repeated entries",
+                metadata: metadata(vec![wrong.clone(), wrong.clone(), wrong.clone(), wrong.clone(), good()]),
+                header: ours(),
+                code: Code::Unauthenticated,
+                message: "carries 5 x-spectrum-peer entries; at most 4",
+            },
+            Hostile {
+                name: "oversized metadata",
+                metadata: metadata(vec![good(), ("x-padding", padding)]),
+                header: ours(),
+                code: Code::ResourceExhausted,
+                message: "bytes of metadata",
+            },
+            Hostile {
+                name: "another cluster's id",
+                metadata: metadata(vec![good()]),
+                header: header("other-cluster", NOW_MS),
+                code: Code::FailedPrecondition,
+                message: "wrong cluster: node b belongs to cluster \"other-cluster\"",
+            },
+            Hostile {
+                name: "a clock a minute ahead",
+                metadata: metadata(vec![good()]),
+                // Sent from no address: a refused skewed caller is otherwise flagged in the peer table.
+                header: header(CLUSTER, NOW_MS + 60_000).map(|h| proto::Header { addr: String::new(), ..h }),
+                code: Code::FailedPrecondition,
+                message: "refused writes from node b",
+            },
+            Hostile {
+                name: "no header",
+                metadata: metadata(vec![good()]),
+                header: None,
+                code: Code::InvalidArgument,
+                message: "header",
+            },
+            Hostile {
+                name: "a malformed header",
+                metadata: metadata(vec![good()]),
+                header: ours().map(|h| proto::Header { node_id: "not a node!".into(), ..h }),
+                code: Code::InvalidArgument,
+                message: "header.node_id",
+            },
+        ]
+    }
+
+    #[tokio::test]
+    async fn every_internal_service_refuses_each_hostile_caller_alike_and_changes_nothing() {
+        let s = services().await;
+        for hostile in hostile_callers() {
+            for target in TARGETS {
+                let status = call(&s, target, &hostile.metadata, hostile.header.clone())
+                    .await
+                    .expect_err(&format!("{} was admitted to {target:?}", hostile.name));
+                assert_eq!(status.code(), hostile.code, "{} to {target:?}: {status:?}", hostile.name);
+                assert!(
+                    status.message().contains(hostile.message),
+                    "{} to {target:?}: {:?} lacks {:?}",
+                    hostile.name,
+                    status.message(),
+                    hostile.message
+                );
+            }
+        }
+        for (store, hlc) in [(&s.replication_store, &s.replication_hlc), (&s.raft_store, &s.raft_hlc)] {
+            assert!(store.scan("").await.unwrap().is_empty(), "nothing was merged");
+            assert!(hlc.now().wall_ms < STAMP_AHEAD_MS, "no refused caller's stamp was observed");
+        }
+        assert!(s.replication.peer_table().snapshot().is_empty(), "no refused caller was recorded");
+        assert!(s.raft_replicator.peer_table().snapshot().is_empty(), "no refused caller was recorded");
+        assert_eq!(s.raft_replicator.voters(), Vec::<String>::new(), "the raft group is untouched");
+        // The same calls from a caller with the credential and a good header are
+        // admitted by both (so every refusal above was the gate's).
+        let good = metadata(vec![("x-spectrum-peer", token(&credential()))]);
+        for target in [Target::Push, Target::Sync, Target::Probe] {
+            call(&s, target, &good, header(CLUSTER, NOW_MS)).await.unwrap();
+        }
+        assert_eq!(s.replication_store.scan("").await.unwrap().len(), 1);
+        assert!(s.raft_hlc.now().wall_ms >= STAMP_AHEAD_MS, "an admitted call is observed");
+        s.raft_replicator.shutdown().await;
+    }
+
+    #[test]
+    fn only_a_peer_token_s_form_passes_as_a_credential_entry() {
+        let token = token(&credential());
+        assert!(is_token_form(token.as_encoded_bytes()));
+        for bad in ["", "abc", &"A".repeat(64), &"g".repeat(64), &"a".repeat(65)] {
+            assert!(!is_token_form(bad.as_bytes()), "{bad:?}");
+        }
+    }
+}
