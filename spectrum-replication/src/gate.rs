@@ -519,3 +519,187 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod tls_tests {
+    use std::time::Duration;
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    use spectrum_core::tls::{ClientAuth, TlsConfig, node_dns_name};
+    use spectrum_core::transport::bind;
+    use spectrum_core::{Clock, Hlc, PeerAddr, SystemClock, TransportConfig};
+    use tonic::Code;
+    use tonic::transport::Channel;
+
+    use super::*;
+    use crate::proto::raft_client::RaftClient;
+    use crate::proto::replication_client::ReplicationClient;
+    use crate::raft::RaftReplicator;
+    use crate::{ConfigStore, MemoryStore, ReplicationService};
+
+    const CLUSTER: &str = "gate-tls";
+
+    /// A certificate authority made for the test.
+    struct Ca {
+        pem: String,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    impl Ca {
+        fn new() -> Self {
+            let mut params = CertificateParams::default();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let key = KeyPair::generate().unwrap();
+            let pem = params.self_signed(&key).unwrap().pem();
+            Self { pem, issuer: Issuer::new(params, key) }
+        }
+
+        /// TLS material of node `id` (named as the node and as 127.0.0.1),
+        /// trusting `trusted`'s CA.
+        fn node(&self, id: &str, trusted: &Ca) -> TlsConfig {
+            let names = vec![node_dns_name(&id.parse().unwrap()), "127.0.0.1".to_owned()];
+            let mut params = CertificateParams::new(names).unwrap();
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.extended_key_usages =
+                vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &self.issuer).unwrap();
+            TlsConfig::from_pem(trusted.pem.clone(), cert.pem(), key.serialize_pem()).unwrap()
+        }
+    }
+
+    /// Which internal service node `a` serves.
+    #[derive(Debug, Clone, Copy)]
+    enum Kind {
+        Replication,
+        Raft,
+    }
+
+    /// Node `a` serving `kind` over TLS (`server`), requiring peer certificates.
+    struct Served {
+        addr: PeerAddr,
+        store: Arc<dyn ConfigStore>,
+        server: tokio::task::JoinHandle<()>,
+        raft: Option<RaftReplicator>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn serve(kind: Kind, server: TlsConfig) -> Served {
+        let hlc = Arc::new(Hlc::system());
+        let store: Arc<dyn ConfigStore> = Arc::new(MemoryStore::new("a".parse().unwrap(), hlc.clone()));
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.addr();
+        let transport = TransportConfig::default().with_tls(server);
+        let dir = tempfile::tempdir().unwrap();
+        let mut router = transport.server().unwrap();
+        let (router, raft) = match kind {
+            Kind::Replication => {
+                let svc = ReplicationService::new(store.clone(), CLUSTER.parse().unwrap(), hlc)
+                    .require_peer_certificate(true);
+                (router.add_service(svc.into_server(4 << 20)), None)
+            }
+            Kind::Raft => {
+                let raft =
+                    RaftReplicator::builder(store.clone(), hlc, CLUSTER.parse().unwrap(), addr.clone())
+                        .data_dir(dir.path())
+                        .transport(transport.clone())
+                        .build()
+                        .await
+                        .unwrap();
+                (router.add_service(raft.service().into_server(4 << 20)), Some(raft))
+            }
+        };
+        let serving = router.serve_with_incoming(listener.incoming);
+        let server = tokio::spawn(async move {
+            let _ = serving.await;
+        });
+        Served { addr, store, server, raft, _dir: dir }
+    }
+
+    /// A call to `served` over TLS as `client`, its header claiming node `claimed`.
+    async fn call(kind: Kind, served: &Served, client: TlsConfig, claimed: &str) -> Result<(), Status> {
+        let transport = TransportConfig {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Some(Duration::from_secs(5)),
+            ..TransportConfig::default()
+        }
+        .with_tls(client);
+        let channel: Channel = match transport.endpoint(&served.addr).connect().await {
+            Ok(channel) => channel,
+            Err(e) => return Err(Status::unavailable(format!("TLS connection refused: {e}"))),
+        };
+        let header = Some(proto::Header {
+            cluster_id: CLUSTER.into(),
+            node_id: claimed.into(),
+            hlc: Some(proto::Stamp { wall_ms: SystemClock.now_ms(), logical: 0 }),
+            sent_ms: SystemClock.now_ms(),
+            ..proto::Header::default()
+        });
+        match kind {
+            Kind::Replication => {
+                let record = proto::Record {
+                    key: "settings/x".into(),
+                    value: Some(b"v".to_vec()),
+                    stamp: Some(proto::Stamp { wall_ms: SystemClock.now_ms(), logical: 0 }),
+                    origin: claimed.into(),
+                    seq: 1,
+                    ..proto::Record::default()
+                };
+                let push = proto::PushRequest { header, records: vec![record], covers: None, since: None };
+                ReplicationClient::new(channel).push(push).await.map(drop)
+            }
+            Kind::Raft => {
+                let call = proto::RaftCall { header, ..proto::RaftCall::default() };
+                RaftClient::new(channel).probe(call).await.map(drop)
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_internal_service_admits_only_a_certificate_of_this_cluster_naming_the_caller() {
+        let (ours, foreign) = (Ca::new(), Ca::new());
+        for kind in [Kind::Replication, Kind::Raft] {
+            let served = serve(kind, ours.node("a", &ours)).await;
+            // A certificate of another cluster's CA never completes the TLS handshake.
+            let status = call(kind, &served, foreign.node("b", &ours), "b").await.unwrap_err();
+            assert_ne!(status.code(), Code::Ok, "{kind:?}");
+            // A certificate of this cluster for node `b`, in a call claiming node `c`.
+            let status = call(kind, &served, ours.node("b", &ours), "c").await.unwrap_err();
+            assert_eq!(status.code(), Code::Unauthenticated, "{kind:?}: {status:?}");
+            assert!(status.message().contains("does not name node \"c\""), "{kind:?}: {}", status.message());
+            assert!(served.store.scan("").await.unwrap().is_empty(), "{kind:?}: nothing merged");
+            // Node `b` with its own certificate is admitted.
+            call(kind, &served, ours.node("b", &ours), "b").await.unwrap();
+            served.server.abort();
+            if let Some(raft) = served.raft {
+                raft.shutdown().await;
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_call_without_a_client_certificate_is_refused_by_every_internal_service() {
+        let ours = Ca::new();
+        let ca_only = TlsConfig::from_ca_pem(ours.pem.clone()).unwrap();
+        for kind in [Kind::Replication, Kind::Raft] {
+            // Client certificates optional at the TLS layer: the gate refuses.
+            let server = ours.node("a", &ours).client_auth(ClientAuth::Optional);
+            let served = serve(kind, server).await;
+            let status = call(kind, &served, ca_only.clone(), "b").await.unwrap_err();
+            assert_eq!(status.code(), Code::Unauthenticated, "{kind:?}: {status:?}");
+            assert!(
+                status.message().contains("need a node certificate of this cluster"),
+                "{}",
+                status.message()
+            );
+            assert!(served.store.scan("").await.unwrap().is_empty(), "{kind:?}: nothing merged");
+            served.server.abort();
+            if let Some(raft) = served.raft {
+                raft.shutdown().await;
+            }
+        }
+    }
+}
