@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use prost::Message as _;
 use spectrum_core::transport::DEFAULT_MAX_MESSAGE_BYTES;
 use spectrum_core::{ClusterId, Hlc, PeerAddr};
 use tonic::body::Body;
@@ -30,7 +31,11 @@ pub const MAX_SYNC_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 /// Serves the replication protocol over a node's store: `Push` merges records a
 /// peer sends; `Sync` answers a peer's digest with what it lacks and our digest,
 /// or, when the peer is behind this store's tombstone horizon (see
-/// [`ConfigStore::collect_tombstones`]), with a snapshot read page by page.
+/// [`ConfigStore::collect_tombstones`]) or when the delta would not fit the
+/// message limit (its first group of records travels whole, see
+/// [`ConfigStore::delta`], and may be larger than any message), with a snapshot
+/// read page by page, which vouches for nothing until its last page: no answer
+/// of more than one record exceeds the limit.
 /// Every digest a peer shows is noted in the [`PeerTable`].
 ///
 /// Every request passes the peer gate shared by every internal service
@@ -59,6 +64,8 @@ pub struct ReplicationService {
     cluster: ClusterId,
     handshake: Handshake,
     max_budget: usize,
+    /// The largest message this service sends.
+    max_message_bytes: usize,
     /// Admits every call before anything of it is read (credential,
     /// certificate, metadata; the header then goes through `handshake`).
     gate: PeerGate,
@@ -74,6 +81,7 @@ impl ReplicationService {
             cluster,
             handshake,
             max_budget: budget_for(DEFAULT_MAX_MESSAGE_BYTES),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             gate: PeerGate::new("replication"),
         }
     }
@@ -139,6 +147,7 @@ impl ReplicationService {
     + Sync
     + 'static {
         self.max_budget = budget_for(max_message_bytes);
+        self.max_message_bytes = max_message_bytes;
         ReplicationServer::new(self)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes)
@@ -244,18 +253,27 @@ impl Replication for ReplicationService {
             let lag = ours.lag_behind(&theirs);
             self.peer_table().update(addr, |p| p.lag = lag);
         }
-        debug!(
-            peer = %peer.node_id,
-            records = answer.records.len(),
-            complete = answer.complete,
-            snapshot = answer.snapshot,
-            "answered sync"
-        );
-        Ok(Response::new(proto::SyncResponse {
+        let mut response = proto::SyncResponse {
             header: Some(self.handshake.answer(&admitted)),
             digest: Some((&ours).into()),
             ..answer
-        }))
+        };
+        if !response.snapshot && response.records.len() > 1 && response.encoded_len() > self.max_message_bytes
+        {
+            // A group that travels whole outgrew the message: a snapshot carries
+            // it instead, page by page, vouching for nothing until its last page.
+            debug!(peer = %peer.node_id, records = response.records.len(), "delta over the message limit; sending a snapshot");
+            let page = self.snapshot_page("", budget).await?;
+            response = proto::SyncResponse { header: response.header, digest: response.digest, ..page };
+        }
+        debug!(
+            peer = %peer.node_id,
+            records = response.records.len(),
+            complete = response.complete,
+            snapshot = response.snapshot,
+            "answered sync"
+        );
+        Ok(Response::new(response))
     }
 }
 
@@ -514,6 +532,97 @@ mod tests {
             assert_eq!(answer.is_ok(), admitted, "{} tokens: {answer:?}", tokens.len());
         }
         assert_eq!(store.scan("").await.unwrap().len(), 1);
+    }
+
+    /// A copy where node `0w` wrote `keys` keys of 1 KiB and node `a` then
+    /// overwrote each of them: `0w`'s range is one gap (walked first: its name
+    /// sorts first), and every record of `a` superseded part of it, so the first
+    /// group of a delta to an empty peer is the whole store.
+    async fn overwritten_store(keys: u64) -> (ReplicationService, Arc<dyn ConfigStore>) {
+        let (svc, store) = service();
+        let value = vec![b'w'; 1024];
+        let written: Vec<proto::Record> = (1..=keys)
+            .map(|i| proto::Record {
+                value: Some(value.clone()),
+                ..wire_record(&format!("settings/k{i}"), "0w", i)
+            })
+            .collect();
+        store.merge(records_from_wire(written).unwrap(), &VersionVector::default()).await.unwrap();
+        let mut batch = crate::WriteBatch::new();
+        for i in 1..=keys {
+            batch = batch.put(format!("settings/k{i}"), vec![b'a'; 1024]);
+        }
+        store.apply(batch).await.unwrap();
+        (svc, store)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_larger_than_the_message_limit_reaches_a_peer_that_pulls_it() {
+        const LIMIT: usize = 64 * 1024;
+        let (svc, store) = overwritten_store(200).await;
+        let whole = store.delta(&VersionVector::default(), 1).await.unwrap();
+        let group: usize = whole.records.iter().map(Record::encoded_len).sum();
+        assert!(group > 2 * LIMIT, "the first group ({group} bytes) is larger than a message");
+        let transport = TransportConfig {
+            max_message_bytes: LIMIT,
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Some(Duration::from_secs(5)),
+            ..TransportConfig::default()
+        };
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.addr();
+        let server = transport
+            .server()
+            .unwrap()
+            .add_service(svc.into_server(LIMIT))
+            .serve_with_incoming(listener.incoming);
+        let server = tokio::spawn(server);
+        let hlc = Arc::new(Hlc::system());
+        let puller: Arc<dyn ConfigStore> = Arc::new(MemoryStore::new("c".parse().unwrap(), hlc.clone()));
+        let listening: PeerAddr = "127.0.0.1:1".parse().unwrap();
+        let ae = crate::AntiEntropy::builder(puller.clone(), hlc, CLUSTER.parse().unwrap(), listening)
+            .seeds(vec![addr])
+            .transport(transport)
+            .build();
+        assert_eq!(ae.pull_from_all(Duration::from_secs(10)).await.unwrap(), 1, "the peer answered");
+        assert_eq!(puller.digest().await.unwrap(), store.digest().await.unwrap());
+        assert_eq!(puller.scan("").await.unwrap(), store.scan("").await.unwrap());
+        ae.stop();
+        server.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_larger_than_the_message_limit_reaches_a_peer_it_is_pushed_to() {
+        const LIMIT: usize = 64 * 1024;
+        let (_svc, store) = overwritten_store(200).await;
+        let transport = TransportConfig {
+            max_message_bytes: LIMIT,
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Some(Duration::from_secs(5)),
+            ..TransportConfig::default()
+        };
+        // The receiver serves an empty store; the holder pulls from it, then pushes.
+        let hlc = Arc::new(Hlc::system());
+        let receiver: Arc<dyn ConfigStore> = Arc::new(MemoryStore::new("c".parse().unwrap(), hlc.clone()));
+        let svc = ReplicationService::new(receiver.clone(), CLUSTER.parse().unwrap(), hlc.clone());
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.addr();
+        let server = transport
+            .server()
+            .unwrap()
+            .add_service(svc.into_server(LIMIT))
+            .serve_with_incoming(listener.incoming);
+        let server = tokio::spawn(server);
+        let listening: PeerAddr = "127.0.0.1:1".parse().unwrap();
+        let ae = crate::AntiEntropy::builder(store.clone(), hlc, CLUSTER.parse().unwrap(), listening)
+            .seeds(vec![addr])
+            .transport(transport)
+            .build();
+        assert_eq!(ae.pull_from_all(Duration::from_secs(10)).await.unwrap(), 1, "the peer answered");
+        assert_eq!(receiver.digest().await.unwrap(), store.digest().await.unwrap());
+        assert_eq!(receiver.scan("").await.unwrap(), store.scan("").await.unwrap());
+        ae.stop();
+        server.abort();
     }
 
     #[test]
