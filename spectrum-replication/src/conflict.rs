@@ -40,9 +40,16 @@
 //! # Deletes and tombstone collection
 //!
 //! A tombstone that wins keeps its key deleted; the put it beat is listed as a
-//! loser, never returned as the key's value. A tombstone with open conflicts is
-//! not collected until a later write clears them; every other tombstone is
-//! collected as before. A write to a key its store holds nothing for takes the
+//! loser, never returned as the key's value. A winning tombstone with open
+//! conflicts is not collected until a later write clears them (collecting it
+//! would bring the put back); every other tombstone is collected as before,
+//! including one that lost a conflict: it is dropped from the key's losers once
+//! the horizon covers it, and that conflict ends. Else replicas could disagree
+//! for good: a member that lost its disk and writes before catching up makes a
+//! write concurrent with a tombstone that peers may have collected already (on
+//! the strength of its digest from before the loss), and the replicas that had
+//! not yet collected it would list it as the new write's loser forever while
+//! the others never could. A write to a key its store holds nothing for takes the
 //! store's tombstone floor as its context: every write to that key below the
 //! floor was superseded and its tombstone collected, so the new write saw it.
 

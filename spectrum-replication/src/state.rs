@@ -396,11 +396,21 @@ impl State {
     }
 
     /// Plans dropping every tombstone whose `(origin, seq)` both `horizon` and this
-    /// store cover. The clock rises past each dropped stamp, so a later local write
-    /// to the key wins over the tombstone wherever it is still held.
+    /// store cover: a key's winning tombstone once it has no conflict losers, and
+    /// every conflict loser that is a tombstone. The clock rises past each dropped
+    /// stamp, so a later local write to the key wins over the tombstone wherever it
+    /// is still held.
+    ///
+    /// A losing tombstone is collected like any other: whether it stays listed
+    /// must not depend on when each replica collected it. A member that lost its
+    /// disk and writes before catching up makes a write concurrent with a
+    /// tombstone its peers may already have collected (its last digest, from
+    /// before the loss, covered it): replicas that collected the tombstone first
+    /// take the write without a conflict, replicas that had not list the
+    /// tombstone as its loser, and only collecting that loser too makes them agree.
     pub(crate) fn plan_collect(&self, horizon: &VersionVector, hlc: &Hlc) -> (Changes, usize) {
         let mut d = Draft::new(self);
-        let mut count = 0;
+        let mut count = self.plan_collect_losers(&mut d, horizon, hlc);
         for (origin, seq) in &self.tombstones {
             if horizon.get(origin) < *seq || self.vv.get(origin) < *seq {
                 continue;
@@ -421,6 +431,27 @@ impl State {
             count += 1;
         }
         (d.finish(), count)
+    }
+
+    /// Drops into `d` every conflict loser that is a tombstone `horizon` and this
+    /// store cover (see [`plan_collect`](Self::plan_collect)); returns how many.
+    fn plan_collect_losers(&self, d: &mut Draft<'_>, horizon: &VersionVector, hlc: &Hlc) -> usize {
+        let mut count = 0;
+        for (key, losers) in &self.losers {
+            let covered = |r: &Record| horizon.get(&r.origin) >= r.seq && self.vv.get(&r.origin) >= r.seq;
+            let (gone, kept): (Vec<&Record>, Vec<&Record>) =
+                losers.iter().partition(|r| r.is_tombstone() && covered(r));
+            if gone.is_empty() {
+                continue;
+            }
+            for r in &gone {
+                hlc.restore(r.stamp);
+                d.raise_floor(&r.origin, r.seq);
+            }
+            d.set_losers(key, kept.into_iter().cloned().collect());
+            count += gone.len();
+        }
+        count
     }
 
     /// Applies planned changes.
@@ -824,6 +855,41 @@ mod tests {
         assert!(clock.last() >= Timestamp::new(5, 0));
         let err = st.delta(&VersionVector::default(), usize::MAX).unwrap_err();
         assert!(matches!(err, StoreError::BehindHorizon { floor: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_losing_tombstone_is_collected_so_replicas_that_collected_it_first_agree() {
+        // b:1 deleted `k`; c:1, a put concurrent with it (its writer had lost its
+        // disk and not yet seen the delete), won. A replica that collected b:1
+        // before c:1 arrived holds c:1 alone; this one lists b:1 as its loser.
+        let mut listing = merged(vec![rec("k", None, "b", 1, 5), rec("k", Some("new"), "c", 1, 9)]);
+        assert_eq!(listing.conflicts("").len(), 1, "a delete concurrent with a put is a conflict");
+        let mut collected_first = merged(vec![rec("k", None, "b", 1, 5)]);
+        let mut horizon = VersionVector::default();
+        horizon.raise(&node("b"), 1);
+        horizon.raise(&node("c"), 1);
+        for st in [&mut listing, &mut collected_first] {
+            let (c, _) = st.plan_collect(&horizon, &hlc());
+            st.commit(&c);
+        }
+        let (c, _) =
+            collected_first.plan_merge(vec![rec("k", Some("new"), "c", 1, 9)], &VersionVector::default());
+        collected_first.commit(&c);
+        for st in [&listing, &collected_first] {
+            assert!(st.conflicts("").is_empty(), "{:?}", st.conflicts(""));
+            assert_eq!(st.get("k").and_then(|r| r.value), Some(Bytes::from_static(b"new")));
+            assert_eq!(st.gc_floor().get(&node("b")), 1);
+        }
+        assert_eq!(listing.snapshot().records, collected_first.snapshot().records);
+        // A put that lost to a tombstone is never collected: the key stays deleted
+        // and the conflict listed until a write clears it.
+        let mut deleted = merged(vec![rec("d", Some("old"), "e", 1, 5), rec("d", None, "f", 1, 9)]);
+        horizon.raise(&node("e"), 1);
+        horizon.raise(&node("f"), 1);
+        let (c, n) = deleted.plan_collect(&horizon, &hlc());
+        deleted.commit(&c);
+        assert_eq!(n, 0);
+        assert_eq!(deleted.conflicts("").len(), 1);
     }
 
     #[test]

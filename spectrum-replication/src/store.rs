@@ -49,7 +49,9 @@ pub const FEED_CAPACITY: usize = 1024;
 ///   is kept beside the winner, sent in deltas and snapshots like any record,
 ///   and listed by [`conflicts`](ConfigStore::conflicts) until a write that saw
 ///   both supersedes it. Replicas that merged the same records list the same
-///   conflicts. A tombstone with open conflicts is not collected.
+///   conflicts. A tombstone that won with open conflicts is not collected (the
+///   put it beat would come back); a tombstone that lost one is collected like
+///   any other, which ends that conflict on every replica alike.
 /// - Every stored or dropped record is one entry of a change feed
 ///   ([`changes_since`](ConfigStore::changes_since)) numbered 1, 2, 3, … with no
 ///   gaps; [`subscribe`](ConfigStore::subscribe) wakes watchers up. The feed

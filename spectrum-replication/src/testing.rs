@@ -73,6 +73,7 @@ where
     the_change_feed_replays_every_change_in_order_without_gaps(&h).await;
     the_feed_head_names_the_position_the_oldest_and_the_digest_there(&h).await;
     writes_that_did_not_see_each_other_are_kept_as_a_conflict_until_one_that_saw_both(&h).await;
+    a_tombstone_that_lost_a_conflict_is_collected_and_the_conflict_ends(&h).await;
 }
 
 struct Harness<'a, F> {
@@ -728,4 +729,33 @@ async fn writes_that_did_not_see_each_other_are_kept_as_a_conflict_until_one_tha
     for s in [&a, &b, &copy] {
         assert!(s.conflicts("").await.expect("conflicts").is_empty(), "conflict: cleared everywhere");
     }
+}
+
+async fn a_tombstone_that_lost_a_conflict_is_collected_and_the_conflict_ends<F, S>(h: &Harness<'_, F>)
+where
+    F: Fn(NodeId, Arc<Hlc>) -> S,
+    S: ConfigStore,
+{
+    let s = h.store("a");
+    // b deleted `k` and, concurrently, c put it later; d put `j` and e deleted it later.
+    let records = vec![
+        remote("k", None, 10, "b", 1),
+        remote("k", Some("put"), 20, "c", 1),
+        remote("j", Some("put"), 10, "d", 1),
+        remote("j", None, 20, "e", 1),
+    ];
+    s.merge(records, &VersionVector::default()).await.expect("merge");
+    assert_eq!(s.conflicts("").await.expect("conflicts").len(), 2, "lost tombstone: two conflicts");
+    let mut horizon = VersionVector::default();
+    for o in ["b", "c", "d", "e"] {
+        horizon.raise(&origin(o), 1);
+    }
+    assert_eq!(s.collect_tombstones(&horizon).await.expect("collect"), 1, "lost tombstone: b:1 only");
+    let left = s.conflicts("").await.expect("conflicts");
+    assert_eq!(left.len(), 1, "lost tombstone: the conflict of a winning tombstone stays");
+    assert_eq!(left[0].key, "j", "lost tombstone: its key stays deleted");
+    assert_eq!(s.get("k").await.expect("get").and_then(|r| r.value), Some(Bytes::from_static(b"put")));
+    let snapshot = s.snapshot().await.expect("snapshot");
+    assert_eq!(snapshot.gc_floor.get(&origin("b")), 1, "lost tombstone: the floor rises past it");
+    assert!(snapshot.conflicts.iter().all(|c| c.key == "j"), "lost tombstone: no longer stored");
 }

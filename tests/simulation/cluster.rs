@@ -361,18 +361,9 @@ impl Cluster {
             return false;
         }
         let replicas = self.replicas();
-        // Conflict losers are compared unless a disk was lost: a write that
-        // superseded a loser and died with its store before it reached anyone
-        // may leave the loser listed on the nodes that received it only. (Cut
-        // deltas vouching for such a loser without its superseder, proptest
-        // case adefafa3 of the convergence test, are fixed; with the comparison
-        // on, lost-store seed 104 still lists a loser on one node only, cause
-        // not yet found.) Values are compared always.
-        let lost_disk = self.nodes.iter().any(|n| n.wipes > 0);
+        // Conflict losers are compared in every run, a lost disk included.
         replicas.windows(2).all(|w| {
-            w[0].digest == w[1].digest
-                && w[0].live() == w[1].live()
-                && (lost_disk || w[0].conflicts == w[1].conflicts)
+            w[0].digest == w[1].digest && w[0].live() == w[1].live() && w[0].conflicts == w[1].conflicts
         })
     }
 
