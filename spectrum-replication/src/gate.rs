@@ -89,7 +89,7 @@ pub(crate) enum GateRefusal {
     #[error("the call carries {count} {PEER_HEADER} entries; at most {max} are accepted")]
     TooManyCredentials { count: usize, max: usize },
     /// A peer credential entry that is not a token's form.
-    #[error("the {PEER_HEADER} entry #{index} is not a peer token (64 lower-case hex digits)")]
+    #[error("the {PEER_HEADER} entry #{index} is not a peer credential token (64 lower-case hex digits)")]
     MalformedCredential { index: usize },
     /// No peer credential entry, where the service needs one.
     #[error("{service} calls need this cluster's peer credential ({PEER_HEADER})")]
@@ -426,7 +426,7 @@ mod tests {
                 ]),
                 header: ours(),
                 code: Code::Unauthenticated,
-                message: "entry #1 is not a peer token",
+                message: "entry #1 is not a peer credential token",
             },
             Hostile {
                 name: "the right credential hidden among repeated entries",
