@@ -135,8 +135,9 @@ impl fmt::Debug for PeerToken {
     }
 }
 
-/// Most peer entries a call may carry that are looked at: the current credential's
-/// and those of previous keys still accepted during a key rotation.
+/// Most peer entries a call may carry: the current credential's and those of
+/// previous keys still accepted during a key rotation. Internal services refuse
+/// a call with more (see `gate.rs`).
 pub const MAX_TOKENS: usize = 4;
 
 /// Attaches the peer tokens (the current credential's first, then those of
