@@ -405,7 +405,9 @@ async fn conflicts(s: &MemoryStore) -> Named {
 /// supersedes (its writer saw it, by its lineage's context, and it wins over
 /// it); the greatest is the winner, each other one a loser. A key whose
 /// frontier is a lone tombstone may have been collected; it has no conflict
-/// either way.
+/// either way. A loser that is a tombstone is collected at rest (every node
+/// collects up to the horizon before the copies are compared), which ends its
+/// conflict.
 fn model_conflicts(writes: &[&Record]) -> Named {
     let mut by_key: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
     for r in writes {
@@ -424,7 +426,7 @@ fn model_conflicts(writes: &[&Record]) -> Named {
         let Some(winner) = open.iter().copied().reduce(|a, b| if b.wins_over(a) { b } else { a }) else {
             continue;
         };
-        for l in open.iter().filter(|l| l.token() != winner.token()) {
+        for l in open.iter().filter(|l| l.token() != winner.token() && !l.is_tombstone()) {
             out.insert((key.to_owned(), winner.token().to_string(), l.token().to_string()));
         }
     }
