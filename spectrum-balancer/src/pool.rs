@@ -65,6 +65,8 @@ pub(crate) struct Counters {
     pub(crate) too_large: AtomicU64,
     /// Requests for an internal service, refused by the balancer.
     pub(crate) internal_refused: AtomicU64,
+    /// Requests a node refused as not ready ([`crate::refusal`]), sent to another.
+    pub(crate) not_ready_retries: AtomicU64,
 }
 
 impl Counters {
