@@ -50,6 +50,9 @@ pub(crate) struct TestNode {
     pub(crate) not_ready: Arc<AtomicBool>,
     /// Requests this node answered on `/echo`.
     pub(crate) echoed: Arc<AtomicUsize>,
+    /// Connections open now that carried a proxied request (the balancer's
+    /// upstream connections, not its health checks).
+    pub(crate) proxied_connections: Arc<AtomicUsize>,
     server: Option<JoinHandle<()>>,
 }
 
@@ -76,6 +79,8 @@ impl TestNode {
         let not_ready = Arc::new(AtomicBool::new(false));
         let echoed = Arc::new(AtomicUsize::new(0));
         let (refusing, echoes) = (not_ready.clone(), echoed.clone());
+        let proxied_connections = Arc::new(AtomicUsize::new(0));
+        let open_proxied = proxied_connections.clone();
         let server = tokio::spawn(async move {
             // Dropping the set (when this task is aborted) aborts every connection.
             let mut connections = JoinSet::new();
@@ -85,11 +90,16 @@ impl TestNode {
                 let health_service = health_service.clone();
                 let flag = flag.clone();
                 let (refusing, echoes) = (refusing.clone(), echoes.clone());
+                let counted = CountedOnce::new(&open_proxied);
                 connections.spawn(async move {
+                    let counted = Arc::new(counted);
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let node_name = node_name.clone();
                         let mut health_service = health_service.clone();
                         let proxied = req.headers().contains_key("x-forwarded-for");
+                        if proxied {
+                            counted.count();
+                        }
                         let refuse = flag.load(Ordering::Relaxed) && proxied;
                         let not_ready = refusing.load(Ordering::Relaxed) && proxied;
                         let echoes = echoes.clone();
@@ -131,6 +141,7 @@ impl TestNode {
             unavailable,
             not_ready,
             echoed,
+            proxied_connections,
             server: Some(server),
         }
     }
@@ -152,6 +163,33 @@ impl Drop for TestNode {
     fn drop(&mut self) {
         if let Some(server) = self.server.take() {
             server.abort();
+        }
+    }
+}
+
+/// Counts one connection in a shared figure from its first [`count`](Self::count)
+/// until dropped (with its connection's task, however that ends).
+struct CountedOnce {
+    open: Arc<AtomicUsize>,
+    counted: AtomicBool,
+}
+
+impl CountedOnce {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        Self { open: open.clone(), counted: AtomicBool::new(false) }
+    }
+
+    fn count(&self) {
+        if !self.counted.swap(true, Ordering::AcqRel) {
+            self.open.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for CountedOnce {
+    fn drop(&mut self) {
+        if *self.counted.get_mut() {
+            self.open.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
