@@ -150,7 +150,9 @@
 //! ## Live membership
 //!
 //! Instead of a fixed list, give the balancer a [`Discovery`] source; it is asked
-//! once a second (or at the interval you choose) for the membership record.
+//! once a second (or at the interval you choose) for the membership record. A node
+//! that leaves has its connections closed as soon as the requests under way on them
+//! end, by every worker, idle ones included.
 //! [`StaticDiscovery`] is the fixed list in that form:
 //!
 //! ```no_run
