@@ -54,6 +54,9 @@
 //!   [`BalancerConfig::retry_buffer`] (64 KiB), which keeps a copy while it streams,
 //!   and retries are limited by a budget ([`RetryBudgetConfig`]: 20 % of requests
 //!   plus 10 per second), so retries never multiply load on a struggling cluster.
+//! - A request a node refused because it is not ready, before doing any of its
+//!   work (marked so, see [`refusal`]), goes to another node whatever it is: nothing
+//!   ran. That takes nothing from the budget; its body must fit the retry buffer.
 //! - A node that fails a connection is ejected at once; one that fails
 //!   [`BalancerConfig::eject_after_failures`] exchanges in a row too. It comes back
 //!   after a backoff that doubles with each ejection in a row *and* passing health
@@ -147,7 +150,9 @@
 //! ## Live membership
 //!
 //! Instead of a fixed list, give the balancer a [`Discovery`] source; it is asked
-//! once a second (or at the interval you choose) for the membership record.
+//! once a second (or at the interval you choose) for the membership record. A node
+//! that leaves has its connections closed as soon as the requests under way on them
+//! end, by every worker, idle ones included.
 //! [`StaticDiscovery`] is the fixed list in that form:
 //!
 //! ```no_run
@@ -245,6 +250,7 @@ mod health;
 mod metrics;
 mod pool;
 mod proxy;
+pub mod refusal;
 mod replay;
 mod retry;
 mod routing;

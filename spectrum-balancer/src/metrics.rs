@@ -75,6 +75,11 @@ fn counters(out: &mut String, pool: &Pool) {
             "Requests for an internal service of the cluster, refused by the balancer.",
             &c.internal_refused,
         ),
+        (
+            "spectrum_balancer_not_ready_retries_total",
+            "Requests a node refused as not ready, sent to another node.",
+            &c.not_ready_retries,
+        ),
     ] {
         family(out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));

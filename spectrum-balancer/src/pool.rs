@@ -12,6 +12,7 @@ use crate::tls::Connector;
 use parking_lot::{Mutex, RwLock};
 use spectrum_core::tls::TlsConfig;
 use spectrum_core::{Member as ClusterMember, MemberState, NodeId};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
@@ -65,6 +66,8 @@ pub(crate) struct Counters {
     pub(crate) too_large: AtomicU64,
     /// Requests for an internal service, refused by the balancer.
     pub(crate) internal_refused: AtomicU64,
+    /// Requests a node refused as not ready ([`crate::refusal`]), sent to another.
+    pub(crate) not_ready_retries: AtomicU64,
 }
 
 impl Counters {
@@ -108,6 +111,26 @@ impl Candidates {
 /// (see [`Pool::local_snapshot`]).
 #[derive(Debug, Default)]
 pub(crate) struct LocalSnapshot(Mutex<Option<(u64, Arc<Snapshot>)>>);
+
+impl LocalSnapshot {
+    /// Drops this copy if `pool` has published a newer snapshot since. An idle
+    /// worker calls this on every change ([`Pool::changes`]): its copy would
+    /// otherwise keep removed backends, and their open connections, until its next
+    /// request.
+    pub(crate) fn forget_if_stale(&self, pool: &Pool) {
+        let generation = pool.generation.load(Ordering::Acquire);
+        let stale = {
+            let mut cached = self.0.lock();
+            match &*cached {
+                Some((seen, _)) if *seen != generation => cached.take(),
+                _ => None,
+            }
+        };
+        // Dropped outside the lock: the last reference to a removed backend closes
+        // its connections here.
+        drop(stale);
+    }
+}
 
 /// What requests read: rebuilt whenever membership, health, draining, weights or
 /// the strategy in force change.
@@ -188,6 +211,8 @@ pub(crate) struct Pool {
     /// Bumped after each new snapshot, so workers can keep a copy of their own
     /// ([`LocalSnapshot`]) and look at one shared word per request.
     generation: AtomicU64,
+    /// The generation again, for workers to wait on ([`Pool::changes`]).
+    published: watch::Sender<u64>,
     loads: LoadRegistry,
     config: BalancerConfig,
     pub(crate) counters: Counters,
@@ -213,6 +238,7 @@ impl Pool {
             settings: Mutex::new(settings),
             snapshot: RwLock::new(Arc::new(snapshot)),
             generation: AtomicU64::new(0),
+            published: watch::Sender::new(0),
             loads: LoadRegistry::new(),
             budget: RetryBudget::new(config.retry_budget),
             counters: Counters::default(),
@@ -227,6 +253,18 @@ impl Pool {
 
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.read().clone()
+    }
+
+    /// Changes whenever a new snapshot is published (membership, health, draining,
+    /// weights, strategy), for workers that keep a copy ([`LocalSnapshot`]).
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// Counts a new snapshot: workers' copies are stale from now on.
+    fn bump_generation(&self) {
+        let generation = self.generation.fetch_add(1, Ordering::Release) + 1;
+        self.published.send_replace(generation);
     }
 
     /// The snapshot in force, from `local` while it is current: one worker's
@@ -273,7 +311,7 @@ impl Pool {
             }
         }
         *self.snapshot.write() = Arc::new(snap);
-        self.generation.fetch_add(1, Ordering::Release);
+        self.bump_generation();
     }
 
     fn backoff(&self) -> Backoff {
@@ -545,7 +583,7 @@ impl Pool {
             m.stop_checks();
         }
         *self.snapshot.write() = Arc::new(Snapshot::empty(self.settings.lock().routing()));
-        self.generation.fetch_add(1, Ordering::Release);
+        self.bump_generation();
     }
 }
 

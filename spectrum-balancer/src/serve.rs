@@ -214,7 +214,8 @@ fn server(limits: ConnectionLimits) -> auto::Builder<TokioExecutor> {
 }
 
 /// One worker: serves the connections handed to it until shutdown (then lets them
-/// finish for up to the grace period) or until the acceptor is gone.
+/// finish for up to the grace period) or until the acceptor is gone, and drops its
+/// copy of the pool's snapshot as soon as a newer one is published.
 async fn worker_loop(
     mut incoming: mpsc::UnboundedReceiver<Accepted>,
     proxy: Arc<Proxy>,
@@ -223,8 +224,16 @@ async fn worker_loop(
 ) {
     let server = Arc::new(server(limits));
     let mut connections = JoinSet::new();
+    let mut changes = proxy.pool.changes();
+    let mut watching = true;
     loop {
         tokio::select! {
+            // A new snapshot: drop this worker's stale copy at once, so a removed
+            // backend's connections close without waiting for a request here.
+            changed = changes.changed(), if watching => match changed {
+                Ok(()) => proxy.snapshot.forget_if_stale(&proxy.pool),
+                Err(_) => watching = false,
+            },
             accepted = incoming.recv() => match accepted {
                 Some(accepted) => {
                     connections.spawn(serve_accepted(accepted, server.clone(), proxy.clone(), shutdown.clone(), limits));

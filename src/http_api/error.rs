@@ -39,6 +39,10 @@ pub struct ApiError {
     pub status: StatusCode,
     /// The body.
     pub body: ErrorBody,
+    /// The node refused the call because it is not ready, before doing any of its
+    /// work: the answer carries `spectrum-refused: not-ready`, and a balancer sends
+    /// the call to another node (see [`spectrum_balancer::refusal`]).
+    pub not_ready: bool,
 }
 
 impl ApiError {
@@ -47,6 +51,7 @@ impl ApiError {
         Self {
             status,
             body: ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.into() } },
+            not_ready: false,
         }
     }
 
@@ -96,7 +101,12 @@ fn snake_case(code: Code) -> String {
 
 impl From<Status> for ApiError {
     fn from(status: Status) -> Self {
-        Self::new(http_status(status.code()), &snake_case(status.code()), status.message())
+        let mut error = Self::new(http_status(status.code()), &snake_case(status.code()), status.message());
+        error.not_ready = status
+            .metadata()
+            .get(spectrum_balancer::refusal::REFUSED_HEADER)
+            .is_some_and(|v| v.as_encoded_bytes() == spectrum_balancer::refusal::NOT_READY.as_bytes());
+        error
     }
 }
 
@@ -111,6 +121,9 @@ impl IntoResponse for ApiError {
         let mut body = serde_json::to_vec(&self.body).unwrap_or_default();
         body.push(b'\n');
         let mut response = (self.status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if self.not_ready {
+            spectrum_balancer::refusal::mark_not_ready(response.headers_mut());
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -139,5 +152,25 @@ mod tests {
         let response = ApiError::from(Status::unauthenticated("missing bearer token")).into_response();
         assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+    }
+
+    #[test]
+    fn a_not_ready_refusal_is_marked_for_the_balancer_in_both_apis_and_other_errors_are_not() {
+        let node: spectrum_core::NodeId = "node-1".parse().unwrap();
+        let status = Status::from(AdminError::CatchingUp { node: node.clone() });
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.metadata().get("spectrum-refused").unwrap(), "not-ready");
+        let response = ApiError::from(AdminError::CatchingUp { node: node.clone() }).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(spectrum_balancer::refusal::is_not_ready(response.status(), response.headers()));
+
+        let fenced = AdminError::ClockFenced { node, reason: "800 ms ahead".into() };
+        let response = ApiError::from(fenced).into_response();
+        assert!(spectrum_balancer::refusal::is_not_ready(response.status(), response.headers()));
+
+        let internal = Status::from(AdminError::Internal { reason: "the store applied no records".into() });
+        assert!(internal.metadata().get("spectrum-refused").is_none(), "work was done: not marked");
+        let response = ApiError::from(Status::unavailable("x")).into_response();
+        assert!(response.headers().get("spectrum-refused").is_none());
     }
 }

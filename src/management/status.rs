@@ -11,7 +11,8 @@ use crate::registry::RegistryError;
 impl From<AdminError> for Status {
     fn from(e: AdminError) -> Self {
         let message = e.to_string();
-        match e {
+        let not_ready = refused_not_ready(&e);
+        let mut status = match e {
             AdminError::Key(KeyError::ReadOnly { .. }) => Status::permission_denied(message),
             AdminError::Key(_)
             | AdminError::License(_)
@@ -55,8 +56,23 @@ impl From<AdminError> for Status {
             | AdminError::Replication(_) => Status::unavailable(message),
             AdminError::AckTimeout { .. } => Status::deadline_exceeded(message),
             _ => Status::internal(message),
+        };
+        if not_ready {
+            status.metadata_mut().insert(
+                spectrum_balancer::refusal::REFUSED_HEADER,
+                tonic::metadata::MetadataValue::from_static(spectrum_balancer::refusal::NOT_READY),
+            );
         }
+        status
     }
+}
+
+/// Whether `e` refuses the call before any of its work because this node is not
+/// ready (catching up, its clock fenced, its copy possibly stale). The answer is
+/// then marked so that a balancer sends the call to another node, even one that is
+/// not idempotent (see [`spectrum_balancer::refusal`]).
+fn refused_not_ready(e: &AdminError) -> bool {
+    matches!(e, AdminError::CatchingUp { .. } | AdminError::ClockFenced { .. } | AdminError::Stale { .. })
 }
 
 /// Whether a storage failure is a full disk (or quota): `ENOSPC`, `EDQUOT`.

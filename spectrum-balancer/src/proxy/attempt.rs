@@ -21,6 +21,7 @@ use super::completion::{Completion, TrackedBody};
 use super::{Prepared, Proxy, may_hold_hop_by_hop, strip_hop_by_hop, timed_out, too_large, until};
 use crate::body::{ProxyBody, Verdict};
 use crate::pool::{Counters, Entry};
+use crate::refusal;
 use crate::replay::AttemptBody;
 use crate::strategy::Outcome;
 
@@ -30,8 +31,9 @@ pub(super) enum AttemptOutcome {
     /// The answer for the client: the backend's response, or the balancer's own
     /// (no answer in time, body over the limit, a path that cannot be forwarded).
     Answered(Response<ProxyBody>),
-    /// The request never reached the backend: try another. The attempt does not
-    /// count against `max_attempts`.
+    /// The request never reached the backend, or the backend refused it as not
+    /// ready before doing anything: try another. The attempt does not count against
+    /// `max_attempts`.
     NotSent,
     /// The backend failed the request after it was sent, and a retry was granted:
     /// send it to another.
@@ -115,12 +117,19 @@ struct Underway<'a> {
     chances: Chances,
 }
 
+/// Whether a request a node refused as not ready ([`refusal`]) may go to another
+/// node: one is left, and the whole body can be sent again. Nothing ran, so the
+/// request need not be idempotent, and the retry budget is not asked.
+fn may_resend_refused(request: &Prepared, chances: Chances) -> bool {
+    chances.left > 1 && request.body.can_replay()
+}
+
 impl Proxy {
     /// Whether a request that failed after being sent may go to another backend now:
     /// it is retriable, its body can be sent again, it has attempts and backends
     /// left, and the budget grants a retry (which this takes).
     fn may_retry(&self, request: &Prepared, chances: Chances) -> bool {
-        if request.template.is_none()
+        if !request.retriable
             || chances.sent >= self.pool.config().max_attempts
             || chances.left <= 1
             || !request.body.can_replay()
@@ -229,6 +238,15 @@ impl Proxy {
         underway.completion.set_latency(latency);
         let verdict = Verdict::of(Some(resp.status()), resp.headers());
         trace!(node = %backend.id, status = resp.status().as_u16(), latency_us = latency.as_micros() as u64, "response");
+        if refusal::is_not_ready(resp.status(), resp.headers())
+            && may_resend_refused(request, underway.chances)
+        {
+            debug!(node = %backend.id, status = resp.status().as_u16(), "node not ready; sending the request to another");
+            underway.completion.complete(Some(Verdict::Unavailable));
+            Counters::bump(&self.pool.counters.not_ready_retries);
+            backend.load.record_retry();
+            return AttemptOutcome::NotSent;
+        }
         if decide(Exchange::Answered(verdict), || self.may_retry(request, underway.chances))
             == Decision::Retry
         {
@@ -239,7 +257,7 @@ impl Proxy {
         }
         let (mut parts, mut upstream) = resp.into_parts();
         let mut first = None;
-        if request.template.is_some() && verdict != Verdict::Unavailable && !upstream.is_end_stream() {
+        if request.retriable && verdict != Verdict::Unavailable && !upstream.is_end_stream() {
             match self.read_ahead(request, &mut underway, &mut upstream).await {
                 Ok(frame) => first = Some(frame),
                 Err(outcome) => return outcome,

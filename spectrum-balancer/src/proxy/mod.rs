@@ -256,8 +256,12 @@ struct Prepared {
     /// The client's HTTP version, given back on the response.
     client_version: Version,
     body: RequestBody,
-    /// Kept for retriable requests only: how to send the request again.
-    template: Option<Template>,
+    /// Whether the request may be sent again after a backend failed it once sent
+    /// (a safe method, or an idempotent path). Any request may be sent again after
+    /// a not-ready refusal ([`crate::refusal`]), since nothing ran.
+    retriable: bool,
+    /// How to send the request again.
+    template: Template,
     /// The request for the next attempt while it has not been sent (or came back unsent).
     pending: Option<Request<AttemptBody>>,
     /// When the backend must have answered by, if there is a limit.
@@ -276,16 +280,15 @@ impl Prepared {
     }
 
     /// The request for the next attempt, addressed to `authority`: the unsent one, or
-    /// a copy made from the template. `Err` is the balancer's answer when there is
-    /// neither, or the path cannot be forwarded (boxed: it is rare, and large).
+    /// a copy made from the template. `Err` is the balancer's answer when the path
+    /// cannot be forwarded (boxed: it is rare, and large).
     fn outgoing(
         &mut self,
         authority: &http::uri::Authority,
     ) -> Result<Request<AttemptBody>, Box<Response<ProxyBody>>> {
-        let mut req = match (self.pending.take(), &self.template) {
-            (Some(req), _) => req,
-            (None, Some(template)) => template.request(self.body.attempt()),
-            (None, None) => return Err(Box::new(backend_failed(self.grpc))),
+        let mut req = match self.pending.take() {
+            Some(req) => req,
+            None => self.template.request(self.body.attempt()),
         };
         let Some(uri) = upstream_uri(authority, &self.pq) else {
             return Err(Box::new(local_answer(
@@ -396,9 +399,11 @@ impl Proxy {
             add_forwarding(&mut parts.headers, parts.uri.authority(), client, proto);
         }
         parts.version = Version::HTTP_2;
-        let body =
-            RequestBody::new(body, config.max_request_body, if retriable { config.retry_buffer } else { 0 });
-        let template = retriable.then(|| Template { method: method.clone(), headers: parts.headers.clone() });
+        // Every request keeps up to `retry_buffer` of its body (references to the
+        // client's buffers, not copies): a not-ready refusal is sent elsewhere whatever
+        // the request.
+        let body = RequestBody::new(body, config.max_request_body, config.retry_buffer);
+        let template = Template { method: method.clone(), headers: parts.headers.clone() };
         let pending = Some(Request::from_parts(parts, body.attempt()));
         let deadline = config.request_timeout.map(|limit| Instant::now() + limit);
         Ok(Prepared {
@@ -409,6 +414,7 @@ impl Proxy {
             strategy,
             client_version,
             body,
+            retriable,
             template,
             pending,
             deadline,

@@ -147,7 +147,8 @@ impl Proxy {
             strategy: snapshot.routing.strategy.clone(),
             client_version: Version::HTTP_11,
             body,
-            template: Some(template),
+            retriable: true,
+            template,
             pending: Some(pending),
             deadline: Some(Instant::now() + PROBE_TIMEOUT),
         };

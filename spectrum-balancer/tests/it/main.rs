@@ -6,6 +6,7 @@ mod internal;
 mod live_settings;
 mod membership;
 mod metrics;
+mod not_ready;
 mod proxying;
 mod retries;
 mod stats;

@@ -211,3 +211,30 @@ async fn a_failing_membership_source_leaves_the_members_in_place() {
     assert_eq!(names(&balancer), ["node-1"]);
     balancer.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_idle_worker_closes_a_removed_backends_connections_without_waiting_for_a_request() {
+    let nodes = start_nodes(2).await;
+    let config = spectrum_balancer::BalancerConfig { workers: 2, ..fast_config() };
+    let balancer = balancer_with(config, &nodes, None).await;
+    // Two client connections: the acceptor hands them to different workers, and
+    // each worker opens its own connections to both nodes (round robin).
+    let mut clients =
+        vec![Client::h2c(balancer.local_addr()).await, Client::h2c(balancer.local_addr()).await];
+    for client in &mut clients {
+        for _ in 0..4 {
+            assert_eq!(client.get("/").await.status, 200);
+        }
+    }
+    let open = |node: &TestNode| node.proxied_connections.load(std::sync::atomic::Ordering::Acquire);
+    assert!(open(&nodes[1]) >= 1, "the balancer forwarded to node-1");
+
+    // node-1 leaves; no request comes in after that.
+    balancer.set_backends(vec![nodes[0].backend()]).unwrap();
+    wait_until("node-1's upstream connections are closed", || open(&nodes[1]) == 0).await;
+    assert!(open(&nodes[0]) >= 1, "the remaining node's connections stay open");
+    for client in &mut clients {
+        assert_eq!(client.get("/").await.node(), "node-0");
+    }
+    balancer.shutdown().await;
+}

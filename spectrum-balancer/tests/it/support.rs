@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -35,13 +35,24 @@ pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 ///   `x-seen-*` headers;
 /// - while [`unavailable`](Self::unavailable) is set, answers every proxied request
 ///   (one with `x-forwarded-for`) with a trailers-only gRPC `UNAVAILABLE`, yet still
-///   passes the balancer's own health checks.
+///   passes the balancer's own health checks;
+/// - while [`not_ready`](Self::not_ready) is set, refuses every proxied request as
+///   a node that is not ready does, before reading its body: gRPC `UNAVAILABLE`
+///   (trailers-only) or HTTP 503, marked `spectrum-refused: not-ready`;
+/// - answers `/echo` with the request's body (and counts it in
+///   [`echoed`](Self::echoed)).
 pub(crate) struct TestNode {
     pub(crate) name: String,
     pub(crate) id: NodeId,
     pub(crate) addr: SocketAddr,
     pub(crate) health: HealthReporter,
     pub(crate) unavailable: Arc<AtomicBool>,
+    pub(crate) not_ready: Arc<AtomicBool>,
+    /// Requests this node answered on `/echo`.
+    pub(crate) echoed: Arc<AtomicUsize>,
+    /// Connections open now that carried a proxied request (the balancer's
+    /// upstream connections, not its health checks).
+    pub(crate) proxied_connections: Arc<AtomicUsize>,
     server: Option<JoinHandle<()>>,
 }
 
@@ -65,6 +76,11 @@ impl TestNode {
         let node_name: Arc<str> = Arc::from(name);
         let unavailable = Arc::new(AtomicBool::new(false));
         let flag = unavailable.clone();
+        let not_ready = Arc::new(AtomicBool::new(false));
+        let echoed = Arc::new(AtomicUsize::new(0));
+        let (refusing, echoes) = (not_ready.clone(), echoed.clone());
+        let proxied_connections = Arc::new(AtomicUsize::new(0));
+        let open_proxied = proxied_connections.clone();
         let server = tokio::spawn(async move {
             // Dropping the set (when this task is aborted) aborts every connection.
             let mut connections = JoinSet::new();
@@ -73,14 +89,24 @@ impl TestNode {
                 let node_name = node_name.clone();
                 let health_service = health_service.clone();
                 let flag = flag.clone();
+                let (refusing, echoes) = (refusing.clone(), echoes.clone());
+                let counted = CountedOnce::new(&open_proxied);
                 connections.spawn(async move {
+                    let counted = Arc::new(counted);
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let node_name = node_name.clone();
                         let mut health_service = health_service.clone();
-                        let refuse =
-                            flag.load(Ordering::Relaxed) && req.headers().contains_key("x-forwarded-for");
+                        let proxied = req.headers().contains_key("x-forwarded-for");
+                        if proxied {
+                            counted.count();
+                        }
+                        let refuse = flag.load(Ordering::Relaxed) && proxied;
+                        let not_ready = refusing.load(Ordering::Relaxed) && proxied;
+                        let echoes = echoes.clone();
                         async move {
-                            let mut resp: Response<Body> = if refuse {
+                            let mut resp: Response<Body> = if not_ready {
+                                refuse_not_ready(&req)
+                            } else if refuse {
                                 let mut resp = Response::new(full(""));
                                 resp.headers_mut()
                                     .insert("content-type", "application/grpc".parse().unwrap());
@@ -89,6 +115,10 @@ impl TestNode {
                             } else if req.uri().path().starts_with("/grpc.health.v1.Health/") {
                                 let resp = health_service.call(req).await.unwrap();
                                 resp.map(|b| b.map_err(Into::into).boxed_unsync())
+                            } else if req.uri().path() == "/echo" {
+                                echoes.fetch_add(1, Ordering::Relaxed);
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                Response::new(full(body))
                             } else {
                                 answer(&node_name, req).await
                             };
@@ -109,6 +139,9 @@ impl TestNode {
             addr,
             health,
             unavailable,
+            not_ready,
+            echoed,
+            proxied_connections,
             server: Some(server),
         }
     }
@@ -132,6 +165,52 @@ impl Drop for TestNode {
             server.abort();
         }
     }
+}
+
+/// Counts one connection in a shared figure from its first [`count`](Self::count)
+/// until dropped (with its connection's task, however that ends).
+struct CountedOnce {
+    open: Arc<AtomicUsize>,
+    counted: AtomicBool,
+}
+
+impl CountedOnce {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        Self { open: open.clone(), counted: AtomicBool::new(false) }
+    }
+
+    fn count(&self) {
+        if !self.counted.swap(true, Ordering::AcqRel) {
+            self.open.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for CountedOnce {
+    fn drop(&mut self) {
+        if *self.counted.get_mut() {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A not-ready node's refusal, made before reading the request's body.
+fn refuse_not_ready(req: &Request<Incoming>) -> Response<Body> {
+    let grpc =
+        req.headers().get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let mut resp = if grpc {
+        let mut resp = Response::new(full(""));
+        resp.headers_mut().insert("content-type", "application/grpc".parse().unwrap());
+        resp.headers_mut().insert("grpc-status", "14".parse().unwrap());
+        resp.headers_mut().insert("grpc-message", "node-0 is catching up with the cluster".parse().unwrap());
+        resp
+    } else {
+        let mut resp = Response::new(full("not ready"));
+        *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        resp
+    };
+    spectrum_balancer::refusal::mark_not_ready(resp.headers_mut());
+    resp
 }
 
 fn full(text: impl Into<Bytes>) -> Body {
