@@ -1048,7 +1048,9 @@ impl Node {
     /// balancers stop sending it requests first), records itself as `left` (so
     /// peers stop counting it for acknowledgements; it becomes `active` again when
     /// it restarts), stops anti-entropy, and stops the server once in-flight
-    /// requests finish.
+    /// requests finish. In Raft mode it also leaves the Raft group
+    /// ([`RaftReplicator::leave`]): the remaining voters decide writes by a
+    /// majority of their own, and it asks to join again when it restarts.
     pub async fn shutdown(self) {
         let grace = self.drain_grace;
         self.stop_serving(grace).await;
@@ -1111,6 +1113,12 @@ impl Node {
         let left = Member::new(self.ctx.id.clone(), self.addr.clone(), MemberState::Left);
         if let Err(e) = record_membership(&*self.ctx.store, &*self.replicator, &left, AckLevel::All).await {
             warn!(node = %self.ctx.id, error = %e, "could not record leaving the cluster");
+        }
+        if let Some(raft) = &self.raft {
+            // Raft mode: out of the voters too, so the rest keep a majority of their own.
+            if let Err(e) = raft.leave(MEMBERSHIP_COMMIT_TIMEOUT).await {
+                warn!(node = %self.ctx.id, error = %e, "left the cluster but is still a raft voter");
+            }
         }
         self.readiness_task.abort();
         self.stop_replicating().await;

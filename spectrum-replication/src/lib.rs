@@ -167,6 +167,8 @@ pub mod anti_entropy;
 pub mod changelog;
 pub mod clock;
 pub mod conflict;
+#[cfg(feature = "testing")]
+pub mod conformance;
 pub mod credential;
 pub mod error;
 mod handshake;

@@ -47,7 +47,9 @@ impl From<AdminError> for Status {
             | AdminError::ClockFenced { .. }
             | AdminError::MemberLeft { .. }
             | AdminError::UserRevoked { .. } => Status::failed_precondition(message),
-            AdminError::Replication(ReplicationError::NeedsConsensus { .. })
+            AdminError::Replication(
+                ReplicationError::NeedsConsensus { .. } | ReplicationError::NotAMember { .. },
+            )
             | AdminError::ConditionFailed(_) => Status::failed_precondition(message),
             AdminError::CatchingUp { .. }
             | AdminError::Stale { .. }

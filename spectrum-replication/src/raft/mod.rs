@@ -41,11 +41,13 @@ mod codec;
 // openraft's storage traits dictate its (large) `StorageError` as the error type.
 #[allow(clippy::result_large_err)]
 mod log_store;
+mod membership;
 mod network;
 mod replicator;
 mod service;
 #[allow(clippy::result_large_err)]
 mod state_machine;
+pub mod tombstones;
 
 use std::fmt;
 use std::io::Cursor;
@@ -58,6 +60,7 @@ use crate::origin::Origin;
 
 pub use replicator::{RAFT_FILE, RaftReplicator, RaftReplicatorBuilder, RaftSettings};
 pub use service::RaftService;
+pub use tombstones::DEFAULT_TOMBSTONE_KEEP;
 
 /// Sequence numbers the Raft origin reserves per log entry: write `j` of the
 /// entry at index `i` is numbered `i × SEQ_PER_ENTRY + j`, so a transaction
