@@ -219,7 +219,7 @@ pub use record::{
     WriteBatch,
 };
 pub use redb::RedbStore;
-pub use replicator::{AckLevel, AckReport, PeerStatus, Replicator};
+pub use replicator::{AckLevel, AckReport, ConsensusRole, ConsensusStatus, PeerStatus, Replicator};
 pub use service::ReplicationService;
 pub use store::{ConfigStore, FEED_CAPACITY};
 pub use transaction::{Committed, Condition, FailedCondition, Outcome, ReplicationMode, Transaction};

@@ -47,6 +47,7 @@ mod replicator;
 mod service;
 #[allow(clippy::result_large_err)]
 mod state_machine;
+mod status;
 pub mod tombstones;
 
 use std::fmt;

@@ -749,6 +749,10 @@ impl Replicator for RaftReplicator {
         ReplicationMode::Raft
     }
 
+    fn consensus_status(&self) -> Option<crate::replicator::ConsensusStatus> {
+        Some(self.status())
+    }
+
     async fn commit(&self, txn: Transaction, timeout: Duration) -> Result<Committed, ReplicationError> {
         self.inner.refuse_if_left()?;
         txn.writes.validate(DEFAULT_MAX_VALUE_BYTES)?;
