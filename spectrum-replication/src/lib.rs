@@ -159,7 +159,10 @@
 //! [`ConfigStore`] and [`Replicator`] are I/O plug-ins (a durable store writes to
 //! disk, a replicator talks to peers), so they use `#[async_trait]`, are
 //! `Send + Sync + 'static`, and are held as `Arc<dyn …>`. Implementations prove
-//! themselves with the conformance suite in `testing` (feature `testing`).
+//! themselves with the conformance suites (feature `testing`): `testing` for a
+//! store, `conformance` for a replicator (real nodes over gRPC: ack levels,
+//! convergence, deletes, restarts, membership, shutdown, bad input, and what
+//! the replicator's declared mode promises).
 //! [`RedbStore`] serves reads from memory and runs each disk commit on Tokio's
 //! blocking pool, so no async worker waits for an fsync.
 

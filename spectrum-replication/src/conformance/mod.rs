@@ -1,6 +1,6 @@
-//! The conformance suite every [`Replicator`] implementation runs (behind the
+//! The conformance suite every [`Replicator`](crate::Replicator) implementation runs (behind the
 //! `testing` feature), as `testing` holds the one every
-//! [`ConfigStore`](crate::ConfigStore) runs.
+//! [`ConfigStore`] runs.
 //!
 //! It drives real nodes: durable stores, the replicator under test served
 //! over gRPC on loopback, stopped and restarted over the same files
@@ -32,10 +32,17 @@
 //! - bad input gets an error and changes nothing.
 //!
 //! Where the modes differ by design, the suite follows the replicator's
-//! declared [`mode`](Replicator::mode) instead of skipping: in Raft mode
+//! declared [`mode`](crate::Replicator::mode) instead of skipping: in Raft mode
 //! compare-and-set decides a race exactly once and a linearizable barrier
 //! holds every earlier write; in last-writer-wins mode both answer
 //! [`ReplicationError::NeedsConsensus`] and nothing is written.
+//!
+//! The store under Raft mode is the node's ordinary [`RedbStore`], which
+//! passes the store suite (`testing`) as it is; that suite's checks of local
+//! writes (each store's own origin, a local write winning over records
+//! stamped ahead) describe last-writer-wins writes, not log entries applied
+//! under the cluster's Raft origin, so it is not run a second time through
+//! consensus: this suite checks what Raft mode adds on top.
 
 mod cluster;
 

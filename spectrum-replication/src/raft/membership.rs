@@ -217,7 +217,7 @@ impl RaftReplicator {
     /// ([`ReplicationError::NotAMember`]), then the leader takes it out of
     /// the voters through a joint-consensus membership change (a leaving
     /// leader does it itself and steps down once the group without it has
-    /// committed it; see the [module docs](self)), and this node stops
+    /// committed it: openraft 0.9 has no leadership transfer), and this node stops
     /// standing for election. The remaining voters keep deciding writes.
     ///
     /// The node asks to join again when it restarts with a membership record

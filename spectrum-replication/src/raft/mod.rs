@@ -34,6 +34,15 @@
 //!   certificate naming the calling node, and the same header checks (cluster,
 //!   clock).
 //!
+//! - **Membership** (`membership`): joins go learner first, then voter;
+//!   [`RaftReplicator::leave`] and operator removal are joint-consensus
+//!   changes that the leader makes only while the remaining voters keep a
+//!   reachable majority.
+//! - **Tombstones** ([`tombstones`]): collected once their entry is far
+//!   enough behind the applied index, the same on every replica.
+//! - **Status** ([`RaftReplicator::status`]): role, leader, term, indexes,
+//!   voters and learners, from openraft's metrics.
+//!
 //! Nodes are named in openraft by a 64-bit id derived from their node id
 //! ([`raft_node_id`]); the member record carries the node id and address.
 
