@@ -94,3 +94,16 @@ fn registry_status(e: RegistryError) -> Status {
         _ => Status::internal(message),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_that_left_the_raft_group_refuses_with_failed_precondition_naming_why() {
+        let left = AdminError::Replication(ReplicationError::NotAMember { node: "node-3".parse().unwrap() });
+        let status = Status::from(left);
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert!(status.message().contains("node node-3 left this cluster's Raft group"), "{status:?}");
+    }
+}

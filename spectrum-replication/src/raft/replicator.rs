@@ -646,6 +646,12 @@ impl Inner {
             let leader = match self.raft.get_read_log_id().await {
                 Ok((read, _)) => return Ok(read.map_or(0, |l| l.index)),
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => f.leader_node,
+                // A majority did not answer the leader's heartbeat in time (a
+                // slow or loaded network): asking again is safe.
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                    debug!(error = %e, "read index not confirmed yet; retrying");
+                    None
+                }
                 Err(e) => return Err(consensus(e)),
             };
             if let Some(addr) = leader.and_then(|n| self.wire.resolve(&n)) {
@@ -655,7 +661,10 @@ impl Inner {
                     Ok(Ok(read)) => return Ok(read.map_or(0, |l| l.index)),
                     // A read index is safe to ask again, whatever went wrong.
                     Ok(Err(
-                        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)) | RaftError::Fatal(_),
+                        RaftError::APIError(
+                            CheckIsLeaderError::ForwardToLeader(_) | CheckIsLeaderError::QuorumNotEnough(_),
+                        )
+                        | RaftError::Fatal(_),
                     ))
                     | Err(ReplicationError::Peer { .. }) => {}
                     Ok(Err(e)) => return Err(consensus(e)),
