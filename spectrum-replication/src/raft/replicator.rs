@@ -660,14 +660,9 @@ impl Inner {
                 match self.wire.call_json::<ReadIndexAnswer>(&addr, Method::ReadIndex, call, left).await {
                     Ok(Ok(read)) => return Ok(read.map_or(0, |l| l.index)),
                     // A read index is safe to ask again, whatever went wrong.
-                    Ok(Err(
-                        RaftError::APIError(
-                            CheckIsLeaderError::ForwardToLeader(_) | CheckIsLeaderError::QuorumNotEnough(_),
-                        )
-                        | RaftError::Fatal(_),
-                    ))
-                    | Err(ReplicationError::Peer { .. }) => {}
-                    Ok(Err(e)) => return Err(consensus(e)),
+                    // (The leader's answer is a forward, a quorum not reached, or a
+                    // stopped node: each is worth asking again.)
+                    Ok(Err(_)) | Err(ReplicationError::Peer { .. }) => {}
                     Err(e) => return Err(e),
                 }
             }
