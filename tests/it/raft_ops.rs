@@ -71,6 +71,13 @@ async fn status_shows_the_raft_group_and_a_leader_stopped_cleanly_leaves_the_vot
     assert_eq!(json["replication"]["mode"], "raft", "{json}");
     assert_eq!(json["replication"]["raft"]["role"], "leader", "{json}");
     assert_eq!(json["replication"]["raft"]["voters"].as_array().map(Vec::len), Some(3), "{json}");
+    // The OpenAPI document describes the new part of the answer.
+    let doc =
+        call(cluster.node(&leader).unwrap().addr().as_str(), "GET", "/api/v1/openapi.json", None, b"").await;
+    let schemas = &doc.json()["components"]["schemas"];
+    for schema in ["ReplicationInfo", "RaftInfo"] {
+        assert!(schemas[schema].is_object(), "no {schema} schema in the OpenAPI document");
+    }
 
     // The leader stops cleanly: out of the voters, and recorded as left.
     assert!(cluster.stop_node(&leader).await);
