@@ -9,6 +9,7 @@
 
 mod balancer;
 mod conflicts;
+mod replication;
 mod txn;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use crate::session::Session;
 
 pub use balancer::{BalancerSettings, StrategySetting, StrategyWritten, WeightSetting, WeightWritten};
 pub use conflicts::{ConflictInfo, ConflictVersion, Conflicts};
+pub use replication::{RaftInfo, ReplicationInfo};
 pub use txn::{TxnConditionSpec, TxnSpec, TxnSpecError, TxnWrite, TxnWriteSpec};
 
 /// What a read must have seen before it answers: nothing in particular, or a
@@ -255,6 +257,9 @@ pub struct NodeStatus {
     pub addr: String,
     /// Its Spectrum version.
     pub version: String,
+    /// Its replication mode, and in Raft mode its view of the Raft group
+    /// (leader, term, log/commit/applied indexes, voters and learners).
+    pub replication: ReplicationInfo,
     /// Live keys in its copy of the configuration database.
     pub keys: u64,
     /// Deletes whose tombstones it still holds: each is collected once every
@@ -287,6 +292,7 @@ impl fmt::Display for NodeStatus {
             "cluster {}  (answered by {} at {}, version {})",
             self.cluster, self.node, self.addr, self.version
         )?;
+        write!(f, "{}", self.replication)?;
         writeln!(f, "{} live keys, {} tombstones not yet collected", self.keys, self.tombstones)?;
         if self.conflicts > 0 {
             writeln!(

@@ -1048,16 +1048,22 @@ impl Node {
     /// balancers stop sending it requests first), records itself as `left` (so
     /// peers stop counting it for acknowledgements; it becomes `active` again when
     /// it restarts), stops anti-entropy, and stops the server once in-flight
-    /// requests finish.
+    /// requests finish. In Raft mode it also leaves the Raft group
+    /// ([`RaftReplicator::leave`]): the remaining voters decide writes by a
+    /// majority of their own, and it asks to join again when it restarts.
     pub async fn shutdown(self) {
         let grace = self.drain_grace;
-        self.stop_serving(grace).await;
+        self.stop_serving(grace, true).await;
     }
 
     /// Like [`shutdown`](Self::shutdown), without the drain grace: for when nothing
-    /// routes requests to this node any more (its balancer already stopped).
+    /// routes requests to this node any more (its balancer already stopped), as
+    /// when a whole cluster stops. In Raft mode the node stays a voter: nodes
+    /// of a cluster stopped together leaving one by one would shrink the group
+    /// to its last node, which would then have to start first; kept as it is,
+    /// any majority of it starts again, in any order.
     pub async fn shutdown_without_drain(self) {
-        self.stop_serving(Duration::ZERO).await;
+        self.stop_serving(Duration::ZERO, false).await;
     }
 
     /// Stops at once, as a crashed process would: no drain, no `left` record, open
@@ -1090,7 +1096,7 @@ impl Node {
         self.raft.as_ref()
     }
 
-    async fn stop_serving(mut self, drain_grace: Duration) {
+    async fn stop_serving(mut self, drain_grace: Duration, leave_consensus: bool) {
         if let Some(task) = &self.join_task {
             task.abort();
         }
@@ -1111,6 +1117,12 @@ impl Node {
         let left = Member::new(self.ctx.id.clone(), self.addr.clone(), MemberState::Left);
         if let Err(e) = record_membership(&*self.ctx.store, &*self.replicator, &left, AckLevel::All).await {
             warn!(node = %self.ctx.id, error = %e, "could not record leaving the cluster");
+        }
+        if let Some(raft) = self.raft.as_ref().filter(|_| leave_consensus) {
+            // Raft mode: out of the voters too, so the rest keep a majority of their own.
+            if let Err(e) = raft.leave(MEMBERSHIP_COMMIT_TIMEOUT).await {
+                warn!(node = %self.ctx.id, error = %e, "left the cluster but is still a raft voter");
+            }
         }
         self.readiness_task.abort();
         self.stop_replicating().await;

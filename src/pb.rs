@@ -37,7 +37,7 @@ pub struct InvalidAnswer {
     pub reason: String,
 }
 
-fn bad(field: impl Into<String>, reason: impl ToString) -> InvalidAnswer {
+pub(crate) fn bad(field: impl Into<String>, reason: impl ToString) -> InvalidAnswer {
     InvalidAnswer { field: field.into(), reason: reason.to_string() }
 }
 
@@ -224,6 +224,7 @@ impl From<model::NodeStatus> for proto::StatusResponse {
             digest: s.digest.into_iter().collect(),
             resources: s.resources.into_iter().map(Into::into).collect(),
             clock_fenced: s.clock_fenced.unwrap_or_default(),
+            replication: Some(s.replication.into()),
         }
     }
 }
@@ -494,6 +495,7 @@ impl TryFrom<proto::StatusResponse> for model::NodeStatus {
             peers: s.peers.into_iter().map(model::PeerInfo::try_from).collect::<Result<_, _>>()?,
             resources: s.resources.into_iter().map(Into::into).collect(),
             clock_fenced: (!s.clock_fenced.is_empty()).then_some(s.clock_fenced),
+            replication: model::ReplicationInfo::from_answer(s.replication)?,
         })
     }
 }

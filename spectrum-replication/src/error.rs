@@ -171,6 +171,17 @@ pub enum ReplicationError {
         /// What happened.
         reason: String,
     },
+    /// This node left the cluster's Raft group
+    /// ([`RaftReplicator::leave`](crate::RaftReplicator::leave)): it takes no
+    /// writes and answers no consistent reads. Nothing was written.
+    #[error(
+        "node {node} left this cluster's Raft group: it takes no writes and no consistent reads; send them \
+         to a member (through the balancer)"
+    )]
+    NotAMember {
+        /// This node.
+        node: NodeId,
+    },
     /// A peer could not be reached, did not answer in time, refused, or answered
     /// with a malformed message.
     #[error("peer {peer} failed: {failure}")]

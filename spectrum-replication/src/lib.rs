@@ -159,7 +159,10 @@
 //! [`ConfigStore`] and [`Replicator`] are I/O plug-ins (a durable store writes to
 //! disk, a replicator talks to peers), so they use `#[async_trait]`, are
 //! `Send + Sync + 'static`, and are held as `Arc<dyn …>`. Implementations prove
-//! themselves with the conformance suite in `testing` (feature `testing`).
+//! themselves with the conformance suites (feature `testing`): `testing` for a
+//! store, `conformance` for a replicator (real nodes over gRPC: ack levels,
+//! convergence, deletes, restarts, membership, shutdown, bad input, and what
+//! the replicator's declared mode promises).
 //! [`RedbStore`] serves reads from memory and runs each disk commit on Tokio's
 //! blocking pool, so no async worker waits for an fsync.
 
@@ -167,6 +170,8 @@ pub mod anti_entropy;
 pub mod changelog;
 pub mod clock;
 pub mod conflict;
+#[cfg(feature = "testing")]
+pub mod conformance;
 pub mod credential;
 pub mod error;
 mod gate;
@@ -218,7 +223,7 @@ pub use record::{
     WriteBatch,
 };
 pub use redb::RedbStore;
-pub use replicator::{AckLevel, AckReport, PeerStatus, Replicator};
+pub use replicator::{AckLevel, AckReport, ConsensusRole, ConsensusStatus, PeerStatus, Replicator};
 pub use service::ReplicationService;
 pub use store::{ConfigStore, FEED_CAPACITY};
 pub use transaction::{Committed, Condition, FailedCondition, Outcome, ReplicationMode, Transaction};

@@ -65,6 +65,64 @@ pub struct PeerStatus {
     pub phi: Option<f64>,
 }
 
+/// The role a node plays in its consensus group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConsensusRole {
+    /// It decides what is committed.
+    Leader,
+    /// A voter following a leader.
+    Follower,
+    /// A voter standing for election.
+    Candidate,
+    /// It receives the log but does not vote (joining, or out of the voters).
+    Learner,
+    /// Its consensus node has stopped.
+    Stopped,
+}
+
+impl ConsensusRole {
+    /// The lower-case name used in output: `leader`, `follower`, `candidate`,
+    /// `learner` or `stopped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsensusRole::Leader => "leader",
+            ConsensusRole::Follower => "follower",
+            ConsensusRole::Candidate => "candidate",
+            ConsensusRole::Learner => "learner",
+            ConsensusRole::Stopped => "stopped",
+        }
+    }
+}
+
+/// A node's view of its consensus group (Raft mode), as of when it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsensusStatus {
+    /// What this node is in the group.
+    pub role: ConsensusRole,
+    /// The leader this node knows of, if any.
+    pub leader: Option<NodeId>,
+    /// The current term.
+    pub term: u64,
+    /// The index of the last entry in this node's log.
+    pub last_log_index: Option<u64>,
+    /// The highest index a majority of the voters holds, as the leader
+    /// counts it; `None` on a node that is not the leader (it only learns
+    /// the commit index through what it applies).
+    pub committed: Option<u64>,
+    /// The index of the last entry this node applied to its store.
+    pub applied: Option<u64>,
+    /// The last index covered by this node's snapshot (the log before it is
+    /// compacted).
+    pub snapshot: Option<u64>,
+    /// The voters, as this node knows them.
+    pub voters: Vec<NodeId>,
+    /// Members that receive the log without voting.
+    pub learners: Vec<NodeId>,
+    /// Whether this node left the group in this run (it refuses writes).
+    pub left: bool,
+}
+
 /// Moves local writes to peers and keeps replicas converged.
 ///
 /// # Contract
@@ -109,6 +167,14 @@ pub trait Replicator: Send + Sync + std::fmt::Debug + 'static {
     /// The default is [`ReplicationMode::LastWriterWins`].
     fn mode(&self) -> ReplicationMode {
         ReplicationMode::LastWriterWins
+    }
+
+    /// This node's view of its consensus group: leader, term, indexes,
+    /// voters and learners.
+    ///
+    /// The default is `None`: last-writer-wins has no group.
+    fn consensus_status(&self) -> Option<ConsensusStatus> {
+        None
     }
 
     /// Commits `txn` through consensus, from any node (a follower hands it to

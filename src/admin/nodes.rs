@@ -6,7 +6,7 @@ use spectrum_replication::{AckLevel, WriteBatch};
 use tracing::info;
 
 use super::{Admin, AdminError};
-use crate::model::{MemberInfo, NodeStateChanged, NodeStatus, PeerInfo};
+use crate::model::{MemberInfo, NodeStateChanged, NodeStatus, PeerInfo, ReplicationInfo};
 
 impl Admin {
     /// This node's view of the cluster: membership, peers, keys, tombstones and open conflicts, digest, and which
@@ -59,6 +59,7 @@ impl Admin {
             node: self.ctx.id.clone(),
             addr: self.addr.to_string(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            replication: ReplicationInfo::new(self.replicator.mode(), self.replicator.consensus_status()),
             keys: keys as u64,
             tombstones: tombstones as u64,
             conflicts: conflicts as u64,

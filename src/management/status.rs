@@ -48,7 +48,9 @@ impl From<AdminError> for Status {
             | AdminError::ClockFenced { .. }
             | AdminError::MemberLeft { .. }
             | AdminError::UserRevoked { .. } => Status::failed_precondition(message),
-            AdminError::Replication(ReplicationError::NeedsConsensus { .. })
+            AdminError::Replication(
+                ReplicationError::NeedsConsensus { .. } | ReplicationError::NotAMember { .. },
+            )
             | AdminError::ConditionFailed(_) => Status::failed_precondition(message),
             AdminError::CatchingUp { .. }
             | AdminError::Stale { .. }
@@ -106,5 +108,18 @@ fn registry_status(e: RegistryError) -> Status {
             _ => Status::failed_precondition(message),
         },
         _ => Status::internal(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_that_left_the_raft_group_refuses_with_failed_precondition_naming_why() {
+        let left = AdminError::Replication(ReplicationError::NotAMember { node: "node-3".parse().unwrap() });
+        let status = Status::from(left);
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert!(status.message().contains("node node-3 left this cluster's Raft group"), "{status:?}");
     }
 }

@@ -274,6 +274,7 @@ async fn conflict_on_the_overview(c: &Console, cluster: &spectrum::Cluster) {
 /// The overview; a resource with a bad field, then fixed; a dataflow; drain and undrain.
 async fn resources_dataflows_and_nodes(c: &Console, postal: &Path) {
     c.wait_text("#members-table tbody", "alive", "overview").await;
+    c.wait_text("#replication-summary", "Replication: lww (last-writer-wins", "overview-replication").await;
     tokio::time::sleep(Duration::from_millis(2500)).await; // a second sample on the live charts
     // The balancer's figures, live: every node gets requests (the page's own
     // polling), so the rate and latency charts draw figures above zero.

@@ -24,6 +24,7 @@ mod clocks;
 mod dead_node;
 mod disk;
 mod raft;
+mod raft_status;
 mod scenario;
 mod sessions;
 mod tls;

@@ -12,6 +12,7 @@ mod http_api;
 mod management;
 mod protocols;
 mod raft;
+mod raft_ops;
 mod readiness;
 mod security;
 mod serve;

@@ -34,6 +34,15 @@
 //!   certificate naming the calling node, and the same header checks (cluster,
 //!   clock).
 //!
+//! - **Membership** (`membership`): joins go learner first, then voter;
+//!   [`RaftReplicator::leave`] and operator removal are joint-consensus
+//!   changes that the leader makes only while the remaining voters keep a
+//!   reachable majority.
+//! - **Tombstones** ([`tombstones`]): collected once their entry is far
+//!   enough behind the applied index, the same on every replica.
+//! - **Status** ([`RaftReplicator::status`]): role, leader, term, indexes,
+//!   voters and learners, from openraft's metrics.
+//!
 //! Nodes are named in openraft by a 64-bit id derived from their node id
 //! ([`raft_node_id`]); the member record carries the node id and address.
 
@@ -41,11 +50,14 @@ mod codec;
 // openraft's storage traits dictate its (large) `StorageError` as the error type.
 #[allow(clippy::result_large_err)]
 mod log_store;
+mod membership;
 mod network;
 mod replicator;
 mod service;
 #[allow(clippy::result_large_err)]
 mod state_machine;
+mod status;
+pub mod tombstones;
 
 use std::fmt;
 use std::io::Cursor;
@@ -58,6 +70,7 @@ use crate::origin::Origin;
 
 pub use replicator::{RAFT_FILE, RaftReplicator, RaftReplicatorBuilder, RaftSettings};
 pub use service::RaftService;
+pub use tombstones::DEFAULT_TOMBSTONE_KEEP;
 
 /// Sequence numbers the Raft origin reserves per log entry: write `j` of the
 /// entry at index `i` is numbered `i × SEQ_PER_ENTRY + j`, so a transaction

@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,7 +13,7 @@ use openraft::raft::ClientWriteResponse;
 use openraft::{ChangeMembers, Config, LogId, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use spectrum_core::channels::ChannelCache;
-use spectrum_core::{ClusterId, Hlc, PeerAddr, TransportConfig};
+use spectrum_core::{ClusterId, Hlc, NodeId, PeerAddr, TransportConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -23,6 +24,7 @@ use super::log_store::{LogStore, RaftDb};
 use super::network::{Method, Network, Wire};
 use super::service::RaftService;
 use super::state_machine::StateMachine;
+use super::tombstones::DEFAULT_TOMBSTONE_KEEP;
 use super::{Raft, RaftMember, SEQ_PER_ENTRY, raft_node_id, raft_origin};
 use crate::credential::{AttachToken, MAX_TOKENS, PeerCredential};
 use crate::error::{PeerFailure, ReplicationError, StoreError};
@@ -105,9 +107,18 @@ pub struct RaftReplicatorBuilder {
     credential: Option<PeerCredential>,
     previous: Vec<PeerCredential>,
     settings: RaftSettings,
+    tombstone_keep: u64,
 }
 
 impl RaftReplicatorBuilder {
+    /// Keeps a delete's tombstone until its log entry is `entries` behind the
+    /// applied index (default [`DEFAULT_TOMBSTONE_KEEP`]), then collects it;
+    /// see [`tombstones`](super::tombstones) for why that is safe in Raft mode.
+    pub fn tombstone_keep(mut self, entries: u64) -> Self {
+        self.tombstone_keep = entries;
+        self
+    }
+
     /// Addresses of other nodes: a node with no Raft state joins the group
     /// through them, or founds it with them (see [`RaftReplicator::start`]).
     pub fn seeds(mut self, seeds: Vec<PeerAddr>) -> Self {
@@ -189,23 +200,28 @@ impl RaftReplicatorBuilder {
         seeds.dedup();
         seeds.retain(|s| *s != self.self_addr);
         let (stop, _) = watch::channel(false);
-        Ok(RaftReplicator {
-            inner: Arc::new(Inner {
-                raft,
-                wire,
-                me,
-                id,
-                seeds,
-                hlc: self.hlc,
-                origin,
-                cluster: self.cluster,
-                peers,
-                peer_tls,
-                credential: self.credential,
-                previous: self.previous,
-                stop,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            raft,
+            wire,
+            me,
+            id,
+            node: self.store.node_id().clone(),
+            store: Arc::downgrade(&self.store),
+            left: AtomicBool::new(false),
+            seeds,
+            hlc: self.hlc,
+            origin,
+            cluster: self.cluster,
+            peers,
+            peer_tls,
+            credential: self.credential,
+            previous: self.previous,
+            stop,
+            tombstone_keep: self.tombstone_keep,
+        });
+        let sweeper = inner.clone();
+        tokio::spawn(async move { sweeper.sweep_tombstones().await });
+        Ok(RaftReplicator { inner })
     }
 }
 
@@ -247,7 +263,7 @@ fn consensus(e: impl std::fmt::Display) -> ReplicationError {
 /// Clones share one Raft node.
 #[derive(Debug, Clone)]
 pub struct RaftReplicator {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
@@ -255,15 +271,26 @@ pub(crate) struct Inner {
     pub(crate) wire: Wire,
     pub(crate) me: RaftMember,
     pub(crate) id: u64,
+    /// This node's id.
+    pub(crate) node: NodeId,
+    /// The node's store (the state machine's), for its own membership record
+    /// and tombstone collection; weak, so that a stopped node's file is
+    /// released even while a handle on its replicator lives on.
+    pub(crate) store: Weak<dyn ConfigStore>,
+    /// Set once this node [left](RaftReplicator::leave) the group: it then
+    /// refuses writes and consistent reads.
+    pub(crate) left: AtomicBool,
     seeds: Vec<PeerAddr>,
     hlc: Arc<Hlc>,
-    origin: Origin,
+    pub(crate) origin: Origin,
     pub(crate) cluster: ClusterId,
     pub(crate) peers: PeerTable,
     pub(crate) peer_tls: bool,
     pub(crate) credential: Option<PeerCredential>,
     pub(crate) previous: Vec<PeerCredential>,
-    stop: watch::Sender<bool>,
+    pub(crate) stop: watch::Sender<bool>,
+    /// Entries a tombstone outlives (see [`tombstones`](super::tombstones)).
+    pub(crate) tombstone_keep: u64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -307,6 +334,7 @@ impl RaftReplicator {
             credential: None,
             previous: Vec::new(),
             settings: RaftSettings::default(),
+            tombstone_keep: DEFAULT_TOMBSTONE_KEEP,
         }
     }
 
@@ -404,10 +432,21 @@ impl RaftReplicator {
 }
 
 impl Inner {
+    /// [`ReplicationError::NotAMember`] once this node left the group.
+    fn refuse_if_left(&self) -> Result<(), ReplicationError> {
+        if self.left.load(Ordering::Acquire) {
+            return Err(ReplicationError::NotAMember { node: self.node.clone() });
+        }
+        Ok(())
+    }
+
     /// One attempt to become a member; whether this node is one.
     async fn try_join(&self) -> Result<bool, ReplicationError> {
         let initialized = self.raft.is_initialized().await.map_err(consensus)?;
-        if initialized && self.known_at_own_address() {
+        // A node that left asks an initialized seed to take it back, whatever
+        // its own (possibly stale) copy of the membership says.
+        let rejoining = initialized && self.recorded_as_left().await;
+        if initialized && !rejoining && self.known_at_own_address() {
             return Ok(true);
         }
         // Probing the seeds first also tells them where this node is now, and
@@ -417,6 +456,14 @@ impl Inner {
             (addr, self.wire.call_json::<ProbeAnswer>(addr, Method::Probe, call, PROBE_TIMEOUT).await)
         });
         let answers = futures::future::join_all(probes).await;
+        let members: Vec<&PeerAddr> = answers
+            .iter()
+            .filter(|(_, a)| a.as_ref().is_ok_and(|a| a.initialized))
+            .map(|(addr, _)| *addr)
+            .collect();
+        if rejoining || (!initialized && !members.is_empty()) {
+            return self.join_through(&members).await;
+        }
         if initialized {
             // A member restarted at another address has the leader record it.
             return match self.add_member(self.me.clone()).await {
@@ -431,7 +478,6 @@ impl Inner {
         let mut all_answered = true;
         for (addr, answer) in answers {
             match answer {
-                Ok(a) if a.initialized => return self.ask_to_join(addr).await,
                 Ok(a) => {
                     others.insert(raft_node_id(&a.member.id.parse().map_err(consensus)?), a.member);
                 }
@@ -464,6 +510,20 @@ impl Inner {
             Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(true),
             Err(e) => Err(consensus(e)),
         }
+    }
+
+    /// Asks each of `members` in turn to add this node to its group, until
+    /// one does: only the leader can (a follower may not ask on another
+    /// node's behalf), and a probe does not say which one leads.
+    async fn join_through(&self, members: &[&PeerAddr]) -> Result<bool, ReplicationError> {
+        let mut last = None;
+        for addr in members {
+            match self.ask_to_join(addr).await {
+                Ok(joined) => return Ok(joined),
+                Err(e) => last = Some(e),
+            }
+        }
+        last.map_or(Ok(false), Err)
     }
 
     /// Asks the member at `addr` to add this node to its group.
@@ -586,6 +646,12 @@ impl Inner {
             let leader = match self.raft.get_read_log_id().await {
                 Ok((read, _)) => return Ok(read.map_or(0, |l| l.index)),
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => f.leader_node,
+                // A majority did not answer the leader's heartbeat in time (a
+                // slow or loaded network): asking again is safe.
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                    debug!(error = %e, "read index not confirmed yet; retrying");
+                    None
+                }
                 Err(e) => return Err(consensus(e)),
             };
             if let Some(addr) = leader.and_then(|n| self.wire.resolve(&n)) {
@@ -594,11 +660,9 @@ impl Inner {
                 match self.wire.call_json::<ReadIndexAnswer>(&addr, Method::ReadIndex, call, left).await {
                     Ok(Ok(read)) => return Ok(read.map_or(0, |l| l.index)),
                     // A read index is safe to ask again, whatever went wrong.
-                    Ok(Err(
-                        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)) | RaftError::Fatal(_),
-                    ))
-                    | Err(ReplicationError::Peer { .. }) => {}
-                    Ok(Err(e)) => return Err(consensus(e)),
+                    // (The leader's answer is a forward, a quorum not reached, or a
+                    // stopped node: each is worth asking again.)
+                    Ok(Err(_)) | Err(ReplicationError::Peer { .. }) => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -689,7 +753,12 @@ impl Replicator for RaftReplicator {
         ReplicationMode::Raft
     }
 
+    fn consensus_status(&self) -> Option<crate::replicator::ConsensusStatus> {
+        Some(self.status())
+    }
+
     async fn commit(&self, txn: Transaction, timeout: Duration) -> Result<Committed, ReplicationError> {
+        self.inner.refuse_if_left()?;
         txn.writes.validate(DEFAULT_MAX_VALUE_BYTES)?;
         let writes = txn.writes.writes.len();
         if writes as u64 >= SEQ_PER_ENTRY {
@@ -706,51 +775,22 @@ impl Replicator for RaftReplicator {
     }
 
     /// Removes `node` from the voters and from the group (a joint-consensus
-    /// membership change through the log).
+    /// membership change through the log), once the leader has checked that
+    /// the group keeps a reachable majority (see
+    /// [`leave`](RaftReplicator::leave) for the check).
     async fn remove_member(
         &self,
         node: &spectrum_core::NodeId,
         timeout: Duration,
     ) -> Result<(), ReplicationError> {
-        let id = raft_node_id(node);
-        let deadline = Instant::now() + timeout;
-        loop {
-            let membership = self.inner.raft.metrics().borrow().membership_config.clone();
-            if !membership.nodes().any(|(n, _)| *n == id) {
-                return Ok(());
-            }
-            let change = ChangeMembers::RemoveVoters(BTreeSet::from([id]));
-            match tokio::time::timeout_at(deadline, self.inner.raft.change_membership(change, false)).await {
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                    let Some(addr) = f.leader_node.and_then(|n| self.inner.wire.resolve(&n)) else {
-                        tokio::time::sleep(LEADER_RETRY).await;
-                        if Instant::now() >= deadline {
-                            return Err(ReplicationError::Consensus {
-                                reason: "no leader to remove the member".into(),
-                            });
-                        }
-                        continue;
-                    };
-                    let call =
-                        proto::RaftCall { json: to_json(&node.to_string()), ..proto::RaftCall::default() };
-                    let left =
-                        deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-                    let answer: Result<(), String> =
-                        self.inner.wire.call_json(&addr, Method::Remove, call, left).await?;
-                    return answer.map_err(|reason| ReplicationError::Consensus { reason });
-                }
-                Ok(Err(e)) => return Err(consensus(e)),
-                Err(_) => {
-                    return Err(ReplicationError::Consensus {
-                        reason: "removing the member timed out".into(),
-                    });
-                }
-            }
-        }
+        self.inner
+            .remove_voter(node, timeout)
+            .await
+            .map_err(|reason| ReplicationError::Consensus { reason: format!("removing {node}: {reason}") })
     }
 
     async fn linearizable_barrier(&self, timeout: Duration) -> Result<(), ReplicationError> {
+        self.inner.refuse_if_left()?;
         let deadline = Instant::now() + timeout;
         let index = self.inner.read_index(deadline).await?;
         self.inner.wait_applied(index, deadline).await

@@ -159,21 +159,9 @@ impl RaftRpc for RaftService {
         let node: spectrum_core::NodeId = node
             .parse()
             .map_err(|e: spectrum_core::InvalidId| Status::invalid_argument(format!("json: {e}")))?;
-        if node == admitted.header.node_id {
-            return Err(Status::permission_denied("a node cannot remove itself"));
-        }
-        let id = super::raft_node_id(&node);
-        let change = openraft::ChangeMembers::RemoveVoters(std::collections::BTreeSet::from([id]));
-        let result: Result<(), String> = match tokio::time::timeout(
-            JOIN_TIMEOUT,
-            self.inner.raft.change_membership(change, false),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("the member was not removed in time".to_owned()),
-        };
+        // A node may ask to remove itself: that is how it leaves. The leader
+        // checks that the group keeps a reachable majority first.
+        let result = self.inner.remove_voter(&node, JOIN_TIMEOUT).await;
         Ok(self.answer(&admitted, to_json(&result)))
     }
 

@@ -1,7 +1,9 @@
-//! Every store implementation passes the conformance suite.
+//! Every store implementation passes the store conformance suite, and both
+//! replicators the replicator conformance suite.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use spectrum_replication::conformance::{AntiEntropyMaker, RaftMaker, replicator_conformance_suite};
 use spectrum_replication::testing::conformance_suite;
 use spectrum_replication::{MemoryStore, RedbStore};
 
@@ -19,4 +21,16 @@ async fn redb_store_passes_the_conformance_suite() {
         RedbStore::open(path, id, hlc).unwrap()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn anti_entropy_passes_the_replicator_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    replicator_conformance_suite(AntiEntropyMaker, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_raft_replicator_passes_the_replicator_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    replicator_conformance_suite(RaftMaker, dir.path()).await;
 }

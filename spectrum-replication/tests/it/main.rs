@@ -6,3 +6,4 @@ mod full_disk;
 mod grpc;
 mod props;
 mod raft;
+mod raft_ops;

@@ -259,6 +259,18 @@ async function loadBalancer() {
     h('td', {}, n.in_flight), h('td', {}, n.latency_ewma_us))));
 }
 
+/** One line on how the answering node replicates: its mode and, in Raft mode, the group as it sees it. */
+function replicationSummary(r) {
+  if (!r) return 'Replication: unknown';
+  if (!r.raft) return r.mode === 'lww' ? 'Replication: lww (last-writer-wins: every node takes writes)' : `Replication: ${r.mode}`;
+  const g = r.raft;
+  const idx = (i) => (i === null || i === undefined ? '-' : String(i));
+  const ids = (l) => (l.length ? l.join(', ') : 'none');
+  return `Replication: raft. This node is ${g.role}${g.left ? ' (left the group: refusing writes)' : ''}; ` +
+    `leader ${g.leader || 'none known'}, term ${g.term}; log ${idx(g.last_log_index)}, committed ${idx(g.committed)}, ` +
+    `applied ${idx(g.applied)}, snapshot ${idx(g.snapshot)}; voters ${ids(g.voters)}; learners ${ids(g.learners)}`;
+}
+
 async function loadOverview() {
   const s = await api('GET', '/status');
   $('#cluster-id').textContent = s.cluster;
@@ -266,6 +278,7 @@ async function loadOverview() {
   $('#resources-on').textContent = s.node;
   show($('#overview-summary'), `${s.members.length} members; answered by ${s.node} (${s.addr}, Spectrum ${s.version}), ${s.keys} live keys, ${s.conflicts} open conflicts`);
   show($('#clock-fenced'), s.clock_fenced ? 'Clock fenced (refusing writes): ' + s.clock_fenced : '');
+  show($('#replication-summary'), replicationSummary(s.replication));
   fillTable('#members-table', s.members.map((m) => h('tr', { 'data-node': m.id },
     h('td', {}, m.id), h('td', {}, m.addr), h('td', { class: 'state ' + m.state }, m.state),
     h('td', { class: 'liveness ' + m.liveness }, m.liveness))));

@@ -68,6 +68,7 @@ mod tests {
             node: "node-1".parse().unwrap(),
             addr: "http://127.0.0.1:7101".into(),
             version: "0.1.0".into(),
+            replication: spectrum::model::ReplicationInfo { mode: "lww".into(), raft: None },
             keys: 0,
             tombstones: 0,
             conflicts: 0,

@@ -1,0 +1,297 @@
+//! Taking a voter out of the Raft group without losing the group: an
+//! operator's removal and a node's own clean leave.
+//!
+//! A removal is openraft's joint-consensus membership change: the leader
+//! commits a configuration with both the old and the new voter sets, then the
+//! new one alone. Each step needs a majority of *every* set involved, so a
+//! removal that starts while a majority of the new set (or of the old) is
+//! unreachable would leave the group stuck in the joint configuration, unable
+//! to commit anything until those nodes return. The leader therefore checks
+//! first, with its failure detector, that both sets have a reachable majority
+//! ([`removal_check`]), and refuses the change otherwise (nothing is
+//! proposed; the caller may retry).
+//!
+//! A leaving leader removes itself: openraft keeps it leading until the
+//! configuration without it is committed (so the remaining voters hold it),
+//! then it steps down and the remaining voters elect a leader among
+//! themselves. openraft 0.9 has no leadership transfer; stepping down after
+//! the commit is the handover the Raft paper (§6) describes for a leader
+//! outside the new configuration.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use openraft::error::{ClientWriteError, RaftError};
+use spectrum_core::{Liveness, Member, MemberState, NodeId};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::codec::to_json;
+use super::network::Method;
+use super::raft_node_id;
+use super::replicator::{Inner, RaftReplicator};
+use crate::error::ReplicationError;
+use crate::proto;
+
+/// Between two attempts of a removal refused for want of a reachable majority
+/// or of a leader.
+const REMOVAL_RETRY: Duration = Duration::from_millis(100);
+
+/// Why the leader refused to take a voter out of the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RemovalRefused {
+    /// The voter is the only one: there is no group left to hand writes to.
+    LastVoter,
+    /// Too few of the voters of one configuration are reachable: the change
+    /// could not commit, and the group would be stuck between the two.
+    NoReachableMajority {
+        /// `"remaining"` or `"current"`: the configuration that lacks one.
+        which: &'static str,
+        /// Reachable voters of it.
+        reachable: usize,
+        /// Its voters.
+        voters: usize,
+    },
+}
+
+impl fmt::Display for RemovalRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemovalRefused::LastVoter => {
+                f.write_str("it is the only voter: the group would have nobody left to decide writes")
+            }
+            RemovalRefused::NoReachableMajority { which, reachable, voters } => write!(
+                f,
+                "only {reachable} of the {voters} {which} voters are reachable from the leader, not a \
+                 majority: the change could not commit and writes would stop; bring a voter back first"
+            ),
+        }
+    }
+}
+
+/// Whether the voter `leaving` may be taken out of `voters` now, given the
+/// voters the leader can reach (`reachable`, the leader included): the
+/// remaining voters, and the current ones, must each have a reachable
+/// majority, and someone must remain.
+pub(crate) fn removal_check(
+    voters: &BTreeSet<u64>,
+    leaving: u64,
+    reachable: &BTreeSet<u64>,
+) -> Result<(), RemovalRefused> {
+    let remaining: BTreeSet<u64> = voters.iter().copied().filter(|v| *v != leaving).collect();
+    if remaining.is_empty() {
+        return Err(RemovalRefused::LastVoter);
+    }
+    for (which, set) in [("remaining", &remaining), ("current", voters)] {
+        let up = set.intersection(reachable).count();
+        if up < set.len() / 2 + 1 {
+            return Err(RemovalRefused::NoReachableMajority { which, reachable: up, voters: set.len() });
+        }
+    }
+    Ok(())
+}
+
+/// What a removal attempt on one node came to.
+enum Attempt {
+    Done,
+    /// Not the leader: ask the one at this address.
+    Forward(Option<spectrum_core::PeerAddr>),
+    /// Refused or failed for now; try again (this is why).
+    Retry(String),
+    /// Refused for good (this is why).
+    Refused(String),
+}
+
+impl Inner {
+    /// The voters this node (the leader) can reach: itself, and every voter
+    /// its failure detector has as alive.
+    fn reachable_voters(&self) -> BTreeSet<u64> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let alive: BTreeSet<String> = self
+            .peers
+            .snapshot()
+            .into_iter()
+            .filter(|p| p.liveness == Liveness::Alive)
+            .filter_map(|p| p.id.map(|id| id.to_string()))
+            .collect();
+        membership
+            .nodes()
+            .filter(|(id, node)| **id == self.id || alive.contains(&node.id))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// One attempt to take `node` out of the group on this node, when it
+    /// leads: checked with [`removal_check`], then a joint-consensus change.
+    async fn try_remove(&self, node: u64, deadline: Instant) -> Attempt {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        if !membership.nodes().any(|(n, _)| *n == node) {
+            return Attempt::Done;
+        }
+        if !self.is_leader() {
+            let leader = self.raft.metrics().borrow().current_leader;
+            let addr = leader
+                .and_then(|l| membership.nodes().find(|(id, _)| **id == l).map(|(_, n)| n.clone()))
+                .and_then(|n| self.wire.resolve(&n));
+            return Attempt::Forward(addr);
+        }
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        if voters.contains(&node)
+            && let Err(refused) = removal_check(&voters, node, &self.reachable_voters())
+        {
+            return match refused {
+                RemovalRefused::LastVoter => Attempt::Refused(refused.to_string()),
+                RemovalRefused::NoReachableMajority { .. } => Attempt::Retry(refused.to_string()),
+            };
+        }
+        let change = ChangeMembers::RemoveVoters(BTreeSet::from([node]));
+        match tokio::time::timeout_at(deadline, self.raft.change_membership(change, false)).await {
+            Ok(Ok(_)) => Attempt::Done,
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Attempt::Forward(f.leader_node.and_then(|n| self.wire.resolve(&n)))
+            }
+            Ok(Err(e)) => Attempt::Retry(e.to_string()),
+            Err(_) => Attempt::Retry("the membership change did not commit in time".into()),
+        }
+    }
+
+    /// Whether this node leads now.
+    fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == openraft::ServerState::Leader
+    }
+
+    /// Takes `node` out of the group (voters and learners), from any node:
+    /// the leader checks that the group keeps a reachable majority and
+    /// commits the change; another node asks the leader. Retries while
+    /// refused or leaderless, until `timeout`.
+    pub(crate) async fn remove_voter(&self, node: &NodeId, timeout: Duration) -> Result<(), String> {
+        let id = raft_node_id(node);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.try_remove(id, deadline).await {
+                Attempt::Done => return Ok(()),
+                Attempt::Refused(why) => return Err(why),
+                Attempt::Retry(why) => why,
+                Attempt::Forward(None) => "no leader is known".to_owned(),
+                Attempt::Forward(Some(addr)) => {
+                    let call =
+                        proto::RaftCall { json: to_json(&node.to_string()), ..proto::RaftCall::default() };
+                    let left =
+                        deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+                    match self.wire.call_json::<Result<(), String>>(&addr, Method::Remove, call, left).await {
+                        Ok(Ok(())) => return Ok(()),
+                        Ok(Err(why)) => why,
+                        Err(e) => e.to_string(),
+                    }
+                }
+            };
+            if Instant::now() + REMOVAL_RETRY > deadline {
+                return Err(last);
+            }
+            debug!(node = %node, reason = %last, "removal from the raft group not done yet; retrying");
+            tokio::time::sleep(REMOVAL_RETRY).await;
+        }
+    }
+
+    /// Whether this node's own membership record says it left the cluster
+    /// (it then asks to join again when it restarts, whatever its Raft log
+    /// still says).
+    pub(crate) async fn recorded_as_left(&self) -> bool {
+        let Some(store) = self.store.upgrade() else { return false };
+        let Ok(Some(record)) = store.get(&Member::key_of(&self.node)).await else {
+            return false;
+        };
+        record
+            .value
+            .and_then(|v| Member::from_record_value(&v).ok())
+            .is_some_and(|m| m.state == MemberState::Left)
+    }
+}
+
+impl RaftReplicator {
+    /// Leaves the Raft group cleanly, waiting up to `timeout`: from now on
+    /// this node refuses writes and consistent reads
+    /// ([`ReplicationError::NotAMember`]), then the leader takes it out of
+    /// the voters through a joint-consensus membership change (a leaving
+    /// leader does it itself and steps down once the group without it has
+    /// committed it: openraft 0.9 has no leadership transfer), and this node stops
+    /// standing for election. The remaining voters keep deciding writes.
+    ///
+    /// The node asks to join again when it restarts with a membership record
+    /// that says it left.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplicationError::Consensus`] when the change was refused (this is
+    /// the last voter, or the group without it would have no reachable
+    /// majority) or did not commit in time: the node then stays a voter, and
+    /// still refuses writes.
+    pub async fn leave(&self, timeout: Duration) -> Result<(), ReplicationError> {
+        let inner = &self.inner;
+        inner.left.store(true, Ordering::Release);
+        let me: NodeId = inner.node.clone();
+        match inner.remove_voter(&me, timeout).await {
+            Ok(()) => {
+                inner.raft.runtime_config().elect(false);
+                info!(node = %me, "left the raft group");
+                Ok(())
+            }
+            Err(reason) => {
+                warn!(node = %me, %reason, "could not leave the raft group; still a voter");
+                Err(ReplicationError::Consensus { reason: format!("node {me} could not leave: {reason}") })
+            }
+        }
+    }
+
+    /// Whether this node left the group ([`leave`](Self::leave)) in this run.
+    pub fn has_left(&self) -> bool {
+        self.inner.left.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[u64]) -> BTreeSet<u64> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_voter_leaves_when_the_remaining_voters_have_a_reachable_majority() {
+        assert_eq!(removal_check(&set(&[1, 2, 3]), 3, &set(&[1, 2, 3])), Ok(()));
+        // The leaving node itself may be down (an operator removes a dead node).
+        assert_eq!(removal_check(&set(&[1, 2, 3]), 3, &set(&[1, 2])), Ok(()));
+    }
+
+    #[test]
+    fn a_removal_that_would_leave_no_reachable_majority_is_refused() {
+        let refused = removal_check(&set(&[1, 2, 3]), 3, &set(&[1, 3])).unwrap_err();
+        assert_eq!(
+            refused,
+            RemovalRefused::NoReachableMajority { which: "remaining", reachable: 1, voters: 2 }
+        );
+        assert!(refused.to_string().contains("only 1 of the 2 remaining voters"), "{refused}");
+        // Four voters, two reachable: the three remaining have a majority,
+        // the four current ones (the joint configuration's old half) not.
+        let refused = removal_check(&set(&[1, 2, 3, 4]), 4, &set(&[1, 2])).unwrap_err();
+        assert_eq!(
+            refused,
+            RemovalRefused::NoReachableMajority { which: "current", reachable: 2, voters: 4 }
+        );
+        let refused = removal_check(&set(&[1, 2, 3, 4, 5]), 5, &set(&[1, 2, 5])).unwrap_err();
+        assert_eq!(
+            refused,
+            RemovalRefused::NoReachableMajority { which: "remaining", reachable: 2, voters: 4 }
+        );
+        assert_eq!(removal_check(&set(&[1, 2, 3, 4, 5]), 5, &set(&[1, 2, 3])), Ok(()));
+    }
+
+    #[test]
+    fn the_last_voter_cannot_leave() {
+        assert_eq!(removal_check(&set(&[7]), 7, &set(&[7])), Err(RemovalRefused::LastVoter));
+    }
+}

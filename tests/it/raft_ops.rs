@@ -1,0 +1,107 @@
+//! Operating a Raft-mode cluster in this process: status names the mode, the
+//! leader, the term, the indexes and the group, over gRPC and over HTTP; the
+//! leader stopped cleanly leaves the voters, the other two keep committing,
+//! and it rejoins as a voter when it starts again.
+
+use std::time::Duration;
+
+use spectrum::Cluster;
+use spectrum::client::AdminClient;
+use spectrum::model::NodeStatus;
+use spectrum_core::MemberState;
+use spectrum_replication::conformance::fast_raft_settings;
+use spectrum_replication::{AckLevel, ReplicationMode};
+
+use crate::http_api::call;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn status_until(c: &AdminClient, what: &str, ok: impl Fn(&NodeStatus) -> bool) -> NodeStatus {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = c.status().await.unwrap();
+        if ok(&s) {
+            return s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never {what}: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn voters(s: &NodeStatus) -> Vec<String> {
+    s.replication.raft.as_ref().map(|r| r.voters.clone()).unwrap_or_default()
+}
+
+fn led_by_three(s: &NodeStatus) -> bool {
+    s.replication.raft.as_ref().is_some_and(|r| r.leader.is_some() && r.voters.len() == 3)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_shows_the_raft_group_and_a_leader_stopped_cleanly_leaves_the_voters_then_rejoins() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::builder("raft-ops".parse().unwrap())
+        .data_dir(dir.path())
+        .configure_nodes(|b| b.replication(ReplicationMode::Raft).raft_settings(fast_raft_settings()))
+        .start()
+        .await
+        .unwrap();
+    let ids: Vec<String> = cluster.nodes().map(|n| n.id().to_string()).collect();
+    let first = AdminClient::connect(cluster.node(&ids[0]).unwrap().addr(), None).await.unwrap();
+    let s = status_until(&first, "a leader and three voters", led_by_three).await;
+    first.put("settings/a", "1", AckLevel::Quorum).await.unwrap();
+    assert_eq!(s.replication.mode, "raft");
+    let raft = s.replication.raft.clone().unwrap();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(raft.voters, sorted);
+    assert!(raft.learners.is_empty() && raft.term >= 1 && raft.applied.is_some(), "{s}");
+    let leader = raft.leader.clone().unwrap();
+    let text = s.to_string();
+    assert!(text.contains(&format!("leader {leader}, term {}", raft.term)), "{text}");
+
+    // The leader counts the commit index; over HTTP the same answer.
+    let on_leader = AdminClient::connect(cluster.node(&leader).unwrap().addr(), None).await.unwrap();
+    let ls = on_leader.status().await.unwrap();
+    let lr = ls.replication.raft.unwrap();
+    assert_eq!(lr.role, "leader");
+    assert!(lr.committed.is_some_and(|c| c >= 1), "{lr:?}");
+    let http = call(cluster.node(&leader).unwrap().addr().as_str(), "GET", "/api/v1/status", None, b"").await;
+    assert_eq!(http.status, 200);
+    let json = http.json();
+    assert_eq!(json["replication"]["mode"], "raft", "{json}");
+    assert_eq!(json["replication"]["raft"]["role"], "leader", "{json}");
+    assert_eq!(json["replication"]["raft"]["voters"].as_array().map(Vec::len), Some(3), "{json}");
+    // The OpenAPI document describes the new part of the answer.
+    let doc =
+        call(cluster.node(&leader).unwrap().addr().as_str(), "GET", "/api/v1/openapi.json", None, b"").await;
+    let schemas = &doc.json()["components"]["schemas"];
+    for schema in ["ReplicationInfo", "RaftInfo"] {
+        assert!(schemas[schema].is_object(), "no {schema} schema in the OpenAPI document");
+    }
+
+    // The leader stops cleanly: out of the voters, and recorded as left.
+    assert!(cluster.stop_node(&leader).await);
+    let rest: Vec<&String> = ids.iter().filter(|id| **id != leader).collect();
+    let survivor = AdminClient::connect(cluster.node(rest[0]).unwrap().addr(), None).await.unwrap();
+    let s = status_until(&survivor, "two voters with a new leader", |s| {
+        voters(s).len() == 2 && s.replication.raft.as_ref().is_some_and(|r| r.leader.is_some())
+    })
+    .await;
+    assert!(!voters(&s).contains(&leader), "{s}");
+    assert!(s.members.iter().any(|m| m.member.id.as_str() == leader && m.member.state == MemberState::Left));
+    for id in &rest {
+        let c = AdminClient::connect(cluster.node(id).unwrap().addr(), None).await.unwrap();
+        c.put(&format!("settings/by-{id}"), "two voters", AckLevel::Quorum).await.unwrap();
+    }
+
+    // Started again, it rejoins as a voter and takes writes.
+    cluster.start_node(&leader.parse().unwrap()).await.unwrap();
+    let back = AdminClient::connect(cluster.node(&leader).unwrap().addr(), None).await.unwrap();
+    status_until(&back, "three voters again", led_by_three).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while back.put("settings/back", "yes", AckLevel::Quorum).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the node that rejoined never took a write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.shutdown().await;
+}
