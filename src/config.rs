@@ -75,6 +75,11 @@ pub struct NodeFileConfig {
     /// on every node.
     #[serde(default, deserialize_with = "replication_field")]
     pub replication: ReplicationMode,
+    /// Raft mode: whether stopping the node (SIGTERM) also takes it out of the
+    /// voters (default `false`, as Consul's `leave_on_terminate` for servers;
+    /// see [`NodeBuilder::leave_on_terminate`](crate::NodeBuilder::leave_on_terminate)).
+    #[serde(default)]
+    pub leave_on_terminate: bool,
     /// Largest tolerated clock offset from a peer, in milliseconds (default 500).
     #[serde(default)]
     pub max_clock_offset_ms: Option<u64>,

@@ -113,6 +113,7 @@ pub struct NodeBuilder {
     sync_interval: Duration,
     write_timeout: Duration,
     drain_grace: Duration,
+    leave_on_terminate: bool,
     resolver: Arc<dyn ResourceResolver>,
     token: Option<Token>,
     cluster_key: Option<Arc<ClusterKey>>,
@@ -161,6 +162,7 @@ impl NodeBuilder {
             sync_interval: Duration::from_secs(1),
             write_timeout: Duration::from_secs(5),
             drain_grace: DEFAULT_DRAIN_GRACE,
+            leave_on_terminate: false,
             resolver: Arc::new(CompositeResolver::standard()),
             token: None,
             cluster_key: None,
@@ -178,6 +180,20 @@ impl NodeBuilder {
     /// must be given the same mode.
     pub fn replication(mut self, mode: ReplicationMode) -> Self {
         self.replication = mode;
+        self
+    }
+
+    /// Whether [`Node::shutdown`] in Raft mode also takes this node out of the
+    /// voters ([`RaftReplicator::leave`]); default `false`, as Consul's
+    /// `leave_on_terminate` for servers. Kept a voter, a stopped node is a
+    /// failure the group tolerates, and a cluster whose nodes are all stopped,
+    /// one after another, starts again in any order. Leaving on every stop
+    /// would shrink the group to the last node stopped, which would then have
+    /// to start first. Set it for a node stopped to be retired; `spectrum node
+    /// remove ID` retires a node without stopping it. No effect in
+    /// last-writer-wins mode, where every stop records the node as left.
+    pub fn leave_on_terminate(mut self, leave: bool) -> Self {
+        self.leave_on_terminate = leave;
         self
     }
 
@@ -578,6 +594,7 @@ impl NodeBuilder {
             raft,
             join_task,
             drain_grace: self.drain_grace,
+            leave_on_terminate: self.leave_on_terminate,
             tls: served.tls.map(parking_lot::Mutex::new),
             watches,
         })
@@ -928,6 +945,8 @@ pub struct Node {
     /// Catching up in the background (an empty store whose peers were unreachable).
     join_task: Option<JoinHandle<()>>,
     drain_grace: Duration,
+    /// Whether [`Node::shutdown`] leaves the Raft voters ([`NodeBuilder::leave_on_terminate`]).
+    leave_on_terminate: bool,
     /// The TLS the node's port serves, when it has any.
     tls: Option<parking_lot::Mutex<ServerTls>>,
     /// Its management operations, to end the watches it serves when it stops.
@@ -1047,13 +1066,16 @@ impl Node {
     /// records itself as `draining` and keeps serving for the drain grace (so
     /// balancers stop sending it requests first), records itself as `left` (so
     /// peers stop counting it for acknowledgements; it becomes `active` again when
-    /// it restarts), stops anti-entropy, and stops the server once in-flight
-    /// requests finish. In Raft mode it also leaves the Raft group
-    /// ([`RaftReplicator::leave`]): the remaining voters decide writes by a
-    /// majority of their own, and it asks to join again when it restarts.
+    /// it restarts; a Raft voter that stays one stays `draining`), stops anti-entropy, and stops the server once in-flight
+    /// requests finish. In Raft mode the node stays a voter unless built with
+    /// [`leave_on_terminate`](NodeBuilder::leave_on_terminate): then it also
+    /// leaves the Raft group ([`RaftReplicator::leave`]), the remaining voters
+    /// decide writes by a majority of their own, and it asks to join again when
+    /// it restarts.
     pub async fn shutdown(self) {
         let grace = self.drain_grace;
-        self.stop_serving(grace, true).await;
+        let leave = self.leave_on_terminate;
+        self.stop_serving(grace, leave).await;
     }
 
     /// Like [`shutdown`](Self::shutdown), without the drain grace: for when nothing
@@ -1114,9 +1136,14 @@ impl Node {
             }
             tokio::time::sleep(drain_grace).await;
         }
-        let left = Member::new(self.ctx.id.clone(), self.addr.clone(), MemberState::Left);
-        if let Err(e) = record_membership(&*self.ctx.store, &*self.replicator, &left, AckLevel::All).await {
-            warn!(node = %self.ctx.id, error = %e, "could not record leaving the cluster");
+        // A Raft voter that stays one is stopped, not gone: it stays `draining`
+        // (nothing routes to it) until it starts again.
+        if self.raft.is_none() || leave_consensus {
+            let left = Member::new(self.ctx.id.clone(), self.addr.clone(), MemberState::Left);
+            if let Err(e) = record_membership(&*self.ctx.store, &*self.replicator, &left, AckLevel::All).await
+            {
+                warn!(node = %self.ctx.id, error = %e, "could not record leaving the cluster");
+            }
         }
         if let Some(raft) = self.raft.as_ref().filter(|_| leave_consensus) {
             // Raft mode: out of the voters too, so the rest keep a majority of their own.

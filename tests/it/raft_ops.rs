@@ -1,6 +1,6 @@
 //! Operating a Raft-mode cluster in this process: status names the mode, the
 //! leader, the term, the indexes and the group, over gRPC and over HTTP; the
-//! leader stopped cleanly leaves the voters, the other two keep committing,
+//! leader stopped cleanly (built to leave on terminate) leaves the voters, the other two keep committing,
 //! and it rejoins as a voter when it starts again.
 
 use std::time::Duration;
@@ -41,7 +41,9 @@ async fn status_shows_the_raft_group_and_a_leader_stopped_cleanly_leaves_the_vot
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::builder("raft-ops".parse().unwrap())
         .data_dir(dir.path())
-        .configure_nodes(|b| b.replication(ReplicationMode::Raft).raft_settings(fast_raft_settings()))
+        .configure_nodes(|b| {
+            b.replication(ReplicationMode::Raft).raft_settings(fast_raft_settings()).leave_on_terminate(true)
+        })
         .start()
         .await
         .unwrap();

@@ -62,6 +62,7 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
         .seeds(cfg.seeds.clone())
         .sync_interval(cfg.sync_interval())
         .replication(cfg.replication)
+        .leave_on_terminate(cfg.leave_on_terminate)
         .add_service_with(spectrum::demo::DataflowService::server);
     if let Some(log) = cfg.change_log {
         builder = builder.change_log(log.limits());
