@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StoredMembership};
@@ -25,6 +26,12 @@ const APPLIED: &str = "sm_applied";
 /// The current snapshot's metadata (JSON) and bytes (protobuf `RaftSnapshot`).
 const SNAPSHOT_META: &str = "snapshot_meta";
 const SNAPSHOT_DATA: &str = "snapshot_data";
+
+/// The applied position is saved (after a [`ConfigStore::sync`]) once this many
+/// entries were applied since it last was...
+const SAVE_EVERY_ENTRIES: u64 = 1_000;
+/// ... or once this long has passed since, when an entry is applied.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// How far the state machine has applied the log.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -51,6 +58,22 @@ fn successor(t: Timestamp) -> Timestamp {
 }
 
 /// The state machine over a node's store.
+///
+/// # Durability
+///
+/// Entries are merged into the store with
+/// [`merge_deferred`](ConfigStore::merge_deferred): no fsync of the store per
+/// batch, because the Raft log, fsynced on a majority before an entry commits,
+/// is the truth, and applying is deterministic and idempotent. The one rule is
+/// that the saved applied position is never durable ahead of the store: it is
+/// saved only right after a [`sync`](ConfigStore::sync) of the store, every
+/// [`SAVE_EVERY_ENTRIES`] entries or [`SAVE_EVERY`], and always before a
+/// snapshot is built (the log is purged only behind a snapshot, so every entry
+/// the saved position does not cover is still in the log). After a crash the
+/// store holds at least what the saved position covers, and openraft applies
+/// the committed entries after it again: those the store kept merge as no-ops,
+/// the lost ones are written again, and every answer to a client was already
+/// given by the node that applied it first.
 #[derive(Debug)]
 pub(crate) struct StateMachine {
     store: Arc<dyn ConfigStore>,
@@ -58,6 +81,10 @@ pub(crate) struct StateMachine {
     origin: Origin,
     position: Position,
     snapshots_built: u64,
+    /// Entries applied since the position was last saved.
+    unsaved: u64,
+    /// When the position was last saved.
+    saved_at: Instant,
 }
 
 impl StateMachine {
@@ -69,7 +96,19 @@ impl StateMachine {
         origin: Origin,
     ) -> Result<Self, StorageError> {
         let position = db.get_json(APPLIED)?.unwrap_or_default();
-        Ok(Self { store, db, origin, position, snapshots_built: 0 })
+        Ok(Self { store, db, origin, position, snapshots_built: 0, unsaved: 0, saved_at: Instant::now() })
+    }
+
+    /// Makes the store durable, then saves the applied position (durably):
+    /// the position never gets ahead of the store on disk.
+    async fn save_position(&mut self) -> Result<(), StorageError> {
+        self.store.sync().await.map_err(write_err)?;
+        let db = self.db.clone();
+        let json = serde_json::to_vec(&self.position).map_err(write_err)?;
+        blocking(move || db.put_meta(&[(APPLIED, &json)])).await?;
+        self.unsaved = 0;
+        self.saved_at = Instant::now();
+        Ok(())
     }
 
     /// The live version `key` holds, seen through the writes of this batch
@@ -163,6 +202,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut records = Vec::new();
         let mut covered = None;
         for entry in entries {
+            self.unsaved += 1;
             self.position.last_applied = Some(entry.log_id);
             let answer = match entry.payload {
                 EntryPayload::Blank => Applied::Nothing,
@@ -181,20 +221,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut covers = VersionVector::default();
             covers.raise(&self.origin, covered);
             // Idempotent: records an earlier run of these entries stored are
-            // covered already, and ignored.
-            self.store.merge(records, &covers).await.map_err(write_err)?;
+            // covered already, and ignored. Durable at the next `save_position`.
+            self.store.merge_deferred(records, &covers).await.map_err(write_err)?;
         }
-        let db = self.db.clone();
-        let json = serde_json::to_vec(&self.position).map_err(write_err)?;
-        blocking(move || db.put_meta(&[(APPLIED, &json)])).await?;
+        if self.unsaved >= SAVE_EVERY_ENTRIES || self.saved_at.elapsed() >= SAVE_EVERY {
+            self.save_position().await?;
+        }
         Ok(answers)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.snapshots_built += 1;
+        // The log is purged behind the snapshot: first make sure a restart
+        // needs none of the purged entries.
+        let saved = self.save_position().await;
         // Taken here, between two applies, so the copy is exactly the state at
         // `last_applied`.
-        let copy = self.store.snapshot().await;
+        let copy = match saved {
+            Ok(()) => self.store.snapshot().await.map_err(read_err),
+            Err(e) => Err(e),
+        };
         SnapshotBuilder {
             db: self.db.clone(),
             position: self.position.clone(),
@@ -242,13 +288,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             membership: meta.last_membership.clone(),
             last_stamp: (last_stamp.wall_ms, last_stamp.logical),
         };
+        // Deferred merges made before the restore are durable with it too.
+        self.store.sync().await.map_err(write_err)?;
         let meta_json = serde_json::to_vec(meta).map_err(write_err)?;
         let position = serde_json::to_vec(&self.position).map_err(write_err)?;
         let db = self.db.clone();
         blocking(move || {
             db.put_meta(&[(APPLIED, &position), (SNAPSHOT_META, &meta_json), (SNAPSHOT_DATA, &data)])
         })
-        .await
+        .await?;
+        self.unsaved = 0;
+        self.saved_at = Instant::now();
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
@@ -269,7 +320,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 pub(crate) struct SnapshotBuilder {
     db: Arc<RaftDb>,
     position: Position,
-    copy: Result<crate::record::Snapshot, crate::error::StoreError>,
+    copy: Result<crate::record::Snapshot, StorageError>,
     number: u64,
 }
 
@@ -277,7 +328,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let copy = match std::mem::replace(&mut self.copy, Ok(crate::record::Snapshot::default())) {
             Ok(copy) => copy,
-            Err(e) => return Err(read_err(e)),
+            Err(e) => return Err(e),
         };
         let data = proto::RaftSnapshot {
             records: copy.records.iter().map(proto::Record::from).collect(),
