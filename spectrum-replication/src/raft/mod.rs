@@ -37,6 +37,7 @@
 //! Nodes are named in openraft by a 64-bit id derived from their node id
 //! ([`raft_node_id`]); the member record carries the node id and address.
 
+mod batcher;
 mod codec;
 // openraft's storage traits dictate its (large) `StorageError` as the error type.
 #[allow(clippy::result_large_err)]
@@ -107,8 +108,8 @@ impl fmt::Display for RaftMember {
 openraft::declare_raft_types!(
     /// The openraft type configuration of Raft mode.
     pub(crate) TypeConfig:
-        D = codec::Proposal,
-        R = codec::Applied,
+        D = codec::Batch,
+        R = codec::Answers,
         NodeId = u64,
         Node = RaftMember,
         SnapshotData = Cursor<Vec<u8>>,

@@ -12,7 +12,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use spectrum_core::Timestamp;
 
-use super::codec::{Applied, Corrupt, Proposal};
+use super::codec::{Answers, Applied, Corrupt, Proposal};
 use super::log_store::{RaftDb, blocking, read_err, write_err};
 use super::{Entry, RaftMember, SEQ_PER_ENTRY, StorageError, TypeConfig};
 use crate::origin::Origin;
@@ -125,11 +125,15 @@ impl StateMachine {
         Ok(held.filter(|r| !r.is_tombstone()).map(|r| r.token()))
     }
 
-    /// Decides one proposal at log `index`: its records (pushed to `records`,
-    /// noted in `pending`) and its answer.
+    /// Decides one proposal of the entry at log `index`, whose first write
+    /// would be number `index × SEQ_PER_ENTRY + *offset`: its records (pushed to
+    /// `records`, noted in `pending`) and its answer. A written proposal
+    /// advances `offset` past its writes; the writes of one entry never reach
+    /// the next entry's numbers (a proposal that would is refused as invalid).
     async fn decide(
         &mut self,
         index: u64,
+        offset: &mut u64,
         p: Proposal,
         pending: &mut HashMap<String, Option<VersionToken>>,
         records: &mut Vec<Record>,
@@ -150,6 +154,12 @@ impl StateMachine {
                 reason: format!("a transaction holds at most {} writes", SEQ_PER_ENTRY - 1),
             });
         }
+        let first = *offset;
+        if first + p.txn.writes.writes.len() as u64 >= SEQ_PER_ENTRY {
+            return Ok(Applied::Invalid {
+                reason: format!("a log entry holds at most {} writes", SEQ_PER_ENTRY - 1),
+            });
+        }
         for (i, c) in p.txn.conditions.iter().enumerate() {
             let current = self.live_version(c.key(), pending).await?;
             let holds = match c {
@@ -164,7 +174,7 @@ impl StateMachine {
         for (j, w) in p.txn.writes.writes.into_iter().enumerate() {
             let j32 = u32::try_from(j).unwrap_or(u32::MAX);
             let stamp = Timestamp::new(base.wall_ms, base.logical.saturating_add(j32));
-            let seq = index * SEQ_PER_ENTRY + j as u64;
+            let seq = index * SEQ_PER_ENTRY + first + j as u64;
             let (key, value) = match w {
                 Write::Put { key, value } => (key, Some(value)),
                 Write::Delete { key } => (key, None),
@@ -178,8 +188,9 @@ impl StateMachine {
             let record = Record { key, value, stamp, origin: self.origin.clone(), seq, lineage };
             pending.insert(record.key.clone(), (!record.is_tombstone()).then(|| record.token()));
             records.push(record);
+            *offset += 1;
         }
-        Ok(Applied::Written)
+        Ok(Applied::Written { first: index * SEQ_PER_ENTRY + first })
     }
 }
 
@@ -192,7 +203,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.position.last_applied, self.position.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Answers>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -205,14 +216,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.unsaved += 1;
             self.position.last_applied = Some(entry.log_id);
             let answer = match entry.payload {
-                EntryPayload::Blank => Applied::Nothing,
+                EntryPayload::Blank => Answers::new(),
                 EntryPayload::Membership(m) => {
                     self.position.membership = StoredMembership::new(Some(entry.log_id), m);
-                    Applied::Nothing
+                    Answers::new()
                 }
-                EntryPayload::Normal(p) => {
-                    covered = Some(entry.log_id.index * SEQ_PER_ENTRY + SEQ_PER_ENTRY - 1);
-                    self.decide(entry.log_id.index, p, &mut pending, &mut records).await?
+                EntryPayload::Normal(batch) => {
+                    let index = entry.log_id.index;
+                    covered = Some(index * SEQ_PER_ENTRY + SEQ_PER_ENTRY - 1);
+                    let mut offset = 0;
+                    let mut answer = Answers::with_capacity(batch.proposals.len());
+                    for p in batch.proposals {
+                        answer.push(self.decide(index, &mut offset, p, &mut pending, &mut records).await?);
+                    }
+                    answer
                 }
             };
             answers.push(answer);
