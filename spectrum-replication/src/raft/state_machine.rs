@@ -85,6 +85,8 @@ pub(crate) struct StateMachine {
     unsaved: u64,
     /// When the position was last saved.
     saved_at: Instant,
+    /// How long the position may go unsaved ([`SAVE_EVERY`]).
+    save_every: Duration,
 }
 
 impl StateMachine {
@@ -96,7 +98,24 @@ impl StateMachine {
         origin: Origin,
     ) -> Result<Self, StorageError> {
         let position = db.get_json(APPLIED)?.unwrap_or_default();
-        Ok(Self { store, db, origin, position, snapshots_built: 0, unsaved: 0, saved_at: Instant::now() })
+        Ok(Self {
+            store,
+            db,
+            origin,
+            position,
+            snapshots_built: 0,
+            unsaved: 0,
+            saved_at: Instant::now(),
+            save_every: SAVE_EVERY,
+        })
+    }
+
+    /// Saves the position only every `every` (or [`SAVE_EVERY_ENTRIES`]), so
+    /// a test can crash with applies unsaved.
+    #[cfg(test)]
+    fn save_every(mut self, every: Duration) -> Self {
+        self.save_every = every;
+        self
     }
 
     /// Makes the store durable, then saves the applied position (durably):
@@ -241,7 +260,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // covered already, and ignored. Durable at the next `save_position`.
             self.store.merge_deferred(records, &covers).await.map_err(write_err)?;
         }
-        if self.unsaved >= SAVE_EVERY_ENTRIES || self.saved_at.elapsed() >= SAVE_EVERY {
+        if self.unsaved >= SAVE_EVERY_ENTRIES || self.saved_at.elapsed() >= self.save_every {
             self.save_position().await?;
         }
         Ok(answers)
@@ -377,13 +396,20 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 mod tests {
     use std::sync::Arc;
 
-    use openraft::testing::{StoreBuilder, Suite};
-    use spectrum_core::Hlc;
+    use std::path::Path;
+    use std::time::Duration;
 
+    use openraft::storage::RaftStateMachine;
+    use openraft::testing::{StoreBuilder, Suite};
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use spectrum_core::{Hlc, Timestamp};
+
+    use super::super::codec::{Applied, Batch, Proposal};
     use super::super::log_store::{LogStore, RaftDb, read_err};
-    use super::super::{StorageError, TypeConfig, raft_origin};
+    use super::super::{Entry, SEQ_PER_ENTRY, StorageError, TypeConfig, raft_origin};
     use super::StateMachine;
-    use crate::MemoryStore;
+    use crate::transaction::{Condition, Transaction};
+    use crate::{ConfigStore, MemoryStore, RedbStore, WriteBatch};
 
     /// A log and state machine on a fresh redb file, over a fresh store.
     struct OnDisk;
@@ -401,5 +427,91 @@ mod tests {
     #[test]
     fn the_log_and_state_machine_pass_openraft_s_storage_suite() {
         Suite::test_all(OnDisk).unwrap();
+    }
+
+    /// Entry `index` of term 1, proposing `proposals`.
+    fn entry(index: u64, proposals: Vec<Transaction>) -> Entry {
+        let proposals = proposals
+            .into_iter()
+            .map(|txn| Proposal { stamp: Timestamp::new(1_000 + index, 0), txn })
+            .collect();
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Batch { proposals }),
+        }
+    }
+
+    fn put(key: &str, value: &str) -> Transaction {
+        Transaction::new(WriteBatch::new().put(key.to_owned(), value.to_owned()))
+    }
+
+    /// A redb store and Raft file in `dir`, and their state machine.
+    fn open(dir: &Path) -> (Arc<RedbStore>, StateMachine) {
+        let store = Arc::new(
+            RedbStore::open(dir.join("config.redb"), "n1".parse().unwrap(), Arc::new(Hlc::system())).unwrap(),
+        );
+        let db = Arc::new(RaftDb::open(&dir.join("raft.redb")).unwrap());
+        let sm = StateMachine::open(store.clone(), db, raft_origin(&"c".parse().unwrap())).unwrap();
+        (store, sm.save_every(Duration::from_secs(3_600)))
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn applies_a_crash_loses_are_replayed_from_the_log_and_end_with_every_acknowledged_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut sm) = open(dir.path());
+        let entries: Vec<Entry> =
+            (1..=20).map(|i| entry(i, vec![put(&format!("settings/k{i}"), &format!("v{i}"))])).collect();
+        sm.apply(entries[..5].to_vec()).await.unwrap();
+        // A snapshot saves the position (after a store sync): entry 5.
+        let _ = sm.get_snapshot_builder().await;
+        let answers = sm.apply(entries[5..].to_vec()).await.unwrap();
+        assert!(answers.iter().all(|a| matches!(a.as_slice(), [Applied::Written { .. }])), "{answers:?}");
+        let acknowledged = store.scan("settings/").await.unwrap();
+        assert_eq!(acknowledged.len(), 20);
+
+        // What `kill -9` leaves on disk now: the files as the kernel holds them.
+        let crashed = tempfile::tempdir().unwrap();
+        for file in ["config.redb", "raft.redb"] {
+            std::fs::copy(dir.path().join(file), crashed.path().join(file)).unwrap();
+        }
+        drop((sm, store));
+        let (store, mut sm) = open(crashed.path());
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(5), "the saved position is the last synced one");
+        let survived = store.scan("settings/").await.unwrap();
+        assert!(survived.len() < 20, "the unsynced applies were lost: {} of 20 survived", survived.len());
+        assert!(survived.len() >= 5, "what the saved position covers survived: {} of 20", survived.len());
+
+        // openraft applies the committed entries after the saved position again.
+        sm.apply(entries[5..].to_vec()).await.unwrap();
+        assert_eq!(store.scan("settings/").await.unwrap(), acknowledged);
+    }
+
+    #[tokio::test]
+    async fn proposals_packed_in_one_entry_are_decided_in_order_each_with_its_own_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut sm) = open(dir.path());
+        let mut absent = put("settings/a", "second");
+        absent.conditions = vec![Condition::absent("settings/a")];
+        let two = Transaction::new(WriteBatch::new().put("settings/b", "1").put("settings/c", "1"));
+        let packed = entry(7, vec![put("settings/a", "first"), absent, two, put("settings/d", "1")]);
+        let answers = sm.apply(vec![packed]).await.unwrap();
+        let base = 7 * SEQ_PER_ENTRY;
+        assert_eq!(
+            answers,
+            vec![vec![
+                Applied::Written { first: base },
+                Applied::Failed {
+                    index: 0,
+                    key: "settings/a".into(),
+                    current: Some(format!("{}:{base}", sm.origin))
+                },
+                Applied::Written { first: base + 1 },
+                Applied::Written { first: base + 3 },
+            ]]
+        );
+        let a = store.get("settings/a").await.unwrap().unwrap();
+        assert_eq!((a.value.as_deref(), a.seq), (Some(&b"first"[..]), base));
+        assert_eq!(store.get("settings/d").await.unwrap().unwrap().seq, base + 3);
     }
 }
