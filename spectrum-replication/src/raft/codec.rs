@@ -277,3 +277,56 @@ impl fmt::Display for Corrupt {
 }
 
 impl std::error::Error for Corrupt {}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use prost::Message;
+    use spectrum_core::Timestamp;
+
+    use super::{Batch, Proposal, decode_entry, encode_entry};
+    use crate::proto;
+    use crate::raft::Entry;
+    use crate::record::WriteBatch;
+    use crate::transaction::{Condition, Transaction};
+
+    fn proposal(key: &str) -> Proposal {
+        let mut txn = Transaction::new(WriteBatch::new().put(key.to_owned(), "v").delete("settings/gone"));
+        txn.conditions = vec![Condition::absent(key)];
+        Proposal { stamp: Timestamp::new(5, 1), txn }
+    }
+
+    fn entry(proposals: Vec<Proposal>) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 9), 4),
+            payload: EntryPayload::Normal(Batch { proposals }),
+        }
+    }
+
+    #[test]
+    fn a_batch_round_trips_and_a_batch_of_one_keeps_the_form_older_builds_read() {
+        let many = entry(vec![proposal("settings/a"), proposal("settings/b")]);
+        assert_eq!(decode_entry(&encode_entry(&many)).unwrap(), many);
+
+        let one = entry(vec![proposal("settings/a")]);
+        let bytes = encode_entry(&one);
+        let raw = proto::RaftLogEntry::decode(bytes.as_slice()).unwrap();
+        assert!(matches!(raw.payload, Some(proto::raft_log_entry::Payload::Proposal(_))));
+        assert_eq!(decode_entry(&bytes).unwrap(), one);
+    }
+
+    #[test]
+    fn a_malformed_proposal_in_a_batch_is_refused_naming_its_position() {
+        let mut bad = proto::RaftProposal::from(&proposal("settings/a"));
+        bad.stamp = None;
+        let batch = proto::RaftProposalBatch { proposals: vec![(&proposal("settings/b")).into(), bad] };
+        let raw = proto::RaftLogEntry {
+            term: 1,
+            leader: 1,
+            index: 1,
+            payload: Some(proto::raft_log_entry::Payload::Batch(batch)),
+        };
+        let e = decode_entry(&raw.encode_to_vec()).unwrap_err();
+        assert!(e.to_string().contains("batch.proposals[1]"), "{e}");
+    }
+}
