@@ -14,6 +14,13 @@
 //! - a failed commit changes nothing (the error is returned and memory is left
 //!   as it was).
 //!
+//! The one exception is [`merge_deferred`](ConfigStore::merge_deferred), for a
+//! caller that can replay what a crash loses (Raft mode's state machine): it
+//! commits with redb's [`Durability::None`], without fsync, and the change is
+//! durable once [`sync`](ConfigStore::sync) (an empty commit with fsync) or any
+//! other write has committed after it. A crash before that rolls the file back
+//! to its last durable commit: a prefix of the changes, in commit order.
+//!
 //! # When the disk fails
 //!
 //! A commit that fails (a full disk, an I/O error) is returned as
@@ -77,7 +84,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ::redb::{Builder, Database, ReadableDatabase, ReadableTable, TableDefinition};
+use ::redb::{Builder, Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
@@ -277,15 +284,28 @@ impl RedbStore {
         T: Send + 'static,
         P: FnOnce(&State, &Hlc) -> (Changes, T) + Send + 'static,
     {
+        self.write_with(Durability::Immediate, plan).await
+    }
+
+    /// [`write`](Self::write), committed with `durability`.
+    async fn write_with<T, P>(&self, durability: Durability, plan: P) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        P: FnOnce(&State, &Hlc) -> (Changes, T) + Send + 'static,
+    {
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.write(plan))
+        tokio::task::spawn_blocking(move || shared.write(durability, plan))
             .await
             .map_err(storage(self.shared.path.display().to_string(), "finish a write to"))?
     }
 }
 
 impl Shared {
-    fn write<T>(&self, plan: impl FnOnce(&State, &Hlc) -> (Changes, T)) -> Result<T, StoreError> {
+    fn write<T>(
+        &self,
+        durability: Durability,
+        plan: impl FnOnce(&State, &Hlc) -> (Changes, T),
+    ) -> Result<T, StoreError> {
         let _writer = self.writer.lock();
         // Readers of the change log take the file while a commit runs.
         let open = self.ensure_open(&mut self.db.lock())?.clone();
@@ -293,7 +313,7 @@ impl Shared {
         if changes.is_empty() {
             return Ok(out);
         }
-        if let Err(e) = self.persist(&open, &changes) {
+        if let Err(e) = self.persist(&open, &changes, durability) {
             self.close(&mut self.db.lock(), &e);
             return Err(e);
         }
@@ -328,7 +348,8 @@ impl Shared {
         let mut db = self.db.lock();
         let open = self.ensure_open(&mut db)?;
         let proved = self.probe_room(open, probe_bytes).and_then(|()| {
-            self.persist(open, &Changes { head: self.state.read().head(), ..Changes::default() })
+            let head = Changes { head: self.state.read().head(), ..Changes::default() };
+            self.persist(open, &head, Durability::Immediate)
         });
         if let Err(e) = proved {
             self.close(&mut db, &e);
@@ -387,11 +408,31 @@ impl Shared {
         db.as_ref().ok_or_else(|| corrupt(self.path.display().to_string(), "not open"))
     }
 
-    /// Writes `changes` and the clock's high-water mark in one transaction,
-    /// committed with immediate durability.
-    fn persist(&self, db: &Database, changes: &Changes) -> Result<(), StoreError> {
+    /// Commits an empty transaction with immediate durability, which makes
+    /// every earlier non-durable commit durable too (redb's contract for
+    /// [`Durability::None`]).
+    fn sync(&self) -> Result<(), StoreError> {
+        let _writer = self.writer.lock();
+        let open = self.ensure_open(&mut self.db.lock())?.clone();
         let shown = self.path.display().to_string();
-        let tx = db.begin_write().map_err(storage(&shown, "begin a write to"))?;
+        let synced = open
+            .begin_write()
+            .map_err(storage(&shown, "begin a write to"))
+            .and_then(|tx| tx.commit().map_err(storage(&shown, "sync")));
+        if let Err(e) = synced {
+            self.close(&mut self.db.lock(), &e);
+            return Err(e);
+        }
+        trace!(path = %shown, "synced");
+        Ok(())
+    }
+
+    /// Writes `changes` and the clock's high-water mark in one transaction,
+    /// committed with `durability` (immediate: fsync before returning).
+    fn persist(&self, db: &Database, changes: &Changes, durability: Durability) -> Result<(), StoreError> {
+        let shown = self.path.display().to_string();
+        let mut tx = db.begin_write().map_err(storage(&shown, "begin a write to"))?;
+        tx.set_durability(durability).map_err(storage(&shown, "set the durability of a write to"))?;
         {
             let table = |name: &str| format!("{shown}: table {name}");
             let mut records = tx.open_table(RECORDS).map_err(storage(table("records"), "open"))?;
@@ -719,6 +760,31 @@ impl ConfigStore for RedbStore {
         let report = self.write(move |st, _| st.plan_merge(records, &covers)).await?;
         trace!(origin = %self.origin, applied = report.applied, ignored = report.ignored, "merged remote records");
         Ok(report)
+    }
+
+    /// Commits with redb's [`Durability::None`]: no fsync; the next
+    /// [`sync`](ConfigStore::sync), or any other write, which all commit with
+    /// fsync, makes it durable. A crash before that rolls the file back to its
+    /// last durable commit (see [the module docs](crate::redb)).
+    async fn merge_deferred(
+        &self,
+        records: Vec<Record>,
+        covers: &VersionVector,
+    ) -> Result<MergeReport, StoreError> {
+        for r in &records {
+            check_record(r, self.max_value_bytes)?;
+        }
+        let covers = covers.clone();
+        let report = self.write_with(Durability::None, move |st, _| st.plan_merge(records, &covers)).await?;
+        trace!(origin = %self.origin, applied = report.applied, "merged records, durable at the next sync");
+        Ok(report)
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.sync())
+            .await
+            .map_err(storage(self.shared.path.display().to_string(), "finish a sync of"))?
     }
 
     async fn digest(&self) -> Result<VersionVector, StoreError> {

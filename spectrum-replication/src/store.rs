@@ -106,6 +106,47 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
     /// [`StoreError::Storage`] when the backing storage fails.
     async fn merge(&self, records: Vec<Record>, covers: &VersionVector) -> Result<MergeReport, StoreError>;
 
+    /// Merges like [`merge`](ConfigStore::merge) (same checks, same answer,
+    /// visible to reads at once), but the change need not be durable when this
+    /// returns: it is once a later [`sync`](ConfigStore::sync) returns `Ok`.
+    ///
+    /// For a caller that can replay what a crash loses, as Raft mode's state
+    /// machine replays its log (which is the durable truth) and saves its
+    /// applied position only after a `sync`: one fsync per log batch instead of
+    /// two. A crash keeps every change made before the last successful `sync`
+    /// and, of the later ones, a prefix in the order they were made (whole
+    /// changes, never part of one); merging again what survived is harmless,
+    /// as merging is idempotent.
+    ///
+    /// The default merges durably: right for any store (a store that is not
+    /// durable at all loses everything on a crash anyway), but it saves nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`merge`](ConfigStore::merge).
+    async fn merge_deferred(
+        &self,
+        records: Vec<Record>,
+        covers: &VersionVector,
+    ) -> Result<MergeReport, StoreError> {
+        self.merge(records, covers).await
+    }
+
+    /// Makes every change made so far durable, those of
+    /// [`merge_deferred`](ConfigStore::merge_deferred) included; on `Ok` they
+    /// survive `kill -9` and a power cut.
+    ///
+    /// The default does nothing: right for a store whose every change is
+    /// durable when made (or never durable).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Storage`] when the backing storage fails (then nothing
+    /// deferred is known to be durable).
+    async fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// This copy's version vector.
     ///
     /// # Errors
@@ -265,6 +306,16 @@ impl<T: ConfigStore + ?Sized> ConfigStore for Arc<T> {
     }
     async fn merge(&self, records: Vec<Record>, covers: &VersionVector) -> Result<MergeReport, StoreError> {
         (**self).merge(records, covers).await
+    }
+    async fn merge_deferred(
+        &self,
+        records: Vec<Record>,
+        covers: &VersionVector,
+    ) -> Result<MergeReport, StoreError> {
+        (**self).merge_deferred(records, covers).await
+    }
+    async fn sync(&self) -> Result<(), StoreError> {
+        (**self).sync().await
     }
     async fn digest(&self) -> Result<VersionVector, StoreError> {
         (**self).digest().await

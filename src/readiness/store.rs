@@ -134,6 +134,18 @@ impl ConfigStore for WatchedStore {
         let result = self.inner.merge(records, covers).await;
         self.observe(result, |report| report.applied > 0).await
     }
+    async fn merge_deferred(
+        &self,
+        records: Vec<Record>,
+        covers: &VersionVector,
+    ) -> Result<MergeReport, StoreError> {
+        let result = self.inner.merge_deferred(records, covers).await;
+        self.observe(result, |report| report.applied > 0).await
+    }
+    async fn sync(&self) -> Result<(), StoreError> {
+        let result = self.inner.sync().await;
+        self.observe(result, |()| false).await
+    }
     async fn digest(&self) -> Result<VersionVector, StoreError> {
         self.inner.digest().await
     }

@@ -91,32 +91,106 @@ impl TryFrom<proto::RaftProposal> for Proposal {
     }
 }
 
+impl Proposal {
+    /// How many writes the transaction holds.
+    pub(crate) fn writes(&self) -> usize {
+        self.txn.writes.writes.len()
+    }
+
+    /// Roughly how many bytes it takes in a log entry.
+    pub(crate) fn size(&self) -> usize {
+        let writes: usize = self
+            .txn
+            .writes
+            .writes
+            .iter()
+            .map(|w| match w {
+                Write::Put { key, value } => key.len() + value.len() + 8,
+                Write::Delete { key } => key.len() + 8,
+            })
+            .sum();
+        let conditions: usize = self.txn.conditions.iter().map(|c| c.key().len() + 48).sum();
+        writes + conditions + 16
+    }
+}
+
+/// What one log entry proposes (openraft's `D`): one or more transactions, each
+/// with its own stamp, decided in order and each answered on its own. The
+/// leader packs proposals made while the previous entry was being written into
+/// one entry, so one log append and one fsync carry them all (as etcd batches
+/// its proposals).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Batch {
+    /// The transactions, in the order they are decided.
+    pub(crate) proposals: Vec<Proposal>,
+}
+
+impl From<&Batch> for proto::raft_log_entry::Payload {
+    fn from(b: &Batch) -> Self {
+        use proto::raft_log_entry::Payload;
+        match b.proposals.as_slice() {
+            // The form builds before batching wrote and read.
+            [one] => Payload::Proposal(one.into()),
+            many => {
+                Payload::Batch(proto::RaftProposalBatch { proposals: many.iter().map(Into::into).collect() })
+            }
+        }
+    }
+}
+
+impl TryFrom<proto::RaftProposalBatch> for Batch {
+    type Error = InvalidMessage;
+
+    fn try_from(b: proto::RaftProposalBatch) -> Result<Self, Self::Error> {
+        let proposals = b
+            .proposals
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                Proposal::try_from(p)
+                    .map_err(|e| InvalidMessage::new(format!("batch.proposals[{i}]"), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Batch { proposals })
+    }
+}
+
 // openraft's `serde` feature asks every log payload to be serde; ours never
 // travels as JSON (entries are protobuf on disk and on the wire), but when it
 // does it is the protobuf bytes.
-impl Serialize for Proposal {
+impl Serialize for Batch {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(&proto::RaftProposal::from(self).encode_to_vec())
+        let b = proto::RaftProposalBatch { proposals: self.proposals.iter().map(Into::into).collect() };
+        serializer.serialize_bytes(&b.encode_to_vec())
     }
 }
 
-impl<'de> Deserialize<'de> for Proposal {
+impl<'de> Deserialize<'de> for Batch {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let bytes: Vec<u8> = serde::Deserialize::deserialize(deserializer)?;
-        let p = proto::RaftProposal::decode(bytes.as_slice()).map_err(serde::de::Error::custom)?;
-        Proposal::try_from(p).map_err(serde::de::Error::custom)
+        let b = proto::RaftProposalBatch::decode(bytes.as_slice()).map_err(serde::de::Error::custom)?;
+        Batch::try_from(b).map_err(serde::de::Error::custom)
     }
 }
 
-/// The state machine's answer to one applied entry (openraft's `R`), sent
-/// back to a proposer on another node as JSON.
+/// The state machine's answer to one applied entry (openraft's `R`): one
+/// [`Applied`] per proposal of its [`Batch`], none for a blank or membership
+/// entry.
+pub(crate) type Answers = Vec<Applied>;
+
+/// The state machine's answer to one proposal, sent back to a proposer on
+/// another node as JSON.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Applied {
-    /// A blank or membership entry: nothing to report.
+    /// Not a write (no answer for this proposal).
     #[default]
     Nothing,
-    /// Every condition held; the writes are stored.
-    Written,
+    /// Every condition held; the writes are stored, numbered from `first`.
+    Written {
+        /// The sequence number of its first write (under the Raft origin);
+        /// write `j` is `first + j`.
+        first: u64,
+    },
     /// The transaction breaks the store's limits (a bad key, a value too
     /// large, too many writes); nothing was written.
     Invalid {
@@ -140,7 +214,7 @@ pub(crate) fn entry_to_proto(entry: &Entry) -> proto::RaftLogEntry {
     use proto::raft_log_entry::Payload;
     let payload = match &entry.payload {
         EntryPayload::Blank => Payload::Blank(true),
-        EntryPayload::Normal(p) => Payload::Proposal(p.into()),
+        EntryPayload::Normal(b) => b.into(),
         EntryPayload::Membership(m) => Payload::MembershipJson(serde_json::to_string(m).unwrap_or_default()),
     };
     proto::RaftLogEntry {
@@ -156,7 +230,8 @@ pub(crate) fn entry_from_proto(e: proto::RaftLogEntry) -> Result<Entry, InvalidM
     use proto::raft_log_entry::Payload;
     let payload = match e.payload {
         None | Some(Payload::Blank(_)) => EntryPayload::Blank,
-        Some(Payload::Proposal(p)) => EntryPayload::Normal(Proposal::try_from(p)?),
+        Some(Payload::Proposal(p)) => EntryPayload::Normal(Batch { proposals: vec![Proposal::try_from(p)?] }),
+        Some(Payload::Batch(b)) => EntryPayload::Normal(Batch::try_from(b)?),
         Some(Payload::MembershipJson(json)) => EntryPayload::Membership(
             serde_json::from_str(&json)
                 .map_err(|err| InvalidMessage::new("entry.membership", err.to_string()))?,
@@ -202,3 +277,56 @@ impl fmt::Display for Corrupt {
 }
 
 impl std::error::Error for Corrupt {}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use prost::Message;
+    use spectrum_core::Timestamp;
+
+    use super::{Batch, Proposal, decode_entry, encode_entry};
+    use crate::proto;
+    use crate::raft::Entry;
+    use crate::record::WriteBatch;
+    use crate::transaction::{Condition, Transaction};
+
+    fn proposal(key: &str) -> Proposal {
+        let mut txn = Transaction::new(WriteBatch::new().put(key.to_owned(), "v").delete("settings/gone"));
+        txn.conditions = vec![Condition::absent(key)];
+        Proposal { stamp: Timestamp::new(5, 1), txn }
+    }
+
+    fn entry(proposals: Vec<Proposal>) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 9), 4),
+            payload: EntryPayload::Normal(Batch { proposals }),
+        }
+    }
+
+    #[test]
+    fn a_batch_round_trips_and_a_batch_of_one_keeps_the_form_older_builds_read() {
+        let many = entry(vec![proposal("settings/a"), proposal("settings/b")]);
+        assert_eq!(decode_entry(&encode_entry(&many)).unwrap(), many);
+
+        let one = entry(vec![proposal("settings/a")]);
+        let bytes = encode_entry(&one);
+        let raw = proto::RaftLogEntry::decode(bytes.as_slice()).unwrap();
+        assert!(matches!(raw.payload, Some(proto::raft_log_entry::Payload::Proposal(_))));
+        assert_eq!(decode_entry(&bytes).unwrap(), one);
+    }
+
+    #[test]
+    fn a_malformed_proposal_in_a_batch_is_refused_naming_its_position() {
+        let mut bad = proto::RaftProposal::from(&proposal("settings/a"));
+        bad.stamp = None;
+        let batch = proto::RaftProposalBatch { proposals: vec![(&proposal("settings/b")).into(), bad] };
+        let raw = proto::RaftLogEntry {
+            term: 1,
+            leader: 1,
+            index: 1,
+            payload: Some(proto::raft_log_entry::Payload::Batch(batch)),
+        };
+        let e = decode_entry(&raw.encode_to_vec()).unwrap_err();
+        assert!(e.to_string().contains("batch.proposals[1]"), "{e}");
+    }
+}

@@ -12,8 +12,8 @@
 //!   committed with fsync before openraft is told it is durable, so an
 //!   acknowledged write survives `kill -9` of any minority.
 //! - **The state machine** (`state_machine`) is the node's [`ConfigStore`](crate::ConfigStore).
-//!   A log entry carries a [`Transaction`](crate::Transaction) and the
-//!   proposer's HLC stamp. Applying it evaluates its conditions against the
+//!   A log entry carries one or more [`Transaction`](crate::Transaction)s,
+//!   each with its proposer's HLC stamp. Applying it evaluates its conditions against the
 //!   store, deterministically, and turns its writes into [`Record`](crate::Record)s that
 //!   are the same on every node: written under the cluster's Raft origin
 //!   ([`raft_origin`]), numbered from the log index (write `j` of entry `i` is
@@ -21,11 +21,22 @@
 //!   proposer's stamp raised above the previous entry's, and merged with
 //!   [`ConfigStore::merge`](crate::ConfigStore::merge) whose `covers` raise the
 //!   digest over the whole entry. Merging is idempotent, so replaying entries
-//!   after a crash changes nothing, and the last applied log id is saved after
-//!   each batch, so a restart replays only the tail. Snapshots are the store's
+//!   after a crash changes nothing. The log is the durable truth, so applying
+//!   does not fsync the store ([`ConfigStore::merge_deferred`](crate::ConfigStore::merge_deferred));
+//!   the last applied log id is saved only after a
+//!   [`sync`](crate::ConfigStore::sync) of the store (every 1,000 entries or
+//!   second, and before every snapshot), so it is never durable ahead of the
+//!   store, and a restart replays the tail after it. Snapshots are the store's
 //!   [`snapshot`](crate::ConfigStore::snapshot) (and installed with
 //!   [`restore`](crate::ConfigStore::restore)); the log is compacted behind
 //!   them, and a node far behind installs one.
+//! - **Batching** (`batcher`): every proposal of a node, and every one
+//!   forwarded to it, goes through one queue; while entries are being
+//!   committed the proposals made meanwhile wait, and the next entry carries
+//!   all of them (as etcd batches its proposals), so one log append and one
+//!   fsync serve many writes. An entry is a batch of transactions decided in
+//!   order, each answered on its own; its writes share the entry's
+//!   [`SEQ_PER_ENTRY`] sequence numbers, numbered in order.
 //! - **The network** (`network`, `service`): an internal gRPC service
 //!   (`spectrum.replication.v1.Raft`, never forwarded by the balancer) that
 //!   carries openraft's messages, a follower's forwarded writes and read-index
@@ -46,6 +57,7 @@
 //! Nodes are named in openraft by a 64-bit id derived from their node id
 //! ([`raft_node_id`]); the member record carries the node id and address.
 
+mod batcher;
 mod codec;
 // openraft's storage traits dictate its (large) `StorageError` as the error type.
 #[allow(clippy::result_large_err)]
@@ -73,8 +85,9 @@ pub use service::RaftService;
 pub use tombstones::DEFAULT_TOMBSTONE_KEEP;
 
 /// Sequence numbers the Raft origin reserves per log entry: write `j` of the
-/// entry at index `i` is numbered `i × SEQ_PER_ENTRY + j`, so a transaction
-/// holds at most this many writes.
+/// entry at index `i` (counting the writes of every transaction the entry
+/// carries, in order) is numbered `i × SEQ_PER_ENTRY + j`, so an entry, and a
+/// transaction, holds fewer writes than this.
 pub const SEQ_PER_ENTRY: u64 = 1 << 16;
 
 /// The node id every Raft-applied record is written under (with the
@@ -120,8 +133,8 @@ impl fmt::Display for RaftMember {
 openraft::declare_raft_types!(
     /// The openraft type configuration of Raft mode.
     pub(crate) TypeConfig:
-        D = codec::Proposal,
-        R = codec::Applied,
+        D = codec::Batch,
+        R = codec::Answers,
         NodeId = u64,
         Node = RaftMember,
         SnapshotData = Cursor<Vec<u8>>,

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
-use openraft::raft::ClientWriteResponse;
 use openraft::{ChangeMembers, Config, LogId, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use spectrum_core::channels::ChannelCache;
@@ -19,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use super::batcher::Batcher;
 use super::codec::{Applied, Proposal, to_json};
 use super::log_store::{LogStore, RaftDb};
 use super::network::{Method, Network, Wire};
@@ -195,6 +195,7 @@ impl RaftReplicatorBuilder {
         let raft = Raft::new(id, config, Network { wire: wire.clone() }, LogStore::new(db), sm)
             .await
             .map_err(consensus)?;
+        let batcher = Batcher::start(raft.clone());
         let mut seeds = self.seeds;
         seeds.sort();
         seeds.dedup();
@@ -202,6 +203,7 @@ impl RaftReplicatorBuilder {
         let (stop, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             raft,
+            batcher,
             wire,
             me,
             id,
@@ -268,6 +270,8 @@ pub struct RaftReplicator {
 
 pub(crate) struct Inner {
     pub(crate) raft: Raft,
+    /// This node's proposals, and those forwarded to it, packed into entries.
+    pub(crate) batcher: Batcher,
     pub(crate) wire: Wire,
     pub(crate) me: RaftMember,
     pub(crate) id: u64,
@@ -307,8 +311,7 @@ pub(crate) struct ProbeAnswer {
 }
 
 /// A client write's answer from the leader.
-pub(crate) type ForwardAnswer =
-    Result<ClientWriteResponse<super::TypeConfig>, RaftError<u64, ClientWriteError<u64, RaftMember>>>;
+pub(crate) type ForwardAnswer = super::batcher::Answer;
 /// A read index's answer from the leader.
 pub(crate) type ReadIndexAnswer =
     Result<Option<LogId<u64>>, RaftError<u64, CheckIsLeaderError<u64, RaftMember>>>;
@@ -588,6 +591,15 @@ impl Inner {
         }
     }
 
+    /// Proposes `proposal` through this node's queue (see `batcher`): decided
+    /// when this node leads, `ForwardToLeader` otherwise.
+    pub(crate) async fn submit(&self, proposal: Proposal) -> ForwardAnswer {
+        match self.batcher.propose(proposal).await {
+            Some(answer) => answer,
+            None => Err(RaftError::Fatal(openraft::error::Fatal::Stopped)),
+        }
+    }
+
     /// Commits `proposal` on the leader, this node or another, and waits until
     /// this node has applied it.
     async fn propose(
@@ -596,8 +608,8 @@ impl Inner {
         deadline: Instant,
     ) -> Result<(u64, Applied), ReplicationError> {
         loop {
-            let leader = match self.raft.client_write(proposal.clone()).await {
-                Ok(done) => return Ok((done.log_id.index, done.data)),
+            let leader = match self.submit(proposal.clone()).await {
+                Ok(done) => return Ok((done.index, done.applied)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_node,
                 Err(e) => return Err(consensus(e)),
             };
@@ -607,8 +619,8 @@ impl Inner {
                 let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
                 match self.wire.call_json::<ForwardAnswer>(&addr, Method::Forward, call, left).await {
                     Ok(Ok(done)) => {
-                        self.wait_applied(done.log_id.index, deadline).await?;
-                        return Ok((done.log_id.index, done.data));
+                        self.wait_applied(done.index, deadline).await?;
+                        return Ok((done.index, done.applied));
                     }
                     // The leader changed, or stopped, before it took the write;
                     // or it could not be dialled: the write was not proposed.
@@ -684,10 +696,13 @@ impl Inner {
     /// What a committed proposal with `writes` writes became.
     fn outcome(&self, index: u64, applied: Applied, writes: usize) -> Result<Outcome, ReplicationError> {
         match applied {
-            Applied::Written => Ok(Outcome::Applied {
+            Applied::Written { first } if first / SEQ_PER_ENTRY == index => Ok(Outcome::Applied {
                 versions: (0..writes as u64)
-                    .map(|j| VersionToken { origin: self.origin.clone(), seq: index * SEQ_PER_ENTRY + j })
+                    .map(|j| VersionToken { origin: self.origin.clone(), seq: first + j })
                     .collect(),
+            }),
+            Applied::Written { first } => Err(ReplicationError::Consensus {
+                reason: format!("entry {index} answered with write number {first}, of another entry"),
             }),
             Applied::Failed { index: i, key, current } => Ok(Outcome::ConditionFailed(FailedCondition {
                 index: i,

@@ -124,7 +124,7 @@ impl RaftRpc for RaftService {
             .proposal
             .ok_or_else(|| Status::invalid_argument("invalid proposal: missing"))?;
         let proposal = Proposal::try_from(proposal)?;
-        let result: ForwardAnswer = self.inner.raft.client_write(proposal).await;
+        let result: ForwardAnswer = self.inner.submit(proposal).await;
         Ok(self.answer(&admitted, to_json(&result)))
     }
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StoredMembership};
@@ -11,7 +12,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use spectrum_core::Timestamp;
 
-use super::codec::{Applied, Corrupt, Proposal};
+use super::codec::{Answers, Applied, Corrupt, Proposal};
 use super::log_store::{RaftDb, blocking, read_err, write_err};
 use super::{Entry, RaftMember, SEQ_PER_ENTRY, StorageError, TypeConfig};
 use crate::origin::Origin;
@@ -25,6 +26,12 @@ const APPLIED: &str = "sm_applied";
 /// The current snapshot's metadata (JSON) and bytes (protobuf `RaftSnapshot`).
 const SNAPSHOT_META: &str = "snapshot_meta";
 const SNAPSHOT_DATA: &str = "snapshot_data";
+
+/// The applied position is saved (after a [`ConfigStore::sync`]) once this many
+/// entries were applied since it last was...
+const SAVE_EVERY_ENTRIES: u64 = 1_000;
+/// ... or once this long has passed since, when an entry is applied.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// How far the state machine has applied the log.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -51,6 +58,22 @@ fn successor(t: Timestamp) -> Timestamp {
 }
 
 /// The state machine over a node's store.
+///
+/// # Durability
+///
+/// Entries are merged into the store with
+/// [`merge_deferred`](ConfigStore::merge_deferred): no fsync of the store per
+/// batch, because the Raft log, fsynced on a majority before an entry commits,
+/// is the truth, and applying is deterministic and idempotent. The one rule is
+/// that the saved applied position is never durable ahead of the store: it is
+/// saved only right after a [`sync`](ConfigStore::sync) of the store, every
+/// [`SAVE_EVERY_ENTRIES`] entries or [`SAVE_EVERY`], and always before a
+/// snapshot is built (the log is purged only behind a snapshot, so every entry
+/// the saved position does not cover is still in the log). After a crash the
+/// store holds at least what the saved position covers, and openraft applies
+/// the committed entries after it again: those the store kept merge as no-ops,
+/// the lost ones are written again, and every answer to a client was already
+/// given by the node that applied it first.
 #[derive(Debug)]
 pub(crate) struct StateMachine {
     store: Arc<dyn ConfigStore>,
@@ -58,6 +81,12 @@ pub(crate) struct StateMachine {
     origin: Origin,
     position: Position,
     snapshots_built: u64,
+    /// Entries applied since the position was last saved.
+    unsaved: u64,
+    /// When the position was last saved.
+    saved_at: Instant,
+    /// How long the position may go unsaved ([`SAVE_EVERY`]).
+    save_every: Duration,
 }
 
 impl StateMachine {
@@ -69,7 +98,36 @@ impl StateMachine {
         origin: Origin,
     ) -> Result<Self, StorageError> {
         let position = db.get_json(APPLIED)?.unwrap_or_default();
-        Ok(Self { store, db, origin, position, snapshots_built: 0 })
+        Ok(Self {
+            store,
+            db,
+            origin,
+            position,
+            snapshots_built: 0,
+            unsaved: 0,
+            saved_at: Instant::now(),
+            save_every: SAVE_EVERY,
+        })
+    }
+
+    /// Saves the position only every `every` (or [`SAVE_EVERY_ENTRIES`]), so
+    /// a test can crash with applies unsaved.
+    #[cfg(test)]
+    fn save_every(mut self, every: Duration) -> Self {
+        self.save_every = every;
+        self
+    }
+
+    /// Makes the store durable, then saves the applied position (durably):
+    /// the position never gets ahead of the store on disk.
+    async fn save_position(&mut self) -> Result<(), StorageError> {
+        self.store.sync().await.map_err(write_err)?;
+        let db = self.db.clone();
+        let json = serde_json::to_vec(&self.position).map_err(write_err)?;
+        blocking(move || db.put_meta(&[(APPLIED, &json)])).await?;
+        self.unsaved = 0;
+        self.saved_at = Instant::now();
+        Ok(())
     }
 
     /// The live version `key` holds, seen through the writes of this batch
@@ -86,11 +144,15 @@ impl StateMachine {
         Ok(held.filter(|r| !r.is_tombstone()).map(|r| r.token()))
     }
 
-    /// Decides one proposal at log `index`: its records (pushed to `records`,
-    /// noted in `pending`) and its answer.
+    /// Decides one proposal of the entry at log `index`, whose first write
+    /// would be number `index × SEQ_PER_ENTRY + *offset`: its records (pushed to
+    /// `records`, noted in `pending`) and its answer. A written proposal
+    /// advances `offset` past its writes; the writes of one entry never reach
+    /// the next entry's numbers (a proposal that would is refused as invalid).
     async fn decide(
         &mut self,
         index: u64,
+        offset: &mut u64,
         p: Proposal,
         pending: &mut HashMap<String, Option<VersionToken>>,
         records: &mut Vec<Record>,
@@ -111,6 +173,12 @@ impl StateMachine {
                 reason: format!("a transaction holds at most {} writes", SEQ_PER_ENTRY - 1),
             });
         }
+        let first = *offset;
+        if first + p.txn.writes.writes.len() as u64 >= SEQ_PER_ENTRY {
+            return Ok(Applied::Invalid {
+                reason: format!("a log entry holds at most {} writes", SEQ_PER_ENTRY - 1),
+            });
+        }
         for (i, c) in p.txn.conditions.iter().enumerate() {
             let current = self.live_version(c.key(), pending).await?;
             let holds = match c {
@@ -125,7 +193,7 @@ impl StateMachine {
         for (j, w) in p.txn.writes.writes.into_iter().enumerate() {
             let j32 = u32::try_from(j).unwrap_or(u32::MAX);
             let stamp = Timestamp::new(base.wall_ms, base.logical.saturating_add(j32));
-            let seq = index * SEQ_PER_ENTRY + j as u64;
+            let seq = index * SEQ_PER_ENTRY + first + j as u64;
             let (key, value) = match w {
                 Write::Put { key, value } => (key, Some(value)),
                 Write::Delete { key } => (key, None),
@@ -139,8 +207,9 @@ impl StateMachine {
             let record = Record { key, value, stamp, origin: self.origin.clone(), seq, lineage };
             pending.insert(record.key.clone(), (!record.is_tombstone()).then(|| record.token()));
             records.push(record);
+            *offset += 1;
         }
-        Ok(Applied::Written)
+        Ok(Applied::Written { first: index * SEQ_PER_ENTRY + first })
     }
 }
 
@@ -153,7 +222,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.position.last_applied, self.position.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Answers>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -163,16 +232,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut records = Vec::new();
         let mut covered = None;
         for entry in entries {
+            self.unsaved += 1;
             self.position.last_applied = Some(entry.log_id);
             let answer = match entry.payload {
-                EntryPayload::Blank => Applied::Nothing,
+                EntryPayload::Blank => Answers::new(),
                 EntryPayload::Membership(m) => {
                     self.position.membership = StoredMembership::new(Some(entry.log_id), m);
-                    Applied::Nothing
+                    Answers::new()
                 }
-                EntryPayload::Normal(p) => {
-                    covered = Some(entry.log_id.index * SEQ_PER_ENTRY + SEQ_PER_ENTRY - 1);
-                    self.decide(entry.log_id.index, p, &mut pending, &mut records).await?
+                EntryPayload::Normal(batch) => {
+                    let index = entry.log_id.index;
+                    covered = Some(index * SEQ_PER_ENTRY + SEQ_PER_ENTRY - 1);
+                    let mut offset = 0;
+                    let mut answer = Answers::with_capacity(batch.proposals.len());
+                    for p in batch.proposals {
+                        answer.push(self.decide(index, &mut offset, p, &mut pending, &mut records).await?);
+                    }
+                    answer
                 }
             };
             answers.push(answer);
@@ -181,20 +257,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut covers = VersionVector::default();
             covers.raise(&self.origin, covered);
             // Idempotent: records an earlier run of these entries stored are
-            // covered already, and ignored.
-            self.store.merge(records, &covers).await.map_err(write_err)?;
+            // covered already, and ignored. Durable at the next `save_position`.
+            self.store.merge_deferred(records, &covers).await.map_err(write_err)?;
         }
-        let db = self.db.clone();
-        let json = serde_json::to_vec(&self.position).map_err(write_err)?;
-        blocking(move || db.put_meta(&[(APPLIED, &json)])).await?;
+        if self.unsaved >= SAVE_EVERY_ENTRIES || self.saved_at.elapsed() >= self.save_every {
+            self.save_position().await?;
+        }
         Ok(answers)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.snapshots_built += 1;
+        // The log is purged behind the snapshot: first make sure a restart
+        // needs none of the purged entries.
+        let saved = self.save_position().await;
         // Taken here, between two applies, so the copy is exactly the state at
         // `last_applied`.
-        let copy = self.store.snapshot().await;
+        let copy = match saved {
+            Ok(()) => self.store.snapshot().await.map_err(read_err),
+            Err(e) => Err(e),
+        };
         SnapshotBuilder {
             db: self.db.clone(),
             position: self.position.clone(),
@@ -242,13 +324,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             membership: meta.last_membership.clone(),
             last_stamp: (last_stamp.wall_ms, last_stamp.logical),
         };
+        // Deferred merges made before the restore are durable with it too.
+        self.store.sync().await.map_err(write_err)?;
         let meta_json = serde_json::to_vec(meta).map_err(write_err)?;
         let position = serde_json::to_vec(&self.position).map_err(write_err)?;
         let db = self.db.clone();
         blocking(move || {
             db.put_meta(&[(APPLIED, &position), (SNAPSHOT_META, &meta_json), (SNAPSHOT_DATA, &data)])
         })
-        .await
+        .await?;
+        self.unsaved = 0;
+        self.saved_at = Instant::now();
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
@@ -269,7 +356,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 pub(crate) struct SnapshotBuilder {
     db: Arc<RaftDb>,
     position: Position,
-    copy: Result<crate::record::Snapshot, crate::error::StoreError>,
+    copy: Result<crate::record::Snapshot, StorageError>,
     number: u64,
 }
 
@@ -277,7 +364,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let copy = match std::mem::replace(&mut self.copy, Ok(crate::record::Snapshot::default())) {
             Ok(copy) => copy,
-            Err(e) => return Err(read_err(e)),
+            Err(e) => return Err(e),
         };
         let data = proto::RaftSnapshot {
             records: copy.records.iter().map(proto::Record::from).collect(),
@@ -309,13 +396,20 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 mod tests {
     use std::sync::Arc;
 
-    use openraft::testing::{StoreBuilder, Suite};
-    use spectrum_core::Hlc;
+    use std::path::Path;
+    use std::time::Duration;
 
+    use openraft::storage::RaftStateMachine;
+    use openraft::testing::{StoreBuilder, Suite};
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use spectrum_core::{Hlc, Timestamp};
+
+    use super::super::codec::{Applied, Batch, Proposal};
     use super::super::log_store::{LogStore, RaftDb, read_err};
-    use super::super::{StorageError, TypeConfig, raft_origin};
+    use super::super::{Entry, SEQ_PER_ENTRY, StorageError, TypeConfig, raft_origin};
     use super::StateMachine;
-    use crate::MemoryStore;
+    use crate::transaction::{Condition, Transaction};
+    use crate::{ConfigStore, MemoryStore, RedbStore, WriteBatch};
 
     /// A log and state machine on a fresh redb file, over a fresh store.
     struct OnDisk;
@@ -333,5 +427,91 @@ mod tests {
     #[test]
     fn the_log_and_state_machine_pass_openraft_s_storage_suite() {
         Suite::test_all(OnDisk).unwrap();
+    }
+
+    /// Entry `index` of term 1, proposing `proposals`.
+    fn entry(index: u64, proposals: Vec<Transaction>) -> Entry {
+        let proposals = proposals
+            .into_iter()
+            .map(|txn| Proposal { stamp: Timestamp::new(1_000 + index, 0), txn })
+            .collect();
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Batch { proposals }),
+        }
+    }
+
+    fn put(key: &str, value: &str) -> Transaction {
+        Transaction::new(WriteBatch::new().put(key.to_owned(), value.to_owned()))
+    }
+
+    /// A redb store and Raft file in `dir`, and their state machine.
+    fn open(dir: &Path) -> (Arc<RedbStore>, StateMachine) {
+        let store = Arc::new(
+            RedbStore::open(dir.join("config.redb"), "n1".parse().unwrap(), Arc::new(Hlc::system())).unwrap(),
+        );
+        let db = Arc::new(RaftDb::open(&dir.join("raft.redb")).unwrap());
+        let sm = StateMachine::open(store.clone(), db, raft_origin(&"c".parse().unwrap())).unwrap();
+        (store, sm.save_every(Duration::from_secs(3_600)))
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn applies_a_crash_loses_are_replayed_from_the_log_and_end_with_every_acknowledged_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut sm) = open(dir.path());
+        let entries: Vec<Entry> =
+            (1..=20).map(|i| entry(i, vec![put(&format!("settings/k{i}"), &format!("v{i}"))])).collect();
+        sm.apply(entries[..5].to_vec()).await.unwrap();
+        // A snapshot saves the position (after a store sync): entry 5.
+        let _ = sm.get_snapshot_builder().await;
+        let answers = sm.apply(entries[5..].to_vec()).await.unwrap();
+        assert!(answers.iter().all(|a| matches!(a.as_slice(), [Applied::Written { .. }])), "{answers:?}");
+        let acknowledged = store.scan("settings/").await.unwrap();
+        assert_eq!(acknowledged.len(), 20);
+
+        // What `kill -9` leaves on disk now: the files as the kernel holds them.
+        let crashed = tempfile::tempdir().unwrap();
+        for file in ["config.redb", "raft.redb"] {
+            std::fs::copy(dir.path().join(file), crashed.path().join(file)).unwrap();
+        }
+        drop((sm, store));
+        let (store, mut sm) = open(crashed.path());
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied.map(|l| l.index), Some(5), "the saved position is the last synced one");
+        let survived = store.scan("settings/").await.unwrap();
+        assert!(survived.len() < 20, "the unsynced applies were lost: {} of 20 survived", survived.len());
+        assert!(survived.len() >= 5, "what the saved position covers survived: {} of 20", survived.len());
+
+        // openraft applies the committed entries after the saved position again.
+        sm.apply(entries[5..].to_vec()).await.unwrap();
+        assert_eq!(store.scan("settings/").await.unwrap(), acknowledged);
+    }
+
+    #[tokio::test]
+    async fn proposals_packed_in_one_entry_are_decided_in_order_each_with_its_own_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut sm) = open(dir.path());
+        let mut absent = put("settings/a", "second");
+        absent.conditions = vec![Condition::absent("settings/a")];
+        let two = Transaction::new(WriteBatch::new().put("settings/b", "1").put("settings/c", "1"));
+        let packed = entry(7, vec![put("settings/a", "first"), absent, two, put("settings/d", "1")]);
+        let answers = sm.apply(vec![packed]).await.unwrap();
+        let base = 7 * SEQ_PER_ENTRY;
+        assert_eq!(
+            answers,
+            vec![vec![
+                Applied::Written { first: base },
+                Applied::Failed {
+                    index: 0,
+                    key: "settings/a".into(),
+                    current: Some(format!("{}:{base}", sm.origin))
+                },
+                Applied::Written { first: base + 1 },
+                Applied::Written { first: base + 3 },
+            ]]
+        );
+        let a = store.get("settings/a").await.unwrap().unwrap();
+        assert_eq!((a.value.as_deref(), a.seq), (Some(&b"first"[..]), base));
+        assert_eq!(store.get("settings/d").await.unwrap().unwrap().seq, base + 3);
     }
 }

@@ -132,3 +132,49 @@ async fn a_write_on_any_node_is_read_on_all_and_a_lost_leader_is_replaced() {
         n.server.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_on_every_node_share_log_entries_and_each_gets_its_own_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_all(dir.path(), 3).await;
+    for n in &nodes {
+        assert!(n.raft.wait_for_leader(WAIT).await, "no leader elected");
+    }
+    nodes[0].raft.linearizable_barrier(WAIT).await.unwrap();
+    let before = nodes[0].raft.applied_index();
+    const EACH: usize = 16;
+    let writes = nodes.iter().enumerate().flat_map(|(i, n)| {
+        (0..EACH).map(move |w| {
+            let txn =
+                Transaction::new(WriteBatch::new().put(format!("settings/n{i}w{w}"), format!("{i}.{w}")));
+            n.raft.commit(txn, WAIT)
+        })
+    });
+    let done = futures::future::join_all(writes).await;
+    let mut versions = Vec::new();
+    for d in done {
+        match d.unwrap().outcome {
+            Outcome::Applied { versions: v } => versions.extend(v),
+            other => panic!("{other:?}"),
+        }
+    }
+    versions.sort_by_key(|v| v.seq);
+    versions.dedup();
+    assert_eq!(versions.len(), 3 * EACH, "every write has a version of its own");
+    nodes[0].raft.linearizable_barrier(WAIT).await.unwrap();
+    let entries = nodes[0].raft.applied_index() - before;
+    assert!(entries < (3 * EACH) as u64, "{} writes took {entries} log entries", 3 * EACH);
+    for n in &nodes {
+        n.raft.linearizable_barrier(WAIT).await.unwrap();
+        for i in 0..3 {
+            for w in 0..EACH {
+                let got = value(&n.store, &format!("settings/n{i}w{w}")).await;
+                assert_eq!(got, Some(format!("{i}.{w}")));
+            }
+        }
+    }
+    for n in &nodes {
+        n.raft.shutdown().await;
+        n.server.abort();
+    }
+}
