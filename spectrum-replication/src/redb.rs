@@ -861,7 +861,34 @@ impl ConfigStore for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MemoryStore;
     use crate::record::WriteBatch;
+
+    #[tokio::test]
+    async fn a_deferred_merge_is_read_at_once_and_on_disk_once_synced_and_a_crash_before_loses_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, copy) = (dir.path().join("config.redb"), dir.path().join("crashed.redb"));
+        let source = MemoryStore::new("n2".parse().unwrap(), hlc());
+        let first = source.apply(WriteBatch::new().put("settings/a", "1")).await.unwrap();
+        let later =
+            source.apply(WriteBatch::new().put("settings/b", "2").put("settings/c", "3")).await.unwrap();
+        let store = RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap();
+        store.merge(first, &VersionVector::default()).await.unwrap();
+        let report = store.merge_deferred(later, &VersionVector::default()).await.unwrap();
+        assert_eq!(report.applied, 2);
+        assert!(store.get("settings/c").await.unwrap().is_some(), "read at once");
+        // What `kill -9` would leave now: the file as the kernel holds it.
+        std::fs::copy(&path, &copy).unwrap();
+        let crashed = RedbStore::open(&copy, "n1".parse().unwrap(), hlc()).unwrap();
+        let keys: Vec<String> = crashed.scan("").await.unwrap().into_iter().map(|r| r.key).collect();
+        assert_eq!(keys, vec!["settings/a"], "the unsynced merge is lost whole");
+        drop(crashed);
+        store.sync().await.unwrap();
+        std::fs::copy(&path, &copy).unwrap();
+        let synced = RedbStore::open(&copy, "n1".parse().unwrap(), hlc()).unwrap();
+        assert_eq!(synced.scan("").await.unwrap(), store.scan("").await.unwrap());
+        assert_eq!(synced.digest().await.unwrap(), store.digest().await.unwrap());
+    }
 
     fn hlc() -> Arc<Hlc> {
         Arc::new(Hlc::system())
