@@ -46,6 +46,8 @@
 //! [turmoil]: https://docs.rs/turmoil
 
 mod cluster;
+mod raft;
+mod raft_scenario;
 mod scenario;
 
 use std::collections::BTreeSet;
@@ -54,6 +56,7 @@ use std::time::Duration;
 use spectrum_replication::AckLevel;
 
 use crate::cluster::{ClientWrite, Cluster, Event};
+use crate::raft_scenario::run_raft_seed;
 use crate::scenario::{Step, heal_and_converge, play, run_lost_store_seed, run_seed};
 
 /// The seeds every run plays: 3, 4 and 5 nodes (`3 + seed % 3`).
@@ -61,6 +64,9 @@ const SEEDS: [u64; 5] = [1, 2, 3, 2024, 90_125];
 
 /// The seeds of the lost-store sweep: 3, 4 and 5 nodes, one or two lost disks.
 const LOST_STORE_SEEDS: std::ops::Range<u64> = 100..112;
+
+/// The seeds the Raft sweep plays: 3 nodes for even seeds, 5 for odd ones.
+const RAFT_SEEDS: [u64; 4] = [1, 2, 3, 4];
 
 /// Simulated time for the nodes to start and meet each other.
 const BOOT: Duration = Duration::from_millis(500);
@@ -333,5 +339,32 @@ fn a_sweep_of_seeds_where_a_node_loses_its_store_and_writes_before_catching_up_c
             run.fingerprint()
         );
         assert!(origins > writers.len(), "seed {seed}: a lost store adds an origin");
+    }
+}
+
+#[test]
+fn raft_mode_under_partitions_and_crashes_stays_linearizable_and_converges() {
+    for seed in seeds_or(&RAFT_SEEDS) {
+        let run = run_raft_seed(seed);
+        println!(
+            "raft seed {seed}: {} nodes, {} writes acknowledged, {} compare-and-sets refused, {} of unknown \
+             outcome, {} consistent reads; {} crashes ({} leaving a majority down); converged {:?} after \
+             healing; {} keys, {} operations checked in {} steps",
+            run.nodes,
+            run.acknowledged,
+            run.refused,
+            run.unknown,
+            run.reads,
+            run.crashes,
+            run.majority_outages,
+            run.settled_in,
+            run.report.keys,
+            run.report.operations,
+            run.report.steps,
+        );
+        assert!(run.acknowledged >= 20, "raft seed {seed}: only {} writes acknowledged", run.acknowledged);
+        assert!(run.refused >= 1, "raft seed {seed}: no compare-and-set was refused");
+        assert!(run.majority_outages >= 1, "raft seed {seed}: no majority outage");
+        assert!(run.replicas.iter().all(|r| !r.live().is_empty()));
     }
 }

@@ -41,6 +41,7 @@ mod codec;
 // openraft's storage traits dictate its (large) `StorageError` as the error type.
 #[allow(clippy::result_large_err)]
 mod log_store;
+mod memory_log;
 mod network;
 mod replicator;
 mod service;
@@ -56,6 +57,7 @@ use spectrum_core::{ClusterId, NodeId};
 
 use crate::origin::Origin;
 
+pub use memory_log::RaftMemoryLog;
 pub use replicator::{RAFT_FILE, RaftReplicator, RaftReplicatorBuilder, RaftSettings};
 pub use service::RaftService;
 

@@ -20,6 +20,7 @@ use tracing::{debug, info};
 
 use super::codec::{Applied, Proposal, to_json};
 use super::log_store::{LogStore, RaftDb};
+use super::memory_log::RaftMemoryLog;
 use super::network::{Method, Network, Wire};
 use super::service::RaftService;
 use super::state_machine::StateMachine;
@@ -100,6 +101,7 @@ pub struct RaftReplicatorBuilder {
     self_addr: PeerAddr,
     seeds: Vec<PeerAddr>,
     dir: Option<PathBuf>,
+    memory_log: Option<RaftMemoryLog>,
     transport: TransportConfig,
     channels: Option<Arc<ChannelCache>>,
     credential: Option<PeerCredential>,
@@ -120,6 +122,14 @@ impl RaftReplicatorBuilder {
     /// loses them).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
+        self
+    }
+
+    /// Keeps the log, vote and snapshot in `log`, which the caller holds
+    /// across replicators: a simulated node's disk (see [`RaftMemoryLog`]).
+    /// Takes precedence over [`data_dir`](Self::data_dir).
+    pub fn memory_log(mut self, log: RaftMemoryLog) -> Self {
+        self.memory_log = Some(log);
         self
     }
 
@@ -165,7 +175,10 @@ impl RaftReplicatorBuilder {
     /// in use, damaged, or the disk fails); [`ReplicationError::Consensus`]
     /// when openraft refuses to start.
     pub async fn build(self) -> Result<RaftReplicator, ReplicationError> {
-        let db = Arc::new(open_db(self.dir.as_ref()).await?);
+        let db = match self.memory_log {
+            Some(log) => log.db,
+            None => Arc::new(open_db(self.dir.as_ref()).await?),
+        };
         let origin = raft_origin(&self.cluster);
         let me = RaftMember { id: self.store.node_id().to_string(), addr: self.self_addr.to_string() };
         let id = raft_node_id(self.store.node_id());
@@ -302,6 +315,7 @@ impl RaftReplicator {
             self_addr,
             seeds: Vec::new(),
             dir: None,
+            memory_log: None,
             transport: TransportConfig::default(),
             channels: None,
             credential: None,
