@@ -18,9 +18,9 @@ pub(crate) const KEYS: &[&str] = &["settings/a", "settings/b", "settings/c"];
 /// The key of the write that proves the healed cluster commits again.
 const HEALED_KEY: &str = "settings/healed";
 /// Clients in a random run.
-const CLIENTS: usize = 4;
+const CLIENTS: usize = 5;
 /// Steps in a random run.
-const STEPS: usize = 90;
+const STEPS: usize = 240;
 /// Simulated time between two steps.
 const STEP_GAP: Duration = Duration::from_millis(50);
 /// Simulated time for the nodes to found their group.
@@ -124,11 +124,11 @@ fn random_fault(cluster: &mut RaftCluster, rng: &mut StdRng, faults: &mut Faults
                 cluster.repair(pair.0, pair.1);
             }
         }
-        20..26 if up.len() > 1 => {
+        20..24 if up.len() > 1 => {
             let node = up[rng.random_range(0..up.len())];
             faults.crash(cluster, node);
         }
-        26..33 => {
+        24..33 => {
             if let Some(node) = faults.down.iter().copied().choose(rng) {
                 faults.down.remove(&node);
                 cluster.restart(node);
@@ -165,6 +165,7 @@ pub(crate) fn run_raft_seed(seed: u64) -> RaftRun {
     let mut faults = Faults::default();
     let mut sent = 0;
     let outage_at = rng.random_range(STEPS / 4..STEPS / 2);
+    let outage_ends = outage_at + rng.random_range(10..30);
     for step in 0..STEPS {
         send_client_ops(&mut cluster, &mut rng, &faults, &mut sent);
         if step == outage_at {
@@ -173,7 +174,7 @@ pub(crate) fn run_raft_seed(seed: u64) -> RaftRun {
                 let node = (0..nodes).filter(|i| !faults.down.contains(i)).choose(&mut rng).expect("one is up");
                 faults.crash(&mut cluster, node);
             }
-        } else if step == outage_at + 20 {
+        } else if step == outage_ends {
             // The outage ends: all but one come back.
             while faults.down.len() > 1 {
                 let node = faults.down.pop_first().expect("one is down");
