@@ -353,14 +353,15 @@ async fn run_node(host: Rc<NodeHost>) -> turmoil::Result {
     let transport = sim_transport();
     let cluster: ClusterId = "simulation".parse()?;
     let store: Arc<dyn ConfigStore> = host.disk.store.clone();
-    let replicator = RaftReplicator::builder(store.clone(), host.disk.hlc.clone(), cluster, host.addr.clone())
-        .seeds(host.seeds.clone())
-        .transport(transport.clone())
-        .credential(PeerCredential::from_bytes([0x5e; 32]))
-        .settings(settings())
-        .memory_log(host.disk.log.clone())
-        .build()
-        .await?;
+    let replicator =
+        RaftReplicator::builder(store.clone(), host.disk.hlc.clone(), cluster, host.addr.clone())
+            .seeds(host.seeds.clone())
+            .transport(transport.clone())
+            .credential(PeerCredential::from_bytes([0x5e; 32]))
+            .settings(settings())
+            .memory_log(host.disk.log.clone())
+            .build()
+            .await?;
     let listener = turmoil::net::TcpListener::bind((IpAddr::from(Ipv4Addr::UNSPECIFIED), PORT)).await?;
     let incoming = futures::stream::unfold(listener, |listener| async move {
         let conn = listener.accept().await.map(|(stream, _)| SimConn(stream));

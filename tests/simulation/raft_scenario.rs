@@ -171,7 +171,8 @@ pub(crate) fn run_raft_seed(seed: u64) -> RaftRun {
         if step == outage_at {
             // A majority outage: crash running nodes until a majority is down.
             while faults.down.len() <= nodes / 2 {
-                let node = (0..nodes).filter(|i| !faults.down.contains(i)).choose(&mut rng).expect("one is up");
+                let node =
+                    (0..nodes).filter(|i| !faults.down.contains(i)).choose(&mut rng).expect("one is up");
                 faults.crash(&mut cluster, node);
             }
         } else if step == outage_ends {
@@ -245,9 +246,11 @@ pub(crate) fn settle_and_check(cluster: &mut RaftCluster, nodes: usize) -> RaftR
     let replicas = cluster.replicas();
     assert!(converged, "seed {seed}: replicas differ {SETTLE_LIMIT:?} after healing: {replicas:#?}; {hint}");
     for (key, read) in &finals {
-        let held = replicas[0].live().into_iter().find(|r| r.key == *key).map(|r| {
-            String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
-        });
+        let held = replicas[0]
+            .live()
+            .into_iter()
+            .find(|r| r.key == *key)
+            .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned());
         assert_eq!(read.as_ref(), Some(&Response::Read(held.clone())), "seed {seed}: {key}; {hint}");
     }
     let history = cluster.history();
