@@ -1,9 +1,15 @@
 //! The fault-injection suite on real processes: `spectrum node` processes (three
 //! and five) and a `spectrum balancer` in a private network namespace, faults on
 //! a seeded schedule, a concurrent workload, and a checker over the recorded
-//! history (see `harness`). Each test runs one short scenario; each runs this
+//! history (see `harness`). Two scenarios run the nodes in Raft mode
+//! (`harness::raft`): their workers' puts, deletes, compare-and-sets and
+//! consistent reads must form a linearizable history (the checker of
+//! `spectrum_replication::linearizability`), and the healed replicas must be
+//! identical and agree with a final consistent read of every key, so no
+//! acknowledged write is lost. Each test runs one short scenario; each runs this
 //! binary again inside its own namespace (needs root, as CI has), one at a time.
-//! The histories land in `target/tmp/faults/seed-<seed>/`.
+//! The histories land in `target/tmp/faults/seed-<seed>/` (Raft mode's in
+//! `raft-seed-<seed>/linearizability.jsonl`).
 //!
 //! The longer run is `cargo run --release --example faults -- --scenarios 50`.
 

@@ -161,7 +161,7 @@ pub(crate) fn run_raft_seed(seed: u64) -> RaftRun {
     let nodes = if seed % 2 == 0 { 3 } else { 5 };
     let mut cluster = RaftCluster::new(seed, nodes, CLIENTS);
     cluster.run_for(BOOT);
-    let mut rng = StdRng::seed_from_u64(seed.rotate_left(23) ^ 0x7a11_5eed_0f_4a57);
+    let mut rng = StdRng::seed_from_u64(seed.rotate_left(23) ^ 0x7a11_5eed_0f1a_4a57);
     let mut faults = Faults::default();
     let mut sent = 0;
     let outage_at = rng.random_range(STEPS / 4..STEPS / 2);
