@@ -117,6 +117,9 @@ pub(crate) struct Shared {
     pub(crate) clients: Vec<ClientState>,
     /// Script notes and node events, for a failure's message.
     pub(crate) notes: Vec<String>,
+    /// Which nodes said they were the leader when they last looked (a few
+    /// milliseconds ago at most, while they run).
+    pub(crate) leaders: Vec<bool>,
 }
 
 type SharedState = Arc<Mutex<Shared>>;
@@ -144,6 +147,7 @@ struct NodeHost {
     disk: Disk,
     mailbox: Arc<Mutex<VecDeque<Queued>>>,
     shared: SharedState,
+    index: usize,
 }
 
 /// What the driver keeps of a node.
@@ -185,6 +189,7 @@ impl RaftCluster {
             .collect();
         let shared = SharedState::default();
         shared.lock().clients = vec![ClientState::default(); clients];
+        shared.lock().leaders = vec![false; n];
         let mut nodes = Vec::with_capacity(n);
         for (index, name) in names.iter().enumerate() {
             let skew_ms = rng.random_range(-MAX_SKEW_MS..=MAX_SKEW_MS);
@@ -200,6 +205,7 @@ impl RaftCluster {
                 disk: Disk { store: store.clone(), hlc, log },
                 mailbox: mailbox.clone(),
                 shared: shared.clone(),
+                index,
             });
             sim.host(name.as_str(), move || run_node(host.clone()));
             nodes.push(NodeHandle { name: name.clone(), store, mailbox });
@@ -245,6 +251,12 @@ impl RaftCluster {
         self.sim.repair(self.nodes[a].name.as_str(), self.nodes[b].name.as_str());
     }
 
+    /// The running node that says it is the leader, if one does.
+    pub(crate) fn leader(&mut self) -> Option<usize> {
+        let leaders = self.shared.lock().leaders.clone();
+        (0..self.len()).find(|&node| leaders[node] && self.is_running(node))
+    }
+
     /// Kills a node's software at once, mid-operation if need be: operations
     /// it was carrying out stay of unknown outcome, those it had not started
     /// are dropped (never invoked), and their clients are free again.
@@ -252,6 +264,7 @@ impl RaftCluster {
         self.note(format!("crash {}", self.nodes[node].name));
         self.sim.crash(self.nodes[node].name.as_str());
         self.nodes[node].mailbox.lock().clear();
+        self.shared.lock().leaders[node] = false;
         for client in &mut self.shared.lock().clients {
             if client.busy_on == Some(node) {
                 client.busy_on = None;
@@ -384,6 +397,7 @@ async fn run_node(host: Rc<NodeHost>) -> turmoil::Result {
 /// of its own.
 async fn carry_out_operations(host: &NodeHost, store: Arc<dyn ConfigStore>, replicator: RaftReplicator) {
     loop {
+        host.shared.lock().leaders[host.index] = replicator.is_leader();
         let Some(Queued { client, op }) = host.mailbox.lock().pop_front() else {
             tokio::time::sleep(MAILBOX_POLL).await;
             continue;

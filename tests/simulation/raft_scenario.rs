@@ -161,13 +161,16 @@ pub(crate) fn run_raft_seed(seed: u64) -> RaftRun {
     let nodes = if seed % 2 == 0 { 3 } else { 5 };
     let mut cluster = RaftCluster::new(seed, nodes, CLIENTS);
     cluster.run_for(BOOT);
+    // Faults and operations draw from generators of their own, so that the
+    // fault script replays whatever the clients met.
     let mut rng = StdRng::seed_from_u64(seed.rotate_left(23) ^ 0x7a11_5eed_0f1a_4a57);
+    let mut ops_rng = StdRng::seed_from_u64(seed.rotate_left(41) ^ 0x0c11_e475_0bad_cafe);
     let mut faults = Faults::default();
     let mut sent = 0;
     let outage_at = rng.random_range(STEPS / 4..STEPS / 2);
     let outage_ends = outage_at + rng.random_range(10..30);
     for step in 0..STEPS {
-        send_client_ops(&mut cluster, &mut rng, &faults, &mut sent);
+        send_client_ops(&mut cluster, &mut ops_rng, &faults, &mut sent);
         if step == outage_at {
             // A majority outage: crash running nodes until a majority is down.
             while faults.down.len() <= nodes / 2 {
@@ -255,11 +258,13 @@ pub(crate) fn settle_and_check(cluster: &mut RaftCluster, nodes: usize) -> RaftR
     }
     let history = cluster.history();
     let report = Checker::new().check(&history);
-    assert!(
-        report.is_linearizable(),
-        "seed {seed}: the history is not linearizable: {report}\nscript: {:#?}\n{hint}",
-        cluster.notes()
-    );
+    if !report.is_linearizable() {
+        let saved = save_history(seed, &history);
+        panic!(
+            "seed {seed}: the history is not linearizable: {report}\nwhole history: {saved}\nscript: {:#?}\n{hint}",
+            cluster.notes()
+        );
+    }
     let operations = history.operations();
     let count = |f: &dyn Fn(&spectrum_replication::linearizability::Operation) -> bool| {
         operations.iter().filter(|op| f(op)).count()
@@ -278,4 +283,64 @@ pub(crate) fn settle_and_check(cluster: &mut RaftCluster, nodes: usize) -> RaftR
         replicas,
         settled_in: cluster.elapsed() - healed_at,
     }
+}
+
+/// Writes `history` (JSON lines) to `target/tmp/simulation/raft-seed-<seed>.jsonl`;
+/// where it went, or why it could not be written.
+fn save_history(seed: u64, history: &spectrum_replication::linearizability::History) -> String {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("simulation");
+    let path = dir.join(format!("raft-seed-{seed}.jsonl"));
+    let written = std::fs::create_dir_all(&dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| std::fs::File::create(&path).map_err(|e| e.to_string()))
+        .and_then(|file| history.to_json_lines(std::io::BufWriter::new(file)).map_err(|e| e.to_string()));
+    match written {
+        Ok(()) => path.display().to_string(),
+        Err(e) => format!("not written to {}: {e}", path.display()),
+    }
+}
+
+/// Rounds of [`run_leader_crash_rounds`].
+const CRASH_ROUNDS: u64 = 20;
+
+/// The leader crashes while it handles a write a follower forwarded to it:
+/// in each round a client sends a compare-and-set (on the value it last read)
+/// to a follower, the leader crashes 4 to 23 ms later (before the forwarded
+/// call reaches it, after it appended the entry, after it committed it, or
+/// before its answer is back), restarts 200 ms later (often before the others
+/// elect a new leader), and the client reads the key back. The follower must
+/// not propose the write again when the call broke after the leader may have
+/// taken it: applied twice, a put gets a second version (a reader that saw the
+/// first then fails a compare-and-set on it) and a compare-and-set is applied
+/// and then answered "condition failed". The history is checked as every Raft
+/// run's is ([`settle_and_check`]).
+pub(crate) fn run_leader_crash_rounds(seed: u64) -> RaftRun {
+    let nodes = 3;
+    let mut cluster = RaftCluster::new(seed, nodes, CLIENTS);
+    cluster.run_for(BOOT);
+    let mut crashes = 0;
+    for round in 0..CRASH_ROUNDS {
+        let elected = cluster.run_until(SETTLE_LIMIT, |c| c.leader().is_some());
+        assert!(elected, "seed {seed}: no leader in round {round}; {}", raft_replay_hint(seed));
+        let leader = cluster.leader().expect("a leader");
+        let follower = (leader + 1 + usize::from(round % 2 == 1)) % nodes;
+        let key = KEYS[usize::try_from(round).expect("small") % KEYS.len()];
+        let expected = cluster.seen(0, key);
+        cluster.send(0, follower, ClientOp::Cas { key: key.into(), expected, new: format!("round-{round}") });
+        cluster.run_for(Duration::from_millis(4 + round));
+        cluster.crash(leader);
+        crashes += 1;
+        cluster.run_for(Duration::from_millis(200));
+        cluster.restart(leader);
+        let answered = cluster.run_until(SETTLE_LIMIT, |c| !c.is_busy(0));
+        assert!(answered, "seed {seed}: round {round}'s write was never answered");
+        for _ in 0..5 {
+            if ask(&mut cluster, follower, ClientOp::Read { key: key.into() }) {
+                break;
+            }
+        }
+    }
+    let mut run = settle_and_check(&mut cluster, nodes);
+    run.crashes = crashes;
+    run
 }

@@ -10,7 +10,9 @@
 //! - **The log and the vote** (`log_store`): a redb file of their own
 //!   (`raft.redb` beside the store), every append, vote and truncation
 //!   committed with fsync before openraft is told it is durable, so an
-//!   acknowledged write survives `kill -9` of any minority.
+//!   acknowledged write survives `kill -9` of any minority. A simulation keeps
+//!   the same tables on redb's in-memory backend ([`RaftMemoryLog`]), held
+//!   across a simulated host's crashes.
 //! - **The state machine** (`state_machine`) is the node's [`ConfigStore`](crate::ConfigStore).
 //!   A log entry carries a [`Transaction`](crate::Transaction) and the
 //!   proposer's HLC stamp. Applying it evaluates its conditions against the

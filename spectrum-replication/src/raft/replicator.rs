@@ -251,6 +251,16 @@ fn storage_error(subject: &str, e: ::redb::DatabaseError) -> ReplicationError {
     StoreError::Storage { subject: subject.to_owned(), verb: "open", source: Box::new(e) }.into()
 }
 
+/// A forwarded write that the leader at `addr` may have taken before `e`.
+fn unknown_outcome(addr: &PeerAddr, e: &dyn std::fmt::Display) -> ReplicationError {
+    ReplicationError::Consensus {
+        reason: format!(
+            "the write was forwarded to the leader at {addr}, which may have committed it before {e}: its \
+             outcome is unknown (read the key to find out)"
+        ),
+    }
+}
+
 fn consensus(e: impl std::fmt::Display) -> ReplicationError {
     ReplicationError::Consensus { reason: e.to_string() }
 }
@@ -564,12 +574,19 @@ impl Inner {
                         self.wait_applied(done.log_id.index, deadline).await?;
                         return Ok((done.log_id.index, done.data));
                     }
-                    // The leader changed, or stopped, before it took the write;
-                    // or it could not be dialled: the write was not proposed.
-                    Ok(Err(
-                        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) | RaftError::Fatal(_),
-                    ))
+                    // The node was not the leader (or dropped the entry when a
+                    // new leader overwrote it), or it could not be dialled: the
+                    // write was not proposed, and may be proposed again.
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))))
                     | Err(ReplicationError::Peer { failure: PeerFailure::Unreachable { .. }, .. }) => {}
+                    // The leader may have appended the entry before it stopped or
+                    // the connection broke: proposed again, it could be applied
+                    // twice (a second version of a put, a compare-and-set applied
+                    // and then answered "condition failed"). Its outcome is unknown.
+                    Ok(Err(e @ RaftError::Fatal(_))) => return Err(unknown_outcome(&addr, &e)),
+                    Err(e @ ReplicationError::Peer { failure: PeerFailure::Interrupted { .. }, .. }) => {
+                        return Err(unknown_outcome(&addr, &e));
+                    }
                     Ok(Err(e)) => return Err(consensus(e)),
                     Err(e) => return Err(e),
                 }
