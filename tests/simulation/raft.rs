@@ -14,7 +14,7 @@
 //! completion in simulated microseconds, or left of unknown outcome when it
 //! failed, timed out or its node crashed under it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use spectrum_core::{ClusterId, Hlc, NodeId, PeerAddr};
 use spectrum_replication::linearizability::{Command, Completion, History, Operation, Response};
 use spectrum_replication::{
     Condition, ConfigStore, MemoryStore, Outcome, PeerCredential, RaftMemoryLog, RaftReplicator,
-    RaftSettings, Replicator, Transaction, VersionToken, WriteBatch,
+    RaftSettings, Replicator, StoreError, Transaction, VersionToken, WriteBatch,
 };
 
 use crate::cluster::{Replica, SimClock, SimConn, origin_of, sim_transport};
@@ -332,6 +332,37 @@ impl RaftCluster {
                 conflicts: block_on(node.store.conflicts("")).expect("a memory store reads"),
             })
             .collect()
+    }
+
+    /// Every value each node's store recorded a write of, with the sequence
+    /// numbers of the writes (from each store's change feed, as far back as it
+    /// reaches): a value written by one client operation must have one.
+    pub(crate) fn applied_values(&self) -> BTreeMap<(String, String), BTreeSet<u64>> {
+        let mut applied: BTreeMap<(String, String), BTreeSet<u64>> = BTreeMap::new();
+        for node in &self.nodes {
+            let mut from = 0;
+            for _ in 0..10_000 {
+                let batch = match block_on(node.store.changes_since("", from, 1_000)) {
+                    Ok(batch) => batch,
+                    Err(StoreError::FeedCompacted { oldest, .. }) if oldest > from => {
+                        from = oldest;
+                        continue;
+                    }
+                    Err(e) => panic!("{}'s change feed: {e}", node.name),
+                };
+                for record in batch.changes.into_iter().filter_map(|c| c.record) {
+                    if let Some(value) = &record.value {
+                        let value = String::from_utf8_lossy(value).into_owned();
+                        applied.entry((record.key.clone(), value)).or_default().insert(record.seq);
+                    }
+                }
+                if batch.position == from {
+                    break;
+                }
+                from = batch.position;
+            }
+        }
+        applied
     }
 
     /// The history so far (operations in flight are of unknown outcome).

@@ -208,6 +208,8 @@ fn ask(cluster: &mut RaftCluster, node: usize, op: ClientOp) -> bool {
 /// Heals the cluster and checks what every Raft run must show:
 ///
 /// - the healed cluster commits again (a write through every node succeeds);
+/// - every client write was applied at most once (no value stored under two
+///   sequence numbers in any store's change feed);
 /// - every replica converges to an identical copy holding that write (so
 ///   every entry committed before it);
 /// - a consistent read of every key, recorded last, agrees with every
@@ -255,6 +257,16 @@ pub(crate) fn settle_and_check(cluster: &mut RaftCluster, nodes: usize) -> RaftR
             .find(|r| r.key == *key)
             .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned());
         assert_eq!(read.as_ref(), Some(&Response::Read(held.clone())), "seed {seed}: {key}; {hint}");
+    }
+    // Every value is written by one client operation: applied twice (a
+    // proposal committed in two log entries), it would be stored under two
+    // sequence numbers.
+    for ((key, value), seqs) in cluster.applied_values() {
+        assert!(
+            seqs.len() == 1,
+            "seed {seed}: {key} = {value:?} was applied {} times (sequence numbers {seqs:?}); {hint}",
+            seqs.len()
+        );
     }
     let history = cluster.history();
     let report = Checker::new().check(&history);
