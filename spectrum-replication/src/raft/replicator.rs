@@ -575,15 +575,19 @@ impl Inner {
                         return Ok((done.log_id.index, done.data));
                     }
                     // The node was not the leader (or dropped the entry when a
-                    // new leader overwrote it), or it could not be dialled: the
-                    // write was not proposed, and may be proposed again.
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))))
+                    // new leader overwrote it), or had stopped, or could not be
+                    // dialled: the write was not proposed, and may be proposed
+                    // again. (A leader whose Raft stops while the entry waits
+                    // also answers Fatal: that rare case is not told apart.)
+                    Ok(Err(
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) | RaftError::Fatal(_),
+                    ))
                     | Err(ReplicationError::Peer { failure: PeerFailure::Unreachable { .. }, .. }) => {}
-                    // The leader may have appended the entry before it stopped or
-                    // the connection broke: proposed again, it could be applied
-                    // twice (a second version of a put, a compare-and-set applied
-                    // and then answered "condition failed"). Its outcome is unknown.
-                    Ok(Err(e @ RaftError::Fatal(_))) => return Err(unknown_outcome(&addr, &e)),
+                    // The connection broke after the call was sent: the leader may
+                    // have appended the entry, and proposed again it could be
+                    // applied twice (a second version of a put, a compare-and-set
+                    // applied and then answered "condition failed"). Its outcome
+                    // is unknown.
                     Err(e @ ReplicationError::Peer { failure: PeerFailure::Interrupted { .. }, .. }) => {
                         return Err(unknown_outcome(&addr, &e));
                     }
