@@ -212,6 +212,14 @@ pub enum PeerFailure {
         /// The transport's account of it.
         message: String,
     },
+    /// The connection broke after the call was sent (gRPC `unavailable` from
+    /// the transport, other than a failure to connect): the peer may have
+    /// acted on the call, or not.
+    #[error("connection lost during the call: {message}")]
+    Interrupted {
+        /// The transport's account of it.
+        message: String,
+    },
     /// No answer in time (gRPC `deadline_exceeded`, the transport's request
     /// timeout, or the replicator's own deadline).
     #[error("no answer in time: {message}")]
@@ -245,7 +253,9 @@ impl PeerFailure {
     /// or unauthorised call, a value out of range) or sent a malformed answer.
     pub fn retryable(&self) -> bool {
         match self {
-            PeerFailure::Unreachable { .. } | PeerFailure::Timeout { .. } => true,
+            PeerFailure::Unreachable { .. }
+            | PeerFailure::Interrupted { .. }
+            | PeerFailure::Timeout { .. } => true,
             PeerFailure::Refused { code, .. } => !matches!(
                 code,
                 tonic::Code::InvalidArgument
@@ -271,6 +281,33 @@ impl PeerFailure {
     }
 }
 
+impl PeerFailure {
+    /// As [`from_status`](Self::from_status), telling a call that never left
+    /// (no connection could be made: tonic's `ConnectError` in the status's
+    /// sources, or the peer's own `unavailable` answer) from one whose
+    /// connection broke after it was sent ([`PeerFailure::Interrupted`]),
+    /// which the peer may have acted on. A caller that must not repeat a call
+    /// the peer took (a forwarded Raft proposal) retries only the first.
+    pub(crate) fn from_call(status: &tonic::Status) -> Self {
+        let failure = Self::from_status(status);
+        let Some(source) = std::error::Error::source(status) else {
+            // No transport error under it: the peer answered `unavailable` itself.
+            return failure;
+        };
+        let mut cause = Some(source);
+        while let Some(e) = cause {
+            if e.is::<tonic::ConnectError>() {
+                return failure;
+            }
+            cause = e.source();
+        }
+        match failure {
+            PeerFailure::Unreachable { message } => PeerFailure::Interrupted { message },
+            other => other,
+        }
+    }
+}
+
 /// Addresses as one comma-separated list for a message.
 fn list(addrs: &[PeerAddr]) -> String {
     if addrs.is_empty() {
@@ -282,6 +319,26 @@ fn list(addrs: &[PeerAddr]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_cut_after_it_was_sent_is_told_from_one_that_never_connected() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let never = tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(refused))));
+        assert_eq!(never.code(), tonic::Code::Unavailable);
+        assert!(matches!(PeerFailure::from_call(&never), PeerFailure::Unreachable { .. }), "{never:?}");
+        let mut cut = tonic::Status::unavailable("connection reset");
+        cut.set_source(std::sync::Arc::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        )));
+        assert!(matches!(PeerFailure::from_call(&cut), PeerFailure::Interrupted { .. }));
+        assert!(PeerFailure::from_call(&cut).retryable());
+        // The peer's own answer: it did not act on the call.
+        let answered = tonic::Status::unavailable("shutting down");
+        assert!(matches!(PeerFailure::from_call(&answered), PeerFailure::Unreachable { .. }));
+        let timeout = tonic::Status::deadline_exceeded("late");
+        assert!(matches!(PeerFailure::from_call(&timeout), PeerFailure::Timeout { .. }));
+    }
 
     #[test]
     fn peer_failures_say_whether_a_retry_may_help() {

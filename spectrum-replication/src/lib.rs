@@ -217,7 +217,7 @@ pub use error::{PeerFailure, ReplicationError, StoreError};
 pub use memory::MemoryStore;
 pub use origin::{InvalidOrigin, Origin};
 pub use peers::PeerTable;
-pub use raft::{RaftReplicator, RaftReplicatorBuilder, RaftService, RaftSettings};
+pub use raft::{RaftMemoryLog, RaftReplicator, RaftReplicatorBuilder, RaftService, RaftSettings};
 pub use record::{
     Change, ChangeBatch, Delta, Lineage, MergeReport, Record, Snapshot, VersionToken, VersionVector, Write,
     WriteBatch,

@@ -101,11 +101,11 @@ impl Replica {
 /// Physical time on a simulated host: the simulation's elapsed time after a
 /// fixed epoch, plus the node's fixed skew, so every stamp follows from the seed.
 #[derive(Debug)]
-struct SimClock {
+pub(crate) struct SimClock {
     /// The node's offset from simulated time (changed by [`Cluster::set_clock_offset`]).
-    skew_ms: AtomicI64,
+    pub(crate) skew_ms: AtomicI64,
     /// The last reading, for calls made outside a host (none are expected).
-    last: AtomicU64,
+    pub(crate) last: AtomicU64,
 }
 
 impl Clock for SimClock {
@@ -143,7 +143,7 @@ impl Disk {
 /// The origin of the `disk`-th store (0 for the first) of node `index` named
 /// `id`: a new incarnation per store, as a real store draws at random, but
 /// drawn from the seed so that a run replays.
-fn origin_of(seed: u64, index: usize, id: NodeId, disk: u64) -> Origin {
+pub(crate) fn origin_of(seed: u64, index: usize, id: NodeId, disk: u64) -> Origin {
     let mut rng = StdRng::seed_from_u64(seed ^ ((index as u64) << 40) ^ disk.rotate_left(20) ^ 0x0d15_c0de);
     Origin::new(id, rng.random_range(1..=u64::MAX))
 }
@@ -408,7 +408,7 @@ impl Cluster {
 
 /// How every node talks to its peers: short timeouts (a partition shows up as
 /// silence), and every channel dialled through turmoil's simulated TCP.
-fn sim_transport() -> TransportConfig {
+pub(crate) fn sim_transport() -> TransportConfig {
     let config = TransportConfig {
         keepalive_interval: Duration::from_secs(1),
         keepalive_timeout: Duration::from_secs(1),
@@ -507,7 +507,7 @@ async fn carry_out_writes(host: &NodeHost, store: Arc<MemoryStore>, replicator: 
 /// A simulated TCP connection accepted by a node's server (tonic asks each
 /// connection what it is connected to).
 #[derive(Debug)]
-struct SimConn(turmoil::net::TcpStream);
+pub(crate) struct SimConn(pub(crate) turmoil::net::TcpStream);
 
 impl Connected for SimConn {
     type ConnectInfo = Option<SocketAddr>;

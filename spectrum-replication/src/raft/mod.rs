@@ -10,7 +10,9 @@
 //! - **The log and the vote** (`log_store`): a redb file of their own
 //!   (`raft.redb` beside the store), every append, vote and truncation
 //!   committed with fsync before openraft is told it is durable, so an
-//!   acknowledged write survives `kill -9` of any minority.
+//!   acknowledged write survives `kill -9` of any minority. A simulation keeps
+//!   the same tables on redb's in-memory backend ([`RaftMemoryLog`]), held
+//!   across a simulated host's crashes.
 //! - **The state machine** (`state_machine`) is the node's [`ConfigStore`](crate::ConfigStore).
 //!   A log entry carries one or more [`Transaction`](crate::Transaction)s,
 //!   each with its proposer's HLC stamp. Applying it evaluates its conditions against the
@@ -63,6 +65,7 @@ mod codec;
 #[allow(clippy::result_large_err)]
 mod log_store;
 mod membership;
+mod memory_log;
 mod network;
 mod replicator;
 mod service;
@@ -80,6 +83,7 @@ use spectrum_core::{ClusterId, NodeId};
 
 use crate::origin::Origin;
 
+pub use memory_log::RaftMemoryLog;
 pub use replicator::{RAFT_FILE, RaftReplicator, RaftReplicatorBuilder, RaftSettings};
 pub use service::RaftService;
 pub use tombstones::DEFAULT_TOMBSTONE_KEEP;

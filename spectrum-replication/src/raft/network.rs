@@ -107,7 +107,7 @@ impl Wire {
                 self.handshake.note_refusal(addr, &status);
                 return Err(ReplicationError::Peer {
                     peer: addr.clone(),
-                    failure: PeerFailure::from_status(&status),
+                    failure: PeerFailure::from_call(&status),
                 });
             }
             Ok(Ok(answer)) => answer.into_inner(),

@@ -21,6 +21,7 @@ use tracing::{debug, info};
 use super::batcher::Batcher;
 use super::codec::{Applied, Proposal, to_json};
 use super::log_store::{LogStore, RaftDb};
+use super::memory_log::RaftMemoryLog;
 use super::network::{Method, Network, Wire};
 use super::service::RaftService;
 use super::state_machine::StateMachine;
@@ -102,6 +103,7 @@ pub struct RaftReplicatorBuilder {
     self_addr: PeerAddr,
     seeds: Vec<PeerAddr>,
     dir: Option<PathBuf>,
+    memory_log: Option<RaftMemoryLog>,
     transport: TransportConfig,
     channels: Option<Arc<ChannelCache>>,
     credential: Option<PeerCredential>,
@@ -131,6 +133,14 @@ impl RaftReplicatorBuilder {
     /// loses them).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
+        self
+    }
+
+    /// Keeps the log, vote and snapshot in `log`, which the caller holds
+    /// across replicators: a simulated node's disk (see [`RaftMemoryLog`]).
+    /// Takes precedence over [`data_dir`](Self::data_dir).
+    pub fn memory_log(mut self, log: RaftMemoryLog) -> Self {
+        self.memory_log = Some(log);
         self
     }
 
@@ -176,7 +186,10 @@ impl RaftReplicatorBuilder {
     /// in use, damaged, or the disk fails); [`ReplicationError::Consensus`]
     /// when openraft refuses to start.
     pub async fn build(self) -> Result<RaftReplicator, ReplicationError> {
-        let db = Arc::new(open_db(self.dir.as_ref()).await?);
+        let db = match self.memory_log {
+            Some(log) => log.db,
+            None => Arc::new(open_db(self.dir.as_ref()).await?),
+        };
         let origin = raft_origin(&self.cluster);
         let me = RaftMember { id: self.store.node_id().to_string(), addr: self.self_addr.to_string() };
         let id = raft_node_id(self.store.node_id());
@@ -256,6 +269,16 @@ fn storage_error(subject: &str, e: ::redb::DatabaseError) -> ReplicationError {
     StoreError::Storage { subject: subject.to_owned(), verb: "open", source: Box::new(e) }.into()
 }
 
+/// A forwarded write that the leader at `addr` may have taken before `e`.
+fn unknown_outcome(addr: &PeerAddr, e: &dyn std::fmt::Display) -> ReplicationError {
+    ReplicationError::Consensus {
+        reason: format!(
+            "the write was forwarded to the leader at {addr}, which may have committed it before {e}: its \
+             outcome is unknown (read the key to find out)"
+        ),
+    }
+}
+
 fn consensus(e: impl std::fmt::Display) -> ReplicationError {
     ReplicationError::Consensus { reason: e.to_string() }
 }
@@ -332,6 +355,7 @@ impl RaftReplicator {
             self_addr,
             seeds: Vec::new(),
             dir: None,
+            memory_log: None,
             transport: TransportConfig::default(),
             channels: None,
             credential: None,
@@ -622,12 +646,23 @@ impl Inner {
                         self.wait_applied(done.index, deadline).await?;
                         return Ok((done.index, done.applied));
                     }
-                    // The leader changed, or stopped, before it took the write;
-                    // or it could not be dialled: the write was not proposed.
+                    // The node was not the leader (or dropped the entry when a
+                    // new leader overwrote it), or had stopped, or could not be
+                    // dialled: the write was not proposed, and may be proposed
+                    // again. (A leader whose Raft stops while the entry waits
+                    // also answers Fatal: that rare case is not told apart.)
                     Ok(Err(
                         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) | RaftError::Fatal(_),
                     ))
                     | Err(ReplicationError::Peer { failure: PeerFailure::Unreachable { .. }, .. }) => {}
+                    // The connection broke after the call was sent: the leader may
+                    // have appended the entry, and proposed again it could be
+                    // applied twice (a second version of a put, a compare-and-set
+                    // applied and then answered "condition failed"). Its outcome
+                    // is unknown.
+                    Err(e @ ReplicationError::Peer { failure: PeerFailure::Interrupted { .. }, .. }) => {
+                        return Err(unknown_outcome(&addr, &e));
+                    }
                     Ok(Err(e)) => return Err(consensus(e)),
                     Err(e) => return Err(e),
                 }

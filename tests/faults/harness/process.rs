@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use spectrum::replication::ReplicationMode;
+
 use super::network::{BALANCER_UID, node_ip, node_uid};
 use super::sandbox::{LIBFAKETIME, run};
 
@@ -81,8 +83,20 @@ impl Cluster {
     /// Writes the files of `size` nodes and a balancer under `dir`, mounts a tmpfs
     /// under `tmpfs_node`'s data directory, and starts every process.
     pub(crate) fn start(bin: &Path, dir: &Path, size: usize, tmpfs_node: Option<usize>) -> Self {
+        Self::start_in_mode(bin, dir, size, tmpfs_node, ReplicationMode::LastWriterWins)
+    }
+
+    /// As [`start`](Self::start), the nodes replicating in `mode` (their files'
+    /// `replication` setting).
+    pub(crate) fn start_in_mode(
+        bin: &Path,
+        dir: &Path,
+        size: usize,
+        tmpfs_node: Option<usize>,
+        mode: ReplicationMode,
+    ) -> Self {
         let key = spectrum::resources::ClusterKey::generate().to_hex();
-        let nodes = (0..size).map(|i| node_files(dir, i, size, &key)).collect();
+        let nodes = (0..size).map(|i| node_files(dir, i, size, &key, mode)).collect();
         let mut cluster =
             Self { bin: bin.to_owned(), nodes, balancer: None, tmpfs_node, failures: Vec::new() };
         if let Some(i) = tmpfs_node {
@@ -323,7 +337,7 @@ fn spawn(cmd: &mut Command, uid: u32, log: &Path) -> (Child, String) {
 }
 
 /// Writes node `i`'s file (and clock file, data directory) under `dir`.
-fn node_files(dir: &Path, i: usize, size: usize, key: &str) -> NodeSlot {
+fn node_files(dir: &Path, i: usize, size: usize, key: &str, mode: ReplicationMode) -> NodeSlot {
     let id = format!("node-{}", i + 1);
     let data_dir = dir.join(&id);
     std::fs::create_dir_all(&data_dir).expect("data dir");
@@ -332,7 +346,7 @@ fn node_files(dir: &Path, i: usize, size: usize, key: &str) -> NodeSlot {
         (0..size).filter(|&j| j != i).map(|j| format!("\"http://{}:{NODE_PORT}\"", node_ip(j))).collect();
     let text = format!(
         "id = \"{id}\"\ncluster = \"faults\"\nlisten = \"{}:{NODE_PORT}\"\nseeds = [{}]\ndata_dir = {:?}\n\
-         token = \"{TOKEN}\"\ncluster_key = \"{key}\"\nsync_interval_ms = {}\n",
+         token = \"{TOKEN}\"\ncluster_key = \"{key}\"\nsync_interval_ms = {}\nreplication = \"{mode}\"\n",
         node_ip(i),
         seeds.join(", "),
         data_dir.display().to_string(),

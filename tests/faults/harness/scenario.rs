@@ -198,7 +198,7 @@ fn judge(
 }
 
 /// Brings loopback up and creates the iptables chain and marks, once per process.
-fn prepare_namespace() {
+pub(crate) fn prepare_namespace() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         super::sandbox::prepare_inside();
@@ -241,7 +241,7 @@ fn run_faults_under_load(
 
 /// Heals everything (the schedule heals its faults; this makes sure): no cut, no
 /// pause, every node running with the right clock and room on its disk.
-fn heal_all(cluster: &mut Cluster, history: &History) {
+pub(crate) fn heal_all(cluster: &mut Cluster, history: &History) {
     network::heal();
     for i in 0..cluster.nodes.len() {
         cluster.pause(i, false);
@@ -258,7 +258,7 @@ fn heal_all(cluster: &mut Cluster, history: &History) {
 
 /// Waits (bounded) until every node answers `/readyz` with 200 and sees every node
 /// as an active member, and the balancer answers; says which did not.
-async fn until_ready(clients: &Clients, nodes: usize, limit: Duration) -> Result<(), String> {
+pub(crate) async fn until_ready(clients: &Clients, nodes: usize, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     for i in 0..nodes {
         while !(readyz(i).await && all_active(clients, i, nodes).await) {
@@ -320,7 +320,10 @@ async fn setup(clients: &Clients) {
 /// Polls every replica each sync interval until all are identical (at most
 /// [`CONVERGENCE_BOUND`] intervals); returns the intervals it took and the last
 /// contents read.
-async fn converge(clients: &Clients, ids: &[(String, String)]) -> (Option<u32>, Vec<(String, Replica)>) {
+pub(crate) async fn converge(
+    clients: &Clients,
+    ids: &[(String, String)],
+) -> (Option<u32>, Vec<(String, Replica)>) {
     let mut replicas = Vec::new();
     for round in 0..=CONVERGENCE_BOUND {
         replicas = dump(clients, ids).await;
