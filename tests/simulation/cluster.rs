@@ -28,6 +28,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 use tonic::transport::{Endpoint, Uri};
 
+use crate::hosts::Hosts;
+
 /// The port every node serves replication on.
 const PORT: u16 = 7000;
 /// Physical time at the start of every simulation (ms since the Unix epoch).
@@ -249,11 +251,6 @@ impl Cluster {
         self.seed
     }
 
-    /// How many nodes there are.
-    pub(crate) fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
     /// Sets `node`'s physical clock `offset_ms` away from simulated time (a clock
     /// set wrong, or corrected), far beyond the allowed offset if asked.
     pub(crate) fn set_clock_offset(&mut self, node: usize, offset_ms: i64) {
@@ -266,28 +263,10 @@ impl Cluster {
         self.nodes[node].mailbox.lock().queue.push_back(write);
     }
 
-    /// Cuts the link between two nodes, both ways.
-    pub(crate) fn partition(&mut self, a: usize, b: usize) {
-        self.note(format!("partition {} {}", self.nodes[a].name, self.nodes[b].name));
-        self.sim.partition(self.nodes[a].name.as_str(), self.nodes[b].name.as_str());
-    }
-
-    /// Restores the link between two nodes.
-    pub(crate) fn repair(&mut self, a: usize, b: usize) {
-        self.note(format!("repair {} {}", self.nodes[a].name, self.nodes[b].name));
-        self.sim.repair(self.nodes[a].name.as_str(), self.nodes[b].name.as_str());
-    }
-
     /// Kills a node's software at once, mid-request if need be.
     pub(crate) fn crash(&mut self, node: usize) {
         self.note(format!("crash {}", self.nodes[node].name));
         self.sim.crash(self.nodes[node].name.as_str());
-    }
-
-    /// Starts a crashed node's software again, over what it had stored.
-    pub(crate) fn restart(&mut self, node: usize) {
-        self.note(format!("restart {}", self.nodes[node].name));
-        self.sim.bounce(self.nodes[node].name.as_str());
     }
 
     /// Starts a crashed node again over an empty store (its disk was lost and
@@ -302,35 +281,6 @@ impl Cluster {
         let handle = &self.nodes[node];
         self.note(format!("restart {} with an empty store", handle.name));
         self.sim.bounce(handle.name.as_str());
-    }
-
-    /// Whether a node's software is running.
-    pub(crate) fn is_running(&mut self, node: usize) -> bool {
-        let name = self.nodes[node].name.clone();
-        self.sim.is_host_running(name.as_str())
-    }
-
-    /// Restores every link and restarts every crashed node.
-    pub(crate) fn heal(&mut self) {
-        for a in 0..self.len() {
-            for b in a + 1..self.len() {
-                self.sim.repair(self.nodes[a].name.as_str(), self.nodes[b].name.as_str());
-            }
-        }
-        self.note("heal".into());
-        for node in 0..self.len() {
-            if !self.is_running(node) {
-                self.restart(node);
-            }
-        }
-    }
-
-    /// Runs the simulation for `duration` of simulated time.
-    pub(crate) fn run_for(&mut self, duration: Duration) {
-        let until = self.sim.elapsed() + duration;
-        while self.sim.elapsed() < until {
-            self.sim.step().expect("the simulated nodes keep running");
-        }
     }
 
     /// Runs until every node is idle and every copy is identical, checking every
@@ -398,6 +348,20 @@ impl Cluster {
     /// Simulated time so far.
     pub(crate) fn elapsed(&self) -> Duration {
         self.sim.elapsed()
+    }
+}
+
+impl Hosts for Cluster {
+    fn sim(&mut self) -> &mut turmoil::Sim<'static> {
+        &mut self.sim
+    }
+
+    fn host(&self, node: usize) -> String {
+        self.nodes[node].name.clone()
+    }
+
+    fn len(&self) -> usize {
+        self.nodes.len()
     }
 
     fn note(&self, what: String) {

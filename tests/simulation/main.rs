@@ -80,6 +80,7 @@
 //! [turmoil]: https://docs.rs/turmoil
 
 mod cluster;
+mod hosts;
 mod raft;
 mod raft_scenario;
 mod scenario;
@@ -90,6 +91,7 @@ use std::time::Duration;
 use spectrum_replication::AckLevel;
 
 use crate::cluster::{ClientWrite, Cluster, Event};
+use crate::hosts::Hosts;
 use crate::raft_scenario::{run_leader_crash_rounds, run_raft_seed};
 use crate::scenario::{Step, heal_and_converge, play, run_lost_store_seed, run_seed};
 

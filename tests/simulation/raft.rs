@@ -33,6 +33,7 @@ use spectrum_replication::{
 };
 
 use crate::cluster::{Replica, SimClock, SimConn, origin_of, sim_transport};
+use crate::hosts::Hosts;
 
 /// The port every node serves Raft on.
 const PORT: u16 = 7000;
@@ -218,11 +219,6 @@ impl RaftCluster {
         self.seed
     }
 
-    /// How many nodes there are.
-    pub(crate) fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
     /// Whether `client` waits for an answer.
     pub(crate) fn is_busy(&self, client: usize) -> bool {
         self.shared.lock().clients[client].busy_on.is_some()
@@ -237,18 +233,6 @@ impl RaftCluster {
     pub(crate) fn send(&mut self, client: usize, node: usize, op: ClientOp) {
         self.shared.lock().clients[client].busy_on = Some(node);
         self.nodes[node].mailbox.lock().push_back(Queued { client, op });
-    }
-
-    /// Cuts the link between two nodes, both ways.
-    pub(crate) fn partition(&mut self, a: usize, b: usize) {
-        self.note(format!("partition {} {}", self.nodes[a].name, self.nodes[b].name));
-        self.sim.partition(self.nodes[a].name.as_str(), self.nodes[b].name.as_str());
-    }
-
-    /// Restores the link between two nodes.
-    pub(crate) fn repair(&mut self, a: usize, b: usize) {
-        self.note(format!("repair {} {}", self.nodes[a].name, self.nodes[b].name));
-        self.sim.repair(self.nodes[a].name.as_str(), self.nodes[b].name.as_str());
     }
 
     /// The running node that says it is the leader, if one does.
@@ -269,41 +253,6 @@ impl RaftCluster {
             if client.busy_on == Some(node) {
                 client.busy_on = None;
             }
-        }
-    }
-
-    /// Starts a crashed node's software again, over what it had stored.
-    pub(crate) fn restart(&mut self, node: usize) {
-        self.note(format!("restart {}", self.nodes[node].name));
-        self.sim.bounce(self.nodes[node].name.as_str());
-    }
-
-    /// Whether a node's software is running.
-    pub(crate) fn is_running(&mut self, node: usize) -> bool {
-        let name = self.nodes[node].name.clone();
-        self.sim.is_host_running(name.as_str())
-    }
-
-    /// Restores every link and restarts every crashed node.
-    pub(crate) fn heal(&mut self) {
-        for a in 0..self.len() {
-            for b in a + 1..self.len() {
-                self.sim.repair(self.nodes[a].name.as_str(), self.nodes[b].name.as_str());
-            }
-        }
-        self.note("heal".into());
-        for node in 0..self.len() {
-            if !self.is_running(node) {
-                self.restart(node);
-            }
-        }
-    }
-
-    /// Runs the simulation for `duration` of simulated time.
-    pub(crate) fn run_for(&mut self, duration: Duration) {
-        let until = self.sim.elapsed() + duration;
-        while self.sim.elapsed() < until {
-            self.sim.step().expect("the simulated nodes keep running");
         }
     }
 
@@ -383,6 +332,20 @@ impl RaftCluster {
     /// Simulated time so far.
     pub(crate) fn elapsed(&self) -> Duration {
         self.sim.elapsed()
+    }
+}
+
+impl Hosts for RaftCluster {
+    fn sim(&mut self) -> &mut turmoil::Sim<'static> {
+        &mut self.sim
+    }
+
+    fn host(&self, node: usize) -> String {
+        self.nodes[node].name.clone()
+    }
+
+    fn len(&self) -> usize {
+        self.nodes.len()
     }
 
     fn note(&self, what: String) {

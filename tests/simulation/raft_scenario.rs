@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use spectrum_replication::linearizability::{Checker, Command, Report, Response};
 
 use crate::cluster::Replica;
+use crate::hosts::Hosts;
 use crate::raft::{ClientOp, RaftCluster};
 
 /// The registers the clients share: few, so that operations contend.

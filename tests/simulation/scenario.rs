@@ -12,6 +12,7 @@ use spectrum_core::Timestamp;
 use spectrum_replication::{AckLevel, Origin, Record, VersionToken};
 
 use crate::cluster::{ClientWrite, Cluster, Event, Replica, last_writer_wins};
+use crate::hosts::Hosts;
 
 /// One step of a script. Nodes are numbered from 0 (`n1`).
 #[derive(Debug, Clone, PartialEq)]
