@@ -4,5 +4,6 @@ mod conformance;
 mod durable;
 mod full_disk;
 mod grpc;
+mod lost_disk;
 mod props;
 mod raft;
