@@ -16,7 +16,7 @@ use spectrum_core::{
 use spectrum_replication::{
     AckLevel, AntiEntropy, ChangeLogLimits, ClockCheck, ConfigStore, MemoryStore, PeerCredential,
     RaftReplicator, RaftSettings, RedbStore, ReplicationMode, Replicator, StoreError, Transaction,
-    WriteBatch,
+    WriteBatch, horizon::FirstWrite,
 };
 use spectrum_resources::{ClusterKey, CompositeResolver, ResourceResolver};
 use tokio::sync::watch;
@@ -564,7 +564,13 @@ impl NodeBuilder {
             self.routes(&ctx, admin, &anti_entropy, raft.as_ref(), &readiness, health_service).await?;
         let served = Served::start(&self.transport, routes, listener.incoming, &channels)?;
 
+        // A store incarnation that has not written yet waits out the clock
+        // uncertainty before its first write (see `horizon::FirstWrite`).
+        let first_write =
+            (store.digest().await?.get(store.origin()) == 0).then(|| FirstWrite::from_now(&hlc));
         let joiner = Joiner {
+            first_write,
+            hlc: hlc.clone(),
             id: self.id.clone(),
             addr: addr.clone(),
             store: store.clone(),
@@ -798,7 +804,16 @@ impl Served {
 /// yet, such as one restarted on an empty disk, from serving an empty database:
 /// reads that miss every key, token checks that find no user, writes decided on
 /// a copy that has not seen the cluster's.
+///
+/// A store that has not written yet (new, or on a replaced disk) also makes its
+/// first write only once [`FirstWrite`] is due, about twice the maximum clock
+/// offset after the node started: a peer may have collected a tombstone on the
+/// strength of the digest of a store this node lost, and the new store's writes
+/// must be stamped above it (see [`spectrum_replication::horizon`]).
 struct Joiner {
+    /// When this node's store may make its first write, if it has not made one.
+    first_write: Option<FirstWrite>,
+    hlc: Arc<Hlc>,
     id: NodeId,
     addr: PeerAddr,
     store: Arc<dyn ConfigStore>,
@@ -880,6 +895,10 @@ impl Joiner {
         let drained = held.is_some_and(|m| m.state == MemberState::Draining);
         let state = if drained { MemberState::Draining } else { MemberState::Active };
         let me = Member::new(self.id.clone(), self.addr.clone(), state);
+        if let Some(first) = self.first_write.filter(|f| !f.due(&self.hlc)) {
+            info!(node = %self.id, not_before_ms = first.not_before_ms(), "new store: waiting out the clock uncertainty before the first write");
+            first.wait(&self.hlc).await;
+        }
         record_membership(&*self.store, &*self.replicator, &me, AckLevel::Local).await?;
         self.readiness.set_member_state(state);
         self.ready.store(true, Ordering::Release);

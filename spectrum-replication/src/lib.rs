@@ -33,7 +33,10 @@
 //!   member through the origin its store writes under now); a peer whose
 //!   digest is below the store's tombstone floor then gets a [`Snapshot`]
 //!   instead of a delta, and [`restore`](ConfigStore::restore) drops what the
-//!   snapshot shows was deleted, so a deleted key never comes back.
+//!   snapshot shows was deleted, so a deleted key never comes back. A store
+//!   that has not written yet (a new disk) makes its first write only once
+//!   [`horizon::FirstWrite`] is due, so it follows every tombstone a peer may
+//!   have collected on the strength of the digest of a store its node lost.
 //! - Every stored change has a gap-free index in the store's change feed:
 //!   [`changes_since`](ConfigStore::changes_since) reads it from a resume
 //!   position, and [`subscribe`](ConfigStore::subscribe) wakes a watcher up.

@@ -7,6 +7,7 @@ mod clocks;
 mod cluster;
 mod conflicts;
 mod disk;
+mod first_write;
 mod haproxy;
 mod http_api;
 mod management;

@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use spectrum_core::{ChannelConnector, Clock, ClusterId, Hlc, NodeId, PeerAddr, TransportConfig};
 use spectrum_replication::{
     AckLevel, AntiEntropy, ConfigStore, MemoryStore, Origin, PeerCredential, Record, Replicator,
-    VersionToken, VersionVector, WriteBatch,
+    VersionToken, VersionVector, WriteBatch, horizon::FirstWrite,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
@@ -132,13 +132,16 @@ impl Clock for SimClock {
 struct Disk {
     store: Arc<MemoryStore>,
     hlc: Arc<Hlc>,
+    /// Whether it replaced a lost one: its store's first write then waits for
+    /// [`FirstWrite`], as a `Node`'s does.
+    replaced: bool,
 }
 
 impl Disk {
     /// An empty store writing under `origin`, stamping with a new HLC over `clock`.
-    fn blank(origin: Origin, clock: Arc<SimClock>) -> Self {
+    fn blank(origin: Origin, clock: Arc<SimClock>, replaced: bool) -> Self {
         let hlc = Arc::new(Hlc::new(clock));
-        Self { store: Arc::new(MemoryStore::for_origin(origin, hlc.clone())), hlc }
+        Self { store: Arc::new(MemoryStore::for_origin(origin, hlc.clone())), hlc, replaced }
     }
 }
 
@@ -228,7 +231,7 @@ impl Cluster {
             let skew_ms = rng.random_range(-MAX_SKEW_MS..=MAX_SKEW_MS);
             let clock = Arc::new(SimClock { skew_ms: AtomicI64::new(skew_ms), last: AtomicU64::new(0) });
             let id: NodeId = name.parse().expect("a valid node id");
-            let disk = Arc::new(Mutex::new(Disk::blank(origin_of(seed, index, id, 0), clock.clone())));
+            let disk = Arc::new(Mutex::new(Disk::blank(origin_of(seed, index, id, 0), clock.clone(), false)));
             let mailbox = Arc::new(Mutex::new(Mailbox::default()));
             let host = Rc::new(NodeHost {
                 index,
@@ -277,7 +280,7 @@ impl Cluster {
         handle.wipes += 1;
         let id: NodeId = handle.name.parse().expect("a valid node id");
         let origin = origin_of(seed, node, id, handle.wipes);
-        *handle.disk.lock() = Disk::blank(origin, handle.clock.clone());
+        *handle.disk.lock() = Disk::blank(origin, handle.clock.clone(), true);
         let handle = &self.nodes[node];
         self.note(format!("restart {} with an empty store", handle.name));
         self.sim.bounce(handle.name.as_str());
@@ -424,10 +427,16 @@ async fn run_node(host: Rc<NodeHost>) -> turmoil::Result {
         .add_service(replicator.service().into_server(transport.max_message_bytes))
         .serve_with_incoming(incoming);
     let _rounds = replicator.start();
+    // A store on a replaced disk that has not written yet makes its first write
+    // only once its clock is past the uncertainty of every stamp issued before it
+    // began, as a `Node` does (see `horizon::FirstWrite`); a first disk has no
+    // predecessor whose tombstones it could meet, so it is left to write at once.
+    let fresh = disk.store.digest().await?.get(disk.store.origin()) == 0;
+    let first_write = (disk.replaced && fresh).then(|| FirstWrite::from_now(&disk.hlc));
     tokio::select! {
         biased;
         served = server => served?,
-        () = carry_out_writes(&host, disk.store.clone(), replicator.clone()) => {}
+        () = carry_out_writes(&host, &disk, first_write, replicator.clone()) => {}
     }
     Ok(())
 }
@@ -435,10 +444,22 @@ async fn run_node(host: Rc<NodeHost>) -> turmoil::Result {
 /// Takes client writes from the mailbox in order, applies each, and replicates
 /// it in a task of its own (a write waiting for every node does not hold the
 /// next one back, as concurrent clients would not be).
-async fn carry_out_writes(host: &NodeHost, store: Arc<MemoryStore>, replicator: AntiEntropy) {
+async fn carry_out_writes(
+    host: &NodeHost,
+    disk: &Disk,
+    first_write: Option<FirstWrite>,
+    replicator: AntiEntropy,
+) {
+    let store = &disk.store;
     loop {
-        let Some(write) = host.mailbox.lock().queue.pop_front() else {
+        if host.mailbox.lock().queue.is_empty() {
             tokio::time::sleep(MAILBOX_POLL).await;
+            continue;
+        }
+        if let Some(first) = first_write {
+            first.wait(&disk.hlc).await;
+        }
+        let Some(write) = host.mailbox.lock().queue.pop_front() else {
             continue;
         };
         let batch = match &write.value {

@@ -324,6 +324,52 @@ fn a_node_that_lost_its_store_is_refilled_by_anti_entropy() {
     assert_eq!(run.replicas[0].live().len(), 3, "{:#?}", run.replicas[0]);
 }
 
+/// A tombstone collected on the strength of a lost disk's old digest, and the
+/// new store's write to the deleted key: n2 (clock 100 ms ahead) deletes
+/// `settings/mode`; its pushes' answers show that n1 and n3 have seen the delete,
+/// so n2 collects it at its next round, while n3 (which has no digest of n1
+/// covering it) keeps it. n1 (clock 100 ms behind) has meanwhile lost its disk
+/// and, cut off, writes the key again. Were that write stamped by n1's clock at
+/// once, it would be stamped below the delete: n2 would show the write and n3
+/// the key deleted, and the replicas would never converge. The new store's
+/// first write waits for `horizon::FirstWrite` instead, so it is stamped above
+/// the delete, wins everywhere, and the replicas agree.
+#[test]
+fn a_new_store_writing_a_key_whose_delete_was_collected_on_its_old_digest_converges() {
+    let mut cluster = Cluster::new(1, 3);
+    cluster.run_for(BOOT);
+    cluster.set_clock_offset(0, -100);
+    cluster.set_clock_offset(1, 100);
+    cluster.set_clock_offset(2, 0);
+    play(
+        &mut cluster,
+        &[
+            write(1, ClientWrite::put("settings/mode", "old", AckLevel::All)),
+            Step::Wait(Duration::from_secs(1)),
+            write(1, ClientWrite::delete("settings/mode", AckLevel::All)),
+            Step::Wait(Duration::from_millis(30)),
+            Step::Crash { node: 0 },
+            Step::Partition { a: 0, b: 1 },
+            Step::Partition { a: 0, b: 2 },
+            Step::RestartEmpty { node: 0 },
+            write(0, ClientWrite::put("settings/mode", "new", AckLevel::Local)),
+            Step::Wait(Duration::from_millis(1_500)),
+        ],
+    );
+    let on = cluster.get("settings/mode");
+    let new = on[0].clone().expect("written while cut off");
+    assert!(on[1].is_none(), "n2 collected the delete: {:?}", on[1]);
+    let deleted = on[2].clone().expect("n3 holds the delete");
+    assert!(deleted.is_tombstone(), "{deleted:?}");
+    assert!(new.stamp > deleted.stamp, "the new store's write follows the delete: {new:?} vs {deleted:?}");
+    let run = heal_and_converge(&mut cluster);
+    for replica in &run.replicas {
+        let value =
+            replica.live().into_iter().find(|r| r.key == "settings/mode").and_then(|r| r.value.clone());
+        assert_eq!(value.as_deref(), Some(&b"new"[..]), "{replica:#?}");
+    }
+}
+
 /// The reproduction of a bug this design fixed: when sequence numbers were per
 /// node, a node that came back with an empty store under its old id numbered
 /// its next write `n1:1` again. Its peers' digests already covered `n1:1`, so
@@ -336,6 +382,8 @@ fn a_node_that_lost_its_store_is_refilled_by_anti_entropy() {
 /// cutting the node off, which a `Node` would not do (it still waits for a
 /// peer before serving; see
 /// `a_node_with_an_empty_store_writes_nothing_until_a_peer_has_answered`).
+/// Its first write waits for `horizon::FirstWrite` (about a second) as a
+/// `Node`'s does.
 #[test]
 fn a_node_that_lost_its_store_and_writes_before_catching_up_still_converges() {
     let mut cluster = Cluster::new(14, 3);
@@ -351,7 +399,7 @@ fn a_node_that_lost_its_store_and_writes_before_catching_up_still_converges() {
             Step::Partition { a: 0, b: 2 },
             Step::RestartEmpty { node: 0 },
             write(0, ClientWrite::put("license/key", "after-wipe", AckLevel::Local)),
-            Step::Wait(Duration::from_millis(100)),
+            Step::Wait(Duration::from_millis(1_200)),
         ],
     );
     let written = cluster.get("license/key")[0].clone().expect("written while cut off");

@@ -68,6 +68,14 @@ impl fmt::Display for Hold {
 ///    recorded its leaving (its last write), and so every write it made;
 /// 4. the digests have a [`tombstone_horizon`] (which also waits for every
 ///    member to agree on the writes of retired incarnations).
+///
+/// A peer's digest is the latest one it showed, so a peer that lost its disk
+/// is read through its old store's digest until its new store shows one. That
+/// is sound: the new store's first write waits for
+/// [`FirstWrite`](crate::horizon::FirstWrite), so it follows every tombstone
+/// the old digest lets this node collect. Forgetting the old digest as soon as
+/// a message shows the new origin would not be enough on its own (the new
+/// store may write before any message reaches this node), so it is not done.
 pub(super) fn collection_horizon(
     own: (&Origin, &VersionVector),
     peers: &[(PeerAddr, Option<PeerDigest>)],

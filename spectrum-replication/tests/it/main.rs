@@ -4,6 +4,7 @@ mod conformance;
 mod durable;
 mod full_disk;
 mod grpc;
+mod lost_disk;
 mod props;
 mod raft;
 mod raft_ops;
