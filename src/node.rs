@@ -77,6 +77,9 @@ const STARTUP_PULL_RETRY: Duration = Duration::from_millis(500);
 const STARTUP_PULL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest a membership record waits for consensus (Raft mode).
 const MEMBERSHIP_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stopping node tries to record itself `draining` before it
+/// drains and stops anyway.
+const DRAINING_RECORD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The file name of the durable store inside a node's data directory.
 pub const STORE_FILE: &str = "config.redb";
@@ -1148,10 +1151,14 @@ impl Node {
             // Drain first: balancers following membership (or health) stop sending new
             // requests, while this node still serves whatever reaches it meanwhile.
             let draining = Member::new(self.ctx.id.clone(), self.addr.clone(), MemberState::Draining);
-            if let Err(e) =
-                record_membership(&*self.ctx.store, &*self.replicator, &draining, AckLevel::All).await
-            {
-                warn!(node = %self.ctx.id, error = %e, "could not record draining");
+            // Bounded: in Raft mode without a majority (the last node of a
+            // cluster stopped node by node) the record cannot commit, and the
+            // health checks' NOT_SERVING already turns balancers away.
+            let record = record_membership(&*self.ctx.store, &*self.replicator, &draining, AckLevel::All);
+            match tokio::time::timeout(DRAINING_RECORD_TIMEOUT, record).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(node = %self.ctx.id, error = %e, "could not record draining"),
+                Err(_) => warn!(node = %self.ctx.id, "draining not recorded in time; stopping anyway"),
             }
             tokio::time::sleep(drain_grace).await;
         }
