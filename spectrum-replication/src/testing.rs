@@ -759,3 +759,42 @@ where
     assert_eq!(snapshot.gc_floor.get(&origin("b")), 1, "lost tombstone: the floor rises past it");
     assert!(snapshot.conflicts.iter().all(|c| c.key == "j"), "lost tombstone: no longer stored");
 }
+
+/// A conflict named by version tokens: `(key, winner, loser)`.
+pub type NamedConflict = (String, String, String);
+
+/// The model of the conflicts replicas list once they exchanged everything,
+/// from every write ever made to them: per key, the writes no other write to
+/// the key supersedes (its writer saw it, by its lineage's context, and it
+/// wins over it); the last-writer-wins greatest of them is the winner, every
+/// other one a loser, except those `collected` says are gone (a losing
+/// tombstone the horizon covered, for instance). A key with a single such
+/// write has no conflict. The property tests of `tests/it` and the root's
+/// `tests/convergence` compare replicas against it.
+pub fn conflict_model<'a>(
+    writes: impl IntoIterator<Item = &'a Record>,
+    collected: impl Fn(&Record) -> bool,
+) -> std::collections::BTreeSet<NamedConflict> {
+    let mut by_key: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    for r in writes {
+        by_key.entry(&r.key).or_default().push(r);
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for (key, writes) in by_key {
+        let superseded = |x: &Record| {
+            writes.iter().any(|y| {
+                (y.origin != x.origin || y.seq != x.seq)
+                    && y.lineage.context.get(&x.origin) >= x.seq
+                    && y.wins_over(x)
+            })
+        };
+        let open: Vec<&Record> = writes.iter().copied().filter(|x| !superseded(x)).collect();
+        let Some(winner) = open.iter().copied().reduce(|a, b| if b.wins_over(a) { b } else { a }) else {
+            continue;
+        };
+        for l in open.iter().filter(|l| l.token() != winner.token() && !collected(l)) {
+            out.insert((key.to_owned(), winner.token().to_string(), l.token().to_string()));
+        }
+    }
+    out
+}

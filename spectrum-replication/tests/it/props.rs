@@ -9,6 +9,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use spectrum_core::{Hlc, ManualClock, NodeId, Timestamp};
 use spectrum_replication::horizon::tombstone_horizon;
+use spectrum_replication::testing::conflict_model;
 use spectrum_replication::{ConfigStore, MemoryStore, Record, StoreError, VersionVector, WriteBatch};
 
 const ORIGINS: [&str; 3] = ["a", "b", "c"];
@@ -218,7 +219,7 @@ async fn delta_sync_matches_the_model(ops: &[Op], heal_budget: usize) -> Result<
     }
     let full = merged(&[&written]).await;
     let want: Vec<Record> = model.into_values().collect();
-    let want_conflicts = model_conflicts(&written);
+    let want_conflicts = conflict_model(&written, |_| false);
     prop_assert_eq!(&full.scan("").await.unwrap(), &want);
     prop_assert_eq!(&conflicts(&full).await, &want_conflicts);
     for n in &nodes {
@@ -235,35 +236,6 @@ type Named = BTreeSet<(String, String, String)>;
 async fn conflicts(s: &MemoryStore) -> Named {
     let found = s.conflicts("").await.unwrap();
     found.iter().map(|c| (c.key.clone(), c.winner.token().to_string(), c.loser.token().to_string())).collect()
-}
-
-/// The model of conflicts, from every write ever made: per key, the writes no
-/// other write to the key supersedes (its writer saw it, by the lineage's
-/// context, and it wins); the last-writer-wins greatest of them is the winner,
-/// every other one a loser.
-fn model_conflicts(written: &[Record]) -> Named {
-    let mut by_key: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
-    for r in written {
-        by_key.entry(&r.key).or_default().push(r);
-    }
-    let mut out = Named::new();
-    for (key, writes) in by_key {
-        let superseded = |x: &Record| {
-            writes.iter().any(|y| {
-                (y.origin != x.origin || y.seq != x.seq)
-                    && y.lineage.context.get(&x.origin) >= x.seq
-                    && y.wins_over(x)
-            })
-        };
-        let open: Vec<&Record> = writes.iter().copied().filter(|x| !superseded(x)).collect();
-        let Some(winner) = open.iter().copied().reduce(|a, b| if b.wins_over(a) { b } else { a }) else {
-            continue;
-        };
-        for l in open.iter().filter(|l| l.token() != winner.token()) {
-            out.insert((key.to_owned(), winner.token().to_string(), l.token().to_string()));
-        }
-    }
-    out
 }
 
 /// The writes three real stores make under `ops` (so each carries the lineage
@@ -332,7 +304,7 @@ proptest! {
             prop_assert_eq!(&held(&reversed).await, &want);
             prop_assert_eq!(&held(&twice).await, &want);
             prop_assert_eq!(ab.digest().await.unwrap(), twice.digest().await.unwrap());
-            prop_assert_eq!(&want.1, &model_conflicts(&[a, b].concat()), "the model's conflicts");
+            prop_assert_eq!(&want.1, &conflict_model(&[a, b].concat(), |_| false), "the model's conflicts");
             Ok(())
         })?;
     }
@@ -560,7 +532,7 @@ async fn collection_matches_the_model(ops: &[GcOp], heal_budget: usize) -> Resul
     for r in &written {
         want_vv.raise(&r.origin, r.seq);
     }
-    let want_conflicts = model_conflicts(&written);
+    let want_conflicts = conflict_model(&written, |_| false);
     for n in &nodes {
         prop_assert_eq!(
             &live(n).await,
