@@ -3,15 +3,13 @@
 //! second cluster with certificates from `spectrum cert`. Every process is killed
 //! when the [`Fixture`] is dropped, on error and panic too.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::load::{self, BoxError, Call, ClientTls, Endpoint};
-use crate::processes::{Processes, log_tail};
+use crate::processes::{Processes, spawn_spectrum};
 
 /// How long a process may take to print its first line, and a cluster to be ready.
 const STARTUP: Duration = Duration::from_secs(20);
@@ -167,7 +165,7 @@ async fn start_cluster(
         if let Some(certs) = certs {
             text.push_str(&tls_line(certs, &id));
         }
-        spawn_spectrum(bin, "node", &dir.join(format!("{name}-{id}")), &text, processes)?;
+        spawn_spectrum(bin, "node", &dir.join(format!("{name}-{id}")), &text, processes, STARTUP)?;
         nodes.push(Endpoint { addr: SocketAddr::from(([127, 0, 0, 1], ports[i])), tls: client.clone() });
     }
     for node in &nodes {
@@ -198,51 +196,11 @@ async fn start_balancer(
     for (i, node) in nodes.iter().enumerate() {
         text.push_str(&format!("[[nodes]]\nid = \"node-{}\"\naddr = \"{}\"\n", i + 1, node.addr));
     }
-    let pid = spawn_spectrum(bin, "balancer", &dir.join(format!("{name}-balancer")), &text, processes)?;
+    let pid =
+        spawn_spectrum(bin, "balancer", &dir.join(format!("{name}-balancer")), &text, processes, STARTUP)?;
     let endpoint = Endpoint { addr: SocketAddr::from(([127, 0, 0, 1], port)), tls: nodes[0].tls.clone() };
     wait_until(&endpoint, Call::Unary, processes, dir).await?;
     Ok((endpoint, pid))
-}
-
-/// Writes `text` to `base.toml`, runs `spectrum ROLE --config base.toml` (logging
-/// to `base.log`, warnings only) and waits for its first line; its process id.
-fn spawn_spectrum(
-    bin: &Path,
-    role: &str,
-    base: &Path,
-    text: &str,
-    processes: &mut Processes,
-) -> Result<u32, BoxError> {
-    let config = base.with_extension("toml");
-    std::fs::write(&config, text)?;
-    let log = std::fs::File::create(base.with_extension("log"))?;
-    let mut child = Command::new(bin)
-        .arg(role)
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .env_remove("SPECTRUM_TOKEN")
-        .env_remove("SPECTRUM_CLUSTER_KEY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let pid = child.id();
-    processes.push(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = reader.read_line(&mut line);
-        let _ = tx.send(line);
-        // Keep the pipe open (and drained) for the process's life.
-        while reader.read_line(&mut String::new()).is_ok_and(|n| n > 0) {}
-    });
-    match rx.recv_timeout(STARTUP) {
-        Ok(line) if line.trim_start().starts_with('{') => Ok(pid),
-        _ => Err(format!("spectrum {role} did not start: {}", log_tail(&base.with_extension("log"))).into()),
-    }
 }
 
 /// Waits until `call` succeeds at `endpoint` five times in a row (so a proxy has

@@ -2,17 +2,14 @@
 //! and .3, each with its own data directory (the durable redb store, fsync per
 //! commit).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use spectrum::auth::Token;
 use spectrum::client::{AckLevel, AdminClient};
 
-use crate::processes::{BoxError, Processes, free_addr, log_tail, member_ip};
+use crate::processes::{BoxError, Processes, free_addr, member_ip, spawn_spectrum};
 
 /// The management token of the benchmark's clusters.
 const TOKEN: &str = "bench-token";
@@ -48,7 +45,7 @@ pub(crate) async fn start(
             seeds.join(", "),
             base.display().to_string()
         );
-        spawn_node(bin, &base, &text, processes)?;
+        spawn_spectrum(bin, "node", &base, &text, processes, STARTUP)?;
     }
     let token = Token::new(TOKEN)?;
     let mut nodes = Vec::new();
@@ -57,40 +54,6 @@ pub(crate) async fn start(
     }
     wait_ready(dir, &nodes, processes).await?;
     Ok(SpectrumCluster { nodes })
-}
-
-/// Writes the node file beside `base`, runs `spectrum node --config` on it
-/// (logging to `base.log`, warnings only) and waits for its first line.
-fn spawn_node(bin: &Path, base: &Path, text: &str, processes: &mut Processes) -> Result<(), BoxError> {
-    let config = base.with_extension("toml");
-    std::fs::write(&config, text)?;
-    let log_path = base.with_extension("log");
-    let mut child = Command::new(bin)
-        .arg("node")
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .env_remove("SPECTRUM_TOKEN")
-        .env_remove("SPECTRUM_CLUSTER_KEY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log_path)?)
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    processes.push(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = reader.read_line(&mut line);
-        let _ = tx.send(line);
-        // Keep the pipe open (and drained) for the process's life.
-        while reader.read_line(&mut String::new()).is_ok_and(|n| n > 0) {}
-    });
-    match rx.recv_timeout(STARTUP) {
-        Ok(line) if line.trim_start().starts_with('{') => Ok(()),
-        _ => Err(format!("spectrum node did not start: {}", log_tail(&log_path)).into()),
-    }
 }
 
 /// Waits until a put through every node is acknowledged by all three.

@@ -4,9 +4,12 @@
 //! `#[path]`, and each uses a part of it).
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -108,4 +111,47 @@ pub(crate) fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(5)..].join(" | ")
+}
+
+/// Writes `text` to `base.toml`, runs `spectrum ROLE --config base.toml` (logging
+/// to `base.log`, warnings only) and waits up to `startup` for its first line (the
+/// JSON object naming its addresses); its process id.
+pub(crate) fn spawn_spectrum(
+    bin: &Path,
+    role: &str,
+    base: &Path,
+    text: &str,
+    processes: &mut Processes,
+    startup: Duration,
+) -> Result<u32, BoxError> {
+    let config = base.with_extension("toml");
+    std::fs::write(&config, text)?;
+    let log = std::fs::File::create(base.with_extension("log"))?;
+    let mut child = Command::new(bin)
+        .arg(role)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .env_remove("SPECTRUM_TOKEN")
+        .env_remove("SPECTRUM_CLUSTER_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let pid = child.id();
+    processes.push(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        // Keep the pipe open (and drained) for the process's life.
+        while reader.read_line(&mut String::new()).is_ok_and(|n| n > 0) {}
+    });
+    match rx.recv_timeout(startup) {
+        Ok(line) if line.trim_start().starts_with('{') => Ok(pid),
+        _ => Err(format!("spectrum {role} did not start: {}", log_tail(&base.with_extension("log"))).into()),
+    }
 }
