@@ -556,6 +556,32 @@ mod tests {
         (svc, store)
     }
 
+    /// A transport whose messages are at most `limit` bytes, with short timeouts.
+    fn limited_transport(limit: usize) -> TransportConfig {
+        TransportConfig {
+            max_message_bytes: limit,
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Some(Duration::from_secs(5)),
+            ..TransportConfig::default()
+        }
+    }
+
+    /// Serves `svc` on a loopback port over `transport`; its address and server task.
+    async fn serve(
+        svc: ReplicationService,
+        transport: &TransportConfig,
+        limit: usize,
+    ) -> (PeerAddr, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>) {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.addr();
+        let server = transport
+            .server()
+            .unwrap()
+            .add_service(svc.into_server(limit))
+            .serve_with_incoming(listener.incoming);
+        (addr, tokio::spawn(server))
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_group_larger_than_the_message_limit_reaches_a_peer_that_pulls_it() {
         const LIMIT: usize = 64 * 1024;
@@ -563,20 +589,8 @@ mod tests {
         let whole = store.delta(&VersionVector::default(), 1).await.unwrap();
         let group: usize = whole.records.iter().map(Record::encoded_len).sum();
         assert!(group > 2 * LIMIT, "the first group ({group} bytes) is larger than a message");
-        let transport = TransportConfig {
-            max_message_bytes: LIMIT,
-            connect_timeout: Duration::from_millis(500),
-            request_timeout: Some(Duration::from_secs(5)),
-            ..TransportConfig::default()
-        };
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.addr();
-        let server = transport
-            .server()
-            .unwrap()
-            .add_service(svc.into_server(LIMIT))
-            .serve_with_incoming(listener.incoming);
-        let server = tokio::spawn(server);
+        let transport = limited_transport(LIMIT);
+        let (addr, server) = serve(svc, &transport, LIMIT).await;
         let hlc = Arc::new(Hlc::system());
         let puller: Arc<dyn ConfigStore> = Arc::new(MemoryStore::new("c".parse().unwrap(), hlc.clone()));
         let listening: PeerAddr = "127.0.0.1:1".parse().unwrap();
@@ -595,24 +609,12 @@ mod tests {
     async fn a_group_larger_than_the_message_limit_reaches_a_peer_it_is_pushed_to() {
         const LIMIT: usize = 64 * 1024;
         let (_svc, store) = overwritten_store(200).await;
-        let transport = TransportConfig {
-            max_message_bytes: LIMIT,
-            connect_timeout: Duration::from_millis(500),
-            request_timeout: Some(Duration::from_secs(5)),
-            ..TransportConfig::default()
-        };
+        let transport = limited_transport(LIMIT);
         // The receiver serves an empty store; the holder pulls from it, then pushes.
         let hlc = Arc::new(Hlc::system());
         let receiver: Arc<dyn ConfigStore> = Arc::new(MemoryStore::new("c".parse().unwrap(), hlc.clone()));
         let svc = ReplicationService::new(receiver.clone(), CLUSTER.parse().unwrap(), hlc.clone());
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.addr();
-        let server = transport
-            .server()
-            .unwrap()
-            .add_service(svc.into_server(LIMIT))
-            .serve_with_incoming(listener.incoming);
-        let server = tokio::spawn(server);
+        let (addr, server) = serve(svc, &transport, LIMIT).await;
         let listening: PeerAddr = "127.0.0.1:1".parse().unwrap();
         let ae = crate::AntiEntropy::builder(store.clone(), hlc, CLUSTER.parse().unwrap(), listening)
             .seeds(vec![addr])
