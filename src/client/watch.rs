@@ -90,7 +90,13 @@ impl Resuming {
     async fn failed(&mut self, status: tonic::Status) -> Result<(), ClientError> {
         self.stream = None;
         let since = *self.failing_since.get_or_insert_with(Instant::now);
-        if !resumable(status.code()) || since.elapsed() >= self.options.reconnect_for {
+        // A node that is not ready (catching up, clock fenced) marks its refusal
+        // (`spectrum_balancer::refusal`): another try, here or on another node, may succeed.
+        let not_ready = status
+            .metadata()
+            .get(spectrum_balancer::refusal::REFUSED_HEADER)
+            .is_some_and(|v| v.as_bytes() == spectrum_balancer::refusal::NOT_READY.as_bytes());
+        if !(resumable(status.code()) || not_ready) || since.elapsed() >= self.options.reconnect_for {
             self.done = true;
             return Err(status.into());
         }
