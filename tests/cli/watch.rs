@@ -37,8 +37,18 @@ impl Watcher {
         Self { child, lines }
     }
 
-    fn line(&self) -> String {
-        self.lines.recv_timeout(Duration::from_secs(20)).expect("a line within 20 s")
+    fn line(&mut self) -> String {
+        match self.lines.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = self.child.kill();
+                let mut stderr = String::new();
+                if let Some(mut err) = self.child.stderr.take() {
+                    let _ = err.read_to_string(&mut stderr);
+                }
+                panic!("no line within 20 s ({e}); the watcher said: {stderr}")
+            }
+        }
     }
 
     /// Sends SIGINT; returns whether it exited 0, and its standard error.
@@ -70,7 +80,7 @@ impl Drop for Watcher {
 #[test]
 fn config_watch_prints_events_as_they_come_exits_cleanly_on_ctrl_c_and_resumes_from_its_position() {
     let cluster = ProcessCluster::start("cli-watch", 3, "watch-token");
-    let watcher = Watcher::start(&cluster, &["--json", "config", "watch", "settings/"]);
+    let mut watcher = Watcher::start(&cluster, &["--json", "config", "watch", "settings/"]);
     std::thread::sleep(Duration::from_millis(1500));
     cluster.ok(&["config", "put", "settings/colour", "teal"]);
     cluster.ok(&["config", "delete", "settings/colour"]);
@@ -88,7 +98,7 @@ fn config_watch_prints_events_as_they_come_exits_cleanly_on_ctrl_c_and_resumes_f
     // While no one watches; then a table, resumed from the last position printed.
     cluster.ok(&["config", "put", "settings/size", "large"]);
     let position = put["position"].as_str().unwrap();
-    let watcher = Watcher::start(&cluster, &["config", "watch", "settings/", "--from", position]);
+    let mut watcher = Watcher::start(&cluster, &["config", "watch", "settings/", "--from", position]);
     assert!(watcher.line().starts_with("KIND"), "a table header first");
     let row = watcher.line();
     assert!(row.starts_with("delete") && row.contains("settings/colour"), "{row}");
