@@ -32,6 +32,10 @@ pub(crate) const MAX_PROPOSALS: usize = 512;
 /// An entry takes more proposals only while it holds fewer bytes than this
 /// (a single larger proposal still goes, alone).
 pub(crate) const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Proposals waiting for an entry; a proposer that finds the queue full
+/// waits for room (within its own deadline), so an overloaded leader holds a
+/// bounded number of proposals rather than all that arrive.
+pub(crate) const MAX_QUEUED: usize = 4 * MAX_PROPOSALS;
 
 /// Why a proposal was not decided: openraft's refusal (not the leader, shut
 /// down, a storage failure), for every proposal of the entry.
@@ -58,13 +62,13 @@ struct Queued {
 /// clone is dropped.
 #[derive(Debug, Clone)]
 pub(crate) struct Batcher {
-    queue: mpsc::UnboundedSender<Queued>,
+    queue: mpsc::Sender<Queued>,
 }
 
 impl Batcher {
     /// Starts the queue of `raft` (on the current Tokio runtime).
     pub(crate) fn start(raft: Raft) -> Self {
-        let (queue, rx) = mpsc::unbounded_channel();
+        let (queue, rx) = mpsc::channel(MAX_QUEUED);
         tokio::spawn(run(raft, rx));
         Self { queue }
     }
@@ -74,13 +78,13 @@ impl Batcher {
     /// when the queue has stopped (the node is shutting down).
     pub(crate) async fn propose(&self, proposal: Proposal) -> Option<Answer> {
         let (answer, rx) = oneshot::channel();
-        self.queue.send(Queued { proposal, answer }).ok()?;
+        self.queue.send(Queued { proposal, answer }).await.ok()?;
         rx.await.ok()
     }
 }
 
 /// Packs the queue into entries, at most [`MAX_IN_FLIGHT`] being committed at once.
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>) {
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Queued>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut carried: Option<Queued> = None;
     loop {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tonic::body::Body;
 use tonic::codegen::{Service, http};
@@ -124,7 +125,12 @@ impl RaftRpc for RaftService {
             .proposal
             .ok_or_else(|| Status::invalid_argument("invalid proposal: missing"))?;
         let proposal = Proposal::try_from(proposal)?;
-        let result: ForwardAnswer = self.inner.submit(proposal).await;
+        let result: ForwardAnswer = match self.inner.batcher.propose(proposal).await {
+            Some(answer) => answer,
+            // This node is shutting down and its queue took nothing: the
+            // follower may propose the write again, to the next leader.
+            None => Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader::empty()))),
+        };
         Ok(self.answer(&admitted, to_json(&result)))
     }
 
