@@ -17,8 +17,9 @@
 //! **The client shapes**, the same code for every system (etcd through its gRPC
 //! KV API, Spectrum through its typed management client), 64-byte values:
 //!
-//! - sequential puts: one client, one put at a time, to one member (etcd's
-//!   leader, so etcd pays no forwarding hop; Spectrum's first node): p50 and p99;
+//! - sequential puts: one client, one put at a time, to one member (the
+//!   leader, so neither pays a forwarding hop: etcd's, and in Raft mode
+//!   Spectrum's; in last-writer-wins mode Spectrum's first node): p50 and p99;
 //! - 16 concurrent writers for a fixed window, spread over the three members,
 //!   each on keys of its own: puts per second (and latencies);
 //! - sequential compare-and-set on one key, each against the version the previous
@@ -219,6 +220,8 @@ async fn start_systems(
         }
         let (_, cluster) =
             clusters.iter().find(|(settings, _)| *settings == mode.settings).ok_or("cluster just started")?;
+        let preferred = cluster.preferred().await?;
+        println!("{}: the sequential shapes go to node-{}", mode.name, preferred + 1);
         systems.push(System {
             name: mode.name.to_owned(),
             members: cluster
@@ -226,7 +229,7 @@ async fn start_systems(
                 .iter()
                 .map(|c| Client::Spectrum { client: c.clone(), ack: mode.ack })
                 .collect(),
-            preferred: 0,
+            preferred,
             prefix: "settings/bench/",
             judged: mode.judged,
         });

@@ -21,6 +21,24 @@ pub(crate) struct SpectrumCluster {
     pub(crate) nodes: Vec<AdminClient>,
 }
 
+impl SpectrumCluster {
+    /// The node the sequential shapes go to: in Raft mode the leader, as
+    /// every node's status names it (so Spectrum, like etcd, pays no
+    /// forwarding hop); in last-writer-wins mode, where every node takes
+    /// writes alike, the first.
+    pub(crate) async fn preferred(&self) -> Result<usize, BoxError> {
+        let status = self.nodes[0].status().await?;
+        let Some(raft) = status.replication.raft else { return Ok(0) };
+        let leader = raft.leader.ok_or("the Raft group has no leader")?;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.status().await?.node.as_str() == leader {
+                return Ok(i);
+            }
+        }
+        Err(format!("the Raft leader {leader} is not one of the three nodes").into())
+    }
+}
+
 /// Starts three nodes of cluster `name` whose node files carry `settings` (extra
 /// TOML lines, the same on every node) besides the usual ones; returns once a
 /// write through each node is acknowledged by all three.
