@@ -125,11 +125,17 @@ impl RaftRpc for RaftService {
             .proposal
             .ok_or_else(|| Status::invalid_argument("invalid proposal: missing"))?;
         let proposal = Proposal::try_from(proposal)?;
-        let result: ForwardAnswer = match self.inner.batcher.propose(proposal).await {
-            Some(answer) => answer,
-            // This node is shutting down and its queue took nothing: the
-            // follower may propose the write again, to the next leader.
-            None => Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader::empty()))),
+        // A node whose Raft has stopped, or whose queue has, takes nothing:
+        // the follower may propose the write again, to the next leader. (Once
+        // taken, a write whose Raft stops before it commits is answered Fatal,
+        // which the follower reports as of unknown outcome.)
+        let not_taken =
+            || Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader::empty())));
+        let stopped = self.inner.raft.metrics().borrow().running_state.is_err();
+        let result: ForwardAnswer = if stopped {
+            not_taken()
+        } else {
+            self.inner.batcher.propose(proposal).await.unwrap_or_else(not_taken)
         };
         Ok(self.answer(&admitted, to_json(&result)))
     }
