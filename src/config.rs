@@ -30,7 +30,7 @@ use spectrum_balancer::{BalancerConfig, BalancerError, BearerToken, PathMatcher}
 use spectrum_core::tls::{ClientAuth, TlsConfig};
 use spectrum_core::{ClusterId, NodeId, PeerAddr};
 use spectrum_replication::ChangeLogLimits;
-use spectrum_replication::ReplicationMode;
+use spectrum_replication::{RaftSettings, ReplicationMode};
 use spectrum_resources::ClusterKey;
 
 use crate::auth::Token;
@@ -93,6 +93,88 @@ pub struct NodeFileConfig {
     /// both optional, those are the defaults).
     #[serde(default)]
     pub change_log: Option<ChangeLogFile>,
+    /// Raft mode's timing, compaction and tombstone collection
+    /// (`raft = { snapshot_every = 5000, keep_behind_snapshot = 1000,
+    /// tombstone_keep = 1000, heartbeat_ms = 100, election_timeout_ms = [800, 1600] }`;
+    /// all optional, those are the defaults). No effect in last-writer-wins mode.
+    #[serde(default)]
+    pub raft: Option<RaftFile>,
+}
+
+/// The `raft` table of a node file: [`RaftSettings`] and the tombstone
+/// horizon ([`RaftReplicatorBuilder::tombstone_keep`](spectrum_replication::RaftReplicatorBuilder::tombstone_keep)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftFile {
+    /// A snapshot once this many entries were applied since the last (at least 1).
+    #[serde(default)]
+    pub snapshot_every: Option<u64>,
+    /// Entries kept in the log behind the last snapshot.
+    #[serde(default)]
+    pub keep_behind_snapshot: Option<u64>,
+    /// A delete's tombstone is collected once its entry is this many entries
+    /// behind the applied index (at least 1).
+    #[serde(default)]
+    pub tombstone_keep: Option<u64>,
+    /// The leader's heartbeat interval in milliseconds (at least 1).
+    #[serde(default)]
+    pub heartbeat_ms: Option<u64>,
+    /// The range an election timeout is drawn from, in milliseconds: above
+    /// the heartbeat, the first below the second.
+    #[serde(default)]
+    pub election_timeout_ms: Option<[u64; 2]>,
+}
+
+impl RaftFile {
+    /// The settings it sets, the defaults for what it leaves out.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Config`] naming the key of a value out of range.
+    pub fn settings(&self) -> Result<RaftSettings, NodeError> {
+        let bad = |field: &'static str, why: &str| NodeError::Config { field, reason: why.to_owned() };
+        let mut settings = RaftSettings::default();
+        if let Some(n) = self.snapshot_every {
+            if n == 0 {
+                return Err(bad("raft.snapshot_every", "must be at least 1"));
+            }
+            settings.snapshot_every = n;
+        }
+        if let Some(n) = self.keep_behind_snapshot {
+            settings.keep_behind_snapshot = n;
+        }
+        if let Some(ms) = self.heartbeat_ms {
+            if ms == 0 {
+                return Err(bad("raft.heartbeat_ms", "must be at least 1"));
+            }
+            settings.heartbeat = Duration::from_millis(ms);
+        }
+        if let Some([min, max]) = self.election_timeout_ms {
+            settings.election_timeout = (Duration::from_millis(min), Duration::from_millis(max));
+        }
+        let (min, max) = settings.election_timeout;
+        if min >= max {
+            return Err(bad("raft.election_timeout_ms", "the first value must be below the second"));
+        }
+        if settings.heartbeat >= min {
+            return Err(bad("raft.election_timeout_ms", "must be above heartbeat_ms"));
+        }
+        Ok(settings)
+    }
+
+    /// The tombstone horizon it sets, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Config`] when it is 0.
+    pub fn tombstone_keep(&self) -> Result<Option<u64>, NodeError> {
+        match self.tombstone_keep {
+            Some(0) => {
+                Err(NodeError::Config { field: "raft.tombstone_keep", reason: "must be at least 1".into() })
+            }
+            other => Ok(other),
+        }
+    }
 }
 
 /// The `change_log` table of a node file.
@@ -601,6 +683,39 @@ mod tests {
         assert!(toml::from_str::<NodeFileConfig>(&bad).is_err(), "a negative count is refused");
         let unknown = format!("{NODE}change_log = {{ entries = 5 }}\n");
         assert!(toml::from_str::<NodeFileConfig>(&unknown).unwrap_err().to_string().contains("entries"));
+    }
+
+    #[test]
+    fn raft_settings_are_optional_and_a_value_out_of_range_is_refused_naming_its_key() {
+        let cfg: NodeFileConfig = toml::from_str(NODE).unwrap();
+        assert_eq!(cfg.raft, None, "existing files keep working");
+        let cfg: NodeFileConfig = toml::from_str(&format!(
+            "{NODE}raft = {{ tombstone_keep = 50, snapshot_every = 200, election_timeout_ms = [300, 600] }}\n"
+        ))
+        .unwrap();
+        let raft = cfg.raft.unwrap();
+        assert_eq!(raft.tombstone_keep().unwrap(), Some(50));
+        let settings = raft.settings().unwrap();
+        assert_eq!(settings.snapshot_every, 200);
+        assert_eq!(settings.election_timeout, (Duration::from_millis(300), Duration::from_millis(600)));
+        assert_eq!(settings.heartbeat, RaftSettings::default().heartbeat);
+        for (text, key) in [
+            ("tombstone_keep = 0", "raft.tombstone_keep"),
+            ("snapshot_every = 0", "raft.snapshot_every"),
+            ("heartbeat_ms = 0", "raft.heartbeat_ms"),
+            ("election_timeout_ms = [600, 300]", "raft.election_timeout_ms"),
+            ("heartbeat_ms = 500, election_timeout_ms = [300, 600]", "raft.election_timeout_ms"),
+        ] {
+            let raft = toml::from_str::<NodeFileConfig>(&format!("{NODE}raft = {{ {text} }}\n"))
+                .unwrap()
+                .raft
+                .unwrap();
+            let err = raft.settings().err().or(raft.tombstone_keep().err()).expect(text);
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+        let err =
+            toml::from_str::<NodeFileConfig>(&format!("{NODE}raft = {{ tombstones = 5 }}\n")).unwrap_err();
+        assert!(err.to_string().contains("tombstones"), "{err}");
     }
 
     #[test]

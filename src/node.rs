@@ -124,6 +124,7 @@ pub struct NodeBuilder {
     services: Vec<ServiceFactory>,
     replication: ReplicationMode,
     raft_settings: RaftSettings,
+    raft_tombstone_keep: Option<u64>,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -173,6 +174,7 @@ impl NodeBuilder {
             services: Vec::new(),
             replication: ReplicationMode::LastWriterWins,
             raft_settings: RaftSettings::default(),
+            raft_tombstone_keep: None,
         }
     }
 
@@ -203,6 +205,15 @@ impl NodeBuilder {
     /// Raft mode's timing and log compaction (default [`RaftSettings::default`]).
     pub fn raft_settings(mut self, settings: RaftSettings) -> Self {
         self.raft_settings = settings;
+        self
+    }
+
+    /// Raft mode: keeps a delete's tombstone until its log entry is `entries`
+    /// behind the applied index (default
+    /// [`DEFAULT_TOMBSTONE_KEEP`](spectrum_replication::raft::DEFAULT_TOMBSTONE_KEEP));
+    /// see [`RaftReplicatorBuilder::tombstone_keep`](spectrum_replication::RaftReplicatorBuilder::tombstone_keep).
+    pub fn raft_tombstone_keep(mut self, entries: u64) -> Self {
+        self.raft_tombstone_keep = Some(entries);
         self
     }
 
@@ -452,6 +463,9 @@ impl NodeBuilder {
                 .transport(self.transport.clone())
                 .channels(channels.clone())
                 .settings(self.raft_settings.clone());
+        if let Some(keep) = self.raft_tombstone_keep {
+            builder = builder.tombstone_keep(keep);
+        }
         if let Some(dir) = dir {
             builder = builder.data_dir(dir);
         }

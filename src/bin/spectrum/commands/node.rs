@@ -67,6 +67,12 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
     if let Some(log) = cfg.change_log {
         builder = builder.change_log(log.limits());
     }
+    if let Some(raft) = cfg.raft {
+        builder = builder.raft_settings(raft.settings()?);
+        if let Some(keep) = raft.tombstone_keep()? {
+            builder = builder.raft_tombstone_keep(keep);
+        }
+    }
     if let Some(ms) = cfg.max_clock_offset_ms {
         builder = builder.max_clock_offset(Duration::from_millis(ms));
     }
