@@ -129,13 +129,12 @@ impl RaftRpc for RaftService {
         // the follower may propose the write again, to the next leader. (Once
         // taken, a write whose Raft stops before it commits is answered Fatal,
         // which the follower reports as of unknown outcome.)
-        let not_taken =
-            || Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader::empty())));
+        let not_taken = || RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader::empty()));
         let stopped = self.inner.raft.metrics().borrow().running_state.is_err();
-        let result: ForwardAnswer = if stopped {
-            not_taken()
-        } else {
-            self.inner.batcher.propose(proposal).await.unwrap_or_else(not_taken)
+        let taken = if stopped { None } else { self.inner.batcher.propose(proposal).await };
+        let result: ForwardAnswer = match taken {
+            Some(answer) => answer,
+            None => Err(not_taken()),
         };
         Ok(self.answer(&admitted, to_json(&result)))
     }
