@@ -44,6 +44,12 @@ pub enum AdminError {
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// This node's store could not take a write (a full disk, a failing
+    /// device) before any of the write was done: nothing was stored or
+    /// replicated, so another node may take the same write. Its answer is
+    /// marked not ready, and a balancer sends the write to another node.
+    #[error(transparent)]
+    Unwritable(StoreError),
     /// Resource definitions could not be read, sealed or opened.
     #[error(transparent)]
     Registry(#[from] RegistryError),

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use spectrum_core::channels::ChannelCache;
 use spectrum_core::{Member, PeerAddr, TransportConfig};
-use spectrum_replication::{AckLevel, Record, ReplicationError, Replicator, WriteBatch};
+use spectrum_replication::{AckLevel, Record, ReplicationError, Replicator, StoreError, WriteBatch};
 use tracing::warn;
 
 pub(crate) use audit::with_pending;
@@ -222,7 +222,12 @@ impl Admin {
     async fn write_local(&self, batch: WriteBatch, ack: AckLevel) -> Result<WriteReceipt, AdminError> {
         self.check_writable()?;
         let (batch, audited) = self.with_audit_record(batch);
-        let records = self.ctx.store.apply(batch).await?;
+        // A store that cannot write fails before anything is stored: the
+        // write can go to another node.
+        let records = self.ctx.store.apply(batch).await.map_err(|e| match e {
+            e @ StoreError::Storage { .. } => AdminError::Unwritable(e),
+            other => AdminError::Store(other),
+        })?;
         // The write's version is its own last record's, not its audit record's.
         let own = records.iter().rev().find(|r| !r.key.starts_with(Namespace::Audit.prefix()));
         let Some(version) = own.or(records.last()).map(Record::token) else {

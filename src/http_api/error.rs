@@ -168,6 +168,20 @@ mod tests {
         let response = ApiError::from(fenced).into_response();
         assert!(spectrum_balancer::refusal::is_not_ready(response.status(), response.headers()));
 
+        // A store that could not take a write (here a full disk) stored nothing.
+        let full = || spectrum_replication::StoreError::Storage {
+            subject: "config.redb".into(),
+            verb: "commit a write to",
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::StorageFull)),
+        };
+        let status = Status::from(AdminError::Unwritable(full()));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(status.metadata().get("spectrum-refused").unwrap(), "not-ready");
+        let response = ApiError::from(AdminError::Unwritable(full())).into_response();
+        assert!(spectrum_balancer::refusal::is_not_ready(response.status(), response.headers()));
+        let failed = Status::from(AdminError::Store(full()));
+        assert!(failed.metadata().get("spectrum-refused").is_none(), "not known to be before the work");
+
         let internal = Status::from(AdminError::Internal { reason: "the store applied no records".into() });
         assert!(internal.metadata().get("spectrum-refused").is_none(), "work was done: not marked");
         let response = ApiError::from(Status::unavailable("x")).into_response();

@@ -27,7 +27,7 @@ impl From<AdminError> for Status {
                 | StoreError::InvalidToken { .. }
                 | StoreError::InvalidRecord { .. },
             ) => Status::invalid_argument(message),
-            AdminError::Store(ref e @ StoreError::Storage { .. }) => {
+            AdminError::Store(ref e @ StoreError::Storage { .. }) | AdminError::Unwritable(ref e) => {
                 let message = format!(
                     "{message}; this node refuses writes and is not ready until its store writes again \
                      (it keeps retrying); write through another node"
@@ -70,11 +70,18 @@ impl From<AdminError> for Status {
 }
 
 /// Whether `e` refuses the call before any of its work because this node is not
-/// ready (catching up, its clock fenced, its copy possibly stale). The answer is
+/// ready (catching up, its clock fenced, its copy possibly stale, its store
+/// unable to write). The answer is
 /// then marked so that a balancer sends the call to another node, even one that is
 /// not idempotent (see [`spectrum_balancer::refusal`]).
 fn refused_not_ready(e: &AdminError) -> bool {
-    matches!(e, AdminError::CatchingUp { .. } | AdminError::ClockFenced { .. } | AdminError::Stale { .. })
+    matches!(
+        e,
+        AdminError::CatchingUp { .. }
+            | AdminError::ClockFenced { .. }
+            | AdminError::Stale { .. }
+            | AdminError::Unwritable(_)
+    )
 }
 
 /// Whether a storage failure is a full disk (or quota): `ENOSPC`, `EDQUOT`.
