@@ -177,10 +177,16 @@ impl ClusterBuilder {
             balancer = balancer.strategy(strategy);
         }
         let balancer = balancer.start().await?;
-        // Ready means the balancer has seen every node pass a health check, so the
-        // first requests already spread over all of them.
+        // Ready means the balancer lists every node (its membership discovery,
+        // which reads one node's view, can briefly miss a member whose record has
+        // not reached that node yet) and has seen each pass a health check, so
+        // the first requests already spread over all of them.
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        while !balancer.stats().iter().all(|b| b.healthy) && tokio::time::Instant::now() < deadline {
+        let ready = |balancer: &BalancerHandle| {
+            let stats = balancer.stats();
+            nodes.iter().flatten().all(|n| stats.iter().any(|b| b.id == *n.id() && b.healthy))
+        };
+        while !ready(&balancer) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         Ok(Cluster { nodes, balancer, template })
