@@ -62,11 +62,15 @@ pub(super) fn shrink<'a>(ops: &[&'a Operation], budget: Budget, total_steps: u64
             let end = (start + chunk).min(current.len());
             let candidate: Vec<&Operation> =
                 current[..start].iter().chain(&current[end..]).copied().collect();
+            // Every candidate costs at least a step per operation (building
+            // it, checking it), searched or not, so the budget bounds the
+            // whole shrink and not only the searches' own steps.
+            spent += candidate.len() as u64;
             if !explained(&candidate, &all) {
                 start = end;
                 continue;
             }
-            let limit = Budget { steps: budget.steps.min(total_steps - spent), ..budget };
+            let limit = Budget { steps: budget.steps.min(total_steps.saturating_sub(spent)), ..budget };
             let (result, steps) = search::search(&candidate, limit, false);
             spent += steps;
             if matches!(result, Search::Violation { .. }) {

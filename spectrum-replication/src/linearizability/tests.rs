@@ -435,8 +435,14 @@ fn brute_force(ops: &[Operation]) -> bool {
 }
 
 fn draws(max: usize, keys: usize) -> impl Strategy<Value = Vec<Draw>> {
+    draws_with_fates(max, keys, 12)
+}
+
+/// Draws whose fate is drawn from `0..fates`: two of them leave the operation
+/// of unknown outcome, so a larger `fates` means fewer such operations.
+fn draws_with_fates(max: usize, keys: usize, fates: u8) -> impl Strategy<Value = Vec<Draw>> {
     prop::collection::vec(
-        (0..keys, any::<u8>(), any::<u8>(), any::<u8>(), 0u64..400, 0u64..400, 0u8..12),
+        (0..keys, any::<u8>(), any::<u8>(), any::<u8>(), 0u64..400, 0u64..400, 0u8..fates),
         0..max,
     )
 }
@@ -471,7 +477,11 @@ proptest! {
 
     #[test]
     fn a_corrupted_answer_in_a_long_history_is_caught_or_still_linearizable(
-        draws in draws(200, 3),
+        // About one operation in thirty of unknown outcome: each one stays
+        // concurrent with everything after it, and a dozen on a key (as one in
+        // six gives) can take a violation's search and shrinking tens of
+        // seconds in a debug build (seeds 57, 177 and 244 of 300 did).
+        draws in draws_with_fates(200, 3, 60),
         pick in any::<usize>(),
         to in any::<u8>(),
     ) {
