@@ -10,6 +10,7 @@
 //!   "sampled_at_unix_ms": 1764650000000,
 //!   "strategy": {"name": "round_robin", "source": "configured"},
 //!   "requests_total": 1200, "retries_total": 3, "no_backend_total": 0,
+//!   "not_ready_retries_total": 1,
 //!   "backends": [
 //!     {"id": "node-1", "address": "127.0.0.1:7001", "health": "healthy",
 //!      "healthy": true, "ejected": false, "draining": false, "weight": 1,
@@ -51,6 +52,7 @@ struct Document<'a> {
     no_backend_total: u64,
     request_too_large_total: u64,
     internal_refused_total: u64,
+    not_ready_retries_total: u64,
     backends: Vec<Backend<'a>>,
 }
 
@@ -86,6 +88,7 @@ pub(crate) fn render(stats: &BalancerStats) -> Vec<u8> {
         no_backend_total: stats.no_backend,
         request_too_large_total: stats.request_too_large,
         internal_refused_total: stats.internal_refused,
+        not_ready_retries_total: stats.not_ready_retries,
         backends: stats
             .backends
             .iter()
@@ -135,6 +138,7 @@ mod tests {
                 latency_ewma_us: 250,
             }],
             requests: 41,
+            not_ready_retries: 2,
             strategy: Some(StrategyInForce {
                 name: "round_robin".into(),
                 hash_key: None,
@@ -145,6 +149,7 @@ mod tests {
         };
         let json: serde_json::Value = serde_json::from_slice(&render(&stats)).unwrap();
         assert_eq!(json["balancer"], true);
+        assert_eq!(json["not_ready_retries_total"], 2);
         assert_eq!(json["requests_total"], 41);
         assert_eq!(json["strategy"]["name"], "round_robin");
         assert_eq!(json["strategy"]["source"], "database");

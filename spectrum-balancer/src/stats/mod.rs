@@ -177,6 +177,9 @@ pub struct BalancerStats {
     /// ([`BalancerConfig::internal_paths`](crate::BalancerConfig::internal_paths)),
     /// refused by the balancer.
     pub internal_refused: u64,
+    /// Requests sent to another node after a node refused them as not ready
+    /// ([`refusal`](crate::refusal)), whether or not they were idempotent.
+    pub not_ready_retries: u64,
     /// The strategy in force and where it comes from; `None` when a balancer
     /// that predates it answered.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -255,6 +258,7 @@ impl From<&BalancerStats> for proto::StatsResponse {
             request_too_large: s.request_too_large,
             internal_refused: s.internal_refused,
             strategy: s.strategy.as_ref().map(proto::StrategyInForce::from),
+            not_ready_retries: s.not_ready_retries,
         }
     }
 }
@@ -319,6 +323,7 @@ impl TryFrom<proto::StatsResponse> for BalancerStats {
             no_backend: wire.no_backend,
             request_too_large: wire.request_too_large,
             internal_refused: wire.internal_refused,
+            not_ready_retries: wire.not_ready_retries,
             strategy: wire.strategy.map(strategy_from_wire).transpose()?,
         })
     }
@@ -388,6 +393,7 @@ mod tests {
             no_backend: 2,
             request_too_large: 4,
             internal_refused: 5,
+            not_ready_retries: 6,
             strategy: Some(StrategyInForce {
                 name: "consistent_hash".into(),
                 hash_key: Some("x-tenant".into()),

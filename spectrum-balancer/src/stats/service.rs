@@ -80,6 +80,7 @@ impl BalancerStatsService {
             no_backend: c.no_backend.load(Ordering::Relaxed),
             request_too_large: c.too_large.load(Ordering::Relaxed),
             internal_refused: c.internal_refused.load(Ordering::Relaxed),
+            not_ready_retries: c.not_ready_retries.load(Ordering::Relaxed),
             strategy: Some(self.pool.strategy()),
         }
     }

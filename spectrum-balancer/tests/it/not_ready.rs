@@ -116,6 +116,7 @@ async fn when_every_node_refuses_as_not_ready_the_client_gets_the_last_refusal_o
     assert!(err.message().contains("catching up"), "the node's own refusal is passed on: {err:?}");
     assert_eq!(err.metadata().get("spectrum-refused").unwrap(), "not-ready");
     assert_eq!(not_ready_retries(&balancer), 2, "each of the other two nodes was tried once");
+    assert_eq!(balancer.stats_service().stats().not_ready_retries, 2, "the figures say so too");
     let sent: u64 = balancer.stats().iter().map(|s| s.requests).sum();
     assert_eq!(sent, 3, "one attempt per node: {:?}", balancer.stats());
 
