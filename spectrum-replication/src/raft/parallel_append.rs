@@ -115,33 +115,28 @@ impl ParallelAppend {
         if !leads {
             return;
         }
-        // Peers within MAX_LAG of the new entries (openraft's matched index
-        // for each); the rest are left to its replication.
-        let prev_index = prev.map_or(0, |p| p.index);
-        let caught_up = |id: &u64| {
-            m.replication
-                .as_ref()
-                .and_then(|r| r.get(id))
-                .copied()
-                .flatten()
-                .is_some_and(|done| done.index + MAX_LAG >= prev_index)
-        };
-        let members: Vec<u64> = m.membership_config.nodes().map(|(id, _)| *id).collect();
-        let targets: Vec<(u64, RaftMember)> = m
+        let matched = m.replication.clone().unwrap_or_default();
+        let nodes: Vec<(u64, RaftMember)> = m
             .membership_config
             .nodes()
-            .filter(|(id, _)| **id != started.id && caught_up(id))
+            .filter(|(id, _)| **id != started.id)
             .map(|(id, n)| (*id, n.clone()))
             .collect();
         let vote = m.vote;
         drop(m);
-        let mut queues = self.queues.lock();
-        queues.retain(|id, _| members.contains(id));
-        if targets.is_empty() {
-            return;
-        }
         let entries = Arc::new(entries.to_vec());
-        for (target, member) in targets {
+        let prev_index = prev.map_or(0, |p| p.index);
+        let mut queues = self.queues.lock();
+        queues.retain(|id, _| nodes.iter().any(|(n, _)| n == id));
+        for (target, member) in nodes {
+            let caught_up = matched
+                .get(&target)
+                .copied()
+                .flatten()
+                .is_some_and(|done| done.index + MAX_LAG >= prev_index);
+            if !caught_up {
+                continue;
+            }
             let queue = queues.entry(target).or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(QUEUE);
                 let link = started.network.link(target, member);
