@@ -3,7 +3,7 @@
 //! (see `state_machine`). Every write commits with fsync (redb's immediate
 //! durability) before openraft hears that it is durable. The store also keeps
 //! the end of the log in memory (the last log id, and the latest
-//! [`TAIL_ENTRIES`] entries appended, at most [`TAIL_BYTES`]), for openraft's readers and for the
+//! [`TAIL_ENTRIES`] entries appended), for openraft's readers and for the
 //! leader's early replication (`parallel_append`).
 
 use std::collections::BTreeMap;
@@ -167,9 +167,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// (the replication streams and the state machine, which read what was just
 /// appended) without a read transaction on a blocking thread.
 const TAIL_ENTRIES: usize = 256;
-/// At most this many bytes of entries (as stored) in memory: an entry can
-/// carry a megabyte of proposals.
-const TAIL_BYTES: usize = 8 << 20;
 
 /// The Raft log and vote ([`RaftLogStorage`]), over a [`RaftDb`].
 #[derive(Debug, Clone)]
@@ -189,12 +186,9 @@ struct Tail {
     /// empty): `None` when not known (at start, and since a truncation);
     /// `Some(None)` for a log that never had an entry.
     last: Option<Option<LogId<u64>>>,
-    /// The latest entries durably appended, by index, with their stored
-    /// size: consecutive, ending at the log's last entry, at most
-    /// [`TAIL_ENTRIES`] and [`TAIL_BYTES`].
-    entries: BTreeMap<u64, (Entry, usize)>,
-    /// The sizes of `entries`, summed.
-    bytes: usize,
+    /// The latest entries durably appended, by index: consecutive, ending at
+    /// the log's last entry, at most [`TAIL_ENTRIES`].
+    entries: BTreeMap<u64, Entry>,
 }
 
 impl Tail {
@@ -209,31 +203,21 @@ impl Tail {
         if hi <= lo {
             return Some(Vec::new());
         }
-        Some(self.entries.range(lo..hi).map(|(_, (e, _))| e.clone()).collect())
+        Some(self.entries.range(lo..hi).map(|(_, e)| e.clone()).collect())
     }
 
-    /// `entries`, of `sizes` bytes as stored, were appended durably.
-    fn appended(&mut self, entries: &[Entry], sizes: &[usize]) {
+    /// `entries` were appended durably.
+    fn appended(&mut self, entries: &[Entry]) {
         let Some(first) = entries.first() else { return };
         if self.entries.last_key_value().is_some_and(|(&i, _)| i + 1 != first.log_id.index) {
-            self.keep(|_| false);
+            self.entries.clear();
         }
-        for (e, &size) in entries.iter().zip(sizes) {
-            if let Some((_, replaced)) = self.entries.insert(e.log_id.index, (e.clone(), size)) {
-                self.bytes -= replaced;
-            }
-            self.bytes += size;
+        for e in entries {
+            self.entries.insert(e.log_id.index, e.clone());
         }
-        while self.entries.len() > TAIL_ENTRIES || self.bytes > TAIL_BYTES {
-            let Some((_, (_, size))) = self.entries.pop_first() else { break };
-            self.bytes -= size;
+        while self.entries.len() > TAIL_ENTRIES {
+            self.entries.pop_first();
         }
-    }
-
-    /// Keeps only the entries whose index passes `keep` (a truncation or a purge).
-    fn keep(&mut self, keep: impl Fn(u64) -> bool) {
-        self.entries.retain(|&i, _| keep(i));
-        self.bytes = self.entries.values().map(|(_, size)| size).sum();
     }
 }
 
@@ -244,12 +228,10 @@ impl LogStore {
     }
 }
 
-/// The last purged log id in `db`, and the id of its log's last entry (else
-/// the last purged one).
-fn log_state(db: &RaftDb) -> Result<LogState<TypeConfig>, StorageError> {
+/// The id of the last entry in `db`'s log, else the last purged one.
+fn last_log_id(db: &RaftDb) -> Result<Option<LogId<u64>>, StorageError> {
     let last_purged_log_id: Option<LogId<u64>> = db.get_json(PURGED)?;
-    let last_log_id = db.last_entry()?.map(|e| e.log_id).or(last_purged_log_id);
-    Ok(LogState { last_purged_log_id, last_log_id })
+    Ok(db.last_entry()?.map(|e| e.log_id).or(last_purged_log_id))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -281,7 +263,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let db = self.db.clone();
-        let state = blocking(move || log_state(&db)).await?;
+        let state = blocking(move || {
+            let last_purged_log_id: Option<LogId<u64>> = db.get_json(PURGED)?;
+            let last = db.last_entry()?.map(|e| e.log_id).or(last_purged_log_id);
+            Ok(LogState { last_purged_log_id, last_log_id: last })
+        })
+        .await?;
         self.tail.lock().last = Some(state.last_log_id);
         Ok(state)
     }
@@ -314,17 +301,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(prev) => prev,
             None => {
                 let db = self.db.clone();
-                blocking(move || log_state(&db)).await?.last_log_id
+                blocking(move || last_log_id(&db)).await?
             }
         };
         self.parallel.send(prev, &entries);
         self.tail.lock().last = entries.last().map(|e| Some(e.log_id)).or(Some(prev));
         let db = self.db.clone();
-        let sizes: Vec<usize> = encoded.iter().map(|(_, bytes)| bytes.len()).collect();
         let result = blocking(move || db.append(&encoded)).await;
         match &result {
             Ok(()) => {
-                self.tail.lock().appended(&entries, &sizes);
+                self.tail.lock().appended(&entries);
                 callback.log_io_completed(Ok(()))
             }
             Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
@@ -337,7 +323,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut tail = self.tail.lock();
             tail.last = None;
-            tail.keep(|i| i < log_id.index);
+            tail.entries.split_off(&log_id.index);
         }
         blocking(move || db.remove((Bound::Included(log_id.index), Bound::Unbounded), None)).await
     }
@@ -347,7 +333,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let json = serde_json::to_vec(&log_id).map_err(write_err)?;
         {
             let mut tail = self.tail.lock();
-            tail.keep(|i| i > log_id.index);
+            tail.entries = tail.entries.split_off(&log_id.index.saturating_add(1));
             // A purge past the last entry empties the log: the purged id is its last.
             if let Some(known) = tail.last
                 && known.is_none_or(|l| l.index <= log_id.index)
@@ -356,55 +342,5 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         blocking(move || db.remove((Bound::Unbounded, Bound::Included(log_id.index)), Some(&json))).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use openraft::{CommittedLeaderId, EntryPayload};
-
-    use super::*;
-
-    fn entry(index: u64) -> Entry {
-        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Blank }
-    }
-
-    fn indexes(entries: Option<Vec<Entry>>) -> Option<Vec<u64>> {
-        entries.map(|es| es.iter().map(|e| e.log_id.index).collect())
-    }
-
-    #[test]
-    fn the_tail_serves_only_ranges_it_holds_whole_and_follows_truncation_and_purge() {
-        let mut tail = Tail::default();
-        assert_eq!(indexes(tail.serve(0, None)), None, "an empty tail serves nothing");
-        let batch: Vec<Entry> = (5..=9).map(entry).collect();
-        tail.appended(&batch, &[10; 5]);
-        assert_eq!(indexes(tail.serve(6, Some(8))), Some(vec![6, 7]));
-        assert_eq!(indexes(tail.serve(7, None)), Some(vec![7, 8, 9]), "to the end of the log");
-        assert_eq!(indexes(tail.serve(4, Some(7))), None, "entry 4 is only on disk");
-        assert_eq!(indexes(tail.serve(12, None)), Some(vec![]), "past the end, as the disk answers");
-        tail.keep(|i| i < 8);
-        assert_eq!(indexes(tail.serve(5, None)), Some(vec![5, 6, 7]), "truncated from 8");
-        tail.keep(|i| i > 5);
-        assert_eq!(indexes(tail.serve(5, None)), None, "purged up to 5");
-        assert_eq!(tail.bytes, 20);
-        // An append that does not follow the tail (after a snapshot) restarts it.
-        tail.appended(&[entry(20)], &[10]);
-        assert_eq!(indexes(tail.serve(6, None)), None);
-        assert_eq!(indexes(tail.serve(20, None)), Some(vec![20]));
-    }
-
-    #[test]
-    fn the_tail_keeps_at_most_its_entry_and_byte_bounds() {
-        let mut tail = Tail::default();
-        let many: Vec<Entry> = (1..=(TAIL_ENTRIES as u64 + 10)).map(entry).collect();
-        tail.appended(&many, &vec![1; many.len()]);
-        assert_eq!(tail.entries.len(), TAIL_ENTRIES);
-        assert_eq!(indexes(tail.serve(11, Some(12))), Some(vec![11]));
-        assert_eq!(indexes(tail.serve(10, Some(12))), None, "the oldest ten left the tail");
-        let big = TAIL_BYTES / 2 + 1;
-        tail.appended(&[entry(TAIL_ENTRIES as u64 + 11), entry(TAIL_ENTRIES as u64 + 12)], &[big, big]);
-        assert_eq!(tail.entries.len(), 1, "two entries over the byte bound keep only the last");
-        assert!(tail.bytes <= TAIL_BYTES);
     }
 }
