@@ -775,10 +775,7 @@ impl ConfigStore for RedbStore {
             check_record(r, self.max_value_bytes)?;
         }
         let covers = covers.clone();
-        // Without an fsync the write is a few hundred microseconds of work:
-        // done on the calling task, not handed to a blocking thread and back
-        // (two thread wake-ups that cost as much again on a loaded machine).
-        let report = self.shared.write(Durability::None, move |st, _| st.plan_merge(records, &covers))?;
+        let report = self.write_with(Durability::None, move |st, _| st.plan_merge(records, &covers)).await?;
         trace!(origin = %self.origin, applied = report.applied, "merged records, durable at the next sync");
         Ok(report)
     }

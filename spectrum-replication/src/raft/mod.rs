@@ -10,16 +10,7 @@
 //! - **The log and the vote** (`log_store`): a redb file of their own
 //!   (`raft.redb` beside the store), every append, vote and truncation
 //!   committed with fsync before openraft is told it is durable, so an
-//!   acknowledged write survives `kill -9` of any minority.
-//!   The latest entries are also kept in memory, so the replication
-//!   streams and the state machine read what was just appended without a
-//!   read transaction.
-//! - **The leader's disk in parallel with the followers'**
-//!   (`parallel_append`): the leader sends its new entries to its caught-up
-//!   peers before it fsyncs them, as Raft allows (Ongaro's thesis, §10.2.1)
-//!   and etcd does, so a write waits for one fsync's time instead of two in
-//!   a row; it still commits only once a majority including the leader has
-//!   them on disk. A simulation keeps
+//!   acknowledged write survives `kill -9` of any minority. A simulation keeps
 //!   the same tables on redb's in-memory backend ([`RaftMemoryLog`]), held
 //!   across a simulated host's crashes.
 //! - **The state machine** (`state_machine`) is the node's [`ConfigStore`](crate::ConfigStore).
@@ -76,7 +67,6 @@ mod log_store;
 mod membership;
 mod memory_log;
 mod network;
-mod parallel_append;
 mod replicator;
 mod service;
 #[allow(clippy::result_large_err)]

@@ -142,14 +142,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerLink;
 
     async fn new_client(&mut self, target: u64, node: &RaftMember) -> PeerLink {
-        self.link(target, node.clone())
-    }
-}
-
-impl Network {
-    /// The link to node `target`, known as `member`.
-    pub(crate) fn link(&self, target: u64, member: RaftMember) -> PeerLink {
-        PeerLink { wire: self.wire.clone(), target, member }
+        PeerLink { wire: self.wire.clone(), target, member: node.clone() }
     }
 }
 

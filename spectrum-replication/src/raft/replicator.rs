@@ -23,7 +23,6 @@ use super::codec::{Applied, Proposal, to_json};
 use super::log_store::{LogStore, RaftDb};
 use super::memory_log::RaftMemoryLog;
 use super::network::{Method, Network, Wire};
-use super::parallel_append::ParallelAppend;
 use super::service::RaftService;
 use super::state_machine::StateMachine;
 use super::tombstones::DEFAULT_TOMBSTONE_KEEP;
@@ -206,12 +205,9 @@ impl RaftReplicatorBuilder {
         let channels = self.channels.unwrap_or_else(|| Arc::new(ChannelCache::new(self.transport)));
         let wire = Wire { channels, attach, handshake };
         let sm = StateMachine::open(self.store.clone(), db.clone(), origin.clone()).map_err(consensus)?;
-        let parallel = Arc::new(ParallelAppend::default());
-        let network = Network { wire: wire.clone() };
-        let raft = Raft::new(id, config, network.clone(), LogStore::new(db, parallel.clone()), sm)
+        let raft = Raft::new(id, config, Network { wire: wire.clone() }, LogStore::new(db), sm)
             .await
             .map_err(consensus)?;
-        parallel.start(id, raft.metrics(), network);
         let batcher = Batcher::start(raft.clone());
         let mut seeds = self.seeds;
         seeds.sort();
@@ -651,15 +647,14 @@ impl Inner {
                         return Ok((done.index, done.applied));
                     }
                     // The node was not the leader (or dropped the entry when a
-                    // new leader overwrote it), or could not be dialled: the
-                    // write was not proposed, and may be proposed again.
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))))
+                    // new leader overwrote it), or had stopped, or could not be
+                    // dialled: the write was not proposed, and may be proposed
+                    // again. (A leader whose Raft stops while the entry waits
+                    // also answers Fatal: that rare case is not told apart.)
+                    Ok(Err(
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) | RaftError::Fatal(_),
+                    ))
                     | Err(ReplicationError::Peer { failure: PeerFailure::Unreachable { .. }, .. }) => {}
-                    // The leader's Raft stopped: before the write was queued, or
-                    // while its entry waited to commit (it may still commit under
-                    // the next leader). The two are not told apart, so proposing
-                    // again could apply the write twice: its outcome is unknown.
-                    Ok(Err(e @ RaftError::Fatal(_))) => return Err(unknown_outcome(&addr, &e)),
                     // The connection broke after the call was sent: the leader may
                     // have appended the entry, and proposed again it could be
                     // applied twice (a second version of a put, a compare-and-set

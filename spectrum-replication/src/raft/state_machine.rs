@@ -420,7 +420,7 @@ mod tests {
             let db = Arc::new(RaftDb::open(&dir.path().join("raft.redb")).map_err(read_err)?);
             let store = Arc::new(MemoryStore::new("n1".parse().unwrap(), Arc::new(Hlc::system())));
             let sm = StateMachine::open(store, db.clone(), raft_origin(&"c".parse().unwrap()))?;
-            Ok((dir, LogStore::new(db, Arc::default()), sm))
+            Ok((dir, LogStore::new(db), sm))
         }
     }
 
