@@ -152,12 +152,17 @@ impl RaftFile {
         if let Some([min, max]) = self.election_timeout_ms {
             settings.election_timeout = (Duration::from_millis(min), Duration::from_millis(max));
         }
-        let (min, max) = settings.election_timeout;
+        // Checked on the values in force, defaults included, and named in the
+        // message: a heartbeat_ms set alone can clash with the default range.
+        let (min, max) = (settings.election_timeout.0.as_millis(), settings.election_timeout.1.as_millis());
+        let heartbeat = settings.heartbeat.as_millis();
         if min >= max {
-            return Err(bad("raft.election_timeout_ms", "the first value must be below the second"));
+            let why = format!("[{min}, {max}]: the first value must be below the second");
+            return Err(bad("raft.election_timeout_ms", &why));
         }
-        if settings.heartbeat >= min {
-            return Err(bad("raft.election_timeout_ms", "must be above heartbeat_ms"));
+        if heartbeat >= min {
+            let why = format!("[{min}, {max}] must start above heartbeat_ms ({heartbeat})");
+            return Err(bad("raft.election_timeout_ms", &why));
         }
         Ok(settings)
     }

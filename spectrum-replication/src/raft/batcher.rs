@@ -33,8 +33,9 @@ pub(crate) const MAX_PROPOSALS: usize = 512;
 /// (a single larger proposal still goes, alone).
 pub(crate) const MAX_BATCH_BYTES: usize = 1 << 20;
 /// Proposals waiting for an entry; a proposer that finds the queue full
-/// waits for room (within its own deadline), so an overloaded leader holds a
-/// bounded number of proposals rather than all that arrive.
+/// waits for room (for as long as its caller waits: a forwarded proposal's
+/// call has its timeout), so an overloaded leader holds a bounded number of
+/// proposals rather than all that arrive.
 pub(crate) const MAX_QUEUED: usize = 4 * MAX_PROPOSALS;
 
 /// Why a proposal was not decided: openraft's refusal (not the leader, shut
