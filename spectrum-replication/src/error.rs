@@ -283,11 +283,19 @@ impl PeerFailure {
 
 impl PeerFailure {
     /// As [`from_status`](Self::from_status), telling a call that never left
-    /// (no connection could be made: tonic's `ConnectError` in the status's
-    /// sources, or the peer's own `unavailable` answer) from one whose
-    /// connection broke after it was sent ([`PeerFailure::Interrupted`]),
-    /// which the peer may have acted on. A caller that must not repeat a call
-    /// the peer took (a forwarded Raft proposal) retries only the first.
+    /// from one whose connection broke after it was sent
+    /// ([`PeerFailure::Interrupted`]), which the peer may have acted on. A
+    /// caller that must not repeat a call the peer took (a forwarded Raft
+    /// proposal) retries only the first.
+    ///
+    /// A call never left when no connection could be made (tonic's
+    /// `ConnectError` in the status's sources), when the peer answered
+    /// `unavailable` itself, or when hyper *canceled* it: hyper cancels only a
+    /// request it never wrote, because the connection was closed or not ready
+    /// when the request reached it (`hyper::Error::is_canceled`; tonic reports
+    /// it as `cancelled`, "operation was canceled"). That last one is the usual
+    /// answer from a peer that has just died with a connection still pooled,
+    /// and is [`PeerFailure::Unreachable`], not a timeout.
     pub(crate) fn from_call(status: &tonic::Status) -> Self {
         let failure = Self::from_status(status);
         let Some(source) = std::error::Error::source(status) else {
@@ -298,6 +306,9 @@ impl PeerFailure {
         while let Some(e) = cause {
             if e.is::<tonic::ConnectError>() {
                 return failure;
+            }
+            if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled) {
+                return PeerFailure::Unreachable { message: status.message().to_owned() };
             }
             cause = e.source();
         }
@@ -338,6 +349,31 @@ mod tests {
         assert!(matches!(PeerFailure::from_call(&answered), PeerFailure::Unreachable { .. }));
         let timeout = tonic::Status::deadline_exceeded("late");
         assert!(matches!(PeerFailure::from_call(&timeout), PeerFailure::Timeout { .. }));
+    }
+
+    /// A request sent on a pooled HTTP/2 connection whose peer has gone: hyper
+    /// cancels it unsent, and tonic says `cancelled`. It never left, so it is
+    /// `Unreachable` (a forwarded proposal may be sent elsewhere), not a timeout.
+    #[tokio::test]
+    async fn a_request_canceled_unsent_on_a_closed_connection_never_left() {
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let (mut sender, connection) = hyper::client::conn::http2::handshake::<_, _, String>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(near),
+        )
+        .await
+        .unwrap();
+        drop(far);
+        // The connection task ends when it finds its peer gone.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), connection).await;
+        let err = sender.send_request(hyper::Request::new(String::new())).await.unwrap_err();
+        assert!(err.is_canceled(), "{err:?}");
+        let status = tonic::Status::from_error(Box::new(err));
+        assert_eq!(status.code(), tonic::Code::Cancelled);
+        assert!(matches!(PeerFailure::from_call(&status), PeerFailure::Unreachable { .. }), "{status:?}");
+        // A plain cancellation with no transport error under it stays a timeout.
+        let late = tonic::Status::cancelled("Timeout expired");
+        assert!(matches!(PeerFailure::from_call(&late), PeerFailure::Timeout { .. }));
     }
 
     #[test]

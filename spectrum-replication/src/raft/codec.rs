@@ -23,6 +23,45 @@ pub(crate) struct Proposal {
     pub(crate) stamp: Timestamp,
     /// What to decide.
     pub(crate) txn: Transaction,
+    /// Its id, the same on every retry of one write; `None` in entries of
+    /// builds before ids (never deduplicated).
+    pub(crate) id: Option<ProposalId>,
+}
+
+/// A proposal's id: 128 random bits, drawn once per write and sent again with
+/// every retry of it, so the state machine decides a write once however many
+/// times it reaches the log (the Raft thesis's §6.3, "Implementing
+/// linearizable semantics"; see `recent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ProposalId(pub(crate) u128);
+
+impl ProposalId {
+    /// A fresh id: with 128 random bits, two writes never share one.
+    pub(crate) fn random() -> Self {
+        Self(rand::random())
+    }
+
+    /// Its form on the wire: 16 bytes, big-endian.
+    pub(crate) fn to_bytes(self) -> Vec<u8> {
+        self.0.to_be_bytes().to_vec()
+    }
+
+    /// From the wire: 16 bytes; none when empty (a build before ids).
+    pub(crate) fn from_bytes(field: &str, bytes: &[u8]) -> Result<Option<Self>, InvalidMessage> {
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let raw: [u8; 16] = bytes
+            .try_into()
+            .map_err(|_| InvalidMessage::new(field, format!("{} bytes, not 16", bytes.len())))?;
+        Ok(Some(Self(u128::from_be_bytes(raw))))
+    }
+}
+
+impl fmt::Display for ProposalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
 }
 
 impl From<&Proposal> for proto::RaftProposal {
@@ -52,6 +91,7 @@ impl From<&Proposal> for proto::RaftProposal {
                     Write::Delete { key } => proto::RaftWrite { key: key.clone(), value: None },
                 })
                 .collect(),
+            id: p.id.map(ProposalId::to_bytes).unwrap_or_default(),
         }
     }
 }
@@ -87,7 +127,8 @@ impl TryFrom<proto::RaftProposal> for Proposal {
                 None => Write::Delete { key: w.key },
             })
             .collect();
-        Ok(Proposal { stamp, txn: Transaction { conditions, writes: WriteBatch { writes } } })
+        let id = ProposalId::from_bytes("proposal.id", &p.id)?;
+        Ok(Proposal { stamp, txn: Transaction { conditions, writes: WriteBatch { writes } }, id })
     }
 }
 
@@ -293,7 +334,7 @@ mod tests {
     fn proposal(key: &str) -> Proposal {
         let mut txn = Transaction::new(WriteBatch::new().put(key.to_owned(), "v").delete("settings/gone"));
         txn.conditions = vec![Condition::absent(key)];
-        Proposal { stamp: Timestamp::new(5, 1), txn }
+        Proposal { stamp: Timestamp::new(5, 1), txn, id: Some(super::ProposalId(u128::MAX - 7)) }
     }
 
     fn entry(proposals: Vec<Proposal>) -> Entry {
@@ -328,5 +369,17 @@ mod tests {
         };
         let e = decode_entry(&raw.encode_to_vec()).unwrap_err();
         assert!(e.to_string().contains("batch.proposals[1]"), "{e}");
+    }
+
+    #[test]
+    fn a_proposal_id_is_sixteen_bytes_or_none() {
+        let mut raw = proto::RaftProposal::from(&proposal("settings/a"));
+        assert_eq!(raw.id.len(), 16);
+        raw.id = vec![1; 15];
+        let e = Proposal::try_from(raw.clone()).unwrap_err();
+        assert!(e.to_string().contains("proposal.id") && e.to_string().contains("15 bytes"), "{e}");
+        // An entry written before ids: decided, never deduplicated.
+        raw.id.clear();
+        assert_eq!(Proposal::try_from(raw).unwrap().id, None);
     }
 }

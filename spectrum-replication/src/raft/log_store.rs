@@ -22,6 +22,10 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 /// machine's position, the current snapshot's metadata; and the snapshot's bytes.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 
+/// The proposals the state machine decided lately (protobuf `RaftDecided`),
+/// by running number; saved with its applied position (see `recent`).
+const RECENT: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_recent");
+
 const VOTE: &str = "vote";
 const PURGED: &str = "last_purged";
 
@@ -59,6 +63,7 @@ impl RaftDb {
             let tx = db.begin_write()?;
             tx.open_table(LOG)?;
             tx.open_table(META)?;
+            tx.open_table(RECENT)?;
             tx.commit()?;
             Ok(())
         };
@@ -85,6 +90,44 @@ impl RaftDb {
             }
         }
         tx.commit().map_err(write_err)
+    }
+
+    /// Stores `values` in the meta table and applies `rows` to the table of
+    /// recent proposals, in one durable transaction.
+    pub(crate) fn put_meta_and_recent(
+        &self,
+        values: &[(&str, &[u8])],
+        rows: super::recent::Rows,
+    ) -> Result<(), StorageError> {
+        let tx = self.db.begin_write().map_err(write_err)?;
+        {
+            let mut table = tx.open_table(META).map_err(write_err)?;
+            for (k, v) in values {
+                table.insert(*k, *v).map_err(write_err)?;
+            }
+            let mut recent = tx.open_table(RECENT).map_err(write_err)?;
+            if rows.clear {
+                recent.retain(|_, _| false).map_err(write_err)?;
+            } else {
+                recent.retain_in(..rows.drop_below, |_, _| false).map_err(write_err)?;
+            }
+            for (n, bytes) in &rows.insert {
+                recent.insert(*n, bytes.as_slice()).map_err(write_err)?;
+            }
+        }
+        tx.commit().map_err(write_err)
+    }
+
+    /// Every saved row of the table of recent proposals, by running number.
+    pub(crate) fn recent_rows(&self) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        let tx = self.db.begin_read().map_err(read_err)?;
+        let table = tx.open_table(RECENT).map_err(read_err)?;
+        let mut rows = Vec::new();
+        for item in table.iter().map_err(read_err)? {
+            let (n, v) = item.map_err(read_err)?;
+            rows.push((n.value(), v.value().to_vec()));
+        }
+        Ok(rows)
     }
 
     /// A JSON value from the meta table.

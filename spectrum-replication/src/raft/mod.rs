@@ -67,6 +67,7 @@ mod log_store;
 mod membership;
 mod memory_log;
 mod network;
+mod recent;
 mod replicator;
 mod service;
 #[allow(clippy::result_large_err)]

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::batcher::Batcher;
-use super::codec::{Applied, Proposal, to_json};
+use super::codec::{Applied, Proposal, ProposalId, to_json};
 use super::log_store::{LogStore, RaftDb};
 use super::memory_log::RaftMemoryLog;
 use super::network::{Method, Network, Wire};
@@ -626,16 +626,28 @@ impl Inner {
 
     /// Commits `proposal` on the leader, this node or another, and waits until
     /// this node has applied it.
+    ///
+    /// A forwarded attempt can end without saying whether the leader took it:
+    /// the connection broke after the call was sent, no answer came in time,
+    /// or the leader's Raft stopped with the proposal queued or appended (and
+    /// the next leader may commit that entry). Such an attempt is made again,
+    /// to whichever node leads by then, until the deadline: every attempt
+    /// carries the proposal's id, and the state machine decides an id once
+    /// and answers a retry with the first decision (see `recent`). Only when
+    /// the deadline passes after such an attempt is the outcome unknown.
     async fn propose(
         &self,
         proposal: Proposal,
         deadline: Instant,
     ) -> Result<(u64, Applied), ReplicationError> {
+        // The last attempt the leader may have taken, as the error to give if
+        // no later one is answered.
+        let mut unsure: Option<ReplicationError> = None;
         loop {
             let leader = match self.submit(proposal.clone()).await {
                 Ok(done) => return Ok((done.index, done.applied)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_node,
-                Err(e) => return Err(consensus(e)),
+                Err(e) => return Err(unsure.unwrap_or_else(|| consensus(e))),
             };
             if let Some(addr) = leader.and_then(|n| self.wire.resolve(&n)) {
                 let call =
@@ -646,29 +658,23 @@ impl Inner {
                         self.wait_applied(done.index, deadline).await?;
                         return Ok((done.index, done.applied));
                     }
-                    // The node was not the leader (or dropped the entry when a
-                    // new leader overwrote it), or had stopped, or could not be
-                    // dialled: the write was not proposed, and may be proposed
-                    // again. (A leader whose Raft stops while the entry waits
-                    // also answers Fatal: that rare case is not told apart.)
-                    Ok(Err(
-                        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) | RaftError::Fatal(_),
-                    ))
+                    // Not the leader (or it dropped the entry when a new
+                    // leader overwrote it), or it could not be dialled: the
+                    // write was not taken.
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))))
                     | Err(ReplicationError::Peer { failure: PeerFailure::Unreachable { .. }, .. }) => {}
-                    // The connection broke after the call was sent: the leader may
-                    // have appended the entry, and proposed again it could be
-                    // applied twice (a second version of a put, a compare-and-set
-                    // applied and then answered "condition failed"). Its outcome
-                    // is unknown.
-                    Err(e @ ReplicationError::Peer { failure: PeerFailure::Interrupted { .. }, .. }) => {
-                        return Err(unknown_outcome(&addr, &e));
-                    }
+                    // Its Raft stopped with the write perhaps appended.
+                    Ok(Err(e @ RaftError::Fatal(_))) => unsure = Some(unknown_outcome(&addr, &e)),
+                    // The call went and its answer did not come back.
+                    Err(e) if e.retryable() => unsure = Some(unknown_outcome(&addr, &e)),
                     Ok(Err(e)) => return Err(consensus(e)),
                     Err(e) => return Err(e),
                 }
             }
             if Instant::now() + LEADER_RETRY > deadline {
-                return Err(ReplicationError::Consensus { reason: "no leader answered in time".into() });
+                return Err(unsure.unwrap_or_else(|| ReplicationError::Consensus {
+                    reason: "no leader answered in time".into(),
+                }));
             }
             tokio::time::sleep(LEADER_RETRY).await;
         }
@@ -731,13 +737,14 @@ impl Inner {
     /// What a committed proposal with `writes` writes became.
     fn outcome(&self, index: u64, applied: Applied, writes: usize) -> Result<Outcome, ReplicationError> {
         match applied {
-            Applied::Written { first } if first / SEQ_PER_ENTRY == index => Ok(Outcome::Applied {
+            // A retry's answer is its first decision's, from that entry.
+            Applied::Written { first } if first / SEQ_PER_ENTRY <= index => Ok(Outcome::Applied {
                 versions: (0..writes as u64)
                     .map(|j| VersionToken { origin: self.origin.clone(), seq: first + j })
                     .collect(),
             }),
             Applied::Written { first } => Err(ReplicationError::Consensus {
-                reason: format!("entry {index} answered with write number {first}, of another entry"),
+                reason: format!("entry {index} answered with write number {first}, of a later entry"),
             }),
             Applied::Failed { index: i, key, current } => Ok(Outcome::ConditionFailed(FailedCondition {
                 index: i,
@@ -817,7 +824,8 @@ impl Replicator for RaftReplicator {
             });
         }
         let deadline = Instant::now() + timeout;
-        let proposal = Proposal { stamp: self.inner.hlc.now(), txn };
+        // One id for every attempt at this write, so it is decided once.
+        let proposal = Proposal { stamp: self.inner.hlc.now(), txn, id: Some(ProposalId::random()) };
         let (index, applied) = self.inner.propose(proposal, deadline).await?;
         let outcome = self.inner.outcome(index, applied, writes)?;
         let (acked, members) = self.inner.quorum();

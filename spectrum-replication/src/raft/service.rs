@@ -126,9 +126,10 @@ impl RaftRpc for RaftService {
             .ok_or_else(|| Status::invalid_argument("invalid proposal: missing"))?;
         let proposal = Proposal::try_from(proposal)?;
         // A node whose Raft has stopped, or whose queue has, takes nothing:
-        // the follower may propose the write again, to the next leader. (Once
+        // the follower proposes the write again, to the next leader. (Once
         // taken, a write whose Raft stops before it commits is answered Fatal,
-        // which the follower reports as of unknown outcome.)
+        // and the follower proposes it again too, under the same id, which
+        // the state machine decides once.)
         let not_taken = || RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader::empty()));
         let stopped = self.inner.raft.metrics().borrow().running_state.is_err();
         let taken = if stopped { None } else { self.inner.batcher.propose(proposal).await };

@@ -14,6 +14,7 @@ use spectrum_core::Timestamp;
 
 use super::codec::{Answers, Applied, Corrupt, Proposal};
 use super::log_store::{RaftDb, blocking, read_err, write_err};
+use super::recent::{Recent, Seen};
 use super::{Entry, RaftMember, SEQ_PER_ENTRY, StorageError, TypeConfig};
 use crate::origin::Origin;
 use crate::proto;
@@ -80,6 +81,9 @@ pub(crate) struct StateMachine {
     db: Arc<RaftDb>,
     origin: Origin,
     position: Position,
+    /// The proposals decided lately, by id (see `recent`): part of the
+    /// replicated state, saved with `position`.
+    recent: Recent,
     snapshots_built: u64,
     /// Entries applied since the position was last saved.
     unsaved: u64,
@@ -98,11 +102,14 @@ impl StateMachine {
         origin: Origin,
     ) -> Result<Self, StorageError> {
         let position = db.get_json(APPLIED)?.unwrap_or_default();
+        let recent = Recent::from_saved(db.recent_rows()?)
+            .map_err(|e| read_err(Corrupt(format!("raft recent proposals: {e}"))))?;
         Ok(Self {
             store,
             db,
             origin,
             position,
+            recent,
             snapshots_built: 0,
             unsaved: 0,
             saved_at: Instant::now(),
@@ -118,13 +125,15 @@ impl StateMachine {
         self
     }
 
-    /// Makes the store durable, then saves the applied position (durably):
-    /// the position never gets ahead of the store on disk.
+    /// Makes the store durable, then saves the applied position and the
+    /// recent proposals at it (durably, in one transaction): the position
+    /// never gets ahead of the store on disk.
     async fn save_position(&mut self) -> Result<(), StorageError> {
         self.store.sync().await.map_err(write_err)?;
         let db = self.db.clone();
         let json = serde_json::to_vec(&self.position).map_err(write_err)?;
-        blocking(move || db.put_meta(&[(APPLIED, &json)])).await?;
+        let rows = self.recent.take_rows();
+        blocking(move || db.put_meta_and_recent(&[(APPLIED, &json)], rows)).await?;
         self.unsaved = 0;
         self.saved_at = Instant::now();
         Ok(())
@@ -149,6 +158,8 @@ impl StateMachine {
     /// `records`, noted in `pending`) and its answer. A written proposal
     /// advances `offset` past its writes; the writes of one entry never reach
     /// the next entry's numbers (a proposal that would is refused as invalid).
+    /// A proposal whose id was decided lately (a retry) is not decided again:
+    /// it gets the first decision's answer.
     async fn decide(
         &mut self,
         index: u64,
@@ -165,6 +176,29 @@ impl StateMachine {
             let last = Timestamp::new(base.wall_ms, base.logical.saturating_add(count));
             (last.wall_ms, last.logical)
         };
+        let Some(id) = p.id else {
+            return self.decide_txn(index, offset, base, p, pending, records).await;
+        };
+        self.recent.expire(base.wall_ms);
+        if let Some(seen) = self.recent.get(&id) {
+            return Ok(seen.applied.clone());
+        }
+        let applied = self.decide_txn(index, offset, base, p, pending, records).await?;
+        self.recent.note(id, Seen { index, applied: applied.clone(), wall_ms: base.wall_ms });
+        Ok(applied)
+    }
+
+    /// Decides a proposal seen for the first time, its records stamped from
+    /// `base` (see [`decide`](Self::decide)).
+    async fn decide_txn(
+        &mut self,
+        index: u64,
+        offset: &mut u64,
+        base: Timestamp,
+        p: Proposal,
+        pending: &mut HashMap<String, Option<VersionToken>>,
+        records: &mut Vec<Record>,
+    ) -> Result<Applied, StorageError> {
         if let Err(e) = p.txn.writes.validate(DEFAULT_MAX_VALUE_BYTES) {
             return Ok(Applied::Invalid { reason: e.to_string() });
         }
@@ -280,6 +314,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             db: self.db.clone(),
             position: self.position.clone(),
+            recent: self.recent.to_proto(),
             copy,
             number: self.snapshots_built,
         }
@@ -309,6 +344,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .unwrap_or_default()
             .try_into()
             .map_err(|e: crate::wire::InvalidMessage| read_err(Corrupt(e.to_string())))?;
+        // A snapshot from a build before proposal ids has none: an empty table.
+        let recent = Recent::from_proto(decoded.decided)
+            .map_err(|e| read_err(Corrupt(format!("raft snapshot: {e}"))))?;
         self.store
             .restore(crate::record::Snapshot {
                 records,
@@ -324,13 +362,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             membership: meta.last_membership.clone(),
             last_stamp: (last_stamp.wall_ms, last_stamp.logical),
         };
+        self.recent = recent;
         // Deferred merges made before the restore are durable with it too.
         self.store.sync().await.map_err(write_err)?;
         let meta_json = serde_json::to_vec(meta).map_err(write_err)?;
         let position = serde_json::to_vec(&self.position).map_err(write_err)?;
+        let rows = self.recent.take_rows();
         let db = self.db.clone();
         blocking(move || {
-            db.put_meta(&[(APPLIED, &position), (SNAPSHOT_META, &meta_json), (SNAPSHOT_DATA, &data)])
+            db.put_meta_and_recent(
+                &[(APPLIED, &position), (SNAPSHOT_META, &meta_json), (SNAPSHOT_DATA, &data)],
+                rows,
+            )
         })
         .await?;
         self.unsaved = 0;
@@ -356,6 +399,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 pub(crate) struct SnapshotBuilder {
     db: Arc<RaftDb>,
     position: Position,
+    /// The recent proposals at `position`.
+    recent: Vec<proto::RaftDecided>,
     copy: Result<crate::record::Snapshot, StorageError>,
     number: u64,
 }
@@ -371,6 +416,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             digest: Some((&copy.digest).into()),
             gc_floor: Some((&copy.gc_floor).into()),
             last_stamp: Some(self.position.last_stamp().into()),
+            decided: std::mem::take(&mut self.recent),
         }
         .encode_to_vec();
         let last = self.position.last_applied;
@@ -399,12 +445,13 @@ mod tests {
     use std::path::Path;
     use std::time::Duration;
 
+    use openraft::RaftSnapshotBuilder;
     use openraft::storage::RaftStateMachine;
     use openraft::testing::{StoreBuilder, Suite};
     use openraft::{CommittedLeaderId, EntryPayload, LogId};
     use spectrum_core::{Hlc, Timestamp};
 
-    use super::super::codec::{Applied, Batch, Proposal};
+    use super::super::codec::{Applied, Batch, Proposal, ProposalId};
     use super::super::log_store::{LogStore, RaftDb, read_err};
     use super::super::{Entry, SEQ_PER_ENTRY, StorageError, TypeConfig, raft_origin};
     use super::StateMachine;
@@ -433,7 +480,7 @@ mod tests {
     fn entry(index: u64, proposals: Vec<Transaction>) -> Entry {
         let proposals = proposals
             .into_iter()
-            .map(|txn| Proposal { stamp: Timestamp::new(1_000 + index, 0), txn })
+            .map(|txn| Proposal { stamp: Timestamp::new(1_000 + index, 0), txn, id: None })
             .collect();
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
@@ -485,6 +532,55 @@ mod tests {
         // openraft applies the committed entries after the saved position again.
         sm.apply(entries[5..].to_vec()).await.unwrap();
         assert_eq!(store.scan("settings/").await.unwrap(), acknowledged);
+    }
+
+    /// Entry `index` carrying `txn` under `id`.
+    fn with_id(index: u64, id: u128, txn: Transaction) -> Entry {
+        let mut e = entry(index, vec![txn]);
+        if let EntryPayload::Normal(b) = &mut e.payload {
+            b.proposals[0].id = Some(ProposalId(id));
+        }
+        e
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_retried_proposal_is_decided_once_across_a_crash_and_a_snapshot_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut sm) = open(dir.path());
+        let mut cas = put("settings/lock", "mine");
+        cas.conditions = vec![Condition::absent("settings/lock")];
+        let first = sm.apply(vec![with_id(3, 42, cas.clone())]).await.unwrap();
+        let written = Applied::Written { first: 3 * SEQ_PER_ENTRY };
+        assert_eq!(first, vec![vec![written.clone()]]);
+        // The retry, in a later entry: the first answer, not "condition failed",
+        // and nothing written again.
+        let again = sm.apply(vec![with_id(5, 42, cas.clone())]).await.unwrap();
+        assert_eq!(again, vec![vec![written.clone()]]);
+        assert_eq!(store.get("settings/lock").await.unwrap().unwrap().seq, 3 * SEQ_PER_ENTRY);
+        // Another write with the same transaction but its own id is decided.
+        let other = sm.apply(vec![with_id(6, 43, cas.clone())]).await.unwrap();
+        assert!(matches!(other[0][0], Applied::Failed { .. }), "{other:?}");
+
+        // Saved with the position: a restart still knows the id.
+        let _ = sm.get_snapshot_builder().await;
+        drop((sm, store));
+        let (store, mut sm) = open(dir.path());
+        assert_eq!(sm.apply(vec![with_id(7, 42, cas.clone())]).await.unwrap(), vec![vec![written.clone()]]);
+
+        // In the snapshot: a node that installs it knows the id too.
+        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let (copy, mut installed) = open(elsewhere.path());
+        installed.install_snapshot(&snapshot.meta, snapshot.snapshot).await.unwrap();
+        assert_eq!(
+            installed.apply(vec![with_id(8, 42, cas.clone())]).await.unwrap(),
+            vec![vec![written.clone()]]
+        );
+        assert_eq!(copy.scan("settings/").await.unwrap(), store.scan("settings/").await.unwrap());
+        // And keeps it across its own restart.
+        drop((installed, copy));
+        let (_, mut installed) = open(elsewhere.path());
+        assert_eq!(installed.apply(vec![with_id(9, 42, cas)]).await.unwrap(), vec![vec![written]]);
     }
 
     #[tokio::test]
