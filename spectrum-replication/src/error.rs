@@ -285,8 +285,9 @@ impl PeerFailure {
     /// As [`from_status`](Self::from_status), telling a call that never left
     /// from one whose connection broke after it was sent
     /// ([`PeerFailure::Interrupted`]), which the peer may have acted on. A
-    /// caller that must not repeat a call the peer took (a forwarded Raft
-    /// proposal) retries only the first.
+    /// caller whose call must not take effect twice retries the second only
+    /// when the call is idempotent (a forwarded Raft proposal carries an id
+    /// the state machine decides once).
     ///
     /// A call never left when no connection could be made (tonic's
     /// `ConnectError` in the status's sources), when the peer answered

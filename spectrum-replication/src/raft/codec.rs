@@ -238,6 +238,14 @@ pub(crate) enum Applied {
         /// Why.
         reason: String,
     },
+    /// This node cannot say what was decided: the proposal was decided before
+    /// a crash and this node's answer was not kept, or it may be a retry of
+    /// one decided too long ago to be remembered (see `recent`). Nothing was
+    /// written for it now.
+    Unknown {
+        /// Why.
+        reason: String,
+    },
     /// Condition `index` on `key` failed; the key held `current` (a version
     /// token's text), or no live entry.
     Failed {

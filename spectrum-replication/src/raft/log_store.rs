@@ -27,6 +27,8 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft
 const RECENT: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_recent");
 
 const VOTE: &str = "vote";
+/// The horizon of the table of recent proposals (8 bytes, big-endian ms).
+const RECENT_HORIZON: &str = "recent_horizon";
 const PURGED: &str = "last_purged";
 
 /// The redb database holding Raft's durable state.
@@ -114,12 +116,14 @@ impl RaftDb {
             for (n, bytes) in &rows.insert {
                 recent.insert(*n, bytes.as_slice()).map_err(write_err)?;
             }
+            table.insert(RECENT_HORIZON, rows.horizon_ms.to_be_bytes().as_slice()).map_err(write_err)?;
         }
         tx.commit().map_err(write_err)
     }
 
-    /// Every saved row of the table of recent proposals, by running number.
-    pub(crate) fn recent_rows(&self) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+    /// Every saved row of the table of recent proposals, by running number,
+    /// and its horizon.
+    pub(crate) fn recent_rows(&self) -> Result<(Vec<(u64, Vec<u8>)>, u64), StorageError> {
         let tx = self.db.begin_read().map_err(read_err)?;
         let table = tx.open_table(RECENT).map_err(read_err)?;
         let mut rows = Vec::new();
@@ -127,7 +131,17 @@ impl RaftDb {
             let (n, v) = item.map_err(read_err)?;
             rows.push((n.value(), v.value().to_vec()));
         }
-        Ok(rows)
+        let horizon = match tx.open_table(META).map_err(read_err)?.get(RECENT_HORIZON).map_err(read_err)? {
+            None => 0,
+            Some(v) => {
+                let raw: [u8; 8] = v
+                    .value()
+                    .try_into()
+                    .map_err(|_| read_err(Corrupt(format!("raft meta {RECENT_HORIZON}: not 8 bytes"))))?;
+                u64::from_be_bytes(raw)
+            }
+        };
+        Ok((rows, horizon))
     }
 
     /// A JSON value from the meta table.

@@ -22,8 +22,9 @@
 //!   sequence number `i × 2¹⁶ + j`, [`SEQ_PER_ENTRY`]), stamped with the
 //!   proposer's stamp raised above the previous entry's, and merged with
 //!   [`ConfigStore::merge`](crate::ConfigStore::merge) whose `covers` raise the
-//!   digest over the whole entry. Merging is idempotent, so replaying entries
-//!   after a crash changes nothing. The log is the durable truth, so applying
+//!   digest over the whole entry. Merging is idempotent, and entries the store
+//!   already held are not decided again, so replaying entries after a crash
+//!   changes nothing. The log is the durable truth, so applying
 //!   does not fsync the store ([`ConfigStore::merge_deferred`](crate::ConfigStore::merge_deferred));
 //!   the last applied log id is saved only after a
 //!   [`sync`](crate::ConfigStore::sync) of the store (every 1,000 entries or
@@ -32,6 +33,11 @@
 //!   [`snapshot`](crate::ConfigStore::snapshot) (and installed with
 //!   [`restore`](crate::ConfigStore::restore)); the log is compacted behind
 //!   them, and a node far behind installs one.
+//! - **Each write decided once** (`recent`): every proposal carries an id
+//!   drawn once per write; the state machine keeps the answers of the ids it
+//!   decided lately (part of the replicated state, in snapshots) and answers a
+//!   retry with the first decision, so a follower whose forwarded write's
+//!   answer was lost proposes it again safely (Ongaro's thesis, §6.3).
 //! - **Batching** (`batcher`): every proposal of a node, and every one
 //!   forwarded to it, goes through one queue; while entries are being
 //!   committed the proposals made meanwhile wait, and the next entry carries

@@ -18,8 +18,16 @@
 //! ids expire by the log's own clock (the applied proposals' stamps, never the
 //! node's) and by count, it travels in snapshots, and on disk it is saved in
 //! the same transaction as the applied position (so after a crash it is the
-//! table of that position, and replaying the log after it rebuilds the rest
-//! exactly).
+//! table of that position, and replaying the log after it rebuilds the rest:
+//! the same ids, though an entry the store already held before the crash is
+//! answered [`Applied::Unknown`], see `state_machine`).
+//!
+//! A retry can come after its id expired. So the table also keeps its
+//! *horizon*: the newest stamp of any id it dropped. A proposal it does not
+//! know, stamped at or before the horizon, may be a retry of one it forgot,
+//! and is not decided: it is answered [`Applied::Unknown`], on every replica
+//! alike. A fresh proposal is stamped after the horizon unless it waited
+//! longer than the table keeps ids.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -48,12 +56,14 @@ pub(crate) struct Seen {
 }
 
 /// Changes to the saved table: rows to insert, and the number below which
-/// rows are dropped (`clear` drops every row first, as a snapshot install does).
+/// rows are dropped (`clear` drops every row first, as a snapshot install
+/// does), and the horizon to save.
 #[derive(Debug, Default)]
 pub(crate) struct Rows {
     pub(crate) clear: bool,
     pub(crate) drop_below: u64,
     pub(crate) insert: Vec<(u64, Vec<u8>)>,
+    pub(crate) horizon_ms: u64,
 }
 
 /// The proposals decided lately (see the [module docs](self)).
@@ -68,6 +78,8 @@ pub(crate) struct Recent {
     saved: u64,
     /// Every saved row must go (after a snapshot install).
     replaced: bool,
+    /// The newest stamp (wall ms) of any id dropped.
+    horizon_ms: u64,
 }
 
 impl Recent {
@@ -86,8 +98,17 @@ impl Recent {
                 break;
             }
             let (_, id) = self.order.pop_front().expect("front exists");
-            self.by_id.remove(&id);
+            if let Some(seen) = self.by_id.remove(&id) {
+                self.horizon_ms = self.horizon_ms.max(seen.wall_ms);
+            }
         }
+    }
+
+    /// Whether a proposal stamped `wall_ms` that the table does not know may
+    /// be a retry of one it forgot (stamped at or before the newest id it
+    /// dropped).
+    pub(crate) fn may_have_forgotten(&self, wall_ms: u64) -> bool {
+        wall_ms <= self.horizon_ms
     }
 
     /// What was decided for `id`, if it is kept.
@@ -121,15 +142,18 @@ impl Recent {
         Ok((id, Seen { index: row.index, applied, wall_ms: row.wall_ms }))
     }
 
-    /// The table as a snapshot carries it, oldest first.
-    pub(crate) fn to_proto(&self) -> Vec<proto::RaftDecided> {
-        self.order.iter().filter_map(|(_, id)| self.by_id.get(id).map(|s| Self::row(*id, s))).collect()
+    /// The table as a snapshot carries it: its rows oldest first, and its
+    /// horizon.
+    pub(crate) fn to_proto(&self) -> (Vec<proto::RaftDecided>, u64) {
+        let rows =
+            self.order.iter().filter_map(|(_, id)| self.by_id.get(id).map(|s| Self::row(*id, s))).collect();
+        (rows, self.horizon_ms)
     }
 
-    /// The table a snapshot carries (its rows oldest first); it replaces every
-    /// saved row at the next [`take_rows`](Self::take_rows).
-    pub(crate) fn from_proto(rows: Vec<proto::RaftDecided>) -> Result<Self, InvalidMessage> {
-        let mut recent = Self::default();
+    /// The table a snapshot carries (its rows oldest first, and its horizon);
+    /// it replaces every saved row at the next save.
+    pub(crate) fn from_proto(rows: Vec<proto::RaftDecided>, horizon_ms: u64) -> Result<Self, InvalidMessage> {
+        let mut recent = Self { horizon_ms, ..Self::default() };
         for (i, row) in rows.into_iter().enumerate() {
             let (id, seen) = Self::from_row(i, row)?;
             recent.note(id, seen);
@@ -138,9 +162,10 @@ impl Recent {
         Ok(recent)
     }
 
-    /// The table as saved: its rows (protobuf `RaftDecided`) by running number.
-    pub(crate) fn from_saved(rows: Vec<(u64, Vec<u8>)>) -> Result<Self, InvalidMessage> {
-        let mut recent = Self::default();
+    /// The table as saved: its rows (protobuf `RaftDecided`) by running
+    /// number, and its horizon.
+    pub(crate) fn from_saved(rows: Vec<(u64, Vec<u8>)>, horizon_ms: u64) -> Result<Self, InvalidMessage> {
+        let mut recent = Self { horizon_ms, ..Self::default() };
         for (i, (number, bytes)) in rows.into_iter().enumerate() {
             let row = proto::RaftDecided::decode(bytes.as_slice())
                 .map_err(|e| InvalidMessage::new(format!("decided[{i}]"), e.to_string()))?;
@@ -154,24 +179,28 @@ impl Recent {
         Ok(recent)
     }
 
-    /// What to write so the saved table matches this one, and notes it as
-    /// saved: call it only for the transaction that saves the applied
-    /// position, and drop the table if that transaction fails.
-    pub(crate) fn take_rows(&mut self) -> Rows {
+    /// What to write so the saved table matches this one; once that is
+    /// committed, [`saved`](Self::saved) says so.
+    pub(crate) fn rows(&self) -> Rows {
         let insert = self
             .order
             .iter()
             .filter(|(n, _)| self.replaced || *n >= self.saved)
             .filter_map(|(n, id)| self.by_id.get(id).map(|s| (*n, Self::row(*id, s).encode_to_vec())))
             .collect();
-        let rows = Rows {
+        Rows {
             clear: self.replaced,
             drop_below: self.order.front().map_or(self.next, |(n, _)| *n),
             insert,
-        };
+            horizon_ms: self.horizon_ms,
+        }
+    }
+
+    /// Notes that the [`rows`](Self::rows) taken since the last change are
+    /// committed. (If that commit failed, the next one writes them again.)
+    pub(crate) fn saved(&mut self) {
         self.saved = self.next;
         self.replaced = false;
-        rows
     }
 }
 
@@ -190,8 +219,10 @@ mod tests {
         recent.note(ProposalId(2), seen(2, 30_000));
         recent.expire(61_000);
         assert!(recent.get(&ProposalId(1)).is_some(), "exactly a minute behind is kept");
+        assert!(!recent.may_have_forgotten(1_000));
         recent.expire(61_001);
         assert!(recent.get(&ProposalId(1)).is_none());
+        assert!(recent.may_have_forgotten(1_000) && !recent.may_have_forgotten(1_001));
         assert_eq!(recent.get(&ProposalId(2)), Some(&seen(2, 30_000)));
         for i in 0..KEEP_MAX as u128 {
             recent.note(ProposalId(100 + i), seen(3, 30_000));
@@ -215,34 +246,41 @@ mod tests {
         for i in 0..5 {
             recent.note(ProposalId(i), seen(i as u64, 1_000));
         }
-        let first = recent.take_rows();
+        let first = recent.rows();
         assert_eq!((first.clear, first.drop_below, first.insert.len()), (false, 0, 5));
+        recent.saved();
         recent.note(ProposalId(5), seen(5, 200_000));
         recent.expire(200_000);
-        let second = recent.take_rows();
+        // A save that failed: its rows are given again.
+        assert_eq!(recent.rows().insert.len(), 1);
+        let second = recent.rows();
+        recent.saved();
         assert_eq!((second.clear, second.drop_below, second.insert.len()), (false, 5, 1));
+        assert_eq!(second.horizon_ms, 1_000);
 
         let mut disk: std::collections::BTreeMap<u64, Vec<u8>> = first.insert.into_iter().collect();
         disk.retain(|n, _| *n >= second.drop_below);
         disk.extend(second.insert);
-        let loaded = Recent::from_saved(disk.into_iter().collect()).unwrap();
+        let loaded = Recent::from_saved(disk.into_iter().collect(), second.horizon_ms).unwrap();
         assert_eq!(loaded.to_proto(), recent.to_proto());
         assert_eq!(loaded.get(&ProposalId(5)), Some(&seen(5, 200_000)));
 
-        let mut installed = Recent::from_proto(recent.to_proto()).unwrap();
+        let (rows, horizon) = recent.to_proto();
+        let mut installed = Recent::from_proto(rows, horizon).unwrap();
         assert_eq!(installed.to_proto(), recent.to_proto());
-        let rows = installed.take_rows();
-        assert!(rows.clear && rows.insert.len() == 1, "{rows:?}");
-        assert!(!installed.take_rows().clear);
+        let rows = installed.rows();
+        assert!(rows.clear && rows.insert.len() == 1 && rows.horizon_ms == 1_000, "{rows:?}");
+        installed.saved();
+        assert!(!installed.rows().clear);
     }
 
     #[test]
     fn a_malformed_row_is_refused_naming_it() {
         let mut bad = Recent::row(ProposalId(1), &seen(1, 1));
         bad.id = vec![0; 3];
-        let e = Recent::from_proto(vec![Recent::row(ProposalId(2), &seen(1, 1)), bad]).unwrap_err();
+        let e = Recent::from_proto(vec![Recent::row(ProposalId(2), &seen(1, 1)), bad], 0).unwrap_err();
         assert!(e.to_string().contains("decided[1].id"), "{e}");
-        let e = Recent::from_saved(vec![(0, vec![0xff, 0xff])]).unwrap_err();
+        let e = Recent::from_saved(vec![(0, vec![0xff, 0xff])], 0).unwrap_err();
         assert!(e.to_string().contains("decided[0]"), "{e}");
     }
 }

@@ -667,8 +667,16 @@ impl Inner {
                     Ok(Err(e @ RaftError::Fatal(_))) => unsure = Some(unknown_outcome(&addr, &e)),
                     // The call went and its answer did not come back.
                     Err(e) if e.retryable() => unsure = Some(unknown_outcome(&addr, &e)),
-                    Ok(Err(e)) => return Err(consensus(e)),
-                    Err(e) => return Err(e),
+                    // The leader refused the call itself (its header: another
+                    // cluster, a skewed clock, no credential): not taken.
+                    Err(e @ ReplicationError::Peer { failure: PeerFailure::Refused { .. }, .. }) => {
+                        return Err(unsure.unwrap_or(e));
+                    }
+                    // An answer came back that this node would not admit
+                    // (malformed, another cluster, a skewed clock): the
+                    // leader may have taken the write.
+                    Err(e) => return Err(unknown_outcome(&addr, &e)),
+                    Ok(Err(e)) => return Err(unsure.unwrap_or_else(|| consensus(e))),
                 }
             }
             if Instant::now() + LEADER_RETRY > deadline {
@@ -752,6 +760,9 @@ impl Inner {
                 current: current.and_then(|c| c.parse().ok()),
             })),
             Applied::Invalid { reason } => Err(ReplicationError::Consensus { reason }),
+            Applied::Unknown { reason } => Err(ReplicationError::Consensus {
+                reason: format!("the write's outcome is unknown: {reason} (read the key to find out)"),
+            }),
             Applied::Nothing => {
                 Err(ReplicationError::Consensus { reason: format!("entry {index} is not a write") })
             }

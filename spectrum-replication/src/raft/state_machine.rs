@@ -65,16 +65,25 @@ fn successor(t: Timestamp) -> Timestamp {
 /// Entries are merged into the store with
 /// [`merge_deferred`](ConfigStore::merge_deferred): no fsync of the store per
 /// batch, because the Raft log, fsynced on a majority before an entry commits,
-/// is the truth, and applying is deterministic and idempotent. The one rule is
-/// that the saved applied position is never durable ahead of the store: it is
-/// saved only right after a [`sync`](ConfigStore::sync) of the store, every
-/// [`SAVE_EVERY_ENTRIES`] entries or [`SAVE_EVERY`], and always before a
-/// snapshot is built (the log is purged only behind a snapshot, so every entry
-/// the saved position does not cover is still in the log). After a crash the
-/// store holds at least what the saved position covers, and openraft applies
-/// the committed entries after it again: those the store kept merge as no-ops,
-/// the lost ones are written again, and every answer to a client was already
-/// given by the node that applied it first.
+/// is the truth. The one rule is that the saved applied position is never
+/// durable ahead of the store: it is saved only right after a
+/// [`sync`](ConfigStore::sync) of the store, every [`SAVE_EVERY_ENTRIES`]
+/// entries or [`SAVE_EVERY`], and always before a snapshot is built (the log
+/// is purged only behind a snapshot, so every entry the saved position does
+/// not cover is still in the log).
+///
+/// After a crash the store holds at least what the saved position covers,
+/// and may hold more (a sync, or a durable write such as a tombstone sweep,
+/// made later entries durable before the position was saved). openraft
+/// applies the committed entries after the saved position again. Those the
+/// store already holds (their write numbers are in its digest) are not
+/// decided again: their conditions would be read against a store that is
+/// ahead of them, and a different decision would leak, through the writes
+/// seen by the next entries, into entries the store lost. Only their stamps
+/// and proposal ids are replayed. The entries the store lost are decided
+/// again against exactly the store they were first decided against, so they
+/// write the same records. Every answer to a client was already given by the
+/// node that applied the entry first.
 #[derive(Debug)]
 pub(crate) struct StateMachine {
     store: Arc<dyn ConfigStore>,
@@ -84,6 +93,10 @@ pub(crate) struct StateMachine {
     /// The proposals decided lately, by id (see `recent`): part of the
     /// replicated state, saved with `position`.
     recent: Recent,
+    /// The last write number of the Raft origin that the store held when
+    /// this node started (read at the first apply): entries at or below it
+    /// are replays of entries applied before a crash (see `replayed`).
+    held_at_start: Option<u64>,
     snapshots_built: u64,
     /// Entries applied since the position was last saved.
     unsaved: u64,
@@ -102,7 +115,8 @@ impl StateMachine {
         origin: Origin,
     ) -> Result<Self, StorageError> {
         let position = db.get_json(APPLIED)?.unwrap_or_default();
-        let recent = Recent::from_saved(db.recent_rows()?)
+        let (rows, horizon) = db.recent_rows()?;
+        let recent = Recent::from_saved(rows, horizon)
             .map_err(|e| read_err(Corrupt(format!("raft recent proposals: {e}"))))?;
         Ok(Self {
             store,
@@ -110,6 +124,7 @@ impl StateMachine {
             origin,
             position,
             recent,
+            held_at_start: None,
             snapshots_built: 0,
             unsaved: 0,
             saved_at: Instant::now(),
@@ -132,8 +147,9 @@ impl StateMachine {
         self.store.sync().await.map_err(write_err)?;
         let db = self.db.clone();
         let json = serde_json::to_vec(&self.position).map_err(write_err)?;
-        let rows = self.recent.take_rows();
+        let rows = self.recent.rows();
         blocking(move || db.put_meta_and_recent(&[(APPLIED, &json)], rows)).await?;
+        self.recent.saved();
         self.unsaved = 0;
         self.saved_at = Instant::now();
         Ok(())
@@ -168,14 +184,7 @@ impl StateMachine {
         pending: &mut HashMap<String, Option<VersionToken>>,
         records: &mut Vec<Record>,
     ) -> Result<Applied, StorageError> {
-        // The stamp advances with every proposal, whatever its outcome, so a
-        // replay computes the same stamps.
-        let base = p.stamp.max(successor(self.position.last_stamp()));
-        let count = u32::try_from(p.txn.writes.writes.len()).unwrap_or(u32::MAX);
-        self.position.last_stamp = {
-            let last = Timestamp::new(base.wall_ms, base.logical.saturating_add(count));
-            (last.wall_ms, last.logical)
-        };
+        let base = self.stamp(&p);
         let Some(id) = p.id else {
             return self.decide_txn(index, offset, base, p, pending, records).await;
         };
@@ -183,9 +192,56 @@ impl StateMachine {
         if let Some(seen) = self.recent.get(&id) {
             return Ok(seen.applied.clone());
         }
-        let applied = self.decide_txn(index, offset, base, p, pending, records).await?;
+        let applied = if self.recent.may_have_forgotten(p.stamp.wall_ms) {
+            Applied::Unknown {
+                reason: format!(
+                    "the proposal is stamped {} ms, no later than a proposal id this cluster no longer \
+                     remembers, so it may be a retry of a write decided already; it was not decided again",
+                    p.stamp.wall_ms
+                ),
+            }
+        } else {
+            self.decide_txn(index, offset, base, p, pending, records).await?
+        };
         self.recent.note(id, Seen { index, applied: applied.clone(), wall_ms: base.wall_ms });
         Ok(applied)
+    }
+
+    /// Replays an entry whose writes the store already held when this node
+    /// started: it was applied before a crash, and the store was made durable
+    /// past it (by a sync or a durable write such as a tombstone sweep)
+    /// before the applied position was saved. Its decisions cannot be made
+    /// again against that store, which is ahead of the entry (a condition
+    /// that held then may not now), and need not be: its records are there.
+    /// So it advances the stamps as a decision would, and notes its ids with
+    /// [`Applied::Unknown`] (this node did not keep its answers; the ids are
+    /// those every replica notes).
+    fn replayed(&mut self, index: u64, batch: super::codec::Batch) -> Answers {
+        let reason = "decided before this node restarted; its answer was not kept";
+        batch
+            .proposals
+            .into_iter()
+            .map(|p| {
+                let base = self.stamp(&p);
+                let applied = Applied::Unknown { reason: reason.into() };
+                if let Some(id) = p.id {
+                    self.recent.expire(base.wall_ms);
+                    self.recent.note(id, Seen { index, applied: applied.clone(), wall_ms: base.wall_ms });
+                }
+                applied
+            })
+            .collect()
+    }
+
+    /// The stamp `p`'s records are stamped from, advancing the last stamp
+    /// past its writes. It advances with every proposal, whatever its
+    /// outcome, so a replay computes the same stamps.
+    fn stamp(&mut self, p: &Proposal) -> Timestamp {
+        let base = p.stamp.max(successor(self.position.last_stamp()));
+        let count = u32::try_from(p.txn.writes.writes.len()).unwrap_or(u32::MAX);
+        let last = Timestamp::new(base.wall_ms, base.logical.saturating_add(count));
+        self.position.last_stamp = (last.wall_ms, last.logical);
+        base
     }
 
     /// Decides a proposal seen for the first time, its records stamped from
@@ -261,6 +317,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let held_at_start = match self.held_at_start {
+            Some(held) => held,
+            None => {
+                let held = self.store.digest().await.map_err(read_err)?.get(&self.origin);
+                *self.held_at_start.insert(held)
+            }
+        };
         let mut answers = Vec::new();
         let mut pending = HashMap::new();
         let mut records = Vec::new();
@@ -273,6 +336,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Membership(m) => {
                     self.position.membership = StoredMembership::new(Some(entry.log_id), m);
                     Answers::new()
+                }
+                EntryPayload::Normal(batch)
+                    if entry.log_id.index * SEQ_PER_ENTRY + SEQ_PER_ENTRY - 1 <= held_at_start =>
+                {
+                    self.replayed(entry.log_id.index, batch)
                 }
                 EntryPayload::Normal(batch) => {
                     let index = entry.log_id.index;
@@ -345,7 +413,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .try_into()
             .map_err(|e: crate::wire::InvalidMessage| read_err(Corrupt(e.to_string())))?;
         // A snapshot from a build before proposal ids has none: an empty table.
-        let recent = Recent::from_proto(decoded.decided)
+        let recent = Recent::from_proto(decoded.decided, decoded.decided_horizon_ms)
             .map_err(|e| read_err(Corrupt(format!("raft snapshot: {e}"))))?;
         self.store
             .restore(crate::record::Snapshot {
@@ -363,11 +431,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_stamp: (last_stamp.wall_ms, last_stamp.logical),
         };
         self.recent = recent;
+        // Every entry after the snapshot is new to this store.
+        self.held_at_start = Some(0);
         // Deferred merges made before the restore are durable with it too.
         self.store.sync().await.map_err(write_err)?;
         let meta_json = serde_json::to_vec(meta).map_err(write_err)?;
         let position = serde_json::to_vec(&self.position).map_err(write_err)?;
-        let rows = self.recent.take_rows();
+        let rows = self.recent.rows();
         let db = self.db.clone();
         blocking(move || {
             db.put_meta_and_recent(
@@ -376,6 +446,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             )
         })
         .await?;
+        self.recent.saved();
         self.unsaved = 0;
         self.saved_at = Instant::now();
         Ok(())
@@ -399,8 +470,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 pub(crate) struct SnapshotBuilder {
     db: Arc<RaftDb>,
     position: Position,
-    /// The recent proposals at `position`.
-    recent: Vec<proto::RaftDecided>,
+    /// The recent proposals at `position`, and their horizon.
+    recent: (Vec<proto::RaftDecided>, u64),
     copy: Result<crate::record::Snapshot, StorageError>,
     number: u64,
 }
@@ -416,7 +487,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             digest: Some((&copy.digest).into()),
             gc_floor: Some((&copy.gc_floor).into()),
             last_stamp: Some(self.position.last_stamp().into()),
-            decided: std::mem::take(&mut self.recent),
+            decided: std::mem::take(&mut self.recent.0),
+            decided_horizon_ms: self.recent.1,
         }
         .encode_to_vec();
         let last = self.position.last_applied;
@@ -517,10 +589,7 @@ mod tests {
         assert_eq!(acknowledged.len(), 20);
 
         // What `kill -9` leaves on disk now: the files as the kernel holds them.
-        let crashed = tempfile::tempdir().unwrap();
-        for file in ["config.redb", "raft.redb"] {
-            std::fs::copy(dir.path().join(file), crashed.path().join(file)).unwrap();
-        }
+        let crashed = crash_copy(dir.path());
         drop((sm, store));
         let (store, mut sm) = open(crashed.path());
         let (applied, _) = sm.applied_state().await.unwrap();
@@ -581,6 +650,80 @@ mod tests {
         drop((installed, copy));
         let (_, mut installed) = open(elsewhere.path());
         assert_eq!(installed.apply(vec![with_id(9, 42, cas)]).await.unwrap(), vec![vec![written]]);
+    }
+
+    /// The files of `dir` as `kill -9` would leave them, in a new directory.
+    fn crash_copy(dir: &Path) -> tempfile::TempDir {
+        let crashed = tempfile::tempdir().unwrap();
+        for file in ["config.redb", "raft.redb"] {
+            std::fs::copy(dir.join(file), crashed.path().join(file)).unwrap();
+        }
+        crashed
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn entries_the_store_held_before_a_crash_are_not_decided_again_against_a_store_ahead_of_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut sm) = open(dir.path());
+        // e2 writes j (if absent) and k; e3 writes k only if k holds e2's version.
+        let e1 = with_id(1, 1, put("settings/k", "v1"));
+        let mut cas_j = Transaction::new(WriteBatch::new().put("settings/j", "1").put("settings/k", "v2"));
+        cas_j.conditions = vec![Condition::absent("settings/j")];
+        let e2 = with_id(2, 2, cas_j);
+        let k_at_e2 = format!("{}:{}", sm.origin, 2 * SEQ_PER_ENTRY + 1).parse().unwrap();
+        let mut cas_k = put("settings/k", "v3");
+        cas_k.conditions = vec![Condition::version("settings/k", k_at_e2)];
+        let e3 = with_id(3, 3, cas_k);
+        sm.apply(vec![e1.clone(), e2.clone()]).await.unwrap();
+        // A durable write (a tombstone sweep makes one) makes e1 and e2 durable
+        // while the applied position is still unsaved; e3 is applied after it.
+        store.sync().await.unwrap();
+        let third = sm.apply(vec![e3.clone()]).await.unwrap();
+        assert_eq!(third, vec![vec![Applied::Written { first: 3 * SEQ_PER_ENTRY }]]);
+
+        let crashed = crash_copy(dir.path());
+        drop((sm, store));
+        let (store, mut sm) = open(crashed.path());
+        assert_eq!(sm.applied_state().await.unwrap().0, None, "no position was saved");
+        let k = store.get("settings/k").await.unwrap().unwrap();
+        assert_eq!(k.value.as_deref(), Some(&b"v2"[..]), "the store kept e1 and e2, not e3");
+        // Decided again against this store, e2's condition would fail (j is
+        // there), k would stay at e1's version among this batch's writes, and
+        // e3 would fail: k would end "v2" here and "v3" everywhere else.
+        let answers = sm.apply(vec![e1, e2, e3.clone()]).await.unwrap();
+        assert!(matches!(answers[0].as_slice(), [Applied::Unknown { .. }]), "{answers:?}");
+        assert!(matches!(answers[1].as_slice(), [Applied::Unknown { .. }]), "{answers:?}");
+        assert_eq!(answers[2], vec![Applied::Written { first: 3 * SEQ_PER_ENTRY }]);
+        let k = store.get("settings/k").await.unwrap().unwrap();
+        assert_eq!((k.value.as_deref(), k.seq), (Some(&b"v3"[..]), 3 * SEQ_PER_ENTRY));
+        // Their ids are noted as on every replica: a retry decides nothing.
+        let retry = sm.apply(vec![with_id(4, 2, Transaction::new(WriteBatch::new().put("settings/j", "2")))]);
+        assert!(matches!(retry.await.unwrap()[0].as_slice(), [Applied::Unknown { .. }]));
+        assert_eq!(store.get("settings/j").await.unwrap().unwrap().value.as_deref(), Some(&b"1"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_proposal_that_may_be_a_retry_of_a_forgotten_id_is_not_decided() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, mut sm) = open(dir.path());
+        // Entry 1 is stamped 1,001 ms; one stamped past a minute later expires it.
+        sm.apply(vec![with_id(1, 1, put("settings/a", "1"))]).await.unwrap();
+        let mut late = with_id(2, 2, put("settings/b", "1"));
+        if let EntryPayload::Normal(b) = &mut late.payload {
+            b.proposals[0].stamp = Timestamp::new(100_000, 0);
+        }
+        sm.apply(vec![late]).await.unwrap();
+        // A proposal stamped before the dropped id's stamp, unknown now.
+        let mut old = with_id(3, 9, put("settings/c", "1"));
+        if let EntryPayload::Normal(b) = &mut old.payload {
+            b.proposals[0].stamp = Timestamp::new(900, 0);
+        }
+        let answers = sm.apply(vec![old]).await.unwrap();
+        assert!(matches!(answers[0].as_slice(), [Applied::Unknown { .. }]), "{answers:?}");
+        assert!(store.get("settings/c").await.unwrap().is_none());
+        // A fresh one is decided.
+        let answers = sm.apply(vec![with_id(4, 10, put("settings/d", "1"))]).await.unwrap();
+        assert!(matches!(answers[0].as_slice(), [Applied::Written { .. }]), "{answers:?}");
     }
 
     #[tokio::test]
