@@ -123,7 +123,7 @@ impl RaftDb {
 
     /// Every saved row of the table of recent proposals, by running number,
     /// and its horizon.
-    pub(crate) fn recent_rows(&self) -> Result<(Vec<(u64, Vec<u8>)>, u64), StorageError> {
+    pub(crate) fn recent_rows(&self) -> Result<super::recent::Saved, StorageError> {
         let tx = self.db.begin_read().map_err(read_err)?;
         let table = tx.open_table(RECENT).map_err(read_err)?;
         let mut rows = Vec::new();
@@ -141,7 +141,7 @@ impl RaftDb {
                 u64::from_be_bytes(raw)
             }
         };
-        Ok((rows, horizon))
+        Ok(super::recent::Saved { rows, horizon_ms: horizon })
     }
 
     /// A JSON value from the meta table.

@@ -66,6 +66,14 @@ pub(crate) struct Rows {
     pub(crate) horizon_ms: u64,
 }
 
+/// The table as the Raft file holds it: its rows (protobuf `RaftDecided`)
+/// by running number, and its horizon.
+#[derive(Debug, Default)]
+pub(crate) struct Saved {
+    pub(crate) rows: Vec<(u64, Vec<u8>)>,
+    pub(crate) horizon_ms: u64,
+}
+
 /// The proposals decided lately (see the [module docs](self)).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Recent {
@@ -162,9 +170,9 @@ impl Recent {
         Ok(recent)
     }
 
-    /// The table as saved: its rows (protobuf `RaftDecided`) by running
-    /// number, and its horizon.
-    pub(crate) fn from_saved(rows: Vec<(u64, Vec<u8>)>, horizon_ms: u64) -> Result<Self, InvalidMessage> {
+    /// The table as saved.
+    pub(crate) fn from_saved(saved: Saved) -> Result<Self, InvalidMessage> {
+        let Saved { rows, horizon_ms } = saved;
         let mut recent = Self { horizon_ms, ..Self::default() };
         for (i, (number, bytes)) in rows.into_iter().enumerate() {
             let row = proto::RaftDecided::decode(bytes.as_slice())
@@ -261,7 +269,9 @@ mod tests {
         let mut disk: std::collections::BTreeMap<u64, Vec<u8>> = first.insert.into_iter().collect();
         disk.retain(|n, _| *n >= second.drop_below);
         disk.extend(second.insert);
-        let loaded = Recent::from_saved(disk.into_iter().collect(), second.horizon_ms).unwrap();
+        let loaded =
+            Recent::from_saved(Saved { rows: disk.into_iter().collect(), horizon_ms: second.horizon_ms })
+                .unwrap();
         assert_eq!(loaded.to_proto(), recent.to_proto());
         assert_eq!(loaded.get(&ProposalId(5)), Some(&seen(5, 200_000)));
 
@@ -280,7 +290,7 @@ mod tests {
         bad.id = vec![0; 3];
         let e = Recent::from_proto(vec![Recent::row(ProposalId(2), &seen(1, 1)), bad], 0).unwrap_err();
         assert!(e.to_string().contains("decided[1].id"), "{e}");
-        let e = Recent::from_saved(vec![(0, vec![0xff, 0xff])], 0).unwrap_err();
+        let e = Recent::from_saved(Saved { rows: vec![(0, vec![0xff, 0xff])], horizon_ms: 0 }).unwrap_err();
         assert!(e.to_string().contains("decided[0]"), "{e}");
     }
 }

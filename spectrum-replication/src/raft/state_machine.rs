@@ -115,8 +115,7 @@ impl StateMachine {
         origin: Origin,
     ) -> Result<Self, StorageError> {
         let position = db.get_json(APPLIED)?.unwrap_or_default();
-        let (rows, horizon) = db.recent_rows()?;
-        let recent = Recent::from_saved(rows, horizon)
+        let recent = Recent::from_saved(db.recent_rows()?)
             .map_err(|e| read_err(Corrupt(format!("raft recent proposals: {e}"))))?;
         Ok(Self {
             store,
