@@ -144,6 +144,30 @@ impl RaftDb {
         Ok(super::recent::Saved { rows, horizon_ms: horizon })
     }
 
+    /// Makes a node that led when it stopped win an election again before it
+    /// leads: clears the "committed" mark of its saved vote for itself,
+    /// keeping the term and the candidate (so it votes for nobody else in
+    /// that term).
+    ///
+    /// openraft 0.9 resumes leadership at once from a committed vote of its
+    /// own, with its commit index restored only as far as the applied
+    /// position it finds. Its read index is then the greater of that and the
+    /// first entry of its term, which can be behind writes it acknowledged
+    /// before it stopped: a linearizable read could miss them. A new election
+    /// appends a blank entry above every committed one, and reads wait for it.
+    /// (etcd restarts every member as a follower.)
+    pub(crate) fn forget_leadership(&self, me: u64) -> Result<(), StorageError> {
+        let Some(mut vote) = self.get_json::<Vote<u64>>(VOTE)? else {
+            return Ok(());
+        };
+        if !vote.is_committed() || vote.leader_id().voted_for() != Some(me) {
+            return Ok(());
+        }
+        vote.committed = false;
+        let json = serde_json::to_vec(&vote).map_err(write_err)?;
+        self.put_meta(&[(VOTE, &json)])
+    }
+
     /// A JSON value from the meta table.
     pub(crate) fn get_json<T: for<'de> serde::Deserialize<'de>>(
         &self,
@@ -290,5 +314,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let db = self.db.clone();
         let json = serde_json::to_vec(&log_id).map_err(write_err)?;
         blocking(move || db.remove((Bound::Unbounded, Bound::Included(log_id.index)), Some(&json))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::Vote;
+
+    use super::{RaftDb, VOTE};
+
+    fn saved(db: &RaftDb) -> Vote<u64> {
+        db.get_json(VOTE).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_node_that_led_must_win_an_election_again_and_keeps_its_term_and_candidate() {
+        let db = RaftDb::in_memory().unwrap();
+        db.forget_leadership(7).unwrap();
+        assert!(db.get_json::<Vote<u64>>(VOTE).unwrap().is_none(), "nothing saved, nothing written");
+
+        let led = Vote::new_committed(4, 7);
+        db.put_meta(&[(VOTE, &serde_json::to_vec(&led).unwrap())]).unwrap();
+        db.forget_leadership(7).unwrap();
+        assert_eq!(saved(&db), Vote::new(4, 7));
+
+        // A vote for another node, or one never committed, stays as it is.
+        let followed = Vote::new_committed(5, 3);
+        db.put_meta(&[(VOTE, &serde_json::to_vec(&followed).unwrap())]).unwrap();
+        db.forget_leadership(7).unwrap();
+        assert_eq!(saved(&db), followed);
     }
 }

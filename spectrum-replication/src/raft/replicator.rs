@@ -20,7 +20,7 @@ use tracing::{debug, info};
 
 use super::batcher::Batcher;
 use super::codec::{Applied, Proposal, ProposalId, to_json};
-use super::log_store::{LogStore, RaftDb};
+use super::log_store::{LogStore, RaftDb, blocking};
 use super::memory_log::RaftMemoryLog;
 use super::network::{Method, Network, Wire};
 use super::service::RaftService;
@@ -205,6 +205,11 @@ impl RaftReplicatorBuilder {
         let channels = self.channels.unwrap_or_else(|| Arc::new(ChannelCache::new(self.transport)));
         let wire = Wire { channels, attach, handshake };
         let sm = StateMachine::open(self.store.clone(), db.clone(), origin.clone()).map_err(consensus)?;
+        let forget = db.clone();
+        // openraft's storage error is its own type, large as it is.
+        #[allow(clippy::result_large_err)]
+        let forgot = blocking(move || forget.forget_leadership(id)).await;
+        forgot.map_err(consensus)?;
         let raft = Raft::new(id, config, Network { wire: wire.clone() }, LogStore::new(db), sm)
             .await
             .map_err(consensus)?;
@@ -664,9 +669,15 @@ impl Inner {
                     Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))))
                     | Err(ReplicationError::Peer { failure: PeerFailure::Unreachable { .. }, .. }) => {}
                     // Its Raft stopped with the write perhaps appended.
-                    Ok(Err(e @ RaftError::Fatal(_))) => unsure = Some(unknown_outcome(&addr, &e)),
+                    Ok(Err(e @ RaftError::Fatal(_))) => {
+                        debug!(error = %e, id = ?proposal.id, "a forwarded write may have been taken; proposing it again");
+                        unsure = Some(unknown_outcome(&addr, &e));
+                    }
                     // The call went and its answer did not come back.
-                    Err(e) if e.retryable() => unsure = Some(unknown_outcome(&addr, &e)),
+                    Err(e) if e.retryable() => {
+                        debug!(error = %e, id = ?proposal.id, "a forwarded write may have been taken; proposing it again");
+                        unsure = Some(unknown_outcome(&addr, &e));
+                    }
                     // The leader refused the call itself (its header: another
                     // cluster, a skewed clock, no credential): not taken.
                     Err(e @ ReplicationError::Peer { failure: PeerFailure::Refused { .. }, .. }) => {

@@ -189,6 +189,7 @@ impl StateMachine {
         };
         self.recent.expire(base.wall_ms);
         if let Some(seen) = self.recent.get(&id) {
+            tracing::debug!(%id, index, first = seen.index, "a retried proposal: answered with its first decision");
             return Ok(seen.applied.clone());
         }
         let applied = if self.recent.may_have_forgotten(p.stamp.wall_ms) {
