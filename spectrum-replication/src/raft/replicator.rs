@@ -649,7 +649,18 @@ impl Inner {
         // no later one is answered.
         let mut unsure: Option<ReplicationError> = None;
         loop {
-            let leader = match self.submit(proposal.clone()).await {
+            // A leader that lost its majority waits for it without end: the
+            // write's deadline bounds that wait too (the entry may have been
+            // appended, so its outcome is then unknown).
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(submitted) = tokio::time::timeout(left, self.submit(proposal.clone())).await else {
+                return Err(unsure.unwrap_or_else(|| ReplicationError::Consensus {
+                    reason: "the write was proposed but not committed in time: its outcome is unknown (read \
+                             the key to find out)"
+                        .into(),
+                }));
+            };
+            let leader = match submitted {
                 Ok(done) => return Ok((done.index, done.applied)),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_node,
                 Err(e) => return Err(unsure.unwrap_or_else(|| consensus(e))),
