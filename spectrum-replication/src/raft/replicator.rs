@@ -284,6 +284,14 @@ fn unknown_outcome(addr: &PeerAddr, e: &dyn std::fmt::Display) -> ReplicationErr
     }
 }
 
+/// A forwarded write the leader at `addr` may have taken before `e`: noted
+/// (it is proposed again, under its id), and the error to give if no later
+/// attempt is answered.
+fn maybe_taken(addr: &PeerAddr, e: &dyn std::fmt::Display) -> ReplicationError {
+    debug!(peer = %addr, error = %e, "a forwarded write may have been taken; proposing it again");
+    unknown_outcome(addr, e)
+}
+
 fn consensus(e: impl std::fmt::Display) -> ReplicationError {
     ReplicationError::Consensus { reason: e.to_string() }
 }
@@ -680,15 +688,9 @@ impl Inner {
                     Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))))
                     | Err(ReplicationError::Peer { failure: PeerFailure::Unreachable { .. }, .. }) => {}
                     // Its Raft stopped with the write perhaps appended.
-                    Ok(Err(e @ RaftError::Fatal(_))) => {
-                        debug!(error = %e, id = ?proposal.id, "a forwarded write may have been taken; proposing it again");
-                        unsure = Some(unknown_outcome(&addr, &e));
-                    }
+                    Ok(Err(e @ RaftError::Fatal(_))) => unsure = Some(maybe_taken(&addr, &e)),
                     // The call went and its answer did not come back.
-                    Err(e) if e.retryable() => {
-                        debug!(error = %e, id = ?proposal.id, "a forwarded write may have been taken; proposing it again");
-                        unsure = Some(unknown_outcome(&addr, &e));
-                    }
+                    Err(e) if e.retryable() => unsure = Some(maybe_taken(&addr, &e)),
                     // The leader refused the call itself (its header: another
                     // cluster, a skewed clock, no credential): not taken.
                     Err(e @ ReplicationError::Peer { failure: PeerFailure::Refused { .. }, .. }) => {
