@@ -84,14 +84,7 @@ impl RaftDb {
 
     /// Stores `values` in the meta table in one durable transaction.
     pub(crate) fn put_meta(&self, values: &[(&str, &[u8])]) -> Result<(), StorageError> {
-        let tx = self.db.begin_write().map_err(write_err)?;
-        {
-            let mut table = tx.open_table(META).map_err(write_err)?;
-            for (k, v) in values {
-                table.insert(*k, *v).map_err(write_err)?;
-            }
-        }
-        tx.commit().map_err(write_err)
+        self.write_meta(values, None)
     }
 
     /// Stores `values` in the meta table and applies `rows` to the table of
@@ -101,22 +94,34 @@ impl RaftDb {
         values: &[(&str, &[u8])],
         rows: super::recent::Rows,
     ) -> Result<(), StorageError> {
+        self.write_meta(values, Some(rows))
+    }
+
+    /// One durable transaction: `values` into the meta table, and `rows`, if
+    /// any, into the table of recent proposals.
+    fn write_meta(
+        &self,
+        values: &[(&str, &[u8])],
+        rows: Option<super::recent::Rows>,
+    ) -> Result<(), StorageError> {
         let tx = self.db.begin_write().map_err(write_err)?;
         {
             let mut table = tx.open_table(META).map_err(write_err)?;
             for (k, v) in values {
                 table.insert(*k, *v).map_err(write_err)?;
             }
-            let mut recent = tx.open_table(RECENT).map_err(write_err)?;
-            if rows.clear {
-                recent.retain(|_, _| false).map_err(write_err)?;
-            } else {
-                recent.retain_in(..rows.drop_below, |_, _| false).map_err(write_err)?;
+            if let Some(rows) = rows {
+                let mut recent = tx.open_table(RECENT).map_err(write_err)?;
+                if rows.clear {
+                    recent.retain(|_, _| false).map_err(write_err)?;
+                } else {
+                    recent.retain_in(..rows.drop_below, |_, _| false).map_err(write_err)?;
+                }
+                for (n, bytes) in &rows.insert {
+                    recent.insert(*n, bytes.as_slice()).map_err(write_err)?;
+                }
+                table.insert(RECENT_HORIZON, rows.horizon_ms.to_be_bytes().as_slice()).map_err(write_err)?;
             }
-            for (n, bytes) in &rows.insert {
-                recent.insert(*n, bytes.as_slice()).map_err(write_err)?;
-            }
-            table.insert(RECENT_HORIZON, rows.horizon_ms.to_be_bytes().as_slice()).map_err(write_err)?;
         }
         tx.commit().map_err(write_err)
     }
