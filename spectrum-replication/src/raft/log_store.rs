@@ -1,7 +1,10 @@
-//! The Raft log and vote, durable in a redb file of their own (`raft.redb`),
-//! which also keeps the state machine's position and the current snapshot
-//! (see `state_machine`). Every write commits with fsync (redb's immediate
-//! durability) before openraft hears that it is durable.
+//! The Raft log and vote. The vote, the purge mark, the state machine's
+//! position and the current snapshot (see `state_machine`) are in a redb file
+//! of their own (`raft.redb`); a node on disk keeps the entries in append-only
+//! segment files beside it ([`WAL_DIR`], see `wal`), a node in memory in a
+//! table of the same redb database. Every write is fsynced (redb's immediate
+//! durability, or `fdatasync` of the segment) before openraft hears that it is
+//! durable.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -14,7 +17,15 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogId, LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
 
 use super::codec::{Corrupt, decode_entry, encode_entry};
+use super::wal::Wal;
 use super::{Entry, StorageError, TypeConfig};
+
+/// The directory of the log's segment files, beside [`RAFT_FILE`](super::RAFT_FILE).
+pub(crate) const WAL_DIR: &str = "raft-wal";
+/// Reads of at most this many entries run on the caller's task (the segments
+/// are in the page cache: the entries were just written); longer ones, a
+/// lagging follower's catch-up, on a blocking thread.
+const INLINE_READ: u64 = 64;
 
 /// Log entries by index (protobuf `RaftLogEntry`).
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -242,17 +253,84 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(write_err)?
 }
 
-/// The Raft log and vote ([`RaftLogStorage`]), over a [`RaftDb`].
+/// Opens the log's segment files in `dir` ([`WAL_DIR`]), moving the entries
+/// an earlier build kept in `db`'s log table there first (into a directory
+/// of its own, renamed into place once synced, so a crash midway leaves the
+/// table as it was), then emptying the table.
+pub(crate) fn open_wal(db: &RaftDb, dir: &Path) -> Result<Wal, StorageError> {
+    let purged = db.get_json::<LogId<u64>>(PURGED)?.map(|l| l.index);
+    let path = dir.join(WAL_DIR);
+    let in_table = db.last_entry()?.is_some();
+    if !path.exists() && in_table {
+        let staging = dir.join(format!("{WAL_DIR}.new"));
+        let move_over = || -> std::io::Result<()> {
+            if staging.exists() {
+                std::fs::remove_dir_all(&staging)?;
+            }
+            let wal = Wal::open(&staging, purged)?;
+            let entries = db.entries(Bound::Unbounded, Bound::Unbounded).map_err(std::io::Error::other)?;
+            for chunk in entries.chunks(256) {
+                let encoded: Vec<(u64, Vec<u8>)> =
+                    chunk.iter().map(|e| (e.log_id.index, encode_entry(e))).collect();
+                wal.append(&encoded)?;
+            }
+            drop(wal);
+            std::fs::File::open(&staging)?.sync_all()?;
+            std::fs::rename(&staging, &path)?;
+            std::fs::File::open(dir)?.sync_all()
+        };
+        move_over().map_err(write_err)?;
+        tracing::info!(dir = %path.display(), "moved the raft log from raft.redb to segment files");
+    }
+    let wal = Wal::open(&path, purged).map_err(read_err)?;
+    if in_table {
+        db.remove((Bound::Unbounded, Bound::Unbounded), None)?;
+    }
+    Ok(wal)
+}
+
+/// The Raft log and vote ([`RaftLogStorage`]): the vote and purge mark in a
+/// [`RaftDb`], the entries in segment files or in its log table.
 #[derive(Debug, Clone)]
 pub(crate) struct LogStore {
     db: Arc<RaftDb>,
+    wal: Option<Arc<Wal>>,
 }
 
 impl LogStore {
-    /// The log kept in `db`.
+    /// The log kept in `db` (entries in its log table: a node in memory).
     pub(crate) fn new(db: Arc<RaftDb>) -> Self {
-        Self { db }
+        Self { db, wal: None }
     }
+
+    /// The log kept in `db`, its entries in `wal` (a node on disk).
+    pub(crate) fn with_wal(db: Arc<RaftDb>, wal: Wal) -> Self {
+        Self { db, wal: Some(Arc::new(wal)) }
+    }
+}
+
+/// `(start, end)` as a half-open range of indexes.
+fn half_open(start: Bound<u64>, end: Bound<u64>) -> (u64, u64) {
+    let from = match start {
+        Bound::Included(i) => i,
+        Bound::Excluded(i) => i.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let to = match end {
+        Bound::Included(i) => i.saturating_add(1),
+        Bound::Excluded(i) => i,
+        Bound::Unbounded => u64::MAX,
+    };
+    (from, to)
+}
+
+/// The entries of `wal` in `from..to`, decoded.
+fn wal_entries(wal: &Wal, from: u64, to: u64) -> Result<Vec<Entry>, StorageError> {
+    wal.read(from, to)
+        .map_err(read_err)?
+        .iter()
+        .map(|bytes| decode_entry(bytes).map_err(|e| read_err(Corrupt(format!("raft log: {e}")))))
+        .collect()
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -260,9 +338,24 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let db = self.db.clone();
         let (start, end) = (range.start_bound().cloned(), range.end_bound().cloned());
-        blocking(move || db.entries(start, end)).await
+        match &self.wal {
+            Some(wal) => {
+                let (from, to) = half_open(start, end);
+                let held = wal.bounds().map_or(0, |(first, last)| {
+                    to.min(last.saturating_add(1)).saturating_sub(from.max(first))
+                });
+                if held <= INLINE_READ {
+                    return wal_entries(wal, from, to);
+                }
+                let wal = wal.clone();
+                blocking(move || wal_entries(&wal, from, to)).await
+            }
+            None => {
+                let db = self.db.clone();
+                blocking(move || db.entries(start, end)).await
+            }
+        }
     }
 }
 
@@ -271,9 +364,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let db = self.db.clone();
+        let wal = self.wal.clone();
         blocking(move || {
             let last_purged_log_id: Option<LogId<u64>> = db.get_json(PURGED)?;
-            let last = db.last_entry()?.map(|e| e.log_id).or(last_purged_log_id);
+            let last_entry = match &wal {
+                Some(wal) => match wal.bounds() {
+                    Some((_, last)) => wal_entries(wal, last, last + 1)?.pop(),
+                    None => None,
+                },
+                None => db.last_entry()?,
+            };
+            let last = last_entry.map(|e| e.log_id).or(last_purged_log_id);
             Ok(LogState { last_purged_log_id, last_log_id: last })
         })
         .await
@@ -301,8 +402,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let encoded: Vec<(u64, Vec<u8>)> =
             entries.into_iter().map(|e| (e.log_id.index, encode_entry(&e))).collect();
-        let db = self.db.clone();
-        let result = blocking(move || db.append(&encoded)).await;
+        let result = match &self.wal {
+            Some(wal) => {
+                let wal = wal.clone();
+                blocking(move || wal.append(&encoded).map_err(write_err)).await
+            }
+            None => {
+                let db = self.db.clone();
+                blocking(move || db.append(&encoded)).await
+            }
+        };
         match &result {
             Ok(()) => callback.log_io_completed(Ok(())),
             Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
@@ -311,6 +420,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
+        if let Some(wal) = &self.wal {
+            let wal = wal.clone();
+            return blocking(move || wal.truncate(log_id.index).map_err(write_err)).await;
+        }
         let db = self.db.clone();
         blocking(move || db.remove((Bound::Included(log_id.index), Bound::Unbounded), None)).await
     }
@@ -318,15 +431,58 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
         let db = self.db.clone();
         let json = serde_json::to_vec(&log_id).map_err(write_err)?;
+        if let Some(wal) = &self.wal {
+            // The mark first: once it is on disk, a reopened log skips what
+            // the deleted segments held, whether or not they were deleted.
+            let wal = wal.clone();
+            return blocking(move || {
+                db.put_meta(&[(PURGED, &json)])?;
+                wal.purge(log_id.index).map_err(write_err)
+            })
+            .await;
+        }
         blocking(move || db.remove((Bound::Unbounded, Bound::Included(log_id.index)), Some(&json))).await
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use openraft::Vote;
+    use std::ops::Bound;
 
-    use super::{RaftDb, VOTE};
+    use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
+
+    use super::super::Entry;
+    use super::super::codec::encode_entry;
+    use super::{PURGED, RaftDb, VOTE, WAL_DIR, open_wal};
+
+    #[test]
+    fn entries_an_earlier_build_kept_in_raft_redb_move_to_segment_files_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = RaftDb::open(&dir.path().join("raft.redb")).unwrap();
+        let entries: Vec<(u64, Vec<u8>)> = (3..=9)
+            .map(|i| {
+                let e = Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(2, 1), i),
+                    payload: EntryPayload::Blank,
+                };
+                (i, encode_entry(&e))
+            })
+            .collect();
+        db.append(&entries).unwrap();
+        let purged = serde_json::to_vec(&LogId::new(CommittedLeaderId::new(1, 1), 2)).unwrap();
+        db.put_meta(&[(PURGED, &purged)]).unwrap();
+        // A move a crash interrupted left a staging directory: it is redone.
+        std::fs::create_dir_all(dir.path().join(format!("{WAL_DIR}.new"))).unwrap();
+
+        let wal = open_wal(&db, dir.path()).unwrap();
+        assert_eq!(wal.bounds(), Some((3, 9)));
+        assert_eq!(wal.read(3, 10).unwrap(), entries.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>());
+        assert!(db.entries(Bound::Unbounded, Bound::Unbounded).unwrap().is_empty(), "the table is emptied");
+        assert!(!dir.path().join(format!("{WAL_DIR}.new")).exists());
+        drop(wal);
+        // Opened again, the files are the log.
+        assert_eq!(open_wal(&db, dir.path()).unwrap().bounds(), Some((3, 9)));
+    }
 
     fn saved(db: &RaftDb) -> Vote<u64> {
         db.get_json(VOTE).unwrap().unwrap()

@@ -7,12 +7,14 @@
 //! membership changes); this module supplies what openraft asks of an
 //! application:
 //!
-//! - **The log and the vote** (`log_store`): a redb file of their own
-//!   (`raft.redb` beside the store), every append, vote and truncation
-//!   committed with fsync before openraft is told it is durable, so an
-//!   acknowledged write survives `kill -9` of any minority. A simulation keeps
-//!   the same tables on redb's in-memory backend ([`RaftMemoryLog`]), held
-//!   across a simulated host's crashes.
+//! - **The log and the vote** (`log_store`): the entries in append-only
+//!   segment files (`raft-wal/` beside the store; `wal`), each record
+//!   checksummed, as etcd's WAL keeps them; the vote, the purge mark and the
+//!   state machine's position in a redb file of their own (`raft.redb`).
+//!   Every append, vote and truncation is fsynced before openraft is told it
+//!   is durable, so an acknowledged write survives `kill -9` of any minority.
+//!   A simulation keeps the entries in a table of redb's in-memory backend
+//!   instead ([`RaftMemoryLog`]), held across a simulated host's crashes.
 //! - **The state machine** (`state_machine`) is the node's [`ConfigStore`](crate::ConfigStore).
 //!   A log entry carries one or more [`Transaction`](crate::Transaction)s,
 //!   each with its proposer's HLC stamp. Applying it evaluates its conditions against the
@@ -80,6 +82,7 @@ mod service;
 mod state_machine;
 mod status;
 pub mod tombstones;
+mod wal;
 
 use std::fmt;
 use std::io::Cursor;

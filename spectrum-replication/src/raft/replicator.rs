@@ -20,7 +20,7 @@ use tracing::{debug, info};
 
 use super::batcher::Batcher;
 use super::codec::{Applied, Proposal, ProposalId, to_json};
-use super::log_store::{LogStore, RaftDb, blocking};
+use super::log_store::{LogStore, RaftDb, blocking, open_wal};
 use super::memory_log::RaftMemoryLog;
 use super::network::{Method, Network, Wire};
 use super::service::RaftService;
@@ -128,8 +128,8 @@ impl RaftReplicatorBuilder {
         self
     }
 
-    /// Keeps the log, vote and snapshot durably in `dir` ([`RAFT_FILE`]);
-    /// without it they are kept in memory (tests and demos only: a restart
+    /// Keeps the log, vote and snapshot durably in `dir`: the entries in
+    /// segment files under `raft-wal/`, the rest in [`RAFT_FILE`]; without it they are kept in memory (tests and demos only: a restart
     /// loses them).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
@@ -186,9 +186,20 @@ impl RaftReplicatorBuilder {
     /// in use, damaged, or the disk fails); [`ReplicationError::Consensus`]
     /// when openraft refuses to start.
     pub async fn build(self) -> Result<RaftReplicator, ReplicationError> {
+        let wal_dir = if self.memory_log.is_none() { self.dir.clone() } else { None };
         let db = match self.memory_log {
             Some(log) => log.db,
             None => Arc::new(open_db(self.dir.as_ref()).await?),
+        };
+        let log = match wal_dir {
+            Some(dir) => {
+                let opener = db.clone();
+                // openraft's storage error is its own type, large as it is.
+                #[allow(clippy::result_large_err)]
+                let wal = blocking(move || open_wal(&opener, &dir)).await.map_err(consensus)?;
+                LogStore::with_wal(db.clone(), wal)
+            }
+            None => LogStore::new(db.clone()),
         };
         let origin = raft_origin(&self.cluster);
         let me = RaftMember { id: self.store.node_id().to_string(), addr: self.self_addr.to_string() };
@@ -210,9 +221,7 @@ impl RaftReplicatorBuilder {
         #[allow(clippy::result_large_err)]
         let forgot = blocking(move || forget.forget_leadership(id)).await;
         forgot.map_err(consensus)?;
-        let raft = Raft::new(id, config, Network { wire: wire.clone() }, LogStore::new(db), sm)
-            .await
-            .map_err(consensus)?;
+        let raft = Raft::new(id, config, Network { wire: wire.clone() }, log, sm).await.map_err(consensus)?;
         let batcher = Batcher::start(raft.clone());
         let mut seeds = self.seeds;
         seeds.sort();

@@ -524,28 +524,97 @@ mod tests {
     use spectrum_core::{Hlc, Timestamp};
 
     use super::super::codec::{Applied, Batch, Proposal, ProposalId};
-    use super::super::log_store::{LogStore, RaftDb, read_err};
+    use super::super::log_store::{LogStore, RaftDb, open_wal, read_err};
     use super::super::{Entry, SEQ_PER_ENTRY, StorageError, TypeConfig, raft_origin};
     use super::StateMachine;
     use crate::transaction::{Condition, Transaction};
     use crate::{ConfigStore, MemoryStore, RedbStore, WriteBatch};
 
-    /// A log and state machine on a fresh redb file, over a fresh store.
+    /// A log (segment files and a fresh redb file) and state machine, over a
+    /// fresh store.
     struct OnDisk;
 
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for OnDisk {
         async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
             let dir = tempfile::tempdir().map_err(read_err)?;
             let db = Arc::new(RaftDb::open(&dir.path().join("raft.redb")).map_err(read_err)?);
+            let wal = open_wal(&db, dir.path())?;
             let store = Arc::new(MemoryStore::new("n1".parse().unwrap(), Arc::new(Hlc::system())));
             let sm = StateMachine::open(store, db.clone(), raft_origin(&"c".parse().unwrap()))?;
-            Ok((dir, LogStore::new(db), sm))
+            Ok((dir, LogStore::with_wal(db, wal), sm))
         }
     }
 
+    /// The same with the entries in redb's log table, in memory (a simulated node).
+    struct InMemory;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, ()> for InMemory {
+        async fn build(&self) -> Result<((), LogStore, StateMachine), StorageError> {
+            let db = Arc::new(RaftDb::in_memory().map_err(read_err)?);
+            let store = Arc::new(MemoryStore::new("n1".parse().unwrap(), Arc::new(Hlc::system())));
+            let sm = StateMachine::open(store, db.clone(), raft_origin(&"c".parse().unwrap()))?;
+            Ok(((), LogStore::new(db), sm))
+        }
+    }
+
+    type OnDiskSuite = Suite<TypeConfig, LogStore, StateMachine, OnDisk, tempfile::TempDir>;
+
+    /// openraft's storage suite, each case on a fresh log, but for
+    /// `get_initial_state_membership_from_log_and_sm`: it appends entry 1 to a
+    /// log purged up to 2 (openraft purges a log that is behind its state
+    /// machine), which the segment files refuse (a log never goes back below
+    /// its purge mark; redb's table, a map, takes it: see the in-memory run).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_log_on_disk_and_state_machine_pass_openraft_s_storage_suite() {
+        macro_rules! each {
+            ($($case:ident),* $(,)?) => {$(
+                let (_dir, store, sm) = OnDisk.build().await.unwrap();
+                if let Err(e) = OnDiskSuite::$case(store, sm).await {
+                    panic!("{}: {e}", stringify!($case));
+                }
+            )*};
+        }
+        each!(
+            last_membership_in_log_initial,
+            last_membership_in_log,
+            last_membership_in_log_multi_step,
+            get_membership_initial,
+            get_membership_from_log_and_empty_sm,
+            get_membership_from_empty_log_and_sm,
+            get_membership_from_log_le_sm_last_applied,
+            get_membership_from_log_gt_sm_last_applied_1,
+            get_membership_from_log_gt_sm_last_applied_2,
+            get_initial_state_without_init,
+            get_initial_state_with_state,
+            get_initial_state_last_log_gt_sm,
+            get_initial_state_last_log_lt_sm,
+            get_initial_state_log_ids,
+            get_initial_state_re_apply_committed,
+            save_vote,
+            get_log_entries,
+            limited_get_log_entries,
+            try_get_log_entry,
+            initial_logs,
+            get_log_state,
+            get_log_id,
+            last_id_in_log,
+            last_applied_state,
+            purge_logs_upto_0,
+            purge_logs_upto_5,
+            purge_logs_upto_20,
+            delete_logs_since_11,
+            delete_logs_since_0,
+            append_to_log,
+            snapshot_meta,
+            apply_single,
+            apply_multiple,
+        );
+        OnDiskSuite::transfer_snapshot(&OnDisk).await.unwrap();
+    }
+
     #[test]
-    fn the_log_and_state_machine_pass_openraft_s_storage_suite() {
-        Suite::test_all(OnDisk).unwrap();
+    fn the_log_in_memory_passes_openraft_s_storage_suite() {
+        Suite::test_all(InMemory).unwrap();
     }
 
     /// Entry `index` of term 1, proposing `proposals`.

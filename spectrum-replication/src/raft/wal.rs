@@ -1,0 +1,558 @@
+//! The Raft log as append-only segment files (`raft-wal/`), the way etcd's
+//! WAL and TiKV's raft-engine keep theirs, instead of a B-tree.
+//!
+//! A log append is the hot path of every write, on the leader and then on a
+//! follower, one after the other. A redb commit rewrites the B-tree pages it
+//! touched, the table roots and the allocator state, and fsyncs them (about
+//! 0.55 ms on this project's machines); appending the encoded entries to the
+//! end of one file and `fdatasync`ing it costs about 0.2 ms, and much less
+//! CPU. The vote, the purge mark and the state machine's position stay in
+//! `raft.redb`: they change rarely.
+//!
+//! # On disk
+//!
+//! Segment files named by the index of the first entry written to them
+//! (`00000000000000000001.wal`, twenty digits, so names sort by index), each an
+//! 8-byte [`MAGIC`] and then records:
+//!
+//! ```text
+//! payload length  u32 LE
+//! CRC-32          u32 LE   (of the index bytes and the payload)
+//! entry index     u64 LE
+//! payload         the entry as protobuf `RaftLogEntry`
+//! ```
+//!
+//! Records are appended only to the last segment; a new segment starts once
+//! the last holds [`SEGMENT_BYTES`]. Every append is `fdatasync`ed before it
+//! returns, so an acknowledged entry is on disk.
+//!
+//! # Recovery
+//!
+//! Opening reads every segment in order and checks every record. The first
+//! record of the last segment that is cut short or fails its CRC is where a
+//! crash interrupted an append that was never acknowledged: the file is cut
+//! there. The same in an earlier segment, or indexes that do not follow one
+//! another, is damage, and opening fails naming the file and offset rather
+//! than serve a log with a hole.
+//!
+//! Entries at or below the purge mark (kept by the caller, written before a
+//! purge deletes anything) are skipped: a purge deletes only whole segments,
+//! so the first segment may still hold some.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+/// The first bytes of every segment file (format 1).
+pub(crate) const MAGIC: &[u8; 8] = b"SPRWAL\x00\x01";
+/// A segment is closed once it holds this many bytes (64 MiB, as etcd's).
+pub(crate) const SEGMENT_BYTES: u64 = 64 << 20;
+/// The largest payload a record may declare (a log entry carries at most
+/// about a megabyte of proposals; anything larger is damage).
+const MAX_PAYLOAD: u32 = 256 << 20;
+/// Length, CRC and index.
+const RECORD_HEADER: usize = 16;
+
+/// Where one entry's record is.
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    /// The segment's name (its first index).
+    segment: u64,
+    /// The record's offset in it.
+    offset: u64,
+    /// The payload's length.
+    len: u32,
+}
+
+#[derive(Debug)]
+struct Segment {
+    file: Arc<File>,
+    path: PathBuf,
+    /// Bytes written (the offset of the next record).
+    size: u64,
+}
+
+#[derive(Debug)]
+struct State {
+    /// By name.
+    segments: BTreeMap<u64, Segment>,
+    /// Entries `first ..= first + locs.len() - 1`.
+    locs: VecDeque<Loc>,
+    /// The index of `locs[0]`; when `locs` is empty, the lowest index the next
+    /// append may have (one above the purge mark).
+    first: u64,
+    /// Set by a failed write or sync: the file's state is unknown, so every
+    /// later write fails with this reason (a failed fsync cannot be retried).
+    poisoned: Option<String>,
+}
+
+/// The Raft log's segment files in one directory.
+#[derive(Debug)]
+pub(crate) struct Wal {
+    dir: PathBuf,
+    state: Mutex<State>,
+}
+
+fn damaged(path: &Path, offset: u64, what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("raft log {} at byte {offset}: {what}", path.display()),
+    )
+}
+
+fn segment_name(first: u64) -> String {
+    format!("{first:020}.wal")
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn checksum(index: u64, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&index.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+/// The record of entry `index`, appended to `out`.
+fn encode_record(out: &mut Vec<u8>, index: u64, payload: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(payload.len()).ok().filter(|&l| l > 0 && l <= MAX_PAYLOAD).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "a raft log entry of no or too many bytes")
+    })?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&checksum(index, payload).to_le_bytes());
+    out.extend_from_slice(&index.to_le_bytes());
+    out.extend_from_slice(payload);
+    Ok(())
+}
+
+/// One record read back: `None` where the bytes at `offset` are not a whole,
+/// intact record.
+fn parse_record(bytes: &[u8], offset: usize) -> Option<(u64, u32, usize)> {
+    let header = bytes.get(offset..offset + RECORD_HEADER)?;
+    let len = u32::from_le_bytes(header[0..4].try_into().ok()?);
+    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
+    let index = u64::from_le_bytes(header[8..16].try_into().ok()?);
+    if len == 0 || len > MAX_PAYLOAD {
+        return None;
+    }
+    let end = offset + RECORD_HEADER + len as usize;
+    let payload = bytes.get(offset + RECORD_HEADER..end)?;
+    (checksum(index, payload) == crc).then_some((index, len, end))
+}
+
+impl Wal {
+    /// Opens the log in `dir` (created when missing), skipping entries at or
+    /// below `purged`, and cuts off an append a crash interrupted.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors; [`io::ErrorKind::InvalidData`] when a segment is damaged
+    /// anywhere but at the end of the last one, or its entries do not follow
+    /// one another.
+    pub(crate) fn open(dir: &Path, purged: Option<u64>) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let mut names = Vec::new();
+        for item in fs::read_dir(dir)? {
+            let name = item?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(n) = name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()) {
+                names.push(n);
+            }
+        }
+        names.sort_unstable();
+        let floor = purged.map_or(0, |p| p + 1);
+        let mut state =
+            State { segments: BTreeMap::new(), locs: VecDeque::new(), first: floor, poisoned: None };
+        let count = names.len();
+        for (i, name) in names.into_iter().enumerate() {
+            let last = i + 1 == count;
+            let path = dir.join(segment_name(name));
+            let file = OpenOptions::new().read(true).write(true).open(&path)?;
+            let mut bytes = Vec::new();
+            (&file).read_to_end(&mut bytes)?;
+            if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+                // A segment whose header never reached the disk was created by
+                // an append that did not finish: nothing in it was acknowledged.
+                if last && bytes.len() <= MAGIC.len() && MAGIC.starts_with(&bytes) {
+                    file.set_len(0)?;
+                    file.write_all_at(MAGIC, 0)?;
+                    file.sync_data()?;
+                    bytes = MAGIC.to_vec();
+                } else {
+                    return Err(damaged(&path, 0, "not a Spectrum raft log segment"));
+                }
+            }
+            let mut offset = MAGIC.len();
+            while offset < bytes.len() {
+                let Some((index, len, end)) = parse_record(&bytes, offset) else {
+                    if !last {
+                        return Err(damaged(
+                            &path,
+                            offset as u64,
+                            "a record is cut short or fails its checksum",
+                        ));
+                    }
+                    tracing::warn!(
+                        segment = %path.display(), offset, dropped = bytes.len() - offset,
+                        "cut off the raft log's last append, interrupted by a crash before it was acknowledged"
+                    );
+                    file.set_len(offset as u64)?;
+                    file.sync_data()?;
+                    break;
+                };
+                if index >= floor {
+                    let next = state.first + state.locs.len() as u64;
+                    if state.locs.is_empty() && index >= state.first {
+                        state.first = index;
+                    } else if index != next {
+                        return Err(damaged(
+                            &path,
+                            offset as u64,
+                            format!("entry {index} where entry {next} was due"),
+                        ));
+                    }
+                    state.locs.push_back(Loc { segment: name, offset: offset as u64, len });
+                }
+                offset = end;
+            }
+            let size = offset as u64;
+            state.segments.insert(name, Segment { file: Arc::new(file), path, size });
+        }
+        Ok(Self { dir: dir.to_path_buf(), state: Mutex::new(state) })
+    }
+
+    /// The first and last index held, if any.
+    pub(crate) fn bounds(&self) -> Option<(u64, u64)> {
+        let state = self.state.lock();
+        let n = state.locs.len() as u64;
+        (n > 0).then(|| (state.first, state.first + n - 1))
+    }
+
+    /// The payloads of the entries held in `start..end` (end exclusive), in
+    /// order; indexes not held are left out.
+    pub(crate) fn read(&self, start: u64, end: u64) -> io::Result<Vec<Vec<u8>>> {
+        let state = self.state.lock();
+        let from = start.max(state.first);
+        let to = end.min(state.first + state.locs.len() as u64);
+        let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
+        for index in from..to {
+            let loc = state.locs[(index - state.first) as usize];
+            let segment = state
+                .segments
+                .get(&loc.segment)
+                .ok_or_else(|| io::Error::other(format!("raft log segment {} is gone", loc.segment)))?;
+            let mut buf = vec![0; RECORD_HEADER + loc.len as usize];
+            segment.file.read_exact_at(&mut buf, loc.offset)?;
+            match parse_record(&buf, 0) {
+                Some((i, _, _)) if i == index => {}
+                _ => {
+                    return Err(damaged(
+                        &segment.path,
+                        loc.offset,
+                        format!("entry {index} reads back damaged"),
+                    ));
+                }
+            }
+            buf.drain(..RECORD_HEADER);
+            out.push(buf);
+        }
+        Ok(out)
+    }
+
+    /// Appends `entries` (consecutive indexes, following the last held, or
+    /// any index above the purge mark when none is held) and syncs them:
+    /// when this returns `Ok`, they are on disk.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] for entries that do not follow the
+    /// log; any I/O error, after which every write fails (the log is poisoned).
+    pub(crate) fn append(&self, entries: &[(u64, Vec<u8>)]) -> io::Result<()> {
+        let Some(&(head, _)) = entries.first() else { return Ok(()) };
+        let (file, locs) = {
+            let mut state = self.state.lock();
+            if let Some(reason) = &state.poisoned {
+                return Err(io::Error::other(format!("the raft log failed earlier: {reason}")));
+            }
+            let next = state.first + state.locs.len() as u64;
+            let fits = if state.locs.is_empty() { head >= state.first } else { head == next };
+            if !fits || entries.windows(2).any(|w| w[1].0 != w[0].0 + 1) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("raft log append of entry {head} where entry {next} is due"),
+                ));
+            }
+            let mut buf = Vec::with_capacity(entries.iter().map(|(_, p)| p.len() + RECORD_HEADER).sum());
+            let mut locs = Vec::with_capacity(entries.len());
+            let result = (|| {
+                let name = self.current_segment(&mut state, head)?;
+                let segment = state.segments.get_mut(&name).ok_or_else(|| io::Error::other("no segment"))?;
+                for (index, payload) in entries {
+                    let offset = segment.size + buf.len() as u64;
+                    encode_record(&mut buf, *index, payload)?;
+                    locs.push(Loc { segment: name, offset, len: payload.len() as u32 });
+                }
+                segment.file.write_all_at(&buf, segment.size)?;
+                segment.size += buf.len() as u64;
+                Ok::<_, io::Error>(segment.file.clone())
+            })();
+            let file = match result {
+                Ok(file) => file,
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => return Err(e),
+                Err(e) => {
+                    state.poisoned = Some(e.to_string());
+                    return Err(e);
+                }
+            };
+            (file, locs)
+        };
+        // Synced outside the lock: readers need not wait for the disk.
+        if let Err(e) = file.sync_data() {
+            self.state.lock().poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        let mut state = self.state.lock();
+        if state.locs.is_empty() {
+            state.first = head;
+        }
+        state.locs.extend(locs);
+        Ok(())
+    }
+
+    /// The segment the next append goes to: the last, or a new one named
+    /// `head` once the last is full (or there is none).
+    fn current_segment(&self, state: &mut State, head: u64) -> io::Result<u64> {
+        if let Some((&name, segment)) = state.segments.iter().next_back()
+            && segment.size < SEGMENT_BYTES
+        {
+            return Ok(name);
+        }
+        let path = self.dir.join(segment_name(head));
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+        file.write_all_at(MAGIC, 0)?;
+        file.sync_data()?;
+        sync_dir(&self.dir)?;
+        state.segments.insert(head, Segment { file: Arc::new(file), path, size: MAGIC.len() as u64 });
+        Ok(head)
+    }
+
+    /// Removes the entries from `index` on (a follower's log that conflicts
+    /// with its leader's), durably.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors, after which every write fails.
+    pub(crate) fn truncate(&self, index: u64) -> io::Result<()> {
+        let mut state = self.state.lock();
+        if let Some(reason) = &state.poisoned {
+            return Err(io::Error::other(format!("the raft log failed earlier: {reason}")));
+        }
+        let held = state.locs.len() as u64;
+        if index >= state.first + held {
+            return Ok(());
+        }
+        let keep = index.saturating_sub(state.first);
+        let cut = state.locs[keep as usize];
+        let result = (|| {
+            let later: Vec<u64> = state.segments.range(cut.segment + 1..).map(|(&n, _)| n).collect();
+            for name in &later {
+                if let Some(segment) = state.segments.remove(name) {
+                    fs::remove_file(&segment.path)?;
+                }
+            }
+            let segment =
+                state.segments.get_mut(&cut.segment).ok_or_else(|| io::Error::other("no segment"))?;
+            segment.file.set_len(cut.offset)?;
+            segment.file.sync_data()?;
+            segment.size = cut.offset;
+            if !later.is_empty() {
+                sync_dir(&self.dir)?;
+            }
+            Ok::<_, io::Error>(())
+        })();
+        if let Err(e) = result {
+            state.poisoned = Some(e.to_string());
+            return Err(e);
+        }
+        state.locs.truncate(keep as usize);
+        Ok(())
+    }
+
+    /// Forgets the entries up to and including `index` (the caller has
+    /// recorded the purge mark durably first), and deletes the segments
+    /// holding nothing else.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors deleting a segment (the entries are forgotten anyway: the
+    /// purge mark skips them when the log is opened again).
+    pub(crate) fn purge(&self, index: u64) -> io::Result<()> {
+        let mut state = self.state.lock();
+        let held = state.locs.len() as u64;
+        let drop = (index + 1).saturating_sub(state.first).min(held);
+        state.locs.drain(..drop as usize);
+        state.first = state.first.max(index + 1);
+        // A segment can go when the next one starts at or below the first
+        // entry still needed (the last segment always stays: appends go there).
+        let names: Vec<u64> = state.segments.keys().copied().collect();
+        let mut deleted = false;
+        for pair in names.windows(2) {
+            if pair[1] > index + 1 {
+                break;
+            }
+            if let Some(segment) = state.segments.remove(&pair[0]) {
+                fs::remove_file(&segment.path)?;
+                deleted = true;
+            }
+        }
+        if deleted {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
+    use super::{MAGIC, SEGMENT_BYTES, Wal, segment_name};
+
+    fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, Vec<u8>)> {
+        range.map(|i| (i, format!("entry {i}").into_bytes())).collect()
+    }
+
+    fn read_all(wal: &Wal) -> Vec<String> {
+        wal.read(0, u64::MAX).unwrap().into_iter().map(|b| String::from_utf8(b).unwrap()).collect()
+    }
+
+    #[test]
+    fn appended_entries_read_back_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), None).unwrap();
+        assert_eq!(wal.bounds(), None);
+        wal.append(&entries(1..=3)).unwrap();
+        wal.append(&entries(4..=5)).unwrap();
+        assert_eq!(wal.bounds(), Some((1, 5)));
+        assert_eq!(wal.read(2, 4).unwrap(), vec![b"entry 2".to_vec(), b"entry 3".to_vec()]);
+        drop(wal);
+        let wal = Wal::open(dir.path(), None).unwrap();
+        assert_eq!(wal.bounds(), Some((1, 5)));
+        assert_eq!(read_all(&wal).len(), 5);
+    }
+
+    #[test]
+    fn an_append_that_does_not_follow_the_log_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), None).unwrap();
+        wal.append(&entries(1..=3)).unwrap();
+        for bad in
+            [entries(5..=6), entries(3..=4), vec![(4, b"a".to_vec()), (6, b"b".to_vec())], vec![(4, vec![])]]
+        {
+            let err = wal.append(&bad).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+        }
+        wal.append(&entries(4..=4)).unwrap();
+        assert_eq!(wal.bounds(), Some((1, 4)));
+    }
+
+    #[test]
+    fn a_torn_last_append_is_cut_off_and_the_log_goes_on_from_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), None).unwrap();
+        wal.append(&entries(1..=3)).unwrap();
+        drop(wal);
+        let path = dir.path().join(segment_name(1));
+        let whole = std::fs::metadata(&path).unwrap().len();
+        // Half of a fourth record, then zeros, as a crash mid-write leaves.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[9, 0, 0, 0, 1, 2, 3]).unwrap();
+        f.write_all(&[0; 100]).unwrap();
+        drop(f);
+        let wal = Wal::open(dir.path(), None).unwrap();
+        assert_eq!(wal.bounds(), Some((1, 3)));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+        wal.append(&entries(4..=4)).unwrap();
+        drop(wal);
+        assert_eq!(read_all(&Wal::open(dir.path(), None).unwrap()).last().unwrap(), "entry 4");
+    }
+
+    #[test]
+    fn a_flipped_bit_in_an_acknowledged_record_of_an_earlier_segment_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), None).unwrap();
+        wal.append(&entries(1..=2)).unwrap();
+        // Force a second segment.
+        wal.state.lock().segments.values_mut().for_each(|s| s.size = SEGMENT_BYTES.max(s.size));
+        wal.append(&entries(3..=3)).unwrap();
+        drop(wal);
+        let first = dir.path().join(segment_name(1));
+        let mut bytes = std::fs::read(&first).unwrap();
+        let at = MAGIC.len() + 20;
+        bytes[at] ^= 1;
+        std::fs::write(&first, &bytes).unwrap();
+        let err = Wal::open(dir.path(), None).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains(&segment_name(1)), "{err}");
+    }
+
+    #[test]
+    fn truncation_removes_the_tail_across_segments_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), None).unwrap();
+        wal.append(&entries(1..=4)).unwrap();
+        wal.state.lock().segments.values_mut().for_each(|s| s.size = SEGMENT_BYTES.max(s.size));
+        wal.append(&entries(5..=8)).unwrap();
+        wal.truncate(3).unwrap();
+        assert_eq!(wal.bounds(), Some((1, 2)));
+        assert!(!dir.path().join(segment_name(5)).exists(), "the later segment is deleted");
+        wal.append(&[(3, b"other 3".to_vec())]).unwrap();
+        drop(wal);
+        let wal = Wal::open(dir.path(), None).unwrap();
+        assert_eq!(read_all(&wal), vec!["entry 1", "entry 2", "other 3"]);
+    }
+
+    #[test]
+    fn a_purge_forgets_entries_deletes_whole_segments_and_lets_the_log_restart_above_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), None).unwrap();
+        wal.append(&entries(1..=4)).unwrap();
+        wal.state.lock().segments.values_mut().for_each(|s| s.size = SEGMENT_BYTES.max(s.size));
+        wal.append(&entries(5..=8)).unwrap();
+        wal.purge(6).unwrap();
+        assert_eq!(wal.bounds(), Some((7, 8)));
+        assert!(!dir.path().join(segment_name(1)).exists());
+        assert!(dir.path().join(segment_name(5)).exists(), "it still holds 7 and 8");
+        // A snapshot far ahead: everything goes, the log starts again above it.
+        wal.purge(100).unwrap();
+        assert_eq!(wal.bounds(), None);
+        wal.append(&entries(101..=102)).unwrap();
+        drop(wal);
+        // The caller's purge mark skips what the kept segment still holds.
+        let wal = Wal::open(dir.path(), Some(100)).unwrap();
+        assert_eq!(wal.bounds(), Some((101, 102)));
+        assert_eq!(read_all(&wal), vec!["entry 101", "entry 102"]);
+    }
+
+    #[test]
+    fn a_segment_created_but_not_written_before_a_crash_is_taken_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), None).unwrap();
+        wal.append(&entries(1..=2)).unwrap();
+        drop(wal);
+        std::fs::write(dir.path().join(segment_name(3)), &MAGIC[..3]).unwrap();
+        let wal = Wal::open(dir.path(), None).unwrap();
+        assert_eq!(wal.bounds(), Some((1, 2)));
+        wal.append(&entries(3..=3)).unwrap();
+        drop(wal);
+        assert_eq!(Wal::open(dir.path(), None).unwrap().bounds(), Some((1, 3)));
+    }
+}
