@@ -127,7 +127,8 @@ impl Admin {
 
     /// Keeps the newest `records` audit records and deletes older ones (default
     /// [`DEFAULT_AUDIT_RETENTION`]). Every node prunes: a node checks after every
-    /// 64 records it writes, so the log may briefly hold a few more.
+    /// 64 records it writes, or a sixteenth of `records` when that is more, so
+    /// the log may briefly hold up to that many more per node.
     pub fn audit_retention(mut self, records: usize) -> Self {
         self.audit_retained = records.max(1);
         self
