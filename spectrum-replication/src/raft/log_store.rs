@@ -284,6 +284,20 @@ pub(crate) fn open_wal(db: &RaftDb, dir: &Path) -> Result<Wal, StorageError> {
     }
     let wal = Wal::open(&path, purged).map_err(read_err)?;
     if in_table {
+        // Entries in both: a build that keeps the log in raft.redb ran on this
+        // directory after this one had moved it. Its entries may be newer.
+        let table_last = db.last_entry()?.map(|e| e.log_id.index);
+        let wal_last = wal.bounds().map(|(_, last)| last).or(purged);
+        if table_last > wal_last {
+            return Err(read_err(Corrupt(format!(
+                "raft.redb holds log entries up to {} beyond {} (up to {:?}): an earlier build ran on this \
+                 data directory after this one; move {} aside to start from raft.redb's log",
+                table_last.unwrap_or_default(),
+                path.display(),
+                wal_last,
+                path.display()
+            ))));
+        }
         db.remove((Bound::Unbounded, Bound::Unbounded), None)?;
     }
     Ok(wal)
@@ -482,6 +496,13 @@ mod tests {
         drop(wal);
         // Opened again, the files are the log.
         assert_eq!(open_wal(&db, dir.path()).unwrap().bounds(), Some((3, 9)));
+
+        // An earlier build ran after the move and appended to the table: refused.
+        let later =
+            Entry { log_id: LogId::new(CommittedLeaderId::new(2, 1), 10), payload: EntryPayload::Blank };
+        db.append(&[(10, encode_entry(&later))]).unwrap();
+        let err = open_wal(&db, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("earlier build"), "{err}");
     }
 
     fn saved(db: &RaftDb) -> Vote<u64> {

@@ -28,12 +28,15 @@
 //!
 //! # Recovery
 //!
-//! Opening reads every segment in order and checks every record. The first
-//! record of the last segment that is cut short or fails its CRC is where a
-//! crash interrupted an append that was never acknowledged: the file is cut
-//! there. The same in an earlier segment, or indexes that do not follow one
-//! another, is damage, and opening fails naming the file and offset rather
-//! than serve a log with a hole.
+//! Opening reads every segment in order and checks every record. A record at
+//! the end of the last segment that is cut short by the end of the file, or
+//! fails its CRC with a sector of it all zeros, is where a crash interrupted
+//! an append that was never acknowledged (etcd's WAL decides torn writes the
+//! same way): the file is cut there. Anything else that fails (a whole record
+//! with a wrong CRC, any failure in an earlier segment, indexes that do not
+//! follow one another, a first entry that does not follow the purge mark) is
+//! damage: opening fails naming the file and offset rather than drop entries
+//! that may have been acknowledged, or serve a log with a hole.
 //!
 //! Entries at or below the purge mark (kept by the caller, written before a
 //! purge deletes anything) are skipped: a purge deletes only whole segments,
@@ -132,19 +135,80 @@ fn encode_record(out: &mut Vec<u8>, index: u64, payload: &[u8]) -> io::Result<()
     Ok(())
 }
 
-/// One record read back: `None` where the bytes at `offset` are not a whole,
-/// intact record.
-fn parse_record(bytes: &[u8], offset: usize) -> Option<(u64, u32, usize)> {
-    let header = bytes.get(offset..offset + RECORD_HEADER)?;
-    let len = u32::from_le_bytes(header[0..4].try_into().ok()?);
-    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
-    let index = u64::from_le_bytes(header[8..16].try_into().ok()?);
-    if len == 0 || len > MAX_PAYLOAD {
-        return None;
+/// Why the bytes at an offset are not a record.
+#[derive(Debug)]
+enum Bad {
+    /// They end before the record does.
+    CutShort,
+    /// A length of zero: nothing was written there.
+    Zero,
+    /// A length beyond any record's.
+    Length(u32),
+    /// The record is whole (it ends at `end`) and its checksum does not match.
+    Checksum { end: usize },
+}
+
+/// The sector size a torn write is detected by (as etcd's WAL does).
+const SECTOR: usize = 512;
+
+impl Bad {
+    /// Whether this is what a crash leaves at the end of the last segment,
+    /// decided as etcd's WAL decides: a record cut short by the end of the
+    /// file, or one (to its end, or to the end of the file when its length is
+    /// unreadable) in which some sector, by the file's 512-byte boundaries,
+    /// is all zeros: a write the disk never finished. A record that fails its
+    /// checksum with every sector written is damage, and opening fails rather
+    /// than cut off entries that may have been acknowledged.
+    fn torn(&self, bytes: &[u8], offset: usize) -> bool {
+        let end = match self {
+            Bad::CutShort => return true,
+            Bad::Checksum { end } => *end,
+            Bad::Zero | Bad::Length(_) => bytes.len(),
+        };
+        let mut at = offset;
+        while at < end {
+            let next = ((at / SECTOR) + 1) * SECTOR;
+            let chunk = &bytes[at..next.min(end)];
+            if chunk.iter().all(|&b| b == 0) {
+                return true;
+            }
+            at = next;
+        }
+        false
+    }
+}
+
+impl std::fmt::Display for Bad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bad::CutShort => f.write_str("a record is cut short"),
+            Bad::Zero => f.write_str("a record of no bytes, with data after it"),
+            Bad::Length(len) => write!(f, "a record of {len} bytes, more than any entry"),
+            Bad::Checksum { .. } => f.write_str("a record fails its checksum"),
+        }
+    }
+}
+
+/// The record at `offset`: its index, payload length and end.
+fn parse_record(bytes: &[u8], offset: usize) -> Result<(u64, u32, usize), Bad> {
+    let header = bytes.get(offset..offset + RECORD_HEADER).ok_or(Bad::CutShort)?;
+    let word = |at: usize| u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+    let (len, crc) = (word(0), word(4));
+    let mut index = [0; 8];
+    index.copy_from_slice(&header[8..16]);
+    let index = u64::from_le_bytes(index);
+    if len == 0 {
+        return Err(Bad::Zero);
+    }
+    if len > MAX_PAYLOAD {
+        return Err(Bad::Length(len));
     }
     let end = offset + RECORD_HEADER + len as usize;
-    let payload = bytes.get(offset + RECORD_HEADER..end)?;
-    (checksum(index, payload) == crc).then_some((index, len, end))
+    let payload = bytes.get(offset + RECORD_HEADER..end).ok_or(Bad::CutShort)?;
+    if checksum(index, payload) != crc {
+        return Err(Bad::Checksum { end });
+    }
+    Ok((index, len, end))
 }
 
 impl Wal {
@@ -157,19 +221,37 @@ impl Wal {
     /// anywhere but at the end of the last one, or its entries do not follow
     /// one another.
     pub(crate) fn open(dir: &Path, purged: Option<u64>) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
+        if !dir.exists() {
+            fs::create_dir_all(dir)?;
+            // The new directory's entry must survive a power cut with the
+            // entries appended in it.
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
         let mut names = Vec::new();
         for item in fs::read_dir(dir)? {
             let name = item?.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some(n) = name.strip_suffix(".wal").and_then(|s| s.parse::<u64>().ok()) {
-                names.push(n);
+            let Some(digits) = name.strip_suffix(".wal") else { continue };
+            match digits.parse::<u64>() {
+                Ok(n) if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) => names.push(n),
+                _ => {
+                    return Err(damaged(&dir.join(name), 0, "not a segment name (twenty digits, then .wal)"));
+                }
             }
         }
         names.sort_unstable();
-        let floor = purged.map_or(0, |p| p + 1);
-        let mut state =
-            State { segments: BTreeMap::new(), locs: VecDeque::new(), first: floor, poisoned: None };
+        // With a purge mark, the first entry kept must follow it: openraft
+        // appends the entry after the mark next, even after a purge that
+        // went past the end of the log.
+        let floor = purged.map(|p| p.saturating_add(1));
+        let mut state = State {
+            segments: BTreeMap::new(),
+            locs: VecDeque::new(),
+            first: floor.unwrap_or(0),
+            poisoned: None,
+        };
         let count = names.len();
         for (i, name) in names.into_iter().enumerate() {
             let last = i + 1 == count;
@@ -178,9 +260,11 @@ impl Wal {
             let mut bytes = Vec::new();
             (&file).read_to_end(&mut bytes)?;
             if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-                // A segment whose header never reached the disk was created by
-                // an append that did not finish: nothing in it was acknowledged.
-                if last && bytes.len() <= MAGIC.len() && MAGIC.starts_with(&bytes) {
+                // A segment whose header never reached the disk (cut short, or
+                // zeros) was created by an append that did not finish: nothing
+                // in it was acknowledged.
+                let unwritten = bytes.len() <= MAGIC.len() && MAGIC.starts_with(&bytes);
+                if last && (unwritten || bytes.iter().all(|&b| b == 0)) {
                     file.set_len(0)?;
                     file.write_all_at(MAGIC, 0)?;
                     file.sync_data()?;
@@ -191,25 +275,23 @@ impl Wal {
             }
             let mut offset = MAGIC.len();
             while offset < bytes.len() {
-                let Some((index, len, end)) = parse_record(&bytes, offset) else {
-                    if !last {
-                        return Err(damaged(
-                            &path,
-                            offset as u64,
-                            "a record is cut short or fails its checksum",
-                        ));
+                let (index, len, end) = match parse_record(&bytes, offset) {
+                    Ok(record) => record,
+                    Err(bad) if last && bad.torn(&bytes, offset) => {
+                        tracing::warn!(
+                            segment = %path.display(), offset, dropped = bytes.len() - offset,
+                            "cut off the raft log's last append, interrupted by a crash before it was acknowledged"
+                        );
+                        file.set_len(offset as u64)?;
+                        file.sync_data()?;
+                        break;
                     }
-                    tracing::warn!(
-                        segment = %path.display(), offset, dropped = bytes.len() - offset,
-                        "cut off the raft log's last append, interrupted by a crash before it was acknowledged"
-                    );
-                    file.set_len(offset as u64)?;
-                    file.sync_data()?;
-                    break;
+                    Err(bad) => return Err(damaged(&path, offset as u64, bad)),
                 };
-                if index >= floor {
+                if index >= state.first {
                     let next = state.first + state.locs.len() as u64;
-                    if state.locs.is_empty() && index >= state.first {
+                    let starts = state.locs.is_empty() && (floor.is_none() || Some(index) == floor);
+                    if starts {
                         state.first = index;
                     } else if index != next {
                         return Err(damaged(
@@ -251,7 +333,7 @@ impl Wal {
             let mut buf = vec![0; RECORD_HEADER + loc.len as usize];
             segment.file.read_exact_at(&mut buf, loc.offset)?;
             match parse_record(&buf, 0) {
-                Some((i, _, _)) if i == index => {}
+                Ok((i, _, _)) if i == index => {}
                 _ => {
                     return Err(damaged(
                         &segment.path,
@@ -355,26 +437,29 @@ impl Wal {
             return Err(io::Error::other(format!("the raft log failed earlier: {reason}")));
         }
         let held = state.locs.len() as u64;
-        if index >= state.first + held {
+        if held == 0 || index >= state.first + held {
             return Ok(());
         }
         let keep = index.saturating_sub(state.first);
         let cut = state.locs[keep as usize];
+        // Later segments go first, newest first, and their deletion is made
+        // durable before the cut: a crash midway leaves a longer log, never
+        // one with a hole.
         let result = (|| {
-            let later: Vec<u64> = state.segments.range(cut.segment + 1..).map(|(&n, _)| n).collect();
+            let later: Vec<u64> = state.segments.range(cut.segment + 1..).rev().map(|(&n, _)| n).collect();
             for name in &later {
                 if let Some(segment) = state.segments.remove(name) {
                     fs::remove_file(&segment.path)?;
                 }
+            }
+            if !later.is_empty() {
+                sync_dir(&self.dir)?;
             }
             let segment =
                 state.segments.get_mut(&cut.segment).ok_or_else(|| io::Error::other("no segment"))?;
             segment.file.set_len(cut.offset)?;
             segment.file.sync_data()?;
             segment.size = cut.offset;
-            if !later.is_empty() {
-                sync_dir(&self.dir)?;
-            }
             Ok::<_, io::Error>(())
         })();
         if let Err(e) = result {
@@ -464,25 +549,92 @@ mod tests {
         assert_eq!(wal.bounds(), Some((1, 4)));
     }
 
-    #[test]
-    fn a_torn_last_append_is_cut_off_and_the_log_goes_on_from_before_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path(), None).unwrap();
+    /// The last segment of a log holding entries 1 to 3, and its length.
+    fn three_entries(dir: &std::path::Path) -> (std::path::PathBuf, u64) {
+        let wal = Wal::open(dir, None).unwrap();
         wal.append(&entries(1..=3)).unwrap();
         drop(wal);
-        let path = dir.path().join(segment_name(1));
-        let whole = std::fs::metadata(&path).unwrap().len();
-        // Half of a fourth record, then zeros, as a crash mid-write leaves.
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&[9, 0, 0, 0, 1, 2, 3]).unwrap();
-        f.write_all(&[0; 100]).unwrap();
-        drop(f);
+        let path = dir.join(segment_name(1));
+        let len = std::fs::metadata(&path).unwrap().len();
+        (path, len)
+    }
+
+    fn append_bytes(path: &std::path::Path, bytes: &[u8]) {
+        OpenOptions::new().append(true).open(path).unwrap().write_all(bytes).unwrap();
+    }
+
+    /// The record of entry 4 with a payload of `len` bytes of 7s.
+    fn record_of_4(len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        super::encode_record(&mut out, 4, &vec![7; len]).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_last_append_cut_short_by_the_end_of_the_file_is_cut_off_and_the_log_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, whole) = three_entries(dir.path());
+        append_bytes(&path, &record_of_4(2_000)[..700]);
         let wal = Wal::open(dir.path(), None).unwrap();
         assert_eq!(wal.bounds(), Some((1, 3)));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
         wal.append(&entries(4..=4)).unwrap();
         drop(wal);
         assert_eq!(read_all(&Wal::open(dir.path(), None).unwrap()).last().unwrap(), "entry 4");
+    }
+
+    #[test]
+    fn a_last_append_with_a_sector_never_written_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, whole) = three_entries(dir.path());
+        // The whole record's length is on disk, but its later sectors are zeros.
+        let mut torn = record_of_4(2_000);
+        torn[1_100..].fill(0);
+        append_bytes(&path, &torn);
+        let wal = Wal::open(dir.path(), None).unwrap();
+        assert_eq!(wal.bounds(), Some((1, 3)));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+        // Zeros to the end of the file (a length of zero) are cut off too.
+        drop(wal);
+        append_bytes(&path, &[0; 3_000]);
+        assert_eq!(Wal::open(dir.path(), None).unwrap().bounds(), Some((1, 3)));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+    }
+
+    #[test]
+    fn a_whole_record_failing_its_checksum_at_the_end_of_the_last_segment_is_damage_not_a_torn_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, whole) = three_entries(dir.path());
+        // A flipped bit in entry 3, acknowledged: cutting it off would lose it.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() - 2;
+        bytes[at] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Wal::open(dir.path(), None).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("checksum"), "{err}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole, "nothing is cut");
+    }
+
+    #[test]
+    fn a_first_entry_that_does_not_follow_the_purge_mark_is_a_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), None).unwrap();
+        wal.append(&entries(7..=9)).unwrap();
+        drop(wal);
+        let err = Wal::open(dir.path(), Some(5)).unwrap_err();
+        assert!(err.to_string().contains("entry 7 where entry 6 was due"), "{err}");
+        assert_eq!(Wal::open(dir.path(), Some(6)).unwrap().bounds(), Some((7, 9)));
+        assert_eq!(Wal::open(dir.path(), Some(7)).unwrap().bounds(), Some((8, 9)));
+    }
+
+    #[test]
+    fn a_file_in_the_log_s_directory_that_is_not_a_segment_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        three_entries(dir.path());
+        std::fs::write(dir.path().join("1.wal"), MAGIC).unwrap();
+        let err = Wal::open(dir.path(), None).unwrap_err();
+        assert!(err.to_string().contains("1.wal"), "{err}");
     }
 
     #[test]
@@ -549,6 +701,11 @@ mod tests {
         wal.append(&entries(1..=2)).unwrap();
         drop(wal);
         std::fs::write(dir.path().join(segment_name(3)), &MAGIC[..3]).unwrap();
+        let wal = Wal::open(dir.path(), None).unwrap();
+        assert_eq!(wal.bounds(), Some((1, 2)));
+        drop(wal);
+        // Or its header reads back as zeros.
+        std::fs::write(dir.path().join(segment_name(3)), [0; 8]).unwrap();
         let wal = Wal::open(dir.path(), None).unwrap();
         assert_eq!(wal.bounds(), Some((1, 2)));
         wal.append(&entries(3..=3)).unwrap();
