@@ -511,6 +511,11 @@ mod tests {
 
     use super::{MAGIC, SEGMENT_BYTES, Wal, segment_name};
 
+    /// Makes the next append start a new segment, as if the last were full.
+    fn start_a_new_segment(wal: &Wal) {
+        wal.state.lock().segments.values_mut().for_each(|s| s.size = SEGMENT_BYTES.max(s.size));
+    }
+
     fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, Vec<u8>)> {
         range.map(|i| (i, format!("entry {i}").into_bytes())).collect()
     }
@@ -643,7 +648,7 @@ mod tests {
         let wal = Wal::open(dir.path(), None).unwrap();
         wal.append(&entries(1..=2)).unwrap();
         // Force a second segment.
-        wal.state.lock().segments.values_mut().for_each(|s| s.size = SEGMENT_BYTES.max(s.size));
+        start_a_new_segment(&wal);
         wal.append(&entries(3..=3)).unwrap();
         drop(wal);
         let first = dir.path().join(segment_name(1));
@@ -661,7 +666,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wal = Wal::open(dir.path(), None).unwrap();
         wal.append(&entries(1..=4)).unwrap();
-        wal.state.lock().segments.values_mut().for_each(|s| s.size = SEGMENT_BYTES.max(s.size));
+        start_a_new_segment(&wal);
         wal.append(&entries(5..=8)).unwrap();
         wal.truncate(3).unwrap();
         assert_eq!(wal.bounds(), Some((1, 2)));
@@ -677,7 +682,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wal = Wal::open(dir.path(), None).unwrap();
         wal.append(&entries(1..=4)).unwrap();
-        wal.state.lock().segments.values_mut().for_each(|s| s.size = SEGMENT_BYTES.max(s.size));
+        start_a_new_segment(&wal);
         wal.append(&entries(5..=8)).unwrap();
         wal.purge(6).unwrap();
         assert_eq!(wal.bounds(), Some((7, 8)));
