@@ -348,8 +348,8 @@ impl Wal {
         Ok(out)
     }
 
-    /// Appends `entries` (consecutive indexes, following the last held, or
-    /// any index above the purge mark when none is held) and syncs them:
+    /// Appends `entries` (consecutive indexes, following the last held or
+    /// the purge mark; any index into a log that never held one) and syncs them:
     /// when this returns `Ok`, they are on disk.
     ///
     /// # Errors
@@ -364,7 +364,10 @@ impl Wal {
                 return Err(io::Error::other(format!("the raft log failed earlier: {reason}")));
             }
             let next = state.first + state.locs.len() as u64;
-            let fits = if state.locs.is_empty() { head >= state.first } else { head == next };
+            // An empty log takes any first entry only if it never held one
+            // (nothing purged or appended yet); otherwise the next is due,
+            // as recovery demands.
+            let fits = head == next || (state.locs.is_empty() && state.first == 0);
             if !fits || entries.windows(2).any(|w| w[1].0 != w[0].0 + 1) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
@@ -688,9 +691,12 @@ mod tests {
         assert_eq!(wal.bounds(), Some((7, 8)));
         assert!(!dir.path().join(segment_name(1)).exists());
         assert!(dir.path().join(segment_name(5)).exists(), "it still holds 7 and 8");
-        // A snapshot far ahead: everything goes, the log starts again above it.
+        // A snapshot far ahead: everything goes, the log starts again right
+        // above it (and only there: a later start would be a hole).
         wal.purge(100).unwrap();
         assert_eq!(wal.bounds(), None);
+        let err = wal.append(&entries(102..=102)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
         wal.append(&entries(101..=102)).unwrap();
         drop(wal);
         // The caller's purge mark skips what the kept segment still holds.
