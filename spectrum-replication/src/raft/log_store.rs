@@ -4,7 +4,34 @@
 //! segment files beside it ([`WAL_DIR`], see `wal`), a node in memory in a
 //! table of the same redb database. Every write is fsynced (redb's immediate
 //! durability, or `fdatasync` of the segment) before openraft hears that it is
-//! durable.
+//! durable, with one exception, the leader's own entries on disk (below).
+//!
+//! # The leader's own entries
+//!
+//! openraft 0.9 sends an entry to the followers only once the leader's
+//! append has reported it durable, so a write would wait for two fsyncs one
+//! after the other, the leader's and then a follower's. The Raft thesis
+//! (Ongaro, §10.2.1) lets the leader write its log in parallel with
+//! replicating it, and etcd's leader does: the entries the leader proposed in
+//! the term it leads (their log id names it, and the last vote saved is its
+//! own, committed) are written to the segment file and reported at once, and
+//! synced by a background flush ([`Wal::append_unsynced`]) while they travel.
+//! openraft may then count the leader's copy towards a commit before it is on
+//! disk, so nothing that acts on a commit may run ahead of that flush:
+//!
+//! - the state machine applies an entry only once it is on disk here (it
+//!   waits on [`LogStore::durable`]), and every answer to a client, every
+//!   read index and every snapshot comes from applied entries;
+//! - the leader tells its followers a commit index only once the entries up
+//!   to it are on disk here (`network` waits the same way), so no follower
+//!   applies an entry a crash of the leader could still take back;
+//! - before a vote that is not this node's own leadership is saved (it is
+//!   stepping down, or voting for another), everything written is synced, so
+//!   whatever it answers under another leader is about entries on disk.
+//!
+//! A committed entry is thus on disk on a majority before anyone acts on it,
+//! as Raft requires. Every other append (a follower's, or entries of another
+//! term) is synced before it is reported.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -14,10 +41,13 @@ use std::sync::Arc;
 use ::redb::backends::InMemoryBackend;
 use ::redb::{Builder, Database, ReadableDatabase, ReadableTable, TableDefinition};
 use openraft::storage::{LogFlushed, RaftLogStorage};
-use openraft::{AnyError, LogId, LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
+use openraft::{
+    AnyError, CommittedLeaderId, LogId, LogState, OptionalSend, RaftLogReader, StorageIOError, Vote,
+};
+use tokio::sync::watch;
 
 use super::codec::{Corrupt, decode_entry, encode_entry};
-use super::wal::Wal;
+use super::wal::{Durable, Wal};
 use super::{Entry, StorageError, TypeConfig};
 
 /// The directory of the log's segment files, beside [`RAFT_FILE`](super::RAFT_FILE).
@@ -309,17 +339,30 @@ pub(crate) fn open_wal(db: &RaftDb, dir: &Path) -> Result<Wal, StorageError> {
 pub(crate) struct LogStore {
     db: Arc<RaftDb>,
     wal: Option<Arc<Wal>>,
+    /// This node's Raft id.
+    me: u64,
+    /// The leader id of the term this node leads, when the last vote saved
+    /// is its own, committed: entries stamped with it are its own proposals
+    /// (see "The leader's own entries" above).
+    leading: Option<CommittedLeaderId<u64>>,
 }
 
 impl LogStore {
     /// The log kept in `db` (entries in its log table: a node in memory).
     pub(crate) fn new(db: Arc<RaftDb>) -> Self {
-        Self { db, wal: None }
+        Self { db, wal: None, me: 0, leading: None }
     }
 
-    /// The log kept in `db`, its entries in `wal` (a node on disk).
-    pub(crate) fn with_wal(db: Arc<RaftDb>, wal: Wal) -> Self {
-        Self { db, wal: Some(Arc::new(wal)) }
+    /// The log of node `me` kept in `db`, its entries in `wal` (a node on disk).
+    pub(crate) fn with_wal(db: Arc<RaftDb>, wal: Wal, me: u64) -> Self {
+        Self { db, wal: Some(Arc::new(wal)), me, leading: None }
+    }
+
+    /// How far the log is on disk, for what must not act on an entry before
+    /// it is; `None` when every append is synced before it is reported (a
+    /// node in memory).
+    pub(crate) fn durable(&self) -> Option<watch::Receiver<Durable>> {
+        self.wal.as_ref().map(|wal| wal.durable())
     }
 }
 
@@ -400,8 +443,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
         let db = self.db.clone();
+        let wal = self.wal.clone();
         let json = serde_json::to_vec(vote).map_err(write_err)?;
-        blocking(move || db.put_meta(&[(VOTE, &json)])).await
+        let own = (vote.is_committed() && vote.leader_id.node_id == self.me)
+            .then(|| CommittedLeaderId::new(vote.leader_id.term, self.me));
+        // Whatever this node says under another vote must be about entries on
+        // disk: its own, written unsynced while it led, are synced first.
+        self.leading = None;
+        blocking(move || {
+            if let Some(wal) = &wal {
+                wal.sync_all().map_err(write_err)?;
+            }
+            db.put_meta(&[(VOTE, &json)])
+        })
+        .await?;
+        self.leading = own;
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
@@ -414,9 +471,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let encoded: Vec<(u64, Vec<u8>)> =
-            entries.into_iter().map(|e| (e.log_id.index, encode_entry(&e))).collect();
+        let mut own = self.leading.is_some();
+        let encoded: Vec<(u64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|e| {
+                own &= self.leading.as_ref() == Some(&e.log_id.leader_id);
+                (e.log_id.index, encode_entry(&e))
+            })
+            .collect();
         let result = match &self.wal {
+            // This leader's own entries: written now (a write to the page
+            // cache, on this task), reported at once, synced in the background.
+            Some(wal) if own => match wal.append_unsynced(&encoded).map_err(write_err) {
+                Ok(start) => {
+                    if start {
+                        let flusher = wal.clone();
+                        tokio::task::spawn_blocking(move || flusher.flush());
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
             Some(wal) => {
                 let wal = wal.clone();
                 blocking(move || wal.append(&encoded).map_err(write_err)).await
@@ -503,6 +578,42 @@ mod tests {
         db.append(&[(10, encode_entry(&later))]).unwrap();
         let err = open_wal(&db, dir.path()).unwrap_err();
         assert!(err.to_string().contains("earlier build"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn only_the_leader_s_own_vote_skips_the_disk_and_any_other_vote_syncs_what_it_wrote() {
+        use openraft::storage::RaftLogStorage;
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = std::sync::Arc::new(RaftDb::open(&dir.path().join("raft.redb")).unwrap());
+        let wal = open_wal(&db, dir.path()).unwrap();
+        let mut log = super::LogStore::with_wal(db.clone(), wal, 7);
+        let durable = log.durable().unwrap();
+        // Not committed, or another node's: appends are synced.
+        for vote in [Vote::new(3, 7), Vote::new_committed(3, 8)] {
+            log.save_vote(&vote).await.unwrap();
+            assert_eq!(log.leading, None, "{vote}");
+        }
+        log.save_vote(&Vote::new_committed(4, 7)).await.unwrap();
+        assert_eq!(log.leading, Some(CommittedLeaderId::new(4, 7)));
+        assert_eq!(saved(&db), Vote::new_committed(4, 7));
+
+        // As leader it wrote entries not yet on disk; then it steps down.
+        let wal = log.wal.clone().unwrap();
+        let own: Vec<(u64, Vec<u8>)> = (1..=3)
+            .map(|i| {
+                let e = Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(4, 7), i),
+                    payload: EntryPayload::Blank,
+                };
+                (i, encode_entry(&e))
+            })
+            .collect();
+        wal.append_unsynced(&own).unwrap();
+        assert_eq!(durable.borrow().end, 1);
+        log.save_vote(&Vote::new(5, 8)).await.unwrap();
+        assert_eq!(durable.borrow().end, 4, "on disk before the new vote is");
+        assert_eq!(log.leading, None);
     }
 
     fn saved(db: &RaftDb) -> Vote<u64> {

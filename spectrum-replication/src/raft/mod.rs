@@ -11,8 +11,13 @@
 //!   segment files (`raft-wal/` beside the store; `wal`), each record
 //!   checksummed, as etcd's WAL keeps them; the vote, the purge mark and the
 //!   state machine's position in a redb file of their own (`raft.redb`).
-//!   Every append, vote and truncation is fsynced before openraft is told it
-//!   is durable, so an acknowledged write survives `kill -9` of any minority.
+//!   Every follower's append, every vote and truncation is fsynced before
+//!   openraft is told it is durable. The leader's own entries are synced in
+//!   the background while they travel to the followers (the Raft thesis,
+//!   §10.2.1, as etcd does), and nothing acts on an entry (applying it,
+//!   answering its client, telling a follower it is committed) before the
+//!   leader's copy is on disk: an acknowledged write is on disk on a
+//!   majority, and survives `kill -9` of any minority.
 //!   A simulation keeps the entries in a table of redb's in-memory backend
 //!   instead ([`RaftMemoryLog`]), held across a simulated host's crashes.
 //! - **The state machine** (`state_machine`) is the node's [`ConfigStore`](crate::ConfigStore).

@@ -14,10 +14,12 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use spectrum_core::PeerAddr;
 use spectrum_core::channels::ChannelCache;
+use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use super::codec::{entry_to_proto, from_json, to_json};
+use super::wal::Durable;
 use super::{RaftMember, TypeConfig};
 use crate::credential::AttachToken;
 use crate::error::{PeerFailure, ReplicationError};
@@ -136,13 +138,17 @@ impl Wire {
 #[derive(Debug, Clone)]
 pub(crate) struct Network {
     pub(crate) wire: Wire,
+    /// How far this node's log is on disk, when its own entries may be
+    /// reported before they are (see `log_store`, "The leader's own
+    /// entries"): a commit index is sent only once the entries up to it are.
+    pub(crate) durable: Option<watch::Receiver<Durable>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerLink;
 
     async fn new_client(&mut self, target: u64, node: &RaftMember) -> PeerLink {
-        PeerLink { wire: self.wire.clone(), target, member: node.clone() }
+        PeerLink { wire: self.wire.clone(), target, member: node.clone(), durable: self.durable.clone() }
     }
 }
 
@@ -152,6 +158,7 @@ pub(crate) struct PeerLink {
     wire: Wire,
     target: u64,
     member: RaftMember,
+    durable: Option<watch::Receiver<Durable>>,
 }
 
 /// The error openraft expects from a call that did not get an answer.
@@ -210,6 +217,24 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, RaftMember, RaftError<u64>>> {
+        // A follower applies what it is told is committed: never an entry
+        // this leader's crash could still take back (its copy not on disk yet).
+        if let (Some(durable), Some(commit)) = (&mut self.durable, rpc.leader_commit) {
+            let waited =
+                tokio::time::timeout(option.hard_ttl(), Durable::wait_for(durable, commit.index)).await;
+            let reason = match waited {
+                Ok(Ok(())) => None,
+                Ok(Err(reason)) => Some(reason),
+                Err(_) => Some(format!("entry {} not on disk here in time to send its commit", commit.index)),
+            };
+            if let Some(reason) = reason {
+                let e = LinkError {
+                    peer: self.member.to_string(),
+                    source: ReplicationError::Consensus { reason },
+                };
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+        }
         let entries = rpc.entries.iter().map(entry_to_proto).collect();
         let bare = AppendEntriesRequest::<TypeConfig> {
             vote: rpc.vote,

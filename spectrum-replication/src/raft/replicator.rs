@@ -186,6 +186,7 @@ impl RaftReplicatorBuilder {
     /// in use, damaged, or the disk fails); [`ReplicationError::Consensus`]
     /// when openraft refuses to start.
     pub async fn build(self) -> Result<RaftReplicator, ReplicationError> {
+        let id = raft_node_id(self.store.node_id());
         let wal_dir = if self.memory_log.is_none() { self.dir.clone() } else { None };
         let db = match self.memory_log {
             Some(log) => log.db,
@@ -197,13 +198,12 @@ impl RaftReplicatorBuilder {
                 // openraft's storage error is its own type, large as it is.
                 #[allow(clippy::result_large_err)]
                 let wal = blocking(move || open_wal(&opener, &dir)).await.map_err(consensus)?;
-                LogStore::with_wal(db.clone(), wal)
+                LogStore::with_wal(db.clone(), wal, id)
             }
             None => LogStore::new(db.clone()),
         };
         let origin = raft_origin(&self.cluster);
         let me = RaftMember { id: self.store.node_id().to_string(), addr: self.self_addr.to_string() };
-        let id = raft_node_id(self.store.node_id());
         let config = Arc::new(self.settings.config(&self.cluster)?);
         let peers = PeerTable::new();
         let handshake = Handshake::new(self.cluster.clone(), self.store.origin().clone(), self.hlc.clone())
@@ -215,13 +215,18 @@ impl RaftReplicatorBuilder {
         let peer_tls = self.transport.tls.is_some();
         let channels = self.channels.unwrap_or_else(|| Arc::new(ChannelCache::new(self.transport)));
         let wire = Wire { channels, attach, handshake };
-        let sm = StateMachine::open(self.store.clone(), db.clone(), origin.clone()).map_err(consensus)?;
+        let durable = log.durable();
+        let sm = StateMachine::open(self.store.clone(), db.clone(), origin.clone())
+            .map_err(consensus)?
+            .wait_for_disk(durable.clone());
         let forget = db.clone();
         // openraft's storage error is its own type, large as it is.
         #[allow(clippy::result_large_err)]
         let forgot = blocking(move || forget.forget_leadership(id)).await;
         forgot.map_err(consensus)?;
-        let raft = Raft::new(id, config, Network { wire: wire.clone() }, log, sm).await.map_err(consensus)?;
+        let raft = Raft::new(id, config, Network { wire: wire.clone(), durable }, log, sm)
+            .await
+            .map_err(consensus)?;
         let batcher = Batcher::start(raft.clone());
         let mut seeds = self.seeds;
         seeds.sort();

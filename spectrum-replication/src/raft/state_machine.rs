@@ -11,10 +11,12 @@ use openraft::{EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotM
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use spectrum_core::Timestamp;
+use tokio::sync::watch;
 
 use super::codec::{Answers, Applied, Corrupt, Proposal};
 use super::log_store::{RaftDb, blocking, read_err, write_err};
 use super::recent::{Recent, Seen};
+use super::wal::Durable;
 use super::{Entry, RaftMember, SEQ_PER_ENTRY, StorageError, TypeConfig};
 use crate::origin::Origin;
 use crate::proto;
@@ -84,6 +86,13 @@ fn successor(t: Timestamp) -> Timestamp {
 /// again against exactly the store they were first decided against, so they
 /// write the same records. Every answer to a client was already given by the
 /// node that applied the entry first.
+///
+/// # Entries not yet on disk
+///
+/// On the leader, openraft may report an entry committed before the leader's
+/// own copy is on disk (see `log_store`, "The leader's own entries"): an
+/// entry is applied only once the log says it is on disk here
+/// ([`wait_for_disk`](Self::wait_for_disk)).
 #[derive(Debug)]
 pub(crate) struct StateMachine {
     store: Arc<dyn ConfigStore>,
@@ -104,6 +113,9 @@ pub(crate) struct StateMachine {
     saved_at: Instant,
     /// How long the position may go unsaved ([`SAVE_EVERY`]).
     save_every: Duration,
+    /// How far the log is on disk, when appends may be reported before they
+    /// are (a node on disk).
+    durable: Option<watch::Receiver<Durable>>,
 }
 
 impl StateMachine {
@@ -128,7 +140,16 @@ impl StateMachine {
             unsaved: 0,
             saved_at: Instant::now(),
             save_every: SAVE_EVERY,
+            durable: None,
         })
+    }
+
+    /// Applies an entry only once `durable` (the log's, see
+    /// [`LogStore::durable`](super::log_store::LogStore::durable)) says it is
+    /// on disk; `None` when every append is on disk when reported.
+    pub(crate) fn wait_for_disk(mut self, durable: Option<watch::Receiver<Durable>>) -> Self {
+        self.durable = durable;
+        self
     }
 
     /// Saves the position only every `every` (or [`SAVE_EVERY_ENTRIES`]), so
@@ -324,6 +345,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 *self.held_at_start.insert(held)
             }
         };
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let (Some(durable), Some(last)) = (&mut self.durable, entries.last()) {
+            Durable::wait_for(durable, last.log_id.index)
+                .await
+                .map_err(|e| write_err(std::io::Error::other(e)))?;
+        }
         let mut answers = Vec::new();
         let mut pending = HashMap::new();
         let mut records = Vec::new();
@@ -541,7 +568,7 @@ mod tests {
             let wal = open_wal(&db, dir.path())?;
             let store = Arc::new(MemoryStore::new("n1".parse().unwrap(), Arc::new(Hlc::system())));
             let sm = StateMachine::open(store, db.clone(), raft_origin(&"c".parse().unwrap()))?;
-            Ok((dir, LogStore::with_wal(db, wal), sm))
+            Ok((dir, LogStore::with_wal(db, wal, 1), sm))
         }
     }
 

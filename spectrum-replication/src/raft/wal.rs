@@ -23,8 +23,19 @@
 //! ```
 //!
 //! Records are appended only to the last segment; a new segment starts once
-//! the last holds [`SEGMENT_BYTES`]. Every append is `fdatasync`ed before it
-//! returns, so an acknowledged entry is on disk.
+//! the last holds [`SEGMENT_BYTES`] (the full one is synced first, so only the
+//! last segment ever holds entries not yet on disk).
+//!
+//! # When an entry is on disk
+//!
+//! [`append`](Wal::append) `fdatasync`s before it returns: a follower's
+//! append, acknowledged to its leader, is on disk. A leader's own entries may
+//! instead go through [`append_unsynced`](Wal::append_unsynced): written to the
+//! file at once (so replication can read them), synced by a background flush
+//! that runs while the leader sends them to its followers, as the Raft thesis
+//! allows (Ongaro, §10.2.1; etcd's leader writes its WAL in parallel with
+//! replication the same way). [`durable`](Wal::durable) tells how far the log
+//! is on disk; what may not act before an entry is on disk waits on it.
 //!
 //! # Recovery
 //!
@@ -50,6 +61,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
 /// The first bytes of every segment file (format 1).
 pub(crate) const MAGIC: &[u8; 8] = b"SPRWAL\x00\x01";
@@ -92,6 +104,53 @@ struct State {
     /// Set by a failed write or sync: the file's state is unknown, so every
     /// later write fails with this reason (a failed fsync cannot be retried).
     poisoned: Option<String>,
+    /// Entries below this index are on disk (synced); the rest, up to the
+    /// end of `locs`, are written but maybe only in the page cache.
+    synced_end: u64,
+    /// Raised by every truncation: a flush that started before one does not
+    /// vouch for what was appended after it.
+    generation: u64,
+    /// Whether a background flush is running (at most one runs).
+    flushing: bool,
+}
+
+impl State {
+    /// One past the last index held.
+    fn end(&self) -> u64 {
+        self.first + self.locs.len() as u64
+    }
+}
+
+/// How far the log is on disk, as published on [`Wal::durable`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Durable {
+    /// Every entry below this index is on disk.
+    pub(crate) end: u64,
+    /// Why the log failed, when it did: nothing more will become durable.
+    pub(crate) failed: Option<String>,
+}
+
+impl Durable {
+    /// Waits on `rx` until the entry at `index` is on disk.
+    ///
+    /// # Errors
+    ///
+    /// The log's failure (a write or sync failed, so the entry may never be
+    /// on disk), or the log was closed.
+    pub(crate) async fn wait_for(rx: &mut watch::Receiver<Durable>, index: u64) -> Result<(), String> {
+        loop {
+            {
+                let now = rx.borrow_and_update();
+                if let Some(reason) = &now.failed {
+                    return Err(format!("the raft log failed: {reason}"));
+                }
+                if now.end > index {
+                    return Ok(());
+                }
+            }
+            rx.changed().await.map_err(|_| "the raft log was closed".to_string())?;
+        }
+    }
 }
 
 /// The Raft log's segment files in one directory.
@@ -99,6 +158,7 @@ struct State {
 pub(crate) struct Wal {
     dir: PathBuf,
     state: Mutex<State>,
+    durable: watch::Sender<Durable>,
 }
 
 fn damaged(path: &Path, offset: u64, what: impl std::fmt::Display) -> io::Error {
@@ -251,6 +311,9 @@ impl Wal {
             locs: VecDeque::new(),
             first: floor.unwrap_or(0),
             poisoned: None,
+            synced_end: 0,
+            generation: 0,
+            flushing: false,
         };
         let count = names.len();
         for (i, name) in names.into_iter().enumerate() {
@@ -307,7 +370,10 @@ impl Wal {
             let size = offset as u64;
             state.segments.insert(name, Segment { file: Arc::new(file), path, size });
         }
-        Ok(Self { dir: dir.to_path_buf(), state: Mutex::new(state) })
+        // Everything read back is on disk (or was cut off above).
+        state.synced_end = state.end();
+        let (durable, _) = watch::channel(Durable { end: state.synced_end, failed: None });
+        Ok(Self { dir: dir.to_path_buf(), state: Mutex::new(state), durable })
     }
 
     /// The first and last index held, if any.
@@ -348,76 +414,190 @@ impl Wal {
         Ok(out)
     }
 
+    /// How far the log is on disk, now and as it changes.
+    pub(crate) fn durable(&self) -> watch::Receiver<Durable> {
+        self.durable.subscribe()
+    }
+
     /// Appends `entries` (consecutive indexes, following the last held or
-    /// the purge mark; any index into a log that never held one) and syncs them:
-    /// when this returns `Ok`, they are on disk.
+    /// the purge mark; any index into a log that never held one) and syncs
+    /// them, with everything written before: when this returns `Ok`, they are
+    /// on disk.
     ///
     /// # Errors
     ///
     /// [`io::ErrorKind::InvalidInput`] for entries that do not follow the
     /// log; any I/O error, after which every write fails (the log is poisoned).
     pub(crate) fn append(&self, entries: &[(u64, Vec<u8>)]) -> io::Result<()> {
-        let Some(&(head, _)) = entries.first() else { return Ok(()) };
-        let (file, locs) = {
-            let mut state = self.state.lock();
+        match self.write(entries)? {
+            Some((file, end, generation)) => self.sync(&file, end, generation),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends `entries` as [`append`](Self::append) does, but returns once
+    /// they are written (to the page cache, where reads find them); a
+    /// background [`flush`](Self::flush) syncs them, and
+    /// [`durable`](Self::durable) tells when they are on disk. Returns whether
+    /// the caller must start that flush (on a thread that may block): none is
+    /// running.
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Self::append)'s.
+    pub(crate) fn append_unsynced(&self, entries: &[(u64, Vec<u8>)]) -> io::Result<bool> {
+        if self.write(entries)?.is_none() {
+            return Ok(false);
+        }
+        let mut state = self.state.lock();
+        let start = !state.flushing;
+        state.flushing = true;
+        Ok(start)
+    }
+
+    /// Syncs what was written, again while more is written meanwhile, until
+    /// the whole log is on disk, publishing each step on
+    /// [`durable`](Self::durable): the background flush
+    /// [`append_unsynced`](Self::append_unsynced) asks for. Blocks on the
+    /// disk. A failure poisons the log (and is published).
+    pub(crate) fn flush(&self) {
+        loop {
+            let (file, end, generation) = {
+                let mut state = self.state.lock();
+                let end = state.end();
+                let last = state.segments.values().next_back().map(|s| s.file.clone());
+                match last {
+                    Some(file) if state.poisoned.is_none() && state.synced_end < end => {
+                        (file, end, state.generation)
+                    }
+                    _ => {
+                        state.flushing = false;
+                        return;
+                    }
+                }
+            };
+            if self.sync(&file, end, generation).is_err() {
+                self.state.lock().flushing = false;
+                return;
+            }
+        }
+    }
+
+    /// Syncs everything written so far, now, blocking on the disk: when this
+    /// returns `Ok`, the whole log is on disk.
+    ///
+    /// # Errors
+    ///
+    /// The log's earlier failure, or the sync's (which poisons it).
+    pub(crate) fn sync_all(&self) -> io::Result<()> {
+        let (file, end, generation) = {
+            let state = self.state.lock();
             if let Some(reason) = &state.poisoned {
                 return Err(io::Error::other(format!("the raft log failed earlier: {reason}")));
             }
-            let next = state.first + state.locs.len() as u64;
-            // An empty log takes any first entry only if it never held one
-            // (nothing purged or appended yet); otherwise the next is due,
-            // as recovery demands.
-            let fits = head == next || (state.locs.is_empty() && state.first == 0);
-            if !fits || entries.windows(2).any(|w| w[1].0 != w[0].0 + 1) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("raft log append of entry {head} where entry {next} is due"),
-                ));
+            match state.segments.values().next_back() {
+                Some(last) if state.synced_end < state.end() => {
+                    (last.file.clone(), state.end(), state.generation)
+                }
+                _ => return Ok(()),
             }
-            let mut buf = Vec::with_capacity(entries.iter().map(|(_, p)| p.len() + RECORD_HEADER).sum());
-            let mut locs = Vec::with_capacity(entries.len());
-            let result = (|| {
-                let name = self.current_segment(&mut state, head)?;
-                let segment = state.segments.get_mut(&name).ok_or_else(|| io::Error::other("no segment"))?;
-                for (index, payload) in entries {
-                    let offset = segment.size + buf.len() as u64;
-                    encode_record(&mut buf, *index, payload)?;
-                    locs.push(Loc { segment: name, offset, len: payload.len() as u32 });
-                }
-                segment.file.write_all_at(&buf, segment.size)?;
-                segment.size += buf.len() as u64;
-                Ok::<_, io::Error>(segment.file.clone())
-            })();
-            let file = match result {
-                Ok(file) => file,
-                Err(e) if e.kind() == io::ErrorKind::InvalidInput => return Err(e),
-                Err(e) => {
-                    state.poisoned = Some(e.to_string());
-                    return Err(e);
-                }
-            };
-            (file, locs)
         };
-        // Synced outside the lock: readers need not wait for the disk.
-        if let Err(e) = file.sync_data() {
-            self.state.lock().poisoned = Some(e.to_string());
-            return Err(e);
-        }
+        self.sync(&file, end, generation)
+    }
+
+    /// Writes `entries` to the last segment and adds them to the log, not
+    /// synced; the segment, the log's end after them and the truncation
+    /// generation, or `None` for no entries.
+    fn write(&self, entries: &[(u64, Vec<u8>)]) -> io::Result<Option<(Arc<File>, u64, u64)>> {
+        let Some(&(head, _)) = entries.first() else { return Ok(None) };
         let mut state = self.state.lock();
+        if let Some(reason) = &state.poisoned {
+            return Err(io::Error::other(format!("the raft log failed earlier: {reason}")));
+        }
+        let next = state.end();
+        // An empty log takes any first entry only if it never held one
+        // (nothing purged or appended yet); otherwise the next is due,
+        // as recovery demands.
+        let fits = head == next || (state.locs.is_empty() && state.first == 0);
+        if !fits || entries.windows(2).any(|w| w[1].0 != w[0].0 + 1) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("raft log append of entry {head} where entry {next} is due"),
+            ));
+        }
+        let mut buf = Vec::with_capacity(entries.iter().map(|(_, p)| p.len() + RECORD_HEADER).sum());
+        let mut locs = Vec::with_capacity(entries.len());
+        let result = (|| {
+            let name = self.current_segment(&mut state, head)?;
+            let segment = state.segments.get_mut(&name).ok_or_else(|| io::Error::other("no segment"))?;
+            for (index, payload) in entries {
+                let offset = segment.size + buf.len() as u64;
+                encode_record(&mut buf, *index, payload)?;
+                locs.push(Loc { segment: name, offset, len: payload.len() as u32 });
+            }
+            segment.file.write_all_at(&buf, segment.size)?;
+            segment.size += buf.len() as u64;
+            Ok::<_, io::Error>(segment.file.clone())
+        })();
+        let file = match result {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => return Err(e),
+            Err(e) => {
+                self.poison(&mut state, &e);
+                return Err(e);
+            }
+        };
         if state.locs.is_empty() {
             state.first = head;
+            if state.synced_end < head {
+                state.synced_end = head;
+                self.publish(&state);
+            }
         }
         state.locs.extend(locs);
+        Ok(Some((file, state.end(), state.generation)))
+    }
+
+    /// Syncs `file` (the last segment: the only one that may hold entries not
+    /// yet on disk) outside the lock, so readers need not wait for the disk;
+    /// then the log is on disk up to `end`, unless a truncation came in
+    /// between (`generation`). A failure poisons the log.
+    fn sync(&self, file: &File, end: u64, generation: u64) -> io::Result<()> {
+        let synced = file.sync_data();
+        let mut state = self.state.lock();
+        if let Err(e) = synced {
+            self.poison(&mut state, &e);
+            return Err(e);
+        }
+        let end = end.min(state.end());
+        if state.generation == generation && end > state.synced_end {
+            state.synced_end = end;
+            self.publish(&state);
+        }
         Ok(())
     }
 
+    /// Fails every later write with `e`, and tells the waiters.
+    fn poison(&self, state: &mut State, e: &io::Error) {
+        state.poisoned = Some(e.to_string());
+        self.publish(state);
+    }
+
+    fn publish(&self, state: &State) {
+        self.durable.send_replace(Durable { end: state.synced_end, failed: state.poisoned.clone() });
+    }
+
     /// The segment the next append goes to: the last, or a new one named
-    /// `head` once the last is full (or there is none).
+    /// `head` once the last is full (synced first, so that only the last
+    /// segment ever holds entries not on disk) or there is none.
     fn current_segment(&self, state: &mut State, head: u64) -> io::Result<u64> {
-        if let Some((&name, segment)) = state.segments.iter().next_back()
-            && segment.size < SEGMENT_BYTES
-        {
-            return Ok(name);
+        if let Some((&name, segment)) = state.segments.iter().next_back() {
+            if segment.size < SEGMENT_BYTES {
+                return Ok(name);
+            }
+            segment.file.sync_data()?;
+            state.synced_end = state.end();
+            self.publish(state);
         }
         let path = self.dir.join(segment_name(head));
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
@@ -429,7 +609,7 @@ impl Wal {
     }
 
     /// Removes the entries from `index` on (a follower's log that conflicts
-    /// with its leader's), durably.
+    /// with its leader's), durably; what is left is all on disk afterwards.
     ///
     /// # Errors
     ///
@@ -440,7 +620,7 @@ impl Wal {
             return Err(io::Error::other(format!("the raft log failed earlier: {reason}")));
         }
         let held = state.locs.len() as u64;
-        if held == 0 || index >= state.first + held {
+        if held == 0 || index >= state.end() {
             return Ok(());
         }
         let keep = index.saturating_sub(state.first);
@@ -461,15 +641,22 @@ impl Wal {
             let segment =
                 state.segments.get_mut(&cut.segment).ok_or_else(|| io::Error::other("no segment"))?;
             segment.file.set_len(cut.offset)?;
+            // Syncs the kept entries of the (now) last segment too: the
+            // earlier ones were synced when the next segment began.
             segment.file.sync_data()?;
             segment.size = cut.offset;
             Ok::<_, io::Error>(())
         })();
         if let Err(e) = result {
-            state.poisoned = Some(e.to_string());
+            self.poison(&mut state, &e);
             return Err(e);
         }
         state.locs.truncate(keep as usize);
+        // A flush running now synced entries that are gone: it must not
+        // vouch for those appended in their place.
+        state.generation += 1;
+        state.synced_end = state.end();
+        self.publish(&state);
         Ok(())
     }
 
@@ -487,6 +674,12 @@ impl Wal {
         let drop = (index + 1).saturating_sub(state.first).min(held);
         state.locs.drain(..drop as usize);
         state.first = state.first.max(index + 1);
+        // Only entries already applied, so on disk, are purged; a purge past
+        // the end of the log moves the next append (and the mark) above it.
+        if state.synced_end < state.first {
+            state.synced_end = state.first;
+            self.publish(&state);
+        }
         // A segment can go when the next one starts at or below the first
         // entry still needed (the last segment always stays: appends go there).
         let names: Vec<u64> = state.segments.keys().copied().collect();
@@ -512,7 +705,7 @@ mod tests {
     use std::fs::OpenOptions;
     use std::io::Write;
 
-    use super::{MAGIC, SEGMENT_BYTES, Wal, segment_name};
+    use super::{Durable, MAGIC, SEGMENT_BYTES, Wal, segment_name};
 
     /// Makes the next append start a new segment, as if the last were full.
     fn start_a_new_segment(wal: &Wal) {
@@ -525,6 +718,69 @@ mod tests {
 
     fn read_all(wal: &Wal) -> Vec<String> {
         wal.read(0, u64::MAX).unwrap().into_iter().map(|b| String::from_utf8(b).unwrap()).collect()
+    }
+
+    fn durable_end(wal: &Wal) -> u64 {
+        wal.durable().borrow().end
+    }
+
+    #[test]
+    fn an_unsynced_append_reads_back_at_once_and_is_durable_only_once_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), None).unwrap();
+        wal.append(&entries(1..=2)).unwrap();
+        assert_eq!(durable_end(&wal), 3, "a synced append is on disk when it returns");
+        assert!(wal.append_unsynced(&entries(3..=4)).unwrap(), "the first unsynced append asks for a flush");
+        assert!(!wal.append_unsynced(&entries(5..=5)).unwrap(), "one flush at a time");
+        assert_eq!(wal.bounds(), Some((1, 5)));
+        assert_eq!(wal.read(3, 6).unwrap().len(), 3, "replication reads entries not on disk yet");
+        assert_eq!(durable_end(&wal), 3);
+        wal.flush();
+        assert_eq!(durable_end(&wal), 6);
+        // The flush ended: the next unsynced append asks for another.
+        assert!(wal.append_unsynced(&entries(6..=6)).unwrap());
+        // A synced append covers the unsynced ones written before it.
+        wal.append(&entries(7..=7)).unwrap();
+        assert_eq!(durable_end(&wal), 8);
+        drop(wal);
+        let wal = Wal::open(dir.path(), None).unwrap();
+        assert_eq!(wal.bounds(), Some((1, 7)));
+    }
+
+    #[tokio::test]
+    async fn waiters_are_released_by_the_flush_that_puts_their_entry_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = std::sync::Arc::new(Wal::open(dir.path(), None).unwrap());
+        wal.append(&entries(1..=1)).unwrap();
+        let mut rx = wal.durable();
+        Durable::wait_for(&mut rx, 1).await.unwrap();
+        wal.append_unsynced(&entries(2..=3)).unwrap();
+        let waiter = tokio::spawn(async move { Durable::wait_for(&mut rx, 3).await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "entry 3 is not on disk yet");
+        let flusher = wal.clone();
+        tokio::task::spawn_blocking(move || flusher.flush()).await.unwrap();
+        waiter.await.unwrap().unwrap();
+        // A closed log releases its waiters with an error, never a false "on disk".
+        let mut rx = wal.durable();
+        drop(wal);
+        assert!(Durable::wait_for(&mut rx, 10).await.is_err());
+    }
+
+    #[test]
+    fn a_truncation_or_a_new_segment_puts_what_is_kept_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), None).unwrap();
+        wal.append_unsynced(&entries(1..=4)).unwrap();
+        wal.truncate(3).unwrap();
+        assert_eq!(wal.bounds(), Some((1, 2)));
+        assert_eq!(durable_end(&wal), 3);
+        wal.append_unsynced(&entries(3..=3)).unwrap();
+        start_a_new_segment(&wal);
+        wal.append_unsynced(&entries(4..=4)).unwrap();
+        assert_eq!(durable_end(&wal), 4, "the full segment was synced before the next began");
+        wal.sync_all().unwrap();
+        assert_eq!(durable_end(&wal), 5);
     }
 
     #[test]
