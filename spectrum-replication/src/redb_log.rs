@@ -51,6 +51,17 @@ struct Entry {
     dropped_tombstone: bool,
 }
 
+/// The first fields of an [`Entry`] alone: a row's time and key read without
+/// decoding (and checking) its record, for compaction and for pages of a
+/// prefix that the row is not under.
+#[derive(Clone, PartialEq, Message)]
+struct EntryHead {
+    #[prost(uint64, tag = "1")]
+    at_ms: u64,
+    #[prost(string, tag = "2")]
+    key: String,
+}
+
 /// Appends the changes of one commit made at `now_ms`, then drops what `limits`
 /// no longer keep (at most [`MAX_COMPACTED_PER_COMMIT`] rows), in `tx`.
 pub(crate) fn append(
@@ -77,7 +88,7 @@ pub(crate) fn append(
     for _ in 0..MAX_COMPACTED_PER_COMMIT {
         let old = match table.first().map_err(storage(&subject, "read"))? {
             None => false,
-            Some((k, v)) => k.value() < keep_from || decode(&subject, k.value(), v.value())?.0 < cut,
+            Some((k, v)) => k.value() < keep_from || decode_head(&subject, k.value(), v.value())?.at_ms < cut,
         };
         if !old {
             break;
@@ -85,6 +96,10 @@ pub(crate) fn append(
         table.pop_first().map_err(storage(&subject, "remove"))?;
     }
     Ok(())
+}
+
+fn decode_head(subject: &str, index: u64, bytes: &[u8]) -> Result<EntryHead, StoreError> {
+    EntryHead::decode(bytes).map_err(storage(format!("{subject}, index {index}"), "decode"))
 }
 
 fn decode(subject: &str, index: u64, bytes: &[u8]) -> Result<(u64, Change), StoreError> {
@@ -140,6 +155,11 @@ pub(crate) fn changes_since(
             return Err(corrupt(format!("{subject}, index {expected}"), "missing: the log has a gap"));
         }
         expected += 1;
+        // A row of another prefix is only counted: its record is not decoded.
+        let head = decode_head(&subject, k.value(), v.value())?;
+        if !head.key.starts_with(prefix) {
+            return Ok(Change { index: k.value(), key: head.key, record: None, dropped_tombstone: false });
+        }
         Ok(decode(&subject, k.value(), v.value())?.1)
     });
     page(changes, prefix, limit, head)
