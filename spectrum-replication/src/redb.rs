@@ -451,39 +451,49 @@ impl Shared {
                     }
                 }
             }
-            let mut losers = tx.open_table(LOSERS).map_err(storage(table("conflict_losers"), "open"))?;
-            for (key, list) in &changes.losers {
-                let at = || format!("{}, key {key:?}", table("conflict_losers"));
-                if list.is_empty() {
-                    losers.remove(key.as_str()).map_err(storage(at(), "remove"))?;
-                } else {
-                    let bytes = proto::RecordList { records: records_to_wire(list) }.encode_to_vec();
-                    losers.insert(key.as_str(), bytes.as_slice()).map_err(storage(at(), "write"))?;
+            // Tables this commit leaves alone are not opened: an open table
+            // costs its root's bookkeeping at commit.
+            if !changes.losers.is_empty() {
+                let mut losers = tx.open_table(LOSERS).map_err(storage(table("conflict_losers"), "open"))?;
+                for (key, list) in &changes.losers {
+                    let at = || format!("{}, key {key:?}", table("conflict_losers"));
+                    if list.is_empty() {
+                        losers.remove(key.as_str()).map_err(storage(at(), "remove"))?;
+                    } else {
+                        let bytes = proto::RecordList { records: records_to_wire(list) }.encode_to_vec();
+                        losers.insert(key.as_str(), bytes.as_slice()).map_err(storage(at(), "write"))?;
+                    }
                 }
             }
-            let mut vv = tx.open_table(VV).map_err(storage(table("version_vector"), "open"))?;
-            for (origin, &seq) in &changes.vv {
-                vv.insert(origin.to_string().as_str(), seq)
-                    .map_err(storage(table("version_vector"), "write"))?;
-            }
-            let mut pending = tx.open_table(PENDING).map_err(storage(table("pending"), "open"))?;
-            for (origin, set) in &changes.pending {
-                if set.is_empty() {
-                    pending
-                        .remove(origin.to_string().as_str())
-                        .map_err(storage(table("pending"), "remove"))?;
-                } else {
-                    let bytes: Vec<u8> = set.iter().flat_map(|s| s.to_be_bytes()).collect();
-                    pending
-                        .insert(origin.to_string().as_str(), bytes.as_slice())
-                        .map_err(storage(table("pending"), "write"))?;
+            if !changes.vv.is_empty() {
+                let mut vv = tx.open_table(VV).map_err(storage(table("version_vector"), "open"))?;
+                for (origin, &seq) in &changes.vv {
+                    vv.insert(origin.to_string().as_str(), seq)
+                        .map_err(storage(table("version_vector"), "write"))?;
                 }
             }
-            let mut floor = tx.open_table(FLOOR).map_err(storage(table("gc_floor"), "open"))?;
-            for (origin, &seq) in &changes.gc_floor {
-                floor
-                    .insert(origin.to_string().as_str(), seq)
-                    .map_err(storage(table("gc_floor"), "write"))?;
+            if !changes.pending.is_empty() {
+                let mut pending = tx.open_table(PENDING).map_err(storage(table("pending"), "open"))?;
+                for (origin, set) in &changes.pending {
+                    if set.is_empty() {
+                        pending
+                            .remove(origin.to_string().as_str())
+                            .map_err(storage(table("pending"), "remove"))?;
+                    } else {
+                        let bytes: Vec<u8> = set.iter().flat_map(|s| s.to_be_bytes()).collect();
+                        pending
+                            .insert(origin.to_string().as_str(), bytes.as_slice())
+                            .map_err(storage(table("pending"), "write"))?;
+                    }
+                }
+            }
+            if !changes.gc_floor.is_empty() {
+                let mut floor = tx.open_table(FLOOR).map_err(storage(table("gc_floor"), "open"))?;
+                for (origin, &seq) in &changes.gc_floor {
+                    floor
+                        .insert(origin.to_string().as_str(), seq)
+                        .map_err(storage(table("gc_floor"), "write"))?;
+                }
             }
             let limits = *self.limits.read();
             redb_log::append(&tx, &shown, &changes.feed, changes.head, self.hlc.physical_now_ms(), &limits)?;
