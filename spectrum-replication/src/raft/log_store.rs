@@ -23,11 +23,18 @@
 //!   waits on [`LogStore::durable`]), and every answer to a client, every
 //!   read index and every snapshot comes from applied entries;
 //! - the leader tells its followers a commit index only once the entries up
-//!   to it are on disk here (`network` waits the same way), so no follower
-//!   applies an entry a crash of the leader could still take back;
+//!   to it are on disk here (`network` waits for that a little, and meanwhile
+//!   sends the last commit index that was), so no follower applies an entry
+//!   a crash of the leader could still take back;
 //! - before a vote that is not this node's own leadership is saved (it is
 //!   stepping down, or voting for another), everything written is synced, so
 //!   whatever it answers under another leader is about entries on disk.
+//!
+//! - a node that led before a restart must win an election again before it
+//!   appends (`RaftDb::forget_leadership` un-commits its saved vote before
+//!   openraft starts, which would otherwise resume leading from it): entries
+//!   it wrote unsynced and lost in the crash may have reached followers, and
+//!   it must not write other entries under the same log ids.
 //!
 //! A committed entry is thus on disk on a majority before anyone acts on it,
 //! as Raft requires. Every other append (a follower's, or entries of another
@@ -481,8 +488,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .collect();
         let result = match &self.wal {
             // This leader's own entries: written now (a write to the page
-            // cache, on this task), reported at once, synced in the background.
-            Some(wal) if own => match wal.append_unsynced(&encoded).map_err(write_err) {
+            // cache, on this task, unless a new segment must be made and the
+            // full one synced first), reported at once, synced in the background.
+            Some(wal) if own => match if wal.starts_a_segment() {
+                let wal = wal.clone();
+                blocking(move || wal.append_unsynced(&encoded).map_err(write_err)).await
+            } else {
+                wal.append_unsynced(&encoded).map_err(write_err)
+            } {
                 Ok(start) => {
                     if start {
                         let flusher = wal.clone();

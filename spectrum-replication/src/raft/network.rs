@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::LogId;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -134,6 +135,11 @@ impl Wire {
     }
 }
 
+/// The longest a call to a follower waits for the entries up to the commit
+/// index it carries to be on disk here before it goes with the last commit
+/// index that was (see [`PeerLink::clear_commit`]).
+const COMMIT_WAIT: Duration = Duration::from_millis(20);
+
 /// openraft's network: one [`PeerLink`] per target node.
 #[derive(Debug, Clone)]
 pub(crate) struct Network {
@@ -148,7 +154,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerLink;
 
     async fn new_client(&mut self, target: u64, node: &RaftMember) -> PeerLink {
-        PeerLink { wire: self.wire.clone(), target, member: node.clone(), durable: self.durable.clone() }
+        PeerLink {
+            wire: self.wire.clone(),
+            target,
+            member: node.clone(),
+            durable: self.durable.clone(),
+            cleared: None,
+        }
     }
 }
 
@@ -159,6 +171,8 @@ pub(crate) struct PeerLink {
     target: u64,
     member: RaftMember,
     durable: Option<watch::Receiver<Durable>>,
+    /// The last commit index sent that was on disk here when sent.
+    cleared: Option<LogId<u64>>,
 }
 
 /// The error openraft expects from a call that did not get an answer.
@@ -211,36 +225,41 @@ impl PeerLink {
     }
 }
 
+impl PeerLink {
+    /// The commit index to tell the follower: `commit` once the entries up to
+    /// it are on disk here, waiting for that a little (at most a quarter of
+    /// the call's `ttl`, [`COMMIT_WAIT`]); until then the last commit this
+    /// link already cleared. A follower applies what it is told is committed,
+    /// so it must never hear of an entry this leader's crash could still
+    /// take back (its copy not on disk yet: see `log_store`). Telling it less
+    /// is safe (a follower's commit index only moves forward) and costs it
+    /// only the wait for the next call, never the call itself.
+    async fn clear_commit(&mut self, commit: Option<LogId<u64>>, ttl: Duration) -> Option<LogId<u64>> {
+        let (Some(durable), Some(commit)) = (&mut self.durable, commit) else { return commit };
+        let wait = (ttl / 4).min(COMMIT_WAIT);
+        match tokio::time::timeout(wait, Durable::wait_for(durable, commit.index)).await {
+            Ok(Ok(())) => {
+                self.cleared = Some(commit);
+                Some(commit)
+            }
+            Ok(Err(_)) | Err(_) => self.cleared,
+        }
+    }
+}
+
 impl RaftNetwork<TypeConfig> for PeerLink {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, RaftMember, RaftError<u64>>> {
-        // A follower applies what it is told is committed: never an entry
-        // this leader's crash could still take back (its copy not on disk yet).
-        if let (Some(durable), Some(commit)) = (&mut self.durable, rpc.leader_commit) {
-            let waited =
-                tokio::time::timeout(option.hard_ttl(), Durable::wait_for(durable, commit.index)).await;
-            let reason = match waited {
-                Ok(Ok(())) => None,
-                Ok(Err(reason)) => Some(reason),
-                Err(_) => Some(format!("entry {} not on disk here in time to send its commit", commit.index)),
-            };
-            if let Some(reason) = reason {
-                let e = LinkError {
-                    peer: self.member.to_string(),
-                    source: ReplicationError::Consensus { reason },
-                };
-                return Err(RPCError::Unreachable(Unreachable::new(&e)));
-            }
-        }
+        let leader_commit = self.clear_commit(rpc.leader_commit, option.hard_ttl()).await;
         let entries = rpc.entries.iter().map(entry_to_proto).collect();
         let bare = AppendEntriesRequest::<TypeConfig> {
             vote: rpc.vote,
             prev_log_id: rpc.prev_log_id,
             entries: Vec::new(),
-            leader_commit: rpc.leader_commit,
+            leader_commit,
         };
         let call = proto::RaftCall { json: to_json(&bare), entries, ..proto::RaftCall::default() };
         self.send(Method::AppendEntries, call, &option).await

@@ -219,6 +219,8 @@ impl RaftReplicatorBuilder {
         let sm = StateMachine::open(self.store.clone(), db.clone(), origin.clone())
             .map_err(consensus)?
             .wait_for_disk(durable.clone());
+        // Needed for safety as well as liveness: see `log_store`, "The
+        // leader's own entries".
         let forget = db.clone();
         // openraft's storage error is its own type, large as it is.
         #[allow(clippy::result_large_err)]

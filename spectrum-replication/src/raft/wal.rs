@@ -159,6 +159,12 @@ pub(crate) struct Wal {
     dir: PathBuf,
     state: Mutex<State>,
     durable: watch::Sender<Durable>,
+    /// Held across every sync of a segment that may hold entries not on
+    /// disk, and the bookkeeping after it (taken before `state`). Linux
+    /// reports a failed write-back to one of the fsyncs running on a file,
+    /// and the others succeed: one at a time, a sync that succeeds after
+    /// another failed finds the log poisoned and vouches for nothing.
+    sync_lock: Mutex<()>,
 }
 
 fn damaged(path: &Path, offset: u64, what: impl std::fmt::Display) -> io::Error {
@@ -373,7 +379,7 @@ impl Wal {
         // Everything read back is on disk (or was cut off above).
         state.synced_end = state.end();
         let (durable, _) = watch::channel(Durable { end: state.synced_end, failed: None });
-        Ok(Self { dir: dir.to_path_buf(), state: Mutex::new(state), durable })
+        Ok(Self { dir: dir.to_path_buf(), state: Mutex::new(state), durable, sync_lock: Mutex::new(()) })
     }
 
     /// The first and last index held, if any.
@@ -510,6 +516,12 @@ impl Wal {
     /// generation, or `None` for no entries.
     fn write(&self, entries: &[(u64, Vec<u8>)]) -> io::Result<Option<(Arc<File>, u64, u64)>> {
         let Some(&(head, _)) = entries.first() else { return Ok(None) };
+        // A full last segment is synced before the next begins, so that only
+        // the last segment ever holds entries not on disk. (Writes come one
+        // at a time, from openraft's core: none lands in between.)
+        if let Some((file, end, generation)) = self.full_and_unsynced() {
+            self.sync(&file, end, generation)?;
+        }
         let mut state = self.state.lock();
         if let Some(reason) = &state.poisoned {
             return Err(io::Error::other(format!("the raft log failed earlier: {reason}")));
@@ -558,16 +570,35 @@ impl Wal {
         Ok(Some((file, state.end(), state.generation)))
     }
 
+    /// Whether the next write starts a new segment while the last holds
+    /// entries not on disk: the segment, the log's end and the generation.
+    fn full_and_unsynced(&self) -> Option<(Arc<File>, u64, u64)> {
+        let state = self.state.lock();
+        let last = state.segments.values().next_back()?;
+        (last.size >= SEGMENT_BYTES && state.synced_end < state.end())
+            .then(|| (last.file.clone(), state.end(), state.generation))
+    }
+
+    /// Whether the next append starts a new segment (creating and syncing a
+    /// file: work for a thread that may block).
+    pub(crate) fn starts_a_segment(&self) -> bool {
+        self.state.lock().segments.values().next_back().is_none_or(|last| last.size >= SEGMENT_BYTES)
+    }
+
     /// Syncs `file` (the last segment: the only one that may hold entries not
     /// yet on disk) outside the lock, so readers need not wait for the disk;
     /// then the log is on disk up to `end`, unless a truncation came in
     /// between (`generation`). A failure poisons the log.
     fn sync(&self, file: &File, end: u64, generation: u64) -> io::Result<()> {
+        let _one = self.sync_lock.lock();
         let synced = file.sync_data();
         let mut state = self.state.lock();
         if let Err(e) = synced {
             self.poison(&mut state, &e);
             return Err(e);
+        }
+        if let Some(reason) = &state.poisoned {
+            return Err(io::Error::other(format!("the raft log failed earlier: {reason}")));
         }
         let end = end.min(state.end());
         if state.generation == generation && end > state.synced_end {
@@ -595,9 +626,11 @@ impl Wal {
             if segment.size < SEGMENT_BYTES {
                 return Ok(name);
             }
-            segment.file.sync_data()?;
-            state.synced_end = state.end();
-            self.publish(state);
+            if state.synced_end < state.end() {
+                // `write` synced it first; reaching here would leave entries
+                // not on disk in a segment that is no longer the last.
+                return Err(io::Error::other("the full raft log segment holds entries not yet synced"));
+            }
         }
         let path = self.dir.join(segment_name(head));
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
@@ -615,6 +648,7 @@ impl Wal {
     ///
     /// I/O errors, after which every write fails.
     pub(crate) fn truncate(&self, index: u64) -> io::Result<()> {
+        let _one = self.sync_lock.lock();
         let mut state = self.state.lock();
         if let Some(reason) = &state.poisoned {
             return Err(io::Error::other(format!("the raft log failed earlier: {reason}")));
