@@ -557,19 +557,23 @@ mod tests {
     use super::super::codec::encode_entry;
     use super::{PURGED, RaftDb, VOTE, WAL_DIR, open_wal};
 
+    /// Blank entries of `leader` at `indexes`, encoded as the log keeps them.
+    fn blank_entries(
+        leader: CommittedLeaderId<u64>,
+        indexes: std::ops::RangeInclusive<u64>,
+    ) -> Vec<(u64, Vec<u8>)> {
+        indexes
+            .map(|i| {
+                (i, encode_entry(&Entry { log_id: LogId::new(leader, i), payload: EntryPayload::Blank }))
+            })
+            .collect()
+    }
+
     #[test]
     fn entries_an_earlier_build_kept_in_raft_redb_move_to_segment_files_once() {
         let dir = tempfile::tempdir().unwrap();
         let db = RaftDb::open(&dir.path().join("raft.redb")).unwrap();
-        let entries: Vec<(u64, Vec<u8>)> = (3..=9)
-            .map(|i| {
-                let e = Entry {
-                    log_id: LogId::new(CommittedLeaderId::new(2, 1), i),
-                    payload: EntryPayload::Blank,
-                };
-                (i, encode_entry(&e))
-            })
-            .collect();
+        let entries = blank_entries(CommittedLeaderId::new(2, 1), 3..=9);
         db.append(&entries).unwrap();
         let purged = serde_json::to_vec(&LogId::new(CommittedLeaderId::new(1, 1), 2)).unwrap();
         db.put_meta(&[(PURGED, &purged)]).unwrap();
@@ -613,15 +617,7 @@ mod tests {
 
         // As leader it wrote entries not yet on disk; then it steps down.
         let wal = log.wal.clone().unwrap();
-        let own: Vec<(u64, Vec<u8>)> = (1..=3)
-            .map(|i| {
-                let e = Entry {
-                    log_id: LogId::new(CommittedLeaderId::new(4, 7), i),
-                    payload: EntryPayload::Blank,
-                };
-                (i, encode_entry(&e))
-            })
-            .collect();
+        let own = blank_entries(CommittedLeaderId::new(4, 7), 1..=3);
         wal.append_unsynced(&own).unwrap();
         assert_eq!(durable.borrow().end, 1);
         log.save_vote(&Vote::new(5, 8)).await.unwrap();
