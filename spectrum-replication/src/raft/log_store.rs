@@ -490,21 +490,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // This leader's own entries: written now (a write to the page
             // cache, on this task, unless a new segment must be made and the
             // full one synced first), reported at once, synced in the background.
-            Some(wal) if own => match if wal.starts_a_segment() {
-                let wal = wal.clone();
-                blocking(move || wal.append_unsynced(&encoded).map_err(write_err)).await
-            } else {
-                wal.append_unsynced(&encoded).map_err(write_err)
-            } {
-                Ok(start) => {
-                    if start {
+            Some(wal) if own => {
+                let written = if wal.starts_a_segment() {
+                    let wal = wal.clone();
+                    blocking(move || wal.append_unsynced(&encoded).map_err(write_err)).await
+                } else {
+                    wal.append_unsynced(&encoded).map_err(write_err)
+                };
+                written.map(|start_a_flush| {
+                    if start_a_flush {
                         let flusher = wal.clone();
                         tokio::task::spawn_blocking(move || flusher.flush());
                     }
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            },
+                })
+            }
             Some(wal) => {
                 let wal = wal.clone();
                 blocking(move || wal.append(&encoded).map_err(write_err)).await

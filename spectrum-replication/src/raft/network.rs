@@ -184,6 +184,26 @@ struct LinkError {
 }
 
 impl PeerLink {
+    /// The commit index to tell the follower: `commit` once the entries up to
+    /// it are on disk here, waiting for that a little (at most a quarter of
+    /// the call's `ttl`, [`COMMIT_WAIT`]); until then the last commit this
+    /// link already cleared. A follower applies what it is told is committed,
+    /// so it must never hear of an entry this leader's crash could still
+    /// take back (its copy not on disk yet: see `log_store`). Telling it less
+    /// is safe (a follower's commit index only moves forward) and costs it
+    /// only the wait for the next call, never the call itself.
+    async fn clear_commit(&mut self, commit: Option<LogId<u64>>, ttl: Duration) -> Option<LogId<u64>> {
+        let (Some(durable), Some(commit)) = (&mut self.durable, commit) else { return commit };
+        let wait = (ttl / 4).min(COMMIT_WAIT);
+        match tokio::time::timeout(wait, Durable::wait_for(durable, commit.index)).await {
+            Ok(Ok(())) => {
+                self.cleared = Some(commit);
+                Some(commit)
+            }
+            Ok(Err(_)) | Err(_) => self.cleared,
+        }
+    }
+
     async fn send<E, T>(
         &self,
         method: Method,
@@ -221,28 +241,6 @@ impl PeerLink {
                     Err(RPCError::Network(NetworkError::new(&e)))
                 }
             }
-        }
-    }
-}
-
-impl PeerLink {
-    /// The commit index to tell the follower: `commit` once the entries up to
-    /// it are on disk here, waiting for that a little (at most a quarter of
-    /// the call's `ttl`, [`COMMIT_WAIT`]); until then the last commit this
-    /// link already cleared. A follower applies what it is told is committed,
-    /// so it must never hear of an entry this leader's crash could still
-    /// take back (its copy not on disk yet: see `log_store`). Telling it less
-    /// is safe (a follower's commit index only moves forward) and costs it
-    /// only the wait for the next call, never the call itself.
-    async fn clear_commit(&mut self, commit: Option<LogId<u64>>, ttl: Duration) -> Option<LogId<u64>> {
-        let (Some(durable), Some(commit)) = (&mut self.durable, commit) else { return commit };
-        let wait = (ttl / 4).min(COMMIT_WAIT);
-        match tokio::time::timeout(wait, Durable::wait_for(durable, commit.index)).await {
-            Ok(Ok(())) => {
-                self.cleared = Some(commit);
-                Some(commit)
-            }
-            Ok(Err(_)) | Err(_) => self.cleared,
         }
     }
 }

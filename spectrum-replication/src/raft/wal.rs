@@ -119,6 +119,28 @@ impl State {
     fn end(&self) -> u64 {
         self.first + self.locs.len() as u64
     }
+
+    /// The log's earlier failure, if any, as the error of a write.
+    fn refuse_if_poisoned(&self) -> io::Result<()> {
+        match &self.poisoned {
+            Some(reason) => Err(io::Error::other(format!("the raft log failed earlier: {reason}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the next append starts a new segment: there is none, or the
+    /// last is full.
+    fn starts_a_segment(&self) -> bool {
+        self.segments.values().next_back().is_none_or(|last| last.size >= SEGMENT_BYTES)
+    }
+
+    /// What a sync must cover when entries are not on disk yet: the last
+    /// segment (the only one that may hold them), the log's end and the
+    /// truncation generation.
+    fn unsynced_tail(&self) -> Option<(Arc<File>, u64, u64)> {
+        let last = self.segments.values().next_back()?;
+        (self.synced_end < self.end()).then(|| (last.file.clone(), self.end(), self.generation))
+    }
 }
 
 /// How far the log is on disk, as published on [`Wal::durable`].
@@ -394,7 +416,7 @@ impl Wal {
     pub(crate) fn read(&self, start: u64, end: u64) -> io::Result<Vec<Vec<u8>>> {
         let state = self.state.lock();
         let from = start.max(state.first);
-        let to = end.min(state.first + state.locs.len() as u64);
+        let to = end.min(state.end());
         let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
         for index in from..to {
             let loc = state.locs[(index - state.first) as usize];
@@ -470,13 +492,9 @@ impl Wal {
         loop {
             let (file, end, generation) = {
                 let mut state = self.state.lock();
-                let end = state.end();
-                let last = state.segments.values().next_back().map(|s| s.file.clone());
-                match last {
-                    Some(file) if state.poisoned.is_none() && state.synced_end < end => {
-                        (file, end, state.generation)
-                    }
-                    _ => {
+                match state.unsynced_tail().filter(|_| state.poisoned.is_none()) {
+                    Some(tail) => tail,
+                    None => {
                         state.flushing = false;
                         return;
                     }
@@ -496,19 +514,15 @@ impl Wal {
     ///
     /// The log's earlier failure, or the sync's (which poisons it).
     pub(crate) fn sync_all(&self) -> io::Result<()> {
-        let (file, end, generation) = {
+        let tail = {
             let state = self.state.lock();
-            if let Some(reason) = &state.poisoned {
-                return Err(io::Error::other(format!("the raft log failed earlier: {reason}")));
-            }
-            match state.segments.values().next_back() {
-                Some(last) if state.synced_end < state.end() => {
-                    (last.file.clone(), state.end(), state.generation)
-                }
-                _ => return Ok(()),
-            }
+            state.refuse_if_poisoned()?;
+            state.unsynced_tail()
         };
-        self.sync(&file, end, generation)
+        match tail {
+            Some((file, end, generation)) => self.sync(&file, end, generation),
+            None => Ok(()),
+        }
     }
 
     /// Writes `entries` to the last segment and adds them to the log, not
@@ -523,9 +537,7 @@ impl Wal {
             self.sync(&file, end, generation)?;
         }
         let mut state = self.state.lock();
-        if let Some(reason) = &state.poisoned {
-            return Err(io::Error::other(format!("the raft log failed earlier: {reason}")));
-        }
+        state.refuse_if_poisoned()?;
         let next = state.end();
         // An empty log takes any first entry only if it never held one
         // (nothing purged or appended yet); otherwise the next is due,
@@ -574,15 +586,13 @@ impl Wal {
     /// entries not on disk: the segment, the log's end and the generation.
     fn full_and_unsynced(&self) -> Option<(Arc<File>, u64, u64)> {
         let state = self.state.lock();
-        let last = state.segments.values().next_back()?;
-        (last.size >= SEGMENT_BYTES && state.synced_end < state.end())
-            .then(|| (last.file.clone(), state.end(), state.generation))
+        state.unsynced_tail().filter(|_| state.starts_a_segment())
     }
 
     /// Whether the next append starts a new segment (creating and syncing a
     /// file: work for a thread that may block).
     pub(crate) fn starts_a_segment(&self) -> bool {
-        self.state.lock().segments.values().next_back().is_none_or(|last| last.size >= SEGMENT_BYTES)
+        self.state.lock().starts_a_segment()
     }
 
     /// Syncs `file` (the last segment: the only one that may hold entries not
@@ -597,9 +607,7 @@ impl Wal {
             self.poison(&mut state, &e);
             return Err(e);
         }
-        if let Some(reason) = &state.poisoned {
-            return Err(io::Error::other(format!("the raft log failed earlier: {reason}")));
-        }
+        state.refuse_if_poisoned()?;
         let end = end.min(state.end());
         if state.generation == generation && end > state.synced_end {
             state.synced_end = end;
@@ -650,9 +658,7 @@ impl Wal {
     pub(crate) fn truncate(&self, index: u64) -> io::Result<()> {
         let _one = self.sync_lock.lock();
         let mut state = self.state.lock();
-        if let Some(reason) = &state.poisoned {
-            return Err(io::Error::other(format!("the raft log failed earlier: {reason}")));
-        }
+        state.refuse_if_poisoned()?;
         let held = state.locs.len() as u64;
         if held == 0 || index >= state.end() {
             return Ok(());
