@@ -15,12 +15,21 @@
 //!   as it was).
 //!
 //! The one exception is [`merge_deferred`](ConfigStore::merge_deferred), for a
-//! caller that can replay what a crash loses (Raft mode's state machine): it
-//! commits with redb's [`Durability::None`], without fsync, and the change is
-//! durable once [`sync`](ConfigStore::sync) (an empty commit with fsync) or any
-//! other write has committed after it. A crash before that rolls the file back
-//! to its last durable commit: a prefix of the changes, in commit order.
-//!
+//! caller that can replay what a crash loses (Raft mode's state machine): its
+//! change is applied in memory at once, without touching the file, and queued;
+//! the queue is written **behind** it, in one redb transaction committed with
+//! [`Durability::None`] (no fsync), [`FLUSH_AFTER`] later or as soon as it holds
+//! [`MAX_BEHIND_RECORDS`] records, before any other write's change and before a
+//! read of the change log. It is durable once [`sync`](ConfigStore::sync) (which
+//! writes the queue with fsync) or any other write has committed after it. A
+//! crash before that rolls the file back to its last durable commit: a prefix of
+//! the changes, in the order they were made. This is etcd's backend batch
+//! transaction (applied entries go to bbolt in memory and are committed every
+//! 100 ms), the Raft log being the truth in both. A failed write of the queue
+//! loses it: from then on `merge_deferred` and `sync` fail (the caller must
+//! replay from its own log: restart), and the next write opens the file again,
+//! which rolls memory back to the file.
+
 //! # When the disk fails
 //!
 //! A commit that fails (a full disk, an I/O error) is returned as
@@ -82,7 +91,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use ::redb::{Builder, Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use async_trait::async_trait;
@@ -98,7 +107,8 @@ use crate::error::StoreError;
 use crate::origin::{InvalidOrigin, Origin};
 use crate::proto;
 use crate::record::{
-    ChangeBatch, DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, Snapshot, VersionVector, WriteBatch,
+    Change, ChangeBatch, DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, Snapshot, VersionVector,
+    WriteBatch,
 };
 use crate::redb_log::{self, CHANGES, corrupt, storage};
 use crate::state::{Changes, Parts, State, check_record};
@@ -146,6 +156,14 @@ const FORMAT_LEGACY: u64 = 1;
 /// Cache redb keeps of the file (the state is in memory anyway).
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
+/// How long a change of [`merge_deferred`](ConfigStore::merge_deferred) waits
+/// in memory before the queue is written to the file (see [the module
+/// docs](crate::redb)): changes made meanwhile share its transaction.
+pub const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
+/// Records the deferred queue holds at most: the change that fills it writes
+/// the queue before it returns, so a writer faster than the disk waits for it.
+pub const MAX_BEHIND_RECORDS: usize = 4096;
+
 /// A [`ConfigStore`] that persists every change to a redb file before
 /// acknowledging it. See the [module docs](crate::redb).
 ///
@@ -185,11 +203,59 @@ struct Shared {
     path: PathBuf,
     hlc: Arc<Hlc>,
     state: RwLock<State>,
-    /// Serialises writers: planning, committing to disk and applying in memory.
+    /// Serialises writers: planning and applying in memory (and committing
+    /// to disk, but for deferred changes). Taken before `disk`.
     writer: Mutex<()>,
+    /// Serialises transactions on the file, from taking the deferred queue to
+    /// the commit, so the queue reaches the file in order. Taken before `behind`.
+    disk: Mutex<()>,
+    /// Deferred changes applied in memory, not yet written to the file.
+    behind: Mutex<Behind>,
     feed: broadcast::Sender<Record>,
     /// What the durable change log keeps (see [`changelog`](crate::changelog)).
     limits: RwLock<ChangeLogLimits>,
+}
+
+/// The write-behind queue of [`merge_deferred`](ConfigStore::merge_deferred).
+#[derive(Default)]
+struct Behind {
+    /// The changes, in the order they were applied in memory.
+    changes: Vec<Changes>,
+    /// How many records they hold.
+    records: usize,
+    /// Whether a write of the queue is scheduled.
+    scheduled: bool,
+    /// Why deferred changes were lost (a failed write of the queue, or the
+    /// file reopened and reloaded with changes queued): every later deferred
+    /// merge and sync fails with it.
+    lost: Option<String>,
+}
+
+impl Behind {
+    /// The queue, emptied.
+    fn take(&mut self) -> Vec<Changes> {
+        self.records = 0;
+        self.scheduled = false;
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Records that `lost` deferred changes were lost, for `why`, and drops
+    /// the queue: it was planned on top of them.
+    fn lose(&mut self, lost: usize, why: String) {
+        let queued = self.take().len();
+        warn!(lost = lost + queued, %why, "deferred store changes lost; the caller must replay them");
+        self.lost.get_or_insert(why);
+    }
+}
+
+/// What a deferred merge leaves to do.
+enum Flush {
+    /// Nothing: a write of the queue is scheduled already.
+    Later,
+    /// Schedule a write of the queue in [`FLUSH_AFTER`].
+    Schedule,
+    /// Write the queue now: it is full.
+    Now,
 }
 
 impl RedbStore {
@@ -224,6 +290,8 @@ impl RedbStore {
                 hlc,
                 state: RwLock::new(state),
                 writer: Mutex::new(()),
+                disk: Mutex::new(()),
+                behind: Mutex::new(Behind::default()),
                 feed,
                 limits: RwLock::new(ChangeLogLimits::default()),
             }),
@@ -278,52 +346,193 @@ impl RedbStore {
         self.len() == 0
     }
 
-    /// Plans with `plan`, commits to disk, then to memory, on the blocking pool.
+    /// Plans with `plan`, commits to disk (with fsync), then to memory, on the blocking pool.
     async fn write<T, P>(&self, plan: P) -> Result<T, StoreError>
     where
         T: Send + 'static,
         P: FnOnce(&State, &Hlc) -> (Changes, T) + Send + 'static,
     {
-        self.write_with(Durability::Immediate, plan).await
-    }
-
-    /// [`write`](Self::write), committed with `durability`.
-    async fn write_with<T, P>(&self, durability: Durability, plan: P) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        P: FnOnce(&State, &Hlc) -> (Changes, T) + Send + 'static,
-    {
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.write(durability, plan))
+        tokio::task::spawn_blocking(move || shared.write(plan))
             .await
             .map_err(storage(self.shared.path.display().to_string(), "finish a write to"))?
     }
+
+    /// Runs `f` on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        verb: &'static str,
+        f: impl FnOnce(&Shared) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || f(&shared))
+            .await
+            .map_err(storage(self.shared.path.display().to_string(), verb))?
+    }
+}
+
+/// Writes `shared`'s deferred queue [`FLUSH_AFTER`] from now, unless the
+/// store is dropped first.
+fn schedule_flush(shared: Weak<Shared>) {
+    tokio::spawn(async move {
+        tokio::time::sleep(FLUSH_AFTER).await;
+        let Some(shared) = shared.upgrade() else { return };
+        let written = tokio::task::spawn_blocking(move || shared.flush(Durability::None)).await;
+        if let Ok(Err(error)) = written {
+            warn!(%error, "writing deferred store changes failed");
+        }
+    });
 }
 
 impl Shared {
-    fn write<T>(
-        &self,
-        durability: Durability,
-        plan: impl FnOnce(&State, &Hlc) -> (Changes, T),
-    ) -> Result<T, StoreError> {
+    /// Plans with `plan`, then commits the deferred queue and the plan's
+    /// changes in one transaction with fsync, then the changes to memory.
+    fn write<T>(&self, plan: impl FnOnce(&State, &Hlc) -> (Changes, T)) -> Result<T, StoreError> {
         let _writer = self.writer.lock();
+        let _disk = self.disk.lock();
         // Readers of the change log take the file while a commit runs.
         let open = self.ensure_open(&mut self.db.lock())?.clone();
         let (changes, out) = plan(&self.state.read(), &self.hlc);
         if changes.is_empty() {
             return Ok(out);
         }
-        if let Err(e) = self.persist(&open, &changes, durability) {
-            self.close(&mut self.db.lock(), &e);
-            return Err(e);
-        }
-        self.state.write().commit(&changes);
+        // Deferred changes are in memory before these: on the file too.
+        let mut batch = self.behind.lock().take();
+        let deferred = batch.len();
+        batch.push(changes);
+        self.commit_to_file(&open, &batch, deferred, Durability::Immediate)?;
+        let changes = &batch[deferred];
+        self.state.write().commit(changes);
+        self.publish(changes);
+        Ok(out)
+    }
+
+    /// Sends the records `changes` stored to the live feed.
+    fn publish(&self, changes: &Changes) {
         for c in &changes.feed {
             if let Some(r) = &c.record {
                 let _ = self.feed.send(r.clone());
             }
         }
-        Ok(out)
+    }
+
+    /// Merges `records` in memory and queues the change for the file (see
+    /// [the module docs](crate::redb)). The caller holds `writer`, and the
+    /// file is open.
+    fn defer(
+        &self,
+        records: Vec<Record>,
+        covers: &VersionVector,
+    ) -> Result<(MergeReport, Flush), StoreError> {
+        self.refuse_if_lost()?;
+        let (changes, report) = self.state.read().plan_merge(records, covers);
+        if changes.is_empty() {
+            return Ok((report, Flush::Later));
+        }
+        self.state.write().commit(&changes);
+        self.publish(&changes);
+        let mut behind = self.behind.lock();
+        // A write of the queue failed since the check above: this change,
+        // planned on top of the lost ones, is lost with them.
+        if let Some(why) = &behind.lost {
+            return Err(self.lost_error(why));
+        }
+        behind.records += changes.feed.len();
+        behind.changes.push(changes);
+        let flush = if behind.records >= MAX_BEHIND_RECORDS {
+            Flush::Now
+        } else if std::mem::replace(&mut behind.scheduled, true) {
+            Flush::Later
+        } else {
+            Flush::Schedule
+        };
+        Ok((report, flush))
+    }
+
+    /// [`defer`](Self::defer), waiting for the writer and opening the file
+    /// again if a failure closed it.
+    fn defer_blocking(
+        &self,
+        records: Vec<Record>,
+        covers: &VersionVector,
+    ) -> Result<(MergeReport, Flush), StoreError> {
+        let _writer = self.writer.lock();
+        {
+            let _disk = self.disk.lock();
+            self.ensure_open(&mut self.db.lock())?;
+        }
+        self.defer(records, covers)
+    }
+
+    /// Writes the deferred queue to the file in one transaction committed
+    /// with `durability`. With [`Durability::Immediate`] and an empty queue it
+    /// commits an empty transaction, which makes every earlier non-durable
+    /// commit durable too (redb's contract for [`Durability::None`]).
+    fn flush(&self, durability: Durability) -> Result<(), StoreError> {
+        let disk = self.disk.lock();
+        let open = self.db.lock().clone();
+        let open = match open {
+            Some(open) => open,
+            None => {
+                // Opening the file again may reload memory: that needs the writer,
+                // which is taken before `disk`.
+                drop(disk);
+                let _writer = self.writer.lock();
+                let _disk = self.disk.lock();
+                let open = self.ensure_open(&mut self.db.lock())?.clone();
+                return self.flush_on(&open, durability);
+            }
+        };
+        self.flush_on(&open, durability)
+    }
+
+    /// [`flush`](Self::flush) on `open`, `disk` held.
+    fn flush_on(&self, open: &Database, durability: Durability) -> Result<(), StoreError> {
+        self.refuse_if_lost()?;
+        let batch = self.behind.lock().take();
+        if batch.is_empty() && matches!(durability, Durability::None) {
+            return Ok(());
+        }
+        self.commit_to_file(open, &batch, batch.len(), durability)
+    }
+
+    /// The error of every deferred merge and sync once deferred changes were lost.
+    fn refuse_if_lost(&self) -> Result<(), StoreError> {
+        match &self.behind.lock().lost {
+            Some(why) => Err(self.lost_error(why)),
+            None => Ok(()),
+        }
+    }
+
+    fn lost_error(&self, why: &str) -> StoreError {
+        StoreError::Storage {
+            subject: self.path.display().to_string(),
+            verb: "keep deferred changes in",
+            source: Box::new(std::io::Error::other(format!(
+                "changes merged without fsync were lost ({why}); they must be merged again from \
+                 their source (a Raft node replays its log when restarted)"
+            ))),
+        }
+    }
+
+    /// Commits `batch` (its first `deferred` changes from the deferred queue)
+    /// in one transaction; on failure closes the file, and records the
+    /// deferred changes as lost.
+    fn commit_to_file(
+        &self,
+        open: &Database,
+        batch: &[Changes],
+        deferred: usize,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
+        if let Err(e) = self.persist(open, batch, durability) {
+            if deferred > 0 {
+                self.behind.lock().lose(deferred, e.to_string());
+            }
+            self.close(&mut self.db.lock(), &e);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// The open file, for reading the change log; an error while a failure keeps it closed.
@@ -345,17 +554,16 @@ impl Shared {
     /// real write.
     fn recover(&self, probe_bytes: usize) -> Result<(), StoreError> {
         let _writer = self.writer.lock();
-        let mut db = self.db.lock();
-        let open = self.ensure_open(&mut db)?;
-        let proved = self.probe_room(open, probe_bytes).and_then(|()| {
-            let head = Changes { head: self.state.read().head(), ..Changes::default() };
-            self.persist(open, &head, Durability::Immediate)
-        });
-        if let Err(e) = proved {
-            self.close(&mut db, &e);
+        let _disk = self.disk.lock();
+        let open = self.ensure_open(&mut self.db.lock())?.clone();
+        if let Err(e) = self.probe_room(&open, probe_bytes) {
+            self.close(&mut self.db.lock(), &e);
             return Err(e);
         }
-        Ok(())
+        let mut batch = self.behind.lock().take();
+        let deferred = batch.len();
+        batch.push(Changes { head: self.state.read().head(), ..Changes::default() });
+        self.commit_to_file(&open, &batch, deferred, Durability::Immediate)
     }
 
     /// Commits `bytes` bytes to the scratch table, then commits their removal.
@@ -398,8 +606,16 @@ impl Shared {
                 State::from_parts(parts).map_err(|why| corrupt(format!("{shown}: table records"), why))?;
             self.hlc.restore(high_water.max(on_disk.max_stamp().unwrap_or(Timestamp::ZERO)));
             let mut state = self.state.write();
-            if on_disk.vv() != state.vv() || on_disk.head() != state.head() || on_disk.len() != state.len() {
-                warn!(path = %shown, "the file holds changes memory lacks (a commit reported failure but reached the disk); reloading from it");
+            let mut behind = self.behind.lock();
+            if !behind.changes.is_empty() {
+                let queued = behind.changes.len();
+                behind.lose(0, format!("the file was opened again with {queued} changes not written to it"));
+                *state = on_disk;
+            } else if on_disk.vv() != state.vv()
+                || on_disk.head() != state.head()
+                || on_disk.len() != state.len()
+            {
+                warn!(path = %shown, "the file differs from memory (a commit reported failure but reached the disk, or changes merged without fsync were lost); reloading from it");
                 *state = on_disk;
             }
             info!(path = %shown, "store file opened again after a failure");
@@ -408,54 +624,38 @@ impl Shared {
         db.as_ref().ok_or_else(|| corrupt(self.path.display().to_string(), "not open"))
     }
 
-    /// Commits an empty transaction with immediate durability, which makes
-    /// every earlier non-durable commit durable too (redb's contract for
-    /// [`Durability::None`]).
-    fn sync(&self) -> Result<(), StoreError> {
-        let _writer = self.writer.lock();
-        let open = self.ensure_open(&mut self.db.lock())?.clone();
-        let shown = self.path.display().to_string();
-        let synced = open
-            .begin_write()
-            .map_err(storage(&shown, "begin a write to"))
-            .and_then(|tx| tx.commit().map_err(storage(&shown, "sync")));
-        if let Err(e) = synced {
-            self.close(&mut self.db.lock(), &e);
-            return Err(e);
-        }
-        trace!(path = %shown, "synced");
-        Ok(())
-    }
-
-    /// Writes `changes` and the clock's high-water mark in one transaction,
-    /// committed with `durability` (immediate: fsync before returning).
-    fn persist(&self, db: &Database, changes: &Changes, durability: Durability) -> Result<(), StoreError> {
+    /// Writes `batch` (changes in the order they were made) and the clock's
+    /// high-water mark in one transaction, committed with `durability`
+    /// (immediate: fsync before returning). An empty batch commits an empty
+    /// transaction.
+    fn persist(&self, db: &Database, batch: &[Changes], durability: Durability) -> Result<(), StoreError> {
         let shown = self.path.display().to_string();
         let mut tx = db.begin_write().map_err(storage(&shown, "begin a write to"))?;
         tx.set_durability(durability).map_err(storage(&shown, "set the durability of a write to"))?;
-        {
+        if let Some(last) = batch.last() {
             let table = |name: &str| format!("{shown}: table {name}");
-            let mut records = tx.open_table(RECORDS).map_err(storage(table("records"), "open"))?;
-            for c in &changes.feed {
-                match &c.record {
-                    Some(r) => {
-                        let bytes = proto::Record::from(r).encode_to_vec();
-                        records
-                            .insert(c.key.as_str(), bytes.as_slice())
-                            .map_err(storage(format!("{}, key {:?}", table("records"), c.key), "write"))?;
-                    }
-                    None => {
-                        records
-                            .remove(c.key.as_str())
-                            .map_err(storage(format!("{}, key {:?}", table("records"), c.key), "remove"))?;
+            {
+                let mut records = tx.open_table(RECORDS).map_err(storage(table("records"), "open"))?;
+                for c in batch.iter().flat_map(|changes| &changes.feed) {
+                    let at = || format!("{}, key {:?}", table("records"), c.key);
+                    match &c.record {
+                        Some(r) => {
+                            let bytes = proto::Record::from(r).encode_to_vec();
+                            records
+                                .insert(c.key.as_str(), bytes.as_slice())
+                                .map_err(storage(at(), "write"))?;
+                        }
+                        None => {
+                            records.remove(c.key.as_str()).map_err(storage(at(), "remove"))?;
+                        }
                     }
                 }
             }
             // Tables this commit leaves alone are not opened: an open table
             // costs its root's bookkeeping at commit.
-            if !changes.losers.is_empty() {
+            if batch.iter().any(|c| !c.losers.is_empty()) {
                 let mut losers = tx.open_table(LOSERS).map_err(storage(table("conflict_losers"), "open"))?;
-                for (key, list) in &changes.losers {
+                for (key, list) in batch.iter().flat_map(|c| &c.losers) {
                     let at = || format!("{}, key {key:?}", table("conflict_losers"));
                     if list.is_empty() {
                         losers.remove(key.as_str()).map_err(storage(at(), "remove"))?;
@@ -465,16 +665,16 @@ impl Shared {
                     }
                 }
             }
-            if !changes.vv.is_empty() {
+            if batch.iter().any(|c| !c.vv.is_empty()) {
                 let mut vv = tx.open_table(VV).map_err(storage(table("version_vector"), "open"))?;
-                for (origin, &seq) in &changes.vv {
+                for (origin, &seq) in batch.iter().flat_map(|c| &c.vv) {
                     vv.insert(origin.to_string().as_str(), seq)
                         .map_err(storage(table("version_vector"), "write"))?;
                 }
             }
-            if !changes.pending.is_empty() {
+            if batch.iter().any(|c| !c.pending.is_empty()) {
                 let mut pending = tx.open_table(PENDING).map_err(storage(table("pending"), "open"))?;
-                for (origin, set) in &changes.pending {
+                for (origin, set) in batch.iter().flat_map(|c| &c.pending) {
                     if set.is_empty() {
                         pending
                             .remove(origin.to_string().as_str())
@@ -487,24 +687,25 @@ impl Shared {
                     }
                 }
             }
-            if !changes.gc_floor.is_empty() {
+            if batch.iter().any(|c| !c.gc_floor.is_empty()) {
                 let mut floor = tx.open_table(FLOOR).map_err(storage(table("gc_floor"), "open"))?;
-                for (origin, &seq) in &changes.gc_floor {
+                for (origin, &seq) in batch.iter().flat_map(|c| &c.gc_floor) {
                     floor
                         .insert(origin.to_string().as_str(), seq)
                         .map_err(storage(table("gc_floor"), "write"))?;
                 }
             }
             let limits = *self.limits.read();
-            redb_log::append(&tx, &shown, &changes.feed, changes.head, self.hlc.physical_now_ms(), &limits)?;
+            let feed = batch.iter().flat_map(|c| &c.feed);
+            redb_log::append(&tx, &shown, feed, last.head, self.hlc.physical_now_ms(), &limits)?;
             let mut meta = tx.open_table(META).map_err(storage(table("meta"), "open"))?;
-            meta.insert(META_HEAD, changes.head.to_be_bytes().as_slice())
+            meta.insert(META_HEAD, last.head.to_be_bytes().as_slice())
                 .map_err(storage(table("meta"), "write"))?;
             let high = encode_stamp(self.hlc.last());
             meta.insert(META_HLC, high.as_slice()).map_err(storage(table("meta"), "write"))?;
         }
         tx.commit().map_err(storage(&shown, "commit a write to"))?;
-        trace!(path = %shown, changes = changes.feed.len(), "committed");
+        trace!(path = %shown, changes = batch.len(), ?durability, "committed");
         Ok(())
     }
 }
@@ -772,10 +973,16 @@ impl ConfigStore for RedbStore {
         Ok(report)
     }
 
-    /// Commits with redb's [`Durability::None`]: no fsync; the next
+    /// Merges in memory at once and writes the change to the file behind it,
+    /// without fsync (see [the module docs](crate::redb)): the next
     /// [`sync`](ConfigStore::sync), or any other write, which all commit with
-    /// fsync, makes it durable. A crash before that rolls the file back to its
-    /// last durable commit (see [the module docs](crate::redb)).
+    /// fsync, makes it durable.
+    ///
+    /// # Errors
+    ///
+    /// As [`merge`](ConfigStore::merge); also [`StoreError::Storage`] once a
+    /// write of deferred changes failed (they are lost: merge them again, as
+    /// after a crash).
     async fn merge_deferred(
         &self,
         records: Vec<Record>,
@@ -785,16 +992,35 @@ impl ConfigStore for RedbStore {
             check_record(r, self.max_value_bytes)?;
         }
         let covers = covers.clone();
-        let report = self.write_with(Durability::None, move |st, _| st.plan_merge(records, &covers)).await?;
+        // At once, on this thread, unless another writer holds the store (it
+        // may be waiting for the disk) or a failure closed the file.
+        let mut records = Some(records);
+        let fast = match self.shared.writer.try_lock() {
+            Some(_writer) if self.shared.db.lock().is_some() => {
+                records.take().map(|records| self.shared.defer(records, &covers))
+            }
+            _ => None,
+        };
+        let (report, flush) = match (fast, records) {
+            (Some(done), _) => done?,
+            (None, Some(records)) => {
+                self.blocking("finish a merge into", move |shared| shared.defer_blocking(records, &covers))
+                    .await?
+            }
+            (None, None) => unreachable!("the records go to exactly one path"),
+        };
+        match flush {
+            Flush::Later => {}
+            Flush::Schedule => schedule_flush(Arc::downgrade(&self.shared)),
+            Flush::Now => self.blocking("finish a write to", |shared| shared.flush(Durability::None)).await?,
+        }
         trace!(origin = %self.origin, applied = report.applied, "merged records, durable at the next sync");
         Ok(report)
     }
 
+    /// Writes the deferred changes and commits with fsync.
     async fn sync(&self) -> Result<(), StoreError> {
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.sync())
-            .await
-            .map_err(storage(self.shared.path.display().to_string(), "finish a sync of"))?
+        self.blocking("finish a sync of", |shared| shared.flush(Durability::Immediate)).await
     }
 
     async fn digest(&self) -> Result<VersionVector, StoreError> {
@@ -827,14 +1053,24 @@ impl ConfigStore for RedbStore {
     }
 
     async fn changes_since(&self, prefix: &str, from: u64, limit: usize) -> Result<ChangeBatch, StoreError> {
-        let db = self.shared.open_db()?;
-        let shown = self.shared.path.display().to_string();
         let prefix = prefix.to_owned();
-        tokio::task::spawn_blocking(move || {
-            redb_log::changes_since(&db, &shown, |tx| read_head(tx, &shown), &prefix, from, limit)
+        self.blocking("finish a read of", move |shared| {
+            let db = shared.open_db()?;
+            let shown = shared.path.display().to_string();
+            // The file and the deferred queue between two writes of the queue:
+            // the queue continues the file's log.
+            let (tx, tail, tail_head) = {
+                let _disk = shared.disk.lock();
+                let behind = shared.behind.lock();
+                let queued = behind.changes.iter().flat_map(|c| &c.feed);
+                let tail: Vec<Change> = queued.filter(|c| c.index > from).cloned().collect();
+                let tail_head = behind.changes.last().map_or(0, |c| c.head);
+                (db.begin_read().map_err(storage(&shown, "begin a read of"))?, tail, tail_head)
+            };
+            let head = read_head(&tx, &shown)?;
+            redb_log::changes_since(&tx, &shown, head, tail, tail_head, &prefix, from, limit)
         })
         .await
-        .map_err(storage(self.shared.path.display().to_string(), "finish a read of"))?
     }
 
     async fn feed_head(&self) -> Result<FeedHead, StoreError> {
@@ -851,10 +1087,8 @@ impl ConfigStore for RedbStore {
     }
 
     async fn recover(&self) -> Result<bool, StoreError> {
-        let (shared, probe_bytes) = (self.shared.clone(), self.max_value_bytes / 2);
-        tokio::task::spawn_blocking(move || shared.recover(probe_bytes))
-            .await
-            .map_err(storage(self.shared.path.display().to_string(), "finish recovering"))??;
+        let probe_bytes = self.max_value_bytes / 2;
+        self.blocking("finish recovering", move |shared| shared.recover(probe_bytes)).await?;
         Ok(true)
     }
 
@@ -898,6 +1132,98 @@ mod tests {
         let synced = RedbStore::open(&copy, "n1".parse().unwrap(), hlc()).unwrap();
         assert_eq!(synced.scan("").await.unwrap(), store.scan("").await.unwrap());
         assert_eq!(synced.digest().await.unwrap(), store.digest().await.unwrap());
+    }
+
+    /// `count` records of another node, each in a batch of its own.
+    async fn remote_batches(count: usize) -> Vec<Vec<Record>> {
+        let source = MemoryStore::new("n2".parse().unwrap(), hlc());
+        let mut out = Vec::new();
+        for i in 0..count {
+            out.push(source.apply(WriteBatch::new().put(format!("settings/k{i}"), "v")).await.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn deferred_merges_are_written_behind_in_one_transaction_and_the_change_log_reads_them_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path().join("config.redb"), "n1".parse().unwrap(), hlc()).unwrap();
+        for batch in remote_batches(3).await {
+            store.merge_deferred(batch, &VersionVector::default()).await.unwrap();
+        }
+        assert_eq!(store.shared.behind.lock().changes.len(), 3, "queued, not yet on the file");
+        // The change log answers from the file and the queue alike, in order.
+        let page = store.changes_since("", 0, 100).await.unwrap();
+        let indexes: Vec<u64> = page.changes.iter().map(|c| c.index).collect();
+        assert_eq!((indexes, page.position), (vec![1, 2, 3], 3));
+        let page = store.changes_since("settings/k1", 1, 100).await.unwrap();
+        assert_eq!(page.changes.len(), 1);
+        assert_eq!((page.changes[0].index, page.position), (2, 3));
+        assert_eq!(store.shared.behind.lock().changes.len(), 3, "a read of the log writes nothing");
+        // The queue is written once, FLUSH_AFTER after its first change.
+        for _ in 0..200 {
+            if store.shared.behind.lock().changes.is_empty() {
+                break;
+            }
+            tokio::time::sleep(FLUSH_AFTER).await;
+        }
+        assert!(store.shared.behind.lock().changes.is_empty(), "written behind");
+        let page = store.changes_since("", 1, 100).await.unwrap();
+        assert_eq!(page.changes.iter().map(|c| c.index).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_durable_write_takes_the_deferred_changes_before_it_to_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, copy) = (dir.path().join("config.redb"), dir.path().join("crashed.redb"));
+        let store = RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap();
+        for batch in remote_batches(2).await {
+            store.merge_deferred(batch, &VersionVector::default()).await.unwrap();
+        }
+        store.apply(WriteBatch::new().put("settings/local", "x")).await.unwrap();
+        assert!(store.shared.behind.lock().changes.is_empty());
+        // What `kill -9` would leave now.
+        std::fs::copy(&path, &copy).unwrap();
+        let crashed = RedbStore::open(&copy, "n1".parse().unwrap(), hlc()).unwrap();
+        assert_eq!(crashed.scan("").await.unwrap(), store.scan("").await.unwrap());
+        assert_eq!(crashed.feed_head().await.unwrap().position, 3);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_written_before_the_merge_that_filled_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path().join("config.redb"), "n1".parse().unwrap(), hlc()).unwrap();
+        let source = MemoryStore::new("n2".parse().unwrap(), hlc());
+        let mut batch = WriteBatch::new();
+        for i in 0..MAX_BEHIND_RECORDS {
+            batch = batch.put(format!("settings/k{i}"), "v");
+        }
+        let records = source.apply(batch).await.unwrap();
+        store.merge_deferred(records, &VersionVector::default()).await.unwrap();
+        assert!(store.shared.behind.lock().changes.is_empty());
+        assert_eq!(store.len(), MAX_BEHIND_RECORDS);
+    }
+
+    #[tokio::test]
+    async fn once_deferred_changes_are_lost_deferred_merges_and_syncs_fail_and_a_write_reloads_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path().join("config.redb"), "n1".parse().unwrap(), hlc()).unwrap();
+        let mut batches = remote_batches(2).await.into_iter();
+        store.merge_deferred(batches.next().unwrap(), &VersionVector::default()).await.unwrap();
+        // What a failed write of the queue does: the queue is lost, the file closed.
+        let taken = store.shared.behind.lock().take();
+        store.shared.behind.lock().lose(taken.len(), "injected".into());
+        let error = StoreError::Storage { subject: "test".into(), verb: "write", source: "injected".into() };
+        store.shared.close(&mut store.shared.db.lock(), &error);
+        let refused = store.merge_deferred(batches.next().unwrap(), &VersionVector::default()).await;
+        assert!(refused.unwrap_err().to_string().contains("were lost (injected)"));
+        assert!(store.sync().await.is_err(), "a sync vouches for nothing lost");
+        // The merge opened the file again: memory is what the file holds.
+        assert_eq!(store.len(), 0);
+        store.apply(WriteBatch::new().put("settings/local", "x")).await.unwrap();
+        let keys: Vec<String> = store.scan("").await.unwrap().into_iter().map(|r| r.key).collect();
+        assert_eq!(keys, vec!["settings/local"]);
+        assert!(store.sync().await.is_err(), "still refused: the caller must replay");
     }
 
     fn hlc() -> Arc<Hlc> {

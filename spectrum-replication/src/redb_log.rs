@@ -64,10 +64,10 @@ struct EntryHead {
 
 /// Appends the changes of one commit made at `now_ms`, then drops what `limits`
 /// no longer keep (at most [`MAX_COMPACTED_PER_COMMIT`] rows), in `tx`.
-pub(crate) fn append(
+pub(crate) fn append<'a>(
     tx: &WriteTransaction,
     shown: &str,
-    feed: &[Change],
+    feed: impl IntoIterator<Item = &'a Change>,
     head: u64,
     now_ms: u64,
     limits: &ChangeLogLimits,
@@ -131,30 +131,27 @@ pub(crate) fn oldest_in(db: &Database, shown: &str, head: u64) -> Result<u64, St
     oldest(&table, &subject, head)
 }
 
-/// See [`ConfigStore::changes_since`](crate::ConfigStore::changes_since); `head`
-/// reads the feed head in the same read transaction, so the page is consistent.
+/// The page of changes after `from` (see [`changelog::page`](crate::changelog)):
+/// the rows of the log in `tx`, which ends at `head`, then `tail`, the changes
+/// made since that are not on the file yet (contiguous after `head`, ending at
+/// `tail_head`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn changes_since(
-    db: &Database,
+    tx: &::redb::ReadTransaction,
     shown: &str,
-    head: impl FnOnce(&::redb::ReadTransaction) -> Result<u64, StoreError>,
+    head: u64,
+    tail: Vec<Change>,
+    tail_head: u64,
     prefix: &str,
     from: u64,
     limit: usize,
 ) -> Result<ChangeBatch, StoreError> {
-    use ::redb::ReadableDatabase;
     let subject = format!("{shown}: table change_log");
-    let tx = db.begin_read().map_err(storage(shown, "begin a read of"))?;
-    let head = head(&tx)?;
     let table = tx.open_table(CHANGES).map_err(storage(&subject, "open"))?;
-    check_from(from, head, oldest(&table, &subject, head)?)?;
+    check_from(from, tail_head.max(head), oldest(&table, &subject, head)?)?;
     let rows = table.range(from.saturating_add(1)..).map_err(storage(&subject, "read"))?;
-    let mut expected = from.saturating_add(1);
-    let changes = rows.map(|row| {
+    let rows = rows.map(|row| {
         let (k, v) = row.map_err(storage(&subject, "read"))?;
-        if k.value() != expected {
-            return Err(corrupt(format!("{subject}, index {expected}"), "missing: the log has a gap"));
-        }
-        expected += 1;
         // A row of another prefix is only counted: its record is not decoded.
         let head = decode_head(&subject, k.value(), v.value())?;
         if !head.key.starts_with(prefix) {
@@ -162,5 +159,15 @@ pub(crate) fn changes_since(
         }
         Ok(decode(&subject, k.value(), v.value())?.1)
     });
-    page(changes, prefix, limit, head)
+    let tail = tail.into_iter().filter(|c| c.index > from).map(Ok);
+    let mut expected = from.saturating_add(1);
+    let changes = rows.chain(tail).map(|c| {
+        let c = c?;
+        if c.index != expected {
+            return Err(corrupt(format!("{subject}, index {expected}"), "missing: the log has a gap"));
+        }
+        expected += 1;
+        Ok(c)
+    });
+    page(changes, prefix, limit, tail_head.max(head))
 }

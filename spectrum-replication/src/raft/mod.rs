@@ -32,7 +32,10 @@
 //!   digest over the whole entry. Merging is idempotent, and entries the store
 //!   already held are not decided again, so replaying entries after a crash
 //!   changes nothing. The log is the durable truth, so applying
-//!   does not fsync the store ([`ConfigStore::merge_deferred`](crate::ConfigStore::merge_deferred));
+//!   does not fsync the store ([`ConfigStore::merge_deferred`](crate::ConfigStore::merge_deferred):
+//!   the durable store applies the entry in memory and writes it to its file
+//!   behind, many entries in one transaction, as etcd's backend batches its
+//!   applies into one bbolt transaction every 100 ms);
 //!   the last applied log id is saved only after a
 //!   [`sync`](crate::ConfigStore::sync) of the store (every 1,000 entries or
 //!   second, and before every snapshot), so it is never durable ahead of the
