@@ -72,7 +72,10 @@
 //! [`changelog`](crate::changelog)) holds one row per feed entry, written and
 //! compacted in the transaction of the change it describes, so
 //! [`changes_since`](ConfigStore::changes_since) resumes from a position issued
-//! before a restart or a `kill -9`. A format-2 file is upgraded in place on first
+//! before a restart or a `kill -9`. It reads the file only for positions the
+//! file holds: changes still queued to be written behind are read from
+//! memory, and the log's head and oldest position are kept in memory, so a
+//! watcher that keeps up never touches the file. A format-2 file is upgraded in place on first
 //! open (its log starts empty at its feed head); builds that read only format 2
 //! refuse a format-3 file, naming the version, so none can commit without logging.
 //!
@@ -101,7 +104,7 @@ use spectrum_core::{Hlc, NodeId, Timestamp};
 use tokio::sync::broadcast;
 use tracing::{debug, info, trace, warn};
 
-use crate::changelog::{ChangeLogLimits, FeedHead};
+use crate::changelog::{ChangeLogLimits, FeedHead, check_from, page};
 use crate::conflict::Conflict;
 use crate::error::StoreError;
 use crate::origin::{InvalidOrigin, Origin};
@@ -216,11 +219,13 @@ struct Shared {
     limits: RwLock<ChangeLogLimits>,
 }
 
-/// The write-behind queue of [`merge_deferred`](ConfigStore::merge_deferred).
-#[derive(Default)]
+/// The write-behind queue of [`merge_deferred`](ConfigStore::merge_deferred),
+/// and where the file's change log stands.
 struct Behind {
-    /// The changes, in the order they were applied in memory.
-    changes: Vec<Changes>,
+    /// The changes not on the file yet, in the order they were applied in
+    /// memory. Those being written stay until their commit returns, so the
+    /// change log always reads as the file's, then these.
+    changes: Vec<Arc<Changes>>,
     /// How many records they hold.
     records: usize,
     /// Whether a write of the queue is scheduled.
@@ -229,21 +234,45 @@ struct Behind {
     /// file reopened and reloaded with changes queued): every later deferred
     /// merge and sync fails with it.
     lost: Option<String>,
+    /// The last feed position in the file's change log.
+    file_head: u64,
+    /// The oldest position the file's change log resumes from.
+    file_oldest: u64,
 }
 
 impl Behind {
-    /// The queue, emptied.
-    fn take(&mut self) -> Vec<Changes> {
-        self.records = 0;
+    fn new(file_head: u64, file_oldest: u64) -> Self {
+        Self { changes: Vec::new(), records: 0, scheduled: false, lost: None, file_head, file_oldest }
+    }
+
+    /// The last feed position, counting the queue.
+    fn head(&self) -> u64 {
+        self.changes.last().map_or(self.file_head, |c| c.head)
+    }
+
+    /// What to write: the whole queue, which stays queued until written.
+    fn queued_for_write(&mut self) -> Vec<Arc<Changes>> {
         self.scheduled = false;
-        std::mem::take(&mut self.changes)
+        self.changes.clone()
+    }
+
+    /// The first `n` queued changes are on the file; its log is now `log`
+    /// (head, oldest) when the commit changed it.
+    fn written(&mut self, n: usize, log: Option<(u64, u64)>) {
+        for c in self.changes.drain(..n) {
+            self.records -= c.feed.len();
+        }
+        if let Some((head, oldest)) = log {
+            (self.file_head, self.file_oldest) = (head, oldest);
+        }
     }
 
     /// Records that `lost` deferred changes were lost, for `why`, and drops
     /// the queue: it was planned on top of them.
     fn lose(&mut self, lost: usize, why: String) {
-        let queued = self.take().len();
-        warn!(lost = lost + queued, %why, "deferred store changes lost; the caller must replay them");
+        let queued = std::mem::take(&mut self.changes).len();
+        (self.records, self.scheduled) = (0, false);
+        warn!(lost = lost.max(queued), %why, "deferred store changes lost; the caller must replay them");
         self.lost.get_or_insert(why);
     }
 }
@@ -281,6 +310,7 @@ impl RedbStore {
         hlc.restore(floor);
         debug!(%origin, path = %shown, records = state.len(), hlc = %floor, "opened durable store");
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        let behind = Behind::new(state.head(), redb_log::oldest_in(&db, &shown, state.head())?);
         Ok(Self {
             origin,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
@@ -291,7 +321,7 @@ impl RedbStore {
                 state: RwLock::new(state),
                 writer: Mutex::new(()),
                 disk: Mutex::new(()),
-                behind: Mutex::new(Behind::default()),
+                behind: Mutex::new(behind),
                 feed,
                 limits: RwLock::new(ChangeLogLimits::default()),
             }),
@@ -397,13 +427,12 @@ impl Shared {
             return Ok(out);
         }
         // Deferred changes are in memory before these: on the file too.
-        let mut batch = self.behind.lock().take();
-        let deferred = batch.len();
-        batch.push(changes);
-        self.commit_to_file(&open, &batch, deferred, Durability::Immediate)?;
-        let changes = &batch[deferred];
-        self.state.write().commit(changes);
-        self.publish(changes);
+        let queued = self.behind.lock().queued_for_write();
+        let mut batch: Vec<&Changes> = queued.iter().map(|c| &**c).collect();
+        batch.push(&changes);
+        self.commit_to_file(&open, &batch, queued.len(), Durability::Immediate)?;
+        self.state.write().commit(&changes);
+        self.publish(&changes);
         Ok(out)
     }
 
@@ -438,7 +467,7 @@ impl Shared {
             return Err(self.lost_error(why));
         }
         behind.records += changes.feed.len();
-        behind.changes.push(changes);
+        behind.changes.push(Arc::new(changes));
         let flush = if behind.records >= MAX_BEHIND_RECORDS {
             Flush::Now
         } else if std::mem::replace(&mut behind.scheduled, true) {
@@ -489,11 +518,12 @@ impl Shared {
     /// [`flush`](Self::flush) on `open`, `disk` held.
     fn flush_on(&self, open: &Database, durability: Durability) -> Result<(), StoreError> {
         self.refuse_if_lost()?;
-        let batch = self.behind.lock().take();
-        if batch.is_empty() && matches!(durability, Durability::None) {
+        let queued = self.behind.lock().queued_for_write();
+        if queued.is_empty() && matches!(durability, Durability::None) {
             return Ok(());
         }
-        self.commit_to_file(open, &batch, batch.len(), durability)
+        let batch: Vec<&Changes> = queued.iter().map(|c| &**c).collect();
+        self.commit_to_file(open, &batch, queued.len(), durability)
     }
 
     /// The error of every deferred merge and sync once deferred changes were lost.
@@ -515,24 +545,29 @@ impl Shared {
         }
     }
 
-    /// Commits `batch` (its first `deferred` changes from the deferred queue)
-    /// in one transaction; on failure closes the file, and records the
-    /// deferred changes as lost.
+    /// Commits `batch` (its first `deferred` changes from the front of the
+    /// deferred queue) in one transaction, then takes those off the queue; on
+    /// failure closes the file, and records the deferred changes as lost.
     fn commit_to_file(
         &self,
         open: &Database,
-        batch: &[Changes],
+        batch: &[&Changes],
         deferred: usize,
         durability: Durability,
     ) -> Result<(), StoreError> {
-        if let Err(e) = self.persist(open, batch, durability) {
-            if deferred > 0 {
-                self.behind.lock().lose(deferred, e.to_string());
+        match self.persist(open, batch, durability) {
+            Ok(log) => {
+                self.behind.lock().written(deferred, log);
+                Ok(())
             }
-            self.close(&mut self.db.lock(), &e);
-            return Err(e);
+            Err(e) => {
+                if deferred > 0 {
+                    self.behind.lock().lose(deferred, e.to_string());
+                }
+                self.close(&mut self.db.lock(), &e);
+                Err(e)
+            }
         }
-        Ok(())
     }
 
     /// The open file, for reading the change log; an error while a failure keeps it closed.
@@ -560,10 +595,11 @@ impl Shared {
             self.close(&mut self.db.lock(), &e);
             return Err(e);
         }
-        let mut batch = self.behind.lock().take();
-        let deferred = batch.len();
-        batch.push(Changes { head: self.state.read().head(), ..Changes::default() });
-        self.commit_to_file(&open, &batch, deferred, Durability::Immediate)
+        let queued = self.behind.lock().queued_for_write();
+        let head = Changes { head: self.state.read().head(), ..Changes::default() };
+        let mut batch: Vec<&Changes> = queued.iter().map(|c| &**c).collect();
+        batch.push(&head);
+        self.commit_to_file(&open, &batch, queued.len(), Durability::Immediate)
     }
 
     /// Commits `bytes` bytes to the scratch table, then commits their removal.
@@ -605,8 +641,11 @@ impl Shared {
             let on_disk =
                 State::from_parts(parts).map_err(|why| corrupt(format!("{shown}: table records"), why))?;
             self.hlc.restore(high_water.max(on_disk.max_stamp().unwrap_or(Timestamp::ZERO)));
+            let file_head = on_disk.head();
+            let file_oldest = redb_log::oldest_in(&reopened, &shown, file_head)?;
             let mut state = self.state.write();
             let mut behind = self.behind.lock();
+            (behind.file_head, behind.file_oldest) = (file_head, file_oldest);
             if !behind.changes.is_empty() {
                 let queued = behind.changes.len();
                 behind.lose(0, format!("the file was opened again with {queued} changes not written to it"));
@@ -627,11 +666,18 @@ impl Shared {
     /// Writes `batch` (changes in the order they were made) and the clock's
     /// high-water mark in one transaction, committed with `durability`
     /// (immediate: fsync before returning). An empty batch commits an empty
-    /// transaction.
-    fn persist(&self, db: &Database, batch: &[Changes], durability: Durability) -> Result<(), StoreError> {
+    /// transaction. Returns the change log's head and oldest position
+    /// afterwards (`None` for an empty batch).
+    fn persist(
+        &self,
+        db: &Database,
+        batch: &[&Changes],
+        durability: Durability,
+    ) -> Result<Option<(u64, u64)>, StoreError> {
         let shown = self.path.display().to_string();
         let mut tx = db.begin_write().map_err(storage(&shown, "begin a write to"))?;
         tx.set_durability(durability).map_err(storage(&shown, "set the durability of a write to"))?;
+        let mut log = None;
         if let Some(last) = batch.last() {
             let table = |name: &str| format!("{shown}: table {name}");
             {
@@ -697,7 +743,8 @@ impl Shared {
             }
             let limits = *self.limits.read();
             let feed = batch.iter().flat_map(|c| &c.feed);
-            redb_log::append(&tx, &shown, feed, last.head, self.hlc.physical_now_ms(), &limits)?;
+            let oldest = redb_log::append(&tx, &shown, feed, last.head, self.hlc.physical_now_ms(), &limits)?;
+            log = Some((last.head, oldest));
             let mut meta = tx.open_table(META).map_err(storage(table("meta"), "open"))?;
             meta.insert(META_HEAD, last.head.to_be_bytes().as_slice())
                 .map_err(storage(table("meta"), "write"))?;
@@ -706,7 +753,21 @@ impl Shared {
         }
         tx.commit().map_err(storage(&shown, "commit a write to"))?;
         trace!(path = %shown, changes = batch.len(), ?durability, "committed");
-        Ok(())
+        Ok(log)
+    }
+}
+
+impl Drop for Shared {
+    /// Writes what is still queued (without fsync), as the last write of a
+    /// store closed cleanly; nothing is promised durable by it.
+    fn drop(&mut self) {
+        let open = self.db.get_mut().clone();
+        if let Some(open) = open
+            && !self.behind.get_mut().changes.is_empty()
+            && let Err(error) = self.flush_on(&open, Durability::None)
+        {
+            warn!(%error, "writing deferred store changes at close failed");
+        }
     }
 }
 
@@ -893,17 +954,6 @@ fn load(db: &Database, shown: &str) -> Result<(Parts, Timestamp), StoreError> {
     Ok((parts, high_water))
 }
 
-/// The change-feed head saved in `meta`, as a read transaction sees it.
-fn read_head(tx: &::redb::ReadTransaction, shown: &str) -> Result<u64, StoreError> {
-    let subject = format!("{shown}: table meta");
-    let table = tx.open_table(META).map_err(storage(&subject, "open"))?;
-    match table.get(META_HEAD).map_err(storage(&subject, "read"))? {
-        None => Ok(0),
-        Some(v) => decode_u64(v.value())
-            .ok_or_else(|| corrupt(format!("{subject}, key {META_HEAD:?}"), "not an 8-byte number")),
-    }
-}
-
 fn origin_at(subject: &str, key: &str) -> Result<Origin, StoreError> {
     key.parse().map_err(|e: InvalidOrigin| corrupt(format!("{subject}, key {key:?}"), e.to_string()))
 }
@@ -1053,22 +1103,30 @@ impl ConfigStore for RedbStore {
     }
 
     async fn changes_since(&self, prefix: &str, from: u64, limit: usize) -> Result<ChangeBatch, StoreError> {
+        let (tail, file_head, tail_head) = {
+            let behind = self.shared.behind.lock();
+            let head = behind.head();
+            let queued = behind.changes.iter().flat_map(|c| &c.feed).filter(|c| c.index > from);
+            if from >= behind.file_head {
+                // Every change after `from` is in memory: the file is not read.
+                check_from(from, head, behind.file_oldest)?;
+                // A change of another prefix only counts: its record is not copied.
+                let light = |c: &Change| match c.key.starts_with(prefix) {
+                    true => c.clone(),
+                    false => {
+                        Change { index: c.index, key: String::new(), record: None, dropped_tombstone: false }
+                    }
+                };
+                return page(queued.map(|c| Ok(light(c))), prefix, limit, head);
+            }
+            (queued.cloned().collect::<Vec<_>>(), behind.file_head, head)
+        };
         let prefix = prefix.to_owned();
         self.blocking("finish a read of", move |shared| {
             let db = shared.open_db()?;
             let shown = shared.path.display().to_string();
-            // The file and the deferred queue between two writes of the queue:
-            // the queue continues the file's log.
-            let (tx, tail, tail_head) = {
-                let _disk = shared.disk.lock();
-                let behind = shared.behind.lock();
-                let queued = behind.changes.iter().flat_map(|c| &c.feed);
-                let tail: Vec<Change> = queued.filter(|c| c.index > from).cloned().collect();
-                let tail_head = behind.changes.last().map_or(0, |c| c.head);
-                (db.begin_read().map_err(storage(&shown, "begin a read of"))?, tail, tail_head)
-            };
-            let head = read_head(&tx, &shown)?;
-            redb_log::changes_since(&tx, &shown, head, tail, tail_head, &prefix, from, limit)
+            let tx = db.begin_read().map_err(storage(&shown, "begin a read of"))?;
+            redb_log::changes_since(&tx, &shown, file_head, tail, tail_head, &prefix, from, limit)
         })
         .await
     }
@@ -1078,11 +1136,7 @@ impl ConfigStore for RedbStore {
             let st = self.shared.state.read();
             (st.head(), st.vv().clone())
         };
-        let db = self.shared.open_db()?;
-        let shown = self.shared.path.display().to_string();
-        let oldest = tokio::task::spawn_blocking(move || redb_log::oldest_in(&db, &shown, position))
-            .await
-            .map_err(storage(self.shared.path.display().to_string(), "finish a read of"))??;
+        let oldest = self.shared.behind.lock().file_oldest;
         Ok(FeedHead { position, oldest: oldest.min(position), digest })
     }
 
@@ -1148,17 +1202,26 @@ mod tests {
     async fn deferred_merges_are_written_behind_in_one_transaction_and_the_change_log_reads_them_before() {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(dir.path().join("config.redb"), "n1".parse().unwrap(), hlc()).unwrap();
+        store.apply(WriteBatch::new().put("settings/local", "x")).await.unwrap();
         for batch in remote_batches(3).await {
             store.merge_deferred(batch, &VersionVector::default()).await.unwrap();
         }
         assert_eq!(store.shared.behind.lock().changes.len(), 3, "queued, not yet on the file");
-        // The change log answers from the file and the queue alike, in order.
+        // The change log answers from the file, then the queue, in order.
         let page = store.changes_since("", 0, 100).await.unwrap();
         let indexes: Vec<u64> = page.changes.iter().map(|c| c.index).collect();
-        assert_eq!((indexes, page.position), (vec![1, 2, 3], 3));
+        assert_eq!((indexes, page.position), (vec![1, 2, 3, 4], 4));
+        let page = store.changes_since("", 0, 2).await.unwrap();
+        assert_eq!((page.changes.len(), page.position), (2, 2), "a page ends where the limit stops it");
+        // From the queue alone.
         let page = store.changes_since("settings/k1", 1, 100).await.unwrap();
         assert_eq!(page.changes.len(), 1);
-        assert_eq!((page.changes[0].index, page.position), (2, 3));
+        assert_eq!((page.changes[0].index, page.position), (3, 4));
+        assert_eq!(page.changes[0].record.as_ref().map(|r| r.key.as_str()), Some("settings/k1"));
+        let page = store.changes_since("settings/k", 2, 1).await.unwrap();
+        assert_eq!((page.changes[0].index, page.position), (3, 3));
+        assert!(matches!(store.changes_since("", 5, 1).await, Err(StoreError::FeedAhead { .. })));
+        assert_eq!(store.feed_head().await.unwrap().position, 4);
         assert_eq!(store.shared.behind.lock().changes.len(), 3, "a read of the log writes nothing");
         // The queue is written once, FLUSH_AFTER after its first change.
         for _ in 0..200 {
@@ -1169,7 +1232,7 @@ mod tests {
         }
         assert!(store.shared.behind.lock().changes.is_empty(), "written behind");
         let page = store.changes_since("", 1, 100).await.unwrap();
-        assert_eq!(page.changes.iter().map(|c| c.index).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(page.changes.iter().map(|c| c.index).collect::<Vec<_>>(), vec![2, 3, 4]);
     }
 
     #[tokio::test]
@@ -1211,8 +1274,7 @@ mod tests {
         let mut batches = remote_batches(2).await.into_iter();
         store.merge_deferred(batches.next().unwrap(), &VersionVector::default()).await.unwrap();
         // What a failed write of the queue does: the queue is lost, the file closed.
-        let taken = store.shared.behind.lock().take();
-        store.shared.behind.lock().lose(taken.len(), "injected".into());
+        store.shared.behind.lock().lose(1, "injected".into());
         let error = StoreError::Storage { subject: "test".into(), verb: "write", source: "injected".into() };
         store.shared.close(&mut store.shared.db.lock(), &error);
         let refused = store.merge_deferred(batches.next().unwrap(), &VersionVector::default()).await;

@@ -63,7 +63,8 @@ struct EntryHead {
 }
 
 /// Appends the changes of one commit made at `now_ms`, then drops what `limits`
-/// no longer keep (at most [`MAX_COMPACTED_PER_COMMIT`] rows), in `tx`.
+/// no longer keep (at most [`MAX_COMPACTED_PER_COMMIT`] rows), in `tx`. Returns
+/// the oldest position the log then resumes from, its last change being `head`.
 pub(crate) fn append<'a>(
     tx: &WriteTransaction,
     shown: &str,
@@ -71,7 +72,7 @@ pub(crate) fn append<'a>(
     head: u64,
     now_ms: u64,
     limits: &ChangeLogLimits,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let subject = format!("{shown}: table change_log");
     let mut table = tx.open_table(CHANGES).map_err(storage(&subject, "open"))?;
     for c in feed {
@@ -95,7 +96,7 @@ pub(crate) fn append<'a>(
         }
         table.pop_first().map_err(storage(&subject, "remove"))?;
     }
-    Ok(())
+    oldest(&table, &subject, head)
 }
 
 fn decode_head(subject: &str, index: u64, bytes: &[u8]) -> Result<EntryHead, StoreError> {
@@ -132,9 +133,9 @@ pub(crate) fn oldest_in(db: &Database, shown: &str, head: u64) -> Result<u64, St
 }
 
 /// The page of changes after `from` (see [`changelog::page`](crate::changelog)):
-/// the rows of the log in `tx`, which ends at `head`, then `tail`, the changes
-/// made since that are not on the file yet (contiguous after `head`, ending at
-/// `tail_head`).
+/// the rows of the log in `tx` up to `head` (a commit since may have added
+/// more), then `tail`, the changes after `head` not on the file yet (ending
+/// at `tail_head`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn changes_since(
     tx: &::redb::ReadTransaction,
@@ -149,7 +150,7 @@ pub(crate) fn changes_since(
     let subject = format!("{shown}: table change_log");
     let table = tx.open_table(CHANGES).map_err(storage(&subject, "open"))?;
     check_from(from, tail_head.max(head), oldest(&table, &subject, head)?)?;
-    let rows = table.range(from.saturating_add(1)..).map_err(storage(&subject, "read"))?;
+    let rows = table.range(from.saturating_add(1)..=head).map_err(storage(&subject, "read"))?;
     let rows = rows.map(|row| {
         let (k, v) = row.map_err(storage(&subject, "read"))?;
         // A row of another prefix is only counted: its record is not decoded.

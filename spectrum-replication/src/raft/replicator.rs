@@ -16,7 +16,7 @@ use spectrum_core::{ClusterId, Hlc, NodeId, PeerAddr, TransportConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::batcher::Batcher;
 use super::codec::{Applied, Proposal, ProposalId, to_json};
@@ -478,11 +478,18 @@ impl RaftReplicator {
         self.inner.raft.trigger().snapshot().await.map_err(consensus)
     }
 
-    /// Stops the Raft node (and the join task) and releases its files.
+    /// Stops the Raft node (and the join task), syncs the store (so what was
+    /// applied is on its disk, not only in the log) and releases its files.
     pub async fn shutdown(&self) {
         self.inner.stop.send_replace(true);
         if let Err(e) = self.inner.raft.shutdown().await {
             debug!(error = %e, "raft did not shut down cleanly");
+        }
+        // What was applied is on the store's disk, not only in the log.
+        if let Some(store) = self.inner.store.upgrade()
+            && let Err(e) = store.sync().await
+        {
+            warn!(error = %e, "the store could not be synced at shutdown");
         }
     }
 }
