@@ -679,22 +679,31 @@ impl Inner {
         // The last attempt the leader may have taken, as the error to give if
         // no later one is answered.
         let mut unsure: Option<ReplicationError> = None;
+        // A follower that knows the leader forwards at once: its own Raft would
+        // only refuse with the same answer, a few task hops later. Later
+        // attempts ask it, as its view may be stale.
+        let mut known = self.other_leader();
         loop {
-            // A leader that lost its majority waits for it without end: the
-            // write's deadline bounds that wait too (the entry may have been
-            // appended, so its outcome is then unknown).
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(submitted) = tokio::time::timeout(left, self.submit(proposal.clone())).await else {
-                return Err(unsure.unwrap_or_else(|| ReplicationError::Consensus {
-                    reason: "the write was proposed but not committed in time: its outcome is unknown (read \
-                             the key to find out)"
-                        .into(),
-                }));
-            };
-            let leader = match submitted {
-                Ok(done) => return Ok((done.index, done.applied)),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_node,
-                Err(e) => return Err(unsure.unwrap_or_else(|| consensus(e))),
+            let leader = match known.take() {
+                Some(leader) => Some(leader),
+                None => {
+                    // A leader that lost its majority waits for it without end: the
+                    // write's deadline bounds that wait too (the entry may have been
+                    // appended, so its outcome is then unknown).
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let Ok(submitted) = tokio::time::timeout(left, self.submit(proposal.clone())).await else {
+                        return Err(unsure.unwrap_or_else(|| ReplicationError::Consensus {
+                            reason: "the write was proposed but not committed in time: its outcome is unknown \
+                                     (read the key to find out)"
+                                .into(),
+                        }));
+                    };
+                    match submitted {
+                        Ok(done) => return Ok((done.index, done.applied)),
+                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_node,
+                        Err(e) => return Err(unsure.unwrap_or_else(|| consensus(e))),
+                    }
+                }
             };
             if let Some(addr) = leader.and_then(|n| self.wire.resolve(&n)) {
                 let call =
@@ -733,6 +742,14 @@ impl Inner {
             }
             tokio::time::sleep(LEADER_RETRY).await;
         }
+    }
+
+    /// The leader this node knows of, when it is another node.
+    fn other_leader(&self) -> Option<RaftMember> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let leader = m.current_leader.filter(|id| *id != m.id)?;
+        m.membership_config.membership().get_node(&leader).cloned()
     }
 
     /// Waits until this node has applied the entry at `index`.
