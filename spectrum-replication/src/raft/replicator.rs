@@ -300,6 +300,15 @@ fn unknown_outcome(addr: &PeerAddr, e: &dyn std::fmt::Display) -> ReplicationErr
     }
 }
 
+/// A write proposed and not committed before its deadline.
+fn not_committed_in_time() -> ReplicationError {
+    ReplicationError::Consensus {
+        reason: "the write was proposed but not committed in time: its outcome is unknown (read the key to \
+                 find out)"
+            .into(),
+    }
+}
+
 /// A forwarded write the leader at `addr` may have taken before `e`: noted
 /// (it is proposed again, under its id), and the error to give if no later
 /// attempt is answered.
@@ -686,24 +695,12 @@ impl Inner {
         loop {
             let leader = match known.take() {
                 Some(leader) => Some(leader),
-                None => {
-                    // A leader that lost its majority waits for it without end: the
-                    // write's deadline bounds that wait too (the entry may have been
-                    // appended, so its outcome is then unknown).
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let Ok(submitted) = tokio::time::timeout(left, self.submit(proposal.clone())).await else {
-                        return Err(unsure.unwrap_or_else(|| ReplicationError::Consensus {
-                            reason: "the write was proposed but not committed in time: its outcome is unknown \
-                                     (read the key to find out)"
-                                .into(),
-                        }));
-                    };
-                    match submitted {
-                        Ok(done) => return Ok((done.index, done.applied)),
-                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_node,
-                        Err(e) => return Err(unsure.unwrap_or_else(|| consensus(e))),
-                    }
-                }
+                None => match self.submit_until(proposal.clone(), deadline).await {
+                    Some(Ok(done)) => return Ok((done.index, done.applied)),
+                    Some(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => f.leader_node,
+                    Some(Err(e)) => return Err(unsure.unwrap_or_else(|| consensus(e))),
+                    None => return Err(unsure.unwrap_or_else(not_committed_in_time)),
+                },
             };
             if let Some(addr) = leader.and_then(|n| self.wire.resolve(&n)) {
                 let call =
@@ -742,6 +739,15 @@ impl Inner {
             }
             tokio::time::sleep(LEADER_RETRY).await;
         }
+    }
+
+    /// [`submit`](Self::submit), waiting until `deadline` (`None` after it).
+    /// A leader that lost its majority waits for it without end: the write's
+    /// deadline bounds that wait too (the entry may have been appended, so its
+    /// outcome is then unknown).
+    async fn submit_until(&self, proposal: Proposal, deadline: Instant) -> Option<ForwardAnswer> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(left, self.submit(proposal)).await.ok()
     }
 
     /// The leader this node knows of, when it is another node.
