@@ -238,11 +238,23 @@ struct Behind {
     file_head: u64,
     /// The oldest position the file's change log resumes from.
     file_oldest: u64,
+    /// Whether deferred changes were committed without fsync since the last
+    /// commit with it: a failed commit (redb then drops them) or a reopened
+    /// file loses them too.
+    unsynced: bool,
 }
 
 impl Behind {
     fn new(file_head: u64, file_oldest: u64) -> Self {
-        Self { changes: Vec::new(), records: 0, scheduled: false, lost: None, file_head, file_oldest }
+        Self {
+            changes: Vec::new(),
+            records: 0,
+            scheduled: false,
+            lost: None,
+            file_head,
+            file_oldest,
+            unsynced: false,
+        }
     }
 
     /// The last feed position, counting the queue.
@@ -458,23 +470,29 @@ impl Shared {
         if changes.is_empty() {
             return Ok((report, Flush::Later));
         }
-        self.state.write().commit(&changes);
-        self.publish(&changes);
-        let mut behind = self.behind.lock();
-        // A write of the queue failed since the check above: this change,
-        // planned on top of the lost ones, is lost with them.
-        if let Some(why) = &behind.lost {
-            return Err(self.lost_error(why));
-        }
-        behind.records += changes.feed.len();
-        behind.changes.push(Arc::new(changes));
-        let flush = if behind.records >= MAX_BEHIND_RECORDS {
-            Flush::Now
-        } else if std::mem::replace(&mut behind.scheduled, true) {
-            Flush::Later
-        } else {
-            Flush::Schedule
+        let changes = Arc::new(changes);
+        let flush = {
+            // In memory and queued at once: the feed's head in memory is never
+            // ahead of the change log's (the file's, then the queue).
+            let mut state = self.state.write();
+            let mut behind = self.behind.lock();
+            // A write of the queue failed since the check above: this change,
+            // planned on top of the lost ones, is not made.
+            if let Some(why) = &behind.lost {
+                return Err(self.lost_error(why));
+            }
+            state.commit(&changes);
+            behind.records += changes.feed.len();
+            behind.changes.push(changes.clone());
+            if behind.records >= MAX_BEHIND_RECORDS {
+                Flush::Now
+            } else if std::mem::replace(&mut behind.scheduled, true) {
+                Flush::Later
+            } else {
+                Flush::Schedule
+            }
         };
+        self.publish(&changes);
         Ok((report, flush))
     }
 
@@ -557,13 +575,20 @@ impl Shared {
     ) -> Result<(), StoreError> {
         match self.persist(open, batch, durability) {
             Ok(log) => {
-                self.behind.lock().written(deferred, log);
+                let mut behind = self.behind.lock();
+                behind.written(deferred, log);
+                match durability {
+                    Durability::None => behind.unsynced |= deferred > 0,
+                    _ => behind.unsynced = false,
+                }
                 Ok(())
             }
             Err(e) => {
-                if deferred > 0 {
-                    self.behind.lock().lose(deferred, e.to_string());
+                let mut behind = self.behind.lock();
+                if deferred > 0 || behind.unsynced {
+                    behind.lose(deferred, e.to_string());
                 }
+                drop(behind);
                 self.close(&mut self.db.lock(), &e);
                 Err(e)
             }
@@ -592,6 +617,11 @@ impl Shared {
         let _disk = self.disk.lock();
         let open = self.ensure_open(&mut self.db.lock())?.clone();
         if let Err(e) = self.probe_room(&open, probe_bytes) {
+            let mut behind = self.behind.lock();
+            if behind.unsynced {
+                behind.lose(0, e.to_string());
+            }
+            drop(behind);
             self.close(&mut self.db.lock(), &e);
             return Err(e);
         }
@@ -646,9 +676,9 @@ impl Shared {
             let mut state = self.state.write();
             let mut behind = self.behind.lock();
             (behind.file_head, behind.file_oldest) = (file_head, file_oldest);
-            if !behind.changes.is_empty() {
+            if !behind.changes.is_empty() || behind.unsynced {
                 let queued = behind.changes.len();
-                behind.lose(0, format!("the file was opened again with {queued} changes not written to it"));
+                behind.lose(0, format!("reopened with {queued} queued changes, or unsynced ones"));
                 *state = on_disk;
             } else if on_disk.vv() != state.vv()
                 || on_disk.head() != state.head()
@@ -1286,6 +1316,29 @@ mod tests {
         let keys: Vec<String> = store.scan("").await.unwrap().into_iter().map(|r| r.key).collect();
         assert_eq!(keys, vec!["settings/local"]);
         assert!(store.sync().await.is_err(), "still refused: the caller must replay");
+    }
+
+    #[tokio::test]
+    async fn deferred_changes_written_without_fsync_are_lost_with_a_failed_commit_and_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path().join("config.redb"), "n1".parse().unwrap(), hlc()).unwrap();
+        let batch = remote_batches(1).await.remove(0);
+        store.merge_deferred(batch, &VersionVector::default()).await.unwrap();
+        store.shared.flush(Durability::None).unwrap();
+        assert!(store.shared.behind.lock().unsynced, "on the file, not on disk");
+        // A durable commit that failed closes the file; redb drops what was not synced.
+        let error = StoreError::Storage { subject: "test".into(), verb: "write", source: "injected".into() };
+        store.shared.close(&mut store.shared.db.lock(), &error);
+        // The next write opens the file again: the deferred change counts as lost.
+        store.apply(WriteBatch::new().put("settings/local", "x")).await.unwrap();
+        assert!(store.sync().await.is_err(), "a sync vouches for nothing lost");
+        // Once synced, nothing deferred is at risk.
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path().join("config.redb"), "n1".parse().unwrap(), hlc()).unwrap();
+        let batch = remote_batches(1).await.remove(0);
+        store.merge_deferred(batch, &VersionVector::default()).await.unwrap();
+        store.sync().await.unwrap();
+        assert!(!store.shared.behind.lock().unsynced);
     }
 
     fn hlc() -> Arc<Hlc> {
