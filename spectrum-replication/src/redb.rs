@@ -439,10 +439,7 @@ impl Shared {
             return Ok(out);
         }
         // Deferred changes are in memory before these: on the file too.
-        let queued = self.behind.lock().queued_for_write();
-        let mut batch: Vec<&Changes> = queued.iter().map(|c| &**c).collect();
-        batch.push(&changes);
-        self.commit_to_file(&open, &batch, queued.len(), Durability::Immediate)?;
+        self.commit_queue(&open, Some(&changes), Durability::Immediate)?;
         self.state.write().commit(&changes);
         self.publish(&changes);
         Ok(out)
@@ -536,12 +533,7 @@ impl Shared {
     /// [`flush`](Self::flush) on `open`, `disk` held.
     fn flush_on(&self, open: &Database, durability: Durability) -> Result<(), StoreError> {
         self.refuse_if_lost()?;
-        let queued = self.behind.lock().queued_for_write();
-        if queued.is_empty() && matches!(durability, Durability::None) {
-            return Ok(());
-        }
-        let batch: Vec<&Changes> = queued.iter().map(|c| &**c).collect();
-        self.commit_to_file(open, &batch, queued.len(), durability)
+        self.commit_queue(open, None, durability)
     }
 
     /// The error of every deferred merge and sync once deferred changes were lost.
@@ -563,36 +555,46 @@ impl Shared {
         }
     }
 
-    /// Commits `batch` (its first `deferred` changes from the front of the
-    /// deferred queue) in one transaction, then takes those off the queue; on
-    /// failure closes the file, and records the deferred changes as lost.
-    fn commit_to_file(
+    /// Commits the deferred queue, then `extra`, in one transaction (nothing
+    /// when both are empty and `durability` is [`Durability::None`]), then
+    /// takes the queue's changes off it; on failure see [`fail`](Self::fail).
+    fn commit_queue(
         &self,
         open: &Database,
-        batch: &[&Changes],
-        deferred: usize,
+        extra: Option<&Changes>,
         durability: Durability,
     ) -> Result<(), StoreError> {
-        match self.persist(open, batch, durability) {
+        let queued = self.behind.lock().queued_for_write();
+        if queued.is_empty() && extra.is_none() && matches!(durability, Durability::None) {
+            return Ok(());
+        }
+        let batch: Vec<&Changes> = queued.iter().map(|c| &**c).chain(extra).collect();
+        match self.persist(open, &batch, durability) {
             Ok(log) => {
                 let mut behind = self.behind.lock();
-                behind.written(deferred, log);
+                behind.written(queued.len(), log);
                 match durability {
-                    Durability::None => behind.unsynced |= deferred > 0,
+                    Durability::None => behind.unsynced |= !queued.is_empty(),
                     _ => behind.unsynced = false,
                 }
                 Ok(())
             }
-            Err(e) => {
-                let mut behind = self.behind.lock();
-                if deferred > 0 || behind.unsynced {
-                    behind.lose(deferred, e.to_string());
-                }
-                drop(behind);
-                self.close(&mut self.db.lock(), &e);
-                Err(e)
+            Err(e) => Err(self.fail(queued.len(), e)),
+        }
+    }
+
+    /// After a failed commit that carried `deferred` queued changes: records
+    /// them, and any deferred change committed without fsync (redb drops those
+    /// too), as lost; closes the file. Returns `e`.
+    fn fail(&self, deferred: usize, e: StoreError) -> StoreError {
+        {
+            let mut behind = self.behind.lock();
+            if deferred > 0 || behind.unsynced {
+                behind.lose(deferred, e.to_string());
             }
         }
+        self.close(&mut self.db.lock(), &e);
+        e
     }
 
     /// The open file, for reading the change log; an error while a failure keeps it closed.
@@ -617,19 +619,10 @@ impl Shared {
         let _disk = self.disk.lock();
         let open = self.ensure_open(&mut self.db.lock())?.clone();
         if let Err(e) = self.probe_room(&open, probe_bytes) {
-            let mut behind = self.behind.lock();
-            if behind.unsynced {
-                behind.lose(0, e.to_string());
-            }
-            drop(behind);
-            self.close(&mut self.db.lock(), &e);
-            return Err(e);
+            return Err(self.fail(0, e));
         }
-        let queued = self.behind.lock().queued_for_write();
         let head = Changes { head: self.state.read().head(), ..Changes::default() };
-        let mut batch: Vec<&Changes> = queued.iter().map(|c| &**c).collect();
-        batch.push(&head);
-        self.commit_to_file(&open, &batch, queued.len(), Durability::Immediate)
+        self.commit_queue(&open, Some(&head), Durability::Immediate)
     }
 
     /// Commits `bytes` bytes to the scratch table, then commits their removal.
