@@ -149,7 +149,60 @@ impl PeerGate {
         request: &Request<T>,
         method: &str,
     ) -> Result<Admitted, Status> {
-        let header = request.get_ref().header();
+        self.admit_with(handshake, request, request.get_ref().header(), method)
+    }
+
+    /// Admits a stream of calls to `method` on its first call, `first`: the
+    /// checks of the [module docs](self) against the stream's metadata and
+    /// certificate and `first`'s header. Each later call of the stream goes
+    /// through [`admit_next`](Self::admit_next).
+    pub(crate) fn admit_stream<T>(
+        &self,
+        handshake: &Handshake,
+        request: &Request<T>,
+        first: &impl HeaderedCall,
+        method: &str,
+    ) -> Result<Admitted, Status> {
+        self.admit_with(handshake, request, first.header(), method)
+    }
+
+    /// Admits a later call of a stream that `opened` admitted: its header must
+    /// claim the node the first call claimed (the credential and certificate
+    /// were checked for that node; `permission_denied` otherwise) and passes the
+    /// handshake's check like any call's.
+    pub(crate) fn admit_next(
+        &self,
+        handshake: &Handshake,
+        opened: &Admitted,
+        call: &impl HeaderedCall,
+        method: &str,
+    ) -> Result<Admitted, Status> {
+        let header = call.header();
+        let claimed = header.map_or("", |h| h.node_id.as_str());
+        if claimed != opened.header.node_id.as_str() {
+            warn!(
+                service = self.service,
+                method,
+                claimed_node = claimed,
+                stream_of = %opened.header.node_id,
+                "refused a call claiming another node than its stream"
+            );
+            return Err(Status::permission_denied(format!(
+                "a call of node {}'s stream claims to come from node {claimed:?}",
+                opened.header.node_id
+            )));
+        }
+        handshake.admit(header.cloned(), Contact::Inbound).map_err(|r| r.into_status())
+    }
+
+    /// [`admit`](Self::admit) of `request` whose call carries `header`.
+    fn admit_with<T>(
+        &self,
+        handshake: &Handshake,
+        request: &Request<T>,
+        header: Option<&proto::Header>,
+        method: &str,
+    ) -> Result<Admitted, Status> {
         let claimed = header.map_or("", |h| h.node_id.as_str());
         // Parsed only when required: whether the client certificate names the claimed node.
         let certificate = self
@@ -507,6 +560,59 @@ mod tests {
         }
         assert_eq!(s.replication_store.scan("").await.unwrap().len(), 1);
         assert!(s.raft_hlc.now().wall_ms >= STAMP_AHEAD_MS, "an admitted call is observed");
+        s.raft_replicator.shutdown().await;
+    }
+
+    /// An AppendEntries call from node `b` as leader of term 1, with nothing to append.
+    fn heartbeat(header: Option<proto::Header>) -> proto::RaftCall {
+        let json = br#"{"vote":{"leader_id":{"term":1,"node_id":7},"committed":true},"prev_log_id":null,"entries":[],"leader_commit":null}"#;
+        proto::RaftCall { header, json: json.to_vec(), ..proto::RaftCall::default() }
+    }
+
+    #[tokio::test]
+    async fn an_append_stream_is_admitted_on_its_first_call_and_every_call_must_claim_its_node() {
+        let s = services().await;
+        let listener = spectrum_core::transport::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let transport = spectrum_core::TransportConfig::default();
+        let channel = transport.channel(&listener.addr());
+        let server = transport.server().unwrap().add_service(s.raft.clone().into_server(1 << 20));
+        let server = tokio::spawn(server.serve_with_incoming(listener.incoming));
+        let mut client = crate::proto::raft_client::RaftClient::new(channel);
+
+        // Refused at its first call, as that call alone would be.
+        for hostile in hostile_callers() {
+            let calls = futures::stream::iter(vec![heartbeat(hostile.header.clone())]);
+            let status = client
+                .append_stream(request(calls, &hostile.metadata))
+                .await
+                .expect_err(&format!("a stream with {} was admitted", hostile.name));
+            assert_eq!(status.code(), hostile.code, "{}: {status:?}", hostile.name);
+            assert!(status.message().contains(hostile.message), "{}: {status:?}", hostile.name);
+        }
+        assert!(s.raft_hlc.now().wall_ms < STAMP_AHEAD_MS, "no refused stream's stamp was observed");
+        assert!(s.raft_replicator.peer_table().snapshot().is_empty(), "no refused stream was recorded");
+
+        // Admitted, each call is answered in order, until one claims another node.
+        let good = metadata(vec![("x-spectrum-peer", token(&credential()))]);
+        let impostor = header(CLUSTER, NOW_MS).map(|h| proto::Header { node_id: "c".into(), ..h });
+        let calls = vec![
+            heartbeat(header(CLUSTER, NOW_MS)),
+            heartbeat(header(CLUSTER, NOW_MS)),
+            heartbeat(impostor),
+            heartbeat(header(CLUSTER, NOW_MS)),
+        ];
+        let mut answers =
+            client.append_stream(request(futures::stream::iter(calls), &good)).await.unwrap().into_inner();
+        for n in 0..2 {
+            let answer = answers.message().await.unwrap().unwrap_or_else(|| panic!("no answer to call {n}"));
+            assert_eq!(answer.header.unwrap().node_id, "a");
+            assert!(!answer.json.is_empty());
+        }
+        let status = answers.message().await.expect_err("a call claiming another node was answered");
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert!(status.message().contains("claims to come from node \"c\""), "{status:?}");
+        assert!(matches!(answers.message().await, Ok(None) | Err(_)), "the stream ended with the refusal");
+        server.abort();
         s.raft_replicator.shutdown().await;
     }
 

@@ -61,7 +61,14 @@
 //!   requests, joins and bootstrap probes. It admits callers exactly like the
 //!   anti-entropy service: the cluster's peer credential, or with TLS a client
 //!   certificate naming the calling node, and the same header checks (cluster,
-//!   clock).
+//!   clock). The leader's AppendEntries to a follower go on one long-lived
+//!   bidirectional stream (`AppendStream`), one call in flight and answered
+//!   in order, as etcd's peers keep a stream open for their appends: a call is
+//!   one data frame each way, not a request with headers and trailers, and
+//!   the follower serves it on the stream's task. The stream is admitted on
+//!   its first call; every later call's header must claim the same node and
+//!   passes the same checks. It ends when the follower's Raft stops, and a
+//!   follower of an older version, without the stream, is sent one call each.
 //!
 //! - **Membership** (`membership`): joins go learner first, then voter;
 //!   [`RaftReplicator::leave`] and operator removal are joint-consensus

@@ -15,7 +15,8 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use spectrum_core::PeerAddr;
 use spectrum_core::channels::ChannelCache;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -100,21 +101,77 @@ impl Wire {
             }
         })
         .await;
-        let answer = match answer {
-            Err(_) => {
-                let failure =
-                    PeerFailure::Timeout { message: format!("no answer within {} ms", timeout.as_millis()) };
-                return Err(ReplicationError::Peer { peer: addr.clone(), failure });
+        match answer {
+            Err(_) => Err(no_answer(addr, timeout)),
+            Ok(Err(status)) => Err(self.refused(addr, &status)),
+            Ok(Ok(answer)) => self.admit_answer(addr, answer.into_inner()),
+        }
+    }
+
+    /// Opens an AppendStream to `addr` with `first` as its first call, and
+    /// waits up to `timeout` for the stream and the call's answer; returns
+    /// the stream and the answer's JSON.
+    async fn open_stream(
+        &self,
+        addr: &PeerAddr,
+        mut first: proto::RaftCall,
+        timeout: Duration,
+    ) -> Result<(AppendStream, Vec<u8>), ReplicationError> {
+        first.header = Some(self.handshake.header());
+        // One call in flight: the next goes in only after this one's answer
+        // came back, by which time the transport has taken this one out.
+        let (calls, outgoing) = mpsc::channel(1);
+        calls.try_send(first).map_err(|_| consensus("a new AppendStream's queue took no call"))?;
+        let mut client = self.client(addr);
+        let opened = tokio::time::timeout(timeout, async {
+            let answers = client.append_stream(ReceiverStream::new(outgoing)).await?.into_inner();
+            let mut stream = AppendStream { addr: addr.clone(), calls, answers };
+            let answer = stream.answers.message().await;
+            Ok::<_, tonic::Status>((stream, answer))
+        })
+        .await;
+        match opened {
+            Err(_) => Err(no_answer(addr, timeout)),
+            Ok(Err(status)) | Ok(Ok((_, Err(status)))) => Err(self.refused(addr, &status)),
+            Ok(Ok((_, Ok(None)))) => Err(stream_ended(addr)),
+            Ok(Ok((stream, Ok(Some(answer))))) => Ok((stream, self.admit_answer(addr, answer)?)),
+        }
+    }
+
+    /// Sends `call` on `stream` and waits up to `timeout` for its answer;
+    /// returns the answer's JSON. After an error the stream is broken (an
+    /// answer may still come, and would answer this call): drop it.
+    async fn stream_call(
+        &self,
+        stream: &mut AppendStream,
+        mut call: proto::RaftCall,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, ReplicationError> {
+        call.header = Some(self.handshake.header());
+        let answer = tokio::time::timeout(timeout, async {
+            if stream.calls.send(call).await.is_err() {
+                return Ok(None);
             }
-            Ok(Err(status)) => {
-                self.handshake.note_refusal(addr, &status);
-                return Err(ReplicationError::Peer {
-                    peer: addr.clone(),
-                    failure: PeerFailure::from_call(&status),
-                });
-            }
-            Ok(Ok(answer)) => answer.into_inner(),
-        };
+            stream.answers.message().await
+        })
+        .await;
+        let addr = &stream.addr;
+        match answer {
+            Err(_) => Err(no_answer(addr, timeout)),
+            Ok(Err(status)) => Err(self.refused(addr, &status)),
+            Ok(Ok(None)) => Err(stream_ended(addr)),
+            Ok(Ok(Some(answer))) => self.admit_answer(addr, answer),
+        }
+    }
+
+    /// A call `addr` answered with an error status.
+    fn refused(&self, addr: &PeerAddr, status: &tonic::Status) -> ReplicationError {
+        self.handshake.note_refusal(addr, status);
+        ReplicationError::Peer { peer: addr.clone(), failure: PeerFailure::from_call(status) }
+    }
+
+    /// Admits the header of `addr`'s `answer`; returns its JSON.
+    fn admit_answer(&self, addr: &PeerAddr, answer: proto::RaftAnswer) -> Result<Vec<u8>, ReplicationError> {
         self.handshake.admit(answer.header, Contact::Dialled(addr)).map_err(|r| r.into_error(addr))?;
         Ok(answer.json)
     }
@@ -128,11 +185,42 @@ impl Wire {
         timeout: Duration,
     ) -> Result<T, ReplicationError> {
         let json = self.call(addr, method, call, timeout).await?;
-        from_json("answer", &json).map_err(|e| ReplicationError::Peer {
-            peer: addr.clone(),
-            failure: PeerFailure::Malformed { field: "json".into(), reason: e.to_string() },
-        })
+        parse_answer(addr, &json)
     }
+}
+
+/// The answer `addr` sent as JSON of `T`.
+fn parse_answer<T: DeserializeOwned>(addr: &PeerAddr, json: &[u8]) -> Result<T, ReplicationError> {
+    from_json("answer", json).map_err(|e| ReplicationError::Peer {
+        peer: addr.clone(),
+        failure: PeerFailure::Malformed { field: "json".into(), reason: e.to_string() },
+    })
+}
+
+/// No answer from `addr` within `timeout`.
+fn no_answer(addr: &PeerAddr, timeout: Duration) -> ReplicationError {
+    let failure = PeerFailure::Timeout { message: format!("no answer within {} ms", timeout.as_millis()) };
+    ReplicationError::Peer { peer: addr.clone(), failure }
+}
+
+/// `addr` ended an AppendStream without an answer to the last call (it may
+/// have taken the call).
+fn stream_ended(addr: &PeerAddr) -> ReplicationError {
+    let failure = PeerFailure::Interrupted { message: "the peer ended the AppendStream".into() };
+    ReplicationError::Peer { peer: addr.clone(), failure }
+}
+
+fn consensus(reason: &str) -> ReplicationError {
+    ReplicationError::Consensus { reason: reason.into() }
+}
+
+/// An open AppendStream to one follower: calls go in through `calls`,
+/// answers come back on `answers`, one per call, in order.
+#[derive(Debug)]
+struct AppendStream {
+    addr: PeerAddr,
+    calls: mpsc::Sender<proto::RaftCall>,
+    answers: tonic::Streaming<proto::RaftAnswer>,
 }
 
 /// The longest a call to a follower waits for the entries up to the commit
@@ -160,6 +248,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             member: node.clone(),
             durable: self.durable.clone(),
             cleared: None,
+            stream: None,
+            unary: false,
         }
     }
 }
@@ -173,6 +263,11 @@ pub(crate) struct PeerLink {
     durable: Option<watch::Receiver<Durable>>,
     /// The last commit index sent that was on disk here when sent.
     cleared: Option<LogId<u64>>,
+    /// The AppendStream to the target, while it works.
+    stream: Option<AppendStream>,
+    /// Whether the target has no AppendStream (a node of an older version):
+    /// AppendEntries go as one call each.
+    unary: bool,
 }
 
 /// The error openraft expects from a call that did not get an answer.
@@ -204,6 +299,19 @@ impl PeerLink {
         }
     }
 
+    /// Where the target is reached now.
+    // The error is openraft's, as its network trait returns it.
+    #[allow(clippy::result_large_err)]
+    fn addr<E: std::error::Error>(&self) -> Result<PeerAddr, RPCError<u64, RaftMember, RaftError<u64, E>>> {
+        self.wire.resolve(&self.member).ok_or_else(|| {
+            let e = LinkError {
+                peer: self.member.to_string(),
+                source: consensus("the member's address does not parse"),
+            };
+            RPCError::Unreachable(Unreachable::new(&e))
+        })
+    }
+
     async fn send<E, T>(
         &self,
         method: Method,
@@ -214,15 +322,62 @@ impl PeerLink {
         E: std::error::Error + DeserializeOwned,
         T: DeserializeOwned,
     {
-        let Some(addr) = self.wire.resolve(&self.member) else {
-            let e = LinkError {
-                peer: self.member.to_string(),
-                source: ReplicationError::Consensus { reason: "the member's address does not parse".into() },
-            };
-            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        let addr = self.addr()?;
+        self.answered(self.wire.call_json(&addr, method, call, option.hard_ttl()).await)
+    }
+
+    /// Sends an AppendEntries `call` on the AppendStream to the target,
+    /// opening one when there is none (or the target moved); one call each to
+    /// a target without AppendStreams.
+    async fn append(
+        &mut self,
+        call: proto::RaftCall,
+        option: &RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, RaftMember, RaftError<u64>>> {
+        if self.unary {
+            return self.send(Method::AppendEntries, call, option).await;
+        }
+        let addr = self.addr()?;
+        let ttl = option.hard_ttl();
+        let json = match self.stream.take().filter(|s| s.addr == addr) {
+            Some(mut stream) => {
+                let json = self.wire.stream_call(&mut stream, call, ttl).await;
+                // Kept only while it works: after an error an answer may still
+                // come and would be read as the next call's.
+                if json.is_ok() {
+                    self.stream = Some(stream);
+                }
+                json
+            }
+            None => match self.wire.open_stream(&addr, call, ttl).await {
+                Ok((stream, json)) => {
+                    self.stream = Some(stream);
+                    Ok(json)
+                }
+                Err(e) => {
+                    // A node of an older version: this call fails, and
+                    // openraft's next goes as a call of its own.
+                    self.unary = matches!(
+                        &e,
+                        ReplicationError::Peer { failure: PeerFailure::Refused { code, .. }, .. }
+                            if *code == tonic::Code::Unimplemented
+                    );
+                    Err(e)
+                }
+            },
         };
-        let answer: Result<Result<T, RaftError<u64, E>>, _> =
-            self.wire.call_json(&addr, method, call, option.hard_ttl()).await;
+        self.answered(json.and_then(|json| parse_answer(&addr, &json)))
+    }
+
+    /// openraft's reading of a call's outcome.
+    #[allow(clippy::result_large_err)]
+    fn answered<E, T>(
+        &self,
+        answer: Result<Result<T, RaftError<u64, E>>, ReplicationError>,
+    ) -> Result<T, RPCError<u64, RaftMember, RaftError<u64, E>>>
+    where
+        E: std::error::Error,
+    {
         match answer {
             Ok(Ok(t)) => Ok(t),
             Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
@@ -260,7 +415,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
             leader_commit,
         };
         let call = proto::RaftCall { json: to_json(&bare), entries, ..proto::RaftCall::default() };
-        self.send(Method::AppendEntries, call, &option).await
+        self.append(call, &option).await
     }
 
     async fn install_snapshot(

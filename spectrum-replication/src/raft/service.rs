@@ -11,7 +11,7 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tonic::body::Body;
 use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::codec::{Proposal, entry_from_proto, from_json, to_json};
 use super::replicator::{ForwardAnswer, Inner, ReadIndexAnswer};
@@ -21,6 +21,24 @@ use crate::gate::PeerGate;
 use crate::handshake::Admitted;
 use crate::proto;
 use crate::proto::raft_server::{Raft as RaftRpc, RaftServer};
+
+/// The answers of an AppendStream, one per call in order.
+pub(crate) type AnswerStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<proto::RaftAnswer, Status>> + Send + 'static>>;
+
+/// An AppendStream being served: its service, its incoming calls, and this
+/// node's stop signal.
+struct Open {
+    service: RaftService,
+    calls: Streaming<proto::RaftCall>,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+/// How an AppendStream ends when this node's Raft stops: the leader opens
+/// another, on a new connection once this node is back.
+fn stopped() -> Status {
+    Status::unavailable("this node's Raft has stopped")
+}
 
 /// Longest a join may take on the leader (the learner catches up first).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -71,14 +89,43 @@ impl RaftService {
     /// (credential, certificate, metadata bounds, header). Nothing of the call
     /// is read before this passes.
     fn admit(&self, request: &Request<proto::RaftCall>, method: &str) -> Result<Admitted, Status> {
+        self.gate().admit(&self.inner.wire.handshake, request, method)
+    }
+
+    /// Admits the first call of an AppendStream (see [`PeerGate::admit_stream`]).
+    fn admit_stream(
+        &self,
+        request: &Request<Streaming<proto::RaftCall>>,
+        first: &proto::RaftCall,
+    ) -> Result<Admitted, Status> {
+        self.gate().admit_stream(&self.inner.wire.handshake, request, first, "AppendStream")
+    }
+
+    /// Admits a later call of an AppendStream that `opened` admitted.
+    fn admit_next(&self, opened: &Admitted, call: &proto::RaftCall) -> Result<Admitted, Status> {
+        self.gate().admit_next(&self.inner.wire.handshake, opened, call, "AppendStream")
+    }
+
+    fn gate(&self) -> PeerGate {
         PeerGate::new("raft")
             .with_tokens(self.tokens.clone())
             .require_peer_certificate(self.require_peer_certificate)
-            .admit(&self.inner.wire.handshake, request, method)
+    }
+
+    /// Hands an admitted AppendEntries call to Raft and answers it.
+    async fn append(&self, admitted: &Admitted, call: proto::RaftCall) -> Result<proto::RaftAnswer, Status> {
+        let mut rpc: AppendEntriesRequest<TypeConfig> = from_json("json", &call.json)?;
+        rpc.entries = call.entries.into_iter().map(entry_from_proto).collect::<Result<_, _>>()?;
+        let result = self.inner.raft.append_entries(rpc).await;
+        Ok(self.raw_answer(admitted, to_json(&result)))
+    }
+
+    fn raw_answer(&self, admitted: &Admitted, json: Vec<u8>) -> proto::RaftAnswer {
+        proto::RaftAnswer { header: Some(self.inner.wire.handshake.answer(admitted)), json }
     }
 
     fn answer(&self, admitted: &Admitted, json: Vec<u8>) -> Response<proto::RaftAnswer> {
-        Response::new(proto::RaftAnswer { header: Some(self.inner.wire.handshake.answer(admitted)), json })
+        Response::new(self.raw_answer(admitted, json))
     }
 }
 
@@ -89,11 +136,50 @@ impl RaftRpc for RaftService {
         request: Request<proto::RaftCall>,
     ) -> Result<Response<proto::RaftAnswer>, Status> {
         let admitted = self.admit(&request, "AppendEntries")?;
-        let call = request.into_inner();
-        let mut rpc: AppendEntriesRequest<TypeConfig> = from_json("json", &call.json)?;
-        rpc.entries = call.entries.into_iter().map(entry_from_proto).collect::<Result<_, _>>()?;
-        let result = self.inner.raft.append_entries(rpc).await;
-        Ok(self.answer(&admitted, to_json(&result)))
+        Ok(Response::new(self.append(&admitted, request.into_inner()).await?))
+    }
+
+    type AppendStreamStream = AnswerStream;
+
+    async fn append_stream(
+        &self,
+        mut request: Request<Streaming<proto::RaftCall>>,
+    ) -> Result<Response<AnswerStream>, Status> {
+        let first = request
+            .get_mut()
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("an AppendStream must carry a call"))?;
+        let opened = self.admit_stream(&request, &first)?;
+        let stream =
+            Open { service: self.clone(), calls: request.into_inner(), stop: self.inner.stop.subscribe() };
+        // One call at a time, in the order sent: the answer stream is polled by
+        // the stream's own task, so no task or channel is added. The stream
+        // ends when this node's Raft stops (a stream holds its connection
+        // open, and a server shutting down waits for its streams to end).
+        let answers = futures::stream::try_unfold(
+            (stream, Some((first, None)), opened),
+            |(mut stream, pending, opened)| async move {
+                if *stream.stop.borrow() {
+                    return Err(stopped());
+                }
+                let (call, admitted) = match pending {
+                    Some(first) => first,
+                    None => {
+                        let next = tokio::select! {
+                            next = stream.calls.message() => next?,
+                            _ = stream.stop.wait_for(|stop| *stop) => return Err(stopped()),
+                        };
+                        let Some(call) = next else { return Ok(None) };
+                        let admitted = stream.service.admit_next(&opened, &call)?;
+                        (call, Some(admitted))
+                    }
+                };
+                let answer = stream.service.append(admitted.as_ref().unwrap_or(&opened), call).await?;
+                Ok(Some((answer, (stream, None, opened))))
+            },
+        );
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn vote(&self, request: Request<proto::RaftCall>) -> Result<Response<proto::RaftAnswer>, Status> {
