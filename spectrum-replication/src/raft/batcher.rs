@@ -11,8 +11,9 @@
 //! [`MAX_BATCH_BYTES`], and fewer writes than
 //! [`SEQ_PER_ENTRY`](super::SEQ_PER_ENTRY), since an entry's writes share its
 //! sequence numbers). Each proposal is decided on its own, in queue order, and
-//! gets its own answer; a lone proposal costs one channel hop more than a
-//! direct `client_write`.
+//! gets its own answer. A proposal that finds nothing queued and an entry free
+//! is that entry alone, committed from its caller's task: a lone write pays no
+//! hop to the queue's task and back.
 
 use std::sync::Arc;
 
@@ -61,32 +62,61 @@ struct Queued {
 
 /// The sending side of the queue; the task packing it ends when the last
 /// clone is dropped.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Batcher {
     queue: mpsc::Sender<Queued>,
+    raft: Raft,
+    /// [`MAX_IN_FLIGHT`] permits, one per entry being committed. Tokio's
+    /// semaphore is fair: a proposal that skips the queue takes a permit only
+    /// when the queue's task is not waiting for one.
+    in_flight: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Batcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("free_entries", &self.in_flight.available_permits())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Batcher {
     /// Starts the queue of `raft` (on the current Tokio runtime).
     pub(crate) fn start(raft: Raft) -> Self {
         let (queue, rx) = mpsc::channel(MAX_QUEUED);
-        tokio::spawn(run(raft, rx));
-        Self { queue }
+        let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        tokio::spawn(run(raft.clone(), rx, in_flight.clone()));
+        Self { queue, raft, in_flight }
     }
 
     /// Proposes `proposal` through this node's Raft (which refuses with
     /// `ForwardToLeader` unless it leads), and waits for its answer; `None`
     /// when the queue has stopped (the node is shutting down).
+    ///
+    /// With nothing queued and an entry free, the proposal is committed as an
+    /// entry of its own from this task. Should the caller stop waiting, the
+    /// entry may still commit (as through the queue), and its permit is back
+    /// early: one entry more may then be in flight for a while.
     pub(crate) async fn propose(&self, proposal: Proposal) -> Option<Answer> {
+        if self.queue.is_closed() {
+            return None;
+        }
+        if self.queue.capacity() == self.queue.max_capacity()
+            && let Ok(permit) = self.in_flight.clone().try_acquire_owned()
+        {
+            let answer = decide(&self.raft, vec![proposal]).await.pop();
+            drop(permit);
+            return answer;
+        }
         let (answer, rx) = oneshot::channel();
         self.queue.send(Queued { proposal, answer }).await.ok()?;
         rx.await.ok()
     }
 }
 
-/// Packs the queue into entries, at most [`MAX_IN_FLIGHT`] being committed at once.
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Queued>) {
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+/// Packs the queue into entries, at most [`MAX_IN_FLIGHT`] being committed at
+/// once (`in_flight`'s permits).
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Queued>, in_flight: Arc<Semaphore>) {
     let mut carried: Option<Queued> = None;
     loop {
         let first = match carried.take() {
@@ -123,21 +153,25 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Queued>) {
 /// Commits `queued` as one entry and answers each proposal.
 async fn commit(raft: &Raft, queued: Vec<Queued>) {
     let (proposals, answers): (Vec<_>, Vec<_>) = queued.into_iter().map(|q| (q.proposal, q.answer)).unzip();
+    for (answer, decided) in answers.into_iter().zip(decide(raft, proposals).await) {
+        let _ = answer.send(decided);
+    }
+}
+
+/// Commits `proposals` as one entry: each one's answer, in order.
+async fn decide(raft: &Raft, proposals: Vec<Proposal>) -> Vec<Answer> {
     let count = proposals.len();
     match raft.client_write(Batch { proposals }).await {
         Ok(done) => {
             debug!(index = done.log_id.index, proposals = count, "committed a batch of proposals");
+            let index = done.log_id.index;
             let mut applied = done.data.into_iter();
-            for answer in answers {
-                let decided =
-                    Decided { index: done.log_id.index, applied: applied.next().unwrap_or_default() };
-                let _ = answer.send(Ok(decided));
+            let mut answers = Vec::with_capacity(count);
+            for _ in 0..count {
+                answers.push(Ok(Decided { index, applied: applied.next().unwrap_or_default() }));
             }
+            answers
         }
-        Err(e) => {
-            for answer in answers {
-                let _ = answer.send(Err(e.clone()));
-            }
-        }
+        Err(e) => vec![Err(e); count],
     }
 }
