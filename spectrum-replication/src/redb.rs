@@ -1074,19 +1074,37 @@ impl ConfigStore for RedbStore {
             }
             _ => None,
         };
-        let (report, flush) = match (fast, records) {
-            (Some(done), _) => done?,
+        let report = match (fast, records) {
+            (Some(done), _) => {
+                let (report, flush) = done?;
+                match flush {
+                    Flush::Later => {}
+                    Flush::Schedule => schedule_flush(Arc::downgrade(&self.shared)),
+                    // On the blocking pool, which runs it to its end even if
+                    // this caller stops waiting.
+                    Flush::Now => {
+                        self.blocking("finish a write to", |shared| shared.flush(Durability::None)).await?
+                    }
+                }
+                report
+            }
             (None, Some(records)) => {
-                self.blocking("finish a merge into", move |shared| shared.defer_blocking(records, &covers))
-                    .await?
+                // The write behind is planned on the blocking pool too: a
+                // caller that stops waiting cannot leave the queue unwritten.
+                let weak = Arc::downgrade(&self.shared);
+                self.blocking("finish a merge into", move |shared| {
+                    let (report, flush) = shared.defer_blocking(records, &covers)?;
+                    match flush {
+                        Flush::Later => {}
+                        Flush::Schedule => schedule_flush(weak),
+                        Flush::Now => shared.flush(Durability::None)?,
+                    }
+                    Ok(report)
+                })
+                .await?
             }
             (None, None) => unreachable!("the records go to exactly one path"),
         };
-        match flush {
-            Flush::Later => {}
-            Flush::Schedule => schedule_flush(Arc::downgrade(&self.shared)),
-            Flush::Now => self.blocking("finish a write to", |shared| shared.flush(Durability::None)).await?,
-        }
         trace!(origin = %self.origin, applied = report.applied, "merged records, durable at the next sync");
         Ok(report)
     }
@@ -1256,6 +1274,32 @@ mod tests {
         assert!(store.shared.behind.lock().changes.is_empty(), "written behind");
         let page = store.changes_since("", 1, 100).await.unwrap();
         assert_eq!(page.changes.iter().map(|c| c.index).collect::<Vec<_>>(), vec![2, 3, 4]);
+    }
+
+    // The test holds the store's writer across the merge on purpose.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test]
+    async fn a_deferred_merge_whose_caller_stops_waiting_is_still_written_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path().join("config.redb"), "n1".parse().unwrap(), hlc()).unwrap();
+        let batch = remote_batches(1).await.remove(0);
+        // Another writer holds the store: the merge takes the blocking pool's
+        // path, and its caller gives up while it waits there.
+        let covers = VersionVector::default();
+        let writer = store.shared.writer.lock();
+        let merge = store.merge_deferred(batch, &covers);
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(20), merge).await.is_err());
+        drop(writer);
+        for _ in 0..200 {
+            if store.get("settings/k0").await.unwrap().is_some()
+                && store.shared.behind.lock().changes.is_empty()
+            {
+                break;
+            }
+            tokio::time::sleep(FLUSH_AFTER).await;
+        }
+        assert!(store.get("settings/k0").await.unwrap().is_some(), "the merge finished without its caller");
+        assert!(store.shared.behind.lock().changes.is_empty(), "and was written behind");
     }
 
     #[tokio::test]
