@@ -2,6 +2,7 @@
 //! [`RaftNetworkFactory`] over the node's shared channels, and the calls a
 //! node makes to a peer's Raft service (forward, read index, join, probe).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tracing::debug;
 
 use super::codec::{entry_to_proto, from_json, to_json};
 use super::wal::Durable;
@@ -236,6 +238,10 @@ pub(crate) struct Network {
     /// reported before they are (see `log_store`, "The leader's own
     /// entries"): a commit index is sent only once the entries up to it are.
     pub(crate) durable: Option<watch::Receiver<Durable>>,
+    /// The targets found to have no AppendStream (nodes of an older
+    /// version), sent one call each from then on by every link, including
+    /// the short-lived ones openraft makes for a read index's heartbeats.
+    pub(crate) without_stream: Arc<parking_lot::Mutex<HashSet<u64>>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -249,7 +255,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             durable: self.durable.clone(),
             cleared: None,
             stream: None,
-            unary: false,
+            without_stream: self.without_stream.clone(),
         }
     }
 }
@@ -265,9 +271,8 @@ pub(crate) struct PeerLink {
     cleared: Option<LogId<u64>>,
     /// The AppendStream to the target, while it works.
     stream: Option<AppendStream>,
-    /// Whether the target has no AppendStream (a node of an older version):
-    /// AppendEntries go as one call each.
-    unary: bool,
+    /// See [`Network::without_stream`].
+    without_stream: Arc<parking_lot::Mutex<HashSet<u64>>>,
 }
 
 /// The error openraft expects from a call that did not get an answer.
@@ -334,7 +339,7 @@ impl PeerLink {
         call: proto::RaftCall,
         option: &RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, RaftMember, RaftError<u64>>> {
-        if self.unary {
+        if self.without_stream.lock().contains(&self.target) {
             return self.send(Method::AppendEntries, call, option).await;
         }
         let addr = self.addr()?;
@@ -349,21 +354,21 @@ impl PeerLink {
                 }
                 json
             }
-            None => match self.wire.open_stream(&addr, call, ttl).await {
+            None => match self.wire.open_stream(&addr, call.clone(), ttl).await {
                 Ok((stream, json)) => {
                     self.stream = Some(stream);
                     Ok(json)
                 }
-                Err(e) => {
-                    // A node of an older version: this call fails, and
-                    // openraft's next goes as a call of its own.
-                    self.unary = matches!(
-                        &e,
-                        ReplicationError::Peer { failure: PeerFailure::Refused { code, .. }, .. }
-                            if *code == tonic::Code::Unimplemented
-                    );
-                    Err(e)
+                // A node of an older version, without the stream: the call
+                // goes on its own, as will every later one to it.
+                Err(ReplicationError::Peer { failure: PeerFailure::Refused { code, .. }, .. })
+                    if code == tonic::Code::Unimplemented =>
+                {
+                    debug!(peer = %self.member, "no AppendStream: AppendEntries go as one call each");
+                    self.without_stream.lock().insert(self.target);
+                    return self.send(Method::AppendEntries, call, option).await;
                 }
+                Err(e) => Err(e),
             },
         };
         self.answered(json.and_then(|json| parse_answer(&addr, &json)))

@@ -226,9 +226,15 @@ impl RaftReplicatorBuilder {
         #[allow(clippy::result_large_err)]
         let forgot = blocking(move || forget.forget_leadership(id)).await;
         forgot.map_err(consensus)?;
-        let raft = Raft::new(id, config, Network { wire: wire.clone(), durable }, log, sm)
-            .await
-            .map_err(consensus)?;
+        let raft = Raft::new(
+            id,
+            config,
+            Network { wire: wire.clone(), durable, without_stream: Arc::default() },
+            log,
+            sm,
+        )
+        .await
+        .map_err(consensus)?;
         let batcher = Batcher::start(raft.clone());
         let mut seeds = self.seeds;
         seeds.sort();

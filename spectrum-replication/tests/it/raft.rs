@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use spectrum_core::transport::bind;
 use spectrum_core::{Hlc, PeerAddr, TransportConfig};
 use spectrum_replication::{
@@ -30,6 +31,42 @@ fn settings() -> RaftSettings {
 }
 
 async fn start_all(dir: &std::path::Path, n: usize) -> Vec<TestNode> {
+    start_with(dir, n, 0).await
+}
+
+/// A node of an older version, without AppendStream: its Raft service answers
+/// that method `unimplemented`, as a tonic server without it does.
+#[derive(Clone)]
+struct WithoutAppendStream<S>(S);
+
+impl<S> tower::Service<http::Request<tonic::body::Body>> for WithoutAppendStream<S>
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if request.uri().path().ends_with("/AppendStream") {
+            let answer = tonic::Status::unimplemented("").into_http();
+            return Box::pin(async move { Ok(answer) });
+        }
+        Box::pin(self.0.call(request))
+    }
+}
+
+impl<S> tonic::server::NamedService for WithoutAppendStream<S> {
+    const NAME: &'static str = "spectrum.replication.v1.Raft";
+}
+
+/// `n` nodes, the last `older` of them serving Raft without AppendStream.
+async fn start_with(dir: &std::path::Path, n: usize, older: usize) -> Vec<TestNode> {
     let mut listeners = Vec::new();
     for _ in 0..n {
         listeners.push(bind("127.0.0.1:0".parse().unwrap()).await.unwrap());
@@ -53,11 +90,13 @@ async fn start_all(dir: &std::path::Path, n: usize) -> Vec<TestNode> {
                 .build()
                 .await
                 .unwrap();
-        let server = TransportConfig::default()
-            .server()
-            .unwrap()
-            .add_service(raft.service().into_server(4 << 20))
-            .serve_with_incoming(listener.incoming);
+        let service = raft.service().into_server(4 << 20);
+        let mut server = TransportConfig::default().server().unwrap();
+        let server = if i + older >= n {
+            server.add_service(WithoutAppendStream(service)).serve_with_incoming(listener.incoming).boxed()
+        } else {
+            server.add_service(service).serve_with_incoming(listener.incoming).boxed()
+        };
         let server = tokio::spawn(async move {
             let _ = server.await;
         });
@@ -171,6 +210,33 @@ async fn concurrent_writes_on_every_node_share_log_entries_and_each_gets_its_own
                 let got = value(&n.store, &format!("settings/n{i}w{w}")).await;
                 assert_eq!(got, Some(format!("{i}.{w}")));
             }
+        }
+    }
+    for n in &nodes {
+        n.raft.shutdown().await;
+        n.server.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_replicates_to_followers_without_append_stream_one_call_each() {
+    // Two of three nodes are of an older version: whichever node leads, one
+    // follower at least has no AppendStream, and without one call each the
+    // group could not even form.
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_with(dir.path(), 3, 2).await;
+    for n in &nodes {
+        assert!(n.raft.wait_for_leader(WAIT).await, "no leader elected");
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        let txn = Transaction::new(WriteBatch::new().put(format!("settings/k{i}"), format!("v{i}")));
+        let done = n.raft.commit(txn, WAIT).await.unwrap();
+        assert!(matches!(done.outcome, Outcome::Applied { .. }), "{done:?}");
+    }
+    for n in &nodes {
+        n.raft.linearizable_barrier(WAIT).await.unwrap();
+        for i in 0..3 {
+            assert_eq!(value(&n.store, &format!("settings/k{i}")).await, Some(format!("v{i}")));
         }
     }
     for n in &nodes {
