@@ -361,9 +361,10 @@ impl PeerLink {
                 }
                 // A node of an older version, without the stream: the call
                 // goes on its own, as will every later one to it.
-                Err(ReplicationError::Peer { failure: PeerFailure::Refused { code, .. }, .. })
-                    if code == tonic::Code::Unimplemented =>
-                {
+                Err(ReplicationError::Peer {
+                    failure: PeerFailure::Refused { code: tonic::Code::Unimplemented, .. },
+                    ..
+                }) => {
                     debug!(peer = %self.member, "no AppendStream: AppendEntries go as one call each");
                     self.without_stream.lock().insert(self.target);
                     return self.send(Method::AppendEntries, call, option).await;
