@@ -1,5 +1,7 @@
 //! [`PeerGate`]: the one admission check every internal (node-to-node) gRPC
-//! service runs before it reads anything of a call.
+//! service runs before it acts on anything of a call (a stream of calls, before
+//! it reads the first: its metadata and credential, then with that call its
+//! certificate and header, and every later call's header).
 //!
 //! The replication service ([`ReplicationService`](crate::ReplicationService))
 //! and Raft mode's service ([`RaftService`](crate::RaftService)) admit their
@@ -152,6 +154,22 @@ impl PeerGate {
         self.admit_with(handshake, request, request.get_ref().header(), method)
     }
 
+    /// The checks a stream of calls to `method` passes before its first call
+    /// is read: the metadata's size and the credential (the certificate and
+    /// the header wait for the first call, which names the calling node).
+    pub(crate) fn admit_opening<T>(&self, request: &Request<T>, method: &str) -> Result<(), Status> {
+        self.check_credential(request.metadata()).map_err(|refusal| {
+            warn!(
+                service = self.service,
+                method,
+                remote = ?request.remote_addr(),
+                reason = %refusal,
+                "refused an internal call"
+            );
+            refusal.into_status()
+        })
+    }
+
     /// Admits a stream of calls to `method` on its first call, `first`: the
     /// checks of the [module docs](self) against the stream's metadata and
     /// certificate and `first`'s header. Each later call of the stream goes
@@ -231,6 +249,20 @@ impl PeerGate {
         certificate: Option<bool>,
         claimed: &str,
     ) -> Result<(), GateRefusal> {
+        self.check_credential(metadata)?;
+        if self.require_peer_certificate {
+            let Some(names_claimed) = certificate else {
+                return Err(GateRefusal::MissingCertificate { service: self.service });
+            };
+            if !names_claimed {
+                return Err(GateRefusal::CertificateForAnotherNode { claimed: claimed.to_owned() });
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks of the metadata alone: its size and the credential.
+    fn check_credential(&self, metadata: &MetadataMap) -> Result<(), GateRefusal> {
         let bytes = metadata_bytes(metadata);
         if bytes > MAX_PEER_METADATA_BYTES {
             return Err(GateRefusal::MetadataTooLarge { bytes, max: MAX_PEER_METADATA_BYTES });
@@ -249,14 +281,6 @@ impl PeerGate {
             }
             if !self.tokens.iter().any(|t| t.admits(metadata)) {
                 return Err(GateRefusal::WrongCredential);
-            }
-        }
-        if self.require_peer_certificate {
-            let Some(names_claimed) = certificate else {
-                return Err(GateRefusal::MissingCertificate { service: self.service });
-            };
-            if !names_claimed {
-                return Err(GateRefusal::CertificateForAnotherNode { claimed: claimed.to_owned() });
             }
         }
         Ok(())

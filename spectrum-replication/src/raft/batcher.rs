@@ -96,7 +96,9 @@ impl Batcher {
     /// With nothing queued and an entry free, the proposal is committed as an
     /// entry of its own from this task. Should the caller stop waiting, the
     /// entry may still commit (as through the queue), and its permit is back
-    /// early: one entry more may then be in flight for a while.
+    /// early: each caller that stops waiting so lets one entry more be in
+    /// flight until its own commits (forwarded writes timing out under
+    /// overload, say).
     pub(crate) async fn propose(&self, proposal: Proposal) -> Option<Answer> {
         if self.queue.is_closed() {
             return None;

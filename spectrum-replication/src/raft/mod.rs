@@ -67,8 +67,9 @@
 //!   one data frame each way, not a request with headers and trailers, and
 //!   the follower serves it on the stream's task. The stream is admitted on
 //!   its first call; every later call's header must claim the same node and
-//!   passes the same checks. It ends when the follower's Raft stops, and a
-//!   follower of an older version, without the stream, is sent one call each.
+//!   passes the same checks. It ends when the follower is shut down, and a
+//!   follower of an older version, without the stream, is sent one call each
+//!   (a stream is tried again a minute later).
 //!
 //! - **Membership** (`membership`): joins go learner first, then voter;
 //!   [`RaftReplicator::leave`] and operator removal are joint-consensus

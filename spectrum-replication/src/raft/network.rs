@@ -2,7 +2,7 @@
 //! [`RaftNetworkFactory`] over the node's shared channels, and the calls a
 //! node makes to a peer's Raft service (forward, read index, join, probe).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -230,6 +230,13 @@ struct AppendStream {
 /// index that was (see [`PeerLink::clear_commit`]).
 const COMMIT_WAIT: Duration = Duration::from_millis(20);
 
+/// How long a target found without AppendStream is sent one call each
+/// before a stream is tried again.
+const STREAM_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// See [`Network::without_stream`].
+pub(crate) type WithoutStream = Arc<parking_lot::Mutex<HashMap<u64, std::time::Instant>>>;
+
 /// openraft's network: one [`PeerLink`] per target node.
 #[derive(Debug, Clone)]
 pub(crate) struct Network {
@@ -239,9 +246,11 @@ pub(crate) struct Network {
     /// entries"): a commit index is sent only once the entries up to it are.
     pub(crate) durable: Option<watch::Receiver<Durable>>,
     /// The targets found to have no AppendStream (nodes of an older
-    /// version), sent one call each from then on by every link, including
-    /// the short-lived ones openraft makes for a read index's heartbeats.
-    pub(crate) without_stream: Arc<parking_lot::Mutex<HashSet<u64>>>,
+    /// version), and when: every link, including the short-lived ones
+    /// openraft makes for a read index's heartbeats, sends them one call each
+    /// for [`STREAM_RETRY_AFTER`], then tries a stream again (the node may
+    /// have been upgraded).
+    pub(crate) without_stream: WithoutStream,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -272,7 +281,7 @@ pub(crate) struct PeerLink {
     /// The AppendStream to the target, while it works.
     stream: Option<AppendStream>,
     /// See [`Network::without_stream`].
-    without_stream: Arc<parking_lot::Mutex<HashSet<u64>>>,
+    without_stream: WithoutStream,
 }
 
 /// The error openraft expects from a call that did not get an answer.
@@ -339,7 +348,12 @@ impl PeerLink {
         call: proto::RaftCall,
         option: &RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, RaftMember, RaftError<u64>>> {
-        if self.without_stream.lock().contains(&self.target) {
+        let unary = self
+            .without_stream
+            .lock()
+            .get(&self.target)
+            .is_some_and(|since| since.elapsed() < STREAM_RETRY_AFTER);
+        if unary {
             return self.send(Method::AppendEntries, call, option).await;
         }
         let addr = self.addr()?;
@@ -366,7 +380,7 @@ impl PeerLink {
                     ..
                 }) => {
                     debug!(peer = %self.member, "no AppendStream: AppendEntries go as one call each");
-                    self.without_stream.lock().insert(self.target);
+                    self.without_stream.lock().insert(self.target, std::time::Instant::now());
                     return self.send(Method::AppendEntries, call, option).await;
                 }
                 Err(e) => Err(e),

@@ -34,18 +34,23 @@ struct Open {
     stop: tokio::sync::watch::Receiver<bool>,
 }
 
-/// How an AppendStream ends when this node's Raft stops: the leader opens
+/// How an AppendStream ends when this node is shut down: the leader opens
 /// another, on a new connection once this node is back.
 fn stopped() -> Status {
     Status::unavailable("this node's Raft has stopped")
 }
 
+/// Longest an AppendStream may take to send its first call (the leader sends
+/// it with the stream's headers).
+const FIRST_CALL_WITHIN: Duration = Duration::from_secs(5);
+
 /// Longest a join may take on the leader (the learner catches up first).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves Raft mode's internal protocol for one node (see the [module
-/// docs](super)). Every call is admitted like a replication call before its
-/// body is read: the peer credential when the cluster has one
+/// docs](super)). Every call is admitted like a replication call before
+/// anything of it is acted on (an AppendStream's metadata before its first call
+/// is read, then each call; see [`PeerGate`]): the peer credential when the cluster has one
 /// (`unauthenticated` otherwise), a client certificate naming the calling node
 /// when the node serves TLS, and the header checks (another cluster is
 /// `failed_precondition`, a malformed message `invalid_argument`). A refused
@@ -145,17 +150,21 @@ impl RaftRpc for RaftService {
         &self,
         mut request: Request<Streaming<proto::RaftCall>>,
     ) -> Result<Response<AnswerStream>, Status> {
-        let first = request
-            .get_mut()
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("an AppendStream must carry a call"))?;
+        self.gate().admit_opening(&request, "AppendStream")?;
+        let mut stop = self.inner.stop.subscribe();
+        let first = tokio::select! {
+            first = tokio::time::timeout(FIRST_CALL_WITHIN, request.get_mut().message()) => match first {
+                Ok(first) => first?,
+                Err(_) => return Err(Status::deadline_exceeded("an AppendStream sent no call in time")),
+            },
+            _ = stop.wait_for(|stop| *stop) => return Err(stopped()),
+        };
+        let first = first.ok_or_else(|| Status::invalid_argument("an AppendStream must carry a call"))?;
         let opened = self.admit_stream(&request, &first)?;
-        let stream =
-            Open { service: self.clone(), calls: request.into_inner(), stop: self.inner.stop.subscribe() };
+        let stream = Open { service: self.clone(), calls: request.into_inner(), stop };
         // One call at a time, in the order sent: the answer stream is polled by
         // the stream's own task, so no task or channel is added. The stream
-        // ends when this node's Raft stops (a stream holds its connection
+        // ends when this node is shut down (a stream holds its connection
         // open, and a server shutting down waits for its streams to end).
         let answers = futures::stream::try_unfold(
             (stream, Some((first, None)), opened),
