@@ -50,7 +50,7 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Serves Raft mode's internal protocol for one node (see the [module
 /// docs](super)). Every call is admitted like a replication call before
 /// anything of it is acted on (an AppendStream's metadata before its first call
-/// is read, then each call; see [`PeerGate`]): the peer credential when the cluster has one
+/// is read, then each call): the peer credential when the cluster has one
 /// (`unauthenticated` otherwise), a client certificate naming the calling node
 /// when the node serves TLS, and the header checks (another cluster is
 /// `failed_precondition`, a malformed message `invalid_argument`). A refused
