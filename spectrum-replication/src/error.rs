@@ -194,6 +194,11 @@ pub enum ReplicationError {
 }
 
 impl ReplicationError {
+    /// A [`Consensus`](ReplicationError::Consensus) error saying `reason`.
+    pub(crate) fn consensus(reason: impl std::fmt::Display) -> Self {
+        ReplicationError::Consensus { reason: reason.to_string() }
+    }
+
     /// Whether trying the same call again may help: only a [`PeerFailure`] that
     /// is [`retryable`](PeerFailure::retryable).
     pub(crate) fn retryable(&self) -> bool {

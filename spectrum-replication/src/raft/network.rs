@@ -123,7 +123,9 @@ impl Wire {
         // One call in flight: the next goes in only after this one's answer
         // came back, by which time the transport has taken this one out.
         let (calls, outgoing) = mpsc::channel(1);
-        calls.try_send(first).map_err(|_| consensus("a new AppendStream's queue took no call"))?;
+        calls
+            .try_send(first)
+            .map_err(|_| ReplicationError::consensus("a new AppendStream's queue took no call"))?;
         let mut client = self.client(addr);
         let opened = tokio::time::timeout(timeout, async {
             let answers = client.append_stream(ReceiverStream::new(outgoing)).await?.into_inner();
@@ -210,10 +212,6 @@ fn no_answer(addr: &PeerAddr, timeout: Duration) -> ReplicationError {
 fn stream_ended(addr: &PeerAddr) -> ReplicationError {
     let failure = PeerFailure::Interrupted { message: "the peer ended the AppendStream".into() };
     ReplicationError::Peer { peer: addr.clone(), failure }
-}
-
-fn consensus(reason: &str) -> ReplicationError {
-    ReplicationError::Consensus { reason: reason.into() }
 }
 
 /// An open AppendStream to one follower: calls go in through `calls`,
@@ -320,7 +318,7 @@ impl PeerLink {
         self.wire.resolve(&self.member).ok_or_else(|| {
             let e = LinkError {
                 peer: self.member.to_string(),
-                source: consensus("the member's address does not parse"),
+                source: ReplicationError::consensus("the member's address does not parse"),
             };
             RPCError::Unreachable(Unreachable::new(&e))
         })

@@ -197,7 +197,8 @@ impl RaftReplicatorBuilder {
                 let opener = db.clone();
                 // openraft's storage error is its own type, large as it is.
                 #[allow(clippy::result_large_err)]
-                let wal = blocking(move || open_wal(&opener, &dir)).await.map_err(consensus)?;
+                let wal =
+                    blocking(move || open_wal(&opener, &dir)).await.map_err(ReplicationError::consensus)?;
                 LogStore::with_wal(db.clone(), wal, id)
             }
             None => LogStore::new(db.clone()),
@@ -217,7 +218,7 @@ impl RaftReplicatorBuilder {
         let wire = Wire { channels, attach, handshake };
         let durable = log.durable();
         let sm = StateMachine::open(self.store.clone(), db.clone(), origin.clone())
-            .map_err(consensus)?
+            .map_err(ReplicationError::consensus)?
             .wait_for_disk(durable.clone());
         // Needed for safety as well as liveness: see `log_store`, "The
         // leader's own entries".
@@ -225,7 +226,7 @@ impl RaftReplicatorBuilder {
         // openraft's storage error is its own type, large as it is.
         #[allow(clippy::result_large_err)]
         let forgot = blocking(move || forget.forget_leadership(id)).await;
-        forgot.map_err(consensus)?;
+        forgot.map_err(ReplicationError::consensus)?;
         let raft = Raft::new(
             id,
             config,
@@ -234,7 +235,7 @@ impl RaftReplicatorBuilder {
             sm,
         )
         .await
-        .map_err(consensus)?;
+        .map_err(ReplicationError::consensus)?;
         let batcher = Batcher::start(raft.clone());
         let mut seeds = self.seeds;
         seeds.sort();
@@ -321,10 +322,6 @@ fn not_committed_in_time() -> ReplicationError {
 fn maybe_taken(addr: &PeerAddr, e: &dyn std::fmt::Display) -> ReplicationError {
     debug!(peer = %addr, error = %e, "a forwarded write may have been taken; proposing it again");
     unknown_outcome(addr, e)
-}
-
-fn consensus(e: impl std::fmt::Display) -> ReplicationError {
-    ReplicationError::Consensus { reason: e.to_string() }
 }
 
 /// The consensus [`Replicator`] (Raft, on openraft). See the [module docs](super).
@@ -490,7 +487,7 @@ impl RaftReplicator {
     ///
     /// [`ReplicationError::Consensus`] when the Raft node has stopped.
     pub async fn trigger_snapshot(&self) -> Result<(), ReplicationError> {
-        self.inner.raft.trigger().snapshot().await.map_err(consensus)
+        self.inner.raft.trigger().snapshot().await.map_err(ReplicationError::consensus)
     }
 
     /// Stops the Raft node (and the join task), syncs the store (so what was
@@ -520,7 +517,7 @@ impl Inner {
 
     /// One attempt to become a member; whether this node is one.
     async fn try_join(&self) -> Result<bool, ReplicationError> {
-        let initialized = self.raft.is_initialized().await.map_err(consensus)?;
+        let initialized = self.raft.is_initialized().await.map_err(ReplicationError::consensus)?;
         // A node that left asks an initialized seed to take it back, whatever
         // its own (possibly stale) copy of the membership says.
         let rejoining = initialized && self.recorded_as_left().await;
@@ -557,7 +554,10 @@ impl Inner {
         for (addr, answer) in answers {
             match answer {
                 Ok(a) => {
-                    others.insert(raft_node_id(&a.member.id.parse().map_err(consensus)?), a.member);
+                    others.insert(
+                        raft_node_id(&a.member.id.parse().map_err(ReplicationError::consensus)?),
+                        a.member,
+                    );
                 }
                 Err(e) => {
                     debug!(peer = %addr, error = %e, "bootstrap probe failed");
@@ -586,7 +586,7 @@ impl Inner {
             Ok(()) => Ok(true),
             // Someone else's leader reached us first: we are a member.
             Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(true),
-            Err(e) => Err(consensus(e)),
+            Err(e) => Err(ReplicationError::consensus(e)),
         }
     }
 
@@ -704,7 +704,7 @@ impl Inner {
                 None => match self.submit_until(proposal.clone(), deadline).await {
                     Some(Ok(done)) => return Ok((done.index, done.applied)),
                     Some(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => f.leader_node,
-                    Some(Err(e)) => return Err(unsure.unwrap_or_else(|| consensus(e))),
+                    Some(Err(e)) => return Err(unsure.unwrap_or_else(|| ReplicationError::consensus(e))),
                     None => return Err(unsure.unwrap_or_else(not_committed_in_time)),
                 },
             };
@@ -735,7 +735,7 @@ impl Inner {
                     // (malformed, another cluster, a skewed clock): the
                     // leader may have taken the write.
                     Err(e) => return Err(unknown_outcome(&addr, &e)),
-                    Ok(Err(e)) => return Err(unsure.unwrap_or_else(|| consensus(e))),
+                    Ok(Err(e)) => return Err(unsure.unwrap_or_else(|| ReplicationError::consensus(e))),
                 }
             }
             if Instant::now() + LEADER_RETRY > deadline {
@@ -789,7 +789,7 @@ impl Inner {
                     debug!(error = %e, "read index not confirmed yet; retrying");
                     None
                 }
-                Err(e) => return Err(consensus(e)),
+                Err(e) => return Err(ReplicationError::consensus(e)),
             };
             if let Some(addr) = leader.and_then(|n| self.wire.resolve(&n)) {
                 let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));

@@ -106,6 +106,27 @@ async fn start_with(dir: &std::path::Path, n: usize, older: usize) -> Vec<TestNo
     nodes
 }
 
+/// Node `i` commits `settings/k{i}` = `v{i}` and holds it once the commit
+/// returns; then every node reads every one after a linearizable barrier.
+async fn write_on_each_and_read_on_all(nodes: &[TestNode]) {
+    for (i, n) in nodes.iter().enumerate() {
+        let txn = Transaction::new(WriteBatch::new().put(format!("settings/k{i}"), format!("v{i}")));
+        let done = n.raft.commit(txn, WAIT).await.unwrap();
+        assert!(matches!(done.outcome, Outcome::Applied { .. }), "{done:?}");
+        // Once commit returns, the proposing node holds it.
+        assert_eq!(
+            value(&n.store, &format!("settings/k{i}")).await.as_deref(),
+            Some(format!("v{i}").as_str())
+        );
+    }
+    for n in nodes {
+        n.raft.linearizable_barrier(WAIT).await.unwrap();
+        for i in 0..nodes.len() {
+            assert_eq!(value(&n.store, &format!("settings/k{i}")).await, Some(format!("v{i}")));
+        }
+    }
+}
+
 async fn value(store: &Arc<dyn ConfigStore>, key: &str) -> Option<String> {
     let r = store.get(key).await.unwrap()?;
     r.value.map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -118,22 +139,7 @@ async fn a_write_on_any_node_is_read_on_all_and_a_lost_leader_is_replaced() {
     for n in &nodes {
         assert!(n.raft.wait_for_leader(WAIT).await, "no leader elected");
     }
-    for (i, n) in nodes.iter().enumerate() {
-        let txn = Transaction::new(WriteBatch::new().put(format!("settings/k{i}"), format!("v{i}")));
-        let done = n.raft.commit(txn, WAIT).await.unwrap();
-        assert!(matches!(done.outcome, Outcome::Applied { .. }), "{done:?}");
-        // Once commit returns, the proposing node holds it.
-        assert_eq!(
-            value(&n.store, &format!("settings/k{i}")).await.as_deref(),
-            Some(format!("v{i}").as_str())
-        );
-    }
-    for n in &nodes {
-        n.raft.linearizable_barrier(WAIT).await.unwrap();
-        for i in 0..3 {
-            assert_eq!(value(&n.store, &format!("settings/k{i}")).await, Some(format!("v{i}")));
-        }
-    }
+    write_on_each_and_read_on_all(&nodes).await;
     // Compare-and-set: two nodes race to create the same name; exactly one wins.
     let create =
         || Transaction::new(WriteBatch::new().put("dataflows/x", "1")).when(Condition::absent("dataflows/x"));
@@ -228,17 +234,7 @@ async fn a_leader_replicates_to_followers_without_append_stream_one_call_each() 
     for n in &nodes {
         assert!(n.raft.wait_for_leader(WAIT).await, "no leader elected");
     }
-    for (i, n) in nodes.iter().enumerate() {
-        let txn = Transaction::new(WriteBatch::new().put(format!("settings/k{i}"), format!("v{i}")));
-        let done = n.raft.commit(txn, WAIT).await.unwrap();
-        assert!(matches!(done.outcome, Outcome::Applied { .. }), "{done:?}");
-    }
-    for n in &nodes {
-        n.raft.linearizable_barrier(WAIT).await.unwrap();
-        for i in 0..3 {
-            assert_eq!(value(&n.store, &format!("settings/k{i}")).await, Some(format!("v{i}")));
-        }
-    }
+    write_on_each_and_read_on_all(&nodes).await;
     for n in &nodes {
         n.raft.shutdown().await;
         n.server.abort();
