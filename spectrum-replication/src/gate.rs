@@ -151,7 +151,7 @@ impl PeerGate {
         request: &Request<T>,
         method: &str,
     ) -> Result<Admitted, Status> {
-        self.admit_with(handshake, request, request.get_ref().header(), method)
+        self.admit_stream(handshake, request, request.get_ref(), method)
     }
 
     /// The checks a stream of calls to `method` passes before its first call
@@ -170,10 +170,10 @@ impl PeerGate {
         })
     }
 
-    /// Admits a stream of calls to `method` on its first call, `first`: the
-    /// checks of the [module docs](self) against the stream's metadata and
-    /// certificate and `first`'s header. Each later call of the stream goes
-    /// through [`admit_next`](Self::admit_next).
+    /// Admits `request` to `method` on `first`, its message or a stream's first
+    /// call: the checks of the [module docs](self) against the request's
+    /// metadata and certificate and `first`'s header. Each later call of a
+    /// stream goes through [`admit_next`](Self::admit_next).
     pub(crate) fn admit_stream<T>(
         &self,
         handshake: &Handshake,
@@ -181,7 +181,25 @@ impl PeerGate {
         first: &impl HeaderedCall,
         method: &str,
     ) -> Result<Admitted, Status> {
-        self.admit_with(handshake, request, first.header(), method)
+        let header = first.header();
+        let claimed = header.map_or("", |h| h.node_id.as_str());
+        // Parsed only when required: whether the client certificate names the claimed node.
+        let certificate = self
+            .require_peer_certificate
+            .then(|| request.peer_certs().map(|chain| certificate_names_node(&chain, claimed)))
+            .flatten();
+        if let Err(refusal) = self.check(request.metadata(), certificate, claimed) {
+            warn!(
+                service = self.service,
+                method,
+                claimed_node = claimed,
+                remote = ?request.remote_addr(),
+                reason = %refusal,
+                "refused an internal call"
+            );
+            return Err(refusal.into_status());
+        }
+        handshake.admit(header.cloned(), Contact::Inbound).map_err(|r| r.into_status())
     }
 
     /// Admits a later call of a stream that `opened` admitted: its header must
@@ -209,34 +227,6 @@ impl PeerGate {
                 "a call of node {}'s stream claims to come from node {claimed:?}",
                 opened.header.node_id
             )));
-        }
-        handshake.admit(header.cloned(), Contact::Inbound).map_err(|r| r.into_status())
-    }
-
-    /// [`admit`](Self::admit) of `request` whose call carries `header`.
-    fn admit_with<T>(
-        &self,
-        handshake: &Handshake,
-        request: &Request<T>,
-        header: Option<&proto::Header>,
-        method: &str,
-    ) -> Result<Admitted, Status> {
-        let claimed = header.map_or("", |h| h.node_id.as_str());
-        // Parsed only when required: whether the client certificate names the claimed node.
-        let certificate = self
-            .require_peer_certificate
-            .then(|| request.peer_certs().map(|chain| certificate_names_node(&chain, claimed)))
-            .flatten();
-        if let Err(refusal) = self.check(request.metadata(), certificate, claimed) {
-            warn!(
-                service = self.service,
-                method,
-                claimed_node = claimed,
-                remote = ?request.remote_addr(),
-                reason = %refusal,
-                "refused an internal call"
-            );
-            return Err(refusal.into_status());
         }
         handshake.admit(header.cloned(), Contact::Inbound).map_err(|r| r.into_status())
     }

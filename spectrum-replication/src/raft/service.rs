@@ -58,16 +58,16 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct RaftService {
     inner: Arc<Inner>,
-    tokens: Arc<Vec<PeerToken>>,
-    require_peer_certificate: bool,
+    gate: PeerGate,
 }
 
 impl RaftService {
     pub(crate) fn new(inner: Arc<Inner>) -> Self {
-        let tokens =
+        let tokens: Vec<PeerToken> =
             inner.credential.iter().chain(&inner.previous).map(|c| c.token(&inner.cluster)).collect();
-        let require_peer_certificate = inner.peer_tls;
-        Self { inner, tokens: Arc::new(tokens), require_peer_certificate }
+        let gate =
+            PeerGate::new("raft").with_tokens(Arc::new(tokens)).require_peer_certificate(inner.peer_tls);
+        Self { inner, gate }
     }
 
     /// The gRPC service to add to a tonic server or router, accepting and
@@ -94,7 +94,7 @@ impl RaftService {
     /// (credential, certificate, metadata bounds, header). Nothing of the call
     /// is read before this passes.
     fn admit(&self, request: &Request<proto::RaftCall>, method: &str) -> Result<Admitted, Status> {
-        self.gate().admit(&self.inner.wire.handshake, request, method)
+        self.gate.admit(&self.inner.wire.handshake, request, method)
     }
 
     /// Admits the first call of an AppendStream (see [`PeerGate::admit_stream`]).
@@ -103,18 +103,12 @@ impl RaftService {
         request: &Request<Streaming<proto::RaftCall>>,
         first: &proto::RaftCall,
     ) -> Result<Admitted, Status> {
-        self.gate().admit_stream(&self.inner.wire.handshake, request, first, "AppendStream")
+        self.gate.admit_stream(&self.inner.wire.handshake, request, first, "AppendStream")
     }
 
     /// Admits a later call of an AppendStream that `opened` admitted.
     fn admit_next(&self, opened: &Admitted, call: &proto::RaftCall) -> Result<Admitted, Status> {
-        self.gate().admit_next(&self.inner.wire.handshake, opened, call, "AppendStream")
-    }
-
-    fn gate(&self) -> PeerGate {
-        PeerGate::new("raft")
-            .with_tokens(self.tokens.clone())
-            .require_peer_certificate(self.require_peer_certificate)
+        self.gate.admit_next(&self.inner.wire.handshake, opened, call, "AppendStream")
     }
 
     /// Hands an admitted AppendEntries call to Raft and answers it.
@@ -150,7 +144,7 @@ impl RaftRpc for RaftService {
         &self,
         mut request: Request<Streaming<proto::RaftCall>>,
     ) -> Result<Response<AnswerStream>, Status> {
-        self.gate().admit_opening(&request, "AppendStream")?;
+        self.gate.admit_opening(&request, "AppendStream")?;
         let mut stop = self.inner.stop.subscribe();
         let first = tokio::select! {
             first = tokio::time::timeout(FIRST_CALL_WITHIN, request.get_mut().message()) => match first {
