@@ -630,6 +630,76 @@ mod tests {
         s.raft_replicator.shutdown().await;
     }
 
+    /// A Forward call from node `b`: proposal number `sequence`, one put.
+    fn proposal(header: Option<proto::Header>, sequence: u64) -> proto::RaftCall {
+        let proposal = proto::RaftProposal {
+            stamp: Some(proto::Stamp { wall_ms: NOW_MS, logical: 0 }),
+            writes: vec![proto::RaftWrite {
+                key: format!("settings/{sequence}"),
+                value: Some(b"v".to_vec()),
+            }],
+            id: vec![sequence as u8; 16],
+            ..proto::RaftProposal::default()
+        };
+        proto::RaftCall { header, proposal: Some(proposal), sequence, ..proto::RaftCall::default() }
+    }
+
+    #[tokio::test]
+    async fn a_forward_stream_is_admitted_on_its_first_call_and_answers_each_call_by_its_number() {
+        let s = services().await;
+        let listener = spectrum_core::transport::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let transport = spectrum_core::TransportConfig::default();
+        let channel = transport.channel(&listener.addr());
+        let server = transport.server().unwrap().add_service(s.raft.clone().into_server(1 << 20));
+        let server = tokio::spawn(server.serve_with_incoming(listener.incoming));
+        let mut client = crate::proto::raft_client::RaftClient::new(channel);
+
+        for hostile in hostile_callers() {
+            let calls = futures::stream::iter(vec![proposal(hostile.header.clone(), 0)]);
+            let status = client
+                .forward_stream(request(calls, &hostile.metadata))
+                .await
+                .expect_err(&format!("a stream with {} was admitted", hostile.name));
+            assert_eq!(status.code(), hostile.code, "{}: {status:?}", hostile.name);
+            assert!(status.message().contains(hostile.message), "{}: {status:?}", hostile.name);
+        }
+        assert!(s.raft_hlc.now().wall_ms < STAMP_AHEAD_MS, "no refused stream's stamp was observed");
+        assert!(s.raft_replicator.peer_table().snapshot().is_empty(), "no refused stream was recorded");
+
+        // Admitted, every call is answered with its number (this node leads
+        // no group, so each answer is a refusal to take the write).
+        let good = metadata(vec![("x-spectrum-peer", token(&credential()))]);
+        let calls = (0..3).map(|n| proposal(header(CLUSTER, NOW_MS), 10 + n)).collect::<Vec<_>>();
+        let mut answers =
+            client.forward_stream(request(futures::stream::iter(calls), &good)).await.unwrap().into_inner();
+        let mut numbers = Vec::new();
+        while let Some(answer) = answers.message().await.unwrap() {
+            assert_eq!(answer.header.as_ref().unwrap().node_id, "a");
+            assert!(String::from_utf8_lossy(&answer.json).contains("ForwardToLeader"), "{answer:?}");
+            numbers.push(answer.sequence);
+        }
+        numbers.sort();
+        assert_eq!(numbers, vec![10, 11, 12]);
+
+        // A later call claiming another node ends the stream.
+        let impostor = header(CLUSTER, NOW_MS).map(|h| proto::Header { node_id: "c".into(), ..h });
+        let calls = vec![proposal(header(CLUSTER, NOW_MS), 0), proposal(impostor, 1)];
+        let mut answers =
+            client.forward_stream(request(futures::stream::iter(calls), &good)).await.unwrap().into_inner();
+        let status = loop {
+            match answers.message().await {
+                Ok(Some(answer)) => assert_eq!(answer.sequence, 0, "the impostor's call was answered"),
+                Ok(None) => panic!("the stream ended without refusing the impostor's call"),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert!(status.message().contains("claims to come from node \"c\""), "{status:?}");
+        assert!(s.raft_store.scan("").await.unwrap().is_empty(), "nothing was written");
+        server.abort();
+        s.raft_replicator.shutdown().await;
+    }
+
     #[test]
     fn only_a_peer_token_s_form_passes_as_a_credential_entry() {
         let token = token(&credential());

@@ -77,7 +77,7 @@ pub(crate) enum Contact<'a> {
 }
 
 /// A header that passed the checks.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Admitted {
     /// The validated header.
     pub(crate) header: PeerHeader,

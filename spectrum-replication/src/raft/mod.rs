@@ -70,7 +70,12 @@
 //!   passes the same checks. It ends when the follower is shut down, and a
 //!   follower of an older version, without the stream, is sent one call each
 //!   (a stream is tried again a minute later).
-//!
+//! - **Forwarding** (`forward`): a follower sends its clients' writes to the
+//!   leader on one long-lived stream too (`ForwardStream`, as etcd's members
+//!   send proposals on their peer streams): many proposals in flight, each
+//!   numbered and answered with its number when decided. A proposal whose
+//!   stream ends or times out before its answer may have been taken, and is
+//!   proposed again under its id, as a lost unary answer would be.
 //! - **Membership** (`membership`): joins go learner first, then voter;
 //!   [`RaftReplicator::leave`] and operator removal are joint-consensus
 //!   changes that the leader makes only while the remaining voters keep a
@@ -85,6 +90,7 @@
 
 mod batcher;
 mod codec;
+mod forward;
 // openraft's storage traits dictate its (large) `StorageError` as the error type.
 #[allow(clippy::result_large_err)]
 mod log_store;

@@ -54,7 +54,7 @@ pub(crate) struct Wire {
 }
 
 impl Wire {
-    fn client(&self, addr: &PeerAddr) -> RaftClient<InterceptedService<Channel, AttachToken>> {
+    pub(super) fn client(&self, addr: &PeerAddr) -> RaftClient<InterceptedService<Channel, AttachToken>> {
         let max = self.channels.max_message_bytes();
         RaftClient::with_interceptor(self.channels.get(addr), self.attach.clone())
             .max_decoding_message_size(max)
@@ -169,13 +169,17 @@ impl Wire {
     }
 
     /// A call `addr` answered with an error status.
-    fn refused(&self, addr: &PeerAddr, status: &tonic::Status) -> ReplicationError {
+    pub(super) fn refused(&self, addr: &PeerAddr, status: &tonic::Status) -> ReplicationError {
         self.handshake.note_refusal(addr, status);
         ReplicationError::Peer { peer: addr.clone(), failure: PeerFailure::from_call(status) }
     }
 
     /// Admits the header of `addr`'s `answer`; returns its JSON.
-    fn admit_answer(&self, addr: &PeerAddr, answer: proto::RaftAnswer) -> Result<Vec<u8>, ReplicationError> {
+    pub(super) fn admit_answer(
+        &self,
+        addr: &PeerAddr,
+        answer: proto::RaftAnswer,
+    ) -> Result<Vec<u8>, ReplicationError> {
         self.handshake.admit(answer.header, Contact::Dialled(addr)).map_err(|r| r.into_error(addr))?;
         Ok(answer.json)
     }
@@ -194,7 +198,7 @@ impl Wire {
 }
 
 /// The answer `addr` sent as JSON of `T`.
-fn parse_answer<T: DeserializeOwned>(addr: &PeerAddr, json: &[u8]) -> Result<T, ReplicationError> {
+pub(super) fn parse_answer<T: DeserializeOwned>(addr: &PeerAddr, json: &[u8]) -> Result<T, ReplicationError> {
     from_json("answer", json).map_err(|e| ReplicationError::Peer {
         peer: addr.clone(),
         failure: PeerFailure::Malformed { field: "json".into(), reason: e.to_string() },
@@ -202,7 +206,7 @@ fn parse_answer<T: DeserializeOwned>(addr: &PeerAddr, json: &[u8]) -> Result<T, 
 }
 
 /// No answer from `addr` within `timeout`.
-fn no_answer(addr: &PeerAddr, timeout: Duration) -> ReplicationError {
+pub(super) fn no_answer(addr: &PeerAddr, timeout: Duration) -> ReplicationError {
     let failure = PeerFailure::Timeout { message: format!("no answer within {} ms", timeout.as_millis()) };
     ReplicationError::Peer { peer: addr.clone(), failure }
 }
@@ -228,9 +232,9 @@ struct AppendStream {
 /// index that was (see [`PeerLink::clear_commit`]).
 const COMMIT_WAIT: Duration = Duration::from_millis(20);
 
-/// How long a target found without AppendStream is sent one call each
-/// before a stream is tried again.
-const STREAM_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// How long a target found without a stream (AppendStream, ForwardStream)
+/// is sent one call each before a stream is tried again.
+pub(super) const STREAM_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// See [`Network::without_stream`].
 pub(crate) type WithoutStream = Arc<parking_lot::Mutex<HashMap<u64, std::time::Instant>>>;

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::batcher::Batcher;
 use super::codec::{Applied, Proposal, ProposalId, to_json};
+use super::forward::Forwarder;
 use super::log_store::{LogStore, RaftDb, blocking, open_wal};
 use super::memory_log::RaftMemoryLog;
 use super::network::{Method, Network, Wire};
@@ -245,6 +246,7 @@ impl RaftReplicatorBuilder {
         let inner = Arc::new(Inner {
             raft,
             batcher,
+            forwarder: Forwarder::new(wire.clone(), stop.subscribe()),
             wire,
             me,
             id,
@@ -337,6 +339,8 @@ pub(crate) struct Inner {
     /// This node's proposals, and those forwarded to it, packed into entries.
     pub(crate) batcher: Batcher,
     pub(crate) wire: Wire,
+    /// This node's streams of proposals to the leader.
+    forwarder: Forwarder,
     pub(crate) me: RaftMember,
     pub(crate) id: u64,
     /// This node's id.
@@ -709,10 +713,8 @@ impl Inner {
                 },
             };
             if let Some(addr) = leader.and_then(|n| self.wire.resolve(&n)) {
-                let call =
-                    proto::RaftCall { proposal: Some((&proposal).into()), ..proto::RaftCall::default() };
                 let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-                match self.wire.call_json::<ForwardAnswer>(&addr, Method::Forward, call, left).await {
+                match self.forwarder.forward(&addr, (&proposal).into(), left).await {
                     Ok(Ok(done)) => {
                         self.wait_applied(done.index, deadline).await?;
                         return Ok((done.index, done.applied));

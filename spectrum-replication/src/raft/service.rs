@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use tokio::sync::watch;
 use tonic::body::Body;
 use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
@@ -22,35 +24,65 @@ use crate::handshake::Admitted;
 use crate::proto;
 use crate::proto::raft_server::{Raft as RaftRpc, RaftServer};
 
-/// The answers of an AppendStream, one per call in order.
+/// The answers of an AppendStream (one per call, in order) or a
+/// ForwardStream (one per call, as each is decided).
 pub(crate) type AnswerStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<proto::RaftAnswer, Status>> + Send + 'static>>;
 
-/// An AppendStream being served: its service, its incoming calls, and this
-/// node's stop signal.
-struct Open {
-    service: RaftService,
-    calls: Streaming<proto::RaftCall>,
-    stop: tokio::sync::watch::Receiver<bool>,
-}
+/// A stream's calls, each with its admission (or the refusal that ends it).
+type AdmittedCalls = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<(proto::RaftCall, Admitted), Status>> + Send + 'static>,
+>;
 
-/// How an AppendStream ends when this node is shut down: the leader opens
-/// another, on a new connection once this node is back.
+/// How a stream ends when this node is shut down: the peer opens another, on
+/// a new connection once this node is back.
 fn stopped() -> Status {
     Status::unavailable("this node's Raft has stopped")
 }
 
-/// Longest an AppendStream may take to send its first call (the leader sends
-/// it with the stream's headers).
+/// Longest a stream may take to send its first call (the peer sends it with
+/// the stream's headers).
 const FIRST_CALL_WITHIN: Duration = Duration::from_secs(5);
+
+/// Proposals of one ForwardStream being decided at once; while this many are,
+/// the stream's next call is not read (HTTP/2 flow control then holds the
+/// follower back).
+const FORWARDS_PER_STREAM: usize = 256;
+
+/// Longest the leader waits for a streamed proposal's decision when the call
+/// gives no timeout of its own, or a longer one.
+const FORWARD_WITHIN: Duration = Duration::from_secs(60);
+
+/// `answers` until the first error, ended with [`stopped`] as soon as this
+/// node is shut down (a stream holds its connection open, and a server
+/// shutting down waits for its streams to end).
+fn until_stopped(
+    answers: impl futures::Stream<Item = Result<proto::RaftAnswer, Status>> + Send + 'static,
+    stop: watch::Receiver<bool>,
+) -> AnswerStream {
+    let answers = Box::pin(answers);
+    Box::pin(futures::stream::unfold(Some((answers, stop)), |state| async move {
+        let (mut answers, mut stop) = state?;
+        let next = tokio::select! {
+            next = answers.next() => next,
+            // (A dropped sender means the node is gone too.)
+            _ = stop.wait_for(|stop| *stop) => return Some((Err(stopped()), None)),
+        };
+        // A refusal ends the stream.
+        next.map(|answer| {
+            let more = answer.is_ok();
+            (answer, more.then_some((answers, stop)))
+        })
+    }))
+}
 
 /// Longest a join may take on the leader (the learner catches up first).
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves Raft mode's internal protocol for one node (see the [module
 /// docs](super)). Every call is admitted like a replication call before
-/// anything of it is acted on (an AppendStream's metadata before its first call
-/// is read, then each call): the peer credential when the cluster has one
+/// anything of it is acted on (a stream's, AppendStream's or ForwardStream's,
+/// metadata before its first call is read, then each call): the peer credential when the cluster has one
 /// (`unauthenticated` otherwise), a client certificate naming the calling node
 /// when the node serves TLS, and the header checks (another cluster is
 /// `failed_precondition`, a malformed message `invalid_argument`). A refused
@@ -97,18 +129,37 @@ impl RaftService {
         self.gate.admit(&self.inner.wire.handshake, request, method)
     }
 
-    /// Admits the first call of an AppendStream (see [`PeerGate::admit_stream`]).
-    fn admit_stream(
+    /// Opens a stream of calls to `method` (AppendStream, ForwardStream):
+    /// admits its metadata and credential, waits up to [`FIRST_CALL_WITHIN`]
+    /// for its first call and admits that call (the certificate must name the
+    /// node its header claims); returns every call, each admitted in turn
+    /// (each must claim the first call's node, `permission_denied` otherwise,
+    /// which ends the stream), and this node's stop signal.
+    async fn open_stream(
         &self,
-        request: &Request<Streaming<proto::RaftCall>>,
-        first: &proto::RaftCall,
-    ) -> Result<Admitted, Status> {
-        self.gate.admit_stream(&self.inner.wire.handshake, request, first, "AppendStream")
-    }
-
-    /// Admits a later call of an AppendStream that `opened` admitted.
-    fn admit_next(&self, opened: &Admitted, call: &proto::RaftCall) -> Result<Admitted, Status> {
-        self.gate.admit_next(&self.inner.wire.handshake, opened, call, "AppendStream")
+        mut request: Request<Streaming<proto::RaftCall>>,
+        method: &'static str,
+    ) -> Result<(AdmittedCalls, watch::Receiver<bool>), Status> {
+        self.gate.admit_opening(&request, method)?;
+        let mut stop = self.inner.stop.subscribe();
+        let first = tokio::select! {
+            first = tokio::time::timeout(FIRST_CALL_WITHIN, request.get_mut().message()) => match first {
+                Ok(first) => first?,
+                Err(_) => return Err(Status::deadline_exceeded(format!("a {method} sent no call in time"))),
+            },
+            _ = stop.wait_for(|stop| *stop) => return Err(stopped()),
+        };
+        let first = first.ok_or_else(|| Status::invalid_argument(format!("a {method} must carry a call")))?;
+        let handshake = &self.inner.wire.handshake;
+        let opened = self.gate.admit_stream(handshake, &request, &first, method)?;
+        let first = Ok((first, opened.clone()));
+        let service = self.clone();
+        let rest = request.into_inner().map(move |call| {
+            let call = call?;
+            let admitted = service.gate.admit_next(&service.inner.wire.handshake, &opened, &call, method)?;
+            Ok((call, admitted))
+        });
+        Ok((Box::pin(futures::stream::once(futures::future::ready(first)).chain(rest)), stop))
     }
 
     /// Hands an admitted AppendEntries call to Raft and answers it.
@@ -119,8 +170,44 @@ impl RaftService {
         Ok(self.raw_answer(admitted, to_json(&result)))
     }
 
+    /// Proposes a follower's `proposal` here; the answer for the follower.
+    /// A node whose Raft has stopped, or whose queue has, takes nothing: the
+    /// follower proposes the write again, to the next leader. (Once taken, a
+    /// write whose Raft stops before it commits is answered Fatal, and the
+    /// follower proposes it again too, under the same id, which the state
+    /// machine decides once.)
+    async fn forwarded(&self, proposal: Option<proto::RaftProposal>) -> Result<ForwardAnswer, Status> {
+        let proposal = proposal.ok_or_else(|| Status::invalid_argument("invalid proposal: missing"))?;
+        let proposal = Proposal::try_from(proposal)?;
+        let stopped = self.inner.raft.metrics().borrow().running_state.is_err();
+        let taken = if stopped { None } else { self.inner.batcher.propose(proposal).await };
+        Ok(match taken {
+            Some(answer) => answer,
+            None => Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader::empty()))),
+        })
+    }
+
+    /// Decides a ForwardStream's admitted `call`: its answer, numbered as the
+    /// call was, or none once the call's timeout (at most
+    /// [`FORWARD_WITHIN`]) passed, as the follower stopped waiting then.
+    async fn forward_streamed(
+        &self,
+        admitted: &Admitted,
+        call: proto::RaftCall,
+    ) -> Result<Option<proto::RaftAnswer>, Status> {
+        let within = match call.timeout_ms {
+            0 => FORWARD_WITHIN,
+            ms => Duration::from_millis(ms).min(FORWARD_WITHIN),
+        };
+        let Ok(result) = tokio::time::timeout(within, self.forwarded(call.proposal)).await else {
+            return Ok(None);
+        };
+        let answer = self.raw_answer(admitted, to_json(&result?));
+        Ok(Some(proto::RaftAnswer { sequence: call.sequence, ..answer }))
+    }
+
     fn raw_answer(&self, admitted: &Admitted, json: Vec<u8>) -> proto::RaftAnswer {
-        proto::RaftAnswer { header: Some(self.inner.wire.handshake.answer(admitted)), json }
+        proto::RaftAnswer { header: Some(self.inner.wire.handshake.answer(admitted)), json, sequence: 0 }
     }
 
     fn answer(&self, admitted: &Admitted, json: Vec<u8>) -> Response<proto::RaftAnswer> {
@@ -142,47 +229,40 @@ impl RaftRpc for RaftService {
 
     async fn append_stream(
         &self,
-        mut request: Request<Streaming<proto::RaftCall>>,
+        request: Request<Streaming<proto::RaftCall>>,
     ) -> Result<Response<AnswerStream>, Status> {
-        self.gate.admit_opening(&request, "AppendStream")?;
-        let mut stop = self.inner.stop.subscribe();
-        let first = tokio::select! {
-            first = tokio::time::timeout(FIRST_CALL_WITHIN, request.get_mut().message()) => match first {
-                Ok(first) => first?,
-                Err(_) => return Err(Status::deadline_exceeded("an AppendStream sent no call in time")),
-            },
-            _ = stop.wait_for(|stop| *stop) => return Err(stopped()),
-        };
-        let first = first.ok_or_else(|| Status::invalid_argument("an AppendStream must carry a call"))?;
-        let opened = self.admit_stream(&request, &first)?;
-        let stream = Open { service: self.clone(), calls: request.into_inner(), stop };
-        // One call at a time, in the order sent: the answer stream is polled by
-        // the stream's own task, so no task or channel is added. The stream
-        // ends when this node is shut down (a stream holds its connection
-        // open, and a server shutting down waits for its streams to end).
-        let answers = futures::stream::try_unfold(
-            (stream, Some((first, None)), opened),
-            |(mut stream, pending, opened)| async move {
-                if *stream.stop.borrow() {
-                    return Err(stopped());
+        let (calls, stop) = self.open_stream(request, "AppendStream").await?;
+        // One call at a time, in the order sent: the answer stream is polled
+        // by the stream's own task, so no task or channel is added.
+        let service = self.clone();
+        let answers = calls.and_then(move |(call, admitted)| {
+            let service = service.clone();
+            async move { service.append(&admitted, call).await }
+        });
+        Ok(Response::new(until_stopped(answers, stop)))
+    }
+
+    type ForwardStreamStream = AnswerStream;
+
+    async fn forward_stream(
+        &self,
+        request: Request<Streaming<proto::RaftCall>>,
+    ) -> Result<Response<AnswerStream>, Status> {
+        let (calls, stop) = self.open_stream(request, "ForwardStream").await?;
+        // Proposals are decided concurrently (the queue packs them into
+        // entries), each answered when decided, with its call's number.
+        let service = self.clone();
+        let answers = calls
+            .map(move |admitted| {
+                let service = service.clone();
+                async move {
+                    let (call, admitted) = admitted?;
+                    service.forward_streamed(&admitted, call).await
                 }
-                let (call, admitted) = match pending {
-                    Some(first) => first,
-                    None => {
-                        let next = tokio::select! {
-                            next = stream.calls.message() => next?,
-                            _ = stream.stop.wait_for(|stop| *stop) => return Err(stopped()),
-                        };
-                        let Some(call) = next else { return Ok(None) };
-                        let admitted = stream.service.admit_next(&opened, &call)?;
-                        (call, Some(admitted))
-                    }
-                };
-                let answer = stream.service.append(admitted.as_ref().unwrap_or(&opened), call).await?;
-                Ok(Some((answer, (stream, None, opened))))
-            },
-        );
-        Ok(Response::new(Box::pin(answers)))
+            })
+            .buffer_unordered(FORWARDS_PER_STREAM)
+            .try_filter_map(futures::future::ok);
+        Ok(Response::new(until_stopped(answers, stop)))
     }
 
     async fn vote(&self, request: Request<proto::RaftCall>) -> Result<Response<proto::RaftAnswer>, Status> {
@@ -209,23 +289,7 @@ impl RaftRpc for RaftService {
         request: Request<proto::RaftCall>,
     ) -> Result<Response<proto::RaftAnswer>, Status> {
         let admitted = self.admit(&request, "Forward")?;
-        let proposal = request
-            .into_inner()
-            .proposal
-            .ok_or_else(|| Status::invalid_argument("invalid proposal: missing"))?;
-        let proposal = Proposal::try_from(proposal)?;
-        // A node whose Raft has stopped, or whose queue has, takes nothing:
-        // the follower proposes the write again, to the next leader. (Once
-        // taken, a write whose Raft stops before it commits is answered Fatal,
-        // and the follower proposes it again too, under the same id, which
-        // the state machine decides once.)
-        let not_taken = || RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader::empty()));
-        let stopped = self.inner.raft.metrics().borrow().running_state.is_err();
-        let taken = if stopped { None } else { self.inner.batcher.propose(proposal).await };
-        let result: ForwardAnswer = match taken {
-            Some(answer) => answer,
-            None => Err(not_taken()),
-        };
+        let result = self.forwarded(request.into_inner().proposal).await?;
         Ok(self.answer(&admitted, to_json(&result)))
     }
 

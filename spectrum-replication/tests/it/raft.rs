@@ -34,12 +34,13 @@ async fn start_all(dir: &std::path::Path, n: usize) -> Vec<TestNode> {
     start_with(dir, n, 0).await
 }
 
-/// A node of an older version, without AppendStream: its Raft service answers
-/// that method `unimplemented`, as a tonic server without it does.
+/// A node of an older version, without AppendStream and ForwardStream: its
+/// Raft service answers those methods `unimplemented`, as a tonic server
+/// without them does.
 #[derive(Clone)]
-struct WithoutAppendStream<S>(S);
+struct WithoutStreams<S>(S);
 
-impl<S> tower::Service<http::Request<tonic::body::Body>> for WithoutAppendStream<S>
+impl<S> tower::Service<http::Request<tonic::body::Body>> for WithoutStreams<S>
 where
     S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
@@ -53,7 +54,8 @@ where
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        if request.uri().path().ends_with("/AppendStream") {
+        if request.uri().path().ends_with("/AppendStream") || request.uri().path().ends_with("/ForwardStream")
+        {
             let answer = tonic::Status::unimplemented("").into_http();
             return Box::pin(async move { Ok(answer) });
         }
@@ -61,11 +63,11 @@ where
     }
 }
 
-impl<S> tonic::server::NamedService for WithoutAppendStream<S> {
+impl<S> tonic::server::NamedService for WithoutStreams<S> {
     const NAME: &'static str = "spectrum.replication.v1.Raft";
 }
 
-/// `n` nodes, the last `older` of them serving Raft without AppendStream.
+/// `n` nodes, the last `older` of them serving Raft without streams.
 async fn start_with(dir: &std::path::Path, n: usize, older: usize) -> Vec<TestNode> {
     let mut listeners = Vec::new();
     for _ in 0..n {
@@ -93,7 +95,7 @@ async fn start_with(dir: &std::path::Path, n: usize, older: usize) -> Vec<TestNo
         let service = raft.service().into_server(4 << 20);
         let mut server = TransportConfig::default().server().unwrap();
         let server = if i + older >= n {
-            server.add_service(WithoutAppendStream(service)).serve_with_incoming(listener.incoming).boxed()
+            server.add_service(WithoutStreams(service)).serve_with_incoming(listener.incoming).boxed()
         } else {
             server.add_service(service).serve_with_incoming(listener.incoming).boxed()
         };
@@ -225,7 +227,7 @@ async fn concurrent_writes_on_every_node_share_log_entries_and_each_gets_its_own
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_leader_replicates_to_followers_without_append_stream_one_call_each() {
+async fn nodes_without_streams_are_sent_one_call_each_by_leaders_and_followers() {
     // Two of three nodes are of an older version: whichever node leads, one
     // follower at least has no AppendStream, and without one call each the
     // group could not even form.
@@ -235,6 +237,58 @@ async fn a_leader_replicates_to_followers_without_append_stream_one_call_each() 
         assert!(n.raft.wait_for_leader(WAIT).await, "no leader elected");
     }
     write_on_each_and_read_on_all(&nodes).await;
+    for n in &nodes {
+        n.raft.shutdown().await;
+        n.server.abort();
+    }
+    // All three of an older version: whichever leads has no ForwardStream,
+    // and both followers' writes reach it one call each.
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_with(dir.path(), 3, 3).await;
+    for n in &nodes {
+        assert!(n.raft.wait_for_leader(WAIT).await, "no leader elected");
+    }
+    write_on_each_and_read_on_all(&nodes).await;
+    for n in &nodes {
+        n.raft.shutdown().await;
+        n.server.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_proposals_a_follower_forwards_each_get_their_own_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_all(dir.path(), 3).await;
+    for n in &nodes {
+        assert!(n.raft.wait_for_leader(WAIT).await, "no leader elected");
+    }
+    let leader = nodes[0].raft.leader().unwrap();
+    let follower = nodes.iter().find(|n| n.store.node_id().as_str() != leader).unwrap();
+    // Every third name is taken already.
+    const NAMES: usize = 60;
+    let taken = |w: usize| w % 3 == 0;
+    let mut batch = WriteBatch::new();
+    for w in (0..NAMES).filter(|w| taken(*w)) {
+        batch = batch.put(format!("names/{w}"), "before");
+    }
+    follower.raft.commit(Transaction::new(batch), WAIT).await.unwrap();
+    // All at once, from the follower: each creates its name if it is free.
+    let creates = (0..NAMES).map(|w| {
+        let name = format!("names/{w}");
+        let txn =
+            Transaction::new(WriteBatch::new().put(&name, format!("by {w}"))).when(Condition::absent(&name));
+        follower.raft.commit(txn, WAIT)
+    });
+    let done = futures::future::join_all(creates).await;
+    for (w, d) in done.into_iter().enumerate() {
+        match d.unwrap().outcome {
+            Outcome::ConditionFailed(f) if taken(w) => assert_eq!(f.key, format!("names/{w}"), "{w}"),
+            Outcome::Applied { versions } if !taken(w) => assert_eq!(versions.len(), 1, "{w}"),
+            other => panic!("create {w} was answered {other:?}"),
+        }
+        let expected = if taken(w) { "before".to_owned() } else { format!("by {w}") };
+        assert_eq!(value(&follower.store, &format!("names/{w}")).await, Some(expected));
+    }
     for n in &nodes {
         n.raft.shutdown().await;
         n.server.abort();
