@@ -700,6 +700,37 @@ mod tests {
         s.raft_replicator.shutdown().await;
     }
 
+    #[tokio::test]
+    async fn a_stream_that_sends_no_first_call_is_refused_within_five_seconds() {
+        let s = services().await;
+        let listener = spectrum_core::transport::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let transport = spectrum_core::TransportConfig::default();
+        let channel = transport.channel(&listener.addr());
+        let server = transport.server().unwrap().add_service(s.raft.clone().into_server(1 << 20));
+        let server = tokio::spawn(server.serve_with_incoming(listener.incoming));
+        let good = metadata(vec![("x-spectrum-peer", token(&credential()))]);
+        let mut append = crate::proto::raft_client::RaftClient::new(channel.clone());
+        let mut forward = crate::proto::raft_client::RaftClient::new(channel);
+        let silent = || futures::stream::pending::<proto::RaftCall>();
+        let started = std::time::Instant::now();
+        let (append, forward) = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            tokio::join!(
+                append.append_stream(request(silent(), &good)),
+                forward.forward_stream(request(silent(), &good))
+            )
+        })
+        .await
+        .expect("a silent stream was held open");
+        for (name, opened) in [("AppendStream", append.map(drop)), ("ForwardStream", forward.map(drop))] {
+            let status = opened.expect_err(&format!("a silent {name} was admitted"));
+            assert_eq!(status.code(), Code::DeadlineExceeded, "{name}: {status:?}");
+            assert!(status.message().contains("sent no call in time"), "{name}: {status:?}");
+        }
+        assert!(started.elapsed() >= std::time::Duration::from_secs(4), "refused before the bound");
+        server.abort();
+        s.raft_replicator.shutdown().await;
+    }
+
     #[test]
     fn only_a_peer_token_s_form_passes_as_a_credential_entry() {
         let token = token(&credential());
