@@ -204,15 +204,16 @@ impl PeerGate {
 
     /// Admits a later call of a stream that `opened` admitted: its header must
     /// claim the node the first call claimed (the credential and certificate
-    /// were checked for that node; `permission_denied` otherwise) and passes the
-    /// handshake's check like any call's.
+    /// were checked for that node; `permission_denied` otherwise, the outer
+    /// error: the stream must end) and passes the handshake's check like any
+    /// call's (the inner error: this call is refused).
     pub(crate) fn admit_next(
         &self,
         handshake: &Handshake,
         opened: &Admitted,
         call: &impl HeaderedCall,
         method: &str,
-    ) -> Result<Admitted, Status> {
+    ) -> Result<Result<Admitted, Status>, Status> {
         let header = call.header();
         let claimed = header.map_or("", |h| h.node_id.as_str());
         if claimed != opened.header.node_id.as_str() {
@@ -228,7 +229,7 @@ impl PeerGate {
                 opened.header.node_id
             )));
         }
-        handshake.admit(header.cloned(), Contact::Inbound).map_err(|r| r.into_status())
+        Ok(handshake.admit(header.cloned(), Contact::Inbound).map_err(|r| r.into_status()))
     }
 
     /// The checks before the header: metadata, credential, certificate
@@ -680,6 +681,31 @@ mod tests {
         }
         numbers.sort();
         assert_eq!(numbers, vec![10, 11, 12]);
+
+        // A later call refused for its header or its proposal is answered with
+        // its refusal; the others on the stream are decided.
+        let skewed = header(CLUSTER, NOW_MS + 60_000).map(|h| proto::Header { addr: String::new(), ..h });
+        let mut malformed = proposal(header(CLUSTER, NOW_MS), 3);
+        malformed.proposal.as_mut().unwrap().stamp = None;
+        let calls = vec![
+            proposal(header(CLUSTER, NOW_MS), 1),
+            proposal(skewed, 2),
+            malformed,
+            proposal(header(CLUSTER, NOW_MS), 4),
+        ];
+        let mut answers =
+            client.forward_stream(request(futures::stream::iter(calls), &good)).await.unwrap().into_inner();
+        let mut refusals = std::collections::BTreeMap::new();
+        while let Some(answer) = answers.message().await.unwrap() {
+            refusals.insert(answer.sequence, (Code::from_i32(answer.refusal_code), answer.refusal));
+        }
+        assert_eq!(refusals.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 4], "{refusals:?}");
+        assert_eq!(refusals[&1].0, Code::Ok, "{refusals:?}");
+        assert_eq!(refusals[&2].0, Code::FailedPrecondition, "{refusals:?}");
+        assert!(refusals[&2].1.contains("refused writes from node b"), "{refusals:?}");
+        assert_eq!(refusals[&3].0, Code::InvalidArgument, "{refusals:?}");
+        assert!(refusals[&3].1.contains("proposal.stamp"), "{refusals:?}");
+        assert_eq!(refusals[&4].0, Code::Ok, "{refusals:?}");
 
         // A later call claiming another node ends the stream.
         let impostor = header(CLUSTER, NOW_MS).map(|h| proto::Header { node_id: "c".into(), ..h });

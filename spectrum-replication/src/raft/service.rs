@@ -29,9 +29,14 @@ use crate::proto::raft_server::{Raft as RaftRpc, RaftServer};
 pub(crate) type AnswerStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<proto::RaftAnswer, Status>> + Send + 'static>>;
 
-/// A stream's calls, each with its admission (or the refusal that ends it).
+/// A stream's calls, each with its admission or refusal; an error ends the
+/// stream (the transport failed, or a call claimed another node).
 type AdmittedCalls = std::pin::Pin<
-    Box<dyn futures::Stream<Item = Result<(proto::RaftCall, Admitted), Status>> + Send + 'static>,
+    Box<
+        dyn futures::Stream<Item = Result<(proto::RaftCall, Result<Admitted, Status>), Status>>
+            + Send
+            + 'static,
+    >,
 >;
 
 /// How a stream ends when this node is shut down: the peer opens another, on
@@ -64,9 +69,10 @@ fn until_stopped(
     Box::pin(futures::stream::unfold(Some((answers, stop)), |state| async move {
         let (mut answers, mut stop) = state?;
         let next = tokio::select! {
-            next = answers.next() => next,
+            biased;
             // (A dropped sender means the node is gone too.)
             _ = stop.wait_for(|stop| *stop) => return Some((Err(stopped()), None)),
+            next = answers.next() => next,
         };
         // A refusal ends the stream.
         next.map(|answer| {
@@ -132,9 +138,10 @@ impl RaftService {
     /// Opens a stream of calls to `method` (AppendStream, ForwardStream):
     /// admits its metadata and credential, waits up to [`FIRST_CALL_WITHIN`]
     /// for its first call and admits that call (the certificate must name the
-    /// node its header claims); returns every call, each admitted in turn
-    /// (each must claim the first call's node, `permission_denied` otherwise,
-    /// which ends the stream), and this node's stop signal.
+    /// node its header claims); any refusal so far refuses the stream. Returns
+    /// every call, each admitted or refused in turn (a call claiming another
+    /// node than the first ends the stream, `permission_denied`), and this
+    /// node's stop signal.
     async fn open_stream(
         &self,
         mut request: Request<Streaming<proto::RaftCall>>,
@@ -145,14 +152,14 @@ impl RaftService {
         let first = tokio::select! {
             first = tokio::time::timeout(FIRST_CALL_WITHIN, request.get_mut().message()) => match first {
                 Ok(first) => first?,
-                Err(_) => return Err(Status::deadline_exceeded(format!("a {method} sent no call in time"))),
+                Err(_) => return Err(Status::deadline_exceeded(format!("the {method} sent no call in time"))),
             },
             _ = stop.wait_for(|stop| *stop) => return Err(stopped()),
         };
-        let first = first.ok_or_else(|| Status::invalid_argument(format!("a {method} must carry a call")))?;
+        let first = first.ok_or_else(|| Status::invalid_argument(format!("the {method} carried no call")))?;
         let handshake = &self.inner.wire.handshake;
         let opened = self.gate.admit_stream(handshake, &request, &first, method)?;
-        let first = Ok((first, opened.clone()));
+        let first = Ok((first, Ok(opened.clone())));
         let service = self.clone();
         let rest = request.into_inner().map(move |call| {
             let call = call?;
@@ -187,27 +194,42 @@ impl RaftService {
         })
     }
 
-    /// Decides a ForwardStream's admitted `call`: its answer, numbered as the
-    /// call was, or none once the call's timeout (at most
-    /// [`FORWARD_WITHIN`]) passed, as the follower stopped waiting then.
+    /// Decides a ForwardStream's `call`, if `admitted`: its answer, numbered
+    /// as the call was, or its refusal (its header's, or its proposal's when
+    /// malformed); none once the call's timeout (at most [`FORWARD_WITHIN`])
+    /// passed, as the follower stopped waiting then.
     async fn forward_streamed(
         &self,
-        admitted: &Admitted,
+        admitted: Result<Admitted, Status>,
         call: proto::RaftCall,
-    ) -> Result<Option<proto::RaftAnswer>, Status> {
+    ) -> Option<proto::RaftAnswer> {
+        let sequence = call.sequence;
+        let refused = |status: Status| proto::RaftAnswer {
+            sequence,
+            refusal_code: status.code() as i32,
+            refusal: status.message().to_owned(),
+            ..proto::RaftAnswer::default()
+        };
+        let admitted = match admitted {
+            Ok(admitted) => admitted,
+            Err(status) => return Some(refused(status)),
+        };
         let within = match call.timeout_ms {
             0 => FORWARD_WITHIN,
             ms => Duration::from_millis(ms).min(FORWARD_WITHIN),
         };
-        let Ok(result) = tokio::time::timeout(within, self.forwarded(call.proposal)).await else {
-            return Ok(None);
+        let result = match tokio::time::timeout(within, self.forwarded(call.proposal)).await {
+            Err(_) => return None,
+            Ok(Err(status)) => return Some(refused(status)),
+            Ok(Ok(result)) => result,
         };
-        let answer = self.raw_answer(admitted, to_json(&result?));
-        Ok(Some(proto::RaftAnswer { sequence: call.sequence, ..answer }))
+        let answer = self.raw_answer(&admitted, to_json(&result));
+        Some(proto::RaftAnswer { sequence, ..answer })
     }
 
     fn raw_answer(&self, admitted: &Admitted, json: Vec<u8>) -> proto::RaftAnswer {
-        proto::RaftAnswer { header: Some(self.inner.wire.handshake.answer(admitted)), json, sequence: 0 }
+        let header = Some(self.inner.wire.handshake.answer(admitted));
+        proto::RaftAnswer { header, json, ..proto::RaftAnswer::default() }
     }
 
     fn answer(&self, admitted: &Admitted, json: Vec<u8>) -> Response<proto::RaftAnswer> {
@@ -234,10 +256,11 @@ impl RaftRpc for RaftService {
         let (calls, stop) = self.open_stream(request, "AppendStream").await?;
         // One call at a time, in the order sent: the answer stream is polled
         // by the stream's own task, so no task or channel is added.
+        // A refused call ends the stream: the leader opens another.
         let service = self.clone();
         let answers = calls.and_then(move |(call, admitted)| {
             let service = service.clone();
-            async move { service.append(&admitted, call).await }
+            async move { service.append(&admitted?, call).await }
         });
         Ok(Response::new(until_stopped(answers, stop)))
     }
@@ -250,14 +273,15 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<AnswerStream>, Status> {
         let (calls, stop) = self.open_stream(request, "ForwardStream").await?;
         // Proposals are decided concurrently (the queue packs them into
-        // entries), each answered when decided, with its call's number.
+        // entries), each answered when decided, with its call's number; a
+        // refused call is answered with its refusal.
         let service = self.clone();
         let answers = calls
             .map(move |admitted| {
                 let service = service.clone();
                 async move {
                     let (call, admitted) = admitted?;
-                    service.forward_streamed(&admitted, call).await
+                    Ok(service.forward_streamed(admitted, call).await)
                 }
             })
             .buffer_unordered(FORWARDS_PER_STREAM)
