@@ -62,7 +62,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -249,16 +249,17 @@ const SECTOR: usize = 512;
 impl Bad {
     /// Whether this is what a crash leaves at the end of the last segment,
     /// decided as etcd's WAL decides: a record cut short by the end of the
-    /// file, or one (to its end, or to the end of the file when its length is
-    /// unreadable) in which some sector, by the file's 512-byte boundaries,
-    /// is all zeros: a write the disk never finished. A record that fails its
-    /// checksum with every sector written is damage, and opening fails rather
-    /// than cut off entries that may have been acknowledged.
+    /// file, or one (to its end, or to the last byte written when its length
+    /// is unreadable: the segment's unwritten zeros follow) in which some
+    /// sector, by the file's 512-byte boundaries, is all zeros: a write the
+    /// disk never finished. A record that fails its checksum with every sector
+    /// written is damage, and opening fails rather than cut off entries that
+    /// may have been acknowledged.
     fn torn(&self, bytes: &[u8], offset: usize) -> bool {
         let end = match self {
             Bad::CutShort => return true,
             Bad::Checksum { end } => *end,
-            Bad::Zero | Bad::Length(_) => bytes.len(),
+            Bad::Zero | Bad::Length(_) => bytes.iter().rposition(|&b| b != 0).map_or(offset, |last| last + 1),
         };
         let mut at = offset;
         while at < end {
@@ -281,6 +282,17 @@ impl std::fmt::Display for Bad {
             Bad::Length(len) => write!(f, "a record of {len} bytes, more than any entry"),
             Bad::Checksum { .. } => f.write_str("a record fails its checksum"),
         }
+    }
+}
+
+/// How much of `file` may hold data: up to its first hole (a segment's space
+/// not written yet is a hole, which reads as zeros and need not be read), or
+/// its length where the filesystem does not tell holes apart.
+fn data_len(file: &File) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    match rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(0)) {
+        Ok(hole) => Ok(hole.min(len)),
+        Err(_) => Ok(len),
     }
 }
 
@@ -362,8 +374,8 @@ impl Wal {
             let last = i + 1 == count;
             let path = dir.join(segment_name(name));
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
-            let mut bytes = Vec::new();
-            (&file).read_to_end(&mut bytes)?;
+            let mut bytes = vec![0; usize::try_from(data_len(&file)?).map_err(io::Error::other)?];
+            file.read_exact_at(&mut bytes, 0)?;
             if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
                 // A segment whose header never reached the disk (cut short, or
                 // zeros) was created by an append that did not finish: nothing
@@ -412,7 +424,7 @@ impl Wal {
                 offset = end;
             }
             let size = offset as u64;
-            if last && (bytes.len() as u64) < SEGMENT_BYTES {
+            if last && file.metadata()?.len() < SEGMENT_BYTES {
                 // Written before segments were created at their full length.
                 reserve(&file, size)?;
                 file.sync_data()?;
@@ -953,6 +965,20 @@ mod tests {
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("checksum"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing is cut");
+    }
+
+    #[test]
+    fn a_last_record_with_an_unreadable_length_and_every_sector_written_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, whole) = three_entries(dir.path());
+        // A length beyond any entry over a whole record: a flipped bit, not a
+        // write the disk never finished, though the segment's zeros follow.
+        let mut record = record_of_4(2_000);
+        record[3] = 0xff;
+        write_bytes(&path, whole, &record);
+        let err = Wal::open(dir.path(), None).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("more than any entry"), "{err}");
     }
 
     #[test]
