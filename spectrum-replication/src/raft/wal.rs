@@ -424,8 +424,13 @@ impl Wal {
                 offset = end;
             }
             let size = offset as u64;
-            if last && file.metadata()?.len() < SEGMENT_BYTES {
-                // Written before segments were created at their full length.
+            if last {
+                // Whatever lies past the records goes: the zeros read end at
+                // the first hole, and a crash may have left blocks of an
+                // append never acknowledged beyond it (written back out of
+                // order), which later appends must not run into and read
+                // back as entries. (A segment written before segments were
+                // created at their full length gets it here too.)
                 reserve(&file, size)?;
                 file.sync_data()?;
             }
@@ -1060,6 +1065,21 @@ mod tests {
         let wal = Wal::open(dir.path(), Some(100)).unwrap();
         assert_eq!(wal.bounds(), Some((101, 102)));
         assert_eq!(read_all(&wal), vec!["entry 101", "entry 102"]);
+    }
+
+    #[test]
+    fn blocks_of_an_append_never_acknowledged_beyond_a_hole_are_cleared_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, whole) = three_entries(dir.path());
+        // Written back out of order before a crash: a later block of the
+        // append reached the disk, the block before it never did (a hole).
+        write_bytes(&path, whole + 16_384, &record_of_4(2_000));
+        let wal = Wal::open(dir.path(), None).unwrap();
+        assert_eq!(wal.bounds(), Some((1, 3)));
+        assert!(zeros_from(&path, whole), "nothing past the records is left for later appends to meet");
+        wal.append(&entries(4..=9)).unwrap();
+        drop(wal);
+        assert_eq!(Wal::open(dir.path(), None).unwrap().bounds(), Some((1, 9)));
     }
 
     #[test]
