@@ -173,6 +173,10 @@ impl ConfigStore for MemoryStore {
         Ok(self.state.lock().scan(prefix))
     }
 
+    async fn live_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.state.lock().live_keys(prefix))
+    }
+
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {
         batch.validate(self.max_value_bytes)?;
         let mut st = self.state.lock();

@@ -1028,6 +1028,10 @@ impl ConfigStore for RedbStore {
         Ok(self.shared.state.read().scan(prefix))
     }
 
+    async fn live_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.shared.state.read().live_keys(prefix))
+    }
+
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {
         batch.validate(self.max_value_bytes)?;
         let me = self.origin.clone();

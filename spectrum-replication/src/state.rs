@@ -190,6 +190,16 @@ impl State {
             .collect()
     }
 
+    /// The keys starting with `prefix` that hold a live value, in key order.
+    pub(crate) fn live_keys(&self, prefix: &str) -> Vec<String> {
+        self.records
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(_, r)| !r.is_tombstone())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// The open conflicts of the keys starting with `prefix`, in key order.
     pub(crate) fn conflicts(&self, prefix: &str) -> Vec<Conflict> {
         self.losers

@@ -87,6 +87,19 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
     /// [`StoreError::Storage`] when the backing storage fails.
     async fn scan(&self, prefix: &str) -> Result<Vec<Record>, StoreError>;
 
+    /// The keys starting with `prefix` that hold a live value (no
+    /// tombstones), in key order: the keys of [`scan`](Self::scan)'s live
+    /// records, without copying the records (the stores of this crate walk
+    /// their in-memory index; the default scans).
+    ///
+    /// # Errors
+    ///
+    /// As [`scan`](Self::scan).
+    async fn live_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let records = self.scan(prefix).await?;
+        Ok(records.into_iter().filter(|r| !r.is_tombstone()).map(|r| r.key).collect())
+    }
+
     /// Applies local writes atomically and returns the stamped records, in batch order.
     ///
     /// # Errors
@@ -300,6 +313,9 @@ impl<T: ConfigStore + ?Sized> ConfigStore for Arc<T> {
     }
     async fn scan(&self, prefix: &str) -> Result<Vec<Record>, StoreError> {
         (**self).scan(prefix).await
+    }
+    async fn live_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        (**self).live_keys(prefix).await
     }
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {
         (**self).apply(batch).await

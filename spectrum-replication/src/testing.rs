@@ -221,6 +221,10 @@ where
     let scanned = s.scan("k").await.expect("scan");
     assert_eq!(scanned.len(), 1, "scan returns tombstones");
     assert!(scanned[0].is_tombstone(), "scan returns tombstones");
+    // Live keys are scan's live records' keys, in key order.
+    s.apply(WriteBatch::new().put("k2", "v").put("k1", "v").put("j", "v")).await.expect("apply");
+    assert_eq!(s.live_keys("k").await.expect("live keys"), vec!["k1".to_owned(), "k2".to_owned()]);
+    assert_eq!(s.live_keys("").await.expect("live keys").len(), 3, "every live key, no tombstone");
 }
 
 async fn invalid_batches_change_nothing<F, S>(h: &Harness<'_, F>)

@@ -126,6 +126,9 @@ impl ConfigStore for WatchedStore {
     async fn scan(&self, prefix: &str) -> Result<Vec<Record>, StoreError> {
         self.inner.scan(prefix).await
     }
+    async fn live_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.live_keys(prefix).await
+    }
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {
         let result = self.inner.apply(batch).await;
         self.observe(result, |records| !records.is_empty()).await
