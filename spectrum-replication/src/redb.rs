@@ -161,8 +161,12 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long a change of [`merge_deferred`](ConfigStore::merge_deferred) waits
 /// in memory before the queue is written to the file (see [the module
-/// docs](crate::redb)): changes made meanwhile share its transaction.
-pub const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
+/// docs](crate::redb)): changes made meanwhile share its transaction. 100 ms,
+/// etcd's backend batch interval: once the file holds tens of megabytes, a
+/// transaction's cost is mostly the B-tree pages it copies, which ten times
+/// fewer transactions share (16 writers on a three-node Raft cluster: about
+/// 1,950 puts/s against 1,650 with 10 ms, once the audit log was full).
+pub const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
 /// Records the deferred queue holds at most: the change that fills it writes
 /// the queue before it returns, so a writer faster than the disk waits for it.
 pub const MAX_BEHIND_RECORDS: usize = 4096;
