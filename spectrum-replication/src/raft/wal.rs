@@ -30,8 +30,10 @@
 //! hole, taking no disk space until written), and records overwrite them: an
 //! `fdatasync` after an append then has no new file length to write with
 //! the data, which made it about 40 % slower on this project's machines
-//! (ext4; etcd preallocates its segments for the same reason). The records
-//! end where the rest of the file is all zeros.
+//! (ext4; etcd preallocates its segments with `fallocate`, which also
+//! reserves the space; here the blocks are allocated as records reach them,
+//! so a full disk fails an append, as it did when the file grew). In the last
+//! segment, the records end where the rest of the file is all zeros.
 //!
 //! # When an entry is on disk
 //!
@@ -46,11 +48,15 @@
 //!
 //! # Recovery
 //!
-//! Opening reads every segment in order and checks every record. A record at
-//! the end of the last segment that is cut short by the end of the file, or
+//! Opening reads every segment in order (up to its unwritten space, when that
+//! is a hole with no data after it) and checks every record. A record at the
+//! end of the last segment that is cut short by the end of what is read, or
 //! fails its CRC with a sector of it all zeros, is where a crash interrupted
 //! an append that was never acknowledged (etcd's WAL decides torn writes the
-//! same way): the file is cut there. Anything else that fails (a whole record
+//! same way): the file is cut there. Whatever lies past the last segment's
+//! records is cleared at every opening (blocks of an append never
+//! acknowledged may have reached the disk out of order), and the segment is
+//! kept at its full length. Anything else that fails (a whole record
 //! with a wrong CRC, any failure in an earlier segment, indexes that do not
 //! follow one another, a first entry that does not follow the purge mark) is
 //! damage: opening fails naming the file and offset rather than drop entries
@@ -249,8 +255,8 @@ const SECTOR: usize = 512;
 impl Bad {
     /// Whether this is what a crash leaves at the end of the last segment,
     /// decided as etcd's WAL decides: a record cut short by the end of the
-    /// file, or one (to its end, or to the last byte written when its length
-    /// is unreadable: the segment's unwritten zeros follow) in which some
+    /// file, or one (to its end, or to the last nonzero byte read when its
+    /// length is unreadable: the segment's unwritten zeros follow) in which some
     /// sector, by the file's 512-byte boundaries, is all zeros: a write the
     /// disk never finished. A record that fails its checksum with every sector
     /// written is damage, and opening fails rather than cut off entries that
@@ -285,14 +291,23 @@ impl std::fmt::Display for Bad {
     }
 }
 
-/// How much of `file` may hold data: up to its first hole (a segment's space
-/// not written yet is a hole, which reads as zeros and need not be read), or
-/// its length where the filesystem does not tell holes apart.
+/// How much of `file` to read: up to its first hole when no data follows it
+/// (a segment's space not written yet is such a hole: it reads as zeros and
+/// need not be read), else its whole length (a hole before data is read as
+/// the zeros it is: a filesystem may store a block of zeros as a hole, and a
+/// crash may leave one before blocks written back out of order). Its length
+/// too where the filesystem does not tell holes apart. Only the stored length
+/// and offsets are used, never the file's position (which this moves).
 fn data_len(file: &File) -> io::Result<u64> {
+    use rustix::fs::{SeekFrom, seek};
     let len = file.metadata()?.len();
-    match rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(0)) {
-        Ok(hole) => Ok(hole.min(len)),
-        Err(_) => Ok(len),
+    let Ok(hole) = seek(file, SeekFrom::Hole(0)) else { return Ok(len) };
+    if hole >= len {
+        return Ok(len);
+    }
+    match seek(file, SeekFrom::Data(hole)) {
+        Err(rustix::io::Errno::NXIO) => Ok(hole),
+        _ => Ok(len),
     }
 }
 
@@ -392,8 +407,8 @@ impl Wal {
                 }
             }
             let mut offset = MAGIC.len();
-            // (Zeros to the end: the segment's space not written yet.)
-            while offset < bytes.len() && bytes[offset..].iter().any(|&b| b != 0) {
+            // (Zeros to the end of the last segment: its space not written yet.)
+            while offset < bytes.len() && (!last || bytes[offset..].iter().any(|&b| b != 0)) {
                 let (index, len, end) = match parse_record(&bytes, offset) {
                     Ok(record) => record,
                     Err(bad) if last && bad.torn(&bytes, offset) => {
@@ -787,8 +802,13 @@ mod tests {
     use super::{Durable, MAGIC, SEGMENT_BYTES, Wal, segment_name};
 
     /// Makes the next append start a new segment, as if the last were full.
+    /// Makes the next append start a new segment, as if the last were full
+    /// (a full segment's records run to its end: no zeros follow them).
     fn start_a_new_segment(wal: &Wal) {
-        wal.state.lock().segments.values_mut().for_each(|s| s.size = SEGMENT_BYTES.max(s.size));
+        for segment in wal.state.lock().segments.values_mut() {
+            segment.file.set_len(segment.size).unwrap();
+            segment.size = SEGMENT_BYTES.max(segment.size);
+        }
     }
 
     fn entries(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, Vec<u8>)> {
@@ -1083,10 +1103,30 @@ mod tests {
     }
 
     #[test]
+    fn zeros_after_the_records_of_an_earlier_segment_are_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), None).unwrap();
+        wal.append(&entries(1..=2)).unwrap();
+        start_a_new_segment(&wal);
+        wal.append(&entries(3..=3)).unwrap();
+        drop(wal);
+        // Every record of the first segment zeroed out: a full segment's
+        // records run to its end, so this is not space never written (and
+        // the log must not start at entry 3).
+        let first = dir.path().join(segment_name(1));
+        let len = std::fs::metadata(&first).unwrap().len();
+        write_bytes(&first, MAGIC.len() as u64, &vec![0; (len as usize) - MAGIC.len()]);
+        let err = Wal::open(dir.path(), None).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains(&segment_name(1)), "{err}");
+    }
+
+    #[test]
     fn a_segment_created_but_not_written_before_a_crash_is_taken_as_empty() {
         let dir = tempfile::tempdir().unwrap();
         let wal = Wal::open(dir.path(), None).unwrap();
         wal.append(&entries(1..=2)).unwrap();
+        start_a_new_segment(&wal);
         drop(wal);
         std::fs::write(dir.path().join(segment_name(3)), &MAGIC[..3]).unwrap();
         let wal = Wal::open(dir.path(), None).unwrap();
