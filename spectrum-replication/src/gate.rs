@@ -578,6 +578,20 @@ mod tests {
         s.raft_replicator.shutdown().await;
     }
 
+    /// `s`'s Raft service on a loopback port, and a client of it.
+    async fn serve_raft(
+        s: &Services,
+    ) -> (crate::proto::raft_client::RaftClient<tonic::transport::Channel>, tokio::task::JoinHandle<()>) {
+        let listener = spectrum_core::transport::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let transport = spectrum_core::TransportConfig::default();
+        let channel = transport.channel(&listener.addr());
+        let server = transport.server().unwrap().add_service(s.raft.clone().into_server(1 << 20));
+        let server = tokio::spawn(async move {
+            let _ = server.serve_with_incoming(listener.incoming).await;
+        });
+        (crate::proto::raft_client::RaftClient::new(channel), server)
+    }
+
     /// An AppendEntries call from node `b` as leader of term 1, with nothing to append.
     fn heartbeat(header: Option<proto::Header>) -> proto::RaftCall {
         let json = br#"{"vote":{"leader_id":{"term":1,"node_id":7},"committed":true},"prev_log_id":null,"entries":[],"leader_commit":null}"#;
@@ -587,12 +601,7 @@ mod tests {
     #[tokio::test]
     async fn an_append_stream_is_admitted_on_its_first_call_and_every_call_must_claim_its_node() {
         let s = services().await;
-        let listener = spectrum_core::transport::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let transport = spectrum_core::TransportConfig::default();
-        let channel = transport.channel(&listener.addr());
-        let server = transport.server().unwrap().add_service(s.raft.clone().into_server(1 << 20));
-        let server = tokio::spawn(server.serve_with_incoming(listener.incoming));
-        let mut client = crate::proto::raft_client::RaftClient::new(channel);
+        let (mut client, server) = serve_raft(&s).await;
 
         // Refused at its first call, as that call alone would be.
         for hostile in hostile_callers() {
@@ -648,12 +657,7 @@ mod tests {
     #[tokio::test]
     async fn a_forward_stream_is_admitted_on_its_first_call_and_answers_each_call_by_its_number() {
         let s = services().await;
-        let listener = spectrum_core::transport::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let transport = spectrum_core::TransportConfig::default();
-        let channel = transport.channel(&listener.addr());
-        let server = transport.server().unwrap().add_service(s.raft.clone().into_server(1 << 20));
-        let server = tokio::spawn(server.serve_with_incoming(listener.incoming));
-        let mut client = crate::proto::raft_client::RaftClient::new(channel);
+        let (mut client, server) = serve_raft(&s).await;
 
         for hostile in hostile_callers() {
             let calls = futures::stream::iter(vec![proposal(hostile.header.clone(), 0)]);
@@ -729,14 +733,9 @@ mod tests {
     #[tokio::test]
     async fn a_stream_that_sends_no_first_call_is_refused_within_five_seconds() {
         let s = services().await;
-        let listener = spectrum_core::transport::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let transport = spectrum_core::TransportConfig::default();
-        let channel = transport.channel(&listener.addr());
-        let server = transport.server().unwrap().add_service(s.raft.clone().into_server(1 << 20));
-        let server = tokio::spawn(server.serve_with_incoming(listener.incoming));
+        let (mut append, server) = serve_raft(&s).await;
+        let mut forward = append.clone();
         let good = metadata(vec![("x-spectrum-peer", token(&credential()))]);
-        let mut append = crate::proto::raft_client::RaftClient::new(channel.clone());
-        let mut forward = crate::proto::raft_client::RaftClient::new(channel);
         let silent = || futures::stream::pending::<proto::RaftCall>();
         let started = std::time::Instant::now();
         let (append, forward) = tokio::time::timeout(std::time::Duration::from_secs(20), async {

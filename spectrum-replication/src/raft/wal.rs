@@ -912,6 +912,16 @@ mod tests {
         assert_eq!(wal.bounds(), Some((1, 4)));
     }
 
+    /// A log of entries 1 and 2 in a full segment and 3 in the next; the
+    /// first segment's path.
+    fn two_segments(dir: &std::path::Path) -> std::path::PathBuf {
+        let wal = Wal::open(dir, None).unwrap();
+        wal.append(&entries(1..=2)).unwrap();
+        start_a_new_segment(&wal);
+        wal.append(&entries(3..=3)).unwrap();
+        dir.join(segment_name(1))
+    }
+
     /// The last segment of a log holding entries 1 to 3, and where its
     /// records end.
     fn three_entries(dir: &std::path::Path) -> (std::path::PathBuf, u64) {
@@ -1030,13 +1040,7 @@ mod tests {
     #[test]
     fn a_flipped_bit_in_an_acknowledged_record_of_an_earlier_segment_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path(), None).unwrap();
-        wal.append(&entries(1..=2)).unwrap();
-        // Force a second segment.
-        start_a_new_segment(&wal);
-        wal.append(&entries(3..=3)).unwrap();
-        drop(wal);
-        let first = dir.path().join(segment_name(1));
+        let first = two_segments(dir.path());
         let mut bytes = std::fs::read(&first).unwrap();
         let at = MAGIC.len() + 20;
         bytes[at] ^= 1;
@@ -1105,15 +1109,10 @@ mod tests {
     #[test]
     fn zeros_after_the_records_of_an_earlier_segment_are_damage() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path(), None).unwrap();
-        wal.append(&entries(1..=2)).unwrap();
-        start_a_new_segment(&wal);
-        wal.append(&entries(3..=3)).unwrap();
-        drop(wal);
+        let first = two_segments(dir.path());
         // Every record of the first segment zeroed out: a full segment's
         // records run to its end, so this is not space never written (and
         // the log must not start at entry 3).
-        let first = dir.path().join(segment_name(1));
         let len = std::fs::metadata(&first).unwrap().len();
         write_bytes(&first, MAGIC.len() as u64, &vec![0; (len as usize) - MAGIC.len()]);
         let err = Wal::open(dir.path(), None).unwrap_err();

@@ -67,7 +67,16 @@ impl<S> tonic::server::NamedService for WithoutStreams<S> {
     const NAME: &'static str = "spectrum.replication.v1.Raft";
 }
 
-/// `n` nodes, the last `older` of them serving Raft without streams.
+/// Shuts every node down and stops its server.
+async fn stop_all(nodes: &[TestNode]) {
+    for n in nodes {
+        n.raft.shutdown().await;
+        n.server.abort();
+    }
+}
+
+/// `n` nodes, the last `older` of them serving Raft without streams, once
+/// every one knows a leader.
 async fn start_with(dir: &std::path::Path, n: usize, older: usize) -> Vec<TestNode> {
     let mut listeners = Vec::new();
     for _ in 0..n {
@@ -105,6 +114,9 @@ async fn start_with(dir: &std::path::Path, n: usize, older: usize) -> Vec<TestNo
         let _join = raft.start();
         nodes.push(TestNode { store, raft, server });
     }
+    for n in &nodes {
+        assert!(n.raft.wait_for_leader(WAIT).await, "no leader elected");
+    }
     nodes
 }
 
@@ -138,9 +150,6 @@ async fn value(store: &Arc<dyn ConfigStore>, key: &str) -> Option<String> {
 async fn a_write_on_any_node_is_read_on_all_and_a_lost_leader_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = start_all(dir.path(), 3).await;
-    for n in &nodes {
-        assert!(n.raft.wait_for_leader(WAIT).await, "no leader elected");
-    }
     write_on_each_and_read_on_all(&nodes).await;
     // Compare-and-set: two nodes race to create the same name; exactly one wins.
     let create =
@@ -174,19 +183,13 @@ async fn a_write_on_any_node_is_read_on_all_and_a_lost_leader_is_replaced() {
             assert_eq!(value(&n.store, "settings/after").await.as_deref(), Some("yes"));
         }
     }
-    for n in &nodes {
-        n.raft.shutdown().await;
-        n.server.abort();
-    }
+    stop_all(&nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writes_on_every_node_share_log_entries_and_each_gets_its_own_version() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = start_all(dir.path(), 3).await;
-    for n in &nodes {
-        assert!(n.raft.wait_for_leader(WAIT).await, "no leader elected");
-    }
     nodes[0].raft.linearizable_barrier(WAIT).await.unwrap();
     let before = nodes[0].raft.applied_index();
     const EACH: usize = 16;
@@ -220,10 +223,7 @@ async fn concurrent_writes_on_every_node_share_log_entries_and_each_gets_its_own
             }
         }
     }
-    for n in &nodes {
-        n.raft.shutdown().await;
-        n.server.abort();
-    }
+    stop_all(&nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -233,35 +233,20 @@ async fn nodes_without_streams_are_sent_one_call_each_by_leaders_and_followers()
     // group could not even form.
     let dir = tempfile::tempdir().unwrap();
     let nodes = start_with(dir.path(), 3, 2).await;
-    for n in &nodes {
-        assert!(n.raft.wait_for_leader(WAIT).await, "no leader elected");
-    }
     write_on_each_and_read_on_all(&nodes).await;
-    for n in &nodes {
-        n.raft.shutdown().await;
-        n.server.abort();
-    }
+    stop_all(&nodes).await;
     // All three of an older version: whichever leads has no ForwardStream,
     // and both followers' writes reach it one call each.
     let dir = tempfile::tempdir().unwrap();
     let nodes = start_with(dir.path(), 3, 3).await;
-    for n in &nodes {
-        assert!(n.raft.wait_for_leader(WAIT).await, "no leader elected");
-    }
     write_on_each_and_read_on_all(&nodes).await;
-    for n in &nodes {
-        n.raft.shutdown().await;
-        n.server.abort();
-    }
+    stop_all(&nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_proposals_a_follower_forwards_each_get_their_own_answer() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = start_all(dir.path(), 3).await;
-    for n in &nodes {
-        assert!(n.raft.wait_for_leader(WAIT).await, "no leader elected");
-    }
     let leader = nodes[0].raft.leader().unwrap();
     let follower = nodes.iter().find(|n| n.store.node_id().as_str() != leader).unwrap();
     // Every third name is taken already.
@@ -289,8 +274,5 @@ async fn concurrent_proposals_a_follower_forwards_each_get_their_own_answer() {
         let expected = if taken(w) { "before".to_owned() } else { format!("by {w}") };
         assert_eq!(value(&follower.store, &format!("names/{w}")).await, Some(expected));
     }
-    for n in &nodes {
-        n.raft.shutdown().await;
-        n.server.abort();
-    }
+    stop_all(&nodes).await;
 }
