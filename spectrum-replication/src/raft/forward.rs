@@ -291,8 +291,8 @@ impl Forwarder {
 
     /// Opens a ForwardStream to `addr` with `first` as its first call (the
     /// leader admits the stream on it), and starts the task reading its
-    /// answers.
-    /// Only the new stream is kept: those to other addresses are retired.
+    /// answers. Only the new stream is kept: those to other addresses are
+    /// retired.
     async fn open(&self, addr: &PeerAddr, mut first: proto::RaftCall) -> Result<Waiting, ReplicationError> {
         let (link, outgoing) = Link::new();
         let Some((waiting, calls)) = link.register(&mut first) else {
