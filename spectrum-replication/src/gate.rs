@@ -592,6 +592,31 @@ mod tests {
         (crate::proto::raft_client::RaftClient::new(channel), server)
     }
 
+    /// Each hostile caller opening an AppendStream (a ForwardStream when
+    /// `forward`) is refused at its first call, as that call alone would be,
+    /// and leaves no trace.
+    async fn refuse_hostile_streams(
+        s: &Services,
+        client: &mut crate::proto::raft_client::RaftClient<tonic::transport::Channel>,
+        forward: bool,
+    ) {
+        for hostile in hostile_callers() {
+            let md = &hostile.metadata;
+            let opened = if forward {
+                let calls = futures::stream::iter(vec![proposal(hostile.header.clone(), 0)]);
+                client.forward_stream(request(calls, md)).await.map(drop)
+            } else {
+                let calls = futures::stream::iter(vec![heartbeat(hostile.header.clone())]);
+                client.append_stream(request(calls, md)).await.map(drop)
+            };
+            let status = opened.expect_err(&format!("a stream with {} was admitted", hostile.name));
+            assert_eq!(status.code(), hostile.code, "{}: {status:?}", hostile.name);
+            assert!(status.message().contains(hostile.message), "{}: {status:?}", hostile.name);
+        }
+        assert!(s.raft_hlc.now().wall_ms < STAMP_AHEAD_MS, "no refused stream's stamp was observed");
+        assert!(s.raft_replicator.peer_table().snapshot().is_empty(), "no refused stream was recorded");
+    }
+
     /// An AppendEntries call from node `b` as leader of term 1, with nothing to append.
     fn heartbeat(header: Option<proto::Header>) -> proto::RaftCall {
         let json = br#"{"vote":{"leader_id":{"term":1,"node_id":7},"committed":true},"prev_log_id":null,"entries":[],"leader_commit":null}"#;
@@ -603,18 +628,7 @@ mod tests {
         let s = services().await;
         let (mut client, server) = serve_raft(&s).await;
 
-        // Refused at its first call, as that call alone would be.
-        for hostile in hostile_callers() {
-            let calls = futures::stream::iter(vec![heartbeat(hostile.header.clone())]);
-            let status = client
-                .append_stream(request(calls, &hostile.metadata))
-                .await
-                .expect_err(&format!("a stream with {} was admitted", hostile.name));
-            assert_eq!(status.code(), hostile.code, "{}: {status:?}", hostile.name);
-            assert!(status.message().contains(hostile.message), "{}: {status:?}", hostile.name);
-        }
-        assert!(s.raft_hlc.now().wall_ms < STAMP_AHEAD_MS, "no refused stream's stamp was observed");
-        assert!(s.raft_replicator.peer_table().snapshot().is_empty(), "no refused stream was recorded");
+        refuse_hostile_streams(&s, &mut client, false).await;
 
         // Admitted, each call is answered in order, until one claims another node.
         let good = metadata(vec![("x-spectrum-peer", token(&credential()))]);
@@ -659,17 +673,7 @@ mod tests {
         let s = services().await;
         let (mut client, server) = serve_raft(&s).await;
 
-        for hostile in hostile_callers() {
-            let calls = futures::stream::iter(vec![proposal(hostile.header.clone(), 0)]);
-            let status = client
-                .forward_stream(request(calls, &hostile.metadata))
-                .await
-                .expect_err(&format!("a stream with {} was admitted", hostile.name));
-            assert_eq!(status.code(), hostile.code, "{}: {status:?}", hostile.name);
-            assert!(status.message().contains(hostile.message), "{}: {status:?}", hostile.name);
-        }
-        assert!(s.raft_hlc.now().wall_ms < STAMP_AHEAD_MS, "no refused stream's stamp was observed");
-        assert!(s.raft_replicator.peer_table().snapshot().is_empty(), "no refused stream was recorded");
+        refuse_hostile_streams(&s, &mut client, true).await;
 
         // Admitted, every call is answered with its number (this node leads
         // no group, so each answer is a refusal to take the write).
