@@ -41,6 +41,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::debug;
 
 use super::batcher::Answer as ForwardAnswer;
+use super::codec::Proposal;
 use super::network::{Method, STREAM_RETRY_AFTER, Wire, no_answer, parse_answer};
 use crate::error::{PeerFailure, ReplicationError};
 use crate::proto;
@@ -182,17 +183,19 @@ impl Forwarder {
     pub(crate) async fn forward(
         &self,
         addr: &PeerAddr,
-        proposal: proto::RaftProposal,
+        proposal: &Proposal,
         timeout: Duration,
     ) -> Result<ForwardAnswer, ReplicationError> {
-        let call = proto::RaftCall { proposal: Some(proposal), ..proto::RaftCall::default() };
+        // Encoded for the call that goes (a second time only for an older
+        // leader's unary call, rather than copied for every write).
+        let call = || proto::RaftCall { proposal: Some(proposal.into()), ..proto::RaftCall::default() };
         let unary =
             self.without_stream.lock().get(addr).is_some_and(|since| since.elapsed() < STREAM_RETRY_AFTER);
         if unary {
-            return self.wire.call_json(addr, Method::Forward, call, timeout).await;
+            return self.wire.call_json(addr, Method::Forward, call(), timeout).await;
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        match self.on_stream(addr, call.clone(), deadline, timeout).await {
+        match self.on_stream(addr, call(), deadline, timeout).await {
             // A leader of an older version, without the stream (it took nothing).
             Err(ReplicationError::Peer {
                 failure: PeerFailure::Refused { code: tonic::Code::Unimplemented, .. },
@@ -201,7 +204,7 @@ impl Forwarder {
                 debug!(peer = %addr, "no ForwardStream: proposals go as one call each");
                 self.without_stream(addr);
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                self.wire.call_json(addr, Method::Forward, call, left.max(Duration::from_millis(1))).await
+                self.wire.call_json(addr, Method::Forward, call(), left.max(Duration::from_millis(1))).await
             }
             other => other,
         }

@@ -714,7 +714,7 @@ impl Inner {
             };
             if let Some(addr) = leader.and_then(|n| self.wire.resolve(&n)) {
                 let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-                match self.forwarder.forward(&addr, (&proposal).into(), left).await {
+                match self.forwarder.forward(&addr, &proposal, left).await {
                     Ok(Ok(done)) => {
                         self.wait_applied(done.index, deadline).await?;
                         return Ok((done.index, done.applied));

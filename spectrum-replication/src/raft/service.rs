@@ -87,12 +87,12 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves Raft mode's internal protocol for one node (see the [module
 /// docs](super)). Every call is admitted like a replication call before
-/// anything of it is acted on (a stream's, AppendStream's or ForwardStream's,
-/// metadata before its first call is read, then each call): the peer credential when the cluster has one
-/// (`unauthenticated` otherwise), a client certificate naming the calling node
-/// when the node serves TLS, and the header checks (another cluster is
-/// `failed_precondition`, a malformed message `invalid_argument`). A refused
-/// call changes nothing.
+/// anything of it is acted on (for a stream, AppendStream or ForwardStream,
+/// its metadata before its first call is read, then each call): the peer
+/// credential when the cluster has one (`unauthenticated` otherwise), a
+/// client certificate naming the calling node when the node serves TLS, and
+/// the header checks (another cluster is `failed_precondition`, a malformed
+/// message `invalid_argument`). A refused call changes nothing.
 #[derive(Debug, Clone)]
 pub struct RaftService {
     inner: Arc<Inner>,
