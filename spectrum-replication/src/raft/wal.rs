@@ -397,10 +397,9 @@ impl Wal {
                 // in it was acknowledged.
                 let unwritten = bytes.len() <= MAGIC.len() && MAGIC.starts_with(&bytes);
                 if last && (unwritten || bytes.iter().all(|&b| b == 0)) {
+                    // (Synced at full length below, as every last segment.)
                     file.set_len(0)?;
                     file.write_all_at(MAGIC, 0)?;
-                    reserve(&file, MAGIC.len() as u64)?;
-                    file.sync_data()?;
                     bytes = MAGIC.to_vec();
                 } else {
                     return Err(damaged(&path, 0, "not a Spectrum raft log segment"));
@@ -416,8 +415,7 @@ impl Wal {
                             segment = %path.display(), offset, dropped = bytes.len() - offset,
                             "cut off the raft log's last append, interrupted by a crash before it was acknowledged"
                         );
-                        reserve(&file, offset as u64)?;
-                        file.sync_data()?;
+                        // (Cut below, where whatever lies past the records goes.)
                         break;
                     }
                     Err(bad) => return Err(damaged(&path, offset as u64, bad)),
