@@ -819,10 +819,11 @@ pub const DEFAULT_AUDIT_LIMIT: u32 = 100;
 
 /// One record of the audit log. Its JSON is the stored record with its `id`:
 /// `{"id": "…", "at_ms": …, "node": …, "caller": …, "role": …, "operation": …,
-/// "target": …, "ok": …, "code": …, "message"?: …}`.
+/// "target": …, "ok": …, "code": …, "message"?: …, "seq": …}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct AuditEntry {
-    /// The record's key without `audit/`.
+    /// The record's name, unique and sorting by time:
+    /// `<at_ms, 15 digits>-<node>-<seq, 10 digits>` ([`AuditRecord::id`]).
     pub id: String,
     /// What it says.
     #[serde(flatten)]
@@ -1104,6 +1105,7 @@ mod tests {
                 ok: false,
                 code: "PermissionDenied".into(),
                 message: "Put needs the admin role".into(),
+                seq: 0,
             },
         };
         let v = serde_json::to_value(&entry).unwrap();

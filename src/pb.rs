@@ -318,6 +318,7 @@ impl From<model::AuditEntry> for proto::AuditEntry {
             ok: r.ok,
             code: r.code,
             message: r.message,
+            seq: r.seq,
         }
     }
 }
@@ -600,6 +601,7 @@ impl TryFrom<proto::AuditEntry> for model::AuditEntry {
                 ok: e.ok,
                 code: e.code,
                 message: e.message,
+                seq: e.seq,
             },
         })
     }

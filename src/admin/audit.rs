@@ -1,6 +1,7 @@
 //! The audit log: recording management writes, and reading them back.
 
-use std::sync::atomic::Ordering;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use spectrum_replication::{AckLevel, WriteBatch};
@@ -9,20 +10,16 @@ use tracing::{debug, warn};
 use super::{Admin, AdminError, now_ms};
 use crate::auth::Caller;
 use crate::model::{AuditEntry, AuditLog, AuditQuery, DEFAULT_AUDIT_LIMIT};
-use crate::namespace::{AuditRecord, MAX_AUDIT_MESSAGE, Namespace, NamespaceValue};
+use crate::namespace::{AuditKey, AuditRecord, MAX_AUDIT_MESSAGE, Namespace, NamespaceValue};
+use spectrum_core::MemberState;
 
-/// How many audit records the cluster keeps by default: older ones are deleted
-/// (see [`Admin::audit_retention`]).
-pub const DEFAULT_AUDIT_RETENTION: usize = 10_000;
+/// How many audit records each node keeps by default: the size of its ring (see
+/// [`AuditRecord`] and [`Admin::audit_retention`]). A three-node cluster keeps
+/// 12,000, about as many as earlier versions kept in all (10,000).
+pub const DEFAULT_AUDIT_RETENTION: usize = 4_000;
 
-/// A node checks the audit log's size after every this many records it writes,
-/// or a sixteenth of the retention when that is more: a check lists every key
-/// kept, so checking every 64 of 10,000 cost each management write a walk of
-/// 156 keys on average; a sixteenth bounds it at 16, and the log at most a
-/// sixteenth over its retention per node. (It lists keys, not records: copying
-/// 10,000 records and their lineage made 16 writers 35 % slower once the log
-/// was full.)
-const PRUNE_EVERY: u64 = 64;
+/// The largest ring a node may keep: slots have six digits.
+pub(super) const MAX_AUDIT_RETENTION: usize = 1_000_000;
 
 /// How a management write ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,36 +74,43 @@ pub(crate) async fn with_pending<F: std::future::Future>(
 
 impl Admin {
     /// `batch` with the audit record of the management write under way in this
-    /// task appended, the first time it writes (see [`with_pending`]).
-    pub(super) fn with_audit_record(&self, batch: WriteBatch) -> (WriteBatch, bool) {
-        let record = PENDING.try_with(|p| {
-            let mut p = p.borrow_mut();
-            if p.recorded {
-                return None;
-            }
-            p.recorded = true;
-            Some(self.audit_record(&p.caller, p.operation, &p.target, AuditOutcome::Ok))
+    /// task appended, the first time it writes (see [`with_pending`]), and that
+    /// record's `seq`.
+    ///
+    /// # Errors
+    ///
+    /// Finding where this node's ring resumes (see [`Admin::next_audit_seq`]).
+    pub(super) async fn with_audit_record(
+        &self,
+        batch: WriteBatch,
+    ) -> Result<(WriteBatch, Option<u64>), AdminError> {
+        let pending = PENDING.try_with(|p| {
+            let p = p.borrow();
+            (!p.recorded).then(|| (p.caller.clone(), p.operation, p.target.clone()))
         });
-        match record {
-            Ok(Some((key, value))) => (batch.put(key, value), true),
-            _ => (batch, false),
-        }
+        let Ok(Some((caller, operation, target))) = pending else {
+            return Ok((batch, None));
+        };
+        let (key, value, seq) = self.audit_record(&caller, operation, &target, AuditOutcome::Ok).await?;
+        PENDING.with(|p| p.borrow_mut().recorded = true);
+        Ok((batch.put(key, value), Some(seq)))
     }
 
-    /// The key and value of an audit record.
-    fn audit_record(
+    /// The key, value and `seq` of this node's next audit record.
+    async fn audit_record(
         &self,
         caller: &Caller,
         operation: &str,
         target: &str,
         outcome: AuditOutcome,
-    ) -> (String, Bytes) {
+    ) -> Result<(String, Bytes, u64), AdminError> {
         let (ok, code, message) = match outcome {
             AuditOutcome::Ok => (true, "Ok".to_owned(), String::new()),
             AuditOutcome::Failed { code, message } => {
                 (false, code, message.chars().take(MAX_AUDIT_MESSAGE).collect())
             }
         };
+        let seq = self.next_audit_seq().await?;
         let record = AuditRecord {
             at_ms: now_ms(),
             node: self.ctx.id.to_string(),
@@ -117,50 +121,129 @@ impl Admin {
             ok,
             code,
             message,
+            seq,
         };
-        let n = self.audit_seq.fetch_add(1, Ordering::Relaxed);
-        (AuditRecord::key(record.at_ms, self.ctx.id.as_str(), n), Bytes::from(record.encode()))
+        let key = AuditRecord::key(self.ctx.id.as_str(), seq % self.audit_slots());
+        Ok((key, Bytes::from(record.encode()), seq))
+    }
+
+    /// The size of this node's ring.
+    fn audit_slots(&self) -> u64 {
+        self.audit_retained as u64
+    }
+
+    /// Takes the `seq` of this node's next audit record. The first call reads
+    /// where its ring stopped: one past the highest `seq` in it, so a restart
+    /// overwrites the oldest record rather than the newest. In Raft mode it
+    /// first waits for this node to apply every committed write (a
+    /// [`barrier`](Admin::barrier)), since its own last records may be in the
+    /// log and not yet in its store.
+    ///
+    /// # Errors
+    ///
+    /// The barrier's and the store's, on the first call; later calls retry.
+    async fn next_audit_seq(&self) -> Result<u64, AdminError> {
+        let next = self
+            .audit_next
+            .get_or_try_init(|| async {
+                if self.consensus() {
+                    self.barrier().await?;
+                }
+                let ring = self.ctx.store.scan(&AuditRecord::ring_prefix(self.ctx.id.as_str())).await?;
+                let next = ring
+                    .iter()
+                    .filter_map(|r| AuditRecord::decode(r.value.as_deref()?).ok())
+                    .map(|r| r.seq.saturating_add(1))
+                    .max()
+                    .unwrap_or(0);
+                Ok::<_, AdminError>(AtomicU64::new(next))
+            })
+            .await?;
+        Ok(next.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Records that `caller` ran `operation` on `target` (a key or a name, never
-    /// a value) through this node, and how it ended, at `audit/<time>-<node>-<n>`
-    /// with acknowledgement `local` (the record replicates like any write). A
-    /// failure to record is logged, never returned: the operation already
-    /// happened.
+    /// a value) through this node, and how it ended, in this node's ring (see
+    /// [`AuditRecord`]) with acknowledgement `local` (the record replicates like
+    /// any write). A failure to record is logged, never returned: the operation
+    /// already happened.
     pub async fn audit(&self, caller: &Caller, operation: &str, target: &str, outcome: AuditOutcome) {
-        let (key, value) = self.audit_record(caller, operation, target, outcome);
-        let batch = WriteBatch::new().put(key, value);
-        match self.write(batch, AckLevel::Local).await {
-            Ok(_) => self.maybe_prune_audit().await,
+        let written = match self.audit_record(caller, operation, target, outcome).await {
+            Ok((key, value, seq)) => {
+                self.write(WriteBatch::new().put(key, value), AckLevel::Local).await.map(|_| seq)
+            }
+            Err(error) => Err(error),
+        };
+        match written {
+            Ok(seq) => self.after_audit_record(seq).await,
             Err(error) => {
                 warn!(%error, operation, caller = %caller.name, "could not record a management write in the audit log");
             }
         }
     }
 
-    /// Deletes the oldest audit records beyond the retention, every
-    /// [`PRUNE_EVERY`] records this node writes (or a sixteenth of the
-    /// retention, when more).
-    pub(super) async fn maybe_prune_audit(&self) {
-        let every = (self.audit_retained as u64 / 16).max(PRUNE_EVERY);
-        // Boxed: pruning writes, and writing may prune.
-        if self.audit_seq.load(Ordering::Relaxed) % every == 0
-            && let Err(error) = Box::pin(self.prune_audit()).await
+    /// After this node wrote its audit record `seq`: when that record filled its
+    /// ring (its slot is the last), tidies the log (see [`Admin::tidy_audit`]).
+    /// A failure is logged; the next lap tries again.
+    pub(super) async fn after_audit_record(&self, seq: u64) {
+        // Boxed: tidying writes, and writing may tidy.
+        if (seq + 1) % self.audit_slots() == 0
+            && let Err(error) = Box::pin(self.tidy_audit()).await
         {
-            warn!(%error, "could not prune the audit log");
+            warn!(%error, "could not tidy the audit log");
         }
     }
 
-    /// Deletes the oldest audit records beyond the retention.
-    async fn prune_audit(&self) -> Result<(), AdminError> {
-        let live = self.ctx.store.live_keys(Namespace::Audit.prefix()).await?;
-        let excess = live.len().saturating_sub(self.audit_retained);
-        if excess == 0 {
+    /// Deletes the audit records that this node's full ring makes redundant:
+    /// - its own slots past the ring's end (its retention was made smaller);
+    /// - records of earlier versions, and those of nodes removed from the
+    ///   cluster (or with no membership record), older than the oldest record
+    ///   it keeps (the one its next record replaces).
+    ///
+    /// Every node does this for itself, once a lap; the deletes are the same
+    /// from any node, and deleting twice is harmless.
+    async fn tidy_audit(&self) -> Result<(), AdminError> {
+        let me = self.ctx.id.as_str();
+        let Some(oldest) = self
+            .live(&AuditRecord::key(me, 0))
+            .await?
+            .and_then(|r| AuditRecord::decode(r.value.as_deref()?).ok())
+            .map(|r| r.at_ms)
+        else {
+            return Ok(());
+        };
+        let members = self.members().await?;
+        let departed = |node: &str| {
+            members.iter().find(|m| m.id.as_str() == node).is_none_or(|m| m.state == MemberState::Removed)
+        };
+        let mut doomed = Vec::new();
+        let mut departed_rings = BTreeSet::new();
+        for key in self.ctx.store.live_keys(Namespace::Audit.prefix()).await? {
+            match AuditKey::parse(&key) {
+                Some(AuditKey::Slot { node, slot }) if node == me && slot >= self.audit_slots() => {
+                    doomed.push(key.clone());
+                }
+                Some(AuditKey::Slot { node, .. }) if node != me && departed(node) => {
+                    departed_rings.insert(node.to_owned());
+                }
+                Some(AuditKey::Legacy { at_ms, .. }) if at_ms < oldest => doomed.push(key.clone()),
+                _ => {}
+            }
+        }
+        for node in departed_rings {
+            let ring = self.ctx.store.scan(&AuditRecord::ring_prefix(&node)).await?;
+            doomed.extend(ring.into_iter().filter_map(|r| {
+                let record = AuditRecord::decode(r.value.as_deref()?).ok()?;
+                (record.at_ms < oldest).then_some(r.key)
+            }));
+        }
+        if doomed.is_empty() {
             return Ok(());
         }
-        let batch = live[..excess].iter().fold(WriteBatch::new(), |b, key| b.delete(key.as_str()));
+        let deleted = doomed.len();
+        let batch = doomed.iter().fold(WriteBatch::new(), |b, key| b.delete(key.as_str()));
         self.write(batch, AckLevel::Local).await?;
-        debug!(deleted = excess, kept = self.audit_retained, "pruned the audit log");
+        debug!(deleted, "tidied the audit log");
         Ok(())
     }
 
@@ -175,18 +258,21 @@ impl Admin {
         self.wait_for(&query.after).await?;
         let limit = query.limit.unwrap_or(DEFAULT_AUDIT_LIMIT) as usize;
         let records = self.ctx.store.scan(Namespace::Audit.prefix()).await?;
-        let entries = records
+        let mut entries: Vec<AuditEntry> = records
             .iter()
-            .rev()
             .filter_map(|r| {
                 let record = AuditRecord::decode(r.value.as_deref()?).ok()?;
-                let id = r.key.strip_prefix(Namespace::Audit.prefix()).unwrap_or(&r.key).to_owned();
+                let id = match AuditKey::parse(&r.key)? {
+                    AuditKey::Slot { .. } => record.id(),
+                    AuditKey::Legacy { .. } => r.key.strip_prefix(Namespace::Audit.prefix())?.to_owned(),
+                };
                 Some(AuditEntry { id, record })
             })
             .filter(|e| e.record.at_ms >= query.since_ms)
             .filter(|e| query.user.as_ref().is_none_or(|u| *u == e.record.caller))
-            .take(limit)
             .collect();
+        entries.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+        entries.truncate(limit);
         Ok(AuditLog(entries))
     }
 }
@@ -206,7 +292,12 @@ mod tests {
 
     fn admin(retained: usize) -> Admin {
         let hlc = Arc::new(Hlc::system());
-        let store: Arc<dyn ConfigStore> = Arc::new(MemoryStore::new("n1".parse().unwrap(), hlc.clone()));
+        admin_on(Arc::new(MemoryStore::new("n1".parse().unwrap(), hlc)), retained)
+    }
+
+    /// Node n1 of cluster `c` on `store`, as if started on it.
+    fn admin_on(store: Arc<dyn ConfigStore>, retained: usize) -> Admin {
+        let hlc = Arc::new(Hlc::system());
         let addr: PeerAddr = "http://127.0.0.1:1".parse().unwrap();
         let replicator = AntiEntropy::builder(store.clone(), hlc, "c".parse().unwrap(), addr.clone()).build();
         let ctx = NodeContext {
@@ -218,6 +309,20 @@ mod tests {
             previous_keys: Vec::new(),
         };
         Admin::new(ctx, Arc::new(replicator), addr, Duration::from_secs(1)).audit_retention(retained)
+    }
+
+    /// The targets of the audit log, newest first.
+    async fn targets(admin: &Admin) -> Vec<String> {
+        let all = admin.audit_log(&AuditQuery { limit: Some(1000), ..AuditQuery::default() }).await.unwrap();
+        all.0.into_iter().map(|e| e.record.target).collect()
+    }
+
+    /// Writes records for `settings/<i>`, `i` in `range`, through `admin`.
+    async fn write_records(admin: &Admin, range: std::ops::Range<usize>) {
+        let ada = Caller { name: "ada".into(), role: Role::Admin };
+        for i in range {
+            admin.audit(&ada, "Put", &format!("settings/{i}"), AuditOutcome::Ok).await;
+        }
     }
 
     #[tokio::test]
@@ -241,7 +346,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_audit_log_is_read_newest_first_filtered_and_pruned_to_its_retention() {
+    async fn the_audit_log_is_read_newest_first_filtered_and_kept_to_its_retention_without_deletes() {
         let admin = admin(10);
         let alice = Caller { name: "alice".into(), role: Role::Admin };
         let bob = Caller { name: "bob".into(), role: Role::Viewer };
@@ -254,10 +359,17 @@ mod tests {
             admin.audit(caller, "Put", &format!("settings/{i}"), outcome).await;
         }
         let all = admin.audit_log(&AuditQuery { limit: Some(1000), ..AuditQuery::default() }).await.unwrap();
-        assert_eq!(all.0.len(), 10 + 6, "pruned to 10 after the 64th record, then 6 more");
-        assert_eq!(all.0[0].record.target, "settings/69", "newest first");
+        let expected: Vec<_> = (60..70).rev().map(|i| format!("settings/{i}")).collect();
+        assert_eq!(
+            all.0.iter().map(|e| &e.record.target).collect::<Vec<_>>(),
+            expected.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(all.0[0].id, all.0[0].record.id());
+        assert_eq!((all.0[0].record.seq, all.0[0].id.ends_with("-n1-0000000069")), (69, true));
         assert_eq!(all.0[0].record.message.len(), MAX_AUDIT_MESSAGE);
         assert_eq!((all.0[1].record.ok, all.0[1].record.code.as_str()), (true, "Ok"));
+        let stored = admin.ctx.store.scan(Namespace::Audit.prefix()).await.unwrap();
+        assert_eq!(stored.len(), 10, "ten slots, overwritten in place: no tombstone");
         let bobs = admin
             .audit_log(&AuditQuery { user: Some("bob".into()), limit: Some(3), ..AuditQuery::default() })
             .await
@@ -269,18 +381,72 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_long_retention_is_checked_every_sixteenth_of_it_and_pruned_back_to_it() {
-        let admin = admin(1_600);
-        let alice = Caller { name: "alice".into(), role: Role::Admin };
-        let live = || async {
-            let records = admin.ctx.store.scan(Namespace::Audit.prefix()).await.unwrap();
-            records.iter().filter(|r| !r.is_tombstone()).count()
+    async fn a_restarted_node_overwrites_its_oldest_record_not_its_newest() {
+        let before = admin(10);
+        write_records(&before, 0..15).await;
+        let restarted = admin_on(before.ctx.store.clone(), 10);
+        write_records(&restarted, 15..17).await;
+        let expected: Vec<_> = (7..17).rev().map(|i| format!("settings/{i}")).collect();
+        assert_eq!(targets(&restarted).await, expected);
+    }
+
+    #[tokio::test]
+    async fn a_full_ring_deletes_older_legacy_records_departed_rings_and_slots_past_a_smaller_ring() {
+        let admin = admin(10);
+        let store = admin.ctx.store.clone();
+        let old = |node: &str, seq| {
+            let record = AuditRecord {
+                at_ms: 1,
+                node: node.into(),
+                caller: "ada".into(),
+                role: Role::Admin,
+                operation: "Put".into(),
+                target: format!("old/{node}"),
+                ok: true,
+                code: "Ok".into(),
+                message: String::new(),
+                seq,
+            };
+            Bytes::from(record.encode())
         };
-        for i in 0..1_699 {
-            admin.audit(&alice, "Put", &format!("settings/{i}"), AuditOutcome::Ok).await;
-        }
-        assert_eq!(live().await, 1_699, "no check since the 1,600th record: the next is at 1,700");
-        admin.audit(&alice, "Put", "settings/last", AuditOutcome::Ok).await;
-        assert_eq!(live().await, 1_600);
+        let member = |id: &str, state| {
+            let member =
+                spectrum_core::Member::new(id.parse().unwrap(), "http://127.0.0.1:2".parse().unwrap(), state);
+            (member.record_key(), Bytes::from(member.to_record_value()))
+        };
+        let (n2, n2_value) = member("n2", MemberState::Active);
+        let (n3, n3_value) = member("n3", MemberState::Removed);
+        let later = now_ms() + 3_600_000;
+        let legacy_later = format!("audit/{later:015}-n2-0000000000");
+        let mut legacy_later_value: serde_json::Value = serde_json::from_slice(&old("n2", 0)).unwrap();
+        legacy_later_value["at_ms"] = later.into();
+        legacy_later_value["target"] = "later/n2".into();
+        let batch = WriteBatch::new()
+            .put(n2, n2_value)
+            .put(n3, n3_value)
+            .put("audit/000000000000001-n1-0000000000", old("n1", 0))
+            .put(legacy_later, Bytes::from(serde_json::to_vec(&legacy_later_value).unwrap()))
+            .put(AuditRecord::key("n2", 0), old("n2", 0))
+            .put(AuditRecord::key("n3", 0), old("n3", 0))
+            .put(AuditRecord::key("n9", 0), old("n9", 0));
+        store.apply(batch).await.unwrap();
+        write_records(&admin, 0..9).await;
+        assert_eq!(targets(&admin).await.len(), 9 + 5, "nothing is deleted before the ring is full");
+        write_records(&admin, 9..10).await;
+        let mut kept = targets(&admin).await;
+        assert_eq!(kept.drain(..1).collect::<Vec<_>>(), ["later/n2"], "newer than anything n1 keeps");
+        assert_eq!(kept.pop().as_deref(), Some("old/n2"), "n2 is a member: its ring is its own to keep");
+        assert_eq!(kept, (0..10).rev().map(|i| format!("settings/{i}")).collect::<Vec<_>>());
+
+        let smaller = admin_on(store.clone(), 4);
+        write_records(&smaller, 10..11).await;
+        assert_eq!(
+            targets(&smaller).await.len(),
+            10 + 2,
+            "seq 10 replaced slot 2; 4 to 9 stay until slot 3 is written"
+        );
+        write_records(&smaller, 11..14).await;
+        let expected = ["later/n2", "settings/13", "settings/12", "settings/11", "settings/10", "old/n2"];
+        assert_eq!(targets(&smaller).await, expected);
     }
 }

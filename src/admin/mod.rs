@@ -68,8 +68,10 @@ pub struct Admin {
     clock_fence: Option<ClockFence>,
     /// Why this node's store cannot write, if it cannot (reads are refused then).
     store_fault: Option<StoreFault>,
-    /// Numbers this node's audit records (the `<n>` of their keys).
-    audit_seq: Arc<AtomicU64>,
+    /// The `seq` of this node's next audit record, once its first has found
+    /// where its ring stopped.
+    audit_next: Arc<tokio::sync::OnceCell<AtomicU64>>,
+    /// The size of this node's ring of audit records.
     audit_retained: usize,
     /// Ends every watch this node serves (see [`Admin::stop_watches`]).
     watches: tokio_util::sync::CancellationToken,
@@ -119,18 +121,19 @@ impl Admin {
             ready: Arc::new(AtomicBool::new(true)),
             clock_fence: None,
             store_fault: None,
-            audit_seq: Arc::new(AtomicU64::new(0)),
+            audit_next: Arc::new(tokio::sync::OnceCell::new()),
             audit_retained: DEFAULT_AUDIT_RETENTION,
             watches: tokio_util::sync::CancellationToken::new(),
         }
     }
 
-    /// Keeps the newest `records` audit records and deletes older ones (default
-    /// [`DEFAULT_AUDIT_RETENTION`]). Every node prunes: a node checks after every
-    /// 64 records it writes, or a sixteenth of `records` when that is more, so
-    /// the log may briefly hold up to that many more per node.
+    /// Keeps the newest `records` audit records written through this node (1
+    /// to 1,000,000; default [`DEFAULT_AUDIT_RETENTION`]): the size of its ring
+    /// (see [`AuditRecord`](crate::namespace::AuditRecord)), each new record
+    /// overwriting its oldest. Made smaller, the slots past the end are deleted
+    /// once the node has filled the smaller ring.
     pub fn audit_retention(mut self, records: usize) -> Self {
-        self.audit_retained = records.max(1);
+        self.audit_retained = records.clamp(1, audit::MAX_AUDIT_RETENTION);
         self
     }
 
@@ -211,10 +214,10 @@ impl Admin {
         conditions: Vec<spectrum_replication::Condition>,
     ) -> Result<WriteReceipt, AdminError> {
         self.check_writable()?;
-        let (batch, audited) = self.with_audit_record(batch);
+        let (batch, audited) = self.with_audit_record(batch).await?;
         let write = self.commit_write(batch, conditions).await?;
-        if audited {
-            self.maybe_prune_audit().await;
+        if let Some(seq) = audited {
+            self.after_audit_record(seq).await;
         }
         Ok(write)
     }
@@ -222,7 +225,7 @@ impl Admin {
     /// Applies `batch` locally and replicates it at `ack` (last-writer-wins).
     async fn write_local(&self, batch: WriteBatch, ack: AckLevel) -> Result<WriteReceipt, AdminError> {
         self.check_writable()?;
-        let (batch, audited) = self.with_audit_record(batch);
+        let (batch, audited) = self.with_audit_record(batch).await?;
         // A store that cannot write fails before anything is stored: the
         // write can go to another node.
         let records = self.ctx.store.apply(batch).await.map_err(|e| match e {
@@ -243,8 +246,8 @@ impl Admin {
                 },
                 other => AdminError::Replication(other),
             })?;
-        if audited {
-            self.maybe_prune_audit().await;
+        if let Some(seq) = audited {
+            self.after_audit_record(seq).await;
         }
         Ok(WriteReceipt {
             version,

@@ -53,6 +53,7 @@ mod setting;
 mod users;
 mod view;
 
+pub(crate) use audit::AuditKey;
 pub use audit::{AuditRecord, MAX_AUDIT_MESSAGE};
 pub use balancer::{BalancerKey, BalancerSetting, STRATEGY_NAME, WEIGHT_PREFIX};
 pub use dataflow::Dataflow;
@@ -85,7 +86,7 @@ pub enum Namespace {
     /// Users of the management API (`users/<name>`): a [`User`], written only by
     /// the user operations.
     Users,
-    /// The audit log (`audit/<time>-<node>-<n>`): an [`AuditRecord`], written
+    /// The audit log (`audit/<node>/<slot>`, each node's ring): an [`AuditRecord`], written
     /// only by the nodes.
     Audit,
     /// What every balancer follows (`balancer/strategy`,
@@ -354,7 +355,13 @@ mod tests {
     fn membership_users_and_audit_cannot_be_written_through_the_api() {
         let err = validate_write("membership/n1", Some(b"{}")).unwrap_err();
         assert!(matches!(err, KeyError::ReadOnly { namespace: Namespace::Membership }));
-        for key in ["users/alice", "audit/000000000000001-n1-0", "balancer/strategy", "balancer/weight/n1"] {
+        for key in [
+            "users/alice",
+            "audit/n1/000001",
+            "audit/000000000000001-n1-0",
+            "balancer/strategy",
+            "balancer/weight/n1",
+        ] {
             for value in [Some(&b"{}"[..]), None] {
                 let err = validate_write(key, value).unwrap_err();
                 assert!(matches!(err, KeyError::ReadOnly { .. }), "{key}: {err}");
