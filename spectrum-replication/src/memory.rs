@@ -33,7 +33,8 @@ use crate::conflict::Conflict;
 use crate::error::StoreError;
 use crate::origin::Origin;
 use crate::record::{
-    ChangeBatch, DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, Snapshot, VersionVector, WriteBatch,
+    ChangeBatch, DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, Snapshot, VersionToken, VersionVector,
+    WriteBatch,
 };
 use crate::state::{Changes, State, check_record};
 use crate::store::{ConfigStore, FEED_CAPACITY};
@@ -175,6 +176,10 @@ impl ConfigStore for MemoryStore {
 
     async fn live_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         Ok(self.state.lock().live_keys(prefix))
+    }
+
+    async fn live_version(&self, key: &str) -> Result<Option<VersionToken>, StoreError> {
+        Ok(self.state.lock().live_version(key))
     }
 
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {

@@ -110,8 +110,8 @@ use crate::error::StoreError;
 use crate::origin::{InvalidOrigin, Origin};
 use crate::proto;
 use crate::record::{
-    Change, ChangeBatch, DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, Snapshot, VersionVector,
-    WriteBatch,
+    Change, ChangeBatch, DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, Snapshot, VersionToken,
+    VersionVector, WriteBatch,
 };
 use crate::redb_log::{self, CHANGES, corrupt, storage};
 use crate::state::{Changes, Parts, State, check_record};
@@ -1034,6 +1034,10 @@ impl ConfigStore for RedbStore {
 
     async fn live_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         Ok(self.shared.state.read().live_keys(prefix))
+    }
+
+    async fn live_version(&self, key: &str) -> Result<Option<VersionToken>, StoreError> {
+        Ok(self.shared.state.read().live_version(key))
     }
 
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {

@@ -182,6 +182,11 @@ impl State {
         self.records.get(key).cloned()
     }
 
+    /// The version of the live value at `key`, if any.
+    pub(crate) fn live_version(&self, key: &str) -> Option<crate::record::VersionToken> {
+        self.records.get(key).filter(|r| !r.is_tombstone()).map(Record::token)
+    }
+
     pub(crate) fn scan(&self, prefix: &str) -> Vec<Record> {
         self.records
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))

@@ -10,7 +10,9 @@ use crate::changelog::FeedHead;
 use crate::conflict::Conflict;
 use crate::error::StoreError;
 use crate::origin::Origin;
-use crate::record::{ChangeBatch, Delta, MergeReport, Record, Snapshot, VersionVector, WriteBatch};
+use crate::record::{
+    ChangeBatch, Delta, MergeReport, Record, Snapshot, VersionToken, VersionVector, WriteBatch,
+};
 
 /// How many records a [`ConfigStore::subscribe`] receiver of the stores in this
 /// crate may fall behind before it sees [`broadcast::error::RecvError::Lagged`].
@@ -98,6 +100,18 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
     async fn live_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let records = self.scan(prefix).await?;
         Ok(records.into_iter().filter(|r| !r.is_tombstone()).map(|r| r.key).collect())
+    }
+
+    /// The version of the live value at `key`: `None` when the key holds no
+    /// record or a tombstone. The [`token`](Record::token) of
+    /// [`get`](Self::get)'s live record, without copying the record (the
+    /// stores of this crate read their in-memory index; the default gets).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    async fn live_version(&self, key: &str) -> Result<Option<VersionToken>, StoreError> {
+        Ok(self.get(key).await?.filter(|r| !r.is_tombstone()).map(|r| r.token()))
     }
 
     /// Applies local writes atomically and returns the stamped records, in batch order.
@@ -316,6 +330,9 @@ impl<T: ConfigStore + ?Sized> ConfigStore for Arc<T> {
     }
     async fn live_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         (**self).live_keys(prefix).await
+    }
+    async fn live_version(&self, key: &str) -> Result<Option<VersionToken>, StoreError> {
+        (**self).live_version(key).await
     }
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {
         (**self).apply(batch).await

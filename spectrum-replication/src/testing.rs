@@ -218,6 +218,8 @@ where
     assert!(del[0].is_tombstone(), "delete writes a tombstone");
     let got = s.get("k").await.expect("get").expect("tombstone is returned by get");
     assert!(got.is_tombstone() && got.seq == 2, "get returns the tombstone record");
+    assert_eq!(s.live_version("k").await.expect("live version"), None, "a tombstone has no live version");
+    assert_eq!(s.live_version("absent").await.expect("live version"), None);
     let scanned = s.scan("k").await.expect("scan");
     assert_eq!(scanned.len(), 1, "scan returns tombstones");
     assert!(scanned[0].is_tombstone(), "scan returns tombstones");
@@ -225,6 +227,8 @@ where
     s.apply(WriteBatch::new().put("k2", "v").put("k1", "v").put("j", "v")).await.expect("apply");
     assert_eq!(s.live_keys("k").await.expect("live keys"), vec!["k1".to_owned(), "k2".to_owned()]);
     assert_eq!(s.live_keys("").await.expect("live keys").len(), 3, "every live key, no tombstone");
+    let k1 = s.get("k1").await.expect("get").expect("k1");
+    assert_eq!(s.live_version("k1").await.expect("live version"), Some(k1.token()), "get's record's version");
 }
 
 async fn invalid_batches_change_nothing<F, S>(h: &Harness<'_, F>)

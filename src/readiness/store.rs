@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use spectrum_replication::{
     ChangeBatch, ConfigStore, Conflict, Delta, MergeReport, Origin, Record, Snapshot, StoreError,
-    VersionVector, WriteBatch,
+    VersionToken, VersionVector, WriteBatch,
 };
 use tokio::sync::broadcast;
 use tracing::{debug, info};
@@ -128,6 +128,9 @@ impl ConfigStore for WatchedStore {
     }
     async fn live_keys(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         self.inner.live_keys(prefix).await
+    }
+    async fn live_version(&self, key: &str) -> Result<Option<VersionToken>, StoreError> {
+        self.inner.live_version(key).await
     }
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {
         let result = self.inner.apply(batch).await;

@@ -185,8 +185,7 @@ impl StateMachine {
         if let Some(v) = pending.get(key) {
             return Ok(v.clone());
         }
-        let held = self.store.get(key).await.map_err(read_err)?;
-        Ok(held.filter(|r| !r.is_tombstone()).map(|r| r.token()))
+        self.store.live_version(key).await.map_err(read_err)
     }
 
     /// Decides one proposal of the entry at log `index`, whose first write
