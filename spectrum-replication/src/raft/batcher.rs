@@ -163,7 +163,7 @@ async fn commit(raft: &Raft, queued: Vec<Queued>) {
 /// Commits `proposals` as one entry: each one's answer, in order.
 async fn decide(raft: &Raft, proposals: Vec<Proposal>) -> Vec<Answer> {
     let count = proposals.len();
-    match raft.client_write(Batch { proposals }).await {
+    match raft.client_write(Batch::new(proposals)).await {
         Ok(done) => {
             debug!(index = done.log_id.index, proposals = count, "committed a batch of proposals");
             let index = done.log_id.index;

@@ -2,6 +2,7 @@
 //! the same on disk and on the wire), and how they are checked on the way in.
 
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
@@ -160,10 +161,26 @@ impl Proposal {
 /// leader packs proposals made while the previous entry was being written into
 /// one entry, so one log append and one fsync carry them all (as etcd batches
 /// its proposals).
+///
+/// Shared, not copied, when cloned: the log keeps the entries it appended
+/// lately to answer the reads that follow (see `log_store`), and each read
+/// clones them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Batch {
     /// The transactions, in the order they are decided.
-    pub(crate) proposals: Vec<Proposal>,
+    pub(crate) proposals: Arc<Vec<Proposal>>,
+}
+
+impl Batch {
+    /// The entry of `proposals`.
+    pub(crate) fn new(proposals: Vec<Proposal>) -> Self {
+        Self { proposals: Arc::new(proposals) }
+    }
+
+    /// The proposals, taken when this is their only holder, else copied.
+    pub(crate) fn into_proposals(self) -> Vec<Proposal> {
+        Arc::unwrap_or_clone(self.proposals)
+    }
 }
 
 impl From<&Batch> for proto::raft_log_entry::Payload {
@@ -192,7 +209,7 @@ impl TryFrom<proto::RaftProposalBatch> for Batch {
                     .map_err(|e| InvalidMessage::new(format!("batch.proposals[{i}]"), e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Batch { proposals })
+        Ok(Batch::new(proposals))
     }
 }
 
@@ -279,7 +296,7 @@ pub(crate) fn entry_from_proto(e: proto::RaftLogEntry) -> Result<Entry, InvalidM
     use proto::raft_log_entry::Payload;
     let payload = match e.payload {
         None | Some(Payload::Blank(_)) => EntryPayload::Blank,
-        Some(Payload::Proposal(p)) => EntryPayload::Normal(Batch { proposals: vec![Proposal::try_from(p)?] }),
+        Some(Payload::Proposal(p)) => EntryPayload::Normal(Batch::new(vec![Proposal::try_from(p)?])),
         Some(Payload::Batch(b)) => EntryPayload::Normal(Batch::try_from(b)?),
         Some(Payload::MembershipJson(json)) => EntryPayload::Membership(
             serde_json::from_str(&json)
@@ -348,7 +365,7 @@ mod tests {
     fn entry(proposals: Vec<Proposal>) -> Entry {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(2, 9), 4),
-            payload: EntryPayload::Normal(Batch { proposals }),
+            payload: EntryPayload::Normal(Batch::new(proposals)),
         }
     }
 

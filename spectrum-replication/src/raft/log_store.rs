@@ -39,6 +39,20 @@
 //! A committed entry is thus on disk on a majority before anyone acts on it,
 //! as Raft requires. Every other append (a follower's, or entries of another
 //! term) is synced before it is reported.
+//!
+//! # Entries appended lately
+//!
+//! openraft reads back every entry it appends: to apply it (every node), and
+//! to send it to each follower (the leader). The log keeps the entries it
+//! appended last in memory, as appended ([`Recent`], up to [`RECENT_ENTRIES`]
+//! and [`RECENT_BYTES`]), and answers a read they cover from there rather
+//! than reading the segment and decoding it again (a third of the leader's
+//! log reads and decodes, 4 % of its CPU under 16 writers). A proposal
+//! batch is shared, not copied, by each read. The kept entries are always a
+//! run the log holds: an append that fails drops them all, a truncation or
+//! a purge drops what it removes before removing it, so a read never finds
+//! an entry the log no longer has (etcd's raft keeps its unstable and
+//! recent entries in memory the same way).
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -63,6 +77,81 @@ pub(crate) const WAL_DIR: &str = "raft-wal";
 /// are in the page cache: the entries were just written); longer ones, a
 /// lagging follower's catch-up, on a blocking thread.
 const INLINE_READ: u64 = 64;
+
+/// Most entries the log keeps in memory after appending them.
+pub(crate) const RECENT_ENTRIES: usize = 4_096;
+/// Most bytes (encoded) of the entries the log keeps in memory.
+pub(crate) const RECENT_BYTES: usize = 16 << 20;
+
+/// The entries appended last, a run of consecutive indexes the log holds
+/// (see "Entries appended lately" above), with their encoded sizes.
+#[derive(Debug, Default)]
+pub(crate) struct Recent {
+    entries: std::collections::VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    /// The first and last index kept.
+    fn bounds(&self) -> Option<(u64, u64)> {
+        Some((self.entries.front()?.0.log_id.index, self.entries.back()?.0.log_id.index))
+    }
+
+    /// Entries `from..to`, if every one of them is kept.
+    fn read(&self, from: u64, to: u64) -> Option<Vec<Entry>> {
+        let (first, last) = self.bounds()?;
+        if from < first || to > last.saturating_add(1) {
+            return None;
+        }
+        let skip = usize::try_from(from - first).ok()?;
+        let take = usize::try_from(to.saturating_sub(from)).ok()?;
+        Some(self.entries.iter().skip(skip).take(take).map(|(e, _)| e.clone()).collect())
+    }
+
+    /// Keeps `appended` (consecutive, with their encoded sizes), which follow
+    /// what is kept or else replace it, then drops the oldest past the bounds.
+    fn keep(&mut self, appended: Vec<(Entry, usize)>) {
+        let Some(start) = appended.first().map(|(e, _)| e.log_id.index) else { return };
+        self.drop_from(start);
+        if self.bounds().is_some_and(|(_, last)| last.saturating_add(1) != start) {
+            self.clear();
+        }
+        for (entry, size) in appended {
+            self.bytes += size;
+            self.entries.push_back((entry, size));
+        }
+        while self.entries.len() > RECENT_ENTRIES || (self.bytes > RECENT_BYTES && self.entries.len() > 1) {
+            self.pop_front();
+        }
+    }
+
+    /// Drops the entries from index `from` on (a truncation).
+    fn drop_from(&mut self, from: u64) {
+        while self.entries.back().is_some_and(|(e, _)| e.log_id.index >= from) {
+            if let Some((_, size)) = self.entries.pop_back() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Drops the entries up to index `upto` (a purge).
+    fn drop_through(&mut self, upto: u64) {
+        while self.entries.front().is_some_and(|(e, _)| e.log_id.index <= upto) {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.bytes -= size;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+}
 
 /// Log entries by index (protobuf `RaftLogEntry`).
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -352,17 +441,19 @@ pub(crate) struct LogStore {
     /// is its own, committed: entries stamped with it are its own proposals
     /// (see "The leader's own entries" above).
     leading: Option<CommittedLeaderId<u64>>,
+    /// The entries appended last, shared with the log's readers.
+    recent: Arc<parking_lot::Mutex<Recent>>,
 }
 
 impl LogStore {
     /// The log kept in `db` (entries in its log table: a node in memory).
     pub(crate) fn new(db: Arc<RaftDb>) -> Self {
-        Self { db, wal: None, me: 0, leading: None }
+        Self { db, wal: None, me: 0, leading: None, recent: Arc::default() }
     }
 
     /// The log of node `me` kept in `db`, its entries in `wal` (a node on disk).
     pub(crate) fn with_wal(db: Arc<RaftDb>, wal: Wal, me: u64) -> Self {
-        Self { db, wal: Some(Arc::new(wal)), me, leading: None }
+        Self { db, wal: Some(Arc::new(wal)), me, leading: None, recent: Arc::default() }
     }
 
     /// How far the log is on disk, for what must not act on an entry before
@@ -403,9 +494,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = (range.start_bound().cloned(), range.end_bound().cloned());
+        let (from, to) = half_open(start, end);
+        if let Some(kept) = self.recent.lock().read(from, to) {
+            return Ok(kept);
+        }
         match &self.wal {
             Some(wal) => {
-                let (from, to) = half_open(start, end);
                 let held = wal.bounds().map_or(0, |(first, last)| {
                     to.min(last.saturating_add(1)).saturating_sub(from.max(first))
                 });
@@ -478,14 +572,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut own = self.leading.is_some();
-        let encoded: Vec<(u64, Vec<u8>)> = entries
-            .into_iter()
-            .map(|e| {
-                own &= self.leading.as_ref() == Some(&e.log_id.leader_id);
-                (e.log_id.index, encode_entry(&e))
-            })
-            .collect();
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let own = self.leading.is_some()
+            && entries.iter().all(|e| self.leading.as_ref() == Some(&e.log_id.leader_id));
+        let encoded: Vec<(u64, Vec<u8>)> =
+            entries.iter().map(|e| (e.log_id.index, encode_entry(e))).collect();
+        let sizes: Vec<usize> = encoded.iter().map(|(_, bytes)| bytes.len()).collect();
         let result = match &self.wal {
             // This leader's own entries: written now (a write to the page
             // cache, on this task, unless a new segment must be made and the
@@ -513,6 +605,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 blocking(move || db.append(&encoded)).await
             }
         };
+        // Kept before openraft hears of the append, which it may read back at once.
+        match &result {
+            Ok(()) => self.recent.lock().keep(entries.into_iter().zip(sizes).collect()),
+            Err(_) => self.recent.lock().clear(),
+        }
         match &result {
             Ok(()) => callback.log_io_completed(Ok(())),
             Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
@@ -521,6 +618,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
+        self.recent.lock().drop_from(log_id.index);
         if let Some(wal) = &self.wal {
             let wal = wal.clone();
             return blocking(move || wal.truncate(log_id.index).map_err(write_err)).await;
@@ -532,6 +630,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError> {
         let db = self.db.clone();
         let json = serde_json::to_vec(&log_id).map_err(write_err)?;
+        self.recent.lock().drop_through(log_id.index);
         if let Some(wal) = &self.wal {
             // The mark first: once it is on disk, a reopened log skips what
             // the deleted segments held, whether or not they were deleted.
@@ -554,7 +653,56 @@ mod tests {
 
     use super::super::Entry;
     use super::super::codec::encode_entry;
-    use super::{PURGED, RaftDb, VOTE, WAL_DIR, open_wal};
+    use super::{PURGED, RECENT_ENTRIES, RaftDb, Recent, VOTE, WAL_DIR, open_wal};
+
+    /// Blank entries of term 1 at `indexes`, each counted as `size` bytes.
+    fn kept(indexes: std::ops::RangeInclusive<u64>, size: usize) -> Vec<(Entry, usize)> {
+        let leader = CommittedLeaderId::new(1, 1);
+        indexes
+            .map(|i| (Entry { log_id: LogId::new(leader, i), payload: EntryPayload::Blank }, size))
+            .collect()
+    }
+
+    fn indexes(entries: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        entries.map(|e| e.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn recent_entries_answer_only_reads_they_cover_and_follow_truncation_and_purge() {
+        let mut r = Recent::default();
+        assert_eq!(indexes(r.read(1, 2)), None, "nothing kept");
+        r.keep(kept(5..=9, 10));
+        assert_eq!(indexes(r.read(5, 10)), Some(vec![5, 6, 7, 8, 9]));
+        assert_eq!(indexes(r.read(7, 9)), Some(vec![7, 8]));
+        assert_eq!(indexes(r.read(7, 7)), Some(vec![]));
+        assert_eq!(indexes(r.read(4, 8)), None, "4 is not kept: the log answers");
+        assert_eq!(indexes(r.read(8, 11)), None, "10 is not kept");
+        assert_eq!(indexes(r.read(5, u64::MAX)), None, "an open range goes to the log");
+        // A truncation drops 8 on; an append from 8 follows it.
+        r.drop_from(8);
+        assert_eq!(r.bounds(), Some((5, 7)));
+        r.keep(kept(8..=8, 10));
+        assert_eq!(indexes(r.read(5, 9)), Some(vec![5, 6, 7, 8]));
+        // An append over kept entries replaces them; one after a gap replaces all.
+        r.keep(kept(7..=12, 10));
+        assert_eq!((r.bounds(), r.bytes), (Some((5, 12)), 80));
+        r.keep(kept(20..=21, 10));
+        assert_eq!((r.bounds(), r.bytes), (Some((20, 21)), 20));
+        r.drop_through(20);
+        assert_eq!((r.bounds(), r.bytes), (Some((21, 21)), 10));
+        r.clear();
+        assert_eq!((r.bounds(), r.bytes), (None, 0));
+    }
+
+    #[test]
+    fn recent_entries_are_bounded_by_count_and_bytes() {
+        let mut r = Recent::default();
+        let n = RECENT_ENTRIES as u64;
+        r.keep(kept(1..=n + 10, 1));
+        assert_eq!(r.bounds(), Some((11, n + 10)));
+        r.keep(kept(n + 11..=n + 12, super::RECENT_BYTES));
+        assert_eq!(r.bounds(), Some((n + 12, n + 12)), "one entry over the bytes is still kept alone");
+    }
 
     /// Blank entries of `leader` at `indexes`, encoded as the log keeps them.
     fn blank_entries(

@@ -239,7 +239,7 @@ impl StateMachine {
     fn replayed(&mut self, index: u64, batch: super::codec::Batch) -> Answers {
         let reason = "decided before this node restarted; its answer was not kept";
         batch
-            .proposals
+            .into_proposals()
             .into_iter()
             .map(|p| {
                 let base = self.stamp(&p);
@@ -373,7 +373,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     covered = Some(index * SEQ_PER_ENTRY + SEQ_PER_ENTRY - 1);
                     let mut offset = 0;
                     let mut answer = Answers::with_capacity(batch.proposals.len());
-                    for p in batch.proposals {
+                    for p in batch.into_proposals() {
                         answer.push(self.decide(index, &mut offset, p, &mut pending, &mut records).await?);
                     }
                     answer
@@ -651,7 +651,7 @@ mod tests {
             .collect();
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Batch { proposals }),
+            payload: EntryPayload::Normal(Batch::new(proposals)),
         }
     }
 
@@ -702,7 +702,7 @@ mod tests {
     fn with_id(index: u64, id: u128, txn: Transaction) -> Entry {
         let mut e = entry(index, vec![txn]);
         if let EntryPayload::Normal(b) = &mut e.payload {
-            b.proposals[0].id = Some(ProposalId(id));
+            Arc::make_mut(&mut b.proposals)[0].id = Some(ProposalId(id));
         }
         e
     }
@@ -805,13 +805,13 @@ mod tests {
         sm.apply(vec![with_id(1, 1, put("settings/a", "1"))]).await.unwrap();
         let mut late = with_id(2, 2, put("settings/b", "1"));
         if let EntryPayload::Normal(b) = &mut late.payload {
-            b.proposals[0].stamp = Timestamp::new(100_000, 0);
+            Arc::make_mut(&mut b.proposals)[0].stamp = Timestamp::new(100_000, 0);
         }
         sm.apply(vec![late]).await.unwrap();
         // A proposal stamped before the dropped id's stamp, unknown now.
         let mut old = with_id(3, 9, put("settings/c", "1"));
         if let EntryPayload::Normal(b) = &mut old.payload {
-            b.proposals[0].stamp = Timestamp::new(900, 0);
+            Arc::make_mut(&mut b.proposals)[0].stamp = Timestamp::new(900, 0);
         }
         let answers = sm.apply(vec![old]).await.unwrap();
         assert!(matches!(answers[0].as_slice(), [Applied::Unknown { .. }]), "{answers:?}");
