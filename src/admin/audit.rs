@@ -18,6 +18,10 @@ use spectrum_core::MemberState;
 /// 12,000, about as many as earlier versions kept in all (10,000).
 pub const DEFAULT_AUDIT_RETENTION: usize = 4_000;
 
+/// Most deletes in one write when a node tidies the audit log (a write holds
+/// at most 65,535).
+const TIDY_BATCH: usize = 1_000;
+
 /// The largest ring a node may keep: slots have six digits.
 pub(super) const MAX_AUDIT_RETENTION: usize = 1_000_000;
 
@@ -168,7 +172,13 @@ impl Admin {
     /// any write). A failure to record is logged, never returned: the operation
     /// already happened.
     pub async fn audit(&self, caller: &Caller, operation: &str, target: &str, outcome: AuditOutcome) {
-        let written = match self.audit_record(caller, operation, target, outcome).await {
+        // Checked before a number is taken: a node catching up must not read
+        // where its ring stopped from a store that has not caught up.
+        let written = match self.check_writable() {
+            Err(error) => Err(error),
+            Ok(()) => self.audit_record(caller, operation, target, outcome).await,
+        };
+        let written = match written {
             Ok((key, value, seq)) => {
                 self.write(WriteBatch::new().put(key, value), AckLevel::Local).await.map(|_| seq)
             }
@@ -198,17 +208,18 @@ impl Admin {
     /// - its own slots past the ring's end (its retention was made smaller);
     /// - records of earlier versions, and those of nodes removed from the
     ///   cluster (or with no membership record), older than the oldest record
-    ///   it keeps (the one its next record replaces).
+    ///   its ring keeps.
     ///
-    /// Every node does this for itself, once a lap; the deletes are the same
-    /// from any node, and deleting twice is harmless.
+    /// Every node does this for itself, once a lap, in batches of at most
+    /// [`TIDY_BATCH`] deletes; the deletes are the same from any node, and
+    /// deleting twice is harmless.
     async fn tidy_audit(&self) -> Result<(), AdminError> {
         let me = self.ctx.id.as_str();
-        let Some(oldest) = self
-            .live(&AuditRecord::key(me, 0))
-            .await?
-            .and_then(|r| AuditRecord::decode(r.value.as_deref()?).ok())
-            .map(|r| r.at_ms)
+        // The oldest of the ring, not slot 0's: a write of the next lap may
+        // already have replaced that one.
+        let ring = self.ctx.store.scan(&AuditRecord::ring_prefix(me)).await?;
+        let Some(oldest) =
+            ring.iter().filter_map(|r| AuditRecord::decode(r.value.as_deref()?).ok()).map(|r| r.at_ms).min()
         else {
             return Ok(());
         };
@@ -237,13 +248,13 @@ impl Admin {
                 (record.at_ms < oldest).then_some(r.key)
             }));
         }
-        if doomed.is_empty() {
-            return Ok(());
+        for chunk in doomed.chunks(TIDY_BATCH) {
+            let batch = chunk.iter().fold(WriteBatch::new(), |b, key| b.delete(key.as_str()));
+            self.write(batch, AckLevel::Local).await?;
         }
-        let deleted = doomed.len();
-        let batch = doomed.iter().fold(WriteBatch::new(), |b, key| b.delete(key.as_str()));
-        self.write(batch, AckLevel::Local).await?;
-        debug!(deleted, "tidied the audit log");
+        if !doomed.is_empty() {
+            debug!(deleted = doomed.len(), "tidied the audit log");
+        }
         Ok(())
     }
 
@@ -388,6 +399,32 @@ mod tests {
         write_records(&restarted, 15..17).await;
         let expected: Vec<_> = (7..17).rev().map(|i| format!("settings/{i}")).collect();
         assert_eq!(targets(&restarted).await, expected);
+    }
+
+    #[tokio::test]
+    async fn a_node_catching_up_takes_no_number_until_it_can_write() {
+        let before = admin(10);
+        write_records(&before, 0..10).await;
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hlc = Arc::new(Hlc::system());
+        let fresh =
+            admin_on(Arc::new(MemoryStore::new("n1".parse().unwrap(), hlc)), 10).ready_flag(ready.clone());
+        let ada = Caller { name: "ada".into(), role: Role::Admin };
+        let refused = AuditOutcome::Failed { code: "Unavailable".into(), message: "catching up".into() };
+        fresh.audit(&ada, "Put", "settings/refused", refused).await;
+        let stored = fresh.ctx.store.scan(Namespace::Audit.prefix()).await.unwrap();
+        assert!(stored.is_empty(), "nothing is written while catching up");
+        // It catches up: its ring arrives from a peer.
+        let ring = before.ctx.store.scan(Namespace::Audit.prefix()).await.unwrap();
+        let batch =
+            ring.iter().fold(WriteBatch::new(), |b, r| b.put(r.key.clone(), r.value.clone().unwrap()));
+        fresh.ctx.store.apply(batch).await.unwrap();
+        ready.store(true, Ordering::Release);
+        write_records(&fresh, 10..11).await;
+        let all = fresh.audit_log(&AuditQuery::default()).await.unwrap();
+        assert_eq!((all.0[0].record.seq, all.0.len()), (10, 10), "it goes on after its newest record");
+        let expected: Vec<_> = (1..11).rev().map(|i| format!("settings/{i}")).collect();
+        assert_eq!(targets(&fresh).await, expected);
     }
 
     #[tokio::test]

@@ -130,8 +130,9 @@ impl Admin {
     /// Keeps the newest `records` audit records written through this node (1
     /// to 1,000,000; default [`DEFAULT_AUDIT_RETENTION`]): the size of its ring
     /// (see [`AuditRecord`](crate::namespace::AuditRecord)), each new record
-    /// overwriting its oldest. Made smaller, the slots past the end are deleted
-    /// once the node has filled the smaller ring.
+    /// overwriting its oldest. Made smaller, the slots past the new end are
+    /// deleted once the node has written the smaller ring's last slot; until
+    /// its next lap it then keeps fewer records, and not only the newest.
     pub fn audit_retention(mut self, records: usize) -> Self {
         self.audit_retained = records.clamp(1, audit::MAX_AUDIT_RETENTION);
         self

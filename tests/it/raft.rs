@@ -126,9 +126,18 @@ async fn raft_mode_survives_a_lost_leader_and_a_restarted_node_catches_up_by_sna
     let c = client(&cluster, &stays).await;
     let changed = c.set_node_state(&gone, NodeStateChange::Remove, AckLevel::Quorum).await.unwrap();
     assert_eq!(changed.member.state, spectrum_core::MemberState::Removed);
+    // The change is committed, so both voters have appended it; each one's
+    // metrics (what `voters` reads) are published after, asynchronously.
     for id in [&all[0], &all[1]] {
-        let voters = cluster.node(id).unwrap().raft().unwrap().voters();
-        assert!(!voters.contains(&gone) && voters.len() == 2, "{id}: {voters:?}");
+        let mut voters = Vec::new();
+        for _ in 0..100 {
+            voters = cluster.node(id).unwrap().raft().unwrap().voters();
+            if !voters.contains(&gone) && voters.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!voters.contains(&gone) && voters.len() == 2, "{id}: {voters:?} after 10 s");
     }
     c.put("settings/two-voters", "ok", AckLevel::Quorum).await.unwrap();
     cluster.shutdown().await;
