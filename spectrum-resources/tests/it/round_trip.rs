@@ -63,7 +63,8 @@ fn jdbc_url() -> impl Strategy<Value = String> {
                 Some(p) => format!("jdbc:{sub}://{host}:{p}/{db}"),
                 None => format!("jdbc:{sub}://{host}/{db}"),
             }),
-        (host(), 1u16.., db, proptest::option::of("[a-z]{1,8}=[a-z0-9]{0,8}")).prop_map(
+        // A property named like a credential (`pwd`) is refused by design: names start with x.
+        (host(), 1u16.., db, proptest::option::of("x[a-z]{0,7}=[a-z0-9]{0,8}")).prop_map(
             |(host, port, db, prop)| {
                 let extra = prop.map(|p| format!(";{p}")).unwrap_or_default();
                 format!("jdbc:sqlserver://{host}:{port};databaseName={db}{extra}")
