@@ -172,19 +172,15 @@ impl Admin {
     /// any write). A failure to record is logged, never returned: the operation
     /// already happened.
     pub async fn audit(&self, caller: &Caller, operation: &str, target: &str, outcome: AuditOutcome) {
-        // Checked before a number is taken: a node catching up must not read
-        // where its ring stopped from a store that has not caught up.
-        let written = match self.check_writable() {
-            Err(error) => Err(error),
-            Ok(()) => self.audit_record(caller, operation, target, outcome).await,
+        let written = async {
+            // Checked before a number is taken: a node catching up must not read
+            // where its ring stopped from a store that has not caught up.
+            self.check_writable()?;
+            let (key, value, seq) = self.audit_record(caller, operation, target, outcome).await?;
+            self.write(WriteBatch::new().put(key, value), AckLevel::Local).await?;
+            Ok::<_, AdminError>(seq)
         };
-        let written = match written {
-            Ok((key, value, seq)) => {
-                self.write(WriteBatch::new().put(key, value), AckLevel::Local).await.map(|_| seq)
-            }
-            Err(error) => Err(error),
-        };
-        match written {
+        match written.await {
             Ok(seq) => self.after_audit_record(seq).await,
             Err(error) => {
                 warn!(%error, operation, caller = %caller.name, "could not record a management write in the audit log");
