@@ -26,14 +26,17 @@ impl Drop for NodeProcess {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+/// A port free on `host` now. Each test runs its nodes on a loopback address
+/// of its own, so a port a stopped node will restart on cannot be taken by
+/// another test's node in the meantime.
+fn free_port(host: &str) -> u16 {
+    TcpListener::bind((host, 0)).and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-fn write_config(dir: &Path, id: &str, port: u16, peers: &[u16]) -> std::path::PathBuf {
-    let seeds: Vec<String> = peers.iter().map(|p| format!("\"http://127.0.0.1:{p}\"")).collect();
+fn write_config(dir: &Path, id: &str, host: &str, port: u16, peers: &[u16]) -> std::path::PathBuf {
+    let seeds: Vec<String> = peers.iter().map(|p| format!("\"http://{host}:{p}\"")).collect();
     let text = format!(
-        "id = \"{id}\"\ncluster = \"durability\"\nlisten = \"127.0.0.1:{port}\"\nseeds = [{}]\ndata_dir = \"{}\"\nsync_interval_ms = 200\n",
+        "id = \"{id}\"\ncluster = \"durability\"\nlisten = \"{host}:{port}\"\nseeds = [{}]\ndata_dir = \"{}\"\nsync_interval_ms = 200\n",
         seeds.join(", "),
         dir.join(id).display()
     );
@@ -42,18 +45,26 @@ fn write_config(dir: &Path, id: &str, port: u16, peers: &[u16]) -> std::path::Pa
     path
 }
 
+/// Starts a node; its standard error goes to `<config>.stderr` (appended
+/// across restarts), which a failed start shows.
 fn start(config: &Path) -> NodeProcess {
+    let log_path = config.with_extension("stderr");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("stderr file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_spectrum"))
         .args(["node", "--config"])
         .arg(config)
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spectrum node starts");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
-    let doc: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    let doc: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+        let _ = child.wait();
+        let stderr = std::fs::read_to_string(&log_path).unwrap_or_default();
+        panic!("{} printed {line:?} ({e}); its standard error:\n{stderr}", config.display())
+    });
     NodeProcess { child, url: doc["addr"].as_str().expect("addr").to_owned() }
 }
 
@@ -79,12 +90,13 @@ async fn held(url: &str) -> BTreeMap<String, Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_with_sigkill_restarts_with_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = [free_port(), free_port(), free_port()];
+    let host = "127.0.0.21";
+    let ports = [free_port(host), free_port(host), free_port(host)];
     let configs: Vec<_> = (0..3)
         .map(|i| {
             let peers: Vec<u16> =
                 ports.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| *p).collect();
-            write_config(dir.path(), &format!("node-{}", i + 1), ports[i], &peers)
+            write_config(dir.path(), &format!("node-{}", i + 1), host, ports[i], &peers)
         })
         .collect();
     let mut nodes: Vec<Option<NodeProcess>> = configs.iter().map(|c| Some(start(c))).collect();
@@ -242,12 +254,13 @@ async fn write(url: &str, key: &str, ack: AckLevel) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_cluster_restarts_in_any_order_with_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let ports = [free_port(), free_port(), free_port()];
+    let host = "127.0.0.22";
+    let ports = [free_port(host), free_port(host), free_port(host)];
     let configs: Vec<_> = (0..3)
         .map(|i| {
             let peers: Vec<u16> =
                 ports.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| *p).collect();
-            write_config(dir.path(), &format!("node-{}", i + 1), ports[i], &peers)
+            write_config(dir.path(), &format!("node-{}", i + 1), host, ports[i], &peers)
         })
         .collect();
     let mut nodes: Vec<Option<NodeProcess>> = configs.iter().map(|c| Some(start(c))).collect();

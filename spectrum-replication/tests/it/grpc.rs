@@ -157,17 +157,22 @@ async fn three_nodes(interval: Option<Duration>) -> Vec<TestNode> {
     nodes
 }
 
+/// How long [`eventually`] waits.
+const EVENTUALLY: Duration = Duration::from_secs(15);
+
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Generous: a round that picks a stopped peer may wait out the request
+    // timeout (2 s), and CI runs these tests side by side on two cores.
+    let deadline = Instant::now() + EVENTUALLY;
     loop {
         if check().await {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after 5 s waiting for {what}");
+        assert!(Instant::now() < deadline, "timed out after {EVENTUALLY:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
