@@ -246,6 +246,7 @@ mod body;
 pub mod config;
 pub mod discovery;
 pub mod error;
+mod h2_client;
 mod health;
 mod metrics;
 mod pool;

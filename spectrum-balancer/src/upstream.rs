@@ -14,14 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::tls::Connector;
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
-use tracing::{debug, trace};
+use tracing::debug;
 
-use crate::replay::AttemptBody;
+use crate::h2_client::{Sender, Settings};
+use crate::tls::Connector;
 
 /// Flow-control window of each upstream stream. Fixed rather than adaptive:
 /// hyper's adaptive window times and pings on every received data frame, a cost
@@ -47,13 +45,13 @@ pub(crate) enum ConnectError {
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
     #[error("HTTP/2 handshake failed: {0}")]
-    Handshake(#[from] hyper::Error),
+    Handshake(#[from] h2::Error),
 }
 
 /// One pooled connection: its sender, if open, and the requests it carries.
 #[derive(Debug, Default)]
 struct Slot {
-    sender: parking_lot::Mutex<Option<SendRequest<AttemptBody>>>,
+    sender: parking_lot::Mutex<Option<Sender>>,
     /// Exchanges on this slot's connection not yet complete (response body included).
     in_flight: Arc<AtomicUsize>,
     /// Held while connecting, so that concurrent requests share one new connection.
@@ -61,7 +59,7 @@ struct Slot {
 }
 
 impl Slot {
-    fn cached(&self) -> Option<SendRequest<AttemptBody>> {
+    fn cached(&self) -> Option<Sender> {
         let mut slot = self.sender.lock();
         match &*slot {
             Some(s) if !s.is_closed() => Some(s.clone()),
@@ -155,7 +153,7 @@ impl Upstream {
     /// A handle to send one request on, from the least loaded connection, connecting
     /// first if needed. The lease counts the request against that connection until
     /// it is dropped.
-    pub(crate) async fn sender(&self) -> Result<(SendRequest<AttemptBody>, Lease), ConnectError> {
+    pub(crate) async fn sender(&self) -> Result<(Sender, Lease), ConnectError> {
         let lease = self.lease();
         let slot = &self.slots[lease.slot];
         if let Some(s) = slot.cached() {
@@ -176,7 +174,7 @@ impl Upstream {
         Ok((sender, lease))
     }
 
-    async fn connect(&self) -> Result<SendRequest<AttemptBody>, ConnectError> {
+    async fn connect(&self) -> Result<Sender, ConnectError> {
         let tcp = TcpStream::connect(self.addr).await?;
         tcp.set_nodelay(true)?;
         match &self.tls {
@@ -188,26 +186,13 @@ impl Upstream {
         }
     }
 
-    async fn handshake<I>(&self, io: I) -> Result<SendRequest<AttemptBody>, ConnectError>
+    async fn handshake<I>(&self, io: I) -> Result<Sender, ConnectError>
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .handshake(TokioIo::new(io))
-            .await?;
-        let addr = self.addr;
-        tokio::spawn(async move {
-            match conn.await {
-                Ok(()) => trace!(backend = %addr, "upstream connection closed"),
-                Err(error) => debug!(backend = %addr, ?error, "upstream connection ended with an error"),
-            }
-        });
-        debug!(backend = %addr, "upstream connection open");
+        let settings = Settings::with_windows(STREAM_WINDOW, CONNECTION_WINDOW);
+        let sender = Sender::handshake(io, settings, self.addr.to_string()).await?;
+        debug!(backend = %self.addr, "upstream connection open");
         Ok(sender)
     }
 }

@@ -12,17 +12,14 @@ use bytes::Bytes;
 use http::Response;
 use http_body::{Body as _, Frame};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::client::conn::TrySendError;
-use hyper::client::conn::http2::SendRequest;
 use tracing::{debug, trace, warn};
 
 use super::completion::{Completion, TrackedBody};
 use super::{Prepared, Proxy, may_hold_hop_by_hop, strip_hop_by_hop, timed_out, too_large, until};
 use crate::body::{ProxyBody, Verdict};
+use crate::h2_client::{SendError, Sender, UpstreamBody};
 use crate::pool::{Counters, Entry};
 use crate::refusal;
-use crate::replay::AttemptBody;
 use crate::strategy::Outcome;
 
 /// How one attempt ended, as the request loop acts on it.
@@ -153,7 +150,7 @@ impl Proxy {
         chances: Chances,
     ) -> AttemptOutcome {
         let backend = &entry.backend;
-        let (mut sender, lease) = match entry.upstream(self.worker).sender().await {
+        let (sender, lease) = match entry.upstream(self.worker).sender().await {
             Ok(found) => found,
             Err(error) => {
                 warn!(node = %backend.id, backend = %backend.addr, %error, attempt = chances.attempt, "cannot reach backend; trying another");
@@ -170,7 +167,7 @@ impl Proxy {
         let slot = lease.slot();
         let completion = Completion::start(entry.clone(), self.pool.clone(), request.strategy.clone(), lease);
         let mut underway = Underway { entry, slot, completion, started: Instant::now(), chances };
-        match until(request.deadline, sender.try_send_request(outgoing)).await {
+        match until(request.deadline, sender.send(outgoing)).await {
             None => {
                 warn!(node = %backend.id, "backend did not answer in time");
                 underway.completion.set_latency(underway.started.elapsed());
@@ -189,16 +186,17 @@ impl Proxy {
         &self,
         request: &mut Prepared,
         mut underway: Underway<'_>,
-        mut error: TrySendError<http::Request<AttemptBody>>,
-        sender: &SendRequest<AttemptBody>,
+        error: SendError,
+        sender: &Sender,
     ) -> AttemptOutcome {
         let (entry, backend) = (underway.entry, &underway.entry.backend);
         underway.completion.set_latency(underway.started.elapsed());
-        if let Some(unsent) = error.take_message() {
-            debug!(node = %backend.id, error = %error.error(), "connection closed before the request was sent; trying another");
+        if let SendError::NotSent { request: unsent, error } = error {
+            debug!(node = %backend.id, %error, "connection closed before the request was sent; trying another");
             entry.upstream(self.worker).invalidate(underway.slot);
             underway.completion.complete(Some(Verdict::NotSent));
-            request.pending = Some(unsent);
+            // When it was taken apart, the next attempt is made from the template.
+            request.pending = unsent.map(|r| *r);
             return AttemptOutcome::NotSent;
         }
         underway.completion.complete(Some(Verdict::Unavailable));
@@ -230,7 +228,7 @@ impl Proxy {
         &self,
         request: &Prepared,
         mut underway: Underway<'_>,
-        resp: Response<Incoming>,
+        resp: Response<UpstreamBody>,
     ) -> AttemptOutcome {
         let backend = &underway.entry.backend;
         let latency = underway.started.elapsed();
@@ -278,7 +276,7 @@ impl Proxy {
         &self,
         request: &Prepared,
         underway: &mut Underway<'_>,
-        upstream: &mut Incoming,
+        upstream: &mut UpstreamBody,
     ) -> Result<Option<Frame<Bytes>>, AttemptOutcome> {
         let backend = &underway.entry.backend;
         let Some(frame) = until(request.deadline, upstream.frame()).await else {

@@ -1,0 +1,485 @@
+//! The balancer's HTTP/2 client to a backend, on the `h2` crate directly.
+//!
+//! hyper's HTTP/2 client hands every request to its connection's task through a
+//! channel, and that task spawns one more task per request to wait for the
+//! response and send it back through a oneshot: three task hops and a spawn per
+//! request on top of the HTTP/2 work. Here the request's own task opens the
+//! stream (`h2`'s handle locks the connection's stream table for that), writes
+//! the request body when it is already there, and waits for the response
+//! itself; the connection's task only reads and writes the socket. As in
+//! hyper, a body still arriving when the request goes out is written by a task
+//! of its own, so that a streaming request and its response both move.
+//!
+//! Flow control stays end to end: the request body is read from the client only
+//! while the backend's stream has window for it ([`Pipe`]), and the response's
+//! window is given back to the backend as the client's side takes each frame
+//! ([`UpstreamBody`]), so a client that stops reading stops its own stream only.
+//!
+//! The connection task also sends keep-alive pings (every [`KEEP_ALIVE_INTERVAL`],
+//! closing the connection when one is not answered within
+//! [`KEEP_ALIVE_TIMEOUT`]), as hyper's client did for the balancer, so a backend
+//! whose host vanished is noticed without waiting for TCP (RFC 9113 §6.7).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::{ResponseFuture, SendRequest};
+use h2::{Ping, Reason, RecvStream, SendStream};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, trace};
+
+use crate::replay::AttemptBody;
+
+/// How often an idle or busy connection is pinged.
+pub(crate) const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a ping may go unanswered before the connection is closed.
+pub(crate) const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Settings of a new connection (RFC 9113 §6.5.2 and §6.9.2).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    /// The receive window of each stream, in bytes.
+    pub(crate) stream_window: u32,
+    /// The receive window of the whole connection, in bytes.
+    pub(crate) connection_window: u32,
+    /// How often the connection is pinged ([`KEEP_ALIVE_INTERVAL`]).
+    pub(crate) keep_alive_interval: Duration,
+    /// How long a ping may go unanswered ([`KEEP_ALIVE_TIMEOUT`]).
+    pub(crate) keep_alive_timeout: Duration,
+}
+
+impl Settings {
+    /// The given windows, pinging every [`KEEP_ALIVE_INTERVAL`].
+    pub(crate) fn with_windows(stream_window: u32, connection_window: u32) -> Self {
+        Self {
+            stream_window,
+            connection_window,
+            keep_alive_interval: KEEP_ALIVE_INTERVAL,
+            keep_alive_timeout: KEEP_ALIVE_TIMEOUT,
+        }
+    }
+}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// The request did not go out: the connection is closed or closing. The
+    /// request comes back when it was not taken apart yet; either way it may go
+    /// to another backend.
+    NotSent {
+        /// The request, when it is whole.
+        request: Option<Box<Request<AttemptBody>>>,
+        /// What the connection said.
+        error: h2::Error,
+    },
+    /// The request went out and the exchange broke before response headers
+    /// (a reset stream, a closed connection).
+    Broke(h2::Error),
+}
+
+impl SendError {
+    /// What went wrong, for logs.
+    pub(crate) fn error(&self) -> &h2::Error {
+        match self {
+            SendError::NotSent { error, .. } | SendError::Broke(error) => error,
+        }
+    }
+}
+
+/// One HTTP/2 connection to a backend: a handle requests are sent through,
+/// cheap to clone. The connection stays open while its task runs, whatever
+/// handles are dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct Sender {
+    h2: SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Sender {
+    /// Opens the connection over `io` (a connected socket, TLS already done) and
+    /// starts its task on the current runtime; `backend` names it in logs.
+    pub(crate) async fn handshake<I>(io: I, settings: Settings, backend: String) -> Result<Self, h2::Error>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (h2, mut conn) = h2::client::Builder::new()
+            .enable_push(false)
+            .initial_window_size(settings.stream_window)
+            .initial_connection_window_size(settings.connection_window)
+            .max_send_buffer_size(1024 * 1024)
+            .max_header_list_size(64 * 1024)
+            .handshake::<_, Bytes>(io)
+            .await?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let ping_pong = conn.ping_pong();
+        let flag = closed.clone();
+        tokio::spawn(async move {
+            let ended = drive(conn, ping_pong, settings).await;
+            flag.store(true, Ordering::Release);
+            match ended {
+                Ok(()) => trace!(%backend, "upstream connection closed"),
+                Err(error) => debug!(%backend, %error, "upstream connection ended"),
+            }
+        });
+        Ok(Self { h2, closed })
+    }
+
+    /// Whether the connection has ended: its handle is of no more use.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends `request` and waits for the response's headers. The request's URI
+    /// must be absolute (scheme and authority become `:scheme` and
+    /// `:authority`), and it must hold no connection-specific header (RFC 9113
+    /// §8.2.2), which `h2` refuses.
+    pub(crate) async fn send(
+        &self,
+        request: Request<AttemptBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let mut h2 = match self.h2.clone().ready().await {
+            Ok(h2) => h2,
+            Err(error) => return Err(SendError::NotSent { request: Some(Box::new(request)), error }),
+        };
+        let (head, body) = request.into_parts();
+        let end_of_stream = body.is_end_stream();
+        let (response, stream) = match h2.send_request(Request::from_parts(head, ()), end_of_stream) {
+            Ok(sent) => sent,
+            Err(error) => return Err(SendError::NotSent { request: None, error }),
+        };
+        if !end_of_stream {
+            let mut pipe = Pipe { body, stream };
+            // Most request bodies (a unary call's one message) are here already:
+            // written now, without a task of their own.
+            let done = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut pipe).poll(cx).is_ready())).await;
+            if !done {
+                tokio::spawn(pipe);
+            }
+        }
+        Self::response(response).await
+    }
+
+    async fn response(response: ResponseFuture) -> Result<Response<UpstreamBody>, SendError> {
+        let response = response.await.map_err(SendError::Broke)?;
+        let remaining = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        Ok(response.map(|recv| UpstreamBody { recv, data_done: false, remaining }))
+    }
+}
+
+/// Runs a connection until it ends, pinging it as `settings` say.
+async fn drive<T>(
+    conn: h2::client::Connection<T, Bytes>,
+    ping_pong: Option<h2::PingPong>,
+    settings: Settings,
+) -> Result<(), h2::Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::pin!(conn);
+    let Some(mut ping_pong) = ping_pong else { return conn.await };
+    loop {
+        tokio::select! {
+            ended = &mut conn => return ended,
+            () = tokio::time::sleep(settings.keep_alive_interval) => {}
+        }
+        let pong = tokio::time::timeout(settings.keep_alive_timeout, ping_pong.ping(Ping::opaque()));
+        tokio::select! {
+            ended = &mut conn => return ended,
+            answered = pong => match answered {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return Err(error),
+                Err(_) => {
+                    debug!(timeout = ?settings.keep_alive_timeout, "upstream connection did not answer a ping; closing it");
+                    return Ok(());
+                }
+            },
+        }
+    }
+}
+
+/// Writes a request body to its stream: a frame is read from the client only
+/// once the stream has window for at least one byte, and `h2` holds what
+/// exceeds the window until the backend opens it (at most one frame).
+struct Pipe {
+    body: AttemptBody,
+    stream: SendStream<Bytes>,
+}
+
+impl Pipe {
+    /// Whether the stream has window to take more, waiting for it; `Err` when
+    /// the stream was reset or closed meanwhile.
+    fn poll_window(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
+        self.stream.reserve_capacity(1);
+        while self.stream.capacity() == 0 {
+            match ready!(self.stream.poll_capacity(cx)) {
+                Some(Ok(0)) => {}
+                Some(Ok(_)) => break,
+                Some(Err(error)) => return Poll::Ready(Err(error)),
+                None => return Poll::Ready(Err(h2::Error::from(Reason::CANCEL))),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Future for Pipe {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        loop {
+            if let Err(error) = ready!(this.poll_window(cx)) {
+                trace!(%error, "request stream closed before its body was written");
+                return Poll::Ready(());
+            }
+            let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Pending => {
+                    // Waiting for the client: notice meanwhile if the backend
+                    // reset the stream (it answered early, say).
+                    if let Poll::Ready(reason) = this.stream.poll_reset(cx) {
+                        trace!(?reason, "backend reset the request stream");
+                        return Poll::Ready(());
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(frame) => frame,
+            };
+            let written = match frame {
+                None => this.stream.send_data(Bytes::new(), true).map(|()| true),
+                Some(Err(error)) => {
+                    debug!(%error, "request body failed; resetting its stream");
+                    this.stream.send_reset(Reason::CANCEL);
+                    return Poll::Ready(());
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let end = this.body.is_end_stream();
+                        this.stream.send_data(data, end).map(|()| end)
+                    }
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(trailers) => this.stream.send_trailers(trailers).map(|()| true),
+                        // A frame kind HTTP/2 cannot carry: skipped.
+                        Err(_) => Ok(false),
+                    },
+                },
+            };
+            match written {
+                Ok(true) => return Poll::Ready(()),
+                Ok(false) => {}
+                Err(error) => {
+                    trace!(%error, "request stream closed while its body was written");
+                    return Poll::Ready(());
+                }
+            }
+        }
+    }
+}
+
+/// A response body from a backend: its data frames, then its trailers. Each
+/// data frame's window goes back to the backend when the frame is taken.
+#[derive(Debug)]
+pub(crate) struct UpstreamBody {
+    recv: RecvStream,
+    data_done: bool,
+    /// What the response's `content-length` says is left, if it gave one
+    /// (`h2` refuses a stream whose data disagrees with it).
+    remaining: Option<u64>,
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = &mut *self;
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Fails only when the stream is gone, which the next poll reports.
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    if let Some(left) = &mut this.remaining {
+                        *left = left.saturating_sub(data.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.recv.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(error) => Poll::Ready(Some(Err(error))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.remaining.map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use futures::channel::mpsc;
+    use http::{HeaderMap, HeaderValue};
+    use http_body_util::{BodyExt, Empty, Full, StreamBody};
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::error::BoxError;
+    use crate::replay::RequestBody;
+
+    const SMALL_WINDOW: u32 = 64 * 1024;
+
+    /// An h2c server on loopback answering each request with its own body
+    /// (every data frame and the trailers, as they come); its address.
+    async fn echo_server() -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let echo = service_fn(|req: http::Request<Incoming>| async move {
+                        Ok::<_, Infallible>(Response::new(req.into_body()))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), echo)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn connect(addr: std::net::SocketAddr, settings: Settings) -> Sender {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        Sender::handshake(tcp, settings, addr.to_string()).await.unwrap()
+    }
+
+    fn request(addr: std::net::SocketAddr, body: AttemptBody) -> Request<AttemptBody> {
+        Request::post(format!("http://{addr}/echo")).body(body).unwrap()
+    }
+
+    type Frames = mpsc::UnboundedSender<Result<Frame<Bytes>, BoxError>>;
+
+    /// A request body whose frames the test sends when it likes.
+    fn streamed() -> (Frames, AttemptBody) {
+        let (tx, rx) = mpsc::unbounded();
+        (tx, RequestBody::new(StreamBody::new(rx), None, 0).attempt())
+    }
+
+    fn small() -> Settings {
+        Settings::with_windows(SMALL_WINDOW, SMALL_WINDOW)
+    }
+
+    #[tokio::test]
+    async fn a_body_sent_a_frame_at_a_time_is_echoed_while_it_is_still_being_sent() {
+        let addr = echo_server().await;
+        let sender = connect(addr, small()).await;
+        let (frames, body) = streamed();
+        frames.unbounded_send(Ok(Frame::data(Bytes::from_static(b"one")))).unwrap();
+        let response = sender.send(request(addr, body)).await.unwrap();
+        let mut echoed = response.into_body();
+        // Each reply comes back before the next frame is sent: the request body
+        // and the response move together.
+        for word in ["one", "two", "three"] {
+            if word != "one" {
+                frames.unbounded_send(Ok(Frame::data(Bytes::from(word)))).unwrap();
+            }
+            let frame = echoed.frame().await.expect("a frame").unwrap();
+            assert_eq!(frame.into_data().unwrap(), word.as_bytes());
+        }
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        frames.unbounded_send(Ok(Frame::trailers(trailers.clone()))).unwrap();
+        let last = echoed.frame().await.expect("the trailers").unwrap();
+        assert_eq!(last.into_trailers().unwrap(), trailers);
+        assert!(echoed.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_body_many_times_the_windows_goes_through_as_each_side_takes_it() {
+        let addr = echo_server().await;
+        let sender = connect(addr, small()).await;
+        let chunk = Bytes::from(vec![7u8; 100 * 1024]);
+        let chunks = (0..40).map(move |_| Ok::<_, BoxError>(Frame::data(chunk.clone())));
+        let body = RequestBody::new(StreamBody::new(futures::stream::iter(chunks)), None, 0).attempt();
+        let response = sender.send(request(addr, body)).await.unwrap();
+        let echoed = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(echoed.len(), 40 * 100 * 1024);
+        assert!(echoed.iter().all(|b| *b == 7));
+    }
+
+    #[tokio::test]
+    async fn a_whole_body_and_an_empty_one_are_sent_and_echoed() {
+        let addr = echo_server().await;
+        let sender = connect(addr, small()).await;
+        let body = RequestBody::new(Full::new(Bytes::from_static(b"all at once")), None, 1024).attempt();
+        let response = sender.send(request(addr, body)).await.unwrap();
+        assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), &b"all at once"[..]);
+        let empty = RequestBody::new(Empty::<Bytes>::new(), None, 0).attempt();
+        let response = sender.send(request(addr, empty)).await.unwrap();
+        assert!(response.into_body().collect().await.unwrap().to_bytes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failing_request_body_resets_its_stream_and_the_exchange_breaks() {
+        let addr = echo_server().await;
+        let sender = connect(addr, small()).await;
+        let (frames, body) = streamed();
+        frames.unbounded_send(Ok(Frame::data(Bytes::from_static(b"part")))).unwrap();
+        let response = sender.send(request(addr, body)).await.unwrap();
+        let mut echoed = response.into_body();
+        assert!(echoed.frame().await.unwrap().unwrap().is_data());
+        frames.unbounded_send(Err("the client went away".into())).unwrap();
+        let broken = tokio::time::timeout(Duration::from_secs(5), echoed.frame()).await.expect("in time");
+        assert!(matches!(broken, Some(Err(_))), "{broken:?}");
+        assert!(!sender.is_closed(), "one stream failed, not the connection");
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_peer_never_answers_a_ping_is_closed() {
+        // A peer that accepts the connection and then says nothing at all.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = tokio::spawn(async move { listener.accept().await.map(|(tcp, _)| tcp) });
+        let settings = Settings {
+            keep_alive_interval: Duration::from_millis(50),
+            keep_alive_timeout: Duration::from_millis(100),
+            ..small()
+        };
+        let sender = connect(addr, settings).await;
+        let _held = silent.await.unwrap().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !sender.is_closed() {
+            assert!(tokio::time::Instant::now() < deadline, "still open after 5 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let body = RequestBody::new(Full::new(Bytes::from_static(b"x")), None, 16).attempt();
+        let refused = sender.send(request(addr, body)).await.unwrap_err();
+        assert!(matches!(refused, SendError::NotSent { request: Some(_), .. }), "{refused:?}");
+    }
+}
