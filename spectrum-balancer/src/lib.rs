@@ -6,8 +6,10 @@
 //! - [`strategy`]: the [`BalancingStrategy`] trait that picks a node for each
 //!   request, and the reference strategies ([`RoundRobin`], [`Random`],
 //!   [`LeastRequests`], [`WeightedRoundRobin`], [`PeakEwma`], [`ConsistentHash`]).
-//! - [`Balancer`]: a reverse proxy on hyper serving HTTP/1.1 and HTTP/2 (h2c, so gRPC
-//!   with streaming and trailers) on one port. It forwards paths byte for byte,
+//! - [`Balancer`]: a reverse proxy serving HTTP/1.1 and HTTP/2 (h2c, so gRPC with
+//!   streaming and trailers) on one port, with hyper, and speaking HTTP/2 to the
+//!   nodes with `h2` directly (each request's own task opens its stream and awaits
+//!   the answer). It forwards paths byte for byte,
 //!   health-checks the nodes with `grpc.health.v1`, ejects nodes that fail
 //!   connections or answer `UNAVAILABLE` (with exponential backoff), fails over, and
 //!   limits request bodies and waiting times. Client connections are served by
