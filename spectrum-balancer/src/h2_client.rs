@@ -28,7 +28,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use h2::client::{ResponseFuture, SendRequest};
+use futures::task::AtomicWaker;
+use h2::client::SendRequest;
 use h2::{Ping, Reason, RecvStream, SendStream};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
@@ -111,6 +112,8 @@ impl Sender {
     {
         let (h2, mut conn) = h2::client::Builder::new()
             .enable_push(false)
+            // Until the backend's settings say how many streams it takes.
+            .initial_max_send_streams(100)
             .initial_window_size(settings.stream_window)
             .initial_connection_window_size(settings.connection_window)
             .max_send_buffer_size(1024 * 1024)
@@ -131,15 +134,27 @@ impl Sender {
         Ok(Self { h2, closed })
     }
 
-    /// Whether the connection has ended: its handle is of no more use.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+    /// Whether the connection has ended or is closing (the backend sent
+    /// `GOAWAY`, or it broke): no new request may go on it.
+    pub(crate) fn is_closed(&mut self) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return true;
+        }
+        // A handle with no stream of its own waiting to open only reads the
+        // connection's error here: nothing is registered with the waker.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        matches!(self.h2.poll_ready(&mut cx), Poll::Ready(Err(_)))
     }
 
     /// Sends `request` and waits for the response's headers. The request's URI
     /// must be absolute (scheme and authority become `:scheme` and
     /// `:authority`), and it must hold no connection-specific header (RFC 9113
-    /// §8.2.2), which `h2` refuses.
+    /// §8.2.2), which `h2` refuses. A body whose size is known gets a
+    /// `content-length`, as hyper's client gave it.
+    ///
+    /// Should the caller stop waiting, or drop the response's body before the
+    /// request body is all written, the stream is reset (`CANCEL`) and the
+    /// task writing the request body ends.
     pub(crate) async fn send(
         &self,
         request: Request<AttemptBody>,
@@ -148,32 +163,70 @@ impl Sender {
             Ok(h2) => h2,
             Err(error) => return Err(SendError::NotSent { request: Some(Box::new(request)), error }),
         };
-        let (head, body) = request.into_parts();
+        let (mut head, body) = request.into_parts();
         let end_of_stream = body.is_end_stream();
+        if let Some(len) = body.size_hint().exact()
+            && (len > 0 || !matches!(head.method, http::Method::GET | http::Method::HEAD))
+        {
+            head.headers.entry(http::header::CONTENT_LENGTH).or_insert_with(|| len.into());
+        }
         let (response, stream) = match h2.send_request(Request::from_parts(head, ()), end_of_stream) {
             Ok(sent) => sent,
             Err(error) => return Err(SendError::NotSent { request: None, error }),
         };
+        // Cancels the pipe, if it outlives this call, when this future is
+        // dropped while waiting, or later with the response's body.
+        let mut guard = None;
         if !end_of_stream {
-            let mut pipe = Pipe { body, stream };
+            let cancel = Cancel::default();
+            let mut pipe = Pipe { body, stream, held: None, cancel: cancel.clone() };
             // Most request bodies (a unary call's one message) are here already:
             // written now, without a task of their own.
             let done = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut pipe).poll(cx).is_ready())).await;
             if !done {
                 tokio::spawn(pipe);
+                guard = Some(CancelOnDrop(cancel));
             }
         }
-        Self::response(response).await
-    }
-
-    async fn response(response: ResponseFuture) -> Result<Response<UpstreamBody>, SendError> {
         let response = response.await.map_err(SendError::Broke)?;
         let remaining = response
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        Ok(response.map(|recv| UpstreamBody { recv, data_done: false, remaining }))
+        Ok(response.map(|recv| UpstreamBody { recv, data_done: false, remaining, _cancel: guard }))
+    }
+}
+
+/// Tells a request body's [`Pipe`] that nobody waits for the exchange any more.
+#[derive(Debug, Clone, Default)]
+struct Cancel(Arc<CancelState>);
+
+#[derive(Debug, Default)]
+struct CancelState {
+    cancelled: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Cancel {
+    /// Whether the exchange was given up, registering `cx` to hear of it.
+    fn poll_cancelled(&self, cx: &mut Context<'_>) -> bool {
+        if self.0.cancelled.load(Ordering::Acquire) {
+            return true;
+        }
+        self.0.waker.register(cx.waker());
+        self.0.cancelled.load(Ordering::Acquire)
+    }
+}
+
+/// Cancels its [`Cancel`] when dropped.
+#[derive(Debug)]
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.0.cancelled.store(true, Ordering::Release);
+        self.0.0.waker.wake();
     }
 }
 
@@ -208,29 +261,89 @@ where
     }
 }
 
-/// Writes a request body to its stream: a frame is read from the client only
-/// once the stream has window for at least one byte, and `h2` holds what
-/// exceeds the window until the backend opens it (at most one frame).
+/// Writes a request body to its stream, as the backend's window allows: a
+/// frame is read from the client, then held until the stream has window for
+/// some of it, and `h2` holds the rest of that frame until the backend opens
+/// its window further; only then is the next frame read. The end of the body
+/// and trailers take no window and go at once. Ends when the body is written,
+/// the stream is reset or closed, the body fails (the stream is reset), or the
+/// exchange is given up ([`Cancel`]; the stream is reset).
 struct Pipe {
     body: AttemptBody,
     stream: SendStream<Bytes>,
+    /// A data frame read and not handed to `h2` yet, and whether it ends the body.
+    held: Option<(Bytes, bool)>,
+    cancel: Cancel,
+}
+
+/// Whether the pipe goes on.
+enum Step {
+    Continue,
+    Done,
 }
 
 impl Pipe {
-    /// Whether the stream has window to take more, waiting for it; `Err` when
-    /// the stream was reset or closed meanwhile.
-    fn poll_window(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
-        self.stream.reserve_capacity(1);
+    /// Hands the held frame to `h2` once the stream has window for part of it.
+    fn poll_write_held(&mut self, cx: &mut Context<'_>) -> Poll<Result<Step, h2::Error>> {
+        let Some((data, end)) = &self.held else { return Poll::Ready(Ok(Step::Continue)) };
+        self.stream.reserve_capacity(data.len());
         while self.stream.capacity() == 0 {
             match ready!(self.stream.poll_capacity(cx)) {
-                Some(Ok(0)) => {}
-                Some(Ok(_)) => break,
+                Some(Ok(_)) => {}
                 Some(Err(error)) => return Poll::Ready(Err(error)),
                 None => return Poll::Ready(Err(h2::Error::from(Reason::CANCEL))),
             }
         }
-        Poll::Ready(Ok(()))
+        let end = *end;
+        let Some((data, _)) = self.held.take() else { return Poll::Ready(Ok(Step::Continue)) };
+        self.stream.send_data(data, end)?;
+        Poll::Ready(Ok(if end { Step::Done } else { Step::Continue }))
     }
+
+    /// Reads the next frame from the client and, when it takes no window,
+    /// sends it.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Step, h2::Error>> {
+        let frame = match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+            None => {
+                self.stream.reserve_capacity(0);
+                self.stream.send_data(Bytes::new(), true)?;
+                return Poll::Ready(Ok(Step::Done));
+            }
+            Some(Err(error)) => {
+                debug!(%error, "request body failed; resetting its stream");
+                self.stream.send_reset(Reason::INTERNAL_ERROR);
+                return Poll::Ready(Ok(Step::Done));
+            }
+            Some(Ok(frame)) => frame,
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                self.held = Some((data, self.body.is_end_stream()));
+                Poll::Ready(Ok(Step::Continue))
+            }
+            Err(frame) => match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    // An HTTP/1.1 client's trailers may name fields HTTP/2 forbids.
+                    strip_connection_fields(&mut trailers);
+                    self.stream.reserve_capacity(0);
+                    self.stream.send_trailers(trailers)?;
+                    Poll::Ready(Ok(Step::Done))
+                }
+                // A frame kind HTTP/2 cannot carry: skipped.
+                Err(_) => Poll::Ready(Ok(Step::Continue)),
+            },
+        }
+    }
+}
+
+/// Removes the fields RFC 9113 §8.2.2 forbids in HTTP/2 (and `h2` refuses).
+fn strip_connection_fields(fields: &mut http::HeaderMap) {
+    use http::header;
+    for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::TE] {
+        fields.remove(name);
+    }
+    fields.remove("keep-alive");
+    fields.remove("proxy-connection");
 }
 
 impl Future for Pipe {
@@ -239,47 +352,28 @@ impl Future for Pipe {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         loop {
-            if let Err(error) = ready!(this.poll_window(cx)) {
-                trace!(%error, "request stream closed before its body was written");
+            if this.cancel.poll_cancelled(cx) {
+                trace!("exchange given up; resetting its request stream");
+                this.stream.send_reset(Reason::CANCEL);
                 return Poll::Ready(());
             }
-            let frame = match Pin::new(&mut this.body).poll_frame(cx) {
+            let step = if this.held.is_some() { this.poll_write_held(cx) } else { this.poll_read(cx) };
+            match step {
+                Poll::Ready(Ok(Step::Continue)) => {}
+                Poll::Ready(Ok(Step::Done)) => return Poll::Ready(()),
+                Poll::Ready(Err(error)) => {
+                    trace!(%error, "request stream failed while its body was written; resetting it");
+                    this.stream.send_reset(Reason::INTERNAL_ERROR);
+                    return Poll::Ready(());
+                }
                 Poll::Pending => {
-                    // Waiting for the client: notice meanwhile if the backend
-                    // reset the stream (it answered early, say).
+                    // Waiting for the client or for window: notice meanwhile if
+                    // the backend reset the stream (it answered early, say).
                     if let Poll::Ready(reason) = this.stream.poll_reset(cx) {
                         trace!(?reason, "backend reset the request stream");
                         return Poll::Ready(());
                     }
                     return Poll::Pending;
-                }
-                Poll::Ready(frame) => frame,
-            };
-            let written = match frame {
-                None => this.stream.send_data(Bytes::new(), true).map(|()| true),
-                Some(Err(error)) => {
-                    debug!(%error, "request body failed; resetting its stream");
-                    this.stream.send_reset(Reason::CANCEL);
-                    return Poll::Ready(());
-                }
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        let end = this.body.is_end_stream();
-                        this.stream.send_data(data, end).map(|()| end)
-                    }
-                    Err(frame) => match frame.into_trailers() {
-                        Ok(trailers) => this.stream.send_trailers(trailers).map(|()| true),
-                        // A frame kind HTTP/2 cannot carry: skipped.
-                        Err(_) => Ok(false),
-                    },
-                },
-            };
-            match written {
-                Ok(true) => return Poll::Ready(()),
-                Ok(false) => {}
-                Err(error) => {
-                    trace!(%error, "request stream closed while its body was written");
-                    return Poll::Ready(());
                 }
             }
         }
@@ -295,6 +389,8 @@ pub(crate) struct UpstreamBody {
     /// What the response's `content-length` says is left, if it gave one
     /// (`h2` refuses a stream whose data disagrees with it).
     remaining: Option<u64>,
+    /// Ends the request body's pipe, if it still runs, when the body is dropped.
+    _cancel: Option<CancelOnDrop>,
 }
 
 impl Body for UpstreamBody {
@@ -448,7 +544,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_request_body_resets_its_stream_and_the_exchange_breaks() {
         let addr = echo_server().await;
-        let sender = connect(addr, small()).await;
+        let mut sender = connect(addr, small()).await;
         let (frames, body) = streamed();
         frames.unbounded_send(Ok(Frame::data(Bytes::from_static(b"part")))).unwrap();
         let response = sender.send(request(addr, body)).await.unwrap();
@@ -458,6 +554,65 @@ mod tests {
         let broken = tokio::time::timeout(Duration::from_secs(5), echoed.frame()).await.expect("in time");
         assert!(matches!(broken, Some(Err(_))), "{broken:?}");
         assert!(!sender.is_closed(), "one stream failed, not the connection");
+    }
+
+    #[tokio::test]
+    async fn a_client_s_trailers_lose_the_fields_http2_forbids_and_the_rest_go_through() {
+        let addr = echo_server().await;
+        let sender = connect(addr, small()).await;
+        let (frames, body) = streamed();
+        frames.unbounded_send(Ok(Frame::data(Bytes::from_static(b"chunked")))).unwrap();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("te", HeaderValue::from_static("gzip"));
+        trailers.insert("connection", HeaderValue::from_static("close"));
+        trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+        frames.unbounded_send(Ok(Frame::trailers(trailers))).unwrap();
+        let response = sender.send(request(addr, body)).await.unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(5), response.into_body().collect())
+            .await
+            .expect("in time")
+            .unwrap();
+        let trailers = echoed.trailers().cloned().expect("trailers");
+        assert_eq!(trailers.get("x-checksum").unwrap(), "abc");
+        assert!(trailers.get("te").is_none() && trailers.get("connection").is_none(), "{trailers:?}");
+        assert_eq!(echoed.to_bytes(), &b"chunked"[..]);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_response_resets_a_request_body_still_being_sent() {
+        // A backend that answers at once, keeps its answer open, and reports how
+        // the request body it reads ended (true: reset).
+        let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel::<bool>();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let service = service_fn(move |req: http::Request<Incoming>| {
+                let ended_tx = ended_tx.clone();
+                async move {
+                    let (open, rx) = mpsc::unbounded::<Result<Frame<Bytes>, Infallible>>();
+                    tokio::spawn(async move {
+                        let read = req.into_body().collect().await;
+                        let _ = ended_tx.send(read.is_err());
+                        drop(open);
+                    });
+                    Ok::<_, Infallible>(Response::new(StreamBody::new(rx)))
+                }
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+        let sender = connect(addr, small()).await;
+        let (frames, body) = streamed();
+        frames.unbounded_send(Ok(Frame::data(Bytes::from_static(b"first")))).unwrap();
+        let response = sender.send(request(addr, body)).await.unwrap();
+        // Let the pipe be waiting for the client's next frame, then give up.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(response);
+        let reset = tokio::time::timeout(Duration::from_secs(5), ended.recv()).await;
+        assert_eq!(reset, Ok(Some(true)), "the backend saw its request stream reset");
+        drop(frames);
     }
 
     #[tokio::test]
@@ -471,7 +626,7 @@ mod tests {
             keep_alive_timeout: Duration::from_millis(100),
             ..small()
         };
-        let sender = connect(addr, settings).await;
+        let mut sender = connect(addr, settings).await;
         let _held = silent.await.unwrap().unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while !sender.is_closed() {

@@ -61,14 +61,12 @@ struct Slot {
 impl Slot {
     fn cached(&self) -> Option<Sender> {
         let mut slot = self.sender.lock();
-        match &*slot {
-            Some(s) if !s.is_closed() => Some(s.clone()),
-            Some(_) => {
-                *slot = None;
-                None
-            }
-            None => None,
+        let open = slot.as_mut().is_some_and(|s| !s.is_closed());
+        if !open {
+            // Closed or closing (`GOAWAY`): the next request opens another.
+            *slot = None;
         }
+        slot.clone()
     }
 }
 

@@ -150,7 +150,7 @@ impl Proxy {
         chances: Chances,
     ) -> AttemptOutcome {
         let backend = &entry.backend;
-        let (sender, lease) = match entry.upstream(self.worker).sender().await {
+        let (mut sender, lease) = match entry.upstream(self.worker).sender().await {
             Ok(found) => found,
             Err(error) => {
                 warn!(node = %backend.id, backend = %backend.addr, %error, attempt = chances.attempt, "cannot reach backend; trying another");
@@ -175,7 +175,7 @@ impl Proxy {
                 AttemptOutcome::Answered(timed_out(request.grpc))
             }
             Some(Ok(resp)) => self.answered(request, underway, resp).await,
-            Some(Err(error)) => self.broke(request, underway, error, &sender),
+            Some(Err(error)) => self.broke(request, underway, error, &mut sender),
         }
     }
 
@@ -187,7 +187,7 @@ impl Proxy {
         request: &mut Prepared,
         mut underway: Underway<'_>,
         error: SendError,
-        sender: &Sender,
+        sender: &mut Sender,
     ) -> AttemptOutcome {
         let (entry, backend) = (underway.entry, &underway.entry.backend);
         underway.completion.set_latency(underway.started.elapsed());
