@@ -178,12 +178,14 @@ impl Sender {
         // dropped while waiting, or later with the response's body.
         let mut guard = None;
         if !end_of_stream {
-            let cancel = Cancel::default();
-            let mut pipe = Pipe { body, stream, held: None, cancel: cancel.clone() };
+            let mut pipe = Pipe { body, stream, held: None, cancel: None };
             // Most request bodies (a unary call's one message) are here already:
-            // written now, without a task of their own.
+            // written now, without a task of their own (nor a cancel flag: this
+            // task is the one that would give up).
             let done = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut pipe).poll(cx).is_ready())).await;
             if !done {
+                let cancel = Cancel::default();
+                pipe.cancel = Some(cancel.clone());
                 tokio::spawn(pipe);
                 guard = Some(CancelOnDrop(cancel));
             }
@@ -273,7 +275,8 @@ struct Pipe {
     stream: SendStream<Bytes>,
     /// A data frame read and not handed to `h2` yet, and whether it ends the body.
     held: Option<(Bytes, bool)>,
-    cancel: Cancel,
+    /// Set when the pipe runs as a task of its own.
+    cancel: Option<Cancel>,
 }
 
 /// Whether the pipe goes on.
@@ -338,13 +341,16 @@ impl Pipe {
 
 /// Removes the fields RFC 9113 §8.2.2 forbids in HTTP/2 (and `h2` refuses).
 fn strip_connection_fields(fields: &mut http::HeaderMap) {
-    use http::header;
-    for name in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::TE] {
+    for name in CONNECTION_SPECIFIC {
         fields.remove(name);
     }
-    fields.remove("keep-alive");
-    fields.remove("proxy-connection");
+    fields.remove(http::header::TE);
 }
+
+/// The connection-specific fields HTTP/2 forbids (RFC 9113 §8.2.2), besides
+/// `te` other than `trailers`; HTTP/1.1 calls them hop-by-hop.
+pub(crate) const CONNECTION_SPECIFIC: [&str; 5] =
+    ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
 
 impl Future for Pipe {
     type Output = ();
@@ -352,7 +358,7 @@ impl Future for Pipe {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         loop {
-            if this.cancel.poll_cancelled(cx) {
+            if this.cancel.as_ref().is_some_and(|c| c.poll_cancelled(cx)) {
                 trace!("exchange given up; resetting its request stream");
                 this.stream.send_reset(Reason::CANCEL);
                 return Poll::Ready(());
@@ -450,24 +456,37 @@ mod tests {
 
     const SMALL_WINDOW: u32 = 64 * 1024;
 
-    /// An h2c server on loopback answering each request with its own body
-    /// (every data frame and the trailers, as they come); its address.
-    async fn echo_server() -> std::net::SocketAddr {
+    /// An h2c server on loopback answering with `answer`; its address.
+    async fn h2c_server<F, Fut, B>(answer: F) -> std::net::SocketAddr
+    where
+        F: Fn(http::Request<Incoming>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Response<B>> + Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
+                let answer = answer.clone();
                 tokio::spawn(async move {
-                    let echo = service_fn(|req: http::Request<Incoming>| async move {
-                        Ok::<_, Infallible>(Response::new(req.into_body()))
+                    let service = service_fn(move |req| {
+                        let answer = answer.clone();
+                        async move { Ok::<_, Infallible>(answer(req).await) }
                     });
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), echo)
+                        .serve_connection(TokioIo::new(tcp), service)
                         .await;
                 });
             }
         });
         addr
+    }
+
+    /// An h2c server answering each request with its own body (every data
+    /// frame and the trailers, as they come); its address.
+    async fn echo_server() -> std::net::SocketAddr {
+        h2c_server(|req: http::Request<Incoming>| async move { Response::new(req.into_body()) }).await
     }
 
     async fn connect(addr: std::net::SocketAddr, settings: Settings) -> Sender {
@@ -583,26 +602,19 @@ mod tests {
         // A backend that answers at once, keeps its answer open, and reports how
         // the request body it reads ended (true: reset).
         let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel::<bool>();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let service = service_fn(move |req: http::Request<Incoming>| {
-                let ended_tx = ended_tx.clone();
-                async move {
-                    let (open, rx) = mpsc::unbounded::<Result<Frame<Bytes>, Infallible>>();
-                    tokio::spawn(async move {
-                        let read = req.into_body().collect().await;
-                        let _ = ended_tx.send(read.is_err());
-                        drop(open);
-                    });
-                    Ok::<_, Infallible>(Response::new(StreamBody::new(rx)))
-                }
-            });
-            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
+        let addr = h2c_server(move |req: http::Request<Incoming>| {
+            let ended_tx = ended_tx.clone();
+            async move {
+                let (open, rx) = mpsc::unbounded::<Result<Frame<Bytes>, Infallible>>();
+                tokio::spawn(async move {
+                    let read = req.into_body().collect().await;
+                    let _ = ended_tx.send(read.is_err());
+                    drop(open);
+                });
+                Response::new(StreamBody::new(rx))
+            }
+        })
+        .await;
         let sender = connect(addr, small()).await;
         let (frames, body) = streamed();
         frames.unbounded_send(Ok(Frame::data(Bytes::from_static(b"first")))).unwrap();

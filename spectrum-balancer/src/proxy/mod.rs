@@ -43,9 +43,9 @@ const GRPC_UNIMPLEMENTED: u32 = 12;
 /// gRPC status code `PERMISSION_DENIED`.
 const GRPC_PERMISSION_DENIED: u32 = 7;
 
-/// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1, plus `proxy-connection`).
-const HOP_BY_HOP: [&str; 5] =
-    ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
+/// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1, plus `proxy-connection`):
+/// the fields HTTP/2 forbids, which the client to nodes also strips from trailers.
+const HOP_BY_HOP: [&str; 5] = crate::h2_client::CONNECTION_SPECIFIC;
 
 /// The header that lists the clients a request came through.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
