@@ -2,7 +2,7 @@
 //! one run on loopback.
 //!
 //! ```text
-//! cargo run --release --example bench_balancer [-- --rounds 3 --seconds 2 --no-tls --perf FILE --baseline BIN]
+//! cargo run --release --example bench_balancer [-- --rounds 3 --seconds 2 --no-tls --perf FILE --baseline BIN --syscalls]
 //! ```
 //!
 //! **What runs.** The `spectrum` binary of the same build profile (built first with
@@ -42,7 +42,9 @@
 //! (call graphs) during its first 8×8 round (Debian's `linux-perf`).
 //! `--baseline PATH` runs one more balancer, from another `spectrum` binary (a
 //! build of an earlier commit), over the same nodes: before and after a change in
-//! one run.
+//! one run. `--syscalls` counts, with `perf stat`, each proxy's system calls
+//! (reads, writes, polls, futexes) and context switches per request in its first
+//! round of every shape, and prints them under the shape's table.
 //!
 //! Everything shares this machine's cores: the load generator and the nodes compete
 //! with the proxy for CPU, so throughput figures are a floor and comparable only
@@ -58,6 +60,7 @@ mod load;
 #[path = "../support/processes.rs"]
 mod processes;
 mod report;
+mod syscalls;
 
 use fixture::Fixture;
 use load::{BoxError, Call, Endpoint, Load, Round};
@@ -74,12 +77,19 @@ struct Options {
     tls: bool,
     perf: Option<PathBuf>,
     baseline: Option<PathBuf>,
+    syscalls: bool,
 }
 
 impl Options {
     fn parse() -> Result<Options, BoxError> {
-        let mut options =
-            Options { rounds: 3, window: Duration::from_secs(2), tls: true, perf: None, baseline: None };
+        let mut options = Options {
+            rounds: 3,
+            window: Duration::from_secs(2),
+            tls: true,
+            perf: None,
+            baseline: None,
+            syscalls: false,
+        };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -91,6 +101,7 @@ impl Options {
                 "--no-tls" => options.tls = false,
                 "--perf" => options.perf = Some(PathBuf::from(value()?)),
                 "--baseline" => options.baseline = Some(PathBuf::from(value()?)),
+                "--syscalls" => options.syscalls = true,
                 other => return Err(format!("unknown argument {other:?} (see the example's docs)").into()),
             }
         }
@@ -202,20 +213,31 @@ async fn run() -> Result<(), BoxError> {
     for shape in &SHAPES {
         let targets = targets(&fixture, shape);
         println!("\n{}", shape.title);
-        let rounds = measure(shape, &targets, &options).await?;
+        let (rounds, counted) = measure(shape, &targets, &options).await?;
         let summaries: Vec<Summary> =
             targets.iter().zip(&rounds).map(|(t, r)| Summary::of(t.name, r)).collect();
         report::table(&summaries, matches!(shape.load.call, Call::Download(_)));
         report::ratios(shape.title, &summaries, shape.one_by_one, &mut verdicts);
         report::pair_ratios(&summaries);
+        syscalls::table(&counted);
     }
     report::verdicts(&verdicts);
     Ok(())
 }
 
+/// What `--syscalls` counted: per proxy, its requests and [`syscalls::Counting`]'s counts.
+type Counted = Vec<(&'static str, u64, Vec<u64>)>;
+
 /// Every round of `shape` at every target, in rotating order; printed as they come.
-async fn measure(shape: &Shape, targets: &[Target], options: &Options) -> Result<Vec<Vec<Round>>, BoxError> {
+/// With `--syscalls`, also each proxy's counts in its first round (from before its
+/// connections are opened and warmed up: a few requests more than the window's).
+async fn measure(
+    shape: &Shape,
+    targets: &[Target],
+    options: &Options,
+) -> Result<(Vec<Vec<Round>>, Counted), BoxError> {
     let mut rounds: Vec<Vec<Round>> = targets.iter().map(|_| Vec::new()).collect();
+    let mut counted = Counted::new();
     for r in 0..options.rounds {
         let mut line = format!("  round {}:", r + 1);
         for k in 0..targets.len() {
@@ -227,11 +249,18 @@ async fn measure(shape: &Shape, targets: &[Target], options: &Options) -> Result
                 }
                 _ => None,
             };
+            let counting = match target.pid {
+                Some(pid) if options.syscalls && r == 0 => Some(syscalls::Counting::start(pid)?),
+                _ => None,
+            };
             let round = load::round(shape.load, &target.endpoints, target.pid, options.window)
                 .await
                 .map_err(|e| format!("{} at {}: {e}", shape.title, target.name))?;
             if let Some(perf) = perf {
                 perf.stop();
+            }
+            if let Some(counting) = counting {
+                counted.push((target.name, round.requests, counting.stop()?));
             }
             line.push_str(&format!(
                 "  {} {:.0}/s",
@@ -242,7 +271,7 @@ async fn measure(shape: &Shape, targets: &[Target], options: &Options) -> Result
         }
         println!("{line}");
     }
-    Ok(rounds)
+    Ok((rounds, counted))
 }
 
 /// `perf record` with call graphs on one process, stopped with SIGINT (so it writes
