@@ -60,6 +60,7 @@ mod load;
 #[path = "../support/processes.rs"]
 mod processes;
 mod report;
+#[path = "../support/syscalls.rs"]
 mod syscalls;
 
 use fixture::Fixture;
@@ -219,14 +220,14 @@ async fn run() -> Result<(), BoxError> {
         report::table(&summaries, matches!(shape.load.call, Call::Download(_)));
         report::ratios(shape.title, &summaries, shape.one_by_one, &mut verdicts);
         report::pair_ratios(&summaries);
-        syscalls::table(&counted);
+        syscalls::table("per request", &counted);
     }
     report::verdicts(&verdicts);
     Ok(())
 }
 
 /// What `--syscalls` counted: per proxy, its requests and [`syscalls::Counting`]'s counts.
-type Counted = Vec<(&'static str, u64, Vec<u64>)>;
+type Counted = Vec<(String, u64, Vec<u64>)>;
 
 /// Every round of `shape` at every target, in rotating order; printed as they come.
 /// With `--syscalls`, also each proxy's counts in its first round (from before its
@@ -250,7 +251,7 @@ async fn measure(
                 _ => None,
             };
             let counting = match target.pid {
-                Some(pid) if options.syscalls && r == 0 => Some(syscalls::Counting::start(pid)?),
+                Some(pid) if options.syscalls && r == 0 => Some(syscalls::Counting::start(&[pid])?),
                 _ => None,
             };
             let round = load::round(shape.load, &target.endpoints, target.pid, options.window)
@@ -260,7 +261,7 @@ async fn measure(
                 perf.stop();
             }
             if let Some(counting) = counting {
-                counted.push((target.name, round.requests, counting.stop()?));
+                counted.push((target.name.to_owned(), round.requests, counting.stop()?));
             }
             line.push_str(&format!(
                 "  {} {:.0}/s",

@@ -2,7 +2,7 @@
 //! durable storage on both sides.
 //!
 //! ```text
-//! cargo run --release --example bench_consensus [-- --quick | --rounds 3 --ops 500 --seconds 3]
+//! cargo run --release --example bench_consensus [-- --quick | --rounds 3 --ops 500 --seconds 3] [--syscalls]
 //! ```
 //!
 //! **What runs.** Three etcd members (Debian's `etcd-server`, installed with
@@ -32,6 +32,11 @@
 //! second is the median round. The load generator shares the cores with both
 //! clusters: figures are comparable within one run, as ratios.
 //!
+//! **`--syscalls`** counts, with `perf stat` (Debian's `linux-perf`), the system
+//! calls (reads, writes, polls, futexes, fsyncs) and context switches of each
+//! system's three processes in its first round of every shape, and prints them
+//! per operation under the shape's table.
+//!
 //! **Spectrum's configurations** are the table [`MODES`]: Raft mode
 //! (`replication = "raft"` in the node file, judged against issue 14's target),
 //! and last-writer-wins at `--ack quorum` and `--ack all`, whose compare-and-set
@@ -42,6 +47,8 @@ mod etcd;
 mod processes;
 mod report;
 mod spectrum_cluster;
+#[path = "../support/syscalls.rs"]
+mod syscalls;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -86,16 +93,21 @@ struct Options {
     ops: usize,
     /// The concurrent shape's window per round.
     window: Duration,
+    /// Count each system's system calls in its first round of each shape.
+    syscalls: bool,
 }
 
 impl Options {
     fn parse() -> Result<Options, BoxError> {
-        let mut options = Options { rounds: 3, ops: 500, window: Duration::from_secs(3) };
+        let mut options = Options { rounds: 3, ops: 500, window: Duration::from_secs(3), syscalls: false };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
             match arg.as_str() {
-                "--quick" => options = Options { rounds: 2, ops: 150, window: Duration::from_secs(1) },
+                "--quick" => {
+                    options = Options { rounds: 2, ops: 150, window: Duration::from_secs(1), ..options }
+                }
+                "--syscalls" => options.syscalls = true,
                 "--rounds" => options.rounds = value()?.parse::<usize>()?.clamp(1, 20),
                 "--ops" => options.ops = value()?.parse::<usize>()?.clamp(10, 100_000),
                 "--seconds" => {
@@ -117,6 +129,8 @@ struct System {
     members: Vec<Client>,
     preferred: usize,
     prefix: &'static str,
+    /// The system's processes (three members).
+    pids: Vec<u32>,
 }
 
 /// The client shapes, in the order run.
@@ -179,11 +193,12 @@ async fn run() -> Result<(), BoxError> {
     let shapes = [Shape::SequentialPuts, Shape::ConcurrentPuts, Shape::SequentialCas];
     for (s, shape) in shapes.iter().enumerate() {
         println!("\n{}", shape.title());
-        let rounds = measure(*shape, &systems, &options).await;
+        let (rounds, counted) = measure(*shape, &systems, &options).await?;
         processes.all_running()?;
         let summaries: Vec<Summary> = rounds.iter().map(|r| Summary::of(r)).collect();
         let names: Vec<&str> = systems.iter().map(|s| s.name.as_str()).collect();
         report::shape_table(&names, &summaries);
+        syscalls::table("per operation (3 processes)", &counted);
         for (k, summary) in summaries.into_iter().enumerate() {
             table.insert((s, k), summary);
         }
@@ -204,6 +219,7 @@ async fn start_systems(
 ) -> Result<Vec<System>, BoxError> {
     let etcd = etcd::start(dir, processes).await?;
     let mut systems = vec![System {
+        pids: processes.pids_since(0),
         name: format!("etcd {} (3 members)", etcd.version),
         members: etcd.members.iter().cloned().map(Client::Etcd).collect(),
         preferred: etcd.leader,
@@ -211,15 +227,18 @@ async fn start_systems(
         judged: false,
     }];
     println!("etcd's leader is etcd-{}: the sequential shapes go to it", etcd.leader + 1);
-    let mut clusters: Vec<(&str, spectrum_cluster::SpectrumCluster)> = Vec::new();
+    let mut clusters: Vec<(&str, spectrum_cluster::SpectrumCluster, Vec<u32>)> = Vec::new();
     for mode in MODES {
-        if !clusters.iter().any(|(settings, _)| *settings == mode.settings) {
+        if !clusters.iter().any(|(settings, ..)| *settings == mode.settings) {
             let name = format!("c{}", clusters.len() + 1);
+            let started = processes.len();
             let cluster = spectrum_cluster::start(bin, dir, &name, mode.settings, processes).await?;
-            clusters.push((mode.settings, cluster));
+            clusters.push((mode.settings, cluster, processes.pids_since(started)));
         }
-        let (_, cluster) =
-            clusters.iter().find(|(settings, _)| *settings == mode.settings).ok_or("cluster just started")?;
+        let (_, cluster, pids) = clusters
+            .iter()
+            .find(|(settings, ..)| *settings == mode.settings)
+            .ok_or("cluster just started")?;
         let preferred = cluster.preferred().await?;
         println!("{}: the sequential shapes go to node-{}", mode.name, preferred + 1);
         systems.push(System {
@@ -232,21 +251,36 @@ async fn start_systems(
             preferred,
             prefix: "settings/bench/",
             judged: mode.judged,
+            pids: pids.clone(),
         });
     }
     Ok(systems)
 }
 
+/// What `--syscalls` counted: per system, its operations and [`syscalls::Counting`]'s counts.
+type Counted = Vec<(String, u64, Vec<u64>)>;
+
 /// Every round of `shape` at every system, in rotating order; each round's
-/// figures printed as they come. One list of rounds per system.
-async fn measure(shape: Shape, systems: &[System], options: &Options) -> Vec<Vec<Round>> {
+/// figures printed as they come. One list of rounds per system and, with
+/// `--syscalls`, each system's counts in its first round.
+async fn measure(
+    shape: Shape,
+    systems: &[System],
+    options: &Options,
+) -> Result<(Vec<Vec<Round>>, Counted), BoxError> {
     let mut rounds: Vec<Vec<Round>> = systems.iter().map(|_| Vec::new()).collect();
+    let mut counted = Counted::new();
     for r in 0..options.rounds {
         let mut line = format!("  round {}:", r + 1);
         for k in 0..systems.len() {
             let slot = (k + r) % systems.len();
             let system = &systems[slot];
             let preferred = &system.members[system.preferred];
+            let counting = if options.syscalls && r == 0 {
+                Some(syscalls::Counting::start(&system.pids)?)
+            } else {
+                None
+            };
             let round = match shape {
                 Shape::SequentialPuts => {
                     workload::sequential_puts(preferred, system.prefix, options.ops).await
@@ -256,6 +290,12 @@ async fn measure(shape: Shape, systems: &[System], options: &Options) -> Vec<Vec
                 }
                 Shape::SequentialCas => workload::sequential_cas(preferred, system.prefix, options.ops).await,
             };
+            if let Some(counting) = counting {
+                let counts = counting.stop()?;
+                if round.not_measured.is_none() {
+                    counted.push((system.name.clone(), round.latencies.len() as u64, counts));
+                }
+            }
             match &round.not_measured {
                 Some(_) => line.push_str(&format!("  {}: -", system.name)),
                 None => line.push_str(&format!("  {}: {:.0}/s", system.name, round.rate())),
@@ -264,5 +304,5 @@ async fn measure(shape: Shape, systems: &[System], options: &Options) -> Vec<Vec
         }
         println!("{line}");
     }
-    rounds
+    Ok((rounds, counted))
 }

@@ -42,6 +42,11 @@ impl Processes {
     pub(crate) fn len(&self) -> usize {
         self.0.len()
     }
+
+    /// The process ids of the processes started after the first `start`.
+    pub(crate) fn pids_since(&self, start: usize) -> Vec<u32> {
+        self.0.iter().skip(start).map(Child::id).collect()
+    }
 }
 
 impl Drop for Processes {

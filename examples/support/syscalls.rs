@@ -1,18 +1,20 @@
-//! `--syscalls`: the system calls and context switches a proxy makes per request,
-//! counted by `perf stat` (Debian's `linux-perf`) on its process for one window.
+//! `--syscalls`: the system calls and context switches processes make per
+//! operation, counted by `perf stat` (Debian's `linux-perf`) for one window.
+//! Shared by `bench_balancer` (a proxy's process) and `bench_consensus` (a
+//! cluster's three), each including this file with `#[path]`.
 //!
-//! The kernel's loopback TCP and wake-ups are a third or more of a proxy's CPU time
-//! on this benchmark, so how many reads, writes, polls and sleeps a request costs
-//! is where two proxies with the same protocol work part ways. Counting uses the
-//! syscall tracepoints, which cost far less than `strace`.
+//! The kernel (loopback TCP, fsync, wake-ups) is a third to a half of the CPU
+//! time in these benchmarks, so how many reads, writes, polls and sleeps an
+//! operation costs is where two systems doing the same protocol work part ways.
+//! Counting uses the syscall tracepoints, which cost far less than `strace`.
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::load::BoxError;
+use crate::processes::BoxError;
 
 /// The events counted, as `perf stat` names them, and how the table heads them.
-const EVENTS: [(&str, &str); 10] = [
+const EVENTS: [(&str, &str); 12] = [
     ("raw_syscalls:sys_enter", "syscalls"),
     ("context-switches", "switches"),
     ("syscalls:sys_enter_read", "read"),
@@ -23,19 +25,23 @@ const EVENTS: [(&str, &str); 10] = [
     ("syscalls:sys_enter_epoll_wait", "epoll_wait"),
     ("syscalls:sys_enter_epoll_ctl", "epoll_ctl"),
     ("syscalls:sys_enter_futex", "futex"),
+    ("syscalls:sys_enter_fdatasync", "fdatasync"),
+    ("syscalls:sys_enter_fsync", "fsync"),
 ];
 
-/// `perf stat` counting [`EVENTS`] on one process until stopped.
+/// `perf stat` counting [`EVENTS`] over some processes until stopped.
 pub(crate) struct Counting {
     /// Taken by [`stop`](Self::stop); killed on drop otherwise.
     child: Option<Child>,
 }
 
 impl Counting {
-    pub(crate) fn start(pid: u32) -> Result<Counting, BoxError> {
+    /// Starts counting the processes `pids` (their threads included), summed.
+    pub(crate) fn start(pids: &[u32]) -> Result<Counting, BoxError> {
         let events: Vec<&str> = EVENTS.iter().map(|(event, _)| *event).collect();
+        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
         let child = Command::new("perf")
-            .args(["stat", "-x", ",", "-e", &events.join(","), "-p", &pid.to_string()])
+            .args(["stat", "-x", ",", "-e", &events.join(","), "-p", &pids.join(",")])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -76,18 +82,20 @@ impl Drop for Counting {
     }
 }
 
-/// Prints one line per proxy: each event's count per request.
-pub(crate) fn table(rows: &[(&str, u64, Vec<u64>)]) {
+/// Prints one line per row (a name, its operations and [`Counting::stop`]'s
+/// counts): each event's count per operation, headed `per`.
+pub(crate) fn table(per: &str, rows: &[(String, u64, Vec<u64>)]) {
     if rows.is_empty() {
         return;
     }
-    let mut head = format!("  {:<16}", "per request");
+    let width = rows.iter().map(|(name, ..)| name.len()).max().unwrap_or(0).max(per.len());
+    let mut head = format!("  {per:<width$}");
     for (_, title) in EVENTS {
         head.push_str(&format!(" {title:>10}"));
     }
     println!("{head}");
     for (name, requests, counts) in rows {
-        let mut line = format!("  {name:<16}");
+        let mut line = format!("  {name:<width$}");
         for count in counts {
             line.push_str(&format!(" {:>10.2}", *count as f64 / (*requests).max(1) as f64));
         }
