@@ -178,6 +178,7 @@ pub mod conformance;
 pub mod credential;
 pub mod error;
 mod gate;
+mod group_commit;
 mod handshake;
 pub mod horizon;
 #[cfg(feature = "testing")]

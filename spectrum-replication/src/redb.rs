@@ -14,6 +14,17 @@
 //! - a failed commit changes nothing (the error is returned and memory is left
 //!   as it was).
 //!
+//! Local batches ([`apply`](ConfigStore::apply)) and merges
+//! ([`merge`](ConfigStore::merge)) that arrive while another write is being
+//! committed are committed together, in one transaction and one fsync (group
+//! commit, as LevelDB's write path; see `group_commit.rs`): each is planned on
+//! top of those before it in the group, none is visible in memory before the
+//! transaction is on disk, and each caller is answered once it is. A failed
+//! commit fails every write of its group alike, and changes nothing. So
+//! concurrent writers cost one fsync per group rather than one each, and no
+//! node ever shows (and so replicates) a write a crash could still take back,
+//! which would reuse its sequence number.
+//!
 //! The one exception is [`merge_deferred`](ConfigStore::merge_deferred), for a
 //! caller that can replay what a crash loses (Raft mode's state machine): its
 //! change is applied in memory at once, without touching the file, and queued;
@@ -107,11 +118,12 @@ use tracing::{debug, info, trace, warn};
 use crate::changelog::{ChangeLogLimits, FeedHead, check_from, page};
 use crate::conflict::Conflict;
 use crate::error::StoreError;
+use crate::group_commit::GroupCommit;
 use crate::origin::{InvalidOrigin, Origin};
 use crate::proto;
 use crate::record::{
     Change, ChangeBatch, DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, Snapshot, VersionToken,
-    VersionVector, WriteBatch,
+    VersionVector, Write, WriteBatch,
 };
 use crate::redb_log::{self, CHANGES, corrupt, storage};
 use crate::state::{Changes, Parts, State, check_record};
@@ -170,6 +182,40 @@ pub const FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(10
 /// Records the deferred queue holds at most: the change that fills it writes
 /// the queue before it returns, so a writer faster than the disk waits for it.
 pub const MAX_BEHIND_RECORDS: usize = 4096;
+/// Most writes (local batches and merges) committed in one group.
+const MAX_GROUP_WRITES: usize = 256;
+/// Most bytes (keys and values) of the writes committed in one group, but for
+/// its first write, which always goes.
+const MAX_GROUP_BYTES: usize = 8 * 1024 * 1024;
+
+/// A write committed in a group (see [the module docs](crate::redb)).
+enum GroupOp {
+    /// A validated local batch, written under `me`.
+    Apply { me: Origin, batch: WriteBatch },
+    /// Checked remote records and their sender's word.
+    Merge { records: Vec<Record>, covers: VersionVector },
+}
+
+/// A group write's answer.
+enum GroupOut {
+    Applied(Vec<Record>),
+    Merged(MergeReport),
+}
+
+impl GroupOp {
+    /// Bytes of keys and values it writes, roughly.
+    fn weight(&self) -> usize {
+        let record = |r: &Record| r.key.len() + r.value.as_ref().map_or(0, |v| v.len());
+        let write = |w: &Write| match w {
+            Write::Put { key, value } => key.len() + value.len(),
+            Write::Delete { key } => key.len(),
+        };
+        match self {
+            GroupOp::Apply { batch, .. } => batch.writes.iter().map(write).sum(),
+            GroupOp::Merge { records, .. } => records.iter().map(record).sum(),
+        }
+    }
+}
 
 /// A [`ConfigStore`] that persists every change to a redb file before
 /// acknowledging it. See the [module docs](crate::redb).
@@ -221,6 +267,8 @@ struct Shared {
     feed: broadcast::Sender<Record>,
     /// What the durable change log keeps (see [`changelog`](crate::changelog)).
     limits: RwLock<ChangeLogLimits>,
+    /// Local batches and merges waiting to be committed in a group.
+    group: GroupCommit<GroupOp, GroupOut, StoreError>,
 }
 
 /// The write-behind queue of [`merge_deferred`](ConfigStore::merge_deferred),
@@ -340,6 +388,7 @@ impl RedbStore {
                 behind: Mutex::new(behind),
                 feed,
                 limits: RwLock::new(ChangeLogLimits::default()),
+                group: GroupCommit::new(MAX_GROUP_WRITES, MAX_GROUP_BYTES),
             }),
         })
     }
@@ -404,6 +453,21 @@ impl RedbStore {
             .map_err(storage(self.shared.path.display().to_string(), "finish a write to"))?
     }
 
+    /// Commits `op` in a group (see [the module docs](crate::redb)), on the blocking pool.
+    async fn write_grouped(&self, op: GroupOp) -> Result<GroupOut, StoreError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let weight = op.weight();
+            let lost = || {
+                let why = std::io::Error::other("the commit of this write's group was interrupted");
+                storage(shared.path.display().to_string(), "finish a write to")(why)
+            };
+            shared.group.submit(op, weight, &shared.writer, |ops| shared.commit_group(ops), lost)
+        })
+        .await
+        .map_err(storage(self.shared.path.display().to_string(), "finish a write to"))?
+    }
+
     /// Runs `f` on the blocking pool.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -415,6 +479,49 @@ impl RedbStore {
             .await
             .map_err(storage(self.shared.path.display().to_string(), verb))?
     }
+}
+
+/// The failure `e` of a group's commit, as each write of the group is told
+/// it: a [`StoreError::Storage`] with the same subject, verb and message, whose
+/// source is an I/O error of the underlying kind (so a full disk reads as
+/// [`StorageFull`](std::io::ErrorKind::StorageFull), which redb's commit error
+/// does not expose as a source).
+fn same_failure(e: &StoreError, path: &Path) -> StoreError {
+    match e {
+        StoreError::Storage { subject, verb, source } => {
+            let kind = io_kind(&**source).unwrap_or(std::io::ErrorKind::Other);
+            let source = Box::new(std::io::Error::new(kind, source.to_string()));
+            StoreError::Storage { subject: subject.clone(), verb, source }
+        }
+        other => StoreError::Storage {
+            subject: path.display().to_string(),
+            verb: "commit a write to",
+            source: Box::new(std::io::Error::other(other.to_string())),
+        },
+    }
+}
+
+/// The kind of the first I/O error in `e`'s chain, looking into redb's
+/// storage and commit errors too.
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let io = c
+            .downcast_ref::<std::io::Error>()
+            .or_else(|| match c.downcast_ref::<::redb::StorageError>() {
+                Some(::redb::StorageError::Io(io)) => Some(io),
+                _ => None,
+            })
+            .or_else(|| match c.downcast_ref::<::redb::CommitError>() {
+                Some(::redb::CommitError::Storage(::redb::StorageError::Io(io))) => Some(io),
+                _ => None,
+            });
+        if let Some(io) = io {
+            return Some(io.kind());
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// Writes `shared`'s deferred queue [`FLUSH_AFTER`] from now, unless the
@@ -447,6 +554,43 @@ impl Shared {
         self.state.write().commit(&changes);
         self.publish(&changes);
         Ok(out)
+    }
+
+    /// Plans `ops` one after the other in one draft, commits the changes of
+    /// them all in one transaction with fsync (after the deferred queue), then
+    /// to memory; one answer per operation, in order. The caller holds
+    /// `writer`. A failure answers every operation with it.
+    fn commit_group(&self, ops: Vec<GroupOp>) -> Vec<Result<GroupOut, StoreError>> {
+        let count = ops.len();
+        let failed = |e: StoreError| -> Vec<Result<GroupOut, StoreError>> {
+            (0..count).map(|_| Err(same_failure(&e, &self.path))).collect()
+        };
+        let _disk = self.disk.lock();
+        let open = match self.ensure_open(&mut self.db.lock()) {
+            Ok(open) => open.clone(),
+            Err(e) => return failed(e),
+        };
+        let (changes, outs) = {
+            let state = self.state.read();
+            let mut draft = state.draft();
+            let outs: Vec<GroupOut> = ops
+                .into_iter()
+                .map(|op| match op {
+                    GroupOp::Apply { me, batch } => GroupOut::Applied(draft.apply(&me, &self.hlc, batch)),
+                    GroupOp::Merge { records, covers } => GroupOut::Merged(draft.merge(records, &covers)),
+                })
+                .collect();
+            (draft.finish(), outs)
+        };
+        if !changes.is_empty() {
+            // Deferred changes are in memory before these: on the file too.
+            if let Err(e) = self.commit_queue(&open, Some(&changes), Durability::Immediate) {
+                return failed(e);
+            }
+            self.state.write().commit(&changes);
+            self.publish(&changes);
+        }
+        outs.into_iter().map(Ok).collect()
     }
 
     /// Sends the records `changes` stored to the live feed.
@@ -1042,8 +1186,10 @@ impl ConfigStore for RedbStore {
 
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {
         batch.validate(self.max_value_bytes)?;
-        let me = self.origin.clone();
-        let out = self.write(move |st, hlc| st.plan_apply(&me, hlc, batch)).await?;
+        let op = GroupOp::Apply { me: self.origin.clone(), batch };
+        let GroupOut::Applied(out) = self.write_grouped(op).await? else {
+            unreachable!("a local batch is answered with its records")
+        };
         trace!(origin = %self.origin, writes = out.len(), "applied local batch");
         Ok(out)
     }
@@ -1052,8 +1198,10 @@ impl ConfigStore for RedbStore {
         for r in &records {
             check_record(r, self.max_value_bytes)?;
         }
-        let covers = covers.clone();
-        let report = self.write(move |st, _| st.plan_merge(records, &covers)).await?;
+        let op = GroupOp::Merge { records, covers: covers.clone() };
+        let GroupOut::Merged(report) = self.write_grouped(op).await? else {
+            unreachable!("a merge is answered with its report")
+        };
         trace!(origin = %self.origin, applied = report.applied, ignored = report.ignored, "merged remote records");
         Ok(report)
     }
@@ -1392,6 +1540,69 @@ mod tests {
 
     fn hlc() -> Arc<Hlc> {
         Arc::new(Hlc::system())
+    }
+
+    /// Local batches and merges that queue while another write holds the store
+    /// are committed in one group: each planned on those before it (one
+    /// sequence of numbers, a later write of a key superseding an earlier
+    /// one), none visible before the group is on disk, and all of it there
+    /// after a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_queued_behind_a_commit_are_committed_as_one_group_each_on_the_ones_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.redb");
+        let store = Arc::new(RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap());
+        let source = MemoryStore::new("n2".parse().unwrap(), hlc());
+        let remote = source.apply(WriteBatch::new().put("settings/remote", "r")).await.unwrap();
+        let groups_before = store.shared.group.groups();
+        let held = store.shared.writer.lock();
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..6 {
+            let store = store.clone();
+            writes.spawn(async move {
+                let batch = WriteBatch::new()
+                    .put("settings/shared", format!("v{i}"))
+                    .put(format!("settings/k{i}"), "x");
+                store.apply(batch).await.map(|_| ())
+            });
+        }
+        let merging = store.clone();
+        let merged = remote.len();
+        writes.spawn(async move { merging.merge(remote, &VersionVector::default()).await.map(|_| ()) });
+        for _ in 0..1000 {
+            if store.shared.group.queued() == 7 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(store.shared.group.queued(), 7, "every write queued behind the held writer");
+        assert!(store.get("settings/shared").await.unwrap().is_none(), "nothing visible before the commit");
+        drop(held);
+        while let Some(done) = writes.join_next().await {
+            done.unwrap().unwrap();
+        }
+        assert_eq!(store.shared.group.groups() - groups_before, 1, "one group, one transaction");
+
+        let mine = store.origin().clone();
+        let seqs: BTreeSet<u64> = store
+            .scan("settings/k")
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.origin == mine)
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs.len(), 6, "six distinct numbers for six batches: {seqs:?}");
+        assert_eq!(store.digest().await.unwrap().get(&mine), 12, "numbers 1..=12, without a gap");
+        let shared = store.get("settings/shared").await.unwrap().unwrap();
+        assert!(store.conflicts("settings/").await.unwrap().is_empty(), "each write saw the one before");
+        let before: Vec<Record> = store.scan("").await.unwrap();
+        assert_eq!(before.len(), 1 + 6 + merged);
+
+        drop(store);
+        let reopened = RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap();
+        assert_eq!(reopened.scan("").await.unwrap(), before, "the whole group is on disk");
+        assert_eq!(reopened.get("settings/shared").await.unwrap(), Some(shared));
     }
 
     /// Writes a file as the format before incarnations did: format 1, no

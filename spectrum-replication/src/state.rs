@@ -324,46 +324,23 @@ impl State {
     /// Plans a local batch (already validated): stamps each write with `hlc` and
     /// numbers it as the next sequence number of `me`, the store's origin.
     pub(crate) fn plan_apply(&self, me: &Origin, hlc: &Hlc, batch: WriteBatch) -> (Changes, Vec<Record>) {
-        // A local write must win over the record it replaces, even one stamped by
-        // a peer whose clock runs ahead of ours.
-        // It supersedes the key's conflict losers too, so it wins over them.
-        for w in &batch.writes {
-            for held in
-                self.records.get(w.key()).into_iter().chain(self.losers.get(w.key()).into_iter().flatten())
-            {
-                hlc.restore(held.stamp);
-            }
-        }
-        let mut d = Draft::new(self);
-        let mut out = Vec::with_capacity(batch.writes.len());
-        for w in batch.writes {
-            let seq = d.next_local_seq(me);
-            let (key, value) = match w {
-                Write::Put { key, value } => (key, Some(value)),
-                Write::Delete { key } => (key, None),
-            };
-            let held: Vec<&Record> = d.get(&key).into_iter().chain(d.losers_of(&key)).collect();
-            let lineage = conflict::lineage_of(&held, &self.gc_floor);
-            let rec = Record { key, value, stamp: hlc.now(), origin: me.clone(), seq, lineage };
-            d.set_losers(&rec.key, Vec::new());
-            d.put(rec.clone());
-            d.mark_seen(me, seq);
-            out.push(rec);
-        }
+        let mut d = self.draft();
+        let out = d.apply(me, hlc, batch);
         (d.finish(), out)
     }
 
     /// Plans merging remote records (already checked) and a sender's `covers`.
     pub(crate) fn plan_merge(&self, records: Vec<Record>, covers: &VersionVector) -> (Changes, MergeReport) {
-        let mut d = Draft::new(self);
-        let mut report = MergeReport::default();
-        for r in records {
-            d.merge_one(r, &mut report);
-        }
-        for (origin, &seq) in &covers.entries {
-            d.raise_to(origin, seq);
-        }
+        let mut d = self.draft();
+        let report = d.merge(records, covers);
         (d.finish(), report)
+    }
+
+    /// A draft over this state, to plan several local batches and merges one
+    /// after the other, each seeing those before it, into one [`Changes`]
+    /// (what a durable store commits together: a group commit).
+    pub(crate) fn draft(&self) -> Draft<'_> {
+        Draft::new(self)
     }
 
     /// Plans restoring a snapshot (records already checked): last-writer-wins per
@@ -583,8 +560,10 @@ impl Page {
     }
 }
 
-/// A copy-on-touch overlay over a [`State`], turned into [`Changes`].
-struct Draft<'a> {
+/// A copy-on-touch overlay over a [`State`], turned into [`Changes`]: the
+/// operations planned on it see each other's changes, and the state sees none
+/// until the changes are [committed](State::commit).
+pub(crate) struct Draft<'a> {
     base: &'a State,
     records: BTreeMap<String, Option<Record>>,
     losers: BTreeMap<String, Vec<Record>>,
@@ -607,6 +586,50 @@ impl<'a> Draft<'a> {
             feed: Vec::new(),
             head: base.head,
         }
+    }
+
+    /// Plans a local batch (see [`State::plan_apply`]) on top of what the
+    /// draft holds. Not after a tombstone collection or a restore in the same
+    /// draft: a write's lineage is read against the state's tombstone floor.
+    pub(crate) fn apply(&mut self, me: &Origin, hlc: &Hlc, batch: WriteBatch) -> Vec<Record> {
+        debug_assert!(self.floor.is_empty(), "a local write planned after a floor change");
+        // A local write must win over the record it replaces, even one stamped by
+        // a peer whose clock runs ahead of ours.
+        // It supersedes the key's conflict losers too, so it wins over them.
+        for w in &batch.writes {
+            for held in self.get(w.key()).into_iter().chain(self.losers_of(w.key())) {
+                hlc.restore(held.stamp);
+            }
+        }
+        let mut out = Vec::with_capacity(batch.writes.len());
+        for w in batch.writes {
+            let seq = self.next_local_seq(me);
+            let (key, value) = match w {
+                Write::Put { key, value } => (key, Some(value)),
+                Write::Delete { key } => (key, None),
+            };
+            let held: Vec<&Record> = self.get(&key).into_iter().chain(self.losers_of(&key)).collect();
+            let lineage = conflict::lineage_of(&held, &self.base.gc_floor);
+            let rec = Record { key, value, stamp: hlc.now(), origin: me.clone(), seq, lineage };
+            self.set_losers(&rec.key, Vec::new());
+            self.put(rec.clone());
+            self.mark_seen(me, seq);
+            out.push(rec);
+        }
+        out
+    }
+
+    /// Plans merging remote records (see [`State::plan_merge`]) on top of what
+    /// the draft holds.
+    pub(crate) fn merge(&mut self, records: Vec<Record>, covers: &VersionVector) -> MergeReport {
+        let mut report = MergeReport::default();
+        for r in records {
+            self.merge_one(r, &mut report);
+        }
+        for (origin, &seq) in &covers.entries {
+            self.raise_to(origin, seq);
+        }
+        report
     }
 
     fn get(&self, key: &str) -> Option<&Record> {
@@ -783,7 +806,8 @@ impl<'a> Draft<'a> {
         }
     }
 
-    fn finish(self) -> Changes {
+    /// The changes of everything planned on the draft, in the order planned.
+    pub(crate) fn finish(self) -> Changes {
         let base = self.base;
         let vv = self.vv.into_iter().filter(|(o, s)| *s > base.vv.get(o)).collect();
         let pending = self

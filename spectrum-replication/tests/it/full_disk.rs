@@ -94,3 +94,65 @@ async fn a_store_on_a_full_disk_fails_naming_its_file_and_writes_again_once_spac
     let again = store.digest().await.unwrap();
     assert_eq!(again, digest, "the file holds what memory held");
 }
+
+/// Whether `e` carries the I/O error of a full disk somewhere in its chain.
+fn is_full_disk(e: &StoreError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Concurrent writers on a full disk share group commits: every write of a
+/// failed group fails as a full disk naming the file (the same failure for
+/// each), none of them shows, and those acknowledged are all on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_on_a_full_disk_fail_alike_and_only_acknowledged_ones_remain() {
+    let fs = Tmpfs::mount("2m");
+    let path = fs.path().join("config.redb");
+    let id: NodeId = "n1".parse().unwrap();
+    let store = Arc::new(RedbStore::open(&path, id.clone(), Arc::new(Hlc::system())).unwrap());
+    store.apply(WriteBatch::new().put("settings/before", "kept")).await.unwrap();
+    let filler = fs.fill();
+
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let store = store.clone();
+        writers.spawn(async move {
+            let key = format!("settings/w{i}");
+            (key.clone(), store.apply(WriteBatch::new().put(key, vec![i as u8; 64 * 1024])).await)
+        });
+    }
+    let (mut acked, mut failed) = (Vec::new(), Vec::new());
+    while let Some(done) = writers.join_next().await {
+        match done.unwrap() {
+            (key, Ok(_)) => acked.push(key),
+            (key, Err(e)) => {
+                assert!(is_full_disk(&e), "{key}: not told the disk is full: {e:?}");
+                assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+                failed.push(key);
+            }
+        }
+    }
+    assert!(!failed.is_empty(), "a full disk made no write fail");
+    for key in &failed {
+        assert!(store.get(key).await.unwrap().is_none(), "{key} failed, yet shows");
+    }
+
+    std::fs::remove_file(filler).unwrap();
+    assert!(store.recover().await.unwrap(), "recovered");
+    let digest = store.digest().await.unwrap();
+    drop(store);
+    let store = RedbStore::open(&path, id, Arc::new(Hlc::system())).unwrap();
+    for key in acked.iter().map(String::as_str).chain(["settings/before"]) {
+        assert!(store.get(key).await.unwrap().is_some(), "{key} was acknowledged, and lost");
+    }
+    for key in &failed {
+        assert!(store.get(key).await.unwrap().is_none(), "{key} failed, yet came back");
+    }
+    assert_eq!(store.digest().await.unwrap(), digest, "the file holds what memory held");
+}
