@@ -1548,6 +1548,7 @@ mod tests {
     /// one), none visible before the group is on disk, and all of it there
     /// after a restart.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::await_holding_lock, reason = "the test holds the writer while writes queue behind it")]
     async fn writes_queued_behind_a_commit_are_committed_as_one_group_each_on_the_ones_before() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.redb");
