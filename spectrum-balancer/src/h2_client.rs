@@ -80,6 +80,12 @@ pub(crate) enum SendError {
         /// What the connection said.
         error: h2::Error,
     },
+    /// The request went out and the backend refused its stream without
+    /// processing it (RFC 9113): a `GOAWAY` whose last stream id is below the
+    /// stream's (§6.8), or `RST_STREAM` with `REFUSED_STREAM` (§8.7). Nothing
+    /// ran, so it may go to another backend whatever its method, when its body
+    /// can be sent again.
+    Refused(h2::Error),
     /// The request went out and the exchange broke before response headers
     /// (a reset stream, a closed connection).
     Broke(h2::Error),
@@ -89,7 +95,23 @@ impl SendError {
     /// What went wrong, for logs.
     pub(crate) fn error(&self) -> &h2::Error {
         match self {
-            SendError::NotSent { error, .. } | SendError::Broke(error) => error,
+            SendError::NotSent { error, .. } | SendError::Refused(error) | SendError::Broke(error) => error,
+        }
+    }
+
+    /// A stream's failure before its response: [`Refused`](Self::Refused) when
+    /// the backend says it never processed the stream, else [`Broke`](Self::Broke).
+    ///
+    /// `h2` fails a stream with a remote `GOAWAY` error only when the peer's
+    /// `GOAWAY` named a last stream id below it (streams at or below it go on,
+    /// and fail as I/O errors if the connection then drops), and with a remote
+    /// reset only when the peer sent `RST_STREAM`.
+    fn of_stream(error: h2::Error) -> Self {
+        let refused_stream = error.is_reset() && error.reason() == Some(h2::Reason::REFUSED_STREAM);
+        if error.is_remote() && (error.is_go_away() || refused_stream) {
+            SendError::Refused(error)
+        } else {
+            SendError::Broke(error)
         }
     }
 }
@@ -190,7 +212,7 @@ impl Sender {
                 guard = Some(CancelOnDrop(cancel));
             }
         }
-        let response = response.await.map_err(SendError::Broke)?;
+        let response = response.await.map_err(SendError::of_stream)?;
         let remaining = response
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -448,6 +470,7 @@ mod tests {
     use hyper::body::Incoming;
     use hyper::service::service_fn;
     use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
@@ -508,6 +531,76 @@ mod tests {
 
     fn small() -> Settings {
         Settings::with_windows(SMALL_WINDOW, SMALL_WINDOW)
+    }
+
+    /// A peer speaking raw HTTP/2 frames, for what no server library sends on
+    /// demand: it takes the client's first two requests (streams 1 and 3),
+    /// writes `refusal` (encoded frames), then answers stream 1 with status 200.
+    async fn raw_server(refusal: Vec<u8>) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut preface = [0u8; 24];
+            tcp.read_exact(&mut preface).await.unwrap();
+            tcp.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+            let mut opened = 0;
+            while opened < 2 {
+                let mut head = [0u8; 9];
+                if tcp.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                let mut payload = vec![0u8; len];
+                tcp.read_exact(&mut payload).await.unwrap();
+                match (head[3], head[4] & 1) {
+                    // HEADERS
+                    (1, _) => opened += 1,
+                    // SETTINGS, not an ACK: acknowledged
+                    (4, 0) => tcp.write_all(&frame(4, 1, 0, &[])).await.unwrap(),
+                    _ => {}
+                }
+            }
+            tcp.write_all(&refusal).await.unwrap();
+            // `:status: 200` (HPACK static index 8), END_STREAM | END_HEADERS.
+            tcp.write_all(&frame(1, 0x5, 1, &[0x88])).await.unwrap();
+            let mut rest = Vec::new();
+            let _ = tcp.read_to_end(&mut rest).await;
+        });
+        addr
+    }
+
+    /// An HTTP/2 frame of type `kind` with `flags` on `stream`.
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = (payload.len() as u32).to_be_bytes();
+        let mut out = vec![len[1], len[2], len[3], kind, flags];
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[tokio::test]
+    async fn a_stream_a_goaway_left_out_or_refused_is_told_apart_as_never_processed() {
+        // GOAWAY with last stream id 1 and NO_ERROR; RST_STREAM REFUSED_STREAM (7) on stream 3.
+        let goaway = frame(7, 0, 0, &[0, 0, 0, 1, 0, 0, 0, 0]);
+        let refused = frame(3, 0, 3, &7u32.to_be_bytes());
+        // A reset with another code may have come after processing began.
+        let cancelled = frame(3, 0, 3, &8u32.to_be_bytes());
+        for (refusal, never_processed) in [(goaway, true), (refused, true), (cancelled, false)] {
+            let addr = raw_server(refusal).await;
+            let sender = connect(addr, small()).await;
+            let get = || {
+                let empty = RequestBody::new(Empty::<Bytes>::new(), None, 0).attempt();
+                Request::get(format!("http://{addr}/")).body(empty).unwrap()
+            };
+            let (first, second) = tokio::join!(sender.send(get()), sender.send(get()));
+            assert_eq!(first.unwrap().status(), 200, "stream 1 was processed");
+            match second {
+                Err(SendError::Refused(_)) if never_processed => {}
+                Err(SendError::Broke(_)) if !never_processed => {}
+                other => panic!("never processed: {never_processed}; got {:?}", other.map(|r| r.status())),
+            }
+        }
     }
 
     #[tokio::test]

@@ -1,8 +1,9 @@
 //! One attempt: a request sent once to one backend, and the decision it ends with.
 //!
 //! The decisions are named, as pingora's proxy names `fail_to_connect` and
-//! `error_while_proxy`: an attempt whose request never reached the backend tries
-//! another; one that failed after the request was sent is retried or not ([`decide`]);
+//! `error_while_proxy`: an attempt whose request never reached the backend, or that
+//! the backend refused unprocessed (HTTP/2 `REFUSED_STREAM`, or a stream its
+//! `GOAWAY` left out), tries another; one that failed after the request was sent is retried or not ([`decide`]);
 //! anything else is the answer.
 
 use std::sync::Arc;
@@ -179,9 +180,10 @@ impl Proxy {
         }
     }
 
-    /// The exchange failed before any response: either the connection closed before
-    /// the request went out on `sender` (it comes back, for the next backend), or it
-    /// broke after.
+    /// The exchange failed before any response: the connection closed before the
+    /// request went out on `sender` (it comes back, for the next backend), the
+    /// backend refused its stream unprocessed (it may go to another whatever its
+    /// method, when its body can be sent again), or it broke after being sent.
     fn broke(
         &self,
         request: &mut Prepared,
@@ -198,6 +200,22 @@ impl Proxy {
             // When it was taken apart, the next attempt is made from the template.
             request.pending = unsent.map(|r| *r);
             return AttemptOutcome::NotSent;
+        }
+        if let SendError::Refused(error) = &error {
+            // Nothing of this request ran. After a GOAWAY (the backend shutting
+            // down) the connection takes no new streams; after a refused stream
+            // (the backend shedding load) it may.
+            if sender.is_closed() {
+                entry.upstream(self.worker).invalidate(underway.slot);
+            }
+            underway.completion.complete(Some(Verdict::Unavailable));
+            if may_resend_refused(request, underway.chances) {
+                debug!(node = %backend.id, %error, "backend refused the stream unprocessed; sending the request to another");
+                backend.load.record_retry();
+                return AttemptOutcome::NotSent;
+            }
+            warn!(node = %backend.id, %error, "backend refused the stream unprocessed, and no other may take the request");
+            return AttemptOutcome::Failed;
         }
         underway.completion.complete(Some(Verdict::Unavailable));
         let body_too_large = request.body.too_large();

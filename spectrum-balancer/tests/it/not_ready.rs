@@ -1,13 +1,16 @@
-//! A node's not-ready refusal (marked `spectrum-refused: not-ready`) is sent to
-//! another node, whatever the request: nothing ran.
+//! A node's not-ready refusal (marked `spectrum-refused: not-ready`), and a
+//! stream a node refused unprocessed (HTTP/2 `REFUSED_STREAM`, or left out by its
+//! `GOAWAY`), are sent to another node, whatever the request: nothing ran.
 
-use std::sync::atomic::Ordering;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use spectrum_balancer::BalancerConfig;
-use tokio::net::TcpStream;
+use spectrum_balancer::{BackendConfig, Balancer, BalancerConfig};
+use tokio::net::{TcpListener, TcpStream};
 use tonic_health::pb::health_check_response::ServingStatus as WireStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -123,5 +126,72 @@ async fn when_every_node_refuses_as_not_ready_the_client_gets_the_last_refusal_o
     let mut client = Client::h2c(balancer.local_addr()).await;
     let answer = client.get("/anything").await;
     assert_eq!((answer.status.as_u16(), answer.body.as_str()), (503, "not ready"));
+    balancer.shutdown().await;
+}
+
+/// A node that answers gRPC health checks (serving) and refuses every other
+/// stream unprocessed, with `RST_STREAM` `REFUSED_STREAM` (RFC 9113 §8.7), as a
+/// server shedding load may; counts the refusals. Its address.
+async fn refusing_node(refused: Arc<AtomicUsize>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let refused = refused.clone();
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(tcp).await else { return };
+                while let Some(Ok((request, mut respond))) = conn.accept().await {
+                    if request.uri().path() != "/grpc.health.v1.Health/Check" {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let head = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(())
+                        .unwrap();
+                    let Ok(mut stream) = respond.send_response(head, false) else { continue };
+                    // HealthCheckResponse { status: SERVING }, in its gRPC frame.
+                    let _ = stream.send_data(Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01]), false);
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    let _ = stream.send_trailers(trailers);
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_request_a_node_refused_unprocessed_is_sent_to_another_even_if_not_idempotent() {
+    let nodes = start_nodes(1).await;
+    let refused = Arc::new(AtomicUsize::new(0));
+    let refusing = BackendConfig::new("node-refusing".parse().unwrap(), refusing_node(refused.clone()).await);
+    // Nothing is idempotent here, and passive ejection is off: round robin keeps
+    // picking the refusing node for every other request.
+    let config = BalancerConfig { eject_after_failures: u32::MAX, ..fast_config() };
+    let balancer =
+        Balancer::builder(config).backends(vec![refusing, nodes[0].backend()]).start().await.unwrap();
+    wait_until("both nodes healthy", || balancer.stats().iter().filter(|s| s.healthy).count() == 2).await;
+
+    let body: &'static [u8] = b"a non-idempotent request body";
+    let io = TokioIo::new(TcpStream::connect(balancer.local_addr()).await.unwrap());
+    let (mut http2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+    tokio::spawn(conn);
+    let io = TokioIo::new(TcpStream::connect(balancer.local_addr()).await.unwrap());
+    let (mut http1, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let answer = post_echo(&mut http2, "http://balancer.test/echo", body).await;
+        assert_eq!(answer, (200, "node-0".into(), Bytes::from_static(body)));
+        assert_eq!(
+            post_echo(&mut http1, "/echo", body).await,
+            (200, "node-0".into(), Bytes::from_static(body))
+        );
+    }
+    assert_eq!(nodes[0].echoed.load(Ordering::Relaxed), 6, "each request ran once, on node-0");
+    let refusals = refused.load(Ordering::Relaxed);
+    assert!(refusals >= 2, "about every other request went to the refusing node first: {refusals}");
     balancer.shutdown().await;
 }
