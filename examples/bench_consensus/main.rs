@@ -198,6 +198,9 @@ async fn run() -> Result<(), BoxError> {
         let summaries: Vec<Summary> = rounds.iter().map(|r| Summary::of(r)).collect();
         let names: Vec<&str> = systems.iter().map(|s| s.name.as_str()).collect();
         report::shape_table(&names, &summaries);
+        if let Shape::ConcurrentPuts = shape {
+            report::by_member(&names, &rounds, |k| systems[k].preferred);
+        }
         syscalls::table("per operation (3 processes)", &counted);
         for (k, summary) in summaries.into_iter().enumerate() {
             table.insert((s, k), summary);

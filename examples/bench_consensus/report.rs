@@ -90,6 +90,32 @@ pub(crate) fn shape_table(names: &[&str], summaries: &[Summary]) {
     }
 }
 
+/// Each system's p50 and p99 by the member its writers went through, over
+/// every round, the member `preferred(k)` of system `k` marked (the leader in
+/// Raft mode and etcd: the others forward their writes to it).
+pub(crate) fn by_member(names: &[&str], rounds: &[Vec<Round>], preferred: impl Fn(usize) -> usize) {
+    println!("  by member written through (p50 / p99; * the leader, or the sequential shapes' member):");
+    for (k, (name, rounds)) in names.iter().zip(rounds).enumerate() {
+        let members = rounds.iter().map(|r| r.by_member.len()).max().unwrap_or(0);
+        let mut line = format!("    {name}:");
+        for m in 0..members {
+            let mut all: Vec<u64> =
+                rounds.iter().filter_map(|r| r.by_member.get(m)).flatten().copied().collect();
+            all.sort_unstable();
+            let at = |q: f64| {
+                Duration::from_nanos(
+                    all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+                        .copied()
+                        .unwrap_or(0),
+                )
+            };
+            let mark = if m == preferred(k) { "*" } else { "" };
+            line.push_str(&format!("  m{}{mark} {} / {}", m + 1, show(at(0.5)), show(at(0.99))));
+        }
+        println!("{line}");
+    }
+}
+
 /// Every figure of every system, then each Spectrum configuration's ratios to
 /// etcd: latency below 1.00 and throughput above 1.00 favour Spectrum.
 pub(crate) fn final_table(names: &[&str], table: &BTreeMap<(usize, usize), Summary>) {

@@ -108,6 +108,9 @@ pub(crate) struct Round {
     pub(crate) first_error: Option<String>,
     /// Why nothing was measured, when nothing was.
     pub(crate) not_measured: Option<String>,
+    /// The concurrent shape's latencies by the member written through (in
+    /// nanoseconds; empty for the sequential shapes).
+    pub(crate) by_member: Vec<Vec<u64>>,
 }
 
 impl Round {
@@ -158,7 +161,8 @@ pub(crate) async fn concurrent_puts(
     let ready = Arc::new(Barrier::new(writers + 1));
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
-            let client = clients[w % clients.len()].clone();
+            let member = w % clients.len();
+            let client = clients[member].clone();
             let prefix: Arc<str> = Arc::from(format!("{prefix}w{w}/"));
             let ready = ready.clone();
             tokio::spawn(async move {
@@ -177,16 +181,17 @@ pub(crate) async fn concurrent_puts(
                     }
                     i += 1;
                 }
-                round
+                (member, round)
             })
         })
         .collect();
     ready.wait().await;
     let start = Instant::now();
-    let mut total = Round::default();
+    let mut total = Round { by_member: vec![Vec::new(); clients.len()], ..Round::default() };
     for task in tasks {
         match task.await {
-            Ok(r) => {
+            Ok((member, r)) => {
+                total.by_member[member].extend(&r.latencies);
                 total.latencies.extend(r.latencies);
                 total.errors += r.errors;
                 total.first_error = total.first_error.or(r.first_error);
