@@ -1,14 +1,16 @@
 //! Group commit: writes that arrive while another is being committed wait, and
-//! the next writer to run commits all of them together, in one transaction and
+//! the next writer to lead commits all of them together, in one transaction and
 //! one fsync.
 //!
 //! This is LevelDB's write path (`DBImpl::Write` and `BuildBatchGroup`): every
-//! writer queues its operation, then takes the store's writer lock; the first
-//! to get it finds its own operation and those queued behind it, commits them
-//! as one group, and answers each; the writers of that group find their
-//! answers when they get the lock in turn and return at once. A disk that
-//! takes a millisecond per fsync then costs concurrent writers one fsync per
-//! group instead of one each, while a lone writer waits for nobody.
+//! writer queues its operation and waits until it is answered or its operation
+//! is at the front of the queue. The writer at the front leads: it takes the
+//! store's writer lock, then takes its operation and those queued behind it
+//! (within limits) as one group, commits them, answers each and wakes the
+//! others; the group leaves the queue only then, so the next leader's group
+//! takes everything that queued meanwhile. A disk that takes a millisecond per
+//! fsync then costs concurrent writers one fsync per group instead of one
+//! each, while a lone writer waits for nobody.
 //!
 //! What a group means is the caller's: a durable store plans the group's
 //! operations one after the other, each seeing those before it, and commits
@@ -20,14 +22,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 /// Where a queued operation's result is left for its writer.
 type Slot<Out, E> = Arc<Mutex<Option<Result<Out, E>>>>;
 
 /// An operation waiting to be committed.
 struct Queued<Op, Out, E> {
-    op: Op,
+    /// Taken by the leader of its group (the entry stays queued until answered).
+    op: Option<Op>,
     /// Its size (bytes written, roughly), held against [`GroupCommit::max_weight`].
     weight: usize,
     slot: Slot<Out, E>,
@@ -37,11 +40,13 @@ struct Queued<Op, Out, E> {
 /// with a `Result<Out, E>`.
 pub(crate) struct GroupCommit<Op, Out, E> {
     queue: Mutex<VecDeque<Queued<Op, Out, E>>>,
+    /// Signalled when a group was answered (and left the queue).
+    answered: Condvar,
     /// Most operations in one group.
     max_ops: usize,
     /// Most weight in one group (a group always takes its first operation).
     max_weight: usize,
-    /// Groups committed so far.
+    /// Groups committed (or failed) so far.
     groups: AtomicU64,
 }
 
@@ -51,6 +56,7 @@ impl<Op, Out, E> GroupCommit<Op, Out, E> {
     pub(crate) fn new(max_ops: usize, max_weight: usize) -> Self {
         Self {
             queue: Mutex::new(VecDeque::new()),
+            answered: Condvar::new(),
             max_ops: max_ops.max(1),
             max_weight,
             groups: AtomicU64::new(0),
@@ -63,7 +69,7 @@ impl<Op, Out, E> GroupCommit<Op, Out, E> {
         self.groups.load(Ordering::Relaxed)
     }
 
-    /// How many operations wait to be committed.
+    /// How many operations wait to be committed (those being committed included).
     #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
         self.queue.lock().len()
@@ -72,121 +78,136 @@ impl<Op, Out, E> GroupCommit<Op, Out, E> {
     /// Commits `op` (of size `weight`) in a group, blocking until it is done,
     /// and returns its result.
     ///
-    /// The group is committed by whichever writer takes `writer` first: it
-    /// calls `commit` with the operations queued by then (its own among them,
-    /// in the order queued, within the limits), `writer` held; `commit` returns
-    /// one result per operation, in the same order. Should `commit` panic, or
-    /// return too few results, the writers left without one get `lost()`.
+    /// The writer whose operation reaches the front of the queue leads: it
+    /// takes `writer`, then calls `commit` with the operations queued by then
+    /// (its own first, in the order queued, within the limits), `writer` held;
+    /// `commit` returns one result per operation, in the same order. Should
+    /// `commit` panic, or return too few results, the writers left without one
+    /// get `lost()`.
     pub(crate) fn submit(
         &self,
         op: Op,
         weight: usize,
         writer: &Mutex<()>,
-        mut commit: impl FnMut(Vec<Op>) -> Vec<Result<Out, E>>,
+        commit: impl FnOnce(Vec<Op>) -> Vec<Result<Out, E>>,
         lost: impl Fn() -> E,
     ) -> Result<Out, E> {
         let slot: Slot<Out, E> = Arc::new(Mutex::new(None));
-        self.queue.lock().push_back(Queued { op, weight, slot: slot.clone() });
-        loop {
-            let _writer = writer.lock();
-            // Answered by the writer that held the lock before: done. Else this
-            // operation is still queued (an operation leaves the queue only in
-            // a group, and its slot is filled before the lock is released).
-            if let Some(done) = slot.lock().take() {
-                return done;
+        {
+            let mut queue = self.queue.lock();
+            queue.push_back(Queued { op: Some(op), weight, slot: slot.clone() });
+            loop {
+                // Answered by the leader of its group: done.
+                if let Some(done) = slot.lock().take() {
+                    return done;
+                }
+                // At the front, not taken by a group under way: this writer leads.
+                if queue.front().is_some_and(|q| Arc::ptr_eq(&q.slot, &slot)) {
+                    break;
+                }
+                self.answered.wait(&mut queue);
             }
-            let group = self.take_group();
-            self.groups.fetch_add(1, Ordering::Relaxed);
-            let mut answers = Answers { slots: Vec::with_capacity(group.len()), lost: &lost };
-            let ops: Vec<Op> = group
-                .into_iter()
-                .map(|q| {
-                    answers.slots.push(q.slot);
-                    q.op
-                })
-                .collect();
-            answers.fill(commit(ops));
         }
+        {
+            let _writer = writer.lock();
+            // Operations that queued while the lock was awaited join the group.
+            let ops = self.take_group();
+            self.groups.fetch_add(1, Ordering::Relaxed);
+            let mut answers = Answers { group: self, count: ops.len(), results: None, lost: &lost };
+            answers.results = Some(commit(ops));
+            // Dropping `answers` answers every writer of the group.
+        }
+        let done = slot.lock().take();
+        done.unwrap_or_else(|| Err(lost()))
     }
 
-    /// Takes the next group off the queue: the first operation, then as many
-    /// as the limits allow.
-    fn take_group(&self) -> Vec<Queued<Op, Out, E>> {
+    /// Takes the operations of the next group out of the front of the queue
+    /// (leaving their entries, to be answered): the first, then as many as the
+    /// limits allow.
+    fn take_group(&self) -> Vec<Op> {
         let mut queue = self.queue.lock();
         let mut weight = 0usize;
-        let mut count = 0;
-        for q in queue.iter() {
-            if count > 0 && (count == self.max_ops || weight.saturating_add(q.weight) > self.max_weight) {
+        let mut ops = Vec::new();
+        for q in queue.iter_mut() {
+            if !ops.is_empty()
+                && (ops.len() == self.max_ops || weight.saturating_add(q.weight) > self.max_weight)
+            {
                 break;
             }
+            let Some(op) = q.op.take() else { break };
             weight = weight.saturating_add(q.weight);
-            count += 1;
+            ops.push(op);
         }
-        queue.drain(..count).collect()
+        ops
     }
 }
 
-/// The slots of a group being committed. Dropped before each is filled (a
-/// panicking `commit`), it fills the rest with `lost()`, so no writer waits
-/// for an answer that never comes.
-struct Answers<'a, Out, E> {
-    slots: Vec<Slot<Out, E>>,
+/// A group being committed: its `count` entries at the front of the queue.
+/// Dropped (after its commit, or while a panicking commit unwinds), it gives
+/// each writer its result in order, `lost()` to those without one, takes the
+/// group off the queue and wakes the waiting writers, so no writer waits for an
+/// answer that never comes.
+struct Answers<'a, Op, Out, E> {
+    group: &'a GroupCommit<Op, Out, E>,
+    count: usize,
+    results: Option<Vec<Result<Out, E>>>,
     lost: &'a dyn Fn() -> E,
 }
 
-impl<Out, E> Answers<'_, Out, E> {
-    /// Gives each writer its result, in order.
-    fn fill(&mut self, results: Vec<Result<Out, E>>) {
-        for (slot, result) in self.slots.drain(..).zip(results) {
-            *slot.lock() = Some(result);
-        }
-    }
-}
-
-impl<Out, E> Drop for Answers<'_, Out, E> {
+impl<Op, Out, E> Drop for Answers<'_, Op, Out, E> {
     fn drop(&mut self) {
-        for slot in self.slots.drain(..) {
-            *slot.lock() = Some(Err((self.lost)()));
+        let mut results = self.results.take().into_iter().flatten();
+        {
+            let mut queue = self.group.queue.lock();
+            for _ in 0..self.count {
+                let Some(q) = queue.pop_front() else { break };
+                *q.slot.lock() = Some(results.next().unwrap_or_else(|| Err((self.lost)())));
+            }
         }
+        self.group.answered.notify_all();
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Barrier;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc;
+    use std::time::Duration;
 
     use super::*;
 
-    /// Writers queued behind a writer that holds the lock are committed in one
-    /// group, each told its own result.
+    /// Waits (bounded) until `group` holds `count` operations.
+    fn until_queued<Op, Out, E>(group: &GroupCommit<Op, Out, E>, count: usize) {
+        for _ in 0..1000 {
+            if group.queued() == count {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("{} operations queued, not {count}", group.queued());
+    }
+
+    /// Writers queued behind a held writer lock are committed in one group,
+    /// each told its own result.
     #[test]
     fn writers_queued_behind_a_commit_share_the_next_group() {
         let groups: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
-        let commit_group = {
-            let groups = groups.clone();
-            move |ops: Vec<u32>| {
-                groups.lock().push(ops.clone());
-                ops.into_iter().map(|op| Ok::<u32, String>(op * 10)).collect()
-            }
-        };
         let group = Arc::new(GroupCommit::<u32, u32, String>::new(64, usize::MAX));
         let writer = Arc::new(Mutex::new(()));
         let held = writer.lock();
         let threads: Vec<_> = (0..8u32)
             .map(|i| {
-                let (group, writer, commit_group) = (group.clone(), writer.clone(), commit_group.clone());
-                std::thread::spawn(move || group.submit(i, 1, &writer, commit_group, || "lost".into()))
+                let (group, writer, groups) = (group.clone(), writer.clone(), groups.clone());
+                std::thread::spawn(move || {
+                    let commit = |ops: Vec<u32>| {
+                        groups.lock().push(ops.clone());
+                        ops.into_iter().map(|op| Ok(op * 10)).collect()
+                    };
+                    group.submit(i, 1, &writer, commit, || "lost".into())
+                })
             })
             .collect();
-        // Every writer queued (bounded wait), then the lock is let go.
-        for _ in 0..1000 {
-            if group.queue.lock().len() == 8 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        assert_eq!(group.queue.lock().len(), 8, "every writer queued behind the held lock");
+        until_queued(&group, 8);
         drop(held);
         let results: Vec<u32> = threads.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
         assert_eq!(results, (0..8).map(|i| i * 10).collect::<Vec<_>>(), "each writer got its own result");
@@ -196,62 +217,74 @@ mod tests {
         let mut ops = groups[0].clone();
         ops.sort_unstable();
         assert_eq!(ops, (0..8).collect::<Vec<_>>());
+        assert_eq!(group.queued(), 0);
     }
 
     /// The limits cut groups: by count, and by weight (a heavy operation still
-    /// goes, alone).
+    /// goes, alone). A group's entries stay queued until answered, so nothing
+    /// behind them is taken meanwhile.
     #[test]
     fn groups_stay_within_their_limits() {
         let group = GroupCommit::<usize, (), ()>::new(3, 100);
         for weight in [10, 10, 10, 10, 200, 50, 60] {
-            group.queue.lock().push_back(Queued { op: weight, weight, slot: Arc::default() });
+            group.queue.lock().push_back(Queued { op: Some(weight), weight, slot: Arc::default() });
         }
-        let sizes: Vec<Vec<usize>> = std::iter::from_fn(|| {
-            let g = group.take_group();
-            (!g.is_empty()).then(|| g.into_iter().map(|q| q.op).collect())
-        })
-        .collect();
-        assert_eq!(sizes, vec![vec![10, 10, 10], vec![10], vec![200], vec![50], vec![60]]);
+        let mut groups = Vec::new();
+        loop {
+            let ops = group.take_group();
+            if ops.is_empty() {
+                break;
+            }
+            assert!(group.take_group().is_empty(), "nothing is taken while a group is under way");
+            drop(Answers { group: &group, count: ops.len(), results: None, lost: &|| () });
+            groups.push(ops);
+        }
+        assert_eq!(groups, vec![vec![10, 10, 10], vec![10], vec![200], vec![50], vec![60]]);
+        assert_eq!(group.queued(), 0);
     }
 
-    /// A commit that panics answers every writer of its group with `lost()`;
-    /// later writers are committed as usual.
+    /// A commit that panics answers every other writer of its group with
+    /// `lost()`, as does one that returns too few results; nobody is left waiting.
     #[test]
-    fn a_panicking_commit_leaves_no_writer_waiting() {
-        let group = Arc::new(GroupCommit::<u32, u32, String>::new(64, usize::MAX));
-        let writer = Arc::new(Mutex::new(()));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let start = Arc::new(Barrier::new(4));
-        let threads: Vec<_> = (0..4u32)
-            .map(|i| {
-                let (group, writer, calls, start) =
-                    (group.clone(), writer.clone(), calls.clone(), start.clone());
+    fn a_commit_that_panics_or_answers_too_few_leaves_no_writer_waiting() {
+        for panics in [true, false] {
+            let group = Arc::new(GroupCommit::<u32, u32, String>::new(64, usize::MAX));
+            let writer = Arc::new(Mutex::new(()));
+            let calls = Arc::new(AtomicUsize::new(0));
+            let held = writer.lock();
+            let (tx, outcomes) = mpsc::channel();
+            for i in 0..4u32 {
+                let (group, writer, calls, tx) = (group.clone(), writer.clone(), calls.clone(), tx.clone());
                 std::thread::spawn(move || {
-                    start.wait();
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        group.submit(
-                            i,
-                            1,
-                            &writer,
-                            |ops: Vec<u32>| {
-                                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                                    panic!("the first group's commit fails");
-                                }
-                                ops.into_iter().map(Ok).collect()
-                            },
-                            || "lost".to_owned(),
-                        )
-                    }))
-                })
-            })
-            .collect();
-        let outcomes: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-        let panicked = outcomes.iter().filter(|o| o.is_err()).count();
-        assert_eq!(panicked, 1, "only the writer whose commit panicked unwinds");
-        for outcome in outcomes.into_iter().flatten() {
-            // Lost with the first group, or committed in a later one: never left waiting.
-            assert!(matches!(&outcome, Err(lost) if lost == "lost") || outcome.is_ok(), "{outcome:?}");
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let commit = |ops: Vec<u32>| {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            if panics {
+                                panic!("the group's commit fails");
+                            }
+                            ops.into_iter().take(1).map(Ok).collect()
+                        };
+                        group.submit(i, 1, &writer, commit, || "lost".to_owned())
+                    }));
+                    let _ = tx.send(outcome);
+                });
+            }
+            until_queued(&group, 4);
+            drop(held);
+            let outcomes: Vec<_> = (0..4)
+                .map(|_| outcomes.recv_timeout(Duration::from_secs(10)).expect("a writer was left waiting"))
+                .collect();
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "one group");
+            let unwound = outcomes.iter().filter(|o| o.is_err()).count();
+            let lost = outcomes.iter().filter(|o| matches!(o, Ok(Err(lost)) if lost == "lost")).count();
+            let answered = outcomes.iter().filter(|o| matches!(o, Ok(Ok(_)))).count();
+            match panics {
+                true => {
+                    assert_eq!((unwound, lost, answered), (1, 3, 0), "the leader unwinds, the rest are lost")
+                }
+                false => assert_eq!((unwound, lost, answered), (0, 3, 1), "one answered, the rest lost"),
+            }
+            assert_eq!(group.queued(), 0);
         }
-        assert!(group.queue.lock().is_empty());
     }
 }

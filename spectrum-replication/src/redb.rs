@@ -20,7 +20,8 @@
 //! commit, as LevelDB's write path; see `group_commit.rs`): each is planned on
 //! top of those before it in the group, none is visible in memory before the
 //! transaction is on disk, and each caller is answered once it is. A failed
-//! commit fails every write of its group alike, and changes nothing. So
+//! commit fails every write of its group alike (each told the same storage
+//! error, its I/O kind kept), and changes nothing. So
 //! concurrent writers cost one fsync per group rather than one each, and no
 //! node ever shows (and so replicates) a write a crash could still take back,
 //! which would reuse its sequence number.
@@ -459,7 +460,9 @@ impl RedbStore {
         tokio::task::spawn_blocking(move || {
             let weight = op.weight();
             let lost = || {
-                let why = std::io::Error::other("the commit of this write's group was interrupted");
+                let why = std::io::Error::other(
+                    "the commit of this write's group was interrupted; the write may have been committed",
+                );
                 storage(shared.path.display().to_string(), "finish a write to")(why)
             };
             shared.group.submit(op, weight, &shared.writer, |ops| shared.commit_group(ops), lost)
@@ -481,43 +484,95 @@ impl RedbStore {
     }
 }
 
-/// The failure `e` of a group's commit, as each write of the group is told
-/// it: a [`StoreError::Storage`] with the same subject, verb and message, whose
-/// source is an I/O error of the underlying kind (so a full disk reads as
-/// [`StorageFull`](std::io::ErrorKind::StorageFull), which redb's commit error
-/// does not expose as a source).
-fn same_failure(e: &StoreError, path: &Path) -> StoreError {
+/// Closes the store's file when dropped, which only unwinding does (see
+/// [`Shared::commit_group`]).
+struct CloseOnUnwind<'a>(&'a Shared);
+
+impl Drop for CloseOnUnwind<'_> {
+    fn drop(&mut self) {
+        let why = std::io::Error::other("applying a committed group in memory panicked");
+        let error = storage(self.0.path.display().to_string(), "apply a committed write of")(why);
+        self.0.close(&mut self.0.db.lock(), &error);
+    }
+}
+
+/// The failure `e` of a group's commit, as each of its `count` writes is told
+/// it. A storage failure becomes, for every write, a [`StoreError::Storage`]
+/// with the same subject, verb and message, whose source is an I/O error of
+/// the underlying kind (so a full disk reads as
+/// [`StorageFull`](std::io::ErrorKind::StorageFull), which redb's errors do not
+/// expose as a source) wrapping [`SharedFailure`], which holds the original.
+/// Any other failure goes to the first write as it is, and its message to the
+/// others.
+fn shared_failure(e: StoreError, path: &Path, count: usize) -> Vec<StoreError> {
     match e {
         StoreError::Storage { subject, verb, source } => {
-            let kind = io_kind(&**source).unwrap_or(std::io::ErrorKind::Other);
-            let source = Box::new(std::io::Error::new(kind, source.to_string()));
-            StoreError::Storage { subject: subject.clone(), verb, source }
+            let kind = io_kind(&*source).unwrap_or(std::io::ErrorKind::Other);
+            let original: Arc<dyn std::error::Error + Send + Sync> = Arc::from(source);
+            (0..count)
+                .map(|_| StoreError::Storage {
+                    subject: subject.clone(),
+                    verb,
+                    source: Box::new(std::io::Error::new(kind, SharedFailure(original.clone()))),
+                })
+                .collect()
         }
-        other => StoreError::Storage {
-            subject: path.display().to_string(),
-            verb: "commit a write to",
-            source: Box::new(std::io::Error::other(other.to_string())),
-        },
+        other => {
+            let message = other.to_string();
+            let copy = || StoreError::Storage {
+                subject: path.display().to_string(),
+                verb: "commit a write to",
+                source: Box::new(std::io::Error::other(message.clone())),
+            };
+            std::iter::once(other).chain((1..count).map(|_| copy())).collect()
+        }
+    }
+}
+
+/// A storage failure shared by the writes of a failed group: shown as the
+/// original, which it holds (reach it with [`std::io::Error::get_ref`]).
+#[derive(Debug)]
+pub struct SharedFailure(pub Arc<dyn std::error::Error + Send + Sync>);
+
+impl fmt::Display for SharedFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }
 
 /// The kind of the first I/O error in `e`'s chain, looking into redb's
-/// storage and commit errors too.
+/// errors too (they name no source).
 fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    use ::redb::{CommitError, DatabaseError, StorageError, TableError, TransactionError};
+    let of_storage = |s: &StorageError| match s {
+        StorageError::Io(io) => Some(io.kind()),
+        _ => None,
+    };
     let mut cause = Some(e);
     while let Some(c) = cause {
-        let io = c
-            .downcast_ref::<std::io::Error>()
-            .or_else(|| match c.downcast_ref::<::redb::StorageError>() {
-                Some(::redb::StorageError::Io(io)) => Some(io),
-                _ => None,
-            })
-            .or_else(|| match c.downcast_ref::<::redb::CommitError>() {
-                Some(::redb::CommitError::Storage(::redb::StorageError::Io(io))) => Some(io),
-                _ => None,
-            });
-        if let Some(io) = io {
-            return Some(io.kind());
+        let kind = if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            Some(io.kind())
+        } else if let Some(s) = c.downcast_ref::<StorageError>() {
+            of_storage(s)
+        } else if let Some(CommitError::Storage(s)) = c.downcast_ref::<CommitError>() {
+            of_storage(s)
+        } else if let Some(TransactionError::Storage(s)) = c.downcast_ref::<TransactionError>() {
+            of_storage(s)
+        } else if let Some(TableError::Storage(s)) = c.downcast_ref::<TableError>() {
+            of_storage(s)
+        } else if let Some(DatabaseError::Storage(s)) = c.downcast_ref::<DatabaseError>() {
+            of_storage(s)
+        } else {
+            None
+        };
+        if kind.is_some() {
+            return kind;
         }
         cause = c.source();
     }
@@ -563,7 +618,7 @@ impl Shared {
     fn commit_group(&self, ops: Vec<GroupOp>) -> Vec<Result<GroupOut, StoreError>> {
         let count = ops.len();
         let failed = |e: StoreError| -> Vec<Result<GroupOut, StoreError>> {
-            (0..count).map(|_| Err(same_failure(&e, &self.path))).collect()
+            shared_failure(e, &self.path, count).into_iter().map(Err).collect()
         };
         let _disk = self.disk.lock();
         let open = match self.ensure_open(&mut self.db.lock()) {
@@ -587,8 +642,13 @@ impl Shared {
             if let Err(e) = self.commit_queue(&open, Some(&changes), Durability::Immediate) {
                 return failed(e);
             }
+            // On disk now: should applying it in memory panic, the file is
+            // closed, so the next write opens it again and memory is reloaded
+            // from it (never planning on a state behind the file's).
+            let reload_if_unwinding = CloseOnUnwind(self);
             self.state.write().commit(&changes);
             self.publish(&changes);
+            std::mem::forget(reload_if_unwinding);
         }
         outs.into_iter().map(Ok).collect()
     }
@@ -1540,6 +1600,93 @@ mod tests {
 
     fn hlc() -> Arc<Hlc> {
         Arc::new(Hlc::system())
+    }
+
+    /// A group that writes one key several times, a merged remote record
+    /// among them, ends as committing its writes one by one would: a delete
+    /// then a put leaves the put; a local write after a merged record of its
+    /// key stamped an hour ahead of this clock supersedes it, no conflict; the
+    /// change feed lists every change in order, at contiguous positions, on
+    /// disk as in memory.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::await_holding_lock, reason = "the test holds the writer while writes queue behind it")]
+    async fn a_group_writing_one_key_several_times_ends_as_one_by_one_would() {
+        use spectrum_core::hlc::ManualClock;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.redb");
+        let store = Arc::new(RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap());
+        store.apply(WriteBatch::new().put("settings/gone", "x")).await.unwrap();
+        let from = store.feed_head().await.unwrap().position;
+        let ahead = Arc::new(ManualClock::new(Hlc::system().physical_now_ms() + 3_600_000));
+        let peer = MemoryStore::new("n2".parse().unwrap(), Arc::new(Hlc::new(ahead)));
+        let remote = peer.apply(WriteBatch::new().put("settings/shared", "remote")).await.unwrap();
+        let remote_stamp = remote[0].stamp;
+
+        let held = store.shared.writer.lock();
+        let mut writes = tokio::task::JoinSet::new();
+        // Queued in this order: each waits until the one before is queued.
+        let steps: Vec<Option<WriteBatch>> = vec![
+            Some(WriteBatch::new().delete("settings/gone")),
+            None, // the merge of `remote`
+            Some(WriteBatch::new().put("settings/gone", "back")),
+            Some(WriteBatch::new().put("settings/shared", "local")),
+        ];
+        let mut remote = Some(remote);
+        for (i, step) in steps.into_iter().enumerate() {
+            let writing = store.clone();
+            match step {
+                Some(batch) => writes.spawn(async move { writing.apply(batch).await.map(|_| ()) }),
+                None => {
+                    let records = remote.take().unwrap();
+                    writes.spawn(async move {
+                        writing.merge(records, &VersionVector::default()).await.map(|_| ())
+                    })
+                }
+            };
+            for _ in 0..1000 {
+                if store.shared.group.queued() == i + 1 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            assert_eq!(store.shared.group.queued(), i + 1);
+        }
+        drop(held);
+        while let Some(done) = writes.join_next().await {
+            done.unwrap().unwrap();
+        }
+
+        let value =
+            |r: Option<Record>| r.and_then(|r| r.value).map(|v| String::from_utf8(v.to_vec()).unwrap());
+        assert_eq!(value(store.get("settings/gone").await.unwrap()).as_deref(), Some("back"));
+        let shared = store.get("settings/shared").await.unwrap().unwrap();
+        assert_eq!(value(Some(shared.clone())).as_deref(), Some("local"), "the later local write wins");
+        assert_eq!(shared.origin, *store.origin());
+        assert!(shared.stamp > remote_stamp, "stamped after the record it replaced, clock ahead or not");
+        assert!(store.conflicts("settings/").await.unwrap().is_empty(), "it saw the merged record");
+        let feed = store.changes_since("settings/", from, 100).await.unwrap();
+        let keys: Vec<(&str, bool)> = feed
+            .changes
+            .iter()
+            .map(|c| (c.key.as_str(), c.record.as_ref().is_some_and(|r| r.is_tombstone())))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("settings/gone", true),
+                ("settings/shared", false),
+                ("settings/gone", false),
+                ("settings/shared", false)
+            ]
+        );
+        let positions: Vec<u64> = feed.changes.iter().map(|c| c.index).collect();
+        assert_eq!(positions, (from + 1..=from + 4).collect::<Vec<_>>());
+
+        let before = store.scan("").await.unwrap();
+        drop(store);
+        let reopened = RedbStore::open(&path, "n1".parse().unwrap(), hlc()).unwrap();
+        assert_eq!(reopened.scan("").await.unwrap(), before);
+        assert_eq!(reopened.changes_since("settings/", from, 100).await.unwrap().changes, feed.changes);
     }
 
     /// Local batches and merges that queue while another write holds the store
