@@ -102,7 +102,7 @@ impl<Op, Out, E> GroupCommit<Op, Out, E> {
                     return done;
                 }
                 // At the front, not taken by a group under way: this writer leads.
-                if queue.front().is_some_and(|q| Arc::ptr_eq(&q.slot, &slot)) {
+                if queue.front().is_some_and(|q| Arc::ptr_eq(&q.slot, &slot) && q.op.is_some()) {
                     break;
                 }
                 self.answered.wait(&mut queue);
@@ -156,12 +156,17 @@ struct Answers<'a, Op, Out, E> {
 
 impl<Op, Out, E> Drop for Answers<'_, Op, Out, E> {
     fn drop(&mut self) {
-        let mut results = self.results.take().into_iter().flatten();
+        // Every answer first, outside the queue's lock: `lost` is the caller's code.
+        let mut results = self.results.take().unwrap_or_default();
+        results.truncate(self.count);
+        while results.len() < self.count {
+            results.push(Err((self.lost)()));
+        }
         {
             let mut queue = self.group.queue.lock();
-            for _ in 0..self.count {
+            for result in results {
                 let Some(q) = queue.pop_front() else { break };
-                *q.slot.lock() = Some(results.next().unwrap_or_else(|| Err((self.lost)())));
+                *q.slot.lock() = Some(result);
             }
         }
         self.group.answered.notify_all();

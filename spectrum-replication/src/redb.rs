@@ -484,13 +484,16 @@ impl RedbStore {
     }
 }
 
-/// Closes the store's file when dropped, which only unwinding does (see
+/// Closes the store's file when dropped while unwinding (see
 /// [`Shared::commit_group`]).
 struct CloseOnUnwind<'a>(&'a Shared);
 
 impl Drop for CloseOnUnwind<'_> {
     fn drop(&mut self) {
-        let why = std::io::Error::other("applying a committed group in memory panicked");
+        if !std::thread::panicking() {
+            return;
+        }
+        let why = std::io::Error::other("committing a group panicked");
         let error = storage(self.0.path.display().to_string(), "apply a committed write of")(why);
         self.0.close(&mut self.0.db.lock(), &error);
     }
@@ -638,17 +641,16 @@ impl Shared {
             (draft.finish(), outs)
         };
         if !changes.is_empty() {
+            // Should anything panic from the commit on, the file is closed, so
+            // the next write opens it again and memory is reloaded from it
+            // (never planning on a state behind the file's).
+            let _reload_if_unwinding = CloseOnUnwind(self);
             // Deferred changes are in memory before these: on the file too.
             if let Err(e) = self.commit_queue(&open, Some(&changes), Durability::Immediate) {
                 return failed(e);
             }
-            // On disk now: should applying it in memory panic, the file is
-            // closed, so the next write opens it again and memory is reloaded
-            // from it (never planning on a state behind the file's).
-            let reload_if_unwinding = CloseOnUnwind(self);
             self.state.write().commit(&changes);
             self.publish(&changes);
-            std::mem::forget(reload_if_unwinding);
         }
         outs.into_iter().map(Ok).collect()
     }
@@ -1651,10 +1653,12 @@ mod tests {
             }
             assert_eq!(store.shared.group.queued(), i + 1);
         }
+        let groups_before = store.shared.group.groups();
         drop(held);
         while let Some(done) = writes.join_next().await {
             done.unwrap().unwrap();
         }
+        assert_eq!(store.shared.group.groups() - groups_before, 1, "the four writes were one group");
 
         let value =
             |r: Option<Record>| r.and_then(|r| r.value).map(|v| String::from_utf8(v.to_vec()).unwrap());
