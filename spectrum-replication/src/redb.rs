@@ -1604,6 +1604,18 @@ mod tests {
         Arc::new(Hlc::system())
     }
 
+    /// Waits (bounded) until `count` writes are queued on `store` (behind a
+    /// writer lock the test holds).
+    async fn until_queued(store: &RedbStore, count: usize) {
+        for _ in 0..1000 {
+            if store.shared.group.queued() == count {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        panic!("{} writes queued, not {count}", store.shared.group.queued());
+    }
+
     /// A group that writes one key several times, a merged remote record
     /// among them, ends as committing its writes one by one would: a delete
     /// then a put leaves the put; a local write after a merged record of its
@@ -1645,13 +1657,7 @@ mod tests {
                     })
                 }
             };
-            for _ in 0..1000 {
-                if store.shared.group.queued() == i + 1 {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-            }
-            assert_eq!(store.shared.group.queued(), i + 1);
+            until_queued(&store, i + 1).await;
         }
         let groups_before = store.shared.group.groups();
         drop(held);
@@ -1721,13 +1727,7 @@ mod tests {
         let merging = store.clone();
         let merged = remote.len();
         writes.spawn(async move { merging.merge(remote, &VersionVector::default()).await.map(|_| ()) });
-        for _ in 0..1000 {
-            if store.shared.group.queued() == 7 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        assert_eq!(store.shared.group.queued(), 7, "every write queued behind the held writer");
+        until_queued(&store, 7).await;
         assert!(store.get("settings/shared").await.unwrap().is_none(), "nothing visible before the commit");
         drop(held);
         while let Some(done) = writes.join_next().await {
