@@ -102,15 +102,13 @@ pub(crate) fn by_member(names: &[&str], rounds: &[Vec<Round>], preferred: impl F
             let mut all: Vec<u64> =
                 rounds.iter().filter_map(|r| r.by_member.get(m)).flatten().copied().collect();
             all.sort_unstable();
-            let at = |q: f64| {
-                Duration::from_nanos(
-                    all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-                        .copied()
-                        .unwrap_or(0),
-                )
-            };
             let mark = if m == preferred(k) { "*" } else { "" };
-            line.push_str(&format!("  m{}{mark} {} / {}", m + 1, show(at(0.5)), show(at(0.99))));
+            line.push_str(&format!(
+                "  m{}{mark} {} / {}",
+                m + 1,
+                show(percentile(&all, 0.5)),
+                show(percentile(&all, 0.99))
+            ));
         }
         println!("{line}");
     }
