@@ -2,16 +2,15 @@
 //! the next writer to lead commits all of them together, in one transaction and
 //! one fsync.
 //!
-//! This is LevelDB's write path (`DBImpl::Write` and `BuildBatchGroup`): every
-//! writer queues its operation and waits until it is answered or its operation
-//! is at the front of the queue. The writer at the front leads: it takes the
-//! store's writer lock, then takes its operation and those queued behind it
-//! (within limits) as one group, commits them, answers each and wakes the
-//! writers of its group and the writer now at the front, who leads next; the
-//! group leaves the queue only then, so the next leader's group takes
-//! everything that queued meanwhile. Each writer waits on a condition variable
-//! of its own, so a group's end wakes only those it concerns, never the whole
-//! queue. A disk that takes a millisecond per
+//! This is LevelDB's write path (`DBImpl::Write` and `BuildBatchGroup`), with
+//! writers that wait without a thread: every writer queues its operation and
+//! awaits its answer. The writer that finds nobody leading becomes the
+//! [`Leader`] and runs it on a thread that may block: it takes the store's
+//! writer lock, then every operation queued by then (within limits) as one
+//! group, commits them, sends each writer its result, and goes on with the
+//! next group, made of everything that queued meanwhile, until the queue is
+//! empty. So a writer costs a channel, not a blocked thread and its wake-ups,
+//! and a run of groups costs one thread. A disk that takes a millisecond per
 //! fsync then costs concurrent writers one fsync per group instead of one
 //! each, while a lone writer waits for nobody.
 //!
@@ -25,37 +24,29 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::{Condvar, Mutex};
-
-/// Where a queued operation's result is left for its writer, and how the writer
-/// is woken (with the queue's lock: [`Condvar::wait`] on it).
-struct Waiter<Out, E> {
-    result: Mutex<Option<Result<Out, E>>>,
-    /// Signalled when the writer is answered or comes to the front of the queue.
-    wake: Condvar,
-}
-
-impl<Out, E> Default for Waiter<Out, E> {
-    fn default() -> Self {
-        Self { result: Mutex::new(None), wake: Condvar::new() }
-    }
-}
-
-type Slot<Out, E> = Arc<Waiter<Out, E>>;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
 
 /// An operation waiting to be committed.
 struct Queued<Op, Out, E> {
-    /// Taken by the leader of its group (the entry stays queued until answered).
-    op: Option<Op>,
+    op: Op,
     /// Its size (bytes written, roughly), held against [`GroupCommit::max_weight`].
     weight: usize,
-    slot: Slot<Out, E>,
+    /// Where its writer waits for the result. Dropped unanswered (a commit that
+    /// panicked or answered too few), the writer hears that its write was lost.
+    answer: oneshot::Sender<Result<Out, E>>,
+}
+
+/// The queue, and whether a [`Leader`] is draining it.
+struct Queue<Op, Out, E> {
+    waiting: VecDeque<Queued<Op, Out, E>>,
+    leading: bool,
 }
 
 /// Operations of type `Op` waiting to be committed in groups; each answered
 /// with a `Result<Out, E>`.
 pub(crate) struct GroupCommit<Op, Out, E> {
-    queue: Mutex<VecDeque<Queued<Op, Out, E>>>,
+    queue: Mutex<Queue<Op, Out, E>>,
     /// Most operations in one group.
     max_ops: usize,
     /// Most weight in one group (a group always takes its first operation).
@@ -64,12 +55,22 @@ pub(crate) struct GroupCommit<Op, Out, E> {
     groups: AtomicU64,
 }
 
+/// A queued operation: where its result comes, and, for the writer that found
+/// nobody leading, the lead.
+pub(crate) struct Enqueued<Op, Out, E> {
+    /// The operation's result; an error when it was lost (see [`Queued::answer`]).
+    pub(crate) answer: oneshot::Receiver<Result<Out, E>>,
+    /// Present when this writer must run [`Leader::lead`] (on a thread that may
+    /// block), or everything queued waits.
+    pub(crate) leader: Option<Leader<Op, Out, E>>,
+}
+
 impl<Op, Out, E> GroupCommit<Op, Out, E> {
     /// Groups of at most `max_ops` operations (at least 1) and `max_weight`
     /// (past which a group takes no second operation).
     pub(crate) fn new(max_ops: usize, max_weight: usize) -> Self {
         Self {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue { waiting: VecDeque::new(), leading: false }),
             max_ops: max_ops.max(1),
             max_weight,
             groups: AtomicU64::new(0),
@@ -82,110 +83,115 @@ impl<Op, Out, E> GroupCommit<Op, Out, E> {
         self.groups.load(Ordering::Relaxed)
     }
 
-    /// How many operations wait to be committed (those being committed included).
+    /// How many operations wait for a group (not those being committed).
     #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
-        self.queue.lock().len()
+        self.queue.lock().waiting.len()
     }
 
-    /// Commits `op` (of size `weight`) in a group, blocking until it is done,
-    /// and returns its result.
-    ///
-    /// The writer whose operation reaches the front of the queue leads: it
-    /// takes `writer`, then calls `commit` with the operations queued by then
-    /// (its own first, in the order queued, within the limits), `writer` held;
-    /// `commit` returns one result per operation, in the same order. Should
-    /// `commit` panic, or return too few results, the writers left without one
-    /// get `lost()`.
-    pub(crate) fn submit(
-        &self,
-        op: Op,
-        weight: usize,
-        writer: &Mutex<()>,
-        commit: impl FnOnce(Vec<Op>) -> Vec<Result<Out, E>>,
-        lost: impl Fn() -> E,
-    ) -> Result<Out, E> {
-        let slot: Slot<Out, E> = Arc::default();
-        {
-            let mut queue = self.queue.lock();
-            queue.push_back(Queued { op: Some(op), weight, slot: slot.clone() });
-            loop {
-                // Answered by the leader of its group: done.
-                if let Some(done) = slot.result.lock().take() {
-                    return done;
-                }
-                // At the front, not taken by a group under way: this writer leads.
-                if queue.front().is_some_and(|q| Arc::ptr_eq(&q.slot, &slot) && q.op.is_some()) {
-                    break;
-                }
-                slot.wake.wait(&mut queue);
-            }
-        }
-        {
-            let _writer = writer.lock();
-            // Operations that queued while the lock was awaited join the group.
-            let ops = self.take_group();
-            self.groups.fetch_add(1, Ordering::Relaxed);
-            let mut answers = Answers { group: self, count: ops.len(), results: None, lost: &lost };
-            answers.results = Some(commit(ops));
-            // Dropping `answers` answers every writer of the group.
-        }
-        let done = slot.result.lock().take();
-        done.unwrap_or_else(|| Err(lost()))
-    }
-
-    /// Takes the operations of the next group out of the front of the queue
-    /// (leaving their entries, to be answered): the first, then as many as the
-    /// limits allow.
-    fn take_group(&self) -> Vec<Op> {
+    /// Queues `op` (of size `weight`). Its writer awaits [`Enqueued::answer`];
+    /// the writer that finds nobody leading also gets the [`Leader`], to run.
+    /// Nothing here blocks, so a writer waits for its group without holding a
+    /// thread.
+    pub(crate) fn enqueue(self: &Arc<Self>, op: Op, weight: usize) -> Enqueued<Op, Out, E> {
+        let (answer, answered) = oneshot::channel();
         let mut queue = self.queue.lock();
+        queue.waiting.push_back(Queued { op, weight, answer });
+        let lead = !queue.leading;
+        queue.leading = true;
+        drop(queue);
+        Enqueued { answer: answered, leader: lead.then(|| Leader { group: self.clone(), done: false }) }
+    }
+
+    /// Takes the next group out of the front of the queue: the first
+    /// operation, then as many as the limits allow.
+    fn take_group(&self, queue: &mut Queue<Op, Out, E>) -> Vec<Queued<Op, Out, E>> {
         let mut weight = 0usize;
-        let mut ops = Vec::new();
-        for q in queue.iter_mut() {
-            if !ops.is_empty()
-                && (ops.len() == self.max_ops || weight.saturating_add(q.weight) > self.max_weight)
+        let mut group = Vec::new();
+        while let Some(next) = queue.waiting.front() {
+            if !group.is_empty()
+                && (group.len() == self.max_ops || weight.saturating_add(next.weight) > self.max_weight)
             {
                 break;
             }
-            let Some(op) = q.op.take() else { break };
-            weight = weight.saturating_add(q.weight);
-            ops.push(op);
+            weight = weight.saturating_add(next.weight);
+            group.extend(queue.waiting.pop_front());
         }
-        ops
+        group
     }
 }
 
-/// A group being committed: its `count` entries at the front of the queue.
-/// Dropped (after its commit, or while a panicking commit unwinds), it gives
-/// each writer its result in order, `lost()` to those without one, takes the
-/// group off the queue and wakes its writers and the writer now at the front
-/// (the next leader), so no writer waits for an answer that never comes.
-struct Answers<'a, Op, Out, E> {
-    group: &'a GroupCommit<Op, Out, E>,
-    count: usize,
-    results: Option<Vec<Result<Out, E>>>,
-    lost: &'a dyn Fn() -> E,
+/// The right and duty to commit what is queued: one at a time per
+/// [`GroupCommit`]. Dropped without [`lead`](Self::lead) running to its end (a
+/// commit that panicked, a blocking pool that shut down first), it gives up
+/// the lead and drops what is queued, whose writers hear their writes were
+/// lost (none of them was committed), so no writer waits for an answer that
+/// never comes.
+pub(crate) struct Leader<Op, Out, E> {
+    group: Arc<GroupCommit<Op, Out, E>>,
+    done: bool,
 }
 
-impl<Op, Out, E> Drop for Answers<'_, Op, Out, E> {
+/// What commits a [`GroupCommit`]'s groups: a store, held by its users and
+/// only borrowed by the [`Leader`].
+pub(crate) trait Committer<Op, Out, E> {
+    /// Held across each group's commit (and by whatever else writes).
+    fn writer(&self) -> &Mutex<()>;
+
+    /// Commits `ops`, `writer` held; one result per operation, in the same order.
+    fn commit(&self, ops: Vec<Op>) -> Vec<Result<Out, E>>;
+}
+
+impl<Op, Out, E> Leader<Op, Out, E> {
+    /// Commits groups until the queue is empty, blocking: for each, takes the
+    /// committer's writer lock, then the operations queued by then (in the
+    /// order queued, within the limits), commits them and sends each writer its
+    /// own result. Operations left without a result (too few results, or the
+    /// commit panicked) are answered as lost.
+    ///
+    /// The committer is held only while a group is committed, and let go
+    /// before its writers are answered: a writer that closes the store once
+    /// answered closes it then, not once the leader is done. A committer
+    /// already gone (its users dropped it, giving up their writes) loses what
+    /// is queued.
+    pub(crate) fn lead<C: Committer<Op, Out, E>>(mut self, committer: &std::sync::Weak<C>) {
+        let group = self.group.clone();
+        loop {
+            {
+                let mut queue = group.queue.lock();
+                if queue.waiting.is_empty() {
+                    queue.leading = false;
+                    self.done = true;
+                    return;
+                }
+            }
+            let Some(committer) = committer.upgrade() else { return };
+            let (answers, results) = {
+                let _writer = committer.writer().lock();
+                // Operations that queued while the lock was awaited join the group.
+                let taken = group.take_group(&mut group.queue.lock());
+                group.groups.fetch_add(1, Ordering::Relaxed);
+                let (ops, answers): (Vec<Op>, Vec<_>) = taken.into_iter().map(|q| (q.op, q.answer)).unzip();
+                // Should the commit panic, the answers are dropped unsent: lost.
+                (answers, committer.commit(ops))
+            };
+            drop(committer);
+            for (answer, result) in answers.into_iter().zip(results) {
+                // A writer that stopped waiting (its caller gave up) needs no answer.
+                let _ = answer.send(result);
+            }
+        }
+    }
+}
+
+impl<Op, Out, E> Drop for Leader<Op, Out, E> {
     fn drop(&mut self) {
-        // Every answer first, outside the queue's lock: `lost` is the caller's code.
-        let mut results = self.results.take().unwrap_or_default();
-        results.truncate(self.count);
-        while results.len() < self.count {
-            results.push(Err((self.lost)()));
+        if self.done {
+            return;
         }
         let mut queue = self.group.queue.lock();
-        for result in results {
-            let Some(q) = queue.pop_front() else { break };
-            *q.slot.result.lock() = Some(result);
-            q.slot.wake.notify_one();
-        }
-        // The writer now at the front leads the next group. (Its wake-up, as the
-        // others', takes effect once the queue's lock is released below.)
-        if let Some(next) = queue.front() {
-            next.slot.wake.notify_one();
-        }
+        queue.leading = false;
+        queue.waiting.clear();
     }
 }
 
@@ -196,6 +202,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    type Group = Arc<GroupCommit<u32, u32, String>>;
 
     /// Waits (bounded) until `group` holds `count` operations.
     fn until_queued<Op, Out, E>(group: &GroupCommit<Op, Out, E>, count: usize) {
@@ -208,12 +216,44 @@ mod tests {
         panic!("{} operations queued, not {count}", group.queued());
     }
 
+    /// A committer of the tests: its writer lock, and a commit function.
+    struct Test<F> {
+        writer: Arc<Mutex<()>>,
+        commit: F,
+    }
+
+    impl<F: Fn(Vec<u32>) -> Vec<Result<u32, String>>> Committer<u32, u32, String> for Test<F> {
+        fn writer(&self) -> &Mutex<()> {
+            &self.writer
+        }
+
+        fn commit(&self, ops: Vec<u32>) -> Vec<Result<u32, String>> {
+            (self.commit)(ops)
+        }
+    }
+
+    /// A writer on a thread of its own: queues `op`, leads when told to, and
+    /// waits for its answer; `"lost"` when the answer never came.
+    fn submit(
+        group: &Group,
+        op: u32,
+        writer: &Arc<Mutex<()>>,
+        commit: impl Fn(Vec<u32>) -> Vec<Result<u32, String>>,
+    ) -> Result<u32, String> {
+        let committer = Arc::new(Test { writer: writer.clone(), commit });
+        let Enqueued { answer, leader } = group.enqueue(op, 1);
+        if let Some(leader) = leader {
+            leader.lead(&Arc::downgrade(&committer));
+        }
+        answer.blocking_recv().unwrap_or_else(|_| Err("lost".into()))
+    }
+
     /// Writers queued behind a held writer lock are committed in one group,
     /// each told its own result.
     #[test]
     fn writers_queued_behind_a_commit_share_the_next_group() {
         let groups: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
-        let group = Arc::new(GroupCommit::<u32, u32, String>::new(64, usize::MAX));
+        let group: Group = Arc::new(GroupCommit::new(64, usize::MAX));
         let writer = Arc::new(Mutex::new(()));
         let held = writer.lock();
         let threads: Vec<_> = (0..8u32)
@@ -224,7 +264,7 @@ mod tests {
                         groups.lock().push(ops.clone());
                         ops.into_iter().map(|op| Ok(op * 10)).collect()
                     };
-                    group.submit(i, 1, &writer, commit, || "lost".into())
+                    submit(&group, i, &writer, commit)
                 })
             })
             .collect();
@@ -241,87 +281,34 @@ mod tests {
         assert_eq!(group.queued(), 0);
     }
 
-    /// A group's end wakes the writer now at the front, who leads the next:
-    /// groups cut by the limit follow one another with no writer left waiting.
-    /// Then, under contention (16 writers, 100 writes each, groups of at most
-    /// 4), every writer is answered with its own result.
-    #[test]
-    fn each_group_hands_the_lead_to_the_writer_at_the_front() {
-        let group = Arc::new(GroupCommit::<u32, u32, String>::new(2, usize::MAX));
-        let writer = Arc::new(Mutex::new(()));
-        let sizes: Arc<Mutex<Vec<usize>>> = Arc::default();
-        let held = writer.lock();
-        let (tx, results) = mpsc::channel();
-        for i in 0..5u32 {
-            let (group, writer, sizes, tx) = (group.clone(), writer.clone(), sizes.clone(), tx.clone());
-            std::thread::spawn(move || {
-                let commit = |ops: Vec<u32>| {
-                    sizes.lock().push(ops.len());
-                    ops.into_iter().map(|op| Ok(op + 100)).collect()
-                };
-                let _ = tx.send((i, group.submit(i, 1, &writer, commit, || "lost".into())));
-            });
-        }
-        until_queued(&group, 5);
-        drop(held);
-        let mut answered: Vec<_> = (0..5)
-            .map(|_| results.recv_timeout(Duration::from_secs(10)).expect("a writer was left waiting"))
-            .collect();
-        answered.sort_unstable_by_key(|(i, _)| *i);
-        assert!(answered.iter().all(|(i, result)| result == &Ok(i + 100)), "{answered:?}");
-        assert_eq!(*sizes.lock(), vec![2, 2, 1], "three groups in turn");
-
-        let group = Arc::new(GroupCommit::<(u32, u32), (u32, u32), String>::new(4, usize::MAX));
-        let (tx, done) = mpsc::channel();
-        for t in 0..16u32 {
-            let (group, writer, tx) = (group.clone(), writer.clone(), tx.clone());
-            std::thread::spawn(move || {
-                let all_own = (0..100u32).all(|n| {
-                    let commit = |ops: Vec<(u32, u32)>| {
-                        assert!(ops.len() <= 4);
-                        ops.into_iter().map(Ok).collect()
-                    };
-                    group.submit((t, n), 1, &writer, commit, || "lost".into()) == Ok((t, n))
-                });
-                let _ = tx.send(all_own);
-            });
-        }
-        for _ in 0..16 {
-            let all_own = done.recv_timeout(Duration::from_secs(30)).expect("a writer was left waiting");
-            assert!(all_own, "a writer got another's result");
-        }
-        assert_eq!(group.queued(), 0);
-    }
-
     /// The limits cut groups: by count, and by weight (a heavy operation still
-    /// goes, alone). A group's entries stay queued until answered, so nothing
-    /// behind them is taken meanwhile.
+    /// goes, alone).
     #[test]
     fn groups_stay_within_their_limits() {
-        let group = GroupCommit::<usize, (), ()>::new(3, 100);
+        let group = Arc::new(GroupCommit::<usize, (), ()>::new(3, 100));
+        let mut answers = Vec::new();
         for weight in [10, 10, 10, 10, 200, 50, 60] {
-            group.queue.lock().push_back(Queued { op: Some(weight), weight, slot: Arc::default() });
+            answers.push(group.enqueue(weight, weight));
         }
         let mut groups = Vec::new();
         loop {
-            let ops = group.take_group();
-            if ops.is_empty() {
+            let taken = group.take_group(&mut group.queue.lock());
+            if taken.is_empty() {
                 break;
             }
-            assert!(group.take_group().is_empty(), "nothing is taken while a group is under way");
-            drop(Answers { group: &group, count: ops.len(), results: None, lost: &|| () });
-            groups.push(ops);
+            groups.push(taken.into_iter().map(|q| q.op).collect::<Vec<_>>());
         }
         assert_eq!(groups, vec![vec![10, 10, 10], vec![10], vec![200], vec![50], vec![60]]);
         assert_eq!(group.queued(), 0);
     }
 
-    /// A commit that panics answers every other writer of its group with
-    /// `lost()`, as does one that returns too few results; nobody is left waiting.
+    /// A commit that panics answers every writer of its group as lost, as does
+    /// one that returns too few results; nobody is left waiting, and the next
+    /// writer leads.
     #[test]
     fn a_commit_that_panics_or_answers_too_few_leaves_no_writer_waiting() {
         for panics in [true, false] {
-            let group = Arc::new(GroupCommit::<u32, u32, String>::new(64, usize::MAX));
+            let group: Group = Arc::new(GroupCommit::new(64, usize::MAX));
             let writer = Arc::new(Mutex::new(()));
             let calls = Arc::new(AtomicUsize::new(0));
             let held = writer.lock();
@@ -337,7 +324,7 @@ mod tests {
                             }
                             ops.into_iter().take(1).map(Ok).collect()
                         };
-                        group.submit(i, 1, &writer, commit, || "lost".to_owned())
+                        submit(&group, i, &writer, commit)
                     }));
                     let _ = tx.send(outcome);
                 });
@@ -358,6 +345,78 @@ mod tests {
                 false => assert_eq!((unwound, lost, answered), (0, 3, 1), "one answered, the rest lost"),
             }
             assert_eq!(group.queued(), 0);
+            let next = submit(&group, 7, &writer, |ops| ops.into_iter().map(Ok).collect());
+            assert_eq!(next, Ok(7), "the next writer leads");
         }
+    }
+
+    /// A lead dropped before it ran (a blocking pool that shut down) answers
+    /// every queued write as lost and is given to the next writer.
+    #[test]
+    fn a_lead_that_never_runs_loses_what_is_queued_and_passes_on() {
+        let group: Group = Arc::new(GroupCommit::new(64, usize::MAX));
+        let first = group.enqueue(1, 1);
+        let second = group.enqueue(2, 1);
+        assert!(first.leader.is_some() && second.leader.is_none(), "one lead at a time");
+        drop(first.leader);
+        assert!(first.answer.blocking_recv().is_err(), "lost");
+        assert!(second.answer.blocking_recv().is_err(), "lost");
+        assert_eq!(group.queued(), 0);
+        let writer = Arc::new(Mutex::new(()));
+        assert_eq!(submit(&group, 3, &writer, |ops| ops.into_iter().map(Ok).collect()), Ok(3));
+    }
+
+    /// One leader commits group after group, each made of what queued
+    /// meanwhile, until the queue is empty: groups cut by the limit follow one
+    /// another with no writer left waiting. Then, under contention (16
+    /// writers, 100 writes each, groups of at most 4), every writer is answered
+    /// with its own result.
+    #[test]
+    fn a_leader_commits_group_after_group_until_the_queue_is_empty() {
+        let group: Group = Arc::new(GroupCommit::new(2, usize::MAX));
+        let writer = Arc::new(Mutex::new(()));
+        let sizes: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let held = writer.lock();
+        let (tx, results) = mpsc::channel();
+        for i in 0..5u32 {
+            let (group, writer, sizes, tx) = (group.clone(), writer.clone(), sizes.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let commit = |ops: Vec<u32>| {
+                    sizes.lock().push(ops.len());
+                    ops.into_iter().map(|op| Ok(op + 100)).collect()
+                };
+                let _ = tx.send((i, submit(&group, i, &writer, commit)));
+            });
+        }
+        until_queued(&group, 5);
+        drop(held);
+        let mut answered: Vec<_> = (0..5)
+            .map(|_| results.recv_timeout(Duration::from_secs(10)).expect("a writer was left waiting"))
+            .collect();
+        answered.sort_unstable_by_key(|(i, _)| *i);
+        assert!(answered.iter().all(|(i, result)| result == &Ok(i + 100)), "{answered:?}");
+        assert_eq!(*sizes.lock(), vec![2, 2, 1], "three groups in turn");
+
+        let group: Group = Arc::new(GroupCommit::new(4, usize::MAX));
+        let (tx, done) = mpsc::channel();
+        for t in 0..16u32 {
+            let (group, writer, tx) = (group.clone(), writer.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let all_own = (0..100u32).all(|n| {
+                    let op = t * 1000 + n;
+                    let commit = |ops: Vec<u32>| {
+                        assert!(ops.len() <= 4);
+                        ops.into_iter().map(Ok).collect()
+                    };
+                    submit(&group, op, &writer, commit) == Ok(op)
+                });
+                let _ = tx.send(all_own);
+            });
+        }
+        for _ in 0..16 {
+            let all_own = done.recv_timeout(Duration::from_secs(30)).expect("a writer was left waiting");
+            assert!(all_own, "a writer got another's result");
+        }
+        assert_eq!(group.queued(), 0);
     }
 }

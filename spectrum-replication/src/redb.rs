@@ -62,9 +62,13 @@
 //!
 //! # Blocking
 //!
-//! Writes run on Tokio's blocking pool ([`tokio::task::spawn_blocking`]): a commit
-//! waits for the disk. They are also cancel-safe: a write whose caller gives up
-//! still finishes (or fails) as a whole. Reads only touch memory.
+//! Commits run on Tokio's blocking pool ([`tokio::task::spawn_blocking`]): a commit
+//! waits for the disk. Local batches and merges are committed by one thread of
+//! it at a time, group after group, while their writers await their answers
+//! without holding a thread. Writes are cancel-safe: a write whose caller gives
+//! up still finishes (or fails) as a whole, unless every handle to the store is
+//! dropped before its group is taken (then it is dropped, never acknowledged).
+//! Reads only touch memory.
 //! [`RedbStore::open`] is synchronous and reads the whole file; call it at start-up.
 //!
 //! # Format
@@ -119,7 +123,7 @@ use tracing::{debug, info, trace, warn};
 use crate::changelog::{ChangeLogLimits, FeedHead, check_from, page};
 use crate::conflict::Conflict;
 use crate::error::StoreError;
-use crate::group_commit::GroupCommit;
+use crate::group_commit::{Committer, Enqueued, GroupCommit};
 use crate::origin::{InvalidOrigin, Origin};
 use crate::proto;
 use crate::record::{
@@ -269,7 +273,7 @@ struct Shared {
     /// What the durable change log keeps (see [`changelog`](crate::changelog)).
     limits: RwLock<ChangeLogLimits>,
     /// Local batches and merges waiting to be committed in a group.
-    group: GroupCommit<GroupOp, GroupOut, StoreError>,
+    group: Arc<GroupCommit<GroupOp, GroupOut, StoreError>>,
 }
 
 /// The write-behind queue of [`merge_deferred`](ConfigStore::merge_deferred),
@@ -389,7 +393,7 @@ impl RedbStore {
                 behind: Mutex::new(behind),
                 feed,
                 limits: RwLock::new(ChangeLogLimits::default()),
-                group: GroupCommit::new(MAX_GROUP_WRITES, MAX_GROUP_BYTES),
+                group: Arc::new(GroupCommit::new(MAX_GROUP_WRITES, MAX_GROUP_BYTES)),
             }),
         })
     }
@@ -454,21 +458,24 @@ impl RedbStore {
             .map_err(storage(self.shared.path.display().to_string(), "finish a write to"))?
     }
 
-    /// Commits `op` in a group (see [the module docs](crate::redb)), on the blocking pool.
+    /// Commits `op` in a group (see [the module docs](crate::redb)): waits for
+    /// its answer, and, when no group is being committed, first starts the
+    /// blocking pool's thread that commits groups until none is queued.
     async fn write_grouped(&self, op: GroupOp) -> Result<GroupOut, StoreError> {
-        let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            let weight = op.weight();
-            let lost = || {
-                let why = std::io::Error::other(
-                    "the commit of this write's group was interrupted; the write may have been committed",
-                );
-                storage(shared.path.display().to_string(), "finish a write to")(why)
-            };
-            shared.group.submit(op, weight, &shared.writer, |ops| shared.commit_group(ops), lost)
+        let weight = op.weight();
+        let Enqueued { answer, leader } = self.shared.group.enqueue(op, weight);
+        if let Some(leader) = leader {
+            // Holds the store only while it commits (see `Leader::lead`).
+            let shared = Arc::downgrade(&self.shared);
+            // Not awaited: the writers await their answers, this one's included.
+            drop(tokio::task::spawn_blocking(move || leader.lead(&shared)));
+        }
+        answer.await.unwrap_or_else(|_| {
+            let why = std::io::Error::other(
+                "the commit of this write's group was interrupted; the write may have been committed",
+            );
+            Err(storage(self.shared.path.display().to_string(), "finish a write to")(why))
         })
-        .await
-        .map_err(storage(self.shared.path.display().to_string(), "finish a write to"))?
     }
 
     /// Runs `f` on the blocking pool.
@@ -481,6 +488,16 @@ impl RedbStore {
         tokio::task::spawn_blocking(move || f(&shared))
             .await
             .map_err(storage(self.shared.path.display().to_string(), verb))?
+    }
+}
+
+impl Committer<GroupOp, GroupOut, StoreError> for Shared {
+    fn writer(&self) -> &Mutex<()> {
+        &self.writer
+    }
+
+    fn commit(&self, ops: Vec<GroupOp>) -> Vec<Result<GroupOut, StoreError>> {
+        self.commit_group(ops)
     }
 }
 
