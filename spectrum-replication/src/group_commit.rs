@@ -1,6 +1,5 @@
 //! Group commit: writes that arrive while another is being committed wait, and
-//! the next writer to lead commits all of them together, in one transaction and
-//! one fsync.
+//! are then committed together, in one transaction and one fsync.
 //!
 //! This is LevelDB's write path (`DBImpl::Write` and `BuildBatchGroup`), with
 //! writers that wait without a thread: every writer queues its operation and
@@ -24,16 +23,20 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::panic::AssertUnwindSafe;
+
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
+use tracing::warn;
 
 /// An operation waiting to be committed.
 struct Queued<Op, Out, E> {
     op: Op,
     /// Its size (bytes written, roughly), held against [`GroupCommit::max_weight`].
     weight: usize,
-    /// Where its writer waits for the result. Dropped unanswered (a commit that
-    /// panicked or answered too few), the writer hears that its write was lost.
+    /// Where its writer waits for the result. Dropped unanswered (its group's
+    /// commit panicked or answered too few, the lead was dropped before it
+    /// ran, the store was gone), the writer hears that its write was lost.
     answer: oneshot::Sender<Result<Out, E>>,
 }
 
@@ -60,8 +63,9 @@ pub(crate) struct GroupCommit<Op, Out, E> {
 pub(crate) struct Enqueued<Op, Out, E> {
     /// The operation's result; an error when it was lost (see [`Queued::answer`]).
     pub(crate) answer: oneshot::Receiver<Result<Out, E>>,
-    /// Present when this writer must run [`Leader::lead`] (on a thread that may
-    /// block), or everything queued waits.
+    /// Present when no leader was running: this writer must have
+    /// [`Leader::lead`] run, on a thread that may block. Dropped instead, it
+    /// loses everything queued.
     pub(crate) leader: Option<Leader<Op, Out, E>>,
 }
 
@@ -123,10 +127,10 @@ impl<Op, Out, E> GroupCommit<Op, Out, E> {
 
 /// The right and duty to commit what is queued: one at a time per
 /// [`GroupCommit`]. Dropped without [`lead`](Self::lead) running to its end (a
-/// commit that panicked, a blocking pool that shut down first), it gives up
-/// the lead and drops what is queued, whose writers hear their writes were
-/// lost (none of them was committed), so no writer waits for an answer that
-/// never comes.
+/// blocking pool that shut down before running it, a store already gone), it
+/// gives up the lead and drops what is queued, whose writers hear their writes
+/// were lost (none of them was committed), so no writer waits for an answer
+/// that never comes.
 pub(crate) struct Leader<Op, Out, E> {
     group: Arc<GroupCommit<Op, Out, E>>,
     done: bool,
@@ -146,8 +150,10 @@ impl<Op, Out, E> Leader<Op, Out, E> {
     /// Commits groups until the queue is empty, blocking: for each, takes the
     /// committer's writer lock, then the operations queued by then (in the
     /// order queued, within the limits), commits them and sends each writer its
-    /// own result. Operations left without a result (too few results, or the
-    /// commit panicked) are answered as lost.
+    /// own result. Operations left without a result (too few results) are
+    /// answered as lost. A commit that panics loses its own group only: the
+    /// panic is caught (the committer must stay usable after one: the store
+    /// closes its file and reloads it), logged, and the next group goes on.
     ///
     /// The committer is held only while a group is committed, and let go
     /// before its writers are answered: a writer that closes the store once
@@ -166,19 +172,30 @@ impl<Op, Out, E> Leader<Op, Out, E> {
                 }
             }
             let Some(committer) = committer.upgrade() else { return };
-            let (answers, results) = {
-                let _writer = committer.writer().lock();
-                // Operations that queued while the lock was awaited join the group.
-                let taken = group.take_group(&mut group.queue.lock());
-                group.groups.fetch_add(1, Ordering::Relaxed);
-                let (ops, answers): (Vec<Op>, Vec<_>) = taken.into_iter().map(|q| (q.op, q.answer)).unzip();
-                // Should the commit panic, the answers are dropped unsent: lost.
-                (answers, committer.commit(ops))
-            };
+            let writer = committer.writer().lock();
+            // Operations that queued while the lock was awaited join the group.
+            let taken = group.take_group(&mut group.queue.lock());
+            group.groups.fetch_add(1, Ordering::Relaxed);
+            let (ops, answers): (Vec<Op>, Vec<_>) = taken.into_iter().map(|q| (q.op, q.answer)).unzip();
+            // Unwind-safe as far as this loop goes: nothing of it is shared
+            // with the commit but the committer, whose contract covers a panic.
+            let results = std::panic::catch_unwind(AssertUnwindSafe(|| committer.commit(ops)));
+            drop(writer);
             drop(committer);
-            for (answer, result) in answers.into_iter().zip(results) {
-                // A writer that stopped waiting (its caller gave up) needs no answer.
-                let _ = answer.send(result);
+            match results {
+                Ok(results) => {
+                    for (answer, result) in answers.into_iter().zip(results) {
+                        // A writer that stopped waiting (its caller gave up) needs no answer.
+                        let _ = answer.send(result);
+                    }
+                }
+                Err(_) => {
+                    warn!(
+                        writes = answers.len(),
+                        "a group's commit panicked; its writes are answered as lost"
+                    );
+                    drop(answers);
+                }
             }
         }
     }
@@ -189,9 +206,13 @@ impl<Op, Out, E> Drop for Leader<Op, Out, E> {
         if self.done {
             return;
         }
-        let mut queue = self.group.queue.lock();
-        queue.leading = false;
-        queue.waiting.clear();
+        let lost = {
+            let mut queue = self.group.queue.lock();
+            queue.leading = false;
+            std::mem::take(&mut queue.waiting)
+        };
+        // Outside the queue's lock: each dropped answer wakes its writer.
+        drop(lost);
     }
 }
 
@@ -302,9 +323,9 @@ mod tests {
         assert_eq!(group.queued(), 0);
     }
 
-    /// A commit that panics answers every writer of its group as lost, as does
-    /// one that returns too few results; nobody is left waiting, and the next
-    /// writer leads.
+    /// A commit that panics answers every writer of its group as lost (the
+    /// panic stays in the leader), as does one that returns too few results;
+    /// nobody is left waiting, and the next writer leads.
     #[test]
     fn a_commit_that_panics_or_answers_too_few_leaves_no_writer_waiting() {
         for panics in [true, false] {
@@ -339,15 +360,44 @@ mod tests {
             let lost = outcomes.iter().filter(|o| matches!(o, Ok(Err(lost)) if lost == "lost")).count();
             let answered = outcomes.iter().filter(|o| matches!(o, Ok(Ok(_)))).count();
             match panics {
-                true => {
-                    assert_eq!((unwound, lost, answered), (1, 3, 0), "the leader unwinds, the rest are lost")
-                }
+                true => assert_eq!((unwound, lost, answered), (0, 4, 0), "all lost, none unwinds"),
                 false => assert_eq!((unwound, lost, answered), (0, 3, 1), "one answered, the rest lost"),
             }
             assert_eq!(group.queued(), 0);
             let next = submit(&group, 7, &writer, |ops| ops.into_iter().map(Ok).collect());
             assert_eq!(next, Ok(7), "the next writer leads");
         }
+    }
+
+    /// A group whose commit panics loses its own writes only: those queued
+    /// behind it are committed by the next groups.
+    #[test]
+    fn a_panicking_group_loses_only_its_own_writes() {
+        let group: Group = Arc::new(GroupCommit::new(2, usize::MAX));
+        let writer = Arc::new(Mutex::new(()));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let held = writer.lock();
+        let (tx, outcomes) = mpsc::channel();
+        for i in 0..4u32 {
+            let (group, writer, calls, tx) = (group.clone(), writer.clone(), calls.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let commit = |ops: Vec<u32>| {
+                    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                        panic!("the first group's commit fails");
+                    }
+                    ops.into_iter().map(Ok).collect()
+                };
+                let _ = tx.send(submit(&group, i, &writer, commit));
+            });
+        }
+        until_queued(&group, 4);
+        drop(held);
+        let outcomes: Vec<_> = (0..4)
+            .map(|_| outcomes.recv_timeout(Duration::from_secs(10)).expect("a writer was left waiting"))
+            .collect();
+        let lost = outcomes.iter().filter(|o| matches!(o, Err(lost) if lost == "lost")).count();
+        assert_eq!((lost, outcomes.len() - lost), (2, 2), "{outcomes:?}");
+        assert_eq!((calls.load(Ordering::SeqCst), group.groups()), (2, 2), "two groups of two");
     }
 
     /// A lead dropped before it ran (a blocking pool that shut down) answers

@@ -67,7 +67,8 @@
 //! it at a time, group after group, while their writers await their answers
 //! without holding a thread. Writes are cancel-safe: a write whose caller gives
 //! up still finishes (or fails) as a whole, unless every handle to the store is
-//! dropped before its group is taken (then it is dropped, never acknowledged).
+//! dropped, or the runtime's blocking pool shuts down, before its group is
+//! taken (then it is dropped, never acknowledged).
 //! Reads only touch memory.
 //! [`RedbStore::open`] is synchronous and reads the whole file; call it at start-up.
 //!
@@ -459,8 +460,9 @@ impl RedbStore {
     }
 
     /// Commits `op` in a group (see [the module docs](crate::redb)): waits for
-    /// its answer, and, when no group is being committed, first starts the
-    /// blocking pool's thread that commits groups until none is queued.
+    /// its answer, and, when no leader is running (committing, or waiting for
+    /// the writer lock or a thread), first starts the blocking pool's thread
+    /// that commits groups until none is queued.
     async fn write_grouped(&self, op: GroupOp) -> Result<GroupOut, StoreError> {
         let weight = op.weight();
         let Enqueued { answer, leader } = self.shared.group.enqueue(op, weight);
@@ -472,7 +474,7 @@ impl RedbStore {
         }
         answer.await.unwrap_or_else(|_| {
             let why = std::io::Error::other(
-                "the commit of this write's group was interrupted; the write may have been committed",
+                "the commit of this write's group was interrupted or never ran; the write may have been committed",
             );
             Err(storage(self.shared.path.display().to_string(), "finish a write to")(why))
         })
@@ -1624,7 +1626,7 @@ mod tests {
     /// Waits (bounded) until `count` writes are queued on `store` (behind a
     /// writer lock the test holds).
     async fn until_queued(store: &RedbStore, count: usize) {
-        for _ in 0..1000 {
+        for _ in 0..5000 {
             if store.shared.group.queued() == count {
                 return;
             }
