@@ -269,6 +269,36 @@ mod tests {
         answer.blocking_recv().unwrap_or_else(|_| Err("lost".into()))
     }
 
+    /// Starts `count` writers on threads of their own, writing 0, 1, … behind
+    /// `writer` (held until all are queued), each committing with `commit`,
+    /// and returns their outcomes in that order. Fails when a writer is left
+    /// waiting (bounded), or unwinds (it never answers).
+    fn writers_behind_the_lock<F>(
+        group: &Group,
+        writer: &Arc<Mutex<()>>,
+        count: u32,
+        commit: F,
+    ) -> Vec<Result<u32, String>>
+    where
+        F: Fn(Vec<u32>) -> Vec<Result<u32, String>> + Clone + Send + 'static,
+    {
+        let held = writer.lock();
+        let (tx, outcomes) = mpsc::channel();
+        for i in 0..count {
+            let (group, writer, commit, tx) = (group.clone(), writer.clone(), commit.clone(), tx.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send((i, submit(&group, i, &writer, commit)));
+            });
+        }
+        until_queued(group, count as usize);
+        drop(held);
+        let mut outcomes: Vec<_> = (0..count)
+            .map(|_| outcomes.recv_timeout(Duration::from_secs(10)).expect("a writer was left waiting"))
+            .collect();
+        outcomes.sort_unstable_by_key(|(i, _)| *i);
+        outcomes.into_iter().map(|(_, outcome)| outcome).collect()
+    }
+
     /// Writers queued behind a held writer lock are committed in one group,
     /// each told its own result.
     #[test]
@@ -276,23 +306,12 @@ mod tests {
         let groups: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
         let group: Group = Arc::new(GroupCommit::new(64, usize::MAX));
         let writer = Arc::new(Mutex::new(()));
-        let held = writer.lock();
-        let threads: Vec<_> = (0..8u32)
-            .map(|i| {
-                let (group, writer, groups) = (group.clone(), writer.clone(), groups.clone());
-                std::thread::spawn(move || {
-                    let commit = |ops: Vec<u32>| {
-                        groups.lock().push(ops.clone());
-                        ops.into_iter().map(|op| Ok(op * 10)).collect()
-                    };
-                    submit(&group, i, &writer, commit)
-                })
-            })
-            .collect();
-        until_queued(&group, 8);
-        drop(held);
-        let results: Vec<u32> = threads.into_iter().map(|t| t.join().unwrap().unwrap()).collect();
-        assert_eq!(results, (0..8).map(|i| i * 10).collect::<Vec<_>>(), "each writer got its own result");
+        let recorded = groups.clone();
+        let results = writers_behind_the_lock(&group, &writer, 8, move |ops: Vec<u32>| {
+            recorded.lock().push(ops.clone());
+            ops.into_iter().map(|op| Ok(op * 10)).collect()
+        });
+        assert_eq!(results, (0..8).map(|i| Ok(i * 10)).collect::<Vec<_>>(), "each writer got its own result");
         let groups = groups.lock();
         assert_eq!(groups.len(), 1, "one group: {groups:?}");
         assert_eq!(group.groups(), 1);
@@ -332,36 +351,20 @@ mod tests {
             let group: Group = Arc::new(GroupCommit::new(64, usize::MAX));
             let writer = Arc::new(Mutex::new(()));
             let calls = Arc::new(AtomicUsize::new(0));
-            let held = writer.lock();
-            let (tx, outcomes) = mpsc::channel();
-            for i in 0..4u32 {
-                let (group, writer, calls, tx) = (group.clone(), writer.clone(), calls.clone(), tx.clone());
-                std::thread::spawn(move || {
-                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let commit = |ops: Vec<u32>| {
-                            calls.fetch_add(1, Ordering::SeqCst);
-                            if panics {
-                                panic!("the group's commit fails");
-                            }
-                            ops.into_iter().take(1).map(Ok).collect()
-                        };
-                        submit(&group, i, &writer, commit)
-                    }));
-                    let _ = tx.send(outcome);
-                });
-            }
-            until_queued(&group, 4);
-            drop(held);
-            let outcomes: Vec<_> = (0..4)
-                .map(|_| outcomes.recv_timeout(Duration::from_secs(10)).expect("a writer was left waiting"))
-                .collect();
+            let counted = calls.clone();
+            let outcomes = writers_behind_the_lock(&group, &writer, 4, move |ops: Vec<u32>| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                if panics {
+                    panic!("the group's commit fails");
+                }
+                ops.into_iter().take(1).map(Ok).collect()
+            });
             assert_eq!(calls.load(Ordering::SeqCst), 1, "one group");
-            let unwound = outcomes.iter().filter(|o| o.is_err()).count();
-            let lost = outcomes.iter().filter(|o| matches!(o, Ok(Err(lost)) if lost == "lost")).count();
-            let answered = outcomes.iter().filter(|o| matches!(o, Ok(Ok(_)))).count();
+            let lost = outcomes.iter().filter(|o| matches!(o, Err(lost) if lost == "lost")).count();
+            let answered = outcomes.iter().filter(|o| o.is_ok()).count();
             match panics {
-                true => assert_eq!((unwound, lost, answered), (0, 4, 0), "all lost, none unwinds"),
-                false => assert_eq!((unwound, lost, answered), (0, 3, 1), "one answered, the rest lost"),
+                true => assert_eq!((lost, answered), (4, 0), "all lost, none unwinds"),
+                false => assert_eq!((lost, answered), (3, 1), "one answered, the rest lost"),
             }
             assert_eq!(group.queued(), 0);
             let next = submit(&group, 7, &writer, |ops| ops.into_iter().map(Ok).collect());
@@ -376,25 +379,13 @@ mod tests {
         let group: Group = Arc::new(GroupCommit::new(2, usize::MAX));
         let writer = Arc::new(Mutex::new(()));
         let calls = Arc::new(AtomicUsize::new(0));
-        let held = writer.lock();
-        let (tx, outcomes) = mpsc::channel();
-        for i in 0..4u32 {
-            let (group, writer, calls, tx) = (group.clone(), writer.clone(), calls.clone(), tx.clone());
-            std::thread::spawn(move || {
-                let commit = |ops: Vec<u32>| {
-                    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                        panic!("the first group's commit fails");
-                    }
-                    ops.into_iter().map(Ok).collect()
-                };
-                let _ = tx.send(submit(&group, i, &writer, commit));
-            });
-        }
-        until_queued(&group, 4);
-        drop(held);
-        let outcomes: Vec<_> = (0..4)
-            .map(|_| outcomes.recv_timeout(Duration::from_secs(10)).expect("a writer was left waiting"))
-            .collect();
+        let counted = calls.clone();
+        let outcomes = writers_behind_the_lock(&group, &writer, 4, move |ops: Vec<u32>| {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("the first group's commit fails");
+            }
+            ops.into_iter().map(Ok).collect()
+        });
         let lost = outcomes.iter().filter(|o| matches!(o, Err(lost) if lost == "lost")).count();
         assert_eq!((lost, outcomes.len() - lost), (2, 2), "{outcomes:?}");
         assert_eq!((calls.load(Ordering::SeqCst), group.groups()), (2, 2), "two groups of two");
@@ -426,25 +417,12 @@ mod tests {
         let group: Group = Arc::new(GroupCommit::new(2, usize::MAX));
         let writer = Arc::new(Mutex::new(()));
         let sizes: Arc<Mutex<Vec<usize>>> = Arc::default();
-        let held = writer.lock();
-        let (tx, results) = mpsc::channel();
-        for i in 0..5u32 {
-            let (group, writer, sizes, tx) = (group.clone(), writer.clone(), sizes.clone(), tx.clone());
-            std::thread::spawn(move || {
-                let commit = |ops: Vec<u32>| {
-                    sizes.lock().push(ops.len());
-                    ops.into_iter().map(|op| Ok(op + 100)).collect()
-                };
-                let _ = tx.send((i, submit(&group, i, &writer, commit)));
-            });
-        }
-        until_queued(&group, 5);
-        drop(held);
-        let mut answered: Vec<_> = (0..5)
-            .map(|_| results.recv_timeout(Duration::from_secs(10)).expect("a writer was left waiting"))
-            .collect();
-        answered.sort_unstable_by_key(|(i, _)| *i);
-        assert!(answered.iter().all(|(i, result)| result == &Ok(i + 100)), "{answered:?}");
+        let recorded = sizes.clone();
+        let answered = writers_behind_the_lock(&group, &writer, 5, move |ops: Vec<u32>| {
+            recorded.lock().push(ops.len());
+            ops.into_iter().map(|op| Ok(op + 100)).collect()
+        });
+        assert_eq!(answered, (0..5).map(|i| Ok(i + 100)).collect::<Vec<_>>());
         assert_eq!(*sizes.lock(), vec![2, 2, 1], "three groups in turn");
 
         let group: Group = Arc::new(GroupCommit::new(4, usize::MAX));
