@@ -20,10 +20,9 @@
 //! committed, or the group's error.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use std::panic::AssertUnwindSafe;
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
@@ -161,7 +160,7 @@ impl<Op, Out, E> Leader<Op, Out, E> {
     /// already gone (its users dropped it, giving up their writes) loses what
     /// is queued.
     pub(crate) fn lead<C: Committer<Op, Out, E>>(mut self, committer: &std::sync::Weak<C>) {
-        let group = self.group.clone();
+        let group = &self.group;
         loop {
             {
                 let mut queue = group.queue.lock();
