@@ -54,6 +54,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Duration;
 
+#[path = "../support/cpu.rs"]
 mod cpu;
 mod fixture;
 mod load;

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench_consensus [-- --quick | --rounds 3 --ops 500 --seconds 3] [--syscalls]
+//!     [--raft-only] [--baseline BIN]
 //! ```
 //!
 //! **What runs.** Three etcd members (Debian's `etcd-server`, installed with
@@ -32,6 +33,10 @@
 //! second is the median round. The load generator shares the cores with both
 //! clusters: figures are comparable within one run, as ratios.
 //!
+//! **CPU.** Under every shape's table, each system's CPU time per operation
+//! (user and system, from `/proc/PID/stat`, 10 ms ticks, over every round) by
+//! member and in all: where the work of a write is done, and how much of it.
+//!
 //! **`--syscalls`** counts, with `perf stat` (Debian's `linux-perf`), the system
 //! calls (reads, writes, polls, futexes, fsyncs) and context switches of each
 //! system's three processes in its first round of every shape, and prints them
@@ -41,7 +46,15 @@
 //! (`replication = "raft"` in the node file, judged against issue 14's target),
 //! and last-writer-wins at `--ack quorum` and `--ack all`, whose compare-and-set
 //! gets the FAILED_PRECONDITION it answers, printed as "refused (needs Raft)".
+//! `--raft-only` leaves out the last-writer-wins configurations.
+//!
+//! **`--baseline BIN`** adds one more cluster in Raft mode run by another
+//! `spectrum` binary (an earlier build, copied aside), measured in the same
+//! rounds as everything else, so a change is judged against the build before it
+//! under the same noise.
 
+#[path = "../support/cpu.rs"]
+mod cpu;
 mod etcd;
 #[path = "../support/processes.rs"]
 mod processes;
@@ -52,6 +65,7 @@ mod syscalls;
 mod workload;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -82,6 +96,9 @@ const MODES: &[Mode] = &[
     Mode { name: "spectrum lww ack=all", settings: "", ack: AckLevel::All, judged: false },
 ];
 
+/// Raft mode run by `--baseline`'s binary: measured, not judged.
+const RAFT_BASELINE: Mode = Mode { judged: false, ..MODES[0] };
+
 /// Writers of the concurrent shape.
 const WRITERS: usize = 16;
 
@@ -95,11 +112,22 @@ struct Options {
     window: Duration,
     /// Count each system's system calls in its first round of each shape.
     syscalls: bool,
+    /// Measure only Raft mode (and the baseline), not last-writer-wins.
+    raft_only: bool,
+    /// Another `spectrum` binary whose Raft-mode cluster is measured too.
+    baseline: Option<PathBuf>,
 }
 
 impl Options {
     fn parse() -> Result<Options, BoxError> {
-        let mut options = Options { rounds: 3, ops: 500, window: Duration::from_secs(3), syscalls: false };
+        let mut options = Options {
+            rounds: 3,
+            ops: 500,
+            window: Duration::from_secs(3),
+            syscalls: false,
+            raft_only: false,
+            baseline: None,
+        };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -108,6 +136,14 @@ impl Options {
                     options = Options { rounds: 2, ops: 150, window: Duration::from_secs(1), ..options }
                 }
                 "--syscalls" => options.syscalls = true,
+                "--raft-only" => options.raft_only = true,
+                "--baseline" => {
+                    let bin = PathBuf::from(value()?);
+                    if !bin.is_file() {
+                        return Err(format!("--baseline {}: no such file", bin.display()).into());
+                    }
+                    options.baseline = Some(bin);
+                }
                 "--rounds" => options.rounds = value()?.parse::<usize>()?.clamp(1, 20),
                 "--ops" => options.ops = value()?.parse::<usize>()?.clamp(10, 100_000),
                 "--seconds" => {
@@ -178,7 +214,16 @@ async fn run() -> Result<(), BoxError> {
     let dir = tempfile::Builder::new().prefix("bench-consensus-").tempdir()?;
     // Dropped before `dir`: every process is stopped before its files go.
     let mut processes = Processes::default();
-    let systems = start_systems(&bin, dir.path(), &mut processes).await?;
+    let mut runs: Vec<(&Mode, &Path, String)> = MODES
+        .iter()
+        .filter(|mode| !options.raft_only || mode.judged)
+        .map(|mode| (mode, bin.as_path(), mode.name.to_owned()))
+        .collect();
+    if let Some(baseline) = &options.baseline {
+        println!("baseline: Raft mode run by {} as well", baseline.display());
+        runs.push((&RAFT_BASELINE, baseline.as_path(), format!("{} (baseline)", RAFT_BASELINE.name)));
+    }
+    let systems = start_systems(&runs, dir.path(), &mut processes).await?;
     println!(
         "{} processes on 127.0.0.1-3, {} cores shared by everything; {} rounds per shape, {} operations per \
          sequential round, {:?} per concurrent round; files and logs in {}",
@@ -201,6 +246,7 @@ async fn run() -> Result<(), BoxError> {
         if let Shape::ConcurrentPuts = shape {
             report::by_member(&names, &rounds, |k| systems[k].preferred);
         }
+        report::cpu_by_member(&names, &rounds, |k| systems[k].preferred);
         syscalls::table("per operation (3 processes)", &counted);
         for (k, summary) in summaries.into_iter().enumerate() {
             table.insert((s, k), summary);
@@ -213,11 +259,11 @@ async fn run() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// etcd first (the baseline), then one cluster per distinct Spectrum settings,
-/// shared by the modes that have them.
+/// etcd first (the reference), then one cluster per distinct Spectrum binary
+/// and settings, shared by the `runs` (mode, binary, name) that have them.
 async fn start_systems(
-    bin: &std::path::Path,
-    dir: &std::path::Path,
+    runs: &[(&Mode, &Path, String)],
+    dir: &Path,
     processes: &mut Processes,
 ) -> Result<Vec<System>, BoxError> {
     let etcd = etcd::start(dir, processes).await?;
@@ -230,22 +276,21 @@ async fn start_systems(
         judged: false,
     }];
     println!("etcd's leader is etcd-{}: the sequential shapes go to it", etcd.leader + 1);
-    let mut clusters: Vec<(&str, spectrum_cluster::SpectrumCluster, Vec<u32>)> = Vec::new();
-    for mode in MODES {
-        if !clusters.iter().any(|(settings, ..)| *settings == mode.settings) {
-            let name = format!("c{}", clusters.len() + 1);
+    type Started<'a> = (&'a str, &'a Path, spectrum_cluster::SpectrumCluster, Vec<u32>);
+    let mut clusters: Vec<Started> = Vec::new();
+    for (mode, bin, name) in runs {
+        let same = |(settings, b, ..): &&Started| *settings == mode.settings && b == bin;
+        if !clusters.iter().any(|c| same(&c)) {
+            let cluster_name = format!("c{}", clusters.len() + 1);
             let started = processes.len();
-            let cluster = spectrum_cluster::start(bin, dir, &name, mode.settings, processes).await?;
-            clusters.push((mode.settings, cluster, processes.pids_since(started)));
+            let cluster = spectrum_cluster::start(bin, dir, &cluster_name, mode.settings, processes).await?;
+            clusters.push((mode.settings, bin, cluster, processes.pids_since(started)));
         }
-        let (_, cluster, pids) = clusters
-            .iter()
-            .find(|(settings, ..)| *settings == mode.settings)
-            .ok_or("cluster just started")?;
+        let (_, _, cluster, pids) = clusters.iter().find(same).ok_or("cluster just started")?;
         let preferred = cluster.preferred().await?;
-        println!("{}: the sequential shapes go to node-{}", mode.name, preferred + 1);
+        println!("{name}: the sequential shapes go to node-{}", preferred + 1);
         systems.push(System {
-            name: mode.name.to_owned(),
+            name: name.clone(),
             members: cluster
                 .nodes
                 .iter()
@@ -284,7 +329,9 @@ async fn measure(
             } else {
                 None
             };
-            let round = match shape {
+            let cpu_before: Vec<Option<Duration>> =
+                system.pids.iter().map(|&p| cpu::process_time(p)).collect();
+            let mut round = match shape {
                 Shape::SequentialPuts => {
                     workload::sequential_puts(preferred, system.prefix, options.ops).await
                 }
@@ -293,6 +340,12 @@ async fn measure(
                 }
                 Shape::SequentialCas => workload::sequential_cas(preferred, system.prefix, options.ops).await,
             };
+            round.cpu = system
+                .pids
+                .iter()
+                .zip(cpu_before)
+                .map(|(&p, before)| Some(cpu::process_time(p)?.saturating_sub(before?)))
+                .collect();
             if let Some(counting) = counting {
                 let counts = counting.stop()?;
                 if round.not_measured.is_none() {

@@ -90,6 +90,35 @@ pub(crate) fn shape_table(names: &[&str], summaries: &[Summary]) {
     }
 }
 
+/// Each system's CPU time per operation by member and summed, over every
+/// round, the member `preferred(k)` of system `k` marked (what the sequential
+/// shapes write through); "-" where `/proc` could not be read.
+pub(crate) fn cpu_by_member(names: &[&str], rounds: &[Vec<Round>], preferred: impl Fn(usize) -> usize) {
+    println!("  CPU per operation (ms; * the sequential shapes' member):");
+    for (k, (name, rounds)) in names.iter().zip(rounds).enumerate() {
+        let ops: usize = rounds.iter().map(|r| r.latencies.len()).sum();
+        let members = rounds.iter().map(|r| r.cpu.len()).max().unwrap_or(0);
+        if ops == 0 || members == 0 {
+            continue;
+        }
+        let mut line = format!("    {name}:");
+        let mut total = Some(Duration::ZERO);
+        for m in 0..members {
+            let used: Option<Duration> = rounds.iter().map(|r| r.cpu.get(m).copied().flatten()).sum();
+            total = total.zip(used).map(|(t, u)| t + u);
+            let mark = if m == preferred(k) { "*" } else { "" };
+            line.push_str(&format!("  m{}{mark} {}", m + 1, per_op(used, ops)));
+        }
+        line.push_str(&format!("  all {}", per_op(total, ops)));
+        println!("{line}");
+    }
+}
+
+/// `used` over `ops` operations, in milliseconds.
+fn per_op(used: Option<Duration>, ops: usize) -> String {
+    used.map_or("-".to_owned(), |u| format!("{:.3}", u.as_secs_f64() * 1e3 / ops as f64))
+}
+
 /// Each system's p50 and p99 by the member its writers went through, over
 /// every round, the member `preferred(k)` of system `k` marked (the leader in
 /// Raft mode and etcd: the others forward their writes to it).

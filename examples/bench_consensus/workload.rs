@@ -111,6 +111,9 @@ pub(crate) struct Round {
     /// The concurrent shape's latencies by the member written through (in
     /// nanoseconds; empty for the sequential shapes).
     pub(crate) by_member: Vec<Vec<u64>>,
+    /// CPU time each member's process used during the round (user and
+    /// system, from `/proc`; `None` where it could not be read), in member order.
+    pub(crate) cpu: Vec<Option<Duration>>,
 }
 
 impl Round {
