@@ -932,6 +932,9 @@ impl Shared {
         let mut log = None;
         if let Some(last) = batch.last() {
             let table = |name: &str| format!("{shown}: table {name}");
+            // Each record as stored, in feed order: the change log's rows
+            // reuse these bytes.
+            let mut encoded = Vec::with_capacity(batch.iter().map(|c| c.feed.len()).sum());
             {
                 let mut records = tx.open_table(RECORDS).map_err(storage(table("records"), "open"))?;
                 for c in batch.iter().flat_map(|changes| &changes.feed) {
@@ -942,9 +945,11 @@ impl Shared {
                             records
                                 .insert(c.key.as_str(), bytes.as_slice())
                                 .map_err(storage(at(), "write"))?;
+                            encoded.push(Some(bytes));
                         }
                         None => {
                             records.remove(c.key.as_str()).map_err(storage(at(), "remove"))?;
+                            encoded.push(None);
                         }
                     }
                 }
@@ -994,7 +999,7 @@ impl Shared {
                 }
             }
             let limits = *self.limits.read();
-            let feed = batch.iter().flat_map(|c| &c.feed);
+            let feed = batch.iter().flat_map(|c| &c.feed).zip(encoded);
             let oldest = redb_log::append(&tx, &shown, feed, last.head, self.hlc.physical_now_ms(), &limits)?;
             log = Some((last.head, oldest));
             let mut meta = tx.open_table(META).map_err(storage(table("meta"), "open"))?;

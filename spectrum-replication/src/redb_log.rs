@@ -51,6 +51,22 @@ struct Entry {
     dropped_tombstone: bool,
 }
 
+/// An [`Entry`] as written: its record already encoded (the bytes stored in
+/// the `records` table), so a commit encodes each record once. A
+/// length-delimited field has the same wire form whether it holds a message
+/// or that message's bytes, so a row written as this decodes as an `Entry`.
+#[derive(Clone, PartialEq, Message)]
+struct EntryRow {
+    #[prost(uint64, tag = "1")]
+    at_ms: u64,
+    #[prost(string, tag = "2")]
+    key: String,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    record: Option<Vec<u8>>,
+    #[prost(bool, tag = "4")]
+    dropped_tombstone: bool,
+}
+
 /// The first fields of an [`Entry`] alone: a row's time and key read without
 /// decoding (and checking) its record, for compaction and for pages of a
 /// prefix that the row is not under.
@@ -62,27 +78,25 @@ struct EntryHead {
     key: String,
 }
 
-/// Appends the changes of one commit made at `now_ms`, then drops what `limits`
-/// no longer keep (at most [`MAX_COMPACTED_PER_COMMIT`] rows), in `tx`. Returns
-/// the oldest position the log then resumes from, its last change being `head`.
+/// Appends the changes of one commit made at `now_ms`, each with its record
+/// as encoded for the `records` table (`None` for a dropped record), then
+/// drops what `limits` no longer keep (at most [`MAX_COMPACTED_PER_COMMIT`]
+/// rows), in `tx`. Returns the oldest position the log then resumes from, its
+/// last change being `head`.
 pub(crate) fn append<'a>(
     tx: &WriteTransaction,
     shown: &str,
-    feed: impl IntoIterator<Item = &'a Change>,
+    feed: impl IntoIterator<Item = (&'a Change, Option<Vec<u8>>)>,
     head: u64,
     now_ms: u64,
     limits: &ChangeLogLimits,
 ) -> Result<u64, StoreError> {
     let subject = format!("{shown}: table change_log");
     let mut table = tx.open_table(CHANGES).map_err(storage(&subject, "open"))?;
-    for c in feed {
-        let entry = Entry {
-            at_ms: now_ms,
-            key: c.key.clone(),
-            record: c.record.as_ref().map(proto::Record::from),
-            dropped_tombstone: c.dropped_tombstone,
-        };
-        table.insert(c.index, entry.encode_to_vec().as_slice()).map_err(storage(&subject, "write"))?;
+    for (c, record) in feed {
+        let row =
+            EntryRow { at_ms: now_ms, key: c.key.clone(), record, dropped_tombstone: c.dropped_tombstone };
+        table.insert(c.index, row.encode_to_vec().as_slice()).map_err(storage(&subject, "write"))?;
     }
     let keep_from = limits.first_kept(head);
     let cut = limits.cut_ms(now_ms);
@@ -171,4 +185,56 @@ pub(crate) fn changes_since(
         Ok(c)
     });
     page(changes, prefix, limit, tail_head.max(head))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use spectrum_core::Timestamp;
+
+    use super::*;
+    use crate::record::{Lineage, VersionToken};
+
+    fn change(record: Option<Record>, dropped_tombstone: bool) -> Change {
+        Change { index: 7, key: "settings/mode".into(), record, dropped_tombstone }
+    }
+
+    /// A row written with its record's stored bytes is, byte for byte, the
+    /// `Entry` that encodes the record itself, and decodes back to the change.
+    #[test]
+    fn a_row_written_from_stored_bytes_is_the_entry_and_decodes_to_the_change() {
+        let origin = "n1".parse().expect("origin");
+        let mut lineage = Lineage {
+            replaces: Some(VersionToken { origin: "n2".parse().expect("origin"), seq: 9 }),
+            ..Default::default()
+        };
+        lineage.context.raise(&origin, 3);
+        let record = Record {
+            key: "settings/mode".into(),
+            value: Some(Bytes::from_static(b"fast")),
+            stamp: Timestamp::new(1_700_000_000_000, 2),
+            origin,
+            seq: 4,
+            lineage,
+        };
+        for c in [change(Some(record.clone()), false), change(None, true), change(None, false)] {
+            let stored = c.record.as_ref().map(|r| proto::Record::from(r).encode_to_vec());
+            let row = EntryRow {
+                at_ms: 42,
+                key: c.key.clone(),
+                record: stored,
+                dropped_tombstone: c.dropped_tombstone,
+            };
+            let entry = Entry {
+                at_ms: 42,
+                key: c.key.clone(),
+                record: c.record.as_ref().map(proto::Record::from),
+                dropped_tombstone: c.dropped_tombstone,
+            };
+            let bytes = row.encode_to_vec();
+            assert_eq!(bytes, entry.encode_to_vec(), "same wire form as the Entry");
+            let (at_ms, back) = decode("change_log", c.index, &bytes).expect("decodes");
+            assert_eq!((at_ms, back), (42, c));
+        }
+    }
 }

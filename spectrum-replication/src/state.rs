@@ -478,12 +478,22 @@ impl State {
 
     /// Stores `rec`, replacing whatever was stored for its key.
     fn store(&mut self, rec: Record) {
-        self.unstore(&rec.key);
-        self.by_origin.entry(rec.origin.clone()).or_default().insert(rec.seq, rec.key.clone());
-        if rec.is_tombstone() {
-            self.tombstones.insert((rec.origin.clone(), rec.seq));
+        let key = rec.key.clone();
+        let (origin, seq, tombstone) = (rec.origin.clone(), rec.seq, rec.is_tombstone());
+        // A key stored before is replaced in place: one lookup, no new node.
+        match self.records.get_mut(key.as_str()) {
+            Some(slot) => {
+                let old = std::mem::replace(slot, rec);
+                self.unindex(&old);
+            }
+            None => {
+                self.records.insert(key.clone(), rec);
+            }
         }
-        self.records.insert(rec.key.clone(), rec);
+        if tombstone {
+            self.tombstones.insert((origin.clone(), seq));
+        }
+        self.by_origin.entry(origin).or_default().insert(seq, key);
     }
 
     /// Drops the losers stored for `key` and their index entries.
@@ -511,7 +521,13 @@ impl State {
 
     /// Removes the record stored for `key`, if any.
     fn unstore(&mut self, key: &str) {
-        let Some(old) = self.records.remove(key) else { return };
+        if let Some(old) = self.records.remove(key) {
+            self.unindex(&old);
+        }
+    }
+
+    /// Drops the index entries of `old`, a record no longer stored.
+    fn unindex(&mut self, old: &Record) {
         if let Some(idx) = self.by_origin.get_mut(&old.origin) {
             idx.remove(&old.seq);
             if idx.is_empty() {
@@ -519,7 +535,7 @@ impl State {
             }
         }
         if old.is_tombstone() {
-            self.tombstones.remove(&(old.origin, old.seq));
+            self.tombstones.remove(&(old.origin.clone(), old.seq));
         }
     }
 }
@@ -565,7 +581,9 @@ impl Page {
 /// until the changes are [committed](State::commit).
 pub(crate) struct Draft<'a> {
     base: &'a State,
-    records: BTreeMap<String, Option<Record>>,
+    /// Per key touched, the position in `feed` of its latest change (whose
+    /// record is the key's, or none when it was dropped).
+    records: BTreeMap<String, usize>,
     losers: BTreeMap<String, Vec<Record>>,
     vv: BTreeMap<Origin, u64>,
     pending: BTreeMap<Origin, BTreeSet<u64>>,
@@ -634,7 +652,8 @@ impl<'a> Draft<'a> {
 
     fn get(&self, key: &str) -> Option<&Record> {
         match self.records.get(key) {
-            Some(r) => r.as_ref(),
+            // Positions in `records` are of changes pushed to `feed`.
+            Some(&at) => self.feed[at].record.as_ref(),
             None => self.base.records.get(key),
         }
     }
@@ -693,20 +712,20 @@ impl<'a> Draft<'a> {
 
     fn put(&mut self, rec: Record) {
         self.head += 1;
+        self.records.insert(rec.key.clone(), self.feed.len());
         self.feed.push(Change {
             index: self.head,
             key: rec.key.clone(),
-            record: Some(rec.clone()),
+            record: Some(rec),
             dropped_tombstone: false,
         });
-        self.records.insert(rec.key.clone(), Some(rec));
     }
 
     fn remove(&mut self, key: &str) {
         self.head += 1;
         let dropped_tombstone = self.get(key).is_some_and(Record::is_tombstone);
+        self.records.insert(key.to_owned(), self.feed.len());
         self.feed.push(Change { index: self.head, key: key.to_owned(), record: None, dropped_tombstone });
-        self.records.insert(key.to_owned(), None);
     }
 
     /// Merges one remote record: ignored when this store already covers it (it
