@@ -117,6 +117,9 @@ type Inner = proto::management_client::ManagementClient<InterceptedService<Chann
 #[derive(Debug, Clone)]
 pub struct AdminClient {
     inner: Inner,
+    /// The channel and interceptor `inner` was made from, to make it again
+    /// with other metadata.
+    made_from: Arc<(Channel, TokenInterceptor)>,
     /// The session every write is merged into and every read sends, if kept.
     session: Option<Arc<Mutex<Session>>>,
     /// How long a node may wait to catch up with a read's session.
@@ -207,13 +210,44 @@ impl AdminClient {
 
     /// A client over an existing channel (a lazily connected one, a simulator's).
     pub fn from_channel(channel: Channel, token: Option<Token>) -> Self {
+        let interceptor = TokenInterceptor::new(token);
+        let inner = Self::inner(&channel, &interceptor);
+        Self { inner, made_from: Arc::new((channel, interceptor)), session: None, read_wait: None }
+    }
+
+    fn inner(channel: &Channel, interceptor: &TokenInterceptor) -> Inner {
         let max = spectrum_core::transport::DEFAULT_MAX_MESSAGE_BYTES;
-        let inner = proto::management_client::ManagementClient::with_interceptor(
-            channel,
-            TokenInterceptor::new(token),
-        )
-        .max_decoding_message_size(max);
-        Self { inner, session: None, read_wait: None }
+        proto::management_client::ManagementClient::with_interceptor(channel.clone(), interceptor.clone())
+            .max_decoding_message_size(max)
+    }
+
+    /// This client, sending `key` as the idempotency key of every call (see
+    /// [`idempotency`](crate::management::idempotency)): in Raft mode a write
+    /// sent again through it, after an answer that left its outcome unknown, is
+    /// answered with the first attempt's decision and applied once. Use one
+    /// fresh key (a UUID) per write, for that write and its retries only; keys
+    /// are remembered for about a minute.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: spectrum::client::AdminClient) -> Result<(), Box<dyn std::error::Error>> {
+    /// use spectrum::client::PutCondition;
+    ///
+    /// let once = admin.with_idempotency_key("order-4711-license".parse()?);
+    /// let mut outcome = once.put_if("licenses/main", "…", PutCondition::Absent).await;
+    /// if outcome.as_ref().err().and_then(|e| e.code()) == Some(tonic::Code::Unavailable) {
+    ///     // Outcome unknown: the retry gets the first decision, never a second write.
+    ///     outcome = once.put_if("licenses/main", "…", PutCondition::Absent).await;
+    /// }
+    /// outcome?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn with_idempotency_key(mut self, key: crate::management::idempotency::IdempotencyKey) -> Self {
+        let (channel, interceptor) = &*self.made_from;
+        let interceptor = interceptor.clone().with_idempotency_key(&key);
+        self.inner = Self::inner(channel, &interceptor);
+        self.made_from = Arc::new((channel.clone(), interceptor));
+        self
     }
 
     /// This client, keeping a session that starts at `session` (empty:

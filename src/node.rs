@@ -501,7 +501,7 @@ impl NodeBuilder {
         let mut routes = RoutesBuilder::default();
         routes.add_service(health_service).add_service(reflection()?).add_service(
             tonic::service::interceptor::InterceptedService::new(
-                ManagementService::new(admin).into_server(max),
+                crate::management::idempotency::Idempotent(ManagementService::new(admin).into_server(max)),
                 auth,
             ),
         );

@@ -294,7 +294,7 @@ async fn start_systems(
             members: cluster
                 .nodes
                 .iter()
-                .map(|c| Client::Spectrum { client: c.clone(), ack: mode.ack })
+                .map(|c| Client::Spectrum { client: Box::new(c.clone()), ack: mode.ack })
                 .collect(),
             preferred,
             prefix: "settings/bench/",

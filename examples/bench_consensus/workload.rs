@@ -25,7 +25,7 @@ pub(crate) enum Client {
     /// An etcd member (gRPC KV API).
     Etcd(EtcdClient),
     /// A Spectrum node (management API), writing at `ack`.
-    Spectrum { client: AdminClient, ack: AckLevel },
+    Spectrum { client: Box<AdminClient>, ack: AckLevel },
 }
 
 /// What a write left behind, for a compare-and-set against it: etcd's mod

@@ -132,12 +132,29 @@ pub struct Transaction {
     pub conditions: Vec<Condition>,
     /// The writes, in order.
     pub writes: WriteBatch,
+    /// The write's id, when its client names it so that a retry of the same
+    /// write carries the same id (see [`with_request_id`](Self::with_request_id));
+    /// `None`: the replicator draws a fresh one, used by its own retries only.
+    pub request_id: Option<u128>,
 }
 
 impl Transaction {
     /// A transaction of `writes` with no condition yet.
     pub fn new(writes: WriteBatch) -> Self {
-        Self { conditions: Vec::new(), writes }
+        Self { conditions: Vec::new(), writes, request_id: None }
+    }
+
+    /// Names the write `id`, 128 bits its client chose (at random, or derived
+    /// from an idempotency key): in Raft mode a transaction whose id the state
+    /// machine decided lately is not decided again, and gets the first
+    /// decision's answer (the Raft thesis, Ongaro 2014, §6.3). So a client
+    /// whose first attempt timed out with its outcome unknown retries under
+    /// the same id, and the write applies once. Ids are remembered for a minute
+    /// of the log's stamps and at most 65,536 of them. Last-writer-wins mode
+    /// does not commit transactions.
+    pub fn with_request_id(mut self, id: u128) -> Self {
+        self.request_id = Some(id);
+        self
     }
 
     /// Adds a condition.

@@ -76,6 +76,12 @@ pub(crate) async fn with_pending<F: std::future::Future>(
         .await
 }
 
+/// The name of the caller whose management write this task runs (see
+/// [`with_pending`]), if any.
+pub(crate) fn pending_caller() -> Option<String> {
+    PENDING.try_with(|p| p.borrow().caller.name.clone()).ok()
+}
+
 impl Admin {
     /// `batch` with the audit record of the management write under way in this
     /// task appended, the first time it writes (see [`with_pending`]), and that

@@ -11,6 +11,7 @@ use spectrum_replication::{
 use tracing::debug;
 
 use super::{Admin, AdminError};
+use crate::management::idempotency;
 use crate::model::{Entry, WriteReceipt};
 use crate::namespace::{self, Namespace};
 
@@ -30,6 +31,11 @@ impl Admin {
         let own = batch.writes.iter().rposition(|w| !w.key().starts_with(Namespace::Audit.prefix()));
         let mut txn = Transaction::new(batch);
         txn.conditions = conditions;
+        // A call that carries an idempotency key names each of its commits,
+        // so that its retry is answered with the first decision.
+        if let Some(id) = super::audit::pending_caller().and_then(|c| idempotency::next_request_id(&c)) {
+            txn = txn.with_request_id(id);
+        }
         let committed =
             self.replicator.commit(txn, self.write_timeout).await.map_err(AdminError::Replication)?;
         let versions = match committed.outcome {

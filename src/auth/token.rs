@@ -139,12 +139,22 @@ pub(super) fn tokens_match(given: &[u8], expected: &[u8]) -> bool {
 #[derive(Debug, Clone)]
 pub struct TokenInterceptor {
     header: Option<MetadataValue<Ascii>>,
+    /// The `idempotency-key` every call carries, if any.
+    idempotency_key: Option<MetadataValue<Ascii>>,
 }
 
 impl TokenInterceptor {
     /// Sends `token` with every call, or nothing when `None`.
     pub fn new(token: Option<Token>) -> Self {
-        Self { header: token.as_ref().map(Token::header) }
+        Self { header: token.as_ref().map(Token::header), idempotency_key: None }
+    }
+
+    /// Sends `key` as `idempotency-key` with every call too (see
+    /// [`idempotency`](crate::management::idempotency)).
+    pub fn with_idempotency_key(mut self, key: &crate::management::idempotency::IdempotencyKey) -> Self {
+        // A key is visible ASCII, always a valid metadata value.
+        self.idempotency_key = key.as_str().parse().ok();
+        self
     }
 }
 
@@ -152,6 +162,9 @@ impl tonic::service::Interceptor for TokenInterceptor {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(header) = &self.header {
             request.metadata_mut().insert("authorization", header.clone());
+        }
+        if let Some(key) = &self.idempotency_key {
+            request.metadata_mut().insert(crate::management::idempotency::HEADER, key.clone());
         }
         Ok(request)
     }

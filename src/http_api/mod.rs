@@ -28,7 +28,11 @@
 //! Answers are the [`model`](crate::model) types as JSON (the `spectrum --json`
 //! shapes), with the answering node in the `spectrum-served-by` header.
 //! Writes take `?ack=local|quorum|all` (default `quorum`), reads
-//! `?min_version=<token>` (read-your-writes through the balancer).
+//! `?min_version=<token>` (read-your-writes through the balancer). A write may
+//! carry an `Idempotency-Key` header, so that sending it again after an
+//! answer that left its outcome unknown applies it once (Raft mode; see
+//! [`idempotency`]); a bad or repeated one is
+//! 400.
 //!
 //! # Errors
 //!
@@ -68,7 +72,7 @@ pub use watch::{NDJSON, WatchParams};
 
 use crate::admin::Admin;
 use crate::auth::BearerAuth;
-use crate::management::{Policy, Rpc};
+use crate::management::{Policy, Rpc, idempotency};
 
 /// Where the API lives.
 pub const PREFIX: &str = "/api/v1";
@@ -180,8 +184,14 @@ pub(crate) fn routes(admin: Admin, auth: BearerAuth, max_body_bytes: usize) -> a
 async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) -> Response {
     match api.auth.authenticate(request.headers()) {
         Ok(caller) => {
+            let key = match idempotency::from_headers(request.headers()) {
+                Ok(key) => key,
+                Err(e) => {
+                    return ApiError::from(tonic::Status::invalid_argument(e.to_string())).into_response();
+                }
+            };
             request.extensions_mut().insert(caller);
-            next.run(request).await
+            idempotency::scope(key, next.run(request)).await
         }
         Err(status) => ApiError::from(status).into_response(),
     }

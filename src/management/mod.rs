@@ -39,6 +39,7 @@
 //! one to name, and strangers must not be able to fill the log).
 
 mod balancer;
+pub mod idempotency;
 mod policy;
 mod rpc;
 mod status;

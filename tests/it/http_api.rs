@@ -26,7 +26,7 @@ impl Answer {
     }
 
     /// The error's `(code, message)`.
-    fn error(&self) -> (String, String) {
+    pub(crate) fn error(&self) -> (String, String) {
         let v = self.json();
         let code = v["error"]["code"].as_str().unwrap_or_else(|| panic!("no error code: {v}")).to_owned();
         (code, v["error"]["message"].as_str().unwrap().to_owned())
@@ -36,6 +36,18 @@ impl Answer {
 /// Sends `method path` with `body` to `base` (`http://host:port`) over a fresh
 /// HTTP/1.1 connection, with `token` as the bearer token.
 pub(crate) async fn call(base: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> Answer {
+    call_with(base, method, path, token, &[], body).await
+}
+
+/// [`call`], with `headers` added (a name given twice is sent twice).
+pub(crate) async fn call_with(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
     let authority = base.strip_prefix("http://").expect("an http:// address");
     let stream = tokio::net::TcpStream::connect(authority).await.expect("connect");
     let (mut sender, conn) =
@@ -44,6 +56,9 @@ pub(crate) async fn call(base: &str, method: &str, path: &str, token: Option<&st
     let mut request = http::Request::builder().method(method).uri(path).header("host", authority);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let request = request.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
     let response = sender.send_request(request).await.expect("an answer");

@@ -315,3 +315,75 @@ async fn concurrent_clients_on_every_node_record_a_linearizable_history() {
     assert!(report.is_linearizable(), "{report}");
     cluster.shutdown().await;
 }
+
+/// A write sent again under the same idempotency key (typed client, gRPC
+/// metadata; or HTTP header) is answered with the first attempt's decision and
+/// applied once; without the key the same retry is a new write. A bad or
+/// repeated key is refused and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_retried_under_its_idempotency_key_is_answered_with_its_first_decision_and_applied_once() {
+    use spectrum::client::PutCondition;
+
+    use crate::http_api::call_with;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = raft_cluster("raft-idem", dir.path()).await;
+    all_ready(&cluster).await;
+    let ids: Vec<String> = cluster.nodes().map(|n| n.id().to_string()).collect();
+    let (a, b) = (client(&cluster, &ids[0]).await, client(&cluster, &ids[1]).await);
+
+    // A create-if-absent retried through another node under the same key: the
+    // retry gets the first attempt's version, not "condition failed".
+    let key: spectrum::management::idempotency::IdempotencyKey = "create-owner-1".parse().unwrap();
+    let first = a.clone().with_idempotency_key(key.clone());
+    let created = first.put_if("settings/owner", "a", PutCondition::Absent).await.unwrap();
+    let retried = b.clone().with_idempotency_key(key.clone());
+    let again = retried.put_if("settings/owner", "a", PutCondition::Absent).await.unwrap();
+    assert_eq!(again.write.version, created.write.version, "the first decision's answer");
+    let fresh = b.put_if("settings/owner", "a", PutCondition::Absent).await.unwrap_err();
+    assert_eq!(fresh.code(), Some(tonic::Code::FailedPrecondition), "without the key, a new write: {fresh}");
+
+    // A plain put retried under its key writes one version; without the key, two.
+    let once = a.clone().with_idempotency_key("put-mode-1".parse().unwrap());
+    let v1 = once.put("settings/mode", "fast", AckLevel::Quorum).await.unwrap().write.version;
+    let v2 = once.put("settings/mode", "fast", AckLevel::Quorum).await.unwrap().write.version;
+    assert_eq!(v1, v2);
+    assert_eq!(a.get_consistent("settings/mode").await.unwrap().version, v1, "no second version");
+    let v3 = a.put("settings/mode", "fast", AckLevel::Quorum).await.unwrap().write.version;
+    assert_ne!(v3, v1, "a put without a key is a new write");
+
+    // The HTTP API takes the key as the Idempotency-Key header.
+    let base = format!("http://{}", cluster.node(&ids[2]).unwrap().local_addr());
+    let path = "/api/v1/config/settings/region?if_absent=true";
+    let put = |headers: &'static [(&'static str, &'static str)]| {
+        let base = base.clone();
+        async move { call_with(&base, "PUT", path, None, headers, b"eu").await }
+    };
+    let (h1, h2) =
+        (put(&[("idempotency-key", "region-1")]).await, put(&[("Idempotency-Key", "region-1")]).await);
+    assert_eq!((h1.status, h2.status), (200, 200), "{:?} {:?}", h1.body, h2.body);
+    assert_eq!(h1.json()["version"], h2.json()["version"]);
+    assert_eq!(put(&[("idempotency-key", "region-2")]).await.status, 409, "another key: a new write");
+
+    // Refused before anything runs: a key given twice, a key with a space.
+    let path = "/api/v1/config/settings/refused";
+    for headers in
+        [&[("idempotency-key", "k1"), ("idempotency-key", "k2")][..], &[("idempotency-key", "a b")]]
+    {
+        let refused = call_with(&base, "PUT", path, None, headers, b"x").await;
+        assert_eq!(refused.status, 400, "{headers:?}");
+        assert!(refused.error().1.contains("invalid idempotency-key"), "{:?}", refused.error());
+    }
+    let mut raw =
+        spectrum::pb::proto::management_client::ManagementClient::connect(base.clone()).await.unwrap();
+    let mut request = tonic::Request::new(spectrum::pb::proto::PutRequest {
+        key: "settings/refused".into(),
+        value: b"x".to_vec(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert("idempotency-key", "a b".parse().unwrap());
+    let refused = raw.put(request).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+    assert_eq!(a.get_consistent("settings/refused").await.unwrap_err().code(), Some(tonic::Code::NotFound));
+    cluster.shutdown().await;
+}

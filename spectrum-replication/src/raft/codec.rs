@@ -129,7 +129,11 @@ impl TryFrom<proto::RaftProposal> for Proposal {
             })
             .collect();
         let id = ProposalId::from_bytes("proposal.id", &p.id)?;
-        Ok(Proposal { stamp, txn: Transaction { conditions, writes: WriteBatch { writes } }, id })
+        Ok(Proposal {
+            stamp,
+            txn: Transaction { conditions, writes: WriteBatch { writes }, request_id: None },
+            id,
+        })
     }
 }
 

@@ -38,6 +38,12 @@ pub(crate) struct Cli {
     /// refusing a read, in ms (the node's default 2000 when unset; at most 30000).
     #[arg(long, global = true, env = "SPECTRUM_READ_WAIT_MS", value_name = "MS")]
     pub(crate) read_wait_ms: Option<u64>,
+    /// Name this command's write KEY (a UUID, say; visible ASCII, at most 255
+    /// bytes) so that running the same command again with the same key, after
+    /// an answer that left its outcome unknown, applies it once: in Raft mode
+    /// the retry gets the first attempt's answer. Keys are kept about a minute.
+    #[arg(long, global = true, value_name = "KEY")]
+    pub(crate) idempotency_key: Option<spectrum::management::idempotency::IdempotencyKey>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }

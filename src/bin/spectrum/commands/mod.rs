@@ -33,7 +33,7 @@ mod user;
 /// Runs the parsed command line; with a session file, loads it first and saves
 /// it back when the command's writes added to it (even if the command then failed).
 pub(crate) async fn run(cli: Cli) -> Result<()> {
-    let Cli { endpoint, ca_cert, token, json, ack, session, read_wait_ms, command } = cli;
+    let Cli { endpoint, ca_cert, token, json, ack, session, read_wait_ms, idempotency_key, command } = cli;
     let kept = session.as_deref().map(crate::session::load).transpose()?;
     let target = Target {
         endpoint,
@@ -41,6 +41,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         token,
         session: kept.clone(),
         read_wait: read_wait_ms.map(std::time::Duration::from_millis),
+        idempotency_key,
         made: Mutex::new(Vec::new()),
     };
     let done = dispatch(&target, command, AckLevel::from(ack), json).await;
@@ -97,6 +98,8 @@ struct Target {
     token: Option<Token>,
     session: Option<Session>,
     read_wait: Option<std::time::Duration>,
+    /// The key every call of the command carries, if any.
+    idempotency_key: Option<spectrum::management::idempotency::IdempotencyKey>,
     /// The clients handed out, whose sessions are saved back after the command.
     made: Mutex<Vec<AdminClient>>,
 }
@@ -114,6 +117,9 @@ impl Target {
         }
         if let Some(wait) = self.read_wait {
             client = client.with_read_wait(wait);
+        }
+        if let Some(key) = &self.idempotency_key {
+            client = client.with_idempotency_key(key.clone());
         }
         self.made.lock().unwrap_or_else(PoisonError::into_inner).push(client.clone());
         Ok(client)
