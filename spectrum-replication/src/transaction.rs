@@ -127,6 +127,7 @@ impl Condition {
 
 /// Writes applied all together only if every condition holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Transaction {
     /// Conditions that must all hold (none: the writes always apply).
     pub conditions: Vec<Condition>,

@@ -9,6 +9,7 @@ use tracing::{debug, warn};
 
 use super::{Admin, AdminError, now_ms};
 use crate::auth::Caller;
+use crate::management::idempotency;
 use crate::model::{AuditEntry, AuditLog, AuditQuery, DEFAULT_AUDIT_LIMIT};
 use crate::namespace::{AuditKey, AuditRecord, MAX_AUDIT_MESSAGE, Namespace, NamespaceValue};
 use spectrum_core::MemberState;
@@ -74,12 +75,6 @@ pub(crate) async fn with_pending<F: std::future::Future>(
             (out, recorded)
         })
         .await
-}
-
-/// The name of the caller whose management write this task runs (see
-/// [`with_pending`]), if any.
-pub(crate) fn pending_caller() -> Option<String> {
-    PENDING.try_with(|p| p.borrow().caller.name.clone()).ok()
 }
 
 impl Admin {
@@ -200,7 +195,7 @@ impl Admin {
     pub(super) async fn after_audit_record(&self, seq: u64) {
         // Boxed: tidying writes, and writing may tidy.
         if (seq + 1) % self.audit_slots() == 0
-            && let Err(error) = Box::pin(self.tidy_audit()).await
+            && let Err(error) = Box::pin(idempotency::unkeyed(self.tidy_audit())).await
         {
             warn!(%error, "could not tidy the audit log");
         }

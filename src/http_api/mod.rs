@@ -190,8 +190,8 @@ async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) 
                     return ApiError::from(tonic::Status::invalid_argument(e.to_string())).into_response();
                 }
             };
-            request.extensions_mut().insert(caller);
-            idempotency::scope(key, next.run(request)).await
+            request.extensions_mut().insert(caller.clone());
+            idempotency::scope(key, &caller, next.run(request)).await
         }
         Err(status) => ApiError::from(status).into_response(),
     }

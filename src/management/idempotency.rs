@@ -6,22 +6,30 @@
 //! call was sent). Sent again as a new call, it would be a new proposal, and a
 //! compare-and-set that did apply would now answer "condition failed". With an
 //! `Idempotency-Key` header (HTTP; the IETF HTTPAPI working group's draft
-//! "The Idempotency-Key HTTP Header Field") or `idempotency-key` metadata
-//! (gRPC) on both attempts, the node derives the same proposal id for each
-//! commit the call makes, and the state machine, which decides an id once
-//! (the Raft thesis, Ongaro 2014, §6.3; see `spectrum_replication`'s
-//! `Transaction::with_request_id`), answers the retry with the first
-//! attempt's decision: its version, or the same failed condition. Nothing is
-//! written twice.
+//! "The Idempotency-Key HTTP Header Field", whose quoted form `"…"` is taken
+//! without its quotes) or `idempotency-key` metadata (gRPC) on both attempts,
+//! the node derives the same proposal id for each commit the call makes, and
+//! the state machine, which decides an id once (the Raft thesis, Ongaro 2014,
+//! §6.3; see `spectrum_replication`'s `Transaction::with_request_id`),
+//! answers the retry with the first attempt's decision: its version, or the
+//! same failed condition. Nothing is written twice.
 //!
-//! - **Scope.** An id is derived from the caller's user name, the key and the
-//!   commit's place among the call's commits (SHA-256, first 128 bits), so two
-//!   users never share ids, and a call that makes several commits gives each
-//!   its own.
+//! - **What an id names.** The caller's user name (every caller is
+//!   `anonymous` on a development-mode node, with no token and no users), the
+//!   key, the commit's place among the call's commits, and what the commit
+//!   writes: its conditions and writes, the audit record aside (SHA-256, first
+//!   128 bits). So two users never share ids, a call's commits each have
+//!   their own, and a key reused for a different write (or a retry that
+//!   writes something new, such as a freshly minted user token) is a new
+//!   write, never answered with another write's decision.
 //! - **How long.** Ids are remembered for a minute of the log's stamps, at most
-//!   65,536 of them; a retry after that is decided again. Use a fresh key (a
-//!   UUID) for each write, never one for two different writes: a key reused
-//!   within the minute gets the first write's answer.
+//!   65,536 of them; a retry after that is a new write. Use a fresh key (a
+//!   UUID) for each write, for its retries only.
+//! - **Checks before the write.** A call checks some things on the answering
+//!   node before it writes (a delete that the key exists, a new user that the
+//!   name is free); a retry whose first attempt applied may be refused there
+//!   (`NOT_FOUND`, `ALREADY_EXISTS`) rather than answered with the first
+//!   decision. Nothing is written twice either way.
 //! - **Last-writer-wins mode** has no log to decide ids in: the key is
 //!   accepted and has no effect there (a put applied twice writes the same
 //!   value twice; compare-and-set needs Raft mode).
@@ -48,8 +56,11 @@ use std::str::FromStr;
 use std::task::{Context, Poll};
 
 use sha2::{Digest, Sha256};
+use spectrum_replication::{Condition, Write};
 use tonic::Status;
 use tonic::server::NamedService;
+
+use crate::auth::Caller;
 
 /// The header (HTTP) and metadata key (gRPC) that carries the key.
 pub const HEADER: &str = "idempotency-key";
@@ -115,12 +126,16 @@ pub fn from_headers(headers: &http::HeaderMap) -> Result<Option<IdempotencyKey>,
         return Err(InvalidIdempotencyKey("given more than once".into()));
     }
     let text = value.to_str().map_err(|_| InvalidIdempotencyKey("not visible ASCII".into()))?;
+    // The draft's form is a structured-field string: `"key"`.
+    let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
     text.parse().map(Some)
 }
 
-/// The key of the call this task serves, and how many commits it made so far.
+/// The key of the call this task serves (`None` inside [`unkeyed`]), its
+/// caller, and how many commits it named so far.
 struct Scope {
-    key: IdempotencyKey,
+    key: Option<IdempotencyKey>,
+    caller: String,
     commits: u32,
 }
 
@@ -128,45 +143,102 @@ tokio::task_local! {
     static SCOPE: RefCell<Scope>;
 }
 
-/// Runs `call` with `key` as the idempotency key of the writes it commits
-/// (see [`next_request_id`]).
-pub(crate) async fn scope<F: Future>(key: Option<IdempotencyKey>, call: F) -> F::Output {
+/// Runs `call`, made by `caller`, with `key` as the idempotency key of the
+/// writes it commits (see [`next_request_id`]).
+pub(crate) async fn scope<F: Future>(key: Option<IdempotencyKey>, caller: &Caller, call: F) -> F::Output {
     match key {
-        Some(key) => SCOPE.scope(RefCell::new(Scope { key, commits: 0 }), call).await,
+        Some(key) => {
+            let scope = Scope { key: Some(key), caller: caller.name.clone(), commits: 0 };
+            SCOPE.scope(RefCell::new(scope), call).await
+        }
         None => call.await,
     }
 }
 
-/// The request id of the next commit of the call this task serves, made for
-/// `caller` (a user name), when the call carries a key: the first 128 bits of
-/// SHA-256 over a domain tag, the caller, the key and the commit's number
-/// within the call, each length-prefixed. `None` without a key.
-pub(crate) fn next_request_id(caller: &str) -> Option<u128> {
+/// Runs `work`, housekeeping a call does besides its own writes (tidying the
+/// audit log), with no key: its commits are not named and do not count among
+/// the call's, so a retry that does not repeat it names its writes alike.
+pub(crate) async fn unkeyed<F: Future>(work: F) -> F::Output {
+    let scope = Scope { key: None, caller: String::new(), commits: 0 };
+    SCOPE.scope(RefCell::new(scope), work).await
+}
+
+/// The request id of the next commit of the call this task serves, when the
+/// call carries a key: the first 128 bits of SHA-256 over a domain tag, the
+/// caller, the key, the commit's number within the call and `digest` (what
+/// the commit writes, see [`digest`]). `None` without a key.
+pub(crate) fn next_request_id(digest: &[u8; 32]) -> Option<u128> {
     SCOPE
         .try_with(|scope| {
             let mut scope = scope.borrow_mut();
+            let key = scope.key.clone()?;
             let n = scope.commits;
             scope.commits = n.saturating_add(1);
-            request_id(caller, &scope.key, n)
+            Some(request_id(&scope.caller, &key, n, digest))
         })
         .ok()
+        .flatten()
 }
 
-fn request_id(caller: &str, key: &IdempotencyKey, n: u32) -> u128 {
+fn request_id(caller: &str, key: &IdempotencyKey, n: u32, digest: &[u8; 32]) -> u128 {
     let mut hash = Sha256::new();
-    hash.update(b"spectrum idempotency-key v1");
+    hash.update(b"spectrum idempotency-key v2");
     for part in [caller.as_bytes(), key.as_str().as_bytes()] {
-        hash.update((part.len() as u64).to_be_bytes());
-        hash.update(part);
+        field(&mut hash, part);
     }
     hash.update(n.to_be_bytes());
+    hash.update(digest);
     let digest = hash.finalize();
     let mut first = [0u8; 16];
     first.copy_from_slice(&digest[..16]);
     u128::from_be_bytes(first)
 }
 
-/// A gRPC service (the management service) whose calls run in the scope of
+/// `bytes`, length-prefixed: no two sequences of fields hash alike.
+fn field(hash: &mut Sha256, bytes: &[u8]) {
+    hash.update((bytes.len() as u64).to_be_bytes());
+    hash.update(bytes);
+}
+
+/// SHA-256 of what a commit writes: its `conditions`, then its `writes`
+/// (each tagged and length-prefixed).
+pub(crate) fn digest<'a>(conditions: &[Condition], writes: impl IntoIterator<Item = &'a Write>) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for c in conditions {
+        match c {
+            Condition::Absent { key } => {
+                hash.update(b"a");
+                field(&mut hash, key.as_bytes());
+            }
+            Condition::Version { key, version } => {
+                hash.update(b"v");
+                field(&mut hash, key.as_bytes());
+                field(&mut hash, version.to_string().as_bytes());
+            }
+            other => {
+                hash.update(b"?");
+                field(&mut hash, format!("{other:?}").as_bytes());
+            }
+        }
+    }
+    for w in writes {
+        match w {
+            Write::Put { key, value } => {
+                hash.update(b"p");
+                field(&mut hash, key.as_bytes());
+                field(&mut hash, value);
+            }
+            Write::Delete { key } => {
+                hash.update(b"d");
+                field(&mut hash, key.as_bytes());
+            }
+        }
+    }
+    hash.finalize().into()
+}
+
+/// A gRPC service (the management service, behind
+/// [`BearerAuth`](crate::auth::BearerAuth)) whose calls run in the scope of
 /// the key their `idempotency-key` metadata carries; a call with an invalid
 /// key is answered `INVALID_ARGUMENT` and not run.
 #[derive(Debug, Clone)]
@@ -192,8 +264,14 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         match from_headers(request.headers()) {
             Ok(key) => {
+                // Behind `BearerAuth`, every request names its caller; one
+                // that does not is refused by the service itself.
+                let caller = request.extensions().get::<Caller>().cloned();
                 let call = self.0.call(request);
-                Box::pin(scope(key, call))
+                match caller {
+                    Some(caller) => Box::pin(async move { scope(key, &caller, call).await }),
+                    None => Box::pin(call),
+                }
             }
             Err(e) => {
                 let refused = Status::invalid_argument(e.to_string()).into_http();
@@ -232,24 +310,42 @@ mod tests {
         assert!(from_headers(&headers).unwrap_err().to_string().contains("more than once"));
         headers.insert(HEADER, http::HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
         assert!(from_headers(&headers).is_err());
+        headers.insert(HEADER, "\"k-1\"".parse().unwrap());
+        assert_eq!(from_headers(&headers), Ok(Some(key("k-1"))), "the draft's quoted form");
     }
 
     #[test]
-    fn ids_differ_by_caller_key_and_commit_and_repeat_otherwise() {
-        let id = request_id("ada", &key("k"), 0);
-        assert_eq!(id, request_id("ada", &key("k"), 0), "a retry gets the same id");
-        assert_ne!(id, request_id("bob", &key("k"), 0), "another caller");
-        assert_ne!(id, request_id("ada", &key("k2"), 0), "another key");
-        assert_ne!(id, request_id("ada", &key("k"), 1), "the call's second commit");
+    fn ids_differ_by_caller_key_commit_and_contents_and_repeat_otherwise() {
+        let put = |v: &'static str| digest(&[], &[Write::Put { key: "k".into(), value: v.into() }]);
+        let d = put("1");
+        let id = request_id("ada", &key("k"), 0, &d);
+        assert_eq!(id, request_id("ada", &key("k"), 0, &put("1")), "a retry gets the same id");
+        assert_ne!(id, request_id("bob", &key("k"), 0, &d), "another caller");
+        assert_ne!(id, request_id("ada", &key("k2"), 0, &d), "another key");
+        assert_ne!(id, request_id("ada", &key("k"), 1, &d), "the call's second commit");
+        assert_ne!(id, request_id("ada", &key("k"), 0, &put("2")), "another value");
         // Length prefixes: moving a byte from the caller to the key changes the id.
-        assert_ne!(request_id("ab", &key("c"), 0), request_id("a", &key("bc"), 0));
+        assert_ne!(request_id("ab", &key("c"), 0, &d), request_id("a", &key("bc"), 0, &d));
+        let delete = digest(&[], &[Write::Delete { key: "k".into() }]);
+        let absent = digest(&[Condition::absent("k")], &[Write::Put { key: "k".into(), value: "1".into() }]);
+        assert!(d != delete && d != absent && delete != absent, "a delete, a condition: other writes");
     }
 
     #[tokio::test]
-    async fn a_scope_numbers_its_commits_and_no_scope_gives_no_id() {
-        assert_eq!(next_request_id("ada"), None);
-        let ids = scope(Some(key("k")), async { [next_request_id("ada"), next_request_id("ada")] }).await;
-        assert_eq!(ids, [Some(request_id("ada", &key("k"), 0)), Some(request_id("ada", &key("k"), 1))]);
-        assert_eq!(scope(None, async { next_request_id("ada") }).await, None);
+    async fn a_scope_numbers_its_commits_and_no_scope_or_unkeyed_work_gives_no_id() {
+        let d = [7u8; 32];
+        let ada = Caller { name: "ada".into(), role: crate::auth::Role::Admin };
+        assert_eq!(next_request_id(&d), None);
+        let ids = scope(Some(key("k")), &ada, async {
+            let first = next_request_id(&d);
+            assert_eq!(unkeyed(async { next_request_id(&d) }).await, None, "housekeeping is not named");
+            [first, next_request_id(&d)]
+        })
+        .await;
+        assert_eq!(
+            ids,
+            [Some(request_id("ada", &key("k"), 0, &d)), Some(request_id("ada", &key("k"), 1, &d))]
+        );
+        assert_eq!(scope(None, &ada, async { next_request_id(&d) }).await, None);
     }
 }

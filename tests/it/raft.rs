@@ -351,6 +351,11 @@ async fn a_write_retried_under_its_idempotency_key_is_answered_with_its_first_de
     assert_eq!(a.get_consistent("settings/mode").await.unwrap().version, v1, "no second version");
     let v3 = a.put("settings/mode", "fast", AckLevel::Quorum).await.unwrap().write.version;
     assert_ne!(v3, v1, "a put without a key is a new write");
+    // The key reused for another write: that write, never the first one's answer.
+    let v4 = once.put("settings/mode", "slow", AckLevel::Quorum).await.unwrap().write.version;
+    let now = a.get_consistent("settings/mode").await.unwrap();
+    assert_eq!((now.value.as_slice(), &now.version), (b"slow".as_slice(), &v4));
+    assert!(v4 != v1 && v4 != v3);
 
     // The HTTP API takes the key as the Idempotency-Key header.
     let base = format!("http://{}", cluster.node(&ids[2]).unwrap().local_addr());

@@ -41,7 +41,8 @@ pub(crate) struct Cli {
     /// Name this command's write KEY (a UUID, say; visible ASCII, at most 255
     /// bytes) so that running the same command again with the same key, after
     /// an answer that left its outcome unknown, applies it once: in Raft mode
-    /// the retry gets the first attempt's answer. Keys are kept about a minute.
+    /// the retry gets the first attempt's answer. Keys are kept about a minute;
+    /// a retry after that is a new write.
     #[arg(long, global = true, value_name = "KEY")]
     pub(crate) idempotency_key: Option<spectrum::management::idempotency::IdempotencyKey>,
     #[command(subcommand)]
