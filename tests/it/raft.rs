@@ -30,6 +30,19 @@ async fn raft_cluster(name: &str, dir: &std::path::Path) -> Cluster {
         .unwrap()
 }
 
+/// A ready Raft cluster named `name` in `dir`, its node ids, and clients of
+/// its first two nodes.
+async fn ready_with_two_clients(
+    name: &str,
+    dir: &std::path::Path,
+) -> (Cluster, Vec<String>, AdminClient, AdminClient) {
+    let cluster = raft_cluster(name, dir).await;
+    all_ready(&cluster).await;
+    let ids: Vec<String> = cluster.nodes().map(|n| n.id().to_string()).collect();
+    let (a, b) = (client(&cluster, &ids[0]).await, client(&cluster, &ids[1]).await);
+    (cluster, ids, a, b)
+}
+
 async fn client(cluster: &Cluster, id: &str) -> AdminClient {
     AdminClient::connect(cluster.node(id).unwrap().addr(), None).await.unwrap()
 }
@@ -149,10 +162,7 @@ async fn compare_and_set_transactions_and_consistent_reads_are_decided_once_for_
     use spectrum::model::{TxnConditionSpec, TxnSpec, TxnWriteSpec};
 
     let dir = tempfile::tempdir().unwrap();
-    let cluster = raft_cluster("raft-cas", dir.path()).await;
-    all_ready(&cluster).await;
-    let ids: Vec<String> = cluster.nodes().map(|n| n.id().to_string()).collect();
-    let (a, b) = (client(&cluster, &ids[0]).await, client(&cluster, &ids[1]).await);
+    let (cluster, ids, a, b) = ready_with_two_clients("raft-cas", dir.path()).await;
 
     // Create-if-absent from two nodes at once: exactly one wins.
     let (x, y) = tokio::join!(
@@ -327,10 +337,7 @@ async fn a_write_retried_under_its_idempotency_key_is_answered_with_its_first_de
     use crate::http_api::call_with;
 
     let dir = tempfile::tempdir().unwrap();
-    let cluster = raft_cluster("raft-idem", dir.path()).await;
-    all_ready(&cluster).await;
-    let ids: Vec<String> = cluster.nodes().map(|n| n.id().to_string()).collect();
-    let (a, b) = (client(&cluster, &ids[0]).await, client(&cluster, &ids[1]).await);
+    let (cluster, ids, a, b) = ready_with_two_clients("raft-idem", dir.path()).await;
 
     // A create-if-absent retried through another node under the same key: the
     // retry gets the first attempt's version, not "condition failed".
