@@ -34,7 +34,7 @@ impl Admin {
         // A call that carries an idempotency key names each of its commits,
         // so that its retry is answered with the first decision.
         let own_writes = txn.writes.writes.iter().filter(|w| !w.key().starts_with(Namespace::Audit.prefix()));
-        if let Some(id) = idempotency::next_request_id(&idempotency::digest(&txn.conditions, own_writes)) {
+        if let Some(id) = idempotency::next_request_id(|| idempotency::digest(&txn.conditions, own_writes)) {
             txn = txn.with_request_id(id);
         }
         let committed =

@@ -165,16 +165,17 @@ pub(crate) async fn unkeyed<F: Future>(work: F) -> F::Output {
 
 /// The request id of the next commit of the call this task serves, when the
 /// call carries a key: the first 128 bits of SHA-256 over a domain tag, the
-/// caller, the key, the commit's number within the call and `digest` (what
-/// the commit writes, see [`digest`]). `None` without a key.
-pub(crate) fn next_request_id(digest: &[u8; 32]) -> Option<u128> {
+/// caller, the key, the commit's number within the call and `digest()` (what
+/// the commit writes, see [`digest`]; computed only for a keyed call). `None`
+/// without a key.
+pub(crate) fn next_request_id(digest: impl FnOnce() -> [u8; 32]) -> Option<u128> {
     SCOPE
         .try_with(|scope| {
             let mut scope = scope.borrow_mut();
             let key = scope.key.clone()?;
             let n = scope.commits;
             scope.commits = n.saturating_add(1);
-            Some(request_id(&scope.caller, &key, n, digest))
+            Some(request_id(&scope.caller, &key, n, &digest()))
         })
         .ok()
         .flatten()
@@ -255,27 +256,36 @@ where
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    /// The service's own future for a call without a key (no allocation on
+    /// the common path); boxed otherwise.
+    type Future = futures::future::Either<
+        S::Future,
+        Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.0.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use futures::future::Either;
         match from_headers(request.headers()) {
-            Ok(key) => {
+            Ok(Some(key)) => {
                 // Behind `BearerAuth`, every request names its caller; one
                 // that does not is refused by the service itself.
                 let caller = request.extensions().get::<Caller>().cloned();
                 let call = self.0.call(request);
                 match caller {
-                    Some(caller) => Box::pin(async move { scope(key, &caller, call).await }),
-                    None => Box::pin(call),
+                    Some(caller) => {
+                        Either::Right(Box::pin(async move { scope(Some(key), &caller, call).await }))
+                    }
+                    None => Either::Left(call),
                 }
             }
+            Ok(None) => Either::Left(self.0.call(request)),
             Err(e) => {
                 let refused = Status::invalid_argument(e.to_string()).into_http();
-                Box::pin(std::future::ready(Ok(refused)))
+                Either::Right(Box::pin(std::future::ready(Ok(refused))))
             }
         }
     }
@@ -335,17 +345,18 @@ mod tests {
     async fn a_scope_numbers_its_commits_and_no_scope_or_unkeyed_work_gives_no_id() {
         let d = [7u8; 32];
         let ada = Caller { name: "ada".into(), role: crate::auth::Role::Admin };
-        assert_eq!(next_request_id(&d), None);
+        let unused = || -> [u8; 32] { panic!("no key: the digest is not computed") };
+        assert_eq!(next_request_id(unused), None);
         let ids = scope(Some(key("k")), &ada, async {
-            let first = next_request_id(&d);
-            assert_eq!(unkeyed(async { next_request_id(&d) }).await, None, "housekeeping is not named");
-            [first, next_request_id(&d)]
+            let first = next_request_id(|| d);
+            assert_eq!(unkeyed(async { next_request_id(unused) }).await, None, "housekeeping is not named");
+            [first, next_request_id(|| d)]
         })
         .await;
         assert_eq!(
             ids,
             [Some(request_id("ada", &key("k"), 0, &d)), Some(request_id("ada", &key("k"), 1, &d))]
         );
-        assert_eq!(scope(None, &ada, async { next_request_id(&d) }).await, None);
+        assert_eq!(scope(None, &ada, async { next_request_id(unused) }).await, None);
     }
 }
