@@ -30,6 +30,9 @@
 //!   name is free); a retry whose first attempt applied may be refused there
 //!   (`NOT_FOUND`, `ALREADY_EXISTS`) rather than answered with the first
 //!   decision. Nothing is written twice either way.
+//! - **What a retry is told.** The first decision, as it was then (a failed
+//!   condition names the version the key held at the time). It is not audited
+//!   again: the first attempt's audit record is the call's.
 //! - **Last-writer-wins mode** has no log to decide ids in: the key is
 //!   accepted and has no effect there (a put applied twice writes the same
 //!   value twice; compare-and-set needs Raft mode).
@@ -107,8 +110,9 @@ impl FromStr for IdempotencyKey {
         if s.len() > MAX_KEY_BYTES {
             return Err(InvalidIdempotencyKey(format!("{} bytes, at most {MAX_KEY_BYTES}", s.len())));
         }
+        // Every byte before the first bad one is ASCII: a byte is a character.
         if let Some(at) = s.bytes().position(|b| !b.is_ascii_graphic()) {
-            return Err(InvalidIdempotencyKey(format!("byte {at} is not visible ASCII")));
+            return Err(InvalidIdempotencyKey(format!("character {} is not visible ASCII", at + 1)));
         }
         Ok(Self(s.to_owned()))
     }
@@ -126,9 +130,15 @@ pub fn from_headers(headers: &http::HeaderMap) -> Result<Option<IdempotencyKey>,
         return Err(InvalidIdempotencyKey("given more than once".into()));
     }
     let text = value.to_str().map_err(|_| InvalidIdempotencyKey("not visible ASCII".into()))?;
-    // The draft's form is a structured-field string: `"key"`.
-    let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
-    text.parse().map(Some)
+    // The draft's form is a structured-field string: `"key"`. Unquoted, a
+    // comma is two values joined (as a proxy merges repeated lines).
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(quoted) => quoted.parse().map(Some),
+        None if text.contains(',') => {
+            Err(InvalidIdempotencyKey("given more than once (a comma joins two)".into()))
+        }
+        None => text.parse().map(Some),
+    }
 }
 
 /// The key of the call this task serves (`None` inside [`unkeyed`]), its
@@ -322,6 +332,12 @@ mod tests {
         assert!(from_headers(&headers).is_err());
         headers.insert(HEADER, "\"k-1\"".parse().unwrap());
         assert_eq!(from_headers(&headers), Ok(Some(key("k-1"))), "the draft's quoted form");
+        headers.insert(HEADER, "k1,k2".parse().unwrap());
+        assert!(from_headers(&headers).unwrap_err().to_string().contains("more than once"), "joined lines");
+        assert_eq!(
+            "a b".parse::<IdempotencyKey>().unwrap_err().to_string(),
+            "invalid idempotency-key: character 2 is not visible ASCII"
+        );
     }
 
     #[test]
