@@ -26,7 +26,8 @@
 //! | `GET /api/v1/balancer/stats` | the balancer's own figures, answered by the balancer (a node answers `404`) |
 //!
 //! Answers are the [`model`](crate::model) types as JSON (the `spectrum --json`
-//! shapes), with the answering node in the `spectrum-served-by` header.
+//! shapes), with the answering node in the `spectrum-served-by` header (on
+//! every answer, refusals and errors included).
 //! Writes take `?ack=local|quorum|all` (default `quorum`), reads
 //! `?min_version=<token>` (read-your-writes through the balancer). A write may
 //! carry an `Idempotency-Key` header, so that sending it again after an
@@ -86,7 +87,6 @@ pub const SERVED_BY: &str = "spectrum-served-by";
 pub(crate) struct Api {
     policy: Policy,
     auth: BearerAuth,
-    served_by: HeaderValue,
 }
 
 impl Api {
@@ -99,10 +99,7 @@ impl Api {
         match serde_json::to_vec(value) {
             Ok(mut body) => {
                 body.push(b'\n');
-                let mut response =
-                    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
-                response.headers_mut().insert(SERVED_BY, self.served_by.clone());
-                response
+                (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
             }
             Err(e) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()).into_response()
@@ -125,7 +122,7 @@ type Answer = Result<Response, ApiError>;
 pub(crate) fn routes(admin: Admin, auth: BearerAuth, max_body_bytes: usize) -> axum::Router {
     let served_by =
         HeaderValue::from_str(admin.context().id.as_str()).unwrap_or_else(|_| HeaderValue::from_static("?"));
-    let api = Api { policy: Policy::new(admin), auth, served_by };
+    let api = Api { policy: Policy::new(admin), auth };
     let document: Arc<str> = openapi::document().into();
     let protected = axum::Router::new()
         .route("/status", get(nodes::status))
@@ -176,7 +173,13 @@ pub(crate) fn routes(admin: Admin, auth: BearerAuth, max_body_bytes: usize) -> a
         }),
     );
     let api = protected.merge(open).fallback(no_route).method_not_allowed_fallback(no_method);
-    axum::Router::new().nest(PREFIX, api)
+    // Every answer names its node, refusals and errors included.
+    axum::Router::new().nest(PREFIX, api).layer(axum::middleware::map_response(
+        move |mut answer: Response| {
+            answer.headers_mut().insert(SERVED_BY, served_by.clone());
+            std::future::ready(answer)
+        },
+    ))
 }
 
 /// Identifies the caller ([`BearerAuth::authenticate`]) before anything else is

@@ -7,21 +7,19 @@ use axum::response::IntoResponse;
 use http::header;
 
 use super::params::{Body, ImportParams, ReadParams, WriteParams, query};
-use super::{Answer, Api, ErrorBody, SERVED_BY, authorize};
+use super::{Answer, Api, ErrorBody, authorize};
 use crate::auth::Caller;
 use crate::management::Rpc;
 use crate::model::{ImportReport, ResealReport};
 
 /// An export file as a download.
-fn file(api: &Api, name: &str, bytes: Vec<u8>) -> axum::response::Response {
+fn file(name: &str, bytes: Vec<u8>) -> axum::response::Response {
     let disposition = format!("attachment; filename=\"{name}\"");
-    let mut response = (
+    (
         [(header::CONTENT_TYPE, "application/json".to_owned()), (header::CONTENT_DISPOSITION, disposition)],
         bytes,
     )
-        .into_response();
-    response.headers_mut().insert(SERVED_BY, api.served_by.clone());
-    response
+        .into_response()
 }
 
 /// The whole configuration (licenses, dataflows, settings, resources with
@@ -37,7 +35,7 @@ pub(super) async fn export_config(
     authorize(&api, caller, Rpc::ExportConfig, "").await?;
     let q: ReadParams = query(&uri)?;
     let export = api.admin().export_config(&q.after()?).await?;
-    Ok(file(&api, "spectrum-config.json", export.file))
+    Ok(file("spectrum-config.json", export.file))
 }
 
 /// Imports a whole-configuration file (`?dry_run=true` says what it would do);
@@ -74,7 +72,7 @@ pub(super) async fn export_resources(
     authorize(&api, caller, Rpc::ExportResources, "").await?;
     let q: ReadParams = query(&uri)?;
     let export = api.admin().export_resources(&q.after()?).await?;
-    Ok(file(&api, "spectrum-resources.json", export.file))
+    Ok(file("spectrum-resources.json", export.file))
 }
 
 /// Imports resource definitions (`?dry_run=true` says what it would do) (admin).

@@ -13,7 +13,7 @@ use tonic::Status;
 use utoipa::IntoParams;
 
 use super::params::{ReadParams, query};
-use super::{Answer, Api, ApiError, ErrorBody, SERVED_BY, authorize};
+use super::{Answer, Api, ApiError, ErrorBody, authorize};
 use crate::auth::Caller;
 use crate::management::Rpc;
 use crate::watch::{WatchEvent, WatchPosition};
@@ -73,7 +73,6 @@ pub(super) async fn watch(
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, NDJSON)
         .header(header::CACHE_CONTROL, "no-store")
-        .header(SERVED_BY, api.served_by.clone())
         .body(Body::from_stream(lines))
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }

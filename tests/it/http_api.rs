@@ -93,6 +93,7 @@ async fn callers_need_a_token_and_the_role_of_the_grpc_call_and_every_write_is_a
     let none = call(&base, "GET", "/api/v1/status", None, b"").await;
     assert_eq!(none.status, 401);
     assert_eq!(none.headers["www-authenticate"], "Bearer");
+    assert!(none.headers.contains_key("spectrum-served-by"), "a refusal names its node too");
     assert_eq!(none.error().0, "unauthenticated");
     assert!(none.error().1.contains("missing bearer token"), "{:?}", none.error());
     let wrong = call(&base, "GET", "/api/v1/status", Some("not-the-token"), b"").await;
