@@ -30,10 +30,9 @@
 //! every answer, refusals and errors included).
 //! Writes take `?ack=local|quorum|all` (default `quorum`), reads
 //! `?min_version=<token>` (read-your-writes through the balancer). A write may
-//! carry an `Idempotency-Key` header, so that sending it again after an
-//! answer that left its outcome unknown applies it once (Raft mode; see
-//! [`idempotency`]); a bad or repeated one is
-//! 400.
+//! carry an `Idempotency-Key` header, so that sending it again after an answer
+//! that left its outcome unknown applies it once (Raft mode; see
+//! [`idempotency`]); a bad or repeated one is 400.
 //!
 //! # Errors
 //!
