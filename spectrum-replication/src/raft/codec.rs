@@ -22,11 +22,9 @@ use crate::wire::InvalidMessage;
 pub(crate) struct Proposal {
     /// The proposer's HLC when it proposed.
     pub(crate) stamp: Timestamp,
-    /// What to decide.
+    /// What to decide; its [`request_id`](Transaction::request_id) is the
+    /// proposal's id (see [`Proposal::id`]).
     pub(crate) txn: Transaction,
-    /// Its id, the same on every retry of one write; `None` in entries of
-    /// builds before ids (never deduplicated).
-    pub(crate) id: Option<ProposalId>,
 }
 
 /// A proposal's id: 128 random bits, drawn once per write and sent again with
@@ -92,7 +90,7 @@ impl From<&Proposal> for proto::RaftProposal {
                     Write::Delete { key } => proto::RaftWrite { key: key.clone(), value: None },
                 })
                 .collect(),
-            id: p.id.map(ProposalId::to_bytes).unwrap_or_default(),
+            id: p.id().map(ProposalId::to_bytes).unwrap_or_default(),
         }
     }
 }
@@ -131,13 +129,18 @@ impl TryFrom<proto::RaftProposal> for Proposal {
         let id = ProposalId::from_bytes("proposal.id", &p.id)?;
         Ok(Proposal {
             stamp,
-            txn: Transaction { conditions, writes: WriteBatch { writes }, request_id: None },
-            id,
+            txn: Transaction { conditions, writes: WriteBatch { writes }, request_id: id.map(|id| id.0) },
         })
     }
 }
 
 impl Proposal {
+    /// Its id, the same on every retry of one write; `None` in entries of
+    /// builds before ids (never deduplicated).
+    pub(crate) fn id(&self) -> Option<ProposalId> {
+        self.txn.request_id.map(ProposalId)
+    }
+
     /// How many writes the transaction holds.
     pub(crate) fn writes(&self) -> usize {
         self.txn.writes.writes.len()
@@ -363,7 +366,7 @@ mod tests {
     fn proposal(key: &str) -> Proposal {
         let mut txn = Transaction::new(WriteBatch::new().put(key.to_owned(), "v").delete("settings/gone"));
         txn.conditions = vec![Condition::absent(key)];
-        Proposal { stamp: Timestamp::new(5, 1), txn, id: Some(super::ProposalId(u128::MAX - 7)) }
+        Proposal { stamp: Timestamp::new(5, 1), txn: txn.with_request_id(u128::MAX - 7) }
     }
 
     fn entry(proposals: Vec<Proposal>) -> Entry {
@@ -409,6 +412,6 @@ mod tests {
         assert!(e.to_string().contains("proposal.id") && e.to_string().contains("15 bytes"), "{e}");
         // An entry written before ids: decided, never deduplicated.
         raw.id.clear();
-        assert_eq!(Proposal::try_from(raw).unwrap().id, None);
+        assert_eq!(Proposal::try_from(raw).unwrap().id(), None);
     }
 }

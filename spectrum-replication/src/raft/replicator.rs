@@ -915,8 +915,9 @@ impl Replicator for RaftReplicator {
         let deadline = Instant::now() + timeout;
         // One id for every attempt at this write, so it is decided once: the
         // client's, when it named one, so that its own retries share it too.
-        let id = txn.request_id.map_or_else(ProposalId::random, ProposalId);
-        let proposal = Proposal { stamp: self.inner.hlc.now(), txn, id: Some(id) };
+        let mut txn = txn;
+        txn.request_id.get_or_insert_with(|| ProposalId::random().0);
+        let proposal = Proposal { stamp: self.inner.hlc.now(), txn };
         let (index, applied) = self.inner.propose(proposal, deadline).await?;
         let outcome = self.inner.outcome(index, applied, writes)?;
         let (acked, members) = self.inner.quorum();

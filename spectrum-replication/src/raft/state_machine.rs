@@ -204,7 +204,7 @@ impl StateMachine {
         records: &mut Vec<Record>,
     ) -> Result<Applied, StorageError> {
         let base = self.stamp(&p);
-        let Some(id) = p.id else {
+        let Some(id) = p.id() else {
             return self.decide_txn(index, offset, base, p, pending, records).await;
         };
         self.recent.expire(base.wall_ms);
@@ -244,7 +244,7 @@ impl StateMachine {
             .map(|p| {
                 let base = self.stamp(&p);
                 let applied = Applied::Unknown { reason: reason.into() };
-                if let Some(id) = p.id {
+                if let Some(id) = p.id() {
                     self.recent.expire(base.wall_ms);
                     self.recent.note(id, Seen { index, applied: applied.clone(), wall_ms: base.wall_ms });
                 }
@@ -549,7 +549,7 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload, LogId};
     use spectrum_core::{Hlc, Timestamp};
 
-    use super::super::codec::{Applied, Batch, Proposal, ProposalId};
+    use super::super::codec::{Applied, Batch, Proposal};
     use super::super::log_store::{LogStore, RaftDb, open_wal, read_err};
     use super::super::{Entry, SEQ_PER_ENTRY, StorageError, TypeConfig, raft_origin};
     use super::StateMachine;
@@ -647,7 +647,7 @@ mod tests {
     fn entry(index: u64, proposals: Vec<Transaction>) -> Entry {
         let proposals = proposals
             .into_iter()
-            .map(|txn| Proposal { stamp: Timestamp::new(1_000 + index, 0), txn, id: None })
+            .map(|txn| Proposal { stamp: Timestamp::new(1_000 + index, 0), txn })
             .collect();
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
@@ -702,7 +702,7 @@ mod tests {
     fn with_id(index: u64, id: u128, txn: Transaction) -> Entry {
         let mut e = entry(index, vec![txn]);
         if let EntryPayload::Normal(b) = &mut e.payload {
-            Arc::make_mut(&mut b.proposals)[0].id = Some(ProposalId(id));
+            Arc::make_mut(&mut b.proposals)[0].txn.request_id = Some(id);
         }
         e
     }
