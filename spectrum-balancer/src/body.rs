@@ -1,12 +1,58 @@
-//! Body types: the boxed body the proxy speaks, the balancer's own canned answers,
-//! and the [`Verdict`] a response's status gives about the exchange.
+//! Body types: a client's request body, the boxed body the proxy answers with,
+//! the balancer's own canned answers, and the [`Verdict`] a response's status
+//! gives about the exchange.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 
 use crate::error::BoxError;
+use crate::h2_body::RecvBody;
+
+/// A client's request body, as the server that read its request delivers it:
+/// hyper's body on an HTTP/1.1 connection (and on the admin listener),
+/// [`RecvBody`] on an HTTP/2 connection (served on `h2` directly).
+#[derive(Debug)]
+pub(crate) enum ClientBody {
+    /// Read by hyper.
+    Hyper(hyper::body::Incoming),
+    /// Read from an HTTP/2 stream by [`crate::h2_server`].
+    H2(RecvBody),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ClientBody::H2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(body) => body.is_end_stream(),
+            ClientBody::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(body) => body.size_hint(),
+            ClientBody::H2(body) => body.size_hint(),
+        }
+    }
+}
 
 /// The body type of requests sent upstream and of every response.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;

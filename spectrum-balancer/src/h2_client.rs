@@ -13,7 +13,7 @@
 //! Flow control stays end to end: the request body is read from the client only
 //! while the backend's stream has window for it ([`Pipe`]), and the response's
 //! window is given back to the backend as the client's side takes each frame
-//! ([`UpstreamBody`]), so a client that stops reading stops its own stream only.
+//! ([`RecvBody`]), so a client that stops reading stops its own stream only.
 //!
 //! The connection task also sends keep-alive pings (every [`KEEP_ALIVE_INTERVAL`],
 //! closing the connection when one is not answered within
@@ -24,18 +24,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::task::AtomicWaker;
+use h2::Ping;
 use h2::client::SendRequest;
-use h2::{Ping, Reason, RecvStream, SendStream};
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, trace};
 
+use crate::h2_body::{Cancel, CancelOnDrop, Pipe, RecvBody, content_length};
 use crate::replay::AttemptBody;
 
 /// How often an idle or busy connection is pinged.
@@ -177,10 +177,7 @@ impl Sender {
     /// Should the caller stop waiting, or drop the response's body before the
     /// request body is all written, the stream is reset (`CANCEL`) and the
     /// task writing the request body ends.
-    pub(crate) async fn send(
-        &self,
-        request: Request<AttemptBody>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
+    pub(crate) async fn send(&self, request: Request<AttemptBody>) -> Result<Response<RecvBody>, SendError> {
         let mut h2 = match self.h2.clone().ready().await {
             Ok(h2) => h2,
             Err(error) => return Err(SendError::NotSent { request: Some(Box::new(request)), error }),
@@ -200,57 +197,21 @@ impl Sender {
         // dropped while waiting, or later with the response's body.
         let mut guard = None;
         if !end_of_stream {
-            let mut pipe = Pipe { body, stream, held: None, cancel: None };
+            let mut pipe = Pipe::new(body, stream);
             // Most request bodies (a unary call's one message) are here already:
             // written now, without a task of their own (nor a cancel flag: this
             // task is the one that would give up).
             let done = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut pipe).poll(cx).is_ready())).await;
             if !done {
                 let cancel = Cancel::default();
-                pipe.cancel = Some(cancel.clone());
+                pipe.cancelled_by(cancel.clone());
                 tokio::spawn(pipe);
                 guard = Some(CancelOnDrop(cancel));
             }
         }
         let response = response.await.map_err(SendError::of_stream)?;
-        let remaining = response
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        Ok(response.map(|recv| UpstreamBody { recv, data_done: false, remaining, _cancel: guard }))
-    }
-}
-
-/// Tells a request body's [`Pipe`] that nobody waits for the exchange any more.
-#[derive(Debug, Clone, Default)]
-struct Cancel(Arc<CancelState>);
-
-#[derive(Debug, Default)]
-struct CancelState {
-    cancelled: AtomicBool,
-    waker: AtomicWaker,
-}
-
-impl Cancel {
-    /// Whether the exchange was given up, registering `cx` to hear of it.
-    fn poll_cancelled(&self, cx: &mut Context<'_>) -> bool {
-        if self.0.cancelled.load(Ordering::Acquire) {
-            return true;
-        }
-        self.0.waker.register(cx.waker());
-        self.0.cancelled.load(Ordering::Acquire)
-    }
-}
-
-/// Cancels its [`Cancel`] when dropped.
-#[derive(Debug)]
-struct CancelOnDrop(Cancel);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.0.cancelled.store(true, Ordering::Release);
-        self.0.0.waker.wake();
+        let remaining = content_length(response.headers());
+        Ok(response.map(|recv| RecvBody::new(recv, remaining, guard)))
     }
 }
 
@@ -285,187 +246,13 @@ where
     }
 }
 
-/// Writes a request body to its stream, as the backend's window allows: a
-/// frame is read from the client, then held until the stream has window for
-/// some of it, and `h2` holds the rest of that frame until the backend opens
-/// its window further; only then is the next frame read. The end of the body
-/// and trailers take no window and go at once. Ends when the body is written,
-/// the stream is reset or closed, the body fails (the stream is reset), or the
-/// exchange is given up ([`Cancel`]; the stream is reset).
-struct Pipe {
-    body: AttemptBody,
-    stream: SendStream<Bytes>,
-    /// A data frame read and not handed to `h2` yet, and whether it ends the body.
-    held: Option<(Bytes, bool)>,
-    /// Set when the pipe runs as a task of its own.
-    cancel: Option<Cancel>,
-}
-
-/// Whether the pipe goes on.
-enum Step {
-    Continue,
-    Done,
-}
-
-impl Pipe {
-    /// Hands the held frame to `h2` once the stream has window for part of it.
-    fn poll_write_held(&mut self, cx: &mut Context<'_>) -> Poll<Result<Step, h2::Error>> {
-        let Some((data, end)) = &self.held else { return Poll::Ready(Ok(Step::Continue)) };
-        self.stream.reserve_capacity(data.len());
-        while self.stream.capacity() == 0 {
-            match ready!(self.stream.poll_capacity(cx)) {
-                Some(Ok(_)) => {}
-                Some(Err(error)) => return Poll::Ready(Err(error)),
-                None => return Poll::Ready(Err(h2::Error::from(Reason::CANCEL))),
-            }
-        }
-        let end = *end;
-        let Some((data, _)) = self.held.take() else { return Poll::Ready(Ok(Step::Continue)) };
-        self.stream.send_data(data, end)?;
-        Poll::Ready(Ok(if end { Step::Done } else { Step::Continue }))
-    }
-
-    /// Reads the next frame from the client and, when it takes no window,
-    /// sends it.
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Step, h2::Error>> {
-        let frame = match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
-            None => {
-                self.stream.reserve_capacity(0);
-                self.stream.send_data(Bytes::new(), true)?;
-                return Poll::Ready(Ok(Step::Done));
-            }
-            Some(Err(error)) => {
-                debug!(%error, "request body failed; resetting its stream");
-                self.stream.send_reset(Reason::INTERNAL_ERROR);
-                return Poll::Ready(Ok(Step::Done));
-            }
-            Some(Ok(frame)) => frame,
-        };
-        match frame.into_data() {
-            Ok(data) => {
-                self.held = Some((data, self.body.is_end_stream()));
-                Poll::Ready(Ok(Step::Continue))
-            }
-            Err(frame) => match frame.into_trailers() {
-                Ok(mut trailers) => {
-                    // An HTTP/1.1 client's trailers may name fields HTTP/2 forbids.
-                    strip_connection_fields(&mut trailers);
-                    self.stream.reserve_capacity(0);
-                    self.stream.send_trailers(trailers)?;
-                    Poll::Ready(Ok(Step::Done))
-                }
-                // A frame kind HTTP/2 cannot carry: skipped.
-                Err(_) => Poll::Ready(Ok(Step::Continue)),
-            },
-        }
-    }
-}
-
-/// Removes the fields RFC 9113 §8.2.2 forbids in HTTP/2 (and `h2` refuses).
-fn strip_connection_fields(fields: &mut http::HeaderMap) {
-    for name in CONNECTION_SPECIFIC {
-        fields.remove(name);
-    }
-    fields.remove(http::header::TE);
-}
-
-/// The connection-specific fields HTTP/2 forbids (RFC 9113 §8.2.2), besides
-/// `te` other than `trailers`; HTTP/1.1 calls them hop-by-hop.
-pub(crate) const CONNECTION_SPECIFIC: [&str; 5] =
-    ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
-
-impl Future for Pipe {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        loop {
-            if this.cancel.as_ref().is_some_and(|c| c.poll_cancelled(cx)) {
-                trace!("exchange given up; resetting its request stream");
-                this.stream.send_reset(Reason::CANCEL);
-                return Poll::Ready(());
-            }
-            let step = if this.held.is_some() { this.poll_write_held(cx) } else { this.poll_read(cx) };
-            match step {
-                Poll::Ready(Ok(Step::Continue)) => {}
-                Poll::Ready(Ok(Step::Done)) => return Poll::Ready(()),
-                Poll::Ready(Err(error)) => {
-                    trace!(%error, "request stream failed while its body was written; resetting it");
-                    this.stream.send_reset(Reason::INTERNAL_ERROR);
-                    return Poll::Ready(());
-                }
-                Poll::Pending => {
-                    // Waiting for the client or for window: notice meanwhile if
-                    // the backend reset the stream (it answered early, say).
-                    if let Poll::Ready(reason) = this.stream.poll_reset(cx) {
-                        trace!(?reason, "backend reset the request stream");
-                        return Poll::Ready(());
-                    }
-                    return Poll::Pending;
-                }
-            }
-        }
-    }
-}
-
-/// A response body from a backend: its data frames, then its trailers. Each
-/// data frame's window goes back to the backend when the frame is taken.
-#[derive(Debug)]
-pub(crate) struct UpstreamBody {
-    recv: RecvStream,
-    data_done: bool,
-    /// What the response's `content-length` says is left, if it gave one
-    /// (`h2` refuses a stream whose data disagrees with it).
-    remaining: Option<u64>,
-    /// Ends the request body's pipe, if it still runs, when the body is dropped.
-    _cancel: Option<CancelOnDrop>,
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        let this = &mut *self;
-        if !this.data_done {
-            match ready!(this.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    // Fails only when the stream is gone, which the next poll reports.
-                    let _ = this.recv.flow_control().release_capacity(data.len());
-                    if let Some(left) = &mut this.remaining {
-                        *left = left.saturating_sub(data.len() as u64);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
-                None => this.data_done = true,
-            }
-        }
-        match ready!(this.recv.poll_trailers(cx)) {
-            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Ok(None) => Poll::Ready(None),
-            Err(error) => Poll::Ready(Some(Err(error))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.remaining.map_or_else(SizeHint::default, SizeHint::with_exact)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
 
     use futures::channel::mpsc;
     use http::{HeaderMap, HeaderValue};
+    use http_body::Frame;
     use http_body_util::{BodyExt, Empty, Full, StreamBody};
     use hyper::body::Incoming;
     use hyper::service::service_fn;

@@ -7,7 +7,8 @@
 //!   request, and the reference strategies ([`RoundRobin`], [`Random`],
 //!   [`LeastRequests`], [`WeightedRoundRobin`], [`PeakEwma`], [`ConsistentHash`]).
 //! - [`Balancer`]: a reverse proxy serving HTTP/1.1 and HTTP/2 (h2c, so gRPC with
-//!   streaming and trailers) on one port, with hyper, and speaking HTTP/2 to the
+//!   streaming and trailers) on one port (HTTP/1.1 with hyper, HTTP/2 with `h2`
+//!   directly: a task per stream, no service layer), and speaking HTTP/2 to the
 //!   nodes with `h2` directly (each request's own task opens its stream and awaits
 //!   the answer). It forwards paths byte for byte,
 //!   health-checks the nodes with `grpc.health.v1`, ejects nodes that fail
@@ -248,7 +249,9 @@ mod body;
 pub mod config;
 pub mod discovery;
 pub mod error;
+mod h2_body;
 mod h2_client;
+mod h2_server;
 mod health;
 mod metrics;
 mod pool;

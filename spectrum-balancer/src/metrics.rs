@@ -202,7 +202,7 @@ pub(crate) async fn serve(
                 async move {
                     let resp: Response<ProxyBody> =
                         if req.uri().path().as_bytes().starts_with(service::PATH_PREFIX) {
-                            service::answer(&stats, req).await
+                            service::answer(&stats, req.map(crate::body::ClientBody::Hyper)).await
                         } else {
                             answer(&pool, &req).map(|body| body.map_err(|never| match never {}).boxed())
                         };

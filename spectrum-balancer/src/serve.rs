@@ -2,8 +2,10 @@
 //! balancer, and [`BalancerConfig::workers`] threads that each run a
 //! single-threaded tokio runtime and serve the connections handed to them.
 //!
-//! A request is read from its client, forwarded on one of the worker's own
-//! connections to the backend, and answered, all on one thread: no task moves
+//! A connection's first bytes (or its TLS ALPN) say what it speaks: the HTTP/2
+//! preface (RFC 9113 §3.4) goes to [`H2Connection`], anything else to hyper's
+//! HTTP/1.1 server. A request is read from its client, forwarded on one of the
+//! worker's own connections to the backend, and answered, all on one thread: no task moves
 //! between threads and no wake-up crosses one (each worker has its own
 //! [`Proxy`], whose `worker` index picks the worker's upstream connections). The
 //! per-backend load figures and the strategies are shared by every worker
@@ -12,23 +14,32 @@
 //! [`BalancerConfig::workers`]: crate::BalancerConfig::workers
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
+use http::Request;
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
+use crate::body::ClientBody;
 use crate::config::BalancerConfig;
 use crate::error::BalancerError;
+use crate::h2_server::H2Connection;
 use crate::proxy::Proxy;
 use crate::tls::SharedAcceptor;
 
@@ -205,11 +216,11 @@ impl Drop for Workers {
     }
 }
 
-/// The HTTP/1.1 and HTTP/2 server settings every client connection is served with.
-fn server(limits: ConnectionLimits) -> auto::Builder<TokioExecutor> {
-    let mut server = auto::Builder::new(TokioExecutor::new());
-    server.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    server.http2().timer(TokioTimer::new()).max_concurrent_streams(limits.max_concurrent_streams);
+/// The HTTP/1.1 server settings every HTTP/1.1 client connection is served with
+/// (HTTP/2 connections are served by [`H2Connection`]).
+fn http1_server(limits: ConnectionLimits) -> http1::Builder {
+    let mut server = http1::Builder::new();
+    server.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     server
 }
 
@@ -222,7 +233,7 @@ async fn worker_loop(
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let server = Arc::new(server(limits));
+    let server = Arc::new(http1_server(limits));
     let mut connections = JoinSet::new();
     let mut changes = proxy.pool.changes();
     let mut watching = true;
@@ -255,7 +266,7 @@ async fn worker_loop(
 /// Serves a connection handed to this worker, counted as open until it ends.
 async fn serve_accepted(
     accepted: Accepted,
-    server: Arc<auto::Builder<TokioExecutor>>,
+    server: Arc<http1::Builder>,
     proxy: Arc<Proxy>,
     shutdown: watch::Receiver<bool>,
     limits: ConnectionLimits,
@@ -351,9 +362,16 @@ impl Drop for InFlight {
 /// Longest a client may take to complete its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a client speaks on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
 /// Serves one accepted connection, after its TLS handshake when `tls` is set.
 async fn accept_connection(
-    server: Arc<auto::Builder<TokioExecutor>>,
+    server: Arc<http1::Builder>,
     tls: Option<TlsAcceptor>,
     stream: TcpStream,
     client: SocketAddr,
@@ -363,41 +381,190 @@ async fn accept_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let Some(tls) = tls else {
-        return serve_connection(server, stream, client, proxy, shutdown, limits).await;
+        return serve_connection(server, stream, None, client, proxy, shutdown, limits).await;
     };
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-        Ok(Ok(stream)) => serve_connection(server, stream, client, proxy, shutdown, limits).await,
+        Ok(Ok(stream)) => {
+            // ALPN (RFC 7301) names the protocol when the client offered one.
+            let protocol = match stream.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Some(Protocol::Http2),
+                Some(b"http/1.1") => Some(Protocol::Http1),
+                _ => None,
+            };
+            serve_connection(server, stream, protocol, client, proxy, shutdown, limits).await;
+        }
         Ok(Err(error)) => debug!(%client, %error, "TLS handshake failed"),
         Err(_) => debug!(%client, "TLS handshake timed out"),
     }
 }
 
+/// Serves a connection in `protocol`, or in the one its first bytes show when
+/// `None` (the HTTP/2 preface, else HTTP/1.1).
 async fn serve_connection<I>(
-    server: Arc<auto::Builder<TokioExecutor>>,
-    stream: I,
+    server: Arc<http1::Builder>,
+    mut stream: I,
+    protocol: Option<Protocol>,
     client: SocketAddr,
     proxy: Arc<Proxy>,
     mut shutdown: watch::Receiver<bool>,
     limits: ConnectionLimits,
 ) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (protocol, read) = match protocol {
+        Some(protocol) => (protocol, Bytes::new()),
+        None => {
+            let sniffed = tokio::select! {
+                sniffed = sniff(&mut stream, limits) => sniffed,
+                _ = shutdown.changed() => return,
+            };
+            match sniffed {
+                Ok(Some(sniffed)) => sniffed,
+                Ok(None) => return debug!(%client, "client connection closed before a request"),
+                Err(error) => return debug!(%client, %error, "client connection failed before a request"),
+            }
+        }
+    };
+    let io = Rewind { read, io: stream };
     let activity = Arc::new(Activity::new());
     let tracked = activity.clone();
-    let service = service_fn(move |req: hyper::Request<Incoming>| {
-        let proxy = proxy.clone();
-        let in_flight = InFlight::start(&tracked);
-        // Boxed: hyper spawns a task per HTTP/2 stream holding this future, and a
-        // task's future (several KiB: the whole forwarding state machine) is
-        // copied into the task when spawned and again when its output replaces
-        // it; boxed, those copies are of one pointer, for one allocation.
-        Box::pin(async move {
-            let response = proxy.handle(req, client).await;
-            drop(in_flight);
-            Ok::<_, Infallible>(response)
-        })
-    });
-    let conn = server.serve_connection(TokioIo::new(stream), service);
+    match protocol {
+        Protocol::Http2 => {
+            let service = move |req: Request<ClientBody>| {
+                let proxy = proxy.clone();
+                let in_flight = InFlight::start(&tracked);
+                // Boxed: each stream's task holds this future, and unboxed its
+                // several KiB (the whole forwarding state machine) would be
+                // copied into the task when spawned.
+                Box::pin(async move {
+                    let response = proxy.handle(req, client).await;
+                    drop(in_flight);
+                    response
+                })
+            };
+            let conn = H2Connection::new(io, limits.max_concurrent_streams, service);
+            serve_until_done(
+                conn,
+                |conn| conn.get_mut().graceful_shutdown(),
+                &activity,
+                shutdown,
+                limits,
+                client,
+            )
+            .await;
+        }
+        Protocol::Http1 => {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let proxy = proxy.clone();
+                let in_flight = InFlight::start(&tracked);
+                // Boxed: set into the connection's state for each request, and
+                // several KiB (the whole forwarding state machine) unboxed.
+                Box::pin(async move {
+                    let response = proxy.handle(req.map(ClientBody::Hyper), client).await;
+                    drop(in_flight);
+                    Ok::<_, Infallible>(response)
+                })
+            });
+            let conn = server.serve_connection(TokioIo::new(io), service);
+            serve_until_done(conn, |conn| conn.graceful_shutdown(), &activity, shutdown, limits, client)
+                .await;
+        }
+    }
+}
+
+/// The first bytes of every HTTP/2 connection (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads a connection's first bytes until they show HTTP/2's preface or
+/// something else (HTTP/1.1), as hyper's automatic server did; returns the
+/// protocol and the bytes read, to be read again ([`Rewind`]). `None` when
+/// the client closed the connection, sent nothing within the idle timeout, or
+/// began but did not finish the preface within the header read timeout.
+async fn sniff<I>(io: &mut I, limits: ConnectionLimits) -> io::Result<Option<(Protocol, Bytes)>>
+where
+    I: AsyncRead + Unpin,
+{
+    let mut read = BytesMut::with_capacity(PREFACE.len());
+    let mut deadline = tokio::time::Instant::now() + limits.idle_timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, io.read_buf(&mut read)).await {
+            Err(_) | Ok(Ok(0)) => return Ok(None),
+            Ok(Err(error)) => return Err(error),
+            Ok(Ok(_)) => {}
+        }
+        let seen = read.len().min(PREFACE.len());
+        if read[..seen] != PREFACE[..seen] {
+            return Ok(Some((Protocol::Http1, read.freeze())));
+        }
+        if seen == PREFACE.len() {
+            return Ok(Some((Protocol::Http2, read.freeze())));
+        }
+        // Begun: the rest must come within the header read timeout.
+        deadline = deadline.min(tokio::time::Instant::now() + limits.header_read_timeout);
+    }
+}
+
+/// A connection whose first bytes, already read (by [`sniff`]), are read again
+/// before the rest.
+#[derive(Debug)]
+struct Rewind<I> {
+    read: Bytes,
+    io: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.read.is_empty() && buf.remaining() > 0 {
+            let n = this.read.len().min(buf.remaining());
+            buf.put_slice(&this.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Serves `conn` until it ends: closes it gracefully (`close`: it finishes
+/// what is open and takes nothing new) on shutdown, and when no request has
+/// been in flight for the idle timeout (then lets it finish for up to the grace
+/// period).
+async fn serve_until_done<C, E>(
+    conn: C,
+    close: fn(Pin<&mut C>),
+    activity: &Activity,
+    mut shutdown: watch::Receiver<bool>,
+    limits: ConnectionLimits,
+    client: SocketAddr,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     tokio::pin!(conn);
     let result = loop {
         // Re-checked at least every idle timeout: a request may start and end in between.
@@ -407,14 +574,17 @@ async fn serve_connection<I>(
         tokio::select! {
             result = conn.as_mut() => break result,
             _ = shutdown.changed() => {
-                conn.as_mut().graceful_shutdown();
+                close(conn.as_mut());
                 break conn.await;
             }
             _ = tokio::time::sleep_until(wake) => {
                 if activity.idle_deadline(limits.idle_timeout).is_some_and(|d| d <= tokio::time::Instant::now()) {
                     debug!(%client, idle_ms = limits.idle_timeout.as_millis() as u64, "closing an idle client connection");
-                    conn.as_mut().graceful_shutdown();
-                    break tokio::time::timeout(limits.grace, conn.as_mut()).await.unwrap_or(Ok(()));
+                    close(conn.as_mut());
+                    match tokio::time::timeout(limits.grace, conn.as_mut()).await {
+                        Ok(result) => break result,
+                        Err(_) => break Ok(()),
+                    }
                 }
             }
         }

@@ -18,7 +18,8 @@ use tracing::{debug, trace, warn};
 use super::completion::{Completion, TrackedBody};
 use super::{Prepared, Proxy, may_hold_hop_by_hop, strip_hop_by_hop, timed_out, too_large, until};
 use crate::body::{ProxyBody, Verdict};
-use crate::h2_client::{SendError, Sender, UpstreamBody};
+use crate::h2_body::RecvBody;
+use crate::h2_client::{SendError, Sender};
 use crate::pool::{Counters, Entry};
 use crate::refusal;
 use crate::strategy::Outcome;
@@ -246,7 +247,7 @@ impl Proxy {
         &self,
         request: &Prepared,
         mut underway: Underway<'_>,
-        resp: Response<UpstreamBody>,
+        resp: Response<RecvBody>,
     ) -> AttemptOutcome {
         let backend = &underway.entry.backend;
         let latency = underway.started.elapsed();
@@ -294,7 +295,7 @@ impl Proxy {
         &self,
         request: &Prepared,
         underway: &mut Underway<'_>,
-        upstream: &mut UpstreamBody,
+        upstream: &mut RecvBody,
     ) -> Result<Option<Frame<Bytes>>, AttemptOutcome> {
         let backend = &underway.entry.backend;
         let Some(frame) = until(request.deadline, upstream.frame()).await else {

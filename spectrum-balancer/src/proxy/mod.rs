@@ -17,11 +17,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use tracing::{debug, trace};
 
 use crate::body::{
-    GRPC_DEADLINE_EXCEEDED, GRPC_RESOURCE_EXHAUSTED, GRPC_UNAVAILABLE, ProxyBody, local_answer,
+    ClientBody, GRPC_DEADLINE_EXCEEDED, GRPC_RESOURCE_EXHAUSTED, GRPC_UNAVAILABLE, ProxyBody, local_answer,
 };
 use crate::pool::{Candidates, Counters, LocalSnapshot, Pool, Snapshot};
 use crate::replay::{AttemptBody, RequestBody};
@@ -45,7 +44,7 @@ const GRPC_PERMISSION_DENIED: u32 = 7;
 
 /// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1, plus `proxy-connection`):
 /// the fields HTTP/2 forbids, which the client to nodes also strips from trailers.
-const HOP_BY_HOP: [&str; 5] = crate::h2_client::CONNECTION_SPECIFIC;
+const HOP_BY_HOP: [&str; 5] = crate::h2_body::CONNECTION_SPECIFIC;
 
 /// The header that lists the clients a request came through.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -314,7 +313,7 @@ impl Proxy {
     /// that dies right after its response headers is retried too.
     ///
     /// [`BalancerConfig::idempotent`]: crate::BalancerConfig::idempotent
-    pub(crate) async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+    pub(crate) async fn handle(&self, req: Request<ClientBody>, client: SocketAddr) -> Response<ProxyBody> {
         // The balancer's own service: one prefix compare on the hot path.
         if let Some(server) = &self.stats {
             if req.uri().path() == crate::stats::JSON_PATH {
@@ -351,7 +350,7 @@ impl Proxy {
     /// over the limit.
     fn prepare(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         client: SocketAddr,
         routing: &Routing,
     ) -> Result<Prepared, Box<Response<ProxyBody>>> {

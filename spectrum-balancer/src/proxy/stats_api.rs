@@ -20,12 +20,11 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
 use parking_lot::Mutex;
 use tracing::debug;
 
 use super::{Prepared, Proxy, Template};
-use crate::body::ProxyBody;
+use crate::body::{ClientBody, ProxyBody};
 use crate::replay::RequestBody;
 use crate::stats::json;
 
@@ -79,7 +78,11 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBo
 impl Proxy {
     /// Answers `GET` (or `HEAD`) [`json::JSON_PATH`] with the balancer's figures,
     /// to callers the nodes admit.
-    pub(super) async fn stats_json(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+    pub(super) async fn stats_json(
+        &self,
+        req: Request<ClientBody>,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return json_error(
                 StatusCode::METHOD_NOT_ALLOWED,

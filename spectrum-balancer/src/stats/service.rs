@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use tonic::codegen::Service as _;
 
-use crate::body::{ProxyBody, local_answer};
+use crate::body::{ClientBody, ProxyBody, local_answer};
 use crate::config::BalancerConfig;
 use crate::error::BoxError;
 use crate::pool::Pool;
@@ -106,7 +106,7 @@ impl proto::balancer_server::Balancer for BalancerStatsService {
 /// `UNIMPLEMENTED` from the generated server, malformed calls a gRPC error.
 pub(crate) async fn answer(
     server: &proto::balancer_server::BalancerServer<BalancerStatsService>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Response<ProxyBody> {
     let resp = match server.clone().call(req).await {
         Ok(resp) => resp,

@@ -45,6 +45,42 @@ async fn half_a_request_line_is_closed_after_the_header_timeout() {
 }
 
 #[tokio::test]
+async fn half_an_http2_preface_is_closed_after_the_header_timeout() {
+    let nodes = start_nodes(1).await;
+    // The idle timeout is far longer than the test waits: only the header
+    // timeout can close this connection in time.
+    let config = BalancerConfig { idle_timeout: Duration::from_secs(600), ..short_timeouts() };
+    let balancer = balancer_with(config, &nodes, None).await;
+    let mut slow = TcpStream::connect(balancer.local_addr()).await.unwrap();
+    slow.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let took = closed_within(&mut slow, Duration::from_secs(5)).await;
+    assert!(took.is_some(), "a connection with half an HTTP/2 preface stayed open");
+    balancer.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_h2_client_that_resets_its_stream_cancels_the_call_to_the_node() {
+    let nodes = start_nodes(1).await;
+    let balancer = balancer_with(fast_config(), &nodes, None).await;
+    let tcp = TcpStream::connect(balancer.local_addr()).await.unwrap();
+    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let held = http::Request::get("http://balancer/hold").body(()).unwrap();
+    let (response, _) = h2.send_request(held, true).unwrap();
+    wait_until("the held call is in flight", || balancer.stats()[0].in_flight == 1).await;
+    // Dropping the response's handle resets the stream (RST_STREAM CANCEL);
+    // the node would answer only after a minute.
+    drop(response);
+    wait_until("the call to the node is given up", || balancer.stats()[0].in_flight == 0).await;
+    // The connection goes on serving.
+    let asked = http::Request::get("http://balancer/after").body(()).unwrap();
+    let (response, _) = h2.send_request(asked, true).unwrap();
+    let response = within(response).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    balancer.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_connection_that_sends_nothing_or_goes_idle_is_closed() {
     let nodes = start_nodes(1).await;
     let balancer = balancer_with(short_timeouts(), &nodes, None).await;

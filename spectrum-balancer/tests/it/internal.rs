@@ -17,6 +17,8 @@ async fn a_replication_call_is_refused_by_the_balancer_with_permission_denied() 
         assert_eq!(a.header("x-spectrum-balancer"), "local", "{a:?}");
         assert_eq!(a.header("grpc-status"), "7", "{a:?}");
         assert!(a.header("grpc-message").contains("internal to the cluster"), "{a:?}");
+        // The balancer's own answer carries its date (RFC 9110 §6.6.1).
+        assert!(httpdate::parse_http_date(a.header("date")).is_ok(), "{a:?}");
     }
     // Not gRPC: a plain 403.
     let mut http1 = Client::http1(balancer.local_addr()).await;

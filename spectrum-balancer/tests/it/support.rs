@@ -244,6 +244,11 @@ async fn answer(node: &str, req: Request<Incoming>) -> Response<Body> {
             tokio::time::sleep(Duration::from_millis(500)).await;
             Response::new(full(format!("{node} slow")))
         }
+        // Answered only after a minute: longer than any test waits.
+        "/hold" => {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Response::new(full(format!("{node} held")))
+        }
         _ => {
             let mut resp = Response::new(full(format!("{node} {} {pq}", req.method())));
             for (seen, name) in [
