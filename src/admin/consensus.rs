@@ -61,8 +61,8 @@ impl Admin {
     ///
     /// # Errors
     ///
-    /// [`AdminError::ConditionFailed`] naming what the key holds (nothing was
-    /// written); [`AdminError::Replication`] with
+    /// [`AdminError::PutConditionFailed`] naming what the key holds (nothing
+    /// was written); [`AdminError::Replication`] with
     /// [`ReplicationError::NeedsConsensus`] in last-writer-wins mode; as
     /// [`put`](Self::put).
     pub async fn put_if(
@@ -71,11 +71,18 @@ impl Admin {
         value: Bytes,
         version: Option<VersionToken>,
     ) -> Result<WriteReceipt, AdminError> {
-        let condition = match version {
-            Some(v) => Condition::version(key, v),
+        let condition = match &version {
+            Some(v) => Condition::version(key, v.clone()),
             None => Condition::absent(key),
         };
-        self.transaction(vec![condition], vec![(key.to_owned(), Some(value))]).await
+        match self.transaction(vec![condition], vec![(key.to_owned(), Some(value))]).await {
+            Err(AdminError::ConditionFailed(failed)) => Err(AdminError::PutConditionFailed {
+                key: failed.key,
+                current: failed.current,
+                wanted: version,
+            }),
+            other => other,
+        }
     }
 
     /// Applies `writes` (a value to put, or `None` to delete) all together,
@@ -84,8 +91,9 @@ impl Admin {
     ///
     /// # Errors
     ///
-    /// As [`put_if`](Self::put_if); [`AdminError::InvalidArgument`] for a
-    /// transaction without writes.
+    /// [`AdminError::ConditionFailed`] naming the first condition that does
+    /// not hold (nothing was written); as [`put_if`](Self::put_if) otherwise;
+    /// [`AdminError::InvalidArgument`] for a transaction without writes.
     pub async fn transaction(
         &self,
         conditions: Vec<Condition>,

@@ -156,6 +156,17 @@ pub enum AdminError {
     /// nothing was written.
     #[error("{0}; nothing was written")]
     ConditionFailed(FailedCondition),
+    /// A compare-and-set write of one key ([`Admin::put_if`](crate::admin::Admin::put_if))
+    /// found the key other than it asked: nothing was written.
+    #[error("{key:?} {}; nothing was written", describe_put_condition(current.as_ref(), wanted.as_ref()))]
+    PutConditionFailed {
+        /// The key.
+        key: String,
+        /// The version it holds live (`None`: no live entry).
+        current: Option<VersionToken>,
+        /// The version the write asked for (`None`: no live entry).
+        wanted: Option<VersionToken>,
+    },
     /// A fault of this node (not of the request).
     #[error("{reason}")]
     Internal {
@@ -167,5 +178,39 @@ pub enum AdminError {
 impl AdminError {
     pub(crate) fn not_found(what: impl Into<String>) -> Self {
         AdminError::NotFound { what: what.into() }
+    }
+}
+
+/// What a failed compare-and-set write of one key found, against what it asked.
+fn describe_put_condition(current: Option<&VersionToken>, wanted: Option<&VersionToken>) -> String {
+    match (current, wanted) {
+        (Some(current), None) => format!("already holds version {current} (the write asked for no entry)"),
+        (Some(current), Some(wanted)) => format!("holds version {current}, not {wanted}"),
+        (None, Some(wanted)) => format!("holds no entry, not version {wanted}"),
+        (None, None) => "holds no entry, yet the write was refused".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_compare_and_set_says_what_the_key_holds_against_what_was_asked() {
+        let v = |s: &str| Some(s.parse::<VersionToken>().unwrap());
+        let failed =
+            |current, wanted| AdminError::PutConditionFailed { key: "settings/a".into(), current, wanted };
+        assert_eq!(
+            failed(v("n1:7"), None).to_string(),
+            "\"settings/a\" already holds version n1:7 (the write asked for no entry); nothing was written"
+        );
+        assert_eq!(
+            failed(v("n1:7"), v("n1:6")).to_string(),
+            "\"settings/a\" holds version n1:7, not n1:6; nothing was written"
+        );
+        assert_eq!(
+            failed(None, v("n1:6")).to_string(),
+            "\"settings/a\" holds no entry, not version n1:6; nothing was written"
+        );
     }
 }

@@ -51,7 +51,8 @@ impl From<AdminError> for Status {
             AdminError::Replication(
                 ReplicationError::NeedsConsensus { .. } | ReplicationError::NotAMember { .. },
             )
-            | AdminError::ConditionFailed(_) => Status::failed_precondition(message),
+            | AdminError::ConditionFailed(_)
+            | AdminError::PutConditionFailed { .. } => Status::failed_precondition(message),
             AdminError::CatchingUp { .. }
             | AdminError::Stale { .. }
             | AdminError::NotCaughtUp { .. }

@@ -75,13 +75,13 @@ fn every_acknowledged_write_survives_sigkill_of_a_minority_under_writes() {
     }
     // The cluster reports Raft mode's refusals nowhere: a CAS works through the balancer.
     cluster.ok(&["config", "put", "settings/cas", "1", "--if-absent"]);
-    let line = cluster.fails(&["config", "put", "settings/cas", "2", "--if-absent"], "condition 0");
+    let line = cluster.fails(&["config", "put", "settings/cas", "2", "--if-absent"], "already holds version");
     assert!(line.contains("nothing was written"), "{line}");
     // Run again under its idempotency key, a create is answered as the first
     // run was: created, not "condition failed".
     let create = ["--idempotency-key", "cas-key-1", "config", "put", "settings/cas-once", "1", "--if-absent"];
     let first = cluster.json(&create);
     assert_eq!(cluster.json(&create)["version"], first["version"], "the same version: {first}");
-    cluster.fails(&["config", "put", "settings/cas-once", "1", "--if-absent"], "condition 0");
+    cluster.fails(&["config", "put", "settings/cas-once", "1", "--if-absent"], "already holds version");
     cluster.fails(&["--idempotency-key", "a b", "config", "get", "settings/cas"], "invalid idempotency-key");
 }

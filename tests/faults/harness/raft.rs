@@ -242,7 +242,7 @@ async fn consistent_read(client: &AdminClient, key: &str) -> Option<Option<(Stri
 /// Whether `e` says a compare-and-set's condition did not hold (nothing was
 /// written), rather than any other refusal.
 fn condition_failed(e: &ClientError) -> bool {
-    e.code() == Some(tonic::Code::FailedPrecondition) && e.to_string().contains("failed: it holds")
+    e.code() == Some(tonic::Code::FailedPrecondition) && e.to_string().contains("; nothing was written")
 }
 
 /// One sequential client.
