@@ -2,7 +2,7 @@
 //! one run on loopback.
 //!
 //! ```text
-//! cargo run --release --example bench_balancer [-- --rounds 3 --seconds 2 --no-tls --perf FILE --baseline BIN --syscalls]
+//! cargo run --release --example bench_balancer [-- --rounds 3 --seconds 2 --no-tls --perf FILE --perf-shape 8x8 --baseline BIN --syscalls]
 //! ```
 //!
 //! **What runs.** The `spectrum` binary of the same build profile (built first with
@@ -39,7 +39,9 @@
 //! targets (throughput ≥ 1.0 × HAProxy in every shape, CPU per request no higher,
 //! p50 added over direct ≤ 100 µs at 1×1), TLS against plaintext, and a closing
 //! list of the targets met. `--perf FILE` records the balancer with `perf record`
-//! (call graphs) during its first 8×8 round (Debian's `linux-perf`).
+//! (call graphs) during its first round of the shape whose title contains
+//! `--perf-shape` (default `8x8`; `1x1`, `HTTP/1.1` or `streamed` for the others)
+//! (Debian's `linux-perf`).
 //! `--baseline PATH` runs one more balancer, from another `spectrum` binary (a
 //! build of an earlier commit), over the same nodes: before and after a change in
 //! one run. `--syscalls` counts, with `perf stat`, each proxy's system calls
@@ -78,6 +80,8 @@ struct Options {
     window: Duration,
     tls: bool,
     perf: Option<PathBuf>,
+    /// Part of the title of the shape `perf` records.
+    perf_shape: String,
     baseline: Option<PathBuf>,
     syscalls: bool,
 }
@@ -89,6 +93,7 @@ impl Options {
             window: Duration::from_secs(2),
             tls: true,
             perf: None,
+            perf_shape: "8x8".to_owned(),
             baseline: None,
             syscalls: false,
         };
@@ -102,6 +107,7 @@ impl Options {
                 }
                 "--no-tls" => options.tls = false,
                 "--perf" => options.perf = Some(PathBuf::from(value()?)),
+                "--perf-shape" => options.perf_shape = value()?,
                 "--baseline" => options.baseline = Some(PathBuf::from(value()?)),
                 "--syscalls" => options.syscalls = true,
                 other => return Err(format!("unknown argument {other:?} (see the example's docs)").into()),
@@ -246,7 +252,9 @@ async fn measure(
             let slot = (k + r) % targets.len();
             let target = &targets[slot];
             let perf = match (&options.perf, target.pid) {
-                (Some(file), Some(pid)) if r == 0 && target.name == "spectrum" && shape.with_tls => {
+                (Some(file), Some(pid))
+                    if r == 0 && target.name == "spectrum" && shape.title.contains(&options.perf_shape) =>
+                {
                     Some(Perf::start(pid, file)?)
                 }
                 _ => None,

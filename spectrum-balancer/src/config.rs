@@ -154,13 +154,15 @@ pub struct BalancerConfig {
     /// Add the prefix of any node-to-node service of your own. Each prefix must
     /// start with `/`.
     pub internal_paths: Vec<String>,
-    /// Longest a client may take to send a request's headers (HTTP/1.1), and so
-    /// the longest a connection that sends half a request line stays open.
-    /// Default 10 s.
+    /// Longest a client may take to send a request's headers (HTTP/1.1), or the
+    /// rest of the HTTP/2 connection preface once it has begun, and so the
+    /// longest a connection that sends half a request line or half a preface
+    /// stays open. Default 10 s.
     pub header_read_timeout: Duration,
     /// A client connection with no request in flight for this long is closed
-    /// (an idle keep-alive connection, or one that never sent anything). Default
-    /// 60 s.
+    /// (an idle keep-alive connection, or one that never sent anything). A
+    /// request is in flight until its response has been written to the end, so
+    /// a long download or gRPC stream keeps its connection open. Default 60 s.
     pub idle_timeout: Duration,
     /// Most client connections open at once; beyond it the balancer waits for one
     /// to close before accepting another (the kernel's backlog holds the rest), so

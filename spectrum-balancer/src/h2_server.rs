@@ -13,11 +13,12 @@
 //! back to the client as the node's side takes each frame, and a response is
 //! read from the node only while the client's stream has window for it.
 //!
-//! The connection is served with hyper's server defaults, which the balancer
-//! served with before: 1 MiB stream and connection windows, a 16 KiB header
-//! list, 400 KiB of send buffer per stream, `h2`'s limits on reset streams
-//! (RFC 9113 §6.4: the rapid-reset defence), and the configured limit on
-//! concurrent streams (§6.5.2).
+//! The connection is served with a 256 KiB stream window under a 2 MiB
+//! connection window (so a stalled upload holds up only its own stream),
+//! hyper's server defaults otherwise (a 16 KiB header list, 400 KiB of send
+//! buffer per stream), `h2`'s limits on reset streams (RFC 9113 §6.4: the
+//! rapid-reset defence), and the configured limit on concurrent streams
+//! (§6.5.2).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,10 +37,14 @@ use tracing::{debug, trace};
 use crate::body::{ClientBody, ProxyBody};
 use crate::h2_body::{Pipe, RecvBody, content_length, strip_connection_fields};
 
-/// The receive window of each stream, in bytes (hyper's server default).
-const STREAM_WINDOW: u32 = 1024 * 1024;
-/// The receive window of the whole connection, in bytes (hyper's server default).
-const CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// The receive window of each stream, in bytes: a node's stream takes no more
+/// at once (`upstream`'s window), so more would only be held here.
+const STREAM_WINDOW: u32 = 256 * 1024;
+/// The receive window of the whole connection, in bytes: eight streams' worth,
+/// so one upload whose node stopped reading does not hold up the connection's
+/// others (its window is its stream's only), while a connection holds at most
+/// this much of its client's data here.
+const CONNECTION_WINDOW: u32 = 8 * STREAM_WINDOW;
 /// The largest header list a client may send, in bytes (hyper's server default).
 const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 /// The most bytes a stream's response may have buffered for sending (hyper's
@@ -61,12 +66,11 @@ pub(crate) struct H2Connection<I, S> {
     reason = "the connection is the state for the connection's whole life; boxed, every poll would go through a pointer"
 )]
 enum State<I> {
-    /// Waiting for the client's preface; `closing` when asked to close meanwhile.
-    Handshaking {
-        handshake: Pin<Box<Handshake<I, Bytes>>>,
-        closing: bool,
-    },
+    /// Exchanging the connection preface (RFC 9113 §3.4).
+    Handshaking(Pin<Box<Handshake<I, Bytes>>>),
     Serving(Connection<I, Bytes>),
+    /// Asked to close before any stream could open.
+    Closed,
 }
 
 impl<I, S, F> H2Connection<I, S>
@@ -85,15 +89,17 @@ where
             .max_send_buffer_size(MAX_SEND_BUFFER)
             .max_concurrent_streams(max_concurrent_streams)
             .handshake(io);
-        Self { state: State::Handshaking { handshake: Box::pin(handshake), closing: false }, service }
+        Self { state: State::Handshaking(Box::pin(handshake)), service }
     }
 
     /// Stops taking new streams: `GOAWAY` goes to the client, and the future
-    /// resolves once the streams already open are done (RFC 9113 §6.8).
+    /// resolves once the streams already open are done (RFC 9113 §6.8); at
+    /// once while the preface is still being exchanged (no stream is open).
     pub(crate) fn graceful_shutdown(&mut self) {
         match &mut self.state {
-            State::Handshaking { closing, .. } => *closing = true,
+            State::Handshaking(_) => self.state = State::Closed,
             State::Serving(conn) => conn.graceful_shutdown(),
+            State::Closed => {}
         }
     }
 }
@@ -110,15 +116,13 @@ where
         let this = &mut *self;
         loop {
             let conn = match &mut this.state {
-                State::Handshaking { handshake, closing } => {
-                    let mut conn = ready!(handshake.as_mut().poll(cx))?;
-                    if *closing {
-                        conn.graceful_shutdown();
-                    }
+                State::Handshaking(handshake) => {
+                    let conn = ready!(handshake.as_mut().poll(cx))?;
                     this.state = State::Serving(conn);
                     continue;
                 }
                 State::Serving(conn) => conn,
+                State::Closed => return Poll::Ready(Ok(())),
             };
             match ready!(conn.poll_accept(cx)) {
                 Some(Ok((request, respond))) => {

@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::Request;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -36,9 +38,9 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
 
-use crate::body::ClientBody;
+use crate::body::{ClientBody, ProxyBody};
 use crate::config::BalancerConfig;
-use crate::error::BalancerError;
+use crate::error::{BalancerError, BoxError};
 use crate::h2_server::H2Connection;
 use crate::proxy::Proxy;
 use crate::tls::SharedAcceptor;
@@ -342,13 +344,52 @@ impl Activity {
     }
 }
 
-/// Marks a request in flight until dropped (when its response has been produced).
+/// Marks a request in flight until dropped: with its response's body, once
+/// that is written or given up ([`holding`](Self::holding)), so a long stream
+/// (a download, a watch) does not leave its connection idle.
+#[derive(Debug)]
 struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn start(activity: &Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
         Self(activity.clone())
+    }
+
+    /// `body`, holding this mark until it is dropped.
+    fn holding(self, body: ProxyBody) -> ProxyBody {
+        if body.is_end_stream() {
+            // Nothing will be written: no wrapper (nor its allocation) needed.
+            return body;
+        }
+        BoxBody::new(InFlightBody { body, _in_flight: self })
+    }
+}
+
+/// A response body that keeps its request [`InFlight`].
+#[derive(Debug)]
+struct InFlightBody {
+    body: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl Body for InFlightBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -381,29 +422,22 @@ async fn accept_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let Some(tls) = tls else {
-        return serve_connection(server, stream, None, client, proxy, shutdown, limits).await;
+        return serve_connection(server, stream, client, proxy, shutdown, limits).await;
     };
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-        Ok(Ok(stream)) => {
-            // ALPN (RFC 7301) names the protocol when the client offered one.
-            let protocol = match stream.get_ref().1.alpn_protocol() {
-                Some(b"h2") => Some(Protocol::Http2),
-                Some(b"http/1.1") => Some(Protocol::Http1),
-                _ => None,
-            };
-            serve_connection(server, stream, protocol, client, proxy, shutdown, limits).await;
-        }
+        // The first bytes say the protocol whatever ALPN (RFC 7301) chose, as
+        // with hyper's automatic server; and reading them is timed.
+        Ok(Ok(stream)) => serve_connection(server, stream, client, proxy, shutdown, limits).await,
         Ok(Err(error)) => debug!(%client, %error, "TLS handshake failed"),
         Err(_) => debug!(%client, "TLS handshake timed out"),
     }
 }
 
-/// Serves a connection in `protocol`, or in the one its first bytes show when
-/// `None` (the HTTP/2 preface, else HTTP/1.1).
+/// Serves a connection in the protocol its first bytes show: HTTP/2 after its
+/// preface, else HTTP/1.1.
 async fn serve_connection<I>(
     server: Arc<http1::Builder>,
     mut stream: I,
-    protocol: Option<Protocol>,
     client: SocketAddr,
     proxy: Arc<Proxy>,
     mut shutdown: watch::Receiver<bool>,
@@ -411,19 +445,14 @@ async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (protocol, read) = match protocol {
-        Some(protocol) => (protocol, Bytes::new()),
-        None => {
-            let sniffed = tokio::select! {
-                sniffed = sniff(&mut stream, limits) => sniffed,
-                _ = shutdown.changed() => return,
-            };
-            match sniffed {
-                Ok(Some(sniffed)) => sniffed,
-                Ok(None) => return debug!(%client, "client connection closed before a request"),
-                Err(error) => return debug!(%client, %error, "client connection failed before a request"),
-            }
-        }
+    let sniffed = tokio::select! {
+        sniffed = sniff(&mut stream, limits) => sniffed,
+        _ = shutdown.changed() => return,
+    };
+    let (protocol, read) = match sniffed {
+        Ok(Some(sniffed)) => sniffed,
+        Ok(None) => return debug!(%client, "client connection closed before a request"),
+        Err(error) => return debug!(%client, %error, "client connection failed before a request"),
     };
     let io = Rewind { read, io: stream };
     let activity = Arc::new(Activity::new());
@@ -436,11 +465,7 @@ async fn serve_connection<I>(
                 // Boxed: each stream's task holds this future, and unboxed its
                 // several KiB (the whole forwarding state machine) would be
                 // copied into the task when spawned.
-                Box::pin(async move {
-                    let response = proxy.handle(req, client).await;
-                    drop(in_flight);
-                    response
-                })
+                Box::pin(async move { proxy.handle(req, client).await.map(|body| in_flight.holding(body)) })
             };
             let conn = H2Connection::new(io, limits.max_concurrent_streams, service);
             serve_until_done(
@@ -461,8 +486,7 @@ async fn serve_connection<I>(
                 // several KiB (the whole forwarding state machine) unboxed.
                 Box::pin(async move {
                     let response = proxy.handle(req.map(ClientBody::Hyper), client).await;
-                    drop(in_flight);
-                    Ok::<_, Infallible>(response)
+                    Ok::<_, Infallible>(response.map(|body| in_flight.holding(body)))
                 })
             });
             let conn = server.serve_connection(TokioIo::new(io), service);

@@ -138,7 +138,11 @@ where
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
+                if frame.is_data() && this.first.is_none() && this.inner.is_end_stream() {
+                    // The last data frame (HTTP/2's END_STREAM on it): the
+                    // client's side need not poll again to end the exchange.
+                    this.completion.complete(Some(this.verdict));
+                } else if let Some(trailers) = frame.trailers_ref() {
                     this.verdict = this.verdict.worst(Verdict::of(None, trailers));
                     // Trailers are the last frame: the exchange is over now, not
                     // when the client's side polls once more (which may come after

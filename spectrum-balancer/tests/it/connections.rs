@@ -81,6 +81,23 @@ async fn an_h2_client_that_resets_its_stream_cancels_the_call_to_the_node() {
 }
 
 #[tokio::test]
+async fn a_response_streaming_for_longer_than_the_idle_timeout_is_not_cut_off() {
+    let nodes = start_nodes(1).await;
+    // The stream takes about 1.2 s: past the idle timeout and its grace.
+    let config = BalancerConfig { shutdown_grace: Duration::from_millis(200), ..short_timeouts() };
+    let balancer = balancer_with(config, &nodes, None).await;
+    let whole: String = (0..12).map(|i| format!("line {i}\n")).collect();
+    let mut h2c = Client::h2c(balancer.local_addr()).await;
+    let a = h2c.get("/trickle").await;
+    assert_eq!(a.body, whole, "{a:?}");
+    // Connected only now: an idle connection would be closed meanwhile, rightly.
+    let mut http1 = Client::http1(balancer.local_addr()).await;
+    let a = http1.get("/trickle").await;
+    assert_eq!(a.body, whole, "{a:?}");
+    balancer.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_connection_that_sends_nothing_or_goes_idle_is_closed() {
     let nodes = start_nodes(1).await;
     let balancer = balancer_with(short_timeouts(), &nodes, None).await;

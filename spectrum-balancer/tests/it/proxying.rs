@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use spectrum_balancer::strategy::RoundRobin;
+use spectrum_balancer::BalancingStrategy;
+use spectrum_balancer::strategy::{Outcome, RequestContext, RoundRobin};
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_check_response::ServingStatus as WireStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -162,5 +163,44 @@ async fn consistent_hashing_by_client_address_keeps_a_client_on_one_node() {
     }
     let first = answers[0].node().to_owned();
     assert!(answers.iter().all(|a| a.node() == first), "one client address, one node: {answers:?}");
+    balancer.shutdown().await;
+}
+
+/// Round robin that records every outcome it is told of.
+#[derive(Debug, Default)]
+struct Recording {
+    inner: RoundRobin,
+    outcomes: std::sync::Mutex<Vec<Outcome>>,
+}
+
+impl BalancingStrategy for Recording {
+    fn pick(&self, backends: &[spectrum_balancer::Backend], ctx: &RequestContext<'_>) -> Option<usize> {
+        self.inner.pick(backends, ctx)
+    }
+
+    fn on_complete(
+        &self,
+        _backend: &spectrum_balancer::Backend,
+        outcome: Outcome,
+        _latency: std::time::Duration,
+    ) {
+        self.outcomes.lock().unwrap().push(outcome);
+    }
+}
+
+#[tokio::test]
+async fn an_answer_ending_with_its_last_data_frame_counts_as_a_success() {
+    let nodes = start_nodes(1).await;
+    let strategy = Arc::new(Recording::default());
+    let balancer = balancer_for(&nodes, Some(strategy.clone())).await;
+    // Plain answers: their last DATA frame carries END_STREAM, no trailers follow.
+    for mut client in [Client::h2c(balancer.local_addr()).await, Client::http1(balancer.local_addr()).await] {
+        for _ in 0..3 {
+            assert_eq!(client.get("/plain").await.status.as_u16(), 200);
+        }
+    }
+    wait_until("every exchange is over", || balancer.stats()[0].in_flight == 0).await;
+    let outcomes = strategy.outcomes.lock().unwrap().clone();
+    assert_eq!(outcomes, vec![Outcome::Success; 6], "not one exchange counted as given up");
     balancer.shutdown().await;
 }

@@ -244,6 +244,16 @@ async fn answer(node: &str, req: Request<Incoming>) -> Response<Body> {
             tokio::time::sleep(Duration::from_millis(500)).await;
             Response::new(full(format!("{node} slow")))
         }
+        // Twelve lines, 100 ms apart: a stream that outlasts short idle timeouts.
+        "/trickle" => {
+            let lines = futures::StreamExt::then(futures::stream::iter(0..12), |i| async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(Bytes::from(format!(
+                    "line {i}\n"
+                ))))
+            });
+            Response::new(StreamBody::new(lines).boxed_unsync())
+        }
         // Answered only after a minute: longer than any test waits.
         "/hold" => {
             tokio::time::sleep(Duration::from_secs(60)).await;
