@@ -56,6 +56,8 @@ struct Shared {
     ended: bool,
     total_bytes: u64,
     too_large: bool,
+    /// The client's own stream failed (it reset it, say).
+    client_failed: bool,
     /// The attempt allowed to read; older attempts' bodies answer an error.
     generation: u64,
 }
@@ -97,6 +99,7 @@ impl RequestBody {
             ended,
             total_bytes: 0,
             too_large: false,
+            client_failed: false,
             generation: 0,
         };
         Self { shared: Arc::new(Mutex::new(shared)) }
@@ -119,6 +122,14 @@ impl RequestBody {
     /// Whether the body went over the size limit.
     pub(crate) fn too_large(&self) -> bool {
         self.shared.lock().too_large
+    }
+
+    /// Whether the body failed through the client's fault: over the size limit,
+    /// or the client's own stream broke. An exchange that fails for this says
+    /// nothing about the backend.
+    pub(crate) fn client_fault(&self) -> bool {
+        let shared = self.shared.lock();
+        shared.too_large || shared.client_failed
     }
 }
 
@@ -201,6 +212,7 @@ impl Body for AttemptBody {
             }
             Poll::Ready(Some(Err(error))) => {
                 // The client's own stream broke: nothing can be replayed.
+                shared.client_failed = true;
                 shared.replayable = false;
                 shared.recorded.clear();
                 Poll::Ready(Some(Err(error)))

@@ -166,6 +166,13 @@ impl Proxy {
             Ok(outgoing) => outgoing,
             Err(answer) => return AttemptOutcome::Answered(*answer),
         };
+        // Time may have run out on earlier attempts or on connecting: the request
+        // is not sent at all then (a write that reached a node after its client
+        // was told "timed out" would have an outcome nobody knows).
+        if request.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            debug!(node = %backend.id, attempt = chances.attempt, "no time left to send the request");
+            return AttemptOutcome::Answered(timed_out(request.grpc));
+        }
         let slot = lease.slot();
         let completion = Completion::start(entry.clone(), self.pool.clone(), request.strategy.clone(), lease);
         let mut underway = Underway { entry, slot, completion, started: Instant::now(), chances };
@@ -218,8 +225,12 @@ impl Proxy {
             warn!(node = %backend.id, %error, "backend refused the stream unprocessed, and no other may take the request");
             return AttemptOutcome::Failed;
         }
-        underway.completion.complete(Some(Verdict::Unavailable));
         let body_too_large = request.body.too_large();
+        // A body the client broke (too large, or its stream reset) breaks the
+        // exchange with no fault of the backend's: not counted against it, so a
+        // client cannot get healthy nodes ejected.
+        let verdict = (!request.body.client_fault()).then_some(Verdict::Unavailable);
+        underway.completion.complete(verdict);
         if !body_too_large && sender.is_closed() {
             entry.upstream(self.worker).invalidate(underway.slot);
         }
@@ -284,7 +295,7 @@ impl Proxy {
             strip_hop_by_hop(&mut parts.headers);
         }
         parts.version = request.client_version;
-        let body = TrackedBody::new(first, upstream, underway.completion, verdict);
+        let body = TrackedBody::new(first, upstream, underway.completion, verdict, request.body.clone());
         AttemptOutcome::Answered(Response::from_parts(parts, body.boxed()))
     }
 

@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use crate::body::Verdict;
 use crate::error::BoxError;
 use crate::pool::{Entry, Pool};
+use crate::replay::RequestBody;
 use crate::strategy::{BalancingStrategy, Outcome};
 use crate::upstream::Lease;
 
@@ -91,6 +92,9 @@ pub(crate) struct TrackedBody<B> {
     inner: B,
     completion: Completion,
     verdict: Verdict,
+    /// The request's body: when it broke through the client's fault, so did
+    /// this one, and the backend is not blamed.
+    request: RequestBody,
 }
 
 impl<B: Body> TrackedBody<B> {
@@ -101,6 +105,7 @@ impl<B: Body> TrackedBody<B> {
         inner: B,
         mut completion: Completion,
         verdict: Verdict,
+        request: RequestBody,
     ) -> Self {
         let ended = match &first {
             None => inner.is_end_stream(),
@@ -111,7 +116,7 @@ impl<B: Body> TrackedBody<B> {
             // Nobody may poll a body that is already over (a trailers-only answer).
             completion.complete(Some(verdict));
         }
-        Self { first, inner, completion, verdict }
+        Self { first, inner, completion, verdict, request }
     }
 }
 
@@ -150,7 +155,10 @@ where
                     this.completion.complete(Some(this.verdict));
                 }
             }
-            Poll::Ready(Some(Err(_))) => this.completion.complete(Some(Verdict::Unavailable)),
+            Poll::Ready(Some(Err(_))) => {
+                let verdict = (!this.request.client_fault()).then_some(Verdict::Unavailable);
+                this.completion.complete(verdict);
+            }
             Poll::Ready(None) => this.completion.complete(Some(this.verdict)),
             Poll::Pending => {}
         }

@@ -152,6 +152,31 @@ async fn a_request_body_over_the_limit_is_refused_clearly() {
 }
 
 #[tokio::test]
+async fn bodies_over_the_limit_are_the_clients_fault_and_never_eject_a_node() {
+    let nodes = start_nodes(1).await;
+    // One failure would eject the node, for longer than the test runs.
+    let config = BalancerConfig {
+        max_request_body: Some(1_024),
+        eject_after_failures: 1,
+        ejection_backoff: Duration::from_secs(60),
+        max_ejection_backoff: Duration::from_secs(60),
+        ..fast_config()
+    };
+    let balancer = balancer_with(config, &nodes, None).await;
+    // Streamed without a length: the limit is found while the body goes to the node.
+    let mut health = HealthClient::new(grpc_channel(&balancer));
+    for _ in 0..5 {
+        let big = HealthCheckRequest { service: "s".repeat(4_096) };
+        let err = within(health.check(big)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    }
+    let stats = balancer.stats();
+    assert!(stats.iter().all(|b| !b.ejected && b.failures == 0), "{stats:?}");
+    assert!(within(health.check(demo_check())).await.is_ok());
+    balancer.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_backend_slower_than_the_request_timeout_is_answered_with_a_timeout() {
     let nodes = start_nodes(1).await;
     let config = BalancerConfig { request_timeout: Some(Duration::from_millis(100)), ..fast_config() };
