@@ -156,6 +156,11 @@ impl Sender {
         Ok(Self { h2, closed })
     }
 
+    /// Whether `other` is a handle to the same connection.
+    pub(crate) fn same_connection(&self, other: &Sender) -> bool {
+        Arc::ptr_eq(&self.closed, &other.closed)
+    }
+
     /// Whether the connection has ended or is closing (the backend sent
     /// `GOAWAY`, or it broke): no new request may go on it.
     pub(crate) fn is_closed(&mut self) -> bool {

@@ -141,10 +141,15 @@ impl Upstream {
         Lease { in_flight, slot: best }
     }
 
-    /// Forgets connection `slot` (see [`Lease::slot`]) after it failed to take a request.
-    pub(crate) fn invalidate(&self, slot: usize) {
+    /// Forgets connection `slot` (see [`Lease::slot`]) after `failed`, its
+    /// connection, failed to take a request; a newer connection another request
+    /// has put there meanwhile is kept.
+    pub(crate) fn invalidate(&self, slot: usize, failed: &Sender) {
         if let Some(slot) = self.slots.get(slot) {
-            *slot.sender.lock() = None;
+            let mut sender = slot.sender.lock();
+            if sender.as_ref().is_some_and(|current| current.same_connection(failed)) {
+                *sender = None;
+            }
         }
     }
 

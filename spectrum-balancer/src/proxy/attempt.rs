@@ -203,7 +203,7 @@ impl Proxy {
         underway.completion.set_latency(underway.started.elapsed());
         if let SendError::NotSent { request: unsent, error } = error {
             debug!(node = %backend.id, %error, "connection closed before the request was sent; trying another");
-            entry.upstream(self.worker).invalidate(underway.slot);
+            entry.upstream(self.worker).invalidate(underway.slot, sender);
             underway.completion.complete(Some(Verdict::NotSent));
             // When it was taken apart, the next attempt is made from the template.
             request.pending = unsent.map(|r| *r);
@@ -214,7 +214,7 @@ impl Proxy {
             // down) the connection takes no new streams; after a refused stream
             // (the backend shedding load) it may.
             if sender.is_closed() {
-                entry.upstream(self.worker).invalidate(underway.slot);
+                entry.upstream(self.worker).invalidate(underway.slot, sender);
             }
             underway.completion.complete(Some(Verdict::Unavailable));
             if may_resend_refused(request, underway.chances) {
@@ -232,7 +232,7 @@ impl Proxy {
         let verdict = (!request.body.client_fault()).then_some(Verdict::Unavailable);
         underway.completion.complete(verdict);
         if !body_too_large && sender.is_closed() {
-            entry.upstream(self.worker).invalidate(underway.slot);
+            entry.upstream(self.worker).invalidate(underway.slot, sender);
         }
         match decide(Exchange::Broke { body_too_large }, || self.may_retry(request, underway.chances)) {
             Decision::TooLarge => {
