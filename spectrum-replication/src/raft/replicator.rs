@@ -48,6 +48,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const BOOTSTRAP_RETRY: Duration = Duration::from_millis(250);
 /// Between two attempts to find a leader for a write or a read index.
 const LEADER_RETRY: Duration = Duration::from_millis(50);
+/// How long past its deadline a write the leader committed may wait to be
+/// applied here (a follower hears of a commit with the next append or
+/// heartbeat): a committed write is not reported as failed for want of it.
+const APPLY_GRACE: Duration = Duration::from_secs(1);
 
 /// Timing and compaction of a Raft group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,6 +309,27 @@ fn unknown_outcome(addr: &PeerAddr, e: &dyn std::fmt::Display) -> ReplicationErr
         reason: format!(
             "the write was forwarded to the leader at {addr}, which may have committed it before {e}: its \
              outcome is unknown (read the key to find out)"
+        ),
+    }
+}
+
+/// A write this node's Raft may have appended before it stopped with `e`.
+fn stopped_with_the_write(e: &dyn std::fmt::Display) -> ReplicationError {
+    ReplicationError::Consensus {
+        reason: format!(
+            "this node's Raft stopped ({e}) with the write perhaps in its log, which the next leader may \
+             commit: its outcome is unknown (read the key to find out)"
+        ),
+    }
+}
+
+/// A write the leader committed at `index` that this node did not apply in
+/// time (`e`): it took effect, and must not be sent again as if it failed.
+fn committed_not_applied(index: u64, e: &dyn std::fmt::Display) -> ReplicationError {
+    ReplicationError::Consensus {
+        reason: format!(
+            "the write was committed (log index {index}) but this node has not applied it yet ({e}): it \
+             took effect; do not send it again (read the key through another node to see it)"
         ),
     }
 }
@@ -684,12 +709,17 @@ impl Inner {
     ///
     /// A forwarded attempt can end without saying whether the leader took it:
     /// the connection broke after the call was sent, no answer came in time,
-    /// or the leader's Raft stopped with the proposal queued or appended (and
-    /// the next leader may commit that entry). Such an attempt is made again,
+    /// the leader's Raft stopped with the proposal queued or appended (and the
+    /// next leader may commit that entry), or it answered that it is not the
+    /// leader (openraft says so too for an entry a new leader overwrote, which
+    /// may live on in another node's log and commit). Such an attempt is made again,
     /// to whichever node leads by then, until the deadline: every attempt
     /// carries the proposal's id, and the state machine decides an id once
     /// and answers a retry with the first decision (see `recent`). Only when
-    /// the deadline passes after such an attempt is the outcome unknown.
+    /// the deadline passes after such an attempt is the outcome unknown. A
+    /// write the leader committed is waited for here up to [`APPLY_GRACE`]
+    /// past the deadline, then reported as committed and not yet applied here,
+    /// never as failed.
     async fn propose(
         &self,
         proposal: Proposal,
@@ -708,6 +738,11 @@ impl Inner {
                 None => match self.submit_until(proposal.clone(), deadline).await {
                     Some(Ok(done)) => return Ok((done.index, done.applied)),
                     Some(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => f.leader_node,
+                    // This node's Raft stopped with the write perhaps appended
+                    // (a failed fsync, say), and the next leader may commit it.
+                    Some(Err(e @ RaftError::Fatal(_))) => {
+                        return Err(unsure.unwrap_or_else(|| stopped_with_the_write(&e)));
+                    }
                     Some(Err(e)) => return Err(unsure.unwrap_or_else(|| ReplicationError::consensus(e))),
                     None => return Err(unsure.unwrap_or_else(not_committed_in_time)),
                 },
@@ -716,14 +751,23 @@ impl Inner {
                 let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
                 match self.forwarder.forward(&addr, &proposal, left).await {
                     Ok(Ok(done)) => {
-                        self.wait_applied(done.index, deadline).await?;
+                        // Committed: a slow apply here is waited for a little
+                        // past the deadline, and reported as what it is.
+                        let grace = deadline.max(Instant::now()) + APPLY_GRACE;
+                        if let Err(e) = self.wait_applied(done.index, grace).await {
+                            return Err(committed_not_applied(done.index, &e));
+                        }
                         return Ok((done.index, done.applied));
                     }
-                    // Not the leader (or it dropped the entry when a new
-                    // leader overwrote it), or it could not be dialled: the
-                    // write was not taken.
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))))
-                    | Err(ReplicationError::Peer { failure: PeerFailure::Unreachable { .. }, .. }) => {}
+                    // Not the leader, or it dropped the entry when a new leader
+                    // overwrote it: openraft answers both alike, and an entry
+                    // overwritten on one node may live on another and commit
+                    // (five nodes or more), so the write may have been taken.
+                    Ok(Err(e @ RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                        unsure = Some(maybe_taken(&addr, &e));
+                    }
+                    // It could not be dialled: the write was not taken.
+                    Err(ReplicationError::Peer { failure: PeerFailure::Unreachable { .. }, .. }) => {}
                     // Its Raft stopped with the write perhaps appended.
                     Ok(Err(e @ RaftError::Fatal(_))) => unsure = Some(maybe_taken(&addr, &e)),
                     // The call went and its answer did not come back.
