@@ -313,6 +313,7 @@ pub struct BackendEntry {
 /// listen = "127.0.0.1:7100"
 /// admin_listen = "127.0.0.1:7190"      # /metrics and Stats, no token
 /// max_request_body = 4194304           # bytes
+/// max_request_headers = 16384          # bytes, as HTTP/2 counts them
 /// max_connections = 10000              # client connections open at once
 /// max_concurrent_streams = 256         # requests in flight per HTTP/2 connection
 /// [strategy]
@@ -327,7 +328,7 @@ pub struct BackendEntry {
 /// [timeouts]
 /// connect_ms = 1000
 /// request_ms = 30000
-/// header_read_ms = 10000               # a client's request headers (HTTP/1.1)
+/// header_read_ms = 10000               # a new connection's first bytes; HTTP/1.1 headers
 /// idle_ms = 60000                      # a client connection with nothing in flight
 /// [[nodes]]
 /// id = "node-1"
@@ -362,8 +363,13 @@ pub struct BalancerFileConfig {
     /// Default: no limit.
     #[serde(default)]
     pub max_request_body: Option<u64>,
-    /// Most client connections open at once; beyond it the balancer accepts no
-    /// more until one closes (default 10,000).
+    /// Largest request header section accepted, in bytes as HTTP/2 counts it
+    /// (larger: 431 or RESOURCE_EXHAUSTED); at most the nodes' own 16 KiB,
+    /// which is the default. See `BalancerConfig::max_request_headers`.
+    #[serde(default)]
+    pub max_request_headers: Option<usize>,
+    /// Most client connections open at once; a connection beyond it is
+    /// refused, closed at once (default 10,000).
     #[serde(default)]
     pub max_connections: Option<usize>,
     /// Most requests in flight on one HTTP/2 client connection (default 256);
@@ -453,8 +459,10 @@ pub struct TimeoutsFile {
     /// Longest a health check may take (default as the library's).
     #[serde(default)]
     pub health_ms: Option<u64>,
-    /// Longest a client may take to send a request's headers (HTTP/1.1; default
-    /// 10000): a connection with half a request line is closed after it.
+    /// Longest a new client connection may take to send its first bytes (or
+    /// its TLS handshake), and an HTTP/1.1 client its request's headers
+    /// (default 10000): a connection that sends nothing, half a request line or
+    /// half a preface is closed after it.
     #[serde(default)]
     pub header_read_ms: Option<u64>,
     /// A client connection with no request in flight for this long is closed
@@ -561,6 +569,7 @@ impl BalancerFileConfig {
             t.apply(&mut config)?;
         }
         config.max_connections = self.max_connections.unwrap_or(config.max_connections);
+        config.max_request_headers = self.max_request_headers.unwrap_or(config.max_request_headers);
         config.max_concurrent_streams = self.max_concurrent_streams.unwrap_or(config.max_concurrent_streams);
         config.workers = self.workers.unwrap_or(config.workers);
         let spec = self.strategy_spec()?;
@@ -850,6 +859,7 @@ mod tests {
             ("[timeouts]\nidle_ms = 0", "timeouts.idle_ms"),
             ("max_concurrent_streams = 0", "max_concurrent_streams"),
             ("max_connections = 0", "max_connections"),
+            ("max_request_headers = 100", "max_request_headers"),
             ("workers = 0", "workers"),
         ] {
             let err = balancer(extra).unwrap().balancer_config().unwrap_err().to_string();
@@ -859,9 +869,10 @@ mod tests {
 
     #[test]
     fn connection_limits_and_client_timeouts_come_from_the_file() {
-        let file = "max_connections = 500\nmax_concurrent_streams = 32\nworkers = 3\n[timeouts]\nheader_read_ms = 2000\nidle_ms = 15000";
+        let file = "max_connections = 500\nmax_concurrent_streams = 32\nmax_request_headers = 8192\nworkers = 3\n[timeouts]\nheader_read_ms = 2000\nidle_ms = 15000";
         let (config, _) = balancer(file).unwrap().balancer_config().unwrap();
         assert_eq!((config.max_connections, config.max_concurrent_streams), (500, 32));
+        assert_eq!(config.max_request_headers, 8192);
         assert_eq!(config.workers, 3);
         assert_eq!(config.header_read_timeout, Duration::from_secs(2));
         assert_eq!(config.idle_timeout, Duration::from_secs(15));

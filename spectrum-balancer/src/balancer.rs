@@ -169,7 +169,8 @@ impl BalancerBuilder {
             tasks.push(tokio::spawn(poll_discovery(source, interval, Arc::downgrade(&pool))));
         }
         let tls = acceptor.clone();
-        let accept = tokio::spawn(serve::accept_loop(listener, acceptor, workers, shutdown_rx, limits));
+        let accept =
+            tokio::spawn(serve::accept_loop(listener, acceptor, workers, shutdown_rx, limits, pool.clone()));
         info!(%local_addr, tls = tls.is_some(), "balancer listening");
         Ok(BalancerHandle { local_addr, tls, admin_addr, pool, shutdown, accept: Some(accept), tasks })
     }

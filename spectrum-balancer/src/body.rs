@@ -68,24 +68,27 @@ pub(crate) fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
-fn full(text: &'static str) -> ProxyBody {
-    Full::new(Bytes::from_static(text.as_bytes())).map_err(|never| match never {}).boxed()
+fn full(text: &str) -> ProxyBody {
+    Full::new(Bytes::copy_from_slice(text.as_bytes())).map_err(|never| match never {}).boxed()
 }
 
 /// An answer made by the balancer itself: a trailers-only gRPC status for gRPC
-/// clients, otherwise `http_status` with a short text body.
+/// clients, otherwise `http_status` with a short text body. `message` is
+/// visible ASCII and spaces (it goes in `grpc-message` as it is).
 pub(crate) fn local_answer(
     grpc: bool,
     http_status: StatusCode,
     grpc_status: u32,
-    message: &'static str,
+    message: &str,
 ) -> Response<ProxyBody> {
     let mut resp = if grpc {
         let mut resp = Response::new(empty());
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         h.insert("grpc-status", HeaderValue::from(grpc_status));
-        h.insert("grpc-message", HeaderValue::from_static(message));
+        if let Ok(message) = HeaderValue::from_str(message) {
+            h.insert("grpc-message", message);
+        }
         resp
     } else {
         let mut resp = Response::new(full(message));

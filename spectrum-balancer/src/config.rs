@@ -154,20 +154,40 @@ pub struct BalancerConfig {
     /// Add the prefix of any node-to-node service of your own. Each prefix must
     /// start with `/`.
     pub internal_paths: Vec<String>,
-    /// Longest a client may take to send a request's headers (HTTP/1.1), or the
-    /// rest of the HTTP/2 connection preface once it has begun, and so the
-    /// longest a connection that sends half a request line or half a preface
-    /// stays open. Default 10 s.
+    /// Longest a new client connection may take to show its protocol (its first
+    /// bytes: the HTTP/2 connection preface, or an HTTP/1.1 request line), and
+    /// longest an HTTP/1.1 client may take to send a request's headers. So a
+    /// connection that sends nothing, half a request line or half a preface is
+    /// closed after this long (HAProxy's `timeout http-request`, nginx's
+    /// `client_header_timeout`). An HTTP/1.1 keep-alive connection waits this
+    /// long for its next request too (hyper times the wait for the next
+    /// request's headers). Default 10 s.
     pub header_read_timeout: Duration,
     /// A client connection with no request in flight for this long is closed
-    /// (an idle keep-alive connection, or one that never sent anything). A
-    /// request is in flight until its response has been written to the end, so
-    /// a long download or gRPC stream keeps its connection open. Default 60 s.
+    /// (an idle HTTP/2 connection, which gets `GOAWAY` first). A request is in
+    /// flight until its response has been written to the end, so a long
+    /// download or gRPC stream keeps its connection open. Default 60 s.
     pub idle_timeout: Duration,
-    /// Most client connections open at once; beyond it the balancer waits for one
-    /// to close before accepting another (the kernel's backlog holds the rest), so
-    /// a flood of connections cannot exhaust its file descriptors. Default 10,000.
+    /// Most client connections open at once. A connection beyond it is refused:
+    /// accepted and closed at once (the client sees the connection closed or
+    /// reset), counted in `spectrum_balancer_connections_refused_total` and
+    /// logged, so that a flood of connections can neither exhaust the
+    /// balancer's file descriptors nor leave newcomers waiting unanswered
+    /// (Envoy's overload manager refuses the same way). Default 10,000.
     pub max_connections: usize,
+    /// Largest request header section accepted, in bytes, counted as HTTP/2
+    /// does (RFC 9113 §6.5.2: each field's name and value plus 32, pseudo-header
+    /// fields included, the node's address counted as 261 bytes: the longest
+    /// host name and a port), after the balancer's own `x-forwarded-*` fields
+    /// are added. A larger request is answered `431 Request Header Fields Too
+    /// Large` (gRPC `RESOURCE_EXHAUSTED`) and never sent to a node: a node
+    /// refuses one over its own limit (16 KiB for Spectrum's nodes, as for any
+    /// hyper server) with `REFUSED_STREAM`, or, when its headers span many
+    /// frames, by closing its whole connection to the balancer, failing other
+    /// clients' calls on it; either would count against a healthy node. Keep
+    /// it no larger than the nodes' own limit. Default 16 KiB (16,384); at
+    /// least 1 KiB.
+    pub max_request_headers: usize,
     /// Most requests in flight at once on one HTTP/2 client connection (the
     /// `SETTINGS_MAX_CONCURRENT_STREAMS` the balancer announces; a client that
     /// opens more has them refused with `REFUSED_STREAM`, which it may retry), so
@@ -311,6 +331,7 @@ impl Default for BalancerConfig {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
+            max_request_headers: 16 * 1024,
             max_concurrent_streams: 256,
             tls: None,
             upstream_tls: None,
@@ -370,6 +391,9 @@ impl BalancerConfig {
         }
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
+        }
+        if self.max_request_headers < 1024 {
+            return invalid("max_request_headers", "must be at least 1024 bytes");
         }
         if self.max_ejection_backoff < self.ejection_backoff {
             return invalid("max_ejection_backoff", "must not be shorter than ejection_backoff");

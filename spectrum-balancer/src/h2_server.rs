@@ -45,8 +45,6 @@ const STREAM_WINDOW: u32 = 256 * 1024;
 /// others (its window is its stream's only), while a connection holds at most
 /// this much of its client's data here.
 const CONNECTION_WINDOW: u32 = 8 * STREAM_WINDOW;
-/// The largest header list a client may send, in bytes (hyper's server default).
-const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 /// The most bytes a stream's response may have buffered for sending (hyper's
 /// server default).
 const MAX_SEND_BUFFER: usize = 400 * 1024;
@@ -80,12 +78,15 @@ where
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     /// Starts serving `io` (TLS already done, the client's preface not yet
-    /// read), allowing `max_concurrent_streams` streams at once.
-    pub(crate) fn new(io: I, max_concurrent_streams: u32, service: S) -> Self {
+    /// read), allowing `max_concurrent_streams` streams at once and header
+    /// sections of up to `max_header_list_size` bytes (RFC 9113 §6.5.2); `h2`
+    /// refuses a stream with a larger one (`REFUSED_STREAM`) before the
+    /// service sees it.
+    pub(crate) fn new(io: I, max_concurrent_streams: u32, max_header_list_size: u32, service: S) -> Self {
         let handshake = h2::server::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_header_list_size(MAX_HEADER_LIST_SIZE)
+            .max_header_list_size(max_header_list_size)
             .max_send_buffer_size(MAX_SEND_BUFFER)
             .max_concurrent_streams(max_concurrent_streams)
             .handshake(io);

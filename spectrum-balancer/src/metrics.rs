@@ -67,7 +67,7 @@ fn counters(out: &mut String, pool: &Pool) {
         ),
         (
             "spectrum_balancer_request_too_large_total",
-            "Requests refused because their body was over the limit.",
+            "Requests refused because their body or header section was over the limit.",
             &c.too_large,
         ),
         (
@@ -79,6 +79,11 @@ fn counters(out: &mut String, pool: &Pool) {
             "spectrum_balancer_not_ready_retries_total",
             "Requests a node refused as not ready, sent to another node.",
             &c.not_ready_retries,
+        ),
+        (
+            "spectrum_balancer_connections_refused_total",
+            "Client connections refused because max_connections were open.",
+            &c.connections_refused,
         ),
     ] {
         family(out, name, "counter", help);

@@ -62,12 +62,14 @@ pub(crate) struct Counters {
     pub(crate) budget_exhausted: AtomicU64,
     /// Requests answered by the balancer because no backend could take them.
     pub(crate) no_backend: AtomicU64,
-    /// Requests refused because their body was too large.
+    /// Requests refused because their body or headers were too large.
     pub(crate) too_large: AtomicU64,
     /// Requests for an internal service, refused by the balancer.
     pub(crate) internal_refused: AtomicU64,
     /// Requests a node refused as not ready ([`crate::refusal`]), sent to another.
     pub(crate) not_ready_retries: AtomicU64,
+    /// Client connections refused at the connection limit.
+    pub(crate) connections_refused: AtomicU64,
 }
 
 impl Counters {

@@ -33,7 +33,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, warn};
@@ -42,6 +42,7 @@ use crate::body::{ClientBody, ProxyBody};
 use crate::config::BalancerConfig;
 use crate::error::{BalancerError, BoxError};
 use crate::h2_server::H2Connection;
+use crate::pool::Pool;
 use crate::proxy::Proxy;
 use crate::tls::SharedAcceptor;
 
@@ -52,6 +53,12 @@ pub(crate) struct ConnectionLimits {
     idle_timeout: Duration,
     max_connections: usize,
     max_concurrent_streams: u32,
+    /// What an HTTP/2 client is told it may send as a header section: twice
+    /// [`BalancerConfig::max_request_headers`], so that a request over the
+    /// balancer's limit (but not far over) reaches it and gets its clear `431`
+    /// (`h2` refuses a stream over the announced size with `REFUSED_STREAM`,
+    /// which clients take as "try again").
+    max_header_list_size: u32,
     grace: Duration,
 }
 
@@ -62,6 +69,8 @@ impl ConnectionLimits {
             idle_timeout: config.idle_timeout,
             max_connections: config.max_connections,
             max_concurrent_streams: config.max_concurrent_streams,
+            max_header_list_size: u32::try_from(config.max_request_headers.saturating_mul(2))
+                .unwrap_or(u32::MAX),
             grace: config.shutdown_grace,
         }
     }
@@ -72,8 +81,6 @@ impl ConnectionLimits {
 #[derive(Debug, Default)]
 struct Open {
     count: AtomicUsize,
-    /// Signalled (one stored permit) whenever a connection closes.
-    freed: Notify,
 }
 
 /// Counts one client connection as open, overall and on its worker, until dropped.
@@ -95,7 +102,6 @@ impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.on_worker.fetch_sub(1, Ordering::Relaxed);
         self.open.count.fetch_sub(1, Ordering::AcqRel);
-        self.open.freed.notify_one();
     }
 }
 
@@ -285,24 +291,29 @@ async fn serve_accepted(
 /// floods the log.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Accepts client connections and hands them to `workers`, no more open at once
-/// than the limit, until `shutdown` turns true; then waits for the workers to
-/// finish.
+/// Accepts client connections and hands them to `workers` until `shutdown`
+/// turns true; then waits for the workers to finish. A connection beyond the
+/// limit is refused: closed at once, and counted in `pool`'s counters.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     tls: Option<Arc<SharedAcceptor>>,
     mut workers: Workers,
     mut shutdown: watch::Receiver<bool>,
     limits: ConnectionLimits,
+    pool: Arc<Pool>,
 ) {
     let open = workers.open.clone();
     let mut backoff = Duration::ZERO;
     loop {
-        let room = open.count.load(Ordering::Acquire) < limits.max_connections;
         tokio::select! {
-            accepted = listener.accept(), if room => match accepted {
+            accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
                     backoff = Duration::ZERO;
+                    let now_open = open.count.load(Ordering::Acquire);
+                    if now_open >= limits.max_connections {
+                        refuse(stream, client, now_open, &pool);
+                        continue;
+                    }
                     workers.dispatch(stream, client, tls.as_ref().map(|t| t.current()));
                 }
                 Err(error) => {
@@ -314,13 +325,25 @@ pub(crate) async fn accept_loop(
                     tokio::time::sleep(backoff).await;
                 }
             },
-            () = open.freed.notified(), if !room => {}
             _ = shutdown.changed() => break,
         }
     }
     drop(listener);
     debug!(open = open.count.load(Ordering::Relaxed), "no longer accepting; waiting for open connections");
     workers.finish().await;
+}
+
+/// Refuses a connection over the limit: closes it at once (the client reads
+/// the end of the connection, or a reset if it had sent something) and counts
+/// it. The log says
+/// so for the 1st, 2nd, 4th, 8th … refusal, then every 1,024th: a flood
+/// neither goes unseen nor floods the log.
+fn refuse(stream: TcpStream, client: SocketAddr, open: usize, pool: &Pool) {
+    let refused = pool.counters.connections_refused.fetch_add(1, Ordering::Relaxed) + 1;
+    if refused.is_power_of_two() || refused % 1024 == 0 {
+        warn!(%client, open, refused, "connection limit reached (max_connections): refusing new connections");
+    }
+    drop(stream);
 }
 
 /// Requests in flight on one client connection, and when the last one ended.
@@ -400,9 +423,6 @@ impl Drop for InFlight {
     }
 }
 
-/// Longest a client may take to complete its TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// What a client speaks on a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
@@ -424,7 +444,9 @@ async fn accept_connection(
     let Some(tls) = tls else {
         return serve_connection(server, stream, client, proxy, shutdown, limits).await;
     };
-    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+    // The handshake, as a plaintext connection's first bytes, must come within
+    // the header read timeout.
+    match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
         // The first bytes say the protocol whatever ALPN (RFC 7301) chose, as
         // with hyper's automatic server; and reading them is timed.
         Ok(Ok(stream)) => serve_connection(server, stream, client, proxy, shutdown, limits).await,
@@ -467,7 +489,8 @@ async fn serve_connection<I>(
                 // copied into the task when spawned.
                 Box::pin(async move { proxy.handle(req, client).await.map(|body| in_flight.holding(body)) })
             };
-            let conn = H2Connection::new(io, limits.max_concurrent_streams, service);
+            let conn =
+                H2Connection::new(io, limits.max_concurrent_streams, limits.max_header_list_size, service);
             serve_until_done(
                 conn,
                 |conn| conn.get_mut().graceful_shutdown(),
@@ -502,14 +525,16 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Reads a connection's first bytes until they show HTTP/2's preface or
 /// something else (HTTP/1.1), as hyper's automatic server did; returns the
 /// protocol and the bytes read, to be read again ([`Rewind`]). `None` when
-/// the client closed the connection, sent nothing within the idle timeout, or
-/// began but did not finish the preface within the header read timeout.
+/// the client closed the connection, or did not send the whole preface, or
+/// the first bytes of something else, within the header read timeout.
 async fn sniff<I>(io: &mut I, limits: ConnectionLimits) -> io::Result<Option<(Protocol, Bytes)>>
 where
     I: AsyncRead + Unpin,
 {
     let mut read = BytesMut::with_capacity(PREFACE.len());
-    let mut deadline = tokio::time::Instant::now() + limits.idle_timeout;
+    // A new connection shows what it speaks as soon as it has anything to
+    // say: one that stays silent holds a connection slot for nothing.
+    let deadline = tokio::time::Instant::now() + limits.header_read_timeout.min(limits.idle_timeout);
     loop {
         match tokio::time::timeout_at(deadline, io.read_buf(&mut read)).await {
             Err(_) | Ok(Ok(0)) => return Ok(None),
@@ -523,8 +548,6 @@ where
         if seen == PREFACE.len() {
             return Ok(Some((Protocol::Http2, read.freeze())));
         }
-        // Begun: the rest must come within the header read timeout.
-        deadline = deadline.min(tokio::time::Instant::now() + limits.header_read_timeout);
     }
 }
 

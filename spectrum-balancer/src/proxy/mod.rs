@@ -94,6 +94,32 @@ fn too_large(grpc: bool) -> Response<ProxyBody> {
     )
 }
 
+fn headers_too_large(grpc: bool, size: usize, limit: usize) -> Response<ProxyBody> {
+    local_answer(
+        grpc,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        GRPC_RESOURCE_EXHAUSTED,
+        &format!("request headers of {size} bytes are over the balancer's limit of {limit} bytes"),
+    )
+}
+
+/// What the `:authority` of a request to a node is counted as: the longest
+/// host name (253 bytes), a colon and a port, rounded up to 261.
+const AUTHORITY_ALLOWANCE: usize = 261;
+
+/// The size of the header section `parts` makes on its way to a node, as
+/// HTTP/2 counts it (RFC 9113 §6.5.2): every field's name and value plus 32
+/// bytes, the pseudo-header fields included (`:scheme` as `https`, the
+/// longest; `:authority` as [`AUTHORITY_ALLOWANCE`]).
+fn header_list_size(parts: &http::request::Parts, pq: &http::uri::PathAndQuery) -> usize {
+    const FIELD: usize = 32;
+    let pseudo = (":method".len() + parts.method.as_str().len() + FIELD)
+        + (":scheme".len() + "https".len() + FIELD)
+        + (":authority".len() + AUTHORITY_ALLOWANCE + FIELD)
+        + (":path".len() + pq.as_str().len() + FIELD);
+    parts.headers.iter().fold(pseudo, |size, (name, value)| size + name.as_str().len() + value.len() + FIELD)
+}
+
 fn internal(grpc: bool) -> Response<ProxyBody> {
     local_answer(
         grpc,
@@ -396,6 +422,15 @@ impl Proxy {
             forward_headers(&mut parts.headers, parts.uri.authority(), client, proto);
         } else {
             add_forwarding(&mut parts.headers, parts.uri.authority(), client, proto);
+        }
+        // Checked as the nodes will see it, `x-forwarded-*` included: a node
+        // would refuse a larger one by failing the stream or its whole
+        // connection, which counts against it (see `max_request_headers`).
+        let size = header_list_size(&parts, &pq);
+        if size > config.max_request_headers {
+            Counters::bump(&self.pool.counters.too_large);
+            debug!(%client, size, limit = config.max_request_headers, "request headers too large");
+            return Err(Box::new(headers_too_large(grpc, size, config.max_request_headers)));
         }
         parts.version = Version::HTTP_2;
         // Every request keeps up to `retry_buffer` of its body (references to the

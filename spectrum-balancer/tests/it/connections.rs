@@ -25,6 +25,19 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Durati
     read.ok().map(|()| start.elapsed())
 }
 
+/// Sends `GET path` over HTTP/1.1 on a new connection; the first bytes of
+/// the answer, or `None` when the connection closed without one (refused) or
+/// none came within a second.
+async fn plain_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: a\r\n\r\n").as_bytes()).await.ok()?;
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        _ => None,
+    }
+}
+
 fn short_timeouts() -> BalancerConfig {
     BalancerConfig {
         header_read_timeout: Duration::from_millis(300),
@@ -135,15 +148,47 @@ async fn slow_and_silent_connections_do_not_stop_others_from_being_served() {
         let a = within(client.get("/ok")).await;
         assert_eq!(a.status.as_u16(), 200, "{a:?}");
     }
-    // Beyond the connection limit, newcomers wait for the timeouts to free room,
-    // and are then served.
-    let mut hogs2 = Vec::new();
+    // Beyond the connection limit, newcomers are refused at once: closed, not
+    // left waiting.
+    let mut refused = Vec::new();
     for _ in 0..10 {
-        hogs2.push(TcpStream::connect(balancer.local_addr()).await.unwrap());
+        refused.push(TcpStream::connect(balancer.local_addr()).await.unwrap());
     }
-    let mut late = within(Client::http1(balancer.local_addr())).await;
-    assert_eq!(within(late.get("/late")).await.status.as_u16(), 200);
-    drop((hogs, hogs2));
+    let mut closed = 0;
+    for stream in &mut refused {
+        if closed_within(stream, Duration::from_millis(200)).await.is_some() {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 6, "only {closed} of 10 connections over the limit were refused at once");
+    let metrics = balancer.metrics_text();
+    assert!(!metrics.contains("spectrum_balancer_connections_refused_total 0\n"), "{metrics}");
+    // The hogs' header timeout frees room, and newcomers are served again.
+    let mut served = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if plain_get(balancer.local_addr(), "/late")
+            .await
+            .is_some_and(|head| head.starts_with("HTTP/1.1 200"))
+        {
+            served = true;
+            break;
+        }
+    }
+    assert!(served, "no request was served once the silent connections timed out");
+    drop((hogs, refused));
+    balancer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_header_timeout_not_the_idle_timeout() {
+    let nodes = start_nodes(1).await;
+    // The idle timeout is far longer than the test waits.
+    let config = BalancerConfig { idle_timeout: Duration::from_secs(600), ..short_timeouts() };
+    let balancer = balancer_with(config, &nodes, None).await;
+    let mut silent = TcpStream::connect(balancer.local_addr()).await.unwrap();
+    let took = closed_within(&mut silent, Duration::from_secs(5)).await;
+    assert!(took.is_some(), "a connection that sent nothing stayed open past the header timeout");
     balancer.shutdown().await;
 }
 

@@ -177,6 +177,48 @@ async fn bodies_over_the_limit_are_the_clients_fault_and_never_eject_a_node() {
 }
 
 #[tokio::test]
+async fn headers_over_the_limit_are_answered_431_and_never_reach_or_eject_a_node() {
+    let nodes = start_nodes(1).await;
+    // One failure would eject the node, for longer than the test runs.
+    let config = BalancerConfig {
+        eject_after_failures: 1,
+        ejection_backoff: Duration::from_secs(60),
+        max_ejection_backoff: Duration::from_secs(60),
+        ..fast_config()
+    };
+    let balancer = balancer_with(config, &nodes, None).await;
+    // 64 KiB over HTTP/1.1: a node (16 KiB, as hyper's servers) would close its
+    // whole connection to the balancer for it. 20 KiB over h2c: under what the
+    // balancer announces to HTTP/2 clients (twice its limit), over its limit.
+    let huge = "a".repeat(64 * 1024);
+    let large = "b".repeat(20 * 1024);
+    let mut http1 = Client::http1(balancer.local_addr()).await;
+    let mut h2c = Client::h2c(balancer.local_addr()).await;
+    for _ in 0..5 {
+        let a = http1.get_with("/big-headers", &[("x-big", &huge)]).await;
+        assert_eq!(a.status.as_u16(), 431, "{a:?}");
+        assert!(a.body.contains("over the balancer's limit of 16384 bytes"), "{a:?}");
+        assert_eq!(a.header("x-spectrum-balancer"), "local", "{a:?}");
+        let a = h2c.get_with("/big-headers", &[("x-big", &large)]).await;
+        assert_eq!(a.status.as_u16(), 431, "{a:?}");
+    }
+    let mut health = HealthClient::new(grpc_channel(&balancer));
+    let mut big = tonic::Request::new(demo_check());
+    big.metadata_mut().insert("x-big", large.parse().unwrap());
+    let err = within(health.check(big)).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("headers"), "{err:?}");
+    let stats = balancer.stats();
+    assert!(stats.iter().all(|b| !b.ejected && b.failures == 0 && b.requests == 0), "{stats:?}");
+    // Just under the limit goes through, on the same connections.
+    let fits = "c".repeat(12 * 1024);
+    assert_eq!(http1.get_with("/fits", &[("x-big", &fits)]).await.status.as_u16(), 200);
+    assert_eq!(h2c.get_with("/fits", &[("x-big", &fits)]).await.status.as_u16(), 200);
+    assert!(within(health.check(demo_check())).await.is_ok());
+    balancer.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_backend_slower_than_the_request_timeout_is_answered_with_a_timeout() {
     let nodes = start_nodes(1).await;
     let config = BalancerConfig { request_timeout: Some(Duration::from_millis(100)), ..fast_config() };
