@@ -37,9 +37,21 @@ pub(super) enum AttemptOutcome {
     /// The backend failed the request after it was sent, and a retry was granted:
     /// send it to another.
     FailedRetriable,
-    /// The backend failed the request after it was sent, and it may not be sent
-    /// again: answer "backend failed".
-    Failed,
+    /// The backend failed the request, and it may not be sent again: answer
+    /// "backend failed", saying what is known of its outcome.
+    Failed(Failure),
+}
+
+/// How a request the balancer may not send again failed, which says what is
+/// known of its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// The backend refused it unprocessed (`REFUSED_STREAM`, `GOAWAY` before
+    /// it): it did not take effect.
+    Refused,
+    /// The exchange broke after the request was sent: whether it took effect
+    /// is unknown.
+    Broke,
 }
 
 /// Where a request stands when an attempt starts: what a retry decision needs.
@@ -223,7 +235,7 @@ impl Proxy {
                 return AttemptOutcome::NotSent;
             }
             warn!(node = %backend.id, %error, "backend refused the stream unprocessed, and no other may take the request");
-            return AttemptOutcome::Failed;
+            return AttemptOutcome::Failed(Failure::Refused);
         }
         let body_too_large = request.body.too_large();
         // A body the client broke (too large, or its stream reset) breaks the
@@ -246,7 +258,7 @@ impl Proxy {
             }
             Decision::BackendFailed | Decision::Forward => {
                 warn!(node = %backend.id, error = %error.error(), "backend failed the request");
-                AttemptOutcome::Failed
+                AttemptOutcome::Failed(Failure::Broke)
             }
         }
     }
@@ -326,7 +338,7 @@ impl Proxy {
                     if let Some(Err(error)) = &frame {
                         warn!(node = %backend.id, %error, "backend failed the request");
                     }
-                    return Err(AttemptOutcome::Failed);
+                    return Err(AttemptOutcome::Failed(Failure::Broke));
                 }
                 Decision::Forward => {}
             }

@@ -33,7 +33,7 @@ mod attempt;
 mod completion;
 mod stats_api;
 
-use attempt::{AttemptOutcome, Chances};
+use attempt::{AttemptOutcome, Chances, Failure};
 
 /// gRPC status code `INTERNAL`.
 const GRPC_INTERNAL: u32 = 13;
@@ -81,8 +81,22 @@ fn unavailable(grpc: bool) -> Response<ProxyBody> {
     local_answer(grpc, StatusCode::SERVICE_UNAVAILABLE, GRPC_UNAVAILABLE, "no backend available")
 }
 
-fn backend_failed(grpc: bool) -> Response<ProxyBody> {
-    local_answer(grpc, StatusCode::BAD_GATEWAY, GRPC_UNAVAILABLE, "backend failed")
+/// The answer when backends failed a request (HTTP 502, gRPC `UNAVAILABLE`),
+/// saying what is known of its outcome: `None` when every node tried failed
+/// it after it was sent (a retriable request, so safe to send again).
+fn backend_failed(grpc: bool, failure: Option<Failure>) -> Response<ProxyBody> {
+    let message = match failure {
+        Some(Failure::Refused) => {
+            "backend failed: the node refused the request unprocessed and no other node could take it; it \
+             did not take effect"
+        }
+        Some(Failure::Broke) => {
+            "backend failed: the node failed after the request was sent, which was not sent again (not \
+             idempotent, or no retry left); whether it took effect is unknown"
+        }
+        None => "backend failed: every node tried failed the request",
+    };
+    local_answer(grpc, StatusCode::BAD_GATEWAY, GRPC_UNAVAILABLE, message)
 }
 
 fn too_large(grpc: bool) -> Response<ProxyBody> {
@@ -473,7 +487,7 @@ impl Proxy {
                 debug!(method = %request.method, path = request.pq.as_str(), attempt, "no backend available");
                 Counters::bump(&counters.no_backend);
                 return if failed_after_send {
-                    backend_failed(request.grpc)
+                    backend_failed(request.grpc, None)
                 } else {
                     unavailable(request.grpc)
                 };
@@ -494,7 +508,7 @@ impl Proxy {
                 AttemptOutcome::Answered(resp) => return resp,
                 AttemptOutcome::NotSent => unsent += 1,
                 AttemptOutcome::FailedRetriable => failed_after_send = true,
-                AttemptOutcome::Failed => return backend_failed(request.grpc),
+                AttemptOutcome::Failed(failure) => return backend_failed(request.grpc, Some(failure)),
             }
             candidates = Cow::Owned(candidates.without(index));
         }

@@ -110,6 +110,24 @@ async fn when_every_node_is_marked_down_they_are_still_tried() {
 }
 
 #[tokio::test]
+async fn a_write_a_node_fails_after_it_was_sent_is_answered_with_its_outcome_unknown() {
+    let nodes = start_nodes(2).await;
+    let balancer = balancer_for(&nodes, None).await;
+    let mut stream = tokio::net::TcpStream::connect(balancer.local_addr()).await.unwrap();
+    let post = "POST /reset HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\n{}";
+    tokio::io::AsyncWriteExt::write_all(&mut stream, post.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = within(tokio::io::AsyncReadExt::read(&mut stream, &mut answer)).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(answer.contains("whether it took effect is unknown"), "{answer}");
+    // Sent once: a POST is not sent to the other node.
+    let stats = balancer.stats();
+    assert_eq!(stats.iter().map(|s| s.requests).sum::<u64>(), 1, "{stats:?}");
+    balancer.shutdown().await;
+}
+
+#[tokio::test]
 async fn with_no_backend_configured_clients_get_unavailable_at_once() {
     let balancer = Balancer::builder(fast_config()).start().await.unwrap();
     let started = Instant::now();

@@ -1,6 +1,5 @@
 //! Test backends (small h2c servers with `grpc.health.v1`), clients, and helpers.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,7 +39,8 @@ pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 ///   a node that is not ready does, before reading its body: gRPC `UNAVAILABLE`
 ///   (trailers-only) or HTTP 503, marked `spectrum-refused: not-ready`;
 /// - answers `/echo` with the request's body (and counts it in
-///   [`echoed`](Self::echoed)).
+///   [`echoed`](Self::echoed));
+/// - resets the stream of `/reset` (`INTERNAL_ERROR`) without answering.
 pub(crate) struct TestNode {
     pub(crate) name: String,
     pub(crate) id: NodeId,
@@ -115,6 +115,10 @@ impl TestNode {
                             } else if req.uri().path().starts_with("/grpc.health.v1.Health/") {
                                 let resp = health_service.call(req).await.unwrap();
                                 resp.map(|b| b.map_err(Into::into).boxed_unsync())
+                            } else if req.uri().path() == "/reset" {
+                                // The service fails: hyper resets the stream
+                                // (INTERNAL_ERROR) before any response.
+                                return Err(std::io::Error::other("the node failed this request on purpose"));
                             } else if req.uri().path() == "/echo" {
                                 echoes.fetch_add(1, Ordering::Relaxed);
                                 let body = req.into_body().collect().await.unwrap().to_bytes();
@@ -123,7 +127,7 @@ impl TestNode {
                                 answer(&node_name, req).await
                             };
                             resp.headers_mut().insert("x-node", node_name.parse().unwrap());
-                            Ok::<_, Infallible>(resp)
+                            Ok::<_, std::io::Error>(resp)
                         }
                     });
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
