@@ -131,11 +131,15 @@ pub struct BalancerConfig {
     /// When `false`, those calls are proxied to the nodes like any other. Default
     /// `true`.
     pub serve_stats: bool,
-    /// The token a `Stats` call on the public port ([`listen`](Self::listen)) must
-    /// carry as `authorization: Bearer <token>` (compared in constant time); a call
-    /// without it, or with another, is answered `UNAUTHENTICATED` by the balancer.
-    /// Give it the cluster's management token, which `spectrum status` sends.
-    /// Default `None`: see [`open_stats`](Self::open_stats).
+    /// The token that admits a `Stats` call on the public port
+    /// ([`listen`](Self::listen)) at once, carried as `authorization: Bearer
+    /// <token>` (compared in constant time). A call with another token is
+    /// answered when the nodes admit that token (a user's token of any role,
+    /// checked on a node's HTTP API and remembered for a few seconds, as for the
+    /// JSON figures at `/api/v1/balancer/stats`: see [`stats`](crate::stats)); a call without one,
+    /// or with one the nodes refuse, is answered `UNAUTHENTICATED`. Give it the
+    /// cluster's management token. Default `None`: see
+    /// [`open_stats`](Self::open_stats).
     pub stats_token: Option<BearerToken>,
     /// With no [`stats_token`](Self::stats_token): whether `Stats` on the public
     /// port answers anyone (`true`), or is off there (`false`: answered

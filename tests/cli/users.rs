@@ -34,6 +34,12 @@ fn a_user_added_with_the_command_calls_with_the_printed_token_within_its_role() 
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(run_as(&vic, &["status"]).status.success());
+    // Through the balancer, the viewer sees the balancer's figures too: the
+    // balancer asks a node whether the token is admitted.
+    let out = cluster.run_at(&cluster.balancer, Some(&vic), &["--json", "status"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(status["balancer"]["nodes"].is_array(), "a viewer's status has no balancer figures: {status}");
     let args = ["config", "put", "settings/a", "1"];
     expect_failure(&run_as(&vic, &args), &args, "Put needs the admin role");
     let args = ["user", "list"];

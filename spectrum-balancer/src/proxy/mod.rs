@@ -364,8 +364,13 @@ impl Proxy {
             if req.uri().path().as_bytes().starts_with(service::PATH_PREFIX) {
                 trace!(path = req.uri().path(), %client, "balancer's own call");
                 if let Some(refusal) = service::refusal(self.pool.config(), req.headers()) {
-                    debug!(%client, "Stats refused on the public port");
-                    return refusal;
+                    // Another token than the balancer's own: admitted when the
+                    // nodes admit it, as for the JSON figures (a viewer's too).
+                    let ask_nodes = self.pool.config().stats_token.is_some();
+                    if !ask_nodes || Box::pin(self.admit(req.headers())).await.is_err() {
+                        debug!(%client, "Stats refused on the public port");
+                        return refusal;
+                    }
                 }
                 return Box::pin(service::answer(server, req)).await;
             }

@@ -99,7 +99,7 @@ impl Proxy {
     }
 
     /// `Ok` when the caller may read the figures; `Err` is the refusal to answer.
-    async fn admit(&self, headers: &HeaderMap) -> Result<(), Response<ProxyBody>> {
+    pub(super) async fn admit(&self, headers: &HeaderMap) -> Result<(), Response<ProxyBody>> {
         let config = self.pool.config();
         match &config.stats_token {
             Some(token) if token.admits(headers) => return Ok(()),

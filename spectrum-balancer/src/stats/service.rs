@@ -27,8 +27,9 @@ const GRPC_PERMISSION_DENIED: u32 = 7;
 const GRPC_UNAUTHENTICATED: u32 = 16;
 
 /// The balancer's refusal of a `Stats` call on its public port, or `None` when the
-/// call may be answered: with [`BalancerConfig::stats_token`] set, the call must
-/// carry it; without, it is answered only when [`BalancerConfig::open_stats`] is on.
+/// call may be answered at once: with [`BalancerConfig::stats_token`] set, when
+/// it carries that token (the proxy then asks the nodes about another token);
+/// without, only when [`BalancerConfig::open_stats`] is on.
 pub(crate) fn refusal(config: &BalancerConfig, headers: &http::HeaderMap) -> Option<Response<ProxyBody>> {
     match &config.stats_token {
         Some(token) if token.admits(headers) => None,
@@ -36,7 +37,7 @@ pub(crate) fn refusal(config: &BalancerConfig, headers: &http::HeaderMap) -> Opt
             true,
             StatusCode::UNAUTHORIZED,
             GRPC_UNAUTHENTICATED,
-            "the balancer's Stats needs its management token (authorization: Bearer <token>)",
+            "the balancer's Stats needs a token the cluster admits (authorization: Bearer <token>)",
         )),
         None if config.open_stats => None,
         None => Some(local_answer(

@@ -164,7 +164,7 @@ async fn the_typed_client_says_when_the_endpoint_does_not_answer_stats() {
 }
 
 #[tokio::test]
-async fn on_the_public_port_stats_answers_only_the_balancer_s_token() {
+async fn on_the_public_port_stats_answers_the_balancer_s_token_and_tokens_the_nodes_admit() {
     let nodes = start_nodes(1).await;
     let config = BalancerConfig { stats_token: Some(BearerToken::new("t0ken")), ..fast_config() };
     let balancer = balancer_with(config, &nodes, None).await;
@@ -175,13 +175,24 @@ async fn on_the_public_port_stats_answers_only_the_balancer_s_token() {
     let (code, message) =
         refused(within(StatsClient::new(grpc_channel(&balancer)).stats()).await.unwrap_err());
     assert_eq!(code, tonic::Code::Unauthenticated, "{message}");
-    assert!(message.contains("management token"), "{message}");
+    assert!(message.contains("a token the cluster admits"), "{message}");
+    // Another token is checked with a node, which refuses this one.
     let wrong = StatsClient::new(grpc_channel(&balancer)).with_token("t0ken!").unwrap();
     let (code, _) = refused(within(wrong.clone().stats()).await.unwrap_err());
     assert_eq!(code, tonic::Code::Unauthenticated);
     let mut right = StatsClient::new(grpc_channel(&balancer)).with_token("t0ken").unwrap();
     assert_eq!(within(right.stats()).await.unwrap().backends.len(), 1);
-    assert_eq!(balancer.stats()[0].requests, 0, "no Stats call reached a node");
+    let checks = balancer.stats()[0].requests;
+    assert_eq!(
+        checks, 2,
+        "a call without the balancer's own token is checked with a node: two so far"
+    );
+    // A user's token the nodes admit (a viewer's, say) is answered too, and
+    // remembered: asked once.
+    let mut viewer = StatsClient::new(grpc_channel(&balancer)).with_token("viewer-token").unwrap();
+    assert_eq!(within(viewer.stats()).await.unwrap().backends.len(), 1);
+    assert_eq!(within(viewer.stats()).await.unwrap().backends.len(), 1);
+    assert_eq!(balancer.stats()[0].requests, checks + 1);
     balancer.shutdown().await;
 }
 

@@ -40,7 +40,9 @@ pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 ///   (trailers-only) or HTTP 503, marked `spectrum-refused: not-ready`;
 /// - answers `/echo` with the request's body (and counts it in
 ///   [`echoed`](Self::echoed));
-/// - resets the stream of `/reset` (`INTERNAL_ERROR`) without answering.
+/// - resets the stream of `/reset` (`INTERNAL_ERROR`) without answering;
+/// - answers `/api/v1/balancer` as a node's HTTP API does, admitting one
+///   token, `viewer-token` (`401` for any other or none).
 pub(crate) struct TestNode {
     pub(crate) name: String,
     pub(crate) id: NodeId,
@@ -115,6 +117,18 @@ impl TestNode {
                             } else if req.uri().path().starts_with("/grpc.health.v1.Health/") {
                                 let resp = health_service.call(req).await.unwrap();
                                 resp.map(|b| b.map_err(Into::into).boxed_unsync())
+                            } else if req.uri().path() == "/api/v1/balancer" {
+                                // As a node's HTTP API: one token admitted.
+                                let admitted = req
+                                    .headers()
+                                    .get("authorization")
+                                    .is_some_and(|v| v == "Bearer viewer-token");
+                                let mut resp =
+                                    Response::new(full(if admitted { "{}" } else { "{\"error\":{}}" }));
+                                if !admitted {
+                                    *resp.status_mut() = StatusCode::UNAUTHORIZED;
+                                }
+                                resp
                             } else if req.uri().path() == "/reset" {
                                 // The service fails: hyper resets the stream
                                 // (INTERNAL_ERROR) before any response.
