@@ -53,7 +53,7 @@ pub struct NodeFileConfig {
     /// membership (`host:port`, an IP or a host name; default: `listen`).
     #[serde(default)]
     pub advertise: Option<PeerAddr>,
-    /// Addresses of other members (`http://host:port`, IPs or host names).
+    /// Addresses of other members, each `host:port` or `http://host:port` (IPs or host names).
     #[serde(default)]
     pub seeds: Vec<PeerAddr>,
     /// Directory for the node's durable data.
@@ -460,9 +460,10 @@ pub struct TimeoutsFile {
     #[serde(default)]
     pub health_ms: Option<u64>,
     /// Longest a new client connection may take to send its first bytes (or
-    /// its TLS handshake), and an HTTP/1.1 client its request's headers
-    /// (default 10000): a connection that sends nothing, half a request line or
-    /// half a preface is closed after it.
+    /// its TLS handshake), and an HTTP/1.1 client its request's headers, the
+    /// next request's on a keep-alive connection included (default 10000): a
+    /// connection that sends nothing, half a request line or half a preface is
+    /// closed after it.
     #[serde(default)]
     pub header_read_ms: Option<u64>,
     /// A client connection with no request in flight for this long is closed

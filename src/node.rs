@@ -514,7 +514,7 @@ impl NodeBuilder {
             make(ctx, &mut routes);
         }
         let plain = readiness::routes(readiness.clone()).merge(http_api).merge(console::routes());
-        Ok(Routes::from(routes.routes().into_axum_router().merge(plain)))
+        Ok(Routes::from(routes.routes().into_axum_router().merge(plain).fallback(no_such_path)))
     }
 
     /// Binds (unless a listener was given), starts serving, records this node in
@@ -1218,6 +1218,29 @@ impl Node {
         }
         info!(node = %self.ctx.id, "node stopped");
     }
+}
+
+/// The answer to a path no service of the node serves: gRPC `UNIMPLEMENTED`
+/// (trailers-only, as tonic's router answers) to a gRPC call, and `404 Not
+/// Found` to anything else, where a plain HTTP client would otherwise read
+/// `200 OK` and a gRPC status it does not look for.
+async fn no_such_path(request: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        let status = tonic::Status::unimplemented(format!("no such method: {}", request.uri().path()));
+        let (parts, ()) = status.into_http::<()>().into_parts();
+        return axum::response::Response::from_parts(parts, axum::body::Body::empty());
+    }
+    (
+        http::StatusCode::NOT_FOUND,
+        [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "404 not found: no such path on this node (its HTTP API is under /api/v1/)\n",
+    )
+        .into_response()
 }
 
 #[cfg(test)]

@@ -216,6 +216,18 @@ async fn bad_input_is_a_json_error_naming_what_is_wrong_with_the_grpc_message() 
     assert_eq!((wrong_method.status, wrong_method.error().0.as_str()), (405, "method_not_allowed"));
     let missing = call(&base, "GET", "/api/v1/dataflows/none", admin, b"").await;
     assert_eq!((missing.status, missing.error().0.as_str()), (404, "not_found"));
+    // Outside the API, a path nothing serves is a plain 404 (not a 200 with a
+    // gRPC status), on a node and through the balancer; a gRPC call to a method
+    // nothing serves is still UNIMPLEMENTED.
+    for at in [&node, &base] {
+        let elsewhere = call(at, "GET", "/nonexistent", admin, b"").await;
+        assert_eq!(elsewhere.status, 404, "{}", String::from_utf8_lossy(&elsewhere.body));
+        assert!(elsewhere.headers.get("grpc-status").is_none(), "{:?}", elsewhere.headers);
+    }
+    let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+    let unknown = call_with(&node, "POST", "/no.such.Service/Method", admin, &grpc, b"").await;
+    assert_eq!(unknown.status, 200, "{:?}", unknown.headers);
+    assert_eq!(unknown.headers["grpc-status"], "12", "{:?}", unknown.headers);
     cluster.shutdown().await;
 }
 

@@ -183,10 +183,7 @@ async fn on_the_public_port_stats_answers_the_balancer_s_token_and_tokens_the_no
     let mut right = StatsClient::new(grpc_channel(&balancer)).with_token("t0ken").unwrap();
     assert_eq!(within(right.stats()).await.unwrap().backends.len(), 1);
     let checks = balancer.stats()[0].requests;
-    assert_eq!(
-        checks, 2,
-        "a call without the balancer's own token is checked with a node: two so far"
-    );
+    assert_eq!(checks, 2, "a call without the balancer's own token is checked with a node: two so far");
     // A user's token the nodes admit (a viewer's, say) is answered too, and
     // remembered: asked once.
     let mut viewer = StatsClient::new(grpc_channel(&balancer)).with_token("viewer-token").unwrap();

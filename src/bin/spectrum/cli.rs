@@ -165,7 +165,7 @@ pub(crate) struct NodeArgs {
     /// Overrides `advertise` (`host:port` peers and balancers reach this node at).
     #[arg(long, env = "SPECTRUM_ADVERTISE")]
     pub(crate) advertise: Option<PeerAddr>,
-    /// Overrides `seeds` (comma-separated `http://host:port`).
+    /// Overrides `seeds` (comma-separated, each `host:port` or `http://host:port`).
     #[arg(long, env = "SPECTRUM_SEEDS", value_delimiter = ',')]
     pub(crate) seeds: Option<Vec<PeerAddr>>,
     /// Overrides `data_dir`.
