@@ -106,6 +106,18 @@ impl ClientError {
 
 impl From<tonic::Status> for ClientError {
     fn from(s: tonic::Status) -> Self {
+        // tonic's client answers `CANCELLED` with `TimeoutExpired`'s text when
+        // the channel's request timeout passes.
+        if s.code() == tonic::Code::Cancelled && s.message() == tonic::TimeoutExpired(()).to_string() {
+            // This side gave up: the call went, and may yet take effect.
+            return ClientError::Refused {
+                code: s.code(),
+                message: "no answer within the client's request timeout: the call may still take effect \
+                          (a write's outcome is unknown: read the key to see it, or send the write again \
+                          with the same idempotency key)"
+                    .to_owned(),
+            };
+        }
         ClientError::Refused { code: s.code(), message: s.message().to_owned() }
     }
 }
@@ -960,4 +972,18 @@ fn import_report(
         plan: plan.unwrap_or_default().into(),
         write: write.map(TryInto::try_into).transpose()?,
     })
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::*;
+
+    #[test]
+    fn a_call_this_client_gave_up_on_says_its_outcome_is_unknown() {
+        let gave_up = ClientError::from(tonic::Status::cancelled(tonic::TimeoutExpired(()).to_string()));
+        let text = gave_up.to_string();
+        assert!(text.contains("outcome is unknown") && text.contains("idempotency key"), "{text}");
+        let other = ClientError::from(tonic::Status::cancelled("the server went away"));
+        assert!(other.to_string().contains("the server went away"), "{other}");
+    }
 }

@@ -74,6 +74,19 @@ pub enum NodeError {
         /// The write that removed it.
         version: String,
     },
+    /// Raft mode: the cluster's membership record of this node is not the one
+    /// this node holds, so it did not record itself (it may have been removed
+    /// while it was down). A member catches up and records itself; a removed
+    /// node never does.
+    #[error(
+        "node {id}: the cluster's membership record of this node changed since this node last saw it          ({reason}); waiting to catch up. A node removed while it was down never does: start it on an          empty data_dir to join anew"
+    )]
+    MembershipChanged {
+        /// This node.
+        id: NodeId,
+        /// The failed condition, as the state machine put it.
+        reason: String,
+    },
     /// gRPC reflection could not be set up from the descriptors.
     #[error("gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),

@@ -14,9 +14,9 @@ use spectrum_core::{
     Clock, ClusterId, Hlc, Member, MemberState, NodeId, PeerAddr, SystemClock, TransportConfig,
 };
 use spectrum_replication::{
-    AckLevel, AntiEntropy, ChangeLogLimits, ClockCheck, ConfigStore, MemoryStore, PeerCredential,
-    RaftReplicator, RaftSettings, RedbStore, ReplicationMode, Replicator, StoreError, Transaction,
-    WriteBatch, horizon::FirstWrite,
+    AckLevel, AntiEntropy, ChangeLogLimits, ClockCheck, Condition, ConfigStore, MemoryStore, Outcome,
+    PeerCredential, RaftReplicator, RaftSettings, RedbStore, ReplicationMode, Replicator, StoreError,
+    Transaction, WriteBatch, horizon::FirstWrite,
 };
 use spectrum_resources::{ClusterKey, CompositeResolver, ResourceResolver};
 use tokio::sync::watch;
@@ -888,6 +888,7 @@ impl Joiner {
             if !raft.start().await.unwrap_or(false) {
                 return;
             }
+            let mut attempts: u32 = 0;
             loop {
                 match self.finish().await {
                     Ok(()) => return,
@@ -895,8 +896,15 @@ impl Joiner {
                         error!(node = %self.id, error = %e, "not joining");
                         return;
                     }
+                    Err(e @ NodeError::MembershipChanged { .. }) => {
+                        // Said once a minute: a removed node waits here for good.
+                        if attempts % 120 == 0 {
+                            warn!(node = %self.id, error = %e, "not active yet");
+                        }
+                    }
                     Err(e) => debug!(node = %self.id, error = %e, "membership not committed yet; retrying"),
                 }
+                attempts += 1;
                 tokio::time::sleep(STARTUP_PULL_RETRY).await;
             }
         })
@@ -916,24 +924,36 @@ impl Joiner {
         }
     }
 
-    /// Records this node in membership (a drained node stays drained across a
-    /// restart), reports SERVING and accepts management writes.
+    /// Records this node in membership (a node an operator drained stays
+    /// drained across a restart; one drained by its own stop is active again),
+    /// reports SERVING and accepts management writes.
+    ///
+    /// In Raft mode the record is written only if the cluster still holds the
+    /// record this node holds: a node removed while it was down, whose store
+    /// never heard of it, must not write itself back into membership. Such a
+    /// write fails its condition, and is tried again once this node has caught
+    /// up (a member does; a removed node never does, and waits, saying so).
     async fn finish(&self) -> Result<(), NodeError> {
-        let held = self.store.get(&Member::key_of(&self.id)).await?;
-        let version = held.as_ref().map(|r| r.token().to_string()).unwrap_or_default();
-        let held = held.and_then(|r| r.value).and_then(|v| Member::from_record_value(&v).ok());
+        let key = Member::key_of(&self.id);
+        let record = self.store.get(&key).await?;
+        let version = record.as_ref().map(|r| r.token().to_string()).unwrap_or_default();
+        let condition = match &record {
+            Some(r) if r.value.is_some() => Condition::Version { key: key.clone(), version: r.token() },
+            _ => Condition::Absent { key: key.clone() },
+        };
+        let held = record.and_then(|r| r.value).and_then(|v| Member::from_record_value(&v).ok());
         if held.as_ref().is_some_and(|m| m.state == MemberState::Removed) {
             error!(node = %self.id, %version, "this node was removed from the cluster; refusing to join");
             return Err(NodeError::Removed { id: self.id.clone(), version });
         }
-        let drained = held.is_some_and(|m| m.state == MemberState::Draining);
+        let drained = held.is_some_and(|m| m.drained_by_operator());
         let state = if drained { MemberState::Draining } else { MemberState::Active };
         let me = Member::new(self.id.clone(), self.addr.clone(), state);
         if let Some(first) = self.first_write.filter(|f| !f.due(&self.hlc)) {
             info!(node = %self.id, not_before_ms = first.not_before_ms(), "new store: waiting out the clock uncertainty before the first write");
             first.wait(&self.hlc).await;
         }
-        record_membership(&*self.store, &*self.replicator, &me, AckLevel::Local).await?;
+        record_membership(&*self.store, &*self.replicator, &me, AckLevel::Local, Some(condition)).await?;
         self.readiness.set_member_state(state);
         self.ready.store(true, Ordering::Release);
         self.readiness.publish().await;
@@ -960,15 +980,23 @@ async fn open_durable(path: PathBuf, id: NodeId, hlc: Arc<Hlc>) -> Result<RedbSt
     }
 }
 
+/// Records `member`; in Raft mode through the log, only if `condition` holds
+/// (last-writer-wins mode ignores it).
 async fn record_membership(
     store: &dyn ConfigStore,
     replicator: &dyn Replicator,
     member: &Member,
     ack: AckLevel,
+    condition: Option<Condition>,
 ) -> Result<(), NodeError> {
     let batch = WriteBatch::new().put(member.record_key(), member.to_record_value());
     if replicator.mode() == ReplicationMode::Raft {
-        replicator.commit(Transaction::new(batch), MEMBERSHIP_COMMIT_TIMEOUT).await?;
+        let mut txn = Transaction::new(batch);
+        txn.conditions.extend(condition);
+        let committed = replicator.commit(txn, MEMBERSHIP_COMMIT_TIMEOUT).await?;
+        if let Outcome::ConditionFailed(failed) = committed.outcome {
+            return Err(NodeError::MembershipChanged { id: member.id.clone(), reason: failed.to_string() });
+        }
         return Ok(());
     }
     let records = store.apply(batch).await?;
@@ -1181,15 +1209,23 @@ impl Node {
         if drain_grace > Duration::ZERO && self.join_task.as_ref().is_none_or(|t| t.is_finished()) {
             // Drain first: balancers following membership (or health) stop sending new
             // requests, while this node still serves whatever reaches it meanwhile.
-            let draining = Member::new(self.ctx.id.clone(), self.addr.clone(), MemberState::Draining);
-            // Bounded: in Raft mode without a majority (the last node of a
-            // cluster stopped node by node) the record cannot commit, and the
-            // health checks' NOT_SERVING already turns balancers away.
-            let record = record_membership(&*self.ctx.store, &*self.replicator, &draining, AckLevel::All);
-            match tokio::time::timeout(DRAINING_RECORD_TIMEOUT, record).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(node = %self.ctx.id, error = %e, "could not record draining"),
-                Err(_) => warn!(node = %self.ctx.id, "draining not recorded in time; stopping anyway"),
+            // Recorded as the stop's own drain, undone when the node starts again;
+            // an operator's drain already recorded is left as it is, to outlast
+            // the restart.
+            let held = self.ctx.store.get(&Member::key_of(&self.ctx.id)).await.ok().flatten();
+            let held = held.and_then(|r| r.value).and_then(|v| Member::from_record_value(&v).ok());
+            if !held.is_some_and(|m| m.drained_by_operator()) {
+                let draining = Member::stopping(self.ctx.id.clone(), self.addr.clone());
+                // Bounded: in Raft mode without a majority (the last node of a
+                // cluster stopped node by node) the record cannot commit, and the
+                // health checks' NOT_SERVING already turns balancers away.
+                let record =
+                    record_membership(&*self.ctx.store, &*self.replicator, &draining, AckLevel::All, None);
+                match tokio::time::timeout(DRAINING_RECORD_TIMEOUT, record).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!(node = %self.ctx.id, error = %e, "could not record draining"),
+                    Err(_) => warn!(node = %self.ctx.id, "draining not recorded in time; stopping anyway"),
+                }
             }
             tokio::time::sleep(drain_grace).await;
         }
@@ -1197,7 +1233,8 @@ impl Node {
         // (nothing routes to it) until it starts again.
         if self.raft.is_none() || leave_consensus {
             let left = Member::new(self.ctx.id.clone(), self.addr.clone(), MemberState::Left);
-            if let Err(e) = record_membership(&*self.ctx.store, &*self.replicator, &left, AckLevel::All).await
+            if let Err(e) =
+                record_membership(&*self.ctx.store, &*self.replicator, &left, AckLevel::All, None).await
             {
                 warn!(node = %self.ctx.id, error = %e, "could not record leaving the cluster");
             }

@@ -445,6 +445,7 @@ impl TryFrom<proto::MemberStatus> for Member {
             id: node_id("member.id", &m.id)?,
             addr: m.addr.parse::<PeerAddr>().map_err(|e| bad("member.addr", e))?,
             state: m.state.parse::<MemberState>().map_err(|e| bad("member.state", e))?,
+            stopped: false,
         })
     }
 }

@@ -156,12 +156,32 @@ pub struct Member {
     pub addr: PeerAddr,
     /// Its state.
     pub state: MemberState,
+    /// With [`MemberState::Draining`]: the node drained itself to stop (a Raft
+    /// voter stopped cleanly stays one, recorded as draining while it is
+    /// down), and becomes active again when it restarts. `false` (the
+    /// default, left out of the record) for an operator's drain, which lasts
+    /// across restarts until undrained.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
 }
 
 impl Member {
     /// A member in the given state.
     pub fn new(id: NodeId, addr: PeerAddr, state: MemberState) -> Self {
-        Self { id, addr, state }
+        Self { id, addr, state, stopped: false }
+    }
+
+    /// A node draining itself to stop: [`MemberState::Draining`] with
+    /// [`stopped`](Self::stopped) set, so that it is active again when it
+    /// restarts.
+    pub fn stopping(id: NodeId, addr: PeerAddr) -> Self {
+        Self { id, addr, state: MemberState::Draining, stopped: true }
+    }
+
+    /// Whether the member was drained by an operator (and stays drained across
+    /// its restarts), not by its own stop.
+    pub fn drained_by_operator(&self) -> bool {
+        self.state == MemberState::Draining && !self.stopped
     }
 
     /// The key of this member's record: `membership/<id>`.
@@ -235,6 +255,21 @@ mod tests {
             assert!(err.contains(why), "{err}");
         }
         assert!(Member::from_record_value(&vec![b' '; MAX_MEMBER_RECORD_LEN + 1]).is_err());
+    }
+
+    #[test]
+    fn a_stop_drain_is_told_from_an_operators_and_old_records_read_as_an_operators() {
+        let (id, addr): (NodeId, PeerAddr) = ("n".parse().unwrap(), "127.0.0.1:1".parse().unwrap());
+        let stopping = Member::stopping(id.clone(), addr.clone());
+        let back = Member::from_record_value(&stopping.to_record_value()).unwrap();
+        assert_eq!(back, stopping);
+        assert!(!back.drained_by_operator());
+        let drained = Member::new(id, addr, MemberState::Draining);
+        let json = String::from_utf8(drained.to_record_value()).unwrap();
+        assert!(!json.contains("stopped"), "the default is left out, as older builds wrote it: {json}");
+        let old =
+            Member::from_record_value(br#"{"id":"n","addr":"127.0.0.1:1","state":"draining"}"#).unwrap();
+        assert!(old.drained_by_operator());
     }
 
     #[test]

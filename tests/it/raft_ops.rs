@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use spectrum::Cluster;
-use spectrum::client::AdminClient;
+use spectrum::client::{AdminClient, NodeStateChange};
 use spectrum::model::NodeStatus;
 use spectrum_core::MemberState;
 use spectrum_replication::conformance::fast_raft_settings;
@@ -105,5 +105,86 @@ async fn status_shows_the_raft_group_and_a_leader_stopped_cleanly_leaves_the_vot
         assert!(tokio::time::Instant::now() < deadline, "the node that rejoined never took a write");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    cluster.shutdown().await;
+}
+
+fn state_of(s: &NodeStatus, id: &str) -> Option<MemberState> {
+    s.members.iter().find(|m| m.member.id.as_str() == id).map(|m| m.member.state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_voter_stopped_cleanly_is_active_again_when_it_restarts_and_a_removed_one_stays_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default: a stopped node stays a voter, recorded as draining while down.
+    let mut cluster = Cluster::builder("raft-restart".parse().unwrap())
+        .data_dir(dir.path())
+        .configure_nodes(|b| b.replication(ReplicationMode::Raft).raft_settings(fast_raft_settings()))
+        .start()
+        .await
+        .unwrap();
+    let ids: Vec<String> = cluster.nodes().map(|n| n.id().to_string()).collect();
+    let first = AdminClient::connect(cluster.node(&ids[0]).unwrap().addr(), None).await.unwrap();
+    status_until(&first, "a leader and three voters", led_by_three).await;
+
+    // Stopped cleanly (drained first), then started again: active, not left
+    // draining until an operator undrains it.
+    let (stopped, other) = (&ids[2], &ids[1]);
+    assert!(cluster.stop_node(stopped).await);
+    let watcher = AdminClient::connect(cluster.node(other).unwrap().addr(), None).await.unwrap();
+    status_until(&watcher, "the stopped node recorded as draining", |s| {
+        state_of(s, stopped) == Some(MemberState::Draining)
+    })
+    .await;
+    cluster.start_node(&stopped.parse().unwrap()).await.unwrap();
+    status_until(&watcher, "the restarted node active again", |s| {
+        state_of(s, stopped) == Some(MemberState::Active)
+    })
+    .await;
+    let ready = call(cluster.node(stopped).unwrap().addr().as_str(), "GET", "/readyz", None, b"").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut ready = ready;
+    while ready.status != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {}",
+            String::from_utf8_lossy(&ready.body)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ready = call(cluster.node(stopped).unwrap().addr().as_str(), "GET", "/readyz", None, b"").await;
+    }
+
+    // An operator's drain outlasts a restart.
+    watcher.set_node_state(stopped, NodeStateChange::Drain, AckLevel::Quorum).await.unwrap();
+    assert!(cluster.stop_node(stopped).await);
+    cluster.start_node(&stopped.parse().unwrap()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = status_until(&watcher, "a leader", |s| {
+        s.replication.raft.as_ref().is_some_and(|r| r.leader.is_some())
+    })
+    .await;
+    assert_eq!(state_of(&s, stopped), Some(MemberState::Draining), "{s}");
+    watcher.set_node_state(stopped, NodeStateChange::Undrain, AckLevel::Quorum).await.unwrap();
+
+    // Killed, then removed while down: started again on its old data, it does
+    // not write itself back into membership.
+    assert!(cluster.kill_node(stopped).await);
+    let leader_view = status_until(&watcher, "a leader", |s| {
+        s.replication.raft.as_ref().is_some_and(|r| r.leader.is_some())
+    })
+    .await;
+    assert!(leader_view.replication.raft.is_some());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while watcher.set_node_state(stopped, NodeStateChange::Remove, AckLevel::Quorum).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the dead node could not be removed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    status_until(&watcher, "the dead node removed", |s| state_of(s, stopped) == Some(MemberState::Removed))
+        .await;
+    cluster.start_node(&stopped.parse().unwrap()).await.unwrap();
+    // Long enough for several of its attempts to record itself (every 500 ms).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let s = watcher.status().await.unwrap();
+    assert_eq!(state_of(&s, stopped), Some(MemberState::Removed), "the removed node wrote itself back: {s}");
+    watcher.put("settings/after", "still writable", AckLevel::Quorum).await.unwrap();
     cluster.shutdown().await;
 }

@@ -155,7 +155,7 @@ mod tests {
     }
 
     fn member(name: &str, port: u16, state: MemberState) -> Member {
-        Member { id: id(name), addr: addr(port), state }
+        Member::new(id(name), addr(port), state)
     }
 
     fn select(members: &[Member], seeds: &[PeerAddr], answered: &[(PeerAddr, &str)]) -> Vec<PeerAddr> {
