@@ -189,22 +189,36 @@ pub struct ChangeLogFile {
     /// Most changes kept (default 100,000; at least 1).
     #[serde(default)]
     pub max_entries: Option<usize>,
-    /// Age in seconds past which a change leaves the log (default 604,800: 7 days).
+    /// Age in seconds past which a change leaves the log (default 604,800: 7
+    /// days; at least 1).
     #[serde(default)]
     pub max_age_s: Option<u64>,
 }
 
 impl ChangeLogFile {
     /// The limits it sets, the defaults for what it leaves out.
-    pub fn limits(&self) -> ChangeLogLimits {
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::Config`] naming `change_log.max_entries` or
+    /// `change_log.max_age_s` when it is 0 (a log that keeps nothing would
+    /// make every watch resume fail).
+    pub fn limits(&self) -> Result<ChangeLogLimits, NodeError> {
+        let bad = |field: &'static str| NodeError::Config { field, reason: "must be at least 1".into() };
         let mut limits = ChangeLogLimits::default();
         if let Some(entries) = self.max_entries {
+            if entries == 0 {
+                return Err(bad("change_log.max_entries"));
+            }
             limits = limits.max_entries(entries);
         }
         if let Some(secs) = self.max_age_s {
+            if secs == 0 {
+                return Err(bad("change_log.max_age_s"));
+            }
             limits = limits.max_age(Duration::from_secs(secs));
         }
-        limits
+        Ok(limits)
     }
 }
 
@@ -689,11 +703,18 @@ mod tests {
         assert_eq!(cfg.change_log, None, "existing files keep working");
         let cfg: NodeFileConfig =
             toml::from_str(&format!("{NODE}change_log = {{ max_entries = 500 }}\n")).unwrap();
-        let limits = cfg.change_log.unwrap().limits();
+        let limits = cfg.change_log.unwrap().limits().unwrap();
         assert_eq!((limits.entries(), limits.age()), (500, ChangeLogLimits::default().age()));
         let cfg: NodeFileConfig =
             toml::from_str(&format!("{NODE}change_log = {{ max_age_s = 60 }}\n")).unwrap();
-        assert_eq!(cfg.change_log.unwrap().limits().age(), Duration::from_secs(60));
+        assert_eq!(cfg.change_log.unwrap().limits().unwrap().age(), Duration::from_secs(60));
+        for (zero, field) in
+            [("max_entries = 0", "change_log.max_entries"), ("max_age_s = 0", "change_log.max_age_s")]
+        {
+            let cfg: NodeFileConfig = toml::from_str(&format!("{NODE}change_log = {{ {zero} }}\n")).unwrap();
+            let err = cfg.change_log.unwrap().limits().unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
         let bad = format!("{NODE}change_log = {{ max_entries = -1 }}\n");
         assert!(toml::from_str::<NodeFileConfig>(&bad).is_err(), "a negative count is refused");
         let unknown = format!("{NODE}change_log = {{ entries = 5 }}\n");

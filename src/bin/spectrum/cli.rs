@@ -26,7 +26,8 @@ pub(crate) struct Cli {
     pub(crate) json: bool,
     /// How many members must hold a write before it is acknowledged: `local` (the
     /// answering node), `quorum` (a majority of the members not left or removed) or
-    /// `all`.
+    /// `all`. Last-writer-wins mode only: in Raft mode every write is acknowledged
+    /// once a majority of the voters holds it, whatever this says.
     #[arg(long, global = true, value_enum, env = "SPECTRUM_ACK", default_value = "quorum")]
     pub(crate) ack: Ack,
     /// Keep a session in FILE: each command reads after every write recorded there

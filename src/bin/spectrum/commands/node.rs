@@ -65,7 +65,7 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
         .leave_on_terminate(cfg.leave_on_terminate)
         .add_service_with(spectrum::demo::DataflowService::server);
     if let Some(log) = cfg.change_log {
-        builder = builder.change_log(log.limits());
+        builder = builder.change_log(log.limits()?);
     }
     if let Some(raft) = cfg.raft {
         builder = builder.raft_settings(raft.settings()?);
