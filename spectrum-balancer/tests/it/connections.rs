@@ -46,29 +46,34 @@ fn short_timeouts() -> BalancerConfig {
     }
 }
 
+/// Whether a connection to a balancer with `config` that sends only `sent`
+/// is closed by the balancer within 5 s.
+async fn closed_after_sending(config: BalancerConfig, sent: &[u8]) -> bool {
+    let nodes = start_nodes(1).await;
+    let balancer = balancer_with(config, &nodes, None).await;
+    let mut slow = TcpStream::connect(balancer.local_addr()).await.unwrap();
+    slow.write_all(sent).await.unwrap();
+    let closed = closed_within(&mut slow, Duration::from_secs(5)).await.is_some();
+    balancer.shutdown().await;
+    closed
+}
+
+/// Short timeouts, with an idle timeout far longer than the tests wait: only
+/// the header timeout can close a connection in time.
+fn header_timeout_only() -> BalancerConfig {
+    BalancerConfig { idle_timeout: Duration::from_secs(600), ..short_timeouts() }
+}
+
 #[tokio::test]
 async fn half_a_request_line_is_closed_after_the_header_timeout() {
-    let nodes = start_nodes(1).await;
-    let balancer = balancer_with(short_timeouts(), &nodes, None).await;
-    let mut slow = TcpStream::connect(balancer.local_addr()).await.unwrap();
-    slow.write_all(b"GET /slow HT").await.unwrap();
-    let took = closed_within(&mut slow, Duration::from_secs(5)).await;
-    assert!(took.is_some(), "a connection with half a request line stayed open");
-    balancer.shutdown().await;
+    let closed = closed_after_sending(short_timeouts(), b"GET /slow HT").await;
+    assert!(closed, "a connection with half a request line stayed open");
 }
 
 #[tokio::test]
 async fn half_an_http2_preface_is_closed_after_the_header_timeout() {
-    let nodes = start_nodes(1).await;
-    // The idle timeout is far longer than the test waits: only the header
-    // timeout can close this connection in time.
-    let config = BalancerConfig { idle_timeout: Duration::from_secs(600), ..short_timeouts() };
-    let balancer = balancer_with(config, &nodes, None).await;
-    let mut slow = TcpStream::connect(balancer.local_addr()).await.unwrap();
-    slow.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
-    let took = closed_within(&mut slow, Duration::from_secs(5)).await;
-    assert!(took.is_some(), "a connection with half an HTTP/2 preface stayed open");
-    balancer.shutdown().await;
+    let closed = closed_after_sending(header_timeout_only(), b"PRI * HTTP/2.0\r\n").await;
+    assert!(closed, "a connection with half an HTTP/2 preface stayed open");
 }
 
 #[tokio::test]
@@ -182,14 +187,8 @@ async fn slow_and_silent_connections_do_not_stop_others_from_being_served() {
 
 #[tokio::test]
 async fn a_silent_connection_is_closed_after_the_header_timeout_not_the_idle_timeout() {
-    let nodes = start_nodes(1).await;
-    // The idle timeout is far longer than the test waits.
-    let config = BalancerConfig { idle_timeout: Duration::from_secs(600), ..short_timeouts() };
-    let balancer = balancer_with(config, &nodes, None).await;
-    let mut silent = TcpStream::connect(balancer.local_addr()).await.unwrap();
-    let took = closed_within(&mut silent, Duration::from_secs(5)).await;
-    assert!(took.is_some(), "a connection that sent nothing stayed open past the header timeout");
-    balancer.shutdown().await;
+    let closed = closed_after_sending(header_timeout_only(), b"").await;
+    assert!(closed, "a connection that sent nothing stayed open past the header timeout");
 }
 
 #[tokio::test]

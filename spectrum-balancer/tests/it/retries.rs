@@ -151,17 +151,21 @@ async fn a_request_body_over_the_limit_is_refused_clearly() {
     balancer.shutdown().await;
 }
 
-#[tokio::test]
-async fn bodies_over_the_limit_are_the_clients_fault_and_never_eject_a_node() {
-    let nodes = start_nodes(1).await;
-    // One failure would eject the node, for longer than the test runs.
-    let config = BalancerConfig {
-        max_request_body: Some(1_024),
+/// A balancer that ejects a node at its first failure, for longer than a
+/// test runs: any failure counted against a node shows.
+fn one_failure_ejects() -> BalancerConfig {
+    BalancerConfig {
         eject_after_failures: 1,
         ejection_backoff: Duration::from_secs(60),
         max_ejection_backoff: Duration::from_secs(60),
         ..fast_config()
-    };
+    }
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_the_clients_fault_and_never_eject_a_node() {
+    let nodes = start_nodes(1).await;
+    let config = BalancerConfig { max_request_body: Some(1_024), ..one_failure_ejects() };
     let balancer = balancer_with(config, &nodes, None).await;
     // Streamed without a length: the limit is found while the body goes to the node.
     let mut health = HealthClient::new(grpc_channel(&balancer));
@@ -179,13 +183,7 @@ async fn bodies_over_the_limit_are_the_clients_fault_and_never_eject_a_node() {
 #[tokio::test]
 async fn headers_over_the_limit_are_answered_431_and_never_reach_or_eject_a_node() {
     let nodes = start_nodes(1).await;
-    // One failure would eject the node, for longer than the test runs.
-    let config = BalancerConfig {
-        eject_after_failures: 1,
-        ejection_backoff: Duration::from_secs(60),
-        max_ejection_backoff: Duration::from_secs(60),
-        ..fast_config()
-    };
+    let config = one_failure_ejects();
     let balancer = balancer_with(config, &nodes, None).await;
     // 64 KiB over HTTP/1.1: a node (16 KiB, as hyper's servers) would close its
     // whole connection to the balancer for it. 20 KiB over h2c: under what the
