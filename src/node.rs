@@ -73,6 +73,9 @@ pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a node with an empty store waits between attempts to reach a peer.
 const STARTUP_PULL_RETRY: Duration = Duration::from_millis(500);
+/// How often a Raft node still joining looks whether the group refuses it
+/// (readiness then says why).
+const JOIN_REFUSAL_POLL: Duration = Duration::from_secs(1);
 /// How long a starting node waits for one peer's answer before trying the next.
 const STARTUP_PULL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest a membership record waits for consensus (Raft mode).
@@ -885,8 +888,24 @@ impl Joiner {
     /// majority takes it.
     fn join_raft(self, raft: RaftReplicator) -> JoinHandle<()> {
         tokio::spawn(async move {
-            if !raft.start().await.unwrap_or(false) {
-                return;
+            let mut joining = raft.start();
+            loop {
+                tokio::select! {
+                    joined = &mut joining => {
+                        if self.readiness.set_join_refused(None) {
+                            self.readiness.publish().await;
+                        }
+                        if !joined.unwrap_or(false) {
+                            return;
+                        }
+                        break;
+                    }
+                    () = tokio::time::sleep(JOIN_REFUSAL_POLL) => {
+                        if self.readiness.set_join_refused(raft.join_refused()) {
+                            self.readiness.publish().await;
+                        }
+                    }
+                }
             }
             let mut attempts: u32 = 0;
             loop {
@@ -897,8 +916,9 @@ impl Joiner {
                         return;
                     }
                     Err(e @ NodeError::MembershipChanged { .. }) => {
-                        // Said once a minute: a removed node waits here for good.
-                        if attempts % 120 == 0 {
+                        // Said after a minute, then once a minute: a node
+                        // catching up fails this a few times first.
+                        if attempts % 120 == 119 {
                             warn!(node = %self.id, error = %e, "not active yet");
                         }
                     }

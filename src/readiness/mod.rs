@@ -55,6 +55,10 @@ pub struct Readiness {
     joined: Arc<AtomicBool>,
     /// The node's own membership state is not `active`.
     draining: AtomicBool,
+    /// The node's own membership record says an operator removed it.
+    removed: AtomicBool,
+    /// Why the cluster refuses to take this node (back), while it does.
+    join_refused: Mutex<Option<String>>,
     /// The node is stopping.
     stopping: AtomicBool,
     /// Why the store last failed to write, until a write succeeds again.
@@ -81,8 +85,13 @@ pub struct ReadinessReport {
     pub ready: bool,
     /// The node has pulled the cluster's state and recorded itself in membership.
     pub joined: bool,
-    /// The node is draining or stopping (an operator drained it, or it is shutting down).
+    /// The node is draining or stopping (an operator drained or removed it, or
+    /// it is shutting down).
     pub draining: bool,
+    /// Why the cluster refuses to take this node (back), while it does (Raft
+    /// mode: an operator removed it while it was down).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join_error: Option<String>,
     /// The node's store accepted its last write or merge.
     pub store_writable: bool,
     /// Why the store last failed, while it is not writable.
@@ -104,6 +113,8 @@ impl Readiness {
         Self {
             joined,
             draining: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+            join_refused: Mutex::new(None),
             stopping: AtomicBool::new(false),
             store_error: Mutex::new(None),
             clock: OnceLock::new(),
@@ -115,14 +126,19 @@ impl Readiness {
     /// Each condition as it stands now.
     pub fn report(&self) -> ReadinessReport {
         let joined = self.joined.load(Ordering::Acquire);
-        let draining = self.draining.load(Ordering::Acquire) || self.stopping.load(Ordering::Acquire);
+        let removed = self.removed.load(Ordering::Acquire);
+        let draining =
+            removed || self.draining.load(Ordering::Acquire) || self.stopping.load(Ordering::Acquire);
+        let join_error = self.join_refused.lock().clone();
         let store_error = self.store_error.lock().clone();
         let store_writable = store_error.is_none();
         let clock_error = self.clock_fence();
         let clock_in_bounds = clock_error.is_none();
         let failing = [
-            (!joined, "not joined (catching up with the cluster)"),
-            (draining, "draining"),
+            (!joined && join_error.is_none(), "not joined (catching up with the cluster)"),
+            (join_error.is_some(), "refused by the cluster (see join_error)"),
+            (removed, "removed from the cluster"),
+            (draining && !removed, "draining"),
             (!store_writable, "store not writable"),
             (!clock_in_bounds, "clock off from its peers"),
         ]
@@ -133,6 +149,7 @@ impl Readiness {
             ready: failing.is_empty(),
             joined,
             draining,
+            join_error,
             store_writable,
             store_error,
             clock_in_bounds,
@@ -165,10 +182,20 @@ impl Readiness {
 
     /// Records the node's own membership state.
     pub(crate) fn set_member_state(&self, state: MemberState) {
+        self.removed.store(state == MemberState::Removed, Ordering::Release);
         let draining = state != MemberState::Active;
         if self.draining.swap(draining, Ordering::AcqRel) != draining {
             info!(%state, "own membership state changed");
         }
+    }
+
+    /// Records why the cluster refuses to take this node (back), or `None`
+    /// once it does not; returns whether that changed.
+    pub(crate) fn set_join_refused(&self, reason: Option<String>) -> bool {
+        let mut held = self.join_refused.lock();
+        let changed = *held != reason;
+        *held = reason;
+        changed
     }
 
     /// Marks the node stopping: not ready from now on.

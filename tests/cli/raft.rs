@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::{ClusterSpec, Launch, ProcessCluster, STARTUP, eventually, spectrum_command};
+use crate::{ClusterSpec, Launch, ProcessCluster, STARTUP, eventually, http_get, spectrum_command, stderr};
 
 /// Most writes the writer attempts (it stops earlier when told).
 const MAX_WRITES: usize = 2_000;
@@ -84,4 +84,56 @@ fn every_acknowledged_write_survives_sigkill_of_a_minority_under_writes() {
     assert_eq!(cluster.json(&create)["version"], first["version"], "the same version: {first}");
     cluster.fails(&["config", "put", "settings/cas-once", "1", "--if-absent"], "already holds version");
     cluster.fails(&["--idempotency-key", "a b", "config", "get", "settings/cas"], "invalid idempotency-key");
+}
+
+/// The voters node `i` reports (its `status`), or why it could not say.
+fn voters_at(cluster: &ProcessCluster, i: usize) -> Result<Vec<String>, String> {
+    let status = cluster.status_at(i)?;
+    let voters = status["replication"]["raft"]["voters"].as_array().ok_or_else(|| status.to_string())?;
+    Ok(voters.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+}
+
+#[test]
+fn a_node_removed_while_down_is_refused_saying_why_and_rejoins_as_a_voter_once_undrained() {
+    let spec = ClusterSpec::new("cli-raft-removed", 3, "raft-token")
+        .own_addresses()
+        .node_setting("replication = \"raft\"");
+    let mut cluster = ProcessCluster::start_with(&spec);
+    cluster.ok(&["config", "put", "settings/a", "1"]);
+    cluster.kill(2);
+    eventually("node-3 removed", STARTUP, || {
+        let out = cluster.run(&["node", "remove", "node-3"]);
+        if out.status.success() { Ok(()) } else { Err(stderr(&out)) }
+    });
+    cluster.ok(&["config", "put", "settings/b", "2"]);
+
+    // Back on its old data, at its old address: its own log still has it a
+    // voter, the others' newer configuration does not. It waits, not serving,
+    // saying why, and does not write itself back.
+    cluster.restart(2, &Launch::default()).expect("node-3 starts (and waits to be let back)");
+    let url = cluster.nodes[2].1.clone();
+    let body = eventually("node-3 says the cluster refuses it", STARTUP, || {
+        let (status, body) = http_get(&url, "/readyz")?;
+        if status == 503 && body.contains("was removed from the cluster") {
+            Ok(body)
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    });
+    assert!(body.contains("spectrum node undrain node-3"), "{body}");
+    std::thread::sleep(Duration::from_secs(2));
+    let status = cluster.status_at(0).unwrap();
+    assert_eq!(crate::member(&status, "node-3")["state"], "removed", "{status}");
+    assert_eq!(voters_at(&cluster, 0).unwrap(), ["node-1", "node-2"]);
+
+    // Undrained: taken back as a voter, without a restart, and it serves.
+    cluster.ok(&["node", "undrain", "node-3"]);
+    eventually("node-3 a voter again, and ready", 2 * STARTUP, || {
+        let voters = voters_at(&cluster, 2)?;
+        let (status, body) = http_get(&url, "/readyz")?;
+        if voters.len() == 3 && status == 200 { Ok(()) } else { Err(format!("{voters:?}; {status} {body}")) }
+    });
+    cluster.ok(&["config", "put", "settings/c", "3"]);
+    let read = cluster.try_json_at(&url, &["config", "get", "settings/c", "--consistent"]).unwrap();
+    assert_eq!(read["value"], 3, "{read}");
 }

@@ -113,7 +113,8 @@ fn state_of(s: &NodeStatus, id: &str) -> Option<MemberState> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_voter_stopped_cleanly_is_active_again_when_it_restarts_and_a_removed_one_stays_removed() {
+async fn a_voter_stopped_cleanly_is_active_again_when_it_restarts_and_a_removed_one_stays_out_until_undrained()
+ {
     let dir = tempfile::tempdir().unwrap();
     // The default: a stopped node stays a voter, recorded as draining while down.
     let mut cluster = Cluster::builder("raft-restart".parse().unwrap())
@@ -181,10 +182,45 @@ async fn a_voter_stopped_cleanly_is_active_again_when_it_restarts_and_a_removed_
     status_until(&watcher, "the dead node removed", |s| state_of(s, stopped) == Some(MemberState::Removed))
         .await;
     cluster.start_node(&stopped.parse().unwrap()).await.unwrap();
-    // Long enough for several of its attempts to record itself (every 500 ms).
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Its own log still has it a voter: a member's newer configuration tells it
+    // otherwise, it asks to join again, and the leader refuses, saying why.
+    let addr = cluster.node(stopped).unwrap().addr().as_str().to_string();
+    let refused = readyz_until(&addr, "the removed node told why it is refused", |json| {
+        json["join_error"].as_str().is_some_and(|e| e.contains("was removed from the cluster"))
+    })
+    .await;
+    assert_eq!(refused["failing"][0], "refused by the cluster (see join_error)", "{refused}");
     let s = watcher.status().await.unwrap();
     assert_eq!(state_of(&s, stopped), Some(MemberState::Removed), "the removed node wrote itself back: {s}");
+    assert_eq!(voters(&s).len(), 2, "{s}");
     watcher.put("settings/after", "still writable", AckLevel::Quorum).await.unwrap();
+
+    // Undrained, it is taken back as a voter without a restart, and serves.
+    watcher.set_node_state(stopped, NodeStateChange::Undrain, AckLevel::Quorum).await.unwrap();
+    status_until(&watcher, "the undrained node a voter again", |s| {
+        voters(s).len() == 3 && state_of(s, stopped) == Some(MemberState::Active)
+    })
+    .await;
+    readyz_until(&addr, "the undrained node ready", |json| json["ready"] == true).await;
+    let back = AdminClient::connect(cluster.node(stopped).unwrap().addr(), None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while back.put("settings/returned", "yes", AckLevel::Quorum).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the returned node never took a write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(&back.get_consistent("settings/after").await.unwrap().value[..], b"still writable");
     cluster.shutdown().await;
+}
+
+/// `/readyz` of the node at `addr` once `ok` holds of its JSON.
+async fn readyz_until(addr: &str, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let json = call(addr, "GET", "/readyz", None, b"").await.json();
+        if ok(&json) {
+            return json;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never {what}: {json}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

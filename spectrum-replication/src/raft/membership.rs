@@ -200,14 +200,15 @@ impl Inner {
     /// (it then asks to join again when it restarts, whatever its Raft log
     /// still says).
     pub(crate) async fn recorded_as_left(&self) -> bool {
-        let Some(store) = self.store.upgrade() else { return false };
-        let Ok(Some(record)) = store.get(&Member::key_of(&self.node)).await else {
-            return false;
-        };
-        record
-            .value
-            .and_then(|v| Member::from_record_value(&v).ok())
-            .is_some_and(|m| m.state == MemberState::Left)
+        self.recorded_state(&self.node).await == Some(MemberState::Left)
+    }
+
+    /// The state `node`'s membership record has in this node's store (`None`
+    /// when there is no readable record).
+    pub(crate) async fn recorded_state(&self, node: &NodeId) -> Option<MemberState> {
+        let store = self.store.upgrade()?;
+        let record = store.get(&Member::key_of(node)).await.ok()??;
+        record.value.and_then(|v| Member::from_record_value(&v).ok()).map(|m| m.state)
     }
 }
 

@@ -10,9 +10,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, Config, LogId, ServerState, SnapshotPolicy};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use spectrum_core::channels::ChannelCache;
-use spectrum_core::{ClusterId, Hlc, NodeId, PeerAddr, TransportConfig};
+use spectrum_core::{ClusterId, Hlc, MemberState, NodeId, PeerAddr, TransportConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -42,6 +43,9 @@ use crate::transaction::{Committed, FailedCondition, Outcome, ReplicationMode, T
 /// The file Raft's log, vote and snapshot are kept in, in the data directory.
 pub const RAFT_FILE: &str = "raft.redb";
 
+/// How a leader's refusal to take back a removed node reads (the node that
+/// asked recognises it by these words).
+const REFUSED_AS_REMOVED: &str = "was removed from the cluster";
 /// How long a bootstrap or join attempt waits for one peer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Between two bootstrap or join attempts.
@@ -257,6 +261,7 @@ impl RaftReplicatorBuilder {
             node: self.store.node_id().clone(),
             store: Arc::downgrade(&self.store),
             left: AtomicBool::new(false),
+            join_refused: Mutex::new(None),
             seeds,
             hlc: self.hlc,
             origin,
@@ -377,6 +382,8 @@ pub(crate) struct Inner {
     /// Set once this node [left](RaftReplicator::leave) the group: it then
     /// refuses writes and consistent reads.
     pub(crate) left: AtomicBool,
+    /// Why the group last refused to take this node (back), until it does.
+    join_refused: Mutex<Option<String>>,
     seeds: Vec<PeerAddr>,
     hlc: Arc<Hlc>,
     pub(crate) origin: Origin,
@@ -401,6 +408,28 @@ impl std::fmt::Debug for Inner {
 pub(crate) struct ProbeAnswer {
     pub(crate) member: RaftMember,
     pub(crate) initialized: bool,
+    /// The group configuration the answering node follows (absent from the
+    /// answers of nodes older than this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) group: Option<GroupView>,
+}
+
+/// One node's view of its Raft group's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct GroupView {
+    /// The index of the log entry that set the configuration (0: none yet).
+    pub(crate) index: u64,
+    /// The node ids in it, voters and learners.
+    pub(crate) members: Vec<String>,
+}
+
+impl GroupView {
+    /// Whether this view is newer than the one set at `index` and leaves out `node`:
+    /// the group changed without `node` while `node` was away (configurations
+    /// follow one another in the log, so a later entry means a later change).
+    fn excludes(&self, node: &str, index: u64) -> bool {
+        self.index > index && !self.members.iter().any(|m| m == node)
+    }
 }
 
 /// A client write's answer from the leader.
@@ -457,10 +486,23 @@ impl RaftReplicator {
         let inner = self.inner.clone();
         let mut stop = inner.stop.subscribe();
         tokio::spawn(async move {
+            let mut refusals: u32 = 0;
             loop {
                 match inner.try_join().await {
-                    Ok(true) => return true,
+                    Ok(true) => {
+                        inner.join_refused.lock().take();
+                        inner.raft.runtime_config().elect(true);
+                        return true;
+                    }
                     Ok(false) => {}
+                    Err(ReplicationError::Consensus { reason }) if reason.contains(REFUSED_AS_REMOVED) => {
+                        // Said once a minute: a removed node waits here until undrained.
+                        if refusals % 240 == 0 {
+                            warn!(node = %inner.me.id, %reason, "the raft group refuses this node");
+                        }
+                        refusals += 1;
+                        *inner.join_refused.lock() = Some(reason);
+                    }
                     Err(e) => debug!(error = %e, "raft bootstrap attempt failed"),
                 }
                 tokio::select! {
@@ -485,6 +527,13 @@ impl RaftReplicator {
         let m = self.inner.raft.metrics().borrow().clone();
         let leader = m.current_leader?;
         m.membership_config.nodes().find(|(id, _)| **id == leader).map(|(_, n)| n.id.clone())
+    }
+
+    /// Why the group refuses to take this node (back), while it does: an
+    /// operator removed it while it was down, and has not undrained it since.
+    /// `None` once it is a member, and while it is still finding out.
+    pub fn join_refused(&self) -> Option<String> {
+        self.inner.join_refused.lock().clone()
     }
 
     /// Whether this node is the leader now.
@@ -549,10 +598,7 @@ impl Inner {
         let initialized = self.raft.is_initialized().await.map_err(ReplicationError::consensus)?;
         // A node that left asks an initialized seed to take it back, whatever
         // its own (possibly stale) copy of the membership says.
-        let rejoining = initialized && self.recorded_as_left().await;
-        if initialized && !rejoining && self.known_at_own_address() {
-            return Ok(true);
-        }
+        let left = initialized && self.recorded_as_left().await;
         // Probing the seeds first also tells them where this node is now, and
         // this node where they are (see `Wire::resolve`).
         let probes = self.seeds.iter().map(|addr| async move {
@@ -565,11 +611,29 @@ impl Inner {
             .filter(|(_, a)| a.as_ref().is_ok_and(|a| a.initialized))
             .map(|(addr, _)| *addr)
             .collect();
-        if rejoining || (!initialized && !members.is_empty()) {
+        // A node removed (or that left) while it was down still finds itself in
+        // the configuration its own log holds; a member's newer one tells.
+        let own_index = self.raft.metrics().borrow().membership_config.log_id().map_or(0, |l| l.index);
+        let excluded = initialized
+            && answers
+                .iter()
+                .filter_map(|(_, a)| a.as_ref().ok()?.group.as_ref())
+                .any(|group| group.excludes(&self.me.id, own_index));
+        if initialized && !left && !excluded && self.known_at_own_address() && self.is_voter() {
+            return Ok(true);
+        }
+        if left || excluded || (!initialized && !members.is_empty()) {
+            if excluded {
+                debug!(node = %self.me.id, "the raft group changed without this node while it was away; asking to join again");
+                // Its campaigns would only raise terms the group must then
+                // catch up with (a leader steps down on seeing one).
+                self.raft.runtime_config().elect(false);
+            }
             return self.join_through(&members).await;
         }
         if initialized {
-            // A member restarted at another address has the leader record it.
+            // A member restarted at another address has the leader record it,
+            // and one left a learner (its promotion failed) has it promoted.
             return match self.add_member(self.me.clone()).await {
                 Ok(()) => Ok(true),
                 Err(reason) => Err(ReplicationError::Consensus { reason }),
@@ -606,6 +670,12 @@ impl Inner {
         m.nodes().any(|(id, n)| *id == self.id && n.addr == self.me.addr)
     }
 
+    /// Whether the configuration this node holds has it as a voter (every
+    /// member is one once its join completes).
+    fn is_voter(&self) -> bool {
+        self.raft.metrics().borrow().membership_config.voter_ids().any(|v| v == self.id)
+    }
+
     /// Founds the group with this node and `others` as voters.
     async fn found(&self, others: BTreeMap<u64, RaftMember>) -> Result<bool, ReplicationError> {
         let mut members = others;
@@ -627,6 +697,10 @@ impl Inner {
         for addr in members {
             match self.ask_to_join(addr).await {
                 Ok(joined) => return Ok(joined),
+                // The leader's word: the others would only say they are not it.
+                Err(ReplicationError::Consensus { reason }) if reason.contains(REFUSED_AS_REMOVED) => {
+                    return Err(ReplicationError::Consensus { reason });
+                }
                 Err(e) => last = Some(e),
             }
         }
@@ -645,8 +719,19 @@ impl Inner {
 
     /// Adds `member` to the group: on the leader, as a learner (waiting until
     /// it has caught up), then as a voter; elsewhere, by asking the leader.
+    ///
+    /// The leader refuses a node whose membership record says an operator
+    /// removed it, until an operator undrains it (`spectrum node undrain`).
     pub(crate) async fn add_member(&self, member: RaftMember) -> Result<(), String> {
-        let id = raft_node_id(&member.id.parse().map_err(|e: spectrum_core::InvalidId| e.to_string())?);
+        let node: NodeId = member.id.parse().map_err(|e: spectrum_core::InvalidId| e.to_string())?;
+        let id = raft_node_id(&node);
+        let leading = self.raft.metrics().borrow().state == ServerState::Leader;
+        if leading && self.recorded_state(&node).await == Some(MemberState::Removed) {
+            return Err(format!(
+                "node {node} {REFUSED_AS_REMOVED}; run `spectrum node undrain {node}` through another \
+                 node to let it return"
+            ));
+        }
         match self.raft.add_learner(id, member.clone(), true).await {
             Ok(_) => {}
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -689,9 +774,15 @@ impl Inner {
 
     /// This node's answer to a bootstrap probe.
     pub(crate) async fn probe(&self) -> ProbeAnswer {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let group = GroupView {
+            index: membership.log_id().map_or(0, |l| l.index),
+            members: membership.nodes().map(|(_, n)| n.id.clone()).collect(),
+        };
         ProbeAnswer {
             member: self.me.clone(),
             initialized: self.raft.is_initialized().await.unwrap_or(false),
+            group: Some(group),
         }
     }
 
@@ -988,5 +1079,34 @@ impl Replicator for RaftReplicator {
         let deadline = Instant::now() + timeout;
         let index = self.inner.read_index(deadline).await?;
         self.inner.wait_applied(index, deadline).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(index: u64, members: &[&str]) -> GroupView {
+        GroupView { index, members: members.iter().map(|m| (*m).to_string()).collect() }
+    }
+
+    #[test]
+    fn only_a_newer_configuration_without_the_node_excludes_it() {
+        let without = view(7, &["node-1", "node-2"]);
+        assert!(without.excludes("node-3", 4), "newer, and without it");
+        assert!(!without.excludes("node-3", 7), "not newer than its own");
+        assert!(!without.excludes("node-3", 9), "older than its own");
+        assert!(!view(7, &["node-1", "node-2", "node-3"]).excludes("node-3", 4), "newer, with it");
+    }
+
+    #[test]
+    fn a_probe_answer_without_a_group_view_still_reads() {
+        // As nodes before the field answer.
+        let old = r#"{"member":{"id":"node-1","addr":"http://127.0.0.1:7101"},"initialized":true}"#;
+        let answer: ProbeAnswer = serde_json::from_str(old).unwrap();
+        assert!(answer.initialized && answer.group.is_none());
+        let new = ProbeAnswer { group: Some(view(3, &["node-1"])), ..answer };
+        let back: ProbeAnswer = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back.group, Some(view(3, &["node-1"])));
     }
 }
