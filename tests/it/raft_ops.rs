@@ -8,7 +8,7 @@ use std::time::Duration;
 use spectrum::Cluster;
 use spectrum::client::{AdminClient, NodeStateChange};
 use spectrum::model::NodeStatus;
-use spectrum_core::MemberState;
+use spectrum_core::{Liveness, MemberState};
 use spectrum_replication::conformance::fast_raft_settings;
 use spectrum_replication::{AckLevel, ReplicationMode};
 
@@ -51,6 +51,17 @@ async fn status_shows_the_raft_group_and_a_leader_stopped_cleanly_leaves_the_vot
     let first = AdminClient::connect(cluster.node(&ids[0]).unwrap().addr(), None).await.unwrap();
     let s = status_until(&first, "a leader and three voters", led_by_three).await;
     first.put("settings/a", "1", AckLevel::Quorum).await.unwrap();
+    // Every node, followers included (they exchange no Raft traffic with each
+    // other), finds every member alive, and stays so.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for id in &ids {
+        let c = AdminClient::connect(cluster.node(id).unwrap().addr(), None).await.unwrap();
+        let s = status_until(&c, "every member alive", |s| {
+            s.members.iter().all(|m| m.liveness == Liveness::Alive)
+        })
+        .await;
+        assert_eq!(s.peers.len(), 2, "{s}");
+    }
     assert_eq!(s.replication.mode, "raft");
     let raft = s.replication.raft.clone().unwrap();
     let mut sorted = ids.clone();

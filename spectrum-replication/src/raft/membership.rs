@@ -25,20 +25,23 @@ use std::time::Duration;
 
 use openraft::ChangeMembers;
 use openraft::error::{ClientWriteError, RaftError};
-use spectrum_core::{Liveness, Member, MemberState, NodeId};
+use spectrum_core::{Liveness, Member, MemberState, NodeId, PeerAddr};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::codec::to_json;
 use super::network::Method;
 use super::raft_node_id;
-use super::replicator::{Inner, RaftReplicator};
+use super::replicator::{Inner, ProbeAnswer, RaftReplicator};
 use crate::error::ReplicationError;
 use crate::proto;
 
 /// Between two attempts of a removal refused for want of a reachable majority
 /// or of a leader.
 const REMOVAL_RETRY: Duration = Duration::from_millis(100);
+/// How long a node goes without hearing from a member of its group before it
+/// probes that member (see [`Inner::keep_in_touch`]).
+const CONTACT_EVERY: Duration = Duration::from_secs(1);
 
 /// Why the leader refused to take a voter out of the group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +212,56 @@ impl Inner {
         let store = self.store.upgrade()?;
         let record = store.get(&Member::key_of(node)).await.ok()??;
         record.value.and_then(|v| Member::from_record_value(&v).ok()).map(|m| m.state)
+    }
+}
+
+impl Inner {
+    /// Probes every member of the group this node has not heard from for
+    /// [`CONTACT_EVERY`], once per that interval, until the node stops: a
+    /// follower exchanges nothing else with the other followers, so without it
+    /// their liveness (and clock offsets) as this node sees them would go
+    /// stale, and `status` through a follower would call a healthy follower
+    /// down. A probe goes through the handshake on both sides, so it is a
+    /// contact and a clock measurement for both.
+    pub(crate) async fn keep_in_touch(&self) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                () = tokio::time::sleep(CONTACT_EVERY) => {}
+            }
+            let now = std::time::Instant::now();
+            let quiet: Vec<PeerAddr> = self
+                .member_addrs()
+                .into_iter()
+                .filter(|addr| {
+                    self.peers
+                        .get(addr)
+                        .and_then(|p| p.last_contact)
+                        .is_none_or(|at| now.saturating_duration_since(at) >= CONTACT_EVERY)
+                })
+                .collect();
+            let probes = quiet.iter().map(|addr| async move {
+                let call = proto::RaftCall::default();
+                if let Err(e) =
+                    self.wire.call_json::<ProbeAnswer>(addr, Method::Probe, call, CONTACT_EVERY).await
+                {
+                    debug!(peer = %addr, error = %e, "no answer to a contact probe");
+                }
+            });
+            futures::future::join_all(probes).await;
+        }
+    }
+
+    /// The addresses of the other members of the group (voters and
+    /// learners), as this node knows them.
+    pub(crate) fn member_addrs(&self) -> Vec<PeerAddr> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        membership
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .filter_map(|(_, node)| node.addr.parse::<PeerAddr>().ok())
+            .collect()
     }
 }
 

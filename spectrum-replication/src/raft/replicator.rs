@@ -275,6 +275,8 @@ impl RaftReplicatorBuilder {
         });
         let sweeper = inner.clone();
         tokio::spawn(async move { sweeper.sweep_tombstones().await });
+        let prober = inner.clone();
+        tokio::spawn(async move { prober.keep_in_touch().await });
         Ok(RaftReplicator { inner })
     }
 }
@@ -1009,9 +1011,13 @@ impl Replicator for RaftReplicator {
         Ok(())
     }
 
+    /// The members of the group other than this node (a node removed from it,
+    /// or an address a member moved from, is no peer any more).
     fn peers(&self) -> Vec<PeerStatus> {
         let m = self.inner.raft.metrics().borrow().clone();
+        let members = self.inner.member_addrs();
         let mut out = self.inner.peers.snapshot();
+        out.retain(|p| members.contains(&p.addr));
         let matched = m.replication.clone().unwrap_or_default();
         let last = m.last_log_index.unwrap_or(0);
         for (id, node) in m.membership_config.nodes() {
