@@ -191,8 +191,11 @@ impl fmt::Display for BalancerStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "BALANCER  ({} requests, {} retries, {} with no backend, {} too large)",
-            self.requests, self.retries, self.no_backend, self.request_too_large
+            "BALANCER  ({}, {}, {} with no backend, {} too large)",
+            counted(self.requests, "request", "requests"),
+            counted(self.retries, "retry", "retries"),
+            self.no_backend,
+            self.request_too_large
         )?;
         if let Some(strategy) = &self.strategy {
             write!(f, "\nSTRATEGY  {strategy}")?;
@@ -227,6 +230,11 @@ impl fmt::Display for BalancerStats {
         }
         Ok(())
     }
+}
+
+/// `n` and the noun in the number it takes: "1 request", "2 requests".
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 impl From<&BackendStats> for proto::BackendStats {
@@ -458,5 +466,7 @@ mod tests {
             lines[3],
             "node-2           127.0.0.1:7001         down     no               2        10         1        0         850"
         );
+        let one = BalancerStats { requests: 1, retries: 1, ..BalancerStats::default() }.to_string();
+        assert!(one.starts_with("BALANCER  (1 request, 1 retry, 0 with"), "{one}");
     }
 }
