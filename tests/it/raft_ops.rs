@@ -235,3 +235,40 @@ async fn readyz_until(addr: &str, what: &str, ok: impl Fn(&serde_json::Value) ->
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_removed_while_it_runs_is_out_until_undrained_then_a_voter_again_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::builder("raft-removed-live".parse().unwrap())
+        .data_dir(dir.path())
+        .configure_nodes(|b| b.replication(ReplicationMode::Raft).raft_settings(fast_raft_settings()))
+        .start()
+        .await
+        .unwrap();
+    let ids: Vec<String> = cluster.nodes().map(|n| n.id().to_string()).collect();
+    let watcher = AdminClient::connect(cluster.node(&ids[0]).unwrap().addr(), None).await.unwrap();
+    let leader = status_until(&watcher, "a leader and three voters", led_by_three).await;
+    let leader = leader.replication.raft.unwrap().leader.unwrap();
+    let removed = ids.iter().find(|id| **id != leader && **id != ids[0]).unwrap();
+    let addr = cluster.node(removed).unwrap().addr().as_str().to_string();
+
+    watcher.set_node_state(removed, NodeStateChange::Remove, AckLevel::Quorum).await.unwrap();
+    status_until(&watcher, "two voters", |s| voters(s).len() == 2).await;
+    let out = readyz_until(&addr, "the removed node not ready", |json| json["ready"] == false).await;
+    assert!(out["failing"].as_array().unwrap().iter().any(|f| f == "removed from the cluster"), "{out}");
+    // It stays out while removed (it asks, and is refused).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let s = watcher.status().await.unwrap();
+    assert_eq!((voters(&s).len(), state_of(&s, removed)), (2, Some(MemberState::Removed)), "{s}");
+
+    watcher.set_node_state(removed, NodeStateChange::Undrain, AckLevel::Quorum).await.unwrap();
+    status_until(&watcher, "three voters again", |s| voters(s).len() == 3).await;
+    readyz_until(&addr, "the undrained node ready", |json| json["ready"] == true).await;
+    let back = AdminClient::connect(cluster.node(removed).unwrap().addr(), None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while back.put("settings/back", "yes", AckLevel::Quorum).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the node taken back never took a write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.shutdown().await;
+}

@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 use super::codec::to_json;
 use super::network::Method;
 use super::raft_node_id;
-use super::replicator::{Inner, ProbeAnswer, RaftReplicator};
+use super::replicator::{Inner, ProbeAnswer, REFUSED_AS_REMOVED, RaftReplicator};
 use crate::error::ReplicationError;
 use crate::proto;
 
@@ -42,6 +42,9 @@ const REMOVAL_RETRY: Duration = Duration::from_millis(100);
 /// How long a node goes without hearing from a member of its group before it
 /// probes that member (see [`Inner::keep_in_touch`]).
 const CONTACT_EVERY: Duration = Duration::from_secs(1);
+/// How often a node out of its group asks to be taken back (see
+/// [`Inner::rejoin_if_out`]).
+const REJOIN_EVERY: Duration = Duration::from_secs(5);
 
 /// Why the leader refused to take a voter out of the group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,6 +228,7 @@ impl Inner {
     /// contact and a clock measurement for both.
     pub(crate) async fn keep_in_touch(&self) {
         let mut stop = self.stop.subscribe();
+        let mut last_rejoin = None;
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
@@ -243,13 +247,55 @@ impl Inner {
                 .collect();
             let probes = quiet.iter().map(|addr| async move {
                 let call = proto::RaftCall::default();
-                if let Err(e) =
-                    self.wire.call_json::<ProbeAnswer>(addr, Method::Probe, call, CONTACT_EVERY).await
-                {
-                    debug!(peer = %addr, error = %e, "no answer to a contact probe");
+                match self.wire.call_json::<ProbeAnswer>(addr, Method::Probe, call, CONTACT_EVERY).await {
+                    Ok(answer) => Some((addr, answer)),
+                    Err(e) => {
+                        debug!(peer = %addr, error = %e, "no answer to a contact probe");
+                        None
+                    }
                 }
             });
-            futures::future::join_all(probes).await;
+            let answers: Vec<(&PeerAddr, ProbeAnswer)> =
+                futures::future::join_all(probes).await.into_iter().flatten().collect();
+            self.rejoin_if_out(&answers, &mut last_rejoin).await;
+        }
+    }
+
+    /// A member taken out of the group while it ran (`spectrum node remove`)
+    /// hears from nobody any more, so it probes every member, and their newer
+    /// configuration without it says it is out: it then stops standing for
+    /// election, and every [`REJOIN_EVERY`] asks the leader to take it back,
+    /// which the leader does once an operator has undrained it (until then the
+    /// refusal is kept for [`RaftReplicator::join_refused`]).
+    async fn rejoin_if_out(&self, answers: &[(&PeerAddr, ProbeAnswer)], last: &mut Option<Instant>) {
+        if !self.joined.load(Ordering::Acquire) || self.left.load(Ordering::Acquire) {
+            return;
+        }
+        let own_index = self.raft.metrics().borrow().membership_config.log_id().map_or(0, |l| l.index);
+        let members: Vec<&PeerAddr> = answers
+            .iter()
+            .filter(|(_, a)| {
+                a.initialized && a.group.as_ref().is_some_and(|g| g.excludes(&self.me.id, own_index))
+            })
+            .map(|(addr, _)| *addr)
+            .collect();
+        if members.is_empty() || last.is_some_and(|at| at.elapsed() < REJOIN_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        self.raft.runtime_config().elect(false);
+        match self.join_through(&members).await {
+            Ok(true) => {
+                self.join_refused.lock().take();
+                self.raft.runtime_config().elect(true);
+                info!(node = %self.me.id, "taken back into the raft group");
+            }
+            Ok(false) => {}
+            Err(ReplicationError::Consensus { reason }) if reason.contains(REFUSED_AS_REMOVED) => {
+                debug!(node = %self.me.id, %reason, "out of the raft group, and refused");
+                *self.join_refused.lock() = Some(reason);
+            }
+            Err(e) => debug!(node = %self.me.id, error = %e, "out of the raft group; could not ask to join"),
         }
     }
 

@@ -45,7 +45,7 @@ pub const RAFT_FILE: &str = "raft.redb";
 
 /// How a leader's refusal to take back a removed node reads (the node that
 /// asked recognises it by these words).
-const REFUSED_AS_REMOVED: &str = "was removed from the cluster";
+pub(super) const REFUSED_AS_REMOVED: &str = "was removed from the cluster";
 /// How long a bootstrap or join attempt waits for one peer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Between two bootstrap or join attempts.
@@ -262,6 +262,7 @@ impl RaftReplicatorBuilder {
             store: Arc::downgrade(&self.store),
             left: AtomicBool::new(false),
             join_refused: Mutex::new(None),
+            joined: AtomicBool::new(false),
             seeds,
             hlc: self.hlc,
             origin,
@@ -385,7 +386,9 @@ pub(crate) struct Inner {
     /// refuses writes and consistent reads.
     pub(crate) left: AtomicBool,
     /// Why the group last refused to take this node (back), until it does.
-    join_refused: Mutex<Option<String>>,
+    pub(super) join_refused: Mutex<Option<String>>,
+    /// Set once this node's start found it a member (see [`RaftReplicator::start`]).
+    pub(super) joined: AtomicBool,
     seeds: Vec<PeerAddr>,
     hlc: Arc<Hlc>,
     pub(crate) origin: Origin,
@@ -429,7 +432,7 @@ impl GroupView {
     /// Whether this view is newer than the one set at `index` and leaves out `node`:
     /// the group changed without `node` while `node` was away (configurations
     /// follow one another in the log, so a later entry means a later change).
-    fn excludes(&self, node: &str, index: u64) -> bool {
+    pub(super) fn excludes(&self, node: &str, index: u64) -> bool {
         self.index > index && !self.members.iter().any(|m| m == node)
     }
 }
@@ -494,6 +497,7 @@ impl RaftReplicator {
                     Ok(true) => {
                         inner.join_refused.lock().take();
                         inner.raft.runtime_config().elect(true);
+                        inner.joined.store(true, Ordering::Release);
                         return true;
                     }
                     Ok(false) => {}
@@ -694,7 +698,7 @@ impl Inner {
     /// Asks each of `members` in turn to add this node to its group, until
     /// one does: only the leader can (a follower may not ask on another
     /// node's behalf), and a probe does not say which one leads.
-    async fn join_through(&self, members: &[&PeerAddr]) -> Result<bool, ReplicationError> {
+    pub(super) async fn join_through(&self, members: &[&PeerAddr]) -> Result<bool, ReplicationError> {
         let mut last = None;
         for addr in members {
             match self.ask_to_join(addr).await {
