@@ -119,14 +119,48 @@ impl Admin {
             }
             _ => {}
         }
+        let before = Bytes::from(member.to_record_value());
         member.state = state;
         let value = Bytes::from(member.to_record_value());
-        let write = self.write(WriteBatch::new().put(key, value), ack).await?;
+        let write = self.write(WriteBatch::new().put(key.clone(), value), ack).await?;
         if state == MemberState::Removed {
             // Raft mode: it no longer counts toward the majority (a no-op otherwise).
-            self.replicator.remove_member(id, self.write_timeout).await.map_err(AdminError::Replication)?;
+            if let Err(e) = self.replicator.remove_member(id, self.write_timeout).await {
+                return Err(self.undo_removal(id, key, before, write.version, e).await);
+            }
         }
         info!(member = %id, state = %state, version = %write.version, "member state set");
         Ok(NodeStateChanged { member, write })
+    }
+
+    /// Raft mode, the group refused to take `id` out of the voters (or did
+    /// not answer in time): puts its membership record back as it was, if
+    /// nobody wrote it since `removed` (a member still voting must not be
+    /// recorded as removed: balancers would drop it, and it would refuse to
+    /// serve). The error says which came of it.
+    async fn undo_removal(
+        &self,
+        id: &NodeId,
+        key: String,
+        before: Bytes,
+        removed: spectrum_replication::VersionToken,
+        failed: spectrum_replication::ReplicationError,
+    ) -> AdminError {
+        let condition = spectrum_replication::Condition::version(key.clone(), removed);
+        let restored = self.write_if(WriteBatch::new().put(key, before), vec![condition]).await;
+        let reason = match restored {
+            Ok(write) => {
+                info!(member = %id, version = %write.version, error = %failed, "removal refused; membership record restored");
+                format!("{failed}; {id} is still a member, its membership record as it was")
+            }
+            Err(e) => {
+                tracing::warn!(member = %id, error = %e, "removal refused, and the membership record could not be restored");
+                format!(
+                    "{failed}; {id} may still vote, yet its record says removed (restoring it failed: {e}); \
+                     run `spectrum node undrain {id}`, or the removal again"
+                )
+            }
+        };
+        AdminError::Replication(spectrum_replication::ReplicationError::Consensus { reason })
     }
 }

@@ -272,3 +272,28 @@ async fn a_node_removed_while_it_runs_is_out_until_undrained_then_a_voter_again_
     }
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removal_the_group_refuses_leaves_the_node_a_member_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::builder("raft-removal-refused".parse().unwrap())
+        .data_dir(dir.path())
+        .configure_nodes(|b| b.replication(ReplicationMode::Raft).raft_settings(fast_raft_settings()))
+        .start()
+        .await
+        .unwrap();
+    let ids: Vec<String> = cluster.nodes().map(|n| n.id().to_string()).collect();
+    let watcher = AdminClient::connect(cluster.node(&ids[0]).unwrap().addr(), None).await.unwrap();
+    status_until(&watcher, "a leader and three voters", led_by_three).await;
+    // One voter dead: removing another would leave one of two reachable.
+    assert!(cluster.kill_node(&ids[2]).await);
+    let target = &ids[1];
+    let error = watcher.set_node_state(target, NodeStateChange::Remove, AckLevel::Quorum).await.unwrap_err();
+    assert!(error.to_string().contains("is still a member"), "{error}");
+    let s = watcher.status().await.unwrap();
+    assert_eq!(state_of(&s, target), Some(MemberState::Active), "{s}");
+    assert_eq!(voters(&s).len(), 3, "{s}");
+    let addr = cluster.node(target).unwrap().addr().as_str().to_string();
+    readyz_until(&addr, "the node still ready", |json| json["ready"] == true).await;
+    cluster.shutdown().await;
+}

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use openraft::ChangeMembers;
 use openraft::error::{ClientWriteError, RaftError};
-use spectrum_core::{Liveness, Member, MemberState, NodeId, PeerAddr};
+use spectrum_core::{Member, MemberState, NodeId, PeerAddr};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -39,6 +39,13 @@ use crate::proto;
 /// Between two attempts of a removal refused for want of a reachable majority
 /// or of a leader.
 const REMOVAL_RETRY: Duration = Duration::from_millis(100);
+/// How long a removal refused for want of a reachable majority is tried
+/// again before the refusal is final (a voter that just came back is found
+/// alive within it).
+const UNREACHABLE_GRACE: Duration = Duration::from_secs(2);
+/// How long a voter has to answer the probe that tells the leader it is
+/// reachable before a removal.
+const REACH_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a node goes without hearing from a member of its group before it
 /// probes that member (see [`Inner::keep_in_touch`]).
 const CONTACT_EVERY: Duration = Duration::from_secs(1);
@@ -109,25 +116,33 @@ enum Attempt {
     Retry(String),
     /// Refused for good (this is why).
     Refused(String),
+    /// Refused while too few voters are reachable (this is why): tried again
+    /// for [`UNREACHABLE_GRACE`] (a voter may have just come back), then refused.
+    Unreachable(String),
 }
 
 impl Inner {
-    /// The voters this node (the leader) can reach: itself, and every voter
-    /// its failure detector has as alive.
-    fn reachable_voters(&self) -> BTreeSet<u64> {
+    /// The voters this node (the leader) can reach now: itself, and every
+    /// voter that answers a probe within [`REACH_TIMEOUT`]. Asked, not read
+    /// off the failure detector: that one takes seconds to stop calling a
+    /// node that just died alive, and a removal started meanwhile would
+    /// leave a joint configuration that cannot commit (every write stalls).
+    async fn reachable_voters(&self) -> BTreeSet<u64> {
         let membership = self.raft.metrics().borrow().membership_config.clone();
-        let alive: BTreeSet<String> = self
-            .peers
-            .snapshot()
-            .into_iter()
-            .filter(|p| p.liveness == Liveness::Alive)
-            .filter_map(|p| p.id.map(|id| id.to_string()))
-            .collect();
-        membership
-            .nodes()
-            .filter(|(id, node)| **id == self.id || alive.contains(&node.id))
-            .map(|(id, _)| *id)
-            .collect()
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let probes = membership.nodes().filter(|(id, _)| **id != self.id && voters.contains(id)).map(
+            |(id, node)| async move {
+                let addr = self.wire.resolve(node)?;
+                let call = proto::RaftCall::default();
+                let answer =
+                    self.wire.call_json::<ProbeAnswer>(&addr, Method::Probe, call, REACH_TIMEOUT).await;
+                answer.ok().map(|_| *id)
+            },
+        );
+        let mut reachable: BTreeSet<u64> =
+            futures::future::join_all(probes).await.into_iter().flatten().collect();
+        reachable.insert(self.id);
+        reachable
     }
 
     /// One attempt to take `node` out of the group on this node, when it
@@ -146,11 +161,11 @@ impl Inner {
         }
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         if voters.contains(&node)
-            && let Err(refused) = removal_check(&voters, node, &self.reachable_voters())
+            && let Err(refused) = removal_check(&voters, node, &self.reachable_voters().await)
         {
             return match refused {
                 RemovalRefused::LastVoter => Attempt::Refused(refused.to_string()),
-                RemovalRefused::NoReachableMajority { .. } => Attempt::Retry(refused.to_string()),
+                RemovalRefused::NoReachableMajority { .. } => Attempt::Unreachable(refused.to_string()),
             };
         }
         let change = ChangeMembers::RemoveVoters(BTreeSet::from([node]));
@@ -176,10 +191,18 @@ impl Inner {
     pub(crate) async fn remove_voter(&self, node: &NodeId, timeout: Duration) -> Result<(), String> {
         let id = raft_node_id(node);
         let deadline = Instant::now() + timeout;
+        let mut unreachable_since = None;
         loop {
             let last = match self.try_remove(id, deadline).await {
                 Attempt::Done => return Ok(()),
                 Attempt::Refused(why) => return Err(why),
+                Attempt::Unreachable(why) => {
+                    let since = *unreachable_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= UNREACHABLE_GRACE {
+                        return Err(why);
+                    }
+                    why
+                }
                 Attempt::Retry(why) => why,
                 Attempt::Forward(None) => "no leader is known".to_owned(),
                 Attempt::Forward(Some(addr)) => {
@@ -189,7 +212,10 @@ impl Inner {
                         deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
                     match self.wire.call_json::<Result<(), String>>(&addr, Method::Remove, call, left).await {
                         Ok(Ok(())) => return Ok(()),
-                        Ok(Err(why)) => why,
+                        // The leader's refusal, or what was left after its own
+                        // retries until the same deadline: asking again would
+                        // only outlast the caller.
+                        Ok(Err(why)) => return Err(why),
                         Err(e) => e.to_string(),
                     }
                 }
