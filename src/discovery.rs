@@ -207,11 +207,15 @@ impl Discovery for ManagementDiscovery {
         // A node that has not joined yet (a new or emptied disk, no peer answered)
         // holds no membership, or not its own record: believing it would remove
         // every backend. Its answer is used only when no node that lists itself
-        // answers (say, seeds given by IP for members advertising host names).
+        // as a member answers (say, seeds given by IP for members advertising
+        // host names).
         let mut unjoined = None;
         for addr in &addrs {
             match self.read(addr, MEMBERSHIP_PREFIX).await.map(|entries| members_of(&entries)) {
-                Ok(members) if members.iter().any(|m| m.addr == *addr) => {
+                // A node that lists itself gone (removed, left) answers from a
+                // copy the cluster no longer updates (Raft mode: it is out of
+                // the group), so its answer is a fallback too.
+                Ok(members) if members.iter().any(|m| m.addr == *addr && !m.state.is_gone()) => {
                     return Ok(self.adopt(members).await);
                 }
                 Ok(members) => {

@@ -15,7 +15,7 @@ use spectrum::core::tls::TlsConfig;
 use spectrum::discovery::ManagementDiscovery;
 use spectrum::resolve::resolve;
 
-use super::{init_tracing, reload_tls_on_change, wait_for_signal};
+use super::{logging, reload_tls_on_change, wait_for_signal};
 use crate::cli::{BalancerAction, BalancerArgs};
 use crate::output::emit;
 
@@ -41,7 +41,7 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
              clear-strategy, set-weight, clear-weight, show"
         );
     };
-    init_tracing();
+    logging::init();
     let cfg: BalancerFileConfig = load(&path)?;
     let cfg = cfg.with_overrides(BalancerOverrides {
         listen: args.listen,

@@ -24,6 +24,7 @@ mod cert;
 mod config;
 mod dataflow;
 mod license;
+mod logging;
 mod node;
 mod resources;
 mod status;
@@ -230,20 +231,4 @@ async fn wait_for_signal() -> Result<()> {
     #[cfg(not(unix))]
     tokio::signal::ctrl_c().await?;
     Ok(())
-}
-
-/// What is logged unless `RUST_LOG` says otherwise: `info`, but only warnings
-/// and errors of openraft, whose `info` narrates every vote and replication
-/// step (several lines a second while a removed node keeps campaigning).
-const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
-
-/// Logs to standard error, at [`DEFAULT_LOG_FILTER`] unless `RUST_LOG` says otherwise.
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
 }

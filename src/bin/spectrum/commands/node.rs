@@ -12,7 +12,7 @@ use spectrum::config::{NodeFileConfig, NodeOverrides, load};
 use spectrum::resources::ClusterKey;
 use tracing::warn;
 
-use super::{init_tracing, reload_tls_on_change, wait_for_signal};
+use super::{logging, reload_tls_on_change, wait_for_signal};
 use crate::cli::{NodeAction, NodeArgs};
 use crate::output::emit;
 
@@ -35,7 +35,7 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
     let Some(path) = args.config else {
         bail!("spectrum node needs --config FILE to run a node, or `drain ID` / `undrain ID`");
     };
-    init_tracing();
+    logging::init();
     let cfg: NodeFileConfig = load(&path)?;
     let cfg = cfg.with_overrides(NodeOverrides {
         id: args.id,
