@@ -1204,6 +1204,16 @@ impl Node {
         warn!(node = %self.ctx.id, "node killed");
     }
 
+    /// Whether this node's own membership record says it is removed or left
+    /// (it then records nothing of its stop).
+    async fn recorded_as_gone(&self) -> bool {
+        let record = self.ctx.store.get(&Member::key_of(&self.ctx.id)).await.ok().flatten();
+        record
+            .and_then(|r| r.value)
+            .and_then(|v| Member::from_record_value(&v).ok())
+            .is_some_and(|m| m.state.is_gone())
+    }
+
     /// Stops anti-entropy rounds, or the Raft node (releasing its log file).
     async fn stop_replicating(&mut self) {
         if let Some(task) = self.sync_task.take() {
@@ -1232,15 +1242,28 @@ impl Node {
             // Recorded as the stop's own drain, undone when the node starts again;
             // an operator's drain already recorded is left as it is, to outlast
             // the restart.
-            let held = self.ctx.store.get(&Member::key_of(&self.ctx.id)).await.ok().flatten();
-            let held = held.and_then(|r| r.value).and_then(|v| Member::from_record_value(&v).ok());
-            if !held.is_some_and(|m| m.drained_by_operator()) {
+            // A removed node writes nothing (it must not write itself back), and
+            // in Raft mode the record is written only over the one this node
+            // holds: a removal it has not applied yet wins.
+            let key = Member::key_of(&self.ctx.id);
+            let record = self.ctx.store.get(&key).await.ok().flatten();
+            let condition = record
+                .as_ref()
+                .filter(|r| r.value.is_some())
+                .map(|r| Condition::Version { key: key.clone(), version: r.token() });
+            let held = record.and_then(|r| r.value).and_then(|v| Member::from_record_value(&v).ok());
+            if !held.as_ref().is_some_and(|m| m.drained_by_operator() || m.state.is_gone()) {
                 let draining = Member::stopping(self.ctx.id.clone(), self.addr.clone());
                 // Bounded: in Raft mode without a majority (the last node of a
                 // cluster stopped node by node) the record cannot commit, and the
                 // health checks' NOT_SERVING already turns balancers away.
-                let record =
-                    record_membership(&*self.ctx.store, &*self.replicator, &draining, AckLevel::All, None);
+                let record = record_membership(
+                    &*self.ctx.store,
+                    &*self.replicator,
+                    &draining,
+                    AckLevel::All,
+                    condition,
+                );
                 match tokio::time::timeout(DRAINING_RECORD_TIMEOUT, record).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => warn!(node = %self.ctx.id, error = %e, "could not record draining"),
@@ -1251,7 +1274,7 @@ impl Node {
         }
         // A Raft voter that stays one is stopped, not gone: it stays `draining`
         // (nothing routes to it) until it starts again.
-        if self.raft.is_none() || leave_consensus {
+        if (self.raft.is_none() || leave_consensus) && !self.recorded_as_gone().await {
             let left = Member::new(self.ctx.id.clone(), self.addr.clone(), MemberState::Left);
             if let Err(e) =
                 record_membership(&*self.ctx.store, &*self.replicator, &left, AckLevel::All, None).await

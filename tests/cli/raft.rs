@@ -137,3 +137,43 @@ fn a_node_removed_while_down_is_refused_saying_why_and_rejoins_as_a_voter_once_u
     let read = cluster.try_json_at(&url, &["config", "get", "settings/c", "--consistent"]).unwrap();
     assert_eq!(read["value"], 3, "{read}");
 }
+
+#[test]
+fn the_leader_removed_while_up_then_restarted_is_refused_saying_why_and_rejoins_once_undrained() {
+    let spec = ClusterSpec::new("cli-raft-removed-leader", 3, "raft-token")
+        .own_addresses()
+        .node_setting("replication = \"raft\"");
+    let mut cluster = ProcessCluster::start_with(&spec);
+    let leader = eventually("a leader", STARTUP, || {
+        let status = cluster.status_at(0)?;
+        status["replication"]["raft"]["leader"].as_str().map(str::to_owned).ok_or_else(|| status.to_string())
+    });
+    let i = cluster.nodes.iter().position(|n| n.0 == leader).expect("the leader is a node");
+    let other = (i + 1) % 3;
+    let out = cluster.run_at(&cluster.nodes[other].1, Some(&cluster.token), &["node", "remove", &leader]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Stopped and started again on its data: its own log has its removal
+    // (it committed it); it must ask a member, not its own Raft node.
+    let pid = cluster.pid(i);
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    cluster.exit_status(i);
+    cluster.restart(i, &Launch::default()).expect("the removed leader starts (and waits)");
+    let url = cluster.nodes[i].1.clone();
+    eventually("the removed leader says the cluster refuses it", STARTUP, || {
+        let (status, body) = http_get(&url, "/readyz")?;
+        if status == 503 && body.contains("was removed from the cluster") {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    });
+    let out = cluster.run_at(&cluster.nodes[other].1, Some(&cluster.token), &["node", "undrain", &leader]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually("the old leader a voter again, and ready", 2 * STARTUP, || {
+        let voters = voters_at(&cluster, i)?;
+        let (status, body) = http_get(&url, "/readyz")?;
+        if voters.len() == 3 && status == 200 { Ok(()) } else { Err(format!("{voters:?}; {status} {body}")) }
+    });
+    cluster.ok(&["config", "put", "settings/d", "4"]);
+}

@@ -237,7 +237,18 @@ async fn readyz_until(addr: &str, what: &str, ok: impl Fn(&serde_json::Value) ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_removed_while_it_runs_is_out_until_undrained_then_a_voter_again_without_a_restart() {
+async fn a_follower_removed_while_it_runs_is_out_until_undrained_then_a_voter_again_without_a_restart() {
+    removed_while_it_runs_then_undrained(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_removed_while_it_runs_is_out_until_undrained_then_a_voter_again_without_a_restart() {
+    removed_while_it_runs_then_undrained(true).await;
+}
+
+/// Removes a running node (the leader, or a follower), checks it stays out
+/// while removed, undrains it and waits for it to be a serving voter again.
+async fn removed_while_it_runs_then_undrained(the_leader: bool) {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::builder("raft-removed-live".parse().unwrap())
         .data_dir(dir.path())
@@ -249,7 +260,10 @@ async fn a_node_removed_while_it_runs_is_out_until_undrained_then_a_voter_again_
     let watcher = AdminClient::connect(cluster.node(&ids[0]).unwrap().addr(), None).await.unwrap();
     let leader = status_until(&watcher, "a leader and three voters", led_by_three).await;
     let leader = leader.replication.raft.unwrap().leader.unwrap();
-    let removed = ids.iter().find(|id| **id != leader && **id != ids[0]).unwrap();
+    let watcher_id = ids.iter().find(|id| **id != leader).unwrap();
+    let watcher = AdminClient::connect(cluster.node(watcher_id).unwrap().addr(), None).await.unwrap();
+    let removed =
+        if the_leader { &leader } else { ids.iter().find(|id| **id != leader && *id != watcher_id).unwrap() };
     let addr = cluster.node(removed).unwrap().addr().as_str().to_string();
 
     watcher.set_node_state(removed, NodeStateChange::Remove, AckLevel::Quorum).await.unwrap();

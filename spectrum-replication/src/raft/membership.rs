@@ -297,11 +297,18 @@ impl Inner {
         if !self.joined.load(Ordering::Acquire) || self.left.load(Ordering::Acquire) {
             return;
         }
-        let own_index = self.raft.metrics().borrow().membership_config.log_id().map_or(0, |l| l.index);
+        let own = self.raft.metrics().borrow().membership_config.clone();
+        let own_index = own.log_id().map_or(0, |l| l.index);
+        // Out when its own configuration leaves it out (it saw the change
+        // through: a removed leader does), or a member's newer one does.
+        let out_by_own = !own.nodes().any(|(id, _)| *id == self.id);
         let members: Vec<&PeerAddr> = answers
             .iter()
             .filter(|(_, a)| {
-                a.initialized && a.group.as_ref().is_some_and(|g| g.excludes(&self.me.id, own_index))
+                a.initialized
+                    && a.group.as_ref().is_some_and(|g| {
+                        out_by_own && !g.members.contains(&self.me.id) || g.excludes(&self.me.id, own_index)
+                    })
             })
             .map(|(addr, _)| *addr)
             .collect();

@@ -619,12 +619,18 @@ impl Inner {
             .collect();
         // A node removed (or that left) while it was down still finds itself in
         // the configuration its own log holds; a member's newer one tells.
-        let own_index = self.raft.metrics().borrow().membership_config.log_id().map_or(0, |l| l.index);
+        // So does its own, when it saw its removal through (a removed leader
+        // commits it): only a leader can take it back then, and its own Raft
+        // node, which knows of none, must not be asked.
+        let own = self.raft.metrics().borrow().membership_config.clone();
+        let own_index = own.log_id().map_or(0, |l| l.index);
+        let out_by_own = !own.nodes().any(|(id, _)| *id == self.id);
         let excluded = initialized
-            && answers
-                .iter()
-                .filter_map(|(_, a)| a.as_ref().ok()?.group.as_ref())
-                .any(|group| group.excludes(&self.me.id, own_index));
+            && (out_by_own
+                || answers
+                    .iter()
+                    .filter_map(|(_, a)| a.as_ref().ok()?.group.as_ref())
+                    .any(|group| group.excludes(&self.me.id, own_index)));
         if initialized && !left && !excluded && self.known_at_own_address() && self.is_voter() {
             return Ok(true);
         }
