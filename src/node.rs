@@ -954,14 +954,7 @@ impl Joiner {
     /// write fails its condition, and is tried again once this node has caught
     /// up (a member does; a removed node never does, and waits, saying so).
     async fn finish(&self) -> Result<(), NodeError> {
-        let key = Member::key_of(&self.id);
-        let record = self.store.get(&key).await?;
-        let version = record.as_ref().map(|r| r.token().to_string()).unwrap_or_default();
-        let condition = match &record {
-            Some(r) if r.value.is_some() => Condition::Version { key: key.clone(), version: r.token() },
-            _ => Condition::Absent { key: key.clone() },
-        };
-        let held = record.and_then(|r| r.value).and_then(|v| Member::from_record_value(&v).ok());
+        let OwnRecord { member: held, condition, version } = own_record(&*self.store, &self.id).await?;
         if held.as_ref().is_some_and(|m| m.state == MemberState::Removed) {
             error!(node = %self.id, %version, "this node was removed from the cluster; refusing to join");
             return Err(NodeError::Removed { id: self.id.clone(), version });
@@ -998,6 +991,30 @@ async fn open_durable(path: PathBuf, id: NodeId, hlc: Arc<Hlc>) -> Result<RedbSt
             other => return Ok(other?),
         }
     }
+}
+
+/// A node's own membership record as its store holds it.
+struct OwnRecord {
+    /// The member it records, when there is a readable one.
+    member: Option<Member>,
+    /// That the cluster still holds this record (or, with none, holds none):
+    /// the condition of a Raft-mode write over it.
+    condition: Condition,
+    /// Its version token, as text (empty with none).
+    version: String,
+}
+
+/// `id`'s own membership record in `store` (see [`OwnRecord`]).
+async fn own_record(store: &dyn ConfigStore, id: &NodeId) -> Result<OwnRecord, StoreError> {
+    let key = Member::key_of(id);
+    let record = store.get(&key).await?;
+    let version = record.as_ref().map(|r| r.token().to_string()).unwrap_or_default();
+    let condition = match &record {
+        Some(r) if r.value.is_some() => Condition::Version { key, version: r.token() },
+        _ => Condition::Absent { key },
+    };
+    let member = record.and_then(|r| r.value).and_then(|v| Member::from_record_value(&v).ok());
+    Ok(OwnRecord { member, condition, version })
 }
 
 /// Records `member`; in Raft mode through the log, only if `condition` holds
@@ -1207,11 +1224,9 @@ impl Node {
     /// Whether this node's own membership record says it is removed or left
     /// (it then records nothing of its stop).
     async fn recorded_as_gone(&self) -> bool {
-        let record = self.ctx.store.get(&Member::key_of(&self.ctx.id)).await.ok().flatten();
-        record
-            .and_then(|r| r.value)
-            .and_then(|v| Member::from_record_value(&v).ok())
-            .is_some_and(|m| m.state.is_gone())
+        own_record(&*self.ctx.store, &self.ctx.id)
+            .await
+            .is_ok_and(|own| own.member.is_some_and(|m| m.state.is_gone()))
     }
 
     /// Stops anti-entropy rounds, or the Raft node (releasing its log file).
@@ -1245,13 +1260,10 @@ impl Node {
             // A removed node writes nothing (it must not write itself back), and
             // in Raft mode the record is written only over the one this node
             // holds: a removal it has not applied yet wins.
-            let key = Member::key_of(&self.ctx.id);
-            let record = self.ctx.store.get(&key).await.ok().flatten();
-            let condition = record
-                .as_ref()
-                .filter(|r| r.value.is_some())
-                .map(|r| Condition::Version { key: key.clone(), version: r.token() });
-            let held = record.and_then(|r| r.value).and_then(|v| Member::from_record_value(&v).ok());
+            let (held, condition) = match own_record(&*self.ctx.store, &self.ctx.id).await {
+                Ok(own) => (own.member, Some(own.condition)),
+                Err(_) => (None, None),
+            };
             if !held.as_ref().is_some_and(|m| m.drained_by_operator() || m.state.is_gone()) {
                 let draining = Member::stopping(self.ctx.id.clone(), self.addr.clone());
                 // Bounded: in Raft mode without a majority (the last node of a

@@ -119,6 +119,16 @@ async fn status_shows_the_raft_group_and_a_leader_stopped_cleanly_leaves_the_vot
     cluster.shutdown().await;
 }
 
+/// Three nodes in Raft mode with fast timing, stores under `dir`.
+async fn raft_cluster(name: &str, dir: &std::path::Path) -> Cluster {
+    Cluster::builder(name.parse().unwrap())
+        .data_dir(dir)
+        .configure_nodes(|b| b.replication(ReplicationMode::Raft).raft_settings(fast_raft_settings()))
+        .start()
+        .await
+        .unwrap()
+}
+
 fn state_of(s: &NodeStatus, id: &str) -> Option<MemberState> {
     s.members.iter().find(|m| m.member.id.as_str() == id).map(|m| m.member.state)
 }
@@ -128,12 +138,7 @@ async fn a_voter_stopped_cleanly_is_active_again_when_it_restarts_and_a_removed_
  {
     let dir = tempfile::tempdir().unwrap();
     // The default: a stopped node stays a voter, recorded as draining while down.
-    let mut cluster = Cluster::builder("raft-restart".parse().unwrap())
-        .data_dir(dir.path())
-        .configure_nodes(|b| b.replication(ReplicationMode::Raft).raft_settings(fast_raft_settings()))
-        .start()
-        .await
-        .unwrap();
+    let mut cluster = raft_cluster("raft-restart", dir.path()).await;
     let ids: Vec<String> = cluster.nodes().map(|n| n.id().to_string()).collect();
     let first = AdminClient::connect(cluster.node(&ids[0]).unwrap().addr(), None).await.unwrap();
     status_until(&first, "a leader and three voters", led_by_three).await;
@@ -250,12 +255,7 @@ async fn the_leader_removed_while_it_runs_is_out_until_undrained_then_a_voter_ag
 /// while removed, undrains it and waits for it to be a serving voter again.
 async fn removed_while_it_runs_then_undrained(the_leader: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::builder("raft-removed-live".parse().unwrap())
-        .data_dir(dir.path())
-        .configure_nodes(|b| b.replication(ReplicationMode::Raft).raft_settings(fast_raft_settings()))
-        .start()
-        .await
-        .unwrap();
+    let cluster = raft_cluster("raft-removed-live", dir.path()).await;
     let ids: Vec<String> = cluster.nodes().map(|n| n.id().to_string()).collect();
     let watcher = AdminClient::connect(cluster.node(&ids[0]).unwrap().addr(), None).await.unwrap();
     let leader = status_until(&watcher, "a leader and three voters", led_by_three).await;
@@ -290,12 +290,7 @@ async fn removed_while_it_runs_then_undrained(the_leader: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_removal_the_group_refuses_leaves_the_node_a_member_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::builder("raft-removal-refused".parse().unwrap())
-        .data_dir(dir.path())
-        .configure_nodes(|b| b.replication(ReplicationMode::Raft).raft_settings(fast_raft_settings()))
-        .start()
-        .await
-        .unwrap();
+    let mut cluster = raft_cluster("raft-removal-refused", dir.path()).await;
     let ids: Vec<String> = cluster.nodes().map(|n| n.id().to_string()).collect();
     let watcher = AdminClient::connect(cluster.node(&ids[0]).unwrap().addr(), None).await.unwrap();
     status_until(&watcher, "a leader and three voters", led_by_three).await;
