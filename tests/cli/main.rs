@@ -112,6 +112,11 @@ impl ClusterSpec {
         self
     }
 
+    /// Raft mode, each node on its own loopback address.
+    fn raft(self) -> Self {
+        self.own_addresses().node_setting("replication = \"raft\"")
+    }
+
     /// Each node on its own loopback address, 127.0.0.2 onwards.
     fn own_addresses(mut self) -> Self {
         self.own_addresses = true;

@@ -43,8 +43,7 @@ fn held(cluster: &ProcessCluster, i: usize) -> Result<BTreeSet<String>, String> 
 
 #[test]
 fn every_acknowledged_write_survives_sigkill_of_a_minority_under_writes() {
-    let spec =
-        ClusterSpec::new("cli-raft", 3, "raft-token").own_addresses().node_setting("replication = \"raft\"");
+    let spec = ClusterSpec::new("cli-raft", 3, "raft-token").raft();
     let mut cluster = ProcessCluster::start_with(&spec);
     let stop = Arc::new(AtomicBool::new(false));
     let handle = {
@@ -93,11 +92,31 @@ fn voters_at(cluster: &ProcessCluster, i: usize) -> Result<Vec<String>, String> 
     Ok(voters.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
 }
 
+/// Waits until the node at `url` answers `/readyz` with 503 because the
+/// cluster refuses it as removed; its body.
+fn until_refused(url: &str, who: &str) -> String {
+    eventually(&format!("{who} says the cluster refuses it"), STARTUP, || {
+        let (status, body) = http_get(url, "/readyz")?;
+        if status == 503 && body.contains("was removed from the cluster") {
+            Ok(body)
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+}
+
+/// Waits until node `i` counts three voters and is ready.
+fn until_voter_and_ready(cluster: &ProcessCluster, i: usize, who: &str) {
+    eventually(&format!("{who} a voter again, and ready"), 2 * STARTUP, || {
+        let voters = voters_at(cluster, i)?;
+        let (status, body) = http_get(&cluster.nodes[i].1, "/readyz")?;
+        if voters.len() == 3 && status == 200 { Ok(()) } else { Err(format!("{voters:?}; {status} {body}")) }
+    });
+}
+
 #[test]
 fn a_node_removed_while_down_is_refused_saying_why_and_rejoins_as_a_voter_once_undrained() {
-    let spec = ClusterSpec::new("cli-raft-removed", 3, "raft-token")
-        .own_addresses()
-        .node_setting("replication = \"raft\"");
+    let spec = ClusterSpec::new("cli-raft-removed", 3, "raft-token").raft();
     let mut cluster = ProcessCluster::start_with(&spec);
     cluster.ok(&["config", "put", "settings/a", "1"]);
     cluster.kill(2);
@@ -112,14 +131,7 @@ fn a_node_removed_while_down_is_refused_saying_why_and_rejoins_as_a_voter_once_u
     // saying why, and does not write itself back.
     cluster.restart(2, &Launch::default()).expect("node-3 starts (and waits to be let back)");
     let url = cluster.nodes[2].1.clone();
-    let body = eventually("node-3 says the cluster refuses it", STARTUP, || {
-        let (status, body) = http_get(&url, "/readyz")?;
-        if status == 503 && body.contains("was removed from the cluster") {
-            Ok(body)
-        } else {
-            Err(format!("{status} {body}"))
-        }
-    });
+    let body = until_refused(&url, "node-3");
     assert!(body.contains("spectrum node undrain node-3"), "{body}");
     std::thread::sleep(Duration::from_secs(2));
     let status = cluster.status_at(0).unwrap();
@@ -128,11 +140,7 @@ fn a_node_removed_while_down_is_refused_saying_why_and_rejoins_as_a_voter_once_u
 
     // Undrained: taken back as a voter, without a restart, and it serves.
     cluster.ok(&["node", "undrain", "node-3"]);
-    eventually("node-3 a voter again, and ready", 2 * STARTUP, || {
-        let voters = voters_at(&cluster, 2)?;
-        let (status, body) = http_get(&url, "/readyz")?;
-        if voters.len() == 3 && status == 200 { Ok(()) } else { Err(format!("{voters:?}; {status} {body}")) }
-    });
+    until_voter_and_ready(&cluster, 2, "node-3");
     cluster.ok(&["config", "put", "settings/c", "3"]);
     let read = cluster.try_json_at(&url, &["config", "get", "settings/c", "--consistent"]).unwrap();
     assert_eq!(read["value"], 3, "{read}");
@@ -140,9 +148,7 @@ fn a_node_removed_while_down_is_refused_saying_why_and_rejoins_as_a_voter_once_u
 
 #[test]
 fn the_leader_removed_while_up_then_restarted_is_refused_saying_why_and_rejoins_once_undrained() {
-    let spec = ClusterSpec::new("cli-raft-removed-leader", 3, "raft-token")
-        .own_addresses()
-        .node_setting("replication = \"raft\"");
+    let spec = ClusterSpec::new("cli-raft-removed-leader", 3, "raft-token").raft();
     let mut cluster = ProcessCluster::start_with(&spec);
     let leader = eventually("a leader", STARTUP, || {
         let status = cluster.status_at(0)?;
@@ -160,20 +166,9 @@ fn the_leader_removed_while_up_then_restarted_is_refused_saying_why_and_rejoins_
     cluster.exit_status(i);
     cluster.restart(i, &Launch::default()).expect("the removed leader starts (and waits)");
     let url = cluster.nodes[i].1.clone();
-    eventually("the removed leader says the cluster refuses it", STARTUP, || {
-        let (status, body) = http_get(&url, "/readyz")?;
-        if status == 503 && body.contains("was removed from the cluster") {
-            Ok(())
-        } else {
-            Err(format!("{status} {body}"))
-        }
-    });
+    until_refused(&url, "the removed leader");
     let out = cluster.run_at(&cluster.nodes[other].1, Some(&cluster.token), &["node", "undrain", &leader]);
     assert!(out.status.success(), "{}", stderr(&out));
-    eventually("the old leader a voter again, and ready", 2 * STARTUP, || {
-        let voters = voters_at(&cluster, i)?;
-        let (status, body) = http_get(&url, "/readyz")?;
-        if voters.len() == 3 && status == 200 { Ok(()) } else { Err(format!("{voters:?}; {status} {body}")) }
-    });
+    until_voter_and_ready(&cluster, i, "the old leader");
     cluster.ok(&["config", "put", "settings/d", "4"]);
 }

@@ -28,8 +28,7 @@ fn until_voters(cluster: &ProcessCluster, at: usize, n: usize) -> Value {
 #[test]
 fn status_names_the_raft_group_and_a_node_set_to_leave_on_terminate_leaves_the_voters_then_rejoins() {
     let spec = ClusterSpec::new("cli-raft-status", 3, "raft-status-token")
-        .own_addresses()
-        .node_setting("replication = \"raft\"")
+        .raft()
         .node_setting("leave_on_terminate = true");
     let mut cluster = ProcessCluster::start_with(&spec);
     let status = until_voters(&cluster, 0, 3);
@@ -68,9 +67,7 @@ fn status_names_the_raft_group_and_a_node_set_to_leave_on_terminate_leaves_the_v
 /// every acknowledged write and takes new ones.
 #[test]
 fn nodes_stopped_one_after_another_stay_voters_and_start_again_in_any_order() {
-    let spec = ClusterSpec::new("cli-raft-order", 3, "raft-order-token")
-        .own_addresses()
-        .node_setting("replication = \"raft\"");
+    let spec = ClusterSpec::new("cli-raft-order", 3, "raft-order-token").raft();
     let mut cluster = ProcessCluster::start_with(&spec);
     until_voters(&cluster, 0, 3);
     cluster.ok(&["config", "put", "settings/before-stop", "kept"]);

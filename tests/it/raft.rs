@@ -8,7 +8,7 @@ use std::time::Duration;
 use spectrum::Cluster;
 use spectrum::client::{AdminClient, NodeStateChange};
 use spectrum::model::ReadAfter;
-use spectrum_replication::{AckLevel, RaftSettings, ReplicationMode};
+use spectrum_replication::{AckLevel, RaftSettings};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -22,12 +22,7 @@ fn settings() -> RaftSettings {
 }
 
 async fn raft_cluster(name: &str, dir: &std::path::Path) -> Cluster {
-    Cluster::builder(name.parse().unwrap())
-        .data_dir(dir)
-        .configure_nodes(|b| b.replication(ReplicationMode::Raft).raft_settings(settings()))
-        .start()
-        .await
-        .unwrap()
+    crate::support::raft_cluster(name, dir, settings()).await
 }
 
 /// A ready Raft cluster named `name` in `dir`, its node ids, and clients of

@@ -111,22 +111,22 @@ async fn status_shows_the_raft_group_and_a_leader_stopped_cleanly_leaves_the_vot
     cluster.start_node(&leader.parse().unwrap()).await.unwrap();
     let back = AdminClient::connect(cluster.node(&leader).unwrap().addr(), None).await.unwrap();
     status_until(&back, "three voters again", led_by_three).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while back.put("settings/back", "yes", AckLevel::Quorum).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "the node that rejoined never took a write");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    write_until_taken(&back, "settings/back", "the node that rejoined").await;
     cluster.shutdown().await;
 }
 
 /// Three nodes in Raft mode with fast timing, stores under `dir`.
 async fn raft_cluster(name: &str, dir: &std::path::Path) -> Cluster {
-    Cluster::builder(name.parse().unwrap())
-        .data_dir(dir)
-        .configure_nodes(|b| b.replication(ReplicationMode::Raft).raft_settings(fast_raft_settings()))
-        .start()
-        .await
-        .unwrap()
+    crate::support::raft_cluster(name, dir, fast_raft_settings()).await
+}
+
+/// Writes `key` through `client` until a write is taken (within [`WAIT`]).
+async fn write_until_taken(client: &AdminClient, key: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while client.put(key, "yes", AckLevel::Quorum).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "{what} never took a write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn state_of(s: &NodeStatus, id: &str) -> Option<MemberState> {
@@ -219,11 +219,7 @@ async fn a_voter_stopped_cleanly_is_active_again_when_it_restarts_and_a_removed_
     .await;
     readyz_until(&addr, "the undrained node ready", |json| json["ready"] == true).await;
     let back = AdminClient::connect(cluster.node(stopped).unwrap().addr(), None).await.unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while back.put("settings/returned", "yes", AckLevel::Quorum).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "the returned node never took a write");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    write_until_taken(&back, "settings/returned", "the returned node").await;
     assert_eq!(&back.get_consistent("settings/after").await.unwrap().value[..], b"still writable");
     cluster.shutdown().await;
 }
@@ -279,11 +275,7 @@ async fn removed_while_it_runs_then_undrained(the_leader: bool) {
     status_until(&watcher, "three voters again", |s| voters(s).len() == 3).await;
     readyz_until(&addr, "the undrained node ready", |json| json["ready"] == true).await;
     let back = AdminClient::connect(cluster.node(removed).unwrap().addr(), None).await.unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while back.put("settings/back", "yes", AckLevel::Quorum).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "the node taken back never took a write");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    write_until_taken(&back, "settings/back", "the node taken back").await;
     cluster.shutdown().await;
 }
 

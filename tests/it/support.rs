@@ -13,6 +13,22 @@ pub(crate) const ACK_ALL: i32 = 2;
 
 pub(crate) const POSTAL_DB: &str = "MAIN STREET|SPRINGFIELD|49001\nELM ROAD|SHELBYVILLE|49002\n";
 
+/// Three nodes in Raft mode with `settings`, their stores under `dir`.
+pub(crate) async fn raft_cluster(
+    name: &str,
+    dir: &Path,
+    settings: spectrum_replication::RaftSettings,
+) -> Cluster {
+    Cluster::builder(name.parse().unwrap())
+        .data_dir(dir)
+        .configure_nodes(move |b| {
+            b.replication(spectrum_replication::ReplicationMode::Raft).raft_settings(settings.clone())
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
 pub(crate) async fn start_cluster(name: &str) -> Cluster {
     let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
     Cluster::builder(name.parse().unwrap())

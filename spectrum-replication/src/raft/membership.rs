@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 use super::codec::to_json;
 use super::network::Method;
 use super::raft_node_id;
-use super::replicator::{Inner, ProbeAnswer, REFUSED_AS_REMOVED, RaftReplicator};
+use super::replicator::{Inner, ProbeAnswer, RaftReplicator, refused_as_removed};
 use crate::error::ReplicationError;
 use crate::proto;
 
@@ -297,18 +297,11 @@ impl Inner {
         if !self.joined.load(Ordering::Acquire) || self.left.load(Ordering::Acquire) {
             return;
         }
-        let own = self.raft.metrics().borrow().membership_config.clone();
-        let own_index = own.log_id().map_or(0, |l| l.index);
-        // Out when its own configuration leaves it out (it saw the change
-        // through: a removed leader does), or a member's newer one does.
-        let out_by_own = !own.nodes().any(|(id, _)| *id == self.id);
+        let (own_index, listed) = self.own_configuration();
         let members: Vec<&PeerAddr> = answers
             .iter()
             .filter(|(_, a)| {
-                a.initialized
-                    && a.group.as_ref().is_some_and(|g| {
-                        out_by_own && !g.members.contains(&self.me.id) || g.excludes(&self.me.id, own_index)
-                    })
+                a.initialized && a.group.as_ref().is_some_and(|g| g.excludes(&self.me.id, own_index, listed))
             })
             .map(|(addr, _)| *addr)
             .collect();
@@ -319,16 +312,19 @@ impl Inner {
         self.raft.runtime_config().elect(false);
         match self.join_through(&members).await {
             Ok(true) => {
-                self.join_refused.lock().take();
-                self.raft.runtime_config().elect(true);
+                self.in_the_group();
                 info!(node = %self.me.id, "taken back into the raft group");
             }
             Ok(false) => {}
-            Err(ReplicationError::Consensus { reason }) if reason.contains(REFUSED_AS_REMOVED) => {
-                debug!(node = %self.me.id, %reason, "out of the raft group, and refused");
-                *self.join_refused.lock() = Some(reason);
-            }
-            Err(e) => debug!(node = %self.me.id, error = %e, "out of the raft group; could not ask to join"),
+            Err(e) => match refused_as_removed(&e) {
+                Some(reason) => {
+                    debug!(node = %self.me.id, %reason, "out of the raft group, and refused");
+                    *self.join_refused.lock() = Some(reason.to_owned());
+                }
+                None => {
+                    debug!(node = %self.me.id, error = %e, "out of the raft group; could not ask to join")
+                }
+            },
         }
     }
 

@@ -429,11 +429,24 @@ pub(crate) struct GroupView {
 }
 
 impl GroupView {
-    /// Whether this view is newer than the one set at `index` and leaves out `node`:
-    /// the group changed without `node` while `node` was away (configurations
-    /// follow one another in the log, so a later entry means a later change).
-    pub(super) fn excludes(&self, node: &str, index: u64) -> bool {
-        self.index > index && !self.members.iter().any(|m| m == node)
+    /// Whether this view shows `node` out of the group, given `node`'s own
+    /// configuration (set at `index`, listing `node` or not): it leaves `node`
+    /// out, and is newer than `node`'s own (the group changed without `node`
+    /// while it was away: configurations follow one another in the log, so a
+    /// later entry means a later change) or `node`'s own leaves it out too (it
+    /// saw its removal through, as a removed leader does).
+    pub(super) fn excludes(&self, node: &str, index: u64, listed_by_own: bool) -> bool {
+        !self.members.iter().any(|m| m == node) && (self.index > index || !listed_by_own)
+    }
+}
+
+/// The leader's refusal to take back a node an operator removed, when
+/// `error` is one (the answer crosses the wire as text, in the join answer
+/// older nodes send too).
+pub(super) fn refused_as_removed(error: &ReplicationError) -> Option<&str> {
+    match error {
+        ReplicationError::Consensus { reason } if reason.contains(REFUSED_AS_REMOVED) => Some(reason),
+        _ => None,
     }
 }
 
@@ -495,21 +508,22 @@ impl RaftReplicator {
             loop {
                 match inner.try_join().await {
                     Ok(true) => {
-                        inner.join_refused.lock().take();
-                        inner.raft.runtime_config().elect(true);
+                        inner.in_the_group();
                         inner.joined.store(true, Ordering::Release);
                         return true;
                     }
                     Ok(false) => {}
-                    Err(ReplicationError::Consensus { reason }) if reason.contains(REFUSED_AS_REMOVED) => {
-                        // Said once a minute: a removed node waits here until undrained.
-                        if refusals % 240 == 0 {
-                            warn!(node = %inner.me.id, %reason, "the raft group refuses this node");
+                    Err(e) => match refused_as_removed(&e) {
+                        Some(reason) => {
+                            // Said once a minute: a removed node waits here until undrained.
+                            if refusals % 240 == 0 {
+                                warn!(node = %inner.me.id, %reason, "the raft group refuses this node");
+                            }
+                            refusals += 1;
+                            *inner.join_refused.lock() = Some(reason.to_owned());
                         }
-                        refusals += 1;
-                        *inner.join_refused.lock() = Some(reason);
-                    }
-                    Err(e) => debug!(error = %e, "raft bootstrap attempt failed"),
+                        None => debug!(error = %e, "raft bootstrap attempt failed"),
+                    },
                 }
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => return false,
@@ -622,15 +636,13 @@ impl Inner {
         // So does its own, when it saw its removal through (a removed leader
         // commits it): only a leader can take it back then, and its own Raft
         // node, which knows of none, must not be asked.
-        let own = self.raft.metrics().borrow().membership_config.clone();
-        let own_index = own.log_id().map_or(0, |l| l.index);
-        let out_by_own = !own.nodes().any(|(id, _)| *id == self.id);
+        let (own_index, listed) = self.own_configuration();
         let excluded = initialized
-            && (out_by_own
+            && (!listed
                 || answers
                     .iter()
                     .filter_map(|(_, a)| a.as_ref().ok()?.group.as_ref())
-                    .any(|group| group.excludes(&self.me.id, own_index)));
+                    .any(|group| group.excludes(&self.me.id, own_index, listed)));
         if initialized && !left && !excluded && self.known_at_own_address() && self.is_voter() {
             return Ok(true);
         }
@@ -682,6 +694,20 @@ impl Inner {
         m.nodes().any(|(id, n)| *id == self.id && n.addr == self.me.addr)
     }
 
+    /// The index of the entry that set the configuration this node holds
+    /// (0: none), and whether that configuration lists this node.
+    pub(super) fn own_configuration(&self) -> (u64, bool) {
+        let own = self.raft.metrics().borrow().membership_config.clone();
+        (own.log_id().map_or(0, |l| l.index), own.nodes().any(|(id, _)| *id == self.id))
+    }
+
+    /// This node is a member again: no refusal to report, and it stands for
+    /// election.
+    pub(super) fn in_the_group(&self) {
+        self.join_refused.lock().take();
+        self.raft.runtime_config().elect(true);
+    }
+
     /// Whether the configuration this node holds has it as a voter (every
     /// member is one once its join completes).
     fn is_voter(&self) -> bool {
@@ -710,9 +736,7 @@ impl Inner {
             match self.ask_to_join(addr).await {
                 Ok(joined) => return Ok(joined),
                 // The leader's word: the others would only say they are not it.
-                Err(ReplicationError::Consensus { reason }) if reason.contains(REFUSED_AS_REMOVED) => {
-                    return Err(ReplicationError::Consensus { reason });
-                }
+                Err(e) if refused_as_removed(&e).is_some() => return Err(e),
                 Err(e) => last = Some(e),
             }
         }
@@ -1109,10 +1133,10 @@ mod tests {
     #[test]
     fn only_a_newer_configuration_without_the_node_excludes_it() {
         let without = view(7, &["node-1", "node-2"]);
-        assert!(without.excludes("node-3", 4), "newer, and without it");
-        assert!(!without.excludes("node-3", 7), "not newer than its own");
-        assert!(!without.excludes("node-3", 9), "older than its own");
-        assert!(!view(7, &["node-1", "node-2", "node-3"]).excludes("node-3", 4), "newer, with it");
+        assert!(without.excludes("node-3", 4, true), "newer, and without it");
+        assert!(!without.excludes("node-3", 7, true), "not newer than its own");
+        assert!(!without.excludes("node-3", 9, true), "older than its own");
+        assert!(!view(7, &["node-1", "node-2", "node-3"]).excludes("node-3", 4, true), "newer, with it");
     }
 
     #[test]

@@ -70,28 +70,24 @@ mod tests {
 
     use super::*;
 
-    static OPENRAFT_CALLSITE: DefaultCallsite = DefaultCallsite::new(&OPENRAFT_META);
-    static OPENRAFT_META: Metadata<'static> = Metadata::new(
-        "event",
-        "openraft::replication",
-        Level::WARN,
-        None,
-        None,
-        None,
-        FieldSet::new(&[], tracing::callsite::Identifier(&OPENRAFT_CALLSITE)),
-        Kind::EVENT,
-    );
-    static OURS_CALLSITE: DefaultCallsite = DefaultCallsite::new(&OURS_META);
-    static OURS_META: Metadata<'static> = Metadata::new(
-        "event",
-        "spectrum::node",
-        Level::WARN,
-        None,
-        None,
-        None,
-        FieldSet::new(&[], tracing::callsite::Identifier(&OURS_CALLSITE)),
-        Kind::EVENT,
-    );
+    /// A WARN event's callsite and metadata from `target`, as statics.
+    macro_rules! event_at {
+        ($callsite:ident, $meta:ident, $target:literal) => {
+            static $callsite: DefaultCallsite = DefaultCallsite::new(&$meta);
+            static $meta: Metadata<'static> = Metadata::new(
+                "event",
+                $target,
+                Level::WARN,
+                None,
+                None,
+                None,
+                FieldSet::new(&[], tracing::callsite::Identifier(&$callsite)),
+                Kind::EVENT,
+            );
+        };
+    }
+    event_at!(OPENRAFT_CALLSITE, OPENRAFT_META, "openraft::replication");
+    event_at!(OURS_CALLSITE, OURS_META, "spectrum::node");
 
     #[test]
     fn an_openraft_event_repeats_once_per_interval_and_ours_always() {
