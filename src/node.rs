@@ -627,14 +627,16 @@ impl NodeBuilder {
     }
 }
 
-/// `admin`, refusing writes while `readiness` says the clock is fenced and
-/// reads while the store cannot write.
+/// `admin`, refusing writes while `readiness` says the clock is fenced, reads
+/// while the store cannot write, and both while the node is out of the cluster.
 fn guarded(admin: Admin, readiness: &Arc<Readiness>) -> Admin {
     let clock = readiness.clone();
     let store = readiness.clone();
+    let membership = readiness.clone();
     admin
         .clock_fence(Arc::new(move || clock.clock_fence()))
         .store_fault(Arc::new(move || store.store_error()))
+        .out_of_cluster(Arc::new(move || membership.out_of_cluster()))
 }
 
 /// A node's replicators (see [`NodeBuilder::replication`]).

@@ -155,10 +155,12 @@ impl Admin {
     ///
     /// # Errors
     ///
+    /// [`AdminError::OutOfCluster`] on a node out of the cluster;
     /// [`AdminError::Replication`]: [`ReplicationError::NeedsConsensus`] in
     /// last-writer-wins mode, [`ReplicationError::Consensus`] when no
     /// majority answered in time.
     pub async fn barrier(&self) -> Result<(), AdminError> {
+        self.refuse_if_out()?;
         self.replicator.linearizable_barrier(self.write_timeout).await.map_err(AdminError::Replication)
     }
 

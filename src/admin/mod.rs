@@ -68,6 +68,9 @@ pub struct Admin {
     clock_fence: Option<ClockFence>,
     /// Why this node's store cannot write, if it cannot (reads are refused then).
     store_fault: Option<StoreFault>,
+    /// Why this node is out of the cluster, if it is (reads and writes are
+    /// refused then).
+    out_of_cluster: Option<OutOfCluster>,
     /// The `seq` of this node's next audit record, once its first has found
     /// where its ring stopped.
     audit_next: Arc<tokio::sync::OnceCell<AtomicU64>>,
@@ -84,6 +87,11 @@ pub type ClockFence = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 /// Says why this node's store cannot write, if it cannot (a full disk, an I/O
 /// error): see [`Admin::store_fault`].
 pub type StoreFault = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// Says why this node is out of the cluster (removed by an operator, or
+/// refused by the cluster when it asked to be taken back), or `None` while it
+/// is a member: see [`Admin::out_of_cluster`].
+pub type OutOfCluster = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// Now, in ms since the Unix epoch.
 fn now_ms() -> u64 {
@@ -121,6 +129,7 @@ impl Admin {
             ready: Arc::new(AtomicBool::new(true)),
             clock_fence: None,
             store_fault: None,
+            out_of_cluster: None,
             audit_next: Arc::new(tokio::sync::OnceCell::new()),
             audit_retained: DEFAULT_AUDIT_RETENTION,
             watches: tokio_util::sync::CancellationToken::new(),
@@ -162,6 +171,15 @@ impl Admin {
         self
     }
 
+    /// Refuses reads and writes ([`AdminError::OutOfCluster`]) while `out`
+    /// says why this node is out of the cluster: its copy is no longer kept up
+    /// to date then (peers refuse a removed node's traffic; a Raft group
+    /// stops replicating to a node it left out). Default: never.
+    pub fn out_of_cluster(mut self, out: OutOfCluster) -> Self {
+        self.out_of_cluster = Some(out);
+        self
+    }
+
     /// Transport settings for the calls this node makes to other members (resource
     /// checks); the default otherwise.
     pub fn transport(mut self, transport: TransportConfig) -> Self {
@@ -197,8 +215,10 @@ impl Admin {
         self.write_local(batch, ack).await
     }
 
-    /// Refuses writes while this node is catching up or its clock is fenced.
+    /// Refuses writes while this node is out of the cluster, catching up or
+    /// its clock is fenced.
     fn check_writable(&self) -> Result<(), AdminError> {
+        self.refuse_if_out()?;
         if !self.ready.load(Ordering::Acquire) {
             return Err(AdminError::CatchingUp { node: self.ctx.id.clone() });
         }
@@ -206,6 +226,15 @@ impl Admin {
             return Err(AdminError::ClockFenced { node: self.ctx.id.clone(), reason });
         }
         Ok(())
+    }
+
+    /// Refuses any call that reads or writes the database while this node is
+    /// out of the cluster.
+    fn refuse_if_out(&self) -> Result<(), AdminError> {
+        match self.out_of_cluster.as_ref().and_then(|out| out()) {
+            Some(reason) => Err(AdminError::OutOfCluster { node: self.ctx.id.clone(), reason }),
+            None => Ok(()),
+        }
     }
 
     /// Commits `batch` through consensus only if `conditions` hold (Raft mode).
@@ -260,10 +289,12 @@ impl Admin {
 
     /// Waits until this node holds every write `after` names: up to the wait the
     /// read asked for (capped by [`MAX_READ_WAIT`]), else [`READ_YOUR_WRITES_WAIT`].
-    /// Every read goes through here: a node catching up, or whose store cannot
-    /// write, refuses ([`AdminError::CatchingUp`], [`AdminError::Stale`]) rather
-    /// than answer from a copy that may be behind.
+    /// Every read goes through here: a node out of the cluster, catching up, or
+    /// whose store cannot write, refuses ([`AdminError::OutOfCluster`],
+    /// [`AdminError::CatchingUp`], [`AdminError::Stale`]) rather than answer
+    /// from a copy that may be behind.
     async fn wait_for(&self, after: &ReadAfter) -> Result<(), AdminError> {
+        self.refuse_if_out()?;
         if !self.ready.load(Ordering::Acquire) {
             return Err(AdminError::CatchingUp { node: self.ctx.id.clone() });
         }

@@ -54,6 +54,7 @@ impl From<AdminError> for Status {
             | AdminError::ConditionFailed(_)
             | AdminError::PutConditionFailed { .. } => Status::failed_precondition(message),
             AdminError::CatchingUp { .. }
+            | AdminError::OutOfCluster { .. }
             | AdminError::Stale { .. }
             | AdminError::NotCaughtUp { .. }
             | AdminError::Replication(_) => Status::unavailable(message),
@@ -71,14 +72,15 @@ impl From<AdminError> for Status {
 }
 
 /// Whether `e` refuses the call before any of its work because this node is not
-/// ready (catching up, its clock fenced, its copy possibly stale, its store
-/// unable to write). The answer is
+/// ready (catching up, out of the cluster, its clock fenced, its copy possibly
+/// stale, its store unable to write). The answer is
 /// then marked so that a balancer sends the call to another node, even one that is
 /// not idempotent (see [`spectrum_balancer::refusal`]).
 fn refused_not_ready(e: &AdminError) -> bool {
     matches!(
         e,
         AdminError::CatchingUp { .. }
+            | AdminError::OutOfCluster { .. }
             | AdminError::ClockFenced { .. }
             | AdminError::Stale { .. }
             | AdminError::Unwritable(_)

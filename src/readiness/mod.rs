@@ -170,6 +170,22 @@ impl Readiness {
         check.fenced().then(|| check.to_string())
     }
 
+    /// Why this node is out of the cluster, while it is: its own membership
+    /// record says an operator removed it, or the cluster refuses to take it
+    /// (back) (`join_error`). Its copy of the database is not kept up to date
+    /// then, so its management calls refuse to read or write it.
+    pub fn out_of_cluster(&self) -> Option<String> {
+        if self.removed.load(Ordering::Acquire) {
+            return Some(
+                "an operator removed it; `spectrum node undrain` through another node lets it return".into(),
+            );
+        }
+        self.join_refused
+            .lock()
+            .as_ref()
+            .map(|reason| format!("the cluster refuses to take it back: {reason}"))
+    }
+
     /// Why the store last failed to write, while it cannot write.
     pub fn store_error(&self) -> Option<String> {
         self.store_error.lock().clone()

@@ -209,6 +209,10 @@ async fn a_voter_stopped_cleanly_is_active_again_when_it_restarts_and_a_removed_
     let s = watcher.status().await.unwrap();
     assert_eq!(state_of(&s, stopped), Some(MemberState::Removed), "the removed node wrote itself back: {s}");
     assert_eq!(voters(&s).len(), 2, "{s}");
+    // Out of the group, its copy is not kept up to date: it answers no read
+    // from it, saying why (a consistent read too, at once).
+    let out = AdminClient::connect(cluster.node(stopped).unwrap().addr(), None).await.unwrap();
+    assert_out_of_cluster(&out, "the cluster refuses to take it back: ").await;
     watcher.put("settings/after", "still writable", AckLevel::Quorum).await.unwrap();
 
     // Undrained, it is taken back as a voter without a restart, and serves.
@@ -222,6 +226,21 @@ async fn a_voter_stopped_cleanly_is_active_again_when_it_restarts_and_a_removed_
     write_until_taken(&back, "settings/returned", "the returned node").await;
     assert_eq!(&back.get_consistent("settings/after").await.unwrap().value[..], b"still writable");
     cluster.shutdown().await;
+}
+
+/// Checks that `out`, a node out of the cluster, refuses a read, a consistent
+/// read and a write as `UNAVAILABLE`, each saying why (`reason`).
+async fn assert_out_of_cluster(out: &AdminClient, reason: &str) {
+    let refusals = [
+        out.get("settings/after", spectrum::model::ReadAfter::Anything).await.map(|_| ()).unwrap_err(),
+        out.get_consistent("settings/after").await.map(|_| ()).unwrap_err(),
+        out.put("settings/from-outside", "no", AckLevel::Quorum).await.map(|_| ()).unwrap_err(),
+    ];
+    for refusal in refusals {
+        assert_eq!(refusal.code(), Some(tonic::Code::Unavailable), "{refusal}");
+        let text = refusal.to_string();
+        assert!(text.contains("is out of the cluster (") && text.contains(reason), "{text}");
+    }
 }
 
 /// `/readyz` of the node at `addr` once `ok` holds of its JSON.
@@ -270,6 +289,8 @@ async fn removed_while_it_runs_then_undrained(the_leader: bool) {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let s = watcher.status().await.unwrap();
     assert_eq!((voters(&s).len(), state_of(&s, removed)), (2, Some(MemberState::Removed)), "{s}");
+    let out = AdminClient::connect(cluster.node(removed).unwrap().addr(), None).await.unwrap();
+    assert_out_of_cluster(&out, "an operator removed it").await;
 
     watcher.set_node_state(removed, NodeStateChange::Undrain, AckLevel::Quorum).await.unwrap();
     status_until(&watcher, "three voters again", |s| voters(s).len() == 3).await;

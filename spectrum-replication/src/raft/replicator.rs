@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::metrics::WaitError;
 use openraft::{ChangeMembers, Config, LogId, ServerState, SnapshotPolicy};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -940,14 +941,19 @@ impl Inner {
     /// Waits until this node has applied the entry at `index`.
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ReplicationError> {
         let left = deadline.saturating_duration_since(Instant::now());
-        self.raft
-            .wait(Some(left))
-            .applied_index_at_least(Some(index), "applied here")
-            .await
-            .map(|_| ())
-            .map_err(|e| ReplicationError::Consensus {
-                reason: format!("entry {index} not applied here: {e}"),
-            })
+        let waited = self.raft.wait(Some(left)).applied_index_at_least(Some(index), "applied here").await;
+        // openraft's timeout error carries its whole metrics summary: the
+        // caller gets what it needs instead.
+        waited.map(|_| ()).map_err(|e| {
+            let applied = self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index);
+            let reason = match e {
+                WaitError::Timeout(..) => {
+                    format!("entry {index} not applied here within {left:?} (applied up to {applied})")
+                }
+                WaitError::ShuttingDown => format!("entry {index} not applied here: the node is stopping"),
+            };
+            ReplicationError::Consensus { reason }
+        })
     }
 
     /// The read index the leader confirms with a majority.
