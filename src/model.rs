@@ -283,6 +283,11 @@ pub struct NodeStatus {
     /// ready), while it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clock_fenced: Option<String>,
+    /// Why it is out of the cluster (an operator removed it, or the cluster
+    /// refuses to take it back), while it is: it then refuses reads and writes,
+    /// and this view is its own copy, which nobody keeps up to date.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub out_of_cluster: Option<String>,
 }
 
 impl fmt::Display for NodeStatus {
@@ -305,6 +310,13 @@ impl fmt::Display for NodeStatus {
         }
         if let Some(why) = &self.clock_fenced {
             writeln!(f, "CLOCK FENCED (refusing writes, not ready): {why}")?;
+        }
+        if let Some(why) = &self.out_of_cluster {
+            writeln!(
+                f,
+                "OUT OF THE CLUSTER (refusing reads and writes, not ready; what follows is this node's \
+                 own copy, no longer kept up to date): {why}"
+            )?;
         }
         writeln!(f, "\n{:<16} {:<28} {:<10} LIVENESS", "MEMBER", "ADDRESS", "STATE")?;
         for MemberInfo { member: m, liveness } in &self.members {

@@ -225,6 +225,7 @@ impl From<model::NodeStatus> for proto::StatusResponse {
             resources: s.resources.into_iter().map(Into::into).collect(),
             clock_fenced: s.clock_fenced.unwrap_or_default(),
             replication: Some(s.replication.into()),
+            out_of_cluster: s.out_of_cluster.unwrap_or_default(),
         }
     }
 }
@@ -498,6 +499,7 @@ impl TryFrom<proto::StatusResponse> for model::NodeStatus {
             resources: s.resources.into_iter().map(Into::into).collect(),
             clock_fenced: (!s.clock_fenced.is_empty()).then_some(s.clock_fenced),
             replication: model::ReplicationInfo::from_answer(s.replication)?,
+            out_of_cluster: (!s.out_of_cluster.is_empty()).then_some(s.out_of_cluster),
         })
     }
 }

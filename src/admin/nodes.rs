@@ -68,6 +68,7 @@ impl Admin {
             peers,
             resources: self.check_local(&[]).await?.resources,
             clock_fenced: self.clock_fence.as_ref().and_then(|fence| fence()),
+            out_of_cluster: self.out_of_cluster.as_ref().and_then(|out| out()),
         })
     }
 

@@ -229,7 +229,8 @@ async fn a_voter_stopped_cleanly_is_active_again_when_it_restarts_and_a_removed_
 }
 
 /// Checks that `out`, a node out of the cluster, refuses a read, a consistent
-/// read and a write as `UNAVAILABLE`, each saying why (`reason`).
+/// read and a write as `UNAVAILABLE`, each saying why (`reason`), and says
+/// so in its status.
 async fn assert_out_of_cluster(out: &AdminClient, reason: &str) {
     let refusals = [
         out.get("settings/after", spectrum::model::ReadAfter::Anything).await.map(|_| ()).unwrap_err(),
@@ -241,6 +242,10 @@ async fn assert_out_of_cluster(out: &AdminClient, reason: &str) {
         let text = refusal.to_string();
         assert!(text.contains("is out of the cluster (") && text.contains(reason), "{text}");
     }
+    // Its status still answers, saying so.
+    let status = out.status().await.unwrap();
+    assert!(status.out_of_cluster.as_deref().is_some_and(|why| why.contains(reason)), "{status}");
+    assert!(status.to_string().contains("OUT OF THE CLUSTER"), "{status}");
 }
 
 /// `/readyz` of the node at `addr` once `ok` holds of its JSON.

@@ -277,7 +277,11 @@ async function loadOverview() {
   $('#peers-of').textContent = s.node;
   $('#resources-on').textContent = s.node;
   show($('#overview-summary'), `${s.members.length} members; answered by ${s.node} (${s.addr}, Spectrum ${s.version}), ${s.keys} live keys, ${s.conflicts} open conflicts`);
-  show($('#clock-fenced'), s.clock_fenced ? 'Clock fenced (refusing writes): ' + s.clock_fenced : '');
+  const warnings = [
+    s.clock_fenced && 'Clock fenced (refusing writes): ' + s.clock_fenced,
+    s.out_of_cluster && 'Out of the cluster (refusing reads and writes; this view is its own copy, no longer kept up to date): ' + s.out_of_cluster,
+  ].filter(Boolean);
+  show($('#clock-fenced'), warnings.join(' | '));
   show($('#replication-summary'), replicationSummary(s.replication));
   fillTable('#members-table', s.members.map((m) => h('tr', { 'data-node': m.id },
     h('td', {}, m.id), h('td', {}, m.addr), h('td', { class: 'state ' + m.state }, m.state),

@@ -77,6 +77,7 @@ mod tests {
             peers: vec![],
             resources: vec![],
             clock_fenced: None,
+            out_of_cluster: None,
         }
     }
 
