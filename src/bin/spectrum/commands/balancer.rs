@@ -57,13 +57,16 @@ pub(super) async fn run(args: BalancerArgs, token: Option<Token>) -> Result<()> 
     // The CA alone towards the nodes: the balancer forwards public services only
     // and needs no node identity (nor a certificate that could expire unnoticed).
     config.upstream_tls = tls.as_ref().map(|t| TlsConfig::from_ca_pem(t.ca_pem())).transpose()?;
+    let towards_nodes = config.upstream_tls.clone();
     let mut builder = Balancer::builder(config).backends(static_backends(&cfg).await?).strategy_spec(spec);
     if cfg.follow_membership.unwrap_or(true) {
         let mut discovery = ManagementDiscovery::new(cfg.nodes.iter().map(|n| n.addr.clone()));
         if let Some(token) = cfg.token.clone() {
             discovery = discovery.with_token(token);
         }
-        if let Some(tls) = tls.clone() {
+        // Membership is read with the CA alone too: the balancer's certificate
+        // may be a server-only one, which a node refuses as a client's.
+        if let Some(tls) = towards_nodes {
             discovery = discovery.with_tls(tls);
         }
         builder = builder.discovery(Arc::new(discovery), cfg.health_interval());
