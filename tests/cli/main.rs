@@ -25,6 +25,7 @@ mod dead_node;
 mod disk;
 mod raft;
 mod raft_status;
+mod restart;
 mod scenario;
 mod sessions;
 mod tls;

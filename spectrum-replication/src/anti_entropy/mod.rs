@@ -45,6 +45,7 @@ mod push;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -59,7 +60,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tracing::{Instrument, debug, info_span, instrument, trace, warn};
+use tracing::{Instrument, debug, info, info_span, instrument, trace, warn};
 
 use crate::credential::{AttachToken, MAX_TOKENS, PeerCredential};
 use crate::error::{PeerFailure, ReplicationError};
@@ -82,6 +83,14 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// A push to a failing peer is retried for at least this long, even when the
 /// write's acknowledgement timeout is shorter (anti-entropy repairs the rest).
 pub const MIN_PUSH_RETRY_WINDOW: Duration = Duration::from_secs(2);
+
+/// Every how many rounds one member recorded as left is called on, in case it
+/// is back (every round while no member is a peer): see `peers::left_addrs`.
+const LEFT_RECHECK_EVERY: u64 = 5;
+
+/// The longest such a call may take (a host that is down may not answer a
+/// connection at all).
+const LEFT_RECHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Builds an [`AntiEntropy`] replicator.
 #[derive(Debug)]
@@ -180,6 +189,7 @@ impl AntiEntropyBuilder {
                 credential: self.credential,
                 previous: self.previous,
                 attach,
+                rounds: AtomicU64::new(0),
                 store: self.store,
                 hlc: self.hlc,
                 cluster: self.cluster,
@@ -393,6 +403,8 @@ struct Inner {
     previous: Vec<PeerCredential>,
     /// Adds the peer token to every call, when there is a credential.
     attach: AttachToken,
+    /// Rounds run so far (see [`LEFT_RECHECK_EVERY`]).
+    rounds: AtomicU64,
 }
 
 /// A call to `addr` that ended with `status`.
@@ -471,12 +483,33 @@ impl Inner {
 
     #[instrument(skip_all, fields(node = %self.store.node_id()))]
     async fn sync_round(&self) -> Result<(), ReplicationError> {
-        let peers = self.peer_addrs().await?;
+        let membership = self.membership().await?;
+        let peers = self.peers_of(&membership);
+        let round = self.rounds.fetch_add(1, Ordering::Relaxed);
+        // A member that left, every few rounds (every round when no member is
+        // a peer): it may be back (see `peers::left_addrs`).
+        let recheck = if peers.is_empty() || round % LEFT_RECHECK_EVERY == 0 {
+            let left = self.left_of(&membership, &peers);
+            self.with_rng(|rng| left.choose(rng).cloned())
+        } else {
+            None
+        };
+        let recheck = async {
+            let Some(addr) = recheck else { return };
+            // Quietly: a member that left is usually down, and is no peer
+            // (its failures are not recorded in the peer table).
+            match tokio::time::timeout(LEFT_RECHECK_TIMEOUT, self.sync_with(&addr)).await {
+                Ok(Ok(())) => info!(peer = %addr, "a member recorded as left answered; it is a peer again"),
+                Ok(Err(e)) => trace!(peer = %addr, error = %e, "a member that left did not answer"),
+                Err(_) => trace!(peer = %addr, "a member that left did not answer in time"),
+            }
+        };
         let Some(addr) = self.with_rng(|rng| peers.choose(rng).cloned()) else {
             trace!("no peers to sync with");
+            recheck.await;
             return Ok(());
         };
-        let res = self.sync_with(&addr).await;
+        let (res, ()) = tokio::join!(self.sync_with(&addr), recheck);
         if let Err(e) = &res {
             self.note_failure(&addr, e);
         }

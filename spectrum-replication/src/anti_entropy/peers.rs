@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use spectrum_core::{MEMBERSHIP_PREFIX, Member, NodeId, PeerAddr};
+use spectrum_core::{MEMBERSHIP_PREFIX, Member, MemberState, NodeId, PeerAddr};
 use tracing::warn;
 
 use super::Inner;
@@ -65,6 +65,29 @@ pub(super) fn select_peers<'a>(
     set
 }
 
+/// The addresses of members that left (not those an operator removed) and
+/// are no peer now, without this node and `peers`. A member that left comes
+/// back when it restarts; when every member left (a whole cluster stopped,
+/// each recording it), none is active to take the others back, and each
+/// restarted node would stay alone. So rounds call on these now and then (see
+/// [`LEFT_RECHECK_EVERY`](super::LEFT_RECHECK_EVERY)): one that is back
+/// answers with its `active` record, and is a peer from then on.
+pub(super) fn left_addrs(
+    membership: &[Recorded],
+    peers: &[PeerAddr],
+    self_id: &NodeId,
+    self_addr: &PeerAddr,
+    answered_as: &BTreeMap<PeerAddr, NodeId>,
+) -> Vec<PeerAddr> {
+    let addrs: BTreeSet<&PeerAddr> = membership
+        .iter()
+        .filter(|r| &r.member.id != self_id && r.member.state == MemberState::Left)
+        .map(|r| &r.member.addr)
+        .filter(|a| *a != self_addr && !peers.contains(a) && answered_as.get(*a) != Some(self_id))
+        .collect();
+    addrs.into_iter().cloned().collect()
+}
+
 /// Members recorded as gone (left, or removed by an operator), each with the
 /// write that recorded it.
 pub(super) fn left_members(members: &[Recorded]) -> BTreeMap<NodeId, VersionToken> {
@@ -107,6 +130,12 @@ impl Inner {
         Ok(members)
     }
 
+    /// The members of `membership` that left, to call on now and then (see
+    /// [`left_addrs`]), given its `peers`.
+    pub(super) fn left_of(&self, membership: &[Recorded], peers: &[PeerAddr]) -> Vec<PeerAddr> {
+        left_addrs(membership, peers, self.store.node_id(), &self.self_addr, &self.peers.answered_as())
+    }
+
     /// The peers of `membership` (see [`select_peers`]), remembered as the
     /// known peers; channels to anything else are dropped.
     pub(super) fn peers_of(&self, membership: &[Recorded]) -> Vec<PeerAddr> {
@@ -144,6 +173,23 @@ mod tests {
         let me: NodeId = "me".parse().unwrap();
         assert_eq!(ack_voters(&peers, &members, &me), [addr(7002), addr(7013)], "7003 is n3's old address");
         assert_eq!(ack_voters(&peers, &members[..1], &me), peers, "bootstrapping: every peer counts");
+    }
+
+    #[test]
+    fn members_that_left_are_called_on_now_and_then_but_not_removed_ones_or_this_node() {
+        let rec = |m: Member| Recorded { member: m, token: "me:1".parse().unwrap() };
+        let members = [
+            rec(member("me", 7000, MemberState::Left)),
+            rec(member("n2", 7002, MemberState::Left)),
+            rec(member("n3", 7003, MemberState::Left)),
+            rec(member("n4", 7004, MemberState::Removed)),
+            rec(member("n5", 7005, MemberState::Active)),
+            rec(member("n6", 7006, MemberState::Left)),
+        ];
+        // n3's address is a peer already (a seed); 7006 answered as this node.
+        let answered_as = BTreeMap::from([(addr(7006), id("me"))]);
+        let left = left_addrs(&members, &[addr(7003), addr(7005)], &id("me"), &addr(7000), &answered_as);
+        assert_eq!(left, [addr(7002)]);
     }
 
     fn addr(port: u16) -> PeerAddr {
