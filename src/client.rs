@@ -73,10 +73,12 @@ pub use spectrum_replication::AckLevel;
 #[non_exhaustive]
 pub enum ClientError {
     /// The endpoint could not be reached.
-    #[error("cannot reach {endpoint}")]
+    #[error("cannot reach {}://{}", if *tls { "https" } else { "http" }, endpoint.authority())]
     Connect {
         /// The address tried.
         endpoint: PeerAddr,
+        /// Whether it was tried over TLS (`https://`).
+        tls: bool,
         /// Why.
         #[source]
         source: tonic::transport::Error,
@@ -212,11 +214,9 @@ impl AdminClient {
         token: Option<Token>,
         transport: &TransportConfig,
     ) -> Result<Self, ClientError> {
-        let channel = transport
-            .endpoint(endpoint)
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect { endpoint: endpoint.clone(), source })?;
+        let channel = transport.endpoint(endpoint).connect().await.map_err(|source| {
+            ClientError::Connect { endpoint: endpoint.clone(), tls: transport.tls.is_some(), source }
+        })?;
         Ok(Self::from_channel(channel, token))
     }
 

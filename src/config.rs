@@ -548,6 +548,22 @@ pub fn default_idempotent() -> Vec<PathMatcher> {
     DEFAULT_IDEMPOTENT.iter().map(|p| idempotent_matcher(p)).collect()
 }
 
+/// The balancer file's key for a [`BalancerConfig`] field, so that a value
+/// out of range is refused naming what the file says (`retry.budget_ratio`,
+/// not the library's `retry_budget.ratio`).
+fn balancer_file_key(field: &'static str) -> &'static str {
+    match field {
+        "health_interval" => "health_interval_ms",
+        "health_timeout" => "timeouts.health_ms",
+        "connect_timeout" => "timeouts.connect_ms",
+        "header_read_timeout" => "timeouts.header_read_ms",
+        "idle_timeout" => "timeouts.idle_ms",
+        "max_attempts" => "retry.max_attempts",
+        "retry_budget.ratio" => "retry.budget_ratio",
+        other => other,
+    }
+}
+
 impl BalancerFileConfig {
     /// The library's configuration and strategy for this file (nodes and membership
     /// discovery are wired by the caller).
@@ -593,7 +609,12 @@ impl BalancerFileConfig {
             Some(HashKey::ClientAddress) => config.affinity_client_address = true,
             _ => {}
         }
-        config.validate()?;
+        config.validate().map_err(|e| match e {
+            BalancerError::InvalidConfig { field, reason } => {
+                NodeError::Config { field: balancer_file_key(field), reason: reason.to_owned() }
+            }
+            other => NodeError::Balancer(other),
+        })?;
         Ok((config, spec.build()))
     }
 
@@ -875,8 +896,9 @@ mod tests {
             ("[strategy]\nname = \"random\"\nload_factor = 2.0", "strategy.load_factor"),
             ("[strategy]\nname = \"random\"\nhash_key = \"bad key\"", "strategy.hash_key"),
             ("[retry]\nidempotent = [\"no-slash\"]", "retry.idempotent"),
-            ("[retry]\nmax_attempts = 0", "max_attempts"),
-            ("[retry]\nbudget_ratio = 2.0", "retry_budget.ratio"),
+            ("[retry]\nmax_attempts = 0", "retry.max_attempts"),
+            ("[retry]\nbudget_ratio = 2.0", "retry.budget_ratio"),
+            ("health_interval_ms = 0", "health_interval_ms"),
             ("[timeouts]\nconnect_ms = 0", "timeouts.connect_ms"),
             ("[timeouts]\nidle_ms = 0", "timeouts.idle_ms"),
             ("max_concurrent_streams = 0", "max_concurrent_streams"),
@@ -885,7 +907,7 @@ mod tests {
             ("workers = 0", "workers"),
         ] {
             let err = balancer(extra).unwrap().balancer_config().unwrap_err().to_string();
-            assert!(err.contains(field), "{extra}: {err}");
+            assert!(err.starts_with(&format!("invalid configuration: {field}: ")), "{extra}: {err}");
         }
     }
 

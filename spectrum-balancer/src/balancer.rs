@@ -119,10 +119,16 @@ impl BalancerBuilder {
             });
         }
         let listen = self.config.listen;
-        let listener =
-            TcpListener::bind(listen).await.map_err(|source| BalancerError::Bind { addr: listen, source })?;
-        let local_addr =
-            listener.local_addr().map_err(|source| BalancerError::Bind { addr: listen, source })?;
+        let listener = TcpListener::bind(listen).await.map_err(|source| BalancerError::Bind {
+            what: "listen",
+            addr: listen,
+            source,
+        })?;
+        let local_addr = listener.local_addr().map_err(|source| BalancerError::Bind {
+            what: "listen",
+            addr: listen,
+            source,
+        })?;
         let limits = ConnectionLimits::of(&self.config);
         let admin_listen = self.config.admin_listen;
         let serve_stats = self.config.serve_stats;
@@ -153,9 +159,16 @@ impl BalancerBuilder {
         let mut tasks = Vec::new();
         let mut admin_addr = None;
         if let Some(addr) = admin_listen {
-            let listener =
-                TcpListener::bind(addr).await.map_err(|source| BalancerError::Bind { addr, source })?;
-            let bound = listener.local_addr().map_err(|source| BalancerError::Bind { addr, source })?;
+            let listener = TcpListener::bind(addr).await.map_err(|source| BalancerError::Bind {
+                what: "admin_listen",
+                addr,
+                source,
+            })?;
+            let bound = listener.local_addr().map_err(|source| BalancerError::Bind {
+                what: "admin_listen",
+                addr,
+                source,
+            })?;
             if bound.ip().is_loopback() {
                 info!(%bound, "admin listener: /metrics and Stats");
             } else {

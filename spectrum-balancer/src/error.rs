@@ -16,9 +16,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum BalancerError {
-    /// The listening address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    /// A listening address could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
+        /// Which listener: `listen` (requests) or `admin_listen` (metrics).
+        what: &'static str,
         /// The address asked for.
         addr: SocketAddr,
         /// Why binding failed.

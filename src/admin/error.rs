@@ -69,15 +69,21 @@ pub enum AdminError {
     },
     /// A user of that name exists (or existed: names of revoked users are not reused).
     #[error(
-        "user {name:?} already exists; rotate its token (spectrum user rotate) or choose another name \
-         (names of revoked users are not reused)"
+        "user {name:?} {}",
+        if *revoked {
+            "was revoked, and names of revoked users are not reused; add the user under another name"
+        } else {
+            "already exists; rotate its token (spectrum user rotate) or choose another name"
+        }
     )]
     UserExists {
         /// The name.
         name: String,
+        /// Whether that user is revoked (its token cannot be rotated either).
+        revoked: bool,
     },
     /// A revoked user's token cannot be rotated.
-    #[error("user {name:?} is revoked; add a new user instead")]
+    #[error("user {name:?} is revoked; add a new user under another name instead")]
     UserRevoked {
         /// The name.
         name: String,

@@ -23,8 +23,9 @@ impl Admin {
         if Caller::is_reserved(name) {
             return Err(AdminError::InvalidArgument(format!("the user name {name:?} is reserved")));
         }
-        if self.live(&Namespace::Users.key(name)).await?.is_some() {
-            return Err(AdminError::UserExists { name: name.to_owned() });
+        if let Some(record) = self.live(&Namespace::Users.key(name)).await? {
+            let revoked = decode(&record).is_ok_and(|user: User| user.revoked);
+            return Err(AdminError::UserExists { name: name.to_owned(), revoked });
         }
         let token = new_token()?;
         let user = User {

@@ -209,9 +209,10 @@ impl Rpc {
             return Ok(());
         }
         Err(Status::permission_denied(format!(
-            "{} needs the {needed} role; user {:?} is a {}",
+            "{} needs the {needed} role; user {:?} is {} {}",
             self.name(),
             caller.name,
+            if caller.role.to_string().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" },
             caller.role
         )))
     }
@@ -256,7 +257,10 @@ mod tests {
         assert!(Rpc::Get.check(&vera).is_ok());
         let otto = Caller { name: "otto".into(), role: Role::Operator };
         assert!(Rpc::SetNodeState.check(&otto).is_ok() && Rpc::ListAudit.check(&otto).is_ok());
-        assert!(Rpc::AddUser.check(&otto).unwrap_err().message().contains("admin role"));
+        assert_eq!(
+            Rpc::AddUser.check(&otto).unwrap_err().message(),
+            "AddUser needs the admin role; user \"otto\" is an operator"
+        );
         assert!(Rpc::ALL.iter().all(|rpc| rpc.check(&Caller::bootstrap()).is_ok()));
     }
 

@@ -91,6 +91,12 @@ fn two_nodes_and_a_balancer_over_tls_with_certificates_from_the_command_serve_th
         }
     }
 
+    // A CA that did not sign the node's certificate: the error names the
+    // endpoint as it was given, https.
+    let wrong_ca = certs.join("node-1.pem");
+    let args = ["--endpoint", &urls[0], "--ca-cert", wrong_ca.to_str().unwrap(), "status"];
+    expect_failure(&spectrum(&args), &args, &format!("cannot reach {}", urls[0]));
+
     ok(&["--endpoint", &urls[0], "--ca-cert", ca, "config", "put", "settings/tls", "on", "--ack", "all"]);
     let got = ok(&["--endpoint", &urls[1], "--ca-cert", ca, "config", "get", "settings/tls"]);
     assert_eq!(got.trim(), "on", "a write on one node is read on the other");

@@ -67,6 +67,10 @@ fn a_user_added_with_the_command_calls_with_the_printed_token_within_its_role() 
     cluster.ok(&["user", "revoke", "vic"]);
     let args = ["status"];
     expect_failure(&run_as(&vic, &args), &args, "revoked");
+    // Its name is not given out again, and the refusal does not advise rotating.
+    let again = cluster.fails(&["user", "add", "vic", "--role", "viewer"], "was revoked");
+    assert!(!again.contains("rotate"), "{again}");
+    cluster.fails(&["user", "rotate", "vic"], "add a new user under another name");
     let rotated = cluster.json(&["user", "rotate", "olga"]);
     let new = rotated["token"].as_str().unwrap();
     expect_failure(&run_as(&olga, &args), &args, "invalid bearer token");

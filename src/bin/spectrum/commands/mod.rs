@@ -153,11 +153,10 @@ impl Remote {
     /// A channel to the endpoint, failing as [`AdminClient::connect`] does when it
     /// is unreachable (`status` shares it with the balancer's stats client).
     async fn connect(&self) -> Result<Channel> {
-        self.transport
-            .endpoint(&self.addr)
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect { endpoint: self.addr.clone(), source }.into())
+        self.transport.endpoint(&self.addr).connect().await.map_err(|source| {
+            let tls = self.transport.tls.is_some();
+            ClientError::Connect { endpoint: self.addr.clone(), tls, source }.into()
+        })
     }
 
     /// The management client, sending `token`.
