@@ -45,3 +45,12 @@ async fn without_a_metrics_address_there_is_no_admin_listener() {
     assert!(balancer.metrics_text().contains("spectrum_balancer_requests_total 0"));
     balancer.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_metrics_address_in_use_is_refused_naming_the_listener() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = BalancerConfig { admin_listen: Some(taken.local_addr().unwrap()), ..fast_config() };
+    let err = spectrum_balancer::Balancer::builder(config).start().await.unwrap_err().to_string();
+    let expected = format!("cannot listen on {} (admin_listen): ", taken.local_addr().unwrap());
+    assert!(err.starts_with(&expected), "{err}");
+}
