@@ -416,8 +416,12 @@ impl NodeBuilder {
                 .interval(self.sync_interval)
                 .transport(self.transport.clone())
                 .channels(channels.clone());
-        if let Some(credential) = peer_credential(&self.id, self.cluster_key.as_deref(), self.token.as_ref())
-        {
+        if let Some(credential) = peer_credential(
+            &self.id,
+            self.cluster_key.as_deref(),
+            self.token.as_ref(),
+            self.transport.tls.is_some(),
+        ) {
             let previous = self
                 .previous_keys
                 .iter()
@@ -472,8 +476,12 @@ impl NodeBuilder {
         if let Some(dir) = dir {
             builder = builder.data_dir(dir);
         }
-        if let Some(credential) = peer_credential(&self.id, self.cluster_key.as_deref(), self.token.as_ref())
-        {
+        if let Some(credential) = peer_credential(
+            &self.id,
+            self.cluster_key.as_deref(),
+            self.token.as_ref(),
+            self.transport.tls.is_some(),
+        ) {
             let previous = self
                 .previous_keys
                 .iter()
@@ -725,13 +733,24 @@ impl StoreChoice {
 /// The purpose [`ClusterKey::derive`] is given for the replication peer credential.
 const PEER_CREDENTIAL_PURPOSE: &str = "spectrum replication peer v1";
 
-/// The credential replication calls between nodes carry and require (development
-/// mode, no TLS): derived from the cluster key when the node has one, else from the
-/// management token, else none, and then anyone who reaches the port can read and
-/// write the configuration database, which is said loudly. Every node of a cluster
-/// must be given the same key (or, without keys, the same token).
-fn peer_credential(id: &NodeId, key: Option<&ClusterKey>, token: Option<&Token>) -> Option<PeerCredential> {
+/// The credential replication calls between nodes carry and require: derived
+/// from the cluster key when the node has one, else from the management token,
+/// else none. Without one, and without TLS (`tls`: peers must then present a
+/// certificate of the cluster's CA naming the node they claim), anyone who
+/// reaches the port can read and write the configuration database, which is
+/// said loudly. Every node of a cluster must be given the same key (or,
+/// without keys, the same token).
+fn peer_credential(
+    id: &NodeId,
+    key: Option<&ClusterKey>,
+    token: Option<&Token>,
+    tls: bool,
+) -> Option<PeerCredential> {
     match (key, token) {
+        (None, None) if tls => {
+            info!(node = %id, "no cluster key and no management token: replication peers authenticate by their certificates alone (TLS)");
+            None
+        }
         (Some(key), _) => Some(PeerCredential::from_bytes(*key.derive(PEER_CREDENTIAL_PURPOSE))),
         (None, Some(token)) => {
             info!(node = %id, "no cluster key: replication peers authenticate with a credential derived from the management token");
