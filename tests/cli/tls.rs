@@ -91,6 +91,11 @@ fn two_nodes_and_a_balancer_over_tls_with_certificates_from_the_command_serve_th
         }
     }
 
+    // Without a cluster key or token, certificates alone authenticate peers:
+    // not the development-mode warning that replication is open.
+    let log = std::fs::read_to_string(dir.path().join("node-1.log")).unwrap();
+    assert!(log.contains("authenticate by their certificates alone") && !log.contains("OPEN"), "{log}");
+
     // A CA that did not sign the node's certificate: the error names the
     // endpoint as it was given, https.
     let wrong_ca = certs.join("node-1.pem");
