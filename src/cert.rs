@@ -192,6 +192,18 @@ impl CertificateAuthority {
         self.sign(name, names, vec![ExtendedKeyUsagePurpose::ServerAuth])
     }
 
+    /// A client-only certificate (a management client's, for a balancer with
+    /// `require_client_certificates`): it names no host and no node id, and is
+    /// valid for client use only, so it can neither serve nor pass for a node
+    /// (peers check the node name a replication call claims).
+    ///
+    /// # Errors
+    ///
+    /// [`CertError::Generate`] when signing fails.
+    pub fn issue_client(&self, name: &str) -> Result<IssuedCert, CertError> {
+        self.sign(name, Vec::new(), vec![ExtendedKeyUsagePurpose::ClientAuth])
+    }
+
     fn sign(
         &self,
         common_name: &str,
@@ -253,6 +265,17 @@ pub fn issue_in_dir(dir: &Path, id: &NodeId, hosts: &[String]) -> Result<CertPat
 /// As [`issue_in_dir`].
 pub fn issue_server_in_dir(dir: &Path, name: &NodeId, hosts: &[String]) -> Result<CertPaths, CertError> {
     issue_with(dir, name, |ca| ca.issue_server(name.as_str(), hosts))
+}
+
+/// Issues a client-only certificate (see [`CertificateAuthority::issue_client`])
+/// as `<name>.pem` and `<name>.key` with the CA in `dir`: for a management
+/// client of a balancer that requires client certificates.
+///
+/// # Errors
+///
+/// As [`issue_in_dir`].
+pub fn issue_client_in_dir(dir: &Path, name: &NodeId) -> Result<CertPaths, CertError> {
+    issue_with(dir, name, |ca| ca.issue_client(name.as_str()))
 }
 
 fn issue_with(
@@ -336,6 +359,17 @@ mod tests {
         let ca = CertificateAuthority::generate().unwrap();
         let cert = ca.issue_server("balancer", &["127.0.0.1".into()]).unwrap();
         assert!(!certificate_names_node(&der(&cert.cert_pem), "balancer"));
+    }
+
+    #[test]
+    fn a_client_only_certificate_names_no_node_and_loads_as_a_client_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = init_dir(dir.path()).unwrap();
+        let alice = issue_client_in_dir(dir.path(), &"alice".parse().unwrap()).unwrap();
+        let pem = std::fs::read_to_string(&alice.cert).unwrap();
+        assert!(!certificate_names_node(&der(&pem), "alice"));
+        let tls = spectrum_core::tls::TlsConfig::from_files(&ca.cert, &alice.cert, &alice.key);
+        assert!(tls.is_ok(), "{tls:?}");
     }
 
     #[test]

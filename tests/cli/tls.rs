@@ -245,3 +245,79 @@ fn served_certificate(ca: &str, port: u16) -> Vec<u8> {
         tls.get_ref().1.peer_certificates().expect("a server certificate")[0].to_vec()
     })
 }
+
+/// A balancer with `require_client_certificates`: a client presenting no
+/// certificate is refused; one presenting a client-only certificate from
+/// `spectrum cert issue NAME --client-only` (which names no host and no node)
+/// is served.
+#[test]
+fn a_balancer_requiring_client_certificates_serves_a_client_with_a_client_only_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let certs_arg = certs.to_str().unwrap();
+    ok(&["cert", "init", "--dir", certs_arg]);
+    ok(&["cert", "issue", "node-1", "--dir", certs_arg, "--san", "127.0.0.1"]);
+    ok(&["cert", "issue", "balancer", "--server-only", "--dir", certs_arg, "--san", "127.0.0.1"]);
+    let issued: Value =
+        serde_json::from_str(&ok(&["--json", "cert", "issue", "alice", "--client-only", "--dir", certs_arg]))
+            .unwrap();
+    assert_eq!(issued["names"], Value::Array(vec![]), "a client certificate names no host: {issued}");
+    let file = |name: &str| certs.join(name).to_str().unwrap().to_owned();
+
+    let [node_port, balancer_port] = free_ports(2)[..] else { unreachable!() };
+    let mut processes = Processes::default();
+    let node_file = dir.path().join("node-1.toml");
+    std::fs::write(
+        &node_file,
+        format!(
+            "id = \"node-1\"\ncluster = \"cli-mtls\"\nlisten = \"127.0.0.1:{node_port}\"\ndata_dir = {:?}\n\
+             tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}\n",
+            dir.path().join("node-1").to_str().unwrap(),
+            file("ca.pem"),
+            file("node-1.pem"),
+            file("node-1.key"),
+        ),
+    )
+    .unwrap();
+    spawn(&mut processes, &["node", "--config"], &node_file, &dir.path().join("node-1.log")).unwrap();
+    let balancer_file = dir.path().join("balancer.toml");
+    std::fs::write(
+        &balancer_file,
+        format!(
+            "listen = \"127.0.0.1:{balancer_port}\"\nhealth_interval_ms = 200\nrequire_client_certificates = true\n\
+             tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}\n[[nodes]]\nid = \"node-1\"\naddr = \"127.0.0.1:{node_port}\"\n",
+            file("ca.pem"),
+            file("balancer.pem"),
+            file("balancer.key"),
+        ),
+    )
+    .unwrap();
+    let line =
+        spawn(&mut processes, &["balancer", "--config"], &balancer_file, &dir.path().join("balancer.log"))
+            .unwrap();
+    let balancer = line["balancer"].as_str().unwrap().to_owned();
+    let ca = file("ca.pem");
+    let (cert, key) = (file("alice.pem"), file("alice.key"));
+    let with_cert = ["--endpoint", &balancer, "--ca-cert", &ca, "--client-cert", &cert, "--client-key", &key];
+
+    // With the client certificate: served, once the balancer finds the node healthy.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = spectrum(&[&with_cert[..], &["config", "put", "settings/mtls", "yes"]].concat());
+        if out.status.success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served with a client certificate: {}", stderr(&out));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = ok(&[&with_cert[..], &["config", "get", "settings/mtls"]].concat());
+    assert_eq!(got.trim(), "yes");
+
+    // Without one: refused.
+    let args = ["--endpoint", &balancer, "--ca-cert", &ca, "config", "get", "settings/mtls"];
+    expect_failure(&spectrum(&args), &args, "error: ");
+    // A client certificate goes with https:// only.
+    let plain = balancer.replace("https://", "http://");
+    let args = ["--endpoint", &plain, "--client-cert", &cert, "--client-key", &key, "status"];
+    expect_failure(&spectrum(&args), &args, "--client-cert");
+}

@@ -18,6 +18,13 @@ pub(crate) struct Cli {
     /// The cluster CA's certificate (PEM) to verify an `https://` endpoint with.
     #[arg(long, global = true, env = "SPECTRUM_CA_CERT", value_name = "FILE")]
     pub(crate) ca_cert: Option<PathBuf>,
+    /// A client certificate (PEM) to present to an `https://` endpoint that
+    /// requires one (`spectrum cert issue NAME --client-only`), with `--client-key`.
+    #[arg(long, global = true, env = "SPECTRUM_CLIENT_CERT", value_name = "FILE", requires = "client_key")]
+    pub(crate) client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "SPECTRUM_CLIENT_KEY", value_name = "FILE", requires = "client_cert")]
+    pub(crate) client_key: Option<PathBuf>,
     /// Bearer token for the management API (for `node` and `balancer`: overrides the file's).
     #[arg(long, global = true, env = "SPECTRUM_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<Token>,
@@ -145,6 +152,11 @@ pub(crate) enum CertCommand {
         /// valid as a client certificate, so its key can never pass for a node.
         #[arg(long)]
         server_only: bool,
+        /// A client-only certificate, for `--client-cert` (a balancer with
+        /// `require_client_certificates`): it names no host and no node id, and
+        /// can neither serve nor pass for a node.
+        #[arg(long, conflicts_with_all = ["server_only", "sans"])]
+        client_only: bool,
     },
 }
 

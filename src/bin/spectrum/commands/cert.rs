@@ -4,7 +4,9 @@ use std::fmt;
 
 use anyhow::Result;
 use serde::Serialize;
-use spectrum::cert::{CertPaths, init_dir, issue_in_dir, issue_server_in_dir, node_dns_name};
+use spectrum::cert::{
+    CertPaths, init_dir, issue_client_in_dir, issue_in_dir, issue_server_in_dir, node_dns_name,
+};
 
 use crate::cli::CertCommand;
 use crate::output::emit;
@@ -39,11 +41,15 @@ fn written(of: String, names: Vec<String>, paths: &CertPaths) -> Written {
 pub(super) fn run(cmd: CertCommand, json: bool) -> Result<()> {
     match cmd {
         CertCommand::Init { dir } => emit(&written("ca".into(), Vec::new(), &init_dir(&dir)?), json),
-        CertCommand::Issue { id, dir, sans, server_only: true } => {
+        CertCommand::Issue { id, dir, client_only: true, .. } => {
+            let paths = issue_client_in_dir(&dir, &id)?;
+            emit(&written(id.to_string(), Vec::new(), &paths), json)
+        }
+        CertCommand::Issue { id, dir, sans, server_only: true, .. } => {
             let paths = issue_server_in_dir(&dir, &id, &sans)?;
             emit(&written(id.to_string(), sans, &paths), json)
         }
-        CertCommand::Issue { id, dir, sans, server_only: false } => {
+        CertCommand::Issue { id, dir, sans, server_only: false, .. } => {
             let paths = issue_in_dir(&dir, &id, &sans)?;
             let names = std::iter::once(node_dns_name(&id)).chain(sans).collect();
             emit(&written(id.to_string(), names, &paths), json)

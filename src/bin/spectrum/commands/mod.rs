@@ -34,11 +34,24 @@ mod user;
 /// Runs the parsed command line; with a session file, loads it first and saves
 /// it back when the command's writes added to it (even if the command then failed).
 pub(crate) async fn run(cli: Cli) -> Result<()> {
-    let Cli { endpoint, ca_cert, token, json, ack, session, read_wait_ms, idempotency_key, command } = cli;
+    let Cli {
+        endpoint,
+        ca_cert,
+        client_cert,
+        client_key,
+        token,
+        json,
+        ack,
+        session,
+        read_wait_ms,
+        idempotency_key,
+        command,
+    } = cli;
     let kept = session.as_deref().map(crate::session::load).transpose()?;
     let target = Target {
         endpoint,
         ca_cert,
+        client_identity: client_cert.zip(client_key),
         token,
         session: kept.clone(),
         read_wait: read_wait_ms.map(std::time::Duration::from_millis),
@@ -96,6 +109,8 @@ async fn dispatch(target: &Target, command: Command, ack: AckLevel, json: bool) 
 struct Target {
     endpoint: Endpoint,
     ca_cert: Option<PathBuf>,
+    /// The client certificate and key to present, if any.
+    client_identity: Option<(PathBuf, PathBuf)>,
     token: Option<Token>,
     session: Option<Session>,
     read_wait: Option<std::time::Duration>,
@@ -107,7 +122,7 @@ struct Target {
 
 impl Target {
     fn remote(&self) -> Result<Remote> {
-        Remote::new(&self.endpoint, self.ca_cert.as_deref())
+        Remote::new(&self.endpoint, self.ca_cert.as_deref(), self.client_identity.as_ref())
     }
 
     /// The management client, keeping the session and read wait asked for.
@@ -135,10 +150,21 @@ struct Remote {
 
 impl Remote {
     /// `https://` endpoints need the CA; `--ca-cert` goes with `https://` only, so
-    /// a CA never silently goes unused on a plaintext connection.
-    fn new(endpoint: &Endpoint, ca_cert: Option<&Path>) -> Result<Self> {
+    /// a CA never silently goes unused on a plaintext connection; a client
+    /// certificate (`identity`) goes with `https://` only too.
+    fn new(
+        endpoint: &Endpoint,
+        ca_cert: Option<&Path>,
+        identity: Option<&(PathBuf, PathBuf)>,
+    ) -> Result<Self> {
+        if identity.is_some() && !endpoint.https {
+            bail!("--client-cert (or SPECTRUM_CLIENT_CERT) is set but the endpoint is {}", endpoint.addr);
+        }
         let transport = match (endpoint.https, ca_cert) {
-            (true, Some(ca)) => TransportConfig::default().with_tls(TlsConfig::from_ca_file(ca)?),
+            (true, Some(ca)) => TransportConfig::default().with_tls(match identity {
+                Some((cert, key)) => TlsConfig::from_files(ca, cert, key)?,
+                None => TlsConfig::from_ca_file(ca)?,
+            }),
             (true, None) => bail!("an https:// endpoint needs --ca-cert FILE (or SPECTRUM_CA_CERT)"),
             (false, Some(_)) => bail!(
                 "--ca-cert (or SPECTRUM_CA_CERT) is set but the endpoint is {}; use https://{}",
