@@ -574,6 +574,11 @@ impl NodeBuilder {
         let Replication { anti_entropy, raft, replicator } =
             self.replicators(&store, &hlc, &addr, &channels, raft_dir).await?;
         follow_clock(&readiness, &replicator, self.max_clock_offset);
+        if let Some(raft) = &raft {
+            // Weak, as the clock's source: the readiness must not keep the Raft
+            // node alive after the node stops.
+            readiness.set_consensus_source(Arc::new(raft.stopped_on_error_probe()));
+        }
         let ctx = NodeContext {
             id: self.id.clone(),
             cluster: self.cluster.clone(),

@@ -42,6 +42,9 @@ pub(crate) use store::WatchedStore;
 /// Judges this node's clock against its peers' now.
 pub(crate) type ClockSource = Arc<dyn Fn() -> ClockCheck + Send + Sync>;
 
+/// Says why this node's consensus stopped on an error, if it did.
+pub(crate) type ConsensusSource = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// How often the node re-reads its own membership record even when the store's
 /// change feed said nothing (the feed may lag), and republishes its health (which
 /// follows the clock check too).
@@ -65,6 +68,8 @@ pub struct Readiness {
     store_error: Mutex<Option<String>>,
     /// This node's clock against its peers', once the replicator exists.
     clock: OnceLock<ClockSource>,
+    /// Why this node's consensus stopped on an error, if it did (Raft mode).
+    consensus: OnceLock<ConsensusSource>,
     health: HealthReporter,
     /// The status last given to the health service; held across the update so
     /// that concurrent publishers cannot leave an older answer last.
@@ -103,6 +108,11 @@ pub struct ReadinessReport {
     /// How far off the clock is, while it is not in bounds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clock_error: Option<String>,
+    /// Why this node's Raft stopped, when it stopped on an error (Raft mode: a
+    /// log that could not be written, such as on a full disk). It takes no
+    /// part in the group until it is restarted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consensus_error: Option<String>,
     /// The conditions that fail, in words (empty when ready).
     pub failing: Vec<&'static str>,
 }
@@ -118,6 +128,7 @@ impl Readiness {
             stopping: AtomicBool::new(false),
             store_error: Mutex::new(None),
             clock: OnceLock::new(),
+            consensus: OnceLock::new(),
             health,
             reported: tokio::sync::Mutex::new(None),
         }
@@ -134,6 +145,7 @@ impl Readiness {
         let store_writable = store_error.is_none();
         let clock_error = self.clock_fence();
         let clock_in_bounds = clock_error.is_none();
+        let consensus_error = self.consensus_error();
         let failing = [
             (!joined && join_error.is_none(), "not joined (catching up with the cluster)"),
             (join_error.is_some(), "refused by the cluster (see join_error)"),
@@ -141,6 +153,7 @@ impl Readiness {
             (draining && !removed, "draining"),
             (!store_writable, "store not writable"),
             (!clock_in_bounds, "clock off from its peers"),
+            (consensus_error.is_some(), "consensus stopped (see consensus_error); restart the node"),
         ]
         .into_iter()
         .filter_map(|(fails, what)| fails.then_some(what))
@@ -154,8 +167,20 @@ impl Readiness {
             store_error,
             clock_in_bounds,
             clock_error,
+            consensus_error,
             failing,
         }
+    }
+
+    /// Follows `consensus` for whether this node's Raft stopped on an error
+    /// (set once, in Raft mode).
+    pub(crate) fn set_consensus_source(&self, consensus: ConsensusSource) {
+        let _ = self.consensus.set(consensus);
+    }
+
+    /// Why this node's Raft stopped on an error, if it did.
+    pub fn consensus_error(&self) -> Option<String> {
+        (self.consensus.get()?)()
     }
 
     /// Follows `clock` for the clock condition (set once, when the replicator
@@ -171,10 +196,16 @@ impl Readiness {
     }
 
     /// Why this node is out of the cluster, while it is: its own membership
-    /// record says an operator removed it, or the cluster refuses to take it
-    /// (back) (`join_error`). Its copy of the database is not kept up to date
+    /// record says an operator removed it, the cluster refuses to take it
+    /// (back) (`join_error`), or its Raft stopped on an error
+    /// (`consensus_error`). Its copy of the database is not kept up to date
     /// then, so its management calls refuse to read or write it.
     pub fn out_of_cluster(&self) -> Option<String> {
+        if let Some(error) = self.consensus_error() {
+            return Some(format!(
+                "its consensus stopped: {error}; restart the node (once its disk has room, if that was the cause)"
+            ));
+        }
         if self.removed.load(Ordering::Acquire) {
             return Some(
                 "an operator removed it; `spectrum node undrain` through another node lets it return".into(),

@@ -116,3 +116,46 @@ fn a_node_whose_disk_fills_refuses_writes_naming_its_store_is_not_served_and_rec
     let written = cluster.try_json_at(&full, &["config", "put", "settings/after", "1", "--ack", "all"]);
     assert_eq!(written.expect("node-3 writes again")["acked"], 3);
 }
+
+/// Raft mode: a failed log append stops a node's Raft for good (openraft
+/// treats storage errors as fatal). The node says so: not ready, and it
+/// refuses reads from its copy, which no longer follows the group, while the
+/// other two go on committing.
+#[test]
+fn a_raft_node_whose_log_cannot_be_written_is_not_ready_and_refuses_reads_saying_why() {
+    let spec = ClusterSpec::new("cli-raft-full-disk", 3, "raft-full-disk-token")
+        .raft()
+        .own_addresses()
+        .launch(FULL, on_tmpfs("8m"));
+    let mut cluster = ProcessCluster::start_with(&spec);
+    let full = cluster.nodes[FULL].1.clone();
+    let data_dir = cluster.data_dir("node-3");
+    cluster.ok(&["config", "put", "settings/before", "kept"]);
+    let inside =
+        PathBuf::from(format!("/proc/{}/root", cluster.pid(FULL))).join(data_dir.strip_prefix("/").unwrap());
+    fill(&inside);
+
+    // Writes through the balancer reach node-3's log, whose append fails.
+    let big = "x".repeat(100 * 1024);
+    let body = eventually("node-3's consensus stops and it says so", STARTUP, || {
+        let _ = cluster.run(&["config", "put", "settings/big", big.as_str()]);
+        match readiness(&full)? {
+            (503, body) if body.contains("consensus_error") => Ok(body),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert!(body.contains("consensus stopped"), "{body}");
+    eventually("node-3 NOT_SERVING", STARTUP, || match grpc_health(&full)? {
+        s if s == "NOT_SERVING" => Ok(()),
+        other => Err(other),
+    });
+    cluster.balancer_finds("node-3", false);
+    let refused = cluster.value_at(FULL, "settings/before").expect_err("node-3's copy no longer follows");
+    assert!(refused.contains("its consensus stopped") && refused.contains("Unavailable"), "{refused}");
+
+    // The other two go on, and every read through the balancer is current.
+    cluster.ok(&["config", "put", "settings/color", "blue"]);
+    for _ in 0..10 {
+        assert_eq!(cluster.json(&["config", "get", "settings/color"])["value"], "blue");
+    }
+}

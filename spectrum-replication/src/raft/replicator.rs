@@ -44,6 +44,14 @@ use crate::transaction::{Committed, FailedCondition, Outcome, ReplicationMode, T
 /// The file Raft's log, vote and snapshot are kept in, in the data directory.
 pub const RAFT_FILE: &str = "raft.redb";
 
+/// Why `inner`'s Raft stopped on an error (see [`RaftReplicator::stopped_on_error`]).
+fn stopped_on_error(inner: &Inner) -> Option<String> {
+    match &inner.raft.metrics().borrow().running_state {
+        Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
+        Err(fatal) => Some(fatal.to_string()),
+    }
+}
+
 /// How a leader's refusal to take back a removed node reads (the node that
 /// asked recognises it by these words).
 pub(super) const REFUSED_AS_REMOVED: &str = "was removed from the cluster";
@@ -555,6 +563,22 @@ impl RaftReplicator {
     /// `None` once it is a member, and while it is still finding out.
     pub fn join_refused(&self) -> Option<String> {
         self.inner.join_refused.lock().clone()
+    }
+
+    /// Why this node's Raft stopped on an error, if it did: openraft stops a
+    /// node whose log or state machine cannot be written (a full disk), for
+    /// good; it takes no further part in the group until it is restarted.
+    /// `None` while it runs, and after a clean shutdown.
+    pub fn stopped_on_error(&self) -> Option<String> {
+        stopped_on_error(&self.inner)
+    }
+
+    /// [`stopped_on_error`](Self::stopped_on_error) as a function that does
+    /// not keep this node alive (it answers `None` once the node is dropped):
+    /// for a readiness check held by what the node holds.
+    pub fn stopped_on_error_probe(&self) -> impl Fn() -> Option<String> + Send + Sync + 'static {
+        let inner = Arc::downgrade(&self.inner);
+        move || stopped_on_error(&*inner.upgrade()?)
     }
 
     /// Whether this node is the leader now.
