@@ -44,7 +44,13 @@ pub(crate) struct Cli {
     pub(crate) session: Option<PathBuf>,
     /// How long the answering node may wait to catch up with the session before
     /// refusing a read, in ms (the node's default 2000 when unset; at most 30000).
-    #[arg(long, global = true, env = "SPECTRUM_READ_WAIT_MS", value_name = "MS")]
+    #[arg(
+        long,
+        global = true,
+        env = "SPECTRUM_READ_WAIT_MS",
+        value_name = "MS",
+        value_parser = clap::value_parser!(u64).range(0..=30_000)
+    )]
     pub(crate) read_wait_ms: Option<u64>,
     /// Name this command's write KEY (a UUID, say; visible ASCII, at most 255
     /// bytes) so that running the same command again with the same key, after
