@@ -651,7 +651,7 @@ pub struct ImportReport {
 
 impl fmt::Display for ImportReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = if self.dry_run { "would" } else { "import from" };
+        let what = if self.dry_run { "would import from" } else { "import from" };
         writeln!(f, "{what} cluster {}:", self.source_cluster)?;
         let p = &self.plan;
         for (label, names) in [

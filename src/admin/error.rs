@@ -60,7 +60,7 @@ pub enum AdminError {
         what: String,
     },
     /// The name is taken and the call did not ask to replace it.
-    #[error("{what} {name:?} already exists; pass replace to change it")]
+    #[error("{what} {name:?} already exists; replace it with --replace (HTTP: ?replace=true)")]
     AlreadyExists {
         /// `dataflow`, `resource`.
         what: &'static str,

@@ -199,8 +199,10 @@ async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) 
     }
 }
 
+/// The API's fallback: it sees the path without [`PREFIX`] (it is nested
+/// there), and names the whole path asked for.
 async fn no_route(uri: http::Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such API path: {}", uri.path()))
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such API path: {PREFIX}{}", uri.path()))
 }
 
 async fn no_method(method: http::Method, uri: http::Uri) -> ApiError {
