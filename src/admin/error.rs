@@ -108,6 +108,14 @@ pub enum AdminError {
         /// This node.
         node: NodeId,
     },
+    /// A node was asked to remove itself, which it cannot (answered
+    /// `INVALID_ARGUMENT`, marked as done nothing, so that a balancer sends
+    /// the call to another node, which can).
+    #[error("node {node} answered this call and cannot remove itself; remove it through another node")]
+    RemoveSelf {
+        /// This node.
+        node: NodeId,
+    },
     /// This node is out of the cluster (an operator removed it, or the cluster
     /// refuses to take it back): its copy is no longer kept up to date, so it
     /// refuses reads and writes (answered `UNAVAILABLE`: use another node or

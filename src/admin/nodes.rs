@@ -92,10 +92,7 @@ impl Admin {
             return Err(AdminError::InvalidArgument(format!("an operator cannot set a node {state}")));
         }
         if state == MemberState::Removed && id == &self.ctx.id {
-            return Err(AdminError::InvalidArgument(format!(
-                "node {id} answered this call and cannot remove itself; stop it, then remove it through \
-                 another node"
-            )));
+            return Err(AdminError::RemoveSelf { node: id.clone() });
         }
         let key = Member::key_of(id);
         let record = self

@@ -19,7 +19,8 @@ impl From<AdminError> for Status {
             | AdminError::Definition(_)
             | AdminError::Placeholder(_)
             | AdminError::Transfer(_)
-            | AdminError::InvalidArgument(_) => Status::invalid_argument(message),
+            | AdminError::InvalidArgument(_)
+            | AdminError::RemoveSelf { .. } => Status::invalid_argument(message),
             AdminError::Store(
                 StoreError::InvalidKey { .. }
                 | StoreError::ValueTooLarge { .. }
@@ -73,7 +74,8 @@ impl From<AdminError> for Status {
 
 /// Whether `e` refuses the call before any of its work because this node is not
 /// ready (catching up, out of the cluster, its clock fenced, its copy possibly
-/// stale, its store unable to write). The answer is
+/// stale, its store unable to write) or cannot make it while another node can
+/// (removing itself). The answer is
 /// then marked so that a balancer sends the call to another node, even one that is
 /// not idempotent (see [`spectrum_balancer::refusal`]).
 fn refused_not_ready(e: &AdminError) -> bool {
@@ -81,6 +83,7 @@ fn refused_not_ready(e: &AdminError) -> bool {
         e,
         AdminError::CatchingUp { .. }
             | AdminError::OutOfCluster { .. }
+            | AdminError::RemoveSelf { .. }
             | AdminError::ClockFenced { .. }
             | AdminError::Stale { .. }
             | AdminError::Unwritable(_)

@@ -313,6 +313,21 @@ async fn a_dead_member_can_be_removed_and_is_refused_until_an_operator_lets_it_b
     // A node cannot remove itself; another node removes the dead one.
     let err = admin.set_node_state("node-1", NodeStateChange::Remove, AckLevel::Quorum).await.unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
+    // The refusal is marked as nothing done, so a balancer that picked node-1
+    // for the call sends it to another node, which can make it.
+    let mut raw = crate::support::admin(cluster.node("node-1").unwrap().url()).await;
+    let request = spectrum::management::proto::SetNodeStateRequest {
+        node_id: "node-1".into(),
+        state: spectrum::management::proto::NodeState::Removed as i32,
+        ack: 0,
+    };
+    let refused = raw.set_node_state(request).await.unwrap_err();
+    let marker = refused.metadata().get(spectrum_balancer::refusal::REFUSED_HEADER);
+    assert_eq!(
+        marker.and_then(|v| v.to_str().ok()),
+        Some(spectrum_balancer::refusal::NOT_READY),
+        "{refused:?}"
+    );
     let removed = admin.set_node_state("node-3", NodeStateChange::Remove, AckLevel::All).await.unwrap();
     assert_eq!(removed.member.state, spectrum::core::MemberState::Removed);
     let written = admin.put("settings/b", "2", AckLevel::All).await.unwrap();
