@@ -116,15 +116,16 @@ pub enum AdminError {
         /// This node.
         node: NodeId,
     },
-    /// This node is out of the cluster (an operator removed it, or the cluster
-    /// refuses to take it back): its copy is no longer kept up to date, so it
-    /// refuses reads and writes (answered `UNAVAILABLE`: use another node or
-    /// the balancer).
+    /// This node is out of the cluster (an operator removed it, the cluster
+    /// refuses to take it back, or its Raft stopped on an error): its copy is
+    /// no longer kept up to date, so it refuses reads and writes (answered
+    /// `UNAVAILABLE`: use another node or the balancer).
     #[error("{node} is out of the cluster ({reason}); use another node or the balancer")]
     OutOfCluster {
         /// This node.
         node: NodeId,
-        /// Why, as its readiness says (`/readyz`'s `failing` and `join_error`).
+        /// Why, as its readiness says (`/readyz`'s `failing`, `join_error` and
+        /// `consensus_error`).
         reason: String,
     },
     /// This node's copy may be behind the cluster's (its store cannot write, so it

@@ -88,9 +88,9 @@ pub type ClockFence = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 /// error): see [`Admin::store_fault`].
 pub type StoreFault = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
-/// Says why this node is out of the cluster (removed by an operator, or
-/// refused by the cluster when it asked to be taken back), or `None` while it
-/// is a member: see [`Admin::out_of_cluster`].
+/// Says why this node is out of the cluster (removed by an operator, refused
+/// by the cluster when it asked to be taken back, or its Raft stopped on an
+/// error), or `None` while it is a member: see [`Admin::out_of_cluster`].
 pub type OutOfCluster = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// Now, in ms since the Unix epoch.
@@ -174,7 +174,8 @@ impl Admin {
     /// Refuses reads and writes ([`AdminError::OutOfCluster`]) while `out`
     /// says why this node is out of the cluster: its copy is no longer kept up
     /// to date then (peers refuse a removed node's traffic; a Raft group
-    /// stops replicating to a node it left out). Default: never.
+    /// stops replicating to a node it left out; a Raft node stopped on an
+    /// error follows nothing). Default: never.
     pub fn out_of_cluster(mut self, out: OutOfCluster) -> Self {
         self.out_of_cluster = Some(out);
         self

@@ -162,13 +162,12 @@ mod tests {
 
     #[test]
     fn only_current_addresses_of_members_still_in_the_cluster_vote_on_acks() {
-        let rec = |m: Member| Recorded { member: m, token: "me:1".parse().unwrap() };
-        let members = [
-            rec(member("me", 7009, MemberState::Active)),
-            rec(member("n2", 7002, MemberState::Active)),
-            rec(member("n3", 7013, MemberState::Active)),
-            rec(member("n4", 7004, MemberState::Removed)),
-        ];
+        let members = recorded(&[
+            ("me", 7009, MemberState::Active),
+            ("n2", 7002, MemberState::Active),
+            ("n3", 7013, MemberState::Active),
+            ("n4", 7004, MemberState::Removed),
+        ]);
         let peers = [addr(7002), addr(7003), addr(7004), addr(7013)];
         let me: NodeId = "me".parse().unwrap();
         assert_eq!(ack_voters(&peers, &members, &me), [addr(7002), addr(7013)], "7003 is n3's old address");
@@ -177,19 +176,27 @@ mod tests {
 
     #[test]
     fn members_that_left_are_called_on_now_and_then_but_not_removed_ones_or_this_node() {
-        let rec = |m: Member| Recorded { member: m, token: "me:1".parse().unwrap() };
-        let members = [
-            rec(member("me", 7000, MemberState::Left)),
-            rec(member("n2", 7002, MemberState::Left)),
-            rec(member("n3", 7003, MemberState::Left)),
-            rec(member("n4", 7004, MemberState::Removed)),
-            rec(member("n5", 7005, MemberState::Active)),
-            rec(member("n6", 7006, MemberState::Left)),
-        ];
+        let members = recorded(&[
+            ("me", 7000, MemberState::Left),
+            ("n2", 7002, MemberState::Left),
+            ("n3", 7003, MemberState::Left),
+            ("n4", 7004, MemberState::Removed),
+            ("n5", 7005, MemberState::Active),
+            ("n6", 7006, MemberState::Left),
+        ]);
         // n3's address is a peer already (a seed); 7006 answered as this node.
         let answered_as = BTreeMap::from([(addr(7006), id("me"))]);
         let left = left_addrs(&members, &[addr(7003), addr(7005)], &id("me"), &addr(7000), &answered_as);
         assert_eq!(left, [addr(7002)]);
+    }
+
+    /// Membership records of `(name, port, state)`, each recorded by one write.
+    fn recorded(members: &[(&str, u16, MemberState)]) -> Vec<Recorded> {
+        let token: VersionToken = "me:1".parse().unwrap();
+        members
+            .iter()
+            .map(|(name, port, state)| Recorded { member: member(name, *port, *state), token: token.clone() })
+            .collect()
     }
 
     fn addr(port: u16) -> PeerAddr {
