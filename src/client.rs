@@ -126,6 +126,24 @@ impl From<tonic::Status> for ClientError {
 
 type Inner = proto::management_client::ManagementClient<InterceptedService<Channel, TokenInterceptor>>;
 
+/// A channel to `endpoint`, connected now over `transport` (for other clients
+/// of the same endpoint, such as a balancer's stats).
+///
+/// # Errors
+///
+/// [`ClientError::Connect`] when the endpoint cannot be reached or the TLS
+/// handshake fails.
+pub async fn connect_channel(
+    endpoint: &PeerAddr,
+    transport: &TransportConfig,
+) -> Result<Channel, ClientError> {
+    transport.endpoint(endpoint).connect().await.map_err(|source| ClientError::Connect {
+        endpoint: endpoint.clone(),
+        tls: transport.tls.is_some(),
+        source,
+    })
+}
+
 /// A typed management client. Cheap to clone: clones share one connection (and
 /// its [session](Self::with_session), when it keeps one).
 #[derive(Debug, Clone)]
@@ -214,10 +232,7 @@ impl AdminClient {
         token: Option<Token>,
         transport: &TransportConfig,
     ) -> Result<Self, ClientError> {
-        let channel = transport.endpoint(endpoint).connect().await.map_err(|source| {
-            ClientError::Connect { endpoint: endpoint.clone(), tls: transport.tls.is_some(), source }
-        })?;
-        Ok(Self::from_channel(channel, token))
+        Ok(Self::from_channel(connect_channel(endpoint, transport).await?, token))
     }
 
     /// A client over an existing channel (a lazily connected one, a simulator's).

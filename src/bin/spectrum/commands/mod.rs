@@ -8,7 +8,7 @@ use std::sync::{Mutex, PoisonError};
 use anyhow::{Result, bail};
 use serde::Serialize;
 use spectrum::auth::Token;
-use spectrum::client::{AckLevel, AdminClient, ClientError, Session};
+use spectrum::client::{AckLevel, AdminClient, Session};
 use spectrum::core::tls::TlsConfig;
 use spectrum::core::{PeerAddr, TransportConfig};
 use tonic::transport::Channel;
@@ -187,10 +187,7 @@ impl Remote {
     /// A channel to the endpoint, failing as [`AdminClient::connect`] does when it
     /// is unreachable (`status` shares it with the balancer's stats client).
     async fn connect(&self) -> Result<Channel> {
-        self.transport.endpoint(&self.addr).connect().await.map_err(|source| {
-            let tls = self.transport.tls.is_some();
-            ClientError::Connect { endpoint: self.addr.clone(), tls, source }.into()
-        })
+        Ok(spectrum::client::connect_channel(&self.addr, &self.transport).await?)
     }
 
     /// The management client, sending `token`.
