@@ -283,8 +283,8 @@ pub struct NodeStatus {
     /// ready), while it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clock_fenced: Option<String>,
-    /// Why it is out of the cluster (an operator removed it, or the cluster
-    /// refuses to take it back), while it is: it then refuses reads and writes,
+    /// Why it is out of the cluster (an operator removed it, the cluster
+    /// refuses to take it back, or its Raft stopped on an error), while it is: it then refuses reads and writes,
     /// and this view is its own copy, which nobody keeps up to date.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub out_of_cluster: Option<String>,

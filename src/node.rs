@@ -401,6 +401,20 @@ impl NodeBuilder {
         self
     }
 
+    /// The credential this node's replication calls carry (see
+    /// [`peer_credential`]), with those of its previous cluster keys, still
+    /// sent and accepted while keys rotate; `None` without one.
+    fn peer_credentials(&self) -> Option<(PeerCredential, Vec<PeerCredential>)> {
+        let tls = self.transport.tls.is_some();
+        let credential = peer_credential(&self.id, self.cluster_key.as_deref(), self.token.as_ref(), tls)?;
+        let previous = self
+            .previous_keys
+            .iter()
+            .map(|k| PeerCredential::from_bytes(*k.derive(PEER_CREDENTIAL_PURPOSE)))
+            .collect();
+        Some((credential, previous))
+    }
+
     /// The replicator of this node: seeded, authenticated with the peer credential
     /// when the node has a cluster key or token.
     fn anti_entropy(
@@ -416,17 +430,7 @@ impl NodeBuilder {
                 .interval(self.sync_interval)
                 .transport(self.transport.clone())
                 .channels(channels.clone());
-        if let Some(credential) = peer_credential(
-            &self.id,
-            self.cluster_key.as_deref(),
-            self.token.as_ref(),
-            self.transport.tls.is_some(),
-        ) {
-            let previous = self
-                .previous_keys
-                .iter()
-                .map(|k| PeerCredential::from_bytes(*k.derive(PEER_CREDENTIAL_PURPOSE)))
-                .collect();
+        if let Some((credential, previous)) = self.peer_credentials() {
             builder = builder.credential(credential).previous_credentials(previous);
         }
         builder.build()
@@ -476,17 +480,7 @@ impl NodeBuilder {
         if let Some(dir) = dir {
             builder = builder.data_dir(dir);
         }
-        if let Some(credential) = peer_credential(
-            &self.id,
-            self.cluster_key.as_deref(),
-            self.token.as_ref(),
-            self.transport.tls.is_some(),
-        ) {
-            let previous = self
-                .previous_keys
-                .iter()
-                .map(|k| PeerCredential::from_bytes(*k.derive(PEER_CREDENTIAL_PURPOSE)))
-                .collect();
+        if let Some((credential, previous)) = self.peer_credentials() {
             builder = builder.credential(credential).previous_credentials(previous);
         }
         Ok(builder.build().await?)

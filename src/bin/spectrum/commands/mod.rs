@@ -124,11 +124,12 @@ impl Target {
     fn remote(&self) -> Result<Remote> {
         let mut remote = Remote::new(&self.endpoint, self.ca_cert.as_deref(), self.client_identity.as_ref())?;
         // A read may wait up to `read_wait` on a node, and a balancer may try
-        // it on up to three (its default `retry.max_attempts`): the call's own
-        // timeout must outlast that, or the node's answer (what is missing)
-        // never arrives.
+        // it on as many nodes as its default `retry.max_attempts`: the call's
+        // own timeout must outlast that, or the node's answer (what is
+        // missing) never arrives.
         if let (Some(wait), Some(timeout)) = (self.read_wait, remote.transport.request_timeout) {
-            remote.transport.request_timeout = Some(timeout + wait * 3);
+            let attempts = spectrum_balancer::BalancerConfig::default().max_attempts;
+            remote.transport.request_timeout = Some(timeout + wait * attempts);
         }
         Ok(remote)
     }
