@@ -78,6 +78,9 @@ const STARTUP_PULL_RETRY: Duration = Duration::from_millis(500);
 const JOIN_REFUSAL_POLL: Duration = Duration::from_secs(1);
 /// How long a starting node waits for one peer's answer before trying the next.
 const STARTUP_PULL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a Raft node just taken into the group waits, per attempt, to
+/// hold everything the group committed before it reads its own record.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 /// Longest a membership record waits for consensus (Raft mode).
 const MEMBERSHIP_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a stopping node tries to record itself `draining` before it
@@ -927,9 +930,16 @@ impl Joiner {
                     }
                 }
             }
+            // Taken in, its copy may still lag what the group committed (an
+            // operator's undrain among it): it reads its own record only
+            // once it holds everything committed before (a read index).
             let mut attempts: u32 = 0;
             loop {
-                match self.finish().await {
+                let finished = match self.replicator.linearizable_barrier(CATCH_UP_WAIT).await {
+                    Ok(()) => self.finish().await,
+                    Err(e) => Err(NodeError::from(e)),
+                };
+                match finished {
                     Ok(()) => return,
                     Err(e @ NodeError::Removed { .. }) => {
                         error!(node = %self.id, error = %e, "not joining");

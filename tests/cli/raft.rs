@@ -92,15 +92,16 @@ fn voters_at(cluster: &ProcessCluster, i: usize) -> Result<Vec<String>, String> 
     Ok(voters.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
 }
 
-/// Waits until the node at `url` answers `/readyz` with 503 because the
-/// cluster refuses it as removed; its body.
-fn until_refused(url: &str, who: &str) -> String {
+/// Waits until node `i` answers `/readyz` with 503 because the cluster
+/// refuses it as removed; its body. On failure, the panic carries the node's log.
+fn until_refused(cluster: &ProcessCluster, i: usize, who: &str) -> String {
+    let url = &cluster.nodes[i].1;
     eventually(&format!("{who} says the cluster refuses it"), STARTUP, || {
         let (status, body) = http_get(url, "/readyz")?;
         if status == 503 && body.contains("was removed from the cluster") {
             Ok(body)
         } else {
-            Err(format!("{status} {body}"))
+            Err(format!("{status} {body}\n{who}'s log:\n{}", cluster.node_log(i)))
         }
     })
 }
@@ -110,7 +111,11 @@ fn until_voter_and_ready(cluster: &ProcessCluster, i: usize, who: &str) {
     eventually(&format!("{who} a voter again, and ready"), 2 * STARTUP, || {
         let voters = voters_at(cluster, i)?;
         let (status, body) = http_get(&cluster.nodes[i].1, "/readyz")?;
-        if voters.len() == 3 && status == 200 { Ok(()) } else { Err(format!("{voters:?}; {status} {body}")) }
+        if voters.len() == 3 && status == 200 {
+            Ok(())
+        } else {
+            Err(format!("{voters:?}; {status} {body}\n{who}'s log:\n{}", cluster.node_log(i)))
+        }
     });
 }
 
@@ -131,7 +136,7 @@ fn a_node_removed_while_down_is_refused_saying_why_and_rejoins_as_a_voter_once_u
     // saying why, and does not write itself back.
     cluster.restart(2, &Launch::default()).expect("node-3 starts (and waits to be let back)");
     let url = cluster.nodes[2].1.clone();
-    let body = until_refused(&url, "node-3");
+    let body = until_refused(&cluster, 2, "node-3");
     assert!(body.contains("spectrum node undrain node-3"), "{body}");
     std::thread::sleep(Duration::from_secs(2));
     let status = cluster.status_at(0).unwrap();
@@ -165,8 +170,7 @@ fn the_leader_removed_while_up_then_restarted_is_refused_saying_why_and_rejoins_
     assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
     cluster.exit_status(i);
     cluster.restart(i, &Launch::default()).expect("the removed leader starts (and waits)");
-    let url = cluster.nodes[i].1.clone();
-    until_refused(&url, "the removed leader");
+    until_refused(&cluster, i, "the removed leader");
     let out = cluster.run_at(&cluster.nodes[other].1, Some(&cluster.token), &["node", "undrain", &leader]);
     assert!(out.status.success(), "{}", stderr(&out));
     until_voter_and_ready(&cluster, i, "the old leader");

@@ -61,6 +61,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const BOOTSTRAP_RETRY: Duration = Duration::from_millis(250);
 /// Between two attempts to find a leader for a write or a read index.
 const LEADER_RETRY: Duration = Duration::from_millis(50);
+/// How long a leader asked to add a member waits to confirm its leadership
+/// and apply up to its read index before it reads the member's record.
+const JOIN_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long past its deadline a write the leader committed may wait to be
 /// applied here (a follower hears of a commit with the next append or
 /// heartbeat): a committed write is not reported as failed for want of it.
@@ -783,11 +786,25 @@ impl Inner {
     ///
     /// The leader refuses a node whose membership record says an operator
     /// removed it, until an operator undrains it (`spectrum node undrain`).
+    /// It reads that record at a read index: a leader elected a moment ago
+    /// may not have applied yet what its predecessor committed (the removal
+    /// among it), and must not take the node back on a stale copy.
     pub(crate) async fn add_member(&self, member: RaftMember) -> Result<(), String> {
         let node: NodeId = member.id.parse().map_err(|e: spectrum_core::InvalidId| e.to_string())?;
         let id = raft_node_id(&node);
-        let leading = self.raft.metrics().borrow().state == ServerState::Leader;
-        if leading && self.recorded_state(&node).await == Some(MemberState::Removed) {
+        match tokio::time::timeout(JOIN_READ_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                return self.join_via(f, member).await;
+            }
+            Ok(Err(e)) => {
+                return Err(format!("the leader could not confirm its copy is current ({e}); retry"));
+            }
+            Err(_) => {
+                return Err(format!("the leader's copy was not current within {JOIN_READ_TIMEOUT:?}; retry"));
+            }
+        }
+        if self.recorded_state(&node).await == Some(MemberState::Removed) {
             return Err(format!(
                 "node {node} {REFUSED_AS_REMOVED}; run `spectrum node undrain {node}` through another \
                  node to let it return"
