@@ -93,7 +93,8 @@ impl Admin {
     ///
     /// [`AdminError::ConditionFailed`] naming the first condition that does
     /// not hold (nothing was written); as [`put_if`](Self::put_if) otherwise;
-    /// [`AdminError::InvalidArgument`] for a transaction without writes.
+    /// [`AdminError::InvalidArgument`] for a transaction without writes, or
+    /// with two writes to one key.
     pub async fn transaction(
         &self,
         conditions: Vec<Condition>,
@@ -106,6 +107,13 @@ impl Admin {
         }
         if writes.is_empty() {
             return Err(AdminError::InvalidArgument("a transaction needs at least one write".into()));
+        }
+        // As etcd does: two writes to one key would leave the outcome to their order.
+        let mut keys = std::collections::HashSet::with_capacity(writes.len());
+        if let Some((key, _)) = writes.iter().find(|(key, _)| !keys.insert(key.as_str())) {
+            return Err(AdminError::InvalidArgument(format!(
+                "{key:?} is written twice in one transaction; give each key one write"
+            )));
         }
         for c in &conditions {
             namespace::classify(c.key())?;

@@ -192,6 +192,13 @@ async fn compare_and_set_transactions_and_consistent_reads_are_decided_once_for_
     let refused = b.txn(&txn(None)).await.unwrap_err();
     assert_eq!(refused.code(), Some(tonic::Code::FailedPrecondition));
     assert_eq!(a.get_consistent("settings/t1").await.unwrap_err().code(), Some(tonic::Code::NotFound));
+    // Two writes to one key are refused, naming it; nothing is written.
+    let mut twice = txn(Some(v2.to_string()));
+    twice.writes.push(TxnWriteSpec { key: "settings/t1".into(), value: Some("2".into()), delete: false });
+    let refused = b.txn(&twice).await.unwrap_err();
+    assert_eq!(refused.code(), Some(tonic::Code::InvalidArgument), "{refused}");
+    assert!(refused.to_string().contains("\"settings/t1\" is written twice"), "{refused}");
+    assert_eq!(a.get_consistent("settings/t1").await.unwrap_err().code(), Some(tonic::Code::NotFound));
     b.txn(&txn(Some(v2.to_string()))).await.unwrap();
     let listed = a.list_consistent("settings/").await.unwrap();
     let keys: Vec<&str> = listed.0.iter().map(|e| e.key.as_str()).collect();
