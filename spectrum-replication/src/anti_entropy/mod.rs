@@ -205,6 +205,7 @@ impl AntiEntropyBuilder {
                 handshake,
                 known: Mutex::new(Vec::new()),
                 stop,
+                refusing: Mutex::new(BTreeSet::new()),
             }),
         }
     }
@@ -405,6 +406,10 @@ struct Inner {
     attach: AttachToken,
     /// Rounds run so far (see [`LEFT_RECHECK_EVERY`]).
     rounds: AtomicU64,
+    /// The peers whose last exchange was refused for a reason that does not
+    /// pass by itself (another cluster, a wrong key, a skewed clock, by either
+    /// side): logged once when it starts and once when it ends, not every round.
+    refusing: Mutex<BTreeSet<PeerAddr>>,
 }
 
 /// A call to `addr` that ended with `status`.
@@ -468,6 +473,15 @@ impl Inner {
     fn note_failure(&self, addr: &PeerAddr, e: &ReplicationError) {
         let msg = e.to_string();
         self.peers.update(addr, |p| p.last_error = Some(msg));
+        let refused = matches!(
+            e,
+            ReplicationError::Peer { .. }
+                | ReplicationError::WrongCluster { .. }
+                | ReplicationError::ClockSkew { .. }
+        ) && !e.retryable();
+        if refused && self.refusing.lock().insert(addr.clone()) {
+            warn!(peer = %addr, error = %e, "replication with a peer is refused (by it, or by this node); nothing is exchanged with it until that is mended");
+        }
     }
 
     async fn note_success(&self, addr: &PeerAddr, theirs: &VersionVector) {
@@ -479,6 +493,9 @@ impl Inner {
             p.lag = lag;
             p.last_error = None;
         });
+        if self.refusing.lock().remove(addr) {
+            info!(peer = %addr, "replication with a peer that was refused works again");
+        }
     }
 
     #[instrument(skip_all, fields(node = %self.store.node_id()))]
@@ -638,6 +655,29 @@ mod tests {
         assert_eq!(peers, ["http://127.0.0.1:7002", "http://127.0.0.1:7003"]);
         let listed: Vec<PeerAddr> = ae.peers().into_iter().map(|p| p.addr).collect();
         assert_eq!(listed, peers);
+    }
+
+    #[tokio::test]
+    async fn a_lasting_refusal_is_noted_once_until_an_exchange_succeeds_and_a_timeout_is_not_one() {
+        let ae = replicator(&["127.0.0.1:7002"]);
+        let peer: PeerAddr = "127.0.0.1:7002".parse().unwrap();
+        let failed = |failure| ReplicationError::Peer { peer: peer.clone(), failure };
+        let refusing = || ae.inner.refusing.lock().iter().cloned().collect::<Vec<_>>();
+        ae.inner.note_failure(&peer, &failed(PeerFailure::Timeout { message: "5 s".into() }));
+        assert!(refusing().is_empty(), "a timeout passes by itself");
+        let unauthenticated =
+            PeerFailure::Refused { code: tonic::Code::Unauthenticated, message: "bad key".into() };
+        ae.inner.note_failure(&peer, &failed(unauthenticated));
+        assert_eq!(refusing(), std::slice::from_ref(&peer));
+        let other = ReplicationError::WrongCluster {
+            peer: peer.clone(),
+            ours: "c".parse().unwrap(),
+            theirs: "d".into(),
+        };
+        ae.inner.note_failure(&peer, &other);
+        assert_eq!(refusing(), std::slice::from_ref(&peer), "noted once");
+        ae.inner.note_success(&peer, &VersionVector::default()).await;
+        assert!(refusing().is_empty(), "the exchange works again");
     }
 
     #[tokio::test]
