@@ -1,10 +1,14 @@
 //! Following changes: [`Admin::watch`].
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use parking_lot::Mutex;
 
 use super::config::shown_value;
-use super::{Admin, AdminError};
+use super::{Admin, AdminError, OutOfCluster};
 use crate::model::ReadAfter;
 use crate::session::Session;
 use crate::watch::{self, EventKind, WatchError, WatchEvent, WatchLimits, WatchPosition};
@@ -17,7 +21,10 @@ impl Admin {
     /// once this node holds `after` and, for a position another node issued,
     /// every write the position's `seen` names (see [`crate::watch`]).
     /// Values are shown as reads show them: resource definitions redacted, users
-    /// without their token hash.
+    /// without their token hash. The stream ends with [`WatchError::Stopping`]
+    /// when the node stops, and with [`WatchError::OutOfCluster`] (within a
+    /// second) when it goes out of the cluster: both `UNAVAILABLE`, so a
+    /// client resumes on another node.
     ///
     /// # Errors
     ///
@@ -46,14 +53,22 @@ impl Admin {
         };
         self.wait_for(&ReadAfter::Session { session, wait }).await?;
         let events = watch::watch(self.ctx.store.clone(), prefix, from, WatchLimits::default()).await?;
-        let (stop, node) = (self.watches.clone(), self.ctx.id.clone());
-        let stopped = futures::stream::once(async move { stop.is_cancelled().then_some(node) })
-            .filter_map(|node| async move { node.map(|node| Err(WatchError::Stopping { node })) });
-        Ok(events
-            .map(|event| event.map(redacted))
-            .take_until(self.watches.clone().cancelled_owned())
-            .chain(stopped)
-            .boxed())
+        // Why the watch ended early, for the error that closes it.
+        let ended = Arc::new(Mutex::new(None));
+        let end = {
+            let (stopping, node, ended) = (self.watches.clone(), self.ctx.id.clone(), ended.clone());
+            let went_out = went_out(self.out_of_cluster.clone());
+            async move {
+                let why = tokio::select! {
+                    () = stopping.cancelled_owned() => WatchError::Stopping { node },
+                    reason = went_out => WatchError::OutOfCluster { node, reason },
+                };
+                *ended.lock() = Some(why);
+            }
+        };
+        let closing =
+            futures::stream::once(async move { ended.lock().take().map(Err) }).filter_map(std::future::ready);
+        Ok(events.map(|event| event.map(redacted)).take_until(end).chain(closing).boxed())
     }
 
     /// Ends every watch this node serves, now and from now on, with
@@ -61,6 +76,23 @@ impl Admin {
     /// watchers to resume on another node rather than hold their connections.
     pub fn stop_watches(&self) {
         self.watches.cancel();
+    }
+}
+
+/// How often a running watch looks whether its node went out of the cluster.
+const OUT_OF_CLUSTER_POLL: Duration = Duration::from_secs(1);
+
+/// Resolves, with the reason, once `out` says the node is out of the cluster
+/// (looked at every [`OUT_OF_CLUSTER_POLL`]); never without `out`.
+async fn went_out(out: Option<OutOfCluster>) -> String {
+    let Some(out) = out else { return std::future::pending().await };
+    let mut every = tokio::time::interval(OUT_OF_CLUSTER_POLL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Some(reason) = out() {
+            return reason;
+        }
     }
 }
 

@@ -159,6 +159,16 @@ pub enum WatchError {
         /// The node.
         node: spectrum_core::NodeId,
     },
+    /// The node went out of the cluster while the watch ran (removed by an
+    /// operator, refused by the cluster, or its Raft stopped on an error):
+    /// its copy no longer follows the cluster, so resume on another node.
+    #[error("node {node} is out of the cluster ({reason}); resume the watch on another node")]
+    OutOfCluster {
+        /// The node.
+        node: spectrum_core::NodeId,
+        /// Why it is out.
+        reason: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -171,7 +181,9 @@ impl From<WatchError> for tonic::Status {
             WatchError::Compacted { .. } | WatchError::BelowHorizon { .. } => Self::out_of_range(message),
             WatchError::Ahead { .. } => Self::failed_precondition(message),
             WatchError::FellBehind { .. } => Self::resource_exhausted(message),
-            WatchError::NotCaughtUp { .. } | WatchError::Stopping { .. } => Self::unavailable(message),
+            WatchError::NotCaughtUp { .. }
+            | WatchError::Stopping { .. }
+            | WatchError::OutOfCluster { .. } => Self::unavailable(message),
             WatchError::Store(StoreError::Storage { .. }) => Self::unavailable(message),
             WatchError::Store(_) => Self::internal(message),
         }

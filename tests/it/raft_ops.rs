@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use spectrum::Cluster;
-use spectrum::client::{AdminClient, NodeStateChange};
+use spectrum::client::{AdminClient, NodeStateChange, WatchOptions};
 use spectrum::model::NodeStatus;
 use spectrum_core::{Liveness, MemberState};
 use spectrum_replication::conformance::fast_raft_settings;
@@ -285,9 +286,39 @@ async fn removed_while_it_runs_then_undrained(the_leader: bool) {
     let removed =
         if the_leader { &leader } else { ids.iter().find(|id| **id != leader && *id != watcher_id).unwrap() };
     let addr = cluster.node(removed).unwrap().addr().as_str().to_string();
+    // A watch on it, running (it has seen a write) before the removal.
+    let direct = AdminClient::connect(cluster.node(removed).unwrap().addr(), None).await.unwrap();
+    let mut events =
+        direct.watch_with("settings/", None, WatchOptions::default().reconnect_for(Duration::ZERO));
+    for n in 0.. {
+        assert!(n < 50, "the watch saw no write");
+        tokio::select! {
+            event = events.next() => {
+                event.expect("an event").expect("a change");
+                break;
+            }
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                watcher.put(&format!("settings/before-{n}"), "1", AckLevel::Quorum).await.unwrap();
+            }
+        }
+    }
 
     watcher.set_node_state(removed, NodeStateChange::Remove, AckLevel::Quorum).await.unwrap();
     status_until(&watcher, "two voters", |s| voters(s).len() == 2).await;
+    // The watch ends, saying why, for the client to resume elsewhere.
+    let ended = loop {
+        match tokio::time::timeout(WAIT, events.next()).await.expect("the watch on the removed node ended") {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => break e,
+            None => panic!("the watch ended without saying why"),
+        }
+    };
+    assert_eq!(ended.code(), Some(tonic::Code::Unavailable), "{ended}");
+    let text = ended.to_string();
+    assert!(
+        text.contains("is out of the cluster (an operator removed it") && text.contains("another node"),
+        "{text}"
+    );
     let out = readyz_until(&addr, "the removed node not ready", |json| json["ready"] == false).await;
     assert!(out["failing"].as_array().unwrap().iter().any(|f| f == "removed from the cluster"), "{out}");
     // It stays out while removed (it asks, and is refused).
