@@ -345,7 +345,9 @@ impl NodeBuilder {
 
     /// Requires every management call to carry `authorization: Bearer <token>`.
     /// Give every node of a cluster the same token: it is accepted by every node,
-    /// whichever path a request takes.
+    /// whichever path a request takes. It must not be a user's token (`spt_…`):
+    /// [`start`](Self::start) refuses one, since revoking that user would leave
+    /// it admitted as the bootstrap admin.
     pub fn management_token(mut self, token: Token) -> Self {
         self.token = Some(token);
         self
@@ -537,9 +539,20 @@ impl NodeBuilder {
     /// # Errors
     ///
     /// [`NodeError::Config`] naming `advertise` when the node listens on an
-    /// unspecified address (`0.0.0.0`, `[::]`) and no advertise address is set;
+    /// unspecified address (`0.0.0.0`, `[::]`) and no advertise address is set,
+    /// or naming `token` when the management token is a user's token (`spt_…`);
     /// [`NodeError`] when the address cannot be bound or membership cannot be written.
     pub async fn start(mut self) -> Result<Node, NodeError> {
+        if self.token.as_ref().is_some_and(|t| t.expose().starts_with(crate::auth::USER_TOKEN_PREFIX)) {
+            return Err(NodeError::Config {
+                field: "token",
+                reason: format!(
+                    "the bootstrap token is a user's token ({}…): a user's token can be revoked, the \
+                     bootstrap token cannot; give the node a token of its own",
+                    crate::auth::USER_TOKEN_PREFIX
+                ),
+            });
+        }
         if let Some(tls) = self.tls.take() {
             self.transport.tls = Some(tls.client_auth(ClientAuth::Optional));
         }

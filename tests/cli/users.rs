@@ -2,11 +2,11 @@
 
 use serde_json::Value;
 
-use crate::{ProcessCluster, expect_failure};
+use crate::{Launch, ProcessCluster, expect_failure};
 
 #[test]
 fn a_user_added_with_the_command_calls_with_the_printed_token_within_its_role() {
-    let cluster = ProcessCluster::start("cli-users", 1, "users-bootstrap-token");
+    let mut cluster = ProcessCluster::start("cli-users", 1, "users-bootstrap-token");
     let node = cluster.nodes[0].1.clone();
 
     // `user add` prints the token once: the last line of the text, `token` in JSON.
@@ -72,7 +72,31 @@ fn a_user_added_with_the_command_calls_with_the_printed_token_within_its_role() 
     assert!(!again.contains("rotate"), "{again}");
     cluster.fails(&["user", "rotate", "vic"], "add a new user under another name");
     let rotated = cluster.json(&["user", "rotate", "olga"]);
-    let new = rotated["token"].as_str().unwrap();
+    let new = rotated["token"].as_str().unwrap().to_owned();
     expect_failure(&run_as(&olga, &args), &args, "invalid bearer token");
-    assert!(run_as(new, &["status"]).status.success());
+    assert!(run_as(&new, &["status"]).status.success());
+
+    // The node restarted from a shell that manages the cluster as olga: her
+    // token, in SPECTRUM_TOKEN, does not become its bootstrap token, so
+    // revoking her stops it on this node too.
+    cluster.kill(0);
+    let shell = Launch { env: vec![("SPECTRUM_TOKEN".into(), new.clone())], ..Launch::default() };
+    cluster.restart(0, &shell).expect("node-1 starts again");
+    assert!(cluster.node_log(0).contains("SPECTRUM_TOKEN (the token management commands send) is not read"));
+    cluster.ok(&["user", "revoke", "olga"]);
+    expect_failure(&cluster.run_at(&node, Some(&new), &args), &args, "revoked");
+    let out = cluster.run_at(&node, Some(&cluster.token), &args);
+    assert!(out.status.success(), "the file's token is the bootstrap token");
+    cluster.kill(0);
+    // Without a token of its own, it does not start in development mode either.
+    let file = std::fs::read_to_string(&cluster.files[0]).unwrap();
+    let tokenless: String =
+        file.lines().filter(|l| !l.starts_with("token")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&cluster.files[0], tokenless).unwrap();
+    let refused = cluster.restart(0, &shell).expect_err("a node with only SPECTRUM_TOKEN started");
+    assert!(refused.contains("a node does not take its bootstrap token from it"), "{refused}");
+    // And a user's token is never a bootstrap token.
+    let with_user_token = Launch { env: vec![("SPECTRUM_BOOTSTRAP_TOKEN".into(), new)], ..Launch::default() };
+    let refused = cluster.restart(0, &with_user_token).expect_err("a user's token became a bootstrap token");
+    assert!(refused.contains("token: the bootstrap token is a user's token (spt_…)"), "{refused}");
 }

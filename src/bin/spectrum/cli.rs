@@ -25,7 +25,8 @@ pub(crate) struct Cli {
     /// The client certificate's private key (PEM).
     #[arg(long, global = true, env = "SPECTRUM_CLIENT_KEY", value_name = "FILE", requires = "client_cert")]
     pub(crate) client_key: Option<PathBuf>,
-    /// Bearer token for the management API (for `node` and `balancer`: overrides the file's).
+    /// Bearer token for the management API (for `node` and `balancer`: overrides
+    /// the file's; a node never takes it from SPECTRUM_TOKEN, see `node --help`).
     #[arg(long, global = true, env = "SPECTRUM_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<Token>,
     /// Print JSON instead of tables.
@@ -59,6 +60,10 @@ pub(crate) struct Cli {
     /// a retry after that is a new write.
     #[arg(long, global = true, value_name = "KEY")]
     pub(crate) idempotency_key: Option<spectrum::management::idempotency::IdempotencyKey>,
+    /// Whether `token` came from `SPECTRUM_TOKEN` rather than `--token` (set
+    /// after parsing; a node does not take its bootstrap token from there).
+    #[arg(skip)]
+    pub(crate) token_from_env: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -193,6 +198,12 @@ pub(crate) struct NodeArgs {
     /// Overrides `cluster_key` (prefer the environment variable to the flag: flags show in `ps`).
     #[arg(long, env = "SPECTRUM_CLUSTER_KEY", hide_env_values = true)]
     pub(crate) cluster_key: Option<String>,
+    /// Overrides `token`, the bootstrap admin token (prefer the environment
+    /// variable: flags show in `ps`). SPECTRUM_TOKEN, the variable management
+    /// commands send, is not read here: a shell that manages the cluster with a
+    /// user's token would otherwise make it this node's bootstrap token.
+    #[arg(long, env = "SPECTRUM_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub(crate) bootstrap_token: Option<Token>,
     #[command(subcommand)]
     pub(crate) action: Option<NodeAction>,
 }

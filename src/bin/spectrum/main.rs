@@ -27,7 +27,8 @@
 //! [`AdminClient`](spectrum::client::AdminClient), and [`output`] the one
 //! function that prints a result as JSON or text.
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 
 /// mimalloc rather than the system allocator: a balancer or node allocates and
 /// frees many small, short-lived buffers per request (headers, frames, tasks)
@@ -45,8 +46,17 @@ mod output;
 mod session;
 
 fn main() {
-    let cli = match cli::Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = cli::Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((cli::Cli::from_arg_matches(&matches)?, matches)));
+    let cli = match parsed {
+        Ok((mut cli, matches)) => {
+            // `SPECTRUM_TOKEN` is what management commands send; a node's
+            // bootstrap token comes from its file, `--token` or
+            // `SPECTRUM_BOOTSTRAP_TOKEN` (see `NodeArgs::bootstrap_token`).
+            cli.token_from_env = matches.value_source("token") == Some(ValueSource::EnvVariable);
+            cli
+        }
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
             let text = e.to_string();

@@ -45,6 +45,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         session,
         read_wait_ms,
         idempotency_key,
+        token_from_env,
         command,
     } = cli;
     let kept = session.as_deref().map(crate::session::load).transpose()?;
@@ -58,7 +59,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         idempotency_key,
         made: Mutex::new(Vec::new()),
     };
-    let done = dispatch(&target, command, AckLevel::from(ack), json).await;
+    let done = dispatch(&target, command, AckLevel::from(ack), json, token_from_env).await;
     if let (Some(path), Some(before)) = (session, kept) {
         let mut after = before.clone();
         for client in target.made.lock().unwrap_or_else(PoisonError::into_inner).iter() {
@@ -72,13 +73,19 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
 }
 
 /// Runs one command against `target`.
-async fn dispatch(target: &Target, command: Command, ack: AckLevel, json: bool) -> Result<()> {
+async fn dispatch(
+    target: &Target,
+    command: Command,
+    ack: AckLevel,
+    json: bool,
+    token_from_env: bool,
+) -> Result<()> {
     let token = target.token.clone();
     match command {
         Command::Node(NodeArgs { action: Some(action), .. }) => {
             node::set_state(&target.client().await?, action, ack, json).await
         }
-        Command::Node(args) => node::run(args, token).await,
+        Command::Node(args) => node::run(args, token.filter(|_| !token_from_env), token_from_env).await,
         Command::Balancer(BalancerArgs { action: Some(action), .. }) => {
             balancer::manage(&target.client().await?, action, ack, json).await
         }

@@ -30,8 +30,10 @@ impl fmt::Display for NodeStarted<'_> {
     }
 }
 
-/// Runs a node until Ctrl-C or SIGTERM.
-pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
+/// Runs a node until Ctrl-C or SIGTERM. `token` is `--token`'s; with
+/// `client_token_set`, `SPECTRUM_TOKEN` is set in the environment, which a node
+/// does not read (see `NodeArgs::bootstrap_token`).
+pub(super) async fn run(args: NodeArgs, token: Option<Token>, client_token_set: bool) -> Result<()> {
     let Some(path) = args.config else {
         bail!("spectrum node needs --config FILE to run a node, or `drain ID` / `undrain ID`");
     };
@@ -44,7 +46,7 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
         advertise: args.advertise,
         seeds: args.seeds,
         data_dir: args.data_dir,
-        token,
+        token: token.or(args.bootstrap_token),
         // Parsed here rather than by clap, whose error would echo the value.
         cluster_key: args
             .cluster_key
@@ -53,6 +55,18 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>) -> Result<()> {
             })
             .transpose()?,
     });
+    if client_token_set {
+        if cfg.token.is_none() {
+            bail!(
+                "SPECTRUM_TOKEN is set, but a node does not take its bootstrap token from it (it is the \
+                 token management commands send); give the node its own in its file (`token`), \
+                 SPECTRUM_BOOTSTRAP_TOKEN or --token, or unset SPECTRUM_TOKEN to run it in development mode"
+            );
+        }
+        warn!(
+            "SPECTRUM_TOKEN (the token management commands send) is not read by a node; its bootstrap token is its own"
+        );
+    }
     let key = cfg.cluster_key.clone();
     if key.is_none() {
         warn!("no cluster_key configured: this node refuses to store resource secrets");
