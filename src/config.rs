@@ -66,6 +66,12 @@ pub struct NodeFileConfig {
     /// digits or base64, the same on every node (see [`ClusterKey`]).
     #[serde(default, deserialize_with = "cluster_key_field")]
     pub cluster_key: Option<ClusterKey>,
+    /// Cluster keys `cluster_key` replaced, during a key rotation: secrets
+    /// sealed with them still open, and peers still on one of them still
+    /// replicate with this node (see
+    /// [`NodeBuilder::previous_cluster_keys`](crate::NodeBuilder::previous_cluster_keys)).
+    #[serde(default, deserialize_with = "previous_cluster_keys_field")]
+    pub previous_cluster_keys: Vec<ClusterKey>,
     /// Anti-entropy interval in milliseconds (default 1000).
     #[serde(default)]
     pub sync_interval_ms: Option<u64>,
@@ -279,6 +285,20 @@ fn cluster_key_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cl
     let key = Option::<ClusterKey>::deserialize(d)
         .map_err(|e| serde::de::Error::custom(format!("cluster_key: {e}")))?;
     Ok(key)
+}
+
+/// Bad previous cluster keys are refused naming the field and which one, never
+/// echoing a value.
+fn previous_cluster_keys_field<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ClusterKey>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            text.parse::<ClusterKey>()
+                .map_err(|e| serde::de::Error::custom(format!("previous_cluster_keys[{i}]: {e}")))
+        })
+        .collect()
 }
 
 /// Values given on the command line or in the environment, each replacing the

@@ -91,7 +91,18 @@ async fn dispatch(
         }
         Command::Balancer(args) => balancer::run(args, token).await,
         Command::GenerateKey | Command::Key(KeyCommand::Generate) => generate_key(json),
-        Command::Key(KeyCommand::Rotate) => emit(&target.client().await?.reseal_secrets(ack).await?, json),
+        Command::Key(KeyCommand::Rotate) => {
+            let report = target.client().await?.reseal_secrets(ack).await?;
+            emit(&report, json)?;
+            if !report.unreadable.is_empty() {
+                bail!(
+                    "{} definition(s) hold secrets no key of the answering node opens; give every node \
+                     the key they were sealed with in previous_cluster_keys, then run this again",
+                    report.unreadable.len()
+                );
+            }
+            Ok(())
+        }
         Command::Cert(cmd) => cert::run(cmd, json),
         Command::Status => {
             let channel = target.remote()?.connect().await?;

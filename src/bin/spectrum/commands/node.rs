@@ -99,6 +99,9 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>, client_token_set: 
     if let Some(key) = key {
         builder = builder.cluster_key(key);
     }
+    if !cfg.previous_cluster_keys.is_empty() {
+        builder = builder.previous_cluster_keys(cfg.previous_cluster_keys.clone());
+    }
     if let Some(dir) = cfg.data_dir.clone() {
         builder = builder.data_dir(dir);
     }
