@@ -27,7 +27,9 @@
 //! does not observe its stamp, and only a caller of this cluster whose clock is
 //! off is recorded in the peer table (flagged, see the handshake).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use spectrum_core::tls::certificate_names_node;
 use tonic::metadata::MetadataMap;
@@ -36,6 +38,7 @@ use tracing::warn;
 
 use crate::credential::{MAX_TOKENS, PEER_HEADER, PeerToken};
 use crate::handshake::{Admitted, Contact, Handshake};
+use crate::log_limit::LogLimiter;
 use crate::proto;
 
 /// Most bytes of metadata (names and values of every entry) an internal call may
@@ -79,6 +82,8 @@ pub(crate) struct PeerGate {
     tokens: Arc<Vec<PeerToken>>,
     /// Whether calls must present a node certificate naming their claimed node.
     require_peer_certificate: bool,
+    /// Holds back repeats of a refused caller's warning.
+    logged: Arc<LogLimiter>,
 }
 
 /// Why the gate refused a call before its header was looked at.
@@ -121,7 +126,7 @@ impl PeerGate {
     /// The gate of `service`, admitting every caller with a well-formed header
     /// of this cluster until tokens or certificates are required.
     pub(crate) fn new(service: &'static str) -> Self {
-        Self { service, tokens: Arc::default(), require_peer_certificate: false }
+        Self { service, tokens: Arc::default(), require_peer_certificate: false, logged: Arc::default() }
     }
 
     /// Admits only calls carrying one of `tokens` (none: no credential needed).
@@ -159,13 +164,7 @@ impl PeerGate {
     /// the header wait for the first call, which names the calling node).
     pub(crate) fn admit_opening<T>(&self, request: &Request<T>, method: &str) -> Result<(), Status> {
         self.check_credential(request.metadata()).map_err(|refusal| {
-            warn!(
-                service = self.service,
-                method,
-                remote = ?request.remote_addr(),
-                reason = %refusal,
-                "refused an internal call"
-            );
+            self.warn_refused(method, "", request.remote_addr(), &refusal);
             refusal.into_status()
         })
     }
@@ -189,17 +188,29 @@ impl PeerGate {
             .then(|| request.peer_certs().map(|chain| certificate_names_node(&chain, claimed)))
             .flatten();
         if let Err(refusal) = self.check(request.metadata(), certificate, claimed) {
+            self.warn_refused(method, claimed, request.remote_addr(), &refusal);
+            return Err(refusal.into_status());
+        }
+        handshake.admit(header.cloned(), Contact::Inbound).map_err(|r| r.into_status())
+    }
+
+    /// Logs a refused call: once per caller (its address's IP, the node it
+    /// claims) and reason per [`REPEAT_EVERY`](crate::log_limit::REPEAT_EVERY),
+    /// with how many were held back since, so a caller that keeps calling
+    /// does not flood the log.
+    fn warn_refused(&self, method: &str, claimed: &str, remote: Option<SocketAddr>, refusal: &GateRefusal) {
+        let key = format!("{}|{claimed}|{:?}|{refusal}", self.service, remote.map(|r| r.ip()));
+        if let Some(held_back) = self.logged.admit(&key, Instant::now()) {
             warn!(
                 service = self.service,
                 method,
                 claimed_node = claimed,
-                remote = ?request.remote_addr(),
+                remote = ?remote,
                 reason = %refusal,
-                "refused an internal call"
+                held_back,
+                "refused an internal call (repeats from this caller are logged once every 30 s)"
             );
-            return Err(refusal.into_status());
         }
-        handshake.admit(header.cloned(), Contact::Inbound).map_err(|r| r.into_status())
     }
 
     /// Admits a later call of a stream that `opened` admitted: its header must

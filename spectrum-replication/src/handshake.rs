@@ -41,6 +41,7 @@ use tracing::{debug, warn};
 
 use crate::clock::{ClockCheck, OFFSET_FRESH};
 use crate::error::{PeerFailure, ReplicationError};
+use crate::log_limit::LogLimiter;
 use crate::origin::Origin;
 use crate::peers::PeerTable;
 use crate::proto;
@@ -62,6 +63,8 @@ pub(crate) struct Handshake {
     addr: Option<PeerAddr>,
     hlc: Arc<Hlc>,
     peers: PeerTable,
+    /// Holds back repeats of a refused peer's warning.
+    logged: Arc<LogLimiter>,
 }
 
 /// Where a header came from, which decides the address its contact is
@@ -103,7 +106,7 @@ impl Handshake {
     /// The handshake of the node whose store writes under `origin`, of
     /// `cluster`, stamping with `hlc`.
     pub(crate) fn new(cluster: ClusterId, origin: Origin, hlc: Arc<Hlc>) -> Self {
-        Self { cluster, origin, addr: None, hlc, peers: PeerTable::new() }
+        Self { cluster, origin, addr: None, hlc, peers: PeerTable::new(), logged: Arc::default() }
     }
 
     /// Sends `addr` as this node's address, and never records it as a peer.
@@ -186,7 +189,11 @@ impl Handshake {
             Contact::Inbound => h.addr.as_ref(),
         };
         if h.cluster_id != self.cluster.as_str() {
-            warn!(peer = %h.node_id, addr = ?seen_at, theirs = %h.cluster_id, ours = %self.cluster, "refused peer of another cluster");
+            if let Some(held_back) =
+                self.logged.admit(&format!("cluster|{}|{:?}", h.node_id, seen_at), Instant::now())
+            {
+                warn!(peer = %h.node_id, addr = ?seen_at, theirs = %h.cluster_id, ours = %self.cluster, held_back, "refused peer of another cluster (repeats are logged once every 30 s)");
+            }
             return Err(Refusal::WrongCluster {
                 node: h.node_id,
                 ours: self.cluster.clone(),
@@ -234,7 +241,11 @@ impl Handshake {
                     offset_ms: offset.offset_ms.unsigned_abs(),
                     max_ms: u64::try_from(max.as_millis()).unwrap_or(u64::MAX),
                 };
-                warn!(peer = %h.node_id, addr = ?seen_at, %offset, max_ms = skew.max_ms, "refused peer with a clock too far ahead");
+                if let Some(held_back) =
+                    self.logged.admit(&format!("skew|{}|{:?}", h.node_id, seen_at), Instant::now())
+                {
+                    warn!(peer = %h.node_id, addr = ?seen_at, %offset, max_ms = skew.max_ms, held_back, "refused peer with a clock too far ahead (repeats are logged once every 30 s)");
+                }
                 let echo = h.sent_ms.map(|sent_ms| Echo { sent_ms, received_ms });
                 return Err(Refusal::ClockSkew { node: h.node_id, skew, echo });
             }

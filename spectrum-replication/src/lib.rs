@@ -184,6 +184,7 @@ pub mod horizon;
 #[cfg(feature = "testing")]
 pub mod linearizability;
 pub mod liveness;
+mod log_limit;
 pub mod memory;
 pub mod origin;
 pub mod peers;
