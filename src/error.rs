@@ -74,6 +74,20 @@ pub enum NodeError {
         /// The write that removed it.
         version: String,
     },
+    /// Another running node already has this node's id: the membership record
+    /// of the id gives another address, and the node there answers with this
+    /// id. Starting would take its place (membership, the balancer's traffic,
+    /// its audit records), so this node does not start.
+    #[error(
+        "node id {id} is in use by a running node at {addr}; give this node another id, or stop that \
+         node first (a node moved to a new address starts once its old address no longer answers)"
+    )]
+    IdInUse {
+        /// This node's id.
+        id: NodeId,
+        /// Where the other node with this id runs.
+        addr: String,
+    },
     /// Raft mode: the cluster's membership record of this node is not the one
     /// this node holds, so it did not record itself (it may have been removed
     /// while it was down). A member catches up and records itself; a removed

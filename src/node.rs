@@ -78,6 +78,9 @@ const STARTUP_PULL_RETRY: Duration = Duration::from_millis(500);
 const JOIN_REFUSAL_POLL: Duration = Duration::from_secs(1);
 /// How long a starting node waits for one peer's answer before trying the next.
 const STARTUP_PULL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a starting node waits for the node at its recorded address to say
+/// who it is (see `Joiner::refuse_if_id_in_use`).
+const ID_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a Raft node just taken into the group waits, per attempt, to
 /// hold everything the group committed before it reads its own record.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
@@ -1002,6 +1005,9 @@ impl Joiner {
             error!(node = %self.id, %version, "this node was removed from the cluster; refusing to join");
             return Err(NodeError::Removed { id: self.id.clone(), version });
         }
+        if let Some(elsewhere) = held.as_ref().filter(|m| m.addr != self.addr && !m.state.is_gone()) {
+            self.refuse_if_id_in_use(&elsewhere.addr).await?;
+        }
         let drained = held.is_some_and(|m| m.drained_by_operator());
         let state = if drained { MemberState::Draining } else { MemberState::Active };
         let me = Member::new(self.id.clone(), self.addr.clone(), state);
@@ -1014,6 +1020,32 @@ impl Joiner {
         self.ready.store(true, Ordering::Release);
         self.readiness.publish().await;
         Ok(())
+    }
+}
+
+impl Joiner {
+    /// Refuses to go on when a running node with this node's id answers at
+    /// `addr`, the address its membership record gives (last-writer-wins
+    /// mode; in Raft mode the leader checks, see `RaftReplicator`). A node that
+    /// moved answers there no more, or another node does: then it goes on.
+    async fn refuse_if_id_in_use(&self, addr: &PeerAddr) -> Result<(), NodeError> {
+        if self.replicator.mode() != ReplicationMode::LastWriterWins {
+            return Ok(());
+        }
+        match self.anti_entropy.identify(addr, ID_PROBE_TIMEOUT).await {
+            Ok(there) if there == self.id => {
+                error!(node = %self.id, %addr, "a running node at this id's recorded address has this id; not starting");
+                Err(NodeError::IdInUse { id: self.id.clone(), addr: addr.to_string() })
+            }
+            Ok(other) => {
+                info!(node = %self.id, %addr, %other, "this node's recorded address is another node's now; moving");
+                Ok(())
+            }
+            Err(e) => {
+                info!(node = %self.id, %addr, error = %e, "this node's recorded address does not answer; moving");
+                Ok(())
+            }
+        }
     }
 }
 

@@ -23,6 +23,7 @@ mod balancer;
 mod clocks;
 mod dead_node;
 mod disk;
+mod identity;
 mod keys;
 mod raft;
 mod raft_status;

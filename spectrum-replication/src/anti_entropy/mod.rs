@@ -54,7 +54,7 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, RngCore, SeedableRng};
 use spectrum_core::channels::ChannelCache;
-use spectrum_core::{ClusterId, Hlc, PeerAddr, TransportConfig};
+use spectrum_core::{ClusterId, Hlc, NodeId, PeerAddr, TransportConfig};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -306,6 +306,35 @@ impl AntiEntropy {
             }
         }
         Ok(answered)
+    }
+
+    /// The node answering at `addr`, as its handshake names it, asked with an
+    /// empty push (nothing is sent or merged), within `timeout`. A starting
+    /// node uses it to find out whether the address its membership record
+    /// gives is still served by a running node with its own id.
+    ///
+    /// # Errors
+    ///
+    /// What the call came to when it did not answer (unreachable, refused,
+    /// timed out, malformed).
+    pub async fn identify(&self, addr: &PeerAddr, timeout: Duration) -> Result<NodeId, ReplicationError> {
+        let inner = &self.inner;
+        let call = async {
+            let req = proto::PushRequest {
+                header: Some(inner.handshake.header()),
+                records: Vec::new(),
+                covers: None,
+                since: None,
+            };
+            let answer = inner.client(addr).push(req).await.map_err(|s| inner.failed_call(addr, &s))?;
+            Ok(inner.check_answer(addr, answer.into_inner().header)?.node_id)
+        };
+        tokio::time::timeout(timeout, call).await.unwrap_or_else(|_| {
+            Err(ReplicationError::Peer {
+                peer: addr.clone(),
+                failure: PeerFailure::Timeout { message: format!("no answer within {timeout:?}") },
+            })
+        })
     }
 
     /// Runs anti-entropy rounds in the background (the first at once) until the

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::LogId;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -44,6 +44,10 @@ pub(crate) enum Method {
     Probe,
 }
 
+/// How recently a member must have been heard from at the address membership
+/// gives for [`Wire::resolve`] to keep calling it there.
+const RECORDED_FRESH: Duration = Duration::from_secs(5);
+
 /// How this node calls its peers' Raft services: the node's shared channels,
 /// the peer credential, and the handshake every message carries.
 #[derive(Debug, Clone)]
@@ -61,20 +65,29 @@ impl Wire {
             .max_encoding_message_size(max)
     }
 
-    /// Where `member` is reached now: the address it last spoke from, as the
-    /// handshakes of this node's calls recorded it (a member restarted at
-    /// another address is found before membership says so), else the address
-    /// membership gives.
+    /// Where `member` is reached now: the address membership gives while it
+    /// was heard from there within [`RECORDED_FRESH`]; otherwise the address
+    /// it last spoke from, as the handshakes of this node's calls recorded it
+    /// (a member restarted at another address is found before membership
+    /// says so); else membership's. So a second process claiming a running
+    /// member's id (a copied node file) does not draw that member's calls.
     pub(crate) fn resolve(&self, member: &RaftMember) -> Option<PeerAddr> {
-        let learned = self
-            .handshake
-            .peers()
-            .snapshot()
-            .into_iter()
-            .filter(|p| p.id.as_ref().is_some_and(|id| id.as_str() == member.id) && p.last_contact.is_some())
-            .max_by_key(|p| p.last_contact)
-            .map(|p| p.addr);
-        learned.or_else(|| member.addr.parse().ok())
+        let recorded: Option<PeerAddr> = member.addr.parse().ok();
+        let peers = self.handshake.peers().snapshot();
+        let claiming = peers
+            .iter()
+            .filter(|p| p.id.as_ref().is_some_and(|id| id.as_str() == member.id))
+            .filter_map(|p| Some((p.last_contact?, &p.addr)));
+        let mut learned: Option<(Instant, &PeerAddr)> = None;
+        for (at, addr) in claiming {
+            if Some(addr) == recorded.as_ref() && at.elapsed() < RECORDED_FRESH {
+                return recorded;
+            }
+            if learned.is_none_or(|(best, _)| at > best) {
+                learned = Some((at, addr));
+            }
+        }
+        learned.map(|(_, addr)| addr.clone()).or(recorded)
     }
 
     /// Makes one call to `addr`, bounded by `timeout`, and admits the answer's

@@ -55,6 +55,13 @@ fn stopped_on_error(inner: &Inner) -> Option<String> {
 /// How a leader's refusal to take back a removed node reads (the node that
 /// asked recognises it by these words).
 pub(super) const REFUSED_AS_REMOVED: &str = "was removed from the cluster";
+/// How a member that does not lead answers a join, before the leader's
+/// address (the joiner asks there: the leader takes a join only from the
+/// joining node itself).
+const ASK_THE_LEADER: &str = "ask the leader at ";
+/// How a leader's refusal of a node whose id a running member has reads
+/// (recognised like [`REFUSED_AS_REMOVED`]: both stand until an operator acts).
+pub(super) const ID_IN_USE: &str = "is in use by a running node";
 /// How long a bootstrap or join attempt waits for one peer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Between two bootstrap or join attempts.
@@ -457,7 +464,11 @@ impl GroupView {
 /// older nodes send too).
 pub(super) fn refused_as_removed(error: &ReplicationError) -> Option<&str> {
     match error {
-        ReplicationError::Consensus { reason } if reason.contains(REFUSED_AS_REMOVED) => Some(reason),
+        ReplicationError::Consensus { reason }
+            if reason.contains(REFUSED_AS_REMOVED) || reason.contains(ID_IN_USE) =>
+        {
+            Some(reason)
+        }
         _ => None,
     }
 }
@@ -773,12 +784,28 @@ impl Inner {
 
     /// Asks the member at `addr` to add this node to its group.
     async fn ask_to_join(&self, addr: &PeerAddr) -> Result<bool, ReplicationError> {
+        let consensus = |reason| ReplicationError::Consensus { reason };
+        match self.join_call(addr).await? {
+            Ok(()) => Ok(true),
+            // A member that does not lead names the leader: asked once more, there.
+            Err(reason) => {
+                match reason.split_once(ASK_THE_LEADER).and_then(|(_, a)| a.parse::<PeerAddr>().ok()) {
+                    Some(leader) => self.join_call(&leader).await?.map(|()| true).map_err(consensus),
+                    None => Err(consensus(reason)),
+                }
+            }
+        }
+    }
+
+    /// One Join call to `addr`: its answer, or why there was none.
+    async fn join_call(&self, addr: &PeerAddr) -> Result<Result<(), String>, ReplicationError> {
         let call = proto::RaftCall { json: to_json(&self.me), ..proto::RaftCall::default() };
         let answer: Result<(), String> =
             self.wire.call_json(addr, Method::Join, call, Duration::from_secs(30)).await?;
-        answer.map_err(|reason| ReplicationError::Consensus { reason })?;
-        info!(node = %self.me.id, via = %addr, "joined the raft group");
-        Ok(true)
+        if answer.is_ok() {
+            info!(node = %self.me.id, via = %addr, "joined the raft group");
+        }
+        Ok(answer)
     }
 
     /// Adds `member` to the group: on the leader, as a learner (waiting until
@@ -810,6 +837,20 @@ impl Inner {
                  node to let it return"
             ));
         }
+        // A member back at another address, unless its old address still
+        // answers with its id: then two processes claim one id, and taking
+        // the newcomer would put the running one out.
+        let known = self.raft.metrics().borrow().membership_config.clone();
+        let old = known.nodes().find(|(n, k)| **n == id && k.addr != member.addr).map(|(_, k)| k.clone());
+        if let Some(addr) = old.and_then(|k| k.addr.parse::<PeerAddr>().ok()) {
+            let call = proto::RaftCall::default();
+            let answer = self.wire.call_json::<ProbeAnswer>(&addr, Method::Probe, call, PROBE_TIMEOUT).await;
+            if answer.is_ok_and(|a| a.member.id == member.id) {
+                return Err(format!(
+                    "node id {node} {ID_IN_USE} at {addr}; give the new node another id, or stop that one first"
+                ));
+            }
+        }
         match self.raft.add_learner(id, member.clone(), true).await {
             Ok(_) => {}
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -839,6 +880,11 @@ impl Inner {
         let Some(addr) = f.leader_node.and_then(|n| self.wire.resolve(&n)) else {
             return Err("no leader is known yet; retry".into());
         };
+        if member.id != self.me.id {
+            // The leader takes a join only from the node itself (its header
+            // must name the member): the joiner is told where to ask.
+            return Err(format!("this node does not lead; {ASK_THE_LEADER}{addr}"));
+        }
         let call = proto::RaftCall { json: to_json(&member), ..proto::RaftCall::default() };
         match self
             .wire
