@@ -62,18 +62,26 @@ impl BearerAuth {
     ///
     /// `UNAUTHENTICATED` for a missing, unknown or revoked token.
     pub fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, Status> {
-        self.identify(bearer_of(headers.get(http::header::AUTHORIZATION)))
+        self.identify(presented(headers.get_all(http::header::AUTHORIZATION).iter().map(|v| v.as_bytes())))
     }
 
-    /// Who holds `given`, or why it is refused.
-    fn identify(&self, given: Option<&str>) -> Result<Caller, Status> {
+    /// Who holds the token `given`, or why it is refused.
+    fn identify(&self, given: Presented<'_>) -> Result<Caller, Status> {
         let no_users = self.users.as_ref().is_none_or(|u| u.is_empty());
         if self.bootstrap.is_none() && no_users {
             return Ok(Caller::anonymous());
         }
-        let given = given.ok_or_else(|| {
-            Status::unauthenticated("missing bearer token: send authorization: Bearer <token>")
-        })?;
+        let given = match given {
+            Presented::Bearer(token) => token,
+            Presented::Absent => {
+                return Err(Status::unauthenticated(
+                    "missing bearer token: send authorization: Bearer <token>",
+                ));
+            }
+            Presented::Malformed(why) => {
+                return Err(Status::unauthenticated(format!("{why}: send authorization: Bearer <token>")));
+            }
+        };
         if let Some(bootstrap) = &self.bootstrap
             && tokens_match(given.as_bytes(), bootstrap.expose().as_bytes())
         {
@@ -94,16 +102,56 @@ impl BearerAuth {
 
 impl tonic::service::Interceptor for BearerAuth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let given = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        let caller = self.identify(given.and_then(|v| v.strip_prefix("Bearer ")))?;
+        let lines = request.metadata().get_all("authorization").iter().map(|v| v.as_encoded_bytes());
+        let caller = self.identify(presented(lines))?;
         request.extensions_mut().insert(caller);
         Ok(request)
     }
 }
 
-/// The token of an `authorization: Bearer <token>` header value.
-fn bearer_of(value: Option<&http::HeaderValue>) -> Option<&str> {
-    value?.to_str().ok()?.strip_prefix("Bearer ")
+/// What a request's `authorization` header lines present.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Presented<'a> {
+    /// No `authorization` header.
+    Absent,
+    /// A bearer token (not yet checked).
+    Bearer(&'a str),
+    /// Something else, and why it is not a bearer token.
+    Malformed(String),
+}
+
+/// What the lines of an `authorization` header present: one line
+/// `Bearer <token>` (RFC 6750 §2.1), its scheme in any case (RFC 7235 §2.1:
+/// schemes are case-insensitive). Two lines are refused rather than one of
+/// them picked: which one a proxy or a node would take is anyone's guess.
+pub(crate) fn presented<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Presented<'a> {
+    let mut lines = lines.into_iter();
+    let Some(line) = lines.next() else { return Presented::Absent };
+    if lines.next().is_some() {
+        return Presented::Malformed("more than one authorization header".into());
+    }
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Presented::Malformed("the authorization header is not text".into());
+    };
+    match text.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            Presented::Bearer(token.trim_start_matches(' '))
+        }
+        Some((scheme, _)) if scheme.len() <= 32 && scheme.bytes().all(|b| b.is_ascii_graphic()) => {
+            Presented::Malformed(format!("the authorization scheme {scheme:?} is not Bearer"))
+        }
+        _ => Presented::Malformed("the authorization header names no scheme Bearer".into()),
+    }
+}
+
+/// The bearer token of a request's `authorization` header lines, when they
+/// present one that is a well-formed [`Token`]; for calls a node forwards
+/// with its caller's token.
+pub(crate) fn bearer_token<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Option<Token> {
+    match presented(lines) {
+        Presented::Bearer(token) => token.parse().ok(),
+        Presented::Absent | Presented::Malformed(_) => None,
+    }
 }
 
 #[cfg(test)]
@@ -148,6 +196,32 @@ mod tests {
         assert!(call_with(&mut auth, None).unwrap_err().message().contains("missing bearer token"));
         let long = format!("Bearer {}", "a".repeat(super::super::MAX_TOKEN_LEN + 10));
         assert!(call_with(&mut auth, Some(&long)).is_err());
+    }
+
+    #[test]
+    fn the_scheme_is_read_in_any_case_another_scheme_or_two_headers_are_refused_saying_so() {
+        let mut auth = BearerAuth::new(Some("abc".parse().unwrap()));
+        for scheme in ["bearer", "BEARER", "Bearer"] {
+            assert_eq!(call_with(&mut auth, Some(&format!("{scheme} abc"))).unwrap(), Caller::bootstrap());
+        }
+        let basic = call_with(&mut auth, Some("Basic YWxhZGRpbjpvcGVuc2VzYW1l")).unwrap_err();
+        assert_eq!(
+            basic.message(),
+            "the authorization scheme \"Basic\" is not Bearer: send authorization: Bearer <token>"
+        );
+        let bare = call_with(&mut auth, Some("abc")).unwrap_err();
+        assert!(bare.message().starts_with("the authorization header names no scheme Bearer"), "{bare}");
+        let mut request = Request::new(());
+        request.metadata_mut().append("authorization", "Bearer abc".parse().unwrap());
+        request.metadata_mut().append("authorization", "Bearer other".parse().unwrap());
+        let twice = auth.call(request).unwrap_err();
+        assert_eq!(twice.code(), tonic::Code::Unauthenticated);
+        assert!(twice.message().starts_with("more than one authorization header"), "{twice}");
+        let mut headers = http::HeaderMap::new();
+        headers.append(http::header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(auth.authenticate(&headers).unwrap(), Caller::bootstrap());
+        headers.append(http::header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert!(auth.authenticate(&headers).unwrap_err().message().starts_with("more than one"));
     }
 
     #[test]

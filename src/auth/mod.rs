@@ -21,6 +21,7 @@ mod role;
 mod token;
 
 pub use bearer::BearerAuth;
+pub(crate) use bearer::bearer_token;
 pub use hash::{InvalidTokenHash, TokenHash};
 pub use index::{Lookup, RESCAN_INTERVAL, UserIndex};
 pub use role::{Caller, Role, UnknownRole};

@@ -278,6 +278,5 @@ pub struct NewUser {
 /// The caller's bearer token, to forward on calls this node makes for it
 /// (resource checks on other members).
 pub(super) fn bearer(headers: &http::HeaderMap) -> Option<Token> {
-    let header = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    header.strip_prefix("Bearer ")?.parse().ok()
+    crate::auth::bearer_token(headers.get_all(http::header::AUTHORIZATION).iter().map(|v| v.as_bytes()))
 }

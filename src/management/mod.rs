@@ -125,8 +125,9 @@ fn after(min_version: &str, read: Option<&proto::ReadOptions>) -> Result<ReadAft
 
 /// The caller's bearer token, to forward on calls this node makes for it.
 fn bearer<T>(request: &Request<T>) -> Option<Token> {
-    let header = request.metadata().get("authorization")?.to_str().ok()?;
-    header.strip_prefix("Bearer ")?.parse().ok()
+    crate::auth::bearer_token(
+        request.metadata().get_all("authorization").iter().map(|v| v.as_encoded_bytes()),
+    )
 }
 
 #[tonic::async_trait]
