@@ -34,7 +34,7 @@ impl Admin {
         replace: bool,
         ack: AckLevel,
     ) -> Result<ResourceStored, AdminError> {
-        let def = ResourceDefinition::from_json_bytes(definition)?;
+        let def = ResourceDefinition::from_caller_json_bytes(definition)?;
         let key = Namespace::Resources.key(def.name.as_str());
         if !replace && self.live(&key).await?.is_some() {
             return Err(AdminError::AlreadyExists { what: "resource", name: def.name.to_string() });

@@ -169,6 +169,58 @@ impl ResourceDefinition {
     }
 }
 
+impl ResourceDefinition {
+    /// Decodes and validates a definition a caller sends, as
+    /// [`from_json_bytes`](Self::from_json_bytes) does, and also refuses any
+    /// field this kind of resource does not have: read from the store an
+    /// unknown field is a newer node's and is ignored, but from a caller it is
+    /// a mistake (a misspelt `"pasword"` would otherwise be dropped, and the
+    /// secret with it). A field given empty (`null`, `""`, `{}`, `[]`) says
+    /// nothing and passes.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_json_bytes`](Self::from_json_bytes); [`DefinitionError::Malformed`]
+    /// naming the first unknown field (`spec.pasword`).
+    pub fn from_caller_json_bytes(bytes: &[u8]) -> Result<Self, DefinitionError> {
+        let definition = Self::from_json_bytes(bytes)?;
+        let malformed = |reason: String| DefinitionError::Malformed { field: ROOT.into(), reason };
+        let given: Value = serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+        let known = serde_json::to_value(&definition).map_err(|e| malformed(e.to_string()))?;
+        match unknown_field(&given, &known, "") {
+            Some(field) => Err(DefinitionError::Malformed {
+                field,
+                reason: format!(
+                    "not a field of a {} resource (misspelt?); nothing was stored",
+                    definition.kind()
+                ),
+            }),
+            None => Ok(definition),
+        }
+    }
+}
+
+/// The dotted path (under `at`) of the first non-empty field of `given` that
+/// `known`, the decoded definition encoded again, does not have.
+fn unknown_field(given: &Value, known: &Value, at: &str) -> Option<String> {
+    let (Value::Object(given), Value::Object(known)) = (given, known) else { return None };
+    given.iter().find_map(|(name, value)| {
+        let empty = match value {
+            Value::Null => true,
+            Value::String(s) => s.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Bool(_) | Value::Number(_) => false,
+        };
+        let path = if at.is_empty() { name.clone() } else { format!("{at}.{name}") };
+        match known.get(name) {
+            None if !empty => Some(path),
+            None => None,
+            Some(inner) => unknown_field(value, inner, &path),
+        }
+    })
+}
+
 impl fmt::Display for ResourceDefinition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.name, self.spec.kind())
@@ -303,6 +355,33 @@ mod tests {
                 ..JdbcSpec::new("jdbc:postgresql://db:5432/orders", "org.postgresql.Driver")
             }),
         )
+    }
+
+    #[test]
+    fn a_callers_definition_with_a_field_its_kind_lacks_is_refused_naming_it() {
+        let jdbc = |extra: &str| {
+            format!(
+                r#"{{"name":"orders","spec":{{"kind":"jdbc","url":"jdbc:postgresql://db:5432/orders","driver":"org.postgresql.Driver","user":"app"{extra}}}}}"#
+            )
+        };
+        let misspelt = ResourceDefinition::from_caller_json_bytes(jdbc(r#","pasword":"s3cret""#).as_bytes())
+            .unwrap_err();
+        assert_eq!(misspelt.field(), "spec.pasword", "{misspelt}");
+        assert!(misspelt.to_string().contains("not a field of a jdbc resource"), "{misspelt}");
+        assert!(!misspelt.to_string().contains("s3cret"), "{misspelt}");
+        // The store's reader ignores it (a newer node may have written it).
+        assert!(ResourceDefinition::from_json_bytes(jdbc(r#","pasword":"s3cret""#).as_bytes()).is_ok());
+        let top = format!(r#"{{"bogus":1,{}"#, &jdbc("")[1..]);
+        assert_eq!(ResourceDefinition::from_caller_json_bytes(top.as_bytes()).unwrap_err().field(), "bogus");
+        let fine = ResourceDefinition::from_caller_json_bytes(
+            jdbc(r#","password":"s3cret","note":null"#).as_bytes(),
+        );
+        assert!(fine.is_ok(), "{fine:?}");
+        let postal = r#"{"name":"p","spec":{"kind":"database","category":"postal","location":{"kind":"local","path":"/data/p","pth":"x"}}}"#;
+        let nested = ResourceDefinition::from_caller_json_bytes(postal.as_bytes()).unwrap_err();
+        assert_eq!(nested.field(), "spec.location.pth", "{nested}");
+        let postal = postal.replace(r#","pth":"x""#, "");
+        assert!(ResourceDefinition::from_caller_json_bytes(postal.as_bytes()).is_ok());
     }
 
     #[test]
