@@ -91,11 +91,22 @@ pub(crate) fn as_text<T: fmt::Display, S: Serializer>(value: &T, s: S) -> Result
     s.collect_str(value)
 }
 
-/// Bytes as JSON when they are JSON, else as a (lossy UTF-8) string.
+/// Bytes as JSON when they are a JSON object or array, or a number, boolean or
+/// `null` written exactly as JSON writes it back; else as a (lossy UTF-8)
+/// string of the bytes as stored. So a stored value is never changed by being
+/// shown: `1e3`, ` 1` and a 23-digit number stay text (as JSON numbers they
+/// would read `1000.0`, `1` and a rounded float), and a JSON string literal
+/// `"q"` stays the three characters, distinct from the value `q`.
 pub(crate) fn as_json_or_text<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    match serde_json::from_slice::<serde_json::Value>(bytes) {
-        Ok(value) => value.serialize(s),
-        Err(_) => s.serialize_str(&String::from_utf8_lossy(bytes)),
+    use serde_json::Value;
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(value @ (Value::Object(_) | Value::Array(_))) => value.serialize(s),
+        Ok(value @ (Value::Number(_) | Value::Bool(_) | Value::Null))
+            if serde_json::to_vec(&value).is_ok_and(|again| again == bytes) =>
+        {
+            value.serialize(s)
+        }
+        _ => s.serialize_str(&String::from_utf8_lossy(bytes)),
     }
 }
 
@@ -993,9 +1004,23 @@ mod tests {
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["value"]["x"], 1);
         assert_eq!(v["version"], "n1:1");
-        let text = Entry { value: b"hello".to_vec(), ..e };
+        let text = Entry { value: b"hello".to_vec(), ..e.clone() };
         assert_eq!(serde_json::to_value(&text).unwrap()["value"], "hello");
         assert_eq!(text.to_string(), "hello");
+        // Shown as stored: what JSON would write back otherwise stays text.
+        for (stored, shown) in [
+            ("42", serde_json::json!(42)),
+            ("true", serde_json::json!(true)),
+            ("1e3", serde_json::json!("1e3")),
+            (" 1", serde_json::json!(" 1")),
+            ("12345678901234567890123", serde_json::json!("12345678901234567890123")),
+            ("\"q\"", serde_json::json!("\"q\"")),
+            ("q", serde_json::json!("q")),
+            ("[1, 2]", serde_json::json!([1, 2])),
+        ] {
+            let entry = Entry { value: stored.as_bytes().to_vec(), ..e.clone() };
+            assert_eq!(serde_json::to_value(&entry).unwrap()["value"], shown, "{stored:?}");
+        }
     }
 
     #[test]
