@@ -23,7 +23,7 @@ pub enum InvalidId {
         max: usize,
     },
     /// The identifier held a character outside `[A-Za-z0-9._-]`.
-    #[error("{kind} {value:?} holds {ch:?}; only ASCII letters, digits, '.', '_' and '-' are allowed")]
+    #[error("{kind} {value:?} contains {ch:?}; only ASCII letters, digits, '.', '_' and '-' are allowed")]
     BadChar {
         /// Which kind of identifier.
         kind: &'static str,
@@ -50,7 +50,7 @@ pub enum IdentifierError {
         max: usize,
     },
     /// The value held a character outside `[A-Za-z0-9._-]`.
-    #[error("holds {ch:?}; only ASCII letters, digits, '.', '_' and '-' are allowed")]
+    #[error("contains {ch:?}; only ASCII letters, digits, '.', '_' and '-' are allowed")]
     BadChar {
         /// The first offending character.
         ch: char,

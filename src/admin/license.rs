@@ -43,7 +43,7 @@ impl Admin {
         namespace::validate_name(Namespace::License, name)?;
         self.wait_for(after).await?;
         let record = self.live(&Namespace::License.key(name)).await?.ok_or_else(|| {
-            AdminError::not_found(format!("no license {name:?} is installed; install one with SetLicense"))
+            AdminError::not_found(format!("no license {name:?} is installed; install one with `spectrum license set` (SetLicense, or PUT /api/v1/licenses/{name})"))
         })?;
         let license = License::from_json_bytes(record.value.as_deref().unwrap_or_default()).map_err(|e| {
             AdminError::StoredInvalid { what: format!("license {name:?}"), reason: e.to_string() }

@@ -122,6 +122,20 @@ impl Namespace {
         }
     }
 
+    /// What one entry of it is called, for messages (`user`, `dataflow`).
+    pub fn entry(self) -> &'static str {
+        match self {
+            Namespace::License => "license",
+            Namespace::Dataflows => "dataflow",
+            Namespace::Resources => "resource",
+            Namespace::Settings => "setting",
+            Namespace::Membership => "member",
+            Namespace::Users => "user",
+            Namespace::Audit => "audit record",
+            Namespace::Balancer => "balancer setting",
+        }
+    }
+
     /// Whether a raw `Put` or `Delete` may write it; if not, why not.
     pub fn read_only_reason(self) -> Option<&'static str> {
         match self {
@@ -179,7 +193,7 @@ pub enum KeyError {
         namespace: Namespace,
     },
     /// A name given to the management API is not acceptable.
-    #[error("invalid {namespace} name: {reason}")]
+    #[error("invalid {} name: {reason}", namespace.entry())]
     InvalidName {
         /// The namespace.
         namespace: Namespace,
@@ -347,7 +361,7 @@ mod tests {
         assert!(validate_name(Namespace::Dataflows, "normalize-address.v2").is_ok());
         for bad in ["", "a/b", "-x", "a b", &"x".repeat(129)] {
             let err = validate_name(Namespace::Dataflows, bad).unwrap_err();
-            assert!(err.to_string().starts_with("invalid dataflows name"), "{err}");
+            assert!(err.to_string().starts_with("invalid dataflow name"), "{err}");
         }
     }
 

@@ -79,7 +79,7 @@ fn bad_definitions_are_refused_naming_the_field_and_change_nothing() {
     std::fs::write(cluster.path("flow.json"), "{}").unwrap();
     cluster.fails(
         &["dataflow", "create", "a/b", cluster.path("flow.json").to_str().unwrap()],
-        "invalid dataflows name",
+        "invalid dataflow name",
     );
     std::fs::write(cluster.path("license.json"), r#"{"owner":"Acme","seats":0,"expires":"2999-01-01"}"#)
         .unwrap();
