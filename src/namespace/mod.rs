@@ -326,6 +326,14 @@ pub fn validate_write(key: &str, value: Option<&[u8]>) -> Result<(Namespace, Opt
     let Some(bytes) = value else {
         return Ok((ns, None));
     };
+    // URL clients rewrite `.` and `..` segments away (RFC 3986 §5.2.4), so a
+    // key holding one could not be read or deleted through the HTTP API.
+    if let Some(segment) = name.split('/').find(|s| matches!(*s, "." | "..")) {
+        return Err(KeyError::InvalidName {
+            namespace: ns,
+            reason: format!("{key:?} has a {segment:?} segment, which URL clients rewrite away"),
+        });
+    }
     let value = match ns {
         Namespace::Membership | Namespace::Users | Namespace::Audit | Namespace::Balancer => {
             return Err(KeyError::ReadOnly { namespace: ns });
@@ -341,6 +349,16 @@ pub fn validate_write(key: &str, value: Option<&[u8]>) -> Result<(Namespace, Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_written_key_with_a_dot_segment_is_refused_and_a_delete_of_one_passes() {
+        for key in ["settings/../users/evil", "settings/a/./b", "settings/.."] {
+            let err = validate_write(key, Some(b"v")).unwrap_err();
+            assert!(err.to_string().contains("segment, which URL clients rewrite away"), "{key}: {err}");
+        }
+        assert!(validate_write("settings/a..b/.c", Some(b"v")).is_ok());
+        assert!(validate_write("settings/../users/evil", None).is_ok(), "one written before can be deleted");
+    }
 
     #[test]
     fn keys_are_classified_by_namespace() {
