@@ -1021,9 +1021,7 @@ impl Joiner {
         self.readiness.publish().await;
         Ok(())
     }
-}
 
-impl Joiner {
     /// Refuses to go on when a running node with this node's id answers at
     /// `addr`, the address its membership record gives (last-writer-wins
     /// mode; in Raft mode the leader checks, see `RaftReplicator`). A node that
