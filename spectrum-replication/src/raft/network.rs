@@ -72,7 +72,6 @@ impl Wire {
     /// says so); else membership's. So a second process claiming a running
     /// member's id (a copied node file) does not draw that member's calls.
     pub(crate) fn resolve(&self, member: &RaftMember) -> Option<PeerAddr> {
-        let recorded: Option<PeerAddr> = member.addr.parse().ok();
         let peers = self.handshake.peers().snapshot();
         let claiming = peers
             .iter()
@@ -80,14 +79,15 @@ impl Wire {
             .filter_map(|p| Some((p.last_contact?, &p.addr)));
         let mut learned: Option<(Instant, &PeerAddr)> = None;
         for (at, addr) in claiming {
-            if Some(addr) == recorded.as_ref() && at.elapsed() < RECORDED_FRESH {
-                return recorded;
+            // Membership keeps addresses in `PeerAddr`'s own form.
+            if addr.as_str() == member.addr && at.elapsed() < RECORDED_FRESH {
+                return Some(addr.clone());
             }
             if learned.is_none_or(|(best, _)| at > best) {
                 learned = Some((at, addr));
             }
         }
-        learned.map(|(_, addr)| addr.clone()).or(recorded)
+        learned.map(|(_, addr)| addr.clone()).or_else(|| member.addr.parse().ok())
     }
 
     /// Makes one call to `addr`, bounded by `timeout`, and admits the answer's
