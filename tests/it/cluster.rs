@@ -298,9 +298,10 @@ async fn a_dead_member_can_be_removed_and_is_refused_until_an_operator_lets_it_b
     assert!(err.to_string().contains(&format!("node-3 at {dead}: ")), "names who and how alive: {err}");
 
     // node-1's failure detector stops finding node-3 alive once it is silent for
-    // longer than usual (a few sync intervals), and its status says so.
+    // longer than usual (about seven mean contact intervals: phi 3), and its
+    // status says so.
     let mut seen = spectrum::core::Liveness::Alive;
-    for _ in 0..100 {
+    for _ in 0..200 {
         let status = admin.status().await.unwrap();
         seen = status.members.iter().find(|m| m.member.id.as_str() == "node-3").unwrap().liveness;
         if seen != spectrum::core::Liveness::Alive {
