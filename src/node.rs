@@ -931,10 +931,13 @@ impl Joiner {
             loop {
                 tokio::select! {
                     joined = &mut joining => {
-                        if self.readiness.set_join_refused(None) {
+                        let joined = joined.unwrap_or(false);
+                        // A node refused for good (another has its id) keeps saying why.
+                        let refused = if joined { None } else { raft.join_refused() };
+                        if self.readiness.set_join_refused(refused) {
                             self.readiness.publish().await;
                         }
-                        if !joined.unwrap_or(false) {
+                        if !joined {
                             return;
                         }
                         break;

@@ -199,6 +199,22 @@ impl ReplicationError {
         ReplicationError::Consensus { reason: reason.to_string() }
     }
 
+    /// What to add to a log line about this error when the peer does not serve
+    /// the call at all (`UNIMPLEMENTED`): most likely a node of the other
+    /// replication mode. Empty otherwise.
+    pub(crate) fn mode_hint(&self) -> &'static str {
+        match self {
+            ReplicationError::Peer {
+                failure: PeerFailure::Refused { code: tonic::Code::Unimplemented, .. },
+                ..
+            } => {
+                " (the peer does not serve this replication mode: every node of a cluster must have the same \
+                 `replication`, \"lww\" or \"raft\")"
+            }
+            _ => "",
+        }
+    }
+
     /// Whether trying the same call again may help: only a [`PeerFailure`] that
     /// is [`retryable`](PeerFailure::retryable).
     pub(crate) fn retryable(&self) -> bool {
@@ -336,6 +352,19 @@ fn list(addrs: &[PeerAddr]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_that_serves_no_such_call_is_hinted_at_as_the_other_replication_mode() {
+        let peer: PeerAddr = "127.0.0.1:7001".parse().unwrap();
+        let failed = |code, message: &str| ReplicationError::Peer {
+            peer: peer.clone(),
+            failure: PeerFailure::Refused { code, message: message.into() },
+        };
+        let other_mode =
+            failed(tonic::Code::Unimplemented, "no such method: /spectrum.replication.v1.Replication/Sync");
+        assert!(other_mode.mode_hint().contains("the same `replication`"), "{}", other_mode.mode_hint());
+        assert_eq!(failed(tonic::Code::Unauthenticated, "bad key").mode_hint(), "");
+    }
 
     #[test]
     fn a_call_cut_after_it_was_sent_is_told_from_one_that_never_connected() {

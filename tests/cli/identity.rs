@@ -62,10 +62,10 @@ fn raft_mode_refuses_a_second_node_with_a_running_members_id_saying_why_and_take
     let log = cluster.path("copy-of-node-1.out");
     // It waits, not ready, saying why: the group refuses it.
     spawn(&mut cluster.processes, &["node", "--config"], &copy, &log).expect("the copy starts (and waits)");
-    let url = format!("http://127.0.0.1:{port}");
+    let copy_url = format!("http://127.0.0.1:{port}");
     let running = format!("is in use by a running node at {}", cluster.nodes[0].1);
     eventually("the copy says the group refuses it", STARTUP, || {
-        let (status, body) = http_get(&url, "/readyz")?;
+        let (status, body) = http_get(&copy_url, "/readyz")?;
         if status == 503 && body.contains(&running) {
             Ok(())
         } else {
@@ -109,4 +109,14 @@ fn raft_mode_refuses_a_second_node_with_a_running_members_id_saying_why_and_take
             ))
         }
     });
+
+    // The copy never asks again: node-1 stopped, it does not take its seat.
+    let pid = cluster.pid(0);
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    cluster.exit_status(0);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let (status, body) = http_get(&copy_url, "/readyz").unwrap();
+    assert!(status == 503 && body.contains(&running), "{status} {body}");
+    let status = cluster.status_at(1).unwrap();
+    assert_eq!(member(&status, "node-1")["addr"], cluster.nodes[0].1.as_str(), "{status}");
 }

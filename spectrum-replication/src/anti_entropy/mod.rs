@@ -509,7 +509,7 @@ impl Inner {
                 | ReplicationError::ClockSkew { .. }
         ) && !e.retryable();
         if refused && self.refusing.lock().insert(addr.clone()) {
-            warn!(peer = %addr, error = %e, "replication with a peer is refused (by it, or by this node); nothing is exchanged with it until that is mended");
+            warn!(peer = %addr, error = %e, hint = e.mode_hint(), "replication with a peer is refused (by it, or by this node); nothing is exchanged with it until that is mended");
         }
     }
 

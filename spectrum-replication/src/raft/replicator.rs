@@ -18,7 +18,7 @@ use spectrum_core::{ClusterId, Hlc, MemberState, NodeId, PeerAddr, TransportConf
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::batcher::Batcher;
 use super::codec::{Applied, Proposal, ProposalId, to_json};
@@ -528,6 +528,7 @@ impl RaftReplicator {
         let mut stop = inner.stop.subscribe();
         tokio::spawn(async move {
             let mut refusals: u32 = 0;
+            let mut failures: u32 = 0;
             loop {
                 match inner.try_join().await {
                     Ok(true) => {
@@ -535,8 +536,22 @@ impl RaftReplicator {
                         inner.joined.store(true, Ordering::Release);
                         return true;
                     }
-                    Ok(false) => {}
+                    Ok(false) => {
+                        if failures % 240 == 20 {
+                            let seeds: Vec<String> = inner.seeds.iter().map(ToString::to_string).collect();
+                            warn!(node = %inner.me.id, ?seeds, "not in the raft group yet: no seed answered as a member of a group, and the group cannot be founded until every seed answers");
+                        }
+                        failures += 1;
+                    }
                     Err(e) => match refused_as_removed(&e) {
+                        // Another running node has this id: this process must
+                        // never join, not even once that node stops (it would
+                        // take its voter seat with an empty log).
+                        Some(reason) if reason.contains(ID_IN_USE) => {
+                            error!(node = %inner.me.id, %reason, "the raft group refuses this node; it will not ask again (stop this process)");
+                            *inner.join_refused.lock() = Some(reason.to_owned());
+                            return false;
+                        }
                         Some(reason) => {
                             // Said once a minute: a removed node waits here until undrained.
                             if refusals % 240 == 0 {
@@ -545,7 +560,17 @@ impl RaftReplicator {
                             refusals += 1;
                             *inner.join_refused.lock() = Some(reason.to_owned());
                         }
-                        None => debug!(error = %e, "raft bootstrap attempt failed"),
+                        None => {
+                            // Said after about 5 s, then once a minute: a node
+                            // whose seeds do not answer, or refuse it (another
+                            // cluster's key), would otherwise be silent.
+                            if failures % 240 == 20 {
+                                warn!(node = %inner.me.id, error = %e, hint = e.mode_hint(), "not in the raft group yet: joining keeps failing");
+                            } else {
+                                debug!(error = %e, "raft bootstrap attempt failed");
+                            }
+                            failures += 1;
+                        }
                     },
                 }
                 tokio::select! {
