@@ -31,10 +31,12 @@ pub enum StoreError {
     #[error("a write batch must hold at least one write")]
     EmptyBatch,
     /// A version token could not be parsed.
-    #[error("invalid version token {token:?}: expected origin:seq")]
+    #[error("invalid version token {token:?}: {reason}")]
     InvalidToken {
         /// The token as given (cut to 80 characters).
         token: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// A remote record was malformed.
     #[error("invalid record from {origin}: {reason}")]

@@ -293,9 +293,16 @@ impl fmt::Display for VersionToken {
 impl FromStr for VersionToken {
     type Err = StoreError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || StoreError::InvalidToken { token: s.chars().take(80).collect() };
-        let (origin, seq) = s.rsplit_once(':').ok_or_else(bad)?;
-        Ok(VersionToken { origin: origin.parse().map_err(|_| bad())?, seq: seq.parse().map_err(|_| bad())? })
+        // The reason is cut like the token: it may quote what it was given.
+        let bad = |reason: String| StoreError::InvalidToken {
+            token: s.chars().take(80).collect(),
+            reason: reason.chars().take(160).collect(),
+        };
+        let (origin, seq) = s.rsplit_once(':').ok_or_else(|| bad("expected ORIGIN:SEQ".into()))?;
+        Ok(VersionToken {
+            origin: origin.parse().map_err(|e| bad(format!("its origin: {e}")))?,
+            seq: seq.parse().map_err(|e| bad(format!("its sequence number: {e}")))?,
+        })
     }
 }
 
@@ -412,10 +419,16 @@ mod tests {
         ] {
             let err = bad.parse::<VersionToken>().unwrap_err();
             assert!(
-                matches!(&err, StoreError::InvalidToken { token } if token.len() <= 80),
+                matches!(&err, StoreError::InvalidToken { token, reason } if token.len() <= 80 && reason.len() <= 160),
                 "{bad:?}: {err}"
             );
         }
+        // The reason says which part is wrong.
+        let origin = "raft~0000000000000000:1".parse::<VersionToken>().unwrap_err().to_string();
+        assert!(origin.contains(": its origin: "), "{origin}");
+        let seq = "n1:x".parse::<VersionToken>().unwrap_err().to_string();
+        assert!(seq.contains(": its sequence number: "), "{seq}");
+        assert!("n1".parse::<VersionToken>().unwrap_err().to_string().ends_with("expected ORIGIN:SEQ"));
     }
 
     #[test]
