@@ -6,24 +6,17 @@ use crate::{ClusterSpec, ProcessCluster, STARTUP, eventually, free_ports, http_g
 
 /// node-1's file, on a new port and an empty data directory.
 fn copy_of_node_1(cluster: &ProcessCluster) -> (PathBuf, u16) {
-    let file = std::fs::read_to_string(&cluster.files[0]).unwrap();
     let port = free_ports(1)[0];
-    let copy: String = file
-        .lines()
-        .map(|l| {
-            if l.starts_with("listen") {
-                format!("listen = \"127.0.0.1:{port}\"")
-            } else if l.starts_with("data_dir") {
-                format!("data_dir = {:?}", cluster.path("copy-of-node-1").display().to_string())
-            } else {
-                l.to_owned()
-            }
-        })
-        .map(|l| l + "\n")
-        .collect();
+    let (listen, data_dir) = (format!("\"127.0.0.1:{port}\""), toml_path(&cluster.path("copy-of-node-1")));
+    let copy = cluster.node_file_with(0, &[("listen", Some(&listen)), ("data_dir", Some(&data_dir))]);
     let copy_file = cluster.path("copy-of-node-1.toml");
     std::fs::write(&copy_file, copy).unwrap();
     (copy_file, port)
+}
+
+/// `path` as a TOML string.
+fn toml_path(path: &std::path::Path) -> String {
+    format!("{:?}", path.display().to_string())
 }
 
 /// node-1 kept its place: its address in membership, and writes are
@@ -80,18 +73,17 @@ fn raft_mode_refuses_a_second_node_with_a_running_members_id_saying_why_and_take
     let leader = status["replication"]["raft"]["leader"].as_str().expect("a leader").to_owned();
     let follower = cluster.nodes.iter().find(|n| n.0 != leader).unwrap().1.clone();
     let port = free_ports(1)[0];
-    let file = std::fs::read_to_string(&cluster.files[0]).unwrap();
-    let node_4: String = file
-        .lines()
-        .map(|l| match l.split_once(" = ").map(|(k, _)| k) {
-            Some("id") => "id = \"node-4\"".to_owned(),
-            Some("listen") => format!("listen = \"127.0.0.1:{port}\""),
-            Some("seeds") => format!("seeds = [\"{follower}\"]"),
-            Some("data_dir") => format!("data_dir = {:?}", cluster.path("node-4").display().to_string()),
-            _ => l.to_owned(),
-        })
-        .map(|l| l + "\n")
-        .collect();
+    let (listen, seeds) = (format!("\"127.0.0.1:{port}\""), format!("[\"{follower}\"]"));
+    let data_dir = toml_path(&cluster.path("node-4"));
+    let node_4 = cluster.node_file_with(
+        0,
+        &[
+            ("id", Some("\"node-4\"")),
+            ("listen", Some(&listen)),
+            ("seeds", Some(&seeds)),
+            ("data_dir", Some(&data_dir)),
+        ],
+    );
     let node_4_file = cluster.path("node-4.toml");
     std::fs::write(&node_4_file, node_4).unwrap();
     let log = cluster.path("node-4.out");

@@ -9,17 +9,15 @@ const NEW_KEY: &str = "5ec0ffee5ec0ffee5ec0ffee5ec0ffee5ec0ffee5ec0ffee5ec0ffee5
 /// A key that sealed nothing in this cluster.
 const STRANGER_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-/// Restarts node-1 with its file's `cluster_key` and `previous_cluster_keys`
-/// lines replaced by `key_lines`, and waits until it answers `key rotate`'s read (`resources list`).
-fn restart_with_keys(cluster: &mut ProcessCluster, key_lines: &str) {
+/// Restarts node-1 with `cluster_key = key` and `previous_cluster_keys =
+/// previous` (or none), and waits until it answers `key rotate`'s read
+/// (`resources list`).
+fn restart_with_keys(cluster: &mut ProcessCluster, key: &str, previous: Option<&str>) {
     cluster.kill(0);
-    let file = std::fs::read_to_string(&cluster.files[0]).unwrap();
-    let rewritten: String = file
-        .lines()
-        .filter(|l| !l.starts_with("previous_cluster_keys"))
-        .map(|l| if l.starts_with("cluster_key") { key_lines.to_owned() } else { l.to_owned() })
-        .map(|l| l + "\n")
-        .collect();
+    let key = format!("\"{key}\"");
+    let previous = previous.map(|old| format!("[\"{old}\"]"));
+    let rewritten = cluster
+        .node_file_with(0, &[("cluster_key", Some(&key)), ("previous_cluster_keys", previous.as_deref())]);
     std::fs::write(&cluster.files[0], rewritten).unwrap();
     cluster.restart(0, &Launch::default()).expect("node-1 starts with its new keys");
     let node = cluster.nodes[0].1.clone();
@@ -35,18 +33,13 @@ fn a_cluster_key_is_rotated_with_the_old_one_in_previous_cluster_keys_then_key_r
     let orders = cluster.path("orders.json");
     std::fs::write(&orders, jdbc_definition("orders")).unwrap();
     cluster.ok(&["resources", "create", orders.to_str().unwrap()]);
-    let file = std::fs::read_to_string(&cluster.files[0]).unwrap();
-    let old = file.lines().find(|l| l.starts_with("cluster_key")).unwrap().to_owned();
-    let old_key = old.split('"').nth(1).unwrap().to_owned();
+    let old_key = cluster.node_file_value(0, "cluster_key").unwrap().trim_matches('"').to_owned();
     let node = cluster.nodes[0].1.clone();
     let at_node = |cluster: &ProcessCluster, args: &[&str]| cluster.run_at(&node, Some(&cluster.token), args);
 
     // The new key, the old one kept: the secret still opens, and `key rotate`
     // reseals it with the new key.
-    restart_with_keys(
-        &mut cluster,
-        &format!("cluster_key = \"{NEW_KEY}\"\nprevious_cluster_keys = [\"{old_key}\"]"),
-    );
+    restart_with_keys(&mut cluster, NEW_KEY, Some(&old_key));
     let out = at_node(&cluster, &["--json", "key", "rotate"]);
     assert!(out.status.success(), "{}", crate::stderr(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -56,25 +49,22 @@ fn a_cluster_key_is_rotated_with_the_old_one_in_previous_cluster_keys_then_key_r
     assert_eq!((again["resealed"].as_array().map(Vec::len), &again["current"]), (Some(0), &Value::from(1)));
 
     // The old key gone: the secret opens with the new one alone.
-    restart_with_keys(&mut cluster, &format!("cluster_key = \"{NEW_KEY}\""));
+    restart_with_keys(&mut cluster, NEW_KEY, None);
     let check = at_node(&cluster, &["resources", "check", "orders"]);
     let text = String::from_utf8_lossy(&check.stdout);
     assert!(!text.contains("unreadable"), "{text}");
 
     // A key that sealed nothing here: `key rotate` says so and fails.
-    restart_with_keys(&mut cluster, &format!("cluster_key = \"{STRANGER_KEY}\""));
+    restart_with_keys(&mut cluster, STRANGER_KEY, None);
     let args = ["key", "rotate"];
     let refused = expect_failure(&at_node(&cluster, &args), &args, "no key of the answering node opens");
     assert!(refused.contains("previous_cluster_keys"), "{refused}");
 
     // A malformed previous key is refused naming which, without its value.
     cluster.kill(0);
-    let file = std::fs::read_to_string(&cluster.files[0]).unwrap();
-    std::fs::write(
-        &cluster.files[0],
-        format!("{file}previous_cluster_keys = [\"{old_key}\", \"not-a-key\"]\n"),
-    )
-    .unwrap();
+    let malformed = format!("[\"{old_key}\", \"not-a-key\"]");
+    let rewritten = cluster.node_file_with(0, &[("previous_cluster_keys", Some(&malformed))]);
+    std::fs::write(&cluster.files[0], rewritten).unwrap();
     let refused =
         cluster.restart(0, &Launch::default()).expect_err("a node with a malformed previous key started");
     assert!(refused.contains("previous_cluster_keys[1]") && !refused.contains("not-a-key"), "{refused}");

@@ -310,6 +310,33 @@ impl ProcessCluster {
         self.node_process(i).id()
     }
 
+    /// Node `i`'s file with each key of `set` given its value (TOML text), or
+    /// its line left out when `None`; a key the file lacks is added at the end.
+    fn node_file_with(&self, i: usize, set: &[(&str, Option<&str>)]) -> String {
+        let file = std::fs::read_to_string(&self.files[i]).expect("the node file");
+        let mut out = String::new();
+        for line in file.lines() {
+            let key = line.split_once(" = ").map_or(line, |(k, _)| k);
+            match set.iter().find(|(k, _)| *k == key) {
+                Some((_, None)) => {}
+                Some((k, Some(value))) => out.push_str(&format!("{k} = {value}\n")),
+                None => out.push_str(&format!("{line}\n")),
+            }
+        }
+        for (k, value) in set {
+            if let Some(value) = value.filter(|_| !file.lines().any(|l| l.starts_with(&format!("{k} = ")))) {
+                out.push_str(&format!("{k} = {value}\n"));
+            }
+        }
+        out
+    }
+
+    /// The value (TOML text) of `key` in node `i`'s file.
+    fn node_file_value(&self, i: usize, key: &str) -> Option<String> {
+        let file = std::fs::read_to_string(&self.files[i]).expect("the node file");
+        file.lines().find_map(|l| l.strip_prefix(&format!("{key} = ")).map(str::to_owned))
+    }
+
     /// The log of node `i`'s current process, read now.
     fn node_log(&self, i: usize) -> String {
         let (id, starts) = (&self.nodes[i].0, self.current[i].1);

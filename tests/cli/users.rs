@@ -89,10 +89,7 @@ fn a_user_added_with_the_command_calls_with_the_printed_token_within_its_role() 
     assert!(out.status.success(), "the file's token is the bootstrap token");
     cluster.kill(0);
     // Without a token of its own, it does not start in development mode either.
-    let file = std::fs::read_to_string(&cluster.files[0]).unwrap();
-    let tokenless: String =
-        file.lines().filter(|l| !l.starts_with("token")).map(|l| format!("{l}\n")).collect();
-    std::fs::write(&cluster.files[0], tokenless).unwrap();
+    std::fs::write(&cluster.files[0], cluster.node_file_with(0, &[("token", None)])).unwrap();
     let refused = cluster.restart(0, &shell).expect_err("a node with only SPECTRUM_TOKEN started");
     assert!(refused.contains("a node does not take its bootstrap token from it"), "{refused}");
     // And a user's token is never a bootstrap token.
