@@ -38,7 +38,7 @@ use tracing::warn;
 
 use crate::credential::{MAX_TOKENS, PEER_HEADER, PeerToken};
 use crate::handshake::{Admitted, Contact, Handshake};
-use crate::log_limit::LogLimiter;
+use crate::log_limit::{LogLimiter, REPEAT_EVERY};
 use crate::proto;
 
 /// Most bytes of metadata (names and values of every entry) an internal call may
@@ -195,7 +195,7 @@ impl PeerGate {
     }
 
     /// Logs a refused call: once per caller (its address's IP, the node it
-    /// claims) and reason per [`REPEAT_EVERY`](crate::log_limit::REPEAT_EVERY),
+    /// claims) and reason per [`REPEAT_EVERY`],
     /// with how many were held back since, so a caller that keeps calling
     /// does not flood the log.
     fn warn_refused(&self, method: &str, claimed: &str, remote: Option<SocketAddr>, refusal: &GateRefusal) {
@@ -207,8 +207,8 @@ impl PeerGate {
                 claimed_node = claimed,
                 remote = ?remote,
                 reason = %refusal,
-                held_back,
-                "refused an internal call (repeats from this caller are logged once every 30 s)"
+                held_back, repeats_logged_every_s = REPEAT_EVERY.as_secs(),
+                "refused an internal call"
             );
         }
     }

@@ -41,7 +41,7 @@ use tracing::{debug, warn};
 
 use crate::clock::{ClockCheck, OFFSET_FRESH};
 use crate::error::{PeerFailure, ReplicationError};
-use crate::log_limit::LogLimiter;
+use crate::log_limit::{LogLimiter, REPEAT_EVERY};
 use crate::origin::Origin;
 use crate::peers::PeerTable;
 use crate::proto;
@@ -192,7 +192,7 @@ impl Handshake {
             if let Some(held_back) =
                 self.logged.admit(&format!("cluster|{}|{:?}", h.node_id, seen_at), Instant::now())
             {
-                warn!(peer = %h.node_id, addr = ?seen_at, theirs = %h.cluster_id, ours = %self.cluster, held_back, "refused peer of another cluster (repeats are logged once every 30 s)");
+                warn!(peer = %h.node_id, addr = ?seen_at, theirs = %h.cluster_id, ours = %self.cluster, held_back, repeats_logged_every_s = REPEAT_EVERY.as_secs(), "refused peer of another cluster");
             }
             return Err(Refusal::WrongCluster {
                 node: h.node_id,
@@ -244,7 +244,7 @@ impl Handshake {
                 if let Some(held_back) =
                     self.logged.admit(&format!("skew|{}|{:?}", h.node_id, seen_at), Instant::now())
                 {
-                    warn!(peer = %h.node_id, addr = ?seen_at, %offset, max_ms = skew.max_ms, held_back, "refused peer with a clock too far ahead (repeats are logged once every 30 s)");
+                    warn!(peer = %h.node_id, addr = ?seen_at, %offset, max_ms = skew.max_ms, held_back, repeats_logged_every_s = REPEAT_EVERY.as_secs(), "refused peer with a clock too far ahead");
                 }
                 let echo = h.sent_ms.map(|sent_ms| Echo { sent_ms, received_ms });
                 return Err(Refusal::ClockSkew { node: h.node_id, skew, echo });
