@@ -611,9 +611,12 @@ impl NodeBuilder {
         let served = Served::start(&self.transport, routes, listener.incoming, &channels)?;
 
         // A store incarnation that has not written yet waits out the clock
-        // uncertainty before its first write (see `horizon::FirstWrite`).
-        let first_write =
-            (store.digest().await?.get(store.origin()) == 0).then(|| FirstWrite::from_now(&hlc));
+        // uncertainty before its first write (see `horizon::FirstWrite`). Not
+        // in Raft mode: there the state machine stamps every record, after the
+        // last one it applied, under the group's origin, and this store's own
+        // origin never writes, so this node's clock orders nothing.
+        let first_write = (raft.is_none() && store.digest().await?.get(store.origin()) == 0)
+            .then(|| FirstWrite::from_now(&hlc));
         let joiner = Joiner {
             first_write,
             hlc: hlc.clone(),
