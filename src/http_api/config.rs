@@ -8,7 +8,7 @@ use super::params::{
 };
 use super::{Answer, Api, ErrorBody, authorize};
 use crate::auth::Caller;
-use crate::management::{Rpc, license_name};
+use crate::management::{Rpc, check_read, license_name, may_read};
 use crate::model::{
     Conflicts, Dataflow, Entries, Entry, KeyWritten, LicenseInfo, LicenseInstalled, NameWritten, TxnSpec,
     WriteReceipt,
@@ -23,13 +23,15 @@ pub(super) async fn list(
     Extension(caller): Extension<Caller>,
     uri: http::Uri,
 ) -> Answer {
-    authorize(&api, caller, Rpc::List, "").await?;
+    let caller = authorize(&api, caller, Rpc::List, "").await?;
     let q: ListParams = query(&uri)?;
+    let prefix = q.prefix.as_deref().unwrap_or_default();
+    check_read(&caller, Rpc::List, prefix)?;
     if q.consistent.unwrap_or(false) {
         api.admin().barrier().await?;
     }
-    let entries =
-        api.admin().list(q.prefix.as_deref().unwrap_or_default(), &after(q.min_version.as_deref())?).await?;
+    let mut entries = api.admin().list(prefix, &after(q.min_version.as_deref())?).await?;
+    entries.retain(|e| may_read(&caller, &e.key));
     Ok(api.json(&Entries(entries)))
 }
 
@@ -43,12 +45,12 @@ pub(super) async fn conflicts(
     Extension(caller): Extension<Caller>,
     uri: http::Uri,
 ) -> Answer {
-    authorize(&api, caller, Rpc::ListConflicts, "").await?;
+    let caller = authorize(&api, caller, Rpc::ListConflicts, "").await?;
     let q: ListParams = query(&uri)?;
-    let found = api
-        .admin()
-        .conflicts(q.prefix.as_deref().unwrap_or_default(), &after(q.min_version.as_deref())?)
-        .await?;
+    let prefix = q.prefix.as_deref().unwrap_or_default();
+    check_read(&caller, Rpc::ListConflicts, prefix)?;
+    let mut found = api.admin().conflicts(prefix, &after(q.min_version.as_deref())?).await?;
+    found.0.retain(|c| may_read(&caller, &c.key));
     Ok(api.json(&found))
 }
 
@@ -62,7 +64,8 @@ pub(super) async fn get(
     Name(key): Name,
     uri: http::Uri,
 ) -> Answer {
-    authorize(&api, caller, Rpc::Get, "").await?;
+    let caller = authorize(&api, caller, Rpc::Get, "").await?;
+    check_read(&caller, Rpc::Get, &key)?;
     let q: ReadParams = query(&uri)?;
     if q.consistent.unwrap_or(false) {
         api.admin().barrier().await?;

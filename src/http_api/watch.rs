@@ -15,7 +15,7 @@ use utoipa::IntoParams;
 use super::params::{ReadParams, query};
 use super::{Answer, Api, ApiError, ErrorBody, authorize};
 use crate::auth::Caller;
-use crate::management::Rpc;
+use crate::management::{Rpc, check_read, may_see};
 use crate::watch::{WatchEvent, WatchPosition};
 
 /// The media type of the answer: one JSON value per line.
@@ -50,8 +50,9 @@ pub(super) async fn watch(
     Extension(caller): Extension<Caller>,
     uri: http::Uri,
 ) -> Answer {
-    authorize(&api, caller, Rpc::Watch, "").await?;
+    let caller = authorize(&api, caller, Rpc::Watch, "").await?;
     let q: WatchParams = query(&uri)?;
+    check_read(&caller, Rpc::Watch, q.prefix.as_deref().unwrap_or_default())?;
     let from = q
         .from
         .as_deref()
@@ -60,7 +61,7 @@ pub(super) async fn watch(
         .transpose()?;
     let read = ReadParams { min_version: None, session: q.session, wait_ms: q.wait_ms, consistent: None };
     let events = api.admin().watch(q.prefix.as_deref().unwrap_or_default(), from, &read.after()?).await?;
-    let lines = events.map(|event| {
+    let lines = events.filter(move |event| may_see(&caller, event)).map(|event| {
         let mut line = match event {
             Ok(event) => serde_json::to_vec(&event),
             Err(e) => serde_json::to_vec(&ApiError::from(Status::from(e)).body),

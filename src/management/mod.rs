@@ -58,7 +58,8 @@ pub use crate::admin::{MAX_READ_WAIT, PEER_CHECK_TIMEOUT, READ_YOUR_WRITES_WAIT}
 pub use crate::auth::BearerAuth;
 pub use crate::pb::proto;
 pub(crate) use policy::{Policy, definition_name, license_name};
-pub use rpc::Rpc;
+pub use rpc::{Rpc, read_role};
+pub(crate) use rpc::{check_read, may_read, may_see};
 pub use watch::WatchEvents;
 
 use crate::admin::Admin;
@@ -134,8 +135,9 @@ fn bearer<T>(request: &Request<T>) -> Option<Token> {
 impl Management for ManagementService {
     #[instrument(skip_all)]
     async fn get(&self, request: Request<proto::GetRequest>) -> Result<Response<proto::GetResponse>, Status> {
-        self.authorize(&request, Rpc::Get, "").await?;
+        let caller = self.authorize(&request, Rpc::Get, "").await?;
         let req = request.into_inner();
+        rpc::check_read(&caller, Rpc::Get, &req.key)?;
         self.barrier_if_consistent(req.read.as_ref()).await?;
         let entry = self.admin.get(&req.key, &after(&req.min_version, req.read.as_ref())?).await?;
         let served_by = entry_served_by(&self.admin);
@@ -203,11 +205,13 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::ListRequest>,
     ) -> Result<Response<proto::ListResponse>, Status> {
-        self.authorize(&request, Rpc::List, "").await?;
+        let caller = self.authorize(&request, Rpc::List, "").await?;
         let req = request.into_inner();
+        rpc::check_read(&caller, Rpc::List, &req.prefix)?;
         self.barrier_if_consistent(req.read.as_ref()).await?;
         let entries = self.admin.list(&req.prefix, &after(&req.min_version, req.read.as_ref())?).await?;
-        let entries = entries.into_iter().map(Into::into).collect();
+        let entries =
+            entries.into_iter().filter(|e| rpc::may_read(&caller, &e.key)).map(Into::into).collect();
         Ok(Response::new(proto::ListResponse { entries, served_by: entry_served_by(&self.admin) }))
     }
 
@@ -225,10 +229,12 @@ impl Management for ManagementService {
         &self,
         request: Request<proto::ListConflictsRequest>,
     ) -> Result<Response<proto::ListConflictsResponse>, Status> {
-        self.authorize(&request, Rpc::ListConflicts, "").await?;
+        let caller = self.authorize(&request, Rpc::ListConflicts, "").await?;
         let req = request.into_inner();
+        rpc::check_read(&caller, Rpc::ListConflicts, &req.prefix)?;
         let found = self.admin.conflicts(&req.prefix, &after(&req.min_version, req.read.as_ref())?).await?;
-        let conflicts = found.0.into_iter().map(Into::into).collect();
+        let conflicts =
+            found.0.into_iter().filter(|c| rpc::may_read(&caller, &c.key)).map(Into::into).collect();
         Ok(Response::new(proto::ListConflictsResponse { conflicts, served_by: entry_served_by(&self.admin) }))
     }
 

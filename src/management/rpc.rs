@@ -5,6 +5,8 @@
 use tonic::{Request, Status};
 
 use crate::auth::{Caller, Role};
+use crate::namespace::Namespace;
+use crate::watch::WatchEvent;
 
 /// One RPC of `spectrum.management.v1.Management`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -209,13 +211,80 @@ impl Rpc {
             return Ok(());
         }
         Err(Status::permission_denied(format!(
-            "{} needs the {needed} role; user {:?} is {} {}",
+            "{} needs the {needed} role; user {:?} is {}",
             self.name(),
             caller.name,
-            if caller.role.to_string().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" },
-            caller.role
+            with_article(caller.role)
         )))
     }
+}
+
+/// The lowest role that may read the keys of `namespace` through the raw reads
+/// (`Get`, `List`, `ListConflicts`, `Watch`), which are a viewer's calls: the
+/// audit log's records need what [`Rpc::ListAudit`] needs (operator), users'
+/// records what [`Rpc::ListUsers`] needs (admin), so that no raw read shows
+/// what the dedicated call keeps from the caller. Every other namespace is a
+/// viewer's to read.
+pub fn read_role(namespace: Namespace) -> Role {
+    match namespace {
+        Namespace::Audit => Rpc::ListAudit.required_role(),
+        Namespace::Users => Rpc::ListUsers.required_role(),
+        _ => Role::Viewer,
+    }
+}
+
+/// The namespace whose keys all start with `key_or_prefix` (a key, or a prefix
+/// that reaches into one namespace), if any.
+fn namespace_of(key_or_prefix: &str) -> Option<Namespace> {
+    Namespace::ALL.into_iter().find(|ns| key_or_prefix.starts_with(ns.prefix()))
+}
+
+/// Whether `caller` may read `key` through a raw read (see [`read_role`]): what
+/// `List`, `ListConflicts` and `Watch` answer is filtered with it. A key in no
+/// namespace is readable (nothing is stored there).
+pub(crate) fn may_read(caller: &Caller, key: &str) -> bool {
+    namespace_of(key).is_none_or(|ns| caller.role.allows(read_role(ns)))
+}
+
+/// Whether a watch of `caller` passes `event` on: a change of a key it may
+/// read (see [`may_read`]); progress (no key) and errors always.
+pub(crate) fn may_see<E>(caller: &Caller, event: &Result<WatchEvent, E>) -> std::future::Ready<bool> {
+    std::future::ready(event.as_ref().is_ok_and(|e| may_read(caller, &e.key)) || event.is_err())
+}
+
+/// Refuses `caller` the raw read `rpc` of `key_or_prefix` when it lies in a
+/// namespace its role may not read (see [`read_role`]); a prefix that spans
+/// several namespaces (`""`, `"a"`) is allowed, its answer filtered with
+/// [`may_read`].
+///
+/// # Errors
+///
+/// `PERMISSION_DENIED` naming the namespace, the role it needs and the
+/// dedicated call.
+pub(crate) fn check_read(caller: &Caller, rpc: Rpc, key_or_prefix: &str) -> Result<(), Status> {
+    let Some(ns) = namespace_of(key_or_prefix) else { return Ok(()) };
+    let needed = read_role(ns);
+    if caller.role.allows(needed) {
+        return Ok(());
+    }
+    let dedicated = match ns {
+        Namespace::Audit => " (as ListAudit does)",
+        Namespace::Users => " (as ListUsers does)",
+        _ => "",
+    };
+    Err(Status::permission_denied(format!(
+        "{} of {} needs the {needed} role{dedicated}; user {:?} is {}",
+        rpc.name(),
+        ns.prefix(),
+        caller.name,
+        with_article(caller.role)
+    )))
+}
+
+/// `an admin`, `an operator`, `a viewer`.
+fn with_article(role: Role) -> String {
+    let article = if role.as_str().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {role}")
 }
 
 /// The caller [`BearerAuth`](crate::auth::BearerAuth) identified. A request that

@@ -17,8 +17,9 @@ impl ManagementService {
         &self,
         request: Request<proto::WatchRequest>,
     ) -> Result<Response<WatchEvents>, Status> {
-        self.authorize(&request, Rpc::Watch, "").await?;
+        let caller = self.authorize(&request, Rpc::Watch, "").await?;
         let req = request.into_inner();
+        super::rpc::check_read(&caller, Rpc::Watch, &req.prefix)?;
         let from = match req.from.as_str() {
             "" => None,
             text => Some(
@@ -27,10 +28,11 @@ impl ManagementService {
         };
         let events = self.admin.watch(&req.prefix, from, &after("", req.read.as_ref())?).await?;
         let served_by = entry_served_by(&self.admin);
-        let wire = events.map(move |event| match event {
-            Ok(event) => Ok(event_to_wire(event, &served_by)),
-            Err(e) => Err(Status::from(e)),
-        });
+        let wire =
+            events.filter(move |event| super::rpc::may_see(&caller, event)).map(move |event| match event {
+                Ok(event) => Ok(event_to_wire(event, &served_by)),
+                Err(e) => Err(Status::from(e)),
+            });
         Ok(Response::new(Box::pin(wire)))
     }
 }

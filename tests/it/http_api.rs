@@ -166,6 +166,16 @@ async fn callers_need_a_token_and_the_role_of_the_grpc_call_and_every_write_is_a
     assert_eq!(audit.status, 403, "viewers do not read the audit log");
     let audit = call(&base, "GET", "/api/v1/audit?limit=5", Some(&otto), b"").await;
     assert_eq!(audit.json().as_array().unwrap().len(), 5);
+    // Nor through the raw reads: refused inside the namespace, left out across.
+    for path in ["/api/v1/config?prefix=audit/", "/api/v1/config/users/vera", "/api/v1/watch?prefix=users/"] {
+        assert_eq!(call(&base, "GET", path, Some(&vera), b"").await.status, 403, "{path}");
+    }
+    let all = call(&base, "GET", "/api/v1/config", Some(&vera), b"").await.json();
+    let keys: Vec<&str> = all.as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap()).collect();
+    assert!(
+        !keys.is_empty() && !keys.iter().any(|k| k.starts_with("audit/") || k.starts_with("users/")),
+        "{keys:?}"
+    );
     cluster.shutdown().await;
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use spectrum::Cluster;
 use spectrum::auth::Token;
 use spectrum::client::{AckLevel, AdminClient, AuditQuery, NodeStateChange, ReadAfter, Role};
@@ -131,6 +132,65 @@ async fn roles_limit_what_users_may_do_and_the_audit_log_names_every_writer_with
         .await
         .unwrap();
     assert!(mine.0.len() <= 2 && mine.0.iter().all(|e| e.record.caller == "otto"), "{mine}");
+    cluster.shutdown().await;
+}
+
+/// The raw reads (`Get`, `List`, `ListConflicts`, `Watch`) are a viewer's, yet
+/// they show no more than the dedicated calls: the audit log's records need the
+/// operator role (as `ListAudit`), users' records the admin role (as
+/// `ListUsers`). A read inside those namespaces is refused naming the role; a
+/// read across namespaces leaves their keys out; a watch never passes them on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_reads_show_a_viewer_neither_the_audit_log_nor_users_and_an_operator_no_users() {
+    let cluster = secured("it-users-raw-reads", 3, BOOTSTRAP).await;
+    let balancer = cluster.balancer_addr();
+    let admin = client(&balancer, BOOTSTRAP).await;
+    let vera = admin.add_user("vera", Role::Viewer, AckLevel::All).await.unwrap();
+    let otto = admin.add_user("otto", Role::Operator, AckLevel::All).await.unwrap();
+    admin.put("settings/colour", "teal", AckLevel::All).await.unwrap();
+    let as_vera = client(&balancer, vera.token.expose()).await;
+    let as_otto = client(&balancer, otto.token.expose()).await;
+    let audit = admin.list("audit/", ReadAfter::Anything).await.unwrap();
+    let audit_key = audit.0.first().expect("the writes so far are audited").key.clone();
+
+    let mut watched = as_vera.watch("", None);
+    let events = tokio::spawn(async move {
+        let mut keys = Vec::new();
+        while keys.last().is_none_or(|k| k != "settings/last") {
+            let next = tokio::time::timeout(REPLICATION_BOUND, watched.next()).await;
+            keys.push(next.expect("an event in time").expect("the watch goes on").unwrap().key);
+        }
+        keys
+    });
+    for (reader, key, needed) in [
+        (&as_vera, audit_key.as_str(), "operator"),
+        (&as_vera, "users/vera", "admin"),
+        (&as_otto, "users/otto", "admin"),
+    ] {
+        let err = reader.get(key, ReadAfter::Anything).await.unwrap_err();
+        assert_eq!(err.code(), Some(Code::PermissionDenied), "{key}: {err}");
+        assert!(err.to_string().contains(&format!("needs the {needed} role")), "{err}");
+        let prefix = &key[..key.find('/').unwrap() + 1];
+        let err = reader.list(prefix, ReadAfter::Anything).await.unwrap_err();
+        assert_eq!(err.code(), Some(Code::PermissionDenied), "{prefix}: {err}");
+        let err = reader.watch(prefix, None).next().await.unwrap().unwrap_err();
+        assert_eq!(err.code(), Some(Code::PermissionDenied), "{prefix}: {err}");
+    }
+    let keys = |entries: spectrum::model::Entries| entries.0.into_iter().map(|e| e.key).collect::<Vec<_>>();
+    let seen = keys(as_vera.list("", ReadAfter::Anything).await.unwrap());
+    assert!(seen.contains(&"settings/colour".to_owned()), "{seen:?}");
+    assert!(!seen.iter().any(|k| k.starts_with("audit/") || k.starts_with("users/")), "{seen:?}");
+    let seen = keys(as_otto.list("", ReadAfter::Anything).await.unwrap());
+    assert!(seen.iter().any(|k| k.starts_with("audit/")) && !seen.iter().any(|k| k.starts_with("users/")));
+    as_otto.get(&audit_key, ReadAfter::Anything).await.unwrap();
+    admin.get("users/vera", ReadAfter::Anything).await.unwrap();
+
+    // The admin's writes meanwhile, each with its audit record, one of them a
+    // user's: the viewer's watch of everything passes on the settings alone.
+    admin.put("settings/size", "9", AckLevel::All).await.unwrap();
+    admin.add_user("walt", Role::Viewer, AckLevel::All).await.unwrap();
+    admin.put("settings/last", "1", AckLevel::All).await.unwrap();
+    assert_eq!(events.await.unwrap(), ["settings/size", "settings/last"]);
     cluster.shutdown().await;
 }
 
