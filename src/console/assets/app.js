@@ -358,12 +358,12 @@ async function loadDataflows() {
     h('td', {}, d.name), h('td', {}, d.version), h('td', { class: 'detail' }, JSON.stringify(d.definition)),
     h('td', {},
       h('button', { type: 'button', class: 'edit', onclick: () => editDataflow(d) }, 'Edit'),
-      h('button', { type: 'button', class: 'delete', onclick: () => deleteDataflow(d.name) }, 'Delete')))));
+      confirmButton('delete', 'Delete', () => deleteDataflow(d.name))))));
 }
 
 function editDataflow(d) {
   const f = $('#dataflow-form').elements;
-  f.name.value = d.name;
+  f.name.value = d.name || '';
   f.name.readOnly = !!d.name;
   f.definition.value = d.name ? JSON.stringify(d.definition, null, 2) : '{"steps": ["trim"]}';
   f.replace.value = d.name ? 'true' : 'false';
@@ -411,7 +411,7 @@ const KINDS = {
     { path: 'spec.password', label: 'Password', secret: true },
   ],
   database: [
-    { path: 'spec.category', label: 'Category', required: true, options: ['postal', 'geocoding', 'spatial'] },
+    { path: 'spec.category', label: 'Category', required: true, suggestions: ['postal', 'geocoding', 'spatial'] },
     { path: 'spec.location.kind', label: 'Location', required: true, options: ['local', 'shared'] },
     { path: 'spec.location.path', label: 'Path (absolute, on every node)', required: true, placeholder: '/data/postal' },
   ],
@@ -431,8 +431,13 @@ const KINDS = {
   ],
 };
 
-/** The redacted secrets of the definition being edited: sent back unchanged when left empty. */
-let keptSecrets = {};
+/**
+ * The stored definition being edited (redacted), or null for a new one. Saving
+ * starts from it, so fields the form does not show (a database's per-node
+ * `location.overrides`, say) are kept, and a secret left empty goes back as its
+ * redaction placeholder, which keeps the stored secret.
+ */
+let editing = null;
 
 function fieldId(path) {
   return 'field-' + path.replace(/\./g, '-');
@@ -445,6 +450,12 @@ function renderResourceFields(kind) {
     let input;
     if (f.options) {
       input = h('select', attrs, f.options.map((o) => h('option', { value: o }, o)));
+    } else if (f.suggestions) {
+      // Free text (custom values are allowed), offering the usual ones.
+      const list = attrs.id + '-suggestions';
+      input = h('span', {},
+        h('input', { ...attrs, type: 'text', list, autocomplete: 'off', value: f.suggestions[0] }),
+        h('datalist', { id: list }, f.suggestions.map((o) => h('option', { value: o }))));
     } else {
       input = h('input', { ...attrs, type: f.secret ? 'password' : (f.number ? 'number' : 'text'), autocomplete: 'off' });
       if (f.secret) input.placeholder = 'write-only: never shown again';
@@ -467,13 +478,20 @@ function getPath(obj, path) {
   return path.split('.').reduce((o, k) => (o && typeof o === 'object' ? o[k] : undefined), obj);
 }
 
+function deletePath(obj, path) {
+  const keys = path.split('.');
+  const parent = getPath(obj, keys.slice(0, -1).join('.'));
+  if (parent && typeof parent === 'object') delete parent[keys[keys.length - 1]];
+}
+
 function resourceDefinition() {
   const kind = $('#resource-kind').value;
-  const def = { spec: { kind } };
+  const def = editing && editing.spec.kind === kind ? structuredClone(editing) : { spec: { kind } };
   for (const f of [...COMMON, ...KINDS[kind]]) {
     const raw = document.getElementById(fieldId(f.path)).value;
     if (raw === '') {
-      if (f.secret && keptSecrets[f.path] !== undefined) setPath(def, f.path, keptSecrets[f.path]);
+      // A secret left empty keeps what the definition had; another field emptied is unset.
+      if (!f.secret) deletePath(def, f.path);
       continue;
     }
     const n = Number(raw);
@@ -523,7 +541,7 @@ async function saveResource(event) {
 }
 
 function newResource() {
-  keptSecrets = {};
+  editing = null;
   renderResourceFields($('#resource-kind').value);
   $('#resource-replace').checked = false;
   $('#resource-form-title').textContent = 'Create a resource';
@@ -534,12 +552,10 @@ function editResource(r) {
   const def = r.definition;
   $('#resource-kind').value = def.spec.kind;
   renderResourceFields(def.spec.kind);
-  keptSecrets = {};
+  editing = structuredClone(def);
   for (const f of [...COMMON, ...KINDS[def.spec.kind]]) {
     const v = getPath(def, f.path);
-    if (v === undefined) continue;
-    if (f.secret) keptSecrets[f.path] = v;
-    else document.getElementById(fieldId(f.path)).value = v;
+    if (!f.secret) document.getElementById(fieldId(f.path)).value = v === undefined ? '' : v;
   }
   $('#resource-replace').checked = true;
   $('#resource-form-title').textContent = 'Edit resource ' + r.name;
@@ -582,7 +598,7 @@ async function loadResources() {
     h('td', {}, r.description), h('td', {}, r.version),
     h('td', {},
       h('button', { type: 'button', class: 'edit', onclick: () => editResource(r) }, 'Edit'),
-      h('button', { type: 'button', class: 'delete', onclick: () => deleteResource(r.name) }, 'Delete')))));
+      confirmButton('delete', 'Delete', () => deleteResource(r.name))))));
   await checkResources();
 }
 
@@ -599,14 +615,23 @@ async function nodeAction(id, action) {
   }
 }
 
-function removeButton(id) {
-  const b = h('button', { type: 'button', class: 'remove' }, 'Remove');
+/**
+ * A button for what cannot be undone (remove a node, revoke a user, replace a
+ * token, delete a definition): the first click arms it ("Confirm …"), the
+ * second runs `action`.
+ */
+function confirmButton(cls, label, action) {
+  const b = h('button', { type: 'button', class: cls }, label);
   b.addEventListener('click', () => {
-    if (b.dataset.armed) return nodeAction(id, 'remove');
+    if (b.dataset.armed) return action();
     b.dataset.armed = '1';
-    b.textContent = 'Confirm remove';
+    b.textContent = 'Confirm ' + label.toLowerCase();
   });
   return b;
+}
+
+function removeButton(id) {
+  return confirmButton('remove', 'Remove', () => nodeAction(id, 'remove'));
 }
 
 async function loadNodes() {
@@ -634,8 +659,8 @@ async function loadUsers() {
   fillTable('#users-table', list.map((u) => h('tr', { 'data-name': u.name },
     h('td', {}, u.name), h('td', {}, u.role), h('td', {}, time(u.created_ms)), h('td', {}, u.revoked ? 'yes' : '-'),
     h('td', {}, u.revoked ? '' : [
-      h('button', { type: 'button', class: 'rotate', onclick: () => userAction('POST', u.name, '/rotate') }, 'New token'),
-      h('button', { type: 'button', class: 'revoke', onclick: () => userAction('DELETE', u.name, '') }, 'Revoke')]))));
+      confirmButton('rotate', 'New token', () => userAction('POST', u.name, '/rotate')),
+      confirmButton('revoke', 'Revoke', () => userAction('DELETE', u.name, ''))]))));
 }
 
 async function userAction(method, name, suffix) {
@@ -690,7 +715,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('#dataflow-form').addEventListener('submit', saveDataflow);
   $('#dataflow-new').addEventListener('click', () => editDataflow({}));
   $('#resource-form').addEventListener('submit', saveResource);
-  $('#resource-kind').addEventListener('change', () => { keptSecrets = {}; renderResourceFields($('#resource-kind').value); });
+  $('#resource-kind').addEventListener('change', () => renderResourceFields($('#resource-kind').value));
   $('#resource-new').addEventListener('click', newResource);
   $('#resources-check').addEventListener('click', checkResources);
   $('#user-form').addEventListener('submit', addUser);
