@@ -214,7 +214,11 @@ pub enum SecretError {
         reason: String,
     },
     /// The redaction placeholder was given where a real secret is needed.
-    #[error("is the redaction placeholder \"***\", not a secret; give the real value or leave the field out")]
+    #[error(
+        "is the redaction placeholder \"***\", not a secret; give the real value or leave the field out (a \
+         stored secret is kept for \"***\" only by a definition of the same kind with the same url, or \
+         protocol, host and port, and user)"
+    )]
     Placeholder,
     /// A cluster key could not be parsed.
     #[error("invalid cluster key: {reason}")]

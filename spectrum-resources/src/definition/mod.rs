@@ -297,6 +297,25 @@ impl ResourceSpec {
         password.map(|p| ("password", p)).into_iter()
     }
 
+    /// Where and as whom this spec's secret is presented: the fields that, once
+    /// changed, make a stored secret one meant for somewhere or someone else
+    /// (a JDBC or web service `url` and `user`; a file server's `protocol`,
+    /// `host`, `port` and `user`). Empty for a kind without a secret.
+    pub(crate) fn secret_audience(&self) -> Vec<(&'static str, String)> {
+        let user = |u: &Option<String>| ("user", u.clone().unwrap_or_default());
+        match self {
+            Self::Database(_) => Vec::new(),
+            Self::Jdbc(s) => vec![("url", s.url.clone()), user(&s.user)],
+            Self::WebService(s) => vec![("url", s.url.clone()), user(&s.user)],
+            Self::FileServer(s) => vec![
+                ("protocol", s.protocol.to_string()),
+                ("host", s.host.clone()),
+                ("port", s.port.map(|p| p.to_string()).unwrap_or_default()),
+                user(&s.user),
+            ],
+        }
+    }
+
     /// The secret fields of this spec, by field name, for replacing.
     pub(crate) fn secrets_mut(&mut self) -> impl Iterator<Item = (&'static str, &mut Option<Secret>)> {
         let password = match self {

@@ -94,10 +94,14 @@ impl ResourceDefinition {
     ///
     /// This is how an update or an import that sends back a redacted definition keeps
     /// the password it did not mean to change. A placeholder is replaced only when
-    /// `existing` is of the same kind and holds a real secret (clear or sealed, kept as
-    /// it is) in that field; otherwise it stays the placeholder and its field is listed
-    /// in [`KeptSecrets::placeholders`]. Secrets that are not the placeholder, and every
-    /// other field, are this definition's.
+    /// `existing` is of the same kind, presents its secret to the same place as the
+    /// same user (a JDBC or web service `url` and `user`, a file server's
+    /// `protocol`, `host`, `port` and `user` unchanged: a definition from elsewhere
+    /// must not send this cluster's password to another host or account), and
+    /// holds a real secret (clear or sealed, kept as it is) in that field;
+    /// otherwise it stays the placeholder and its field is listed in
+    /// [`KeptSecrets::placeholders`]. Secrets that are not the placeholder, and
+    /// every other field, are this definition's.
     ///
     /// ```
     /// use spectrum_resources::{JdbcSpec, ResourceDefinition, ResourceName, ResourceSpec, Secret};
@@ -133,7 +137,9 @@ impl ResourceDefinition {
     pub(crate) fn keep_secrets(&self, existing: Option<&ResourceDefinition>) -> KeptSecrets {
         let mut definition = self.clone();
         let mut placeholders = Vec::new();
-        let same_kind = existing.filter(|old| old.kind() == self.kind());
+        let same_kind = existing.filter(|old| {
+            old.kind() == self.kind() && old.spec.secret_audience() == self.spec.secret_audience()
+        });
         for (field, slot) in definition.spec.secrets_mut() {
             if !slot.as_ref().is_some_and(Secret::is_redacted) {
                 continue;
@@ -246,6 +252,25 @@ mod tests {
         assert!(kept.is_complete());
         assert_eq!(kept.definition, existing.clone().with_description("moved"));
         assert_eq!(kept.into_complete().unwrap(), existing.with_description("moved"));
+    }
+
+    #[test]
+    fn a_secret_is_not_kept_for_another_host_or_user() {
+        let existing = jdbc_with_password();
+        let elsewhere = |f: fn(&mut JdbcSpec)| {
+            let mut update = existing.redacted();
+            let ResourceSpec::Jdbc(spec) = &mut update.spec else { unreachable!() };
+            f(spec);
+            update.keep_secrets_from(&existing)
+        };
+        for kept in [
+            elsewhere(|s| s.url = "jdbc:postgresql://attacker:5432/orders".into()),
+            elsewhere(|s| s.user = Some("admin".into())),
+            elsewhere(|s| s.user = None),
+        ] {
+            assert_eq!(kept.placeholders, ["spec.password"]);
+        }
+        assert!(elsewhere(|s| s.driver = "org.postgresql.Driver2".into()).is_complete());
     }
 
     #[test]

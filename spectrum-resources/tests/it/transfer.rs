@@ -77,16 +77,31 @@ fn a_dry_run_lists_what_would_be_added_changed_and_left_alone() {
 }
 
 #[test]
-fn importing_a_redacted_secret_over_an_existing_definition_keeps_the_existing_secret() {
-    let target = vec![jdbc("geo", "old-host", Some("target-pw"))];
-    let prepared = prepare_import(&target, &export(vec![jdbc("geo", "new-host", Some("source-pw"))], false));
+fn importing_a_redacted_secret_over_an_existing_definition_keeps_the_existing_secret_for_the_same_host() {
+    let target = vec![jdbc("geo", "db-host", Some("target-pw"))];
+    let described = jdbc("geo", "db-host", Some("source-pw")).with_description("moved racks");
+    let prepared = prepare_import(&target, &export(vec![described], false));
     assert_eq!(prepared.plan.change, names(&["geo"]));
     assert!(prepared.plan.needs_secret.is_empty());
     assert_eq!(password_of(&prepared.writes[0]), Some("target-pw"));
 
-    let same = prepare_import(&target, &export(vec![jdbc("geo", "old-host", Some("source-pw"))], false));
+    let same = prepare_import(&target, &export(vec![jdbc("geo", "db-host", Some("source-pw"))], false));
     assert_eq!(same.plan.unchanged, names(&["geo"]));
     assert!(same.writes.is_empty());
+}
+
+/// A definition from another cluster that points elsewhere must not take this
+/// cluster's password there: it is stored without a secret, reported as
+/// needing one (a new-user trial found the target's password kept for an
+/// imported definition naming another host and user).
+#[test]
+fn importing_a_redacted_secret_for_another_host_does_not_keep_the_existing_secret() {
+    let target = vec![jdbc("geo", "db-host", Some("target-pw"))];
+    let prepared =
+        prepare_import(&target, &export(vec![jdbc("geo", "other-host", Some("source-pw"))], false));
+    assert_eq!(prepared.plan.change, names(&["geo"]));
+    assert_eq!(prepared.plan.needs_secret, names(&["geo"]));
+    assert_eq!(password_of(&prepared.writes[0]), None);
 }
 
 #[test]
