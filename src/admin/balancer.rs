@@ -136,32 +136,14 @@ fn decode(record: &Record) -> Result<Option<(BalancerKey, BalancerSetting)>, Adm
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
 
     use spectrum_balancer::strategy::StrategyName;
-    use spectrum_core::{Hlc, Member, MemberState, PeerAddr};
-    use spectrum_replication::{AntiEntropy, ConfigStore, MemoryStore};
     use spectrum_resources::CompositeResolver;
 
     use super::*;
-    use crate::context::NodeContext;
 
     async fn admin() -> Admin {
-        let hlc = Arc::new(Hlc::system());
-        let store: Arc<dyn ConfigStore> = Arc::new(MemoryStore::new("n1".parse().unwrap(), hlc.clone()));
-        let addr: PeerAddr = "http://127.0.0.1:1".parse().unwrap();
-        let me = Member::new("n1".parse().unwrap(), addr.clone(), MemberState::Active);
-        store.apply(WriteBatch::new().put(me.record_key(), me.to_record_value())).await.unwrap();
-        let replicator = AntiEntropy::builder(store.clone(), hlc, "c".parse().unwrap(), addr.clone()).build();
-        let ctx = NodeContext {
-            id: "n1".parse().unwrap(),
-            cluster: "c".parse().unwrap(),
-            store,
-            resolver: Arc::new(CompositeResolver::standard()),
-            cluster_key: None,
-            previous_keys: Vec::new(),
-        };
-        Admin::new(ctx, Arc::new(replicator), addr, Duration::from_secs(1))
+        crate::admin::testing::admin(Arc::new(CompositeResolver::standard())).await
     }
 
     #[tokio::test]

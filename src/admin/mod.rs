@@ -36,6 +36,7 @@ use tracing::warn;
 pub(crate) use audit::with_pending;
 pub use audit::{AuditOutcome, DEFAULT_AUDIT_RETENTION};
 pub use error::AdminError;
+pub use resources::STATUS_CHECK_EVERY;
 pub use transfer::{CONFIG_EXPORT_FORMAT, CONFIG_EXPORT_VERSION};
 pub use watch::MAX_WATCH_PREFIX;
 
@@ -78,6 +79,8 @@ pub struct Admin {
     audit_retained: usize,
     /// Ends every watch this node serves (see [`Admin::stop_watches`]).
     watches: tokio_util::sync::CancellationToken,
+    /// This node's resource checks as `status` last made them.
+    status_checks: Arc<resources::StatusChecks>,
 }
 
 /// Says why this node's clock is fenced ([`ClockCheck::fenced`](spectrum_replication::ClockCheck::fenced)),
@@ -133,6 +136,7 @@ impl Admin {
             audit_next: Arc::new(tokio::sync::OnceCell::new()),
             audit_retained: DEFAULT_AUDIT_RETENTION,
             watches: tokio_util::sync::CancellationToken::new(),
+            status_checks: Arc::default(),
         }
     }
 
@@ -361,5 +365,38 @@ impl Admin {
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use spectrum_core::{Hlc, Member, MemberState, PeerAddr};
+    use spectrum_replication::{AntiEntropy, ConfigStore, MemoryStore, WriteBatch};
+    use spectrum_resources::ResourceResolver;
+
+    use super::Admin;
+    use crate::context::NodeContext;
+
+    /// The admin of a lone node `n1` of cluster `c`, on a memory store, with
+    /// `resolver`.
+    pub(crate) async fn admin(resolver: Arc<dyn ResourceResolver>) -> Admin {
+        let hlc = Arc::new(Hlc::system());
+        let store: Arc<dyn ConfigStore> = Arc::new(MemoryStore::new("n1".parse().unwrap(), hlc.clone()));
+        let addr: PeerAddr = "http://127.0.0.1:1".parse().unwrap();
+        let me = Member::new("n1".parse().unwrap(), addr.clone(), MemberState::Active);
+        store.apply(WriteBatch::new().put(me.record_key(), me.to_record_value())).await.unwrap();
+        let replicator = AntiEntropy::builder(store.clone(), hlc, "c".parse().unwrap(), addr.clone()).build();
+        let ctx = NodeContext {
+            id: "n1".parse().unwrap(),
+            cluster: "c".parse().unwrap(),
+            store,
+            resolver,
+            cluster_key: None,
+            previous_keys: Vec::new(),
+        };
+        Admin::new(ctx, Arc::new(replicator), addr, Duration::from_secs(1))
     }
 }

@@ -66,7 +66,7 @@ impl Admin {
             digest: digest.entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             members,
             peers,
-            resources: self.check_local(&[]).await?.resources,
+            resources: self.status_resources().await?,
             clock_fenced: self.clock_fence.as_ref().and_then(|fence| fence()),
             out_of_cluster: self.out_of_cluster.as_ref().and_then(|out| out()),
         })

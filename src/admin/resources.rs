@@ -2,6 +2,8 @@
 //! export and import. Secrets are sealed with the cluster key before anything is
 //! stored and every answer shows definitions redacted.
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use futures::future::join_all;
 use spectrum_core::Member;
@@ -11,6 +13,20 @@ use tonic::Request;
 use tracing::{debug, info};
 
 use super::{Admin, AdminError, PEER_CHECK_TIMEOUT};
+
+/// How long `status` shows this node's resource checks before it checks again,
+/// while the definitions are unchanged: 10 s. Status is a viewer's call that
+/// dashboards and the console poll (every 2 s), and a check resolves and
+/// connects to every JDBC, file server and web service host; `resources
+/// check` (an operator's) always checks anew.
+pub const STATUS_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// This node's resource checks as `status` last made them: when, for which
+/// definitions (their versions), and what they found.
+#[derive(Debug, Default)]
+pub(super) struct StatusChecks(
+    tokio::sync::Mutex<Option<(Instant, Vec<spectrum_replication::VersionToken>, Vec<ResourceAvailability>)>>,
+);
 use crate::auth::{Token, TokenInterceptor};
 use crate::model::{
     ImportPlan, ImportReport, NodeResourceCheck, ReadAfter, ResourceAvailability, ResourceExport,
@@ -124,6 +140,27 @@ impl Admin {
                 })
                 .collect(),
         })
+    }
+
+    /// This node's checks of every resource, for `status`: those made within
+    /// [`STATUS_CHECK_EVERY`] while the definitions are unchanged, else made
+    /// now (one caller checks while the others wait for its answer).
+    ///
+    /// # Errors
+    ///
+    /// Store failures.
+    pub(super) async fn status_resources(&self) -> Result<Vec<ResourceAvailability>, AdminError> {
+        let versions: Vec<_> = self.registry().list().await?.into_iter().map(|s| s.version).collect();
+        let mut last = self.status_checks.0.lock().await;
+        if let Some((at, held, resources)) = last.as_ref()
+            && *held == versions
+            && at.elapsed() < STATUS_CHECK_EVERY
+        {
+            return Ok(resources.clone());
+        }
+        let resources = self.check_local(&[]).await?.resources;
+        *last = Some((Instant::now(), versions, resources.clone()));
+        Ok(resources)
     }
 
     /// Checks `names` on every member (this one directly, the others through
@@ -321,4 +358,58 @@ fn info_of(
         has_secret: redacted.has_redacted_secret(),
         definition: redacted.to_json_bytes()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use spectrum_core::NodeId;
+    use spectrum_replication::AckLevel;
+    use spectrum_resources::{
+        Availability, ResolveError, Resolved, ResourceDefinition, ResourceResolver, ResourceSpec,
+    };
+
+    /// Counts its checks; everything is available.
+    #[derive(Debug, Default)]
+    struct Counting(AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl ResourceResolver for Counting {
+        fn handles(&self, _: &ResourceSpec) -> bool {
+            true
+        }
+        async fn resolve(&self, _: &ResourceDefinition, _: &NodeId) -> Result<Resolved, ResolveError> {
+            Err(ResolveError::Unsupported { kind: "none: only checked".into() })
+        }
+        async fn check(&self, _: &ResourceDefinition, _: &NodeId) -> Availability {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Availability::available("counted")
+        }
+    }
+
+    fn web(url: &str) -> Vec<u8> {
+        format!(r#"{{"name":"api","spec":{{"kind":"web_service","url":"{url}"}}}}"#).into_bytes()
+    }
+
+    /// Status is polled (the console every 2 s): its resource checks are
+    /// reused while the definitions are unchanged, and made again at once when
+    /// one changes; an operator's check always checks.
+    #[tokio::test]
+    async fn status_reuses_its_resource_checks_until_a_definition_changes() {
+        let counting = Arc::new(Counting::default());
+        let admin = crate::admin::testing::admin(counting.clone()).await;
+        let checks = || counting.0.load(Ordering::SeqCst);
+        admin.create_resource(&web("http://127.0.0.1:1/a"), false, AckLevel::Local).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(admin.status().await.unwrap().resources.len(), 1);
+        }
+        assert_eq!(checks(), 1);
+        admin.create_resource(&web("http://127.0.0.1:1/b"), true, AckLevel::Local).await.unwrap();
+        admin.status().await.unwrap();
+        assert_eq!(checks(), 2, "a changed definition is checked again");
+        admin.check_local(&[]).await.unwrap();
+        assert_eq!(checks(), 3, "an operator's check always checks");
+    }
 }
