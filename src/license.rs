@@ -209,9 +209,9 @@ impl License {
             return Err(LicenseError::new(
                 "expires",
                 format!(
-                    "the license expired on {} ({} days ago, today is {today})",
+                    "the license expired on {} ({} ago, today is {today})",
                     self.expires,
-                    -self.days_left(today)
+                    days(-self.days_left(today))
                 ),
             ));
         }
@@ -225,6 +225,11 @@ fn cut(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// `n` days in words: "1 day", "2 days".
+pub(crate) fn days(n: i64) -> String {
+    format!("{n} day{}", if n == 1 { "" } else { "s" })
 }
 
 #[cfg(test)]

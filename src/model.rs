@@ -390,13 +390,14 @@ pub struct LicenseInfo {
 impl fmt::Display for LicenseInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = if self.expired {
-            format!("EXPIRED {} days ago", -self.days_left)
+            format!("EXPIRED {} ago", crate::license::days(-self.days_left))
         } else {
-            format!("{} days left", self.days_left)
+            format!("{} left", crate::license::days(self.days_left))
         };
+        let seats = if self.seats == 1 { "seat" } else { "seats" };
         write!(
             f,
-            "license {}: {} ({} seats), expires {} ({state})",
+            "license {}: {} ({} {seats}), expires {} ({state})",
             self.name, self.owner, self.seats, self.expires
         )
     }

@@ -22,12 +22,14 @@ pub(super) const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
 const REPEAT_EVERY: Duration = Duration::from_secs(30);
 
 /// Logs to standard error, at [`DEFAULT_LOG_FILTER`] unless `RUST_LOG` says
-/// otherwise, openraft's repeats held back (see the [module docs](self)).
+/// otherwise, openraft's repeats held back (see the [module docs](self)), in
+/// colour only on a terminal (a file or a log collector gets plain text).
 pub(super) fn init() {
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
     let repeats = RepeatFilter::new(REPEAT_EVERY);
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // Dynamic: asked for every event (a plain `filter_fn` is asked once per callsite).
         .with_filter(dynamic_filter_fn(move |meta, _| repeats.admits(meta, Instant::now())));
     tracing_subscriber::registry().with(env).with(fmt).init();
