@@ -15,6 +15,21 @@ pub(crate) fn emit<T: Serialize + Display>(value: &T, json: bool) -> Result<()> 
     Ok(())
 }
 
+/// Prints an entry read by `config get`: as [`emit`] does, except that a value
+/// that is not UTF-8 is written as text exactly as stored, with no newline
+/// added (text would replace its bytes with U+FFFD, and a read-modify-write
+/// would store that). JSON cannot hold such bytes: `--json` shows them as
+/// text, and `config export` as base64.
+pub(crate) fn emit_entry(entry: &spectrum::model::Entry, json: bool) -> Result<()> {
+    if json || std::str::from_utf8(&entry.value).is_ok() {
+        return emit(entry, json);
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(&entry.value)?;
+    out.flush()?;
+    Ok(())
+}
+
 /// What [`emit`] prints.
 fn render<T: Serialize + Display>(value: &T, json: bool) -> Result<String> {
     let mut text =

@@ -8,14 +8,14 @@ use spectrum::client::{AckLevel, AdminClient, PutCondition, ReadAfter, WatchEven
 use spectrum::model::TxnSpec;
 
 use crate::cli::ConfigCommand;
-use crate::output::{emit, read_input};
+use crate::output::{emit, emit_entry, read_input};
 
 pub(super) async fn run(client: &AdminClient, cmd: ConfigCommand, ack: AckLevel, json: bool) -> Result<()> {
     match cmd {
         ConfigCommand::Get { key, consistent: false } => {
-            emit(&client.get(&key, ReadAfter::Anything).await?, json)
+            emit_entry(&client.get(&key, ReadAfter::Anything).await?, json)
         }
-        ConfigCommand::Get { key, consistent: true } => emit(&client.get_consistent(&key).await?, json),
+        ConfigCommand::Get { key, consistent: true } => emit_entry(&client.get_consistent(&key).await?, json),
         ConfigCommand::Put { key, value, if_version, if_absent } => {
             let value = if value == "-" { read_input("-")? } else { value.into_bytes() };
             let condition = match (if_version, if_absent) {
