@@ -39,11 +39,17 @@ use crate::{console, http_api};
 pub(crate) const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/spectrum_descriptor.bin"));
 
-type ServiceFactory = Box<dyn FnOnce(&NodeContext, &mut RoutesBuilder) + Send>;
+/// Adds one application service to a node's routes when it starts. Held in a
+/// mutex only to make the builder `Sync`, so that `start`'s future, which holds
+/// `&self` across awaits, is `Send` without asking embedders' closures to be
+/// `Sync`: each is taken out once, by value.
+type ServiceFactory = parking_lot::Mutex<Box<dyn FnOnce(&NodeContext, &mut RoutesBuilder) + Send>>;
 
 /// Builds a node's store from its id and its clock (the store must stamp with the
 /// node's own HLC, the one replication observes peers with).
-type StoreFactory = Box<dyn FnOnce(NodeId, Arc<Hlc>) -> Result<Arc<dyn ConfigStore>, StoreError> + Send>;
+/// In a mutex for the same reason as [`ServiceFactory`].
+type StoreFactory =
+    parking_lot::Mutex<Box<dyn FnOnce(NodeId, Arc<Hlc>) -> Result<Arc<dyn ConfigStore>, StoreError> + Send>>;
 
 /// Where a node keeps its copy of the configuration database.
 enum StoreChoice {
@@ -276,7 +282,7 @@ impl NodeBuilder {
     where
         F: FnOnce(NodeId, Arc<Hlc>) -> Result<Arc<dyn ConfigStore>, StoreError> + Send + 'static,
     {
-        self.store = StoreChoice::Custom(Box::new(make));
+        self.store = StoreChoice::Custom(parking_lot::Mutex::new(Box::new(make)));
         self
     }
 
@@ -403,9 +409,9 @@ impl NodeBuilder {
         S::Response: axum::response::IntoResponse,
         S::Future: Send + 'static,
     {
-        self.services.push(Box::new(move |ctx, routes| {
+        self.services.push(parking_lot::Mutex::new(Box::new(move |ctx, routes| {
             routes.add_service(make(ctx));
-        }));
+        })));
         self
     }
 
@@ -524,7 +530,7 @@ impl NodeBuilder {
             None => routes.add_service(anti_entropy.service().into_server(max)),
         };
         for make in std::mem::take(&mut self.services) {
-            make(ctx, &mut routes);
+            make.into_inner()(ctx, &mut routes);
         }
         let plain = readiness::routes(readiness.clone()).merge(http_api).merge(console::routes());
         Ok(Routes::from(routes.routes().into_axum_router().merge(plain).fallback(no_such_path)))
@@ -746,7 +752,7 @@ impl StoreChoice {
                     None => store,
                 })
             }
-            StoreChoice::Custom(make) => make(id.clone(), hlc.clone())?,
+            StoreChoice::Custom(make) => make.into_inner()(id.clone(), hlc.clone())?,
         })
     }
 }
@@ -1417,6 +1423,17 @@ async fn no_such_path(request: axum::extract::Request) -> axum::response::Respon
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Embedders start nodes and clusters from spawned tasks (a supervisor, a
+    /// server's handler): the futures must be `Send` (a new-user trial found
+    /// neither was). Checked at compile time; never run.
+    #[allow(dead_code, clippy::diverging_sub_expression)]
+    fn starting_a_node_or_a_cluster_can_be_spawned() {
+        fn spawnable<F: std::future::Future + Send + 'static>(_: F) {}
+        let id: NodeId = "n1".parse().unwrap();
+        spawnable(NodeBuilder::new(id, "c".parse().unwrap()).in_memory().start());
+        spawnable(crate::Cluster::builder("c".parse().unwrap()).size(1).start());
+    }
 
     #[test]
     fn an_unspecified_listen_address_needs_an_advertise_address() {
