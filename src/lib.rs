@@ -102,3 +102,10 @@ pub use spectrum_balancer as balancer;
 pub use spectrum_core as core;
 pub use spectrum_replication as replication;
 pub use spectrum_resources as resources;
+
+/// The README's Rust examples, compiled (and the strategy example run) as
+/// doctests, so the README cannot drift from the API: an embedding trial
+/// found its node example no longer compiled.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
