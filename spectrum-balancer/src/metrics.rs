@@ -85,6 +85,11 @@ fn counters(out: &mut String, pool: &Pool) {
             "Client connections refused because max_connections were open.",
             &c.connections_refused,
         ),
+        (
+            "spectrum_balancer_strategy_faults_total",
+            "Requests answered INTERNAL because the balancing strategy broke its contract (an index out of range, a panic).",
+            &c.strategy_faults,
+        ),
     ] {
         family(out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));

@@ -70,6 +70,9 @@ pub(crate) struct Counters {
     pub(crate) not_ready_retries: AtomicU64,
     /// Client connections refused at the connection limit.
     pub(crate) connections_refused: AtomicU64,
+    /// Picks where the strategy broke its contract (an index out of range, a
+    /// panic): each such request is answered `INTERNAL`.
+    pub(crate) strategy_faults: AtomicU64,
 }
 
 impl Counters {

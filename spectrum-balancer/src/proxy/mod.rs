@@ -11,13 +11,14 @@ use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use tracing::{debug, trace};
+use tracing::{debug, error, trace};
 
 use crate::body::{
     ClientBody, GRPC_DEADLINE_EXCEEDED, GRPC_RESOURCE_EXHAUSTED, GRPC_UNAVAILABLE, ProxyBody, local_answer,
@@ -497,8 +498,28 @@ impl Proxy {
                     unavailable(request.grpc)
                 };
             }
-            let picked = request.strategy.pick(&candidates.backends, &request.context(attempt));
-            let Some(index) = picked.filter(|&i| i < candidates.len()) else {
+            let picked = match checked_pick(
+                &*request.strategy,
+                &candidates.backends,
+                &request.context(attempt),
+            ) {
+                Ok(picked) => picked,
+                Err(fault) => {
+                    let faults = counters.strategy_faults.fetch_add(1, Ordering::Relaxed) + 1;
+                    // The 1st, 2nd, 4th, 8th… fault: a broken strategy fails every
+                    // request, and the log need not say so each time.
+                    if faults.is_power_of_two() {
+                        error!(strategy = ?request.strategy, %fault, faults, "the balancing strategy broke its contract");
+                    }
+                    return local_answer(
+                        request.grpc,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        GRPC_INTERNAL,
+                        &format!("the balancer's strategy failed: {fault}"),
+                    );
+                }
+            };
+            let Some(index) = picked else {
                 debug!(method = %request.method, path = request.pq.as_str(), attempt, "strategy found no backend");
                 Counters::bump(&counters.no_backend);
                 return unavailable(request.grpc);
@@ -516,6 +537,29 @@ impl Proxy {
                 AttemptOutcome::Failed(failure) => return backend_failed(request.grpc, Some(failure)),
             }
             candidates = Cow::Owned(candidates.without(index));
+        }
+    }
+}
+
+/// `strategy`'s pick among `backends`, held to the contract of
+/// [`BalancingStrategy::pick`]: an index out of range, or a panic, is the
+/// strategy's fault, never a backend's or the client's.
+fn checked_pick(
+    strategy: &dyn BalancingStrategy,
+    backends: &[crate::Backend],
+    context: &RequestContext<'_>,
+) -> Result<Option<usize>, String> {
+    let picked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| strategy.pick(backends, context)));
+    match picked {
+        Ok(Some(i)) if i >= backends.len() => Err(format!("it picked backend {i} of {}", backends.len())),
+        Ok(picked) => Ok(picked),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            Err(format!("it panicked: {message}"))
         }
     }
 }

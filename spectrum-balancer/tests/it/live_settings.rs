@@ -191,3 +191,49 @@ async fn a_strategy_given_in_code_is_reported_by_its_type_name() {
     assert_eq!((s.name.as_str(), s.source), ("LeastRequests", StrategySource::Configured));
     balancer.shutdown().await;
 }
+
+/// Breaks the strategy contract the way it is told to.
+#[derive(Debug)]
+enum Broken {
+    OutOfRange,
+    Panics,
+}
+
+impl spectrum_balancer::BalancingStrategy for Broken {
+    fn pick(
+        &self,
+        backends: &[spectrum_balancer::Backend],
+        _: &spectrum_balancer::RequestContext<'_>,
+    ) -> Option<usize> {
+        match self {
+            Broken::OutOfRange => Some(backends.len() + 7),
+            Broken::Panics => panic!("a bug in the strategy"),
+        }
+    }
+}
+
+/// A strategy that picks outside the list or panics is the strategy's fault:
+/// each request is answered 500 / `INTERNAL` saying so (an embedding trial got
+/// "no backend available" with every node healthy, and an opaque HTTP/2
+/// protocol error), counted, and the balancer goes on serving.
+#[tokio::test]
+async fn a_strategy_that_breaks_its_contract_is_answered_internal_saying_what_it_did() {
+    let nodes = start_nodes(2).await;
+    for (broken, says) in [
+        (Broken::OutOfRange, "it picked backend 9 of 2"),
+        (Broken::Panics, "it panicked: a bug in the strategy"),
+    ] {
+        let balancer = balancer_for(&nodes, Some(Arc::new(broken))).await;
+        let mut client = Client::h2c(balancer.local_addr()).await;
+        for _ in 0..3 {
+            let answer = client.get_with("/", &[]).await;
+            assert_eq!(answer.status, 500, "{answer:?}");
+            assert!(
+                answer.body.contains("the balancer's strategy failed") && answer.body.contains(says),
+                "{answer:?}"
+            );
+        }
+        assert!(balancer.metrics_text().contains("spectrum_balancer_strategy_faults_total 3"));
+        balancer.shutdown().await;
+    }
+}
