@@ -259,11 +259,11 @@ impl AdminClient {
     /// # async fn run(admin: spectrum::client::AdminClient) -> Result<(), Box<dyn std::error::Error>> {
     /// use spectrum::client::PutCondition;
     ///
-    /// let once = admin.with_idempotency_key("order-4711-license".parse()?);
-    /// let mut outcome = once.put_if("licenses/main", "…", PutCondition::Absent).await;
+    /// let once = admin.with_idempotency_key("order-4711-region".parse()?);
+    /// let mut outcome = once.put_if("settings/region", "eu-west", PutCondition::Absent).await;
     /// if outcome.as_ref().err().and_then(|e| e.code()) == Some(tonic::Code::Unavailable) {
     ///     // Outcome unknown: the retry gets the first decision, never a second write.
-    ///     outcome = once.put_if("licenses/main", "…", PutCondition::Absent).await;
+    ///     outcome = once.put_if("settings/region", "eu-west", PutCondition::Absent).await;
     /// }
     /// outcome?;
     /// # Ok(()) }

@@ -1128,7 +1128,12 @@ async fn record_membership(
     Ok(())
 }
 
-/// A running node. Dropping it does not stop it: call [`Node::shutdown`].
+/// A running node. Stop it with [`Node::shutdown`], which drains it and
+/// records it as left so balancers stop sending it requests at once.
+/// Dropping it instead stops it much as a crash would (see [`Node::kill`]):
+/// its server and replication end within moments, while membership still
+/// lists it active until the failure detector and the balancers' health
+/// checks find it gone.
 pub struct Node {
     ctx: NodeContext,
     addr: PeerAddr,
