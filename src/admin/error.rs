@@ -102,6 +102,17 @@ pub enum AdminError {
         /// The member.
         id: NodeId,
     },
+    /// Draining this member would leave no active one: balancers would then
+    /// have no node to send any request to, the undrain that would undo it
+    /// included (answered `FAILED_PRECONDITION`).
+    #[error(
+        "node {id} is the last active member: drained, it would leave balancers no node to send requests \
+         to (this call's undrain included); undrain another member first"
+    )]
+    LastActive {
+        /// The member.
+        id: NodeId,
+    },
     /// This node has an empty store and has not heard from a peer yet.
     #[error("{node} is catching up with the cluster (no peer has answered yet); retry")]
     CatchingUp {

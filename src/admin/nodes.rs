@@ -79,7 +79,8 @@ impl Admin {
     /// # Errors
     ///
     /// [`AdminError::NotFound`] for an unknown member; [`AdminError::MemberLeft`]
-    /// to drain or undrain a member that left; [`AdminError::InvalidArgument`] for
+    /// to drain or undrain a member that left; [`AdminError::LastActive`] to
+    /// drain the last active member; [`AdminError::InvalidArgument`] for
     /// a state an operator cannot set, for draining a removed member, and for a
     /// node asked to remove itself.
     pub async fn set_node_state(
@@ -114,6 +115,11 @@ impl Admin {
                 return Err(AdminError::InvalidArgument(format!(
                     "node {id} was removed; undrain it to let it return first"
                 )));
+            }
+            (MemberState::Active, MemberState::Draining)
+                if !self.members().await?.iter().any(|m| &m.id != id && m.state == MemberState::Active) =>
+            {
+                return Err(AdminError::LastActive { id: id.clone() });
             }
             _ => {}
         }
@@ -160,5 +166,41 @@ impl Admin {
             }
         };
         AdminError::Replication(spectrum_replication::ReplicationError::Consensus { reason })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use spectrum_core::{Member, MemberState, NodeId};
+    use spectrum_replication::{AckLevel, WriteBatch};
+    use spectrum_resources::CompositeResolver;
+
+    use crate::admin::AdminError;
+
+    /// Draining every member would leave balancers nothing to send requests
+    /// to, the undrain included (an embedding trial locked itself out so): the
+    /// last active member is refused, any other may drain.
+    #[tokio::test]
+    async fn the_last_active_member_is_not_drained() {
+        let admin = crate::admin::testing::admin(Arc::new(CompositeResolver::standard())).await;
+        let (n1, n2): (NodeId, NodeId) = ("n1".parse().unwrap(), "n2".parse().unwrap());
+        let err = admin.set_node_state(&n1, MemberState::Draining, AckLevel::Local).await.unwrap_err();
+        assert!(matches!(err, AdminError::LastActive { .. }), "{err}");
+        assert!(err.to_string().contains("undrain another member first"), "{err}");
+
+        let other = Member::new(n2.clone(), "http://127.0.0.1:2".parse().unwrap(), MemberState::Active);
+        admin
+            .ctx
+            .store
+            .apply(WriteBatch::new().put(other.record_key(), other.to_record_value()))
+            .await
+            .unwrap();
+        admin.set_node_state(&n1, MemberState::Draining, AckLevel::Local).await.unwrap();
+        let err = admin.set_node_state(&n2, MemberState::Draining, AckLevel::Local).await.unwrap_err();
+        assert!(matches!(err, AdminError::LastActive { ref id } if *id == n2), "{err}");
+        admin.set_node_state(&n1, MemberState::Active, AckLevel::Local).await.unwrap();
+        admin.set_node_state(&n2, MemberState::Draining, AckLevel::Local).await.unwrap();
     }
 }

@@ -48,6 +48,7 @@ impl From<AdminError> for Status {
             AdminError::StoredInvalid { .. }
             | AdminError::ClockFenced { .. }
             | AdminError::MemberLeft { .. }
+            | AdminError::LastActive { .. }
             | AdminError::UserRevoked { .. } => Status::failed_precondition(message),
             AdminError::Replication(
                 ReplicationError::NeedsConsensus { .. } | ReplicationError::NotAMember { .. },
