@@ -13,6 +13,11 @@ use crate::admin::{Admin, AuditOutcome};
 use crate::auth::Caller;
 use crate::model::ImportReport;
 
+/// How long an answer waits for the audit record of its outcome (see
+/// [`Policy::audited`]): long enough for a write the cluster can commit, so
+/// that a record is readable as soon as the answer is.
+const AUDIT_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The role check and audit path of one node's management APIs.
 #[derive(Debug, Clone)]
 pub(crate) struct Policy {
@@ -58,6 +63,13 @@ impl Policy {
     }
 
     /// Records the write `rpc` on `target` and how it ended, then passes `result` on.
+    ///
+    /// The record is given up after [`AUDIT_WAIT`] (and logged): a call that
+    /// failed because the cluster cannot commit (a majority of Raft voters
+    /// down) would otherwise wait as long again for its record, which fails
+    /// for the same reason (an embedding trial saw twice the write timeout).
+    /// Given up, not left running: a record still finding where this node's
+    /// ring stopped would hold up the next write's record.
     pub(crate) async fn audited<T>(
         &self,
         caller: &Caller,
@@ -71,7 +83,10 @@ impl Policy {
                 AuditOutcome::Failed { code: format!("{:?}", s.code()), message: s.message().to_owned() }
             }
         };
-        self.admin.audit(caller, rpc.name(), target, outcome).await;
+        let recorded = self.admin.audit(caller, rpc.name(), target, outcome);
+        if tokio::time::timeout(AUDIT_WAIT, recorded).await.is_err() {
+            tracing::warn!(operation = rpc.name(), caller = %caller.name, "gave up recording a management call in the audit log");
+        }
         result
     }
 

@@ -355,3 +355,45 @@ async fn a_removal_the_group_refuses_leaves_the_node_a_member_as_it_was() {
     readyz_until(&addr, "the node still ready", |json| json["ready"] == true).await;
     cluster.shutdown().await;
 }
+
+/// With a majority of the voters down, a write on the last node is refused
+/// `UNAVAILABLE` within its write timeout, saying why (an embedding trial
+/// waited about twice the timeout for a message about a read index: openraft's
+/// own wait for a leader's majority outlasted the node's deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_majority_down_a_write_is_refused_within_its_write_timeout_saying_why() {
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::builder("it-raft-majority-down".parse().unwrap())
+        .data_dir(dir.path())
+        .configure_nodes(|b| {
+            // openraft's default timing (not the fast test settings), as the trial ran.
+            b.replication(ReplicationMode::Raft).write_timeout(WRITE_TIMEOUT)
+        })
+        .start()
+        .await
+        .unwrap();
+    // The leader survives; its first write (which first finds where its audit
+    // ring stopped, by a read index) comes after the other two are gone.
+    let any = AdminClient::connect(cluster.node("node-1").unwrap().addr(), None).await.unwrap();
+    let s = status_until(&any, "a leader and three voters", led_by_three).await;
+    let leader = s.replication.raft.unwrap().leader.unwrap();
+    let transport = spectrum_core::TransportConfig { request_timeout: Some(WAIT), ..Default::default() };
+    let on_leader = cluster.node(&leader).unwrap().addr().clone();
+    let client = AdminClient::connect_with(&on_leader, None, &transport).await.unwrap();
+    for other in ["node-1", "node-2", "node-3"].into_iter().filter(|n| *n != leader) {
+        assert!(cluster.kill_node(other).await);
+    }
+
+    for key in ["settings/a", "settings/b"] {
+        let started = tokio::time::Instant::now();
+        let err = client.put(key, "x", AckLevel::Quorum).await.unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(err.code(), Some(tonic::Code::Unavailable), "{err}");
+        // Within the write timeout and the audit record's wait (0.5 s); the
+        // trial's doubling (a second wait for the record) would take 4 s.
+        assert!(took < WRITE_TIMEOUT * 7 / 4, "refused after {took:?}: {err}");
+        assert!(err.to_string().contains("no majority of the voters answered"), "{err}");
+    }
+    cluster.shutdown().await;
+}

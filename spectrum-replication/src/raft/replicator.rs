@@ -1070,8 +1070,18 @@ impl Inner {
 
     /// The read index the leader confirms with a majority.
     async fn read_index(&self, deadline: Instant) -> Result<u64, ReplicationError> {
+        let late = || ReplicationError::Consensus {
+            reason:
+                "no leader confirmed a read index in time: no majority of the voters answered (are most of \
+                     them down?)"
+                    .into(),
+        };
         loop {
-            let leader = match self.raft.get_read_log_id().await {
+            // openraft's own wait for a leader's majority is not ours: bounded here.
+            let Ok(asked) = tokio::time::timeout_at(deadline, self.raft.get_read_log_id()).await else {
+                return Err(late());
+            };
+            let leader = match asked {
                 Ok((read, _)) => return Ok(read.map_or(0, |l| l.index)),
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => f.leader_node,
                 // A majority did not answer the leader's heartbeat in time (a
@@ -1095,9 +1105,7 @@ impl Inner {
                 }
             }
             if Instant::now() + LEADER_RETRY > deadline {
-                return Err(ReplicationError::Consensus {
-                    reason: "no leader confirmed a read index in time".into(),
-                });
+                return Err(late());
             }
             tokio::time::sleep(LEADER_RETRY).await;
         }
