@@ -21,12 +21,17 @@ use super::{Admin, AdminError, PEER_CHECK_TIMEOUT};
 /// check` (an operator's) always checks anew.
 pub const STATUS_CHECK_EVERY: Duration = Duration::from_secs(10);
 
-/// This node's resource checks as `status` last made them: when, for which
-/// definitions (their versions), and what they found.
+/// This node's resource checks as `status` last made them.
 #[derive(Debug, Default)]
-pub(super) struct StatusChecks(
-    tokio::sync::Mutex<Option<(Instant, Vec<spectrum_replication::VersionToken>, Vec<ResourceAvailability>)>>,
-);
+pub(super) struct StatusChecks(tokio::sync::Mutex<Option<Checked>>);
+
+/// Checks made: when, for which definitions (their versions), what they found.
+#[derive(Debug)]
+pub(super) struct Checked {
+    at: Instant,
+    versions: Vec<spectrum_replication::VersionToken>,
+    resources: Vec<ResourceAvailability>,
+}
 use crate::auth::{Token, TokenInterceptor};
 use crate::model::{
     ImportPlan, ImportReport, NodeResourceCheck, ReadAfter, ResourceAvailability, ResourceExport,
@@ -152,14 +157,14 @@ impl Admin {
     pub(super) async fn status_resources(&self) -> Result<Vec<ResourceAvailability>, AdminError> {
         let versions: Vec<_> = self.registry().list().await?.into_iter().map(|s| s.version).collect();
         let mut last = self.status_checks.0.lock().await;
-        if let Some((at, held, resources)) = last.as_ref()
-            && *held == versions
-            && at.elapsed() < STATUS_CHECK_EVERY
+        if let Some(checked) = last.as_ref()
+            && checked.versions == versions
+            && checked.at.elapsed() < STATUS_CHECK_EVERY
         {
-            return Ok(resources.clone());
+            return Ok(checked.resources.clone());
         }
         let resources = self.check_local(&[]).await?.resources;
-        *last = Some((Instant::now(), versions, resources.clone()));
+        *last = Some(Checked { at: Instant::now(), versions, resources: resources.clone() });
         Ok(resources)
     }
 
