@@ -189,7 +189,8 @@ impl ClusterBuilder {
         while !ready(&balancer) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        Ok(Cluster { nodes, balancer, template })
+        let started = nodes.iter().flatten().map(|n| n.id().clone()).collect();
+        Ok(Cluster { nodes, balancer, template, started })
     }
 }
 
@@ -198,6 +199,9 @@ pub struct Cluster {
     nodes: Vec<Option<Node>>,
     balancer: BalancerHandle,
     template: NodeTemplate,
+    /// Every id a node of this cluster has run under (stopped ones included:
+    /// membership still names them).
+    started: std::collections::BTreeSet<NodeId>,
 }
 
 impl fmt::Debug for Cluster {
@@ -260,20 +264,25 @@ impl Cluster {
         self.nodes().find(|n| n.id().as_str() == id)
     }
 
-    /// Starts one more node (`node-N`, N the next number) that joins the running
-    /// cluster: it is seeded with the running nodes, pulls their state, records
-    /// itself in membership, and the balancer sends it traffic once it is healthy.
+    /// Starts one more node (`node-N`, the lowest N no node of this cluster has
+    /// run under, stopped ones included) that joins the running cluster: it is
+    /// seeded with the running nodes, pulls their state, records itself in
+    /// membership, and the balancer sends it traffic once it is healthy.
     /// Nothing else restarts.
     ///
     /// # Errors
     ///
     /// [`NodeError`] when the node cannot start.
     pub async fn add_node(&mut self) -> Result<&Node, NodeError> {
-        let id = NodeId::new(format!("node-{}", self.nodes.len() + 1))?;
-        let seeds: Vec<PeerAddr> = self.nodes().map(|n| n.addr().clone()).collect();
-        let node = self.template.builder(&id, seeds).start().await?;
-        self.nodes.push(Some(node));
-        Ok(self.nodes.last().and_then(Option::as_ref).expect("just pushed"))
+        let mut n = 1;
+        let id = loop {
+            let id = NodeId::new(format!("node-{n}"))?;
+            if !self.started.contains(&id) {
+                break id;
+            }
+            n += 1;
+        };
+        self.start_node(&id).await
     }
 
     /// Stops the node with `id`: it leaves the cluster cleanly (see
@@ -311,6 +320,7 @@ impl Cluster {
     pub async fn start_node(&mut self, id: &NodeId) -> Result<&Node, NodeError> {
         let seeds: Vec<PeerAddr> = self.nodes().map(|n| n.addr().clone()).collect();
         let node = self.template.builder(id, seeds).start().await?;
+        self.started.insert(id.clone());
         self.nodes.push(Some(node));
         Ok(self.nodes.last().and_then(Option::as_ref).expect("just pushed"))
     }
