@@ -114,10 +114,13 @@ pub enum AdminError {
         id: NodeId,
     },
     /// This node has an empty store and has not heard from a peer yet.
-    #[error("{node} is catching up with the cluster (no peer has answered yet); retry")]
+    #[error("{node} is catching up with the cluster (no peer has answered yet{why}); retry")]
     CatchingUp {
         /// This node.
         node: NodeId,
+        /// What its peers answered instead, if anything (`: peer … refused …`):
+        /// a peer of another cluster, or one whose key differs, never will.
+        why: String,
     },
     /// A node was asked to remove itself, which it cannot (answered
     /// `INVALID_ARGUMENT`, marked as done nothing, so that a balancer sends

@@ -225,12 +225,27 @@ impl Admin {
     fn check_writable(&self) -> Result<(), AdminError> {
         self.refuse_if_out()?;
         if !self.ready.load(Ordering::Acquire) {
-            return Err(AdminError::CatchingUp { node: self.ctx.id.clone() });
+            return Err(self.catching_up());
         }
         if let Some(reason) = self.clock_fence.as_ref().and_then(|fence| fence()) {
             return Err(AdminError::ClockFenced { node: self.ctx.id.clone(), reason });
         }
         Ok(())
+    }
+
+    /// [`AdminError::CatchingUp`], with what the peers answered instead, if
+    /// they answered with errors (an embedding trial's node, seeded with
+    /// another cluster's node, said only that no peer had answered yet).
+    fn catching_up(&self) -> AdminError {
+        let errors: Vec<String> = self
+            .replicator
+            .peers()
+            .into_iter()
+            .filter_map(|p| Some(format!("{}: {}", p.addr, p.last_error?)))
+            .collect();
+        let why =
+            if errors.is_empty() { String::new() } else { format!("; it was told {}", errors.join("; ")) };
+        AdminError::CatchingUp { node: self.ctx.id.clone(), why }
     }
 
     /// Refuses any call that reads or writes the database while this node is
@@ -301,7 +316,7 @@ impl Admin {
     async fn wait_for(&self, after: &ReadAfter) -> Result<(), AdminError> {
         self.refuse_if_out()?;
         if !self.ready.load(Ordering::Acquire) {
-            return Err(AdminError::CatchingUp { node: self.ctx.id.clone() });
+            return Err(self.catching_up());
         }
         if let Some(reason) = self.store_fault.as_ref().and_then(|fault| fault()) {
             let reason = format!("its store cannot write: {reason}");

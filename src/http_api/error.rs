@@ -157,10 +157,10 @@ mod tests {
     #[test]
     fn a_not_ready_refusal_is_marked_for_the_balancer_in_both_apis_and_other_errors_are_not() {
         let node: spectrum_core::NodeId = "node-1".parse().unwrap();
-        let status = Status::from(AdminError::CatchingUp { node: node.clone() });
+        let status = Status::from(AdminError::CatchingUp { node: node.clone(), why: String::new() });
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(status.metadata().get("spectrum-refused").unwrap(), "not-ready");
-        let response = ApiError::from(AdminError::CatchingUp { node: node.clone() }).into_response();
+        let response = ApiError::from(AdminError::CatchingUp { node: node.clone(), why: String::new() }).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(spectrum_balancer::refusal::is_not_ready(response.status(), response.headers()));
 
