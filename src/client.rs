@@ -302,6 +302,13 @@ impl AdminClient {
 
     /// This client, letting a node wait up to `wait` to catch up with a read's
     /// session or version (nodes cap it at 30 s; their default is 2 s).
+    ///
+    /// Each call is also bounded by the client's own request timeout
+    /// ([`TransportConfig::request_timeout`](spectrum_core::TransportConfig::request_timeout),
+    /// 10 s from [`connect`](Self::connect)): for a longer wait, connect with
+    /// [`connect_with`](Self::connect_with) and a request timeout that outlasts
+    /// it (through a balancer that may try three nodes, three times it), or the
+    /// call ends `CANCELLED` before the node can say what it is missing.
     #[must_use]
     pub fn with_read_wait(mut self, wait: Duration) -> Self {
         self.read_wait = Some(wait);

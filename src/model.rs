@@ -110,6 +110,13 @@ pub(crate) fn as_json_or_text<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok
     }
 }
 
+/// The width of a table column: its widest cell (`widths`, in characters),
+/// at least `min`, so that long version tokens do not push the next column
+/// out of line.
+pub(crate) fn column(min: usize, widths: impl Iterator<Item = usize>) -> usize {
+    widths.max().unwrap_or(0).max(min)
+}
+
 /// `text` on one line, cut to `max` characters with an ellipsis.
 pub(crate) fn one_line(bytes: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(bytes).replace(['\n', '\r'], " ");
@@ -177,9 +184,12 @@ pub struct Entries(pub Vec<Entry>);
 
 impl fmt::Display for Entries {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:<40} {:<16} VALUE", "KEY", "VERSION")?;
-        for e in &self.0 {
-            writeln!(f, "{:<40} {:<16} {}", e.key, e.version.to_string(), one_line(&e.value, 60))?;
+        let rows: Vec<_> = self.0.iter().map(|e| (e.key.as_str(), e.version.to_string(), e)).collect();
+        let key = column(40, rows.iter().map(|r| r.0.chars().count()));
+        let version = column(16, rows.iter().map(|r| r.1.len()));
+        writeln!(f, "{:<key$} {:<version$} VALUE", "KEY", "VERSION")?;
+        for (k, v, e) in rows {
+            writeln!(f, "{k:<key$} {v:<version$} {}", one_line(&e.value, 60))?;
         }
         Ok(())
     }
@@ -447,9 +457,16 @@ pub struct Dataflows(pub Vec<Dataflow>);
 
 impl fmt::Display for Dataflows {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:<32} {:<16} DEFINITION", "NAME", "VERSION")?;
+        let version = column(16, self.0.iter().map(|d| d.version.to_string().len()));
+        writeln!(f, "{:<32} {:<version$} DEFINITION", "NAME", "VERSION")?;
         for d in &self.0 {
-            writeln!(f, "{:<32} {:<16} {}", d.name, d.version.to_string(), one_line(&d.definition, 60))?;
+            writeln!(
+                f,
+                "{:<32} {:<version$} {}",
+                d.name,
+                d.version.to_string(),
+                one_line(&d.definition, 60)
+            )?;
         }
         Ok(())
     }
@@ -528,13 +545,14 @@ pub struct Resources(pub Vec<ResourceInfo>);
 
 impl fmt::Display for Resources {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:<24} {:<12} {:<7} {:<14} DESCRIPTION", "NAME", "KIND", "SECRET", "VERSION")?;
+        let version = column(14, self.0.iter().map(|r| r.version.to_string().len()));
+        writeln!(f, "{:<24} {:<12} {:<7} {:<version$} DESCRIPTION", "NAME", "KIND", "SECRET", "VERSION")?;
         for r in &self.0 {
             let secret = if r.has_secret { "***" } else { "-" };
             let description = one_line(r.description.as_bytes(), 50);
             writeln!(
                 f,
-                "{:<24} {:<12} {secret:<7} {:<14} {description}",
+                "{:<24} {:<12} {secret:<7} {:<version$} {description}",
                 r.name,
                 r.kind,
                 r.version.to_string()

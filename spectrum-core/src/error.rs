@@ -109,7 +109,16 @@ pub enum CoreError {
         /// What is wrong, naming the part.
         reason: String,
     },
-    /// An I/O failure, such as binding a listener.
+    /// A listener could not be bound (the address in use, not this host's).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An I/O failure.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -213,9 +213,10 @@ impl Listener {
 ///
 /// # Errors
 ///
-/// [`CoreError::Io`] when the address cannot be bound.
+/// [`CoreError::Bind`] when the address cannot be bound; [`CoreError::Io`] when the
+/// bound socket cannot say its address.
 pub async fn bind(addr: SocketAddr) -> Result<Listener, CoreError> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| CoreError::Bind { addr, source })?;
     let local_addr = listener.local_addr()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Ok(Listener { local_addr, incoming })

@@ -120,8 +120,9 @@ impl ExportFile {
             }
             .into());
         }
+        // The file as a whole is named: `definition` would read as one resource's.
         let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| DefinitionError::Malformed { field: ROOT.into(), reason: e.to_string() })?;
+            .map_err(|e| DefinitionError::Malformed { field: "export file".into(), reason: e.to_string() })?;
         Self::try_from(value)
     }
 
@@ -134,6 +135,13 @@ impl ExportFile {
 impl TryFrom<Value> for ExportFile {
     type Error = TransferError;
     fn try_from(value: Value) -> Result<Self, Self::Error> {
+        if value.get("format_version").is_none() && value.get("format").is_some() {
+            return Err(DefinitionError::invalid(
+                "format_version",
+                "missing: this is a whole-configuration export (it has `format`), not a resources export",
+            )
+            .into());
+        }
         let mut obj = Object::new(value)?;
         let format_version: u64 = obj.required("format_version")?;
         if format_version != u64::from(FORMAT_VERSION) {

@@ -102,7 +102,7 @@ impl Admin {
     ) -> Result<WriteReceipt, AdminError> {
         if !self.consensus() {
             return Err(AdminError::Replication(ReplicationError::NeedsConsensus {
-                operation: if writes.len() > 1 { "a transaction" } else { "a compare-and-set write" },
+                operation: "a transaction (conditions and writes applied together)",
             }));
         }
         if writes.is_empty() {

@@ -209,7 +209,18 @@ impl Admin {
         dry_run: bool,
         ack: AckLevel,
     ) -> Result<ImportReport, AdminError> {
-        let file: ConfigFile = serde_json::from_slice(file).map_err(bad_file)?;
+        let file: ConfigFile = serde_json::from_slice(file).map_err(|e| {
+            // A resources export (`spectrum resources export`) is the other file format.
+            let resources = serde_json::from_slice::<serde_json::Value>(file)
+                .is_ok_and(|v| v.get("format_version").is_some());
+            if resources {
+                bad_file(format_args!(
+                    "{e}: this is a resources export; import it with `spectrum resources import`"
+                ))
+            } else {
+                bad_file(e)
+            }
+        })?;
         if file.format != CONFIG_EXPORT_FORMAT || file.version != CONFIG_EXPORT_VERSION {
             return Err(bad_file(format_args!(
                 "format {:?} version {} is not {CONFIG_EXPORT_FORMAT:?} version {CONFIG_EXPORT_VERSION}",

@@ -84,12 +84,19 @@ impl DatabaseCategory {
 }
 
 impl From<String> for DatabaseCategory {
+    /// A built-in category's name in any case (`Postal` is `postal`: a custom
+    /// category differing only in case would read as the same thing to people
+    /// and not to programs); any other name is a custom category, as written.
     fn from(name: String) -> Self {
-        match name.as_str() {
-            "postal" => Self::Postal,
-            "geocoding" => Self::Geocoding,
-            "spatial" => Self::Spatial,
-            _ => Self::Custom(name),
+        let is = |builtin: &str| name.eq_ignore_ascii_case(builtin);
+        if is("postal") {
+            Self::Postal
+        } else if is("geocoding") {
+            Self::Geocoding
+        } else if is("spatial") {
+            Self::Spatial
+        } else {
+            Self::Custom(name)
         }
     }
 }
@@ -118,5 +125,7 @@ mod tests {
         let err = DatabaseCategory::Custom("postal".into()).validate().unwrap_err();
         assert_eq!(err.field(), "category");
         assert_eq!(DatabaseCategory::from("postal".to_owned()), DatabaseCategory::Postal);
+        assert_eq!(DatabaseCategory::from("GeoCoding".to_owned()), DatabaseCategory::Geocoding);
+        assert_eq!(DatabaseCategory::from("Streets".to_owned()).as_str(), "Streets");
     }
 }

@@ -104,7 +104,10 @@ pub(crate) enum Command {
     /// Import a configuration export file (or `-`) in one write (needs the admin
     /// role); with --dry-run, only show what would be added, changed or left alone.
     Import {
+        /// The file `spectrum export` wrote (`format` and `version` at its top),
+        /// or `-` for standard input.
         file: String,
+        /// Show what the import would add, change and leave alone; write nothing.
         #[arg(long)]
         dry_run: bool,
     },
@@ -407,7 +410,10 @@ pub(crate) enum ResourcesCommand {
     },
     /// Import an export file (or `-`); with --dry-run, only show what would change.
     Import {
+        /// The file `spectrum resources export` wrote (`format_version` at its
+        /// top), or `-` for standard input.
         file: String,
+        /// Show what the import would add, change and leave alone; write nothing.
         #[arg(long)]
         dry_run: bool,
     },
