@@ -49,7 +49,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     let cluster = Cluster::builder("example".parse()?)
         .size(3)
-        .configure_nodes(|b: NodeBuilder| b.add_service_with(DataflowService::server))
+        .configure_nodes(|b: NodeBuilder| {
+            b.add_service_with(DataflowService::server).dataflow_check(spectrum::demo::check_dataflow)
+        })
         .start()
         .await?;
 

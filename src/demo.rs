@@ -121,6 +121,27 @@ fn expand(word: &str) -> String {
     }
 }
 
+/// The demo's dataflow schema, for
+/// [`NodeBuilder::dataflow_check`](crate::NodeBuilder::dataflow_check): a
+/// [`DataflowDefinition`] (known steps, no other fields), and a `resource` when
+/// a step looks postcodes up. `Err` names what is wrong, as serde says it.
+///
+/// ```
+/// use serde_json::json;
+/// use spectrum::demo::check_dataflow;
+///
+/// assert!(check_dataflow(&json!({"steps": ["trim", "uppercase"]})).is_ok());
+/// assert!(check_dataflow(&json!({"steps": ["explode"]})).unwrap_err().contains("explode"));
+/// assert!(check_dataflow(&json!({"steps": ["postal_lookup"]})).unwrap_err().contains("resource"));
+/// ```
+pub fn check_dataflow(definition: &serde_json::Value) -> Result<(), String> {
+    let def = DataflowDefinition::deserialize(definition).map_err(|e| e.to_string())?;
+    if def.steps.contains(&Step::PostalLookup) && def.resource.is_none() {
+        return Err("the postal_lookup step needs a `resource` (a postal database)".into());
+    }
+    Ok(())
+}
+
 /// Runs the text steps of `def` on `address` (everything but the lookup).
 pub fn normalize(def: &DataflowDefinition, address: &str) -> String {
     let mut text = address.to_owned();

@@ -140,6 +140,7 @@ pub struct NodeBuilder {
     replication: ReplicationMode,
     raft_settings: RaftSettings,
     raft_tombstone_keep: Option<u64>,
+    dataflow_check: Option<crate::admin::DataflowCheck>,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -190,6 +191,7 @@ impl NodeBuilder {
             replication: ReplicationMode::LastWriterWins,
             raft_settings: RaftSettings::default(),
             raft_tombstone_keep: None,
+            dataflow_check: None,
         }
     }
 
@@ -376,6 +378,20 @@ impl NodeBuilder {
     /// (`spectrum key rotate`) and every node has the new key.
     pub fn previous_cluster_keys(mut self, keys: impl IntoIterator<Item = ClusterKey>) -> Self {
         self.previous_keys = keys.into_iter().map(Arc::new).collect();
+        self
+    }
+
+    /// Refuses dataflow definitions that `check` refuses (whether created,
+    /// written raw or imported), answering `INVALID_ARGUMENT` with its reason;
+    /// without one, any JSON object is stored as a dataflow. Give the schema of
+    /// the service that runs them: the demo's is
+    /// [`demo::check_dataflow`](crate::demo::check_dataflow), which the
+    /// `spectrum` command's nodes use.
+    pub fn dataflow_check(
+        mut self,
+        check: impl Fn(&serde_json::Value) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.dataflow_check = Some(Arc::new(check));
         self
     }
 
@@ -608,6 +624,7 @@ impl NodeBuilder {
         };
 
         let admin = Admin::new(ctx.clone(), replicator.clone(), addr.clone(), self.write_timeout)
+            .dataflow_check(self.dataflow_check.clone())
             .channels(channels.clone())
             .ready_flag(ready.clone());
         let admin = guarded(admin, &readiness);

@@ -45,7 +45,10 @@ impl Admin {
     /// `value` checked with `key`'s namespace codec, as it is stored: a
     /// license must be current; a resource's secrets are sealed.
     pub(super) async fn checked_value(&self, key: &str, value: Bytes) -> Result<Bytes, AdminError> {
-        let (_, decoded) = namespace::validate_write(key, Some(&value))?;
+        let (ns, decoded) = namespace::validate_write(key, Some(&value))?;
+        if ns == Namespace::Dataflows {
+            self.check_dataflow(key.strip_prefix(ns.prefix()).unwrap_or(key), &value)?;
+        }
         Ok(match decoded {
             Some(WriteValue::Resource(def)) => Bytes::from(self.resource_to_store(&def).await?),
             Some(WriteValue::License(license)) => {

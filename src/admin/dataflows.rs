@@ -15,7 +15,8 @@ impl Admin {
     /// # Errors
     ///
     /// [`AdminError::Key`] for a bad name or a definition that is not a JSON
-    /// object; [`AdminError::AlreadyExists`].
+    /// object; [`AdminError::InvalidArgument`] for one the application's check
+    /// refuses (see [`Admin::dataflow_check`]); [`AdminError::AlreadyExists`].
     pub async fn create_dataflow(
         &self,
         name: &str,
@@ -26,6 +27,7 @@ impl Admin {
         namespace::validate_name(Namespace::Dataflows, name)?;
         let key = Namespace::Dataflows.key(name);
         namespace::validate_write(&key, Some(&definition))?;
+        self.check_dataflow(name, &definition)?;
         if !replace && self.live(&key).await?.is_some() {
             return Err(AdminError::AlreadyExists { what: "dataflow", name: name.to_owned() });
         }

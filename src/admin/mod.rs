@@ -81,7 +81,14 @@ pub struct Admin {
     watches: tokio_util::sync::CancellationToken,
     /// This node's resource checks as `status` last made them.
     status_checks: Arc<resources::StatusChecks>,
+    /// What a dataflow definition must be, beyond a JSON object, if the
+    /// application says (see [`Admin::dataflow_check`]).
+    dataflow_check: Option<DataflowCheck>,
 }
+
+/// Checks a dataflow definition (a JSON object) against the application's
+/// schema: `Err` says what is wrong with it. See [`Admin::dataflow_check`].
+pub type DataflowCheck = Arc<dyn Fn(&serde_json::Value) -> Result<(), String> + Send + Sync>;
 
 /// Says why this node's clock is fenced ([`ClockCheck::fenced`](spectrum_replication::ClockCheck::fenced)),
 /// or `None` while it is in bounds.
@@ -137,6 +144,7 @@ impl Admin {
             audit_retained: DEFAULT_AUDIT_RETENTION,
             watches: tokio_util::sync::CancellationToken::new(),
             status_checks: Arc::default(),
+            dataflow_check: None,
         }
     }
 
@@ -149,6 +157,25 @@ impl Admin {
     pub fn audit_retention(mut self, records: usize) -> Self {
         self.audit_retained = records.clamp(1, audit::MAX_AUDIT_RETENTION);
         self
+    }
+
+    /// Refuses dataflow definitions `check` refuses (created, written raw or
+    /// imported), naming what is wrong; without it, any JSON object is a
+    /// dataflow. The service that runs dataflows knows their schema (the demo's:
+    /// [`check_dataflow`](crate::demo::check_dataflow)).
+    #[must_use]
+    pub fn dataflow_check(mut self, check: Option<DataflowCheck>) -> Self {
+        self.dataflow_check = check;
+        self
+    }
+
+    /// Refuses `definition`, the dataflow `name`'s, when the application's
+    /// check does ([`AdminError::InvalidArgument`] naming the dataflow).
+    pub(super) fn check_dataflow(&self, name: &str, definition: &[u8]) -> Result<(), AdminError> {
+        let Some(check) = &self.dataflow_check else { return Ok(()) };
+        let value = serde_json::from_slice(definition)
+            .map_err(|e| AdminError::InvalidArgument(format!("dataflow {name:?}: not JSON: {e}")))?;
+        check(&value).map_err(|reason| AdminError::InvalidArgument(format!("dataflow {name:?}: {reason}")))
     }
 
     /// Refuses writes ([`AdminError::CatchingUp`]) while `ready` is false: a node

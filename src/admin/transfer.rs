@@ -227,6 +227,10 @@ impl Admin {
                 file.format, file.version
             )));
         }
+        for (name, definition) in &file.dataflows {
+            let bytes = serde_json::to_vec(definition).map_err(bad_file)?;
+            self.check_dataflow(name, &bytes).map_err(|e| bad_file(format_args!("dataflows/{name}: {e}")))?;
+        }
         let mut planned = Planned::default();
         for (ns, incoming) in [
             (Namespace::License, checked_json(Namespace::License, &file.licenses)?),

@@ -160,7 +160,8 @@ mod tests {
         let status = Status::from(AdminError::CatchingUp { node: node.clone(), why: String::new() });
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(status.metadata().get("spectrum-refused").unwrap(), "not-ready");
-        let response = ApiError::from(AdminError::CatchingUp { node: node.clone(), why: String::new() }).into_response();
+        let response =
+            ApiError::from(AdminError::CatchingUp { node: node.clone(), why: String::new() }).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(spectrum_balancer::refusal::is_not_ready(response.status(), response.headers()));
 

@@ -81,6 +81,27 @@ fn bad_definitions_are_refused_naming_the_field_and_change_nothing() {
         &["dataflow", "create", "a/b", cluster.path("flow.json").to_str().unwrap()],
         "invalid dataflow name",
     );
+    // Dataflows the nodes' service could not run are refused, whether created,
+    // written raw or imported (a new-user trial stored all of these).
+    for (flow, needle) in [
+        (r#"{"steps":["explode"]}"#, "unknown variant `explode`"),
+        (r#"{"steps":"trim"}"#, "invalid type"),
+        ("{}", "missing field `steps`"),
+        (r#"{"steps":["trim"],"whatever":1}"#, "unknown field `whatever`"),
+        (r#"{"steps":["postal_lookup"]}"#, "needs a `resource`"),
+    ] {
+        std::fs::write(cluster.path("flow.json"), flow).unwrap();
+        let line =
+            cluster.fails(&["dataflow", "create", "f", cluster.path("flow.json").to_str().unwrap()], needle);
+        assert!(line.contains("dataflow \"f\"") && line.contains("InvalidArgument"), "{flow}: {line}");
+        cluster.fails(&["config", "put", "dataflows/f", flow], needle);
+        let import = format!(
+            r#"{{"format":"spectrum-config-export","version":1,"cluster":"c","exported_at_ms":0,"licenses":{{}},"dataflows":{{"f":{flow}}},"settings":{{}}}}"#
+        );
+        std::fs::write(cluster.path("import.json"), import).unwrap();
+        cluster.fails(&["import", cluster.path("import.json").to_str().unwrap()], needle);
+    }
+    assert_eq!(cluster.json(&["dataflow", "list"]), serde_json::json!([]));
     std::fs::write(cluster.path("license.json"), r#"{"owner":"Acme","seats":0,"expires":"2999-01-01"}"#)
         .unwrap();
     cluster.fails(&["license", "set", cluster.path("license.json").to_str().unwrap()], "license field seats");

@@ -77,7 +77,8 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>, client_token_set: 
         .sync_interval(cfg.sync_interval())
         .replication(cfg.replication)
         .leave_on_terminate(cfg.leave_on_terminate)
-        .add_service_with(spectrum::demo::DataflowService::server);
+        .add_service_with(spectrum::demo::DataflowService::server)
+        .dataflow_check(spectrum::demo::check_dataflow);
     if let Some(log) = cfg.change_log {
         builder = builder.change_log(log.limits()?);
     }
