@@ -123,8 +123,8 @@ fn expand(word: &str) -> String {
 
 /// The demo's dataflow schema, for
 /// [`NodeBuilder::dataflow_check`](crate::NodeBuilder::dataflow_check): a
-/// [`DataflowDefinition`] (known steps, no other fields), and a `resource` when
-/// a step looks postcodes up. `Err` names what is wrong, as serde says it.
+/// [`DataflowDefinition`] (known steps, no other fields), a `resource` that is a
+/// valid resource name, and one when a step looks postcodes up. `Err` names what is wrong, as serde says it.
 ///
 /// ```
 /// use serde_json::json;
@@ -133,9 +133,13 @@ fn expand(word: &str) -> String {
 /// assert!(check_dataflow(&json!({"steps": ["trim", "uppercase"]})).is_ok());
 /// assert!(check_dataflow(&json!({"steps": ["explode"]})).unwrap_err().contains("explode"));
 /// assert!(check_dataflow(&json!({"steps": ["postal_lookup"]})).unwrap_err().contains("resource"));
+/// assert!(check_dataflow(&json!({"steps": ["postal_lookup"], "resource": ""})).is_err());
 /// ```
 pub fn check_dataflow(definition: &serde_json::Value) -> Result<(), String> {
     let def = DataflowDefinition::deserialize(definition).map_err(|e| e.to_string())?;
+    if let Some(resource) = &def.resource {
+        spectrum_resources::ResourceName::new(resource).map_err(|e| format!("resource: {e}"))?;
+    }
     if def.steps.contains(&Step::PostalLookup) && def.resource.is_none() {
         return Err("the postal_lookup step needs a `resource` (a postal database)".into());
     }

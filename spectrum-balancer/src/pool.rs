@@ -144,7 +144,8 @@ pub(crate) struct Snapshot {
     /// Healthy and not draining.
     pub(crate) eligible: Candidates,
     /// Not draining, whatever their health: used when no backend is eligible, since
-    /// trying a backend marked down beats refusing every request.
+    /// trying a backend marked down beats refusing every request. When every
+    /// member is draining, the draining ones.
     pub(crate) fallback: Candidates,
     /// The strategy in force, and where affinity keys come from.
     pub(crate) routing: Arc<Routing>,
@@ -306,14 +307,22 @@ impl Pool {
     /// Publishes the snapshot of `members` (the locked list) with the routing in force.
     fn publish(&self, members: &[Member]) {
         let mut snap = Snapshot::empty(self.settings.lock().routing());
+        let mut draining = Candidates::default();
         for m in members {
             if m.entry.is_draining() {
+                draining.push(&m.entry);
                 continue;
             }
             snap.fallback.push(&m.entry);
             if m.entry.health.is_up() {
                 snap.eligible.push(&m.entry);
             }
+        }
+        if snap.fallback.is_empty() {
+            // Every member is draining (the last active one stopped, or drains
+            // raced on two nodes): a draining node still answers, and refusing
+            // every request would leave no way to undrain one through here.
+            snap.fallback = draining;
         }
         *self.snapshot.write() = Arc::new(snap);
         self.bump_generation();

@@ -102,12 +102,12 @@ pub enum AdminError {
         /// The member.
         id: NodeId,
     },
-    /// Draining this member would leave no active one: balancers would then
-    /// have no node to send any request to, the undrain that would undo it
-    /// included (answered `FAILED_PRECONDITION`).
+    /// Draining or removing this member would leave no active one: balancers
+    /// would then send every request to draining nodes (answered
+    /// `FAILED_PRECONDITION`).
     #[error(
-        "node {id} is the last active member: drained, it would leave balancers no node to send requests \
-         to (this call's undrain included); undrain another member first"
+        "node {id} is the last active member: drained or removed, it would leave balancers no active node \
+         to send requests to; undrain another member first"
     )]
     LastActive {
         /// The member.

@@ -80,7 +80,7 @@ impl Admin {
     ///
     /// [`AdminError::NotFound`] for an unknown member; [`AdminError::MemberLeft`]
     /// to drain or undrain a member that left; [`AdminError::LastActive`] to
-    /// drain the last active member; [`AdminError::InvalidArgument`] for
+    /// drain or remove the last active member; [`AdminError::InvalidArgument`] for
     /// a state an operator cannot set, for draining a removed member, and for a
     /// node asked to remove itself.
     pub async fn set_node_state(
@@ -116,7 +116,7 @@ impl Admin {
                     "node {id} was removed; undrain it to let it return first"
                 )));
             }
-            (MemberState::Active, MemberState::Draining)
+            (MemberState::Active, MemberState::Draining | MemberState::Removed)
                 if !self.members().await?.iter().any(|m| &m.id != id && m.state == MemberState::Active) =>
             {
                 return Err(AdminError::LastActive { id: id.clone() });
@@ -200,6 +200,8 @@ mod tests {
         admin.set_node_state(&n1, MemberState::Draining, AckLevel::Local).await.unwrap();
         let err = admin.set_node_state(&n2, MemberState::Draining, AckLevel::Local).await.unwrap_err();
         assert!(matches!(err, AdminError::LastActive { ref id } if *id == n2), "{err}");
+        let err = admin.set_node_state(&n2, MemberState::Removed, AckLevel::Local).await.unwrap_err();
+        assert!(matches!(err, AdminError::LastActive { .. }), "removing it is refused too: {err}");
         admin.set_node_state(&n1, MemberState::Active, AckLevel::Local).await.unwrap();
         admin.set_node_state(&n2, MemberState::Draining, AckLevel::Local).await.unwrap();
     }

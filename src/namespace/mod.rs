@@ -334,6 +334,12 @@ pub fn validate_write(key: &str, value: Option<&[u8]>) -> Result<(Namespace, Opt
             reason: format!("{key:?} has a {segment:?} segment, which URL clients rewrite away"),
         });
     }
+    // Licenses and dataflows are named as their commands name them (a raw write
+    // of `dataflows/x y` could be neither shown nor deleted by name, and the
+    // cluster's export of it could not be imported).
+    if matches!(ns, Namespace::License | Namespace::Dataflows) {
+        validate_name(ns, name)?;
+    }
     let value = match ns {
         Namespace::Membership | Namespace::Users | Namespace::Audit | Namespace::Balancer => {
             return Err(KeyError::ReadOnly { namespace: ns });
@@ -358,6 +364,17 @@ mod tests {
         }
         assert!(validate_write("settings/a..b/.c", Some(b"v")).is_ok());
         assert!(validate_write("settings/../users/evil", None).is_ok(), "one written before can be deleted");
+    }
+
+    #[test]
+    fn a_raw_write_of_a_license_or_dataflow_takes_the_names_their_commands_take() {
+        let long = format!("dataflows/{}", "x".repeat(300));
+        for key in ["dataflows/x y", "dataflows/p/sub", long.as_str()] {
+            let err = validate_write(key, Some(br#"{"steps":[]}"#)).unwrap_err();
+            assert!(matches!(err, KeyError::InvalidName { .. }), "{key}: {err}");
+        }
+        assert!(validate_write("dataflows/x y", None).is_ok(), "one written before can be deleted");
+        assert!(validate_write("settings/x y/z", Some(b"v")).is_ok(), "settings keep free-form names");
     }
 
     #[test]

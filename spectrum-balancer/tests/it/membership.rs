@@ -32,6 +32,36 @@ async fn a_draining_node_gets_no_new_requests_until_undrained() {
     balancer.shutdown().await;
 }
 
+/// With every node draining (the last active one stopped, or drains raced
+/// on two nodes) the draining ones still take requests, so the cluster can be
+/// undrained through the balancer (a trial was locked out); once one is
+/// active again, it alone does.
+#[tokio::test]
+async fn with_every_node_draining_the_draining_ones_take_requests() {
+    let nodes = start_nodes(2).await;
+    let balancer = balancer_for(&nodes, None).await;
+    let mut client = Client::http1(balancer.local_addr()).await;
+    for node in &nodes {
+        balancer.set_draining(&node.id, true).unwrap();
+    }
+    let answers: Vec<_> = get_n(&mut client, 10).await;
+    assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
+    assert_eq!(served_by(&answers, "node-0") + served_by(&answers, "node-1"), 10);
+
+    balancer.set_draining(&nodes[1].id, false).unwrap();
+    let answers = get_n(&mut client, 10).await;
+    assert_eq!(served_by(&answers, "node-1"), 10, "the active node alone");
+    balancer.shutdown().await;
+}
+
+async fn get_n(client: &mut Client, n: usize) -> Vec<Answer> {
+    let mut answers = Vec::new();
+    for _ in 0..n {
+        answers.push(client.get("/").await);
+    }
+    answers
+}
+
 #[tokio::test]
 async fn a_request_in_flight_on_a_draining_node_finishes() {
     let nodes = start_nodes(2).await;
