@@ -169,6 +169,14 @@ impl Admin {
         self
     }
 
+    /// Status shows resource checks for `every` before refreshing them (tests;
+    /// nodes use [`STATUS_CHECK_EVERY`]).
+    #[cfg(test)]
+    pub(crate) fn status_check_every(mut self, every: Duration) -> Self {
+        self.status_checks = Arc::new(resources::StatusChecks::every(every));
+        self
+    }
+
     /// Refuses `definition`, the dataflow `name`'s, when the application's
     /// check does ([`AdminError::InvalidArgument`] naming the dataflow).
     pub(super) fn check_dataflow(&self, name: &str, definition: &[u8]) -> Result<(), AdminError> {

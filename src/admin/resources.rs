@@ -2,6 +2,7 @@
 //! export and import. Secrets are sealed with the cluster key before anything is
 //! stored and every answer shows definitions redacted.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,16 +15,39 @@ use tracing::{debug, info};
 
 use super::{Admin, AdminError, PEER_CHECK_TIMEOUT};
 
-/// How long `status` shows this node's resource checks before it checks again,
-/// while the definitions are unchanged: 10 s. Status is a viewer's call that
-/// dashboards and the console poll (every 2 s), and a check resolves and
-/// connects to every JDBC, file server and web service host; `resources
-/// check` (an operator's) always checks anew.
+/// How long `status` shows this node's resource checks before it checks again
+/// (in the background), while the definitions are unchanged: 10 s. Status is a
+/// viewer's call that dashboards and the console poll (every 2 s), and a check
+/// resolves and connects to every JDBC, file server and web service host;
+/// `resources check` (an operator's) always checks anew.
 pub const STATUS_CHECK_EVERY: Duration = Duration::from_secs(10);
 
-/// This node's resource checks as `status` last made them.
-#[derive(Debug, Default)]
-pub(super) struct StatusChecks(tokio::sync::Mutex<Option<Checked>>);
+/// This node's resource checks as `status` last made them, and whether a
+/// refresh of them is under way.
+#[derive(Debug)]
+pub(super) struct StatusChecks {
+    last: tokio::sync::Mutex<Option<Checked>>,
+    refreshing: std::sync::atomic::AtomicBool,
+    /// How long checks are shown before they are refreshed.
+    every: Duration,
+}
+
+impl Default for StatusChecks {
+    fn default() -> Self {
+        Self::every(STATUS_CHECK_EVERY)
+    }
+}
+
+impl StatusChecks {
+    /// Checks shown for `every` before they are refreshed.
+    pub(super) fn every(every: Duration) -> Self {
+        Self {
+            last: tokio::sync::Mutex::default(),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
+            every,
+        }
+    }
+}
 
 /// Checks made: when, for which definitions (their versions), what they found.
 #[derive(Debug)]
@@ -147,25 +171,45 @@ impl Admin {
         })
     }
 
-    /// This node's checks of every resource, for `status`: those made within
-    /// [`STATUS_CHECK_EVERY`] while the definitions are unchanged, else made
-    /// now (one caller checks while the others wait for its answer).
+    /// This node's checks of every resource, for `status`. While the
+    /// definitions are unchanged, the last checks are answered at once, and
+    /// once older than [`STATUS_CHECK_EVERY`] they are refreshed in the
+    /// background (a check can wait a second on a silent host; polling must
+    /// not). For new or changed definitions they are made now, one caller
+    /// checking while the others wait for its answer.
     ///
     /// # Errors
     ///
     /// Store failures.
     pub(super) async fn status_resources(&self) -> Result<Vec<ResourceAvailability>, AdminError> {
         let versions: Vec<_> = self.registry().list().await?.into_iter().map(|s| s.version).collect();
-        let mut last = self.status_checks.0.lock().await;
-        if let Some(checked) = last.as_ref()
-            && checked.versions == versions
-            && checked.at.elapsed() < STATUS_CHECK_EVERY
-        {
+        let checks = &self.status_checks;
+        let mut last = checks.last.lock().await;
+        if let Some(checked) = last.as_ref().filter(|c| c.versions == versions) {
+            if checked.at.elapsed() >= checks.every && !checks.refreshing.swap(true, Ordering::AcqRel) {
+                let admin = self.clone();
+                tokio::spawn(async move { admin.refresh_status_resources(versions).await });
+            }
             return Ok(checked.resources.clone());
         }
         let resources = self.check_local(&[]).await?.resources;
         *last = Some(Checked { at: Instant::now(), versions, resources: resources.clone() });
         Ok(resources)
+    }
+
+    /// Checks every resource again for `status`, and keeps the result if the
+    /// definitions are still those of `versions` (a check of newer ones may
+    /// have been made meanwhile).
+    async fn refresh_status_resources(&self, versions: Vec<spectrum_replication::VersionToken>) {
+        let found = self.check_local(&[]).await;
+        let checks = &self.status_checks;
+        if let Ok(found) = found {
+            let mut last = checks.last.lock().await;
+            if last.as_ref().is_some_and(|c| c.versions == versions) {
+                *last = Some(Checked { at: Instant::now(), versions, resources: found.resources });
+            }
+        }
+        checks.refreshing.store(false, Ordering::Release);
     }
 
     /// Checks `names` on every member (this one directly, the others through
@@ -376,9 +420,16 @@ mod tests {
         Availability, ResolveError, Resolved, ResourceDefinition, ResourceResolver, ResourceSpec,
     };
 
-    /// Counts its checks; everything is available.
-    #[derive(Debug, Default)]
-    struct Counting(AtomicUsize);
+    /// Counts its checks; everything is available. Each check waits for the
+    /// gate's one permit, so a test holding it holds every check.
+    #[derive(Debug)]
+    struct Counting(AtomicUsize, tokio::sync::Semaphore);
+
+    impl Default for Counting {
+        fn default() -> Self {
+            Self(AtomicUsize::new(0), tokio::sync::Semaphore::new(1))
+        }
+    }
 
     #[async_trait::async_trait]
     impl ResourceResolver for Counting {
@@ -390,6 +441,7 @@ mod tests {
         }
         async fn check(&self, _: &ResourceDefinition, _: &NodeId) -> Availability {
             self.0.fetch_add(1, Ordering::SeqCst);
+            drop(self.1.acquire().await);
             Availability::available("counted")
         }
     }
@@ -416,5 +468,36 @@ mod tests {
         assert_eq!(checks(), 2, "a changed definition is checked again");
         admin.check_local(&[]).await.unwrap();
         assert_eq!(checks(), 3, "an operator's check always checks");
+    }
+
+    /// Checks older than the interval are refreshed in the background: status
+    /// answers at once with the last ones, even while a check hangs (a silent
+    /// host), and starts one refresh at a time.
+    #[tokio::test]
+    async fn status_refreshes_old_checks_in_the_background_without_waiting_for_them() {
+        let counting = Arc::new(Counting::default());
+        let admin = crate::admin::testing::admin(counting.clone())
+            .await
+            .status_check_every(std::time::Duration::from_millis(10));
+        let checks = || counting.0.load(Ordering::SeqCst);
+        admin.create_resource(&web("http://127.0.0.1:1/a"), false, AckLevel::Local).await.unwrap();
+        admin.status().await.unwrap();
+        assert_eq!(checks(), 1);
+
+        let hold = counting.1.acquire().await.unwrap(); // every check hangs from here
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let within = std::time::Duration::from_secs(5);
+        for _ in 0..3 {
+            let status = tokio::time::timeout(within, admin.status()).await.expect("answered at once");
+            assert_eq!(status.unwrap().resources.len(), 1);
+        }
+        for _ in 0..500 {
+            if checks() == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(checks(), 2, "one refresh, started in the background");
+        drop(hold);
     }
 }
