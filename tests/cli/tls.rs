@@ -320,4 +320,11 @@ fn a_balancer_requiring_client_certificates_serves_a_client_with_a_client_only_c
     let plain = balancer.replace("https://", "http://");
     let args = ["--endpoint", &plain, "--client-cert", &cert, "--client-key", &key, "status"];
     expect_failure(&spectrum(&args), &args, "--client-cert");
+    // A certificate without its key is named (clap's own check listed nothing).
+    let args = ["--endpoint", &balancer, "--ca-cert", &ca, "--client-cert", &cert, "status"];
+    expect_failure(
+        &spectrum(&args),
+        &args,
+        "--client-cert needs its private key: give --client-key FILE too",
+    );
 }

@@ -281,6 +281,7 @@ impl RaftReplicatorBuilder {
             store: Arc::downgrade(&self.store),
             left: AtomicBool::new(false),
             join_refused: Mutex::new(None),
+            probe_errors: Mutex::new(Vec::new()),
             joined: AtomicBool::new(false),
             seeds,
             hlc: self.hlc,
@@ -406,6 +407,10 @@ pub(crate) struct Inner {
     pub(crate) left: AtomicBool,
     /// Why the group last refused to take this node (back), until it does.
     pub(super) join_refused: Mutex<Option<String>>,
+    /// What the seeds that failed this node's last probe said (`addr: error`):
+    /// a seed that refuses its credential (another cluster's key) or its
+    /// certificate answers, just not as a member would.
+    probe_errors: Mutex<Vec<String>>,
     /// Set once this node's start found it a member (see [`RaftReplicator::start`]).
     pub(super) joined: AtomicBool,
     seeds: Vec<PeerAddr>,
@@ -539,7 +544,8 @@ impl RaftReplicator {
                     Ok(false) => {
                         if failures % 240 == 20 {
                             let seeds: Vec<String> = inner.seeds.iter().map(ToString::to_string).collect();
-                            warn!(node = %inner.me.id, ?seeds, "not in the raft group yet: no seed answered as a member of a group, and the group cannot be founded until every seed answers");
+                            let errors = inner.probe_errors.lock().clone();
+                            warn!(node = %inner.me.id, ?seeds, ?errors, "not in the raft group yet: no seed answered as a member of a group, and the group cannot be founded until every seed answers");
                         }
                         failures += 1;
                     }
@@ -690,6 +696,8 @@ impl Inner {
             (addr, self.wire.call_json::<ProbeAnswer>(addr, Method::Probe, call, PROBE_TIMEOUT).await)
         });
         let answers = futures::future::join_all(probes).await;
+        *self.probe_errors.lock() =
+            answers.iter().filter_map(|(addr, a)| a.as_ref().err().map(|e| format!("{addr}: {e}"))).collect();
         let members: Vec<&PeerAddr> = answers
             .iter()
             .filter(|(_, a)| a.as_ref().is_ok_and(|a| a.initialized))

@@ -20,10 +20,10 @@ pub(crate) struct Cli {
     pub(crate) ca_cert: Option<PathBuf>,
     /// A client certificate (PEM) to present to an `https://` endpoint that
     /// requires one (`spectrum cert issue NAME --client-only`), with `--client-key`.
-    #[arg(long, global = true, env = "SPECTRUM_CLIENT_CERT", value_name = "FILE", requires = "client_key")]
+    #[arg(long, global = true, env = "SPECTRUM_CLIENT_CERT", value_name = "FILE")]
     pub(crate) client_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, global = true, env = "SPECTRUM_CLIENT_KEY", value_name = "FILE", requires = "client_cert")]
+    /// The client certificate's private key (PEM), with `--client-cert`.
+    #[arg(long, global = true, env = "SPECTRUM_CLIENT_KEY", value_name = "FILE")]
     pub(crate) client_key: Option<PathBuf>,
     /// Bearer token for the management API (for `node` and `balancer`: overrides
     /// the file's; a node never takes it from SPECTRUM_TOKEN, see `node --help`).

@@ -48,6 +48,13 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         token_from_env,
         command,
     } = cli;
+    // Checked here, not by clap: its `requires` on global arguments names no
+    // argument in its message (a trial saw an empty list).
+    match (&client_cert, &client_key) {
+        (Some(_), None) => anyhow::bail!("--client-cert needs its private key: give --client-key FILE too"),
+        (None, Some(_)) => anyhow::bail!("--client-key needs its certificate: give --client-cert FILE too"),
+        _ => {}
+    }
     let kept = session.as_deref().map(crate::session::load).transpose()?;
     let target = Target {
         endpoint,
