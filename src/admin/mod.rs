@@ -180,10 +180,24 @@ impl Admin {
     /// Refuses `definition`, the dataflow `name`'s, when the application's
     /// check does ([`AdminError::InvalidArgument`] naming the dataflow).
     pub(super) fn check_dataflow(&self, name: &str, definition: &[u8]) -> Result<(), AdminError> {
-        let Some(check) = &self.dataflow_check else { return Ok(()) };
+        if self.dataflow_check.is_none() {
+            return Ok(());
+        }
         let value = serde_json::from_slice(definition)
             .map_err(|e| AdminError::InvalidArgument(format!("dataflow {name:?}: not JSON: {e}")))?;
-        check(&value).map_err(|reason| AdminError::InvalidArgument(format!("dataflow {name:?}: {reason}")))
+        self.check_dataflow_value(name, &value)
+    }
+
+    /// [`check_dataflow`](Self::check_dataflow) of a definition already parsed
+    /// (an import file's).
+    pub(super) fn check_dataflow_value(
+        &self,
+        name: &str,
+        definition: &serde_json::Value,
+    ) -> Result<(), AdminError> {
+        let Some(check) = &self.dataflow_check else { return Ok(()) };
+        check(definition)
+            .map_err(|reason| AdminError::InvalidArgument(format!("dataflow {name:?}: {reason}")))
     }
 
     /// Refuses writes ([`AdminError::CatchingUp`]) while `ready` is false: a node

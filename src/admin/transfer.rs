@@ -228,8 +228,8 @@ impl Admin {
             )));
         }
         for (name, definition) in &file.dataflows {
-            let bytes = serde_json::to_vec(definition).map_err(bad_file)?;
-            self.check_dataflow(name, &bytes).map_err(|e| bad_file(format_args!("dataflows/{name}: {e}")))?;
+            self.check_dataflow_value(name, definition)
+                .map_err(|e| bad_file(format_args!("dataflows/{name}: {e}")))?;
         }
         let mut planned = Planned::default();
         for (ns, incoming) in [

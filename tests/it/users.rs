@@ -8,7 +8,7 @@ use spectrum::Cluster;
 use spectrum::auth::Token;
 use spectrum::client::{AckLevel, AdminClient, AuditQuery, NodeStateChange, ReadAfter, Role};
 use spectrum::core::PeerAddr;
-use spectrum::model::AuditLog;
+use spectrum::model::{AuditLog, UserToken};
 use tonic::Code;
 
 const BOOTSTRAP: &str = "it-users-bootstrap-token";
@@ -30,6 +30,16 @@ async fn secured(name: &str, size: usize, bootstrap: &str) -> Cluster {
 
 async fn client(addr: &PeerAddr, token: &str) -> AdminClient {
     AdminClient::connect(addr, Some(token.parse().unwrap())).await.expect("connect")
+}
+
+/// A secured three-node cluster, the bootstrap admin's client through its
+/// balancer, and the users it added: `vera` (viewer) and `otto` (operator).
+async fn with_vera_and_otto(name: &str) -> (Cluster, AdminClient, UserToken, UserToken) {
+    let cluster = secured(name, 3, BOOTSTRAP).await;
+    let admin = client(&cluster.balancer_addr(), BOOTSTRAP).await;
+    let vera = admin.add_user("vera", Role::Viewer, AckLevel::All).await.unwrap();
+    let otto = admin.add_user("otto", Role::Operator, AckLevel::All).await.unwrap();
+    (cluster, admin, vera, otto)
 }
 
 /// Reads the audit log through `admin` until `done` holds for it (records written
@@ -55,12 +65,8 @@ fn has(log: &AuditLog, caller: &str, operation: &str, target: &str, ok: bool) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_limit_what_users_may_do_and_the_audit_log_names_every_writer_without_secrets() {
-    let cluster = secured("it-users-roles", 3, BOOTSTRAP).await;
+    let (cluster, admin, vera, otto) = with_vera_and_otto("it-users-roles").await;
     let balancer = cluster.balancer_addr();
-    let admin = client(&balancer, BOOTSTRAP).await;
-
-    let vera = admin.add_user("vera", Role::Viewer, AckLevel::All).await.unwrap();
-    let otto = admin.add_user("otto", Role::Operator, AckLevel::All).await.unwrap();
     assert_eq!((vera.user.role, otto.user.role), (Role::Viewer, Role::Operator));
     assert_ne!(vera.token, otto.token);
     let err = admin.add_user("vera", Role::Admin, AckLevel::All).await.unwrap_err();
@@ -142,11 +148,8 @@ async fn roles_limit_what_users_may_do_and_the_audit_log_names_every_writer_with
 /// read across namespaces leaves their keys out; a watch never passes them on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_reads_show_a_viewer_neither_the_audit_log_nor_users_and_an_operator_no_users() {
-    let cluster = secured("it-users-raw-reads", 3, BOOTSTRAP).await;
+    let (cluster, admin, vera, otto) = with_vera_and_otto("it-users-raw-reads").await;
     let balancer = cluster.balancer_addr();
-    let admin = client(&balancer, BOOTSTRAP).await;
-    let vera = admin.add_user("vera", Role::Viewer, AckLevel::All).await.unwrap();
-    let otto = admin.add_user("otto", Role::Operator, AckLevel::All).await.unwrap();
     admin.put("settings/colour", "teal", AckLevel::All).await.unwrap();
     let as_vera = client(&balancer, vera.token.expose()).await;
     let as_otto = client(&balancer, otto.token.expose()).await;
