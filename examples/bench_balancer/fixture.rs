@@ -74,12 +74,19 @@ pub(crate) fn ensure_haproxy() -> Result<String, BoxError> {
 impl Fixture {
     /// Starts the plaintext cluster, HAProxy over its nodes, a balancer run by
     /// `baseline` over them too when given and, with `tls`, the TLS cluster;
-    /// returns once every node is ready and every proxy answers.
-    pub(crate) async fn start(bin: &Path, tls: bool, baseline: Option<&Path>) -> Result<Fixture, BoxError> {
+    /// returns once every node is ready and every proxy answers. HAProxy adds the
+    /// forwarding headers the balancer adds unless `bare_haproxy`.
+    pub(crate) async fn start(
+        bin: &Path,
+        tls: bool,
+        baseline: Option<&Path>,
+        bare_haproxy: bool,
+    ) -> Result<Fixture, BoxError> {
         let dir = tempfile::tempdir()?;
         let mut processes = Processes::default();
         let plain = start_cluster(bin, dir.path(), "plain", None, &mut processes).await?;
-        let (haproxy, haproxy_pid) = start_haproxy(dir.path(), &plain.nodes, &mut processes).await?;
+        let (haproxy, haproxy_pid) =
+            start_haproxy(dir.path(), &plain.nodes, !bare_haproxy, &mut processes).await?;
         let baseline = match baseline {
             Some(other) => {
                 Some(start_balancer(other, dir.path(), "baseline", &plain.nodes, None, &mut processes).await?)
@@ -241,17 +248,31 @@ async fn wait_until(
 /// HAProxy in front of `nodes`: round robin, HTTP/1.1 and h2c (by its preface) on
 /// one port, HTTP/2 to the nodes with connections shared between clients
 /// (`http-reuse always`), checks of `GET /readyz` every second as the balancer's.
+///
+/// With `forwarding`, HAProxy does to each request what the balancer does
+/// (`proxy::forward_headers`): the client's address added to `X-Forwarded-For`
+/// (`option forwardfor`), `X-Forwarded-Proto` set, and the client's `Host`
+/// (an HTTP/2 client's `:authority`, which HAProxy turns into `Host`) copied to
+/// `X-Forwarded-Host`. Without it, HAProxy passes requests on as they came: less
+/// work per request than the balancer is asked to do.
 async fn start_haproxy(
     dir: &Path,
     nodes: &[Endpoint],
+    forwarding: bool,
     processes: &mut Processes,
 ) -> Result<(Endpoint, u32), BoxError> {
     let port = free_ports(1)?[0];
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let forward = if forwarding {
+        "  option forwardfor\n  http-request set-header X-Forwarded-Proto http\n  \
+         http-request set-header X-Forwarded-Host %[req.hdr(host)] if { req.hdr(host) -m found }\n"
+    } else {
+        ""
+    };
     let mut text = format!(
         "global\n  maxconn 4096\n  nbthread {threads}\n\
          defaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n\
-         frontend fe\n  bind 127.0.0.1:{port}\n  default_backend nodes\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n  default_backend nodes\n{forward}\
          backend nodes\n  balance roundrobin\n  http-reuse always\n  option httpchk GET /readyz\n  \
          http-check expect status 200\n  default-server inter {HEALTH_INTERVAL_MS}ms fall 2 rise 1\n"
     );

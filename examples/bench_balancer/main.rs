@@ -84,6 +84,8 @@ struct Options {
     perf_shape: String,
     baseline: Option<PathBuf>,
     syscalls: bool,
+    /// HAProxy without the forwarding headers the balancer adds.
+    bare_haproxy: bool,
 }
 
 impl Options {
@@ -96,6 +98,7 @@ impl Options {
             perf_shape: "8x8".to_owned(),
             baseline: None,
             syscalls: false,
+            bare_haproxy: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -110,6 +113,7 @@ impl Options {
                 "--perf-shape" => options.perf_shape = value()?,
                 "--baseline" => options.baseline = Some(PathBuf::from(value()?)),
                 "--syscalls" => options.syscalls = true,
+                "--bare-haproxy" => options.bare_haproxy = true,
                 other => return Err(format!("unknown argument {other:?} (see the example's docs)").into()),
             }
         }
@@ -208,7 +212,8 @@ async fn run() -> Result<(), BoxError> {
     }
     let bin = processes::spectrum_binary()?;
     let haproxy = fixture::ensure_haproxy()?;
-    let fixture = Fixture::start(&bin, options.tls, options.baseline.as_deref()).await?;
+    let fixture =
+        Fixture::start(&bin, options.tls, options.baseline.as_deref(), options.bare_haproxy).await?;
     println!(
         "3 nodes on loopback, {} cores shared by everything; {}; {} rounds of {:?} per target and shape",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
