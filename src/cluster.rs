@@ -329,7 +329,10 @@ impl Cluster {
     /// under the same id (on a new port, seeded with the running nodes), pulls the
     /// cluster's state and rejoins; the balancer follows membership throughout.
     /// With [`ClusterBuilder::data_dir`] it reopens its durable store; in memory it
-    /// starts empty and refills from its peers.
+    /// starts empty and refills from its peers. In Raft mode a voter that starts
+    /// empty has lost its Raft state and takes no part until it is removed and
+    /// undrained ([`Admin`](crate::admin::Admin)'s node commands; see the README's
+    /// "empty disk"), so restart Raft-mode nodes with a `data_dir`.
     ///
     /// # Errors
     ///

@@ -168,6 +168,9 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft
 const RECENT: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_recent");
 
 const VOTE: &str = "vote";
+/// The incarnation of this Raft file (8 bytes, big-endian; see
+/// [`RaftMember::incarnation`](super::RaftMember::incarnation)).
+const INCARNATION: &str = "incarnation";
 /// The horizon of the table of recent proposals (8 bytes, big-endian ms).
 const RECENT_HORIZON: &str = "recent_horizon";
 const PURGED: &str = "last_purged";
@@ -214,6 +217,19 @@ impl RaftDb {
             ::redb::DatabaseError::Storage(::redb::StorageError::Io(std::io::Error::other(e)))
         })?;
         Ok(Self { db })
+    }
+
+    /// The incarnation of this file: drawn at random (never 0) and stored the
+    /// first time it is asked for, the same ever after.
+    pub(crate) fn incarnation(&self) -> Result<u64, StorageError> {
+        if let Some(bytes) = self.get_meta(INCARNATION)? {
+            if let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_slice()) {
+                return Ok(u64::from_be_bytes(bytes));
+            }
+        }
+        let incarnation = rand::random::<u64>().max(1);
+        self.put_meta(&[(INCARNATION, &incarnation.to_be_bytes())])?;
+        Ok(incarnation)
     }
 
     /// The value stored under `key` in the meta table.

@@ -94,6 +94,7 @@ mod forward;
 // openraft's storage traits dictate its (large) `StorageError` as the error type.
 #[allow(clippy::result_large_err)]
 mod log_store;
+mod lost_state;
 mod membership;
 mod memory_log;
 mod network;
@@ -150,14 +151,25 @@ pub fn raft_node_id(id: &NodeId) -> u64 {
     u64::from_be_bytes(bytes)
 }
 
-/// A member of the Raft group as openraft stores it: the node id and the
-/// address its Raft service is reached at.
+/// A member of the Raft group as openraft stores it: the node id, the
+/// address its Raft service is reached at, and the incarnation of its Raft
+/// state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RaftMember {
     /// The node id.
     pub id: String,
     /// Its address, `http://host:port`.
     pub addr: String,
+    /// A number drawn at random when the node's Raft file was created empty
+    /// (never 0), so the group can tell a voter that lost its Raft state from
+    /// the one it admitted (see `lost_state`); 0 in the records of nodes from
+    /// before it, which tell nothing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incarnation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl fmt::Display for RaftMember {

@@ -24,6 +24,7 @@ use super::batcher::Batcher;
 use super::codec::{Applied, Proposal, ProposalId, to_json};
 use super::forward::Forwarder;
 use super::log_store::{LogStore, RaftDb, blocking, open_wal};
+use super::lost_state::{LOST_STATE, LostStateGate};
 use super::memory_log::RaftMemoryLog;
 use super::network::{Method, Network, Wire};
 use super::service::RaftService;
@@ -232,7 +233,16 @@ impl RaftReplicatorBuilder {
             None => LogStore::new(db.clone()),
         };
         let origin = raft_origin(&self.cluster);
-        let me = RaftMember { id: self.store.node_id().to_string(), addr: self.self_addr.to_string() };
+        let reader = db.clone();
+        // openraft's storage error is its own type, large as it is.
+        #[allow(clippy::result_large_err)]
+        let incarnation =
+            blocking(move || reader.incarnation()).await.map_err(ReplicationError::consensus)?;
+        let me = RaftMember {
+            id: self.store.node_id().to_string(),
+            addr: self.self_addr.to_string(),
+            incarnation,
+        };
         let config = Arc::new(self.settings.config(&self.cluster)?);
         let peers = PeerTable::new();
         let handshake = Handshake::new(self.cluster.clone(), self.store.origin().clone(), self.hlc.clone())
@@ -264,6 +274,7 @@ impl RaftReplicatorBuilder {
         )
         .await
         .map_err(ReplicationError::consensus)?;
+        let holds_a_group = raft.is_initialized().await.map_err(ReplicationError::consensus)?;
         let batcher = Batcher::start(raft.clone());
         let mut seeds = self.seeds;
         seeds.sort();
@@ -281,6 +292,8 @@ impl RaftReplicatorBuilder {
             store: Arc::downgrade(&self.store),
             left: AtomicBool::new(false),
             join_refused: Mutex::new(None),
+            // A node without seeds has no group to ask: it founds its own.
+            lost_state: LostStateGate::new(holds_a_group || seeds.is_empty()),
             probe_errors: Mutex::new(Vec::new()),
             joined: AtomicBool::new(false),
             seeds,
@@ -407,6 +420,9 @@ pub(crate) struct Inner {
     pub(crate) left: AtomicBool,
     /// Why the group last refused to take this node (back), until it does.
     pub(super) join_refused: Mutex<Option<String>>,
+    /// Whether this node may answer Vote, AppendEntries and InstallSnapshot
+    /// (see `lost_state`).
+    pub(super) lost_state: LostStateGate,
     /// What the seeds that failed this node's last probe said (`addr: error`):
     /// a seed that refuses its credential (another cluster's key) or its
     /// certificate answers, just not as a member would.
@@ -450,6 +466,10 @@ pub(crate) struct GroupView {
     pub(crate) index: u64,
     /// The node ids in it, voters and learners.
     pub(crate) members: Vec<String>,
+    /// Its voters as recorded (absent from the answers of nodes older than
+    /// this field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) voters: Vec<RaftMember>,
 }
 
 impl GroupView {
@@ -470,7 +490,9 @@ impl GroupView {
 pub(super) fn refused_as_removed(error: &ReplicationError) -> Option<&str> {
     match error {
         ReplicationError::Consensus { reason }
-            if reason.contains(REFUSED_AS_REMOVED) || reason.contains(ID_IN_USE) =>
+            if reason.contains(REFUSED_AS_REMOVED)
+                || reason.contains(ID_IN_USE)
+                || reason.contains(LOST_STATE) =>
         {
             Some(reason)
         }
@@ -560,7 +582,9 @@ impl RaftReplicator {
                         }
                         Some(reason) => {
                             // Said once a minute: a removed node waits here until undrained.
-                            if refusals % 240 == 0 {
+                            if refusals % 240 == 0 && reason.contains(LOST_STATE) {
+                                error!(node = %inner.me.id, %reason, "this node takes no part in the raft group");
+                            } else if refusals % 240 == 0 {
                                 warn!(node = %inner.me.id, %reason, "the raft group refuses this node");
                             }
                             refusals += 1;
@@ -708,6 +732,17 @@ impl Inner {
         // So does its own, when it saw its removal through (a removed leader
         // commits it): only a leader can take it back then, and its own Raft
         // node, which knows of none, must not be asked.
+        if !initialized {
+            if let Some(reason) = self.lost_its_state(&answers) {
+                self.lost_state.shut();
+                return Err(ReplicationError::Consensus { reason });
+            }
+            if answers.iter().any(|(_, a)| a.is_ok()) {
+                // A new node, or a group being founded: it may answer votes
+                // and entries, and joins as usual.
+                self.lost_state.open();
+            }
+        }
         let (own_index, listed) = self.own_configuration();
         let excluded = initialized
             && (!listed
@@ -760,10 +795,35 @@ impl Inner {
         Ok(false)
     }
 
-    /// Whether the membership this node holds has it at its current address.
+    /// Whether the membership this node holds has it at its current address
+    /// (and incarnation: a record from before incarnations gets this node's).
     fn known_at_own_address(&self) -> bool {
         let m = self.raft.metrics().borrow().membership_config.clone();
-        m.nodes().any(|(id, n)| *id == self.id && n.addr == self.me.addr)
+        m.nodes().any(|(id, n)| *id == self.id && *n == self.me)
+    }
+
+    /// Why this node, whose Raft file holds no group, must stay out: some
+    /// seed's group has it as a voter under another incarnation (see
+    /// `lost_state`). `None` when none does.
+    fn lost_its_state(
+        &self,
+        answers: &[(&PeerAddr, Result<ProbeAnswer, ReplicationError>)],
+    ) -> Option<String> {
+        let (seed, recorded) = answers.iter().find_map(|(addr, answer)| {
+            let answer = answer.as_ref().ok().filter(|a| a.initialized)?;
+            let voter = answer.group.as_ref()?.voters.iter().find(|v| v.id == self.me.id)?;
+            (voter.incarnation != 0 && voter.incarnation != self.me.incarnation).then_some((addr, voter))
+        })?;
+        let node = &self.me.id;
+        Some(format!(
+            "node {node} {LOST_STATE}: the group ({seed} answered) has it as a voter whose Raft file is \
+             incarnation {:016x}, and this node's Raft file is a new one ({:016x}: a new disk or an emptied \
+             data_dir). A voter that forgot its votes and log could help elect two leaders or lose \
+             committed writes, so it answers no vote or entry until it joins anew: run `spectrum node \
+             remove {node}` and then `spectrum node undrain {node}` through another node, and it joins \
+             again as a new member, copying the log",
+            recorded.incarnation, self.me.incarnation
+        ))
     }
 
     /// The index of the entry that set the configuration this node holds
@@ -776,6 +836,7 @@ impl Inner {
     /// This node is a member again: no refusal to report, and it stands for
     /// election.
     pub(super) fn in_the_group(&self) {
+        self.lost_state.open();
         self.join_refused.lock().take();
         self.raft.runtime_config().elect(true);
     }
@@ -884,6 +945,21 @@ impl Inner {
                 ));
             }
         }
+        // The leader's own check of what the joiner checks itself (see
+        // `lost_state`): a voter back with a new Raft file must first be
+        // removed, then let return.
+        let recorded =
+            known.membership().get_node(&id).filter(|_| known.voter_ids().any(|v| v == id)).cloned();
+        if let Some(recorded) = recorded
+            .filter(|r| r.incarnation != 0 && member.incarnation != 0 && r.incarnation != member.incarnation)
+        {
+            return Err(format!(
+                "node {node} {LOST_STATE}: it is a voter whose Raft file is incarnation {:016x}, and it asks \
+                 with a new one ({:016x}); run `spectrum node remove {node}` and then `spectrum node \
+                 undrain {node}` through another node, and it joins again as a new member",
+                recorded.incarnation, member.incarnation
+            ));
+        }
         match self.raft.add_learner(id, member.clone(), true).await {
             Ok(_) => {}
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -892,8 +968,9 @@ impl Inner {
             Err(e) => return Err(e.to_string()),
         }
         let membership = self.raft.metrics().borrow().membership_config.clone();
-        if membership.nodes().any(|(n, known)| *n == id && known.addr != member.addr) {
-            // A member back at another address.
+        if membership.nodes().any(|(n, known)| *n == id && *known != member) {
+            // A member back at another address, or recorded before
+            // incarnations, or (once removed and undrained) with a new one.
             let moved = ChangeMembers::SetNodes(BTreeMap::from([(id, member.clone())]));
             if let Err(e) = self.raft.change_membership(moved, true).await {
                 return Err(e.to_string());
@@ -935,6 +1012,10 @@ impl Inner {
         let group = GroupView {
             index: membership.log_id().map_or(0, |l| l.index),
             members: membership.nodes().map(|(_, n)| n.id.clone()).collect(),
+            voters: membership
+                .voter_ids()
+                .filter_map(|id| membership.membership().get_node(&id).cloned())
+                .collect(),
         };
         ProbeAnswer {
             member: self.me.clone(),
@@ -1261,7 +1342,7 @@ mod tests {
     use super::*;
 
     fn view(index: u64, members: &[&str]) -> GroupView {
-        GroupView { index, members: members.iter().map(|m| (*m).to_string()).collect() }
+        GroupView { index, members: members.iter().map(|m| (*m).to_string()).collect(), voters: Vec::new() }
     }
 
     #[test]

@@ -171,6 +171,7 @@ impl RaftService {
 
     /// Hands an admitted AppendEntries call to Raft and answers it.
     async fn append(&self, admitted: &Admitted, call: proto::RaftCall) -> Result<proto::RaftAnswer, Status> {
+        self.may_take_part("AppendEntries")?;
         let mut rpc: AppendEntriesRequest<TypeConfig> = from_json("json", &call.json)?;
         rpc.entries = call.entries.into_iter().map(entry_from_proto).collect::<Result<_, _>>()?;
         let result = self.inner.raft.append_entries(rpc).await;
@@ -225,6 +226,15 @@ impl RaftService {
         };
         let answer = self.raw_answer(&admitted, to_json(&result));
         Some(proto::RaftAnswer { sequence, ..answer })
+    }
+
+    /// Refuses `method` (`unavailable`, saying why) while this node may not
+    /// answer calls that count its vote or its log (see `lost_state`).
+    fn may_take_part(&self, method: &str) -> Result<(), Status> {
+        match self.inner.lost_state.refusal(&self.inner.me.id, method) {
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
+        }
     }
 
     fn raw_answer(&self, admitted: &Admitted, json: Vec<u8>) -> proto::RaftAnswer {
@@ -291,6 +301,7 @@ impl RaftRpc for RaftService {
 
     async fn vote(&self, request: Request<proto::RaftCall>) -> Result<Response<proto::RaftAnswer>, Status> {
         let admitted = self.admit(&request, "Vote")?;
+        self.may_take_part("Vote")?;
         let rpc: VoteRequest<u64> = from_json("json", &request.get_ref().json)?;
         let result = self.inner.raft.vote(rpc).await;
         Ok(self.answer(&admitted, to_json(&result)))
@@ -301,6 +312,7 @@ impl RaftRpc for RaftService {
         request: Request<proto::RaftCall>,
     ) -> Result<Response<proto::RaftAnswer>, Status> {
         let admitted = self.admit(&request, "InstallSnapshot")?;
+        self.may_take_part("InstallSnapshot")?;
         let call = request.into_inner();
         let mut rpc: InstallSnapshotRequest<TypeConfig> = from_json("json", &call.json)?;
         rpc.data = call.data;
