@@ -614,6 +614,7 @@ impl NodeBuilder {
             // node alive after the node stops.
             readiness.set_consensus_source(Arc::new(raft.stopped_on_error_probe()));
         }
+        follow_peer_errors(&readiness, &replicator, raft.as_ref());
         let ctx = NodeContext {
             id: self.id.clone(),
             cluster: self.cluster.clone(),
@@ -697,6 +698,26 @@ struct Replication {
     raft: Option<RaftReplicator>,
     /// The one writes go through: the Raft node in Raft mode, else anti-entropy.
     replicator: Arc<dyn Replicator>,
+}
+
+/// Makes `readiness` say, while this node has not joined, what its peers
+/// answered with instead: the seeds' answers to a Raft node's probes, or the
+/// last errors of the peers a last-writer-wins node pulls from.
+fn follow_peer_errors(
+    readiness: &Readiness,
+    replicator: &Arc<dyn Replicator>,
+    raft: Option<&RaftReplicator>,
+) {
+    // Weak, as the clock's source.
+    let answered = Arc::downgrade(replicator);
+    let probes = raft.map(|raft| raft.probe_errors_probe());
+    readiness.set_peer_errors_source(Arc::new(move || {
+        if let Some(probes) = &probes {
+            return probes();
+        }
+        let peers = answered.upgrade().map(|r| r.peers()).unwrap_or_default();
+        peers.into_iter().filter_map(|p| Some(format!("{}: {}", p.addr, p.last_error?))).collect()
+    }));
 }
 
 /// Makes `readiness` follow this node's clock against its peers' (as

@@ -45,6 +45,10 @@ pub(crate) type ClockSource = Arc<dyn Fn() -> ClockCheck + Send + Sync>;
 /// Says why this node's consensus stopped on an error, if it did.
 pub(crate) type ConsensusSource = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
+/// What this node's peers last answered it with, when they answered with
+/// errors (`ADDR: error` each).
+pub(crate) type PeerErrorsSource = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
 /// How often the node re-reads its own membership record even when the store's
 /// change feed said nothing (the feed may lag), and republishes its health (which
 /// follows the clock check too).
@@ -70,6 +74,8 @@ pub struct Readiness {
     clock: OnceLock<ClockSource>,
     /// Why this node's consensus stopped on an error, if it did (Raft mode).
     consensus: OnceLock<ConsensusSource>,
+    /// What its peers answered it with, while it has not joined.
+    peer_errors: OnceLock<PeerErrorsSource>,
     health: HealthReporter,
     /// The status last given to the health service; held across the update so
     /// that concurrent publishers cannot leave an older answer last.
@@ -113,6 +119,12 @@ pub struct ReadinessReport {
     /// part in the group until it is restarted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consensus_error: Option<String>,
+    /// While the node has not joined: what its peers (its seeds, in Raft
+    /// mode) answered it with instead, when they answered with errors
+    /// (`ADDR: error` each), such as a peer of another cluster or with another
+    /// cluster key, which retrying never cures. Empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peer_errors: Vec<String>,
     /// The conditions that fail, in words (empty when ready).
     pub failing: Vec<&'static str>,
 }
@@ -129,6 +141,7 @@ impl Readiness {
             store_error: Mutex::new(None),
             clock: OnceLock::new(),
             consensus: OnceLock::new(),
+            peer_errors: OnceLock::new(),
             health,
             reported: tokio::sync::Mutex::new(None),
         }
@@ -146,8 +159,19 @@ impl Readiness {
         let clock_error = self.clock_fence();
         let clock_in_bounds = clock_error.is_none();
         let consensus_error = self.consensus_error();
+        let peer_errors = match (joined, self.peer_errors.get()) {
+            (false, Some(source)) => source(),
+            _ => Vec::new(),
+        };
         let failing = [
-            (!joined && join_error.is_none(), "not joined (catching up with the cluster)"),
+            (
+                !joined && join_error.is_none() && peer_errors.is_empty(),
+                "not joined (catching up with the cluster)",
+            ),
+            (
+                !joined && join_error.is_none() && !peer_errors.is_empty(),
+                "not joined: its peers answered with errors (see peer_errors)",
+            ),
             (join_error.is_some(), "refused by the cluster (see join_error)"),
             (removed, "removed from the cluster"),
             (draining && !removed, "draining"),
@@ -168,6 +192,7 @@ impl Readiness {
             clock_in_bounds,
             clock_error,
             consensus_error,
+            peer_errors,
             failing,
         }
     }
@@ -176,6 +201,12 @@ impl Readiness {
     /// (set once, in Raft mode).
     pub(crate) fn set_consensus_source(&self, consensus: ConsensusSource) {
         let _ = self.consensus.set(consensus);
+    }
+
+    /// Follows `peer_errors` for what the peers answered while this node
+    /// has not joined (set once).
+    pub(crate) fn set_peer_errors_source(&self, peer_errors: PeerErrorsSource) {
+        let _ = self.peer_errors.set(peer_errors);
     }
 
     /// Why this node's Raft stopped on an error, if it did.

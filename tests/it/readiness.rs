@@ -88,3 +88,51 @@ async fn a_stopping_node_reports_not_ready_while_it_drains() {
     assert_eq!(grpc_health(&url).await, ServingStatus::NotServing);
     stopping.await.unwrap();
 }
+
+/// A node whose seeds refuse it (they belong to a cluster with another key)
+/// says so in `/readyz`: what each answered, not "catching up", which retrying
+/// never cures. In both replication modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_seeds_refuse_it_says_what_they_answered() {
+    use spectrum_replication::ReplicationMode;
+    for mode in [ReplicationMode::LastWriterWins, ReplicationMode::Raft] {
+        let cluster = spectrum::Cluster::builder("it-readyz-refused".parse().unwrap())
+            .size(1)
+            .configure_nodes(move |b| b.replication(mode))
+            .start()
+            .await
+            .unwrap();
+        let seed = cluster.nodes().next().unwrap().addr().clone();
+        let stranger = NodeBuilder::new("stranger".parse().unwrap(), "it-readyz-refused".parse().unwrap())
+            .in_memory()
+            .replication(mode)
+            .cluster_key(spectrum::resources::ClusterKey::generate())
+            .seeds([seed.clone()])
+            .start()
+            .await
+            .expect("starts, trying to join in the background");
+        let addr = stranger.local_addr().to_string();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let body = loop {
+            let (status, body) = http_get(&addr, "/readyz").await.unwrap();
+            assert_eq!(status, 503, "{body}");
+            if body.contains("peer_errors") {
+                break body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{mode:?}: never said why: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let errors = json["peer_errors"].as_array().unwrap();
+        assert!(
+            errors.iter().any(|e| e.as_str().is_some_and(|e| e.contains(&seed.to_string()))),
+            "{mode:?}: {body}"
+        );
+        assert_eq!(
+            json["failing"][0], "not joined: its peers answered with errors (see peer_errors)",
+            "{body}"
+        );
+        stranger.shutdown_without_drain().await;
+        cluster.shutdown().await;
+    }
+}

@@ -650,6 +650,17 @@ impl RaftReplicator {
         move || stopped_on_error(&*inner.upgrade()?)
     }
 
+    /// What the seeds answered this node's last probes with, when they
+    /// answered with errors (`ADDR: error`, one per seed; empty when each
+    /// answered): why a node that is not in the group yet stays out, such as
+    /// seeds of another cluster, or with another cluster key. A function that
+    /// does not keep this node alive (empty once the node is dropped), as
+    /// [`stopped_on_error_probe`](Self::stopped_on_error_probe).
+    pub fn probe_errors_probe(&self) -> impl Fn() -> Vec<String> + Send + Sync + 'static {
+        let inner = Arc::downgrade(&self.inner);
+        move || inner.upgrade().map(|inner| inner.probe_errors.lock().clone()).unwrap_or_default()
+    }
+
     /// Whether this node is the leader now.
     pub fn is_leader(&self) -> bool {
         self.inner.raft.metrics().borrow().state == ServerState::Leader
