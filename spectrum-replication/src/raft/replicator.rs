@@ -448,6 +448,17 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// What the group records of a node whose Raft file holds no group.
+enum RecordedVoter {
+    /// Not a voter under another incarnation (or recorded before incarnations).
+    No,
+    /// A voter at this node's address under another incarnation: this node
+    /// lost its Raft state, and the reason says what to do.
+    LostState(String),
+    /// A voter under another incarnation at another address.
+    Elsewhere,
+}
+
 /// What a node says about itself to a bootstrapping peer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ProbeAnswer {
@@ -744,14 +755,19 @@ impl Inner {
         // commits it): only a leader can take it back then, and its own Raft
         // node, which knows of none, must not be asked.
         if !initialized {
-            if let Some(reason) = self.lost_its_state(&answers) {
-                self.lost_state.shut();
-                return Err(ReplicationError::Consensus { reason });
-            }
-            if answers.iter().any(|(_, a)| a.is_ok()) {
+            match self.recorded_voter(&answers) {
+                RecordedVoter::LostState(reason) => {
+                    self.lost_state.shut();
+                    return Err(ReplicationError::Consensus { reason });
+                }
+                // The leader judges, and refuses either way: another process
+                // running under this id there, or this node moved and lost its
+                // state. Until then it answers no vote or entry.
+                RecordedVoter::Elsewhere => {}
                 // A new node, or a group being founded: it may answer votes
                 // and entries, and joins as usual.
-                self.lost_state.open();
+                RecordedVoter::No if answers.iter().any(|(_, a)| a.is_ok()) => self.lost_state.open(),
+                RecordedVoter::No => {}
             }
         }
         let (own_index, listed) = self.own_configuration();
@@ -813,20 +829,24 @@ impl Inner {
         m.nodes().any(|(id, n)| *id == self.id && *n == self.me)
     }
 
-    /// Why this node, whose Raft file holds no group, must stay out: some
-    /// seed's group has it as a voter under another incarnation (see
-    /// `lost_state`). `None` when none does.
-    fn lost_its_state(
+    /// What the seeds' groups record of this node, whose Raft file holds no
+    /// group, as a voter (see `lost_state`).
+    fn recorded_voter(
         &self,
         answers: &[(&PeerAddr, Result<ProbeAnswer, ReplicationError>)],
-    ) -> Option<String> {
-        let (seed, recorded) = answers.iter().find_map(|(addr, answer)| {
+    ) -> RecordedVoter {
+        let Some((seed, recorded)) = answers.iter().find_map(|(addr, answer)| {
             let answer = answer.as_ref().ok().filter(|a| a.initialized)?;
             let voter = answer.group.as_ref()?.voters.iter().find(|v| v.id == self.me.id)?;
             (voter.incarnation != 0 && voter.incarnation != self.me.incarnation).then_some((addr, voter))
-        })?;
+        }) else {
+            return RecordedVoter::No;
+        };
+        if recorded.addr != self.me.addr {
+            return RecordedVoter::Elsewhere;
+        }
         let node = &self.me.id;
-        Some(format!(
+        RecordedVoter::LostState(format!(
             "node {node} {LOST_STATE}: the group ({seed} answered) has it as a voter whose Raft file is \
              incarnation {:016x}, and this node's Raft file is a new one ({:016x}: a new disk or an emptied \
              data_dir). A voter that forgot its votes and log could help elect two leaders or lose \
