@@ -440,20 +440,34 @@ async fn accept_connection(
     shutdown: watch::Receiver<bool>,
     limits: ConnectionLimits,
 ) {
+    let mut stream = stream;
     let _ = stream.set_nodelay(true);
     let Some(tls) = tls else {
         return serve_connection(server, stream, client, proxy, shutdown, limits).await;
     };
     // The handshake, as a plaintext connection's first bytes, must come within
-    // the header read timeout.
-    match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
+    // the header read timeout. A plaintext HTTP client is told in its own
+    // protocol that this port speaks TLS.
+    let handshake = async move {
+        match spectrum_core::tls_accept::refuse_plaintext(&mut stream).await {
+            Ok(None) => tls.accept(stream).await.map_err(|e| e.to_string()),
+            Ok(Some(plaintext)) => Err(plaintext.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    match tokio::time::timeout(limits.header_read_timeout, handshake).await {
         // The first bytes say the protocol whatever ALPN (RFC 7301) chose, as
         // with hyper's automatic server; and reading them is timed.
         Ok(Ok(stream)) => serve_connection(server, stream, client, proxy, shutdown, limits).await,
-        Ok(Err(error)) => debug!(%client, %error, "TLS handshake failed"),
-        Err(_) => debug!(%client, "TLS handshake timed out"),
+        Ok(Err(refused)) => REFUSED_HANDSHAKES.refused(client, &refused),
+        Err(_) => REFUSED_HANDSHAKES.refused(client, &"no handshake within the header read timeout"),
     }
 }
+
+/// The refused TLS handshakes of every balancer in this process (logged, see
+/// [`HandshakeRefusals`](spectrum_core::tls_accept::HandshakeRefusals)).
+static REFUSED_HANDSHAKES: spectrum_core::tls_accept::HandshakeRefusals =
+    spectrum_core::tls_accept::HandshakeRefusals::new("balancer");
 
 /// Serves a connection in the protocol its first bytes show: HTTP/2 after its
 /// preface, else HTTP/1.1.

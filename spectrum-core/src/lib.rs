@@ -55,6 +55,8 @@ pub mod member;
 #[cfg(feature = "transport")]
 pub mod tls;
 #[cfg(feature = "transport")]
+pub mod tls_accept;
+#[cfg(feature = "transport")]
 pub mod transport;
 
 pub use addr::PeerAddr;

@@ -312,6 +312,24 @@ impl fmt::Debug for ReloadableServerTls {
 /// Longest a client may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The refused handshakes of every node TLS port in this process.
+static REFUSED: crate::tls_accept::HandshakeRefusals =
+    crate::tls_accept::HandshakeRefusals::new("node TLS port");
+
+/// The TLS handshake of `tcp`; a plaintext HTTP client is answered that the
+/// port speaks TLS ([`refuse_plaintext`](crate::tls_accept::refuse_plaintext))
+/// and refused. `Err` says why it was refused.
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    mut tcp: TcpStream,
+) -> Result<TlsStream<TcpStream>, String> {
+    match crate::tls_accept::refuse_plaintext(&mut tcp).await {
+        Ok(None) => acceptor.accept(tcp).await.map_err(|e| e.to_string()),
+        Ok(Some(plaintext)) => Err(plaintext.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 impl ReloadableServerTls {
     /// A listener configuration serving `tls`'s certificate.
     ///
@@ -359,8 +377,14 @@ impl ReloadableServerTls {
                 let acceptor = tokio_rustls::TlsAcceptor::from(current.read().clone());
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    if let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        let _ = tx.send(Ok(tls)).await;
+                    let client = tcp.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+                    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(acceptor, tcp)).await;
+                    match accepted {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send(Ok(tls)).await;
+                        }
+                        Ok(Err(refused)) => REFUSED.refused(client, &refused),
+                        Err(_) => REFUSED.refused(client, &"no handshake within 10 s"),
                     }
                 });
             }

@@ -91,10 +91,15 @@ async fn a_node_port_over_tls_refuses_plaintext_clients_and_clients_of_another_c
     let n = node("node-1").tls(node_tls(&ca, "node-1")).start().await.unwrap();
     let plain = TransportConfig { connect_timeout: Duration::from_secs(1), ..TransportConfig::default() };
     let refused = match AdminClient::connect_with(n.addr(), None, &plain).await {
-        Ok(c) => c.status().await.is_err(),
-        Err(_) => true,
+        Ok(c) => c.status().await.map(drop).unwrap_err().to_string(),
+        Err(e) => e.to_string(),
     };
-    assert!(refused, "a plaintext client is not served");
+    // A plaintext HTTP/2 (gRPC) client reads why in the port's GOAWAY.
+    assert!(refused.contains("this port speaks TLS"), "{refused}");
+    // Plaintext HTTP/1.1 is told, in HTTP/1.1, that the port speaks TLS.
+    let answer = plaintext_get(n.local_addr()).await;
+    assert!(answer.starts_with("HTTP/1.1 400 Bad Request"), "{answer}");
+    assert!(answer.contains("this port speaks TLS"), "{answer}");
 
     let foreign = CertificateAuthority::generate().unwrap();
     let stranger = TransportConfig::default().with_tls(TlsConfig::from_ca_pem(foreign.cert_pem()).unwrap());
@@ -219,6 +224,11 @@ async fn a_balancer_terminates_tls_checks_nodes_over_tls_and_a_write_through_it_
     assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 
+    // Plaintext HTTP/1.1 is told, in HTTP/1.1, that the port speaks TLS.
+    let answer = plaintext_get(balancer.local_addr()).await;
+    assert!(answer.starts_with("HTTP/1.1 400 Bad Request"), "{answer}");
+    assert!(answer.contains("this port speaks TLS"), "{answer}");
+
     // A client that trusts another CA does not accept the balancer.
     let foreign = CertificateAuthority::generate().unwrap();
     let stranger = TransportConfig::default().with_tls(TlsConfig::from_ca_pem(foreign.cert_pem()).unwrap());
@@ -228,6 +238,17 @@ async fn a_balancer_terminates_tls_checks_nodes_over_tls_and_a_write_through_it_
     for n in nodes {
         n.shutdown().await;
     }
+}
+
+/// `GET /healthz` over plaintext HTTP/1.1 to `addr`: the whole answer (within 5 s).
+async fn plaintext_get(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "no answer within 5 s: {}", String::from_utf8_lossy(&answer));
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// `GET path` over HTTP/1.1 and TLS, offering `alpn`: the negotiated protocol and

@@ -1,0 +1,237 @@
+//! What a TLS port does with clients whose handshake never succeeds: a
+//! client that speaks plaintext HTTP to it is told so in its own protocol, and
+//! every refused handshake is logged, so an operator sees a misconfigured
+//! client or a certificate from another CA without a packet capture.
+//!
+//! A TLS connection opens with a handshake record (content type 22, RFC 8446
+//! §5.1). A plaintext HTTP/1.1 request opens with its method (an upper-case
+//! token, RFC 9112 §3), and a plaintext HTTP/2 client with its preface
+//! `PRI * HTTP/2.0` (RFC 9113 §3.4). [`refuse_plaintext`] peeks at the first
+//! bytes, and on plaintext answers `400` over HTTP/1.1, or a server preface
+//! and `GOAWAY` carrying the reason as debug data over HTTP/2 (§6.8), as nginx
+//! answers "The plain HTTP request was sent to HTTPS port".
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use spectrum_core::tls_accept::{Plaintext, refuse_plaintext};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let client = tokio::spawn(async move {
+//!     let mut stream = tokio::net::TcpStream::connect(addr).await?;
+//!     stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await?;
+//!     let mut answer = String::new();
+//!     stream.read_to_string(&mut answer).await?;
+//!     Ok::<_, std::io::Error>(answer)
+//! });
+//! let (mut stream, _) = listener.accept().await?;
+//! assert_eq!(refuse_plaintext(&mut stream).await?, Some(Plaintext::Http1));
+//! drop(stream);
+//! let answer = client.await.unwrap()?;
+//! assert!(answer.starts_with("HTTP/1.1 400 Bad Request"), "{answer}");
+//! assert!(answer.contains("this port speaks TLS"), "{answer}");
+//! # Ok::<(), std::io::Error>(())
+//! # }).unwrap();
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The reason a plaintext client is given.
+const REASON: &str = "this port speaks TLS: connect with https:// (TLS), not plaintext HTTP";
+
+/// The plaintext protocol a client spoke to a TLS port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plaintext {
+    /// An HTTP/1.x request: answered `400 Bad Request`.
+    Http1,
+    /// The HTTP/2 connection preface: answered with an empty `SETTINGS` and a
+    /// `GOAWAY` (`PROTOCOL_ERROR`) whose debug data says why.
+    Http2,
+}
+
+/// The HTTP/2 connection preface's first bytes.
+const H2_PREFACE: &[u8] = b"PRI ";
+
+/// Peeks at the first bytes `stream`'s client sent (waiting for at least
+/// one): `None` when they may open a TLS handshake (nothing is read, so the
+/// handshake proceeds as if this had not looked); when they open plaintext
+/// HTTP, answers the client in its protocol that this port speaks TLS and
+/// says which protocol it spoke (the caller then closes the connection).
+///
+/// # Errors
+///
+/// The socket's error peeking or writing (the connection is then of no use).
+pub async fn refuse_plaintext(stream: &mut TcpStream) -> std::io::Result<Option<Plaintext>> {
+    let mut first = [0u8; 4];
+    let seen = stream.peek(&mut first).await?;
+    let first = &first[..seen];
+    let protocol = match first.first() {
+        // A handshake record (22), or an SSLv2-style hello: TLS's to judge.
+        None | Some(0x16 | 0x80..) => return Ok(None),
+        Some(_) if first.starts_with(H2_PREFACE) => Plaintext::Http2,
+        Some(b'A'..=b'Z') => Plaintext::Http1,
+        Some(_) => return Ok(None),
+    };
+    match protocol {
+        Plaintext::Http1 => {
+            let body = format!("{REASON}\n");
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(answer.as_bytes()).await?;
+        }
+        Plaintext::Http2 => stream.write_all(&h2_refusal()).await?,
+    }
+    stream.shutdown().await?;
+    linger(stream).await;
+    Ok(Some(protocol))
+}
+
+/// Reads and drops what the client still sends, until it closes, for up to
+/// [`LINGER`] and [`LINGER_BYTES`]: closing a socket with unread bytes resets
+/// the connection, and a client reset before it read the answer (an HTTP/2
+/// client has sent its settings and first request by then) reports a broken
+/// pipe instead of it (nginx's `lingering_close`, for the same reason).
+async fn linger(stream: &mut TcpStream) {
+    let mut buf = [0u8; 4096];
+    let mut left = LINGER_BYTES;
+    let drained = async {
+        while left > 0 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drained).await;
+}
+
+/// Longest a refused plaintext client is read from after its answer.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most bytes read from a refused plaintext client after its answer.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// An HTTP/2 server preface (an empty `SETTINGS` frame) and a `GOAWAY` with
+/// last stream 0, `PROTOCOL_ERROR` and [`REASON`] as debug data (RFC 9113
+/// §4.1, §6.5, §6.8).
+fn h2_refusal() -> Vec<u8> {
+    const SETTINGS: u8 = 0x4;
+    const GOAWAY: u8 = 0x7;
+    const PROTOCOL_ERROR: u32 = 0x1;
+    let frame = |kind: u8, payload: &[u8]| {
+        let len = u32::try_from(payload.len()).unwrap_or(0).to_be_bytes();
+        let mut frame = vec![len[1], len[2], len[3], kind, 0, 0, 0, 0, 0];
+        frame.extend_from_slice(payload);
+        frame
+    };
+    let mut goaway = Vec::with_capacity(8 + REASON.len());
+    goaway.extend_from_slice(&0u32.to_be_bytes());
+    goaway.extend_from_slice(&PROTOCOL_ERROR.to_be_bytes());
+    goaway.extend_from_slice(REASON.as_bytes());
+    let mut bytes = frame(SETTINGS, &[]);
+    bytes.extend(frame(GOAWAY, &goaway));
+    bytes
+}
+
+/// Logs refused TLS handshakes on one port (`what`: "management port",
+/// "balancer", …): the 1st, 2nd, 4th, 8th… at `warn` with the client's
+/// address and the reason (a client certificate from another CA, a client
+/// that does not trust this server's certificate, plaintext), every one at
+/// `debug`; a client that retries without end fills no log.
+#[derive(Debug)]
+pub struct HandshakeRefusals {
+    what: &'static str,
+    count: AtomicU64,
+}
+
+impl HandshakeRefusals {
+    /// No refusal yet on the port `what` names.
+    pub const fn new(what: &'static str) -> Self {
+        Self { what, count: AtomicU64::new(0) }
+    }
+
+    /// Logs one refused handshake from `client`, for `reason`.
+    pub fn refused(&self, client: SocketAddr, reason: &dyn fmt::Display) {
+        let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let port = self.what;
+        if count.is_power_of_two() {
+            tracing::warn!(%client, %reason, refused = count, "{port}: TLS handshake refused");
+        } else {
+            tracing::debug!(%client, %reason, refused = count, "{port}: TLS handshake refused");
+        }
+    }
+
+    /// How many handshakes were refused so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a plaintext client was refused, for [`HandshakeRefusals::refused`].
+impl fmt::Display for Plaintext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Plaintext::Http1 => write!(f, "the client spoke plaintext HTTP/1.1 (answered 400)"),
+            Plaintext::Http2 => write!(f, "the client spoke plaintext HTTP/2 (answered GOAWAY)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a client sending `bytes` first reads back, and what the port made of it.
+    async fn exchange(bytes: &'static [u8]) -> (Vec<u8>, Option<Plaintext>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.write_all(bytes).await.unwrap();
+            let mut answer = Vec::new();
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(500), stream.read_to_end(&mut answer))
+                    .await;
+            answer
+        });
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let seen = refuse_plaintext(&mut stream).await.unwrap();
+        drop(stream);
+        (client.await.unwrap(), seen)
+    }
+
+    #[tokio::test]
+    async fn a_tls_hello_is_left_unread_for_the_handshake() {
+        let (answer, seen) = exchange(&[0x16, 0x03, 0x01, 0x00, 0x05]).await;
+        assert_eq!(seen, None);
+        assert!(answer.is_empty());
+    }
+
+    #[tokio::test]
+    async fn plaintext_http2_gets_a_goaway_saying_why() {
+        let (answer, seen) = exchange(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        assert_eq!(seen, Some(Plaintext::Http2));
+        // SETTINGS (empty), then GOAWAY: last stream 0, PROTOCOL_ERROR, the reason.
+        assert_eq!(&answer[..9], &[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        assert_eq!(answer[12], 7, "{answer:?}");
+        assert_eq!(&answer[18..26], &[0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(&answer[26..], REASON.as_bytes());
+        let len = u32::from_be_bytes([0, answer[9], answer[10], answer[11]]) as usize;
+        assert_eq!(len, 8 + REASON.len());
+    }
+
+    #[tokio::test]
+    async fn other_bytes_are_left_to_the_handshake() {
+        let (answer, seen) = exchange(b"\x00\x01garbage").await;
+        assert_eq!(seen, None);
+        assert!(answer.is_empty());
+    }
+}
