@@ -119,6 +119,7 @@ mod tests {
             let expected: &[&str] = match rpc {
                 Rpc::SetNodeState => &["DrainNode", "UndrainNode"],
                 Rpc::RemoveNode => &["RemoveNode"],
+                Rpc::ReplaceResource => &["CreateResource"],
                 other => &[other.name()],
             };
             for id in expected {

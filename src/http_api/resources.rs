@@ -53,13 +53,16 @@ pub(super) async fn create(
     Body(definition): Body,
 ) -> Answer {
     let target = definition_name(&definition);
-    let caller = authorize(&api, caller, Rpc::CreateResource, &target).await?;
+    // A bad query is refused below, audited as the plain create.
+    let replace = query::<CreateParams>(&uri).ok().and_then(|q| q.replace).unwrap_or(false);
+    let rpc = if replace { Rpc::ReplaceResource } else { Rpc::CreateResource };
+    let caller = authorize(&api, caller, rpc, &target).await?;
     let op = async {
         let q: CreateParams = query(&uri)?;
         let ack = WriteParams { ack: q.ack }.level();
         Ok(api.admin().create_resource(&definition, q.replace.unwrap_or(false), ack).await?)
     };
-    Ok(api.json(&api.policy.audited_op(&caller, Rpc::CreateResource, &target, op).await?))
+    Ok(api.json(&api.policy.audited_op(&caller, rpc, &target, op).await?))
 }
 
 /// Deletes a resource definition.

@@ -340,11 +340,12 @@ impl Management for ManagementService {
         request: Request<proto::CreateResourceRequest>,
     ) -> Result<Response<proto::CreateResourceResponse>, Status> {
         let target = definition_name(&request.get_ref().definition);
-        let caller = self.authorize(&request, Rpc::CreateResource, &target).await?;
+        let rpc = if request.get_ref().replace { Rpc::ReplaceResource } else { Rpc::CreateResource };
+        let caller = self.authorize(&request, rpc, &target).await?;
         let req = request.into_inner();
         let done = self
             .policy
-            .audited_op(&caller, Rpc::CreateResource, &target, async {
+            .audited_op(&caller, rpc, &target, async {
                 Ok(self.admin.create_resource(&req.definition, req.replace, ack(req.ack)?).await?)
             })
             .await?;

@@ -27,6 +27,9 @@ pub enum Rpc {
     ShowDataflow,
     DeleteDataflow,
     CreateResource,
+    /// `CreateResource` with `replace` set: it changes a definition that
+    /// exists, and the audit log says so.
+    ReplaceResource,
     ListResources,
     ShowResource,
     DeleteResource,
@@ -55,7 +58,7 @@ pub enum Rpc {
 
 impl Rpc {
     /// Every RPC.
-    pub const ALL: [Rpc; 36] = [
+    pub const ALL: [Rpc; 37] = [
         Rpc::Get,
         Rpc::Put,
         Rpc::Txn,
@@ -70,6 +73,7 @@ impl Rpc {
         Rpc::ShowDataflow,
         Rpc::DeleteDataflow,
         Rpc::CreateResource,
+        Rpc::ReplaceResource,
         Rpc::ListResources,
         Rpc::ShowResource,
         Rpc::DeleteResource,
@@ -112,6 +116,7 @@ impl Rpc {
             | CreateDataflow
             | DeleteDataflow
             | CreateResource
+            | ReplaceResource
             | DeleteResource
             | ImportResources
             | ImportConfig
@@ -140,6 +145,7 @@ impl Rpc {
                 | CreateDataflow
                 | DeleteDataflow
                 | CreateResource
+                | ReplaceResource
                 | DeleteResource
                 | ImportResources
                 | ImportConfig
@@ -174,6 +180,7 @@ impl Rpc {
             ShowDataflow => "ShowDataflow",
             DeleteDataflow => "DeleteDataflow",
             CreateResource => "CreateResource",
+            ReplaceResource => "CreateResource(replace)",
             ListResources => "ListResources",
             ShowResource => "ShowResource",
             DeleteResource => "DeleteResource",

@@ -103,7 +103,9 @@ async fn roles_limit_what_users_may_do_and_the_audit_log_names_every_writer_with
     let definition = format!(
         r#"{{"name":"orders","spec":{{"kind":"jdbc","url":"jdbc:postgresql://127.0.0.1:1/orders","driver":"org.postgresql.Driver","user":"app","password":"{SECRET}"}}}}"#
     );
-    admin.create_resource(definition, false, AckLevel::All).await.unwrap();
+    admin.create_resource(definition.clone(), false, AckLevel::All).await.unwrap();
+    // A replace is recorded as one, not as a create.
+    admin.create_resource(definition, true, AckLevel::All).await.unwrap();
     let users = admin.users(ReadAfter::Anything).await.unwrap();
     let names: Vec<_> = users.0.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["otto", "vera"]);
@@ -120,6 +122,7 @@ async fn roles_limit_what_users_may_do_and_the_audit_log_names_every_writer_with
             && has(log, "otto", "SetNodeState", "node-2", true)
             && has(log, "otto", "AddUser", "mallory", false)
             && has(log, "bootstrap", "CreateResource", "orders", true)
+            && has(log, "bootstrap", "CreateResource(replace)", "orders", true)
     })
     .await;
     let denied = log.0.iter().find(|e| e.record.caller == "vera" && e.record.operation == "Put").unwrap();
