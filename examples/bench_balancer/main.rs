@@ -2,7 +2,7 @@
 //! one run on loopback.
 //!
 //! ```text
-//! cargo run --release --example bench_balancer [-- --rounds 3 --seconds 2 --no-tls --perf FILE --perf-shape 8x8 --baseline BIN --syscalls]
+//! cargo run --release --example bench_balancer [-- --rounds 3 --seconds 2 --no-tls --perf FILE --perf-shape 8x8 --baseline BIN --syscalls --bare-haproxy]
 //! ```
 //!
 //! **What runs.** The `spectrum` binary of the same build profile (built first with

@@ -553,6 +553,30 @@ mod tests {
         ]
     }
 
+    /// A Vote that names another incarnation of this node's Raft file than
+    /// its own is refused: the caller's group counts on a vote this node
+    /// forgot (it lost its Raft state). One naming its own, or none (a caller
+    /// from before incarnations), is answered.
+    #[tokio::test]
+    async fn a_vote_naming_another_incarnation_of_this_node_is_refused() {
+        let s = services().await;
+        let good = metadata(vec![("x-spectrum-peer", token(&credential()))]);
+        let vote = br#"{"vote":{"leader_id":{"term":99,"node_id":7},"committed":false},"last_log_id":null}"#;
+        let call = |incarnation: u64| proto::RaftCall {
+            header: header(CLUSTER, NOW_MS),
+            json: vote.to_vec(),
+            target_incarnation: incarnation,
+            ..Default::default()
+        };
+        let own = s.raft_replicator.incarnation();
+        let refused = s.raft.vote(request(call(own ^ 1), &good)).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+        assert!(refused.message().contains("lost its Raft state"), "{refused:?}");
+        s.raft.vote(request(call(own), &good)).await.unwrap();
+        s.raft.vote(request(call(0), &good)).await.unwrap();
+        s.raft_replicator.shutdown().await;
+    }
+
     #[tokio::test]
     async fn every_internal_service_refuses_each_hostile_caller_alike_and_changes_nothing() {
         let s = services().await;

@@ -162,7 +162,9 @@ impl Rpc {
         )
     }
 
-    /// Its name in the `.proto` file.
+    /// Its name in the `.proto` file, as the audit log records it; the two
+    /// calls the log tells apart from their RPC carry a qualifier:
+    /// `SetNodeState(REMOVED)` and `CreateResource(replace)`.
     pub fn name(self) -> &'static str {
         use Rpc::*;
         match self {

@@ -221,11 +221,20 @@ impl RaftDb {
 
     /// The incarnation of this file: drawn at random (never 0) and stored the
     /// first time it is asked for, the same ever after.
+    ///
+    /// # Errors
+    ///
+    /// The store's; a stored value that is not 8 bytes is a read error (a new
+    /// number would make this node look like one that lost its state).
     pub(crate) fn incarnation(&self) -> Result<u64, StorageError> {
         if let Some(bytes) = self.get_meta(INCARNATION)? {
-            if let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_slice()) {
-                return Ok(u64::from_be_bytes(bytes));
-            }
+            return match <[u8; 8]>::try_from(bytes.as_slice()) {
+                Ok(bytes) => Ok(u64::from_be_bytes(bytes)),
+                Err(_) => Err(read_err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("the raft file's incarnation is {} bytes, not 8", bytes.len()),
+                ))),
+            };
         }
         let incarnation = rand::random::<u64>().max(1);
         self.put_meta(&[(INCARNATION, &incarnation.to_be_bytes())])?;

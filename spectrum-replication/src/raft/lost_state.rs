@@ -64,8 +64,8 @@ impl LostStateGate {
         match self.0.load(Ordering::Acquire) {
             OPEN => None,
             UNCHECKED => Some(Status::unavailable(format!(
-                "node {node} answers no {method} yet: its Raft file holds no group, and it has not yet \
-                 heard from its seeds whether the group has it as a voter"
+                "node {node} answers no {method} yet: its Raft file holds no group, and it does not yet \
+                 know whether the group has it as a voter (its seeds or the leader have not said)"
             ))),
             _ => Some(Status::unavailable(format!(
                 "node {node} answers no {method}: it {LOST_STATE} (the group has it as a voter under \
@@ -73,6 +73,21 @@ impl LostStateGate {
             ))),
         }
     }
+}
+
+/// The refusal of a peer's Vote, AppendEntries or InstallSnapshot that
+/// names this node's Raft file as incarnation `recorded` (the caller's
+/// group's record; 0 when it has none) when it is `own`: the group counts on
+/// state this node does not have. `None` when the two agree or nothing is
+/// recorded.
+pub(super) fn incarnation_refusal(node: &str, method: &str, recorded: u64, own: u64) -> Option<Status> {
+    (recorded != 0 && recorded != own).then(|| {
+        Status::unavailable(format!(
+            "node {node} answers no {method}: the caller's group records its Raft file as incarnation \
+             {recorded:016x}, and it is {own:016x}: it {LOST_STATE}, and takes no part until it is removed \
+             and joins anew"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -85,11 +100,23 @@ mod tests {
         let gate = LostStateGate::new(false);
         let refusal = gate.refusal("n1", "Vote").unwrap();
         assert_eq!(refusal.code(), tonic::Code::Unavailable);
-        assert!(refusal.message().contains("has not yet heard from its seeds"), "{refusal}");
+        assert!(
+            refusal.message().contains("does not yet know whether the group has it as a voter"),
+            "{refusal}"
+        );
         gate.shut();
         let refusal = gate.refusal("n1", "AppendEntries").unwrap();
         assert!(refusal.message().contains(LOST_STATE) && refusal.message().contains("AppendEntries"));
         gate.open();
         assert!(gate.refusal("n1", "InstallSnapshot").is_none());
+    }
+
+    #[test]
+    fn a_call_naming_another_incarnation_is_refused_and_one_naming_none_is_not() {
+        assert!(incarnation_refusal("n1", "Vote", 0, 7).is_none());
+        assert!(incarnation_refusal("n1", "Vote", 7, 7).is_none());
+        let refusal = incarnation_refusal("n1", "Vote", 6, 7).unwrap();
+        assert_eq!(refusal.code(), tonic::Code::Unavailable);
+        assert!(refusal.message().contains("0000000000000006") && refusal.message().contains(LOST_STATE));
     }
 }

@@ -136,7 +136,16 @@ impl Inner {
                 let call = proto::RaftCall::default();
                 let answer =
                     self.wire.call_json::<ProbeAnswer>(&addr, Method::Probe, call, REACH_TIMEOUT).await;
-                answer.ok().map(|_| *id)
+                // A voter that answers but takes no part (it lost its Raft
+                // state: see `lost_state`) cannot help commit the change.
+                let recorded = node.incarnation;
+                answer
+                    .ok()
+                    .filter(|a| {
+                        let own = a.member.incarnation;
+                        a.takes_part && (recorded == 0 || own == 0 || own == recorded)
+                    })
+                    .map(|_| *id)
             },
         );
         let mut reachable: BTreeSet<u64> =

@@ -449,7 +449,12 @@ impl RaftNetwork<TypeConfig> for PeerLink {
             entries: Vec::new(),
             leader_commit,
         };
-        let call = proto::RaftCall { json: to_json(&bare), entries, ..proto::RaftCall::default() };
+        let call = proto::RaftCall {
+            json: to_json(&bare),
+            entries,
+            target_incarnation: self.member.incarnation,
+            ..proto::RaftCall::default()
+        };
         self.append(call, &option).await
     }
 
@@ -460,7 +465,12 @@ impl RaftNetwork<TypeConfig> for PeerLink {
     ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, RaftMember, RaftError<u64, InstallSnapshotError>>>
     {
         let data = std::mem::take(&mut rpc.data);
-        let call = proto::RaftCall { json: to_json(&rpc), data, ..proto::RaftCall::default() };
+        let call = proto::RaftCall {
+            json: to_json(&rpc),
+            data,
+            target_incarnation: self.member.incarnation,
+            ..proto::RaftCall::default()
+        };
         self.send(Method::InstallSnapshot, call, &option).await
     }
 
@@ -469,7 +479,11 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, RaftMember, RaftError<u64>>> {
-        let call = proto::RaftCall { json: to_json(&rpc), ..proto::RaftCall::default() };
+        let call = proto::RaftCall {
+            json: to_json(&rpc),
+            target_incarnation: self.member.incarnation,
+            ..proto::RaftCall::default()
+        };
         self.send(Method::Vote, call, &option).await
     }
 }

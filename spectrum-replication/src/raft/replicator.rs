@@ -468,6 +468,14 @@ pub(crate) struct ProbeAnswer {
     /// answers of nodes older than this field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) group: Option<GroupView>,
+    /// Whether the answering node answers Vote, AppendEntries and
+    /// InstallSnapshot (see `lost_state`; absent, from older nodes: it does).
+    #[serde(default = "takes_part_by_default")]
+    pub(crate) takes_part: bool,
+}
+
+fn takes_part_by_default() -> bool {
+    true
 }
 
 /// One node's view of its Raft group's configuration.
@@ -672,6 +680,14 @@ impl RaftReplicator {
         move || inner.upgrade().map(|inner| inner.probe_errors.lock().clone()).unwrap_or_default()
     }
 
+    /// The incarnation of this node's Raft file: a number drawn when the file
+    /// was created empty (never 0), which the group records with the member
+    /// ([`RaftMember::incarnation`]). A node back on an empty disk has a new
+    /// one, and takes no part until it is removed and joins anew.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.me.incarnation
+    }
+
     /// Whether this node is the leader now.
     pub fn is_leader(&self) -> bool {
         self.inner.raft.metrics().borrow().state == ServerState::Leader
@@ -764,10 +780,19 @@ impl Inner {
                 // running under this id there, or this node moved and lost its
                 // state. Until then it answers no vote or entry.
                 RecordedVoter::Elsewhere => {}
-                // A new node, or a group being founded: it may answer votes
-                // and entries, and joins as usual.
-                RecordedVoter::No if answers.iter().any(|(_, a)| a.is_ok()) => self.lost_state.open(),
-                RecordedVoter::No => {}
+                // A new node (a member of the group answered without a
+                // record of it as a voter), or a group being founded (every
+                // seed answered, none in a group yet): it may answer votes and
+                // entries, and joins as usual. (Calls from a group that
+                // records it under another incarnation are refused anyway.)
+                RecordedVoter::No => {
+                    let group_seen = answers.iter().any(|(_, a)| a.as_ref().is_ok_and(|a| a.initialized));
+                    let founding = !answers.is_empty()
+                        && answers.iter().all(|(_, a)| a.as_ref().is_ok_and(|a| !a.initialized));
+                    if group_seen || founding {
+                        self.lost_state.open();
+                    }
+                }
             }
         }
         let (own_index, listed) = self.own_configuration();
@@ -991,6 +1016,31 @@ impl Inner {
                 recorded.incarnation, member.incarnation
             ));
         }
+        // A learner back with a new Raft file (a voter's was refused above):
+        // taken out and added again, so the leader forgets what it had
+        // replicated to it (a learner has no vote to keep).
+        let stale_learner = known.membership().get_node(&id).is_some_and(|r| {
+            r.incarnation != 0 && member.incarnation != 0 && r.incarnation != member.incarnation
+        });
+        if stale_learner {
+            let out = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+            match self.raft.change_membership(out, false).await {
+                Ok(_) => {
+                    info!(node = %node, "a learner back with a new raft file: taken out to be added anew")
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    return self.join_via(f, member).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let member = match known.membership().get_node(&id) {
+            // A joiner from before incarnations keeps the record's.
+            Some(r) if member.incarnation == 0 && !stale_learner => {
+                RaftMember { incarnation: r.incarnation, ..member }
+            }
+            _ => member,
+        };
         match self.raft.add_learner(id, member.clone(), true).await {
             Ok(_) => {}
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -999,9 +1049,12 @@ impl Inner {
             Err(e) => return Err(e.to_string()),
         }
         let membership = self.raft.metrics().borrow().membership_config.clone();
-        if membership.nodes().any(|(n, known)| *n == id && *known != member) {
+        let moved = |known: &RaftMember| {
+            known.addr != member.addr || (member.incarnation != 0 && known.incarnation != member.incarnation)
+        };
+        if membership.nodes().any(|(n, known)| *n == id && moved(known)) {
             // A member back at another address, or recorded before
-            // incarnations, or (once removed and undrained) with a new one.
+            // incarnations (a joiner from before them keeps the record's).
             let moved = ChangeMembers::SetNodes(BTreeMap::from([(id, member.clone())]));
             if let Err(e) = self.raft.change_membership(moved, true).await {
                 return Err(e.to_string());
@@ -1052,6 +1105,7 @@ impl Inner {
             member: self.me.clone(),
             initialized: self.raft.is_initialized().await.unwrap_or(false),
             group: Some(group),
+            takes_part: self.lost_state.refusal(&self.me.id, "Probe").is_none(),
         }
     }
 

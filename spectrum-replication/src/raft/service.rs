@@ -171,7 +171,7 @@ impl RaftService {
 
     /// Hands an admitted AppendEntries call to Raft and answers it.
     async fn append(&self, admitted: &Admitted, call: proto::RaftCall) -> Result<proto::RaftAnswer, Status> {
-        self.may_take_part("AppendEntries")?;
+        self.may_take_part("AppendEntries", call.target_incarnation)?;
         let mut rpc: AppendEntriesRequest<TypeConfig> = from_json("json", &call.json)?;
         rpc.entries = call.entries.into_iter().map(entry_from_proto).collect::<Result<_, _>>()?;
         let result = self.inner.raft.append_entries(rpc).await;
@@ -229,9 +229,15 @@ impl RaftService {
     }
 
     /// Refuses `method` (`unavailable`, saying why) while this node may not
-    /// answer calls that count its vote or its log (see `lost_state`).
-    fn may_take_part(&self, method: &str) -> Result<(), Status> {
-        match self.inner.lost_state.refusal(&self.inner.me.id, method) {
+    /// answer calls that count its vote or its log, and when the caller's
+    /// group records this node's Raft file as another incarnation than the
+    /// one it has (`recorded`; 0 when not recorded): see `lost_state`.
+    fn may_take_part(&self, method: &str, recorded: u64) -> Result<(), Status> {
+        let me = &self.inner.me;
+        if let Some(refusal) = self.inner.lost_state.refusal(&me.id, method) {
+            return Err(refusal);
+        }
+        match super::lost_state::incarnation_refusal(&me.id, method, recorded, me.incarnation) {
             Some(refusal) => Err(refusal),
             None => Ok(()),
         }
@@ -301,7 +307,7 @@ impl RaftRpc for RaftService {
 
     async fn vote(&self, request: Request<proto::RaftCall>) -> Result<Response<proto::RaftAnswer>, Status> {
         let admitted = self.admit(&request, "Vote")?;
-        self.may_take_part("Vote")?;
+        self.may_take_part("Vote", request.get_ref().target_incarnation)?;
         let rpc: VoteRequest<u64> = from_json("json", &request.get_ref().json)?;
         let result = self.inner.raft.vote(rpc).await;
         Ok(self.answer(&admitted, to_json(&result)))
@@ -312,7 +318,7 @@ impl RaftRpc for RaftService {
         request: Request<proto::RaftCall>,
     ) -> Result<Response<proto::RaftAnswer>, Status> {
         let admitted = self.admit(&request, "InstallSnapshot")?;
-        self.may_take_part("InstallSnapshot")?;
+        self.may_take_part("InstallSnapshot", request.get_ref().target_incarnation)?;
         let call = request.into_inner();
         let mut rpc: InstallSnapshotRequest<TypeConfig> = from_json("json", &call.json)?;
         rpc.data = call.data;
