@@ -449,17 +449,21 @@ async fn accept_connection(
     // the header read timeout. A plaintext HTTP client is told in its own
     // protocol that this port speaks TLS.
     let handshake = async move {
+        use spectrum_core::tls_accept::Opening;
         match spectrum_core::tls_accept::refuse_plaintext(&mut stream).await {
-            Ok(None) => tls.accept(stream).await.map_err(|e| e.to_string()),
-            Ok(Some(plaintext)) => Err(plaintext.to_string()),
-            Err(e) => Err(e.to_string()),
+            Ok(Opening::Tls) => tls.accept(stream).await.map_err(|e| Some(e.to_string())),
+            // Closed before a byte (a TCP check): nothing to refuse.
+            Ok(Opening::Closed) => Err(None),
+            Ok(Opening::Plaintext(plaintext)) => Err(Some(plaintext.to_string())),
+            Err(e) => Err(Some(e.to_string())),
         }
     };
     match tokio::time::timeout(limits.header_read_timeout, handshake).await {
         // The first bytes say the protocol whatever ALPN (RFC 7301) chose, as
         // with hyper's automatic server; and reading them is timed.
         Ok(Ok(stream)) => serve_connection(server, stream, client, proxy, shutdown, limits).await,
-        Ok(Err(refused)) => REFUSED_HANDSHAKES.refused(client, &refused),
+        Ok(Err(None)) => {}
+        Ok(Err(Some(refused))) => REFUSED_HANDSHAKES.refused(client, &refused),
         Err(_) => REFUSED_HANDSHAKES.refused(client, &"no handshake within the header read timeout"),
     }
 }

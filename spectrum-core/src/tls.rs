@@ -316,17 +316,27 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 static REFUSED: crate::tls_accept::HandshakeRefusals =
     crate::tls_accept::HandshakeRefusals::new("node TLS port");
 
+/// Why a connection to a node's TLS port was not served.
+enum Refused {
+    /// The client closed before sending anything: no refusal to log.
+    Closed,
+    /// The handshake failed (the reason), or the client spoke plaintext.
+    Handshake(String),
+}
+
 /// The TLS handshake of `tcp`; a plaintext HTTP client is answered that the
 /// port speaks TLS ([`refuse_plaintext`](crate::tls_accept::refuse_plaintext))
-/// and refused. `Err` says why it was refused.
+/// and refused.
 async fn handshake(
     acceptor: tokio_rustls::TlsAcceptor,
     mut tcp: TcpStream,
-) -> Result<TlsStream<TcpStream>, String> {
+) -> Result<TlsStream<TcpStream>, Refused> {
+    use crate::tls_accept::Opening;
     match crate::tls_accept::refuse_plaintext(&mut tcp).await {
-        Ok(None) => acceptor.accept(tcp).await.map_err(|e| e.to_string()),
-        Ok(Some(plaintext)) => Err(plaintext.to_string()),
-        Err(e) => Err(e.to_string()),
+        Ok(Opening::Tls) => acceptor.accept(tcp).await.map_err(|e| Refused::Handshake(e.to_string())),
+        Ok(Opening::Closed) => Err(Refused::Closed),
+        Ok(Opening::Plaintext(plaintext)) => Err(Refused::Handshake(plaintext.to_string())),
+        Err(e) => Err(Refused::Handshake(e.to_string())),
     }
 }
 
@@ -383,8 +393,12 @@ impl ReloadableServerTls {
                         Ok(Ok(tls)) => {
                             let _ = tx.send(Ok(tls)).await;
                         }
-                        Ok(Err(refused)) => REFUSED.refused(client, &refused),
-                        Err(_) => REFUSED.refused(client, &"no handshake within 10 s"),
+                        Ok(Err(Refused::Closed)) => {}
+                        Ok(Err(Refused::Handshake(reason))) => REFUSED.refused(client, &reason),
+                        Err(_) => {
+                            let reason = format!("no handshake within {HANDSHAKE_TIMEOUT:?}");
+                            REFUSED.refused(client, &reason);
+                        }
                     }
                 });
             }

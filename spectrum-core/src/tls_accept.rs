@@ -13,7 +13,7 @@
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! use spectrum_core::tls_accept::{Plaintext, refuse_plaintext};
+//! use spectrum_core::tls_accept::{Opening, Plaintext, refuse_plaintext};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -26,7 +26,7 @@
 //!     Ok::<_, std::io::Error>(answer)
 //! });
 //! let (mut stream, _) = listener.accept().await?;
-//! assert_eq!(refuse_plaintext(&mut stream).await?, Some(Plaintext::Http1));
+//! assert_eq!(refuse_plaintext(&mut stream).await?, Opening::Plaintext(Plaintext::Http1));
 //! drop(stream);
 //! let answer = client.await.unwrap()?;
 //! assert!(answer.starts_with("HTTP/1.1 400 Bad Request"), "{answer}");
@@ -58,25 +58,52 @@ pub enum Plaintext {
 /// The HTTP/2 connection preface's first bytes.
 const H2_PREFACE: &[u8] = b"PRI ";
 
+/// How a connection to a TLS port opened, as [`refuse_plaintext`] saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// Its first bytes may open a TLS handshake (they are left unread for it).
+    Tls,
+    /// The client closed the connection before sending anything (a TCP
+    /// health check, a port scan): nothing to refuse.
+    Closed,
+    /// Plaintext HTTP, answered that the port speaks TLS.
+    Plaintext(Plaintext),
+}
+
+/// How many more times the first bytes are looked at when they are a part of
+/// the HTTP/2 preface's first four (`P`, `PR`, `PRI`), [`PEEK_AGAIN_AFTER`]
+/// apart: the rest is normally in the same segment.
+const PEEK_AGAIN: usize = 5;
+const PEEK_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Peeks at the first bytes `stream`'s client sent (waiting for at least
-/// one): `None` when they may open a TLS handshake (nothing is read, so the
-/// handshake proceeds as if this had not looked); when they open plaintext
-/// HTTP, answers the client in its protocol that this port speaks TLS and
-/// says which protocol it spoke (the caller then closes the connection).
+/// one): [`Opening::Tls`] when they may open a TLS handshake (nothing is
+/// read, so the handshake proceeds as if this had not looked); when they open
+/// plaintext HTTP, answers the client in its protocol that this port speaks
+/// TLS and says which protocol it spoke (the caller then closes the
+/// connection). The caller bounds the wait.
 ///
 /// # Errors
 ///
 /// The socket's error peeking or writing (the connection is then of no use).
-pub async fn refuse_plaintext(stream: &mut TcpStream) -> std::io::Result<Option<Plaintext>> {
+pub async fn refuse_plaintext(stream: &mut TcpStream) -> std::io::Result<Opening> {
     let mut first = [0u8; 4];
-    let seen = stream.peek(&mut first).await?;
+    let mut seen = stream.peek(&mut first).await?;
+    for _ in 0..PEEK_AGAIN {
+        if seen == 0 || seen == first.len() || !H2_PREFACE.starts_with(&first[..seen]) {
+            break;
+        }
+        tokio::time::sleep(PEEK_AGAIN_AFTER).await;
+        seen = stream.peek(&mut first).await?;
+    }
     let first = &first[..seen];
     let protocol = match first.first() {
+        None => return Ok(Opening::Closed),
         // A handshake record (22), or an SSLv2-style hello: TLS's to judge.
-        None | Some(0x16 | 0x80..) => return Ok(None),
+        Some(0x16 | 0x80..) => return Ok(Opening::Tls),
         Some(_) if first.starts_with(H2_PREFACE) => Plaintext::Http2,
         Some(b'A'..=b'Z') => Plaintext::Http1,
-        Some(_) => return Ok(None),
+        Some(_) => return Ok(Opening::Tls),
     };
     match protocol {
         Plaintext::Http1 => {
@@ -92,7 +119,7 @@ pub async fn refuse_plaintext(stream: &mut TcpStream) -> std::io::Result<Option<
     }
     stream.shutdown().await?;
     linger(stream).await;
-    Ok(Some(protocol))
+    Ok(Opening::Plaintext(protocol))
 }
 
 /// Reads and drops what the client still sends, until it closes, for up to
@@ -141,28 +168,47 @@ fn h2_refusal() -> Vec<u8> {
     bytes
 }
 
-/// Logs refused TLS handshakes on one port (`what`: "management port",
-/// "balancer", …): the 1st, 2nd, 4th, 8th… at `warn` with the client's
-/// address and the reason (a client certificate from another CA, a client
-/// that does not trust this server's certificate, plaintext), every one at
-/// `debug`; a client that retries without end fills no log.
+/// Logs refused TLS handshakes on one kind of port (`what`: "node TLS
+/// port", "balancer"): at `warn` with the client's address and the reason (a
+/// client certificate from another CA, a client that does not trust this
+/// server's certificate, plaintext) the 1st, 2nd, 4th, 8th… and at least one
+/// a minute while refusals go on, every one at `debug`: a client that retries
+/// without end fills no log, and a new kind of refusal still shows within a
+/// minute.
 #[derive(Debug)]
 pub struct HandshakeRefusals {
     what: &'static str,
     count: AtomicU64,
+    /// When the last refusal was logged at `warn`, in seconds since
+    /// [`since`] was first read (0: never).
+    warned_at: AtomicU64,
 }
+
+/// Seconds since the first refusal anywhere in this process (from 1).
+fn since() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_secs() + 1
+}
+
+/// The most time between two refusals logged at `warn`, in seconds.
+const WARN_AT_LEAST_EVERY_S: u64 = 60;
 
 impl HandshakeRefusals {
     /// No refusal yet on the port `what` names.
     pub const fn new(what: &'static str) -> Self {
-        Self { what, count: AtomicU64::new(0) }
+        Self { what, count: AtomicU64::new(0), warned_at: AtomicU64::new(0) }
     }
 
     /// Logs one refused handshake from `client`, for `reason`.
     pub fn refused(&self, client: SocketAddr, reason: &dyn fmt::Display) {
         let count = self.count.fetch_add(1, Ordering::Relaxed) + 1;
         let port = self.what;
-        if count.is_power_of_two() {
+        let now = since();
+        let last = self.warned_at.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= WARN_AT_LEAST_EVERY_S;
+        let warn = (count.is_power_of_two() || due)
+            && self.warned_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok();
+        if warn {
             tracing::warn!(%client, %reason, refused = count, "{port}: TLS handshake refused");
         } else {
             tracing::debug!(%client, %reason, refused = count, "{port}: TLS handshake refused");
@@ -189,8 +235,9 @@ impl fmt::Display for Plaintext {
 mod tests {
     use super::*;
 
-    /// What a client sending `bytes` first reads back, and what the port made of it.
-    async fn exchange(bytes: &'static [u8]) -> (Vec<u8>, Option<Plaintext>) {
+    /// What a client sending `bytes` first reads back, what the port made of
+    /// it, and what is still there to read on the port's side.
+    async fn exchange(bytes: &'static [u8]) -> (Vec<u8>, Opening, Vec<u8>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = tokio::spawn(async move {
@@ -204,21 +251,33 @@ mod tests {
         });
         let (mut stream, _) = listener.accept().await.unwrap();
         let seen = refuse_plaintext(&mut stream).await.unwrap();
+        let mut left = vec![0u8; bytes.len()];
+        let read = match seen {
+            Opening::Tls => {
+                tokio::time::timeout(std::time::Duration::from_secs(1), stream.read_exact(&mut left))
+                    .await
+                    .is_ok()
+            }
+            _ => false,
+        };
+        left.truncate(if read { bytes.len() } else { 0 });
         drop(stream);
-        (client.await.unwrap(), seen)
+        (client.await.unwrap(), seen, left)
     }
 
     #[tokio::test]
     async fn a_tls_hello_is_left_unread_for_the_handshake() {
-        let (answer, seen) = exchange(&[0x16, 0x03, 0x01, 0x00, 0x05]).await;
-        assert_eq!(seen, None);
+        let hello = [0x16, 0x03, 0x01, 0x00, 0x05];
+        let (answer, seen, left) = exchange(&[0x16, 0x03, 0x01, 0x00, 0x05]).await;
+        assert_eq!(seen, Opening::Tls);
         assert!(answer.is_empty());
+        assert_eq!(left, hello, "the handshake reads every byte the client sent");
     }
 
     #[tokio::test]
     async fn plaintext_http2_gets_a_goaway_saying_why() {
-        let (answer, seen) = exchange(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
-        assert_eq!(seen, Some(Plaintext::Http2));
+        let (answer, seen, _) = exchange(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        assert_eq!(seen, Opening::Plaintext(Plaintext::Http2));
         // SETTINGS (empty), then GOAWAY: last stream 0, PROTOCOL_ERROR, the reason.
         assert_eq!(&answer[..9], &[0, 0, 0, 4, 0, 0, 0, 0, 0]);
         assert_eq!(answer[12], 7, "{answer:?}");
@@ -230,8 +289,39 @@ mod tests {
 
     #[tokio::test]
     async fn other_bytes_are_left_to_the_handshake() {
-        let (answer, seen) = exchange(b"\x00\x01garbage").await;
-        assert_eq!(seen, None);
+        let (answer, seen, left) = exchange(b"\x00\x01garbage").await;
+        assert_eq!(seen, Opening::Tls);
         assert!(answer.is_empty());
+        assert_eq!(left, b"\x00\x01garbage");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_closes_before_sending_is_no_refusal() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(TcpStream::connect(addr).await.unwrap());
+        let (mut stream, _) = listener.accept().await.unwrap();
+        assert_eq!(refuse_plaintext(&mut stream).await.unwrap(), Opening::Closed);
+    }
+
+    #[tokio::test]
+    async fn an_http2_preface_in_pieces_is_still_told_apart() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            stream.write_all(b"PR").await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(15)).await;
+            stream.write_all(b"I * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            answer
+        });
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let seen = refuse_plaintext(&mut stream).await.unwrap();
+        drop(stream);
+        assert_eq!(seen, Opening::Plaintext(Plaintext::Http2));
+        assert_eq!(client.await.unwrap()[3], 4, "a SETTINGS frame first");
     }
 }

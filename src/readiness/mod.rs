@@ -170,7 +170,7 @@ impl Readiness {
             ),
             (
                 !joined && join_error.is_none() && !peer_errors.is_empty(),
-                "not joined: its peers answered with errors (see peer_errors)",
+                "not joined: its peers refused it or could not be reached (see peer_errors)",
             ),
             (join_error.is_some(), "refused by the cluster (see join_error)"),
             (removed, "removed from the cluster"),

@@ -129,7 +129,7 @@ async fn a_node_whose_seeds_refuse_it_says_what_they_answered() {
             "{mode:?}: {body}"
         );
         assert_eq!(
-            json["failing"][0], "not joined: its peers answered with errors (see peer_errors)",
+            json["failing"][0], "not joined: its peers refused it or could not be reached (see peer_errors)",
             "{body}"
         );
         stranger.shutdown_without_drain().await;
