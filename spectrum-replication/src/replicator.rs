@@ -210,6 +210,20 @@ pub trait Replicator: Send + Sync + std::fmt::Debug + 'static {
         Err(ReplicationError::NeedsConsensus { operation: "a consistent read" })
     }
 
+    /// Whether member `node` could be taken out of the group that decides
+    /// writes now, checked before anything is written for its removal.
+    ///
+    /// The default says yes: last-writer-wins has no voters.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplicationError::Consensus`] saying why not (Raft mode: too few of
+    /// the voters that would remain are reachable and take part).
+    async fn check_removal(&self, node: &NodeId) -> Result<(), ReplicationError> {
+        let _ = node;
+        Ok(())
+    }
+
     /// Takes member `node` out of the group that decides writes, for good (an
     /// operator removed it), waiting up to `timeout`.
     ///

@@ -123,6 +123,19 @@ impl Admin {
             }
             _ => {}
         }
+        if state == MemberState::Removed && member.state != MemberState::Removed {
+            // Raft mode: refused before anything is written (a write proposed
+            // without a majority may commit later, when nobody expects it).
+            if let Err(e) = self.replicator.check_removal(id).await {
+                let reason = match e {
+                    spectrum_replication::ReplicationError::Consensus { reason } => reason,
+                    other => other.to_string(),
+                };
+                return Err(AdminError::Replication(spectrum_replication::ReplicationError::Consensus {
+                    reason: format!("{reason}; {id} is still a member, its membership record unchanged"),
+                }));
+            }
+        }
         let before = Bytes::from(member.to_record_value());
         member.state = state;
         let value = Bytes::from(member.to_record_value());
@@ -152,6 +165,11 @@ impl Admin {
     ) -> AdminError {
         let condition = spectrum_replication::Condition::version(key.clone(), removed);
         let restored = self.write_if(WriteBatch::new().put(key, before), vec![condition]).await;
+        // Said once: the error is wrapped as a consensus error again below.
+        let failed = match failed {
+            spectrum_replication::ReplicationError::Consensus { reason } => reason,
+            other => other.to_string(),
+        };
         let reason = match restored {
             Ok(write) => {
                 info!(member = %id, version = %write.version, error = %failed, "removal refused; membership record restored");

@@ -375,6 +375,23 @@ async fn a_voter_back_on_an_empty_disk_takes_no_part_until_removed_and_undrained
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
+    // With another voter down, only one of the two that would remain takes
+    // part: the removal is refused at once, and nothing is written (a trial's
+    // removal timed out as "outcome unknown" and committed later, leaving
+    // the record saying removed while the node still voted).
+    let other = &ids[1];
+    assert!(cluster.kill_node(other).await);
+    let refused = watcher.set_node_state(lost, NodeStateChange::Remove, AckLevel::Quorum).await.unwrap_err();
+    let text = refused.to_string();
+    assert!(
+        text.contains("take part, not a majority") && text.contains("its membership record unchanged"),
+        "{text}"
+    );
+    cluster.start_node(&other.parse().unwrap()).await.unwrap();
+    status_until(&watcher, "a leader and the other voter back", led_by_three).await;
+    let s = watcher.status().await.unwrap();
+    assert_eq!(state_of(&s, lost), Some(MemberState::Active), "the refused removal wrote: {s}");
+
     // Removed, then let return: it joins anew, copies the log, and serves.
     let deadline = tokio::time::Instant::now() + WAIT;
     while watcher.set_node_state(lost, NodeStateChange::Remove, AckLevel::Quorum).await.is_err() {

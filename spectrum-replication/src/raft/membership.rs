@@ -78,7 +78,7 @@ impl fmt::Display for RemovalRefused {
             }
             RemovalRefused::NoReachableMajority { which, reachable, voters } => write!(
                 f,
-                "only {reachable} of the {voters} {which} voters are reachable from the leader, not a \
+                "only {reachable} of the {voters} {which} voters are reachable and take part, not a \
                  majority: the change could not commit and writes would stop; bring a voter back first"
             ),
         }
@@ -191,6 +191,22 @@ impl Inner {
     /// Whether this node leads now.
     fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == openraft::ServerState::Leader
+    }
+
+    /// Whether the group could take voter `node` out now, as this node sees
+    /// it (the leader checks again when it makes the change): checked before
+    /// anything is written, since a write proposed without a majority may
+    /// still commit once one returns, long after its caller was told its
+    /// outcome is unknown (a trial's removal left the record saying removed
+    /// while the node still voted). `Err` says why not.
+    pub(crate) async fn removal_precheck(&self, node: &NodeId) -> Result<(), String> {
+        let id = raft_node_id(node);
+        let voters: BTreeSet<u64> = self.raft.metrics().borrow().membership_config.voter_ids().collect();
+        if !voters.contains(&id) {
+            return Ok(());
+        }
+        let reachable = self.reachable_voters().await;
+        removal_check(&voters, id, &reachable).map_err(|refused| refused.to_string())
     }
 
     /// Takes `node` out of the group (voters and learners), from any node:

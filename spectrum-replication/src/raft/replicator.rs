@@ -1403,6 +1403,13 @@ impl Replicator for RaftReplicator {
     /// membership change through the log), once the leader has checked that
     /// the group keeps a reachable majority (see
     /// [`leave`](RaftReplicator::leave) for the check).
+    async fn check_removal(&self, node: &spectrum_core::NodeId) -> Result<(), ReplicationError> {
+        self.inner
+            .removal_precheck(node)
+            .await
+            .map_err(|reason| ReplicationError::Consensus { reason: format!("removing {node}: {reason}") })
+    }
+
     async fn remove_member(
         &self,
         node: &spectrum_core::NodeId,
