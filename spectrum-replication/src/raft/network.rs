@@ -404,6 +404,29 @@ impl PeerLink {
         self.answered(json.and_then(|json| parse_answer(&addr, &json)))
     }
 
+    /// Shows in the peer table (status's ERROR) that the target refuses this
+    /// group's calls because it lost its Raft state, from the refusal until
+    /// a call is answered again (see `lost_state`): its failure detector
+    /// still hears it, so it would show as alive and merely lagging.
+    fn note_lost_state(&self, failed: Option<&ReplicationError>) {
+        let Some(addr) = self.wire.resolve(&self.member) else { return };
+        let peers = self.wire.handshake.peers();
+        match failed {
+            Some(error) if error.to_string().contains(super::lost_state::LOST_STATE) => {
+                let why = error.to_string();
+                peers.update(&addr, |p| p.last_error = Some(why));
+            }
+            Some(_) => {}
+            None => {
+                if peers.get(&addr).is_some_and(|p| {
+                    p.last_error.as_deref().is_some_and(|e| e.contains(super::lost_state::LOST_STATE))
+                }) {
+                    peers.update(&addr, |p| p.last_error = None);
+                }
+            }
+        }
+    }
+
     /// openraft's reading of a call's outcome.
     #[allow(clippy::result_large_err)]
     fn answered<E, T>(
@@ -413,6 +436,7 @@ impl PeerLink {
     where
         E: std::error::Error,
     {
+        self.note_lost_state(answer.as_ref().err());
         match answer {
             Ok(Ok(t)) => Ok(t),
             Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new(self.target, remote))),
