@@ -130,6 +130,18 @@ async fn write_until_taken(client: &AdminClient, key: &str, what: &str) {
     }
 }
 
+/// Removes `node` through `client`, asking again while the group refuses
+/// (a leader being elected, a voter just back), until its record says
+/// removed (within [`WAIT`]).
+async fn remove_until_removed(client: &AdminClient, node: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while client.set_node_state(node, NodeStateChange::Remove, AckLevel::Quorum).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "{node} could not be removed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    status_until(client, "the node removed", |s| state_of(s, node) == Some(MemberState::Removed)).await;
+}
+
 fn state_of(s: &NodeStatus, id: &str) -> Option<MemberState> {
     s.members.iter().find(|m| m.member.id.as_str() == id).map(|m| m.member.state)
 }
@@ -191,13 +203,7 @@ async fn a_voter_stopped_cleanly_is_active_again_when_it_restarts_and_a_removed_
     })
     .await;
     assert!(leader_view.replication.raft.is_some());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while watcher.set_node_state(stopped, NodeStateChange::Remove, AckLevel::Quorum).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "the dead node could not be removed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    status_until(&watcher, "the dead node removed", |s| state_of(s, stopped) == Some(MemberState::Removed))
-        .await;
+    remove_until_removed(&watcher, stopped).await;
     cluster.start_node(&stopped.parse().unwrap()).await.unwrap();
     // Its own log still has it a voter: a member's newer configuration tells it
     // otherwise, it asks to join again, and the leader refuses, saying why.
@@ -393,12 +399,7 @@ async fn a_voter_back_on_an_empty_disk_takes_no_part_until_removed_and_undrained
     assert_eq!(state_of(&s, lost), Some(MemberState::Active), "the refused removal wrote: {s}");
 
     // Removed, then let return: it joins anew, copies the log, and serves.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while watcher.set_node_state(lost, NodeStateChange::Remove, AckLevel::Quorum).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "the node could not be removed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    status_until(&watcher, "the node removed", |s| state_of(s, lost) == Some(MemberState::Removed)).await;
+    remove_until_removed(&watcher, lost).await;
     watcher.set_node_state(lost, NodeStateChange::Undrain, AckLevel::Quorum).await.unwrap();
     status_until(&watcher, "the node a voter again", |s| {
         voters(s).len() == 3 && state_of(s, lost) == Some(MemberState::Active)
