@@ -440,7 +440,6 @@ async fn accept_connection(
     shutdown: watch::Receiver<bool>,
     limits: ConnectionLimits,
 ) {
-    let mut stream = stream;
     let _ = stream.set_nodelay(true);
     let Some(tls) = tls else {
         return serve_connection(server, stream, client, proxy, shutdown, limits).await;
@@ -448,22 +447,16 @@ async fn accept_connection(
     // The handshake, as a plaintext connection's first bytes, must come within
     // the header read timeout. A plaintext HTTP client is told in its own
     // protocol that this port speaks TLS.
-    let handshake = async move {
-        use spectrum_core::tls_accept::Opening;
-        match spectrum_core::tls_accept::refuse_plaintext(&mut stream).await {
-            Ok(Opening::Tls) => tls.accept(stream).await.map_err(|e| Some(e.to_string())),
-            // Closed before a byte (a TCP check): nothing to refuse.
-            Ok(Opening::Closed) => Err(None),
-            Ok(Opening::Plaintext(plaintext)) => Err(Some(plaintext.to_string())),
-            Err(e) => Err(Some(e.to_string())),
-        }
-    };
-    match tokio::time::timeout(limits.header_read_timeout, handshake).await {
+    use spectrum_core::tls_accept::Refused;
+    match tokio::time::timeout(limits.header_read_timeout, spectrum_core::tls_accept::accept(&tls, stream))
+        .await
+    {
         // The first bytes say the protocol whatever ALPN (RFC 7301) chose, as
         // with hyper's automatic server; and reading them is timed.
         Ok(Ok(stream)) => serve_connection(server, stream, client, proxy, shutdown, limits).await,
-        Ok(Err(None)) => {}
-        Ok(Err(Some(refused))) => REFUSED_HANDSHAKES.refused(client, &refused),
+        // Closed before a byte (a TCP check): nothing to refuse.
+        Ok(Err(Refused::Closed)) => {}
+        Ok(Err(Refused::Handshake(refused))) => REFUSED_HANDSHAKES.refused(client, &refused),
         Err(_) => REFUSED_HANDSHAKES.refused(client, &"no handshake within the header read timeout"),
     }
 }

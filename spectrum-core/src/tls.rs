@@ -316,30 +316,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 static REFUSED: crate::tls_accept::HandshakeRefusals =
     crate::tls_accept::HandshakeRefusals::new("node TLS port");
 
-/// Why a connection to a node's TLS port was not served.
-enum Refused {
-    /// The client closed before sending anything: no refusal to log.
-    Closed,
-    /// The handshake failed (the reason), or the client spoke plaintext.
-    Handshake(String),
-}
-
-/// The TLS handshake of `tcp`; a plaintext HTTP client is answered that the
-/// port speaks TLS ([`refuse_plaintext`](crate::tls_accept::refuse_plaintext))
-/// and refused.
-async fn handshake(
-    acceptor: tokio_rustls::TlsAcceptor,
-    mut tcp: TcpStream,
-) -> Result<TlsStream<TcpStream>, Refused> {
-    use crate::tls_accept::Opening;
-    match crate::tls_accept::refuse_plaintext(&mut tcp).await {
-        Ok(Opening::Tls) => acceptor.accept(tcp).await.map_err(|e| Refused::Handshake(e.to_string())),
-        Ok(Opening::Closed) => Err(Refused::Closed),
-        Ok(Opening::Plaintext(plaintext)) => Err(Refused::Handshake(plaintext.to_string())),
-        Err(e) => Err(Refused::Handshake(e.to_string())),
-    }
-}
-
 impl ReloadableServerTls {
     /// A listener configuration serving `tls`'s certificate.
     ///
@@ -388,13 +364,17 @@ impl ReloadableServerTls {
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let client = tcp.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-                    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(acceptor, tcp)).await;
+                    let accepted =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, crate::tls_accept::accept(&acceptor, tcp))
+                            .await;
                     match accepted {
                         Ok(Ok(tls)) => {
                             let _ = tx.send(Ok(tls)).await;
                         }
-                        Ok(Err(Refused::Closed)) => {}
-                        Ok(Err(Refused::Handshake(reason))) => REFUSED.refused(client, &reason),
+                        Ok(Err(crate::tls_accept::Refused::Closed)) => {}
+                        Ok(Err(crate::tls_accept::Refused::Handshake(reason))) => {
+                            REFUSED.refused(client, &reason)
+                        }
                         Err(_) => {
                             let reason = format!("no handshake within {HANDSHAKE_TIMEOUT:?}");
                             REFUSED.refused(client, &reason);

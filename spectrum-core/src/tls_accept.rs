@@ -191,6 +191,36 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most bytes read from a refused plaintext client after its answer.
 const LINGER_BYTES: usize = 64 * 1024;
 
+/// Why a connection to a TLS port was not served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// The client closed before sending anything (a TCP check): no refusal
+    /// to log.
+    Closed,
+    /// The handshake failed, or the client spoke plaintext (it was told so):
+    /// the reason, for [`HandshakeRefusals::refused`].
+    Handshake(String),
+}
+
+/// The TLS handshake of `tcp` with `acceptor`, after [`refuse_plaintext`]
+/// (a plaintext HTTP client is answered that the port speaks TLS, and
+/// refused). The caller bounds the time it takes.
+///
+/// # Errors
+///
+/// [`Refused`]: why the connection is not served.
+pub async fn accept(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    mut tcp: TcpStream,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, Refused> {
+    match refuse_plaintext(&mut tcp).await {
+        Ok(Opening::Tls) => acceptor.accept(tcp).await.map_err(|e| Refused::Handshake(e.to_string())),
+        Ok(Opening::Closed) => Err(Refused::Closed),
+        Ok(Opening::Plaintext(plaintext)) => Err(Refused::Handshake(plaintext.to_string())),
+        Err(e) => Err(Refused::Handshake(e.to_string())),
+    }
+}
+
 /// An HTTP/2 server preface (an empty `SETTINGS` frame) and a `GOAWAY` with
 /// last stream 0, `PROTOCOL_ERROR` and [`REASON`] as debug data (RFC 9113
 /// §4.1, §6.5, §6.8).

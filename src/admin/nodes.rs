@@ -127,10 +127,7 @@ impl Admin {
             // Raft mode: refused before anything is written (a write proposed
             // without a majority may commit later, when nobody expects it).
             if let Err(e) = self.replicator.check_removal(id).await {
-                let reason = match e {
-                    spectrum_replication::ReplicationError::Consensus { reason } => reason,
-                    other => other.to_string(),
-                };
+                let reason = consensus_reason(e);
                 return Err(AdminError::Replication(spectrum_replication::ReplicationError::Consensus {
                     reason: format!("{reason}; {id} is still a member, its membership record unchanged"),
                 }));
@@ -166,10 +163,7 @@ impl Admin {
         let condition = spectrum_replication::Condition::version(key.clone(), removed);
         let restored = self.write_if(WriteBatch::new().put(key, before), vec![condition]).await;
         // Said once: the error is wrapped as a consensus error again below.
-        let failed = match failed {
-            spectrum_replication::ReplicationError::Consensus { reason } => reason,
-            other => other.to_string(),
-        };
+        let failed = consensus_reason(failed);
         let reason = match restored {
             Ok(write) => {
                 info!(member = %id, version = %write.version, error = %failed, "removal refused; membership record restored");
@@ -184,6 +178,15 @@ impl Admin {
             }
         };
         AdminError::Replication(spectrum_replication::ReplicationError::Consensus { reason })
+    }
+}
+
+/// What `error` says, without the "consensus unavailable" its own text
+/// starts with when it is one (the caller wraps the reason as one again).
+fn consensus_reason(error: spectrum_replication::ReplicationError) -> String {
+    match error {
+        spectrum_replication::ReplicationError::Consensus { reason } => reason,
+        other => other.to_string(),
     }
 }
 

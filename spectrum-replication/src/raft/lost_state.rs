@@ -58,6 +58,11 @@ impl LostStateGate {
         self.0.store(SHUT, Ordering::Release);
     }
 
+    /// Whether this node answers Vote, AppendEntries and InstallSnapshot now.
+    pub(super) fn is_open(&self) -> bool {
+        self.0.load(Ordering::Acquire) == OPEN
+    }
+
     /// The refusal of a peer's Vote, AppendEntries or InstallSnapshot while
     /// this node (`node`) may not take part in them; `None` when it may.
     pub(super) fn refusal(&self, node: &str, method: &str) -> Option<Status> {
@@ -75,13 +80,20 @@ impl LostStateGate {
     }
 }
 
+/// Whether two incarnations of one node's Raft file are known to differ:
+/// both recorded (0 is "not recorded", from nodes before incarnations), and
+/// not the same.
+pub(super) fn differ(a: u64, b: u64) -> bool {
+    a != 0 && b != 0 && a != b
+}
+
 /// The refusal of a peer's Vote, AppendEntries or InstallSnapshot that
 /// names this node's Raft file as incarnation `recorded` (the caller's
 /// group's record; 0 when it has none) when it is `own`: the group counts on
 /// state this node does not have. `None` when the two agree or nothing is
 /// recorded.
 pub(super) fn incarnation_refusal(node: &str, method: &str, recorded: u64, own: u64) -> Option<Status> {
-    (recorded != 0 && recorded != own).then(|| {
+    differ(recorded, own).then(|| {
         Status::unavailable(format!(
             "node {node} answers no {method}: the caller's group records its Raft file as incarnation \
              {recorded:016x}, and it is {own:016x}: it {LOST_STATE}, and takes no part until it is removed \

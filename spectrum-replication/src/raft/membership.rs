@@ -143,7 +143,7 @@ impl Inner {
                     .ok()
                     .filter(|a| {
                         let own = a.member.incarnation;
-                        a.takes_part && (recorded == 0 || own == 0 || own == recorded)
+                        a.takes_part && !super::lost_state::differ(recorded, own)
                     })
                     .map(|_| *id)
             },

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use openraft::LogId;
@@ -280,6 +281,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             cleared: None,
             stream: None,
             without_stream: self.without_stream.clone(),
+            // A refusal an earlier link noted is looked for once.
+            noted_lost_state: AtomicBool::new(true),
         }
     }
 }
@@ -297,6 +300,10 @@ pub(crate) struct PeerLink {
     stream: Option<AppendStream>,
     /// See [`Network::without_stream`].
     without_stream: WithoutStream,
+    /// The peer table may hold the target's refusal as one that lost its
+    /// Raft state (see `note_lost_state`): until a call is answered again,
+    /// when it is cleared; every other answered call costs one load.
+    noted_lost_state: AtomicBool,
 }
 
 /// The error openraft expects from a call that did not get an answer.
@@ -409,22 +416,26 @@ impl PeerLink {
     /// a call is answered again (see `lost_state`): its failure detector
     /// still hears it, so it would show as alive and merely lagging.
     fn note_lost_state(&self, failed: Option<&ReplicationError>) {
-        let Some(addr) = self.wire.resolve(&self.member) else { return };
-        let peers = self.wire.handshake.peers();
-        match failed {
-            Some(error) if error.to_string().contains(super::lost_state::LOST_STATE) => {
-                let why = error.to_string();
-                peers.update(&addr, |p| p.last_error = Some(why));
-            }
-            Some(_) => {}
+        let lost = super::lost_state::LOST_STATE;
+        let why = match failed {
+            Some(error) => match error.to_string() {
+                why if why.contains(lost) => why,
+                _ => return,
+            },
+            None if !self.noted_lost_state.swap(false, Ordering::Relaxed) => return,
             None => {
-                if peers.get(&addr).is_some_and(|p| {
-                    p.last_error.as_deref().is_some_and(|e| e.contains(super::lost_state::LOST_STATE))
-                }) {
-                    peers.update(&addr, |p| p.last_error = None);
-                }
+                let Some(addr) = self.wire.resolve(&self.member) else { return };
+                self.wire.handshake.peers().update(&addr, |p| {
+                    if p.last_error.as_deref().is_some_and(|e| e.contains(lost)) {
+                        p.last_error = None;
+                    }
+                });
+                return;
             }
-        }
+        };
+        let Some(addr) = self.wire.resolve(&self.member) else { return };
+        self.noted_lost_state.store(true, Ordering::Relaxed);
+        self.wire.handshake.peers().update(&addr, |p| p.last_error = Some(why));
     }
 
     /// openraft's reading of a call's outcome.

@@ -24,7 +24,7 @@ use super::batcher::Batcher;
 use super::codec::{Applied, Proposal, ProposalId, to_json};
 use super::forward::Forwarder;
 use super::log_store::{LogStore, RaftDb, blocking, open_wal};
-use super::lost_state::{LOST_STATE, LostStateGate};
+use super::lost_state::{LOST_STATE, LostStateGate, differ};
 use super::memory_log::RaftMemoryLog;
 use super::network::{Method, Network, Wire};
 use super::service::RaftService;
@@ -863,7 +863,7 @@ impl Inner {
         let Some((seed, recorded)) = answers.iter().find_map(|(addr, answer)| {
             let answer = answer.as_ref().ok().filter(|a| a.initialized)?;
             let voter = answer.group.as_ref()?.voters.iter().find(|v| v.id == self.me.id)?;
-            (voter.incarnation != 0 && voter.incarnation != self.me.incarnation).then_some((addr, voter))
+            differ(voter.incarnation, self.me.incarnation).then_some((addr, voter))
         }) else {
             return RecordedVoter::No;
         };
@@ -1006,9 +1006,7 @@ impl Inner {
         // removed, then let return.
         let recorded =
             known.membership().get_node(&id).filter(|_| known.voter_ids().any(|v| v == id)).cloned();
-        if let Some(recorded) = recorded
-            .filter(|r| r.incarnation != 0 && member.incarnation != 0 && r.incarnation != member.incarnation)
-        {
+        if let Some(recorded) = recorded.filter(|r| differ(r.incarnation, member.incarnation)) {
             return Err(format!(
                 "node {node} {LOST_STATE}: it is a voter whose Raft file is incarnation {:016x}, and it asks \
                  with a new one ({:016x}); run `spectrum node remove {node}` and then `spectrum node \
@@ -1019,9 +1017,8 @@ impl Inner {
         // A learner back with a new Raft file (a voter's was refused above):
         // taken out and added again, so the leader forgets what it had
         // replicated to it (a learner has no vote to keep).
-        let stale_learner = known.membership().get_node(&id).is_some_and(|r| {
-            r.incarnation != 0 && member.incarnation != 0 && r.incarnation != member.incarnation
-        });
+        let stale_learner =
+            known.membership().get_node(&id).is_some_and(|r| differ(r.incarnation, member.incarnation));
         if stale_learner {
             let out = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
             match self.raft.change_membership(out, false).await {
@@ -1050,6 +1047,7 @@ impl Inner {
         }
         let membership = self.raft.metrics().borrow().membership_config.clone();
         let moved = |known: &RaftMember| {
+            // (A record from before incarnations, 0, gets the joiner's.)
             known.addr != member.addr || (member.incarnation != 0 && known.incarnation != member.incarnation)
         };
         if membership.nodes().any(|(n, known)| *n == id && moved(known)) {
@@ -1105,7 +1103,7 @@ impl Inner {
             member: self.me.clone(),
             initialized: self.raft.is_initialized().await.unwrap_or(false),
             group: Some(group),
-            takes_part: self.lost_state.refusal(&self.me.id, "Probe").is_none(),
+            takes_part: self.lost_state.is_open(),
         }
     }
 
