@@ -120,26 +120,8 @@ impl From<tonic::Status> for ClientError {
                     .to_owned(),
             };
         }
-        ClientError::Refused { code: s.code(), message: with_causes(&s) }
+        ClientError::Refused { code: s.code(), message: spectrum_core::transport::status_with_causes(&s) }
     }
-}
-
-/// `status`'s message and, for a failure on the way (a status the client's
-/// transport made, with a source), each cause in turn (`transport error:
-/// http2 error: connection error received: …`): a plaintext client at a TLS
-/// port, say, reads the port's own answer there rather than `transport error`.
-fn with_causes(status: &tonic::Status) -> String {
-    let mut message = status.message().to_owned();
-    let mut cause = std::error::Error::source(status);
-    while let Some(error) = cause {
-        let text = error.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        cause = error.source();
-    }
-    message
 }
 
 type Inner = proto::management_client::ManagementClient<InterceptedService<Channel, TokenInterceptor>>;

@@ -181,6 +181,33 @@ impl TransportConfig {
     }
 }
 
+/// `status`'s message and, for a failure on the way (a status the client's
+/// transport made, with a source), each cause in turn (`transport error:
+/// http2 error: connection error received: …`): a plaintext client at a TLS
+/// port, or a peer whose certificate is from another CA, reads the reason
+/// there rather than `transport error`.
+pub fn status_with_causes(status: &tonic::Status) -> String {
+    let mut message = status.message().to_owned();
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = error.source();
+    }
+    if message.contains("received fatal alert") {
+        // rustls names the alert only (`DecryptError` for a certificate of
+        // another CA); the peer's log has its reason.
+        message.push_str(
+            " (the peer refused the TLS handshake: is this side's certificate issued by the CA the \
+             peer trusts? The peer logs its reason)",
+        );
+    }
+    message
+}
+
 /// The URI of a validated address.
 pub fn uri_of(addr: &PeerAddr) -> Uri {
     // The canonical text was produced from a parsed URI and is one again.

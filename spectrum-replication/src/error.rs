@@ -295,7 +295,9 @@ impl PeerFailure {
     /// Classifies the status a call ended with. tonic reports a failed connection
     /// as `unavailable` and its request timeout as `cancelled`.
     pub(crate) fn from_status(status: &tonic::Status) -> Self {
-        let message = status.message().to_owned();
+        // With the transport's causes: a refused TLS handshake reads as its
+        // reason (an unknown issuer, say), not as `transport error` alone.
+        let message = spectrum_core::transport::status_with_causes(status);
         match status.code() {
             tonic::Code::Unavailable => PeerFailure::Unreachable { message },
             tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => PeerFailure::Timeout { message },
@@ -332,7 +334,9 @@ impl PeerFailure {
                 return failure;
             }
             if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled) {
-                return PeerFailure::Unreachable { message: status.message().to_owned() };
+                return PeerFailure::Unreachable {
+                    message: spectrum_core::transport::status_with_causes(status),
+                };
             }
             cause = e.source();
         }

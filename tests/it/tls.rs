@@ -154,6 +154,22 @@ async fn a_peer_with_a_certificate_of_a_foreign_ca_is_refused_at_the_handshake()
     let cert = foreign.issue(&"node-9".parse().unwrap(), &hosts()).unwrap();
     let tls = TlsConfig::from_pem(ca.cert_pem(), cert.cert_pem, cert.key_pem).unwrap();
     let intruder = node("node-9").tls(tls).seeds([nodes[0].addr().clone()]).start().await.unwrap();
+    // Its /readyz (over its own certificate's CA) says why, in the TLS
+    // layer's words, not as a bare `transport error`.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // (hyper drops the reason when the connection ends before its request
+    // left, as it may: the node probes its seed again, and reads it then.)
+    loop {
+        let (_, response) = https1_get(&foreign, intruder.local_addr(), "/readyz", &[b"http/1.1"]).await;
+        if let Some(at) = response.find("peer_errors")
+            && response[at..].contains("received fatal alert")
+            && response[at..].contains("the peer refused the TLS handshake")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never said why it is not joined: {response}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_kept_out(&ca, &nodes, intruder).await;
     for n in nodes {
         n.shutdown().await;
