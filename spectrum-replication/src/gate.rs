@@ -577,6 +577,44 @@ mod tests {
         s.raft_replicator.shutdown().await;
     }
 
+    /// A node whose Raft file holds no group, before its seeds said whether
+    /// the group has it as a voter, denies a vote (as Raft does: an answer,
+    /// not a failure, which openraft logs as an ERROR at every first start),
+    /// and still refuses entries.
+    #[tokio::test]
+    async fn a_node_not_yet_checked_denies_votes_and_refuses_entries() {
+        let hlc = manual_hlc();
+        let store: Arc<dyn ConfigStore> = Arc::new(MemoryStore::new("a".parse().unwrap(), hlc.clone()));
+        let dir = tempfile::tempdir().unwrap();
+        let replicator = RaftReplicator::builder(store, hlc, cluster(), "127.0.0.1:7001".parse().unwrap())
+            .data_dir(dir.path())
+            .credential(credential())
+            .seeds(vec!["127.0.0.1:9".parse().unwrap()])
+            .build()
+            .await
+            .unwrap();
+        let raft = replicator.service();
+        let good = metadata(vec![("x-spectrum-peer", token(&credential()))]);
+        let call = |json: &[u8]| proto::RaftCall {
+            header: header(CLUSTER, NOW_MS),
+            json: json.to_vec(),
+            target_incarnation: replicator.incarnation(),
+            ..Default::default()
+        };
+        let vote = br#"{"vote":{"leader_id":{"term":3,"node_id":7},"committed":false},"last_log_id":null}"#;
+        let answer = raft.vote(request(call(vote), &good)).await.unwrap().into_inner();
+        let answer: serde_json::Value = serde_json::from_slice(&answer.json).unwrap();
+        assert_eq!(answer["Ok"]["vote_granted"], false, "{answer}");
+        let entries = br#"{"vote":{"leader_id":{"term":3,"node_id":7},"committed":true},"prev_log_id":null,"entries":[],"leader_commit":null}"#;
+        let refused = raft.append_entries(request(call(entries), &good)).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+        assert!(
+            refused.message().contains("does not yet know whether the group has it as a voter"),
+            "{refused:?}"
+        );
+        replicator.shutdown().await;
+    }
+
     #[tokio::test]
     async fn every_internal_service_refuses_each_hostile_caller_alike_and_changes_nothing() {
         let s = services().await;

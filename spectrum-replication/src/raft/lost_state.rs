@@ -63,6 +63,12 @@ impl LostStateGate {
         self.0.load(Ordering::Acquire) == OPEN
     }
 
+    /// Whether this node has not yet heard from its seeds whether the group
+    /// has it as a voter (neither open nor shut).
+    pub(super) fn is_unchecked(&self) -> bool {
+        self.0.load(Ordering::Acquire) == UNCHECKED
+    }
+
     /// The refusal of a peer's Vote, AppendEntries or InstallSnapshot while
     /// this node (`node`) may not take part in them; `None` when it may.
     pub(super) fn refusal(&self, node: &str, method: &str) -> Option<Status> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest, VoteResponse};
 use tokio::sync::watch;
 use tonic::body::Body;
 use tonic::codegen::{Service, http};
@@ -307,8 +307,23 @@ impl RaftRpc for RaftService {
 
     async fn vote(&self, request: Request<proto::RaftCall>) -> Result<Response<proto::RaftAnswer>, Status> {
         let admitted = self.admit(&request, "Vote")?;
-        self.may_take_part("Vote", request.get_ref().target_incarnation)?;
         let rpc: VoteRequest<u64> = from_json("json", &request.get_ref().json)?;
+        if self.inner.lost_state.is_unchecked() {
+            // Not yet checked (the usual state of a new node while the group
+            // is being founded; its next probe settles it): the vote is
+            // denied, as Raft denies one, rather than failed, which openraft
+            // logs as an ERROR at every cluster's first start. The denial
+            // carries this node's own vote, as openraft's would, and no log:
+            // a candidate learns nothing from it but "not granted".
+            let denied: Result<VoteResponse<u64>, RaftError<u64>> = Ok(VoteResponse {
+                vote: self.inner.raft.metrics().borrow().vote,
+                vote_granted: false,
+                last_log_id: None,
+            });
+            tracing::debug!(candidate = %rpc.vote, "vote denied: not yet known whether the group has this node as a voter");
+            return Ok(self.answer(&admitted, to_json(&denied)));
+        }
+        self.may_take_part("Vote", request.get_ref().target_incarnation)?;
         let result = self.inner.raft.vote(rpc).await;
         Ok(self.answer(&admitted, to_json(&result)))
     }
