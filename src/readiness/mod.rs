@@ -177,7 +177,11 @@ impl Readiness {
             (draining && !removed, "draining"),
             (!store_writable, "store not writable"),
             (!clock_in_bounds, "clock off from its peers"),
-            (consensus_error.is_some(), "consensus stopped (see consensus_error); restart the node"),
+            (
+                consensus_error.is_some(),
+                "consensus stopped (see consensus_error); `spectrum node` restarts the node once its data \
+                 directory takes a write (an embedding restarts its Node)",
+            ),
         ]
         .into_iter()
         .filter_map(|(fails, what)| fails.then_some(what))
@@ -234,7 +238,8 @@ impl Readiness {
     pub fn out_of_cluster(&self) -> Option<String> {
         if let Some(error) = self.consensus_error() {
             return Some(format!(
-                "its consensus stopped: {error}; restart the node (once its disk has room, if that was the cause)"
+                "its consensus stopped: {error}; `spectrum node` restarts the node once its data directory takes a \
+                 write (an embedding restarts its Node)"
             ));
         }
         if self.removed.load(Ordering::Acquire) {

@@ -117,12 +117,13 @@ fn a_node_whose_disk_fills_refuses_writes_naming_its_store_is_not_served_and_rec
     assert_eq!(written.expect("node-3 writes again")["acked"], 3);
 }
 
-/// Raft mode: a failed log append stops a node's Raft for good (openraft
-/// treats storage errors as fatal). The node says so: not ready, and it
-/// refuses reads from its copy, which no longer follows the group, while the
-/// other two go on committing.
+/// Raft mode: a failed log append stops a node's Raft (openraft treats
+/// storage errors as fatal). The node says so: not ready, and it refuses
+/// reads from its copy, which no longer follows the group, while the other
+/// two go on committing. Once its disk has room, `spectrum node` restarts it
+/// in-process: the same process serves again, with every committed write.
 #[test]
-fn a_raft_node_whose_log_cannot_be_written_is_not_ready_and_refuses_reads_saying_why() {
+fn a_raft_node_whose_log_cannot_be_written_says_why_and_comes_back_once_there_is_room() {
     let spec = ClusterSpec::new("cli-raft-full-disk", 3, "raft-full-disk-token")
         .raft()
         .own_addresses()
@@ -133,7 +134,7 @@ fn a_raft_node_whose_log_cannot_be_written_is_not_ready_and_refuses_reads_saying
     cluster.ok(&["config", "put", "settings/before", "kept"]);
     let inside =
         PathBuf::from(format!("/proc/{}/root", cluster.pid(FULL))).join(data_dir.strip_prefix("/").unwrap());
-    fill(&inside);
+    let filler = fill(&inside);
 
     // Writes through the balancer reach node-3's log, whose append fails.
     let big = "x".repeat(100 * 1024);
@@ -158,4 +159,23 @@ fn a_raft_node_whose_log_cannot_be_written_is_not_ready_and_refuses_reads_saying
     for _ in 0..10 {
         assert_eq!(cluster.json(&["config", "get", "settings/color"])["value"], "blue");
     }
+
+    // Room again: the same process restarts the node, which catches up.
+    std::fs::remove_file(&filler).unwrap();
+    eventually("node-3 is ready again", STARTUP, || match readiness(&full)? {
+        (200, _) => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
+    assert!(cluster.node_process(FULL).try_wait().unwrap().is_none(), "node-3's process exited");
+    eventually("node-3 holds every committed write", STARTUP, || {
+        for (key, value) in [("settings/before", "kept"), ("settings/color", "blue")] {
+            let held = cluster.value_at(FULL, key)?;
+            if held.as_deref() != Some(value) {
+                return Err(format!("{key} = {held:?}"));
+            }
+        }
+        Ok(())
+    });
+    let written = cluster.try_json_at(&full, &["config", "put", "settings/after", "1"]);
+    written.expect("node-3 takes writes again");
 }

@@ -66,6 +66,12 @@ fn run_raft_in_namespace(test: &str, scenario: Scenario) {
     assert!(report.clean(), "{}", report.text());
     assert!(report.acknowledged >= 20, "too few writes acknowledged: {}", report.text());
     assert!(report.reads >= 10, "too few consistent reads answered: {}", report.text());
+    if scenario.kinds == [FaultKind::DiskFull] {
+        // Writes go on throughout: the full disk stops the node's Raft at
+        // its next append, and `spectrum node` must have restarted it (the
+        // final heal found every node ready).
+        assert!(report.restarts >= 1, "the full disk never stopped a node's consensus: {}", report.text());
+    }
 }
 
 fn scenario(seed: u64, nodes: usize, kinds: &[FaultKind]) -> Scenario {
@@ -125,5 +131,14 @@ fn raft_mode_on_five_nodes_under_splits_and_kills_records_a_linearizable_history
     run_raft_in_namespace(
         "raft_mode_on_five_nodes_under_splits_and_kills_records_a_linearizable_history",
         raft_scenario(7, 5, &kinds),
+    );
+}
+
+#[test]
+fn raft_mode_through_a_full_disk_restarts_the_node_and_records_a_linearizable_history() {
+    let kinds = [FaultKind::DiskFull];
+    run_raft_in_namespace(
+        "raft_mode_through_a_full_disk_restarts_the_node_and_records_a_linearizable_history",
+        raft_scenario(8, 3, &kinds),
     );
 }

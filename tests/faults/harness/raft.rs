@@ -61,6 +61,8 @@ pub(crate) struct RaftReport {
     /// Everything else that went wrong (replicas that differ, final reads that
     /// disagree with them, processes that exited or panicked).
     pub(crate) anomalies: Vec<String>,
+    /// In-process restarts of nodes whose consensus stopped (on a full disk).
+    pub(crate) restarts: usize,
     /// From the final heal until the replicas were identical.
     pub(crate) settled_in: Duration,
     /// Where the history and logs were written.
@@ -80,8 +82,8 @@ impl RaftReport {
         let s = &self.scenario;
         let mut text = format!(
             "raft seed {} ({} nodes): {} writes acknowledged, {} compare-and-sets refused, {} of unknown \
-             outcome, {} consistent reads; faults {:?}; replicas identical {:.1} s after the last heal; \
-             {:.1} s; history {}\n  {}\n",
+             outcome, {} consistent reads; faults {:?}; {} restarts after consensus stopped; replicas \
+             identical {:.1} s after the last heal; {:.1} s; history {}\n  {}\n",
             s.seed,
             s.nodes,
             self.acknowledged,
@@ -89,6 +91,7 @@ impl RaftReport {
             self.unknown,
             self.reads,
             self.faults.iter().map(|(k, n)| format!("{}={n}", k.name())).collect::<Vec<_>>(),
+            self.restarts,
             self.settled_in.as_secs_f64(),
             self.took.as_secs_f64(),
             self.out.join("linearizability.jsonl").display(),
@@ -107,13 +110,17 @@ impl RaftReport {
 pub(crate) fn run(scenario: &Scenario, bin: &Path, out: &Path) -> RaftReport {
     assert!((3..=MAX_NODES).contains(&scenario.nodes), "3 to {MAX_NODES} nodes");
     assert!(
-        !scenario.kinds.iter().any(|k| matches!(k, FaultKind::EmptyDisk | FaultKind::DiskFull)),
+        !scenario.kinds.contains(&FaultKind::EmptyDisk),
         "a Raft member restarted on an empty disk forgets its vote and log, which Raft forbids"
     );
     scenario::prepare_namespace();
     let began = Instant::now();
     let mut rng = StdRng::seed_from_u64(scenario.seed);
-    let steps = nemesis::schedule(&mut rng, scenario.nodes, &scenario.kinds, scenario.span, None);
+    // A full disk stops the node's Raft (openraft treats a failed append as
+    // fatal); `spectrum node` restarts it in-process once the disk has room.
+    let tmpfs_node =
+        scenario.kinds.contains(&FaultKind::DiskFull).then(|| rng.random_range(0..scenario.nodes));
+    let steps = nemesis::schedule(&mut rng, scenario.nodes, &scenario.kinds, scenario.span, tmpfs_node);
     println!(
         "raft fault scenario: seed {} ({} nodes, {} faults)",
         scenario.seed,
@@ -122,7 +129,8 @@ pub(crate) fn run(scenario: &Scenario, bin: &Path, out: &Path) -> RaftReport {
     );
     let dir = tempfile::Builder::new().prefix("spectrum-faults-raft-").tempdir().expect("run dir");
     std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    let mut cluster = Cluster::start_in_mode(bin, dir.path(), scenario.nodes, None, ReplicationMode::Raft);
+    let mut cluster =
+        Cluster::start_in_mode(bin, dir.path(), scenario.nodes, tmpfs_node, ReplicationMode::Raft);
     let ids: Vec<(String, String)> = cluster.nodes.iter().map(|n| (n.id.clone(), n.url())).collect();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
@@ -181,6 +189,14 @@ pub(crate) fn run(scenario: &Scenario, bin: &Path, out: &Path) -> RaftReport {
     cluster.check_exits();
     anomalies.extend(cluster.failures.iter().cloned());
     anomalies.extend(cluster.panics());
+    let restarts = cluster
+        .logs()
+        .iter()
+        .map(|log| {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            text.lines().filter(|l| l.contains("node restarted after its consensus stopped")).count()
+        })
+        .sum();
     let recorded = recorder.history().expect("the workload records well-formed operations");
     let check = linearizability::check(&recorded);
     let out = out.join(format!("raft-seed-{}", scenario.seed));
@@ -202,6 +218,7 @@ pub(crate) fn run(scenario: &Scenario, bin: &Path, out: &Path) -> RaftReport {
         faults,
         check,
         anomalies,
+        restarts,
         settled_in,
         out,
         took: began.elapsed(),
