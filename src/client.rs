@@ -772,7 +772,11 @@ impl AdminClient {
         };
         let a = self.call().set_node_state(request).await?.into_inner();
         let member = required("member", a.member)?;
-        Ok(self.noted(NodeStateChanged { member: member.try_into()?, write: receipt(a.write)? }))
+        let previous = match a.previous_state.as_str() {
+            "" => None,
+            text => Some(text.parse().map_err(|e| ClientError::from(crate::pb::bad("previous_state", e)))?),
+        };
+        Ok(self.noted(NodeStateChanged { member: member.try_into()?, previous, write: receipt(a.write)? }))
     }
 
     /// Adds the user `name` with `role`; the answer holds the user's token, in

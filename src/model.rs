@@ -17,7 +17,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
-use spectrum_core::{Liveness, Member, NodeId};
+use spectrum_core::{Liveness, Member, MemberState, NodeId};
 use spectrum_replication::VersionToken;
 use utoipa::ToSchema;
 
@@ -730,12 +730,16 @@ impl fmt::Display for ResealReport {
     }
 }
 
-/// A member's state changed by an operator (drain, undrain). Its JSON is
-/// `{"node": id, "addr": …, "state": …, "write": …}`.
+/// A member's state set by an operator (drain, undrain, remove). Its JSON is
+/// `{"node": id, "addr": …, "state": …, "previous": …, "write": …}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeStateChanged {
     /// The member as now recorded.
     pub member: Member,
+    /// Its state before: the same as `member.state` when the operator asked
+    /// for the state it already had (nothing changed). `None` from a node
+    /// of an earlier version.
+    pub previous: Option<MemberState>,
     /// The acknowledged write.
     pub write: WriteReceipt,
 }
@@ -743,10 +747,11 @@ pub struct NodeStateChanged {
 impl Serialize for NodeStateChanged {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(Some(4))?;
+        let mut map = s.serialize_map(Some(5))?;
         map.serialize_entry("node", &self.member.id)?;
         map.serialize_entry("addr", &self.member.addr)?;
         map.serialize_entry("state", &self.member.state)?;
+        map.serialize_entry("previous", &self.previous)?;
         map.serialize_entry("write", &self.write)?;
         map.end()
     }
@@ -754,7 +759,16 @@ impl Serialize for NodeStateChanged {
 
 impl fmt::Display for NodeStateChanged {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "node {} is now {} ({})", self.member.id, self.member.state, self.write)
+        match self.previous {
+            Some(previous) if previous == self.member.state => {
+                write!(
+                    f,
+                    "node {} was already {}: nothing changed ({})",
+                    self.member.id, previous, self.write
+                )
+            }
+            _ => write!(f, "node {} is now {} ({})", self.member.id, self.member.state, self.write),
+        }
     }
 }
 
@@ -993,6 +1007,9 @@ pub mod schema {
         pub addr: String,
         /// Its state now.
         pub state: MemberState,
+        /// Its state before (the same as `state` when nothing changed; null
+        /// from a node of an earlier version).
+        pub previous: Option<MemberState>,
         /// The acknowledged write.
         pub write: WriteReceipt,
     }
@@ -1056,9 +1073,17 @@ mod tests {
             "127.0.0.1:7002".parse().unwrap(),
             spectrum_core::MemberState::Draining,
         );
-        let v = serde_json::to_value(NodeStateChanged { member, write: receipt() }).unwrap();
+        let changed = NodeStateChanged { member, previous: Some(MemberState::Active), write: receipt() };
+        assert!(changed.to_string().starts_with("node n2 is now draining ("), "{changed}");
+        let v = serde_json::to_value(&changed).unwrap();
         assert_eq!((v["node"].as_str(), v["state"].as_str()), (Some("n2"), Some("draining")));
+        assert_eq!(v["previous"], "active");
         assert_eq!(v["addr"], "http://127.0.0.1:7002");
+        let unchanged = NodeStateChanged { previous: Some(MemberState::Draining), ..changed };
+        assert!(
+            unchanged.to_string().starts_with("node n2 was already draining: nothing changed ("),
+            "{unchanged}"
+        );
     }
 
     fn keys(v: &serde_json::Value) -> Vec<String> {
@@ -1098,11 +1123,17 @@ mod tests {
             state: mirrored_active(),
         };
         assert_eq!(serde_json::to_value(&member).unwrap(), serde_json::to_value(&mirror).unwrap());
-        let changed = serde_json::to_value(NodeStateChanged { member, write: receipt() }).unwrap();
+        let changed = serde_json::to_value(NodeStateChanged {
+            member,
+            previous: Some(MemberState::Active),
+            write: receipt(),
+        })
+        .unwrap();
         let mirror = schema::NodeStateChanged {
             node: "n2".into(),
             addr: "http://127.0.0.1:7002".into(),
             state: mirrored_active(),
+            previous: Some(mirrored_active()),
             write: receipt(),
         };
         assert_eq!(changed, serde_json::to_value(&mirror).unwrap());

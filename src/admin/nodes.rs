@@ -134,6 +134,7 @@ impl Admin {
             }
         }
         let before = Bytes::from(member.to_record_value());
+        let previous = member.state;
         member.state = state;
         let value = Bytes::from(member.to_record_value());
         let write = self.write(WriteBatch::new().put(key.clone(), value), ack).await?;
@@ -144,7 +145,7 @@ impl Admin {
             }
         }
         info!(member = %id, state = %state, version = %write.version, "member state set");
-        Ok(NodeStateChanged { member, write })
+        Ok(NodeStateChanged { member, previous: Some(previous), write })
     }
 
     /// Raft mode, the group refused to take `id` out of the voters (or did

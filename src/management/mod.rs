@@ -537,6 +537,7 @@ impl Management for ManagementService {
         Ok(Response::new(proto::SetNodeStateResponse {
             member: Some((&done.member).into()),
             write: Some(done.write.into()),
+            previous_state: done.previous.map(|s| s.to_string()).unwrap_or_default(),
         }))
     }
 
