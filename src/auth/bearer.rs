@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Status};
 
 use super::token::tokens_match;
-use super::{Caller, Lookup, Token, TokenHash, UserIndex};
+use super::{Caller, Lookup, Role, Token, TokenHash, UserIndex};
 
 /// The node's side: finds out who is calling from the bearer token and puts the
 /// [`Caller`] into the request's extensions, or refuses the call with
@@ -62,14 +62,24 @@ impl BearerAuth {
     ///
     /// `UNAUTHENTICATED` for a missing, unknown or revoked token.
     pub fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, Status> {
+        self.authenticate_credential(headers).map(|(caller, _)| caller)
+    }
+
+    /// As [`authenticate`](Self::authenticate), with the [`Credential`] the
+    /// caller presented, to check again during a long call.
+    ///
+    /// # Errors
+    ///
+    /// `UNAUTHENTICATED` for a missing, unknown or revoked token.
+    pub fn authenticate_credential(&self, headers: &http::HeaderMap) -> Result<(Caller, Credential), Status> {
         self.identify(presented(headers.get_all(http::header::AUTHORIZATION).iter().map(|v| v.as_bytes())))
     }
 
-    /// Who holds the token `given`, or why it is refused.
-    fn identify(&self, given: Presented<'_>) -> Result<Caller, Status> {
+    /// Who holds the token `given`, and what it presented, or why it is refused.
+    fn identify(&self, given: Presented<'_>) -> Result<(Caller, Credential), Status> {
         let no_users = self.users.as_ref().is_none_or(|u| u.is_empty());
         if self.bootstrap.is_none() && no_users {
-            return Ok(Caller::anonymous());
+            return Ok((Caller::anonymous(), Credential(Presenting::Anonymous(self.users.clone()))));
         }
         let given = match given {
             Presented::Bearer(token) => token,
@@ -85,11 +95,15 @@ impl BearerAuth {
         if let Some(bootstrap) = &self.bootstrap
             && tokens_match(given.as_bytes(), bootstrap.expose().as_bytes())
         {
-            return Ok(Caller::bootstrap());
+            return Ok((Caller::bootstrap(), Credential(Presenting::Bootstrap)));
         }
         if let (Some(users), Ok(token)) = (&self.users, Token::new(given)) {
-            match users.lookup(&TokenHash::of(&token)) {
-                Lookup::Valid(caller) => return Ok(caller),
+            let hash = TokenHash::of(&token);
+            match users.lookup(&hash) {
+                Lookup::Valid(caller) => {
+                    let credential = Presenting::User { users: users.clone(), hash, role: caller.role };
+                    return Ok((caller, Credential(credential)));
+                }
                 Lookup::Revoked => {
                     return Err(Status::unauthenticated("invalid bearer token: it was revoked"));
                 }
@@ -103,9 +117,86 @@ impl BearerAuth {
 impl tonic::service::Interceptor for BearerAuth {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let lines = request.metadata().get_all("authorization").iter().map(|v| v.as_encoded_bytes());
-        let caller = self.identify(presented(lines))?;
+        let (caller, credential) = self.identify(presented(lines))?;
         request.extensions_mut().insert(caller);
+        request.extensions_mut().insert(credential);
         Ok(request)
+    }
+}
+
+/// What a caller presented when its call began, to check again while a long
+/// call runs: a watch ends once its token is revoked or rotated, or its
+/// user's role changes, rather than streaming on to a token every new call
+/// refuses (as etcd cancels the watches of a revoked lease).
+#[derive(Debug, Clone)]
+pub struct Credential(Presenting);
+
+#[derive(Debug, Clone)]
+enum Presenting {
+    /// The node file's token: valid as long as the node runs.
+    Bootstrap,
+    /// Development mode (no token, no user): valid until a user is added.
+    Anonymous(Option<Arc<UserIndex>>),
+    /// A user's token, by its hash, with the role it had.
+    User { users: Arc<UserIndex>, hash: TokenHash, role: Role },
+}
+
+/// `stream`, ended once `credential` (when there is one) no longer lets its
+/// caller in: checked before each item, the item is replaced by `end` of the
+/// refusal, and the stream ends with it.
+pub(crate) fn until_invalid<S>(
+    stream: S,
+    credential: Option<Credential>,
+    end: fn(Status) -> S::Item,
+) -> impl futures::Stream<Item = S::Item>
+where
+    S: futures::Stream,
+{
+    use futures::StreamExt;
+    futures::stream::unfold(
+        (Box::pin(stream), credential, false),
+        move |(mut stream, credential, ended)| async move {
+            if ended {
+                return None;
+            }
+            let item = stream.next().await?;
+            match credential.as_ref().map(Credential::still_valid) {
+                Some(Err(refusal)) => Some((end(refusal), (stream, credential, true))),
+                _ => Some((item, (stream, credential, false))),
+            }
+        },
+    )
+}
+
+impl Credential {
+    /// Whether the credential still lets its caller in with the same role.
+    ///
+    /// # Errors
+    ///
+    /// `UNAUTHENTICATED` saying what changed: the token was revoked, is no
+    /// longer any user's (rotated), or its user's role changed; or a user was
+    /// added, which ends development mode.
+    pub fn still_valid(&self) -> Result<(), Status> {
+        match &self.0 {
+            Presenting::Bootstrap => Ok(()),
+            Presenting::Anonymous(users) if users.as_ref().is_some_and(|u| !u.is_empty()) => {
+                Err(Status::unauthenticated(
+                    "development mode ended (a user was added): send authorization: Bearer <token>",
+                ))
+            }
+            Presenting::Anonymous(_) => Ok(()),
+            Presenting::User { users, hash, role } => match users.lookup(hash) {
+                Lookup::Valid(caller) if caller.role == *role => Ok(()),
+                Lookup::Valid(caller) => Err(Status::unauthenticated(format!(
+                    "the bearer token's role changed from {role} to {}: call again",
+                    caller.role
+                ))),
+                Lookup::Revoked => Err(Status::unauthenticated("invalid bearer token: it was revoked")),
+                Lookup::Unknown => Err(Status::unauthenticated(
+                    "invalid bearer token: it is no longer any user's (rotated?)",
+                )),
+            },
+        }
     }
 }
 

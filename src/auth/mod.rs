@@ -20,8 +20,8 @@ mod index;
 mod role;
 mod token;
 
-pub use bearer::BearerAuth;
-pub(crate) use bearer::bearer_token;
+pub use bearer::{BearerAuth, Credential};
+pub(crate) use bearer::{bearer_token, until_invalid};
 pub use hash::{InvalidTokenHash, TokenHash};
 pub use index::{Lookup, RESCAN_INTERVAL, UserIndex};
 pub use role::{Caller, Role, UnknownRole};

@@ -184,8 +184,8 @@ pub(crate) fn routes(admin: Admin, auth: BearerAuth, max_body_bytes: usize) -> a
 /// Identifies the caller ([`BearerAuth::authenticate`]) before anything else is
 /// read, as the gRPC interceptor does: `401` otherwise.
 async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) -> Response {
-    match api.auth.authenticate(request.headers()) {
-        Ok(caller) => {
+    match api.auth.authenticate_credential(request.headers()) {
+        Ok((caller, credential)) => {
             let key = match idempotency::from_headers(request.headers()) {
                 Ok(key) => key,
                 Err(e) => {
@@ -193,6 +193,7 @@ async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) 
                 }
             };
             request.extensions_mut().insert(caller.clone());
+            request.extensions_mut().insert(credential);
             idempotency::scope(key, &caller, next.run(request)).await
         }
         Err(status) => ApiError::from(status).into_response(),

@@ -48,6 +48,7 @@ pub struct WatchParams {
 pub(super) async fn watch(
     State(api): State<Api>,
     Extension(caller): Extension<Caller>,
+    credential: Option<Extension<crate::auth::Credential>>,
     uri: http::Uri,
 ) -> Answer {
     let caller = authorize(&api, caller, Rpc::Watch, "").await?;
@@ -61,10 +62,15 @@ pub(super) async fn watch(
         .transpose()?;
     let read = ReadParams { min_version: None, session: q.session, wait_ms: q.wait_ms, consistent: None };
     let events = api.admin().watch(q.prefix.as_deref().unwrap_or_default(), from, &read.after()?).await?;
+    // Checked at every event, those the caller may not see included (a
+    // revocation is one, under users/): a revoked token's watch ends with
+    // its refusal as the last line.
+    let events = events.map(|event| event.map_err(Status::from));
+    let events = crate::auth::until_invalid(events, credential.map(|Extension(c)| c), Err);
     let lines = events.filter(move |event| may_see(&caller, event)).map(|event| {
         let mut line = match event {
             Ok(event) => serde_json::to_vec(&event),
-            Err(e) => serde_json::to_vec(&ApiError::from(Status::from(e)).body),
+            Err(status) => serde_json::to_vec(&ApiError::from(status).body),
         }
         .unwrap_or_default();
         line.push(b'\n');

@@ -18,6 +18,7 @@ impl ManagementService {
         request: Request<proto::WatchRequest>,
     ) -> Result<Response<WatchEvents>, Status> {
         let caller = self.authorize(&request, Rpc::Watch, "").await?;
+        let credential = request.extensions().get::<crate::auth::Credential>().cloned();
         let req = request.into_inner();
         super::rpc::check_read(&caller, Rpc::Watch, &req.prefix)?;
         let from = match req.from.as_str() {
@@ -28,10 +29,14 @@ impl ManagementService {
         };
         let events = self.admin.watch(&req.prefix, from, &after("", req.read.as_ref())?).await?;
         let served_by = entry_served_by(&self.admin);
+        // Checked at every event, those the caller may not see included (a
+        // revocation is one, under users/).
+        let events =
+            crate::auth::until_invalid(events.map(|event| event.map_err(Status::from)), credential, Err);
         let wire =
             events.filter(move |event| super::rpc::may_see(&caller, event)).map(move |event| match event {
                 Ok(event) => Ok(event_to_wire(event, &served_by)),
-                Err(e) => Err(Status::from(e)),
+                Err(status) => Err(status),
             });
         Ok(Response::new(Box::pin(wire)))
     }

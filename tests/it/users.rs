@@ -246,6 +246,56 @@ async fn a_revoked_token_is_refused_by_every_node_within_a_sync_interval() {
     cluster.shutdown().await;
 }
 
+/// A watch opened with a token ends, with the refusal, at its first event
+/// after the token is revoked or rotated: it never streams a change made
+/// after that to a token every new call refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_watch_ends_once_its_token_is_revoked_or_rotated() {
+    let (cluster, admin, vera, otto) = with_vera_and_otto("it-users-watch-revoked").await;
+    let balancer = cluster.balancer_addr();
+    let mut watches = Vec::new();
+    for user in [&vera, &otto] {
+        let mut watch = client(&balancer, user.token.expose()).await.watch("settings/", None);
+        // Written until the watch (opened when first polled) has seen it.
+        let key = format!("settings/before-{}", user.user.name);
+        let mut seen = None;
+        for _ in 0..20 {
+            admin.put(&key, "seen", AckLevel::All).await.unwrap();
+            if let Ok(event) = tokio::time::timeout(Duration::from_millis(500), watch.next()).await {
+                seen = Some(event.expect("the watch goes on").expect("an event"));
+                break;
+            }
+        }
+        assert_eq!(seen.expect("an event in time").key, key);
+        watches.push(watch);
+    }
+    admin.revoke_user("vera", AckLevel::All).await.unwrap();
+    admin.rotate_user("otto", AckLevel::All).await.unwrap();
+    // Every node knows before the change the watches must not carry.
+    for node in cluster.nodes() {
+        for (user, why) in [(&vera, "revoked"), (&otto, "invalid bearer token")] {
+            let err = client(node.addr(), user.token.expose()).await.status().await.unwrap_err();
+            assert!(err.to_string().contains(why), "{}: {err}", node.id());
+        }
+    }
+    admin.put("settings/after", "secret", AckLevel::All).await.unwrap();
+    for (mut watch, why) in watches.into_iter().zip(["it was revoked", "no longer any user's"]) {
+        // Events sent before the revocation may still be on their way.
+        let err = loop {
+            let next =
+                tokio::time::timeout(REPLICATION_BOUND, watch.next()).await.expect("an answer in time");
+            match next.expect("the watch says why it ends") {
+                Ok(event) => assert_ne!(event.key, "settings/after", "streamed after the revocation"),
+                Err(err) => break err,
+            }
+        };
+        assert_eq!(err.code(), Some(Code::Unauthenticated), "{err}");
+        assert!(err.to_string().contains(why), "{err}");
+        assert!(watch.next().await.is_none(), "the watch ended");
+    }
+    cluster.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_of_another_cluster_are_refused() {
     let east = secured("it-users-east", 1, "east-bootstrap").await;
