@@ -79,6 +79,9 @@ pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a node with an empty store waits between attempts to reach a peer.
 const STARTUP_PULL_RETRY: Duration = Duration::from_millis(500);
+/// How often a node whose clock is fenced looks again before it records
+/// itself in membership.
+const CLOCK_FENCE_RECHECK: Duration = Duration::from_millis(500);
 /// How often a Raft node still joining looks whether the group refuses it
 /// (readiness then says why).
 const JOIN_REFUSAL_POLL: Duration = Duration::from_secs(1);
@@ -608,7 +611,7 @@ impl NodeBuilder {
         let channels = Arc::new(ChannelCache::new(self.transport.clone()));
         let Replication { anti_entropy, raft, replicator } =
             self.replicators(&store, &hlc, &addr, &channels, raft_dir).await?;
-        follow_clock(&readiness, &replicator, self.max_clock_offset);
+        follow_clock(&readiness, &replicator, &hlc, self.max_clock_offset);
         if let Some(raft) = &raft {
             // Weak, as the clock's source: the readiness must not keep the Raft
             // node alive after the node stops.
@@ -721,11 +724,18 @@ fn follow_peer_errors(
 }
 
 /// Makes `readiness` follow this node's clock against its peers' (as
-/// `replicator` measures them), fenced beyond `max_offset`.
-fn follow_clock(readiness: &Readiness, replicator: &Arc<dyn Replicator>, max_offset: Duration) {
+/// `replicator` measures them), fenced beyond `max_offset`, and its hybrid
+/// clock `hlc` against its wall clock (see [`ClockCheck::with_hlc_lead`]).
+fn follow_clock(
+    readiness: &Readiness,
+    replicator: &Arc<dyn Replicator>,
+    hlc: &Arc<Hlc>,
+    max_offset: Duration,
+) {
     // Weak: the store (inside the replicator) holds the readiness, which must not
     // keep the store (and its file) alive after the node stops.
     let measured = Arc::downgrade(replicator);
+    let hlc = Arc::downgrade(hlc);
     let last: parking_lot::Mutex<Option<(std::time::Instant, ClockCheck)>> = parking_lot::Mutex::new(None);
     readiness.set_clock_source(Arc::new(move || {
         let now = std::time::Instant::now();
@@ -736,7 +746,8 @@ fn follow_clock(readiness: &Readiness, replicator: &Arc<dyn Replicator>, max_off
             return check.clone();
         }
         let peers = measured.upgrade().map(|r| r.peers()).unwrap_or_default();
-        let check = ClockCheck::of(&peers, max_offset, now);
+        let lead_ms = hlc.upgrade().map_or(0, |hlc| hlc.last().wall_ms.saturating_sub(hlc.physical_now_ms()));
+        let check = ClockCheck::of(&peers, max_offset, now).with_hlc_lead(lead_ms);
         *last = Some((now, check.clone()));
         check
     }));
@@ -954,7 +965,32 @@ impl Joiner {
         let has_peers = !self.anti_entropy.peer_addrs().await?.is_empty();
         // Always pull first: even a node with data learns what it missed.
         let answered = self.pull().await;
-        if !(fresh && has_peers) || answered > 0 {
+        let caught_up = !(fresh && has_peers) || answered > 0;
+        if self.readiness.clock_fence().is_some() {
+            // Its peers' answers showed its clock off: it records itself once
+            // the clock is right (see `finish`), not before it starts; a node
+            // removed meanwhile is refused now, as it would be then.
+            let own = own_record(&*self.store, &self.id).await?;
+            if own.member.is_some_and(|m| m.state == MemberState::Removed) {
+                error!(node = %self.id, version = %own.version, "this node was removed from the cluster; refusing to join");
+                return Err(NodeError::Removed { id: self.id.clone(), version: own.version });
+            }
+            if caught_up {
+                // Its copy is the cluster's (or all it has): it serves reads
+                // meanwhile, and takes its peers' data; writes wait for the clock.
+                self.ready.store(true, Ordering::Release);
+                self.readiness.publish().await;
+            }
+            return Ok(Some(tokio::spawn(async move {
+                while !caught_up && self.pull().await == 0 {
+                    tokio::time::sleep(STARTUP_PULL_RETRY).await;
+                }
+                if let Err(e) = self.finish().await {
+                    warn!(node = %self.id, error = %e, "could not record membership");
+                }
+            })));
+        }
+        if caught_up {
             self.finish().await?;
             return Ok(None);
         }
@@ -1049,7 +1085,26 @@ impl Joiner {
     /// never heard of it, must not write itself back into membership. Such a
     /// write fails its condition, and is tried again once this node has caught
     /// up (a member does; a removed node never does, and waits, saying so).
+    ///
+    /// A node whose clock is off from its peers' (fenced) waits until it is
+    /// right: its record would carry its clock's stamp, and one stamped ahead
+    /// would outlast, by last-writer-wins, an operator's removal made later.
     async fn finish(&self) -> Result<(), NodeError> {
+        let mut told = false;
+        while let Some(reason) = self.readiness.clock_fence() {
+            if !told {
+                warn!(node = %self.id, %reason, "clock fenced: recording this node in membership once it is right");
+                told = true;
+            }
+            tokio::time::sleep(CLOCK_FENCE_RECHECK).await;
+        }
+        if told {
+            info!(node = %self.id, "clock right again: recording this node in membership");
+            if self.replicator.mode() == ReplicationMode::LastWriterWins {
+                // What the cluster wrote meanwhile (an operator's removal) first.
+                self.pull().await;
+            }
+        }
         let OwnRecord { member: held, condition, version } = own_record(&*self.store, &self.id).await?;
         if held.as_ref().is_some_and(|m| m.state == MemberState::Removed) {
             error!(node = %self.id, %version, "this node was removed from the cluster; refusing to join");
@@ -1379,7 +1434,16 @@ impl Node {
         self.readiness.set_stopping();
         self.readiness.publish().await;
         self.watches.stop_watches();
-        if drain_grace > Duration::ZERO && self.join_task.as_ref().is_none_or(|t| t.is_finished()) {
+        // Last-writer-wins: a fenced clock's stamps would order these records
+        // wrongly against the cluster's (one ahead would outlast an operator's
+        // later removal), so a fenced node records nothing of its stop; its
+        // peers' failure detector and the health checks find it gone.
+        let fenced = self.raft.is_none() && self.readiness.clock_fence().is_some();
+        if fenced {
+            warn!(node = %self.ctx.id, "clock fenced: stopping without recording draining or left");
+        }
+        if !fenced && drain_grace > Duration::ZERO && self.join_task.as_ref().is_none_or(|t| t.is_finished())
+        {
             // Drain first: balancers following membership (or health) stop sending new
             // requests, while this node still serves whatever reaches it meanwhile.
             // Recorded as the stop's own drain, undone when the node starts again;
@@ -1414,7 +1478,7 @@ impl Node {
         }
         // A Raft voter that stays one is stopped, not gone: it stays `draining`
         // (nothing routes to it) until it starts again.
-        if (self.raft.is_none() || leave_consensus) && !self.recorded_as_gone().await {
+        if !fenced && (self.raft.is_none() || leave_consensus) && !self.recorded_as_gone().await {
             let left = Member::new(self.ctx.id.clone(), self.addr.clone(), MemberState::Left);
             if let Err(e) =
                 record_membership(&*self.ctx.store, &*self.replicator, &left, AckLevel::All, None).await

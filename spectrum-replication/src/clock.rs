@@ -47,6 +47,9 @@ pub struct ClockCheck {
     pub offset_ms: Option<(i64, u64)>,
     /// The largest offset tolerated, in milliseconds.
     pub max_ms: u64,
+    /// How far this node's hybrid clock runs ahead of its wall clock, in
+    /// milliseconds (see [`with_hlc_lead`](Self::with_hlc_lead)); 0 unless set.
+    pub hlc_lead_ms: u64,
 }
 
 impl ClockCheck {
@@ -83,7 +86,28 @@ impl ClockCheck {
         far.sort_unstable();
         let offset_ms = far.get(far.len() / 2).copied();
         let agreeing = measured.len() - far.len();
-        Self { peers: latest.len(), far: far.len(), agreeing, offset_ms, max_ms }
+        Self { peers: latest.len(), far: far.len(), agreeing, offset_ms, max_ms, hlc_lead_ms: 0 }
+    }
+
+    /// The check with this node's hybrid clock `lead_ms` ahead of its wall
+    /// clock. A hybrid clock never goes back (nor does the high-water mark a
+    /// store restores it to), so a node whose wall clock ran ahead, once
+    /// corrected, still stamps writes that far ahead: each would outlast the
+    /// cluster's newer writes to its key, and an operator's later removal of
+    /// it. Beyond twice the maximum offset (the most two clocks in bounds of
+    /// the majority can differ) it is [fenced](Self::fenced) until its wall
+    /// clock catches up, as a CockroachDB node waits out its persisted clock
+    /// upper bound before it serves.
+    #[must_use]
+    pub fn with_hlc_lead(mut self, lead_ms: u64) -> Self {
+        self.hlc_lead_ms = lead_ms;
+        self
+    }
+
+    /// Whether the hybrid clock runs too far ahead of the wall clock (see
+    /// [`with_hlc_lead`](Self::with_hlc_lead)).
+    pub fn hlc_ahead(&self) -> bool {
+        self.hlc_lead_ms > self.max_ms.saturating_mul(2)
     }
 
     /// Whether this node's clock is the outlier: more than half of the peers it
@@ -98,8 +122,11 @@ impl ClockCheck {
     /// on its own side, so a lone dissenter among three does not fence the other
     /// two). With a single peer, far off, both are fenced: neither can tell
     /// whose clock is wrong, and neither writes.
+    ///
+    /// A node whose hybrid clock runs too far ahead is fenced too
+    /// ([`hlc_ahead`](Self::hlc_ahead)).
     pub fn fenced(&self) -> bool {
-        self.far > self.agreeing
+        self.far > self.agreeing || self.hlc_ahead()
     }
 }
 
@@ -114,6 +141,15 @@ impl fmt::Display for ClockCheck {
                     self.far, self.peers, self.max_ms
                 )
             }
+            None if self.hlc_ahead() => write!(
+                f,
+                "this node's hybrid clock is {} ms ahead of its wall clock (the wall clock ran ahead \
+                 earlier, and a hybrid clock never goes back): it takes writes again in about {} s, once \
+                 its wall clock has caught up to within {} ms",
+                self.hlc_lead_ms,
+                (self.hlc_lead_ms - self.max_ms.saturating_mul(2)).div_ceil(1000),
+                self.max_ms.saturating_mul(2)
+            ),
             None => write!(f, "this node's clock is within {} ms of its {} peers", self.max_ms, self.peers),
         }
     }
@@ -135,6 +171,19 @@ mod tests {
             p.clock_measured_at = Some(at);
         }
         p
+    }
+
+    #[test]
+    fn a_hybrid_clock_ahead_of_the_wall_clock_by_more_than_twice_the_maximum_fences_saying_for_how_long() {
+        let now = Instant::now();
+        let peers = [peer("a", 1, Some((3, 1)), now), peer("b", 2, Some((-2, 1)), now)];
+        let within = ClockCheck::of(&peers, MAX, now).with_hlc_lead(1_000);
+        assert!(!within.fenced(), "{within}");
+        let ahead = ClockCheck::of(&peers, MAX, now).with_hlc_lead(600_000);
+        assert!(ahead.fenced() && !ahead.outlier(), "{ahead:?}");
+        let said = ahead.to_string();
+        assert!(said.contains("hybrid clock is 600000 ms ahead of its wall clock"), "{said}");
+        assert!(said.contains("in about 599 s"), "{said}");
     }
 
     #[test]

@@ -232,14 +232,36 @@ impl Handshake {
                 }
             });
         }
-        if offset.ahead_beyond(max) {
+        let max_ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+        // A sender whose wall clock is right may still carry a hybrid clock
+        // far ahead (its wall clock ran ahead earlier: a hybrid clock never
+        // goes back). Observed, it would drag this node's, and then every
+        // node's, stamps that far ahead, as a wall clock ahead would: refused
+        // the same way. Twice the maximum: the most two clocks within the
+        // maximum of the majority can differ, a hybrid clock in bounds
+        // included.
+        let hlc_lead = h.hlc.wall_ms.saturating_sub(received_ms);
+        let hlc_ahead = hlc_lead > max_ms.saturating_mul(2);
+        if offset.ahead_beyond(max) || hlc_ahead {
             let check = self.clock_check();
             if !check.outlier() {
-                let skew = ClockSkew {
-                    remote: Timestamp::new(received_ms.saturating_add(offset.offset_ms.unsigned_abs()), 0),
-                    local_ms: received_ms,
-                    offset_ms: offset.offset_ms.unsigned_abs(),
-                    max_ms: u64::try_from(max.as_millis()).unwrap_or(u64::MAX),
+                let skew = if offset.ahead_beyond(max) {
+                    ClockSkew {
+                        remote: Timestamp::new(
+                            received_ms.saturating_add(offset.offset_ms.unsigned_abs()),
+                            0,
+                        ),
+                        local_ms: received_ms,
+                        offset_ms: offset.offset_ms.unsigned_abs(),
+                        max_ms,
+                    }
+                } else {
+                    ClockSkew {
+                        remote: h.hlc,
+                        local_ms: received_ms,
+                        offset_ms: hlc_lead,
+                        max_ms: max_ms.saturating_mul(2),
+                    }
                 };
                 if let Some(held_back) =
                     self.logged.admit(&format!("skew|{}|{:?}", h.node_id, seen_at), Instant::now())

@@ -273,11 +273,13 @@ impl Admin {
     /// its clock is fenced.
     fn check_writable(&self) -> Result<(), AdminError> {
         self.refuse_if_out()?;
-        if !self.ready.load(Ordering::Acquire) {
-            return Err(self.catching_up());
-        }
+        // The clock first: a fenced node also waits to record itself (it is
+        // not ready), and the clock is what it waits for.
         if let Some(reason) = self.clock_fence.as_ref().and_then(|fence| fence()) {
             return Err(AdminError::ClockFenced { node: self.ctx.id.clone(), reason });
+        }
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(self.catching_up());
         }
         Ok(())
     }

@@ -176,7 +176,7 @@ impl Readiness {
             (removed, "removed from the cluster"),
             (draining && !removed, "draining"),
             (!store_writable, "store not writable"),
-            (!clock_in_bounds, "clock off from its peers"),
+            (!clock_in_bounds, "clock off (see clock_error)"),
             (
                 consensus_error.is_some(),
                 "consensus stopped (see consensus_error); `spectrum node` restarts the node once its data \
