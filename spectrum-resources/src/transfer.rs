@@ -126,6 +126,45 @@ impl ExportFile {
         Self::try_from(value)
     }
 
+    /// Decodes and validates an export file a caller sends, as
+    /// [`from_json_bytes`](Self::from_json_bytes) does, and also refuses any
+    /// field the format does not have, at the top or in a definition (see
+    /// [`ResourceDefinition::from_caller_json_bytes`]): a misspelt
+    /// `"pasword"` would otherwise be dropped, and the secret with it.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_json_bytes`](Self::from_json_bytes);
+    /// [`TransferError::Definition`] naming the first unknown field
+    /// (`"resources[0].spec.pasword"`, `"exported_by"`).
+    pub fn from_caller_json_bytes(bytes: &[u8]) -> Result<Self, TransferError> {
+        let file = Self::from_json_bytes(bytes)?;
+        // Decoded once already: the file is JSON, an object, `resources` an array.
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| DefinitionError::Malformed { field: "export file".into(), reason: e.to_string() })?;
+        if let Value::Object(top) = &value {
+            const FIELDS: [&str; 4] = ["format_version", "cluster", "exported_at_ms", "resources"];
+            if let Some(unknown) = top.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+                return Err(DefinitionError::Malformed {
+                    field: unknown.clone(),
+                    reason: "not a field of a resources export file (misspelt?); nothing was imported".into(),
+                }
+                .into());
+            }
+        }
+        if let Some(Value::Array(items)) = value.get("resources") {
+            for (index, item) in items.iter().enumerate() {
+                let bytes = serde_json::to_vec(item).map_err(|e| DefinitionError::Malformed {
+                    field: format!("resources[{index}]"),
+                    reason: e.to_string(),
+                })?;
+                ResourceDefinition::from_caller_json_bytes(&bytes)
+                    .map_err(|e| e.prefixed(&format!("resources[{index}]")))?;
+            }
+        }
+        Ok(file)
+    }
+
     /// The names of the definitions in the file, in order.
     pub fn names(&self) -> impl Iterator<Item = &ResourceName> {
         self.resources.iter().map(|def| &def.name)

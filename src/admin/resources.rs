@@ -319,7 +319,7 @@ impl Admin {
         dry_run: bool,
         ack: AckLevel,
     ) -> Result<ImportReport, AdminError> {
-        let file = ExportFile::from_json_bytes(file)?;
+        let file = ExportFile::from_caller_json_bytes(file)?;
         let registry = self.registry();
         let prepared = prepare_import(&self.definitions_to_compare().await?, &file);
         let names = |v: &[ResourceName]| v.iter().map(ToString::to_string).collect::<Vec<_>>();

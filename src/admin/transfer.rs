@@ -49,8 +49,9 @@ struct ConfigFile {
     licenses: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     dataflows: BTreeMap<String, serde_json::Value>,
+    /// Each a [`SettingValue`], decoded one by one so an error names its item.
     #[serde(default)]
-    settings: BTreeMap<String, SettingValue>,
+    settings: BTreeMap<String, serde_json::Value>,
     /// A resource export file ([`ExportFile`]), as JSON.
     resources: Option<serde_json::Value>,
 }
@@ -148,12 +149,13 @@ impl Admin {
         };
         let licenses = json_items(Namespace::License, self.live_values(Namespace::License).await?);
         let dataflows = json_items(Namespace::Dataflows, self.live_values(Namespace::Dataflows).await?);
-        let settings: BTreeMap<String, SettingValue> = self
+        let settings: BTreeMap<String, serde_json::Value> = self
             .live_values(Namespace::Settings)
             .await?
             .into_iter()
             .filter_map(|(key, bytes)| {
-                Some((key.strip_prefix(Namespace::Settings.prefix())?.to_owned(), SettingValue::of(&bytes)))
+                let value = serde_json::to_value(SettingValue::of(&bytes)).ok()?;
+                Some((key.strip_prefix(Namespace::Settings.prefix())?.to_owned(), value))
             })
             .collect();
         let stored = self.registry().list().await?;
@@ -268,8 +270,8 @@ impl Admin {
         planned: &mut Planned,
     ) -> Result<(), AdminError> {
         let bytes = serde_json::to_vec(json).map_err(bad_file)?;
-        let file =
-            ExportFile::from_json_bytes(&bytes).map_err(|e| bad_file(format_args!("resources: {e}")))?;
+        let file = ExportFile::from_caller_json_bytes(&bytes)
+            .map_err(|e| bad_file(format_args!("resources: {e}")))?;
         let registry = self.registry();
         let prepared = prepare_import(&self.definitions_to_compare().await?, &file);
         let keys = |names: &[spectrum_resources::ResourceName]| {
@@ -327,11 +329,14 @@ fn checked_json(
         .collect()
 }
 
-fn checked_settings(items: &BTreeMap<String, SettingValue>) -> Result<Vec<(String, Bytes)>, AdminError> {
+fn checked_settings(items: &BTreeMap<String, serde_json::Value>) -> Result<Vec<(String, Bytes)>, AdminError> {
     items
         .iter()
         .map(|(name, value)| {
             let key = Namespace::Settings.key(name);
+            let value = SettingValue::deserialize(value).map_err(|e| {
+                bad_file(format_args!("{key}: {e} (a setting is {{\"text\": …}} or {{\"base64\": …}})"))
+            })?;
             let bytes = value.bytes(name)?;
             namespace::validate_write(&key, Some(&bytes))
                 .map_err(|e| bad_file(format_args!("{key}: {e}")))?;

@@ -89,11 +89,22 @@ async fn a_bad_item_refuses_the_whole_file_naming_it_and_nothing_changes() {
         ),
         (r#""resources":{"format":"nope"}"#, "file: resources: "),
         (r#""surprise":1"#, "unknown field `surprise`"),
+        // A misspelt field of a definition would drop the secret with it.
+        (
+            r#""resources":{"format_version":1,"cluster":"x","exported_at_ms":0,"resources":[{"name":"typo","spec":{"kind":"jdbc","url":"jdbc:postgresql://127.0.0.1:5432/t","driver":"d","user":"u","pasword":"s3cret"}}]}"#,
+            "resources[0].spec.pasword: malformed: not a field of a jdbc resource",
+        ),
     ] {
         let e = refused(client.import_config(file(extra), false, AckLevel::Local).await);
         assert!(e.to_lowercase().contains(&needle.to_lowercase()), "{extra}: {e}");
         assert_eq!(value(&client, "settings/greeting").await, b"hi", "{extra}: nothing written");
     }
+    // Both forms in one setting: named, not "expected value at line 1".
+    let both = r#"{"format":"spectrum-config-export","version":1,"cluster":"x","exported_at_ms":0,
+        "settings":{"greeting":{"text":"changed"},"y":{"text":"a","base64":"YQ=="}}}"#;
+    let e = refused(client.import_config(both, false, AckLevel::Local).await);
+    assert!(e.contains("settings/y: "), "{e}");
+    assert_eq!(value(&client, "settings/greeting").await, b"hi", "nothing written");
     let e = refused(client.import_config("not json", false, AckLevel::Local).await);
     assert!(e.contains("configuration export file"), "{e}");
     let e = refused(
@@ -106,5 +117,27 @@ async fn a_bad_item_refuses_the_whole_file_naming_it_and_nothing_changes() {
             .await,
     );
     assert!(e.contains("version 9"), "{e}");
+
+    // The resources export, imported on its own: an unknown field, at the top
+    // or in a definition, refuses the file, naming it; nothing is stored.
+    let resources = |top: &str, spec: &str| {
+        format!(
+            r#"{{"format_version":1,"cluster":"x","exported_at_ms":0{top},"resources":[{{"name":"typo","spec":{{"kind":"jdbc","url":"jdbc:postgresql://127.0.0.1:5432/t","driver":"d","user":"u"{spec}}}}}]}}"#
+        )
+    };
+    for (file, needle) in [
+        (resources("", r#","pasword":"s3cret""#), "resources[0].spec.pasword"),
+        (resources(r#","exported_by":"me""#, ""), "exported_by"),
+    ] {
+        let e = client.import_resources(file.clone().into_bytes(), false, AckLevel::Local).await.unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains(needle) && e.contains("misspelt"), "{file}: {e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        assert!(client.resources(ReadAfter::Anything).await.unwrap().0.is_empty(), "{file}: nothing stored");
+    }
+    client
+        .import_resources(resources("", "").into_bytes(), false, AckLevel::Local)
+        .await
+        .expect("a good file");
     cluster.shutdown().await;
 }
