@@ -893,9 +893,18 @@ pub struct AuditLog(pub Vec<AuditEntry>);
 
 impl fmt::Display for AuditLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Each column as wide as its widest cell (an operation such as
+        // `CreateResource(replace)` is wider than most).
+        let width = |title: &str, cell: fn(&AuditRecord) -> usize| {
+            self.0.iter().map(|e| cell(&e.record)).chain([title.len()]).max().unwrap_or(0)
+        };
+        let node = width("NODE", |r| r.node.len());
+        let caller = width("CALLER", |r| r.caller.len());
+        let operation = width("OPERATION", |r| r.operation.len());
+        let target = width("TARGET", |r| r.target.len());
         writeln!(
             f,
-            "{:<24} {:<16} {:<20} {:<9} {:<16} {:<32} OUTCOME",
+            "{:<24} {:<node$} {:<caller$} {:<9} {:<operation$} {:<target$} OUTCOME",
             "TIME", "NODE", "CALLER", "ROLE", "OPERATION", "TARGET"
         )?;
         for e in &self.0 {
@@ -907,7 +916,7 @@ impl fmt::Display for AuditLog {
             };
             writeln!(
                 f,
-                "{:<24} {:<16} {:<20} {:<9} {:<16} {:<32} {outcome}",
+                "{:<24} {:<node$} {:<caller$} {:<9} {:<operation$} {:<target$} {outcome}",
                 time_text(r.at_ms),
                 r.node,
                 r.caller,
@@ -1018,6 +1027,28 @@ pub mod schema {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_audit_table_aligns_each_column_to_its_widest_cell() {
+        let record = |operation: &str| AuditEntry {
+            id: String::new(),
+            record: AuditRecord {
+                at_ms: 0,
+                node: "node-1".into(),
+                caller: "bootstrap".into(),
+                role: Role::Admin,
+                operation: operation.into(),
+                target: "settings/x".into(),
+                ok: true,
+                code: "Ok".into(),
+                message: String::new(),
+                seq: 0,
+            },
+        };
+        let table = AuditLog(vec![record("Put"), record("CreateResource(replace)")]).to_string();
+        let at: Vec<usize> = table.lines().map(|l| l.rfind(' ').unwrap()).collect();
+        assert!(at.windows(2).all(|w| w[0] == w[1]), "{table}");
+    }
 
     fn receipt() -> WriteReceipt {
         WriteReceipt {
