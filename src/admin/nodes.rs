@@ -32,9 +32,13 @@ impl Admin {
                 };
                 MemberInfo { member, liveness }
             })
-            .collect();
+            .collect::<Vec<MemberInfo>>();
+        // A removed member is not called on: its row would only age.
+        let removed: Vec<&Member> =
+            members.iter().map(|m| &m.member).filter(|m| m.state == MemberState::Removed).collect();
         let peers = statuses
             .into_iter()
+            .filter(|p| !removed.iter().any(|m| p.id.as_ref() == Some(&m.id) || p.addr == m.addr))
             .map(|p| PeerInfo {
                 id: p.id,
                 addr: p.addr.to_string(),

@@ -126,7 +126,11 @@ fn a_removed_node_holds_back_no_write_or_tombstone_and_is_refused_until_an_opera
             let status = cluster.status_at(i)?;
             if tombstones(&status) == 0 { Ok(()) } else { Err(status.to_string()) }
         });
-        assert_eq!(member(&cluster.status_at(i).unwrap(), "node-3")["state"], "removed");
+        let status = cluster.status_at(i).unwrap();
+        assert_eq!(member(&status, "node-3")["state"], "removed");
+        // Not called on, so no PEER row that would only age.
+        let peers = status["peers"].as_array().unwrap();
+        assert!(peers.iter().all(|p| p["id"] != "node-3"), "{status}");
     }
 
     // It comes back on its own data: refused, saying so, and it counts for nothing.
