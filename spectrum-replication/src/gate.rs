@@ -318,8 +318,9 @@ mod tests {
     const CLUSTER: &str = "gate-cluster";
     /// The services' (manual) physical clock.
     const NOW_MS: u64 = 1_700_000_000_000;
-    /// The HLC stamp hostile callers send: an admitted call moves the clock to it.
-    const STAMP_AHEAD_MS: u64 = NOW_MS + 400_000;
+    /// The HLC stamp hostile callers send: an admitted call moves the clock to
+    /// it (ahead, within the twice the maximum offset a hybrid clock may lead).
+    const STAMP_AHEAD_MS: u64 = NOW_MS + 800;
 
     fn cluster() -> ClusterId {
         CLUSTER.parse().unwrap()

@@ -65,6 +65,9 @@ pub(crate) struct Handshake {
     peers: PeerTable,
     /// Holds back repeats of a refused peer's warning.
     logged: Arc<LogLimiter>,
+    /// Whether a sender whose hybrid clock runs far ahead is refused (see
+    /// [`admit`](Self::admit)): where stamps order writes (last-writer-wins).
+    refuse_hybrid_ahead: bool,
 }
 
 /// Where a header came from, which decides the address its contact is
@@ -106,7 +109,23 @@ impl Handshake {
     /// The handshake of the node whose store writes under `origin`, of
     /// `cluster`, stamping with `hlc`.
     pub(crate) fn new(cluster: ClusterId, origin: Origin, hlc: Arc<Hlc>) -> Self {
-        Self { cluster, origin, addr: None, hlc, peers: PeerTable::new(), logged: Arc::default() }
+        Self {
+            cluster,
+            origin,
+            addr: None,
+            hlc,
+            peers: PeerTable::new(),
+            logged: Arc::default(),
+            refuse_hybrid_ahead: true,
+        }
+    }
+
+    /// Takes a sender whose wall clock is in bounds whatever its hybrid clock
+    /// says: Raft mode, where the log, not stamps, orders writes, and a node
+    /// refused for a stamp would only be a voter fewer.
+    pub(crate) fn taking_hybrid_stamps_ahead(mut self) -> Self {
+        self.refuse_hybrid_ahead = false;
+        self
     }
 
     /// Sends `addr` as this node's address, and never records it as a peer.
@@ -241,7 +260,7 @@ impl Handshake {
         // maximum of the majority can differ, a hybrid clock in bounds
         // included.
         let hlc_lead = h.hlc.wall_ms.saturating_sub(received_ms);
-        let hlc_ahead = hlc_lead > max_ms.saturating_mul(2);
+        let hlc_ahead = self.refuse_hybrid_ahead && hlc_lead > max_ms.saturating_mul(2);
         if offset.ahead_beyond(max) || hlc_ahead {
             let check = self.clock_check();
             if !check.outlier() {
@@ -460,8 +479,11 @@ mod tests {
         assert_eq!(caller.peers().get(&dialled).unwrap().clock_uncertainty_ms, Some(uncertainty));
     }
 
+    /// A node restarted with its wall clock right but its saved hybrid clock
+    /// ten minutes ahead takes its peers; they refuse its stamps (which would
+    /// drag theirs ahead) in last-writer-wins mode, and take them in Raft mode.
     #[test]
-    fn a_restarted_node_whose_saved_clock_is_ahead_admits_peers_behind_it_and_is_admitted() {
+    fn a_restarted_node_whose_saved_clock_is_ahead_admits_peers_behind_it_and_only_raft_peers_admit_it() {
         let hlc = Arc::new(Hlc::system());
         hlc.restore(Timestamp::new(SystemClock.now_ms() + 600_000, 0));
         let restarted = node("r", "c", hlc).with_addr(addr("127.0.0.1:7030"));
@@ -469,10 +491,16 @@ mod tests {
         let p2 = node("p2", "c", Arc::new(Hlc::system())).with_addr(addr("127.0.0.1:7032"));
         for p in [&p1, &p2] {
             restarted.admit(Some(p.header()), Contact::Inbound).unwrap();
-            p.admit(Some(restarted.header()), Contact::Inbound).unwrap();
+            match p.admit(Some(restarted.header()), Contact::Inbound) {
+                Err(Refusal::ClockSkew { skew, .. }) => assert!(skew.offset_ms > 590_000, "{skew}"),
+                other => panic!("admitted a hybrid clock ten minutes ahead: {other:?}"),
+            }
+            assert!(p.hlc.last().wall_ms < SystemClock.now_ms() + 60_000, "its stamp was not observed");
         }
         assert!(!restarted.clock_check().fenced() && !restarted.clock_check().outlier());
         assert!(restarted.peers().snapshot().iter().all(|p| !p.clock_skewed));
+        let raft = node("p3", "c", Arc::new(Hlc::system())).taking_hybrid_stamps_ahead();
+        raft.admit(Some(restarted.header()), Contact::Inbound).unwrap();
     }
 
     #[test]
