@@ -611,9 +611,12 @@ impl NodeBuilder {
         let channels = Arc::new(ChannelCache::new(self.transport.clone()));
         let Replication { anti_entropy, raft, replicator } =
             self.replicators(&store, &hlc, &addr, &channels, raft_dir).await?;
-        // Last-writer-wins only: in Raft mode the log orders writes, not stamps.
-        let ordering_hlc = (self.replication == ReplicationMode::LastWriterWins).then_some(&hlc);
-        follow_clock(&readiness, &replicator, ordering_hlc, self.max_clock_offset);
+        // Last-writer-wins only: in Raft mode the log orders writes, not
+        // stamps, so a clock off fences nothing (peers' offsets are still
+        // measured and shown in status), as etcd only warns of one.
+        if self.replication == ReplicationMode::LastWriterWins {
+            follow_clock(&readiness, &replicator, &hlc, self.max_clock_offset);
+        }
         if let Some(raft) = &raft {
             // Weak, as the clock's source: the readiness must not keep the Raft
             // node alive after the node stops.
@@ -727,18 +730,17 @@ fn follow_peer_errors(
 
 /// Makes `readiness` follow this node's clock against its peers' (as
 /// `replicator` measures them), fenced beyond `max_offset`, and its hybrid
-/// clock `hlc`, when its stamps order writes, against its wall clock (see
-/// [`ClockCheck::with_hlc_lead`]).
+/// clock `hlc` against its wall clock (see [`ClockCheck::with_hlc_lead`]).
 fn follow_clock(
     readiness: &Readiness,
     replicator: &Arc<dyn Replicator>,
-    hlc: Option<&Arc<Hlc>>,
+    hlc: &Arc<Hlc>,
     max_offset: Duration,
 ) {
     // Weak: the store (inside the replicator) holds the readiness, which must not
     // keep the store (and its file) alive after the node stops.
     let measured = Arc::downgrade(replicator);
-    let hlc = hlc.map(Arc::downgrade);
+    let hlc = Arc::downgrade(hlc);
     let last: parking_lot::Mutex<Option<(std::time::Instant, ClockCheck)>> = parking_lot::Mutex::new(None);
     readiness.set_clock_source(Arc::new(move || {
         let now = std::time::Instant::now();
@@ -749,10 +751,7 @@ fn follow_clock(
             return check.clone();
         }
         let peers = measured.upgrade().map(|r| r.peers()).unwrap_or_default();
-        let lead_ms = hlc
-            .as_ref()
-            .and_then(std::sync::Weak::upgrade)
-            .map_or(0, |hlc| hlc.last().wall_ms.saturating_sub(hlc.physical_now_ms()));
+        let lead_ms = hlc.upgrade().map_or(0, |hlc| hlc.last().wall_ms.saturating_sub(hlc.physical_now_ms()));
         let check = ClockCheck::of(&peers, max_offset, now).with_hlc_lead(lead_ms);
         *last = Some((now, check.clone()));
         check

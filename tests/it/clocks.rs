@@ -328,3 +328,52 @@ async fn a_node_removed_while_its_clock_ran_ahead_stays_removed_when_it_returns(
         n.shutdown_without_drain().await;
     }
 }
+
+/// Raft mode: the log orders writes, not stamps, so a clock ten minutes ahead
+/// fences nothing and no peer refuses it; with another node down, the two
+/// left are still a majority and commit (a trial saw them stall, each refusing
+/// the other's clock, as last-writer-wins mode does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_raft_mode_a_node_ten_minutes_ahead_still_counts_toward_the_majority() {
+    use spectrum_replication::ReplicationMode;
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ShiftedClock::default());
+    clock.set_shift(TEN_MINUTES_MS);
+    let mut listeners = Vec::new();
+    for _ in 0..3 {
+        listeners.push(transport::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap());
+    }
+    let addrs: Vec<PeerAddr> = listeners.iter().map(transport::Listener::addr).collect();
+    let starts = listeners.into_iter().enumerate().map(|(i, listener)| {
+        builder("it-clock-raft", i, &addrs, &clock, Some(dir.path()))
+            .replication(ReplicationMode::Raft)
+            .listener(listener)
+            .start()
+    });
+    let mut nodes = futures::future::try_join_all(starts).await.expect("nodes start");
+    let written = |node: &Node, key: &'static str| {
+        let addr = node.addr().clone();
+        async move {
+            let client = AdminClient::connect(&addr, None).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match client.put(key, "v", AckLevel::Quorum).await {
+                    Ok(_) => return,
+                    Err(e) => assert!(Instant::now() < deadline, "{key} never committed: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    written(&nodes[2], "settings/from-the-skewed-node").await;
+    written(&nodes[0], "settings/before").await;
+    // node-1 down: node-2 and node-3 (ten minutes ahead) are the majority.
+    nodes.remove(0).kill().await;
+    written(&nodes[0], "settings/after").await;
+    let status = AdminClient::connect(nodes[0].addr(), None).await.unwrap().status().await.unwrap();
+    assert!(status.clock_fenced.is_none(), "{status}");
+    for n in nodes {
+        n.shutdown_without_drain().await;
+    }
+}
