@@ -293,7 +293,11 @@ impl Handshake {
                 if let Some(held_back) =
                     self.logged.admit(&format!("skew|{}|{:?}", h.node_id, seen_at), Instant::now())
                 {
-                    warn!(peer = %h.node_id, addr = ?seen_at, %offset, max_ms = skew.max_ms, held_back, repeats_logged_every_s = REPEAT_EVERY.as_secs(), "refused peer with a clock too far ahead");
+                    if offset.ahead_beyond(max) {
+                        warn!(peer = %h.node_id, addr = ?seen_at, %offset, max_ms = skew.max_ms, held_back, repeats_logged_every_s = REPEAT_EVERY.as_secs(), "refused peer with a clock too far ahead");
+                    } else {
+                        warn!(peer = %h.node_id, addr = ?seen_at, %offset, hybrid_lead_ms = hlc_lead, max_ms = skew.max_ms, held_back, repeats_logged_every_s = REPEAT_EVERY.as_secs(), "refused peer whose hybrid clock runs too far ahead (its wall clock ran ahead earlier)");
+                    }
                 }
                 let echo = h.sent_ms.map(|sent_ms| Echo { sent_ms, received_ms });
                 return Err(Refusal::ClockSkew { node: h.node_id, skew, echo });

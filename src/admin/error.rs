@@ -153,7 +153,7 @@ pub enum AdminError {
     },
     /// This node's clock is off from its peers by more than the maximum offset:
     /// it refuses writes until its clock is right (write through another node).
-    #[error("{node} refuses writes: {reason}; fix its clock (NTP) or write through another node")]
+    #[error("{node} refuses writes: {reason}; {}", clock_advice(reason))]
     ClockFenced {
         /// This node.
         node: NodeId,
@@ -228,6 +228,16 @@ fn describe_put_condition(current: Option<&VersionToken>, wanted: Option<&Versio
         (Some(current), Some(wanted)) => format!("holds version {current}, not {wanted}"),
         (None, Some(wanted)) => format!("holds no entry, not version {wanted}"),
         (None, None) => "holds no entry, yet the write was refused".to_owned(),
+    }
+}
+
+/// What to do about a fenced clock: fix it, unless only its hybrid clock
+/// still leads (its wall clock is right already), which time alone mends.
+fn clock_advice(reason: &str) -> &'static str {
+    if reason.contains("hybrid clock") {
+        "write through another node meanwhile"
+    } else {
+        "fix its clock (NTP) or write through another node"
     }
 }
 

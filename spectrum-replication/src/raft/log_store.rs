@@ -582,7 +582,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.leading = None;
         blocking(move || {
             if let Some(wal) = &wal {
-                wal.sync_all().map_err(write_err)?;
+                wal.sync_all().map_err(|e| write_err(wal.in_log(e)))?;
             }
             db.put_meta(&[(VOTE, &json)])
         })
@@ -614,9 +614,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(wal) if own => {
                 let written = if wal.starts_a_segment() {
                     let wal = wal.clone();
-                    blocking(move || wal.append_unsynced(&encoded).map_err(write_err)).await
+                    blocking(move || wal.append_unsynced(&encoded).map_err(|e| write_err(wal.in_log(e))))
+                        .await
                 } else {
-                    wal.append_unsynced(&encoded).map_err(write_err)
+                    wal.append_unsynced(&encoded).map_err(|e| write_err(wal.in_log(e)))
                 };
                 written.map(|start_a_flush| {
                     if start_a_flush {
@@ -627,7 +628,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             Some(wal) => {
                 let wal = wal.clone();
-                blocking(move || wal.append(&encoded).map_err(write_err)).await
+                blocking(move || wal.append(&encoded).map_err(|e| write_err(wal.in_log(e)))).await
             }
             None => {
                 let db = self.db.clone();

@@ -455,6 +455,11 @@ impl Wal {
         Ok(Self { dir: dir.to_path_buf(), state: Mutex::new(state), durable, sync_lock: Mutex::new(()) })
     }
 
+    /// `e` naming this log's directory (a full disk's error says which disk).
+    pub(crate) fn in_log(&self, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("raft log {}: {e}", self.dir.display()))
+    }
+
     /// The first and last index held, if any.
     pub(crate) fn bounds(&self) -> Option<(u64, u64)> {
         let state = self.state.lock();
