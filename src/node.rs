@@ -611,12 +611,9 @@ impl NodeBuilder {
         let channels = Arc::new(ChannelCache::new(self.transport.clone()));
         let Replication { anti_entropy, raft, replicator } =
             self.replicators(&store, &hlc, &addr, &channels, raft_dir).await?;
-        // Last-writer-wins only: in Raft mode the log orders writes, not
-        // stamps, so a clock off fences nothing (peers' offsets are still
-        // measured and shown in status), as etcd only warns of one.
-        if self.replication == ReplicationMode::LastWriterWins {
-            follow_clock(&readiness, &replicator, &hlc, self.max_clock_offset);
-        }
+        // Last-writer-wins only: in Raft mode the log orders writes, not stamps.
+        let ordering_hlc = (self.replication == ReplicationMode::LastWriterWins).then_some(&hlc);
+        follow_clock(&readiness, &replicator, ordering_hlc, self.max_clock_offset);
         if let Some(raft) = &raft {
             // Weak, as the clock's source: the readiness must not keep the Raft
             // node alive after the node stops.
@@ -730,17 +727,18 @@ fn follow_peer_errors(
 
 /// Makes `readiness` follow this node's clock against its peers' (as
 /// `replicator` measures them), fenced beyond `max_offset`, and its hybrid
-/// clock `hlc` against its wall clock (see [`ClockCheck::with_hlc_lead`]).
+/// clock `hlc`, when its stamps order writes, against its wall clock (see
+/// [`ClockCheck::with_hlc_lead`]).
 fn follow_clock(
     readiness: &Readiness,
     replicator: &Arc<dyn Replicator>,
-    hlc: &Arc<Hlc>,
+    hlc: Option<&Arc<Hlc>>,
     max_offset: Duration,
 ) {
     // Weak: the store (inside the replicator) holds the readiness, which must not
     // keep the store (and its file) alive after the node stops.
     let measured = Arc::downgrade(replicator);
-    let hlc = Arc::downgrade(hlc);
+    let hlc = hlc.map(Arc::downgrade);
     let last: parking_lot::Mutex<Option<(std::time::Instant, ClockCheck)>> = parking_lot::Mutex::new(None);
     readiness.set_clock_source(Arc::new(move || {
         let now = std::time::Instant::now();
@@ -751,7 +749,10 @@ fn follow_clock(
             return check.clone();
         }
         let peers = measured.upgrade().map(|r| r.peers()).unwrap_or_default();
-        let lead_ms = hlc.upgrade().map_or(0, |hlc| hlc.last().wall_ms.saturating_sub(hlc.physical_now_ms()));
+        let lead_ms = hlc
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade)
+            .map_or(0, |hlc| hlc.last().wall_ms.saturating_sub(hlc.physical_now_ms()));
         let check = ClockCheck::of(&peers, max_offset, now).with_hlc_lead(lead_ms);
         *last = Some((now, check.clone()));
         check
@@ -991,7 +992,11 @@ impl Joiner {
                     tokio::time::sleep(STARTUP_PULL_RETRY).await;
                 }
                 if let Err(e) = self.finish().await {
-                    warn!(node = %self.id, error = %e, "could not record membership");
+                    // Removed meanwhile, or another process has its id: it
+                    // serves nothing (it was serving reads while it waited).
+                    self.ready.store(false, Ordering::Release);
+                    self.readiness.publish().await;
+                    error!(node = %self.id, error = %e, "not joining");
                 }
             })));
         }
@@ -1105,9 +1110,15 @@ impl Joiner {
         }
         if told {
             info!(node = %self.id, "clock right again: recording this node in membership");
-            if self.replicator.mode() == ReplicationMode::LastWriterWins {
-                // What the cluster wrote meanwhile (an operator's removal) first.
-                self.pull().await;
+            // What the cluster wrote meanwhile (an operator's removal) first:
+            // from a peer that answers (peers take it again now, see
+            // `Handshake::admit`).
+            let has_peers = !self.anti_entropy.peer_addrs().await?.is_empty();
+            while self.replicator.mode() == ReplicationMode::LastWriterWins
+                && has_peers
+                && self.pull().await == 0
+            {
+                tokio::time::sleep(STARTUP_PULL_RETRY).await;
             }
         }
         let OwnRecord { member: held, condition, version } = own_record(&*self.store, &self.id).await?;

@@ -65,11 +65,9 @@ pub(crate) struct Handshake {
     peers: PeerTable,
     /// Holds back repeats of a refused peer's warning.
     logged: Arc<LogLimiter>,
-    /// Whether stamps order writes (last-writer-wins): then a sender whose
-    /// clock, wall or hybrid, runs far ahead is refused (see
-    /// [`admit`](Self::admit)). Where the log orders them (Raft) it is taken,
-    /// its stamp unobserved.
-    stamps_order_writes: bool,
+    /// Whether a sender whose hybrid clock runs far ahead is refused (see
+    /// [`admit`](Self::admit)): where stamps order writes (last-writer-wins).
+    refuse_hybrid_ahead: bool,
 }
 
 /// Where a header came from, which decides the address its contact is
@@ -118,17 +116,15 @@ impl Handshake {
             hlc,
             peers: PeerTable::new(),
             logged: Arc::default(),
-            stamps_order_writes: true,
+            refuse_hybrid_ahead: true,
         }
     }
 
-    /// Takes a sender whatever its clocks say (its offset still measured and
-    /// shown; a stamp far ahead is not observed): Raft mode, where the log,
-    /// not stamps, orders writes, and a voter refused for its clock would
-    /// only be a voter fewer (with one other down, no majority). etcd, too,
-    /// only warns of a peer's clock.
-    pub(crate) fn ordering_by_log(mut self) -> Self {
-        self.stamps_order_writes = false;
+    /// Takes a sender whose wall clock is in bounds whatever its hybrid clock
+    /// says: Raft mode, where the log, not stamps, orders writes, and a node
+    /// refused for a stamp would only be a voter fewer.
+    pub(crate) fn taking_hybrid_stamps_ahead(mut self) -> Self {
+        self.refuse_hybrid_ahead = false;
         self
     }
 
@@ -260,17 +256,15 @@ impl Handshake {
         // far ahead (its wall clock ran ahead earlier: a hybrid clock never
         // goes back). Observed, it would drag this node's, and then every
         // node's, stamps that far ahead, as a wall clock ahead would: refused
-        // the same way. Twice the maximum: the most two clocks within the
-        // maximum of the majority can differ, a hybrid clock in bounds
-        // included.
+        // the same way. Three times the maximum: a sender takes writes again
+        // once its lead over its own wall clock is at most twice the maximum
+        // (`ClockCheck::hlc_ahead`), and its wall clock may be up to the
+        // maximum ahead of this node's; refused beyond that, it could never
+        // learn what it missed (an operator's removal) before writing.
         let hlc_lead = h.hlc.wall_ms.saturating_sub(received_ms);
-        let hlc_ahead = hlc_lead > max_ms.saturating_mul(2);
+        let hlc_ahead = self.refuse_hybrid_ahead && hlc_lead > max_ms.saturating_mul(3);
         if offset.ahead_beyond(max) || hlc_ahead {
             let check = self.clock_check();
-            if !self.stamps_order_writes {
-                debug!(peer = %h.node_id, %offset, hlc_lead, "admitting a peer far ahead (the log orders writes); its stamp is not observed");
-                return Ok(Admitted { header: h, recorded_as, received_ms });
-            }
             if !check.outlier() {
                 let skew = if offset.ahead_beyond(max) {
                     ClockSkew {
@@ -287,7 +281,7 @@ impl Handshake {
                         remote: h.hlc,
                         local_ms: received_ms,
                         offset_ms: hlc_lead,
-                        max_ms: max_ms.saturating_mul(2),
+                        max_ms: max_ms.saturating_mul(3),
                     }
                 };
                 if let Some(held_back) =
@@ -511,9 +505,8 @@ mod tests {
         }
         assert!(!restarted.clock_check().fenced() && !restarted.clock_check().outlier());
         assert!(restarted.peers().snapshot().iter().all(|p| !p.clock_skewed));
-        let raft = node("p3", "c", Arc::new(Hlc::system())).ordering_by_log();
+        let raft = node("p3", "c", Arc::new(Hlc::system())).taking_hybrid_stamps_ahead();
         raft.admit(Some(restarted.header()), Contact::Inbound).unwrap();
-        assert!(raft.hlc.last().wall_ms < SystemClock.now_ms() + 60_000, "its stamp was not observed");
     }
 
     #[test]

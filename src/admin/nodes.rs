@@ -38,7 +38,8 @@ impl Admin {
             members.iter().map(|m| &m.member).filter(|m| m.state == MemberState::Removed).collect();
         let peers = statuses
             .into_iter()
-            .filter(|p| !removed.iter().any(|m| p.id.as_ref() == Some(&m.id) || p.addr == m.addr))
+            // By id once the peer answered (a new member may reuse the address).
+            .filter(|p| !removed.iter().any(|m| p.id.as_ref().map_or(p.addr == m.addr, |id| *id == m.id)))
             .map(|p| PeerInfo {
                 id: p.id,
                 addr: p.addr.to_string(),

@@ -248,7 +248,7 @@ impl RaftReplicatorBuilder {
         let handshake = Handshake::new(self.cluster.clone(), self.store.origin().clone(), self.hlc.clone())
             .with_addr(self.self_addr.clone())
             .with_peer_table(peers.clone())
-            .ordering_by_log();
+            .taking_hybrid_stamps_ahead();
         let attach = AttachToken(
             self.credential.iter().chain(&self.previous).map(|c| c.token(&self.cluster).value()).collect(),
         );

@@ -97,9 +97,13 @@ pub(super) async fn run(args: NodeArgs, token: Option<Token>, client_token_set: 
             error = consensus_stopped(&node) => error,
         };
         // Only a node with a data directory restarts: one in memory would
-        // come back with its Raft state lost.
-        let Some(dir) = cfg.data_dir.clone() else {
-            error!(%error, "consensus stopped; a node without a data directory is not restarted: restart it");
+        // come back with its Raft state lost. And only after a full disk: a
+        // write that failed for lack of room wrote nothing, while after
+        // another I/O error (a failed fsync) the page cache may hold entries
+        // the disk does not, which a reopened log would read back as durable.
+        let full_disk = error.contains("No space left on device") || error.contains("os error 28");
+        let Some(dir) = cfg.data_dir.clone().filter(|_| full_disk) else {
+            error!(%error, "consensus stopped; not restarted by itself (only a full disk is): check the disk, then restart the node");
             (&mut signal).await?;
             break;
         };
