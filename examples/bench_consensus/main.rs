@@ -35,7 +35,9 @@
 //!
 //! **CPU.** Under every shape's table, each system's CPU time per operation
 //! (user and system, from `/proc/PID/stat`, 10 ms ticks, over every round) by
-//! member and in all: where the work of a write is done, and how much of it.
+//! member and in all: where the work of a write is done, and how much of it;
+//! then the clients' own (this process, which runs one system's clients at a
+//! time): on two shared cores a heavier client takes CPU from its cluster.
 //!
 //! **`--syscalls`** counts, with `perf stat` (Debian's `linux-perf`), the system
 //! calls (reads, writes, polls, futexes, fsyncs) and context switches of each
@@ -331,6 +333,7 @@ async fn measure(
             };
             let cpu_before: Vec<Option<Duration>> =
                 system.pids.iter().map(|&p| cpu::process_time(p)).collect();
+            let client_before = cpu::process_time(std::process::id());
             let mut round = match shape {
                 Shape::SequentialPuts => {
                     workload::sequential_puts(preferred, system.prefix, options.ops).await
@@ -346,6 +349,9 @@ async fn measure(
                 .zip(cpu_before)
                 .map(|(&p, before)| Some(cpu::process_time(p)?.saturating_sub(before?)))
                 .collect();
+            round.client_cpu = cpu::process_time(std::process::id())
+                .zip(client_before)
+                .map(|(after, before)| after.saturating_sub(before));
             if let Some(counting) = counting {
                 let counts = counting.stop()?;
                 if round.not_measured.is_none() {

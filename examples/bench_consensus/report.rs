@@ -92,9 +92,10 @@ pub(crate) fn shape_table(names: &[&str], summaries: &[Summary]) {
 
 /// Each system's CPU time per operation by member and summed, over every
 /// round, the member `preferred(k)` of system `k` marked (what the sequential
-/// shapes write through); "-" where `/proc` could not be read.
+/// shapes write through), then the clients' (this benchmark's own process,
+/// which runs one system's clients at a time); "-" where `/proc` could not be read.
 pub(crate) fn cpu_by_member(names: &[&str], rounds: &[Vec<Round>], preferred: impl Fn(usize) -> usize) {
-    println!("  CPU per operation (ms; * the sequential shapes' member):");
+    println!("  CPU per operation (ms; * the sequential shapes' member; client: this benchmark's process):");
     for (k, (name, rounds)) in names.iter().zip(rounds).enumerate() {
         let ops: usize = rounds.iter().map(|r| r.latencies.len()).sum();
         let members = rounds.iter().map(|r| r.cpu.len()).max().unwrap_or(0);
@@ -110,6 +111,8 @@ pub(crate) fn cpu_by_member(names: &[&str], rounds: &[Vec<Round>], preferred: im
             line.push_str(&format!("  m{}{mark} {}", m + 1, per_op(used, ops)));
         }
         line.push_str(&format!("  all {}", per_op(total, ops)));
+        let client: Option<Duration> = rounds.iter().map(|r| r.client_cpu).sum();
+        line.push_str(&format!("  client {}", per_op(client, ops)));
         println!("{line}");
     }
 }

@@ -114,6 +114,9 @@ pub(crate) struct Round {
     /// CPU time each member's process used during the round (user and
     /// system, from `/proc`; `None` where it could not be read), in member order.
     pub(crate) cpu: Vec<Option<Duration>>,
+    /// CPU time this benchmark's own process (the clients) used during the
+    /// round, from `/proc` (`None` where it could not be read).
+    pub(crate) client_cpu: Option<Duration>,
 }
 
 impl Round {

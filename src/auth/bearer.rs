@@ -101,7 +101,12 @@ impl BearerAuth {
             let hash = TokenHash::of(&token);
             match users.lookup(&hash) {
                 Lookup::Valid(caller) => {
-                    let credential = Presenting::User { users: users.clone(), hash, role: caller.role };
+                    let credential = Presenting::User {
+                        users: users.clone(),
+                        hash,
+                        name: caller.name.clone(),
+                        role: caller.role,
+                    };
                     return Ok((caller, Credential(credential)));
                 }
                 Lookup::Revoked => {
@@ -137,13 +142,15 @@ enum Presenting {
     Bootstrap,
     /// Development mode (no token, no user): valid until a user is added.
     Anonymous(Option<Arc<UserIndex>>),
-    /// A user's token, by its hash, with the role it had.
-    User { users: Arc<UserIndex>, hash: TokenHash, role: Role },
+    /// A user's token, by its hash, with the user's name and the role it had.
+    User { users: Arc<UserIndex>, hash: TokenHash, name: String, role: Role },
 }
 
 /// `stream`, ended once `credential` (when there is one) no longer lets its
-/// caller in: checked before each item, the item is replaced by `end` of the
-/// refusal, and the stream ends with it.
+/// caller in: checked against the store before each item
+/// ([`Credential::still_valid_now`], so an event the store applied after a
+/// revocation is never delivered on the revoked token), the item is replaced
+/// by `end` of the refusal, and the stream ends with it.
 pub(crate) fn until_invalid<S>(
     stream: S,
     credential: Option<Credential>,
@@ -160,15 +167,50 @@ where
                 return None;
             }
             let item = stream.next().await?;
-            match credential.as_ref().map(Credential::still_valid) {
-                Some(Err(refusal)) => Some((end(refusal), (stream, credential, true))),
-                _ => Some((item, (stream, credential, false))),
+            let valid = match &credential {
+                Some(credential) => credential.still_valid_now().await,
+                None => Ok(()),
+            };
+            match valid {
+                Err(refusal) => Some((end(refusal), (stream, credential, true))),
+                Ok(()) => Some((item, (stream, credential, false))),
             }
         },
     )
 }
 
 impl Credential {
+    /// As [`still_valid`](Self::still_valid), after reading the caller's user
+    /// record (or, in development mode, whether any user exists) from the
+    /// store the node's [`UserIndex`] follows: the index catches up with the
+    /// store's change feed on a task of its own, so on its own it can answer
+    /// for a moment with a user the store has already revoked. A failed read
+    /// is logged and the index answers.
+    ///
+    /// # Errors
+    ///
+    /// As [`still_valid`](Self::still_valid).
+    pub async fn still_valid_now(&self) -> Result<(), Status> {
+        match &self.0 {
+            Presenting::Bootstrap => Ok(()),
+            Presenting::Anonymous(Some(users)) => match users.is_empty_now().await {
+                Ok(false) => Err(development_mode_ended()),
+                Ok(true) => Ok(()),
+                Err(error) => {
+                    tracing::warn!(%error, "could not read the users to check a long call; the index answers");
+                    self.still_valid()
+                }
+            },
+            Presenting::Anonymous(None) => Ok(()),
+            Presenting::User { users, name, .. } => {
+                if let Err(error) = users.reread_user(name).await {
+                    tracing::warn!(user = %name, %error, "could not read a user to check a long call; the index answers");
+                }
+                self.still_valid()
+            }
+        }
+    }
+
     /// Whether the credential still lets its caller in with the same role.
     ///
     /// # Errors
@@ -180,12 +222,10 @@ impl Credential {
         match &self.0 {
             Presenting::Bootstrap => Ok(()),
             Presenting::Anonymous(users) if users.as_ref().is_some_and(|u| !u.is_empty()) => {
-                Err(Status::unauthenticated(
-                    "development mode ended (a user was added): send authorization: Bearer <token>",
-                ))
+                Err(development_mode_ended())
             }
             Presenting::Anonymous(_) => Ok(()),
-            Presenting::User { users, hash, role } => match users.lookup(hash) {
+            Presenting::User { users, hash, role, .. } => match users.lookup(hash) {
                 Lookup::Valid(caller) if caller.role == *role => Ok(()),
                 Lookup::Valid(caller) => Err(Status::unauthenticated(format!(
                     "the bearer token's role changed from {role} to {}: call again",
@@ -198,6 +238,11 @@ impl Credential {
             },
         }
     }
+}
+
+/// The refusal of a development-mode caller once a user exists.
+fn development_mode_ended() -> Status {
+    Status::unauthenticated("development mode ended (a user was added): send authorization: Bearer <token>")
 }
 
 /// What a request's `authorization` header lines present.
@@ -343,5 +388,51 @@ mod tests {
         );
         assert_eq!(call_with(&mut both, Some("Bearer boot")).unwrap(), Caller::bootstrap());
         assert_eq!(call_with(&mut both, Some(&header)).unwrap().name, "v");
+    }
+    /// A watch checks its credential against the store, not only the index:
+    /// the index follows the store's change feed on a task of its own, so an
+    /// event applied after a revocation can reach the watch before the index
+    /// has taken the revocation in.
+    #[tokio::test]
+    async fn a_long_call_checks_its_credential_against_the_store_not_the_index_behind_it() {
+        use spectrum_replication::{ConfigStore, MemoryStore, WriteBatch};
+
+        let store: Arc<dyn ConfigStore> =
+            Arc::new(MemoryStore::new("n1".parse().unwrap(), Arc::new(spectrum_core::Hlc::system())));
+        let token = Token::generate().unwrap();
+        let record = |revoked: bool| {
+            let user = User {
+                name: "ann".into(),
+                role: Role::Operator,
+                token_hash: TokenHash::of(&token),
+                created_ms: 0,
+                revoked,
+            };
+            String::from_utf8(user.encode()).unwrap()
+        };
+        // Development mode: the index follows an empty store.
+        let users = UserIndex::follow(&store).await.unwrap();
+        let auth = BearerAuth::with_users(None, users.clone());
+        let (caller, anonymous) = auth.identify(Presented::Absent).unwrap();
+        assert_eq!(caller, Caller::anonymous());
+        // On this single-threaded runtime the index's task has not run since
+        // the store applied these writes: the index alone still answers as
+        // before them (the race this guards against).
+        store.apply(WriteBatch::new().put("users/ann", record(false))).await.unwrap();
+        assert!(anonymous.still_valid().is_ok(), "premise: the index has not caught up yet");
+        let ended = anonymous.still_valid_now().await.unwrap_err();
+        assert!(ended.message().starts_with("development mode ended"), "{ended}");
+
+        let header = format!("Bearer {}", token.expose());
+        let (caller, credential) =
+            auth.identify(Presented::Bearer(header.strip_prefix("Bearer ").unwrap())).unwrap();
+        assert_eq!(caller.name, "ann");
+        assert!(credential.still_valid_now().await.is_ok(), "a current user's long call goes on");
+        store.apply(WriteBatch::new().put("users/ann", record(true))).await.unwrap();
+        assert!(credential.still_valid().is_ok(), "premise: the index has not caught up yet");
+        let revoked = credential.still_valid_now().await.unwrap_err();
+        assert_eq!(revoked.code(), tonic::Code::Unauthenticated);
+        assert!(revoked.message().contains("revoked"), "{revoked}");
+        assert_eq!(users.lookup(&TokenHash::of(&token)), Lookup::Revoked, "the index took the record in");
     }
 }

@@ -64,6 +64,9 @@ impl Users {
 #[derive(Debug, Default)]
 pub struct UserIndex {
     users: RwLock<Users>,
+    /// The store [`follow`](Self::follow) reads, for [`reread_user`](Self::reread_user)
+    /// and [`is_empty_now`](Self::is_empty_now) (`None` for an index kept by hand).
+    store: Option<Weak<dyn ConfigStore>>,
 }
 
 impl UserIndex {
@@ -80,7 +83,7 @@ impl UserIndex {
     ///
     /// The store's error when the first read of the users fails.
     pub async fn follow(store: &Arc<dyn ConfigStore>) -> Result<Arc<Self>, StoreError> {
-        let index = Arc::new(Self::new());
+        let index = Arc::new(Self { users: RwLock::default(), store: Some(Arc::downgrade(store)) });
         // Subscribe before reading, so nothing stored in between is missed.
         let feed = store.subscribe();
         index.rebuild(&store.scan(Namespace::Users.prefix()).await?);
@@ -108,6 +111,37 @@ impl UserIndex {
         if let Some(name) = record.key.strip_prefix(Namespace::Users.prefix()) {
             self.users.write().set(name, record.value.as_deref());
         }
+    }
+
+    /// Reads user `name`'s record from the store this index follows and takes
+    /// it in at once, rather than when the change feed brings it: a check that
+    /// must not run behind the store (a watch about to deliver an event the
+    /// store applied after a revocation) calls this first. Does nothing for an
+    /// index kept by hand or once the store is gone.
+    ///
+    /// # Errors
+    ///
+    /// The store's, when the read fails (the index is left as it was).
+    pub async fn reread_user(&self, name: &str) -> Result<(), StoreError> {
+        let Some(store) = self.store.as_ref().and_then(Weak::upgrade) else { return Ok(()) };
+        let record = store.get(&format!("{}{name}", Namespace::Users.prefix())).await?;
+        self.users.write().set(name, record.as_ref().and_then(|r| r.value.as_deref()));
+        Ok(())
+    }
+
+    /// Re-reads every user from the store this index follows (as the change
+    /// feed's safety net does), then answers as [`is_empty`](Self::is_empty):
+    /// whether no user was ever added, as the store holds them now. The index's
+    /// own answer for an index kept by hand or once the store is gone.
+    ///
+    /// # Errors
+    ///
+    /// The store's, when the read fails (the index is left as it was).
+    pub async fn is_empty_now(&self) -> Result<bool, StoreError> {
+        if let Some(store) = self.store.as_ref().and_then(Weak::upgrade) {
+            self.rebuild(&store.scan(Namespace::Users.prefix()).await?);
+        }
+        Ok(self.is_empty())
     }
 
     /// Replaces the whole index with the users among `records`.
