@@ -1,6 +1,7 @@
 //! The serving side of a watch: a task that follows one node's change feed and
 //! queues events in a bounded channel; [`WatchStream`] reads them.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -134,6 +135,40 @@ fn merged(a: &VersionVector, b: &VersionVector) -> VersionVector {
     out
 }
 
+/// The `seen` vector each of `due`'s events carries, when `upto` covers
+/// every record of the feed (or snapshot) they come from: `upto`, lowered per
+/// origin to just below the earliest write of a later event in `due` (that
+/// write is not shown yet, and a vector covers a prefix of each origin's
+/// writes). So each event's position covers the event itself and what came
+/// before it, and never one still to come: a watcher that resumes from it on
+/// another node gets neither a repeat nor a gap. (An event whose write sits
+/// above a gap in `upto` stays uncovered, and may be sent again there.)
+fn seen_through_each<'a>(
+    upto: &VersionVector,
+    due: impl DoubleEndedIterator<Item = Option<&'a Record>>,
+) -> Vec<VersionVector> {
+    let mut below_later: BTreeMap<Origin, u64> = BTreeMap::new();
+    let mut out: Vec<VersionVector> = due
+        .rev()
+        .map(|record| {
+            let mut seen = upto.clone();
+            for (origin, &limit) in &below_later {
+                if let Some(seq) = seen.entries.get_mut(origin) {
+                    *seq = (*seq).min(limit);
+                }
+            }
+            seen.entries.retain(|_, seq| *seq > 0);
+            if let Some(r) = record {
+                let limit = below_later.entry(r.origin.clone()).or_insert(u64::MAX);
+                *limit = (*limit).min(r.seq.saturating_sub(1));
+            }
+            seen
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
 impl Cursor {
     /// Validates `from` and works out where to follow the feed from, with the
     /// events due first when `from` is another store's.
@@ -198,10 +233,22 @@ impl Cursor {
         self.seen = merged(&from.seen, &snapshot.digest);
         let here = self.position();
         let count = due.len();
+        // Until the last, events carry `from`'s place in its own node's feed
+        // (this node's feed holds them nowhere after `here`), with what they
+        // complete of the vector.
+        let seens = seen_through_each(&self.seen, due.iter().map(Some));
         let mut events: Vec<WatchEvent> = due
             .iter()
+            .zip(seens)
             .enumerate()
-            .map(|(i, r)| event_of(r, if i + 1 == count { here.clone() } else { from.clone() }))
+            .map(|(i, (r, seen))| {
+                let position = if i + 1 == count {
+                    here.clone()
+                } else {
+                    WatchPosition::new(from.origin.clone(), from.index, seen)
+                };
+                event_of(r, position)
+            })
             .collect();
         if events.is_empty() {
             events.push(WatchEvent::progress(here));
@@ -249,6 +296,8 @@ impl Cursor {
         loop {
             // Subscribe before reading, so no write slips between the read and the wait.
             let mut wake = self.store.subscribe();
+            // The head before the page, for when writes come in while it is read.
+            let before = self.store.feed_head().await?;
             let batch = match self.store.changes_since(&self.prefix, self.pos, PAGE).await {
                 Err(StoreError::FeedCompacted { oldest, .. }) => {
                     let oldest = WatchPosition::new(self.origin.clone(), oldest, VersionVector::default());
@@ -257,15 +306,30 @@ impl Cursor {
                 other => other?,
             };
             // Read after the page: when nothing came in between, the digest is the
-            // store's at the page's end, so the page's last event can carry it.
+            // store's at the page's end.
             let head = self.store.feed_head().await?;
             let exact = head.position == batch.position;
             let after = merged(&self.seen, &head.digest);
             let due: Vec<Change> = batch.changes.into_iter().filter(|c| self.emits(c)).collect();
-            let count = due.len();
-            for (i, change) in due.into_iter().enumerate() {
-                let seen = if exact && i + 1 == count { &after } else { &self.seen };
-                let position = WatchPosition::new(self.origin.clone(), change.index, seen.clone());
+            // Each event carries what it completes of a digest at most as far
+            // as the page reaches: the one after the page when nothing came in
+            // between, else the one before it when the page reached that far;
+            // otherwise (a full page) only what was seen before the page.
+            let upto = if exact {
+                Some(&after)
+            } else if before.position <= batch.position {
+                Some(&before.digest)
+            } else {
+                None
+            };
+            let seens = match upto {
+                Some(upto) => {
+                    seen_through_each(&merged(&self.seen, upto), due.iter().map(|c| c.record.as_ref()))
+                }
+                None => vec![self.seen.clone(); due.len()],
+            };
+            for (change, seen) in due.into_iter().zip(seens) {
+                let position = WatchPosition::new(self.origin.clone(), change.index, seen);
                 self.send(tx, event_of_change(change, position), &limits).await?;
             }
             self.pos = batch.position;
@@ -529,5 +593,59 @@ mod tests {
             "resume from the last event queued"
         );
         assert_eq!(tonic::Status::from(e).code(), tonic::Code::ResourceExhausted);
+    }
+    /// Each event's position covers the event and everything before it, and
+    /// nothing after it: resumed from any event on another node, a watch
+    /// sends exactly what came after (coalesced per key), with no repeat.
+    #[tokio::test]
+    async fn every_event_s_position_covers_it_so_a_resume_elsewhere_neither_repeats_nor_skips() {
+        let (a, b, c) = (store("a", 1_000), store("b", 1_000), store("c", 1_000));
+        let a_dyn: Arc<dyn ConfigStore> = a.clone();
+        let (mut all, mut under_k) = (
+            watch(a_dyn.clone(), "", None, WatchLimits::default()).await.unwrap(),
+            watch(a_dyn, "k/", None, WatchLimits::default()).await.unwrap(),
+        );
+        // All read by each watch in one page: a write with a companion record
+        // of the same origin (as a management write's audit record), then more.
+        a.apply(WriteBatch::new().put("k/1", "one").put("audit/1", "x")).await.unwrap();
+        a.apply(WriteBatch::new().put("k/2", "two")).await.unwrap();
+        a.apply(WriteBatch::new().put("k/1", "uno")).await.unwrap();
+        let got = changes(&mut all, 4).await;
+        let keys = |events: &[WatchEvent]| events.iter().map(|e| e.key.clone()).collect::<Vec<_>>();
+        assert_eq!(keys(&got), ["k/1", "audit/1", "k/2", "k/1"]);
+        let covers_itself = |e: &WatchEvent| e.position.seen.covers(e.version.as_ref().expect("a version"));
+        for e in changes(&mut under_k, 3).await.iter().chain(&got) {
+            assert!(covers_itself(e), "{} ({:?}) at {}", e.key, e.version, e.position);
+        }
+        sync(&a, &b).await;
+        sync(&a, &c).await;
+        for (i, e) in got.iter().enumerate() {
+            let b_dyn: Arc<dyn ConfigStore> = b.clone();
+            let mut resumed =
+                watch(b_dyn, "", Some(e.position.clone()), WatchLimits::default()).await.unwrap();
+            let rest = got.len() - i - 1;
+            if rest == 0 {
+                let first = tokio::time::timeout(Duration::from_secs(5), resumed.next()).await.unwrap();
+                assert_eq!(
+                    first.unwrap().unwrap().kind,
+                    EventKind::Progress,
+                    "nothing is due after the last"
+                );
+                continue;
+            }
+            let again = changes(&mut resumed, rest).await;
+            assert_eq!(keys(&again), keys(&got[i + 1..]), "resumed on b after event {i}");
+            // The events a resume sends elsewhere carry such positions too.
+            for (j, e) in again.iter().enumerate() {
+                assert!(covers_itself(e), "{} at {}", e.key, e.position);
+                let c_dyn: Arc<dyn ConfigStore> = c.clone();
+                let mut third =
+                    watch(c_dyn, "", Some(e.position.clone()), WatchLimits::default()).await.unwrap();
+                if j + 1 < again.len() {
+                    let after = changes(&mut third, again.len() - j - 1).await;
+                    assert_eq!(keys(&after), keys(&again[j + 1..]), "resumed on c after b's event {j}");
+                }
+            }
+        }
     }
 }

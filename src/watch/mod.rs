@@ -20,6 +20,9 @@
 //!
 //! # Resuming
 //!
+//! Every event's position covers that event and those before it, and no
+//! event after it: a watcher resumes from the last event it handled.
+//!
 //! - **On the same node** (the position's store origin is this node's store),
 //!   the watch continues from the position in the node's durable change log:
 //!   every change after it, once, in order, including those made while the
