@@ -1,6 +1,6 @@
-//! Bad definitions are refused with the field at fault, and nothing changes.
+//! Bad definitions and bad values are refused with the field or setting at fault, and nothing changes.
 
-use crate::{ProcessCluster, jdbc_definition};
+use crate::{ProcessCluster, jdbc_definition, spectrum_command, stderr};
 
 #[test]
 fn bad_definitions_are_refused_naming_the_field_and_change_nothing() {
@@ -106,4 +106,19 @@ fn bad_definitions_are_refused_naming_the_field_and_change_nothing() {
         .unwrap();
     cluster.fails(&["license", "set", cluster.path("license.json").to_str().unwrap()], "license field seats");
     cluster.fails(&["license", "show"], "no license");
+}
+
+/// A value refused from the environment names the variable that held it, not
+/// a flag nobody typed; a flag's value is named as the flag.
+#[test]
+fn a_bad_value_from_the_environment_is_refused_naming_the_variable() {
+    let out = spectrum_command().env("SPECTRUM_TOKEN", "").args(["status"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: invalid value '' for SPECTRUM_TOKEN: invalid token: it is empty (see spectrum --help)"
+    );
+    let out = spectrum_command().env("SPECTRUM_TOKEN", "").args(["--token=", "status"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).starts_with("error: invalid value '' for '--token <TOKEN>'"), "{}", stderr(&out));
 }

@@ -45,6 +45,26 @@ mod commands;
 mod output;
 mod session;
 
+/// The flag (as clap shows it, `--token <TOKEN>`) and environment variable of
+/// the value `e` refuses, when that value came from the variable: the flag is
+/// not on the command line and the variable is set.
+fn refused_from_environment(e: &clap::Error) -> Option<(String, String)> {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(shown)) = e.get(ContextKind::InvalidArg) else { return None };
+    let long = shown.strip_prefix("--")?.split([' ', '=']).next()?;
+    let typed = std::env::args().any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    if typed {
+        return None;
+    }
+    fn env_of(command: &clap::Command, long: &str) -> Option<String> {
+        let own = command.get_arguments().find(|a| a.get_long() == Some(long)).and_then(|a| a.get_env());
+        own.map(|v| v.to_string_lossy().into_owned())
+            .or_else(|| command.get_subcommands().find_map(|sub| env_of(sub, long)))
+    }
+    let var = env_of(&cli::Cli::command(), long).filter(|var| std::env::var_os(var).is_some())?;
+    Some((shown.clone(), var))
+}
+
 fn main() {
     let parsed = cli::Cli::command()
         .try_get_matches()
@@ -62,6 +82,12 @@ fn main() {
             let text = e.to_string();
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
             let first = first.strip_prefix("error: ").unwrap_or(first);
+            // A value refused from the environment names the variable, not the
+            // flag nobody typed (`SPECTRUM_TOKEN=` set empty, say).
+            let first = match refused_from_environment(&e) {
+                Some((flag, var)) => first.replacen(&format!("'{flag}'"), &var, 1),
+                None => first.to_owned(),
+            };
             eprintln!("error: {first} (see spectrum --help)");
             std::process::exit(2);
         }
