@@ -42,8 +42,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The reason a plaintext client is given.
-const REASON: &str = "this port speaks TLS: connect with https:// (TLS), not plaintext HTTP";
+/// The reason a plaintext client is given (over HTTP/1.1 as the body of a
+/// `400`, over HTTP/2 as the debug data of its `GOAWAY`).
+pub const REASON: &str = "this port speaks TLS: connect with https:// (TLS), not plaintext HTTP";
 
 /// The plaintext protocol a client spoke to a TLS port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

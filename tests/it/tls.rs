@@ -94,8 +94,10 @@ async fn a_node_port_over_tls_refuses_plaintext_clients_and_clients_of_another_c
         Ok(c) => c.status().await.map(drop).unwrap_err().to_string(),
         Err(e) => e.to_string(),
     };
-    // A plaintext HTTP/2 (gRPC) client reads why in the port's GOAWAY.
-    assert!(refused.contains("this port speaks TLS"), "{refused}");
+    // A plaintext HTTP/2 (gRPC) client reads why in the port's GOAWAY, and
+    // the typed client says just that.
+    assert!(refused.starts_with(spectrum_core::tls_accept::REASON), "{refused}");
+    assert!(!refused.contains("h2 protocol error"), "{refused}");
     // Plaintext HTTP/1.1 is told, in HTTP/1.1, that the port speaks TLS.
     let answer = plaintext_get(n.local_addr()).await;
     assert!(answer.starts_with("HTTP/1.1 400 Bad Request"), "{answer}");
