@@ -37,6 +37,25 @@ struct Users {
 }
 
 impl Users {
+    /// The users among `records`.
+    fn of(records: &[Record]) -> Self {
+        let mut users = Users::default();
+        for record in records {
+            if let Some(name) = record.key.strip_prefix(Namespace::Users.prefix()) {
+                users.set(name, record.value.as_deref());
+            }
+        }
+        users
+    }
+
+    fn lookup(&self, hash: &TokenHash) -> Lookup {
+        match self.by_hash.get(hash) {
+            Some((_, true)) => Lookup::Revoked,
+            Some((caller, false)) => Lookup::Valid(caller.clone()),
+            None => Lookup::Unknown,
+        }
+    }
+
     fn set(&mut self, name: &str, record: Option<&[u8]>) {
         if let Some(old) = self.by_name.remove(name) {
             self.by_hash.remove(&old);
@@ -64,7 +83,7 @@ impl Users {
 #[derive(Debug, Default)]
 pub struct UserIndex {
     users: RwLock<Users>,
-    /// The store [`follow`](Self::follow) reads, for [`reread_user`](Self::reread_user)
+    /// The store [`follow`](Self::follow) reads, for [`lookup_now`](Self::lookup_now)
     /// and [`is_empty_now`](Self::is_empty_now) (`None` for an index kept by hand).
     store: Option<Weak<dyn ConfigStore>>,
 }
@@ -93,11 +112,7 @@ impl UserIndex {
 
     /// What the token with hash `hash` stands for.
     pub fn lookup(&self, hash: &TokenHash) -> Lookup {
-        match self.users.read().by_hash.get(hash) {
-            Some((_, true)) => Lookup::Revoked,
-            Some((caller, false)) => Lookup::Valid(caller.clone()),
-            None => Lookup::Unknown,
-        }
+        self.users.read().lookup(hash)
     }
 
     /// Whether no user was ever added (a revoked user still counts: revoking the
@@ -113,46 +128,40 @@ impl UserIndex {
         }
     }
 
-    /// Reads user `name`'s record from the store this index follows and takes
-    /// it in at once, rather than when the change feed brings it: a check that
-    /// must not run behind the store (a watch about to deliver an event the
-    /// store applied after a revocation) calls this first. Does nothing for an
-    /// index kept by hand or once the store is gone.
+    /// What the token with hash `hash`, presented as user `name`'s, stands
+    /// for in the store this index follows, read now (rather than as the
+    /// change feed brings it): a check that must not run behind the store (a
+    /// watch about to deliver an event the store applied after a revocation)
+    /// asks this. The index itself is left to its feed (a read written into
+    /// it could overwrite a newer record the feed just brought). The index's
+    /// answer for an index kept by hand or once the store is gone.
     ///
     /// # Errors
     ///
-    /// The store's, when the read fails (the index is left as it was).
-    pub async fn reread_user(&self, name: &str) -> Result<(), StoreError> {
-        let Some(store) = self.store.as_ref().and_then(Weak::upgrade) else { return Ok(()) };
+    /// The store's, when the read fails.
+    pub async fn lookup_now(&self, name: &str, hash: &TokenHash) -> Result<Lookup, StoreError> {
+        let Some(store) = self.store.as_ref().and_then(Weak::upgrade) else { return Ok(self.lookup(hash)) };
         let record = store.get(&format!("{}{name}", Namespace::Users.prefix())).await?;
-        self.users.write().set(name, record.as_ref().and_then(|r| r.value.as_deref()));
-        Ok(())
+        let mut users = Users::default();
+        users.set(name, record.as_ref().and_then(|r| r.value.as_deref()));
+        Ok(users.lookup(hash))
     }
 
-    /// Re-reads every user from the store this index follows (as the change
-    /// feed's safety net does), then answers as [`is_empty`](Self::is_empty):
-    /// whether no user was ever added, as the store holds them now. The index's
-    /// own answer for an index kept by hand or once the store is gone.
+    /// Whether no user was ever added (as [`is_empty`](Self::is_empty)), read
+    /// now from the store this index follows; the index's answer for an index
+    /// kept by hand or once the store is gone. The index is left to its feed.
     ///
     /// # Errors
     ///
-    /// The store's, when the read fails (the index is left as it was).
+    /// The store's, when the read fails.
     pub async fn is_empty_now(&self) -> Result<bool, StoreError> {
-        if let Some(store) = self.store.as_ref().and_then(Weak::upgrade) {
-            self.rebuild(&store.scan(Namespace::Users.prefix()).await?);
-        }
-        Ok(self.is_empty())
+        let Some(store) = self.store.as_ref().and_then(Weak::upgrade) else { return Ok(self.is_empty()) };
+        Ok(Users::of(&store.scan(Namespace::Users.prefix()).await?).by_name.is_empty())
     }
 
     /// Replaces the whole index with the users among `records`.
     pub fn rebuild(&self, records: &[Record]) {
-        let mut users = Users::default();
-        for record in records {
-            if let Some(name) = record.key.strip_prefix(Namespace::Users.prefix()) {
-                users.set(name, record.value.as_deref());
-            }
-        }
-        *self.users.write() = users;
+        *self.users.write() = Users::of(records);
     }
 }
 

@@ -1,7 +1,6 @@
 //! The serving side of a watch: a task that follows one node's change feed and
 //! queues events in a bounded channel; [`WatchStream`] reads them.
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -135,38 +134,28 @@ fn merged(a: &VersionVector, b: &VersionVector) -> VersionVector {
     out
 }
 
-/// The `seen` vector each of `due`'s events carries, when `upto` covers
-/// every record of the feed (or snapshot) they come from: `upto`, lowered per
-/// origin to just below the earliest write of a later event in `due` (that
-/// write is not shown yet, and a vector covers a prefix of each origin's
-/// writes). So each event's position covers the event itself and what came
-/// before it, and never one still to come: a watcher that resumes from it on
-/// another node gets neither a repeat nor a gap. (An event whose write sits
-/// above a gap in `upto` stays uncovered, and may be sent again there.)
+/// The `seen` vector each of `due`'s events carries, from `seen` (what the
+/// watcher was shown before them: a digest this store had at some point of
+/// its feed, and events since): each event's write extends it when it is
+/// the next of its origin's, so the event's position covers the event. A
+/// write that is not the next (one of its origin's writes in between went
+/// elsewhere, or has not arrived) leaves it alone: a vector covers a prefix of
+/// each origin's writes, and claiming a write never shown here would keep it
+/// from a watcher that resumes on another node.
 fn seen_through_each<'a>(
-    upto: &VersionVector,
-    due: impl DoubleEndedIterator<Item = Option<&'a Record>>,
+    seen: &VersionVector,
+    due: impl Iterator<Item = Option<&'a Record>>,
 ) -> Vec<VersionVector> {
-    let mut below_later: BTreeMap<Origin, u64> = BTreeMap::new();
-    let mut out: Vec<VersionVector> = due
-        .rev()
-        .map(|record| {
-            let mut seen = upto.clone();
-            for (origin, &limit) in &below_later {
-                if let Some(seq) = seen.entries.get_mut(origin) {
-                    *seq = (*seq).min(limit);
-                }
-            }
-            seen.entries.retain(|_, seq| *seq > 0);
-            if let Some(r) = record {
-                let limit = below_later.entry(r.origin.clone()).or_insert(u64::MAX);
-                *limit = (*limit).min(r.seq.saturating_sub(1));
-            }
-            seen
-        })
-        .collect();
-    out.reverse();
-    out
+    let mut seen = seen.clone();
+    due.map(|record| {
+        if let Some(r) = record
+            && seen.get(&r.origin).checked_add(1) == Some(r.seq)
+        {
+            seen.raise(&r.origin, r.seq);
+        }
+        seen.clone()
+    })
+    .collect()
 }
 
 impl Cursor {
@@ -233,22 +222,12 @@ impl Cursor {
         self.seen = merged(&from.seen, &snapshot.digest);
         let here = self.position();
         let count = due.len();
-        // Until the last, events carry `from`'s place in its own node's feed
-        // (this node's feed holds them nowhere after `here`), with what they
-        // complete of the vector.
-        let seens = seen_through_each(&self.seen, due.iter().map(Some));
+        // Until the last, events carry `from` itself: this node's feed holds
+        // them nowhere after `here`, and `from`'s node follows its own feed.
         let mut events: Vec<WatchEvent> = due
             .iter()
-            .zip(seens)
             .enumerate()
-            .map(|(i, (r, seen))| {
-                let position = if i + 1 == count {
-                    here.clone()
-                } else {
-                    WatchPosition::new(from.origin.clone(), from.index, seen)
-                };
-                event_of(r, position)
-            })
+            .map(|(i, r)| event_of(r, if i + 1 == count { here.clone() } else { from.clone() }))
             .collect();
         if events.is_empty() {
             events.push(WatchEvent::progress(here));
@@ -296,8 +275,6 @@ impl Cursor {
         loop {
             // Subscribe before reading, so no write slips between the read and the wait.
             let mut wake = self.store.subscribe();
-            // The head before the page, for when writes come in while it is read.
-            let before = self.store.feed_head().await?;
             let batch = match self.store.changes_since(&self.prefix, self.pos, PAGE).await {
                 Err(StoreError::FeedCompacted { oldest, .. }) => {
                     let oldest = WatchPosition::new(self.origin.clone(), oldest, VersionVector::default());
@@ -306,28 +283,18 @@ impl Cursor {
                 other => other?,
             };
             // Read after the page: when nothing came in between, the digest is the
-            // store's at the page's end.
+            // store's at the page's end, so the page's last event can carry it.
             let head = self.store.feed_head().await?;
             let exact = head.position == batch.position;
             let after = merged(&self.seen, &head.digest);
             let due: Vec<Change> = batch.changes.into_iter().filter(|c| self.emits(c)).collect();
-            // Each event carries what it completes of a digest at most as far
-            // as the page reaches: the one after the page when nothing came in
-            // between, else the one before it when the page reached that far;
-            // otherwise (a full page) only what was seen before the page.
-            let upto = if exact {
-                Some(&after)
-            } else if before.position <= batch.position {
-                Some(&before.digest)
-            } else {
-                None
-            };
-            let seens = match upto {
-                Some(upto) => {
-                    seen_through_each(&merged(&self.seen, upto), due.iter().map(|c| c.record.as_ref()))
-                }
-                None => vec![self.seen.clone(); due.len()],
-            };
+            // Each event carries what it extends of what was shown before the
+            // page; the last, when nothing came in between, the digest at the
+            // page's end (which covers every write the page held, and no more).
+            let mut seens = seen_through_each(&self.seen, due.iter().map(|c| c.record.as_ref()));
+            if exact && let Some(last) = seens.last_mut() {
+                *last = after.clone();
+            }
             for (change, seen) in due.into_iter().zip(seens) {
                 let position = WatchPosition::new(self.origin.clone(), change.index, seen);
                 self.send(tx, event_of_change(change, position), &limits).await?;
@@ -594,58 +561,76 @@ mod tests {
         );
         assert_eq!(tonic::Status::from(e).code(), tonic::Code::ResourceExhausted);
     }
-    /// Each event's position covers the event and everything before it, and
-    /// nothing after it: resumed from any event on another node, a watch
-    /// sends exactly what came after (coalesced per key), with no repeat.
+
+    /// Each event's position covers the event and what came before it, and
+    /// nothing after it: resumed from any event on another node, a watch sends
+    /// exactly what came after (coalesced per key), with no repeat.
     #[tokio::test]
     async fn every_event_s_position_covers_it_so_a_resume_elsewhere_neither_repeats_nor_skips() {
-        let (a, b, c) = (store("a", 1_000), store("b", 1_000), store("c", 1_000));
+        let (a, b) = (store("a", 1_000), store("b", 1_000));
         let a_dyn: Arc<dyn ConfigStore> = a.clone();
-        let (mut all, mut under_k) = (
-            watch(a_dyn.clone(), "", None, WatchLimits::default()).await.unwrap(),
-            watch(a_dyn, "k/", None, WatchLimits::default()).await.unwrap(),
-        );
-        // All read by each watch in one page: a write with a companion record
-        // of the same origin (as a management write's audit record), then more.
+        let mut w = watch(a_dyn, "", None, WatchLimits::default()).await.unwrap();
+        // All read in one page: a write with a companion record of the same
+        // origin (as a management write's audit record), then more.
         a.apply(WriteBatch::new().put("k/1", "one").put("audit/1", "x")).await.unwrap();
         a.apply(WriteBatch::new().put("k/2", "two")).await.unwrap();
         a.apply(WriteBatch::new().put("k/1", "uno")).await.unwrap();
-        let got = changes(&mut all, 4).await;
-        let keys = |events: &[WatchEvent]| events.iter().map(|e| e.key.clone()).collect::<Vec<_>>();
+        let got = changes(&mut w, 4).await;
         assert_eq!(keys(&got), ["k/1", "audit/1", "k/2", "k/1"]);
-        let covers_itself = |e: &WatchEvent| e.position.seen.covers(e.version.as_ref().expect("a version"));
-        for e in changes(&mut under_k, 3).await.iter().chain(&got) {
-            assert!(covers_itself(e), "{} ({:?}) at {}", e.key, e.version, e.position);
+        for e in &got {
+            assert!(e.position.seen.covers(e.version.as_ref().unwrap()), "{} at {}", e.key, e.position);
         }
         sync(&a, &b).await;
-        sync(&a, &c).await;
         for (i, e) in got.iter().enumerate() {
             let b_dyn: Arc<dyn ConfigStore> = b.clone();
             let mut resumed =
                 watch(b_dyn, "", Some(e.position.clone()), WatchLimits::default()).await.unwrap();
-            let rest = got.len() - i - 1;
-            if rest == 0 {
+            if i + 1 == got.len() {
                 let first = tokio::time::timeout(Duration::from_secs(5), resumed.next()).await.unwrap();
                 assert_eq!(
                     first.unwrap().unwrap().kind,
                     EventKind::Progress,
                     "nothing is due after the last"
                 );
-                continue;
-            }
-            let again = changes(&mut resumed, rest).await;
-            assert_eq!(keys(&again), keys(&got[i + 1..]), "resumed on b after event {i}");
-            // The events a resume sends elsewhere carry such positions too.
-            for (j, e) in again.iter().enumerate() {
-                assert!(covers_itself(e), "{} at {}", e.key, e.position);
-                let c_dyn: Arc<dyn ConfigStore> = c.clone();
-                let mut third =
-                    watch(c_dyn, "", Some(e.position.clone()), WatchLimits::default()).await.unwrap();
-                if j + 1 < again.len() {
-                    let after = changes(&mut third, again.len() - j - 1).await;
-                    assert_eq!(keys(&after), keys(&again[j + 1..]), "resumed on c after b's event {j}");
-                }
+            } else {
+                let again = changes(&mut resumed, got.len() - i - 1).await;
+                assert_eq!(keys(&again), keys(&got[i + 1..]), "resumed on b after event {i}");
             }
         }
+    }
+
+    /// A position never covers a write the watcher was not shown: here `a`
+    /// holds only the second of two writes of `y` to one key (the first was
+    /// superseded before it arrived), and an event before it in the page must
+    /// not claim the first, which another node may still serve.
+    #[tokio::test]
+    async fn a_position_does_not_claim_a_write_this_node_never_showed() {
+        let (x, y, a, c) = (store("x", 1_000), store("y", 1_000), store("a", 1_000), store("c", 1_000));
+        x.apply(WriteBatch::new().put("k/a", "a")).await.unwrap();
+        y.apply(WriteBatch::new().put("k/b", "6")).await.unwrap();
+        sync(&x, &c).await;
+        sync(&y, &c).await;
+        y.apply(WriteBatch::new().put("k/b", "7")).await.unwrap();
+        let a_dyn: Arc<dyn ConfigStore> = a.clone();
+        let mut w = watch(a_dyn, "k/", None, WatchLimits::default()).await.unwrap();
+        sync(&x, &a).await;
+        sync(&y, &a).await;
+        let got = changes(&mut w, 2).await;
+        assert_eq!(keys(&got), ["k/a", "k/b"]);
+        assert_eq!(got[1].value, b"7");
+        // c holds k/a and y's first write only (the second never reached it).
+        let c_dyn: Arc<dyn ConfigStore> = c.clone();
+        let mut resumed =
+            watch(c_dyn, "k/", Some(got[0].position.clone()), WatchLimits::default()).await.unwrap();
+        let again = changes(&mut resumed, 1).await;
+        assert_eq!(
+            (again[0].key.as_str(), again[0].value.as_slice()),
+            ("k/b", &b"6"[..]),
+            "c's value of k/b"
+        );
+    }
+
+    fn keys(events: &[WatchEvent]) -> Vec<String> {
+        events.iter().map(|e| e.key.clone()).collect()
     }
 }

@@ -20,8 +20,9 @@
 //!
 //! # Resuming
 //!
-//! Every event's position covers that event and those before it, and no
-//! event after it: a watcher resumes from the last event it handled.
+//! An event's position covers the events before it and, unless its write
+//! arrived out of its origin's order, the event itself; never one after it:
+//! a watcher resumes from the last event it handled.
 //!
 //! - **On the same node** (the position's store origin is this node's store),
 //!   the watch continues from the position in the node's durable change log:

@@ -47,22 +47,39 @@ mod session;
 
 /// The flag (as clap shows it, `--token <TOKEN>`) and environment variable of
 /// the value `e` refuses, when that value came from the variable: the flag is
-/// not on the command line and the variable is set.
+/// not on the command line, and of the variables of the arguments so named
+/// (in any subcommand) exactly one is set.
 fn refused_from_environment(e: &clap::Error) -> Option<(String, String)> {
     use clap::error::{ContextKind, ContextValue};
     let Some(ContextValue::String(shown)) = e.get(ContextKind::InvalidArg) else { return None };
     let long = shown.strip_prefix("--")?.split([' ', '=']).next()?;
-    let typed = std::env::args().any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+    let (flag, assigned) = (format!("--{long}"), format!("--{long}="));
+    let typed = std::env::args_os().any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&assigned)
+    });
     if typed {
         return None;
     }
-    fn env_of(command: &clap::Command, long: &str) -> Option<String> {
-        let own = command.get_arguments().find(|a| a.get_long() == Some(long)).and_then(|a| a.get_env());
-        own.map(|v| v.to_string_lossy().into_owned())
-            .or_else(|| command.get_subcommands().find_map(|sub| env_of(sub, long)))
+    fn env_vars(command: &clap::Command, long: &str, out: &mut Vec<String>) {
+        for arg in command.get_arguments().filter(|a| a.get_long() == Some(long)) {
+            if let Some(var) = arg.get_env() {
+                out.push(var.to_string_lossy().into_owned());
+            }
+        }
+        for sub in command.get_subcommands() {
+            env_vars(sub, long, out);
+        }
     }
-    let var = env_of(&cli::Cli::command(), long).filter(|var| std::env::var_os(var).is_some())?;
-    Some((shown.clone(), var))
+    let mut vars = Vec::new();
+    env_vars(&cli::Cli::command(), long, &mut vars);
+    vars.sort();
+    vars.dedup();
+    vars.retain(|var| std::env::var_os(var).is_some());
+    match vars.as_slice() {
+        [var] => Some((shown.clone(), var.clone())),
+        _ => None,
+    }
 }
 
 fn main() {
