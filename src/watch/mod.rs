@@ -20,9 +20,11 @@
 //!
 //! # Resuming
 //!
-//! An event's position covers the events before it and, unless its write
-//! arrived out of its origin's order, the event itself; never one after it:
-//! a watcher resumes from the last event it handled.
+//! An event's position covers the events before it, never one after it, and
+//! the event itself when its write is the next of its origin's that the
+//! position covers, or the event ends what the node held (otherwise another
+//! node may send that one event again): a watcher resumes from the last event
+//! it handled.
 //!
 //! - **On the same node** (the position's store origin is this node's store),
 //!   the watch continues from the position in the node's durable change log:
