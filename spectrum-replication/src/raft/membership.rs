@@ -317,16 +317,25 @@ impl Inner {
     /// configuration without it says it is out: it then stops standing for
     /// election, and every [`REJOIN_EVERY`] asks the leader to take it back,
     /// which the leader does once an operator has undrained it (until then the
-    /// refusal is kept for [`RaftReplicator::join_refused`]).
+    /// refusal is kept for [`RaftReplicator::join_refused`]). A member the
+    /// group holds as a learner only (taken back, but its promotion to voter
+    /// failed) asks the same way, and the leader makes it a voter.
     async fn rejoin_if_out(&self, answers: &[(&PeerAddr, ProbeAnswer)], last: &mut Option<Instant>) {
         if !self.joined.load(Ordering::Acquire) || self.left.load(Ordering::Acquire) {
             return;
         }
         let (own_index, listed) = self.own_configuration();
+        // Out of the group, or in it as a learner only (taken back, but not
+        // yet made a voter again).
+        let learner = listed && !self.is_voter();
         let members: Vec<&PeerAddr> = answers
             .iter()
             .filter(|(_, a)| {
-                a.initialized && a.group.as_ref().is_some_and(|g| g.excludes(&self.me.id, own_index, listed))
+                a.initialized
+                    && a.group.as_ref().is_some_and(|g| {
+                        g.excludes(&self.me.id, own_index, listed)
+                            || (learner && g.has_as_learner_only(&self.me.id))
+                    })
             })
             .map(|(addr, _)| *addr)
             .collect();

@@ -502,6 +502,17 @@ impl GroupView {
     pub(super) fn excludes(&self, node: &str, index: u64, listed_by_own: bool) -> bool {
         !self.members.iter().any(|m| m == node) && (self.index > index || !listed_by_own)
     }
+
+    /// Whether this view has `node` as a learner only. Every member is a
+    /// voter once its join completes, so a learner left so (the join's
+    /// second step, from learner to voter, failed: a CI run left a node taken
+    /// back after a removal a learner for good) asks to join again. `false`
+    /// for views of older nodes, which list no voters.
+    pub(super) fn has_as_learner_only(&self, node: &str) -> bool {
+        !self.voters.is_empty()
+            && self.members.iter().any(|m| m == node)
+            && !self.voters.iter().any(|v| v.id == node)
+    }
 }
 
 /// The leader's refusal to take back a node an operator removed, when
@@ -900,7 +911,7 @@ impl Inner {
 
     /// Whether the configuration this node holds has it as a voter (every
     /// member is one once its join completes).
-    fn is_voter(&self) -> bool {
+    pub(super) fn is_voter(&self) -> bool {
         self.raft.metrics().borrow().membership_config.voter_ids().any(|v| v == self.id)
     }
 
@@ -1443,6 +1454,23 @@ mod tests {
         assert!(!without.excludes("node-3", 7, true), "not newer than its own");
         assert!(!without.excludes("node-3", 9, true), "older than its own");
         assert!(!view(7, &["node-1", "node-2", "node-3"]).excludes("node-3", 4, true), "newer, with it");
+    }
+
+    #[test]
+    fn a_view_that_has_the_node_as_a_learner_only_says_so() {
+        let voter =
+            |id: &str| RaftMember { id: id.into(), addr: format!("http://{id}:7100"), incarnation: 1 };
+        let with_voters = |voters: &[&str]| GroupView {
+            voters: voters.iter().map(|v| voter(v)).collect(),
+            ..view(9, &["node-1", "node-2", "node-3"])
+        };
+        assert!(with_voters(&["node-1", "node-2"]).has_as_learner_only("node-3"), "a learner");
+        assert!(!with_voters(&["node-1", "node-2", "node-3"]).has_as_learner_only("node-3"), "a voter");
+        assert!(!with_voters(&["node-1", "node-2"]).has_as_learner_only("node-4"), "not a member");
+        assert!(
+            !view(9, &["node-1", "node-3"]).has_as_learner_only("node-3"),
+            "an older node lists no voters"
+        );
     }
 
     #[test]
