@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 use super::codec::to_json;
 use super::network::Method;
 use super::raft_node_id;
-use super::replicator::{Inner, ProbeAnswer, RaftReplicator, refused_as_removed};
+use super::replicator::{GroupView, Inner, ProbeAnswer, RaftReplicator, refused_as_removed};
 use crate::error::ReplicationError;
 use crate::proto;
 
@@ -325,27 +325,46 @@ impl Inner {
             return;
         }
         let (own_index, listed) = self.own_configuration();
-        // Out of the group, or in it as a learner only (taken back, but not
-        // yet made a voter again).
+        let me = self.me.id.as_str();
+        let shown = |keep: &dyn Fn(&GroupView) -> bool| -> Vec<&PeerAddr> {
+            answers
+                .iter()
+                .filter(|(_, a)| a.initialized && a.group.as_ref().is_some_and(keep))
+                .map(|(addr, _)| *addr)
+                .collect()
+        };
+        let excluded = shown(&|g| g.excludes(me, own_index, listed));
+        // In the group as a learner only: taken back, but not yet a voter again.
         let learner = listed && !self.is_voter();
-        let members: Vec<&PeerAddr> = answers
-            .iter()
-            .filter(|(_, a)| {
-                a.initialized
-                    && a.group.as_ref().is_some_and(|g| {
-                        g.excludes(&self.me.id, own_index, listed)
-                            || (learner && g.has_as_learner_only(&self.me.id))
-                    })
-            })
-            .map(|(addr, _)| *addr)
-            .collect();
-        if members.is_empty() || last.is_some_and(|at| at.elapsed() < REJOIN_EVERY) {
+        let as_learner = if learner { shown(&|g| g.has_as_learner_only(me)) } else { Vec::new() };
+        if excluded.is_empty() && as_learner.is_empty() {
+            // Asked before, and a member shows this node a voter now (an ask
+            // whose answer was lost may still have made it one): it stands
+            // for election again.
+            if last.is_some()
+                && self.is_voter()
+                && !shown(&|g| g.index >= own_index && g.has_as_voter(me)).is_empty()
+            {
+                *last = None;
+                self.in_the_group();
+                info!(node = %self.me.id, "a voter of the raft group again");
+            }
+            return;
+        }
+        if last.is_some_and(|at| at.elapsed() < REJOIN_EVERY) {
             return;
         }
         *last = Some(Instant::now());
-        self.raft.runtime_config().elect(false);
+        // Out of the group, it stands for no election (a learner stands for none anyway).
+        let members = if excluded.is_empty() {
+            as_learner
+        } else {
+            self.raft.runtime_config().elect(false);
+            excluded
+        };
         match self.join_through(&members).await {
             Ok(true) => {
+                *last = None;
                 self.in_the_group();
                 info!(node = %self.me.id, "taken back into the raft group");
             }

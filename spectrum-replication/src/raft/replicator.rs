@@ -509,9 +509,13 @@ impl GroupView {
     /// back after a removal a learner for good) asks to join again. `false`
     /// for views of older nodes, which list no voters.
     pub(super) fn has_as_learner_only(&self, node: &str) -> bool {
-        !self.voters.is_empty()
-            && self.members.iter().any(|m| m == node)
-            && !self.voters.iter().any(|v| v.id == node)
+        !self.voters.is_empty() && self.members.iter().any(|m| m == node) && !self.has_as_voter(node)
+    }
+
+    /// Whether this view lists `node` among its voters (`false` for views of
+    /// older nodes, which list none).
+    pub(super) fn has_as_voter(&self, node: &str) -> bool {
+        self.voters.iter().any(|v| v.id == node)
     }
 }
 
