@@ -120,16 +120,7 @@ impl From<tonic::Status> for ClientError {
                     .to_owned(),
             };
         }
-        let message = spectrum_core::transport::status_with_causes(&s);
-        if message.contains(spectrum_core::tls_accept::REASON) {
-            // The port's answer to a plaintext client, inside h2's report of
-            // the GOAWAY that carried it: the reason alone says what to do.
-            return ClientError::Refused {
-                code: s.code(),
-                message: spectrum_core::tls_accept::REASON.to_owned(),
-            };
-        }
-        ClientError::Refused { code: s.code(), message }
+        ClientError::Refused { code: s.code(), message: spectrum_core::transport::status_with_causes(&s) }
     }
 }
 

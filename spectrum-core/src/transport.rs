@@ -197,6 +197,11 @@ pub fn status_with_causes(status: &tonic::Status) -> String {
         }
         cause = error.source();
     }
+    if message.contains(crate::tls_accept::REASON) {
+        // A TLS port's answer to a plaintext client, inside h2's report of
+        // the GOAWAY that carried it: the reason alone says what to do.
+        return crate::tls_accept::REASON.to_owned();
+    }
     if message.contains("received fatal alert") {
         // rustls names the alert only (`DecryptError` for a certificate of
         // another CA); the peer's log has its reason.

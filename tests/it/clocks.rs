@@ -81,7 +81,20 @@ async fn three_nodes_in(
     (futures::future::try_join_all(starts).await.expect("nodes start"), addrs)
 }
 
-/// Polls `/readyz` of `node` until its status is `status` (up to 10 s); returns the body.
+/// Three durable nodes of `cluster` under `data` (node-3 on `clock`), their
+/// addresses, and a client of node-1 through which all three took
+/// `settings/color` = `green`.
+async fn three_holding_green(
+    cluster: &str,
+    clock: &Arc<ShiftedClock>,
+    data: &Path,
+) -> (Vec<Node>, Vec<PeerAddr>, AdminClient) {
+    let (nodes, addrs) = three_nodes_in(cluster, clock, Some(data)).await;
+    let on_node1 = AdminClient::connect(nodes[0].addr(), None).await.unwrap();
+    on_node1.put("settings/color", "green", AckLevel::All).await.expect("all three hold it");
+    (nodes, addrs, on_node1)
+}
+
 /// Waits (up to 10 s) until every node holds `value` at `key`.
 async fn all_hold(nodes: &[Node], key: &str, value: &[u8]) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -184,9 +197,7 @@ async fn a_durable_node_restarted_ten_minutes_behind_refuses_writes_and_every_re
     // The case: the node held data from before, so it joins at once.
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ShiftedClock::default());
-    let (mut nodes, addrs) = three_nodes_in("it-clock-restart", &clock, Some(dir.path())).await;
-    let on_node1 = AdminClient::connect(nodes[0].addr(), None).await.unwrap();
-    on_node1.put("settings/color", "green", AckLevel::All).await.expect("all three hold it");
+    let (mut nodes, addrs, on_node1) = three_holding_green("it-clock-restart", &clock, dir.path()).await;
 
     let old = nodes.pop().unwrap();
     let at = old.local_addr();
@@ -242,9 +253,7 @@ async fn restart_node_3(
 async fn a_durable_node_restarted_ahead_refuses_writes_until_its_wall_and_hybrid_clocks_are_both_right() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ShiftedClock::default());
-    let (mut nodes, addrs) = three_nodes_in("it-clock-ahead", &clock, Some(dir.path())).await;
-    let on_node1 = AdminClient::connect(nodes[0].addr(), None).await.unwrap();
-    on_node1.put("settings/color", "green", AckLevel::All).await.expect("all three hold it");
+    let (mut nodes, addrs, on_node1) = three_holding_green("it-clock-ahead", &clock, dir.path()).await;
 
     clock.set_shift(AHEAD_MS);
     restart_node_3(&mut nodes, "it-clock-ahead", &addrs, &clock, dir.path()).await;
@@ -290,9 +299,7 @@ async fn a_durable_node_restarted_ahead_refuses_writes_until_its_wall_and_hybrid
 async fn a_node_removed_while_its_clock_ran_ahead_stays_removed_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ShiftedClock::default());
-    let (mut nodes, addrs) = three_nodes_in("it-clock-removed", &clock, Some(dir.path())).await;
-    let on_node1 = AdminClient::connect(nodes[0].addr(), None).await.unwrap();
-    on_node1.put("settings/color", "green", AckLevel::All).await.expect("all three hold it");
+    let (mut nodes, addrs, on_node1) = three_holding_green("it-clock-removed", &clock, dir.path()).await;
 
     clock.set_shift(TEN_MINUTES_MS);
     restart_node_3(&mut nodes, "it-clock-removed", &addrs, &clock, dir.path()).await;
