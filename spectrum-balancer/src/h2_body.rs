@@ -211,11 +211,27 @@ pub(crate) fn reset_reason(error: &(dyn StdError + 'static)) -> Reason {
 }
 
 /// Removes the fields RFC 9113 §8.2.2 forbids in HTTP/2 (and `h2` refuses).
+///
+/// This runs on every response head and every trailer section, which almost
+/// never hold such a field (an HTTP/2 node may not send one, and `h2` refuses a
+/// header block that has one): one pass over the names present, compared
+/// without hashing, decides whether any removal is needed, where removing each
+/// forbidden name parsed and hashed it and probed the map (six lookups, about 2 %
+/// of the balancer's CPU at gRPC 8×8 in a profile).
 pub(crate) fn strip_connection_fields(fields: &mut HeaderMap) {
+    if !fields.keys().any(is_connection_specific) {
+        return;
+    }
     for name in CONNECTION_SPECIFIC {
         fields.remove(name);
     }
     fields.remove(http::header::TE);
+}
+
+/// Whether `name` is one [`strip_connection_fields`] removes: a
+/// connection-specific field, or `te`.
+pub(crate) fn is_connection_specific(name: &http::HeaderName) -> bool {
+    name == http::header::TE || CONNECTION_SPECIFIC.contains(&name.as_str())
 }
 
 /// The connection-specific fields HTTP/2 forbids (RFC 9113 §8.2.2), besides
@@ -303,6 +319,23 @@ mod tests {
         assert_eq!(reset_reason(&*cancel), Reason::CANCEL);
         let plain: BoxError = "no h2 error here".into();
         assert_eq!(reset_reason(&*plain), Reason::INTERNAL_ERROR);
+    }
+
+    #[test]
+    fn connection_specific_fields_go_and_the_others_stay() {
+        let mut fields = HeaderMap::new();
+        fields.insert("grpc-status", "0".parse().unwrap());
+        fields.insert("x-keep-alive-hint", "1".parse().unwrap());
+        let untouched = fields.clone();
+        strip_connection_fields(&mut fields);
+        assert_eq!(fields, untouched, "nothing to strip");
+        for name in CONNECTION_SPECIFIC.into_iter().chain(["te"]) {
+            let mut with = untouched.clone();
+            with.append(name, "x".parse().unwrap());
+            with.append(name, "y".parse().unwrap());
+            strip_connection_fields(&mut with);
+            assert_eq!(with, untouched, "{name}");
+        }
     }
 
     #[test]

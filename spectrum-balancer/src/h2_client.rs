@@ -182,11 +182,17 @@ impl Sender {
     /// Should the caller stop waiting, or drop the response's body before the
     /// request body is all written, the stream is reset (`CANCEL`) and the
     /// task writing the request body ends.
-    pub(crate) async fn send(&self, request: Request<AttemptBody>) -> Result<Response<RecvBody>, SendError> {
-        let mut h2 = match self.h2.clone().ready().await {
-            Ok(h2) => h2,
-            Err(error) => return Err(SendError::NotSent { request: Some(Box::new(request)), error }),
-        };
+    pub(crate) async fn send(
+        &mut self,
+        request: Request<AttemptBody>,
+    ) -> Result<Response<RecvBody>, SendError> {
+        // On this handle rather than a clone of it: each request has a handle of
+        // its own (the pool's is cloned for it), and cloning or dropping one
+        // takes the lock on the connection's streams.
+        let h2 = &mut self.h2;
+        if let Err(error) = std::future::poll_fn(|cx| h2.poll_ready(cx)).await {
+            return Err(SendError::NotSent { request: Some(Box::new(request)), error });
+        }
         let (mut head, body) = request.into_parts();
         let end_of_stream = body.is_end_stream();
         if let Some(len) = body.size_hint().exact()
@@ -381,11 +387,12 @@ mod tests {
         for (refusal, never_processed) in [(goaway, true), (refused, true), (cancelled, false)] {
             let addr = raw_server(refusal).await;
             let sender = connect(addr, small()).await;
+            let (mut one, mut two) = (sender.clone(), sender);
             let get = || {
                 let empty = RequestBody::new(Empty::<Bytes>::new(), None, 0).attempt();
                 Request::get(format!("http://{addr}/")).body(empty).unwrap()
             };
-            let (first, second) = tokio::join!(sender.send(get()), sender.send(get()));
+            let (first, second) = tokio::join!(one.send(get()), two.send(get()));
             assert_eq!(first.unwrap().status(), 200, "stream 1 was processed");
             match second {
                 Err(SendError::Refused(_)) if never_processed => {}
@@ -398,7 +405,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_sent_a_frame_at_a_time_is_echoed_while_it_is_still_being_sent() {
         let addr = echo_server().await;
-        let sender = connect(addr, small()).await;
+        let mut sender = connect(addr, small()).await;
         let (frames, body) = streamed();
         frames.unbounded_send(Ok(Frame::data(Bytes::from_static(b"one")))).unwrap();
         let response = sender.send(request(addr, body)).await.unwrap();
@@ -423,7 +430,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_many_times_the_windows_goes_through_as_each_side_takes_it() {
         let addr = echo_server().await;
-        let sender = connect(addr, small()).await;
+        let mut sender = connect(addr, small()).await;
         let chunk = Bytes::from(vec![7u8; 100 * 1024]);
         let chunks = (0..40).map(move |_| Ok::<_, BoxError>(Frame::data(chunk.clone())));
         let body = RequestBody::new(StreamBody::new(futures::stream::iter(chunks)), None, 0).attempt();
@@ -436,7 +443,7 @@ mod tests {
     #[tokio::test]
     async fn a_whole_body_and_an_empty_one_are_sent_and_echoed() {
         let addr = echo_server().await;
-        let sender = connect(addr, small()).await;
+        let mut sender = connect(addr, small()).await;
         let body = RequestBody::new(Full::new(Bytes::from_static(b"all at once")), None, 1024).attempt();
         let response = sender.send(request(addr, body)).await.unwrap();
         assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), &b"all at once"[..]);
@@ -463,7 +470,7 @@ mod tests {
     #[tokio::test]
     async fn a_client_s_trailers_lose_the_fields_http2_forbids_and_the_rest_go_through() {
         let addr = echo_server().await;
-        let sender = connect(addr, small()).await;
+        let mut sender = connect(addr, small()).await;
         let (frames, body) = streamed();
         frames.unbounded_send(Ok(Frame::data(Bytes::from_static(b"chunked")))).unwrap();
         let mut trailers = HeaderMap::new();
@@ -500,7 +507,7 @@ mod tests {
             }
         })
         .await;
-        let sender = connect(addr, small()).await;
+        let mut sender = connect(addr, small()).await;
         let (frames, body) = streamed();
         frames.unbounded_send(Ok(Frame::data(Bytes::from_static(b"first")))).unwrap();
         let response = sender.send(request(addr, body)).await.unwrap();

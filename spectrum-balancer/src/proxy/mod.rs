@@ -50,6 +50,7 @@ const HOP_BY_HOP: [&str; 5] = crate::h2_body::CONNECTION_SPECIFIC;
 /// The header that lists the clients a request came through.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The request handler shared by every client connection. The strategy comes with
 /// each request's snapshot of the pool, so it can be swapped while serving.
@@ -159,6 +160,11 @@ async fn until<F: Future>(deadline: Option<Instant>, fut: F) -> Option<F::Output
 /// Removes hop-by-hop headers, including those the `connection` header names.
 /// `te: trailers` is kept (gRPC needs it); other `te` values are dropped.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Every HTTP/1.1 request comes through here, and few hold any of these:
+    // one pass over the names present, without hashing, before any lookup.
+    if !headers.keys().any(crate::h2_body::is_connection_specific) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -240,7 +246,7 @@ fn add_forwarding(
         .remove(header::HOST)
         .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     if let Some(host) = host {
-        headers.entry("x-forwarded-host").or_insert(host);
+        headers.entry(X_FORWARDED_HOST).or_insert(host);
     }
     // Built in one buffer: this runs on every request. Several `x-forwarded-for`
     // lines are one list (RFC 9110 §5.3): every one is kept, in order.
@@ -583,6 +589,21 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["te"], "trailers");
         assert_eq!(h["x-app"], "kept");
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_dropped() {
+        for name in HOP_BY_HOP {
+            let mut h = HeaderMap::new();
+            h.insert("x-app", HeaderValue::from_static("kept"));
+            h.insert(name, HeaderValue::from_static("x"));
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name}: {h:?}");
+        }
+        let mut plain = HeaderMap::new();
+        plain.insert("x-app", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain["x-app"], "kept");
     }
 
     #[test]
