@@ -2,7 +2,7 @@
 //! one run on loopback.
 //!
 //! ```text
-//! cargo run --release --example bench_balancer [-- --rounds 3 --seconds 2 --no-tls --perf FILE --perf-shape 8x8 --baseline BIN --syscalls --bare-haproxy]
+//! cargo run --release --example bench_balancer [-- --rounds 3 --seconds 2 --no-tls --perf FILE --perf-shape 8x8 --perf-target haproxy --baseline BIN --syscalls --bare-haproxy]
 //! ```
 //!
 //! **What runs.** The `spectrum` binary of the same build profile (built first with
@@ -41,7 +41,8 @@
 //! list of the targets met. `--perf FILE` records the balancer with `perf record`
 //! (call graphs) during its first round of the shape whose title contains
 //! `--perf-shape` (default `8x8`; `1x1`, `HTTP/1.1` or `streamed` for the others)
-//! (Debian's `linux-perf`).
+//! (Debian's `linux-perf`); `--perf-target haproxy` records HAProxy instead, to
+//! compare the two profiles.
 //! `--baseline PATH` runs one more balancer, from another `spectrum` binary (a
 //! build of an earlier commit), over the same nodes: before and after a change in
 //! one run. `--syscalls` counts, with `perf stat`, each proxy's system calls
@@ -82,6 +83,8 @@ struct Options {
     perf: Option<PathBuf>,
     /// Part of the title of the shape `perf` records.
     perf_shape: String,
+    /// The target `perf` records (`spectrum`, or `haproxy` to compare profiles).
+    perf_target: String,
     baseline: Option<PathBuf>,
     syscalls: bool,
     /// HAProxy without the forwarding headers the balancer adds.
@@ -96,6 +99,7 @@ impl Options {
             tls: true,
             perf: None,
             perf_shape: "8x8".to_owned(),
+            perf_target: "spectrum".to_owned(),
             baseline: None,
             syscalls: false,
             bare_haproxy: false,
@@ -111,6 +115,7 @@ impl Options {
                 "--no-tls" => options.tls = false,
                 "--perf" => options.perf = Some(PathBuf::from(value()?)),
                 "--perf-shape" => options.perf_shape = value()?,
+                "--perf-target" => options.perf_target = value()?,
                 "--baseline" => options.baseline = Some(PathBuf::from(value()?)),
                 "--syscalls" => options.syscalls = true,
                 "--bare-haproxy" => options.bare_haproxy = true,
@@ -258,7 +263,9 @@ async fn measure(
             let target = &targets[slot];
             let perf = match (&options.perf, target.pid) {
                 (Some(file), Some(pid))
-                    if r == 0 && target.name == "spectrum" && shape.title.contains(&options.perf_shape) =>
+                    if r == 0
+                        && target.name == options.perf_target
+                        && shape.title.contains(&options.perf_shape) =>
                 {
                     Some(Perf::start(pid, file)?)
                 }
@@ -314,7 +321,7 @@ impl Perf {
             .map_err(|e| format!("perf: {e} (Debian: apt-get install linux-perf)"))?;
         // perf needs a moment to attach before the window opens.
         std::thread::sleep(Duration::from_millis(300));
-        println!("  recording the balancer (pid {pid}) into {}", file.display());
+        println!("  recording pid {pid} into {}", file.display());
         Ok(Perf(child))
     }
 
