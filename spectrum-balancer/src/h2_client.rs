@@ -167,8 +167,10 @@ impl Sender {
         if self.closed.load(Ordering::Acquire) {
             return true;
         }
-        // A handle with no stream of its own waiting to open only reads the
-        // connection's error here: nothing is registered with the waker.
+        // `h2` reads the connection's error first. A handle that sent a request
+        // (see `send`) may still hold that stream waiting to open: the no-op
+        // waker is then left on a stream whose request already failed, which
+        // nothing waits on.
         let mut cx = Context::from_waker(std::task::Waker::noop());
         matches!(self.h2.poll_ready(&mut cx), Poll::Ready(Err(_)))
     }
