@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{ProcessCluster, spectrum_command};
+use crate::{ProcessCluster, expect_failure, spectrum_command};
 
 /// A running `spectrum config watch`, its standard output read line by line.
 struct Watcher {
@@ -116,4 +116,11 @@ fn config_watch_prints_events_as_they_come_exits_cleanly_on_ctrl_c_and_resumes_f
     assert!(ok);
 
     cluster.fails(&["config", "watch", "settings/", "--from", "nonsense"], "--from");
+
+    // A watch refused at once prints its error and nothing on standard output
+    // (it printed the table's header first).
+    let args = ["config", "watch", "settings/"];
+    let out = cluster.run_at(&cluster.balancer, Some("wrong-token"), &args);
+    expect_failure(&out, &args, "Unauthenticated");
+    assert!(out.stdout.is_empty(), "{:?}", String::from_utf8_lossy(&out.stdout));
 }

@@ -48,14 +48,14 @@ pub(super) async fn run(client: &AdminClient, cmd: ConfigCommand, ack: AckLevel,
 }
 
 /// `spectrum config watch`: prints events as they come until Ctrl-C or SIGTERM
-/// (exit 0), or until the watch fails for good (exit 1 with the reason).
+/// (exit 0), or until the watch fails for good (exit 1 with the reason). The
+/// table's header comes with the first event, so a watch refused at once (a
+/// wrong token, a prefix the role may not read) prints only its error.
 async fn watch(client: &AdminClient, prefix: &str, from: Option<&str>, json: bool) -> Result<()> {
     let from = from.map(str::parse::<WatchPosition>).transpose().context("--from")?;
     let mut events = client.watch(prefix, from);
     let mut out = std::io::stdout();
-    if !json {
-        writeln!(out, "{:<8} {:<40} {:<32} VALUE", "KIND", "KEY", "VERSION")?;
-    }
+    let mut header = !json;
     let mut last: Option<WatchPosition> = None;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("SIGTERM handler")?;
@@ -67,6 +67,9 @@ async fn watch(client: &AdminClient, prefix: &str, from: Option<&str>, json: boo
         };
         let Some(event) = event else { break };
         let event = event?;
+        if std::mem::take(&mut header) {
+            writeln!(out, "{:<8} {:<40} {:<32} VALUE", "KIND", "KEY", "VERSION")?;
+        }
         print_event(&mut out, &event, json)?;
         last = Some(event.position);
     }
