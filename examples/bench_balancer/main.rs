@@ -42,7 +42,8 @@
 //! (call graphs) during its first round of the shape whose title contains
 //! `--perf-shape` (default `8x8`; `1x1`, `HTTP/1.1` or `streamed` for the others)
 //! (Debian's `linux-perf`); `--perf-target haproxy` records HAProxy instead, to
-//! compare the two profiles.
+//! compare the two profiles (a target or shape no round of the run has is
+//! refused at start).
 //! `--baseline PATH` runs one more balancer, from another `spectrum` binary (a
 //! build of an earlier commit), over the same nodes: before and after a change in
 //! one run. `--syscalls` counts, with `perf stat`, each proxy's system calls
@@ -122,7 +123,38 @@ impl Options {
                 other => return Err(format!("unknown argument {other:?} (see the example's docs)").into()),
             }
         }
+        options.check_perf()?;
         Ok(options)
+    }
+
+    /// Refuses a `--perf-target` or `--perf-shape` that names no round of this
+    /// run: it would record nothing, and say nothing.
+    fn check_perf(&self) -> Result<(), BoxError> {
+        if self.perf.is_none() {
+            return Ok(());
+        }
+        let shapes: Vec<&Shape> = SHAPES.iter().filter(|s| s.title.contains(&self.perf_shape)).collect();
+        if shapes.is_empty() {
+            let titles: Vec<&str> = SHAPES.iter().map(|s| s.title).collect();
+            return Err(
+                format!("--perf-shape {:?} is in no shape's title: {titles:?}", self.perf_shape).into()
+            );
+        }
+        let runs = match self.perf_target.as_str() {
+            "spectrum" | "haproxy" => true,
+            "baseline" => self.baseline.is_some(),
+            "spectrum TLS" => self.tls && shapes.iter().any(|s| s.with_tls),
+            _ => false,
+        };
+        if !runs {
+            return Err(format!(
+                "--perf-target {:?} runs in no recorded round: \"spectrum\", \"haproxy\", \"baseline\" (with \
+                 --baseline) or \"spectrum TLS\" (TLS on, the 8x8 shape)",
+                self.perf_target
+            )
+            .into());
+        }
+        Ok(())
     }
 }
 
