@@ -55,13 +55,15 @@
 //! within one run; CPU per request is the steadier comparison.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::Duration;
 
 #[path = "../support/cpu.rs"]
 mod cpu;
 mod fixture;
 mod load;
+#[path = "../support/perf.rs"]
+mod perf;
 #[path = "../support/processes.rs"]
 mod processes;
 mod report;
@@ -70,6 +72,7 @@ mod syscalls;
 
 use fixture::Fixture;
 use load::{BoxError, Call, Endpoint, Load, Round};
+use perf::Perf;
 use report::Summary;
 
 /// Size of the streamed response.
@@ -299,7 +302,7 @@ async fn measure(
                         && target.name == options.perf_target
                         && shape.title.contains(&options.perf_shape) =>
                 {
-                    Some(Perf::start(pid, file)?)
+                    Some(Perf::start(&[pid], file)?)
                 }
                 _ => None,
             };
@@ -326,46 +329,4 @@ async fn measure(
         println!("{line}");
     }
     Ok((rounds, counted))
-}
-
-/// `perf record` with call graphs on one process, stopped with SIGINT (so it writes
-/// its file). Call graphs are unwound from DWARF: a release build keeps its unwind
-/// tables but no frame pointers.
-struct Perf(Child);
-
-impl Perf {
-    fn start(pid: u32, file: &std::path::Path) -> Result<Perf, BoxError> {
-        let child = Command::new("perf")
-            .args([
-                "record",
-                "--call-graph",
-                "dwarf,32768",
-                "-F",
-                "499",
-                "--quiet",
-                "-p",
-                &pid.to_string(),
-                "-o",
-            ])
-            .arg(file)
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("perf: {e} (Debian: apt-get install linux-perf)"))?;
-        // perf needs a moment to attach before the window opens.
-        std::thread::sleep(Duration::from_millis(300));
-        println!("  recording pid {pid} into {}", file.display());
-        Ok(Perf(child))
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Perf {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench_consensus [-- --quick | --rounds 3 --ops 500 --seconds 3] [--syscalls]
-//!     [--raft-only] [--baseline BIN]
+//!     [--raft-only] [--baseline BIN] [--perf DIR]
 //! ```
 //!
 //! **What runs.** Three etcd members (Debian's `etcd-server`, installed with
@@ -44,6 +44,12 @@
 //! system's three processes in its first round of every shape, and prints them
 //! per operation under the shape's table.
 //!
+//! **`--perf DIR`** records each system's three processes with `perf record`
+//! (call graphs; Debian's `linux-perf`) in its first round of the 16-writer
+//! shape, into `DIR/N.data` (`N` the system's number in the tables, from 1:
+//! etcd), and prints each round's puts, to divide a profile's samples by: where
+//! a put's CPU goes, and, against `--baseline`, where two builds part ways.
+//!
 //! **Spectrum's configurations** are the table [`MODES`]: Raft mode
 //! (`replication = "raft"` in the node file, judged against issue 14's target),
 //! and last-writer-wins at `--ack quorum` and `--ack all`, whose compare-and-set
@@ -58,6 +64,8 @@
 #[path = "../support/cpu.rs"]
 mod cpu;
 mod etcd;
+#[path = "../support/perf.rs"]
+mod perf;
 #[path = "../support/processes.rs"]
 mod processes;
 mod report;
@@ -71,6 +79,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use perf::Perf;
 use processes::{BoxError, Processes};
 use report::Summary;
 use spectrum::client::AckLevel;
@@ -118,6 +127,9 @@ struct Options {
     raft_only: bool,
     /// Another `spectrum` binary whose Raft-mode cluster is measured too.
     baseline: Option<PathBuf>,
+    /// Where `perf record` writes each system's profile of its first
+    /// concurrent round.
+    perf: Option<PathBuf>,
 }
 
 impl Options {
@@ -129,6 +141,7 @@ impl Options {
             syscalls: false,
             raft_only: false,
             baseline: None,
+            perf: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -145,6 +158,13 @@ impl Options {
                         return Err(format!("--baseline {}: no such file", bin.display()).into());
                     }
                     options.baseline = Some(bin);
+                }
+                "--perf" => {
+                    let dir = PathBuf::from(value()?);
+                    if !dir.is_dir() {
+                        return Err(format!("--perf {}: no such directory", dir.display()).into());
+                    }
+                    options.perf = Some(dir);
                 }
                 "--rounds" => options.rounds = value()?.parse::<usize>()?.clamp(1, 20),
                 "--ops" => options.ops = value()?.parse::<usize>()?.clamp(10, 100_000),
@@ -331,6 +351,12 @@ async fn measure(
             } else {
                 None
             };
+            let perf = match (&options.perf, shape) {
+                (Some(dir), Shape::ConcurrentPuts) if r == 0 => {
+                    Some(Perf::start(&system.pids, &dir.join(format!("{}.data", slot + 1)))?)
+                }
+                _ => None,
+            };
             let cpu_before: Vec<Option<Duration>> =
                 system.pids.iter().map(|&p| cpu::process_time(p)).collect();
             let client_before = cpu::process_time(std::process::id());
@@ -352,6 +378,10 @@ async fn measure(
             round.client_cpu = cpu::process_time(std::process::id())
                 .zip(client_before)
                 .map(|(after, before)| after.saturating_sub(before));
+            if let Some(perf) = perf {
+                perf.stop();
+                println!("  {}: {} puts recorded", system.name, round.latencies.len());
+            }
             if let Some(counting) = counting {
                 let counts = counting.stop()?;
                 if round.not_measured.is_none() {
