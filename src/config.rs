@@ -100,7 +100,7 @@ pub struct NodeFileConfig {
     #[serde(default)]
     pub change_log: Option<ChangeLogFile>,
     /// Raft mode's timing, compaction and tombstone collection
-    /// (`raft = { snapshot_every = 5000, keep_behind_snapshot = 1000,
+    /// (`raft = { snapshot_every = 20000, keep_behind_snapshot = 1000,
     /// tombstone_keep = 1000, heartbeat_ms = 100, election_timeout_ms = [800, 1600] }`;
     /// all optional, those are the defaults). No effect in last-writer-wins mode.
     #[serde(default)]

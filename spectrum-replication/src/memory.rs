@@ -182,6 +182,11 @@ impl ConfigStore for MemoryStore {
         Ok(self.state.lock().live_version(key))
     }
 
+    async fn live_versions(&self, keys: &[&str]) -> Result<Vec<Option<VersionToken>>, StoreError> {
+        let state = self.state.lock();
+        Ok(keys.iter().map(|key| state.live_version(key)).collect())
+    }
+
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {
         batch.validate(self.max_value_bytes)?;
         let mut st = self.state.lock();

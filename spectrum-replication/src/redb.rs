@@ -1270,6 +1270,11 @@ impl ConfigStore for RedbStore {
         Ok(self.shared.state.read().live_version(key))
     }
 
+    async fn live_versions(&self, keys: &[&str]) -> Result<Vec<Option<VersionToken>>, StoreError> {
+        let state = self.shared.state.read();
+        Ok(keys.iter().map(|key| state.live_version(key)).collect())
+    }
+
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {
         batch.validate(self.max_value_bytes)?;
         let op = GroupOp::Apply { me: self.origin.clone(), batch };

@@ -114,6 +114,23 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
         Ok(self.get(key).await?.filter(|r| !r.is_tombstone()).map(|r| r.token()))
     }
 
+    /// [`live_version`](Self::live_version) of each of `keys`, in order, read
+    /// at one moment: one call where a caller needs many (the Raft state
+    /// machine reads every key a batch of log entries writes or conditions on
+    /// before deciding it). The stores of this crate read their in-memory
+    /// index under one lock; the default asks key by key.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    async fn live_versions(&self, keys: &[&str]) -> Result<Vec<Option<VersionToken>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.live_version(key).await?);
+        }
+        Ok(out)
+    }
+
     /// Applies local writes atomically and returns the stamped records, in batch order.
     ///
     /// # Errors
@@ -333,6 +350,9 @@ impl<T: ConfigStore + ?Sized> ConfigStore for Arc<T> {
     }
     async fn live_version(&self, key: &str) -> Result<Option<VersionToken>, StoreError> {
         (**self).live_version(key).await
+    }
+    async fn live_versions(&self, keys: &[&str]) -> Result<Vec<Option<VersionToken>>, StoreError> {
+        (**self).live_versions(keys).await
     }
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {
         (**self).apply(batch).await

@@ -229,6 +229,17 @@ where
     assert_eq!(s.live_keys("").await.expect("live keys").len(), 3, "every live key, no tombstone");
     let k1 = s.get("k1").await.expect("get").expect("k1");
     assert_eq!(s.live_version("k1").await.expect("live version"), Some(k1.token()), "get's record's version");
+    // Many at once: each as `live_version` answers it, in the order asked,
+    // a key asked twice answered twice.
+    let asked = ["k2", "k", "absent", "k1", "k2"];
+    let mut one_by_one = Vec::new();
+    for key in asked {
+        one_by_one.push(s.live_version(key).await.expect("live version"));
+    }
+    let k2 = s.get("k2").await.expect("get").expect("k2").token();
+    assert_eq!(one_by_one, vec![Some(k2.clone()), None, None, Some(k1.token()), Some(k2)]);
+    assert_eq!(s.live_versions(&asked).await.expect("live versions"), one_by_one);
+    assert!(s.live_versions(&[]).await.expect("live versions").is_empty());
 }
 
 async fn invalid_batches_change_nothing<F, S>(h: &Harness<'_, F>)

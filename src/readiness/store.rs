@@ -132,6 +132,9 @@ impl ConfigStore for WatchedStore {
     async fn live_version(&self, key: &str) -> Result<Option<VersionToken>, StoreError> {
         self.inner.live_version(key).await
     }
+    async fn live_versions(&self, keys: &[&str]) -> Result<Vec<Option<VersionToken>>, StoreError> {
+        self.inner.live_versions(keys).await
+    }
     async fn apply(&self, batch: WriteBatch) -> Result<Vec<Record>, StoreError> {
         let result = self.inner.apply(batch).await;
         self.observe(result, |records| !records.is_empty()).await

@@ -86,7 +86,11 @@ pub struct RaftSettings {
     /// an election (default 800 ms to 1.6 s: generous, for shared machines).
     pub election_timeout: (Duration, Duration),
     /// A snapshot is taken once this many entries were applied since the last
-    /// (default 5,000).
+    /// (default 20,000; etcd's `--snapshot-count` is 100,000 in 3.4 and 10,000
+    /// in 3.6). A snapshot copies the whole store and the recent proposal ids,
+    /// then writes them durably: under 16 writers, at 5,000 entries, that was
+    /// about 7 % of the three nodes' CPU. Between snapshots the log keeps every
+    /// entry on disk (the log's files; in memory, 20 bytes each).
     pub snapshot_every: u64,
     /// Entries kept in the log behind the last snapshot, for followers a
     /// little behind (default 1,000); older ones are purged, and a follower
@@ -99,7 +103,7 @@ impl Default for RaftSettings {
         Self {
             heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(800), Duration::from_millis(1600)),
-            snapshot_every: 5_000,
+            snapshot_every: 20_000,
             keep_behind_snapshot: 1_000,
         }
     }

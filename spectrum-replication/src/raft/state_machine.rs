@@ -175,8 +175,41 @@ impl StateMachine {
         Ok(())
     }
 
+    /// The live versions, in the store, of every key that the entries to be
+    /// decided (those above `held_at_start`, see `replayed`) write or set a
+    /// condition on, read in one call: the map [`decide`](Self::decide) starts
+    /// from and notes each decided write in. The store changes only through
+    /// this state machine between here and the batch's merge (a tombstone
+    /// sweep drops only tombstones, whose live version is none), so these are
+    /// the versions a lookup at each decision would find.
+    async fn live_versions(
+        &self,
+        entries: &[Entry],
+        held_at_start: u64,
+    ) -> Result<HashMap<String, Option<VersionToken>>, StorageError> {
+        let mut keys: Vec<&str> = Vec::new();
+        for entry in entries {
+            if let EntryPayload::Normal(batch) = &entry.payload
+                && entry.log_id.index * SEQ_PER_ENTRY + SEQ_PER_ENTRY - 1 > held_at_start
+            {
+                for p in batch.proposals.iter() {
+                    keys.extend(p.txn.conditions.iter().map(|c| c.key()));
+                    keys.extend(p.txn.writes.writes.iter().map(|w| w.key()));
+                }
+            }
+        }
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        let versions = self.store.live_versions(&keys).await.map_err(read_err)?;
+        Ok(keys.into_iter().map(str::to_owned).zip(versions).collect())
+    }
+
     /// The live version `key` holds, seen through the writes of this batch
-    /// not yet merged (`pending`).
+    /// not yet merged (`pending`, which [`live_versions`](Self::live_versions)
+    /// filled with the store's versions first).
     async fn live_version(
         &self,
         key: &str,
@@ -315,7 +348,13 @@ impl StateMachine {
             context.raise(&self.origin, seq.saturating_sub(1));
             let lineage = crate::record::Lineage { replaces, context };
             let record = Record { key, value, stamp, origin: self.origin.clone(), seq, lineage };
-            pending.insert(record.key.clone(), (!record.is_tombstone()).then(|| record.token()));
+            let version = (!record.is_tombstone()).then(|| record.token());
+            match pending.get_mut(record.key.as_str()) {
+                Some(slot) => *slot = version,
+                None => {
+                    pending.insert(record.key.clone(), version);
+                }
+            }
             records.push(record);
             *offset += 1;
         }
@@ -351,7 +390,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(|e| write_err(std::io::Error::other(e)))?;
         }
         let mut answers = Vec::new();
-        let mut pending = HashMap::new();
+        let mut pending = self.live_versions(&entries, held_at_start).await?;
         let mut records = Vec::new();
         let mut covered = None;
         for entry in entries {
