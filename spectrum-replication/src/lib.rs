@@ -177,6 +177,7 @@ pub mod conflict;
 pub mod conformance;
 pub mod credential;
 pub mod error;
+mod feed;
 mod gate;
 mod group_commit;
 mod handshake;

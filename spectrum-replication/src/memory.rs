@@ -31,13 +31,14 @@ use tracing::trace;
 use crate::changelog::{ChangeLogLimits, DEFAULT_CHANGE_LOG_CAPACITY, FeedHead, MemoryLog};
 use crate::conflict::Conflict;
 use crate::error::StoreError;
+use crate::feed::Feeds;
 use crate::origin::Origin;
 use crate::record::{
     ChangeBatch, DEFAULT_MAX_VALUE_BYTES, Delta, MergeReport, Record, Snapshot, VersionToken, VersionVector,
     WriteBatch,
 };
 use crate::state::{Changes, State, check_record};
-use crate::store::{ConfigStore, FEED_CAPACITY};
+use crate::store::ConfigStore;
 
 /// A [`ConfigStore`] that keeps everything in memory. Nothing survives a restart;
 /// [`RedbStore`](crate::RedbStore) is the durable store.
@@ -63,7 +64,7 @@ pub struct MemoryStore {
     state: Mutex<State>,
     /// The change log; locked after `state`, never before.
     log: Mutex<MemoryLog>,
-    feed: broadcast::Sender<Record>,
+    feed: Feeds,
 }
 
 impl MemoryStore {
@@ -78,7 +79,6 @@ impl MemoryStore {
     /// for simulations and tests that must replay the same origins. `origin`
     /// must be one no earlier store used (else sequence numbers are reused).
     pub fn for_origin(origin: Origin, hlc: Arc<Hlc>) -> Self {
-        let (feed, _) = broadcast::channel(FEED_CAPACITY);
         Self {
             origin,
             hlc,
@@ -87,7 +87,7 @@ impl MemoryStore {
             log: Mutex::new(MemoryLog::new(
                 ChangeLogLimits::default().max_entries(DEFAULT_CHANGE_LOG_CAPACITY),
             )),
-            feed,
+            feed: Feeds::default(),
         }
     }
 
@@ -140,11 +140,7 @@ impl MemoryStore {
         if !changes.feed.is_empty() {
             self.log.lock().append(&changes.feed, self.hlc.physical_now_ms());
         }
-        for c in &changes.feed {
-            if let Some(r) = &c.record {
-                let _ = self.feed.send(r.clone());
-            }
-        }
+        self.feed.publish(changes.feed.iter().filter_map(|c| c.record.as_ref()));
     }
 }
 
@@ -217,6 +213,10 @@ impl ConfigStore for MemoryStore {
 
     fn subscribe(&self) -> broadcast::Receiver<Record> {
         self.feed.subscribe()
+    }
+
+    fn subscribe_prefix(&self, prefix: &str) -> broadcast::Receiver<Record> {
+        self.feed.subscribe_prefix(prefix)
     }
 
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {

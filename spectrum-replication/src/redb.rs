@@ -124,6 +124,7 @@ use tracing::{debug, info, trace, warn};
 use crate::changelog::{ChangeLogLimits, FeedHead, check_from, page};
 use crate::conflict::Conflict;
 use crate::error::StoreError;
+use crate::feed::Feeds;
 use crate::group_commit::{Committer, Enqueued, GroupCommit};
 use crate::origin::{InvalidOrigin, Origin};
 use crate::proto;
@@ -133,7 +134,7 @@ use crate::record::{
 };
 use crate::redb_log::{self, CHANGES, corrupt, storage};
 use crate::state::{Changes, Parts, State, check_record};
-use crate::store::{ConfigStore, FEED_CAPACITY};
+use crate::store::ConfigStore;
 use crate::wire::{records_from_wire, records_to_wire};
 
 /// key → protobuf `Record`.
@@ -270,7 +271,7 @@ struct Shared {
     disk: Mutex<()>,
     /// Deferred changes applied in memory, not yet written to the file.
     behind: Mutex<Behind>,
-    feed: broadcast::Sender<Record>,
+    feed: Feeds,
     /// What the durable change log keeps (see [`changelog`](crate::changelog)).
     limits: RwLock<ChangeLogLimits>,
     /// Local batches and merges waiting to be committed in a group.
@@ -379,7 +380,6 @@ impl RedbStore {
         let floor = high_water.max(state.max_stamp().unwrap_or(Timestamp::ZERO));
         hlc.restore(floor);
         debug!(%origin, path = %shown, records = state.len(), hlc = %floor, "opened durable store");
-        let (feed, _) = broadcast::channel(FEED_CAPACITY);
         let behind = Behind::new(state.head(), redb_log::oldest_in(&db, &shown, state.head())?);
         Ok(Self {
             origin,
@@ -392,7 +392,7 @@ impl RedbStore {
                 writer: Mutex::new(()),
                 disk: Mutex::new(()),
                 behind: Mutex::new(behind),
-                feed,
+                feed: Feeds::default(),
                 limits: RwLock::new(ChangeLogLimits::default()),
                 group: Arc::new(GroupCommit::new(MAX_GROUP_WRITES, MAX_GROUP_BYTES)),
             }),
@@ -676,11 +676,7 @@ impl Shared {
 
     /// Sends the records `changes` stored to the live feed.
     fn publish(&self, changes: &Changes) {
-        for c in &changes.feed {
-            if let Some(r) = &c.record {
-                let _ = self.feed.send(r.clone());
-            }
-        }
+        self.feed.publish(changes.feed.iter().filter_map(|c| c.record.as_ref()));
     }
 
     /// Merges `records` in memory and queues the change for the file (see
@@ -1375,6 +1371,10 @@ impl ConfigStore for RedbStore {
 
     fn subscribe(&self) -> broadcast::Receiver<Record> {
         self.shared.feed.subscribe()
+    }
+
+    fn subscribe_prefix(&self, prefix: &str) -> broadcast::Receiver<Record> {
+        self.shared.feed.subscribe_prefix(prefix)
     }
 
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {

@@ -217,6 +217,16 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
     /// [`scan`](ConfigStore::scan).
     fn subscribe(&self) -> broadcast::Receiver<Record>;
 
+    /// [`subscribe`](Self::subscribe)'s feed for a receiver that wants only
+    /// the records whose key starts with `prefix`: the stores of this crate
+    /// send it those alone, so it is neither woken nor handed a copy for a
+    /// write elsewhere. It may carry others (the default is the whole feed),
+    /// so a receiver still checks each key. Lagging is as on the whole feed.
+    fn subscribe_prefix(&self, prefix: &str) -> broadcast::Receiver<Record> {
+        let _ = prefix;
+        self.subscribe()
+    }
+
     /// A consistent copy of the whole store: every record, the digest they stand
     /// for, the tombstone floor, and the change-feed position.
     ///
@@ -378,6 +388,9 @@ impl<T: ConfigStore + ?Sized> ConfigStore for Arc<T> {
     }
     fn subscribe(&self) -> broadcast::Receiver<Record> {
         (**self).subscribe()
+    }
+    fn subscribe_prefix(&self, prefix: &str) -> broadcast::Receiver<Record> {
+        (**self).subscribe_prefix(prefix)
     }
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         (**self).snapshot().await

@@ -527,6 +527,7 @@ where
 {
     let s = h.store("a");
     let mut feed = s.subscribe();
+    let mut under_y = s.subscribe_prefix("y");
     let local = s.apply(WriteBatch::new().put("x", "1").delete("y")).await.expect("apply");
     let theirs = remote("z", Some("2"), 5, "b", 1);
     s.merge(vec![theirs.clone()], &VersionVector::default()).await.expect("merge");
@@ -540,6 +541,16 @@ where
     }
     assert_eq!(seen, [local[0].clone(), local[1].clone(), theirs], "the feed shows writes in storage order");
     assert!(feed.try_recv().is_err(), "an ignored duplicate is not fed again");
+    // A prefix's feed carries its records, in order; a store may send others
+    // too (the default sends the whole feed), never fewer.
+    let mut under = Vec::new();
+    while let Ok(r) = under_y.try_recv() {
+        under.push(r);
+    }
+    assert!(under.contains(&local[1]), "the prefix's feed carries the delete of y: {under:?}");
+    let all = [local[0].clone(), local[1].clone(), seen[2].clone()];
+    let order: Vec<usize> = under.iter().filter_map(|r| all.iter().position(|a| a == r)).collect();
+    assert!(order.len() == under.len() && order.is_sorted(), "in storage order: {under:?}");
 }
 
 async fn snapshot_then_restore_makes_an_equal_copy<F, S>(h: &Harness<'_, F>)

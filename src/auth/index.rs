@@ -104,7 +104,7 @@ impl UserIndex {
     pub async fn follow(store: &Arc<dyn ConfigStore>) -> Result<Arc<Self>, StoreError> {
         let index = Arc::new(Self { users: RwLock::default(), store: Some(Arc::downgrade(store)) });
         // Subscribe before reading, so nothing stored in between is missed.
-        let feed = store.subscribe();
+        let feed = store.subscribe_prefix(Namespace::Users.prefix());
         index.rebuild(&store.scan(Namespace::Users.prefix()).await?);
         tokio::spawn(keep_up(Arc::downgrade(&index), Arc::downgrade(store), feed));
         Ok(index)

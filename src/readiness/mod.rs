@@ -321,7 +321,7 @@ pub(crate) fn watch_membership(
     readiness: Arc<Readiness>,
 ) -> JoinHandle<()> {
     let key = Member::key_of(&id);
-    let mut feed = store.subscribe();
+    let mut feed = store.subscribe_prefix(&key);
     tokio::spawn(async move {
         loop {
             match store.get(&key).await {

@@ -164,6 +164,9 @@ impl ConfigStore for WatchedStore {
     fn subscribe(&self) -> broadcast::Receiver<Record> {
         self.inner.subscribe()
     }
+    fn subscribe_prefix(&self, prefix: &str) -> broadcast::Receiver<Record> {
+        self.inner.subscribe_prefix(prefix)
+    }
     async fn snapshot(&self) -> Result<Snapshot, StoreError> {
         self.inner.snapshot().await
     }
