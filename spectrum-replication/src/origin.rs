@@ -134,12 +134,22 @@ impl From<NodeId> for Origin {
 }
 
 impl fmt::Display for Origin {
+    /// `node~incarnation`, the incarnation as 16 lower-case hex digits (the
+    /// bare node for the legacy origin). Written without the formatting
+    /// machinery's padding: every record a store writes to its file or sends
+    /// names its origin this way, two or three times.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.node.as_str())?;
         if self.is_legacy() {
-            f.write_str(self.node.as_str())
-        } else {
-            write!(f, "{}{SEPARATOR}{:016x}", self.node, self.incarnation)
+            return Ok(());
         }
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 17];
+        text[0] = SEPARATOR as u8;
+        for (i, digit) in text[1..].iter_mut().enumerate() {
+            *digit = DIGITS[((self.incarnation >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
