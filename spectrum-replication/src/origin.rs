@@ -68,6 +68,8 @@ use thiserror::Error;
 
 /// Separates the node id from the incarnation in an origin's text form.
 const SEPARATOR: char = '~';
+// Display writes it as one byte.
+const _: () = assert!(SEPARATOR.is_ascii());
 
 /// Hex digits of an incarnation in the text form.
 const INCARNATION_DIGITS: usize = 16;

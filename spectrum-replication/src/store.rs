@@ -114,10 +114,10 @@ pub trait ConfigStore: Send + Sync + std::fmt::Debug + 'static {
         Ok(self.get(key).await?.filter(|r| !r.is_tombstone()).map(|r| r.token()))
     }
 
-    /// [`live_version`](Self::live_version) of each of `keys`, in order, read
-    /// at one moment: one call where a caller needs many (the Raft state
-    /// machine reads every key a batch of log entries writes or conditions on
-    /// before deciding it). The stores of this crate read their in-memory
+    /// [`live_version`](Self::live_version) of each of `keys`, in order: one
+    /// call where a caller needs many (the Raft state machine reads every key
+    /// a batch of log entries writes or conditions on before deciding it).
+    /// The stores of this crate read them at one moment, from their in-memory
     /// index under one lock; the default asks key by key.
     ///
     /// # Errors

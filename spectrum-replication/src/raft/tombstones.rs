@@ -26,7 +26,10 @@
 //!   tombstone or had collected it.
 //! - Conditions of later transactions read a collected tombstone and a
 //!   present one alike (the key is absent), so every replica decides them the
-//!   same way.
+//!   same way. For the same reason a sweep may run while the state machine
+//!   decides a batch of entries from live versions it read before it (see
+//!   `StateMachine::live_versions`): a sweep changes no live version. Any
+//!   other write to the store in Raft mode would have to keep to that too.
 
 use std::time::Duration;
 
