@@ -87,11 +87,18 @@ impl PeerAddr {
         let rest = given.strip_prefix(SCHEME).filter(|r| !r.contains('%'))?;
         let socket: SocketAddr = rest.parse().ok()?;
         let (ip, port) = (socket.ip().to_canonical(), socket.port());
-        (port != 0).then(|| Self {
-            text: Arc::from(format!("{SCHEME}{}", SocketAddr::new(ip, port))),
-            port,
-            ip: Some(ip),
-        })
+        if port == 0 {
+            return None;
+        }
+        // An IPv4 socket address the standard parser took is canonical unless
+        // its port has leading zeros (it refuses them in the address): the
+        // text is kept as given rather than formatted again.
+        let canonical = socket.is_ipv4() && rest.rsplit_once(':').is_some_and(|(_, p)| !p.starts_with('0'));
+        let text = match canonical {
+            true => Arc::from(given),
+            false => Arc::from(format!("{SCHEME}{}", SocketAddr::new(ip, port))),
+        };
+        Some(Self { text, port, ip: Some(ip) })
     }
 
     /// [`new`](Self::new) for any form: parsed as a URL, checked, and its
@@ -280,10 +287,13 @@ mod tests {
             "http://[0:0:0:0:0:0:0:1]:7000",
             "http://[2001:DB8::1]:5",
             "http://[::ffff:10.0.0.1]:9",
+            "http://127.0.0.1:07410",
+            "http://10.0.0.1:00009",
         ] {
             let fast = PeerAddr::from_socket_text(s).unwrap_or_else(|| panic!("{s}: no fast path"));
             let slow = slow(s).unwrap();
             assert_eq!((&fast, fast.port, fast.ip), (&slow, slow.port, slow.ip), "{s}");
+            assert_eq!(fast.as_str(), slow.as_str(), "{s}: the same text");
         }
         for s in [
             "http://127.0.0.1:0",
