@@ -461,7 +461,11 @@ fn node_id(n: usize) -> Result<NodeId, ReplicationError> {
 
 /// Opens node `id`'s store in `dir`, waiting (up to [`WAIT`]) while a
 /// stopped incarnation still releases it.
-async fn open_store(dir: &Path, id: &NodeId, hlc: &Arc<Hlc>) -> Result<RedbStore, ReplicationError> {
+pub(super) async fn open_store(
+    dir: &Path,
+    id: &NodeId,
+    hlc: &Arc<Hlc>,
+) -> Result<RedbStore, ReplicationError> {
     let deadline = Instant::now() + WAIT;
     loop {
         match RedbStore::open(dir.join("store.redb"), id.clone(), hlc.clone()) {
