@@ -209,7 +209,10 @@ impl StateMachine {
 
     /// The live version `key` holds, seen through the writes of this batch
     /// not yet merged (`pending`, which [`live_versions`](Self::live_versions)
-    /// filled with the store's versions first).
+    /// filled with the store's versions first). Every key a decision asks
+    /// about is one the prefetch read; the store is asked only should a key
+    /// ever escape it (a new kind of condition), so a miss costs a lookup,
+    /// never a wrong decision.
     async fn live_version(
         &self,
         key: &str,
