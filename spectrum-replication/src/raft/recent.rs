@@ -64,6 +64,23 @@ pub(crate) struct Rows {
     pub(crate) drop_below: u64,
     pub(crate) insert: Vec<(u64, Vec<u8>)>,
     pub(crate) horizon_ms: u64,
+    /// Every row numbered below this is in the table once these are committed.
+    through: u64,
+}
+
+impl Rows {
+    /// What committing these rows saves, for [`Recent::saved`].
+    pub(crate) fn mark(&self) -> Mark {
+        Mark { through: self.through, cleared: self.clear }
+    }
+}
+
+/// Which rows a committed [`Rows`] brought to disk: those numbered below
+/// `through`, and, when `cleared`, the replaced table's rows dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark {
+    through: u64,
+    cleared: bool,
 }
 
 /// The table as the Raft file holds it: its rows (protobuf `RaftDecided`)
@@ -201,14 +218,22 @@ impl Recent {
             drop_below: self.order.front().map_or(self.next, |(n, _)| *n),
             insert,
             horizon_ms: self.horizon_ms,
+            through: self.next,
         }
     }
 
-    /// Notes that the [`rows`](Self::rows) taken since the last change are
-    /// committed. (If that commit failed, the next one writes them again.)
-    pub(crate) fn saved(&mut self) {
-        self.saved = self.next;
-        self.replaced = false;
+    /// Notes that [`rows`](Self::rows) whose [`mark`](Rows::mark) is `mark`
+    /// are committed. Ids noted since those rows were taken stay unsaved, so
+    /// a save may run while decisions go on (one at a time: the next save's
+    /// rows are taken after this one is noted). If a commit failed, the next
+    /// one writes its rows again. A table replaced by a snapshot
+    /// ([`from_proto`](Self::from_proto)) must not have a save of the table
+    /// it replaced noted on it.
+    pub(crate) fn saved(&mut self, mark: Mark) {
+        self.saved = self.saved.max(mark.through);
+        if mark.cleared {
+            self.replaced = false;
+        }
     }
 }
 
@@ -256,13 +281,13 @@ mod tests {
         }
         let first = recent.rows();
         assert_eq!((first.clear, first.drop_below, first.insert.len()), (false, 0, 5));
-        recent.saved();
+        recent.saved(first.mark());
         recent.note(ProposalId(5), seen(5, 200_000));
         recent.expire(200_000);
         // A save that failed: its rows are given again.
         assert_eq!(recent.rows().insert.len(), 1);
         let second = recent.rows();
-        recent.saved();
+        recent.saved(second.mark());
         assert_eq!((second.clear, second.drop_below, second.insert.len()), (false, 5, 1));
         assert_eq!(second.horizon_ms, 1_000);
 
@@ -280,8 +305,33 @@ mod tests {
         assert_eq!(installed.to_proto(), recent.to_proto());
         let rows = installed.rows();
         assert!(rows.clear && rows.insert.len() == 1 && rows.horizon_ms == 1_000, "{rows:?}");
-        installed.saved();
+        installed.saved(rows.mark());
         assert!(!installed.rows().clear);
+    }
+
+    #[test]
+    fn ids_noted_while_a_save_runs_stay_unsaved() {
+        let mut recent = Recent::default();
+        recent.note(ProposalId(1), seen(1, 1_000));
+        let running = recent.rows();
+        // Decided while `running` is being committed.
+        recent.note(ProposalId(2), seen(2, 1_000));
+        recent.saved(running.mark());
+        let next = recent.rows();
+        assert_eq!(next.insert.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1]);
+        // A save noted late (after a later one) takes nothing back.
+        recent.saved(next.mark());
+        recent.saved(running.mark());
+        assert!(recent.rows().insert.is_empty());
+
+        // A replaced table stays to be cleared until a save of its own rows.
+        let (rows, horizon) = recent.to_proto();
+        let mut installed = Recent::from_proto(rows, horizon).unwrap();
+        let clearing = installed.rows();
+        installed.note(ProposalId(3), seen(3, 1_000));
+        installed.saved(clearing.mark());
+        let after = installed.rows();
+        assert!(!after.clear && after.insert.len() == 1, "{after:?}");
     }
 
     #[test]

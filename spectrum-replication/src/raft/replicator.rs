@@ -28,7 +28,7 @@ use super::lost_state::{LOST_STATE, LostStateGate, differ};
 use super::memory_log::RaftMemoryLog;
 use super::network::{Method, Network, Wire};
 use super::service::RaftService;
-use super::state_machine::StateMachine;
+use super::state_machine::{Saves, StateMachine};
 use super::tombstones::DEFAULT_TOMBSTONE_KEEP;
 use super::{Raft, RaftMember, SEQ_PER_ENTRY, raft_node_id, raft_origin};
 use crate::credential::{AttachToken, MAX_TOKENS, PeerCredential};
@@ -263,6 +263,7 @@ impl RaftReplicatorBuilder {
         let sm = StateMachine::open(self.store.clone(), db.clone(), origin.clone())
             .map_err(ReplicationError::consensus)?
             .wait_for_disk(durable.clone());
+        let saves = sm.saves();
         // Needed for safety as well as liveness: see `log_store`, "The
         // leader's own entries".
         let forget = db.clone();
@@ -311,6 +312,7 @@ impl RaftReplicatorBuilder {
             previous: self.previous,
             stop,
             tombstone_keep: self.tombstone_keep,
+            saves,
         });
         let sweeper = inner.clone();
         tokio::spawn(async move { sweeper.sweep_tombstones().await });
@@ -445,6 +447,8 @@ pub(crate) struct Inner {
     pub(crate) stop: watch::Sender<bool>,
     /// Entries a tombstone outlives (see [`tombstones`](super::tombstones)).
     pub(crate) tombstone_keep: u64,
+    /// The state machine's saves of its position, which a shutdown waits for.
+    saves: Saves,
 }
 
 impl std::fmt::Debug for Inner {
@@ -747,6 +751,8 @@ impl RaftReplicator {
         if let Err(e) = self.inner.raft.shutdown().await {
             debug!(error = %e, "raft did not shut down cleanly");
         }
+        // A save of the applied position may still be running on its own task.
+        self.inner.saves.idle().await;
         // What was applied is on the store's disk, not only in the log.
         if let Some(store) = self.inner.store.upgrade()
             && let Err(e) = store.sync().await
