@@ -22,7 +22,10 @@
 //!   leader, so neither pays a forwarding hop: etcd's, and in Raft mode
 //!   Spectrum's; in last-writer-wins mode Spectrum's first node): p50 and p99;
 //! - 16 concurrent writers for a fixed window, spread over the three members,
-//!   each on keys of its own: puts per second (and latencies);
+//!   each on keys of its own: puts per second (and latencies; their mean,
+//!   from which puts per second follow with the writers fixed; and each
+//!   round's longest pause in which no put came back, a stall of the whole
+//!   system that the percentiles of single puts blur);
 //! - sequential compare-and-set on one key, each against the version the previous
 //!   one made (etcd: a Txn comparing the key's mod_revision; Spectrum: its
 //!   compare-and-set call, which needs Raft mode).

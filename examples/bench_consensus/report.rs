@@ -12,6 +12,11 @@ pub(crate) struct Summary {
     /// Latency percentiles over every operation of every round.
     p50: Duration,
     p99: Duration,
+    /// The mean latency: with a fixed number of writers, what puts per
+    /// second follow from (Little's law), tail included.
+    mean: Duration,
+    /// The concurrent shape's longest pause (no put coming back), by round.
+    pauses: Vec<Duration>,
     /// Operations per second: the median round.
     rate: f64,
     ops: usize,
@@ -29,6 +34,12 @@ impl Summary {
         Summary {
             p50: percentile(&latencies, 0.50),
             p99: percentile(&latencies, 0.99),
+            mean: Duration::from_nanos(
+                (latencies.iter().map(|&l| u128::from(l)).sum::<u128>() / latencies.len().max(1) as u128)
+                    .try_into()
+                    .unwrap_or(u64::MAX),
+            ),
+            pauses: rounds.iter().filter_map(|r| r.longest_pause).collect(),
             rate: rates.get(rates.len() / 2).copied().unwrap_or(0.0),
             ops: latencies.len(),
             errors: rounds.iter().map(|r| r.errors).sum(),
@@ -65,8 +76,8 @@ fn ratio(a: f64, b: f64) -> String {
 pub(crate) fn shape_table(names: &[&str], summaries: &[Summary]) {
     let width = names.iter().map(|n| n.len()).max().unwrap_or(6).max(6);
     println!(
-        "  {:<width$} {:>10} {:>10} {:>9} {:>7} {:>7} {:>11} {:>11}",
-        "system", "p50", "p99", "ops/s", "ops", "errors", "p50/etcd", "ops/s/etcd"
+        "  {:<width$} {:>10} {:>10} {:>10} {:>9} {:>7} {:>7} {:>11} {:>11}",
+        "system", "p50", "p99", "mean", "ops/s", "ops", "errors", "p50/etcd", "ops/s/etcd"
     );
     let base = &summaries[0];
     for (name, s) in names.iter().zip(summaries) {
@@ -75,9 +86,10 @@ pub(crate) fn shape_table(names: &[&str], summaries: &[Summary]) {
             continue;
         }
         println!(
-            "  {name:<width$} {:>10} {:>10} {:>9.0} {:>7} {:>7} {:>11} {:>11}",
+            "  {name:<width$} {:>10} {:>10} {:>10} {:>9.0} {:>7} {:>7} {:>11} {:>11}",
             show(s.p50),
             show(s.p99),
+            show(s.mean),
             s.rate,
             s.ops,
             s.errors,
@@ -86,6 +98,13 @@ pub(crate) fn shape_table(names: &[&str], summaries: &[Summary]) {
         );
         if let Some(e) = &s.first_error {
             println!("  {:<width$}   first error: {e}", "");
+        }
+    }
+    if summaries.iter().any(|s| !s.pauses.is_empty()) {
+        println!("  longest pause with no put coming back, by round (a stall of the whole system):");
+        for (name, s) in names.iter().zip(summaries) {
+            let pauses: Vec<String> = s.pauses.iter().map(|&p| show(p)).collect();
+            println!("    {name:<width$} {}", pauses.join("  "));
         }
     }
 }

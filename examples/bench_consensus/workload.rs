@@ -111,6 +111,10 @@ pub(crate) struct Round {
     /// The concurrent shape's latencies by the member written through (in
     /// nanoseconds; empty for the sequential shapes).
     pub(crate) by_member: Vec<Vec<u64>>,
+    /// The concurrent shape's longest time, within its window, in which no
+    /// writer's put came back (`None` for the sequential shapes): a stall
+    /// of the whole cluster, which percentiles of single puts blur.
+    pub(crate) longest_pause: Option<Duration>,
     /// CPU time each member's process used during the round (user and
     /// system, from `/proc`; `None` where it could not be read), in member order.
     pub(crate) cpu: Vec<Option<Duration>>,
@@ -179,24 +183,31 @@ pub(crate) async fn concurrent_puts(
                 ready.wait().await;
                 let deadline = Instant::now() + window;
                 let mut i = 0;
+                let mut completed = Vec::new();
                 while Instant::now() < deadline {
                     let t = Instant::now();
                     match client.put(&format!("{prefix}k{}", i % KEYS), &value(i)).await {
-                        Ok(_) => round.latencies.push(t.elapsed().as_nanos() as u64),
+                        Ok(_) => {
+                            let done = Instant::now();
+                            round.latencies.push((done - t).as_nanos() as u64);
+                            completed.push(done);
+                        }
                         Err(e) => round.failed(e),
                     }
                     i += 1;
                 }
-                (member, round)
+                (member, round, completed)
             })
         })
         .collect();
     ready.wait().await;
     let start = Instant::now();
     let mut total = Round { by_member: vec![Vec::new(); clients.len()], ..Round::default() };
+    let mut completed = Vec::new();
     for task in tasks {
         match task.await {
-            Ok((member, r)) => {
+            Ok((member, r, done)) => {
+                completed.extend(done);
                 total.by_member[member].extend(&r.latencies);
                 total.latencies.extend(r.latencies);
                 total.errors += r.errors;
@@ -207,7 +218,21 @@ pub(crate) async fn concurrent_puts(
     }
     // Until the last writer's last put came back.
     total.elapsed = start.elapsed();
+    total.longest_pause = Some(longest_pause(start, completed));
     total
+}
+
+/// The longest time after `start` between two of the instants `completed`
+/// (the first counted from `start`).
+fn longest_pause(start: Instant, mut completed: Vec<Instant>) -> Duration {
+    completed.sort_unstable();
+    let mut last = start;
+    let mut longest = Duration::ZERO;
+    for done in completed {
+        longest = longest.max(done.saturating_duration_since(last));
+        last = last.max(done);
+    }
+    longest
 }
 
 /// `ops` compare-and-sets one after another on one key, each against the
