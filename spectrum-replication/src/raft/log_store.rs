@@ -408,6 +408,25 @@ pub(crate) async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(write_err)?
 }
 
+/// Whether a follower's append, one write and one `fdatasync`, runs on the
+/// task that waits for it, holding its worker thread, rather than on the
+/// blocking pool: on a runtime of two workers or more, whose others serve the
+/// node's other tasks meanwhile. The Raft core awaits the append either way,
+/// and nothing else of Raft's runs meanwhile; what it saves is the hand-off to
+/// a pool thread and the wake-up back, which under `bench_consensus`'s 16
+/// writers took about 160 µs at p50 (360 µs at p90) on top of a 230 µs
+/// `fdatasync`, on the path of every commit (the leader waits for a
+/// follower's answer). Measured: sequential puts' p50 767 against 911 µs,
+/// 16 writers' mean latency 3.67 against 3.86 ms. (`block_in_place` measured
+/// worse than the pool: it moves the worker's queue to another thread at
+/// every call.) On one worker (or a current-thread runtime, as the
+/// simulation's) the pool keeps the node's other tasks running.
+fn on_this_worker() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|h| {
+        h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread && h.metrics().num_workers() >= 2
+    })
+}
+
 /// Opens the log's segment files in `dir` ([`WAL_DIR`]), moving the entries
 /// an earlier build kept in `db`'s log table there first (into a directory
 /// of its own, renamed into place once synced, so a crash midway leaves the
@@ -626,6 +645,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     }
                 })
             }
+            // A follower's append (or a new leader's of entries it did not
+            // make): written and synced before it is reported, which is what
+            // this node's Raft core waits for before it answers the leader.
+            Some(wal) if on_this_worker() => wal.append(&encoded).map_err(|e| write_err(wal.in_log(e))),
             Some(wal) => {
                 let wal = wal.clone();
                 blocking(move || wal.append(&encoded).map_err(|e| write_err(wal.in_log(e)))).await
