@@ -238,15 +238,19 @@ impl StateMachine {
 
     /// Starts a save off the apply path when one is due and none runs (one
     /// that ended is noted first; its failure is this apply's).
-    fn save_in_background_if_due(&mut self) -> Result<(), StorageError> {
+    async fn save_in_background_if_due(&mut self) -> Result<(), StorageError> {
+        // Awaited, not polled once: a finished task's handle still answers
+        // Pending while this task's cooperative budget is spent.
         if self.saving.as_ref().is_some_and(|s| s.task.is_finished()) {
-            self.note_finished_save()?;
+            self.finish_saving().await?;
         }
         let due = self.unsaved >= SAVE_EVERY_ENTRIES || self.saved_at.elapsed() >= self.save_every;
         if !due || self.saving.is_some() {
             return Ok(());
         }
-        // Held only by a shutdown waiting for saves to end: none starts then.
+        // Held by a shutdown waiting for saves to end: none starts while it
+        // waits. (One may start after it, as applies queued before the
+        // shutdown finish; it syncs the store before it saves, as any does.)
         let Ok(running) = self.saves.0.clone().try_lock_owned() else {
             return Ok(());
         };
@@ -259,15 +263,6 @@ impl StateMachine {
         self.unsaved = 0;
         self.saved_at = Instant::now();
         Ok(())
-    }
-
-    /// Notes the end of the save that ran, if any (it has ended).
-    fn note_finished_save(&mut self) -> Result<(), StorageError> {
-        let Some(saving) = self.saving.take() else { return Ok(()) };
-        let ended = futures::FutureExt::now_or_never(saving.task).ok_or_else(|| {
-            write_err(std::io::Error::other("a save of the applied position was noted running"))
-        })?;
-        Self::saved(ended, saving.rows, &mut self.recent)
     }
 
     /// Waits for the save running, if any, and notes how it ended.
@@ -547,7 +542,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // covered already, and ignored. Durable at the next `save_position`.
             self.store.merge_deferred(records, &covers).await.map_err(write_err)?;
         }
-        self.save_in_background_if_due()?;
+        self.save_in_background_if_due().await?;
         Ok(answers)
     }
 
@@ -885,6 +880,36 @@ mod tests {
                 "entry {i} of {at} saved: {keys:?}"
             );
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_finished_save_is_noted_however_much_of_its_budget_the_apply_s_task_spent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, sm) = open(dir.path());
+        let mut sm = sm.save_every(Duration::ZERO);
+        sm.apply(vec![entry(1, vec![put("settings/a", "1")])]).await.unwrap();
+        for _ in 0..1_000 {
+            if sm.saving.as_ref().is_none_or(|s| s.task.is_finished()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(sm.saving.as_ref().is_some_and(|s| s.task.is_finished()), "the save ended");
+        // On a task of its own (which has a budget), the cooperative budget
+        // spent (128 ready operations per poll), as openraft's command queue
+        // can spend it before an apply.
+        tokio::spawn(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            for _ in 0..128 {
+                tx.send(()).unwrap();
+            }
+            for _ in 0..128 {
+                rx.recv().await.unwrap();
+            }
+            sm.apply(vec![entry(2, vec![put("settings/b", "1")])]).await.unwrap();
+        })
+        .await
+        .unwrap();
     }
 
     /// Entry `index` carrying `txn` under `id`.
