@@ -265,26 +265,15 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Waits for the save running, if any, and notes how it ended.
+    /// Waits for the save running, if any, and notes how it ended: its rows
+    /// saved, or its failure returned.
     async fn finish_saving(&mut self) -> Result<(), StorageError> {
         let Some(saving) = self.saving.take() else { return Ok(()) };
-        Self::saved(saving.task.await, saving.rows, &mut self.recent)
-    }
-
-    /// Notes a save's end: its rows saved, or its failure returned.
-    fn saved(
-        ended: Result<Result<(), StorageError>, tokio::task::JoinError>,
-        rows: Mark,
-        recent: &mut Recent,
-    ) -> Result<(), StorageError> {
-        match ended {
-            Ok(Ok(())) => {
-                recent.saved(rows);
-                Ok(())
-            }
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(write_err(std::io::Error::other(format!("a save of the applied position: {e}")))),
-        }
+        saving.task.await.map_err(|e| {
+            write_err(std::io::Error::other(format!("a save of the applied position: {e}")))
+        })??;
+        self.recent.saved(saving.rows);
+        Ok(())
     }
 
     /// The live versions, in the store, of every key that the entries to be
