@@ -658,6 +658,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 blocking(move || db.append(&encoded)).await
             }
         };
+        if let (Ok(()), Some(wal)) = (&result, &self.wal)
+            && wal.zeros_due()
+        {
+            let wal = Arc::downgrade(wal);
+            tokio::task::spawn_blocking(move || Wal::zero_ahead(&wal));
+        }
         // Kept before openraft hears of the append, which it may read back at once.
         match &result {
             Ok(()) => self.recent.lock().keep(entries.into_iter().zip(sizes).collect()),
