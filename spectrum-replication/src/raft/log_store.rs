@@ -451,6 +451,8 @@ pub(crate) fn open_wal(db: &RaftDb, dir: &Path) -> Result<Wal, StorageError> {
             drop(wal);
             std::fs::File::open(&staging)?.sync_all()?;
             std::fs::rename(&staging, &path)?;
+            // (The staging log's lock file is no log's any more.)
+            let _ = std::fs::remove_file(dir.join(format!("{WAL_DIR}.new.lock")));
             std::fs::File::open(dir)?.sync_all()
         };
         move_over().map_err(write_err)?;
@@ -791,6 +793,7 @@ mod tests {
         assert_eq!(wal.read(3, 10).unwrap(), entries.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>());
         assert!(db.entries(Bound::Unbounded, Bound::Unbounded).unwrap().is_empty(), "the table is emptied");
         assert!(!dir.path().join(format!("{WAL_DIR}.new")).exists());
+        assert!(!dir.path().join(format!("{WAL_DIR}.new.lock")).exists());
         drop(wal);
         // Opened again, the files are the log.
         assert_eq!(open_wal(&db, dir.path()).unwrap().bounds(), Some((3, 9)));

@@ -37,10 +37,12 @@
 //!
 //! Writing into a hole still makes the `fdatasync` after it commit the
 //! blocks' allocation to the filesystem's journal. So a background task
-//! ([`zero_ahead`](Wal::zero_ahead)) keeps the next [`ZERO_AHEAD`] bytes past
-//! the last segment's records written with zeros and synced: the appends that
-//! reach them overwrite blocks already allocated, and their `fdatasync`
-//! writes data only. On this project's machine (ext4), an append and
+//! ([`zero_ahead`](Wal::zero_ahead)) writes zeros past the last segment's
+//! records, up to [`ZERO_AHEAD`] bytes of them, and syncs them, whenever
+//! fewer than half that are left: the appends that reach them overwrite
+//! blocks already allocated, and their `fdatasync` writes data only. (An
+//! append synced while a run of zeros is being written writes those back
+//! too, as `fdatasync` covers the whole file: once per megabyte of log.) On this project's machine (ext4), an append and
 //! `fdatasync` into zeros written ahead took 112 to 123 µs on average (p90
 //! 136 µs) against 145 to 153 µs (p90 200 µs) into a hole, and 16 writers
 //! made 4 to 6 % more puts a second in `bench_consensus` (more in 12 of 13
@@ -86,11 +88,15 @@
 //!
 //! # One instance at a time
 //!
-//! An open log holds an exclusive `flock` on its directory; opening it again
-//! (another process, or a new incarnation of the node in this process while
-//! the old one's background flush or zeroing still runs) waits up to
-//! [`LOCK_WAIT`] and then fails, saying the log is in use: two instances
-//! writing one segment would overwrite each other's records.
+//! An open log holds an exclusive `flock` on a file beside its directory
+//! (`raft-wal.lock`, kept there so that the directory holds segments only, as
+//! earlier builds expect); opening it again (another process, or a new
+//! incarnation of the node in this process while the old one's background
+//! flush or zeroing still runs) waits up to [`LOCK_WAIT`] and then fails,
+//! saying the log is in use: two instances writing one segment would
+//! overwrite each other's records. On a filesystem without locks the log
+//! opens unlocked, as before, and writes no zeros ahead (the one writer an
+//! old instance could still have).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -144,9 +150,10 @@ struct Segment {
     size: u64,
     /// How far zeros were written by [`Wal::zero_ahead`] (from the start:
     /// at or below `size` once the records passed them); past the larger of
-    /// the two, a hole.
+    /// the two, unwritten space (a hole, or zeros of a write that failed).
     zeroed: u64,
-    /// Set when writing zeros to it failed (a full disk): no more are tried.
+    /// Set when writing zeros to it failed (a full disk): no more are tried
+    /// in it (appends go on into its unwritten space, as without zeros).
     zeroing_failed: bool,
 }
 
@@ -256,13 +263,15 @@ pub(crate) struct Wal {
     /// reports a failed write-back to one of the fsyncs running on a file,
     /// and the others succeed: one at a time, a sync that succeeds after
     /// another failed finds the log poisoned and vouches for nothing.
-    /// ([`Wal::zero_ahead`] writes and syncs through a file of its own, whose
-    /// failures Linux reports to it besides, not instead.)
+    /// ([`Wal::zero_ahead`] writes and syncs through a file of its own:
+    /// Linux, since 4.13, reports a failed write-back to each open file's
+    /// next sync, so its sync does not take one from an append's.)
     sync_lock: Mutex<()>,
-    /// The directory, locked (`flock`) for as long as this instance lives:
-    /// no other instance, in this process or another, writes in it
-    /// meanwhile.
-    _lock: File,
+    /// The lock file beside the directory, locked (`flock`) for as long as
+    /// this instance lives, so no other instance, in this process or another,
+    /// writes in it meanwhile; `None` on a filesystem without locks (then no
+    /// zeros are written ahead).
+    lock: Option<File>,
 }
 
 fn damaged(path: &Path, offset: u64, what: impl std::fmt::Display) -> io::Error {
@@ -280,20 +289,37 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// `dir`, opened and locked exclusively (`flock`), waiting up to `wait` while
-/// another open file holds the lock.
+/// The lock file of the log in `dir`: beside it, named after it.
+fn lock_path(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
+    name.push(".lock");
+    dir.with_file_name(name)
+}
+
+/// The lock file of the log in `dir` (created when missing, and opened for
+/// writing, which NFS needs for an exclusive lock), locked exclusively
+/// (`flock`), waiting up to `wait` while another open file holds it; `None`
+/// when the filesystem does not lock files.
 ///
 /// # Errors
 ///
-/// [`io::ErrorKind::WouldBlock`] naming the directory when it is still
-/// locked after `wait`; I/O errors.
-fn lock_dir(dir: &Path, wait: std::time::Duration) -> io::Result<File> {
+/// [`io::ErrorKind::WouldBlock`] naming the log when it is still locked
+/// after `wait`; I/O errors.
+fn lock_dir(dir: &Path, wait: std::time::Duration) -> io::Result<Option<File>> {
     use rustix::fs::{FlockOperation, flock};
-    let file = File::open(dir)?;
+    let path = lock_path(dir);
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
     let deadline = std::time::Instant::now() + wait;
     loop {
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => return Ok(file),
+            Ok(()) => return Ok(Some(file)),
+            Err(rustix::io::Errno::NOLCK | rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {
+                tracing::warn!(
+                    lock = %path.display(),
+                    "the raft log's filesystem does not lock files: opened unlocked, without zeros written ahead"
+                );
+                return Ok(None);
+            }
             Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
@@ -555,7 +581,7 @@ impl Wal {
             state: Mutex::new(state),
             durable,
             sync_lock: Mutex::new(()),
-            _lock: lock,
+            lock,
         })
     }
 
@@ -760,7 +786,7 @@ impl Wal {
     /// ahead of its records, and none is running. Marks one as running.
     pub(crate) fn zeros_due(&self) -> bool {
         let mut state = self.state.lock();
-        let start = !state.zeroing && state.poisoned.is_none() && state.zeros_due();
+        let start = self.lock.is_some() && !state.zeroing && state.poisoned.is_none() && state.zeros_due();
         state.zeroing |= start;
         start
     }
@@ -774,24 +800,31 @@ impl Wal {
     /// Each piece of zeros is written under the log's lock, past the records
     /// as they are then, so appends never meet it: no record is ever
     /// overwritten. The writes and the sync go through a file of this task's
-    /// own, so Linux reports a failed write-back of an append's blocks to the
-    /// append's own sync too. A failure is logged and ends the zeroing of
-    /// that segment (appends into the hole beyond go on as before); nothing
-    /// but the zeros is affected.
+    /// own (of the segment it was opened for: a segment deleted and made
+    /// again under the same name is opened again), so a failed write-back of
+    /// an append's blocks still reaches the append's own sync. A failure is
+    /// logged and ends the zeroing of that segment; appends into its
+    /// unwritten space go on as they did without zeros. A failed write-back
+    /// of the zeros is reported to the segment's own next sync too, which
+    /// then poisons the log as any failed sync does.
     ///
     /// Holds `wal` only for a piece or the sync: once the log is closed, the
-    /// task ends, and the directory's lock keeps a new instance from opening
-    /// it while a piece is being written.
+    /// task ends, and the log's lock keeps a new instance from opening it
+    /// while a piece is being written.
     pub(crate) fn zero_ahead(wal: &std::sync::Weak<Wal>) {
         let zeros = vec![0u8; ZERO_PIECE];
-        let mut own: Option<(u64, File)> = None;
+        // This task's file of the last segment, and that segment's own file
+        // (to tell it from one made again under the same name).
+        let mut own: Option<(Arc<File>, File)> = None;
         let mut wrote = false;
-        let finish = |wal: &Wal, own: Option<(u64, File)>, wrote: bool| {
-            if let Some((name, file)) = own.filter(|_| wrote)
+        let finish = |wal: &Wal, own: Option<(Arc<File>, File)>, wrote: bool| {
+            if let Some((segment_file, file)) = own.filter(|_| wrote)
                 && let Err(e) = file.sync_data()
             {
                 tracing::warn!(error = %e, "could not sync the zeros written ahead in the raft log");
-                if let Some(segment) = wal.state.lock().segments.get_mut(&name) {
+                if let Some(segment) =
+                    wal.state.lock().segments.values_mut().find(|s| Arc::ptr_eq(&s.file, &segment_file))
+                {
                     segment.zeroing_failed = true;
                 }
             }
@@ -801,7 +834,7 @@ impl Wal {
             let Some(wal) = wal.upgrade() else { return };
             let mut state = wal.state.lock();
             let poisoned = state.poisoned.is_some();
-            let Some((&name, segment)) = state.segments.iter_mut().next_back() else {
+            let Some(segment) = state.segments.values_mut().next_back() else {
                 drop(state);
                 return finish(&wal, own, wrote);
             };
@@ -811,14 +844,15 @@ impl Wal {
                 drop(state);
                 return finish(&wal, own, wrote);
             }
-            // This task's own file of the last segment (the zeros written
-            // in an earlier one need no sync: it was synced when it ended).
+            // This task's own file of the last segment (zeros written in an
+            // earlier one need no sync: they lie below its records, or in a
+            // segment truncated away).
             let (held, file) = match own.take() {
-                Some((held, file)) if held == name => (held, file),
+                Some((held, file)) if Arc::ptr_eq(&held, &segment.file) => (held, file),
                 _ => match OpenOptions::new().write(true).open(&segment.path) {
                     Ok(file) => {
                         wrote = false;
-                        (name, file)
+                        (segment.file.clone(), file)
                     }
                     Err(e) => {
                         tracing::warn!(
@@ -1163,23 +1197,56 @@ mod tests {
         assert!(zeros_from(&dir.path().join(segment_name(1)), size));
     }
 
+    /// Disk blocks (512 bytes) the file at `path` takes.
+    fn blocks(path: &std::path::Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().blocks()
+    }
+
     #[test]
-    fn the_directory_is_locked_while_a_log_is_open_and_a_closed_log_s_zeroing_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let wal = Arc::new(Wal::open(dir.path(), None).unwrap());
+    fn an_open_log_is_locked_and_a_closed_log_s_zeroing_writes_nothing() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("raft-wal");
+        let wal = Arc::new(Wal::open(&dir, None).unwrap());
         wal.append(&entries(1..=1)).unwrap();
-        let err = lock_dir(dir.path(), std::time::Duration::ZERO).unwrap_err();
+        assert!(parent.path().join("raft-wal.lock").exists(), "the lock file is beside the directory");
+        let err = lock_dir(&dir, std::time::Duration::ZERO).unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
         assert!(err.to_string().contains("in use"), "{err}");
         assert!(wal.zeros_due());
+        let segment = dir.join(segment_name(1));
+        let before = blocks(&segment);
         let weak = Arc::downgrade(&wal);
         drop(wal);
-        // The log is closed: nothing is written, and the directory is free.
+        // The log is closed: nothing is written, and the lock is free.
         Wal::zero_ahead(&weak);
-        lock_dir(dir.path(), std::time::Duration::ZERO).unwrap();
+        assert_eq!(blocks(&segment), before, "no zeros were written after the log closed");
+        assert!(lock_dir(&dir, std::time::Duration::ZERO).unwrap().is_some());
+        // Opened again, by the next instance.
+        assert_eq!(Wal::open(&dir, None).unwrap().bounds(), Some((1, 1)));
+    }
+
+    #[test]
+    fn a_torn_append_in_zeros_written_ahead_is_cut_off_and_the_log_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Arc::new(Wal::open(dir.path(), None).unwrap());
+        wal.append(&entries(1..=3)).unwrap();
+        assert!(wal.zeros_due());
+        Wal::zero_ahead(&Arc::downgrade(&wal));
+        let (size, zeroed, _) = last_segment(&wal);
+        assert!(zeroed > size + 4096);
+        drop(wal);
+        // A crash left the first sector of entry 4's record, in the zeros.
+        let path = dir.path().join(segment_name(1));
+        let record = record_of_4(2000);
+        let first_sector = 512 - (size as usize % 512);
+        write_bytes(&path, size, &record[..first_sector]);
         let wal = Wal::open(dir.path(), None).unwrap();
-        let (size, _, data) = last_segment(&wal);
-        assert!(data <= size.next_multiple_of(4096), "no zeros were written after the log closed");
+        assert_eq!(wal.bounds(), Some((1, 3)), "the torn append is cut off");
+        assert!(zeros_from(&path, size));
+        wal.append(&entries(4..=4)).unwrap();
+        drop(wal);
+        assert_eq!(read_all(&Wal::open(dir.path(), None).unwrap()).len(), 4);
     }
 
     /// Appends (of entries large enough to pass several rounds of zeros),
