@@ -172,10 +172,17 @@ impl Console {
         self.client.wait().at_most(PAGE_WAIT).for_element(Locator::Css(field)).await.unwrap();
     }
 
-    /// Clicks the element at `css`, finding it again if the page redrew it meanwhile.
+    /// Clicks the element at `css` once the page shows it (a table is drawn
+    /// after its data arrives), finding it again if the page redrew it meanwhile.
     async fn click(&self, css: &str) {
         for _ in 0..3 {
-            let element = self.client.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
+            let element = self
+                .client
+                .wait()
+                .at_most(PAGE_WAIT)
+                .for_element(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css}: {e}"));
             match element.click().await {
                 Ok(()) => return,
                 Err(e) if e.to_string().contains("stale element") => continue,
