@@ -847,29 +847,24 @@ impl Wal {
             // This task's own file of the last segment (zeros written in an
             // earlier one need no sync: they lie below its records, or in a
             // segment truncated away).
-            let (held, file) = match own.take() {
-                Some((held, file)) if Arc::ptr_eq(&held, &segment.file) => (held, file),
-                _ => match OpenOptions::new().write(true).open(&segment.path) {
-                    Ok(file) => {
-                        wrote = false;
-                        (segment.file.clone(), file)
-                    }
-                    Err(e) => {
-                        tracing::warn!(
-                            segment = %segment.path.display(), error = %e,
-                            "could not open a raft log segment to write zeros ahead in it"
-                        );
-                        segment.zeroing_failed = true;
-                        drop(state);
-                        return finish(&wal, None, false);
-                    }
-                },
+            let opened = match own.take() {
+                Some((held, file)) if Arc::ptr_eq(&held, &segment.file) => Ok((held, file)),
+                _ => {
+                    wrote = false;
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&segment.path)
+                        .map(|file| (segment.file.clone(), file))
+                }
             };
-            let len = (target - from).min(ZERO_PIECE as u64);
-            let written = file.write_all_at(&zeros[..len as usize], from);
-            own = Some((held, file));
+            let written = opened.and_then(|(held, file)| {
+                let len = (target - from).min(ZERO_PIECE as u64);
+                let written = file.write_all_at(&zeros[..len as usize], from);
+                own = Some((held, file));
+                written.map(|()| len)
+            });
             match written {
-                Ok(()) => {
+                Ok(len) => {
                     segment.zeroed = from + len;
                     wrote = true;
                 }
