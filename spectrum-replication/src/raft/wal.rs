@@ -205,9 +205,7 @@ impl State {
     /// written past its records, and could have more.
     fn zeros_due(&self) -> bool {
         self.segments.values().next_back().is_some_and(|last| {
-            !last.zeroing_failed
-                && last.zeroed < SEGMENT_BYTES
-                && last.zeroed.max(last.size) < (last.size + ZERO_LOW).min(SEGMENT_BYTES)
+            !last.zeroing_failed && last.zeroed.max(last.size) < (last.size + ZERO_LOW).min(SEGMENT_BYTES)
         })
     }
 
@@ -459,6 +457,54 @@ fn parse_record(bytes: &[u8], offset: usize) -> Result<(u64, u32, usize), Bad> {
         return Err(Bad::Checksum { end });
     }
     Ok((index, len, end))
+}
+
+/// Writes the next piece of zeros past `segment`'s records (the last
+/// segment, under the log's lock) through this task's own file of it (`own`,
+/// opened again for a new segment, `wrote` then reset); `true` once there is
+/// nothing more to write there, or writing failed (logged, and no more tried
+/// in that segment). See [`Wal::zero_ahead`].
+fn zero_piece(
+    segment: &mut Segment,
+    own: &mut Option<(Arc<File>, File)>,
+    wrote: &mut bool,
+    zeros: &[u8],
+) -> bool {
+    let from = segment.zeroed.max(segment.size);
+    let target = (segment.size + ZERO_AHEAD).min(SEGMENT_BYTES);
+    if segment.zeroing_failed || from >= target {
+        return true;
+    }
+    // Zeros written in an earlier segment need no sync: they lie below its
+    // records, or in a segment truncated away.
+    let opened = match own.take() {
+        Some((held, file)) if Arc::ptr_eq(&held, &segment.file) => Ok((held, file)),
+        _ => {
+            *wrote = false;
+            OpenOptions::new().write(true).open(&segment.path).map(|file| (segment.file.clone(), file))
+        }
+    };
+    let written = opened.and_then(|(held, file)| {
+        let len = (target - from).min(zeros.len() as u64);
+        let written = file.write_all_at(&zeros[..len as usize], from);
+        *own = Some((held, file));
+        written.map(|()| len)
+    });
+    match written {
+        Ok(len) => {
+            segment.zeroed = from + len;
+            *wrote = true;
+            false
+        }
+        Err(e) => {
+            tracing::warn!(
+                segment = %segment.path.display(), error = %e,
+                "could not write zeros ahead in the raft log; appends go on into its unwritten space"
+            );
+            segment.zeroing_failed = true;
+            true
+        }
+    }
 }
 
 impl Wal {
@@ -832,51 +878,16 @@ impl Wal {
         };
         loop {
             let Some(wal) = wal.upgrade() else { return };
-            let mut state = wal.state.lock();
-            let poisoned = state.poisoned.is_some();
-            let Some(segment) = state.segments.values_mut().next_back() else {
-                drop(state);
-                return finish(&wal, own, wrote);
-            };
-            let from = segment.zeroed.max(segment.size);
-            let target = (segment.size + ZERO_AHEAD).min(SEGMENT_BYTES);
-            if poisoned || segment.zeroing_failed || from >= target {
-                drop(state);
-                return finish(&wal, own, wrote);
-            }
-            // This task's own file of the last segment (zeros written in an
-            // earlier one need no sync: they lie below its records, or in a
-            // segment truncated away).
-            let opened = match own.take() {
-                Some((held, file)) if Arc::ptr_eq(&held, &segment.file) => Ok((held, file)),
-                _ => {
-                    wrote = false;
-                    OpenOptions::new()
-                        .write(true)
-                        .open(&segment.path)
-                        .map(|file| (segment.file.clone(), file))
+            let over = {
+                let mut state = wal.state.lock();
+                let poisoned = state.poisoned.is_some();
+                match state.segments.values_mut().next_back() {
+                    Some(segment) if !poisoned => zero_piece(segment, &mut own, &mut wrote, &zeros),
+                    _ => true,
                 }
             };
-            let written = opened.and_then(|(held, file)| {
-                let len = (target - from).min(ZERO_PIECE as u64);
-                let written = file.write_all_at(&zeros[..len as usize], from);
-                own = Some((held, file));
-                written.map(|()| len)
-            });
-            match written {
-                Ok(len) => {
-                    segment.zeroed = from + len;
-                    wrote = true;
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        segment = %segment.path.display(), error = %e,
-                        "could not write zeros ahead in the raft log; appends go on into its unwritten space"
-                    );
-                    segment.zeroing_failed = true;
-                    drop(state);
-                    return finish(&wal, own, wrote);
-                }
+            if over {
+                return finish(&wal, own, wrote);
             }
         }
     }
