@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench_consensus [-- --quick | --rounds 3 --ops 500 --seconds 3] [--syscalls]
-//!     [--raft-only] [--baseline BIN] [--perf DIR]
+//!     [--writers 16] [--raft-only] [--baseline BIN] [--perf DIR]
 //! ```
 //!
 //! **What runs.** Three etcd members (Debian's `etcd-server`, installed with
@@ -21,7 +21,7 @@
 //! - sequential puts: one client, one put at a time, to one member (the
 //!   leader, so neither pays a forwarding hop: etcd's, and in Raft mode
 //!   Spectrum's; in last-writer-wins mode Spectrum's first node): p50 and p99;
-//! - 16 concurrent writers for a fixed window, spread over the three members,
+//! - 16 concurrent writers (`--writers N`, 1 to 256) for a fixed window, spread over the three members,
 //!   each on keys of its own: puts per second (and latencies; their mean,
 //!   from which puts per second follow with the writers fixed; and each
 //!   round's longest pause in which no put came back, a stall of the whole
@@ -33,7 +33,10 @@
 //! **Noise.** Each shape runs in rounds; within a round every system runs once,
 //! in an order that rotates from round to round, so the machine's noise hits
 //! all of them. Percentiles are over every operation of every round; puts per
-//! second is the median round. The load generator shares the cores with both
+//! second is the median round. Each round's line prints every system's puts
+//! per second and, after a slash, its CPU time per operation (its three
+//! processes, in ms): a figure that grows from round to round is work that
+//! grows with the writes a cluster has taken. The load generator shares the cores with both
 //! clusters: figures are comparable within one run, as ratios.
 //!
 //! **CPU.** Under every shape's table, each system's CPU time per operation
@@ -48,10 +51,11 @@
 //! per operation under the shape's table.
 //!
 //! **`--perf DIR`** records each system's three processes with `perf record`
-//! (call graphs; Debian's `linux-perf`) in its first round of the 16-writer
-//! shape, into `DIR/N.data` (`N` the system's number in the tables, from 1:
-//! etcd), and prints each round's puts, to divide a profile's samples by: where
-//! a put's CPU goes, and, against `--baseline`, where two builds part ways.
+//! (call graphs; Debian's `linux-perf`) in its first and its last round of the
+//! concurrent shape, into `DIR/N.rR.data` (`N` the system's number in the
+//! tables, from 1: etcd; `R` the round), and prints each round's puts, to
+//! divide a profile's samples by: where a put's CPU goes, how that changes as a
+//! run goes on, and, against `--baseline`, where two builds part ways.
 //!
 //! **Spectrum's configurations** are the table [`MODES`]: Raft mode
 //! (`replication = "raft"` in the node file, judged against issue 14's target),
@@ -113,7 +117,7 @@ const MODES: &[Mode] = &[
 /// Raft mode run by `--baseline`'s binary: measured, not judged.
 const RAFT_BASELINE: Mode = Mode { judged: false, ..MODES[0] };
 
-/// Writers of the concurrent shape.
+/// Writers of the concurrent shape, unless `--writers` says otherwise.
 const WRITERS: usize = 16;
 
 /// Command-line settings.
@@ -124,14 +128,16 @@ struct Options {
     ops: usize,
     /// The concurrent shape's window per round.
     window: Duration,
+    /// Writers of the concurrent shape.
+    writers: usize,
     /// Count each system's system calls in its first round of each shape.
     syscalls: bool,
     /// Measure only Raft mode (and the baseline), not last-writer-wins.
     raft_only: bool,
     /// Another `spectrum` binary whose Raft-mode cluster is measured too.
     baseline: Option<PathBuf>,
-    /// Where `perf record` writes each system's profile of its first
-    /// concurrent round.
+    /// Where `perf record` writes each system's profiles of its first and
+    /// last concurrent rounds.
     perf: Option<PathBuf>,
 }
 
@@ -141,6 +147,7 @@ impl Options {
             rounds: 3,
             ops: 500,
             window: Duration::from_secs(3),
+            writers: WRITERS,
             syscalls: false,
             raft_only: false,
             baseline: None,
@@ -170,6 +177,7 @@ impl Options {
                     options.perf = Some(dir);
                 }
                 "--rounds" => options.rounds = value()?.parse::<usize>()?.clamp(1, 20),
+                "--writers" => options.writers = value()?.parse::<usize>()?.clamp(1, 256),
                 "--ops" => options.ops = value()?.parse::<usize>()?.clamp(10, 100_000),
                 "--seconds" => {
                     options.window = Duration::from_secs_f64(value()?.parse::<f64>()?.clamp(0.2, 60.0))
@@ -203,11 +211,11 @@ enum Shape {
 }
 
 impl Shape {
-    fn title(self) -> &'static str {
+    fn title(self, writers: usize) -> String {
         match self {
-            Shape::SequentialPuts => "sequential puts (1 client, 1 at a time)",
-            Shape::ConcurrentPuts => "16 concurrent writers (over the 3 members)",
-            Shape::SequentialCas => "sequential compare-and-set (1 client, 1 key)",
+            Shape::SequentialPuts => "sequential puts (1 client, 1 at a time)".to_owned(),
+            Shape::ConcurrentPuts => format!("{writers} concurrent writers (over the 3 members)"),
+            Shape::SequentialCas => "sequential compare-and-set (1 client, 1 key)".to_owned(),
         }
     }
 }
@@ -262,7 +270,7 @@ async fn run() -> Result<(), BoxError> {
     let mut table: BTreeMap<(usize, usize), Summary> = BTreeMap::new();
     let shapes = [Shape::SequentialPuts, Shape::ConcurrentPuts, Shape::SequentialCas];
     for (s, shape) in shapes.iter().enumerate() {
-        println!("\n{}", shape.title());
+        println!("\n{}", shape.title(options.writers));
         let (rounds, counted) = measure(*shape, &systems, &options).await?;
         processes.all_running()?;
         let summaries: Vec<Summary> = rounds.iter().map(|r| Summary::of(r)).collect();
@@ -278,7 +286,7 @@ async fn run() -> Result<(), BoxError> {
         }
     }
     let names: Vec<&str> = systems.iter().map(|s| s.name.as_str()).collect();
-    report::final_table(&names, &table);
+    report::final_table(&names, options.writers, &table);
     let judged: Vec<usize> = (0..systems.len()).filter(|&k| systems[k].judged).collect();
     report::target(&names, &judged, &table);
     Ok(())
@@ -355,8 +363,8 @@ async fn measure(
                 None
             };
             let perf = match (&options.perf, shape) {
-                (Some(dir), Shape::ConcurrentPuts) if r == 0 => {
-                    Some(Perf::start(&system.pids, &dir.join(format!("{}.data", slot + 1)))?)
+                (Some(dir), Shape::ConcurrentPuts) if r == 0 || r + 1 == options.rounds => {
+                    Some(Perf::start(&system.pids, &dir.join(format!("{}.r{}.data", slot + 1, r + 1)))?)
                 }
                 _ => None,
             };
@@ -368,7 +376,8 @@ async fn measure(
                     workload::sequential_puts(preferred, system.prefix, options.ops).await
                 }
                 Shape::ConcurrentPuts => {
-                    workload::concurrent_puts(&system.members, system.prefix, WRITERS, options.window).await
+                    workload::concurrent_puts(&system.members, system.prefix, options.writers, options.window)
+                        .await
                 }
                 Shape::SequentialCas => workload::sequential_cas(preferred, system.prefix, options.ops).await,
             };
@@ -393,7 +402,12 @@ async fn measure(
             }
             match &round.not_measured {
                 Some(_) => line.push_str(&format!("  {}: -", system.name)),
-                None => line.push_str(&format!("  {}: {:.0}/s", system.name, round.rate())),
+                None => line.push_str(&format!(
+                    "  {}: {:.0}/s/{}",
+                    system.name,
+                    round.rate(),
+                    report::per_op(round.cpu.iter().copied().sum(), round.latencies.len())
+                )),
             }
             rounds[slot].push(round);
         }

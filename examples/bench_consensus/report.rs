@@ -137,7 +137,7 @@ pub(crate) fn cpu_by_member(names: &[&str], rounds: &[Vec<Round>], preferred: im
 }
 
 /// `used` over `ops` operations, in milliseconds.
-fn per_op(used: Option<Duration>, ops: usize) -> String {
+pub(crate) fn per_op(used: Option<Duration>, ops: usize) -> String {
     used.map_or("-".to_owned(), |u| format!("{:.3}", u.as_secs_f64() * 1e3 / ops as f64))
 }
 
@@ -167,14 +167,19 @@ pub(crate) fn by_member(names: &[&str], rounds: &[Vec<Round>], preferred: impl F
 
 /// Every figure of every system, then each Spectrum configuration's ratios to
 /// etcd: latency below 1.00 and throughput above 1.00 favour Spectrum.
-pub(crate) fn final_table(names: &[&str], table: &BTreeMap<(usize, usize), Summary>) {
+pub(crate) fn final_table(names: &[&str], writers: usize, table: &BTreeMap<(usize, usize), Summary>) {
     let width = names.iter().map(|n| n.len()).max().unwrap_or(6).max(16);
     println!(
         "\nsummary (ratios are Spectrum / etcd: latency below 1.00 and puts/s above 1.00 favour Spectrum)"
     );
     println!(
         "  {:<width$} {:>10} {:>10} {:>12} {:>10} {:>10}",
-        "system", "put p50", "put p99", "16w puts/s", "cas p50", "cas p99"
+        "system",
+        "put p50",
+        "put p99",
+        format!("{writers}w puts/s"),
+        "cas p50",
+        "cas p99"
     );
     let cell = |shape: usize, system: usize| table.get(&(shape, system)).filter(|s| s.measured());
     let duration =
