@@ -493,17 +493,74 @@ pub(crate) struct LogStore {
     leading: Option<CommittedLeaderId<u64>>,
     /// The entries appended last, shared with the log's readers.
     recent: Arc<parking_lot::Mutex<RecentEntries>>,
+    /// Purges behind the log's end, finished off the Raft core's path.
+    purging: Arc<parking_lot::Mutex<Purging>>,
+    /// The last purge's log id, set once the log forgot its entries, before
+    /// its mark is on disk: what the log reports as purged.
+    forgotten: Arc<parking_lot::Mutex<Option<LogId<u64>>>>,
+}
+
+/// The disk's side of purges that returned before it was done (see
+/// [`LogStore::purge`]): the mark written last, and segment files the log
+/// forgot, deleted once a mark covering them is on disk. One purge at a time
+/// holds it, so marks only rise and no file goes before its mark.
+#[derive(Debug, Default)]
+struct Purging {
+    /// The index of the last purge mark written durably by this log.
+    marked: Option<u64>,
+    /// Segment files forgotten and not deleted yet.
+    unneeded: Vec<std::path::PathBuf>,
+}
+
+impl Purging {
+    /// Writes the purge mark `log_id` (its JSON `json`) durably unless a
+    /// mark at or above it was written, then deletes every forgotten segment
+    /// file, `unneeded` among them. On an error, the files not deleted are
+    /// kept for the next purge.
+    fn mark_and_delete(
+        &mut self,
+        db: &RaftDb,
+        wal: &Wal,
+        index: u64,
+        json: &[u8],
+        unneeded: Vec<std::path::PathBuf>,
+    ) -> Result<(), StorageError> {
+        self.unneeded.extend(unneeded);
+        if self.marked.is_none_or(|m| m < index) {
+            db.put_meta(&[(PURGED, json)])?;
+            self.marked = Some(index);
+        }
+        wal.delete_segments(&self.unneeded).map_err(|e| write_err(wal.in_log(e)))?;
+        self.unneeded.clear();
+        Ok(())
+    }
 }
 
 impl LogStore {
     /// The log kept in `db` (entries in its log table: a node in memory).
     pub(crate) fn new(db: Arc<RaftDb>) -> Self {
-        Self { db, wal: None, me: 0, leading: None, recent: Arc::default() }
+        Self {
+            db,
+            wal: None,
+            me: 0,
+            leading: None,
+            recent: Arc::default(),
+            purging: Arc::default(),
+            forgotten: Arc::default(),
+        }
     }
 
     /// The log of node `me` kept in `db`, its entries in `wal` (a node on disk).
     pub(crate) fn with_wal(db: Arc<RaftDb>, wal: Wal, me: u64) -> Self {
-        Self { db, wal: Some(Arc::new(wal)), me, leading: None, recent: Arc::default() }
+        Self {
+            db,
+            wal: Some(Arc::new(wal)),
+            me,
+            leading: None,
+            recent: Arc::default(),
+            purging: Arc::default(),
+            forgotten: Arc::default(),
+        }
     }
 
     /// How far the log is on disk, for what must not act on an entry before
@@ -573,8 +630,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let db = self.db.clone();
         let wal = self.wal.clone();
+        let forgotten = *self.forgotten.lock();
         blocking(move || {
-            let last_purged_log_id: Option<LogId<u64>> = db.get_json(PURGED)?;
+            // A purge whose mark is not on disk yet counts.
+            let marked: Option<LogId<u64>> = db.get_json(PURGED)?;
+            let last_purged_log_id = marked.max(forgotten);
             let last_entry = match &wal {
                 Some(wal) => match wal.bounds() {
                     Some((_, last)) => wal_entries(wal, last, last + 1)?.pop(),
@@ -695,12 +755,33 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(wal) = &self.wal {
             // The mark first: once it is on disk, a reopened log skips what
             // the deleted segments held, whether or not they were deleted.
-            let wal = wal.clone();
-            return blocking(move || {
-                db.put_meta(&[(PURGED, &json)])?;
-                wal.purge(log_id.index).map_err(write_err)
-            })
-            .await;
+            // Behind the log's end, the purge returns once the log forgot the
+            // entries, and the mark and the deletions follow on the blocking
+            // pool: the Raft core awaits a purge, and a mark's commit (an
+            // fsync of the Raft file) took 100 to 140 ms right after a
+            // snapshot's. A crash before the mark is on disk leaves more log
+            // than needed, gapless, and the files are deleted only after it.
+            // Past the log's end (a snapshot installed beyond it) the next
+            // append would leave a gap that only the mark explains, so the
+            // purge returns once the mark is on disk.
+            let past_end = wal.bounds().is_none_or(|(_, last)| log_id.index >= last);
+            let unneeded = wal.forget_through(log_id.index);
+            {
+                let mut forgotten = self.forgotten.lock();
+                *forgotten = (*forgotten).max(Some(log_id));
+            }
+            let (wal, purging) = (wal.clone(), self.purging.clone());
+            let index = log_id.index;
+            let finish = move || purging.lock().mark_and_delete(&db, &wal, index, &json, unneeded);
+            if past_end {
+                return blocking(finish).await;
+            }
+            tokio::task::spawn_blocking(move || {
+                if let Err(error) = finish() {
+                    tracing::warn!(%error, index, "finishing a purge of the Raft log failed; the next purge tries again");
+                }
+            });
+            return Ok(());
         }
         blocking(move || db.remove((Bound::Unbounded, Bound::Included(log_id.index)), Some(&json))).await
     }
@@ -836,6 +917,47 @@ mod tests {
 
     fn saved(db: &RaftDb) -> Vote<u64> {
         db.get_json(VOTE).unwrap().unwrap()
+    }
+
+    /// The purge mark's index, as saved.
+    fn mark(db: &RaftDb) -> Option<u64> {
+        db.get_json::<LogId<u64>>(PURGED).unwrap().map(|l| l.index)
+    }
+
+    #[tokio::test]
+    async fn a_purge_behind_the_end_marks_later_one_past_it_before_returning_and_marks_only_rise() {
+        use openraft::storage::RaftLogStorage;
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = std::sync::Arc::new(RaftDb::open(&dir.path().join("raft.redb")).unwrap());
+        let wal = open_wal(&db, dir.path()).unwrap();
+        let mut log = super::LogStore::with_wal(db.clone(), wal, 1);
+        let leader = CommittedLeaderId::new(1, 1);
+        log.wal.clone().unwrap().append(&blank_entries(leader, 1..=5)).unwrap();
+
+        // Behind the end: forgotten at once, marked off the caller's path.
+        log.purge(LogId::new(leader, 3)).await.unwrap();
+        assert_eq!(log.wal.as_ref().unwrap().bounds(), Some((4, 5)));
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(LogId::new(leader, 3)), "reported before it is marked");
+        let mut waited = 0;
+        while mark(&db) != Some(3) && waited < 500 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert_eq!(mark(&db), Some(3), "the mark follows");
+
+        // Past the end (a snapshot installed beyond the log): the next append
+        // starts above a gap only the mark explains, so it is down on return.
+        log.purge(LogId::new(leader, 9)).await.unwrap();
+        assert_eq!(mark(&db), Some(9));
+        assert_eq!(log.wal.as_ref().unwrap().bounds(), None);
+
+        // A purge finishing after a later one leaves the later mark.
+        let older = serde_json::to_vec(&LogId::new(leader, 7)).unwrap();
+        let wal = log.wal.clone().unwrap();
+        log.purging.lock().mark_and_delete(&db, &wal, 7, &older, Vec::new()).unwrap();
+        assert_eq!(mark(&db), Some(9));
     }
 
     #[test]

@@ -1005,13 +1005,25 @@ impl Wal {
 
     /// Forgets the entries up to and including `index` (the caller has
     /// recorded the purge mark durably first), and deletes the segments
-    /// holding nothing else.
+    /// holding nothing else: [`forget_through`](Self::forget_through), then
+    /// [`delete_segments`](Self::delete_segments).
     ///
     /// # Errors
     ///
     /// I/O errors deleting a segment (the entries are forgotten anyway: the
     /// purge mark skips them when the log is opened again).
+    #[cfg(test)]
     pub(crate) fn purge(&self, index: u64) -> io::Result<()> {
+        let unneeded = self.forget_through(index);
+        self.delete_segments(&unneeded)
+    }
+
+    /// Forgets the entries up to and including `index`, and the segments
+    /// holding nothing else, without touching the disk: the paths of those
+    /// segments' files, to delete with [`delete_segments`](Self::delete_segments)
+    /// once a purge mark at `index` or above is on disk (until then, a
+    /// reopened log reads them again, and a gapless log it is).
+    pub(crate) fn forget_through(&self, index: u64) -> Vec<PathBuf> {
         let mut state = self.state.lock();
         let held = state.locs.len() as u64;
         let drop = (index + 1).saturating_sub(state.first).min(held);
@@ -1026,14 +1038,33 @@ impl Wal {
         // A segment can go when the next one starts at or below the first
         // entry still needed (the last segment always stays: appends go there).
         let names: Vec<u64> = state.segments.keys().copied().collect();
-        let mut deleted = false;
+        let mut unneeded = Vec::new();
         for pair in names.windows(2) {
             if pair[1] > index + 1 {
                 break;
             }
             if let Some(segment) = state.segments.remove(&pair[0]) {
-                fs::remove_file(&segment.path)?;
-                deleted = true;
+                unneeded.push(segment.path);
+            }
+        }
+        unneeded
+    }
+
+    /// Deletes the segment files `paths` ([`forget_through`](Self::forget_through)
+    /// gave them; one already gone counts as deleted), then syncs the
+    /// directory when any was there.
+    ///
+    /// # Errors
+    ///
+    /// The first I/O error deleting a file or syncing the directory; the
+    /// files not deleted yet are left, to delete again.
+    pub(crate) fn delete_segments(&self, paths: &[PathBuf]) -> io::Result<()> {
+        let mut deleted = false;
+        for path in paths {
+            match fs::remove_file(path) {
+                Ok(()) => deleted = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         }
         if deleted {
@@ -1476,6 +1507,31 @@ mod tests {
         let wal = Wal::open(dir.path(), Some(100)).unwrap();
         assert_eq!(wal.bounds(), Some((101, 102)));
         assert_eq!(read_all(&wal), vec!["entry 101", "entry 102"]);
+    }
+
+    #[test]
+    fn forgotten_segments_stay_on_disk_until_deleted_and_a_reopened_log_reads_them_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), None).unwrap();
+        wal.append(&entries(1..=4)).unwrap();
+        start_a_new_segment(&wal);
+        wal.append(&entries(5..=8)).unwrap();
+        let unneeded = wal.forget_through(6);
+        assert_eq!(unneeded, vec![dir.path().join(segment_name(1))]);
+        assert_eq!(wal.bounds(), Some((7, 8)));
+        assert!(unneeded[0].exists(), "forgetting touches no file");
+        // A crash before the purge mark was on disk: the older mark (none)
+        // and every entry, gapless.
+        drop(wal);
+        let wal = Wal::open(dir.path(), None).unwrap();
+        assert_eq!(wal.bounds(), Some((1, 8)));
+        // Deleted once the mark is down; a file already gone counts as deleted.
+        let unneeded = wal.forget_through(6);
+        wal.delete_segments(&unneeded).unwrap();
+        wal.delete_segments(&unneeded).unwrap();
+        assert!(!unneeded[0].exists());
+        drop(wal);
+        assert_eq!(read_all(&Wal::open(dir.path(), Some(6)).unwrap()), vec!["entry 7", "entry 8"]);
     }
 
     #[test]
