@@ -4,7 +4,10 @@
 //! segment files beside it ([`WAL_DIR`], see `wal`), a node in memory in a
 //! table of the same redb database. Every write is fsynced (redb's immediate
 //! durability, or `fdatasync` of the segment) before openraft hears that it is
-//! durable, with one exception, the leader's own entries on disk (below).
+//! durable, with one exception, the leader's own entries on disk (below). A
+//! purge behind the log's end returns before its mark is on disk (see
+//! [`Purging`]): until the mark is, a reopened log holds more than it must,
+//! with no gap, and no segment file is deleted before it.
 //!
 //! # The leader's own entries
 //!
