@@ -4,10 +4,14 @@
 //! segment files beside it ([`WAL_DIR`], see `wal`), a node in memory in a
 //! table of the same redb database. Every write is fsynced (redb's immediate
 //! durability, or `fdatasync` of the segment) before openraft hears that it is
-//! durable, with one exception, the leader's own entries on disk (below). A
-//! purge behind the log's end returns before its mark is on disk (see
-//! [`Purging`]): until the mark is, a reopened log holds more than it must,
-//! with no gap, and no segment file is deleted before it.
+//! durable, with two exceptions: the leader's own entries on disk (below), and
+//! a purge behind the log's end, which returns before its mark is on disk
+//! (see [`Purging`]): until the mark is, a reopened log holds more than it
+//! must, with no gap, and no segment file is deleted before it. Such a mark
+//! never runs ahead of the state machine's saved position, from which a
+//! restart replays the log. (A purge past the log's end, after a snapshot
+//! installed beyond it, cannot wait for the state machine to save the
+//! snapshot's position: the next append leaves a gap only its mark explains.)
 //!
 //! # The leader's own entries
 //!
@@ -177,6 +181,10 @@ const INCARNATION: &str = "incarnation";
 /// The horizon of the table of recent proposals (8 bytes, big-endian ms).
 const RECENT_HORIZON: &str = "recent_horizon";
 const PURGED: &str = "last_purged";
+/// Where the state machine's position is kept (JSON `Position`, see
+/// `state_machine`): a purge mark behind the log's end never runs ahead of
+/// it on disk.
+pub(crate) const APPLIED: &str = "sm_applied";
 
 /// The redb database holding Raft's durable state.
 #[derive(Debug)]
@@ -342,6 +350,17 @@ impl RaftDb {
         self.put_meta(&[(VOTE, &json)])
     }
 
+    /// The index of the last entry the state machine's saved position
+    /// covers (0 when none is saved).
+    pub(crate) fn applied_on_disk(&self) -> Result<u64, StorageError> {
+        /// The one field of the state machine's position read here.
+        #[derive(serde::Deserialize)]
+        struct Applied {
+            last_applied: Option<LogId<u64>>,
+        }
+        Ok(self.get_json::<Applied>(APPLIED)?.and_then(|a| a.last_applied).map_or(0, |l| l.index))
+    }
+
     /// A JSON value from the meta table.
     pub(crate) fn get_json<T: for<'de> serde::Deserialize<'de>>(
         &self,
@@ -498,43 +517,55 @@ pub(crate) struct LogStore {
     recent: Arc<parking_lot::Mutex<RecentEntries>>,
     /// Purges behind the log's end, finished off the Raft core's path.
     purging: Arc<parking_lot::Mutex<Purging>>,
+    /// Set when finishing a purge off the core's path failed: the next purge
+    /// finishes on it, so that its error reaches openraft.
+    purge_failed: Arc<std::sync::atomic::AtomicBool>,
     /// The last purge's log id, set once the log forgot its entries, before
     /// its mark is on disk: what the log reports as purged.
     forgotten: Arc<parking_lot::Mutex<Option<LogId<u64>>>>,
 }
 
-/// The disk's side of purges that returned before it was done (see
-/// [`LogStore::purge`]): the mark written last, and segment files the log
-/// forgot, deleted once a mark covering them is on disk. One purge at a time
-/// holds it, so marks only rise and no file goes before its mark.
+/// The disk's side of purges (see [`LogStore::purge`]): the mark written
+/// last, and segment files the log forgot, each deleted once a mark at or
+/// above the purge that forgot it is on disk. One purge at a time holds it,
+/// so marks only rise and no file goes before a mark covers it.
 #[derive(Debug, Default)]
 struct Purging {
     /// The index of the last purge mark written durably by this log.
     marked: Option<u64>,
-    /// Segment files forgotten and not deleted yet.
-    unneeded: Vec<std::path::PathBuf>,
+    /// Segment files forgotten and not deleted yet, each with the index of
+    /// the purge that forgot it.
+    unneeded: Vec<(std::path::PathBuf, u64)>,
 }
 
 impl Purging {
-    /// Writes the purge mark `log_id` (its JSON `json`) durably unless a
-    /// mark at or above it was written, then deletes every forgotten segment
-    /// file, `unneeded` among them. On an error, the files not deleted are
-    /// kept for the next purge.
+    /// Writes the purge mark `index` (its log id as JSON, `json`) durably,
+    /// unless a mark at or above it was written or, for a purge behind the
+    /// log's end (`past_end` false), the state machine's position on disk is
+    /// behind it (then a later purge marks it), and deletes every forgotten
+    /// file a mark now covers, `unneeded` (forgotten by this purge) among
+    /// them. On an error, the files not deleted are kept for the next purge.
     fn mark_and_delete(
         &mut self,
         db: &RaftDb,
         wal: &Wal,
-        index: u64,
+        (index, past_end): (u64, bool),
         json: &[u8],
         unneeded: Vec<std::path::PathBuf>,
     ) -> Result<(), StorageError> {
-        self.unneeded.extend(unneeded);
-        if self.marked.is_none_or(|m| m < index) {
+        self.unneeded.extend(unneeded.into_iter().map(|path| (path, index)));
+        // A restart replays the log from the saved position: the entries
+        // after it stay until that position passes them. (Past the log's
+        // end the mark cannot wait: the next append leaves a gap below it.)
+        if self.marked.is_none_or(|m| m < index) && (past_end || db.applied_on_disk()? >= index) {
             db.put_meta(&[(PURGED, json)])?;
             self.marked = Some(index);
         }
-        wal.delete_segments(&self.unneeded).map_err(|e| write_err(wal.in_log(e)))?;
-        self.unneeded.clear();
+        let Some(marked) = self.marked else { return Ok(()) };
+        let covered: Vec<std::path::PathBuf> =
+            self.unneeded.iter().filter(|(_, i)| *i <= marked).map(|(path, _)| path.clone()).collect();
+        wal.delete_segments(&covered).map_err(|e| write_err(wal.in_log(e)))?;
+        self.unneeded.retain(|(_, i)| *i > marked);
         Ok(())
     }
 }
@@ -549,6 +580,7 @@ impl LogStore {
             leading: None,
             recent: Arc::default(),
             purging: Arc::default(),
+            purge_failed: Arc::default(),
             forgotten: Arc::default(),
         }
     }
@@ -562,6 +594,7 @@ impl LogStore {
             leading: None,
             recent: Arc::default(),
             purging: Arc::default(),
+            purge_failed: Arc::default(),
             forgotten: Arc::default(),
         }
     }
@@ -764,10 +797,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // fsync of the Raft file) took 100 to 140 ms right after a
             // snapshot's. A crash before the mark is on disk leaves more log
             // than needed, gapless, and the files are deleted only after it.
-            // Past the log's end (a snapshot installed beyond it) the next
-            // append would leave a gap that only the mark explains, so the
-            // purge returns once the mark is on disk.
+            //
+            // Past the log's end (openraft purges there after installing a
+            // snapshot beyond the log, as the state machine installs it) the
+            // next append would leave a gap that only the mark explains, so
+            // the purge returns once the mark is down.
             let past_end = wal.bounds().is_none_or(|(_, last)| log_id.index >= last);
+            let inline = past_end || self.purge_failed.swap(false, std::sync::atomic::Ordering::AcqRel);
             let unneeded = wal.forget_through(log_id.index);
             {
                 let mut forgotten = self.forgotten.lock();
@@ -775,13 +811,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             let (wal, purging) = (wal.clone(), self.purging.clone());
             let index = log_id.index;
-            let finish = move || purging.lock().mark_and_delete(&db, &wal, index, &json, unneeded);
-            if past_end {
-                return blocking(finish).await;
+            if inline {
+                return blocking(move || {
+                    purging.lock().mark_and_delete(&db, &wal, (index, past_end), &json, unneeded)
+                })
+                .await;
             }
+            let failed = self.purge_failed.clone();
             tokio::task::spawn_blocking(move || {
-                if let Err(error) = finish() {
+                if let Err(error) = purging.lock().mark_and_delete(&db, &wal, (index, false), &json, unneeded)
+                {
                     tracing::warn!(%error, index, "finishing a purge of the Raft log failed; the next purge tries again");
+                    failed.store(true, std::sync::atomic::Ordering::Release);
                 }
             });
             return Ok(());
@@ -922,6 +963,42 @@ mod tests {
         db.get_json(VOTE).unwrap().unwrap()
     }
 
+    /// Saves a state machine position at `applied`, as the state machine does.
+    fn save_applied(db: &RaftDb, applied: LogId<u64>) {
+        let json = serde_json::json!({ "last_applied": applied }).to_string();
+        db.put_meta(&[(super::APPLIED, json.as_bytes())]).unwrap();
+    }
+
+    #[test]
+    fn a_forgotten_segment_goes_once_a_mark_covers_its_purge_and_marks_wait_for_the_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = RaftDb::open(&dir.path().join("raft.redb")).unwrap();
+        let wal = open_wal(&db, dir.path()).unwrap();
+        let leader = CommittedLeaderId::new(1, 1);
+        let files: Vec<std::path::PathBuf> =
+            [100, 200].iter().map(|i| dir.path().join(format!("old-{i}"))).collect();
+        for f in &files {
+            std::fs::write(f, b"segment").unwrap();
+        }
+        let json = |i: u64| serde_json::to_vec(&LogId::new(leader, i)).unwrap();
+        let mut purging = super::Purging::default();
+        save_applied(&db, LogId::new(leader, 150));
+        // The later purge finishes first, its mark ahead of the position:
+        // not marked, and its file stays.
+        purging.mark_and_delete(&db, &wal, (200, false), &json(200), vec![files[1].clone()]).unwrap();
+        assert_eq!(mark(&db), None);
+        // The earlier one marks 100 and deletes only what 100 covers.
+        purging.mark_and_delete(&db, &wal, (100, false), &json(100), vec![files[0].clone()]).unwrap();
+        assert_eq!(mark(&db), Some(100));
+        assert!(!files[0].exists());
+        assert!(files[1].exists(), "forgotten by the purge at 200, which no mark covers yet");
+        // Once the position passes 200, the next purge marks and deletes it.
+        save_applied(&db, LogId::new(leader, 260));
+        purging.mark_and_delete(&db, &wal, (250, false), &json(250), Vec::new()).unwrap();
+        assert_eq!(mark(&db), Some(250));
+        assert!(!files[1].exists());
+    }
+
     /// The purge mark's index, as saved.
     fn mark(db: &RaftDb) -> Option<u64> {
         db.get_json::<LogId<u64>>(PURGED).unwrap().map(|l| l.index)
@@ -937,6 +1014,7 @@ mod tests {
         let mut log = super::LogStore::with_wal(db.clone(), wal, 1);
         let leader = CommittedLeaderId::new(1, 1);
         log.wal.clone().unwrap().append(&blank_entries(leader, 1..=5)).unwrap();
+        save_applied(&db, LogId::new(leader, 5));
 
         // Behind the end: forgotten at once, marked off the caller's path.
         log.purge(LogId::new(leader, 3)).await.unwrap();
@@ -959,7 +1037,7 @@ mod tests {
         // A purge finishing after a later one leaves the later mark.
         let older = serde_json::to_vec(&LogId::new(leader, 7)).unwrap();
         let wal = log.wal.clone().unwrap();
-        log.purging.lock().mark_and_delete(&db, &wal, 7, &older, Vec::new()).unwrap();
+        log.purging.lock().mark_and_delete(&db, &wal, (7, false), &older, Vec::new()).unwrap();
         assert_eq!(mark(&db), Some(9));
     }
 

@@ -14,7 +14,7 @@ use spectrum_core::Timestamp;
 use tokio::sync::watch;
 
 use super::codec::{Answers, Applied, Corrupt, Proposal};
-use super::log_store::{RaftDb, blocking, read_err, write_err};
+use super::log_store::{APPLIED, RaftDb, blocking, read_err, write_err};
 use super::recent::{Mark, Recent, Seen};
 use super::wal::Durable;
 use super::{Entry, RaftMember, SEQ_PER_ENTRY, StorageError, TypeConfig};
@@ -24,8 +24,6 @@ use crate::record::{DEFAULT_MAX_VALUE_BYTES, Record, VersionToken, VersionVector
 use crate::store::ConfigStore;
 use crate::wire::records_from_wire;
 
-/// Where the state machine's position is kept (JSON [`Position`]).
-const APPLIED: &str = "sm_applied";
 /// The current snapshot's metadata (JSON) and bytes (protobuf `RaftSnapshot`).
 const SNAPSHOT_META: &str = "snapshot_meta";
 const SNAPSHOT_DATA: &str = "snapshot_data";

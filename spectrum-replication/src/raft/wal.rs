@@ -92,7 +92,7 @@
 //! (`raft-wal.lock`, kept there so that the directory holds segments only, as
 //! earlier builds expect); opening it again (another process, or a new
 //! incarnation of the node in this process while the old one's background
-//! flush or zeroing still runs) waits up to [`LOCK_WAIT`] and then fails,
+//! flush, zeroing or purge still runs) waits up to [`LOCK_WAIT`] and then fails,
 //! saying the log is in use: two instances writing one segment would
 //! overwrite each other's records. On a filesystem without locks the log
 //! opens unlocked, as before, and writes no zeros ahead (the one writer an
@@ -128,7 +128,7 @@ const ZERO_LOW: u64 = ZERO_AHEAD / 2;
 const ZERO_PIECE: usize = 128 << 10;
 /// How long [`Wal::open`] waits for another instance to let go of the
 /// directory (an earlier incarnation of the node in this process, whose
-/// background flush or zeroing is finishing).
+/// background flush, zeroing or purge is finishing).
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where one entry's record is.
@@ -1051,23 +1051,22 @@ impl Wal {
     }
 
     /// Deletes the segment files `paths` ([`forget_through`](Self::forget_through)
-    /// gave them; one already gone counts as deleted), then syncs the
-    /// directory when any was there.
+    /// gave them; one already gone counts as deleted, so a retry after a
+    /// failure is safe), then syncs the directory (when `paths` is not empty).
     ///
     /// # Errors
     ///
     /// The first I/O error deleting a file or syncing the directory; the
     /// files not deleted yet are left, to delete again.
     pub(crate) fn delete_segments(&self, paths: &[PathBuf]) -> io::Result<()> {
-        let mut deleted = false;
         for path in paths {
             match fs::remove_file(path) {
-                Ok(()) => deleted = true,
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }
-        if deleted {
+        if !paths.is_empty() {
             sync_dir(&self.dir)?;
         }
         Ok(())
