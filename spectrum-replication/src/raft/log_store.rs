@@ -7,11 +7,12 @@
 //! durable, with two exceptions: the leader's own entries on disk (below), and
 //! a purge behind the log's end, which returns before its mark is on disk
 //! (see [`Purging`]): until the mark is, a reopened log holds more than it
-//! must, with no gap, and no segment file is deleted before it. Such a mark
+//! must, with no gap, and no segment file is deleted before it. A purge mark
 //! never runs ahead of the state machine's saved position, from which a
-//! restart replays the log. (A purge past the log's end, after a snapshot
-//! installed beyond it, cannot wait for the state machine to save the
-//! snapshot's position: the next append leaves a gap only its mark explains.)
+//! restart replays the log: behind the log's end it waits for a later purge,
+//! and past the end, where openraft purges as it hands a snapshot to the
+//! state machine, the purge waits for the snapshot's position to be saved
+//! (the next append leaves a gap only its mark explains).
 //!
 //! # The leader's own entries
 //!
@@ -182,14 +183,61 @@ const INCARNATION: &str = "incarnation";
 const RECENT_HORIZON: &str = "recent_horizon";
 const PURGED: &str = "last_purged";
 /// Where the state machine's position is kept (JSON `Position`, see
-/// `state_machine`): a purge mark behind the log's end never runs ahead of
-/// it on disk.
+/// `state_machine`): a purge mark never runs ahead of it on disk (but one
+/// past the log's end with no snapshot install in flight, see
+/// [`LogStore::purge`]).
 pub(crate) const APPLIED: &str = "sm_applied";
+/// How long a purge past the log's end waits for the state machine to save
+/// the position of a snapshot being installed (see [`LogStore::purge`]).
+const INSTALL_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The redb database holding Raft's durable state.
 #[derive(Debug)]
 pub(crate) struct RaftDb {
     db: Database,
+    /// Snapshot installs in flight (see [`InstallInFlight`]).
+    installs: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one snapshot install in flight on a [`RaftDb`] while it lives:
+/// openraft purges the log past its end as it hands the snapshot to the state
+/// machine, and that purge's mark waits for the state machine to save the
+/// snapshot's position (see [`LogStore::purge`]).
+pub(crate) struct InstallInFlight(Arc<RaftDb>);
+
+impl InstallInFlight {
+    /// Counts an install on `db` until dropped.
+    pub(crate) fn new(db: Arc<RaftDb>) -> Self {
+        db.installs.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(db)
+    }
+}
+
+impl Drop for InstallInFlight {
+    fn drop(&mut self) {
+        self.0.installs.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// While a snapshot install is in flight on `db`, waits (polling the Raft
+/// file, at most [`INSTALL_WAIT`]) until the state machine's saved position
+/// covers `index`.
+async fn wait_for_an_install(db: &Arc<RaftDb>, index: u64) -> Result<(), StorageError> {
+    let deadline = tokio::time::Instant::now() + INSTALL_WAIT;
+    while db.installs.load(std::sync::atomic::Ordering::Acquire) > 0 {
+        let reader = db.clone();
+        if blocking(move || reader.applied_on_disk()).await? >= index {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(write_err(Corrupt(format!(
+                "purging the Raft log through {index}: the snapshot being installed was not saved within \
+                 {INSTALL_WAIT:?}"
+            ))));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 /// A storage error reading Raft's state.
@@ -227,7 +275,7 @@ impl RaftDb {
         create().map_err(|e| {
             ::redb::DatabaseError::Storage(::redb::StorageError::Io(std::io::Error::other(e)))
         })?;
-        Ok(Self { db })
+        Ok(Self { db, installs: std::sync::atomic::AtomicUsize::new(0) })
     }
 
     /// The incarnation of this file: drawn at random (never 0) and stored the
@@ -801,8 +849,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // Past the log's end (openraft purges there after installing a
             // snapshot beyond the log, as the state machine installs it) the
             // next append would leave a gap that only the mark explains, so
-            // the purge returns once the mark is down.
+            // the purge returns once the mark is down; and while an install
+            // is in flight the mark waits for the state machine to save the
+            // snapshot's position, or a restart would replay entries the
+            // purge removed from a position before them.
             let past_end = wal.bounds().is_none_or(|(_, last)| log_id.index >= last);
+            if past_end {
+                wait_for_an_install(&db, log_id.index).await?;
+            }
             let inline = past_end || self.purge_failed.swap(false, std::sync::atomic::Ordering::AcqRel);
             let unneeded = wal.forget_through(log_id.index);
             {
@@ -1029,8 +1083,19 @@ mod tests {
         assert_eq!(mark(&db), Some(3), "the mark follows");
 
         // Past the end (a snapshot installed beyond the log): the next append
-        // starts above a gap only the mark explains, so it is down on return.
-        log.purge(LogId::new(leader, 9)).await.unwrap();
+        // starts above a gap only the mark explains, so it is down on return,
+        // and not before the state machine saved the installed position.
+        let installing = super::InstallInFlight::new(db.clone());
+        let purge = tokio::spawn(async move {
+            log.purge(LogId::new(leader, 9)).await.unwrap();
+            log
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!purge.is_finished(), "it waits for the installed position");
+        assert_eq!(mark(&db), Some(3));
+        save_applied(&db, LogId::new(leader, 9));
+        let log = purge.await.unwrap();
+        drop(installing);
         assert_eq!(mark(&db), Some(9));
         assert_eq!(log.wal.as_ref().unwrap().bounds(), None);
 

@@ -289,6 +289,7 @@ impl RaftReplicatorBuilder {
         let (stop, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             raft,
+            db: Arc::downgrade(&db),
             batcher,
             forwarder: Forwarder::new(wire.clone(), stop.subscribe()),
             wire,
@@ -409,6 +410,8 @@ pub struct RaftReplicator {
 
 pub(crate) struct Inner {
     pub(crate) raft: Raft,
+    /// The Raft file (vote, purge mark, position, snapshot); weak, as `store`.
+    pub(crate) db: Weak<RaftDb>,
     /// This node's proposals, and those forwarded to it, packed into entries.
     pub(crate) batcher: Batcher,
     pub(crate) wire: Wire,

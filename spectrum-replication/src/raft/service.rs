@@ -16,6 +16,7 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::codec::{Proposal, entry_from_proto, from_json, to_json};
+use super::log_store::InstallInFlight;
 use super::replicator::{ForwardAnswer, Inner, ReadIndexAnswer};
 use super::{RaftMember, TypeConfig};
 use crate::credential::PeerToken;
@@ -337,6 +338,8 @@ impl RaftRpc for RaftService {
         let call = request.into_inner();
         let mut rpc: InstallSnapshotRequest<TypeConfig> = from_json("json", &call.json)?;
         rpc.data = call.data;
+        // The last chunk installs it (see `log_store`, on purges).
+        let _installing = rpc.done.then(|| self.inner.db.upgrade().map(InstallInFlight::new));
         let result = self.inner.raft.install_snapshot(rpc).await;
         Ok(self.answer(&admitted, to_json(&result)))
     }
