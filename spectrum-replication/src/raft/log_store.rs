@@ -8,11 +8,15 @@
 //! a purge behind the log's end, which returns before its mark is on disk
 //! (see [`Purging`]): until the mark is, a reopened log holds more than it
 //! must, with no gap, and no segment file is deleted before it. A purge mark
-//! never runs ahead of the state machine's saved position, from which a
+//! does not run ahead of the state machine's saved position, from which a
 //! restart replays the log: behind the log's end it waits for a later purge,
 //! and past the end, where openraft purges as it hands a snapshot to the
-//! state machine, the purge waits for the snapshot's position to be saved
-//! (the next append leaves a gap only its mark explains).
+//! state machine, the purge waits (at most [`INSTALL_WAIT`], during which the
+//! Raft core waits too) for the snapshot's position to be saved, while the
+//! Raft service counts the install in flight ([`InstallInFlight`]). A purge
+//! past the end with no install counted (openraft's start-up tidying, below
+//! the saved position) marks at once: the next append leaves a gap only its
+//! mark explains.
 //!
 //! # The leader's own entries
 //!
@@ -183,9 +187,8 @@ const INCARNATION: &str = "incarnation";
 const RECENT_HORIZON: &str = "recent_horizon";
 const PURGED: &str = "last_purged";
 /// Where the state machine's position is kept (JSON `Position`, see
-/// `state_machine`): a purge mark never runs ahead of it on disk (but one
-/// past the log's end with no snapshot install in flight, see
-/// [`LogStore::purge`]).
+/// `state_machine`): a purge mark does not run ahead of it on disk (see the
+/// module docs).
 pub(crate) const APPLIED: &str = "sm_applied";
 /// How long a purge past the log's end waits for the state machine to save
 /// the position of a snapshot being installed (see [`LogStore::purge`]).
@@ -231,8 +234,8 @@ async fn wait_for_an_install(db: &Arc<RaftDb>, index: u64) -> Result<(), Storage
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(write_err(Corrupt(format!(
-                "purging the Raft log through {index}: the snapshot being installed was not saved within \
-                 {INSTALL_WAIT:?}"
+                "purging the Raft log through {index}: the state machine did not save the position of the \
+                 snapshot being installed within {INSTALL_WAIT:?} (did the install fail?)"
             ))));
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -604,7 +607,8 @@ impl Purging {
         self.unneeded.extend(unneeded.into_iter().map(|path| (path, index)));
         // A restart replays the log from the saved position: the entries
         // after it stay until that position passes them. (Past the log's
-        // end the mark cannot wait: the next append leaves a gap below it.)
+        // end the purge waited for an install's position before this, and
+        // the mark cannot wait longer: the next append leaves a gap below it.)
         if self.marked.is_none_or(|m| m < index) && (past_end || db.applied_on_disk()? >= index) {
             db.put_meta(&[(PURGED, json)])?;
             self.marked = Some(index);

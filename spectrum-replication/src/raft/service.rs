@@ -338,9 +338,19 @@ impl RaftRpc for RaftService {
         let call = request.into_inner();
         let mut rpc: InstallSnapshotRequest<TypeConfig> = from_json("json", &call.json)?;
         rpc.data = call.data;
-        // The last chunk installs it (see `log_store`, on purges).
-        let _installing = rpc.done.then(|| self.inner.db.upgrade().map(InstallInFlight::new));
-        let result = self.inner.raft.install_snapshot(rpc).await;
+        // The last chunk installs it, and the purge that follows waits for
+        // the installed position while this counts (see `log_store`, on
+        // purges). On a task of its own, so that it counts until openraft
+        // answers even when the call is dropped (its deadline passed, the
+        // leader gave up): openraft goes on installing either way.
+        let installing = rpc.done.then(|| self.inner.db.upgrade().map(InstallInFlight::new));
+        let raft = self.inner.raft.clone();
+        let result = tokio::spawn(async move {
+            let _installing = installing;
+            raft.install_snapshot(rpc).await
+        })
+        .await
+        .map_err(|e| Status::internal(format!("installing a snapshot: {e}")))?;
         Ok(self.answer(&admitted, to_json(&result)))
     }
 
