@@ -1021,6 +1021,49 @@ mod tests {
         db.get_json(VOTE).unwrap().unwrap()
     }
 
+    #[tokio::test]
+    async fn a_purge_finishing_in_the_background_that_fails_makes_the_next_one_fail_to_its_caller() {
+        use openraft::storage::RaftLogStorage;
+
+        let dir = tempfile::tempdir().unwrap();
+        let db = std::sync::Arc::new(RaftDb::open(&dir.path().join("raft.redb")).unwrap());
+        let wal = open_wal(&db, dir.path()).unwrap();
+        let mut log = super::LogStore::with_wal(db.clone(), wal, 1);
+        let leader = CommittedLeaderId::new(1, 1);
+        log.wal.clone().unwrap().append(&blank_entries(leader, 1..=9)).unwrap();
+        save_applied(&db, LogId::new(leader, 9));
+        // A forgotten "segment" that cannot be deleted (a directory with a file in it).
+        let stuck = dir.path().join("stuck");
+        std::fs::create_dir(&stuck).unwrap();
+        std::fs::write(stuck.join("inside"), b"x").unwrap();
+        log.purging.lock().unneeded.push((stuck.clone(), 1));
+
+        log.purge(LogId::new(leader, 2)).await.unwrap();
+        let mut waited = 0;
+        while !log.purge_failed.load(std::sync::atomic::Ordering::Acquire) && waited < 500 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert!(log.purge_failed.load(std::sync::atomic::Ordering::Acquire), "the failure is noted");
+        assert_eq!(mark(&db), Some(2), "the mark went down before the deletion failed");
+        // The next purge finishes inline, and its caller hears the error.
+        let err = log.purge(LogId::new(leader, 4)).await.unwrap_err();
+        assert!(err.to_string().contains("raft log"), "{err}");
+        assert_eq!(mark(&db), Some(4));
+        // Once the file can go, a purge deletes it and succeeds again.
+        std::fs::remove_file(stuck.join("inside")).unwrap();
+        std::fs::remove_dir(&stuck).unwrap();
+        std::fs::write(&stuck, b"segment").unwrap();
+        log.purge(LogId::new(leader, 5)).await.unwrap();
+        let mut waited = 0;
+        while stuck.exists() && waited < 500 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert!(!stuck.exists());
+        assert!(!log.purge_failed.load(std::sync::atomic::Ordering::Acquire));
+    }
+
     /// Saves a state machine position at `applied`, as the state machine does.
     fn save_applied(db: &RaftDb, applied: LogId<u64>) {
         let json = serde_json::json!({ "last_applied": applied }).to_string();
