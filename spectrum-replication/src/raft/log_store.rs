@@ -600,7 +600,8 @@ impl Purging {
         &mut self,
         db: &RaftDb,
         wal: &Wal,
-        (index, past_end): (u64, bool),
+        index: u64,
+        past_end: bool,
         json: &[u8],
         unneeded: Vec<std::path::PathBuf>,
     ) -> Result<(), StorageError> {
@@ -639,16 +640,7 @@ impl LogStore {
 
     /// The log of node `me` kept in `db`, its entries in `wal` (a node on disk).
     pub(crate) fn with_wal(db: Arc<RaftDb>, wal: Wal, me: u64) -> Self {
-        Self {
-            db,
-            wal: Some(Arc::new(wal)),
-            me,
-            leading: None,
-            recent: Arc::default(),
-            purging: Arc::default(),
-            purge_failed: Arc::default(),
-            forgotten: Arc::default(),
-        }
+        Self { wal: Some(Arc::new(wal)), me, ..Self::new(db) }
     }
 
     /// How far the log is on disk, for what must not act on an entry before
@@ -871,14 +863,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let index = log_id.index;
             if inline {
                 return blocking(move || {
-                    purging.lock().mark_and_delete(&db, &wal, (index, past_end), &json, unneeded)
+                    purging.lock().mark_and_delete(&db, &wal, index, past_end, &json, unneeded)
                 })
                 .await;
             }
             let failed = self.purge_failed.clone();
             tokio::task::spawn_blocking(move || {
-                if let Err(error) = purging.lock().mark_and_delete(&db, &wal, (index, false), &json, unneeded)
-                {
+                if let Err(error) = purging.lock().mark_and_delete(&db, &wal, index, false, &json, unneeded) {
                     tracing::warn!(%error, index, "finishing a purge of the Raft log failed; the next purge tries again");
                     failed.store(true, std::sync::atomic::Ordering::Release);
                 }
@@ -993,10 +984,7 @@ mod tests {
     async fn only_the_leader_s_own_vote_skips_the_disk_and_any_other_vote_syncs_what_it_wrote() {
         use openraft::storage::RaftLogStorage;
 
-        let dir = tempfile::tempdir().unwrap();
-        let db = std::sync::Arc::new(RaftDb::open(&dir.path().join("raft.redb")).unwrap());
-        let wal = open_wal(&db, dir.path()).unwrap();
-        let mut log = super::LogStore::with_wal(db.clone(), wal, 7);
+        let (_dir, db, mut log) = log_on_disk(7);
         let durable = log.durable().unwrap();
         // Not committed, or another node's: appends are synced.
         for vote in [Vote::new(3, 7), Vote::new_committed(3, 8)] {
@@ -1025,10 +1013,7 @@ mod tests {
     async fn a_purge_finishing_in_the_background_that_fails_makes_the_next_one_fail_to_its_caller() {
         use openraft::storage::RaftLogStorage;
 
-        let dir = tempfile::tempdir().unwrap();
-        let db = std::sync::Arc::new(RaftDb::open(&dir.path().join("raft.redb")).unwrap());
-        let wal = open_wal(&db, dir.path()).unwrap();
-        let mut log = super::LogStore::with_wal(db.clone(), wal, 1);
+        let (dir, db, mut log) = log_on_disk(1);
         let leader = CommittedLeaderId::new(1, 1);
         log.wal.clone().unwrap().append(&blank_entries(leader, 1..=9)).unwrap();
         save_applied(&db, LogId::new(leader, 9));
@@ -1039,11 +1024,7 @@ mod tests {
         log.purging.lock().unneeded.push((stuck.clone(), 1));
 
         log.purge(LogId::new(leader, 2)).await.unwrap();
-        let mut waited = 0;
-        while !log.purge_failed.load(std::sync::atomic::Ordering::Acquire) && waited < 500 {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            waited += 1;
-        }
+        within_5s(|| log.purge_failed.load(std::sync::atomic::Ordering::Acquire)).await;
         assert!(log.purge_failed.load(std::sync::atomic::Ordering::Acquire), "the failure is noted");
         assert_eq!(mark(&db), Some(2), "the mark went down before the deletion failed");
         // The next purge finishes inline, and its caller hears the error.
@@ -1055,13 +1036,29 @@ mod tests {
         std::fs::remove_dir(&stuck).unwrap();
         std::fs::write(&stuck, b"segment").unwrap();
         log.purge(LogId::new(leader, 5)).await.unwrap();
-        let mut waited = 0;
-        while stuck.exists() && waited < 500 {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            waited += 1;
-        }
+        within_5s(|| !stuck.exists()).await;
         assert!(!stuck.exists());
         assert!(!log.purge_failed.load(std::sync::atomic::Ordering::Acquire));
+    }
+
+    /// A log on disk of node `id` in a new temporary directory, with its Raft file.
+    fn log_on_disk(id: u64) -> (tempfile::TempDir, std::sync::Arc<RaftDb>, super::LogStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = std::sync::Arc::new(RaftDb::open(&dir.path().join("raft.redb")).unwrap());
+        let wal = open_wal(&db, dir.path()).unwrap();
+        let log = super::LogStore::with_wal(db.clone(), wal, id);
+        (dir, db, log)
+    }
+
+    /// Waits, checking every 10 ms for at most 5 s, until `done` holds
+    /// (the caller asserts what it waited for).
+    async fn within_5s(done: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Saves a state machine position at `applied`, as the state machine does.
@@ -1086,16 +1083,16 @@ mod tests {
         save_applied(&db, LogId::new(leader, 150));
         // The later purge finishes first, its mark ahead of the position:
         // not marked, and its file stays.
-        purging.mark_and_delete(&db, &wal, (200, false), &json(200), vec![files[1].clone()]).unwrap();
+        purging.mark_and_delete(&db, &wal, 200, false, &json(200), vec![files[1].clone()]).unwrap();
         assert_eq!(mark(&db), None);
         // The earlier one marks 100 and deletes only what 100 covers.
-        purging.mark_and_delete(&db, &wal, (100, false), &json(100), vec![files[0].clone()]).unwrap();
+        purging.mark_and_delete(&db, &wal, 100, false, &json(100), vec![files[0].clone()]).unwrap();
         assert_eq!(mark(&db), Some(100));
         assert!(!files[0].exists());
         assert!(files[1].exists(), "forgotten by the purge at 200, which no mark covers yet");
         // Once the position passes 200, the next purge marks and deletes it.
         save_applied(&db, LogId::new(leader, 260));
-        purging.mark_and_delete(&db, &wal, (250, false), &json(250), Vec::new()).unwrap();
+        purging.mark_and_delete(&db, &wal, 250, false, &json(250), Vec::new()).unwrap();
         assert_eq!(mark(&db), Some(250));
         assert!(!files[1].exists());
     }
@@ -1109,10 +1106,7 @@ mod tests {
     async fn a_purge_behind_the_end_marks_later_one_past_it_before_returning_and_marks_only_rise() {
         use openraft::storage::RaftLogStorage;
 
-        let dir = tempfile::tempdir().unwrap();
-        let db = std::sync::Arc::new(RaftDb::open(&dir.path().join("raft.redb")).unwrap());
-        let wal = open_wal(&db, dir.path()).unwrap();
-        let mut log = super::LogStore::with_wal(db.clone(), wal, 1);
+        let (_dir, db, mut log) = log_on_disk(1);
         let leader = CommittedLeaderId::new(1, 1);
         log.wal.clone().unwrap().append(&blank_entries(leader, 1..=5)).unwrap();
         save_applied(&db, LogId::new(leader, 5));
@@ -1122,11 +1116,7 @@ mod tests {
         assert_eq!(log.wal.as_ref().unwrap().bounds(), Some((4, 5)));
         let state = log.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id, Some(LogId::new(leader, 3)), "reported before it is marked");
-        let mut waited = 0;
-        while mark(&db) != Some(3) && waited < 500 {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            waited += 1;
-        }
+        within_5s(|| mark(&db) == Some(3)).await;
         assert_eq!(mark(&db), Some(3), "the mark follows");
 
         // Past the end (a snapshot installed beyond the log): the next append
@@ -1149,7 +1139,7 @@ mod tests {
         // A purge finishing after a later one leaves the later mark.
         let older = serde_json::to_vec(&LogId::new(leader, 7)).unwrap();
         let wal = log.wal.clone().unwrap();
-        log.purging.lock().mark_and_delete(&db, &wal, (7, false), &older, Vec::new()).unwrap();
+        log.purging.lock().mark_and_delete(&db, &wal, 7, false, &older, Vec::new()).unwrap();
         assert_eq!(mark(&db), Some(9));
     }
 
