@@ -1013,10 +1013,7 @@ mod tests {
     async fn a_purge_finishing_in_the_background_that_fails_makes_the_next_one_fail_to_its_caller() {
         use openraft::storage::RaftLogStorage;
 
-        let (dir, db, mut log) = log_on_disk(1);
-        let leader = CommittedLeaderId::new(1, 1);
-        log.wal.clone().unwrap().append(&blank_entries(leader, 1..=9)).unwrap();
-        save_applied(&db, LogId::new(leader, 9));
+        let (dir, db, mut log, leader) = log_applied_through(9);
         // A forgotten "segment" that cannot be deleted (a directory with a file in it).
         let stuck = dir.path().join("stuck");
         std::fs::create_dir(&stuck).unwrap();
@@ -1048,6 +1045,19 @@ mod tests {
         let wal = open_wal(&db, dir.path()).unwrap();
         let log = super::LogStore::with_wal(db.clone(), wal, id);
         (dir, db, log)
+    }
+
+    /// [`log_on_disk`] of node 1 holding blank entries 1 to `last` of term
+    /// 1, all applied as the state machine's saved position says; and their
+    /// leader id.
+    fn log_applied_through(
+        last: u64,
+    ) -> (tempfile::TempDir, std::sync::Arc<RaftDb>, super::LogStore, CommittedLeaderId<u64>) {
+        let (dir, db, log) = log_on_disk(1);
+        let leader = CommittedLeaderId::new(1, 1);
+        log.wal.clone().unwrap().append(&blank_entries(leader, 1..=last)).unwrap();
+        save_applied(&db, LogId::new(leader, last));
+        (dir, db, log, leader)
     }
 
     /// Waits, checking every 10 ms for at most 5 s, until `done` holds
@@ -1106,10 +1116,7 @@ mod tests {
     async fn a_purge_behind_the_end_marks_later_one_past_it_before_returning_and_marks_only_rise() {
         use openraft::storage::RaftLogStorage;
 
-        let (_dir, db, mut log) = log_on_disk(1);
-        let leader = CommittedLeaderId::new(1, 1);
-        log.wal.clone().unwrap().append(&blank_entries(leader, 1..=5)).unwrap();
-        save_applied(&db, LogId::new(leader, 5));
+        let (_dir, db, mut log, leader) = log_applied_through(5);
 
         // Behind the end: forgotten at once, marked off the caller's path.
         log.purge(LogId::new(leader, 3)).await.unwrap();

@@ -343,7 +343,7 @@ impl RaftRpc for RaftService {
         // purges). On a task of its own, so that it counts until openraft
         // answers even when the call is dropped (its deadline passed, the
         // leader gave up): openraft goes on installing either way.
-        let installing = rpc.done.then(|| self.inner.db.upgrade().map(InstallInFlight::new));
+        let installing = rpc.done.then(|| self.inner.db.upgrade()).flatten().map(InstallInFlight::new);
         let raft = self.inner.raft.clone();
         let result = tokio::spawn(async move {
             let _installing = installing;

@@ -1467,13 +1467,20 @@ mod tests {
         assert!(err.to_string().contains(&segment_name(1)), "{err}");
     }
 
-    #[test]
-    fn truncation_removes_the_tail_across_segments_durably() {
-        let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path(), None).unwrap();
+    /// A log opened in `dir` holding entries 1 to 4 in one segment and 5 to
+    /// 8 in the next.
+    fn eight_in_two_segments(dir: &std::path::Path) -> Wal {
+        let wal = Wal::open(dir, None).unwrap();
         wal.append(&entries(1..=4)).unwrap();
         start_a_new_segment(&wal);
         wal.append(&entries(5..=8)).unwrap();
+        wal
+    }
+
+    #[test]
+    fn truncation_removes_the_tail_across_segments_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = eight_in_two_segments(dir.path());
         wal.truncate(3).unwrap();
         assert_eq!(wal.bounds(), Some((1, 2)));
         assert!(!dir.path().join(segment_name(5)).exists(), "the later segment is deleted");
@@ -1486,10 +1493,7 @@ mod tests {
     #[test]
     fn a_purge_forgets_entries_deletes_whole_segments_and_lets_the_log_restart_above_it() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path(), None).unwrap();
-        wal.append(&entries(1..=4)).unwrap();
-        start_a_new_segment(&wal);
-        wal.append(&entries(5..=8)).unwrap();
+        let wal = eight_in_two_segments(dir.path());
         wal.purge(6).unwrap();
         assert_eq!(wal.bounds(), Some((7, 8)));
         assert!(!dir.path().join(segment_name(1)).exists());
@@ -1511,10 +1515,7 @@ mod tests {
     #[test]
     fn forgotten_segments_stay_on_disk_until_deleted_and_a_reopened_log_reads_them_again() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path(), None).unwrap();
-        wal.append(&entries(1..=4)).unwrap();
-        start_a_new_segment(&wal);
-        wal.append(&entries(5..=8)).unwrap();
+        let wal = eight_in_two_segments(dir.path());
         let unneeded = wal.forget_through(6);
         assert_eq!(unneeded, vec![dir.path().join(segment_name(1))]);
         assert_eq!(wal.bounds(), Some((7, 8)));
